@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the peers the tests drive, then runs every
+# test. Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests need: the binary each provides, then the package.
+needs=(
+  "sipp sip-tester"
+  "tshark tshark"
+  "espeak-ng espeak-ng"
+  "sox sox"
+)
+missing=()
+for pair in "${needs[@]}"; do
+  set -- $pair
+  command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+done
+# libopus-dev: audiopus (WebRTC legs) links the system libopus.
+if ! pkg-config --exists opus 2>/dev/null; then missing+=("libopus-dev" "pkg-config"); fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "test.sh: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "test.sh: missing packages: ${missing[*]}" >&2
+    echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+# SIPp's uac_pcap scenario reads pcap/g711a.pcap relative to its cwd; the
+# integration tests point it at Debian's copy.
+export CROSSLINE_SIPP_PCAP_DIR=/usr/share/sip-tester
+
+# Two cores: keep test binaries from fighting the gateway for CPU.
+cargo test --all-targets --locked -- --test-threads=2 "$@"

@@ -1,0 +1,471 @@
+//! Configuration: TOML in, a validated [`Config`] or every error out.
+//!
+//! Each top-level section (and each element of an array of tables) is
+//! deserialised on its own, so one bad key does not hide the next one.
+//! Errors name the file, the line and the key.
+
+mod glob;
+mod model;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+pub use glob::glob_match;
+pub use model::*;
+
+/// Flows built into the binary. The flow engine adds file-based flows.
+pub const BUILTIN_FLOWS: &[&str] = &["demo"];
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key path, e.g. `trunks[1].inbound_cidrs`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            if self.key.is_empty() {
+                "(file)"
+            } else {
+                &self.key
+            },
+            self.message
+        )
+    }
+}
+
+/// All errors found in one file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The embedded defaults: loopback listeners, SQLite in the working
+    /// directory and every call routed to the demo flow.
+    pub fn embedded() -> Config {
+        Config {
+            routes: vec![RouteConfig {
+                did: "*".into(),
+                caller: "*".into(),
+                trunk: None,
+                flow: "demo".into(),
+                ring_ms: 0,
+            }],
+            ..Config::default()
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate `text`; `file` is only used in messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+        let mut sink = Diagnostics {
+            text,
+            file,
+            errors: Vec::new(),
+        };
+        let doc = match DeTable::parse(text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                sink.push_toml("", e);
+                return Err(ConfigErrors(sink.errors));
+            }
+        };
+        let mut config = Config::default();
+        for (key, value) in doc.get_ref().iter() {
+            let name = key.get_ref().as_ref();
+            match name {
+                "sip" => sink.section(name, value, &mut config.sip),
+                "http" => sink.section(name, value, &mut config.http),
+                "store" => sink.section(name, value, &mut config.store),
+                "media" => sink.section(name, value, &mut config.media),
+                "logging" => sink.section(name, value, &mut config.logging),
+                "trunks" => config.trunks = sink.array(name, value),
+                "registrations" => config.registrations = sink.array(name, value),
+                "routes" => config.routes = sink.array(name, value),
+                other => sink.push_span(
+                    other,
+                    key.span(),
+                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes".into(),
+                ),
+            }
+        }
+        validate(&config, &doc, &mut sink);
+        if sink.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(sink.errors))
+        }
+    }
+}
+
+struct Diagnostics<'a> {
+    text: &'a str,
+    file: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Diagnostics<'_> {
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        name: &str,
+        value: &Spanned<DeValue<'_>>,
+        slot: &mut T,
+    ) {
+        if !value.get_ref().is_table() {
+            self.push_span(name, value.span(), "expected a table".into());
+            return;
+        }
+        match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(v) => *slot = v,
+            Err(e) => self.push_toml(name, e),
+        }
+    }
+
+    fn array<T: DeserializeOwned>(&mut self, name: &str, value: &Spanned<DeValue<'_>>) -> Vec<T> {
+        let Some(items) = value.get_ref().as_array() else {
+            self.push_span(
+                name,
+                value.span(),
+                format!("expected an array of tables ([[{name}]])"),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("{name}[{i}]");
+            match T::deserialize(ValueDeserializer::from(item.clone())) {
+                Ok(v) => out.push(v),
+                Err(e) => self.push_toml(&key, e),
+            }
+        }
+        out
+    }
+
+    /// A toml/serde error: its span points at the offending key or value.
+    fn push_toml(&mut self, section: &str, e: toml::de::Error) {
+        let span = e.span().unwrap_or(0..0);
+        let mut key = section.to_string();
+        if let Some(found) = self.key_at(span.clone()) {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(&found);
+        }
+        let message = e.message().trim().replace('\n', " ");
+        self.push_span(&key, span, message);
+    }
+
+    fn push_span(&mut self, key: &str, span: Range<usize>, message: String) {
+        let (line, column) = line_col(self.text, span.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    /// The bare key written at `span`, when the span covers a key.
+    fn key_at(&self, span: Range<usize>) -> Option<String> {
+        let s = self.text.get(span)?.trim();
+        let bare = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        (bare && !s.is_empty()).then(|| s.to_string())
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+/// Find the span of a key path such as `["trunks", "0", "inbound_cidrs"]`.
+fn locate(doc: &Spanned<DeTable<'_>>, path: &[&str]) -> Range<usize> {
+    let mut span = doc.span();
+    let mut table: Option<&DeTable<'_>> = Some(doc.get_ref());
+    let mut array: Option<&toml::de::DeArray<'_>> = None;
+    for seg in path {
+        let next = if let Some(t) = table.take() {
+            t.iter()
+                .find(|(k, _)| k.get_ref().as_ref() == *seg)
+                .map(|(k, v)| (k.span(), v))
+        } else if let (Some(a), Ok(i)) = (array.take(), seg.parse::<usize>()) {
+            a.get(i).map(|v| (v.span(), v))
+        } else {
+            None
+        };
+        let Some((key_span, value)) = next else {
+            break;
+        };
+        span = key_span;
+        table = value.get_ref().as_table();
+        array = value.get_ref().as_array();
+    }
+    span
+}
+
+fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<'_>) {
+    let mut err = |path: &[&str], message: String| {
+        let key = path_to_key(path);
+        let span = locate(doc, path);
+        sink.push_span(&key, span, message);
+    };
+    let sip = &config.sip;
+    if sip.udp.is_empty() && sip.tcp.is_empty() {
+        err(
+            &["sip"],
+            "at least one of udp or tcp listeners is needed".into(),
+        );
+    }
+    if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms {
+        err(&["sip", "t2_ms"], "need 0 < t1_ms <= t2_ms".into());
+    }
+    if !(1_500..=1_048_576).contains(&sip.max_message_size) {
+        err(
+            &["sip", "max_message_size"],
+            "must be between 1500 and 1048576 bytes".into(),
+        );
+    }
+    let media = &config.media;
+    if media.rtp_port_min == 0 || media.rtp_port_min >= media.rtp_port_max {
+        err(
+            &["media", "rtp_port_min"],
+            "need 0 < rtp_port_min < rtp_port_max".into(),
+        );
+    }
+    if media.codecs.is_empty() {
+        err(&["media", "codecs"], "list at least one codec".into());
+    }
+    if !(96..=127).contains(&media.telephone_event_payload_type) {
+        err(
+            &["media", "telephone_event_payload_type"],
+            "must be a dynamic payload type, 96..=127".into(),
+        );
+    }
+    if config
+        .logging
+        .level
+        .parse::<tracing_subscriber::EnvFilter>()
+        .is_err()
+    {
+        err(
+            &["logging", "level"],
+            format!("not a valid log filter: {:?}", config.logging.level),
+        );
+    }
+
+    let mut names = std::collections::HashSet::new();
+    for (i, trunk) in config.trunks.iter().enumerate() {
+        let idx = i.to_string();
+        if trunk.name.is_empty() || !names.insert(trunk.name.as_str()) {
+            err(
+                &["trunks", &idx, "name"],
+                "names must be unique and non-empty".into(),
+            );
+        }
+        for (j, cidr) in trunk.inbound_cidrs.iter().enumerate() {
+            if let Err(e) = crate::net::Cidr::parse(cidr) {
+                let j = j.to_string();
+                err(&["trunks", &idx, "inbound_cidrs", &j], e);
+            }
+        }
+        if trunk.inbound_username.is_some() != trunk.inbound_password.is_some() {
+            err(
+                &["trunks", &idx, "inbound_username"],
+                "inbound_username and inbound_password go together".into(),
+            );
+        }
+        if let Some(uri) = &trunk.outbound_proxy {
+            if crate::sip::message::Uri::parse(uri).is_err() {
+                err(
+                    &["trunks", &idx, "outbound_proxy"],
+                    format!("not a SIP URI: {uri:?}"),
+                );
+            }
+        }
+    }
+    for (i, reg) in config.registrations.iter().enumerate() {
+        let idx = i.to_string();
+        for (key, uri) in [("registrar", &reg.registrar), ("aor", &reg.aor)] {
+            if crate::sip::message::Uri::parse(uri).is_err() {
+                err(
+                    &["registrations", &idx, key],
+                    format!("not a SIP URI: {uri:?}"),
+                );
+            }
+        }
+        if reg.expires < 60 {
+            err(
+                &["registrations", &idx, "expires"],
+                "must be at least 60 seconds".into(),
+            );
+        }
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        let idx = i.to_string();
+        if !BUILTIN_FLOWS.contains(&route.flow.as_str()) {
+            err(
+                &["routes", &idx, "flow"],
+                format!(
+                    "unknown flow {:?}; known flows: {}",
+                    route.flow,
+                    BUILTIN_FLOWS.join(", ")
+                ),
+            );
+        }
+        if let Some(trunk) = &route.trunk {
+            if !config.trunks.iter().any(|t| &t.name == trunk) {
+                err(
+                    &["routes", &idx, "trunk"],
+                    format!("no trunk named {trunk:?}"),
+                );
+            }
+        }
+    }
+}
+
+fn path_to_key(path: &[&str]) -> String {
+    let mut key = String::new();
+    for seg in path {
+        if seg.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{seg}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(seg);
+        }
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, Path::new("t.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("", Path::new("t.toml")).unwrap();
+        assert_eq!(c.sip.udp[0].port(), 5060);
+        assert_eq!(c.media.codecs, vec![CodecName::Pcmu, CodecName::Pcma]);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_line_and_key() {
+        let text = "[sip]\nudpp = []\n\n[media]\nrtp_port_min = 5000\nrtp_port_max = 4000\n\n[[trunks]]\nname = \"a\"\ninbound_cidrs = [\"10.0.0.0/33\"]\n\n[[routes]]\nflow = \"nope\"\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("t.toml:2:1: sip.udpp: unknown field `udpp`"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with("t.toml:5:1: media.rtp_port_min:"),
+            "{}",
+            errs[1]
+        );
+        assert!(errs[2].starts_with("t.toml:10:"), "{}", errs[2]);
+        assert!(
+            errs[2].contains("trunks[0].inbound_cidrs[0]"),
+            "{}",
+            errs[2]
+        );
+        assert!(
+            errs[3].starts_with("t.toml:13:1: routes[0].flow: unknown flow \"nope\""),
+            "{}",
+            errs[3]
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let errs = errors("[sip]\nt1_ms = \"fast\"\n");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("t.toml:2:"), "{}", errs[0]);
+        assert!(
+            errs[0].contains("t1_ms") || errs[0].contains("sip"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let errs = errors("[sip]\nudp = [\n");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("t.toml:"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn unknown_section_is_an_error() {
+        let errs = errors("[sipp]\nx = 1\n");
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("t.toml:1:2: sipp: unknown section"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crossline.example.toml");
+        if let Err(e) = Config::load(&path) {
+            panic!("{e}");
+        }
+    }
+}

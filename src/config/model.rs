@@ -1,0 +1,235 @@
+//! The typed configuration. Every key here is documented once, in
+//! `deploy/crossline.example.toml`; unknown keys are rejected.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub media: MediaConfig,
+    pub logging: LoggingConfig,
+    pub trunks: Vec<TrunkConfig>,
+    pub registrations: Vec<RegistrationConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP listeners.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listeners.
+    pub tcp: Vec<SocketAddr>,
+    /// Address written in Contact, Via and SDP when the listener is a wildcard.
+    pub advertised_address: Option<std::net::IpAddr>,
+    pub user_agent: String,
+    /// Largest SIP message accepted on any transport, in bytes.
+    pub max_message_size: usize,
+    /// Most TCP connections open at once; further accepts are closed at once.
+    pub max_tcp_connections: usize,
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+    /// On SIGTERM/SIGINT, calls in progress get BYE after this many seconds.
+    pub shutdown_grace_secs: u64,
+    /// Retry-After sent with 503 while draining.
+    pub drain_retry_after_secs: u32,
+    /// Lifetime of server digest nonces.
+    pub nonce_ttl_secs: u64,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 5060));
+        SipConfig {
+            udp: vec![loopback],
+            tcp: vec![loopback],
+            advertised_address: None,
+            user_agent: format!("crossline/{}", env!("CARGO_PKG_VERSION")),
+            max_message_size: 65_535,
+            max_tcp_connections: 1024,
+            t1_ms: 500,
+            t2_ms: 4_000,
+            t4_ms: 5_000,
+            shutdown_grace_secs: 30,
+            drain_retry_after_secs: 60,
+            nonce_ttl_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub sqlite_path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            sqlite_path: PathBuf::from("./crossline.db"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum CodecName {
+    #[serde(rename = "PCMU")]
+    Pcmu,
+    #[serde(rename = "PCMA")]
+    Pcma,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Bind address for RTP sockets.
+    pub rtp_address: std::net::IpAddr,
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// Codec preference, first is preferred when we offer.
+    pub codecs: Vec<CodecName>,
+    pub telephone_event_payload_type: u8,
+    /// Directory that relative audio file names resolve against.
+    pub audio_dir: PathBuf,
+    /// Audio loop threads; 0 means one per core.
+    pub audio_threads: usize,
+    /// Hang up a call when no RTP has arrived for this long; 0 disables.
+    pub rtp_timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_address: std::net::IpAddr::from([127, 0, 0, 1]),
+            rtp_port_min: 20_000,
+            rtp_port_max: 29_999,
+            codecs: vec![CodecName::Pcmu, CodecName::Pcma],
+            telephone_event_payload_type: 101,
+            audio_dir: PathBuf::from("audio"),
+            audio_threads: 0,
+            rtp_timeout_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// A tracing filter, e.g. "info" or "crossline::sip=debug,info".
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportName {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub name: String,
+    /// Sources allowed to send us calls on this trunk, as CIDRs.
+    #[serde(default)]
+    pub inbound_cidrs: Vec<String>,
+    /// When set, inbound requests must answer a digest challenge with these.
+    #[serde(default)]
+    pub inbound_username: Option<String>,
+    #[serde(default)]
+    pub inbound_password: Option<String>,
+    /// Where outbound calls go: a SIP URI of the carrier or proxy.
+    #[serde(default)]
+    pub outbound_proxy: Option<String>,
+    #[serde(default)]
+    pub outbound_transport: TransportName,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Caller ID on outbound calls (user part of From).
+    #[serde(default)]
+    pub caller_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Registrar URI, e.g. "sip:pbx.example.com:5060".
+    pub registrar: String,
+    /// Address of record, e.g. "sip:crossline@pbx.example.com".
+    pub aor: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "default_expires")]
+    pub expires: u32,
+    #[serde(default)]
+    pub transport: TransportName,
+}
+
+fn default_expires() -> u32 {
+    600
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Glob on the request-URI user (the DID): `*` any run, `?` one char.
+    #[serde(default = "match_all")]
+    pub did: String,
+    /// Glob on the caller's user part.
+    #[serde(default = "match_all")]
+    pub caller: String,
+    /// Only calls arriving on this trunk.
+    #[serde(default)]
+    pub trunk: Option<String>,
+    pub flow: String,
+    /// Send 180 Ringing and wait this long before the flow answers.
+    #[serde(default)]
+    pub ring_ms: u64,
+}
+
+fn match_all() -> String {
+    "*".into()
+}

@@ -1,0 +1,13 @@
+//! crossline: a SIP/RTP media gateway with call and chat flows built in.
+//!
+//! The library does the work; `main.rs` only parses the command line.
+//! Protocol cores ([`sip::endpoint`], [`sip::transaction`]) are sans-IO
+//! state machines; [`runtime`] drives them with tokio and the audio loops.
+
+pub mod config;
+pub mod mask;
+pub mod media;
+pub mod net;
+pub mod runtime;
+pub mod sdp;
+pub mod sip;

@@ -1,0 +1,431 @@
+//! The real-time audio loop: one thread serves every stream assigned to it,
+//! waking at absolute 20 ms deadlines (clock_nanosleep on CLOCK_MONOTONIC).
+//!
+//! Inside a tick there are no locks and no allocation: control arrives
+//! through a wait-free SPSC ring ([`rtrb`]), each stream owns its socket,
+//! and packets are built in a stack buffer. Events going out (timeouts, a
+//! clip ending) are rare and use an unbounded channel.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::g711;
+use super::rtp_packet::{parse_rtp, write_rtp};
+
+/// Samples per 20 ms frame at 8 kHz.
+pub const FRAME_SAMPLES: usize = 160;
+pub const FRAME: Duration = Duration::from_millis(20);
+
+pub type StreamId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Pcmu,
+    Pcma,
+}
+
+/// What a stream plays.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Silence,
+    /// 8 kHz mono samples, shared by every stream that plays them.
+    Clip {
+        samples: Arc<[i16]>,
+        looped: bool,
+    },
+}
+
+/// Everything the loop needs to run one stream.
+#[derive(Debug)]
+pub struct StreamSpec {
+    pub id: StreamId,
+    pub socket: UdpSocket,
+    pub remote: SocketAddr,
+    pub encoding: Encoding,
+    pub payload_type: u8,
+    pub source: Source,
+    /// Hang up after this long without incoming RTP; zero disables.
+    pub rtp_timeout: Duration,
+}
+
+pub enum Command {
+    Start(Box<StreamSpec>),
+    Stop(StreamId),
+    SetSource(StreamId, Source),
+    SetRemote(StreamId, SocketAddr),
+    /// Hold: stop sending (the peer went sendonly/inactive) or resume.
+    SetSending(StreamId, bool),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// No RTP arrived within the stream's timeout.
+    RtpTimeout(StreamId),
+    /// A non-looping clip played to its end.
+    SourceFinished(StreamId),
+}
+
+/// Counters shared with the control side (relaxed atomics: statistics).
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    pub ticks: AtomicU64,
+    pub late_ticks: AtomicU64,
+    pub packets_sent: AtomicU64,
+    pub packets_received: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub streams: AtomicU64,
+}
+
+struct Stream {
+    spec: StreamSpec,
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    position: usize,
+    first_packet: bool,
+    finished_reported: bool,
+    latched: bool,
+    ticks_since_rx: u32,
+    timeout_ticks: u32,
+    timed_out: bool,
+    sending: bool,
+}
+
+impl Stream {
+    fn new(spec: StreamSpec) -> Stream {
+        let timeout_ticks = (spec.rtp_timeout.as_millis() / FRAME.as_millis()) as u32;
+        Stream {
+            spec,
+            // RFC 3550: random SSRC and initial sequence/timestamp.
+            ssrc: rand::random(),
+            seq: rand::random(),
+            timestamp: rand::random(),
+            position: 0,
+            first_packet: true,
+            finished_reported: false,
+            latched: false,
+            ticks_since_rx: 0,
+            timeout_ticks,
+            timed_out: false,
+            sending: true,
+        }
+    }
+
+    /// Fill one frame of samples from the source.
+    fn next_frame(&mut self, out: &mut [i16; FRAME_SAMPLES]) -> bool {
+        match &self.spec.source {
+            Source::Silence => {
+                out.fill(0);
+                false
+            }
+            Source::Clip { samples, looped } => {
+                let mut finished = false;
+                for slot in out.iter_mut() {
+                    if self.position >= samples.len() {
+                        if *looped && !samples.is_empty() {
+                            self.position = 0;
+                        } else {
+                            *slot = 0;
+                            finished = true;
+                            continue;
+                        }
+                    }
+                    *slot = samples.get(self.position).copied().unwrap_or(0);
+                    self.position += 1;
+                }
+                finished
+            }
+        }
+    }
+}
+
+/// The control side's handle on one audio loop thread.
+pub struct AudioLoopHandle {
+    commands: rtrb::Producer<Command>,
+    pub stats: Arc<LoopStats>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AudioLoopHandle {
+    /// Queue a command; gives it back when the ring is full.
+    pub fn send(&mut self, cmd: Command) -> Result<(), Command> {
+        self.commands
+            .push(cmd)
+            .map_err(|rtrb::PushError::Full(c)| c)
+    }
+
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AudioLoopHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Start one loop thread. `capacity` bounds the command ring.
+pub fn spawn(
+    index: usize,
+    capacity: usize,
+    events: tokio::sync::mpsc::UnboundedSender<MediaEvent>,
+) -> std::io::Result<AudioLoopHandle> {
+    let (producer, consumer) = rtrb::RingBuffer::new(capacity);
+    let stats = Arc::new(LoopStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stats = stats.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("audio-{index}"))
+            .spawn(move || run(consumer, events, stats, stop))?
+    };
+    Ok(AudioLoopHandle {
+        commands: producer,
+        stats,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn run(
+    mut commands: rtrb::Consumer<Command>,
+    events: tokio::sync::mpsc::UnboundedSender<MediaEvent>,
+    stats: Arc<LoopStats>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut streams: Vec<Stream> = Vec::with_capacity(1024);
+    let mut deadline = clock::now();
+    let mut pcm = [0i16; FRAME_SAMPLES];
+    let mut payload = [0u8; FRAME_SAMPLES];
+    let mut packet = [0u8; 12 + FRAME_SAMPLES + 64];
+    let mut rx = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        deadline = clock::add(deadline, FRAME);
+        let now = clock::now();
+        if clock::after(now, clock::add(deadline, FRAME * 5)) {
+            // Far behind (suspended, overloaded): skip ahead rather than burst.
+            stats.late_ticks.fetch_add(1, Ordering::Relaxed);
+            deadline = now;
+        } else {
+            clock::sleep_until(deadline);
+        }
+        stats.ticks.fetch_add(1, Ordering::Relaxed);
+
+        while let Ok(cmd) = commands.pop() {
+            apply(&mut streams, cmd);
+        }
+        stats.streams.store(streams.len() as u64, Ordering::Relaxed);
+
+        for s in streams.iter_mut() {
+            // Drain incoming RTP: latch to its source (symmetric RTP).
+            let mut got = 0u64;
+            while let Ok((n, from)) = s.spec.socket.recv_from(&mut rx) {
+                let Some(data) = rx.get(..n) else { break };
+                if parse_rtp(data).is_ok() {
+                    got += 1;
+                    // Latch once: later sources can't hijack the stream.
+                    if !s.latched {
+                        s.spec.remote = from;
+                        s.latched = true;
+                    }
+                }
+            }
+            if got > 0 {
+                stats.packets_received.fetch_add(got, Ordering::Relaxed);
+                s.ticks_since_rx = 0;
+            } else {
+                s.ticks_since_rx = s.ticks_since_rx.saturating_add(1);
+                if s.timeout_ticks > 0 && s.ticks_since_rx >= s.timeout_ticks && !s.timed_out {
+                    s.timed_out = true;
+                    let _ = events.send(MediaEvent::RtpTimeout(s.spec.id));
+                }
+            }
+
+            if !s.sending {
+                // Keep the clock running so timestamps stay continuous.
+                s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+                continue;
+            }
+            let finished = s.next_frame(&mut pcm);
+            if finished && !s.finished_reported {
+                s.finished_reported = true;
+                let _ = events.send(MediaEvent::SourceFinished(s.spec.id));
+            }
+            match s.spec.encoding {
+                Encoding::Pcmu => g711::encode_ulaw(&pcm, &mut payload),
+                Encoding::Pcma => g711::encode_alaw(&pcm, &mut payload),
+            };
+            let marker = std::mem::take(&mut s.first_packet);
+            if let Ok(len) = write_rtp(
+                &mut packet,
+                s.spec.payload_type,
+                marker,
+                s.seq,
+                s.timestamp,
+                s.ssrc,
+                &payload,
+            ) {
+                if let Some(bytes) = packet.get(..len) {
+                    match s.spec.socket.send_to(bytes, s.spec.remote) {
+                        Ok(_) => stats.packets_sent.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => stats.send_errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }
+            s.seq = s.seq.wrapping_add(1);
+            s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+        }
+    }
+}
+
+fn apply(streams: &mut Vec<Stream>, cmd: Command) {
+    match cmd {
+        Command::Start(spec) => {
+            let _ = spec.socket.set_nonblocking(true);
+            streams.push(Stream::new(*spec));
+        }
+        Command::Stop(id) => {
+            if let Some(i) = streams.iter().position(|s| s.spec.id == id) {
+                streams.swap_remove(i);
+            }
+        }
+        Command::SetSource(id, source) => {
+            if let Some(s) = streams.iter_mut().find(|s| s.spec.id == id) {
+                s.spec.source = source;
+                s.position = 0;
+                s.finished_reported = false;
+            }
+        }
+        Command::SetSending(id, sending) => {
+            if let Some(s) = streams.iter_mut().find(|s| s.spec.id == id) {
+                s.sending = sending;
+                s.first_packet |= sending;
+            }
+        }
+        Command::SetRemote(id, remote) => {
+            if let Some(s) = streams.iter_mut().find(|s| s.spec.id == id) {
+                s.spec.remote = remote;
+                s.latched = false;
+            }
+        }
+    }
+}
+
+/// Absolute-deadline sleeping on CLOCK_MONOTONIC.
+mod clock {
+    use std::time::Duration;
+
+    pub type Ts = libc::timespec;
+
+    pub fn now() -> Ts {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        unsafe {
+            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        }
+        ts
+    }
+
+    pub fn add(ts: Ts, d: Duration) -> Ts {
+        let mut sec = ts.tv_sec + d.as_secs() as libc::time_t;
+        let mut nsec = ts.tv_nsec + d.subsec_nanos() as libc::c_long;
+        if nsec >= 1_000_000_000 {
+            sec += 1;
+            nsec -= 1_000_000_000;
+        }
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        }
+    }
+
+    pub fn after(a: Ts, b: Ts) -> bool {
+        (a.tv_sec, a.tv_nsec) > (b.tv_sec, b.tv_nsec)
+    }
+
+    pub fn sleep_until(deadline: Ts) {
+        loop {
+            // SAFETY: a valid timespec and a null remainder with TIMER_ABSTIME.
+            let rc = unsafe {
+                libc::clock_nanosleep(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TIMER_ABSTIME,
+                    &deadline,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc != libc::EINTR {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_sends_paced_continuous_rtp_and_reports_the_clip_end() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut handle = spawn(0, 16, ev_tx).unwrap();
+        // 10 frames of a ramp, not looped.
+        let samples: Arc<[i16]> = (0..1600).map(|i| (i * 10) as i16).collect();
+        let spec = StreamSpec {
+            id: 7,
+            socket: tx,
+            remote: rx.local_addr().unwrap(),
+            encoding: Encoding::Pcma,
+            payload_type: 8,
+            source: Source::Clip {
+                samples,
+                looped: false,
+            },
+            rtp_timeout: Duration::ZERO,
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        let mut buf = [0u8; 512];
+        let mut seen = Vec::new();
+        for _ in 0..15 {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            let v = parse_rtp(&buf[..n]).unwrap();
+            seen.push((
+                v.sequence,
+                v.timestamp,
+                v.marker,
+                v.payload_type,
+                v.payload.len(),
+                std::time::Instant::now(),
+            ));
+        }
+        handle.shutdown();
+        assert!(seen[0].2, "marker on the first packet");
+        assert!(seen[1..].iter().all(|p| !p.2));
+        for w in seen.windows(2) {
+            assert_eq!(w[1].0, w[0].0.wrapping_add(1));
+            assert_eq!(w[1].1, w[0].1.wrapping_add(160));
+            assert_eq!(w[1].3, 8);
+            assert_eq!(w[1].4, 160);
+        }
+        let span = seen[14].5 - seen[0].5;
+        assert!(
+            span >= Duration::from_millis(250) && span <= Duration::from_millis(400),
+            "{span:?}"
+        );
+        assert_eq!(ev_rx.try_recv(), Ok(MediaEvent::SourceFinished(7)));
+    }
+}

@@ -1,0 +1,202 @@
+//! The control side of media: audio loop threads, the RTP port pool and the
+//! shared decoded clips. Called from the call-control task only.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::audio_file::load_wav;
+use super::audio_loop::{
+    self, AudioLoopHandle, Command, Encoding, MediaEvent, Source, StreamId, StreamSpec,
+};
+use super::ports::{PortError, PortPool};
+use crate::sdp::{Codec, Negotiated};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    #[error("audio loop {0} is not keeping up (command queue full)")]
+    Busy(usize),
+    #[error("cannot load audio {path}: {message}")]
+    Audio { path: PathBuf, message: String },
+    #[error("cannot start audio thread: {0}")]
+    Thread(std::io::Error),
+}
+
+pub struct MediaSettings {
+    pub rtp_address: IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub threads: usize,
+    pub audio_dir: PathBuf,
+    pub rtp_timeout: Duration,
+}
+
+struct StreamSlot {
+    loop_index: usize,
+    port: u16,
+}
+
+/// A port reserved for a call before the stream starts (SDP needs it).
+pub struct Reservation {
+    pub port: u16,
+    socket: std::net::UdpSocket,
+}
+
+pub struct MediaEngine {
+    loops: Vec<AudioLoopHandle>,
+    ports: PortPool,
+    clips: HashMap<PathBuf, Arc<[i16]>>,
+    streams: HashMap<StreamId, StreamSlot>,
+    next_loop: usize,
+    settings: MediaSettings,
+}
+
+impl MediaEngine {
+    pub fn start(
+        settings: MediaSettings,
+    ) -> Result<(MediaEngine, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let threads = if settings.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            settings.threads
+        };
+        let mut loops = Vec::with_capacity(threads);
+        for i in 0..threads {
+            loops.push(audio_loop::spawn(i, 8192, tx.clone()).map_err(MediaError::Thread)?);
+        }
+        let ports = PortPool::new(settings.rtp_address, settings.port_min, settings.port_max);
+        Ok((
+            MediaEngine {
+                loops,
+                ports,
+                clips: HashMap::new(),
+                streams: HashMap::new(),
+                next_loop: 0,
+                settings,
+            },
+            rx,
+        ))
+    }
+
+    pub fn rtp_address(&self) -> IpAddr {
+        self.settings.rtp_address
+    }
+
+    /// Decode a WAV once (relative names resolve in the audio directory) and
+    /// keep it for every later call.
+    pub fn clip(&mut self, name: &Path) -> Result<Arc<[i16]>, MediaError> {
+        let path = if name.is_absolute() {
+            name.to_path_buf()
+        } else {
+            self.settings.audio_dir.join(name)
+        };
+        if let Some(c) = self.clips.get(&path) {
+            return Ok(c.clone());
+        }
+        let clip = load_wav(&path).map_err(|e| MediaError::Audio {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        self.clips.insert(path, clip.samples.clone());
+        Ok(clip.samples)
+    }
+
+    pub fn reserve(&self) -> Result<Reservation, MediaError> {
+        let (port, socket) = self.ports.allocate()?;
+        Ok(Reservation { port, socket })
+    }
+
+    /// Give back a reservation that never became a stream.
+    pub fn cancel(&self, r: Reservation) {
+        drop(r.socket);
+        self.ports.release(r.port);
+    }
+
+    pub fn start_stream(
+        &mut self,
+        id: StreamId,
+        reservation: Reservation,
+        media: &Negotiated,
+        source: Source,
+    ) -> Result<(), MediaError> {
+        let loop_index = self.next_loop % self.loops.len().max(1);
+        self.next_loop = self.next_loop.wrapping_add(1);
+        let port = reservation.port;
+        let spec = StreamSpec {
+            id,
+            socket: reservation.socket,
+            remote: media.remote_rtp,
+            encoding: match media.codec {
+                Codec::Pcmu => Encoding::Pcmu,
+                Codec::Pcma => Encoding::Pcma,
+            },
+            payload_type: media.payload_type,
+            source,
+            rtp_timeout: self.settings.rtp_timeout,
+        };
+        let Some(l) = self.loops.get_mut(loop_index) else {
+            self.ports.release(port);
+            return Err(MediaError::Busy(loop_index));
+        };
+        if l.send(Command::Start(Box::new(spec))).is_err() {
+            self.ports.release(port);
+            return Err(MediaError::Busy(loop_index));
+        }
+        self.streams.insert(id, StreamSlot { loop_index, port });
+        Ok(())
+    }
+
+    fn command(&mut self, id: StreamId, cmd: Command) {
+        if let Some(slot) = self.streams.get(&id) {
+            if let Some(l) = self.loops.get_mut(slot.loop_index) {
+                let _ = l.send(cmd);
+            }
+        }
+    }
+
+    pub fn set_source(&mut self, id: StreamId, source: Source) {
+        self.command(id, Command::SetSource(id, source));
+    }
+
+    pub fn set_remote(&mut self, id: StreamId, remote: SocketAddr) {
+        self.command(id, Command::SetRemote(id, remote));
+    }
+
+    pub fn set_sending(&mut self, id: StreamId, sending: bool) {
+        self.command(id, Command::SetSending(id, sending));
+    }
+
+    pub fn stop_stream(&mut self, id: StreamId) {
+        if let Some(slot) = self.streams.remove(&id) {
+            if let Some(l) = self.loops.get_mut(slot.loop_index) {
+                let _ = l.send(Command::Stop(id));
+            }
+            // The loop closes the socket when it handles Stop; a quick
+            // reuse that fails to bind just moves on to the next port.
+            self.ports.release(slot.port);
+        }
+    }
+
+    pub fn active_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn stats(&self) -> Vec<Arc<audio_loop::LoopStats>> {
+        self.loops.iter().map(|l| l.stats.clone()).collect()
+    }
+
+    pub fn shutdown(&mut self) {
+        for l in &mut self.loops {
+            l.shutdown();
+        }
+    }
+}

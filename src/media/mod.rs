@@ -1,0 +1,9 @@
+//! Media: G.711, RTP packets, WAV sources, the RTP port pool and the
+//! real-time audio loop.
+
+pub mod audio_file;
+pub mod audio_loop;
+pub mod engine;
+pub mod g711;
+pub mod ports;
+pub mod rtp_packet;

@@ -1,0 +1,477 @@
+//! The gateway process: binds transports, runs the endpoint and call control
+//! in one task, and drains on SIGTERM/SIGINT.
+//!
+//! Call control lives in the same task as the sans-IO endpoint, so neither
+//! needs a lock; the audio loops run on their own threads.
+
+mod routing;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::config::{CodecName, Config, TransportName};
+use crate::media::audio_loop::{MediaEvent, Source};
+use crate::media::engine::{MediaEngine, MediaSettings, Reservation};
+use crate::sdp::{Codec, Direction, LocalMedia, Negotiated};
+use crate::sip::endpoint::{
+    CallId, Endpoint, EndpointConfig, Event, InboundTrunk, IncomingCall, RegistrationSpec,
+    Transport,
+};
+use crate::sip::message::Uri;
+use crate::sip::transaction::TimerConfig;
+use crate::sip::transport::{Inbound, TcpListenerConfig, Transports};
+
+pub use routing::Router;
+
+/// What the demo flow plays, looped, until the caller hangs up.
+pub const DEMO_CLIP: &str = "welcome-en.wav";
+
+/// A call's media state on the control side.
+enum CallMedia {
+    /// Port reserved, waiting for the late-offer answer in the ACK.
+    Reserved(Reservation),
+    Streaming,
+}
+
+struct Gateway {
+    config: Config,
+    endpoint: Endpoint,
+    transports: Transports,
+    media: MediaEngine,
+    router: Router,
+    calls: HashMap<CallId, CallMedia>,
+    demo_clip: std::sync::Arc<[i16]>,
+    session_ids: u64,
+    /// Calls ringing before their flow answers (route `ring_ms`).
+    ringing: Vec<(Instant, CallId)>,
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(16_384);
+    let transports = Transports::bind(
+        &config.sip.udp,
+        TcpListenerConfig {
+            addrs: config.sip.tcp.clone(),
+            max_connections: config.sip.max_tcp_connections,
+            max_message_size: config.sip.max_message_size,
+        },
+        inbound_tx,
+    )
+    .await
+    .context("binding SIP listeners")?;
+    for a in transports.udp_addrs() {
+        tracing::info!(%a, "SIP listening on UDP");
+    }
+    for a in transports.tcp_addrs() {
+        tracing::info!(%a, "SIP listening on TCP");
+    }
+
+    let (mut media, mut media_events) = MediaEngine::start(MediaSettings {
+        rtp_address: config.media.rtp_address,
+        port_min: config.media.rtp_port_min,
+        port_max: config.media.rtp_port_max,
+        threads: config.media.audio_threads,
+        audio_dir: config.media.audio_dir.clone(),
+        rtp_timeout: Duration::from_secs(config.media.rtp_timeout_secs),
+    })?;
+    let demo_clip = media
+        .clip(&PathBuf::from(DEMO_CLIP))
+        .context("loading the demo flow's audio")?;
+
+    let now = Instant::now();
+    let endpoint = Endpoint::new(endpoint_config(&config, &transports), now);
+    let mut gw = Gateway {
+        router: Router::new(config.routes.clone()),
+        config,
+        endpoint,
+        transports,
+        media,
+        calls: HashMap::new(),
+        demo_clip,
+        session_ids: u64::from(rand::random::<u32>()),
+        ringing: Vec::new(),
+    };
+    gw.start_registrations(now).await;
+    gw.flush();
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut hard_stop: Option<Instant> = None;
+    tracing::info!("crossline ready");
+
+    loop {
+        let next_ring = gw.ringing.iter().map(|(at, _)| *at).min();
+        let wake = [
+            gw.endpoint.poll_timeout(),
+            drain_deadline,
+            hard_stop,
+            next_ring,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = inbound_rx.recv() => {
+                let Some(msg) = msg else { break };
+                let now = Instant::now();
+                gw.inbound(now, msg);
+                // Drain what else is queued before flushing: batches sends.
+                for _ in 0..256 {
+                    match inbound_rx.try_recv() {
+                        Ok(msg) => gw.inbound(now, msg),
+                        Err(_) => break,
+                    }
+                }
+            }
+            ev = media_events.recv() => {
+                if let Some(ev) = ev {
+                    gw.media_event(Instant::now(), ev);
+                }
+            }
+            _ = sleep => {}
+            _ = sigterm.recv() => {
+                if gw.begin_drain(&mut drain_deadline, &mut hard_stop) { break; }
+            }
+            _ = sigint.recv() => {
+                if gw.begin_drain(&mut drain_deadline, &mut hard_stop) { break; }
+            }
+        }
+        let now = Instant::now();
+        gw.endpoint.handle_timeout(now);
+        gw.answer_due(now);
+        if drain_deadline.is_some_and(|d| now >= d) {
+            drain_deadline = None;
+            tracing::info!(
+                calls = gw.endpoint.active_calls(),
+                "grace period over: hanging up"
+            );
+            for call in gw.endpoint.call_ids() {
+                let _ = gw.endpoint.hangup(now, call);
+            }
+            hard_stop = Some(now + Duration::from_secs(2));
+        }
+        gw.process_events(now);
+        gw.flush();
+        if let Some(stop) = hard_stop {
+            let idle = gw.endpoint.active_calls() == 0 && gw.endpoint.transaction_count() == 0;
+            if now >= stop || (idle && drain_deadline.is_none()) {
+                break;
+            }
+        }
+        if drain_deadline.is_some() && gw.endpoint.active_calls() == 0 {
+            // Nothing left to wait for: unregister and leave soon.
+            drain_deadline = None;
+            hard_stop = Some(now + Duration::from_secs(2));
+        }
+    }
+    gw.media.shutdown();
+    tracing::info!("crossline stopped");
+    Ok(())
+}
+
+fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
+    let inbound_trunks = config
+        .trunks
+        .iter()
+        .filter(|t| !t.inbound_cidrs.is_empty() || t.inbound_username.is_some())
+        .map(|t| InboundTrunk {
+            name: t.name.clone(),
+            cidrs: t
+                .inbound_cidrs
+                .iter()
+                .filter_map(|c| crate::net::Cidr::parse(c).ok())
+                .collect(),
+            credentials: t.inbound_username.clone().zip(t.inbound_password.clone()),
+        })
+        .collect();
+    EndpointConfig {
+        timers: TimerConfig {
+            t1: Duration::from_millis(config.sip.t1_ms),
+            t2: Duration::from_millis(config.sip.t2_ms),
+            t4: Duration::from_millis(config.sip.t4_ms),
+        },
+        user_agent: config.sip.user_agent.clone(),
+        udp_listeners: transports.udp_addrs(),
+        tcp_listeners: transports.tcp_addrs(),
+        advertised_address: config.sip.advertised_address,
+        max_message_size: config.sip.max_message_size,
+        drain_retry_after_secs: config.sip.drain_retry_after_secs,
+        codecs: config
+            .media
+            .codecs
+            .iter()
+            .map(|c| match c {
+                CodecName::Pcmu => Codec::Pcmu,
+                CodecName::Pcma => Codec::Pcma,
+            })
+            .collect(),
+        telephone_event_pt: config.media.telephone_event_payload_type,
+        inbound_trunks,
+        nonce_ttl: Duration::from_secs(config.sip.nonce_ttl_secs),
+    }
+}
+
+/// Resolve a SIP URI's host to an address (A/AAAA only; no NAPTR/SRV yet).
+async fn resolve(uri: &Uri) -> Option<SocketAddr> {
+    let host = uri.host.trim_matches(|c| c == '[' || c == ']');
+    let port = uri.port.unwrap_or(5060);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((host, port)).await.ok()?.next()
+}
+
+impl Gateway {
+    async fn start_registrations(&mut self, now: Instant) {
+        for (i, reg) in self.config.registrations.clone().iter().enumerate() {
+            let (Ok(registrar), Ok(aor)) = (Uri::parse(&reg.registrar), Uri::parse(&reg.aor))
+            else {
+                continue;
+            };
+            let Some(destination) = resolve(&registrar).await else {
+                tracing::error!(index = i, registrar = %reg.registrar, "cannot resolve registrar");
+                continue;
+            };
+            let spec = RegistrationSpec {
+                registrar,
+                destination,
+                transport: match reg.transport {
+                    TransportName::Udp => Transport::Udp,
+                    TransportName::Tcp => Transport::Tcp,
+                },
+                aor,
+                credentials: reg.username.clone().zip(reg.password.clone()),
+                expires: reg.expires,
+            };
+            if let Err(e) = self.endpoint.add_registration(now, spec) {
+                tracing::error!(index = i, %e, "cannot register");
+            }
+        }
+    }
+
+    fn inbound(&mut self, now: Instant, msg: Inbound) {
+        match msg {
+            Inbound::Datagram {
+                local,
+                remote,
+                data,
+            } => self.endpoint.handle_datagram(now, local, remote, &data),
+            Inbound::Stream {
+                conn,
+                local,
+                remote,
+                data,
+            } => {
+                if !self
+                    .endpoint
+                    .handle_stream_bytes(now, conn, local, remote, &data)
+                {
+                    tracing::debug!(conn, %remote, "closing TCP connection after a framing error");
+                    self.transports.close(conn);
+                }
+            }
+            Inbound::Closed { conn } => self.endpoint.connection_closed(conn),
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.transports.send(t);
+        }
+    }
+
+    /// Returns true when the process should stop right away.
+    fn begin_drain(
+        &mut self,
+        deadline: &mut Option<Instant>,
+        hard_stop: &mut Option<Instant>,
+    ) -> bool {
+        if deadline.is_some() || hard_stop.is_some() {
+            tracing::warn!("second signal: stopping now");
+            return true;
+        }
+        let now = Instant::now();
+        let grace = Duration::from_secs(self.config.sip.shutdown_grace_secs);
+        tracing::info!(
+            calls = self.endpoint.active_calls(),
+            ?grace,
+            "draining: new calls get 503"
+        );
+        self.endpoint.set_draining(true);
+        self.endpoint.unregister_all(now);
+        *deadline = Some(now + grace);
+        false
+    }
+
+    fn local_media(&mut self, port: u16) -> LocalMedia {
+        self.session_ids = self.session_ids.wrapping_add(1);
+        let cfg = self.endpoint.config();
+        LocalMedia {
+            address: self.media.rtp_address(),
+            rtp_port: port,
+            session_id: self.session_ids,
+            session_version: 1,
+            codecs: cfg.codecs.clone(),
+            telephone_event_pt: cfg.telephone_event_pt,
+            ptime_ms: 20,
+        }
+    }
+
+    fn process_events(&mut self, now: Instant) {
+        while let Some(ev) = self.endpoint.poll_event() {
+            match ev {
+                Event::IncomingCall(inc) => self.incoming(now, inc),
+                Event::CallEstablished { call, media } => {
+                    if let Some(CallMedia::Reserved(_)) = self.calls.get(&call) {
+                        if let (Some(CallMedia::Reserved(r)), Some(m)) =
+                            (self.calls.remove(&call), media)
+                        {
+                            self.start_demo_media(now, call, r, &m);
+                        }
+                    }
+                }
+                Event::MediaChanged { call, media } => self.media_changed(call, &media),
+                Event::CallEnded { call, cause } => {
+                    tracing::info!(%call, ?cause, "call ended");
+                    self.ringing.retain(|(_, c)| *c != call);
+                    match self.calls.remove(&call) {
+                        Some(CallMedia::Streaming) => self.media.stop_stream(call.0),
+                        Some(CallMedia::Reserved(r)) => self.media.cancel(r),
+                        None => {}
+                    }
+                }
+                Event::Dtmf { call, digit, .. } => {
+                    tracing::debug!(%call, %digit, "DTMF (INFO)");
+                }
+                Event::Progress { .. } => {}
+                Event::Registration { index, state } => {
+                    tracing::info!(index, ?state, "registration state");
+                }
+            }
+        }
+    }
+
+    fn incoming(&mut self, now: Instant, inc: IncomingCall) {
+        let route = self
+            .router
+            .route(&inc.did, &inc.caller, inc.trunk.as_deref())
+            .map(|r| (r.flow.clone(), r.ring_ms));
+        tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), route = ?route, "incoming call");
+        let Some((flow, ring_ms)) = route else {
+            let _ = self.endpoint.reject(now, inc.call, 404);
+            return;
+        };
+        if flow != "demo" {
+            let _ = self.endpoint.reject(now, inc.call, 404);
+            return;
+        }
+        if ring_ms > 0 {
+            let _ = self.endpoint.ring(now, inc.call);
+            self.ringing
+                .push((now + Duration::from_millis(ring_ms), inc.call));
+            return;
+        }
+        self.answer_demo(now, inc.call);
+    }
+
+    /// Answer calls whose ringing time is up (unless they ended meanwhile).
+    fn answer_due(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.ringing.retain(|(at, call)| {
+            if *at <= now {
+                due.push(*call);
+                false
+            } else {
+                true
+            }
+        });
+        for call in due {
+            self.answer_demo(now, call);
+        }
+    }
+
+    fn answer_demo(&mut self, now: Instant, call: CallId) {
+        let reservation = match self.media.reserve() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%e, "no RTP port: rejecting");
+                let _ = self.endpoint.reject(now, call, 503);
+                return;
+            }
+        };
+        let local = self.local_media(reservation.port);
+        match self.endpoint.answer(now, call, local) {
+            Ok(Some(media)) => self.start_demo_media(now, call, reservation, &media),
+            Ok(None) => {
+                self.calls.insert(call, CallMedia::Reserved(reservation));
+            }
+            Err(e) => {
+                tracing::info!(%call, %e, "not answered");
+                self.media.cancel(reservation);
+            }
+        }
+    }
+
+    fn start_demo_media(&mut self, now: Instant, call: CallId, r: Reservation, media: &Negotiated) {
+        let source = Source::Clip {
+            samples: self.demo_clip.clone(),
+            looped: true,
+        };
+        match self.media.start_stream(call.0, r, media, source) {
+            Ok(()) => {
+                self.calls.insert(call, CallMedia::Streaming);
+                self.media_changed(call, media);
+            }
+            Err(e) => {
+                tracing::warn!(%call, %e, "media failed: hanging up");
+                let _ = self.endpoint.hangup(now, call);
+            }
+        }
+    }
+
+    fn media_changed(&mut self, call: CallId, media: &Negotiated) {
+        if !matches!(self.calls.get(&call), Some(CallMedia::Streaming)) {
+            return;
+        }
+        let sending = matches!(
+            media.local_direction,
+            Direction::SendRecv | Direction::SendOnly
+        ) && !media.remote_rtp.ip().is_unspecified();
+        self.media.set_sending(call.0, sending);
+        if sending {
+            self.media.set_remote(call.0, media.remote_rtp);
+        }
+    }
+
+    fn media_event(&mut self, now: Instant, ev: MediaEvent) {
+        match ev {
+            MediaEvent::RtpTimeout(id) => {
+                tracing::info!(call = id, "RTP timeout: hanging up");
+                let _ = self.endpoint.hangup(now, CallId(id));
+            }
+            MediaEvent::SourceFinished(_) => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for CallMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallMedia::Reserved(r) => write!(f, "Reserved({})", r.port),
+            CallMedia::Streaming => write!(f, "Streaming"),
+        }
+    }
+}

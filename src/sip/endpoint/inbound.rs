@@ -1,0 +1,493 @@
+//! Incoming requests: transaction matching, then the UAS core (§8.2).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::calls::{Call, CallRole, CallState};
+use super::util::{parse_dtmf_relay, sent_by, stamp_received};
+use super::{
+    CallId, EndCause, Endpoint, Event, IncomingCall, Peer, ServerEntry, ServerKey, ServerTx,
+    ACCEPT, ALLOW,
+};
+use crate::sip::auth::Verdict;
+use crate::sip::message::{Method, Request, Response};
+use crate::sip::transaction::{ServerInvite, ServerNonInvite};
+
+impl Endpoint {
+    pub(super) fn handle_request(&mut self, now: Instant, peer: Peer, mut req: Request) {
+        stamp_received(&mut req, peer.remote);
+        let Ok(via) = req.headers.top_via() else {
+            return;
+        };
+        let branch = match via.branch() {
+            Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
+            // RFC 2543 peers: fall back to the request's identity (§17.2.3).
+            other => format!(
+                "2543:{}:{}:{}:{}",
+                other.unwrap_or(""),
+                req.headers.call_id().unwrap_or(""),
+                req.headers.cseq().map(|c| c.seq).unwrap_or(0),
+                req.headers
+                    .from()
+                    .ok()
+                    .and_then(|f| f.tag().map(str::to_string))
+                    .unwrap_or_default()
+            ),
+        };
+        let key = ServerKey {
+            branch,
+            sent_by: sent_by(&via),
+            method: match req.method {
+                Method::Ack => Method::Invite,
+                ref m => m.clone(),
+            },
+        };
+
+        if req.method == Method::Ack {
+            if let Some(entry) = self.server_txs.get_mut(&key) {
+                if let ServerTx::Invite(tx) = &mut entry.tx {
+                    let out = tx.on_ack(now);
+                    self.apply_server_outputs(&key, out);
+                    return;
+                }
+            }
+            self.dialog_ack(now, &req);
+            return;
+        }
+
+        if let Some(entry) = self.server_txs.get_mut(&key) {
+            self.counters.retransmissions_absorbed += 1;
+            let out = match &mut entry.tx {
+                ServerTx::Invite(tx) => tx.on_retransmission(),
+                ServerTx::NonInvite(tx) => tx.on_retransmission(),
+            };
+            self.apply_server_outputs(&key, out);
+            return;
+        }
+
+        // A new server transaction.
+        let reliable = peer.transport.reliable();
+        let tx = if req.method == Method::Invite {
+            ServerTx::Invite(ServerInvite::new(reliable, self.config.timers))
+        } else {
+            ServerTx::NonInvite(ServerNonInvite::new(reliable, self.config.timers))
+        };
+        let response_peer =
+            super::util::response_destination(peer, &Response::for_request(&req, 100));
+        self.server_txs.insert(
+            key.clone(),
+            ServerEntry {
+                tx,
+                peer: response_peer,
+                call: None,
+            },
+        );
+        self.uas_core(now, key, peer, req);
+    }
+
+    /// Send a response inside the server transaction `key`.
+    pub(super) fn respond(&mut self, now: Instant, key: &ServerKey, resp: Response) {
+        *self.counters.responses_sent.entry(resp.status).or_default() += 1;
+        let status = resp.status;
+        let bytes = Bytes::from(resp.to_bytes());
+        let Some(entry) = self.server_txs.get_mut(key) else {
+            return;
+        };
+        let out = match &mut entry.tx {
+            ServerTx::Invite(tx) => tx.respond(now, status, bytes),
+            ServerTx::NonInvite(tx) => tx.respond(now, status, bytes),
+        };
+        self.apply_server_outputs(key, out);
+    }
+
+    /// A response to `req` with our Server header and, for dialog-forming
+    /// responses, our To tag.
+    pub(super) fn make_response(
+        &self,
+        req: &Request,
+        status: u16,
+        to_tag: Option<&str>,
+    ) -> Response {
+        let mut resp = Response::for_request(req, status);
+        if let (Some(tag), Ok(mut to)) = (to_tag, resp.headers.to()) {
+            if to.tag().is_none() && status > 100 {
+                to.set_tag(tag);
+                resp.headers.set("To", to.to_string());
+            }
+        }
+        resp.headers.push("Server", self.config.user_agent.clone());
+        resp
+    }
+
+    fn reply(&mut self, now: Instant, key: &ServerKey, req: &Request, status: u16) {
+        let tag = super::util::new_tag();
+        let mut resp = self.make_response(req, status, Some(&tag));
+        match status {
+            405 => resp.headers.push("Allow", ALLOW),
+            415 => {
+                resp.headers.push("Accept", ACCEPT);
+            }
+            503 => resp.headers.push(
+                "Retry-After",
+                self.config.drain_retry_after_secs.to_string(),
+            ),
+            _ => {}
+        }
+        self.respond(now, key, resp);
+    }
+
+    fn uas_core(&mut self, now: Instant, key: ServerKey, peer: Peer, req: Request) {
+        // §8.2.2.3: options we don't support.
+        let unsupported: Vec<String> = req
+            .headers
+            .tokens("Require")
+            .into_iter()
+            .filter(|t| {
+                !super::SUPPORTED
+                    .split(", ")
+                    .any(|s| !s.is_empty() && s == t)
+            })
+            .collect();
+        if !unsupported.is_empty() && req.method != Method::Cancel {
+            let mut resp = self.make_response(&req, 420, Some(&super::util::new_tag()));
+            resp.headers.push("Unsupported", unsupported.join(", "));
+            self.respond(now, &key, resp);
+            return;
+        }
+        if let Ok(Some(0)) = req.headers.max_forwards() {
+            if req.method != Method::Options {
+                self.reply(now, &key, &req, 483);
+                return;
+            }
+        }
+        let to_tag = req
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_string));
+        if to_tag.is_some() {
+            self.in_dialog_request(now, key, req);
+            return;
+        }
+        match req.method {
+            Method::Invite => self.new_invite(now, key, peer, req),
+            Method::Options => {
+                let mut resp = self.make_response(&req, 200, Some(&super::util::new_tag()));
+                resp.headers.push("Allow", ALLOW);
+                resp.headers.push("Accept", ACCEPT);
+                if !super::SUPPORTED.is_empty() {
+                    resp.headers.push("Supported", super::SUPPORTED);
+                }
+                self.respond(now, &key, resp);
+            }
+            Method::Cancel => self.cancel(now, key, &req),
+            Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => {
+                self.reply(now, &key, &req, 481)
+            }
+            _ => self.reply(now, &key, &req, 405),
+        }
+    }
+
+    fn new_invite(&mut self, now: Instant, key: ServerKey, peer: Peer, req: Request) {
+        if self.draining {
+            self.reply(now, &key, &req, 503);
+            return;
+        }
+        // §8.2.2.2: the same request via another path is a loop/merge.
+        let from_tag = req
+            .headers
+            .from()
+            .ok()
+            .and_then(|f| f.tag().map(str::to_string))
+            .unwrap_or_default();
+        let call_id = req.headers.call_id().unwrap_or_default().to_string();
+        let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+        let merge_key = (call_id.clone(), from_tag, seq);
+        match self.pending_invites.get(&merge_key) {
+            Some(branch) if branch != &key.branch => {
+                self.reply(now, &key, &req, 482);
+                return;
+            }
+            _ => {
+                self.pending_invites.insert(merge_key, key.branch.clone());
+            }
+        }
+        if !req.body.is_empty() {
+            let ct = req.headers.content_type().unwrap_or("application/sdp");
+            if !ct
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("application/sdp")
+            {
+                self.reply(now, &key, &req, 415);
+                return;
+            }
+        }
+        let offer = if req.body.is_empty() {
+            None
+        } else {
+            match std::str::from_utf8(&req.body)
+                .ok()
+                .and_then(|t| crate::sdp::SessionDescription::parse(t).ok())
+            {
+                Some(sdp) => Some(sdp),
+                None => {
+                    self.reply(now, &key, &req, 400);
+                    return;
+                }
+            }
+        };
+        let Some(trunk) = self.authorize_inbound(now, &key, peer, &req) else {
+            return;
+        };
+        let local_tag = super::util::new_tag();
+        let dialog = match crate::sip::dialog::Dialog::new_uas(&req, &local_tag) {
+            Ok(d) => d,
+            Err(_) => {
+                self.reply(now, &key, &req, 400);
+                return;
+            }
+        };
+        let call = CallId(self.next_call);
+        self.next_call += 1;
+        self.counters.calls_started += 1;
+        // 100 Trying at once: our flows may take longer than 200 ms to decide.
+        let trying = self.make_response(&req, 100, None);
+        self.respond(now, &key, trying);
+        if let Some(entry) = self.server_txs.get_mut(&key) {
+            entry.call = Some(call);
+        }
+        let from = req.headers.from().ok();
+        let event = IncomingCall {
+            call,
+            call_id,
+            did: req.uri.user.clone().unwrap_or_default(),
+            caller: from
+                .as_ref()
+                .and_then(|f| f.uri.user.clone())
+                .unwrap_or_default(),
+            caller_display: from.and_then(|f| f.display),
+            source: peer.remote,
+            trunk,
+            has_offer: offer.is_some(),
+        };
+        self.dialogs.insert(dialog.id.clone(), call);
+        self.calls
+            .insert(call, Call::new_uas(call, dialog, req, key, peer, offer));
+        self.events.push_back(Event::IncomingCall(event));
+    }
+
+    /// Trunk policy: source CIDRs, then digest when the trunk has
+    /// credentials. Returns `Some(trunk name)` to go on; `None` means a
+    /// response was already sent.
+    fn authorize_inbound(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        peer: Peer,
+        req: &Request,
+    ) -> Option<Option<String>> {
+        if self.config.inbound_trunks.is_empty() {
+            return Some(None);
+        }
+        let ip = peer.remote.ip();
+        let trunk = self
+            .config
+            .inbound_trunks
+            .iter()
+            .find(|t| t.cidrs.iter().any(|c| c.contains(ip)))
+            .or_else(|| {
+                self.config
+                    .inbound_trunks
+                    .iter()
+                    .find(|t| t.cidrs.is_empty() && t.credentials.is_some())
+            })
+            .cloned();
+        let Some(trunk) = trunk else {
+            self.reply(now, key, req, 403);
+            return None;
+        };
+        let Some((user, pass)) = trunk.credentials.clone() else {
+            return Some(Some(trunk.name));
+        };
+        let verdict = req
+            .headers
+            .get("Proxy-Authorization")
+            .or_else(|| req.headers.get("Authorization"))
+            .map(|auth| {
+                self.digest.verify(now, auth, req.method.as_str(), |u| {
+                    (u == user).then(|| pass.clone())
+                })
+            });
+        let stale = match verdict {
+            Some(Verdict::Authorized { .. }) => return Some(Some(trunk.name)),
+            Some(Verdict::Stale) => true,
+            _ => false,
+        };
+        let challenge = self
+            .digest
+            .challenge(now, crate::sip::auth::Algorithm::Md5, stale);
+        let mut resp = self.make_response(req, 407, Some(&super::util::new_tag()));
+        resp.headers
+            .push("Proxy-Authenticate", challenge.to_header_value());
+        self.respond(now, key, resp);
+        None
+    }
+
+    fn cancel(&mut self, now: Instant, key: ServerKey, req: &Request) {
+        let invite_key = ServerKey {
+            method: Method::Invite,
+            ..key.clone()
+        };
+        let call = self.server_txs.get(&invite_key).and_then(|e| e.call);
+        let Some(call) = call else {
+            self.reply(now, &key, req, 481);
+            return;
+        };
+        let ok = self.make_response(req, 200, None);
+        self.respond(now, &key, ok);
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.state != CallState::Incoming {
+            // Already answered: CANCEL has no effect on the INVITE (§9.2).
+            return;
+        }
+        let invite = c.invite.clone();
+        let tag = c.dialog.id.local_tag.clone();
+        let resp = self.make_response(&invite, 487, Some(&tag));
+        self.respond(now, &invite_key, resp);
+        self.end_call(call, EndCause::Cancelled);
+    }
+
+    fn in_dialog_request(&mut self, now: Instant, key: ServerKey, req: Request) {
+        let id = crate::sip::dialog::DialogId {
+            call_id: req.headers.call_id().unwrap_or_default().to_string(),
+            local_tag: req
+                .headers
+                .to()
+                .ok()
+                .and_then(|t| t.tag().map(str::to_string))
+                .unwrap_or_default(),
+            remote_tag: req
+                .headers
+                .from()
+                .ok()
+                .and_then(|f| f.tag().map(str::to_string))
+                .unwrap_or_default(),
+        };
+        let Some(call) = self.dialogs.get(&id).copied() else {
+            self.reply(now, &key, &req, 481);
+            return;
+        };
+        let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+        let Some(c) = self.calls.get_mut(&call) else {
+            self.reply(now, &key, &req, 481);
+            return;
+        };
+        if !c.dialog.accept_remote_cseq(seq) {
+            let mut resp = self.make_response(&req, 500, None);
+            resp.reason = "CSeq Out Of Order".into();
+            self.respond(now, &key, resp);
+            return;
+        }
+        if let Some(entry) = self.server_txs.get_mut(&key) {
+            entry.call = Some(call);
+        }
+        match req.method {
+            Method::Bye => {
+                let ok = self.make_response(&req, 200, None);
+                self.respond(now, &key, ok);
+                self.end_call(call, EndCause::RemoteBye);
+            }
+            Method::Invite => self.reinvite(now, key, call, req),
+            Method::Info => {
+                let ct = req
+                    .headers
+                    .content_type()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                if ct.starts_with("application/dtmf-relay") || ct.starts_with("application/dtmf") {
+                    let ok = self.make_response(&req, 200, None);
+                    self.respond(now, &key, ok);
+                    if let Some((digit, duration_ms)) = parse_dtmf_relay(&req.body) {
+                        self.events.push_back(Event::Dtmf {
+                            call,
+                            digit,
+                            duration_ms,
+                        });
+                    }
+                } else if req.body.is_empty() {
+                    // An empty INFO is a keep-alive probe.
+                    let ok = self.make_response(&req, 200, None);
+                    self.respond(now, &key, ok);
+                } else {
+                    self.reply(now, &key, &req, 415);
+                }
+            }
+            Method::Options => {
+                let mut ok = self.make_response(&req, 200, None);
+                ok.headers.push("Allow", ALLOW);
+                ok.headers.push("Accept", ACCEPT);
+                self.respond(now, &key, ok);
+            }
+            Method::Cancel => self.cancel(now, key, &req),
+            _ => self.reply(now, &key, &req, 405),
+        }
+    }
+
+    fn reinvite(&mut self, now: Instant, key: ServerKey, call: CallId, req: Request) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.role == CallRole::Uas && c.state != CallState::Confirmed {
+            // §14.2: a re-INVITE while ours is pending.
+            let mut resp = self.make_response(&req, 491, None);
+            resp.reason = "Request Pending".into();
+            self.respond(now, &key, resp);
+            return;
+        }
+        let offer = if req.body.is_empty() {
+            None
+        } else {
+            std::str::from_utf8(&req.body)
+                .ok()
+                .and_then(|t| crate::sdp::SessionDescription::parse(t).ok())
+        };
+        if !req.body.is_empty() && offer.is_none() {
+            self.reply(now, &key, &req, 488);
+            return;
+        }
+        c.dialog.refresh_target(&req);
+        let Some(mut local) = c.local_media.clone() else {
+            self.reply(now, &key, &req, 488);
+            return;
+        };
+        local.session_version += 1;
+        let (negotiated, body) = match offer {
+            Some(offer) => match crate::sdp::answer(&offer, &local) {
+                Ok((n, body)) => (Some(n), body),
+                Err(_) => {
+                    self.reply(now, &key, &req, 488);
+                    return;
+                }
+            },
+            // No offer: we offer again; the answer comes in the ACK.
+            None => (
+                None,
+                crate::sdp::offer(&local, crate::sdp::Direction::SendRecv),
+            ),
+        };
+        c.local_media = Some(local);
+        let tag = c.dialog.id.local_tag.clone();
+        let mut resp = self.make_response(&req, 200, Some(&tag));
+        self.decorate_2xx(&mut resp, body);
+        self.respond(now, &key, resp.clone());
+        self.start_2xx_retransmit(now, call, resp, negotiated.is_none());
+        if let Some(media) = negotiated {
+            self.events.push_back(Event::MediaChanged { call, media });
+        }
+    }
+}

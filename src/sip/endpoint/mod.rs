@@ -1,0 +1,671 @@
+//! The sans-IO SIP endpoint: bytes and time in; datagrams to send, timers and
+//! call events out. It owns transactions, dialogs, calls and registrations,
+//! and never touches a socket or reads a clock.
+//!
+//! Drive it like quinn-proto: feed [`Endpoint::handle_datagram`],
+//! [`Endpoint::handle_stream_bytes`] and [`Endpoint::handle_timeout`], then
+//! drain [`Endpoint::poll_transmit`], [`Endpoint::poll_event`] and
+//! [`Endpoint::poll_timeout`]. Commands such as [`Endpoint::answer`] and
+//! [`Endpoint::hangup`] are plain method calls.
+
+mod calls;
+mod inbound;
+mod registration;
+mod util;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::sdp::{Codec, Negotiated};
+use crate::sip::auth::DigestServer;
+use crate::sip::message::{parse_message, Method, Response, SipMessage, StreamFramer};
+use crate::sip::transaction::{
+    ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, TimerConfig, TimerKind, TxOutput,
+};
+
+pub use calls::{CallRole, CallState, OutgoingCall};
+pub use registration::{RegistrationSpec, RegistrationState};
+
+/// Methods we answer; sent in Allow.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+/// Bodies we accept; sent in Accept.
+pub const ACCEPT: &str = "application/sdp, application/dtmf-relay";
+/// Extensions we support; sent in Supported.
+pub const SUPPORTED: &str = "";
+
+pub type ConnId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+/// Where a message came from or goes to. For TCP, `conn` names the
+/// connection; `None` asks the driver to open one to `remote`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub conn: Option<ConnId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub peer: Peer,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "call-{}", self.0)
+    }
+}
+
+/// A trunk that may send us calls.
+#[derive(Debug, Clone)]
+pub struct InboundTrunk {
+    pub name: String,
+    pub cidrs: Vec<crate::net::Cidr>,
+    pub credentials: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub timers: TimerConfig,
+    pub user_agent: String,
+    /// Listeners; the first of each transport is used for requests we start.
+    pub udp_listeners: Vec<SocketAddr>,
+    pub tcp_listeners: Vec<SocketAddr>,
+    /// Written into Via/Contact/SDP when a listener is a wildcard address.
+    pub advertised_address: Option<IpAddr>,
+    pub max_message_size: usize,
+    pub drain_retry_after_secs: u32,
+    pub codecs: Vec<Codec>,
+    pub telephone_event_pt: u8,
+    /// Empty means: take calls from anyone.
+    pub inbound_trunks: Vec<InboundTrunk>,
+    pub nonce_ttl: Duration,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        let local = SocketAddr::from(([127, 0, 0, 1], 5060));
+        EndpointConfig {
+            timers: TimerConfig::default(),
+            user_agent: "crossline".into(),
+            udp_listeners: vec![local],
+            tcp_listeners: vec![local],
+            advertised_address: None,
+            max_message_size: 65_535,
+            drain_retry_after_secs: 60,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            telephone_event_pt: 101,
+            inbound_trunks: Vec::new(),
+            nonce_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndCause {
+    RemoteBye,
+    LocalHangup,
+    /// The caller sent CANCEL before we answered.
+    Cancelled,
+    /// Our outgoing call got a final non-2xx, or we rejected an incoming one.
+    Rejected {
+        status: u16,
+        reason: String,
+    },
+    /// No response to our request (Timer B/F).
+    Timeout,
+    /// The ACK for our 2xx never came.
+    AckTimeout,
+    /// Shutting down.
+    Shutdown,
+}
+
+/// What the endpoint tells the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    IncomingCall(IncomingCall),
+    /// The call is up: ACK received (UAS) or 2xx received (UAC). Carries
+    /// the negotiated media when the offer/answer completed here.
+    CallEstablished {
+        call: CallId,
+        media: Option<Negotiated>,
+    },
+    /// A re-INVITE changed the media (hold, unhold, new address).
+    MediaChanged {
+        call: CallId,
+        media: Negotiated,
+    },
+    /// An outgoing call got a provisional response.
+    Progress {
+        call: CallId,
+        status: u16,
+    },
+    CallEnded {
+        call: CallId,
+        cause: EndCause,
+    },
+    /// A DTMF digit from SIP INFO (application/dtmf-relay).
+    Dtmf {
+        call: CallId,
+        digit: char,
+        duration_ms: u32,
+    },
+    Registration {
+        index: usize,
+        state: RegistrationState,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingCall {
+    pub call: CallId,
+    pub call_id: String,
+    /// Request-URI user: the DID.
+    pub did: String,
+    pub caller: String,
+    pub caller_display: Option<String>,
+    pub source: SocketAddr,
+    pub trunk: Option<String>,
+    pub has_offer: bool,
+}
+
+/// Counters for everything the endpoint drops or answers on its own.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub messages_in: u64,
+    pub parse_errors: u64,
+    pub oversize: u64,
+    pub stray_responses: u64,
+    pub retransmissions_absorbed: u64,
+    pub responses_sent: HashMap<u16, u64>,
+    pub responses_received: HashMap<u16, u64>,
+    pub calls_started: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("no such call")]
+    NoSuchCall,
+    #[error("the call is not in a state for that")]
+    BadState,
+    #[error("no listener for transport {0:?}")]
+    NoListener(Transport),
+    #[error("the offer has no codec we support")]
+    NoCommonCodec,
+    #[error("bad SDP: {0}")]
+    Sdp(String),
+    #[error("bad URI: {0}")]
+    Uri(String),
+}
+
+/// Server transaction key (§17.2.3); ACK and CANCEL look up the INVITE's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ServerKey {
+    branch: String,
+    sent_by: String,
+    method: Method,
+}
+
+/// Client transaction key (§17.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    branch: String,
+    method: Method,
+}
+
+enum ServerTx {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+struct ServerEntry {
+    tx: ServerTx,
+    peer: Peer,
+    call: Option<CallId>,
+}
+
+enum ClientTx {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+/// Who is waiting on a client transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxOwner {
+    Call(CallId),
+    Registration(usize),
+    /// BYE, CANCEL and the like: nobody waits.
+    Detached,
+}
+
+struct ClientEntry {
+    tx: ClientTx,
+    peer: Peer,
+    owner: TxOwner,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TimerTarget {
+    Server(ServerKey, TimerKind),
+    Client(ClientKey, TimerKind),
+    Call(CallId, calls::CallTimer),
+    Registration(usize),
+}
+
+pub struct Endpoint {
+    config: EndpointConfig,
+    server_txs: HashMap<ServerKey, ServerEntry>,
+    client_txs: HashMap<ClientKey, ClientEntry>,
+    calls: HashMap<CallId, calls::Call>,
+    dialogs: HashMap<crate::sip::dialog::DialogId, CallId>,
+    /// §8.2.2.2 merged-request detection: (Call-ID, From tag, CSeq) → branch.
+    pending_invites: HashMap<(String, String, u32), String>,
+    registrations: Vec<registration::Registration>,
+    framers: HashMap<ConnId, StreamFramer>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_targets: HashMap<u64, TimerTarget>,
+    next_timer: u64,
+    next_call: u64,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    digest: DigestServer,
+    draining: bool,
+    pub counters: Counters,
+}
+
+impl Endpoint {
+    pub fn new(config: EndpointConfig, now: Instant) -> Endpoint {
+        let digest = DigestServer::new("crossline", config.nonce_ttl, now);
+        Endpoint {
+            config,
+            server_txs: HashMap::new(),
+            client_txs: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            pending_invites: HashMap::new(),
+            registrations: Vec::new(),
+            framers: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timer_targets: HashMap::new(),
+            next_timer: 0,
+            next_call: 1,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            digest,
+            draining: false,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// New INVITEs get 503 with Retry-After from now on.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn call_ids(&self) -> Vec<CallId> {
+        self.calls.keys().copied().collect()
+    }
+
+    pub fn transaction_count(&self) -> usize {
+        self.server_txs.len() + self.client_txs.len()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        // Stale entries are skipped lazily, so peek past cancelled ones.
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if self.timer_targets.contains_key(&id) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// A UDP datagram arrived on `local` from `remote`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) {
+        let peer = Peer {
+            transport: Transport::Udp,
+            local,
+            remote,
+            conn: None,
+        };
+        // RFC 5626 keep-alives: a bare CRLF (or CRLFCRLF) ping.
+        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            return;
+        }
+        if data.len() > self.config.max_message_size {
+            self.counters.oversize += 1;
+            return;
+        }
+        self.handle_message(now, peer, data);
+    }
+
+    /// Bytes arrived on a TCP connection. Returns false when the stream is
+    /// broken (bad framing, oversize) and the driver must close it.
+    pub fn handle_stream_bytes(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let max = self.config.max_message_size;
+        let framer = self
+            .framers
+            .entry(conn)
+            .or_insert_with(|| StreamFramer::new(max));
+        framer.push(data);
+        let mut frames = Vec::new();
+        let ok = loop {
+            match framer.next_frame() {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break true,
+                Err(_) => break false,
+            }
+        };
+        let peer = Peer {
+            transport: Transport::Tcp,
+            local,
+            remote,
+            conn: Some(conn),
+        };
+        for frame in frames {
+            self.handle_message(now, peer, &frame);
+        }
+        if !ok {
+            self.counters.parse_errors += 1;
+            self.framers.remove(&conn);
+        }
+        ok
+    }
+
+    /// The driver closed a TCP connection.
+    pub fn connection_closed(&mut self, conn: ConnId) {
+        self.framers.remove(&conn);
+    }
+
+    fn handle_message(&mut self, now: Instant, peer: Peer, data: &[u8]) {
+        self.counters.messages_in += 1;
+        match parse_message(data) {
+            Ok(SipMessage::Request(req)) => self.handle_request(now, peer, req),
+            Ok(SipMessage::Response(resp)) => self.handle_response(now, peer, resp),
+            Err(err) => {
+                self.counters.parse_errors += 1;
+                tracing::debug!(%err, from = %peer.remote, "unparseable SIP message");
+                if let Some(resp) = crate::sip::message::bad_request_response(data, &err) {
+                    self.send_response_stateless(peer, &resp);
+                }
+            }
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, _peer: Peer, resp: Response) {
+        *self
+            .counters
+            .responses_received
+            .entry(resp.status)
+            .or_default() += 1;
+        let Ok(via) = resp.headers.top_via() else {
+            self.counters.stray_responses += 1;
+            return;
+        };
+        let Ok(cseq) = resp.headers.cseq() else {
+            self.counters.stray_responses += 1;
+            return;
+        };
+        let key = ClientKey {
+            branch: via.branch().unwrap_or_default().to_string(),
+            method: cseq.method.clone(),
+        };
+        let Some(entry) = self.client_txs.get_mut(&key) else {
+            // A 2xx retransmission after the INVITE transaction ended: re-ACK.
+            if cseq.method == Method::Invite && (200..300).contains(&resp.status) {
+                self.reack(now, &resp);
+            } else {
+                self.counters.stray_responses += 1;
+            }
+            return;
+        };
+        let (out, deliver) = match &mut entry.tx {
+            ClientTx::Invite(tx) => tx.on_response(now, &resp),
+            ClientTx::NonInvite(tx) => tx.on_response(now, &resp),
+        };
+        let owner = entry.owner;
+        let request = match &entry.tx {
+            ClientTx::Invite(tx) => tx.request().clone(),
+            ClientTx::NonInvite(tx) => tx.request().clone(),
+        };
+        let timeout = self.apply_client_outputs(now, &key, out);
+        if deliver {
+            match owner {
+                TxOwner::Call(call) => self.call_response(now, call, &request, &resp),
+                TxOwner::Registration(i) => self.registration_response(now, i, &request, &resp),
+                TxOwner::Detached => {}
+            }
+        }
+        if timeout {
+            self.client_timeout(now, owner);
+        }
+    }
+
+    /// Run timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(target) = self.timer_targets.remove(&id) else {
+                continue;
+            };
+            match target {
+                TimerTarget::Server(key, kind) => self.server_timer(now, key, kind, at),
+                TimerTarget::Client(key, kind) => {
+                    let Some(entry) = self.client_txs.get_mut(&key) else {
+                        continue;
+                    };
+                    let out = match &mut entry.tx {
+                        ClientTx::Invite(tx) => tx.on_timer(now, kind, at),
+                        ClientTx::NonInvite(tx) => tx.on_timer(now, kind, at),
+                    };
+                    let owner = entry.owner;
+                    if self.apply_client_outputs(now, &key, out) {
+                        self.client_timeout(now, owner);
+                    }
+                }
+                TimerTarget::Call(call, timer) => self.call_timer(now, call, timer),
+                TimerTarget::Registration(i) => self.registration_timer(now, i),
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, target: TimerTarget) {
+        let id = self.next_timer;
+        self.next_timer += 1;
+        self.timers.push(Reverse((at, id)));
+        self.timer_targets.insert(id, target);
+    }
+
+    fn transmit(&mut self, peer: Peer, payload: Bytes) {
+        self.outbox.push_back(Transmit { peer, payload });
+    }
+
+    fn server_timer(&mut self, now: Instant, key: ServerKey, kind: TimerKind, at: Instant) {
+        let Some(entry) = self.server_txs.get_mut(&key) else {
+            return;
+        };
+        let out = match &mut entry.tx {
+            ServerTx::Invite(tx) => tx.on_timer(now, kind, at),
+            ServerTx::NonInvite(tx) => tx.on_timer(now, kind, at),
+        };
+        self.apply_server_outputs(&key, out);
+    }
+
+    /// Returns the call whose INVITE transaction reported a missing ACK.
+    fn apply_server_outputs(&mut self, key: &ServerKey, out: Vec<TxOutput>) {
+        let Some(entry) = self.server_txs.get(key) else {
+            return;
+        };
+        let peer = entry.peer;
+        let call = entry.call;
+        for o in out {
+            match o {
+                TxOutput::Transmit(b) => self.transmit(peer, b),
+                TxOutput::Arm(kind, at) => {
+                    self.schedule(at, TimerTarget::Server(key.clone(), kind))
+                }
+                TxOutput::AckTimeout => {
+                    // Our non-2xx was never ACKed; the call is already over.
+                    tracing::debug!(?call, "no ACK for final response (Timer H)");
+                }
+                TxOutput::Timeout => {}
+                TxOutput::Terminated => {
+                    self.server_txs.remove(key);
+                    self.pending_invites.retain(|_, b| b != &key.branch);
+                }
+            }
+        }
+    }
+
+    /// Returns true when the transaction timed out.
+    fn apply_client_outputs(&mut self, _now: Instant, key: &ClientKey, out: Vec<TxOutput>) -> bool {
+        let Some(entry) = self.client_txs.get(key) else {
+            return false;
+        };
+        let peer = entry.peer;
+        let mut timed_out = false;
+        for o in out {
+            match o {
+                TxOutput::Transmit(b) => self.transmit(peer, b),
+                TxOutput::Arm(kind, at) => {
+                    self.schedule(at, TimerTarget::Client(key.clone(), kind))
+                }
+                TxOutput::Timeout => timed_out = true,
+                TxOutput::AckTimeout => {}
+                TxOutput::Terminated => {
+                    self.client_txs.remove(key);
+                }
+            }
+        }
+        timed_out
+    }
+
+    fn client_timeout(&mut self, now: Instant, owner: TxOwner) {
+        match owner {
+            TxOwner::Call(call) => self.call_failed(now, call, EndCause::Timeout),
+            TxOwner::Registration(i) => self.registration_timeout(now, i),
+            TxOwner::Detached => {}
+        }
+    }
+
+    /// Start a client transaction; returns its key.
+    fn start_client(
+        &mut self,
+        now: Instant,
+        request: crate::sip::message::Request,
+        peer: Peer,
+        owner: TxOwner,
+    ) -> ClientKey {
+        let branch = request
+            .headers
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(str::to_string))
+            .unwrap_or_default();
+        let key = ClientKey {
+            branch,
+            method: request.method.clone(),
+        };
+        let reliable = peer.transport.reliable();
+        let (tx, out) = if request.method == Method::Invite {
+            let (tx, out) = ClientInvite::start(now, request, reliable, self.config.timers);
+            (ClientTx::Invite(tx), out)
+        } else {
+            let (tx, out) = ClientNonInvite::start(now, request, reliable, self.config.timers);
+            (ClientTx::NonInvite(tx), out)
+        };
+        self.client_txs
+            .insert(key.clone(), ClientEntry { tx, peer, owner });
+        self.apply_client_outputs(now, &key, out);
+        key
+    }
+
+    /// Send a response outside any transaction (400 for garbage, 481…).
+    fn send_response_stateless(&mut self, peer: Peer, resp: &Response) {
+        *self.counters.responses_sent.entry(resp.status).or_default() += 1;
+        let dest = util::response_destination(peer, resp);
+        self.transmit(dest, Bytes::from(resp.to_bytes()));
+    }
+
+    /// Pick our listener for a transport, and the address we advertise.
+    fn local_for(&self, transport: Transport) -> Result<SocketAddr, EndpointError> {
+        let list = match transport {
+            Transport::Udp => &self.config.udp_listeners,
+            Transport::Tcp => &self.config.tcp_listeners,
+        };
+        list.first()
+            .copied()
+            .ok_or(EndpointError::NoListener(transport))
+    }
+
+    fn advertised(&self, local: SocketAddr) -> SocketAddr {
+        match self.config.advertised_address {
+            Some(ip) if local.ip().is_unspecified() => SocketAddr::new(ip, local.port()),
+            _ => local,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

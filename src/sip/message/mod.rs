@@ -1,0 +1,137 @@
+//! SIP message model, parser and serialiser (RFC 3261 §7, §20, §25; RFC 4475).
+//!
+//! Everything here treats input as hostile: no panics, no unbounded
+//! recursion, errors carry a short detail for logs and 400 reason phrases.
+
+mod framing;
+mod header;
+mod msg;
+mod parse;
+mod text;
+mod uri;
+
+#[cfg(test)]
+mod tests;
+
+pub use framing::StreamFramer;
+pub use header::{CSeq, Header, Headers, Via};
+pub use msg::{reason_phrase, Request, Response, SipMessage};
+pub use parse::{bad_request_response, parse_message};
+pub use uri::{NameAddr, Params, Uri};
+
+use std::fmt;
+
+/// What part of a message was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    StartLine,
+    Version,
+    Header,
+    Uri,
+    MissingHeader,
+    ContentLength,
+    Body,
+    TooLarge,
+    Encoding,
+}
+
+impl fmt::Display for ParseErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParseErrorKind::StartLine => "bad start line",
+            ParseErrorKind::Version => "unsupported SIP version",
+            ParseErrorKind::Header => "bad header",
+            ParseErrorKind::Uri => "bad URI",
+            ParseErrorKind::MissingHeader => "missing header",
+            ParseErrorKind::ContentLength => "bad Content-Length",
+            ParseErrorKind::Body => "bad body",
+            ParseErrorKind::TooLarge => "message too large",
+            ParseErrorKind::Encoding => "bad encoding",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {detail}")]
+pub struct ParseError {
+    pub kind: ParseErrorKind,
+    pub detail: String,
+}
+
+impl ParseError {
+    pub fn new(kind: ParseErrorKind, detail: impl Into<String>) -> Self {
+        ParseError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// SIP request method. Matching is case-sensitive (RFC 3261 §7.1).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Options,
+    Register,
+    Info,
+    Refer,
+    Notify,
+    Subscribe,
+    Update,
+    Prack,
+    Message,
+    Publish,
+    Extension(String),
+}
+
+impl Method {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Options => "OPTIONS",
+            Method::Register => "REGISTER",
+            Method::Info => "INFO",
+            Method::Refer => "REFER",
+            Method::Notify => "NOTIFY",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Update => "UPDATE",
+            Method::Prack => "PRACK",
+            Method::Message => "MESSAGE",
+            Method::Publish => "PUBLISH",
+            Method::Extension(s) => s,
+        }
+    }
+
+    /// Case-sensitive: `invite` is an extension method, not INVITE.
+    pub fn from_token(s: &str) -> Method {
+        match s {
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "OPTIONS" => Method::Options,
+            "REGISTER" => Method::Register,
+            "INFO" => Method::Info,
+            "REFER" => Method::Refer,
+            "NOTIFY" => Method::Notify,
+            "SUBSCRIBE" => Method::Subscribe,
+            "UPDATE" => Method::Update,
+            "PRACK" => Method::Prack,
+            "MESSAGE" => Method::Message,
+            "PUBLISH" => Method::Publish,
+            other => Method::Extension(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

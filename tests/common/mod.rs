@@ -1,0 +1,310 @@
+//! Test harness: start the real `crossline` binary on free loopback ports and
+//! drive it with real peers (SIPp, tshark) over real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fail loudly, with the install command, when a peer tool is missing.
+pub fn require(binary: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {binary}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{binary}` is missing: install it with `apt-get install -y {package}` (scripts/test.sh does this when run as root)"
+    );
+}
+
+/// A port free for both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    for _ in 0..200 {
+        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let port = udp.local_addr().unwrap().port();
+        if port % 2 == 1 {
+            continue; // keep even ports; SIPp uses media_port+2 too
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port + 2)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// A block of `n` RTP ports nobody else in this test run uses.
+pub fn rtp_range(n: u16) -> (u16, u16) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let pid_base = 30_000 + (std::process::id() % 50) as u16 * 400;
+    let start = pid_base + NEXT.fetch_add(n + 2, Ordering::Relaxed);
+    (start, start + n)
+}
+
+pub struct Gateway {
+    child: Child,
+    pub sip_port: u16,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    /// Start with the given config body; `{sip}` and `{rtp_min}`/`{rtp_max}`
+    /// placeholders are filled in with free ports.
+    pub fn start(extra: &str) -> Gateway {
+        let sip_port = free_port();
+        let http_port = free_port();
+        let (rtp_min, rtp_max) = rtp_range(300);
+        let audio = repo().join("audio");
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!(
+            "[sip]\nudp = [\"127.0.0.1:{sip_port}\"]\ntcp = [\"127.0.0.1:{sip_port}\"]\nshutdown_grace_secs = 2\n\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+             [store]\nsqlite_path = \"{db}\"\n\n\
+             [media]\nrtp_port_min = {rtp_min}\nrtp_port_max = {rtp_max}\naudio_dir = \"{audio}\"\nrtp_timeout_secs = 0\n\n",
+            db = dir.path().join("crossline.db").display(),
+            audio = audio.display(),
+        );
+        let body = extra.replace("{sip}", &sip_port.to_string());
+        let config = dir.path().join("crossline.toml");
+        std::fs::write(&config, format!("{}{}", merge_sections(&base, &body), "")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crossline"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,crossline=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn crossline");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let gw = Gateway {
+            child,
+            sip_port,
+            dir,
+            log,
+        };
+        gw.wait_for_log("crossline ready", Duration::from_secs(20));
+        gw
+    }
+
+    pub fn sip_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.sip_port)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gateway log never showed {needle:?}:\n{}", self.log());
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, sig);
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- crossline log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Append extra TOML, merging keys into existing [sip]/[media] sections
+/// when the extra text starts with such a header.
+fn merge_sections(base: &str, extra: &str) -> String {
+    let mut out = base.to_string();
+    let mut current = String::new();
+    let mut section_extra: Vec<(String, String)> = Vec::new();
+    let mut rest = String::new();
+    for line in extra.lines() {
+        let t = line.trim();
+        if t.starts_with("[[") {
+            current = String::from("__array__");
+            rest.push_str(line);
+            rest.push('\n');
+        } else if t.starts_with('[') {
+            current = t.to_string();
+            if !base.contains(&current) {
+                rest.push_str(line);
+                rest.push('\n');
+                current = String::from("__new__");
+            }
+        } else if current.starts_with('[') {
+            section_extra.push((current.clone(), line.to_string()));
+        } else {
+            rest.push_str(line);
+            rest.push('\n');
+        }
+    }
+    for (section, line) in section_extra {
+        if let Some(pos) = out.find(&section) {
+            let insert_at = pos + section.len() + 1;
+            out.insert_str(insert_at, &format!("{line}\n"));
+        }
+    }
+    out.push_str(&rest);
+    out
+}
+
+pub struct Sipp {
+    pub output: Output,
+    pub dir: tempfile::TempDir,
+    /// SIPp's RTP port (-mp): where the caller receives our audio.
+    pub media_port: u16,
+}
+
+impl Sipp {
+    pub fn ok(&self) -> bool {
+        self.output.status.success()
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "sipp exit {:?}\nstdout:\n{}\nstderr:\n{}\nerrors:\n{}",
+            self.output.status.code(),
+            String::from_utf8_lossy(&self.output.stdout),
+            String::from_utf8_lossy(&self.output.stderr),
+            self.error_log()
+        )
+    }
+
+    /// SIPp's error log (unexpected messages etc.), if it wrote one.
+    pub fn error_log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.contains("_errors.log") || name.contains("_messages.log") {
+                    s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        s
+    }
+
+    /// The last value of a column in the `-trace_stat` CSV.
+    pub fn stat(&self, column: &str) -> Option<u64> {
+        let rd = std::fs::read_dir(self.dir.path()).ok()?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with("_.csv") {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                let mut lines = text.lines();
+                let header: Vec<&str> = lines.next()?.split(';').collect();
+                let idx = header.iter().position(|h| *h == column)?;
+                let last = text.lines().last()?;
+                return last.split(';').nth(idx)?.trim().parse().ok();
+            }
+        }
+        None
+    }
+}
+
+/// Run SIPp to completion in its own temp dir, with a hard timeout.
+/// `args` must not include -p/-mp; free ports are chosen here.
+pub fn sipp(args: &[&str], timeout: Duration) -> Sipp {
+    sipp_with_media_port(args, timeout, free_port())
+}
+
+pub fn sipp_with_media_port(args: &[&str], timeout: Duration, media_port: u16) -> Sipp {
+    sipp_on(args, timeout, free_port(), media_port)
+}
+
+/// SIPp as a registrar (UAS) on `port`, for one registration dialogue.
+pub fn sipp_registrar(port: u16) -> Sipp {
+    sipp_on(
+        &["-sf", &scenario("registrar.xml"), "-m", "1"],
+        Duration::from_secs(40),
+        port,
+        free_port(),
+    )
+}
+
+pub fn sipp_on(args: &[&str], timeout: Duration, port: u16, media_port: u16) -> Sipp {
+    require("sipp", "sip-tester");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap_dir =
+        std::env::var("CROSSLINE_SIPP_PCAP_DIR").unwrap_or_else(|_| "/usr/share/sip-tester".into());
+    let _ = std::os::unix::fs::symlink(&pcap_dir, dir.path().join("pcap"));
+    let port = port.to_string();
+    let media_port_s = media_port.to_string();
+    let mut cmd = Command::new("timeout");
+    cmd.arg("-s")
+        .arg("KILL")
+        .arg(timeout.as_secs().to_string())
+        .arg("sipp")
+        .args(args)
+        .args(["-p", &port, "-mp", &media_port_s, "-i", "127.0.0.1"])
+        .args(["-nostdin", "-trace_err", "-trace_stat", "-fd", "1"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null());
+    let output = cmd.output().expect("run sipp");
+    Sipp {
+        output,
+        dir,
+        media_port,
+    }
+}
+
+pub fn scenario(name: &str) -> String {
+    repo()
+        .join("tests/sipp")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}

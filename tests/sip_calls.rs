@@ -1,0 +1,549 @@
+//! The real binary against real peers: SIPp as caller and registrar, tshark
+//! to watch RTP, raw sockets for malformed input.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// (a) SIPp's built-in uac: 200 calls at 50 CPS, every one completes.
+#[test]
+fn sipp_uac_200_calls_at_50_cps_all_complete() {
+    let gw = Gateway::start("");
+    let run = sipp(
+        &[
+            "-sn",
+            "uac",
+            &gw.sip_addr(),
+            "-r",
+            "50",
+            "-m",
+            "200",
+            "-l",
+            "200",
+            "-d",
+            "500",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    assert_eq!(
+        run.stat("SuccessfulCall(C)"),
+        Some(200),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(run.stat("FailedCall(C)"), Some(0), "{}", run.describe());
+}
+
+/// The same over TCP (Content-Length framing on a stream).
+#[test]
+fn sipp_uac_over_tcp_completes() {
+    let gw = Gateway::start("");
+    let run = sipp(
+        &[
+            "-sn",
+            "uac",
+            &gw.sip_addr(),
+            "-t",
+            "t1",
+            "-r",
+            "20",
+            "-m",
+            "20",
+            "-d",
+            "200",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    assert_eq!(
+        run.stat("SuccessfulCall(C)"),
+        Some(20),
+        "{}",
+        run.describe()
+    );
+}
+
+struct Capture {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn start_capture(filter: &str) -> Capture {
+    require("tshark", "tshark");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cap.pcapng");
+    let mut child = Command::new("tshark")
+        .args(["-i", "lo", "-f", filter, "-w"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tshark");
+    // Wait until the capture is live.
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let mut seen = String::new();
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen.contains("Capturing on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("tshark did not start capturing on lo (are you root?)");
+    Capture {
+        child,
+        file,
+        _dir: dir,
+    }
+}
+
+impl Capture {
+    fn stop(mut self) -> (std::path::PathBuf, tempfile::TempDir) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let _ = self.child.wait();
+        (self.file, self._dir)
+    }
+}
+
+fn tshark_fields(
+    file: &std::path::Path,
+    decode_as: &[String],
+    filter: &str,
+    fields: &[&str],
+) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(file);
+    for d in decode_as {
+        cmd.args(["-d", d]);
+    }
+    cmd.args(["-Y", filter, "-T", "fields", "-E", "separator=,"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark -r");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+/// (b) SIPp uac_pcap: read the caller's RTP port from its SDP, then check
+/// the RTP crossline sends there: negotiated PT, continuous sequence and
+/// timestamps, one SSRC, 20 ms pacing.
+#[test]
+fn uac_pcap_gets_continuous_paced_rtp_with_negotiated_pt() {
+    let gw = Gateway::start("");
+    let cap = start_capture(&format!(
+        "udp port {} or (udp and src host 127.0.0.1 and greater 100)",
+        gw.sip_port
+    ));
+    let run = sipp(
+        &["-sn", "uac_pcap", &gw.sip_addr(), "-m", "1", "-l", "1"],
+        Duration::from_secs(40),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (file, _dir) = cap.stop();
+    assert!(run.ok(), "{}", run.describe());
+
+    let sip_decode = vec![format!("udp.port=={},sip", gw.sip_port)];
+    let ports = tshark_fields(
+        &file,
+        &sip_decode,
+        "sip.Method == \"INVITE\"",
+        &["sdp.media.port"],
+    );
+    let caller_port: u16 = ports
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|p| p.parse().ok())
+        .expect("caller RTP port from the INVITE's SDP");
+    let ok_body = tshark_fields(
+        &file,
+        &sip_decode,
+        "sip.Status-Code == 200 && sdp",
+        &["sdp.media.port"],
+    );
+    let our_port: u16 = ok_body
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|p| p.parse().ok())
+        .expect("our RTP port from the 200's SDP");
+
+    let rtp_decode = vec![format!("udp.port=={caller_port},rtp")];
+    let rows = tshark_fields(
+        &file,
+        &rtp_decode,
+        &format!("udp.dstport == {caller_port} && udp.srcport == {our_port} && rtp"),
+        &[
+            "frame.time_epoch",
+            "rtp.p_type",
+            "rtp.seq",
+            "rtp.timestamp",
+            "rtp.ssrc",
+            "rtp.marker",
+        ],
+    );
+    assert!(
+        rows.len() >= 200,
+        "only {} RTP packets from crossline",
+        rows.len()
+    );
+    let parse = |r: &Vec<String>| -> (f64, u8, u16, u32, String) {
+        (
+            r[0].parse().unwrap(),
+            r[1].parse().unwrap(),
+            r[2].parse().unwrap(),
+            r[3].parse().unwrap(),
+            r[4].clone(),
+        )
+    };
+    let pkts: Vec<_> = rows.iter().map(parse).collect();
+    // uac_pcap offers "8 101": PCMA is the negotiated payload type.
+    assert!(
+        pkts.iter().all(|p| p.1 == 8),
+        "payload types: {:?}",
+        pkts.iter().map(|p| p.1).collect::<Vec<_>>()
+    );
+    assert!(
+        pkts.iter().all(|p| p.4 == pkts[0].4),
+        "one SSRC for the stream"
+    );
+    for w in pkts.windows(2) {
+        assert_eq!(w[1].2, w[0].2.wrapping_add(1), "sequence continuous");
+        assert_eq!(
+            w[1].3,
+            w[0].3.wrapping_add(160),
+            "timestamp +160 per packet"
+        );
+    }
+    let mut gaps: Vec<f64> = pkts
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0) * 1000.0)
+        .collect();
+    gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = gaps[gaps.len() / 2];
+    let p95 = gaps[gaps.len() * 95 / 100];
+    assert!((18.0..=22.0).contains(&median), "median gap {median} ms");
+    assert!(p95 < 30.0, "p95 gap {p95} ms");
+    let span = pkts.last().unwrap().0 - pkts[0].0;
+    let expected = (pkts.len() - 1) as f64 * 0.020;
+    assert!(
+        (span - expected).abs() < 0.1,
+        "drift: {span}s for {} packets",
+        pkts.len()
+    );
+}
+
+/// (c) CANCEL before answer: 200 for the CANCEL, 487 for the INVITE.
+#[test]
+fn cancel_before_answer_gets_487() {
+    let gw = Gateway::start("[[routes]]\nflow = \"demo\"\nring_ms = 10000\n");
+    let run = sipp(
+        &[
+            "-sf",
+            &scenario("uac_cancel.xml"),
+            &gw.sip_addr(),
+            "-m",
+            "3",
+            "-l",
+            "1",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    assert_eq!(run.stat("SuccessfulCall(C)"), Some(3), "{}", run.describe());
+    gw.wait_for_log("Cancelled", Duration::from_secs(5));
+}
+
+/// (d) Registration to a SIPp registrar that challenges with 401, then a
+/// refresh, then Expires: 0 on shutdown.
+#[test]
+fn registers_with_digest_refreshes_and_unregisters() {
+    let registrar_port = free_port();
+    let registrar = std::thread::spawn(move || sipp_registrar(registrar_port));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut gw = Gateway::start(&format!(
+        "[[registrations]]\nregistrar = \"sip:127.0.0.1:{registrar_port}\"\naor = \"sip:crossline@sipp.test\"\nusername = \"crossline\"\npassword = \"s3cret\"\nexpires = 600\n"
+    ));
+    gw.wait_for_log("Registered { expires: 4 }", Duration::from_secs(10));
+    // The refresh comes about 2 s later (half of a short grant).
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while gw.log().matches("Registered { expires: 4 }").count() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each state is logged twice (endpoint and gateway): two grants = 4 lines.
+    assert!(
+        gw.log().matches("Registered { expires: 4 }").count() >= 3,
+        "{}",
+        gw.log()
+    );
+    gw.signal(libc::SIGTERM);
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after drain");
+    assert!(status.success());
+    let run = registrar.join().unwrap();
+    assert!(run.ok(), "{}", run.describe());
+    assert_eq!(run.stat("SuccessfulCall(C)"), Some(1), "{}", run.describe());
+}
+
+/// (e) OPTIONS gets 200 with Allow and Accept.
+#[test]
+fn options_ping_gets_200() {
+    let gw = Gateway::start("");
+    let run = sipp(
+        &["-sf", &scenario("options.xml"), &gw.sip_addr(), "-m", "5"],
+        Duration::from_secs(20),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    assert_eq!(run.stat("SuccessfulCall(C)"), Some(5), "{}", run.describe());
+}
+
+fn fixtures_rejected() -> Vec<Vec<u8>> {
+    let dir = repo().join("sip-fixtures/rfc4475");
+    let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).unwrap();
+    manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("file\t"))
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            let class = cols.get(3)?;
+            (class.starts_with("3.1.2") || class.starts_with("NOT"))
+                .then(|| std::fs::read(dir.join(cols[0])).unwrap())
+        })
+        .collect()
+}
+
+/// (f) Malformed messages over UDP and TCP, then a good call still completes.
+#[test]
+fn malformed_input_over_udp_and_tcp_then_a_good_call() {
+    let gw = Gateway::start("");
+    let bad = fixtures_rejected();
+    assert!(bad.len() >= 20);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut junk: Vec<Vec<u8>> = bad.clone();
+    junk.push(b"\x00\x01\x02\xff\xfe garbage".to_vec());
+    junk.push(vec![b'A'; 70_000]);
+    junk.push(b"INVITE sip:x SIP/2.0\r\nContent-Length: 99999999999999999999\r\n\r\n".to_vec());
+    let mut answered_400 = 0;
+    for msg in &junk {
+        let _ = sock.send_to(&msg[..msg.len().min(65_000)], gw.sip_addr());
+        let mut buf = [0u8; 4096];
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(
+                text.starts_with("SIP/2.0 400"),
+                "bad input must get 400 or nothing, got: {text}"
+            );
+            answered_400 += 1;
+        }
+    }
+    assert!(
+        answered_400 > 0,
+        "some of the invalid fixtures carry enough headers for a 400"
+    );
+    // TCP: each bad message on its own connection; the server closes or
+    // answers 400, and never hangs the listener.
+    for msg in bad.iter().take(10) {
+        let mut s = TcpStream::connect(gw.sip_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let _ = s.write_all(msg);
+        let mut buf = [0u8; 2048];
+        if let Ok(n) = s.read(&mut buf) {
+            if n > 0 {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(text.starts_with("SIP/2.0 400"), "{text}");
+            }
+        }
+    }
+    // A stream that breaks framing is closed by the server.
+    let mut s = TcpStream::connect(gw.sip_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: -1\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(s.read(&mut buf), Ok(0)),
+        "framing error closes the connection"
+    );
+
+    let run = sipp(
+        &["-sn", "uac", &gw.sip_addr(), "-m", "3", "-d", "100"],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    let run = sipp(
+        &[
+            "-sn",
+            "uac",
+            &gw.sip_addr(),
+            "-t",
+            "t1",
+            "-m",
+            "3",
+            "-d",
+            "100",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok(), "{}", run.describe());
+}
+
+fn raw_invite(port: u16, call_id: &str, branch: &str) -> String {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 49170 RTP/AVP 0\r\n";
+    format!("INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=t1\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:t@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())
+}
+
+fn recv_until(sock: &UdpSocket, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 8192];
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if pred(&text) {
+                return Some(text);
+            }
+        }
+    }
+    None
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
+        .map(|l| l[name.len() + 1..].trim())
+        .unwrap_or("")
+}
+
+/// SIGTERM drains: new INVITEs get 503 + Retry-After, the call in progress
+/// gets BYE after the grace period, then the process exits cleanly.
+#[test]
+fn sigterm_drains_with_503_then_byes_calls() {
+    let mut gw = Gateway::start("");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port();
+    sock.send_to(
+        raw_invite(port, "drain1", "z9hG4bKd1").as_bytes(),
+        gw.sip_addr(),
+    )
+    .unwrap();
+    let ok = recv_until(
+        &sock,
+        |m| m.starts_with("SIP/2.0 200"),
+        Duration::from_secs(5),
+    )
+    .expect("200 OK");
+    let to = header(&ok, "To");
+    let ack = format!("ACK sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKd1ack\r\nMax-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=t1\r\nTo: {to}\r\nCall-ID: drain1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n");
+    sock.send_to(ack.as_bytes(), gw.sip_addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t_signal = Instant::now();
+    gw.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    sock.send_to(
+        raw_invite(port, "drain2", "z9hG4bKd2").as_bytes(),
+        gw.sip_addr(),
+    )
+    .unwrap();
+    let busy = recv_until(
+        &sock,
+        |m| m.starts_with("SIP/2.0 503"),
+        Duration::from_secs(3),
+    )
+    .expect("503 while draining");
+    assert_eq!(header(&busy, "Retry-After"), "60");
+    let bye = recv_until(&sock, |m| m.starts_with("BYE "), Duration::from_secs(6))
+        .expect("BYE after grace");
+    let waited = t_signal.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1800),
+        "BYE came before the 2 s grace: {waited:?}"
+    );
+    assert_eq!(header(&bye, "Call-ID"), "drain1");
+    // Answer the BYE so the process can leave at once.
+    let reply = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: drain1\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        header(&bye, "Via"),
+        header(&bye, "From"),
+        header(&bye, "To"),
+        header(&bye, "CSeq")
+    );
+    sock.send_to(reply.as_bytes(), gw.sip_addr()).unwrap();
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after drain");
+    assert!(status.success());
+}
+
+/// `crossline check` on the shipped example passes; on a broken file it
+/// names file:line and key for every error and exits non-zero.
+#[test]
+fn check_command_reports_every_error() {
+    let bin = env!("CARGO_BIN_EXE_crossline");
+    let ok = Command::new(bin)
+        .args(["check", "deploy/crossline.example.toml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[sip]\nt1_ms = \"soon\"\n\n[media]\nbogus = 1\n\n[[routes]]\nflow = \"nowhere\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin).arg("check").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    assert!(err.contains(&format!("{file}:2:")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:5:1: media.bogus: unknown field `bogus`")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:8:1: routes[0].flow: unknown flow \"nowhere\""
+        )),
+        "{err}"
+    );
+    assert!(err.contains("3 error(s)"), "{err}");
+    // `run` with a bad config refuses to start.
+    let out = Command::new(bin)
+        .arg("run")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
