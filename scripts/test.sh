@@ -13,8 +13,8 @@ needs=(
 )
 missing=()
 for pair in "${needs[@]}"; do
-  set -- $pair
-  command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+  read -r binary package <<<"$pair"
+  command -v "$binary" >/dev/null 2>&1 || missing+=("$package")
 done
 # libopus-dev: audiopus (WebRTC legs) links the system libopus.
 if ! pkg-config --exists opus 2>/dev/null; then missing+=("libopus-dev" "pkg-config"); fi

@@ -79,7 +79,10 @@ impl Gateway {
             db = dir.path().join("crossline.db").display(),
             audio = audio.display(),
         );
-        let body = extra.replace("{sip}", &sip_port.to_string());
+        let mut body = extra.replace("{sip}", &sip_port.to_string());
+        if !body.contains("[[routes]]") {
+            body.push_str("\n[[routes]]\nflow = \"demo\"\n");
+        }
         let config = dir.path().join("crossline.toml");
         std::fs::write(&config, format!("{}{}", merge_sections(&base, &body), "")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_crossline"))

@@ -444,7 +444,11 @@ impl Endpoint {
                 self.counters.parse_errors += 1;
                 tracing::debug!(%err, from = %peer.remote, "unparseable SIP message");
                 if let Some(resp) = crate::sip::message::bad_request_response(data, &err) {
-                    self.send_response_stateless(peer, &resp);
+                    // Straight back to the source, never to the Via of a
+                    // message we could not parse: no reflection to third
+                    // parties.
+                    *self.counters.responses_sent.entry(resp.status).or_default() += 1;
+                    self.transmit(peer, Bytes::from(resp.to_bytes()));
                 }
             }
         }
@@ -639,13 +643,6 @@ impl Endpoint {
             .insert(key.clone(), ClientEntry { tx, peer, owner });
         self.apply_client_outputs(now, &key, out);
         key
-    }
-
-    /// Send a response outside any transaction (400 for garbage, 481…).
-    fn send_response_stateless(&mut self, peer: Peer, resp: &Response) {
-        *self.counters.responses_sent.entry(resp.status).or_default() += 1;
-        let dest = util::response_destination(peer, resp);
-        self.transmit(dest, Bytes::from(resp.to_bytes()));
     }
 
     /// Pick our listener for a transport, and the address we advertise.
