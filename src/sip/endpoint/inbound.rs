@@ -81,6 +81,7 @@ impl Endpoint {
                 tx,
                 peer: response_peer,
                 call: None,
+                merge_key: None,
             },
         );
         self.uas_core(now, key, peer, req);
@@ -210,7 +211,11 @@ impl Endpoint {
                 return;
             }
             _ => {
-                self.pending_invites.insert(merge_key, key.branch.clone());
+                self.pending_invites
+                    .insert(merge_key.clone(), key.branch.clone());
+                if let Some(entry) = self.server_txs.get_mut(&key) {
+                    entry.merge_key = Some(merge_key);
+                }
             }
         }
         if !req.body.is_empty() {

@@ -250,7 +250,12 @@ struct ServerEntry {
     tx: ServerTx,
     peer: Peer,
     call: Option<CallId>,
+    /// The INVITE's entry in `pending_invites`, removed with the transaction.
+    merge_key: Option<MergeKey>,
 }
+
+/// (Call-ID, From tag, CSeq) of an INVITE, for §8.2.2.2 merge detection.
+type MergeKey = (String, String, u32);
 
 enum ClientTx {
     Invite(ClientInvite),
@@ -287,7 +292,7 @@ pub struct Endpoint {
     calls: HashMap<CallId, calls::Call>,
     dialogs: HashMap<crate::sip::dialog::DialogId, CallId>,
     /// §8.2.2.2 merged-request detection: (Call-ID, From tag, CSeq) → branch.
-    pending_invites: HashMap<(String, String, u32), String>,
+    pending_invites: HashMap<MergeKey, String>,
     registrations: Vec<registration::Registration>,
     framers: HashMap<ConnId, StreamFramer>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -575,8 +580,9 @@ impl Endpoint {
                 }
                 TxOutput::Timeout => {}
                 TxOutput::Terminated => {
-                    self.server_txs.remove(key);
-                    self.pending_invites.retain(|_, b| b != &key.branch);
+                    if let Some(merge_key) = self.server_txs.remove(key).and_then(|e| e.merge_key) {
+                        self.pending_invites.remove(&merge_key);
+                    }
                 }
             }
         }

@@ -2,6 +2,15 @@
 //!
 //! Everything here treats input as hostile: no panics, no unbounded
 //! recursion, errors carry a short detail for logs and 400 reason phrases.
+//!
+//! Notes for callers:
+//! - `parse_message` consumes Content-Length (it frames the body) and does
+//!   not keep it in `headers`; `to_bytes` always writes it from `body.len()`.
+//! - `parse_message` guarantees at least one Via and a valid CSeq (matching
+//!   the method for requests). Missing From/To/Call-ID still parse (RFC 4475
+//!   insuf is "application decides"): check with [`Request::check_mandatory`].
+//! - List headers (Via, Contact, Route, ...) arrive split, one entry per
+//!   element; auth headers, Date and unknown headers are never split.
 
 mod framing;
 mod header;

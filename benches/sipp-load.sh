@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# SIP setup-rate load test: crossline (release) answers with the demo flow,
+# SIPp's built-in uac places calls at fixed rates on the same box.
+#
+#   benches/sipp-load.sh [RATE ...]        default rates: 200 500 1000
+#
+# Env: CALLS_PER_STEP (default 20 x rate, i.e. 20 s per step), HOLD_MS (how
+# long each call stays up, default 1000), SIPP_TIMEOUT.
+# For each rate it prints: offered CPS, achieved CPS, calls ok/failed,
+# SIPp retransmissions, setup time p50/p99 (INVITE to 200, from SIPp's RTD
+# histogram), crossline CPU (% of one core) and peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v sipp >/dev/null || { echo "install SIPp: apt-get install -y sip-tester" >&2; exit 1; }
+rates=("$@"); [ ${#rates[@]} -gt 0 ] || rates=(200 500 1000)
+hold=${HOLD_MS:-1000}
+
+cargo build --release --quiet
+work=$(mktemp -d)
+trap 'kill $gw 2>/dev/null || true; rm -rf "$work"' EXIT
+port=$(( 40000 + RANDOM % 10000 ))
+cat >"$work/crossline.toml" <<TOML
+[sip]
+udp = ["127.0.0.1:$port"]
+tcp = []
+[media]
+rtp_port_min = 20000
+rtp_port_max = 39999
+rtp_timeout_secs = 0
+audio_dir = "$PWD/audio"
+[logging]
+level = "warn"
+[[routes]]
+flow = "demo"
+TOML
+target/release/crossline run --config "$work/crossline.toml" 2>"$work/gw.log" &
+gw=$!
+sleep 1
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$gw/stat"; }
+hz=$(getconf CLK_TCK)
+
+printf '%-8s %-9s %-9s %-7s %-8s %-9s %-9s %-9s %-8s\n' offered achieved ok failed retrans p50_ms p99_ms cpu_% rss_MB
+for rate in "${rates[@]}"; do
+  calls=${CALLS_PER_STEP:-$(( rate * 20 ))}
+  (cd "$work" && rm -f ./*_.csv ./*_rtt.csv)
+  t0=$(date +%s.%N); c0=$(cpu_ticks)
+  (cd "$work" && timeout "${SIPP_TIMEOUT:-300}" sipp -sn uac "127.0.0.1:$port" -r "$rate" -m "$calls" \
+      -l $(( rate * (hold / 1000 + 3) )) -d "$hold" -p $(( port + 1 )) -mp $(( port + 10 )) -i 127.0.0.1 \
+      -nostdin -trace_stat -fd 1 -trace_rtt -rtt_freq 1 -max_socket 2048 >/dev/null 2>&1) || true
+  t1=$(date +%s.%N); c1=$(cpu_ticks)
+  stat=$(ls "$work"/*_.csv | head -1)
+  col() { awk -F';' -v name="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==name) c=i} END{print $c}' "$stat"; }
+  ok=$(col 'SuccessfulCall(C)'); failed=$(col 'FailedCall(C)'); retrans=$(col 'Retransmissions(C)')
+  elapsed=$(col 'ElapsedTime(C)')
+  rtt=$(ls "$work"/*_rtt.csv | head -1)
+  # rtt.csv: Date_ms;response_time_ms;rtd_no
+  read -r p50 p99 < <(awk -F';' 'NR>1{print $2}' "$rtt" | sort -n | awk '{a[NR]=$1} END{if(NR==0){print "- -"} else {print a[int(NR*0.5)+ (NR*0.5==int(NR*0.5)?0:1)], a[int(NR*0.99)+(NR*0.99==int(NR*0.99)?0:1)]}}')
+  secs=$(echo "$t1 - $t0" | bc -l)
+  achieved=$(echo "$ok / ($secs - $hold/1000)" | bc -l)
+  cpu=$(echo "($c1 - $c0) / $hz / $secs * 100" | bc -l)
+  rss=$(awk '/VmHWM/{print $2/1024}' "/proc/$gw/status")
+  printf '%-8s %-9.0f %-9s %-7s %-8s %-9s %-9s %-9.0f %-8.1f\n' "$rate" "$achieved" "$ok" "$failed" "$retrans" "$p50" "$p99" "$cpu" "$rss"
+  sleep 2
+done
