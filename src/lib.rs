@@ -5,9 +5,12 @@
 //! state machines; [`runtime`] drives them with tokio and the audio loops.
 
 pub mod config;
+pub mod http;
 pub mod mask;
 pub mod media;
 pub mod net;
 pub mod runtime;
 pub mod sdp;
 pub mod sip;
+pub mod store;
+pub mod telemetry;

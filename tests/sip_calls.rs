@@ -151,8 +151,8 @@ fn tshark_fields(
 fn uac_pcap_gets_continuous_paced_rtp_with_negotiated_pt() {
     let gw = Gateway::start("");
     let cap = start_capture(&format!(
-        "udp port {} or (udp and src host 127.0.0.1 and greater 100)",
-        gw.sip_port
+        "udp port {} or udp src portrange {}-{}",
+        gw.sip_port, gw.rtp_range.0, gw.rtp_range.1
     ));
     let run = sipp(
         &["-sn", "uac_pcap", &gw.sip_addr(), "-m", "1", "-l", "1"],
@@ -166,7 +166,7 @@ fn uac_pcap_gets_continuous_paced_rtp_with_negotiated_pt() {
     let ports = tshark_fields(
         &file,
         &sip_decode,
-        "sip.Method == \"INVITE\"",
+        &format!("sip.Method == \"INVITE\" && udp.dstport == {}", gw.sip_port),
         &["sdp.media.port"],
     );
     let caller_port: u16 = ports
@@ -177,7 +177,10 @@ fn uac_pcap_gets_continuous_paced_rtp_with_negotiated_pt() {
     let ok_body = tshark_fields(
         &file,
         &sip_decode,
-        "sip.Status-Code == 200 && sdp",
+        &format!(
+            "sip.Status-Code == 200 && sdp && udp.srcport == {}",
+            gw.sip_port
+        ),
         &["sdp.media.port"],
     );
     let our_port: u16 = ok_body
@@ -546,4 +549,82 @@ fn check_command_reports_every_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Bad input and calls are counted at /metrics; health and readiness answer;
+/// every call leaves a record in SQLite.
+#[test]
+fn metrics_health_and_call_records() {
+    let mut gw = Gateway::start("");
+    assert_eq!(gw.http_get("/healthz").0, 200);
+    assert_eq!(gw.http_get("/readyz").0, 200);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for junk in [&b"garbage"[..], b"INVITE x", b"\xff\xfe\x00"] {
+        sock.send_to(junk, gw.sip_addr()).unwrap();
+    }
+    let run = sipp(
+        &["-sn", "uac", &gw.sip_addr(), "-m", "5", "-d", "100"],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    std::thread::sleep(Duration::from_millis(1500)); // one export tick
+    let (status, metrics) = gw.http_get("/metrics");
+    assert_eq!(status, 200);
+    let value = |name: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(
+        value("crossline_sip_parse_errors_total"),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("crossline_calls_total{outcome=\"remote_bye\"}"),
+        Some(5.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("crossline_calls_started_total"),
+        Some(5.0),
+        "{metrics}"
+    );
+    assert_eq!(value("crossline_calls_active"), Some(0.0), "{metrics}");
+    assert!(
+        value("crossline_sip_responses_sent_total{code=\"200\"}").unwrap_or(0.0) >= 10.0,
+        "{metrics}"
+    );
+    assert!(
+        value("crossline_rtp_packets_sent_total").unwrap_or(0.0) > 0.0,
+        "{metrics}"
+    );
+
+    gw.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gw.http_get("/readyz").0, 503, "not ready while draining");
+    assert!(gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits")
+        .success());
+
+    let db = rusqlite::Connection::open(gw.db_path()).unwrap();
+    let rows: Vec<(String, String, Option<i64>, i64, i64)> = db
+        .prepare("SELECT did, outcome, answered_at_ms, started_at_ms, ended_at_ms FROM calls")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    for (did, outcome, answered, started, ended) in rows {
+        assert_eq!(did, "service");
+        assert_eq!(outcome, "remote_bye");
+        let answered = answered.expect("answered_at");
+        assert!(started <= answered && answered <= ended && ended - started >= 100);
+    }
 }

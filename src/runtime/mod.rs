@@ -20,12 +20,14 @@ use crate::media::audio_loop::{MediaEvent, Source};
 use crate::media::engine::{MediaEngine, MediaSettings, Reservation};
 use crate::sdp::{Codec, Direction, LocalMedia, Negotiated};
 use crate::sip::endpoint::{
-    CallId, Endpoint, EndpointConfig, Event, InboundTrunk, IncomingCall, RegistrationSpec,
-    Transport,
+    CallId, EndCause, Endpoint, EndpointConfig, Event, InboundTrunk, IncomingCall,
+    RegistrationSpec, RegistrationState, Transport,
 };
 use crate::sip::message::Uri;
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::{Inbound, TcpListenerConfig, Transports};
+use crate::store::{CallRecord, SqliteStore, Store};
+use crate::telemetry::CallTally;
 
 pub use routing::Router;
 
@@ -50,9 +52,35 @@ struct Gateway {
     session_ids: u64,
     /// Calls ringing before their flow answers (route `ring_ms`).
     ringing: Vec<(Instant, CallId)>,
+    /// What the call record needs, per live call.
+    records: HashMap<CallId, CallRecord>,
+    store: std::sync::Arc<dyn Store>,
+    tally: CallTally,
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(
+        SqliteStore::open(&config.store.sqlite_path).with_context(|| {
+            format!(
+                "opening the SQLite store {}",
+                config.store.sqlite_path.display()
+            )
+        })?,
+    );
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http.listen))?;
+    tracing::info!(addr = %http_listener.local_addr()?, "HTTP listening");
+    tokio::spawn(crate::http::serve(
+        http_listener,
+        crate::http::HttpState {
+            metrics: crate::telemetry::install(),
+            ready: ready.clone(),
+        },
+    ));
+
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(16_384);
     let transports = Transports::bind(
         &config.sip.udp,
@@ -96,6 +124,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         demo_clip,
         session_ids: u64::from(rand::random::<u32>()),
         ringing: Vec::new(),
+        records: HashMap::new(),
+        store,
+        tally: CallTally::default(),
+        ready,
     };
     gw.start_registrations(now).await;
     gw.flush();
@@ -104,6 +136,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut drain_deadline: Option<Instant> = None;
     let mut hard_stop: Option<Instant> = None;
+    let mut telemetry_tick = tokio::time::interval(Duration::from_secs(1));
+    gw.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("crossline ready");
 
     loop {
@@ -142,6 +176,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             _ = sleep => {}
+            _ = telemetry_tick.tick() => gw.export_metrics(Instant::now(), drain_deadline.is_some() || hard_stop.is_some()),
             _ = sigterm.recv() => {
                 if gw.begin_drain(&mut drain_deadline, &mut hard_stop) { break; }
             }
@@ -178,6 +213,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     gw.media.shutdown();
+    if let Err(e) = gw.store.flush() {
+        tracing::warn!(%e, "store: final flush failed");
+    }
     tracing::info!("crossline stopped");
     Ok(())
 }
@@ -310,6 +348,8 @@ impl Gateway {
             ?grace,
             "draining: new calls get 503"
         );
+        self.ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.endpoint.set_draining(true);
         self.endpoint.unregister_all(now);
         *deadline = Some(now + grace);
@@ -346,6 +386,7 @@ impl Gateway {
                 Event::MediaChanged { call, media } => self.media_changed(call, &media),
                 Event::CallEnded { call, cause } => {
                     tracing::info!(%call, ?cause, "call ended");
+                    self.finish_record(call, &cause);
                     self.ringing.retain(|(_, c)| *c != call);
                     match self.calls.remove(&call) {
                         Some(CallMedia::Streaming) => self.media.stop_stream(call.0),
@@ -370,6 +411,22 @@ impl Gateway {
             .route(&inc.did, &inc.caller, inc.trunk.as_deref())
             .map(|r| (r.flow.clone(), r.ring_ms));
         tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), route = ?route, "incoming call");
+        self.records.insert(
+            inc.call,
+            CallRecord {
+                call_id: inc.call_id.clone(),
+                direction: "inbound",
+                did: inc.did.clone(),
+                caller: inc.caller.clone(),
+                trunk: inc.trunk.clone(),
+                flow: route.as_ref().map(|r| r.0.clone()),
+                started_at: std::time::SystemTime::now(),
+                answered_at: None,
+                ended_at: std::time::SystemTime::now(),
+                outcome: String::new(),
+                sip_status: None,
+            },
+        );
         let Some((flow, ring_ms)) = route else {
             let _ = self.endpoint.reject(now, inc.call, 404);
             return;
@@ -413,7 +470,13 @@ impl Gateway {
             }
         };
         let local = self.local_media(reservation.port);
-        match self.endpoint.answer(now, call, local) {
+        let answered = self.endpoint.answer(now, call, local);
+        if answered.is_ok() {
+            if let Some(r) = self.records.get_mut(&call) {
+                r.answered_at = Some(std::time::SystemTime::now());
+            }
+        }
+        match answered {
             Ok(Some(media)) => self.start_demo_media(now, call, reservation, &media),
             Ok(None) => {
                 self.calls.insert(call, CallMedia::Reserved(reservation));
@@ -454,6 +517,53 @@ impl Gateway {
         if sending {
             self.media.set_remote(call.0, media.remote_rtp);
         }
+    }
+
+    fn finish_record(&mut self, call: CallId, cause: &EndCause) {
+        let (outcome, status) = match cause {
+            EndCause::RemoteBye => ("remote_bye", None),
+            EndCause::LocalHangup => ("local_hangup", None),
+            EndCause::Cancelled => ("cancelled", Some(487)),
+            EndCause::Rejected { status, .. } => ("rejected", Some(*status)),
+            EndCause::Timeout => ("timeout", Some(408)),
+            EndCause::AckTimeout => ("ack_timeout", None),
+            EndCause::Shutdown => ("shutdown", None),
+        };
+        self.tally.ended(outcome);
+        if let Some(mut r) = self.records.remove(&call) {
+            r.ended_at = std::time::SystemTime::now();
+            r.outcome = outcome.to_string();
+            r.sip_status = status;
+            if let Err(e) = self.store.record_call(r) {
+                tracing::warn!(%e, "store: cannot queue call record");
+            }
+        }
+    }
+
+    fn export_metrics(&mut self, now: Instant, draining: bool) {
+        let registrations: Vec<(String, bool)> = self
+            .config
+            .registrations
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let up = matches!(
+                    self.endpoint.registration_state(i),
+                    Some(RegistrationState::Registered { .. })
+                );
+                (r.registrar.clone(), up)
+            })
+            .collect();
+        let audio = self.media.stats();
+        let snapshot = crate::telemetry::Snapshot {
+            sip: &self.endpoint.counters,
+            transport: &self.transports.stats,
+            audio: &audio,
+            active_calls: self.endpoint.active_calls(),
+            draining,
+            registrations: &registrations,
+        };
+        crate::telemetry::export(now, &snapshot, &mut self.tally);
     }
 
     fn media_event(&mut self, now: Instant, ev: MediaEvent) {

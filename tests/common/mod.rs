@@ -58,6 +58,8 @@ pub fn rtp_range(n: u16) -> (u16, u16) {
 pub struct Gateway {
     child: Child,
     pub sip_port: u16,
+    pub http_port: u16,
+    pub rtp_range: (u16, u16),
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
 }
@@ -108,6 +110,8 @@ impl Gateway {
         let gw = Gateway {
             child,
             sip_port,
+            http_port,
+            rtp_range: (rtp_min, rtp_max),
             dir,
             log,
         };
@@ -117,6 +121,34 @@ impl Gateway {
 
     pub fn sip_addr(&self) -> String {
         format!("127.0.0.1:{}", self.sip_port)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("crossline.db")
+    }
+
+    /// GET over plain HTTP/1.1; returns (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
     }
 
     pub fn log(&self) -> String {

@@ -443,7 +443,19 @@ impl Endpoint {
     fn handle_message(&mut self, now: Instant, peer: Peer, data: &[u8]) {
         self.counters.messages_in += 1;
         match parse_message(data) {
-            Ok(SipMessage::Request(req)) => self.handle_request(now, peer, req),
+            Ok(SipMessage::Request(req)) => {
+                if let Err(err) = req.check_mandatory() {
+                    // Parseable but unusable (RFC 4475 §3.3.1 insuf): 400
+                    // straight back to the source with what we have.
+                    self.counters.parse_errors += 1;
+                    let mut resp = Response::for_request(&req, 400);
+                    resp.reason = format!("Bad Request ({err})");
+                    *self.counters.responses_sent.entry(400).or_default() += 1;
+                    self.transmit(peer, Bytes::from(resp.to_bytes()));
+                    return;
+                }
+                self.handle_request(now, peer, req)
+            }
             Ok(SipMessage::Response(resp)) => self.handle_response(now, peer, resp),
             Err(err) => {
                 self.counters.parse_errors += 1;

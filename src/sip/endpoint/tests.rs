@@ -398,9 +398,13 @@ fn garbage_gets_400_or_is_dropped_and_counted() {
     t.recv(0, "\u{0}\u{1}garbage");
     assert!(t.responses().is_empty());
     assert_eq!(t.ep.counters.parse_errors, 2);
+    // Parseable but missing From/To/Call-ID (RFC 4475 insuf): 400.
+    t.recv(0, "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKi\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(statuses(&t.responses()), vec![400]);
+    assert_eq!(t.ep.counters.parse_errors, 3);
     // Keep-alive CRLF is silently ignored.
     t.recv(0, "\r\n\r\n");
-    assert_eq!(t.ep.counters.parse_errors, 2);
+    assert_eq!(t.ep.counters.parse_errors, 3);
 }
 
 #[test]

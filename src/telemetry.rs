@@ -1,0 +1,98 @@
+//! Prometheus metrics. The sans-IO endpoint and the audio loops keep plain
+//! counters; the runtime copies them into the `metrics` recorder once a
+//! second, so the hot paths never touch a shared registry.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::media::audio_loop::LoopStats;
+use crate::sip::endpoint::Counters;
+use crate::sip::transport::TransportStats;
+
+/// Install the global recorder. `None` if one is already installed.
+pub fn install() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new().install_recorder().ok()
+}
+
+/// Calls ended, by outcome, and the CPS gauge's last sample.
+#[derive(Default)]
+pub struct CallTally {
+    pub ended: HashMap<&'static str, u64>,
+    last_started: u64,
+    last_at: Option<std::time::Instant>,
+}
+
+impl CallTally {
+    pub fn ended(&mut self, outcome: &'static str) {
+        *self.ended.entry(outcome).or_default() += 1;
+    }
+}
+
+pub struct Snapshot<'a> {
+    pub sip: &'a Counters,
+    pub transport: &'a TransportStats,
+    pub audio: &'a [Arc<LoopStats>],
+    pub active_calls: usize,
+    pub draining: bool,
+    pub registrations: &'a [(String, bool)],
+}
+
+pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) {
+    counter!("crossline_sip_messages_received_total").absolute(s.sip.messages_in);
+    counter!("crossline_sip_parse_errors_total").absolute(s.sip.parse_errors);
+    counter!("crossline_sip_oversize_total").absolute(s.sip.oversize);
+    counter!("crossline_sip_stray_responses_total").absolute(s.sip.stray_responses);
+    counter!("crossline_sip_retransmissions_absorbed_total")
+        .absolute(s.sip.retransmissions_absorbed);
+    for (code, n) in &s.sip.responses_sent {
+        counter!("crossline_sip_responses_sent_total", "code" => code.to_string()).absolute(*n);
+    }
+    for (code, n) in &s.sip.responses_received {
+        counter!("crossline_sip_responses_received_total", "code" => code.to_string()).absolute(*n);
+    }
+    let t = s.transport;
+    counter!("crossline_sip_inbound_dropped_total")
+        .absolute(t.inbound_dropped.load(Ordering::Relaxed));
+    counter!("crossline_sip_send_errors_total").absolute(t.send_errors.load(Ordering::Relaxed));
+    counter!("crossline_tcp_rejected_total").absolute(t.tcp_rejected.load(Ordering::Relaxed));
+    gauge!("crossline_tcp_connections").set(t.tcp_open.load(Ordering::Relaxed) as f64);
+
+    counter!("crossline_calls_started_total").absolute(s.sip.calls_started);
+    gauge!("crossline_calls_active").set(s.active_calls as f64);
+    for (outcome, n) in &tally.ended {
+        counter!("crossline_calls_total", "outcome" => *outcome).absolute(*n);
+    }
+    if let Some(last) = tally.last_at {
+        let secs = now.duration_since(last).as_secs_f64();
+        if secs > 0.0 {
+            let cps = (s.sip.calls_started - tally.last_started) as f64 / secs;
+            gauge!("crossline_calls_per_second").set(cps);
+        }
+    }
+    tally.last_at = Some(now);
+    tally.last_started = s.sip.calls_started;
+
+    let sum = |f: fn(&LoopStats) -> u64| s.audio.iter().map(|l| f(l)).sum::<u64>();
+    counter!("crossline_rtp_packets_sent_total")
+        .absolute(sum(|l| l.packets_sent.load(Ordering::Relaxed)));
+    counter!("crossline_rtp_packets_received_total")
+        .absolute(sum(|l| l.packets_received.load(Ordering::Relaxed)));
+    counter!("crossline_rtp_send_errors_total")
+        .absolute(sum(|l| l.send_errors.load(Ordering::Relaxed)));
+    counter!("crossline_audio_late_ticks_total")
+        .absolute(sum(|l| l.late_ticks.load(Ordering::Relaxed)));
+    gauge!("crossline_rtp_streams").set(sum(|l| l.streams.load(Ordering::Relaxed)) as f64);
+
+    gauge!("crossline_draining").set(if s.draining { 1.0 } else { 0.0 });
+    for (registrar, up) in s.registrations {
+        gauge!("crossline_registration_up", "registrar" => registrar.clone()).set(if *up {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
