@@ -628,3 +628,59 @@ fn metrics_health_and_call_records() {
         assert!(started <= answered && answered <= ended && ended - started >= 100);
     }
 }
+
+/// A trunk with inbound credentials: SIPp must answer our 407 challenge;
+/// without credentials it gets nowhere; sources outside every trunk get 403.
+#[test]
+fn inbound_trunk_digest_challenge_with_sipp() {
+    let gw = Gateway::start(
+        "[[trunks]]\nname = \"pbx\"\ninbound_username = \"trunkuser\"\ninbound_password = \"trunkpass\"\n",
+    );
+    let run = sipp(
+        &[
+            "-sf",
+            &scenario("uac_auth.xml"),
+            &gw.sip_addr(),
+            "-m",
+            "3",
+            "-l",
+            "1",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    assert_eq!(run.stat("SuccessfulCall(C)"), Some(3), "{}", run.describe());
+    // The plain uac scenario can't authenticate: every call fails on the 407.
+    let run = sipp(
+        &[
+            "-sn",
+            "uac",
+            &gw.sip_addr(),
+            "-m",
+            "2",
+            "-recv_timeout",
+            "3000",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(!run.ok());
+    assert_eq!(run.stat("SuccessfulCall(C)"), Some(0), "{}", run.describe());
+
+    // A trunk limited to other networks: loopback callers get 403.
+    let gw = Gateway::start("[[trunks]]\nname = \"carrier\"\ninbound_cidrs = [\"192.0.2.0/24\"]\n");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port();
+    sock.send_to(
+        raw_invite(port, "cidr1", "z9hG4bKc1").as_bytes(),
+        gw.sip_addr(),
+    )
+    .unwrap();
+    assert!(recv_until(
+        &sock,
+        |m| m.starts_with("SIP/2.0 403"),
+        Duration::from_secs(3)
+    )
+    .is_some());
+}
