@@ -11,6 +11,32 @@ pub struct DialogId {
     pub remote_tag: String,
 }
 
+impl DialogId {
+    /// The dialog of a request we received: our tag is in To.
+    pub fn of_received(headers: &Headers) -> DialogId {
+        DialogId {
+            call_id: headers.call_id().unwrap_or_default().to_string(),
+            local_tag: tag_of(headers.to()),
+            remote_tag: tag_of(headers.from()),
+        }
+    }
+
+    /// The dialog of a response to a request we sent: our tag is in From.
+    pub fn of_response(headers: &Headers) -> DialogId {
+        DialogId {
+            call_id: headers.call_id().unwrap_or_default().to_string(),
+            local_tag: tag_of(headers.from()),
+            remote_tag: tag_of(headers.to()),
+        }
+    }
+}
+
+fn tag_of<E>(addr: Result<NameAddr, E>) -> String {
+    addr.ok()
+        .and_then(|a| a.tag().map(str::to_string))
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialogState {
     Early,

@@ -307,21 +307,7 @@ impl Endpoint {
 
     /// An ACK outside a server transaction: the ACK for our 2xx.
     pub(super) fn dialog_ack(&mut self, now: Instant, ack: &Request) {
-        let id = crate::sip::dialog::DialogId {
-            call_id: ack.headers.call_id().unwrap_or_default().to_string(),
-            local_tag: ack
-                .headers
-                .to()
-                .ok()
-                .and_then(|t| t.tag().map(str::to_string))
-                .unwrap_or_default(),
-            remote_tag: ack
-                .headers
-                .from()
-                .ok()
-                .and_then(|f| f.tag().map(str::to_string))
-                .unwrap_or_default(),
-        };
+        let id = crate::sip::dialog::DialogId::of_received(&ack.headers);
         let Some(call) = self.dialogs.get(&id).copied() else {
             return;
         };
@@ -705,27 +691,10 @@ impl Endpoint {
         self.transmit(peer, Bytes::from(ack.to_bytes()));
     }
 
-    /// ACK a 2xx for which we hold no transaction, then BYE it if the call
-    /// is gone (§13.2.2.4).
+    /// ACK a retransmitted 2xx of a dialog we still hold (§13.2.2.4); a 2xx
+    /// for a call already gone is counted as stray.
     pub(super) fn reack(&mut self, now: Instant, resp: &Response) {
-        let call_id = resp.headers.call_id().unwrap_or_default().to_string();
-        let local_tag = resp
-            .headers
-            .from()
-            .ok()
-            .and_then(|f| f.tag().map(str::to_string))
-            .unwrap_or_default();
-        let remote_tag = resp
-            .headers
-            .to()
-            .ok()
-            .and_then(|t| t.tag().map(str::to_string))
-            .unwrap_or_default();
-        let id = crate::sip::dialog::DialogId {
-            call_id,
-            local_tag,
-            remote_tag,
-        };
+        let id = crate::sip::dialog::DialogId::of_response(&resp.headers);
         if let Some(call) = self.dialogs.get(&id).copied() {
             self.send_ack(now, call);
         } else {

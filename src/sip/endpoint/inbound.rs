@@ -367,21 +367,7 @@ impl Endpoint {
     }
 
     fn in_dialog_request(&mut self, now: Instant, key: ServerKey, req: Request) {
-        let id = crate::sip::dialog::DialogId {
-            call_id: req.headers.call_id().unwrap_or_default().to_string(),
-            local_tag: req
-                .headers
-                .to()
-                .ok()
-                .and_then(|t| t.tag().map(str::to_string))
-                .unwrap_or_default(),
-            remote_tag: req
-                .headers
-                .from()
-                .ok()
-                .and_then(|f| f.tag().map(str::to_string))
-                .unwrap_or_default(),
-        };
+        let id = crate::sip::dialog::DialogId::of_received(&req.headers);
         let Some(call) = self.dialogs.get(&id).copied() else {
             self.reply(now, &key, &req, 481);
             return;
