@@ -39,6 +39,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // reqwest is built without a TLS provider (no aws-lc); pick ring once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => match Config::load(&file) {
