@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -69,140 +69,24 @@ fn sipp_uac_over_tcp_completes() {
     );
 }
 
-struct Capture {
-    child: std::process::Child,
-    file: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn start_capture(filter: &str) -> Capture {
-    require("tshark", "tshark");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cap.pcapng");
-    let mut child = Command::new("tshark")
-        .args(["-i", "lo", "-f", filter, "-w"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tshark");
-    // Wait until the capture is live.
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        let mut seen = String::new();
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if seen.contains("Capturing on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("tshark did not start capturing on lo (are you root?)");
-    Capture {
-        child,
-        file,
-        _dir: dir,
-    }
-}
-
-impl Capture {
-    fn stop(mut self) -> (std::path::PathBuf, tempfile::TempDir) {
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
-        }
-        let _ = self.child.wait();
-        (self.file, self._dir)
-    }
-}
-
-fn tshark_fields(
-    file: &std::path::Path,
-    decode_as: &[String],
-    filter: &str,
-    fields: &[&str],
-) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(file);
-    for d in decode_as {
-        cmd.args(["-d", d]);
-    }
-    cmd.args(["-Y", filter, "-T", "fields", "-E", "separator=,"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark -r");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split(',').map(str::to_string).collect())
-        .collect()
-}
-
 /// (b) SIPp uac_pcap: read the caller's RTP port from its SDP, then check
 /// the RTP crossline sends there: negotiated PT, continuous sequence and
 /// timestamps, one SSRC, 20 ms pacing.
 #[test]
 fn uac_pcap_gets_continuous_paced_rtp_with_negotiated_pt() {
     let gw = Gateway::start("");
-    let cap = start_capture(&format!(
-        "udp port {} or udp src portrange {}-{}",
-        gw.sip_port, gw.rtp_range.0, gw.rtp_range.1
-    ));
-    let run = sipp(
+    let (rows, run) = call_rtp_to_caller(
+        &gw,
         &["-sn", "uac_pcap", &gw.sip_addr(), "-m", "1", "-l", "1"],
-        Duration::from_secs(40),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let (file, _dir) = cap.stop();
-    assert!(run.ok(), "{}", run.describe());
-
-    let sip_decode = vec![format!("udp.port=={},sip", gw.sip_port)];
-    let ports = tshark_fields(
-        &file,
-        &sip_decode,
-        &format!("sip.Method == \"INVITE\" && udp.dstport == {}", gw.sip_port),
-        &["sdp.media.port"],
-    );
-    let caller_port: u16 = ports
-        .first()
-        .and_then(|r| r.first())
-        .and_then(|p| p.parse().ok())
-        .expect("caller RTP port from the INVITE's SDP");
-    let ok_body = tshark_fields(
-        &file,
-        &sip_decode,
-        &format!(
-            "sip.Status-Code == 200 && sdp && udp.srcport == {}",
-            gw.sip_port
-        ),
-        &["sdp.media.port"],
-    );
-    let our_port: u16 = ok_body
-        .first()
-        .and_then(|r| r.first())
-        .and_then(|p| p.parse().ok())
-        .expect("our RTP port from the 200's SDP");
-
-    let rtp_decode = vec![format!("udp.port=={caller_port},rtp")];
-    let rows = tshark_fields(
-        &file,
-        &rtp_decode,
-        &format!("udp.dstport == {caller_port} && udp.srcport == {our_port} && rtp"),
         &[
             "frame.time_epoch",
             "rtp.p_type",
             "rtp.seq",
             "rtp.timestamp",
             "rtp.ssrc",
-            "rtp.marker",
         ],
     );
+    assert!(run.ok(), "{}", run.describe());
     assert!(
         rows.len() >= 200,
         "only {} RTP packets from crossline",

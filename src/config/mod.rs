@@ -19,7 +19,7 @@ pub use glob::glob_match;
 pub use model::*;
 
 /// Flows built into the binary. The flow engine adds file-based flows.
-pub const BUILTIN_FLOWS: &[&str] = &["demo"];
+pub const BUILTIN_FLOWS: &[&str] = &["demo", "hold"];
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]

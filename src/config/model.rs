@@ -115,6 +115,15 @@ pub struct MediaConfig {
     pub audio_threads: usize,
     /// Hang up a call when no RTP has arrived for this long; 0 disables.
     pub rtp_timeout_secs: u64,
+    /// Default wait music: WAV files played in order, looping.
+    pub hold_music: Vec<PathBuf>,
+    /// Default hold message: a WAV file, or the name of a `[[prompts]]` entry.
+    /// Empty means music only.
+    pub hold_message: String,
+    /// Seconds from the start of one hold message to the start of the next.
+    pub hold_repeat_secs: u64,
+    /// Music gain under the hold message, in dB (0 or negative).
+    pub hold_duck_db: f32,
 }
 
 impl Default for MediaConfig {
@@ -128,6 +137,10 @@ impl Default for MediaConfig {
             audio_dir: PathBuf::from("audio"),
             audio_threads: 0,
             rtp_timeout_secs: 60,
+            hold_music: vec![PathBuf::from("wait-music.wav")],
+            hold_message: "hold-en.wav".into(),
+            hold_repeat_secs: 15,
+            hold_duck_db: -12.0,
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::g711;
+use super::player::{crossfade, FrameNote, Player};
 use super::rtp_packet::{parse_rtp, write_rtp};
 
 /// Samples per 20 ms frame at 8 kHz.
@@ -26,16 +27,7 @@ pub enum Encoding {
     Pcma,
 }
 
-/// What a stream plays.
-#[derive(Debug, Clone)]
-pub enum Source {
-    Silence,
-    /// 8 kHz mono samples, shared by every stream that plays them.
-    Clip {
-        samples: Arc<[i16]>,
-        looped: bool,
-    },
-}
+pub use super::player::{HoldProgram, Source};
 
 /// Everything the loop needs to run one stream.
 #[derive(Debug)]
@@ -83,9 +75,10 @@ struct Stream {
     ssrc: u32,
     seq: u16,
     timestamp: u32,
-    position: usize,
-    first_packet: bool,
-    finished_reported: bool,
+    player: Player,
+    /// The previous source, faded out over the next frame.
+    fading_from: Option<Player>,
+    marker_next: bool,
     latched: bool,
     ticks_since_rx: u32,
     timeout_ticks: u32,
@@ -95,6 +88,7 @@ struct Stream {
 
 impl Stream {
     fn new(spec: StreamSpec) -> Stream {
+        let player = Player::new(spec.source.clone());
         let timeout_ticks = (spec.rtp_timeout.as_millis() / FRAME.as_millis()) as u32;
         Stream {
             spec,
@@ -102,41 +96,14 @@ impl Stream {
             ssrc: rand::random(),
             seq: rand::random(),
             timestamp: rand::random(),
-            position: 0,
-            first_packet: true,
-            finished_reported: false,
+            player,
+            fading_from: None,
+            marker_next: true,
             latched: false,
             ticks_since_rx: 0,
             timeout_ticks,
             timed_out: false,
             sending: true,
-        }
-    }
-
-    /// Fill one frame of samples from the source.
-    fn next_frame(&mut self, out: &mut [i16; FRAME_SAMPLES]) -> bool {
-        match &self.spec.source {
-            Source::Silence => {
-                out.fill(0);
-                false
-            }
-            Source::Clip { samples, looped } => {
-                let mut finished = false;
-                for slot in out.iter_mut() {
-                    if self.position >= samples.len() {
-                        if *looped && !samples.is_empty() {
-                            self.position = 0;
-                        } else {
-                            *slot = 0;
-                            finished = true;
-                            continue;
-                        }
-                    }
-                    *slot = samples.get(self.position).copied().unwrap_or(0);
-                    self.position += 1;
-                }
-                finished
-            }
         }
     }
 }
@@ -204,6 +171,7 @@ fn run(
     let mut streams: Vec<Stream> = Vec::with_capacity(1024);
     let mut deadline = clock::now();
     let mut pcm = [0i16; FRAME_SAMPLES];
+    let mut fade_buf = [0i16; FRAME_SAMPLES];
     let mut payload = [0u8; FRAME_SAMPLES];
     let mut packet = [0u8; 12 + FRAME_SAMPLES + 64];
     let mut rx = [0u8; 2048];
@@ -254,16 +222,22 @@ fn run(
                 s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
                 continue;
             }
-            let finished = s.next_frame(&mut pcm);
-            if finished && !s.finished_reported {
-                s.finished_reported = true;
-                let _ = events.send(MediaEvent::SourceFinished(s.spec.id));
+            match s.player.fill(&mut pcm) {
+                FrameNote::Finished => {
+                    let _ = events.send(MediaEvent::SourceFinished(s.spec.id));
+                }
+                FrameNote::TalkStart => s.marker_next = true,
+                FrameNote::None => {}
+            }
+            if let Some(mut old) = s.fading_from.take() {
+                old.fill(&mut fade_buf);
+                crossfade(&fade_buf, &mut pcm);
             }
             match s.spec.encoding {
                 Encoding::Pcmu => g711::encode_ulaw(&pcm, &mut payload),
                 Encoding::Pcma => g711::encode_alaw(&pcm, &mut payload),
             };
-            let marker = std::mem::take(&mut s.first_packet);
+            let marker = std::mem::take(&mut s.marker_next);
             if let Ok(len) = write_rtp(
                 &mut packet,
                 s.spec.payload_type,
@@ -299,15 +273,15 @@ fn apply(streams: &mut Vec<Stream>, cmd: Command) {
         }
         Command::SetSource(id, source) => {
             if let Some(s) = streams.iter_mut().find(|s| s.spec.id == id) {
-                s.spec.source = source;
-                s.position = 0;
-                s.finished_reported = false;
+                let old = std::mem::replace(&mut s.player, Player::new(source));
+                s.fading_from = Some(old);
+                s.marker_next = true;
             }
         }
         Command::SetSending(id, sending) => {
             if let Some(s) = streams.iter_mut().find(|s| s.spec.id == id) {
                 s.sending = sending;
-                s.first_packet |= sending;
+                s.marker_next |= sending;
             }
         }
         Command::SetRemote(id, remote) => {

@@ -5,5 +5,6 @@ pub mod audio_file;
 pub mod audio_loop;
 pub mod engine;
 pub mod g711;
+pub mod player;
 pub mod ports;
 pub mod rtp_packet;

@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::{CodecName, Config, TransportName};
-use crate::media::audio_loop::{MediaEvent, Source};
+use crate::media::audio_loop::{HoldProgram, MediaEvent, Source};
 use crate::media::engine::{MediaEngine, MediaSettings, Reservation};
 use crate::sdp::{Codec, Direction, LocalMedia, Negotiated};
 use crate::sip::endpoint::{
@@ -31,14 +31,33 @@ use crate::telemetry::CallTally;
 
 pub use routing::Router;
 
-/// What the demo flow plays, looped, until the caller hangs up.
+/// What the demo flow plays before the hold program.
 pub const DEMO_CLIP: &str = "welcome-en.wav";
+
+/// Flows built into the binary until the flow engine takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BuiltinFlow {
+    /// Welcome message, then the hold program.
+    Demo,
+    /// Straight into the hold program.
+    Hold,
+}
+
+impl BuiltinFlow {
+    fn from_name(name: &str) -> Option<BuiltinFlow> {
+        match name {
+            "demo" => Some(BuiltinFlow::Demo),
+            "hold" => Some(BuiltinFlow::Hold),
+            _ => None,
+        }
+    }
+}
 
 /// A call's media state on the control side.
 enum CallMedia {
     /// Port reserved, waiting for the late-offer answer in the ACK.
-    Reserved(Reservation),
-    Streaming,
+    Reserved(Reservation, BuiltinFlow),
+    Streaming(BuiltinFlow),
 }
 
 struct Gateway {
@@ -49,9 +68,10 @@ struct Gateway {
     router: Router,
     calls: HashMap<CallId, CallMedia>,
     demo_clip: std::sync::Arc<[i16]>,
+    hold: std::sync::Arc<HoldProgram>,
     session_ids: u64,
     /// Calls ringing before their flow answers (route `ring_ms`).
-    ringing: Vec<(Instant, CallId)>,
+    ringing: Vec<(Instant, CallId, BuiltinFlow)>,
     /// What the call record needs, per live call.
     records: HashMap<CallId, CallRecord>,
     store: std::sync::Arc<dyn Store>,
@@ -111,6 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let demo_clip = media
         .clip(&PathBuf::from(DEMO_CLIP))
         .context("loading the demo flow's audio")?;
+    let hold = std::sync::Arc::new(load_hold_program(&config, &mut media)?);
 
     let now = Instant::now();
     let endpoint = Endpoint::new(endpoint_config(&config, &transports), now);
@@ -122,6 +143,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         media,
         calls: HashMap::new(),
         demo_clip,
+        hold,
         session_ids: u64::from(rand::random::<u32>()),
         ringing: Vec::new(),
         records: HashMap::new(),
@@ -141,7 +163,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("crossline ready");
 
     loop {
-        let next_ring = gw.ringing.iter().map(|(at, _)| *at).min();
+        let next_ring = gw.ringing.iter().map(|(at, _, _)| *at).min();
         let wake = [
             gw.endpoint.poll_timeout(),
             drain_deadline,
@@ -262,6 +284,29 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
     }
 }
 
+/// The default hold program from `[media]`: music playlist plus message.
+fn load_hold_program(config: &Config, media: &mut MediaEngine) -> anyhow::Result<HoldProgram> {
+    let m = &config.media;
+    let mut music = Vec::new();
+    for file in &m.hold_music {
+        music.push(media.clip(file).context("loading [media] hold_music")?);
+    }
+    let message = match m.hold_message.trim() {
+        "" => None,
+        file => Some(
+            media
+                .clip(&PathBuf::from(file))
+                .context("loading [media] hold_message")?,
+        ),
+    };
+    Ok(HoldProgram::new(
+        music,
+        message,
+        Duration::from_secs(m.hold_repeat_secs),
+        m.hold_duck_db,
+    ))
+}
+
 /// Resolve a SIP URI's host to an address (A/AAAA only; no NAPTR/SRV yet).
 async fn resolve(uri: &Uri) -> Option<SocketAddr> {
     let host = uri.host.trim_matches(|c| c == '[' || c == ']');
@@ -375,11 +420,11 @@ impl Gateway {
             match ev {
                 Event::IncomingCall(inc) => self.incoming(now, inc),
                 Event::CallEstablished { call, media } => {
-                    if let Some(CallMedia::Reserved(_)) = self.calls.get(&call) {
-                        if let (Some(CallMedia::Reserved(r)), Some(m)) =
+                    if let Some(CallMedia::Reserved(..)) = self.calls.get(&call) {
+                        if let (Some(CallMedia::Reserved(r, flow)), Some(m)) =
                             (self.calls.remove(&call), media)
                         {
-                            self.start_demo_media(now, call, r, &m);
+                            self.start_media(now, call, flow, r, &m);
                         }
                     }
                 }
@@ -387,10 +432,10 @@ impl Gateway {
                 Event::CallEnded { call, cause } => {
                     tracing::info!(%call, ?cause, "call ended");
                     self.finish_record(call, &cause);
-                    self.ringing.retain(|(_, c)| *c != call);
+                    self.ringing.retain(|(_, c, _)| *c != call);
                     match self.calls.remove(&call) {
-                        Some(CallMedia::Streaming) => self.media.stop_stream(call.0),
-                        Some(CallMedia::Reserved(r)) => self.media.cancel(r),
+                        Some(CallMedia::Streaming(_)) => self.media.stop_stream(call.0),
+                        Some(CallMedia::Reserved(r, _)) => self.media.cancel(r),
                         None => {}
                     }
                 }
@@ -431,36 +476,36 @@ impl Gateway {
             let _ = self.endpoint.reject(now, inc.call, 404);
             return;
         };
-        if flow != "demo" {
+        let Some(flow) = BuiltinFlow::from_name(&flow) else {
             let _ = self.endpoint.reject(now, inc.call, 404);
             return;
-        }
+        };
         if ring_ms > 0 {
             let _ = self.endpoint.ring(now, inc.call);
             self.ringing
-                .push((now + Duration::from_millis(ring_ms), inc.call));
+                .push((now + Duration::from_millis(ring_ms), inc.call, flow));
             return;
         }
-        self.answer_demo(now, inc.call);
+        self.answer_builtin(now, inc.call, flow);
     }
 
     /// Answer calls whose ringing time is up (unless they ended meanwhile).
     fn answer_due(&mut self, now: Instant) {
         let mut due = Vec::new();
-        self.ringing.retain(|(at, call)| {
+        self.ringing.retain(|(at, call, flow)| {
             if *at <= now {
-                due.push(*call);
+                due.push((*call, *flow));
                 false
             } else {
                 true
             }
         });
-        for call in due {
-            self.answer_demo(now, call);
+        for (call, flow) in due {
+            self.answer_builtin(now, call, flow);
         }
     }
 
-    fn answer_demo(&mut self, now: Instant, call: CallId) {
+    fn answer_builtin(&mut self, now: Instant, call: CallId, flow: BuiltinFlow) {
         let reservation = match self.media.reserve() {
             Ok(r) => r,
             Err(e) => {
@@ -477,9 +522,10 @@ impl Gateway {
             }
         }
         match answered {
-            Ok(Some(media)) => self.start_demo_media(now, call, reservation, &media),
+            Ok(Some(media)) => self.start_media(now, call, flow, reservation, &media),
             Ok(None) => {
-                self.calls.insert(call, CallMedia::Reserved(reservation));
+                self.calls
+                    .insert(call, CallMedia::Reserved(reservation, flow));
             }
             Err(e) => {
                 tracing::info!(%call, %e, "not answered");
@@ -488,14 +534,24 @@ impl Gateway {
         }
     }
 
-    fn start_demo_media(&mut self, now: Instant, call: CallId, r: Reservation, media: &Negotiated) {
-        let source = Source::Clip {
-            samples: self.demo_clip.clone(),
-            looped: true,
+    fn start_media(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        flow: BuiltinFlow,
+        r: Reservation,
+        media: &Negotiated,
+    ) {
+        let source = match flow {
+            BuiltinFlow::Demo => Source::Clip {
+                samples: self.demo_clip.clone(),
+                looped: false,
+            },
+            BuiltinFlow::Hold => Source::Hold(self.hold.clone()),
         };
         match self.media.start_stream(call.0, r, media, source) {
             Ok(()) => {
-                self.calls.insert(call, CallMedia::Streaming);
+                self.calls.insert(call, CallMedia::Streaming(flow));
                 self.media_changed(call, media);
             }
             Err(e) => {
@@ -506,7 +562,7 @@ impl Gateway {
     }
 
     fn media_changed(&mut self, call: CallId, media: &Negotiated) {
-        if !matches!(self.calls.get(&call), Some(CallMedia::Streaming)) {
+        if !matches!(self.calls.get(&call), Some(CallMedia::Streaming(_))) {
             return;
         }
         let sending = matches!(
@@ -572,7 +628,12 @@ impl Gateway {
                 tracing::info!(call = id, "RTP timeout: hanging up");
                 let _ = self.endpoint.hangup(now, CallId(id));
             }
-            MediaEvent::SourceFinished(_) => {}
+            MediaEvent::SourceFinished(id) => {
+                // The demo's welcome is done: on to the hold program.
+                if let Some(CallMedia::Streaming(BuiltinFlow::Demo)) = self.calls.get(&CallId(id)) {
+                    self.media.set_source(id, Source::Hold(self.hold.clone()));
+                }
+            }
         }
     }
 }
@@ -580,8 +641,8 @@ impl Gateway {
 impl std::fmt::Debug for CallMedia {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallMedia::Reserved(r) => write!(f, "Reserved({})", r.port),
-            CallMedia::Streaming => write!(f, "Streaming"),
+            CallMedia::Reserved(r, flow) => write!(f, "Reserved({}, {flow:?})", r.port),
+            CallMedia::Streaming(flow) => write!(f, "Streaming({flow:?})"),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! drive it with real peers (SIPp, tshark) over real sockets.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -342,4 +342,125 @@ pub fn scenario(name: &str) -> String {
 
 pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
+}
+
+// ---- packet capture with tshark ----
+
+pub struct Capture {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn start_capture(filter: &str) -> Capture {
+    require("tshark", "tshark");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cap.pcapng");
+    let mut child = Command::new("tshark")
+        .args(["-i", "lo", "-f", filter, "-w"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tshark");
+    // Wait until the capture is live.
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let mut seen = String::new();
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen.contains("Capturing on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("tshark did not start capturing on lo (are you root?)");
+    Capture {
+        child,
+        file,
+        _dir: dir,
+    }
+}
+
+impl Capture {
+    pub fn stop(mut self) -> (std::path::PathBuf, tempfile::TempDir) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let _ = self.child.wait();
+        (self.file, self._dir)
+    }
+}
+
+pub fn tshark_fields(
+    file: &std::path::Path,
+    decode_as: &[String],
+    filter: &str,
+    fields: &[&str],
+) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(file);
+    for d in decode_as {
+        cmd.args(["-d", d]);
+    }
+    cmd.args(["-Y", filter, "-T", "fields", "-E", "separator=,"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark -r");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+/// Run a SIPp caller against `gw` while capturing loopback, then return the
+/// RTP crossline sent to the caller's RTP port (read from the INVITE's SDP),
+/// as tshark `fields` rows, plus SIPp's result.
+pub fn call_rtp_to_caller(
+    gw: &Gateway,
+    sipp_args: &[&str],
+    fields: &[&str],
+) -> (Vec<Vec<String>>, Sipp) {
+    let cap = start_capture(&format!(
+        "udp port {} or udp src portrange {}-{}",
+        gw.sip_port, gw.rtp_range.0, gw.rtp_range.1
+    ));
+    let run = sipp(sipp_args, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let (file, _dir) = cap.stop();
+    let sip_decode = vec![format!("udp.port=={},sip", gw.sip_port)];
+    let first_port = |filter: String| -> Option<u16> {
+        tshark_fields(&file, &sip_decode, &filter, &["sdp.media.port"])
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|p| p.parse().ok())
+    };
+    let Some(caller_port) = first_port(format!(
+        "sip.Method == \"INVITE\" && udp.dstport == {}",
+        gw.sip_port
+    )) else {
+        return (Vec::new(), run);
+    };
+    let Some(our_port) = first_port(format!(
+        "sip.Status-Code == 200 && sdp && udp.srcport == {}",
+        gw.sip_port
+    )) else {
+        return (Vec::new(), run);
+    };
+    let rtp_decode = vec![format!("udp.port=={caller_port},rtp")];
+    let rows = tshark_fields(
+        &file,
+        &rtp_decode,
+        &format!("udp.dstport == {caller_port} && udp.srcport == {our_port} && rtp"),
+        fields,
+    );
+    (rows, run)
 }
