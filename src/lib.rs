@@ -14,3 +14,4 @@ pub mod sdp;
 pub mod sip;
 pub mod store;
 pub mod telemetry;
+pub mod tts;

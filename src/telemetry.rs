@@ -86,6 +86,15 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
     counter!("crossline_audio_late_ticks_total")
         .absolute(sum(|l| l.late_ticks.load(Ordering::Relaxed)));
     gauge!("crossline_rtp_streams").set(sum(|l| l.streams.load(Ordering::Relaxed)) as f64);
+    counter!("crossline_audio_busy_microseconds_total")
+        .absolute(sum(|l| l.busy_us.load(Ordering::Relaxed)));
+    gauge!("crossline_audio_max_tick_microseconds").set(
+        s.audio
+            .iter()
+            .map(|l| l.max_tick_us.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0) as f64,
+    );
 
     gauge!("crossline_draining").set(if s.draining { 1.0 } else { 0.0 });
     for (registrar, up) in s.registrations {

@@ -113,6 +113,12 @@ pub struct MediaConfig {
     pub audio_dir: PathBuf,
     /// Audio loop threads; 0 means one per core.
     pub audio_threads: usize,
+    /// SCHED_FIFO priority for audio threads (1..=99); 0 = normal scheduling.
+    pub realtime_priority: i32,
+    /// Pin audio thread i to CPU i.
+    pub pin_audio_threads: bool,
+    /// Read each call's RTP socket every this many 20 ms ticks.
+    pub rtp_poll_ticks: u32,
     /// Hang up a call when no RTP has arrived for this long; 0 disables.
     pub rtp_timeout_secs: u64,
     /// Default wait music: WAV files played in order, looping.
@@ -136,6 +142,9 @@ impl Default for MediaConfig {
             telephone_event_payload_type: 101,
             audio_dir: PathBuf::from("audio"),
             audio_threads: 0,
+            realtime_priority: 10,
+            pin_audio_threads: true,
+            rtp_poll_ticks: 5,
             rtp_timeout_secs: 60,
             hold_music: vec![PathBuf::from("wait-music.wav")],
             hold_message: "hold-en.wav".into(),

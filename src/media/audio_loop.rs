@@ -18,6 +18,9 @@ use super::rtp_packet::{parse_rtp, write_rtp};
 /// Samples per 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;
 pub const FRAME: Duration = Duration::from_millis(20);
+/// Wake-ups per frame; each serves one group of streams.
+const SUBTICKS: usize = 4;
+const SUBTICK: Duration = Duration::from_millis(5);
 
 pub type StreamId = u64;
 
@@ -68,6 +71,10 @@ pub struct LoopStats {
     pub packets_received: AtomicU64,
     pub send_errors: AtomicU64,
     pub streams: AtomicU64,
+    /// Time spent working (not sleeping), summed over ticks.
+    pub busy_us: AtomicU64,
+    /// Longest single tick of work.
+    pub max_tick_us: AtomicU64,
 }
 
 struct Stream {
@@ -139,9 +146,33 @@ impl Drop for AudioLoopHandle {
 }
 
 /// Start one loop thread. `capacity` bounds the command ring.
+/// How a loop thread runs.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopOptions {
+    /// SCHED_FIFO priority (1..=99); 0 keeps the normal scheduler. Needs
+    /// root or CAP_SYS_NICE; without it the loop logs once and goes on.
+    pub realtime_priority: i32,
+    /// Pin the thread to this CPU.
+    pub cpu: Option<usize>,
+    /// Poll each stream's socket every this many ticks (1 = every 20 ms).
+    /// Streams are staggered so each tick polls an equal share.
+    pub rx_poll_ticks: u32,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        LoopOptions {
+            realtime_priority: 0,
+            cpu: None,
+            rx_poll_ticks: 1,
+        }
+    }
+}
+
 pub fn spawn(
     index: usize,
     capacity: usize,
+    options: LoopOptions,
     events: tokio::sync::mpsc::UnboundedSender<MediaEvent>,
 ) -> std::io::Result<AudioLoopHandle> {
     let (producer, consumer) = rtrb::RingBuffer::new(capacity);
@@ -152,7 +183,10 @@ pub fn spawn(
         let stop = stop.clone();
         std::thread::Builder::new()
             .name(format!("audio-{index}"))
-            .spawn(move || run(consumer, events, stats, stop))?
+            .spawn(move || {
+                apply_options(index, &options);
+                run(consumer, events, stats, stop, options.rx_poll_ticks.max(1))
+            })?
     };
     Ok(AudioLoopHandle {
         commands: producer,
@@ -162,13 +196,42 @@ pub fn spawn(
     })
 }
 
+fn apply_options(index: usize, options: &LoopOptions) {
+    if let Some(cpu) = options.cpu {
+        // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                tracing::warn!(index, cpu, "audio loop: cannot pin to CPU");
+            }
+        }
+    }
+    if options.realtime_priority > 0 {
+        let param = libc::sched_param {
+            sched_priority: options.realtime_priority.min(99),
+        };
+        // SAFETY: setting this thread's own scheduling policy.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        if rc != 0 {
+            tracing::warn!(
+                index,
+                "audio loop: SCHED_FIFO refused (needs root or CAP_SYS_NICE); running with normal priority"
+            );
+        }
+    }
+}
+
 fn run(
     mut commands: rtrb::Consumer<Command>,
     events: tokio::sync::mpsc::UnboundedSender<MediaEvent>,
     stats: Arc<LoopStats>,
     stop: Arc<AtomicBool>,
+    rx_poll_ticks: u32,
 ) {
-    let mut streams: Vec<Stream> = Vec::with_capacity(1024);
+    let mut tick: u64 = 0;
+    let mut subtick: u64 = 0;
+    let mut groups = Groups::default();
     let mut deadline = clock::now();
     let mut pcm = [0i16; FRAME_SAMPLES];
     let mut fade_buf = [0i16; FRAME_SAMPLES];
@@ -176,7 +239,7 @@ fn run(
     let mut packet = [0u8; 12 + FRAME_SAMPLES + 64];
     let mut rx = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
-        deadline = clock::add(deadline, FRAME);
+        deadline = clock::add(deadline, SUBTICK);
         let now = clock::now();
         if clock::after(now, clock::add(deadline, FRAME * 5)) {
             // Far behind (suspended, overloaded): skip ahead rather than burst.
@@ -185,36 +248,49 @@ fn run(
         } else {
             clock::sleep_until(deadline);
         }
-        stats.ticks.fetch_add(1, Ordering::Relaxed);
+        subtick = subtick.wrapping_add(1);
+        let group = (subtick % SUBTICKS as u64) as usize;
+        if group == 0 {
+            stats.ticks.fetch_add(1, Ordering::Relaxed);
+            tick = tick.wrapping_add(1);
+        }
+        let tick_start = clock::now();
+        let poll_slot = (tick % u64::from(rx_poll_ticks)) as u32;
+        let (mut sent, mut send_errors) = (0u64, 0u64);
 
         while let Ok(cmd) = commands.pop() {
-            apply(&mut streams, cmd);
+            groups.apply(cmd);
         }
-        stats.streams.store(streams.len() as u64, Ordering::Relaxed);
+        stats.streams.store(groups.len() as u64, Ordering::Relaxed);
 
+        let Some(streams) = groups.0.get_mut(group) else {
+            continue;
+        };
         for s in streams.iter_mut() {
-            // Drain incoming RTP: latch to its source (symmetric RTP).
-            let mut got = 0u64;
-            while let Ok((n, from)) = s.spec.socket.recv_from(&mut rx) {
-                let Some(data) = rx.get(..n) else { break };
-                if parse_rtp(data).is_ok() {
-                    got += 1;
-                    // Latch once: later sources can't hijack the stream.
-                    if !s.latched {
-                        s.spec.remote = from;
-                        s.latched = true;
+            s.ticks_since_rx = s.ticks_since_rx.saturating_add(1);
+            // Each stream's socket is polled on its own slot of the cycle.
+            if (s.spec.id % u64::from(rx_poll_ticks)) as u32 == poll_slot {
+                // Drain incoming RTP: latch to its source (symmetric RTP).
+                let mut got = 0u64;
+                while let Ok((n, from)) = s.spec.socket.recv_from(&mut rx) {
+                    let Some(data) = rx.get(..n) else { break };
+                    if parse_rtp(data).is_ok() {
+                        got += 1;
+                        // Latch once: later sources can't hijack the stream.
+                        if !s.latched {
+                            s.spec.remote = from;
+                            s.latched = true;
+                        }
                     }
                 }
-            }
-            if got > 0 {
-                stats.packets_received.fetch_add(got, Ordering::Relaxed);
-                s.ticks_since_rx = 0;
-            } else {
-                s.ticks_since_rx = s.ticks_since_rx.saturating_add(1);
-                if s.timeout_ticks > 0 && s.ticks_since_rx >= s.timeout_ticks && !s.timed_out {
-                    s.timed_out = true;
-                    let _ = events.send(MediaEvent::RtpTimeout(s.spec.id));
+                if got > 0 {
+                    stats.packets_received.fetch_add(got, Ordering::Relaxed);
+                    s.ticks_since_rx = 0;
                 }
+            }
+            if s.timeout_ticks > 0 && s.ticks_since_rx >= s.timeout_ticks && !s.timed_out {
+                s.timed_out = true;
+                let _ = events.send(MediaEvent::RtpTimeout(s.spec.id));
             }
 
             if !s.sending {
@@ -249,45 +325,76 @@ fn run(
             ) {
                 if let Some(bytes) = packet.get(..len) {
                     match s.spec.socket.send_to(bytes, s.spec.remote) {
-                        Ok(_) => stats.packets_sent.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => stats.send_errors.fetch_add(1, Ordering::Relaxed),
-                    };
+                        Ok(_) => sent += 1,
+                        Err(_) => send_errors += 1,
+                    }
                 }
             }
             s.seq = s.seq.wrapping_add(1);
             s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
         }
+        // Counters once per tick, not per packet.
+        stats.packets_sent.fetch_add(sent, Ordering::Relaxed);
+        stats.send_errors.fetch_add(send_errors, Ordering::Relaxed);
+        let busy = clock::micros_between(tick_start, clock::now());
+        stats.busy_us.fetch_add(busy, Ordering::Relaxed);
+        stats.max_tick_us.fetch_max(busy, Ordering::Relaxed);
     }
 }
 
-fn apply(streams: &mut Vec<Stream>, cmd: Command) {
-    match cmd {
-        Command::Start(spec) => {
-            let _ = spec.socket.set_nonblocking(true);
-            streams.push(Stream::new(*spec));
-        }
-        Command::Stop(id) => {
-            if let Some(i) = streams.iter().position(|s| s.spec.id == id) {
-                streams.swap_remove(i);
+/// Streams split into sub-tick groups: group g is served at g × 5 ms into
+/// each 20 ms frame, so one wake-up does a quarter of the work and a
+/// stream's send time within its frame varies four times less.
+#[derive(Default)]
+struct Groups([Vec<Stream>; SUBTICKS]);
+
+impl Groups {
+    fn len(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
+
+    fn find_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
+        self.0
+            .iter_mut()
+            .flat_map(|g| g.iter_mut())
+            .find(|s| s.spec.id == id)
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start(spec) => {
+                let _ = spec.socket.set_nonblocking(true);
+                // The emptiest group keeps the sub-ticks balanced.
+                if let Some(g) = self.0.iter_mut().min_by_key(|g| g.len()) {
+                    g.push(Stream::new(*spec));
+                }
             }
-        }
-        Command::SetSource(id, source) => {
-            if let Some(s) = streams.iter_mut().find(|s| s.spec.id == id) {
-                let old = std::mem::replace(&mut s.player, Player::new(source));
-                s.fading_from = Some(old);
-                s.marker_next = true;
+            Command::Stop(id) => {
+                for g in self.0.iter_mut() {
+                    if let Some(i) = g.iter().position(|s| s.spec.id == id) {
+                        g.swap_remove(i);
+                        return;
+                    }
+                }
             }
-        }
-        Command::SetSending(id, sending) => {
-            if let Some(s) = streams.iter_mut().find(|s| s.spec.id == id) {
-                s.sending = sending;
-                s.marker_next |= sending;
+            Command::SetSource(id, source) => {
+                if let Some(s) = self.find_mut(id) {
+                    let old = std::mem::replace(&mut s.player, Player::new(source));
+                    s.fading_from = Some(old);
+                    s.marker_next = true;
+                }
             }
-        }
-        Command::SetRemote(id, remote) => {
-            if let Some(s) = streams.iter_mut().find(|s| s.spec.id == id) {
-                s.spec.remote = remote;
-                s.latched = false;
+            Command::SetSending(id, sending) => {
+                if let Some(s) = self.find_mut(id) {
+                    s.sending = sending;
+                    s.marker_next |= sending;
+                }
+            }
+            Command::SetRemote(id, remote) => {
+                if let Some(s) = self.find_mut(id) {
+                    s.spec.remote = remote;
+                    s.latched = false;
+                }
             }
         }
     }
@@ -324,6 +431,11 @@ mod clock {
         }
     }
 
+    pub fn micros_between(a: Ts, b: Ts) -> u64 {
+        let ns = (b.tv_sec - a.tv_sec) as i64 * 1_000_000_000 + (b.tv_nsec - a.tv_nsec) as i64;
+        (ns.max(0) / 1000) as u64
+    }
+
     pub fn after(a: Ts, b: Ts) -> bool {
         (a.tv_sec, a.tv_nsec) > (b.tv_sec, b.tv_nsec)
     }
@@ -356,7 +468,7 @@ mod tests {
         rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut handle = spawn(0, 16, ev_tx).unwrap();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
         // 10 frames of a ramp, not looped.
         let samples: Arc<[i16]> = (0..1600).map(|i| (i * 10) as i16).collect();
         let spec = StreamSpec {

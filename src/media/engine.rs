@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::audio_file::load_wav;
 use super::audio_loop::{
-    self, AudioLoopHandle, Command, Encoding, MediaEvent, Source, StreamId, StreamSpec,
+    self, AudioLoopHandle, Command, Encoding, LoopOptions, MediaEvent, Source, StreamId, StreamSpec,
 };
 use super::ports::{PortError, PortPool};
 use crate::sdp::{Codec, Negotiated};
@@ -35,6 +35,9 @@ pub struct MediaSettings {
     pub threads: usize,
     pub audio_dir: PathBuf,
     pub rtp_timeout: Duration,
+    pub realtime_priority: i32,
+    pub pin_threads: bool,
+    pub rx_poll_ticks: u32,
 }
 
 struct StreamSlot {
@@ -62,16 +65,23 @@ impl MediaEngine {
         settings: MediaSettings,
     ) -> Result<(MediaEngine, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let threads = if settings.threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            cpus
         } else {
             settings.threads
         };
         let mut loops = Vec::with_capacity(threads);
         for i in 0..threads {
-            loops.push(audio_loop::spawn(i, 8192, tx.clone()).map_err(MediaError::Thread)?);
+            let options = LoopOptions {
+                realtime_priority: settings.realtime_priority,
+                cpu: settings.pin_threads.then_some(i % cpus),
+                rx_poll_ticks: settings.rx_poll_ticks,
+            };
+            loops
+                .push(audio_loop::spawn(i, 8192, options, tx.clone()).map_err(MediaError::Thread)?);
         }
         let ports = PortPool::new(settings.rtp_address, settings.port_min, settings.port_max);
         Ok((

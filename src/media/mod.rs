@@ -3,8 +3,11 @@
 
 pub mod audio_file;
 pub mod audio_loop;
+pub mod dtmf;
 pub mod engine;
 pub mod g711;
+pub mod jitter;
 pub mod player;
 pub mod ports;
+pub mod rtcp;
 pub mod rtp_packet;

@@ -127,6 +127,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         threads: config.media.audio_threads,
         audio_dir: config.media.audio_dir.clone(),
         rtp_timeout: Duration::from_secs(config.media.rtp_timeout_secs),
+        realtime_priority: config.media.realtime_priority,
+        pin_threads: config.media.pin_audio_threads,
+        rx_poll_ticks: config.media.rtp_poll_ticks,
     })?;
     let demo_clip = media
         .clip(&PathBuf::from(DEMO_CLIP))
