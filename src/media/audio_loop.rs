@@ -432,7 +432,7 @@ mod clock {
     }
 
     pub fn micros_between(a: Ts, b: Ts) -> u64 {
-        let ns = i64::from(b.tv_sec - a.tv_sec) * 1_000_000_000 + i64::from(b.tv_nsec - a.tv_nsec);
+        let ns = (b.tv_sec - a.tv_sec) * 1_000_000_000 + (b.tv_nsec - a.tv_nsec);
         (ns.max(0) / 1000) as u64
     }
 
