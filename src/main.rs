@@ -24,7 +24,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway. SIGTERM/SIGINT drain: new calls get 503, calls in
-    /// progress get BYE after `sip.shutdown_grace_secs`.
+    /// progress get BYE after `sip.shutdown_grace_secs`. SIGHUP re-reads the
+    /// config file: routes, TTS prompts and the hold program change for new
+    /// calls; calls in progress keep theirs.
     Run {
         /// TOML config file; every key is documented in deploy/crossline.example.toml.
         #[arg(short, long, value_name = "FILE")]
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
+            let config_path = config.clone();
             let config = match config {
                 Some(path) => match Config::load(&path) {
                     Ok(c) => c,
@@ -78,7 +81,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(crossline::runtime::run(config)) {
+            match runtime.block_on(crossline::runtime::run(config, config_path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

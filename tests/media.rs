@@ -5,6 +5,7 @@ mod common;
 
 use std::f64::consts::PI;
 use std::path::Path;
+use std::time::Duration;
 
 use common::*;
 
@@ -142,4 +143,53 @@ fn hold_music_with_message_on_repeat_heard_by_the_caller() {
         (after - music_alone).abs() < 800.0,
         "music after message {after}"
     );
+}
+
+/// The hold message rendered by espeak-ng from a `[[prompts]]` entry, in
+/// Spanish: speech energy at the start and again after the repeat interval,
+/// silence in between (the music is a silent file here).
+#[test]
+fn hold_message_from_a_spanish_tts_prompt() {
+    require("espeak-ng", "espeak-ng");
+    let audio = tempfile::tempdir().unwrap();
+    write_tone(&audio.path().join("silence.wav"), 400.0, 2.0, 0.0, 8000);
+    let gw = Gateway::start(&format!(
+        "[media]\nhold_music = [\"{}\"]\nhold_message = \"espera\"\nhold_repeat_secs = 3\n\n\
+         [tts]\ncache_dir = \"{}\"\n\n\
+         [[prompts]]\nname = \"espera\"\ntext = \"Gracias por esperar.\"\nlanguage = \"es\"\n\n\
+         [[prompts]]\nname = \"welcome\"\ntext = \"Welcome.\"\n\n\
+         [[routes]]\nflow = \"hold\"\n",
+        audio.path().join("silence.wav").display(),
+        audio.path().join("tts").display(),
+    ));
+    gw.wait_for_log("prompts rendered", Duration::from_secs(5));
+    let (rows, run) = call_rtp_to_caller(
+        &gw,
+        &["-sn", "uac", &gw.sip_addr(), "-m", "1", "-d", "5000"],
+        &["rtp.payload"],
+    );
+    assert!(run.ok(), "{}", run.describe());
+    let energy: Vec<f64> = rows
+        .iter()
+        .map(|r| {
+            let hex: String = r[0].chars().filter(|c| c.is_ascii_hexdigit()).collect();
+            let s: Vec<f64> = (0..hex.len() / 2)
+                .map(|i| ulaw_to_linear(u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()))
+                .collect();
+            (s.iter().map(|x| x * x).sum::<f64>() / s.len().max(1) as f64).sqrt()
+        })
+        .collect();
+    let voiced =
+        |range: std::ops::Range<usize>| energy[range].iter().filter(|e| **e > 300.0).count();
+    // Speech in the first 1.5 s, silence from 2.5 s to 3 s, speech again after 3 s.
+    assert!(
+        voiced(0..75) > 20,
+        "speech at the start: {:?}",
+        &energy[..75]
+    );
+    assert_eq!(voiced(125..148), 0, "silence before the repeat");
+    assert!(voiced(150..225) > 20, "speech again after 3 s");
+    // Both prompts were cached on disk for the next start.
+    let cached = std::fs::read_dir(audio.path().join("tts")).unwrap().count();
+    assert_eq!(cached, 2);
 }

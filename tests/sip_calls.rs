@@ -568,3 +568,44 @@ fn inbound_trunk_digest_challenge_with_sipp() {
     )
     .is_some());
 }
+
+/// SIGHUP re-reads the config: a new route takes effect for new calls, a
+/// call in progress is not dropped, and a broken file changes nothing.
+#[test]
+fn sighup_reloads_routes_without_dropping_calls() {
+    let gw = Gateway::start("[[routes]]\ndid = \"1000\"\nflow = \"demo\"\n");
+    let config = gw.dir.path().join("crossline.toml");
+    // SIPp's uac dials "service": no route yet, so 404.
+    let run = sipp(
+        &["-sn", "uac", &gw.sip_addr(), "-m", "1"],
+        Duration::from_secs(20),
+    );
+    assert!(!run.ok());
+    // A long call to 1000 stays up across the reloads.
+    let addr = gw.sip_addr();
+    let long_call = std::thread::spawn(move || {
+        sipp(
+            &["-sn", "uac", &addr, "-s", "1000", "-m", "1", "-d", "4000"],
+            Duration::from_secs(30),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "[[routes]]\nflow = oops\n").unwrap();
+    gw.signal(libc::SIGHUP);
+    gw.wait_for_log("reload refused", Duration::from_secs(5));
+    std::fs::write(&config, text.replace("did = \"1000\"", "did = \"*\"")).unwrap();
+    gw.signal(libc::SIGHUP);
+    gw.wait_for_log("config reloaded", Duration::from_secs(5));
+    let run = sipp(
+        &["-sn", "uac", &gw.sip_addr(), "-m", "2"],
+        Duration::from_secs(20),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    let long = long_call.join().unwrap();
+    assert!(
+        long.ok(),
+        "the call in progress survived: {}",
+        long.describe()
+    );
+}

@@ -121,10 +121,12 @@ impl Config {
                 "trunks" => config.trunks = sink.array(name, value),
                 "registrations" => config.registrations = sink.array(name, value),
                 "routes" => config.routes = sink.array(name, value),
+                "tts" => sink.section(name, value, &mut config.tts),
+                "prompts" => config.prompts = sink.array(name, value),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes, tts, prompts".into(),
                 ),
             }
         }
@@ -300,6 +302,30 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
         );
     }
 
+    // TTS and prompts report dotted keys like "prompts[2].name".
+    for (key, message) in crate::tts::validate(&config.tts)
+        .into_iter()
+        .chain(crate::tts::validate_prompts(&config.prompts))
+    {
+        let segments: Vec<String> = key
+            .split(['.', '[', ']'])
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+        err(&path, message);
+    }
+    let hold = media.hold_message.trim();
+    if !hold.is_empty()
+        && !hold.to_ascii_lowercase().ends_with(".wav")
+        && !config.prompts.iter().any(|p| p.name == hold)
+    {
+        err(
+            &["media", "hold_message"],
+            format!("{hold:?} is neither a .wav file nor the name of a [[prompts]] entry"),
+        );
+    }
+
     let mut names = std::collections::HashSet::new();
     for (i, trunk) in config.trunks.iter().enumerate() {
         let idx = i.to_string();
@@ -453,6 +479,10 @@ mod tests {
     #[test]
     fn unknown_section_is_an_error() {
         let errs = errors("[sipp]\nx = 1\n");
+        assert_eq!(errors("[media]\nhold_message = \"nope\"\n").len(), 1);
+        assert!(errors("[media]\nhold_message = \"greeting\"\n[[prompts]]\nname = \"greeting\"\ntext = \"Hi\"\n").is_empty());
+        let e = errors("[[prompts]]\nname = \"\"\ntext = \"Hi\"\n");
+        assert!(e[0].starts_with("t.toml:2:1: prompts[0].name:"), "{e:?}");
         assert_eq!(errs.len(), 1);
         assert!(
             errs[0].starts_with("t.toml:1:2: sipp: unknown section"),

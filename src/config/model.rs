@@ -16,6 +16,8 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     pub registrations: Vec<RegistrationConfig>,
     pub routes: Vec<RouteConfig>,
+    pub tts: crate::tts::TtsConfig,
+    pub prompts: Vec<crate::tts::PromptConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

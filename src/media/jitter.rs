@@ -9,8 +9,9 @@
 //!
 //! * **Depth** ("level") is the span of sequence numbers from the next frame
 //!   to play up to the highest received. The **target** is
-//!   `clamp(min + ceil(3 * J / 20 ms), min, max)` where `J` is the RFC 3550
-//!   §6.4.1 interarrival jitter in ms.
+//!   `clamp(min + ceil(3 * (J - 2 ms) / 20 ms), min, max)` where `J` is the
+//!   RFC 3550 §6.4.1 interarrival jitter in ms (2 ms dead band for clock
+//!   quantisation).
 //! * **Start**: buffer until the level reaches the target (or the oldest frame
 //!   has waited target × 20 ms, so short talk spurts still play).
 //! * **Missing frame**: if the level is above the target, later frames are
@@ -42,8 +43,11 @@ const FRAME_MS: u64 = 20;
 const CONCEAL_FRAMES: u32 = 4;
 /// Samples crossfaded from the previous output at a discontinuity.
 const CROSSFADE: usize = 8;
-/// Target depth = min + ceil(JITTER_FACTOR × J / 20 ms).
+/// Target depth = min + ceil(JITTER_FACTOR × (J - dead band) / 20 ms).
 const JITTER_FACTOR: f64 = 3.0;
+/// Millisecond arrival stamps alone give a J of a few tenths of a ms on a
+/// perfect network; that must not cost a whole frame of delay.
+const JITTER_DEAD_BAND_MS: f64 = 2.0;
 /// One wild transit difference (sender clock jump) must not pin the target
 /// at the maximum for seconds.
 const MAX_TRANSIT_DIFF_MS: f64 = 300.0;
@@ -390,7 +394,8 @@ impl JitterBuffer {
     }
 
     fn compute_target(&self) -> u32 {
-        let extra = (JITTER_FACTOR * self.jitter_ms / FRAME_MS as f64).ceil();
+        let j = (self.jitter_ms - JITTER_DEAD_BAND_MS).max(0.0);
+        let extra = (JITTER_FACTOR * j / FRAME_MS as f64).ceil();
         // jitter_ms <= MAX_TRANSIT_DIFF_MS, so `extra` is small and finite.
         let t = self.cfg.min_delay_frames.saturating_add(extra as u32);
         t.clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames)
@@ -813,6 +818,9 @@ mod tests {
             tags.len()
         );
         assert!(overtaken > 300);
+        // At most an occasional hold for a very late frame, never a loss.
+        assert!(concealed_after <= 3);
+        assert_eq!((s.lost, s.late), (0, 0));
         // Every frame after warm-up is played, in order.
         assert_consecutive(&tags);
         assert_eq!(tags.last(), Some(&((n - 1) as i16)));

@@ -79,7 +79,25 @@ struct Gateway {
     ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Named prompts rendered by TTS at start and on reload.
+type Prompts = HashMap<String, std::sync::Arc<[i16]>>;
+
+async fn render_prompts(config: &Config) -> anyhow::Result<Prompts> {
+    if config.prompts.is_empty() {
+        return Ok(Prompts::new());
+    }
+    let provider = crate::tts::build_provider(&config.tts).context("[tts]")?;
+    let cache = crate::tts::build_cache(&config.tts).context("[tts] cache_dir")?;
+    let prompts = crate::tts::render_prompts(&cache, provider.as_ref(), &config.prompts)
+        .await
+        .map_err(|(name, e)| anyhow::anyhow!("rendering prompt {name:?}: {e}"))?;
+    tracing::info!(count = prompts.len(), "prompts rendered");
+    Ok(prompts)
+}
+
+/// Run the gateway. `config_path` is re-read on SIGHUP.
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let prompts = render_prompts(&config).await?;
     let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(
         SqliteStore::open(&config.store.sqlite_path).with_context(|| {
             format!(
@@ -134,7 +152,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let demo_clip = media
         .clip(&PathBuf::from(DEMO_CLIP))
         .context("loading the demo flow's audio")?;
-    let hold = std::sync::Arc::new(load_hold_program(&config, &mut media)?);
+    let hold = std::sync::Arc::new(load_hold_program(&config, &prompts, &mut media)?);
 
     let now = Instant::now();
     let endpoint = Endpoint::new(endpoint_config(&config, &transports), now);
@@ -159,6 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut drain_deadline: Option<Instant> = None;
     let mut hard_stop: Option<Instant> = None;
     let mut telemetry_tick = tokio::time::interval(Duration::from_secs(1));
@@ -208,6 +227,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = sigint.recv() => {
                 if gw.begin_drain(&mut drain_deadline, &mut hard_stop) { break; }
             }
+            _ = sighup.recv() => gw.reload(config_path.as_deref()).await,
         }
         let now = Instant::now();
         gw.endpoint.handle_timeout(now);
@@ -288,7 +308,11 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
 }
 
 /// The default hold program from `[media]`: music playlist plus message.
-fn load_hold_program(config: &Config, media: &mut MediaEngine) -> anyhow::Result<HoldProgram> {
+fn load_hold_program(
+    config: &Config,
+    prompts: &Prompts,
+    media: &mut MediaEngine,
+) -> anyhow::Result<HoldProgram> {
     let m = &config.media;
     let mut music = Vec::new();
     for file in &m.hold_music {
@@ -296,6 +320,7 @@ fn load_hold_program(config: &Config, media: &mut MediaEngine) -> anyhow::Result
     }
     let message = match m.hold_message.trim() {
         "" => None,
+        name if prompts.contains_key(name) => prompts.get(name).cloned(),
         file => Some(
             media
                 .clip(&PathBuf::from(file))
@@ -576,6 +601,47 @@ impl Gateway {
         if sending {
             self.media.set_remote(call.0, media.remote_rtp);
         }
+    }
+
+    /// SIGHUP: re-read the config, re-render prompts, rebuild the hold
+    /// program and routes. Calls in progress keep what they started with.
+    /// A bad file changes nothing.
+    async fn reload(&mut self, path: Option<&std::path::Path>) {
+        let Some(path) = path else {
+            tracing::info!("SIGHUP: running on embedded defaults, nothing to reload");
+            return;
+        };
+        let config = match Config::load(path) {
+            Ok(c) => c,
+            Err(errors) => {
+                tracing::error!("reload refused, config has errors:\n{errors}");
+                return;
+            }
+        };
+        let prompts = match render_prompts(&config).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("reload refused: {e:#}");
+                return;
+            }
+        };
+        match load_hold_program(&config, &prompts, &mut self.media) {
+            Ok(hold) => self.hold = std::sync::Arc::new(hold),
+            Err(e) => {
+                tracing::error!("reload refused: {e:#}");
+                return;
+            }
+        }
+        self.router = Router::new(config.routes.clone());
+        tracing::info!(file = %path.display(), "config reloaded");
+        // Listeners, media ports and the store keep their start-up values.
+        self.config.routes = config.routes;
+        self.config.prompts = config.prompts;
+        self.config.tts = config.tts;
+        self.config.media.hold_music = config.media.hold_music;
+        self.config.media.hold_message = config.media.hold_message;
+        self.config.media.hold_repeat_secs = config.media.hold_repeat_secs;
+        self.config.media.hold_duck_db = config.media.hold_duck_db;
     }
 
     fn finish_record(&mut self, call: CallId, cause: &EndCause) {
