@@ -75,7 +75,7 @@ fn sipp_uac_over_tcp_completes() {
 #[test]
 fn uac_pcap_gets_continuous_paced_rtp_with_negotiated_pt() {
     let gw = Gateway::start("");
-    let (rows, run) = call_rtp_to_caller(
+    let capture = capture_call(
         &gw,
         &["-sn", "uac_pcap", &gw.sip_addr(), "-m", "1", "-l", "1"],
         &[
@@ -86,7 +86,31 @@ fn uac_pcap_gets_continuous_paced_rtp_with_negotiated_pt() {
             "rtp.ssrc",
         ],
     );
+    let (rows, run) = (&capture.rows, &capture.run);
     assert!(run.ok(), "{}", run.describe());
+    // The pcap's RFC 4733 '1' reached the call once.
+    gw.wait_for_log("DTMF digit", Duration::from_secs(2));
+    assert_eq!(gw.log().matches("DTMF digit").count(), 1, "{}", gw.log());
+    assert!(gw.log().contains("digit=1"));
+    // RTCP from our RTP port + 1 to the caller's: sender reports while the
+    // call runs, BYE when it ends.
+    let rtcp_decode = vec![format!("udp.port=={},rtcp", capture.caller_port + 1)];
+    let rtcp = tshark_fields(
+        &capture.file,
+        &rtcp_decode,
+        &format!(
+            "udp.srcport == {} && udp.dstport == {} && rtcp",
+            capture.our_port + 1,
+            capture.caller_port + 1
+        ),
+        &["rtcp.pt"],
+    );
+    let types: Vec<String> = rtcp.iter().map(|r| r.join(",")).collect();
+    assert!(types.iter().any(|t| t.contains("200")), "an SR: {types:?}");
+    assert!(
+        types.last().is_some_and(|t| t.contains("203")),
+        "BYE last: {types:?}"
+    );
     assert!(
         rows.len() >= 200,
         "only {} RTP packets from crossline",

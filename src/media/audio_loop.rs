@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dtmf::{DtmfReceiver, DtmfSender};
 use super::g711;
 use super::player::{crossfade, FrameNote, Player};
+use super::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender};
 use super::rtp_packet::{parse_rtp, write_rtp};
 
 /// Samples per 20 ms frame at 8 kHz.
@@ -37,12 +39,16 @@ pub use super::player::{HoldProgram, Source};
 pub struct StreamSpec {
     pub id: StreamId,
     pub socket: UdpSocket,
+    /// RTCP (RTP port + 1); reports go to the remote's RTP port + 1.
+    pub rtcp_socket: Option<UdpSocket>,
     pub remote: SocketAddr,
     pub encoding: Encoding,
     pub payload_type: u8,
     pub source: Source,
     /// Hang up after this long without incoming RTP; zero disables.
     pub rtp_timeout: Duration,
+    /// RFC 4733 telephone-event payload type, when negotiated.
+    pub telephone_event_pt: Option<u8>,
 }
 
 pub enum Command {
@@ -52,6 +58,8 @@ pub enum Command {
     SetRemote(StreamId, SocketAddr),
     /// Hold: stop sending (the peer went sendonly/inactive) or resume.
     SetSending(StreamId, bool),
+    /// Send an RFC 4733 digit (replaces audio for its duration).
+    SendDtmf(StreamId, char, u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +68,8 @@ pub enum MediaEvent {
     RtpTimeout(StreamId),
     /// A non-looping clip played to its end.
     SourceFinished(StreamId),
+    /// An RFC 4733 digit arrived (reported once per key press).
+    Dtmf(StreamId, char),
 }
 
 /// Counters shared with the control side (relaxed atomics: statistics).
@@ -91,16 +101,30 @@ struct Stream {
     timeout_ticks: u32,
     timed_out: bool,
     sending: bool,
+    dtmf_rx: DtmfReceiver,
+    /// A digit being sent: its sender and the event's RTP timestamp.
+    dtmf_tx: Option<(DtmfSender, u32)>,
+    rtcp: RtcpSender,
+    /// Where RTCP goes: the remote RTP port + 1, or where its RTCP comes from.
+    rtcp_remote: SocketAddr,
+    ticks_to_rtcp: u32,
 }
 
 impl Stream {
     fn new(spec: StreamSpec) -> Stream {
         let player = Player::new(spec.source.clone());
         let timeout_ticks = (spec.rtp_timeout.as_millis() / FRAME.as_millis()) as u32;
+        let ssrc = rand::random();
+        let rtcp_remote = SocketAddr::new(spec.remote.ip(), spec.remote.port().wrapping_add(1));
         Stream {
+            rtcp: RtcpSender::new(ssrc, "crossline"),
+            rtcp_remote,
+            ticks_to_rtcp: rtcp_interval_ticks(),
+            dtmf_rx: DtmfReceiver::new(),
+            dtmf_tx: None,
             spec,
             // RFC 3550: random SSRC and initial sequence/timestamp.
-            ssrc: rand::random(),
+            ssrc,
             seq: rand::random(),
             timestamp: rand::random(),
             player,
@@ -238,6 +262,7 @@ fn run(
     let mut payload = [0u8; FRAME_SAMPLES];
     let mut packet = [0u8; 12 + FRAME_SAMPLES + 64];
     let mut rx = [0u8; 2048];
+    let mut rtcp_buf = [0u8; 512];
     while !stop.load(Ordering::Relaxed) {
         deadline = clock::add(deadline, SUBTICK);
         let now = clock::now();
@@ -257,6 +282,7 @@ fn run(
         let tick_start = clock::now();
         let poll_slot = (tick % u64::from(rx_poll_ticks)) as u32;
         let (mut sent, mut send_errors) = (0u64, 0u64);
+        let now_ms = clock::millis(tick_start);
 
         while let Ok(cmd) = commands.pop() {
             groups.apply(cmd);
@@ -274,8 +300,18 @@ fn run(
                 let mut got = 0u64;
                 while let Ok((n, from)) = s.spec.socket.recv_from(&mut rx) {
                     let Some(data) = rx.get(..n) else { break };
-                    if parse_rtp(data).is_ok() {
+                    if let Ok(view) = parse_rtp(data) {
                         got += 1;
+                        s.rtcp
+                            .on_rtp_received(now_ms, view.ssrc, view.sequence, view.timestamp);
+                        if Some(view.payload_type) == s.spec.telephone_event_pt {
+                            if let Some(d) =
+                                s.dtmf_rx
+                                    .on_packet(view.timestamp, view.marker, view.payload)
+                            {
+                                let _ = events.send(MediaEvent::Dtmf(s.spec.id, d.digit));
+                            }
+                        }
                         // Latch once: later sources can't hijack the stream.
                         if !s.latched {
                             s.spec.remote = from;
@@ -286,6 +322,26 @@ fn run(
                 if got > 0 {
                     stats.packets_received.fetch_add(got, Ordering::Relaxed);
                     s.ticks_since_rx = 0;
+                }
+                if let Some(sock) = &s.spec.rtcp_socket {
+                    while let Ok((n, from)) = sock.recv_from(&mut rx) {
+                        let Some(data) = rx.get(..n) else { break };
+                        if let Ok(packets) = parse_compound(data) {
+                            s.rtcp.on_rtcp_received(now_ms, &packets);
+                            s.rtcp_remote = from;
+                        }
+                    }
+                }
+            }
+            // RTCP reports about every 5 s (randomised, RFC 3550 §6.3).
+            if group_tick_due(&mut s.ticks_to_rtcp) {
+                if let Some(sock) = &s.spec.rtcp_socket {
+                    let ntp = wall_ntp();
+                    if let Ok(len) = s.rtcp.build_report(ntp, now_ms, s.timestamp, &mut rtcp_buf) {
+                        if let Some(bytes) = rtcp_buf.get(..len) {
+                            let _ = sock.send_to(bytes, s.rtcp_remote);
+                        }
+                    }
                 }
             }
             if s.timeout_ticks > 0 && s.ticks_since_rx >= s.timeout_ticks && !s.timed_out {
@@ -313,16 +369,30 @@ fn run(
                 Encoding::Pcmu => g711::encode_ulaw(&pcm, &mut payload),
                 Encoding::Pcma => g711::encode_alaw(&pcm, &mut payload),
             };
-            let marker = std::mem::take(&mut s.marker_next);
-            if let Ok(len) = write_rtp(
-                &mut packet,
-                s.spec.payload_type,
-                marker,
-                s.seq,
-                s.timestamp,
-                s.ssrc,
-                &payload,
-            ) {
+            let mut marker = std::mem::take(&mut s.marker_next);
+            let mut event = [0u8; 4];
+            let mut body: &[u8] = &payload;
+            let mut pt = s.spec.payload_type;
+            let mut ts = s.timestamp;
+            if let (Some((sender, start_ts)), Some(te_pt)) =
+                (s.dtmf_tx.as_mut(), s.spec.telephone_event_pt)
+            {
+                match sender.next_payload(&mut event) {
+                    Some((event_marker, _)) => {
+                        marker = event_marker;
+                        body = &event;
+                        pt = te_pt;
+                        ts = *start_ts;
+                    }
+                    None => {
+                        // The digit is over: audio resumes in this frame.
+                        s.dtmf_tx = None;
+                        marker = true;
+                    }
+                }
+            }
+            s.rtcp.on_rtp_sent(s.timestamp, body.len());
+            if let Ok(len) = write_rtp(&mut packet, pt, marker, s.seq, ts, s.ssrc, body) {
                 if let Some(bytes) = packet.get(..len) {
                     match s.spec.socket.send_to(bytes, s.spec.remote) {
                         Ok(_) => sent += 1,
@@ -363,7 +433,14 @@ impl Groups {
     fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Start(spec) => {
-                let _ = spec.socket.set_nonblocking(true);
+                // A blocking socket would stall every stream on this loop.
+                let rtcp_ok = spec
+                    .rtcp_socket
+                    .as_ref()
+                    .is_none_or(|s| s.set_nonblocking(true).is_ok());
+                if spec.socket.set_nonblocking(true).is_err() || !rtcp_ok {
+                    return;
+                }
                 // The emptiest group keeps the sub-ticks balanced.
                 if let Some(g) = self.0.iter_mut().min_by_key(|g| g.len()) {
                     g.push(Stream::new(*spec));
@@ -372,8 +449,24 @@ impl Groups {
             Command::Stop(id) => {
                 for g in self.0.iter_mut() {
                     if let Some(i) = g.iter().position(|s| s.spec.id == id) {
-                        g.swap_remove(i);
+                        let mut s = g.swap_remove(i);
+                        // RTCP BYE: the peer learns the stream is gone.
+                        let mut buf = [0u8; 128];
+                        if let (Some(sock), Ok(len)) =
+                            (&s.spec.rtcp_socket, s.rtcp.build_bye(None, &mut buf))
+                        {
+                            if let Some(bytes) = buf.get(..len) {
+                                let _ = sock.send_to(bytes, s.rtcp_remote);
+                            }
+                        }
                         return;
+                    }
+                }
+            }
+            Command::SendDtmf(id, digit, duration_ms) => {
+                if let Some(s) = self.find_mut(id) {
+                    if let Ok(sender) = DtmfSender::new(digit, duration_ms, 10) {
+                        s.dtmf_tx = Some((sender, s.timestamp));
                     }
                 }
             }
@@ -393,11 +486,36 @@ impl Groups {
             Command::SetRemote(id, remote) => {
                 if let Some(s) = self.find_mut(id) {
                     s.spec.remote = remote;
+                    s.rtcp_remote = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
                     s.latched = false;
                 }
             }
         }
     }
+}
+
+/// Frames until the next RTCP report: 5 s ± 50 % (RFC 3550 §6.3.1).
+fn rtcp_interval_ticks() -> u32 {
+    (report_interval_ms(5_000, rand::random::<f64>()) / FRAME.as_millis() as u64) as u32
+}
+
+/// Count a frame down; true (and re-armed) when it reaches zero.
+fn group_tick_due(ticks: &mut u32) -> bool {
+    *ticks = ticks.saturating_sub(1);
+    if *ticks == 0 {
+        *ticks = rtcp_interval_ticks();
+        true
+    } else {
+        false
+    }
+}
+
+/// Wall clock as a 64-bit NTP timestamp, for sender reports.
+fn wall_ntp() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ntp_from_unix(now.as_secs(), now.subsec_nanos())
 }
 
 /// Absolute-deadline sleeping on CLOCK_MONOTONIC.
@@ -429,6 +547,10 @@ mod clock {
             tv_sec: sec,
             tv_nsec: nsec,
         }
+    }
+
+    pub fn millis(t: Ts) -> u64 {
+        (t.tv_sec.max(0) as u64) * 1000 + (t.tv_nsec.max(0) as u64) / 1_000_000
     }
 
     pub fn micros_between(a: Ts, b: Ts) -> u64 {
@@ -474,6 +596,8 @@ mod tests {
         let spec = StreamSpec {
             id: 7,
             socket: tx,
+            rtcp_socket: None,
+            telephone_event_pt: None,
             remote: rx.local_addr().unwrap(),
             encoding: Encoding::Pcma,
             payload_type: 8,
@@ -513,5 +637,79 @@ mod tests {
             "{span:?}"
         );
         assert_eq!(ev_rx.try_recv(), Ok(MediaEvent::SourceFinished(7)));
+    }
+
+    #[test]
+    fn sends_rfc4733_digits_in_the_same_stream_and_detects_incoming_ones() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx_addr = tx.local_addr().unwrap();
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let spec = StreamSpec {
+            id: 9,
+            socket: tx,
+            rtcp_socket: None,
+            remote: rx.local_addr().unwrap(),
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            source: Source::Silence,
+            rtp_timeout: Duration::ZERO,
+            telephone_event_pt: Some(101),
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        let mut buf = [0u8; 512];
+        let _ = rx.recv_from(&mut buf).unwrap();
+        assert!(handle.send(Command::SendDtmf(9, '5', 100)).is_ok());
+        let mut events = Vec::new();
+        let mut audio_after = None;
+        for _ in 0..40 {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            let v = parse_rtp(&buf[..n]).unwrap();
+            if v.payload_type == 101 {
+                let e = crate::media::dtmf::parse_event(v.payload).unwrap();
+                events.push((v.marker, v.timestamp, e.end, e.digit()));
+            } else if !events.is_empty() {
+                audio_after = Some(v.marker);
+                break;
+            }
+        }
+        // 100 ms: 5 packets, the last one sent three times with E set.
+        assert_eq!(events.len(), 7, "{events:?}");
+        assert!(events[0].0, "marker on the first event packet");
+        assert!(events
+            .iter()
+            .all(|e| e.1 == events[0].1 && e.3 == Some('5')));
+        assert_eq!(events.iter().filter(|e| e.2).count(), 3);
+        assert_eq!(audio_after, Some(true), "audio resumes with a marker");
+
+        // Incoming: the SIPp-style digit sent back to the stream's socket.
+        let mut sender = crate::media::dtmf::DtmfSender::new('#', 60, 10).unwrap();
+        let mut payload = [0u8; 4];
+        let mut seq = 1000u16;
+        let mut packet = [0u8; 64];
+        while let Some((marker, _)) = sender.next_payload(&mut payload) {
+            let len = write_rtp(&mut packet, 101, marker, seq, 4242, 77, &payload).unwrap();
+            rx.send_to(&packet[..len], tx_addr).unwrap();
+            seq += 1;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut got = Vec::new();
+        while std::time::Instant::now() < deadline {
+            while let Ok(ev) = ev_rx.try_recv() {
+                got.push(ev);
+            }
+            if !got.is_empty() {
+                std::thread::sleep(Duration::from_millis(100));
+                while let Ok(ev) = ev_rx.try_recv() {
+                    got.push(ev);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        handle.shutdown();
+        assert_eq!(got, vec![MediaEvent::Dtmf(9, '#')], "exactly one digit");
     }
 }

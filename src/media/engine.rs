@@ -48,7 +48,7 @@ struct StreamSlot {
 /// A port reserved for a call before the stream starts (SDP needs it).
 pub struct Reservation {
     pub port: u16,
-    socket: std::net::UdpSocket,
+    sockets: super::ports::RtpPorts,
 }
 
 pub struct MediaEngine {
@@ -121,13 +121,16 @@ impl MediaEngine {
     }
 
     pub fn reserve(&self) -> Result<Reservation, MediaError> {
-        let (port, socket) = self.ports.allocate()?;
-        Ok(Reservation { port, socket })
+        let sockets = self.ports.allocate()?;
+        Ok(Reservation {
+            port: sockets.port,
+            sockets,
+        })
     }
 
     /// Give back a reservation that never became a stream.
     pub fn cancel(&self, r: Reservation) {
-        drop(r.socket);
+        drop(r.sockets);
         self.ports.release(r.port);
     }
 
@@ -143,7 +146,8 @@ impl MediaEngine {
         let port = reservation.port;
         let spec = StreamSpec {
             id,
-            socket: reservation.socket,
+            socket: reservation.sockets.rtp,
+            rtcp_socket: Some(reservation.sockets.rtcp),
             remote: media.remote_rtp,
             encoding: match media.codec {
                 Codec::Pcmu => Encoding::Pcmu,
@@ -152,6 +156,7 @@ impl MediaEngine {
             payload_type: media.payload_type,
             source,
             rtp_timeout: self.settings.rtp_timeout,
+            telephone_event_pt: media.telephone_event_pt,
         };
         let Some(l) = self.loops.get_mut(loop_index) else {
             self.ports.release(port);
@@ -179,6 +184,11 @@ impl MediaEngine {
 
     pub fn set_remote(&mut self, id: StreamId, remote: SocketAddr) {
         self.command(id, Command::SetRemote(id, remote));
+    }
+
+    /// Send an RFC 4733 digit on the stream.
+    pub fn send_dtmf(&mut self, id: StreamId, digit: char, duration_ms: u32) {
+        self.command(id, Command::SendDtmf(id, digit, duration_ms));
     }
 
     pub fn set_sending(&mut self, id: StreamId, sending: bool) {

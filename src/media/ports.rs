@@ -11,6 +11,14 @@ pub enum PortError {
     Exhausted { min: u16, max: u16 },
 }
 
+/// A bound RTP/RTCP socket pair.
+#[derive(Debug)]
+pub struct RtpPorts {
+    pub port: u16,
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+}
+
 pub struct PortPool {
     address: IpAddr,
     min: u16,
@@ -21,7 +29,8 @@ pub struct PortPool {
 impl PortPool {
     pub fn new(address: IpAddr, min: u16, max: u16) -> PortPool {
         let start = min + (min % 2);
-        let free = (start..=max).step_by(2).collect();
+        // The RTCP port (port + 1) must be in range too.
+        let free = (start..max).step_by(2).collect();
         PortPool {
             address,
             min,
@@ -30,17 +39,20 @@ impl PortPool {
         }
     }
 
-    /// Take a port and bind it. Ports that fail to bind (taken by someone
-    /// else) go to the back of the queue.
-    pub fn allocate(&self) -> Result<(u16, UdpSocket), PortError> {
+    /// Take an even port and bind it for RTP and the odd one above it for
+    /// RTCP. Pairs that fail to bind (taken by someone else) go to the back
+    /// of the queue.
+    pub fn allocate(&self) -> Result<RtpPorts, PortError> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..free.len() {
             let Some(port) = free.pop_front() else {
                 break;
             };
-            match UdpSocket::bind(SocketAddr::new(self.address, port)) {
-                Ok(sock) => return Ok((port, sock)),
-                Err(_) => free.push_back(port),
+            let rtp = UdpSocket::bind(SocketAddr::new(self.address, port));
+            let rtcp = UdpSocket::bind(SocketAddr::new(self.address, port.wrapping_add(1)));
+            match (rtp, rtcp) {
+                (Ok(rtp), Ok(rtcp)) => return Ok(RtpPorts { port, rtp, rtcp }),
+                _ => free.push_back(port),
             }
         }
         Err(PortError::Exhausted {
@@ -70,20 +82,24 @@ mod tests {
     #[test]
     fn allocates_even_ports_and_reuses_released_ones() {
         let pool = PortPool::new(IpAddr::from([127, 0, 0, 1]), 41001, 41010);
-        assert_eq!(pool.available(), 5);
-        let (a, sa) = pool.allocate().unwrap();
-        assert_eq!(a % 2, 0);
-        let (b, _sb) = pool.allocate().unwrap();
-        assert_ne!(a, b);
-        assert_eq!(pool.available(), 3);
-        drop(sa);
-        pool.release(a);
+        // 41002..41008 even, each with its RTCP neighbour inside the range.
         assert_eq!(pool.available(), 4);
+        let a = pool.allocate().unwrap();
+        assert_eq!(a.port % 2, 0);
+        assert_eq!(a.rtcp.local_addr().unwrap().port(), a.port + 1);
+        let b = pool.allocate().unwrap();
+        assert_ne!(a.port, b.port);
+        assert_eq!(pool.available(), 2);
+        let port = a.port;
+        drop(a);
+        pool.release(port);
+        assert_eq!(pool.available(), 3);
     }
 
     #[test]
     fn exhaustion_is_an_error() {
         let pool = PortPool::new(IpAddr::from([127, 0, 0, 1]), 41020, 41021);
+        assert_eq!(pool.available(), 1);
         let _held = pool.allocate().unwrap();
         assert!(matches!(pool.allocate(), Err(PortError::Exhausted { .. })));
     }

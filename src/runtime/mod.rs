@@ -697,6 +697,11 @@ impl Gateway {
                 tracing::info!(call = id, "RTP timeout: hanging up");
                 let _ = self.endpoint.hangup(now, CallId(id));
             }
+            MediaEvent::Dtmf(id, digit) => {
+                // Digits can be PINs: only debug logs carry them.
+                tracing::info!(call = id, "DTMF received (RFC 4733)");
+                tracing::debug!(call = id, %digit, "DTMF digit");
+            }
             MediaEvent::SourceFinished(id) => {
                 // The demo's welcome is done: on to the hold program.
                 if let Some(CallMedia::Streaming(BuiltinFlow::Demo)) = self.calls.get(&CallId(id)) {

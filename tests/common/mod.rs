@@ -421,6 +421,17 @@ pub fn tshark_fields(
         .collect()
 }
 
+/// A SIPp call captured on loopback.
+pub struct CallCapture {
+    /// tshark field rows of the RTP crossline sent to the caller.
+    pub rows: Vec<Vec<String>>,
+    pub run: Sipp,
+    pub file: PathBuf,
+    pub caller_port: u16,
+    pub our_port: u16,
+    _dir: tempfile::TempDir,
+}
+
 /// Run a SIPp caller against `gw` while capturing loopback, then return the
 /// RTP crossline sent to the caller's RTP port (read from the INVITE's SDP),
 /// as tshark `fields` rows, plus SIPp's result.
@@ -429,13 +440,18 @@ pub fn call_rtp_to_caller(
     sipp_args: &[&str],
     fields: &[&str],
 ) -> (Vec<Vec<String>>, Sipp) {
+    let c = capture_call(gw, sipp_args, fields);
+    (c.rows, c.run)
+}
+
+pub fn capture_call(gw: &Gateway, sipp_args: &[&str], fields: &[&str]) -> CallCapture {
     let cap = start_capture(&format!(
         "udp port {} or udp src portrange {}-{}",
         gw.sip_port, gw.rtp_range.0, gw.rtp_range.1
     ));
     let run = sipp(sipp_args, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(300));
-    let (file, _dir) = cap.stop();
+    let (file, dir) = cap.stop();
     let sip_decode = vec![format!("udp.port=={},sip", gw.sip_port)];
     let first_port = |filter: String| -> Option<u16> {
         tshark_fields(&file, &sip_decode, &filter, &["sdp.media.port"])
@@ -443,18 +459,16 @@ pub fn call_rtp_to_caller(
             .and_then(|r| r.first())
             .and_then(|p| p.parse().ok())
     };
-    let Some(caller_port) = first_port(format!(
+    let caller_port = first_port(format!(
         "sip.Method == \"INVITE\" && udp.dstport == {}",
         gw.sip_port
-    )) else {
-        return (Vec::new(), run);
-    };
-    let Some(our_port) = first_port(format!(
+    ))
+    .unwrap_or(0);
+    let our_port = first_port(format!(
         "sip.Status-Code == 200 && sdp && udp.srcport == {}",
         gw.sip_port
-    )) else {
-        return (Vec::new(), run);
-    };
+    ))
+    .unwrap_or(0);
     let rtp_decode = vec![format!("udp.port=={caller_port},rtp")];
     let rows = tshark_fields(
         &file,
@@ -462,5 +476,12 @@ pub fn call_rtp_to_caller(
         &format!("udp.dstport == {caller_port} && udp.srcport == {our_port} && rtp"),
         fields,
     );
-    (rows, run)
+    CallCapture {
+        rows,
+        run,
+        file,
+        caller_port,
+        our_port,
+        _dir: dir,
+    }
 }
