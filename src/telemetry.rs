@@ -37,6 +37,7 @@ pub struct Snapshot<'a> {
     pub transport: &'a TransportStats,
     pub audio: &'a [Arc<LoopStats>],
     pub active_calls: usize,
+    pub free_rtp_ports: usize,
     pub draining: bool,
     pub registrations: &'a [(String, bool)],
 }
@@ -96,6 +97,7 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
             .unwrap_or(0) as f64,
     );
 
+    gauge!("crossline_rtp_ports_free").set(s.free_rtp_ports as f64);
     gauge!("crossline_draining").set(if s.draining { 1.0 } else { 0.0 });
     for (registrar, up) in s.registrations {
         gauge!("crossline_registration_up", "registrar" => registrar.clone()).set(if *up {

@@ -633,3 +633,49 @@ fn sighup_reloads_routes_without_dropping_calls() {
         long.describe()
     );
 }
+
+/// A call whose RTP stops is hung up after `rtp_timeout_secs`: BYE to the
+/// caller, and the call record says so.
+#[test]
+fn dead_calls_are_hung_up_after_the_rtp_timeout() {
+    let mut gw = Gateway::start("[media]\nrtp_timeout_secs = 1\n");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port();
+    sock.send_to(
+        raw_invite(port, "dead1", "z9hG4bKdead1").as_bytes(),
+        gw.sip_addr(),
+    )
+    .unwrap();
+    let ok = recv_until(
+        &sock,
+        |m| m.starts_with("SIP/2.0 200"),
+        Duration::from_secs(5),
+    )
+    .expect("200");
+    let to = header(&ok, "To");
+    let ack = format!("ACK sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKdead1ack\r\nMax-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=t1\r\nTo: {to}\r\nCall-ID: dead1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n");
+    sock.send_to(ack.as_bytes(), gw.sip_addr()).unwrap();
+    let t0 = Instant::now();
+    // We never send RTP: crossline hangs up about a second later.
+    let bye = recv_until(&sock, |m| m.starts_with("BYE "), Duration::from_secs(5)).expect("BYE");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(header(&bye, "Call-ID"), "dead1");
+    gw.wait_for_log("RTP timeout", Duration::from_secs(1));
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+    let db = rusqlite::Connection::open(gw.db_path()).unwrap();
+    let outcome: String = db
+        .query_row(
+            "SELECT outcome FROM calls WHERE call_id = 'dead1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outcome, "local_hangup");
+}

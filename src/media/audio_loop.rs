@@ -712,4 +712,75 @@ mod tests {
         handle.shutdown();
         assert_eq!(got, vec![MediaEvent::Dtmf(9, '#')], "exactly one digit");
     }
+
+    /// Switching source mid-stream keeps SSRC, sequence and timestamps
+    /// continuous, marks the new talk start, and crossfades (no step).
+    #[test]
+    fn source_switch_keeps_the_stream_continuous() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ev_tx, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let loud: Arc<[i16]> = vec![8000i16; 1600].into();
+        let spec = StreamSpec {
+            id: 3,
+            socket: tx,
+            rtcp_socket: None,
+            remote: rx.local_addr().unwrap(),
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            source: Source::Clip {
+                samples: loud,
+                looped: true,
+            },
+            rtp_timeout: Duration::ZERO,
+            telephone_event_pt: None,
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        let mut buf = [0u8; 512];
+        let mut pkts = Vec::new();
+        for i in 0..20 {
+            if i == 8 {
+                let quiet: Arc<[i16]> = vec![-8000i16; 1600].into();
+                assert!(handle
+                    .send(Command::SetSource(
+                        3,
+                        Source::Clip {
+                            samples: quiet,
+                            looped: true
+                        }
+                    ))
+                    .is_ok());
+            }
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            let v = parse_rtp(&buf[..n]).unwrap();
+            let mut pcm = [0i16; 160];
+            crate::media::g711::decode_ulaw(v.payload, &mut pcm);
+            pkts.push((v.ssrc, v.sequence, v.timestamp, v.marker, pcm));
+        }
+        handle.shutdown();
+        for w in pkts.windows(2) {
+            assert_eq!(w[1].0, w[0].0);
+            assert_eq!(w[1].1, w[0].1.wrapping_add(1));
+            assert_eq!(w[1].2, w[0].2.wrapping_add(160));
+        }
+        let switch = pkts
+            .iter()
+            .position(|p| p.4[159] < 0)
+            .expect("new source heard");
+        assert!(pkts[switch].3, "marker where the new source starts");
+        assert_eq!(
+            pkts.iter().filter(|p| p.3).count(),
+            2,
+            "first packet and the switch"
+        );
+        let fade = &pkts[switch].4;
+        let step = fade
+            .windows(2)
+            .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+            .max()
+            .unwrap();
+        assert!(step < 1000, "crossfaded, largest step {step}");
+    }
 }

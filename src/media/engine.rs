@@ -206,6 +206,11 @@ impl MediaEngine {
         }
     }
 
+    /// RTP port pairs free to allocate.
+    pub fn free_ports(&self) -> usize {
+        self.ports.available()
+    }
+
     pub fn active_streams(&self) -> usize {
         self.streams.len()
     }

@@ -11,3 +11,4 @@ pub mod player;
 pub mod ports;
 pub mod rtcp;
 pub mod rtp_packet;
+pub mod tones;

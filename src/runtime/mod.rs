@@ -685,6 +685,7 @@ impl Gateway {
             transport: &self.transports.stats,
             audio: &audio,
             active_calls: self.endpoint.active_calls(),
+            free_rtp_ports: self.media.free_ports(),
             draining,
             registrations: &registrations,
         };

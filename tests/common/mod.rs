@@ -223,9 +223,31 @@ fn merge_sections(base: &str, extra: &str) -> String {
         }
     }
     for (section, line) in section_extra {
-        if let Some(pos) = out.find(&section) {
-            let insert_at = pos + section.len() + 1;
-            out.insert_str(insert_at, &format!("{line}\n"));
+        let Some(pos) = out.find(&section) else {
+            continue;
+        };
+        // A key the base already sets in this section is replaced.
+        let key = line.split('=').next().unwrap_or("").trim().to_string();
+        let section_end = out[pos + section.len()..]
+            .find("\n[")
+            .map_or(out.len(), |i| pos + section.len() + i);
+        let existing = (!key.is_empty())
+            .then(|| {
+                out[pos..section_end]
+                    .lines()
+                    .find(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
+                    .map(str::to_string)
+            })
+            .flatten();
+        match existing {
+            Some(old) => {
+                let at = pos + out[pos..].find(&old).unwrap_or(0);
+                out.replace_range(at..at + old.len(), &line);
+            }
+            None => {
+                let insert_at = pos + section.len() + 1;
+                out.insert_str(insert_at, &format!("{line}\n"));
+            }
         }
     }
     out.push_str(&rest);
