@@ -14,8 +14,12 @@ use crossline::media::player::{HoldProgram, Player, Source, FRAME_SAMPLES};
 use crossline::media::rtp_packet::write_rtp;
 
 fn hold_player() -> Player {
-    let music: Arc<[i16]> = (0..160_000).map(|i| ((i * 37) % 20_000 - 10_000) as i16).collect();
-    let message: Arc<[i16]> = (0..32_000).map(|i| ((i * 11) % 16_000 - 8_000) as i16).collect();
+    let music: Arc<[i16]> = (0..160_000)
+        .map(|i| ((i * 37) % 20_000 - 10_000) as i16)
+        .collect();
+    let message: Arc<[i16]> = (0..32_000)
+        .map(|i| ((i * 11) % 16_000 - 8_000) as i16)
+        .collect();
     let program = HoldProgram::new(vec![music], Some(message), Duration::from_secs(5), -12.0);
     Player::new(Source::Hold(Arc::new(program)))
 }
@@ -38,7 +42,9 @@ fn bench(c: &mut Criterion) {
     });
 
     // One second of 48 kHz audio to 8 kHz (done once per file, at load).
-    let one_sec: Vec<f32> = (0..48_000).map(|i| ((i as f32) * 0.05).sin() * 0.5).collect();
+    let one_sec: Vec<f32> = (0..48_000)
+        .map(|i| ((i as f32) * 0.05).sin() * 0.5)
+        .collect();
     g.bench_function("resample_1s_48k_to_8k", |b| {
         b.iter(|| black_box(resample_to_8k(black_box(&one_sec), 48_000).map(|v| v.len())))
     });
@@ -89,7 +95,9 @@ fn bench(c: &mut Criterion) {
     });
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap();
-    let sockets: Vec<UdpSocket> = (0..1000).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let sockets: Vec<UdpSocket> = (0..1000)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
     // Drain the sink in the background so its buffer never fills.
     std::thread::spawn(move || {
         let mut buf = [0u8; 512];

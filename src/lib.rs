@@ -5,9 +5,11 @@
 //! state machines; [`runtime`] drives them with tokio and the audio loops.
 
 pub mod config;
+pub mod flow;
 pub mod http;
 pub mod mask;
 pub mod media;
+pub mod messaging;
 pub mod net;
 pub mod runtime;
 pub mod sdp;

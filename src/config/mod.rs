@@ -123,11 +123,19 @@ impl Config {
                 "routes" => config.routes = sink.array(name, value),
                 "tts" => sink.section(name, value, &mut config.tts),
                 "prompts" => config.prompts = sink.array(name, value),
+                "flows" => sink.section(name, value, &mut config.flows),
+                "messaging" => sink.section(name, value, &mut config.messaging),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes, tts, prompts".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes, tts, prompts, flows, messaging".into(),
                 ),
+            }
+        }
+        if let Some(dir) = &config.flows.dir {
+            match crate::flow::load_dir(dir, &config.media.audio_dir) {
+                Ok(set) => config.flow_set = set,
+                Err(mut errors) => sink.errors.append(&mut errors),
             }
         }
         validate(&config, &doc, &mut sink);
@@ -139,14 +147,15 @@ impl Config {
     }
 }
 
-struct Diagnostics<'a> {
-    text: &'a str,
-    file: &'a Path,
-    errors: Vec<ConfigError>,
+/// Collects errors with file:line:column; shared with the flow loader.
+pub(crate) struct Diagnostics<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) file: &'a Path,
+    pub(crate) errors: Vec<ConfigError>,
 }
 
 impl Diagnostics<'_> {
-    fn section<T: DeserializeOwned>(
+    pub(crate) fn section<T: DeserializeOwned>(
         &mut self,
         name: &str,
         value: &Spanned<DeValue<'_>>,
@@ -183,7 +192,7 @@ impl Diagnostics<'_> {
     }
 
     /// A toml/serde error: its span points at the offending key or value.
-    fn push_toml(&mut self, section: &str, e: toml::de::Error) {
+    pub(crate) fn push_toml(&mut self, section: &str, e: toml::de::Error) {
         let span = e.span().unwrap_or(0..0);
         let mut key = section.to_string();
         if let Some(found) = self.key_at(span.clone()) {
@@ -196,7 +205,7 @@ impl Diagnostics<'_> {
         self.push_span(&key, span, message);
     }
 
-    fn push_span(&mut self, key: &str, span: Range<usize>, message: String) {
+    pub(crate) fn push_span(&mut self, key: &str, span: Range<usize>, message: String) {
         let (line, column) = line_col(self.text, span.start);
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
@@ -207,17 +216,31 @@ impl Diagnostics<'_> {
         });
     }
 
-    /// The bare key written at `span`, when the span covers a key.
+    /// The key at `span`: the span itself when it covers a bare key, else
+    /// the `key =` before a value on the same line.
     fn key_at(&self, span: Range<usize>) -> Option<String> {
-        let s = self.text.get(span)?.trim();
-        let bare = s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        (bare && !s.is_empty()).then(|| s.to_string())
+        let bare = |s: &str| {
+            let s = s.trim();
+            (!s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .then(|| s.to_string())
+        };
+        if let Some(k) = self.text.get(span.clone()).and_then(bare) {
+            return Some(k);
+        }
+        let before = self.text.get(..span.start)?;
+        let line = before.rsplit('\n').next()?;
+        let (key, rest) = line.rsplit_once('=')?;
+        if rest.trim().is_empty() {
+            bare(key)
+        } else {
+            None
+        }
     }
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset.min(text.len())).unwrap_or("");
     let line = before.matches('\n').count() + 1;
     let column = before
@@ -302,10 +325,11 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
         );
     }
 
-    // TTS and prompts report dotted keys like "prompts[2].name".
+    // TTS, prompts and messaging report dotted keys like "prompts[2].name".
     for (key, message) in crate::tts::validate(&config.tts)
         .into_iter()
         .chain(crate::tts::validate_prompts(&config.prompts))
+        .chain(crate::messaging::validate(&config.messaging))
     {
         let segments: Vec<String> = key
             .split(['.', '[', ']'])
@@ -375,13 +399,17 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     }
     for (i, route) in config.routes.iter().enumerate() {
         let idx = i.to_string();
-        if !BUILTIN_FLOWS.contains(&route.flow.as_str()) {
+        if !BUILTIN_FLOWS.contains(&route.flow.as_str())
+            && config.flow_set.get(&route.flow).is_none()
+        {
+            let mut known: Vec<&str> = BUILTIN_FLOWS.to_vec();
+            known.extend(config.flow_set.names());
             err(
                 &["routes", &idx, "flow"],
                 format!(
                     "unknown flow {:?}; known flows: {}",
                     route.flow,
-                    BUILTIN_FLOWS.join(", ")
+                    known.join(", ")
                 ),
             );
         }

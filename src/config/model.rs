@@ -18,6 +18,17 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub tts: crate::tts::TtsConfig,
     pub prompts: Vec<crate::tts::PromptConfig>,
+    pub flows: FlowsConfig,
+    /// The flows loaded from `flows.dir`, by name.
+    pub flow_set: crate::flow::FlowSet,
+    pub messaging: crate::messaging::MessagingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// Directory of flow files (`*.toml`); unset means built-in flows only.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

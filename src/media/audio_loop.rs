@@ -54,7 +54,8 @@ pub struct StreamSpec {
 pub enum Command {
     Start(Box<StreamSpec>),
     Stop(StreamId),
-    SetSource(StreamId, Source),
+    /// Switch source; the number comes back with its `SourceFinished`.
+    SetSource(StreamId, Source, u32),
     SetRemote(StreamId, SocketAddr),
     /// Hold: stop sending (the peer went sendonly/inactive) or resume.
     SetSending(StreamId, bool),
@@ -66,8 +67,9 @@ pub enum Command {
 pub enum MediaEvent {
     /// No RTP arrived within the stream's timeout.
     RtpTimeout(StreamId),
-    /// A non-looping clip played to its end.
-    SourceFinished(StreamId),
+    /// A non-looping clip played to its end: the stream and the number its
+    /// `SetSource` carried (0 for the initial source).
+    SourceFinished(StreamId, u32),
     /// An RFC 4733 digit arrived (reported once per key press).
     Dtmf(StreamId, char),
 }
@@ -96,6 +98,8 @@ struct Stream {
     /// The previous source, faded out over the next frame.
     fading_from: Option<Player>,
     marker_next: bool,
+    /// Tags `SourceFinished` so a late one for an old source is ignored.
+    generation: u32,
     latched: bool,
     ticks_since_rx: u32,
     timeout_ticks: u32,
@@ -130,6 +134,7 @@ impl Stream {
             player,
             fading_from: None,
             marker_next: true,
+            generation: 0,
             latched: false,
             ticks_since_rx: 0,
             timeout_ticks,
@@ -356,7 +361,7 @@ fn run(
             }
             match s.player.fill(&mut pcm) {
                 FrameNote::Finished => {
-                    let _ = events.send(MediaEvent::SourceFinished(s.spec.id));
+                    let _ = events.send(MediaEvent::SourceFinished(s.spec.id, s.generation));
                 }
                 FrameNote::TalkStart => s.marker_next = true,
                 FrameNote::None => {}
@@ -470,8 +475,9 @@ impl Groups {
                     }
                 }
             }
-            Command::SetSource(id, source) => {
+            Command::SetSource(id, source, generation) => {
                 if let Some(s) = self.find_mut(id) {
+                    s.generation = generation;
                     let old = std::mem::replace(&mut s.player, Player::new(source));
                     s.fading_from = Some(old);
                     s.marker_next = true;
@@ -636,7 +642,7 @@ mod tests {
             span >= Duration::from_millis(250) && span <= Duration::from_millis(400),
             "{span:?}"
         );
-        assert_eq!(ev_rx.try_recv(), Ok(MediaEvent::SourceFinished(7)));
+        assert_eq!(ev_rx.try_recv(), Ok(MediaEvent::SourceFinished(7, 0)));
     }
 
     #[test]
@@ -749,7 +755,8 @@ mod tests {
                         Source::Clip {
                             samples: quiet,
                             looped: true
-                        }
+                        },
+                        1
                     ))
                     .is_ok());
             }

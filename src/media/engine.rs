@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::audio_file::load_wav;
 use super::audio_loop::{
     self, AudioLoopHandle, Command, Encoding, LoopOptions, MediaEvent, Source, StreamId, StreamSpec,
 };
+use super::clips::ClipCache;
 use super::ports::{PortError, PortPool};
 use crate::sdp::{Codec, Negotiated};
 
@@ -54,7 +54,7 @@ pub struct Reservation {
 pub struct MediaEngine {
     loops: Vec<AudioLoopHandle>,
     ports: PortPool,
-    clips: HashMap<PathBuf, Arc<[i16]>>,
+    clips: Arc<ClipCache>,
     streams: HashMap<StreamId, StreamSlot>,
     next_loop: usize,
     settings: MediaSettings,
@@ -88,7 +88,7 @@ impl MediaEngine {
             MediaEngine {
                 loops,
                 ports,
-                clips: HashMap::new(),
+                clips: Arc::new(ClipCache::new()),
                 streams: HashMap::new(),
                 next_loop: 0,
                 settings,
@@ -109,15 +109,15 @@ impl MediaEngine {
         } else {
             self.settings.audio_dir.join(name)
         };
-        if let Some(c) = self.clips.get(&path) {
-            return Ok(c.clone());
-        }
-        let clip = load_wav(&path).map_err(|e| MediaError::Audio {
+        self.clips.get(&path).map_err(|e| MediaError::Audio {
             path: path.clone(),
             message: e.to_string(),
-        })?;
-        self.clips.insert(path, clip.samples.clone());
-        Ok(clip.samples)
+        })
+    }
+
+    /// The clip cache, shared with flows.
+    pub fn clip_cache(&self) -> Arc<ClipCache> {
+        self.clips.clone()
     }
 
     pub fn reserve(&self) -> Result<Reservation, MediaError> {
@@ -179,7 +179,12 @@ impl MediaEngine {
     }
 
     pub fn set_source(&mut self, id: StreamId, source: Source) {
-        self.command(id, Command::SetSource(id, source));
+        self.command(id, Command::SetSource(id, source, 0));
+    }
+
+    /// Switch source, tagging its `SourceFinished` with `generation`.
+    pub fn set_source_tagged(&mut self, id: StreamId, source: Source, generation: u32) {
+        self.command(id, Command::SetSource(id, source, generation));
     }
 
     pub fn set_remote(&mut self, id: StreamId, remote: SocketAddr) {

@@ -3,6 +3,7 @@
 
 pub mod audio_file;
 pub mod audio_loop;
+pub mod clips;
 pub mod dtmf;
 pub mod engine;
 pub mod g711;

@@ -4,6 +4,7 @@
 //! Call control lives in the same task as the sans-IO endpoint, so neither
 //! needs a lock; the audio loops run on their own threads.
 
+mod flows;
 mod routing;
 
 use std::collections::HashMap;
@@ -34,21 +35,23 @@ pub use routing::Router;
 /// What the demo flow plays before the hold program.
 pub const DEMO_CLIP: &str = "welcome-en.wav";
 
-/// Flows built into the binary until the flow engine takes over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What runs on a call: a built-in flow or one from the flows directory.
+#[derive(Debug, Clone)]
 enum BuiltinFlow {
     /// Welcome message, then the hold program.
     Demo,
     /// Straight into the hold program.
     Hold,
+    /// A flow file, pinned for the whole call (reloads don't change it).
+    File(std::sync::Arc<crate::flow::Flow>),
 }
 
 impl BuiltinFlow {
-    fn from_name(name: &str) -> Option<BuiltinFlow> {
+    fn from_name(name: &str, flows: &crate::flow::FlowSet) -> Option<BuiltinFlow> {
         match name {
             "demo" => Some(BuiltinFlow::Demo),
             "hold" => Some(BuiltinFlow::Hold),
-            _ => None,
+            other => flows.get(other).map(BuiltinFlow::File),
         }
     }
 }
@@ -77,6 +80,9 @@ struct Gateway {
     store: std::sync::Arc<dyn Store>,
     tally: CallTally,
     ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    services: std::sync::Arc<crate::flow::interp::Services>,
+    flow_requests: mpsc::UnboundedSender<(CallId, crate::flow::interp::CallRequest)>,
+    flows: HashMap<CallId, flows::FlowTask>,
 }
 
 /// Named prompts rendered by TTS at start and on reload.
@@ -153,6 +159,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         .clip(&PathBuf::from(DEMO_CLIP))
         .context("loading the demo flow's audio")?;
     let hold = std::sync::Arc::new(load_hold_program(&config, &prompts, &mut media)?);
+    let services = std::sync::Arc::new(flows::services(&config, media.clip_cache())?);
+    let (flow_requests, mut flow_rx) = mpsc::unbounded_channel();
 
     let now = Instant::now();
     let endpoint = Endpoint::new(endpoint_config(&config, &transports), now);
@@ -171,6 +179,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         store,
         tally: CallTally::default(),
         ready,
+        services,
+        flow_requests,
+        flows: HashMap::new(),
     };
     gw.start_registrations(now).await;
     gw.flush();
@@ -217,6 +228,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             ev = media_events.recv() => {
                 if let Some(ev) = ev {
                     gw.media_event(Instant::now(), ev);
+                }
+            }
+            req = flow_rx.recv() => {
+                if let Some((call, r)) = req {
+                    gw.flow_request(Instant::now(), call, r);
                 }
             }
             _ = sleep => {}
@@ -460,6 +476,7 @@ impl Gateway {
                 Event::CallEnded { call, cause } => {
                     tracing::info!(%call, ?cause, "call ended");
                     self.finish_record(call, &cause);
+                    self.end_flow(call);
                     self.ringing.retain(|(_, c, _)| *c != call);
                     match self.calls.remove(&call) {
                         Some(CallMedia::Streaming(_)) => self.media.stop_stream(call.0),
@@ -468,6 +485,7 @@ impl Gateway {
                     }
                 }
                 Event::Dtmf { call, digit, .. } => {
+                    self.flow_signal(call, crate::flow::interp::CallSignal::Dtmf(digit));
                     tracing::debug!(%call, %digit, "DTMF (INFO)");
                 }
                 Event::Progress { .. } => {}
@@ -504,7 +522,7 @@ impl Gateway {
             let _ = self.endpoint.reject(now, inc.call, 404);
             return;
         };
-        let Some(flow) = BuiltinFlow::from_name(&flow) else {
+        let Some(flow) = BuiltinFlow::from_name(&flow, &self.config.flow_set) else {
             let _ = self.endpoint.reject(now, inc.call, 404);
             return;
         };
@@ -522,7 +540,7 @@ impl Gateway {
         let mut due = Vec::new();
         self.ringing.retain(|(at, call, flow)| {
             if *at <= now {
-                due.push((*call, *flow));
+                due.push((*call, flow.clone()));
                 false
             } else {
                 true
@@ -576,10 +594,19 @@ impl Gateway {
                 looped: false,
             },
             BuiltinFlow::Hold => Source::Hold(self.hold.clone()),
+            BuiltinFlow::File(_) => Source::Silence,
+        };
+        let file_flow = match &flow {
+            BuiltinFlow::File(f) => Some(f.clone()),
+            _ => None,
         };
         match self.media.start_stream(call.0, r, media, source) {
             Ok(()) => {
                 self.calls.insert(call, CallMedia::Streaming(flow));
+                if let Some(f) = file_flow {
+                    let vars = self.flow_vars(call, &f);
+                    self.start_flow(call, f, vars);
+                }
                 self.media_changed(call, media);
             }
             Err(e) => {
@@ -636,12 +663,27 @@ impl Gateway {
         tracing::info!(file = %path.display(), "config reloaded");
         // Listeners, media ports and the store keep their start-up values.
         self.config.routes = config.routes;
+        self.config.flow_set = config.flow_set;
         self.config.prompts = config.prompts;
         self.config.tts = config.tts;
         self.config.media.hold_music = config.media.hold_music;
         self.config.media.hold_message = config.media.hold_message;
         self.config.media.hold_repeat_secs = config.media.hold_repeat_secs;
         self.config.media.hold_duck_db = config.media.hold_duck_db;
+    }
+
+    /// Variables a flow starts with.
+    fn flow_vars(&self, call: CallId, flow: &crate::flow::Flow) -> HashMap<String, String> {
+        let mut vars = HashMap::new();
+        if let Some(r) = self.records.get(&call) {
+            vars.insert("caller".into(), r.caller.clone());
+            vars.insert("did".into(), r.did.clone());
+            vars.insert("callee".into(), r.did.clone());
+            vars.insert("call_id".into(), r.call_id.clone());
+            vars.insert("trunk".into(), r.trunk.clone().unwrap_or_default());
+        }
+        vars.insert("flow".into(), flow.name.clone());
+        vars
     }
 
     fn finish_record(&mut self, call: CallId, cause: &EndCause) {
@@ -699,11 +741,16 @@ impl Gateway {
                 let _ = self.endpoint.hangup(now, CallId(id));
             }
             MediaEvent::Dtmf(id, digit) => {
+                self.flow_signal(CallId(id), crate::flow::interp::CallSignal::Dtmf(digit));
                 // Digits can be PINs: only debug logs carry them.
                 tracing::info!(call = id, "DTMF received (RFC 4733)");
                 tracing::debug!(call = id, %digit, "DTMF digit");
             }
-            MediaEvent::SourceFinished(id) => {
+            MediaEvent::SourceFinished(id, generation) => {
+                self.flow_signal(
+                    CallId(id),
+                    crate::flow::interp::CallSignal::PlayFinished(generation),
+                );
                 // The demo's welcome is done: on to the hold program.
                 if let Some(CallMedia::Streaming(BuiltinFlow::Demo)) = self.calls.get(&CallId(id)) {
                     self.media.set_source(id, Source::Hold(self.hold.clone()));

@@ -1,0 +1,408 @@
+//! Loading and validating flow files. Every problem is reported with its
+//! file, line and node id, and one bad node doesn't hide the next.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::model::*;
+use crate::config::{ConfigError, Diagnostics};
+
+/// Every flow in the flows directory, by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowSet {
+    pub flows: HashMap<String, Arc<Flow>>,
+}
+
+impl FlowSet {
+    pub fn get(&self, name: &str) -> Option<Arc<Flow>> {
+        self.flows.get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.flows.keys().map(String::as_str).collect();
+        v.sort();
+        v
+    }
+}
+
+/// Load every `*.toml` in `dir`. Relative audio files resolve in `audio_dir`.
+pub fn load_dir(dir: &Path, audio_dir: &Path) -> Result<FlowSet, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut set = FlowSet::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            return Err(vec![ConfigError {
+                file: dir.to_path_buf(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("cannot read the flows directory: {e}"),
+            }])
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut origin: HashMap<String, PathBuf> = HashMap::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(ConfigError {
+                    file: file.clone(),
+                    line: 0,
+                    column: 0,
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        match parse_flow(&text, &file, audio_dir) {
+            Ok(flow) => {
+                if let Some(first) = origin.get(&flow.name) {
+                    errors.push(ConfigError {
+                        file: file.clone(),
+                        line: 1,
+                        column: 1,
+                        key: "name".into(),
+                        message: format!(
+                            "flow {:?} is already defined in {}",
+                            flow.name,
+                            first.display()
+                        ),
+                    });
+                    continue;
+                }
+                origin.insert(flow.name.clone(), file.clone());
+                set.flows.insert(flow.name.clone(), Arc::new(flow));
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+fn node_key(id: &str) -> String {
+    format!("node {id:?}")
+}
+
+/// Parse and validate one flow file.
+pub fn parse_flow(text: &str, file: &Path, audio_dir: &Path) -> Result<Flow, Vec<ConfigError>> {
+    let mut d = Diagnostics {
+        text,
+        file,
+        errors: Vec::new(),
+    };
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            d.push_toml("", e);
+            return Err(d.errors);
+        }
+    };
+    let mut name = None;
+    let mut start = None;
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for (key, value) in doc.get_ref().iter() {
+        match key.get_ref().as_ref() {
+            "name" => name = string(&mut d, "name", value),
+            "start" => start = string(&mut d, "start", value),
+            "description" => {
+                string(&mut d, "description", value);
+            }
+            "nodes" => {
+                let Some(items) = value.get_ref().as_array() else {
+                    d.push_span("nodes", value.span(), "expected [[nodes]] tables".into());
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(node) = parse_node(&mut d, i, item) {
+                        if nodes.contains_key(&node.id) {
+                            d.push_span(
+                                &node_key(&node.id),
+                                item.span(),
+                                "duplicate node id".into(),
+                            );
+                            continue;
+                        }
+                        order.push(node.id.clone());
+                        nodes.insert(node.id.clone(), node);
+                    }
+                }
+            }
+            other => d.push_span(
+                other,
+                key.span(),
+                "unknown key; a flow has name, description, start and [[nodes]]".into(),
+            ),
+        }
+    }
+    let Some(name) = name else {
+        d.push_span("name", 0..0, "a flow needs a name".into());
+        return Err(d.errors);
+    };
+    let start = start.or_else(|| order.first().cloned());
+    let Some(start) = start else {
+        d.push_span("nodes", 0..0, "a flow needs at least one node".into());
+        return Err(d.errors);
+    };
+    let flow = Flow {
+        name,
+        file: file.to_path_buf(),
+        start,
+        nodes,
+    };
+    validate(&flow, &mut d, audio_dir);
+    if d.errors.is_empty() {
+        Ok(flow)
+    } else {
+        Err(d.errors)
+    }
+}
+
+fn string(d: &mut Diagnostics<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Option<String> {
+    match v.get_ref().as_str() {
+        Some(s) => Some(s.to_string()),
+        None => {
+            d.push_span(
+                key,
+                v.span(),
+                format!("expected a string, found {}", v.get_ref().type_str()),
+            );
+            None
+        }
+    }
+}
+
+fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) -> Option<Node> {
+    let at = format!("nodes[{i}]");
+    let Some(table) = item.get_ref().as_table() else {
+        d.push_span(&at, item.span(), "expected a table".into());
+        return None;
+    };
+    let get = |k: &str| {
+        table
+            .iter()
+            .find(|(key, _)| key.get_ref().as_ref() == k)
+            .map(|(_, v)| v)
+    };
+    let Some(id) = get("id")
+        .and_then(|v| v.get_ref().as_str())
+        .map(str::to_string)
+    else {
+        d.push_span(&at, item.span(), "every node needs a string id".into());
+        return None;
+    };
+    let key = node_key(&id);
+    let Some(type_value) = get("type") else {
+        d.push_span(
+            &key,
+            item.span(),
+            format!("missing type; one of {}", NODE_TYPES.join(", ")),
+        );
+        return None;
+    };
+    let Some(kind) = type_value.get_ref().as_str() else {
+        d.push_span(
+            &format!("{key}.type"),
+            type_value.span(),
+            "expected a string".into(),
+        );
+        return None;
+    };
+    fn de<T: DeserializeOwned>(
+        d: &mut Diagnostics<'_>,
+        key: &str,
+        item: &Spanned<DeValue<'_>>,
+    ) -> Option<T> {
+        match T::deserialize(ValueDeserializer::from(item.clone())) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                d.push_toml(key, e);
+                None
+            }
+        }
+    }
+    let kind = match kind {
+        "say" => NodeKind::Say(de(d, &key, item)?),
+        "play" => NodeKind::Play(de(d, &key, item)?),
+        "pause" => NodeKind::Pause(de(d, &key, item)?),
+        "gather" => NodeKind::Gather(de(d, &key, item)?),
+        "branch" => NodeKind::Branch(de(d, &key, item)?),
+        "set" => NodeKind::Set(de(d, &key, item)?),
+        "http" => NodeKind::Http(de(d, &key, item)?),
+        "send_sms" => NodeKind::SendSms(de(d, &key, item)?),
+        "send_whatsapp" => NodeKind::SendWhatsApp(de(d, &key, item)?),
+        "hangup" => NodeKind::Hangup(de(d, &key, item)?),
+        other => {
+            d.push_span(
+                &format!("{key}.type"),
+                type_value.span(),
+                format!(
+                    "unknown node type {other:?}; one of {}",
+                    NODE_TYPES.join(", ")
+                ),
+            );
+            return None;
+        }
+    };
+    let (line, _) = crate::config::line_col(d.text, item.span().start);
+    Some(Node { id, line, kind })
+}
+
+fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
+    let file = d.file.to_path_buf();
+    let mut found: Vec<ConfigError> = Vec::new();
+    let mut err = |node: &Node, prop: &str, message: String| {
+        found.push(ConfigError {
+            file: file.clone(),
+            line: node.line,
+            column: 1,
+            key: if prop.is_empty() {
+                node_key(&node.id)
+            } else {
+                format!("{}.{prop}", node_key(&node.id))
+            },
+            message,
+        });
+    };
+    if !flow.nodes.contains_key(&flow.start) {
+        d.errors.push(ConfigError {
+            file: d.file.to_path_buf(),
+            line: 1,
+            column: 1,
+            key: "start".into(),
+            message: format!("no node {:?} in this flow", flow.start),
+        });
+    }
+    for node in flow.nodes.values() {
+        for (prop, target) in node.kind.edges() {
+            if !flow.nodes.contains_key(target) {
+                err(node, prop, format!("no node {target:?} in this flow"));
+            }
+        }
+        let audio = |f: &Path| {
+            if f.is_absolute() {
+                f.to_path_buf()
+            } else {
+                audio_dir.join(f)
+            }
+        };
+        match &node.kind {
+            NodeKind::Play(p) => {
+                if !audio(&p.file).is_file() {
+                    err(
+                        node,
+                        "file",
+                        format!("audio file not found: {}", audio(&p.file).display()),
+                    );
+                }
+                if p.duration_secs.is_some_and(|s| s <= 0.0) {
+                    err(node, "duration_secs", "must be positive".into());
+                }
+            }
+            NodeKind::Pause(p) if !(p.secs > 0.0 && p.secs <= 3600.0) => {
+                err(node, "secs", "must be between 0 and 3600".into());
+            }
+            NodeKind::Gather(g) => {
+                if let Some(f) = &g.prompt_file {
+                    if !audio(f).is_file() {
+                        err(
+                            node,
+                            "prompt_file",
+                            format!("audio file not found: {}", audio(f).display()),
+                        );
+                    }
+                }
+                if !(1..=32).contains(&g.max_digits) {
+                    err(node, "max_digits", "must be 1..=32".into());
+                }
+                if let Some(t) = &g.terminator {
+                    if t.chars().count() != 1 || !"0123456789*#".contains(t.as_str()) {
+                        err(
+                            node,
+                            "terminator",
+                            "must be one DTMF key (0-9, *, #)".into(),
+                        );
+                    }
+                }
+                if g.timeout_secs <= 0.0 || g.inter_digit_timeout_secs <= 0.0 {
+                    err(node, "timeout_secs", "timeouts must be positive".into());
+                }
+            }
+            NodeKind::Http(h) => {
+                if !["GET", "POST", "PUT", "PATCH", "DELETE"]
+                    .contains(&h.method.to_ascii_uppercase().as_str())
+                {
+                    err(node, "method", format!("unsupported method {:?}", h.method));
+                }
+                for (var, pointer) in &h.map {
+                    if !pointer.is_empty() && !pointer.starts_with('/') {
+                        err(
+                            node,
+                            "map",
+                            format!("{var}: JSON pointer must start with '/': {pointer:?}"),
+                        );
+                    }
+                }
+            }
+            NodeKind::Hangup(h) => {
+                if let Some(f) = &h.file {
+                    if !audio(f).is_file() {
+                        err(
+                            node,
+                            "file",
+                            format!("audio file not found: {}", audio(f).display()),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    d.errors.append(&mut found);
+    // Unreachable nodes are mistakes: a `next` that was meant to point there.
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut queue = VecDeque::from([flow.start.as_str()]);
+    while let Some(id) = queue.pop_front() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(n) = flow.nodes.get(id) {
+            for (_, t) in n.kind.edges() {
+                queue.push_back(t);
+            }
+        }
+    }
+    let mut unreachable: Vec<&Node> = flow
+        .nodes
+        .values()
+        .filter(|n| !seen.contains(n.id.as_str()))
+        .collect();
+    unreachable.sort_by_key(|n| n.line);
+    for node in unreachable {
+        d.errors.push(ConfigError {
+            file: d.file.to_path_buf(),
+            line: node.line,
+            column: 1,
+            key: node_key(&node.id),
+            message: format!("unreachable from the start node {:?}", flow.start),
+        });
+    }
+    d.errors.sort_by_key(|e| e.line);
+}

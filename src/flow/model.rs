@@ -1,0 +1,362 @@
+//! The flow model: a named graph of nodes. Each node type's properties are a
+//! struct with `deny_unknown_fields`, so a misspelt property is an error that
+//! names its file and line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A loaded, validated flow. Shared (`Arc`) by the calls running it, so a
+/// reload never changes a call mid-way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    pub name: String,
+    pub file: PathBuf,
+    /// Id of the first node.
+    pub start: String,
+    /// Nodes by id.
+    pub nodes: BTreeMap<String, Node>,
+}
+
+impl Flow {
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub id: String,
+    pub line: usize,
+    pub kind: NodeKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    Say(Say),
+    Play(Play),
+    Pause(Pause),
+    Gather(Gather),
+    Branch(Branch),
+    Set(Set),
+    Http(Http),
+    SendSms(SendSms),
+    SendWhatsApp(SendWhatsApp),
+    Hangup(Hangup),
+}
+
+/// The node types, as written in `type = "..."`.
+pub const NODE_TYPES: &[&str] = &[
+    "say",
+    "play",
+    "pause",
+    "gather",
+    "branch",
+    "set",
+    "http",
+    "send_sms",
+    "send_whatsapp",
+    "hangup",
+];
+
+impl NodeKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            NodeKind::Say(_) => "say",
+            NodeKind::Play(_) => "play",
+            NodeKind::Pause(_) => "pause",
+            NodeKind::Gather(_) => "gather",
+            NodeKind::Branch(_) => "branch",
+            NodeKind::Set(_) => "set",
+            NodeKind::Http(_) => "http",
+            NodeKind::SendSms(_) => "send_sms",
+            NodeKind::SendWhatsApp(_) => "send_whatsapp",
+            NodeKind::Hangup(_) => "hangup",
+        }
+    }
+
+    /// Every node id this node can go to, with the property naming it.
+    pub fn edges(&self) -> Vec<(&'static str, &str)> {
+        let mut out: Vec<(&'static str, &str)> = Vec::new();
+        let optional: [(&'static str, &Option<String>); 2] = match self {
+            NodeKind::Say(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::Play(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::Pause(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::Gather(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
+            NodeKind::Branch(n) => [("default", &n.default), ("default", &None)],
+            NodeKind::Set(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::Http(n) => [("next", &n.next), ("on_error", &n.on_error)],
+            NodeKind::SendSms(n) => [("next", &n.next), ("on_error", &n.on_error)],
+            NodeKind::SendWhatsApp(n) => [("next", &n.next), ("on_error", &n.on_error)],
+            NodeKind::Hangup(_) => [("next", &None), ("next", &None)],
+        };
+        for (key, v) in optional {
+            if let Some(v) = v {
+                out.push((key, v.as_str()));
+            }
+        }
+        match self {
+            NodeKind::Gather(n) => {
+                for v in n.branches.values() {
+                    out.push(("branches", v.as_str()));
+                }
+            }
+            NodeKind::Branch(n) => {
+                for c in &n.conditions {
+                    out.push(("conditions", c.next.as_str()));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+fn default_language() -> String {
+    "en".into()
+}
+
+/// Speak text with TTS (`{{var}}` templated).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Say {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+    #[serde(default = "default_language")]
+    pub language: String,
+    #[serde(default)]
+    pub voice: Option<String>,
+    #[serde(default)]
+    pub rate_wpm: Option<u32>,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// Play a WAV file (relative to `[media] audio_dir`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Play {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub file: PathBuf,
+    /// Repeat the file; with `duration_secs` it stops then, else it plays
+    /// until the caller hangs up.
+    #[serde(default, rename = "loop")]
+    pub looped: bool,
+    #[serde(default)]
+    pub duration_secs: Option<f64>,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// Silence for a while.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub secs: f64,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn three_secs() -> f64 {
+    3.0
+}
+fn five_secs() -> f64 {
+    5.0
+}
+fn digits_var() -> String {
+    "digits".into()
+}
+
+/// A DTMF menu.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Gather {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Spoken (TTS) while waiting; a key press interrupts it.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Or a WAV file as the prompt.
+    #[serde(default)]
+    pub prompt_file: Option<PathBuf>,
+    #[serde(default = "default_language")]
+    pub language: String,
+    #[serde(default = "one")]
+    pub max_digits: u32,
+    /// Ends input early; not stored.
+    #[serde(default)]
+    pub terminator: Option<String>,
+    /// Seconds to wait for the first digit after the prompt.
+    #[serde(default = "five_secs")]
+    pub timeout_secs: f64,
+    #[serde(default = "three_secs")]
+    pub inter_digit_timeout_secs: f64,
+    /// Further attempts after no input or an invalid choice.
+    #[serde(default = "two")]
+    pub retries: u32,
+    #[serde(default)]
+    pub invalid_prompt: Option<String>,
+    /// Input → node. Empty means any input goes to `next`.
+    #[serde(default)]
+    pub branches: BTreeMap<String, String>,
+    /// Where the digits are stored.
+    #[serde(default = "digits_var")]
+    pub var: String,
+    #[serde(default)]
+    pub next: Option<String>,
+    /// After the last retry; default: hang up.
+    #[serde(default)]
+    pub on_failure: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Eq,
+    Ne,
+    Contains,
+    StartsWith,
+    Empty,
+    NotEmpty,
+    /// Glob: `*` and `?`.
+    Matches,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    pub var: String,
+    pub op: Op,
+    #[serde(default)]
+    pub value: String,
+    pub next: String,
+}
+
+/// The first condition that holds picks the next node.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Branch {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+/// Set variables (values are templates).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Set {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub vars: BTreeMap<String, String>,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+fn ten_secs_ms() -> u64 {
+    10_000
+}
+
+/// The "API connection card": call an HTTP API, map the JSON reply.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default = "get")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body template; `{{var}}` values are JSON-escaped.
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default = "ten_secs_ms")]
+    pub timeout_ms: u64,
+    /// Extra attempts on 5xx, timeouts and connection errors.
+    #[serde(default)]
+    pub retries: u32,
+    /// Variable → JSON pointer into the reply (e.g. "/data/id").
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+    #[serde(default)]
+    pub next: Option<String>,
+    #[serde(default)]
+    pub on_error: Option<String>,
+}
+
+/// SMS to the caller (or `to`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SendSms {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Blank: the caller's number.
+    #[serde(default)]
+    pub to: String,
+    #[serde(default)]
+    pub from: Option<String>,
+    pub body: String,
+    #[serde(default)]
+    pub next: Option<String>,
+    #[serde(default)]
+    pub on_error: Option<String>,
+}
+
+/// A WhatsApp template message to the caller (or `to`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SendWhatsApp {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub to: String,
+    pub template: String,
+    #[serde(default = "default_language")]
+    pub language: String,
+    #[serde(default)]
+    pub parameters: Vec<String>,
+    #[serde(default)]
+    pub next: Option<String>,
+    #[serde(default)]
+    pub on_error: Option<String>,
+}
+
+/// End the call, after an optional goodbye played in full.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hangup {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default = "default_language")]
+    pub language: String,
+}

@@ -1,0 +1,38 @@
+//! Decoded audio files, shared by every call: each WAV is read and
+//! resampled once, then handed out as an `Arc<[i16]>`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::audio_file::{load_wav, AudioFileError};
+
+#[derive(Default)]
+pub struct ClipCache {
+    clips: DashMap<PathBuf, Arc<[i16]>>,
+}
+
+impl ClipCache {
+    pub fn new() -> ClipCache {
+        ClipCache::default()
+    }
+
+    /// The clip at `path` (absolute, or relative to the working directory).
+    pub fn get(&self, path: &Path) -> Result<Arc<[i16]>, AudioFileError> {
+        if let Some(c) = self.clips.get(path) {
+            return Ok(c.clone());
+        }
+        let clip = load_wav(path)?;
+        self.clips.insert(path.to_path_buf(), clip.samples.clone());
+        Ok(clip.samples)
+    }
+
+    pub fn len(&self) -> usize {
+        self.clips.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clips.is_empty()
+    }
+}

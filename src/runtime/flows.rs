@@ -1,0 +1,126 @@
+//! File flows on the call-control side: start one interpreter task per
+//! answered call, carry its requests to the endpoint and the audio loop, and
+//! feed it DTMF and playback ends. Hanging up aborts the task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::Gateway;
+use crate::flow::interp::{self, CallRequest, CallSignal, FlowCx, Services};
+use crate::flow::Flow;
+use crate::media::audio_loop::Source;
+use crate::sip::endpoint::CallId;
+
+/// A running flow instance.
+pub(super) struct FlowTask {
+    signals: mpsc::UnboundedSender<CallSignal>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FlowTask {
+    fn drop(&mut self) {
+        // Cancels whatever the flow awaited: timers, TTS, provider requests.
+        self.task.abort();
+    }
+}
+
+/// Build what flows share from the config.
+pub(super) fn services(
+    config: &crate::config::Config,
+    clips: Arc<crate::media::clips::ClipCache>,
+) -> anyhow::Result<Services> {
+    let tts = match (
+        crate::tts::build_provider(&config.tts),
+        crate::tts::build_cache(&config.tts),
+    ) {
+        (Ok(p), Ok(c)) => Some((p, c)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(%e, "TTS unavailable: say nodes will be skipped");
+            None
+        }
+    };
+    let providers = crate::messaging::build(&config.messaging)
+        .map_err(|e| anyhow::anyhow!("[messaging]: {e}"))?;
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
+    Ok(Services {
+        clips,
+        tts,
+        sms: providers.sms,
+        whatsapp: providers.whatsapp,
+        http,
+        audio_dir: config.media.audio_dir.clone(),
+    })
+}
+
+impl Gateway {
+    /// Start `flow` on an answered call whose stream is up.
+    pub(super) fn start_flow(
+        &mut self,
+        call: CallId,
+        flow: Arc<Flow>,
+        vars: HashMap<String, String>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cx = FlowCx::new(
+            call,
+            flow,
+            vars,
+            self.services.clone(),
+            self.flow_requests.clone(),
+            rx,
+        );
+        let task = tokio::spawn(interp::run(cx));
+        self.flows.insert(call, FlowTask { signals: tx, task });
+    }
+
+    pub(super) fn flow_signal(&mut self, call: CallId, signal: CallSignal) {
+        if let Some(f) = self.flows.get(&call) {
+            let _ = f.signals.send(signal);
+        }
+    }
+
+    /// The call is over: stop its flow.
+    pub(super) fn end_flow(&mut self, call: CallId) {
+        self.flows.remove(&call);
+    }
+
+    pub(super) fn flow_request(&mut self, now: Instant, call: CallId, req: CallRequest) {
+        let id = call.0;
+        match req {
+            CallRequest::Play {
+                samples,
+                generation,
+            } => self.media.set_source_tagged(
+                id,
+                Source::Clip {
+                    samples,
+                    looped: false,
+                },
+                generation,
+            ),
+            CallRequest::Loop {
+                samples,
+                generation,
+            } => self.media.set_source_tagged(
+                id,
+                Source::Clip {
+                    samples,
+                    looped: true,
+                },
+                generation,
+            ),
+            CallRequest::Silence { generation } => {
+                self.media
+                    .set_source_tagged(id, Source::Silence, generation)
+            }
+            CallRequest::Hangup => {
+                let _ = self.endpoint.hangup(now, call);
+            }
+        }
+    }
+}
