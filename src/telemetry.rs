@@ -38,6 +38,7 @@ pub struct Snapshot<'a> {
     pub audio: &'a [Arc<LoopStats>],
     pub active_calls: usize,
     pub free_rtp_ports: usize,
+    pub active_flows: usize,
     pub draining: bool,
     pub registrations: &'a [(String, bool)],
 }
@@ -98,6 +99,7 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
     );
 
     gauge!("crossline_rtp_ports_free").set(s.free_rtp_ports as f64);
+    gauge!("crossline_flows_active").set(s.active_flows as f64);
     gauge!("crossline_draining").set(if s.draining { 1.0 } else { 0.0 });
     for (registrar, up) in s.registrations {
         gauge!("crossline_registration_up", "registrar" => registrar.clone()).set(if *up {

@@ -728,6 +728,7 @@ impl Gateway {
             audio: &audio,
             active_calls: self.endpoint.active_calls(),
             free_rtp_ports: self.media.free_ports(),
+            active_flows: self.flows.len(),
             draining,
             registrations: &registrations,
         };
