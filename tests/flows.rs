@@ -61,38 +61,61 @@ async fn record(log: &Log, path: String, headers: &HeaderMap, body: &Bytes) {
     });
 }
 
+/// What the Twilio stand-in answers instead of its 201: (status, JSON body).
+type TwilioAnswer = Arc<Mutex<Option<(u16, String)>>>;
+
+#[derive(Clone)]
+struct StandIn {
+    log: Log,
+    twilio_answer: TwilioAnswer,
+}
+
+const TWILIO_SID: &str = "SM0123456789abcdef0123456789abcdef";
+const WAMID: &str = "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI";
+
 /// Twilio's Messages resource and the WhatsApp Cloud API messages endpoint,
-/// answering as they document.
-fn stand_in() -> (u16, Log) {
+/// answering as they document. Set the returned `TwilioAnswer` to make
+/// Twilio refuse.
+fn stand_in() -> (u16, Log, TwilioAnswer) {
     let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let twilio_answer: TwilioAnswer = Arc::new(Mutex::new(None));
     let app = Router::new()
         .route(
             "/2010-04-01/Accounts/{sid}/Messages.json",
             post(
-                |State(log): State<Log>, Path(sid): Path<String>, headers: HeaderMap, body: Bytes| async move {
-                    record(&log, format!("twilio/{sid}"), &headers, &body).await;
-                    (
-                        StatusCode::CREATED,
-                        [("content-type", "application/json")],
-                        r#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#,
-                    )
+                |State(s): State<StandIn>, Path(sid): Path<String>, headers: HeaderMap, body: Bytes| async move {
+                    record(&s.log, format!("twilio/{sid}"), &headers, &body).await;
+                    let canned = s.twilio_answer.lock().unwrap().clone();
+                    let (status, body) = match canned {
+                        Some((status, body)) => (StatusCode::from_u16(status).unwrap(), body),
+                        None => (
+                            StatusCode::CREATED,
+                            format!(r#"{{"sid":"{TWILIO_SID}","status":"queued"}}"#),
+                        ),
+                    };
+                    (status, [("content-type", "application/json")], body)
                 },
             ),
         )
         .route(
             "/v21.0/{phone_id}/messages",
             post(
-                |State(log): State<Log>, Path(id): Path<String>, headers: HeaderMap, body: Bytes| async move {
-                    record(&log, format!("whatsapp/{id}"), &headers, &body).await;
+                |State(s): State<StandIn>, Path(id): Path<String>, headers: HeaderMap, body: Bytes| async move {
+                    record(&s.log, format!("whatsapp/{id}"), &headers, &body).await;
                     (
                         StatusCode::OK,
                         [("content-type", "application/json")],
-                        r#"{"messaging_product":"whatsapp","contacts":[{"input":"15551234567","wa_id":"15551234567"}],"messages":[{"id":"wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI"}]}"#,
+                        format!(
+                            r#"{{"messaging_product":"whatsapp","contacts":[{{"input":"15551234567","wa_id":"15551234567"}}],"messages":[{{"id":"{WAMID}"}}]}}"#
+                        ),
                     )
                 },
             ),
         )
-        .with_state(log.clone());
+        .with_state(StandIn {
+            log: log.clone(),
+            twilio_answer: twilio_answer.clone(),
+        });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
@@ -106,7 +129,97 @@ fn stand_in() -> (u16, Log) {
             let _ = axum::serve(l, app).await;
         });
     });
-    (port, log)
+    (port, log, twilio_answer)
+}
+
+/// One row of the gateway's send log.
+#[derive(Debug)]
+struct SendRow {
+    idempotency_key: String,
+    channel: String,
+    provider: String,
+    recipient: String,
+    call_id: Option<String>,
+    flow: Option<String>,
+    node: Option<String>,
+    status: String,
+    provider_id: Option<String>,
+    error_kind: Option<String>,
+    error_code: Option<i64>,
+    attempts: Option<i64>,
+}
+
+/// Stop the gateway (its store flushes on the way out), then read what it
+/// stored: the send log, and the Call-IDs of its call records.
+fn stop_and_read_sends(gw: &mut Gateway) -> (Vec<SendRow>, Vec<String>) {
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}:\n{}",
+        gw.log()
+    );
+    let db = rusqlite::Connection::open(gw.db_path()).unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT idempotency_key, channel, provider, recipient, call_id, flow, node, status,
+                    provider_id, error_kind, error_code, attempts FROM provider_sends ORDER BY id",
+        )
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(SendRow {
+                idempotency_key: r.get(0)?,
+                channel: r.get(1)?,
+                provider: r.get(2)?,
+                recipient: r.get(3)?,
+                call_id: r.get(4)?,
+                flow: r.get(5)?,
+                node: r.get(6)?,
+                status: r.get(7)?,
+                provider_id: r.get(8)?,
+                error_kind: r.get(9)?,
+                error_code: r.get(10)?,
+                attempts: r.get(11)?,
+            })
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let mut stmt = db.prepare("SELECT call_id FROM calls ORDER BY id").unwrap();
+    let calls = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<Vec<String>, _>>()
+        .unwrap();
+    (rows, calls)
+}
+
+/// The one send a menu choice made, checked against the one call record.
+fn only_send(rows: &[SendRow], calls: &[String]) -> String {
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let row = &rows[0];
+    assert_eq!(row.recipient, "+15551234567");
+    assert_eq!(row.flow.as_deref(), Some("callbot-es"));
+    assert_eq!(row.call_id.as_ref(), Some(&calls[0]));
+    let node = row.node.clone().unwrap_or_default();
+    assert_eq!(row.idempotency_key, format!("{}:{node}", calls[0]));
+    node
+}
+
+/// The value of an unlabelled series, or of the one whose labels include
+/// all of `labels` (`key="value"` strings).
+fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let matches = if labels.is_empty() {
+            series == name
+        } else {
+            series.starts_with(&format!("{name}{{")) && labels.iter().all(|kv| series.contains(kv))
+        };
+        matches.then(|| value.parse().ok()).flatten()
+    })
 }
 
 fn gateway(stand_in_port: u16) -> Gateway {
@@ -145,8 +258,8 @@ fn press(gw: &Gateway, digit: &str) -> Sipp {
 #[test]
 fn callbot_sends_sms_to_the_caller_then_says_goodbye_and_hangs_up() {
     require("espeak-ng", "espeak-ng");
-    let (port, log) = stand_in();
-    let gw = gateway(port);
+    let (port, log, _) = stand_in();
+    let mut gw = gateway(port);
     let run = press(&gw, "2");
     assert!(run.ok(), "{}", run.describe());
     let seen = log.lock().unwrap().clone();
@@ -201,14 +314,87 @@ fn callbot_sends_sms_to_the_caller_then_says_goodbye_and_hangs_up() {
     );
     // Phone numbers never appear whole in the logs.
     assert!(!log.contains("15551234567"), "unmasked number in logs");
+
+    let (_, metrics) = gw.http_get("/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "crossline_provider_sends_total",
+            &[
+                r#"channel="sms""#,
+                r#"provider="twilio""#,
+                r#"status="sent""#
+            ]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    // The send is on record, with the whole number (the logs mask it).
+    let (rows, calls) = stop_and_read_sends(&mut gw);
+    assert_eq!(only_send(&rows, &calls), "sms");
+    let row = &rows[0];
+    assert_eq!(row.status, "sent");
+    assert_eq!(
+        (row.channel.as_str(), row.provider.as_str()),
+        ("sms", "twilio")
+    );
+    assert_eq!(row.provider_id.as_deref(), Some(TWILIO_SID));
+    assert_eq!(row.attempts, Some(1));
+    assert_eq!((row.error_kind.as_deref(), row.error_code), (None, None));
+}
+
+/// Twilio refuses the number (400, error 21211): the flow takes `on_error`,
+/// the 4xx is not retried, and the failure is on record with its code.
+#[test]
+fn callbot_records_a_refused_sms_and_takes_on_error() {
+    require("espeak-ng", "espeak-ng");
+    let (port, log, twilio_answer) = stand_in();
+    *twilio_answer.lock().unwrap() = Some((
+        400,
+        r#"{"code": 21211, "message": "The 'To' number +15551234567 is not a valid phone number.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}"#
+            .to_string(),
+    ));
+    let mut gw = gateway(port);
+    let run = press(&gw, "2");
+    assert!(run.ok(), "{}", run.describe());
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "a 4xx is never retried: {seen:?}");
+    let text = gw.log();
+    let sms = text.find("node=sms ").unwrap_or_else(|| panic!("{text}"));
+    assert!(text[sms..].contains("node=error"), "{text}");
+    assert!(!text.contains("node=sms_ok"), "{text}");
+    // Twilio's message names the number: the log shows it masked only.
+    assert!(!text.contains("15551234567"), "unmasked number in logs");
+
+    let (_, metrics) = gw.http_get("/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "crossline_provider_sends_total",
+            &[
+                r#"channel="sms""#,
+                r#"provider="twilio""#,
+                r#"status="failed""#
+            ]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let (rows, calls) = stop_and_read_sends(&mut gw);
+    assert_eq!(only_send(&rows, &calls), "sms");
+    let row = &rows[0];
+    assert_eq!(row.status, "failed");
+    assert_eq!(row.error_code, Some(21211));
+    assert_eq!(row.error_kind.as_deref(), Some("invalid_recipient"));
+    assert_eq!(row.provider_id, None);
 }
 
 /// Menu option 3: a WhatsApp template through the Cloud API stand-in.
 #[test]
 fn callbot_sends_whatsapp_template_to_the_caller() {
     require("espeak-ng", "espeak-ng");
-    let (port, log) = stand_in();
-    let gw = gateway(port);
+    let (port, log, _) = stand_in();
+    let mut gw = gateway(port);
     let run = press(&gw, "3");
     assert!(run.ok(), "{}", run.describe());
     let seen = log.lock().unwrap().clone();
@@ -230,6 +416,17 @@ fn callbot_sends_whatsapp_template_to_the_caller() {
         "+15551234567"
     );
     assert!(gw.log().contains("node=whatsapp_ok"));
+
+    let (rows, calls) = stop_and_read_sends(&mut gw);
+    assert_eq!(only_send(&rows, &calls), "whatsapp");
+    let row = &rows[0];
+    assert_eq!(row.status, "sent");
+    assert_eq!(
+        (row.channel.as_str(), row.provider.as_str()),
+        ("whatsapp", "whatsapp")
+    );
+    assert_eq!(row.provider_id.as_deref(), Some(WAMID));
+    assert_eq!(row.attempts, Some(1));
 }
 
 /// Seconds since midnight of the first log line containing `needle`.

@@ -33,8 +33,32 @@ pub enum CallRequest {
     },
     /// Silence.
     Silence { generation: u32 },
+    /// Ring `targets` (hold audio meanwhile) and bridge the first answer.
+    Transfer(TransferRequest),
     /// End the call with BYE.
     Hangup,
+}
+
+#[derive(Debug)]
+pub struct TransferRequest {
+    pub targets: Vec<String>,
+    pub parallel: bool,
+    pub ring_timeout: Duration,
+    pub trunk: Option<String>,
+    /// Spoken over the music while ringing; `None`: the default hold.
+    pub hold_message: Option<Arc<[i16]>>,
+    pub repeat_interval: Option<Duration>,
+}
+
+/// How a transfer went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferEvent {
+    /// An agent answered; the legs are bridged.
+    Bridged { target: String },
+    /// Nobody answered (408), busy (486), or another final status.
+    Failed { status: u16 },
+    /// The bridged agent hung up.
+    AgentHungUp,
 }
 
 /// What a call tells its flow.
@@ -42,6 +66,7 @@ pub enum CallRequest {
 pub enum CallSignal {
     Dtmf(char),
     PlayFinished(u32),
+    Transfer(TransferEvent),
 }
 
 /// Services every flow shares.
@@ -52,6 +77,7 @@ pub struct Services {
     pub whatsapp: Option<Arc<dyn crate::messaging::MessagingProvider>>,
     pub http: reqwest::Client,
     pub audio_dir: PathBuf,
+    pub store: Option<std::sync::Arc<dyn crate::store::Store>>,
 }
 
 /// The call ended (or the call side went away): stop the flow.
@@ -121,7 +147,7 @@ impl FlowCx {
         loop {
             match self.signals.recv().await.ok_or(Ended)? {
                 CallSignal::PlayFinished(g) if g == generation => return Ok(PlayEnd::Finished),
-                CallSignal::PlayFinished(_) => {}
+                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
                 CallSignal::Dtmf(d) => {
                     self.digits.push_back(d);
                     if barge_in {
@@ -146,6 +172,23 @@ impl FlowCx {
         self.request(CallRequest::Silence { generation })
     }
 
+    /// Ask for a transfer and wait for the next transfer event (digits
+    /// pressed meanwhile are queued).
+    pub async fn transfer(&mut self, req: TransferRequest) -> Result<TransferEvent, Ended> {
+        self.request(CallRequest::Transfer(req))?;
+        self.next_transfer_event().await
+    }
+
+    pub async fn next_transfer_event(&mut self) -> Result<TransferEvent, Ended> {
+        loop {
+            match self.signals.recv().await.ok_or(Ended)? {
+                CallSignal::Transfer(e) => return Ok(e),
+                CallSignal::Dtmf(d) => self.digits.push_back(d),
+                CallSignal::PlayFinished(_) => {}
+            }
+        }
+    }
+
     pub fn hangup(&self) -> Result<(), Ended> {
         self.request(CallRequest::Hangup)
     }
@@ -158,7 +201,7 @@ impl FlowCx {
                 _ = tokio::time::sleep_until(deadline) => return Ok(()),
                 s = self.signals.recv() => match s.ok_or(Ended)? {
                     CallSignal::Dtmf(d) => self.digits.push_back(d),
-                    CallSignal::PlayFinished(_) => {}
+                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
                 },
             }
         }
@@ -175,7 +218,7 @@ impl FlowCx {
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
                 s = self.signals.recv() => match s.ok_or(Ended)? {
                     CallSignal::Dtmf(d) => return Ok(Some(d)),
-                    CallSignal::PlayFinished(_) => {}
+                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
                 },
             }
         }
@@ -238,6 +281,7 @@ pub async fn run(mut cx: FlowCx) {
             NodeKind::Http(n) => nodes::http::run(n, &mut cx).await,
             NodeKind::SendSms(n) => nodes::send_sms::run(n, &mut cx).await,
             NodeKind::SendWhatsApp(n) => nodes::send_whatsapp::run(n, &mut cx).await,
+            NodeKind::Transfer(n) => nodes::transfer::run(n, &mut cx).await,
             NodeKind::Hangup(n) => nodes::hangup::run(n, &mut cx).await,
         };
         match result {

@@ -248,6 +248,7 @@ fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) ->
         "http" => NodeKind::Http(de(d, &key, item)?),
         "send_sms" => NodeKind::SendSms(de(d, &key, item)?),
         "send_whatsapp" => NodeKind::SendWhatsApp(de(d, &key, item)?),
+        "transfer" => NodeKind::Transfer(de(d, &key, item)?),
         "hangup" => NodeKind::Hangup(de(d, &key, item)?),
         other => {
             d.push_span(
@@ -359,6 +360,19 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                             format!("{var}: JSON pointer must start with '/': {pointer:?}"),
                         );
                     }
+                }
+            }
+            NodeKind::Transfer(t) => {
+                if t.targets.is_empty() {
+                    err(node, "targets", "list at least one SIP URI".into());
+                }
+                for target in &t.targets {
+                    if crate::sip::message::Uri::parse(target).is_err() {
+                        err(node, "targets", format!("not a SIP URI: {target:?}"));
+                    }
+                }
+                if t.ring_timeout_secs <= 0.0 {
+                    err(node, "ring_timeout_secs", "must be positive".into());
                 }
             }
             NodeKind::Hangup(h) => {

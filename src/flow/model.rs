@@ -43,6 +43,7 @@ pub enum NodeKind {
     Http(Http),
     SendSms(SendSms),
     SendWhatsApp(SendWhatsApp),
+    Transfer(Transfer),
     Hangup(Hangup),
 }
 
@@ -57,6 +58,7 @@ pub const NODE_TYPES: &[&str] = &[
     "http",
     "send_sms",
     "send_whatsapp",
+    "transfer",
     "hangup",
 ];
 
@@ -72,6 +74,7 @@ impl NodeKind {
             NodeKind::Http(_) => "http",
             NodeKind::SendSms(_) => "send_sms",
             NodeKind::SendWhatsApp(_) => "send_whatsapp",
+            NodeKind::Transfer(_) => "transfer",
             NodeKind::Hangup(_) => "hangup",
         }
     }
@@ -89,6 +92,7 @@ impl NodeKind {
             NodeKind::Http(n) => [("next", &n.next), ("on_error", &n.on_error)],
             NodeKind::SendSms(n) => [("next", &n.next), ("on_error", &n.on_error)],
             NodeKind::SendWhatsApp(n) => [("next", &n.next), ("on_error", &n.on_error)],
+            NodeKind::Transfer(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
             NodeKind::Hangup(_) => [("next", &None), ("next", &None)],
         };
         for (key, v) in optional {
@@ -344,6 +348,52 @@ pub struct SendWhatsApp {
     pub next: Option<String>,
     #[serde(default)]
     pub on_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Ring {
+    /// One target at a time, each for `ring_timeout_secs`.
+    #[default]
+    Sequential,
+    /// All targets at once; the first to answer wins.
+    Parallel,
+}
+
+fn twenty_secs() -> f64 {
+    20.0
+}
+
+/// Transfer to a team or agent: ring SIP targets while the caller hears
+/// hold music (and a hold message, if set), then bridge the two legs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// SIP URIs, e.g. "sip:agent1@192.0.2.10:5060".
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub ring: Ring,
+    #[serde(default = "twenty_secs")]
+    pub ring_timeout_secs: f64,
+    /// Send through this trunk (its proxy, credentials and caller ID).
+    #[serde(default)]
+    pub trunk: Option<String>,
+    /// Spoken over the hold music while ringing; unset: the default hold.
+    #[serde(default)]
+    pub hold_message: Option<String>,
+    #[serde(default = "default_language")]
+    pub language: String,
+    #[serde(default)]
+    pub repeat_interval_secs: Option<u64>,
+    /// After the agent hangs up; unset: the call ends.
+    #[serde(default)]
+    pub next: Option<String>,
+    /// No answer, busy or failure.
+    #[serde(default)]
+    pub on_failure: Option<String>,
 }
 
 /// End the call, after an optional goodbye played in full.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::dtmf::{DtmfReceiver, DtmfSender};
 use super::g711;
+use super::jitter::{JitterBuffer, JitterConfig};
 use super::player::{crossfade, FrameNote, Player};
 use super::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender};
 use super::rtp_packet::{parse_rtp, write_rtp};
@@ -61,6 +62,58 @@ pub enum Command {
     SetSending(StreamId, bool),
     /// Send an RFC 4733 digit (replaces audio for its duration).
     SendDtmf(StreamId, char, u32),
+    /// Relay audio both ways between two streams on this loop, through a
+    /// jitter buffer per direction; DTMF is passed through as RFC 4733.
+    Bridge(StreamId, StreamId),
+    /// Stop relaying; both streams go back to their players.
+    Unbridge(StreamId),
+}
+
+/// One direction of a bridge: audio received on a stream, waiting to be
+/// played to its peer.
+struct BridgeEnd {
+    peer: StreamId,
+    jitter: JitterBuffer,
+    /// A digit received from the peer, to send on this stream.
+    pending_dtmf: Option<char>,
+    /// Packets that aren't 20 ms (e.g. 30 ms ptime) are cut into 20 ms
+    /// frames here, numbered in arrival order.
+    partial: [i16; FRAME_SAMPLES],
+    partial_len: usize,
+    next_seq: u16,
+    next_ts: u32,
+}
+
+impl BridgeEnd {
+    fn new(peer: StreamId) -> Option<BridgeEnd> {
+        Some(BridgeEnd {
+            peer,
+            jitter: JitterBuffer::new(JitterConfig::default()).ok()?,
+            pending_dtmf: None,
+            partial: [0; FRAME_SAMPLES],
+            partial_len: 0,
+            next_seq: 0,
+            next_ts: 0,
+        })
+    }
+
+    /// Queue decoded audio of any length as 20 ms frames.
+    fn push_samples(&mut self, now_ms: u64, samples: &[i16]) {
+        for &x in samples {
+            if let Some(slot) = self.partial.get_mut(self.partial_len) {
+                *slot = x;
+                self.partial_len += 1;
+            }
+            if self.partial_len == FRAME_SAMPLES {
+                let frame = self.partial;
+                self.jitter
+                    .push(now_ms, self.next_seq, self.next_ts, &frame);
+                self.next_seq = self.next_seq.wrapping_add(1);
+                self.next_ts = self.next_ts.wrapping_add(FRAME_SAMPLES as u32);
+                self.partial_len = 0;
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,6 +314,8 @@ fn run(
     let mut tick: u64 = 0;
     let mut subtick: u64 = 0;
     let mut groups = Groups::default();
+    let mut bridges: std::collections::HashMap<StreamId, BridgeEnd> =
+        std::collections::HashMap::with_capacity(256);
     let mut deadline = clock::now();
     let mut pcm = [0i16; FRAME_SAMPLES];
     let mut fade_buf = [0i16; FRAME_SAMPLES];
@@ -268,6 +323,7 @@ fn run(
     let mut packet = [0u8; 12 + FRAME_SAMPLES + 64];
     let mut rx = [0u8; 2048];
     let mut rtcp_buf = [0u8; 512];
+    let mut rx_pcm = [0i16; 480];
     while !stop.load(Ordering::Relaxed) {
         deadline = clock::add(deadline, SUBTICK);
         let now = clock::now();
@@ -290,7 +346,7 @@ fn run(
         let now_ms = clock::millis(tick_start);
 
         while let Ok(cmd) = commands.pop() {
-            groups.apply(cmd);
+            groups.apply(cmd, &mut bridges);
         }
         stats.streams.store(groups.len() as u64, Ordering::Relaxed);
 
@@ -299,8 +355,10 @@ fn run(
         };
         for s in streams.iter_mut() {
             s.ticks_since_rx = s.ticks_since_rx.saturating_add(1);
-            // Each stream's socket is polled on its own slot of the cycle.
-            if (s.spec.id % u64::from(rx_poll_ticks)) as u32 == poll_slot {
+            // Each stream's socket is polled on its own slot of the cycle;
+            // bridged streams every tick, since their audio is relayed.
+            let bridged = bridges.contains_key(&s.spec.id);
+            if bridged || (s.spec.id % u64::from(rx_poll_ticks)) as u32 == poll_slot {
                 // Drain incoming RTP: latch to its source (symmetric RTP).
                 let mut got = 0u64;
                 while let Ok((n, from)) = s.spec.socket.recv_from(&mut rx) {
@@ -315,6 +373,21 @@ fn run(
                                     .on_packet(view.timestamp, view.marker, view.payload)
                             {
                                 let _ = events.send(MediaEvent::Dtmf(s.spec.id, d.digit));
+                                let peer = bridges.get(&s.spec.id).map(|b| b.peer);
+                                if let Some(end) = peer.and_then(|p| bridges.get_mut(&p)) {
+                                    end.pending_dtmf = Some(d.digit);
+                                }
+                            }
+                        } else if view.payload_type == s.spec.payload_type {
+                            if let Some(end) = bridges.get_mut(&s.spec.id) {
+                                // G.711: one byte per sample, any packet size.
+                                for chunk in view.payload.chunks(rx_pcm.len()) {
+                                    let n = match s.spec.encoding {
+                                        Encoding::Pcmu => g711::decode_ulaw(chunk, &mut rx_pcm),
+                                        Encoding::Pcma => g711::decode_alaw(chunk, &mut rx_pcm),
+                                    };
+                                    end.push_samples(now_ms, rx_pcm.get(..n).unwrap_or_default());
+                                }
                             }
                         }
                         // Latch once: later sources can't hijack the stream.
@@ -359,12 +432,26 @@ fn run(
                 s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
                 continue;
             }
-            match s.player.fill(&mut pcm) {
-                FrameNote::Finished => {
-                    let _ = events.send(MediaEvent::SourceFinished(s.spec.id, s.generation));
+            // Bridged: play what the peer's jitter buffer holds, not the player.
+            let peer = bridges.get(&s.spec.id).map(|b| b.peer);
+            if let Some(from_peer) = peer.and_then(|p| bridges.get_mut(&p)) {
+                from_peer.jitter.pop(now_ms, &mut pcm);
+                if let Some(d) = bridges
+                    .get_mut(&s.spec.id)
+                    .and_then(|b| b.pending_dtmf.take())
+                {
+                    if let Ok(sender) = DtmfSender::new(d, 100, 10) {
+                        s.dtmf_tx = Some((sender, s.timestamp));
+                    }
                 }
-                FrameNote::TalkStart => s.marker_next = true,
-                FrameNote::None => {}
+            } else {
+                match s.player.fill(&mut pcm) {
+                    FrameNote::Finished => {
+                        let _ = events.send(MediaEvent::SourceFinished(s.spec.id, s.generation));
+                    }
+                    FrameNote::TalkStart => s.marker_next = true,
+                    FrameNote::None => {}
+                }
             }
             if let Some(mut old) = s.fading_from.take() {
                 old.fill(&mut fade_buf);
@@ -435,7 +522,11 @@ impl Groups {
             .find(|s| s.spec.id == id)
     }
 
-    fn apply(&mut self, cmd: Command) {
+    fn apply(
+        &mut self,
+        cmd: Command,
+        bridges: &mut std::collections::HashMap<StreamId, BridgeEnd>,
+    ) {
         match cmd {
             Command::Start(spec) => {
                 // A blocking socket would stall every stream on this loop.
@@ -452,6 +543,7 @@ impl Groups {
                 }
             }
             Command::Stop(id) => {
+                unbridge(bridges, id);
                 for g in self.0.iter_mut() {
                     if let Some(i) = g.iter().position(|s| s.spec.id == id) {
                         let mut s = g.swap_remove(i);
@@ -468,6 +560,20 @@ impl Groups {
                     }
                 }
             }
+            Command::Bridge(a, b) => {
+                unbridge(bridges, a);
+                unbridge(bridges, b);
+                if let (Some(ea), Some(eb)) = (BridgeEnd::new(b), BridgeEnd::new(a)) {
+                    bridges.insert(a, ea);
+                    bridges.insert(b, eb);
+                }
+                for id in [a, b] {
+                    if let Some(s) = self.find_mut(id) {
+                        s.marker_next = true;
+                    }
+                }
+            }
+            Command::Unbridge(id) => unbridge(bridges, id),
             Command::SendDtmf(id, digit, duration_ms) => {
                 if let Some(s) = self.find_mut(id) {
                     if let Ok(sender) = DtmfSender::new(digit, duration_ms, 10) {
@@ -497,6 +603,13 @@ impl Groups {
                 }
             }
         }
+    }
+}
+
+/// Remove both directions of the bridge `id` is in.
+fn unbridge(bridges: &mut std::collections::HashMap<StreamId, BridgeEnd>, id: StreamId) {
+    if let Some(end) = bridges.remove(&id) {
+        bridges.remove(&end.peer);
     }
 }
 
@@ -789,5 +902,106 @@ mod tests {
             .max()
             .unwrap();
         assert!(step < 1000, "crossfaded, largest step {step}");
+    }
+
+    /// Two bridged streams relay audio both ways (any packet size) and pass
+    /// DTMF through as RFC 4733.
+    #[test]
+    fn bridge_relays_audio_and_dtmf_between_streams() {
+        let caller_far = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let agent_far = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&caller_far, &agent_far] {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        }
+        let caller_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let agent_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let agent_addr = agent_sock.local_addr().unwrap();
+        let caller_addr = caller_sock.local_addr().unwrap();
+        let (ev_tx, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let spec = |id, socket, remote, encoding, pt| StreamSpec {
+            id,
+            socket,
+            rtcp_socket: None,
+            remote,
+            encoding,
+            payload_type: pt,
+            source: Source::Silence,
+            rtp_timeout: Duration::ZERO,
+            telephone_event_pt: Some(101),
+        };
+        let s1 = spec(
+            1,
+            caller_sock,
+            caller_far.local_addr().unwrap(),
+            Encoding::Pcmu,
+            0,
+        );
+        let s2 = spec(
+            2,
+            agent_sock,
+            agent_far.local_addr().unwrap(),
+            Encoding::Pcma,
+            8,
+        );
+        assert!(handle.send(Command::Start(Box::new(s1))).is_ok());
+        assert!(handle.send(Command::Start(Box::new(s2))).is_ok());
+        assert!(handle.send(Command::Bridge(1, 2)).is_ok());
+        // The agent talks in 30 ms A-law packets (a steady -8000 level).
+        let mut a_law = [0u8; 240];
+        crate::media::g711::encode_alaw(&[-8000i16; 240], &mut a_law);
+        let mut packet = [0u8; 300];
+        let mut heard = 0;
+        let mut buf = [0u8; 512];
+        for i in 0..40u16 {
+            let n = write_rtp(&mut packet, 8, false, i, u32::from(i) * 240, 99, &a_law).unwrap();
+            agent_far.send_to(&packet[..n], agent_addr).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            while let Ok((n, _)) = caller_far.recv_from(&mut buf) {
+                let v = parse_rtp(&buf[..n]).unwrap();
+                if v.payload_type == 0 {
+                    let mut pcm = [0i16; 160];
+                    crate::media::g711::decode_ulaw(v.payload, &mut pcm);
+                    // A-law then µ-law quantisation: within a step or two.
+                    if pcm.iter().all(|&x| (x + 8000).abs() < 600) {
+                        heard += 1;
+                    }
+                }
+                if caller_far
+                    .set_read_timeout(Some(Duration::from_millis(1)))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            caller_far
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+        }
+        assert!(heard >= 20, "caller heard the agent in {heard} frames");
+        // A digit from the caller reaches the agent as telephone-event.
+        let mut sender = crate::media::dtmf::DtmfSender::new('7', 60, 10).unwrap();
+        let mut ev = [0u8; 4];
+        let mut seq = 500u16;
+        while let Some((marker, _)) = sender.next_payload(&mut ev) {
+            let n = write_rtp(&mut packet, 101, marker, seq, 8000, 5, &ev).unwrap();
+            caller_far.send_to(&packet[..n], caller_addr).unwrap();
+            seq += 1;
+        }
+        let mut digits = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline && digits.len() < 3 {
+            if let Ok((n, _)) = agent_far.recv_from(&mut buf) {
+                let v = parse_rtp(&buf[..n]).unwrap();
+                if v.payload_type == 101 {
+                    digits.push(crate::media::dtmf::parse_event(v.payload).unwrap().digit());
+                }
+            }
+        }
+        assert!(
+            !digits.is_empty() && digits.iter().all(|d| *d == Some('7')),
+            "{digits:?}"
+        );
+        handle.shutdown();
     }
 }

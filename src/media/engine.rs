@@ -143,6 +143,48 @@ impl MediaEngine {
     ) -> Result<(), MediaError> {
         let loop_index = self.next_loop % self.loops.len().max(1);
         self.next_loop = self.next_loop.wrapping_add(1);
+        self.start_on(loop_index, id, reservation, media, source)
+    }
+
+    /// Start a stream on the same audio loop as `near`, so the two can be
+    /// bridged without crossing threads.
+    pub fn start_stream_near(
+        &mut self,
+        near: StreamId,
+        id: StreamId,
+        reservation: Reservation,
+        media: &Negotiated,
+        source: Source,
+    ) -> Result<(), MediaError> {
+        let loop_index = match self.streams.get(&near) {
+            Some(slot) => slot.loop_index,
+            None => {
+                let i = self.next_loop % self.loops.len().max(1);
+                self.next_loop = self.next_loop.wrapping_add(1);
+                i
+            }
+        };
+        self.start_on(loop_index, id, reservation, media, source)
+    }
+
+    /// Relay audio (and DTMF) between two streams started with
+    /// [`MediaEngine::start_stream_near`].
+    pub fn bridge(&mut self, a: StreamId, b: StreamId) {
+        self.command(a, Command::Bridge(a, b));
+    }
+
+    pub fn unbridge(&mut self, a: StreamId) {
+        self.command(a, Command::Unbridge(a));
+    }
+
+    fn start_on(
+        &mut self,
+        loop_index: usize,
+        id: StreamId,
+        reservation: Reservation,
+        media: &Negotiated,
+        source: Source,
+    ) -> Result<(), MediaError> {
         let port = reservation.port;
         let spec = StreamSpec {
             id,

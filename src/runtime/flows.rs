@@ -31,6 +31,7 @@ impl Drop for FlowTask {
 pub(super) fn services(
     config: &crate::config::Config,
     clips: Arc<crate::media::clips::ClipCache>,
+    store: Arc<dyn crate::store::Store>,
 ) -> anyhow::Result<Services> {
     let tts = match (
         crate::tts::build_provider(&config.tts),
@@ -54,6 +55,7 @@ pub(super) fn services(
         whatsapp: providers.whatsapp,
         http,
         audio_dir: config.media.audio_dir.clone(),
+        store: Some(store),
     })
 }
 
@@ -118,6 +120,7 @@ impl Gateway {
                 self.media
                     .set_source_tagged(id, Source::Silence, generation)
             }
+            CallRequest::Transfer(req) => self.start_transfer(now, call, req),
             CallRequest::Hangup => {
                 let _ = self.endpoint.hangup(now, call);
             }

@@ -6,6 +6,7 @@
 
 mod flows;
 mod routing;
+mod transfer;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -83,6 +84,7 @@ struct Gateway {
     services: std::sync::Arc<crate::flow::interp::Services>,
     flow_requests: mpsc::UnboundedSender<(CallId, crate::flow::interp::CallRequest)>,
     flows: HashMap<CallId, flows::FlowTask>,
+    transfers: transfer::Transfers,
 }
 
 /// Named prompts rendered by TTS at start and on reload.
@@ -159,7 +161,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         .clip(&PathBuf::from(DEMO_CLIP))
         .context("loading the demo flow's audio")?;
     let hold = std::sync::Arc::new(load_hold_program(&config, &prompts, &mut media)?);
-    let services = std::sync::Arc::new(flows::services(&config, media.clip_cache())?);
+    let services =
+        std::sync::Arc::new(flows::services(&config, media.clip_cache(), store.clone())?);
     let (flow_requests, mut flow_rx) = mpsc::unbounded_channel();
 
     let now = Instant::now();
@@ -182,6 +185,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         services,
         flow_requests,
         flows: HashMap::new(),
+        transfers: transfer::Transfers::default(),
     };
     gw.start_registrations(now).await;
     gw.flush();
@@ -202,6 +206,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             drain_deadline,
             hard_stop,
             next_ring,
+            gw.transfers.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -248,6 +253,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         let now = Instant::now();
         gw.endpoint.handle_timeout(now);
         gw.answer_due(now);
+        gw.transfer_timeouts(now);
         if drain_deadline.is_some_and(|d| now >= d) {
             drain_deadline = None;
             tracing::info!(
@@ -463,6 +469,14 @@ impl Gateway {
         while let Some(ev) = self.endpoint.poll_event() {
             match ev {
                 Event::IncomingCall(inc) => self.incoming(now, inc),
+                Event::CallEstablished { call, media } if self.transfers.is_agent_leg(call) => {
+                    self.agent_answered(now, call, media)
+                }
+                Event::CallEnded { call, cause } if self.transfers.is_agent_leg(call) => {
+                    tracing::info!(%call, ?cause, "agent leg ended");
+                    self.finish_record(call, &cause);
+                    self.agent_ended(now, call, &cause);
+                }
                 Event::CallEstablished { call, media } => {
                     if let Some(CallMedia::Reserved(..)) = self.calls.get(&call) {
                         if let (Some(CallMedia::Reserved(r, flow)), Some(m)) =
@@ -477,6 +491,7 @@ impl Gateway {
                     tracing::info!(%call, ?cause, "call ended");
                     self.finish_record(call, &cause);
                     self.end_flow(call);
+                    self.caller_ended(now, call);
                     self.ringing.retain(|(_, c, _)| *c != call);
                     match self.calls.remove(&call) {
                         Some(CallMedia::Streaming(_)) => self.media.stop_stream(call.0),

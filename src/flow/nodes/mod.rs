@@ -10,6 +10,7 @@ pub mod say;
 pub mod send_sms;
 pub mod send_whatsapp;
 pub mod set;
+pub mod transfer;
 
 use super::interp::FlowCx;
 

@@ -2,8 +2,10 @@
 
 use crate::flow::interp::{Ended, FlowCx, Next};
 use crate::flow::model::SendWhatsApp;
+use crate::flow::send_log;
 use crate::flow::template::render;
 use crate::messaging::{MessageKind, OutboundMessage};
+use crate::store::SendChannel;
 
 pub async fn run(node: &SendWhatsApp, cx: &mut FlowCx) -> Result<Next, Ended> {
     let to = super::recipient(&node.to, cx);
@@ -29,7 +31,16 @@ pub async fn run(node: &SendWhatsApp, cx: &mut FlowCx) -> Result<Next, Ended> {
             node.id
         ),
     };
-    match provider.send(&msg).await {
+    let result = provider.send(&msg).await;
+    send_log::record(
+        cx,
+        SendChannel::WhatsApp,
+        provider.name(),
+        &node.id,
+        &msg,
+        &result,
+    );
+    match result {
         Ok(receipt) => {
             tracing::info!(call = %cx.call, node = %node.id, to = %crate::mask::phone(&to), id = %receipt.provider_id, "WhatsApp sent");
             cx.vars

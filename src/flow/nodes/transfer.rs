@@ -1,0 +1,47 @@
+//! `transfer`: ring a team or an agent with hold audio for the caller, then
+//! bridge. No answer, busy or failure takes `on_failure`.
+
+use std::time::Duration;
+
+use crate::flow::interp::{Ended, FlowCx, Next, TransferEvent, TransferRequest};
+use crate::flow::model::{Ring, Transfer};
+use crate::flow::template::render;
+use crate::tts::TtsRequest;
+
+pub async fn run(node: &Transfer, cx: &mut FlowCx) -> Result<Next, Ended> {
+    let hold_message = match &node.hold_message {
+        Some(text) => {
+            let req = TtsRequest {
+                text: render(text, &cx.vars),
+                language: node.language.clone(),
+                voice: None,
+                rate_wpm: None,
+            };
+            cx.speech(&req).await.ok()
+        }
+        None => None,
+    };
+    let req = TransferRequest {
+        targets: node.targets.iter().map(|t| render(t, &cx.vars)).collect(),
+        parallel: node.ring == Ring::Parallel,
+        ring_timeout: Duration::from_secs_f64(node.ring_timeout_secs),
+        trunk: node.trunk.clone(),
+        hold_message,
+        repeat_interval: node.repeat_interval_secs.map(Duration::from_secs),
+    };
+    match cx.transfer(req).await? {
+        TransferEvent::Bridged { target } => {
+            cx.vars.insert(format!("{}.agent", node.id), target);
+            // Connected: wait until the agent hangs up (the caller hanging
+            // up ends the flow on its own).
+            while cx.next_transfer_event().await? != TransferEvent::AgentHungUp {}
+            Ok(node.next.clone())
+        }
+        TransferEvent::Failed { status } => {
+            cx.vars
+                .insert(format!("{}.status", node.id), status.to_string());
+            Ok(node.on_failure.clone())
+        }
+        TransferEvent::AgentHungUp => Ok(node.next.clone()),
+    }
+}

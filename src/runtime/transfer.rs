@@ -1,0 +1,355 @@
+//! Transfers on the call-control side: ring agent legs as outbound calls
+//! (one at a time or all at once) while the caller hears hold audio, then
+//! bridge the first answer through the audio loop.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Gateway;
+use crate::flow::interp::{CallSignal, TransferEvent, TransferRequest};
+use crate::media::audio_loop::{HoldProgram, Source};
+use crate::media::engine::Reservation;
+use crate::sdp::Negotiated;
+use crate::sip::endpoint::{CallId, EndCause, OutgoingCall, Transport};
+use crate::sip::message::Uri;
+use crate::store::CallRecord;
+
+/// One caller's transfer in progress.
+pub(super) struct Transfer {
+    pending: VecDeque<String>,
+    parallel: bool,
+    ring_timeout: Duration,
+    trunk: Option<crate::config::TrunkConfig>,
+    /// Ringing legs and when each gives up.
+    ringing: Vec<(CallId, Instant, String)>,
+    bridged: Option<CallId>,
+    last_status: u16,
+}
+
+/// An agent leg: which caller it serves and its media until it starts.
+pub(super) struct AgentLeg {
+    caller: CallId,
+    target: String,
+    reservation: Option<Reservation>,
+    /// We cancelled it for ringing too long: report 408, not 487.
+    timed_out: bool,
+}
+
+#[derive(Default)]
+pub(super) struct Transfers {
+    by_caller: HashMap<CallId, Transfer>,
+    legs: HashMap<CallId, AgentLeg>,
+}
+
+impl Transfers {
+    pub(super) fn is_agent_leg(&self, call: CallId) -> bool {
+        self.legs.contains_key(&call)
+    }
+
+    /// The earliest ring timeout.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.by_caller
+            .values()
+            .flat_map(|t| t.ringing.iter().map(|(_, at, _)| *at))
+            .min()
+    }
+}
+
+/// A literal address for a SIP URI (trunk proxies and agents are
+/// configured by address; DNS resolution happens at start for registrars).
+fn literal_destination(uri: &Uri) -> Option<SocketAddr> {
+    let host = uri.host.trim_matches(|c| c == '[' || c == ']');
+    host.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+}
+
+impl Gateway {
+    pub(super) fn start_transfer(&mut self, now: Instant, caller: CallId, req: TransferRequest) {
+        let trunk = req
+            .trunk
+            .as_ref()
+            .and_then(|name| self.config.trunks.iter().find(|t| &t.name == name).cloned());
+        // Hold audio while the agents ring.
+        let hold = match req.hold_message {
+            Some(message) => Arc::new(HoldProgram::new(
+                self.hold.music.to_vec(),
+                Some(message),
+                req.repeat_interval
+                    .unwrap_or(Duration::from_secs(self.config.media.hold_repeat_secs)),
+                self.config.media.hold_duck_db,
+            )),
+            None => self.hold.clone(),
+        };
+        self.media.set_source(caller.0, Source::Hold(hold));
+        let mut t = Transfer {
+            pending: req.targets.into(),
+            parallel: req.parallel,
+            ring_timeout: req.ring_timeout,
+            trunk,
+            ringing: Vec::new(),
+            bridged: None,
+            last_status: 480,
+        };
+        let first: Vec<String> = if t.parallel {
+            t.pending.drain(..).collect()
+        } else {
+            t.pending.pop_front().into_iter().collect()
+        };
+        self.transfers.by_caller.insert(caller, t);
+        for target in first {
+            self.dial(now, caller, target);
+        }
+        self.transfer_settle(caller);
+    }
+
+    /// Place one agent leg; a failure to even start counts as a failed leg.
+    fn dial(&mut self, now: Instant, caller: CallId, target: String) {
+        let Some(t) = self.transfers.by_caller.get(&caller) else {
+            return;
+        };
+        let trunk = t.trunk.clone();
+        let ring_timeout = t.ring_timeout;
+        let Ok(uri) = Uri::parse(&target) else {
+            tracing::warn!(%caller, "transfer: bad target URI");
+            return;
+        };
+        let proxy = trunk
+            .as_ref()
+            .and_then(|tr| tr.outbound_proxy.as_deref())
+            .and_then(|p| Uri::parse(p).ok());
+        let Some(destination) = literal_destination(proxy.as_ref().unwrap_or(&uri)) else {
+            tracing::warn!(%caller, "transfer: target host must be an IP address");
+            return;
+        };
+        let reservation = match self.media.reserve() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%caller, %e, "transfer: no RTP port");
+                return;
+            }
+        };
+        let caller_id = trunk
+            .as_ref()
+            .and_then(|tr| tr.caller_id.clone())
+            .or_else(|| self.records.get(&caller).map(|r| r.caller.clone()))
+            .unwrap_or_else(|| "crossline".into());
+        let spec = OutgoingCall {
+            target: uri.clone(),
+            destination,
+            transport: match trunk.as_ref().map(|tr| tr.outbound_transport) {
+                Some(crate::config::TransportName::Tcp) => Transport::Tcp,
+                _ => Transport::Udp,
+            },
+            from_user: caller_id.clone(),
+            from_display: None,
+            local_media: self.local_media(reservation.port),
+            credentials: trunk
+                .as_ref()
+                .and_then(|tr| tr.username.clone().zip(tr.password.clone())),
+            extra_headers: Vec::new(),
+        };
+        match self.endpoint.invite(now, spec) {
+            Ok(agent) => {
+                tracing::info!(%caller, %agent, "transfer: ringing agent");
+                self.records.insert(
+                    agent,
+                    CallRecord {
+                        call_id: String::new(),
+                        direction: "outbound",
+                        did: uri.user.clone().unwrap_or_default(),
+                        caller: caller_id,
+                        trunk: trunk.map(|tr| tr.name),
+                        flow: None,
+                        started_at: std::time::SystemTime::now(),
+                        answered_at: None,
+                        ended_at: std::time::SystemTime::now(),
+                        outcome: String::new(),
+                        sip_status: None,
+                    },
+                );
+                self.transfers.legs.insert(
+                    agent,
+                    AgentLeg {
+                        caller,
+                        target: target.clone(),
+                        reservation: Some(reservation),
+                        timed_out: false,
+                    },
+                );
+                if let Some(t) = self.transfers.by_caller.get_mut(&caller) {
+                    t.ringing.push((agent, now + ring_timeout, target));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%caller, %e, "transfer: cannot place the call");
+                self.media.cancel(reservation);
+            }
+        }
+    }
+
+    /// An agent answered.
+    pub(super) fn agent_answered(
+        &mut self,
+        now: Instant,
+        agent: CallId,
+        media: Option<Negotiated>,
+    ) {
+        let Some(leg) = self.transfers.legs.get_mut(&agent) else {
+            return;
+        };
+        let caller = leg.caller;
+        let target = leg.target.clone();
+        let reservation = leg.reservation.take();
+        let Some(t) = self.transfers.by_caller.get_mut(&caller) else {
+            return;
+        };
+        if let Some(r) = self.records.get_mut(&agent) {
+            r.answered_at = Some(std::time::SystemTime::now());
+        }
+        if t.bridged.is_some() {
+            // A second answer in a parallel ring: too late.
+            let _ = self.endpoint.hangup(now, agent);
+            if let Some(r) = reservation {
+                self.media.cancel(r);
+            }
+            return;
+        }
+        t.bridged = Some(agent);
+        let others: Vec<CallId> = t
+            .ringing
+            .drain(..)
+            .map(|(c, _, _)| c)
+            .filter(|c| *c != agent)
+            .collect();
+        t.pending.clear();
+        for other in others {
+            let _ = self.endpoint.hangup(now, other);
+        }
+        let (Some(r), Some(media)) = (reservation, media) else {
+            let _ = self.endpoint.hangup(now, agent);
+            return;
+        };
+        match self
+            .media
+            .start_stream_near(caller.0, agent.0, r, &media, Source::Silence)
+        {
+            Ok(()) => {
+                self.media.bridge(caller.0, agent.0);
+                tracing::info!(%caller, %agent, "transfer: bridged");
+                self.flow_signal(
+                    caller,
+                    CallSignal::Transfer(TransferEvent::Bridged { target }),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(%caller, %e, "transfer: media failed");
+                let _ = self.endpoint.hangup(now, agent);
+            }
+        }
+    }
+
+    /// An agent leg ended: try the next target, report failure, or (when
+    /// it was bridged) tell the flow the agent hung up.
+    pub(super) fn agent_ended(&mut self, now: Instant, agent: CallId, cause: &EndCause) {
+        let Some(mut leg) = self.transfers.legs.remove(&agent) else {
+            return;
+        };
+        if let Some(r) = leg.reservation.take() {
+            self.media.cancel(r);
+        }
+        let caller = leg.caller;
+        let Some(t) = self.transfers.by_caller.get_mut(&caller) else {
+            self.media.stop_stream(agent.0);
+            return;
+        };
+        if t.bridged == Some(agent) {
+            self.media.unbridge(caller.0);
+            self.media.stop_stream(agent.0);
+            self.media.set_source(caller.0, Source::Silence);
+            self.transfers.by_caller.remove(&caller);
+            self.flow_signal(caller, CallSignal::Transfer(TransferEvent::AgentHungUp));
+            return;
+        }
+        t.ringing.retain(|(c, _, _)| *c != agent);
+        t.last_status = match cause {
+            _ if leg.timed_out => 408,
+            EndCause::Rejected { status, .. } => *status,
+            EndCause::Timeout => 408,
+            _ => t.last_status,
+        };
+        if !t.parallel {
+            if let Some(next) = t.pending.pop_front() {
+                self.dial(now, caller, next);
+            }
+        }
+        self.transfer_settle(caller);
+    }
+
+    /// Nothing ringing, nothing left to try, nobody bridged: it failed.
+    fn transfer_settle(&mut self, caller: CallId) {
+        let Some(t) = self.transfers.by_caller.get(&caller) else {
+            return;
+        };
+        if t.bridged.is_none() && t.ringing.is_empty() && t.pending.is_empty() {
+            let status = t.last_status;
+            self.transfers.by_caller.remove(&caller);
+            self.media.set_source(caller.0, Source::Silence);
+            tracing::info!(%caller, status, "transfer failed");
+            self.flow_signal(
+                caller,
+                CallSignal::Transfer(TransferEvent::Failed { status }),
+            );
+        }
+    }
+
+    /// Ring timeouts: cancel legs that rang too long.
+    pub(super) fn transfer_timeouts(&mut self, now: Instant) {
+        let expired: Vec<CallId> = self
+            .transfers
+            .by_caller
+            .values()
+            .flat_map(|t| t.ringing.iter())
+            .filter(|(_, at, _)| *at <= now)
+            .map(|(c, _, _)| *c)
+            .collect();
+        for agent in expired {
+            tracing::info!(%agent, "transfer: no answer in time");
+            if let Some(leg) = self.transfers.legs.get_mut(&agent) {
+                leg.timed_out = true;
+            }
+            if let Some(t) = self
+                .transfers
+                .legs
+                .get(&agent)
+                .and_then(|l| self.transfers.by_caller.get_mut(&l.caller))
+            {
+                // Keep it out of the ringing list; its CallEnded finishes it.
+                for (c, at, _) in t.ringing.iter_mut() {
+                    if *c == agent {
+                        *at = now + Duration::from_secs(3600);
+                    }
+                }
+                t.last_status = 408;
+            }
+            let _ = self.endpoint.hangup(now, agent);
+        }
+    }
+
+    /// The caller is gone: hang up every agent leg of theirs.
+    pub(super) fn caller_ended(&mut self, now: Instant, caller: CallId) {
+        let Some(t) = self.transfers.by_caller.remove(&caller) else {
+            return;
+        };
+        let mut agents: Vec<CallId> = t.ringing.iter().map(|(c, _, _)| *c).collect();
+        agents.extend(t.bridged);
+        for agent in agents {
+            let _ = self.endpoint.hangup(now, agent);
+            if t.bridged == Some(agent) {
+                self.media.stop_stream(agent.0);
+            }
+        }
+    }
+}

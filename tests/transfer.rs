@@ -1,0 +1,248 @@
+//! Transfer to an agent, end to end: a SIPp caller picks "agent" with RFC
+//! 2833 DTMF, crossline rings a SIPp agent while the caller hears hold music,
+//! bridges the legs when the agent answers, and takes the fallback when
+//! nobody answers.
+
+mod common;
+
+use std::f64::consts::PI;
+use std::time::Duration;
+
+use common::*;
+
+fn write_tone(path: &std::path::Path, freq: f64, secs: f64) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..(secs * 8000.0) as usize {
+        let t = i as f64 / 8000.0;
+        w.write_sample((8000.0 * (2.0 * PI * freq * t).sin()) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+fn tone_level(samples: &[f64], freq: f64) -> f64 {
+    let k = 2.0 * (2.0 * PI * freq / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &x in samples {
+        let s0 = x + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - k * s1 * s2).sqrt() / samples.len() as f64
+}
+
+fn ulaw_to_linear(u: u8) -> f64 {
+    let u = !u;
+    let sign = u & 0x80;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = u & 0x0F;
+    let magnitude = ((i32::from(mantissa) << 3) + 0x84) << exponent;
+    f64::from(if sign != 0 {
+        0x84 - magnitude
+    } else {
+        magnitude - 0x84
+    })
+}
+
+/// A gateway whose "support" flow offers an agent on key 1.
+fn gateway(agent_port: u16, ring_timeout: f64) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    write_tone(&dir.path().join("music.wav"), 400.0, 4.0);
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(
+        flows.join("support.toml"),
+        format!(
+            r#"name = "support"
+
+[[nodes]]
+id = "menu"
+type = "gather"
+prompt = "Press 1 for an agent."
+timeout_secs = 10
+branches = {{ "1" = "agent" }}
+on_failure = "bye"
+
+[[nodes]]
+id = "agent"
+type = "transfer"
+targets = ["sip:agent@127.0.0.1:{agent_port}"]
+ring_timeout_secs = {ring_timeout}
+next = "after"
+on_failure = "sorry"
+
+[[nodes]]
+id = "after"
+type = "hangup"
+message = "The agent has left. Goodbye."
+
+[[nodes]]
+id = "sorry"
+type = "hangup"
+message = "Nobody is available. Goodbye."
+
+[[nodes]]
+id = "bye"
+type = "hangup"
+"#
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(&format!(
+        "[media]\nhold_music = [\"{}\"]\nhold_message = \"\"\n\n[flows]\ndir = \"{}\"\n\n[[routes]]\nflow = \"support\"\n",
+        dir.path().join("music.wav").display(),
+        flows.display()
+    ));
+    (gw, dir)
+}
+
+fn press_one(gw: &Gateway) -> String {
+    let text = std::fs::read_to_string(scenario("uac_dtmf.xml")).unwrap();
+    let file = gw.dir.path().join("press1.xml");
+    std::fs::write(&file, text.replace("DIGIT", "1")).unwrap();
+    path_str(&file)
+}
+
+fn seconds_of_day(line: &str) -> f64 {
+    let t = line
+        .split('T')
+        .nth(1)
+        .and_then(|r| r.split('Z').next())
+        .unwrap();
+    let mut p = t.split(':').map(|x| x.parse::<f64>().unwrap());
+    p.next().unwrap() * 3600.0 + p.next().unwrap() * 60.0 + p.next().unwrap()
+}
+
+/// Key 1 → the agent rings (caller hears the hold music) → answers → the
+/// agent's audio reaches the caller over the same RTP stream → the agent
+/// hangs up → the flow's next node says goodbye and hangs up.
+#[test]
+fn transfer_rings_with_hold_music_then_bridges_the_agent() {
+    let agent_port = free_port();
+    let agent = std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &scenario("uas_agent.xml"), "-m", "1"],
+            Duration::from_secs(60),
+            agent_port,
+            free_port(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let (gw, _dir) = gateway(agent_port, 10.0);
+    let caller = press_one(&gw);
+    let capture = capture_call(
+        &gw,
+        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
+        &["frame.time_epoch", "rtp.seq", "rtp.ssrc", "rtp.payload"],
+    );
+    assert!(capture.run.ok(), "caller: {}", capture.run.describe());
+    let agent = agent.join().unwrap();
+    assert!(agent.ok(), "agent: {}", agent.describe());
+    let log = gw.log();
+    for n in [
+        "node=menu",
+        "node=agent",
+        "transfer: ringing agent",
+        "transfer: bridged",
+        "node=after",
+    ] {
+        assert!(log.contains(n), "{n} missing:\n{log}");
+    }
+    // Wall-clock seconds of the bridge, to split the caller's audio.
+    let bridged_line = log
+        .lines()
+        .find(|l| l.contains("transfer: bridged"))
+        .unwrap();
+    let ringing_line = log
+        .lines()
+        .find(|l| l.contains("transfer: ringing agent"))
+        .unwrap();
+    let (t_ring, t_bridge) = (seconds_of_day(ringing_line), seconds_of_day(bridged_line));
+    let day = |epoch: f64| epoch % 86_400.0;
+    let frames: Vec<(f64, f64, f64)> = capture
+        .rows
+        .iter()
+        .map(|r| {
+            let t = day(r[0].parse::<f64>().unwrap());
+            let hex: String = r[3].chars().filter(|c| c.is_ascii_hexdigit()).collect();
+            let s: Vec<f64> = (0..hex.len() / 2)
+                .map(|i| ulaw_to_linear(u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()))
+                .collect();
+            let rms = (s.iter().map(|x| x * x).sum::<f64>() / s.len().max(1) as f64).sqrt();
+            (t, tone_level(&s, 400.0), rms)
+        })
+        .collect();
+    assert!(
+        capture.rows.iter().all(|r| r[2] == capture.rows[0][2]),
+        "one SSRC to the caller throughout"
+    );
+    let during_ring: Vec<_> = frames
+        .iter()
+        .filter(|f| f.0 > t_ring + 0.3 && f.0 < t_bridge - 0.2)
+        .collect();
+    let after_bridge: Vec<_> = frames
+        .iter()
+        .filter(|f| f.0 > t_bridge + 0.4 && f.0 < t_bridge + 2.4)
+        .collect();
+    assert!(
+        during_ring.len() > 50,
+        "{} frames while ringing",
+        during_ring.len()
+    );
+    let music = during_ring.iter().filter(|f| f.1 > 5000.0).count();
+    assert!(
+        music * 10 >= during_ring.len() * 9,
+        "hold music while ringing: {music}/{}",
+        during_ring.len()
+    );
+    assert!(after_bridge.len() > 50);
+    let agent_audio = after_bridge
+        .iter()
+        .filter(|f| f.1 < 1000.0 && f.2 > 100.0)
+        .count();
+    assert!(
+        agent_audio * 2 >= after_bridge.len(),
+        "agent audio (not music) after the bridge: {agent_audio}/{}",
+        after_bridge.len()
+    );
+}
+
+/// Nobody answers within ring_timeout_secs: the leg is cancelled and the
+/// flow takes on_failure.
+#[test]
+fn transfer_without_answer_takes_the_fallback() {
+    let agent_port = free_port();
+    let agent = std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &scenario("uas_ring_cancel.xml"), "-m", "1"],
+            Duration::from_secs(60),
+            agent_port,
+            free_port(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let (gw, _dir) = gateway(agent_port, 2.0);
+    let caller = press_one(&gw);
+    let run = sipp(
+        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
+        Duration::from_secs(60),
+    );
+    assert!(run.ok(), "caller: {}", run.describe());
+    let agent = agent.join().unwrap();
+    assert!(
+        agent.ok(),
+        "the agent leg was cancelled: {}",
+        agent.describe()
+    );
+    let log = gw.log();
+    assert!(log.contains("transfer: no answer in time"), "{log}");
+    assert!(log.contains("status=408"), "{log}");
+    assert!(log.contains("node=sorry"), "{log}");
+    assert!(!log.contains("node=after"));
+}
