@@ -246,3 +246,76 @@ fn transfer_without_answer_takes_the_fallback() {
     assert!(log.contains("node=sorry"), "{log}");
     assert!(!log.contains("node=after"));
 }
+
+fn refer_gateway() -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(
+        flows.join("blind.toml"),
+        r#"name = "blind"
+
+[[nodes]]
+id = "send_on"
+type = "transfer"
+refer = true
+targets = ["sip:sales@127.0.0.1:5099"]
+on_failure = "sorry"
+
+[[nodes]]
+id = "sorry"
+type = "hangup"
+message = "The transfer failed. Goodbye."
+"#,
+    )
+    .unwrap();
+    let gw = Gateway::start(&format!(
+        "[flows]\ndir = \"{}\"\n\n[[routes]]\nflow = \"blind\"\n",
+        flows.display()
+    ));
+    (gw, dir)
+}
+
+fn refer_scenario(gw: &Gateway, final_status: &str) -> String {
+    let text = std::fs::read_to_string(scenario("uac_refer.xml")).unwrap();
+    let file = gw.dir.path().join("refer.xml");
+    std::fs::write(&file, text.replace("FINAL_STATUS", final_status)).unwrap();
+    path_str(&file)
+}
+
+/// Blind transfer by REFER (RFC 3515): 202, NOTIFY sipfrag progress, and our
+/// BYE once the new call is answered.
+#[test]
+fn blind_transfer_by_refer_completes_on_sipfrag_200() {
+    let (gw, _dir) = refer_gateway();
+    let sc = refer_scenario(&gw, "200 OK");
+    let run = sipp(
+        &["-sf", &sc, &gw.sip_addr(), "-m", "1"],
+        Duration::from_secs(40),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    let log = gw.log();
+    assert!(
+        log.contains("transfer: REFER sent") && log.contains("transfer: REFER completed"),
+        "{log}"
+    );
+    assert!(!log.contains("node=sorry"));
+}
+
+/// The new call fails (sipfrag 486): the flow takes on_failure and hangs up.
+#[test]
+fn blind_transfer_failure_takes_on_failure() {
+    let (gw, _dir) = refer_gateway();
+    let sc = refer_scenario(&gw, "486 Busy Here");
+    let run = sipp(
+        &["-sf", &sc, &gw.sip_addr(), "-m", "1"],
+        Duration::from_secs(40),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    let log = gw.log();
+    assert!(
+        log.contains("transfer: REFER failed") && log.contains("status=486"),
+        "{log}"
+    );
+    assert!(log.contains("node=sorry"), "{log}");
+}

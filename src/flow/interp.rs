@@ -35,6 +35,8 @@ pub enum CallRequest {
     Silence { generation: u32 },
     /// Ring `targets` (hold audio meanwhile) and bridge the first answer.
     Transfer(TransferRequest),
+    /// Blind transfer: REFER the caller to `target`.
+    Refer { target: String },
     /// End the call with BYE.
     Hangup,
 }
@@ -176,6 +178,11 @@ impl FlowCx {
     /// pressed meanwhile are queued).
     pub async fn transfer(&mut self, req: TransferRequest) -> Result<TransferEvent, Ended> {
         self.request(CallRequest::Transfer(req))?;
+        self.next_transfer_event().await
+    }
+
+    pub async fn refer(&mut self, target: String) -> Result<TransferEvent, Ended> {
+        self.request(CallRequest::Refer { target })?;
         self.next_transfer_event().await
     }
 

@@ -374,6 +374,13 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                 if t.ring_timeout_secs <= 0.0 {
                     err(node, "ring_timeout_secs", "must be positive".into());
                 }
+                if t.refer && t.targets.len() > 1 {
+                    err(
+                        node,
+                        "refer",
+                        "a REFER transfer goes to exactly one target".into(),
+                    );
+                }
             }
             NodeKind::Hangup(h) => {
                 if let Some(f) = &h.file {

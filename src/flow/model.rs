@@ -388,6 +388,10 @@ pub struct Transfer {
     pub language: String,
     #[serde(default)]
     pub repeat_interval_secs: Option<u64>,
+    /// Blind transfer by REFER (RFC 3515) to the first target: the caller's
+    /// side places the new call and crossline leaves once it's answered.
+    #[serde(default)]
+    pub refer: bool,
     /// After the agent hangs up; unset: the call ends.
     #[serde(default)]
     pub next: Option<String>,

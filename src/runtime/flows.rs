@@ -121,6 +121,7 @@ impl Gateway {
                     .set_source_tagged(id, Source::Silence, generation)
             }
             CallRequest::Transfer(req) => self.start_transfer(now, call, req),
+            CallRequest::Refer { target } => self.start_refer(now, call, target),
             CallRequest::Hangup => {
                 let _ = self.endpoint.hangup(now, call);
             }

@@ -85,6 +85,10 @@ struct Gateway {
     flow_requests: mpsc::UnboundedSender<(CallId, crate::flow::interp::CallRequest)>,
     flows: HashMap<CallId, flows::FlowTask>,
     transfers: transfer::Transfers,
+    /// Blind transfers in progress: caller → REFER target.
+    refers: HashMap<CallId, String>,
+    /// REFERs asked for before the caller's ACK arrived.
+    refers_waiting: HashMap<CallId, String>,
 }
 
 /// Named prompts rendered by TTS at start and on reload.
@@ -186,6 +190,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         flow_requests,
         flows: HashMap::new(),
         transfers: transfer::Transfers::default(),
+        refers: HashMap::new(),
+        refers_waiting: HashMap::new(),
     };
     gw.start_registrations(now).await;
     gw.flush();
@@ -478,6 +484,7 @@ impl Gateway {
                     self.agent_ended(now, call, &cause);
                 }
                 Event::CallEstablished { call, media } => {
+                    self.refer_when_confirmed(now, call);
                     if let Some(CallMedia::Reserved(..)) = self.calls.get(&call) {
                         if let (Some(CallMedia::Reserved(r, flow)), Some(m)) =
                             (self.calls.remove(&call), media)
@@ -492,6 +499,8 @@ impl Gateway {
                     self.finish_record(call, &cause);
                     self.end_flow(call);
                     self.caller_ended(now, call);
+                    self.refers.remove(&call);
+                    self.refers_waiting.remove(&call);
                     self.ringing.retain(|(_, c, _)| *c != call);
                     match self.calls.remove(&call) {
                         Some(CallMedia::Streaming(_)) => self.media.stop_stream(call.0),
@@ -504,6 +513,10 @@ impl Gateway {
                     tracing::debug!(%call, %digit, "DTMF (INFO)");
                 }
                 Event::Progress { .. } => {}
+                Event::ReferAnswered { call, status } => {
+                    self.refer_status(now, call, status, false)
+                }
+                Event::ReferProgress { call, status } => self.refer_status(now, call, status, true),
                 Event::Registration { index, state } => {
                     tracing::info!(index, ?state, "registration state");
                 }

@@ -338,6 +338,71 @@ impl Gateway {
         }
     }
 
+    /// Blind transfer: REFER the caller's side to `target`.
+    pub(super) fn start_refer(&mut self, now: Instant, caller: CallId, target: String) {
+        let failed = |gw: &mut Gateway, status| {
+            gw.flow_signal(
+                caller,
+                CallSignal::Transfer(TransferEvent::Failed { status }),
+            )
+        };
+        let Ok(uri) = Uri::parse(&target) else {
+            return failed(self, 400);
+        };
+        // No in-dialog request before the caller's ACK: wait for it.
+        if self.endpoint.call_state(caller) != Some(crate::sip::endpoint::CallState::Confirmed) {
+            self.refers_waiting.insert(caller, target);
+            return;
+        }
+        if self.endpoint.refer(now, caller, &uri).is_err() {
+            return failed(self, 500);
+        }
+        tracing::info!(%caller, "transfer: REFER sent");
+        self.refers.insert(caller, target);
+    }
+
+    /// The call is confirmed: send a REFER that was waiting for the ACK.
+    pub(super) fn refer_when_confirmed(&mut self, now: Instant, caller: CallId) {
+        if let Some(target) = self.refers_waiting.remove(&caller) {
+            self.start_refer(now, caller, target);
+        }
+    }
+
+    /// The REFER's own answer (202 or a refusal) and the NOTIFYs after it.
+    pub(super) fn refer_status(
+        &mut self,
+        now: Instant,
+        caller: CallId,
+        status: u16,
+        final_notify: bool,
+    ) {
+        let Some(target) = self.refers.get(&caller).cloned() else {
+            return;
+        };
+        match status {
+            100..=199 => {}
+            200..=299 if final_notify => {
+                // The new call is up: we step out (RFC 3515 §2.4.7).
+                self.refers.remove(&caller);
+                tracing::info!(%caller, "transfer: REFER completed");
+                self.flow_signal(
+                    caller,
+                    CallSignal::Transfer(TransferEvent::Bridged { target }),
+                );
+                let _ = self.endpoint.hangup(now, caller);
+            }
+            200..=299 => {}
+            _ => {
+                self.refers.remove(&caller);
+                tracing::info!(%caller, status, "transfer: REFER failed");
+                self.flow_signal(
+                    caller,
+                    CallSignal::Transfer(TransferEvent::Failed { status }),
+                );
+            }
+        }
+    }
+
     /// The caller is gone: hang up every agent leg of theirs.
     pub(super) fn caller_ended(&mut self, now: Instant, caller: CallId) {
         let Some(t) = self.transfers.by_caller.remove(&caller) else {

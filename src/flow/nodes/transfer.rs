@@ -9,6 +9,26 @@ use crate::flow::template::render;
 use crate::tts::TtsRequest;
 
 pub async fn run(node: &Transfer, cx: &mut FlowCx) -> Result<Next, Ended> {
+    if node.refer {
+        let target = node
+            .targets
+            .first()
+            .map(|t| render(t, &cx.vars))
+            .unwrap_or_default();
+        return match cx.refer(target).await? {
+            // The caller's side took over; crossline has hung up.
+            TransferEvent::Bridged { target } => {
+                cx.vars.insert(format!("{}.agent", node.id), target);
+                Ok(None)
+            }
+            TransferEvent::Failed { status } => {
+                cx.vars
+                    .insert(format!("{}.status", node.id), status.to_string());
+                Ok(node.on_failure.clone())
+            }
+            TransferEvent::AgentHungUp => Ok(None),
+        };
+    }
     let hold_message = match &node.hold_message {
         Some(text) => {
             let req = TtsRequest {

@@ -396,6 +396,30 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Blind transfer (RFC 3515): ask the far end to call `target`. The
+    /// answer comes as [`Event::ReferAnswered`], progress as
+    /// [`Event::ReferProgress`].
+    pub fn refer(&mut self, now: Instant, call: CallId, target: &Uri) -> Result<(), EndpointError> {
+        let c = self.calls.get(&call).ok_or(EndpointError::NoSuchCall)?;
+        if c.state != CallState::Confirmed {
+            return Err(EndpointError::BadState);
+        }
+        let peer = self.peer_for_dialog(c);
+        let via = self.via_for(&peer);
+        let contact = self.contact_uri(&peer);
+        let ua = self.config.user_agent.clone();
+        let c = self.calls.get_mut(&call).ok_or(EndpointError::NoSuchCall)?;
+        let mut refer = c
+            .dialog
+            .make_request(Method::Refer, &via, &contact, &ua, None);
+        refer.headers.push("Refer-To", format!("<{target}>"));
+        refer
+            .headers
+            .push("Referred-By", format!("<{}>", c.dialog.local.uri));
+        self.start_client(now, refer, peer, TxOwner::Call(call));
+        Ok(())
+    }
+
     pub(super) fn send_bye(&mut self, now: Instant, call: CallId) {
         let Some(c) = self.calls.get(&call) else {
             return;
@@ -580,6 +604,15 @@ impl Endpoint {
         request: &Request,
         resp: &Response,
     ) {
+        if request.method == Method::Refer {
+            if resp.status >= 200 {
+                self.events.push_back(Event::ReferAnswered {
+                    call,
+                    status: resp.status,
+                });
+            }
+            return;
+        }
         if request.method != Method::Invite {
             return;
         }

@@ -425,7 +425,36 @@ impl Endpoint {
                 self.respond(now, &key, ok);
             }
             Method::Cancel => self.cancel(now, key, &req),
+            Method::Notify => self.refer_notify(now, key, call, &req),
             _ => self.reply(now, &key, &req, 405),
+        }
+    }
+
+    /// RFC 3515 §2.4.5: NOTIFYs for our REFER carry the new call's status
+    /// line as message/sipfrag.
+    fn refer_notify(&mut self, now: Instant, key: ServerKey, call: CallId, req: &Request) {
+        let event = req
+            .headers
+            .get("Event")
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !event.starts_with("refer") {
+            let mut resp = self.make_response(req, 489, None);
+            resp.reason = "Bad Event".into();
+            self.respond(now, &key, resp);
+            return;
+        }
+        let ok = self.make_response(req, 200, None);
+        self.respond(now, &key, ok);
+        let status = std::str::from_utf8(&req.body)
+            .ok()
+            .and_then(|b| b.lines().next())
+            .and_then(|line| line.trim().strip_prefix("SIP/2.0 "))
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok());
+        if let Some(status) = status {
+            self.events.push_back(Event::ReferProgress { call, status });
         }
     }
 

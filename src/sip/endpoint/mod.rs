@@ -31,9 +31,9 @@ pub use calls::{CallRole, CallState, OutgoingCall};
 pub use registration::{RegistrationSpec, RegistrationState};
 
 /// Methods we answer; sent in Allow.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY";
 /// Bodies we accept; sent in Accept.
-pub const ACCEPT: &str = "application/sdp, application/dtmf-relay";
+pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, message/sipfrag";
 /// Extensions we support; sent in Supported.
 pub const SUPPORTED: &str = "";
 
@@ -181,6 +181,18 @@ pub enum Event {
     Registration {
         index: usize,
         state: RegistrationState,
+    },
+    /// Our REFER (blind transfer) got a final answer: 2xx accepted, else
+    /// refused with this status.
+    ReferAnswered {
+        call: CallId,
+        status: u16,
+    },
+    /// A NOTIFY for our REFER: the status line of the new call's progress
+    /// (RFC 3515 message/sipfrag).
+    ReferProgress {
+        call: CallId,
+        status: u16,
     },
 }
 
@@ -341,6 +353,10 @@ impl Endpoint {
 
     pub fn active_calls(&self) -> usize {
         self.calls.len()
+    }
+
+    pub fn call_state(&self, call: CallId) -> Option<CallState> {
+        self.calls.get(&call).map(|c| c.state)
     }
 
     pub fn call_ids(&self) -> Vec<CallId> {
