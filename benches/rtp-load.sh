@@ -33,6 +33,8 @@ audio_threads = ${AUDIO_THREADS:-0}
 audio_dir = "$PWD/audio"
 [http]
 listen = "127.0.0.1:$http_port"
+[store]
+sqlite_path = "$work/crossline.db"
 [logging]
 level = "warn"
 [[routes]]

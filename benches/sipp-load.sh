@@ -28,6 +28,10 @@ rtp_port_min = 20000
 rtp_port_max = 39999
 rtp_timeout_secs = 0
 audio_dir = "$PWD/audio"
+[http]
+listen = "127.0.0.1:$(( port + 700 ))"
+[store]
+sqlite_path = "$work/crossline.db"
 [logging]
 level = "warn"
 [[routes]]
