@@ -77,8 +77,10 @@ impl Gateway {
             "[sip]\nudp = [\"127.0.0.1:{sip_port}\"]\ntcp = [\"127.0.0.1:{sip_port}\"]\nshutdown_grace_secs = 2\n\n\
              [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
              [store]\nsqlite_path = \"{db}\"\n\n\
+             [tts]\ncache_dir = \"{tts}\"\n\n\
              [media]\nrtp_port_min = {rtp_min}\nrtp_port_max = {rtp_max}\naudio_dir = \"{audio}\"\nrtp_timeout_secs = 0\n\n",
             db = dir.path().join("crossline.db").display(),
+            tts = dir.path().join("tts-cache").display(),
             audio = audio.display(),
         );
         let mut body = extra.replace("{sip}", &sip_port.to_string());
