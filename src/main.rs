@@ -14,7 +14,8 @@ use crossline::config::{Config, LogFormat};
     long_about = "crossline terminates SIP calls itself (SIP + RTP, no PBX behind it), runs call flows inline \
                   and moves callers between voice and chat.\n\nWith no config file, `crossline run` uses embedded \
                   defaults: SIP on 127.0.0.1:5060 (UDP and TCP), HTTP on 127.0.0.1:8080, SQLite at ./crossline.db, \
-                  and a demo flow that answers every call and plays audio/welcome-en.wav."
+                  and a demo flow that answers every call, plays audio/welcome-en.wav, then wait \
+                  music with a hold message until the caller hangs up."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,15 +26,15 @@ struct Cli {
 enum Command {
     /// Run the gateway. SIGTERM/SIGINT drain: new calls get 503, calls in
     /// progress get BYE after `sip.shutdown_grace_secs`. SIGHUP re-reads the
-    /// config file: routes, TTS prompts and the hold program change for new
-    /// calls; calls in progress keep theirs.
+    /// config file: routes, flows, TTS prompts and the hold program change for
+    /// new calls; calls in progress keep theirs.
     Run {
         /// TOML config file; every key is documented in deploy/crossline.example.toml.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Validate a config file without starting. Prints every error as
-    /// file:line:column: key: message and exits non-zero.
+    /// Validate a config file, and the flow files it names, without starting.
+    /// Prints every error as file:line:column: key: message and exits non-zero.
     Check {
         #[arg(value_name = "FILE")]
         file: PathBuf,
