@@ -313,8 +313,8 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                         format!("audio file not found: {}", audio(&p.file).display()),
                     );
                 }
-                if p.duration_secs.is_some_and(|s| s <= 0.0) {
-                    err(node, "duration_secs", "must be positive".into());
+                if p.duration_secs.is_some_and(|s| !(s > 0.0 && s <= 86_400.0)) {
+                    err(node, "duration_secs", "must be between 0 and 86400".into());
                 }
             }
             NodeKind::Pause(p) if !(p.secs > 0.0 && p.secs <= 3600.0) => {
@@ -342,8 +342,14 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                         );
                     }
                 }
-                if g.timeout_secs <= 0.0 || g.inter_digit_timeout_secs <= 0.0 {
-                    err(node, "timeout_secs", "timeouts must be positive".into());
+                // NaN fails these comparisons too.
+                let sane = |s: f64| s > 0.0 && s <= 3600.0;
+                if !sane(g.timeout_secs) || !sane(g.inter_digit_timeout_secs) {
+                    err(
+                        node,
+                        "timeout_secs",
+                        "timeouts must be between 0 and 3600".into(),
+                    );
                 }
             }
             NodeKind::Http(h) => {
@@ -371,8 +377,12 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                         err(node, "targets", format!("not a SIP URI: {target:?}"));
                     }
                 }
-                if t.ring_timeout_secs <= 0.0 {
-                    err(node, "ring_timeout_secs", "must be positive".into());
+                if !(t.ring_timeout_secs > 0.0 && t.ring_timeout_secs <= 3600.0) {
+                    err(
+                        node,
+                        "ring_timeout_secs",
+                        "must be between 0 and 3600".into(),
+                    );
                 }
                 if t.refer && t.targets.len() > 1 {
                     err(

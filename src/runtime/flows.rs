@@ -92,6 +92,10 @@ impl Gateway {
     }
 
     pub(super) fn flow_request(&mut self, now: Instant, call: CallId, req: CallRequest) {
+        // A request queued just before the call ended is void.
+        if !self.flows.contains_key(&call) {
+            return;
+        }
         let id = call.0;
         match req {
             CallRequest::Play {

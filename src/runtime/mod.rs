@@ -556,8 +556,12 @@ impl Gateway {
         };
         if ring_ms > 0 {
             let _ = self.endpoint.ring(now, inc.call);
-            self.ringing
-                .push((now + Duration::from_millis(ring_ms), inc.call, flow));
+            self.ringing.push((
+                now.checked_add(Duration::from_millis(ring_ms))
+                    .unwrap_or(now),
+                inc.call,
+                flow,
+            ));
             return;
         }
         self.answer_builtin(now, inc.call, flow);

@@ -84,7 +84,7 @@ impl Gateway {
             None => self.hold.clone(),
         };
         self.media.set_source(caller.0, Source::Hold(hold));
-        let mut t = Transfer {
+        let t = Transfer {
             pending: req.targets.into(),
             parallel: req.parallel,
             ring_timeout: req.ring_timeout,
@@ -93,28 +93,39 @@ impl Gateway {
             bridged: None,
             last_status: 480,
         };
-        let first: Vec<String> = if t.parallel {
-            t.pending.drain(..).collect()
-        } else {
-            t.pending.pop_front().into_iter().collect()
-        };
         self.transfers.by_caller.insert(caller, t);
-        for target in first {
-            self.dial(now, caller, target);
+        self.dial_next(now, caller);
+    }
+
+    /// Place one agent leg; a failure to even start counts as a failed leg.
+    /// Dial targets until one call is placed (sequential) or all are
+    /// (parallel), then settle; targets that can't be dialled count as failed.
+    fn dial_next(&mut self, now: Instant, caller: CallId) {
+        loop {
+            let Some(t) = self.transfers.by_caller.get_mut(&caller) else {
+                return;
+            };
+            let Some(target) = t.pending.pop_front() else {
+                break;
+            };
+            let parallel = t.parallel;
+            if self.dial(now, caller, target) && !parallel {
+                break;
+            }
         }
         self.transfer_settle(caller);
     }
 
-    /// Place one agent leg; a failure to even start counts as a failed leg.
-    fn dial(&mut self, now: Instant, caller: CallId, target: String) {
+    /// Place one agent leg; false when it couldn't even start.
+    fn dial(&mut self, now: Instant, caller: CallId, target: String) -> bool {
         let Some(t) = self.transfers.by_caller.get(&caller) else {
-            return;
+            return false;
         };
         let trunk = t.trunk.clone();
         let ring_timeout = t.ring_timeout;
         let Ok(uri) = Uri::parse(&target) else {
             tracing::warn!(%caller, "transfer: bad target URI");
-            return;
+            return false;
         };
         let proxy = trunk
             .as_ref()
@@ -122,13 +133,13 @@ impl Gateway {
             .and_then(|p| Uri::parse(p).ok());
         let Some(destination) = literal_destination(proxy.as_ref().unwrap_or(&uri)) else {
             tracing::warn!(%caller, "transfer: target host must be an IP address");
-            return;
+            return false;
         };
         let reservation = match self.media.reserve() {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%caller, %e, "transfer: no RTP port");
-                return;
+                return false;
             }
         };
         let caller_id = trunk
@@ -180,12 +191,15 @@ impl Gateway {
                     },
                 );
                 if let Some(t) = self.transfers.by_caller.get_mut(&caller) {
-                    t.ringing.push((agent, now + ring_timeout, target));
+                    let give_up = now.checked_add(ring_timeout).unwrap_or(now);
+                    t.ringing.push((agent, give_up, target));
                 }
+                true
             }
             Err(e) => {
                 tracing::warn!(%caller, %e, "transfer: cannot place the call");
                 self.media.cancel(reservation);
+                false
             }
         }
     }
@@ -204,6 +218,12 @@ impl Gateway {
         let target = leg.target.clone();
         let reservation = leg.reservation.take();
         let Some(t) = self.transfers.by_caller.get_mut(&caller) else {
+            // The caller left while this leg rang: don't leave the agent
+            // on a call with nobody, nor the port reserved.
+            let _ = self.endpoint.hangup(now, agent);
+            if let Some(r) = reservation {
+                self.media.cancel(r);
+            }
             return;
         };
         if let Some(r) = self.records.get_mut(&agent) {
@@ -280,12 +300,7 @@ impl Gateway {
             EndCause::Timeout => 408,
             _ => t.last_status,
         };
-        if !t.parallel {
-            if let Some(next) = t.pending.pop_front() {
-                self.dial(now, caller, next);
-            }
-        }
-        self.transfer_settle(caller);
+        self.dial_next(now, caller);
     }
 
     /// Nothing ringing, nothing left to try, nobody bridged: it failed.

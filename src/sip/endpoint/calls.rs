@@ -56,7 +56,7 @@ pub(super) struct Call {
     pub(super) invite: Request,
     invite_key: Option<ServerKey>,
     client_key: Option<ClientKey>,
-    peer: Peer,
+    pub(super) peer: Peer,
     offer: Option<SessionDescription>,
     pub(super) local_media: Option<LocalMedia>,
     pending_2xx: Option<Pending2xx>,
@@ -70,6 +70,10 @@ pub(super) struct Call {
 }
 
 impl Call {
+    pub(super) fn invite_key(&self) -> Option<&ServerKey> {
+        self.invite_key.as_ref()
+    }
+
     pub(super) fn new_uas(
         _id: CallId,
         dialog: Dialog,
@@ -157,29 +161,13 @@ impl Endpoint {
     }
 
     /// Contact, Allow, Accept and an SDP body on a 2xx to INVITE.
-    pub(super) fn decorate_2xx(&self, resp: &mut Response, sdp: String) {
-        let contact = self.contact_uri(&self.first_peer());
+    pub(super) fn decorate_2xx(&self, resp: &mut Response, sdp: String, peer: &Peer) {
+        let contact = self.contact_uri(peer);
         resp.headers.push("Contact", format!("<{contact}>"));
         resp.headers.push("Allow", ALLOW);
         resp.headers.push("Accept", ACCEPT);
         resp.headers.push("Content-Type", "application/sdp");
         resp.body = Bytes::from(sdp);
-    }
-
-    fn first_peer(&self) -> Peer {
-        let local = self
-            .config
-            .udp_listeners
-            .first()
-            .or(self.config.tcp_listeners.first())
-            .copied()
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
-        Peer {
-            transport: Transport::Udp,
-            local,
-            remote: local,
-            conn: None,
-        }
     }
 
     /// Send 180 Ringing on an incoming call.
@@ -239,8 +227,9 @@ impl Endpoint {
         c.dialog.state = DialogState::Confirmed;
         let invite = c.invite.clone();
         let tag = c.dialog.id.local_tag.clone();
+        let peer = c.peer;
         let mut resp = self.make_response(&invite, 200, Some(&tag));
-        self.decorate_2xx(&mut resp, body);
+        self.decorate_2xx(&mut resp, body, &peer);
         self.respond(now, &key, resp.clone());
         self.start_2xx_retransmit(now, call, resp, negotiated.is_none());
         Ok(negotiated)
@@ -624,7 +613,14 @@ impl Endpoint {
             return;
         };
         match resp.status {
-            100 => {}
+            100 => {
+                // §9.1: any provisional, 100 included, allows CANCEL.
+                c.got_provisional = true;
+                if c.cancel_pending {
+                    c.cancel_pending = false;
+                    self.send_cancel(now, call);
+                }
+            }
             101..=199 => {
                 c.got_provisional = true;
                 if let Ok(to) = resp.headers.to() {

@@ -47,6 +47,11 @@ impl Endpoint {
         if req.method == Method::Ack {
             if let Some(entry) = self.server_txs.get_mut(&key) {
                 if let ServerTx::Invite(tx) = &mut entry.tx {
+                    if tx.state() != crate::sip::transaction::ServerState::Completed {
+                        // An ACK for our 2xx that reused the INVITE's branch.
+                        self.dialog_ack(now, &req);
+                        return;
+                    }
                     let out = tx.on_ack(now);
                     self.apply_server_outputs(&key, out);
                     return;
@@ -115,6 +120,12 @@ impl Endpoint {
             if to.tag().is_none() && status > 100 {
                 to.set_tag(tag);
                 resp.headers.set("To", to.to_string());
+            }
+        }
+        // §12.1.1: dialog-forming responses carry the Record-Route set.
+        if req.method == Method::Invite && (101..300).contains(&status) {
+            for rr in req.headers.get_all("Record-Route") {
+                resp.headers.push("Record-Route", rr);
             }
         }
         resp.headers.push("Server", self.config.user_agent.clone());
@@ -388,6 +399,20 @@ impl Endpoint {
         }
         match req.method {
             Method::Bye => {
+                // §15.1.2: a BYE before we answered ends the INVITE with 487.
+                let early = self
+                    .calls
+                    .get(&call)
+                    .filter(|c| c.state == CallState::Incoming)
+                    .and_then(|c| {
+                        c.invite_key()
+                            .cloned()
+                            .map(|k| (k, c.invite.clone(), c.dialog.id.local_tag.clone()))
+                    });
+                if let Some((invite_key, invite, tag)) = early {
+                    let resp = self.make_response(&invite, 487, Some(&tag));
+                    self.respond(now, &invite_key, resp);
+                }
                 let ok = self.make_response(&req, 200, None);
                 self.respond(now, &key, ok);
                 self.end_call(call, EndCause::RemoteBye);
@@ -502,8 +527,9 @@ impl Endpoint {
         };
         c.local_media = Some(local);
         let tag = c.dialog.id.local_tag.clone();
+        let peer = c.peer;
         let mut resp = self.make_response(&req, 200, Some(&tag));
-        self.decorate_2xx(&mut resp, body);
+        self.decorate_2xx(&mut resp, body, &peer);
         self.respond(now, &key, resp.clone());
         self.start_2xx_retransmit(now, call, resp, negotiated.is_none());
         if let Some(media) = negotiated {

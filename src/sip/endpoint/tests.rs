@@ -908,3 +908,54 @@ fn inbound_trunk_cidr_and_digest() {
     assert_eq!(statuses(&t.responses()), vec![407]);
     assert!(t.events().is_empty());
 }
+
+#[test]
+fn record_route_is_copied_into_dialog_forming_responses() {
+    let mut t = T::new();
+    t.recv(
+        0,
+        &invite(
+            "z9hG4bKrr",
+            "rr1",
+            &sdp_offer("0", ""),
+            "Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\r\n",
+        ),
+    );
+    let call = t.incoming_call();
+    let trying = t.responses();
+    assert!(
+        trying[0].headers.get("Record-Route").is_none(),
+        "not on 100"
+    );
+    t.ep.ring(t.at(1), call).unwrap();
+    t.ep.answer(t.at(2), call, media(20030)).unwrap();
+    for r in t.responses() {
+        let rr: Vec<&str> = r.headers.get_all("Record-Route").collect();
+        assert_eq!(rr.len(), 2, "{} carries the route set", r.status);
+        assert!(rr[0].contains("p1.example.com"));
+    }
+}
+
+#[test]
+fn bye_in_an_early_dialog_ends_the_invite_with_487() {
+    let mut t = T::new();
+    t.recv(
+        0,
+        &invite("z9hG4bKearly", "early1", &sdp_offer("0", ""), ""),
+    );
+    let call = t.incoming_call();
+    t.responses();
+    t.ep.ring(t.at(1), call).unwrap();
+    let ringing = t.responses().remove(0);
+    t.recv(10, &in_dialog("BYE", &ringing, "early1", 2, "", ""));
+    let rs = t.responses();
+    assert_eq!(statuses(&rs), vec![487, 200]);
+    assert_eq!(rs[0].headers.cseq().unwrap().method, Method::Invite);
+    assert_eq!(
+        t.events(),
+        vec![Event::CallEnded {
+            call,
+            cause: EndCause::RemoteBye
+        }]
+    );
+}

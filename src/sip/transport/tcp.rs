@@ -181,12 +181,16 @@ impl Shared {
                     }
                 }
             }
-            shared
+            // Only the side that removes the entry counts the close.
+            let removed = shared
                 .conns
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            shared.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
+                .remove(&id)
+                .is_some();
+            if removed {
+                shared.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
+            }
             let _ = shared.inbound.send(Inbound::Closed { conn: id }).await;
         });
         if let Some(c) = shared
