@@ -304,6 +304,42 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "need 0 < rtp_port_min < rtp_port_max".into(),
         );
     }
+    if !(0..=99).contains(&media.realtime_priority) {
+        err(&["media", "realtime_priority"], "must be 0..=99".into());
+    }
+    if !(1..=50).contains(&media.rtp_poll_ticks) {
+        err(&["media", "rtp_poll_ticks"], "must be 1..=50".into());
+    }
+    if !(1..=86_400).contains(&media.hold_repeat_secs) {
+        err(&["media", "hold_repeat_secs"], "must be 1..=86400".into());
+    }
+    if !(-60.0..=0.0).contains(&media.hold_duck_db) {
+        err(
+            &["media", "hold_duck_db"],
+            "must be between -60 and 0 dB".into(),
+        );
+    }
+    if media.rtp_timeout_secs > 86_400 {
+        err(
+            &["media", "rtp_timeout_secs"],
+            "must be at most 86400".into(),
+        );
+    }
+    // Bounded so timer arithmetic can never overflow.
+    if sip.t1_ms > 60_000 || sip.t2_ms > 600_000 || sip.t4_ms > 600_000 {
+        err(
+            &["sip", "t1_ms"],
+            "timers: t1_ms <= 60000, t2_ms and t4_ms <= 600000".into(),
+        );
+    }
+    for (key, v) in [
+        ("shutdown_grace_secs", sip.shutdown_grace_secs),
+        ("nonce_ttl_secs", sip.nonce_ttl_secs),
+    ] {
+        if v > 86_400 {
+            err(&["sip", key], "must be at most 86400".into());
+        }
+    }
     if media.codecs.is_empty() {
         err(&["media", "codecs"], "list at least one codec".into());
     }
@@ -507,6 +543,11 @@ mod tests {
     #[test]
     fn unknown_section_is_an_error() {
         let errs = errors("[sipp]\nx = 1\n");
+        assert_eq!(
+            errors("[media]\nrtp_poll_ticks = 0\nhold_duck_db = 3.0\nrealtime_priority = 100\n")
+                .len(),
+            3
+        );
         assert_eq!(errors("[media]\nhold_message = \"nope\"\n").len(), 1);
         assert!(errors("[media]\nhold_message = \"greeting\"\n[[prompts]]\nname = \"greeting\"\ntext = \"Hi\"\n").is_empty());
         let e = errors("[[prompts]]\nname = \"\"\ntext = \"Hi\"\n");
