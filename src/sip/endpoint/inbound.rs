@@ -197,6 +197,9 @@ impl Endpoint {
             Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => {
                 self.reply(now, &key, &req, 481)
             }
+            // §21.5.2: a method we don't know at all is 501; one we know
+            // but don't take here is 405.
+            Method::Extension(_) => self.reply(now, &key, &req, 501),
             _ => self.reply(now, &key, &req, 405),
         }
     }

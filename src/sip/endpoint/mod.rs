@@ -532,7 +532,7 @@ impl Endpoint {
             }
         }
         if timeout {
-            self.client_timeout(now, owner);
+            self.client_timeout(now, owner, &key.method);
         }
     }
 
@@ -558,7 +558,7 @@ impl Endpoint {
                     };
                     let owner = entry.owner;
                     if self.apply_client_outputs(now, &key, out) {
-                        self.client_timeout(now, owner);
+                        self.client_timeout(now, owner, &key.method);
                     }
                 }
                 TimerTarget::Call(call, timer) => self.call_timer(now, call, timer),
@@ -639,8 +639,12 @@ impl Endpoint {
         timed_out
     }
 
-    fn client_timeout(&mut self, now: Instant, owner: TxOwner) {
+    fn client_timeout(&mut self, now: Instant, owner: TxOwner, method: &Method) {
         match owner {
+            // An unanswered REFER fails the transfer, not the call.
+            TxOwner::Call(call) if *method == Method::Refer => self
+                .events
+                .push_back(Event::ReferAnswered { call, status: 408 }),
             TxOwner::Call(call) => self.call_failed(now, call, EndCause::Timeout),
             TxOwner::Registration(i) => self.registration_timeout(now, i),
             TxOwner::Detached => {}

@@ -959,3 +959,37 @@ fn bye_in_an_early_dialog_ends_the_invite_with_487() {
         }]
     );
 }
+
+#[test]
+fn unknown_methods_get_501_and_known_unsupported_ones_405() {
+    let mut t = T::new();
+    t.recv(0, "FROBNICATE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKfrob\r\nMax-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: f1\r\nCSeq: 1 FROBNICATE\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(statuses(&t.responses()), vec![501]);
+    t.recv(0, "MESSAGE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKmsg\r\nMax-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: m1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(statuses(&t.responses()), vec![405]);
+}
+
+#[test]
+fn an_unanswered_refer_fails_the_transfer_not_the_call() {
+    let mut t = T::new();
+    t.recv(0, &invite("z9hG4bKref", "ref1", &sdp_offer("0", ""), ""));
+    let call = t.incoming_call();
+    t.responses();
+    t.ep.answer(t.at(0), call, media(20040)).unwrap();
+    let ok = t.responses().remove(0);
+    t.recv(10, &ack_for(&ok, "ref1", ""));
+    t.events();
+    let target = crate::sip::message::Uri::parse("sip:sales@127.0.0.1:5099").unwrap();
+    t.ep.refer(t.at(20), call, &target).unwrap();
+    t.run_timers_until(40_000);
+    let events = t.events();
+    assert!(
+        events.contains(&Event::ReferAnswered { call, status: 408 }),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::CallEnded { .. })),
+        "{events:?}"
+    );
+    assert_eq!(t.ep.active_calls(), 1);
+}
