@@ -23,3 +23,56 @@ pub(crate) fn recipient(to: &str, cx: &FlowCx) -> String {
         to.trim().to_string()
     }
 }
+
+/// What send_sms and send_whatsapp share: send through `provider` with a
+/// per-call-and-node idempotency key, record the send, store the provider id
+/// or the error in variables, and pick `next` or `on_error`.
+pub(crate) struct Delivery<'a> {
+    pub channel: crate::store::SendChannel,
+    pub label: &'static str,
+    pub node_id: &'a str,
+    pub next: &'a Option<String>,
+    pub on_error: &'a Option<String>,
+}
+
+pub(crate) async fn deliver(
+    d: Delivery<'_>,
+    provider: Option<std::sync::Arc<dyn crate::messaging::MessagingProvider>>,
+    to: String,
+    from: Option<String>,
+    kind: crate::messaging::MessageKind,
+    cx: &mut FlowCx,
+) -> super::interp::Next {
+    let failed = || d.on_error.clone().or_else(|| d.next.clone());
+    let Some(provider) = provider else {
+        tracing::error!(call = %cx.call, node = %d.node_id, "{}: no provider configured", d.label);
+        return failed();
+    };
+    let msg = crate::messaging::OutboundMessage {
+        to: to.clone(),
+        from,
+        kind,
+        // One send per call and node, however often it is retried.
+        idempotency_key: format!(
+            "{}:{}",
+            cx.vars.get("call_id").cloned().unwrap_or_default(),
+            d.node_id
+        ),
+    };
+    let result = provider.send(&msg).await;
+    super::send_log::record(cx, d.channel, provider.name(), d.node_id, &msg, &result);
+    match result {
+        Ok(receipt) => {
+            tracing::info!(call = %cx.call, node = %d.node_id, to = %crate::mask::phone(&to), id = %receipt.provider_id, "{} sent", d.label);
+            cx.vars
+                .insert(format!("{}.id", d.node_id), receipt.provider_id);
+            d.next.clone()
+        }
+        Err(e) => {
+            tracing::warn!(call = %cx.call, node = %d.node_id, to = %crate::mask::phone(&to), error = %e, "{} failed", d.label);
+            cx.vars
+                .insert(format!("{}.error", d.node_id), e.to_string());
+            failed()
+        }
+    }
+}
