@@ -46,14 +46,32 @@ struct StreamSlot {
 }
 
 /// A port reserved for a call before the stream starts (SDP needs it).
+/// Dropping it gives the port back, so no path can leak one.
 pub struct Reservation {
     pub port: u16,
-    sockets: super::ports::RtpPorts,
+    sockets: Option<super::ports::RtpPorts>,
+    pool: std::sync::Arc<PortPool>,
+}
+
+impl Reservation {
+    /// Hand the sockets to a stream; the stream's slot now owns the port.
+    fn take_sockets(mut self) -> Option<super::ports::RtpPorts> {
+        self.sockets.take()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(sockets) = self.sockets.take() {
+            drop(sockets);
+            self.pool.release(self.port);
+        }
+    }
 }
 
 pub struct MediaEngine {
     loops: Vec<AudioLoopHandle>,
-    ports: PortPool,
+    ports: std::sync::Arc<PortPool>,
     clips: Arc<ClipCache>,
     streams: HashMap<StreamId, StreamSlot>,
     next_loop: usize,
@@ -83,7 +101,11 @@ impl MediaEngine {
             loops
                 .push(audio_loop::spawn(i, 8192, options, tx.clone()).map_err(MediaError::Thread)?);
         }
-        let ports = PortPool::new(settings.rtp_address, settings.port_min, settings.port_max);
+        let ports = std::sync::Arc::new(PortPool::new(
+            settings.rtp_address,
+            settings.port_min,
+            settings.port_max,
+        ));
         Ok((
             MediaEngine {
                 loops,
@@ -124,14 +146,14 @@ impl MediaEngine {
         let sockets = self.ports.allocate()?;
         Ok(Reservation {
             port: sockets.port,
-            sockets,
+            sockets: Some(sockets),
+            pool: self.ports.clone(),
         })
     }
 
     /// Give back a reservation that never became a stream.
     pub fn cancel(&self, r: Reservation) {
-        drop(r.sockets);
-        self.ports.release(r.port);
+        drop(r);
     }
 
     pub fn start_stream(
@@ -186,10 +208,13 @@ impl MediaEngine {
         source: Source,
     ) -> Result<(), MediaError> {
         let port = reservation.port;
+        let Some(sockets) = reservation.take_sockets() else {
+            return Err(MediaError::Busy(loop_index));
+        };
         let spec = StreamSpec {
             id,
-            socket: reservation.sockets.rtp,
-            rtcp_socket: Some(reservation.sockets.rtcp),
+            socket: sockets.rtp,
+            rtcp_socket: Some(sockets.rtcp),
             remote: media.remote_rtp,
             encoding: match media.codec {
                 Codec::Pcmu => Encoding::Pcmu,
