@@ -18,8 +18,7 @@ use super::player::{crossfade, FrameNote, Player};
 use super::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender};
 use super::rtp_packet::{parse_rtp, write_rtp};
 
-/// Samples per 20 ms frame at 8 kHz.
-pub const FRAME_SAMPLES: usize = 160;
+pub use super::FRAME_SAMPLES;
 pub const FRAME: Duration = Duration::from_millis(20);
 /// Wake-ups per frame; each serves one group of streams.
 const SUBTICKS: usize = 4;

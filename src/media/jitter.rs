@@ -36,8 +36,7 @@
 //! * **Resync**: eight rejected (late or overflowing) packets in a row mean the
 //!   sender jumped its sequence numbers; the buffer restarts from the new one.
 
-/// Samples per 20 ms frame at 8 kHz.
-pub const FRAME_SAMPLES: usize = 160;
+pub use super::FRAME_SAMPLES;
 const FRAME_MS: u64 = 20;
 /// Consecutive concealed frames until the output reaches silence.
 const CONCEAL_FRAMES: u32 = 4;

@@ -13,3 +13,6 @@ pub mod ports;
 pub mod rtcp;
 pub mod rtp_packet;
 pub mod tones;
+
+/// Samples in one 20 ms frame at 8 kHz: the unit every audio path works in.
+pub const FRAME_SAMPLES: usize = 160;
