@@ -36,5 +36,8 @@ fi
 # integration tests point it at Debian's copy.
 export CROSSLINE_SIPP_PCAP_DIR=/usr/share/sip-tester
 
-# Two cores: keep test binaries from fighting the gateway for CPU.
-cargo test --all-targets --locked -- --test-threads=2 "$@"
+# Two cores: keep test binaries from fighting the gateway for CPU. Set via
+# the environment, not `--test-threads`, because the criterion bench
+# harnesses (run once each in test mode) reject libtest's flags.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
+cargo test --all-targets --locked "$@"
