@@ -10,6 +10,8 @@ needs=(
   "tshark tshark"
   "espeak-ng espeak-ng"
   "sox sox"
+  "chromium chromium"
+  "chromedriver chromium-driver"
 )
 missing=()
 for pair in "${needs[@]}"; do

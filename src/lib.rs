@@ -4,6 +4,8 @@
 //! Protocol cores ([`sip::endpoint`], [`sip::transaction`]) are sans-IO
 //! state machines; [`runtime`] drives them with tokio and the audio loops.
 
+pub mod breakout;
+pub mod chat;
 pub mod config;
 pub mod flow;
 pub mod http;

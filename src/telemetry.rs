@@ -83,6 +83,12 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
         .absolute(sum(|l| l.packets_sent.load(Ordering::Relaxed)));
     counter!("crossline_rtp_packets_received_total")
         .absolute(sum(|l| l.packets_received.load(Ordering::Relaxed)));
+    counter!("crossline_rtp_packets_lost_total")
+        .absolute(sum(|l| l.packets_lost.load(Ordering::Relaxed)));
+    counter!("crossline_rtp_jitter_microseconds_sum")
+        .absolute(sum(|l| l.jitter_sum_us.load(Ordering::Relaxed)));
+    counter!("crossline_rtp_jitter_samples_total")
+        .absolute(sum(|l| l.jitter_samples.load(Ordering::Relaxed)));
     counter!("crossline_rtp_send_errors_total")
         .absolute(sum(|l| l.send_errors.load(Ordering::Relaxed)));
     counter!("crossline_audio_late_ticks_total")

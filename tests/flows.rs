@@ -5,132 +5,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
+use common::standin::*;
 use common::*;
-
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-type Log = Arc<Mutex<Vec<Seen>>>;
-
-fn form(body: &str) -> HashMap<String, String> {
-    body.split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
-}
-
-async fn record(log: &Log, path: String, headers: &HeaderMap, body: &Bytes) {
-    log.lock().unwrap().push(Seen {
-        path,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
-        body: String::from_utf8_lossy(body).to_string(),
-    });
-}
-
-/// What the Twilio stand-in answers instead of its 201: (status, JSON body).
-type TwilioAnswer = Arc<Mutex<Option<(u16, String)>>>;
-
-#[derive(Clone)]
-struct StandIn {
-    log: Log,
-    twilio_answer: TwilioAnswer,
-}
-
-const TWILIO_SID: &str = "SM0123456789abcdef0123456789abcdef";
-const WAMID: &str = "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI";
-
-/// Twilio's Messages resource and the WhatsApp Cloud API messages endpoint,
-/// answering as they document. Set the returned `TwilioAnswer` to make
-/// Twilio refuse.
-fn stand_in() -> (u16, Log, TwilioAnswer) {
-    let log: Log = Arc::new(Mutex::new(Vec::new()));
-    let twilio_answer: TwilioAnswer = Arc::new(Mutex::new(None));
-    let app = Router::new()
-        .route(
-            "/2010-04-01/Accounts/{sid}/Messages.json",
-            post(
-                |State(s): State<StandIn>, Path(sid): Path<String>, headers: HeaderMap, body: Bytes| async move {
-                    record(&s.log, format!("twilio/{sid}"), &headers, &body).await;
-                    let canned = s.twilio_answer.lock().unwrap().clone();
-                    let (status, body) = match canned {
-                        Some((status, body)) => (StatusCode::from_u16(status).unwrap(), body),
-                        None => (
-                            StatusCode::CREATED,
-                            format!(r#"{{"sid":"{TWILIO_SID}","status":"queued"}}"#),
-                        ),
-                    };
-                    (status, [("content-type", "application/json")], body)
-                },
-            ),
-        )
-        .route(
-            "/v21.0/{phone_id}/messages",
-            post(
-                |State(s): State<StandIn>, Path(id): Path<String>, headers: HeaderMap, body: Bytes| async move {
-                    record(&s.log, format!("whatsapp/{id}"), &headers, &body).await;
-                    (
-                        StatusCode::OK,
-                        [("content-type", "application/json")],
-                        format!(
-                            r#"{{"messaging_product":"whatsapp","contacts":[{{"input":"15551234567","wa_id":"15551234567"}}],"messages":[{{"id":"{WAMID}"}}]}}"#
-                        ),
-                    )
-                },
-            ),
-        )
-        .with_state(StandIn {
-            log: log.clone(),
-            twilio_answer: twilio_answer.clone(),
-        });
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::from_std(listener).unwrap();
-            let _ = axum::serve(l, app).await;
-        });
-    });
-    (port, log, twilio_answer)
-}
 
 /// One row of the gateway's send log.
 #[derive(Debug)]
@@ -509,10 +387,107 @@ txet = "oops"
          {f}:12:14: node \"menu\".max_digits: invalid type: string \"two\", expected u32\n\
          {f}:14:1: node \"lost\".file: audio file not found: {audio}/missing.wav\n\
          {f}:14:1: node \"lost\": unreachable from the start node \"start\"\n\
-         {f}:21:8: node \"x\".type: unknown node type \"teleport\"; one of say, play, pause, gather, branch, set, http, send_sms, send_whatsapp, transfer, hangup\n\
+         {f}:21:8: node \"x\".type: unknown node type \"teleport\"; one of say, play, pause, gather, branch, set, http, send_sms, send_whatsapp, transfer, hangup, breakout, message, ask, choice, breakout_return\n\
          {f}:26:1: node \"typo\".txet: unknown field `txet`, expected one of `id`, `type`, `text`, `language`, `voice`, `rate_wpm`, `next`\n\
          {config}: 6 error(s)\n",
         config = config.display()
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+}
+
+/// Voice and chat don't mix: a chat node in a voice flow, a breakout whose
+/// chat flow is missing or is a voice flow, a route to a chat flow, and
+/// `[chat] web_flow` naming a voice flow are all refused by `check`.
+#[test]
+fn check_rejects_voice_and_chat_mixups() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let files = [
+        (
+            "voice.toml",
+            r#"name = "voice"
+
+[[nodes]]
+id = "out"
+type = "breakout"
+sms_message = "Here:"
+breakout_flow = "nope"
+timeout_flow = "chatty"
+"#,
+        ),
+        (
+            "chatty.toml",
+            r#"name = "chatty"
+channel = "chat"
+
+[[nodes]]
+id = "hi"
+type = "message"
+text = "Hello"
+"#,
+        ),
+        (
+            "mixed.toml",
+            r#"name = "mixed"
+channel = "chat"
+
+[[nodes]]
+id = "hi"
+type = "say"
+text = "Hello"
+next = "ask"
+
+[[nodes]]
+id = "ask"
+type = "ask"
+text = "Email?"
+"#,
+        ),
+        (
+            "mixed-voice.toml",
+            r#"name = "mixed-voice"
+
+[[nodes]]
+id = "ask"
+type = "ask"
+text = "Email?"
+"#,
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(flows.join(name), text).unwrap();
+    }
+    let config = dir.path().join("crossline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[flows]\ndir = \"{}\"\n\n[chat]\nweb_flow = \"voice\"\n\n[[routes]]\nflow = \"chatty\"\n",
+            flows.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossline"))
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f = |name: &str| flows.join(name).display().to_string();
+    let c = config.display().to_string();
+    for want in [
+        format!("{}:4:1: node \"hi\".type: say nodes can't run in a chat flow (set channel = \"voice\" at the top?)", f("mixed.toml")),
+        format!("{}:3:1: node \"ask\".type: ask nodes can't run in a voice flow (set channel = \"chat\" at the top?)", f("mixed-voice.toml")),
+        format!("{}:3:1: node \"out\".breakout_flow: no flow named \"nope\"", f("voice.toml")),
+        format!("{}:3:1: node \"out\".timeout_flow: flow \"chatty\" is a chat flow; this needs a voice flow", f("voice.toml")),
+        format!("{c}:5:1: chat.web_flow: flow \"voice\" is a voice flow; the web chat needs channel = \"chat\""),
+        format!("{c}:8:1: routes[0].flow: flow \"chatty\" is a chat flow; calls need a voice flow"),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("node \"ask\".type: ask nodes")
+            || stderr.matches("ask nodes").count() == 1
+    );
 }

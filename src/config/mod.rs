@@ -125,18 +125,18 @@ impl Config {
                 "prompts" => config.prompts = sink.array(name, value),
                 "flows" => sink.section(name, value, &mut config.flows),
                 "messaging" => sink.section(name, value, &mut config.messaging),
+                "chat" => sink.section(name, value, &mut config.chat),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes, tts, prompts, flows, messaging".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes, tts, prompts, flows, messaging, chat".into(),
                 ),
             }
         }
         if let Some(dir) = &config.flows.dir {
-            match crate::flow::load_dir(dir, &config.media.audio_dir) {
-                Ok(set) => config.flow_set = set,
-                Err(mut errors) => sink.errors.append(&mut errors),
-            }
+            let (set, mut errors) = crate::flow::load::load_all(dir, &config.media.audio_dir);
+            config.flow_set = set;
+            sink.errors.append(&mut errors);
         }
         validate(&config, &doc, &mut sink);
         if sink.errors.is_empty() {
@@ -433,8 +433,63 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             );
         }
     }
+    for (key, r) in [
+        ("admin_token", config.http.admin_token()),
+        ("operator_token", config.http.operator_token()),
+    ] {
+        if let Err(e) = r {
+            err(&["http", key], e);
+        }
+    }
+    if let Some(u) = &config.http.public_base_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            err(
+                &["http", "public_base_url"],
+                "must start with http:// or https://".into(),
+            );
+        }
+    }
+    for origin in &config.http.cors_origins {
+        if axum::http::HeaderValue::from_str(origin).is_err()
+            || !(origin.starts_with("http://") || origin.starts_with("https://"))
+        {
+            err(
+                &["http", "cors_origins"],
+                format!("not an origin: {origin:?}"),
+            );
+        }
+    }
+    if let Some(name) = &config.chat.web_flow {
+        match config.flow_set.get(name) {
+            None => err(&["chat", "web_flow"], format!("no flow named {name:?}")),
+            Some(f) if f.channel != crate::flow::Channel::Chat => err(
+                &["chat", "web_flow"],
+                format!("flow {name:?} is a voice flow; the web chat needs channel = \"chat\""),
+            ),
+            Some(_) => {}
+        }
+    }
+    if !(60..=604_800).contains(&config.chat.idle_timeout_secs) {
+        err(
+            &["chat", "idle_timeout_secs"],
+            "must be between 60 and 604800".into(),
+        );
+    }
     for (i, route) in config.routes.iter().enumerate() {
         let idx = i.to_string();
+        if config
+            .flow_set
+            .get(&route.flow)
+            .is_some_and(|f| f.channel != crate::flow::Channel::Voice)
+        {
+            err(
+                &["routes", &idx, "flow"],
+                format!(
+                    "flow {:?} is a chat flow; calls need a voice flow",
+                    route.flow
+                ),
+            );
+        }
         if !BUILTIN_FLOWS.contains(&route.flow.as_str())
             && config.flow_set.get(&route.flow).is_none()
         {

@@ -22,6 +22,7 @@ pub struct Config {
     /// The flows loaded from `flows.dir`, by name.
     pub flow_set: crate::flow::FlowSet,
     pub messaging: crate::messaging::MessagingConfig,
+    pub chat: ChatConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -80,12 +81,104 @@ impl Default for SipConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The address phones and browsers reach the sidecar at; links sent by
+    /// SMS start with it. Default: `http://<listen>`.
+    pub public_base_url: Option<String>,
+    /// Bearer token for /v1 admin endpoints (or `admin_token_env`).
+    pub admin_token: Option<String>,
+    pub admin_token_env: Option<String>,
+    /// Bearer token for /v1 operator endpoints; the admin token works too.
+    pub operator_token: Option<String>,
+    pub operator_token_env: Option<String>,
+    /// Browser origins allowed to call /v1 (CORS). Empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_base_url: None,
+            admin_token: None,
+            admin_token_env: None,
+            operator_token: None,
+            operator_token_env: None,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn public_base_url(&self) -> String {
+        match &self.public_base_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The admin token, from the file or the environment.
+    pub fn admin_token(&self) -> Result<Option<String>, String> {
+        secret("admin_token", &self.admin_token, &self.admin_token_env)
+    }
+
+    pub fn operator_token(&self) -> Result<Option<String>, String> {
+        secret(
+            "operator_token",
+            &self.operator_token,
+            &self.operator_token_env,
+        )
+    }
+}
+
+fn secret(
+    key: &str,
+    value: &Option<String>,
+    env: &Option<String>,
+) -> Result<Option<String>, String> {
+    match (value, env) {
+        (Some(_), Some(_)) => Err(format!("set {key} or {key}_env, not both")),
+        (Some(v), None) if v.len() < 16 => Err(format!("{key} must be at least 16 characters")),
+        (Some(v), None) => Ok(Some(v.clone())),
+        (None, Some(name)) => match std::env::var(name) {
+            Ok(v) if v.len() >= 16 => Ok(Some(v)),
+            Ok(_) => Err(format!(
+                "environment variable {name:?} must hold at least 16 characters"
+            )),
+            Err(_) => Err(format!("environment variable {name:?} is not set")),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+fn default_chat_title() -> String {
+    "crossline".into()
+}
+
+/// The web chat (PWA).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// Shown in the chat's header.
+    #[serde(default = "default_chat_title")]
+    pub title: String,
+    /// The chat flow `/chat/` starts; unset: only breakout links open chats.
+    pub web_flow: Option<String>,
+    /// Shown when a chat flow ends.
+    pub closed_message: String,
+    /// A chat waiting this long for the visitor is closed.
+    pub idle_timeout_secs: u64,
+    /// Shown when a chat is closed for inactivity.
+    pub idle_message: String,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            title: default_chat_title(),
+            web_flow: None,
+            closed_message: "This conversation has ended. Thank you!".into(),
+            idle_timeout_secs: 1800,
+            idle_message: "This conversation was closed after a long pause.".into(),
         }
     }
 }

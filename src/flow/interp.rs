@@ -1,8 +1,9 @@
-//! The interpreter: one async task per call walks its flow. It owns no
-//! sockets: it asks the call-control task to play audio and hang up, and
-//! hears back DTMF, playback ends and the call ending. Hanging up aborts
-//! the task, and dropping it cancels whatever it awaited (timers, TTS,
-//! provider requests), so nothing leaks.
+//! The interpreter: one async task per call or chat walks its flow. It owns
+//! no sockets. On a call it asks the call-control task to play audio and
+//! hang up, and hears back DTMF, playback ends and the call ending; in a
+//! chat it posts to the conversation and reads the visitor's inputs.
+//! Hanging up aborts the task, and dropping it cancels whatever it awaited
+//! (timers, TTS, provider requests), so nothing leaks.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,14 @@ pub enum CallRequest {
     Transfer(TransferRequest),
     /// Blind transfer: REFER the caller to `target`.
     Refer { target: String },
+    /// Wait music, with `message` spoken over it every `repeat_interval`
+    /// (`None`: music only).
+    Hold {
+        message: Option<Arc<[i16]>>,
+        repeat_interval: Option<Duration>,
+    },
+    /// Keep `name = value` with the call's record (CDR).
+    Keep { name: String, value: String },
     /// End the call with BYE.
     Hangup,
 }
@@ -80,6 +89,22 @@ pub struct Services {
     pub http: reqwest::Client,
     pub audio_dir: PathBuf,
     pub store: Option<std::sync::Arc<dyn crate::store::Store>>,
+    pub chat: Arc<crate::chat::ChatHub>,
+    pub breakouts: Arc<crate::breakout::Breakouts>,
+    /// The flows, replaced on reload; a running flow keeps its own `Arc`.
+    pub flow_set: std::sync::RwLock<Arc<super::FlowSet>>,
+    /// Where links sent to phones point, e.g. "https://chat.example.com".
+    pub public_base_url: String,
+    pub chat_texts: crate::config::ChatConfig,
+}
+
+impl Services {
+    pub fn flow(&self, name: &str) -> Option<Arc<Flow>> {
+        self.flow_set
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+    }
 }
 
 /// The call ended (or the call side went away): stop the flow.
@@ -94,16 +119,51 @@ pub enum PlayEnd {
     Interrupted,
 }
 
-/// A flow's handle on its call.
-pub struct FlowCx {
+/// Who a flow runs for, for logs.
+#[derive(Debug, Clone)]
+pub enum Label {
+    Call(CallId),
+    Chat(String),
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::Call(c) => write!(f, "{c}"),
+            Label::Chat(id) => write!(f, "chat:{id}"),
+        }
+    }
+}
+
+/// A call's side of a flow.
+pub struct Voice {
     pub call: CallId,
-    pub flow: Arc<Flow>,
-    pub vars: Vars,
-    pub services: Arc<Services>,
     requests: mpsc::UnboundedSender<(CallId, CallRequest)>,
     signals: mpsc::UnboundedReceiver<CallSignal>,
     digits: VecDeque<char>,
     generation: u32,
+}
+
+/// A chat's side of a flow.
+pub struct Chat {
+    pub conversation: Arc<crate::chat::Conversation>,
+    inputs: mpsc::UnboundedReceiver<crate::chat::VisitorInput>,
+    /// Set when the chat was opened from a Breakout: To chat link.
+    pub breakout: Option<Arc<crate::breakout::Session>>,
+}
+
+pub enum Io {
+    Voice(Voice),
+    Chat(Chat),
+}
+
+/// A flow's handle on its call or chat.
+pub struct FlowCx {
+    pub label: Label,
+    pub flow: Arc<Flow>,
+    pub vars: Vars,
+    pub services: Arc<Services>,
+    pub io: Io,
 }
 
 impl FlowCx {
@@ -116,42 +176,91 @@ impl FlowCx {
         signals: mpsc::UnboundedReceiver<CallSignal>,
     ) -> FlowCx {
         FlowCx {
-            call,
+            label: Label::Call(call),
             flow,
             vars,
             services,
-            requests,
-            signals,
-            digits: VecDeque::new(),
-            generation: 0,
+            io: Io::Voice(Voice {
+                call,
+                requests,
+                signals,
+                digits: VecDeque::new(),
+                generation: 0,
+            }),
         }
     }
 
-    fn request(&self, r: CallRequest) -> Result<(), Ended> {
-        self.requests.send((self.call, r)).map_err(|_| Ended)
+    pub fn chat(
+        conversation: Arc<crate::chat::Conversation>,
+        inputs: mpsc::UnboundedReceiver<crate::chat::VisitorInput>,
+        breakout: Option<Arc<crate::breakout::Session>>,
+        flow: Arc<Flow>,
+        vars: Vars,
+        services: Arc<Services>,
+    ) -> FlowCx {
+        FlowCx {
+            label: Label::Chat(conversation.id.clone()),
+            flow,
+            vars,
+            services,
+            io: Io::Chat(Chat {
+                conversation,
+                inputs,
+                breakout,
+            }),
+        }
     }
 
-    fn next_generation(&mut self) -> u32 {
-        self.generation = self.generation.wrapping_add(1);
-        self.generation
+    /// The call side; a voice node in a chat flow (which validation
+    /// rejects) just ends the flow.
+    fn voice(&mut self) -> Result<&mut Voice, Ended> {
+        match &mut self.io {
+            Io::Voice(v) => Ok(v),
+            Io::Chat(_) => {
+                tracing::error!(flow = %self.flow.name, "voice node in a chat flow");
+                Err(Ended)
+            }
+        }
+    }
+
+    pub fn chat_side(&mut self) -> Result<&mut Chat, Ended> {
+        match &mut self.io {
+            Io::Chat(c) => Ok(c),
+            Io::Voice(_) => {
+                tracing::error!(flow = %self.flow.name, "chat node in a voice flow");
+                Err(Ended)
+            }
+        }
+    }
+
+    fn request(&mut self, r: CallRequest) -> Result<(), Ended> {
+        let v = self.voice()?;
+        v.requests.send((v.call, r)).map_err(|_| Ended)
+    }
+
+    fn next_generation(&mut self) -> Result<u32, Ended> {
+        let v = self.voice()?;
+        v.generation = v.generation.wrapping_add(1);
+        Ok(v.generation)
     }
 
     /// Play to the end, or until a key press when `barge_in`.
     pub async fn play(&mut self, samples: Arc<[i16]>, barge_in: bool) -> Result<PlayEnd, Ended> {
-        if barge_in && !self.digits.is_empty() {
+        if barge_in && !self.voice()?.digits.is_empty() {
             return Ok(PlayEnd::Interrupted);
         }
-        let generation = self.next_generation();
+        let generation = self.next_generation()?;
         self.request(CallRequest::Play {
             samples,
             generation,
         })?;
         loop {
-            match self.signals.recv().await.ok_or(Ended)? {
+            let v = self.voice()?;
+            match v.signals.recv().await.ok_or(Ended)? {
                 CallSignal::PlayFinished(g) if g == generation => return Ok(PlayEnd::Finished),
                 CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
                 CallSignal::Dtmf(d) => {
-                    self.digits.push_back(d);
+                    v.digits.push_back(d);
                     if barge_in {
                         self.silence()?;
                         return Ok(PlayEnd::Interrupted);
@@ -162,7 +271,7 @@ impl FlowCx {
     }
 
     pub fn play_loop(&mut self, samples: Arc<[i16]>) -> Result<(), Ended> {
-        let generation = self.next_generation();
+        let generation = self.next_generation()?;
         self.request(CallRequest::Loop {
             samples,
             generation,
@@ -170,7 +279,7 @@ impl FlowCx {
     }
 
     pub fn silence(&mut self) -> Result<(), Ended> {
-        let generation = self.next_generation();
+        let generation = self.next_generation()?;
         self.request(CallRequest::Silence { generation })
     }
 
@@ -187,46 +296,128 @@ impl FlowCx {
     }
 
     pub async fn next_transfer_event(&mut self) -> Result<TransferEvent, Ended> {
+        let v = self.voice()?;
         loop {
-            match self.signals.recv().await.ok_or(Ended)? {
+            match v.signals.recv().await.ok_or(Ended)? {
                 CallSignal::Transfer(e) => return Ok(e),
-                CallSignal::Dtmf(d) => self.digits.push_back(d),
+                CallSignal::Dtmf(d) => v.digits.push_back(d),
                 CallSignal::PlayFinished(_) => {}
             }
         }
     }
 
-    pub fn hangup(&self) -> Result<(), Ended> {
+    pub fn hangup(&mut self) -> Result<(), Ended> {
         self.request(CallRequest::Hangup)
     }
 
-    /// Wait, queueing any digits that arrive.
-    pub async fn sleep(&mut self, d: Duration) -> Result<(), Ended> {
-        let deadline = tokio::time::Instant::now() + d;
+    /// Wait music with an optional message on repeat.
+    pub fn hold(
+        &mut self,
+        message: Option<Arc<[i16]>>,
+        repeat_interval: Option<Duration>,
+    ) -> Result<(), Ended> {
+        self.request(CallRequest::Hold {
+            message,
+            repeat_interval,
+        })
+    }
+
+    /// Keep a value with the call's record.
+    pub fn keep(&mut self, name: &str, value: &str) -> Result<(), Ended> {
+        self.request(CallRequest::Keep {
+            name: name.into(),
+            value: value.into(),
+        })
+    }
+
+    /// Wait on `fut`, queueing any digits that arrive meanwhile; `Ended`
+    /// if the call ends first.
+    pub async fn call_wait<T>(
+        &mut self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, Ended> {
+        let v = self.voice()?;
+        tokio::pin!(fut);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return Ok(()),
-                s = self.signals.recv() => match s.ok_or(Ended)? {
-                    CallSignal::Dtmf(d) => self.digits.push_back(d),
+                out = &mut fut => return Ok(out),
+                s = v.signals.recv() => match s.ok_or(Ended)? {
+                    CallSignal::Dtmf(d) => v.digits.push_back(d),
                     CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
                 },
+            }
+        }
+    }
+
+    /// Wait: on a call, queueing any digits that arrive.
+    pub async fn sleep(&mut self, d: Duration) -> Result<(), Ended> {
+        match self.io {
+            Io::Voice(_) => self.call_wait(tokio::time::sleep(d)).await,
+            Io::Chat(_) => {
+                tokio::time::sleep(d).await;
+                Ok(())
             }
         }
     }
 
     /// The next digit, waiting at most `timeout`.
     pub async fn next_digit(&mut self, timeout: Duration) -> Result<Option<char>, Ended> {
-        if let Some(d) = self.digits.pop_front() {
+        let v = self.voice()?;
+        if let Some(d) = v.digits.pop_front() {
             return Ok(Some(d));
         }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
-                s = self.signals.recv() => match s.ok_or(Ended)? {
+                s = v.signals.recv() => match s.ok_or(Ended)? {
                     CallSignal::Dtmf(d) => return Ok(Some(d)),
                     CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
                 },
+            }
+        }
+    }
+
+    /// A bot message in the chat, after `typing_ms` of typing indicator.
+    pub async fn bot_says(&mut self, text: &str, typing_ms: u64) -> Result<(), Ended> {
+        let conversation = self.typing_for(typing_ms).await?;
+        conversation
+            .say(crate::chat::Role::Bot, text)
+            .map(|_| ())
+            .ok_or(Ended)
+    }
+
+    /// Show the typing indicator for a moment (capped at 10 s); gives the
+    /// conversation back.
+    pub async fn typing_for(
+        &mut self,
+        typing_ms: u64,
+    ) -> Result<Arc<crate::chat::Conversation>, Ended> {
+        let conversation = self.chat_side()?.conversation.clone();
+        if typing_ms > 0 {
+            conversation.typing(true);
+            tokio::time::sleep(Duration::from_millis(typing_ms.min(10_000))).await;
+            conversation.typing(false);
+        }
+        Ok(conversation)
+    }
+
+    /// What the visitor sends next. `Ended` when the conversation closes
+    /// (from outside, e.g. a breakout timeout) or idles out.
+    pub async fn next_input(&mut self) -> Result<crate::chat::VisitorInput, Ended> {
+        let idle = Duration::from_secs(self.services.chat_texts.idle_timeout_secs);
+        let idle_message = self.services.chat_texts.idle_message.clone();
+        let chat = self.chat_side()?;
+        let mut closed = chat.conversation.closed_watch();
+        if *closed.borrow() {
+            return Err(Ended);
+        }
+        tokio::select! {
+            input = chat.inputs.recv() => input.ok_or(Ended),
+            _ = closed.wait_for(|c| *c) => Err(Ended),
+            _ = tokio::time::sleep(idle) => {
+                chat.conversation.close(&idle_message);
+                Err(Ended)
             }
         }
     }
@@ -256,15 +447,31 @@ impl FlowCx {
     }
 }
 
+/// Run `flow` on a new web conversation (its own task; it ends with the
+/// conversation).
+pub fn spawn_chat(
+    services: Arc<Services>,
+    flow: Arc<Flow>,
+    new: crate::chat::NewConversation,
+    breakout: Option<Arc<crate::breakout::Session>>,
+    vars: Vars,
+) {
+    let mut vars = vars;
+    vars.insert("conversation_id".into(), new.conversation.id.clone());
+    let cx = FlowCx::chat(new.conversation, new.inputs, breakout, flow, vars, services);
+    tokio::spawn(run(cx));
+}
+
 /// Where a node sends the flow.
 pub type Next = Option<String>;
 
 /// Run a flow to its end; then hang up (the end of a flow ends the call).
 pub async fn run(mut cx: FlowCx) {
-    let flow = cx.flow.clone();
-    let mut current = Some(flow.start.clone());
+    let mut current = Some(cx.flow.start.clone());
     let mut steps = 0u32;
     while let Some(id) = current.take() {
+        // A node may move the flow on to another flow (breakout timeout).
+        let flow = cx.flow.clone();
         steps += 1;
         // A loop in the graph (menu → menu) is fine, an endless one isn't.
         if steps > 10_000 {
@@ -275,7 +482,7 @@ pub async fn run(mut cx: FlowCx) {
             tracing::error!(flow = %flow.name, node = %id, "no such node");
             break;
         };
-        tracing::info!(call = %cx.call, flow = %flow.name, node = %id, kind = node.kind.type_name(), "flow node");
+        tracing::info!(on = %cx.label, flow = %flow.name, node = %id, kind = node.kind.type_name(), "flow node");
         metrics::counter!("crossline_flow_nodes_total", "flow" => flow.name.clone(), "type" => node.kind.type_name())
             .increment(1);
         let result = match &node.kind {
@@ -290,11 +497,22 @@ pub async fn run(mut cx: FlowCx) {
             NodeKind::SendWhatsApp(n) => nodes::send_whatsapp::run(n, &mut cx).await,
             NodeKind::Transfer(n) => nodes::transfer::run(n, &mut cx).await,
             NodeKind::Hangup(n) => nodes::hangup::run(n, &mut cx).await,
+            NodeKind::Breakout(n) => nodes::breakout::run(n, &mut cx).await,
+            NodeKind::Message(n) => nodes::message::run(n, &mut cx).await,
+            NodeKind::Ask(n) => nodes::ask::run(n, &mut cx).await,
+            NodeKind::Choice(n) => nodes::choice::run(n, &mut cx).await,
+            NodeKind::BreakoutReturn(n) => nodes::breakout_return::run(n, &mut cx).await,
         };
         match result {
             Ok(next) => current = next,
             Err(Ended) => return,
         }
     }
-    let _ = cx.hangup();
+    // The end of a flow ends the call, or closes the chat.
+    match &cx.io {
+        Io::Voice(_) => {
+            let _ = cx.hangup();
+        }
+        Io::Chat(c) => c.conversation.close(&cx.services.chat_texts.closed_message),
+    }
 }

@@ -32,18 +32,30 @@ impl FlowSet {
 
 /// Load every `*.toml` in `dir`. Relative audio files resolve in `audio_dir`.
 pub fn load_dir(dir: &Path, audio_dir: &Path) -> Result<FlowSet, Vec<ConfigError>> {
+    let (set, errors) = load_all(dir, audio_dir);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The flows that loaded and every error: so that a config check can go on
+/// to check what refers to the good ones.
+pub fn load_all(dir: &Path, audio_dir: &Path) -> (FlowSet, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let mut set = FlowSet::default();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            return Err(vec![ConfigError {
+            let error = ConfigError {
                 file: dir.to_path_buf(),
                 line: 0,
                 column: 0,
                 key: String::new(),
                 message: format!("cannot read the flows directory: {e}"),
-            }])
+            };
+            return (set, vec![error]);
         }
     };
     let mut files: Vec<PathBuf> = entries
@@ -89,10 +101,47 @@ pub fn load_dir(dir: &Path, audio_dir: &Path) -> Result<FlowSet, Vec<ConfigError
             Err(mut e) => errors.append(&mut e),
         }
     }
-    if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(errors)
+    check_references(&set, &mut errors);
+    (set, errors)
+}
+
+/// Flows named by other flows exist and run on the right channel.
+fn check_references(set: &FlowSet, errors: &mut Vec<ConfigError>) {
+    let mut names: Vec<&String> = set.flows.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(flow) = set.flows.get(name) else {
+            continue;
+        };
+        for node in flow.nodes.values() {
+            let NodeKind::Breakout(b) = &node.kind else {
+                continue;
+            };
+            let mut check = |prop: &str, target: &str, want: Channel| {
+                let problem = match set.flows.get(target) {
+                    None => Some(format!("no flow named {target:?}")),
+                    Some(f) if f.channel != want => Some(format!(
+                        "flow {target:?} is a {} flow; this needs a {} flow",
+                        f.channel.as_str(),
+                        want.as_str()
+                    )),
+                    Some(_) => None,
+                };
+                if let Some(message) = problem {
+                    errors.push(ConfigError {
+                        file: flow.file.clone(),
+                        line: node.line,
+                        column: 1,
+                        key: format!("{}.{prop}", node_key(&node.id)),
+                        message,
+                    });
+                }
+            };
+            check("breakout_flow", &b.breakout_flow, Channel::Chat);
+            if let Some(t) = &b.timeout_flow {
+                check("timeout_flow", t, Channel::Voice);
+            }
+        }
     }
 }
 
@@ -116,6 +165,7 @@ pub fn parse_flow(text: &str, file: &Path, audio_dir: &Path) -> Result<Flow, Vec
     };
     let mut name = None;
     let mut start = None;
+    let mut channel = Channel::Voice;
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for (key, value) in doc.get_ref().iter() {
@@ -125,6 +175,15 @@ pub fn parse_flow(text: &str, file: &Path, audio_dir: &Path) -> Result<Flow, Vec
             "description" => {
                 string(&mut d, "description", value);
             }
+            "channel" => match string(&mut d, "channel", value).as_deref() {
+                Some("voice") | None => {}
+                Some("chat") => channel = Channel::Chat,
+                Some(other) => d.push_span(
+                    "channel",
+                    value.span(),
+                    format!("unknown channel {other:?}; voice or chat"),
+                ),
+            },
             "nodes" => {
                 let Some(items) = value.get_ref().as_array() else {
                     d.push_span("nodes", value.span(), "expected [[nodes]] tables".into());
@@ -148,7 +207,7 @@ pub fn parse_flow(text: &str, file: &Path, audio_dir: &Path) -> Result<Flow, Vec
             other => d.push_span(
                 other,
                 key.span(),
-                "unknown key; a flow has name, description, start and [[nodes]]".into(),
+                "unknown key; a flow has name, description, channel, start and [[nodes]]".into(),
             ),
         }
     }
@@ -164,6 +223,7 @@ pub fn parse_flow(text: &str, file: &Path, audio_dir: &Path) -> Result<Flow, Vec
     let flow = Flow {
         name,
         file: file.to_path_buf(),
+        channel,
         start,
         nodes,
     };
@@ -250,6 +310,11 @@ fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) ->
         "send_whatsapp" => NodeKind::SendWhatsApp(de(d, &key, item)?),
         "transfer" => NodeKind::Transfer(de(d, &key, item)?),
         "hangup" => NodeKind::Hangup(de(d, &key, item)?),
+        "breakout" => NodeKind::Breakout(de(d, &key, item)?),
+        "message" => NodeKind::Message(de(d, &key, item)?),
+        "ask" => NodeKind::Ask(de(d, &key, item)?),
+        "choice" => NodeKind::Choice(de(d, &key, item)?),
+        "breakout_return" => NodeKind::BreakoutReturn(de(d, &key, item)?),
         other => {
             d.push_span(
                 &format!("{key}.type"),
@@ -292,6 +357,18 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
         });
     }
     for node in flow.nodes.values() {
+        if !node.kind.channels().contains(&flow.channel) {
+            err(
+                node,
+                "type",
+                format!(
+                    "{} nodes can't run in a {} flow (set channel = \"{}\" at the top?)",
+                    node.kind.type_name(),
+                    flow.channel.as_str(),
+                    node.kind.channels()[0].as_str()
+                ),
+            );
+        }
         for (prop, target) in node.kind.edges() {
             if !flow.nodes.contains_key(target) {
                 err(node, prop, format!("no node {target:?} in this flow"));
@@ -402,6 +479,40 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                         );
                     }
                 }
+            }
+            NodeKind::Breakout(b) => {
+                if !(1..=86_400).contains(&b.timeout_secs) {
+                    err(node, "timeout_secs", "must be 1..=86400".into());
+                }
+                if !(1..=3600).contains(&b.repeat_interval_secs) {
+                    err(node, "repeat_interval_secs", "must be 1..=3600".into());
+                }
+                if b.sms_message.len() > 1200 {
+                    err(node, "sms_message", "longer than 1200 bytes".into());
+                }
+            }
+            NodeKind::Ask(a) => {
+                if a.input == crate::chat::InputKind::Choice {
+                    err(node, "input", "use a choice node for buttons".into());
+                }
+                if a.retries > 20 {
+                    err(node, "retries", "at most 20".into());
+                }
+            }
+            NodeKind::Choice(c) => {
+                if c.choices.is_empty() {
+                    err(node, "choices", "list at least one choice".into());
+                }
+                if c.retries > 20 {
+                    err(node, "retries", "at most 20".into());
+                }
+            }
+            NodeKind::BreakoutReturn(r) if r.vars.is_empty() => {
+                err(
+                    node,
+                    "vars",
+                    "name at least one variable to hand back".into(),
+                );
             }
             _ => {}
         }

@@ -1,5 +1,6 @@
 //! Flows: the model, loading and validation of flow files, `{{var}}`
-//! templates, and the interpreter that runs one flow instance per call.
+//! templates, and the interpreter that runs one flow instance per call or
+//! chat.
 
 pub mod interp;
 pub mod load;
@@ -9,4 +10,4 @@ mod send_log;
 pub mod template;
 
 pub use load::{load_dir, parse_flow, FlowSet};
-pub use model::{Flow, Node, NodeKind};
+pub use model::{Channel, Flow, Node, NodeKind};

@@ -13,6 +13,8 @@ use serde::Deserialize;
 pub struct Flow {
     pub name: String,
     pub file: PathBuf,
+    /// Calls or chats: which node types it may use.
+    pub channel: Channel,
     /// Id of the first node.
     pub start: String,
     /// Nodes by id.
@@ -22,6 +24,24 @@ pub struct Flow {
 impl Flow {
     pub fn node(&self, id: &str) -> Option<&Node> {
         self.nodes.get(id)
+    }
+}
+
+/// What a flow runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    #[default]
+    Voice,
+    Chat,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Voice => "voice",
+            Channel::Chat => "chat",
+        }
     }
 }
 
@@ -45,6 +65,11 @@ pub enum NodeKind {
     SendWhatsApp(SendWhatsApp),
     Transfer(Transfer),
     Hangup(Hangup),
+    Breakout(Breakout),
+    Message(Message),
+    Ask(Ask),
+    Choice(ChoiceNode),
+    BreakoutReturn(BreakoutReturn),
 }
 
 /// The node types, as written in `type = "..."`.
@@ -60,6 +85,11 @@ pub const NODE_TYPES: &[&str] = &[
     "send_whatsapp",
     "transfer",
     "hangup",
+    "breakout",
+    "message",
+    "ask",
+    "choice",
+    "breakout_return",
 ];
 
 impl NodeKind {
@@ -76,6 +106,33 @@ impl NodeKind {
             NodeKind::SendWhatsApp(_) => "send_whatsapp",
             NodeKind::Transfer(_) => "transfer",
             NodeKind::Hangup(_) => "hangup",
+            NodeKind::Breakout(_) => "breakout",
+            NodeKind::Message(_) => "message",
+            NodeKind::Ask(_) => "ask",
+            NodeKind::Choice(_) => "choice",
+            NodeKind::BreakoutReturn(_) => "breakout_return",
+        }
+    }
+
+    /// The channels this node type works on.
+    pub fn channels(&self) -> &'static [Channel] {
+        match self {
+            NodeKind::Say(_)
+            | NodeKind::Play(_)
+            | NodeKind::Gather(_)
+            | NodeKind::Transfer(_)
+            | NodeKind::Hangup(_)
+            | NodeKind::Breakout(_) => &[Channel::Voice],
+            NodeKind::Message(_)
+            | NodeKind::Ask(_)
+            | NodeKind::Choice(_)
+            | NodeKind::BreakoutReturn(_) => &[Channel::Chat],
+            NodeKind::Pause(_)
+            | NodeKind::Branch(_)
+            | NodeKind::Set(_)
+            | NodeKind::Http(_)
+            | NodeKind::SendSms(_)
+            | NodeKind::SendWhatsApp(_) => &[Channel::Voice, Channel::Chat],
         }
     }
 
@@ -94,6 +151,11 @@ impl NodeKind {
             NodeKind::SendWhatsApp(n) => [("next", &n.next), ("on_error", &n.on_error)],
             NodeKind::Transfer(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
             NodeKind::Hangup(_) => [("next", &None), ("next", &None)],
+            NodeKind::Breakout(n) => [("next", &n.next), ("on_error", &n.on_error)],
+            NodeKind::Message(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::Ask(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
+            NodeKind::Choice(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
+            NodeKind::BreakoutReturn(n) => [("next", &n.next), ("next", &None)],
         };
         for (key, v) in optional {
             if let Some(v) = v {
@@ -109,6 +171,13 @@ impl NodeKind {
             NodeKind::Branch(n) => {
                 for c in &n.conditions {
                     out.push(("conditions", c.next.as_str()));
+                }
+            }
+            NodeKind::Choice(n) => {
+                for c in &n.choices {
+                    if let Some(next) = &c.next {
+                        out.push(("choices", next.as_str()));
+                    }
                 }
             }
             _ => {}
@@ -413,4 +482,170 @@ pub struct Hangup {
     pub file: Option<PathBuf>,
     #[serde(default = "default_language")]
     pub language: String,
+}
+
+fn sixty_secs() -> u64 {
+    60
+}
+fn three_hundred_secs() -> u64 {
+    300
+}
+fn caller_left_notice() -> String {
+    "The phone call has ended. You can still finish here: we will keep your answers.".into()
+}
+fn timed_out_notice() -> String {
+    "Time is up for this form; the call has moved on. Thank you.".into()
+}
+
+/// Breakout: To chat. Text the caller a link to a web chat running
+/// `breakout_flow`, hold the call (music, `hold_message` on repeat) until
+/// the chat reaches Breakout: Return, then go on at `next` with the
+/// returned variables. After `timeout_secs` the call goes to
+/// `timeout_flow` instead.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Breakout {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where the SMS goes; blank: the caller's number.
+    #[serde(default)]
+    pub phone_number: String,
+    /// The SMS text (templated); the link is always appended.
+    pub sms_message: String,
+    /// SMS sender; unset: the provider's default.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The chat flow the link starts.
+    pub breakout_flow: String,
+    /// Spoken (TTS) over the wait music; empty: music only.
+    #[serde(default)]
+    pub hold_message: String,
+    #[serde(default = "default_language")]
+    pub language: String,
+    #[serde(default = "sixty_secs")]
+    pub repeat_interval_secs: u64,
+    /// To open the link, finish the flow and return.
+    #[serde(default = "three_hundred_secs")]
+    pub timeout_secs: u64,
+    /// The voice flow the call continues in after the timeout; unset: the
+    /// call goes on at `next` with `<id>.status = "timeout"`.
+    #[serde(default)]
+    pub timeout_flow: Option<String>,
+    /// Shown in the chat if the caller hangs up while it is open.
+    #[serde(default = "caller_left_notice")]
+    pub caller_left_message: String,
+    /// Shown in the chat (which then closes) when the timeout passes.
+    #[serde(default = "timed_out_notice")]
+    pub timeout_message: String,
+    #[serde(default)]
+    pub next: Option<String>,
+    /// The SMS could not be sent (`<id>.error` says why).
+    #[serde(default)]
+    pub on_error: Option<String>,
+}
+
+/// A bot message in a chat.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+    /// Show the typing indicator this long first.
+    #[serde(default)]
+    pub typing_ms: u64,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+fn input_var() -> String {
+    "answer".into()
+}
+
+/// Ask for a value in a chat, check it, ask again if it's wrong.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Ask {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+    /// email, phone (stored as E.164), number or text.
+    #[serde(default)]
+    pub input: crate::chat::InputKind,
+    #[serde(default = "input_var")]
+    pub var: String,
+    #[serde(default)]
+    pub placeholder: Option<String>,
+    /// Said before asking again; default: a line per input type.
+    #[serde(default)]
+    pub retry_prompt: Option<String>,
+    #[serde(default = "two")]
+    pub retries: u32,
+    #[serde(default)]
+    pub typing_ms: u64,
+    #[serde(default)]
+    pub next: Option<String>,
+    /// After the last retry; default: the chat ends.
+    #[serde(default)]
+    pub on_failure: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChoiceOption {
+    pub label: String,
+    /// Stored in `var`; default: the label.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Where this choice goes; default: the node's `next`.
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// Buttons in a chat; typing a label (any case) counts too.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChoiceNode {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+    pub choices: Vec<ChoiceOption>,
+    #[serde(default = "input_var")]
+    pub var: String,
+    #[serde(default)]
+    pub retry_prompt: Option<String>,
+    #[serde(default = "two")]
+    pub retries: u32,
+    #[serde(default)]
+    pub typing_ms: u64,
+    #[serde(default)]
+    pub next: Option<String>,
+    #[serde(default)]
+    pub on_failure: Option<String>,
+}
+
+/// Breakout: Return. Hand `vars` back to the call waiting on this chat.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakoutReturn {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The variables the call receives, by name.
+    pub vars: Vec<String>,
+    /// Shown when the call got them.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Shown when the caller had hung up (the values are kept).
+    #[serde(default)]
+    pub caller_left_message: Option<String>,
+    /// Shown when the call had moved on (timeout).
+    #[serde(default)]
+    pub too_late_message: Option<String>,
+    #[serde(default)]
+    pub next: Option<String>,
 }

@@ -53,6 +53,6 @@ pub(crate) fn record(
         created_at: SystemTime::now(),
     };
     if let Err(e) = store.record_send(record) {
-        tracing::warn!(call = %cx.call, node, %e, "store: cannot queue send record");
+        tracing::warn!(call = %cx.label, node, %e, "store: cannot queue send record");
     }
 }

@@ -1,5 +1,11 @@
-//! The control-plane HTTP sidecar. Today: health, readiness and metrics.
-//! The REST API, web chat and operator console grow here.
+//! The control-plane HTTP sidecar, on its own listener: health, readiness,
+//! Prometheus metrics, the `/v1` REST API (with its OpenAPI document), and
+//! the web chat (PWA) with its WebSocket.
+
+mod api;
+mod auth;
+mod chat;
+mod openapi;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,11 +17,20 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::flow::interp::Services;
+
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Option<PrometheusHandle>,
     /// False while starting and while draining: load balancers stop sending.
     pub ready: Arc<AtomicBool>,
+    pub services: Arc<Services>,
+    pub store: Arc<dyn crate::store::Store>,
+    pub admin_token: Option<String>,
+    pub operator_token: Option<String>,
+    /// Browser origins allowed to call /v1.
+    pub cors_origins: Vec<String>,
+    pub chat_title: String,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -23,6 +38,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(api::router(&state))
+        .merge(chat::router())
         .with_state(state)
 }
 

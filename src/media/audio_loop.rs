@@ -139,6 +139,12 @@ pub struct LoopStats {
     pub busy_us: AtomicU64,
     /// Longest single tick of work.
     pub max_tick_us: AtomicU64,
+    /// Received RTP packets lost (sampled at each RTCP report and at the end).
+    pub packets_lost: AtomicU64,
+    /// Interarrival jitter samples (one per stream per report), summed in
+    /// microseconds: mean jitter = sum / samples.
+    pub jitter_sum_us: AtomicU64,
+    pub jitter_samples: AtomicU64,
 }
 
 struct Stream {
@@ -161,12 +167,32 @@ struct Stream {
     /// A digit being sent: its sender and the event's RTP timestamp.
     dtmf_tx: Option<(DtmfSender, u32)>,
     rtcp: RtcpSender,
+    /// Loss already added to the loop's counter.
+    lost_counted: i64,
     /// Where RTCP goes: the remote RTP port + 1, or where its RTCP comes from.
     rtcp_remote: SocketAddr,
     ticks_to_rtcp: u32,
 }
 
 impl Stream {
+    /// Add the loss since the last count, and one jitter sample, to the
+    /// loop's counters (8 kHz: one RTP unit is 125 µs).
+    fn count_reception(&mut self, stats: &LoopStats) {
+        if let Some((lost, jitter)) = self.rtcp.reception() {
+            let delta = lost - self.lost_counted;
+            if delta > 0 {
+                stats
+                    .packets_lost
+                    .fetch_add(delta as u64, Ordering::Relaxed);
+                self.lost_counted = lost;
+            }
+            stats
+                .jitter_sum_us
+                .fetch_add((jitter * 125.0) as u64, Ordering::Relaxed);
+            stats.jitter_samples.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn new(spec: StreamSpec) -> Stream {
         let player = Player::new(spec.source.clone());
         let timeout_ticks = (spec.rtp_timeout.as_millis() / FRAME.as_millis()) as u32;
@@ -174,6 +200,7 @@ impl Stream {
         let rtcp_remote = SocketAddr::new(spec.remote.ip(), spec.remote.port().wrapping_add(1));
         Stream {
             rtcp: RtcpSender::new(ssrc, "crossline"),
+            lost_counted: 0,
             rtcp_remote,
             ticks_to_rtcp: rtcp_interval_ticks(),
             dtmf_rx: DtmfReceiver::new(),
@@ -345,7 +372,7 @@ fn run(
         let now_ms = clock::millis(tick_start);
 
         while let Ok(cmd) = commands.pop() {
-            groups.apply(cmd, &mut bridges);
+            groups.apply(cmd, &mut bridges, &stats);
         }
         stats.streams.store(groups.len() as u64, Ordering::Relaxed);
 
@@ -412,6 +439,7 @@ fn run(
             }
             // RTCP reports about every 5 s (randomised, RFC 3550 §6.3).
             if group_tick_due(&mut s.ticks_to_rtcp) {
+                s.count_reception(&stats);
                 if let Some(sock) = &s.spec.rtcp_socket {
                     let ntp = wall_ntp();
                     if let Ok(len) = s.rtcp.build_report(ntp, now_ms, s.timestamp, &mut rtcp_buf) {
@@ -525,6 +553,7 @@ impl Groups {
         &mut self,
         cmd: Command,
         bridges: &mut std::collections::HashMap<StreamId, BridgeEnd>,
+        stats: &LoopStats,
     ) {
         match cmd {
             Command::Start(spec) => {
@@ -546,6 +575,7 @@ impl Groups {
                 for g in self.0.iter_mut() {
                     if let Some(i) = g.iter().position(|s| s.spec.id == id) {
                         let mut s = g.swap_remove(i);
+                        s.count_reception(stats);
                         // RTCP BYE: the peer learns the stream is gone.
                         let mut buf = [0u8; 128];
                         if let (Some(sock), Ok(len)) =

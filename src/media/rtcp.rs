@@ -480,6 +480,13 @@ impl RtcpSender {
         self.peer_bye
     }
 
+    /// Packets lost so far (RFC 3550 A.3: expected − received; negative
+    /// with duplicates) and the interarrival jitter in RTP units.
+    pub fn reception(&self) -> Option<(i64, f64)> {
+        let r = self.remote.as_ref()?;
+        Some((i64::from(r.expected()) - i64::from(r.received), r.jitter))
+    }
+
     pub fn on_rtp_sent(&mut self, rtp_timestamp: u32, payload_len: usize) {
         self.packets_sent = self.packets_sent.wrapping_add(1);
         // The octet count wraps like the wire field (§6.4.1).

@@ -48,6 +48,8 @@ pub(super) fn services(
     let http = reqwest::Client::builder()
         .build()
         .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
+    let chat = Arc::new(crate::chat::ChatHub::new(store.clone()));
+    let breakouts = Arc::new(crate::breakout::Breakouts::new(store.clone(), chat.clone()));
     Ok(Services {
         clips,
         tts,
@@ -56,10 +58,31 @@ pub(super) fn services(
         http,
         audio_dir: config.media.audio_dir.clone(),
         store: Some(store),
+        chat,
+        breakouts,
+        flow_set: std::sync::RwLock::new(Arc::new(config.flow_set.clone())),
+        public_base_url: config.http.public_base_url(),
+        chat_texts: config.chat.clone(),
     })
 }
 
 impl Gateway {
+    /// The configured wait music with `message` (or nothing) on repeat.
+    pub(super) fn hold_with(
+        &self,
+        message: Option<Arc<[i16]>>,
+        repeat_interval: Option<std::time::Duration>,
+    ) -> Arc<crate::media::audio_loop::HoldProgram> {
+        Arc::new(crate::media::audio_loop::HoldProgram::new(
+            self.hold.music.to_vec(),
+            message,
+            repeat_interval.unwrap_or(std::time::Duration::from_secs(
+                self.config.media.hold_repeat_secs,
+            )),
+            self.config.media.hold_duck_db,
+        ))
+    }
+
     /// Start `flow` on an answered call whose stream is up.
     pub(super) fn start_flow(
         &mut self,
@@ -126,6 +149,19 @@ impl Gateway {
             }
             CallRequest::Transfer(req) => self.start_transfer(now, call, req),
             CallRequest::Refer { target } => self.start_refer(now, call, target),
+            CallRequest::Hold {
+                message,
+                repeat_interval,
+            } => {
+                // No message: the configured wait music alone.
+                let hold = self.hold_with(message, repeat_interval);
+                self.media.set_source(id, Source::Hold(hold));
+            }
+            CallRequest::Keep { name, value } => {
+                if let Some(r) = self.records.get_mut(&call) {
+                    r.vars.insert(name, value);
+                }
+            }
             CallRequest::Hangup => {
                 let _ = self.endpoint.hangup(now, call);
             }

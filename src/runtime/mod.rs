@@ -123,13 +123,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         .await
         .with_context(|| format!("binding HTTP on {}", config.http.listen))?;
     tracing::info!(addr = %http_listener.local_addr()?, "HTTP listening");
-    tokio::spawn(crate::http::serve(
-        http_listener,
-        crate::http::HttpState {
-            metrics: crate::telemetry::install(),
-            ready: ready.clone(),
-        },
-    ));
+    let metrics = crate::telemetry::install();
 
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(16_384);
     let transports = Transports::bind(
@@ -167,6 +161,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let hold = std::sync::Arc::new(load_hold_program(&config, &prompts, &mut media)?);
     let services =
         std::sync::Arc::new(flows::services(&config, media.clip_cache(), store.clone())?);
+    tokio::spawn(crate::http::serve(
+        http_listener,
+        crate::http::HttpState {
+            metrics,
+            ready: ready.clone(),
+            services: services.clone(),
+            store: store.clone(),
+            // Validated by Config::parse; an env var unset since is an error.
+            admin_token: config.http.admin_token().map_err(anyhow::Error::msg)?,
+            operator_token: config.http.operator_token().map_err(anyhow::Error::msg)?,
+            cors_origins: config.http.cors_origins.clone(),
+            chat_title: config.chat.title.clone(),
+        },
+    ));
     let (flow_requests, mut flow_rx) = mpsc::unbounded_channel();
 
     let now = Instant::now();
@@ -544,6 +552,7 @@ impl Gateway {
                 ended_at: std::time::SystemTime::now(),
                 outcome: String::new(),
                 sip_status: None,
+                vars: Default::default(),
             },
         );
         let Some((flow, ring_ms)) = route else {
@@ -695,6 +704,11 @@ impl Gateway {
         tracing::info!(file = %path.display(), "config reloaded");
         // Listeners, media ports and the store keep their start-up values.
         self.config.routes = config.routes;
+        *self
+            .services
+            .flow_set
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(config.flow_set.clone());
         self.config.flow_set = config.flow_set;
         self.config.prompts = config.prompts;
         self.config.tts = config.tts;

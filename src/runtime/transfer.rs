@@ -4,12 +4,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Gateway;
 use crate::flow::interp::{CallSignal, TransferEvent, TransferRequest};
-use crate::media::audio_loop::{HoldProgram, Source};
+use crate::media::audio_loop::Source;
 use crate::media::engine::Reservation;
 use crate::sdp::Negotiated;
 use crate::sip::endpoint::{CallId, EndCause, OutgoingCall, Transport};
@@ -74,13 +73,7 @@ impl Gateway {
             .and_then(|name| self.config.trunks.iter().find(|t| &t.name == name).cloned());
         // Hold audio while the agents ring.
         let hold = match req.hold_message {
-            Some(message) => Arc::new(HoldProgram::new(
-                self.hold.music.to_vec(),
-                Some(message),
-                req.repeat_interval
-                    .unwrap_or(Duration::from_secs(self.config.media.hold_repeat_secs)),
-                self.config.media.hold_duck_db,
-            )),
+            Some(message) => self.hold_with(Some(message), req.repeat_interval),
             None => self.hold.clone(),
         };
         self.media.set_source(caller.0, Source::Hold(hold));
@@ -179,6 +172,7 @@ impl Gateway {
                         ended_at: std::time::SystemTime::now(),
                         outcome: String::new(),
                         sip_status: None,
+                        vars: Default::default(),
                     },
                 );
                 self.transfers.legs.insert(

@@ -25,6 +25,120 @@ pub struct CallRecord {
     pub outcome: String,
     /// Final SIP status where one applies (486, 487…).
     pub sip_status: Option<u16>,
+    /// Values the flow chose to keep with the call (e.g. what a breakout
+    /// returned), by variable name.
+    pub vars: std::collections::BTreeMap<String, String>,
+}
+
+/// A chat conversation (web today; SMS and WhatsApp bind to it later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRecord {
+    pub id: String,
+    /// The active channel: "web", "sms" or "whatsapp".
+    pub channel: String,
+    /// How it started: "breakout" or "web".
+    pub origin: String,
+    pub flow: Option<String>,
+    pub breakout_id: Option<String>,
+    pub created_at: SystemTime,
+    pub closed_at: Option<SystemTime>,
+}
+
+/// One event of a conversation's transcript, in order (`seq` from 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub conversation_id: String,
+    pub seq: u64,
+    /// "bot", "visitor" or "system".
+    pub role: String,
+    /// "message", "prompt" or "closed".
+    pub kind: String,
+    pub text: String,
+    /// The rest of the event (prompt input type, choices) as JSON.
+    pub detail: Option<String>,
+    pub created_at: SystemTime,
+}
+
+/// A Breakout: To chat session. The link token itself is never stored,
+/// only its SHA-256, so the database can't be used to open live links.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BreakoutRecord {
+    pub id: String,
+    pub token_hash: String,
+    pub call_id: String,
+    pub flow: String,
+    /// Where the SMS went (E.164); personal data, masked in `Debug`.
+    pub recipient: String,
+    /// "pending", "opened", "returned", "timed_out", "caller_left",
+    /// "send_failed".
+    pub state: String,
+    pub created_at: SystemTime,
+    pub expires_at: SystemTime,
+    pub opened_at: Option<SystemTime>,
+    pub finished_at: Option<SystemTime>,
+    pub conversation_id: Option<String>,
+    /// What Breakout: Return handed back, as a JSON object.
+    pub result: Option<String>,
+}
+
+impl std::fmt::Debug for BreakoutRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BreakoutRecord")
+            .field("id", &self.id)
+            .field("call_id", &self.call_id)
+            .field("flow", &self.flow)
+            .field("recipient", &crate::mask::phone(&self.recipient))
+            .field("state", &self.state)
+            .field("conversation_id", &self.conversation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A person we may contact again, with what we know of them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LeadRecord {
+    pub id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub conversation_id: Option<String>,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+impl std::fmt::Debug for LeadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeadRecord")
+            .field("id", &self.id)
+            .field("email", &self.email.as_deref().map(crate::mask::email))
+            .field("phone", &self.phone.as_deref().map(crate::mask::phone))
+            .field("conversation_id", &self.conversation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Consent as given (or refused), with the exact text shown (GDPR).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsentRecord {
+    pub id: String,
+    /// Whom it is about: a phone number or email address.
+    pub subject: String,
+    /// What for, e.g. "callback".
+    pub purpose: String,
+    pub text: String,
+    pub given: bool,
+    pub conversation_id: Option<String>,
+    pub created_at: SystemTime,
+}
+
+impl std::fmt::Debug for ConsentRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsentRecord")
+            .field("id", &self.id)
+            .field("purpose", &self.purpose)
+            .field("given", &self.given)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which messaging channel a send went out on.
@@ -139,6 +253,35 @@ pub trait Store: Send + Sync {
     fn record_send(&self, record: SendRecord) -> Result<(), StoreError>;
     /// Sends made during one call (by SIP Call-ID), oldest first.
     fn sends_for_call(&self, call_id: &str) -> Result<Vec<SendRecord>, StoreError>;
+    /// The newest call records first.
+    fn recent_calls(&self, limit: usize) -> Result<Vec<CallRecord>, StoreError>;
+    /// Insert or replace a conversation (by id).
+    fn upsert_conversation(&self, record: ConversationRecord) -> Result<(), StoreError>;
+    fn conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError>;
+    /// The newest conversations first.
+    fn conversations(&self, limit: usize) -> Result<Vec<ConversationRecord>, StoreError>;
+    fn append_message(&self, record: MessageRecord) -> Result<(), StoreError>;
+    /// A conversation's events with `seq > after`, in order.
+    fn messages(&self, conversation_id: &str, after: u64)
+        -> Result<Vec<MessageRecord>, StoreError>;
+    /// Insert or replace a breakout session (by id).
+    fn upsert_breakout(&self, record: BreakoutRecord) -> Result<(), StoreError>;
+    fn breakout(&self, id: &str) -> Result<Option<BreakoutRecord>, StoreError>;
+    /// Breakouts of one call (by SIP Call-ID), or the newest of all.
+    fn breakouts(
+        &self,
+        call_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BreakoutRecord>, StoreError>;
+    fn upsert_lead(&self, record: LeadRecord) -> Result<(), StoreError>;
+    fn leads(&self, limit: usize) -> Result<Vec<LeadRecord>, StoreError>;
+    fn record_consent(&self, record: ConsentRecord) -> Result<(), StoreError>;
+    /// Consents about one subject, or the newest of all.
+    fn consents(
+        &self,
+        subject: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ConsentRecord>, StoreError>;
     /// Block until queued writes are on disk.
     fn flush(&self) -> Result<(), StoreError>;
 }

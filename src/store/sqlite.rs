@@ -7,9 +7,13 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection};
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{CallRecord, SendChannel, SendRecord, SendStatus, Store, StoreError};
+use super::{
+    BreakoutRecord, CallRecord, ConsentRecord, ConversationRecord, LeadRecord, MessageRecord,
+    SendChannel, SendRecord, SendStatus, Store, StoreError,
+};
 
 /// Each entry moves the schema one version forward; never edit a shipped one.
 const MIGRATIONS: &[&str] = &[
@@ -49,11 +53,70 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX provider_sends_key ON provider_sends(idempotency_key);
     CREATE INDEX provider_sends_call_id ON provider_sends(call_id);",
+    // 3: chat (conversations, transcripts), breakouts, leads, consents, and
+    // the flow values a call record keeps.
+    "ALTER TABLE calls ADD COLUMN vars TEXT;
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        flow TEXT,
+        breakout_id TEXT,
+        created_at_ms INTEGER NOT NULL,
+        closed_at_ms INTEGER
+    );
+    CREATE INDEX conversations_created ON conversations(created_at_ms);
+    CREATE TABLE messages (
+        conversation_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        detail TEXT,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+    );
+    CREATE TABLE breakouts (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        call_id TEXT NOT NULL,
+        flow TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        opened_at_ms INTEGER,
+        finished_at_ms INTEGER,
+        conversation_id TEXT,
+        result TEXT
+    );
+    CREATE INDEX breakouts_call_id ON breakouts(call_id);
+    CREATE TABLE leads (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        email TEXT,
+        phone TEXT,
+        conversation_id TEXT,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE consents (
+        id TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        text TEXT NOT NULL,
+        given INTEGER NOT NULL,
+        conversation_id TEXT,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX consents_subject ON consents(subject);",
 ];
 
 enum Job {
     Call(CallRecord),
     Send(SendRecord),
+    /// Any other write: one statement and its values.
+    Exec(&'static str, Vec<Value>),
     Flush(mpsc::Sender<()>),
 }
 
@@ -132,8 +195,8 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO calls (call_id, direction, did, caller, trunk, flow, started_at_ms,
-                        answered_at_ms, ended_at_ms, outcome, sip_status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        answered_at_ms, ended_at_ms, outcome, sip_status, vars)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?;
                 let mut insert_send = tx.prepare_cached(
                     "INSERT INTO provider_sends (idempotency_key, channel, provider, recipient,
@@ -156,6 +219,7 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                                 ms(r.ended_at),
                                 r.outcome,
                                 r.sip_status,
+                                vars_json(&r.vars),
                             ])?;
                         }
                         Job::Send(r) => {
@@ -175,6 +239,10 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                                 ms(r.created_at),
                             ])?;
                         }
+                        Job::Exec(sql, values) => {
+                            tx.prepare_cached(sql)?
+                                .execute(rusqlite::params_from_iter(values))?;
+                        }
                         Job::Flush(done) => flushes.push(done),
                     }
                 }
@@ -188,6 +256,99 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
             let _ = done.send(());
         }
     }
+}
+
+impl SqliteStore {
+    fn query<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let conn = self.reader.lock().map_err(|_| StoreError::Closed)?;
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+fn opt_text(v: Option<String>) -> Value {
+    v.map_or(Value::Null, Value::Text)
+}
+
+fn opt_ms(v: Option<SystemTime>) -> Value {
+    v.map_or(Value::Null, |t| Value::Integer(ms(t)))
+}
+
+fn vars_json(vars: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    if vars.is_empty() {
+        None
+    } else {
+        serde_json::to_string(vars).ok()
+    }
+}
+
+const CALL_COLUMNS: &str = "call_id, direction, did, caller, trunk, flow, started_at_ms,
+    answered_at_ms, ended_at_ms, outcome, sip_status, vars";
+
+fn call_row(r: &Row<'_>) -> rusqlite::Result<CallRecord> {
+    let direction: String = r.get(1)?;
+    let vars: Option<String> = r.get(11)?;
+    Ok(CallRecord {
+        call_id: r.get(0)?,
+        direction: if direction == "outbound" {
+            "outbound"
+        } else {
+            "inbound"
+        },
+        did: r.get(2)?,
+        caller: r.get(3)?,
+        trunk: r.get(4)?,
+        flow: r.get(5)?,
+        started_at: from_ms(r.get(6)?),
+        answered_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
+        ended_at: from_ms(r.get(8)?),
+        outcome: r.get(9)?,
+        sip_status: r.get(10)?,
+        vars: vars
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default(),
+    })
+}
+
+const CONVERSATION_COLUMNS: &str =
+    "id, channel, origin, flow, breakout_id, created_at_ms, closed_at_ms";
+
+fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
+    Ok(ConversationRecord {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        origin: r.get(2)?,
+        flow: r.get(3)?,
+        breakout_id: r.get(4)?,
+        created_at: from_ms(r.get(5)?),
+        closed_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
+    })
+}
+
+const BREAKOUT_COLUMNS: &str = "id, token_hash, call_id, flow, recipient, state, created_at_ms,
+    expires_at_ms, opened_at_ms, finished_at_ms, conversation_id, result";
+
+fn breakout_row(r: &Row<'_>) -> rusqlite::Result<BreakoutRecord> {
+    Ok(BreakoutRecord {
+        id: r.get(0)?,
+        token_hash: r.get(1)?,
+        call_id: r.get(2)?,
+        flow: r.get(3)?,
+        recipient: r.get(4)?,
+        state: r.get(5)?,
+        created_at: from_ms(r.get(6)?),
+        expires_at: from_ms(r.get(7)?),
+        opened_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
+        finished_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
+        conversation_id: r.get(10)?,
+        result: r.get(11)?,
+    })
 }
 
 /// A column holding a word this version does not know (a newer writer?).
@@ -205,32 +366,238 @@ impl Store for SqliteStore {
     }
 
     fn call_records(&self, call_id: &str) -> Result<Vec<CallRecord>, StoreError> {
+        self.query(
+            &format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?1 ORDER BY id"),
+            [call_id],
+            call_row,
+        )
+    }
+
+    fn recent_calls(&self, limit: usize) -> Result<Vec<CallRecord>, StoreError> {
+        self.query(
+            &format!("SELECT {CALL_COLUMNS} FROM calls ORDER BY id DESC LIMIT ?1"),
+            [limit as i64],
+            call_row,
+        )
+    }
+
+    fn upsert_conversation(&self, r: ConversationRecord) -> Result<(), StoreError> {
+        self.send(Job::Exec(
+            "INSERT OR REPLACE INTO conversations (id, channel, origin, flow, breakout_id,
+                created_at_ms, closed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            vec![
+                r.id.into(),
+                r.channel.into(),
+                r.origin.into(),
+                opt_text(r.flow),
+                opt_text(r.breakout_id),
+                ms(r.created_at).into(),
+                opt_ms(r.closed_at),
+            ],
+        ))
+    }
+
+    fn conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
         let conn = self.reader.lock().map_err(|_| StoreError::Closed)?;
-        let mut stmt = conn.prepare(
-            "SELECT call_id, direction, did, caller, trunk, flow, started_at_ms, answered_at_ms,
-                    ended_at_ms, outcome, sip_status FROM calls WHERE call_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([call_id], |r| {
-            let direction: String = r.get(1)?;
-            Ok(CallRecord {
-                call_id: r.get(0)?,
-                direction: if direction == "outbound" {
-                    "outbound"
-                } else {
-                    "inbound"
-                },
-                did: r.get(2)?,
-                caller: r.get(3)?,
-                trunk: r.get(4)?,
-                flow: r.get(5)?,
-                started_at: from_ms(r.get(6)?),
-                answered_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
-                ended_at: from_ms(r.get(8)?),
-                outcome: r.get(9)?,
-                sip_status: r.get(10)?,
+        Ok(conn
+            .query_row(
+                &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1"),
+                [id],
+                conversation_row,
+            )
+            .optional()?)
+    }
+
+    fn conversations(&self, limit: usize) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.query(
+            &format!(
+                "SELECT {CONVERSATION_COLUMNS} FROM conversations
+                 ORDER BY created_at_ms DESC LIMIT ?1"
+            ),
+            [limit as i64],
+            conversation_row,
+        )
+    }
+
+    fn append_message(&self, r: MessageRecord) -> Result<(), StoreError> {
+        self.send(Job::Exec(
+            "INSERT OR REPLACE INTO messages (conversation_id, seq, role, kind, text, detail,
+                created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            vec![
+                r.conversation_id.into(),
+                (r.seq as i64).into(),
+                r.role.into(),
+                r.kind.into(),
+                r.text.into(),
+                opt_text(r.detail),
+                ms(r.created_at).into(),
+            ],
+        ))
+    }
+
+    fn messages(
+        &self,
+        conversation_id: &str,
+        after: u64,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        self.query(
+            "SELECT conversation_id, seq, role, kind, text, detail, created_at_ms FROM messages
+             WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq",
+            (conversation_id, after as i64),
+            |r| {
+                Ok(MessageRecord {
+                    conversation_id: r.get(0)?,
+                    seq: r.get::<_, i64>(1)?.max(0) as u64,
+                    role: r.get(2)?,
+                    kind: r.get(3)?,
+                    text: r.get(4)?,
+                    detail: r.get(5)?,
+                    created_at: from_ms(r.get(6)?),
+                })
+            },
+        )
+    }
+
+    fn upsert_breakout(&self, r: BreakoutRecord) -> Result<(), StoreError> {
+        self.send(Job::Exec(
+            "INSERT OR REPLACE INTO breakouts (id, token_hash, call_id, flow, recipient, state,
+                created_at_ms, expires_at_ms, opened_at_ms, finished_at_ms, conversation_id,
+                result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            vec![
+                r.id.into(),
+                r.token_hash.into(),
+                r.call_id.into(),
+                r.flow.into(),
+                r.recipient.into(),
+                r.state.into(),
+                ms(r.created_at).into(),
+                ms(r.expires_at).into(),
+                opt_ms(r.opened_at),
+                opt_ms(r.finished_at),
+                opt_text(r.conversation_id),
+                opt_text(r.result),
+            ],
+        ))
+    }
+
+    fn breakout(&self, id: &str) -> Result<Option<BreakoutRecord>, StoreError> {
+        let conn = self.reader.lock().map_err(|_| StoreError::Closed)?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {BREAKOUT_COLUMNS} FROM breakouts WHERE id = ?1"),
+                [id],
+                breakout_row,
+            )
+            .optional()?)
+    }
+
+    fn breakouts(
+        &self,
+        call_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BreakoutRecord>, StoreError> {
+        match call_id {
+            Some(c) => self.query(
+                &format!(
+                    "SELECT {BREAKOUT_COLUMNS} FROM breakouts WHERE call_id = ?1
+                     ORDER BY created_at_ms DESC LIMIT ?2"
+                ),
+                (c, limit as i64),
+                breakout_row,
+            ),
+            None => self.query(
+                &format!(
+                    "SELECT {BREAKOUT_COLUMNS} FROM breakouts ORDER BY created_at_ms DESC LIMIT ?1"
+                ),
+                [limit as i64],
+                breakout_row,
+            ),
+        }
+    }
+
+    fn upsert_lead(&self, r: LeadRecord) -> Result<(), StoreError> {
+        self.send(Job::Exec(
+            "INSERT OR REPLACE INTO leads (id, name, email, phone, conversation_id,
+                created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            vec![
+                r.id.into(),
+                opt_text(r.name),
+                opt_text(r.email),
+                opt_text(r.phone),
+                opt_text(r.conversation_id),
+                ms(r.created_at).into(),
+                ms(r.updated_at).into(),
+            ],
+        ))
+    }
+
+    fn leads(&self, limit: usize) -> Result<Vec<LeadRecord>, StoreError> {
+        self.query(
+            "SELECT id, name, email, phone, conversation_id, created_at_ms, updated_at_ms
+             FROM leads ORDER BY updated_at_ms DESC LIMIT ?1",
+            [limit as i64],
+            |r| {
+                Ok(LeadRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    email: r.get(2)?,
+                    phone: r.get(3)?,
+                    conversation_id: r.get(4)?,
+                    created_at: from_ms(r.get(5)?),
+                    updated_at: from_ms(r.get(6)?),
+                })
+            },
+        )
+    }
+
+    fn record_consent(&self, r: ConsentRecord) -> Result<(), StoreError> {
+        self.send(Job::Exec(
+            "INSERT OR REPLACE INTO consents (id, subject, purpose, text, given,
+                conversation_id, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            vec![
+                r.id.into(),
+                r.subject.into(),
+                r.purpose.into(),
+                r.text.into(),
+                i64::from(r.given).into(),
+                opt_text(r.conversation_id),
+                ms(r.created_at).into(),
+            ],
+        ))
+    }
+
+    fn consents(
+        &self,
+        subject: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ConsentRecord>, StoreError> {
+        let row = |r: &Row<'_>| {
+            Ok(ConsentRecord {
+                id: r.get(0)?,
+                subject: r.get(1)?,
+                purpose: r.get(2)?,
+                text: r.get(3)?,
+                given: r.get::<_, i64>(4)? != 0,
+                conversation_id: r.get(5)?,
+                created_at: from_ms(r.get(6)?),
             })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        };
+        const COLUMNS: &str = "id, subject, purpose, text, given, conversation_id, created_at_ms";
+        match subject {
+            Some(s) => self.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM consents WHERE subject = ?1
+                     ORDER BY created_at_ms DESC LIMIT ?2"
+                ),
+                (s, limit as i64),
+                row,
+            ),
+            None => self.query(
+                &format!("SELECT {COLUMNS} FROM consents ORDER BY created_at_ms DESC LIMIT ?1"),
+                [limit as i64],
+                row,
+            ),
+        }
     }
 
     fn record_send(&self, record: SendRecord) -> Result<(), StoreError> {
@@ -295,6 +662,7 @@ mod tests {
             ended_at: now + Duration::from_secs(3),
             outcome: "remote_bye".into(),
             sip_status: None,
+            vars: [("email".to_string(), "a@b.example".to_string())].into(),
         };
         {
             let store = SqliteStore::open(&path).unwrap();
@@ -348,11 +716,22 @@ mod tests {
         }
         let store = SqliteStore::open(&path).unwrap();
         let conn = Connection::open(&path).unwrap();
-        assert_eq!(tables(&conn), vec!["calls", "provider_sends"]);
+        assert_eq!(
+            tables(&conn),
+            vec![
+                "breakouts",
+                "calls",
+                "consents",
+                "conversations",
+                "leads",
+                "messages",
+                "provider_sends"
+            ]
+        );
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 2);
+        assert_eq!(v, MIGRATIONS.len() as i64);
         let indexed: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'
@@ -424,5 +803,100 @@ mod tests {
         };
         let s = format!("{r:?}");
         assert!(!s.contains("5551234567"), "{s}");
+    }
+
+    #[test]
+    fn chat_breakout_lead_and_consent_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        let conv = ConversationRecord {
+            id: "c1".into(),
+            channel: "web".into(),
+            origin: "breakout".into(),
+            flow: Some("collect-email".into()),
+            breakout_id: Some("b1".into()),
+            created_at: at,
+            closed_at: None,
+        };
+        store.upsert_conversation(conv.clone()).unwrap();
+        for seq in 1..=3u64 {
+            store
+                .append_message(MessageRecord {
+                    conversation_id: "c1".into(),
+                    seq,
+                    role: if seq == 2 { "visitor" } else { "bot" }.into(),
+                    kind: "message".into(),
+                    text: format!("m{seq}"),
+                    detail: (seq == 3).then(|| "{\"input\":\"email\"}".to_string()),
+                    created_at: at,
+                })
+                .unwrap();
+        }
+        let closed = ConversationRecord {
+            closed_at: Some(at + Duration::from_secs(9)),
+            ..conv
+        };
+        store.upsert_conversation(closed.clone()).unwrap();
+        let breakout = BreakoutRecord {
+            id: "b1".into(),
+            token_hash: "ab".repeat(32),
+            call_id: "call@host".into(),
+            flow: "collect-email".into(),
+            recipient: "+15551234567".into(),
+            state: "returned".into(),
+            created_at: at,
+            expires_at: at + Duration::from_secs(120),
+            opened_at: Some(at),
+            finished_at: Some(at),
+            conversation_id: Some("c1".into()),
+            result: Some("{\"email\":\"a@b.example\"}".into()),
+        };
+        store.upsert_breakout(breakout.clone()).unwrap();
+        let lead = LeadRecord {
+            id: "l1".into(),
+            name: None,
+            email: Some("a@b.example".into()),
+            phone: Some("+15551234567".into()),
+            conversation_id: Some("c1".into()),
+            created_at: at,
+            updated_at: at,
+        };
+        store.upsert_lead(lead.clone()).unwrap();
+        let consent = ConsentRecord {
+            id: "k1".into(),
+            subject: "+15551234567".into(),
+            purpose: "callback".into(),
+            text: "We may call you back.".into(),
+            given: true,
+            conversation_id: Some("c1".into()),
+            created_at: at,
+        };
+        store.record_consent(consent.clone()).unwrap();
+        store.flush().unwrap();
+
+        assert_eq!(store.conversation("c1").unwrap(), Some(closed.clone()));
+        assert_eq!(store.conversation("nope").unwrap(), None);
+        assert_eq!(store.conversations(10).unwrap(), vec![closed]);
+        let after1 = store.messages("c1", 1).unwrap();
+        assert_eq!(
+            after1.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            ["m2", "m3"]
+        );
+        assert_eq!(after1[0].role, "visitor");
+        assert_eq!(after1[1].detail.as_deref(), Some("{\"input\":\"email\"}"));
+        assert_eq!(store.breakout("b1").unwrap(), Some(breakout.clone()));
+        assert_eq!(
+            store.breakouts(Some("call@host"), 5).unwrap(),
+            vec![breakout.clone()]
+        );
+        assert!(store.breakouts(Some("other"), 5).unwrap().is_empty());
+        assert_eq!(store.leads(5).unwrap(), vec![lead]);
+        assert_eq!(
+            store.consents(Some("+15551234567"), 5).unwrap(),
+            vec![consent]
+        );
+        assert!(store.consents(Some("+34600000000"), 5).unwrap().is_empty());
+        assert!(!format!("{breakout:?}").contains("5551234567"));
     }
 }

@@ -2,6 +2,9 @@
 //! drive it with real peers (SIPp, tshark) over real sockets.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod standin;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -53,6 +56,19 @@ pub fn rtp_range(n: u16) -> (u16, u16) {
     let pid_base = 30_000 + (std::process::id() % 50) as u16 * 400;
     let start = pid_base + NEXT.fetch_add(n + 2, Ordering::Relaxed);
     (start, start + n)
+}
+
+pub struct HttpReply {
+    pub status: u16,
+    /// The status line and headers, lower-cased.
+    pub headers: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
 }
 
 pub struct Gateway {
@@ -131,14 +147,35 @@ impl Gateway {
 
     /// GET over plain HTTP/1.1; returns (status, body).
     pub fn http_get(&self, path: &str) -> (u16, String) {
+        let r = self.http("GET", path, &[], None);
+        (r.status, r.body)
+    }
+
+    /// One HTTP/1.1 request (Connection: close) to the sidecar.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> HttpReply {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(body.unwrap_or(""));
+        s.write_all(req.as_bytes()).unwrap();
         let mut text = String::new();
         let _ = s.read_to_string(&mut text);
         let status = text
@@ -146,11 +183,12 @@ impl Gateway {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        HttpReply {
+            status,
+            headers: head.to_ascii_lowercase(),
+            body: body.to_string(),
+        }
     }
 
     pub fn log(&self) -> String {

@@ -19,7 +19,7 @@ pub async fn run(node: &Gather, cx: &mut FlowCx) -> Result<Next, Ended> {
                 None => node.next.clone(),
             });
         }
-        tracing::info!(call = %cx.call, node = %node.id, attempt, no_input = input.is_empty(), "gather: retry");
+        tracing::info!(call = %cx.label, node = %node.id, attempt, no_input = input.is_empty(), "gather: retry");
         if attempt < node.retries && !input.is_empty() {
             if let Some(text) = &node.invalid_prompt {
                 say(cx, text, &node.language, false).await?;
@@ -65,7 +65,7 @@ async fn say(cx: &mut FlowCx, text: &str, language: &str, barge_in: bool) -> Res
         Ok(samples) => {
             cx.play(samples, barge_in).await?;
         }
-        Err(e) => tracing::error!(call = %cx.call, %e, "gather: TTS failed"),
+        Err(e) => tracing::error!(call = %cx.label, %e, "gather: TTS failed"),
     }
     Ok(())
 }

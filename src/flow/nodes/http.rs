@@ -16,7 +16,7 @@ pub async fn run(node: &Http, cx: &mut FlowCx) -> Result<Next, Ended> {
             Ok(node.next.clone())
         }
         Err(e) => {
-            tracing::warn!(call = %cx.call, node = %node.id, error = %e, "http node failed");
+            tracing::warn!(call = %cx.label, node = %node.id, error = %e, "http node failed");
             cx.vars.insert(format!("{}.error", node.id), e);
             Ok(node.on_error.clone().or_else(|| node.next.clone()))
         }

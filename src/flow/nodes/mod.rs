@@ -1,9 +1,14 @@
 //! One file per node type: each exposes `run(node, cx) -> Result<Next, Ended>`.
 
+pub mod ask;
 pub mod branch;
+pub mod breakout;
+pub mod breakout_return;
+pub mod choice;
 pub mod gather;
 pub mod hangup;
 pub mod http;
+pub mod message;
 pub mod pause;
 pub mod play;
 pub mod say;
@@ -12,7 +17,7 @@ pub mod send_whatsapp;
 pub mod set;
 pub mod transfer;
 
-use super::interp::FlowCx;
+use super::interp::{FlowCx, Next};
 
 /// `to` as written, or the caller's number when blank.
 pub(crate) fn recipient(to: &str, cx: &FlowCx) -> String {
@@ -24,15 +29,23 @@ pub(crate) fn recipient(to: &str, cx: &FlowCx) -> String {
     }
 }
 
-/// What send_sms and send_whatsapp share: send through `provider` with a
-/// per-call-and-node idempotency key, record the send, store the provider id
-/// or the error in variables, and pick `next` or `on_error`.
+/// What send_sms, send_whatsapp and breakout share: send through
+/// `provider` with a per-call-and-node idempotency key, record the send,
+/// and store the provider id or the error (`<node>.error`,
+/// `<node>.error_kind`) in variables. True when sent.
 pub(crate) struct Delivery<'a> {
     pub channel: crate::store::SendChannel,
     pub label: &'static str,
     pub node_id: &'a str,
-    pub next: &'a Option<String>,
-    pub on_error: &'a Option<String>,
+}
+
+/// `next` after a send, else `on_error` (or `next` when that's unset).
+pub(crate) fn after_send(sent: bool, next: &Option<String>, on_error: &Option<String>) -> Next {
+    if sent {
+        next.clone()
+    } else {
+        on_error.clone().or_else(|| next.clone())
+    }
 }
 
 pub(crate) async fn deliver(
@@ -42,11 +55,16 @@ pub(crate) async fn deliver(
     from: Option<String>,
     kind: crate::messaging::MessageKind,
     cx: &mut FlowCx,
-) -> super::interp::Next {
-    let failed = || d.on_error.clone().or_else(|| d.next.clone());
+) -> bool {
     let Some(provider) = provider else {
-        tracing::error!(call = %cx.call, node = %d.node_id, "{}: no provider configured", d.label);
-        return failed();
+        tracing::error!(call = %cx.label, node = %d.node_id, "{}: no provider configured", d.label);
+        cx.vars.insert(
+            format!("{}.error", d.node_id),
+            "no provider configured".into(),
+        );
+        cx.vars
+            .insert(format!("{}.error_kind", d.node_id), "config".into());
+        return false;
     };
     let msg = crate::messaging::OutboundMessage {
         to: to.clone(),
@@ -63,16 +81,18 @@ pub(crate) async fn deliver(
     super::send_log::record(cx, d.channel, provider.name(), d.node_id, &msg, &result);
     match result {
         Ok(receipt) => {
-            tracing::info!(call = %cx.call, node = %d.node_id, to = %crate::mask::phone(&to), id = %receipt.provider_id, "{} sent", d.label);
+            tracing::info!(call = %cx.label, node = %d.node_id, to = %crate::mask::phone(&to), id = %receipt.provider_id, "{} sent", d.label);
             cx.vars
                 .insert(format!("{}.id", d.node_id), receipt.provider_id);
-            d.next.clone()
+            true
         }
         Err(e) => {
-            tracing::warn!(call = %cx.call, node = %d.node_id, to = %crate::mask::phone(&to), error = %e, "{} failed", d.label);
+            tracing::warn!(call = %cx.label, node = %d.node_id, to = %crate::mask::phone(&to), error = %e, "{} failed", d.label);
             cx.vars
                 .insert(format!("{}.error", d.node_id), e.to_string());
-            failed()
+            cx.vars
+                .insert(format!("{}.error_kind", d.node_id), e.kind().to_string());
+            false
         }
     }
 }

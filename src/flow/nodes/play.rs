@@ -9,7 +9,7 @@ pub async fn run(node: &Play, cx: &mut FlowCx) -> Result<Next, Ended> {
     let samples = match cx.clip(&node.file).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(call = %cx.call, node = %node.id, %e, "play: cannot load audio");
+            tracing::error!(call = %cx.label, node = %node.id, %e, "play: cannot load audio");
             return Ok(node.next.clone());
         }
     };

@@ -17,7 +17,7 @@ pub async fn run(node: &Say, cx: &mut FlowCx) -> Result<Next, Ended> {
             cx.play(samples, false).await?;
         }
         // A broken TTS shouldn't strand the caller: log and go on.
-        Err(e) => tracing::error!(call = %cx.call, node = %node.id, %e, "say: TTS failed"),
+        Err(e) => tracing::error!(call = %cx.label, node = %node.id, %e, "say: TTS failed"),
     }
     Ok(node.next.clone())
 }

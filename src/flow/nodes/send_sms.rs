@@ -17,9 +17,8 @@ pub async fn run(node: &SendSms, cx: &mut FlowCx) -> Result<Next, Ended> {
         channel: SendChannel::Sms,
         label: "SMS",
         node_id: &node.id,
-        next: &node.next,
-        on_error: &node.on_error,
     };
     let provider = cx.services.sms.clone();
-    Ok(deliver(delivery, provider, to, from, kind, cx).await)
+    let sent = deliver(delivery, provider, to, from, kind, cx).await;
+    Ok(super::after_send(sent, &node.next, &node.on_error))
 }

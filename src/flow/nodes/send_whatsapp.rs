@@ -22,9 +22,8 @@ pub async fn run(node: &SendWhatsApp, cx: &mut FlowCx) -> Result<Next, Ended> {
         channel: SendChannel::WhatsApp,
         label: "WhatsApp",
         node_id: &node.id,
-        next: &node.next,
-        on_error: &node.on_error,
     };
     let provider = cx.services.whatsapp.clone();
-    Ok(deliver(delivery, provider, to, None, kind, cx).await)
+    let sent = deliver(delivery, provider, to, None, kind, cx).await;
+    Ok(super::after_send(sent, &node.next, &node.on_error))
 }

@@ -1,0 +1,444 @@
+//! Breakout: To chat sessions. A call sends the caller a link; the link
+//! opens one web conversation running a chat flow; Breakout: Return hands
+//! variables back to the waiting call. Each session moves through
+//! pending → opened → returned | timed_out | caller_left exactly once,
+//! under one lock, so a return racing the timeout has a single winner.
+//!
+//! The link token (256 random bits) is only ever held by the recipient's
+//! phone: the map and the store key it by its SHA-256.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use crate::chat::{ChatHub, Conversation, NewConversation, Role};
+use crate::store::{BreakoutRecord, Store};
+
+/// What Breakout: Return hands back: variable → value.
+pub type Returned = BTreeMap<String, String>;
+
+/// How long a finished session stays (for its own records) before it goes.
+const KEEP_FINISHED: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Opened,
+    Returned,
+    TimedOut,
+    CallerLeft,
+    SendFailed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Opened => "opened",
+            Phase::Returned => "returned",
+            Phase::TimedOut => "timed_out",
+            Phase::CallerLeft => "caller_left",
+            Phase::SendFailed => "send_failed",
+        }
+    }
+
+    /// Can the chat still hand something back?
+    fn live(self) -> bool {
+        matches!(self, Phase::Pending | Phase::Opened | Phase::CallerLeft)
+    }
+}
+
+/// What to tell the visitor when the call side moves on.
+#[derive(Debug, Clone)]
+pub struct Notices {
+    pub caller_left: String,
+    pub timed_out: String,
+}
+
+pub struct Session {
+    pub id: String,
+    expires: Instant,
+    notices: Notices,
+    store: Arc<dyn Store>,
+    state: Mutex<State>,
+}
+
+struct State {
+    phase: Phase,
+    conversation: Option<Arc<Conversation>>,
+    waiting_call: Option<oneshot::Sender<Returned>>,
+    finished: Option<Instant>,
+    record: BreakoutRecord,
+}
+
+/// What a session's start gives the call: the link token to send and the
+/// receiver the returned variables arrive on.
+pub struct Started {
+    pub session: Arc<Session>,
+    pub token: String,
+    pub returned: oneshot::Receiver<Returned>,
+}
+
+/// What opening a link gives the web side.
+pub enum Opened {
+    /// First open: a new conversation; run `flow` on it.
+    New {
+        session: Arc<Session>,
+        flow: String,
+        new: NewConversation,
+    },
+    /// The same browser again (its cookie matches): resume.
+    Resume(Arc<Conversation>),
+}
+
+/// How a Breakout: Return went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnOutcome {
+    /// The call has the values and carries on.
+    Delivered,
+    /// The caller hung up first; the values are stored all the same.
+    CallerLeft,
+    /// Too late (timeout) or already returned; stored, not delivered.
+    TooLate,
+}
+
+pub struct Breakouts {
+    sessions: DashMap<[u8; 32], Arc<Session>>,
+    store: Arc<dyn Store>,
+    hub: Arc<ChatHub>,
+}
+
+impl Breakouts {
+    pub fn new(store: Arc<dyn Store>, hub: Arc<ChatHub>) -> Breakouts {
+        Breakouts {
+            sessions: DashMap::new(),
+            store,
+            hub,
+        }
+    }
+
+    /// A new session for `call_id`, open for `timeout`.
+    pub fn start(
+        &self,
+        call_id: &str,
+        flow: &str,
+        recipient: &str,
+        timeout: Duration,
+        notices: Notices,
+    ) -> Started {
+        self.sweep();
+        let token = crate::chat::random_token(32);
+        let token_hash = crate::chat::secret_hash(&token);
+        let now = SystemTime::now();
+        let record = BreakoutRecord {
+            id: crate::chat::random_token(12),
+            token_hash: token_hash.iter().map(|b| format!("{b:02x}")).collect(),
+            call_id: call_id.into(),
+            flow: flow.into(),
+            recipient: recipient.into(),
+            state: Phase::Pending.as_str().into(),
+            created_at: now,
+            expires_at: now + timeout,
+            opened_at: None,
+            finished_at: None,
+            conversation_id: None,
+            result: None,
+        };
+        let (tx, rx) = oneshot::channel();
+        let session = Arc::new(Session {
+            id: record.id.clone(),
+            expires: Instant::now() + timeout,
+            notices,
+            store: self.store.clone(),
+            state: Mutex::new(State {
+                phase: Phase::Pending,
+                conversation: None,
+                waiting_call: Some(tx),
+                finished: None,
+                record,
+            }),
+        });
+        session.persist(&session.lock());
+        self.sessions.insert(token_hash, session.clone());
+        metrics::counter!("crossline_breakouts_total", "event" => "started").increment(1);
+        Started {
+            session,
+            token,
+            returned: rx,
+        }
+    }
+
+    /// Open a link. `None` for anything that must look like "not found":
+    /// unknown, expired, finished, or opened before by another browser.
+    /// `browser_key` gives the key this browser holds for a conversation id.
+    pub fn open(
+        &self,
+        token: &str,
+        browser_key: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Opened> {
+        if token.len() > 128 {
+            return None;
+        }
+        let session = self.sessions.get(&crate::chat::secret_hash(token))?.clone();
+        let mut st = session.lock();
+        if Instant::now() >= session.expires || !st.phase.live() {
+            return None;
+        }
+        match (st.phase, &st.conversation) {
+            (Phase::Pending, None) => {
+                let new = self.hub.create(
+                    "breakout",
+                    Some(st.record.flow.clone()),
+                    Some(session.id.clone()),
+                );
+                st.phase = Phase::Opened;
+                st.record.state = Phase::Opened.as_str().into();
+                st.conversation = Some(new.conversation.clone());
+                st.record.opened_at = Some(SystemTime::now());
+                st.record.conversation_id = Some(new.conversation.id.clone());
+                session.persist(&st);
+                metrics::counter!("crossline_breakouts_total", "event" => "opened").increment(1);
+                let flow = st.record.flow.clone();
+                drop(st);
+                Some(Opened::New {
+                    session: session.clone(),
+                    flow,
+                    new,
+                })
+            }
+            (_, Some(conv)) if browser_key(&conv.id).is_some_and(|k| conv.key_matches(&k)) => {
+                Some(Opened::Resume(conv.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Forget sessions finished (or expired) long enough ago.
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.sessions.retain(|_, s| {
+            let st = s.lock();
+            let since = st.finished.unwrap_or(s.expires);
+            now < since || now.duration_since(since) < KEEP_FINISHED
+        });
+    }
+}
+
+impl Session {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self, st: &State) {
+        if let Err(e) = self.store.upsert_breakout(st.record.clone()) {
+            tracing::error!(%e, "store: cannot queue a breakout");
+        }
+    }
+
+    fn finish(&self, st: &mut State, phase: Phase) {
+        st.phase = phase;
+        st.record.state = phase.as_str().into();
+        st.finished = Some(Instant::now());
+        st.record.finished_at = Some(SystemTime::now());
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
+    /// Breakout: Return reached in the chat.
+    pub fn complete(&self, values: Returned) -> ReturnOutcome {
+        let mut st = self.lock();
+        st.record.result = serde_json::to_string(&values).ok();
+        let outcome = match st.phase {
+            Phase::Pending | Phase::Opened => {
+                match st.waiting_call.take().map(|tx| tx.send(values)) {
+                    Some(Ok(())) => ReturnOutcome::Delivered,
+                    // The call's side is gone without saying so (its task
+                    // ended): the same as a hang-up.
+                    _ => ReturnOutcome::CallerLeft,
+                }
+            }
+            Phase::CallerLeft => ReturnOutcome::CallerLeft,
+            _ => ReturnOutcome::TooLate,
+        };
+        match outcome {
+            ReturnOutcome::Delivered => {
+                self.finish(&mut st, Phase::Returned);
+                metrics::counter!("crossline_breakouts_total", "event" => "returned").increment(1);
+            }
+            ReturnOutcome::CallerLeft => {
+                st.record.state = "returned_after_caller_left".into();
+                st.finished = Some(Instant::now());
+                st.record.finished_at = Some(SystemTime::now());
+            }
+            ReturnOutcome::TooLate => {}
+        }
+        self.persist(&st);
+        outcome
+    }
+
+    /// The call's wait ran out. `false` if the chat returned first.
+    pub fn time_out(&self) -> bool {
+        let mut st = self.lock();
+        if !matches!(st.phase, Phase::Pending | Phase::Opened) {
+            return false;
+        }
+        st.waiting_call = None;
+        self.finish(&mut st, Phase::TimedOut);
+        self.persist(&st);
+        metrics::counter!("crossline_breakouts_total", "event" => "timed_out").increment(1);
+        if let Some(c) = &st.conversation {
+            c.close(&self.notices.timed_out);
+        }
+        true
+    }
+
+    /// The caller hung up while waiting.
+    pub fn caller_left(&self) {
+        let mut st = self.lock();
+        if !matches!(st.phase, Phase::Pending | Phase::Opened) {
+            return;
+        }
+        st.waiting_call = None;
+        st.phase = Phase::CallerLeft;
+        st.record.state = Phase::CallerLeft.as_str().into();
+        self.persist(&st);
+        metrics::counter!("crossline_breakouts_total", "event" => "caller_left").increment(1);
+        if let Some(c) = &st.conversation {
+            c.say(Role::System, &self.notices.caller_left);
+        }
+    }
+
+    /// The SMS with the link never went out.
+    pub fn send_failed(&self) {
+        let mut st = self.lock();
+        st.waiting_call = None;
+        self.finish(&mut st, Phase::SendFailed);
+        self.persist(&st);
+        metrics::counter!("crossline_breakouts_total", "event" => "send_failed").increment(1);
+    }
+}
+
+/// Held by the call while it waits: if the call's task is dropped (the
+/// caller hung up), the session learns it.
+pub struct WaitGuard(pub Arc<Session>);
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.0.caller_left();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Arc<dyn Store>, Breakouts) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("b.db")).unwrap());
+        let hub = Arc::new(ChatHub::new(store.clone()));
+        (dir, store.clone(), Breakouts::new(store, hub))
+    }
+
+    fn notices() -> Notices {
+        Notices {
+            caller_left: "The call ended.".into(),
+            timed_out: "Time is up.".into(),
+        }
+    }
+
+    #[test]
+    fn token_opens_one_conversation_then_only_for_its_browser() {
+        let (_d, store, b) = setup();
+        let s = b.start(
+            "c@h",
+            "collect",
+            "+15551234567",
+            Duration::from_secs(60),
+            notices(),
+        );
+        assert!(s.token.len() >= 43, "256 bits in base64url");
+        let Some(Opened::New { new, flow, .. }) = b.open(&s.token, &|_| None) else {
+            panic!("first open");
+        };
+        assert_eq!(flow, "collect");
+        assert!(b.open(&s.token, &|_| None).is_none(), "a second browser");
+        assert!(b.open(&s.token, &|_| Some("wrong".into())).is_none());
+        assert!(matches!(
+            b.open(&s.token, &|_| Some(new.access_key.clone())),
+            Some(Opened::Resume(c)) if c.id == new.conversation.id
+        ));
+        assert!(b.open("guessed-token", &|_| None).is_none());
+        assert!(b.open(&"x".repeat(4000), &|_| None).is_none());
+        store.flush().unwrap();
+        let rec = store.breakout(&s.session.id).unwrap().unwrap();
+        assert_eq!(rec.state, "opened");
+        assert_eq!(
+            rec.conversation_id.as_deref(),
+            Some(new.conversation.id.as_str())
+        );
+        assert!(!rec.token_hash.contains(&s.token));
+    }
+
+    #[test]
+    fn return_delivers_once_and_closes_the_link() {
+        let (_d, store, b) = setup();
+        let mut s = b.start("c@h", "f", "+1555", Duration::from_secs(60), notices());
+        let Some(Opened::New { session, new, .. }) = b.open(&s.token, &|_| None) else {
+            panic!()
+        };
+        let vals: Returned = [("email".to_string(), "a@b.example".to_string())].into();
+        assert_eq!(session.complete(vals.clone()), ReturnOutcome::Delivered);
+        assert_eq!(s.returned.try_recv().unwrap(), vals);
+        assert_eq!(session.complete(vals), ReturnOutcome::TooLate);
+        assert!(!session.time_out(), "the return won");
+        assert!(
+            b.open(&s.token, &|_| Some(new.access_key.clone()))
+                .is_none(),
+            "used"
+        );
+        store.flush().unwrap();
+        let rec = store.breakout(&session.id).unwrap().unwrap();
+        assert_eq!(rec.state, "returned");
+        assert!(rec.result.unwrap().contains("a@b.example"));
+    }
+
+    #[test]
+    fn timeout_closes_the_chat_and_expiry_hides_the_link() {
+        let (_d, _s, b) = setup();
+        let s = b.start("c@h", "f", "+1555", Duration::from_secs(60), notices());
+        let Some(Opened::New { session, new, .. }) = b.open(&s.token, &|_| None) else {
+            panic!()
+        };
+        assert!(session.time_out());
+        assert!(new.conversation.is_closed());
+        assert_eq!(session.complete(Returned::new()), ReturnOutcome::TooLate);
+        let expired = b.start("c@h", "f", "+1555", Duration::ZERO, notices());
+        assert!(b.open(&expired.token, &|_| None).is_none());
+    }
+
+    #[test]
+    fn hang_up_tells_the_visitor_and_still_stores_the_result() {
+        let (_d, store, b) = setup();
+        let s = b.start("c@h", "f", "+1555", Duration::from_secs(60), notices());
+        let Some(Opened::New { session, new, .. }) = b.open(&s.token, &|_| None) else {
+            panic!()
+        };
+        drop(WaitGuard(session.clone()));
+        drop(s.returned);
+        let (events, _) = new.conversation.subscribe(0);
+        assert!(matches!(events.last().unwrap().as_ref(),
+            crate::chat::Event::Message { text, .. } if text == "The call ended."));
+        let vals: Returned = [("email".to_string(), "x@y.example".to_string())].into();
+        assert_eq!(session.complete(vals), ReturnOutcome::CallerLeft);
+        store.flush().unwrap();
+        let rec = store.breakout(&session.id).unwrap().unwrap();
+        assert_eq!(rec.state, "returned_after_caller_left");
+        assert!(rec.result.unwrap().contains("x@y.example"));
+    }
+}

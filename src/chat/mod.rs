@@ -1,0 +1,30 @@
+//! Chat conversations: the transcript (events with ids that only grow), the
+//! live feed web clients subscribe to, and the visitor inputs a chat flow
+//! reads. Channel-neutral; the web socket lives in `http::chat`.
+
+mod event;
+mod hub;
+pub mod input;
+
+pub use event::{Choice, Event, InputKind, Live, Role, VisitorInput};
+pub use hub::{ChatHub, Conversation, NewConversation};
+
+/// A random id or secret: `bytes` from the OS-seeded CSPRNG, base64url.
+pub fn random_token(bytes: usize) -> String {
+    use base64::Engine;
+    use rand::Rng;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// SHA-256 of a secret: what we keep instead of the secret itself.
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Equal without an early exit, so timing tells nothing about the secret.
+pub fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

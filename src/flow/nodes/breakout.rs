@@ -1,0 +1,123 @@
+//! `breakout` (Breakout: To chat): text the caller a link to a web chat,
+//! hold the call with music and a repeated message while they fill it in,
+//! then carry on with what Breakout: Return handed back, or go to the
+//! timeout flow. A failed SMS takes `on_error` at once.
+
+use std::time::Duration;
+
+use super::{deliver, Delivery};
+use crate::breakout::{Notices, WaitGuard};
+use crate::flow::interp::{Ended, FlowCx, Next};
+use crate::flow::model::Breakout;
+use crate::flow::template::render;
+use crate::messaging::MessageKind;
+use crate::store::SendChannel;
+use crate::tts::TtsRequest;
+
+pub async fn run(node: &Breakout, cx: &mut FlowCx) -> Result<Next, Ended> {
+    let to = super::recipient(&node.phone_number, cx);
+    let call_id = cx.vars.get("call_id").cloned().unwrap_or_default();
+    let timeout = Duration::from_secs(node.timeout_secs);
+    let started = cx.services.breakouts.start(
+        &call_id,
+        &node.breakout_flow,
+        &to,
+        timeout,
+        Notices {
+            caller_left: render(&node.caller_left_message, &cx.vars),
+            timed_out: render(&node.timeout_message, &cx.vars),
+        },
+    );
+    let session = started.session.clone();
+    cx.vars
+        .insert(format!("{}.id", node.id), session.id.clone());
+
+    // The link always goes last, on its own, so no template can break it.
+    let link = format!("{}/b/{}", cx.services.public_base_url, started.token);
+    let text = render(&node.sms_message, &cx.vars);
+    let body = if text.trim().is_empty() {
+        link
+    } else {
+        format!("{} {link}", text.trim_end())
+    };
+    let from = node.from.as_ref().map(|f| render(f, &cx.vars));
+    let provider = cx.services.sms.clone();
+    let delivery = Delivery {
+        channel: SendChannel::Sms,
+        label: "breakout SMS",
+        node_id: &node.id,
+    };
+    if !deliver(delivery, provider, to, from, MessageKind::Text { body }, cx).await {
+        session.send_failed();
+        cx.vars
+            .insert(format!("{}.status", node.id), "send_failed".into());
+        return Ok(node.on_error.clone().or_else(|| node.next.clone()));
+    }
+
+    let message = if node.hold_message.trim().is_empty() {
+        None
+    } else {
+        let req = TtsRequest {
+            text: render(&node.hold_message, &cx.vars),
+            language: node.language.clone(),
+            voice: None,
+            rate_wpm: None,
+        };
+        match cx.speech(&req).await {
+            Ok(samples) => Some(samples),
+            // Music alone beats dead air.
+            Err(e) => {
+                tracing::error!(on = %cx.label, node = %node.id, %e, "breakout: hold message TTS failed");
+                None
+            }
+        }
+    };
+    cx.hold(
+        message,
+        Some(Duration::from_secs(node.repeat_interval_secs)),
+    )?;
+
+    // If the caller hangs up, this task is dropped and the guard tells
+    // the chat.
+    let _guard = WaitGuard(session.clone());
+    let mut returned = started.returned;
+    let waited = cx
+        .call_wait(tokio::time::timeout(timeout, &mut returned))
+        .await?;
+    let values = match waited {
+        Ok(Ok(values)) => Some(values),
+        // Timed out, unless the chat returned in the same instant.
+        _ if session.time_out() => None,
+        _ => returned.try_recv().ok(),
+    };
+    match values {
+        Some(values) => {
+            for (name, value) in values {
+                cx.keep(&name, &value)?;
+                cx.vars.insert(name, value);
+            }
+            cx.vars
+                .insert(format!("{}.status", node.id), "returned".into());
+            Ok(node.next.clone())
+        }
+        None => {
+            cx.vars
+                .insert(format!("{}.status", node.id), "timeout".into());
+            let Some(name) = &node.timeout_flow else {
+                return Ok(node.next.clone());
+            };
+            match cx.services.flow(name) {
+                Some(flow) => {
+                    tracing::info!(on = %cx.label, flow = %name, "breakout timed out: on to the timeout flow");
+                    let start = flow.start.clone();
+                    cx.flow = flow;
+                    Ok(Some(start))
+                }
+                None => {
+                    tracing::error!(on = %cx.label, flow = %name, "breakout: timeout flow is gone (reload?)");
+                    Ok(node.next.clone())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! `/v1`: the REST API. Operators read calls, conversations, breakouts,
+//! leads and consents and write into live chats; admins also reload the
+//! config. Every route is listed in `ROUTES` and documented in the
+//! OpenAPI document at `/v1/openapi.json` (a test keeps the two in step).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{self, Role};
+use super::HttpState;
+use crate::store::{
+    BreakoutRecord, CallRecord, ConsentRecord, ConversationRecord, LeadRecord, MessageRecord,
+    SendRecord, Store,
+};
+
+/// Every /v1 route: method, path (OpenAPI template syntax), who may call it.
+/// The unit test holds it against the OpenAPI document; the integration
+/// test (tests/api.rs) holds the document against the running server.
+#[cfg(test)]
+pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
+    ("get", "/v1/openapi.json", None),
+    ("get", "/v1/status", Some(Role::Operator)),
+    ("get", "/v1/flows", Some(Role::Operator)),
+    ("get", "/v1/calls", Some(Role::Operator)),
+    ("get", "/v1/calls/{call_id}", Some(Role::Operator)),
+    ("get", "/v1/conversations", Some(Role::Operator)),
+    ("get", "/v1/conversations/{id}", Some(Role::Operator)),
+    (
+        "post",
+        "/v1/conversations/{id}/messages",
+        Some(Role::Operator),
+    ),
+    ("get", "/v1/breakouts", Some(Role::Operator)),
+    ("get", "/v1/breakouts/{id}", Some(Role::Operator)),
+    ("get", "/v1/leads", Some(Role::Operator)),
+    ("post", "/v1/leads", Some(Role::Operator)),
+    ("get", "/v1/consents", Some(Role::Operator)),
+    ("post", "/v1/consents", Some(Role::Operator)),
+    ("post", "/v1/admin/reload", Some(Role::Admin)),
+];
+
+pub fn router(state: &HttpState) -> Router<HttpState> {
+    let r = Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/status", get(status))
+        .route("/v1/flows", get(flows))
+        .route("/v1/calls", get(calls))
+        .route("/v1/calls/{call_id}", get(call))
+        .route("/v1/conversations", get(conversations))
+        .route("/v1/conversations/{id}", get(conversation))
+        .route("/v1/conversations/{id}/messages", post(post_message))
+        .route("/v1/breakouts", get(breakouts))
+        .route("/v1/breakouts/{id}", get(breakout))
+        .route("/v1/leads", get(leads).post(post_lead))
+        .route("/v1/consents", get(consents).post(post_consent))
+        .route("/v1/admin/reload", post(reload));
+    if state.cors_origins.is_empty() {
+        return r;
+    }
+    use axum::http::{header, HeaderValue, Method};
+    let origins: Vec<HeaderValue> = state
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    r.layer(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
+}
+
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Run a store call (they block on SQLite) off the async threads.
+async fn store_call<T: Send + 'static>(
+    state: &HttpState,
+    f: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(%e, "API: store read failed");
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store unavailable",
+            ))
+        }
+        Err(_) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store unavailable",
+        )),
+    }
+}
+
+// A refusal is a whole Response; it is the cold path.
+#[allow(clippy::result_large_err)]
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+    b.map(|Json(v)| v)
+        .map_err(|e| error(e.status(), &e.body_text()))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    call_id: Option<String>,
+    #[serde(default)]
+    subject: Option<String>,
+}
+
+impl ListQuery {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(50).clamp(1, 500)
+    }
+}
+
+fn call_json(r: &CallRecord) -> Value {
+    json!({
+        "call_id": r.call_id, "direction": r.direction, "did": r.did, "caller": r.caller,
+        "trunk": r.trunk, "flow": r.flow, "started_at": ms(r.started_at),
+        "answered_at": r.answered_at.map(ms), "ended_at": ms(r.ended_at),
+        "outcome": r.outcome, "sip_status": r.sip_status, "vars": r.vars,
+    })
+}
+
+fn send_json(r: &SendRecord) -> Value {
+    json!({
+        "channel": r.channel.as_str(), "provider": r.provider, "recipient": r.recipient,
+        "node": r.node, "status": r.status.as_str(), "provider_id": r.provider_id,
+        "error_kind": r.error_kind, "error_code": r.error_code, "created_at": ms(r.created_at),
+    })
+}
+
+fn conversation_json(r: &ConversationRecord, live: bool) -> Value {
+    json!({
+        "id": r.id, "channel": r.channel, "origin": r.origin, "flow": r.flow,
+        "breakout_id": r.breakout_id, "created_at": ms(r.created_at),
+        "closed_at": r.closed_at.map(ms), "live": live,
+    })
+}
+
+fn message_json(r: &MessageRecord) -> Value {
+    let detail: Value = r
+        .detail
+        .as_deref()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or(Value::Null);
+    json!({
+        "seq": r.seq, "role": r.role, "kind": r.kind, "text": r.text,
+        "detail": detail, "at": ms(r.created_at),
+    })
+}
+
+fn breakout_json(r: &BreakoutRecord) -> Value {
+    let result: Value = r
+        .result
+        .as_deref()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or(Value::Null);
+    json!({
+        "id": r.id, "call_id": r.call_id, "flow": r.flow, "recipient": r.recipient,
+        "state": r.state, "created_at": ms(r.created_at), "expires_at": ms(r.expires_at),
+        "opened_at": r.opened_at.map(ms), "finished_at": r.finished_at.map(ms),
+        "conversation_id": r.conversation_id, "result": result,
+    })
+}
+
+fn lead_json(r: &LeadRecord) -> Value {
+    json!({
+        "id": r.id, "name": r.name, "email": r.email, "phone": r.phone,
+        "conversation_id": r.conversation_id, "created_at": ms(r.created_at),
+        "updated_at": ms(r.updated_at),
+    })
+}
+
+fn consent_json(r: &ConsentRecord) -> Value {
+    json!({
+        "id": r.id, "subject": r.subject, "purpose": r.purpose, "text": r.text,
+        "given": r.given, "conversation_id": r.conversation_id, "created_at": ms(r.created_at),
+    })
+}
+
+macro_rules! guard {
+    ($state:expr, $headers:expr, $role:expr) => {
+        if let Err(r) = auth::check(&$state, &$headers, $role) {
+            return r;
+        }
+    };
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+async fn openapi() -> Response {
+    Json(super::openapi::document()).into_response()
+}
+
+async fn status(State(s): State<HttpState>, h: HeaderMap) -> Response {
+    guard!(s, h, Role::Operator);
+    let live = s.services.chat.list();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready": s.ready.load(std::sync::atomic::Ordering::Relaxed),
+        "chats_open": live.iter().filter(|c| !c.is_closed()).count(),
+    }))
+    .into_response()
+}
+
+async fn flows(State(s): State<HttpState>, h: HeaderMap) -> Response {
+    guard!(s, h, Role::Operator);
+    let set = s
+        .services
+        .flow_set
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let list: Vec<Value> = set
+        .names()
+        .into_iter()
+        .filter_map(|n| set.get(n))
+        .map(|f| json!({ "name": f.name, "channel": f.channel.as_str(), "nodes": f.nodes.len() }))
+        .collect();
+    Json(json!({ "flows": list })).into_response()
+}
+
+async fn calls(State(s): State<HttpState>, h: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    guard!(s, h, Role::Operator);
+    let limit = q.limit();
+    let rows = tri!(store_call(&s, move |st| st.recent_calls(limit)).await);
+    Json(json!({ "calls": rows.iter().map(call_json).collect::<Vec<_>>() })).into_response()
+}
+
+async fn call(State(s): State<HttpState>, h: HeaderMap, Path(call_id): Path<String>) -> Response {
+    guard!(s, h, Role::Operator);
+    let (records, sends, breakouts) = tri!(
+        store_call(&s, move |st| Ok((
+            st.call_records(&call_id)?,
+            st.sends_for_call(&call_id)?,
+            st.breakouts(Some(&call_id), 100)?,
+        )))
+        .await
+    );
+    if records.is_empty() && sends.is_empty() && breakouts.is_empty() {
+        return error(StatusCode::NOT_FOUND, "no such call");
+    }
+    Json(json!({
+        "records": records.iter().map(call_json).collect::<Vec<_>>(),
+        "sends": sends.iter().map(send_json).collect::<Vec<_>>(),
+        "breakouts": breakouts.iter().map(breakout_json).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+async fn conversations(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let limit = q.limit();
+    let rows = tri!(store_call(&s, move |st| st.conversations(limit)).await);
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let live = s.services.chat.get(&r.id).is_some_and(|c| !c.is_closed());
+            conversation_json(r, live)
+        })
+        .collect();
+    Json(json!({ "conversations": list })).into_response()
+}
+
+async fn conversation(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let key = id.clone();
+    let (conv, messages) = tri!(
+        store_call(&s, move |st| Ok((
+            st.conversation(&key)?,
+            st.messages(&key, 0)?
+        )))
+        .await
+    );
+    // Just created: the write may still be queued; the live copy answers.
+    let conv = conv.or_else(|| s.services.chat.get(&id).map(|c| c.record()));
+    let Some(conv) = conv else {
+        return error(StatusCode::NOT_FOUND, "no such conversation");
+    };
+    let live = s.services.chat.get(&id).is_some_and(|c| !c.is_closed());
+    Json(json!({
+        "conversation": conversation_json(&conv, live),
+        "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMessage {
+    text: String,
+}
+
+async fn post_message(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Json<NewMessage>, JsonRejection>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let m = tri!(body(b));
+    let text = m.text.trim();
+    if text.is_empty() || text.len() > 4000 {
+        return error(StatusCode::BAD_REQUEST, "text must be 1 to 4000 bytes");
+    }
+    let Some(conv) = s.services.chat.get(&id) else {
+        return error(StatusCode::NOT_FOUND, "no live conversation with that id");
+    };
+    match conv.say(crate::chat::Role::Bot, text) {
+        Some(seq) => (StatusCode::CREATED, Json(json!({ "seq": seq }))).into_response(),
+        None => error(StatusCode::CONFLICT, "the conversation is closed"),
+    }
+}
+
+async fn breakouts(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let limit = q.limit();
+    let rows = tri!(store_call(&s, move |st| st.breakouts(q.call_id.as_deref(), limit)).await);
+    Json(json!({ "breakouts": rows.iter().map(breakout_json).collect::<Vec<_>>() })).into_response()
+}
+
+async fn breakout(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    guard!(s, h, Role::Operator);
+    match tri!(store_call(&s, move |st| st.breakout(&id)).await) {
+        Some(r) => Json(breakout_json(&r)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such breakout"),
+    }
+}
+
+async fn leads(State(s): State<HttpState>, h: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    guard!(s, h, Role::Operator);
+    let limit = q.limit();
+    let rows = tri!(store_call(&s, move |st| st.leads(limit)).await);
+    Json(json!({ "leads": rows.iter().map(lead_json).collect::<Vec<_>>() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLead {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    conversation_id: Option<String>,
+}
+
+async fn post_lead(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    b: Result<Json<NewLead>, JsonRejection>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let l = tri!(body(b));
+    use crate::chat::{input::validate, InputKind};
+    let email = match l.email.as_deref().map(|e| validate(InputKind::Email, e)) {
+        Some(Err(_)) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "email: not an email address",
+            )
+        }
+        Some(Ok(e)) => Some(e),
+        None => None,
+    };
+    let phone = match l.phone.as_deref().map(|p| validate(InputKind::Phone, p)) {
+        Some(Err(why)) => return error(StatusCode::UNPROCESSABLE_ENTITY, &format!("phone: {why}")),
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
+    if email.is_none() && phone.is_none() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "give an email or a phone");
+    }
+    let now = SystemTime::now();
+    let record = LeadRecord {
+        id: crate::chat::random_token(12),
+        name: l.name.map(|n| n.chars().take(200).collect()),
+        email,
+        phone,
+        conversation_id: l.conversation_id,
+        created_at: now,
+        updated_at: now,
+    };
+    let id = record.id.clone();
+    tri!(store_call(&s, move |st| st.upsert_lead(record)).await);
+    (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
+}
+
+async fn consents(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let limit = q.limit();
+    let rows = tri!(store_call(&s, move |st| st.consents(q.subject.as_deref(), limit)).await);
+    Json(json!({ "consents": rows.iter().map(consent_json).collect::<Vec<_>>() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewConsent {
+    subject: String,
+    purpose: String,
+    text: String,
+    given: bool,
+    #[serde(default)]
+    conversation_id: Option<String>,
+}
+
+async fn post_consent(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    b: Result<Json<NewConsent>, JsonRejection>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let c = tri!(body(b));
+    if c.subject.trim().is_empty() || c.purpose.trim().is_empty() || c.text.trim().is_empty() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "subject, purpose and text are required",
+        );
+    }
+    let record = ConsentRecord {
+        id: crate::chat::random_token(12),
+        subject: c.subject.trim().to_string(),
+        purpose: c.purpose,
+        text: c.text,
+        given: c.given,
+        conversation_id: c.conversation_id,
+        created_at: SystemTime::now(),
+    };
+    let id = record.id.clone();
+    tri!(store_call(&s, move |st| st.record_consent(record)).await);
+    (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
+}
+
+async fn reload(State(s): State<HttpState>, h: HeaderMap) -> Response {
+    guard!(s, h, Role::Admin);
+    // The gateway reloads on SIGHUP; one code path for both.
+    // SAFETY: raising a signal at our own process has no memory effects.
+    let rc = unsafe { libc::raise(libc::SIGHUP) };
+    if rc == 0 {
+        (StatusCode::ACCEPTED, Json(json!({ "reload": "requested" }))).into_response()
+    } else {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not signal the reload",
+        )
+    }
+}

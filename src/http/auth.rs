@@ -1,0 +1,73 @@
+//! Bearer tokens for the API: operators (read conversations, write into a
+//! chat) and admins (everything, reload). A role with no token configured
+//! is closed, never open.
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::HttpState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Operator,
+    Admin,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+fn matches(given: &str, want: &Option<String>) -> bool {
+    want.as_deref().is_some_and(|w| {
+        crate::chat::same_hash(
+            &crate::chat::secret_hash(given),
+            &crate::chat::secret_hash(w),
+        )
+    })
+}
+
+/// `Ok` if the request carries a token good for `role`.
+// A refusal is a whole Response; it is the cold path.
+#[allow(clippy::result_large_err)]
+pub fn check(state: &HttpState, headers: &HeaderMap, role: Role) -> Result<(), Response> {
+    let configured = match role {
+        Role::Admin => state.admin_token.is_some(),
+        Role::Operator => state.admin_token.is_some() || state.operator_token.is_some(),
+    };
+    if !configured {
+        metrics::counter!("crossline_http_auth_failures_total", "reason" => "disabled")
+            .increment(1);
+        return Err(super::api::error(
+            StatusCode::FORBIDDEN,
+            match role {
+                Role::Admin => "admin API disabled: set [http] admin_token",
+                Role::Operator => "operator API disabled: set [http] operator_token",
+            },
+        ));
+    }
+    let Some(given) = bearer(headers) else {
+        metrics::counter!("crossline_http_auth_failures_total", "reason" => "missing").increment(1);
+        return Err(unauthorized());
+    };
+    let ok = matches(given, &state.admin_token)
+        || (role == Role::Operator && matches(given, &state.operator_token));
+    if ok {
+        Ok(())
+    } else {
+        metrics::counter!("crossline_http_auth_failures_total", "reason" => "wrong").increment(1);
+        Err(unauthorized())
+    }
+}
+
+fn unauthorized() -> Response {
+    let mut r = super::api::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r.into_response()
+}

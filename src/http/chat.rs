@@ -1,0 +1,384 @@
+//! The web chat (PWA): the page for breakout links (`/b/<token>`) and the
+//! standalone chat (`/chat/`), its assets (built into the binary), and the
+//! WebSocket that carries a conversation (`/chat/ws?c=<id>`).
+//!
+//! A browser proves it owns a conversation with an HttpOnly cookie set
+//! when the page was first served; the key is never in a URL.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use super::HttpState;
+use crate::breakout::Opened;
+use crate::chat::{Conversation, Event, Live, VisitorInput};
+
+const CHAT_HTML: &str = include_str!("../../web/chat/chat.html");
+const NOT_FOUND_HTML: &str = include_str!("../../web/chat/notfound.html");
+
+/// Static assets: path, content type, cache policy, bytes.
+const ASSETS: &[(&str, &str, &str, &[u8])] = &[
+    (
+        "/chat/app.js",
+        "text/javascript; charset=utf-8",
+        "no-cache",
+        include_bytes!("../../web/chat/app.js"),
+    ),
+    (
+        "/chat/app.css",
+        "text/css; charset=utf-8",
+        "no-cache",
+        include_bytes!("../../web/chat/app.css"),
+    ),
+    (
+        "/chat/manifest.webmanifest",
+        "application/manifest+json",
+        "no-cache",
+        include_bytes!("../../web/chat/manifest.webmanifest"),
+    ),
+    (
+        "/chat/icon.svg",
+        "image/svg+xml",
+        "public, max-age=86400",
+        include_bytes!("../../web/chat/icon.svg"),
+    ),
+    (
+        "/chat/icon-192.png",
+        "image/png",
+        "public, max-age=86400",
+        include_bytes!("../../web/chat/icon-192.png"),
+    ),
+    (
+        "/chat/icon-512.png",
+        "image/png",
+        "public, max-age=86400",
+        include_bytes!("../../web/chat/icon-512.png"),
+    ),
+    (
+        "/sw.js",
+        "text/javascript; charset=utf-8",
+        "no-cache",
+        include_bytes!("../../web/chat/sw.js"),
+    ),
+];
+
+/// The cookie holding a conversation's access key.
+fn key_cookie(conversation: &str) -> String {
+    format!("crossline_chat_{conversation}")
+}
+/// The cookie naming the browser's standalone web chat.
+const WEB_COOKIE: &str = "crossline_web";
+/// Frames a visitor may send per 10 s before being told to slow down.
+const INPUT_BURST: u32 = 20;
+
+pub fn router() -> Router<HttpState> {
+    let mut r = Router::new()
+        .route("/b/{token}", get(breakout_page))
+        .route("/chat/", get(web_chat_page))
+        .route(
+            "/chat",
+            get(|| async { axum::response::Redirect::permanent("/chat/") }),
+        )
+        .route("/chat/ws", get(socket));
+    for &(path, content_type, cache, bytes) in ASSETS {
+        r = r.route(
+            path,
+            get(move || async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, content_type),
+                        (header::CACHE_CONTROL, cache),
+                        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                    ],
+                    bytes,
+                )
+            }),
+        );
+    }
+    r
+}
+
+fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Headers every chat page carries: no caching (it names a conversation),
+/// no referrer (the URL is a capability), no framing, only our own code.
+fn page_headers(r: &mut Response) {
+    let h = r.headers_mut();
+    for (k, v) in [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+}
+
+fn chat_page(state: &HttpState, conversation: &str, set_cookies: &[String]) -> Response {
+    let html = CHAT_HTML
+        .replace("__CONVERSATION_ID__", conversation)
+        .replace("__TITLE__", &html_escape(&state.chat_title));
+    let mut r = html.into_response();
+    page_headers(&mut r);
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; connect-src 'self'; \
+             script-src 'self'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    for c in set_cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+/// The same page for unknown, expired, used and guessed links.
+fn not_found() -> Response {
+    let mut r = (StatusCode::NOT_FOUND, NOT_FOUND_HTML).into_response();
+    page_headers(&mut r);
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    r
+}
+
+fn set_cookie(state: &HttpState, name: &str, value: &str) -> String {
+    let secure = if state.services.public_base_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=86400{secure}")
+}
+
+async fn breakout_page(
+    State(state): State<HttpState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let jar = cookies(&headers);
+    let key_for = |conv: &str| jar.get(&key_cookie(conv)).cloned();
+    match state.services.breakouts.open(&token, &key_for) {
+        Some(Opened::New { session, flow, new }) => {
+            let Some(flow) = state.services.flow(&flow) else {
+                tracing::error!(%flow, "breakout flow is gone (reload?)");
+                new.conversation.close("Sorry, this chat is not available.");
+                return not_found();
+            };
+            let id = new.conversation.id.clone();
+            let cookie = set_cookie(&state, &key_cookie(&id), &new.access_key);
+            tracing::info!(conversation = %id, breakout = %session.id, "breakout link opened");
+            let mut vars = HashMap::new();
+            vars.insert("breakout_id".to_string(), session.id.clone());
+            crate::flow::interp::spawn_chat(state.services.clone(), flow, new, Some(session), vars);
+            chat_page(&state, &id, &[cookie])
+        }
+        Some(Opened::Resume(conv)) => chat_page(&state, &conv.id, &[]),
+        None => {
+            metrics::counter!("crossline_breakout_links_refused_total").increment(1);
+            not_found()
+        }
+    }
+}
+
+async fn web_chat_page(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let jar = cookies(&headers);
+    // The same browser comes back to its open conversation.
+    if let Some(conv) = jar
+        .get(WEB_COOKIE)
+        .and_then(|id| state.services.chat.get(id))
+        .filter(|c| !c.is_closed())
+    {
+        if jar
+            .get(&key_cookie(&conv.id))
+            .is_some_and(|k| conv.key_matches(k))
+        {
+            return chat_page(&state, &conv.id, &[]);
+        }
+    }
+    let Some(flow) = state
+        .services
+        .chat_texts
+        .web_flow
+        .as_deref()
+        .and_then(|name| state.services.flow(name))
+    else {
+        return not_found();
+    };
+    let new = state
+        .services
+        .chat
+        .create("web", Some(flow.name.clone()), None);
+    let id = new.conversation.id.clone();
+    let cookies = [
+        set_cookie(&state, &key_cookie(&id), &new.access_key),
+        set_cookie(&state, WEB_COOKIE, &id),
+    ];
+    crate::flow::interp::spawn_chat(state.services.clone(), flow, new, None, HashMap::new());
+    chat_page(&state, &id, &cookies)
+}
+
+#[derive(Deserialize)]
+struct SocketQuery {
+    c: String,
+}
+
+async fn socket(
+    State(state): State<HttpState>,
+    Query(q): Query<SocketQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(conv) = state.services.chat.get(&q.c) else {
+        return (StatusCode::NOT_FOUND, "no such conversation").into_response();
+    };
+    let jar = cookies(&headers);
+    if !jar
+        .get(&key_cookie(&conv.id))
+        .is_some_and(|k| conv.key_matches(k))
+    {
+        metrics::counter!("crossline_http_auth_failures_total", "reason" => "chat_key")
+            .increment(1);
+        return (StatusCode::FORBIDDEN, "not your conversation").into_response();
+    }
+    ws.max_message_size(16 * 1024)
+        .on_upgrade(move |socket| serve_socket(socket, conv))
+}
+
+/// What the browser sends.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientFrame {
+    Resume { after: u64 },
+    Answer { prompt: u64, value: String },
+    Text { text: String },
+}
+
+fn frame(v: &impl serde::Serialize) -> Message {
+    Message::Text(serde_json::to_string(v).unwrap_or_default().into())
+}
+
+fn error_frame(text: &str) -> Message {
+    frame(&serde_json::json!({ "type": "error", "text": text }))
+}
+
+async fn serve_socket(mut socket: WebSocket, conv: std::sync::Arc<Conversation>) {
+    metrics::gauge!("crossline_chat_sockets").increment(1.0);
+    serve_socket_inner(&mut socket, &conv).await;
+    metrics::gauge!("crossline_chat_sockets").decrement(1.0);
+}
+
+async fn serve_socket_inner(socket: &mut WebSocket, conv: &Conversation) {
+    // The first frame says where the client is; anything else is refused.
+    let after = match tokio::time::timeout(Duration::from_secs(10), socket.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientFrame>(&t) {
+            Ok(ClientFrame::Resume { after }) => after,
+            _ => {
+                let _ = socket.send(error_frame("expected resume first")).await;
+                return;
+            }
+        },
+        _ => return,
+    };
+    let (replay, mut live) = conv.subscribe(after);
+    for event in replay {
+        let closed = matches!(event.as_ref(), Event::Closed { .. });
+        if socket.send(frame(event.as_ref())).await.is_err() {
+            return;
+        }
+        if closed {
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    }
+    let mut window = tokio::time::Instant::now();
+    let mut frames = 0u32;
+    loop {
+        tokio::select! {
+            update = live.recv() => match update {
+                Ok(Live::Event(event)) => {
+                    let closed = matches!(event.as_ref(), Event::Closed { .. });
+                    if socket.send(frame(event.as_ref())).await.is_err() {
+                        return;
+                    }
+                    if closed {
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
+                }
+                Ok(Live::Typing(on)) => {
+                    let typing = serde_json::json!({ "type": "typing", "on": on });
+                    if socket.send(frame(&typing)).await.is_err() {
+                        return;
+                    }
+                }
+                // Too far behind: drop the socket; the client resumes from
+                // its last id and misses nothing.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                };
+                if window.elapsed() > Duration::from_secs(10) {
+                    window = tokio::time::Instant::now();
+                    frames = 0;
+                }
+                frames += 1;
+                if frames > INPUT_BURST {
+                    metrics::counter!("crossline_chat_frames_refused_total", "reason" => "rate").increment(1);
+                    let _ = socket.send(error_frame("Too many messages; please wait a moment.")).await;
+                    continue;
+                }
+                let input = match serde_json::from_str::<ClientFrame>(&text) {
+                    Ok(ClientFrame::Answer { prompt, value }) => VisitorInput::Answer { prompt, value },
+                    Ok(ClientFrame::Text { text }) => VisitorInput::Text(text),
+                    Ok(ClientFrame::Resume { .. }) => continue,
+                    Err(_) => {
+                        metrics::counter!("crossline_chat_frames_refused_total", "reason" => "malformed").increment(1);
+                        let _ = socket.send(error_frame("Sorry, that message could not be read.")).await;
+                        continue;
+                    }
+                };
+                if !conv.visitor_input(input) {
+                    // A stale or repeated answer: let the client re-enable.
+                    let _ = socket.send(error_frame("That question was already answered.")).await;
+                }
+            }
+        }
+    }
+}

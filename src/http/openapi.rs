@@ -1,0 +1,249 @@
+//! The OpenAPI 3.1 document for `/v1`, written out by hand so that it says
+//! what the handlers do; a test checks it names exactly the served routes.
+
+use serde_json::{json, Value};
+
+fn list_params(extra: &[(&str, &str)]) -> Value {
+    let mut params = vec![json!({
+        "name": "limit", "in": "query", "required": false,
+        "description": "At most this many, newest first (1-500, default 50).",
+        "schema": { "type": "integer", "minimum": 1, "maximum": 500 }
+    })];
+    for (name, description) in extra {
+        params.push(json!({
+            "name": name, "in": "query", "required": false,
+            "description": description, "schema": { "type": "string" }
+        }));
+    }
+    Value::Array(params)
+}
+
+fn path_param(name: &str) -> Value {
+    json!([{ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }])
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({
+        "200": { "description": description,
+                 "content": { "application/json": { "schema": schema } } },
+        "401": { "$ref": "#/components/responses/Unauthorized" },
+        "403": { "$ref": "#/components/responses/Disabled" }
+    })
+}
+
+fn created() -> Value {
+    json!({
+        "201": { "description": "Created.",
+                 "content": { "application/json": { "schema": {
+                     "type": "object", "properties": { "id": { "type": "string" } } } } } },
+        "400": { "$ref": "#/components/responses/BadRequest" },
+        "401": { "$ref": "#/components/responses/Unauthorized" },
+        "403": { "$ref": "#/components/responses/Disabled" },
+        "422": { "$ref": "#/components/responses/BadRequest" }
+    })
+}
+
+fn list_of(key: &str, item: &str) -> Value {
+    json!({ "type": "object", "properties": {
+        key: { "type": "array", "items": { "$ref": format!("#/components/schemas/{item}") } } } })
+}
+
+fn schema(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn body(schema_name: &str) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": schema(schema_name) } } })
+}
+
+pub fn document() -> Value {
+    let ms = json!({ "type": "integer", "description": "Unix time in milliseconds." });
+    let ms_or_null =
+        json!({ "type": ["integer", "null"], "description": "Unix time in milliseconds." });
+    let text_or_null = json!({ "type": ["string", "null"] });
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "crossline control API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Calls, chats, breakouts, leads and consents of one crossline gateway. Operator routes take the operator or the admin bearer token; admin routes only the admin token. A role with no token configured answers 403."
+        },
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/v1/openapi.json": { "get": {
+                "summary": "This document.", "security": [],
+                "responses": { "200": { "description": "The OpenAPI document." } } } },
+            "/v1/status": { "get": {
+                "summary": "Version, readiness and open chats.",
+                "responses": ok("Status.", json!({ "type": "object", "properties": {
+                    "version": { "type": "string" }, "ready": { "type": "boolean" },
+                    "chats_open": { "type": "integer" } } })) } },
+            "/v1/flows": { "get": {
+                "summary": "Loaded flows with their channel (voice or chat).",
+                "responses": ok("Flows.", json!({ "type": "object", "properties": {
+                    "flows": { "type": "array", "items": { "type": "object", "properties": {
+                        "name": { "type": "string" },
+                        "channel": { "enum": ["voice", "chat"] },
+                        "nodes": { "type": "integer" } } } } } })) } },
+            "/v1/calls": { "get": {
+                "summary": "Recent call detail records.",
+                "parameters": list_params(&[]),
+                "responses": ok("Call records.", list_of("calls", "Call")) } },
+            "/v1/calls/{call_id}": { "get": {
+                "summary": "One call by SIP Call-ID: its records, provider sends and breakouts.",
+                "parameters": path_param("call_id"),
+                "responses": ok("The call.", json!({ "type": "object", "properties": {
+                    "records": { "type": "array", "items": schema("Call") },
+                    "sends": { "type": "array", "items": schema("Send") },
+                    "breakouts": { "type": "array", "items": schema("Breakout") } } })) } },
+            "/v1/conversations": { "get": {
+                "summary": "Recent conversations.",
+                "parameters": list_params(&[]),
+                "responses": ok("Conversations.", list_of("conversations", "Conversation")) } },
+            "/v1/conversations/{id}": { "get": {
+                "summary": "One conversation and its transcript.",
+                "parameters": path_param("id"),
+                "responses": ok("The conversation.", json!({ "type": "object", "properties": {
+                    "conversation": schema("Conversation"),
+                    "messages": { "type": "array", "items": schema("Message") } } })) } },
+            "/v1/conversations/{id}/messages": { "post": {
+                "summary": "Write into a live chat (shown as the bot's side).",
+                "parameters": path_param("id"),
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["text"], "additionalProperties": false,
+                    "properties": { "text": { "type": "string", "minLength": 1, "maxLength": 4000 } } } } } },
+                "responses": {
+                    "201": { "description": "Posted.", "content": { "application/json": { "schema": {
+                        "type": "object", "properties": { "seq": { "type": "integer" } } } } } },
+                    "404": { "$ref": "#/components/responses/BadRequest" },
+                    "409": { "$ref": "#/components/responses/BadRequest" } } } },
+            "/v1/breakouts": { "get": {
+                "summary": "Breakout: To chat sessions, newest first.",
+                "parameters": list_params(&[("call_id", "Only this call's (SIP Call-ID).")]),
+                "responses": ok("Breakouts.", list_of("breakouts", "Breakout")) } },
+            "/v1/breakouts/{id}": { "get": {
+                "summary": "One breakout session and its result.",
+                "parameters": path_param("id"),
+                "responses": ok("The breakout.", schema("Breakout")) } },
+            "/v1/leads": {
+                "get": { "summary": "Leads, most recently updated first.",
+                         "parameters": list_params(&[]),
+                         "responses": ok("Leads.", list_of("leads", "Lead")) },
+                "post": { "summary": "Add a lead (email and/or phone, validated; phone as E.164).",
+                          "requestBody": body("NewLead"), "responses": created() } },
+            "/v1/consents": {
+                "get": { "summary": "Consents, newest first.",
+                         "parameters": list_params(&[("subject", "Only about this phone or email.")]),
+                         "responses": ok("Consents.", list_of("consents", "Consent")) },
+                "post": { "summary": "Record consent given or refused, with the exact text shown.",
+                          "requestBody": body("NewConsent"), "responses": created() } },
+            "/v1/admin/reload": { "post": {
+                "summary": "Re-read the config file (as SIGHUP does). Admin token only.",
+                "responses": { "202": { "description": "Reload requested." },
+                               "401": { "$ref": "#/components/responses/Unauthorized" },
+                               "403": { "$ref": "#/components/responses/Disabled" } } } }
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "responses": {
+                "Unauthorized": { "description": "Missing or wrong bearer token.",
+                    "content": { "application/json": { "schema": schema("Error") } } },
+                "Disabled": { "description": "No token is configured for this role.",
+                    "content": { "application/json": { "schema": schema("Error") } } },
+                "BadRequest": { "description": "The request was refused; `error` says why.",
+                    "content": { "application/json": { "schema": schema("Error") } } }
+            },
+            "schemas": {
+                "Error": { "type": "object", "properties": { "error": { "type": "string" } } },
+                "Call": { "type": "object", "properties": {
+                    "call_id": { "type": "string" }, "direction": { "enum": ["inbound", "outbound"] },
+                    "did": { "type": "string" }, "caller": { "type": "string" },
+                    "trunk": text_or_null, "flow": text_or_null,
+                    "started_at": ms, "answered_at": ms_or_null, "ended_at": ms,
+                    "outcome": { "type": "string" }, "sip_status": { "type": ["integer", "null"] },
+                    "vars": { "type": "object", "additionalProperties": { "type": "string" },
+                              "description": "Values the flow kept with the call, e.g. what a breakout returned." } } },
+                "Send": { "type": "object", "properties": {
+                    "channel": { "enum": ["sms", "whatsapp"] }, "provider": { "type": "string" },
+                    "recipient": { "type": "string" }, "node": text_or_null,
+                    "status": { "enum": ["sent", "failed"] }, "provider_id": text_or_null,
+                    "error_kind": text_or_null, "error_code": { "type": ["integer", "null"] },
+                    "created_at": ms } },
+                "Conversation": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "channel": { "enum": ["web", "sms", "whatsapp"] },
+                    "origin": { "enum": ["breakout", "web"] }, "flow": text_or_null,
+                    "breakout_id": text_or_null, "created_at": ms, "closed_at": ms_or_null,
+                    "live": { "type": "boolean" } } },
+                "Message": { "type": "object", "properties": {
+                    "seq": { "type": "integer" }, "role": { "enum": ["bot", "visitor", "system"] },
+                    "kind": { "enum": ["message", "prompt", "closed"] }, "text": { "type": "string" },
+                    "detail": { "description": "For prompts: input type, choices, placeholder." },
+                    "at": ms } },
+                "Breakout": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "call_id": { "type": "string" },
+                    "flow": { "type": "string" }, "recipient": { "type": "string" },
+                    "state": { "enum": ["pending", "opened", "returned", "timed_out",
+                                        "caller_left", "returned_after_caller_left", "send_failed"] },
+                    "created_at": ms, "expires_at": ms, "opened_at": ms_or_null,
+                    "finished_at": ms_or_null, "conversation_id": text_or_null,
+                    "result": { "type": ["object", "null"], "additionalProperties": { "type": "string" } } } },
+                "Lead": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "name": text_or_null, "email": text_or_null,
+                    "phone": text_or_null, "conversation_id": text_or_null,
+                    "created_at": ms, "updated_at": ms } },
+                "NewLead": { "type": "object", "additionalProperties": false, "properties": {
+                    "name": { "type": "string" }, "email": { "type": "string", "format": "email" },
+                    "phone": { "type": "string", "description": "With the country code; stored as E.164." },
+                    "conversation_id": { "type": "string" } } },
+                "Consent": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "subject": { "type": "string" },
+                    "purpose": { "type": "string" }, "text": { "type": "string" },
+                    "given": { "type": "boolean" }, "conversation_id": text_or_null,
+                    "created_at": ms } },
+                "NewConsent": { "type": "object", "additionalProperties": false,
+                    "required": ["subject", "purpose", "text", "given"], "properties": {
+                    "subject": { "type": "string" }, "purpose": { "type": "string" },
+                    "text": { "type": "string", "description": "The exact wording the person saw." },
+                    "given": { "type": "boolean" }, "conversation_id": { "type": "string" } } }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_exactly_the_served_routes_with_their_security() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in paths {
+            for method in item.as_object().unwrap().keys() {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut served: Vec<(String, String)> = super::super::api::ROUTES
+            .iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+        for (m, p, role) in super::super::api::ROUTES {
+            let public = doc["paths"][p][m]["security"] == json!([]);
+            assert_eq!(public, role.is_none(), "{m} {p}");
+        }
+        // Every $ref resolves.
+        let text = doc.to_string();
+        for r in text.split("\"$ref\":\"#/components/").skip(1) {
+            let target = r.split('"').next().unwrap();
+            let mut at = &doc["components"];
+            for part in target.split('/') {
+                at = &at[part];
+            }
+            assert!(!at.is_null(), "dangling $ref {target}");
+        }
+    }
+}

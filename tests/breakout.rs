@@ -1,0 +1,418 @@
+//! Breakout: To chat end to end. A SIPp caller reaches a flow that texts
+//! them a link (through the Twilio stand-in) and holds them with music and
+//! a spoken message on repeat; a real headless Chromium opens the link,
+//! answers the chat flow's email prompt, and Breakout: Return hands the
+//! address back to the call, which posts it to a webhook and keeps it in
+//! the call record. Also: the timeout flow, an SMS that can't be sent, and
+//! links that must reveal nothing.
+
+mod common;
+
+use std::f64::consts::PI;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::browser::{artifacts_dir, png_size, Browser};
+use common::standin::*;
+use common::*;
+
+const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123";
+
+fn write_tone(path: &Path, freq: f64, secs: f64, amp: f64) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..(secs * 8000.0) as usize {
+        let t = i as f64 / 8000.0;
+        w.write_sample((amp * (2.0 * PI * freq * t).sin()) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// The test flows with the stand-in's URL filled in, in a fresh folder.
+fn flows_dir(hook: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join("tests/flows/breakout")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            dir.path().join(path.file_name().unwrap()),
+            text.replace("HOOK", hook),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+struct Setup {
+    gw: Gateway,
+    log: Log,
+    twilio: TwilioAnswer,
+    _flows: tempfile::TempDir,
+    _audio: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    require("espeak-ng", "espeak-ng");
+    let (port, log, twilio) = stand_in();
+    let flows = flows_dir(&format!("http://127.0.0.1:{port}/hook"));
+    // Music: a steady 400 Hz tone, so the message over it can be measured.
+    let audio = tempfile::tempdir().unwrap();
+    let music = audio.path().join("music.wav");
+    write_tone(&music, 400.0, 5.0, 8000.0);
+    let gw = Gateway::start(&format!(
+        "[flows]\ndir = \"{flows}\"\n\n\
+         [http]\noperator_token = \"{OPERATOR_TOKEN}\"\n\n\
+         [media]\nhold_music = [\"{music}\"]\nhold_duck_db = -12.0\n\n\
+         [messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{port}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token = \"secret-token\"\nfrom = \"+15550100000\"\n\n\
+         [[routes]]\ndid = \"3000\"\nflow = \"breakout-test\"\n\n\
+         [[routes]]\ndid = \"3001\"\nflow = \"breakout-short\"\n",
+        flows = flows.path().display(),
+        music = music.display(),
+    ));
+    Setup {
+        gw,
+        log,
+        twilio,
+        _flows: flows,
+        _audio: audio,
+    }
+}
+
+fn call_args(gw: &Gateway, did: &str) -> Vec<String> {
+    [
+        "-sf",
+        &scenario("uac_wait_bye.xml"),
+        &gw.sip_addr(),
+        "-s",
+        did,
+        "-m",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The link in the SMS the stand-in got, and the SMS's form fields.
+fn sms_link(log: &Log) -> (String, std::collections::HashMap<String, String>) {
+    let sms = wait_seen(log, Duration::from_secs(20), |s| {
+        s.path.starts_with("twilio/")
+    })
+    .expect("no SMS reached the Twilio stand-in");
+    let fields = form(&sms.body);
+    let body = fields.get("Body").cloned().unwrap_or_default();
+    let link = body
+        .split_whitespace()
+        .find(|w| w.contains("/b/"))
+        .unwrap_or_else(|| panic!("no link in the SMS: {body:?}"))
+        .to_string();
+    (link, fields)
+}
+
+fn ulaw_to_linear(u: u8) -> f64 {
+    let u = !u;
+    let sign = u & 0x80;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = u & 0x0F;
+    let magnitude = ((i32::from(mantissa) << 3) + 0x84) << exponent;
+    f64::from(if sign != 0 {
+        0x84 - magnitude
+    } else {
+        magnitude - 0x84
+    })
+}
+
+/// Amplitude of one frequency in a frame (Goertzel).
+fn tone_level(samples: &[f64], freq: f64) -> f64 {
+    let k = 2.0 * (2.0 * PI * freq / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &x in samples {
+        let s0 = x + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - k * s1 * s2).max(0.0).sqrt() / samples.len() as f64
+}
+
+/// Per 20 ms frame: (music level at 400 Hz, RMS of everything else).
+fn frames(rows: &[Vec<String>]) -> Vec<(f64, f64)> {
+    rows.iter()
+        .map(|r| {
+            let hex: String = r[0].chars().filter(|c| c.is_ascii_hexdigit()).collect();
+            let pcm: Vec<f64> = (0..hex.len() / 2)
+                .map(|i| ulaw_to_linear(u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()))
+                .collect();
+            let music = tone_level(&pcm, 400.0);
+            let total = pcm.iter().map(|x| x * x).sum::<f64>() / pcm.len().max(1) as f64;
+            let rest = (total - music * music / 2.0).max(0.0).sqrt();
+            (music, rest)
+        })
+        .collect()
+}
+
+#[test]
+fn breakout_to_chat_in_a_real_browser_returns_the_email_to_the_call() {
+    let s = setup();
+    let gw = &s.gw;
+    let shots = artifacts_dir("breakout");
+    let email = "ana.lopez@example.com";
+    let args = call_args(gw, "3000");
+    let (capture, link) = std::thread::scope(|scope| {
+        let call = scope.spawn(|| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            capture_call(gw, &args, &["rtp.payload"])
+        });
+        let (link, sms) = sms_link(&s.log);
+        let sent_at = Instant::now();
+        assert_eq!(
+            sms.get("To").map(String::as_str),
+            Some("+15551234567"),
+            "blank phone number: the caller"
+        );
+        assert!(
+            sms["Body"].starts_with(
+                "Hello from crossline. Please type your email address here: http://127.0.0.1:"
+            ),
+            "{:?}",
+            sms["Body"]
+        );
+        let token = link.rsplit('/').next().unwrap();
+        assert!(token.len() >= 22, "at least 128 bits: {token}");
+
+        let browser = Browser::phone();
+        browser.goto(&link);
+        browser.wait_js(
+            "return document.body.dataset.state === 'open' && document.querySelector('#composer').dataset.input === 'email'",
+            Duration::from_secs(20),
+            "the email prompt",
+        );
+        assert!(browser
+            .text("#log")
+            .contains("You are still on the line with us."));
+        let first = browser.screenshot(&shots, "1-email-prompt");
+        assert_eq!(png_size(&first), (390 * 3, 844 * 3), "phone viewport");
+        let overflow =
+            browser.js("return document.documentElement.scrollWidth > window.innerWidth");
+        assert_eq!(
+            overflow,
+            serde_json::Value::Bool(false),
+            "no sideways scrolling on a phone"
+        );
+
+        // A wrong address is stopped in the browser, before it is sent.
+        browser.type_into("#composer-input", "ana.lopez@");
+        browser.click("#composer-send");
+        browser.wait_js(
+            "return document.querySelector('#composer-error').textContent.trim().length > 0",
+            Duration::from_secs(5),
+            "the inline error",
+        );
+        browser.screenshot(&shots, "2-invalid-email");
+        assert!(!browser.text("#log").contains("ana.lopez@"), "nothing sent");
+
+        // Let the hold message come round at least twice (4 s repeat).
+        if let Some(rest) = Duration::from_secs(10).checked_sub(sent_at.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        browser.type_into("#composer-input", email);
+        browser.click("#composer-send");
+        browser.wait_js(
+            "return [...document.querySelectorAll('.msg.bot')].some(m => m.textContent.includes('go back to your call'))",
+            Duration::from_secs(20),
+            "the thank-you",
+        );
+        browser.wait_js(
+            "return document.body.dataset.state === 'closed'",
+            Duration::from_secs(10),
+            "the chat to close",
+        );
+        assert!(browser.text("#log").contains(email));
+        browser.screenshot(&shots, "3-returned");
+        drop(browser);
+        (call.join().unwrap(), link)
+    });
+    assert!(capture.run.ok(), "{}", capture.run.describe());
+
+    // The call went on at its next node with the returned variable.
+    let hook = wait_seen(&s.log, Duration::from_secs(5), |x| {
+        x.path == "hook/returned"
+    })
+    .expect("the http node after the breakout never posted");
+    let posted: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
+    assert_eq!(posted["email"], email);
+    assert_eq!(posted["status"], "returned");
+    let call_id = posted["call_id"].as_str().unwrap().to_string();
+
+    // The call record keeps it; the API shows the breakout and the send.
+    let auth = format!("Bearer {OPERATOR_TOKEN}");
+    let call = gw.http(
+        "GET",
+        &format!("/v1/calls/{call_id}"),
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(call.status, 200, "{}", call.body);
+    let call = call.json();
+    assert_eq!(call["records"][0]["vars"]["email"], email, "{call}");
+    assert_eq!(call["breakouts"][0]["state"], "returned");
+    assert_eq!(call["breakouts"][0]["result"]["email"], email);
+    assert_eq!(call["sends"][0]["status"], "sent");
+    let conversation = call["breakouts"][0]["conversation_id"].as_str().unwrap();
+    let transcript = gw.http(
+        "GET",
+        &format!("/v1/conversations/{conversation}"),
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(transcript.status, 200);
+    let transcript = transcript.json();
+    let texts: Vec<&str> = transcript["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert!(texts.contains(&email), "{texts:?}");
+    assert_eq!(transcript["conversation"]["origin"], "breakout");
+
+    // During the wait the caller heard the music, ducked under a spoken
+    // message that came back every 4 s.
+    let f = frames(&capture.rows);
+    let music_frames: Vec<usize> = (0..f.len()).filter(|&i| f[i].0 > 1000.0).collect();
+    assert!(
+        music_frames.len() > 300,
+        "music frames: {}",
+        music_frames.len()
+    );
+    let full = f[music_frames[0]..]
+        .iter()
+        .map(|x| x.0)
+        .fold(0.0f64, f64::max);
+    assert!((full - 8000.0).abs() < 1000.0, "music level {full}");
+    // Ducked by 12 dB (×0.25) with speech on top.
+    let talking: Vec<bool> = f
+        .iter()
+        .map(|(music, rest)| *music > 1000.0 && *music < full * 0.4 && *rest > 300.0)
+        .collect();
+    let mut starts = Vec::new();
+    let mut run = 0;
+    for (i, t) in talking.iter().enumerate() {
+        if *t {
+            run += 1;
+            // A message: ducking with speech for at least half a second.
+            if run == 25 {
+                starts.push(i - 24);
+            }
+        } else if run > 0
+            && !talking
+                .get(i + 1..i + 10)
+                .is_some_and(|w| w.iter().any(|t| *t))
+        {
+            // Pauses between words keep the music ducked; ten clear frames end it.
+            run = 0;
+        }
+    }
+    assert!(starts.len() >= 2, "hold message heard at frames {starts:?}");
+    let gap = starts[1] - starts[0];
+    assert!(
+        (150..=260).contains(&gap),
+        "message repeated every {gap} frames, want about 200 (4 s)"
+    );
+
+    // The link is used up: a second visit, or a guess, reveals nothing.
+    let path = link
+        .split_once("/b/")
+        .map(|(_, t)| format!("/b/{t}"))
+        .unwrap();
+    let reused = gw.http_get(&path);
+    let guessed = gw.http_get("/b/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    assert_eq!(reused.0, 404);
+    assert_eq!(guessed.0, 404);
+    assert_eq!(reused.1, guessed.1, "the same page whatever the reason");
+    assert!(reused.1.contains("no longer available"), "{}", reused.1);
+    assert!(!reused.1.contains(&path[3..]));
+    let metrics = gw.http_get("/metrics").1;
+    assert!(
+        metrics.contains("crossline_breakouts_total{event=\"returned\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("crossline_chat_sessions_total"));
+}
+
+#[test]
+fn breakout_timeout_continues_in_the_timeout_flow_and_expires_the_link() {
+    let s = setup();
+    let gw = &s.gw;
+    let args = call_args(gw, "3001");
+    let started = Instant::now();
+    let (run, link) = std::thread::scope(|scope| {
+        let call = scope.spawn(|| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sipp(&args, Duration::from_secs(60))
+        });
+        let (link, _) = sms_link(&s.log);
+        (call.join().unwrap(), link)
+    });
+    assert!(run.ok(), "{}", run.describe());
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "waited the timeout"
+    );
+    let hook = wait_seen(&s.log, Duration::from_secs(5), |x| {
+        x.path == "hook/timed-out"
+    })
+    .expect("the timeout flow never ran");
+    let posted: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
+    assert_eq!(posted["status"], "timeout");
+    assert!(
+        !s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|x| x.path == "hook/returned"),
+        "the next node must not run after a timeout"
+    );
+    let path = link
+        .split_once("/b/")
+        .map(|(_, t)| format!("/b/{t}"))
+        .unwrap();
+    let (status, body) = gw.http_get(&path);
+    assert_eq!(status, 404, "an expired link");
+    assert!(body.contains("no longer available"));
+    let metrics = gw.http_get("/metrics").1;
+    assert!(
+        metrics.contains("crossline_breakouts_total{event=\"timed_out\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn breakout_sms_failure_takes_the_error_branch_at_once() {
+    let s = setup();
+    let gw = &s.gw;
+    // Twilio: 21211, the 'To' number is not valid.
+    *s.twilio.lock().unwrap() = Some((
+        400,
+        r#"{"code": 21211, "message": "The 'To' number +15551234567 is not a valid phone number.", "status": 400}"#.into(),
+    ));
+    let args = call_args(gw, "3000");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let run = sipp(&args, Duration::from_secs(60));
+    assert!(run.ok(), "{}", run.describe());
+    let hook = wait_seen(&s.log, Duration::from_secs(5), |x| {
+        x.path == "hook/send-failed"
+    })
+    .expect("the error branch never ran");
+    let posted: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
+    assert_eq!(posted["error_kind"], "invalid_recipient");
+    assert_eq!(posted["status"], "send_failed");
+    // No waiting for a link nobody got (the timeout is 90 s).
+    assert!(started.elapsed() < Duration::from_secs(30));
+}

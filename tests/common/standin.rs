@@ -1,0 +1,155 @@
+//! Local stand-ins for the services we can't reach from here (Twilio, the
+//! WhatsApp Cloud API) and a webhook sink, speaking their wire formats.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+pub type Log = Arc<Mutex<Vec<Seen>>>;
+
+pub fn form(body: &str) -> HashMap<String, String> {
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+pub fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+async fn record(log: &Log, path: String, headers: &HeaderMap, body: &Bytes) {
+    log.lock().unwrap().push(Seen {
+        path,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: String::from_utf8_lossy(body).to_string(),
+    });
+}
+
+/// What the Twilio stand-in answers instead of its 201: (status, JSON body).
+pub type TwilioAnswer = Arc<Mutex<Option<(u16, String)>>>;
+
+#[derive(Clone)]
+struct StandIn {
+    log: Log,
+    twilio_answer: TwilioAnswer,
+}
+
+pub const TWILIO_SID: &str = "SM0123456789abcdef0123456789abcdef";
+pub const WAMID: &str = "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI";
+
+/// Twilio's Messages resource and the WhatsApp Cloud API messages endpoint,
+/// answering as they document, plus `/hook/...` for flows' http nodes
+/// (records the POST, answers `{}`). Set the returned `TwilioAnswer` to
+/// make Twilio refuse.
+pub fn stand_in() -> (u16, Log, TwilioAnswer) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let twilio_answer: TwilioAnswer = Arc::new(Mutex::new(None));
+    let app = Router::new()
+        .route(
+            "/2010-04-01/Accounts/{sid}/Messages.json",
+            post(
+                |State(s): State<StandIn>, Path(sid): Path<String>, headers: HeaderMap, body: Bytes| async move {
+                    record(&s.log, format!("twilio/{sid}"), &headers, &body).await;
+                    let canned = s.twilio_answer.lock().unwrap().clone();
+                    let (status, body) = match canned {
+                        Some((status, body)) => (StatusCode::from_u16(status).unwrap(), body),
+                        None => (
+                            StatusCode::CREATED,
+                            format!(r#"{{"sid":"{TWILIO_SID}","status":"queued"}}"#),
+                        ),
+                    };
+                    (status, [("content-type", "application/json")], body)
+                },
+            ),
+        )
+        .route(
+            "/v21.0/{phone_id}/messages",
+            post(
+                |State(s): State<StandIn>, Path(id): Path<String>, headers: HeaderMap, body: Bytes| async move {
+                    record(&s.log, format!("whatsapp/{id}"), &headers, &body).await;
+                    (
+                        StatusCode::OK,
+                        [("content-type", "application/json")],
+                        format!(
+                            r#"{{"messaging_product":"whatsapp","contacts":[{{"input":"15551234567","wa_id":"15551234567"}}],"messages":[{{"id":"{WAMID}"}}]}}"#
+                        ),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/hook/{*rest}",
+            post(
+                |State(s): State<StandIn>, Path(rest): Path<String>, headers: HeaderMap, body: Bytes| async move {
+                    record(&s.log, format!("hook/{rest}"), &headers, &body).await;
+                    (StatusCode::OK, [("content-type", "application/json")], "{}")
+                },
+            ),
+        )
+        .with_state(StandIn {
+            log: log.clone(),
+            twilio_answer: twilio_answer.clone(),
+        });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = axum::serve(l, app).await;
+        });
+    });
+    (port, log, twilio_answer)
+}
+
+/// Wait until `pred` matches something the stand-in saw.
+pub fn wait_seen(
+    log: &Log,
+    timeout: std::time::Duration,
+    pred: impl Fn(&Seen) -> bool,
+) -> Option<Seen> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(s) = log.lock().unwrap().iter().find(|s| pred(s)) {
+            return Some(s.clone());
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
