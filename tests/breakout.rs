@@ -100,11 +100,16 @@ fn call_args(gw: &Gateway, did: &str) -> Vec<String> {
 }
 
 /// The link in the SMS the stand-in got, and the SMS's form fields.
-fn sms_link(log: &Log) -> (String, std::collections::HashMap<String, String>) {
+fn sms_link(gw: &Gateway, log: &Log) -> (String, std::collections::HashMap<String, String>) {
     let sms = wait_seen(log, Duration::from_secs(20), |s| {
         s.path.starts_with("twilio/")
     })
-    .expect("no SMS reached the Twilio stand-in");
+    .unwrap_or_else(|| {
+        panic!(
+            "no SMS reached the Twilio stand-in; gateway log:\n{}",
+            gw.log()
+        )
+    });
     let fields = form(&sms.body);
     let body = fields.get("Body").cloned().unwrap_or_default();
     let link = body
@@ -168,7 +173,7 @@ fn breakout_to_chat_in_a_real_browser_returns_the_email_to_the_call() {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             capture_call(gw, &args, &["rtp.payload"])
         });
-        let (link, sms) = sms_link(&s.log);
+        let (link, sms) = sms_link(gw, &s.log);
         let sent_at = Instant::now();
         assert_eq!(
             sms.get("To").map(String::as_str),
@@ -356,7 +361,7 @@ fn breakout_timeout_continues_in_the_timeout_flow_and_expires_the_link() {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             sipp(&args, Duration::from_secs(60))
         });
-        let (link, _) = sms_link(&s.log);
+        let (link, _) = sms_link(gw, &s.log);
         (call.join().unwrap(), link)
     });
     assert!(run.ok(), "{}", run.describe());
@@ -415,4 +420,138 @@ fn breakout_sms_failure_takes_the_error_branch_at_once() {
     assert_eq!(posted["status"], "send_failed");
     // No waiting for a link nobody got (the timeout is 90 s).
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// The caller hangs up while the visitor is in the chat: the chat says so
+/// politely, the visitor can still answer, and the answer is stored.
+#[test]
+fn caller_hangs_up_first_the_chat_says_so_and_the_answer_is_kept() {
+    let s = setup();
+    let gw = &s.gw;
+    let shots = artifacts_dir("breakout");
+    let sip = gw.sip_addr();
+    let hang_up = scenario("uac_hang_up.xml");
+    let link = std::thread::scope(|scope| {
+        let call = scope.spawn(|| {
+            sipp(
+                &["-sf", &hang_up, &sip, "-s", "3000", "-m", "1", "-d", "8000"],
+                Duration::from_secs(60),
+            )
+        });
+        let (link, _) = sms_link(gw, &s.log);
+        let browser = Browser::phone();
+        browser.goto(&link);
+        browser.wait_js(
+            "return document.querySelector('#composer').dataset.input === 'email'",
+            Duration::from_secs(20),
+            "the email prompt",
+        );
+        browser.wait_js(
+            "return [...document.querySelectorAll('.msg.system')].some(m => m.textContent.includes('The phone call has ended'))",
+            Duration::from_secs(30),
+            "the hang-up notice",
+        );
+        browser.screenshot(&shots, "4-caller-left");
+        browser.type_into("#composer-input", "late@example.com");
+        browser.click("#composer-send");
+        browser.wait_js(
+            "return [...document.querySelectorAll('.msg.bot')].some(m => m.textContent.includes('saved your answers'))",
+            Duration::from_secs(20),
+            "the saved-anyway message",
+        );
+        let run = call.join().unwrap();
+        assert!(run.ok(), "{}", run.describe());
+        link
+    });
+    let auth = format!("Bearer {OPERATOR_TOKEN}");
+    let list = gw
+        .http("GET", "/v1/breakouts", &[("Authorization", &auth)], None)
+        .json();
+    let b = &list["breakouts"][0];
+    assert_eq!(b["state"], "returned_after_caller_left", "{list}");
+    assert_eq!(b["result"]["email"], "late@example.com");
+    assert!(
+        !s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|x| x.path == "hook/returned"),
+        "the call is gone: its next node must not run"
+    );
+    let path = link
+        .split_once("/b/")
+        .map(|(_, t)| format!("/b/{t}"))
+        .unwrap();
+    assert_eq!(gw.http_get(&path).0, 404, "another browser can't reopen it");
+}
+
+/// `/chat/` starts a conversation with `[chat] web_flow` and sets the
+/// cookies; the same browser comes back to the same conversation, and the
+/// WebSocket refuses anyone without the key.
+#[test]
+fn web_chat_entry_point_resumes_for_the_same_browser_only() {
+    let flows = flows_dir("http://127.0.0.1:9/hook");
+    let gw = Gateway::start(&format!(
+        "[flows]\ndir = \"{}\"\n\n[chat]\nweb_flow = \"collect-email\"\ntitle = \"Acme <Support>\"\n",
+        flows.path().display()
+    ));
+    let first = gw.http("GET", "/chat/", &[], None);
+    assert_eq!(first.status, 200);
+    assert!(first.headers.contains("cache-control: no-store"));
+    assert!(first
+        .headers
+        .contains("content-security-policy: default-src 'self'"));
+    assert!(
+        first.body.contains("<title>Acme &lt;Support&gt;</title>"),
+        "the title is escaped"
+    );
+    let conv = first
+        .body
+        .split("name=\"crossline-conversation\" content=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let cookies: Vec<String> = first
+        .headers
+        .lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: "))
+        .map(|c| {
+            assert!(c.contains("httponly") && c.contains("samesite=lax"), "{c}");
+            c.split(';').next().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(cookies.len(), 2, "{}", first.headers);
+    let again = gw.http("GET", "/chat/", &[("Cookie", &cookie_header(&first))], None);
+    assert!(again.body.contains(&conv), "same conversation again");
+    let stranger = gw.http(
+        "GET",
+        &format!("/chat/ws?c={conv}"),
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        None,
+    );
+    assert_eq!(stranger.status, 403, "no key, no conversation");
+    let (status, body) = gw.http_get("/chat/app.js");
+    assert_eq!(status, 200);
+    assert!(body.contains("resume"));
+}
+
+/// The Set-Cookie values of a reply as one Cookie header (keys are
+/// case-sensitive, so from the raw headers).
+fn cookie_header(reply: &HttpReply) -> String {
+    reply
+        .raw_headers
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.trim().split(';').next().unwrap_or("").to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

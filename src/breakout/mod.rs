@@ -188,14 +188,20 @@ impl Breakouts {
             return None;
         }
         match (st.phase, &st.conversation) {
-            (Phase::Pending, None) => {
+            // After a hang-up the link still works: the answers are kept.
+            (Phase::Pending | Phase::CallerLeft, None) => {
                 let new = self.hub.create(
                     "breakout",
                     Some(st.record.flow.clone()),
                     Some(session.id.clone()),
                 );
-                st.phase = Phase::Opened;
-                st.record.state = Phase::Opened.as_str().into();
+                if st.phase == Phase::CallerLeft {
+                    new.conversation
+                        .say(Role::System, &session.notices.caller_left);
+                } else {
+                    st.phase = Phase::Opened;
+                    st.record.state = Phase::Opened.as_str().into();
+                }
                 st.conversation = Some(new.conversation.clone());
                 st.record.opened_at = Some(SystemTime::now());
                 st.record.conversation_id = Some(new.conversation.id.clone());
@@ -420,6 +426,25 @@ mod tests {
         assert_eq!(session.complete(Returned::new()), ReturnOutcome::TooLate);
         let expired = b.start("c@h", "f", "+1555", Duration::ZERO, notices());
         assert!(b.open(&expired.token, &|_| None).is_none());
+    }
+
+    #[test]
+    fn a_link_opened_after_the_hang_up_says_so_first() {
+        let (_d, _s, b) = setup();
+        let s = b.start("c@h", "f", "+1555", Duration::from_secs(60), notices());
+        drop(WaitGuard(s.session.clone()));
+        let Some(Opened::New { session, new, .. }) = b.open(&s.token, &|_| None) else {
+            panic!("the link still opens")
+        };
+        let (events, _) = new.conversation.subscribe(0);
+        assert!(matches!(events[0].as_ref(),
+            crate::chat::Event::Message { text, .. } if text == "The call ended."));
+        assert!(
+            b.open(&s.token, &|_| None).is_none(),
+            "still one conversation"
+        );
+        let vals: Returned = [("email".to_string(), "x@y.example".to_string())].into();
+        assert_eq!(session.complete(vals), ReturnOutcome::CallerLeft);
     }
 
     #[test]

@@ -258,22 +258,25 @@ async fn socket(
     State(state): State<HttpState>,
     Query(q): Query<SocketQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let Some(conv) = state.services.chat.get(&q.c) else {
-        return (StatusCode::NOT_FOUND, "no such conversation").into_response();
-    };
+    // Whose conversation first, the same answer for unknown and not yours.
     let jar = cookies(&headers);
-    if !jar
-        .get(&key_cookie(&conv.id))
-        .is_some_and(|k| conv.key_matches(k))
-    {
+    let conv = state.services.chat.get(&q.c).filter(|conv| {
+        jar.get(&key_cookie(&conv.id))
+            .is_some_and(|k| conv.key_matches(k))
+    });
+    let Some(conv) = conv else {
         metrics::counter!("crossline_http_auth_failures_total", "reason" => "chat_key")
             .increment(1);
         return (StatusCode::FORBIDDEN, "not your conversation").into_response();
+    };
+    match ws {
+        Ok(ws) => ws
+            .max_message_size(16 * 1024)
+            .on_upgrade(move |socket| serve_socket(socket, conv)),
+        Err(rejection) => rejection.into_response(),
     }
-    ws.max_message_size(16 * 1024)
-        .on_upgrade(move |socket| serve_socket(socket, conv))
 }
 
 /// What the browser sends.

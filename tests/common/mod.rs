@@ -62,6 +62,8 @@ pub struct HttpReply {
     pub status: u16,
     /// The status line and headers, lower-cased.
     pub headers: String,
+    /// The same, as sent.
+    pub raw_headers: String,
     pub body: String,
 }
 
@@ -187,6 +189,7 @@ impl Gateway {
         HttpReply {
             status,
             headers: head.to_ascii_lowercase(),
+            raw_headers: head.to_string(),
             body: body.to_string(),
         }
     }
