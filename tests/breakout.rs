@@ -8,31 +8,14 @@
 
 mod common;
 
-use std::f64::consts::PI;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::audio::*;
 use common::browser::{artifacts_dir, png_size, Browser};
 use common::standin::*;
 use common::*;
 
 const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123";
-
-fn write_tone(path: &Path, freq: f64, secs: f64, amp: f64) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..(secs * 8000.0) as usize {
-        let t = i as f64 / 8000.0;
-        w.write_sample((amp * (2.0 * PI * freq * t).sin()) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
-}
 
 /// The test flows with the stand-in's URL filled in, in a fresh folder.
 fn flows_dir(hook: &str) -> tempfile::TempDir {
@@ -64,7 +47,7 @@ fn setup() -> Setup {
     // Music: a steady 400 Hz tone, so the message over it can be measured.
     let audio = tempfile::tempdir().unwrap();
     let music = audio.path().join("music.wav");
-    write_tone(&music, 400.0, 5.0, 8000.0);
+    write_tone(&music, 400.0, 5.0, 8000.0, 8000);
     let gw = Gateway::start(&format!(
         "[flows]\ndir = \"{flows}\"\n\n\
          [http]\noperator_token = \"{OPERATOR_TOKEN}\"\n\n\
@@ -120,39 +103,11 @@ fn sms_link(gw: &Gateway, log: &Log) -> (String, std::collections::HashMap<Strin
     (link, fields)
 }
 
-fn ulaw_to_linear(u: u8) -> f64 {
-    let u = !u;
-    let sign = u & 0x80;
-    let exponent = (u >> 4) & 0x07;
-    let mantissa = u & 0x0F;
-    let magnitude = ((i32::from(mantissa) << 3) + 0x84) << exponent;
-    f64::from(if sign != 0 {
-        0x84 - magnitude
-    } else {
-        magnitude - 0x84
-    })
-}
-
-/// Amplitude of one frequency in a frame (Goertzel).
-fn tone_level(samples: &[f64], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * PI * freq / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &x in samples {
-        let s0 = x + k * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    2.0 * (s1 * s1 + s2 * s2 - k * s1 * s2).max(0.0).sqrt() / samples.len() as f64
-}
-
 /// Per 20 ms frame: (music level at 400 Hz, RMS of everything else).
 fn frames(rows: &[Vec<String>]) -> Vec<(f64, f64)> {
     rows.iter()
         .map(|r| {
-            let hex: String = r[0].chars().filter(|c| c.is_ascii_hexdigit()).collect();
-            let pcm: Vec<f64> = (0..hex.len() / 2)
-                .map(|i| ulaw_to_linear(u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()))
-                .collect();
+            let pcm = pcmu_hex_to_linear(&r[0]);
             let music = tone_level(&pcm, 400.0);
             let total = pcm.iter().map(|x| x * x).sum::<f64>() / pcm.len().max(1) as f64;
             let rest = (total - music * music / 2.0).max(0.0).sqrt();

@@ -3,54 +3,10 @@
 
 mod common;
 
-use std::f64::consts::PI;
-use std::path::Path;
 use std::time::Duration;
 
+use common::audio::*;
 use common::*;
-
-fn write_tone(path: &Path, freq: f64, secs: f64, amp: f64, rate: u32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    let n = (secs * f64::from(rate)) as usize;
-    for i in 0..n {
-        let t = i as f64 / f64::from(rate);
-        w.write_sample((amp * (2.0 * PI * freq * t).sin()) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
-}
-
-/// Power of one frequency in a frame (Goertzel), as an amplitude estimate.
-fn tone_level(samples: &[f64], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * PI * freq / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &x in samples {
-        let s0 = x + k * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let power = s1 * s1 + s2 * s2 - k * s1 * s2;
-    2.0 * power.sqrt() / samples.len() as f64
-}
-
-fn ulaw_to_linear(u: u8) -> f64 {
-    let u = !u;
-    let sign = u & 0x80;
-    let exponent = (u >> 4) & 0x07;
-    let mantissa = u & 0x0F;
-    let magnitude = ((i32::from(mantissa) << 3) + 0x84) << exponent;
-    f64::from(if sign != 0 {
-        0x84 - magnitude
-    } else {
-        magnitude - 0x84
-    })
-}
 
 /// Hold heard by a SIPp caller: the message (a 1 kHz tone here) at the
 /// start and again every repeat interval, the music (400 Hz) in between at

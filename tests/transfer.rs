@@ -5,55 +5,15 @@
 
 mod common;
 
-use std::f64::consts::PI;
 use std::time::Duration;
 
+use common::audio::*;
 use common::*;
-
-fn write_tone(path: &std::path::Path, freq: f64, secs: f64) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..(secs * 8000.0) as usize {
-        let t = i as f64 / 8000.0;
-        w.write_sample((8000.0 * (2.0 * PI * freq * t).sin()) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
-}
-
-fn tone_level(samples: &[f64], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * PI * freq / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &x in samples {
-        let s0 = x + k * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    2.0 * (s1 * s1 + s2 * s2 - k * s1 * s2).sqrt() / samples.len() as f64
-}
-
-fn ulaw_to_linear(u: u8) -> f64 {
-    let u = !u;
-    let sign = u & 0x80;
-    let exponent = (u >> 4) & 0x07;
-    let mantissa = u & 0x0F;
-    let magnitude = ((i32::from(mantissa) << 3) + 0x84) << exponent;
-    f64::from(if sign != 0 {
-        0x84 - magnitude
-    } else {
-        magnitude - 0x84
-    })
-}
 
 /// A gateway whose "support" flow offers an agent on key 1.
 fn gateway(agent_port: u16, ring_timeout: f64) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    write_tone(&dir.path().join("music.wav"), 400.0, 4.0);
+    write_tone(&dir.path().join("music.wav"), 400.0, 4.0, 8000.0, 8000);
     let flows = dir.path().join("flows");
     std::fs::create_dir(&flows).unwrap();
     std::fs::write(

@@ -2,6 +2,7 @@
 //! drive it with real peers (SIPp, tshark) over real sockets.
 #![allow(dead_code)]
 
+pub mod audio;
 pub mod browser;
 pub mod standin;
 

@@ -4,7 +4,6 @@
 use crate::chat::{input, InputKind, VisitorInput};
 use crate::flow::interp::{Ended, FlowCx, Next};
 use crate::flow::model::Ask;
-use crate::flow::template::render;
 
 fn default_retry(kind: InputKind) -> &'static str {
     match kind {
@@ -19,14 +18,13 @@ fn default_retry(kind: InputKind) -> &'static str {
 
 pub async fn run(node: &Ask, cx: &mut FlowCx) -> Result<Next, Ended> {
     for attempt in 0..=node.retries {
-        let text = if attempt == 0 {
-            render(&node.text, &cx.vars)
-        } else {
-            node.retry_prompt
-                .as_ref()
-                .map(|r| render(r, &cx.vars))
-                .unwrap_or_else(|| default_retry(node.input).to_string())
-        };
+        let text = super::attempt_text(
+            attempt,
+            &node.text,
+            &node.retry_prompt,
+            default_retry(node.input),
+            &cx.vars,
+        );
         cx.typing_for(node.typing_ms)
             .await?
             .prompt(node.input, &text, Vec::new(), node.placeholder.clone())

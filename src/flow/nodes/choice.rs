@@ -16,14 +16,13 @@ pub async fn run(node: &ChoiceNode, cx: &mut FlowCx) -> Result<Next, Ended> {
         })
         .collect();
     for attempt in 0..=node.retries {
-        let text = if attempt == 0 {
-            render(&node.text, &cx.vars)
-        } else {
-            node.retry_prompt
-                .as_ref()
-                .map(|r| render(r, &cx.vars))
-                .unwrap_or_else(|| "Please pick one of the options.".into())
-        };
+        let text = super::attempt_text(
+            attempt,
+            &node.text,
+            &node.retry_prompt,
+            "Please pick one of the options.",
+            &cx.vars,
+        );
         cx.typing_for(node.typing_ms)
             .await?
             .prompt(InputKind::Choice, &text, choices.clone(), None)

@@ -29,6 +29,23 @@ pub(crate) fn recipient(to: &str, cx: &FlowCx) -> String {
     }
 }
 
+/// What a chat prompt says on `attempt`: its text first, then the retry
+/// prompt (or `default`), templated.
+pub(crate) fn attempt_text(
+    attempt: u32,
+    text: &str,
+    retry: &Option<String>,
+    default: &str,
+    vars: &super::template::Vars,
+) -> String {
+    let t = match (attempt, retry) {
+        (0, _) => text,
+        (_, Some(r)) => r.as_str(),
+        (_, None) => default,
+    };
+    super::template::render(t, vars)
+}
+
 /// What send_sms, send_whatsapp and breakout share: send through
 /// `provider` with a per-call-and-node idempotency key, record the send,
 /// and store the provider id or the error (`<node>.error`,
