@@ -36,7 +36,11 @@ fn every_documented_route_is_served_and_guarded() {
             let public = op["security"] == serde_json::json!([]);
             let anonymous = gw.http(&m, &concrete, &[], body);
             if public {
-                assert_eq!(anonymous.status, 200, "{m} {path}");
+                assert!(
+                    [200, 204, 400, 422].contains(&anonymous.status),
+                    "{m} {path}: {}",
+                    anonymous.status
+                );
                 continue;
             }
             assert_eq!(anonymous.status, 401, "{m} {path} without a token");
@@ -52,7 +56,7 @@ fn every_documented_route_is_served_and_guarded() {
             // Served (not 404 for the route, not 405): a missing record is a
             // JSON 404 with an error, a bad body a 400/422.
             assert!(
-                [200, 400, 404, 422].contains(&as_operator.status),
+                [200, 400, 404, 409, 422].contains(&as_operator.status),
                 "{m} {path}: {} {}",
                 as_operator.status,
                 as_operator.body

@@ -191,3 +191,29 @@ async fn resume_answers_choices_and_bad_frames() {
     assert_eq!(next(&mut rude).await["type"], "error");
     assert_eq!(gw.http_get("/healthz").0, 200);
 }
+
+/// A page on another site can't open the chat's socket with the visitor's
+/// cookie (cross-site WebSocket hijacking); the same site can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_from_another_site_is_refused() {
+    let gw = gateway();
+    let (id, cookies) = open_chat(&gw);
+    let request = |origin: &str| {
+        let mut req = format!("ws://127.0.0.1:{}/chat/ws?c={id}", gw.http_port)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("Cookie", cookies.parse().unwrap());
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        req
+    };
+    match tokio_tungstenite::connect_async(request("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("cross-site handshake not refused: {:?}", other.map(|_| ())),
+    }
+    let own = format!("http://127.0.0.1:{}", gw.http_port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request(&own))
+        .await
+        .unwrap();
+    send(&mut ws, json!({"type": "resume", "after": 0})).await;
+    assert_eq!(next(&mut ws).await["text"], "one");
+}

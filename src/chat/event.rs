@@ -10,6 +10,8 @@ pub enum Role {
     Bot,
     Visitor,
     System,
+    /// A human operator writing from the console.
+    Agent,
 }
 
 impl Role {
@@ -18,6 +20,7 @@ impl Role {
             Role::Bot => "bot",
             Role::Visitor => "visitor",
             Role::System => "system",
+            Role::Agent => "agent",
         }
     }
 
@@ -26,6 +29,7 @@ impl Role {
             "bot" => Some(Role::Bot),
             "visitor" => Some(Role::Visitor),
             "system" => Some(Role::System),
+            "agent" => Some(Role::Agent),
             _ => None,
         }
     }
@@ -68,15 +72,83 @@ pub enum Event {
         choices: Vec<Choice>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         placeholder: Option<String>,
+        /// Set on the operator's "visitor action command": answering with
+        /// a phone number moves the chat ("switch_sms", "switch_whatsapp").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
+    },
+    /// The conversation moved to another channel.
+    Channel {
+        id: u64,
+        /// "web", "sms" or "whatsapp".
+        channel: String,
+        /// The phone number, masked for display.
+        address: Option<String>,
+        text: String,
+        /// Until when (unix ms) the visitor may undo the switch.
+        revert_until: Option<u64>,
+        at: u64,
     },
     /// The conversation is over; clients stop reconnecting.
     Closed { id: u64, text: String },
 }
 
 impl Event {
+    /// The row the store keeps: who, what kind, the text, and the rest of
+    /// the event as JSON.
+    pub fn stored(&self) -> (Role, &'static str, String, Option<String>) {
+        match self {
+            Event::Message { role, text, .. } => (*role, "message", text.clone(), None),
+            Event::Prompt {
+                input,
+                text,
+                choices,
+                placeholder,
+                action,
+                ..
+            } => (
+                Role::Bot,
+                "prompt",
+                text.clone(),
+                serde_json::to_string(&serde_json::json!({
+                    "input": input, "choices": choices, "placeholder": placeholder,
+                    "action": action
+                }))
+                .ok(),
+            ),
+            Event::Closed { text, .. } => (Role::System, "closed", text.clone(), None),
+            Event::Channel {
+                channel,
+                address,
+                revert_until,
+                text,
+                ..
+            } => (
+                Role::System,
+                "channel",
+                text.clone(),
+                serde_json::to_string(&serde_json::json!({
+                    "channel": channel, "address": address, "revert_until": revert_until
+                }))
+                .ok(),
+            ),
+        }
+    }
+
+    /// When it happened (unix ms), where the event says.
+    pub fn at(&self) -> Option<u64> {
+        match self {
+            Event::Message { at, .. } | Event::Channel { at, .. } => Some(*at),
+            Event::Prompt { .. } | Event::Closed { .. } => None,
+        }
+    }
+
     pub fn id(&self) -> u64 {
         match self {
-            Event::Message { id, .. } | Event::Prompt { id, .. } | Event::Closed { id, .. } => *id,
+            Event::Message { id, .. }
+            | Event::Prompt { id, .. }
+            | Event::Closed { id, .. }
+            | Event::Channel { id, .. } => *id,
         }
     }
 }
@@ -96,4 +168,64 @@ pub enum VisitorInput {
     Answer { prompt: u64, value: String },
     /// Free text with no prompt open.
     Text(String),
+}
+
+/// Where a conversation is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Web,
+    Sms,
+    #[serde(rename = "whatsapp")]
+    WhatsApp,
+}
+
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Web => "web",
+            ChannelKind::Sms => "sms",
+            ChannelKind::WhatsApp => "whatsapp",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChannelKind> {
+        match s {
+            "web" => Some(ChannelKind::Web),
+            "sms" => Some(ChannelKind::Sms),
+            "whatsapp" => Some(ChannelKind::WhatsApp),
+            _ => None,
+        }
+    }
+
+    /// "SMS", "WhatsApp", "web chat": for sentences shown to people.
+    pub fn label(self) -> &'static str {
+        match self {
+            ChannelKind::Web => "web chat",
+            ChannelKind::Sms => "SMS",
+            ChannelKind::WhatsApp => "WhatsApp",
+        }
+    }
+}
+
+/// One stretch of a conversation on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub channel: ChannelKind,
+    /// E.164 for phone channels.
+    pub address: Option<String>,
+    pub started_at: std::time::SystemTime,
+    pub ended_at: Option<std::time::SystemTime>,
+}
+
+/// What became of a visitor's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Echoed and handed to the flow.
+    Flow,
+    /// The answer to a visitor action command: switch to `channel` at
+    /// `phone` (as typed).
+    Switch { channel: ChannelKind, phone: String },
+    /// Dropped: closed, stale or repeated.
+    Refused,
 }

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::event::{Choice, Event, InputKind, Live, Role, VisitorInput};
-use crate::store::{ConversationRecord, MessageRecord, Store};
+use super::event::{
+    Accepted, Binding, ChannelKind, Choice, Event, InputKind, Live, Role, VisitorInput,
+};
+use crate::store::{BindingRecord, ConversationRecord, MessageRecord, Store};
 
 /// Longest visitor message kept; the rest is cut.
 pub const MAX_VISITOR_TEXT: usize = 2000;
@@ -19,7 +21,40 @@ const KEEP_CLOSED: Duration = Duration::from_secs(600);
 
 pub struct ChatHub {
     conversations: DashMap<String, Arc<Conversation>>,
+    /// "sms:+34…" → the conversation most recently bound to that number.
+    by_address: Arc<DashMap<String, String>>,
+    /// Everything that happens, for the operator console.
+    feed: broadcast::Sender<Feed>,
+    /// Carries bot and agent messages to phone channels (set at start).
+    sender: Arc<std::sync::OnceLock<Arc<dyn ChannelSender>>>,
     store: Arc<dyn Store>,
+    /// How phone numbers typed without `+` are read (`[chat] default_country`).
+    phone_region: Option<super::input::Region>,
+}
+
+/// What the operator console hears.
+#[derive(Debug, Clone)]
+pub enum Feed {
+    /// A conversation was created or changed (channel, closed).
+    Conversation(String),
+    /// An event was appended to a conversation's transcript.
+    Event(String, Arc<Event>),
+}
+
+/// Delivers text to a phone channel. Implemented by the switchboard.
+pub trait ChannelSender: Send + Sync {
+    /// Send in the background; failures are noted in the transcript.
+    fn send_later(
+        &self,
+        conversation: Arc<Conversation>,
+        channel: ChannelKind,
+        to: String,
+        text: String,
+    );
+}
+
+fn address_key(channel: ChannelKind, address: &str) -> String {
+    format!("{}:{address}", channel.as_str())
 }
 
 /// A conversation just made: its access key goes to the visitor's browser
@@ -38,14 +73,26 @@ pub struct Conversation {
     inputs: mpsc::UnboundedSender<VisitorInput>,
     store: Arc<dyn Store>,
     closed_tx: watch::Sender<bool>,
+    feed: broadcast::Sender<Feed>,
+    by_address: Arc<DashMap<String, String>>,
+    sender: Arc<std::sync::OnceLock<Arc<dyn ChannelSender>>>,
+    /// Itself, for handing to background sends.
+    me: std::sync::Weak<Conversation>,
 }
 
 struct Inner {
     events: Vec<Arc<Event>>,
     /// The prompt waiting for an answer, and its choices.
     open_prompt: Option<(u64, Vec<Choice>)>,
+    /// A visitor action command's phone prompt: its id and target channel.
+    switch_prompt: Option<(u64, ChannelKind)>,
+    /// The flow's prompt it interrupted, restored once it is answered.
+    suspended_prompt: Option<(u64, Vec<Choice>)>,
     closed: Option<Instant>,
     record: ConversationRecord,
+    bindings: Vec<Binding>,
+    /// Until when the last switch may be undone.
+    revert_until: Option<Instant>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -58,8 +105,48 @@ impl ChatHub {
     pub fn new(store: Arc<dyn Store>) -> ChatHub {
         ChatHub {
             conversations: DashMap::new(),
+            by_address: Arc::new(DashMap::new()),
+            feed: broadcast::channel(1024).0,
+            sender: Arc::new(std::sync::OnceLock::new()),
             store,
+            phone_region: None,
         }
+    }
+
+    /// Read national-format phone numbers as numbers of `region`.
+    pub fn with_phone_region(mut self, region: Option<super::input::Region>) -> ChatHub {
+        self.phone_region = region;
+        self
+    }
+
+    /// A phone number the visitor typed, as E.164.
+    pub fn phone(&self, raw: &str) -> Result<String, &'static str> {
+        super::input::phone(raw.trim(), self.phone_region)
+    }
+
+    pub fn phone_region(&self) -> Option<super::input::Region> {
+        self.phone_region
+    }
+
+    /// Route bot and agent messages on phone channels through `sender`.
+    pub fn set_sender(&self, sender: Arc<dyn ChannelSender>) {
+        let _ = self.sender.set(sender);
+    }
+
+    /// Tell the console a conversation changed outside its transcript
+    /// (a lead was kept for it).
+    pub fn announce(&self, id: &str) {
+        let _ = self.feed.send(Feed::Conversation(id.to_string()));
+    }
+
+    pub fn feed(&self) -> broadcast::Receiver<Feed> {
+        self.feed.subscribe()
+    }
+
+    /// The conversation last bound to this number on this channel.
+    pub fn by_address(&self, channel: ChannelKind, address: &str) -> Option<Arc<Conversation>> {
+        let id = self.by_address.get(&address_key(channel, address))?.clone();
+        self.get(&id)
     }
 
     /// Start a conversation on the web channel.
@@ -69,6 +156,18 @@ impl ChatHub {
         flow: Option<String>,
         breakout_id: Option<String>,
     ) -> NewConversation {
+        self.create_on(origin, flow, breakout_id, ChannelKind::Web, None)
+    }
+
+    /// Start a conversation on `channel` (`address`: the phone number).
+    pub fn create_on(
+        &self,
+        origin: &str,
+        flow: Option<String>,
+        breakout_id: Option<String>,
+        channel: ChannelKind,
+        address: Option<String>,
+    ) -> NewConversation {
         self.sweep();
         let id = super::random_token(12);
         let access_key = super::random_token(32);
@@ -76,7 +175,7 @@ impl ChatHub {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
         let record = ConversationRecord {
             id: id.clone(),
-            channel: "web".into(),
+            channel: channel.as_str().into(),
             origin: origin.into(),
             flow,
             breakout_id,
@@ -86,21 +185,42 @@ impl ChatHub {
         if let Err(e) = self.store.upsert_conversation(record.clone()) {
             tracing::error!(%e, "store: cannot queue the conversation");
         }
-        let conversation = Arc::new(Conversation {
+        let binding = Binding {
+            channel,
+            address: address.clone(),
+            started_at: SystemTime::now(),
+            ended_at: None,
+        };
+        let _ = self
+            .store
+            .upsert_bindings(vec![binding_record(&id, 1, &binding)]);
+        if let Some(a) = &address {
+            self.by_address.insert(address_key(channel, a), id.clone());
+        }
+        let conversation = Arc::new_cyclic(|me| Conversation {
             id: id.clone(),
             key_hash: super::secret_hash(&access_key),
             inner: Mutex::new(Inner {
                 events: Vec::new(),
                 open_prompt: None,
+                switch_prompt: None,
+                suspended_prompt: None,
                 closed: None,
                 record,
+                bindings: vec![binding],
+                revert_until: None,
             }),
             live,
             inputs: inputs_tx,
             store: self.store.clone(),
             closed_tx: watch::channel(false).0,
+            feed: self.feed.clone(),
+            by_address: self.by_address.clone(),
+            sender: self.sender.clone(),
+            me: me.clone(),
         });
-        self.conversations.insert(id, conversation.clone());
+        self.conversations.insert(id.clone(), conversation.clone());
+        let _ = self.feed.send(Feed::Conversation(id));
         metrics::counter!("crossline_chat_sessions_total", "origin" => origin.to_string())
             .increment(1);
         metrics::gauge!("crossline_chat_sessions_active").increment(1.0);
@@ -113,6 +233,61 @@ impl ChatHub {
 
     pub fn get(&self, id: &str) -> Option<Arc<Conversation>> {
         self.conversations.get(id).map(|c| c.clone())
+    }
+
+    /// A conversation from memory, or rebuilt from the store (closed) so
+    /// it can be reopened. No flow runs on a rebuilt one.
+    pub fn get_or_restore(&self, id: &str) -> Option<Arc<Conversation>> {
+        if let Some(c) = self.get(id) {
+            return Some(c);
+        }
+        let record = self.store.conversation(id).ok()??;
+        let messages = self.store.messages(id, 0).ok()?;
+        let bindings = self.store.bindings(id).ok()?;
+        let events: Vec<Arc<Event>> = messages.iter().filter_map(event_of).map(Arc::new).collect();
+        let (live, _) = broadcast::channel(256);
+        let (inputs_tx, _) = mpsc::unbounded_channel();
+        let bindings: Vec<Binding> = bindings
+            .iter()
+            .filter_map(|b| {
+                Some(Binding {
+                    channel: ChannelKind::parse(&b.channel)?,
+                    address: b.address.clone(),
+                    started_at: b.started_at,
+                    ended_at: b.ended_at,
+                })
+            })
+            .collect();
+        let closed = record.closed_at.map(|_| Instant::now());
+        let conversation = Arc::new_cyclic(|me| Conversation {
+            id: id.to_string(),
+            // Nobody's browser holds a key to a restored conversation.
+            key_hash: super::secret_hash(&super::random_token(32)),
+            inner: Mutex::new(Inner {
+                events,
+                open_prompt: None,
+                switch_prompt: None,
+                suspended_prompt: None,
+                closed,
+                record,
+                bindings,
+                revert_until: None,
+            }),
+            live,
+            inputs: inputs_tx,
+            store: self.store.clone(),
+            closed_tx: watch::channel(closed.is_some()).0,
+            feed: self.feed.clone(),
+            by_address: self.by_address.clone(),
+            sender: self.sender.clone(),
+            me: me.clone(),
+        });
+        if closed.is_none() {
+            metrics::gauge!("crossline_chat_sessions_active").increment(1.0);
+        }
+        self.conversations
+            .insert(id.to_string(), conversation.clone());
+        Some(conversation)
     }
 
     /// Live conversations (open or recently closed), newest first.
@@ -158,6 +333,11 @@ impl Conversation {
         self.closed_tx.subscribe()
     }
 
+    /// The transcript so far.
+    pub fn transcript(&self) -> Vec<Arc<Event>> {
+        self.lock().events.clone()
+    }
+
     /// Everything after `after`, then the live feed, with no gap between.
     pub fn subscribe(&self, after: u64) -> (Vec<Arc<Event>>, broadcast::Receiver<Live>) {
         let inner = self.lock();
@@ -171,31 +351,14 @@ impl Conversation {
     }
 
     /// Append one event; `make` gets its id. Nothing is added once closed.
-    fn append(&self, role: Role, make: impl FnOnce(u64) -> Event) -> Option<u64> {
+    fn append(&self, make: impl FnOnce(u64) -> Event) -> Option<u64> {
         let mut inner = self.lock();
         if inner.closed.is_some() {
             return None;
         }
         let id = inner.events.len() as u64 + 1;
         let event = Arc::new(make(id));
-        let (kind, text, detail) = match event.as_ref() {
-            Event::Message { text, .. } => ("message", text.clone(), None),
-            Event::Prompt {
-                input,
-                text,
-                choices,
-                placeholder,
-                ..
-            } => (
-                "prompt",
-                text.clone(),
-                serde_json::to_string(&serde_json::json!({
-                    "input": input, "choices": choices, "placeholder": placeholder
-                }))
-                .ok(),
-            ),
-            Event::Closed { text, .. } => ("closed", text.clone(), None),
-        };
+        let (role, kind, text, detail) = event.stored();
         if let Event::Prompt { choices, .. } = event.as_ref() {
             inner.open_prompt = Some((id, choices.clone()));
         }
@@ -208,6 +371,7 @@ impl Conversation {
             }
             metrics::gauge!("crossline_chat_sessions_active").decrement(1.0);
             self.closed_tx.send_replace(true);
+            let _ = self.feed.send(Feed::Conversation(self.id.clone()));
         }
         if let Err(e) = self.store.append_message(MessageRecord {
             conversation_id: self.id.clone(),
@@ -222,18 +386,169 @@ impl Conversation {
         }
         inner.events.push(event.clone());
         // No subscribers is fine: the transcript has it for later.
-        let _ = self.live.send(Live::Event(event));
+        let _ = self.live.send(Live::Event(event.clone()));
+        let _ = self.feed.send(Feed::Event(self.id.clone(), event));
         Some(id)
     }
 
+    /// Add a message to the transcript; on a phone channel, a bot or agent
+    /// message also goes out there (in the background).
     pub fn say(&self, role: Role, text: &str) -> Option<u64> {
+        let id = self.note(role, text)?;
+        if matches!(role, Role::Bot | Role::Agent) {
+            self.forward(text.to_string());
+        }
+        Some(id)
+    }
+
+    /// Add to the transcript only (the caller already delivered it).
+    pub fn note(&self, role: Role, text: &str) -> Option<u64> {
         let at = unix_ms(SystemTime::now());
-        self.append(role, |id| Event::Message {
+        self.append(|id| Event::Message {
             id,
             role,
             text: text.to_string(),
             at,
         })
+    }
+
+    /// Send `text` to the phone this conversation is on, if it is on one.
+    fn forward(&self, text: String) {
+        let (channel, address) = self.active();
+        let (Some(to), Some(sender), Some(me)) = (address, self.sender.get(), self.me.upgrade())
+        else {
+            return;
+        };
+        if channel != ChannelKind::Web {
+            sender.send_later(me, channel, to, text);
+        }
+    }
+
+    /// The active channel and its phone number.
+    pub fn active(&self) -> (ChannelKind, Option<String>) {
+        let inner = self.lock();
+        inner
+            .bindings
+            .last()
+            .map(|b| (b.channel, b.address.clone()))
+            .unwrap_or((ChannelKind::Web, None))
+    }
+
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.lock().bindings.clone()
+    }
+
+    /// Move to `channel` (at `address`), noting `text` in the transcript.
+    /// With `revert_window`, the visitor may undo it until then. Atomic:
+    /// the binding, the number index and the event change under one lock.
+    pub fn rebind(
+        &self,
+        channel: ChannelKind,
+        address: Option<String>,
+        text: &str,
+        revert_window: Option<Duration>,
+    ) -> Option<u64> {
+        let mut inner = self.lock();
+        if inner.closed.is_some() {
+            return None;
+        }
+        let now = SystemTime::now();
+        let seq = inner.bindings.len() as u32;
+        let mut rows = Vec::with_capacity(2);
+        if let Some(last) = inner.bindings.last_mut() {
+            last.ended_at = Some(now);
+            rows.push(binding_record(&self.id, seq, last));
+        }
+        let binding = Binding {
+            channel,
+            address: address.clone(),
+            started_at: now,
+            ended_at: None,
+        };
+        rows.push(binding_record(&self.id, seq + 1, &binding));
+        // The old binding's end and the new one's start in one transaction,
+        // queued under the conversation's lock so switches land in order.
+        if let Err(e) = self.store.upsert_bindings(rows) {
+            tracing::error!(%e, "store: cannot queue the channel switch");
+        }
+        inner.bindings.push(binding);
+        if let Some(a) = &address {
+            self.by_address
+                .insert(address_key(channel, a), self.id.clone());
+        }
+        inner.revert_until = revert_window.map(|w| Instant::now() + w);
+        inner.record.channel = channel.as_str().into();
+        if let Err(e) = self.store.upsert_conversation(inner.record.clone()) {
+            tracing::error!(%e, "store: cannot queue the conversation");
+        }
+        let at = unix_ms(now);
+        let revert_until = revert_window.map(|w| at + w.as_millis() as u64);
+        let masked = address.as_deref().map(crate::mask::phone);
+        drop(inner);
+        metrics::counter!("crossline_chat_switches_total", "to" => channel.as_str()).increment(1);
+        let id = self.append(|id| Event::Channel {
+            id,
+            channel: channel.as_str().into(),
+            address: masked,
+            text: text.to_string(),
+            revert_until,
+            at,
+        });
+        let _ = self.feed.send(Feed::Conversation(self.id.clone()));
+        id
+    }
+
+    /// May the last switch still be undone?
+    pub fn can_revert(&self) -> bool {
+        self.can_revert_at(Instant::now())
+    }
+
+    /// Whether a revert at `now` is still inside the window.
+    pub fn can_revert_at(&self, now: Instant) -> bool {
+        let inner = self.lock();
+        inner.revert_until.is_some_and(|t| now < t)
+            && inner
+                .bindings
+                .last()
+                .is_some_and(|b| b.channel != ChannelKind::Web)
+    }
+
+    /// Open again (operator reconnect): the transcript goes on.
+    pub fn reopen(&self) {
+        let mut inner = self.lock();
+        if inner.closed.take().is_some() {
+            inner.record.closed_at = None;
+            let _ = self.store.upsert_conversation(inner.record.clone());
+            metrics::gauge!("crossline_chat_sessions_active").increment(1.0);
+            self.closed_tx.send_replace(false);
+        }
+    }
+
+    /// The operator's visitor action command: ask for a phone number in
+    /// the chat, to move it to `channel`.
+    pub fn ask_phone(&self, channel: ChannelKind, text: &str) -> Option<u64> {
+        // A second command replaces the first; the flow's own prompt is
+        // what comes back after either.
+        let previous = {
+            let inner = self.lock();
+            if inner.switch_prompt.is_some() {
+                inner.suspended_prompt.clone()
+            } else {
+                inner.open_prompt.clone()
+            }
+        };
+        let id = self.append(|id| Event::Prompt {
+            id,
+            input: InputKind::Phone,
+            text: text.to_string(),
+            choices: Vec::new(),
+            placeholder: Some("+34 600 123 456".into()),
+            action: Some(format!("switch_{}", channel.as_str())),
+        })?;
+        let mut inner = self.lock();
+        inner.switch_prompt = Some((id, channel));
+        inner.suspended_prompt = previous;
+        Some(id)
     }
 
     /// Ask something; the answer comes back through the flow's inputs.
@@ -244,13 +559,21 @@ impl Conversation {
         choices: Vec<Choice>,
         placeholder: Option<String>,
     ) -> Option<u64> {
-        self.append(Role::Bot, |id| Event::Prompt {
+        let id = self.append(|id| Event::Prompt {
             id,
             input,
             text: text.to_string(),
-            choices,
+            choices: choices.clone(),
             placeholder,
-        })
+            action: None,
+        })?;
+        // On a phone, the question goes out as text, with numbered choices.
+        let mut out = text.to_string();
+        for (i, c) in choices.iter().enumerate() {
+            out.push_str(&format!("\n{}) {}", i + 1, c.label));
+        }
+        self.forward(out);
+        Some(id)
     }
 
     pub fn typing(&self, on: bool) {
@@ -259,7 +582,7 @@ impl Conversation {
 
     /// End the conversation for good (idempotent).
     pub fn close(&self, text: &str) {
-        self.append(Role::System, |id| Event::Closed {
+        self.append(|id| Event::Closed {
             id,
             text: text.to_string(),
         });
@@ -267,8 +590,10 @@ impl Conversation {
 
     /// Take what the visitor sent: echo it into the transcript and pass it
     /// to the flow. An answer to a prompt that isn't open (a resend after a
-    /// reconnect, a stale tab) is dropped, so no answer counts twice.
-    pub fn visitor_input(&self, input: VisitorInput) -> bool {
+    /// reconnect, a stale tab) is dropped, so no answer counts twice. The
+    /// answer to a visitor action command is not the flow's: it asks for a
+    /// switch.
+    pub fn visitor_input(&self, input: VisitorInput) -> Accepted {
         let input = match input {
             VisitorInput::Answer { prompt, value } => VisitorInput::Answer {
                 prompt,
@@ -276,12 +601,18 @@ impl Conversation {
             },
             VisitorInput::Text(t) => VisitorInput::Text(clip(t)),
         };
-        let shown = {
+        let (shown, switch) = {
             let mut inner = self.lock();
             if inner.closed.is_some() {
-                return false;
+                return Accepted::Refused;
             }
-            match (&input, &inner.open_prompt) {
+            let switch = match (&input, inner.switch_prompt) {
+                (VisitorInput::Answer { prompt, .. }, Some((open, channel))) if *prompt == open => {
+                    Some(channel)
+                }
+                _ => None,
+            };
+            let shown = match (&input, &inner.open_prompt) {
                 (VisitorInput::Answer { prompt, value }, Some((open, choices)))
                     if prompt == open =>
                 {
@@ -293,18 +624,91 @@ impl Conversation {
                     inner.open_prompt = None;
                     shown
                 }
-                (VisitorInput::Answer { .. }, _) => return false,
+                (VisitorInput::Answer { .. }, _) => return Accepted::Refused,
                 (VisitorInput::Text(t), _) => {
+                    // Free text passes every open question by, the
+                    // operator's phone request included.
                     inner.open_prompt = None;
+                    inner.switch_prompt = None;
+                    inner.suspended_prompt = None;
                     t.clone()
                 }
+            };
+            if switch.is_some() {
+                inner.switch_prompt = None;
+                inner.open_prompt = inner.suspended_prompt.take();
             }
+            (shown, switch)
         };
         if shown.trim().is_empty() {
-            return false;
+            return Accepted::Refused;
         }
-        self.say(Role::Visitor, &shown);
-        self.inputs.send(input).is_ok()
+        if let Some(channel) = switch {
+            // The number goes to the switchboard whole, to the transcript
+            // masked like every other display of it.
+            self.note(Role::Visitor, &crate::mask::phone(shown.trim()));
+            return Accepted::Switch {
+                channel,
+                phone: shown,
+            };
+        }
+        self.note(Role::Visitor, &shown);
+        if self.inputs.send(input).is_ok() {
+            Accepted::Flow
+        } else {
+            Accepted::Refused
+        }
+    }
+}
+
+/// A stored transcript row back as the event it was.
+fn event_of(m: &MessageRecord) -> Option<Event> {
+    let detail: serde_json::Value = m
+        .detail
+        .as_deref()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_default();
+    let id = m.seq;
+    let at = unix_ms(m.created_at);
+    Some(match m.kind.as_str() {
+        "message" => Event::Message {
+            id,
+            role: Role::parse(&m.role)?,
+            text: m.text.clone(),
+            at,
+        },
+        "prompt" => Event::Prompt {
+            id,
+            input: serde_json::from_value(detail["input"].clone()).unwrap_or_default(),
+            text: m.text.clone(),
+            choices: serde_json::from_value(detail["choices"].clone()).unwrap_or_default(),
+            placeholder: detail["placeholder"].as_str().map(str::to_string),
+            action: detail["action"].as_str().map(str::to_string),
+        },
+        "closed" => Event::Closed {
+            id,
+            text: m.text.clone(),
+        },
+        "channel" => Event::Channel {
+            id,
+            channel: detail["channel"].as_str().unwrap_or("web").to_string(),
+            address: detail["address"].as_str().map(str::to_string),
+            text: m.text.clone(),
+            revert_until: detail["revert_until"].as_u64(),
+            at,
+        },
+        _ => return None,
+    })
+}
+
+fn binding_record(conversation: &str, seq: u32, b: &Binding) -> BindingRecord {
+    BindingRecord {
+        conversation_id: conversation.to_string(),
+        seq,
+        channel: b.channel.as_str().into(),
+        address: b.address.clone(),
+        started_at: b.started_at,
+        ended_at: b.ended_at,
     }
 }
 
@@ -370,9 +774,17 @@ mod tests {
             prompt,
             value: "yes".into(),
         };
-        assert!(!c.visitor_input(answer(p + 7)), "not the open prompt");
-        assert!(c.visitor_input(answer(p)));
-        assert!(!c.visitor_input(answer(p)), "a resend is dropped");
+        assert_eq!(
+            c.visitor_input(answer(p + 7)),
+            Accepted::Refused,
+            "not the open prompt"
+        );
+        assert_eq!(c.visitor_input(answer(p)), Accepted::Flow);
+        assert_eq!(
+            c.visitor_input(answer(p)),
+            Accepted::Refused,
+            "a resend is dropped"
+        );
         assert_eq!(new.inputs.try_recv().unwrap(), answer(p));
         assert!(new.inputs.try_recv().is_err());
         // The transcript shows the label the visitor picked.
@@ -386,7 +798,10 @@ mod tests {
         let (_d, _s, hub) = hub();
         let new = hub.create("web", None, None);
         let c = new.conversation.clone();
-        assert!(c.visitor_input(VisitorInput::Text("é".repeat(MAX_VISITOR_TEXT))));
+        assert_eq!(
+            c.visitor_input(VisitorInput::Text("é".repeat(MAX_VISITOR_TEXT))),
+            Accepted::Flow
+        );
         let (all, _) = c.subscribe(0);
         match all[0].as_ref() {
             Event::Message { text, .. } => assert!(text.len() <= MAX_VISITOR_TEXT),
@@ -395,7 +810,10 @@ mod tests {
         c.close("bye");
         c.close("bye again");
         assert!(c.say(Role::Bot, "late").is_none());
-        assert!(!c.visitor_input(VisitorInput::Text("hi".into())));
+        assert_eq!(
+            c.visitor_input(VisitorInput::Text("hi".into())),
+            Accepted::Refused
+        );
         let (all, _) = c.subscribe(0);
         assert_eq!(all.len(), 2);
         assert!(c.is_closed());

@@ -3,8 +3,16 @@
 
 use super::event::InputKind;
 
-/// The value to store, or why it was refused.
-pub fn validate(kind: InputKind, raw: &str) -> Result<String, &'static str> {
+/// The country whose national format a number without `+` is read in.
+pub type Region = phonenumber::country::Id;
+
+/// The value to store, or why it was refused. `region`: how to read a
+/// phone number written without its country code (unset: refuse it).
+pub fn validate(
+    kind: InputKind,
+    raw: &str,
+    region: Option<Region>,
+) -> Result<String, &'static str> {
     let s = raw.trim();
     match kind {
         InputKind::Text | InputKind::Choice => {
@@ -15,7 +23,7 @@ pub fn validate(kind: InputKind, raw: &str) -> Result<String, &'static str> {
             }
         }
         InputKind::Email => email(s),
-        InputKind::Phone => phone(s),
+        InputKind::Phone => phone(s, region),
         InputKind::Number => number(s),
     }
 }
@@ -47,28 +55,32 @@ fn email(s: &str) -> Result<String, &'static str> {
     }
 }
 
-/// E.164: `+` or `00`, then 7 to 15 digits; spaces, dots, dashes and
-/// brackets between digits are dropped.
-pub fn phone(s: &str) -> Result<String, &'static str> {
-    let rest = if let Some(r) = s.strip_prefix('+') {
-        r
-    } else if let Some(r) = s.strip_prefix("00") {
-        r
-    } else {
-        return Err("needs the country code (+…)");
-    };
-    let mut digits = String::with_capacity(16);
-    for c in rest.chars() {
-        match c {
-            '0'..='9' => digits.push(c),
-            ' ' | '.' | '-' | '(' | ')' => {}
-            _ => return Err("not a phone number"),
-        }
-    }
-    if !(7..=15).contains(&digits.len()) || digits.starts_with('0') {
+/// A number valid in its country's numbering plan (libphonenumber's
+/// metadata), as E.164. `+` or `00` starts an international number;
+/// anything else is read in `region`'s national format.
+pub fn phone(s: &str, region: Option<Region>) -> Result<String, &'static str> {
+    // The parser accepts letters (vanity numbers) and extensions; a chat
+    // answer with either is more likely a typo.
+    if s.len() > 32
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '.' | '-' | '(' | ')'))
+    {
         return Err("not a phone number");
     }
-    Ok(format!("+{digits}"))
+    let international = s.starts_with('+') || s.starts_with("00");
+    if !international && region.is_none() {
+        return Err("needs the country code (+…)");
+    }
+    let text = match s.strip_prefix("00") {
+        Some(rest) => format!("+{rest}"),
+        None => s.to_string(),
+    };
+    let number = phonenumber::parse(region, &text).map_err(|_| "not a phone number")?;
+    if !phonenumber::is_valid(&number) {
+        return Err("not a valid number");
+    }
+    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
 /// A decimal number; a comma works as the decimal point too.
@@ -98,7 +110,7 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(
-            validate(InputKind::Email, " Ana.Lopez@Example.COM ").unwrap(),
+            validate(InputKind::Email, " Ana.Lopez@Example.COM ", None).unwrap(),
             "Ana.Lopez@example.com"
         );
         for bad in [
@@ -113,36 +125,45 @@ mod tests {
             "ana@-x.com",
             "ana@x..com",
         ] {
-            assert!(validate(InputKind::Email, bad).is_err(), "{bad:?}");
+            assert!(validate(InputKind::Email, bad, None).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn phones_normalise_to_e164() {
         assert_eq!(
-            validate(InputKind::Phone, "+34 600-12.34 (56)").unwrap(),
-            "+346001234 56".replace(' ', "")
+            validate(InputKind::Phone, "+34 600-12.34 (56)", None).unwrap(),
+            "+34600123456"
         );
-        assert_eq!(phone("0044 20 7946 0000").unwrap(), "+442079460000");
+        assert_eq!(phone("0044 20 7946 0000", None).unwrap(), "+442079460000");
+        // National formats need the configured country.
+        let es: Region = "ES".parse().unwrap();
+        assert_eq!(phone("600 12 34 56", Some(es)).unwrap(), "+34600123456");
+        assert_eq!(phone("+44 7911 123456", Some(es)).unwrap(), "+447911123456");
         for bad in [
             "600123456",
             "+12",
             "+1234567890123456",
             "+34 6OO",
             "+0123456789",
+            // Right length, not in Spain's numbering plan.
+            "+34 000 123 456",
+            "+34 600 123 456 ext. 12",
+            "",
         ] {
-            assert!(phone(bad).is_err(), "{bad:?}");
+            assert!(phone(bad, None).is_err(), "{bad:?}");
         }
+        assert!(phone("123", Some(es)).is_err());
     }
 
     #[test]
     fn numbers_and_text() {
-        assert_eq!(validate(InputKind::Number, "12,5").unwrap(), "12.5");
-        assert_eq!(validate(InputKind::Number, "-3").unwrap(), "-3");
+        assert_eq!(validate(InputKind::Number, "12,5", None).unwrap(), "12.5");
+        assert_eq!(validate(InputKind::Number, "-3", None).unwrap(), "-3");
         for bad in ["", "1.", ".5", "1.2.3", "12a", "--1"] {
-            assert!(validate(InputKind::Number, bad).is_err(), "{bad:?}");
+            assert!(validate(InputKind::Number, bad, None).is_err(), "{bad:?}");
         }
-        assert!(validate(InputKind::Text, "   ").is_err());
-        assert_eq!(validate(InputKind::Text, " hi ").unwrap(), "hi");
+        assert!(validate(InputKind::Text, "   ", None).is_err());
+        assert_eq!(validate(InputKind::Text, " hi ", None).unwrap(), "hi");
     }
 }

@@ -5,9 +5,13 @@
 mod event;
 mod hub;
 pub mod input;
+pub mod switch;
 
-pub use event::{Choice, Event, InputKind, Live, Role, VisitorInput};
-pub use hub::{ChatHub, Conversation, NewConversation};
+pub use event::{
+    Accepted, Binding, ChannelKind, Choice, Event, InputKind, Live, Role, VisitorInput,
+};
+pub use hub::{ChannelSender, ChatHub, Conversation, Feed, NewConversation};
+pub use switch::{InboundOutcome, SwitchError, SwitchTexts, Switchboard};
 
 /// A random id or secret: `bytes` from the OS-seeded CSPRNG, base64url.
 pub fn random_token(bytes: usize) -> String {

@@ -469,6 +469,20 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             Some(_) => {}
         }
     }
+    if let Some(country) = &config.chat.default_country {
+        if country.parse::<crate::chat::input::Region>().is_err() {
+            err(
+                &["chat", "default_country"],
+                format!("{country:?} is not an ISO 3166 country code like \"ES\" or \"GB\""),
+            );
+        }
+    }
+    if !(1..=600).contains(&config.chat.switch_revert_secs) {
+        err(
+            &["chat", "switch_revert_secs"],
+            "must be between 1 and 600".into(),
+        );
+    }
     if !(60..=604_800).contains(&config.chat.idle_timeout_secs) {
         err(
             &["chat", "idle_timeout_secs"],

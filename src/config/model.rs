@@ -169,6 +169,11 @@ pub struct ChatConfig {
     pub idle_timeout_secs: u64,
     /// Shown when a chat is closed for inactivity.
     pub idle_message: String,
+    /// Seconds the visitor has to undo a move to SMS or WhatsApp.
+    pub switch_revert_secs: u64,
+    /// ISO 3166 country code ("ES") for phone numbers typed without `+`;
+    /// unset: visitors must give the country code.
+    pub default_country: Option<String>,
 }
 
 impl Default for ChatConfig {
@@ -179,6 +184,8 @@ impl Default for ChatConfig {
             closed_message: "This conversation has ended. Thank you!".into(),
             idle_timeout_secs: 1800,
             idle_message: "This conversation was closed after a long pause.".into(),
+            switch_revert_secs: 10,
+            default_country: None,
         }
     }
 }

@@ -90,7 +90,10 @@ pub struct Services {
     pub audio_dir: PathBuf,
     pub store: Option<std::sync::Arc<dyn crate::store::Store>>,
     pub chat: Arc<crate::chat::ChatHub>,
+    pub switchboard: Arc<crate::chat::Switchboard>,
     pub breakouts: Arc<crate::breakout::Breakouts>,
+    /// What inbound webhooks are checked against.
+    pub inbound: crate::messaging::InboundKeys,
     /// The flows, replaced on reload; a running flow keeps its own `Arc`.
     pub flow_set: std::sync::RwLock<Arc<super::FlowSet>>,
     /// Where links sent to phones point, e.g. "https://chat.example.com".
@@ -499,6 +502,8 @@ pub async fn run(mut cx: FlowCx) {
             NodeKind::Hangup(n) => nodes::hangup::run(n, &mut cx).await,
             NodeKind::Breakout(n) => nodes::breakout::run(n, &mut cx).await,
             NodeKind::Message(n) => nodes::message::run(n, &mut cx).await,
+            NodeKind::Handoff(n) => nodes::handoff::run(n, &mut cx).await,
+            NodeKind::SaveLead(n) => nodes::save_lead::run(n, &mut cx).await,
             NodeKind::Ask(n) => nodes::ask::run(n, &mut cx).await,
             NodeKind::Choice(n) => nodes::choice::run(n, &mut cx).await,
             NodeKind::BreakoutReturn(n) => nodes::breakout_return::run(n, &mut cx).await,

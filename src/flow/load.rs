@@ -315,6 +315,8 @@ fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) ->
         "ask" => NodeKind::Ask(de(d, &key, item)?),
         "choice" => NodeKind::Choice(de(d, &key, item)?),
         "breakout_return" => NodeKind::BreakoutReturn(de(d, &key, item)?),
+        "handoff" => NodeKind::Handoff(de(d, &key, item)?),
+        "save_lead" => NodeKind::SaveLead(de(d, &key, item)?),
         other => {
             d.push_span(
                 &format!("{key}.type"),

@@ -6,7 +6,6 @@ pub mod interp;
 pub mod load;
 pub mod model;
 pub mod nodes;
-mod send_log;
 pub mod template;
 
 pub use load::{load_dir, parse_flow, FlowSet};

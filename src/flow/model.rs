@@ -70,6 +70,8 @@ pub enum NodeKind {
     Ask(Ask),
     Choice(ChoiceNode),
     BreakoutReturn(BreakoutReturn),
+    Handoff(Handoff),
+    SaveLead(SaveLead),
 }
 
 /// The node types, as written in `type = "..."`.
@@ -90,6 +92,8 @@ pub const NODE_TYPES: &[&str] = &[
     "ask",
     "choice",
     "breakout_return",
+    "handoff",
+    "save_lead",
 ];
 
 impl NodeKind {
@@ -111,6 +115,8 @@ impl NodeKind {
             NodeKind::Ask(_) => "ask",
             NodeKind::Choice(_) => "choice",
             NodeKind::BreakoutReturn(_) => "breakout_return",
+            NodeKind::Handoff(_) => "handoff",
+            NodeKind::SaveLead(_) => "save_lead",
         }
     }
 
@@ -126,13 +132,15 @@ impl NodeKind {
             NodeKind::Message(_)
             | NodeKind::Ask(_)
             | NodeKind::Choice(_)
-            | NodeKind::BreakoutReturn(_) => &[Channel::Chat],
+            | NodeKind::BreakoutReturn(_)
+            | NodeKind::Handoff(_) => &[Channel::Chat],
             NodeKind::Pause(_)
             | NodeKind::Branch(_)
             | NodeKind::Set(_)
             | NodeKind::Http(_)
             | NodeKind::SendSms(_)
-            | NodeKind::SendWhatsApp(_) => &[Channel::Voice, Channel::Chat],
+            | NodeKind::SendWhatsApp(_)
+            | NodeKind::SaveLead(_) => &[Channel::Voice, Channel::Chat],
         }
     }
 
@@ -156,6 +164,8 @@ impl NodeKind {
             NodeKind::Ask(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
             NodeKind::Choice(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
             NodeKind::BreakoutReturn(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::Handoff(_) => [("next", &None), ("next", &None)],
+            NodeKind::SaveLead(n) => [("next", &n.next), ("next", &None)],
         };
         for (key, v) in optional {
             if let Some(v) = v {
@@ -556,6 +566,38 @@ pub struct Message {
     /// Show the typing indicator this long first.
     #[serde(default)]
     pub typing_ms: u64,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// Hand the chat to the operators: an optional bot message, then the
+/// conversation stays open for the console until it is closed or idles out.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub typing_ms: u64,
+}
+
+/// Keep a lead (name, email, phone; templated) linked to this chat, for
+/// the console's "Reconnect over SMS". Invalid values are left out.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SaveLead {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
     #[serde(default)]
     pub next: Option<String>,
 }

@@ -45,6 +45,19 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/consents", Some(Role::Operator)),
     ("post", "/v1/consents", Some(Role::Operator)),
     ("post", "/v1/admin/reload", Some(Role::Admin)),
+    (
+        "post",
+        "/v1/conversations/{id}/visitor-action",
+        Some(Role::Operator),
+    ),
+    (
+        "post",
+        "/v1/conversations/{id}/reconnect",
+        Some(Role::Operator),
+    ),
+    ("post", "/v1/leads/{id}/reconnect", Some(Role::Operator)),
+    ("post", "/v1/console/session", None),
+    ("delete", "/v1/console/session", None),
 ];
 
 pub fn router(state: &HttpState) -> Router<HttpState> {
@@ -57,6 +70,15 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .route("/v1/conversations", get(conversations))
         .route("/v1/conversations/{id}", get(conversation))
         .route("/v1/conversations/{id}/messages", post(post_message))
+        .route(
+            "/v1/conversations/{id}/visitor-action",
+            post(visitor_action),
+        )
+        .route(
+            "/v1/conversations/{id}/reconnect",
+            post(reconnect_conversation),
+        )
+        .route("/v1/leads/{id}/reconnect", post(reconnect_lead))
         .route("/v1/breakouts", get(breakouts))
         .route("/v1/breakouts/{id}", get(breakout))
         .route("/v1/leads", get(leads).post(post_lead))
@@ -151,11 +173,93 @@ fn send_json(r: &SendRecord) -> Value {
     })
 }
 
-fn conversation_json(r: &ConversationRecord, live: bool) -> Value {
+fn conversation_json(
+    r: &ConversationRecord,
+    live: bool,
+    address: Option<&str>,
+    lead: Option<&LeadRecord>,
+) -> Value {
     json!({
         "id": r.id, "channel": r.channel, "origin": r.origin, "flow": r.flow,
         "breakout_id": r.breakout_id, "created_at": ms(r.created_at),
         "closed_at": r.closed_at.map(ms), "live": live,
+        "address": address.map(crate::mask::phone),
+        "lead": lead.map(|l| json!({ "id": l.id, "name": l.name, "email": l.email, "phone": l.phone })),
+    })
+}
+
+/// The newest lead of each conversation named.
+async fn leads_for(
+    s: &HttpState,
+    ids: Vec<String>,
+) -> Result<std::collections::HashMap<String, LeadRecord>, Response> {
+    store_call(s, move |st| {
+        let mut map = std::collections::HashMap::new();
+        for id in ids {
+            if let Some(l) = st.lead_for_conversation(&id)? {
+                map.insert(id, l);
+            }
+        }
+        Ok(map)
+    })
+    .await
+}
+
+/// One live conversation as the list shows it.
+pub async fn live_conversation_json(s: &HttpState, c: &crate::chat::Conversation) -> Value {
+    let id = c.id.clone();
+    let lead = store_call(s, move |st| st.lead_for_conversation(&id))
+        .await
+        .ok()
+        .flatten();
+    let (_, address) = c.active();
+    conversation_json(
+        &c.record(),
+        !c.is_closed(),
+        address.as_deref(),
+        lead.as_ref(),
+    )
+}
+
+fn bindings_json(b: &[crate::chat::Binding]) -> Value {
+    Value::Array(
+        b.iter()
+            .map(|b| {
+                json!({
+                    "channel": b.channel.as_str(),
+                    "address": b.address.as_deref().map(crate::mask::phone),
+                    "started_at": ms(b.started_at), "ended_at": b.ended_at.map(ms),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn switch_error(e: crate::chat::SwitchError) -> Response {
+    use crate::chat::SwitchError as E;
+    let status = match e {
+        E::Send(_) => StatusCode::BAD_GATEWAY,
+        E::NoPhone | E::Closed | E::TooLate | E::StillOpen => StatusCode::CONFLICT,
+        E::BadPhone => StatusCode::UNPROCESSABLE_ENTITY,
+        E::Unavailable(_) => StatusCode::CONFLICT,
+        E::NotFound => StatusCode::NOT_FOUND,
+    };
+    let text = match e {
+        E::NoPhone => "no phone number for this conversation".to_string(),
+        other => other.to_string(),
+    };
+    error(status, &text)
+}
+
+/// A live transcript event in the shape of a stored message.
+fn event_json(e: &crate::chat::Event) -> Value {
+    let (role, kind, text, detail) = e.stored();
+    let detail: Value = detail
+        .and_then(|d| serde_json::from_str(&d).ok())
+        .unwrap_or(Value::Null);
+    json!({
+        "seq": e.id(), "role": role.as_str(), "kind": kind, "text": text,
+        "detail": detail, "at": e.at(),
     })
 }
 
@@ -228,6 +332,8 @@ async fn status(State(s): State<HttpState>, h: HeaderMap) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "ready": s.ready.load(std::sync::atomic::Ordering::Relaxed),
         "chats_open": live.iter().filter(|c| !c.is_closed()).count(),
+        // Where a chat can move to (SMS, WhatsApp), as configured.
+        "channels": s.services.switchboard.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
     }))
     .into_response()
 }
@@ -285,13 +391,36 @@ async fn conversations(
     guard!(s, h, Role::Operator);
     let limit = q.limit();
     let rows = tri!(store_call(&s, move |st| st.conversations(limit)).await);
-    let list: Vec<Value> = rows
+    let live = s.services.chat.list();
+    let ids = live
         .iter()
-        .map(|r| {
-            let live = s.services.chat.get(&r.id).is_some_and(|c| !c.is_closed());
-            conversation_json(r, live)
-        })
+        .map(|c| c.id.clone())
+        .chain(rows.iter().map(|r| r.id.clone()))
         .collect();
+    let mut leads = tri!(leads_for(&s, ids).await);
+    // Live ones first-hand (the store may lag a write behind), then the rest.
+    let mut seen = std::collections::HashSet::new();
+    let mut list: Vec<(u64, Value)> = Vec::new();
+    for c in live {
+        let r = c.record();
+        let (_, address) = c.active();
+        seen.insert(r.id.clone());
+        let lead = leads.remove(&r.id);
+        list.push((
+            ms(r.created_at),
+            conversation_json(&r, !c.is_closed(), address.as_deref(), lead.as_ref()),
+        ));
+    }
+    for r in rows.iter().filter(|r| !seen.contains(&r.id)) {
+        let lead = leads.remove(&r.id);
+        list.push((
+            ms(r.created_at),
+            conversation_json(r, false, None, lead.as_ref()),
+        ));
+    }
+    list.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    list.truncate(limit);
+    let list: Vec<Value> = list.into_iter().map(|(_, v)| v).collect();
     Json(json!({ "conversations": list })).into_response()
 }
 
@@ -302,22 +431,46 @@ async fn conversation(
 ) -> Response {
     guard!(s, h, Role::Operator);
     let key = id.clone();
-    let (conv, messages) = tri!(
+    let (conv, stored, bindings, lead) = tri!(
         store_call(&s, move |st| Ok((
             st.conversation(&key)?,
-            st.messages(&key, 0)?
+            st.messages(&key, 0)?,
+            st.bindings(&key)?,
+            st.lead_for_conversation(&key)?,
         )))
         .await
     );
+    let live = s.services.chat.get(&id);
     // Just created: the write may still be queued; the live copy answers.
-    let conv = conv.or_else(|| s.services.chat.get(&id).map(|c| c.record()));
-    let Some(conv) = conv else {
+    let record = live.as_ref().map(|c| c.record()).or(conv);
+    let Some(record) = record else {
         return error(StatusCode::NOT_FOUND, "no such conversation");
     };
-    let live = s.services.chat.get(&id).is_some_and(|c| !c.is_closed());
+    let (address, bindings, messages) = match &live {
+        Some(c) => (
+            c.active().1,
+            bindings_json(&c.bindings()),
+            c.transcript().iter().map(|e| event_json(e)).collect::<Vec<_>>(),
+        ),
+        None => (
+            None,
+            Value::Array(
+                bindings
+                    .iter()
+                    .map(|b| json!({
+                        "channel": b.channel, "address": b.address.as_deref().map(crate::mask::phone),
+                        "started_at": ms(b.started_at), "ended_at": b.ended_at.map(ms),
+                    }))
+                    .collect(),
+            ),
+            stored.iter().map(message_json).collect(),
+        ),
+    };
+    let is_live = live.as_ref().is_some_and(|c| !c.is_closed());
     Json(json!({
-        "conversation": conversation_json(&conv, live),
-        "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
+        "conversation": conversation_json(&record, is_live, address.as_deref(), lead.as_ref()),
+        "messages": messages,
+        "bindings": bindings,
     }))
     .into_response()
 }
@@ -343,9 +496,137 @@ async fn post_message(
     let Some(conv) = s.services.chat.get(&id) else {
         return error(StatusCode::NOT_FOUND, "no live conversation with that id");
     };
-    match conv.say(crate::chat::Role::Bot, text) {
-        Some(seq) => (StatusCode::CREATED, Json(json!({ "seq": seq }))).into_response(),
+    // Out on the conversation's current channel, as the agent.
+    match s.services.switchboard.agent_message(&conv, text).await {
+        Ok((seq, channel)) => (
+            StatusCode::CREATED,
+            Json(json!({ "seq": seq, "channel": channel.as_str() })),
+        )
+            .into_response(),
+        Err(e) => switch_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelRequest {
+    #[serde(default)]
+    action: Option<String>,
+    channel: String,
+}
+
+// A refusal is a whole Response; it is the cold path.
+#[allow(clippy::result_large_err)]
+fn phone_channel(c: &str) -> Result<crate::chat::ChannelKind, Response> {
+    match crate::chat::ChannelKind::parse(c) {
+        Some(k @ (crate::chat::ChannelKind::Sms | crate::chat::ChannelKind::WhatsApp)) => Ok(k),
+        _ => Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channel must be sms or whatsapp",
+        )),
+    }
+}
+
+/// The visitor action command: ask the web visitor for a phone number,
+/// then switch to `channel` when they answer.
+async fn visitor_action(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Json<ChannelRequest>, JsonRejection>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let req = tri!(body(b));
+    if req.action.as_deref() != Some("ask_phone") {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "action must be ask_phone");
+    }
+    let channel = tri!(phone_channel(&req.channel));
+    if !s.services.switchboard.channels().contains(&channel) {
+        return error(StatusCode::CONFLICT, "that channel is not configured");
+    }
+    let Some(conv) = s.services.chat.get(&id).filter(|c| !c.is_closed()) else {
+        return error(StatusCode::NOT_FOUND, "no live conversation with that id");
+    };
+    if conv.active().0 != crate::chat::ChannelKind::Web {
+        return error(StatusCode::CONFLICT, "the visitor is not in the web chat");
+    }
+    let text = format!(
+        "Would you like to continue by {}? Type your mobile number, with the country code.",
+        channel.label()
+    );
+    match conv.ask_phone(channel, &text) {
+        Some(_) => (StatusCode::ACCEPTED, Json(json!({ "asked": true }))).into_response(),
         None => error(StatusCode::CONFLICT, "the conversation is closed"),
+    }
+}
+
+/// PH-2A: reconnect by SMS with a finished conversation whose lead has a
+/// phone number.
+async fn reconnect_conversation(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Json<ChannelRequest>, JsonRejection>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let req = tri!(body(b));
+    let channel = tri!(phone_channel(&req.channel));
+    let key = id.clone();
+    let lead = tri!(store_call(&s, move |st| st.lead_for_conversation(&key)).await);
+    let phone = lead.and_then(|l| l.phone);
+    let chat = s.services.chat.clone();
+    let restore_id = id.clone();
+    let conv = tokio::task::spawn_blocking(move || chat.get_or_restore(&restore_id))
+        .await
+        .ok()
+        .flatten();
+    let Some(conv) = conv else {
+        return error(StatusCode::NOT_FOUND, "no such conversation");
+    };
+    match s.services.switchboard.reconnect(conv, channel, phone).await {
+        Ok(c) => {
+            Json(json!({ "conversation": live_conversation_json(&s, &c).await })).into_response()
+        }
+        Err(e) => switch_error(e),
+    }
+}
+
+/// PH-2B: reconnect by SMS with an offline lead: a new conversation.
+async fn reconnect_lead(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Json<ChannelRequest>, JsonRejection>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let req = tri!(body(b));
+    let channel = tri!(phone_channel(&req.channel));
+    let key = id.clone();
+    let Some(lead) = tri!(store_call(&s, move |st| st.lead(&key)).await) else {
+        return error(StatusCode::NOT_FOUND, "no such lead");
+    };
+    if let Some(live) = lead
+        .phone
+        .as_deref()
+        .and_then(|p| s.services.chat.by_address(channel, p))
+        .filter(|c| !c.is_closed())
+    {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": "this lead is already in a live conversation on that channel",
+                "conversation_id": live.id,
+            })),
+        )
+            .into_response();
+    }
+    match s.services.switchboard.reconnect_lead(&lead, channel).await {
+        Ok(c) => (
+            StatusCode::CREATED,
+            Json(json!({ "conversation": live_conversation_json(&s, &c).await })),
+        )
+            .into_response(),
+        Err(e) => switch_error(e),
     }
 }
 
@@ -396,7 +677,12 @@ async fn post_lead(
     guard!(s, h, Role::Operator);
     let l = tri!(body(b));
     use crate::chat::{input::validate, InputKind};
-    let email = match l.email.as_deref().map(|e| validate(InputKind::Email, e)) {
+    let region = s.services.chat.phone_region();
+    let email = match l
+        .email
+        .as_deref()
+        .map(|e| validate(InputKind::Email, e, region))
+    {
         Some(Err(_)) => {
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -406,7 +692,11 @@ async fn post_lead(
         Some(Ok(e)) => Some(e),
         None => None,
     };
-    let phone = match l.phone.as_deref().map(|p| validate(InputKind::Phone, p)) {
+    let phone = match l
+        .phone
+        .as_deref()
+        .map(|p| validate(InputKind::Phone, p, region))
+    {
         Some(Err(why)) => return error(StatusCode::UNPROCESSABLE_ENTITY, &format!("phone: {why}")),
         Some(Ok(p)) => Some(p),
         None => None,

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::HttpState;
 use crate::breakout::Opened;
-use crate::chat::{Conversation, Event, Live, VisitorInput};
+use crate::chat::{Accepted, ChannelKind, Conversation, Event, Live, VisitorInput};
 
 const CHAT_HTML: &str = include_str!("../../web/chat/chat.html");
 const NOT_FOUND_HTML: &str = include_str!("../../web/chat/notfound.html");
@@ -105,7 +105,7 @@ pub fn router() -> Router<HttpState> {
     r
 }
 
-fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
+pub(super) fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -142,8 +142,16 @@ fn page_headers(r: &mut Response) {
 }
 
 fn chat_page(state: &HttpState, conversation: &str, set_cookies: &[String]) -> Response {
+    let channels: Vec<&str> = state
+        .services
+        .switchboard
+        .channels()
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
     let html = CHAT_HTML
         .replace("__CONVERSATION_ID__", conversation)
+        .replace("__CHANNELS__", &channels.join(","))
         .replace("__TITLE__", &html_escape(&state.chat_title));
     let mut r = html.into_response();
     page_headers(&mut r);
@@ -260,6 +268,10 @@ async fn socket(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    if !super::same_origin(&headers, &state.services.public_base_url) {
+        metrics::counter!("crossline_http_auth_failures_total", "reason" => "origin").increment(1);
+        return (StatusCode::FORBIDDEN, "cross-site WebSocket refused").into_response();
+    }
     // Whose conversation first, the same answer for unknown and not yours.
     let jar = cookies(&headers);
     let conv = state.services.chat.get(&q.c).filter(|conv| {
@@ -272,9 +284,9 @@ async fn socket(
         return (StatusCode::FORBIDDEN, "not your conversation").into_response();
     };
     match ws {
-        Ok(ws) => ws
-            .max_message_size(16 * 1024)
-            .on_upgrade(move |socket| serve_socket(socket, conv)),
+        Ok(ws) => ws.max_message_size(16 * 1024).on_upgrade(move |socket| {
+            serve_socket(socket, conv, state.services.switchboard.clone())
+        }),
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -283,9 +295,24 @@ async fn socket(
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientFrame {
-    Resume { after: u64 },
-    Answer { prompt: u64, value: String },
-    Text { text: String },
+    Resume {
+        after: u64,
+    },
+    Answer {
+        prompt: u64,
+        value: String,
+    },
+    Text {
+        text: String,
+    },
+    /// Move the chat: to "sms"/"whatsapp" with `phone`, or back to "web".
+    Switch {
+        channel: String,
+        #[serde(default)]
+        phone: String,
+    },
+    /// Undo the last switch (within the revert window).
+    Revert,
 }
 
 fn frame(v: &impl serde::Serialize) -> Message {
@@ -296,13 +323,25 @@ fn error_frame(text: &str) -> Message {
     frame(&serde_json::json!({ "type": "error", "text": text }))
 }
 
-async fn serve_socket(mut socket: WebSocket, conv: std::sync::Arc<Conversation>) {
+async fn serve_socket(
+    mut socket: WebSocket,
+    conv: std::sync::Arc<Conversation>,
+    board: std::sync::Arc<crate::chat::Switchboard>,
+) {
     metrics::gauge!("crossline_chat_sockets").increment(1.0);
-    serve_socket_inner(&mut socket, &conv).await;
+    serve_socket_inner(&mut socket, &conv, &board).await;
     metrics::gauge!("crossline_chat_sockets").decrement(1.0);
 }
 
-async fn serve_socket_inner(socket: &mut WebSocket, conv: &Conversation) {
+fn switch_failed(text: &str) -> Message {
+    frame(&serde_json::json!({ "type": "switch_failed", "text": text }))
+}
+
+async fn serve_socket_inner(
+    socket: &mut WebSocket,
+    conv: &Conversation,
+    board: &crate::chat::Switchboard,
+) {
     // The first frame says where the client is; anything else is refused.
     let after = match tokio::time::timeout(Duration::from_secs(10), socket.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientFrame>(&t) {
@@ -371,15 +410,43 @@ async fn serve_socket_inner(socket: &mut WebSocket, conv: &Conversation) {
                     Ok(ClientFrame::Answer { prompt, value }) => VisitorInput::Answer { prompt, value },
                     Ok(ClientFrame::Text { text }) => VisitorInput::Text(text),
                     Ok(ClientFrame::Resume { .. }) => continue,
+                    Ok(ClientFrame::Switch { channel, phone }) => {
+                        let result = match ChannelKind::parse(&channel) {
+                            Some(ChannelKind::Web) => board.to_web(conv, false).await,
+                            Some(kind) => board.switch_to_phone(conv, kind, &phone).await,
+                            None => Err(crate::chat::SwitchError::Unavailable("that channel")),
+                        };
+                        if let Err(e) = result {
+                            let _ = socket.send(switch_failed(&e.to_string())).await;
+                        }
+                        continue;
+                    }
+                    Ok(ClientFrame::Revert) => {
+                        if let Err(e) = board.to_web(conv, true).await {
+                            let _ = socket.send(switch_failed(&e.to_string())).await;
+                        }
+                        continue;
+                    }
                     Err(_) => {
                         metrics::counter!("crossline_chat_frames_refused_total", "reason" => "malformed").increment(1);
                         let _ = socket.send(error_frame("Sorry, that message could not be read.")).await;
                         continue;
                     }
                 };
-                if !conv.visitor_input(input) {
+                match conv.visitor_input(input) {
+                    Accepted::Flow => {}
                     // A stale or repeated answer: let the client re-enable.
-                    let _ = socket.send(error_frame("That question was already answered.")).await;
+                    Accepted::Refused => {
+                        let _ = socket.send(error_frame("That question was already answered.")).await;
+                    }
+                    // The visitor action command's phone number.
+                    Accepted::Switch { channel, phone } => {
+                        if let Err(e) = board.switch_to_phone(conv, channel, &phone).await {
+                            let _ = socket.send(switch_failed(&e.to_string())).await;
+                            // Ask again, with the reason, so the visitor can correct it.
+                            conv.ask_phone(channel, &e.to_string());
+                        }
+                    }
                 }
             }
         }

@@ -5,6 +5,8 @@
 mod api;
 mod auth;
 mod chat;
+mod console;
+mod hooks;
 mod openapi;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,8 @@ pub struct HttpState {
     /// Browser origins allowed to call /v1.
     pub cors_origins: Vec<String>,
     pub chat_title: String,
+    /// Operator console sessions (cookie → expiry).
+    pub console_sessions: Arc<dashmap::DashMap<[u8; 32], std::time::Instant>>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -40,6 +44,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api::router(&state))
         .merge(chat::router())
+        .merge(hooks::router())
+        .merge(console::router())
         .with_state(state)
 }
 
@@ -54,6 +60,19 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// A browser's WebSocket handshake carries `Origin`; one from another site
+/// is refused (cross-site WebSocket hijacking). Clients that send no
+/// `Origin` (not browsers) are not affected.
+pub(crate) fn same_origin(headers: &axum::http::HeaderMap, public_base_url: &str) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    origin_host.is_some_and(|o| Some(o) == host)
+        || origin.trim_end_matches('/') == public_base_url.trim_end_matches('/')
 }
 
 /// Serve until the process ends.

@@ -74,10 +74,11 @@ pub fn document() -> Value {
                 "summary": "This document.", "security": [],
                 "responses": { "200": { "description": "The OpenAPI document." } } } },
             "/v1/status": { "get": {
-                "summary": "Version, readiness and open chats.",
+                "summary": "Version, readiness, open chats, and the channels a chat can move to.",
                 "responses": ok("Status.", json!({ "type": "object", "properties": {
                     "version": { "type": "string" }, "ready": { "type": "boolean" },
-                    "chats_open": { "type": "integer" } } })) } },
+                    "chats_open": { "type": "integer" },
+                    "channels": { "type": "array", "items": { "enum": ["sms", "whatsapp"] } } } })) } },
             "/v1/flows": { "get": {
                 "summary": "Loaded flows with their channel (voice or chat).",
                 "responses": ok("Flows.", json!({ "type": "object", "properties": {
@@ -105,7 +106,11 @@ pub fn document() -> Value {
                 "parameters": path_param("id"),
                 "responses": ok("The conversation.", json!({ "type": "object", "properties": {
                     "conversation": schema("Conversation"),
-                    "messages": { "type": "array", "items": schema("Message") } } })) } },
+                    "messages": { "type": "array", "items": schema("Message") },
+                    "bindings": { "type": "array", "items": { "type": "object", "properties": {
+                        "channel": { "enum": ["web", "sms", "whatsapp"] },
+                        "address": { "type": ["string", "null"] },
+                        "started_at": ms, "ended_at": ms_or_null } } } } })) } },
             "/v1/conversations/{id}/messages": { "post": {
                 "summary": "Write into a live chat (shown as the bot's side).",
                 "parameters": path_param("id"),
@@ -117,6 +122,43 @@ pub fn document() -> Value {
                         "type": "object", "properties": { "seq": { "type": "integer" } } } } } },
                     "404": { "$ref": "#/components/responses/BadRequest" },
                     "409": { "$ref": "#/components/responses/BadRequest" } } } },
+            "/v1/conversations/{id}/visitor-action": { "post": {
+                "summary": "The visitor action command: ask the web visitor for a phone number; their answer moves the chat to that channel.",
+                "parameters": path_param("id"),
+                "requestBody": body("ChannelAction"),
+                "responses": {
+                    "202": { "description": "Asked." },
+                    "404": { "$ref": "#/components/responses/BadRequest" },
+                    "409": { "$ref": "#/components/responses/BadRequest" } } } },
+            "/v1/conversations/{id}/reconnect": { "post": {
+                "summary": "Reconnect a finished conversation by SMS or WhatsApp, to its lead's phone number (PH-2A). Nothing changes if the message can't be sent; 409 while the conversation is still open or has no phone.",
+                "parameters": path_param("id"),
+                "requestBody": body("ChannelAction"),
+                "responses": {
+                    "200": { "description": "Reconnected; the conversation is live on the channel.",
+                             "content": { "application/json": { "schema": { "type": "object",
+                                 "properties": { "conversation": schema("Conversation") } } } } },
+                    "409": { "$ref": "#/components/responses/BadRequest" },
+                    "502": { "$ref": "#/components/responses/BadRequest" } } } },
+            "/v1/leads/{id}/reconnect": { "post": {
+                "summary": "Reconnect with an offline lead by SMS or WhatsApp (PH-2B): a new conversation. 409 (with `conversation_id`) when the lead is already in a live conversation on that channel.",
+                "parameters": path_param("id"),
+                "requestBody": body("ChannelAction"),
+                "responses": {
+                    "201": { "description": "Reconnected.",
+                             "content": { "application/json": { "schema": { "type": "object",
+                                 "properties": { "conversation": schema("Conversation") } } } } },
+                    "409": { "$ref": "#/components/responses/BadRequest" },
+                    "502": { "$ref": "#/components/responses/BadRequest" } } } },
+            "/v1/console/session": {
+                "post": { "summary": "Operator console login: exchanges the operator token for an HttpOnly session cookie (SameSite=Strict), accepted by operator routes.",
+                          "security": [],
+                          "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                              "type": "object", "required": ["token"], "properties": { "token": { "type": "string" } } } } } },
+                          "responses": { "204": { "description": "Logged in; Set-Cookie carries the session." },
+                                         "401": { "$ref": "#/components/responses/Unauthorized" } } },
+                "delete": { "summary": "Console logout.", "security": [],
+                            "responses": { "204": { "description": "Logged out." } } } },
             "/v1/breakouts": { "get": {
                 "summary": "Breakout: To chat sessions, newest first.",
                 "parameters": list_params(&[("call_id", "Only this call's (SIP Call-ID).")]),
@@ -155,6 +197,9 @@ pub fn document() -> Value {
             },
             "schemas": {
                 "Error": { "type": "object", "properties": { "error": { "type": "string" } } },
+                "ChannelAction": { "type": "object", "required": ["channel"], "additionalProperties": false,
+                    "properties": { "channel": { "enum": ["sms", "whatsapp"] },
+                                    "action": { "enum": ["ask_phone"], "description": "visitor-action only." } } },
                 "Call": { "type": "object", "properties": {
                     "call_id": { "type": "string" }, "direction": { "enum": ["inbound", "outbound"] },
                     "did": { "type": "string" }, "caller": { "type": "string" },
@@ -171,9 +216,11 @@ pub fn document() -> Value {
                     "created_at": ms } },
                 "Conversation": { "type": "object", "properties": {
                     "id": { "type": "string" }, "channel": { "enum": ["web", "sms", "whatsapp"] },
-                    "origin": { "enum": ["breakout", "web"] }, "flow": text_or_null,
+                    "origin": { "enum": ["breakout", "web", "sms", "whatsapp", "reconnect"] }, "flow": text_or_null,
                     "breakout_id": text_or_null, "created_at": ms, "closed_at": ms_or_null,
-                    "live": { "type": "boolean" } } },
+                    "live": { "type": "boolean" },
+                    "address": { "type": ["string", "null"], "description": "The phone number it is on, masked." },
+                    "lead": { "type": ["object", "null"] } } },
                 "Message": { "type": "object", "properties": {
                     "seq": { "type": "integer" }, "role": { "enum": ["bot", "visitor", "system"] },
                     "kind": { "enum": ["message", "prompt", "closed"] }, "text": { "type": "string" },

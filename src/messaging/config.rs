@@ -129,6 +129,9 @@ pub struct SmsProviderConfig {
     pub from: Option<String>,
     pub messaging_service_sid: Option<String>,
     pub timeout_ms: u64,
+    /// The URL Twilio posts inbound SMS to, exactly as set in its console
+    /// (the signature covers it). Default: `<public_base_url>/hooks/twilio/sms`.
+    pub webhook_url: Option<String>,
 }
 
 impl Default for SmsProviderConfig {
@@ -142,6 +145,7 @@ impl Default for SmsProviderConfig {
             from: None,
             messaging_service_sid: None,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            webhook_url: None,
         }
     }
 }
@@ -155,6 +159,18 @@ pub struct WhatsAppConfig {
     pub access_token: Option<Secret>,
     pub access_token_env: Option<String>,
     pub timeout_ms: u64,
+    /// The Meta app secret: inbound webhooks are signed with it
+    /// (`X-Hub-Signature-256`). Unset: inbound WhatsApp is refused.
+    pub app_secret: Option<Secret>,
+    pub app_secret_env: Option<String>,
+    /// What Meta sends in the GET verification handshake.
+    pub verify_token: Option<Secret>,
+    pub verify_token_env: Option<String>,
+    /// The approved template sent when a chat moves to WhatsApp (outside
+    /// the 24 h window only templates may be sent); its body may take one
+    /// parameter, the chat's title.
+    pub welcome_template: Option<String>,
+    pub welcome_template_language: String,
 }
 
 impl Default for WhatsAppConfig {
@@ -166,6 +182,12 @@ impl Default for WhatsAppConfig {
             access_token: None,
             access_token_env: None,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            app_secret: None,
+            app_secret_env: None,
+            verify_token: None,
+            verify_token_env: None,
+            welcome_template: None,
+            welcome_template_language: "en".into(),
         }
     }
 }
@@ -202,6 +224,19 @@ pub struct Providers {
     /// The guards, to seed from the send log at start.
     pub sms_guard: Option<Arc<IdempotencyGuard>>,
     pub whatsapp_guard: Option<Arc<IdempotencyGuard>>,
+    /// What inbound webhooks are checked against.
+    pub inbound: InboundKeys,
+}
+
+/// Secrets and settings for receiving messages.
+#[derive(Clone, Default)]
+pub struct InboundKeys {
+    /// Twilio signs with the account's auth token.
+    pub twilio_auth_token: Option<Secret>,
+    pub twilio_webhook_url: Option<String>,
+    pub whatsapp_app_secret: Option<Secret>,
+    pub whatsapp_verify_token: Option<Secret>,
+    pub whatsapp_welcome_template: Option<(String, String)>,
 }
 
 impl fmt::Debug for Providers {
@@ -461,6 +496,8 @@ fn build_with(cfg: &MessagingConfig, env: Env<'_>) -> Result<Providers, SendErro
                     messaging_service_sid: sms.messaging_service_sid.clone(),
                     timeout,
                 };
+                out.inbound.twilio_auth_token = Some(settings.auth_token.clone());
+                out.inbound.twilio_webhook_url = sms.webhook_url.clone();
                 let p = TwilioProvider::new(settings, policy)?;
                 Arc::new(Deduped::with_guard(p, guard.clone()))
             }
@@ -492,6 +529,26 @@ fn build_with(cfg: &MessagingConfig, env: Env<'_>) -> Result<Providers, SendErro
             .map_err(config_err)?,
             timeout: Duration::from_millis(wa.timeout_ms),
         };
+        out.inbound.whatsapp_app_secret = resolve_secret(
+            "messaging.whatsapp",
+            "app_secret",
+            &wa.app_secret,
+            &wa.app_secret_env,
+            env,
+        )
+        .map_err(config_err)?;
+        out.inbound.whatsapp_verify_token = resolve_secret(
+            "messaging.whatsapp",
+            "verify_token",
+            &wa.verify_token,
+            &wa.verify_token_env,
+            env,
+        )
+        .map_err(config_err)?;
+        out.inbound.whatsapp_welcome_template = wa
+            .welcome_template
+            .clone()
+            .map(|t| (t, wa.welcome_template_language.clone()));
         let p = WhatsAppProvider::new(settings, policy)?;
         out.whatsapp = Some(Arc::new(Deduped::with_guard(p, guard.clone())));
         out.whatsapp_guard = Some(guard);

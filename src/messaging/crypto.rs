@@ -1,31 +1,13 @@
 //! The little encoding and signing the adapters need: base64 for HTTP
 //! Basic auth, HMAC-SHA256 (RFC 2104) for webhook signatures.
 
-use sha2::{Digest, Sha256};
-
 /// Header carrying the webhook body signature.
 pub const SIGNATURE_HEADER: &str = "x-crossline-signature";
 
 /// Standard base64 with padding (RFC 4648 §4).
 pub fn base64_encode(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let sym = |v: u32| char::from(ALPHABET[(v & 63) as usize]);
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let (b0, b1, b2) = match *chunk {
-            [a] => (a, None, None),
-            [a, b] => (a, Some(b), None),
-            [a, b, c] => (a, Some(b), Some(c)),
-            // chunks(3) yields 1 to 3 bytes.
-            _ => continue,
-        };
-        let n = u32::from(b0) << 16 | u32::from(b1.unwrap_or(0)) << 8 | u32::from(b2.unwrap_or(0));
-        out.push(sym(n >> 18));
-        out.push(sym(n >> 12));
-        out.push(if b1.is_some() { sym(n >> 6) } else { '=' });
-        out.push(if b2.is_some() { sym(n) } else { '=' });
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// Lowercase hex.
@@ -33,34 +15,30 @@ pub fn hex(data: &[u8]) -> String {
     data.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// HMAC-SHA256 per RFC 2104: H((K ^ opad) || H((K ^ ipad) || m)).
+/// HMAC-SHA256 (RFC 2104).
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    // Keys longer than a block are hashed first; shorter ones zero-padded.
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        let digest = Sha256::digest(key);
-        for (dst, src) in block.iter_mut().zip(digest.iter()) {
-            *dst = *src;
-        }
-    } else {
-        for (dst, src) in block.iter_mut().zip(key) {
-            *dst = *src;
-        }
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let inner = inner.finalize();
+    use hmac::{KeyInit, Mac};
+    // HMAC takes keys of any length.
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        return [0; 32];
+    };
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
 
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner);
-    let mut out = [0u8; 32];
-    for (dst, src) in out.iter_mut().zip(outer.finalize().iter()) {
-        *dst = *src;
-    }
-    out
+/// HMAC-SHA1 (RFC 2104): what Twilio signs its webhooks with.
+pub fn hmac_sha1(key: &[u8], message: &[u8]) -> [u8; 20] {
+    use hmac::{KeyInit, Mac};
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(key) else {
+        return [0; 20];
+    };
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// Equal in constant time (length is public).
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The `X-Crossline-Signature` value for `body`: `sha256=<hex>`.
@@ -71,10 +49,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 /// Checks a `sha256=<hex>` header against `body`, in constant time, so a
 /// receiver (or our stand-ins) can verify what we send.
 pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let expected = signature(secret, body);
-    let (a, b) = (expected.as_bytes(), header.trim().as_bytes());
-    // Length is public (fixed by the format); the contents are not.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    same_bytes(signature(secret, body).as_bytes(), header.trim().as_bytes())
 }
 
 #[cfg(test)]

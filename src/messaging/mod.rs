@@ -16,7 +16,9 @@ pub mod crypto;
 pub mod dedupe;
 pub mod form;
 mod http;
+pub mod inbound;
 pub mod retry;
+pub mod send_log;
 pub mod twilio;
 pub mod webhook;
 pub mod whatsapp;
@@ -32,8 +34,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    build, validate, MessagingConfig, Providers, Secret, SmsProviderConfig, SmsProviderKind,
-    WebhookConfig, WhatsAppConfig,
+    build, validate, InboundKeys, MessagingConfig, Providers, Secret, SmsProviderConfig,
+    SmsProviderKind, WebhookConfig, WhatsAppConfig,
 };
 pub use dedupe::{Deduped, IdempotencyGuard};
 pub use retry::RetryPolicy;

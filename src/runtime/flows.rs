@@ -48,7 +48,23 @@ pub(super) fn services(
     let http = reqwest::Client::builder()
         .build()
         .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
-    let chat = Arc::new(crate::chat::ChatHub::new(store.clone()));
+    let region = config
+        .chat
+        .default_country
+        .as_deref()
+        .and_then(|c| c.parse().ok());
+    let chat = Arc::new(crate::chat::ChatHub::new(store.clone()).with_phone_region(region));
+    let switchboard = crate::chat::Switchboard::new(
+        chat.clone(),
+        store.clone(),
+        providers.sms.clone(),
+        providers.whatsapp.clone(),
+        providers.inbound.whatsapp_welcome_template.clone(),
+        crate::chat::SwitchTexts {
+            title: config.chat.title.clone(),
+            revert_window: std::time::Duration::from_secs(config.chat.switch_revert_secs),
+        },
+    );
     let breakouts = Arc::new(crate::breakout::Breakouts::new(store.clone(), chat.clone()));
     Ok(Services {
         clips,
@@ -59,7 +75,9 @@ pub(super) fn services(
         audio_dir: config.media.audio_dir.clone(),
         store: Some(store),
         chat,
+        switchboard,
         breakouts,
+        inbound: providers.inbound.clone(),
         flow_set: std::sync::RwLock::new(Arc::new(config.flow_set.clone())),
         public_base_url: config.http.public_base_url(),
         chat_texts: config.chat.clone(),

@@ -173,6 +173,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             operator_token: config.http.operator_token().map_err(anyhow::Error::msg)?,
             cors_origins: config.http.cors_origins.clone(),
             chat_title: config.chat.title.clone(),
+            console_sessions: Default::default(),
         },
     ));
     let (flow_requests, mut flow_rx) = mpsc::unbounded_channel();

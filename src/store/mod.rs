@@ -117,6 +117,31 @@ impl std::fmt::Debug for LeadRecord {
     }
 }
 
+/// One stretch of a conversation on one channel.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BindingRecord {
+    pub conversation_id: String,
+    /// 1 for the first binding (web, usually), then one per switch.
+    pub seq: u32,
+    /// "web", "sms" or "whatsapp".
+    pub channel: String,
+    /// The phone number (E.164) for sms and whatsapp.
+    pub address: Option<String>,
+    pub started_at: SystemTime,
+    pub ended_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for BindingRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BindingRecord")
+            .field("conversation_id", &self.conversation_id)
+            .field("seq", &self.seq)
+            .field("channel", &self.channel)
+            .field("address", &self.address.as_deref().map(crate::mask::phone))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Consent as given (or refused), with the exact text shown (GDPR).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConsentRecord {
@@ -275,6 +300,12 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<BreakoutRecord>, StoreError>;
     fn upsert_lead(&self, record: LeadRecord) -> Result<(), StoreError>;
     fn leads(&self, limit: usize) -> Result<Vec<LeadRecord>, StoreError>;
+    fn lead(&self, id: &str) -> Result<Option<LeadRecord>, StoreError>;
+    /// The newest lead kept for a conversation.
+    fn lead_for_conversation(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<LeadRecord>, StoreError>;
     fn record_consent(&self, record: ConsentRecord) -> Result<(), StoreError>;
     /// Consents about one subject, or the newest of all.
     fn consents(
@@ -282,6 +313,26 @@ pub trait Store: Send + Sync {
         subject: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ConsentRecord>, StoreError>;
+    /// Insert or replace one binding (by conversation and seq).
+    /// Write binding rows in one transaction: a switch ends one binding and
+    /// starts the next, and the database never shows half of it.
+    fn upsert_bindings(&self, records: Vec<BindingRecord>) -> Result<(), StoreError>;
+    fn bindings(&self, conversation_id: &str) -> Result<Vec<BindingRecord>, StoreError>;
+    /// Remember a provider message id as handled.
+    /// Remember a handled inbound message (provider id) and who sent it.
+    fn mark_inbound(
+        &self,
+        provider_id: &str,
+        channel: &str,
+        address: &str,
+    ) -> Result<(), StoreError>;
+    /// When `address` last wrote to us on `channel` (WhatsApp's window).
+    fn last_inbound(&self, channel: &str, address: &str) -> Result<Option<SystemTime>, StoreError>;
+    fn inbound_known(&self, provider_id: &str) -> Result<bool, StoreError>;
+    /// STOP (true) or START (false) from `address` on `channel`.
+    fn set_opt_out(&self, channel: &str, address: &str, opted_out: bool) -> Result<(), StoreError>;
+    /// Every address opted out on `channel`.
+    fn opted_out(&self, channel: &str) -> Result<Vec<String>, StoreError>;
     /// Block until queued writes are on disk.
     fn flush(&self) -> Result<(), StoreError>;
 }

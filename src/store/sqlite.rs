@@ -11,8 +11,8 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    BreakoutRecord, CallRecord, ConsentRecord, ConversationRecord, LeadRecord, MessageRecord,
-    SendChannel, SendRecord, SendStatus, Store, StoreError,
+    BindingRecord, BreakoutRecord, CallRecord, ConsentRecord, ConversationRecord, LeadRecord,
+    MessageRecord, SendChannel, SendRecord, SendStatus, Store, StoreError,
 };
 
 /// Each entry moves the schema one version forward; never edit a shipped one.
@@ -110,6 +110,31 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL
     );
     CREATE INDEX consents_subject ON consents(subject);",
+    // 4: chat switch: channel bindings, handled inbound ids, opt-outs.
+    "CREATE INDEX leads_conversation ON leads(conversation_id);
+    CREATE TABLE conversation_bindings (
+        conversation_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        address TEXT,
+        started_at_ms INTEGER NOT NULL,
+        ended_at_ms INTEGER,
+        PRIMARY KEY (conversation_id, seq)
+    );
+    CREATE INDEX conversation_bindings_address ON conversation_bindings(address);
+    CREATE TABLE inbound_messages (
+        provider_id TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        received_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX inbound_messages_address ON inbound_messages(channel, address, received_at_ms);
+    CREATE TABLE opt_outs (
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        changed_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (channel, address)
+    );",
 ];
 
 enum Job {
@@ -117,6 +142,8 @@ enum Job {
     Send(SendRecord),
     /// Any other write: one statement and its values.
     Exec(&'static str, Vec<Value>),
+    /// Statements that stand or fall together (one transaction).
+    Many(Vec<(&'static str, Vec<Value>)>),
     Flush(mpsc::Sender<()>),
 }
 
@@ -189,73 +216,92 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 break;
             }
         }
-        let mut flushes = Vec::new();
-        let result = (|| -> Result<(), rusqlite::Error> {
-            let tx = conn.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO calls (call_id, direction, did, caller, trunk, flow, started_at_ms,
-                        answered_at_ms, ended_at_ms, outcome, sip_status, vars)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )?;
-                let mut insert_send = tx.prepare_cached(
-                    "INSERT INTO provider_sends (idempotency_key, channel, provider, recipient,
-                        call_id, flow, node, status, provider_id, error_kind, error_code,
-                        attempts, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )?;
-                for job in batch.drain(..) {
-                    match job {
-                        Job::Call(r) => {
-                            insert.execute(params![
-                                r.call_id,
-                                r.direction,
-                                r.did,
-                                r.caller,
-                                r.trunk,
-                                r.flow,
-                                ms(r.started_at),
-                                r.answered_at.map(ms),
-                                ms(r.ended_at),
-                                r.outcome,
-                                r.sip_status,
-                                vars_json(&r.vars),
-                            ])?;
-                        }
-                        Job::Send(r) => {
-                            insert_send.execute(params![
-                                r.idempotency_key,
-                                r.channel.as_str(),
-                                r.provider,
-                                r.recipient,
-                                r.call_id,
-                                r.flow,
-                                r.node,
-                                r.status.as_str(),
-                                r.provider_id,
-                                r.error_kind,
-                                r.error_code,
-                                r.attempts,
-                                ms(r.created_at),
-                            ])?;
-                        }
-                        Job::Exec(sql, values) => {
-                            tx.prepare_cached(sql)?
-                                .execute(rusqlite::params_from_iter(values))?;
-                        }
-                        Job::Flush(done) => flushes.push(done),
-                    }
+        if let Err(e) = write_all(&mut conn, &batch) {
+            // One bad write must not take the others in its batch with it:
+            // write them one transaction each.
+            tracing::warn!(%e, jobs = batch.len(), "store: batch failed; writing one by one");
+            for job in &batch {
+                if let Err(e) = write_all(&mut conn, std::slice::from_ref(job)) {
+                    metrics::counter!("crossline_store_write_errors_total").increment(1);
+                    tracing::error!(%e, "store: write failed");
                 }
             }
-            tx.commit()
-        })();
-        if let Err(e) = result {
-            tracing::error!(%e, "store: write failed");
         }
-        for done in flushes {
-            let _ = done.send(());
+        for job in batch {
+            if let Job::Flush(done) = job {
+                let _ = done.send(());
+            }
         }
     }
+}
+
+fn write_all(conn: &mut Connection, jobs: &[Job]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    for job in jobs {
+        apply(&tx, job)?;
+    }
+    tx.commit()
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, job: &Job) -> Result<(), rusqlite::Error> {
+    match job {
+        Job::Call(r) => {
+            tx.prepare_cached(
+                "INSERT INTO calls (call_id, direction, did, caller, trunk, flow, started_at_ms,
+                    answered_at_ms, ended_at_ms, outcome, sip_status, vars)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                r.call_id,
+                r.direction,
+                r.did,
+                r.caller,
+                r.trunk,
+                r.flow,
+                ms(r.started_at),
+                r.answered_at.map(ms),
+                ms(r.ended_at),
+                r.outcome,
+                r.sip_status,
+                vars_json(&r.vars),
+            ])?;
+        }
+        Job::Send(r) => {
+            tx.prepare_cached(
+                "INSERT INTO provider_sends (idempotency_key, channel, provider, recipient,
+                    call_id, flow, node, status, provider_id, error_kind, error_code,
+                    attempts, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                r.idempotency_key,
+                r.channel.as_str(),
+                r.provider,
+                r.recipient,
+                r.call_id,
+                r.flow,
+                r.node,
+                r.status.as_str(),
+                r.provider_id,
+                r.error_kind,
+                r.error_code,
+                r.attempts,
+                ms(r.created_at),
+            ])?;
+        }
+        Job::Exec(sql, values) => {
+            tx.prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(values.iter()))?;
+        }
+        Job::Many(statements) => {
+            for (sql, values) in statements {
+                tx.prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(values.iter()))?;
+            }
+        }
+        Job::Flush(_) => {}
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -270,6 +316,18 @@ impl SqliteStore {
         let rows = stmt.query_map(params, row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+}
+
+fn lead_row(r: &Row<'_>) -> rusqlite::Result<LeadRecord> {
+    Ok(LeadRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        email: r.get(2)?,
+        phone: r.get(3)?,
+        conversation_id: r.get(4)?,
+        created_at: from_ms(r.get(5)?),
+        updated_at: from_ms(r.get(6)?),
+    })
 }
 
 fn opt_text(v: Option<String>) -> Value {
@@ -536,18 +594,33 @@ impl Store for SqliteStore {
             "SELECT id, name, email, phone, conversation_id, created_at_ms, updated_at_ms
              FROM leads ORDER BY updated_at_ms DESC LIMIT ?1",
             [limit as i64],
-            |r| {
-                Ok(LeadRecord {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    email: r.get(2)?,
-                    phone: r.get(3)?,
-                    conversation_id: r.get(4)?,
-                    created_at: from_ms(r.get(5)?),
-                    updated_at: from_ms(r.get(6)?),
-                })
-            },
+            lead_row,
         )
+    }
+
+    fn lead(&self, id: &str) -> Result<Option<LeadRecord>, StoreError> {
+        Ok(self
+            .query(
+                "SELECT id, name, email, phone, conversation_id, created_at_ms, updated_at_ms
+                 FROM leads WHERE id = ?1",
+                [id],
+                lead_row,
+            )?
+            .pop())
+    }
+
+    fn lead_for_conversation(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<LeadRecord>, StoreError> {
+        Ok(self
+            .query(
+                "SELECT id, name, email, phone, conversation_id, created_at_ms, updated_at_ms
+                 FROM leads WHERE conversation_id = ?1 ORDER BY updated_at_ms DESC LIMIT 1",
+                [conversation_id],
+                lead_row,
+            )?
+            .pop())
     }
 
     fn record_consent(&self, r: ConsentRecord) -> Result<(), StoreError> {
@@ -633,6 +706,111 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    fn upsert_bindings(&self, records: Vec<BindingRecord>) -> Result<(), StoreError> {
+        let statements = records
+            .into_iter()
+            .map(|r| {
+                (
+                    "INSERT OR REPLACE INTO conversation_bindings (conversation_id, seq, channel,
+                        address, started_at_ms, ended_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    vec![
+                        r.conversation_id.into(),
+                        i64::from(r.seq).into(),
+                        r.channel.into(),
+                        opt_text(r.address),
+                        ms(r.started_at).into(),
+                        opt_ms(r.ended_at),
+                    ],
+                )
+            })
+            .collect();
+        self.send(Job::Many(statements))
+    }
+
+    fn bindings(&self, conversation_id: &str) -> Result<Vec<BindingRecord>, StoreError> {
+        self.query(
+            "SELECT conversation_id, seq, channel, address, started_at_ms, ended_at_ms
+             FROM conversation_bindings WHERE conversation_id = ?1 ORDER BY seq",
+            [conversation_id],
+            |r| {
+                Ok(BindingRecord {
+                    conversation_id: r.get(0)?,
+                    seq: r.get::<_, i64>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    channel: r.get(2)?,
+                    address: r.get(3)?,
+                    started_at: from_ms(r.get(4)?),
+                    ended_at: r.get::<_, Option<i64>>(5)?.map(from_ms),
+                })
+            },
+        )
+    }
+
+    fn mark_inbound(
+        &self,
+        provider_id: &str,
+        channel: &str,
+        address: &str,
+    ) -> Result<(), StoreError> {
+        self.send(Job::Exec(
+            "INSERT OR IGNORE INTO inbound_messages (provider_id, channel, address, received_at_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+            vec![
+                provider_id.to_string().into(),
+                channel.to_string().into(),
+                address.to_string().into(),
+                ms(SystemTime::now()).into(),
+            ],
+        ))
+    }
+
+    fn last_inbound(&self, channel: &str, address: &str) -> Result<Option<SystemTime>, StoreError> {
+        let at = self.query(
+            "SELECT MAX(received_at_ms) FROM inbound_messages WHERE channel = ?1 AND address = ?2",
+            [channel, address],
+            |r| r.get::<_, Option<i64>>(0),
+        )?;
+        Ok(at
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|ms| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)))
+    }
+
+    fn inbound_known(&self, provider_id: &str) -> Result<bool, StoreError> {
+        let n = self.query(
+            "SELECT 1 FROM inbound_messages WHERE provider_id = ?1",
+            [provider_id],
+            |r| r.get::<_, i64>(0),
+        )?;
+        Ok(!n.is_empty())
+    }
+
+    fn set_opt_out(&self, channel: &str, address: &str, opted_out: bool) -> Result<(), StoreError> {
+        let values = vec![channel.to_string().into(), address.to_string().into()];
+        if opted_out {
+            let mut v = values;
+            v.push(ms(SystemTime::now()).into());
+            self.send(Job::Exec(
+                "INSERT OR REPLACE INTO opt_outs (channel, address, changed_at_ms)
+                 VALUES (?1, ?2, ?3)",
+                v,
+            ))
+        } else {
+            self.send(Job::Exec(
+                "DELETE FROM opt_outs WHERE channel = ?1 AND address = ?2",
+                values,
+            ))
+        }
+    }
+
+    fn opted_out(&self, channel: &str) -> Result<Vec<String>, StoreError> {
+        self.query(
+            "SELECT address FROM opt_outs WHERE channel = ?1 ORDER BY address",
+            [channel],
+            |r| r.get(0),
+        )
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel();
         self.send(Job::Flush(tx))?;
@@ -644,6 +822,44 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lead(id: &str) -> LeadRecord {
+        LeadRecord {
+            id: id.into(),
+            name: None,
+            email: None,
+            phone: Some("+34612345678".into()),
+            conversation_id: Some(format!("conv-{id}")),
+            created_at: SystemTime::now(),
+            updated_at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn a_failing_write_does_not_take_its_batch_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("b.db")).unwrap();
+        // Queued back to back, so the writer likely takes them as one batch.
+        store.upsert_lead(lead("before")).unwrap();
+        store
+            .send(Job::Exec(
+                "INSERT INTO no_such_table (x) VALUES (?1)",
+                vec![1.into()],
+            ))
+            .unwrap();
+        store.upsert_lead(lead("after")).unwrap();
+        store.flush().unwrap();
+        assert!(store.lead("before").unwrap().is_some());
+        assert!(store.lead("after").unwrap().is_some());
+        assert_eq!(
+            store
+                .lead_for_conversation("conv-after")
+                .unwrap()
+                .unwrap()
+                .id,
+            "after"
+        );
+    }
 
     #[test]
     fn records_survive_reopen_and_migrations_are_idempotent() {
@@ -722,9 +938,12 @@ mod tests {
                 "breakouts",
                 "calls",
                 "consents",
+                "conversation_bindings",
                 "conversations",
+                "inbound_messages",
                 "leads",
                 "messages",
+                "opt_outs",
                 "provider_sends"
             ]
         );

@@ -25,6 +25,18 @@ pub fn artifacts_dir(test: &str) -> PathBuf {
 impl Browser {
     /// Chromium emulating a 390x844 phone (3x pixels, touch, mobile UA).
     pub fn phone() -> Browser {
+        Browser::launch(Some(serde_json::json!({
+            "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true },
+            "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Mobile Safari/537.36"
+        })))
+    }
+
+    /// Chromium in a 1280x800 desktop window (the operator's console).
+    pub fn desktop() -> Browser {
+        Browser::launch(None)
+    }
+
+    fn launch(mobile: Option<serde_json::Value>) -> Browser {
         super::require("chromium", "chromium");
         super::require("chromedriver", "chromium-driver");
         let port = super::free_port();
@@ -40,22 +52,20 @@ impl Browser {
             .enable_all()
             .build()
             .unwrap();
-        let caps = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-                "mobileEmulation": {
-                    "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true },
-                    "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Mobile Safari/537.36"
-                }
-            }
+        let mut options = serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,800",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
         });
+        if let Some(mobile) = mobile {
+            options["mobileEmulation"] = mobile;
+        }
+        let caps = serde_json::json!({ "goog:chromeOptions": options });
         let serde_json::Value::Object(caps) = caps else {
             unreachable!()
         };
@@ -93,10 +103,16 @@ impl Browser {
     }
 
     /// Wait until `script` returns true (polling), or panic with `what`.
+    /// `script` is an expression, or a body with its own `return`.
     pub fn wait_js(&self, script: &str, timeout: Duration, what: &str) {
+        let script = if script.trim_start().starts_with("return") {
+            script.to_string()
+        } else {
+            format!("return ({script})")
+        };
         let deadline = Instant::now() + timeout;
         loop {
-            if self.js(script) == serde_json::Value::Bool(true) {
+            if self.js(&script) == serde_json::Value::Bool(true) {
                 return;
             }
             if Instant::now() > deadline {

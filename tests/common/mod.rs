@@ -32,16 +32,22 @@ pub fn require(binary: &str, package: &str) {
 }
 
 /// A port free for both UDP and TCP right now.
+///
+/// Chosen below the kernel's ephemeral range (32768+), so an outgoing
+/// connection elsewhere cannot take it between this check and the gateway's
+/// bind; each test process walks its own stretch of 15000..30000.
 pub fn free_port() -> u16 {
-    for _ in 0..200 {
-        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let port = udp.local_addr().unwrap().port();
-        if port % 2 == 1 {
-            continue; // keep even ports; SIPp uses media_port+2 too
-        }
-        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u16 = 15_000;
+    const SPAN: u16 = 15_000;
+    let base = (std::process::id() % 30) as u16 * 500;
+    for _ in 0..2_000 {
+        let step = NEXT.fetch_add(4, Ordering::Relaxed);
+        let port = LOW + (base + step) % SPAN;
+        let port = port & !1; // even: SIPp uses media_port+2 too
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
             && UdpSocket::bind(("127.0.0.1", port + 2)).is_ok()
         {
             return port;
@@ -87,6 +93,28 @@ impl Gateway {
     /// Start with the given config body; `{sip}` and `{rtp_min}`/`{rtp_max}`
     /// placeholders are filled in with free ports.
     pub fn start(extra: &str) -> Gateway {
+        // Another process can still grab a port between the check and the
+        // bind; start again on fresh ports rather than fail the test.
+        for _ in 0..3 {
+            let gw = Gateway::spawn(extra);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && !gw.log().contains("crossline ready") {
+                if gw.log().contains("Address already in use") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if gw.log().contains("Address already in use") {
+                eprintln!("gateway ports were taken; retrying:\n{}", gw.log());
+                continue;
+            }
+            gw.wait_for_log("crossline ready", Duration::from_secs(1));
+            return gw;
+        }
+        panic!("gateway could not bind free ports three times");
+    }
+
+    fn spawn(extra: &str) -> Gateway {
         let sip_port = free_port();
         let http_port = free_port();
         let (rtp_min, rtp_max) = rtp_range(300);
@@ -128,16 +156,14 @@ impl Gateway {
                 l.push('\n');
             }
         });
-        let gw = Gateway {
+        Gateway {
             child,
             sip_port,
             http_port,
             rtp_range: (rtp_min, rtp_max),
             dir,
             log,
-        };
-        gw.wait_for_log("crossline ready", Duration::from_secs(20));
-        gw
+        }
     }
 
     pub fn sip_addr(&self) -> String {

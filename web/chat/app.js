@@ -15,9 +15,35 @@
   const sendBtn = $('composer-send');
   const errorEl = $('composer-error');
   const choicesEl = $('choices');
+  const switchBar = $('switch-bar');
+  const switchButtons = { sms: $('switch-sms'), whatsapp: $('switch-whatsapp') };
+  const switchPanel = $('switch-panel');
+  const switchTitle = $('switch-title');
+  const switchPhone = $('switch-phone');
+  const switchGo = $('switch-go');
+  const switchCancel = $('switch-cancel');
+  const switchError = $('switch-error');
+  const switchConfirm = $('switch-confirm');
+  const switchConfirmText = $('switch-confirm-text');
+  const switchCountdown = $('switch-countdown');
+  const revertBtn = $('switch-revert');
+  const movedEl = $('moved');
+  const movedText = $('moved-text');
+  const continueBtn = $('continue-here');
+  const switchLive = $('switch-live');
 
   const meta = document.querySelector('meta[name="crossline-conversation"]');
   const conversationId = meta ? meta.content : '';
+
+  // Channels a visitor may move this chat to ("sms,whatsapp", or "" when none).
+  const CHANNEL_LABELS = { web: 'web chat', sms: 'SMS', whatsapp: 'WhatsApp' };
+  const channelsMeta = document.querySelector('meta[name="crossline-channels"]');
+  const available = new Set(
+    String((channelsMeta && channelsMeta.content) || '')
+      .split(',')
+      .map((c) => c.trim().toLowerCase())
+      .filter((c) => c === 'sms' || c === 'whatsapp')
+  );
 
   const BACKOFF_START_MS = 500;
   const BACKOFF_MAX_MS = 8000;
@@ -27,6 +53,13 @@
   // A socket that closes sooner than this after opening doesn't reset the backoff,
   // so a server that accepts and immediately drops us isn't hammered.
   const STABLE_OPEN_MS = 3000;
+  // A switch request with no answer after this long lets the visitor try again
+  // (the server sends the welcome message first, which can take a while).
+  const SWITCH_TIMEOUT_MS = 30000;
+  // A channel event this soon after our own switch request is its answer: live, not a replay.
+  const SWITCH_EXPECT_MS = 60000;
+  // Our echoed text arriving this soon after we sent it tells us the server's clock.
+  const ECHO_CLOCK_MS = 5000;
 
   const VALIDATORS = {
     email: {
@@ -34,11 +67,7 @@
       message: 'Please enter a valid email address, like name@example.com.',
     },
     phone: {
-      test: (v) => {
-        if (!/^\+?[\d\s\-.()]+$/.test(v)) return false;
-        const digits = v.replace(/\D/g, '').length;
-        return digits >= 7 && digits <= 15;
-      },
+      test: (v) => validPhone(v),
       message: 'Please enter a valid phone number (7 to 15 digits).',
     },
     number: {
@@ -51,6 +80,17 @@
     },
   };
 
+  // Loose on purpose: the server normalises to E.164 and has the last word.
+  // 7 to 15 digits, optionally after "+" or "00"; spaces, dashes, dots and parentheses allowed.
+  function validPhone(v) {
+    let rest = String(v || '').trim();
+    if (rest.startsWith('+')) rest = rest.slice(1);
+    else if (rest.startsWith('00')) rest = rest.slice(2);
+    if (!/^[\d\s\-.()]+$/.test(rest)) return false;
+    const digits = rest.replace(/\D/g, '').length;
+    return digits >= 7 && digits <= 15;
+  }
+
   // ---- state ----
   const seen = new Set(); // ids already rendered (replays repeat events)
   let lastId = 0; // highest rendered id, sent in "resume"
@@ -59,6 +99,18 @@
   let activePromptId = null; // prompt the composer is currently set up for
   let finished = false; // a "closed" event arrived: no more input, no reconnects
   let pending = null; // { prompt, timer } while waiting for the echo of an answer
+  const visitorIds = []; // ids of visitor messages (an action prompt's answer restores the prompt it interrupted)
+
+  // Where the conversation is carried, from the highest-id channel event.
+  let channel = 'web';
+  let channelEventId = 0;
+  let channelAddress = null; // masked phone number, for display
+  let panel = null; // { channel, opener, busy, timer } while #switch-panel is open
+  let revert = null; // { id, revertUntil, deadline (performance.now ms), ticker, tookFocus } while undo is possible
+  let switchRequest = null; // { via, afterId, sentAt } our last switch/revert/action answer awaiting its answer
+  let continueTimer = 0;
+  let clockOffset = null; // local wall clock minus server clock (ms), once learned
+  let lastSentAt = 0; // Date.now() when our last text/answer went out
 
   let sock = null;
   let everOpened = false;
@@ -182,6 +234,8 @@
 
   function inputKind(prompt) {
     if (!prompt) return '';
+    // The operator's "visitor action command" always asks for a phone number.
+    if (prompt.action) return 'phone';
     const k = prompt.input;
     if (k === 'choice') {
       return Array.isArray(prompt.choices) && prompt.choices.length ? 'choice' : 'text';
@@ -191,7 +245,16 @@
 
   function currentPrompt() {
     if (finished || !lastPrompt) return null;
-    return maxVisitorId > lastPrompt.id ? null : lastPrompt;
+    const p = lastPrompt;
+    if (maxVisitorId < p.id) return p;
+    // Answering an action prompt hands the floor back to the prompt it interrupted
+    // (the server restores it), until that one is answered too.
+    if (p.action && p.suspended) {
+      let after = 0;
+      for (const v of visitorIds) if (v > p.id) after++;
+      if (after === 1) return p.suspended;
+    }
+    return null;
   }
 
   function clearError() {
@@ -272,6 +335,22 @@
       return;
     }
 
+    // Moved to a phone: the conversation continues there, the composer rests.
+    if (channel !== 'web') {
+      if (form.dataset.input !== '' || activePromptId !== undefined) {
+        form.dataset.input = '';
+        choicesEl.textContent = '';
+        choicesEl.hidden = true;
+        configureInput('', null);
+        clearError();
+        activePromptId = undefined; // rebuild for the current prompt on the way back
+      }
+      input.placeholder = 'Continuing on ' + (CHANNEL_LABELS[channel] || 'your phone');
+      input.disabled = true;
+      sendBtn.disabled = true;
+      return;
+    }
+
     const prompt = currentPrompt();
     const id = prompt ? prompt.id : null;
     if (id !== activePromptId) {
@@ -301,9 +380,11 @@
     }
 
     const waiting = !!pending && pending.prompt === activePromptId && activePromptId !== null;
-    input.disabled = false;
-    sendBtn.disabled = waiting;
-    for (const b of choicesEl.querySelectorAll('button.choice')) b.disabled = waiting;
+    // The switch panel blocks the text area until it is sent or cancelled.
+    const blocked = !!panel;
+    input.disabled = blocked;
+    sendBtn.disabled = waiting || blocked;
+    for (const b of choicesEl.querySelectorAll('button.choice')) b.disabled = waiting || blocked;
     if (!waiting) {
       for (const b of choicesEl.querySelectorAll('button.choice.chosen')) b.classList.remove('chosen');
     }
@@ -339,7 +420,7 @@
 
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    if (finished || sendBtn.disabled) return;
+    if (finished || sendBtn.disabled || panel || channel !== 'web') return;
     const prompt = currentPrompt();
     const kind = inputKind(prompt);
     if (kind === 'choice') return;
@@ -352,6 +433,7 @@
       }
       clearError();
       input.value = '';
+      if (prompt.action) requestSwitch('prompt');
       sendAnswer(prompt.id, value);
     } else {
       if (!value) return;
@@ -367,23 +449,346 @@
     if (input.getAttribute('aria-invalid')) clearError();
   });
 
+  // ---- chat switch: move the conversation to SMS / WhatsApp, undo, come back ----
+
+  const PHONE_MESSAGE = 'Please enter a valid phone number (7 to 15 digits), e.g. +34 600 123 456.';
+
+  function isTime(v) {
+    return typeof v === 'number' && isFinite(v) && v > 0;
+  }
+
+  function channelLabel(ch) {
+    return CHANNEL_LABELS[ch] || String(ch);
+  }
+
+  function where() {
+    return channelLabel(channel) + (channelAddress ? ' (' + channelAddress + ')' : '');
+  }
+
+  // Polite announcement for notices that appear outside the log.
+  let announceTimer = 0;
+  function announce(text) {
+    clearTimeout(announceTimer);
+    switchLive.textContent = ''; // cleared first so the same words are read again
+    announceTimer = setTimeout(() => {
+      switchLive.textContent = text;
+    }, 60);
+  }
+
+  // Remember what we asked for, so its answer (a channel event) is known to be live, not a replay.
+  function requestSwitch(via) {
+    switchRequest = { via, afterId: lastId, sentAt: performance.now() };
+  }
+
+  // Show the switch buttons for the configured channels while the chat is on the web and open.
+  function updateSwitchUi() {
+    const onWeb = channel === 'web';
+    let any = false;
+    for (const ch of Object.keys(switchButtons)) {
+      const b = switchButtons[ch];
+      if (!b) continue;
+      const show = !finished && onWeb && available.has(ch);
+      b.hidden = !show;
+      b.disabled = !!(panel && panel.busy);
+      b.setAttribute('aria-expanded', panel && panel.channel === ch ? 'true' : 'false');
+      if (show) any = true;
+    }
+    switchBar.hidden = !any;
+  }
+
+  function clearSwitchError() {
+    switchError.textContent = '';
+    switchPhone.removeAttribute('aria-invalid');
+  }
+
+  function showSwitchError(msg) {
+    switchError.textContent = msg;
+    switchPhone.setAttribute('aria-invalid', 'true');
+    switchPhone.focus();
+  }
+
+  function setPanelBusy(on) {
+    if (panel) panel.busy = on;
+    switchGo.disabled = on;
+    switchPhone.readOnly = on;
+    switchGo.textContent = on ? 'Sending…' : 'Send';
+    if (on) switchPanel.setAttribute('aria-busy', 'true');
+    else switchPanel.removeAttribute('aria-busy');
+  }
+
+  function openPanel(ch, opener) {
+    if (finished || channel !== 'web' || !available.has(ch)) return;
+    if (panel && panel.busy) return;
+    if (panel && panel.channel === ch) {
+      switchPhone.focus();
+      return;
+    }
+    panel = { channel: ch, opener: opener || null, busy: false, timer: 0 };
+    switchPanel.dataset.channel = ch;
+    switchTitle.textContent = ch === 'whatsapp' ? 'Continue on WhatsApp' : 'Continue by SMS';
+    setPanelBusy(false);
+    clearSwitchError();
+    switchPanel.hidden = false;
+    updateSwitchUi();
+    updateComposer(); // blocks the text area while the panel is open
+    switchPhone.focus();
+  }
+
+  // restoreFocus: back to the button that opened the panel (Cancel / Escape).
+  function closePanel(restoreFocus) {
+    if (!panel) return;
+    const opener = panel.opener;
+    clearTimeout(panel.timer);
+    setPanelBusy(false);
+    panel = null;
+    switchPanel.hidden = true;
+    clearSwitchError();
+    updateSwitchUi();
+    updateComposer();
+    if (restoreFocus) {
+      if (opener && !opener.hidden && !opener.disabled) opener.focus();
+      else if (!input.disabled) input.focus({ preventScroll: true });
+    }
+  }
+
+  switchPanel.addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (!panel || panel.busy || finished) return;
+    const phone = switchPhone.value.trim();
+    if (!validPhone(phone)) {
+      showSwitchError(PHONE_MESSAGE);
+      return;
+    }
+    clearSwitchError();
+    const p = panel;
+    setPanelBusy(true);
+    updateSwitchUi();
+    requestSwitch('panel');
+    transmit({ type: 'switch', channel: p.channel, phone });
+    p.timer = setTimeout(() => {
+      if (panel !== p || !p.busy) return;
+      setPanelBusy(false);
+      updateSwitchUi();
+      showSwitchError('No answer yet. Please check your connection and try again.');
+    }, SWITCH_TIMEOUT_MS);
+  });
+
+  switchPhone.addEventListener('input', () => {
+    if (switchPhone.getAttribute('aria-invalid')) clearSwitchError();
+  });
+
+  switchCancel.addEventListener('click', () => closePanel(true));
+
+  switchPanel.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && panel) {
+      e.preventDefault();
+      closePanel(true);
+    }
+  });
+
+  for (const ch of Object.keys(switchButtons)) {
+    const b = switchButtons[ch];
+    if (b) b.addEventListener('click', () => openPanel(ch, b));
+  }
+
+  // The latest channel event: where the conversation is now.
+  function applyChannel(ev, ch) {
+    const receivedWall = Date.now();
+    const receivedMono = performance.now();
+    const req = switchRequest;
+    const answered = !!req && ev.id > req.afterId && receivedMono - req.sentAt < SWITCH_EXPECT_MS;
+    if (answered) {
+      switchRequest = null;
+      if (isTime(ev.at)) clockOffset = receivedWall - ev.at;
+    }
+    // Follow with focus only if the visitor was busy with the chat, never on a quiet replay.
+    const ae = document.activeElement;
+    const takeFocus =
+      !!panel ||
+      (!!ae && ae !== body && (switchPanel.contains(ae) || movedEl.contains(ae) || switchConfirm.contains(ae) || form.contains(ae))) ||
+      (answered && (!ae || ae === body));
+
+    channelEventId = ev.id;
+    channel = ch;
+    channelAddress = typeof ev.address === 'string' && ev.address ? ev.address : null;
+    body.dataset.channel = ch;
+    clearRevert();
+    hideMoved();
+    if (panel) closePanel(false);
+    updateSwitchUi();
+    updateComposer();
+
+    if (ch === 'web') {
+      if (takeFocus && !finished) input.focus({ preventScroll: true });
+      return;
+    }
+
+    let deadline = 0;
+    if (isTime(ev.revert_until) && isTime(ev.at) && ev.revert_until > ev.at) {
+      // The window's length by the server's own clock, counted from when it reached us:
+      // the two clocks never meet, so skew doesn't matter.
+      deadline = receivedMono + (ev.revert_until - ev.at);
+      if (!answered) {
+        // Not the answer to our own request: perhaps an old switch replayed after a reload.
+        // Our wall clock (corrected once we know the server's) bounds it as well.
+        const offset = clockOffset == null ? 0 : clockOffset;
+        deadline = Math.min(deadline, receivedMono + (ev.revert_until + offset - receivedWall));
+      }
+    }
+    if (deadline - receivedMono > 500) startRevert(ev, deadline, takeFocus);
+    else showMoved(takeFocus);
+  }
+
+  function startRevert(ev, deadline, takeFocus) {
+    revert = { id: ev.id, revertUntil: ev.revert_until, deadline, ticker: 0, tookFocus: !!takeFocus };
+    switchConfirmText.textContent =
+      'Your chat is moving to ' + where() + '. Changed your mind? You can revert it for a few seconds.';
+    switchCountdown.textContent = '';
+    revertBtn.disabled = false;
+    revertBtn.hidden = false;
+    switchConfirm.hidden = false;
+    tickRevert();
+    if (!revert) return; // already over
+    revert.ticker = setInterval(tickRevert, 250);
+    announce('You can revert the switch for ' + Math.ceil((deadline - performance.now()) / 1000) + ' seconds.');
+    if (takeFocus) revertBtn.focus({ preventScroll: true });
+  }
+
+  function tickRevert() {
+    if (!revert) return;
+    const left = revert.deadline - performance.now();
+    if (left <= 0) {
+      endRevert();
+      return;
+    }
+    const text = Math.ceil(left / 1000) + ' s';
+    if (switchCountdown.textContent !== text) switchCountdown.textContent = text;
+  }
+
+  // A later event stamped `at` shows the server's clock is at least there.
+  function tightenRevert(at) {
+    const deadline = performance.now() + (revert.revertUntil - at);
+    if (deadline < revert.deadline) {
+      revert.deadline = deadline;
+      tickRevert();
+    }
+  }
+
+  function clearRevert() {
+    if (revert) clearInterval(revert.ticker);
+    revert = null;
+    switchConfirm.hidden = true;
+    revertBtn.hidden = true;
+    switchCountdown.textContent = '';
+  }
+
+  // The undo window is over: the conversation carries on on the phone.
+  function endRevert() {
+    const ae = document.activeElement;
+    const hadFocus =
+      !!revert && (switchConfirm.contains(ae) || ((!ae || ae === body) && (revert.tookFocus || revertBtn.disabled)));
+    clearRevert();
+    showMoved(hadFocus);
+  }
+
+  function showMoved(takeFocus) {
+    if (finished || channel === 'web') return;
+    const text = 'This conversation has moved to ' + where() + ' and continues on your phone.';
+    movedText.textContent = text;
+    clearTimeout(continueTimer);
+    continueBtn.disabled = false;
+    movedEl.hidden = false;
+    announce(text);
+    if (takeFocus) continueBtn.focus({ preventScroll: true });
+  }
+
+  function hideMoved() {
+    clearTimeout(continueTimer);
+    continueBtn.disabled = false;
+    movedEl.hidden = true;
+  }
+
+  revertBtn.addEventListener('click', () => {
+    if (!revert || revertBtn.disabled || finished) return;
+    revertBtn.disabled = true;
+    requestSwitch('revert');
+    transmit({ type: 'revert' });
+  });
+
+  continueBtn.addEventListener('click', () => {
+    if (finished || channel === 'web' || continueBtn.disabled) return;
+    continueBtn.disabled = true;
+    requestSwitch('web');
+    transmit({ type: 'switch', channel: 'web' });
+    clearTimeout(continueTimer);
+    continueTimer = setTimeout(() => {
+      continueBtn.disabled = false;
+    }, SWITCH_TIMEOUT_MS);
+  });
+
+  // The server refused a switch, a revert or a "continue here" (its text is fit to show).
+  function switchFailed(text) {
+    const via = switchRequest ? switchRequest.via : null;
+    switchRequest = null;
+    if (panel && (panel.busy || via === 'panel')) {
+      clearTimeout(panel.timer);
+      setPanelBusy(false);
+      updateSwitchUi();
+      showSwitchError(text);
+      return;
+    }
+    renderNotice(text);
+    if (via === 'revert' && revert) {
+      endRevert(); // too late: the switch stands
+    } else if (via === 'web' && channel !== 'web' && !movedEl.hidden) {
+      clearTimeout(continueTimer);
+      continueBtn.disabled = false;
+      continueBtn.focus({ preventScroll: true });
+    }
+  }
+
+  // The conversation is over: nothing to switch, undo or continue.
+  function endSwitchUi() {
+    if (panel) {
+      clearTimeout(panel.timer);
+      setPanelBusy(false);
+      panel = null;
+      switchPanel.hidden = true;
+      clearSwitchError();
+    }
+    clearRevert();
+    hideMoved();
+    switchRequest = null;
+    updateSwitchUi();
+  }
+
   // ---- protocol ----
 
   function handleEvent(ev) {
     if (!ev || typeof ev !== 'object' || typeof ev.type !== 'string') return;
     const hasId = Number.isSafeInteger(ev.id) && ev.id > 0;
     const stick = nearBottom();
+    // Anything stamped after the switch proves the server's clock is at least that far on:
+    // a replayed switch followed by later events can't offer an undo that has expired.
+    if (revert && hasId && ev.id > revert.id && isTime(ev.at)) tightenRevert(ev.at);
 
     switch (ev.type) {
       case 'message': {
         if (!hasId || seen.has(ev.id)) return;
-        const role = ev.role === 'visitor' || ev.role === 'system' ? ev.role : 'bot';
+        const role =
+          ev.role === 'visitor' || ev.role === 'system' || ev.role === 'agent' ? ev.role : 'bot';
         remember(ev.id);
         renderBubble(ev.id, role, ev.text, ev.at);
         if (role === 'visitor') {
           if (ev.id > maxVisitorId) maxVisitorId = ev.id;
+          visitorIds.push(ev.id);
           if (pending && ev.id > pending.prompt) clearPending();
-        } else if (role === 'bot') {
+          // The echo of what we just sent: learn how far the server's clock is from ours.
+          if (lastSentAt && Date.now() - lastSentAt < ECHO_CLOCK_MS && isTime(ev.at)) {
+            clockOffset = Date.now() - ev.at;
+            lastSentAt = 0;
+          }
+        } else if (role === 'bot' || role === 'agent') {
           setTyping(false);
         }
         updateComposer();
@@ -392,20 +797,38 @@
       case 'prompt': {
         if (!hasId || seen.has(ev.id)) return;
         remember(ev.id);
-        renderBubble(ev.id, 'bot', ev.text, ev.at, 'prompt');
+        renderBubble(ev.id, 'bot', ev.text, ev.at, ev.action ? 'prompt action' : 'prompt');
         setTyping(false);
         if (!lastPrompt || ev.id > lastPrompt.id) {
+          const action = typeof ev.action === 'string' && ev.action ? ev.action : null;
+          // An action prompt interrupts the open prompt, which comes back once it is answered.
+          const interrupted = action ? currentPrompt() : null;
           lastPrompt = {
             id: ev.id,
-            input: ev.input,
+            input: action ? 'phone' : ev.input,
             text: ev.text,
             placeholder: typeof ev.placeholder === 'string' ? ev.placeholder : '',
-            choices: Array.isArray(ev.choices) ? ev.choices : [],
+            choices: action || !Array.isArray(ev.choices) ? [] : ev.choices,
+            action,
+            suspended: interrupted,
           };
         }
         updateComposer();
         break;
       }
+      case 'channel': {
+        if (!hasId || seen.has(ev.id)) return;
+        remember(ev.id);
+        const ch = typeof ev.channel === 'string' && CHANNEL_LABELS[ev.channel] ? ev.channel : null;
+        const fallback = ch ? 'The conversation continues on ' + CHANNEL_LABELS[ch] + '.' : '';
+        renderBubble(ev.id, 'system', ev.text || fallback, ev.at, 'channel');
+        // Replays come in id order; only the latest channel event sets the state.
+        if (ch && ev.id > channelEventId) applyChannel(ev, ch);
+        break;
+      }
+      case 'switch_failed':
+        switchFailed(String(ev.text || 'Sorry, the chat could not be moved. Please try again.'));
+        break;
       case 'typing':
         if (!finished) setTyping(ev.on === true);
         break;
@@ -420,7 +843,9 @@
         break;
       }
       case 'error':
-        renderNotice(ev.text || 'Something went wrong.');
+        // Our switch request may be what was refused (e.g. too many messages).
+        if (panel && panel.busy) switchFailed(String(ev.text || 'Something went wrong.'));
+        else renderNotice(ev.text || 'Something went wrong.');
         // An error usually means our last answer was rejected: let the user try again.
         if (pending) {
           clearPending();
@@ -441,6 +866,7 @@
   function finish() {
     finished = true;
     clearPending();
+    endSwitchUi();
     queue.length = 0;
     setTyping(false);
     clearTimeout(retryTimer);
@@ -484,6 +910,7 @@
       try {
         sock.send(JSON.stringify(frame));
         if (frame.type === 'answer') armPendingTimer();
+        if (frame.type === 'answer' || frame.type === 'text') lastSentAt = Date.now();
         return;
       } catch (err) {
         console.warn('chat: send failed, queueing', err);
@@ -605,6 +1032,8 @@
     });
   }
 
+  body.dataset.channel = channel;
+  updateSwitchUi();
   updateComposer();
   connect();
 })();

@@ -33,7 +33,7 @@ pub async fn run(node: &Ask, cx: &mut FlowCx) -> Result<Next, Ended> {
             VisitorInput::Answer { value, .. } => value,
             VisitorInput::Text(t) => t,
         };
-        match input::validate(node.input, &raw) {
+        match input::validate(node.input, &raw, cx.services.chat.phone_region()) {
             Ok(value) => {
                 cx.vars.insert(node.var.clone(), value);
                 return Ok(node.next.clone());

@@ -6,11 +6,13 @@ pub mod breakout;
 pub mod breakout_return;
 pub mod choice;
 pub mod gather;
+pub mod handoff;
 pub mod hangup;
 pub mod http;
 pub mod message;
 pub mod pause;
 pub mod play;
+pub mod save_lead;
 pub mod say;
 pub mod send_sms;
 pub mod send_whatsapp;
@@ -95,7 +97,18 @@ pub(crate) async fn deliver(
         ),
     };
     let result = provider.send(&msg).await;
-    super::send_log::record(cx, d.channel, provider.name(), d.node_id, &msg, &result);
+    crate::messaging::send_log::record(
+        cx.services.store.as_deref(),
+        d.channel,
+        provider.name(),
+        crate::messaging::send_log::SendOrigin {
+            call_id: cx.vars.get("call_id").filter(|c| !c.is_empty()).cloned(),
+            flow: Some(cx.flow.name.clone()),
+            node: d.node_id.to_string(),
+        },
+        &msg,
+        &result,
+    );
     match result {
         Ok(receipt) => {
             tracing::info!(call = %cx.label, node = %d.node_id, to = %crate::mask::phone(&to), id = %receipt.provider_id, "{} sent", d.label);

@@ -1,19 +1,27 @@
-//! Every provider send a flow makes is counted and stored with how it
-//! ended, so "did the caller get the SMS?" has an answer after the call.
+//! Every provider send is counted and stored with how it ended, so "did the
+//! caller get the SMS?" has an answer afterwards, whether a flow or the chat
+//! switchboard sent it.
 
 use std::time::SystemTime;
 
-use super::interp::FlowCx;
-use crate::messaging::{OutboundMessage, SendError, SendReceipt};
-use crate::store::{SendChannel, SendRecord, SendStatus};
+use super::{OutboundMessage, SendError, SendReceipt};
+use crate::store::{SendChannel, SendRecord, SendStatus, Store};
 
-/// Count and store one finished send. Never fails the flow: a store error
-/// is only logged.
-pub(crate) fn record(
-    cx: &FlowCx,
+/// Who asked for a send, for its stored record.
+pub struct SendOrigin {
+    pub call_id: Option<String>,
+    pub flow: Option<String>,
+    /// A flow node id, or "chat:<conversation>".
+    pub node: String,
+}
+
+/// Count and store one finished send. Never fails the caller: a store
+/// error is only logged.
+pub fn record(
+    store: Option<&dyn Store>,
     channel: SendChannel,
     provider: &'static str,
-    node: &str,
+    origin: SendOrigin,
     msg: &OutboundMessage,
     result: &Result<SendReceipt, SendError>,
 ) {
@@ -28,7 +36,7 @@ pub(crate) fn record(
         "status" => status.as_str()
     )
     .increment(1);
-    let Some(store) = &cx.services.store else {
+    let Some(store) = store else {
         return;
     };
     let (provider_id, error_kind, error_code, attempts) = match result {
@@ -36,15 +44,16 @@ pub(crate) fn record(
         // SendError does not say how many attempts it took.
         Err(e) => (None, Some(e.kind().to_string()), e.provider_code(), None),
     };
+    let node = origin.node;
     let record = SendRecord {
         idempotency_key: msg.idempotency_key.clone(),
         channel,
         provider: provider.to_string(),
         // The whole number: the database is the record; logs stay masked.
         recipient: msg.to.clone(),
-        call_id: cx.vars.get("call_id").filter(|c| !c.is_empty()).cloned(),
-        flow: Some(cx.flow.name.clone()),
-        node: Some(node.to_string()),
+        call_id: origin.call_id,
+        flow: origin.flow,
+        node: Some(node.clone()),
         status,
         provider_id,
         error_kind,
@@ -53,6 +62,6 @@ pub(crate) fn record(
         created_at: SystemTime::now(),
     };
     if let Err(e) = store.record_send(record) {
-        tracing::warn!(call = %cx.label, node, %e, "store: cannot queue send record");
+        tracing::warn!(%node, %e, "store: cannot queue send record");
     }
 }

@@ -1,0 +1,866 @@
+//! The switchboard: moves live conversations between the web chat, SMS and
+//! WhatsApp, carries bot and agent messages to the phone a conversation is
+//! on, and routes inbound texts to the conversation bound to their number.
+//!
+//! Every state change goes through the conversation's lock (see
+//! `Conversation::rebind`), so racing events settle one way: a revert and
+//! an inbound SMS arriving together leave the chat on the web, with the
+//! SMS in the transcript.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use dashmap::DashMap;
+
+use super::event::{Accepted, ChannelKind, Role, VisitorInput};
+use super::hub::{ChannelSender, ChatHub, Conversation};
+use crate::messaging::inbound::{opt_keyword, InboundChannel, InboundMessage, OptChange};
+use crate::messaging::{MessageKind, MessagingProvider, OutboundMessage, SendError};
+use crate::store::{SendChannel, Store};
+
+/// WhatsApp's customer-service window: free text only this long after the
+/// person last wrote to us.
+const WHATSAPP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a handled provider id stays in memory; the store answers after.
+const SEEN_IN_MEMORY: Duration = Duration::from_secs(600);
+
+/// Why a switch, reconnect or agent message didn't happen. The text is
+/// fit to show to the visitor or operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchError {
+    #[error("Please enter the number with its country code, e.g. +34 600 123 456.")]
+    BadPhone,
+    #[error("No phone number for this conversation.")]
+    NoPhone,
+    #[error("{0} is not available here.")]
+    Unavailable(&'static str),
+    #[error("We could not send a message to that number: {0}")]
+    Send(String),
+    #[error("It is too late to undo the switch.")]
+    TooLate,
+    #[error("The conversation is closed.")]
+    Closed,
+    #[error("The conversation is still open: ask the visitor for a number instead.")]
+    StillOpen,
+    #[error("No such conversation or lead.")]
+    NotFound,
+}
+
+/// Texts the switchboard sends and shows.
+#[derive(Debug, Clone)]
+pub struct SwitchTexts {
+    /// Name of the service, used in the welcome message.
+    pub title: String,
+    pub revert_window: Duration,
+}
+
+/// What became of an inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundOutcome {
+    /// The same provider message id was handled before.
+    Duplicate,
+    OptedOut,
+    OptedIn,
+    /// Added to this conversation.
+    Delivered(String),
+}
+
+pub struct Switchboard {
+    hub: Arc<ChatHub>,
+    store: Arc<dyn Store>,
+    sms: Option<Arc<dyn MessagingProvider>>,
+    whatsapp: Option<Arc<dyn MessagingProvider>>,
+    /// (template, language) for the first WhatsApp message of a switch.
+    whatsapp_template: Option<(String, String)>,
+    texts: SwitchTexts,
+    /// "sms:+34…" of everyone who sent STOP.
+    opted_out: DashMap<String, ()>,
+    /// Provider message ids handled recently: the atomic guard against a
+    /// provider's retry racing the first delivery. Older ids are answered
+    /// by the store; this map is pruned so it stays small.
+    seen: DashMap<String, Instant>,
+    /// When each WhatsApp number last wrote to us.
+    last_whatsapp_inbound: DashMap<String, Instant>,
+    me: Weak<Switchboard>,
+}
+
+fn key(channel: ChannelKind, address: &str) -> String {
+    format!("{}:{address}", channel.as_str())
+}
+
+fn from_inbound(c: InboundChannel) -> ChannelKind {
+    match c {
+        InboundChannel::Sms => ChannelKind::Sms,
+        InboundChannel::WhatsApp => ChannelKind::WhatsApp,
+    }
+}
+
+impl Switchboard {
+    pub fn new(
+        hub: Arc<ChatHub>,
+        store: Arc<dyn Store>,
+        sms: Option<Arc<dyn MessagingProvider>>,
+        whatsapp: Option<Arc<dyn MessagingProvider>>,
+        whatsapp_template: Option<(String, String)>,
+        texts: SwitchTexts,
+    ) -> Arc<Switchboard> {
+        let opted_out = DashMap::new();
+        for channel in [ChannelKind::Sms, ChannelKind::WhatsApp] {
+            match store.opted_out(channel.as_str()) {
+                Ok(list) => {
+                    for a in list {
+                        opted_out.insert(key(channel, &a), ());
+                    }
+                }
+                Err(e) => tracing::error!(%e, "store: cannot read opt-outs"),
+            }
+        }
+        let board = Arc::new_cyclic(|me| Switchboard {
+            hub: hub.clone(),
+            store,
+            sms,
+            whatsapp,
+            whatsapp_template,
+            texts,
+            opted_out,
+            seen: DashMap::new(),
+            last_whatsapp_inbound: DashMap::new(),
+            me: me.clone(),
+        });
+        hub.set_sender(board.clone());
+        board
+    }
+
+    /// The channels a web chat can move to.
+    pub fn channels(&self) -> Vec<ChannelKind> {
+        let mut v = Vec::new();
+        if self.sms.is_some() {
+            v.push(ChannelKind::Sms);
+        }
+        if self.whatsapp.is_some() && self.whatsapp_template.is_some() {
+            v.push(ChannelKind::WhatsApp);
+        }
+        v
+    }
+
+    fn provider(&self, channel: ChannelKind) -> Result<&Arc<dyn MessagingProvider>, SwitchError> {
+        match channel {
+            ChannelKind::Sms => self.sms.as_ref().ok_or(SwitchError::Unavailable("SMS")),
+            ChannelKind::WhatsApp => self
+                .whatsapp
+                .as_ref()
+                .ok_or(SwitchError::Unavailable("WhatsApp")),
+            ChannelKind::Web => Err(SwitchError::Unavailable("web")),
+        }
+    }
+
+    /// Send `kind` to `to` on `channel`, honouring opt-outs, and log it.
+    async fn send(
+        &self,
+        channel: ChannelKind,
+        to: &str,
+        kind: MessageKind,
+        conversation: &str,
+    ) -> Result<(), SendError> {
+        let provider = self
+            .provider(channel)
+            .map_err(|e| SendError::Config(e.to_string()))?
+            .clone();
+        if self.opted_out.contains_key(&key(channel, to)) {
+            return Err(SendError::OptedOut {
+                code: None,
+                message: "the recipient sent STOP".into(),
+            });
+        }
+        let msg = OutboundMessage {
+            to: to.to_string(),
+            from: None,
+            kind,
+            idempotency_key: format!("chat:{conversation}:{}", super::random_token(9)),
+        };
+        let result = provider.send(&msg).await;
+        let send_channel = if channel == ChannelKind::WhatsApp {
+            SendChannel::WhatsApp
+        } else {
+            SendChannel::Sms
+        };
+        crate::messaging::send_log::record(
+            Some(self.store.as_ref()),
+            send_channel,
+            provider.name(),
+            crate::messaging::send_log::SendOrigin {
+                call_id: None,
+                flow: None,
+                node: format!("chat:{conversation}"),
+            },
+            &msg,
+            &result,
+        );
+        result.map(|_| ())
+    }
+
+    /// Whether `to` wrote to us on WhatsApp in the last 24 hours: memory
+    /// first, then the store (the window outlives a restart).
+    fn whatsapp_window_open(&self, to: &str) -> bool {
+        if let Some(t) = self.last_whatsapp_inbound.get(to) {
+            return t.elapsed() < WHATSAPP_WINDOW;
+        }
+        match self.store.last_inbound(ChannelKind::WhatsApp.as_str(), to) {
+            Ok(Some(at)) => SystemTime::now()
+                .duration_since(at)
+                .is_ok_and(|age| age < WHATSAPP_WINDOW),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(%e, "store: cannot read the WhatsApp window");
+                false
+            }
+        }
+    }
+
+    /// Free text to a phone: plain SMS, or WhatsApp text inside the window.
+    async fn send_text(
+        &self,
+        channel: ChannelKind,
+        to: &str,
+        text: &str,
+        conversation: &str,
+    ) -> Result<(), SendError> {
+        let kind = match channel {
+            ChannelKind::WhatsApp => {
+                let open = self.whatsapp_window_open(to);
+                if !open {
+                    return Err(SendError::OutsideWindow {
+                        code: None,
+                        message: "the person has not written in the last 24 hours; only templates may be sent".into(),
+                    });
+                }
+                MessageKind::WhatsAppText {
+                    body: text.to_string(),
+                }
+            }
+            _ => MessageKind::Text {
+                body: text.to_string(),
+            },
+        };
+        self.send(channel, to, kind, conversation).await
+    }
+
+    /// The first message on a phone channel: SMS text, or the approved
+    /// WhatsApp template (no window is open yet).
+    async fn send_welcome(
+        &self,
+        channel: ChannelKind,
+        to: &str,
+        text: &str,
+        conversation: &str,
+    ) -> Result<(), SendError> {
+        match channel {
+            ChannelKind::WhatsApp => {
+                let (name, language) = self
+                    .whatsapp_template
+                    .clone()
+                    .ok_or_else(|| SendError::Config("no WhatsApp welcome template".into()))?;
+                let kind = MessageKind::WhatsAppTemplate {
+                    name,
+                    language,
+                    parameters: vec![self.texts.title.clone()],
+                };
+                self.send(channel, to, kind, conversation).await
+            }
+            _ => {
+                self.send(
+                    channel,
+                    to,
+                    MessageKind::Text {
+                        body: text.to_string(),
+                    },
+                    conversation,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Move a live conversation to `channel` at `raw_phone`: the welcome
+    /// message must go out first; if it doesn't, nothing changes.
+    pub async fn switch_to_phone(
+        &self,
+        conv: &Conversation,
+        channel: ChannelKind,
+        raw_phone: &str,
+    ) -> Result<u64, SwitchError> {
+        self.provider(channel)?;
+        if conv.is_closed() {
+            return Err(SwitchError::Closed);
+        }
+        let phone = self
+            .hub
+            .phone(raw_phone)
+            .map_err(|_| SwitchError::BadPhone)?;
+        let welcome = format!(
+            "{}: this is your conversation with us, moved from the web chat. Reply here to carry on.",
+            self.texts.title
+        );
+        self.send_welcome(channel, &phone, &welcome, &conv.id)
+            .await
+            .map_err(|e| SwitchError::Send(e.to_string()))?;
+        let text = format!(
+            "We sent a message to {}. The conversation continues on {}.",
+            crate::mask::phone(&phone),
+            channel.label()
+        );
+        conv.rebind(channel, Some(phone), &text, Some(self.texts.revert_window))
+            .ok_or(SwitchError::Closed)
+    }
+
+    /// Back to the web chat. `undo`: only within the revert window.
+    pub async fn to_web(&self, conv: &Conversation, undo: bool) -> Result<u64, SwitchError> {
+        if undo && !conv.can_revert() {
+            return Err(SwitchError::TooLate);
+        }
+        let (channel, address) = conv.active();
+        if channel == ChannelKind::Web {
+            return Err(SwitchError::Unavailable("a switch back"));
+        }
+        let text = if undo {
+            "Switch undone: the conversation stays in the web chat."
+        } else {
+            "The conversation is back in the web chat."
+        };
+        let id = conv
+            .rebind(ChannelKind::Web, None, text, None)
+            .ok_or(SwitchError::Closed)?;
+        // Tell the phone side; the switch stands even if this fails.
+        if let (Some(to), Some(me)) = (address, self.me.upgrade()) {
+            let conv_id = conv.id.clone();
+            tokio::spawn(async move {
+                let note = "This conversation continues in the web chat.";
+                if let Err(e) = me.send_text(channel, &to, note, &conv_id).await {
+                    tracing::warn!(conversation = %conv_id, error = %e, "could not tell the phone side about the switch back");
+                }
+            });
+        }
+        Ok(id)
+    }
+
+    /// An operator's message, sent on the current channel before it joins
+    /// the transcript: a failed send shows as an error, not a message.
+    pub async fn agent_message(
+        &self,
+        conv: &Conversation,
+        text: &str,
+    ) -> Result<(u64, ChannelKind), SwitchError> {
+        if conv.is_closed() {
+            return Err(SwitchError::Closed);
+        }
+        let (channel, address) = conv.active();
+        if let (ChannelKind::Sms | ChannelKind::WhatsApp, Some(to)) = (channel, &address) {
+            self.send_text(channel, to, text, &conv.id)
+                .await
+                .map_err(|e| SwitchError::Send(e.to_string()))?;
+        }
+        let id = conv.note(Role::Agent, text).ok_or(SwitchError::Closed)?;
+        Ok((id, channel))
+    }
+
+    /// Reconnect by SMS with a finished conversation whose lead has a
+    /// phone number (or with `phone` given).
+    pub async fn reconnect(
+        &self,
+        conv: Arc<Conversation>,
+        channel: ChannelKind,
+        phone: Option<String>,
+    ) -> Result<Arc<Conversation>, SwitchError> {
+        self.provider(channel)?;
+        // Reconnecting a live chat would pull it away from the visitor.
+        if !conv.is_closed() {
+            return Err(SwitchError::StillOpen);
+        }
+        let phone = phone.ok_or(SwitchError::NoPhone)?;
+        let welcome = format!(
+            "{}: hello again! Reply to this message to carry on the conversation you had with us.",
+            self.texts.title
+        );
+        self.send_welcome(channel, &phone, &welcome, &conv.id)
+            .await
+            .map_err(|e| SwitchError::Send(e.to_string()))?;
+        conv.reopen();
+        let text = format!(
+            "Reconnected by {} with {}.",
+            channel.label(),
+            crate::mask::phone(&phone)
+        );
+        conv.rebind(channel, Some(phone), &text, None);
+        Ok(conv)
+    }
+
+    /// Reconnect with a lead who has no conversation open: a new one.
+    pub async fn reconnect_lead(
+        &self,
+        lead: &crate::store::LeadRecord,
+        channel: ChannelKind,
+    ) -> Result<Arc<Conversation>, SwitchError> {
+        self.provider(channel)?;
+        let phone = lead.phone.clone().ok_or(SwitchError::NoPhone)?;
+        let new = self
+            .hub
+            .create_on("reconnect", None, None, ChannelKind::Web, None);
+        let conv = new.conversation;
+        let welcome = format!(
+            "{}: hello! You left us your number; reply to this message to talk to us.",
+            self.texts.title
+        );
+        if let Err(e) = self.send_welcome(channel, &phone, &welcome, &conv.id).await {
+            conv.close("Reconnect failed.");
+            return Err(SwitchError::Send(e.to_string()));
+        }
+        let text = format!(
+            "Reconnected by {} with {}.",
+            channel.label(),
+            crate::mask::phone(&phone)
+        );
+        conv.rebind(channel, Some(phone), &text, None);
+        Ok(conv)
+    }
+
+    /// A text from a phone: de-duplicated by provider id, STOP/START
+    /// honoured, then added to the conversation bound to that number (a
+    /// new one if none is open).
+    pub fn inbound(&self, msg: InboundMessage) -> InboundOutcome {
+        if self.seen.len() >= 10_000 && self.seen.len() % 1_000 == 0 {
+            self.seen.retain(|_, at| at.elapsed() < SEEN_IN_MEMORY);
+        }
+        if self
+            .seen
+            .insert(msg.provider_id.clone(), Instant::now())
+            .is_some()
+            || self.store.inbound_known(&msg.provider_id).unwrap_or(false)
+        {
+            metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "duplicate").increment(1);
+            return InboundOutcome::Duplicate;
+        }
+        let _ = self
+            .store
+            .mark_inbound(&msg.provider_id, msg.channel.as_str(), &msg.from);
+        let channel = from_inbound(msg.channel);
+        if channel == ChannelKind::WhatsApp {
+            self.last_whatsapp_inbound
+                .insert(msg.from.clone(), Instant::now());
+        }
+        let conv = self
+            .hub
+            .by_address(channel, &msg.from)
+            .filter(|c| !c.is_closed());
+        // START/YES only means something to someone who sent STOP; from
+        // anyone else it is an answer in the conversation.
+        let keyword = opt_keyword(&msg.text).filter(|k| {
+            *k == OptChange::Stop || self.opted_out.contains_key(&key(channel, &msg.from))
+        });
+        if let Some(keyword) = keyword {
+            let stop = keyword == OptChange::Stop;
+            if stop {
+                self.opted_out.insert(key(channel, &msg.from), ());
+            } else {
+                self.opted_out.remove(&key(channel, &msg.from));
+            }
+            let _ = self.store.set_opt_out(channel.as_str(), &msg.from, stop);
+            if let Some(c) = &conv {
+                let note = if stop {
+                    format!(
+                        "The visitor opted out of {} messages (STOP).",
+                        channel.label()
+                    )
+                } else {
+                    format!(
+                        "The visitor opted back in to {} messages (START).",
+                        channel.label()
+                    )
+                };
+                c.note(Role::System, &note);
+            }
+            let result = if stop { "stop" } else { "start" };
+            metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => result).increment(1);
+            return if stop {
+                InboundOutcome::OptedOut
+            } else {
+                InboundOutcome::OptedIn
+            };
+        }
+        let conv = match conv {
+            Some(c) => c,
+            None => {
+                let new = self.hub.create_on(
+                    channel.as_str(),
+                    None,
+                    None,
+                    channel,
+                    Some(msg.from.clone()),
+                );
+                new.conversation
+            }
+        };
+        metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "delivered").increment(1);
+        match conv.visitor_input(VisitorInput::Text(msg.text)) {
+            Accepted::Flow | Accepted::Refused | Accepted::Switch { .. } => {}
+        }
+        InboundOutcome::Delivered(conv.id.clone())
+    }
+}
+
+impl ChannelSender for Switchboard {
+    fn send_later(
+        &self,
+        conversation: Arc<Conversation>,
+        channel: ChannelKind,
+        to: String,
+        text: String,
+    ) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            if let Err(e) = me.send_text(channel, &to, &text, &conversation.id).await {
+                tracing::warn!(conversation = %conversation.id, error = %e, "message to the phone not delivered");
+                conversation.note(
+                    Role::System,
+                    &format!("Not delivered by {}: {}", channel.label(), e.kind().replace('_', " ")),
+                );
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::chat::Event;
+    use crate::messaging::{BoxFuture, SendReceipt};
+
+    /// Records what it is asked to send; fails while `refuse` is set.
+    #[derive(Default)]
+    struct FakeProvider {
+        sent: Mutex<Vec<OutboundMessage>>,
+        /// While set, every send fails as unavailable with this text.
+        refuse: Mutex<Option<String>>,
+    }
+
+    impl MessagingProvider for FakeProvider {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn send<'a>(
+            &'a self,
+            msg: &'a OutboundMessage,
+        ) -> BoxFuture<'a, Result<SendReceipt, SendError>> {
+            Box::pin(async move {
+                if let Some(message) = self.refuse.lock().unwrap().clone() {
+                    return Err(SendError::Unavailable { message });
+                }
+                self.sent.lock().unwrap().push(msg.clone());
+                Ok(SendReceipt {
+                    provider_id: "SM1".into(),
+                    status: "queued".into(),
+                    attempts: 1,
+                })
+            })
+        }
+    }
+
+    impl FakeProvider {
+        fn texts(&self) -> Vec<String> {
+            self.sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|m| match &m.kind {
+                    MessageKind::Text { body } | MessageKind::WhatsAppText { body } => body.clone(),
+                    MessageKind::WhatsAppTemplate { name, .. } => format!("template:{name}"),
+                })
+                .collect()
+        }
+    }
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        hub: Arc<ChatHub>,
+        sms: Arc<FakeProvider>,
+        whatsapp: Arc<FakeProvider>,
+        board: Arc<Switchboard>,
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let hub = Arc::new(ChatHub::new(store.clone()).with_phone_region("ES".parse().ok()));
+        let sms = Arc::new(FakeProvider::default());
+        let whatsapp = Arc::new(FakeProvider::default());
+        let board = Switchboard::new(
+            hub.clone(),
+            store.clone(),
+            Some(sms.clone()),
+            Some(whatsapp.clone()),
+            Some(("moved".into(), "es".into())),
+            SwitchTexts {
+                title: "Example".into(),
+                revert_window: Duration::from_secs(10),
+            },
+        );
+        Rig {
+            _dir: dir,
+            store,
+            hub,
+            sms,
+            whatsapp,
+            board,
+        }
+    }
+
+    fn sms(id: &str, from: &str, text: &str) -> InboundMessage {
+        InboundMessage {
+            channel: InboundChannel::Sms,
+            provider_id: id.into(),
+            from: from.into(),
+            text: text.into(),
+        }
+    }
+
+    fn texts_of(c: &Conversation) -> Vec<String> {
+        c.transcript().iter().map(|e| e.stored().2).collect()
+    }
+
+    #[tokio::test]
+    async fn switch_needs_the_welcome_and_normalises_the_number() {
+        let r = rig();
+        let c = r.hub.create("web", None, None).conversation;
+        assert_eq!(
+            r.board.switch_to_phone(&c, ChannelKind::Sms, "12").await,
+            Err(SwitchError::BadPhone)
+        );
+        *r.sms.refuse.lock().unwrap() = Some("down".into());
+        let e = r
+            .board
+            .switch_to_phone(&c, ChannelKind::Sms, "612 345 678")
+            .await;
+        assert!(matches!(e, Err(SwitchError::Send(_))), "{e:?}");
+        assert_eq!(c.active(), (ChannelKind::Web, None), "nothing switched");
+        *r.sms.refuse.lock().unwrap() = None;
+        r.board
+            .switch_to_phone(&c, ChannelKind::Sms, "612 345 678")
+            .await
+            .unwrap();
+        assert_eq!(c.active(), (ChannelKind::Sms, Some("+34612345678".into())));
+        assert_eq!(r.sms.sent.lock().unwrap()[0].to, "+34612345678");
+        // The bot's next words go to the phone, not only the transcript.
+        c.say(Role::Bot, "still here");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(r.sms.texts().contains(&"still here".to_string()));
+        // WhatsApp opens with the approved template.
+        let w = r.hub.create("web", None, None).conversation;
+        r.board
+            .switch_to_phone(&w, ChannelKind::WhatsApp, "+34 622 000 111")
+            .await
+            .unwrap();
+        assert_eq!(r.whatsapp.texts(), ["template:moved"]);
+    }
+
+    #[tokio::test]
+    async fn revert_only_inside_the_window() {
+        let r = rig();
+        let c = r.hub.create("web", None, None).conversation;
+        r.board
+            .switch_to_phone(&c, ChannelKind::Sms, "+34612345678")
+            .await
+            .unwrap();
+        let now = Instant::now();
+        assert!(c.can_revert_at(now + Duration::from_secs(9)));
+        assert!(!c.can_revert_at(now + Duration::from_secs(11)));
+        r.board.to_web(&c, true).await.unwrap();
+        assert_eq!(c.active().0, ChannelKind::Web);
+        // Nothing left to undo.
+        assert_eq!(r.board.to_web(&c, true).await, Err(SwitchError::TooLate));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            r.sms.texts().iter().any(|t| t.contains("web chat")),
+            "the phone is told"
+        );
+        let kinds: Vec<ChannelKind> = c.bindings().iter().map(|b| b.channel).collect();
+        assert_eq!(
+            kinds,
+            [ChannelKind::Web, ChannelKind::Sms, ChannelKind::Web]
+        );
+        // The history is in the store too, one row per binding, in order.
+        r.store.flush().unwrap();
+        let stored: Vec<String> = r
+            .store
+            .bindings(&c.id)
+            .unwrap()
+            .iter()
+            .map(|b| b.channel.clone())
+            .collect();
+        assert_eq!(stored, ["web", "sms", "web"]);
+    }
+
+    #[tokio::test]
+    async fn a_revert_racing_an_inbound_sms_settles_one_way() {
+        // Whichever runs first, the chat ends on the web and the SMS is in
+        // the transcript exactly once.
+        for sms_first in [true, false] {
+            let r = rig();
+            let c = r.hub.create("web", None, None).conversation;
+            r.board
+                .switch_to_phone(&c, ChannelKind::Sms, "+34612345678")
+                .await
+                .unwrap();
+            let board = r.board.clone();
+            let inbound = move || board.inbound(sms("SMa", "+34612345678", "racing text"));
+            if sms_first {
+                assert_eq!(inbound(), InboundOutcome::Delivered(c.id.clone()));
+                r.board.to_web(&c, true).await.unwrap();
+            } else {
+                r.board.to_web(&c, true).await.unwrap();
+                assert_eq!(inbound(), InboundOutcome::Delivered(c.id.clone()));
+            }
+            assert_eq!(c.active().0, ChannelKind::Web);
+            let n = texts_of(&c).iter().filter(|t| *t == "racing text").count();
+            assert_eq!(n, 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn inbound_is_idempotent_and_honours_stop_and_start() {
+        let r = rig();
+        let from = "+34633000111";
+        let first = r.board.inbound(sms("SM1", from, "hola"));
+        let InboundOutcome::Delivered(id) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            r.board.inbound(sms("SM1", from, "hola")),
+            InboundOutcome::Duplicate
+        );
+        let c = r.hub.get(&id).unwrap();
+        assert_eq!(c.active(), (ChannelKind::Sms, Some(from.into())));
+        // "Yes" from someone who never sent STOP is just a message.
+        assert_eq!(
+            r.board.inbound(sms("SM2", from, "Yes")),
+            InboundOutcome::Delivered(id.clone())
+        );
+        assert_eq!(
+            r.board.inbound(sms("SM3", from, "STOP")),
+            InboundOutcome::OptedOut
+        );
+        let refused = r.board.agent_message(&c, "are you there?").await;
+        assert!(matches!(refused, Err(SwitchError::Send(_))), "{refused:?}");
+        assert!(r.sms.texts().is_empty());
+        assert!(!texts_of(&c).contains(&"are you there?".to_string()));
+        assert_eq!(
+            r.board.inbound(sms("SM4", from, "Yes")),
+            InboundOutcome::OptedIn
+        );
+        r.board.agent_message(&c, "welcome back").await.unwrap();
+        assert_eq!(r.sms.texts(), ["welcome back"]);
+        // A restart remembers the ids already handled.
+        r.store.flush().unwrap();
+        let again = Switchboard::new(
+            r.hub.clone(),
+            r.store.clone(),
+            Some(r.sms.clone()),
+            None,
+            None,
+            SwitchTexts {
+                title: "Example".into(),
+                revert_window: Duration::from_secs(10),
+            },
+        );
+        assert_eq!(
+            again.inbound(sms("SM1", from, "hola")),
+            InboundOutcome::Duplicate
+        );
+    }
+
+    #[tokio::test]
+    async fn whatsapp_free_text_only_inside_the_24_hour_window() {
+        let r = rig();
+        let c = r.hub.create("web", None, None).conversation;
+        r.board
+            .switch_to_phone(&c, ChannelKind::WhatsApp, "+34612345678")
+            .await
+            .unwrap();
+        let e = r.board.agent_message(&c, "hello").await;
+        assert!(
+            matches!(&e, Err(SwitchError::Send(m)) if m.contains("24 h")),
+            "{e:?}"
+        );
+        r.board.inbound(InboundMessage {
+            channel: InboundChannel::WhatsApp,
+            provider_id: "wamid.1".into(),
+            from: "+34612345678".into(),
+            text: "hi".into(),
+        });
+        r.board.agent_message(&c, "hello").await.unwrap();
+        assert_eq!(r.whatsapp.texts(), ["template:moved", "hello"]);
+        // The window survives a restart: it is read back from the store.
+        r.store.flush().unwrap();
+        let fresh = Switchboard::new(
+            r.hub.clone(),
+            r.store.clone(),
+            None,
+            Some(r.whatsapp.clone()),
+            Some(("moved".into(), "es".into())),
+            SwitchTexts {
+                title: "Example".into(),
+                revert_window: Duration::from_secs(10),
+            },
+        );
+        assert!(fresh.whatsapp_window_open("+34612345678"));
+        assert!(!fresh.whatsapp_window_open("+34699999999"));
+    }
+
+    #[tokio::test]
+    async fn the_visitor_action_answer_is_masked_and_free_text_clears_the_request() {
+        let r = rig();
+        let c = r.hub.create("web", None, None).conversation;
+        let p = c.ask_phone(ChannelKind::Sms, "Your number?").unwrap();
+        let accepted = c.visitor_input(VisitorInput::Answer {
+            prompt: p,
+            value: "+34 612 345 678".into(),
+        });
+        assert_eq!(
+            accepted,
+            Accepted::Switch {
+                channel: ChannelKind::Sms,
+                phone: "+34 612 345 678".into()
+            }
+        );
+        assert!(
+            !texts_of(&c).iter().any(|t| t.contains("612 345 678")),
+            "{:?}",
+            texts_of(&c)
+        );
+        // A second command replaces the first; free text clears it.
+        c.ask_phone(ChannelKind::Sms, "Number?").unwrap();
+        c.ask_phone(ChannelKind::WhatsApp, "Number for WhatsApp?")
+            .unwrap();
+        c.visitor_input(VisitorInput::Text("never mind".into()));
+        let last = c.transcript().len() as u64;
+        assert_eq!(
+            c.visitor_input(VisitorInput::Answer {
+                prompt: last - 1,
+                value: "+34612345678".into()
+            }),
+            Accepted::Refused
+        );
+        assert!(matches!(
+            c.transcript().last().unwrap().as_ref(),
+            Event::Message { .. }
+        ));
+    }
+}
