@@ -5,6 +5,7 @@
 //! state machines; [`runtime`] drives them with tokio and the audio loops.
 
 pub mod breakout;
+pub mod callback;
 pub mod chat;
 pub mod config;
 pub mod flow;

@@ -49,24 +49,6 @@ fn setup() -> Setup {
 
 // ---- the providers' side -------------------------------------------------
 
-fn hmac_sha1(key: &[u8], data: &[u8]) -> Vec<u8> {
-    use hmac::{KeyInit, Mac};
-    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> String {
-    use hmac::{KeyInit, Mac};
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-    mac.update(data);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn form_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {

@@ -387,7 +387,7 @@ txet = "oops"
          {f}:12:14: node \"menu\".max_digits: invalid type: string \"two\", expected u32\n\
          {f}:14:1: node \"lost\".file: audio file not found: {audio}/missing.wav\n\
          {f}:14:1: node \"lost\": unreachable from the start node \"start\"\n\
-         {f}:21:8: node \"x\".type: unknown node type \"teleport\"; one of say, play, pause, gather, branch, set, http, send_sms, send_whatsapp, transfer, hangup, breakout, message, ask, choice, breakout_return, handoff, save_lead\n\
+         {f}:21:8: node \"x\".type: unknown node type \"teleport\"; one of say, play, pause, gather, branch, set, http, send_sms, send_whatsapp, transfer, hangup, breakout, message, ask, choice, breakout_return, handoff, save_lead, escalate_to_call\n\
          {f}:26:1: node \"typo\".txet: unknown field `txet`, expected one of `id`, `type`, `text`, `language`, `voice`, `rate_wpm`, `next`\n\
          {config}: 6 error(s)\n",
         config = config.display()

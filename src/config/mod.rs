@@ -126,10 +126,11 @@ impl Config {
                 "flows" => sink.section(name, value, &mut config.flows),
                 "messaging" => sink.section(name, value, &mut config.messaging),
                 "chat" => sink.section(name, value, &mut config.chat),
+                "callbacks" => sink.section(name, value, &mut config.callbacks),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes, tts, prompts, flows, messaging, chat".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks".into(),
                 ),
             }
         }
@@ -468,6 +469,46 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             ),
             Some(_) => {}
         }
+    }
+    let cb = &config.callbacks;
+    if let Some(name) = &cb.trunk {
+        match config.trunks.iter().find(|t| &t.name == name) {
+            None => err(&["callbacks", "trunk"], format!("no trunk named {name:?}")),
+            Some(t) if t.outbound_proxy.is_none() => err(
+                &["callbacks", "trunk"],
+                format!("trunk {name:?} has no outbound_proxy to send calls to"),
+            ),
+            Some(_) => {}
+        }
+    }
+    if !(5..=300).contains(&cb.ring_timeout_secs) {
+        err(
+            &["callbacks", "ring_timeout_secs"],
+            "must be between 5 and 300".into(),
+        );
+    }
+    if cb.max_per_phone_per_hour == 0 {
+        err(
+            &["callbacks", "max_per_phone_per_hour"],
+            "must be at least 1".into(),
+        );
+    }
+    if cb.max_per_key_per_minute == 0 {
+        err(
+            &["callbacks", "max_per_key_per_minute"],
+            "must be at least 1".into(),
+        );
+    }
+    if let Some(u) = &cb.webhook_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            err(
+                &["callbacks", "webhook_url"],
+                "must start with http:// or https://".into(),
+            );
+        }
+    }
+    if let Err(e) = cb.webhook_secret() {
+        err(&["callbacks", "webhook_secret"], e);
     }
     if let Some(country) = &config.chat.default_country {
         if country.parse::<crate::chat::input::Region>().is_err() {

@@ -23,6 +23,7 @@ pub struct Config {
     pub flow_set: crate::flow::FlowSet,
     pub messaging: crate::messaging::MessagingConfig,
     pub chat: ChatConfig,
+    pub callbacks: CallbacksConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -147,6 +148,48 @@ fn secret(
             Err(_) => Err(format!("environment variable {name:?} is not set")),
         },
         (None, None) => Ok(None),
+    }
+}
+
+/// Callbacks: calls placed to a visitor through the outbound trunk.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbacksConfig {
+    /// The trunk calls go out through; unset: the first with an outbound proxy.
+    pub trunk: Option<String>,
+    /// Give up on a callback ringing this long (no answer).
+    pub ring_timeout_secs: u64,
+    /// Callbacks to one number per hour; more get 429.
+    pub max_per_phone_per_hour: u32,
+    /// Callbacks per API key (or chat flow) per minute; more get 429.
+    pub max_per_key_per_minute: u32,
+    /// Where each status change is POSTed (signed), if anywhere.
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub webhook_secret_env: Option<String>,
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        CallbacksConfig {
+            trunk: None,
+            ring_timeout_secs: 30,
+            max_per_phone_per_hour: 3,
+            max_per_key_per_minute: 30,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_secret_env: None,
+        }
+    }
+}
+
+impl CallbacksConfig {
+    pub fn webhook_secret(&self) -> Result<Option<String>, String> {
+        secret(
+            "webhook_secret",
+            &self.webhook_secret,
+            &self.webhook_secret_env,
+        )
     }
 }
 

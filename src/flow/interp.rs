@@ -92,6 +92,7 @@ pub struct Services {
     pub chat: Arc<crate::chat::ChatHub>,
     pub switchboard: Arc<crate::chat::Switchboard>,
     pub breakouts: Arc<crate::breakout::Breakouts>,
+    pub callbacks: Arc<crate::callback::Callbacks>,
     /// What inbound webhooks are checked against.
     pub inbound: crate::messaging::InboundKeys,
     /// The flows, replaced on reload; a running flow keeps its own `Arc`.
@@ -102,6 +103,23 @@ pub struct Services {
 }
 
 impl Services {
+    /// Ask for a callback, checking `flow` names a voice flow.
+    pub fn place_callback(
+        &self,
+        req: crate::callback::NewCallback,
+        requested_by: &str,
+    ) -> Result<crate::store::CallbackRecord, crate::callback::CallbackError> {
+        self.callbacks
+            .create(req, requested_by, |name| match self.flow(name) {
+                Some(f) if f.channel == super::Channel::Voice => Ok(()),
+                Some(_) => Err(format!(
+                    "flow {name:?} is a chat flow; a callback needs a voice flow"
+                )),
+                None if name == "demo" || name == "hold" => Ok(()),
+                None => Err(format!("no flow named {name:?}")),
+            })
+    }
+
     pub fn flow(&self, name: &str) -> Option<Arc<Flow>> {
         self.flow_set
             .read()
@@ -504,6 +522,7 @@ pub async fn run(mut cx: FlowCx) {
             NodeKind::Message(n) => nodes::message::run(n, &mut cx).await,
             NodeKind::Handoff(n) => nodes::handoff::run(n, &mut cx).await,
             NodeKind::SaveLead(n) => nodes::save_lead::run(n, &mut cx).await,
+            NodeKind::EscalateToCall(n) => nodes::escalate::run(n, &mut cx).await,
             NodeKind::Ask(n) => nodes::ask::run(n, &mut cx).await,
             NodeKind::Choice(n) => nodes::choice::run(n, &mut cx).await,
             NodeKind::BreakoutReturn(n) => nodes::breakout_return::run(n, &mut cx).await,

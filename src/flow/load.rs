@@ -114,9 +114,6 @@ fn check_references(set: &FlowSet, errors: &mut Vec<ConfigError>) {
             continue;
         };
         for node in flow.nodes.values() {
-            let NodeKind::Breakout(b) = &node.kind else {
-                continue;
-            };
             let mut check = |prop: &str, target: &str, want: Channel| {
                 let problem = match set.flows.get(target) {
                     None => Some(format!("no flow named {target:?}")),
@@ -137,9 +134,19 @@ fn check_references(set: &FlowSet, errors: &mut Vec<ConfigError>) {
                     });
                 }
             };
-            check("breakout_flow", &b.breakout_flow, Channel::Chat);
-            if let Some(t) = &b.timeout_flow {
-                check("timeout_flow", t, Channel::Voice);
+            match &node.kind {
+                NodeKind::Breakout(b) => {
+                    check("breakout_flow", &b.breakout_flow, Channel::Chat);
+                    if let Some(t) = &b.timeout_flow {
+                        check("timeout_flow", t, Channel::Voice);
+                    }
+                }
+                NodeKind::EscalateToCall(e) => {
+                    if let Some(f) = e.flow.as_deref().filter(|f| !matches!(*f, "demo" | "hold")) {
+                        check("flow", f, Channel::Voice);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -317,6 +324,7 @@ fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) ->
         "breakout_return" => NodeKind::BreakoutReturn(de(d, &key, item)?),
         "handoff" => NodeKind::Handoff(de(d, &key, item)?),
         "save_lead" => NodeKind::SaveLead(de(d, &key, item)?),
+        "escalate_to_call" => NodeKind::EscalateToCall(de(d, &key, item)?),
         other => {
             d.push_span(
                 &format!("{key}.type"),
@@ -491,6 +499,26 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                 }
                 if b.sms_message.len() > 1200 {
                     err(node, "sms_message", "longer than 1200 bytes".into());
+                }
+            }
+            NodeKind::EscalateToCall(e) => {
+                if e.flow.is_some() == e.target.is_some() {
+                    err(node, "flow", "give exactly one of flow and target".into());
+                }
+                if let Some(t) = &e.target {
+                    if crate::sip::message::Uri::parse(t).is_err() {
+                        err(node, "target", format!("not a SIP URI: {t:?}"));
+                    }
+                }
+                if e.legal_notice.trim().is_empty() {
+                    err(
+                        node,
+                        "legal_notice",
+                        "the consent text must not be empty".into(),
+                    );
+                }
+                if !(1..=10).contains(&e.max_attempts) {
+                    err(node, "max_attempts", "must be between 1 and 10".into());
                 }
             }
             NodeKind::Ask(a) => {

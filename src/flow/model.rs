@@ -72,6 +72,7 @@ pub enum NodeKind {
     BreakoutReturn(BreakoutReturn),
     Handoff(Handoff),
     SaveLead(SaveLead),
+    EscalateToCall(EscalateToCall),
 }
 
 /// The node types, as written in `type = "..."`.
@@ -94,6 +95,7 @@ pub const NODE_TYPES: &[&str] = &[
     "breakout_return",
     "handoff",
     "save_lead",
+    "escalate_to_call",
 ];
 
 impl NodeKind {
@@ -117,6 +119,7 @@ impl NodeKind {
             NodeKind::BreakoutReturn(_) => "breakout_return",
             NodeKind::Handoff(_) => "handoff",
             NodeKind::SaveLead(_) => "save_lead",
+            NodeKind::EscalateToCall(_) => "escalate_to_call",
         }
     }
 
@@ -133,7 +136,8 @@ impl NodeKind {
             | NodeKind::Ask(_)
             | NodeKind::Choice(_)
             | NodeKind::BreakoutReturn(_)
-            | NodeKind::Handoff(_) => &[Channel::Chat],
+            | NodeKind::Handoff(_)
+            | NodeKind::EscalateToCall(_) => &[Channel::Chat],
             NodeKind::Pause(_)
             | NodeKind::Branch(_)
             | NodeKind::Set(_)
@@ -166,6 +170,7 @@ impl NodeKind {
             NodeKind::BreakoutReturn(n) => [("next", &n.next), ("next", &None)],
             NodeKind::Handoff(_) => [("next", &None), ("next", &None)],
             NodeKind::SaveLead(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::EscalateToCall(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
         };
         for (key, v) in optional {
             if let Some(v) = v {
@@ -188,6 +193,11 @@ impl NodeKind {
                     if let Some(next) = &c.next {
                         out.push(("choices", next.as_str()));
                     }
+                }
+            }
+            NodeKind::EscalateToCall(n) => {
+                if let Some(next) = &n.on_chat {
+                    out.push(("on_chat", next.as_str()));
                 }
             }
             _ => {}
@@ -600,6 +610,93 @@ pub struct SaveLead {
     pub phone: Option<String>,
     #[serde(default)]
     pub next: Option<String>,
+}
+
+/// The "API connection card": offer Chat or Phone; for Phone, collect the
+/// number under the legal notice (stored as consent), place a callback, and
+/// follow it: a number the carrier refuses is asked again, busy or no
+/// answer offers another try.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EscalateToCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The multiple-choice question.
+    #[serde(default = "escalate_text")]
+    pub text: String,
+    #[serde(default = "chat_label")]
+    pub chat_label: String,
+    #[serde(default = "phone_label")]
+    pub phone_label: String,
+    #[serde(default = "phone_prompt")]
+    pub phone_prompt: String,
+    /// The legal notice (GDPR) the number is given under; stored verbatim
+    /// with the consent.
+    pub legal_notice: String,
+    /// The voice flow the call runs once answered, or a SIP target to ring.
+    #[serde(default)]
+    pub flow: Option<String>,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default = "calling_message")]
+    pub calling_message: String,
+    #[serde(default = "connected_message")]
+    pub connected_message: String,
+    #[serde(default = "invalid_number_message")]
+    pub invalid_number_message: String,
+    #[serde(default = "unreachable_message")]
+    pub unreachable_message: String,
+    #[serde(default = "retry_label")]
+    pub retry_label: String,
+    #[serde(default = "keep_chatting_label")]
+    pub keep_chatting_label: String,
+    /// Numbers and calls tried before giving up.
+    #[serde(default = "three")]
+    pub max_attempts: u32,
+    /// After the call was answered.
+    #[serde(default)]
+    pub next: Option<String>,
+    /// The visitor chose (or went back to) the chat.
+    #[serde(default)]
+    pub on_chat: Option<String>,
+    /// Any other failure, or attempts used up.
+    #[serde(default)]
+    pub on_failure: Option<String>,
+}
+
+fn escalate_text() -> String {
+    "How would you like to continue?".into()
+}
+fn chat_label() -> String {
+    "Chat".into()
+}
+fn phone_label() -> String {
+    "Phone".into()
+}
+fn phone_prompt() -> String {
+    "What number should we call you on?".into()
+}
+fn calling_message() -> String {
+    "Thanks! We are calling you now.".into()
+}
+fn connected_message() -> String {
+    "You're connected. Talk to you on the phone!".into()
+}
+fn invalid_number_message() -> String {
+    "We couldn't call that number. Please check it and type it again, with the country code.".into()
+}
+fn unreachable_message() -> String {
+    "We couldn't reach you (the line was busy or nobody answered). Shall we try again later?".into()
+}
+fn retry_label() -> String {
+    "Try again".into()
+}
+fn keep_chatting_label() -> String {
+    "Keep chatting".into()
+}
+fn three() -> u32 {
+    3
 }
 
 fn input_var() -> String {

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{self, Role};
+use super::auth::Role;
 use super::HttpState;
 use crate::store::{
     BreakoutRecord, CallRecord, ConsentRecord, ConversationRecord, LeadRecord, MessageRecord,
@@ -58,6 +58,9 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/leads/{id}/reconnect", Some(Role::Operator)),
     ("post", "/v1/console/session", None),
     ("delete", "/v1/console/session", None),
+    ("post", "/v1/callbacks", Some(Role::Operator)),
+    ("get", "/v1/callbacks/{id}", Some(Role::Operator)),
+    ("get", "/v1/reports/escalations", Some(Role::Operator)),
 ];
 
 pub fn router(state: &HttpState) -> Router<HttpState> {
@@ -83,7 +86,8 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .route("/v1/breakouts/{id}", get(breakout))
         .route("/v1/leads", get(leads).post(post_lead))
         .route("/v1/consents", get(consents).post(post_consent))
-        .route("/v1/admin/reload", post(reload));
+        .route("/v1/admin/reload", post(reload))
+        .merge(super::callbacks::routes());
     if state.cors_origins.is_empty() {
         return r;
     }
@@ -112,7 +116,7 @@ fn ms(t: SystemTime) -> u64 {
 }
 
 /// Run a store call (they block on SQLite) off the async threads.
-async fn store_call<T: Send + 'static>(
+pub(super) async fn store_call<T: Send + 'static>(
     state: &HttpState,
     f: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, Response> {
@@ -135,7 +139,7 @@ async fn store_call<T: Send + 'static>(
 
 // A refusal is a whole Response; it is the cold path.
 #[allow(clippy::result_large_err)]
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
     b.map(|Json(v)| v)
         .map_err(|e| error(e.status(), &e.body_text()))
 }
@@ -302,23 +306,6 @@ fn consent_json(r: &ConsentRecord) -> Value {
         "id": r.id, "subject": r.subject, "purpose": r.purpose, "text": r.text,
         "given": r.given, "conversation_id": r.conversation_id, "created_at": ms(r.created_at),
     })
-}
-
-macro_rules! guard {
-    ($state:expr, $headers:expr, $role:expr) => {
-        if let Err(r) = auth::check(&$state, &$headers, $role) {
-            return r;
-        }
-    };
-}
-
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
 }
 
 async fn openapi() -> Response {

@@ -30,6 +30,16 @@ fn matches(given: &str, want: &Option<String>) -> bool {
     })
 }
 
+/// Which key an allowed request used, for per-key rate limits: "admin",
+/// "operator", or "console" (the console's session).
+pub fn key_name(state: &HttpState, headers: &HeaderMap) -> &'static str {
+    match bearer(headers) {
+        Some(given) if matches(given, &state.admin_token) => "admin",
+        Some(_) => "operator",
+        None => "console",
+    }
+}
+
 /// `Ok` if the request carries a token good for `role`.
 // A refusal is a whole Response; it is the cold path.
 #[allow(clippy::result_large_err)]

@@ -2,8 +2,28 @@
 //! Prometheus metrics, the `/v1` REST API (with its OpenAPI document), and
 //! the web chat (PWA) with its WebSocket.
 
+/// Return the refusal unless the request carries `$role`'s credentials.
+macro_rules! guard {
+    ($state:expr, $headers:expr, $role:expr) => {
+        if let Err(r) = $crate::http::auth::check(&$state, &$headers, $role) {
+            return r;
+        }
+    };
+}
+
+/// The value, or return the ready-made error response.
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
 mod api;
 mod auth;
+mod callbacks;
 mod chat;
 mod console;
 mod hooks;

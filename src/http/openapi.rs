@@ -179,6 +179,31 @@ pub fn document() -> Value {
                          "responses": ok("Consents.", list_of("consents", "Consent")) },
                 "post": { "summary": "Record consent given or refused, with the exact text shown.",
                           "requestBody": body("NewConsent"), "responses": created() } },
+            "/v1/callbacks": { "post": {
+                "summary": "Call a visitor back through the outbound trunk: consent required (422 without it, and no call), the raw phone number as typed (422 `invalid_number` when it can't be one), a voice `flow` to run once answered or a SIP `target` to ring (with hold music). Rate limited per number and per API key (429).",
+                "requestBody": body("NewCallback"),
+                "responses": {
+                    "201": { "description": "Queued; follow it by id.", "content": { "application/json": { "schema": schema("Callback") } } },
+                    "422": { "$ref": "#/components/responses/BadRequest" },
+                    "429": { "$ref": "#/components/responses/BadRequest" },
+                    "503": { "$ref": "#/components/responses/BadRequest" } } } },
+            "/v1/callbacks/{id}": { "get": {
+                "summary": "A callback's state: queued, ringing, answered, failed (with `sip_status`) or completed.",
+                "parameters": path_param("id"),
+                "responses": ok("The callback.", schema("Callback")) } },
+            "/v1/reports/escalations": { "get": {
+                "summary": "Every callback (escalation), newest first: by `bot` (the chat flow that asked), `flow` (or target), date range (`from`, `to`: unix ms or YYYY-MM-DD, UTC) and `outcome`; `format=csv` for a spreadsheet. Phone numbers are masked.",
+                "parameters": [
+                    { "name": "bot", "in": "query", "schema": { "type": "string" } },
+                    { "name": "flow", "in": "query", "schema": { "type": "string" } },
+                    { "name": "from", "in": "query", "schema": { "type": "string" } },
+                    { "name": "to", "in": "query", "schema": { "type": "string" } },
+                    { "name": "outcome", "in": "query", "schema": { "enum": ["queued", "ringing", "answered", "completed", "invalid_number", "busy", "declined", "no_answer", "failed"] } },
+                    { "name": "format", "in": "query", "schema": { "enum": ["json", "csv"] } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000 } }
+                ],
+                "responses": ok("Escalations.", json!({ "type": "object", "properties": {
+                    "escalations": { "type": "array", "items": schema("Callback") } } })) } },
             "/v1/admin/reload": { "post": {
                 "summary": "Re-read the config file (as SIGHUP does). Admin token only.",
                 "responses": { "202": { "description": "Reload requested." },
@@ -197,6 +222,23 @@ pub fn document() -> Value {
             },
             "schemas": {
                 "Error": { "type": "object", "properties": { "error": { "type": "string" } } },
+                "NewCallback": { "type": "object", "required": ["phone", "consent"], "additionalProperties": false,
+                    "properties": {
+                        "phone": { "type": "string", "description": "As the visitor typed it." },
+                        "flow": { "type": "string" }, "target": { "type": "string", "description": "SIP URI." },
+                        "consent": { "type": "object", "required": ["given", "text"], "properties": {
+                            "given": { "type": "boolean" }, "text": { "type": "string" } } },
+                        "context": { "type": "object", "description": "Given to the flow as context.<key> variables." },
+                        "conversation_id": { "type": "string" }, "bot": { "type": "string" } } },
+                "Callback": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "phone": { "type": "string" },
+                    "flow": text_or_null, "target": text_or_null,
+                    "state": { "enum": ["queued", "ringing", "answered", "failed", "completed"] },
+                    "outcome": { "type": "string" }, "sip_status": { "type": ["integer", "null"] },
+                    "reason": text_or_null, "conversation_id": text_or_null, "bot": text_or_null,
+                    "created_at": { "type": "integer" }, "ringing_at": { "type": ["integer", "null"] },
+                    "answered_at": { "type": ["integer", "null"] }, "ended_at": { "type": ["integer", "null"] },
+                    "wait_secs": { "type": ["number", "null"] }, "talk_secs": { "type": ["number", "null"] } } },
                 "ChannelAction": { "type": "object", "required": ["channel"], "additionalProperties": false,
                     "properties": { "channel": { "enum": ["sms", "whatsapp"] },
                                     "action": { "enum": ["ask_phone"], "description": "visitor-action only." } } },

@@ -32,6 +32,7 @@ pub(super) fn services(
     config: &crate::config::Config,
     clips: Arc<crate::media::clips::ClipCache>,
     store: Arc<dyn crate::store::Store>,
+    originate: tokio::sync::mpsc::UnboundedSender<crate::callback::Originate>,
 ) -> anyhow::Result<Services> {
     let tts = match (
         crate::tts::build_provider(&config.tts),
@@ -66,6 +67,12 @@ pub(super) fn services(
         },
     );
     let breakouts = Arc::new(crate::breakout::Breakouts::new(store.clone(), chat.clone()));
+    let callbacks = Arc::new(crate::callback::Callbacks::new(
+        config,
+        store.clone(),
+        originate,
+        http.clone(),
+    ));
     Ok(Services {
         clips,
         tts,
@@ -77,6 +84,7 @@ pub(super) fn services(
         chat,
         switchboard,
         breakouts,
+        callbacks,
         inbound: providers.inbound.clone(),
         flow_set: std::sync::RwLock::new(Arc::new(config.flow_set.clone())),
         public_base_url: config.http.public_base_url(),

@@ -4,6 +4,7 @@
 //! Call control lives in the same task as the sans-IO endpoint, so neither
 //! needs a lock; the audio loops run on their own threads.
 
+mod callbacks;
 mod flows;
 mod routing;
 mod transfer;
@@ -89,6 +90,8 @@ struct Gateway {
     refers: HashMap<CallId, String>,
     /// REFERs asked for before the caller's ACK arrived.
     refers_waiting: HashMap<CallId, String>,
+    /// Calls we placed for callbacks.
+    callbacks: HashMap<CallId, callbacks::CallbackLeg>,
 }
 
 /// Named prompts rendered by TTS at start and on reload.
@@ -159,8 +162,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         .clip(&PathBuf::from(DEMO_CLIP))
         .context("loading the demo flow's audio")?;
     let hold = std::sync::Arc::new(load_hold_program(&config, &prompts, &mut media)?);
-    let services =
-        std::sync::Arc::new(flows::services(&config, media.clip_cache(), store.clone())?);
+    let (originate_tx, mut originate_rx) = mpsc::unbounded_channel();
+    let services = std::sync::Arc::new(flows::services(
+        &config,
+        media.clip_cache(),
+        store.clone(),
+        originate_tx,
+    )?);
     tokio::spawn(crate::http::serve(
         http_listener,
         crate::http::HttpState {
@@ -201,6 +209,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         transfers: transfer::Transfers::default(),
         refers: HashMap::new(),
         refers_waiting: HashMap::new(),
+        callbacks: HashMap::new(),
     };
     gw.start_registrations(now).await;
     gw.flush();
@@ -222,6 +231,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             hard_stop,
             next_ring,
             gw.transfers.next_deadline(),
+            gw.callbacks.values().filter_map(|c| c.give_up).min(),
         ]
         .into_iter()
         .flatten()
@@ -255,6 +265,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                     gw.flow_request(Instant::now(), call, r);
                 }
             }
+            req = originate_rx.recv() => {
+                if let Some(req) = req {
+                    gw.originate(Instant::now(), req, drain_deadline.is_some() || hard_stop.is_some());
+                }
+            }
             _ = sleep => {}
             _ = telemetry_tick.tick() => gw.export_metrics(Instant::now(), drain_deadline.is_some() || hard_stop.is_some()),
             _ = sigterm.recv() => {
@@ -269,6 +284,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         gw.endpoint.handle_timeout(now);
         gw.answer_due(now);
         gw.transfer_timeouts(now);
+        gw.callback_timeouts(now);
         if drain_deadline.is_some_and(|d| now >= d) {
             drain_deadline = None;
             tracing::info!(
@@ -492,6 +508,9 @@ impl Gateway {
                     self.finish_record(call, &cause);
                     self.agent_ended(now, call, &cause);
                 }
+                Event::CallEstablished { call, media } if self.callbacks.contains_key(&call) => {
+                    self.callback_answered(now, call, media)
+                }
                 Event::CallEstablished { call, media } => {
                     self.refer_when_confirmed(now, call);
                     if let Some(CallMedia::Reserved(..)) = self.calls.get(&call) {
@@ -505,6 +524,7 @@ impl Gateway {
                 Event::MediaChanged { call, media } => self.media_changed(call, &media),
                 Event::CallEnded { call, cause } => {
                     tracing::info!(%call, ?cause, "call ended");
+                    self.callback_ended(call, &cause);
                     self.finish_record(call, &cause);
                     self.end_flow(call);
                     self.caller_ended(now, call);
@@ -521,7 +541,7 @@ impl Gateway {
                     self.flow_signal(call, crate::flow::interp::CallSignal::Dtmf(digit));
                     tracing::debug!(%call, %digit, "DTMF (INFO)");
                 }
-                Event::Progress { .. } => {}
+                Event::Progress { call, status } => self.callback_progress(call, status),
                 Event::ReferAnswered { call, status } => {
                     self.refer_status(now, call, status, false)
                 }
@@ -541,20 +561,14 @@ impl Gateway {
         tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), route = ?route, "incoming call");
         self.records.insert(
             inc.call,
-            CallRecord {
-                call_id: inc.call_id.clone(),
-                direction: "inbound",
-                did: inc.did.clone(),
-                caller: inc.caller.clone(),
-                trunk: inc.trunk.clone(),
-                flow: route.as_ref().map(|r| r.0.clone()),
-                started_at: std::time::SystemTime::now(),
-                answered_at: None,
-                ended_at: std::time::SystemTime::now(),
-                outcome: String::new(),
-                sip_status: None,
-                vars: Default::default(),
-            },
+            CallRecord::starting(
+                inc.call_id.clone(),
+                "inbound",
+                inc.did.clone(),
+                inc.caller.clone(),
+                inc.trunk.clone(),
+                route.as_ref().map(|r| r.0.clone()),
+            ),
         );
         let Some((flow, ring_ms)) = route else {
             let _ = self.endpoint.reject(now, inc.call, 404);
@@ -730,6 +744,9 @@ impl Gateway {
             vars.insert("trunk".into(), r.trunk.clone().unwrap_or_default());
         }
         vars.insert("flow".into(), flow.name.clone());
+        if let Some(leg) = self.callbacks.get(&call) {
+            vars.extend(leg.vars.clone());
+        }
         vars
     }
 

@@ -66,6 +66,42 @@ fn literal_destination(uri: &Uri) -> Option<SocketAddr> {
 }
 
 impl Gateway {
+    /// An INVITE to `target`, through `trunk`'s proxy and credentials when
+    /// given, with an RTP port reserved for it. None: no literal address to
+    /// send to, or no free port.
+    pub(super) fn outgoing_call(
+        &mut self,
+        target: Uri,
+        trunk: Option<&crate::config::TrunkConfig>,
+        from_user: String,
+    ) -> Option<(OutgoingCall, Reservation)> {
+        let proxy = trunk
+            .and_then(|tr| tr.outbound_proxy.as_deref())
+            .and_then(|p| Uri::parse(p).ok());
+        let destination = literal_destination(proxy.as_ref().unwrap_or(&target))?;
+        let reservation = match self.media.reserve() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%e, "outbound call: no RTP port");
+                return None;
+            }
+        };
+        let spec = OutgoingCall {
+            target,
+            destination,
+            transport: match trunk.map(|tr| tr.outbound_transport) {
+                Some(crate::config::TransportName::Tcp) => Transport::Tcp,
+                _ => Transport::Udp,
+            },
+            from_user,
+            from_display: None,
+            local_media: self.local_media(reservation.port),
+            credentials: trunk.and_then(|tr| tr.username.clone().zip(tr.password.clone())),
+            extra_headers: Vec::new(),
+        };
+        Some((spec, reservation))
+    }
+
     pub(super) fn start_transfer(&mut self, now: Instant, caller: CallId, req: TransferRequest) {
         let trunk = req
             .trunk
@@ -120,60 +156,30 @@ impl Gateway {
             tracing::warn!(%caller, "transfer: bad target URI");
             return false;
         };
-        let proxy = trunk
-            .as_ref()
-            .and_then(|tr| tr.outbound_proxy.as_deref())
-            .and_then(|p| Uri::parse(p).ok());
-        let Some(destination) = literal_destination(proxy.as_ref().unwrap_or(&uri)) else {
-            tracing::warn!(%caller, "transfer: target host must be an IP address");
-            return false;
-        };
-        let reservation = match self.media.reserve() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(%caller, %e, "transfer: no RTP port");
-                return false;
-            }
-        };
         let caller_id = trunk
             .as_ref()
             .and_then(|tr| tr.caller_id.clone())
             .or_else(|| self.records.get(&caller).map(|r| r.caller.clone()))
             .unwrap_or_else(|| "crossline".into());
-        let spec = OutgoingCall {
-            target: uri.clone(),
-            destination,
-            transport: match trunk.as_ref().map(|tr| tr.outbound_transport) {
-                Some(crate::config::TransportName::Tcp) => Transport::Tcp,
-                _ => Transport::Udp,
-            },
-            from_user: caller_id.clone(),
-            from_display: None,
-            local_media: self.local_media(reservation.port),
-            credentials: trunk
-                .as_ref()
-                .and_then(|tr| tr.username.clone().zip(tr.password.clone())),
-            extra_headers: Vec::new(),
+        let Some((spec, reservation)) =
+            self.outgoing_call(uri.clone(), trunk.as_ref(), caller_id.clone())
+        else {
+            tracing::warn!(%caller, "transfer: cannot place the call (target host must be an IP address; RTP ports)");
+            return false;
         };
         match self.endpoint.invite(now, spec) {
             Ok(agent) => {
                 tracing::info!(%caller, %agent, "transfer: ringing agent");
                 self.records.insert(
                     agent,
-                    CallRecord {
-                        call_id: String::new(),
-                        direction: "outbound",
-                        did: uri.user.clone().unwrap_or_default(),
-                        caller: caller_id,
-                        trunk: trunk.map(|tr| tr.name),
-                        flow: None,
-                        started_at: std::time::SystemTime::now(),
-                        answered_at: None,
-                        ended_at: std::time::SystemTime::now(),
-                        outcome: String::new(),
-                        sip_status: None,
-                        vars: Default::default(),
-                    },
+                    CallRecord::starting(
+                        String::new(),
+                        "outbound",
+                        uri.user.clone().unwrap_or_default(),
+                        caller_id,
+                        trunk.map(|tr| tr.name),
+                        None,
+                    ),
                 );
                 self.transfers.legs.insert(
                     agent,
@@ -285,6 +291,7 @@ impl Gateway {
             self.media.set_source(caller.0, Source::Silence);
             self.transfers.by_caller.remove(&caller);
             self.flow_signal(caller, CallSignal::Transfer(TransferEvent::AgentHungUp));
+            self.hang_up_without_flow(now, caller);
             return;
         }
         t.ringing.retain(|(c, _, _)| *c != agent);
@@ -311,6 +318,15 @@ impl Gateway {
                 caller,
                 CallSignal::Transfer(TransferEvent::Failed { status }),
             );
+            self.hang_up_without_flow(Instant::now(), caller);
+        }
+    }
+
+    /// A transfer no flow asked for (a callback to a target) is all the
+    /// call does: when it is over, so is the call.
+    fn hang_up_without_flow(&mut self, now: Instant, caller: CallId) {
+        if !self.flows.contains_key(&caller) {
+            let _ = self.endpoint.hangup(now, caller);
         }
     }
 

@@ -30,6 +30,34 @@ pub struct CallRecord {
     pub vars: std::collections::BTreeMap<String, String>,
 }
 
+impl CallRecord {
+    /// A call just starting: times now, no outcome yet.
+    pub fn starting(
+        call_id: String,
+        direction: &'static str,
+        did: String,
+        caller: String,
+        trunk: Option<String>,
+        flow: Option<String>,
+    ) -> CallRecord {
+        let now = SystemTime::now();
+        CallRecord {
+            call_id,
+            direction,
+            did,
+            caller,
+            trunk,
+            flow,
+            started_at: now,
+            answered_at: None,
+            ended_at: now,
+            outcome: String::new(),
+            sip_status: None,
+            vars: Default::default(),
+        }
+    }
+}
+
 /// A chat conversation (web today; SMS and WhatsApp bind to it later).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationRecord {
@@ -270,6 +298,56 @@ pub enum StoreError {
 
 /// What the gateway needs from storage. Writes are fire-and-forget from the
 /// signalling task's point of view: implementations queue them.
+/// A call placed to a visitor (a callback / escalation to call).
+#[derive(Clone, PartialEq)]
+pub struct CallbackRecord {
+    pub id: String,
+    /// E.164 when it could be read as a number; else what was typed.
+    pub phone: String,
+    /// As the visitor typed it.
+    pub phone_raw: String,
+    /// The voice flow run once answered, or the SIP target bridged to.
+    pub flow: Option<String>,
+    pub target: Option<String>,
+    /// Caller-supplied context (JSON object).
+    pub context: String,
+    /// Who asked: "operator", "admin", or "flow:<chat flow>".
+    pub requested_by: String,
+    /// The chat it came from, and that chat's flow (the "bot").
+    pub conversation_id: Option<String>,
+    pub bot: Option<String>,
+    /// queued, ringing, answered, failed or completed.
+    pub state: String,
+    pub sip_status: Option<u16>,
+    pub reason: Option<String>,
+    pub consent_id: Option<String>,
+    pub created_at: SystemTime,
+    pub ringing_at: Option<SystemTime>,
+    pub answered_at: Option<SystemTime>,
+    pub ended_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for CallbackRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackRecord")
+            .field("id", &self.id)
+            .field("phone", &crate::mask::phone(&self.phone))
+            .field("state", &self.state)
+            .field("sip_status", &self.sip_status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which callbacks a report wants.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackFilter {
+    pub bot: Option<String>,
+    pub flow: Option<String>,
+    pub from: Option<SystemTime>,
+    pub to: Option<SystemTime>,
+    pub limit: usize,
+}
+
 pub trait Store: Send + Sync {
     fn record_call(&self, record: CallRecord) -> Result<(), StoreError>;
     /// Records for one Call-ID (tests, the API).
@@ -333,6 +411,11 @@ pub trait Store: Send + Sync {
     fn set_opt_out(&self, channel: &str, address: &str, opted_out: bool) -> Result<(), StoreError>;
     /// Every address opted out on `channel`.
     fn opted_out(&self, channel: &str) -> Result<Vec<String>, StoreError>;
+    /// Insert or update a callback (each status change rewrites it).
+    fn upsert_callback(&self, record: CallbackRecord) -> Result<(), StoreError>;
+    fn callback(&self, id: &str) -> Result<Option<CallbackRecord>, StoreError>;
+    /// Newest first.
+    fn callbacks(&self, filter: &CallbackFilter) -> Result<Vec<CallbackRecord>, StoreError>;
     /// Block until queued writes are on disk.
     fn flush(&self) -> Result<(), StoreError>;
 }

@@ -11,8 +11,9 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    BindingRecord, BreakoutRecord, CallRecord, ConsentRecord, ConversationRecord, LeadRecord,
-    MessageRecord, SendChannel, SendRecord, SendStatus, Store, StoreError,
+    BindingRecord, BreakoutRecord, CallRecord, CallbackFilter, CallbackRecord, ConsentRecord,
+    ConversationRecord, LeadRecord, MessageRecord, SendChannel, SendRecord, SendStatus, Store,
+    StoreError,
 };
 
 /// Each entry moves the schema one version forward; never edit a shipped one.
@@ -135,6 +136,27 @@ const MIGRATIONS: &[&str] = &[
         changed_at_ms INTEGER NOT NULL,
         PRIMARY KEY (channel, address)
     );",
+    // 5: callbacks (escalations from chat to a call).
+    "CREATE TABLE callbacks (
+        id TEXT PRIMARY KEY,
+        phone TEXT NOT NULL,
+        phone_raw TEXT NOT NULL,
+        flow TEXT,
+        target TEXT,
+        context TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        conversation_id TEXT,
+        bot TEXT,
+        state TEXT NOT NULL,
+        sip_status INTEGER,
+        reason TEXT,
+        consent_id TEXT,
+        created_at_ms INTEGER NOT NULL,
+        ringing_at_ms INTEGER,
+        answered_at_ms INTEGER,
+        ended_at_ms INTEGER
+    );
+    CREATE INDEX callbacks_created ON callbacks(created_at_ms);",
 ];
 
 enum Job {
@@ -316,6 +338,33 @@ impl SqliteStore {
         let rows = stmt.query_map(params, row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+}
+
+const CALLBACK_COLUMNS: &str = "id, phone, phone_raw, flow, target, context, requested_by,
+    conversation_id, bot, state, sip_status, reason, consent_id, created_at_ms, ringing_at_ms,
+    answered_at_ms, ended_at_ms";
+
+fn callback_row(r: &Row<'_>) -> rusqlite::Result<CallbackRecord> {
+    let opt_time = |v: Option<i64>| v.map(from_ms);
+    Ok(CallbackRecord {
+        id: r.get(0)?,
+        phone: r.get(1)?,
+        phone_raw: r.get(2)?,
+        flow: r.get(3)?,
+        target: r.get(4)?,
+        context: r.get(5)?,
+        requested_by: r.get(6)?,
+        conversation_id: r.get(7)?,
+        bot: r.get(8)?,
+        state: r.get(9)?,
+        sip_status: r.get(10)?,
+        reason: r.get(11)?,
+        consent_id: r.get(12)?,
+        created_at: from_ms(r.get(13)?),
+        ringing_at: opt_time(r.get(14)?),
+        answered_at: opt_time(r.get(15)?),
+        ended_at: opt_time(r.get(16)?),
+    })
 }
 
 fn lead_row(r: &Row<'_>) -> rusqlite::Result<LeadRecord> {
@@ -811,6 +860,60 @@ impl Store for SqliteStore {
         )
     }
 
+    fn upsert_callback(&self, r: CallbackRecord) -> Result<(), StoreError> {
+        self.send(Job::Exec(
+            "INSERT OR REPLACE INTO callbacks (id, phone, phone_raw, flow, target, context,
+                requested_by, conversation_id, bot, state, sip_status, reason, consent_id,
+                created_at_ms, ringing_at_ms, answered_at_ms, ended_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            vec![
+                r.id.into(),
+                r.phone.into(),
+                r.phone_raw.into(),
+                opt_text(r.flow),
+                opt_text(r.target),
+                r.context.into(),
+                r.requested_by.into(),
+                opt_text(r.conversation_id),
+                opt_text(r.bot),
+                r.state.into(),
+                r.sip_status
+                    .map_or(Value::Null, |s| Value::Integer(i64::from(s))),
+                opt_text(r.reason),
+                opt_text(r.consent_id),
+                ms(r.created_at).into(),
+                opt_ms(r.ringing_at),
+                opt_ms(r.answered_at),
+                opt_ms(r.ended_at),
+            ],
+        ))
+    }
+
+    fn callback(&self, id: &str) -> Result<Option<CallbackRecord>, StoreError> {
+        Ok(self
+            .query(
+                &format!("SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE id = ?1"),
+                [id],
+                callback_row,
+            )?
+            .pop())
+    }
+
+    fn callbacks(&self, f: &CallbackFilter) -> Result<Vec<CallbackRecord>, StoreError> {
+        let from = f.from.map_or(i64::MIN, ms);
+        let to = f.to.map_or(i64::MAX, ms);
+        self.query(
+            &format!(
+                "SELECT {CALLBACK_COLUMNS} FROM callbacks
+                 WHERE (?1 IS NULL OR bot = ?1) AND (?2 IS NULL OR flow = ?2 OR target = ?2)
+                   AND created_at_ms >= ?3 AND created_at_ms < ?4
+                 ORDER BY created_at_ms DESC LIMIT ?5"
+            ),
+            rusqlite::params![f.bot, f.flow, from, to, f.limit as i64],
+            callback_row,
+        )
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel();
         self.send(Job::Flush(tx))?;
@@ -936,6 +1039,7 @@ mod tests {
             tables(&conn),
             vec![
                 "breakouts",
+                "callbacks",
                 "calls",
                 "consents",
                 "conversation_bindings",

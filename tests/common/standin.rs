@@ -153,3 +153,24 @@ pub fn wait_seen(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// HMAC-SHA1, as Twilio signs its webhooks; computed here, apart from the
+/// gateway's code, so a test signs and checks independently.
+pub fn hmac_sha1(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Lowercase hex HMAC-SHA256, as Meta and our own webhooks sign.
+pub fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(data);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -26,6 +26,23 @@
     reconnect: 'Reconnect',
   };
   const ROLES = { bot: 'Bot', visitor: 'Visitor', agent: 'Operator', system: 'System' };
+  // Callback outcomes (src/callback/mod.rs `outcome`), in the filter's order,
+  // with the badge kind each one gets.
+  const OUTCOMES = {
+    queued: { label: 'Queued', kind: 'neutral' },
+    ringing: { label: 'Ringing', kind: 'neutral' },
+    answered: { label: 'Answered', kind: 'success' },
+    completed: { label: 'Completed', kind: 'success' },
+    invalid_number: { label: 'Invalid number', kind: 'danger' },
+    busy: { label: 'Busy', kind: 'warning' },
+    declined: { label: 'Declined', kind: 'warning' },
+    no_answer: { label: 'No answer', kind: 'warning' },
+    failed: { label: 'Failed', kind: 'danger' },
+  };
+  const ESCALATIONS_PATH = '/v1/reports/escalations';
+  // The server's default page size: a full page means there may be more.
+  const ESCALATIONS_LIMIT = 1000;
+  const TABS = ['conversations', 'leads', 'escalations'];
 
   // ---- state ----
   const state = {
@@ -42,10 +59,14 @@
     // store, which can be a write behind a live conversation, so these fill
     // in whatever it hasn't got yet.
     heard: new Map(), // id -> [message]
+    escalations: [],
+    escLoaded: false, // fetched at least once since sign-in
+    escToken: 0, // guards against a slow report landing after a newer one
   };
   const HEARD_PER_CONVERSATION = 400;
   const HEARD_CONVERSATIONS = 200;
   let leadsTimer = 0;
+  let escTimer = 0;
 
   function remember(id, m) {
     let list = state.heard.get(id);
@@ -281,6 +302,7 @@
     setAuth('out');
     stopSocket();
     clearTimeout(leadsTimer);
+    clearTimeout(escTimer);
     resetData();
     clearConsoleError();
     $('login-error').textContent =
@@ -300,8 +322,19 @@
     state.seqs.clear();
     state.heard.clear();
     state.loadToken++;
+    state.escalations = [];
+    state.escLoaded = false;
+    state.escToken++;
     $('conversations').textContent = '';
     $('leads').textContent = '';
+    escBody.textContent = '';
+    $('escalations-summary').textContent = '';
+    $('escalations-empty').hidden = true;
+    $('esc-error').textContent = '';
+    $('esc-to').removeAttribute('aria-invalid');
+    // The next operator starts from a clean report.
+    $('escalation-filters').reset();
+    updateCsvLink();
     $('transcript').textContent = '';
     $('conv-view').hidden = true;
     $('empty-detail').hidden = false;
@@ -313,7 +346,9 @@
     $('login-error').textContent = '';
     clearConsoleError();
     startSocket();
-    await Promise.all([loadConversations(), loadLeads()]);
+    const loads = [loadConversations(), loadLeads()];
+    if (body.dataset.tab === 'escalations') loads.push(loadEscalations());
+    await Promise.all(loads);
   }
 
   $('login').addEventListener('submit', async (ev) => {
@@ -824,6 +859,7 @@
       if (again) {
         loadConversations();
         loadLeads();
+        if (state.escLoaded) loadEscalations();
       }
     };
 
@@ -890,6 +926,11 @@
       // A chat that starts or ends may have left a lead behind.
       clearTimeout(leadsTimer);
       leadsTimer = setTimeout(loadLeads, 1500);
+      // ...or come from (or lead to) a callback: refresh the report if it's in view.
+      if (body.dataset.tab === 'escalations' && state.escLoaded) {
+        clearTimeout(escTimer);
+        escTimer = setTimeout(loadEscalations, 2000);
+      }
       return;
     }
     if (f.type !== 'event' || !f.conversation || !f.event) return;
@@ -1121,27 +1162,230 @@
 
   $('refresh-leads').addEventListener('click', () => loadLeads());
 
+  // ---- escalations (callbacks report) ----
+
+  const escBody = $('escalations').tBodies[0];
+  const escForm = $('escalation-filters');
+
+  // The report's query for what the filter form says now; null (with the
+  // reason shown) when it can't be asked.
+  function escQuery() {
+    const p = new URLSearchParams();
+    const bot = $('esc-bot').value.trim();
+    const flow = $('esc-flow').value.trim();
+    const from = $('esc-from').value;
+    const to = $('esc-to').value;
+    const outcome = $('esc-outcome').value;
+    if (bot) p.set('bot', bot);
+    if (flow) p.set('flow', flow);
+    if (from) p.set('from', from);
+    if (to) p.set('to', to);
+    if (outcome && OUTCOMES[outcome]) p.set('outcome', outcome);
+    return p;
+  }
+
+  // "From" after "To" matches nothing: say so rather than show an empty report.
+  function escValid() {
+    const from = $('esc-from').value;
+    const to = $('esc-to').value;
+    const bad = from && to && from > to;
+    $('esc-error').textContent = bad ? '"From" is after "To": pick a From date on or before the To date.' : '';
+    if (bad) $('esc-to').setAttribute('aria-invalid', 'true');
+    else $('esc-to').removeAttribute('aria-invalid');
+    return !bad;
+  }
+
+  function updateCsvLink() {
+    const p = escQuery();
+    p.set('format', 'csv');
+    $('esc-csv').href = ESCALATIONS_PATH + '?' + p.toString();
+  }
+
+  async function loadEscalations() {
+    clearTimeout(escTimer);
+    if (!escValid()) return;
+    const token = ++state.escToken;
+    const q = escQuery().toString();
+    const table = $('escalations');
+    table.setAttribute('aria-busy', 'true');
+    if (!state.escLoaded) $('escalations-summary').textContent = 'Loading…';
+    try {
+      const data = await api('GET', ESCALATIONS_PATH + (q ? '?' + q : ''));
+      if (token !== state.escToken) return;
+      state.escalations = data && Array.isArray(data.escalations) ? data.escalations : [];
+      state.escLoaded = true;
+      renderEscalations();
+    } catch (err) {
+      if (token !== state.escToken) return;
+      // Keep the last good report on screen; drop only the "Loading…".
+      if (!state.escLoaded) $('escalations-summary').textContent = '';
+      report('Could not load escalations: ', err);
+    } finally {
+      if (token === state.escToken) table.removeAttribute('aria-busy');
+    }
+  }
+
+  function escSummary(rows) {
+    const counts = new Map();
+    for (const r of rows) {
+      const o = OUTCOMES[r.outcome] ? r.outcome : 'failed';
+      counts.set(o, (counts.get(o) || 0) + 1);
+    }
+    const order = Object.keys(OUTCOMES);
+    const parts = [rows.length + (rows.length === 1 ? ' escalation' : ' escalations')];
+    for (const [o, n] of Array.from(counts).sort((a, b) => b[1] - a[1] || order.indexOf(a[0]) - order.indexOf(b[0]))) {
+      parts.push(n + ' ' + OUTCOMES[o].label.toLowerCase());
+    }
+    let text = parts.join(' · ');
+    if (rows.length >= ESCALATIONS_LIMIT) text += ' (the newest ' + ESCALATIONS_LIMIT + '; narrow the filters for more)';
+    return text;
+  }
+
+  function renderEscalations() {
+    // A refresh rebuilds the rows: keep keyboard focus on the same row's button.
+    const active = document.activeElement;
+    const focusedRow = active && escBody.contains(active) ? active.closest('tr.escalation') : null;
+    const focusedId = focusedRow ? focusedRow.dataset.id : null;
+
+    const rows = state.escalations.filter((r) => r && r.id);
+    const frag = document.createDocumentFragment();
+    for (const r of rows) frag.appendChild(escalationRow(r));
+    escBody.textContent = '';
+    escBody.appendChild(frag);
+    $('escalations-empty').hidden = rows.length > 0;
+    $('escalations-summary').textContent = escSummary(rows);
+
+    if (focusedId !== null) {
+      const row = escBody.querySelector('tr.escalation[data-id="' + cssEscape(focusedId) + '"]');
+      const target = row && row.querySelector('button');
+      if (target) target.focus({ preventScroll: true });
+    }
+  }
+
+  function none() {
+    // A dash to see, a word to hear.
+    const s = el('span', 'na');
+    const dash = el('span', null, '—');
+    dash.setAttribute('aria-hidden', 'true');
+    s.appendChild(dash);
+    s.appendChild(el('span', 'visually-hidden', 'none'));
+    return s;
+  }
+
+  function secsCell(v) {
+    const td = el('td', 'num');
+    v = num(v);
+    if (v === null) td.appendChild(none());
+    else td.textContent = v.toFixed(1);
+    return td;
+  }
+
+  function outcomeBadge(outcome) {
+    const o = OUTCOMES[outcome];
+    const b = el('span', 'badge outcome outcome-' + (o ? o.kind : 'neutral'), o ? o.label : String(outcome || 'Unknown'));
+    b.dataset.outcome = String(outcome || '');
+    return b;
+  }
+
+  function escalationRow(r) {
+    const tr = el('tr', 'escalation');
+    tr.dataset.id = String(r.id);
+    tr.dataset.outcome = String(r.outcome || '');
+
+    const when = el('td', 'esc-when');
+    when.appendChild(timeEl(r.created_at, fullDate(r.created_at)));
+    tr.appendChild(when);
+
+    const bot = el('td', 'esc-bot');
+    if (r.bot) bot.textContent = r.bot;
+    else bot.appendChild(none());
+    tr.appendChild(bot);
+
+    const route = el('td', 'esc-route');
+    if (r.flow) route.appendChild(el('span', 'esc-flow', r.flow));
+    if (r.target) {
+      if (r.flow) route.appendChild(document.createTextNode(' '));
+      route.appendChild(el('span', r.flow ? 'esc-target muted' : 'esc-target', (r.flow ? '→ ' : '') + r.target));
+    }
+    if (!r.flow && !r.target) route.appendChild(none());
+    tr.appendChild(route);
+
+    const phone = el('td', 'esc-phone');
+    if (r.phone) phone.textContent = r.phone;
+    else phone.appendChild(none());
+    tr.appendChild(phone);
+
+    const outcome = el('td', 'esc-outcome');
+    outcome.appendChild(outcomeBadge(r.outcome));
+    if (r.reason && r.reason !== r.outcome) outcome.appendChild(el('span', 'esc-reason', String(r.reason).replace(/_/g, ' ')));
+    tr.appendChild(outcome);
+
+    const sip = el('td', 'num esc-sip');
+    if (num(r.sip_status) !== null) sip.textContent = String(r.sip_status);
+    else sip.appendChild(none());
+    tr.appendChild(sip);
+
+    tr.appendChild(secsCell(r.wait_secs));
+    tr.appendChild(secsCell(r.talk_secs));
+
+    const chat = el('td', 'esc-chat');
+    if (r.conversation_id) {
+      const open = el('button', 'btn btn-small btn-quiet open-conv', 'Open chat');
+      open.type = 'button';
+      open.setAttribute('aria-label', 'Open chat of the escalation to ' + (r.phone || 'the visitor') + ', ' + fullDate(r.created_at));
+      open.addEventListener('click', () => {
+        showTab('conversations');
+        select(r.conversation_id);
+        transcript.focus({ preventScroll: true });
+      });
+      chat.appendChild(open);
+    }
+    tr.appendChild(chat);
+    return tr;
+  }
+
+  escForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    loadEscalations();
+  });
+  escForm.addEventListener('input', () => {
+    updateCsvLink();
+    if ($('esc-error').textContent) escValid();
+  });
+  escForm.addEventListener('change', updateCsvLink);
+  $('esc-csv').addEventListener('click', (e) => {
+    updateCsvLink();
+    if (!escValid()) e.preventDefault();
+  });
+  $('esc-refresh').addEventListener('click', () => loadEscalations());
+  updateCsvLink();
+
   // ---- tabs ----
 
   function showTab(name) {
+    if (!TABS.includes(name)) return;
     body.dataset.tab = name;
-    for (const [tab, panel] of [
-      ['tab-conversations', 'panel-conversations'],
-      ['tab-leads', 'panel-leads'],
-    ]) {
-      const on = tab === 'tab-' + name;
-      $(tab).setAttribute('aria-selected', on ? 'true' : 'false');
-      $(tab).tabIndex = on ? 0 : -1;
-      $(panel).hidden = !on;
+    for (const t of TABS) {
+      const on = t === name;
+      const tab = $('tab-' + t);
+      tab.setAttribute('aria-selected', on ? 'true' : 'false');
+      tab.tabIndex = on ? 0 : -1;
+      $('panel-' + t).hidden = !on;
     }
-    if (name === 'leads') body.dataset.view = 'list';
+    if (name !== 'conversations') body.dataset.view = 'list';
+    // The report is fetched when first looked at, not at sign-in.
+    if (name === 'escalations' && !state.escLoaded && body.dataset.auth === 'in') loadEscalations();
   }
-  $('tab-conversations').addEventListener('click', () => showTab('conversations'));
-  $('tab-leads').addEventListener('click', () => showTab('leads'));
-  // Arrow keys move between tabs, as the tabs pattern expects.
+  for (const t of TABS) $('tab-' + t).addEventListener('click', () => showTab(t));
+  // Arrow keys (and Home/End) move between tabs, as the tabs pattern expects.
   document.querySelector('.tabs').addEventListener('keydown', (e) => {
-    if (e.key !== 'ArrowLeft' && e.key !== 'ArrowRight') return;
-    const next = body.dataset.tab === 'leads' ? 'conversations' : 'leads';
+    const i = Math.max(0, TABS.indexOf(body.dataset.tab));
+    let next;
+    if (e.key === 'ArrowRight') next = TABS[(i + 1) % TABS.length];
+    else if (e.key === 'ArrowLeft') next = TABS[(i - 1 + TABS.length) % TABS.length];
+    else if (e.key === 'Home') next = TABS[0];
+    else if (e.key === 'End') next = TABS[TABS.length - 1];
+    else return;
     showTab(next);
     $('tab-' + next).focus();
     e.preventDefault();

@@ -6,6 +6,14 @@ use crate::flow::interp::{Ended, FlowCx, Next};
 use crate::flow::model::ChoiceNode;
 use crate::flow::template::render;
 
+/// Which choice an answer means: its value, or a label typed (any case).
+pub(crate) fn pick(choices: &[Choice], raw: &str) -> Option<usize> {
+    let raw = raw.trim();
+    choices.iter().position(|c| {
+        c.value == raw || c.value.eq_ignore_ascii_case(raw) || c.label.eq_ignore_ascii_case(raw)
+    })
+}
+
 pub async fn run(node: &ChoiceNode, cx: &mut FlowCx) -> Result<Next, Ended> {
     let choices: Vec<Choice> = node
         .choices
@@ -31,10 +39,7 @@ pub async fn run(node: &ChoiceNode, cx: &mut FlowCx) -> Result<Next, Ended> {
             VisitorInput::Answer { value, .. } => value,
             VisitorInput::Text(t) => t,
         };
-        let raw = raw.trim();
-        let picked = choices.iter().position(|c| {
-            c.value == raw || c.value.eq_ignore_ascii_case(raw) || c.label.eq_ignore_ascii_case(raw)
-        });
+        let picked = pick(&choices, &raw);
         if let (Some(i), Some(option)) = (picked, picked.and_then(|i| node.choices.get(i))) {
             let value = choices.get(i).map(|c| c.value.clone()).unwrap_or_default();
             cx.vars.insert(node.var.clone(), value);

@@ -5,6 +5,7 @@ pub mod branch;
 pub mod breakout;
 pub mod breakout_return;
 pub mod choice;
+pub mod escalate;
 pub mod gather;
 pub mod handoff;
 pub mod hangup;
