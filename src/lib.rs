@@ -20,3 +20,4 @@ pub mod sip;
 pub mod store;
 pub mod telemetry;
 pub mod tts;
+pub mod webrtc;

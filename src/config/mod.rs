@@ -127,10 +127,11 @@ impl Config {
                 "messaging" => sink.section(name, value, &mut config.messaging),
                 "chat" => sink.section(name, value, &mut config.chat),
                 "callbacks" => sink.section(name, value, &mut config.callbacks),
+                "webrtc" => sink.section(name, value, &mut config.webrtc),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc".into(),
                 ),
             }
         }
@@ -469,6 +470,30 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             ),
             Some(_) => {}
         }
+    }
+    let w = &config.webrtc;
+    if w.opus_complexity > 10 {
+        err(
+            &["webrtc", "opus_complexity"],
+            "must be between 0 and 10".into(),
+        );
+    }
+    if w.did.is_empty()
+        || !w
+            .did
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-_.".contains(c))
+    {
+        err(
+            &["webrtc", "did"],
+            "must be a non-empty SIP user part (letters, digits, + - _ .)".into(),
+        );
+    }
+    if w.enabled && config.sip.udp.is_empty() {
+        err(
+            &["webrtc", "enabled"],
+            "web calls reach the gateway over SIP/UDP: add a [sip] udp listener".into(),
+        );
     }
     let cb = &config.callbacks;
     if let Some(name) = &cb.trunk {

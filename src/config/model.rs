@@ -24,6 +24,7 @@ pub struct Config {
     pub messaging: crate::messaging::MessagingConfig,
     pub chat: ChatConfig,
     pub callbacks: CallbacksConfig,
+    pub webrtc: crate::webrtc::WebRtcConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

@@ -93,6 +93,8 @@ pub struct Services {
     pub switchboard: Arc<crate::chat::Switchboard>,
     pub breakouts: Arc<crate::breakout::Breakouts>,
     pub callbacks: Arc<crate::callback::Callbacks>,
+    /// Browser calls (WebRTC); None when `[webrtc] enabled = false`.
+    pub webcalls: Option<Arc<crate::webrtc::WebCalls>>,
     /// What inbound webhooks are checked against.
     pub inbound: crate::messaging::InboundKeys,
     /// The flows, replaced on reload; a running flow keeps its own `Arc`.

@@ -86,7 +86,9 @@ pub fn router() -> Router<HttpState> {
             "/chat",
             get(|| async { axum::response::Redirect::permanent("/chat/") }),
         )
-        .route("/chat/ws", get(socket));
+        .route("/chat/ws", get(socket))
+        .route("/chat/call", axum::routing::post(start_call))
+        .route("/chat/call/{id}", axum::routing::delete(end_call));
     for &(path, content_type, cache, bytes) in ASSETS {
         r = r.route(
             path,
@@ -152,6 +154,14 @@ fn chat_page(state: &HttpState, conversation: &str, set_cookies: &[String]) -> R
     let html = CHAT_HTML
         .replace("__CONVERSATION_ID__", conversation)
         .replace("__CHANNELS__", &channels.join(","))
+        .replace(
+            "__WEBRTC__",
+            if state.services.webcalls.is_some() {
+                "on"
+            } else {
+                "off"
+            },
+        )
         .replace("__TITLE__", &html_escape(&state.chat_title));
     let mut r = html.into_response();
     page_headers(&mut r);
@@ -288,6 +298,85 @@ async fn socket(
             serve_socket(socket, conv, state.services.switchboard.clone())
         }),
         Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// A browser's call (WHIP-style): the SDP offer in, the answer out. Only
+/// the browser that owns the conversation may call from it.
+async fn start_call(
+    State(state): State<HttpState>,
+    Query(q): Query<SocketQuery>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !super::same_origin(&headers, &state.services.public_base_url) {
+        return (StatusCode::FORBIDDEN, "cross-site call refused").into_response();
+    }
+    let Some(calls) = state.services.webcalls.clone() else {
+        return (StatusCode::NOT_FOUND, "web calls are turned off").into_response();
+    };
+    let jar = cookies(&headers);
+    let owned = state.services.chat.get(&q.c).is_some_and(|conv| {
+        jar.get(&key_cookie(&conv.id))
+            .is_some_and(|k| conv.key_matches(k))
+    });
+    if !owned {
+        metrics::counter!("crossline_http_auth_failures_total", "reason" => "chat_key")
+            .increment(1);
+        return (StatusCode::FORBIDDEN, "not your conversation").into_response();
+    }
+    let Ok(offer) = std::str::from_utf8(&body) else {
+        return (StatusCode::BAD_REQUEST, "the offer must be SDP text").into_response();
+    };
+    if offer.len() > 64 * 1024 {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "offer too large").into_response();
+    }
+    match calls.answer(offer, Some(q.c.clone())).await {
+        Ok((id, answer)) => {
+            let mut r = (StatusCode::CREATED, answer).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Ok(v) = HeaderValue::from_str(&format!("/chat/call/{id}")) {
+                h.insert(header::LOCATION, v);
+            }
+            r
+        }
+        Err(crate::webrtc::WebRtcError::BadOffer(e)) => (
+            StatusCode::BAD_REQUEST,
+            format!("not a usable SDP offer: {e}"),
+        )
+            .into_response(),
+        Err(crate::webrtc::WebRtcError::Busy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many calls right now; please try again later",
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "web call refused");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the call could not be started",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn end_call(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !super::same_origin(&headers, &state.services.public_base_url) {
+        return (StatusCode::FORBIDDEN, "cross-site hang-up refused").into_response();
+    }
+    match state.services.webcalls.as_ref().map(|c| c.hang_up(&id)) {
+        Some(true) => StatusCode::NO_CONTENT.into_response(),
+        _ => (StatusCode::NOT_FOUND, "no such call").into_response(),
     }
 }
 

@@ -85,6 +85,7 @@ pub(super) fn services(
         switchboard,
         breakouts,
         callbacks,
+        webcalls: crate::webrtc::WebCalls::new(config),
         inbound: providers.inbound.clone(),
         flow_set: std::sync::RwLock::new(Arc::new(config.flow_set.clone())),
         public_base_url: config.http.public_base_url(),

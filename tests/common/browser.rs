@@ -25,18 +25,26 @@ pub fn artifacts_dir(test: &str) -> PathBuf {
 impl Browser {
     /// Chromium emulating a 390x844 phone (3x pixels, touch, mobile UA).
     pub fn phone() -> Browser {
-        Browser::launch(Some(serde_json::json!({
-            "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true },
-            "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Mobile Safari/537.36"
-        })))
+        Browser::phone_with(&[])
+    }
+
+    /// A phone with extra Chromium switches (fake microphone and so on).
+    pub fn phone_with(extra: &[String]) -> Browser {
+        Browser::launch(
+            extra,
+            Some(serde_json::json!({
+                "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true },
+                "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Mobile Safari/537.36"
+            })),
+        )
     }
 
     /// Chromium in a 1280x800 desktop window (the operator's console).
     pub fn desktop() -> Browser {
-        Browser::launch(None)
+        Browser::launch(&[], None)
     }
 
-    fn launch(mobile: Option<serde_json::Value>) -> Browser {
+    fn launch(extra: &[String], mobile: Option<serde_json::Value>) -> Browser {
         super::require("chromium", "chromium");
         super::require("chromedriver", "chromium-driver");
         let port = super::free_port();
@@ -64,6 +72,9 @@ impl Browser {
         });
         if let Some(mobile) = mobile {
             options["mobileEmulation"] = mobile;
+        }
+        if let Some(args) = options["args"].as_array_mut() {
+            args.extend(extra.iter().map(|a| serde_json::Value::String(a.clone())));
         }
         let caps = serde_json::json!({ "goog:chromeOptions": options });
         let serde_json::Value::Object(caps) = caps else {

@@ -762,6 +762,424 @@
     updateSwitchUi();
   }
 
+  // ---- web call ("Call us"): WebRTC audio, WHIP-style signalling over HTTP ----
+  //
+  // POST /chat/call?c=<id> with the complete SDP offer (no trickle ICE); the answer
+  // comes back with a Location to DELETE on hang-up. The chat cookie authenticates.
+
+  const callUsBtn = $('call-us');
+  const callPanel = $('call-panel');
+  const callStatus = $('call-status');
+  const callTime = $('call-time');
+  const callMute = $('call-mute');
+  const callHangup = $('call-hangup');
+  const callClose = $('call-close');
+  const callAudio = $('call-audio');
+
+  const webrtcMeta = document.querySelector('meta[name="crossline-webrtc"]');
+  const webrtcOn = !!webrtcMeta && String(webrtcMeta.content || '').trim().toLowerCase() === 'on';
+  const webrtcSupported = typeof window.RTCPeerConnection === 'function';
+
+  // Non-trickle: the offer goes out once gathering is done, or after this long with what we have.
+  const ICE_GATHER_TIMEOUT_MS = 2000;
+  // Media that hasn't connected after this long won't: give the visitor a clear answer.
+  const CALL_CONNECT_TIMEOUT_MS = 20000;
+  // Server error bodies are shown to the visitor; keep a runaway one readable.
+  const CALL_ERROR_MAX = 300;
+
+  // For browser tests: the live RTCPeerConnection (getStats), or null.
+  const callHandle = { pc: null };
+  window.crosslineCall = callHandle;
+
+  let call = null; // { pc, stream, location, deleted, ended, connected, startedAt, connectTimer, ticker }
+  let callState = 'idle'; // idle | connecting | connected | ended
+  let callMuted = false;
+
+  function setCallStatus(text, isError) {
+    // Errors interrupt (alert); progress is polite. Role first, so the new words use it.
+    const role = isError ? 'alert' : 'status';
+    if (callStatus.getAttribute('role') !== role) {
+      callStatus.setAttribute('role', role);
+      callStatus.setAttribute('aria-live', isError ? 'assertive' : 'polite');
+    }
+    if (isError) callStatus.dataset.kind = 'error';
+    else delete callStatus.dataset.kind;
+    callStatus.textContent = text;
+  }
+
+  function setCallState(state) {
+    callState = state;
+    body.dataset.call = state;
+    updateCallUi();
+  }
+
+  // "Call us" while the chat is open and no call is under way; the panel while there is
+  // a call, or its outcome until the visitor closes it.
+  function updateCallUi() {
+    const busy = callState === 'connecting' || callState === 'connected';
+    callUsBtn.hidden = !(webrtcOn && webrtcSupported && !finished && !busy);
+    callUsBtn.disabled = busy;
+    callUsBtn.setAttribute('aria-expanded', callState === 'idle' ? 'false' : 'true');
+    callPanel.hidden = callState === 'idle';
+    callPanel.dataset.call = callState;
+    callMute.hidden = !busy;
+    callHangup.hidden = !busy;
+    callHangup.disabled = !busy;
+    callClose.hidden = callState !== 'ended';
+    callMute.setAttribute('aria-pressed', callMuted ? 'true' : 'false');
+    callTime.hidden = !(call && call.startedAt);
+  }
+
+  function formatDuration(ms) {
+    const s = Math.max(0, Math.floor(ms / 1000));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const ss = String(s % 60).padStart(2, '0');
+    return h ? h + ':' + String(m).padStart(2, '0') + ':' + ss : m + ':' + ss;
+  }
+
+  function tickCall() {
+    if (!call || !call.startedAt) return;
+    const text = formatDuration(performance.now() - call.startedAt);
+    if (callTime.textContent !== text) callTime.textContent = text;
+  }
+
+  function micErrorText(err) {
+    const name = err && err.name;
+    if (name === 'NotAllowedError' || name === 'PermissionDeniedError' || name === 'SecurityError') {
+      return 'Microphone access was blocked. Allow the microphone for this site in your browser and try again.';
+    }
+    if (name === 'NotFoundError' || name === 'DevicesNotFoundError' || name === 'OverconstrainedError') {
+      return 'No microphone was found. Connect one and try again.';
+    }
+    if (name === 'NotReadableError' || name === 'TrackStartError' || name === 'AbortError') {
+      return 'Your microphone could not be started. It may be in use by another app.';
+    }
+    return 'Your microphone could not be used. Please try again.';
+  }
+
+  // The server's reason, fit to show: text, or JSON {error}.
+  async function callErrorText(res) {
+    let text = '';
+    try {
+      text = (await res.text()).trim();
+    } catch (_) {
+      text = '';
+    }
+    if (text.startsWith('{')) {
+      try {
+        const j = JSON.parse(text);
+        text = j && typeof j.error === 'string' ? j.error.trim() : '';
+      } catch (_) {
+        /* not JSON after all: show it as text */
+      }
+    }
+    if (text.startsWith('<')) text = ''; // an HTML error page from a proxy says nothing useful
+    if (text.length > CALL_ERROR_MAX) text = text.slice(0, CALL_ERROR_MAX) + '…';
+    if (text) return text.charAt(0).toUpperCase() + text.slice(1);
+    if (res.status === 429 || res.status === 503) return 'All our lines are busy. Please try again in a moment.';
+    return 'The call could not be started (error ' + res.status + '). Please try again.';
+  }
+
+  // Resolves once ICE gathering is complete, or after `ms` with the candidates so far.
+  function iceGathered(pc, ms) {
+    return new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') {
+        resolve();
+        return;
+      }
+      let timer = 0;
+      const check = () => {
+        if (pc.iceGatheringState === 'complete') done();
+      };
+      const onCandidate = (e) => {
+        if (!e.candidate) done(); // the end-of-candidates marker
+      };
+      function done() {
+        clearTimeout(timer);
+        pc.removeEventListener('icegatheringstatechange', check);
+        pc.removeEventListener('icecandidate', onCandidate);
+        resolve();
+      }
+      pc.addEventListener('icegatheringstatechange', check);
+      pc.addEventListener('icecandidate', onCandidate);
+      timer = setTimeout(done, ms);
+    });
+  }
+
+  // Only ever DELETE our own origin, whatever the Location says.
+  function sameOriginUrl(value) {
+    if (!value) return null;
+    try {
+      const u = new URL(value, location.href);
+      return u.origin === location.origin ? u.href : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function deleteCall(c) {
+    if (!c.location || c.deleted) return;
+    c.deleted = true;
+    // keepalive lets the request outlive the page (sendBeacon can only POST).
+    fetch(c.location, { method: 'DELETE', credentials: 'same-origin', cache: 'no-store', keepalive: true }).catch(
+      () => {
+        /* the server notices the media stop anyway */
+      }
+    );
+  }
+
+  // Tear down everything local; tell the server unless it is already gone.
+  function releaseCall(c) {
+    clearTimeout(c.connectTimer);
+    clearInterval(c.ticker);
+    if (c.stream) for (const t of c.stream.getTracks()) t.stop();
+    if (c.pc) {
+      c.pc.onconnectionstatechange = null;
+      c.pc.oniceconnectionstatechange = null;
+      c.pc.ontrack = null;
+      try {
+        c.pc.close();
+      } catch (_) {
+        /* already closed */
+      }
+    }
+    deleteCall(c);
+    if (callHandle.pc === c.pc) callHandle.pc = null;
+    if (callAudio.srcObject) {
+      try {
+        callAudio.pause();
+      } catch (_) {
+        /* nothing playing */
+      }
+      callAudio.srcObject = null;
+    }
+  }
+
+  // End the current call with `text` as its outcome (an error is announced as an alert).
+  function endCall(text, isError) {
+    const c = call;
+    if (!c || c.ended) return;
+    c.ended = true;
+    const ae = document.activeElement;
+    const hadFocus = !!ae && (callPanel.contains(ae) || ae === body);
+    releaseCall(c);
+    tickCall(); // the final duration stays on show
+    setCallStatus(text, !!isError);
+    setCallState('ended');
+    // Mute and Hang up are gone: keep keyboard users in the panel rather than lost on <body>.
+    if (hadFocus) callClose.focus({ preventScroll: true });
+  }
+
+  function onConnectionState(c) {
+    if (call !== c || c.ended) return;
+    const pc = c.pc;
+    // connectionState where there is one; older engines only have the ICE state.
+    let st = pc.connectionState;
+    if (!st) {
+      const ice = pc.iceConnectionState;
+      st = ice === 'completed' ? 'connected' : ice;
+    }
+    if (st === 'connected') {
+      if (c.connected) return;
+      c.connected = true;
+      clearTimeout(c.connectTimer);
+      c.startedAt = performance.now();
+      tickCall();
+      c.ticker = setInterval(tickCall, 1000);
+      setCallStatus('Connected', false);
+      setCallState('connected');
+    } else if (st === 'failed' || st === 'disconnected' || st === 'closed') {
+      if (c.connected) endCall('Call ended', false);
+      else endCall('The call could not be connected. Please check your connection and try again.', true);
+    }
+  }
+
+  async function startCall() {
+    if (!webrtcOn || finished || (call && !call.ended)) return;
+    const c = {
+      pc: null,
+      stream: null,
+      location: null,
+      deleted: false,
+      ended: false,
+      connected: false,
+      startedAt: 0,
+      connectTimer: 0,
+      ticker: 0,
+    };
+    call = c;
+    callMuted = false;
+    callTime.textContent = '';
+    const hadFocus = document.activeElement === callUsBtn;
+    setCallStatus('Connecting…', false);
+    setCallState('connecting');
+    // "Call us" hides while the call runs: Mute is the harmless place to land.
+    if (hadFocus) callMute.focus({ preventScroll: true });
+
+    if (!webrtcSupported || !navigator.mediaDevices || typeof navigator.mediaDevices.getUserMedia !== 'function') {
+      endCall(
+        window.isSecureContext === false
+          ? 'Calls need a secure (https) connection to use your microphone.'
+          : 'Your browser cannot make calls. Please try a recent version of Chrome, Firefox, Safari or Edge.',
+        true
+      );
+      return;
+    }
+
+    // The microphone first: besides the obvious, once it is granted browsers offer real
+    // host candidates instead of mDNS names.
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: true },
+      });
+    } catch (err) {
+      console.warn('chat: microphone unavailable', err);
+      endCall(micErrorText(err), true);
+      return;
+    }
+    c.stream = stream;
+    if (c.ended) {
+      releaseCall(c); // hung up while the browser asked for the microphone
+      return;
+    }
+    const track = stream.getAudioTracks()[0];
+    if (!track) {
+      endCall('Your microphone could not be used. Please try again.', true);
+      return;
+    }
+    track.enabled = !callMuted;
+
+    let pc;
+    try {
+      // No STUN/TURN: the gateway is reachable directly, host candidates are enough.
+      pc = new RTCPeerConnection({ iceServers: [] });
+    } catch (err) {
+      console.warn('chat: cannot create RTCPeerConnection', err);
+      endCall('Your browser could not start the call. Please try again.', true);
+      return;
+    }
+    c.pc = pc;
+    callHandle.pc = pc;
+    pc.ontrack = (e) => {
+      if (call !== c || c.ended) return;
+      callAudio.srcObject = e.streams && e.streams[0] ? e.streams[0] : new MediaStream([e.track]);
+      const played = callAudio.play();
+      if (played && typeof played.catch === 'function') {
+        played.catch((err) => console.warn('chat: remote audio did not start', err));
+      }
+    };
+    pc.onconnectionstatechange = () => onConnectionState(c);
+    if (!('connectionState' in pc)) pc.oniceconnectionstatechange = () => onConnectionState(c);
+
+    let offerSdp;
+    try {
+      if (typeof pc.addTransceiver === 'function') {
+        pc.addTransceiver(track, { direction: 'sendrecv', streams: [stream] });
+      } else {
+        pc.addTrack(track, stream);
+      }
+      await pc.setLocalDescription(await pc.createOffer());
+      await iceGathered(pc, ICE_GATHER_TIMEOUT_MS);
+      if (c.ended) return;
+      offerSdp = pc.localDescription && pc.localDescription.sdp;
+      if (!offerSdp) throw new Error('no local description');
+    } catch (err) {
+      console.warn('chat: cannot create the call offer', err);
+      endCall('Your browser could not start the call. Please try again.', true);
+      return;
+    }
+
+    let res;
+    try {
+      res = await fetch('/chat/call?c=' + encodeURIComponent(conversationId), {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/sdp' },
+        body: offerSdp,
+        credentials: 'same-origin',
+        cache: 'no-store',
+      });
+    } catch (err) {
+      console.warn('chat: call request failed', err);
+      endCall('Could not reach us. Please check your connection and try again.', true);
+      return;
+    }
+    if (res.ok) c.location = sameOriginUrl(res.headers.get('Location'));
+    if (c.ended) {
+      deleteCall(c); // hung up while the server was answering: the call it set up must go
+      return;
+    }
+    if (!res.ok) {
+      const text = await callErrorText(res);
+      endCall(text, true);
+      return;
+    }
+
+    try {
+      const answer = await res.text();
+      if (c.ended) return;
+      if (!/^v=0/.test(answer.trim())) throw new Error('the answer is not SDP');
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    } catch (err) {
+      console.warn('chat: bad call answer', err);
+      endCall('The call could not be set up. Please try again.', true);
+      return;
+    }
+    if (c.ended) return;
+    c.connectTimer = setTimeout(() => {
+      if (call === c && !c.connected) {
+        endCall('The call could not be connected. Please check your connection and try again.', true);
+      }
+    }, CALL_CONNECT_TIMEOUT_MS);
+    onConnectionState(c); // in case it is already up
+  }
+
+  callUsBtn.addEventListener('click', () => {
+    if (callUsBtn.hidden || callUsBtn.disabled) return;
+    startCall().catch((err) => {
+      console.error('chat: call failed', err);
+      endCall('Something went wrong with the call. Please try again.', true);
+    });
+  });
+
+  callHangup.addEventListener('click', () => {
+    if (!call || call.ended) return;
+    endCall('Call ended', false);
+  });
+
+  callMute.addEventListener('click', () => {
+    if (!call || call.ended) return;
+    callMuted = !callMuted;
+    if (call.stream) for (const t of call.stream.getAudioTracks()) t.enabled = !callMuted;
+    updateCallUi();
+  });
+
+  callClose.addEventListener('click', () => {
+    if (call && !call.ended) return;
+    const inPanel = callPanel.contains(document.activeElement);
+    call = null;
+    callMuted = false;
+    callTime.textContent = '';
+    setCallStatus('', false);
+    setCallState('idle');
+    if (!inPanel) return;
+    if (!callUsBtn.hidden) callUsBtn.focus({ preventScroll: true });
+    else if (!input.disabled) input.focus({ preventScroll: true });
+  });
+
+  callPanel.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && callState === 'ended') {
+      e.preventDefault();
+      callClose.click();
+    }
+  });
+
+  // Leaving the page hangs up (DELETE with keepalive outlives the page).
+  window.addEventListener('pagehide', () => {
+    if (call && !call.ended) endCall('Call ended', false);
+  });
+
   // ---- protocol ----
 
   function handleEvent(ev) {
@@ -873,6 +1291,7 @@
     clearTimeout(connectTimer);
     setState('closed');
     updateComposer();
+    updateCallUi(); // no new calls; one under way carries on
     if (sock) {
       const s = sock;
       sock = null;
@@ -1033,7 +1452,10 @@
   }
 
   body.dataset.channel = channel;
+  body.dataset.call = callState;
+  body.dataset.webrtc = webrtcOn && webrtcSupported ? 'on' : 'off';
   updateSwitchUi();
+  updateCallUi();
   updateComposer();
   connect();
 })();

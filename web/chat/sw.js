@@ -5,7 +5,7 @@
 'use strict';
 
 // Bump when any shell file changes so old caches are dropped on activate.
-const VERSION = 'v2';
+const VERSION = 'v3';
 const CACHE = 'crossline-chat-shell-' + VERSION;
 const CACHE_PREFIX = 'crossline-chat-shell-';
 

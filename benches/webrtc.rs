@@ -1,0 +1,69 @@
+//! A web call's transcoding per 20 ms frame, both ways: Opus 48 kHz from
+//! the browser to G.711 8 kHz for the gateway (decode, resample, µ-law),
+//! and back (µ-law, resample, Opus encode at the configured complexity).
+//! Legs per core = 20 ms / (uplink + downlink).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use crossline::media::g711::linear_to_ulaw;
+use crossline::webrtc::transcode::{Downlink, Uplink, FRAME_8K};
+
+/// Speech-like 8 kHz µ-law: two tones with a slow wobble, 1 s.
+fn ulaw_second() -> Vec<u8> {
+    (0..8000)
+        .map(|i| {
+            let t = f64::from(i) / 8000.0;
+            let s = (t * 2.0 * std::f64::consts::PI * 310.0).sin() * 6000.0
+                + (t * 2.0 * std::f64::consts::PI * 1270.0).sin() * 3000.0 * (t * 3.0).sin();
+            linear_to_ulaw(s as i16)
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("webrtc");
+    g.throughput(Throughput::Elements(1));
+    let audio = ulaw_second();
+    for complexity in [1u8, 5, 10] {
+        let mut down = Downlink::new(complexity).unwrap();
+        let mut packet = [0u8; 1500];
+        let mut i = 0;
+        g.bench_function(format!("downlink_frame_c{complexity}"), |b| {
+            b.iter(|| {
+                let frame = &audio[(i % 50) * FRAME_8K..(i % 50 + 1) * FRAME_8K];
+                i += 1;
+                black_box(down.push(frame, &mut packet).unwrap())
+            })
+        });
+    }
+    // Opus packets as the browser would send them.
+    let mut enc = Downlink::new(5).unwrap();
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let mut buf = [0u8; 1500];
+    for frame in audio.chunks(FRAME_8K) {
+        let n = enc.push(frame, &mut buf).unwrap();
+        if n > 0 {
+            packets.push(buf[..n].to_vec());
+        }
+    }
+    let mut up = Uplink::new().unwrap();
+    let mut i = 0;
+    g.bench_function("uplink_frame", |b| {
+        b.iter(|| {
+            let p = &packets[i % packets.len()];
+            i += 1;
+            let mut frames = 0;
+            up.push(Some(p), |f| {
+                black_box(f);
+                frames += 1;
+            })
+            .unwrap();
+            black_box(frames)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
