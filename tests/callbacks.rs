@@ -360,8 +360,9 @@ fn refusals_place_no_call() {
 }
 
 /// The chat's escalate_to_call node in a real browser: Phone, the legal
-/// notice, a number the carrier answers 484 to, "correct your number",
-/// a second number that is answered; then the report and its CSV.
+/// notice, a number the carrier answers 484 to, "correct your number"; a
+/// second number that is busy, "try again"; the retry is answered. Then
+/// the report, its filters and CSV, and the console's Escalations tab.
 #[test]
 fn escalation_from_the_chat_corrects_a_refused_number() {
     let trunk_port = free_port();
@@ -408,10 +409,10 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
     assert!(first.ok(), "484 UAS: {}", first.describe());
     b.screenshot(&shots, "correct-your-number");
 
-    // The visitor corrects it; this time the phone answers.
-    let second = std::thread::spawn(move || {
+    // The visitor corrects it; the line is busy: the chat offers a retry.
+    let busy = std::thread::spawn(move || {
         sipp_on(
-            &["-sf", &scenario("uas_answer.xml"), "-m", "1"],
+            &["-sf", &scenario("uas_busy.xml"), "-m", "1"],
             Duration::from_secs(60),
             trunk_port,
             free_port(),
@@ -425,6 +426,30 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
     );
     b.type_into("#composer-input", "+34 622 000 111");
     b.click("#composer-send");
+    b.wait_js(
+        "document.body.innerText.includes(\"We couldn't reach you\")",
+        WAIT,
+        "the unreachable message",
+    );
+    let busy = busy.join().unwrap();
+    assert!(busy.ok(), "busy UAS: {}", busy.describe());
+    b.wait_js(
+        "!!document.querySelector('#choices button[data-value=\"retry\"]')",
+        WAIT,
+        "the Try again button",
+    );
+
+    // Try again: the same number is dialled, and this time it answers.
+    let second = std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &scenario("uas_answer.xml"), "-m", "1"],
+            Duration::from_secs(60),
+            trunk_port,
+            free_port(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    b.click("#choices button[data-value=\"retry\"]");
     b.wait_js(
         "document.body.innerText.includes(\"You're connected\")",
         WAIT,
@@ -444,14 +469,16 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
     let rows = loop {
         let report = get(&s.gw, "/v1/reports/escalations?bot=escalate-test").json();
         let rows = report["escalations"].as_array().unwrap().clone();
-        if rows.len() == 2 && rows[0]["outcome"] == "completed" {
+        if rows.len() == 3 && rows[0]["outcome"] == "completed" {
             break rows;
         }
         assert!(Instant::now() < deadline, "report: {report}");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(rows[1]["outcome"], "invalid_number");
-    assert_eq!(rows[1]["sip_status"], 484);
+    assert_eq!(rows[1]["outcome"], "busy");
+    assert_eq!(rows[1]["sip_status"], 486);
+    assert_eq!(rows[2]["outcome"], "invalid_number");
+    assert_eq!(rows[2]["sip_status"], 484);
     assert_eq!(rows[0]["flow"], "callback-tone");
     assert!(rows[0]["conversation_id"]
         .as_str()
@@ -471,7 +498,7 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
         "/v1/reports/escalations?from=2020-01-01&to=2099-12-31",
     )
     .json();
-    assert_eq!(today["escalations"].as_array().unwrap().len(), 2);
+    assert_eq!(today["escalations"].as_array().unwrap().len(), 3);
     assert_eq!(
         get(&s.gw, "/v1/reports/escalations?from=yesterday").status,
         400
@@ -483,10 +510,12 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
     assert_eq!(csv.status, 200);
     assert!(csv.headers.contains("text/csv"), "{}", csv.raw_headers);
     let lines: Vec<&str> = csv.body.lines().collect();
-    assert_eq!(lines.len(), 3, "{}", csv.body);
+    assert_eq!(lines.len(), 4, "{}", csv.body);
     assert!(lines[0].starts_with("id,created_at,bot,flow"));
     assert!(
-        lines[1].contains(",completed,") && lines[2].contains(",invalid_number,484,"),
+        lines[1].contains(",completed,")
+            && lines[2].contains(",busy,486,")
+            && lines[3].contains(",invalid_number,484,"),
         "{}",
         csv.body
     );
@@ -505,9 +534,9 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
     op.wait_js("document.body.dataset.auth === 'in'", WAIT, "signed in");
     op.click("#tab-escalations");
     op.wait_js(
-        "document.querySelectorAll('#escalations tr.escalation').length === 2",
+        "document.querySelectorAll('#escalations tr.escalation').length === 3",
         WAIT,
-        "two escalations in the console",
+        "three escalations in the console",
     );
     let table = op.text("#escalations");
     assert!(
@@ -515,4 +544,53 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
         "{table}"
     );
     op.screenshot(&shots, "console-escalations");
+}
+
+/// A callback with a SIP target instead of a flow: once the visitor
+/// answers, the agent rings (the visitor hears hold music), then the two
+/// are bridged; the agent hanging up ends the call, and the callback
+/// completes.
+#[test]
+fn a_callback_to_a_target_bridges_an_agent() {
+    let trunk_port = free_port();
+    let agent_port = free_port();
+    let visitor_media = free_port();
+    let visitor = std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &scenario("uas_answer.xml"), "-m", "1"],
+            Duration::from_secs(60),
+            trunk_port,
+            visitor_media,
+        )
+    });
+    let agent = std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &scenario("uas_agent.xml"), "-m", "1"],
+            Duration::from_secs(60),
+            agent_port,
+            free_port(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let s = setup(trunk_port, "");
+    let r = post(
+        &s.gw,
+        OPERATOR_TOKEN,
+        &json!({
+            "phone": "+34612345678",
+            "target": format!("sip:queue@127.0.0.1:{agent_port}"),
+            "consent": { "given": true, "text": LEGAL }
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let done = wait_state(&s.gw, &id, &["completed", "failed"]);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["target"], format!("sip:queue@127.0.0.1:{agent_port}"));
+    let agent = agent.join().unwrap();
+    assert!(agent.ok(), "agent: {}", agent.describe());
+    let visitor = visitor.join().unwrap();
+    assert!(visitor.ok(), "visitor: {}", visitor.describe());
+    let log = s.gw.log();
+    assert!(log.contains("transfer: bridged"), "{log}");
 }
