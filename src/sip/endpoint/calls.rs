@@ -64,6 +64,8 @@ pub(super) struct Call {
     bye_after_ack: bool,
     /// UAC: CANCEL once a provisional arrives (§9.1).
     cancel_pending: bool,
+    /// We sent CANCEL: a 2xx that crosses it is ACKed and BYEd (§9.1).
+    cancelled: bool,
     got_provisional: bool,
     credentials: Option<(String, String)>,
     auth_tried: bool,
@@ -95,6 +97,7 @@ impl Call {
             pending_2xx: None,
             bye_after_ack: false,
             cancel_pending: false,
+            cancelled: false,
             got_provisional: false,
             credentials: None,
             auth_tried: false,
@@ -546,6 +549,7 @@ impl Endpoint {
                 pending_2xx: None,
                 bye_after_ack: false,
                 cancel_pending: false,
+                cancelled: false,
                 got_provisional: false,
                 credentials: spec.credentials,
                 auth_tried: false,
@@ -582,6 +586,9 @@ impl Endpoint {
             body: Bytes::new(),
         };
         let peer = c.peer;
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.cancelled = true;
+        }
         self.start_client(now, cancel, peer, TxOwner::Detached);
     }
 
@@ -678,7 +685,7 @@ impl Endpoint {
             });
         c.dialog = dialog;
         c.state = CallState::Confirmed;
-        let cancelled = c.cancel_pending;
+        let cancelled = c.cancel_pending || c.cancelled;
         let id = c.dialog.id.clone();
         self.dialogs.insert(id, call);
         self.send_ack(now, call);

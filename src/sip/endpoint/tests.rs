@@ -697,6 +697,47 @@ fn uac_rejection_and_cancel() {
     )));
 }
 
+/// A 2xx crossing our CANCEL: the callee answered anyway. RFC 3261 §9.1:
+/// we still ACK it, then BYE at once; the call never counts as established.
+#[test]
+fn uac_answer_crossing_our_cancel_is_acked_and_byed() {
+    let mut t = T::new();
+    let call = t.ep.invite(t.at(0), outgoing()).unwrap();
+    let inv = t.requests().remove(0).1;
+    let from = "127.0.0.1:5080".parse().unwrap();
+    t.ep.handle_datagram(
+        t.at(10),
+        local(),
+        from,
+        reply_to(&inv, 180, "r", "").as_bytes(),
+    );
+    t.ep.hangup(t.at(20), call).unwrap();
+    assert_eq!(t.requests()[0].1.method, Method::Cancel);
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    t.ep.handle_datagram(
+        t.at(30),
+        local(),
+        from,
+        reply_to(&inv, 200, "r", sdp).as_bytes(),
+    );
+    let methods: Vec<Method> = t.requests().into_iter().map(|(_, r)| r.method).collect();
+    assert_eq!(methods, vec![Method::Ack, Method::Bye]);
+    let events = t.events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::CallEstablished { .. })),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::CallEnded {
+            cause: EndCause::LocalHangup,
+            ..
+        }
+    )));
+}
+
 #[test]
 fn uac_timeout_is_408() {
     let mut t = T::new();
