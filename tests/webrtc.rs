@@ -158,3 +158,81 @@ type = "hangup"
     );
     gw.wait_for_log("web call ending", WAIT);
 }
+
+/// Bad offers get a clear refusal; a stranger can't call from someone
+/// else's chat or hang up someone else's call; the gateway carries on.
+#[test]
+fn bad_offers_and_strangers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("web-chat.toml"),
+        "name = \"web-chat\"\nchannel = \"chat\"\n\n[[nodes]]\nid = \"hi\"\ntype = \"handoff\"\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&format!(
+        "[flows]\ndir = \"{}\"\n\n[chat]\nweb_flow = \"web-chat\"\n",
+        dir.path().display()
+    ));
+    let page = gw.http("GET", "/chat/", &[], None);
+    assert!(page
+        .body
+        .contains("name=\"crossline-webrtc\" content=\"on\""));
+    let id = page
+        .body
+        .split("name=\"crossline-conversation\" content=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let cookie = page
+        .raw_headers
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.trim().split(';').next().unwrap_or("").to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let path = format!("/chat/call?c={id}");
+    let sdp = [
+        ("Content-Type", "application/sdp"),
+        ("Cookie", cookie.as_str()),
+    ];
+    for garbage in [
+        "",
+        "hello",
+        "v=0\r\nm=audio x RTP/AVP\r\n",
+        &"a".repeat(70_000),
+    ] {
+        let r = gw.http("POST", &path, &sdp, Some(garbage));
+        assert!(
+            [400, 413].contains(&r.status),
+            "{} for {:?}: {}",
+            r.status,
+            &garbage[..garbage.len().min(20)],
+            r.body
+        );
+    }
+    let stranger = gw.http(
+        "POST",
+        &path,
+        &[("Content-Type", "application/sdp")],
+        Some("v=0\r\n"),
+    );
+    assert_eq!(stranger.status, 403);
+    let cross_site = gw.http(
+        "POST",
+        &path,
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Cookie", cookie.as_str()),
+            ("Origin", "https://evil.example"),
+        ],
+        Some("v=0\r\n"),
+    );
+    assert_eq!(cross_site.status, 403);
+    assert_eq!(
+        gw.http("DELETE", "/chat/call/nosuchcall", &[], None).status,
+        404
+    );
+    assert_eq!(gw.http_get("/healthz").0, 200);
+}
