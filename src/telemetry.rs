@@ -47,6 +47,10 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
     counter!("crossline_sip_messages_received_total").absolute(s.sip.messages_in);
     counter!("crossline_sip_parse_errors_total").absolute(s.sip.parse_errors);
     counter!("crossline_sip_oversize_total").absolute(s.sip.oversize);
+    counter!("crossline_sip_dropped_total", "reason" => "rate_limited")
+        .absolute(s.sip.rate_limited);
+    counter!("crossline_sip_dropped_total", "reason" => "scanner").absolute(s.sip.scanners_dropped);
+    counter!("crossline_calls_refused_total", "reason" => "capacity").absolute(s.sip.over_capacity);
     counter!("crossline_sip_stray_responses_total").absolute(s.sip.stray_responses);
     counter!("crossline_sip_retransmissions_absorbed_total")
         .absolute(s.sip.retransmissions_absorbed);

@@ -57,6 +57,15 @@ pub struct SipConfig {
     pub drain_retry_after_secs: u32,
     /// Lifetime of server digest nonces.
     pub nonce_ttl_secs: u64,
+    /// Out-of-dialog requests per second from one source address (token
+    /// bucket; trunk sources exempt); 0: no limit.
+    pub rate_limit_per_source: f64,
+    /// Requests one source may send at once before the rate applies.
+    pub rate_limit_burst: f64,
+    /// User-Agent substrings of scanners whose requests are dropped unanswered.
+    pub blocked_user_agents: Vec<String>,
+    /// Most calls at once; 0: no limit. Over it, INVITEs get 503.
+    pub max_calls: usize,
 }
 
 impl Default for SipConfig {
@@ -75,6 +84,22 @@ impl Default for SipConfig {
             shutdown_grace_secs: 30,
             drain_retry_after_secs: 60,
             nonce_ttl_secs: 300,
+            rate_limit_per_source: 0.0,
+            rate_limit_burst: 50.0,
+            blocked_user_agents: [
+                "friendly-scanner",
+                "sipvicious",
+                "sipcli",
+                "sip-scan",
+                "sipsak",
+                "sundayddr",
+                "iWar",
+                "VaxSIPUserAgent",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            max_calls: 0,
         }
     }
 }
@@ -368,6 +393,9 @@ pub struct TrunkConfig {
     /// Caller ID on outbound calls (user part of From).
     #[serde(default)]
     pub caller_id: Option<String>,
+    /// Most inbound calls at once on this trunk; 0: no limit (503 over it).
+    #[serde(default)]
+    pub max_calls: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

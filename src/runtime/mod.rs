@@ -331,6 +331,7 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
                 .filter_map(|c| crate::net::Cidr::parse(c).ok())
                 .collect(),
             credentials: t.inbound_username.clone().zip(t.inbound_password.clone()),
+            max_calls: t.max_calls,
         })
         .collect();
     EndpointConfig {
@@ -357,6 +358,12 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
         telephone_event_pt: config.media.telephone_event_payload_type,
         inbound_trunks,
         nonce_ttl: Duration::from_secs(config.sip.nonce_ttl_secs),
+        admission: crate::sip::endpoint::admission::AdmissionConfig {
+            rate_per_source: config.sip.rate_limit_per_source,
+            burst_per_source: config.sip.rate_limit_burst,
+            blocked_user_agents: config.sip.blocked_user_agents.clone(),
+            max_calls: config.sip.max_calls,
+        },
     }
 }
 

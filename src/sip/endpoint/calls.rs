@@ -68,6 +68,8 @@ pub(super) struct Call {
     cancelled: bool,
     got_provisional: bool,
     credentials: Option<(String, String)>,
+    /// The inbound trunk it came in on (for per-trunk caps).
+    pub(super) trunk: Option<String>,
     auth_tried: bool,
 }
 
@@ -98,6 +100,7 @@ impl Call {
             bye_after_ack: false,
             cancel_pending: false,
             cancelled: false,
+            trunk: None,
             got_provisional: false,
             credentials: None,
             auth_tried: false,
@@ -550,6 +553,7 @@ impl Endpoint {
                 bye_after_ack: false,
                 cancel_pending: false,
                 cancelled: false,
+                trunk: None,
                 got_provisional: false,
                 credentials: spec.credentials,
                 auth_tried: false,

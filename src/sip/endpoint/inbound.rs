@@ -71,6 +71,28 @@ impl Endpoint {
             return;
         }
 
+        // Something new from outside a dialog: is this source admitted?
+        let in_dialog = req.headers.to().ok().is_some_and(|t| t.tag().is_some());
+        if !in_dialog && req.method != Method::Cancel {
+            let exempt = self
+                .config
+                .inbound_trunks
+                .iter()
+                .any(|t| t.cidrs.iter().any(|c| c.contains(peer.remote.ip())));
+            let ua = req.headers.get("User-Agent");
+            match self.admission.check(now, peer.remote.ip(), ua, exempt) {
+                super::admission::Verdict::Admit => {}
+                super::admission::Verdict::Scanner => {
+                    self.counters.scanners_dropped += 1;
+                    return;
+                }
+                super::admission::Verdict::RateLimited => {
+                    self.counters.rate_limited += 1;
+                    return;
+                }
+            }
+        }
+
         // A new server transaction.
         let reliable = peer.transport.reliable();
         let tx = if req.method == Method::Invite {
@@ -260,6 +282,11 @@ impl Endpoint {
         let Some(trunk) = self.authorize_inbound(now, &key, peer, &req) else {
             return;
         };
+        if self.over_capacity(trunk.as_deref()) {
+            self.counters.over_capacity += 1;
+            self.reply(now, &key, &req, 503);
+            return;
+        }
         let local_tag = super::util::new_tag();
         let dialog = match crate::sip::dialog::Dialog::new_uas(&req, &local_tag) {
             Ok(d) => d,
@@ -292,9 +319,36 @@ impl Endpoint {
             has_offer: offer.is_some(),
         };
         self.dialogs.insert(dialog.id.clone(), call);
-        self.calls
-            .insert(call, Call::new_uas(call, dialog, req, key, peer, offer));
+        let mut new_call = Call::new_uas(call, dialog, req, key, peer, offer);
+        new_call.trunk = event.trunk.clone();
+        self.calls.insert(call, new_call);
         self.events.push_back(Event::IncomingCall(event));
+    }
+
+    /// Too many calls already, in total or on this trunk?
+    fn over_capacity(&self, trunk: Option<&str>) -> bool {
+        let max = self.admission.max_calls();
+        if max > 0 && self.calls.len() >= max {
+            return true;
+        }
+        let Some(name) = trunk else {
+            return false;
+        };
+        let Some(limit) = self
+            .config
+            .inbound_trunks
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.max_calls)
+            .filter(|m| *m > 0)
+        else {
+            return false;
+        };
+        self.calls
+            .values()
+            .filter(|c| c.trunk.as_deref() == Some(name))
+            .count()
+            >= limit
     }
 
     /// Trunk policy: source CIDRs, then digest when the trunk has

@@ -8,6 +8,7 @@
 //! [`Endpoint::poll_timeout`]. Commands such as [`Endpoint::answer`] and
 //! [`Endpoint::hangup`] are plain method calls.
 
+pub mod admission;
 mod calls;
 mod inbound;
 mod registration;
@@ -89,6 +90,8 @@ pub struct InboundTrunk {
     pub name: String,
     pub cidrs: Vec<crate::net::Cidr>,
     pub credentials: Option<(String, String)>,
+    /// Most calls at once from this trunk; 0: no limit (503 over it).
+    pub max_calls: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +110,8 @@ pub struct EndpointConfig {
     /// Empty means: take calls from anyone.
     pub inbound_trunks: Vec<InboundTrunk>,
     pub nonce_ttl: Duration,
+    /// Rate limits, scanner blocklist, call caps.
+    pub admission: admission::AdmissionConfig,
 }
 
 impl Default for EndpointConfig {
@@ -124,6 +129,7 @@ impl Default for EndpointConfig {
             telephone_event_pt: 101,
             inbound_trunks: Vec::new(),
             nonce_ttl: Duration::from_secs(300),
+            admission: admission::AdmissionConfig::default(),
         }
     }
 }
@@ -220,6 +226,12 @@ pub struct Counters {
     pub responses_sent: HashMap<u16, u64>,
     pub responses_received: HashMap<u16, u64>,
     pub calls_started: u64,
+    /// Requests dropped: over their source's rate.
+    pub rate_limited: u64,
+    /// Requests dropped: a scanner's User-Agent.
+    pub scanners_dropped: u64,
+    /// INVITEs refused with 503: too many calls (in total or on the trunk).
+    pub over_capacity: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -315,6 +327,7 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     digest: DigestServer,
     draining: bool,
+    admission: admission::Admission,
     pub counters: Counters,
 }
 
@@ -322,6 +335,7 @@ impl Endpoint {
     pub fn new(config: EndpointConfig, now: Instant) -> Endpoint {
         let digest = DigestServer::new("crossline", config.nonce_ttl, now);
         Endpoint {
+            admission: admission::Admission::new(config.admission.clone()),
             config,
             server_txs: HashMap::new(),
             client_txs: HashMap::new(),

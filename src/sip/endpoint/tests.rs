@@ -898,11 +898,13 @@ fn inbound_trunk_cidr_and_digest() {
                 name: "carrier".into(),
                 cidrs: vec![crate::net::Cidr::parse("10.0.0.0/8").unwrap()],
                 credentials: None,
+                max_calls: 0,
             },
             InboundTrunk {
                 name: "pbx".into(),
                 cidrs: vec![],
                 credentials: Some(("pbx".into(), "pw".into())),
+                max_calls: 0,
             },
         ],
         ..EndpointConfig::default()
@@ -1033,4 +1035,110 @@ fn an_unanswered_refer_fails_the_transfer_not_the_call() {
         "{events:?}"
     );
     assert_eq!(t.ep.active_calls(), 1);
+}
+
+fn endpoint_with(admission: admission::AdmissionConfig, trunks: Vec<InboundTrunk>) -> T {
+    let t0 = Instant::now();
+    T {
+        ep: Endpoint::new(
+            EndpointConfig {
+                admission,
+                inbound_trunks: trunks,
+                ..EndpointConfig::default()
+            },
+            t0,
+        ),
+        t0,
+    }
+}
+
+#[test]
+fn a_flooding_source_is_dropped_without_answers_but_retransmissions_are_absorbed() {
+    let mut t = endpoint_with(
+        admission::AdmissionConfig {
+            rate_per_source: 1.0,
+            burst_per_source: 2.0,
+            ..Default::default()
+        },
+        Vec::new(),
+    );
+    t.recv(0, &invite("z9hG4bKf1", "f1", &sdp_offer("0", ""), ""));
+    t.recv(1, &invite("z9hG4bKf2", "f2", &sdp_offer("0", ""), ""));
+    assert_eq!(statuses(&t.responses()), vec![100, 100]);
+    // Third new INVITE in the same second: dropped, not answered.
+    t.recv(2, &invite("z9hG4bKf3", "f3", &sdp_offer("0", ""), ""));
+    assert!(statuses(&t.responses()).is_empty());
+    assert_eq!(t.ep.counters.rate_limited, 1);
+    // A retransmission of an admitted INVITE is not a new request.
+    t.recv(3, &invite("z9hG4bKf1", "f1", &sdp_offer("0", ""), ""));
+    assert_eq!(statuses(&t.responses()), vec![100]);
+    // A second later the bucket has a token again.
+    t.recv(1_100, &invite("z9hG4bKf4", "f4", &sdp_offer("0", ""), ""));
+    assert_eq!(statuses(&t.responses()), vec![100]);
+}
+
+#[test]
+fn scanners_get_no_answer() {
+    let mut t = endpoint_with(
+        admission::AdmissionConfig {
+            blocked_user_agents: vec!["friendly-scanner".into()],
+            ..Default::default()
+        },
+        Vec::new(),
+    );
+    t.recv(
+        0,
+        &invite("z9hG4bKs1", "s1", "", "User-Agent: friendly-scanner\r\n"),
+    );
+    assert!(statuses(&t.responses()).is_empty());
+    assert_eq!(t.ep.counters.scanners_dropped, 1);
+    assert!(t.events().is_empty());
+}
+
+#[test]
+fn calls_over_the_caps_get_503_with_retry_after() {
+    let trunk = InboundTrunk {
+        name: "carrier".into(),
+        cidrs: vec![crate::net::Cidr::parse("127.0.0.0/8").unwrap()],
+        credentials: None,
+        max_calls: 1,
+    };
+    let mut t = endpoint_with(
+        admission::AdmissionConfig {
+            max_calls: 5,
+            ..Default::default()
+        },
+        vec![trunk],
+    );
+    t.recv(0, &invite("z9hG4bKc1", "c1", &sdp_offer("0", ""), ""));
+    assert_eq!(statuses(&t.responses()), vec![100]);
+    // The trunk allows one call at once.
+    t.recv(1, &invite("z9hG4bKc2", "c2", &sdp_offer("0", ""), ""));
+    let sent = t.sent();
+    let SipMessage::Response(r) = &sent[0].1 else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(r.status, 503);
+    assert!(r.headers.get("Retry-After").is_some());
+    assert_eq!(t.ep.counters.over_capacity, 1);
+    // And in total: five at once.
+    let mut t = endpoint_with(
+        admission::AdmissionConfig {
+            max_calls: 2,
+            ..Default::default()
+        },
+        Vec::new(),
+    );
+    for (i, want) in [100, 100, 503].into_iter().enumerate() {
+        t.recv(
+            i as u64,
+            &invite(
+                &format!("z9hG4bKt{i}"),
+                &format!("t{i}"),
+                &sdp_offer("0", ""),
+                "",
+            ),
+        );
+        assert_eq!(statuses(&t.responses()).first(), Some(&want), "call {i}");
+    }
 }
