@@ -6,7 +6,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use crossline::media::g711::linear_to_ulaw;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossline::media::g711::{encode_ulaw, linear_to_ulaw};
+use crossline::media::player::{HoldProgram, Player, Source, FRAME_SAMPLES};
 use crossline::webrtc::transcode::{Downlink, Uplink, FRAME_8K};
 
 /// Speech-like 8 kHz µ-law: two tones with a slow wobble, 1 s.
@@ -62,7 +66,33 @@ fn bench(c: &mut Criterion) {
             black_box(frames)
         })
     });
+    // The shared wait music: one tick of the broadcaster (mix, µ-law,
+    // resample, Opus) serves every leg on hold, however many.
+    let music: Arc<[i16]> = (0..80_000)
+        .map(|i| ((f64::from(i) * 0.05).sin() * 6000.0) as i16)
+        .collect();
+    let program = Arc::new(HoldProgram::new(
+        vec![music],
+        None,
+        Duration::from_secs(30),
+        -12.0,
+    ));
+    let mut player = Player::new(Source::Hold(program));
+    let mut shared = Downlink::new(1).unwrap();
+    let mut pcm = [0i16; FRAME_SAMPLES];
+    let mut ulaw = [0u8; FRAME_SAMPLES];
+    g.bench_function("shared_hold_tick", |b| {
+        b.iter(|| {
+            player.fill(&mut pcm);
+            encode_ulaw(&pcm, &mut ulaw);
+            black_box(shared.push(&ulaw, &mut packet_buf()).unwrap())
+        })
+    });
     g.finish();
+}
+
+fn packet_buf() -> [u8; 1500] {
+    [0u8; 1500]
 }
 
 criterion_group!(benches, bench);

@@ -126,8 +126,21 @@ type = "hangup"
     };
     b.screenshot(&shots, "in-call");
 
-    // Then the agent answers; the browser's tone must arrive there.
+    // Then the agent rings (the browser hears the wait music everyone on
+    // hold shares: one Opus encode for all), answers, and the browser's
+    // tone must arrive there.
     gw.wait_for_log("transfer: bridged", Duration::from_secs(30));
+    let metrics = gw.http_get("/metrics").1;
+    let shared: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("crossline_webrtc_shared_hold_frames_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        shared >= 20.0,
+        "shared hold frames while the agent rang: {shared}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     b.click("#call-hangup");
     b.wait_js(
@@ -147,6 +160,20 @@ type = "hangup"
         .map(|r| tone_level(&pcmu_hex_to_linear(&r[1]), 1000.0))
         .collect();
     let loud = levels.iter().filter(|l| **l > 2000.0).count();
+    let m = gw.http_get("/metrics").1;
+    let up: Vec<&str> = m.lines().filter(|l| l.contains("webrtc")).collect();
+    assert!(
+        loud >= 50,
+        "{up:?}\n{}",
+        gw.log()
+            .lines()
+            .filter(|l| l.contains("transfer")
+                || l.contains("web")
+                || l.contains("RTP")
+                || l.contains("Opus"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         loud >= 50,
         "browser tone in {loud} of {} frames at the agent (browser got {bytes} bytes, level {level})",

@@ -146,13 +146,12 @@ impl Gateway {
         if !self.flows.contains_key(&call) {
             return;
         }
-        let id = call.0;
         match req {
             CallRequest::Play {
                 samples,
                 generation,
-            } => self.media.set_source_tagged(
-                id,
+            } => self.play(
+                call,
                 Source::Clip {
                     samples,
                     looped: false,
@@ -162,18 +161,15 @@ impl Gateway {
             CallRequest::Loop {
                 samples,
                 generation,
-            } => self.media.set_source_tagged(
-                id,
+            } => self.play(
+                call,
                 Source::Clip {
                     samples,
                     looped: true,
                 },
                 generation,
             ),
-            CallRequest::Silence { generation } => {
-                self.media
-                    .set_source_tagged(id, Source::Silence, generation)
-            }
+            CallRequest::Silence { generation } => self.play(call, Source::Silence, generation),
             CallRequest::Transfer(req) => self.start_transfer(now, call, req),
             CallRequest::Refer { target } => self.start_refer(now, call, target),
             CallRequest::Hold {
@@ -182,7 +178,7 @@ impl Gateway {
             } => {
                 // No message: the configured wait music alone.
                 let hold = self.hold_with(message, repeat_interval);
-                self.media.set_source(id, Source::Hold(hold));
+                self.play(call, Source::Hold(hold), 0);
             }
             CallRequest::Keep { name, value } => {
                 if let Some(r) = self.records.get_mut(&call) {

@@ -92,6 +92,8 @@ struct Gateway {
     refers_waiting: HashMap<CallId, String>,
     /// Calls we placed for callbacks.
     callbacks: HashMap<CallId, callbacks::CallbackLeg>,
+    /// Calls from our own WebRTC legs, by their web call id.
+    web_legs: HashMap<CallId, String>,
 }
 
 /// Named prompts rendered by TTS at start and on reload.
@@ -210,6 +212,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         refers: HashMap::new(),
         refers_waiting: HashMap::new(),
         callbacks: HashMap::new(),
+        web_legs: HashMap::new(),
     };
     gw.start_registrations(now).await;
     gw.flush();
@@ -532,6 +535,7 @@ impl Gateway {
                 Event::CallEnded { call, cause } => {
                     tracing::info!(%call, ?cause, "call ended");
                     self.callback_ended(call, &cause);
+                    self.web_legs.remove(&call);
                     self.finish_record(call, &cause);
                     self.end_flow(call);
                     self.caller_ended(now, call);
@@ -566,6 +570,9 @@ impl Gateway {
             .route(&inc.did, &inc.caller, inc.trunk.as_deref())
             .map(|r| (r.flow.clone(), r.ring_ms));
         tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), route = ?route, "incoming call");
+        if let Some(web) = &inc.web_call {
+            self.web_legs.insert(inc.call, web.clone());
+        }
         self.records.insert(
             inc.call,
             CallRecord::starting(
@@ -663,8 +670,16 @@ impl Gateway {
             BuiltinFlow::File(f) => Some(f.clone()),
             _ => None,
         };
+        let shared = matches!(&source, Source::Hold(h) if std::sync::Arc::ptr_eq(h, &self.hold));
         match self.media.start_stream(call.0, r, media, source) {
             Ok(()) => {
+                if shared {
+                    if let (Some(web), Some(calls)) =
+                        (self.web_legs.get(&call), &self.services.webcalls)
+                    {
+                        calls.shared_hold(web, Some(self.hold.clone()));
+                    }
+                }
                 self.calls.insert(call, CallMedia::Streaming(flow));
                 if let Some(f) = file_flow {
                     let vars = self.flow_vars(call, &f);
@@ -676,6 +691,27 @@ impl Gateway {
                 tracing::warn!(%call, %e, "media failed: hanging up");
                 let _ = self.endpoint.hangup(now, call);
             }
+        }
+    }
+
+    /// Switch a call's audio. A web call hearing the shared wait music is
+    /// told so: its browser then gets the one Opus encode all such calls
+    /// share, instead of its own.
+    pub(super) fn play(&mut self, call: CallId, source: Source, generation: u32) {
+        if let (Some(web), Some(calls)) = (self.web_legs.get(&call), &self.services.webcalls) {
+            let shared = match &source {
+                Source::Hold(h) if std::sync::Arc::ptr_eq(h, &self.hold) => Some(h.clone()),
+                _ => None,
+            };
+            calls.shared_hold(web, shared);
+        }
+        self.media.set_source_tagged(call.0, source, generation);
+    }
+
+    /// A web call stops hearing the shared wait music (bridged, say).
+    pub(super) fn leave_shared_hold(&self, call: CallId) {
+        if let (Some(web), Some(calls)) = (self.web_legs.get(&call), &self.services.webcalls) {
+            calls.shared_hold(web, None);
         }
     }
 
@@ -825,7 +861,7 @@ impl Gateway {
                 );
                 // The demo's welcome is done: on to the hold program.
                 if let Some(CallMedia::Streaming(BuiltinFlow::Demo)) = self.calls.get(&CallId(id)) {
-                    self.media.set_source(id, Source::Hold(self.hold.clone()));
+                    self.play(CallId(id), Source::Hold(self.hold.clone()), 0);
                 }
             }
         }

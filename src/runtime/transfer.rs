@@ -112,7 +112,7 @@ impl Gateway {
             Some(message) => self.hold_with(Some(message), req.repeat_interval),
             None => self.hold.clone(),
         };
-        self.media.set_source(caller.0, Source::Hold(hold));
+        self.play(caller, Source::Hold(hold), 0);
         let t = Transfer {
             pending: req.targets.into(),
             parallel: req.parallel,
@@ -258,6 +258,8 @@ impl Gateway {
         {
             Ok(()) => {
                 self.media.bridge(caller.0, agent.0);
+                // The caller hears the agent now, not the shared music.
+                self.leave_shared_hold(caller);
                 tracing::info!(%caller, %agent, "transfer: bridged");
                 self.flow_signal(
                     caller,
@@ -288,7 +290,7 @@ impl Gateway {
         if t.bridged == Some(agent) {
             self.media.unbridge(caller.0);
             self.media.stop_stream(agent.0);
-            self.media.set_source(caller.0, Source::Silence);
+            self.play(caller, Source::Silence, 0);
             self.transfers.by_caller.remove(&caller);
             self.flow_signal(caller, CallSignal::Transfer(TransferEvent::AgentHungUp));
             self.hang_up_without_flow(now, caller);
@@ -312,7 +314,7 @@ impl Gateway {
         if t.bridged.is_none() && t.ringing.is_empty() && t.pending.is_empty() {
             let status = t.last_status;
             self.transfers.by_caller.remove(&caller);
-            self.media.set_source(caller.0, Source::Silence);
+            self.play(caller, Source::Silence, 0);
             tracing::info!(%caller, status, "transfer failed");
             self.flow_signal(
                 caller,

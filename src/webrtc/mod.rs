@@ -76,7 +76,69 @@ pub struct WebCalls {
     gateway_sip: SocketAddr,
     /// Where media sockets bind (the browser sees this address).
     media_ip: IpAddr,
-    live: DashMap<String, Arc<Notify>>,
+    live: DashMap<String, LegControl>,
+    /// The wait music, encoded once for every leg that hears it unmixed.
+    hold: std::sync::Mutex<Option<HoldBroadcast>>,
+}
+
+/// What the rest of the process can do to a running leg.
+#[derive(Clone)]
+struct LegControl {
+    stop: Arc<Notify>,
+    /// Set while the gateway plays the shared wait music to this leg.
+    shared_hold: Arc<std::sync::atomic::AtomicBool>,
+    changed: Arc<Notify>,
+}
+
+/// One encoder playing a hold program to any number of legs: 20 ms Opus
+/// packets on a broadcast channel.
+struct HoldBroadcast {
+    program: Arc<crate::media::player::HoldProgram>,
+    packets: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+}
+
+impl HoldBroadcast {
+    fn start(program: Arc<crate::media::player::HoldProgram>, complexity: u8) -> HoldBroadcast {
+        let (packets, _) = tokio::sync::broadcast::channel(8);
+        let tx = packets.clone();
+        let playing = program.clone();
+        tokio::spawn(async move {
+            let Ok(mut encoder) = Downlink::new(complexity) else {
+                return;
+            };
+            let mut player =
+                crate::media::player::Player::new(crate::media::player::Source::Hold(playing));
+            let mut pcm = [0i16; crate::media::player::FRAME_SAMPLES];
+            let mut ulaw = [0u8; crate::media::player::FRAME_SAMPLES];
+            let mut opus = [0u8; 1500];
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut idle = 0u32;
+            loop {
+                tick.tick().await;
+                // Nobody listening for 10 s: stop; the next listener restarts it.
+                if tx.receiver_count() == 0 {
+                    idle += 1;
+                    if idle > 500 {
+                        return;
+                    }
+                    continue;
+                }
+                idle = 0;
+                player.fill(&mut pcm);
+                crate::media::g711::encode_ulaw(&pcm, &mut ulaw);
+                match encoder.push(&ulaw, &mut opus) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        metrics::counter!("crossline_webrtc_shared_hold_frames_total").increment(1);
+                        let _ = tx.send(Arc::from(opus.get(..n).unwrap_or_default()));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "shared hold: encode failed"),
+                }
+            }
+        });
+        HoldBroadcast { program, packets }
+    }
 }
 
 impl WebCalls {
@@ -97,7 +159,36 @@ impl WebCalls {
             gateway_sip,
             media_ip,
             live: DashMap::new(),
+            hold: std::sync::Mutex::new(None),
         }))
+    }
+
+    /// The gateway plays `program` (the shared wait music) to this web
+    /// call, or (None) something of its own.
+    pub fn shared_hold(&self, id: &str, program: Option<Arc<crate::media::player::HoldProgram>>) {
+        let Some(leg) = self.live.get(id).map(|l| l.clone()) else {
+            return;
+        };
+        if let Some(p) = &program {
+            let mut hold = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+            let stale = hold
+                .as_ref()
+                .is_none_or(|h| !Arc::ptr_eq(&h.program, p) || h.packets.receiver_count() == 0);
+            if stale {
+                *hold = Some(HoldBroadcast::start(p.clone(), self.config.opus_complexity));
+            }
+        }
+        leg.shared_hold
+            .store(program.is_some(), std::sync::atomic::Ordering::Relaxed);
+        leg.changed.notify_one();
+    }
+
+    fn hold_packets(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<[u8]>>> {
+        self.hold
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|h| h.packets.subscribe())
     }
 
     pub fn active(&self) -> usize {
@@ -130,13 +221,17 @@ impl WebCalls {
             .accept_offer(offer)
             .map_err(|e| WebRtcError::BadOffer(e.to_string()))?;
         let id = crate::chat::random_token(12);
-        let stop = Arc::new(Notify::new());
-        self.live.insert(id.clone(), stop.clone());
+        let control = LegControl {
+            stop: Arc::new(Notify::new()),
+            shared_hold: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            changed: Arc::new(Notify::new()),
+        };
+        self.live.insert(id.clone(), control.clone());
         let me = self.clone();
         let leg_id = id.clone();
         tokio::spawn(async move {
             metrics::gauge!("crossline_webrtc_calls_active").increment(1.0);
-            let leg = Leg::new(&me, rtc, ice, conversation, stop).await;
+            let leg = Leg::new(&me, &leg_id, rtc, ice, conversation, control).await;
             match leg {
                 Ok(leg) => {
                     if let Err(e) = leg.run().await {
@@ -157,8 +252,8 @@ impl WebCalls {
     /// The browser hung up.
     pub fn hang_up(&self, id: &str) -> bool {
         match self.live.get(id) {
-            Some(stop) => {
-                stop.notify_one();
+            Some(leg) => {
+                leg.stop.notify_one();
                 true
             }
             None => false,
@@ -186,17 +281,21 @@ struct Leg {
     ssrc: u32,
     /// Opus RTP time towards the browser (48 kHz).
     opus_time: u64,
-    stop: Arc<Notify>,
+    control: LegControl,
+    calls: Arc<WebCalls>,
+    /// The shared wait music, while the gateway plays it to us.
+    hold: Option<tokio::sync::broadcast::Receiver<Arc<[u8]>>>,
     ended: bool,
 }
 
 impl Leg {
     async fn new(
-        calls: &WebCalls,
+        calls: &Arc<WebCalls>,
+        id: &str,
         rtc: Rtc,
         ice: UdpSocket,
         conversation: Option<String>,
-        stop: Arc<Notify>,
+        control: LegControl,
     ) -> Result<Leg, WebRtcError> {
         let sip = UdpSocket::bind((IpAddr::from([127, 0, 0, 1]), 0)).await?;
         let rtp = UdpSocket::bind((calls.media_ip, 0)).await?;
@@ -213,7 +312,7 @@ impl Leg {
         );
         let target = Uri::parse(&format!("sip:{}@{}", calls.config.did, calls.gateway_sip))
             .map_err(|_| WebRtcError::Rtc("bad [webrtc] did".into()))?;
-        let mut extra_headers = Vec::new();
+        let mut extra_headers = vec![("X-Crossline-Web-Call".to_string(), id.to_string())];
         if let Some(c) = conversation {
             extra_headers.push(("X-Crossline-Conversation".to_string(), c));
         }
@@ -253,7 +352,9 @@ impl Leg {
             timestamp: rand::random(),
             ssrc: rand::random(),
             opus_time: 0,
-            stop,
+            control,
+            calls: calls.clone(),
+            hold: None,
             ended: false,
         })
     }
@@ -283,7 +384,30 @@ impl Leg {
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
             let sleep = tokio::time::sleep_until(deadline.into());
+            let on_hold = self
+                .control
+                .shared_hold
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if on_hold && self.hold.is_none() {
+                self.hold = self.calls.hold_packets();
+            } else if !on_hold {
+                self.hold = None;
+            }
+            let hold_packet = async {
+                match self.hold.as_mut() {
+                    Some(rx) => rx.recv().await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let stop = self.control.stop.clone();
+            let changed = self.control.changed.clone();
             tokio::select! {
+                packet = hold_packet => {
+                    if let Some(p) = packet {
+                        self.write_opus(&p);
+                    }
+                }
+                _ = changed.notified() => {}
                 r = self.ice.recv_from(&mut ice_buf) => {
                     // A receive error (an ICMP report, say) is one lost
                     // datagram, not the end of the call.
@@ -305,7 +429,7 @@ impl Leg {
                     let data = rtp_buf.get(..n).unwrap_or_default();
                     self.forward_to_browser(data);
                 }
-                _ = self.stop.notified() => self.end("the browser hung up"),
+                _ = stop.notified() => self.end("the browser hung up"),
                 _ = sleep => {
                     let now = Instant::now();
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
@@ -431,9 +555,10 @@ impl Leg {
         if rtp.payload_type != 0 || rtp.payload.len() != FRAME_8K {
             return; // only 20 ms PCMU: what we offered
         }
-        let Some(mid) = self.mid else {
+        // The shared wait music is on: that encode is already done.
+        if self.hold.is_some() {
             return;
-        };
+        }
         let mut opus = [0u8; 1500];
         let n = match self.downlink.push(rtp.payload, &mut opus) {
             Ok(n) => n,
@@ -441,6 +566,16 @@ impl Leg {
                 tracing::debug!(error = %e, "webrtc: Opus encode failed");
                 return;
             }
+        };
+        if n > 0 {
+            self.write_opus(opus.get(..n).unwrap_or_default());
+        }
+    }
+
+    /// One 20 ms Opus packet to the browser, on a continuous RTP clock.
+    fn write_opus(&mut self, packet: &[u8]) {
+        let Some(mid) = self.mid else {
+            return;
         };
         let Some(writer) = self.rtc.writer(mid) else {
             return;
@@ -454,12 +589,7 @@ impl Leg {
         };
         let time = MediaTime::new(self.opus_time, Frequency::FORTY_EIGHT_KHZ);
         self.opus_time += transcode::FRAME_48K as u64;
-        if let Err(e) = writer.write(
-            pt,
-            Instant::now(),
-            time,
-            opus.get(..n).unwrap_or_default().to_vec(),
-        ) {
+        if let Err(e) = writer.write(pt, Instant::now(), time, packet.to_vec()) {
             tracing::debug!(error = %e, "webrtc: write refused");
         }
     }

@@ -317,6 +317,10 @@ impl Endpoint {
             source: peer.remote,
             trunk,
             has_offer: offer.is_some(),
+            web_call: req
+                .headers
+                .get("X-Crossline-Web-Call")
+                .map(|v| v.trim().chars().take(64).collect()),
         };
         self.dialogs.insert(dialog.id.clone(), call);
         let mut new_call = Call::new_uas(call, dialog, req, key, peer, offer);

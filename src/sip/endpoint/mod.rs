@@ -213,6 +213,8 @@ pub struct IncomingCall {
     pub source: SocketAddr,
     pub trunk: Option<String>,
     pub has_offer: bool,
+    /// `X-Crossline-Web-Call`: our own WebRTC leg calling in, by its id.
+    pub web_call: Option<String>,
 }
 
 /// Counters for everything the endpoint drops or answers on its own.

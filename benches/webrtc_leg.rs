@@ -1,0 +1,235 @@
+//! One web call's whole server-side media path per 20 ms, both ways, with
+//! str0m doing SRTP (and its pacing and stats) as in production: a browser
+//! stand-in (a second str0m) sends Opus in memory; the server leg decrypts,
+//! decodes, resamples and µ-laws it (uplink), then µ-law → 48 kHz → Opus,
+//! writes it and encrypts it (downlink). Only the server side is timed.
+//! Legs per core = 20 ms ÷ that time.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use crossline::webrtc::transcode::{Downlink, Uplink, FRAME_8K};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// A datagram in flight: source, destination, bytes.
+type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
+
+struct Peer {
+    rtc: Rtc,
+    addr: SocketAddr,
+}
+
+/// Run one side until it wants time; return what it sent and its media.
+fn drain(p: &mut Peer) -> (Vec<Datagram>, Vec<Vec<u8>>, bool) {
+    let mut sent = Vec::new();
+    let mut media = Vec::new();
+    let mut connected = false;
+    while let Ok(out) = p.rtc.poll_output() {
+        match out {
+            Output::Timeout(_) => break,
+            Output::Transmit(t) => sent.push((t.source, t.destination, t.contents.to_vec())),
+            Output::Event(Event::MediaData(d)) => media.push(d.data.to_vec()),
+            Output::Event(Event::Connected) => connected = true,
+            Output::Event(_) => {}
+        }
+    }
+    (sent, media, connected)
+}
+
+fn deliver(to: &mut Peer, now: Instant, packets: Vec<Datagram>) {
+    for (src, dst, data) in packets {
+        if let Ok(r) = Receive::new(Protocol::Udp, src, dst, &data) {
+            let _ = to.rtc.handle_input(Input::Receive(now, r));
+        }
+    }
+}
+
+fn connected_pair() -> (Peer, Peer, Mid, Instant) {
+    let mut now = Instant::now();
+    let mut browser = Peer {
+        rtc: Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(now),
+        addr: "127.0.0.1:1000".parse().unwrap(),
+    };
+    let mut server = Peer {
+        rtc: Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(now),
+        addr: "127.0.0.1:2000".parse().unwrap(),
+    };
+    browser
+        .rtc
+        .add_local_candidate(Candidate::host(browser.addr, "udp").unwrap());
+    server
+        .rtc
+        .add_local_candidate(Candidate::host(server.addr, "udp").unwrap());
+    let mut change = browser.rtc.sdp_api();
+    let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    let (offer, pending) = change.apply().unwrap();
+    let answer = server.rtc.sdp_api().accept_offer(offer).unwrap();
+    browser
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, answer)
+        .unwrap();
+    let (mut up, mut down) = (false, false);
+    for _ in 0..2000 {
+        let (to_server, _, b) = drain(&mut browser);
+        let (to_browser, _, s) = drain(&mut server);
+        up |= b;
+        down |= s;
+        deliver(&mut server, now, to_server);
+        deliver(&mut browser, now, to_browser);
+        if up && down {
+            break;
+        }
+        now += Duration::from_millis(5);
+        let _ = browser.rtc.handle_input(Input::Timeout(now));
+        let _ = server.rtc.handle_input(Input::Timeout(now));
+    }
+    assert!(up && down, "the in-memory pair never connected");
+    (browser, server, mid, now)
+}
+
+fn opus_pt(rtc: &mut Rtc, mid: Mid) -> str0m::media::Pt {
+    let w = rtc.writer(mid).expect("a writer");
+    let pt = w
+        .payload_params()
+        .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+        .map(|p| p.pt())
+        .expect("Opus negotiated");
+    pt
+}
+
+fn bench(c: &mut Criterion) {
+    let (mut browser, mut server, mid, mut now) = connected_pair();
+    let b_pt = opus_pt(&mut browser.rtc, mid);
+    let s_pt = opus_pt(&mut server.rtc, mid);
+    // Browser audio: Opus frames of a speech-like signal.
+    let mut enc = Downlink::new(5).unwrap();
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut buf = [0u8; 1500];
+    for i in 0..100u32 {
+        let ulaw: Vec<u8> = (0..FRAME_8K as u32)
+            .map(|n| {
+                let t = f64::from(i * FRAME_8K as u32 + n) / 8000.0;
+                crossline::media::g711::linear_to_ulaw(((t * 1900.0).sin() * 6000.0) as i16)
+            })
+            .collect();
+        let n = enc.push(&ulaw, &mut buf).unwrap();
+        if n > 0 {
+            frames.push(buf[..n].to_vec());
+        }
+    }
+    let mut uplink = Uplink::new().unwrap();
+    let mut downlink = Downlink::new(1).unwrap();
+    let gateway_frame = [0x7fu8; FRAME_8K];
+    let mut ts: u64 = 0;
+    let mut i = 0usize;
+    // The path really carries audio both ways before it is timed.
+    let (mut got_media, mut got_srtp) = (false, false);
+    for frame in frames.iter().take(10) {
+        now += Duration::from_millis(20);
+        ts += 960;
+        if let Some(w) = browser.rtc.writer(mid) {
+            let _ = w.write(
+                b_pt,
+                now,
+                MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ),
+                frame.clone(),
+            );
+        }
+        let _ = browser.rtc.handle_input(Input::Timeout(now));
+        let (to_server, _, _) = drain(&mut browser);
+        deliver(&mut server, now, to_server);
+        let _ = server.rtc.handle_input(Input::Timeout(now));
+        let (_, media, _) = drain(&mut server);
+        got_media |= !media.is_empty();
+        let mut opus = [0u8; 1500];
+        let n = downlink.push(&gateway_frame, &mut opus).unwrap();
+        if n > 0 {
+            if let Some(w) = server.rtc.writer(mid) {
+                let _ = w.write(
+                    s_pt,
+                    now,
+                    MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ),
+                    opus[..n].to_vec(),
+                );
+            }
+        }
+        let _ = server.rtc.handle_input(Input::Timeout(now));
+        let (to_browser, _, _) = drain(&mut server);
+        got_srtp |= to_browser.iter().any(|(_, _, d)| d.len() > 20);
+        deliver(&mut browser, now, to_browser);
+        let _ = drain(&mut browser);
+    }
+    assert!(
+        got_media && got_srtp,
+        "media both ways: in {got_media}, out {got_srtp}"
+    );
+    let mut g = c.benchmark_group("webrtc");
+    g.bench_function("leg_frame_both_ways_with_srtp", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                now += Duration::from_millis(20);
+                ts += 960;
+                // Browser side (not timed): one Opus packet out.
+                let packet = frames[i % frames.len()].clone();
+                i += 1;
+                if let Some(w) = browser.rtc.writer(mid) {
+                    let _ = w.write(
+                        b_pt,
+                        now,
+                        MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ),
+                        packet,
+                    );
+                }
+                let _ = browser.rtc.handle_input(Input::Timeout(now));
+                let (to_server, _, _) = drain(&mut browser);
+                // Server side (timed): decrypt + uplink, downlink + encrypt.
+                let start = Instant::now();
+                deliver(&mut server, now, to_server);
+                let _ = server.rtc.handle_input(Input::Timeout(now));
+                let (_, media, _) = drain(&mut server);
+                for m in &media {
+                    uplink
+                        .push(Some(m), |f| {
+                            black_box(f);
+                        })
+                        .unwrap();
+                }
+                let mut opus = [0u8; 1500];
+                let n = downlink.push(&gateway_frame, &mut opus).unwrap();
+                if n > 0 {
+                    if let Some(w) = server.rtc.writer(mid) {
+                        let _ = w.write(
+                            s_pt,
+                            now,
+                            MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ),
+                            opus[..n].to_vec(),
+                        );
+                    }
+                }
+                let _ = server.rtc.handle_input(Input::Timeout(now));
+                let (to_browser, _, _) = drain(&mut server);
+                spent += start.elapsed();
+                // Browser consumes (not timed).
+                deliver(&mut browser, now, to_browser);
+                let _ = drain(&mut browser);
+            }
+            spent
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
