@@ -60,7 +60,9 @@ type = "hangup"
     )
     .unwrap();
     let gw = Gateway::start(&format!(
-        "[flows]\ndir = \"{}\"\n\n[chat]\nweb_flow = \"web-chat\"\n\n[[routes]]\ndid = \"webrtc\"\nflow = \"web-agent\"\n",
+        // A carrier trunk that only takes calls from its own network: web
+        // calls (from loopback) must still get in, on their own trunk.
+        "[flows]\ndir = \"{}\"\n\n[chat]\nweb_flow = \"web-chat\"\n\n[[trunks]]\nname = \"carrier\"\ninbound_cidrs = [\"10.0.0.0/8\"]\n\n[[routes]]\ndid = \"webrtc\"\nflow = \"web-agent\"\n",
         flows.display()
     ));
     let agent = std::thread::spawn(move || {

@@ -189,7 +189,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let (flow_requests, mut flow_rx) = mpsc::unbounded_channel();
 
     let now = Instant::now();
-    let endpoint = Endpoint::new(endpoint_config(&config, &transports), now);
+    let mut endpoint_cfg = endpoint_config(&config, &transports);
+    // Web calls come in over loopback SIP: where trunks restrict who may
+    // call, they get a trunk of their own, by a secret made at start.
+    if let (false, Some(calls)) = (endpoint_cfg.inbound_trunks.is_empty(), &services.webcalls) {
+        endpoint_cfg.inbound_trunks.push(calls.trunk());
+    }
+    let endpoint = Endpoint::new(endpoint_cfg, now);
     let mut gw = Gateway {
         router: Router::new(config.routes.clone()),
         config,

@@ -79,6 +79,8 @@ pub struct WebCalls {
     live: DashMap<String, LegControl>,
     /// The wait music, encoded once for every leg that hears it unmixed.
     hold: std::sync::Mutex<Option<HoldBroadcast>>,
+    /// Digest credentials web legs answer our own trunk policy with.
+    credentials: (String, String),
 }
 
 /// What the rest of the process can do to a running leg.
@@ -160,7 +162,22 @@ impl WebCalls {
             media_ip,
             live: DashMap::new(),
             hold: std::sync::Mutex::new(None),
+            credentials: (
+                format!("webrtc-{}", crate::chat::random_token(6)),
+                crate::chat::random_token(24),
+            ),
         }))
+    }
+
+    /// The internal trunk web legs come in on: no addresses, a secret made
+    /// at start. Only needed when trunks restrict who may call.
+    pub fn trunk(&self) -> crate::sip::endpoint::InboundTrunk {
+        crate::sip::endpoint::InboundTrunk {
+            name: "webrtc".into(),
+            cidrs: Vec::new(),
+            credentials: Some(self.credentials.clone()),
+            max_calls: self.config.max_calls,
+        }
     }
 
     /// The gateway plays `program` (the shared wait music) to this web
@@ -332,7 +349,7 @@ impl Leg {
                 telephone_event_pt: 101,
                 ptime_ms: 20,
             },
-            credentials: None,
+            credentials: Some(calls.credentials.clone()),
             extra_headers,
         };
         Ok(Leg {

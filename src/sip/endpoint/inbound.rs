@@ -375,10 +375,24 @@ impl Endpoint {
             .iter()
             .find(|t| t.cidrs.iter().any(|c| c.contains(ip)))
             .or_else(|| {
-                self.config
+                // Trunks known by credentials alone: the one whose user the
+                // request names, else the first (to challenge).
+                let auth = req
+                    .headers
+                    .get("Proxy-Authorization")
+                    .or_else(|| req.headers.get("Authorization"))
+                    .unwrap_or_default();
+                let mut by_credentials = self
+                    .config
                     .inbound_trunks
                     .iter()
-                    .find(|t| t.cidrs.is_empty() && t.credentials.is_some())
+                    .filter(|t| t.cidrs.is_empty() && t.credentials.is_some());
+                let named = by_credentials.clone().find(|t| {
+                    t.credentials
+                        .as_ref()
+                        .is_some_and(|(user, _)| auth.contains(&format!("username=\"{user}\"")))
+                });
+                named.or_else(|| by_credentials.next())
             })
             .cloned();
         let Some(trunk) = trunk else {

@@ -952,6 +952,52 @@ fn inbound_trunk_cidr_and_digest() {
     assert!(t.events().is_empty());
 }
 
+/// Two trunks known by credentials alone (a PBX, and our own web calls):
+/// the user named in the answer picks the trunk.
+#[test]
+fn credential_trunks_are_told_apart_by_user() {
+    let t0 = Instant::now();
+    let trunk = |name: &str, user: &str, pass: &str| InboundTrunk {
+        name: name.into(),
+        cidrs: vec![],
+        credentials: Some((user.into(), pass.into())),
+        max_calls: 0,
+    };
+    let cfg = EndpointConfig {
+        inbound_trunks: vec![
+            trunk("pbx", "pbx", "pw"),
+            trunk("webrtc", "web-1", "s3cret"),
+        ],
+        ..EndpointConfig::default()
+    };
+    let mut t = T {
+        ep: Endpoint::new(cfg, t0),
+        t0,
+    };
+    t.recv(0, &invite("z9hG4bKw1", "w1", &sdp_offer("0", ""), ""));
+    let rs = t.responses();
+    assert_eq!(statuses(&rs), vec![407]);
+    let ch = crate::sip::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap())
+        .unwrap();
+    let mut web = crate::sip::auth::DigestClient::new("web-1", "s3cret");
+    let auth = web.authorize(&ch, "INVITE", "sip:1000@127.0.0.1:5060");
+    t.recv(
+        10,
+        &invite(
+            "z9hG4bKw2",
+            "w1",
+            &sdp_offer("0", ""),
+            &format!("Proxy-Authorization: {auth}\r\n"),
+        )
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE"),
+    );
+    assert_eq!(statuses(&t.responses()), vec![100]);
+    match t.events().as_slice() {
+        [Event::IncomingCall(i)] => assert_eq!(i.trunk.as_deref(), Some("webrtc")),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn record_route_is_copied_into_dialog_forming_responses() {
     let mut t = T::new();
