@@ -30,6 +30,11 @@ use crate::sip::endpoint::{
 use crate::sip::message::Uri;
 use transcode::{Downlink, Uplink, FRAME_8K};
 
+/// The loopback address web legs send SIP from: the internal trunk is
+/// known by it (plus a secret), so other local callers meet the normal
+/// trunk policy.
+pub const WEB_LEG_ADDRESS: [u8; 4] = [127, 0, 0, 77];
+
 /// `[webrtc]` in the config.
 #[derive(Debug, Clone, serde::Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -169,12 +174,16 @@ impl WebCalls {
         }))
     }
 
-    /// The internal trunk web legs come in on: no addresses, a secret made
-    /// at start. Only needed when trunks restrict who may call.
+    /// The internal trunk web legs come in on: their own loopback address
+    /// and a secret made at start. Only needed when trunks restrict who
+    /// may call.
     pub fn trunk(&self) -> crate::sip::endpoint::InboundTrunk {
+        let [a, b, c, d] = WEB_LEG_ADDRESS;
         crate::sip::endpoint::InboundTrunk {
             name: "webrtc".into(),
-            cidrs: Vec::new(),
+            cidrs: crate::net::Cidr::parse(&format!("{a}.{b}.{c}.{d}/32"))
+                .into_iter()
+                .collect(),
             credentials: Some(self.credentials.clone()),
             max_calls: self.config.max_calls,
         }
@@ -314,7 +323,7 @@ impl Leg {
         conversation: Option<String>,
         control: LegControl,
     ) -> Result<Leg, WebRtcError> {
-        let sip = UdpSocket::bind((IpAddr::from([127, 0, 0, 1]), 0)).await?;
+        let sip = UdpSocket::bind((IpAddr::from(WEB_LEG_ADDRESS), 0)).await?;
         let rtp = UdpSocket::bind((calls.media_ip, 0)).await?;
         let sip_addr = sip.local_addr()?;
         let endpoint = Endpoint::new(
