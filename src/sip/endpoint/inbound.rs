@@ -436,7 +436,9 @@ impl Endpoint {
             self.reply(now, &key, req, 481);
             return;
         };
-        let ok = self.make_response(req, 200, None);
+        // §9.2: the 200 to CANCEL carries the To tag of our INVITE responses.
+        let tag = self.calls.get(&call).map(|c| c.dialog.id.local_tag.clone());
+        let ok = self.make_response(req, 200, tag.as_deref());
         self.respond(now, &key, ok);
         let Some(c) = self.calls.get(&call) else {
             return;

@@ -290,6 +290,10 @@ fn cancel_before_answer_gives_200_and_487() {
     assert_eq!(statuses(&rs), vec![200, 487]);
     assert_eq!(rs[0].headers.cseq().unwrap().method, Method::Cancel);
     assert_eq!(rs[1].headers.cseq().unwrap().method, Method::Invite);
+    // §9.2: the CANCEL's 200 and the INVITE's 487 share the To tag.
+    let tag = |r: &Response| r.headers.to().unwrap().tag().map(str::to_string);
+    assert!(tag(&rs[0]).is_some());
+    assert_eq!(tag(&rs[0]), tag(&rs[1]));
     assert_eq!(
         t.events(),
         vec![Event::CallEnded {
