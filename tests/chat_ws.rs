@@ -94,6 +94,10 @@ async fn resume_answers_choices_and_bad_frames() {
     let prompt = next(&mut ws).await;
     assert_eq!(prompt["type"], "prompt");
     assert_eq!(prompt["input"], "text");
+    assert!(
+        prompt["at"].as_u64().unwrap() > 1_700_000_000_000,
+        "{prompt}"
+    );
     let prompt_id = prompt["id"].as_u64().unwrap();
     drop(ws);
 

@@ -76,6 +76,9 @@ pub enum Event {
         /// a phone number moves the chat ("switch_sms", "switch_whatsapp").
         #[serde(default, skip_serializing_if = "Option::is_none")]
         action: Option<String>,
+        /// Unix milliseconds.
+        #[serde(default)]
+        at: u64,
     },
     /// The conversation moved to another channel.
     Channel {
@@ -90,7 +93,13 @@ pub enum Event {
         at: u64,
     },
     /// The conversation is over; clients stop reconnecting.
-    Closed { id: u64, text: String },
+    Closed {
+        id: u64,
+        text: String,
+        /// Unix milliseconds.
+        #[serde(default)]
+        at: u64,
+    },
 }
 
 impl Event {
@@ -135,11 +144,13 @@ impl Event {
         }
     }
 
-    /// When it happened (unix ms), where the event says.
-    pub fn at(&self) -> Option<u64> {
+    /// When it happened (unix ms).
+    pub fn at(&self) -> u64 {
         match self {
-            Event::Message { at, .. } | Event::Channel { at, .. } => Some(*at),
-            Event::Prompt { .. } | Event::Closed { .. } => None,
+            Event::Message { at, .. }
+            | Event::Channel { at, .. }
+            | Event::Prompt { at, .. }
+            | Event::Closed { at, .. } => *at,
         }
     }
 

@@ -544,6 +544,7 @@ impl Conversation {
             choices: Vec::new(),
             placeholder: Some("+34 600 123 456".into()),
             action: Some(format!("switch_{}", channel.as_str())),
+            at: unix_ms(SystemTime::now()),
         })?;
         let mut inner = self.lock();
         inner.switch_prompt = Some((id, channel));
@@ -566,6 +567,7 @@ impl Conversation {
             choices: choices.clone(),
             placeholder,
             action: None,
+            at: unix_ms(SystemTime::now()),
         })?;
         // On a phone, the question goes out as text, with numbered choices.
         let mut out = text.to_string();
@@ -585,6 +587,7 @@ impl Conversation {
         self.append(|id| Event::Closed {
             id,
             text: text.to_string(),
+            at: unix_ms(SystemTime::now()),
         });
     }
 
@@ -684,10 +687,12 @@ fn event_of(m: &MessageRecord) -> Option<Event> {
             choices: serde_json::from_value(detail["choices"].clone()).unwrap_or_default(),
             placeholder: detail["placeholder"].as_str().map(str::to_string),
             action: detail["action"].as_str().map(str::to_string),
+            at,
         },
         "closed" => Event::Closed {
             id,
             text: m.text.clone(),
+            at,
         },
         "channel" => Event::Channel {
             id,

@@ -265,7 +265,7 @@ pub fn document() -> Value {
                     "lead": { "type": ["object", "null"] } } },
                 "Message": { "type": "object", "properties": {
                     "seq": { "type": "integer" }, "role": { "enum": ["bot", "visitor", "system"] },
-                    "kind": { "enum": ["message", "prompt", "closed"] }, "text": { "type": "string" },
+                    "kind": { "enum": ["message", "prompt", "channel", "closed"] }, "text": { "type": "string" },
                     "detail": { "description": "For prompts: input type, choices, placeholder." },
                     "at": ms } },
                 "Breakout": { "type": "object", "properties": {
