@@ -109,7 +109,7 @@ fn opus_pt(rtc: &mut Rtc, mid: Mid) -> str0m::media::Pt {
 }
 
 fn bench(c: &mut Criterion) {
-    let (mut browser, mut server, mid, mut now) = connected_pair();
+    let (mut browser, mut server, mid, now) = connected_pair();
     let b_pt = opus_pt(&mut browser.rtc, mid);
     let s_pt = opus_pt(&mut server.rtc, mid);
     // Browser audio: Opus frames of a speech-like signal.
@@ -128,47 +128,25 @@ fn bench(c: &mut Criterion) {
             frames.push(buf[..n].to_vec());
         }
     }
-    let mut uplink = Uplink::new().unwrap();
-    let mut downlink = Downlink::new(1).unwrap();
-    let gateway_frame = [0x7fu8; FRAME_8K];
-    let mut ts: u64 = 0;
-    let mut i = 0usize;
+    let mut rig = Rig {
+        browser,
+        server,
+        mid,
+        b_pt,
+        s_pt,
+        now,
+        ts: 0,
+        frames,
+        next: 0,
+        uplink: Uplink::new().unwrap(),
+        downlink: Downlink::new(1).unwrap(),
+    };
     // The path really carries audio both ways before it is timed.
     let (mut got_media, mut got_srtp) = (false, false);
-    for frame in frames.iter().take(10) {
-        now += Duration::from_millis(20);
-        ts += 960;
-        if let Some(w) = browser.rtc.writer(mid) {
-            let _ = w.write(
-                b_pt,
-                now,
-                MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ),
-                frame.clone(),
-            );
-        }
-        let _ = browser.rtc.handle_input(Input::Timeout(now));
-        let (to_server, _, _) = drain(&mut browser);
-        deliver(&mut server, now, to_server);
-        let _ = server.rtc.handle_input(Input::Timeout(now));
-        let (_, media, _) = drain(&mut server);
-        got_media |= !media.is_empty();
-        let mut opus = [0u8; 1500];
-        let n = downlink.push(&gateway_frame, &mut opus).unwrap();
-        if n > 0 {
-            if let Some(w) = server.rtc.writer(mid) {
-                let _ = w.write(
-                    s_pt,
-                    now,
-                    MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ),
-                    opus[..n].to_vec(),
-                );
-            }
-        }
-        let _ = server.rtc.handle_input(Input::Timeout(now));
-        let (to_browser, _, _) = drain(&mut server);
-        got_srtp |= to_browser.iter().any(|(_, _, d)| d.len() > 20);
-        deliver(&mut browser, now, to_browser);
-        let _ = drain(&mut browser);
+    for _ in 0..10 {
+        let f = rig.frame();
+        got_media |= f.media_in;
+        got_srtp |= f.srtp_out;
     }
     assert!(
         got_media && got_srtp,
@@ -176,59 +154,79 @@ fn bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("webrtc");
     g.bench_function("leg_frame_both_ways_with_srtp", |b| {
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                now += Duration::from_millis(20);
-                ts += 960;
-                // Browser side (not timed): one Opus packet out.
-                let packet = frames[i % frames.len()].clone();
-                i += 1;
-                if let Some(w) = browser.rtc.writer(mid) {
-                    let _ = w.write(
-                        b_pt,
-                        now,
-                        MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ),
-                        packet,
-                    );
-                }
-                let _ = browser.rtc.handle_input(Input::Timeout(now));
-                let (to_server, _, _) = drain(&mut browser);
-                // Server side (timed): decrypt + uplink, downlink + encrypt.
-                let start = Instant::now();
-                deliver(&mut server, now, to_server);
-                let _ = server.rtc.handle_input(Input::Timeout(now));
-                let (_, media, _) = drain(&mut server);
-                for m in &media {
-                    uplink
-                        .push(Some(m), |f| {
-                            black_box(f);
-                        })
-                        .unwrap();
-                }
-                let mut opus = [0u8; 1500];
-                let n = downlink.push(&gateway_frame, &mut opus).unwrap();
-                if n > 0 {
-                    if let Some(w) = server.rtc.writer(mid) {
-                        let _ = w.write(
-                            s_pt,
-                            now,
-                            MediaTime::new(ts, Frequency::FORTY_EIGHT_KHZ),
-                            opus[..n].to_vec(),
-                        );
-                    }
-                }
-                let _ = server.rtc.handle_input(Input::Timeout(now));
-                let (to_browser, _, _) = drain(&mut server);
-                spent += start.elapsed();
-                // Browser consumes (not timed).
-                deliver(&mut browser, now, to_browser);
-                let _ = drain(&mut browser);
-            }
-            spent
-        })
+        b.iter_custom(|iters| (0..iters).map(|_| rig.frame().server_time).sum())
     });
     g.finish();
+}
+
+/// The browser stand-in, the server leg, and the audio they exchange.
+struct Rig {
+    browser: Peer,
+    server: Peer,
+    mid: Mid,
+    b_pt: str0m::media::Pt,
+    s_pt: str0m::media::Pt,
+    now: Instant,
+    ts: u64,
+    frames: Vec<Vec<u8>>,
+    next: usize,
+    uplink: Uplink,
+    downlink: Downlink,
+}
+
+struct Frame {
+    /// Time spent on the server side only.
+    server_time: Duration,
+    media_in: bool,
+    srtp_out: bool,
+}
+
+impl Rig {
+    /// One 20 ms frame each way.
+    fn frame(&mut self) -> Frame {
+        self.now += Duration::from_millis(20);
+        self.ts += 960;
+        let time = MediaTime::new(self.ts, Frequency::FORTY_EIGHT_KHZ);
+        // Browser side (not timed): one Opus packet out.
+        let packet = self.frames[self.next % self.frames.len()].clone();
+        self.next += 1;
+        if let Some(w) = self.browser.rtc.writer(self.mid) {
+            let _ = w.write(self.b_pt, self.now, time, packet);
+        }
+        let _ = self.browser.rtc.handle_input(Input::Timeout(self.now));
+        let (to_server, _, _) = drain(&mut self.browser);
+        // Server side (timed): decrypt + uplink, downlink + encrypt.
+        let start = Instant::now();
+        deliver(&mut self.server, self.now, to_server);
+        let _ = self.server.rtc.handle_input(Input::Timeout(self.now));
+        let (_, media, _) = drain(&mut self.server);
+        for m in &media {
+            self.uplink
+                .push(Some(m), |f| {
+                    black_box(f);
+                })
+                .unwrap();
+        }
+        let mut opus = [0u8; 1500];
+        let n = self.downlink.push(&[0x7fu8; FRAME_8K], &mut opus).unwrap();
+        if n > 0 {
+            if let Some(w) = self.server.rtc.writer(self.mid) {
+                let _ = w.write(self.s_pt, self.now, time, opus[..n].to_vec());
+            }
+        }
+        let _ = self.server.rtc.handle_input(Input::Timeout(self.now));
+        let (to_browser, _, _) = drain(&mut self.server);
+        let server_time = start.elapsed();
+        let srtp_out = to_browser.iter().any(|(_, _, d)| d.len() > 20);
+        // Browser consumes (not timed).
+        deliver(&mut self.browser, self.now, to_browser);
+        let _ = drain(&mut self.browser);
+        Frame {
+            server_time,
+            media_in: !media.is_empty(),
+            srtp_out,
+        }
+    }
 }
 
 criterion_group!(benches, bench);

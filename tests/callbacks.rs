@@ -99,6 +99,22 @@ text = "Sorry, that didn't work ({{{{escalate.outcome}}}})."
     Setup { gw, log, _dir: dir }
 }
 
+/// A SIPp UAS on `port` running `scenario` for one call, in the background.
+fn answer_once(
+    scenario_file: &'static str,
+    port: u16,
+    media: u16,
+) -> std::thread::JoinHandle<Sipp> {
+    std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &scenario(scenario_file), "-m", "1"],
+            Duration::from_secs(60),
+            port,
+            media,
+        )
+    })
+}
+
 fn post(gw: &Gateway, token: &str, body: &Value) -> HttpReply {
     let auth = format!("Bearer {token}");
     gw.http(
@@ -141,14 +157,7 @@ fn a_callback_rings_the_visitor_and_plays_the_flow() {
     let cap = start_capture(&format!(
         "udp port {trunk_port} or udp dst port {media_port}"
     ));
-    let visitor = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_answer.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            trunk_port,
-            media_port,
-        )
-    });
+    let visitor = answer_once("uas_answer.xml", trunk_port, media_port);
     std::thread::sleep(Duration::from_millis(400));
     let s = setup(trunk_port, "");
     let r = post(
@@ -366,14 +375,7 @@ fn refusals_place_no_call() {
 #[test]
 fn escalation_from_the_chat_corrects_a_refused_number() {
     let trunk_port = free_port();
-    let first = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_484.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            trunk_port,
-            free_port(),
-        )
-    });
+    let first = answer_once("uas_484.xml", trunk_port, free_port());
     std::thread::sleep(Duration::from_millis(400));
     let s = setup(trunk_port, "");
     let b = Browser::phone();
@@ -410,14 +412,7 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
     b.screenshot(&shots, "correct-your-number");
 
     // The visitor corrects it; the line is busy: the chat offers a retry.
-    let busy = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_busy.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            trunk_port,
-            free_port(),
-        )
-    });
+    let busy = answer_once("uas_busy.xml", trunk_port, free_port());
     std::thread::sleep(Duration::from_millis(400));
     b.wait_js(
         "!document.querySelector('#composer-input').disabled",
@@ -440,14 +435,7 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
     );
 
     // Try again: the same number is dialled, and this time it answers.
-    let second = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_answer.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            trunk_port,
-            free_port(),
-        )
-    });
+    let second = answer_once("uas_answer.xml", trunk_port, free_port());
     std::thread::sleep(Duration::from_millis(400));
     b.click("#choices button[data-value=\"retry\"]");
     b.wait_js(
@@ -555,22 +543,8 @@ fn a_callback_to_a_target_bridges_an_agent() {
     let trunk_port = free_port();
     let agent_port = free_port();
     let visitor_media = free_port();
-    let visitor = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_answer.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            trunk_port,
-            visitor_media,
-        )
-    });
-    let agent = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_agent.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            agent_port,
-            free_port(),
-        )
-    });
+    let visitor = answer_once("uas_answer.xml", trunk_port, visitor_media);
+    let agent = answer_once("uas_agent.xml", agent_port, free_port());
     std::thread::sleep(Duration::from_millis(400));
     let s = setup(trunk_port, "");
     let r = post(

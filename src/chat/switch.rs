@@ -595,14 +595,14 @@ mod tests {
         board: Arc<Switchboard>,
     }
 
-    fn rig() -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
-        let hub = Arc::new(ChatHub::new(store.clone()).with_phone_region("ES".parse().ok()));
-        let sms = Arc::new(FakeProvider::default());
-        let whatsapp = Arc::new(FakeProvider::default());
-        let board = Switchboard::new(
+    /// A switchboard over these parts (a process start, in effect).
+    fn board(
+        hub: &Arc<ChatHub>,
+        store: &Arc<dyn Store>,
+        sms: &Arc<FakeProvider>,
+        whatsapp: &Arc<FakeProvider>,
+    ) -> Arc<Switchboard> {
+        Switchboard::new(
             hub.clone(),
             store.clone(),
             Some(sms.clone()),
@@ -612,7 +612,17 @@ mod tests {
                 title: "Example".into(),
                 revert_window: Duration::from_secs(10),
             },
-        );
+        )
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let hub = Arc::new(ChatHub::new(store.clone()).with_phone_region("ES".parse().ok()));
+        let sms = Arc::new(FakeProvider::default());
+        let whatsapp = Arc::new(FakeProvider::default());
+        let board = board(&hub, &store, &sms, &whatsapp);
         Rig {
             _dir: dir,
             store,
@@ -769,17 +779,7 @@ mod tests {
         assert_eq!(r.sms.texts(), ["welcome back"]);
         // A restart remembers the ids already handled.
         r.store.flush().unwrap();
-        let again = Switchboard::new(
-            r.hub.clone(),
-            r.store.clone(),
-            Some(r.sms.clone()),
-            None,
-            None,
-            SwitchTexts {
-                title: "Example".into(),
-                revert_window: Duration::from_secs(10),
-            },
-        );
+        let again = board(&r.hub, &r.store, &r.sms, &r.whatsapp);
         assert_eq!(
             again.inbound(sms("SM1", from, "hola")),
             InboundOutcome::Duplicate
@@ -809,17 +809,7 @@ mod tests {
         assert_eq!(r.whatsapp.texts(), ["template:moved", "hello"]);
         // The window survives a restart: it is read back from the store.
         r.store.flush().unwrap();
-        let fresh = Switchboard::new(
-            r.hub.clone(),
-            r.store.clone(),
-            None,
-            Some(r.whatsapp.clone()),
-            Some(("moved".into(), "es".into())),
-            SwitchTexts {
-                title: "Example".into(),
-                revert_window: Duration::from_secs(10),
-            },
-        );
+        let fresh = board(&r.hub, &r.store, &r.sms, &r.whatsapp);
         assert!(fresh.whatsapp_window_open("+34612345678"));
         assert!(!fresh.whatsapp_window_open("+34699999999"));
     }
