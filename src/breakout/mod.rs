@@ -135,7 +135,7 @@ impl Breakouts {
         let now = SystemTime::now();
         let record = BreakoutRecord {
             id: crate::chat::random_token(12),
-            token_hash: token_hash.iter().map(|b| format!("{b:02x}")).collect(),
+            token_hash: crate::chat::hash_hex(&token_hash),
             call_id: call_id.into(),
             flow: flow.into(),
             recipient: recipient.into(),
@@ -220,6 +220,47 @@ impl Breakouts {
             }
             _ => None,
         }
+    }
+
+    /// A session back from the store for a chat resumed after a restart.
+    /// The call that waited for it did not survive the restart, so it is
+    /// `caller_left`: Breakout: Return still keeps the answers, and the
+    /// link still opens for the browser that holds the chat's key.
+    pub fn revive(&self, id: &str, conversation: &Arc<Conversation>) -> Option<Arc<Session>> {
+        if let Some(live) = self.sessions.iter().find(|s| s.id == id) {
+            return Some(live.clone());
+        }
+        let mut record = self.store.breakout(id).ok()??;
+        if !matches!(record.state.as_str(), "pending" | "opened" | "caller_left") {
+            return None;
+        }
+        let token_hash = crate::chat::hash_from_hex(&record.token_hash)?;
+        let left = SystemTime::now();
+        let expires = Instant::now()
+            + record
+                .expires_at
+                .duration_since(left)
+                .unwrap_or(Duration::ZERO);
+        record.state = Phase::CallerLeft.as_str().into();
+        let session = Arc::new(Session {
+            id: record.id.clone(),
+            expires,
+            notices: Notices {
+                caller_left: String::new(),
+                timed_out: String::new(),
+            },
+            store: self.store.clone(),
+            state: Mutex::new(State {
+                phase: Phase::CallerLeft,
+                conversation: Some(conversation.clone()),
+                waiting_call: None,
+                finished: None,
+                record,
+            }),
+        });
+        session.persist(&session.lock());
+        self.sessions.insert(token_hash, session.clone());
+        Some(session)
     }
 
     /// Forget sessions finished (or expired) long enough ago.

@@ -232,12 +232,21 @@ impl Callbacks {
             answered_at: None,
             ended_at: None,
         };
+        metrics::counter!("crossline_callbacks_total").increment(1);
+        self.dial(record.clone());
+        Ok(record)
+    }
+
+    /// Track `record` as live and ask the gateway to dial it.
+    fn dial(&self, record: CallbackRecord) {
         let mut vars = std::collections::HashMap::new();
         vars.insert("callback_id".to_string(), record.id.clone());
-        vars.insert("phone".to_string(), phone.clone());
-        for (k, v) in &req.context {
+        vars.insert("phone".to_string(), record.phone.clone());
+        let context: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&record.context).unwrap_or_default();
+        for (k, v) in context {
             let text = match v {
-                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };
             vars.insert(format!("context.{k}"), text);
@@ -245,12 +254,11 @@ impl Callbacks {
         self.live
             .insert(record.id.clone(), watch::channel(record.clone()).0);
         self.changed(&record);
-        metrics::counter!("crossline_callbacks_total").increment(1);
         let originate = Originate {
             id: record.id.clone(),
-            phone,
-            flow: req.flow,
-            target: req.target,
+            phone: record.phone.clone(),
+            flow: record.flow.clone(),
+            target: record.target.clone(),
             vars,
         };
         if self.originate.send(originate).is_err() {
@@ -262,7 +270,55 @@ impl Callbacks {
                 },
             );
         }
-        Ok(record)
+    }
+
+    /// After a restart: callbacks the last run left unfinished. Those
+    /// asked for within `redial_within` are dialled again from the start;
+    /// older ones, and calls that were already answered (cut by the
+    /// restart), are ended so nobody waits on them. Returns how many were
+    /// dialled again.
+    pub fn resume_unfinished(&self, redial_within: Duration) -> usize {
+        let pending = match self.store.unfinished_callbacks() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(%e, "store: cannot read unfinished callbacks");
+                return 0;
+            }
+        };
+        let now = SystemTime::now();
+        let mut redialled = 0;
+        for mut record in pending {
+            if self.live.contains_key(&record.id) {
+                continue;
+            }
+            let age = now.duration_since(record.created_at).unwrap_or_default();
+            let ended = if record.answered_at.is_some() {
+                Some((None, "the call was cut by a gateway restart"))
+            } else if age > redial_within || !self.enabled {
+                Some((Some(503), "not dialled again after a gateway restart"))
+            } else {
+                None
+            };
+            if let Some((sip_status, reason)) = ended {
+                self.live
+                    .insert(record.id.clone(), watch::channel(record.clone()).0);
+                self.progress(
+                    &record.id,
+                    Progress::Ended {
+                        sip_status,
+                        reason: reason.into(),
+                    },
+                );
+                continue;
+            }
+            tracing::info!(callback = %record.id, "callback: dialling again after a restart");
+            metrics::counter!("crossline_callbacks_redialled_total").increment(1);
+            record.state = "queued".into();
+            record.ringing_at = None;
+            self.dial(record);
+            redialled += 1;
+        }
+        redialled
     }
 
     /// The latest state: live first, then the store.

@@ -30,6 +30,23 @@ pub struct ChatHub {
     store: Arc<dyn Store>,
     /// How phone numbers typed without `+` are read (`[chat] default_country`).
     phone_region: Option<super::input::Region>,
+    /// Restarts a conversation's flow where it stopped (set at start).
+    resumer: std::sync::OnceLock<Arc<dyn FlowResumer>>,
+}
+
+/// Picks a conversation's flow up at the node it last entered, after a
+/// restart or on another node. Implemented by the flow interpreter.
+pub trait FlowResumer: Send + Sync {
+    /// Run `flow` from `node` with `vars` on `conversation`; false if it
+    /// can't (the flow or node is gone).
+    fn resume(
+        &self,
+        conversation: Arc<Conversation>,
+        inputs: mpsc::UnboundedReceiver<VisitorInput>,
+        flow: &str,
+        node: &str,
+        vars: std::collections::HashMap<String, String>,
+    ) -> bool;
 }
 
 /// What the operator console hears.
@@ -88,6 +105,9 @@ struct Inner {
     switch_prompt: Option<(u64, ChannelKind)>,
     /// The flow's prompt it interrupted, restored once it is answered.
     suspended_prompt: Option<(u64, Vec<Choice>)>,
+    /// After a restore: the last prompt, still unanswered. The resumed
+    /// flow asks it again; it is reopened instead of shown twice.
+    replay_prompt: Option<(u64, InputKind, String, Vec<Choice>)>,
     closed: Option<Instant>,
     record: ConversationRecord,
     bindings: Vec<Binding>,
@@ -110,7 +130,13 @@ impl ChatHub {
             sender: Arc::new(std::sync::OnceLock::new()),
             store,
             phone_region: None,
+            resumer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Let restored conversations carry on with their flows.
+    pub fn set_resumer(&self, resumer: Arc<dyn FlowResumer>) {
+        let _ = self.resumer.set(resumer);
     }
 
     /// Read national-format phone numbers as numbers of `region`.
@@ -143,10 +169,22 @@ impl ChatHub {
         self.feed.subscribe()
     }
 
-    /// The conversation last bound to this number on this channel.
+    /// The conversation last bound to this number on this channel: from
+    /// memory, or the open one the store knows (after a restart, or one
+    /// another node started).
     pub fn by_address(&self, channel: ChannelKind, address: &str) -> Option<Arc<Conversation>> {
-        let id = self.by_address.get(&address_key(channel, address))?.clone();
-        self.get(&id)
+        let known = self
+            .by_address
+            .get(&address_key(channel, address))
+            .map(|id| id.clone());
+        if let Some(c) = known.and_then(|id| self.get(&id)) {
+            return Some(c);
+        }
+        let id = self
+            .store
+            .open_conversation_for(channel.as_str(), address)
+            .ok()??;
+        self.get_or_restore(&id)
     }
 
     /// Start a conversation on the web channel.
@@ -181,6 +219,9 @@ impl ChatHub {
             breakout_id,
             created_at: SystemTime::now(),
             closed_at: None,
+            key_hash: Some(super::hash_hex(&super::secret_hash(&access_key))),
+            resume_node: None,
+            resume_vars: None,
         };
         if let Err(e) = self.store.upsert_conversation(record.clone()) {
             tracing::error!(%e, "store: cannot queue the conversation");
@@ -205,6 +246,7 @@ impl ChatHub {
                 open_prompt: None,
                 switch_prompt: None,
                 suspended_prompt: None,
+                replay_prompt: None,
                 closed: None,
                 record,
                 bindings: vec![binding],
@@ -235,18 +277,40 @@ impl ChatHub {
         self.conversations.get(id).map(|c| c.clone())
     }
 
-    /// A conversation from memory, or rebuilt from the store (closed) so
-    /// it can be reopened. No flow runs on a rebuilt one.
+    /// A conversation from memory, or rebuilt from the store: after a
+    /// restart, or when another node started it. An open one gets its
+    /// visitor's key back and its flow restarted at the node it had
+    /// reached; a closed one can be reopened by an operator.
     pub fn get_or_restore(&self, id: &str) -> Option<Arc<Conversation>> {
-        if let Some(c) = self.get(id) {
-            return Some(c);
+        match self.get(id) {
+            Some(c) => Some(c),
+            None => self.restore(id, None),
         }
+    }
+
+    /// A visitor's conversation, only for the key that opens it. The key
+    /// is checked against the stored hash before anything is restored, so
+    /// a guessed id never restarts a flow.
+    pub fn open_with_key(&self, id: &str, key: &str) -> Option<Arc<Conversation>> {
+        match self.get(id) {
+            Some(c) => c.key_matches(key).then_some(c),
+            None => self.restore(id, Some(key)),
+        }
+    }
+
+    fn restore(&self, id: &str, key: Option<&str>) -> Option<Arc<Conversation>> {
         let record = self.store.conversation(id).ok()??;
+        if let Some(key) = key {
+            let stored = record.key_hash.as_deref().and_then(super::hash_from_hex)?;
+            if !super::same_hash(&stored, &super::secret_hash(key)) {
+                return None;
+            }
+        }
         let messages = self.store.messages(id, 0).ok()?;
         let bindings = self.store.bindings(id).ok()?;
         let events: Vec<Arc<Event>> = messages.iter().filter_map(event_of).map(Arc::new).collect();
         let (live, _) = broadcast::channel(256);
-        let (inputs_tx, _) = mpsc::unbounded_channel();
+        let (inputs_tx, inputs) = mpsc::unbounded_channel();
         let bindings: Vec<Binding> = bindings
             .iter()
             .filter_map(|b| {
@@ -259,18 +323,44 @@ impl ChatHub {
             })
             .collect();
         let closed = record.closed_at.map(|_| Instant::now());
+        let resume = match (&record.flow, &record.resume_node, closed) {
+            (Some(flow), Some(node), None) => Some((flow.clone(), node.clone())),
+            _ => None,
+        };
+        let replay_prompt = match events.last().map(|e| e.as_ref()) {
+            Some(Event::Prompt {
+                id,
+                input,
+                text,
+                choices,
+                action: None,
+                ..
+            }) if resume.is_some() => Some((*id, *input, text.clone(), choices.clone())),
+            _ => None,
+        };
+        // Without a stored key hash (older rows) nobody's browser gets in.
+        let key_hash = record
+            .key_hash
+            .as_deref()
+            .and_then(super::hash_from_hex)
+            .unwrap_or_else(|| super::secret_hash(&super::random_token(32)));
+        let vars = record
+            .resume_vars
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default();
         let conversation = Arc::new_cyclic(|me| Conversation {
             id: id.to_string(),
-            // Nobody's browser holds a key to a restored conversation.
-            key_hash: super::secret_hash(&super::random_token(32)),
+            key_hash,
             inner: Mutex::new(Inner {
                 events,
                 open_prompt: None,
                 switch_prompt: None,
                 suspended_prompt: None,
+                replay_prompt,
                 closed,
                 record,
-                bindings,
+                bindings: bindings.clone(),
                 revert_until: None,
             }),
             live,
@@ -282,11 +372,31 @@ impl ChatHub {
             sender: self.sender.clone(),
             me: me.clone(),
         });
+        // Two requests may restore at once: the first one in wins.
+        match self.conversations.entry(id.to_string()) {
+            dashmap::mapref::entry::Entry::Occupied(e) => return Some(e.get().clone()),
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(conversation.clone());
+            }
+        }
         if closed.is_none() {
             metrics::gauge!("crossline_chat_sessions_active").increment(1.0);
+            for b in bindings.iter().filter(|b| b.ended_at.is_none()) {
+                if let Some(a) = &b.address {
+                    self.by_address
+                        .insert(address_key(b.channel, a), id.to_string());
+                }
+            }
         }
-        self.conversations
-            .insert(id.to_string(), conversation.clone());
+        let resumed = match (resume, self.resumer.get()) {
+            (Some((flow, node)), Some(resumer)) => {
+                resumer.resume(conversation.clone(), inputs, &flow, &node, vars)
+            }
+            _ => false,
+        };
+        let how = if resumed { "resumed" } else { "restored" };
+        tracing::info!(conversation = %id, how, "chat restored from the store");
+        metrics::counter!("crossline_chat_restored_total", "how" => how).increment(1);
         Some(conversation)
     }
 
@@ -313,6 +423,25 @@ impl Conversation {
         // A panic elsewhere while holding the lock leaves data that is
         // still consistent (every write is one push), so carry on.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Note where the flow is, so a restart can pick it up there.
+    pub fn checkpoint(
+        &self,
+        flow: &str,
+        node: &str,
+        vars: &std::collections::HashMap<String, String>,
+    ) {
+        let mut inner = self.lock();
+        if inner.closed.is_some() {
+            return;
+        }
+        inner.record.flow = Some(flow.to_string());
+        inner.record.resume_node = Some(node.to_string());
+        inner.record.resume_vars = serde_json::to_string(vars).ok();
+        if let Err(e) = self.store.upsert_conversation(inner.record.clone()) {
+            tracing::error!(%e, "store: cannot queue the conversation");
+        }
     }
 
     /// Does this browser's key open this conversation?
@@ -357,6 +486,7 @@ impl Conversation {
             return None;
         }
         let id = inner.events.len() as u64 + 1;
+        inner.replay_prompt = None;
         let event = Arc::new(make(id));
         let (role, kind, text, detail) = event.stored();
         if let Event::Prompt { choices, .. } = event.as_ref() {
@@ -560,6 +690,17 @@ impl Conversation {
         choices: Vec<Choice>,
         placeholder: Option<String>,
     ) -> Option<u64> {
+        {
+            // The same question as the one left open at a restart: open
+            // that one again rather than asking twice.
+            let mut inner = self.lock();
+            if let Some((id, kind, asked, offered)) = inner.replay_prompt.take() {
+                if inner.closed.is_none() && kind == input && asked == text && offered == choices {
+                    inner.open_prompt = Some((id, offered));
+                    return Some(id);
+                }
+            }
+        }
         let id = self.append(|id| Event::Prompt {
             id,
             input,

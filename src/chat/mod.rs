@@ -10,7 +10,7 @@ pub mod switch;
 pub use event::{
     Accepted, Binding, ChannelKind, Choice, Event, InputKind, Live, Role, VisitorInput,
 };
-pub use hub::{ChannelSender, ChatHub, Conversation, Feed, NewConversation};
+pub use hub::{ChannelSender, ChatHub, Conversation, Feed, FlowResumer, NewConversation};
 pub use switch::{InboundOutcome, SwitchError, SwitchTexts, Switchboard};
 
 /// A random id or secret: `bytes` from the OS-seeded CSPRNG, base64url.
@@ -26,6 +26,23 @@ pub fn random_token(bytes: usize) -> String {
 pub fn secret_hash(secret: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A secret's hash as stored: lowercase hex.
+pub fn hash_hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stored hash back; `None` for anything but 64 hex digits.
+pub fn hash_from_hex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Equal without an early exit, so timing tells nothing about the secret.

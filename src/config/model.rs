@@ -193,6 +193,9 @@ pub struct CallbacksConfig {
     pub webhook_url: Option<String>,
     pub webhook_secret: Option<String>,
     pub webhook_secret_env: Option<String>,
+    /// After a restart, callbacks asked for within this many seconds and
+    /// not yet answered are dialled again; older ones are marked failed.
+    pub redial_after_restart_secs: u64,
 }
 
 impl Default for CallbacksConfig {
@@ -200,6 +203,7 @@ impl Default for CallbacksConfig {
         CallbacksConfig {
             trunk: None,
             ring_timeout_secs: 30,
+            redial_after_restart_secs: 300,
             max_per_phone_per_hour: 3,
             max_per_key_per_minute: 30,
             webhook_url: None,

@@ -485,12 +485,61 @@ pub fn spawn_chat(
     tokio::spawn(run(cx));
 }
 
+/// Carries chat flows on after a restart: what `ChatHub` calls when it
+/// rebuilds an open conversation from the store.
+struct Resumer(std::sync::Weak<Services>);
+
+impl crate::chat::FlowResumer for Resumer {
+    fn resume(
+        &self,
+        conversation: Arc<crate::chat::Conversation>,
+        inputs: mpsc::UnboundedReceiver<crate::chat::VisitorInput>,
+        flow: &str,
+        node: &str,
+        vars: Vars,
+    ) -> bool {
+        let (Some(services), Ok(runtime)) =
+            (self.0.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            return false;
+        };
+        let Some(flow) = services.flow(flow).filter(|f| f.node(node).is_some()) else {
+            // Reloaded since: the node it was at is gone.
+            tracing::warn!(conversation = %conversation.id, flow, node, "cannot resume the chat: flow or node gone");
+            conversation.close(&services.chat_texts.closed_message);
+            return false;
+        };
+        let breakout = conversation
+            .record()
+            .breakout_id
+            .and_then(|id| services.breakouts.revive(&id, &conversation));
+        let node = node.to_string();
+        let cx = FlowCx::chat(conversation, inputs, breakout, flow, vars, services);
+        runtime.spawn(run_from(cx, node));
+        true
+    }
+}
+
+/// Let the chat hub resume flows of conversations it restores.
+pub fn install_resumer(services: &Arc<Services>) {
+    services
+        .chat
+        .set_resumer(Arc::new(Resumer(Arc::downgrade(services))));
+}
+
 /// Where a node sends the flow.
 pub type Next = Option<String>;
 
 /// Run a flow to its end; then hang up (the end of a flow ends the call).
-pub async fn run(mut cx: FlowCx) {
-    let mut current = Some(cx.flow.start.clone());
+pub async fn run(cx: FlowCx) {
+    let start = cx.flow.start.clone();
+    run_from(cx, start).await
+}
+
+/// Run a flow from `start` (its first node, or where a chat was when the
+/// gateway stopped).
+pub async fn run_from(mut cx: FlowCx, start: String) {
+    let mut current = Some(start);
     let mut steps = 0u32;
     while let Some(id) = current.take() {
         // A node may move the flow on to another flow (breakout timeout).
@@ -506,6 +555,9 @@ pub async fn run(mut cx: FlowCx) {
             break;
         };
         tracing::info!(on = %cx.label, flow = %flow.name, node = %id, kind = node.kind.type_name(), "flow node");
+        if let Io::Chat(c) = &cx.io {
+            c.conversation.checkpoint(&flow.name, &id, &cx.vars);
+        }
         metrics::counter!("crossline_flow_nodes_total", "flow" => flow.name.clone(), "type" => node.kind.type_name())
             .increment(1);
         let result = match &node.kind {

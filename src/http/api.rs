@@ -480,7 +480,7 @@ async fn post_message(
     if text.is_empty() || text.len() > 4000 {
         return error(StatusCode::BAD_REQUEST, "text must be 1 to 4000 bytes");
     }
-    let Some(conv) = s.services.chat.get(&id) else {
+    let Some(conv) = super::conversation(&s, &id, None).await else {
         return error(StatusCode::NOT_FOUND, "no live conversation with that id");
     };
     // Out on the conversation's current channel, as the agent.
@@ -531,7 +531,10 @@ async fn visitor_action(
     if !s.services.switchboard.channels().contains(&channel) {
         return error(StatusCode::CONFLICT, "that channel is not configured");
     }
-    let Some(conv) = s.services.chat.get(&id).filter(|c| !c.is_closed()) else {
+    let Some(conv) = super::conversation(&s, &id, None)
+        .await
+        .filter(|c| !c.is_closed())
+    else {
         return error(StatusCode::NOT_FOUND, "no live conversation with that id");
     };
     if conv.active().0 != crate::chat::ChannelKind::Web {
@@ -561,13 +564,7 @@ async fn reconnect_conversation(
     let key = id.clone();
     let lead = tri!(store_call(&s, move |st| st.lead_for_conversation(&key)).await);
     let phone = lead.and_then(|l| l.phone);
-    let chat = s.services.chat.clone();
-    let restore_id = id.clone();
-    let conv = tokio::task::spawn_blocking(move || chat.get_or_restore(&restore_id))
-        .await
-        .ok()
-        .flatten();
-    let Some(conv) = conv else {
+    let Some(conv) = super::conversation(&s, &id, None).await else {
         return error(StatusCode::NOT_FOUND, "no such conversation");
     };
     match s.services.switchboard.reconnect(conv, channel, phone).await {

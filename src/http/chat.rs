@@ -233,17 +233,15 @@ async fn breakout_page(
 async fn web_chat_page(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     let jar = cookies(&headers);
     // The same browser comes back to its open conversation.
-    if let Some(conv) = jar
+    let known = match jar
         .get(WEB_COOKIE)
-        .and_then(|id| state.services.chat.get(id))
-        .filter(|c| !c.is_closed())
+        .and_then(|id| Some((id, jar.get(&key_cookie(id))?)))
     {
-        if jar
-            .get(&key_cookie(&conv.id))
-            .is_some_and(|k| conv.key_matches(k))
-        {
-            return chat_page(&state, &conv.id, &[]);
-        }
+        Some((id, key)) => super::conversation(&state, id, Some(key)).await,
+        None => None,
+    };
+    if let Some(conv) = known.filter(|c| !c.is_closed()) {
+        return chat_page(&state, &conv.id, &[]);
     }
     let Some(flow) = state
         .services
@@ -284,10 +282,10 @@ async fn socket(
     }
     // Whose conversation first, the same answer for unknown and not yours.
     let jar = cookies(&headers);
-    let conv = state.services.chat.get(&q.c).filter(|conv| {
-        jar.get(&key_cookie(&conv.id))
-            .is_some_and(|k| conv.key_matches(k))
-    });
+    let conv = match jar.get(&key_cookie(&q.c)) {
+        Some(key) => super::conversation(&state, &q.c, Some(key)).await,
+        None => None,
+    };
     let Some(conv) = conv else {
         metrics::counter!("crossline_http_auth_failures_total", "reason" => "chat_key")
             .increment(1);
@@ -316,10 +314,10 @@ async fn start_call(
         return (StatusCode::NOT_FOUND, "web calls are turned off").into_response();
     };
     let jar = cookies(&headers);
-    let owned = state.services.chat.get(&q.c).is_some_and(|conv| {
-        jar.get(&key_cookie(&conv.id))
-            .is_some_and(|k| conv.key_matches(k))
-    });
+    let owned = match jar.get(&key_cookie(&q.c)) {
+        Some(key) => super::conversation(&state, &q.c, Some(key)).await.is_some(),
+        None => false,
+    };
     if !owned {
         metrics::counter!("crossline_http_auth_failures_total", "reason" => "chat_key")
             .increment(1);

@@ -171,6 +171,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         store.clone(),
         originate_tx,
     )?);
+    crate::flow::interp::install_resumer(&services);
     tokio::spawn(crate::http::serve(
         http_listener,
         crate::http::HttpState {
@@ -230,7 +231,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let mut hard_stop: Option<Instant> = None;
     let mut telemetry_tick = tokio::time::interval(Duration::from_secs(1));
     gw.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!("crossline ready");
+    let redial = Duration::from_secs(gw.config.callbacks.redial_after_restart_secs);
+    let redialled = gw.services.callbacks.resume_unfinished(redial);
+    tracing::info!(callbacks_redialled = redialled, "crossline ready");
 
     loop {
         let next_ring = gw.ringing.iter().map(|(at, _, _)| *at).min();

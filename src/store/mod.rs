@@ -70,6 +70,13 @@ pub struct ConversationRecord {
     pub breakout_id: Option<String>,
     pub created_at: SystemTime,
     pub closed_at: Option<SystemTime>,
+    /// SHA-256 (hex) of the visitor's access key, so their browser gets
+    /// back in after a restart or on another node.
+    pub key_hash: Option<String>,
+    /// Where the flow was: the node it entered last and its variables
+    /// (JSON), so the flow can pick up from there after a restart.
+    pub resume_node: Option<String>,
+    pub resume_vars: Option<String>,
 }
 
 /// One event of a conversation's transcript, in order (`seq` from 1).
@@ -396,6 +403,13 @@ pub trait Store: Send + Sync {
     /// starts the next, and the database never shows half of it.
     fn upsert_bindings(&self, records: Vec<BindingRecord>) -> Result<(), StoreError>;
     fn bindings(&self, conversation_id: &str) -> Result<Vec<BindingRecord>, StoreError>;
+    /// The open conversation `address` is bound to on `channel` right now
+    /// (its binding not ended, the conversation not closed), newest first.
+    fn open_conversation_for(
+        &self,
+        channel: &str,
+        address: &str,
+    ) -> Result<Option<String>, StoreError>;
     /// Remember a provider message id as handled.
     /// Remember a handled inbound message (provider id) and who sent it.
     fn mark_inbound(
@@ -416,6 +430,8 @@ pub trait Store: Send + Sync {
     fn callback(&self, id: &str) -> Result<Option<CallbackRecord>, StoreError>;
     /// Newest first.
     fn callbacks(&self, filter: &CallbackFilter) -> Result<Vec<CallbackRecord>, StoreError>;
+    /// Callbacks not yet ended (queued or ringing), oldest first.
+    fn unfinished_callbacks(&self) -> Result<Vec<CallbackRecord>, StoreError>;
     /// Block until queued writes are on disk.
     fn flush(&self) -> Result<(), StoreError>;
 }

@@ -157,6 +157,12 @@ const MIGRATIONS: &[&str] = &[
         ended_at_ms INTEGER
     );
     CREATE INDEX callbacks_created ON callbacks(created_at_ms);",
+    // 6: what a chat needs to carry on after a restart (or on another
+    // node): the visitor's key hash and where its flow was.
+    "ALTER TABLE conversations ADD COLUMN key_hash TEXT;
+    ALTER TABLE conversations ADD COLUMN resume_node TEXT;
+    ALTER TABLE conversations ADD COLUMN resume_vars TEXT;
+    CREATE INDEX callbacks_state ON callbacks(state);",
 ];
 
 enum Job {
@@ -423,8 +429,8 @@ fn call_row(r: &Row<'_>) -> rusqlite::Result<CallRecord> {
     })
 }
 
-const CONVERSATION_COLUMNS: &str =
-    "id, channel, origin, flow, breakout_id, created_at_ms, closed_at_ms";
+const CONVERSATION_COLUMNS: &str = "id, channel, origin, flow, breakout_id, created_at_ms,
+    closed_at_ms, key_hash, resume_node, resume_vars";
 
 fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
     Ok(ConversationRecord {
@@ -435,6 +441,9 @@ fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
         breakout_id: r.get(4)?,
         created_at: from_ms(r.get(5)?),
         closed_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
+        key_hash: r.get(7)?,
+        resume_node: r.get(8)?,
+        resume_vars: r.get(9)?,
     })
 }
 
@@ -491,7 +500,8 @@ impl Store for SqliteStore {
     fn upsert_conversation(&self, r: ConversationRecord) -> Result<(), StoreError> {
         self.send(Job::Exec(
             "INSERT OR REPLACE INTO conversations (id, channel, origin, flow, breakout_id,
-                created_at_ms, closed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                created_at_ms, closed_at_ms, key_hash, resume_node, resume_vars)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             vec![
                 r.id.into(),
                 r.channel.into(),
@@ -500,6 +510,9 @@ impl Store for SqliteStore {
                 opt_text(r.breakout_id),
                 ms(r.created_at).into(),
                 opt_ms(r.closed_at),
+                opt_text(r.key_hash),
+                opt_text(r.resume_node),
+                opt_text(r.resume_vars),
             ],
         ))
     }
@@ -794,6 +807,24 @@ impl Store for SqliteStore {
         )
     }
 
+    fn open_conversation_for(
+        &self,
+        channel: &str,
+        address: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .query(
+                "SELECT b.conversation_id FROM conversation_bindings b
+                 JOIN conversations c ON c.id = b.conversation_id
+                 WHERE b.address = ?1 AND b.channel = ?2 AND b.ended_at_ms IS NULL
+                   AND c.closed_at_ms IS NULL
+                 ORDER BY b.started_at_ms DESC LIMIT 1",
+                [address, channel],
+                |r| r.get::<_, String>(0),
+            )?
+            .pop())
+    }
+
     fn mark_inbound(
         &self,
         provider_id: &str,
@@ -910,6 +941,17 @@ impl Store for SqliteStore {
                  ORDER BY created_at_ms DESC LIMIT ?5"
             ),
             rusqlite::params![f.bot, f.flow, from, to, f.limit as i64],
+            callback_row,
+        )
+    }
+
+    fn unfinished_callbacks(&self) -> Result<Vec<CallbackRecord>, StoreError> {
+        self.query(
+            &format!(
+                "SELECT {CALLBACK_COLUMNS} FROM callbacks
+                 WHERE state IN ('queued', 'ringing', 'answered') ORDER BY created_at_ms"
+            ),
+            [],
             callback_row,
         )
     }
@@ -1141,6 +1183,9 @@ mod tests {
             breakout_id: Some("b1".into()),
             created_at: at,
             closed_at: None,
+            key_hash: Some("9f86d081".into()),
+            resume_node: Some("ask_email".into()),
+            resume_vars: Some(r#"{"name":"Ana"}"#.into()),
         };
         store.upsert_conversation(conv.clone()).unwrap();
         for seq in 1..=3u64 {
@@ -1221,5 +1266,94 @@ mod tests {
         );
         assert!(store.consents(Some("+34600000000"), 5).unwrap().is_empty());
         assert!(!format!("{breakout:?}").contains("5551234567"));
+    }
+
+    #[test]
+    fn open_conversation_by_address_and_unfinished_callbacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        let conversation = |id: &str, closed: bool| ConversationRecord {
+            id: id.into(),
+            channel: "sms".into(),
+            origin: "web".into(),
+            flow: None,
+            breakout_id: None,
+            created_at: at,
+            closed_at: closed.then_some(at),
+            key_hash: None,
+            resume_node: None,
+            resume_vars: None,
+        };
+        let binding = |id: &str, seq: u32, start: u64, ended: bool| BindingRecord {
+            conversation_id: id.into(),
+            seq,
+            channel: "sms".into(),
+            address: Some("+34600111222".into()),
+            started_at: at + Duration::from_secs(start),
+            ended_at: ended.then_some(at + Duration::from_secs(start + 1)),
+        };
+        // old: closed; moved: its SMS binding ended; live: the one to find.
+        store
+            .upsert_conversation(conversation("old", true))
+            .unwrap();
+        store
+            .upsert_conversation(conversation("moved", false))
+            .unwrap();
+        store
+            .upsert_conversation(conversation("live", false))
+            .unwrap();
+        store
+            .upsert_bindings(vec![
+                binding("old", 1, 30, false),
+                binding("moved", 1, 20, true),
+                binding("live", 2, 10, false),
+            ])
+            .unwrap();
+        let callback = |id: &str, state: &str, secs: u64| CallbackRecord {
+            id: id.into(),
+            phone: "+34600111222".into(),
+            phone_raw: "600111222".into(),
+            flow: Some("callback".into()),
+            target: None,
+            context: "{}".into(),
+            requested_by: "operator".into(),
+            conversation_id: None,
+            bot: None,
+            state: state.into(),
+            sip_status: None,
+            reason: None,
+            consent_id: None,
+            created_at: at + Duration::from_secs(secs),
+            ringing_at: None,
+            answered_at: None,
+            ended_at: None,
+        };
+        for (id, state, secs) in [
+            ("r", "ringing", 2),
+            ("q", "queued", 1),
+            ("f", "failed", 0),
+            ("c", "completed", 3),
+        ] {
+            store.upsert_callback(callback(id, state, secs)).unwrap();
+        }
+        store.flush().unwrap();
+        assert_eq!(
+            store.open_conversation_for("sms", "+34600111222").unwrap(),
+            Some("live".to_string())
+        );
+        assert_eq!(
+            store
+                .open_conversation_for("whatsapp", "+34600111222")
+                .unwrap(),
+            None
+        );
+        let unfinished: Vec<String> = store
+            .unfinished_callbacks()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(unfinished, ["q", "r"]);
     }
 }

@@ -136,26 +136,8 @@ impl Gateway {
         }
         let config = dir.path().join("crossline.toml");
         std::fs::write(&config, format!("{}{}", merge_sections(&base, &body), "")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_crossline"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info,crossline=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn crossline");
         let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let child = launch(&config, log.clone());
         Gateway {
             child,
             sip_port,
@@ -164,6 +146,28 @@ impl Gateway {
             dir,
             log,
         }
+    }
+
+    /// Kill the process outright (SIGKILL: no drain, no goodbye) and start
+    /// it again on the same config, ports and database. The log keeps the
+    /// first run's lines; waits for the new run's "crossline ready".
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mark = {
+            let mut l = self.log.lock().unwrap();
+            l.push_str("=== killed; starting again ===\n");
+            l.len()
+        };
+        self.child = launch(&self.dir.path().join("crossline.toml"), self.log.clone());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.log()[mark..].contains("crossline ready") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the restarted gateway never got ready:\n{}", self.log());
     }
 
     pub fn sip_addr(&self) -> String {
@@ -253,6 +257,29 @@ impl Gateway {
         }
         None
     }
+}
+
+/// Run the binary on `config`, its stderr appended to `log` line by line.
+fn launch(config: &Path, log: Arc<Mutex<String>>) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crossline"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info,crossline=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn crossline");
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut l = log.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    child
 }
 
 impl Drop for Gateway {
