@@ -9,6 +9,8 @@ pub mod callback;
 pub mod chat;
 pub mod config;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod mask;
 pub mod media;
@@ -16,6 +18,7 @@ pub mod messaging;
 pub mod net;
 pub mod runtime;
 pub mod sdp;
+pub mod secret;
 pub mod sip;
 pub mod store;
 pub mod telemetry;

@@ -55,6 +55,21 @@ impl Cidr {
     }
 }
 
+/// What went wrong with an HTTP request, without its URL: URLs carry ids,
+/// phone numbers and tokens in their paths and queries. The chain of
+/// causes says what failed (refused, reset, TLS...).
+pub fn http_error_text(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::Cidr;

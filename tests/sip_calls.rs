@@ -91,7 +91,8 @@ fn uac_pcap_gets_continuous_paced_rtp_with_negotiated_pt() {
     // The pcap's RFC 4733 '1' reached the call once.
     gw.wait_for_log("DTMF digit", Duration::from_secs(2));
     assert_eq!(gw.log().matches("DTMF digit").count(), 1, "{}", gw.log());
-    assert!(gw.log().contains("digit=1"));
+    // Which digit is never logged (it may be a PIN); menus check values.
+    assert!(!gw.log().contains("digit="), "{}", gw.log());
     // RTCP from our RTP port + 1 to the caller's: sender reports while the
     // call runs, BYE when it ends.
     let rtcp_decode = vec![format!("udp.port=={},rtcp", capture.caller_port + 1)];

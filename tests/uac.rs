@@ -91,7 +91,7 @@ fn call_to(port: u16, credentials: Option<(&str, &str)>) -> OutgoingCall {
             telephone_event_pt: 101,
             ptime_ms: 20,
         },
-        credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+        credentials: credentials.map(|(u, p)| (u.to_string(), p.into())),
         extra_headers: vec![("X-Test".into(), "uac".into())],
     }
 }

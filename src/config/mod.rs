@@ -403,17 +403,22 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
                 err(&["trunks", &idx, "inbound_cidrs", &j], e);
             }
         }
-        if trunk.inbound_username.is_some() != trunk.inbound_password.is_some() {
-            err(
+        match trunk.inbound_password() {
+            Ok(password) if trunk.inbound_username.is_some() != password.is_some() => err(
                 &["trunks", &idx, "inbound_username"],
                 "inbound_username and inbound_password go together".into(),
-            );
+            ),
+            Ok(_) => {}
+            Err(e) => err(&["trunks", &idx, "inbound_password"], e),
+        }
+        if let Err(e) = trunk.password() {
+            err(&["trunks", &idx, "password"], e);
         }
         if let Some(uri) = &trunk.outbound_proxy {
             if crate::sip::message::Uri::parse(uri).is_err() {
                 err(
                     &["trunks", &idx, "outbound_proxy"],
-                    format!("not a SIP URI: {uri:?}"),
+                    format!("not a SIP URI: {:?}", crate::mask::uri_secret(uri)),
                 );
             }
         }
@@ -424,9 +429,12 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             if crate::sip::message::Uri::parse(uri).is_err() {
                 err(
                     &["registrations", &idx, key],
-                    format!("not a SIP URI: {uri:?}"),
+                    format!("not a SIP URI: {:?}", crate::mask::uri_secret(uri)),
                 );
             }
+        }
+        if let Err(e) = reg.password() {
+            err(&["registrations", &idx, "password"], e);
         }
         if reg.expires < 60 {
             err(
@@ -619,6 +627,47 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output_or_errors() {
+        let text = "[http]\nadmin_token = \"admin-secret-0123456789\"\noperator_token = \"operator-secret-0123456\"\n\n            [callbacks]\nwebhook_secret = \"hook-secret-0123456789\"\n\n            [[trunks]]\nname = \"carrier\"\ninbound_username = \"pbx\"\ninbound_password = \"inbound-secret-x\"\n            outbound_proxy = \"sip:127.0.0.1:5080\"\nusername = \"me\"\npassword = \"outbound-secret-y\"\n\n            [[registrations]]\nregistrar = \"sip:127.0.0.1:5090\"\naor = \"sip:me@127.0.0.1\"\nusername = \"me\"\npassword = \"register-secret-z\"\n";
+        let config = Config::parse(text, Path::new("t.toml")).unwrap();
+        let shown = format!("{config:?}");
+        for secret in [
+            "admin-secret",
+            "operator-secret",
+            "hook-secret",
+            "inbound-secret",
+            "outbound-secret",
+            "register-secret",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(
+            config.trunks[0].password().unwrap().unwrap().expose(),
+            "outbound-secret-y"
+        );
+        // A password in a URI the check refuses is starred in the error.
+        let errs = errors("[[trunks]]\nname = \"t\"\noutbound_proxy = \"sip:u:leaked-pw@[bad\"\n");
+        assert!(errs.iter().any(|e| e.contains("not a SIP URI")), "{errs:?}");
+        assert!(errs.iter().all(|e| !e.contains("leaked-pw")), "{errs:?}");
+    }
+
+    #[test]
+    fn passwords_come_from_the_environment_when_named() {
+        std::env::set_var("CROSSLINE_TEST_TRUNK_PW", "from-the-env");
+        let text = "[[trunks]]\nname = \"t\"\nusername = \"me\"\npassword_env = \"CROSSLINE_TEST_TRUNK_PW\"\n\n            [[registrations]]\nregistrar = \"sip:127.0.0.1:5090\"\naor = \"sip:me@127.0.0.1\"\npassword_env = \"CROSSLINE_TEST_UNSET_PW\"\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("registrations[0].password"), "{errs:?}");
+        assert!(errs[0].contains("CROSSLINE_TEST_UNSET_PW"), "{errs:?}");
+        let ok = text.replace("CROSSLINE_TEST_UNSET_PW", "CROSSLINE_TEST_TRUNK_PW");
+        let config = Config::parse(&ok, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            config.trunks[0].password().unwrap().unwrap().expose(),
+            "from-the-env"
+        );
     }
 
     #[test]

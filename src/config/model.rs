@@ -1,6 +1,7 @@
 //! The typed configuration. Every key here is documented once, in
 //! `deploy/crossline.example.toml`; unknown keys are rejected.
 
+use crate::secret::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -112,10 +113,10 @@ pub struct HttpConfig {
     /// SMS start with it. Default: `http://<listen>`.
     pub public_base_url: Option<String>,
     /// Bearer token for /v1 admin endpoints (or `admin_token_env`).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     pub admin_token_env: Option<String>,
     /// Bearer token for /v1 operator endpoints; the admin token works too.
-    pub operator_token: Option<String>,
+    pub operator_token: Option<Secret>,
     pub operator_token_env: Option<String>,
     /// Browser origins allowed to call /v1 (CORS). Empty: none.
     pub cors_origins: Vec<String>,
@@ -159,13 +160,15 @@ impl HttpConfig {
 
 fn secret(
     key: &str,
-    value: &Option<String>,
+    value: &Option<Secret>,
     env: &Option<String>,
 ) -> Result<Option<String>, String> {
     match (value, env) {
         (Some(_), Some(_)) => Err(format!("set {key} or {key}_env, not both")),
-        (Some(v), None) if v.len() < 16 => Err(format!("{key} must be at least 16 characters")),
-        (Some(v), None) => Ok(Some(v.clone())),
+        (Some(v), None) if v.expose().len() < 16 => {
+            Err(format!("{key} must be at least 16 characters"))
+        }
+        (Some(v), None) => Ok(Some(v.expose().to_string())),
         (None, Some(name)) => match std::env::var(name) {
             Ok(v) if v.len() >= 16 => Ok(Some(v)),
             Ok(_) => Err(format!(
@@ -191,7 +194,7 @@ pub struct CallbacksConfig {
     pub max_per_key_per_minute: u32,
     /// Where each status change is POSTed (signed), if anywhere.
     pub webhook_url: Option<String>,
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     pub webhook_secret_env: Option<String>,
     /// After a restart, callbacks asked for within this many seconds and
     /// not yet answered are dialled again; older ones are marked failed.
@@ -384,7 +387,10 @@ pub struct TrunkConfig {
     #[serde(default)]
     pub inbound_username: Option<String>,
     #[serde(default)]
-    pub inbound_password: Option<String>,
+    pub inbound_password: Option<Secret>,
+    /// Or the name of an environment variable holding it.
+    #[serde(default)]
+    pub inbound_password_env: Option<String>,
     /// Where outbound calls go: a SIP URI of the carrier or proxy.
     #[serde(default)]
     pub outbound_proxy: Option<String>,
@@ -393,7 +399,9 @@ pub struct TrunkConfig {
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_env: Option<String>,
     /// Caller ID on outbound calls (user part of From).
     #[serde(default)]
     pub caller_id: Option<String>,
@@ -412,11 +420,52 @@ pub struct RegistrationConfig {
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_env: Option<String>,
     #[serde(default = "default_expires")]
     pub expires: u32,
     #[serde(default)]
     pub transport: TransportName,
+}
+
+/// A password from the file or from the environment variable named by
+/// `env`; an error names the key and never the value.
+fn password(
+    key: &str,
+    value: &Option<Secret>,
+    env: &Option<String>,
+) -> Result<Option<Secret>, String> {
+    match (value, env) {
+        (Some(_), Some(_)) => Err(format!("set {key} or {key}_env, not both")),
+        (Some(v), None) => Ok(Some(v.clone())),
+        (None, Some(name)) => std::env::var(name)
+            .map(|v| Some(Secret::from(v)))
+            .map_err(|_| format!("environment variable {name:?} is not set")),
+        (None, None) => Ok(None),
+    }
+}
+
+impl TrunkConfig {
+    /// The password inbound requests must answer challenges with.
+    pub fn inbound_password(&self) -> Result<Option<Secret>, String> {
+        password(
+            "inbound_password",
+            &self.inbound_password,
+            &self.inbound_password_env,
+        )
+    }
+
+    /// The password we answer the carrier's challenges with.
+    pub fn password(&self) -> Result<Option<Secret>, String> {
+        password("password", &self.password, &self.password_env)
+    }
+}
+
+impl RegistrationConfig {
+    pub fn password(&self) -> Result<Option<Secret>, String> {
+        password("password", &self.password, &self.password_env)
+    }
 }
 
 fn default_expires() -> u32 {

@@ -103,6 +103,17 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
     )
+    .layer(axum::middleware::map_response(no_store))
+}
+
+/// Answers hold transcripts, leads' emails and numbers: no cache (browser
+/// or proxy) keeps a copy.
+async fn no_store(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    r
 }
 
 pub fn error(status: StatusCode, message: &str) -> Response {

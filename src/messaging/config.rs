@@ -35,39 +35,7 @@ const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 const MAX_ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=10;
 const MAX_BACKOFF_MS: u64 = 60_000;
 
-/// A credential. `Debug` never shows it; read it with [`Secret::expose`].
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Secret(s.to_owned())
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Secret(s)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Whether it is set is useful when debugging config; its value never.
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "<redacted>"
-        })
-    }
-}
+pub use crate::secret::Secret;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -268,7 +236,7 @@ fn resolve_secret(
         (Some(v), None) if v.expose().is_empty() => Err((key, "must not be empty".into())),
         (Some(v), None) => Ok(Some(v.clone())),
         (None, Some(name)) => match env(name).filter(|v| !v.is_empty()) {
-            Some(v) => Ok(Some(Secret(v))),
+            Some(v) => Ok(Some(Secret::from(v))),
             None => Err((
                 format!("{key}_env"),
                 format!("environment variable {name:?} is not set or empty"),

@@ -112,16 +112,7 @@ pub(crate) fn transport_failure<T>(e: reqwest::Error, timeout: Duration) -> Outc
     let message = if e.is_timeout() {
         format!("no answer within {timeout:?}")
     } else {
-        // The URL may carry ids; the chain of causes says what went wrong.
-        let e = e.without_url();
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            source = s.source();
-        }
-        msg
+        crate::net::http_error_text(e)
     };
     Outcome::Retry(SendError::Unavailable { message }, None)
 }

@@ -342,7 +342,10 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
                 .iter()
                 .filter_map(|c| crate::net::Cidr::parse(c).ok())
                 .collect(),
-            credentials: t.inbound_username.clone().zip(t.inbound_password.clone()),
+            credentials: t
+                .inbound_username
+                .clone()
+                .zip(t.inbound_password().ok().flatten()),
             max_calls: t.max_calls,
         })
         .collect();
@@ -436,7 +439,7 @@ impl Gateway {
                     TransportName::Tcp => Transport::Tcp,
                 },
                 aor,
-                credentials: reg.username.clone().zip(reg.password.clone()),
+                credentials: reg.username.clone().zip(reg.password().ok().flatten()),
                 expires: reg.expires,
             };
             if let Err(e) = self.endpoint.add_registration(now, spec) {
@@ -559,7 +562,8 @@ impl Gateway {
                 }
                 Event::Dtmf { call, digit, .. } => {
                     self.flow_signal(call, crate::flow::interp::CallSignal::Dtmf(digit));
-                    tracing::debug!(%call, %digit, "DTMF (INFO)");
+                    // Digits may be a PIN or a card number: never logged.
+                    tracing::debug!(%call, "DTMF (INFO)");
                 }
                 Event::Progress { call, status } => self.callback_progress(call, status),
                 Event::ReferAnswered { call, status } => {
@@ -861,7 +865,7 @@ impl Gateway {
                 self.flow_signal(CallId(id), crate::flow::interp::CallSignal::Dtmf(digit));
                 // Digits can be PINs: only debug logs carry them.
                 tracing::info!(call = id, "DTMF received (RFC 4733)");
-                tracing::debug!(call = id, %digit, "DTMF digit");
+                tracing::debug!(call = id, "DTMF digit");
             }
             MediaEvent::SourceFinished(id, generation) => {
                 self.flow_signal(

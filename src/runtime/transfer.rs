@@ -96,7 +96,7 @@ impl Gateway {
             from_user,
             from_display: None,
             local_media: self.local_media(reservation.port),
-            credentials: trunk.and_then(|tr| tr.username.clone().zip(tr.password.clone())),
+            credentials: trunk.and_then(|tr| tr.username.clone().zip(tr.password().ok().flatten())),
             extra_headers: Vec::new(),
         };
         Some((spec, reservation))

@@ -212,16 +212,7 @@ impl HttpProvider {
         if e.is_timeout() {
             return TtsError::Http(format!("no answer within {:?}", self.timeout));
         }
-        // The URL may carry a token in its query; the message omits it.
-        let e = e.without_url();
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            source = s.source();
-        }
-        TtsError::Http(msg)
+        TtsError::Http(crate::net::http_error_text(e))
     }
 }
 

@@ -85,7 +85,7 @@ pub struct WebCalls {
     /// The wait music, encoded once for every leg that hears it unmixed.
     hold: std::sync::Mutex<Option<HoldBroadcast>>,
     /// Digest credentials web legs answer our own trunk policy with.
-    credentials: (String, String),
+    credentials: (String, crate::secret::Secret),
 }
 
 /// What the rest of the process can do to a running leg.
@@ -169,7 +169,7 @@ impl WebCalls {
             hold: std::sync::Mutex::new(None),
             credentials: (
                 format!("webrtc-{}", crate::chat::random_token(6)),
-                crate::chat::random_token(24),
+                crate::chat::random_token(24).into(),
             ),
         }))
     }

@@ -53,7 +53,8 @@ async fn call(node: &Http, cx: &mut FlowCx) -> Result<u16, String> {
             Ok(resp) if resp.status().is_server_error() && attempt <= node.retries => {}
             Ok(resp) => break resp,
             Err(e) if attempt <= node.retries && (e.is_timeout() || e.is_connect()) => {}
-            Err(e) => return Err(e.to_string()),
+            // The URL is templated from the call's variables: keep it out.
+            Err(e) => return Err(crate::net::http_error_text(e)),
         }
         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
     };

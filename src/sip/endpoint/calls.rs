@@ -67,7 +67,7 @@ pub(super) struct Call {
     /// We sent CANCEL: a 2xx that crosses it is ACKed and BYEd (§9.1).
     cancelled: bool,
     got_provisional: bool,
-    credentials: Option<(String, String)>,
+    credentials: Option<(String, crate::secret::Secret)>,
     /// The inbound trunk it came in on (for per-trunk caps).
     pub(super) trunk: Option<String>,
     auth_tried: bool,
@@ -121,7 +121,7 @@ pub struct OutgoingCall {
     pub from_display: Option<String>,
     pub local_media: LocalMedia,
     /// Digest credentials for 401/407 challenges.
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, crate::secret::Secret)>,
     /// Extra headers, e.g. X-Crossline-Callback.
     pub extra_headers: Vec<(String, String)>,
 }
@@ -773,7 +773,7 @@ impl Endpoint {
         let Some((user, pass)) = c.credentials.clone() else {
             return;
         };
-        let mut client = DigestClient::new(&user, &pass);
+        let mut client = DigestClient::new(&user, pass.expose());
         let value = client.authorize(&challenge, "INVITE", &request.uri.to_string());
         let mut retry = request.clone();
         let seq = request.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;

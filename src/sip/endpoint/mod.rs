@@ -40,6 +40,13 @@ pub const SUPPORTED: &str = "";
 
 pub type ConnId = u64;
 
+/// The digit and duration (ms) in an INFO's application/dtmf-relay body, as
+/// an INFO in a call is read. Public for the fuzz targets (`crate::fuzzing`).
+#[doc(hidden)]
+pub fn parse_dtmf_relay(body: &[u8]) -> Option<(char, u32)> {
+    util::parse_dtmf_relay(body)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
@@ -89,7 +96,7 @@ impl std::fmt::Display for CallId {
 pub struct InboundTrunk {
     pub name: String,
     pub cidrs: Vec<crate::net::Cidr>,
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, crate::secret::Secret)>,
     /// Most calls at once from this trunk; 0: no limit (503 over it).
     pub max_calls: usize,
 }

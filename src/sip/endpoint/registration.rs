@@ -19,7 +19,7 @@ pub struct RegistrationSpec {
     pub destination: SocketAddr,
     pub transport: Transport,
     pub aor: Uri,
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, crate::secret::Secret)>,
     pub expires: u32,
 }
 
@@ -66,7 +66,7 @@ impl Endpoint {
         let digest = spec
             .credentials
             .as_ref()
-            .map(|(u, p)| DigestClient::new(u, p));
+            .map(|(u, p)| DigestClient::new(u, p.expose()));
         self.registrations.push(Registration {
             spec,
             call_id: new_call_id(&host),
