@@ -206,6 +206,9 @@ impl Endpoint {
         }
         match req.method {
             Method::Invite => self.new_invite(now, key, peer, req),
+            // Load balancers ping with OPTIONS: while draining, 503 takes
+            // this node out of their rotation before calls bounce off it.
+            Method::Options if self.draining => self.reply(now, &key, &req, 503),
             Method::Options => {
                 let mut resp = self.make_response(&req, 200, Some(&super::util::new_tag()));
                 resp.headers.push("Allow", ALLOW);
@@ -408,7 +411,7 @@ impl Endpoint {
             .or_else(|| req.headers.get("Authorization"))
             .map(|auth| {
                 self.digest.verify(now, auth, req.method.as_str(), |u| {
-                    (u == user).then(|| pass.clone())
+                    (u == user).then(|| pass.expose().to_string())
                 })
             });
         let stale = match verdict {

@@ -419,6 +419,11 @@ fn draining_answers_503_with_retry_after() {
     let rs = t.responses();
     assert_eq!(statuses(&rs), vec![503]);
     assert_eq!(rs[0].headers.get("Retry-After"), Some("60"));
+    // Health-check pings say so too, so a dispatcher stops sending calls.
+    t.recv(1, "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKo1\r\nFrom: <sip:lb@127.0.0.1>;tag=l\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: ping1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    let rs = t.responses();
+    assert_eq!(statuses(&rs), vec![503]);
+    assert_eq!(rs[0].headers.get("Retry-After"), Some("60"));
 }
 
 #[test]
