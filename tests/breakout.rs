@@ -303,6 +303,8 @@ fn breakout_to_chat_in_a_real_browser_returns_the_email_to_the_call() {
         "{metrics}"
     );
     assert!(metrics.contains("crossline_chat_sessions_total"));
+    // Nothing personal or secret reached the log of the whole run.
+    assert_no_pii(&gw.log(), &["+15551234567", email, &path[3..]]);
 }
 
 #[test]

@@ -257,6 +257,8 @@ fn a_callback_rings_the_visitor_and_plays_the_flow() {
     // The consent is kept with its text.
     let consents = get(&s.gw, "/v1/consents?subject=%2B34612345678").json();
     assert_eq!(consents["consents"][0]["text"], LEGAL, "{consents}");
+    // The number the visitor gave never reached the log in any form.
+    assert_no_pii(&s.gw.log(), &["+34612345678", "+34 612 345 678"]);
 }
 
 /// Consent, number and rate checks refuse before anything is dialled.

@@ -499,6 +499,8 @@ fn web_to_sms_reply_in_console_and_back_to_web() {
     );
     assert_eq!(channels_of(&s.gw, &id), ["web", "sms", "web"]);
     visitor.screenshot(&shots, "visitor-back-on-web");
+    // The visitor's number went out to the provider, never to the log.
+    assert_no_pii(&s.gw.log(), &[VISITOR]);
 }
 
 /// A send that fails switches nothing; a bad number is refused with the
@@ -828,6 +830,7 @@ fn reconnect_a_finished_web_chat_and_an_offline_lead() {
     );
     assert_eq!(again.status, 409, "{}", again.body);
     assert_eq!(again.json()["conversation_id"], new_id);
+    assert_no_pii(&s.gw.log(), &["+34622000111", "luis@example.com"]);
 }
 
 /// Texts from phones with no browser involved: a new number starts a

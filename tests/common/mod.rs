@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod browser;
+pub mod lossy;
 pub mod standin;
 
 use std::io::{BufRead, BufReader, Read};
@@ -602,5 +603,33 @@ pub fn capture_call(gw: &Gateway, sipp_args: &[&str], fields: &[&str]) -> CallCa
         caller_port,
         our_port,
         _dir: dir,
+    }
+}
+
+/// PII masking: a whole run's log (debug level included) must not hold
+/// any of `values` (phone numbers, emails, link tokens) in any usual
+/// spelling: as given, digits only, without the country code (the last
+/// nine digits), or an email's local part.
+pub fn assert_no_pii(log: &str, values: &[&str]) {
+    for value in values {
+        let mut forms = vec![value.to_string()];
+        let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+        if value.starts_with('+') && digits.len() >= 9 {
+            forms.push(digits.clone());
+            forms.push(digits[digits.len() - 9..].to_string());
+        }
+        if let Some((local, _)) = value.split_once('@') {
+            forms.push(format!("{local}@"));
+        }
+        for form in forms {
+            assert!(
+                !log.contains(&form),
+                "the log holds {form:?} (from {value:?}):\n{}",
+                log.lines()
+                    .filter(|l| l.contains(&form))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
     }
 }
