@@ -12,12 +12,16 @@ needs=(
   "sox sox"
   "chromium chromium"
   "chromedriver chromium-driver"
+  "kamailio kamailio"
 )
 missing=()
 for pair in "${needs[@]}"; do
   read -r binary package <<<"$pair"
   command -v "$binary" >/dev/null 2>&1 || missing+=("$package")
 done
+# PostgreSQL (tests/cluster.rs, tests/store_backends.rs start their own
+# throwaway server): its programs live off PATH, under /usr/lib/postgresql.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=("postgresql"); fi
 # libopus-dev: audiopus (WebRTC legs) links the system libopus.
 if ! pkg-config --exists opus 2>/dev/null; then missing+=("libopus-dev" "pkg-config"); fi
 

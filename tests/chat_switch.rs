@@ -49,64 +49,9 @@ fn setup() -> Setup {
 
 // ---- the providers' side -------------------------------------------------
 
-fn form_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// Twilio's inbound SMS webhook, as Twilio sends it: its form fields, and
-/// `X-Twilio-Signature` = base64(HMAC-SHA1(auth token, URL + sorted
-/// name/value pairs)). `key`: what to sign with (the wrong one forges).
+/// Twilio's inbound SMS webhook to our number, signed with `key`.
 fn post_sms(gw: &Gateway, key: &str, sid: &str, from: &str, text: &str) -> HttpReply {
-    use base64::Engine;
-    let params: Vec<(&str, &str)> = vec![
-        ("ToCountry", "US"),
-        ("SmsMessageSid", sid),
-        ("NumMedia", "0"),
-        ("SmsSid", sid),
-        ("SmsStatus", "received"),
-        ("Body", text),
-        ("FromCountry", "ES"),
-        ("To", OUR_NUMBER),
-        ("NumSegments", "1"),
-        ("MessageSid", sid),
-        ("AccountSid", "AC0123456789abcdef"),
-        ("From", from),
-        ("ApiVersion", "2010-04-01"),
-    ];
-    let mut sorted = params.clone();
-    sorted.sort();
-    let mut data = TWILIO_WEBHOOK_URL.to_string();
-    for (k, v) in &sorted {
-        data.push_str(k);
-        data.push_str(v);
-    }
-    let signature = base64::engine::general_purpose::STANDARD
-        .encode(hmac_sha1(key.as_bytes(), data.as_bytes()));
-    let body = params
-        .iter()
-        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    gw.http(
-        "POST",
-        "/hooks/twilio/sms",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("X-Twilio-Signature", &signature),
-            ("I-Twilio-Idempotency-Token", sid),
-        ],
-        Some(&body),
-    )
+    post_twilio_sms(gw, TWILIO_WEBHOOK_URL, key, sid, from, OUR_NUMBER, text)
 }
 
 /// The WhatsApp Cloud API's message notification, signed as Meta signs it:
@@ -147,33 +92,8 @@ fn post_whatsapp(gw: &Gateway, key: &str, wamid: &str, from: &str, text: &str) -
     )
 }
 
-/// SMS the gateway asked Twilio to send to `to`, in order.
-fn sms_to(log: &Log, to: &str) -> Vec<HashMap<String, String>> {
-    log.lock()
-        .unwrap()
-        .iter()
-        .filter(|s| s.path.starts_with("twilio/"))
-        .map(|s| form(&s.body))
-        .filter(|f| f.get("To").map(String::as_str) == Some(to))
-        .collect()
-}
-
 fn wait_sms(log: &Log, to: &str, containing: &str) -> HashMap<String, String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(f) = sms_to(log, to)
-            .into_iter()
-            .find(|f| f.get("Body").is_some_and(|b| b.contains(containing)))
-        {
-            return f;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no SMS to {to} containing {containing:?}; sent: {:?}",
-            sms_to(log, to)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_sms_to(log, to, containing, WAIT)
 }
 
 /// WhatsApp messages the gateway sent, as the JSON bodies.

@@ -481,7 +481,7 @@ text = "Email?"
         format!("{}:3:1: node \"ask\".type: ask nodes can't run in a voice flow (set channel = \"chat\" at the top?)", f("mixed-voice.toml")),
         format!("{}:3:1: node \"out\".breakout_flow: no flow named \"nope\"", f("voice.toml")),
         format!("{}:3:1: node \"out\".timeout_flow: flow \"chatty\" is a chat flow; this needs a voice flow", f("voice.toml")),
-        format!("{c}:5:1: chat.web_flow: flow \"voice\" is a voice flow; the web chat needs channel = \"chat\""),
+        format!("{c}:5:1: chat.web_flow: flow \"voice\" is a voice flow; chats need channel = \"chat\""),
         format!("{c}:8:1: routes[0].flow: flow \"chatty\" is a chat flow; calls need a voice flow"),
     ] {
         assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");

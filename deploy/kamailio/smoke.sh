@@ -24,6 +24,7 @@
 #
 # Environment (defaults):
 #   LB_PORT=5070 BACKEND_A_PORT=5060 BACKEND_B_PORT=5062 UAC_PORT=5090
+#   UAC_MEDIA_PORT=16020
 #   CALLS=20 FAILOVER_CALLS=10 TCP_CALLS=4 RATE=10 (calls/s) HOLD_MS=500
 #   PING_INTERVAL=2 (s) START_BACKENDS=1 KILL_PID= KILL_SIGNAL=KILL
 #   KAMAILIO=kamailio KAMCMD=kamcmd SIPP=sipp KEEP_TMP=0
@@ -37,6 +38,7 @@ LB_PORT=${LB_PORT:-5070}
 BACKEND_A_PORT=${BACKEND_A_PORT:-5060}
 BACKEND_B_PORT=${BACKEND_B_PORT:-5062}
 UAC_PORT=${UAC_PORT:-5090}
+UAC_MEDIA_PORT=${UAC_MEDIA_PORT:-16020}
 CALLS=${CALLS:-20}
 FAILOVER_CALLS=${FAILOVER_CALLS:-10}
 TCP_CALLS=${TCP_CALLS:-4}
@@ -323,7 +325,7 @@ UAC_FAILED=0
 run_uac() { # name calls [extra sipp args...]: sets UAC_OK / UAC_FAILED
     local name=$1 calls=$2
     shift 2
-    "$SIPP" -sf uac.xml "$HOST:$LB_PORT" -i "$HOST" -p "$UAC_PORT" -mp 16020 \
+    "$SIPP" -sf uac.xml "$HOST:$LB_PORT" -i "$HOST" -p "$UAC_PORT" -mp "$UAC_MEDIA_PORT" \
         -m "$calls" -r "$RATE" -d "$HOLD_MS" -timeout 90s -nostdin \
         -trace_stat -stf "$TMP/uac-$name.csv" \
         -trace_err -error_file "$TMP/uac-$name.err" "$@" \

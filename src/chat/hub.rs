@@ -32,6 +32,22 @@ pub struct ChatHub {
     phone_region: Option<super::input::Region>,
     /// Restarts a conversation's flow where it stopped (set at start).
     resumer: std::sync::OnceLock<Arc<dyn FlowResumer>>,
+    /// This gateway's name and how long it owns the chats it runs, when
+    /// the store is shared with other gateways.
+    node: String,
+    lease: Duration,
+}
+
+/// Where a conversation runs.
+pub enum Found {
+    /// Here: in memory, or restored from the store just now.
+    Here(Arc<Conversation>),
+    /// On another gateway (its node id), which holds its lease.
+    OnNode {
+        id: String,
+        node: String,
+    },
+    Nowhere,
 }
 
 /// Picks a conversation's flow up at the node it last entered, after a
@@ -45,6 +61,14 @@ pub trait FlowResumer: Send + Sync {
         inputs: mpsc::UnboundedReceiver<VisitorInput>,
         flow: &str,
         node: &str,
+        vars: std::collections::HashMap<String, String>,
+    ) -> bool;
+
+    /// Run `flow` from its start on a new conversation.
+    fn start(
+        &self,
+        new: NewConversation,
+        flow: &str,
         vars: std::collections::HashMap<String, String>,
     ) -> bool;
 }
@@ -131,9 +155,88 @@ impl ChatHub {
             store,
             phone_region: None,
             resumer: std::sync::OnceLock::new(),
+            node: "crossline".into(),
+            lease: Duration::from_secs(15),
         }
     }
 
+    /// Name this gateway among those sharing the store.
+    pub fn with_node(mut self, node: String, lease: Duration) -> ChatHub {
+        self.node = node;
+        self.lease = lease;
+        self
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Start `flow` on a new conversation (from an inbound text).
+    pub fn start_flow(
+        &self,
+        new: NewConversation,
+        flow: &str,
+        vars: std::collections::HashMap<String, String>,
+    ) -> bool {
+        match self.resumer.get() {
+            Some(r) => r.start(new, flow, vars),
+            None => false,
+        }
+    }
+
+    /// With a shared store: keep the leases of the chats this node runs,
+    /// and take the texts other nodes hand over for them.
+    pub fn start_cluster_tasks(self: &Arc<Self>) {
+        if !self.store.shared() {
+            return;
+        }
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut renew = tokio::time::interval(hub.lease / 3);
+            let mut inbox = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = renew.tick() => {
+                        let ids: Vec<String> = hub
+                            .conversations
+                            .iter()
+                            .filter(|c| !c.is_closed())
+                            .map(|c| c.id.clone())
+                            .collect();
+                        if let Err(e) = hub.store.renew_leases(&hub.node, ids, hub.lease) {
+                            tracing::error!(%e, "store: cannot renew chat leases");
+                        }
+                    }
+                    _ = inbox.tick() => {
+                        let me = hub.clone();
+                        let _ = tokio::task::spawn_blocking(move || me.take_handed_over()).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Texts that reached other nodes for chats this one runs.
+    fn take_handed_over(&self) {
+        let inputs = match self.store.take_inputs(&self.node) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(%e, "store: cannot read handed-over texts");
+                return;
+            }
+        };
+        for (id, text) in inputs {
+            match self.get_or_restore(&id) {
+                Some(c) => {
+                    metrics::counter!("crossline_chat_inputs_handed_over_total").increment(1);
+                    c.visitor_input(VisitorInput::Text(text));
+                }
+                None => {
+                    tracing::warn!(conversation = %id, "a text handed over for a chat this node doesn't run")
+                }
+            }
+        }
+    }
     /// Let restored conversations carry on with their flows.
     pub fn set_resumer(&self, resumer: Arc<dyn FlowResumer>) {
         let _ = self.resumer.set(resumer);
@@ -173,18 +276,39 @@ impl ChatHub {
     /// memory, or the open one the store knows (after a restart, or one
     /// another node started).
     pub fn by_address(&self, channel: ChannelKind, address: &str) -> Option<Arc<Conversation>> {
+        match self.find_by_address(channel, address) {
+            Found::Here(c) => Some(c),
+            Found::OnNode { .. } | Found::Nowhere => None,
+        }
+    }
+
+    /// Where the conversation bound to this number runs: here (in memory,
+    /// or restored now that this node owns it), or on another node.
+    pub fn find_by_address(&self, channel: ChannelKind, address: &str) -> Found {
         let known = self
             .by_address
             .get(&address_key(channel, address))
             .map(|id| id.clone());
-        if let Some(c) = known.and_then(|id| self.get(&id)) {
-            return Some(c);
+        if let Some(c) = known
+            .and_then(|id| self.get(&id))
+            .filter(|c| !c.is_closed())
+        {
+            return Found::Here(c);
         }
-        let id = self
-            .store
-            .open_conversation_for(channel.as_str(), address)
-            .ok()??;
-        self.get_or_restore(&id)
+        let Ok(Some(id)) = self.store.open_conversation_for(channel.as_str(), address) else {
+            return Found::Nowhere;
+        };
+        match self.store.claim_conversation(&id, &self.node, self.lease) {
+            Ok(Some(node)) => Found::OnNode { id, node },
+            Ok(None) => match self.get_or_restore(&id) {
+                Some(c) => Found::Here(c),
+                None => Found::Nowhere,
+            },
+            Err(e) => {
+                tracing::error!(%e, "store: cannot claim a conversation");
+                Found::Nowhere
+            }
+        }
     }
 
     /// Start a conversation on the web channel.
@@ -235,6 +359,12 @@ impl ChatHub {
         let _ = self
             .store
             .upsert_bindings(vec![binding_record(&id, 1, &binding)]);
+        if self.store.shared() {
+            // New, so nobody else holds it; this marks it as ours.
+            if let Err(e) = self.store.claim_conversation(&id, &self.node, self.lease) {
+                tracing::error!(%e, "store: cannot claim a new conversation");
+            }
+        }
         if let Some(a) = &address {
             self.by_address.insert(address_key(channel, a), id.clone());
         }
@@ -305,6 +435,15 @@ impl ChatHub {
             if !super::same_hash(&stored, &super::secret_hash(key)) {
                 return None;
             }
+        }
+        // An open chat another live node runs stays there.
+        if record.closed_at.is_none()
+            && !matches!(
+                self.store.claim_conversation(id, &self.node, self.lease),
+                Ok(None)
+            )
+        {
+            return None;
         }
         let messages = self.store.messages(id, 0).ok()?;
         let bindings = self.store.bindings(id).ok()?;
@@ -486,8 +625,18 @@ impl Conversation {
             return None;
         }
         let id = inner.events.len() as u64 + 1;
-        inner.replay_prompt = None;
         let event = Arc::new(make(id));
+        // The visitor answering before the resumed flow re-asks keeps the
+        // question open for it; anything the bot says moves on.
+        if !matches!(
+            event.as_ref(),
+            Event::Message {
+                role: Role::Visitor,
+                ..
+            }
+        ) {
+            inner.replay_prompt = None;
+        }
         let (role, kind, text, detail) = event.stored();
         if let Event::Prompt { choices, .. } = event.as_ref() {
             inner.open_prompt = Some((id, choices.clone()));

@@ -10,7 +10,7 @@ pub mod switch;
 pub use event::{
     Accepted, Binding, ChannelKind, Choice, Event, InputKind, Live, Role, VisitorInput,
 };
-pub use hub::{ChannelSender, ChatHub, Conversation, Feed, FlowResumer, NewConversation};
+pub use hub::{ChannelSender, ChatHub, Conversation, Feed, FlowResumer, Found, NewConversation};
 pub use switch::{InboundOutcome, SwitchError, SwitchTexts, Switchboard};
 
 /// A random id or secret: `bytes` from the OS-seeded CSPRNG, base64url.

@@ -53,6 +53,10 @@ pub struct SwitchTexts {
     /// Name of the service, used in the welcome message.
     pub title: String,
     pub revert_window: Duration,
+    /// Chat flows a text from a new number starts (`[chat] sms_flow`,
+    /// `whatsapp_flow`).
+    pub sms_flow: Option<String>,
+    pub whatsapp_flow: Option<String>,
 }
 
 /// What became of an inbound message.
@@ -62,8 +66,11 @@ pub enum InboundOutcome {
     Duplicate,
     OptedOut,
     OptedIn,
-    /// Added to this conversation.
+    /// Added to this conversation (or handed to the node that runs it).
     Delivered(String),
+    /// Couldn't be handed to the node that runs its conversation: the
+    /// provider should send it again.
+    Failed,
 }
 
 pub struct Switchboard {
@@ -448,10 +455,11 @@ impl Switchboard {
             self.last_whatsapp_inbound
                 .insert(msg.from.clone(), Instant::now());
         }
-        let conv = self
-            .hub
-            .by_address(channel, &msg.from)
-            .filter(|c| !c.is_closed());
+        let (conv, elsewhere) = match self.hub.find_by_address(channel, &msg.from) {
+            super::Found::Here(c) => (Some(c).filter(|c| !c.is_closed()), None),
+            super::Found::OnNode { id, node } => (None, Some((id, node))),
+            super::Found::Nowhere => (None, None),
+        };
         // START/YES only means something to someone who sent STOP; from
         // anyone else it is an answer in the conversation.
         let keyword = opt_keyword(&msg.text).filter(|k| {
@@ -487,17 +495,55 @@ impl Switchboard {
                 InboundOutcome::OptedIn
             };
         }
+        // Another node runs this chat: hand the text over through the
+        // store; that node's flow takes it.
+        if let Some((id, node)) = elsewhere {
+            return match self.store.post_input(&id, &node, &msg.text) {
+                Ok(()) => {
+                    metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "handed_over").increment(1);
+                    InboundOutcome::Delivered(id)
+                }
+                Err(e) => {
+                    tracing::error!(%e, conversation = %id, %node, "cannot hand a text over");
+                    InboundOutcome::Failed
+                }
+            };
+        }
         let conv = match conv {
             Some(c) => c,
             None => {
+                let flow = match channel {
+                    ChannelKind::WhatsApp => self.texts.whatsapp_flow.clone(),
+                    _ => self.texts.sms_flow.clone(),
+                };
                 let new = self.hub.create_on(
                     channel.as_str(),
-                    None,
+                    flow.clone(),
                     None,
                     channel,
                     Some(msg.from.clone()),
                 );
-                new.conversation
+                let conv = new.conversation.clone();
+                if let Some(flow) = flow {
+                    // The text that opened it is shown, not taken as the
+                    // answer to the flow's first question.
+                    conv.note(
+                        Role::Visitor,
+                        &msg.text
+                            .chars()
+                            .take(super::hub::MAX_VISITOR_TEXT)
+                            .collect::<String>(),
+                    );
+                    let mut vars = std::collections::HashMap::new();
+                    vars.insert("first_message".to_string(), msg.text.clone());
+                    vars.insert("phone".to_string(), msg.from.clone());
+                    vars.insert("conversation_id".to_string(), conv.id.clone());
+                    if self.hub.start_flow(new, &flow, vars) {
+                        metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "started_flow").increment(1);
+                        return InboundOutcome::Delivered(conv.id.clone());
+                    }
+                }
+                conv
             }
         };
         metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "delivered").increment(1);
@@ -611,6 +657,8 @@ mod tests {
             SwitchTexts {
                 title: "Example".into(),
                 revert_window: Duration::from_secs(10),
+                sms_flow: None,
+                whatsapp_flow: None,
             },
         )
     }

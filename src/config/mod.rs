@@ -443,6 +443,17 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             );
         }
     }
+    if !(2..=600).contains(&config.store.lease_secs) {
+        err(&["store", "lease_secs"], "must be 2..=600 seconds".into());
+    }
+    match (config.store.backend, config.store.postgres_url()) {
+        (_, Err(e)) => err(&["store", "postgres_url"], e),
+        (StoreBackend::Postgres, Ok(None)) => err(
+            &["store", "backend"],
+            "backend = \"postgres\" needs postgres_url or postgres_url_env".into(),
+        ),
+        _ => {}
+    }
     for (key, r) in [
         ("admin_token", config.http.admin_token()),
         ("operator_token", config.http.operator_token()),
@@ -469,12 +480,17 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             );
         }
     }
-    if let Some(name) = &config.chat.web_flow {
+    for (key, flow) in [
+        ("web_flow", &config.chat.web_flow),
+        ("sms_flow", &config.chat.sms_flow),
+        ("whatsapp_flow", &config.chat.whatsapp_flow),
+    ] {
+        let Some(name) = flow else { continue };
         match config.flow_set.get(name) {
-            None => err(&["chat", "web_flow"], format!("no flow named {name:?}")),
+            None => err(&["chat", key], format!("no flow named {name:?}")),
             Some(f) if f.channel != crate::flow::Channel::Chat => err(
-                &["chat", "web_flow"],
-                format!("flow {name:?} is a voice flow; the web chat needs channel = \"chat\""),
+                &["chat", key],
+                format!("flow {name:?} is a voice flow; chats need channel = \"chat\""),
             ),
             Some(_) => {}
         }

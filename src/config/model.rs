@@ -239,6 +239,10 @@ pub struct ChatConfig {
     pub title: String,
     /// The chat flow `/chat/` starts; unset: only breakout links open chats.
     pub web_flow: Option<String>,
+    /// The chat flows a text from a number with no open conversation
+    /// starts; unset: such a text opens a conversation for the operators.
+    pub sms_flow: Option<String>,
+    pub whatsapp_flow: Option<String>,
     /// Shown when a chat flow ends.
     pub closed_message: String,
     /// A chat waiting this long for the visitor is closed.
@@ -257,6 +261,8 @@ impl Default for ChatConfig {
         ChatConfig {
             title: default_chat_title(),
             web_flow: None,
+            sms_flow: None,
+            whatsapp_flow: None,
             closed_message: "This conversation has ended. Thank you!".into(),
             idle_timeout_secs: 1800,
             idle_message: "This conversation was closed after a long pause.".into(),
@@ -269,14 +275,57 @@ impl Default for ChatConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// "sqlite" (one node) or "postgres" (nodes sharing one database).
+    pub backend: StoreBackend,
     pub sqlite_path: PathBuf,
+    /// libpq connection string; it may hold a password.
+    pub postgres_url: Option<Secret>,
+    pub postgres_url_env: Option<String>,
+    /// This gateway's name among those sharing a PostgreSQL store; stable
+    /// across restarts, so a restarted node takes its chats straight back.
+    /// Default: "<hostname>:<http port>".
+    pub node_id: Option<String>,
+    /// A node owns each chat it runs for this long, renewed while it runs;
+    /// texts for it that reach other nodes are handed to it. When a node
+    /// dies, another takes its chats once their leases run out.
+    pub lease_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Postgres,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::Sqlite,
             sqlite_path: PathBuf::from("./crossline.db"),
+            postgres_url: None,
+            postgres_url_env: None,
+            node_id: None,
+            lease_secs: 15,
         }
+    }
+}
+
+impl StoreConfig {
+    /// This node's name (see `node_id`).
+    pub fn node_id(&self, http_listen: std::net::SocketAddr) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "crossline".into());
+            format!("{host}:{}", http_listen.port())
+        })
+    }
+
+    /// The PostgreSQL connection string, from the file or the environment.
+    pub fn postgres_url(&self) -> Result<Option<Secret>, String> {
+        password("postgres_url", &self.postgres_url, &self.postgres_url_env)
     }
 }
 

@@ -518,6 +518,21 @@ impl crate::chat::FlowResumer for Resumer {
         runtime.spawn(run_from(cx, node));
         true
     }
+
+    fn start(&self, new: crate::chat::NewConversation, flow: &str, vars: Vars) -> bool {
+        let Some(services) = self.0.upgrade() else {
+            return false;
+        };
+        let Some(flow) = services.flow(flow) else {
+            tracing::warn!(flow, "no such chat flow (reloaded?)");
+            return false;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return false;
+        }
+        spawn_chat(services, flow, new, None, vars);
+        true
+    }
 }
 
 /// Let the chat hub resume flows of conversations it restores.

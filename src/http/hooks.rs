@@ -60,7 +60,10 @@ async fn twilio_sms(State(s): State<HttpState>, headers: HeaderMap, body: Bytes)
         Err(_) => return refuse("sms", "malformed"),
     };
     tracing::info!(?msg, "inbound SMS");
-    s.services.switchboard.inbound(msg);
+    if !deliver(&s, vec![msg]).await {
+        // Twilio retries what isn't acknowledged.
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/xml")],
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
@@ -113,9 +116,25 @@ async fn whatsapp_events(State(s): State<HttpState>, headers: HeaderMap, body: B
         Ok(m) => m,
         Err(_) => return refuse("whatsapp", "malformed"),
     };
-    for msg in messages {
+    for msg in &messages {
         tracing::info!(?msg, "inbound WhatsApp");
-        s.services.switchboard.inbound(msg);
+    }
+    if !deliver(&s, messages).await {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     "ok".into_response()
+}
+
+/// Route texts to their conversations off the async threads (routing may
+/// wait on the store); false if one couldn't be handed over.
+async fn deliver(s: &HttpState, messages: Vec<crate::messaging::inbound::InboundMessage>) -> bool {
+    let board = s.services.switchboard.clone();
+    tokio::task::spawn_blocking(move || {
+        messages
+            .into_iter()
+            .map(|m| board.inbound(m))
+            .all(|o| o != crate::chat::InboundOutcome::Failed)
+    })
+    .await
+    .unwrap_or(false)
 }

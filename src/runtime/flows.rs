@@ -54,7 +54,14 @@ pub(super) fn services(
         .default_country
         .as_deref()
         .and_then(|c| c.parse().ok());
-    let chat = Arc::new(crate::chat::ChatHub::new(store.clone()).with_phone_region(region));
+    let chat = Arc::new(
+        crate::chat::ChatHub::new(store.clone())
+            .with_phone_region(region)
+            .with_node(
+                config.store.node_id(config.http.listen),
+                std::time::Duration::from_secs(config.store.lease_secs),
+            ),
+    );
     let switchboard = crate::chat::Switchboard::new(
         chat.clone(),
         store.clone(),
@@ -64,6 +71,8 @@ pub(super) fn services(
         crate::chat::SwitchTexts {
             title: config.chat.title.clone(),
             revert_window: std::time::Duration::from_secs(config.chat.switch_revert_secs),
+            sms_flow: config.chat.sms_flow.clone(),
+            whatsapp_flow: config.chat.whatsapp_flow.clone(),
         },
     );
     let breakouts = Arc::new(crate::breakout::Breakouts::new(store.clone(), chat.clone()));

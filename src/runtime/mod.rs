@@ -112,17 +112,39 @@ async fn render_prompts(config: &Config) -> anyhow::Result<Prompts> {
     Ok(prompts)
 }
 
+/// The configured store: SQLite, or PostgreSQL (connected off the async
+/// threads: the client blocks).
+async fn open_store(
+    config: &crate::config::StoreConfig,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    Ok(match config.backend {
+        crate::config::StoreBackend::Sqlite => {
+            std::sync::Arc::new(SqliteStore::open(&config.sqlite_path).with_context(|| {
+                format!("opening the SQLite store {}", config.sqlite_path.display())
+            })?)
+        }
+        crate::config::StoreBackend::Postgres => {
+            let url = config
+                .postgres_url()
+                .map_err(anyhow::Error::msg)?
+                .context("[store] postgres_url is not set")?;
+            let store = tokio::task::spawn_blocking(move || {
+                crate::store::PostgresStore::open(url.expose())
+            })
+            .await
+            .context("opening the PostgreSQL store")?
+            // The error names the server, never the connection string.
+            .context("opening the PostgreSQL store")?;
+            tracing::info!("store: PostgreSQL");
+            std::sync::Arc::new(store)
+        }
+    })
+}
+
 /// Run the gateway. `config_path` is re-read on SIGHUP.
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let prompts = render_prompts(&config).await?;
-    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(
-        SqliteStore::open(&config.store.sqlite_path).with_context(|| {
-            format!(
-                "opening the SQLite store {}",
-                config.store.sqlite_path.display()
-            )
-        })?,
-    );
+    let store = open_store(&config.store).await?;
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -172,6 +194,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         originate_tx,
     )?);
     crate::flow::interp::install_resumer(&services);
+    services.chat.start_cluster_tasks();
     tokio::spawn(crate::http::serve(
         http_listener,
         crate::http::HttpState {

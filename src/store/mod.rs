@@ -1,10 +1,12 @@
 //! Persistence behind a trait: SQLite (embedded, WAL) by default; a
 //! Postgres backend can implement the same trait to scale out.
 
+mod postgres;
 mod sqlite;
 
 use std::time::SystemTime;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// One call detail record.
@@ -301,6 +303,8 @@ pub enum StoreError {
     Db(#[from] rusqlite::Error),
     #[error("the store's writer thread has stopped")]
     Closed,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What the gateway needs from storage. Writes are fire-and-forget from the
@@ -434,4 +438,44 @@ pub trait Store: Send + Sync {
     fn unfinished_callbacks(&self) -> Result<Vec<CallbackRecord>, StoreError>;
     /// Block until queued writes are on disk.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Whether other gateways share this store (and conversations need an
+    /// owner). A file of one node's own is not shared.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Take (or keep) conversation `id` for `node` for `lease`, unless
+    /// another node holds an unexpired lease: `None` when it is ours,
+    /// `Some(owner)` when it is not. Unshared stores: always ours.
+    fn claim_conversation(
+        &self,
+        _id: &str,
+        _node: &str,
+        _lease: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+    /// Extend `node`'s leases on the conversations it runs.
+    fn renew_leases(
+        &self,
+        _node: &str,
+        _ids: Vec<String>,
+        _lease: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Hand a visitor's text to the node that owns the conversation.
+    fn post_input(
+        &self,
+        _conversation_id: &str,
+        _owner: &str,
+        _text: &str,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("this store is not shared".into()))
+    }
+    /// Texts other nodes handed to `node`: (conversation id, text), oldest
+    /// first; each is returned once.
+    fn take_inputs(&self, _node: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
 }

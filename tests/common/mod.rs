@@ -5,6 +5,7 @@
 pub mod audio;
 pub mod browser;
 pub mod lossy;
+pub mod postgres;
 pub mod standin;
 
 use std::io::{BufRead, BufReader, Read};
@@ -169,6 +170,10 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("the restarted gateway never got ready:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn sip_addr(&self) -> String {

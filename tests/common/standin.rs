@@ -174,3 +174,106 @@ pub fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Twilio's inbound SMS webhook, as Twilio sends it: its form fields, and
+/// `X-Twilio-Signature` = base64(HMAC-SHA1(auth token, URL + sorted
+/// name/value pairs)) over `webhook_url`. `key`: what to sign with (the
+/// wrong one forges).
+pub fn post_twilio_sms(
+    gw: &super::Gateway,
+    webhook_url: &str,
+    key: &str,
+    sid: &str,
+    from: &str,
+    to: &str,
+    text: &str,
+) -> super::HttpReply {
+    use base64::Engine;
+    let params: Vec<(&str, &str)> = vec![
+        ("ToCountry", "US"),
+        ("SmsMessageSid", sid),
+        ("NumMedia", "0"),
+        ("SmsSid", sid),
+        ("SmsStatus", "received"),
+        ("Body", text),
+        ("FromCountry", "ES"),
+        ("To", to),
+        ("NumSegments", "1"),
+        ("MessageSid", sid),
+        ("AccountSid", "AC0123456789abcdef"),
+        ("From", from),
+        ("ApiVersion", "2010-04-01"),
+    ];
+    let mut sorted = params.clone();
+    sorted.sort();
+    let mut data = webhook_url.to_string();
+    for (k, v) in &sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let signature = base64::engine::general_purpose::STANDARD
+        .encode(hmac_sha1(key.as_bytes(), data.as_bytes()));
+    let body = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    gw.http(
+        "POST",
+        "/hooks/twilio/sms",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", &signature),
+            ("I-Twilio-Idempotency-Token", sid),
+        ],
+        Some(&body),
+    )
+}
+
+/// SMS the gateway asked Twilio to send to `to`, in order.
+pub fn sms_to(log: &Log, to: &str) -> Vec<HashMap<String, String>> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.starts_with("twilio/"))
+        .map(|s| form(&s.body))
+        .filter(|f| f.get("To").map(String::as_str) == Some(to))
+        .collect()
+}
+
+pub fn wait_sms_to(
+    log: &Log,
+    to: &str,
+    containing: &str,
+    wait: std::time::Duration,
+) -> HashMap<String, String> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if let Some(f) = sms_to(log, to)
+            .into_iter()
+            .find(|f| f.get("Body").is_some_and(|b| b.contains(containing)))
+        {
+            return f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SMS to {to} containing {containing:?}; sent: {:?}",
+            sms_to(log, to)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

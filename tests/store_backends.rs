@@ -1,0 +1,281 @@
+//! Both store backends against the same expectations: every record type
+//! written and read back, upserts replacing, the lookups restarts and
+//! other nodes depend on, and (PostgreSQL) two stores on one database
+//! seeing each other's writes, with the schema migrated once.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::postgres::Postgres;
+use crossline::store::*;
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + secs * 1000)
+}
+
+fn conversation(id: &str, closed: Option<SystemTime>) -> ConversationRecord {
+    ConversationRecord {
+        id: id.into(),
+        channel: "sms".into(),
+        origin: "web".into(),
+        flow: Some("support".into()),
+        breakout_id: None,
+        created_at: at(1),
+        closed_at: closed,
+        key_hash: Some("ab".repeat(32)),
+        resume_node: Some("ask".into()),
+        resume_vars: Some(r#"{"name":"Ana"}"#.into()),
+    }
+}
+
+fn callback(id: &str, state: &str, secs: u64) -> CallbackRecord {
+    CallbackRecord {
+        id: id.into(),
+        phone: "+34600111222".into(),
+        phone_raw: "600 111 222".into(),
+        flow: Some("callback".into()),
+        target: None,
+        context: "{}".into(),
+        requested_by: "operator".into(),
+        conversation_id: Some("c1".into()),
+        bot: Some("support".into()),
+        state: state.into(),
+        sip_status: Some(486),
+        reason: None,
+        consent_id: None,
+        created_at: at(secs),
+        ringing_at: Some(at(secs + 1)),
+        answered_at: None,
+        ended_at: None,
+    }
+}
+
+/// What every backend must do.
+fn conformance(store: &dyn Store) {
+    let mut call = CallRecord::starting(
+        "call-1@h".into(),
+        "inbound",
+        "2000".into(),
+        "+15551234567".into(),
+        Some("carrier".into()),
+        Some("demo".into()),
+    );
+    call.started_at = at(0);
+    call.ended_at = at(9);
+    call.answered_at = Some(at(1));
+    call.outcome = "remote_bye".into();
+    call.sip_status = Some(200);
+    call.vars.insert("email".into(), "a@b.example".into());
+    store.record_call(call.clone()).unwrap();
+
+    let send = SendRecord {
+        idempotency_key: "k1".into(),
+        channel: SendChannel::Sms,
+        provider: "twilio".into(),
+        recipient: "+15551234567".into(),
+        call_id: Some("call-1@h".into()),
+        flow: Some("demo".into()),
+        node: Some("sms".into()),
+        status: SendStatus::Sent,
+        provider_id: Some("SM1".into()),
+        error_kind: None,
+        error_code: Some(21211),
+        attempts: Some(2),
+        created_at: at(2),
+    };
+    store.record_send(send.clone()).unwrap();
+
+    // Upserts: the second write of an id replaces the first.
+    store.upsert_conversation(conversation("c1", None)).unwrap();
+    let closed = conversation("c1", Some(at(30)));
+    store.upsert_conversation(closed.clone()).unwrap();
+    store.upsert_conversation(conversation("c2", None)).unwrap();
+    for seq in 1..=3u64 {
+        store
+            .append_message(MessageRecord {
+                conversation_id: "c2".into(),
+                seq,
+                role: "bot".into(),
+                kind: if seq == 3 { "prompt" } else { "message" }.into(),
+                text: format!("m{seq}"),
+                detail: (seq == 3).then(|| r#"{"input":"text"}"#.to_string()),
+                created_at: at(seq),
+            })
+            .unwrap();
+    }
+    let binding = |id: &str, seq: u32, ended: bool| BindingRecord {
+        conversation_id: id.into(),
+        seq,
+        channel: "sms".into(),
+        address: Some("+34600111222".into()),
+        started_at: at(u64::from(seq)),
+        ended_at: ended.then(|| at(50)),
+    };
+    store
+        .upsert_bindings(vec![binding("c1", 1, false), binding("c2", 1, false)])
+        .unwrap();
+    store
+        .upsert_bindings(vec![binding("c2", 1, true), binding("c2", 2, false)])
+        .unwrap();
+
+    let breakout = BreakoutRecord {
+        id: "b1".into(),
+        token_hash: "cd".repeat(32),
+        call_id: "call-1@h".into(),
+        flow: "collect".into(),
+        recipient: "+15551234567".into(),
+        state: "returned".into(),
+        created_at: at(3),
+        expires_at: at(120),
+        opened_at: Some(at(4)),
+        finished_at: Some(at(5)),
+        conversation_id: Some("c2".into()),
+        result: Some(r#"{"email":"a@b.example"}"#.into()),
+    };
+    store.upsert_breakout(breakout.clone()).unwrap();
+    let lead = LeadRecord {
+        id: "l1".into(),
+        name: Some("Ana".into()),
+        email: Some("a@b.example".into()),
+        phone: None,
+        conversation_id: Some("c2".into()),
+        created_at: at(6),
+        updated_at: at(7),
+    };
+    store.upsert_lead(lead.clone()).unwrap();
+    let consent = ConsentRecord {
+        id: "k1".into(),
+        subject: "+34600111222".into(),
+        purpose: "callback".into(),
+        text: "We may call you.".into(),
+        given: true,
+        conversation_id: Some("c2".into()),
+        created_at: at(8),
+    };
+    store.record_consent(consent.clone()).unwrap();
+    store
+        .mark_inbound("SM-in-1", "sms", "+34600111222")
+        .unwrap();
+    store
+        .mark_inbound("SM-in-1", "sms", "+34600111222")
+        .unwrap();
+    store.set_opt_out("sms", "+34600999888", true).unwrap();
+    store.set_opt_out("sms", "+34600777666", true).unwrap();
+    store.set_opt_out("sms", "+34600777666", false).unwrap();
+    for (id, state, secs) in [
+        ("q", "queued", 1),
+        ("r", "ringing", 2),
+        ("done", "completed", 3),
+    ] {
+        store.upsert_callback(callback(id, state, secs)).unwrap();
+    }
+    store.flush().unwrap();
+
+    assert_eq!(store.call_records("call-1@h").unwrap(), vec![call.clone()]);
+    assert_eq!(store.recent_calls(5).unwrap(), vec![call]);
+    assert_eq!(store.sends_for_call("call-1@h").unwrap(), vec![send]);
+    assert_eq!(store.conversation("c1").unwrap(), Some(closed));
+    assert_eq!(store.conversation("nope").unwrap(), None);
+    assert_eq!(store.conversations(10).unwrap().len(), 2);
+    let after1: Vec<String> = store
+        .messages("c2", 1)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(after1, ["m2", "m3"]);
+    assert_eq!(store.bindings("c2").unwrap().len(), 2);
+    // c1 is closed, c2's first binding ended: its second one is the one.
+    assert_eq!(
+        store.open_conversation_for("sms", "+34600111222").unwrap(),
+        Some("c2".to_string())
+    );
+    assert_eq!(store.breakout("b1").unwrap(), Some(breakout.clone()));
+    assert_eq!(
+        store.breakouts(Some("call-1@h"), 5).unwrap(),
+        vec![breakout.clone()]
+    );
+    assert_eq!(store.breakouts(None, 5).unwrap(), vec![breakout]);
+    assert_eq!(store.lead("l1").unwrap(), Some(lead.clone()));
+    assert_eq!(store.leads(5).unwrap(), vec![lead.clone()]);
+    assert_eq!(store.lead_for_conversation("c2").unwrap(), Some(lead));
+    assert_eq!(
+        store.consents(Some("+34600111222"), 5).unwrap(),
+        vec![consent.clone()]
+    );
+    assert_eq!(store.consents(None, 5).unwrap(), vec![consent]);
+    assert!(store.inbound_known("SM-in-1").unwrap());
+    assert!(!store.inbound_known("SM-other").unwrap());
+    assert!(store.last_inbound("sms", "+34600111222").unwrap().is_some());
+    assert_eq!(
+        store.last_inbound("whatsapp", "+34600111222").unwrap(),
+        None
+    );
+    assert_eq!(store.opted_out("sms").unwrap(), ["+34600999888"]);
+    assert_eq!(
+        store.callback("q").unwrap(),
+        Some(callback("q", "queued", 1))
+    );
+    let unfinished: Vec<String> = store
+        .unfinished_callbacks()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(unfinished, ["q", "r"]);
+    let by_bot = store
+        .callbacks(&CallbackFilter {
+            bot: Some("support".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_bot.len(), 3);
+    let none = store
+        .callbacks(&CallbackFilter {
+            bot: Some("other".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[test]
+fn sqlite_meets_the_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+    conformance(&store);
+}
+
+#[test]
+fn postgres_meets_the_store_contract_and_is_shared() {
+    let pg = Postgres::start();
+    let url = pg.database("crossline_contract");
+    // Two nodes opening the same database at once: one migrates, the
+    // other waits on the lock and finds the schema done.
+    let (a, b) = std::thread::scope(|s| {
+        let one = s.spawn(|| PostgresStore::open(&url).unwrap());
+        let two = s.spawn(|| PostgresStore::open(&url).unwrap());
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    // One row, at this build's version: migrated once, not twice.
+    assert_eq!(
+        pg.psql("crossline_contract", "SELECT version FROM crossline_schema"),
+        PostgresStore::SCHEMA_VERSION.to_string()
+    );
+    conformance(&a);
+    // What node A wrote, node B reads.
+    let on_b = b.conversation("c2").unwrap().expect("B sees A's chat");
+    assert_eq!(on_b.resume_node.as_deref(), Some("ask"));
+    b.upsert_callback(callback("from-b", "queued", 9)).unwrap();
+    b.flush().unwrap();
+    assert_eq!(
+        a.callback("from-b").unwrap().map(|c| c.state),
+        Some("queued".to_string())
+    );
+    // The connection string with a wrong database fails cleanly.
+    let err = PostgresStore::open(&pg.url("no_such_db")).err().unwrap();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+}
