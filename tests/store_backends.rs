@@ -48,6 +48,7 @@ fn callback(id: &str, state: &str, secs: u64) -> CallbackRecord {
         ringing_at: Some(at(secs + 1)),
         answered_at: None,
         ended_at: None,
+        node: Some("node-a".into()),
     }
 }
 

@@ -113,6 +113,9 @@ pub struct Callbacks {
     http: reqwest::Client,
     /// False when no trunk can carry the calls.
     enabled: bool,
+    /// This gateway (`[store] node_id`); with a shared store, a restart
+    /// dials again only the callbacks this node placed.
+    node: String,
 }
 
 impl Callbacks {
@@ -147,6 +150,7 @@ impl Callbacks {
             webhook,
             http,
             enabled: outbound_trunk(config).is_some(),
+            node: config.store.node_id(config.http.listen),
         }
     }
 
@@ -231,6 +235,7 @@ impl Callbacks {
             ringing_at: None,
             answered_at: None,
             ended_at: None,
+            node: Some(self.node.clone()),
         };
         metrics::counter!("crossline_callbacks_total").increment(1);
         self.dial(record.clone());
@@ -287,8 +292,13 @@ impl Callbacks {
         };
         let now = SystemTime::now();
         let mut redialled = 0;
+        let shared = self.store.shared();
         for mut record in pending {
             if self.live.contains_key(&record.id) {
+                continue;
+            }
+            // Another gateway's callback is that gateway's to finish.
+            if shared && record.node.as_deref().is_some_and(|n| n != self.node) {
                 continue;
             }
             let age = now.duration_since(record.created_at).unwrap_or_default();

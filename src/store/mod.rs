@@ -336,6 +336,9 @@ pub struct CallbackRecord {
     pub ringing_at: Option<SystemTime>,
     pub answered_at: Option<SystemTime>,
     pub ended_at: Option<SystemTime>,
+    /// The gateway that placed it (`[store] node_id`): after a restart,
+    /// each node dials again only its own.
+    pub node: Option<String>,
 }
 
 impl std::fmt::Debug for CallbackRecord {

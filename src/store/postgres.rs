@@ -172,6 +172,8 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms BIGINT NOT NULL
     );
     CREATE INDEX chat_inbox_owner ON chat_inbox(owner, id);",
+    // 3: which gateway placed a callback.
+    "ALTER TABLE callbacks ADD COLUMN node TEXT;",
 ];
 
 impl PostgresStore {
@@ -453,7 +455,7 @@ fn consent_row(r: &Row) -> Result<ConsentRecord, postgres::Error> {
 
 const CALLBACK_COLUMNS: &str = "id, phone, phone_raw, flow, target, context, requested_by,
     conversation_id, bot, state, sip_status, reason, consent_id, created_at_ms, ringing_at_ms,
-    answered_at_ms, ended_at_ms";
+    answered_at_ms, ended_at_ms, node";
 
 fn callback_row(r: &Row) -> Result<CallbackRecord, postgres::Error> {
     Ok(CallbackRecord {
@@ -476,6 +478,7 @@ fn callback_row(r: &Row) -> Result<CallbackRecord, postgres::Error> {
         ringing_at: opt_from_ms(r.try_get(14)?),
         answered_at: opt_from_ms(r.try_get(15)?),
         ended_at: opt_from_ms(r.try_get(16)?),
+        node: r.try_get(17)?,
     })
 }
 
@@ -956,8 +959,9 @@ impl Store for PostgresStore {
         self.exec(
             "INSERT INTO callbacks (id, phone, phone_raw, flow, target, context, requested_by,
                 conversation_id, bot, state, sip_status, reason, consent_id, created_at_ms,
-                ringing_at_ms, answered_at_ms, ended_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                ringing_at_ms, answered_at_ms, ended_at_ms, node)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                $18)
              ON CONFLICT (id) DO UPDATE SET phone = EXCLUDED.phone,
                 phone_raw = EXCLUDED.phone_raw, flow = EXCLUDED.flow, target = EXCLUDED.target,
                 context = EXCLUDED.context, requested_by = EXCLUDED.requested_by,
@@ -965,7 +969,8 @@ impl Store for PostgresStore {
                 state = EXCLUDED.state, sip_status = EXCLUDED.sip_status,
                 reason = EXCLUDED.reason, consent_id = EXCLUDED.consent_id,
                 created_at_ms = EXCLUDED.created_at_ms, ringing_at_ms = EXCLUDED.ringing_at_ms,
-                answered_at_ms = EXCLUDED.answered_at_ms, ended_at_ms = EXCLUDED.ended_at_ms",
+                answered_at_ms = EXCLUDED.answered_at_ms, ended_at_ms = EXCLUDED.ended_at_ms,
+                node = EXCLUDED.node",
             vec![
                 p(r.id),
                 p(r.phone),
@@ -984,6 +989,7 @@ impl Store for PostgresStore {
                 opt_ms(r.ringing_at),
                 opt_ms(r.answered_at),
                 opt_ms(r.ended_at),
+                p(r.node),
             ],
         )
     }

@@ -163,6 +163,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE conversations ADD COLUMN resume_node TEXT;
     ALTER TABLE conversations ADD COLUMN resume_vars TEXT;
     CREATE INDEX callbacks_state ON callbacks(state);",
+    // 7: which gateway placed a callback.
+    "ALTER TABLE callbacks ADD COLUMN node TEXT;",
 ];
 
 enum Job {
@@ -348,7 +350,7 @@ impl SqliteStore {
 
 const CALLBACK_COLUMNS: &str = "id, phone, phone_raw, flow, target, context, requested_by,
     conversation_id, bot, state, sip_status, reason, consent_id, created_at_ms, ringing_at_ms,
-    answered_at_ms, ended_at_ms";
+    answered_at_ms, ended_at_ms, node";
 
 fn callback_row(r: &Row<'_>) -> rusqlite::Result<CallbackRecord> {
     let opt_time = |v: Option<i64>| v.map(from_ms);
@@ -370,6 +372,7 @@ fn callback_row(r: &Row<'_>) -> rusqlite::Result<CallbackRecord> {
         ringing_at: opt_time(r.get(14)?),
         answered_at: opt_time(r.get(15)?),
         ended_at: opt_time(r.get(16)?),
+        node: r.get(17)?,
     })
 }
 
@@ -895,8 +898,9 @@ impl Store for SqliteStore {
         self.send(Job::Exec(
             "INSERT OR REPLACE INTO callbacks (id, phone, phone_raw, flow, target, context,
                 requested_by, conversation_id, bot, state, sip_status, reason, consent_id,
-                created_at_ms, ringing_at_ms, answered_at_ms, ended_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                created_at_ms, ringing_at_ms, answered_at_ms, ended_at_ms, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                ?18)",
             vec![
                 r.id.into(),
                 r.phone.into(),
@@ -916,6 +920,7 @@ impl Store for SqliteStore {
                 opt_ms(r.ringing_at),
                 opt_ms(r.answered_at),
                 opt_ms(r.ended_at),
+                opt_text(r.node),
             ],
         ))
     }
@@ -1328,6 +1333,7 @@ mod tests {
             ringing_at: None,
             answered_at: None,
             ended_at: None,
+            node: None,
         };
         for (id, state, secs) in [
             ("r", "ringing", 2),
