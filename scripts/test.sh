@@ -13,6 +13,8 @@ needs=(
   "chromium chromium"
   "chromedriver chromium-driver"
   "kamailio kamailio"
+  "openssl openssl"
+  "curl curl"
 )
 missing=()
 for pair in "${needs[@]}"; do

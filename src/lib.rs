@@ -22,5 +22,6 @@ pub mod secret;
 pub mod sip;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tts;
 pub mod webrtc;

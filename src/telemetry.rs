@@ -65,6 +65,8 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
         .absolute(t.inbound_dropped.load(Ordering::Relaxed));
     counter!("crossline_sip_send_errors_total").absolute(t.send_errors.load(Ordering::Relaxed));
     counter!("crossline_tcp_rejected_total").absolute(t.tcp_rejected.load(Ordering::Relaxed));
+    counter!("crossline_tls_handshake_failures_total")
+        .absolute(t.tls_handshake_failures.load(Ordering::Relaxed));
     gauge!("crossline_tcp_connections").set(t.tcp_open.load(Ordering::Relaxed) as f64);
 
     counter!("crossline_calls_started_total").absolute(s.sip.calls_started);

@@ -443,6 +443,36 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             );
         }
     }
+    // TLS material is read now, so `crossline check` finds a bad file.
+    match (&config.sip.tls_cert, &config.sip.tls_key) {
+        (Some(cert), Some(key)) => {
+            if let Err(e) = crate::tls::server_config(cert, key) {
+                err(&["sip", "tls_cert"], e);
+            }
+        }
+        (None, None) if config.sip.tls.is_empty() => {}
+        _ => err(
+            &["sip", "tls"],
+            "TLS listeners need both tls_cert and tls_key".into(),
+        ),
+    }
+    if let Some(ca) = &config.sip.tls_ca {
+        if let Err(e) = crate::tls::client_config(Some(ca)) {
+            err(&["sip", "tls_ca"], e);
+        }
+    }
+    match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => {
+            if let Err(e) = crate::tls::server_config(cert, key) {
+                err(&["http", "tls_cert"], e);
+            }
+        }
+        (None, None) => {}
+        _ => err(
+            &["http", "tls_cert"],
+            "set both tls_cert and tls_key, or neither".into(),
+        ),
+    }
     if !(2..=600).contains(&config.store.lease_secs) {
         err(&["store", "lease_secs"], "must be 2..=600 seconds".into());
     }

@@ -42,6 +42,15 @@ pub struct SipConfig {
     pub udp: Vec<SocketAddr>,
     /// TCP listeners.
     pub tcp: Vec<SocketAddr>,
+    /// TLS listeners (SIP over TLS, `sips:`); they need `tls_cert` and
+    /// `tls_key`.
+    pub tls: Vec<SocketAddr>,
+    /// PEM certificate chain and private key for the TLS listeners.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// PEM CAs that outbound TLS connections trust; unset: the Mozilla
+    /// root set.
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Address written in Contact, Via and SDP when the listener is a wildcard.
     pub advertised_address: Option<std::net::IpAddr>,
     pub user_agent: String,
@@ -75,6 +84,10 @@ impl Default for SipConfig {
         SipConfig {
             udp: vec![loopback],
             tcp: vec![loopback],
+            tls: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             advertised_address: None,
             user_agent: format!("crossline/{}", env!("CARGO_PKG_VERSION")),
             max_message_size: 65_535,
@@ -120,6 +133,9 @@ pub struct HttpConfig {
     pub operator_token_env: Option<String>,
     /// Browser origins allowed to call /v1 (CORS). Empty: none.
     pub cors_origins: Vec<String>,
+    /// PEM certificate chain and key: the listener speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -132,6 +148,8 @@ impl Default for HttpConfig {
             operator_token: None,
             operator_token_env: None,
             cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -140,6 +158,7 @@ impl HttpConfig {
     pub fn public_base_url(&self) -> String {
         match &self.public_base_url {
             Some(u) => u.trim_end_matches('/').to_string(),
+            None if self.tls_cert.is_some() => format!("https://{}", self.listen),
             None => format!("http://{}", self.listen),
         }
     }
@@ -423,6 +442,17 @@ pub enum TransportName {
     #[default]
     Udp,
     Tcp,
+    Tls,
+}
+
+impl TransportName {
+    pub fn transport(self) -> crate::sip::endpoint::Transport {
+        match self {
+            TransportName::Udp => crate::sip::endpoint::Transport::Udp,
+            TransportName::Tcp => crate::sip::endpoint::Transport::Tcp,
+            TransportName::Tls => crate::sip::endpoint::Transport::Tls,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

@@ -127,3 +127,33 @@ pub async fn serve(listener: tokio::net::TcpListener, state: HttpState) {
         tracing::error!(%e, "HTTP server stopped");
     }
 }
+
+/// The same routes over HTTPS (rustls): each connection's handshake runs
+/// in its own task, bounded in time; WebSocket upgrades work as over HTTP.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(state);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let shake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            let Ok(Ok(stream)) = shake.await else {
+                metrics::counter!("crossline_http_tls_handshake_failures_total").increment(1);
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}

@@ -18,13 +18,13 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::config::{CodecName, Config, TransportName};
+use crate::config::{CodecName, Config};
 use crate::media::audio_loop::{HoldProgram, MediaEvent, Source};
 use crate::media::engine::{MediaEngine, MediaSettings, Reservation};
 use crate::sdp::{Codec, Direction, LocalMedia, Negotiated};
 use crate::sip::endpoint::{
     CallId, EndCause, Endpoint, EndpointConfig, Event, InboundTrunk, IncomingCall,
-    RegistrationSpec, RegistrationState, Transport,
+    RegistrationSpec, RegistrationState,
 };
 use crate::sip::message::Uri;
 use crate::sip::transaction::TimerConfig;
@@ -141,6 +141,24 @@ async fn open_store(
     })
 }
 
+/// TLS for SIP: the listeners' certificate (when there are listeners) and
+/// what outbound connections trust.
+fn sip_tls(sip: &crate::config::SipConfig) -> anyhow::Result<crate::sip::transport::StreamTls> {
+    let acceptor = match (&sip.tls_cert, &sip.tls_key) {
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::server_config(cert, key).map_err(anyhow::Error::msg)?,
+        )),
+        _ => None,
+    };
+    let connector = tokio_rustls::TlsConnector::from(
+        crate::tls::client_config(sip.tls_ca.as_deref()).map_err(anyhow::Error::msg)?,
+    );
+    Ok(crate::sip::transport::StreamTls {
+        acceptor,
+        connector,
+    })
+}
+
 /// Run the gateway. `config_path` is re-read on SIGHUP.
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let prompts = render_prompts(&config).await?;
@@ -153,17 +171,22 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let metrics = crate::telemetry::install();
 
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(16_384);
+    let stream_config = |addrs: &[std::net::SocketAddr]| TcpListenerConfig {
+        addrs: addrs.to_vec(),
+        max_connections: config.sip.max_tcp_connections,
+        max_message_size: config.sip.max_message_size,
+    };
     let transports = Transports::bind(
         &config.sip.udp,
-        TcpListenerConfig {
-            addrs: config.sip.tcp.clone(),
-            max_connections: config.sip.max_tcp_connections,
-            max_message_size: config.sip.max_message_size,
-        },
+        stream_config(&config.sip.tcp),
+        (stream_config(&config.sip.tls), sip_tls(&config.sip)?),
         inbound_tx,
     )
     .await
     .context("binding SIP listeners")?;
+    for a in transports.tls_addrs() {
+        tracing::info!(%a, "SIP listening on TLS");
+    }
     for a in transports.udp_addrs() {
         tracing::info!(%a, "SIP listening on UDP");
     }
@@ -195,21 +218,28 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     )?);
     crate::flow::interp::install_resumer(&services);
     services.chat.start_cluster_tasks();
-    tokio::spawn(crate::http::serve(
-        http_listener,
-        crate::http::HttpState {
-            metrics,
-            ready: ready.clone(),
-            services: services.clone(),
-            store: store.clone(),
-            // Validated by Config::parse; an env var unset since is an error.
-            admin_token: config.http.admin_token().map_err(anyhow::Error::msg)?,
-            operator_token: config.http.operator_token().map_err(anyhow::Error::msg)?,
-            cors_origins: config.http.cors_origins.clone(),
-            chat_title: config.chat.title.clone(),
-            console_sessions: Default::default(),
-        },
-    ));
+    let http_state = crate::http::HttpState {
+        metrics,
+        ready: ready.clone(),
+        services: services.clone(),
+        store: store.clone(),
+        // Validated by Config::parse; an env var unset since is an error.
+        admin_token: config.http.admin_token().map_err(anyhow::Error::msg)?,
+        operator_token: config.http.operator_token().map_err(anyhow::Error::msg)?,
+        cors_origins: config.http.cors_origins.clone(),
+        chat_title: config.chat.title.clone(),
+        console_sessions: Default::default(),
+    };
+    match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::tls::server_config(cert, key).map_err(anyhow::Error::msg)?;
+            tracing::info!("HTTP listener speaks HTTPS");
+            tokio::spawn(crate::http::serve_tls(http_listener, http_state, tls));
+        }
+        _ => {
+            tokio::spawn(crate::http::serve(http_listener, http_state));
+        }
+    }
     let (flow_requests, mut flow_rx) = mpsc::unbounded_channel();
 
     let now = Instant::now();
@@ -381,6 +411,7 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
         user_agent: config.sip.user_agent.clone(),
         udp_listeners: transports.udp_addrs(),
         tcp_listeners: transports.tcp_addrs(),
+        tls_listeners: transports.tls_addrs(),
         advertised_address: config.sip.advertised_address,
         max_message_size: config.sip.max_message_size,
         drain_retry_after_secs: config.sip.drain_retry_after_secs,
@@ -457,10 +488,7 @@ impl Gateway {
             let spec = RegistrationSpec {
                 registrar,
                 destination,
-                transport: match reg.transport {
-                    TransportName::Udp => Transport::Udp,
-                    TransportName::Tcp => Transport::Tcp,
-                },
+                transport: reg.transport.transport(),
                 aor,
                 credentials: reg.username.clone().zip(reg.password().ok().flatten()),
                 expires: reg.expires,
@@ -479,6 +507,7 @@ impl Gateway {
                 data,
             } => self.endpoint.handle_datagram(now, local, remote, &data),
             Inbound::Stream {
+                transport,
                 conn,
                 local,
                 remote,
@@ -486,9 +515,9 @@ impl Gateway {
             } => {
                 if !self
                     .endpoint
-                    .handle_stream_bytes(now, conn, local, remote, &data)
+                    .handle_stream(now, transport, conn, local, remote, &data)
                 {
-                    tracing::debug!(conn, %remote, "closing TCP connection after a framing error");
+                    tracing::debug!(conn, %remote, "closing a stream after a framing error");
                     self.transports.close(conn);
                 }
             }

@@ -89,10 +89,7 @@ impl Gateway {
         let spec = OutgoingCall {
             target,
             destination,
-            transport: match trunk.map(|tr| tr.outbound_transport) {
-                Some(crate::config::TransportName::Tcp) => Transport::Tcp,
-                _ => Transport::Udp,
-            },
+            transport: trunk.map_or(Transport::Udp, |tr| tr.outbound_transport.transport()),
             from_user,
             from_display: None,
             local_media: self.local_media(reservation.port),

@@ -129,13 +129,12 @@ pub struct OutgoingCall {
 impl Endpoint {
     fn contact_uri(&self, peer: &Peer) -> Uri {
         let addr = self.advertised(peer.local);
-        let transport = if peer.transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
+        // Over TLS: a sips: Contact (RFC 3261 §8.1.1.8), reached by TLS.
+        let uri = match peer.transport {
+            Transport::Tls => format!("sips:crossline@{}", host_port(addr)),
+            t => format!("sip:crossline@{}{}", host_port(addr), t.uri_param()),
         };
-        Uri::parse(&format!("sip:crossline@{}{transport}", host_port(addr)))
-            .unwrap_or_else(|_| self.fallback_uri())
+        Uri::parse(&uri).unwrap_or_else(|_| self.fallback_uri())
     }
 
     fn fallback_uri(&self) -> Uri {
@@ -436,15 +435,7 @@ impl Endpoint {
     /// else back where the dialog's messages came from.
     fn peer_for_dialog(&self, c: &Call) -> Peer {
         let hop = c.dialog.next_hop();
-        let transport = if hop
-            .param("transport")
-            .flatten()
-            .is_some_and(|t| t.eq_ignore_ascii_case("tcp"))
-        {
-            Transport::Tcp
-        } else {
-            c.peer.transport
-        };
+        let transport = Transport::of_uri(hop).unwrap_or(c.peer.transport);
         let host = hop.host.trim_matches(|ch| ch == '[' || ch == ']');
         let remote = match host.parse::<std::net::IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, hop.port.unwrap_or(5060)),

@@ -51,17 +51,42 @@ pub fn parse_dtmf_relay(body: &[u8]) -> Option<(char, u32)> {
 pub enum Transport {
     Udp,
     Tcp,
+    /// TLS over TCP (RFC 3261 §26.2; `sips:` URIs).
+    Tls,
 }
 
 impl Transport {
     pub fn reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 
     pub fn via_name(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The URI parameter that asks for this transport (UDP is the default).
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+        }
+    }
+
+    /// From a URI's scheme and `transport` parameter.
+    pub fn of_uri(uri: &crate::sip::message::Uri) -> Option<Transport> {
+        if uri.scheme.eq_ignore_ascii_case("sips") {
+            return Some(Transport::Tls);
+        }
+        match uri.param("transport").flatten() {
+            Some(t) if t.eq_ignore_ascii_case("tcp") => Some(Transport::Tcp),
+            Some(t) if t.eq_ignore_ascii_case("tls") => Some(Transport::Tls),
+            Some(t) if t.eq_ignore_ascii_case("udp") => Some(Transport::Udp),
+            _ => None,
         }
     }
 }
@@ -108,6 +133,7 @@ pub struct EndpointConfig {
     /// Listeners; the first of each transport is used for requests we start.
     pub udp_listeners: Vec<SocketAddr>,
     pub tcp_listeners: Vec<SocketAddr>,
+    pub tls_listeners: Vec<SocketAddr>,
     /// Written into Via/Contact/SDP when a listener is a wildcard address.
     pub advertised_address: Option<IpAddr>,
     pub max_message_size: usize,
@@ -129,6 +155,7 @@ impl Default for EndpointConfig {
             user_agent: "crossline".into(),
             udp_listeners: vec![local],
             tcp_listeners: vec![local],
+            tls_listeners: Vec::new(),
             advertised_address: None,
             max_message_size: 65_535,
             drain_retry_after_secs: 60,
@@ -444,6 +471,20 @@ impl Endpoint {
         remote: SocketAddr,
         data: &[u8],
     ) -> bool {
+        self.handle_stream(now, Transport::Tcp, conn, local, remote, data)
+    }
+
+    /// Bytes arrived on a TCP or TLS connection (see
+    /// [`Endpoint::handle_stream_bytes`]).
+    pub fn handle_stream(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        conn: ConnId,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> bool {
         let max = self.config.max_message_size;
         let framer = self
             .framers
@@ -459,7 +500,7 @@ impl Endpoint {
             }
         };
         let peer = Peer {
-            transport: Transport::Tcp,
+            transport,
             local,
             remote,
             conn: Some(conn),
@@ -711,6 +752,7 @@ impl Endpoint {
         let list = match transport {
             Transport::Udp => &self.config.udp_listeners,
             Transport::Tcp => &self.config.tcp_listeners,
+            Transport::Tls => &self.config.tls_listeners,
         };
         list.first()
             .copied()

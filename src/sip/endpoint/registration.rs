@@ -136,11 +136,7 @@ impl Endpoint {
             .user
             .clone()
             .unwrap_or_else(|| "crossline".into());
-        let transport_param = if reg.spec.transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let transport_param = reg.spec.transport.uri_param();
         let contact = format!("<sip:{user}@{}{transport_param}>", host_port(contact_addr));
         let ua = self.config.user_agent.clone();
         let Some(reg) = self.registrations.get_mut(index) else {

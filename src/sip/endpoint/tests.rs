@@ -1197,3 +1197,15 @@ fn calls_over_the_caps_get_503_with_retry_after() {
         assert_eq!(statuses(&t.responses()).first(), Some(&want), "call {i}");
     }
 }
+
+#[test]
+fn transports_from_uris() {
+    let t = |u: &str| Transport::of_uri(&crate::sip::message::Uri::parse(u).unwrap());
+    assert_eq!(t("sips:bob@127.0.0.1"), Some(Transport::Tls));
+    assert_eq!(t("sip:bob@127.0.0.1;transport=TLS"), Some(Transport::Tls));
+    assert_eq!(t("sip:bob@127.0.0.1;transport=tcp"), Some(Transport::Tcp));
+    assert_eq!(t("sip:bob@127.0.0.1;transport=udp"), Some(Transport::Udp));
+    assert_eq!(t("sip:bob@127.0.0.1"), None);
+    assert!(Transport::Tls.reliable());
+    assert_eq!(Transport::Tls.via_name(), "TLS");
+}

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Peer, Transport};
+use super::Peer;
 use crate::sip::message::{Request, Response, Via};
 
 /// RFC 3261 magic cookie plus 96 random bits.
@@ -59,7 +59,7 @@ fn replace_top_via(req: &mut Request, via: &Via) {
 /// RFC 3261 §18.2.2 with RFC 3581: where a response goes. Reliable
 /// transports reuse the connection the request came on.
 pub(super) fn response_destination(peer: Peer, resp: &Response) -> Peer {
-    if peer.transport == Transport::Tcp {
+    if peer.transport.reliable() {
         return peer;
     }
     let Ok(via) = resp.headers.top_via() else {

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::sip::endpoint::{ConnId, Transmit, Transport};
 
-pub use tcp::TcpListenerConfig;
+pub use tcp::{StreamTls, TcpListenerConfig};
 
 /// Bytes from the network, for the endpoint.
 #[derive(Debug)]
@@ -27,6 +27,8 @@ pub enum Inbound {
         data: Bytes,
     },
     Stream {
+        /// TCP or TLS.
+        transport: Transport,
         conn: ConnId,
         local: SocketAddr,
         remote: SocketAddr,
@@ -44,11 +46,13 @@ pub struct TransportStats {
     pub send_errors: AtomicU64,
     pub tcp_rejected: AtomicU64,
     pub tcp_open: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
 }
 
 pub struct Transports {
     udp: HashMap<SocketAddr, Arc<tokio::net::UdpSocket>>,
     tcp: tcp::TcpSide,
+    tls: tcp::TcpSide,
     pub stats: Arc<TransportStats>,
 }
 
@@ -58,6 +62,7 @@ impl Transports {
     pub async fn bind(
         udp_addrs: &[SocketAddr],
         tcp: TcpListenerConfig,
+        tls: (TcpListenerConfig, StreamTls),
         inbound: mpsc::Sender<Inbound>,
     ) -> std::io::Result<Transports> {
         let stats = Arc::new(TransportStats::default());
@@ -68,8 +73,14 @@ impl Transports {
             udp::spawn_reader(sock.clone(), local, inbound.clone(), stats.clone());
             udp.insert(local, sock);
         }
-        let tcp = tcp::TcpSide::bind(tcp, inbound, stats.clone()).await?;
-        Ok(Transports { udp, tcp, stats })
+        let tcp = tcp::TcpSide::bind(tcp, None, inbound.clone(), stats.clone()).await?;
+        let tls = tcp::TcpSide::bind(tls.0, Some(tls.1), inbound, stats.clone()).await?;
+        Ok(Transports {
+            udp,
+            tcp,
+            tls,
+            stats,
+        })
     }
 
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
@@ -82,9 +93,14 @@ impl Transports {
         self.tcp.local_addrs()
     }
 
-    /// Close a TCP connection whose stream the endpoint found broken.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls.local_addrs()
+    }
+
+    /// Close a stream whose bytes the endpoint found broken.
     pub fn close(&self, conn: ConnId) {
         self.tcp.close(conn);
+        self.tls.close(conn);
     }
 
     /// Send without waiting: UDP uses `try_send_to`, TCP queues to the
@@ -107,6 +123,7 @@ impl Transports {
                 }
             }
             Transport::Tcp => self.tcp.send(t.peer.conn, t.peer.remote, t.payload),
+            Transport::Tls => self.tls.send(t.peer.conn, t.peer.remote, t.payload),
         }
     }
 }

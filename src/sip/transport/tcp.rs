@@ -1,5 +1,7 @@
-//! TCP: an accept loop per listener, a reader and a writer task per
-//! connection. Framing happens in the endpoint (sans-IO).
+//! Stream transports, TCP and TLS over TCP: an accept loop per listener, a
+//! reader and a writer task per connection. Framing happens in the
+//! endpoint (sans-IO); TLS is rustls (tokio-rustls) around the same TCP
+//! stream.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,15 +9,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::{Inbound, TransportStats};
-use crate::sip::endpoint::ConnId;
+use crate::sip::endpoint::{ConnId, Transport};
 
 /// Queued outgoing messages per connection before we give up on it.
 const WRITE_QUEUE: usize = 256;
+/// A TLS handshake that takes longer than this is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connection ids are unique across TCP and TLS: the endpoint keys its
+/// stream framers by them.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// What makes a stream side TLS: the server side for its listeners, the
+/// client side for connections it opens.
+#[derive(Clone)]
+pub struct StreamTls {
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub connector: tokio_rustls::TlsConnector,
+}
 
 #[derive(Debug, Clone)]
 pub struct TcpListenerConfig {
@@ -31,8 +47,9 @@ struct Conn {
 }
 
 struct Shared {
+    transport: Transport,
+    tls: Option<StreamTls>,
     conns: Mutex<HashMap<ConnId, Conn>>,
-    next_id: AtomicU64,
     inbound: mpsc::Sender<Inbound>,
     stats: Arc<TransportStats>,
     max_connections: usize,
@@ -47,12 +64,18 @@ pub(super) struct TcpSide {
 impl TcpSide {
     pub(super) async fn bind(
         cfg: TcpListenerConfig,
+        tls: Option<StreamTls>,
         inbound: mpsc::Sender<Inbound>,
         stats: Arc<TransportStats>,
     ) -> std::io::Result<TcpSide> {
         let shared = Arc::new(Shared {
+            transport: if tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            },
+            tls,
             conns: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
             inbound,
             stats,
             max_connections: cfg.max_connections,
@@ -74,7 +97,34 @@ impl TcpSide {
                         drop(stream);
                         continue;
                     }
-                    Shared::start(&shared, stream, local, remote);
+                    let _ = stream.set_nodelay(true);
+                    match shared.tls.as_ref().and_then(|t| t.acceptor.clone()) {
+                        None => {
+                            Shared::start(&shared, stream, local, remote);
+                        }
+                        // The handshake runs in its own task: a slow or
+                        // silent client holds up nobody else.
+                        Some(acceptor) => {
+                            let shared = shared.clone();
+                            tokio::spawn(async move {
+                                let shake = tokio::time::timeout(
+                                    HANDSHAKE_TIMEOUT,
+                                    acceptor.accept(stream),
+                                );
+                                match shake.await {
+                                    Ok(Ok(tls)) => {
+                                        Shared::start(&shared, tls, local, remote);
+                                    }
+                                    _ => {
+                                        shared
+                                            .stats
+                                            .tls_handshake_failures
+                                            .fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            });
+                        }
+                    }
                 }
             });
         }
@@ -104,16 +154,41 @@ impl TcpSide {
             None => {
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
-                    match TcpStream::connect(remote).await {
-                        Ok(stream) => {
-                            let local = stream.local_addr().unwrap_or(remote);
-                            let writer = Shared::start(&shared, stream, local, remote);
-                            let _ = writer.send(payload).await;
+                    let Ok(stream) = TcpStream::connect(remote).await else {
+                        shared.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or(remote);
+                    let writer = match &shared.tls {
+                        None => Shared::start(&shared, stream, local, remote),
+                        Some(tls) => {
+                            // Trunks and targets are IP literals: the
+                            // certificate must name that address.
+                            let name = rustls::pki_types::ServerName::IpAddress(remote.ip().into());
+                            let shake = tokio::time::timeout(
+                                HANDSHAKE_TIMEOUT,
+                                tls.connector.connect(name, stream),
+                            );
+                            match shake.await {
+                                Ok(Ok(s)) => Shared::start(&shared, s, local, remote),
+                                failed => {
+                                    let why = match failed {
+                                        Ok(Err(e)) => e.to_string(),
+                                        _ => "timed out".into(),
+                                    };
+                                    tracing::warn!(%remote, %why, "TLS connection failed");
+                                    shared
+                                        .stats
+                                        .tls_handshake_failures
+                                        .fetch_add(1, Ordering::Relaxed);
+                                    shared.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                                    return;
+                                }
+                            }
                         }
-                        Err(_) => {
-                            shared.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    };
+                    let _ = writer.send(payload).await;
                 });
             }
         }
@@ -125,14 +200,13 @@ impl Shared {
         self.conns.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    fn start(
+    fn start<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
         shared: &Arc<Shared>,
-        stream: TcpStream,
+        stream: S,
         local: SocketAddr,
         remote: SocketAddr,
     ) -> mpsc::Sender<Bytes> {
-        let _ = stream.set_nodelay(true);
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         shared
             .conns
@@ -147,7 +221,7 @@ impl Shared {
                 },
             );
         shared.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
-        let (mut reader, mut writer) = stream.into_split();
+        let (mut reader, mut writer) = tokio::io::split(stream);
         tokio::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if writer.write_all(&bytes).await.is_err() {
@@ -168,6 +242,7 @@ impl Shared {
                         if shared
                             .inbound
                             .send(Inbound::Stream {
+                                transport: shared.transport,
                                 conn: id,
                                 local,
                                 remote,

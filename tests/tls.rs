@@ -1,0 +1,418 @@
+//! TLS against the real binary, with OpenSSL on the other end (a different
+//! TLS stack from our rustls): SIP over TLS from `openssl s_client` (an
+//! OPTIONS ping and a whole sips: call), HTTPS checked by curl, and a
+//! callback dialled out over TLS to a second gateway that verifies
+//! nothing but the test's own CA.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const OPERATOR_TOKEN: &str = "operator-token-for-tls-tests";
+
+/// A test CA and a server certificate it signed for 127.0.0.1 (P-256),
+/// made by openssl: (server cert, server key, CA cert).
+fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    require("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-days",
+            "2",
+            "-subj",
+            "/CN=crossline test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    )
+}
+
+fn tls_gateway(cert: &Path, key: &Path, ca: &Path, extra: &str) -> (Gateway, u16) {
+    let tls_port = free_port();
+    let gw = Gateway::start(&format!(
+        "[sip]\ntls = [\"127.0.0.1:{tls_port}\"]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\ntls_ca = \"{ca}\"\n\n\
+         [http]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\noperator_token = \"{OPERATOR_TOKEN}\"\n\n{extra}",
+        cert = cert.display(),
+        key = key.display(),
+        ca = ca.display(),
+    ));
+    gw.wait_for_log("SIP listening on TLS", Duration::from_secs(2));
+    (gw, tls_port)
+}
+
+/// `openssl s_client` as a SIP UA over TLS: what we write goes out
+/// encrypted; what comes back is read as SIP messages.
+struct OpensslPeer {
+    child: Child,
+    input: ChildStdin,
+    messages: mpsc::Receiver<String>,
+}
+
+impl OpensslPeer {
+    fn connect(port: u16, ca: &Path) -> OpensslPeer {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-CAfile")
+            .arg(ca)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, messages) = mpsc::channel();
+        // Split the decrypted stream into messages by Content-Length.
+        std::thread::spawn(move || loop {
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if out.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == "\r\n" && head.is_empty() {
+                    continue;
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    (k.eq_ignore_ascii_case("content-length") || k == "l")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            if out.read_exact(&mut body).is_err() {
+                return;
+            }
+            let _ = tx.send(head + &String::from_utf8_lossy(&body));
+        });
+        OpensslPeer {
+            child,
+            input,
+            messages,
+        }
+    }
+
+    fn send(&mut self, msg: &str) {
+        self.input.write_all(msg.as_bytes()).unwrap();
+        self.input.flush().unwrap();
+    }
+
+    /// The next message whose first line starts with `start`.
+    fn expect(&self, start: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self
+                .messages
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {start:?} over TLS"));
+            if msg.starts_with(start) {
+                return msg;
+            }
+        }
+    }
+}
+
+impl Drop for OpensslPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .unwrap_or_else(|| panic!("no {name} in:\n{msg}"))
+}
+
+#[test]
+fn sip_over_tls_and_https_with_openssl_and_curl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = certificate(dir.path());
+    let (gw, tls_port) = tls_gateway(&cert, &key, &ca, "");
+
+    // HTTPS: curl (OpenSSL) trusts it with our CA, and refuses without.
+    require("curl", "curl");
+    let url = format!("https://127.0.0.1:{}/healthz", gw.http_port);
+    let ok = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&ca)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
+    let untrusted = Command::new("curl").args(["-sS", &url]).output().unwrap();
+    assert!(
+        !untrusted.status.success(),
+        "a self-signed cert must not pass"
+    );
+    let plain = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{}/healthz", gw.http_port))
+        .output()
+        .unwrap();
+    assert_ne!(
+        String::from_utf8_lossy(&plain.stdout),
+        "ok\n",
+        "no plain HTTP"
+    );
+
+    // SIP over TLS: an OPTIONS ping...
+    let mut ua = OpensslPeer::connect(tls_port, &ca);
+    let here = format!("127.0.0.1:{tls_port}");
+    ua.send(&format!(
+        "OPTIONS sips:ping@{here} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtls1\r\n\
+         Max-Forwards: 70\r\nFrom: <sips:alice@127.0.0.1>;tag=t1\r\nTo: <sips:ping@{here}>\r\n\
+         Call-ID: tls-options-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ));
+    let pong = ua.expect("SIP/2.0 ");
+    assert!(pong.starts_with("SIP/2.0 200"), "{pong}");
+    assert!(header(&pong, "Via").starts_with("SIP/2.0/TLS"), "{pong}");
+
+    // ...and a whole sips: call on the same connection: INVITE with an
+    // offer, the demo flow answers, ACK, then our BYE.
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    ua.send(&format!(
+        "INVITE sips:2000@{here} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtls2\r\n\
+         Max-Forwards: 70\r\nFrom: <sips:alice@127.0.0.1>;tag=t2\r\nTo: <sips:2000@{here}>\r\n\
+         Call-ID: tls-call-1\r\nCSeq: 1 INVITE\r\nContact: <sips:alice@127.0.0.1:5999>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    ));
+    let ok = ua.expect("SIP/2.0 200");
+    assert!(header(&ok, "Contact").contains("sips:"), "{ok}");
+    assert!(ok.contains("m=audio "), "the answer carries SDP: {ok}");
+    let to = header(&ok, "To").to_string();
+    let ack_bye = |method: &str, cseq: u32, branch: &str| {
+        format!(
+            "{method} sips:2000@{here} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sips:alice@127.0.0.1>;tag=t2\r\nTo: {to}\r\n\
+             Call-ID: tls-call-1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    ua.send(&ack_bye("ACK", 1, "z9hG4bKtls3"));
+    gw.wait_for_log("incoming call", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    ua.send(&ack_bye("BYE", 2, "z9hG4bKtls4"));
+    let bye_ok = ua.expect("SIP/2.0 ");
+    assert!(bye_ok.starts_with("SIP/2.0 200"), "{bye_ok}");
+    assert!(header(&bye_ok, "CSeq").ends_with("BYE"), "{bye_ok}");
+    gw.wait_for_log("cause=RemoteBye", Duration::from_secs(5));
+
+    // A client that can't finish a handshake is dropped and counted.
+    let mut junk = std::net::TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+    junk.write_all(b"OPTIONS sip:x SIP/2.0\r\n\r\n").unwrap();
+    let _ = junk.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut answer = Vec::new();
+    // A TLS alert at most, then the close; never SIP.
+    assert!(
+        junk.read_to_end(&mut answer).is_ok(),
+        "the server closes it"
+    );
+    assert!(!String::from_utf8_lossy(&answer).contains("SIP/2.0"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failures = loop {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(&ca)
+            .arg(format!("https://127.0.0.1:{}/metrics", gw.http_port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let n = text
+            .lines()
+            .find(|l| l.starts_with("crossline_tls_handshake_failures_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if n >= 1.0 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(failures, 1.0, "the failed handshake is counted");
+    assert_eq!(gw.http_get_tls_status(&ca), 200, "still serving");
+}
+
+#[test]
+fn a_callback_goes_out_over_tls_to_a_gateway_that_verifies_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = certificate(dir.path());
+    // B: the "carrier", TLS only for this; its demo flow answers.
+    let (_b, b_tls) = tls_gateway(&cert, &key, &ca, "");
+    // A: dials B over TLS, trusting only the test's CA.
+    let flows = repo().join("tests/flows/restart");
+    let (a, _) = tls_gateway(
+        &cert,
+        &key,
+        &ca,
+        &format!(
+            "[flows]\ndir = \"{}\"\n\n\
+             [[trunks]]\nname = \"carrier\"\noutbound_proxy = \"sip:127.0.0.1:{b_tls}\"\noutbound_transport = \"tls\"\ncaller_id = \"+15550100000\"\n",
+            flows.display()
+        ),
+    );
+    let auth = format!("Bearer {OPERATOR_TOKEN}");
+    let created = a.https_json(
+        &ca,
+        "POST",
+        "/v1/callbacks",
+        &auth,
+        Some(json!({
+            "phone": "+34612345678",
+            "flow": "restart-callback",
+            "consent": { "given": true, "text": "We may call you back." },
+        })),
+    );
+    let id = created["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let v = a.https_json(&ca, "GET", &format!("/v1/callbacks/{id}"), &auth, None);
+        if v["state"] == "completed" || v["state"] == "failed" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "callback stuck: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(done["answered_at"].is_number(), "{done}");
+}
+
+trait Https {
+    fn http_get_tls_status(&self, ca: &Path) -> u16;
+    fn https_json(
+        &self,
+        ca: &Path,
+        method: &str,
+        path: &str,
+        auth: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value;
+}
+
+impl Https for Gateway {
+    fn http_get_tls_status(&self, ca: &Path) -> u16 {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(ca)
+            .arg(format!("https://127.0.0.1:{}/healthz", self.http_port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    }
+
+    fn https_json(
+        &self,
+        ca: &Path,
+        method: &str,
+        path: &str,
+        auth: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-X", method, "--cacert"])
+            .arg(ca)
+            .args(["-H", &format!("Authorization: {auth}")]);
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "-d", &b.to_string()]);
+        }
+        let out = cmd
+            .arg(format!("https://127.0.0.1:{}{path}", self.http_port))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
