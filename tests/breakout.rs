@@ -145,6 +145,24 @@ fn breakout_to_chat_in_a_real_browser_returns_the_email_to_the_call() {
         let token = link.rsplit('/').next().unwrap();
         assert!(token.len() >= 22, "at least 128 bits: {token}");
 
+        // The phone's messaging app fetches the link for a preview first:
+        // that shows the landing page and uses nothing up.
+        for _ in 0..2 {
+            let preview = gw.http("GET", &format!("/b/{token}"), &[], None);
+            assert_eq!(preview.status, 200);
+            assert!(preview.body.contains("Open the chat"), "{}", preview.body);
+            assert!(
+                !preview.headers.contains("set-cookie"),
+                "a preview gets no key"
+            );
+        }
+        assert!(
+            !gw.http_get("/metrics")
+                .1
+                .contains("crossline_breakouts_total{event=\"opened\"}"),
+            "a preview must not open the chat"
+        );
+
         let browser = Browser::phone();
         browser.goto(&link);
         browser.wait_js(

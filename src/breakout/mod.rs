@@ -179,14 +179,8 @@ impl Breakouts {
         token: &str,
         browser_key: &dyn Fn(&str) -> Option<String>,
     ) -> Option<Opened> {
-        if token.len() > 128 {
-            return None;
-        }
-        let session = self.sessions.get(&crate::chat::secret_hash(token))?.clone();
+        let session = self.live_session(token)?;
         let mut st = session.lock();
-        if Instant::now() >= session.expires || !st.phase.live() {
-            return None;
-        }
         match (st.phase, &st.conversation) {
             // After a hang-up the link still works: the answers are kept.
             (Phase::Pending | Phase::CallerLeft, None) => {
@@ -220,6 +214,39 @@ impl Breakouts {
             }
             _ => None,
         }
+    }
+
+    /// The live, unexpired session of `token`.
+    fn live_session(&self, token: &str) -> Option<Arc<Session>> {
+        if token.len() > 128 {
+            return None;
+        }
+        let session = self.sessions.get(&crate::chat::secret_hash(token))?.clone();
+        let live = Instant::now() < session.expires && session.lock().phase.live();
+        live.then_some(session)
+    }
+
+    /// Would a browser opening `token` now start its chat? (Nothing
+    /// changes: a link preview may ask.)
+    pub fn claimable(&self, token: &str) -> bool {
+        self.live_session(token).is_some_and(|s| {
+            let st = s.lock();
+            st.conversation.is_none() && matches!(st.phase, Phase::Pending | Phase::CallerLeft)
+        })
+    }
+
+    /// The chat `token` opened, for the browser holding its key; never
+    /// starts one.
+    pub fn resume(
+        &self,
+        token: &str,
+        browser_key: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Arc<Conversation>> {
+        let session = self.live_session(token)?;
+        let conv = session.lock().conversation.clone()?;
+        browser_key(&conv.id)
+            .is_some_and(|k| conv.key_matches(&k))
+            .then_some(conv)
     }
 
     /// A session back from the store for a chat resumed after a restart.

@@ -22,6 +22,7 @@ use crate::chat::{Accepted, ChannelKind, Conversation, Event, Live, VisitorInput
 
 const CHAT_HTML: &str = include_str!("../../web/chat/chat.html");
 const NOT_FOUND_HTML: &str = include_str!("../../web/chat/notfound.html");
+const OPEN_HTML: &str = include_str!("../../web/chat/open.html");
 
 /// Static assets: path, content type, cache policy, bytes.
 const ASSETS: &[(&str, &str, &str, &[u8])] = &[
@@ -62,6 +63,12 @@ const ASSETS: &[(&str, &str, &str, &[u8])] = &[
         include_bytes!("../../web/chat/icon-512.png"),
     ),
     (
+        "/chat/open.js",
+        "text/javascript; charset=utf-8",
+        "no-cache",
+        include_bytes!("../../web/chat/open.js"),
+    ),
+    (
         "/sw.js",
         "text/javascript; charset=utf-8",
         "no-cache",
@@ -80,7 +87,7 @@ const INPUT_BURST: u32 = 20;
 
 pub fn router() -> Router<HttpState> {
     let mut r = Router::new()
-        .route("/b/{token}", get(breakout_page))
+        .route("/b/{token}", get(breakout_page).post(claim_breakout))
         .route("/chat/", get(web_chat_page))
         .route(
             "/chat",
@@ -200,13 +207,56 @@ fn set_cookie(state: &HttpState, name: &str, value: &str) -> String {
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=86400{secure}")
 }
 
+/// A breakout link. Its first visit only shows a page that claims the
+/// chat by POST (a script does it at once): SMS and chat apps fetch links
+/// to draw previews, and a GET must not use the link up. The browser that
+/// claimed it (its cookie) gets the chat from then on.
 async fn breakout_page(
+    State(state): State<HttpState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if state.services.breakouts.claimable(&token) {
+        let mut r = OPEN_HTML.into_response();
+        page_headers(&mut r);
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'self'; style-src 'self'; form-action 'self'; \
+                 frame-ancestors 'none'; base-uri 'none'",
+            ),
+        );
+        return r;
+    }
+    let jar = cookies(&headers);
+    let key_for = |conv: &str| jar.get(&key_cookie(conv)).cloned();
+    match state.services.breakouts.resume(&token, &key_for) {
+        Some(conv) => chat_page(&state, &conv.id, &[]),
+        None => {
+            metrics::counter!("crossline_breakout_links_refused_total").increment(1);
+            not_found()
+        }
+    }
+}
+
+/// The claim: the first browser to post opens the chat (its cookie is
+/// set, the flow starts) and is sent back to the link.
+async fn claim_breakout(
     State(state): State<HttpState>,
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let jar = cookies(&headers);
     let key_for = |conv: &str| jar.get(&key_cookie(conv)).cloned();
+    let back = || {
+        let mut r = StatusCode::SEE_OTHER.into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("/b/{token}")) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    };
     match state.services.breakouts.open(&token, &key_for) {
         Some(Opened::New { session, flow, new }) => {
             let Some(flow) = state.services.flow(&flow) else {
@@ -220,9 +270,13 @@ async fn breakout_page(
             let mut vars = HashMap::new();
             vars.insert("breakout_id".to_string(), session.id.clone());
             crate::flow::interp::spawn_chat(state.services.clone(), flow, new, Some(session), vars);
-            chat_page(&state, &id, &[cookie])
+            let mut r = back();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+            r
         }
-        Some(Opened::Resume(conv)) => chat_page(&state, &conv.id, &[]),
+        Some(Opened::Resume(_)) => back(),
         None => {
             metrics::counter!("crossline_breakout_links_refused_total").increment(1);
             not_found()

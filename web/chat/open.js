@@ -1,0 +1,4 @@
+// Breakout links: claim the chat for this browser as soon as the page
+// loads (link previews don't run scripts, so they never claim it).
+"use strict";
+document.getElementById("open-chat").submit();
