@@ -240,10 +240,20 @@ fn a_callback_rings_the_visitor_and_plays_the_flow() {
             .collect();
         if states.last().map(String::as_str) == Some("completed") {
             assert_eq!(states, ["queued", "ringing", "answered", "completed"]);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
             for x in &seen {
+                // Signed over "<timestamp>.<body>"; the time is current.
+                let ts = x.headers.get("x-crossline-timestamp").expect("a timestamp");
+                assert!(ts.parse::<u64>().unwrap().abs_diff(now) < 60, "{ts}");
                 let want = format!(
                     "sha256={}",
-                    hmac_sha256_hex(WEBHOOK_SECRET.as_bytes(), x.body.as_bytes())
+                    hmac_sha256_hex(
+                        WEBHOOK_SECRET.as_bytes(),
+                        format!("{ts}.{}", x.body).as_bytes()
+                    )
                 );
                 assert_eq!(x.headers.get("x-crossline-signature"), Some(&want));
             }

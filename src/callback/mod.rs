@@ -392,7 +392,9 @@ impl Callbacks {
             return;
         };
         let body = json(record).to_string();
-        let signature = crate::messaging::crypto::signature(secret.as_bytes(), body.as_bytes());
+        let now = crate::messaging::crypto::unix_now();
+        let signature =
+            crate::messaging::crypto::timed_signature(secret.as_bytes(), now, body.as_bytes());
         let http = self.http.clone();
         let id = record.id.clone();
         rt.spawn(async move {
@@ -400,6 +402,7 @@ impl Callbacks {
                 .post(&url)
                 .header("content-type", "application/json")
                 .header(crate::messaging::crypto::SIGNATURE_HEADER, signature)
+                .header(crate::messaging::crypto::TIMESTAMP_HEADER, now.to_string())
                 .timeout(Duration::from_secs(10))
                 .body(body)
                 .send()

@@ -473,6 +473,15 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "set both tls_cert and tls_key, or neither".into(),
         ),
     }
+    // What we post is signed; unsigned would let anyone forge it.
+    if config.callbacks.webhook_url.is_some()
+        && matches!(config.callbacks.webhook_secret(), Ok(None))
+    {
+        err(
+            &["callbacks", "webhook_url"],
+            "a webhook needs webhook_secret or webhook_secret_env (its requests are signed)".into(),
+        );
+    }
     if !(2..=600).contains(&config.store.lease_secs) {
         err(&["store", "lease_secs"], "must be 2..=600 seconds".into());
     }

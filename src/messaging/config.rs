@@ -166,7 +166,7 @@ pub struct WebhookConfig {
     pub url: String,
     /// Sent with every request, e.g. `Authorization`.
     pub headers: BTreeMap<String, Secret>,
-    /// HMAC key for `X-Crossline-Signature`; none sends no signature.
+    /// HMAC key for `X-Crossline-Signature` (required).
     pub secret: Option<Secret>,
     pub secret_env: Option<String>,
     pub timeout_ms: u64,
@@ -415,7 +415,8 @@ fn validate_with(cfg: &MessagingConfig, env: Env<'_>) -> Vec<(String, String)> {
                 err(&format!("{p}.headers.{name}"), e);
             }
         }
-        if let Err((k, m)) = resolve_secret(p, "secret", &hook.secret, &hook.secret_env, env) {
+        // Its requests carry message texts and numbers: always signed.
+        if let Err((k, m)) = required_secret(p, "secret", &hook.secret, &hook.secret_env, env) {
             err(&k, m);
         }
         if hook.timeout_ms == 0 {
@@ -759,9 +760,10 @@ mod tests {
         );
         let bad_from = parse("[messaging.sms]\nprovider = \"webhook\"\nfrom = \"+1\"\n[messaging.webhook]\nurl = \"http://x\"")
             .expect("parse");
+        // A webhook with no secret is refused too: what it posts is signed.
         assert_eq!(
             keys(&validate_with(&bad_from, &no_env)),
-            ["messaging.sms.from"]
+            ["messaging.sms.from", "messaging.webhook.secret"]
         );
     }
 
@@ -770,7 +772,10 @@ mod tests {
         let env = |name: &str| (name == "HOOK_SECRET").then(|| "s3cret".to_owned());
         let server = StandIn::start(Arc::new(|seen: &Seen, _| {
             let sig = seen.header("x-crossline-signature").unwrap_or_default();
-            if crate::messaging::crypto::verify_signature(b"s3cret", &seen.body, sig) {
+            let ts = seen.header("x-crossline-timestamp").unwrap_or_default();
+            let now = crate::messaging::crypto::unix_now();
+            if crate::messaging::crypto::verify_timed_signature(b"s3cret", &seen.body, ts, sig, now)
+            {
                 Answer::json(200, serde_json::json!({"id": "hook-1"}))
             } else {
                 Answer::empty(401)

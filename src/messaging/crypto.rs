@@ -3,6 +3,10 @@
 
 /// Header carrying the webhook body signature.
 pub const SIGNATURE_HEADER: &str = "x-crossline-signature";
+/// Header carrying when we signed (Unix seconds); it is signed too.
+pub const TIMESTAMP_HEADER: &str = "x-crossline-timestamp";
+/// How far a receiver should let a timestamp be from its clock.
+pub const TIMESTAMP_TOLERANCE_SECS: u64 = 300;
 
 /// Standard base64 with padding (RFC 4648 §4).
 pub fn base64_encode(data: &[u8]) -> String {
@@ -46,10 +50,45 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex(&hmac_sha256(secret, body)))
 }
 
-/// Checks a `sha256=<hex>` header against `body`, in constant time, so a
-/// receiver (or our stand-ins) can verify what we send.
+/// Checks a `sha256=<hex>` header against `body`, in constant time.
 pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
     same_bytes(signature(secret, body).as_bytes(), header.trim().as_bytes())
+}
+
+/// What our outbound webhooks carry in `X-Crossline-Signature`: HMAC-SHA256
+/// over `"<timestamp>.<body>"`, so a captured request can't be replayed
+/// once the receiver's tolerance has passed.
+pub fn timed_signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    let mut signed = format!("{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    signature(secret, &signed)
+}
+
+/// A receiver's check of [`timed_signature`]: the signature matches and
+/// the timestamp is within [`TIMESTAMP_TOLERANCE_SECS`] of `now`.
+pub fn verify_timed_signature(
+    secret: &[u8],
+    body: &[u8],
+    timestamp: &str,
+    header: &str,
+    now: u64,
+) -> bool {
+    let Ok(ts) = timestamp.trim().parse::<u64>() else {
+        return false;
+    };
+    ts.abs_diff(now) <= TIMESTAMP_TOLERANCE_SECS
+        && same_bytes(
+            timed_signature(secret, ts, body).as_bytes(),
+            header.trim().as_bytes(),
+        )
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -106,5 +145,29 @@ mod tests {
         assert!(!verify_signature(b"other", body, expected));
         assert!(!verify_signature(b"whsec-test", b"{}", expected));
         assert!(!verify_signature(b"whsec-test", body, "sha256=00"));
+    }
+
+    #[test]
+    fn timed_signatures_bind_the_time_and_expire() {
+        let body = br#"{"state":"queued"}"#;
+        // `printf '1795840000.<body>' | openssl dgst -sha256 -hmac whsec-test`
+        let expected = "sha256=a00feffd0b990daa61b20741e5816254b7abeba1a6f2706c74e0def7b8f86a68";
+        assert_eq!(
+            timed_signature(b"whsec-test", 1_795_840_000, body),
+            expected
+        );
+        let check =
+            |ts: &str, now: u64| verify_timed_signature(b"whsec-test", body, ts, expected, now);
+        assert!(check("1795840000", 1_795_840_000 + 299));
+        assert!(check("1795840000", 1_795_840_000 - 300));
+        assert!(
+            !check("1795840000", 1_795_840_000 + 301),
+            "replayed too late"
+        );
+        assert!(
+            !check("1795840001", 1_795_840_001),
+            "another time, same signature"
+        );
+        assert!(!check("not a time", 1_795_840_000));
     }
 }

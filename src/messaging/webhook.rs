@@ -139,11 +139,16 @@ impl WebhookProvider {
             .map_err(|_| SendError::Config("idempotency key is not valid in a header".into()))?;
         headers.insert(IDEMPOTENCY_HEADER, key);
         if let Some(secret) = &self.secret {
-            // Signed once: every attempt sends the same bytes.
-            let sig = crypto::signature(secret.expose().as_bytes(), &body);
+            // Signed once: every attempt sends the same bytes and time.
+            let now = crypto::unix_now();
+            let sig = crypto::timed_signature(secret.expose().as_bytes(), now, &body);
             if let Ok(v) = HeaderValue::from_str(&sig) {
                 headers.insert(HeaderName::from_static(crypto::SIGNATURE_HEADER), v);
             }
+            headers.insert(
+                HeaderName::from_static(crypto::TIMESTAMP_HEADER),
+                HeaderValue::from(now),
+            );
         }
         let ((provider_id, status), attempts) =
             retry::run(&self.policy, "webhook", &msg.to, |_| {
@@ -241,7 +246,14 @@ mod tests {
             }
             if let Some(secret) = secret {
                 let sig = seen.header("x-crossline-signature").unwrap_or_default();
-                if !crypto::verify_signature(secret.as_bytes(), &seen.body, sig) {
+                let ts = seen.header("x-crossline-timestamp").unwrap_or_default();
+                if !crypto::verify_timed_signature(
+                    secret.as_bytes(),
+                    &seen.body,
+                    ts,
+                    sig,
+                    crypto::unix_now(),
+                ) {
                     return Answer::json(401, json!({"error": "bad signature"}));
                 }
             }
