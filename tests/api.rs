@@ -155,3 +155,35 @@ fn leads_and_consents_are_validated_and_stored() {
     );
     assert!(consents["consents"][0]["created_at"].as_u64().unwrap() > 1_700_000_000_000);
 }
+
+/// Guessing the operator token through the console's sign-in is slowed
+/// down: after five failures from one address, even the right token waits.
+#[test]
+fn console_sign_in_is_throttled_after_failures() {
+    let gw = gateway();
+    let sign_in = |token: &str| {
+        gw.http(
+            "POST",
+            "/v1/console/session",
+            &[],
+            Some(&format!("{{\"token\": \"{token}\"}}")),
+        )
+    };
+    // The right token works while nothing has failed.
+    assert_eq!(sign_in(OPERATOR).status, 204);
+    for i in 0..5 {
+        let r = sign_in(&format!("wrong-guess-number-{i}"));
+        assert!(matches!(r.status, 401 | 403), "{} {}", r.status, r.body);
+    }
+    let blocked = sign_in(OPERATOR);
+    assert_eq!(blocked.status, 429, "{}", blocked.body);
+    assert!(
+        blocked.headers.contains("retry-after: 300"),
+        "{}",
+        blocked.headers
+    );
+    assert!(gw
+        .http_get("/metrics")
+        .1
+        .contains("reason=\"login_throttled\""));
+}

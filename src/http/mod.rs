@@ -25,7 +25,7 @@ mod api;
 mod auth;
 mod callbacks;
 mod chat;
-mod console;
+pub mod console;
 mod hooks;
 mod openapi;
 
@@ -55,6 +55,8 @@ pub struct HttpState {
     pub chat_title: String,
     /// Operator console sessions (cookie → expiry).
     pub console_sessions: Arc<dashmap::DashMap<[u8; 32], std::time::Instant>>,
+    /// Failed console sign-ins per client address, to slow guessing.
+    pub login_failures: Arc<std::sync::Mutex<crate::callback::limits::RateWindow>>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -123,7 +125,8 @@ pub(crate) fn same_origin(headers: &axum::http::HeaderMap, public_base_url: &str
 
 /// Serve until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, state: HttpState) {
-    if let Err(e) = axum::serve(listener, router(state)).await {
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(%e, "HTTP server stopped");
     }
 }
@@ -138,10 +141,14 @@ pub async fn serve_tls(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(state);
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, remote)) = listener.accept().await else {
             continue;
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let acceptor = acceptor.clone();
+        // Handlers see the client's address as over plain HTTP.
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(remote)));
         tokio::spawn(async move {
             let shake =
                 tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));

@@ -229,6 +229,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         cors_origins: config.http.cors_origins.clone(),
         chat_title: config.chat.title.clone(),
         console_sessions: Default::default(),
+        login_failures: std::sync::Arc::new(std::sync::Mutex::new(
+            crate::callback::limits::RateWindow::new(
+                crate::http::console::LOGIN_FAILURES_ALLOWED,
+                crate::http::console::LOGIN_FAILURE_WINDOW,
+            ),
+        )),
     };
     match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => {
