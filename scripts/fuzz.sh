@@ -77,10 +77,9 @@ if [ "${FUZZ_SANITIZER:-}" = none ]; then
 fi
 san=${sanitizer[*]+"${sanitizer[*]} "}
 
-# Resolve the fuzz crate with the gateway's locked versions the first time.
-if [ ! -f fuzz/Cargo.lock ]; then
-  cp Cargo.lock fuzz/Cargo.lock
-fi
+# Build the fuzz crate with the gateway's locked versions (every run: the
+# gateway's dependencies change).
+cp Cargo.lock fuzz/Cargo.lock
 
 # Corpus: seeds, past crashes, and the SIP fixtures for the SIP targets.
 for t in "${targets[@]}"; do
