@@ -6,67 +6,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::chat::*;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A conversation from `/chat/`: its id and the browser's cookies.
-fn open_chat(gw: &Gateway) -> (String, String) {
-    let page = gw.http("GET", "/chat/", &[], None);
-    assert_eq!(page.status, 200, "{}", page.body);
-    let id = page
-        .body
-        .split("name=\"crossline-conversation\" content=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_string();
-    let cookies = page
-        .raw_headers
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("set-cookie")
-                .then(|| v.trim().split(';').next().unwrap_or("").to_string())
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    (id, cookies)
-}
-
-async fn connect(gw: &Gateway, id: &str, cookies: &str) -> Socket {
-    let mut req = format!("ws://127.0.0.1:{}/chat/ws?c={id}", gw.http_port)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert("Cookie", cookies.parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
-async fn send(ws: &mut Socket, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// The next JSON frame (typing frames skipped unless `typing`).
-async fn next(ws: &mut Socket) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("no frame within 10 s")
-            .expect("socket ended")
-            .unwrap();
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["type"] != "typing" {
-                return v;
-            }
-        }
-    }
-}
 
 fn gateway() -> Gateway {
     Gateway::start(&format!(

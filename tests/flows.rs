@@ -82,7 +82,7 @@ fn only_send(rows: &[SendRow], calls: &[String]) -> String {
     assert_eq!(row.flow.as_deref(), Some("callbot-es"));
     assert_eq!(row.call_id.as_ref(), Some(&calls[0]));
     let node = row.node.clone().unwrap_or_default();
-    assert_eq!(row.idempotency_key, format!("{}:{node}", calls[0]));
+    assert_eq!(row.idempotency_key, format!("{}:{node}:1", calls[0]));
     node
 }
 
@@ -361,6 +361,11 @@ type = "teleport"
 id = "typo"
 type = "say"
 txet = "oops"
+
+[[nodes]]
+id = "nap"
+type = "pause"
+secs = true
 "#,
     )
     .unwrap();
@@ -389,7 +394,8 @@ txet = "oops"
          {f}:14:1: node \"lost\": unreachable from the start node \"start\"\n\
          {f}:21:8: node \"x\".type: unknown node type \"teleport\"; one of say, play, pause, gather, branch, set, http, send_sms, send_whatsapp, transfer, hangup, breakout, message, ask, choice, breakout_return, handoff, save_lead, escalate_to_call\n\
          {f}:26:1: node \"typo\".txet: unknown field `txet`, expected one of `id`, `type`, `text`, `language`, `voice`, `rate_wpm`, `next`\n\
-         {config}: 6 error(s)\n",
+         {f}:31:8: node \"nap\".secs: invalid type: boolean `true`, expected f64\n\
+         {config}: 7 error(s)\n",
         config = config.display()
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
@@ -490,4 +496,113 @@ text = "Email?"
         !stderr.contains("node \"ask\".type: ask nodes")
             || stderr.matches("ask nodes").count() == 1
     );
+}
+
+/// Every control node on one real call: `set`, `http` (custom header, JSON
+/// body template, response fields mapped), `branch`, an `http` failure
+/// retried then taken to `on_error`, a `gather` that hears nothing, asks
+/// again and gives up (`on_failure`), `send_sms` with what the flow
+/// learnt, a looped `play` cut at `duration_secs`, and the end of the flow
+/// hanging up.
+#[test]
+fn a_call_tours_the_control_nodes() {
+    let (port, log, _) = stand_in();
+    let dir = tempfile::tempdir().unwrap();
+    let flow = std::fs::read_to_string(repo().join("tests/flows/tour/tour.toml"))
+        .unwrap()
+        .replace("HOOK", &format!("http://127.0.0.1:{port}"));
+    std::fs::write(dir.path().join("tour.toml"), flow).unwrap();
+    let mut gw = Gateway::start(&format!(
+        "[flows]\ndir = \"{flows}\"\n\n\
+         [messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{port}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token = \"secret-token\"\nfrom = \"+15550100000\"\n\n\
+         [[routes]]\nflow = \"node-tour\"\n",
+        flows = dir.path().display(),
+    ));
+    let run = sipp(
+        &[
+            "-sf",
+            &scenario("uac_wait_bye.xml"),
+            &gw.sip_addr(),
+            "-s",
+            "4000",
+            "-m",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(run.ok(), "the flow's end hangs up: {}", run.describe());
+    let seen = log.lock().unwrap().clone();
+    let lookup = seen
+        .iter()
+        .find(|x| x.path == "lookup/tier")
+        .expect("the http node called the lookup");
+    assert_eq!(
+        lookup.headers.get("x-api-key").map(String::as_str),
+        Some("tour-key-123")
+    );
+    let body: serde_json::Value = serde_json::from_str(&lookup.body).unwrap();
+    assert_eq!(body["caller"], "+15551234567");
+    assert_eq!(body["greeting"], "hi +15551234567", "set ran before http");
+    let sms = seen
+        .iter()
+        .find(|x| x.path.starts_with("twilio/"))
+        .expect("the report SMS");
+    let text = form(&sms.body).get("Body").cloned().unwrap_or_default();
+    assert!(
+        text.starts_with("tier=gold account=A-17 plan=tour down_failed="),
+        "{text}"
+    );
+    assert!(
+        text.len() > "tier=gold account=A-17 plan=tour down_failed=".len(),
+        "the error is kept: {text}"
+    );
+
+    let log = gw.log();
+    assert!(
+        !log.contains("node=wrong_turn"),
+        "a wrong branch ran:\n{log}"
+    );
+    let mut at = 0;
+    for n in [
+        "node=start",
+        "node=lookup",
+        "node=route",
+        "node=down",
+        "node=menu",
+        "node=report",
+        "node=music",
+    ] {
+        at += log[at..]
+            .find(n)
+            .unwrap_or_else(|| panic!("{n} missing or out of order:\n{log}"));
+    }
+    // The failing http node tried twice; the gather asked twice (1 s each)
+    // before giving up; the looped music lasted its 1.5 s, then BYE.
+    assert!(log.contains("http node failed"), "{log}");
+    let menu = line_time(&log, "node=menu");
+    let report = line_time(&log, "node=report");
+    assert!(
+        (1.8..6.0).contains(&(report - menu)),
+        "gather gave up after {:.2}s",
+        report - menu
+    );
+    let music = line_time(&log, "node=music");
+    let ended = line_time(&log, "call ended");
+    assert!(
+        (1.3..4.0).contains(&(ended - music)),
+        "music for {:.2}s",
+        ended - music
+    );
+    let metrics = gw.http_get("/metrics").1;
+    assert_eq!(
+        metric(
+            &metrics,
+            "crossline_flow_nodes_total",
+            &["flow=\"node-tour\"", "type=\"branch\""]
+        ),
+        Some(1.0),
+        "each transition is counted"
+    );
+    gw.signal(libc::SIGTERM);
+    let _ = gw.wait_exit(Duration::from_secs(10));
 }

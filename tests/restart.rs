@@ -9,14 +9,9 @@ mod common;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use common::chat::*;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use serde_json::json;
 
 const OPERATOR_TOKEN: &str = "operator-token-for-restart-tests";
 const LEGAL: &str = "We may call you back about this conversation.";
@@ -27,64 +22,6 @@ fn config(trunk: &str) -> String {
          [http]\noperator_token = \"{OPERATOR_TOKEN}\"\n\n{trunk}",
         repo().join("tests/flows/restart").display()
     )
-}
-
-/// `/chat/` as a browser: the conversation id and the cookies it set (or
-/// none when it set none).
-fn chat_page(gw: &Gateway, cookies: Option<&str>) -> (String, String) {
-    let headers: Vec<(&str, &str)> = cookies.map(|c| vec![("Cookie", c)]).unwrap_or_default();
-    let page = gw.http("GET", "/chat/", &headers, None);
-    assert_eq!(page.status, 200, "{}", page.body);
-    let id = page
-        .body
-        .split("name=\"crossline-conversation\" content=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_string();
-    let set = page
-        .raw_headers
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("set-cookie")
-                .then(|| v.trim().split(';').next().unwrap_or("").to_string())
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    (id, set)
-}
-
-async fn connect(gw: &Gateway, id: &str, cookies: &str) -> Result<Socket, String> {
-    let mut req = format!("ws://127.0.0.1:{}/chat/ws?c={id}", gw.http_port)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert("Cookie", cookies.parse().unwrap());
-    tokio_tungstenite::connect_async(req)
-        .await
-        .map(|(ws, _)| ws)
-        .map_err(|e| e.to_string())
-}
-
-async fn send(ws: &mut Socket, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// The next JSON frame that isn't a typing indicator.
-async fn next(ws: &mut Socket) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("no frame within 10 s")
-            .expect("socket ended")
-            .unwrap();
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["type"] != "typing" {
-                return v;
-            }
-        }
-    }
 }
 
 /// Poll the database (read-only, beside the gateway's writer) until
@@ -115,7 +52,7 @@ async fn a_chat_carries_on_after_the_gateway_is_killed() {
     let mut gw = Gateway::start(&config(""));
     let (id, cookies) = chat_page(&gw, None);
 
-    let mut ws = connect(&gw, &id, &cookies).await.unwrap();
+    let mut ws = connect(&gw, &id, &cookies).await;
     send(&mut ws, json!({"type": "resume", "after": 0})).await;
     let ask = next(&mut ws).await;
     assert_eq!(ask["text"], "Your name?", "{ask}");
@@ -141,7 +78,7 @@ async fn a_chat_carries_on_after_the_gateway_is_killed() {
     gw.kill_and_restart();
 
     // Someone without the key gets nothing, and restores nothing.
-    let stranger = connect(&gw, &id, &format!("crossline_chat_{id}=not-the-key")).await;
+    let stranger = try_connect(&gw, &id, &format!("crossline_chat_{id}=not-the-key")).await;
     assert!(
         stranger.is_err(),
         "a socket without the key must be refused"
@@ -162,7 +99,7 @@ async fn a_chat_carries_on_after_the_gateway_is_killed() {
     gw.wait_for_log("how=\"resumed\"", Duration::from_secs(5));
 
     // ...and its socket replays the open question once, not twice.
-    let mut ws = connect(&gw, &id, &cookies).await.unwrap();
+    let mut ws = connect(&gw, &id, &cookies).await;
     send(&mut ws, json!({"type": "resume", "after": pick_id - 1})).await;
     let replayed = next(&mut ws).await;
     assert_eq!(

@@ -228,17 +228,16 @@ impl Diagnostics<'_> {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
             .then(|| s.to_string())
         };
-        if let Some(k) = self.text.get(span.clone()).and_then(bare) {
-            return Some(k);
-        }
+        // A value (`secs = true`): the key before it on its line, even
+        // when the value itself looks like a key (true, -1).
         let before = self.text.get(..span.start)?;
         let line = before.rsplit('\n').next()?;
-        let (key, rest) = line.rsplit_once('=')?;
-        if rest.trim().is_empty() {
-            bare(key)
-        } else {
-            None
+        if let Some((key, rest)) = line.rsplit_once('=') {
+            if rest.trim().is_empty() {
+                return bare(key);
+            }
         }
+        self.text.get(span).and_then(bare)
     }
 }
 

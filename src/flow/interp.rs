@@ -187,6 +187,8 @@ pub struct FlowCx {
     pub vars: Vars,
     pub services: Arc<Services>,
     pub io: Io,
+    /// How often each node has been entered in this run.
+    pub visits: std::collections::HashMap<String, u32>,
 }
 
 impl FlowCx {
@@ -203,6 +205,7 @@ impl FlowCx {
             flow,
             vars,
             services,
+            visits: Default::default(),
             io: Io::Voice(Voice {
                 call,
                 requests,
@@ -226,6 +229,7 @@ impl FlowCx {
             flow,
             vars,
             services,
+            visits: Default::default(),
             io: Io::Chat(Chat {
                 conversation,
                 inputs,
@@ -573,6 +577,7 @@ pub async fn run_from(mut cx: FlowCx, start: String) {
         if let Io::Chat(c) = &cx.io {
             c.conversation.checkpoint(&flow.name, &id, &cx.vars);
         }
+        *cx.visits.entry(id.clone()).or_default() += 1;
         metrics::counter!("crossline_flow_nodes_total", "flow" => flow.name.clone(), "type" => node.kind.type_name())
             .increment(1);
         let result = match &node.kind {

@@ -4,6 +4,25 @@
 mod postgres;
 mod sqlite;
 
+/// Column lists both backends read records with, in the order their row
+/// readers expect.
+mod columns {
+    pub const CALL_COLUMNS: &str = "call_id, direction, did, caller, trunk, flow, started_at_ms,
+        answered_at_ms, ended_at_ms, outcome, sip_status, vars";
+    pub const CONVERSATION_COLUMNS: &str = "id, channel, origin, flow, breakout_id, created_at_ms,
+        closed_at_ms, key_hash, resume_node, resume_vars";
+    pub const BREAKOUT_COLUMNS: &str =
+        "id, token_hash, call_id, flow, recipient, state, created_at_ms,
+        expires_at_ms, opened_at_ms, finished_at_ms, conversation_id, result";
+    pub const LEAD_COLUMNS: &str =
+        "id, name, email, phone, conversation_id, created_at_ms, updated_at_ms";
+    pub const CONSENT_COLUMNS: &str =
+        "id, subject, purpose, text, given, conversation_id, created_at_ms";
+    pub const CALLBACK_COLUMNS: &str = "id, phone, phone_raw, flow, target, context, requested_by,
+        conversation_id, bot, state, sip_status, reason, consent_id, created_at_ms, ringing_at_ms,
+        answered_at_ms, ended_at_ms, node";
+}
+
 use std::time::SystemTime;
 
 pub use postgres::PostgresStore;

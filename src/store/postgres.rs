@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row};
 
+use super::columns::*;
 use super::{
     BindingRecord, BreakoutRecord, CallRecord, CallbackFilter, CallbackRecord, ConsentRecord,
     ConversationRecord, LeadRecord, MessageRecord, SendChannel, SendRecord, SendStatus, Store,
@@ -357,9 +358,6 @@ fn opt_ms(t: Option<SystemTime>) -> Param {
     p(t.map(ms))
 }
 
-const CALL_COLUMNS: &str = "call_id, direction, did, caller, trunk, flow, started_at_ms,
-    answered_at_ms, ended_at_ms, outcome, sip_status, vars";
-
 fn call_row(r: &Row) -> Result<CallRecord, postgres::Error> {
     let direction: String = r.try_get(1)?;
     let vars: Option<String> = r.try_get(11)?;
@@ -387,9 +385,6 @@ fn call_row(r: &Row) -> Result<CallRecord, postgres::Error> {
     })
 }
 
-const CONVERSATION_COLUMNS: &str = "id, channel, origin, flow, breakout_id, created_at_ms,
-    closed_at_ms, key_hash, resume_node, resume_vars";
-
 fn conversation_row(r: &Row) -> Result<ConversationRecord, postgres::Error> {
     Ok(ConversationRecord {
         id: r.try_get(0)?,
@@ -404,9 +399,6 @@ fn conversation_row(r: &Row) -> Result<ConversationRecord, postgres::Error> {
         resume_vars: r.try_get(9)?,
     })
 }
-
-const BREAKOUT_COLUMNS: &str = "id, token_hash, call_id, flow, recipient, state, created_at_ms,
-    expires_at_ms, opened_at_ms, finished_at_ms, conversation_id, result";
 
 fn breakout_row(r: &Row) -> Result<BreakoutRecord, postgres::Error> {
     Ok(BreakoutRecord {
@@ -425,8 +417,6 @@ fn breakout_row(r: &Row) -> Result<BreakoutRecord, postgres::Error> {
     })
 }
 
-const LEAD_COLUMNS: &str = "id, name, email, phone, conversation_id, created_at_ms, updated_at_ms";
-
 fn lead_row(r: &Row) -> Result<LeadRecord, postgres::Error> {
     Ok(LeadRecord {
         id: r.try_get(0)?,
@@ -439,8 +429,6 @@ fn lead_row(r: &Row) -> Result<LeadRecord, postgres::Error> {
     })
 }
 
-const CONSENT_COLUMNS: &str = "id, subject, purpose, text, given, conversation_id, created_at_ms";
-
 fn consent_row(r: &Row) -> Result<ConsentRecord, postgres::Error> {
     Ok(ConsentRecord {
         id: r.try_get(0)?,
@@ -452,10 +440,6 @@ fn consent_row(r: &Row) -> Result<ConsentRecord, postgres::Error> {
         created_at: from_ms(r.try_get(6)?),
     })
 }
-
-const CALLBACK_COLUMNS: &str = "id, phone, phone_raw, flow, target, context, requested_by,
-    conversation_id, bot, state, sip_status, reason, consent_id, created_at_ms, ringing_at_ms,
-    answered_at_ms, ended_at_ms, node";
 
 fn callback_row(r: &Row) -> Result<CallbackRecord, postgres::Error> {
     Ok(CallbackRecord {

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::columns::*;
 use super::{
     BindingRecord, BreakoutRecord, CallRecord, CallbackFilter, CallbackRecord, ConsentRecord,
     ConversationRecord, LeadRecord, MessageRecord, SendChannel, SendRecord, SendStatus, Store,
@@ -348,10 +349,6 @@ impl SqliteStore {
     }
 }
 
-const CALLBACK_COLUMNS: &str = "id, phone, phone_raw, flow, target, context, requested_by,
-    conversation_id, bot, state, sip_status, reason, consent_id, created_at_ms, ringing_at_ms,
-    answered_at_ms, ended_at_ms, node";
-
 fn callback_row(r: &Row<'_>) -> rusqlite::Result<CallbackRecord> {
     let opt_time = |v: Option<i64>| v.map(from_ms);
     Ok(CallbackRecord {
@@ -404,9 +401,6 @@ fn vars_json(vars: &std::collections::BTreeMap<String, String>) -> Option<String
     }
 }
 
-const CALL_COLUMNS: &str = "call_id, direction, did, caller, trunk, flow, started_at_ms,
-    answered_at_ms, ended_at_ms, outcome, sip_status, vars";
-
 fn call_row(r: &Row<'_>) -> rusqlite::Result<CallRecord> {
     let direction: String = r.get(1)?;
     let vars: Option<String> = r.get(11)?;
@@ -432,9 +426,6 @@ fn call_row(r: &Row<'_>) -> rusqlite::Result<CallRecord> {
     })
 }
 
-const CONVERSATION_COLUMNS: &str = "id, channel, origin, flow, breakout_id, created_at_ms,
-    closed_at_ms, key_hash, resume_node, resume_vars";
-
 fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
     Ok(ConversationRecord {
         id: r.get(0)?,
@@ -449,9 +440,6 @@ fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
         resume_vars: r.get(9)?,
     })
 }
-
-const BREAKOUT_COLUMNS: &str = "id, token_hash, call_id, flow, recipient, state, created_at_ms,
-    expires_at_ms, opened_at_ms, finished_at_ms, conversation_id, result";
 
 fn breakout_row(r: &Row<'_>) -> rusqlite::Result<BreakoutRecord> {
     Ok(BreakoutRecord {
@@ -656,8 +644,7 @@ impl Store for SqliteStore {
 
     fn leads(&self, limit: usize) -> Result<Vec<LeadRecord>, StoreError> {
         self.query(
-            "SELECT id, name, email, phone, conversation_id, created_at_ms, updated_at_ms
-             FROM leads ORDER BY updated_at_ms DESC LIMIT ?1",
+            &format!("SELECT {LEAD_COLUMNS} FROM leads ORDER BY updated_at_ms DESC LIMIT ?1"),
             [limit as i64],
             lead_row,
         )
@@ -666,8 +653,7 @@ impl Store for SqliteStore {
     fn lead(&self, id: &str) -> Result<Option<LeadRecord>, StoreError> {
         Ok(self
             .query(
-                "SELECT id, name, email, phone, conversation_id, created_at_ms, updated_at_ms
-                 FROM leads WHERE id = ?1",
+                &format!("SELECT {LEAD_COLUMNS} FROM leads WHERE id = ?1"),
                 [id],
                 lead_row,
             )?
@@ -680,8 +666,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<LeadRecord>, StoreError> {
         Ok(self
             .query(
-                "SELECT id, name, email, phone, conversation_id, created_at_ms, updated_at_ms
-                 FROM leads WHERE conversation_id = ?1 ORDER BY updated_at_ms DESC LIMIT 1",
+                &format!(
+                    "SELECT {LEAD_COLUMNS} FROM leads WHERE conversation_id = ?1
+                     ORDER BY updated_at_ms DESC LIMIT 1"
+                ),
                 [conversation_id],
                 lead_row,
             )?
@@ -720,18 +708,19 @@ impl Store for SqliteStore {
                 created_at: from_ms(r.get(6)?),
             })
         };
-        const COLUMNS: &str = "id, subject, purpose, text, given, conversation_id, created_at_ms";
         match subject {
             Some(s) => self.query(
                 &format!(
-                    "SELECT {COLUMNS} FROM consents WHERE subject = ?1
+                    "SELECT {CONSENT_COLUMNS} FROM consents WHERE subject = ?1
                      ORDER BY created_at_ms DESC LIMIT ?2"
                 ),
                 (s, limit as i64),
                 row,
             ),
             None => self.query(
-                &format!("SELECT {COLUMNS} FROM consents ORDER BY created_at_ms DESC LIMIT ?1"),
+                &format!(
+                    "SELECT {CONSENT_COLUMNS} FROM consents ORDER BY created_at_ms DESC LIMIT ?1"
+                ),
                 [limit as i64],
                 row,
             ),

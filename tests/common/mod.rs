@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod browser;
+pub mod chat;
 pub mod lossy;
 pub mod postgres;
 pub mod standin;

@@ -107,6 +107,20 @@ pub fn stand_in() -> (u16, Log, TwilioAnswer) {
                 },
             ),
         )
+        // A CRM lookup: answers JSON a flow's http node maps into variables.
+        .route(
+            "/lookup/{*rest}",
+            post(
+                |State(s): State<StandIn>, Path(rest): Path<String>, headers: HeaderMap, body: Bytes| async move {
+                    record(&s.log, format!("lookup/{rest}"), &headers, &body).await;
+                    (
+                        StatusCode::OK,
+                        [("content-type", "application/json")],
+                        r#"{"tier": "gold", "account": {"id": "A-17", "since": 2019}}"#,
+                    )
+                },
+            ),
+        )
         .route(
             "/hook/{*rest}",
             post(

@@ -90,11 +90,17 @@ pub(crate) async fn deliver(
         to: to.clone(),
         from,
         kind,
-        // One send per call and node, however often it is retried.
+        // One send per visit of the node (a menu may come back to it),
+        // however often that send is retried.
         idempotency_key: format!(
-            "{}:{}",
-            cx.vars.get("call_id").cloned().unwrap_or_default(),
-            d.node_id
+            "{}:{}:{}",
+            cx.vars
+                .get("call_id")
+                .or_else(|| cx.vars.get("conversation_id"))
+                .cloned()
+                .unwrap_or_else(|| cx.label.to_string()),
+            d.node_id,
+            cx.visits.get(d.node_id).copied().unwrap_or(1)
         ),
     };
     let result = provider.send(&msg).await;

@@ -1,0 +1,81 @@
+//! The web chat as a raw client: its page (the conversation id and the
+//! cookies it sets) and its WebSocket, frame by frame.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::Gateway;
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// `/chat/` as a browser: the conversation id and the cookies it set (or
+/// none when it set none).
+pub fn chat_page(gw: &Gateway, cookies: Option<&str>) -> (String, String) {
+    let headers: Vec<(&str, &str)> = cookies.map(|c| vec![("Cookie", c)]).unwrap_or_default();
+    let page = gw.http("GET", "/chat/", &headers, None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    let id = page
+        .body
+        .split("name=\"crossline-conversation\" content=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let set = page
+        .raw_headers
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.trim().split(';').next().unwrap_or("").to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    (id, set)
+}
+
+pub async fn try_connect(gw: &Gateway, id: &str, cookies: &str) -> Result<Socket, String> {
+    let mut req = format!("ws://127.0.0.1:{}/chat/ws?c={id}", gw.http_port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("Cookie", cookies.parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
+}
+
+pub async fn send(ws: &mut Socket, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next JSON frame that isn't a typing indicator.
+pub async fn next(ws: &mut Socket) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("no frame within 10 s")
+            .expect("socket ended")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] != "typing" {
+                return v;
+            }
+        }
+    }
+}
+
+/// A new conversation from `/chat/`: its id and the browser's cookies.
+pub fn open_chat(gw: &Gateway) -> (String, String) {
+    chat_page(gw, None)
+}
+
+pub async fn connect(gw: &Gateway, id: &str, cookies: &str) -> Socket {
+    try_connect(gw, id, cookies).await.unwrap()
+}
