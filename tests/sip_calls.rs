@@ -206,6 +206,17 @@ fn registers_with_digest_refreshes_and_unregisters() {
         "{}",
         gw.log()
     );
+    // ...and shows in the metrics (exported once a second).
+    let up = format!("crossline_registration_up{{registrar=\"sip:127.0.0.1:{registrar_port}\"}} 1");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !gw.http_get("/metrics").1.contains(&up) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        gw.http_get("/metrics").1.contains(&up),
+        "{}",
+        gw.http_get("/metrics").1
+    );
     gw.signal(libc::SIGTERM);
     let status = gw
         .wait_exit(Duration::from_secs(10))

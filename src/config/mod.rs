@@ -169,7 +169,28 @@ impl Diagnostics<'_> {
         }
         match T::deserialize(ValueDeserializer::from(value.clone())) {
             Ok(v) => *slot = v,
-            Err(e) => self.push_toml(name, e),
+            Err(first) => {
+                // serde stops at the first bad key; every key of a section
+                // has a default, so trying each alone finds all of them.
+                let before = self.errors.len();
+                if let DeValue::Table(table) = value.get_ref() {
+                    for (key, item) in table.iter() {
+                        let mut alone = DeTable::new();
+                        alone.insert(key.clone(), item.clone());
+                        let one = Spanned::new(value.span(), DeValue::Table(alone));
+                        if let Err(e) = T::deserialize(ValueDeserializer::from(one)) {
+                            self.push_toml(name, e);
+                        }
+                    }
+                }
+                if self.errors.len() == before {
+                    self.push_toml(name, first);
+                }
+                // In file order, as the keys were written.
+                if let Some(found) = self.errors.get_mut(before..) {
+                    found.sort_by_key(|e| (e.line, e.column));
+                }
+            }
         }
     }
 
@@ -722,6 +743,19 @@ mod tests {
             config.trunks[0].password().unwrap().unwrap().expose(),
             "from-the-env"
         );
+    }
+
+    #[test]
+    fn every_bad_key_of_a_section_is_reported() {
+        let errs = errors("[sip]\nt1_ms = \"fast\"\nbogus = 1\nt2_ms = -5\nuser_agent = \"ok\"\n");
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(errs[0].starts_with("t.toml:2:9: sip.t1_ms:"), "{}", errs[0]);
+        assert!(
+            errs[1].starts_with("t.toml:3:1: sip.bogus: unknown field"),
+            "{}",
+            errs[1]
+        );
+        assert!(errs[2].starts_with("t.toml:4:9: sip.t2_ms:"), "{}", errs[2]);
     }
 
     #[test]

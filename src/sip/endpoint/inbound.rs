@@ -213,9 +213,9 @@ impl Endpoint {
                 let mut resp = self.make_response(&req, 200, Some(&super::util::new_tag()));
                 resp.headers.push("Allow", ALLOW);
                 resp.headers.push("Accept", ACCEPT);
-                if !super::SUPPORTED.is_empty() {
-                    resp.headers.push("Supported", super::SUPPORTED);
-                }
+                // Present even when empty: it says no extension is needed
+                // (RFC 3261 §11.2 lists it in the OPTIONS answer).
+                resp.headers.push("Supported", super::SUPPORTED);
                 self.respond(now, &key, resp);
             }
             Method::Cancel => self.cancel(now, key, &req),

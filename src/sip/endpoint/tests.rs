@@ -325,6 +325,9 @@ fn options_gets_200_with_allow_accept() {
         .get("Accept")
         .unwrap()
         .contains("application/sdp"));
+    assert_eq!(rs[0].headers.get("Supported"), Some(""));
+    let wire = String::from_utf8(rs[0].to_bytes().to_vec()).unwrap();
+    assert!(wire.contains("\r\nSupported: \r\n"), "{wire}");
 }
 
 #[test]
