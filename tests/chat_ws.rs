@@ -166,3 +166,56 @@ async fn a_socket_from_another_site_is_refused() {
     send(&mut ws, json!({"type": "resume", "after": 0})).await;
     assert_eq!(next(&mut ws).await["text"], "one");
 }
+
+/// The chat-switch example flow (deploy/flows/web-support-en.toml) as a
+/// visitor meets it: a name, a mobile number kept as a lead, then the
+/// hand-off to an agent (the chat stays open for the console).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_support_flow_keeps_a_lead_and_hands_off() {
+    let token = "operator-token-for-example-flows";
+    let gw = Gateway::start(&format!(
+        "[flows]\ndir = \"{}\"\n\n[chat]\nweb_flow = \"web-support-en\"\n\n[http]\noperator_token = \"{token}\"\n",
+        repo().join("deploy/flows").display()
+    ));
+    let (id, cookies) = open_chat(&gw);
+    let mut ws = connect(&gw, &id, &cookies).await;
+    send(&mut ws, json!({"type": "resume", "after": 0})).await;
+    assert_eq!(
+        next(&mut ws).await["text"],
+        "Hi! This is Example Co. support."
+    );
+    let name = next(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"type": "answer", "prompt": name["id"], "value": "Ana"}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await["text"], "Ana");
+    let phone = next(&mut ws).await;
+    assert_eq!(phone["input"], "phone", "{phone}");
+    send(
+        &mut ws,
+        json!({"type": "answer", "prompt": phone["id"], "value": "+34 612 345 678"}),
+    )
+    .await;
+    let mut texts = Vec::new();
+    while !texts
+        .iter()
+        .any(|t: &String| t.starts_with("An agent will be with you"))
+    {
+        let v = next(&mut ws).await;
+        assert_ne!(v["type"], "closed", "a hand-off keeps the chat open");
+        texts.push(v["text"].as_str().unwrap_or_default().to_string());
+    }
+    let auth = format!("Bearer {token}");
+    let leads = gw
+        .http("GET", "/v1/leads", &[("Authorization", &auth)], None)
+        .json();
+    let lead = &leads["leads"][0];
+    assert_eq!(lead["name"], "Ana", "{leads}");
+    assert_eq!(lead["conversation_id"], id.as_str(), "{leads}");
+    assert!(
+        lead["phone"].as_str().is_some_and(|p| p.ends_with("78")),
+        "{leads}"
+    );
+}
