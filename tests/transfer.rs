@@ -12,6 +12,16 @@ use common::*;
 
 /// A gateway whose "support" flow offers an agent on key 1.
 fn gateway(agent_port: u16, ring_timeout: f64) -> (Gateway, tempfile::TempDir) {
+    gateway_ringing(&[agent_port], "sequential", ring_timeout)
+}
+
+/// The same, ringing agents on `ports` in `ring` order.
+fn gateway_ringing(ports: &[u16], ring: &str, ring_timeout: f64) -> (Gateway, tempfile::TempDir) {
+    let targets = ports
+        .iter()
+        .map(|p| format!("\"sip:agent@127.0.0.1:{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let dir = tempfile::tempdir().unwrap();
     write_tone(&dir.path().join("music.wav"), 400.0, 4.0, 8000.0, 8000);
     let flows = dir.path().join("flows");
@@ -32,7 +42,8 @@ on_failure = "bye"
 [[nodes]]
 id = "agent"
 type = "transfer"
-targets = ["sip:agent@127.0.0.1:{agent_port}"]
+targets = [{targets}]
+ring = "{ring}"
 ring_timeout_secs = {ring_timeout}
 next = "after"
 on_failure = "sorry"
@@ -278,4 +289,63 @@ fn blind_transfer_failure_takes_on_failure() {
         "{log}"
     );
     assert!(log.contains("node=sorry"), "{log}");
+}
+
+/// Agents rung together: one is busy (486), the other answers and is
+/// bridged. Rung one at a time with only a busy agent, the flow takes
+/// on_failure at once, without waiting for the ring timeout.
+#[test]
+fn parallel_ringing_passes_a_busy_agent_and_busy_alone_falls_back() {
+    let (busy_port, agent_port) = (free_port(), free_port());
+    let uas = |file: &'static str, port: u16| {
+        std::thread::spawn(move || {
+            sipp_on(
+                &["-sf", &scenario(file), "-m", "1"],
+                Duration::from_secs(60),
+                port,
+                free_port(),
+            )
+        })
+    };
+    let busy = uas("uas_busy.xml", busy_port);
+    let agent = uas("uas_agent.xml", agent_port);
+    std::thread::sleep(Duration::from_millis(400));
+    let (gw, _dir) = gateway_ringing(&[busy_port, agent_port], "parallel", 10.0);
+    let caller = press_one(&gw);
+    let run = sipp(
+        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
+        Duration::from_secs(60),
+    );
+    assert!(run.ok(), "caller: {}", run.describe());
+    let (busy, agent) = (busy.join().unwrap(), agent.join().unwrap());
+    assert!(
+        busy.ok(),
+        "the busy agent was rung too: {}",
+        busy.describe()
+    );
+    assert!(agent.ok(), "agent: {}", agent.describe());
+    let log = gw.log();
+    for n in ["transfer: bridged", "node=after"] {
+        assert!(log.contains(n), "{n} missing:\n{log}");
+    }
+    assert!(!log.contains("node=sorry"), "{log}");
+
+    let busy_port = free_port();
+    let busy = uas("uas_busy.xml", busy_port);
+    std::thread::sleep(Duration::from_millis(400));
+    let (gw, _dir) = gateway_ringing(&[busy_port], "sequential", 30.0);
+    let caller = press_one(&gw);
+    let started = std::time::Instant::now();
+    let run = sipp(
+        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
+        Duration::from_secs(60),
+    );
+    assert!(run.ok(), "caller: {}", run.describe());
+    assert!(busy.join().unwrap().ok());
+    let log = gw.log();
+    assert!(log.contains("node=sorry"), "busy takes on_failure:\n{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "busy must not wait out the 30 s ring timeout"
+    );
 }
