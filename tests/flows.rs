@@ -606,3 +606,56 @@ fn a_call_tours_the_control_nodes() {
     gw.signal(libc::SIGTERM);
     let _ = gw.wait_exit(Duration::from_secs(10));
 }
+
+/// SIGHUP reloads flows without dropping calls: a call in progress keeps
+/// the version it started with, the next call gets the new one.
+#[test]
+fn a_reload_changes_new_calls_and_leaves_running_ones_alone() {
+    let (port, log, _) = stand_in();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |version: &str| {
+        std::fs::write(
+            dir.path().join("versioned.toml"),
+            format!(
+                "name = \"versioned\"\n\n[[nodes]]\nid = \"wait\"\ntype = \"pause\"\nsecs = 3.0\nnext = \"tell\"\n\n\
+                 [[nodes]]\nid = \"tell\"\ntype = \"http\"\nmethod = \"POST\"\nurl = \"http://127.0.0.1:{port}/hook/{version}\"\nnext = \"bye\"\n\n\
+                 [[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("v1");
+    let config = format!(
+        "[flows]\ndir = \"{}\"\n\n[[routes]]\nflow = \"versioned\"\n",
+        dir.path().display()
+    );
+    let gw = Gateway::start(&config);
+    let call = |gw: &Gateway| {
+        let addr = gw.sip_addr();
+        std::thread::spawn(move || {
+            sipp(
+                &["-sf", &scenario("uac_wait_bye.xml"), &addr, "-m", "1"],
+                Duration::from_secs(30),
+            )
+        })
+    };
+    let first = call(&gw);
+    gw.wait_for_log("node=wait", Duration::from_secs(5));
+    write("v2");
+    gw.signal(libc::SIGHUP);
+    gw.wait_for_log("config reloaded", Duration::from_secs(5));
+    let second = call(&gw);
+    let (first, second) = (first.join().unwrap(), second.join().unwrap());
+    assert!(
+        first.ok(),
+        "the running call survived the reload: {}",
+        first.describe()
+    );
+    assert!(second.ok(), "{}", second.describe());
+    let paths: Vec<String> = log.lock().unwrap().iter().map(|x| x.path.clone()).collect();
+    assert_eq!(
+        paths,
+        ["hook/v1", "hook/v2"],
+        "old flow for the old call, new for the new"
+    );
+}
