@@ -155,6 +155,8 @@ struct Stream {
     player: Player,
     /// The previous source, faded out over the next frame.
     fading_from: Option<Player>,
+    /// Just bridged: fade the player's sound out into the peer's.
+    fade_into_bridge: bool,
     marker_next: bool,
     /// Tags `SourceFinished` so a late one for an old source is ignored.
     generation: u32,
@@ -212,6 +214,7 @@ impl Stream {
             timestamp: rand::random(),
             player,
             fading_from: None,
+            fade_into_bridge: false,
             marker_next: true,
             generation: 0,
             latched: false,
@@ -463,6 +466,11 @@ fn run(
             let peer = bridges.get(&s.spec.id).map(|b| b.peer);
             if let Some(from_peer) = peer.and_then(|p| bridges.get_mut(&p)) {
                 from_peer.jitter.pop(now_ms, &mut pcm);
+                // No click where the hold music gives way to the agent.
+                if std::mem::take(&mut s.fade_into_bridge) {
+                    let _ = s.player.fill(&mut fade_buf);
+                    crossfade(&fade_buf, &mut pcm);
+                }
                 if let Some(d) = bridges
                     .get_mut(&s.spec.id)
                     .and_then(|b| b.pending_dtmf.take())
@@ -599,6 +607,7 @@ impl Groups {
                 for id in [a, b] {
                     if let Some(s) = self.find_mut(id) {
                         s.marker_next = true;
+                        s.fade_into_bridge = true;
                     }
                 }
             }
@@ -787,6 +796,67 @@ mod tests {
         assert_eq!(ev_rx.try_recv(), Ok(MediaEvent::SourceFinished(7, 0)));
     }
 
+    /// Symmetric RTP (NAT): media goes to where the caller's RTP comes
+    /// from, not where its SDP said; the first source wins, so a later
+    /// stranger can't take the stream over.
+    #[test]
+    fn rtp_latches_to_the_first_source_and_keeps_it() {
+        let sdp_said = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let behind_nat = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&sdp_said, &behind_nat, &stranger] {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+        }
+        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ours_addr = ours.local_addr().unwrap();
+        let (ev_tx, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let spec = StreamSpec {
+            id: 11,
+            socket: ours,
+            rtcp_socket: None,
+            telephone_event_pt: None,
+            remote: sdp_said.local_addr().unwrap(),
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            source: Source::Silence,
+            rtp_timeout: Duration::ZERO,
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        let mut buf = [0u8; 512];
+        assert!(
+            sdp_said.recv_from(&mut buf).is_ok(),
+            "first to the SDP address"
+        );
+        let mut packet = [0u8; 172];
+        let send_from = |sock: &UdpSocket, seq: u16, packet: &mut [u8; 172]| {
+            let n = write_rtp(
+                packet,
+                0,
+                false,
+                seq,
+                u32::from(seq) * 160,
+                0x5eed,
+                &[0xff; 160],
+            )
+            .unwrap();
+            sock.send_to(&packet[..n], ours_addr).unwrap();
+        };
+        send_from(&behind_nat, 1, &mut packet);
+        let latched = (0..20).any(|_| behind_nat.recv_from(&mut buf).is_ok());
+        assert!(latched, "media follows the caller's real source");
+        send_from(&stranger, 2, &mut packet);
+        std::thread::sleep(Duration::from_millis(100));
+        // Still to the first source, never to the stranger.
+        assert!(
+            stranger.recv_from(&mut buf).is_err(),
+            "a later source took the stream over"
+        );
+        assert!(behind_nat.recv_from(&mut buf).is_ok());
+        handle.shutdown();
+    }
+
     #[test]
     fn sends_rfc4733_digits_in_the_same_stream_and_detects_incoming_ones() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -931,6 +1001,75 @@ mod tests {
             .max()
             .unwrap();
         assert!(step < 1000, "crossfaded, largest step {step}");
+    }
+
+    /// Hold music giving way to a bridge fades out over one frame rather
+    /// than stopping dead (a click).
+    #[test]
+    fn a_bridge_fades_the_hold_music_out() {
+        let caller_far = UdpSocket::bind("127.0.0.1:0").unwrap();
+        caller_far
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let caller_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let agent_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let nowhere = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ev_tx, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let music: Arc<[i16]> = vec![12_000i16; 1600].into();
+        let spec = |id, socket, remote, source| StreamSpec {
+            id,
+            socket,
+            rtcp_socket: None,
+            remote,
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            source,
+            rtp_timeout: Duration::ZERO,
+            telephone_event_pt: None,
+        };
+        let caller = spec(
+            1,
+            caller_sock,
+            caller_far.local_addr().unwrap(),
+            Source::Clip {
+                samples: music,
+                looped: true,
+            },
+        );
+        let agent = spec(
+            2,
+            agent_sock,
+            nowhere.local_addr().unwrap(),
+            Source::Silence,
+        );
+        assert!(handle.send(Command::Start(Box::new(caller))).is_ok());
+        assert!(handle.send(Command::Start(Box::new(agent))).is_ok());
+        let mut buf = [0u8; 512];
+        let mut frame = |buf: &mut [u8; 512]| {
+            let (n, _) = caller_far.recv_from(buf).unwrap();
+            let v = parse_rtp(&buf[..n]).unwrap();
+            let mut pcm = [0i16; FRAME_SAMPLES];
+            g711::decode_ulaw(v.payload, &mut pcm);
+            pcm
+        };
+        for _ in 0..5 {
+            frame(&mut buf);
+        }
+        assert!(handle.send(Command::Bridge(1, 2)).is_ok());
+        // The agent is silent: the first frame that isn't music is the fade.
+        let fade = (0..20)
+            .map(|_| frame(&mut buf))
+            .find(|f| f.iter().any(|x| *x < 11_000))
+            .expect("the bridge took over");
+        handle.shutdown();
+        assert!(fade[0] > 11_000, "starts at the music's level: {}", fade[0]);
+        let step = fade
+            .windows(2)
+            .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+            .max()
+            .unwrap();
+        assert!(step < 1000, "faded, largest step {step}");
     }
 
     /// Two bridged streams relay audio both ways (any packet size) and pass
