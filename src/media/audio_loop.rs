@@ -1046,7 +1046,7 @@ mod tests {
         assert!(handle.send(Command::Start(Box::new(caller))).is_ok());
         assert!(handle.send(Command::Start(Box::new(agent))).is_ok());
         let mut buf = [0u8; 512];
-        let mut frame = |buf: &mut [u8; 512]| {
+        let frame = |buf: &mut [u8; 512]| {
             let (n, _) = caller_far.recv_from(buf).unwrap();
             let v = parse_rtp(&buf[..n]).unwrap();
             let mut pcm = [0i16; FRAME_SAMPLES];
