@@ -691,3 +691,79 @@ fn dead_calls_are_hung_up_after_the_rtp_timeout() {
         .unwrap();
     assert_eq!(outcome, "local_hangup");
 }
+
+/// The drivers' bounds, on the real binary: TCP connections over
+/// `max_tcp_connections` are closed at accept, a datagram over
+/// `max_message_size` is dropped, a TCP message over it closes only its
+/// own connection; all counted, and the connections within the limits
+/// keep working.
+#[test]
+fn transport_limits_refuse_and_count_without_harming_others() {
+    use std::io::{Read, Write};
+    let gw = Gateway::start("[sip]\nmax_tcp_connections = 2\nmax_message_size = 1500\n");
+    let options = |branch: &str| {
+        format!(
+            "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:{addr}>\r\n\
+             Call-ID: limits-{branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            addr = gw.sip_addr()
+        )
+    };
+    let connect = || {
+        let s = std::net::TcpStream::connect(gw.sip_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    };
+    let answer = |s: &mut std::net::TcpStream| {
+        let mut buf = [0u8; 2048];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let (mut a, mut b) = (connect(), connect());
+    a.write_all(options("a1").as_bytes()).unwrap();
+    assert!(answer(&mut a).starts_with("SIP/2.0 200"));
+    b.write_all(options("b1").as_bytes()).unwrap();
+    assert!(answer(&mut b).starts_with("SIP/2.0 200"));
+    // A third connection is closed at once.
+    let mut c = connect();
+    let _ = c.write_all(options("c1").as_bytes());
+    assert_eq!(answer(&mut c), "", "over the connection cap");
+    // An oversize datagram gets nothing back.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let big = options("u1").replace(
+        "Content-Length: 0",
+        &format!("X-Pad: {}\r\nContent-Length: 0", "x".repeat(2000)),
+    );
+    udp.send_to(big.as_bytes(), gw.sip_addr()).unwrap();
+    assert!(
+        udp.recv_from(&mut [0u8; 2048]).is_err(),
+        "oversize datagram dropped"
+    );
+    // An oversize message on TCP closes that connection only.
+    let _ = b.write_all(big.as_bytes());
+    assert_eq!(answer(&mut b), "", "the oversize stream is closed");
+    a.write_all(options("a2").as_bytes()).unwrap();
+    assert!(
+        answer(&mut a).starts_with("SIP/2.0 200"),
+        "the other one still works"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let counted = |m: &str, name: &str| {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    loop {
+        let m = gw.http_get("/metrics").1;
+        if counted(&m, "crossline_tcp_rejected_total") >= 1.0
+            && counted(&m, "crossline_sip_oversize_total") >= 1.0
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not counted:\n{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
