@@ -389,3 +389,51 @@ fn slow_stand_in_tells_a_dropped_request_from_an_open_one() {
     }
     assert!(held.dropped_at.lock().unwrap().is_some());
 }
+
+/// Hang up while a transfer rings the agent: the agent's leg is cancelled
+/// (the SIPp agent sees CANCEL and answers 487), the hold music stops, and
+/// both legs' media and the flow are gone.
+#[test]
+fn hangup_while_a_transfer_rings_cancels_the_agent_leg() {
+    let agent_port = free_port();
+    let agent = std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &scenario("uas_ring_cancel.xml"), "-m", "1"],
+            Duration::from_secs(30),
+            agent_port,
+            free_port(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let (gw, _flows) = gateway_with_flow(
+        &format!(
+            r#"name = "cancel-test"
+start = "agent"
+
+[[nodes]]
+id = "agent"
+type = "transfer"
+targets = ["sip:agent@127.0.0.1:{agent_port}"]
+ring_timeout_secs = 30
+next = "after"
+on_failure = "after"
+
+[[nodes]]
+id = "after"
+type = "hangup"
+"#
+        ),
+        "",
+    );
+    assert_full_pool(&gw);
+    call_and_hang_up(&gw);
+    let agent = agent.join().unwrap();
+    assert!(
+        agent.ok(),
+        "the agent leg was cancelled: {}",
+        agent.describe()
+    );
+    let took = assert_idle(&gw);
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_stopped_at(&gw, "agent");
+}
