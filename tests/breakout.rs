@@ -480,13 +480,7 @@ fn web_chat_entry_point_resumes_for_the_same_browser_only() {
         first.body.contains("<title>Acme &lt;Support&gt;</title>"),
         "the title is escaped"
     );
-    let conv = first
-        .body
-        .split("name=\"crossline-conversation\" content=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_string();
+    let conv = first.conversation_id();
     let cookies: Vec<String> = first
         .headers
         .lines()
@@ -497,7 +491,7 @@ fn web_chat_entry_point_resumes_for_the_same_browser_only() {
         })
         .collect();
     assert_eq!(cookies.len(), 2, "{}", first.headers);
-    let again = gw.http("GET", "/chat/", &[("Cookie", &cookie_header(&first))], None);
+    let again = gw.http("GET", "/chat/", &[("Cookie", &first.cookie_header())], None);
     assert!(again.body.contains(&conv), "same conversation again");
     let stranger = gw.http(
         "GET",
@@ -514,19 +508,4 @@ fn web_chat_entry_point_resumes_for_the_same_browser_only() {
     let (status, body) = gw.http_get("/chat/app.js");
     assert_eq!(status, 200);
     assert!(body.contains("resume"));
-}
-
-/// The Set-Cookie values of a reply as one Cookie header (keys are
-/// case-sensitive, so from the raw headers).
-fn cookie_header(reply: &HttpReply) -> String {
-    reply
-        .raw_headers
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("set-cookie")
-                .then(|| v.trim().split(';').next().unwrap_or("").to_string())
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }

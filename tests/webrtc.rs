@@ -206,21 +206,8 @@ fn bad_offers_and_strangers_are_refused() {
     assert!(page
         .body
         .contains("name=\"crossline-webrtc\" content=\"on\""));
-    let id = page
-        .body
-        .split("name=\"crossline-conversation\" content=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_string();
-    let cookie = page
-        .raw_headers
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-        .map(|(_, v)| v.trim().split(';').next().unwrap_or("").to_string())
-        .collect::<Vec<_>>()
-        .join("; ");
+    let id = page.conversation_id();
+    let cookie = page.cookie_header();
     let path = format!("/chat/call?c={id}");
     let sdp = [
         ("Content-Type", "application/sdp"),

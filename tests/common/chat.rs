@@ -19,24 +19,7 @@ pub fn chat_page(gw: &Gateway, cookies: Option<&str>) -> (String, String) {
     let headers: Vec<(&str, &str)> = cookies.map(|c| vec![("Cookie", c)]).unwrap_or_default();
     let page = gw.http("GET", "/chat/", &headers, None);
     assert_eq!(page.status, 200, "{}", page.body);
-    let id = page
-        .body
-        .split("name=\"crossline-conversation\" content=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_string();
-    let set = page
-        .raw_headers
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("set-cookie")
-                .then(|| v.trim().split(';').next().unwrap_or("").to_string())
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    (id, set)
+    (page.conversation_id(), page.cookie_header())
 }
 
 pub async fn try_connect(gw: &Gateway, id: &str, cookies: &str) -> Result<Socket, String> {

@@ -81,6 +81,30 @@ impl HttpReply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
+
+    /// The Set-Cookie values as one Cookie header (keys are case-sensitive,
+    /// so from the raw headers); empty when none were set.
+    pub fn cookie_header(&self) -> String {
+        self.raw_headers
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("set-cookie")
+                    .then(|| v.trim().split(';').next().unwrap_or("").to_string())
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The conversation a chat page is for (its meta tag).
+    pub fn conversation_id(&self) -> String {
+        self.body
+            .split("name=\"crossline-conversation\" content=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("not a chat page: {}", self.body))
+            .to_string()
+    }
 }
 
 pub struct Gateway {
