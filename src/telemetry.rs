@@ -51,6 +51,19 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
         .absolute(s.sip.rate_limited);
     counter!("crossline_sip_dropped_total", "reason" => "scanner").absolute(s.sip.scanners_dropped);
     counter!("crossline_calls_refused_total", "reason" => "capacity").absolute(s.sip.over_capacity);
+    counter!("crossline_calls_refused_total", "reason" => "source_share")
+        .absolute(s.sip.over_source_share);
+    counter!("crossline_sip_dropped_total", "reason" => "banned").absolute(s.sip.banned_dropped);
+    counter!("crossline_sip_auth_failures_total", "reason" => "wrong")
+        .absolute(s.sip.auth_failures);
+    counter!("crossline_sip_auth_failures_total", "reason" => "user_banned")
+        .absolute(s.sip.auth_refused_banned_user);
+    counter!("crossline_sip_bans_total", "kind" => "source").absolute(s.sip.bans_sources);
+    counter!("crossline_sip_bans_total", "kind" => "user").absolute(s.sip.bans_users);
+    counter!("crossline_tcp_idle_closed_total")
+        .absolute(s.transport.tcp_idle_closed.load(Ordering::Relaxed));
+    counter!("crossline_tcp_rejected_per_source_total")
+        .absolute(s.transport.tcp_rejected_per_source.load(Ordering::Relaxed));
     counter!("crossline_sip_stray_responses_total").absolute(s.sip.stray_responses);
     counter!("crossline_sip_retransmissions_absorbed_total")
         .absolute(s.sip.retransmissions_absorbed);

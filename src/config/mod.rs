@@ -319,6 +319,46 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "must be between 1500 and 1048576 bytes".into(),
         );
     }
+    for (j, cidr) in sip.exempt_sources.iter().enumerate() {
+        if let Err(e) = crate::net::Cidr::parse(cidr) {
+            err(&["sip", "exempt_sources", &j.to_string()], e);
+        }
+    }
+    if sip.max_tcp_connections == 0 || sip.max_tcp_connections_per_source == 0 {
+        err(
+            &["sip", "max_tcp_connections_per_source"],
+            "max_tcp_connections and max_tcp_connections_per_source must be at least 1".into(),
+        );
+    }
+    if sip.tcp_idle_secs > 86_400 || sip.auth_ban_secs > 86_400 {
+        err(
+            &["sip", "tcp_idle_secs"],
+            "tcp_idle_secs and auth_ban_secs must be at most 86400".into(),
+        );
+    }
+    let http = &config.http;
+    for (j, cidr) in http.trusted_proxies.iter().enumerate() {
+        if let Err(e) = crate::net::Cidr::parse(cidr) {
+            err(&["http", "trusted_proxies", &j.to_string()], e);
+        }
+    }
+    if http.max_connections == 0 || http.max_connections_per_source == 0 {
+        err(
+            &["http", "max_connections_per_source"],
+            "max_connections and max_connections_per_source must be at least 1".into(),
+        );
+    }
+    for (key, v) in [
+        ("header_read_timeout_secs", http.header_read_timeout_secs),
+        ("body_timeout_secs", http.body_timeout_secs),
+    ] {
+        if !(1..=3600).contains(&v) {
+            err(&["http", key], "must be 1..=3600".into());
+        }
+    }
+    if http.admin_listen.is_some() && http.admin_listen == Some(http.listen) {
+        err(&["http", "admin_listen"], "must differ from listen".into());
+    }
     let media = &config.media;
     if media.rtp_port_min == 0 || media.rtp_port_min >= media.rtp_port_max {
         err(

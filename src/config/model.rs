@@ -56,8 +56,15 @@ pub struct SipConfig {
     pub user_agent: String,
     /// Largest SIP message accepted on any transport, in bytes.
     pub max_message_size: usize,
-    /// Most TCP connections open at once; further accepts are closed at once.
+    /// Most TCP/TLS connections open at once (handshakes included);
+    /// further accepts are closed at once.
     pub max_tcp_connections: usize,
+    /// Most TCP/TLS connections from one address at once (every source,
+    /// loopback and trunks included).
+    pub max_tcp_connections_per_source: usize,
+    /// A TCP/TLS connection its peer sends nothing on for this long is
+    /// closed; 0: never.
+    pub tcp_idle_secs: u64,
     pub t1_ms: u64,
     pub t2_ms: u64,
     pub t4_ms: u64,
@@ -67,15 +74,32 @@ pub struct SipConfig {
     pub drain_retry_after_secs: u32,
     /// Lifetime of server digest nonces.
     pub nonce_ttl_secs: u64,
-    /// Out-of-dialog requests per second from one source address (token
-    /// bucket; trunk sources exempt); 0: no limit.
+    /// Requests per second from one source address that match no dialog
+    /// or transaction of ours (token bucket; trunk sources and
+    /// `exempt_sources` skip it); 0: no limit.
     pub rate_limit_per_source: f64,
     /// Requests one source may send at once before the rate applies.
     pub rate_limit_burst: f64,
     /// User-Agent substrings of scanners whose requests are dropped unanswered.
     pub blocked_user_agents: Vec<String>,
-    /// Most calls at once; 0: no limit. Over it, INVITEs get 503.
+    /// Most calls at once; 0: as many as the RTP port range holds. Over
+    /// it, INVITEs get 503.
     pub max_calls: usize,
+    /// Most calls at once from one address that is not a trunk; 0: a
+    /// tenth of `max_calls` when no `[[trunks]]` take calls, else no limit.
+    pub max_calls_per_source: usize,
+    /// CIDRs exempt from `rate_limit_per_source` and `max_calls_per_source`
+    /// (never from bans, connection caps, idle timeouts or the rule that
+    /// an answer is never larger than a few requests).
+    pub exempt_sources: Vec<String>,
+    /// Wrong digest answers from one address, or for one user from
+    /// addresses that never signed in as it, within a minute before a
+    /// ban; 0: never ban.
+    pub auth_failures_before_ban: u32,
+    /// The first ban's length; each further ban doubles it, up to an hour.
+    /// A banned address gets no answers; a banned user gets 403 unchecked
+    /// except from addresses it signed in from before.
+    pub auth_ban_secs: u64,
 }
 
 impl Default for SipConfig {
@@ -89,16 +113,19 @@ impl Default for SipConfig {
             tls_key: None,
             tls_ca: None,
             advertised_address: None,
-            user_agent: format!("crossline/{}", env!("CARGO_PKG_VERSION")),
+            // No version: it tells scanners which holes to try.
+            user_agent: "crossline".into(),
             max_message_size: 65_535,
             max_tcp_connections: 1024,
+            max_tcp_connections_per_source: 64,
+            tcp_idle_secs: 300,
             t1_ms: 500,
             t2_ms: 4_000,
             t4_ms: 5_000,
             shutdown_grace_secs: 30,
             drain_retry_after_secs: 60,
             nonce_ttl_secs: 300,
-            rate_limit_per_source: 0.0,
+            rate_limit_per_source: 20.0,
             rate_limit_burst: 50.0,
             blocked_user_agents: [
                 "friendly-scanner",
@@ -114,6 +141,10 @@ impl Default for SipConfig {
             .map(|s| s.to_string())
             .collect(),
             max_calls: 0,
+            max_calls_per_source: 0,
+            exempt_sources: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            auth_failures_before_ban: 10,
+            auth_ban_secs: 60,
         }
     }
 }
@@ -136,6 +167,21 @@ pub struct HttpConfig {
     /// PEM certificate chain and key: the listener speaks HTTPS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// A second listener for `/metrics` and the operator console (and
+    /// everything else); when set, `listen` serves neither of those two.
+    pub admin_listen: Option<SocketAddr>,
+    /// Reverse proxies (CIDRs) whose `X-Forwarded-For` names the client;
+    /// from anyone else the header is ignored. Per-client limits (sign-in
+    /// back-off, chats per address, texts per address) use that client.
+    pub trusted_proxies: Vec<String>,
+    /// Connections held at once, in all and from one address (trusted
+    /// proxies are exempt from the per-address cap).
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    /// A request's head must arrive within this (slowloris), and its body
+    /// within `body_timeout_secs`.
+    pub header_read_timeout_secs: u64,
+    pub body_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -150,6 +196,12 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            admin_listen: None,
+            trusted_proxies: Vec::new(),
+            max_connections: 4096,
+            max_connections_per_source: 64,
+            header_read_timeout_secs: 10,
+            body_timeout_secs: 30,
         }
     }
 }

@@ -88,34 +88,12 @@ struct Login {
     token: String,
 }
 
-/// Failed sign-ins one client address may make per window; then 429.
-pub const LOGIN_FAILURES_ALLOWED: u32 = 5;
-pub const LOGIN_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
-
+/// Exchange the operator token for a session cookie. Wrong tokens are
+/// throttled per client by `guard::sign_in_layer` (this answers 401).
 async fn login(
     State(s): State<HttpState>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let client = peer.map_or_else(|| "unknown".to_string(), |p| p.0 .0.ip().to_string());
-    let allowed = s
-        .login_failures
-        .lock()
-        .map(|mut w| w.allows(&client, Instant::now()))
-        .unwrap_or(true);
-    if !allowed {
-        metrics::counter!("crossline_http_auth_failures_total", "reason" => "login_throttled")
-            .increment(1);
-        let mut r = super::api::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed sign-ins; try again later",
-        );
-        r.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(LOGIN_FAILURE_WINDOW.as_secs()),
-        );
-        return r;
-    }
     let Ok(Json(login)) = body else {
         return super::api::error(StatusCode::BAD_REQUEST, "expected {\"token\": \"...\"}");
     };
@@ -125,9 +103,6 @@ async fn login(
         headers.insert(header::AUTHORIZATION, v);
     }
     if let Err(refusal) = super::auth::check(&s, &headers, super::auth::Role::Operator) {
-        if let Ok(mut w) = s.login_failures.lock() {
-            w.record(&client, Instant::now());
-        }
         return refusal;
     }
     // Forget expired sessions while we're here.

@@ -26,6 +26,7 @@ mod auth;
 mod callbacks;
 mod chat;
 pub mod console;
+pub mod guard;
 mod hooks;
 mod openapi;
 
@@ -55,19 +56,35 @@ pub struct HttpState {
     pub chat_title: String,
     /// Operator console sessions (cookie → expiry).
     pub console_sessions: Arc<dashmap::DashMap<[u8; 32], std::time::Instant>>,
-    /// Failed console sign-ins per client address, to slow guessing.
-    pub login_failures: Arc<std::sync::Mutex<crate::callback::limits::RateWindow>>,
+    /// Client addresses and sign-in back-off.
+    pub guard: guard::Guard,
 }
 
-pub fn router(state: HttpState) -> Router {
-    Router::new()
+/// Largest request body any route takes (JSON, forms, SDP offers).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Every route. With `admin_only = false`, the public set: no metrics and
+/// no console (those then live on `[http] admin_listen`).
+pub fn router(state: HttpState, with_admin: bool) -> Router {
+    let mut r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .merge(api::router(&state))
         .merge(chat::router())
-        .merge(hooks::router())
-        .merge(console::router())
+        .merge(hooks::router());
+    if with_admin {
+        r = r.route("/metrics", get(metrics)).merge(console::router());
+    }
+    let guard = state.guard.clone();
+    r.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            guard.clone(),
+            guard::sign_in_layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            guard::client_ip_layer,
+        ))
         .with_state(state)
 }
 
@@ -123,44 +140,85 @@ pub(crate) fn same_origin(headers: &axum::http::HeaderMap, public_base_url: &str
         || origin.trim_end_matches('/') == public_base_url.trim_end_matches('/')
 }
 
-/// Serve until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, state: HttpState) {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(%e, "HTTP server stopped");
-    }
+/// How a listener holds its connections.
+#[derive(Clone)]
+pub struct ServeLimits {
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    /// A client must send a request's whole head within this (slowloris).
+    pub header_read_timeout: std::time::Duration,
+    /// And its body within this.
+    pub body_timeout: std::time::Duration,
+    pub trusted_proxies: Arc<Vec<crate::net::Cidr>>,
 }
 
-/// The same routes over HTTPS (rustls): each connection's handshake runs
-/// in its own task, bounded in time; WebSocket upgrades work as over HTTP.
-pub async fn serve_tls(
+/// Serve `app` until the process ends, over HTTPS when `tls` is given.
+/// Each connection runs in its own task (a TLS handshake bounded in
+/// time), under the listener's caps; WebSocket upgrades work.
+pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: HttpState,
-    tls: std::sync::Arc<rustls::ServerConfig>,
+    app: Router,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    limits: ServeLimits,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(state);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let caps = guard::ConnectionCaps::new(
+        limits.max_connections,
+        limits.max_connections_per_source,
+        limits.trusted_proxies.clone(),
+    );
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        limits.body_timeout,
+    ));
     loop {
         let Ok((tcp, remote)) = listener.accept().await else {
+            // Out of file descriptors, most likely: don't spin.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let acceptor = acceptor.clone();
-        // Handlers see the client's address as over plain HTTP.
+        let slot = match guard::ConnectionCaps::admit(&caps, remote.ip()) {
+            Ok(slot) => slot,
+            Err(which) => {
+                metrics::counter!("crossline_http_connections_refused_total", "cap" => which)
+                    .increment(1);
+                drop(tcp);
+                continue;
+            }
+        };
+        // Handlers see the client's address through ConnectInfo.
         let app = app
             .clone()
             .layer(axum::Extension(axum::extract::ConnectInfo(remote)));
+        let acceptor = acceptor.clone();
+        let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            let shake =
-                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
-            let Ok(Ok(stream)) = shake.await else {
-                metrics::counter!("crossline_http_tls_handshake_failures_total").increment(1);
-                return;
-            };
+            let _slot = slot;
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024);
+            match acceptor {
+                None => {
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .with_upgrades()
+                        .await;
+                }
+                Some(acceptor) => {
+                    let shake = tokio::time::timeout(header_timeout, acceptor.accept(tcp));
+                    let Ok(Ok(stream)) = shake.await else {
+                        metrics::counter!("crossline_http_tls_handshake_failures_total")
+                            .increment(1);
+                        return;
+                    };
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                }
+            }
         });
     }
 }

@@ -168,12 +168,31 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         .await
         .with_context(|| format!("binding HTTP on {}", config.http.listen))?;
     tracing::info!(addr = %http_listener.local_addr()?, "HTTP listening");
+    let admin_listener = match config.http.admin_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTP admin listener on {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, "HTTP admin listening (metrics, console)");
+            Some(l)
+        }
+        None => None,
+    };
+    let trusted_proxies: Vec<crate::net::Cidr> = config
+        .http
+        .trusted_proxies
+        .iter()
+        .filter_map(|c| crate::net::Cidr::parse(c).ok())
+        .collect();
     let metrics = crate::telemetry::install();
 
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(16_384);
     let stream_config = |addrs: &[std::net::SocketAddr]| TcpListenerConfig {
         addrs: addrs.to_vec(),
         max_connections: config.sip.max_tcp_connections,
+        max_per_source: config.sip.max_tcp_connections_per_source,
+        idle_timeout: (config.sip.tcp_idle_secs > 0)
+            .then(|| Duration::from_secs(config.sip.tcp_idle_secs)),
         max_message_size: config.sip.max_message_size,
     };
     let transports = Transports::bind(
@@ -229,22 +248,32 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         cors_origins: config.http.cors_origins.clone(),
         chat_title: config.chat.title.clone(),
         console_sessions: Default::default(),
-        login_failures: std::sync::Arc::new(std::sync::Mutex::new(
-            crate::callback::limits::RateWindow::new(
-                crate::http::console::LOGIN_FAILURES_ALLOWED,
-                crate::http::console::LOGIN_FAILURE_WINDOW,
-            ),
-        )),
+        guard: crate::http::guard::Guard::new(trusted_proxies.clone()),
     };
-    match (&config.http.tls_cert, &config.http.tls_key) {
+    let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => {
-            let tls = crate::tls::server_config(cert, key).map_err(anyhow::Error::msg)?;
             tracing::info!("HTTP listener speaks HTTPS");
-            tokio::spawn(crate::http::serve_tls(http_listener, http_state, tls));
+            Some(crate::tls::server_config(cert, key).map_err(anyhow::Error::msg)?)
         }
-        _ => {
-            tokio::spawn(crate::http::serve(http_listener, http_state));
-        }
+        _ => None,
+    };
+    let limits = crate::http::ServeLimits {
+        max_connections: config.http.max_connections,
+        max_connections_per_source: config.http.max_connections_per_source,
+        header_read_timeout: Duration::from_secs(config.http.header_read_timeout_secs),
+        body_timeout: Duration::from_secs(config.http.body_timeout_secs),
+        trusted_proxies: std::sync::Arc::new(trusted_proxies),
+    };
+    let public = crate::http::router(http_state.clone(), admin_listener.is_none());
+    tokio::spawn(crate::http::serve(
+        http_listener,
+        public,
+        tls.clone(),
+        limits.clone(),
+    ));
+    if let Some(admin) = admin_listener {
+        let everything = crate::http::router(http_state, true);
+        tokio::spawn(crate::http::serve(admin, everything, tls, limits));
     }
     let (flow_requests, mut flow_rx) = mpsc::unbounded_channel();
 
@@ -433,12 +462,46 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
         telephone_event_pt: config.media.telephone_event_payload_type,
         inbound_trunks,
         nonce_ttl: Duration::from_secs(config.sip.nonce_ttl_secs),
-        admission: crate::sip::endpoint::admission::AdmissionConfig {
-            rate_per_source: config.sip.rate_limit_per_source,
-            burst_per_source: config.sip.rate_limit_burst,
-            blocked_user_agents: config.sip.blocked_user_agents.clone(),
-            max_calls: config.sip.max_calls,
-        },
+        admission: admission_config(config),
+    }
+}
+
+/// Admission from `[sip]`, with the safe defaults filled in: never more
+/// calls than the RTP port range holds, and when no trunk is declared, no
+/// one source (outside `exempt_sources`) may take more than a tenth.
+fn admission_config(config: &Config) -> crate::sip::endpoint::admission::AdmissionConfig {
+    let sip = &config.sip;
+    let media = &config.media;
+    let first_even = media.rtp_port_min.saturating_add(media.rtp_port_min % 2);
+    let port_pairs =
+        (usize::from(media.rtp_port_max) + 1).saturating_sub(usize::from(first_even)) / 2;
+    let max_calls = match sip.max_calls {
+        0 => port_pairs,
+        n => n.min(port_pairs),
+    };
+    let trunks_take_calls = config
+        .trunks
+        .iter()
+        .any(|t| !t.inbound_cidrs.is_empty() || t.inbound_username.is_some());
+    let max_calls_per_source = match sip.max_calls_per_source {
+        0 if !trunks_take_calls => (max_calls / 10).max(1),
+        n => n,
+    };
+    crate::sip::endpoint::admission::AdmissionConfig {
+        rate_per_source: sip.rate_limit_per_source,
+        burst_per_source: sip.rate_limit_burst,
+        blocked_user_agents: sip.blocked_user_agents.clone(),
+        max_calls,
+        max_calls_per_source,
+        exempt: sip
+            .exempt_sources
+            .iter()
+            .filter_map(|c| crate::net::Cidr::parse(c).ok())
+            .collect(),
+        auth_failures_before_ban: sip.auth_failures_before_ban,
+        auth_failure_window: Duration::from_secs(60),
+        auth_ban: Duration::from_secs(sip.auth_ban_secs.max(1)),
+        auth_ban_max: Duration::from_secs(3600),
     }
 }
 

@@ -71,6 +71,8 @@ pub(super) struct Call {
     /// The inbound trunk it came in on (for per-trunk caps).
     pub(super) trunk: Option<String>,
     auth_tried: bool,
+    /// Where an inbound call came from (per-source call cap).
+    pub(super) source: Option<std::net::IpAddr>,
 }
 
 impl Call {
@@ -104,6 +106,7 @@ impl Call {
             got_provisional: false,
             credentials: None,
             auth_tried: false,
+            source: None,
         }
     }
 }
@@ -462,6 +465,14 @@ impl Endpoint {
     pub(super) fn end_call(&mut self, call: CallId, cause: EndCause) {
         if let Some(c) = self.calls.remove(&call) {
             self.dialogs.remove(&c.dialog.id);
+            if let Some(source) = c.source {
+                if let Some(n) = self.calls_by_source.get_mut(&source) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.calls_by_source.remove(&source);
+                    }
+                }
+            }
             self.events.push_back(Event::CallEnded { call, cause });
         }
     }
@@ -548,6 +559,7 @@ impl Endpoint {
                 got_provisional: false,
                 credentials: spec.credentials,
                 auth_tried: false,
+                source: None,
             },
         );
         Ok(call)

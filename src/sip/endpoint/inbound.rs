@@ -71,16 +71,29 @@ impl Endpoint {
             return;
         }
 
-        // Something new from outside a dialog: is this source admitted?
-        let in_dialog = req.headers.to().ok().is_some_and(|t| t.tag().is_some());
-        if !in_dialog && req.method != Method::Cancel {
-            let exempt = self
+        // Anything that matches no dialog or transaction of ours is new:
+        // CANCELs and INVITEs with a To tag included, or they'd be a way
+        // around the rate and a source of 481 floods.
+        let known = match req.method {
+            Method::Cancel => self.server_txs.contains_key(&ServerKey {
+                method: Method::Invite,
+                ..key.clone()
+            }),
+            _ => {
+                req.headers.to().ok().is_some_and(|t| t.tag().is_some())
+                    && self
+                        .dialogs
+                        .contains_key(&crate::sip::dialog::DialogId::of_received(&req.headers))
+            }
+        };
+        if !known {
+            let trunk = self
                 .config
                 .inbound_trunks
                 .iter()
                 .any(|t| t.cidrs.iter().any(|c| c.contains(peer.remote.ip())));
             let ua = req.headers.get("User-Agent");
-            match self.admission.check(now, peer.remote.ip(), ua, exempt) {
+            match self.admission.check(now, peer.remote.ip(), ua, trunk) {
                 super::admission::Verdict::Admit => {}
                 super::admission::Verdict::Scanner => {
                     self.counters.scanners_dropped += 1;
@@ -88,6 +101,10 @@ impl Endpoint {
                 }
                 super::admission::Verdict::RateLimited => {
                     self.counters.rate_limited += 1;
+                    return;
+                }
+                super::admission::Verdict::Banned => {
+                    self.counters.banned_dropped += 1;
                     return;
                 }
             }
@@ -290,6 +307,14 @@ impl Endpoint {
             self.reply(now, &key, &req, 503);
             return;
         }
+        let source = peer.remote.ip();
+        if let Some(cap) = self.admission.calls_cap_for(source, trunk.is_some()) {
+            if self.calls_by_source.get(&source).copied().unwrap_or(0) >= cap {
+                self.counters.over_source_share += 1;
+                self.reply(now, &key, &req, 503);
+                return;
+            }
+        }
         let local_tag = super::util::new_tag();
         let dialog = match crate::sip::dialog::Dialog::new_uas(&req, &local_tag) {
             Ok(d) => d,
@@ -328,6 +353,8 @@ impl Endpoint {
         self.dialogs.insert(dialog.id.clone(), call);
         let mut new_call = Call::new_uas(call, dialog, req, key, peer, offer);
         new_call.trunk = event.trunk.clone();
+        new_call.source = Some(source);
+        *self.calls_by_source.entry(source).or_default() += 1;
         self.calls.insert(call, new_call);
         self.events.push_back(Event::IncomingCall(event));
     }
@@ -405,19 +432,41 @@ impl Endpoint {
         let Some((user, pass)) = trunk.credentials.clone() else {
             return Some(Some(trunk.name));
         };
-        let verdict = req
+        let authorization = req
             .headers
             .get("Proxy-Authorization")
-            .or_else(|| req.headers.get("Authorization"))
-            .map(|auth| {
-                self.digest.verify(now, auth, req.method.as_str(), |u| {
-                    (u == user).then(|| pass.expose().to_string())
-                })
-            });
+            .or_else(|| req.headers.get("Authorization"));
+        // The user named, for per-user failure counts (checked or not).
+        let named = authorization
+            .and_then(|a| crate::sip::auth::DigestResponse::parse(a).ok())
+            .map(|d| d.username)
+            .unwrap_or_default();
+        if authorization.is_some()
+            && self.admission.user_gate(now, ip, &named) == super::admission::UserGate::Refuse
+        {
+            self.counters.auth_refused_banned_user += 1;
+            self.reply(now, key, req, 403);
+            return None;
+        }
+        let verdict = authorization.map(|auth| {
+            self.digest.verify(now, auth, req.method.as_str(), |u| {
+                (u == user).then(|| pass.expose().to_string())
+            })
+        });
         let stale = match verdict {
-            Some(Verdict::Authorized { .. }) => return Some(Some(trunk.name)),
+            Some(Verdict::Authorized { .. }) => {
+                self.admission.auth_ok(now, ip, &named);
+                return Some(Some(trunk.name));
+            }
             Some(Verdict::Stale) => true,
-            _ => false,
+            Some(Verdict::Rejected(_)) => {
+                self.counters.auth_failures += 1;
+                self.admission.auth_failed(now, ip, &named);
+                self.counters.bans_sources = self.admission.bans_started.sources;
+                self.counters.bans_users = self.admission.bans_started.users;
+                false
+            }
+            None => false,
         };
         let challenge = self
             .digest

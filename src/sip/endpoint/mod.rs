@@ -268,6 +268,16 @@ pub struct Counters {
     pub scanners_dropped: u64,
     /// INVITEs refused with 503: too many calls (in total or on the trunk).
     pub over_capacity: u64,
+    /// INVITEs refused with 503: their source holds its share of calls.
+    pub over_source_share: u64,
+    /// Requests dropped: their source is banned for failed sign-ins.
+    pub banned_dropped: u64,
+    /// Wrong digest answers, and those refused unchecked (user banned).
+    pub auth_failures: u64,
+    pub auth_refused_banned_user: u64,
+    /// Bans started for failed sign-ins, of sources and of users.
+    pub bans_sources: u64,
+    pub bans_users: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -364,6 +374,8 @@ pub struct Endpoint {
     digest: DigestServer,
     draining: bool,
     admission: admission::Admission,
+    /// Inbound calls per source address: the per-source call cap.
+    calls_by_source: HashMap<IpAddr, usize>,
     pub counters: Counters,
 }
 
@@ -372,6 +384,7 @@ impl Endpoint {
         let digest = DigestServer::new("crossline", config.nonce_ttl, now);
         Endpoint {
             admission: admission::Admission::new(config.admission.clone()),
+            calls_by_source: HashMap::new(),
             config,
             server_txs: HashMap::new(),
             client_txs: HashMap::new(),

@@ -1212,3 +1212,126 @@ fn transports_from_uris() {
     assert!(Transport::Tls.reliable());
     assert_eq!(Transport::Tls.via_name(), "TLS");
 }
+
+#[test]
+fn unknown_dialogs_and_stray_cancels_pay_the_rate_and_draw_one_481() {
+    let mut t = endpoint_with(
+        admission::AdmissionConfig {
+            rate_per_source: 1.0,
+            burst_per_source: 2.0,
+            ..Default::default()
+        },
+        Vec::new(),
+    );
+    let stray = |i: u32| {
+        invite(&format!("z9hG4bKd{i}"), &format!("d{i}"), "", "").replace(
+            "To: <sip:1000@127.0.0.1:5060>",
+            "To: <sip:1000@127.0.0.1:5060>;tag=nope",
+        )
+    };
+    t.recv(0, &stray(1));
+    assert_eq!(statuses(&t.responses()), vec![481]);
+    // Its 481 is not retransmitted on a timer: one answer per request.
+    t.run_timers_until(40_000);
+    assert!(t.responses().is_empty(), "481 retransmitted");
+    // A CANCEL for nothing of ours also counts against the rate.
+    let cancel = "CANCEL sip:1000@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKnone\r\nMax-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:1000@127.0.0.1:5060>\r\nCall-ID: x\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    t.recv(40_000, cancel);
+    t.recv(40_001, &stray(2));
+    t.recv(
+        40_002,
+        cancel.replace("z9hG4bKnone", "z9hG4bKnone2").as_str(),
+    );
+    t.recv(40_003, &stray(3));
+    // The bucket held two: the rest were dropped unanswered.
+    assert_eq!(statuses(&t.responses()), vec![481, 481]);
+    assert_eq!(t.ep.counters.rate_limited, 2);
+}
+
+#[test]
+fn one_source_holds_at_most_its_share_of_calls() {
+    let mut t = endpoint_with(
+        admission::AdmissionConfig {
+            max_calls_per_source: 2,
+            ..Default::default()
+        },
+        Vec::new(),
+    );
+    for i in 0..3u32 {
+        t.recv(
+            u64::from(i),
+            &invite(
+                &format!("z9hG4bKp{i}"),
+                &format!("p{i}"),
+                &sdp_offer("0", ""),
+                "",
+            ),
+        );
+    }
+    assert_eq!(statuses(&t.responses()), vec![100, 100, 503]);
+    assert_eq!(t.ep.counters.over_source_share, 1);
+    // A call ends: its place is free again.
+    let first = t.incoming_call();
+    t.ep.hangup(t.at(10), first).unwrap();
+    t.sent();
+    t.recv(20, &invite("z9hG4bKp9", "p9", &sdp_offer("0", ""), ""));
+    assert_eq!(statuses(&t.responses()), vec![100]);
+}
+
+#[test]
+fn digest_guessers_are_banned_and_the_user_is_not_checked_for_strangers() {
+    let t0 = Instant::now();
+    let cfg = EndpointConfig {
+        inbound_trunks: vec![InboundTrunk {
+            name: "pbx".into(),
+            cidrs: vec![],
+            credentials: Some(("pbx".into(), "pw".into())),
+            max_calls: 0,
+        }],
+        admission: admission::AdmissionConfig {
+            auth_failures_before_ban: 3,
+            ..Default::default()
+        },
+        ..EndpointConfig::default()
+    };
+    let mut t = T {
+        ep: Endpoint::new(cfg, t0),
+        t0,
+    };
+    t.recv(0, &invite("z9hG4bKg0", "g0", &sdp_offer("0", ""), ""));
+    let rs = t.responses();
+    let ch = crate::sip::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap())
+        .unwrap();
+    for i in 1..=3u32 {
+        let mut bad = crate::sip::auth::DigestClient::new("pbx", &format!("guess{i}"));
+        let auth = bad.authorize(&ch, "INVITE", "sip:1000@127.0.0.1:5060");
+        t.recv(
+            u64::from(i),
+            &invite(
+                &format!("z9hG4bKg{i}"),
+                &format!("g{i}"),
+                &sdp_offer("0", ""),
+                &format!("Proxy-Authorization: {auth}\r\n"),
+            ),
+        );
+        assert_eq!(statuses(&t.responses()), vec![407]);
+    }
+    assert_eq!(t.ep.counters.auth_failures, 3);
+    assert_eq!(t.ep.counters.bans_sources, 1);
+    assert_eq!(t.ep.counters.bans_users, 1);
+    // The source is banned: even the right password gets no answer now.
+    let mut good = crate::sip::auth::DigestClient::new("pbx", "pw");
+    let auth = good.authorize(&ch, "INVITE", "sip:1000@127.0.0.1:5060");
+    t.recv(
+        10,
+        &invite(
+            "z9hG4bKg9",
+            "g9",
+            &sdp_offer("0", ""),
+            &format!("Proxy-Authorization: {auth}\r\n"),
+        ),
+    );
+    assert!(t.responses().is_empty());
+    assert_eq!(t.ep.counters.banned_dropped, 1);
+    assert!(t.events().is_empty());
+}

@@ -25,6 +25,9 @@ pub struct ServerInvite {
     last_response: Option<Bytes>,
     g_interval: std::time::Duration,
     armed: Armed,
+    /// A 1xx went out: the client stopped retransmitting, so a final
+    /// answer must be retransmitted by us (Timer G).
+    provisional_sent: bool,
 }
 
 impl ServerInvite {
@@ -38,6 +41,7 @@ impl ServerInvite {
             last_response: None,
             g_interval: timers.t1,
             armed: Armed::default(),
+            provisional_sent: false,
         }
     }
 
@@ -46,6 +50,12 @@ impl ServerInvite {
     }
 
     /// The TU sends a response with status `status`.
+    ///
+    /// A final refusal sent before any 1xx is not retransmitted on Timer
+    /// G: the client is still retransmitting its INVITE (Timer A), and
+    /// each retransmission gets the answer again. So a request with a
+    /// spoofed source draws one answer, never eleven (no amplification),
+    /// as a stateless reply would (RFC 3261 §16.11).
     pub fn respond(&mut self, now: Instant, status: u16, bytes: Bytes) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if self.state != ServerState::Proceeding {
@@ -53,7 +63,10 @@ impl ServerInvite {
         }
         out.push(TxOutput::Transmit(bytes.clone()));
         match status {
-            100..=199 => self.last_response = Some(bytes),
+            100..=199 => {
+                self.provisional_sent = true;
+                self.last_response = Some(bytes);
+            }
             200..=299 => {
                 // 2xx retransmission belongs to the TU (the UAS core).
                 self.state = ServerState::Accepted;
@@ -64,7 +77,7 @@ impl ServerInvite {
             _ => {
                 self.state = ServerState::Completed;
                 self.last_response = Some(bytes);
-                if !self.reliable {
+                if !self.reliable && self.provisional_sent {
                     self.armed
                         .arm(&mut out, TimerKind::G, now + self.g_interval);
                 }

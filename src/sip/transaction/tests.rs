@@ -267,6 +267,8 @@ fn server_invite_non_2xx_retransmits_with_g_until_ack_then_i() {
     let req = invite();
     let mut tx = ServerInvite::new(false, TimerConfig::default());
     let mut h = Harness::default();
+    h.take(tx.respond(t0, 100, Bytes::from(response(&req, 100).to_bytes())));
+    h.sent = 0;
     h.take(tx.respond(t0, 486, Bytes::from(response(&req, 486).to_bytes())));
     assert_eq!(tx.state(), ServerState::Completed);
     assert_eq!(ms(t0, h.deadline(TimerKind::G).unwrap()), 500);
@@ -292,6 +294,24 @@ fn server_invite_non_2xx_retransmits_with_g_until_ack_then_i() {
     h.take(tx.on_timer(i, TimerKind::I, i));
     assert!(h.terminated);
     assert_eq!(h.ack_timeouts, 0);
+}
+
+#[test]
+fn server_invite_refusal_before_any_1xx_is_sent_once_per_request() {
+    // No amplification: a spoofed INVITE draws one answer; the real
+    // client, still retransmitting (no 1xx seen), gets it again each time.
+    let t0 = Instant::now();
+    let req = invite();
+    let mut tx = ServerInvite::new(false, TimerConfig::default());
+    let mut h = Harness::default();
+    let refusal = Bytes::from(response(&req, 403).to_bytes());
+    h.take(tx.respond(t0, 403, refusal.clone()));
+    assert_eq!(h.sent, 1);
+    assert!(h.deadline(TimerKind::G).is_none(), "no Timer G");
+    assert_eq!(ms(t0, h.deadline(TimerKind::H).unwrap()), 32_000);
+    assert_eq!(tx.on_retransmission(), vec![TxOutput::Transmit(refusal)]);
+    h.take(tx.on_ack(t0 + Duration::from_millis(600)));
+    assert_eq!(tx.state(), ServerState::Confirmed);
 }
 
 #[test]

@@ -45,6 +45,10 @@ pub struct TransportStats {
     pub inbound_dropped: AtomicU64,
     pub send_errors: AtomicU64,
     pub tcp_rejected: AtomicU64,
+    /// Accepts refused: their address already holds its share.
+    pub tcp_rejected_per_source: AtomicU64,
+    /// Connections closed because their peer sent nothing for too long.
+    pub tcp_idle_closed: AtomicU64,
     pub tcp_open: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
 }

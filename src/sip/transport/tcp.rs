@@ -4,8 +4,8 @@
 //! stream.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -36,7 +36,12 @@ pub struct StreamTls {
 #[derive(Debug, Clone)]
 pub struct TcpListenerConfig {
     pub addrs: Vec<SocketAddr>,
+    /// Accepted connections at once, handshakes in progress included.
     pub max_connections: usize,
+    /// The same, from one address.
+    pub max_per_source: usize,
+    /// Close a connection whose peer sends nothing for this long.
+    pub idle_timeout: Option<std::time::Duration>,
     pub max_message_size: usize,
 }
 
@@ -53,7 +58,36 @@ struct Shared {
     inbound: mpsc::Sender<Inbound>,
     stats: Arc<TransportStats>,
     max_connections: usize,
+    max_per_source: usize,
+    idle_timeout: Option<std::time::Duration>,
+    /// Accepted connections (and handshakes) held now, in all and by
+    /// address; a `Slot` gives its place back when dropped.
+    accepted: AtomicUsize,
+    per_source: Mutex<HashMap<IpAddr, usize>>,
     read_chunk: usize,
+}
+
+/// One accepted connection's place under the caps.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.accepted.fetch_sub(1, Ordering::Relaxed);
+        let mut map = self
+            .shared
+            .per_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 pub(super) struct TcpSide {
@@ -79,6 +113,10 @@ impl TcpSide {
             inbound,
             stats,
             max_connections: cfg.max_connections,
+            max_per_source: cfg.max_per_source.max(1),
+            idle_timeout: cfg.idle_timeout,
+            accepted: AtomicUsize::new(0),
+            per_source: Mutex::new(HashMap::new()),
             read_chunk: cfg.max_message_size.clamp(4096, 65_536),
         });
         let mut addrs = Vec::new();
@@ -92,15 +130,14 @@ impl TcpSide {
                     let Ok((stream, remote)) = listener.accept().await else {
                         continue;
                     };
-                    if shared.open() >= shared.max_connections {
-                        shared.stats.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+                    let Some(slot) = Shared::take_slot(&shared, remote.ip()) else {
                         drop(stream);
                         continue;
-                    }
+                    };
                     let _ = stream.set_nodelay(true);
                     match shared.tls.as_ref().and_then(|t| t.acceptor.clone()) {
                         None => {
-                            Shared::start(&shared, stream, local, remote);
+                            Shared::start(&shared, stream, local, remote, Some(slot));
                         }
                         // The handshake runs in its own task: a slow or
                         // silent client holds up nobody else.
@@ -113,7 +150,7 @@ impl TcpSide {
                                 );
                                 match shake.await {
                                     Ok(Ok(tls)) => {
-                                        Shared::start(&shared, tls, local, remote);
+                                        Shared::start(&shared, tls, local, remote, Some(slot));
                                     }
                                     _ => {
                                         shared
@@ -161,7 +198,7 @@ impl TcpSide {
                     let _ = stream.set_nodelay(true);
                     let local = stream.local_addr().unwrap_or(remote);
                     let writer = match &shared.tls {
-                        None => Shared::start(&shared, stream, local, remote),
+                        None => Shared::start(&shared, stream, local, remote, None),
                         Some(tls) => {
                             // Trunks and targets are IP literals: the
                             // certificate must name that address.
@@ -171,7 +208,7 @@ impl TcpSide {
                                 tls.connector.connect(name, stream),
                             );
                             match shake.await {
-                                Ok(Ok(s)) => Shared::start(&shared, s, local, remote),
+                                Ok(Ok(s)) => Shared::start(&shared, s, local, remote, None),
                                 failed => {
                                     let why = match failed {
                                         Ok(Err(e)) => e.to_string(),
@@ -196,15 +233,40 @@ impl TcpSide {
 }
 
 impl Shared {
-    fn open(&self) -> usize {
-        self.conns.lock().map(|c| c.len()).unwrap_or(0)
+    /// A place for a connection accepted from `ip`, if the caps allow.
+    fn take_slot(shared: &Arc<Shared>, ip: IpAddr) -> Option<Slot> {
+        if shared.accepted.load(Ordering::Relaxed) >= shared.max_connections {
+            shared.stats.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        {
+            let mut map = shared.per_source.lock().unwrap_or_else(|p| p.into_inner());
+            let n = map.entry(ip).or_default();
+            if *n >= shared.max_per_source {
+                shared
+                    .stats
+                    .tcp_rejected_per_source
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            *n += 1;
+        }
+        shared.accepted.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            shared: shared.clone(),
+            ip,
+        })
     }
 
+    /// Run a connection: a writer task draining its queue and a reader
+    /// task feeding the endpoint. `slot` (accepted ones) is held until the
+    /// reader ends.
     fn start<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
         shared: &Arc<Shared>,
         stream: S,
         local: SocketAddr,
         remote: SocketAddr,
+        slot: Option<Slot>,
     ) -> mpsc::Sender<Bytes> {
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
@@ -232,9 +294,20 @@ impl Shared {
         let shared2 = shared.clone();
         let reader_task = tokio::spawn(async move {
             let shared = shared2;
+            let _slot = slot;
             let mut buf = vec![0u8; shared.read_chunk];
             loop {
-                match reader.read(&mut buf).await {
+                let read = match shared.idle_timeout {
+                    Some(idle) => match tokio::time::timeout(idle, reader.read(&mut buf)).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            shared.stats.tcp_idle_closed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    },
+                    None => reader.read(&mut buf).await,
+                };
+                match read {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
