@@ -41,7 +41,7 @@ fn setup() -> Setup {
          [http]\noperator_token = \"{OPERATOR_TOKEN}\"\n\n\
          [chat]\ntitle = \"Example Co.\"\nweb_flow = \"support\"\ndefault_country = \"ES\"\n\n\
          [messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{port}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token = \"{TWILIO_AUTH}\"\nfrom = \"{OUR_NUMBER}\"\nwebhook_url = \"{TWILIO_WEBHOOK_URL}\"\n\n\
-         [messaging.whatsapp]\nbase_url = \"http://127.0.0.1:{port}\"\napi_version = \"v21.0\"\nphone_number_id = \"106540352242922\"\naccess_token = \"wa-token\"\napp_secret = \"{APP_SECRET}\"\nverify_token = \"{VERIFY_TOKEN}\"\nwelcome_template = \"conversation_moved\"\nwelcome_template_language = \"es\"\n",
+         [messaging.whatsapp]\nbase_url = \"http://127.0.0.1:{port}\"\napi_version = \"v21.0\"\nphone_number_id = \"106540352242922\"\naccess_token = \"wa-token\"\napp_secret = \"{APP_SECRET}\"\nverify_token = \"{VERIFY_TOKEN}\"\nwelcome_template = \"conversation_moved\"\nwelcome_template_language = \"es\"\ncode_template = \"switch_code\"\n",
         flows = flows.display(),
     ));
     Setup { gw, log, twilio }
@@ -94,6 +94,26 @@ fn post_whatsapp(gw: &Gateway, key: &str, wamid: &str, from: &str, text: &str) -
 
 fn wait_sms(log: &Log, to: &str, containing: &str) -> HashMap<String, String> {
     wait_sms_to(log, to, containing, WAIT)
+}
+
+/// The six-digit code in a text.
+fn code_in(text: &str) -> String {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {text:?}"))
+        .to_string()
+}
+
+/// The visitor proves they hold the phone: the code panel opens, and
+/// the code that reached the phone is typed back.
+fn visitor_types_code(visitor: &Browser, code: &str) {
+    visitor.wait_js(
+        "document.querySelector('#switch-error').textContent.includes('We sent a code')",
+        WAIT,
+        "the code panel",
+    );
+    visitor.type_into("#switch-phone", code);
+    visitor.click("#switch-go");
 }
 
 /// WhatsApp messages the gateway sent, as the JSON bodies.
@@ -268,8 +288,15 @@ fn web_to_sms_reply_in_console_and_back_to_web() {
     );
     visitor.type_into("#switch-phone", "612 345 678");
     visitor.click("#switch-go");
-    let welcome = wait_sms(&s.log, VISITOR, "Example Co.");
+    // One SMS, carrying the code: nothing moves until it is typed back.
+    let welcome = wait_sms(&s.log, VISITOR, "Example Co.: your code is");
     assert_eq!(welcome["From"], OUR_NUMBER);
+    assert_eq!(
+        visitor.js("return document.body.dataset.channel"),
+        "web",
+        "no switch before the code"
+    );
+    visitor_types_code(&visitor, &code_in(&welcome["Body"]));
     let switched = Instant::now();
     visitor.wait_js("document.body.dataset.channel === 'sms'", WAIT, "SMS mode");
     visitor.wait_js(&visible("#switch-revert"), WAIT, "the Revert button");
@@ -472,9 +499,18 @@ fn failed_switch_then_revert_within_the_window() {
 
     // Now it goes through, and the visitor reverts at once.
     *s.twilio.lock().unwrap() = None;
+    let texts_before = sms_to(&s.log, VISITOR).len();
     visitor.click("#switch-sms");
     visitor.type_into("#switch-phone", "+34 612 345 678");
     visitor.click("#switch-go");
+    // The new code: the refused attempt's text reached the stand-in too.
+    let deadline = Instant::now() + WAIT;
+    while sms_to(&s.log, VISITOR).len() <= texts_before {
+        assert!(Instant::now() < deadline, "no new code sent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let code = sms_to(&s.log, VISITOR).pop().unwrap();
+    visitor_types_code(&visitor, &code_in(&code["Body"]));
     visitor.wait_js(&visible("#switch-revert"), WAIT, "the Revert button");
     visitor.click("#switch-revert");
     visitor.wait_js(
@@ -516,7 +552,8 @@ fn visitor_action_command_moves_the_chat_to_whatsapp() {
     visitor.type_into("#composer-input", "+34 612 345 678");
     visitor.click("#composer-send");
 
-    // The first WhatsApp message is the approved template.
+    // The first WhatsApp message is the approved authentication template
+    // carrying the code, which the visitor types back.
     let deadline = Instant::now() + WAIT;
     let template = loop {
         if let Some(m) = whatsapp_sent(&s.log)
@@ -529,8 +566,13 @@ fn visitor_action_command_moves_the_chat_to_whatsapp() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(template["to"], "34612345678");
-    assert_eq!(template["template"]["name"], "conversation_moved");
+    assert_eq!(template["template"]["name"], "switch_code");
     assert_eq!(template["template"]["language"]["code"], "es");
+    let code = template["template"]["components"][0]["parameters"][0]["text"]
+        .as_str()
+        .expect("the code parameter")
+        .to_string();
+    visitor_types_code(&visitor, &code_in(&code));
     visitor.wait_js(
         "document.body.dataset.channel === 'whatsapp'",
         WAIT,

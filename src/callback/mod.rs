@@ -56,6 +56,9 @@ pub enum CallbackError {
     TooManyForKey,
     #[error("callbacks are unavailable: {0}")]
     Unavailable(&'static str),
+    /// The outbound policy said no (country, premium rate, budgets).
+    #[error("{0}")]
+    Refused(crate::messaging::policy::Refusal),
 }
 
 /// What the gateway is asked to dial.
@@ -102,6 +105,8 @@ pub fn outcome(r: &CallbackRecord) -> &'static str {
 }
 
 pub struct Callbacks {
+    /// What may be called at all (country, premium rate, budgets).
+    policy: std::sync::Arc<crate::messaging::policy::OutboundPolicy>,
     store: std::sync::Arc<dyn Store>,
     originate: mpsc::UnboundedSender<Originate>,
     region: Option<crate::chat::input::Region>,
@@ -124,6 +129,7 @@ impl Callbacks {
         store: std::sync::Arc<dyn Store>,
         originate: mpsc::UnboundedSender<Originate>,
         http: reqwest::Client,
+        policy: std::sync::Arc<crate::messaging::policy::OutboundPolicy>,
     ) -> Callbacks {
         let cb = &config.callbacks;
         let webhook = cb
@@ -131,6 +137,7 @@ impl Callbacks {
             .clone()
             .map(|url| (url, cb.webhook_secret().ok().flatten().unwrap_or_default()));
         Callbacks {
+            policy,
             store,
             originate,
             region: config
@@ -186,6 +193,10 @@ impl Callbacks {
         let phone = crate::chat::input::phone(req.phone.trim(), self.region)
             .map_err(CallbackError::InvalidNumber)?;
         let now = Instant::now();
+        // Country and premium-rate refusals first, before any budget is used.
+        self.policy
+            .number_allowed(&phone)
+            .map_err(CallbackError::Refused)?;
         {
             let mut per_key = self.per_key.lock().unwrap_or_else(|p| p.into_inner());
             let mut per_phone = self.per_phone.lock().unwrap_or_else(|p| p.into_inner());
@@ -199,6 +210,14 @@ impl Callbacks {
                     .increment(1);
                 return Err(CallbackError::TooManyForPhone);
             }
+            self.policy
+                .admit(
+                    now,
+                    "call",
+                    &phone,
+                    crate::messaging::policy::Requester::default(),
+                )
+                .map_err(CallbackError::Refused)?;
             per_key.record(requested_by, now);
             per_phone.record(&phone, now);
         }
@@ -492,7 +511,15 @@ mod tests {
         }
         let (tx, dialled) = mpsc::unbounded_channel();
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let callbacks = Callbacks::new(&config, store.clone(), tx, reqwest::Client::new());
+        let callbacks = Callbacks::new(
+            &config,
+            store.clone(),
+            tx,
+            reqwest::Client::new(),
+            std::sync::Arc::new(crate::messaging::policy::OutboundPolicy::new(
+                config.messaging.outbound_policy(),
+            )),
+        );
         Rig {
             _dir: dir,
             store,

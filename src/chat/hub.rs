@@ -36,7 +36,33 @@ pub struct ChatHub {
     /// the store is shared with other gateways.
     node: String,
     lease: Duration,
+    /// Anonymous web chats nobody has written in yet, oldest first, with
+    /// their client address: capped and evicted (see `create_anonymous`).
+    anonymous: Mutex<std::collections::VecDeque<(String, std::net::IpAddr)>>,
+    anonymous_caps: AnonymousCaps,
+    /// Keys the pending web chat ids a page hands out (see `pending_key`).
+    pending_secret: [u8; 32],
 }
+
+/// How many anonymous, still-empty web chats may be held.
+#[derive(Debug, Clone, Copy)]
+pub struct AnonymousCaps {
+    pub total: usize,
+    pub per_source: usize,
+}
+
+impl Default for AnonymousCaps {
+    fn default() -> Self {
+        AnonymousCaps {
+            total: 1000,
+            per_source: 5,
+        }
+    }
+}
+
+/// Why an anonymous chat could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRoom;
 
 /// Where a conversation runs.
 pub enum Found {
@@ -80,6 +106,8 @@ pub enum Feed {
     Conversation(String),
     /// An event was appended to a conversation's transcript.
     Event(String, Arc<Event>),
+    /// Something operators should know (an outbound send refused...).
+    Alert(String),
 }
 
 /// Delivers text to a phone channel. Implemented by the switchboard.
@@ -119,6 +147,11 @@ pub struct Conversation {
     sender: Arc<std::sync::OnceLock<Arc<dyn ChannelSender>>>,
     /// Itself, for handing to background sends.
     me: std::sync::Weak<Conversation>,
+    /// An anonymous web chat nobody has written in yet: nothing stored,
+    /// not shown to operators (see `ChatHub::create_anonymous`).
+    anonymous: std::sync::atomic::AtomicBool,
+    /// With a shared store: this node's name and lease, to claim it.
+    claim: Option<(String, Duration)>,
 }
 
 struct Inner {
@@ -137,6 +170,8 @@ struct Inner {
     bindings: Vec<Binding>,
     /// Until when the last switch may be undone.
     revert_until: Option<Instant>,
+    /// Frames from the visitor in the current window (start, count).
+    input_window: Option<(Instant, u32)>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -157,7 +192,83 @@ impl ChatHub {
             resumer: std::sync::OnceLock::new(),
             node: "crossline".into(),
             lease: Duration::from_secs(15),
+            anonymous: Mutex::new(std::collections::VecDeque::new()),
+            anonymous_caps: AnonymousCaps::default(),
+            pending_secret: {
+                let mut k = [0u8; 32];
+                use rand::Rng;
+                rand::rng().fill_bytes(&mut k);
+                k
+            },
         }
+    }
+
+    pub fn with_anonymous_caps(mut self, caps: AnonymousCaps) -> ChatHub {
+        self.anonymous_caps = caps;
+        self
+    }
+
+    /// The key that goes with a pending web chat id: a page load hands
+    /// out both (as cookies) and keeps nothing; the socket that comes
+    /// back with them proves the page was ours.
+    pub fn pending_key(&self, id: &str) -> String {
+        use base64::Engine;
+        let mac = crate::messaging::crypto::hmac_sha256(&self.pending_secret, id.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac)
+    }
+
+    /// A web chat for an anonymous visitor, made when their socket opens.
+    /// It lives in memory only (no store rows, not shown to operators,
+    /// not counted) until the visitor first writes (`Conversation::
+    /// visitor_input`). At the caps, the oldest still-empty chat of the
+    /// same address, else of anyone, is closed to make room.
+    pub fn create_anonymous(
+        &self,
+        id: &str,
+        access_key: &str,
+        flow: Option<String>,
+        source: std::net::IpAddr,
+    ) -> Result<NewConversation, NoRoom> {
+        let caps = self.anonymous_caps;
+        let mut evict = Vec::new();
+        {
+            let mut list = self.anonymous.lock().unwrap_or_else(|p| p.into_inner());
+            // Those written in, closed or gone are no longer anonymous.
+            list.retain(|(id, _)| self.get(id).is_some_and(|c| c.is_anonymous()));
+            while list.iter().filter(|(_, ip)| *ip == source).count() >= caps.per_source.max(1) {
+                match list.iter().position(|(_, ip)| *ip == source) {
+                    Some(i) => evict.extend(list.remove(i)),
+                    None => break,
+                }
+            }
+            while list.len() >= caps.total.max(1) {
+                match list.pop_front() {
+                    Some(e) => evict.push(e),
+                    None => break,
+                }
+            }
+            list.push_back((id.to_string(), source));
+        }
+        for (old, _) in evict {
+            if let Some(c) = self.get(&old) {
+                c.close("This chat was closed to make room. Reload the page to start again.");
+            }
+            self.conversations.remove(&old);
+            metrics::counter!("crossline_chat_anonymous_evicted_total").increment(1);
+        }
+        if self.conversations.contains_key(id) {
+            return Err(NoRoom);
+        }
+        Ok(self.build(
+            id.to_string(),
+            access_key.to_string(),
+            "web",
+            flow,
+            None,
+            ChannelKind::Web,
+            None,
+            true,
+        ))
     }
 
     /// Name this gateway among those sharing the store.
@@ -268,6 +379,11 @@ impl ChatHub {
         let _ = self.feed.send(Feed::Conversation(id.to_string()));
     }
 
+    /// Tell the operators' console.
+    pub fn alert(&self, text: &str) {
+        let _ = self.feed.send(Feed::Alert(text.to_string()));
+    }
+
     pub fn feed(&self) -> broadcast::Receiver<Feed> {
         self.feed.subscribe()
     }
@@ -333,6 +449,32 @@ impl ChatHub {
         self.sweep();
         let id = super::random_token(12);
         let access_key = super::random_token(32);
+        self.build(
+            id,
+            access_key,
+            origin,
+            flow,
+            breakout_id,
+            channel,
+            address,
+            false,
+        )
+    }
+
+    /// A new conversation in memory; written to the store (and shown to
+    /// operators) now, or, when `anonymous`, once the visitor writes.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        id: String,
+        access_key: String,
+        origin: &str,
+        flow: Option<String>,
+        breakout_id: Option<String>,
+        channel: ChannelKind,
+        address: Option<String>,
+        anonymous: bool,
+    ) -> NewConversation {
         let (live, _) = broadcast::channel(256);
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
         let record = ConversationRecord {
@@ -347,24 +489,12 @@ impl ChatHub {
             resume_node: None,
             resume_vars: None,
         };
-        if let Err(e) = self.store.upsert_conversation(record.clone()) {
-            tracing::error!(%e, "store: cannot queue the conversation");
-        }
         let binding = Binding {
             channel,
             address: address.clone(),
             started_at: SystemTime::now(),
             ended_at: None,
         };
-        let _ = self
-            .store
-            .upsert_bindings(vec![binding_record(&id, 1, &binding)]);
-        if self.store.shared() {
-            // New, so nobody else holds it; this marks it as ours.
-            if let Err(e) = self.store.claim_conversation(&id, &self.node, self.lease) {
-                tracing::error!(%e, "store: cannot claim a new conversation");
-            }
-        }
         if let Some(a) = &address {
             self.by_address.insert(address_key(channel, a), id.clone());
         }
@@ -381,6 +511,7 @@ impl ChatHub {
                 record,
                 bindings: vec![binding],
                 revert_until: None,
+                input_window: None,
             }),
             live,
             inputs: inputs_tx,
@@ -390,12 +521,13 @@ impl ChatHub {
             by_address: self.by_address.clone(),
             sender: self.sender.clone(),
             me: me.clone(),
+            anonymous: std::sync::atomic::AtomicBool::new(anonymous),
+            claim: self.store.shared().then(|| (self.node.clone(), self.lease)),
         });
-        self.conversations.insert(id.clone(), conversation.clone());
-        let _ = self.feed.send(Feed::Conversation(id));
-        metrics::counter!("crossline_chat_sessions_total", "origin" => origin.to_string())
-            .increment(1);
-        metrics::gauge!("crossline_chat_sessions_active").increment(1.0);
+        self.conversations.insert(id, conversation.clone());
+        if !anonymous {
+            conversation.persist_new();
+        }
         NewConversation {
             conversation,
             access_key,
@@ -501,6 +633,7 @@ impl ChatHub {
                 record,
                 bindings: bindings.clone(),
                 revert_until: None,
+                input_window: None,
             }),
             live,
             inputs: inputs_tx,
@@ -510,6 +643,8 @@ impl ChatHub {
             by_address: self.by_address.clone(),
             sender: self.sender.clone(),
             me: me.clone(),
+            anonymous: std::sync::atomic::AtomicBool::new(false),
+            claim: self.store.shared().then(|| (self.node.clone(), self.lease)),
         });
         // Two requests may restore at once: the first one in wins.
         match self.conversations.entry(id.to_string()) {
@@ -541,8 +676,12 @@ impl ChatHub {
 
     /// Live conversations (open or recently closed), newest first.
     pub fn list(&self) -> Vec<Arc<Conversation>> {
-        let mut all: Vec<Arc<Conversation>> =
-            self.conversations.iter().map(|c| c.clone()).collect();
+        let mut all: Vec<Arc<Conversation>> = self
+            .conversations
+            .iter()
+            .filter(|c| !c.is_anonymous())
+            .map(|c| c.clone())
+            .collect();
         all.sort_by_key(|c| std::cmp::Reverse(c.record().created_at));
         all
     }
@@ -558,6 +697,89 @@ impl ChatHub {
 }
 
 impl Conversation {
+    /// One more frame from the visitor: within `max` per `window`, over
+    /// all their sockets (a reconnect doesn't start a fresh allowance)?
+    pub fn allow_frame(&self, max: u32, window: Duration) -> bool {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let (start, count) = match inner.input_window {
+            Some((start, count)) if now.duration_since(start) < window => (start, count),
+            _ => (now, 0),
+        };
+        inner.input_window = Some((start, count + 1));
+        count < max
+    }
+
+    /// Still an anonymous chat nobody has written in?
+    pub fn is_anonymous(&self) -> bool {
+        self.anonymous.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The store, once the conversation is kept there.
+    fn store(&self) -> Option<&Arc<dyn Store>> {
+        (!self.is_anonymous()).then_some(&self.store)
+    }
+
+    /// First write of a conversation: its row, binding, claim, and the
+    /// operators' feed and counters.
+    fn persist_new(&self) {
+        let (record, bindings) = {
+            let inner = self.lock();
+            (inner.record.clone(), inner.bindings.clone())
+        };
+        if let Err(e) = self.store.upsert_conversation(record.clone()) {
+            tracing::error!(%e, "store: cannot queue the conversation");
+        }
+        let rows = bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| binding_record(&self.id, i as u32 + 1, b))
+            .collect();
+        let _ = self.store.upsert_bindings(rows);
+        if let Some((node, lease)) = &self.claim {
+            // New, so nobody else holds it; this marks it as ours.
+            if let Err(e) = self.store.claim_conversation(&self.id, node, *lease) {
+                tracing::error!(%e, "store: cannot claim a new conversation");
+            }
+        }
+        let _ = self.feed.send(Feed::Conversation(self.id.clone()));
+        metrics::counter!("crossline_chat_sessions_total", "origin" => record.origin).increment(1);
+        metrics::gauge!("crossline_chat_sessions_active").increment(1.0);
+    }
+
+    /// The visitor wrote: an anonymous chat becomes a real one, stored
+    /// with everything said so far.
+    pub(crate) fn promote(&self) {
+        if self
+            .anonymous
+            .compare_exchange(
+                true,
+                false,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return;
+        }
+        self.persist_new();
+        let events = self.lock().events.clone();
+        for event in events {
+            let (role, kind, text, detail) = event.stored();
+            if let Err(e) = self.store.append_message(MessageRecord {
+                conversation_id: self.id.clone(),
+                seq: event.id(),
+                role: role.as_str().into(),
+                kind: kind.into(),
+                text,
+                detail,
+                created_at: SystemTime::now(),
+            }) {
+                tracing::error!(%e, "store: cannot queue a chat message");
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic elsewhere while holding the lock leaves data that is
         // still consistent (every write is one push), so carry on.
@@ -578,8 +800,10 @@ impl Conversation {
         inner.record.flow = Some(flow.to_string());
         inner.record.resume_node = Some(node.to_string());
         inner.record.resume_vars = serde_json::to_string(vars).ok();
-        if let Err(e) = self.store.upsert_conversation(inner.record.clone()) {
-            tracing::error!(%e, "store: cannot queue the conversation");
+        if let Some(store) = self.store() {
+            if let Err(e) = store.upsert_conversation(inner.record.clone()) {
+                tracing::error!(%e, "store: cannot queue the conversation");
+            }
         }
     }
 
@@ -645,28 +869,34 @@ impl Conversation {
             inner.closed = Some(Instant::now());
             inner.open_prompt = None;
             inner.record.closed_at = Some(SystemTime::now());
-            if let Err(e) = self.store.upsert_conversation(inner.record.clone()) {
-                tracing::error!(%e, "store: cannot queue the conversation");
-            }
-            metrics::gauge!("crossline_chat_sessions_active").decrement(1.0);
             self.closed_tx.send_replace(true);
-            let _ = self.feed.send(Feed::Conversation(self.id.clone()));
+            if let Some(store) = self.store() {
+                if let Err(e) = store.upsert_conversation(inner.record.clone()) {
+                    tracing::error!(%e, "store: cannot queue the conversation");
+                }
+                metrics::gauge!("crossline_chat_sessions_active").decrement(1.0);
+                let _ = self.feed.send(Feed::Conversation(self.id.clone()));
+            }
         }
-        if let Err(e) = self.store.append_message(MessageRecord {
-            conversation_id: self.id.clone(),
-            seq: id,
-            role: role.as_str().into(),
-            kind: kind.into(),
-            text,
-            detail,
-            created_at: SystemTime::now(),
-        }) {
-            tracing::error!(%e, "store: cannot queue a chat message");
+        if let Some(store) = self.store() {
+            if let Err(e) = store.append_message(MessageRecord {
+                conversation_id: self.id.clone(),
+                seq: id,
+                role: role.as_str().into(),
+                kind: kind.into(),
+                text,
+                detail,
+                created_at: SystemTime::now(),
+            }) {
+                tracing::error!(%e, "store: cannot queue a chat message");
+            }
         }
         inner.events.push(event.clone());
         // No subscribers is fine: the transcript has it for later.
         let _ = self.live.send(Live::Event(event.clone()));
-        let _ = self.feed.send(Feed::Event(self.id.clone(), event));
+        if !self.is_anonymous() {
+            let _ = self.feed.send(Feed::Event(self.id.clone(), event));
+        }
         Some(id)
     }
 
@@ -727,6 +957,8 @@ impl Conversation {
         text: &str,
         revert_window: Option<Duration>,
     ) -> Option<u64> {
+        // A switch is content: an anonymous chat is kept from now on.
+        self.promote();
         let mut inner = self.lock();
         if inner.closed.is_some() {
             return None;
@@ -747,8 +979,10 @@ impl Conversation {
         rows.push(binding_record(&self.id, seq + 1, &binding));
         // The old binding's end and the new one's start in one transaction,
         // queued under the conversation's lock so switches land in order.
-        if let Err(e) = self.store.upsert_bindings(rows) {
-            tracing::error!(%e, "store: cannot queue the channel switch");
+        if let Some(store) = self.store() {
+            if let Err(e) = store.upsert_bindings(rows) {
+                tracing::error!(%e, "store: cannot queue the channel switch");
+            }
         }
         inner.bindings.push(binding);
         if let Some(a) = &address {
@@ -757,8 +991,10 @@ impl Conversation {
         }
         inner.revert_until = revert_window.map(|w| Instant::now() + w);
         inner.record.channel = channel.as_str().into();
-        if let Err(e) = self.store.upsert_conversation(inner.record.clone()) {
-            tracing::error!(%e, "store: cannot queue the conversation");
+        if let Some(store) = self.store() {
+            if let Err(e) = store.upsert_conversation(inner.record.clone()) {
+                tracing::error!(%e, "store: cannot queue the conversation");
+            }
         }
         let at = unix_ms(now);
         let revert_until = revert_window.map(|w| at + w.as_millis() as u64);
@@ -797,7 +1033,9 @@ impl Conversation {
         let mut inner = self.lock();
         if inner.closed.take().is_some() {
             inner.record.closed_at = None;
-            let _ = self.store.upsert_conversation(inner.record.clone());
+            if let Some(store) = self.store() {
+                let _ = store.upsert_conversation(inner.record.clone());
+            }
             metrics::gauge!("crossline_chat_sessions_active").increment(1.0);
             self.closed_tx.send_replace(false);
         }
@@ -894,6 +1132,9 @@ impl Conversation {
             },
             VisitorInput::Text(t) => VisitorInput::Text(clip(t)),
         };
+        if !self.is_closed() {
+            self.promote();
+        }
         let (shown, switch) = {
             let mut inner = self.lock();
             if inner.closed.is_some() {

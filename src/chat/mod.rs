@@ -10,8 +10,25 @@ pub mod switch;
 pub use event::{
     Accepted, Binding, ChannelKind, Choice, Event, InputKind, Live, Role, VisitorInput,
 };
-pub use hub::{ChannelSender, ChatHub, Conversation, Feed, FlowResumer, Found, NewConversation};
+pub use hub::{
+    AnonymousCaps, ChannelSender, ChatHub, Conversation, Feed, FlowResumer, Found, NewConversation,
+};
 pub use switch::{InboundOutcome, SwitchError, SwitchTexts, Switchboard};
+
+/// `n` random decimal digits (codes people type), from the CSPRNG; a
+/// byte over 249 is drawn again so every digit is equally likely.
+pub fn random_digits(n: usize) -> String {
+    use rand::Rng;
+    let mut out = String::with_capacity(n);
+    let mut byte = [0u8; 1];
+    while out.len() < n {
+        rand::rng().fill_bytes(&mut byte);
+        if byte[0] < 250 {
+            out.push(char::from(b'0' + byte[0] % 10));
+        }
+    }
+    out
+}
 
 /// A random id or secret: `bytes` from the OS-seeded CSPRNG, base64url.
 pub fn random_token(bytes: usize) -> String {

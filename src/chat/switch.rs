@@ -35,8 +35,16 @@ pub enum SwitchError {
     NoPhone,
     #[error("{0} is not available here.")]
     Unavailable(&'static str),
-    #[error("We could not send a message to that number: {0}")]
+    /// The detail (provider's words) is for logs, never shown: it could
+    /// tell a stranger that the number's owner sent STOP.
+    #[error("We could not send a message to that number.")]
     Send(String),
+    #[error("Sorry, {0}.")]
+    Refused(crate::messaging::policy::Refusal),
+    #[error("That code is not right. Please check the message we sent and try again.")]
+    WrongCode,
+    #[error("That code has expired. Please ask for a new one.")]
+    CodeExpired,
     #[error("It is too late to undo the switch.")]
     TooLate,
     #[error("The conversation is closed.")]
@@ -57,7 +65,23 @@ pub struct SwitchTexts {
     /// `whatsapp_flow`).
     pub sms_flow: Option<String>,
     pub whatsapp_flow: Option<String>,
+    /// (template, language) of the WhatsApp authentication template that
+    /// carries a switch's code; unset: visitors can't switch to WhatsApp.
+    pub whatsapp_code_template: Option<(String, String)>,
 }
+
+/// A visitor's switch waiting for the code sent to the phone.
+struct PendingSwitch {
+    channel: ChannelKind,
+    phone: String,
+    code_hash: [u8; 32],
+    expires: Instant,
+    tries: u32,
+}
+
+/// How long a switch code is good for, and how many wrong tries it takes.
+const CODE_LIFETIME: Duration = Duration::from_secs(600);
+const CODE_TRIES: u32 = 3;
 
 /// What became of an inbound message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +113,9 @@ pub struct Switchboard {
     seen: DashMap<String, Instant>,
     /// When each WhatsApp number last wrote to us.
     last_whatsapp_inbound: DashMap<String, Instant>,
+    /// Visitors' switches waiting for their codes, by conversation.
+    pending: DashMap<String, PendingSwitch>,
+    policy: Arc<crate::messaging::policy::OutboundPolicy>,
     me: Weak<Switchboard>,
 }
 
@@ -111,6 +138,7 @@ impl Switchboard {
         whatsapp: Option<Arc<dyn MessagingProvider>>,
         whatsapp_template: Option<(String, String)>,
         texts: SwitchTexts,
+        policy: Arc<crate::messaging::policy::OutboundPolicy>,
     ) -> Arc<Switchboard> {
         let opted_out = DashMap::new();
         for channel in [ChannelKind::Sms, ChannelKind::WhatsApp] {
@@ -133,6 +161,8 @@ impl Switchboard {
             opted_out,
             seen: DashMap::new(),
             last_whatsapp_inbound: DashMap::new(),
+            pending: DashMap::new(),
+            policy,
             me: me.clone(),
         });
         hub.set_sender(board.clone());
@@ -145,7 +175,12 @@ impl Switchboard {
         if self.sms.is_some() {
             v.push(ChannelKind::Sms);
         }
-        if self.whatsapp.is_some() && self.whatsapp_template.is_some() {
+        // Visitors prove they hold the phone with a code, which on
+        // WhatsApp needs an authentication template.
+        if self.whatsapp.is_some()
+            && self.whatsapp_template.is_some()
+            && self.texts.whatsapp_code_template.is_some()
+        {
             v.push(ChannelKind::WhatsApp);
         }
         v
@@ -321,6 +356,115 @@ impl Switchboard {
             .ok_or(SwitchError::Closed)
     }
 
+    /// A visitor asks to move to `channel` at `raw_phone`: the outbound
+    /// policy decides, then one message carrying a code goes to the phone.
+    /// Nothing moves until the code is typed back (`confirm_switch`), so
+    /// an anonymous visitor can't make us text numbers they don't hold.
+    /// Returns the masked number.
+    pub async fn request_switch(
+        &self,
+        conv: &Conversation,
+        channel: ChannelKind,
+        raw_phone: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<String, SwitchError> {
+        self.provider(channel)?;
+        if conv.is_closed() {
+            return Err(SwitchError::Closed);
+        }
+        if channel == ChannelKind::WhatsApp && self.texts.whatsapp_code_template.is_none() {
+            return Err(SwitchError::Unavailable("WhatsApp"));
+        }
+        // Asking to text a phone is content: the chat is kept from now on.
+        conv.promote();
+        let phone = self
+            .hub
+            .phone(raw_phone)
+            .map_err(|_| SwitchError::BadPhone)?;
+        self.policy
+            .admit(
+                Instant::now(),
+                channel.as_str(),
+                &phone,
+                crate::messaging::policy::Requester {
+                    source,
+                    conversation: Some(&conv.id),
+                },
+            )
+            .map_err(SwitchError::Refused)?;
+        let code = super::random_digits(6);
+        let kind = match (channel, &self.texts.whatsapp_code_template) {
+            (ChannelKind::WhatsApp, Some((name, language))) => MessageKind::WhatsAppTemplate {
+                name: name.clone(),
+                language: language.clone(),
+                parameters: vec![code.clone()],
+            },
+            _ => MessageKind::Text {
+                body: format!(
+                    "{}: your code is {code}. Type it in the web chat to continue the conversation here.",
+                    self.texts.title
+                ),
+            },
+        };
+        if let Err(e) = self.send(channel, &phone, kind, &conv.id).await {
+            tracing::warn!(conversation = %conv.id, error = %e, "switch code not sent");
+            return Err(SwitchError::Send(e.to_string()));
+        }
+        self.pending.insert(
+            conv.id.clone(),
+            PendingSwitch {
+                channel,
+                phone: phone.clone(),
+                code_hash: super::secret_hash(&code),
+                expires: Instant::now() + CODE_LIFETIME,
+                tries: 0,
+            },
+        );
+        Ok(crate::mask::phone(&phone))
+    }
+
+    /// The visitor typed the code: the switch happens (no further message:
+    /// the code's message told the phone how to carry on).
+    pub fn confirm_switch(
+        &self,
+        conv: &Conversation,
+        channel: ChannelKind,
+        code: &str,
+    ) -> Result<u64, SwitchError> {
+        let phone = {
+            let Some(mut p) = self.pending.get_mut(&conv.id) else {
+                return Err(SwitchError::CodeExpired);
+            };
+            if p.channel != channel || Instant::now() > p.expires {
+                drop(p);
+                self.pending.remove(&conv.id);
+                return Err(SwitchError::CodeExpired);
+            }
+            if !super::same_hash(&super::secret_hash(code.trim()), &p.code_hash) {
+                p.tries += 1;
+                metrics::counter!("crossline_chat_switch_codes_total", "result" => "wrong")
+                    .increment(1);
+                if p.tries >= CODE_TRIES {
+                    drop(p);
+                    self.pending.remove(&conv.id);
+                    return Err(SwitchError::CodeExpired);
+                }
+                return Err(SwitchError::WrongCode);
+            }
+            p.phone.clone()
+        };
+        self.pending.remove(&conv.id);
+        metrics::counter!("crossline_chat_switch_codes_total", "result" => "confirmed")
+            .increment(1);
+        let text = format!(
+            "Number confirmed: {}. The conversation continues on {}.",
+            crate::mask::phone(&phone),
+            channel.label()
+        );
+        conv.rebind(channel, Some(phone), &text, Some(self.texts.revert_window))
+            .ok_or(SwitchError::Closed)
+    }
+
     /// Back to the web chat. `undo`: only within the revert window.
     pub async fn to_web(&self, conv: &Conversation, undo: bool) -> Result<u64, SwitchError> {
         if undo && !conv.can_revert() {
@@ -341,7 +485,16 @@ impl Switchboard {
         // Tell the phone side; the switch stands even if this fails.
         if let (Some(to), Some(me)) = (address, self.me.upgrade()) {
             let conv_id = conv.id.clone();
+            let admitted = self.policy.admit(
+                Instant::now(),
+                channel.as_str(),
+                &to,
+                crate::messaging::policy::Requester::default(),
+            );
             tokio::spawn(async move {
+                if admitted.is_err() {
+                    return;
+                }
                 let note = "This conversation continues in the web chat.";
                 if let Err(e) = me.send_text(channel, &to, note, &conv_id).await {
                     tracing::warn!(conversation = %conv_id, error = %e, "could not tell the phone side about the switch back");
@@ -659,7 +812,11 @@ mod tests {
                 revert_window: Duration::from_secs(10),
                 sms_flow: None,
                 whatsapp_flow: None,
+                whatsapp_code_template: Some(("code".into(), "es".into())),
             },
+            Arc::new(crate::messaging::policy::OutboundPolicy::new(
+                crate::messaging::policy::OutboundPolicyConfig::default(),
+            )),
         )
     }
 
@@ -692,6 +849,122 @@ mod tests {
 
     fn texts_of(c: &Conversation) -> Vec<String> {
         c.transcript().iter().map(|e| e.stored().2).collect()
+    }
+
+    /// The last code texted, read from the message that carried it.
+    fn code_in(p: &FakeProvider) -> String {
+        let sent = p.sent.lock().unwrap();
+        let last = sent.last().expect("a code was sent");
+        match &last.kind {
+            MessageKind::Text { body } => body
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|w| w.len() == 6)
+                .expect("six digits")
+                .to_string(),
+            MessageKind::WhatsAppTemplate { parameters, .. } => parameters[0].clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_visitor_switch_waits_for_the_code_sent_to_the_phone() {
+        let r = rig();
+        let c = r.hub.create("web", None, None).conversation;
+        let ip: std::net::IpAddr = "192.0.2.4".parse().unwrap();
+        let masked = r
+            .board
+            .request_switch(&c, ChannelKind::Sms, "612 345 678", Some(ip))
+            .await
+            .unwrap();
+        assert!(!masked.contains("2345"), "{masked}");
+        // Nothing moved yet: one message, with the code, went out.
+        assert_eq!(c.active(), (ChannelKind::Web, None));
+        assert_eq!(r.sms.sent.lock().unwrap().len(), 1);
+        let code = code_in(&r.sms);
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        assert_eq!(
+            r.board.confirm_switch(&c, ChannelKind::Sms, wrong),
+            Err(SwitchError::WrongCode)
+        );
+        assert_eq!(
+            r.board.confirm_switch(&c, ChannelKind::WhatsApp, &code),
+            Err(SwitchError::CodeExpired),
+            "a code is for the channel it was asked for"
+        );
+        // That dropped the pending switch: ask again, then confirm.
+        r.board
+            .request_switch(&c, ChannelKind::Sms, "612 345 678", Some(ip))
+            .await
+            .unwrap();
+        let code = code_in(&r.sms);
+        r.board.confirm_switch(&c, ChannelKind::Sms, &code).unwrap();
+        assert_eq!(c.active(), (ChannelKind::Sms, Some("+34612345678".into())));
+        assert_eq!(r.sms.sent.lock().unwrap().len(), 2, "no second welcome");
+        // Three attempts per conversation, then the policy says no.
+        let d = r.hub.create("web", None, None).conversation;
+        for _ in 0..3 {
+            r.board
+                .request_switch(&d, ChannelKind::Sms, "+34 612 000 001", Some(ip))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            r.board
+                .request_switch(&d, ChannelKind::Sms, "+34 612 000 002", Some(ip))
+                .await,
+            Err(SwitchError::Refused(
+                crate::messaging::policy::Refusal::ConversationAttempts
+            ))
+        );
+        // Three wrong codes and the pending switch is gone.
+        let code = code_in(&r.sms);
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        for want in [
+            SwitchError::WrongCode,
+            SwitchError::WrongCode,
+            SwitchError::CodeExpired,
+        ] {
+            assert_eq!(
+                r.board.confirm_switch(&d, ChannelKind::Sms, wrong),
+                Err(want)
+            );
+        }
+        assert_eq!(
+            r.board.confirm_switch(&d, ChannelKind::Sms, &code),
+            Err(SwitchError::CodeExpired)
+        );
+        // WhatsApp codes go in the authentication template.
+        let w = r.hub.create("web", None, None).conversation;
+        r.board
+            .request_switch(&w, ChannelKind::WhatsApp, "+34 622 000 111", None)
+            .await
+            .unwrap();
+        let code = code_in(&r.whatsapp);
+        assert_eq!(code.len(), 6);
+        assert!(r.whatsapp.texts().contains(&"template:code".to_string()));
+        r.board
+            .confirm_switch(&w, ChannelKind::WhatsApp, &code)
+            .unwrap();
+        assert_eq!(w.active().0, ChannelKind::WhatsApp);
+    }
+
+    #[tokio::test]
+    async fn a_stranger_is_not_told_that_a_number_sent_stop() {
+        let r = rig();
+        assert_eq!(
+            r.board.inbound(sms("SMa", "+34612345999", "STOP")),
+            InboundOutcome::OptedOut
+        );
+        let c = r.hub.create("web", None, None).conversation;
+        let e = r
+            .board
+            .request_switch(&c, ChannelKind::Sms, "+34612345999", None)
+            .await
+            .unwrap_err();
+        let shown = e.to_string();
+        assert!(!shown.to_lowercase().contains("stop"), "{shown}");
+        assert!(!shown.to_lowercase().contains("opt"), "{shown}");
+        assert_eq!(shown, "We could not send a message to that number.");
     }
 
     #[tokio::test]

@@ -325,6 +325,11 @@ pub struct ChatConfig {
     /// ISO 3166 country code ("ES") for phone numbers typed without `+`;
     /// unset: visitors must give the country code.
     pub default_country: Option<String>,
+    /// Anonymous web chats nobody has written in yet, held in memory at
+    /// once, in all and per client address; past either, the oldest such
+    /// chat is closed. A page load makes none: its socket does.
+    pub max_anonymous_chats: usize,
+    pub max_anonymous_chats_per_source: usize,
 }
 
 impl Default for ChatConfig {
@@ -339,6 +344,8 @@ impl Default for ChatConfig {
             idle_message: "This conversation was closed after a long pause.".into(),
             switch_revert_secs: 10,
             default_country: None,
+            max_anonymous_chats: 1000,
+            max_anonymous_chats_per_source: 5,
         }
     }
 }

@@ -102,6 +102,8 @@ pub struct Services {
     /// Where links sent to phones point, e.g. "https://chat.example.com".
     pub public_base_url: String,
     pub chat_texts: crate::config::ChatConfig,
+    /// What public paths may send to phones (texts and calls).
+    pub policy: Arc<crate::messaging::policy::OutboundPolicy>,
 }
 
 impl Services {

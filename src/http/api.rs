@@ -258,9 +258,13 @@ fn switch_error(e: crate::chat::SwitchError) -> Response {
         E::BadPhone => StatusCode::UNPROCESSABLE_ENTITY,
         E::Unavailable(_) => StatusCode::CONFLICT,
         E::NotFound => StatusCode::NOT_FOUND,
+        E::Refused(_) => StatusCode::TOO_MANY_REQUESTS,
+        E::WrongCode | E::CodeExpired => StatusCode::UNPROCESSABLE_ENTITY,
     };
     let text = match e {
         E::NoPhone => "no phone number for this conversation".to_string(),
+        // Operators get the provider's reason; visitors never do.
+        E::Send(detail) => format!("We could not send a message to that number: {detail}"),
         other => other.to_string(),
     };
     error(status, &text)

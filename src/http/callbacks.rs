@@ -62,6 +62,15 @@ fn refusal(e: CallbackError) -> Response {
             (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
         }
         CallbackError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        CallbackError::Refused(r) => match r {
+            crate::messaging::policy::Refusal::SourceBudget
+            | crate::messaging::policy::Refusal::NumberBudget
+            | crate::messaging::policy::Refusal::GlobalBudget
+            | crate::messaging::policy::Refusal::ConversationAttempts => {
+                (StatusCode::TOO_MANY_REQUESTS, r.as_str())
+            }
+            _ => (StatusCode::UNPROCESSABLE_ENTITY, r.as_str()),
+        },
     };
     let mut r = (
         status,

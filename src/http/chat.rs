@@ -297,6 +297,56 @@ async fn web_chat_page(State(state): State<HttpState>, headers: HeaderMap) -> Re
     if let Some(conv) = known.filter(|c| !c.is_closed()) {
         return chat_page(&state, &conv.id, &[]);
     }
+    // A page this browser was given before, whose chat isn't made yet.
+    if let Some(id) = jar.get(WEB_COOKIE).filter(|id| {
+        state.services.chat.get(id).is_none()
+            && jar.get(&key_cookie(id)).is_some_and(|k| {
+                crate::chat::same_hash(
+                    &crate::chat::secret_hash(k),
+                    &crate::chat::secret_hash(&state.services.chat.pending_key(id)),
+                )
+            })
+    }) {
+        if state.services.chat_texts.web_flow.is_some() {
+            return chat_page(&state, id, &[]);
+        }
+    }
+    if state
+        .services
+        .chat_texts
+        .web_flow
+        .as_deref()
+        .and_then(|name| state.services.flow(name))
+        .is_none()
+    {
+        return not_found();
+    }
+    // Nothing is made for a page load: the browser gets an id and its
+    // key, and the chat starts when its socket opens.
+    let id = crate::chat::random_token(12);
+    let key = state.services.chat.pending_key(&id);
+    let cookies = [
+        set_cookie(&state, &key_cookie(&id), &key),
+        set_cookie(&state, WEB_COOKIE, &id),
+    ];
+    chat_page(&state, &id, &cookies)
+}
+
+/// The socket of a page whose chat isn't made yet: check the key that
+/// came with the page, then start the web flow on an anonymous chat.
+fn start_pending(
+    state: &HttpState,
+    id: &str,
+    key: &str,
+    source: std::net::IpAddr,
+) -> Result<Option<std::sync::Arc<Conversation>>, Response> {
+    let chat = &state.services.chat;
+    if !crate::chat::same_hash(
+        &crate::chat::secret_hash(key),
+        &crate::chat::secret_hash(&chat.pending_key(id)),
+    ) {
+        return Ok(None);
+    }
     let Some(flow) = state
         .services
         .chat_texts
@@ -304,19 +354,22 @@ async fn web_chat_page(State(state): State<HttpState>, headers: HeaderMap) -> Re
         .as_deref()
         .and_then(|name| state.services.flow(name))
     else {
-        return not_found();
+        return Ok(None);
     };
-    let new = state
-        .services
-        .chat
-        .create("web", Some(flow.name.clone()), None);
-    let id = new.conversation.id.clone();
-    let cookies = [
-        set_cookie(&state, &key_cookie(&id), &new.access_key),
-        set_cookie(&state, WEB_COOKIE, &id),
-    ];
-    crate::flow::interp::spawn_chat(state.services.clone(), flow, new, None, HashMap::new());
-    chat_page(&state, &id, &cookies)
+    match chat.create_anonymous(id, key, Some(flow.name.clone()), source) {
+        Ok(new) => {
+            let conv = new.conversation.clone();
+            crate::flow::interp::spawn_chat(
+                state.services.clone(),
+                flow,
+                new,
+                None,
+                HashMap::new(),
+            );
+            Ok(Some(conv))
+        }
+        Err(_) => Err((StatusCode::SERVICE_UNAVAILABLE, "busy; try again").into_response()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -327,6 +380,7 @@ struct SocketQuery {
 async fn socket(
     State(state): State<HttpState>,
     Query(q): Query<SocketQuery>,
+    client: Option<axum::Extension<super::guard::ClientIp>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -336,8 +390,20 @@ async fn socket(
     }
     // Whose conversation first, the same answer for unknown and not yours.
     let jar = cookies(&headers);
+    let source = client.as_ref().map(|c| c.0 .0);
     let conv = match jar.get(&key_cookie(&q.c)) {
-        Some(key) => super::conversation(&state, &q.c, Some(key)).await,
+        Some(key) => match super::conversation(&state, &q.c, Some(key)).await {
+            Some(conv) => Some(conv),
+            None => match start_pending(
+                &state,
+                &q.c,
+                key,
+                source.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            ) {
+                Ok(conv) => conv,
+                Err(busy) => return busy,
+            },
+        },
         None => None,
     };
     let Some(conv) = conv else {
@@ -347,7 +413,7 @@ async fn socket(
     };
     match ws {
         Ok(ws) => ws.max_message_size(16 * 1024).on_upgrade(move |socket| {
-            serve_socket(socket, conv, state.services.switchboard.clone())
+            serve_socket(socket, conv, state.services.switchboard.clone(), source)
         }),
         Err(rejection) => rejection.into_response(),
     }
@@ -446,11 +512,14 @@ enum ClientFrame {
     Text {
         text: String,
     },
-    /// Move the chat: to "sms"/"whatsapp" with `phone`, or back to "web".
+    /// Move the chat: to "sms"/"whatsapp" with `phone` (a code is sent
+    /// there), then again with the `code` typed back; or back to "web".
     Switch {
         channel: String,
         #[serde(default)]
         phone: String,
+        #[serde(default)]
+        code: Option<String>,
     },
     /// Undo the last switch (within the revert window).
     Revert,
@@ -468,9 +537,10 @@ async fn serve_socket(
     mut socket: WebSocket,
     conv: std::sync::Arc<Conversation>,
     board: std::sync::Arc<crate::chat::Switchboard>,
+    source: Option<std::net::IpAddr>,
 ) {
     metrics::gauge!("crossline_chat_sockets").increment(1.0);
-    serve_socket_inner(&mut socket, &conv, &board).await;
+    serve_socket_inner(&mut socket, &conv, &board, source).await;
     metrics::gauge!("crossline_chat_sockets").decrement(1.0);
 }
 
@@ -478,10 +548,41 @@ fn switch_failed(text: &str) -> Message {
     frame(&serde_json::json!({ "type": "switch_failed", "text": text }))
 }
 
+/// A code went to the phone: the visitor types it back to finish.
+fn switch_code(channel: ChannelKind, masked: &str) -> Message {
+    frame(&serde_json::json!({
+        "type": "switch_code",
+        "channel": channel.as_str(),
+        "text": format!(
+            "We sent a code to {masked}. Type it here to continue on {}.",
+            channel.label()
+        ),
+    }))
+}
+
+/// Ask for a code (no `code`), or finish with it.
+async fn visitor_switch(
+    board: &crate::chat::Switchboard,
+    conv: &Conversation,
+    channel: ChannelKind,
+    phone: &str,
+    code: Option<&str>,
+    source: Option<std::net::IpAddr>,
+) -> Result<Option<Message>, crate::chat::SwitchError> {
+    match code {
+        Some(code) => board.confirm_switch(conv, channel, code).map(|_| None),
+        None => board
+            .request_switch(conv, channel, phone, source)
+            .await
+            .map(|masked| Some(switch_code(channel, &masked))),
+    }
+}
+
 async fn serve_socket_inner(
     socket: &mut WebSocket,
     conv: &Conversation,
     board: &crate::chat::Switchboard,
+    source: Option<std::net::IpAddr>,
 ) {
     // The first frame says where the client is; anything else is refused.
     let after = match tokio::time::timeout(Duration::from_secs(10), socket.recv()).await {
@@ -505,8 +606,6 @@ async fn serve_socket_inner(
             return;
         }
     }
-    let mut window = tokio::time::Instant::now();
-    let mut frames = 0u32;
     loop {
         tokio::select! {
             update = live.recv() => match update {
@@ -537,12 +636,8 @@ async fn serve_socket_inner(
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                     Some(Ok(_)) => continue,
                 };
-                if window.elapsed() > Duration::from_secs(10) {
-                    window = tokio::time::Instant::now();
-                    frames = 0;
-                }
-                frames += 1;
-                if frames > INPUT_BURST {
+                // Counted per conversation, so reconnecting doesn't reset it.
+                if !conv.allow_frame(INPUT_BURST, Duration::from_secs(10)) {
                     metrics::counter!("crossline_chat_frames_refused_total", "reason" => "rate").increment(1);
                     let _ = socket.send(error_frame("Too many messages; please wait a moment.")).await;
                     continue;
@@ -551,14 +646,20 @@ async fn serve_socket_inner(
                     Ok(ClientFrame::Answer { prompt, value }) => VisitorInput::Answer { prompt, value },
                     Ok(ClientFrame::Text { text }) => VisitorInput::Text(text),
                     Ok(ClientFrame::Resume { .. }) => continue,
-                    Ok(ClientFrame::Switch { channel, phone }) => {
+                    Ok(ClientFrame::Switch { channel, phone, code }) => {
                         let result = match ChannelKind::parse(&channel) {
-                            Some(ChannelKind::Web) => board.to_web(conv, false).await,
-                            Some(kind) => board.switch_to_phone(conv, kind, &phone).await,
+                            Some(ChannelKind::Web) => board.to_web(conv, false).await.map(|_| None),
+                            Some(kind) => {
+                                visitor_switch(board, conv, kind, &phone, code.as_deref(), source).await
+                            }
                             None => Err(crate::chat::SwitchError::Unavailable("that channel")),
                         };
-                        if let Err(e) = result {
-                            let _ = socket.send(switch_failed(&e.to_string())).await;
+                        let reply = match result {
+                            Ok(reply) => reply,
+                            Err(e) => Some(switch_failed(&e.to_string())),
+                        };
+                        if let Some(reply) = reply {
+                            let _ = socket.send(reply).await;
                         }
                         continue;
                     }
@@ -582,10 +683,17 @@ async fn serve_socket_inner(
                     }
                     // The visitor action command's phone number.
                     Accepted::Switch { channel, phone } => {
-                        if let Err(e) = board.switch_to_phone(conv, channel, &phone).await {
-                            let _ = socket.send(switch_failed(&e.to_string())).await;
-                            // Ask again, with the reason, so the visitor can correct it.
-                            conv.ask_phone(channel, &e.to_string());
+                        match visitor_switch(board, conv, channel, &phone, None, source).await {
+                            Ok(reply) => {
+                                if let Some(reply) = reply {
+                                    let _ = socket.send(reply).await;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = socket.send(switch_failed(&e.to_string())).await;
+                                // Ask again, with the reason, so the visitor can correct it.
+                                conv.ask_phone(channel, &e.to_string());
+                            }
                         }
                     }
                 }

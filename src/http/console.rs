@@ -94,8 +94,15 @@ async fn login(
     State(s): State<HttpState>,
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Ok(Json(login)) = body else {
-        return super::api::error(StatusCode::BAD_REQUEST, "expected {\"token\": \"...\"}");
+    let login = match body {
+        Ok(Json(login)) => login,
+        // Over the body limit is 413, not a malformed sign-in.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return super::api::error(e.status(), "request body too large");
+        }
+        Err(_) => {
+            return super::api::error(StatusCode::BAD_REQUEST, "expected {\"token\": \"...\"}")
+        }
     };
     let mut headers = HeaderMap::new();
     let bearer = format!("Bearer {}", login.token);
@@ -177,6 +184,7 @@ async fn serve_feed(mut socket: WebSocket, s: HttpState) {
                     Ok(Feed::Event(id, event)) => serde_json::json!({
                         "type": "event", "conversation": id, "event": event.as_ref(),
                     }),
+                    Ok(Feed::Alert(text)) => serde_json::json!({ "type": "alert", "text": text }),
                     // Behind: the console re-fetches after a reconnect.
                     Err(_) => return,
                 };

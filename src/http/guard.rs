@@ -279,11 +279,6 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// 413 with a reason, for bodies over a route's limit.
-pub fn too_large() -> Response {
-    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

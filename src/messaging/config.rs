@@ -50,10 +50,20 @@ pub struct MessagingConfig {
     pub whatsapp: Option<WhatsAppConfig>,
     /// The target of `sms.provider = "webhook"`.
     pub webhook: Option<WebhookConfig>,
+    /// The outbound policy for texts and calls caused from public paths
+    /// (web chat switch, escalation, callbacks, breakout links): see
+    /// `messaging::policy`.
+    pub allowed_countries: Vec<String>,
+    pub block_premium: bool,
+    pub per_source_per_hour: u32,
+    pub per_number_per_hour: u32,
+    pub global_per_hour: u32,
+    pub switch_attempts_per_conversation: u32,
 }
 
 impl Default for MessagingConfig {
     fn default() -> Self {
+        let policy = super::policy::OutboundPolicyConfig::default();
         MessagingConfig {
             max_attempts: 4,
             backoff_ms: 200,
@@ -61,11 +71,28 @@ impl Default for MessagingConfig {
             sms: None,
             whatsapp: None,
             webhook: None,
+            allowed_countries: policy.allowed_countries,
+            block_premium: policy.block_premium,
+            per_source_per_hour: policy.per_source_per_hour,
+            per_number_per_hour: policy.per_number_per_hour,
+            global_per_hour: policy.global_per_hour,
+            switch_attempts_per_conversation: policy.switch_attempts_per_conversation,
         }
     }
 }
 
 impl MessagingConfig {
+    pub fn outbound_policy(&self) -> super::policy::OutboundPolicyConfig {
+        super::policy::OutboundPolicyConfig {
+            allowed_countries: self.allowed_countries.clone(),
+            block_premium: self.block_premium,
+            per_source_per_hour: self.per_source_per_hour,
+            per_number_per_hour: self.per_number_per_hour,
+            global_per_hour: self.global_per_hour,
+            switch_attempts_per_conversation: self.switch_attempts_per_conversation,
+        }
+    }
+
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             max_attempts: self.max_attempts,
@@ -139,6 +166,11 @@ pub struct WhatsAppConfig {
     /// parameter, the chat's title.
     pub welcome_template: Option<String>,
     pub welcome_template_language: String,
+    /// The approved authentication template that carries the code a web
+    /// visitor types back before their chat moves to WhatsApp (its body
+    /// takes one parameter, the code); unset: visitors can't switch to
+    /// WhatsApp from the web chat.
+    pub code_template: Option<String>,
 }
 
 impl Default for WhatsAppConfig {
@@ -156,6 +188,7 @@ impl Default for WhatsAppConfig {
             verify_token_env: None,
             welcome_template: None,
             welcome_template_language: "en".into(),
+            code_template: None,
         }
     }
 }
@@ -205,6 +238,7 @@ pub struct InboundKeys {
     pub whatsapp_app_secret: Option<Secret>,
     pub whatsapp_verify_token: Option<Secret>,
     pub whatsapp_welcome_template: Option<(String, String)>,
+    pub whatsapp_code_template: Option<(String, String)>,
 }
 
 impl fmt::Debug for Providers {
@@ -289,6 +323,30 @@ fn validate_with(cfg: &MessagingConfig, env: Env<'_>) -> Vec<(String, String)> {
     }
     if cfg.dedupe_capacity == 0 {
         err("messaging.dedupe_capacity", "must be greater than 0".into());
+    }
+    for (i, c) in cfg.allowed_countries.iter().enumerate() {
+        if c.to_ascii_uppercase()
+            .parse::<phonenumber::country::Id>()
+            .is_err()
+        {
+            err(
+                &format!("messaging.allowed_countries[{i}]"),
+                format!("{c:?} is not an ISO 3166 country code like \"ES\""),
+            );
+        }
+    }
+    for (key, v) in [
+        ("per_source_per_hour", cfg.per_source_per_hour),
+        ("per_number_per_hour", cfg.per_number_per_hour),
+        ("global_per_hour", cfg.global_per_hour),
+        (
+            "switch_attempts_per_conversation",
+            cfg.switch_attempts_per_conversation,
+        ),
+    ] {
+        if v == 0 {
+            err(&format!("messaging.{key}"), "must be at least 1".into());
+        }
     }
 
     let sms_is_webhook = cfg
@@ -516,6 +574,10 @@ fn build_with(cfg: &MessagingConfig, env: Env<'_>) -> Result<Providers, SendErro
         .map_err(config_err)?;
         out.inbound.whatsapp_welcome_template = wa
             .welcome_template
+            .clone()
+            .map(|t| (t, wa.welcome_template_language.clone()));
+        out.inbound.whatsapp_code_template = wa
+            .code_template
             .clone()
             .map(|t| (t, wa.welcome_template_language.clone()));
         let p = WhatsAppProvider::new(settings, policy)?;

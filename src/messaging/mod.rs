@@ -17,6 +17,7 @@ pub mod dedupe;
 pub mod form;
 mod http;
 pub mod inbound;
+pub mod policy;
 pub mod retry;
 pub mod send_log;
 pub mod twilio;

@@ -57,11 +57,23 @@ pub(super) fn services(
     let chat = Arc::new(
         crate::chat::ChatHub::new(store.clone())
             .with_phone_region(region)
+            .with_anonymous_caps(crate::chat::AnonymousCaps {
+                total: config.chat.max_anonymous_chats.max(1),
+                per_source: config.chat.max_anonymous_chats_per_source.max(1),
+            })
             .with_node(
                 config.store.node_id(config.http.listen),
                 std::time::Duration::from_secs(config.store.lease_secs),
             ),
     );
+    let policy = Arc::new(crate::messaging::policy::OutboundPolicy::new(
+        config.messaging.outbound_policy(),
+    ));
+    {
+        // Operators hear of every refusal on the console's live feed.
+        let hub = chat.clone();
+        policy.on_refusal(Box::new(move |text| hub.alert(text)));
+    }
     let switchboard = crate::chat::Switchboard::new(
         chat.clone(),
         store.clone(),
@@ -73,7 +85,9 @@ pub(super) fn services(
             revert_window: std::time::Duration::from_secs(config.chat.switch_revert_secs),
             sms_flow: config.chat.sms_flow.clone(),
             whatsapp_flow: config.chat.whatsapp_flow.clone(),
+            whatsapp_code_template: providers.inbound.whatsapp_code_template.clone(),
         },
+        policy.clone(),
     );
     let breakouts = Arc::new(crate::breakout::Breakouts::new(store.clone(), chat.clone()));
     let callbacks = Arc::new(crate::callback::Callbacks::new(
@@ -81,6 +95,7 @@ pub(super) fn services(
         store.clone(),
         originate,
         http.clone(),
+        policy.clone(),
     ));
     Ok(Services {
         clips,
@@ -99,6 +114,7 @@ pub(super) fn services(
         flow_set: std::sync::RwLock::new(Arc::new(config.flow_set.clone())),
         public_base_url: config.http.public_base_url(),
         chat_texts: config.chat.clone(),
+        policy,
     })
 }
 

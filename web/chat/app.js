@@ -523,7 +523,8 @@
       switchPhone.focus();
       return;
     }
-    panel = { channel: ch, opener: opener || null, busy: false, timer: 0 };
+    panel = { channel: ch, opener: opener || null, busy: false, timer: 0, code: false };
+    setPanelMode(false);
     switchPanel.dataset.channel = ch;
     switchTitle.textContent = ch === 'whatsapp' ? 'Continue on WhatsApp' : 'Continue by SMS';
     setPanelBusy(false);
@@ -554,9 +555,9 @@
   switchPanel.addEventListener('submit', (e) => {
     e.preventDefault();
     if (!panel || panel.busy || finished) return;
-    const phone = switchPhone.value.trim();
-    if (!validPhone(phone)) {
-      showSwitchError(PHONE_MESSAGE);
+    const value = switchPhone.value.trim();
+    if (panel.code ? !/^[0-9]{4,8}$/.test(value) : !validPhone(value)) {
+      showSwitchError(panel.code ? 'Please type the code from the message we sent.' : PHONE_MESSAGE);
       return;
     }
     clearSwitchError();
@@ -564,7 +565,8 @@
     setPanelBusy(true);
     updateSwitchUi();
     requestSwitch('panel');
-    transmit({ type: 'switch', channel: p.channel, phone });
+    if (p.code) transmit({ type: 'switch', channel: p.channel, code: value });
+    else transmit({ type: 'switch', channel: p.channel, phone: value });
     p.timer = setTimeout(() => {
       if (panel !== p || !p.busy) return;
       setPanelBusy(false);
@@ -727,6 +729,43 @@
   });
 
   // The server refused a switch, a revert or a "continue here" (its text is fit to show).
+  const switchPhoneLabel = $('switch-phone-label');
+
+  // The panel asks for a phone number, or (code: true) for the code sent to it.
+  function setPanelMode(code) {
+    if (panel) panel.code = code;
+    switchPhone.value = '';
+    if (code) {
+      switchPhoneLabel.textContent = 'The code we sent you';
+      switchPhone.type = 'text';
+      switchPhone.inputMode = 'numeric';
+      switchPhone.autocomplete = 'one-time-code';
+    } else {
+      switchPhoneLabel.textContent = 'Your mobile number';
+      switchPhone.type = 'tel';
+      switchPhone.inputMode = 'tel';
+      switchPhone.autocomplete = 'tel';
+    }
+  }
+
+  // A code went to the phone: the visitor types it back to finish the move.
+  function switchCodeSent(ch, text) {
+    switchRequest = null;
+    if (!panel || panel.channel !== ch) openPanel(ch, null);
+    if (!panel) {
+      renderNotice(text);
+      return;
+    }
+    clearTimeout(panel.timer);
+    setPanelBusy(false);
+    setPanelMode(true);
+    updateSwitchUi();
+    switchError.textContent = text;
+    switchPhone.removeAttribute('aria-invalid');
+    switchPhone.focus();
+    announce(text);
+  }
+
   function switchFailed(text) {
     const via = switchRequest ? switchRequest.via : null;
     switchRequest = null;
@@ -1246,6 +1285,9 @@
       }
       case 'switch_failed':
         switchFailed(String(ev.text || 'Sorry, the chat could not be moved. Please try again.'));
+        break;
+      case 'switch_code':
+        switchCodeSent(String(ev.channel || ''), String(ev.text || 'We sent you a code.'));
         break;
       case 'typing':
         if (!finished) setTyping(ev.on === true);

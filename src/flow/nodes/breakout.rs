@@ -47,7 +47,27 @@ pub async fn run(node: &Breakout, cx: &mut FlowCx) -> Result<Next, Ended> {
         label: "breakout SMS",
         node_id: &node.id,
     };
-    if !deliver(delivery, provider, to, from, MessageKind::Text { body }, cx).await {
+    // Anyone can call in with any caller ID: the link's SMS is a public
+    // path, so the outbound policy decides (E.164 numbers; others are the
+    // flow author's own and go to the provider as they are).
+    let refused = to.starts_with('+')
+        && cx
+            .services
+            .policy
+            .admit_any(
+                std::time::Instant::now(),
+                "sms",
+                &to,
+                crate::messaging::policy::Requester::default(),
+            )
+            .map_err(|r| {
+                cx.vars
+                    .insert(format!("{}.error_kind", node.id), "policy".into());
+                cx.vars
+                    .insert(format!("{}.error", node.id), r.as_str().into());
+            })
+            .is_err();
+    if refused || !deliver(delivery, provider, to, from, MessageKind::Text { body }, cx).await {
         session.send_failed();
         cx.vars
             .insert(format!("{}.status", node.id), "send_failed".into());

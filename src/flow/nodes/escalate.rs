@@ -124,6 +124,11 @@ pub async fn run(node: &EscalateToCall, cx: &mut FlowCx) -> Result<Next, Ended> 
                 cx.bot_says(&text, 0).await?;
                 continue;
             }
+            Err(CallbackError::Refused(r)) => {
+                set(cx, "outcome", "refused");
+                cx.bot_says(&format!("Sorry, {r}."), 0).await?;
+                return Ok(node.on_failure.clone());
+            }
             Err(e @ (CallbackError::TooManyForPhone | CallbackError::TooManyForKey)) => {
                 set(cx, "outcome", "rate_limited");
                 cx.bot_says(&e.to_string(), 0).await?;
