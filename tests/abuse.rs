@@ -1,0 +1,1006 @@
+//! The abuse suite: each finding of the abuse review, reproduced against
+//! the real binary over loopback. Attackers speak from 127.0.0.2 (and
+//! 127.0.0.3), legitimate parties from 127.0.0.1; every test checks both
+//! that the attack is cut and that the legitimate party keeps working.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+// ---- helpers ----
+
+/// The value of one metric series (`name` or `name{labels}`), 0 if absent.
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Wait until `series` on the gateway's /metrics reaches `min` (metrics are
+/// exported periodically); its last value either way.
+fn wait_metric(gw: &Gateway, series: &str, min: f64, timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = metric_value(&gw.http_get("/metrics").1, series);
+        if v >= min || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn assert_metric_at_least(gw: &Gateway, series: &str, min: f64) -> f64 {
+    let v = wait_metric(gw, series, min, Duration::from_secs(4));
+    assert!(
+        v >= min,
+        "{series} = {v}, expected at least {min}\n{}",
+        gw.http_get("/metrics").1
+    );
+    v
+}
+
+/// A TCP connection to `dest` from the local address `from` (any
+/// 127.0.0.x), as a blocking std stream.
+fn tcp_from(from: &str, dest: SocketAddr) -> std::io::Result<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let local = SocketAddr::new(from.parse::<IpAddr>().expect("an IP"), 0);
+    rt.block_on(async move {
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(local)?;
+        let stream = sock.connect(dest).await?;
+        let std = stream.into_std()?;
+        std.set_nonblocking(false)?;
+        Ok(std)
+    })
+}
+
+/// Has the server closed `s`? (EOF or reset; data counts as open.)
+/// Looks without waiting.
+fn closed_now(s: &mut TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break true,
+        }
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// `conns` split into (still open, closed by the server) right now.
+fn split_open(conns: Vec<TcpStream>) -> (Vec<TcpStream>, Vec<TcpStream>) {
+    let (mut open, mut closed) = (Vec::new(), Vec::new());
+    for mut s in conns {
+        if closed_now(&mut s) {
+            closed.push(s);
+        } else {
+            open.push(s);
+        }
+    }
+    (open, closed)
+}
+
+/// Read `s` until the server closes it or `deadline`; true if it closed.
+fn closed_by(s: &mut TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Every datagram `sock` receives until `until`.
+fn datagrams_until(sock: &UdpSocket, until: Instant) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65_535];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return got;
+        }
+        sock.set_read_timeout(Some(left)).unwrap();
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return got,
+        }
+    }
+}
+
+/// The first datagram within `timeout`.
+fn one_datagram(sock: &UdpSocket, timeout: Duration) -> Option<String> {
+    let mut buf = [0u8; 65_535];
+    sock.set_read_timeout(Some(timeout)).unwrap();
+    sock.recv_from(&mut buf)
+        .ok()
+        .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn status_of(msg: &str) -> u16 {
+    msg.strip_prefix("SIP/2.0 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A header's value (first occurrence, name case-insensitive).
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n\r\n").next()?.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+fn branch_of(msg: &str) -> String {
+    header(msg, "Via")
+        .and_then(|v| v.split(";branch=").nth(1))
+        .map(|b| b.split(';').next().unwrap_or(b).to_string())
+        .unwrap_or_default()
+}
+
+/// SIPp from the local address `ip` (the common helper always uses
+/// 127.0.0.1), run to completion within `timeout`.
+fn sipp_from(ip: &str, args: &[&str], timeout: Duration) -> Sipp {
+    require("sipp", "sip-tester");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap_dir =
+        std::env::var("CROSSLINE_SIPP_PCAP_DIR").unwrap_or_else(|_| "/usr/share/sip-tester".into());
+    let _ = std::os::unix::fs::symlink(&pcap_dir, dir.path().join("pcap"));
+    let port = free_port().to_string();
+    let media_port = free_port();
+    let output = Command::new("timeout")
+        .args(["-s", "KILL", &timeout.as_secs().to_string(), "sipp"])
+        .args(args)
+        .args(["-i", ip, "-p", &port, "-mp", &media_port.to_string()])
+        .args(["-nostdin", "-trace_err", "-trace_stat", "-fd", "1"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipp");
+    Sipp {
+        output,
+        dir,
+        media_port,
+    }
+}
+
+/// One HTTP/1.1 request (Connection: close) to 127.0.0.1:`port` from the
+/// local address `from`. Write errors are ignored (a server may answer
+/// and close before reading a large body).
+fn http_from(
+    from: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpReply {
+    let mut s = tcp_from(from, SocketAddr::from(([127, 0, 0, 1], port))).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    let _ = s.write_all(&bytes);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    HttpReply {
+        status,
+        headers: head.to_ascii_lowercase(),
+        raw_headers: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+fn md5_hex(s: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A parameter of a Digest challenge (quoted or not).
+fn digest_param(challenge: &str, name: &str) -> Option<String> {
+    let rest = challenge.trim().strip_prefix("Digest")?;
+    rest.split(',').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// A Proxy-Authorization answering `challenge` (RFC 2617, MD5, qop=auth).
+fn digest_answer(challenge: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
+    let realm = digest_param(challenge, "realm").expect("realm");
+    let nonce = digest_param(challenge, "nonce").expect("nonce");
+    let (nc, cnonce) = ("00000001", "0a4f113b");
+    let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
+    let ha2 = md5_hex(&format!("{method}:{uri}"));
+    let response = md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+    let mut out = format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{response}\", algorithm=MD5, cnonce=\"{cnonce}\", nc={nc}, qop=auth"
+    );
+    if let Some(opaque) = digest_param(challenge, "opaque") {
+        out.push_str(&format!(", opaque=\"{opaque}\""));
+    }
+    out
+}
+
+/// A raw UDP SIP peer on a local address of its own.
+struct Peer {
+    sock: UdpSocket,
+    me: SocketAddr,
+    gw: String,
+}
+
+impl Peer {
+    fn new(ip: &str, gw: &Gateway) -> Peer {
+        let sock = UdpSocket::bind((ip, 0)).unwrap();
+        let me = sock.local_addr().unwrap();
+        Peer {
+            sock,
+            me,
+            gw: gw.sip_addr(),
+        }
+    }
+
+    fn send(&self, msg: &str) -> usize {
+        self.sock.send_to(msg.as_bytes(), &self.gw).unwrap()
+    }
+
+    fn uri(&self) -> String {
+        format!("sip:service@{}", self.gw)
+    }
+
+    /// An INVITE with an SDP offer; `extra` is more header lines.
+    fn invite(&self, branch: &str, call_id: &str, cseq: u32, to_tag: &str, extra: &str) -> String {
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+            ip = self.me.ip(),
+            port = free_port()
+        );
+        // A tag is a token: no '@'.
+        let from_tag: String = call_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let to_tag = if to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={to_tag}")
+        };
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n\
+             From: <sip:abuser@{me}>;tag=f-{from_tag}\r\nTo: <{uri}>{to_tag}\r\nCall-ID: {call_id}\r\n\
+             CSeq: {cseq} INVITE\r\nContact: <sip:abuser@{me}>\r\n{extra}\
+             Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            uri = self.uri(),
+            me = self.me,
+            len = sdp.len(),
+        )
+    }
+
+    fn cancel(&self, branch: &str, call_id: &str) -> String {
+        format!(
+            "CANCEL {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n\
+             From: <sip:abuser@{me}>;tag=c-{branch}\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+            uri = self.uri(),
+            me = self.me,
+        )
+    }
+
+    fn options(&self, branch: &str) -> String {
+        format!(
+            "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n\
+             From: <sip:abuser@{me}>;tag=o-{branch}\r\nTo: <{uri}>\r\nCall-ID: {branch}@options\r\n\
+             CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            uri = self.uri(),
+            me = self.me,
+        )
+    }
+
+    /// The ACK for a final non-2xx answer to `invite` (same branch).
+    fn ack_for(&self, invite: &str, answer: &str) {
+        let via = header(invite, "Via").unwrap();
+        let from = header(invite, "From").unwrap();
+        let to = header(answer, "To").unwrap();
+        let call_id = header(invite, "Call-ID").unwrap();
+        let seq = header(invite, "CSeq").unwrap().split(' ').next().unwrap();
+        self.send(&format!(
+            "ACK {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\n\
+             Call-ID: {call_id}\r\nCSeq: {seq} ACK\r\nContent-Length: 0\r\n\r\n",
+            uri = self.uri()
+        ));
+    }
+
+    /// Send `msg` and wait for its final answer (1xx skipped).
+    fn final_answer(&self, msg: &str, timeout: Duration) -> Option<String> {
+        self.send(msg);
+        let deadline = Instant::now() + timeout;
+        let branch = branch_of(msg);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let got = one_datagram(&self.sock, left)?;
+            if status_of(&got) >= 200 && branch_of(&got) == branch {
+                return Some(got);
+            }
+        }
+    }
+}
+
+// ---- the findings ----
+
+/// INVITEs with a To tag for no dialog of ours and CANCELs for nothing
+/// used to skip the per-source rate and each drew a 481 that Timer G
+/// repeated: a reflection amplifier. Now they pay the rate, and a refusal
+/// sent before any 1xx goes out once per request received.
+#[test]
+fn unknown_dialog_invites_and_cancels_are_rate_limited_and_never_amplified() {
+    require("sipp", "sip-tester");
+    let (rate, burst) = (5.0, 5.0);
+    let gw = Gateway::start(
+        "[sip]\nexempt_sources = [\"127.0.0.1/32\"]\nrate_limit_per_source = 5.0\nrate_limit_burst = 5.0\n",
+    );
+    let attacker = Peer::new("127.0.0.2", &gw);
+
+    // One stray INVITE on a fresh gateway: exactly one 481, no Timer G.
+    let stray = attacker.invite("single1", "single1@abuse", 1, "no-such-dialog", "");
+    attacker.send(&stray);
+    let got = datagrams_until(&attacker.sock, Instant::now() + Duration::from_secs(5));
+    assert_eq!(
+        got.iter().map(|m| status_of(m)).collect::<Vec<_>>(),
+        vec![481],
+        "one stray INVITE, answers: {got:#?}"
+    );
+    // It is answered again only when the INVITE itself is retransmitted.
+    attacker.send(&stray);
+    let again = datagrams_until(&attacker.sock, Instant::now() + Duration::from_millis(1500));
+    assert_eq!(
+        again.iter().map(|m| status_of(m)).collect::<Vec<_>>(),
+        vec![481],
+        "the retransmitted INVITE's answers: {again:#?}"
+    );
+    // The bucket refills (1 s at 5/s covers the two tokens spent).
+    std::thread::sleep(Duration::from_millis(1200));
+
+    // Meanwhile a legitimate caller from 127.0.0.1 places its calls.
+    let addr = gw.sip_addr();
+    let caller = std::thread::spawn(move || {
+        sipp(
+            &["-sn", "uac", &addr, "-m", "5", "-r", "5", "-d", "200"],
+            Duration::from_secs(30),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The attack: 50 stray INVITEs and 50 CANCELs for nothing, over ~1 s.
+    let start = Instant::now();
+    let mut sent_bytes = 0usize;
+    for i in 0..50 {
+        sent_bytes += attacker.send(&attacker.invite(
+            &format!("inv{i}"),
+            &format!("stray{i}@abuse"),
+            1,
+            &format!("t{i}"),
+            "",
+        ));
+        sent_bytes +=
+            attacker.send(&attacker.cancel(&format!("can{i}"), &format!("none{i}@abuse")));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sending = start.elapsed().as_secs_f64();
+    let answers = datagrams_until(&attacker.sock, start + Duration::from_secs(4));
+    let received_bytes: usize = answers.iter().map(String::len).sum();
+    let allowed = (burst + rate * sending).ceil() as usize + 1;
+    assert!(
+        !answers.is_empty() && answers.len() <= allowed,
+        "{} answers to 100 requests sent over {sending:.2}s (burst {burst}, rate {rate}/s: at most {allowed}):\n{answers:#?}",
+        answers.len()
+    );
+    assert!(
+        answers.iter().all(|m| status_of(m) == 481),
+        "every answer is a 481: {answers:#?}"
+    );
+    let mut branches: Vec<String> = answers.iter().map(|m| branch_of(m)).collect();
+    branches.sort();
+    let n = branches.len();
+    branches.dedup();
+    assert_eq!(branches.len(), n, "a 481 was repeated: {answers:#?}");
+    assert!(
+        received_bytes <= 3 * sent_bytes,
+        "amplification: {received_bytes} bytes back for {sent_bytes} sent"
+    );
+
+    let calls = caller.join().unwrap();
+    assert!(calls.ok(), "the legitimate caller: {}", calls.describe());
+    assert_eq!(
+        calls.stat("SuccessfulCall(C)"),
+        Some(5),
+        "{}",
+        calls.describe()
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_sip_dropped_total{reason=\"rate_limited\"}",
+        (100 - answers.len()) as f64,
+    );
+}
+
+/// TCP: one address holds at most its share of connections (the rest are
+/// closed at accept), silent connections are closed after tcp_idle_secs,
+/// and another source connects and is served throughout.
+#[test]
+fn tcp_slots_per_source_and_idle_timeout() {
+    let gw = Gateway::start("[sip]\nmax_tcp_connections_per_source = 8\ntcp_idle_secs = 2\n");
+    let dest: SocketAddr = gw.sip_addr().parse().unwrap();
+    let opened = Instant::now();
+    let conns: Vec<TcpStream> = (0..30)
+        .map(|i| tcp_from("127.0.0.2", dest).unwrap_or_else(|e| panic!("connect {i}: {e}")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let (mut open, closed) = split_open(conns);
+    assert_eq!(
+        open.len(),
+        8,
+        "connections from 127.0.0.2 still open: {} (closed: {})",
+        open.len(),
+        closed.len()
+    );
+    drop(closed);
+
+    // A carrier on another address connects and is answered.
+    let options = |branch: &str, me: SocketAddr| {
+        format!(
+            "OPTIONS sip:{gw} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:carrier@{me}>;tag=c\r\nTo: <sip:{gw}>\r\n\
+             Call-ID: tcp-{branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            gw = gw.sip_addr()
+        )
+    };
+    let ask = |s: &mut TcpStream, branch: &str| {
+        let me = s.local_addr().unwrap();
+        s.write_all(options(branch, me).as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut carrier = TcpStream::connect(dest).unwrap();
+    let answer = ask(&mut carrier, "carrier1");
+    assert!(answer.starts_with("SIP/2.0 200"), "carrier: {answer:?}");
+
+    // The silent ones are held until idle for 2 s, then closed by the
+    // server.
+    std::thread::sleep(
+        (opened + Duration::from_millis(1200)).saturating_duration_since(Instant::now()),
+    );
+    let early = open.iter_mut().map(closed_now).filter(|c| *c).count();
+    assert_eq!(early, 0, "idle connections closed before tcp_idle_secs");
+    let deadline = opened + Duration::from_secs(5);
+    for (i, s) in open.iter_mut().enumerate() {
+        assert!(
+            closed_by(s, deadline),
+            "idle connection {i} still open after 5 s"
+        );
+    }
+    // Their places are free again.
+    let mut again = tcp_from("127.0.0.2", dest).unwrap();
+    let answer = ask(&mut again, "again1");
+    assert!(
+        answer.starts_with("SIP/2.0 200"),
+        "127.0.0.2 again: {answer:?}"
+    );
+
+    assert_metric_at_least(&gw, "crossline_tcp_rejected_per_source_total", 22.0);
+    assert_metric_at_least(&gw, "crossline_tcp_idle_closed_total", 8.0);
+}
+
+const TRUNK_USER: &str = "trunkuser";
+const TRUNK_PASS: &str = "trunkpass";
+
+/// Guessing a trunk's digest password: after auth_failures_before_ban
+/// wrong answers the source is banned (no answers at all), the user is
+/// banned for sources that never signed in as it (403 unchecked), and the
+/// real PBX, which signed in before, keeps placing calls.
+#[test]
+fn digest_guessing_bans_the_source_but_not_the_carrier() {
+    require("sipp", "sip-tester");
+    let gw = Gateway::start(&format!(
+        "[sip]\nauth_failures_before_ban = 5\nauth_ban_secs = 30\n\n\
+         [[trunks]]\nname = \"pbx\"\ninbound_username = \"{TRUNK_USER}\"\ninbound_password = \"{TRUNK_PASS}\"\n"
+    ));
+    // uac_auth.xml answers the challenge as trunkuser/trunkpass.
+    let pbx_calls = |n: &str| {
+        sipp(
+            &[
+                "-sf",
+                &scenario("uac_auth.xml"),
+                &gw.sip_addr(),
+                "-m",
+                n,
+                "-l",
+                "1",
+            ],
+            Duration::from_secs(30),
+        )
+    };
+    // The PBX signs in once from 127.0.0.1.
+    let first = pbx_calls("1");
+    assert_eq!(
+        first.stat("SuccessfulCall(C)"),
+        Some(1),
+        "{}",
+        first.describe()
+    );
+
+    // The guesser at 127.0.0.2 answers each challenge with a wrong password.
+    let guesser = Peer::new("127.0.0.2", &gw);
+    let call_id = "guess@abuse";
+    let first_try = guesser.invite("g0", call_id, 1, "", "");
+    let mut challenge = guesser
+        .final_answer(&first_try, Duration::from_secs(3))
+        .expect("a challenge");
+    assert_eq!(status_of(&challenge), 407, "{challenge}");
+    guesser.ack_for(&first_try, &challenge);
+    for i in 1..=5u32 {
+        let auth = digest_answer(
+            header(&challenge, "Proxy-Authenticate").expect("Proxy-Authenticate"),
+            TRUNK_USER,
+            &format!("guess-{i}"),
+            "INVITE",
+            &guesser.uri(),
+        );
+        let guess = guesser.invite(
+            &format!("g{i}"),
+            call_id,
+            1 + i,
+            "",
+            &format!("Proxy-Authorization: {auth}\r\n"),
+        );
+        challenge = guesser
+            .final_answer(&guess, Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("no answer to wrong guess {i}"));
+        assert_eq!(status_of(&challenge), 407, "guess {i}: {challenge}");
+        guesser.ack_for(&guess, &challenge);
+    }
+    // Five failures: the source is banned. Nothing is answered, not even
+    // the right password or an OPTIONS.
+    let auth = digest_answer(
+        header(&challenge, "Proxy-Authenticate").unwrap(),
+        TRUNK_USER,
+        "guess-6",
+        "INVITE",
+        &guesser.uri(),
+    );
+    let sixth = guesser.invite(
+        "g6",
+        call_id,
+        7,
+        "",
+        &format!("Proxy-Authorization: {auth}\r\n"),
+    );
+    assert_eq!(
+        guesser.final_answer(&sixth, Duration::from_millis(1500)),
+        None
+    );
+    let auth = digest_answer(
+        header(&challenge, "Proxy-Authenticate").unwrap(),
+        TRUNK_USER,
+        TRUNK_PASS,
+        "INVITE",
+        &guesser.uri(),
+    );
+    let right = guesser.invite(
+        "g7",
+        call_id,
+        8,
+        "",
+        &format!("Proxy-Authorization: {auth}\r\n"),
+    );
+    assert_eq!(
+        guesser.final_answer(&right, Duration::from_millis(1500)),
+        None
+    );
+    assert_eq!(
+        guesser.final_answer(&guesser.options("gopt"), Duration::from_millis(1500)),
+        None,
+        "a banned source's OPTIONS"
+    );
+
+    // The user is banned too: a source that never signed in as it gets
+    // 403 without its answer being checked, even a right one.
+    let stranger = Peer::new("127.0.0.3", &gw);
+    let bare = stranger.invite("s0", "stranger@abuse", 1, "", "");
+    let ch = stranger
+        .final_answer(&bare, Duration::from_secs(3))
+        .expect("a challenge for the stranger");
+    assert_eq!(status_of(&ch), 407, "{ch}");
+    stranger.ack_for(&bare, &ch);
+    let auth = digest_answer(
+        header(&ch, "Proxy-Authenticate").unwrap(),
+        TRUNK_USER,
+        TRUNK_PASS,
+        "INVITE",
+        &stranger.uri(),
+    );
+    let signed = stranger.invite(
+        "s1",
+        "stranger@abuse",
+        2,
+        "",
+        &format!("Proxy-Authorization: {auth}\r\n"),
+    );
+    let refused = stranger
+        .final_answer(&signed, Duration::from_secs(3))
+        .expect("an answer to the stranger");
+    assert_eq!(status_of(&refused), 403, "{refused}");
+    stranger.ack_for(&signed, &refused);
+
+    // The PBX that signed in before still places its calls.
+    let later = pbx_calls("2");
+    assert!(later.ok(), "the PBX after the attack: {}", later.describe());
+    assert_eq!(
+        later.stat("SuccessfulCall(C)"),
+        Some(2),
+        "{}",
+        later.describe()
+    );
+
+    assert_metric_at_least(&gw, "crossline_sip_bans_total{kind=\"source\"}", 1.0);
+    assert_metric_at_least(&gw, "crossline_sip_bans_total{kind=\"user\"}", 1.0);
+    assert_metric_at_least(
+        &gw,
+        "crossline_sip_auth_failures_total{reason=\"wrong\"}",
+        5.0,
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_sip_auth_failures_total{reason=\"user_banned\"}",
+        1.0,
+    );
+    assert_metric_at_least(&gw, "crossline_sip_dropped_total{reason=\"banned\"}", 3.0);
+}
+
+/// With no trunk declared, one source (outside exempt_sources) may hold
+/// only its share of calls: over it, 503 with Retry-After; other sources
+/// keep calling.
+#[test]
+fn one_source_cannot_take_every_port() {
+    require("sipp", "sip-tester");
+    let gw =
+        Gateway::start("[sip]\nexempt_sources = [\"127.0.0.1/32\"]\nmax_calls_per_source = 3\n");
+    let addr = gw.sip_addr();
+    let hog = std::thread::spawn(move || {
+        sipp_from(
+            "127.0.0.2",
+            &[
+                "-sn", "uac", &addr, "-m", "10", "-l", "10", "-r", "20", "-d", "6000",
+            ],
+            Duration::from_secs(30),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    // While the hog holds its three: one more INVITE from it gets a 503
+    // with Retry-After.
+    let probe = Peer::new("127.0.0.2", &gw);
+    let invite = probe.invite("share1", "share1@abuse", 1, "", "");
+    let answer = probe
+        .final_answer(&invite, Duration::from_secs(3))
+        .expect("an answer over the share");
+    assert_eq!(status_of(&answer), 503, "{answer}");
+    assert!(header(&answer, "Retry-After").is_some(), "{answer}");
+    probe.ack_for(&invite, &answer);
+    // Calls from 127.0.0.1 complete meanwhile.
+    let other = sipp(
+        &[
+            "-sn",
+            "uac",
+            &gw.sip_addr(),
+            "-m",
+            "5",
+            "-r",
+            "10",
+            "-d",
+            "200",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(other.ok(), "the other source: {}", other.describe());
+    assert_eq!(
+        other.stat("SuccessfulCall(C)"),
+        Some(5),
+        "{}",
+        other.describe()
+    );
+
+    let hog = hog.join().unwrap();
+    assert_eq!(
+        hog.stat("SuccessfulCall(C)"),
+        Some(3),
+        "the hog's answered calls: {}",
+        hog.describe()
+    );
+    assert_eq!(
+        hog.stat("FailedCall(C)"),
+        Some(7),
+        "the hog's refused calls: {}",
+        hog.describe()
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_calls_refused_total{reason=\"source_share\"}",
+        8.0,
+    );
+    // Its calls over, the source may call again.
+    let after = sipp_from(
+        "127.0.0.2",
+        &["-sn", "uac", &gw.sip_addr(), "-m", "1", "-d", "100"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        after.stat("SuccessfulCall(C)"),
+        Some(1),
+        "{}",
+        after.describe()
+    );
+}
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const OPERATOR: &str = "operator-token-0123456789ab";
+
+/// HTTP: a client trickling a request head is cut after
+/// header_read_timeout_secs, one address holds at most its share of
+/// connections, bodies over 64 KiB get 413, and others are served.
+#[test]
+fn http_slowloris_and_connection_caps() {
+    let gw = Gateway::start(&format!(
+        "[http]\nheader_read_timeout_secs = 2\nmax_connections_per_source = 5\noperator_token = \"{OPERATOR}\"\n"
+    ));
+    let dest = SocketAddr::from(([127, 0, 0, 1], gw.http_port));
+    let opened = Instant::now();
+    let conns: Vec<TcpStream> = (0..20)
+        .map(|i| {
+            let mut s = tcp_from("127.0.0.2", dest).unwrap_or_else(|e| panic!("connect {i}: {e}"));
+            let _ = s.write_all(b"GET /healthz HT");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let (mut open, closed) = split_open(conns);
+    assert_eq!(
+        open.len(),
+        5,
+        "slow connections from 127.0.0.2 still open: {} (closed: {})",
+        open.len(),
+        closed.len()
+    );
+    drop(closed);
+
+    // Trickle the head a byte at a time; the server cuts each within the
+    // header-read timeout. Meanwhile 127.0.0.1 is served.
+    let (status, body) = gw.http_get("/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let trickle = b"TP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed_at: Vec<Option<Duration>> = vec![None; open.len()];
+    let mut k = 0;
+    while closed_at.iter().any(Option::is_none) && opened.elapsed() < Duration::from_secs(6) {
+        for (i, s) in open.iter_mut().enumerate() {
+            if closed_at[i].is_some() {
+                continue;
+            }
+            if closed_now(s) {
+                closed_at[i] = Some(opened.elapsed());
+                continue;
+            }
+            let _ = s.write_all(&trickle[k % trickle.len()..k % trickle.len() + 1]);
+        }
+        k += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (i, at) in closed_at.iter().enumerate() {
+        let at = at.unwrap_or_else(|| panic!("slow connection {i} still open after 6 s"));
+        assert!(
+            at >= Duration::from_millis(1500) && at <= Duration::from_millis(3500),
+            "slow connection {i} closed after {at:?} (header_read_timeout_secs = 2)"
+        );
+    }
+    assert_eq!(gw.http_get("/healthz").0, 200);
+    // Its places are free again.
+    assert_eq!(
+        http_from("127.0.0.2", gw.http_port, "GET", "/healthz", &[], None).status,
+        200
+    );
+
+    assert_metric_at_least(
+        &gw,
+        "crossline_http_connections_refused_total{cap=\"per_source\"}",
+        15.0,
+    );
+
+    // Bodies over 64 KiB are refused with 413, on every route taking one.
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(100 * 1024));
+    let bearer = format!("Bearer {OPERATOR}");
+    let mut wrong = Vec::new();
+    for (path, headers) in [
+        ("/v1/leads", vec![("Authorization", bearer.as_str())]),
+        ("/v1/console/session", vec![]),
+        ("/chat/call?c=nobody", vec![]),
+    ] {
+        let r = http_from(
+            "127.0.0.1",
+            gw.http_port,
+            "POST",
+            path,
+            &headers,
+            Some(big.as_bytes()),
+        );
+        if r.status != 413 {
+            wrong.push(format!("POST {path} with 100 KiB: {} {}", r.status, r.body));
+        }
+    }
+    assert!(wrong.is_empty(), "not 413:\n{}", wrong.join("\n"));
+}
+
+/// With admin_listen set, /metrics and the console live only there.
+#[test]
+fn admin_listener_holds_metrics_and_console() {
+    let admin_port = free_port();
+    let gw = Gateway::start(&format!(
+        "[http]\nadmin_listen = \"127.0.0.1:{admin_port}\"\n"
+    ));
+    let get = |port: u16, path: &str| http_from("127.0.0.1", port, "GET", path, &[], None);
+    for path in ["/metrics", "/console/"] {
+        let public = get(gw.http_port, path);
+        assert_eq!(public.status, 404, "public {path}: {}", public.body);
+        let admin = get(admin_port, path);
+        assert_eq!(admin.status, 200, "admin {path}: {}", admin.body);
+    }
+    assert!(get(admin_port, "/metrics").body.contains("crossline_"));
+    for port in [gw.http_port, admin_port] {
+        let r = get(port, "/healthz");
+        assert_eq!((r.status, r.body.as_str()), (200, "ok\n"), "port {port}");
+    }
+}
+
+/// Guessing the /v1 bearer: each client (as told by a trusted proxy's
+/// X-Forwarded-For) backs off on its own; a header from anyone else is
+/// ignored, so rotating it does not help an attacker.
+#[test]
+fn bearer_guesses_back_off_per_client() {
+    let gw = Gateway::start(&format!(
+        "[http]\nadmin_token = \"{ADMIN}\"\noperator_token = \"{OPERATOR}\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
+    ));
+    let calls = |from: &str, token: &str, xff: Option<&str>| {
+        let auth = format!("Bearer {token}");
+        let mut h = vec![("Authorization", auth.as_str())];
+        if let Some(x) = xff {
+            h.push(("X-Forwarded-For", x));
+        }
+        http_from(from, gw.http_port, "GET", "/v1/calls", &h, None)
+    };
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let r = calls(
+            "127.0.0.1",
+            &format!("wrong-guess-{i:02}-abcdefghij"),
+            Some("203.0.113.7"),
+        );
+        if r.status == 429 {
+            assert!(r.headers.contains("retry-after: "), "{}", r.headers);
+        }
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses[..5].iter().all(|s| *s == 401),
+        "the first guesses are checked: {statuses:?}"
+    );
+    assert!(
+        statuses[6..].iter().all(|s| *s == 429),
+        "the later guesses are refused unchecked: {statuses:?}"
+    );
+    // While it backs off, that client's right token is not checked either.
+    assert_eq!(
+        calls("127.0.0.1", OPERATOR, Some("203.0.113.7")).status,
+        429
+    );
+    // Another client behind the proxy, and the proxy itself, get in at once.
+    let r = calls("127.0.0.1", OPERATOR, Some("203.0.113.8"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = calls("127.0.0.1", OPERATOR, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // From an address that is no proxy, X-Forwarded-For is ignored: a
+    // guesser rotating it still backs off as itself.
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let xff = format!("198.51.100.{i}");
+        statuses.push(
+            calls(
+                "127.0.0.2",
+                &format!("wrong-{i:02}-abcdefghijklmn"),
+                Some(&xff),
+            )
+            .status,
+        );
+    }
+    assert!(
+        statuses[6..].iter().all(|s| *s == 429),
+        "a rotating X-Forwarded-For from a non-proxy: {statuses:?}"
+    );
+    assert_eq!(
+        calls("127.0.0.1", OPERATOR, Some("198.51.100.200")).status,
+        200
+    );
+
+    assert_metric_at_least(
+        &gw,
+        "crossline_http_auth_failures_total{reason=\"throttled\"}",
+        5.0,
+    );
+}
+
+/// The Server header names the product, not its version.
+#[test]
+fn server_header_carries_no_version() {
+    let gw = Gateway::start("");
+    let peer = Peer::new("127.0.0.1", &gw);
+    let answer = peer
+        .final_answer(&peer.options("server1"), Duration::from_secs(3))
+        .expect("an answer to OPTIONS");
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert_eq!(header(&answer, "Server"), Some("crossline"), "{answer}");
+}
