@@ -405,14 +405,16 @@ impl Endpoint {
         let Some((user, pass)) = trunk.credentials.clone() else {
             return Some(Some(trunk.name));
         };
+        let request_uri = req.uri.to_string();
         let verdict = req
             .headers
             .get("Proxy-Authorization")
             .or_else(|| req.headers.get("Authorization"))
             .map(|auth| {
-                self.digest.verify(now, auth, req.method.as_str(), |u| {
-                    (u == user).then(|| pass.expose().to_string())
-                })
+                self.digest
+                    .verify(now, auth, req.method.as_str(), &request_uri, |u| {
+                        (u == user).then(|| pass.expose().to_string())
+                    })
             });
         let stale = match verdict {
             Some(Verdict::Authorized { .. }) => return Some(Some(trunk.name)),
