@@ -8,13 +8,15 @@
 //! The server's nonces are self-validating (issue time + algorithm + random,
 //! MAC'd with HMAC-SHA256 under a per-server secret), so validity needs no
 //! state; only replay protection (highest `nc` per nonce) is stored, in a
-//! bounded map.
+//! bounded map. They are opaque: issue time and algorithm travel masked
+//! with a keyed stream, so a client learns nothing from them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
@@ -474,10 +476,16 @@ pub enum Verdict {
     Rejected(AuthError),
 }
 
-/// Bytes of a nonce before the MAC: issue ms (8) + algorithm (1) + random (12).
+/// What a nonce stands for: issue ms (8) + algorithm (1) + random (12).
 const NONCE_PAYLOAD: usize = 21;
+/// The part of the payload sent masked: issue ms and algorithm.
+const NONCE_SECRET: usize = 9;
+const NONCE_RANDOM: usize = NONCE_PAYLOAD - NONCE_SECRET;
 /// Truncated HMAC-SHA256 tag; 128 bits is plenty against forgery.
 const NONCE_MAC: usize = 16;
+/// On the wire: random, masked issue ms + algorithm, tag; base64url.
+const NONCE_WIRE: usize = NONCE_PAYLOAD + NONCE_MAC;
+const NONCE_CHARS: usize = (NONCE_WIRE * 4).div_ceil(3);
 
 type NoncePayload = [u8; NONCE_PAYLOAD];
 
@@ -554,6 +562,12 @@ impl DigestServer {
         )
     }
 
+    /// The keyed stream that hides a nonce's issue time and algorithm,
+    /// different for every nonce (it depends on the nonce's random part).
+    fn nonce_mask(&self, random: &[u8]) -> [u8; 32] {
+        hmac_sha256(&self.secret, &[b"crossline-nonce-mask\0", random])
+    }
+
     /// Issue a fresh challenge with qop="auth" and our opaque.
     pub fn challenge(&mut self, now: Instant, algorithm: Algorithm, stale: bool) -> Challenge {
         let mut payload = [0u8; NONCE_PAYLOAD];
@@ -563,9 +577,14 @@ impl DigestServer {
             *alg = algorithm.code();
             fill_random(random);
         }
+        let (hidden, random) = payload.split_at(NONCE_SECRET);
+        let mask = self.nonce_mask(random);
         let mac = self.nonce_mac(&payload);
-        let mut nonce = hex(&payload);
-        nonce.push_str(&hex(mac.get(..NONCE_MAC).unwrap_or(&mac)));
+        let mut wire = Vec::with_capacity(NONCE_WIRE);
+        wire.extend_from_slice(random);
+        wire.extend(hidden.iter().zip(mask.iter()).map(|(h, m)| h ^ m));
+        wire.extend_from_slice(mac.get(..NONCE_MAC).unwrap_or(&mac));
+        let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(wire);
         Challenge {
             realm: self.realm.clone(),
             nonce,
@@ -578,18 +597,31 @@ impl DigestServer {
 
     /// Decode and authenticate one of our nonces.
     fn open_nonce(&self, nonce: &str) -> Option<(NoncePayload, u64, Algorithm)> {
-        let raw = unhex(nonce)?;
-        let (payload, mac) = raw.split_first_chunk::<NONCE_PAYLOAD>()?;
+        if nonce.len() != NONCE_CHARS {
+            return None;
+        }
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(nonce)
+            .ok()?;
+        let (random, rest) = raw.split_first_chunk::<NONCE_RANDOM>()?;
+        let (masked, mac) = rest.split_first_chunk::<NONCE_SECRET>()?;
         if mac.len() != NONCE_MAC {
             return None;
         }
-        let expected = self.nonce_mac(payload);
+        let mask = self.nonce_mask(random);
+        let mut payload = [0u8; NONCE_PAYLOAD];
+        let (hidden, tail) = payload.split_at_mut(NONCE_SECRET);
+        for ((h, m), k) in hidden.iter_mut().zip(masked).zip(mask.iter()) {
+            *h = m ^ k;
+        }
+        tail.copy_from_slice(random);
+        let expected = self.nonce_mac(&payload);
         if !ct_eq(expected.get(..NONCE_MAC)?, mac) {
             return None;
         }
         let (ts, rest) = payload.split_first_chunk::<8>()?;
         let alg = Algorithm::from_code(*rest.first()?)?;
-        Some((*payload, u64::from_be_bytes(*ts), alg))
+        Some((payload, u64::from_be_bytes(*ts), alg))
     }
 
     /// Drop replay state for nonces that have expired anyway.
@@ -1256,19 +1288,23 @@ mod tests {
         let epoch = Instant::now();
         let mut server = DigestServer::with_secret("r", Duration::from_secs(60), epoch, SECRET);
         let ch = server.challenge(epoch, Algorithm::Md5, false);
-        // Flip one hex digit of the timestamp to extend its life.
-        let mut forged = ch.clone();
-        let mut bytes = forged.nonce.into_bytes();
-        if let Some(b) = bytes.get_mut(13) {
-            *b = if *b == b'f' { b'e' } else { b'f' };
+        // Change any character (say, to move the hidden timestamp).
+        for i in 0..ch.nonce.len() {
+            let mut forged = ch.clone();
+            let mut bytes = forged.nonce.into_bytes();
+            if let Some(b) = bytes.get_mut(i) {
+                *b = if *b == b'A' { b'B' } else { b'A' };
+            }
+            forged.nonce = String::from_utf8(bytes).unwrap();
+            let hv = answer_challenge(&forged, "alice", "s3cret pass", "REGISTER", "sip:r", 1, "c")
+                .to_header_value();
+            assert_eq!(
+                server.verify(epoch, &hv, "REGISTER", "sip:r", users),
+                Verdict::Rejected(AuthError::InvalidNonce),
+                "character {i} of {}",
+                ch.nonce
+            );
         }
-        forged.nonce = String::from_utf8(bytes).unwrap();
-        let hv = answer_challenge(&forged, "alice", "s3cret pass", "REGISTER", "sip:r", 1, "c")
-            .to_header_value();
-        assert_eq!(
-            server.verify(epoch, &hv, "REGISTER", "sip:r", users),
-            Verdict::Rejected(AuthError::InvalidNonce)
-        );
         // A nonce from a server with another secret.
         let mut other = DigestServer::with_secret("r", Duration::from_secs(60), epoch, [9; 32]);
         let foreign = other.challenge(epoch, Algorithm::Md5, false);
@@ -1364,6 +1400,45 @@ mod tests {
                 "{hashed} for {requested}"
             );
         }
+    }
+
+    #[test]
+    fn nonces_are_opaque() {
+        use base64::Engine as _;
+        let epoch = Instant::now();
+        let mut server = DigestServer::with_secret("r", Duration::from_secs(60), epoch, SECRET);
+        // Issue time with no zero byte, so it would be easy to spot.
+        let issued_ms: u64 = 0x0102_0304_0506_0708;
+        let now = epoch + Duration::from_millis(issued_ms);
+        let nonces: Vec<Vec<u8>> = (0..64)
+            .map(|_| {
+                let ch = server.challenge(now, Algorithm::Sha256, false);
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(&ch.nonce)
+                    .unwrap()
+            })
+            .collect();
+        let ts = issued_ms.to_be_bytes();
+        for n in &nonces {
+            assert_eq!(n.len(), NONCE_WIRE);
+            // No run of the issue time in clear, not even part of it.
+            for part in ts.windows(4) {
+                assert!(!n.windows(4).any(|w| w == part), "{n:?} shows {part:?}");
+            }
+        }
+        // Issued at the same instant with the same algorithm, yet no byte
+        // stays the same across them: nothing in them is readable.
+        for i in 0..NONCE_WIRE {
+            let first = nonces[0][i];
+            assert!(
+                nonces.iter().any(|n| n[i] != first),
+                "byte {i} is the same in every nonce"
+            );
+        }
+        // And each still opens to that instant and algorithm.
+        let ch = server.challenge(now, Algorithm::Sha256, false);
+        let (_, opened_ms, alg) = server.open_nonce(&ch.nonce).unwrap();
+        assert_eq!((opened_ms, alg), (issued_ms, Algorithm::Sha256));
     }
 
     #[test]
@@ -1470,6 +1545,9 @@ mod tests {
             "00",
             &"ab".repeat(37),
             &"ab".repeat(100),
+            &"A".repeat(NONCE_CHARS),
+            &"_".repeat(NONCE_CHARS),
+            &"=".repeat(NONCE_CHARS),
             "\u{e9}\u{e9}",
         ] {
             let r = DigestResponse {
