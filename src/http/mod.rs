@@ -26,6 +26,7 @@ mod auth;
 mod callbacks;
 mod chat;
 pub mod console;
+mod headers;
 mod hooks;
 mod openapi;
 
@@ -60,7 +61,7 @@ pub struct HttpState {
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -68,7 +69,8 @@ pub fn router(state: HttpState) -> Router {
         .merge(chat::router())
         .merge(hooks::router())
         .merge(console::router())
-        .with_state(state)
+        .with_state(state);
+    headers::secure(app)
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
@@ -139,7 +141,7 @@ pub async fn serve_tls(
     tls: std::sync::Arc<rustls::ServerConfig>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(state);
+    let app = headers::strict_transport(router(state));
     loop {
         let Ok((tcp, remote)) = listener.accept().await else {
             continue;
