@@ -196,3 +196,38 @@ fn console_sign_in_is_throttled_per_client() {
         .1
         .contains("crossline_http_auth_failures_total{reason=\"throttled\"}"));
 }
+
+/// Every response carries the security headers; pages with a policy of
+/// their own keep it; no HSTS over plain HTTP.
+#[test]
+fn security_headers_on_every_response() {
+    let gw = gateway();
+    for path in ["/healthz", "/console/", "/v1/openapi.json", "/no-such-page"] {
+        let r = gw.http("GET", path, &[], None);
+        for want in [
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "x-frame-options: deny",
+            "content-security-policy: ",
+        ] {
+            assert!(r.headers.contains(want), "{path}: no {want}\n{}", r.headers);
+        }
+        assert!(
+            !r.headers.contains("strict-transport-security"),
+            "{path}: HSTS over plain HTTP"
+        );
+    }
+    let health = gw.http("GET", "/healthz", &[], None);
+    assert!(health
+        .headers
+        .contains("content-security-policy: default-src 'none'; frame-ancestors 'none'"));
+    // The console keeps the policy it runs under.
+    let console = gw.http("GET", "/console/", &[], None);
+    assert!(
+        console
+            .headers
+            .contains("content-security-policy: default-src 'self'; connect-src 'self'"),
+        "{}",
+        console.headers
+    );
+}

@@ -513,9 +513,9 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
     assert_eq!(lines.len(), 4, "{}", csv.body);
     assert!(lines[0].starts_with("id,created_at,bot,flow"));
     assert!(
-        lines[1].contains(",completed,")
-            && lines[2].contains(",busy,486,")
-            && lines[3].contains(",invalid_number,484,"),
+        lines[1].contains(",\"completed\",")
+            && lines[2].contains(",\"busy\",\"486\",")
+            && lines[3].contains(",\"invalid_number\",\"484\","),
         "{}",
         csv.body
     );

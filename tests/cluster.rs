@@ -60,10 +60,10 @@ fn two_nodes_share_chats_and_calls_fail_over() {
     let b = node("node-b", &url, twilio_port);
 
     // The visitor texts node A: a new conversation, A runs its flow.
-    text_in(&a, "SM-c1", "hello");
+    text_in(&a, "SM000000000000000000000000000000c1", "hello");
     wait_sms_to(&sent, VISITOR, "What's your name?", WAIT);
     // The answer lands on B: B hands it to A, whose flow asks the next one.
-    text_in(&b, "SM-c2", "Ana");
+    text_in(&b, "SM000000000000000000000000000000c2", "Ana");
     wait_sms_to(&sent, VISITOR, "Thanks Ana. Which city", WAIT);
     assert_eq!(
         metric(
@@ -107,9 +107,9 @@ fn two_nodes_share_chats_and_calls_fail_over() {
     // A is gone; once its lease lapses, B takes the chat over and the flow
     // carries on at the question A last asked, remembering the name.
     std::thread::sleep(Duration::from_secs(4));
-    text_in(&b, "SM-c3", "Madrid");
+    text_in(&b, "SM000000000000000000000000000000c3", "Madrid");
     wait_sms_to(&sent, VISITOR, "How many people, Ana?", WAIT);
-    text_in(&b, "SM-c4", "4");
+    text_in(&b, "SM000000000000000000000000000000c4", "4");
     wait_sms_to(&sent, VISITOR, "Got it: Ana from Madrid, 4 people.", WAIT);
     let owner = pg.psql(
         "crossline_cluster",

@@ -692,6 +692,51 @@ fn dead_calls_are_hung_up_after_the_rtp_timeout() {
     assert_eq!(outcome, "local_hangup");
 }
 
+/// A Call-ID carrying an escape sequence and a NUL: the call goes through,
+/// and its record keeps the Call-ID without them.
+#[test]
+fn control_characters_in_the_call_id_never_reach_the_cdr() {
+    let mut gw = Gateway::start("");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let call_id = "cdr\u{1b}[2J\0esc@host";
+    sock.send_to(
+        raw_invite(port, call_id, "z9hG4bKcdr1").as_bytes(),
+        gw.sip_addr(),
+    )
+    .unwrap();
+    let ok = recv_until(
+        &sock,
+        |m| m.starts_with("SIP/2.0 200"),
+        Duration::from_secs(5),
+    )
+    .expect("200");
+    let to = header(&ok, "To");
+    let ack = format!("ACK sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKcdr1ack\r\nMax-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=t1\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n");
+    sock.send_to(ack.as_bytes(), gw.sip_addr()).unwrap();
+    let bye = format!("BYE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKcdr1bye\r\nMax-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=t1\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+    sock.send_to(bye.as_bytes(), gw.sip_addr()).unwrap();
+    recv_until(
+        &sock,
+        |m| m.starts_with("SIP/2.0 200") && m.contains("CSeq: 2 BYE"),
+        Duration::from_secs(5),
+    )
+    .expect("200 for the BYE");
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+    let db = rusqlite::Connection::open(gw.db_path()).unwrap();
+    let ids: Vec<String> = db
+        .prepare("SELECT call_id FROM calls")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, vec!["cdr[2Jesc@host".to_string()]);
+}
+
 /// The drivers' bounds, on the real binary: TCP connections over
 /// `max_tcp_connections` are closed at accept, a datagram over
 /// `max_message_size` is dropped, a TCP message over it closes only its

@@ -228,6 +228,19 @@ fn sip_over_tls_and_https_with_openssl_and_curl() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
+    // Over HTTPS, and only there, HSTS.
+    let head = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", "--cacert"])
+        .arg(&ca)
+        .arg(&url)
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
     let untrusted = Command::new("curl").args(["-sS", &url]).output().unwrap();
     assert!(
         !untrusted.status.success(),

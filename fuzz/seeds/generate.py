@@ -233,7 +233,7 @@ write("webhook", "twilio-sms.form",
       "&FromCountry=ES&To=%2B15550100000&ToZip=&NumSegments=1"
       "&MessageSid=SM0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef"
       "&From=%2B34600123456&ApiVersion=2010-04-01")
-write("webhook", "twilio-stop.form", "MessageSid=SM1&From=%2B15551234567&Body=stop&Body=twice&%zz=%4")
+write("webhook", "twilio-stop.form", "MessageSid=SM00000000000000000000000000000001&From=%2B15551234567&Body=stop&Body=twice&%zz=%4")
 write("webhook", "whatsapp-text.json", """{
   "object": "whatsapp_business_account",
   "entry": [{

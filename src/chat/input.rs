@@ -28,19 +28,28 @@ pub fn validate(
     }
 }
 
-/// One `@`, a non-empty local part, a dotted domain with a 2+ letter TLD,
-/// no spaces. The domain is lower-cased; the local part is kept as typed.
+/// A practical subset of RFC 5322's addr-spec: a dot-atom local part of
+/// atext (without `'`), one `@`, a dotted domain of letters, digits and
+/// hyphens (labels up to 63) with a 2+ letter TLD; 254 bytes at most. So nothing that reads
+/// as markup or quoting (`< > " ' ( ) , ; : \ [ ]`), no spaces, no
+/// controls. The domain is lower-cased; the local part is kept as typed.
 fn email(s: &str) -> Result<String, &'static str> {
+    if s.len() > 254 {
+        return Err("not an email address");
+    }
     let (local, domain) = s.split_once('@').ok_or("no @")?;
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&*+-/=?^_`{|}~".contains(c);
     let ok_local = !local.is_empty()
         && local.len() <= 64
-        && !local.contains(char::is_whitespace)
-        && !local.contains('@');
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext));
     let labels: Vec<&str> = domain.split('.').collect();
     let ok_domain = labels.len() >= 2
         && domain.len() <= 253
         && labels.iter().all(|l| {
             !l.is_empty()
+                && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
                 && l.chars().all(|c| c.is_alphanumeric() || c == '-')
@@ -124,9 +133,45 @@ mod tests {
             "a@b@x.com",
             "ana@-x.com",
             "ana@x..com",
+            // Markup, quoting and comments.
+            "a<script>@x.com",
+            "\"a\"@x.com",
+            "a@x.com<img>",
+            "<a@x.com>",
+            "o'brien@x.com",
+            "a(b)@x.com",
+            "a,b@x.com",
+            "a;b@x.com",
+            "a:b@x.com",
+            "a\\b@x.com",
+            "[a]@x.com",
+            "a@[127.0.0.1]",
+            "a@x.com\"onmouseover=\"x",
+            // Spaces, controls, odd dots, too long.
+            "a\tb@x.com",
+            "a\u{0}@x.com",
+            "a@x\u{1b}.com",
+            "a\u{a0}b@x.com",
+            ".a@x.com",
+            "a.@x.com",
+            "a..b@x.com",
+            &format!("{}@{}.com", "a".repeat(64), "b".repeat(190)),
+            &format!("{}@x.com", "a".repeat(65)),
+            &format!("a@{}.com", "b".repeat(64)),
         ] {
             assert!(validate(InputKind::Email, bad, None).is_err(), "{bad:?}");
         }
+        for good in [
+            "first.last+tag@sub.example.org",
+            "a_b-c=d@x.io",
+            "x@münchen.de",
+        ] {
+            assert_eq!(validate(InputKind::Email, good, None).unwrap(), good);
+        }
+        let label = "b".repeat(61);
+        let longest = format!("{}@{label}.{label}.{label}.com", "a".repeat(64));
+        assert_eq!(longest.len(), 254);
+        assert!(validate(InputKind::Email, &longest, None).is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub use event::{
 };
 pub use hub::{
     AnonymousCaps, ChannelSender, ChatHub, Conversation, Feed, FlowResumer, Found, NewConversation,
+    NoRoom,
 };
 pub use switch::{InboundOutcome, SwitchError, SwitchTexts, Switchboard};
 

@@ -200,25 +200,35 @@ fn iso(ms: u64) -> String {
     )
 }
 
-/// One CSV field, quoted when it has to be (RFC 4180); a leading `=`,
-/// `+`, `-` or `@` is defused so spreadsheets don't run it as a formula.
+/// One CSV field, always quoted (RFC 4180, quotes doubled). Text that a
+/// spreadsheet could read as a formula gets a leading `'` (OWASP CSV
+/// injection); numbers are ours and stay as they are.
 fn csv_field(v: &serde_json::Value) -> String {
-    let text = match v {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => return n.to_string(),
-        other => other.to_string(),
-    };
-    let text = if text.starts_with(['=', '+', '-', '@']) {
+    match v {
+        serde_json::Value::Null => csv_text(""),
+        serde_json::Value::String(s) => csv_text(s),
+        serde_json::Value::Number(n) => format!("\"{n}\""),
+        other => csv_text(&other.to_string()),
+    }
+}
+
+fn csv_text(text: &str) -> String {
+    let defused = if formula_like(text) {
         format!("'{text}")
     } else {
-        text
+        text.to_string()
     };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
+    format!("\"{}\"", defused.replace('"', "\"\""))
+}
+
+/// Starts like a formula, also behind spaces or quotes (spreadsheets skip
+/// them), or with a fullwidth sign some of them fold to ASCII.
+fn formula_like(text: &str) -> bool {
+    const TRIGGERS: [char; 10] = ['=', '+', '-', '@', '\t', '\r', '＝', '＋', '－', '＠'];
+    text.starts_with(TRIGGERS)
+        || text
+            .trim_start_matches(|c: char| c.is_whitespace() || matches!(c, '"' | '\''))
+            .starts_with(TRIGGERS)
 }
 
 const CSV_COLUMNS: &[&str] = &[
@@ -288,7 +298,7 @@ async fn report(
         let fields: Vec<String> = CSV_COLUMNS
             .iter()
             .map(|c| match *c {
-                "created_at" => row["created_at"].as_u64().map(iso).unwrap_or_default(),
+                "created_at" => csv_text(&row["created_at"].as_u64().map(iso).unwrap_or_default()),
                 c => csv_field(&row[c]),
             })
             .collect();
@@ -338,11 +348,36 @@ mod tests {
 
     #[test]
     fn csv_fields_are_quoted_and_defused() {
-        assert_eq!(csv_field(&json!("plain")), "plain");
+        assert_eq!(csv_field(&json!("plain")), "\"plain\"");
         assert_eq!(csv_field(&json!("a,b")), "\"a,b\"");
         assert_eq!(csv_field(&json!("say \"hi\"")), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field(&json!("=cmd()")), "'=cmd()");
-        assert_eq!(csv_field(&json!(null)), "");
-        assert_eq!(csv_field(&json!(484)), "484");
+        assert_eq!(csv_field(&json!("line\nbreak")), "\"line\nbreak\"");
+        assert_eq!(csv_field(&json!(null)), "\"\"");
+        assert_eq!(csv_field(&json!(484)), "\"484\"");
+        assert_eq!(csv_field(&json!(-3)), "\"-3\"");
+        assert_eq!(csv_field(&json!(true)), "\"true\"");
+        // Formula starts, plain or hidden, get a leading quote.
+        for (raw, want) in [
+            ("=cmd()", "\"'=cmd()\""),
+            ("+1+1", "\"'+1+1\""),
+            ("-2+3", "\"'-2+3\""),
+            ("@SUM(A1)", "\"'@SUM(A1)\""),
+            ("\t=1", "\"'\t=1\""),
+            ("\r=1", "\"'\r=1\""),
+            ("\tplain", "\"'\tplain\""),
+            ("  =HYPERLINK(\"x\")", "\"'  =HYPERLINK(\"\"x\"\")\""),
+            ("\"=1\"", "\"'\"\"=1\"\"\""),
+            ("'@x", "\"''@x\""),
+            ("＝cmd()", "\"'＝cmd()\""),
+            ("＋1", "\"'＋1\""),
+            ("－1", "\"'－1\""),
+            ("＠x", "\"'＠x\""),
+            ("\u{3000}＝1", "\"'\u{3000}＝1\""),
+        ] {
+            assert_eq!(csv_field(&json!(raw)), want, "{raw:?}");
+        }
+        // Signs later in the text are harmless.
+        assert_eq!(csv_field(&json!("a=b-c")), "\"a=b-c\"");
+        assert_eq!(csv_field(&json!("ana@x.com")), "\"ana@x.com\"");
     }
 }

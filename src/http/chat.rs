@@ -339,7 +339,7 @@ fn start_pending(
     id: &str,
     key: &str,
     source: std::net::IpAddr,
-) -> Result<Option<std::sync::Arc<Conversation>>, Response> {
+) -> Result<Option<std::sync::Arc<Conversation>>, crate::chat::NoRoom> {
     let chat = &state.services.chat;
     if !crate::chat::same_hash(
         &crate::chat::secret_hash(key),
@@ -368,7 +368,7 @@ fn start_pending(
             );
             Ok(Some(conv))
         }
-        Err(_) => Err((StatusCode::SERVICE_UNAVAILABLE, "busy; try again").into_response()),
+        Err(e) => Err(e),
     }
 }
 
@@ -401,7 +401,9 @@ async fn socket(
                 source.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
             ) {
                 Ok(conv) => conv,
-                Err(busy) => return busy,
+                Err(_) => {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "busy; try again").into_response()
+                }
             },
         },
         None => None,

@@ -27,6 +27,7 @@ mod callbacks;
 mod chat;
 pub mod console;
 pub mod guard;
+mod headers;
 mod hooks;
 mod openapi;
 
@@ -63,7 +64,7 @@ pub struct HttpState {
 /// Largest request body any route takes (JSON, forms, SDP offers).
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Every route. With `admin_only = false`, the public set: no metrics and
+/// Every route. With `with_admin = false`, the public set: no metrics and
 /// no console (those then live on `[http] admin_listen`).
 pub fn router(state: HttpState, with_admin: bool) -> Router {
     let mut r = Router::new()
@@ -76,7 +77,8 @@ pub fn router(state: HttpState, with_admin: bool) -> Router {
         r = r.route("/metrics", get(metrics)).merge(console::router());
     }
     let guard = state.guard.clone();
-    r.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+    let app = r
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             guard.clone(),
             guard::sign_in_layer,
@@ -85,7 +87,8 @@ pub fn router(state: HttpState, with_admin: bool) -> Router {
             guard,
             guard::client_ip_layer,
         ))
-        .with_state(state)
+        .with_state(state);
+    headers::secure(app)
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
@@ -161,15 +164,19 @@ pub async fn serve(
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     limits: ServeLimits,
 ) {
+    let https = tls.is_some();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let caps = guard::ConnectionCaps::new(
         limits.max_connections,
         limits.max_connections_per_source,
         limits.trusted_proxies.clone(),
     );
-    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+    let mut app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         limits.body_timeout,
     ));
+    if https {
+        app = headers::strict_transport(app);
+    }
     loop {
         let Ok((tcp, remote)) = listener.accept().await else {
             // Out of file descriptors, most likely: don't spin.

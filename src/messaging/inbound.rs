@@ -74,8 +74,12 @@ pub fn parse_twilio(params: &[(String, String)]) -> Result<InboundMessage, &'sta
     let get = |k| super::form::get(params, k);
     let provider_id = get("MessageSid")
         .or_else(|| get("SmsSid"))
-        .filter(|s| !s.is_empty() && s.len() <= 64)
         .ok_or("no MessageSid")?;
+    // The SID is the dedupe key: anything else folded into it would make a
+    // replayed webhook look like a new message.
+    if !is_twilio_message_sid(provider_id) {
+        return Err("MessageSid is not a Twilio message SID");
+    }
     let from = get("From").ok_or("no From")?;
     if !super::is_e164(from) {
         return Err("From is not an E.164 number");
@@ -86,6 +90,17 @@ pub fn parse_twilio(params: &[(String, String)]) -> Result<InboundMessage, &'sta
         from: from.to_string(),
         text: get("Body").unwrap_or_default().to_string(),
     })
+}
+
+/// Twilio's message SIDs: `SM` (SMS) or `MM` (MMS) and 32 lowercase hex
+/// digits.
+fn is_twilio_message_sid(s: &str) -> bool {
+    let (prefix, digits) = s.split_at_checked(2).unwrap_or_default();
+    matches!(prefix, "SM" | "MM")
+        && digits.len() == 32
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Meta's `X-Hub-Signature-256`: `sha256=` and the hex HMAC-SHA256 of the
@@ -206,6 +221,43 @@ mod tests {
         assert!(parse_twilio(&p).is_err());
         let mut p = params();
         p[1].1 = "whatsapp:+34600".into();
+        assert!(parse_twilio(&p).is_err());
+    }
+
+    #[test]
+    fn twilio_message_sid_must_be_twilios_format() {
+        let with_sid = |sid: &str| {
+            let mut p = params();
+            p[0].1 = sid.into();
+            parse_twilio(&p)
+        };
+        for good in [
+            "SM1234567890abcdef1234567890abcdef",
+            "MM0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(with_sid(good).unwrap().provider_id, good);
+        }
+        for bad in [
+            // Another field folded in: the same message under a new key.
+            "SM1234567890abcdef1234567890abcdef&Body=x",
+            "SM1234567890abcdef1234567890abcdef ",
+            "SM1234567890abcdef1234567890abcde",
+            "SM1234567890abcdef1234567890abcdef0",
+            "SM1234567890ABCDEF1234567890ABCDEF",
+            "AC1234567890abcdef1234567890abcdef",
+            "sm1234567890abcdef1234567890abcdef",
+            "SM1234567890abcdef1234567890abcdeg",
+            "SM-c1",
+            "SM",
+            "S",
+            "",
+            "SMé234567890abcdef1234567890abcde",
+        ] {
+            assert!(with_sid(bad).is_err(), "{bad:?}");
+        }
+        // The SmsSid fallback is held to the same format.
+        let mut p = params();
+        p[0] = ("SmsSid".into(), "SM-1".into());
         assert!(parse_twilio(&p).is_err());
     }
 

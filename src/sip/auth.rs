@@ -2,19 +2,21 @@
 //! RFC 8760), client and server side.
 //!
 //! Works on header *values* (`Digest realm=..., nonce=...`) and plain
-//! method/URI strings so it stays independent of the SIP message types.
+//! method/URI strings; only the server's Request-URI check parses URIs.
 //! Sans-IO: time comes in as `now: Instant`.
 //!
 //! The server's nonces are self-validating (issue time + algorithm + random,
 //! MAC'd with HMAC-SHA256 under a per-server secret), so validity needs no
 //! state; only replay protection (highest `nc` per nonce) is stored, in a
-//! bounded map.
+//! bounded map. They are opaque: issue time and algorithm travel masked
+//! with a keyed stream, so a client learns nothing from them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
@@ -68,6 +70,8 @@ pub enum AuthError {
     ResponseMismatch,
     #[error("nonce count replayed")]
     Replay,
+    #[error("digest uri does not match the Request-URI")]
+    UriMismatch,
 }
 
 /// Digest hash algorithm. The `-sess` variants are not supported.
@@ -472,10 +476,16 @@ pub enum Verdict {
     Rejected(AuthError),
 }
 
-/// Bytes of a nonce before the MAC: issue ms (8) + algorithm (1) + random (12).
+/// What a nonce stands for: issue ms (8) + algorithm (1) + random (12).
 const NONCE_PAYLOAD: usize = 21;
+/// The part of the payload sent masked: issue ms and algorithm.
+const NONCE_SECRET: usize = 9;
+const NONCE_RANDOM: usize = NONCE_PAYLOAD - NONCE_SECRET;
 /// Truncated HMAC-SHA256 tag; 128 bits is plenty against forgery.
 const NONCE_MAC: usize = 16;
+/// On the wire: random, masked issue ms + algorithm, tag; base64url.
+const NONCE_WIRE: usize = NONCE_PAYLOAD + NONCE_MAC;
+const NONCE_CHARS: usize = (NONCE_WIRE * 4).div_ceil(3);
 
 type NoncePayload = [u8; NONCE_PAYLOAD];
 
@@ -552,6 +562,12 @@ impl DigestServer {
         )
     }
 
+    /// The keyed stream that hides a nonce's issue time and algorithm,
+    /// different for every nonce (it depends on the nonce's random part).
+    fn nonce_mask(&self, random: &[u8]) -> [u8; 32] {
+        hmac_sha256(&self.secret, &[b"crossline-nonce-mask\0", random])
+    }
+
     /// Issue a fresh challenge with qop="auth" and our opaque.
     pub fn challenge(&mut self, now: Instant, algorithm: Algorithm, stale: bool) -> Challenge {
         let mut payload = [0u8; NONCE_PAYLOAD];
@@ -561,9 +577,14 @@ impl DigestServer {
             *alg = algorithm.code();
             fill_random(random);
         }
+        let (hidden, random) = payload.split_at(NONCE_SECRET);
+        let mask = self.nonce_mask(random);
         let mac = self.nonce_mac(&payload);
-        let mut nonce = hex(&payload);
-        nonce.push_str(&hex(mac.get(..NONCE_MAC).unwrap_or(&mac)));
+        let mut wire = Vec::with_capacity(NONCE_WIRE);
+        wire.extend_from_slice(random);
+        wire.extend(hidden.iter().zip(mask.iter()).map(|(h, m)| h ^ m));
+        wire.extend_from_slice(mac.get(..NONCE_MAC).unwrap_or(&mac));
+        let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(wire);
         Challenge {
             realm: self.realm.clone(),
             nonce,
@@ -576,18 +597,31 @@ impl DigestServer {
 
     /// Decode and authenticate one of our nonces.
     fn open_nonce(&self, nonce: &str) -> Option<(NoncePayload, u64, Algorithm)> {
-        let raw = unhex(nonce)?;
-        let (payload, mac) = raw.split_first_chunk::<NONCE_PAYLOAD>()?;
+        if nonce.len() != NONCE_CHARS {
+            return None;
+        }
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(nonce)
+            .ok()?;
+        let (random, rest) = raw.split_first_chunk::<NONCE_RANDOM>()?;
+        let (masked, mac) = rest.split_first_chunk::<NONCE_SECRET>()?;
         if mac.len() != NONCE_MAC {
             return None;
         }
-        let expected = self.nonce_mac(payload);
+        let mask = self.nonce_mask(random);
+        let mut payload = [0u8; NONCE_PAYLOAD];
+        let (hidden, tail) = payload.split_at_mut(NONCE_SECRET);
+        for ((h, m), k) in hidden.iter_mut().zip(masked).zip(mask.iter()) {
+            *h = m ^ k;
+        }
+        tail.copy_from_slice(random);
+        let expected = self.nonce_mac(&payload);
         if !ct_eq(expected.get(..NONCE_MAC)?, mac) {
             return None;
         }
         let (ts, rest) = payload.split_first_chunk::<8>()?;
         let alg = Algorithm::from_code(*rest.first()?)?;
-        Some((*payload, u64::from_be_bytes(*ts), alg))
+        Some((payload, u64::from_be_bytes(*ts), alg))
     }
 
     /// Drop replay state for nonces that have expired anyway.
@@ -602,19 +636,19 @@ impl DigestServer {
         }
     }
 
-    /// Check an `Authorization` header value for a request with `method`.
-    ///
-    /// The caller should also check that `DigestResponse::uri` names the
-    /// request's Request-URI; this function only proves knowledge of the
-    /// password for the URI the client hashed.
+    /// Check an `Authorization` header value for a request with `method`
+    /// and `request_uri`. The digest's `uri` must name the same resource
+    /// as the Request-URI (RFC 3261 §22.4), or an answer captured for one
+    /// request would authorize another.
     pub fn verify(
         &mut self,
         now: Instant,
         authorization: &str,
         method: &str,
+        request_uri: &str,
         password_for: impl Fn(&str) -> Option<String>,
     ) -> Verdict {
-        match self.verify_inner(now, authorization, method, password_for) {
+        match self.verify_inner(now, authorization, method, request_uri, password_for) {
             Ok(v) => v,
             Err(e) => Verdict::Rejected(e),
         }
@@ -625,11 +659,16 @@ impl DigestServer {
         now: Instant,
         authorization: &str,
         method: &str,
+        request_uri: &str,
         password_for: impl Fn(&str) -> Option<String>,
     ) -> Result<Verdict, AuthError> {
         let resp = DigestResponse::parse(authorization)?;
         if resp.realm != self.realm {
             return Err(AuthError::RealmMismatch);
+        }
+        // Before anything stateful, so a mismatch burns no nc.
+        if !same_resource(&resp.uri, request_uri) {
+            return Err(AuthError::UriMismatch);
         }
         let (key, issued_ms, alg) = self
             .open_nonce(&resp.nonce)
@@ -708,6 +747,71 @@ impl DigestServer {
 }
 
 // ---- helpers ----
+
+/// Do the digest `uri` and the Request-URI name the same resource? SIP
+/// URIs compare as RFC 3261 §19.1.4 says (escapes decoded in the userinfo,
+/// host case-insensitive, the same port, the parameters that must match
+/// do, headers as written); anything else must be the same text.
+fn same_resource(digest_uri: &str, request_uri: &str) -> bool {
+    use crate::sip::message::Uri;
+    if digest_uri == request_uri {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (Uri::parse(digest_uri), Uri::parse(request_uri)) else {
+        return false;
+    };
+    if !a.is_sip() || !b.is_sip() {
+        return a == b;
+    }
+    let unescaped_eq = |x: &Option<String>, y: &Option<String>| match (x, y) {
+        (Some(x), Some(y)) => unescape(x) == unescape(y),
+        (None, None) => true,
+        _ => false,
+    };
+    let param_eq = |x: Option<Option<&str>>, y: Option<Option<&str>>| match (x, y) {
+        (Some(Some(x)), Some(Some(y))) => unescape(x).eq_ignore_ascii_case(&unescape(y)),
+        (x, y) => x == y,
+    };
+    // These must be in both or neither; any other present in both must agree.
+    let must_match = ["user", "ttl", "method", "maddr", "transport"];
+    a.scheme == b.scheme
+        && unescaped_eq(&a.user, &b.user)
+        && unescaped_eq(&a.password, &b.password)
+        && a.host.eq_ignore_ascii_case(&b.host)
+        && a.port == b.port
+        && must_match
+            .iter()
+            .all(|name| param_eq(a.param(name), b.param(name)))
+        && a.params.iter().all(|(name, _)| {
+            let (x, y) = (a.param(name), b.param(name));
+            y.is_none() || param_eq(x, y)
+        })
+        && a.headers == b.headers
+}
+
+/// `%XX` escapes decoded (invalid ones kept as written), for comparing.
+fn unescape(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let decoded = match (b, bytes.get(i + 1..i + 3)) {
+            (b'%', Some(&[h, l])) => unhex(std::str::from_utf8(&[h, l]).unwrap_or("")),
+            _ => None,
+        };
+        match decoded.as_deref() {
+            Some(&[d]) => {
+                out.push(d);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -1059,21 +1163,21 @@ mod tests {
         let auth = client.authorize(&ch, "REGISTER", "sip:example.com");
         let now = epoch + Duration::from_secs(1);
         assert_eq!(
-            server.verify(now, &auth, "REGISTER", users),
+            server.verify(now, &auth, "REGISTER", "sip:example.com", users),
             Verdict::Authorized {
                 username: "alice".into()
             }
         );
         // Same header again is a replay.
         assert_eq!(
-            server.verify(now, &auth, "REGISTER", users),
+            server.verify(now, &auth, "REGISTER", "sip:example.com", users),
             Verdict::Rejected(AuthError::Replay)
         );
         // The client bumps nc for the same nonce.
         let auth2 = client.authorize(&ch, "INVITE", "sip:bob@example.com");
         assert!(auth2.contains("nc=00000002"), "{auth2}");
         assert_eq!(
-            server.verify(now, &auth2, "INVITE", users),
+            server.verify(now, &auth2, "INVITE", "sip:bob@example.com", users),
             Verdict::Authorized {
                 username: "alice".into()
             }
@@ -1081,7 +1185,7 @@ mod tests {
         // Method is covered by the digest.
         let auth3 = client.authorize(&ch, "INVITE", "sip:bob@example.com");
         assert_eq!(
-            server.verify(now, &auth3, "BYE", users),
+            server.verify(now, &auth3, "BYE", "sip:bob@example.com", users),
             Verdict::Rejected(AuthError::ResponseMismatch)
         );
     }
@@ -1103,18 +1207,18 @@ mod tests {
         let ch = server.challenge(epoch, Algorithm::Md5, false);
         let bad = answer_challenge(&ch, "alice", "wrong", "REGISTER", "sip:r", 1, "cn");
         assert_eq!(
-            server.verify(epoch, &bad.to_header_value(), "REGISTER", users),
+            server.verify(epoch, &bad.to_header_value(), "REGISTER", "sip:r", users),
             Verdict::Rejected(AuthError::ResponseMismatch)
         );
         let nobody = answer_challenge(&ch, "mallory", "x", "REGISTER", "sip:r", 1, "cn");
         assert_eq!(
-            server.verify(epoch, &nobody.to_header_value(), "REGISTER", users),
+            server.verify(epoch, &nobody.to_header_value(), "REGISTER", "sip:r", users),
             Verdict::Rejected(AuthError::UnknownUser)
         );
         // A failed attempt must not burn the nc for the real user.
         let good = answer_challenge(&ch, "alice", "s3cret pass", "REGISTER", "sip:r", 1, "cn");
         assert!(matches!(
-            server.verify(epoch, &good.to_header_value(), "REGISTER", users),
+            server.verify(epoch, &good.to_header_value(), "REGISTER", "sip:r", users),
             Verdict::Authorized { .. }
         ));
     }
@@ -1128,20 +1232,20 @@ mod tests {
             answer_challenge(&ch, "bob", "hunter2", "INVITE", "sip:x@r", nc, "cn").to_header_value()
         };
         let ok = |v: Verdict| matches!(v, Verdict::Authorized { .. });
-        assert!(ok(server.verify(epoch, &at(1), "INVITE", users)));
-        assert!(ok(server.verify(epoch, &at(2), "INVITE", users)));
-        assert!(ok(server.verify(epoch, &at(5), "INVITE", users)));
+        assert!(ok(server.verify(epoch, &at(1), "INVITE", "sip:x@r", users)));
+        assert!(ok(server.verify(epoch, &at(2), "INVITE", "sip:x@r", users)));
+        assert!(ok(server.verify(epoch, &at(5), "INVITE", "sip:x@r", users)));
         assert_eq!(
-            server.verify(epoch, &at(5), "INVITE", users),
+            server.verify(epoch, &at(5), "INVITE", "sip:x@r", users),
             Verdict::Rejected(AuthError::Replay)
         );
         assert_eq!(
-            server.verify(epoch, &at(3), "INVITE", users),
+            server.verify(epoch, &at(3), "INVITE", "sip:x@r", users),
             Verdict::Rejected(AuthError::Replay)
         );
-        assert!(ok(server.verify(epoch, &at(6), "INVITE", users)));
+        assert!(ok(server.verify(epoch, &at(6), "INVITE", "sip:x@r", users)));
         assert_eq!(
-            server.verify(epoch, &at(0), "INVITE", users),
+            server.verify(epoch, &at(0), "INVITE", "sip:x@r", users),
             Verdict::Rejected(AuthError::InvalidNonceCount)
         );
     }
@@ -1158,12 +1262,12 @@ mod tests {
                 .to_header_value()
         };
         assert!(matches!(
-            server.verify(t0 + ttl, &hv(1), "REGISTER", users),
+            server.verify(t0 + ttl, &hv(1), "REGISTER", "sip:r", users),
             Verdict::Authorized { .. }
         ));
         let late = t0 + ttl + Duration::from_secs(1);
         assert_eq!(
-            server.verify(late, &hv(2), "REGISTER", users),
+            server.verify(late, &hv(2), "REGISTER", "sip:r", users),
             Verdict::Stale
         );
         // Expired state got pruned.
@@ -1171,7 +1275,7 @@ mod tests {
         // Wrong password on an expired nonce is still a rejection, not Stale.
         let bad = answer_challenge(&ch, "alice", "nope", "REGISTER", "sip:r", 3, "c");
         assert_eq!(
-            server.verify(late, &bad.to_header_value(), "REGISTER", users),
+            server.verify(late, &bad.to_header_value(), "REGISTER", "sip:r", users),
             Verdict::Rejected(AuthError::ResponseMismatch)
         );
         let fresh = server.challenge(late, Algorithm::Md5, true);
@@ -1184,19 +1288,23 @@ mod tests {
         let epoch = Instant::now();
         let mut server = DigestServer::with_secret("r", Duration::from_secs(60), epoch, SECRET);
         let ch = server.challenge(epoch, Algorithm::Md5, false);
-        // Flip one hex digit of the timestamp to extend its life.
-        let mut forged = ch.clone();
-        let mut bytes = forged.nonce.into_bytes();
-        if let Some(b) = bytes.get_mut(13) {
-            *b = if *b == b'f' { b'e' } else { b'f' };
+        // Change any character (say, to move the hidden timestamp).
+        for i in 0..ch.nonce.len() {
+            let mut forged = ch.clone();
+            let mut bytes = forged.nonce.into_bytes();
+            if let Some(b) = bytes.get_mut(i) {
+                *b = if *b == b'A' { b'B' } else { b'A' };
+            }
+            forged.nonce = String::from_utf8(bytes).unwrap();
+            let hv = answer_challenge(&forged, "alice", "s3cret pass", "REGISTER", "sip:r", 1, "c")
+                .to_header_value();
+            assert_eq!(
+                server.verify(epoch, &hv, "REGISTER", "sip:r", users),
+                Verdict::Rejected(AuthError::InvalidNonce),
+                "character {i} of {}",
+                ch.nonce
+            );
         }
-        forged.nonce = String::from_utf8(bytes).unwrap();
-        let hv = answer_challenge(&forged, "alice", "s3cret pass", "REGISTER", "sip:r", 1, "c")
-            .to_header_value();
-        assert_eq!(
-            server.verify(epoch, &hv, "REGISTER", users),
-            Verdict::Rejected(AuthError::InvalidNonce)
-        );
         // A nonce from a server with another secret.
         let mut other = DigestServer::with_secret("r", Duration::from_secs(60), epoch, [9; 32]);
         let foreign = other.challenge(epoch, Algorithm::Md5, false);
@@ -1212,7 +1320,7 @@ mod tests {
         let mut hv = hv;
         hv.opaque = ch.opaque.clone();
         assert_eq!(
-            server.verify(epoch, &hv.to_header_value(), "REGISTER", users),
+            server.verify(epoch, &hv.to_header_value(), "REGISTER", "sip:r", users),
             Verdict::Rejected(AuthError::InvalidNonce)
         );
         // Algorithm downgrade: SHA-256 nonce answered with MD5.
@@ -1221,14 +1329,14 @@ mod tests {
         down.algorithm = Algorithm::Md5;
         let hv = answer_challenge(&down, "alice", "s3cret pass", "REGISTER", "sip:r", 1, "c");
         assert_eq!(
-            server.verify(epoch, &hv.to_header_value(), "REGISTER", users),
+            server.verify(epoch, &hv.to_header_value(), "REGISTER", "sip:r", users),
             Verdict::Rejected(AuthError::AlgorithmMismatch)
         );
         // Opaque must come back unchanged.
         let mut op = answer_challenge(&ch, "alice", "s3cret pass", "REGISTER", "sip:r", 1, "c");
         op.opaque = Some("nope".into());
         assert_eq!(
-            server.verify(epoch, &op.to_header_value(), "REGISTER", users),
+            server.verify(epoch, &op.to_header_value(), "REGISTER", "sip:r", users),
             Verdict::Rejected(AuthError::OpaqueMismatch)
         );
         // Wrong realm.
@@ -1236,7 +1344,7 @@ mod tests {
         wr.realm = "other".into();
         let hv = answer_challenge(&wr, "alice", "s3cret pass", "REGISTER", "sip:r", 1, "c");
         assert_eq!(
-            server.verify(epoch, &hv.to_header_value(), "REGISTER", users),
+            server.verify(epoch, &hv.to_header_value(), "REGISTER", "sip:r", users),
             Verdict::Rejected(AuthError::RealmMismatch)
         );
         // No qop: refused, as we need nc for replay protection.
@@ -1244,9 +1352,93 @@ mod tests {
         noqop.qop.clear();
         let hv = answer_challenge(&noqop, "alice", "s3cret pass", "REGISTER", "sip:r", 1, "c");
         assert_eq!(
-            server.verify(epoch, &hv.to_header_value(), "REGISTER", users),
+            server.verify(epoch, &hv.to_header_value(), "REGISTER", "sip:r", users),
             Verdict::Rejected(AuthError::QopRequired)
         );
+    }
+
+    #[test]
+    fn digest_uri_must_name_the_request_uri() {
+        let epoch = Instant::now();
+        let mut server = DigestServer::with_secret("r", Duration::from_secs(60), epoch, SECRET);
+        let ch = server.challenge(epoch, Algorithm::Md5, false);
+        let answer = |uri: &str, nc| {
+            answer_challenge(&ch, "bob", "hunter2", "INVITE", uri, nc, "cn").to_header_value()
+        };
+        // A correct answer for another resource: refused, and its nc not burnt.
+        for (hashed, requested) in [
+            ("sip:1000@r", "sip:2000@r"),
+            ("sip:1000@r", "sip:1000@other"),
+            ("sip:1000@r", "sip:1000@r:5070"),
+            ("sip:1000@r", "sips:1000@r"),
+            ("sip:1000@r", "sip:1000@r;transport=tcp"),
+            ("sip:1000@r;maddr=10.0.0.1", "sip:1000@r;maddr=10.0.0.2"),
+            ("sip:1000@r", "sip:1000@r?Subject=x"),
+            ("sip:1000@r", "tel:1000"),
+            ("*", "sip:1000@r"),
+            ("", "sip:1000@r"),
+        ] {
+            assert_eq!(
+                server.verify(epoch, &answer(hashed, 1), "INVITE", requested, users),
+                Verdict::Rejected(AuthError::UriMismatch),
+                "{hashed} for {requested}"
+            );
+        }
+        // The same resource written differently (RFC 3261 §19.1.4).
+        for (nc, (hashed, requested)) in (1..).zip([
+            ("sip:1000@r", "sip:1000@r"),
+            ("sip:%31000@R", "SIP:1000@r"),
+            ("sip:1000@r;transport=UDP;lr", "sip:1000@r;TRANSPORT=udp"),
+            ("sip:1000@r;foo=1", "sip:1000@r;bar=2"),
+            ("tel:+15550100", "tel:+15550100"),
+        ]) {
+            assert!(
+                matches!(
+                    server.verify(epoch, &answer(hashed, nc), "INVITE", requested, users),
+                    Verdict::Authorized { .. }
+                ),
+                "{hashed} for {requested}"
+            );
+        }
+    }
+
+    #[test]
+    fn nonces_are_opaque() {
+        use base64::Engine as _;
+        let epoch = Instant::now();
+        let mut server = DigestServer::with_secret("r", Duration::from_secs(60), epoch, SECRET);
+        // Issue time with no zero byte, so it would be easy to spot.
+        let issued_ms: u64 = 0x0102_0304_0506_0708;
+        let now = epoch + Duration::from_millis(issued_ms);
+        let nonces: Vec<Vec<u8>> = (0..64)
+            .map(|_| {
+                let ch = server.challenge(now, Algorithm::Sha256, false);
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(&ch.nonce)
+                    .unwrap()
+            })
+            .collect();
+        let ts = issued_ms.to_be_bytes();
+        for n in &nonces {
+            assert_eq!(n.len(), NONCE_WIRE);
+            // No run of the issue time in clear, not even part of it.
+            for part in ts.windows(4) {
+                assert!(!n.windows(4).any(|w| w == part), "{n:?} shows {part:?}");
+            }
+        }
+        // Issued at the same instant with the same algorithm, yet no byte
+        // stays the same across them: nothing in them is readable.
+        for i in 0..NONCE_WIRE {
+            let first = nonces[0][i];
+            assert!(
+                nonces.iter().any(|n| n[i] != first),
+                "byte {i} is the same in every nonce"
+            );
+        }
+        // And each still opens to that instant and algorithm.
+        let ch = server.challenge(now, Algorithm::Sha256, false);
+        let (_, opened_ms, alg) = server.open_nonce(&ch.nonce).unwrap();
+        assert_eq!((opened_ms, alg), (issued_ms, Algorithm::Sha256));
     }
 
     #[test]
@@ -1263,18 +1455,18 @@ mod tests {
         let now = epoch + Duration::from_secs(10);
         for ch in &chs {
             assert!(matches!(
-                server.verify(now, &hv(ch, 1), "REGISTER", users),
+                server.verify(now, &hv(ch, 1), "REGISTER", "sip:r", users),
                 Verdict::Authorized { .. }
             ));
         }
         assert_eq!(server.tracked_nonces(), 2);
         // The evicted (oldest) nonce can't be replayed; it is stale instead.
         assert_eq!(
-            server.verify(now, &hv(&chs[0], 1), "REGISTER", users),
+            server.verify(now, &hv(&chs[0], 1), "REGISTER", "sip:r", users),
             Verdict::Stale
         );
         assert_eq!(
-            server.verify(now, &hv(&chs[2], 1), "REGISTER", users),
+            server.verify(now, &hv(&chs[2], 1), "REGISTER", "sip:r", users),
             Verdict::Rejected(AuthError::Replay)
         );
     }
@@ -1342,7 +1534,7 @@ mod tests {
             .chain(bad_responses.iter().map(String::as_str))
         {
             assert!(matches!(
-                server.verify(epoch, c, "REGISTER", users),
+                server.verify(epoch, c, "REGISTER", "sip:r", users),
                 Verdict::Rejected(_)
             ));
         }
@@ -1353,6 +1545,9 @@ mod tests {
             "00",
             &"ab".repeat(37),
             &"ab".repeat(100),
+            &"A".repeat(NONCE_CHARS),
+            &"_".repeat(NONCE_CHARS),
+            &"=".repeat(NONCE_CHARS),
             "\u{e9}\u{e9}",
         ] {
             let r = DigestResponse {
@@ -1368,7 +1563,7 @@ mod tests {
                 opaque: None,
             };
             assert_eq!(
-                server.verify(epoch, &r.to_header_value(), "REGISTER", users),
+                server.verify(epoch, &r.to_header_value(), "REGISTER", "sip:r", users),
                 Verdict::Rejected(AuthError::InvalidNonce),
                 "{nonce:?}"
             );

@@ -51,8 +51,22 @@ pub struct CallRecord {
     pub vars: std::collections::BTreeMap<String, String>,
 }
 
+/// Longest text kept from a SIP value in a record.
+pub const MAX_SIP_TEXT: usize = 256;
+
+/// A value from SIP (Call-ID, numbers) as records keep it: without control
+/// characters (C0, DEL and C1: NULs and terminal escapes must not reach
+/// whoever reads the CDRs), at most `MAX_SIP_TEXT` characters.
+pub fn sip_text(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_SIP_TEXT)
+        .collect()
+}
+
 impl CallRecord {
-    /// A call just starting: times now, no outcome yet.
+    /// A call just starting: times now, no outcome yet. Its text fields
+    /// come from SIP, so they go through `sip_text`.
     pub fn starting(
         call_id: String,
         direction: &'static str,
@@ -63,12 +77,12 @@ impl CallRecord {
     ) -> CallRecord {
         let now = SystemTime::now();
         CallRecord {
-            call_id,
+            call_id: sip_text(&call_id),
             direction,
-            did,
-            caller,
-            trunk,
-            flow,
+            did: sip_text(&did),
+            caller: sip_text(&caller),
+            trunk: trunk.as_deref().map(sip_text),
+            flow: flow.as_deref().map(sip_text),
             started_at: now,
             answered_at: None,
             ended_at: now,
@@ -499,5 +513,35 @@ pub trait Store: Send + Sync {
     /// first; each is returned once.
     fn take_inputs(&self, _node: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_text_drops_controls_and_caps_length() {
+        assert_eq!(sip_text("a84b4c76e66710@pc33"), "a84b4c76e66710@pc33");
+        assert_eq!(sip_text("evil\u{1b}[2J\0id\r\n\t\u{7f}"), "evil[2Jid");
+        // C1 too: U+009B is a one-character CSI for some terminals.
+        assert_eq!(sip_text("a\u{9b}31mb"), "a31mb");
+        // Ordinary text and UTF-8 stay.
+        assert_eq!(sip_text("José Núñez <+34 600>"), "José Núñez <+34 600>");
+        assert_eq!(sip_text(&"é".repeat(1000)).chars().count(), MAX_SIP_TEXT);
+
+        let r = CallRecord::starting(
+            "id\u{1b}]0;title\u{7}\0@host".into(),
+            "inbound",
+            "+1555\0".into(),
+            format!("+34{}", "6".repeat(500)),
+            Some("pbx\u{1b}".into()),
+            Some("demo\n".into()),
+        );
+        assert_eq!(r.call_id, "id]0;title@host");
+        assert_eq!(r.did, "+1555");
+        assert_eq!(r.caller.len(), MAX_SIP_TEXT);
+        assert_eq!(r.trunk.as_deref(), Some("pbx"));
+        assert_eq!(r.flow.as_deref(), Some("demo"));
     }
 }

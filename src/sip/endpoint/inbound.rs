@@ -448,10 +448,12 @@ impl Endpoint {
             self.reply(now, key, req, 403);
             return None;
         }
+        let request_uri = req.uri.to_string();
         let verdict = authorization.map(|auth| {
-            self.digest.verify(now, auth, req.method.as_str(), |u| {
-                (u == user).then(|| pass.expose().to_string())
-            })
+            self.digest
+                .verify(now, auth, req.method.as_str(), &request_uri, |u| {
+                    (u == user).then(|| pass.expose().to_string())
+                })
         });
         let stale = match verdict {
             Some(Verdict::Authorized { .. }) => {

@@ -960,6 +960,24 @@ fn inbound_trunk_cidr_and_digest() {
             &format!("Proxy-Authorization: {auth}\r\n"),
         ),
     );
+    let rs = t.responses();
+    assert_eq!(statuses(&rs), vec![407]);
+    assert!(t.events().is_empty());
+    // The right password, hashed for another Request-URI: challenged again.
+    let fresh =
+        crate::sip::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap())
+            .unwrap();
+    let mut elsewhere = crate::sip::auth::DigestClient::new("pbx", "pw");
+    let auth = elsewhere.authorize(&fresh, "INVITE", "sip:900@127.0.0.1:5060");
+    t.recv(
+        30,
+        &invite(
+            "z9hG4bKa4",
+            "auth3",
+            &sdp_offer("0", ""),
+            &format!("Proxy-Authorization: {auth}\r\n"),
+        ),
+    );
     assert_eq!(statuses(&t.responses()), vec![407]);
     assert!(t.events().is_empty());
 }
