@@ -1004,3 +1004,373 @@ fn server_header_carries_no_version() {
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert_eq!(header(&answer, "Server"), Some("crossline"), "{answer}");
 }
+
+// ---- the web chat: SMS pumping and anonymous chats ----
+
+const CHAT_OPERATOR_TOKEN: &str = "operator-token-for-abuse-tests";
+
+/// A gateway running the web chat (tests/flows/switch) with SMS through
+/// the Twilio stand-in on `standin_port`; `extra` goes into `[messaging]`
+/// and `chat_extra` into `[chat]`.
+fn chat_gateway(standin_port: u16, messaging_extra: &str, chat_extra: &str) -> Gateway {
+    let flows = repo().join("tests/flows/switch");
+    Gateway::start(&format!(
+        "[flows]\ndir = \"{flows}\"\n\n\
+         [http]\noperator_token = \"{CHAT_OPERATOR_TOKEN}\"\n\n\
+         [chat]\ntitle = \"Example Co.\"\nweb_flow = \"support\"\n{chat_extra}\n\n\
+         [messaging]\n{messaging_extra}\n\n\
+         [messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{standin_port}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token = \"twilio-auth-token-for-tests\"\nfrom = \"+15550100000\"\nwebhook_url = \"https://chat.example.com/hooks/twilio/sms\"\n",
+        flows = flows.display(),
+    ))
+}
+
+/// The operator API's conversation list.
+fn operator_conversations(gw: &Gateway) -> Vec<serde_json::Value> {
+    let auth = format!("Bearer {CHAT_OPERATOR_TOKEN}");
+    let r = gw.http(
+        "GET",
+        "/v1/conversations",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["conversations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Every SMS body the Twilio stand-in was asked to send, as (to, body).
+fn all_sms(log: &common::standin::Log) -> Vec<(String, String)> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.starts_with("twilio/"))
+        .map(|s| common::standin::form(&s.body))
+        .map(|f| {
+            (
+                f.get("To").cloned().unwrap_or_default(),
+                f.get("Body").cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// A fresh web chat with its socket open and resumed from the start.
+async fn open_chat_socket(gw: &Gateway) -> (String, common::chat::Socket) {
+    let (id, cookies) = common::chat::open_chat(gw);
+    let mut ws = common::chat::connect(gw, &id, &cookies).await;
+    common::chat::send(&mut ws, serde_json::json!({"type": "resume", "after": 0})).await;
+    (id, ws)
+}
+
+/// Frames from `ws` (typing indicators skipped) until one satisfies
+/// `done`, the socket ends, or `wait` passes; all of them, in order, and
+/// whether `done` was met.
+async fn frames_until(
+    ws: &mut common::chat::Socket,
+    wait: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> (Vec<serde_json::Value>, bool) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut seen = Vec::new();
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            _ => return (seen, false),
+        };
+        let Message::Text(t) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        if v["type"] == "typing" {
+            continue;
+        }
+        let hit = done(&v);
+        seen.push(v);
+        if hit {
+            return (seen, true);
+        }
+    }
+}
+
+/// Send a switch frame and wait for its answer (`switch_code` or
+/// `switch_failed`); every frame seen on the way, the answer last.
+async fn switch_frame(
+    ws: &mut common::chat::Socket,
+    frame: serde_json::Value,
+) -> Vec<serde_json::Value> {
+    common::chat::send(ws, frame.clone()).await;
+    let (seen, answered) = frames_until(ws, Duration::from_secs(10), |v| {
+        v["type"] == "switch_code" || v["type"] == "switch_failed"
+    })
+    .await;
+    assert!(answered, "no answer to {frame}: {seen:?}");
+    seen
+}
+
+fn code_in_sms(text: &str) -> String {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {text:?}"))
+        .to_string()
+}
+
+/// SMS pumping (toll fraud) through the visitor's chat switch: one client
+/// asking for codes to many numbers is held to its per-source budget and
+/// each chat to its attempts; no chat moves without the code; countries
+/// and premium numbers are refused before anything is sent; and a real
+/// visitor with the code still switches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_pumping_through_the_chat_switch_is_bounded() {
+    use serde_json::json;
+
+    // Budgets: 4 texts per source an hour, 3 attempts per chat.
+    let (port, log, _twilio) = common::standin::stand_in();
+    let gw = chat_gateway(
+        port,
+        "per_source_per_hour = 4\nswitch_attempts_per_conversation = 3",
+        "",
+    );
+    let mut chats = Vec::new();
+    for _ in 0..4 {
+        chats.push(open_chat_socket(&gw).await);
+    }
+    let mut codes_per_chat = Vec::new();
+    let mut failures = Vec::new();
+    let mut every_frame = Vec::new();
+    for (i, (_, ws)) in chats.iter_mut().enumerate() {
+        let mut codes = 0;
+        for j in 0..4 {
+            let number = format!("+346120000{i}{j}");
+            let seen = switch_frame(
+                ws,
+                json!({"type": "switch", "channel": "sms", "phone": number}),
+            )
+            .await;
+            let answer = seen.last().unwrap().clone();
+            if answer["type"] == "switch_code" {
+                codes += 1;
+            } else {
+                failures.push(answer);
+            }
+            every_frame.extend(seen);
+        }
+        codes_per_chat.push(codes);
+    }
+    let sent = all_sms(&log);
+    assert!(sent.len() <= 4, "past the per-source budget: {sent:?}");
+    assert_eq!(sent.len(), 4, "the budget itself is usable: {sent:?}");
+    assert_eq!(
+        codes_per_chat.iter().sum::<usize>(),
+        sent.len(),
+        "one code per SMS"
+    );
+    assert!(
+        codes_per_chat.iter().all(|&c| c <= 3),
+        "one chat got past its attempts: {codes_per_chat:?}"
+    );
+    assert_eq!(codes_per_chat, vec![3, 1, 0, 0]);
+    for (i, _) in chats.iter().enumerate() {
+        let to_chat = sent
+            .iter()
+            .filter(|(to, _)| to.starts_with(&format!("+346120000{i}")))
+            .count();
+        assert!(to_chat <= 3, "chat {i} texted {to_chat} numbers: {sent:?}");
+    }
+    assert!(sent
+        .iter()
+        .all(|(_, body)| body.starts_with("Example Co.: your code is ")));
+    assert_eq!(failures.len(), 12, "{failures:?}");
+    assert!(failures
+        .iter()
+        .all(|f| f["text"].as_str().is_some_and(|t| !t.is_empty())));
+
+    // A wrong code moves nothing either.
+    let first_code = code_in_sms(&sent[0].1);
+    let wrong = if first_code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let seen = switch_frame(
+        &mut chats[0].1,
+        json!({"type": "switch", "channel": "sms", "code": wrong}),
+    )
+    .await;
+    assert_eq!(seen.last().unwrap()["type"], "switch_failed", "{seen:?}");
+    every_frame.extend(seen);
+
+    // No chat moved: not on any socket, not for the operators.
+    assert!(
+        every_frame.iter().all(|v| v["type"] != "channel"),
+        "a chat switched without its code: {every_frame:?}"
+    );
+    for (_, ws) in chats.iter_mut() {
+        let (late, _) = frames_until(ws, Duration::from_millis(300), |_| false).await;
+        assert!(late.iter().all(|v| v["type"] != "channel"), "{late:?}");
+    }
+    let listed = operator_conversations(&gw);
+    for (id, _) in &chats {
+        if let Some(c) = listed.iter().find(|c| c["id"] == id.as_str()) {
+            assert_eq!(c["channel"], "web", "{c}");
+        }
+    }
+    assert_metric_at_least(
+        &gw,
+        "crossline_outbound_refused_total{channel=\"sms\",reason=\"conversation_attempts\"}",
+        1.0,
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_outbound_refused_total{channel=\"sms\",reason=\"source_budget\"}",
+        11.0,
+    );
+    drop(chats);
+    drop(gw);
+
+    // Only Spain, and no premium numbers: refused before anything is sent.
+    let (port, log, _twilio) = common::standin::stand_in();
+    let gw = chat_gateway(port, "allowed_countries = [\"ES\"]", "");
+    let (id, mut ws) = open_chat_socket(&gw).await;
+    for number in ["+12025550123", "+34806123456"] {
+        let seen = switch_frame(
+            &mut ws,
+            json!({"type": "switch", "channel": "sms", "phone": number}),
+        )
+        .await;
+        assert_eq!(
+            seen.last().unwrap()["type"],
+            "switch_failed",
+            "{number}: {seen:?}"
+        );
+    }
+    assert!(all_sms(&log).is_empty(), "{:?}", all_sms(&log));
+    assert_metric_at_least(
+        &gw,
+        "crossline_outbound_refused_total{channel=\"sms\",reason=\"country\"}",
+        1.0,
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_outbound_refused_total{channel=\"sms\",reason=\"premium\"}",
+        1.0,
+    );
+
+    // The legitimate visitor: the code from the SMS completes the switch.
+    let visitor = "+34612345678";
+    let seen = switch_frame(
+        &mut ws,
+        json!({"type": "switch", "channel": "sms", "phone": visitor}),
+    )
+    .await;
+    assert_eq!(seen.last().unwrap()["type"], "switch_code", "{seen:?}");
+    assert!(
+        seen.iter().all(|v| v["type"] != "channel"),
+        "moved before the code: {seen:?}"
+    );
+    let texts = common::standin::sms_to(&log, visitor);
+    assert_eq!(texts.len(), 1, "one code, one SMS: {texts:?}");
+    let code = code_in_sms(&texts[0]["Body"]);
+    common::chat::send(
+        &mut ws,
+        json!({"type": "switch", "channel": "sms", "code": code}),
+    )
+    .await;
+    let (seen, moved) = frames_until(&mut ws, Duration::from_secs(10), |v| {
+        v["type"] == "channel" || v["type"] == "switch_failed"
+    })
+    .await;
+    assert!(moved, "{seen:?}");
+    let channel = seen.last().unwrap();
+    assert_eq!(channel["type"], "channel", "{seen:?}");
+    assert_eq!(channel["channel"], "sms", "{channel}");
+    let listed = operator_conversations(&gw);
+    let mine = listed
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("the switched chat is not listed: {listed:?}"));
+    assert_eq!(mine["channel"], "sms", "{mine}");
+    assert_eq!(all_sms(&log).len(), 1, "{:?}", all_sms(&log));
+}
+
+/// Page loads keep nothing on the server; open but empty chats are
+/// capped per client, the oldest closed to make room; a chat shows up
+/// for operators (and in the store) once the visitor writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_page_loads_hold_nothing_and_chats_are_capped() {
+    let (port, _log, _twilio) = common::standin::stand_in();
+    let gw = chat_gateway(port, "", "max_anonymous_chats_per_source = 3");
+    let stored = |gw: &Gateway| -> i64 {
+        let db = rusqlite::Connection::open_with_flags(
+            gw.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        db.query_row("SELECT COUNT(*) FROM conversations", [], |r| r.get(0))
+            .unwrap()
+    };
+
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..200 {
+        let page = gw.http("GET", "/chat/", &[], None);
+        assert_eq!(page.status, 200, "page load {i}: {}", page.body);
+        ids.insert(page.conversation_id());
+    }
+    assert_eq!(ids.len(), 200, "each page load its own id");
+    assert!(operator_conversations(&gw).is_empty());
+    assert_eq!(stored(&gw), 0, "page loads wrote conversations");
+
+    // Five sockets from one client: the two oldest empty chats go.
+    let mut chats = Vec::new();
+    for _ in 0..5 {
+        let (id, mut ws) = open_chat_socket(&gw).await;
+        // The chat exists once its flow has spoken.
+        let (seen, ok) =
+            frames_until(&mut ws, Duration::from_secs(10), |v| v["type"] == "prompt").await;
+        assert!(ok, "{seen:?}");
+        chats.push((id, ws));
+    }
+    for (i, (_, ws)) in chats.iter_mut().enumerate().take(2) {
+        let (seen, closed) =
+            frames_until(ws, Duration::from_secs(5), |v| v["type"] == "closed").await;
+        assert!(closed, "chat {i} was not evicted: {seen:?}");
+    }
+    for (i, (_, ws)) in chats.iter_mut().enumerate().skip(2) {
+        let (seen, _) = frames_until(ws, Duration::from_secs(1), |v| v["type"] == "closed").await;
+        assert!(
+            seen.iter().all(|v| v["type"] != "closed"),
+            "chat {i} was closed: {seen:?}"
+        );
+    }
+    assert_metric_at_least(&gw, "crossline_chat_anonymous_evicted_total", 2.0);
+    assert!(operator_conversations(&gw).is_empty());
+    assert_eq!(stored(&gw), 0);
+
+    // The visitor on the last one writes: now it is a conversation.
+    let (last_id, ws) = chats.last_mut().unwrap();
+    common::chat::send(ws, serde_json::json!({"type": "text", "text": "hello"})).await;
+    let (seen, echoed) = frames_until(ws, Duration::from_secs(10), |v| {
+        v["role"] == "visitor" && v["text"] == "hello"
+    })
+    .await;
+    assert!(echoed, "{seen:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let listed = loop {
+        let listed = operator_conversations(&gw);
+        if !listed.is_empty() || Instant::now() > deadline {
+            break listed;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], last_id.as_str(), "{listed:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stored(&gw) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stored(&gw), 1, "the written chat is kept");
+    let (_, ws) = chats.last_mut().unwrap();
+    let (seen, _) = frames_until(ws, Duration::from_millis(300), |v| v["type"] == "closed").await;
+    assert!(seen.iter().all(|v| v["type"] != "closed"), "{seen:?}");
+}
