@@ -436,8 +436,15 @@ async fn start_call(
         return (StatusCode::NOT_FOUND, "web calls are turned off").into_response();
     };
     let jar = cookies(&headers);
+    // A page whose chat isn't made yet (no socket so far) owns its id too.
     let owned = match jar.get(&key_cookie(&q.c)) {
-        Some(key) => super::conversation(&state, &q.c, Some(key)).await.is_some(),
+        Some(key) => {
+            super::conversation(&state, &q.c, Some(key)).await.is_some()
+                || crate::chat::same_hash(
+                    &crate::chat::secret_hash(key),
+                    &crate::chat::secret_hash(&state.services.chat.pending_key(&q.c)),
+                )
+        }
         None => false,
     };
     if !owned {
