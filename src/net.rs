@@ -55,6 +55,103 @@ impl Cidr {
     }
 }
 
+/// The "source" per-source limits count: the address itself for IPv4,
+/// its /64 for IPv6 (one subscriber's line holds a whole /64, so counting
+/// single v6 addresses would let one attacker be 2^64 sources). IPv4
+/// mapped into IPv6 counts as the IPv4 address.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
+    }
+}
+
+/// Places for connections, in all and per source (`source_key`); a
+/// source inside `exempt` counts only toward the total. Each place is a
+/// `Slot`, given back when dropped.
+pub struct SlotCaps {
+    max: usize,
+    per_source: usize,
+    exempt: std::sync::Arc<Vec<Cidr>>,
+    open: std::sync::Mutex<(usize, std::collections::HashMap<IpAddr, usize>)>,
+}
+
+/// Why `SlotCaps::take` refused; `as_str` names it in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefusal {
+    Total,
+    PerSource,
+}
+
+impl SlotRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotRefusal::Total => "total",
+            SlotRefusal::PerSource => "per_source",
+        }
+    }
+}
+
+/// One connection's place under its `SlotCaps`.
+pub struct Slot {
+    caps: std::sync::Arc<SlotCaps>,
+    key: Option<IpAddr>,
+}
+
+impl SlotCaps {
+    pub fn new(
+        max: usize,
+        per_source: usize,
+        exempt: std::sync::Arc<Vec<Cidr>>,
+    ) -> std::sync::Arc<SlotCaps> {
+        std::sync::Arc::new(SlotCaps {
+            max: max.max(1),
+            per_source: per_source.max(1),
+            exempt,
+            open: std::sync::Mutex::new((0, std::collections::HashMap::new())),
+        })
+    }
+
+    /// A place for a connection from `ip`, or why not.
+    pub fn take(caps: &std::sync::Arc<SlotCaps>, ip: IpAddr) -> Result<Slot, SlotRefusal> {
+        let mut open = caps.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.0 >= caps.max {
+            return Err(SlotRefusal::Total);
+        }
+        let key = (!caps.exempt.iter().any(|c| c.contains(ip))).then(|| source_key(ip));
+        if let Some(key) = key {
+            let n = open.1.entry(key).or_default();
+            if *n >= caps.per_source {
+                return Err(SlotRefusal::PerSource);
+            }
+            *n += 1;
+        }
+        open.0 += 1;
+        Ok(Slot {
+            caps: caps.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.caps.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(key) = self.key {
+            if let Some(n) = open.1.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.1.remove(&key);
+                }
+            }
+        }
+    }
+}
+
 /// What went wrong with an HTTP request, without its URL: URLs carry ids,
 /// phone numbers and tokens in their paths and queries. The chain of
 /// causes says what failed (refused, reset, TLS...).
@@ -72,7 +169,50 @@ pub fn http_error_text(e: reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Cidr;
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64() {
+        assert_eq!(source_key(ip("192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(source_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            source_key(ip("2001:db8:1:2:ffff::9")),
+            source_key(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(source_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(source_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn slots_per_source_and_in_all() {
+        let exempt = std::sync::Arc::new(vec![Cidr::parse("10.0.0.1/32").unwrap()]);
+        let caps = SlotCaps::new(5, 2, exempt);
+        let s1 = SlotCaps::take(&caps, ip("192.0.2.1")).unwrap();
+        let _s2 = SlotCaps::take(&caps, ip("192.0.2.1")).unwrap();
+        assert_eq!(
+            SlotCaps::take(&caps, ip("192.0.2.1")).err(),
+            Some(SlotRefusal::PerSource)
+        );
+        drop(s1);
+        let _s3 = SlotCaps::take(&caps, ip("192.0.2.1")).unwrap();
+        // One /64 is one source.
+        let _v1 = SlotCaps::take(&caps, ip("2001:db8::1")).unwrap();
+        let _v2 = SlotCaps::take(&caps, ip("2001:db8::2")).unwrap();
+        assert_eq!(
+            SlotCaps::take(&caps, ip("2001:db8::3")).err(),
+            Some(SlotRefusal::PerSource)
+        );
+        // The exempt proxy counts toward the total only.
+        let _p1 = SlotCaps::take(&caps, ip("10.0.0.1")).unwrap();
+        assert_eq!(
+            SlotCaps::take(&caps, ip("10.0.0.1")).err(),
+            Some(SlotRefusal::Total)
+        );
+    }
 
     #[test]
     fn cidrs() {

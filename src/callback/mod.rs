@@ -34,6 +34,9 @@ pub struct NewCallback {
     pub conversation_id: Option<String>,
     /// The chat flow that asked (the "bot"), for the report.
     pub bot: Option<String>,
+    /// The web visitor's address when a chat asked: the outbound policy's
+    /// per-source budget.
+    pub source: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -215,7 +218,10 @@ impl Callbacks {
                     now,
                     "call",
                     &phone,
-                    crate::messaging::policy::Requester::default(),
+                    crate::messaging::policy::Requester {
+                        source: req.source,
+                        conversation: None,
+                    },
                 )
                 .map_err(CallbackError::Refused)?;
             per_key.record(requested_by, now);

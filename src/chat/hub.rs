@@ -152,6 +152,9 @@ pub struct Conversation {
     anonymous: std::sync::atomic::AtomicBool,
     /// With a shared store: this node's name and lease, to claim it.
     claim: Option<(String, Duration)>,
+    /// The web visitor's address (first socket), for per-source budgets
+    /// on what the chat makes us send or dial.
+    source: std::sync::OnceLock<std::net::IpAddr>,
 }
 
 struct Inner {
@@ -217,6 +220,14 @@ impl ChatHub {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac)
     }
 
+    /// Does `key` go with the pending web chat `id` (see `pending_key`)?
+    pub fn pending_key_matches(&self, id: &str, key: &str) -> bool {
+        super::same_hash(
+            &super::secret_hash(key),
+            &super::secret_hash(&self.pending_key(id)),
+        )
+    }
+
     /// A web chat for an anonymous visitor, made when their socket opens.
     /// It lives in memory only (no store rows, not shown to operators,
     /// not counted) until the visitor first writes (`Conversation::
@@ -230,6 +241,7 @@ impl ChatHub {
         source: std::net::IpAddr,
     ) -> Result<NewConversation, NoRoom> {
         let caps = self.anonymous_caps;
+        let source = crate::net::source_key(source);
         let mut evict = Vec::new();
         {
             let mut list = self.anonymous.lock().unwrap_or_else(|p| p.into_inner());
@@ -523,6 +535,7 @@ impl ChatHub {
             me: me.clone(),
             anonymous: std::sync::atomic::AtomicBool::new(anonymous),
             claim: self.store.shared().then(|| (self.node.clone(), self.lease)),
+            source: std::sync::OnceLock::new(),
         });
         self.conversations.insert(id, conversation.clone());
         if !anonymous {
@@ -645,6 +658,7 @@ impl ChatHub {
             me: me.clone(),
             anonymous: std::sync::atomic::AtomicBool::new(false),
             claim: self.store.shared().then(|| (self.node.clone(), self.lease)),
+            source: std::sync::OnceLock::new(),
         });
         // Two requests may restore at once: the first one in wins.
         match self.conversations.entry(id.to_string()) {
@@ -710,6 +724,16 @@ impl Conversation {
         count < max
     }
 
+    /// Note the web visitor's address (the first one sticks).
+    pub fn note_source(&self, ip: std::net::IpAddr) {
+        let _ = self.source.set(ip);
+    }
+
+    /// The web visitor's address, if a socket came.
+    pub fn source(&self) -> Option<std::net::IpAddr> {
+        self.source.get().copied()
+    }
+
     /// Still an anonymous chat nobody has written in?
     pub fn is_anonymous(&self) -> bool {
         self.anonymous.load(std::sync::atomic::Ordering::Acquire)
@@ -765,18 +789,23 @@ impl Conversation {
         self.persist_new();
         let events = self.lock().events.clone();
         for event in events {
-            let (role, kind, text, detail) = event.stored();
-            if let Err(e) = self.store.append_message(MessageRecord {
-                conversation_id: self.id.clone(),
-                seq: event.id(),
-                role: role.as_str().into(),
-                kind: kind.into(),
-                text,
-                detail,
-                created_at: SystemTime::now(),
-            }) {
-                tracing::error!(%e, "store: cannot queue a chat message");
-            }
+            self.store_event(&self.store, &event);
+        }
+    }
+
+    /// Queue one transcript event's row.
+    fn store_event(&self, store: &Arc<dyn Store>, event: &Event) {
+        let (role, kind, text, detail) = event.stored();
+        if let Err(e) = store.append_message(MessageRecord {
+            conversation_id: self.id.clone(),
+            seq: event.id(),
+            role: role.as_str().into(),
+            kind: kind.into(),
+            text,
+            detail,
+            created_at: SystemTime::now(),
+        }) {
+            tracing::error!(%e, "store: cannot queue a chat message");
         }
     }
 
@@ -861,7 +890,6 @@ impl Conversation {
         ) {
             inner.replay_prompt = None;
         }
-        let (role, kind, text, detail) = event.stored();
         if let Event::Prompt { choices, .. } = event.as_ref() {
             inner.open_prompt = Some((id, choices.clone()));
         }
@@ -879,17 +907,7 @@ impl Conversation {
             }
         }
         if let Some(store) = self.store() {
-            if let Err(e) = store.append_message(MessageRecord {
-                conversation_id: self.id.clone(),
-                seq: id,
-                role: role.as_str().into(),
-                kind: kind.into(),
-                text,
-                detail,
-                created_at: SystemTime::now(),
-            }) {
-                tracing::error!(%e, "store: cannot queue a chat message");
-            }
+            self.store_event(store, &event);
         }
         inner.events.push(event.clone());
         // No subscribers is fine: the transcript has it for later.

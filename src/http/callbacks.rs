@@ -106,6 +106,7 @@ async fn create(
         context: req.context,
         conversation_id: req.conversation_id,
         bot: req.bot,
+        source: None,
     };
     match s.services.place_callback(new, key) {
         Ok(record) => (StatusCode::CREATED, Json(crate::callback::json(&record))).into_response(),

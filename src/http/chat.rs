@@ -300,12 +300,9 @@ async fn web_chat_page(State(state): State<HttpState>, headers: HeaderMap) -> Re
     // A page this browser was given before, whose chat isn't made yet.
     if let Some(id) = jar.get(WEB_COOKIE).filter(|id| {
         state.services.chat.get(id).is_none()
-            && jar.get(&key_cookie(id)).is_some_and(|k| {
-                crate::chat::same_hash(
-                    &crate::chat::secret_hash(k),
-                    &crate::chat::secret_hash(&state.services.chat.pending_key(id)),
-                )
-            })
+            && jar
+                .get(&key_cookie(id))
+                .is_some_and(|k| state.services.chat.pending_key_matches(id, k))
     }) {
         if state.services.chat_texts.web_flow.is_some() {
             return chat_page(&state, id, &[]);
@@ -341,10 +338,7 @@ fn start_pending(
     source: std::net::IpAddr,
 ) -> Result<Option<std::sync::Arc<Conversation>>, crate::chat::NoRoom> {
     let chat = &state.services.chat;
-    if !crate::chat::same_hash(
-        &crate::chat::secret_hash(key),
-        &crate::chat::secret_hash(&chat.pending_key(id)),
-    ) {
+    if !chat.pending_key_matches(id, key) {
         return Ok(None);
     }
     let Some(flow) = state
@@ -414,9 +408,14 @@ async fn socket(
         return (StatusCode::FORBIDDEN, "not your conversation").into_response();
     };
     match ws {
-        Ok(ws) => ws.max_message_size(16 * 1024).on_upgrade(move |socket| {
-            serve_socket(socket, conv, state.services.switchboard.clone(), source)
-        }),
+        Ok(ws) => {
+            if let Some(ip) = source {
+                conv.note_source(ip);
+            }
+            ws.max_message_size(16 * 1024).on_upgrade(move |socket| {
+                serve_socket(socket, conv, state.services.switchboard.clone(), source)
+            })
+        }
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -440,10 +439,7 @@ async fn start_call(
     let owned = match jar.get(&key_cookie(&q.c)) {
         Some(key) => {
             super::conversation(&state, &q.c, Some(key)).await.is_some()
-                || crate::chat::same_hash(
-                    &crate::chat::secret_hash(key),
-                    &crate::chat::secret_hash(&state.services.chat.pending_key(&q.c)),
-                )
+                || state.services.chat.pending_key_matches(&q.c, key)
         }
         None => false,
     };

@@ -74,6 +74,7 @@ impl SignInThrottle {
 
     /// `Err(retry after)` while the client is blocked.
     pub fn check(&mut self, now: Instant, client: IpAddr) -> Result<(), Duration> {
+        let client = crate::net::source_key(client);
         self.sweep(now);
         match self.clients.get(&client).and_then(|s| s.blocked_until) {
             Some(until) if now < until => Err(until - now),
@@ -82,6 +83,7 @@ impl SignInThrottle {
     }
 
     pub fn failed(&mut self, now: Instant, client: IpAddr) {
+        let client = crate::net::source_key(client);
         if self.clients.len() >= 100_000 && !self.clients.contains_key(&client) {
             self.sweep_now(now);
         }
@@ -103,7 +105,7 @@ impl SignInThrottle {
     }
 
     pub fn succeeded(&mut self, client: IpAddr) {
-        self.clients.remove(&client);
+        self.clients.remove(&crate::net::source_key(client));
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -214,71 +216,6 @@ pub async fn sign_in_layer(
     response
 }
 
-/// Caps on the connections a listener holds, in all and per client
-/// address (trusted proxies carry many clients and are exempt from the
-/// per-address cap).
-pub struct ConnectionCaps {
-    max: usize,
-    per_source: usize,
-    exempt: Arc<Vec<Cidr>>,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-/// One connection's place; given back when dropped.
-pub struct ConnectionSlot {
-    caps: Arc<ConnectionCaps>,
-    ip: IpAddr,
-    counted: bool,
-}
-
-impl ConnectionCaps {
-    pub fn new(max: usize, per_source: usize, exempt: Arc<Vec<Cidr>>) -> Arc<ConnectionCaps> {
-        Arc::new(ConnectionCaps {
-            max: max.max(1),
-            per_source: per_source.max(1),
-            exempt,
-            open: Mutex::new((0, HashMap::new())),
-        })
-    }
-
-    /// A place for a connection from `ip`, or why not.
-    pub fn admit(caps: &Arc<ConnectionCaps>, ip: IpAddr) -> Result<ConnectionSlot, &'static str> {
-        let mut open = caps.open.lock().unwrap_or_else(|p| p.into_inner());
-        if open.0 >= caps.max {
-            return Err("total");
-        }
-        let counted = !caps.exempt.iter().any(|c| c.contains(ip));
-        if counted {
-            let n = open.1.entry(ip).or_default();
-            if *n >= caps.per_source {
-                return Err("per_source");
-            }
-            *n += 1;
-        }
-        open.0 += 1;
-        Ok(ConnectionSlot {
-            caps: caps.clone(),
-            ip,
-            counted,
-        })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut open = self.caps.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.0 = open.0.saturating_sub(1);
-        if self.counted {
-            if let Some(n) = open.1.get_mut(&self.ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    open.1.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,24 +267,5 @@ mod tests {
         assert_eq!(t.check(t1, a), Err(Duration::from_secs(8)), "capped");
         t.succeeded(a);
         assert!(t.check(t1, a).is_ok());
-    }
-
-    #[test]
-    fn connection_caps_per_source_and_in_all() {
-        let exempt = Arc::new(vec![Cidr::parse("10.0.0.1/32").unwrap()]);
-        let caps = ConnectionCaps::new(4, 2, exempt);
-        let a = ip("192.0.2.1");
-        let s1 = ConnectionCaps::admit(&caps, a).unwrap();
-        let _s2 = ConnectionCaps::admit(&caps, a).unwrap();
-        assert_eq!(ConnectionCaps::admit(&caps, a).err(), Some("per_source"));
-        drop(s1);
-        let _s3 = ConnectionCaps::admit(&caps, a).unwrap();
-        // The proxy is exempt per source, not from the total.
-        let _p1 = ConnectionCaps::admit(&caps, ip("10.0.0.1")).unwrap();
-        let _p2 = ConnectionCaps::admit(&caps, ip("10.0.0.1")).unwrap();
-        assert_eq!(
-            ConnectionCaps::admit(&caps, ip("10.0.0.1")).err(),
-            Some("total")
-        );
     }
 }

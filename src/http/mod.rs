@@ -166,7 +166,7 @@ pub async fn serve(
 ) {
     let https = tls.is_some();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let caps = guard::ConnectionCaps::new(
+    let caps = crate::net::SlotCaps::new(
         limits.max_connections,
         limits.max_connections_per_source,
         limits.trusted_proxies.clone(),
@@ -183,10 +183,10 @@ pub async fn serve(
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let slot = match guard::ConnectionCaps::admit(&caps, remote.ip()) {
+        let slot = match crate::net::SlotCaps::take(&caps, remote.ip()) {
             Ok(slot) => slot,
             Err(which) => {
-                metrics::counter!("crossline_http_connections_refused_total", "cap" => which)
+                metrics::counter!("crossline_http_connections_refused_total", "cap" => which.as_str())
                     .increment(1);
                 drop(tcp);
                 continue;

@@ -196,7 +196,7 @@ impl OutboundPolicy {
         };
         let result = checked.and_then(|()| {
             let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-            let source = who.source.map(|ip| ip.to_string());
+            let source = who.source.map(|ip| crate::net::source_key(ip).to_string());
             if let Some(c) = who.conversation {
                 if !w.conversation.allows(c, now) {
                     return Err(Refusal::ConversationAttempts);

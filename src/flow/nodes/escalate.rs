@@ -73,9 +73,9 @@ pub async fn run(node: &EscalateToCall, cx: &mut FlowCx) -> Result<Next, Ended> 
         set(cx, "outcome", "chat");
         return Ok(node.on_chat.clone());
     }
-    let conversation_id = match &cx.io {
-        Io::Chat(c) => Some(c.conversation.id.clone()),
-        Io::Voice(_) => None,
+    let (conversation_id, source) = match &cx.io {
+        Io::Chat(c) => (Some(c.conversation.id.clone()), c.conversation.source()),
+        Io::Voice(_) => (None, None),
     };
     let bot = cx.flow.name.clone();
     let mut redial: Option<String> = None;
@@ -113,6 +113,7 @@ pub async fn run(node: &EscalateToCall, cx: &mut FlowCx) -> Result<Next, Ended> 
             context,
             conversation_id: conversation_id.clone(),
             bot: Some(bot.clone()),
+            source,
         };
         let placed = cx.services.place_callback(request, &format!("flow:{bot}"));
         let record = match placed {

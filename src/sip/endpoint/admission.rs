@@ -1,6 +1,7 @@
 //! Who may start something new, and how much of us they may take:
 //! - a token bucket per source address for requests outside a known
 //!   dialog (sources in `exempt` and trunk sources skip it);
+//! - per-source counts key IPv6 by its /64 (`net::source_key`);
 //! - a blocklist of scanner User-Agents;
 //! - call caps, in total and per source (a source's share of the ports);
 //! - digest failures per source and per user, with temporary bans, in the
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::net::Cidr;
+use crate::net::{source_key, Cidr};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdmissionConfig {
@@ -209,11 +210,13 @@ impl Admission {
             }
         }
         self.sweep(now);
+        let exempt = self.is_exempt(source);
+        let source = source_key(source);
         if self.sources.get(&source).is_some_and(|s| s.banned(now)) {
             return Verdict::Banned;
         }
         let rate = self.config.rate_per_source;
-        if rate <= 0.0 || trunk || self.is_exempt(source) {
+        if rate <= 0.0 || trunk || exempt {
             return Verdict::Admit;
         }
         let burst = self.config.burst_per_source.max(1.0);
@@ -234,6 +237,7 @@ impl Admission {
 
     /// Before checking `user`'s digest answer from `source`.
     pub fn user_gate(&self, now: Instant, source: IpAddr, user: &str) -> UserGate {
+        let source = source_key(source);
         let banned = self.users.get(user).is_some_and(|s| s.banned(now));
         if banned && !self.proven.contains_key(&(source, user.to_string())) {
             UserGate::Refuse
@@ -247,6 +251,7 @@ impl Admission {
         if self.config.auth_failures_before_ban == 0 {
             return;
         }
+        let source = source_key(source);
         let cfg = self.config.clone();
         if self
             .sources
@@ -276,6 +281,7 @@ impl Admission {
 
     /// A right digest answer: the source is vouched for this user.
     pub fn auth_ok(&mut self, now: Instant, source: IpAddr, user: &str) {
+        let source = source_key(source);
         if let Some(s) = self.sources.get_mut(&source) {
             s.failures = 0;
         }

@@ -307,8 +307,11 @@ impl Endpoint {
             self.reply(now, &key, &req, 503);
             return;
         }
-        let source = peer.remote.ip();
-        if let Some(cap) = self.admission.calls_cap_for(source, trunk.is_some()) {
+        let source = crate::net::source_key(peer.remote.ip());
+        if let Some(cap) = self
+            .admission
+            .calls_cap_for(peer.remote.ip(), trunk.is_some())
+        {
             if self.calls_by_source.get(&source).copied().unwrap_or(0) >= cap {
                 self.counters.over_source_share += 1;
                 self.reply(now, &key, &req, 503);

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -57,37 +57,11 @@ struct Shared {
     conns: Mutex<HashMap<ConnId, Conn>>,
     inbound: mpsc::Sender<Inbound>,
     stats: Arc<TransportStats>,
-    max_connections: usize,
-    max_per_source: usize,
     idle_timeout: Option<std::time::Duration>,
     /// Accepted connections (and handshakes) held now, in all and by
-    /// address; a `Slot` gives its place back when dropped.
-    accepted: AtomicUsize,
-    per_source: Mutex<HashMap<IpAddr, usize>>,
+    /// source; a `Slot` gives its place back when dropped.
+    caps: Arc<crate::net::SlotCaps>,
     read_chunk: usize,
-}
-
-/// One accepted connection's place under the caps.
-struct Slot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.shared.accepted.fetch_sub(1, Ordering::Relaxed);
-        let mut map = self
-            .shared
-            .per_source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
 }
 
 pub(super) struct TcpSide {
@@ -112,11 +86,12 @@ impl TcpSide {
             conns: Mutex::new(HashMap::new()),
             inbound,
             stats,
-            max_connections: cfg.max_connections,
-            max_per_source: cfg.max_per_source.max(1),
             idle_timeout: cfg.idle_timeout,
-            accepted: AtomicUsize::new(0),
-            per_source: Mutex::new(HashMap::new()),
+            caps: crate::net::SlotCaps::new(
+                cfg.max_connections,
+                cfg.max_per_source,
+                Arc::new(Vec::new()),
+            ),
             read_chunk: cfg.max_message_size.clamp(4096, 65_536),
         });
         let mut addrs = Vec::new();
@@ -234,28 +209,21 @@ impl TcpSide {
 
 impl Shared {
     /// A place for a connection accepted from `ip`, if the caps allow.
-    fn take_slot(shared: &Arc<Shared>, ip: IpAddr) -> Option<Slot> {
-        if shared.accepted.load(Ordering::Relaxed) >= shared.max_connections {
-            shared.stats.tcp_rejected.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        {
-            let mut map = shared.per_source.lock().unwrap_or_else(|p| p.into_inner());
-            let n = map.entry(ip).or_default();
-            if *n >= shared.max_per_source {
+    fn take_slot(shared: &Arc<Shared>, ip: IpAddr) -> Option<crate::net::Slot> {
+        match crate::net::SlotCaps::take(&shared.caps, ip) {
+            Ok(slot) => Some(slot),
+            Err(crate::net::SlotRefusal::Total) => {
+                shared.stats.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(crate::net::SlotRefusal::PerSource) => {
                 shared
                     .stats
                     .tcp_rejected_per_source
                     .fetch_add(1, Ordering::Relaxed);
-                return None;
+                None
             }
-            *n += 1;
         }
-        shared.accepted.fetch_add(1, Ordering::Relaxed);
-        Some(Slot {
-            shared: shared.clone(),
-            ip,
-        })
     }
 
     /// Run a connection: a writer task draining its queue and a reader
@@ -266,7 +234,7 @@ impl Shared {
         stream: S,
         local: SocketAddr,
         remote: SocketAddr,
-        slot: Option<Slot>,
+        slot: Option<crate::net::Slot>,
     ) -> mpsc::Sender<Bytes> {
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
