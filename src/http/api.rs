@@ -87,7 +87,10 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .route("/v1/leads", get(leads).post(post_lead))
         .route("/v1/consents", get(consents).post(post_consent))
         .route("/v1/admin/reload", post(reload))
-        .merge(super::callbacks::routes());
+        .merge(super::callbacks::routes())
+        // JSON bodies here are small (a message, a lead, a callback).
+        .layer(axum::extract::DefaultBodyLimit::max(API_BODY))
+        .layer(axum::middleware::map_response(no_store));
     if state.cors_origins.is_empty() {
         return r;
     }
@@ -103,8 +106,10 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
     )
-    .layer(axum::middleware::map_response(no_store))
 }
+
+/// Largest body a /v1 route takes.
+pub const API_BODY: usize = 32 * 1024;
 
 /// Answers hold transcripts, leads' emails and numbers: no cache (browser
 /// or proxy) keeps a copy.

@@ -42,7 +42,12 @@ pub fn router() -> Router<HttpState> {
             "/console",
             get(|| async { axum::response::Redirect::permanent("/console/") }),
         )
-        .route("/v1/console/session", post(login).delete(logout))
+        .route(
+            "/v1/console/session",
+            post(login)
+                .delete(logout)
+                .layer(axum::extract::DefaultBodyLimit::max(4 * 1024)),
+        )
         .route("/v1/console/ws", get(feed));
     for &(path, content_type, body) in ASSETS {
         r = r.route(

@@ -157,6 +157,9 @@ pub struct BanCounts {
     pub users: u64,
 }
 
+/// Most sources, users or proven pairs remembered at once.
+const MAX_TRACKED: usize = 100_000;
+
 /// How long a successful sign-in vouches for its source.
 const PROVEN_FOR: Duration = Duration::from_secs(24 * 3600);
 
@@ -252,27 +255,29 @@ impl Admission {
             return;
         }
         let source = source_key(source);
-        let cfg = self.config.clone();
-        if self
-            .sources
-            .entry(source)
-            .or_insert_with(|| Strikes::new(now))
-            .fail(now, &cfg)
-        {
-            self.bans_started.sources += 1;
-            tracing::warn!(%source, "SIP source banned after failed sign-ins");
+        let cfg = &self.config;
+        // A spoofed-address flood must not grow the map without bound.
+        if self.sources.len() < MAX_TRACKED || self.sources.contains_key(&source) {
+            let strikes = self
+                .sources
+                .entry(source)
+                .or_insert_with(|| Strikes::new(now));
+            if strikes.fail(now, cfg) {
+                self.bans_started.sources += 1;
+                tracing::warn!(%source, "SIP source banned after failed sign-ins");
+            }
         }
         // A user's count only grows from sources that never signed in as
         // it, so its owner's own typos can't lock it.
         if user.is_empty() || self.proven.contains_key(&(source, user.to_string())) {
             return;
         }
-        if self.users.len() < 100_000 || self.users.contains_key(user) {
+        if self.users.len() < MAX_TRACKED || self.users.contains_key(user) {
             let strikes = self
                 .users
                 .entry(user.to_string())
                 .or_insert_with(|| Strikes::new(now));
-            if strikes.fail(now, &cfg) {
+            if strikes.fail(now, cfg) {
                 self.bans_started.users += 1;
                 tracing::warn!("SIP user banned after failed sign-ins from unknown sources");
             }
@@ -285,7 +290,7 @@ impl Admission {
         if let Some(s) = self.sources.get_mut(&source) {
             s.failures = 0;
         }
-        if self.proven.len() < 100_000 {
+        if self.proven.len() < MAX_TRACKED {
             self.proven.insert((source, user.to_string()), now);
         }
     }
