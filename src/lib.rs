@@ -2,9 +2,11 @@
 //!
 //! The library does the work; `main.rs` only parses the command line.
 //! Protocol cores ([`sip::endpoint`], [`sip::transaction`]) are sans-IO
-//! state machines; [`runtime`] drives them with tokio and the audio loops.
+//! state machines, and so is call control ([`call`]); [`runtime`] drives
+//! them with tokio and the audio loops.
 
 pub mod breakout;
+pub mod call;
 pub mod callback;
 pub mod chat;
 pub mod config;

@@ -69,6 +69,23 @@ impl Drop for Reservation {
     }
 }
 
+/// Reserves RTP ports from a [`MediaEngine`]'s pool.
+#[derive(Clone)]
+pub struct PortReserver {
+    ports: std::sync::Arc<PortPool>,
+}
+
+impl PortReserver {
+    pub fn reserve(&self) -> Result<Reservation, MediaError> {
+        let sockets = self.ports.allocate()?;
+        Ok(Reservation {
+            port: sockets.port,
+            sockets: Some(sockets),
+            pool: self.ports.clone(),
+        })
+    }
+}
+
 pub struct MediaEngine {
     loops: Vec<AudioLoopHandle>,
     ports: std::sync::Arc<PortPool>,
@@ -143,12 +160,15 @@ impl MediaEngine {
     }
 
     pub fn reserve(&self) -> Result<Reservation, MediaError> {
-        let sockets = self.ports.allocate()?;
-        Ok(Reservation {
-            port: sockets.port,
-            sockets: Some(sockets),
-            pool: self.ports.clone(),
-        })
+        self.reserver().reserve()
+    }
+
+    /// A handle that reserves ports from this engine's pool: call control
+    /// holds one, so it can answer without reaching into the engine.
+    pub fn reserver(&self) -> PortReserver {
+        PortReserver {
+            ports: self.ports.clone(),
+        }
     }
 
     /// Give back a reservation that never became a stream.

@@ -1,21 +1,17 @@
-//! File flows on the call-control side: start one interpreter task per
-//! answered call, carry its requests to the endpoint and the audio loop, and
-//! feed it DTMF and playback ends. Hanging up aborts the task.
+//! File flows on the driver's side: one interpreter task per answered
+//! call, whose handle call control keeps with the call. Dropping the handle
+//! (the call ended) aborts the task.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::Gateway;
 use crate::flow::interp::{self, CallRequest, CallSignal, FlowCx, Services};
-use crate::flow::Flow;
-use crate::media::audio_loop::Source;
 use crate::sip::endpoint::CallId;
 
 /// A running flow instance.
 pub(super) struct FlowTask {
+    pub(super) call: CallId,
     signals: mpsc::UnboundedSender<CallSignal>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -118,101 +114,24 @@ pub(super) fn services(
     })
 }
 
-impl Gateway {
-    /// The configured wait music with `message` (or nothing) on repeat.
-    pub(super) fn hold_with(
-        &self,
-        message: Option<Arc<[i16]>>,
-        repeat_interval: Option<std::time::Duration>,
-    ) -> Arc<crate::media::audio_loop::HoldProgram> {
-        Arc::new(crate::media::audio_loop::HoldProgram::new(
-            self.hold.music.to_vec(),
-            message,
-            repeat_interval.unwrap_or(std::time::Duration::from_secs(
-                self.config.media.hold_repeat_secs,
-            )),
-            self.config.media.hold_duck_db,
-        ))
+/// Start the flow of `start` on its own task.
+pub(super) fn start(
+    start: crate::call::FlowStart,
+    services: Arc<Services>,
+    requests: mpsc::UnboundedSender<(CallId, CallRequest)>,
+) -> FlowTask {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cx = FlowCx::new(start.call, start.flow, start.vars, services, requests, rx);
+    let task = tokio::spawn(interp::run(cx));
+    FlowTask {
+        call: start.call,
+        signals: tx,
+        task,
     }
+}
 
-    /// Start `flow` on an answered call whose stream is up.
-    pub(super) fn start_flow(
-        &mut self,
-        call: CallId,
-        flow: Arc<Flow>,
-        vars: HashMap<String, String>,
-    ) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let cx = FlowCx::new(
-            call,
-            flow,
-            vars,
-            self.services.clone(),
-            self.flow_requests.clone(),
-            rx,
-        );
-        let task = tokio::spawn(interp::run(cx));
-        self.flows.insert(call, FlowTask { signals: tx, task });
-    }
-
-    pub(super) fn flow_signal(&mut self, call: CallId, signal: CallSignal) {
-        if let Some(f) = self.flows.get(&call) {
-            let _ = f.signals.send(signal);
-        }
-    }
-
-    /// The call is over: stop its flow.
-    pub(super) fn end_flow(&mut self, call: CallId) {
-        self.flows.remove(&call);
-    }
-
-    pub(super) fn flow_request(&mut self, now: Instant, call: CallId, req: CallRequest) {
-        // A request queued just before the call ended is void.
-        if !self.flows.contains_key(&call) {
-            return;
-        }
-        match req {
-            CallRequest::Play {
-                samples,
-                generation,
-            } => self.play(
-                call,
-                Source::Clip {
-                    samples,
-                    looped: false,
-                },
-                generation,
-            ),
-            CallRequest::Loop {
-                samples,
-                generation,
-            } => self.play(
-                call,
-                Source::Clip {
-                    samples,
-                    looped: true,
-                },
-                generation,
-            ),
-            CallRequest::Silence { generation } => self.play(call, Source::Silence, generation),
-            CallRequest::Transfer(req) => self.start_transfer(now, call, req),
-            CallRequest::Refer { target } => self.start_refer(now, call, target),
-            CallRequest::Hold {
-                message,
-                repeat_interval,
-            } => {
-                // No message: the configured wait music alone.
-                let hold = self.hold_with(message, repeat_interval);
-                self.play(call, Source::Hold(hold), 0);
-            }
-            CallRequest::Keep { name, value } => {
-                if let Some(r) = self.records.get_mut(&call) {
-                    r.vars.insert(name, value);
-                }
-            }
-            CallRequest::Hangup => {
-                let _ = self.endpoint.hangup(now, call);
-            }
-        }
+impl FlowTask {
+    pub(super) fn signal(&self, signal: CallSignal) {
+        let _ = self.signals.send(signal);
     }
 }

@@ -1,99 +1,69 @@
-//! The gateway process: binds transports, runs the endpoint and call control
-//! in one task, and drains on SIGTERM/SIGINT.
+//! The gateway process: binds transports, drives call control
+//! ([`crate::call::CallControl`], sans-IO) in one task with tokio, and
+//! drains on SIGTERM/SIGINT.
 //!
-//! Call control lives in the same task as the sans-IO endpoint, so neither
-//! needs a lock; the audio loops run on their own threads.
+//! This task only moves bytes and commands: SIP datagrams in, transmits
+//! out, media commands to the audio loops (their own threads), flow tasks
+//! started and signalled, records stored. Reloads render on a task of
+//! their own and are swapped in when ready.
 
-mod callbacks;
 mod flows;
-mod routing;
-mod transfer;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::call::{CallControl, Effect, MediaCommand, PortSource, Settings};
 use crate::config::{CodecName, Config};
-use crate::media::audio_loop::{HoldProgram, MediaEvent, Source};
-use crate::media::engine::{MediaEngine, MediaSettings, Reservation};
-use crate::sdp::{Codec, Direction, LocalMedia, Negotiated};
-use crate::sip::endpoint::{
-    CallId, EndCause, Endpoint, EndpointConfig, Event, InboundTrunk, IncomingCall,
-    RegistrationSpec, RegistrationState,
-};
+use crate::media::audio_loop::HoldProgram;
+use crate::media::engine::{MediaEngine, MediaSettings, PortReserver, Reservation};
+use crate::sdp::Codec;
+use crate::sip::endpoint::{EndpointConfig, InboundTrunk, RegistrationSpec, RegistrationState};
 use crate::sip::message::Uri;
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::{Inbound, TcpListenerConfig, Transports};
-use crate::store::{CallRecord, SqliteStore, Store};
-use crate::telemetry::CallTally;
+use crate::store::{SqliteStore, Store};
 
-pub use routing::Router;
+pub use crate::call::Router;
 
 /// What the demo flow plays before the hold program.
 pub const DEMO_CLIP: &str = "welcome-en.wav";
 
-/// What runs on a call: a built-in flow or one from the flows directory.
-#[derive(Debug, Clone)]
-enum BuiltinFlow {
-    /// Welcome message, then the hold program.
-    Demo,
-    /// Straight into the hold program.
-    Hold,
-    /// A flow file, pinned for the whole call (reloads don't change it).
-    File(std::sync::Arc<crate::flow::Flow>),
-}
-
-impl BuiltinFlow {
-    fn from_name(name: &str, flows: &crate::flow::FlowSet) -> Option<BuiltinFlow> {
-        match name {
-            "demo" => Some(BuiltinFlow::Demo),
-            "hold" => Some(BuiltinFlow::Hold),
-            other => flows.get(other).map(BuiltinFlow::File),
-        }
+impl PortSource for PortReserver {
+    type Reservation = Reservation;
+    fn reserve(&mut self) -> Result<(u16, Reservation), String> {
+        let r = PortReserver::reserve(self).map_err(|e| e.to_string())?;
+        Ok((r.port, r))
     }
 }
 
-/// A call's media state on the control side.
-enum CallMedia {
-    /// Port reserved, waiting for the late-offer answer in the ACK.
-    Reserved(Reservation, BuiltinFlow),
-    Streaming(BuiltinFlow),
+type Control = CallControl<PortReserver, flows::FlowTask>;
+
+/// What a reload made, ready to swap in.
+struct Reloaded {
+    config: Config,
+    hold: Arc<HoldProgram>,
 }
 
 struct Gateway {
-    config: Config,
-    endpoint: Endpoint,
+    cc: Control,
     transports: Transports,
     media: MediaEngine,
-    router: Router,
-    calls: HashMap<CallId, CallMedia>,
-    demo_clip: std::sync::Arc<[i16]>,
-    hold: std::sync::Arc<HoldProgram>,
-    session_ids: u64,
-    /// Calls ringing before their flow answers (route `ring_ms`).
-    ringing: Vec<(Instant, CallId, BuiltinFlow)>,
-    /// What the call record needs, per live call.
-    records: HashMap<CallId, CallRecord>,
-    store: std::sync::Arc<dyn Store>,
-    tally: CallTally,
-    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    services: std::sync::Arc<crate::flow::interp::Services>,
-    flow_requests: mpsc::UnboundedSender<(CallId, crate::flow::interp::CallRequest)>,
-    flows: HashMap<CallId, flows::FlowTask>,
-    transfers: transfer::Transfers,
-    /// Blind transfers in progress: caller → REFER target.
-    refers: HashMap<CallId, String>,
-    /// REFERs asked for before the caller's ACK arrived.
-    refers_waiting: HashMap<CallId, String>,
-    /// Calls we placed for callbacks.
-    callbacks: HashMap<CallId, callbacks::CallbackLeg>,
-    /// Calls from our own WebRTC legs, by their web call id.
-    web_legs: HashMap<CallId, String>,
+    store: Arc<dyn Store>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    services: Arc<crate::flow::interp::Services>,
+    flow_requests: mpsc::UnboundedSender<(
+        crate::sip::endpoint::CallId,
+        crate::flow::interp::CallRequest,
+    )>,
+    /// A reload in progress (one at a time).
+    reloading: bool,
 }
 
 /// Named prompts rendered by TTS at start and on reload.
@@ -227,7 +197,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let demo_clip = media
         .clip(&PathBuf::from(DEMO_CLIP))
         .context("loading the demo flow's audio")?;
-    let hold = std::sync::Arc::new(load_hold_program(&config, &prompts, &mut media)?);
+    let hold = Arc::new(load_hold_program(&config, &prompts, |name| {
+        media.clip(name).map_err(anyhow::Error::from)
+    })?);
     let (originate_tx, mut originate_rx) = mpsc::unbounded_channel();
     let services = std::sync::Arc::new(flows::services(
         &config,
@@ -284,58 +256,38 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     if let (false, Some(calls)) = (endpoint_cfg.inbound_trunks.is_empty(), &services.webcalls) {
         endpoint_cfg.inbound_trunks.push(calls.trunk());
     }
-    let endpoint = Endpoint::new(endpoint_cfg, now);
-    let mut gw = Gateway {
-        router: Router::new(config.routes.clone()),
-        config,
-        endpoint,
-        transports,
-        media,
-        calls: HashMap::new(),
+    let endpoint = crate::sip::endpoint::Endpoint::new(endpoint_cfg, now);
+    let settings = Settings {
         demo_clip,
         hold,
-        session_ids: u64::from(rand::random::<u32>()),
-        ringing: Vec::new(),
-        records: HashMap::new(),
+        seed: u64::from(rand::random::<u32>()),
+    };
+    let cc = CallControl::new(config, endpoint, media.reserver(), settings);
+    let mut gw = Gateway {
+        cc,
+        transports,
+        media,
         store,
-        tally: CallTally::default(),
         ready,
         services,
         flow_requests,
-        flows: HashMap::new(),
-        transfers: transfer::Transfers::default(),
-        refers: HashMap::new(),
-        refers_waiting: HashMap::new(),
-        callbacks: HashMap::new(),
-        web_legs: HashMap::new(),
+        reloading: false,
     };
     gw.start_registrations(now).await;
-    gw.flush();
+    gw.flush(Instant::now());
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut drain_deadline: Option<Instant> = None;
-    let mut hard_stop: Option<Instant> = None;
+    let (reloaded_tx, mut reloaded_rx) = mpsc::channel::<Option<Reloaded>>(1);
     let mut telemetry_tick = tokio::time::interval(Duration::from_secs(1));
     gw.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    let redial = Duration::from_secs(gw.config.callbacks.redial_after_restart_secs);
+    let redial = Duration::from_secs(gw.cc.config().callbacks.redial_after_restart_secs);
     let redialled = gw.services.callbacks.resume_unfinished(redial);
     tracing::info!(callbacks_redialled = redialled, "crossline ready");
 
     loop {
-        let next_ring = gw.ringing.iter().map(|(at, _, _)| *at).min();
-        let wake = [
-            gw.endpoint.poll_timeout(),
-            drain_deadline,
-            hard_stop,
-            next_ring,
-            gw.transfers.next_deadline(),
-            gw.callbacks.values().filter_map(|c| c.give_up).min(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let wake = gw.cc.poll_timeout();
         let sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -357,57 +309,40 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             }
             ev = media_events.recv() => {
                 if let Some(ev) = ev {
-                    gw.media_event(Instant::now(), ev);
+                    gw.cc.handle_media_event(Instant::now(), ev);
                 }
             }
             req = flow_rx.recv() => {
                 if let Some((call, r)) = req {
-                    gw.flow_request(Instant::now(), call, r);
+                    gw.cc.handle_flow_request(Instant::now(), call, r);
                 }
             }
             req = originate_rx.recv() => {
                 if let Some(req) = req {
-                    gw.originate(Instant::now(), req, drain_deadline.is_some() || hard_stop.is_some());
+                    gw.cc.originate(Instant::now(), req);
                 }
             }
             _ = sleep => {}
-            _ = telemetry_tick.tick() => gw.export_metrics(Instant::now(), drain_deadline.is_some() || hard_stop.is_some()),
+            _ = telemetry_tick.tick() => gw.export_metrics(Instant::now()),
             _ = sigterm.recv() => {
-                if gw.begin_drain(&mut drain_deadline, &mut hard_stop) { break; }
+                if gw.begin_drain() { break; }
             }
             _ = sigint.recv() => {
-                if gw.begin_drain(&mut drain_deadline, &mut hard_stop) { break; }
+                if gw.begin_drain() { break; }
             }
-            _ = sighup.recv() => gw.reload(config_path.as_deref()).await,
+            _ = sighup.recv() => gw.start_reload(config_path.as_deref(), reloaded_tx.clone()),
+            done = reloaded_rx.recv() => {
+                gw.reloading = false;
+                if let Some(Some(r)) = done {
+                    gw.apply_reload(r);
+                }
+            }
         }
         let now = Instant::now();
-        gw.endpoint.handle_timeout(now);
-        gw.answer_due(now);
-        gw.transfer_timeouts(now);
-        gw.callback_timeouts(now);
-        if drain_deadline.is_some_and(|d| now >= d) {
-            drain_deadline = None;
-            tracing::info!(
-                calls = gw.endpoint.active_calls(),
-                "grace period over: hanging up"
-            );
-            for call in gw.endpoint.call_ids() {
-                let _ = gw.endpoint.hangup(now, call);
-            }
-            hard_stop = Some(now + Duration::from_secs(2));
-        }
-        gw.process_events(now);
-        gw.flush();
-        if let Some(stop) = hard_stop {
-            let idle = gw.endpoint.active_calls() == 0 && gw.endpoint.transaction_count() == 0;
-            if now >= stop || (idle && drain_deadline.is_none()) {
-                break;
-            }
-        }
-        if drain_deadline.is_some() && gw.endpoint.active_calls() == 0 {
-            // Nothing left to wait for: unregister and leave soon.
-            drain_deadline = None;
-            hard_stop = Some(now + Duration::from_secs(2));
+        gw.cc.handle_timeout(now);
+        gw.flush(now);
+        if gw.cc.finished(now) {
+            break;
         }
     }
     gw.media.shutdown();
@@ -506,24 +441,21 @@ fn admission_config(config: &Config) -> crate::sip::endpoint::admission::Admissi
 }
 
 /// The default hold program from `[media]`: music playlist plus message.
+/// `clip` decodes a file (relative names in the audio directory).
 fn load_hold_program(
     config: &Config,
     prompts: &Prompts,
-    media: &mut MediaEngine,
+    mut clip: impl FnMut(&Path) -> anyhow::Result<Arc<[i16]>>,
 ) -> anyhow::Result<HoldProgram> {
     let m = &config.media;
     let mut music = Vec::new();
     for file in &m.hold_music {
-        music.push(media.clip(file).context("loading [media] hold_music")?);
+        music.push(clip(file).context("loading [media] hold_music")?);
     }
     let message = match m.hold_message.trim() {
         "" => None,
         name if prompts.contains_key(name) => prompts.get(name).cloned(),
-        file => Some(
-            media
-                .clip(&PathBuf::from(file))
-                .context("loading [media] hold_message")?,
-        ),
+        file => Some(clip(Path::new(file)).context("loading [media] hold_message")?),
     };
     Ok(HoldProgram::new(
         music,
@@ -545,7 +477,7 @@ async fn resolve(uri: &Uri) -> Option<SocketAddr> {
 
 impl Gateway {
     async fn start_registrations(&mut self, now: Instant) {
-        for (i, reg) in self.config.registrations.clone().iter().enumerate() {
+        for (i, reg) in self.cc.config().registrations.clone().iter().enumerate() {
             let (Ok(registrar), Ok(aor)) = (Uri::parse(&reg.registrar), Uri::parse(&reg.aor))
             else {
                 continue;
@@ -562,7 +494,7 @@ impl Gateway {
                 credentials: reg.username.clone().zip(reg.password().ok().flatten()),
                 expires: reg.expires,
             };
-            if let Err(e) = self.endpoint.add_registration(now, spec) {
+            if let Err(e) = self.cc.endpoint_mut().add_registration(now, spec) {
                 tracing::error!(index = i, %e, "cannot register");
             }
         }
@@ -574,7 +506,7 @@ impl Gateway {
                 local,
                 remote,
                 data,
-            } => self.endpoint.handle_datagram(now, local, remote, &data),
+            } => self.cc.handle_datagram(now, local, remote, &data),
             Inbound::Stream {
                 transport,
                 conn,
@@ -583,430 +515,229 @@ impl Gateway {
                 data,
             } => {
                 if !self
-                    .endpoint
+                    .cc
                     .handle_stream(now, transport, conn, local, remote, &data)
                 {
                     tracing::debug!(conn, %remote, "closing a stream after a framing error");
                     self.transports.close(conn);
                 }
             }
-            Inbound::Closed { conn } => self.endpoint.connection_closed(conn),
+            Inbound::Closed { conn } => self.cc.connection_closed(now, conn),
         }
     }
 
-    fn flush(&mut self) {
-        while let Some(t) = self.endpoint.poll_transmit() {
-            self.transports.send(t);
+    /// Carry out everything call control asked for, until it asks nothing
+    /// more (starting a stream can fail, which hangs up: more output).
+    fn flush(&mut self, now: Instant) {
+        loop {
+            let mut idle = true;
+            while let Some(t) = self.cc.poll_transmit() {
+                idle = false;
+                self.transports.send(t);
+            }
+            while let Some(cmd) = self.cc.poll_media() {
+                idle = false;
+                if let Some(failed) = self.media_command(cmd) {
+                    self.cc.media_failed(now, failed);
+                }
+            }
+            while let Some(start) = self.cc.poll_flow_start() {
+                idle = false;
+                let task = flows::start(start, self.services.clone(), self.flow_requests.clone());
+                let call = task.call;
+                self.cc.attach_flow(call, task);
+            }
+            while let Some((_, signal, flow)) = self.cc.poll_flow_signal() {
+                if let Some(flow) = flow {
+                    flow.signal(signal);
+                }
+            }
+            while let Some(effect) = self.cc.poll_effect() {
+                idle = false;
+                self.effect(effect);
+            }
+            if idle {
+                break;
+            }
         }
     }
 
-    /// Returns true when the process should stop right away.
-    fn begin_drain(
+    /// Run one media command; the call whose stream could not start.
+    fn media_command(
         &mut self,
-        deadline: &mut Option<Instant>,
-        hard_stop: &mut Option<Instant>,
-    ) -> bool {
-        if deadline.is_some() || hard_stop.is_some() {
-            tracing::warn!("second signal: stopping now");
-            return true;
+        cmd: MediaCommand<Reservation>,
+    ) -> Option<crate::sip::endpoint::CallId> {
+        match cmd {
+            MediaCommand::Start {
+                call,
+                reservation,
+                media,
+                source,
+                near,
+            } => {
+                let started = match near {
+                    Some(near) => {
+                        self.media
+                            .start_stream_near(near.0, call.0, reservation, &media, source)
+                    }
+                    None => self.media.start_stream(call.0, reservation, &media, source),
+                };
+                if let Err(e) = started {
+                    tracing::warn!(%call, %e, "media failed: hanging up");
+                    return Some(call);
+                }
+            }
+            MediaCommand::Play {
+                call,
+                source,
+                generation,
+            } => self.media.set_source_tagged(call.0, source, generation),
+            MediaCommand::Bridge(a, b) => self.media.bridge(a.0, b.0),
+            MediaCommand::Unbridge(a) => self.media.unbridge(a.0),
+            MediaCommand::Sending {
+                call,
+                sending,
+                remote,
+            } => {
+                self.media.set_sending(call.0, sending);
+                if let Some(remote) = remote {
+                    self.media.set_remote(call.0, remote);
+                }
+            }
+            MediaCommand::Stop(call) => self.media.stop_stream(call.0),
         }
-        let now = Instant::now();
-        let grace = Duration::from_secs(self.config.sip.shutdown_grace_secs);
-        tracing::info!(
-            calls = self.endpoint.active_calls(),
-            ?grace,
-            "draining: new calls get 503"
-        );
+        None
+    }
+
+    fn effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::Record(r) => {
+                if let Err(e) = self.store.record_call(r) {
+                    tracing::warn!(%e, "store: cannot queue call record");
+                }
+            }
+            Effect::Callback { id, progress } => self.services.callbacks.progress(&id, progress),
+            Effect::SharedHold { web_call, hold } => {
+                if let Some(calls) = &self.services.webcalls {
+                    calls.shared_hold(&web_call, hold);
+                }
+            }
+        }
+    }
+
+    /// SIGTERM/SIGINT; true on the second: stop now.
+    fn begin_drain(&mut self) -> bool {
         self.ready
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.endpoint.set_draining(true);
-        self.endpoint.unregister_all(now);
-        *deadline = Some(now + grace);
-        false
+        self.cc.begin_drain(Instant::now())
     }
 
-    fn local_media(&mut self, port: u16) -> LocalMedia {
-        self.session_ids = self.session_ids.wrapping_add(1);
-        let cfg = self.endpoint.config();
-        LocalMedia {
-            address: self.media.rtp_address(),
-            rtp_port: port,
-            session_id: self.session_ids,
-            session_version: 1,
-            codecs: cfg.codecs.clone(),
-            telephone_event_pt: cfg.telephone_event_pt,
-            ptime_ms: 20,
-        }
-    }
-
-    fn process_events(&mut self, now: Instant) {
-        while let Some(ev) = self.endpoint.poll_event() {
-            match ev {
-                Event::IncomingCall(inc) => self.incoming(now, inc),
-                Event::CallEstablished { call, media } if self.transfers.is_agent_leg(call) => {
-                    self.agent_answered(now, call, media)
-                }
-                Event::CallEnded { call, cause } if self.transfers.is_agent_leg(call) => {
-                    tracing::info!(%call, ?cause, "agent leg ended");
-                    self.finish_record(call, &cause);
-                    self.agent_ended(now, call, &cause);
-                }
-                Event::CallEstablished { call, media } if self.callbacks.contains_key(&call) => {
-                    self.callback_answered(now, call, media)
-                }
-                Event::CallEstablished { call, media } => {
-                    self.refer_when_confirmed(now, call);
-                    if let Some(CallMedia::Reserved(..)) = self.calls.get(&call) {
-                        if let (Some(CallMedia::Reserved(r, flow)), Some(m)) =
-                            (self.calls.remove(&call), media)
-                        {
-                            self.start_media(now, call, flow, r, &m);
-                        }
-                    }
-                }
-                Event::MediaChanged { call, media } => self.media_changed(call, &media),
-                Event::CallEnded { call, cause } => {
-                    tracing::info!(%call, ?cause, "call ended");
-                    self.callback_ended(call, &cause);
-                    self.web_legs.remove(&call);
-                    self.finish_record(call, &cause);
-                    self.end_flow(call);
-                    self.caller_ended(now, call);
-                    self.refers.remove(&call);
-                    self.refers_waiting.remove(&call);
-                    self.ringing.retain(|(_, c, _)| *c != call);
-                    match self.calls.remove(&call) {
-                        Some(CallMedia::Streaming(_)) => self.media.stop_stream(call.0),
-                        Some(CallMedia::Reserved(r, _)) => self.media.cancel(r),
-                        None => {}
-                    }
-                }
-                Event::Dtmf { call, digit, .. } => {
-                    self.flow_signal(call, crate::flow::interp::CallSignal::Dtmf(digit));
-                    // Digits may be a PIN or a card number: never logged.
-                    tracing::debug!(%call, "DTMF (INFO)");
-                }
-                Event::Progress { call, status } => self.callback_progress(call, status),
-                Event::ReferAnswered { call, status } => {
-                    self.refer_status(now, call, status, false)
-                }
-                Event::ReferProgress { call, status } => self.refer_status(now, call, status, true),
-                Event::Registration { index, state } => {
-                    tracing::info!(index, ?state, "registration state");
-                }
-            }
-        }
-    }
-
-    fn incoming(&mut self, now: Instant, inc: IncomingCall) {
-        let route = self
-            .router
-            .route(&inc.did, &inc.caller, inc.trunk.as_deref())
-            .map(|r| (r.flow.clone(), r.ring_ms));
-        tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), route = ?route, "incoming call");
-        if let Some(web) = &inc.web_call {
-            self.web_legs.insert(inc.call, web.clone());
-        }
-        self.records.insert(
-            inc.call,
-            CallRecord::starting(
-                inc.call_id.clone(),
-                "inbound",
-                inc.did.clone(),
-                inc.caller.clone(),
-                inc.trunk.clone(),
-                route.as_ref().map(|r| r.0.clone()),
-            ),
-        );
-        let Some((flow, ring_ms)) = route else {
-            let _ = self.endpoint.reject(now, inc.call, 404);
-            return;
-        };
-        let Some(flow) = BuiltinFlow::from_name(&flow, &self.config.flow_set) else {
-            let _ = self.endpoint.reject(now, inc.call, 404);
-            return;
-        };
-        if ring_ms > 0 {
-            let _ = self.endpoint.ring(now, inc.call);
-            self.ringing.push((
-                now.checked_add(Duration::from_millis(ring_ms))
-                    .unwrap_or(now),
-                inc.call,
-                flow,
-            ));
-            return;
-        }
-        self.answer_builtin(now, inc.call, flow);
-    }
-
-    /// Answer calls whose ringing time is up (unless they ended meanwhile).
-    fn answer_due(&mut self, now: Instant) {
-        let mut due = Vec::new();
-        self.ringing.retain(|(at, call, flow)| {
-            if *at <= now {
-                due.push((*call, flow.clone()));
-                false
-            } else {
-                true
-            }
-        });
-        for (call, flow) in due {
-            self.answer_builtin(now, call, flow);
-        }
-    }
-
-    fn answer_builtin(&mut self, now: Instant, call: CallId, flow: BuiltinFlow) {
-        let reservation = match self.media.reserve() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(%e, "no RTP port: rejecting");
-                let _ = self.endpoint.reject(now, call, 503);
-                return;
-            }
-        };
-        let local = self.local_media(reservation.port);
-        let answered = self.endpoint.answer(now, call, local);
-        if answered.is_ok() {
-            if let Some(r) = self.records.get_mut(&call) {
-                r.answered_at = Some(std::time::SystemTime::now());
-            }
-        }
-        match answered {
-            Ok(Some(media)) => self.start_media(now, call, flow, reservation, &media),
-            Ok(None) => {
-                self.calls
-                    .insert(call, CallMedia::Reserved(reservation, flow));
-            }
-            Err(e) => {
-                tracing::info!(%call, %e, "not answered");
-                self.media.cancel(reservation);
-            }
-        }
-    }
-
-    fn start_media(
-        &mut self,
-        now: Instant,
-        call: CallId,
-        flow: BuiltinFlow,
-        r: Reservation,
-        media: &Negotiated,
-    ) {
-        let source = match flow {
-            BuiltinFlow::Demo => Source::Clip {
-                samples: self.demo_clip.clone(),
-                looped: false,
-            },
-            BuiltinFlow::Hold => Source::Hold(self.hold.clone()),
-            BuiltinFlow::File(_) => Source::Silence,
-        };
-        let file_flow = match &flow {
-            BuiltinFlow::File(f) => Some(f.clone()),
-            _ => None,
-        };
-        let shared = matches!(&source, Source::Hold(h) if std::sync::Arc::ptr_eq(h, &self.hold));
-        match self.media.start_stream(call.0, r, media, source) {
-            Ok(()) => {
-                if shared {
-                    if let (Some(web), Some(calls)) =
-                        (self.web_legs.get(&call), &self.services.webcalls)
-                    {
-                        calls.shared_hold(web, Some(self.hold.clone()));
-                    }
-                }
-                self.calls.insert(call, CallMedia::Streaming(flow));
-                if let Some(f) = file_flow {
-                    let vars = self.flow_vars(call, &f);
-                    self.start_flow(call, f, vars);
-                }
-                self.media_changed(call, media);
-            }
-            Err(e) => {
-                tracing::warn!(%call, %e, "media failed: hanging up");
-                let _ = self.endpoint.hangup(now, call);
-            }
-        }
-    }
-
-    /// Switch a call's audio. A web call hearing the shared wait music is
-    /// told so: its browser then gets the one Opus encode all such calls
-    /// share, instead of its own.
-    pub(super) fn play(&mut self, call: CallId, source: Source, generation: u32) {
-        if let (Some(web), Some(calls)) = (self.web_legs.get(&call), &self.services.webcalls) {
-            let shared = match &source {
-                Source::Hold(h) if std::sync::Arc::ptr_eq(h, &self.hold) => Some(h.clone()),
-                _ => None,
-            };
-            calls.shared_hold(web, shared);
-        }
-        self.media.set_source_tagged(call.0, source, generation);
-    }
-
-    /// A web call stops hearing the shared wait music (bridged, say).
-    pub(super) fn leave_shared_hold(&self, call: CallId) {
-        if let (Some(web), Some(calls)) = (self.web_legs.get(&call), &self.services.webcalls) {
-            calls.shared_hold(web, None);
-        }
-    }
-
-    fn media_changed(&mut self, call: CallId, media: &Negotiated) {
-        if !matches!(self.calls.get(&call), Some(CallMedia::Streaming(_))) {
-            return;
-        }
-        let sending = matches!(
-            media.local_direction,
-            Direction::SendRecv | Direction::SendOnly
-        ) && !media.remote_rtp.ip().is_unspecified();
-        self.media.set_sending(call.0, sending);
-        if sending {
-            self.media.set_remote(call.0, media.remote_rtp);
-        }
-    }
-
-    /// SIGHUP: re-read the config, re-render prompts, rebuild the hold
-    /// program and routes. Calls in progress keep what they started with.
-    /// A bad file changes nothing.
-    async fn reload(&mut self, path: Option<&std::path::Path>) {
-        let Some(path) = path else {
+    /// SIGHUP: re-read the config, render prompts and load the hold
+    /// program on a task of its own, so signalling goes on meanwhile; the
+    /// result is swapped in by `apply_reload`. A bad file changes nothing.
+    fn start_reload(&mut self, path: Option<&Path>, done: mpsc::Sender<Option<Reloaded>>) {
+        let Some(path) = path.map(Path::to_path_buf) else {
             tracing::info!("SIGHUP: running on embedded defaults, nothing to reload");
             return;
         };
-        let config = match Config::load(path) {
-            Ok(c) => c,
-            Err(errors) => {
-                tracing::error!("reload refused, config has errors:\n{errors}");
-                return;
-            }
-        };
-        let prompts = match render_prompts(&config).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("reload refused: {e:#}");
-                return;
-            }
-        };
-        match load_hold_program(&config, &prompts, &mut self.media) {
-            Ok(hold) => self.hold = std::sync::Arc::new(hold),
-            Err(e) => {
-                tracing::error!("reload refused: {e:#}");
-                return;
-            }
+        if self.reloading {
+            tracing::warn!("SIGHUP: a reload is already running");
+            return;
         }
-        self.router = Router::new(config.routes.clone());
-        tracing::info!(file = %path.display(), "config reloaded");
-        // Listeners, media ports and the store keep their start-up values.
-        self.config.routes = config.routes;
+        self.reloading = true;
+        let clips = self.media.clip_cache();
+        let audio_dir = self.cc.config().media.audio_dir.clone();
+        tokio::spawn(async move {
+            let result = reload(&path, clips, audio_dir).await;
+            let reloaded = match result {
+                Ok(r) => {
+                    tracing::info!(file = %path.display(), "config reloaded");
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::error!("reload refused: {e:#}");
+                    None
+                }
+            };
+            let _ = done.send(reloaded).await;
+        });
+    }
+
+    /// Calls in progress keep what they started with; listeners, media
+    /// ports and the store keep their start-up values.
+    fn apply_reload(&mut self, r: Reloaded) {
         *self
             .services
             .flow_set
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(config.flow_set.clone());
-        self.config.flow_set = config.flow_set;
-        self.config.prompts = config.prompts;
-        self.config.tts = config.tts;
-        self.config.media.hold_music = config.media.hold_music;
-        self.config.media.hold_message = config.media.hold_message;
-        self.config.media.hold_repeat_secs = config.media.hold_repeat_secs;
-        self.config.media.hold_duck_db = config.media.hold_duck_db;
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(r.config.flow_set.clone());
+        self.cc.reload(&r.config, r.hold);
     }
 
-    /// Variables a flow starts with.
-    fn flow_vars(&self, call: CallId, flow: &crate::flow::Flow) -> HashMap<String, String> {
-        let mut vars = HashMap::new();
-        if let Some(r) = self.records.get(&call) {
-            vars.insert("caller".into(), r.caller.clone());
-            vars.insert("did".into(), r.did.clone());
-            vars.insert("callee".into(), r.did.clone());
-            vars.insert("call_id".into(), r.call_id.clone());
-            vars.insert("trunk".into(), r.trunk.clone().unwrap_or_default());
-        }
-        vars.insert("flow".into(), flow.name.clone());
-        if let Some(leg) = self.callbacks.get(&call) {
-            vars.extend(leg.vars.clone());
-        }
-        vars
-    }
-
-    fn finish_record(&mut self, call: CallId, cause: &EndCause) {
-        let (outcome, status) = match cause {
-            EndCause::RemoteBye => ("remote_bye", None),
-            EndCause::LocalHangup => ("local_hangup", None),
-            EndCause::Cancelled => ("cancelled", Some(487)),
-            EndCause::Rejected { status, .. } => ("rejected", Some(*status)),
-            EndCause::Timeout => ("timeout", Some(408)),
-            EndCause::AckTimeout => ("ack_timeout", None),
-            EndCause::Shutdown => ("shutdown", None),
-        };
-        self.tally.ended(outcome);
-        if let Some(mut r) = self.records.remove(&call) {
-            r.ended_at = std::time::SystemTime::now();
-            r.outcome = outcome.to_string();
-            r.sip_status = status;
-            if let Err(e) = self.store.record_call(r) {
-                tracing::warn!(%e, "store: cannot queue call record");
-            }
-        }
-    }
-
-    fn export_metrics(&mut self, now: Instant, draining: bool) {
+    fn export_metrics(&mut self, now: Instant) {
         let registrations: Vec<(String, bool)> = self
-            .config
+            .cc
+            .config()
             .registrations
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 let up = matches!(
-                    self.endpoint.registration_state(i),
+                    self.cc.endpoint().registration_state(i),
                     Some(RegistrationState::Registered { .. })
                 );
                 (r.registrar.clone(), up)
             })
             .collect();
         let audio = self.media.stats();
+        let active_flows = self.cc.active_flows();
+        let draining = self.cc.draining();
+        let free_rtp_ports = self.media.free_ports();
+        let (endpoint, tally) = self.cc.telemetry_parts();
         let snapshot = crate::telemetry::Snapshot {
-            sip: &self.endpoint.counters,
+            sip: &endpoint.counters,
             transport: &self.transports.stats,
             audio: &audio,
-            active_calls: self.endpoint.active_calls(),
-            free_rtp_ports: self.media.free_ports(),
-            active_flows: self.flows.len(),
+            active_calls: endpoint.active_calls(),
+            free_rtp_ports,
+            active_flows,
             draining,
             registrations: &registrations,
         };
-        crate::telemetry::export(now, &snapshot, &mut self.tally);
-    }
-
-    fn media_event(&mut self, now: Instant, ev: MediaEvent) {
-        match ev {
-            MediaEvent::RtpTimeout(id) => {
-                tracing::info!(call = id, "RTP timeout: hanging up");
-                let _ = self.endpoint.hangup(now, CallId(id));
-            }
-            MediaEvent::Dtmf(id, digit) => {
-                self.flow_signal(CallId(id), crate::flow::interp::CallSignal::Dtmf(digit));
-                // Digits can be PINs: only debug logs carry them.
-                tracing::info!(call = id, "DTMF received (RFC 4733)");
-                tracing::debug!(call = id, "DTMF digit");
-            }
-            MediaEvent::SourceFinished(id, generation) => {
-                self.flow_signal(
-                    CallId(id),
-                    crate::flow::interp::CallSignal::PlayFinished(generation),
-                );
-                // The demo's welcome is done: on to the hold program.
-                if let Some(CallMedia::Streaming(BuiltinFlow::Demo)) = self.calls.get(&CallId(id)) {
-                    self.play(CallId(id), Source::Hold(self.hold.clone()), 0);
-                }
-            }
-        }
+        crate::telemetry::export(now, &snapshot, tally);
     }
 }
 
-impl std::fmt::Debug for CallMedia {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallMedia::Reserved(r, flow) => write!(f, "Reserved({}, {flow:?})", r.port),
-            CallMedia::Streaming(flow) => write!(f, "Streaming({flow:?})"),
-        }
-    }
+/// Load and check the config at `path`, render its prompts and load its
+/// hold program, off the signalling task.
+async fn reload(
+    path: &Path,
+    clips: Arc<crate::media::clips::ClipCache>,
+    audio_dir: PathBuf,
+) -> anyhow::Result<Reloaded> {
+    let file = path.to_path_buf();
+    let config = tokio::task::spawn_blocking(move || Config::load(&file))
+        .await
+        .context("reading the config")?
+        .map_err(|errors| anyhow::anyhow!("config has errors:\n{errors}"))?;
+    let prompts = render_prompts(&config).await?;
+    let (config, hold) = tokio::task::spawn_blocking(move || {
+        let hold = load_hold_program(&config, &prompts, |name| {
+            let path = if name.is_absolute() {
+                name.to_path_buf()
+            } else {
+                audio_dir.join(name)
+            };
+            clips
+                .get(&path)
+                .map_err(|e| anyhow::anyhow!("cannot load audio {}: {e}", path.display()))
+        });
+        (config, hold)
+    })
+    .await
+    .context("loading the hold program")?;
+    Ok(Reloaded {
+        hold: Arc::new(hold?),
+        config,
+    })
 }

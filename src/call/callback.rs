@@ -1,0 +1,175 @@
+//! Callbacks: dial the visitor through the outbound trunk, run the flow
+//! (or ring the target with hold music) once they answer, and report every
+//! step as an [`Effect::Callback`].
+
+use std::time::{Duration, Instant};
+
+use super::model::{Call, CallbackLeg, Media, Program, Role};
+use super::{CallControl, Effect, PortSource};
+use crate::callback::{Originate, Progress};
+use crate::flow::interp::TransferRequest;
+use crate::sdp::Negotiated;
+use crate::sip::endpoint::{CallId, EndCause};
+use crate::sip::message::Uri;
+use crate::store::CallRecord;
+
+impl<P: PortSource, F> CallControl<P, F> {
+    fn callback_failed(&mut self, id: &str, status: u16, reason: &str) {
+        self.effects.push_back(Effect::Callback {
+            id: id.to_string(),
+            progress: Progress::Ended {
+                sip_status: Some(status),
+                reason: reason.to_string(),
+            },
+        });
+    }
+
+    /// Dial a callback through the outbound trunk.
+    pub fn originate(&mut self, now: Instant, req: Originate) {
+        if self.draining() {
+            return self.callback_failed(&req.id, 503, "draining");
+        }
+        let Some(trunk) = crate::callback::outbound_trunk(&self.config).cloned() else {
+            return self.callback_failed(&req.id, 503, "no outbound trunk");
+        };
+        let Some(proxy) = trunk
+            .outbound_proxy
+            .as_deref()
+            .and_then(|p| Uri::parse(p).ok())
+        else {
+            return self.callback_failed(&req.id, 503, "no outbound trunk");
+        };
+        let host = match proxy.port {
+            Some(port) => format!("{}:{port}", proxy.host),
+            None => proxy.host.clone(),
+        };
+        let Ok(target) = Uri::parse(&format!("sip:{}@{host}", req.phone)) else {
+            return self.callback_failed(&req.id, 400, "invalid_number");
+        };
+        let caller_id = trunk
+            .caller_id
+            .clone()
+            .unwrap_or_else(|| "crossline".into());
+        let Some((spec, reservation)) = self.outgoing_call(target, Some(&trunk), caller_id.clone())
+        else {
+            return self.callback_failed(&req.id, 503, "cannot place the call");
+        };
+        match self.endpoint.invite(now, spec) {
+            Ok(call) => {
+                tracing::info!(%call, callback = %req.id, "callback: dialling");
+                let record = CallRecord::starting(
+                    String::new(),
+                    "outbound",
+                    req.phone.clone(),
+                    caller_id,
+                    Some(trunk.name.clone()),
+                    req.flow.clone(),
+                );
+                let leg = CallbackLeg {
+                    id: req.id,
+                    flow: req.flow,
+                    target: req.target,
+                    vars: req.vars,
+                    answered: false,
+                };
+                let mut c = Call::new(Role::Callback(leg), record);
+                c.media = Media::Reserved(reservation);
+                self.calls.insert(call, c);
+                let ring = Duration::from_secs(self.config.callbacks.ring_timeout_secs);
+                self.set_give_up(call, now.checked_add(ring).unwrap_or(now));
+            }
+            Err(e) => {
+                tracing::warn!(callback = %req.id, %e, "callback: cannot place the call");
+                self.callback_failed(&req.id, 503, "cannot place the call");
+            }
+        }
+        self.process_events(now);
+    }
+
+    pub(crate) fn callback_progress(&mut self, call: CallId, status: u16) {
+        if let (Some(Role::Callback(leg)), 180 | 183) =
+            (self.calls.get(&call).map(|c| &c.role), status)
+        {
+            self.effects.push_back(Effect::Callback {
+                id: leg.id.clone(),
+                progress: Progress::Ringing,
+            });
+        }
+    }
+
+    /// The visitor picked up: start the media, then the flow or the
+    /// transfer to the target (with hold music while it rings).
+    pub(crate) fn callback_answered(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        media: Option<Negotiated>,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.give_up = None;
+        call.record.answered_at = Some(std::time::SystemTime::now());
+        let reservation = call.take_reservation();
+        let Role::Callback(leg) = &mut call.role else {
+            return;
+        };
+        leg.answered = true;
+        let callback = leg.id.clone();
+        let target = leg.target.clone();
+        let program = match (&leg.flow, &leg.target) {
+            (Some(name), _) => Program::from_name(name, &self.config.flow_set),
+            (None, Some(_)) => Some(Program::Hold),
+            (None, None) => None,
+        };
+        call.program = program.clone();
+        self.effects.push_back(Effect::Callback {
+            id: callback.clone(),
+            progress: Progress::Answered,
+        });
+        let (Some(r), Some(media), Some(_)) = (reservation, media, program) else {
+            tracing::warn!(call = %id, %callback, "callback: no media or no flow; hanging up");
+            let _ = self.endpoint.hangup(now, id);
+            return;
+        };
+        self.start_media(now, id, r, &media);
+        if let Some(target) = target {
+            let ring_timeout = Duration::from_secs(self.config.callbacks.ring_timeout_secs);
+            self.start_transfer(
+                now,
+                id,
+                TransferRequest {
+                    targets: vec![target],
+                    parallel: false,
+                    ring_timeout,
+                    trunk: None,
+                    hold_message: None,
+                    repeat_interval: None,
+                },
+            );
+        }
+    }
+
+    /// The callback's call ended: completed, or failed with its cause.
+    pub(crate) fn callback_ended(&mut self, leg: &CallbackLeg, timed_out: bool, cause: &EndCause) {
+        let (status, reason) = match cause {
+            _ if leg.answered => (None, end_reason(cause)),
+            _ if timed_out => (Some(408), "no answer".to_string()),
+            EndCause::Rejected { status, reason } => (Some(*status), reason.clone()),
+            EndCause::Timeout => (Some(408), "no response".to_string()),
+            EndCause::Shutdown => (Some(503), "shutdown".to_string()),
+            other => (Some(487), end_reason(other)),
+        };
+        self.effects.push_back(Effect::Callback {
+            id: leg.id.clone(),
+            progress: Progress::Ended {
+                sip_status: status,
+                reason,
+            },
+        });
+    }
+}
+
+fn end_reason(cause: &EndCause) -> String {
+    super::outcome(cause).0.to_string()
+}

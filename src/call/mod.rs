@@ -1,0 +1,804 @@
+//! Call control: one [`Call`](model::Call) per call, run as a sans-IO state
+//! machine in the shape of [`Endpoint`](crate::sip::endpoint::Endpoint).
+//!
+//! [`CallControl`] owns the SIP endpoint and one map of calls. Input comes
+//! in with `now`: SIP bytes (handed to the endpoint), flow requests, media
+//! events, callbacks to dial and timeouts. Output is drained by `poll_*`:
+//! SIP transmits, [`MediaCommand`]s for the audio loops, flows to start,
+//! signals for running flows and [`Effect`]s for the rest of the process
+//! (call records, callback progress). `poll_timeout` says when to call
+//! `handle_timeout` next. [`crate::runtime`] drives it with tokio.
+
+mod callback;
+mod model;
+mod routing;
+mod transfer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::callback::Progress;
+use crate::config::Config;
+use crate::flow::interp::{CallRequest, CallSignal};
+use crate::media::audio_loop::{HoldProgram, MediaEvent, Source};
+use crate::sdp::{Direction, LocalMedia, Negotiated};
+use crate::sip::endpoint::{
+    CallId, ConnId, EndCause, Endpoint, Event, IncomingCall, Transmit, Transport,
+};
+use crate::store::CallRecord;
+
+use model::{Call, Media, Program, Refer, Role};
+pub use routing::Router;
+
+/// Hands out RTP ports. The reservation keeps the port until it is dropped
+/// or handed to a stream with [`MediaCommand::Start`].
+pub trait PortSource {
+    type Reservation;
+    /// A free port and its reservation, or why there is none.
+    fn reserve(&mut self) -> Result<(u16, Self::Reservation), String>;
+}
+
+/// What the audio loops must do.
+#[derive(Debug)]
+pub enum MediaCommand<R> {
+    /// Start the call's stream on its reserved port; `near`: put it on
+    /// the same audio loop as that call (bridges stay on one loop).
+    Start {
+        call: CallId,
+        reservation: R,
+        media: Negotiated,
+        source: Source,
+        near: Option<CallId>,
+    },
+    /// Play `source`; `generation` tags its end for the flow.
+    Play {
+        call: CallId,
+        source: Source,
+        generation: u32,
+    },
+    Bridge(CallId, CallId),
+    Unbridge(CallId),
+    /// Send or stop sending (hold); `remote`: where RTP goes now.
+    Sending {
+        call: CallId,
+        sending: bool,
+        remote: Option<SocketAddr>,
+    },
+    Stop(CallId),
+}
+
+/// What the rest of the process must hear of.
+#[derive(Debug)]
+pub enum Effect {
+    /// A call ended: its detail record, to store.
+    Record(CallRecord),
+    /// A callback's call moved on.
+    Callback { id: String, progress: Progress },
+    /// A web call hears the shared wait music (`Some`) or stops (`None`):
+    /// its browser then gets the one Opus encode all such calls share.
+    SharedHold {
+        web_call: String,
+        hold: Option<Arc<HoldProgram>>,
+    },
+}
+
+/// A flow to start on an answered call; the driver runs it and attaches
+/// its handle with [`CallControl::attach_flow`].
+#[derive(Debug)]
+pub struct FlowStart {
+    pub call: CallId,
+    pub flow: Arc<crate::flow::Flow>,
+    pub vars: HashMap<String, String>,
+}
+
+/// Start-up values that aren't in the config.
+pub struct Settings {
+    /// What the demo flow plays before the hold program.
+    pub demo_clip: Arc<[i16]>,
+    /// The default hold program (music and message from `[media]`).
+    pub hold: Arc<HoldProgram>,
+    /// Seeds what call control numbers itself (SDP session ids).
+    pub seed: u64,
+}
+
+/// How many calls ended, by outcome, for metrics.
+pub type Tally = crate::telemetry::CallTally;
+
+/// Call control. `P` hands out RTP ports; `F` is the driver's handle on a
+/// running flow (dropped when the call ends).
+pub struct CallControl<P: PortSource, F> {
+    config: Config,
+    endpoint: Endpoint,
+    ports: P,
+    router: Router,
+    demo_clip: Arc<[i16]>,
+    hold: Arc<HoldProgram>,
+    session_ids: u64,
+    /// The one map of calls.
+    calls: HashMap<CallId, Call<P::Reservation, F>>,
+    /// Call deadlines (answer, give up), checked against the call when due.
+    timers: BTreeSet<(Instant, CallId)>,
+    media_out: VecDeque<MediaCommand<P::Reservation>>,
+    flow_starts: VecDeque<FlowStart>,
+    signals: VecDeque<(CallId, CallSignal)>,
+    effects: VecDeque<Effect>,
+    tally: Tally,
+    drain: Drain,
+}
+
+/// Shutting down: new calls get 503 during the grace period, then every
+/// call is hung up and we leave once idle (or after two seconds).
+#[derive(Debug, Default)]
+struct Drain {
+    deadline: Option<Instant>,
+    hard_stop: Option<Instant>,
+}
+
+const HARD_STOP: Duration = Duration::from_secs(2);
+
+impl<P: PortSource, F> CallControl<P, F> {
+    pub fn new(config: Config, endpoint: Endpoint, ports: P, settings: Settings) -> Self {
+        CallControl {
+            router: Router::new(config.routes.clone()),
+            config,
+            endpoint,
+            ports,
+            demo_clip: settings.demo_clip,
+            hold: settings.hold,
+            session_ids: settings.seed & u64::from(u32::MAX),
+            calls: HashMap::new(),
+            timers: BTreeSet::new(),
+            media_out: VecDeque::new(),
+            flow_starts: VecDeque::new(),
+            signals: VecDeque::new(),
+            effects: VecDeque::new(),
+            tally: Tally::default(),
+            drain: Drain::default(),
+        }
+    }
+
+    // ---- input -------------------------------------------------------
+
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) {
+        self.endpoint.handle_datagram(now, local, remote, data);
+        self.process_events(now);
+    }
+
+    /// Bytes from a stream connection; false: close it (framing error).
+    pub fn handle_stream(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        conn: ConnId,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let keep = self
+            .endpoint
+            .handle_stream(now, transport, conn, local, remote, data);
+        self.process_events(now);
+        keep
+    }
+
+    pub fn connection_closed(&mut self, now: Instant, conn: ConnId) {
+        self.endpoint.connection_closed(conn);
+        self.process_events(now);
+    }
+
+    /// A running flow asks something of its call.
+    pub fn handle_flow_request(&mut self, now: Instant, id: CallId, req: CallRequest) {
+        // A request queued just before the call ended is void.
+        if !self.calls.get(&id).is_some_and(|c| c.has_flow) {
+            return;
+        }
+        match req {
+            CallRequest::Play {
+                samples,
+                generation,
+            } => self.play(
+                id,
+                Source::Clip {
+                    samples,
+                    looped: false,
+                },
+                generation,
+            ),
+            CallRequest::Loop {
+                samples,
+                generation,
+            } => self.play(
+                id,
+                Source::Clip {
+                    samples,
+                    looped: true,
+                },
+                generation,
+            ),
+            CallRequest::Silence { generation } => self.play(id, Source::Silence, generation),
+            CallRequest::Transfer(req) => self.start_transfer(now, id, req),
+            CallRequest::Refer { target } => self.start_refer(now, id, target),
+            CallRequest::Hold {
+                message,
+                repeat_interval,
+            } => {
+                // No message: the configured wait music alone.
+                let hold = self.hold_with(message, repeat_interval);
+                self.play(id, Source::Hold(hold), 0);
+            }
+            CallRequest::Keep { name, value } => {
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.record.vars.insert(name, value);
+                }
+            }
+            CallRequest::Hangup => {
+                let _ = self.endpoint.hangup(now, id);
+            }
+        }
+        self.process_events(now);
+    }
+
+    pub fn handle_media_event(&mut self, now: Instant, ev: MediaEvent) {
+        match ev {
+            MediaEvent::RtpTimeout(id) => {
+                tracing::info!(call = id, "RTP timeout: hanging up");
+                let _ = self.endpoint.hangup(now, CallId(id));
+            }
+            MediaEvent::Dtmf(id, digit) => {
+                self.signal(CallId(id), CallSignal::Dtmf(digit));
+                // Digits can be PINs: only debug logs carry them.
+                tracing::info!(call = id, "DTMF received (RFC 4733)");
+                tracing::debug!(call = id, "DTMF digit");
+            }
+            MediaEvent::SourceFinished(id, generation) => {
+                let id = CallId(id);
+                self.signal(id, CallSignal::PlayFinished(generation));
+                // The demo's welcome is done: on to the hold program.
+                if let Some(Program::Demo) = self.calls.get(&id).and_then(|c| c.program.as_ref()) {
+                    self.play(id, Source::Hold(self.hold.clone()), 0);
+                }
+            }
+        }
+        self.process_events(now);
+    }
+
+    /// The driver couldn't start a stream it was told to: hang up.
+    pub fn media_failed(&mut self, now: Instant, id: CallId) {
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.media = Media::None;
+        }
+        let _ = self.endpoint.hangup(now, id);
+        self.process_events(now);
+    }
+
+    /// The driver started the flow of a [`FlowStart`].
+    pub fn attach_flow(&mut self, id: CallId, flow: F) {
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.flow = Some(flow);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.endpoint.handle_timeout(now);
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.call_timer(now, id);
+        }
+        self.drain_step(now);
+        self.process_events(now);
+    }
+
+    /// SIGHUP: new routes, flows and hold program for calls from now on;
+    /// calls in progress keep what they started with.
+    pub fn reload(&mut self, config: &Config, hold: Arc<HoldProgram>) {
+        self.router = Router::new(config.routes.clone());
+        self.hold = hold;
+        self.config.routes = config.routes.clone();
+        self.config.flow_set = config.flow_set.clone();
+        self.config.prompts = config.prompts.clone();
+        self.config.tts = config.tts.clone();
+        self.config.media.hold_music = config.media.hold_music.clone();
+        self.config.media.hold_message = config.media.hold_message.clone();
+        self.config.media.hold_repeat_secs = config.media.hold_repeat_secs;
+        self.config.media.hold_duck_db = config.media.hold_duck_db;
+    }
+
+    /// SIGTERM: refuse new calls, let these finish within the grace
+    /// period. True when already draining: stop now.
+    pub fn begin_drain(&mut self, now: Instant) -> bool {
+        if self.draining() {
+            tracing::warn!("second signal: stopping now");
+            return true;
+        }
+        let grace = Duration::from_secs(self.config.sip.shutdown_grace_secs);
+        tracing::info!(
+            calls = self.endpoint.active_calls(),
+            ?grace,
+            "draining: new calls get 503"
+        );
+        self.endpoint.set_draining(true);
+        self.endpoint.unregister_all(now);
+        self.drain.deadline = Some(now.checked_add(grace).unwrap_or(now));
+        self.drain_step(now);
+        false
+    }
+
+    // ---- output ------------------------------------------------------
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.endpoint.poll_transmit()
+    }
+
+    pub fn poll_media(&mut self) -> Option<MediaCommand<P::Reservation>> {
+        self.media_out.pop_front()
+    }
+
+    pub fn poll_flow_start(&mut self) -> Option<FlowStart> {
+        self.flow_starts.pop_front()
+    }
+
+    /// A signal for a call's flow, with the flow's handle (None when the
+    /// flow is gone or not attached).
+    pub fn poll_flow_signal(&mut self) -> Option<(CallId, CallSignal, Option<&F>)> {
+        let (id, signal) = self.signals.pop_front()?;
+        let flow = self.calls.get(&id).and_then(|c| c.flow.as_ref());
+        Some((id, signal, flow))
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        [
+            self.endpoint.poll_timeout(),
+            self.timers.first().map(|(at, _)| *at),
+            self.drain.deadline,
+            self.drain.hard_stop,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ---- state -------------------------------------------------------
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// For registrations, which the driver resolves before adding.
+    pub fn endpoint_mut(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
+
+    pub fn draining(&self) -> bool {
+        self.drain.deadline.is_some() || self.drain.hard_stop.is_some()
+    }
+
+    /// Drained: every call and transaction is over, or time is up.
+    pub fn finished(&self, now: Instant) -> bool {
+        let Some(stop) = self.drain.hard_stop else {
+            return false;
+        };
+        let idle = self.endpoint.active_calls() == 0 && self.endpoint.transaction_count() == 0;
+        now >= stop || (idle && self.drain.deadline.is_none())
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn active_flows(&self) -> usize {
+        self.calls.values().filter(|c| c.has_flow).count()
+    }
+
+    /// What metrics export reads, and the tally it resets.
+    pub fn telemetry_parts(&mut self) -> (&Endpoint, &mut Tally) {
+        (&self.endpoint, &mut self.tally)
+    }
+
+    /// The default hold program now in force.
+    pub fn hold(&self) -> &Arc<HoldProgram> {
+        &self.hold
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ---- internals ---------------------------------------------------
+
+    fn drain_step(&mut self, now: Instant) {
+        if self.drain.deadline.is_some_and(|d| now >= d) {
+            self.drain.deadline = None;
+            tracing::info!(
+                calls = self.endpoint.active_calls(),
+                "grace period over: hanging up"
+            );
+            for call in self.endpoint.call_ids() {
+                let _ = self.endpoint.hangup(now, call);
+            }
+            self.drain.hard_stop = Some(now + HARD_STOP);
+        }
+        if self.drain.deadline.is_some() && self.endpoint.active_calls() == 0 {
+            // Nothing left to wait for: unregister and leave soon.
+            self.drain.deadline = None;
+            self.drain.hard_stop = Some(now + HARD_STOP);
+        }
+    }
+
+    fn process_events(&mut self, now: Instant) {
+        while let Some(ev) = self.endpoint.poll_event() {
+            match ev {
+                Event::IncomingCall(inc) => self.incoming(now, inc),
+                Event::CallEstablished { call, media } => self.established(now, call, media),
+                Event::MediaChanged { call, media } => self.media_changed(call, &media),
+                Event::CallEnded { call, cause } => self.end(now, call, &cause),
+                Event::Dtmf { call, digit, .. } => {
+                    self.signal(call, CallSignal::Dtmf(digit));
+                    // Digits may be a PIN or a card number: never logged.
+                    tracing::debug!(%call, "DTMF (INFO)");
+                }
+                Event::Progress { call, status } => self.callback_progress(call, status),
+                Event::ReferAnswered { call, status } => {
+                    self.refer_status(now, call, status, false)
+                }
+                Event::ReferProgress { call, status } => self.refer_status(now, call, status, true),
+                Event::Registration { index, state } => {
+                    tracing::info!(index, ?state, "registration state");
+                }
+            }
+        }
+        if self.drain.deadline.is_some() {
+            self.drain_step(now);
+        }
+    }
+
+    fn incoming(&mut self, now: Instant, inc: IncomingCall) {
+        let route = self
+            .router
+            .route(&inc.did, &inc.caller, inc.trunk.as_deref())
+            .map(|r| (r.flow.clone(), r.ring_ms));
+        tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), route = ?route, "incoming call");
+        let record = CallRecord::starting(
+            inc.call_id.clone(),
+            "inbound",
+            inc.did.clone(),
+            inc.caller.clone(),
+            inc.trunk.clone(),
+            route.as_ref().map(|r| r.0.clone()),
+        );
+        let mut call = Call::new(Role::Inbound, record);
+        call.web_call = inc.web_call.clone();
+        let program = route
+            .as_ref()
+            .and_then(|(flow, _)| Program::from_name(flow, &self.config.flow_set));
+        let ring_ms = route.map_or(0, |r| r.1);
+        call.program = program;
+        let routed = call.program.is_some();
+        self.calls.insert(inc.call, call);
+        if !routed {
+            let _ = self.endpoint.reject(now, inc.call, 404);
+            return;
+        }
+        if ring_ms > 0 {
+            let _ = self.endpoint.ring(now, inc.call);
+            let at = now
+                .checked_add(Duration::from_millis(ring_ms))
+                .unwrap_or(now);
+            self.set_answer_at(inc.call, at);
+            return;
+        }
+        self.answer(now, inc.call);
+    }
+
+    fn set_answer_at(&mut self, id: CallId, at: Instant) {
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.answer_at = Some(at);
+            self.timers.insert((at, id));
+        }
+    }
+
+    pub(crate) fn set_give_up(&mut self, id: CallId, at: Instant) {
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.give_up = Some(at);
+            self.timers.insert((at, id));
+        }
+    }
+
+    /// A deadline of `id`'s came due (it may be stale: the call checks).
+    fn call_timer(&mut self, now: Instant, id: CallId) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.answer_at.is_some_and(|at| at <= now) {
+            call.answer_at = None;
+            self.answer(now, id);
+            return;
+        }
+        if call.give_up.is_some_and(|at| at <= now) {
+            call.give_up = None;
+            call.timed_out = true;
+            match &call.role {
+                Role::Agent { caller, .. } => {
+                    tracing::info!(agent = %id, "transfer: no answer in time");
+                    let caller = *caller;
+                    if let Some(t) = self
+                        .calls
+                        .get_mut(&caller)
+                        .and_then(|c| c.transfer.as_mut())
+                    {
+                        t.last_status = 408;
+                    }
+                }
+                Role::Callback(leg) => {
+                    tracing::info!(call = %id, callback = %leg.id, "callback: no answer in time");
+                }
+                Role::Inbound => {}
+            }
+            let _ = self.endpoint.hangup(now, id);
+        }
+    }
+
+    /// Answer with our SDP; the stream starts now (offer in the INVITE) or
+    /// at the ACK (late offer).
+    fn answer(&mut self, now: Instant, id: CallId) {
+        let (port, reservation) = match self.ports.reserve() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%e, "no RTP port: rejecting");
+                let _ = self.endpoint.reject(now, id, 503);
+                return;
+            }
+        };
+        let local = self.local_media(port);
+        match self.endpoint.answer(now, id, local) {
+            Ok(media) => {
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                call.record.answered_at = Some(SystemTime::now());
+                match media {
+                    Some(media) => self.start_media(now, id, reservation, &media),
+                    None => call.media = Media::Reserved(reservation),
+                }
+            }
+            Err(e) => tracing::info!(call = %id, %e, "not answered"),
+        }
+    }
+
+    fn established(&mut self, now: Instant, id: CallId, media: Option<Negotiated>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match call.role {
+            Role::Agent { .. } => self.agent_answered(now, id, media),
+            Role::Callback(_) => self.callback_answered(now, id, media),
+            Role::Inbound => {
+                if let Refer::Waiting(target) = std::mem::take(&mut call.refer) {
+                    self.start_refer(now, id, target);
+                }
+                let late_offer = self.calls.get_mut(&id).and_then(Call::take_reservation);
+                if let (Some(r), Some(m)) = (late_offer, media) {
+                    self.start_media(now, id, r, &m);
+                }
+            }
+        }
+    }
+
+    /// Start the stream with what the call's program plays first, then its
+    /// flow.
+    fn start_media(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        reservation: P::Reservation,
+        media: &Negotiated,
+    ) {
+        let _ = now;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let source = match &call.program {
+            Some(Program::Demo) => Source::Clip {
+                samples: self.demo_clip.clone(),
+                looped: false,
+            },
+            Some(Program::Hold) => Source::Hold(self.hold.clone()),
+            _ => Source::Silence,
+        };
+        if let (Source::Hold(h), Some(web)) = (&source, &call.web_call) {
+            self.effects.push_back(Effect::SharedHold {
+                web_call: web.clone(),
+                hold: Some(h.clone()),
+            });
+        }
+        call.media = Media::Streaming;
+        let flow = match &call.program {
+            Some(Program::File(f)) => Some(f.clone()),
+            _ => None,
+        };
+        self.media_out.push_back(MediaCommand::Start {
+            call: id,
+            reservation,
+            media: media.clone(),
+            source,
+            near: None,
+        });
+        if let Some(flow) = flow {
+            let vars = self.flow_vars(id, &flow);
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.has_flow = true;
+            }
+            self.flow_starts.push_back(FlowStart {
+                call: id,
+                flow,
+                vars,
+            });
+        }
+        self.media_changed(id, media);
+    }
+
+    fn media_changed(&mut self, id: CallId, media: &Negotiated) {
+        if !self.calls.get(&id).is_some_and(Call::streaming) {
+            return;
+        }
+        let sending = matches!(
+            media.local_direction,
+            Direction::SendRecv | Direction::SendOnly
+        ) && !media.remote_rtp.ip().is_unspecified();
+        self.media_out.push_back(MediaCommand::Sending {
+            call: id,
+            sending,
+            remote: sending.then_some(media.remote_rtp),
+        });
+    }
+
+    /// Switch a call's audio, telling a web call whether it now hears the
+    /// shared wait music.
+    pub(crate) fn play(&mut self, id: CallId, source: Source, generation: u32) {
+        if let Some(web) = self.calls.get(&id).and_then(|c| c.web_call.clone()) {
+            let shared = match &source {
+                Source::Hold(h) if Arc::ptr_eq(h, &self.hold) => Some(h.clone()),
+                _ => None,
+            };
+            self.effects.push_back(Effect::SharedHold {
+                web_call: web,
+                hold: shared,
+            });
+        }
+        self.media_out.push_back(MediaCommand::Play {
+            call: id,
+            source,
+            generation,
+        });
+    }
+
+    /// A web call stops hearing the shared wait music (bridged, say).
+    pub(crate) fn leave_shared_hold(&mut self, id: CallId) {
+        if let Some(web) = self.calls.get(&id).and_then(|c| c.web_call.clone()) {
+            self.effects.push_back(Effect::SharedHold {
+                web_call: web,
+                hold: None,
+            });
+        }
+    }
+
+    pub(crate) fn signal(&mut self, id: CallId, signal: CallSignal) {
+        if self.calls.get(&id).is_some_and(|c| c.has_flow) {
+            self.signals.push_back((id, signal));
+        }
+    }
+
+    /// The configured wait music with `message` (or nothing) on repeat.
+    pub(crate) fn hold_with(
+        &self,
+        message: Option<Arc<[i16]>>,
+        repeat_interval: Option<Duration>,
+    ) -> Arc<HoldProgram> {
+        Arc::new(HoldProgram::new(
+            self.hold.music.to_vec(),
+            message,
+            repeat_interval.unwrap_or(Duration::from_secs(self.config.media.hold_repeat_secs)),
+            self.config.media.hold_duck_db,
+        ))
+    }
+
+    pub(crate) fn local_media(&mut self, port: u16) -> LocalMedia {
+        self.session_ids = self.session_ids.wrapping_add(1);
+        let cfg = self.endpoint.config();
+        LocalMedia {
+            address: self.rtp_address(),
+            rtp_port: port,
+            session_id: self.session_ids,
+            session_version: 1,
+            codecs: cfg.codecs.clone(),
+            telephone_event_pt: cfg.telephone_event_pt,
+            ptime_ms: 20,
+        }
+    }
+
+    fn rtp_address(&self) -> IpAddr {
+        self.config.media.rtp_address
+    }
+
+    /// Variables a flow starts with.
+    fn flow_vars(&self, id: CallId, flow: &crate::flow::Flow) -> HashMap<String, String> {
+        let mut vars = HashMap::new();
+        if let Some(call) = self.calls.get(&id) {
+            let r = &call.record;
+            vars.insert("caller".into(), r.caller.clone());
+            vars.insert("did".into(), r.did.clone());
+            vars.insert("callee".into(), r.did.clone());
+            vars.insert("call_id".into(), r.call_id.clone());
+            vars.insert("trunk".into(), r.trunk.clone().unwrap_or_default());
+            if let Role::Callback(leg) = &call.role {
+                vars.extend(leg.vars.clone());
+            }
+        }
+        vars.insert("flow".into(), flow.name.clone());
+        vars
+    }
+
+    /// The call is over: the one place that lets go of it. Its record is
+    /// written, the calls tied to it are told, its stream is stopped, and
+    /// dropping it frees its port and stops its flow.
+    fn end(&mut self, now: Instant, id: CallId, cause: &EndCause) {
+        let Some(mut call) = self.calls.remove(&id) else {
+            return;
+        };
+        tracing::info!(call = %id, ?cause, "call ended");
+        let (outcome, status) = outcome(cause);
+        self.tally.ended(outcome);
+        let mut record = std::mem::replace(
+            &mut call.record,
+            CallRecord::starting(String::new(), "", String::new(), String::new(), None, None),
+        );
+        record.ended_at = SystemTime::now();
+        record.outcome = outcome.to_string();
+        record.sip_status = status;
+        self.effects.push_back(Effect::Record(record));
+        if let Some(transfer) = call.transfer.take() {
+            self.caller_left(now, transfer);
+        }
+        match &call.role {
+            Role::Agent { caller, .. } => {
+                let caller = *caller;
+                self.agent_ended(now, id, &call, caller, cause);
+            }
+            Role::Callback(leg) => self.callback_ended(leg, call.timed_out, cause),
+            Role::Inbound => {}
+        }
+        if call.streaming() {
+            self.media_out.push_back(MediaCommand::Stop(id));
+        }
+    }
+}
+
+/// How a call ended, in the record's words, and the SIP status if any.
+fn outcome(cause: &EndCause) -> (&'static str, Option<u16>) {
+    match cause {
+        EndCause::RemoteBye => ("remote_bye", None),
+        EndCause::LocalHangup => ("local_hangup", None),
+        EndCause::Cancelled => ("cancelled", Some(487)),
+        EndCause::Rejected { status, .. } => ("rejected", Some(*status)),
+        EndCause::Timeout => ("timeout", Some(408)),
+        EndCause::AckTimeout => ("ack_timeout", None),
+        EndCause::Shutdown => ("shutdown", None),
+    }
+}

@@ -1,0 +1,145 @@
+//! One `Call`: everything crossline holds about one SIP call leg, so that
+//! ending it is dropping it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sip::endpoint::CallId;
+use crate::store::CallRecord;
+
+/// What runs on an answered call.
+#[derive(Debug, Clone)]
+pub(crate) enum Program {
+    /// Welcome message, then the hold program.
+    Demo,
+    /// Straight into the hold program.
+    Hold,
+    /// A flow file, pinned for the whole call (reloads don't change it).
+    File(Arc<crate::flow::Flow>),
+    /// Nothing of its own: an agent leg, bridged to its caller.
+    Leg,
+}
+
+impl Program {
+    pub(crate) fn from_name(name: &str, flows: &crate::flow::FlowSet) -> Option<Program> {
+        match name {
+            "demo" => Some(Program::Demo),
+            "hold" => Some(Program::Hold),
+            other => flows.get(other).map(Program::File),
+        }
+    }
+}
+
+/// Why the call exists.
+#[derive(Debug)]
+pub(crate) enum Role {
+    /// Someone called us (a web call is one too, with `web_call` set).
+    Inbound,
+    /// We rang an agent for `caller`'s transfer.
+    Agent { caller: CallId, target: String },
+    /// We rang a visitor back.
+    Callback(CallbackLeg),
+}
+
+/// A callback's own state.
+#[derive(Debug)]
+pub(crate) struct CallbackLeg {
+    pub(crate) id: String,
+    pub(crate) flow: Option<String>,
+    pub(crate) target: Option<String>,
+    /// Variables the flow starts with.
+    pub(crate) vars: HashMap<String, String>,
+    pub(crate) answered: bool,
+}
+
+/// The call's RTP stream as call control sees it.
+#[derive(Debug)]
+pub(crate) enum Media<R> {
+    None,
+    /// A port held for the SDP; becomes a stream on answer or ACK.
+    Reserved(R),
+    /// The audio loop runs it; stopping it frees the port.
+    Streaming,
+}
+
+/// A caller's transfer in progress: agents ringing one after the other or
+/// all at once, each an agent `Call` of its own.
+#[derive(Debug)]
+pub(crate) struct Transfer {
+    pub(crate) pending: VecDeque<String>,
+    pub(crate) parallel: bool,
+    pub(crate) ring_timeout: Duration,
+    pub(crate) trunk: Option<crate::config::TrunkConfig>,
+    pub(crate) ringing: Vec<CallId>,
+    pub(crate) bridged: Option<CallId>,
+    pub(crate) last_status: u16,
+}
+
+/// A blind transfer (REFER) of this call.
+#[derive(Debug, Default)]
+pub(crate) enum Refer {
+    #[default]
+    None,
+    /// Asked for before the caller's ACK: sent once it comes.
+    Waiting(String),
+    /// Sent; NOTIFYs report the new call's progress.
+    Sent(String),
+}
+
+/// One call. `R` is the driver's port reservation and `F` its handle on
+/// the flow task: both are dropped with the call, which frees the port and
+/// stops the flow.
+pub(crate) struct Call<R, F> {
+    pub(crate) role: Role,
+    pub(crate) record: CallRecord,
+    pub(crate) media: Media<R>,
+    pub(crate) program: Option<Program>,
+    /// `Some` from the moment a flow is started for it.
+    pub(crate) has_flow: bool,
+    pub(crate) flow: Option<F>,
+    /// Answer when due (a route's `ring_ms`).
+    pub(crate) answer_at: Option<Instant>,
+    /// Stop ringing when due (outbound legs).
+    pub(crate) give_up: Option<Instant>,
+    /// We cancelled it for ringing too long: a no-answer, not a cancel.
+    pub(crate) timed_out: bool,
+    pub(crate) transfer: Option<Transfer>,
+    pub(crate) refer: Refer,
+    /// Our own WebRTC leg calling in, by its web call id.
+    pub(crate) web_call: Option<String>,
+}
+
+impl<R, F> Call<R, F> {
+    pub(crate) fn new(role: Role, record: CallRecord) -> Call<R, F> {
+        Call {
+            role,
+            record,
+            media: Media::None,
+            program: None,
+            has_flow: false,
+            flow: None,
+            answer_at: None,
+            give_up: None,
+            timed_out: false,
+            transfer: None,
+            refer: Refer::None,
+            web_call: None,
+        }
+    }
+
+    pub(crate) fn streaming(&self) -> bool {
+        matches!(self.media, Media::Streaming)
+    }
+
+    /// The reservation, if the stream hasn't taken it yet.
+    pub(crate) fn take_reservation(&mut self) -> Option<R> {
+        match std::mem::replace(&mut self.media, Media::None) {
+            Media::Reserved(r) => Some(r),
+            other => {
+                self.media = other;
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,957 @@
+//! Call control driven in memory with a fake clock, in the shape of
+//! quinn-proto's `Pair`: a caller (a second `Endpoint`), crossline's call
+//! control and agents (more `Endpoint`s) exchange real SIP, with no
+//! sockets and no sleeping. The driver side (ports, streams, flows) is
+//! faked so every test can check that nothing outlives its call.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::callback::Originate;
+use crate::config::RouteConfig;
+use crate::flow::interp::{TransferEvent, TransferRequest};
+use crate::sdp::Codec;
+use crate::sip::endpoint::{CallState, EndpointConfig, OutgoingCall};
+
+const CROSSLINE: &str = "127.0.0.1:5060";
+const CALLER: &str = "127.0.0.1:5070";
+const AGENT: &str = "127.0.0.1:5080";
+const AGENT2: &str = "127.0.0.1:5090";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A port reservation that counts itself: the test checks none leak.
+struct Port {
+    live: Rc<Cell<usize>>,
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        self.live.set(self.live.get() - 1);
+    }
+}
+
+struct Ports {
+    next: u16,
+    live: Rc<Cell<usize>>,
+    /// How many more ports there are.
+    left: usize,
+}
+
+impl PortSource for Ports {
+    type Reservation = Port;
+    fn reserve(&mut self) -> Result<(u16, Port), String> {
+        if self.left == 0 {
+            return Err("no free port".into());
+        }
+        self.left -= 1;
+        self.next += 2;
+        self.live.set(self.live.get() + 1);
+        Ok((
+            self.next,
+            Port {
+                live: self.live.clone(),
+            },
+        ))
+    }
+}
+
+/// A flow task's handle: it knows when call control lets go of it.
+struct Flow {
+    alive: Rc<Cell<bool>>,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.alive.set(false);
+    }
+}
+
+/// One SIP peer: a plain endpoint at a fixed address.
+struct Peer {
+    ep: Endpoint,
+    at: SocketAddr,
+    events: Vec<Event>,
+    /// Answer incoming calls at once.
+    answers: bool,
+    /// Or refuse them with this status.
+    refuses: Option<u16>,
+}
+
+impl Peer {
+    fn new(at: &str, t0: Instant) -> Peer {
+        let at = addr(at);
+        let config = EndpointConfig {
+            udp_listeners: vec![at],
+            tcp_listeners: Vec::new(),
+            ..EndpointConfig::default()
+        };
+        Peer {
+            ep: Endpoint::new(config, t0),
+            at,
+            events: Vec::new(),
+            answers: true,
+            refuses: None,
+        }
+    }
+
+    fn established(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, Event::CallEstablished { .. }))
+            .count()
+    }
+
+    fn ended(&self) -> Vec<&EndCause> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::CallEnded { cause, .. } => Some(cause),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn incoming(&self) -> Vec<CallId> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::IncomingCall(inc) => Some(inc.call),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn local_media(port: u16) -> LocalMedia {
+    LocalMedia {
+        address: "127.0.0.1".parse().unwrap(),
+        rtp_port: port,
+        session_id: 7,
+        session_version: 1,
+        codecs: vec![Codec::Pcmu],
+        telephone_event_pt: 101,
+        ptime_ms: 20,
+    }
+}
+
+/// What the driver saw of call control's output.
+#[derive(Default)]
+struct Seen {
+    /// Streams running, with the ports they hold.
+    streams: HashMap<CallId, Port>,
+    bridges: Vec<(CallId, CallId)>,
+    unbridges: Vec<CallId>,
+    plays: Vec<(CallId, &'static str)>,
+    records: Vec<CallRecord>,
+    callbacks: Vec<(String, Progress)>,
+    flows: HashMap<CallId, Rc<Cell<bool>>>,
+    signals: Vec<(CallId, CallSignal)>,
+    shared_hold: Vec<(String, bool)>,
+}
+
+struct Pair {
+    t0: Instant,
+    now: Instant,
+    cc: CallControl<Ports, Flow>,
+    live_ports: Rc<Cell<usize>>,
+    caller: Peer,
+    agents: Vec<Peer>,
+    seen: Seen,
+    /// Datagrams held back from crossline.
+    held: Vec<bytes::Bytes>,
+}
+
+const FLOW: &str = "name = \"pbx\"\n[[nodes]]\nid = \"start\"\ntype = \"hangup\"\n";
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.media.rtp_address = "127.0.0.1".parse().unwrap();
+    config.sip.shutdown_grace_secs = 5;
+    let flow = crate::flow::parse_flow(FLOW, Path::new("pbx.toml"), Path::new(".")).unwrap();
+    config.flow_set.flows.insert("pbx".into(), Arc::new(flow));
+    config.routes = vec![
+        route("100", "hold", 0),
+        route("200", "pbx", 0),
+        route("300", "hold", 1_000),
+    ];
+    config
+}
+
+fn route(did: &str, flow: &str, ring_ms: u64) -> RouteConfig {
+    RouteConfig {
+        did: did.into(),
+        caller: "*".into(),
+        trunk: None,
+        flow: flow.into(),
+        ring_ms,
+    }
+}
+
+impl Pair {
+    fn new() -> Pair {
+        Pair::with(config(), 100)
+    }
+
+    fn with(config: Config, ports: usize) -> Pair {
+        let t0 = Instant::now();
+        let live = Rc::new(Cell::new(0));
+        let endpoint_config = EndpointConfig {
+            udp_listeners: vec![addr(CROSSLINE)],
+            tcp_listeners: Vec::new(),
+            ..EndpointConfig::default()
+        };
+        let hold = Arc::new(HoldProgram::new(
+            vec![Arc::from(vec![0i16; 160])],
+            None,
+            Duration::from_secs(30),
+            -12.0,
+        ));
+        let cc = CallControl::new(
+            config,
+            Endpoint::new(endpoint_config, t0),
+            Ports {
+                next: 20_000,
+                live: live.clone(),
+                left: ports,
+            },
+            Settings {
+                demo_clip: Arc::from(vec![0i16; 160]),
+                hold,
+                seed: 1,
+            },
+        );
+        Pair {
+            t0,
+            now: t0,
+            cc,
+            live_ports: live,
+            caller: Peer::new(CALLER, t0),
+            agents: vec![Peer::new(AGENT, t0), Peer::new(AGENT2, t0)],
+            seen: Seen::default(),
+            held: Vec::new(),
+        }
+    }
+
+    fn peer(&mut self, at: SocketAddr) -> Option<&mut Peer> {
+        if self.caller.at == at {
+            return Some(&mut self.caller);
+        }
+        self.agents.iter_mut().find(|a| a.at == at)
+    }
+
+    /// Deliver everything in flight and carry out call control's output,
+    /// until nothing moves.
+    fn drive(&mut self) {
+        for _ in 0..1000 {
+            let mut moved = false;
+            while let Some(t) = self.cc.poll_transmit() {
+                moved = true;
+                let now = self.now;
+                let from = t.peer.local;
+                if let Some(peer) = self.peer(t.peer.remote) {
+                    let at = peer.at;
+                    peer.ep.handle_datagram(now, at, from, &t.payload);
+                }
+            }
+            let mut inbound = Vec::new();
+            for peer in std::iter::once(&mut self.caller).chain(self.agents.iter_mut()) {
+                while let Some(t) = peer.ep.poll_transmit() {
+                    moved = true;
+                    inbound.push((t.peer.local, t.peer.remote, t.payload));
+                }
+                while let Some(ev) = peer.ep.poll_event() {
+                    moved = true;
+                    if let Event::IncomingCall(inc) = &ev {
+                        let call = inc.call;
+                        if let Some(status) = peer.refuses {
+                            peer.ep.reject(self.now, call, status).unwrap();
+                        } else if peer.answers {
+                            peer.ep.answer(self.now, call, local_media(40_000)).unwrap();
+                        } else {
+                            peer.ep.ring(self.now, call).unwrap();
+                        }
+                    }
+                    peer.events.push(ev);
+                }
+            }
+            for (from, to, payload) in inbound {
+                if to == addr(CROSSLINE) {
+                    self.cc.handle_datagram(self.now, to, from, &payload);
+                }
+            }
+            moved |= self.carry_out();
+            if !moved {
+                return;
+            }
+        }
+        panic!("the pair never settled");
+    }
+
+    /// The driver's part: media, flows, signals and effects.
+    fn carry_out(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(cmd) = self.cc.poll_media() {
+            moved = true;
+            match cmd {
+                MediaCommand::Start {
+                    call, reservation, ..
+                } => {
+                    assert!(
+                        self.seen.streams.insert(call, reservation).is_none(),
+                        "{call} started twice"
+                    );
+                }
+                MediaCommand::Stop(call) => {
+                    assert!(
+                        self.seen.streams.remove(&call).is_some(),
+                        "{call} stopped but never started"
+                    );
+                }
+                MediaCommand::Bridge(a, b) => self.seen.bridges.push((a, b)),
+                MediaCommand::Unbridge(a) => self.seen.unbridges.push(a),
+                MediaCommand::Play { call, source, .. } => {
+                    let what = match source {
+                        Source::Hold(_) => "hold",
+                        Source::Silence => "silence",
+                        _ => "clip",
+                    };
+                    self.seen.plays.push((call, what));
+                }
+                MediaCommand::Sending { .. } => {}
+            }
+        }
+        while let Some(start) = self.cc.poll_flow_start() {
+            moved = true;
+            let alive = Rc::new(Cell::new(true));
+            self.seen.flows.insert(start.call, alive.clone());
+            self.cc.attach_flow(start.call, Flow { alive });
+        }
+        while let Some((call, signal, flow)) = self.cc.poll_flow_signal() {
+            moved = true;
+            assert!(
+                flow.is_some(),
+                "a signal for {call} with no flow to take it"
+            );
+            self.seen.signals.push((call, signal));
+        }
+        while let Some(effect) = self.cc.poll_effect() {
+            moved = true;
+            match effect {
+                Effect::Record(r) => self.seen.records.push(r),
+                Effect::Callback { id, progress } => self.seen.callbacks.push((id, progress)),
+                Effect::SharedHold { web_call, hold } => {
+                    self.seen.shared_hold.push((web_call, hold.is_some()))
+                }
+            }
+        }
+        moved
+    }
+
+    /// Let `ms` pass, firing every timer on the way.
+    fn advance(&mut self, ms: u64) {
+        let end = self.now + Duration::from_millis(ms);
+        loop {
+            self.cc.handle_timeout(self.now);
+            self.caller.ep.handle_timeout(self.now);
+            for a in &mut self.agents {
+                a.ep.handle_timeout(self.now);
+            }
+            self.drive();
+            // Deadlines already passed (the drain's hard stop) are not news.
+            let next = [
+                self.cc.poll_timeout(),
+                self.caller.ep.poll_timeout(),
+                self.agents[0].ep.poll_timeout(),
+                self.agents[1].ep.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > self.now && *t <= end)
+            .min();
+            match next {
+                Some(at) => self.now = at,
+                None => break,
+            }
+        }
+        self.now = end;
+        self.cc.handle_timeout(self.now);
+        self.drive();
+    }
+
+    /// The caller dials `did` at crossline.
+    fn dial(&mut self, did: &str) -> CallId {
+        let spec = OutgoingCall {
+            target: crate::sip::message::Uri::parse(&format!("sip:{did}@{CROSSLINE}")).unwrap(),
+            destination: addr(CROSSLINE),
+            transport: Transport::Udp,
+            from_user: "alice".into(),
+            from_display: None,
+            local_media: local_media(30_000),
+            credentials: None,
+            extra_headers: Vec::new(),
+        };
+        let call = self.caller.ep.invite(self.now, spec).unwrap();
+        self.drive();
+        call
+    }
+
+    /// The one call crossline has that isn't an agent leg.
+    fn inbound(&self) -> CallId {
+        let ids: Vec<CallId> = self
+            .cc
+            .calls
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Inbound))
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(ids.len(), 1, "expected one inbound call, found {ids:?}");
+        ids[0]
+    }
+
+    fn transfer(&mut self, call: CallId, targets: &[&str], parallel: bool) {
+        let req = TransferRequest {
+            targets: targets.iter().map(|t| format!("sip:agent@{t}")).collect(),
+            parallel,
+            ring_timeout: Duration::from_secs(10),
+            trunk: None,
+            hold_message: None,
+            repeat_interval: None,
+        };
+        self.cc
+            .handle_flow_request(self.now, call, CallRequest::Transfer(req));
+        self.drive();
+    }
+
+    /// Nothing of any call is left: no call, no stream, no port, no flow,
+    /// no timer, and every call has its record.
+    fn assert_all_released(&self, calls: usize) {
+        assert_eq!(self.cc.calls(), 0, "calls left in the map");
+        assert!(
+            self.seen.streams.is_empty(),
+            "streams left: {:?}",
+            self.seen.streams.keys()
+        );
+        assert_eq!(self.live_ports.get(), 0, "ports still reserved");
+        assert!(
+            self.seen.flows.values().all(|alive| !alive.get()),
+            "a flow outlived its call"
+        );
+        assert_eq!(self.seen.records.len(), calls, "one record per call");
+        assert_eq!(self.cc.endpoint().active_calls(), 0);
+    }
+
+    fn signals(&self, call: CallId) -> Vec<CallSignal> {
+        self.seen
+            .signals
+            .iter()
+            .filter(|(c, _)| *c == call)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+
+    fn outcomes(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for r in &self.seen.records {
+            *m.entry(format!("{} {}", r.direction, r.outcome))
+                .or_default() += 1;
+        }
+        m
+    }
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[test]
+fn answer_streams_hold_and_hang_up_releases_everything() {
+    let mut p = Pair::new();
+    let leg = p.dial("100");
+    assert_eq!(p.caller.established(), 1, "the caller got 200 OK and ACKed");
+    let call = p.inbound();
+    assert!(
+        p.seen.streams.contains_key(&call),
+        "stream started on answer"
+    );
+    assert_eq!(p.live_ports.get(), 1);
+    p.advance(5_000);
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+    assert_eq!(p.outcomes(), counts(&[("inbound remote_bye", 1)]));
+    assert!(p.seen.records[0].answered_at.is_some());
+}
+
+#[test]
+fn unrouted_calls_get_404_and_leave_a_record() {
+    let mut p = Pair::new();
+    p.dial("999");
+    assert!(matches!(
+        p.caller.ended()[..],
+        [EndCause::Rejected { status: 404, .. }]
+    ));
+    p.assert_all_released(1);
+    assert_eq!(p.outcomes(), counts(&[("inbound rejected", 1)]));
+}
+
+#[test]
+fn ring_ms_answers_on_time_and_a_cancel_while_ringing_frees_the_timer() {
+    let mut p = Pair::new();
+    let leg = p.dial("300");
+    assert_eq!(p.caller.established(), 0);
+    p.advance(999);
+    assert_eq!(p.caller.established(), 0, "not before ring_ms");
+    p.advance(1);
+    assert_eq!(p.caller.established(), 1, "answered at ring_ms");
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+
+    // A second caller gives up while ringing: CANCEL, 487, nothing left.
+    let leg = p.dial("300");
+    p.advance(300);
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.advance(2_000);
+    assert_eq!(p.caller.established(), 1, "never answered after the cancel");
+    p.assert_all_released(2);
+}
+
+#[test]
+fn no_free_port_gets_503() {
+    let mut p = Pair::with(config(), 0);
+    p.dial("100");
+    assert!(matches!(
+        p.caller.ended()[..],
+        [EndCause::Rejected { status: 503, .. }]
+    ));
+    p.assert_all_released(1);
+}
+
+#[test]
+fn a_flow_starts_on_answer_and_stops_with_the_call() {
+    let mut p = Pair::new();
+    let leg = p.dial("200");
+    let call = p.inbound();
+    let alive = p.seen.flows.get(&call).cloned().expect("flow started");
+    assert!(alive.get());
+    p.cc.handle_flow_request(
+        p.now,
+        call,
+        CallRequest::Keep {
+            name: "lead".into(),
+            value: "42".into(),
+        },
+    );
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+    assert_eq!(
+        p.seen.records[0].vars.get("lead").map(String::as_str),
+        Some("42")
+    );
+    // A request the flow queued before it learnt of the hang-up is void.
+    p.cc.handle_flow_request(p.now, call, CallRequest::Hangup);
+    p.drive();
+    assert_eq!(p.cc.calls(), 0);
+}
+
+#[test]
+fn transfer_rings_with_hold_then_bridges_and_the_agent_hangs_up() {
+    let mut p = Pair::new();
+    p.agents[0].answers = false;
+    let leg = p.dial("200");
+    let call = p.inbound();
+    p.transfer(call, &[AGENT], false);
+    assert!(p.seen.plays.contains(&(call, "hold")), "hold while ringing");
+    assert_eq!(p.cc.calls(), 2, "the agent leg is a call of its own");
+    assert_eq!(p.live_ports.get(), 2);
+    // The agent picks up after three seconds.
+    p.advance(3_000);
+    let agent_call = p.agents[0].incoming()[0];
+    p.agents[0]
+        .ep
+        .answer(p.now, agent_call, local_media(40_000))
+        .unwrap();
+    p.drive();
+    assert_eq!(p.seen.bridges.len(), 1, "bridged");
+    assert!(matches!(
+        p.signals(call)[..],
+        [CallSignal::Transfer(TransferEvent::Bridged { .. })]
+    ));
+    // The agent hangs up: the flow hears it and the caller's side ends.
+    p.agents[0].ep.hangup(p.now, agent_call).unwrap();
+    p.drive();
+    assert_eq!(p.seen.unbridges, vec![call]);
+    assert!(p
+        .signals(call)
+        .contains(&CallSignal::Transfer(TransferEvent::AgentHungUp)));
+    // The flow decides what next; here it hangs up.
+    p.cc.handle_flow_request(p.now, call, CallRequest::Hangup);
+    p.drive();
+    assert_eq!(p.caller.ended().len(), 1);
+    let _ = leg;
+    p.assert_all_released(2);
+}
+
+#[test]
+fn caller_hangs_up_while_the_agent_rings_and_the_agent_is_cancelled() {
+    let mut p = Pair::new();
+    p.agents[0].answers = false;
+    let leg = p.dial("200");
+    let call = p.inbound();
+    p.transfer(call, &[AGENT], false);
+    p.advance(1_000);
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.advance(1_000);
+    assert!(
+        matches!(p.agents[0].ended()[..], [EndCause::Cancelled]),
+        "the agent's phone stops ringing: {:?}",
+        p.agents[0].ended()
+    );
+    p.assert_all_released(2);
+}
+
+#[test]
+fn caller_hangs_up_while_bridged_and_the_agent_gets_a_bye() {
+    let mut p = Pair::new();
+    let leg = p.dial("200");
+    let call = p.inbound();
+    p.transfer(call, &[AGENT], false);
+    assert_eq!(p.seen.bridges.len(), 1);
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    assert!(matches!(p.agents[0].ended()[..], [EndCause::RemoteBye]));
+    p.assert_all_released(2);
+}
+
+#[test]
+fn agent_answering_after_the_caller_left_is_hung_up() {
+    let mut p = Pair::new();
+    p.agents[0].answers = false;
+    let leg = p.dial("200");
+    let call = p.inbound();
+    p.transfer(call, &[AGENT], false);
+    let agent_call = p.agents[0].incoming()[0];
+    // The answer and the caller's BYE cross: the caller's end is handled
+    // first, then the agent's 200 OK arrives for a transfer that's gone.
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.agents[0]
+        .ep
+        .answer(p.now, agent_call, local_media(40_000))
+        .unwrap();
+    p.drive();
+    p.advance(2_000);
+    assert!(p.seen.bridges.is_empty(), "never bridged to nobody");
+    assert_eq!(p.agents[0].ended().len(), 1, "the agent's call ended");
+    p.assert_all_released(2);
+}
+
+#[test]
+fn sequential_transfer_moves_past_a_busy_agent_and_ring_timeouts() {
+    let mut p = Pair::new();
+    p.agents[0].refuses = Some(486);
+    p.agents[1].answers = false;
+    let leg = p.dial("200");
+    let call = p.inbound();
+    p.transfer(call, &[AGENT, AGENT2], false);
+    assert_eq!(p.agents[1].incoming().len(), 1, "busy agent skipped");
+    // Nobody answers the second within ring_timeout (10 s).
+    p.advance(10_000);
+    p.advance(1_000);
+    assert!(
+        p.signals(call)
+            .contains(&CallSignal::Transfer(TransferEvent::Failed { status: 408 })),
+        "{:?}",
+        p.signals(call)
+    );
+    assert!(p.seen.plays.ends_with(&[(call, "silence")]));
+    assert_eq!(p.cc.calls(), 1, "only the caller is left");
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(3);
+}
+
+#[test]
+fn parallel_ring_bridges_the_first_answer_and_cancels_the_other() {
+    let mut p = Pair::new();
+    p.agents[1].answers = false;
+    let leg = p.dial("200");
+    let call = p.inbound();
+    p.transfer(call, &[AGENT2, AGENT], true);
+    assert_eq!(p.seen.bridges.len(), 1);
+    p.advance(1_000);
+    assert!(matches!(p.agents[1].ended()[..], [EndCause::Cancelled]));
+    assert_eq!(p.cc.calls(), 2, "caller and the bridged agent");
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(3);
+}
+
+#[test]
+fn refer_before_the_ack_waits_for_it_and_a_refusal_reaches_the_flow() {
+    let mut p = Pair::new();
+    // Hold the caller's ACK back: only crossline's 200 OK goes out.
+    let spec_leg = p.dial_without_ack("200");
+    let call = p.inbound();
+    assert_eq!(p.cc.endpoint().call_state(call), Some(CallState::Answered));
+    p.cc.handle_flow_request(
+        p.now,
+        call,
+        CallRequest::Refer {
+            target: format!("sip:agent@{AGENT}"),
+        },
+    );
+    assert!(p.cc.poll_transmit().is_none(), "no REFER before the ACK");
+    p.release_ack();
+    let referred = p
+        .caller
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::CallEnded { .. }));
+    // Our test caller refuses REFER (it never accepts one): the flow hears
+    // the refusal instead of the call waiting forever.
+    assert!(
+        p.signals(call)
+            .iter()
+            .any(|s| matches!(s, CallSignal::Transfer(TransferEvent::Failed { .. }))),
+        "REFER sent after the ACK and answered: {:?}",
+        p.signals(call)
+    );
+    assert!(!referred, "a refused REFER leaves the call up");
+    p.caller.ep.hangup(p.now, spec_leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+}
+
+#[test]
+fn callback_rings_then_runs_its_flow_and_reports_each_step() {
+    let mut config = config();
+    config.trunks.push(crate::config::TrunkConfig {
+        name: "pstn".into(),
+        outbound_proxy: Some(format!("sip:{AGENT}")),
+        ..Default::default()
+    });
+    let mut p = Pair::with(config, 10);
+    p.agents[0].answers = false;
+    p.cc.originate(
+        p.now,
+        Originate {
+            id: "cb-1".into(),
+            phone: "+15551234567".into(),
+            flow: Some("pbx".into()),
+            target: None,
+            vars: HashMap::from([("callback_id".to_string(), "cb-1".to_string())]),
+        },
+    );
+    p.drive();
+    assert_eq!(p.agents[0].incoming().len(), 1, "the visitor's phone rings");
+    let visitor = p.agents[0].incoming()[0];
+    p.agents[0]
+        .ep
+        .answer(p.now, visitor, local_media(40_000))
+        .unwrap();
+    p.drive();
+    let steps: Vec<&Progress> = p.seen.callbacks.iter().map(|(_, s)| s).collect();
+    assert_eq!(steps, [&Progress::Ringing, &Progress::Answered]);
+    assert_eq!(p.seen.flows.len(), 1, "the callback's flow runs");
+    p.agents[0].ep.hangup(p.now, visitor).unwrap();
+    p.drive();
+    assert!(matches!(
+        &p.seen.callbacks.last().unwrap().1,
+        Progress::Ended {
+            sip_status: None,
+            ..
+        }
+    ));
+    p.assert_all_released(1);
+    assert_eq!(p.outcomes(), counts(&[("outbound remote_bye", 1)]));
+}
+
+#[test]
+fn callback_nobody_answers_is_a_408() {
+    let mut config = config();
+    config.callbacks.ring_timeout_secs = 20;
+    config.trunks.push(crate::config::TrunkConfig {
+        name: "pstn".into(),
+        outbound_proxy: Some(format!("sip:{AGENT}")),
+        ..Default::default()
+    });
+    let mut p = Pair::with(config, 10);
+    p.agents[0].answers = false;
+    p.cc.originate(
+        p.now,
+        Originate {
+            id: "cb-2".into(),
+            phone: "+15551234567".into(),
+            flow: Some("pbx".into()),
+            target: None,
+            vars: HashMap::new(),
+        },
+    );
+    p.drive();
+    p.advance(20_000);
+    p.advance(1_000);
+    assert_eq!(
+        p.seen.callbacks.last().map(|(_, s)| s.clone()),
+        Some(Progress::Ended {
+            sip_status: Some(408),
+            reason: "no answer".into()
+        })
+    );
+    p.assert_all_released(1);
+}
+
+#[test]
+fn drain_refuses_new_calls_then_hangs_up_at_the_deadline() {
+    let mut p = Pair::new();
+    p.dial("100");
+    assert!(!p.cc.begin_drain(p.now));
+    p.drive();
+    // New calls get 503 while draining.
+    let mut late = Peer::new(CALLER, p.t0);
+    std::mem::swap(&mut late, &mut p.caller);
+    p.dial("100");
+    assert!(matches!(
+        p.caller.ended()[..],
+        [EndCause::Rejected { status: 503, .. }]
+    ));
+    std::mem::swap(&mut late, &mut p.caller);
+    assert!(!p.cc.finished(p.now));
+    // Grace (5 s) over: the call in progress gets a BYE and we finish.
+    p.advance(5_000);
+    assert!(matches!(p.caller.ended()[..], [EndCause::RemoteBye]));
+    assert!(!p.cc.finished(p.now), "BYE transactions still open");
+    p.advance(2_000);
+    assert!(
+        p.cc.finished(p.now),
+        "two seconds after the deadline at most"
+    );
+    assert_eq!(p.cc.calls(), 0);
+    assert_eq!(p.live_ports.get(), 0);
+    assert!(p.cc.begin_drain(p.now), "a second signal stops at once");
+}
+
+#[test]
+fn reload_mid_call_changes_new_calls_only() {
+    let mut p = Pair::new();
+    let first = p.dial("200");
+    let call = p.inbound();
+    let mut new_config = config();
+    new_config.routes = vec![route("200", "hold", 0)];
+    let hold = Arc::new(HoldProgram::new(
+        vec![Arc::from(vec![1i16; 160])],
+        None,
+        Duration::from_secs(30),
+        -12.0,
+    ));
+    p.cc.reload(&new_config, hold.clone());
+    assert!(Arc::ptr_eq(p.cc.hold(), &hold));
+    // The call in progress keeps its flow.
+    assert!(p.seen.flows[&call].get());
+    assert!(matches!(p.cc.calls[&call].program, Some(Program::File(_))));
+    // A new call to the same number (from the second agent's phone) gets
+    // the new route: hold, no flow.
+    let spec = OutgoingCall {
+        target: crate::sip::message::Uri::parse(&format!("sip:200@{CROSSLINE}")).unwrap(),
+        destination: addr(CROSSLINE),
+        transport: Transport::Udp,
+        from_user: "bob".into(),
+        from_display: None,
+        local_media: local_media(30_002),
+        credentials: None,
+        extra_headers: Vec::new(),
+    };
+    let leg2 = p.agents[1].ep.invite(p.now, spec).unwrap();
+    p.drive();
+    assert_eq!(p.agents[1].established(), 1);
+    assert_eq!(p.cc.calls(), 2);
+    assert_eq!(p.seen.flows.len(), 1, "no flow on the reloaded route");
+    p.agents[1].ep.hangup(p.now, leg2).unwrap();
+    p.drive();
+    p.caller.ep.hangup(p.now, first).unwrap();
+    p.drive();
+    p.assert_all_released(2);
+}
+
+#[test]
+fn rtp_timeout_hangs_up_and_releases() {
+    let mut p = Pair::new();
+    p.dial("100");
+    let call = p.inbound();
+    p.cc.handle_media_event(p.now, MediaEvent::RtpTimeout(call.0));
+    p.drive();
+    assert!(matches!(p.caller.ended()[..], [EndCause::RemoteBye]));
+    p.assert_all_released(1);
+    assert_eq!(p.outcomes(), counts(&[("inbound local_hangup", 1)]));
+}
+
+#[test]
+fn the_demo_plays_its_welcome_then_the_hold_program() {
+    let mut config = config();
+    config.routes = vec![route("*", "demo", 0)];
+    let mut p = Pair::with(config, 10);
+    let leg = p.dial("1");
+    let call = p.inbound();
+    p.cc.handle_media_event(p.now, MediaEvent::SourceFinished(call.0, 0));
+    p.drive();
+    assert_eq!(p.seen.plays, vec![(call, "hold")]);
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+}
+
+impl Pair {
+    /// Dial, but drop the caller's ACK so crossline stays in Answered.
+    fn dial_without_ack(&mut self, did: &str) -> CallId {
+        let spec = OutgoingCall {
+            target: crate::sip::message::Uri::parse(&format!("sip:{did}@{CROSSLINE}")).unwrap(),
+            destination: addr(CROSSLINE),
+            transport: Transport::Udp,
+            from_user: "alice".into(),
+            from_display: None,
+            local_media: local_media(30_000),
+            credentials: None,
+            extra_headers: Vec::new(),
+        };
+        let call = self.caller.ep.invite(self.now, spec).unwrap();
+        // INVITE → crossline.
+        while let Some(t) = self.caller.ep.poll_transmit() {
+            self.cc
+                .handle_datagram(self.now, addr(CROSSLINE), t.peer.local, &t.payload);
+        }
+        self.carry_out();
+        // 100 and 200 → caller; hold what the caller sends back (the ACK).
+        while let Some(t) = self.cc.poll_transmit() {
+            self.caller
+                .ep
+                .handle_datagram(self.now, addr(CALLER), t.peer.local, &t.payload);
+        }
+        while let Some(t) = self.caller.ep.poll_transmit() {
+            self.held.push(t.payload);
+        }
+        while let Some(ev) = self.caller.ep.poll_event() {
+            self.caller.events.push(ev);
+        }
+        self.carry_out();
+        call
+    }
+
+    fn release_ack(&mut self) {
+        for payload in std::mem::take(&mut self.held) {
+            self.cc
+                .handle_datagram(self.now, addr(CROSSLINE), addr(CALLER), &payload);
+        }
+        self.drive();
+    }
+}

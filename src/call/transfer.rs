@@ -1,0 +1,362 @@
+//! Transfers: ring agent legs (one at a time or all at once) while the
+//! caller hears hold audio, then bridge the first answer; or REFER the
+//! caller elsewhere and step out.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use super::model::{Call, Media, Program, Refer, Role, Transfer};
+use super::{CallControl, MediaCommand, PortSource};
+use crate::flow::interp::{CallSignal, TransferEvent, TransferRequest};
+use crate::media::audio_loop::Source;
+use crate::sdp::Negotiated;
+use crate::sip::endpoint::{CallId, EndCause, OutgoingCall, Transport};
+use crate::sip::message::Uri;
+use crate::store::CallRecord;
+
+/// A literal address for a SIP URI (trunk proxies and agents are
+/// configured by address; DNS resolution happens at start for registrars).
+fn literal_destination(uri: &Uri) -> Option<SocketAddr> {
+    let host = uri.host.trim_matches(|c| c == '[' || c == ']');
+    host.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+}
+
+impl<P: PortSource, F> CallControl<P, F> {
+    /// An INVITE to `target`, through `trunk`'s proxy and credentials when
+    /// given, with an RTP port reserved for it. None: no literal address to
+    /// send to, or no free port.
+    pub(crate) fn outgoing_call(
+        &mut self,
+        target: Uri,
+        trunk: Option<&crate::config::TrunkConfig>,
+        from_user: String,
+    ) -> Option<(OutgoingCall, P::Reservation)> {
+        let proxy = trunk
+            .and_then(|tr| tr.outbound_proxy.as_deref())
+            .and_then(|p| Uri::parse(p).ok());
+        let destination = literal_destination(proxy.as_ref().unwrap_or(&target))?;
+        let (port, reservation) = match self.ports.reserve() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%e, "outbound call: no RTP port");
+                return None;
+            }
+        };
+        let spec = OutgoingCall {
+            target,
+            destination,
+            transport: trunk.map_or(Transport::Udp, |tr| tr.outbound_transport.transport()),
+            from_user,
+            from_display: None,
+            local_media: self.local_media(port),
+            credentials: trunk.and_then(|tr| tr.username.clone().zip(tr.password().ok().flatten())),
+            extra_headers: Vec::new(),
+        };
+        Some((spec, reservation))
+    }
+
+    pub(crate) fn start_transfer(&mut self, now: Instant, caller: CallId, req: TransferRequest) {
+        if !self.calls.contains_key(&caller) {
+            return;
+        }
+        let trunk = req
+            .trunk
+            .as_ref()
+            .and_then(|name| self.config.trunks.iter().find(|t| &t.name == name).cloned());
+        // Hold audio while the agents ring.
+        let hold = match req.hold_message {
+            Some(message) => self.hold_with(Some(message), req.repeat_interval),
+            None => self.hold.clone(),
+        };
+        self.play(caller, Source::Hold(hold), 0);
+        if let Some(call) = self.calls.get_mut(&caller) {
+            call.transfer = Some(Transfer {
+                pending: req.targets.into(),
+                parallel: req.parallel,
+                ring_timeout: req.ring_timeout,
+                trunk,
+                ringing: Vec::new(),
+                bridged: None,
+                last_status: 480,
+            });
+        }
+        self.dial_next(now, caller);
+    }
+
+    /// Dial targets until one call is placed (sequential) or all are
+    /// (parallel), then settle; targets that can't be dialled count as
+    /// failed.
+    fn dial_next(&mut self, now: Instant, caller: CallId) {
+        loop {
+            let Some(t) = self.transfer_mut(caller) else {
+                return;
+            };
+            let Some(target) = t.pending.pop_front() else {
+                break;
+            };
+            let parallel = t.parallel;
+            if self.dial(now, caller, target) && !parallel {
+                break;
+            }
+        }
+        self.transfer_settle(now, caller);
+    }
+
+    fn transfer_mut(&mut self, caller: CallId) -> Option<&mut Transfer> {
+        self.calls.get_mut(&caller)?.transfer.as_mut()
+    }
+
+    /// Place one agent leg; false when it couldn't even start.
+    fn dial(&mut self, now: Instant, caller: CallId, target: String) -> bool {
+        let Some(t) = self.transfer_mut(caller) else {
+            return false;
+        };
+        let trunk = t.trunk.clone();
+        let ring_timeout = t.ring_timeout;
+        let Ok(uri) = Uri::parse(&target) else {
+            tracing::warn!(%caller, "transfer: bad target URI");
+            return false;
+        };
+        let caller_id = trunk
+            .as_ref()
+            .and_then(|tr| tr.caller_id.clone())
+            .or_else(|| self.calls.get(&caller).map(|c| c.record.caller.clone()))
+            .unwrap_or_else(|| "crossline".into());
+        let Some((spec, reservation)) =
+            self.outgoing_call(uri.clone(), trunk.as_ref(), caller_id.clone())
+        else {
+            tracing::warn!(%caller, "transfer: cannot place the call (target host must be an IP address; RTP ports)");
+            return false;
+        };
+        match self.endpoint.invite(now, spec) {
+            Ok(agent) => {
+                tracing::info!(%caller, %agent, "transfer: ringing agent");
+                let record = CallRecord::starting(
+                    String::new(),
+                    "outbound",
+                    uri.user.clone().unwrap_or_default(),
+                    caller_id,
+                    trunk.map(|tr| tr.name),
+                    None,
+                );
+                let mut leg = Call::new(Role::Agent { caller, target }, record);
+                leg.media = Media::Reserved(reservation);
+                leg.program = Some(Program::Leg);
+                self.calls.insert(agent, leg);
+                self.set_give_up(agent, now.checked_add(ring_timeout).unwrap_or(now));
+                if let Some(t) = self.transfer_mut(caller) {
+                    t.ringing.push(agent);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%caller, %e, "transfer: cannot place the call");
+                false
+            }
+        }
+    }
+
+    /// An agent answered: bridge the first, hang up the rest.
+    pub(crate) fn agent_answered(
+        &mut self,
+        now: Instant,
+        agent: CallId,
+        media: Option<Negotiated>,
+    ) {
+        let Some(leg) = self.calls.get_mut(&agent) else {
+            return;
+        };
+        let Role::Agent { caller, target } = &leg.role else {
+            return;
+        };
+        let (caller, target) = (*caller, target.clone());
+        leg.give_up = None;
+        leg.record.answered_at = Some(std::time::SystemTime::now());
+        let reservation = leg.take_reservation();
+        let Some(t) = self.transfer_mut(caller) else {
+            // The caller left while this leg rang: don't leave the agent
+            // on a call with nobody (its port goes with its reservation).
+            let _ = self.endpoint.hangup(now, agent);
+            return;
+        };
+        if t.bridged.is_some() {
+            // A second answer in a parallel ring: too late.
+            let _ = self.endpoint.hangup(now, agent);
+            return;
+        }
+        t.bridged = Some(agent);
+        let others: Vec<CallId> = t.ringing.drain(..).filter(|c| *c != agent).collect();
+        t.pending.clear();
+        for other in others {
+            let _ = self.endpoint.hangup(now, other);
+        }
+        let (Some(reservation), Some(media)) = (reservation, media) else {
+            let _ = self.endpoint.hangup(now, agent);
+            return;
+        };
+        if let Some(leg) = self.calls.get_mut(&agent) {
+            leg.media = Media::Streaming;
+        }
+        self.media_out.push_back(MediaCommand::Start {
+            call: agent,
+            reservation,
+            media,
+            source: Source::Silence,
+            near: Some(caller),
+        });
+        self.media_out
+            .push_back(MediaCommand::Bridge(caller, agent));
+        // The caller hears the agent now, not the shared music.
+        self.leave_shared_hold(caller);
+        tracing::info!(%caller, %agent, "transfer: bridged");
+        self.signal(
+            caller,
+            CallSignal::Transfer(TransferEvent::Bridged { target }),
+        );
+    }
+
+    /// An agent leg ended: try the next target, report failure, or (when
+    /// it was bridged) tell the flow the agent hung up.
+    pub(crate) fn agent_ended(
+        &mut self,
+        now: Instant,
+        agent: CallId,
+        leg: &Call<P::Reservation, F>,
+        caller: CallId,
+        cause: &EndCause,
+    ) {
+        let Some(t) = self.transfer_mut(caller) else {
+            return;
+        };
+        if t.bridged == Some(agent) {
+            if let Some(call) = self.calls.get_mut(&caller) {
+                call.transfer = None;
+            }
+            self.media_out.push_back(MediaCommand::Unbridge(caller));
+            self.play(caller, Source::Silence, 0);
+            self.signal(caller, CallSignal::Transfer(TransferEvent::AgentHungUp));
+            self.hang_up_without_flow(now, caller);
+            return;
+        }
+        t.ringing.retain(|c| *c != agent);
+        t.last_status = match cause {
+            _ if leg.timed_out => 408,
+            EndCause::Rejected { status, .. } => *status,
+            EndCause::Timeout => 408,
+            _ => t.last_status,
+        };
+        self.dial_next(now, caller);
+    }
+
+    /// Nothing ringing, nothing left to try, nobody bridged: it failed.
+    fn transfer_settle(&mut self, now: Instant, caller: CallId) {
+        let Some(t) = self.transfer_mut(caller) else {
+            return;
+        };
+        if t.bridged.is_none() && t.ringing.is_empty() && t.pending.is_empty() {
+            let status = t.last_status;
+            if let Some(call) = self.calls.get_mut(&caller) {
+                call.transfer = None;
+            }
+            self.play(caller, Source::Silence, 0);
+            tracing::info!(%caller, status, "transfer failed");
+            self.signal(
+                caller,
+                CallSignal::Transfer(TransferEvent::Failed { status }),
+            );
+            self.hang_up_without_flow(now, caller);
+        }
+    }
+
+    /// A transfer no flow asked for (a callback to a target) is all the
+    /// call does: when it is over, so is the call.
+    fn hang_up_without_flow(&mut self, now: Instant, caller: CallId) {
+        if !self.calls.get(&caller).is_some_and(|c| c.has_flow) {
+            let _ = self.endpoint.hangup(now, caller);
+        }
+    }
+
+    /// The caller is gone: hang up every agent leg of theirs, and stop the
+    /// bridged one's stream now rather than when its BYE is answered.
+    pub(crate) fn caller_left(&mut self, now: Instant, t: Transfer) {
+        for agent in t.ringing.iter().copied().chain(t.bridged) {
+            let _ = self.endpoint.hangup(now, agent);
+        }
+        if let Some(agent) = t.bridged {
+            if let Some(leg) = self.calls.get_mut(&agent) {
+                if leg.streaming() {
+                    leg.media = Media::None;
+                    self.media_out.push_back(MediaCommand::Stop(agent));
+                }
+            }
+        }
+    }
+
+    /// Blind transfer: REFER the caller's side to `target`.
+    pub(crate) fn start_refer(&mut self, now: Instant, caller: CallId, target: String) {
+        let Ok(uri) = Uri::parse(&target) else {
+            return self.signal(
+                caller,
+                CallSignal::Transfer(TransferEvent::Failed { status: 400 }),
+            );
+        };
+        // No in-dialog request before the caller's ACK: wait for it.
+        if self.endpoint.call_state(caller) != Some(crate::sip::endpoint::CallState::Confirmed) {
+            if let Some(call) = self.calls.get_mut(&caller) {
+                call.refer = Refer::Waiting(target);
+            }
+            return;
+        }
+        if self.endpoint.refer(now, caller, &uri).is_err() {
+            return self.signal(
+                caller,
+                CallSignal::Transfer(TransferEvent::Failed { status: 500 }),
+            );
+        }
+        tracing::info!(%caller, "transfer: REFER sent");
+        if let Some(call) = self.calls.get_mut(&caller) {
+            call.refer = Refer::Sent(target);
+        }
+    }
+
+    /// The REFER's own answer (202 or a refusal) and the NOTIFYs after it.
+    pub(crate) fn refer_status(
+        &mut self,
+        now: Instant,
+        caller: CallId,
+        status: u16,
+        final_notify: bool,
+    ) {
+        let Some(call) = self.calls.get_mut(&caller) else {
+            return;
+        };
+        let Refer::Sent(target) = &call.refer else {
+            return;
+        };
+        let target = target.clone();
+        match status {
+            100..=199 => {}
+            200..=299 if final_notify => {
+                // The new call is up: we step out (RFC 3515 §2.4.7).
+                call.refer = Refer::None;
+                tracing::info!(%caller, "transfer: REFER completed");
+                self.signal(
+                    caller,
+                    CallSignal::Transfer(TransferEvent::Bridged { target }),
+                );
+                let _ = self.endpoint.hangup(now, caller);
+            }
+            200..=299 => {}
+            _ => {
+                call.refer = Refer::None;
+                tracing::info!(%caller, status, "transfer: REFER failed");
+                self.signal(
+                    caller,
+                    CallSignal::Transfer(TransferEvent::Failed { status }),
+                );
+            }
+        }
+    }
+}
