@@ -498,6 +498,152 @@ text = "Email?"
     );
 }
 
+/// "You need the Breakout flow to end with Breakout: Return": `check`
+/// refuses a breakout whose chat flow can end without returning (at the
+/// breakout node's line, naming the chat flow and the node where it ends),
+/// including a breakout inside a flow reached by `timeout_flow`, and a
+/// breakout node inside a chat flow.
+#[test]
+fn check_requires_breakout_flows_to_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let files = [
+        (
+            "voice.toml",
+            r#"name = "voice"
+
+[[nodes]]
+id = "out"
+type = "breakout"
+sms_message = "Here:"
+breakout_flow = "gives-up"
+timeout_flow = "later"
+"#,
+        ),
+        (
+            "later.toml",
+            r#"name = "later"
+
+[[nodes]]
+id = "again"
+type = "breakout"
+sms_message = "One more time:"
+breakout_flow = "hands-off"
+"#,
+        ),
+        (
+            "gives-up.toml",
+            r#"name = "gives-up"
+channel = "chat"
+
+[[nodes]]
+id = "email"
+type = "ask"
+input = "email"
+var = "email"
+text = "Email?"
+next = "ret"
+on_failure = "sorry"
+
+[[nodes]]
+id = "ret"
+type = "breakout_return"
+vars = ["email"]
+
+[[nodes]]
+id = "sorry"
+type = "message"
+text = "Sorry, we could not read that."
+"#,
+        ),
+        (
+            "hands-off.toml",
+            r#"name = "hands-off"
+channel = "chat"
+
+[[nodes]]
+id = "pick"
+type = "choice"
+text = "Return or talk to someone?"
+choices = [{ label = "Return", value = "r", next = "ret" }, { label = "Human", value = "h", next = "human" }]
+on_failure = "ret"
+
+[[nodes]]
+id = "ret"
+type = "breakout_return"
+vars = ["pick"]
+
+[[nodes]]
+id = "human"
+type = "handoff"
+"#,
+        ),
+        (
+            "returns.toml",
+            r#"name = "returns"
+channel = "chat"
+
+[[nodes]]
+id = "ret"
+type = "breakout_return"
+vars = ["x"]
+"#,
+        ),
+        (
+            "nested.toml",
+            r#"name = "nested"
+channel = "chat"
+
+[[nodes]]
+id = "inner"
+type = "breakout"
+sms_message = "Chat in a chat:"
+breakout_flow = "returns"
+"#,
+        ),
+        (
+            "fine.toml",
+            r#"name = "fine"
+
+[[nodes]]
+id = "ok"
+type = "breakout"
+sms_message = "Here:"
+breakout_flow = "returns"
+"#,
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(flows.join(name), text).unwrap();
+    }
+    let config = dir.path().join("crossline.toml");
+    std::fs::write(&config, format!("[flows]\ndir = \"{}\"\n", flows.display())).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossline"))
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f = |name: &str| flows.join(name).display().to_string();
+    for want in [
+        format!("{}:3:1: node \"out\".breakout_flow: chat flow \"gives-up\" can end at node \"sorry\" without reaching breakout_return", f("voice.toml")),
+        format!("{}:3:1: node \"again\".breakout_flow: chat flow \"hands-off\" can end at node \"human\" without reaching breakout_return", f("later.toml")),
+        format!("{}:4:1: node \"inner\".type: breakout nodes can't run in a chat flow", f("nested.toml")),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("node \"ok\""),
+        "a chat flow that always returns passes:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("without reaching breakout_return").count(),
+        2
+    );
+}
+
 /// Every control node on one real call: `set`, `http` (custom header, JSON
 /// body template, response fields mapped), `branch`, an `http` failure
 /// retried then taken to `on_error`, a `gather` that hears nothing, asks

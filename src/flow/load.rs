@@ -140,6 +140,24 @@ fn check_references(set: &FlowSet, errors: &mut Vec<ConfigError>) {
                     if let Some(t) = &b.timeout_flow {
                         check("timeout_flow", t, Channel::Voice);
                     }
+                    // Every voice flow is checked, so breakouts inside a
+                    // `timeout_flow` are too.
+                    let chat = set
+                        .flows
+                        .get(&b.breakout_flow)
+                        .filter(|f| f.channel == Channel::Chat);
+                    if let Some(end) = chat.and_then(|f| super::returns::unreturned_end(f)) {
+                        errors.push(ConfigError {
+                            file: flow.file.clone(),
+                            line: node.line,
+                            column: 1,
+                            key: format!("{}.breakout_flow", node_key(&node.id)),
+                            message: format!(
+                                "chat flow {:?} can end at node {end:?} without reaching breakout_return: the caller would wait for timeout_secs",
+                                b.breakout_flow
+                            ),
+                        });
+                    }
                 }
                 NodeKind::EscalateToCall(e) => {
                     if let Some(f) = e.flow.as_deref().filter(|f| !matches!(*f, "demo" | "hold")) {

@@ -6,6 +6,7 @@ pub mod interp;
 pub mod load;
 pub mod model;
 pub mod nodes;
+pub mod returns;
 pub mod template;
 
 pub use load::{load_dir, parse_flow, FlowSet};
