@@ -5,6 +5,8 @@
 //! state machines, and so is call control ([`call`]); [`runtime`] drives
 //! them with tokio and the audio loops.
 
+#![recursion_limit = "256"]
+
 pub mod breakout;
 pub mod call;
 pub mod callback;

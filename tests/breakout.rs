@@ -460,6 +460,88 @@ fn caller_hangs_up_first_the_chat_says_so_and_the_answer_is_kept() {
     assert_eq!(gw.http_get(&path).0, 404, "another browser can't reopen it");
 }
 
+/// The chat closes without a Return (an operator closes it): the call
+/// must not wait out `timeout_secs` (90 s here) but go on at once at
+/// `next`, with `<id>.status = "closed"`.
+#[test]
+fn breakout_chat_closed_without_return_lets_the_call_go_on_at_once() {
+    let s = setup();
+    let gw = &s.gw;
+    let args = call_args(gw, "3000");
+    let auth = format!("Bearer {OPERATOR_TOKEN}");
+    let (run, closed_at) = std::thread::scope(|scope| {
+        let call = scope.spawn(|| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sipp(&args, Duration::from_secs(60))
+        });
+        let (link, _) = sms_link(gw, &s.log);
+        let path = link
+            .split_once("/b/")
+            .map(|(_, t)| format!("/b/{t}"))
+            .unwrap();
+        // Claim the link as a phone's browser would (its script POSTs).
+        let claim = gw.http("POST", &path, &[], None);
+        assert_eq!(claim.status, 303, "{}", claim.body);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let conversation = loop {
+            let list = gw
+                .http("GET", "/v1/breakouts", &[("Authorization", &auth)], None)
+                .json();
+            if let Some(id) = list["breakouts"][0]["conversation_id"].as_str() {
+                break id.to_string();
+            }
+            assert!(Instant::now() < deadline, "the link never opened: {list}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let close = gw.http(
+            "POST",
+            &format!("/v1/conversations/{conversation}/close"),
+            &[("Authorization", &auth)],
+            Some(r#"{"text": "An agent closed this chat."}"#),
+        );
+        assert_eq!(close.status, 200, "{}", close.body);
+        let closed_at = Instant::now();
+        let again = gw.http(
+            "POST",
+            &format!("/v1/conversations/{conversation}/close"),
+            &[("Authorization", &auth)],
+            None,
+        );
+        assert_eq!(again.status, 409, "closing twice: {}", again.body);
+        let run = call.join().unwrap();
+        (run, closed_at.elapsed())
+    });
+    assert!(run.ok(), "{}", run.describe());
+    // Posting, the goodbye and the BYE take a few seconds; the timeout is 90.
+    assert!(
+        closed_at < Duration::from_secs(20),
+        "the call ended {closed_at:?} after the close, not at once"
+    );
+    let hook = wait_seen(&s.log, Duration::from_secs(5), |x| {
+        x.path == "hook/returned"
+    })
+    .expect("the call never went on at next");
+    let posted: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
+    assert_eq!(posted["status"], "closed");
+    assert!(
+        !s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|x| x.path == "hook/timed-out"),
+        "a closed chat is not a timeout"
+    );
+    let list = gw
+        .http("GET", "/v1/breakouts", &[("Authorization", &auth)], None)
+        .json();
+    assert_eq!(list["breakouts"][0]["state"], "closed", "{list}");
+    let metrics = gw.http_get("/metrics").1;
+    assert!(
+        metrics.contains("crossline_breakouts_total{event=\"closed\"} 1"),
+        "{metrics}"
+    );
+}
+
 /// `/chat/` starts a conversation with `[chat] web_flow` and sets the
 /// cookies; the same browser comes back to the same conversation, and the
 /// WebSocket refuses anyone without the key.

@@ -31,6 +31,8 @@ pub enum Phase {
     TimedOut,
     CallerLeft,
     SendFailed,
+    /// The chat closed (operator, idle timeout) before it returned.
+    Closed,
 }
 
 impl Phase {
@@ -42,6 +44,7 @@ impl Phase {
             Phase::TimedOut => "timed_out",
             Phase::CallerLeft => "caller_left",
             Phase::SendFailed => "send_failed",
+            Phase::Closed => "closed",
         }
     }
 
@@ -195,6 +198,9 @@ impl Breakouts {
                 } else {
                     st.phase = Phase::Opened;
                     st.record.state = Phase::Opened.as_str().into();
+                }
+                if st.phase == Phase::Opened {
+                    watch_close(&session, &new.conversation);
                 }
                 st.conversation = Some(new.conversation.clone());
                 st.record.opened_at = Some(SystemTime::now());
@@ -387,6 +393,19 @@ impl Session {
         }
     }
 
+    /// The chat closed without a Return: release the waiting call (its
+    /// receiver wakes with nothing).
+    pub fn chat_closed(&self) {
+        let mut st = self.lock();
+        if st.phase != Phase::Opened {
+            return;
+        }
+        st.waiting_call = None;
+        self.finish(&mut st, Phase::Closed);
+        self.persist(&st);
+        metrics::counter!("crossline_breakouts_total", "event" => "closed").increment(1);
+    }
+
     /// The SMS with the link never went out.
     pub fn send_failed(&self) {
         let mut st = self.lock();
@@ -395,6 +414,24 @@ impl Session {
         self.persist(&st);
         metrics::counter!("crossline_breakouts_total", "event" => "send_failed").increment(1);
     }
+}
+
+/// When the chat closes before it returns, the waiting call goes on at
+/// once instead of holding the caller until the timeout.
+fn watch_close(session: &Arc<Session>, conversation: &Arc<Conversation>) {
+    // Unit tests open sessions without a runtime; nobody waits there.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut closed = conversation.closed_watch();
+    let session = Arc::downgrade(session);
+    runtime.spawn(async move {
+        // A conversation dropped unclosed is as closed.
+        let _ = closed.wait_for(|c| *c).await;
+        if let Some(s) = session.upgrade() {
+            s.chat_closed();
+        }
+    });
 }
 
 /// Held by the call while it waits: if the call's task is dropped (the

@@ -195,6 +195,11 @@ impl NodeKind {
                     }
                 }
             }
+            NodeKind::Breakout(n) => {
+                if let Some(next) = &n.on_closed {
+                    out.push(("on_closed", next.as_str()));
+                }
+            }
             NodeKind::EscalateToCall(n) => {
                 if let Some(next) = &n.on_chat {
                     out.push(("on_chat", next.as_str()));
@@ -563,6 +568,11 @@ pub struct Breakout {
     /// The SMS could not be sent (`<id>.error` says why).
     #[serde(default)]
     pub on_error: Option<String>,
+    /// The chat closed (an operator closed it, it idled out) before
+    /// Breakout: Return; unset: `next`. Either way at once, with
+    /// `<id>.status = "closed"`.
+    #[serde(default)]
+    pub on_closed: Option<String>,
 }
 
 /// A bot message in a chat.

@@ -56,6 +56,7 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
         Some(Role::Operator),
     ),
     ("post", "/v1/leads/{id}/reconnect", Some(Role::Operator)),
+    ("post", "/v1/conversations/{id}/close", Some(Role::Operator)),
     ("post", "/v1/console/session", None),
     ("delete", "/v1/console/session", None),
     ("post", "/v1/callbacks", Some(Role::Operator)),
@@ -82,6 +83,7 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
             post(reconnect_conversation),
         )
         .route("/v1/leads/{id}/reconnect", post(reconnect_lead))
+        .route("/v1/conversations/{id}/close", post(close_conversation))
         .route("/v1/breakouts", get(breakouts))
         .route("/v1/breakouts/{id}", get(breakout))
         .route("/v1/leads", get(leads).post(post_lead))
@@ -512,6 +514,47 @@ async fn post_message(
             .into_response(),
         Err(e) => switch_error(e),
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CloseRequest {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// An operator ends a live chat; the visitor sees `text`. A breakout
+/// waiting on it lets its call go on at once.
+async fn close_conversation(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Json<CloseRequest>, JsonRejection>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    // The body is optional.
+    let req = match b {
+        Ok(Json(r)) => r,
+        Err(JsonRejection::MissingJsonContentType(_)) => CloseRequest::default(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    let text = req
+        .text
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("This conversation was closed by an agent.");
+    if text.len() > 4000 {
+        return error(StatusCode::BAD_REQUEST, "text must be at most 4000 bytes");
+    }
+    let Some(conv) = super::conversation(&s, &id, None).await else {
+        return error(StatusCode::NOT_FOUND, "no live conversation with that id");
+    };
+    if conv.is_closed() {
+        return error(StatusCode::CONFLICT, "the conversation is already closed");
+    }
+    conv.close(text);
+    (StatusCode::OK, Json(json!({ "closed": true }))).into_response()
 }
 
 #[derive(Deserialize)]

@@ -122,6 +122,16 @@ pub fn document() -> Value {
                         "type": "object", "properties": { "seq": { "type": "integer" } } } } } },
                     "404": { "$ref": "#/components/responses/BadRequest" },
                     "409": { "$ref": "#/components/responses/BadRequest" } } } },
+            "/v1/conversations/{id}/close": { "post": {
+                "summary": "Close a live chat; the visitor sees `text` (a default otherwise). A Breakout: To chat waiting on it lets its call go on at once.",
+                "parameters": path_param("id"),
+                "requestBody": { "required": false, "content": { "application/json": { "schema": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": { "text": { "type": "string", "maxLength": 4000 } } } } } },
+                "responses": {
+                    "200": { "description": "Closed." },
+                    "404": { "$ref": "#/components/responses/BadRequest" },
+                    "409": { "$ref": "#/components/responses/BadRequest" } } } },
             "/v1/conversations/{id}/visitor-action": { "post": {
                 "summary": "The visitor action command: ask the web visitor for a phone number; their answer moves the chat to that channel.",
                 "parameters": path_param("id"),

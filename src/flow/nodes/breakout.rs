@@ -106,6 +106,13 @@ pub async fn run(node: &Breakout, cx: &mut FlowCx) -> Result<Next, Ended> {
         .await?;
     let values = match waited {
         Ok(Ok(values)) => Some(values),
+        // The chat closed without a Return: no point holding the caller.
+        _ if session.phase() == crate::breakout::Phase::Closed => {
+            tracing::info!(on = %cx.label, node = %node.id, "breakout chat closed without a return: going on");
+            cx.vars
+                .insert(format!("{}.status", node.id), "closed".into());
+            return Ok(node.on_closed.clone().or_else(|| node.next.clone()));
+        }
         // Timed out, unless the chat returned in the same instant.
         _ if session.time_out() => None,
         _ => returned.try_recv().ok(),
