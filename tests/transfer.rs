@@ -17,6 +17,17 @@ fn gateway(agent_port: u16, ring_timeout: f64) -> (Gateway, tempfile::TempDir) {
 
 /// The same, ringing agents on `ports` in `ring` order.
 fn gateway_ringing(ports: &[u16], ring: &str, ring_timeout: f64) -> (Gateway, tempfile::TempDir) {
+    gateway_with(ports, ring, ring_timeout, "")
+}
+
+/// The same, with `extra` lines in the transfer node (`MUSIC` in them
+/// names a 600 Hz tone next to the default 400 Hz music).
+fn gateway_with(
+    ports: &[u16],
+    ring: &str,
+    ring_timeout: f64,
+    extra: &str,
+) -> (Gateway, tempfile::TempDir) {
     let targets = ports
         .iter()
         .map(|p| format!("\"sip:agent@127.0.0.1:{p}\""))
@@ -24,6 +35,9 @@ fn gateway_ringing(ports: &[u16], ring: &str, ring_timeout: f64) -> (Gateway, te
         .join(", ");
     let dir = tempfile::tempdir().unwrap();
     write_tone(&dir.path().join("music.wav"), 400.0, 4.0, 8000.0, 8000);
+    let own = dir.path().join("own-music.wav");
+    write_tone(&own, 600.0, 4.0, 8000.0, 8000);
+    let extra = extra.replace("MUSIC", &own.display().to_string());
     let flows = dir.path().join("flows");
     std::fs::create_dir(&flows).unwrap();
     std::fs::write(
@@ -45,6 +59,7 @@ type = "transfer"
 targets = [{targets}]
 ring = "{ring}"
 ring_timeout_secs = {ring_timeout}
+{extra}
 next = "after"
 on_failure = "sorry"
 
@@ -181,6 +196,99 @@ fn transfer_rings_with_hold_music_then_bridges_the_agent() {
         agent_audio * 2 >= after_bridge.len(),
         "agent audio (not music) after the bridge: {agent_audio}/{}",
         after_bridge.len()
+    );
+}
+
+/// "Load the hold music": a transfer plays its own music (600 Hz, not the
+/// configured 400 Hz) while the agent rings, with its own message spoken
+/// over it on repeat (the music ducks under each one).
+#[test]
+fn transfer_plays_its_own_music_with_its_own_message_on_repeat() {
+    require("espeak-ng", "espeak-ng");
+    let agent_port = free_port();
+    let agent = std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &scenario("uas_ring_cancel.xml"), "-m", "1"],
+            Duration::from_secs(60),
+            agent_port,
+            free_port(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let (gw, _dir) = gateway_with(
+        &[agent_port],
+        "sequential",
+        8.0,
+        "hold_music = [\"MUSIC\"]\nhold_message = \"Please hold.\"\nrepeat_interval_secs = 3",
+    );
+    let caller = press_one(&gw);
+    let capture = capture_call(
+        &gw,
+        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
+        &["frame.time_epoch", "rtp.seq", "rtp.ssrc", "rtp.payload"],
+    );
+    assert!(capture.run.ok(), "caller: {}", capture.run.describe());
+    let agent = agent.join().unwrap();
+    assert!(agent.ok(), "agent: {}", agent.describe());
+    let log = gw.log();
+    let ringing = seconds_of_day(
+        log.lines()
+            .find(|l| l.contains("transfer: ringing agent"))
+            .unwrap_or_else(|| panic!("no transfer:\n{log}")),
+    );
+    let given_up = seconds_of_day(
+        log.lines()
+            .find(|l| l.contains("transfer: no answer in time"))
+            .unwrap_or_else(|| panic!("no ring timeout:\n{log}")),
+    );
+    // (time, own music level, default music level) per 20 ms frame.
+    let frames: Vec<(f64, f64, f64)> = capture
+        .rows
+        .iter()
+        .map(|r| {
+            let t = r[0].parse::<f64>().unwrap() % 86_400.0;
+            let hex: String = r[3].chars().filter(|c| c.is_ascii_hexdigit()).collect();
+            let s: Vec<f64> = (0..hex.len() / 2)
+                .map(|i| ulaw_to_linear(u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()))
+                .collect();
+            (t, tone_level(&s, 600.0), tone_level(&s, 400.0))
+        })
+        .filter(|f| f.0 > ringing + 0.2 && f.0 < given_up - 0.2)
+        .collect();
+    assert!(frames.len() > 300, "{} frames while ringing", frames.len());
+    // Speech has some energy near 400 Hz; the default music would fill
+    // nearly every frame at full level.
+    let default_music = frames.iter().filter(|f| f.2 > 5000.0).count();
+    assert!(
+        default_music * 20 < frames.len(),
+        "the configured 400 Hz music must not play during this transfer: {default_music}/{}",
+        frames.len()
+    );
+    let full = frames.iter().filter(|f| f.1 > 5000.0).count();
+    assert!(
+        full * 2 >= frames.len(),
+        "the transfer's own music plays at full level most of the time: {full}/{}",
+        frames.len()
+    );
+    // Ducked stretches (music down, message over it): at least two, about
+    // repeat_interval_secs apart, each starting a while after the last.
+    let mut starts = Vec::new();
+    let mut ducked_run = 0;
+    for f in &frames {
+        let ducked = f.1 > 300.0 && f.1 < 3500.0;
+        ducked_run = if ducked { ducked_run + 1 } else { 0 };
+        if ducked_run == 10 && starts.last().is_none_or(|s: &f64| f.0 - s > 1.5) {
+            starts.push(f.0);
+        }
+    }
+    assert!(
+        starts.len() >= 2,
+        "the message repeats over the music: ducked stretches at {starts:?}"
+    );
+    let gap = starts[1] - starts[0];
+    assert!(
+        (2.0..=4.5).contains(&gap),
+        "messages {gap:.2} s apart; repeat_interval_secs is 3"
     );
 }
 

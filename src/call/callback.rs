@@ -144,6 +144,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                     ring_timeout,
                     trunk: None,
                     hold_message: None,
+                    hold_music: Vec::new(),
                     repeat_interval: None,
                 },
             );

@@ -232,9 +232,10 @@ impl<P: PortSource, F> CallControl<P, F> {
             CallRequest::Hold {
                 message,
                 repeat_interval,
+                music,
             } => {
-                // No message: the configured wait music alone.
-                let hold = self.hold_with(message, repeat_interval);
+                // No message: the wait music alone.
+                let hold = self.hold_with(message, repeat_interval, music);
                 self.play(id, Source::Hold(hold), 0);
             }
             CallRequest::Keep { name, value } => {
@@ -705,14 +706,21 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
     }
 
-    /// The configured wait music with `message` (or nothing) on repeat.
+    /// Wait music (`music`, or the configured music when empty) with
+    /// `message` (or nothing) on repeat.
     pub(crate) fn hold_with(
         &self,
         message: Option<Arc<[i16]>>,
         repeat_interval: Option<Duration>,
+        music: Vec<Arc<[i16]>>,
     ) -> Arc<HoldProgram> {
+        let music = if music.is_empty() {
+            self.hold.music.to_vec()
+        } else {
+            music
+        };
         Arc::new(HoldProgram::new(
-            self.hold.music.to_vec(),
+            music,
             message,
             repeat_interval.unwrap_or(Duration::from_secs(self.config.media.hold_repeat_secs)),
             self.config.media.hold_duck_db,

@@ -424,6 +424,7 @@ impl Pair {
             ring_timeout: Duration::from_secs(10),
             trunk: None,
             hold_message: None,
+            hold_music: Vec::new(),
             repeat_interval: None,
         };
         self.cc

@@ -65,10 +65,11 @@ impl<P: PortSource, F> CallControl<P, F> {
             .trunk
             .as_ref()
             .and_then(|name| self.config.trunks.iter().find(|t| &t.name == name).cloned());
-        // Hold audio while the agents ring.
-        let hold = match req.hold_message {
-            Some(message) => self.hold_with(Some(message), req.repeat_interval),
-            None => self.hold.clone(),
+        // Hold audio while the agents ring: the shared default (one encode
+        // for every web call on it) unless the transfer has its own.
+        let hold = match (req.hold_message, req.hold_music.is_empty()) {
+            (None, true) => self.hold.clone(),
+            (message, _) => self.hold_with(message, req.repeat_interval, req.hold_music),
         };
         self.play(caller, Source::Hold(hold), 0);
         if let Some(call) = self.calls.get_mut(&caller) {

@@ -43,6 +43,8 @@ pub enum CallRequest {
     Hold {
         message: Option<Arc<[i16]>>,
         repeat_interval: Option<Duration>,
+        /// Empty: the configured music.
+        music: Vec<Arc<[i16]>>,
     },
     /// Keep `name = value` with the call's record (CDR).
     Keep { name: String, value: String },
@@ -58,6 +60,8 @@ pub struct TransferRequest {
     pub trunk: Option<String>,
     /// Spoken over the music while ringing; `None`: the default hold.
     pub hold_message: Option<Arc<[i16]>>,
+    /// The transfer's own wait music; empty: the configured music.
+    pub hold_music: Vec<Arc<[i16]>>,
     pub repeat_interval: Option<Duration>,
 }
 
@@ -344,11 +348,28 @@ impl FlowCx {
         &mut self,
         message: Option<Arc<[i16]>>,
         repeat_interval: Option<Duration>,
+        music: Vec<Arc<[i16]>>,
     ) -> Result<(), Ended> {
         self.request(CallRequest::Hold {
             message,
             repeat_interval,
+            music,
         })
+    }
+
+    /// A node's own wait music, decoded; a file that can't be read is
+    /// logged and left out (music beats dead air, and the rest still plays).
+    pub async fn hold_music(&self, node: &str, files: &[PathBuf]) -> Vec<Arc<[i16]>> {
+        let mut music = Vec::with_capacity(files.len());
+        for file in files {
+            match self.clip(file).await {
+                Ok(clip) => music.push(clip),
+                Err(e) => {
+                    tracing::error!(on = %self.label, %node, file = %file.display(), %e, "hold music unreadable")
+                }
+            }
+        }
+        music
     }
 
     /// Keep a value with the call's record.

@@ -409,6 +409,20 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                 audio_dir.join(f)
             }
         };
+        let hold_music = match &node.kind {
+            NodeKind::Transfer(t) => t.hold_music.as_slice(),
+            NodeKind::Breakout(b) => b.hold_music.as_slice(),
+            _ => &[],
+        };
+        for f in hold_music {
+            if !audio(f).is_file() {
+                err(
+                    node,
+                    "hold_music",
+                    format!("audio file not found: {}", audio(f).display()),
+                );
+            }
+        }
         match &node.kind {
             NodeKind::Play(p) => {
                 if !audio(&p.file).is_file() {

@@ -478,6 +478,10 @@ pub struct Transfer {
     /// Spoken over the hold music while ringing; unset: the default hold.
     #[serde(default)]
     pub hold_message: Option<String>,
+    /// This transfer's own wait music, played in turn (WAV files; relative
+    /// to the audio directory); empty: `[media] hold_music`.
+    #[serde(default)]
+    pub hold_music: Vec<std::path::PathBuf>,
     #[serde(default = "default_language")]
     pub language: String,
     #[serde(default)]
@@ -546,6 +550,10 @@ pub struct Breakout {
     /// Spoken (TTS) over the wait music; empty: music only.
     #[serde(default)]
     pub hold_message: String,
+    /// This breakout's own wait music, played in turn; empty:
+    /// `[media] hold_music`.
+    #[serde(default)]
+    pub hold_music: Vec<std::path::PathBuf>,
     #[serde(default = "default_language")]
     pub language: String,
     #[serde(default = "sixty_secs")]

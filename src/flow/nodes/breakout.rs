@@ -92,9 +92,11 @@ pub async fn run(node: &Breakout, cx: &mut FlowCx) -> Result<Next, Ended> {
             }
         }
     };
+    let music = cx.hold_music(&node.id, &node.hold_music).await;
     cx.hold(
         message,
         Some(Duration::from_secs(node.repeat_interval_secs)),
+        music,
     )?;
 
     // If the caller hangs up, this task is dropped and the guard tells

@@ -41,12 +41,14 @@ pub async fn run(node: &Transfer, cx: &mut FlowCx) -> Result<Next, Ended> {
         }
         None => None,
     };
+    let hold_music = cx.hold_music(&node.id, &node.hold_music).await;
     let req = TransferRequest {
         targets: node.targets.iter().map(|t| render(t, &cx.vars)).collect(),
         parallel: node.ring == Ring::Parallel,
         ring_timeout: Duration::from_secs_f64(node.ring_timeout_secs),
         trunk: node.trunk.clone(),
         hold_message,
+        hold_music,
         repeat_interval: node.repeat_interval_secs.map(Duration::from_secs),
     };
     match cx.transfer(req).await? {
