@@ -474,11 +474,17 @@ fn breakout_chat_closed_without_return_lets_the_call_go_on_at_once() {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             sipp(&args, Duration::from_secs(60))
         });
-        let (link, _) = sms_link(gw, &s.log);
+        let (link, sms) = sms_link(gw, &s.log);
         let path = link
             .split_once("/b/")
             .map(|(_, t)| format!("/b/{t}"))
             .unwrap();
+        // Short links: 22 base62 characters, so message and link share one
+        // GSM-7 segment (160 characters).
+        let token = &path[3..];
+        assert_eq!(token.len(), 22, "{link}");
+        assert!(token.bytes().all(|c| c.is_ascii_alphanumeric()), "{link}");
+        assert!(sms["Body"].chars().count() <= 160, "{:?}", sms["Body"]);
         // Claim the link as a phone's browser would (its script POSTs).
         let claim = gw.http("POST", &path, &[], None);
         assert_eq!(claim.status, 303, "{}", claim.body);

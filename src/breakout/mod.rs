@@ -4,8 +4,9 @@
 //! pending → opened → returned | timed_out | caller_left exactly once,
 //! under one lock, so a return racing the timeout has a single winner.
 //!
-//! The link token (256 random bits) is only ever held by the recipient's
-//! phone: the map and the store key it by its SHA-256.
+//! The link token (22 base62 characters, about 131 random bits) is only
+//! ever held by the recipient's phone: the map and the store key it by its
+//! SHA-256.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -133,7 +134,7 @@ impl Breakouts {
         notices: Notices,
     ) -> Started {
         self.sweep();
-        let token = crate::chat::random_token(32);
+        let token = crate::chat::short_token();
         let token_hash = crate::chat::secret_hash(&token);
         let now = SystemTime::now();
         let record = BreakoutRecord {
@@ -473,7 +474,16 @@ mod tests {
             Duration::from_secs(60),
             notices(),
         );
-        assert!(s.token.len() >= 43, "256 bits in base64url");
+        assert_eq!(s.token.len(), 22, "128+ bits in base62");
+        assert!(s.token.bytes().all(|c| c.is_ascii_alphanumeric()));
+        let other = b.start(
+            "d@h",
+            "collect",
+            "+15551234567",
+            Duration::from_secs(60),
+            notices(),
+        );
+        assert_ne!(s.token, other.token);
         let Some(Opened::New { new, flow, .. }) = b.open(&s.token, &|_| None) else {
             panic!("first open");
         };

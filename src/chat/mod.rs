@@ -40,6 +40,25 @@ pub fn random_token(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// Characters of a short link token.
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A link token short enough to share an SMS segment with a message: 22
+/// base62 characters, each drawn uniformly, about 131 random bits.
+pub fn short_token() -> String {
+    use rand::Rng;
+    let mut out = String::with_capacity(22);
+    let mut rng = rand::rng();
+    while out.len() < 22 {
+        let b = rng.next_u32() as u8;
+        // 248 = 4 × 62: rejecting the rest keeps every character equally likely.
+        if let Some(c) = (b < 248).then(|| BASE62.get(usize::from(b % 62))).flatten() {
+            out.push(char::from(*c));
+        }
+    }
+    out
+}
+
 /// SHA-256 of a secret: what we keep instead of the secret itself.
 pub fn secret_hash(secret: &str) -> [u8; 32] {
     use sha2::Digest;
