@@ -53,7 +53,7 @@ fn callback(id: &str, state: &str, secs: u64) -> CallbackRecord {
 }
 
 /// What every backend must do.
-fn conformance(store: &dyn Store) {
+async fn conformance(store: &dyn Store) {
     let mut call = CallRecord::starting(
         "call-1@h".into(),
         "inbound",
@@ -171,55 +171,70 @@ fn conformance(store: &dyn Store) {
     ] {
         store.upsert_callback(callback(id, state, secs)).unwrap();
     }
-    store.flush().unwrap();
+    store.flush().await.unwrap();
 
-    assert_eq!(store.call_records("call-1@h").unwrap(), vec![call.clone()]);
-    assert_eq!(store.recent_calls(5).unwrap(), vec![call]);
-    assert_eq!(store.sends_for_call("call-1@h").unwrap(), vec![send]);
-    assert_eq!(store.conversation("c1").unwrap(), Some(closed));
-    assert_eq!(store.conversation("nope").unwrap(), None);
-    assert_eq!(store.conversations(10).unwrap().len(), 2);
+    assert_eq!(
+        store.call_records("call-1@h").await.unwrap(),
+        vec![call.clone()]
+    );
+    assert_eq!(store.recent_calls(5).await.unwrap(), vec![call]);
+    assert_eq!(store.sends_for_call("call-1@h").await.unwrap(), vec![send]);
+    assert_eq!(store.conversation("c1").await.unwrap(), Some(closed));
+    assert_eq!(store.conversation("nope").await.unwrap(), None);
+    assert_eq!(store.conversations(10).await.unwrap().len(), 2);
     let after1: Vec<String> = store
         .messages("c2", 1)
+        .await
         .unwrap()
         .into_iter()
         .map(|m| m.text)
         .collect();
     assert_eq!(after1, ["m2", "m3"]);
-    assert_eq!(store.bindings("c2").unwrap().len(), 2);
+    assert_eq!(store.bindings("c2").await.unwrap().len(), 2);
     // c1 is closed, c2's first binding ended: its second one is the one.
     assert_eq!(
-        store.open_conversation_for("sms", "+34600111222").unwrap(),
+        store
+            .open_conversation_for("sms", "+34600111222")
+            .await
+            .unwrap(),
         Some("c2".to_string())
     );
-    assert_eq!(store.breakout("b1").unwrap(), Some(breakout.clone()));
+    assert_eq!(store.breakout("b1").await.unwrap(), Some(breakout.clone()));
     assert_eq!(
-        store.breakouts(Some("call-1@h"), 5).unwrap(),
+        store.breakouts(Some("call-1@h"), 5).await.unwrap(),
         vec![breakout.clone()]
     );
-    assert_eq!(store.breakouts(None, 5).unwrap(), vec![breakout]);
-    assert_eq!(store.lead("l1").unwrap(), Some(lead.clone()));
-    assert_eq!(store.leads(5).unwrap(), vec![lead.clone()]);
-    assert_eq!(store.lead_for_conversation("c2").unwrap(), Some(lead));
+    assert_eq!(store.breakouts(None, 5).await.unwrap(), vec![breakout]);
+    assert_eq!(store.lead("l1").await.unwrap(), Some(lead.clone()));
+    assert_eq!(store.leads(5).await.unwrap(), vec![lead.clone()]);
+    assert_eq!(store.lead_for_conversation("c2").await.unwrap(), Some(lead));
     assert_eq!(
-        store.consents(Some("+34600111222"), 5).unwrap(),
+        store.consents(Some("+34600111222"), 5).await.unwrap(),
         vec![consent.clone()]
     );
-    assert_eq!(store.consents(None, 5).unwrap(), vec![consent]);
-    assert!(store.inbound_known("SM-in-1").unwrap());
-    assert!(!store.inbound_known("SM-other").unwrap());
-    assert!(store.last_inbound("sms", "+34600111222").unwrap().is_some());
+    assert_eq!(store.consents(None, 5).await.unwrap(), vec![consent]);
+    assert!(store.inbound_known("SM-in-1").await.unwrap());
+    assert!(!store.inbound_known("SM-other").await.unwrap());
+    assert!(store
+        .last_inbound("sms", "+34600111222")
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(
-        store.last_inbound("whatsapp", "+34600111222").unwrap(),
+        store
+            .last_inbound("whatsapp", "+34600111222")
+            .await
+            .unwrap(),
         None
     );
-    assert_eq!(store.opted_out("sms").unwrap(), ["+34600999888"]);
+    assert_eq!(store.opted_out("sms").await.unwrap(), ["+34600999888"]);
     assert_eq!(
-        store.callback("q").unwrap(),
+        store.callback("q").await.unwrap(),
         Some(callback("q", "queued", 1))
     );
     let unfinished: Vec<String> = store
         .unfinished_callbacks()
+        .await
         .unwrap()
         .into_iter()
         .map(|c| c.id)
@@ -231,6 +246,7 @@ fn conformance(store: &dyn Store) {
             limit: 10,
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(by_bot.len(), 3);
     let none = store
@@ -239,44 +255,115 @@ fn conformance(store: &dyn Store) {
             limit: 10,
             ..Default::default()
         })
+        .await
         .unwrap();
     assert!(none.is_empty());
+
+    // A read sees every write queued before it, flushed or not.
+    let mut c3 = conversation("c3", None);
+    store.upsert_conversation(c3.clone()).unwrap();
+    assert_eq!(store.conversation("c3").await.unwrap(), Some(c3.clone()));
+    c3.closed_at = Some(at(60));
+    store.upsert_conversation(c3.clone()).unwrap();
+    store
+        .record_call(CallRecord::starting(
+            "call-2@h".into(),
+            "outbound",
+            "+34600111222".into(),
+            "2000".into(),
+            None,
+            None,
+        ))
+        .unwrap();
+    assert_eq!(store.conversation("c3").await.unwrap(), Some(c3));
+    let newest = store.recent_calls(1).await.unwrap();
+    assert_eq!(newest[0].call_id, "call-2@h");
+    assert_eq!(newest[0].direction, "outbound");
 }
 
-#[test]
-fn sqlite_meets_the_store_contract() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_meets_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
-    conformance(&store);
+    conformance(&store).await;
+    // One node's own file: every chat is ours, nobody to hand texts to.
+    assert!(!store.shared());
+    assert_eq!(
+        store
+            .claim_conversation("c2", "node-a", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.post_input("c2", "node-b", "hi").await.is_err());
+    assert!(store.take_inputs("node-a").await.unwrap().is_empty());
 }
 
-#[test]
-fn postgres_meets_the_store_contract_and_is_shared() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_meets_the_store_contract_and_is_shared() {
     let pg = Postgres::start();
     let url = pg.database("crossline_contract");
     // Two nodes opening the same database at once: one migrates, the
     // other waits on the lock and finds the schema done.
-    let (a, b) = std::thread::scope(|s| {
-        let one = s.spawn(|| PostgresStore::open(&url).unwrap());
-        let two = s.spawn(|| PostgresStore::open(&url).unwrap());
-        (one.join().unwrap(), two.join().unwrap())
-    });
+    let (a, b) = tokio::join!(PostgresStore::open(&url), PostgresStore::open(&url));
+    let (a, b) = (a.unwrap(), b.unwrap());
     // One row, at this build's version: migrated once, not twice.
     assert_eq!(
         pg.psql("crossline_contract", "SELECT version FROM crossline_schema"),
         PostgresStore::SCHEMA_VERSION.to_string()
     );
-    conformance(&a);
+    conformance(&a).await;
+    assert!(a.shared());
     // What node A wrote, node B reads.
-    let on_b = b.conversation("c2").unwrap().expect("B sees A's chat");
+    let on_b = b
+        .conversation("c2")
+        .await
+        .unwrap()
+        .expect("B sees A's chat");
     assert_eq!(on_b.resume_node.as_deref(), Some("ask"));
     b.upsert_callback(callback("from-b", "queued", 9)).unwrap();
-    b.flush().unwrap();
+    b.flush().await.unwrap();
     assert_eq!(
-        a.callback("from-b").unwrap().map(|c| c.state),
+        a.callback("from-b").await.unwrap().map(|c| c.state),
         Some("queued".to_string())
     );
+    // Leases: A takes c2, B is told it is A's until the lease runs out.
+    let lease = Duration::from_secs(30);
+    assert_eq!(
+        a.claim_conversation("c2", "node-a", lease).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.claim_conversation("c2", "node-b", lease).await.unwrap(),
+        Some("node-a".to_string())
+    );
+    a.renew_leases("node-a", vec!["c2".into(), "c1".into()], lease)
+        .unwrap();
+    a.flush().await.unwrap();
+    assert_eq!(
+        b.claim_conversation("c2", "node-b", lease).await.unwrap(),
+        Some("node-a".to_string())
+    );
+    // Not stored yet: nobody's, so ours.
+    assert_eq!(
+        b.claim_conversation("new", "node-b", lease).await.unwrap(),
+        None
+    );
+    // B hands texts for c2 to A; A takes each once, in order.
+    b.post_input("c2", "node-a", "first").await.unwrap();
+    b.post_input("c2", "node-a", "second").await.unwrap();
+    assert_eq!(
+        a.take_inputs("node-a").await.unwrap(),
+        [
+            ("c2".to_string(), "first".to_string()),
+            ("c2".to_string(), "second".to_string())
+        ]
+    );
+    assert!(a.take_inputs("node-a").await.unwrap().is_empty());
     // The connection string with a wrong database fails cleanly.
-    let err = PostgresStore::open(&pg.url("no_such_db")).err().unwrap();
+    let err = PostgresStore::open(&pg.url("no_such_db"))
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
 }

@@ -260,11 +260,16 @@ impl Breakouts {
     /// The call that waited for it did not survive the restart, so it is
     /// `caller_left`: Breakout: Return still keeps the answers, and the
     /// link still opens for the browser that holds the chat's key.
-    pub fn revive(&self, id: &str, conversation: &Arc<Conversation>) -> Option<Arc<Session>> {
-        if let Some(live) = self.sessions.iter().find(|s| s.id == id) {
-            return Some(live.clone());
+    pub async fn revive(&self, id: &str, conversation: &Arc<Conversation>) -> Option<Arc<Session>> {
+        let live = self
+            .sessions
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.value().clone());
+        if let Some(live) = live {
+            return Some(live);
         }
-        let mut record = self.store.breakout(id).ok()??;
+        let mut record = self.store.breakout(id).await.ok()??;
         if !matches!(record.state.as_str(), "pending" | "opened" | "caller_left") {
             return None;
         }
@@ -464,8 +469,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn token_opens_one_conversation_then_only_for_its_browser() {
+    #[tokio::test]
+    async fn token_opens_one_conversation_then_only_for_its_browser() {
         let (_d, store, b) = setup();
         let s = b.start(
             "c@h",
@@ -496,8 +501,8 @@ mod tests {
         ));
         assert!(b.open("guessed-token", &|_| None).is_none());
         assert!(b.open(&"x".repeat(4000), &|_| None).is_none());
-        store.flush().unwrap();
-        let rec = store.breakout(&s.session.id).unwrap().unwrap();
+        store.flush().await.unwrap();
+        let rec = store.breakout(&s.session.id).await.unwrap().unwrap();
         assert_eq!(rec.state, "opened");
         assert_eq!(
             rec.conversation_id.as_deref(),
@@ -506,8 +511,8 @@ mod tests {
         assert!(!rec.token_hash.contains(&s.token));
     }
 
-    #[test]
-    fn return_delivers_once_and_closes_the_link() {
+    #[tokio::test]
+    async fn return_delivers_once_and_closes_the_link() {
         let (_d, store, b) = setup();
         let mut s = b.start("c@h", "f", "+1555", Duration::from_secs(60), notices());
         let Some(Opened::New { session, new, .. }) = b.open(&s.token, &|_| None) else {
@@ -523,8 +528,8 @@ mod tests {
                 .is_none(),
             "used"
         );
-        store.flush().unwrap();
-        let rec = store.breakout(&session.id).unwrap().unwrap();
+        store.flush().await.unwrap();
+        let rec = store.breakout(&session.id).await.unwrap().unwrap();
         assert_eq!(rec.state, "returned");
         assert!(rec.result.unwrap().contains("a@b.example"));
     }
@@ -562,8 +567,8 @@ mod tests {
         assert_eq!(session.complete(vals), ReturnOutcome::CallerLeft);
     }
 
-    #[test]
-    fn hang_up_tells_the_visitor_and_still_stores_the_result() {
+    #[tokio::test]
+    async fn hang_up_tells_the_visitor_and_still_stores_the_result() {
         let (_d, store, b) = setup();
         let s = b.start("c@h", "f", "+1555", Duration::from_secs(60), notices());
         let Some(Opened::New { session, new, .. }) = b.open(&s.token, &|_| None) else {
@@ -576,8 +581,8 @@ mod tests {
             crate::chat::Event::Message { text, .. } if text == "The call ended."));
         let vals: Returned = [("email".to_string(), "x@y.example".to_string())].into();
         assert_eq!(session.complete(vals), ReturnOutcome::CallerLeft);
-        store.flush().unwrap();
-        let rec = store.breakout(&session.id).unwrap().unwrap();
+        store.flush().await.unwrap();
+        let rec = store.breakout(&session.id).await.unwrap().unwrap();
         assert_eq!(rec.state, "returned_after_caller_left");
         assert!(rec.result.unwrap().contains("x@y.example"));
     }

@@ -307,8 +307,8 @@ impl Callbacks {
     /// older ones, and calls that were already answered (cut by the
     /// restart), are ended so nobody waits on them. Returns how many were
     /// dialled again.
-    pub fn resume_unfinished(&self, redial_within: Duration) -> usize {
-        let pending = match self.store.unfinished_callbacks() {
+    pub async fn resume_unfinished(&self, redial_within: Duration) -> usize {
+        let pending = match self.store.unfinished_callbacks().await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(%e, "store: cannot read unfinished callbacks");
@@ -357,11 +357,16 @@ impl Callbacks {
     }
 
     /// The latest state: live first, then the store.
-    pub fn get(&self, id: &str) -> Option<CallbackRecord> {
-        if let Some(tx) = self.live.get(id) {
-            return Some(tx.borrow().clone());
+    pub async fn get(&self, id: &str) -> Option<CallbackRecord> {
+        if let Some(record) = self.live(id) {
+            return Some(record);
         }
-        self.store.callback(id).ok().flatten()
+        self.store.callback(id).await.ok().flatten()
+    }
+
+    /// The state of a callback still in progress on this node.
+    pub fn live(&self, id: &str) -> Option<CallbackRecord> {
+        self.live.get(id).map(|tx| tx.borrow().clone())
     }
 
     /// Follow a callback until it ends (None once it has).
@@ -601,8 +606,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn states_flow_to_watchers_the_store_and_the_report() {
+    #[tokio::test]
+    async fn states_flow_to_watchers_the_store_and_the_report() {
         let mut r = rig(true);
         let mut req = ask("+34612345678");
         req.context.insert("order".into(), "A-1".into());
@@ -630,13 +635,13 @@ mod tests {
             r.callbacks.watch(&rec.id).is_none(),
             "ended: nothing left to watch"
         );
-        r.store.flush().unwrap();
-        let stored = r.callbacks.get(&rec.id).unwrap();
+        r.store.flush().await.unwrap();
+        let stored = r.callbacks.get(&rec.id).await.unwrap();
         assert_eq!(stored.state, "completed");
         assert_eq!(outcome(&stored), "completed");
         assert!(stored.answered_at.is_some() && stored.ringing_at.is_some());
         // The consent was kept with its text, about that number.
-        let consents = r.store.consents(Some("+34612345678"), 10).unwrap();
+        let consents = r.store.consents(Some("+34612345678"), 10).await.unwrap();
         assert_eq!(consents[0].text, "We may call you.");
         assert_eq!(stored.consent_id.as_deref(), Some(consents[0].id.as_str()));
     }

@@ -327,21 +327,18 @@ impl ChatHub {
                             .map(|c| c.id.clone())
                             .collect();
                         if let Err(e) = hub.store.renew_leases(&hub.node, ids, hub.lease) {
-                            tracing::error!(%e, "store: cannot renew chat leases");
+                            tracing::error!(%e, "store: cannot queue chat lease renewals");
                         }
                     }
-                    _ = inbox.tick() => {
-                        let me = hub.clone();
-                        let _ = tokio::task::spawn_blocking(move || me.take_handed_over()).await;
-                    }
+                    _ = inbox.tick() => hub.take_handed_over().await,
                 }
             }
         });
     }
 
     /// Texts that reached other nodes for chats this one runs.
-    fn take_handed_over(&self) {
-        let inputs = match self.store.take_inputs(&self.node) {
+    async fn take_handed_over(&self) {
+        let inputs = match self.store.take_inputs(&self.node).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(%e, "store: cannot read handed-over texts");
@@ -349,7 +346,7 @@ impl ChatHub {
             }
         };
         for (id, text) in inputs {
-            match self.get_or_restore(&id) {
+            match self.get_or_restore(&id).await {
                 Some(c) => {
                     metrics::counter!("crossline_chat_inputs_handed_over_total").increment(1);
                     c.visitor_input(VisitorInput::Text(text));
@@ -403,8 +400,12 @@ impl ChatHub {
     /// The conversation last bound to this number on this channel: from
     /// memory, or the open one the store knows (after a restart, or one
     /// another node started).
-    pub fn by_address(&self, channel: ChannelKind, address: &str) -> Option<Arc<Conversation>> {
-        match self.find_by_address(channel, address) {
+    pub async fn by_address(
+        &self,
+        channel: ChannelKind,
+        address: &str,
+    ) -> Option<Arc<Conversation>> {
+        match self.find_by_address(channel, address).await {
             Found::Here(c) => Some(c),
             Found::OnNode { .. } | Found::Nowhere => None,
         }
@@ -412,7 +413,7 @@ impl ChatHub {
 
     /// Where the conversation bound to this number runs: here (in memory,
     /// or restored now that this node owns it), or on another node.
-    pub fn find_by_address(&self, channel: ChannelKind, address: &str) -> Found {
+    pub async fn find_by_address(&self, channel: ChannelKind, address: &str) -> Found {
         let known = self
             .by_address
             .get(&address_key(channel, address))
@@ -423,12 +424,20 @@ impl ChatHub {
         {
             return Found::Here(c);
         }
-        let Ok(Some(id)) = self.store.open_conversation_for(channel.as_str(), address) else {
+        let Ok(Some(id)) = self
+            .store
+            .open_conversation_for(channel.as_str(), address)
+            .await
+        else {
             return Found::Nowhere;
         };
-        match self.store.claim_conversation(&id, &self.node, self.lease) {
+        match self
+            .store
+            .claim_conversation(&id, &self.node, self.lease)
+            .await
+        {
             Ok(Some(node)) => Found::OnNode { id, node },
-            Ok(None) => match self.get_or_restore(&id) {
+            Ok(None) => match self.get_or_restore(&id).await {
                 Some(c) => Found::Here(c),
                 None => Found::Nowhere,
             },
@@ -556,25 +565,25 @@ impl ChatHub {
     /// restart, or when another node started it. An open one gets its
     /// visitor's key back and its flow restarted at the node it had
     /// reached; a closed one can be reopened by an operator.
-    pub fn get_or_restore(&self, id: &str) -> Option<Arc<Conversation>> {
+    pub async fn get_or_restore(&self, id: &str) -> Option<Arc<Conversation>> {
         match self.get(id) {
             Some(c) => Some(c),
-            None => self.restore(id, None),
+            None => self.restore(id, None).await,
         }
     }
 
     /// A visitor's conversation, only for the key that opens it. The key
     /// is checked against the stored hash before anything is restored, so
     /// a guessed id never restarts a flow.
-    pub fn open_with_key(&self, id: &str, key: &str) -> Option<Arc<Conversation>> {
+    pub async fn open_with_key(&self, id: &str, key: &str) -> Option<Arc<Conversation>> {
         match self.get(id) {
             Some(c) => c.key_matches(key).then_some(c),
-            None => self.restore(id, Some(key)),
+            None => self.restore(id, Some(key)).await,
         }
     }
 
-    fn restore(&self, id: &str, key: Option<&str>) -> Option<Arc<Conversation>> {
-        let record = self.store.conversation(id).ok()??;
+    async fn restore(&self, id: &str, key: Option<&str>) -> Option<Arc<Conversation>> {
+        let record = self.store.conversation(id).await.ok()??;
         if let Some(key) = key {
             let stored = record.key_hash.as_deref().and_then(super::hash_from_hex)?;
             if !super::same_hash(&stored, &super::secret_hash(key)) {
@@ -584,14 +593,16 @@ impl ChatHub {
         // An open chat another live node runs stays there.
         if record.closed_at.is_none()
             && !matches!(
-                self.store.claim_conversation(id, &self.node, self.lease),
+                self.store
+                    .claim_conversation(id, &self.node, self.lease)
+                    .await,
                 Ok(None)
             )
         {
             return None;
         }
-        let messages = self.store.messages(id, 0).ok()?;
-        let bindings = self.store.bindings(id).ok()?;
+        let messages = self.store.messages(id, 0).await.ok()?;
+        let bindings = self.store.bindings(id).await.ok()?;
         let events: Vec<Arc<Event>> = messages.iter().filter_map(event_of).map(Arc::new).collect();
         let (live, _) = broadcast::channel(256);
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
@@ -760,11 +771,17 @@ impl Conversation {
             .map(|(i, b)| binding_record(&self.id, i as u32 + 1, b))
             .collect();
         let _ = self.store.upsert_bindings(rows);
-        if let Some((node, lease)) = &self.claim {
-            // New, so nobody else holds it; this marks it as ours.
-            if let Err(e) = self.store.claim_conversation(&self.id, node, *lease) {
-                tracing::error!(%e, "store: cannot claim a new conversation");
-            }
+        if let (Some((node, lease)), Ok(runtime)) =
+            (self.claim.clone(), tokio::runtime::Handle::try_current())
+        {
+            // New, so nobody else holds it; this marks it as ours. The
+            // claim reads after the row queued above, so it finds it.
+            let (store, id) = (self.store.clone(), self.id.clone());
+            runtime.spawn(async move {
+                if let Err(e) = store.claim_conversation(&id, &node, lease).await {
+                    tracing::error!(%e, "store: cannot claim a new conversation");
+                }
+            });
         }
         let _ = self.feed.send(Feed::Conversation(self.id.clone()));
         metrics::counter!("crossline_chat_sessions_total", "origin" => record.origin).increment(1);
@@ -1288,8 +1305,8 @@ mod tests {
         (dir, store.clone(), ChatHub::new(store))
     }
 
-    #[test]
-    fn replay_then_live_without_gap_and_written_through() {
+    #[tokio::test]
+    async fn replay_then_live_without_gap_and_written_through() {
         let (_d, store, hub) = hub();
         let new = hub.create("web", Some("f".into()), None);
         let c = &new.conversation;
@@ -1305,8 +1322,8 @@ mod tests {
             Live::Event(e) => assert_eq!(e.id(), 3),
             other => panic!("{other:?}"),
         }
-        store.flush().unwrap();
-        let stored = store.messages(&c.id, 0).unwrap();
+        store.flush().await.unwrap();
+        let stored = store.messages(&c.id, 0).await.unwrap();
         assert_eq!(stored.len(), 3);
         assert_eq!(stored[1].kind, "prompt");
         assert!(stored[1].detail.as_deref().unwrap().contains("\"email\""));

@@ -107,6 +107,9 @@ pub struct Switchboard {
     texts: SwitchTexts,
     /// "sms:+34…" of everyone who sent STOP.
     opted_out: DashMap<String, ()>,
+    /// Turns true once the stored opt-outs are loaded (in the background,
+    /// at start): sends and inbound texts wait for it.
+    opt_outs_loaded: tokio::sync::watch::Receiver<bool>,
     /// Provider message ids handled recently: the atomic guard against a
     /// provider's retry racing the first delivery. Older ids are answered
     /// by the store; this map is pruned so it stays small.
@@ -140,17 +143,7 @@ impl Switchboard {
         texts: SwitchTexts,
         policy: Arc<crate::messaging::policy::OutboundPolicy>,
     ) -> Arc<Switchboard> {
-        let opted_out = DashMap::new();
-        for channel in [ChannelKind::Sms, ChannelKind::WhatsApp] {
-            match store.opted_out(channel.as_str()) {
-                Ok(list) => {
-                    for a in list {
-                        opted_out.insert(key(channel, &a), ());
-                    }
-                }
-                Err(e) => tracing::error!(%e, "store: cannot read opt-outs"),
-            }
-        }
+        let (loaded_tx, opt_outs_loaded) = tokio::sync::watch::channel(false);
         let board = Arc::new_cyclic(|me| Switchboard {
             hub: hub.clone(),
             store,
@@ -158,7 +151,8 @@ impl Switchboard {
             whatsapp,
             whatsapp_template,
             texts,
-            opted_out,
+            opted_out: DashMap::new(),
+            opt_outs_loaded,
             seen: DashMap::new(),
             last_whatsapp_inbound: DashMap::new(),
             pending: DashMap::new(),
@@ -166,7 +160,37 @@ impl Switchboard {
             me: me.clone(),
         });
         hub.set_sender(board.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let loading = board.clone();
+                runtime.spawn(async move {
+                    loading.load_opt_outs().await;
+                    loaded_tx.send_replace(true);
+                });
+            }
+            // No runtime, so nothing can be sent or received either.
+            Err(_) => tracing::warn!("switchboard built outside a runtime: opt-outs not loaded"),
+        }
         board
+    }
+
+    async fn load_opt_outs(&self) {
+        for channel in [ChannelKind::Sms, ChannelKind::WhatsApp] {
+            match self.store.opted_out(channel.as_str()).await {
+                Ok(list) => {
+                    for a in list {
+                        self.opted_out.insert(key(channel, &a), ());
+                    }
+                }
+                Err(e) => tracing::error!(%e, "store: cannot read opt-outs"),
+            }
+        }
+    }
+
+    /// Wait until the stored opt-outs are known (at once, after start).
+    async fn opt_outs_known(&self) {
+        let mut loaded = self.opt_outs_loaded.clone();
+        let _ = loaded.wait_for(|l| *l).await;
     }
 
     /// The channels a web chat can move to.
@@ -209,6 +233,7 @@ impl Switchboard {
             .provider(channel)
             .map_err(|e| SendError::Config(e.to_string()))?
             .clone();
+        self.opt_outs_known().await;
         if self.opted_out.contains_key(&key(channel, to)) {
             return Err(SendError::OptedOut {
                 code: None,
@@ -244,11 +269,15 @@ impl Switchboard {
 
     /// Whether `to` wrote to us on WhatsApp in the last 24 hours: memory
     /// first, then the store (the window outlives a restart).
-    fn whatsapp_window_open(&self, to: &str) -> bool {
-        if let Some(t) = self.last_whatsapp_inbound.get(to) {
-            return t.elapsed() < WHATSAPP_WINDOW;
+    async fn whatsapp_window_open(&self, to: &str) -> bool {
+        if let Some(elapsed) = self.last_whatsapp_inbound.get(to).map(|t| t.elapsed()) {
+            return elapsed < WHATSAPP_WINDOW;
         }
-        match self.store.last_inbound(ChannelKind::WhatsApp.as_str(), to) {
+        match self
+            .store
+            .last_inbound(ChannelKind::WhatsApp.as_str(), to)
+            .await
+        {
             Ok(Some(at)) => SystemTime::now()
                 .duration_since(at)
                 .is_ok_and(|age| age < WHATSAPP_WINDOW),
@@ -270,7 +299,7 @@ impl Switchboard {
     ) -> Result<(), SendError> {
         let kind = match channel {
             ChannelKind::WhatsApp => {
-                let open = self.whatsapp_window_open(to);
+                let open = self.whatsapp_window_open(to).await;
                 if !open {
                     return Err(SendError::OutsideWindow {
                         code: None,
@@ -587,15 +616,21 @@ impl Switchboard {
     /// A text from a phone: de-duplicated by provider id, STOP/START
     /// honoured, then added to the conversation bound to that number (a
     /// new one if none is open).
-    pub fn inbound(&self, msg: InboundMessage) -> InboundOutcome {
+    pub async fn inbound(&self, msg: InboundMessage) -> InboundOutcome {
+        self.opt_outs_known().await;
         if self.seen.len() >= 10_000 && self.seen.len() % 1_000 == 0 {
             self.seen.retain(|_, at| at.elapsed() < SEEN_IN_MEMORY);
         }
-        if self
+        let seen_here = self
             .seen
             .insert(msg.provider_id.clone(), Instant::now())
-            .is_some()
-            || self.store.inbound_known(&msg.provider_id).unwrap_or(false)
+            .is_some();
+        if seen_here
+            || self
+                .store
+                .inbound_known(&msg.provider_id)
+                .await
+                .unwrap_or(false)
         {
             metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "duplicate").increment(1);
             return InboundOutcome::Duplicate;
@@ -608,7 +643,7 @@ impl Switchboard {
             self.last_whatsapp_inbound
                 .insert(msg.from.clone(), Instant::now());
         }
-        let (conv, elsewhere) = match self.hub.find_by_address(channel, &msg.from) {
+        let (conv, elsewhere) = match self.hub.find_by_address(channel, &msg.from).await {
             super::Found::Here(c) => (Some(c).filter(|c| !c.is_closed()), None),
             super::Found::OnNode { id, node } => (None, Some((id, node))),
             super::Found::Nowhere => (None, None),
@@ -651,7 +686,7 @@ impl Switchboard {
         // Another node runs this chat: hand the text over through the
         // store; that node's flow takes it.
         if let Some((id, node)) = elsewhere {
-            return match self.store.post_input(&id, &node, &msg.text) {
+            return match self.store.post_input(&id, &node, &msg.text).await {
                 Ok(()) => {
                     metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "handed_over").increment(1);
                     InboundOutcome::Delivered(id)
@@ -952,7 +987,7 @@ mod tests {
     async fn a_stranger_is_not_told_that_a_number_sent_stop() {
         let r = rig();
         assert_eq!(
-            r.board.inbound(sms("SMa", "+34612345999", "STOP")),
+            r.board.inbound(sms("SMa", "+34612345999", "STOP")).await,
             InboundOutcome::OptedOut
         );
         let c = r.hub.create("web", None, None).conversation;
@@ -1028,10 +1063,11 @@ mod tests {
             [ChannelKind::Web, ChannelKind::Sms, ChannelKind::Web]
         );
         // The history is in the store too, one row per binding, in order.
-        r.store.flush().unwrap();
+        r.store.flush().await.unwrap();
         let stored: Vec<String> = r
             .store
             .bindings(&c.id)
+            .await
             .unwrap()
             .iter()
             .map(|b| b.channel.clone())
@@ -1050,14 +1086,13 @@ mod tests {
                 .switch_to_phone(&c, ChannelKind::Sms, "+34612345678")
                 .await
                 .unwrap();
-            let board = r.board.clone();
-            let inbound = move || board.inbound(sms("SMa", "+34612345678", "racing text"));
+            let inbound = || r.board.inbound(sms("SMa", "+34612345678", "racing text"));
             if sms_first {
-                assert_eq!(inbound(), InboundOutcome::Delivered(c.id.clone()));
+                assert_eq!(inbound().await, InboundOutcome::Delivered(c.id.clone()));
                 r.board.to_web(&c, true).await.unwrap();
             } else {
                 r.board.to_web(&c, true).await.unwrap();
-                assert_eq!(inbound(), InboundOutcome::Delivered(c.id.clone()));
+                assert_eq!(inbound().await, InboundOutcome::Delivered(c.id.clone()));
             }
             assert_eq!(c.active().0, ChannelKind::Web);
             let n = texts_of(&c).iter().filter(|t| *t == "racing text").count();
@@ -1069,23 +1104,23 @@ mod tests {
     async fn inbound_is_idempotent_and_honours_stop_and_start() {
         let r = rig();
         let from = "+34633000111";
-        let first = r.board.inbound(sms("SM1", from, "hola"));
+        let first = r.board.inbound(sms("SM1", from, "hola")).await;
         let InboundOutcome::Delivered(id) = first else {
             panic!("{first:?}")
         };
         assert_eq!(
-            r.board.inbound(sms("SM1", from, "hola")),
+            r.board.inbound(sms("SM1", from, "hola")).await,
             InboundOutcome::Duplicate
         );
         let c = r.hub.get(&id).unwrap();
         assert_eq!(c.active(), (ChannelKind::Sms, Some(from.into())));
         // "Yes" from someone who never sent STOP is just a message.
         assert_eq!(
-            r.board.inbound(sms("SM2", from, "Yes")),
+            r.board.inbound(sms("SM2", from, "Yes")).await,
             InboundOutcome::Delivered(id.clone())
         );
         assert_eq!(
-            r.board.inbound(sms("SM3", from, "STOP")),
+            r.board.inbound(sms("SM3", from, "STOP")).await,
             InboundOutcome::OptedOut
         );
         let refused = r.board.agent_message(&c, "are you there?").await;
@@ -1093,16 +1128,16 @@ mod tests {
         assert!(r.sms.texts().is_empty());
         assert!(!texts_of(&c).contains(&"are you there?".to_string()));
         assert_eq!(
-            r.board.inbound(sms("SM4", from, "Yes")),
+            r.board.inbound(sms("SM4", from, "Yes")).await,
             InboundOutcome::OptedIn
         );
         r.board.agent_message(&c, "welcome back").await.unwrap();
         assert_eq!(r.sms.texts(), ["welcome back"]);
         // A restart remembers the ids already handled.
-        r.store.flush().unwrap();
+        r.store.flush().await.unwrap();
         let again = board(&r.hub, &r.store, &r.sms, &r.whatsapp);
         assert_eq!(
-            again.inbound(sms("SM1", from, "hola")),
+            again.inbound(sms("SM1", from, "hola")).await,
             InboundOutcome::Duplicate
         );
     }
@@ -1120,19 +1155,21 @@ mod tests {
             matches!(&e, Err(SwitchError::Send(m)) if m.contains("24 h")),
             "{e:?}"
         );
-        r.board.inbound(InboundMessage {
-            channel: InboundChannel::WhatsApp,
-            provider_id: "wamid.1".into(),
-            from: "+34612345678".into(),
-            text: "hi".into(),
-        });
+        r.board
+            .inbound(InboundMessage {
+                channel: InboundChannel::WhatsApp,
+                provider_id: "wamid.1".into(),
+                from: "+34612345678".into(),
+                text: "hi".into(),
+            })
+            .await;
         r.board.agent_message(&c, "hello").await.unwrap();
         assert_eq!(r.whatsapp.texts(), ["template:moved", "hello"]);
         // The window survives a restart: it is read back from the store.
-        r.store.flush().unwrap();
+        r.store.flush().await.unwrap();
         let fresh = board(&r.hub, &r.store, &r.sms, &r.whatsapp);
-        assert!(fresh.whatsapp_window_open("+34612345678"));
-        assert!(!fresh.whatsapp_window_open("+34699999999"));
+        assert!(fresh.whatsapp_window_open("+34612345678").await);
+        assert!(!fresh.whatsapp_window_open("+34699999999").await);
     }
 
     #[tokio::test]

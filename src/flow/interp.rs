@@ -536,13 +536,16 @@ impl crate::chat::FlowResumer for Resumer {
             conversation.close(&services.chat_texts.closed_message);
             return false;
         };
-        let breakout = conversation
-            .record()
-            .breakout_id
-            .and_then(|id| services.breakouts.revive(&id, &conversation));
         let node = node.to_string();
-        let cx = FlowCx::chat(conversation, inputs, breakout, flow, vars, services);
-        runtime.spawn(run_from(cx, node));
+        runtime.spawn(async move {
+            // Its breakout (if any) comes back from the store first.
+            let breakout = match conversation.record().breakout_id {
+                Some(id) => services.breakouts.revive(&id, &conversation).await,
+                None => None,
+            };
+            let cx = FlowCx::chat(conversation, inputs, breakout, flow, vars, services);
+            run_from(cx, node).await
+        });
         true
     }
 

@@ -18,7 +18,7 @@ use super::auth::Role;
 use super::HttpState;
 use crate::store::{
     BreakoutRecord, CallRecord, ConsentRecord, ConversationRecord, LeadRecord, MessageRecord,
-    SendRecord, Store,
+    SendRecord,
 };
 
 /// Every /v1 route: method, path (OpenAPI template syntax), who may call it.
@@ -133,26 +133,14 @@ fn ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Run a store call (they block on SQLite) off the async threads.
-pub(super) async fn store_call<T: Send + 'static>(
-    state: &HttpState,
-    f: impl FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+/// A store call's answer, or the API's 500 when the store fails.
+pub(super) async fn store_call<T>(
+    call: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
 ) -> Result<T, Response> {
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(%e, "API: store read failed");
-            Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store unavailable",
-            ))
-        }
-        Err(_) => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store unavailable",
-        )),
-    }
+    call.await.map_err(|e| {
+        tracing::error!(%e, "API: store call failed");
+        error(StatusCode::INTERNAL_SERVER_ERROR, "store unavailable")
+    })
 }
 
 // A refusal is a whole Response; it is the cold path.
@@ -215,10 +203,10 @@ async fn leads_for(
     s: &HttpState,
     ids: Vec<String>,
 ) -> Result<std::collections::HashMap<String, LeadRecord>, Response> {
-    store_call(s, move |st| {
+    store_call(async {
         let mut map = std::collections::HashMap::new();
         for id in ids {
-            if let Some(l) = st.lead_for_conversation(&id)? {
+            if let Some(l) = s.store.lead_for_conversation(&id).await? {
                 map.insert(id, l);
             }
         }
@@ -229,8 +217,7 @@ async fn leads_for(
 
 /// One live conversation as the list shows it.
 pub async fn live_conversation_json(s: &HttpState, c: &crate::chat::Conversation) -> Value {
-    let id = c.id.clone();
-    let lead = store_call(s, move |st| st.lead_for_conversation(&id))
+    let lead = store_call(s.store.lead_for_conversation(&c.id))
         .await
         .ok()
         .flatten();
@@ -367,18 +354,20 @@ async fn flows(State(s): State<HttpState>, h: HeaderMap) -> Response {
 async fn calls(State(s): State<HttpState>, h: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     guard!(s, h, Role::Operator);
     let limit = q.limit();
-    let rows = tri!(store_call(&s, move |st| st.recent_calls(limit)).await);
+    let rows = tri!(store_call(s.store.recent_calls(limit)).await);
     Json(json!({ "calls": rows.iter().map(call_json).collect::<Vec<_>>() })).into_response()
 }
 
 async fn call(State(s): State<HttpState>, h: HeaderMap, Path(call_id): Path<String>) -> Response {
     guard!(s, h, Role::Operator);
     let (records, sends, breakouts) = tri!(
-        store_call(&s, move |st| Ok((
-            st.call_records(&call_id)?,
-            st.sends_for_call(&call_id)?,
-            st.breakouts(Some(&call_id), 100)?,
-        )))
+        store_call(async {
+            Ok((
+                s.store.call_records(&call_id).await?,
+                s.store.sends_for_call(&call_id).await?,
+                s.store.breakouts(Some(&call_id), 100).await?,
+            ))
+        })
         .await
     );
     if records.is_empty() && sends.is_empty() && breakouts.is_empty() {
@@ -399,7 +388,7 @@ async fn conversations(
 ) -> Response {
     guard!(s, h, Role::Operator);
     let limit = q.limit();
-    let rows = tri!(store_call(&s, move |st| st.conversations(limit)).await);
+    let rows = tri!(store_call(s.store.conversations(limit)).await);
     let live = s.services.chat.list();
     let ids = live
         .iter()
@@ -439,14 +428,16 @@ async fn conversation(
     Path(id): Path<String>,
 ) -> Response {
     guard!(s, h, Role::Operator);
-    let key = id.clone();
+    let key = &id;
     let (conv, stored, bindings, lead) = tri!(
-        store_call(&s, move |st| Ok((
-            st.conversation(&key)?,
-            st.messages(&key, 0)?,
-            st.bindings(&key)?,
-            st.lead_for_conversation(&key)?,
-        )))
+        store_call(async {
+            Ok((
+                s.store.conversation(key).await?,
+                s.store.messages(key, 0).await?,
+                s.store.bindings(key).await?,
+                s.store.lead_for_conversation(key).await?,
+            ))
+        })
         .await
     );
     let live = s.services.chat.get(&id);
@@ -624,8 +615,7 @@ async fn reconnect_conversation(
     guard!(s, h, Role::Operator);
     let req = tri!(body(b));
     let channel = tri!(phone_channel(&req.channel));
-    let key = id.clone();
-    let lead = tri!(store_call(&s, move |st| st.lead_for_conversation(&key)).await);
+    let lead = tri!(store_call(s.store.lead_for_conversation(&id)).await);
     let phone = lead.and_then(|l| l.phone);
     let Some(conv) = super::conversation(&s, &id, None).await else {
         return error(StatusCode::NOT_FOUND, "no such conversation");
@@ -648,16 +638,14 @@ async fn reconnect_lead(
     guard!(s, h, Role::Operator);
     let req = tri!(body(b));
     let channel = tri!(phone_channel(&req.channel));
-    let key = id.clone();
-    let Some(lead) = tri!(store_call(&s, move |st| st.lead(&key)).await) else {
+    let Some(lead) = tri!(store_call(s.store.lead(&id)).await) else {
         return error(StatusCode::NOT_FOUND, "no such lead");
     };
-    if let Some(live) = lead
-        .phone
-        .as_deref()
-        .and_then(|p| s.services.chat.by_address(channel, p))
-        .filter(|c| !c.is_closed())
-    {
+    let live = match lead.phone.as_deref() {
+        Some(p) => s.services.chat.by_address(channel, p).await,
+        None => None,
+    };
+    if let Some(live) = live.filter(|c| !c.is_closed()) {
         return (
             StatusCode::CONFLICT,
             Json(json!({
@@ -684,13 +672,13 @@ async fn breakouts(
 ) -> Response {
     guard!(s, h, Role::Operator);
     let limit = q.limit();
-    let rows = tri!(store_call(&s, move |st| st.breakouts(q.call_id.as_deref(), limit)).await);
+    let rows = tri!(store_call(s.store.breakouts(q.call_id.as_deref(), limit)).await);
     Json(json!({ "breakouts": rows.iter().map(breakout_json).collect::<Vec<_>>() })).into_response()
 }
 
 async fn breakout(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(s, h, Role::Operator);
-    match tri!(store_call(&s, move |st| st.breakout(&id)).await) {
+    match tri!(store_call(s.store.breakout(&id)).await) {
         Some(r) => Json(breakout_json(&r)).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such breakout"),
     }
@@ -699,7 +687,7 @@ async fn breakout(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<Strin
 async fn leads(State(s): State<HttpState>, h: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     guard!(s, h, Role::Operator);
     let limit = q.limit();
-    let rows = tri!(store_call(&s, move |st| st.leads(limit)).await);
+    let rows = tri!(store_call(s.store.leads(limit)).await);
     Json(json!({ "leads": rows.iter().map(lead_json).collect::<Vec<_>>() })).into_response()
 }
 
@@ -762,7 +750,7 @@ async fn post_lead(
         updated_at: now,
     };
     let id = record.id.clone();
-    tri!(store_call(&s, move |st| st.upsert_lead(record)).await);
+    tri!(store_call(std::future::ready(s.store.upsert_lead(record))).await);
     (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
 }
 
@@ -773,7 +761,7 @@ async fn consents(
 ) -> Response {
     guard!(s, h, Role::Operator);
     let limit = q.limit();
-    let rows = tri!(store_call(&s, move |st| st.consents(q.subject.as_deref(), limit)).await);
+    let rows = tri!(store_call(s.store.consents(q.subject.as_deref(), limit)).await);
     Json(json!({ "consents": rows.iter().map(consent_json).collect::<Vec<_>>() })).into_response()
 }
 
@@ -811,7 +799,7 @@ async fn post_consent(
         created_at: SystemTime::now(),
     };
     let id = record.id.clone();
-    tri!(store_call(&s, move |st| st.record_consent(record)).await);
+    tri!(store_call(std::future::ready(s.store.record_consent(record))).await);
     (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
 }
 

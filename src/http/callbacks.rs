@@ -116,12 +116,7 @@ async fn create(
 
 async fn one(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<String>) -> Response {
     guard!(s, h, Role::Operator);
-    let callbacks = s.services.callbacks.clone();
-    let found = tokio::task::spawn_blocking(move || callbacks.get(&id))
-        .await
-        .ok()
-        .flatten();
-    match found {
+    match s.services.callbacks.get(&id).await {
         Some(r) => Json(crate::callback::json(&r)).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such callback"),
     }
@@ -273,11 +268,16 @@ async fn report(
         to,
         limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
     };
-    let rows = tri!(store_call(&s, move |st| st.callbacks(&filter)).await);
+    let rows = tri!(store_call(s.store.callbacks(&filter)).await);
     let rows: Vec<serde_json::Value> = rows
         .iter()
         // Live ones answer first-hand: the store may be a write behind.
-        .map(|r| s.services.callbacks.get(&r.id).unwrap_or_else(|| r.clone()))
+        .map(|r| {
+            s.services
+                .callbacks
+                .live(&r.id)
+                .unwrap_or_else(|| r.clone())
+        })
         .filter(|r| {
             q.outcome
                 .as_deref()

@@ -156,18 +156,15 @@ async fn whatsapp_events(State(s): State<HttpState>, headers: HeaderMap, body: B
     "ok".into_response()
 }
 
-/// Route texts to their conversations off the async threads (routing may
-/// wait on the store); false if one couldn't be handed over.
+/// Route texts to their conversations, in order; false (and the rest left
+/// for the provider's retry) once one couldn't be handed over.
 async fn deliver(s: &HttpState, messages: Vec<crate::messaging::inbound::InboundMessage>) -> bool {
-    let board = s.services.switchboard.clone();
-    tokio::task::spawn_blocking(move || {
-        messages
-            .into_iter()
-            .map(|m| board.inbound(m))
-            .all(|o| o != crate::chat::InboundOutcome::Failed)
-    })
-    .await
-    .unwrap_or(false)
+    for m in messages {
+        if s.services.switchboard.inbound(m).await == crate::chat::InboundOutcome::Failed {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -105,29 +105,18 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 /// A conversation, live or brought back from the store (after a restart,
-/// or started on another node), off the async threads. With `key` (a
-/// visitor's), only the conversation that key opens.
+/// or started on another node). With `key` (a visitor's), only the
+/// conversation that key opens.
 pub(crate) async fn conversation(
     state: &HttpState,
     id: &str,
     key: Option<&str>,
 ) -> Option<std::sync::Arc<crate::chat::Conversation>> {
-    let chat = state.services.chat.clone();
-    if let Some(c) = chat.get(id) {
-        return match key {
-            Some(k) => c.key_matches(k).then_some(c),
-            None => Some(c),
-        };
+    let chat = &state.services.chat;
+    match key {
+        Some(k) => chat.open_with_key(id, k).await,
+        None => chat.get_or_restore(id).await,
     }
-    let id = id.to_string();
-    let key = key.map(str::to_string);
-    tokio::task::spawn_blocking(move || match key {
-        Some(k) => chat.open_with_key(&id, &k),
-        None => chat.get_or_restore(&id),
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 /// A browser's WebSocket handshake carries `Origin`; one from another site

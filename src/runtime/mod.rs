@@ -82,8 +82,7 @@ async fn render_prompts(config: &Config) -> anyhow::Result<Prompts> {
     Ok(prompts)
 }
 
-/// The configured store: SQLite, or PostgreSQL (connected off the async
-/// threads: the client blocks).
+/// The configured store: SQLite, or PostgreSQL.
 async fn open_store(
     config: &crate::config::StoreConfig,
 ) -> anyhow::Result<std::sync::Arc<dyn Store>> {
@@ -98,13 +97,10 @@ async fn open_store(
                 .postgres_url()
                 .map_err(anyhow::Error::msg)?
                 .context("[store] postgres_url is not set")?;
-            let store = tokio::task::spawn_blocking(move || {
-                crate::store::PostgresStore::open(url.expose())
-            })
-            .await
-            .context("opening the PostgreSQL store")?
             // The error names the server, never the connection string.
-            .context("opening the PostgreSQL store")?;
+            let store = crate::store::PostgresStore::open(url.expose())
+                .await
+                .context("opening the PostgreSQL store")?;
             tracing::info!("store: PostgreSQL");
             std::sync::Arc::new(store)
         }
@@ -283,7 +279,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let mut telemetry_tick = tokio::time::interval(Duration::from_secs(1));
     gw.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let redial = Duration::from_secs(gw.cc.config().callbacks.redial_after_restart_secs);
-    let redialled = gw.services.callbacks.resume_unfinished(redial);
+    let redialled = gw.services.callbacks.resume_unfinished(redial).await;
     tracing::info!(callbacks_redialled = redialled, "crossline ready");
 
     loop {
@@ -346,7 +342,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         }
     }
     gw.media.shutdown();
-    if let Err(e) = gw.store.flush() {
+    if let Err(e) = gw.store.flush().await {
         tracing::warn!(%e, "store: final flush failed");
     }
     tracing::info!("crossline stopped");

@@ -1,32 +1,28 @@
-//! Persistence behind a trait: SQLite (embedded, WAL) by default; a
-//! Postgres backend can implement the same trait to scale out.
+//! Persistence behind one async trait, with two backends: SQLite
+//! (embedded, WAL; one node) and PostgreSQL (several nodes sharing one
+//! database). Both run the same statements and row readers (`sql.rs`);
+//! each backend only moves statements to its database and rows back.
+//!
+//! No call blocks the caller's thread:
+//! - writes only queue (they return at once, fire-and-forget: the
+//!   signalling loop records calls with them) and one writer per store
+//!   applies them in order, batched into transactions;
+//! - reads are `async`, and see every write queued before them;
+//! - SQLite runs its statements on threads of its own, PostgreSQL on a
+//!   `tokio-postgres` connection pool.
 
 mod postgres;
+mod sql;
 mod sqlite;
-
-/// Column lists both backends read records with, in the order their row
-/// readers expect.
-mod columns {
-    pub const CALL_COLUMNS: &str = "call_id, direction, did, caller, trunk, flow, started_at_ms,
-        answered_at_ms, ended_at_ms, outcome, sip_status, vars";
-    pub const CONVERSATION_COLUMNS: &str = "id, channel, origin, flow, breakout_id, created_at_ms,
-        closed_at_ms, key_hash, resume_node, resume_vars";
-    pub const BREAKOUT_COLUMNS: &str =
-        "id, token_hash, call_id, flow, recipient, state, created_at_ms,
-        expires_at_ms, opened_at_ms, finished_at_ms, conversation_id, result";
-    pub const LEAD_COLUMNS: &str =
-        "id, name, email, phone, conversation_id, created_at_ms, updated_at_ms";
-    pub const CONSENT_COLUMNS: &str =
-        "id, subject, purpose, text, given, conversation_id, created_at_ms";
-    pub const CALLBACK_COLUMNS: &str = "id, phone, phone_raw, flow, target, context, requested_by,
-        conversation_id, bot, state, sip_status, reason, consent_id, created_at_ms, ringing_at_ms,
-        answered_at_ms, ended_at_ms, node";
-}
 
 use std::time::SystemTime;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sql::{SqlStore, WriteStats};
+
+/// The SQLite store: `SqliteStore::open(path)`.
+pub type SqliteStore = SqlStore<sqlite::Sqlite>;
+/// The PostgreSQL store: `PostgresStore::open(url).await`.
+pub type PostgresStore = SqlStore<postgres::Postgres>;
 
 /// One call detail record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,18 +326,6 @@ impl std::fmt::Debug for SendRecord {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
-    #[error("the store's writer thread has stopped")]
-    Closed,
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// What the gateway needs from storage. Writes are fire-and-forget from the
-/// signalling task's point of view: implementations queue them.
 /// A call placed to a visitor (a callback / escalation to call).
 #[derive(Clone, PartialEq)]
 pub struct CallbackRecord {
@@ -395,62 +379,92 @@ pub struct CallbackFilter {
     pub limit: usize,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("the store's writer has stopped")]
+    Closed,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value this build cannot read (a newer writer's?).
+    #[error("unexpected value in the store: {0}")]
+    Decode(String),
+}
+
+/// What a store read returns: a future, so no read holds a thread.
+pub type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What the gateway needs from storage.
+///
+/// - The plain (non-`async`) methods are writes. They only queue: they
+///   never wait for the database, so the signalling loop and other sync
+///   code call them directly. `Err` means the writer is gone, not that the
+///   write failed; a failed write is logged and counted
+///   (`crossline_store_write_errors_total`).
+/// - The methods returning a [`StoreFuture`] wait for the database. Each
+///   sees every write this store queued before it was called.
 pub trait Store: Send + Sync {
+    /// Queue one call detail record.
     fn record_call(&self, record: CallRecord) -> Result<(), StoreError>;
     /// Records for one Call-ID (tests, the API).
-    fn call_records(&self, call_id: &str) -> Result<Vec<CallRecord>, StoreError>;
+    fn call_records<'a>(&'a self, call_id: &'a str) -> StoreFuture<'a, Vec<CallRecord>>;
     /// Queue one provider send for the send log.
     fn record_send(&self, record: SendRecord) -> Result<(), StoreError>;
-    /// Sends made during one call (by SIP Call-ID), oldest first.
-    fn sends_for_call(&self, call_id: &str) -> Result<Vec<SendRecord>, StoreError>;
+    /// Sends made during one call (by SIP Call-ID), oldest first. Rows
+    /// with a channel or status this build doesn't know are left out.
+    fn sends_for_call<'a>(&'a self, call_id: &'a str) -> StoreFuture<'a, Vec<SendRecord>>;
     /// The newest call records first.
-    fn recent_calls(&self, limit: usize) -> Result<Vec<CallRecord>, StoreError>;
+    fn recent_calls(&self, limit: usize) -> StoreFuture<'_, Vec<CallRecord>>;
     /// Insert or replace a conversation (by id).
     fn upsert_conversation(&self, record: ConversationRecord) -> Result<(), StoreError>;
-    fn conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError>;
+    fn conversation<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<ConversationRecord>>;
     /// The newest conversations first.
-    fn conversations(&self, limit: usize) -> Result<Vec<ConversationRecord>, StoreError>;
+    fn conversations(&self, limit: usize) -> StoreFuture<'_, Vec<ConversationRecord>>;
     fn append_message(&self, record: MessageRecord) -> Result<(), StoreError>;
     /// A conversation's events with `seq > after`, in order.
-    fn messages(&self, conversation_id: &str, after: u64)
-        -> Result<Vec<MessageRecord>, StoreError>;
+    fn messages<'a>(
+        &'a self,
+        conversation_id: &'a str,
+        after: u64,
+    ) -> StoreFuture<'a, Vec<MessageRecord>>;
     /// Insert or replace a breakout session (by id).
     fn upsert_breakout(&self, record: BreakoutRecord) -> Result<(), StoreError>;
-    fn breakout(&self, id: &str) -> Result<Option<BreakoutRecord>, StoreError>;
+    fn breakout<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<BreakoutRecord>>;
     /// Breakouts of one call (by SIP Call-ID), or the newest of all.
-    fn breakouts(
-        &self,
-        call_id: Option<&str>,
+    fn breakouts<'a>(
+        &'a self,
+        call_id: Option<&'a str>,
         limit: usize,
-    ) -> Result<Vec<BreakoutRecord>, StoreError>;
+    ) -> StoreFuture<'a, Vec<BreakoutRecord>>;
     fn upsert_lead(&self, record: LeadRecord) -> Result<(), StoreError>;
-    fn leads(&self, limit: usize) -> Result<Vec<LeadRecord>, StoreError>;
-    fn lead(&self, id: &str) -> Result<Option<LeadRecord>, StoreError>;
+    fn leads(&self, limit: usize) -> StoreFuture<'_, Vec<LeadRecord>>;
+    fn lead<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<LeadRecord>>;
     /// The newest lead kept for a conversation.
-    fn lead_for_conversation(
-        &self,
-        conversation_id: &str,
-    ) -> Result<Option<LeadRecord>, StoreError>;
+    fn lead_for_conversation<'a>(
+        &'a self,
+        conversation_id: &'a str,
+    ) -> StoreFuture<'a, Option<LeadRecord>>;
     fn record_consent(&self, record: ConsentRecord) -> Result<(), StoreError>;
     /// Consents about one subject, or the newest of all.
-    fn consents(
-        &self,
-        subject: Option<&str>,
+    fn consents<'a>(
+        &'a self,
+        subject: Option<&'a str>,
         limit: usize,
-    ) -> Result<Vec<ConsentRecord>, StoreError>;
-    /// Insert or replace one binding (by conversation and seq).
-    /// Write binding rows in one transaction: a switch ends one binding and
-    /// starts the next, and the database never shows half of it.
+    ) -> StoreFuture<'a, Vec<ConsentRecord>>;
+    /// Insert or replace bindings (by conversation and seq), in one
+    /// transaction: a switch ends one binding and starts the next, and the
+    /// database never shows half of it.
     fn upsert_bindings(&self, records: Vec<BindingRecord>) -> Result<(), StoreError>;
-    fn bindings(&self, conversation_id: &str) -> Result<Vec<BindingRecord>, StoreError>;
+    fn bindings<'a>(&'a self, conversation_id: &'a str) -> StoreFuture<'a, Vec<BindingRecord>>;
     /// The open conversation `address` is bound to on `channel` right now
     /// (its binding not ended, the conversation not closed), newest first.
-    fn open_conversation_for(
-        &self,
-        channel: &str,
-        address: &str,
-    ) -> Result<Option<String>, StoreError>;
-    /// Remember a provider message id as handled.
+    fn open_conversation_for<'a>(
+        &'a self,
+        channel: &'a str,
+        address: &'a str,
+    ) -> StoreFuture<'a, Option<String>>;
     /// Remember a handled inbound message (provider id) and who sent it.
     fn mark_inbound(
         &self,
@@ -459,61 +473,56 @@ pub trait Store: Send + Sync {
         address: &str,
     ) -> Result<(), StoreError>;
     /// When `address` last wrote to us on `channel` (WhatsApp's window).
-    fn last_inbound(&self, channel: &str, address: &str) -> Result<Option<SystemTime>, StoreError>;
-    fn inbound_known(&self, provider_id: &str) -> Result<bool, StoreError>;
+    fn last_inbound<'a>(
+        &'a self,
+        channel: &'a str,
+        address: &'a str,
+    ) -> StoreFuture<'a, Option<SystemTime>>;
+    fn inbound_known<'a>(&'a self, provider_id: &'a str) -> StoreFuture<'a, bool>;
     /// STOP (true) or START (false) from `address` on `channel`.
     fn set_opt_out(&self, channel: &str, address: &str, opted_out: bool) -> Result<(), StoreError>;
     /// Every address opted out on `channel`.
-    fn opted_out(&self, channel: &str) -> Result<Vec<String>, StoreError>;
+    fn opted_out<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Vec<String>>;
     /// Insert or update a callback (each status change rewrites it).
     fn upsert_callback(&self, record: CallbackRecord) -> Result<(), StoreError>;
-    fn callback(&self, id: &str) -> Result<Option<CallbackRecord>, StoreError>;
+    fn callback<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<CallbackRecord>>;
     /// Newest first.
-    fn callbacks(&self, filter: &CallbackFilter) -> Result<Vec<CallbackRecord>, StoreError>;
-    /// Callbacks not yet ended (queued or ringing), oldest first.
-    fn unfinished_callbacks(&self) -> Result<Vec<CallbackRecord>, StoreError>;
-    /// Block until queued writes are on disk.
-    fn flush(&self) -> Result<(), StoreError>;
+    fn callbacks<'a>(&'a self, filter: &'a CallbackFilter) -> StoreFuture<'a, Vec<CallbackRecord>>;
+    /// Callbacks not yet ended (queued, ringing or answered), oldest first.
+    fn unfinished_callbacks(&self) -> StoreFuture<'_, Vec<CallbackRecord>>;
+    /// Wait until every write queued so far is in the database.
+    fn flush(&self) -> StoreFuture<'_, ()>;
 
     /// Whether other gateways share this store (and conversations need an
     /// owner). A file of one node's own is not shared.
-    fn shared(&self) -> bool {
-        false
-    }
+    fn shared(&self) -> bool;
     /// Take (or keep) conversation `id` for `node` for `lease`, unless
     /// another node holds an unexpired lease: `None` when it is ours,
     /// `Some(owner)` when it is not. Unshared stores: always ours.
-    fn claim_conversation(
-        &self,
-        _id: &str,
-        _node: &str,
-        _lease: std::time::Duration,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(None)
-    }
-    /// Extend `node`'s leases on the conversations it runs.
+    fn claim_conversation<'a>(
+        &'a self,
+        id: &'a str,
+        node: &'a str,
+        lease: std::time::Duration,
+    ) -> StoreFuture<'a, Option<String>>;
+    /// Queue: extend `node`'s leases on the conversations it runs.
     fn renew_leases(
         &self,
-        _node: &str,
-        _ids: Vec<String>,
-        _lease: std::time::Duration,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// Hand a visitor's text to the node that owns the conversation.
-    fn post_input(
-        &self,
-        _conversation_id: &str,
-        _owner: &str,
-        _text: &str,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("this store is not shared".into()))
-    }
+        node: &str,
+        ids: Vec<String>,
+        lease: std::time::Duration,
+    ) -> Result<(), StoreError>;
+    /// Hand a visitor's text to the node that owns the conversation; done
+    /// once it is stored. Unshared stores: an error.
+    fn post_input<'a>(
+        &'a self,
+        conversation_id: &'a str,
+        owner: &'a str,
+        text: &'a str,
+    ) -> StoreFuture<'a, ()>;
     /// Texts other nodes handed to `node`: (conversation id, text), oldest
     /// first; each is returned once.
-    fn take_inputs(&self, _node: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(Vec::new())
-    }
+    fn take_inputs<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<(String, String)>>;
 }
 
 #[cfg(test)]

@@ -1,21 +1,19 @@
-//! SQLite store: WAL mode, versioned migrations, and one writer thread that
-//! batches inserts into transactions, so the signalling task never waits on
-//! the disk.
+//! SQLite backend: WAL mode, versioned migrations, one writer thread that
+//! batches queued writes into transactions, and a few reader threads with
+//! connections of their own. Callers never touch a connection: writes
+//! queue, reads go to a reader thread and are awaited, so neither the
+//! signalling loop nor a tokio worker waits on the disk.
 
 use std::path::Path;
-use std::sync::mpsc;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
-use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::Connection;
+use tokio::sync::oneshot;
 
-use super::columns::*;
-use super::{
-    BindingRecord, BreakoutRecord, CallRecord, CallbackFilter, CallbackRecord, ConsentRecord,
-    ConversationRecord, LeadRecord, MessageRecord, SendChannel, SendRecord, SendStatus, Store,
-    StoreError,
-};
+use super::sql::{self, Backend, Job, Row, SqlStore, Stmt, Value, WriteRx};
+use super::{StoreError, StoreFuture};
 
 /// Each entry moves the schema one version forward; never edit a shipped one.
 const MIGRATIONS: &[&str] = &[
@@ -168,29 +166,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE callbacks ADD COLUMN node TEXT;",
 ];
 
-enum Job {
-    Call(CallRecord),
-    Send(SendRecord),
-    /// Any other write: one statement and its values.
-    Exec(&'static str, Vec<Value>),
-    /// Statements that stand or fall together (one transaction).
-    Many(Vec<(&'static str, Vec<Value>)>),
-    Flush(mpsc::Sender<()>),
-}
+/// Reader threads (each with its own connection; WAL lets them read while
+/// the writer writes).
+const READERS: usize = 2;
 
-pub struct SqliteStore {
-    jobs: Mutex<mpsc::Sender<Job>>,
-    reader: Mutex<Connection>,
-}
+type Read = (Stmt, oneshot::Sender<Result<Vec<Row>, StoreError>>);
 
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn from_ms(v: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(v.max(0) as u64)
+/// The SQLite side of a [`SqlStore`]: where reads are sent.
+pub struct Sqlite {
+    reads: mpsc::Sender<Read>,
 }
 
 fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -198,6 +182,8 @@ fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Every statement of `sql.rs` stays prepared.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
@@ -212,42 +198,120 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-impl SqliteStore {
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+impl SqlStore<Sqlite> {
+    /// Open (creating and migrating) the database at `path`, and start its
+    /// writer and reader threads. Needs no async runtime; reads do.
+    pub fn open(path: &Path) -> Result<SqlStore<Sqlite>, StoreError> {
         let mut writer = open(path)?;
         migrate(&mut writer)?;
-        let reader = open(path)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (queue, writes) = sql::write_queue();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(writer, rx))
+            .spawn(move || write_loop(writer, writes))
             .map_err(|_| StoreError::Closed)?;
-        Ok(SqliteStore {
-            jobs: Mutex::new(tx),
-            reader: Mutex::new(reader),
-        })
-    }
-
-    fn send(&self, job: Job) -> Result<(), StoreError> {
-        self.jobs
-            .lock()
-            .map_err(|_| StoreError::Closed)?
-            .send(job)
-            .map_err(|_| StoreError::Closed)
+        let (tx, rx) = mpsc::channel::<Read>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..READERS {
+            let conn = open(path)?;
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("store-reader-{i}"))
+                .spawn(move || read_loop(conn, rx))
+                .map_err(|_| StoreError::Closed)?;
+        }
+        Ok(SqlStore::new(Sqlite { reads: tx }, queue))
     }
 }
 
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        // Batch whatever else is queued into one transaction.
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-            if batch.len() >= 512 {
-                break;
-            }
+impl Backend for Sqlite {
+    fn query(&self, stmt: Stmt) -> StoreFuture<'_, Vec<Row>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.reads
+                .send((stmt, tx))
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+/// `$1` → `?1`: the shared statements number their parameters the
+/// PostgreSQL way; SQLite's own form keeps the numbers as positions.
+fn sqlite_text(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
         }
-        if let Err(e) = write_all(&mut conn, &batch) {
+    }
+    out
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(v) => ValueRef::Integer(*v),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Bool(b) => ValueRef::Integer(i64::from(*b)),
+            Value::TextList(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "a list parameter (PostgreSQL only)".into(),
+                ))
+            }
+        }))
+    }
+}
+
+fn run(conn: &Connection, stmt: &Stmt) -> Result<Vec<Row>, StoreError> {
+    let mut prepared = conn.prepare_cached(&sqlite_text(stmt.sql))?;
+    let columns = prepared.column_count();
+    let mut rows = prepared.query(rusqlite::params_from_iter(stmt.params.iter()))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(columns);
+        for i in 0..columns {
+            values.push(match row.get_ref(i)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(v) => Value::Int(v),
+                ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Real(_) | ValueRef::Blob(_) => {
+                    return Err(StoreError::Decode(format!(
+                        "column {i}: a REAL or BLOB value"
+                    )))
+                }
+            });
+        }
+        out.push(values);
+    }
+    Ok(out)
+}
+
+fn read_loop(conn: Connection, reads: Arc<Mutex<mpsc::Receiver<Read>>>) {
+    loop {
+        let next = match reads.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((stmt, reply)) = next else {
+            return;
+        };
+        // The reader may have given up (timed out): nobody to tell.
+        let _ = reply.send(run(&conn, &stmt));
+    }
+}
+
+fn write_loop(mut conn: Connection, mut writes: WriteRx) {
+    while let Some(batch) = writes.blocking_next() {
+        let whole = write_all(&mut conn, &batch);
+        if let Err(e) = &whole {
             // One bad write must not take the others in its batch with it:
             // write them one transaction each.
             tracing::warn!(%e, jobs = batch.len(), "store: batch failed; writing one by one");
@@ -258,709 +322,26 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 }
             }
         }
-        for job in batch {
-            if let Job::Flush(done) = job {
-                let _ = done.send(());
-            }
-        }
+        writes.applied(&batch, whole.is_err());
     }
 }
 
 fn write_all(conn: &mut Connection, jobs: &[Job]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     for job in jobs {
-        apply(&tx, job)?;
+        for stmt in &job.statements {
+            tx.prepare_cached(&sqlite_text(stmt.sql))?
+                .execute(rusqlite::params_from_iter(stmt.params.iter()))?;
+        }
     }
     tx.commit()
-}
-
-fn apply(tx: &rusqlite::Transaction<'_>, job: &Job) -> Result<(), rusqlite::Error> {
-    match job {
-        Job::Call(r) => {
-            tx.prepare_cached(
-                "INSERT INTO calls (call_id, direction, did, caller, trunk, flow, started_at_ms,
-                    answered_at_ms, ended_at_ms, outcome, sip_status, vars)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
-                r.call_id,
-                r.direction,
-                r.did,
-                r.caller,
-                r.trunk,
-                r.flow,
-                ms(r.started_at),
-                r.answered_at.map(ms),
-                ms(r.ended_at),
-                r.outcome,
-                r.sip_status,
-                vars_json(&r.vars),
-            ])?;
-        }
-        Job::Send(r) => {
-            tx.prepare_cached(
-                "INSERT INTO provider_sends (idempotency_key, channel, provider, recipient,
-                    call_id, flow, node, status, provider_id, error_kind, error_code,
-                    attempts, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?
-            .execute(params![
-                r.idempotency_key,
-                r.channel.as_str(),
-                r.provider,
-                r.recipient,
-                r.call_id,
-                r.flow,
-                r.node,
-                r.status.as_str(),
-                r.provider_id,
-                r.error_kind,
-                r.error_code,
-                r.attempts,
-                ms(r.created_at),
-            ])?;
-        }
-        Job::Exec(sql, values) => {
-            tx.prepare_cached(sql)?
-                .execute(rusqlite::params_from_iter(values.iter()))?;
-        }
-        Job::Many(statements) => {
-            for (sql, values) in statements {
-                tx.prepare_cached(sql)?
-                    .execute(rusqlite::params_from_iter(values.iter()))?;
-            }
-        }
-        Job::Flush(_) => {}
-    }
-    Ok(())
-}
-
-impl SqliteStore {
-    fn query<T, P: rusqlite::Params>(
-        &self,
-        sql: &str,
-        params: P,
-        row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, StoreError> {
-        let conn = self.reader.lock().map_err(|_| StoreError::Closed)?;
-        let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params, row)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    }
-}
-
-fn callback_row(r: &Row<'_>) -> rusqlite::Result<CallbackRecord> {
-    let opt_time = |v: Option<i64>| v.map(from_ms);
-    Ok(CallbackRecord {
-        id: r.get(0)?,
-        phone: r.get(1)?,
-        phone_raw: r.get(2)?,
-        flow: r.get(3)?,
-        target: r.get(4)?,
-        context: r.get(5)?,
-        requested_by: r.get(6)?,
-        conversation_id: r.get(7)?,
-        bot: r.get(8)?,
-        state: r.get(9)?,
-        sip_status: r.get(10)?,
-        reason: r.get(11)?,
-        consent_id: r.get(12)?,
-        created_at: from_ms(r.get(13)?),
-        ringing_at: opt_time(r.get(14)?),
-        answered_at: opt_time(r.get(15)?),
-        ended_at: opt_time(r.get(16)?),
-        node: r.get(17)?,
-    })
-}
-
-fn lead_row(r: &Row<'_>) -> rusqlite::Result<LeadRecord> {
-    Ok(LeadRecord {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        email: r.get(2)?,
-        phone: r.get(3)?,
-        conversation_id: r.get(4)?,
-        created_at: from_ms(r.get(5)?),
-        updated_at: from_ms(r.get(6)?),
-    })
-}
-
-fn opt_text(v: Option<String>) -> Value {
-    v.map_or(Value::Null, Value::Text)
-}
-
-fn opt_ms(v: Option<SystemTime>) -> Value {
-    v.map_or(Value::Null, |t| Value::Integer(ms(t)))
-}
-
-fn vars_json(vars: &std::collections::BTreeMap<String, String>) -> Option<String> {
-    if vars.is_empty() {
-        None
-    } else {
-        serde_json::to_string(vars).ok()
-    }
-}
-
-fn call_row(r: &Row<'_>) -> rusqlite::Result<CallRecord> {
-    let direction: String = r.get(1)?;
-    let vars: Option<String> = r.get(11)?;
-    Ok(CallRecord {
-        call_id: r.get(0)?,
-        direction: if direction == "outbound" {
-            "outbound"
-        } else {
-            "inbound"
-        },
-        did: r.get(2)?,
-        caller: r.get(3)?,
-        trunk: r.get(4)?,
-        flow: r.get(5)?,
-        started_at: from_ms(r.get(6)?),
-        answered_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
-        ended_at: from_ms(r.get(8)?),
-        outcome: r.get(9)?,
-        sip_status: r.get(10)?,
-        vars: vars
-            .and_then(|v| serde_json::from_str(&v).ok())
-            .unwrap_or_default(),
-    })
-}
-
-fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
-    Ok(ConversationRecord {
-        id: r.get(0)?,
-        channel: r.get(1)?,
-        origin: r.get(2)?,
-        flow: r.get(3)?,
-        breakout_id: r.get(4)?,
-        created_at: from_ms(r.get(5)?),
-        closed_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
-        key_hash: r.get(7)?,
-        resume_node: r.get(8)?,
-        resume_vars: r.get(9)?,
-    })
-}
-
-fn breakout_row(r: &Row<'_>) -> rusqlite::Result<BreakoutRecord> {
-    Ok(BreakoutRecord {
-        id: r.get(0)?,
-        token_hash: r.get(1)?,
-        call_id: r.get(2)?,
-        flow: r.get(3)?,
-        recipient: r.get(4)?,
-        state: r.get(5)?,
-        created_at: from_ms(r.get(6)?),
-        expires_at: from_ms(r.get(7)?),
-        opened_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
-        finished_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
-        conversation_id: r.get(10)?,
-        result: r.get(11)?,
-    })
-}
-
-/// A column holding a word this version does not know (a newer writer?).
-fn unknown(column: usize, value: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        column,
-        rusqlite::types::Type::Text,
-        format!("unknown value {value:?}").into(),
-    )
-}
-
-impl Store for SqliteStore {
-    fn record_call(&self, record: CallRecord) -> Result<(), StoreError> {
-        self.send(Job::Call(record))
-    }
-
-    fn call_records(&self, call_id: &str) -> Result<Vec<CallRecord>, StoreError> {
-        self.query(
-            &format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?1 ORDER BY id"),
-            [call_id],
-            call_row,
-        )
-    }
-
-    fn recent_calls(&self, limit: usize) -> Result<Vec<CallRecord>, StoreError> {
-        self.query(
-            &format!("SELECT {CALL_COLUMNS} FROM calls ORDER BY id DESC LIMIT ?1"),
-            [limit as i64],
-            call_row,
-        )
-    }
-
-    fn upsert_conversation(&self, r: ConversationRecord) -> Result<(), StoreError> {
-        self.send(Job::Exec(
-            "INSERT OR REPLACE INTO conversations (id, channel, origin, flow, breakout_id,
-                created_at_ms, closed_at_ms, key_hash, resume_node, resume_vars)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            vec![
-                r.id.into(),
-                r.channel.into(),
-                r.origin.into(),
-                opt_text(r.flow),
-                opt_text(r.breakout_id),
-                ms(r.created_at).into(),
-                opt_ms(r.closed_at),
-                opt_text(r.key_hash),
-                opt_text(r.resume_node),
-                opt_text(r.resume_vars),
-            ],
-        ))
-    }
-
-    fn conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
-        let conn = self.reader.lock().map_err(|_| StoreError::Closed)?;
-        Ok(conn
-            .query_row(
-                &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1"),
-                [id],
-                conversation_row,
-            )
-            .optional()?)
-    }
-
-    fn conversations(&self, limit: usize) -> Result<Vec<ConversationRecord>, StoreError> {
-        self.query(
-            &format!(
-                "SELECT {CONVERSATION_COLUMNS} FROM conversations
-                 ORDER BY created_at_ms DESC LIMIT ?1"
-            ),
-            [limit as i64],
-            conversation_row,
-        )
-    }
-
-    fn append_message(&self, r: MessageRecord) -> Result<(), StoreError> {
-        self.send(Job::Exec(
-            "INSERT OR REPLACE INTO messages (conversation_id, seq, role, kind, text, detail,
-                created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            vec![
-                r.conversation_id.into(),
-                (r.seq as i64).into(),
-                r.role.into(),
-                r.kind.into(),
-                r.text.into(),
-                opt_text(r.detail),
-                ms(r.created_at).into(),
-            ],
-        ))
-    }
-
-    fn messages(
-        &self,
-        conversation_id: &str,
-        after: u64,
-    ) -> Result<Vec<MessageRecord>, StoreError> {
-        self.query(
-            "SELECT conversation_id, seq, role, kind, text, detail, created_at_ms FROM messages
-             WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq",
-            (conversation_id, after as i64),
-            |r| {
-                Ok(MessageRecord {
-                    conversation_id: r.get(0)?,
-                    seq: r.get::<_, i64>(1)?.max(0) as u64,
-                    role: r.get(2)?,
-                    kind: r.get(3)?,
-                    text: r.get(4)?,
-                    detail: r.get(5)?,
-                    created_at: from_ms(r.get(6)?),
-                })
-            },
-        )
-    }
-
-    fn upsert_breakout(&self, r: BreakoutRecord) -> Result<(), StoreError> {
-        self.send(Job::Exec(
-            "INSERT OR REPLACE INTO breakouts (id, token_hash, call_id, flow, recipient, state,
-                created_at_ms, expires_at_ms, opened_at_ms, finished_at_ms, conversation_id,
-                result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            vec![
-                r.id.into(),
-                r.token_hash.into(),
-                r.call_id.into(),
-                r.flow.into(),
-                r.recipient.into(),
-                r.state.into(),
-                ms(r.created_at).into(),
-                ms(r.expires_at).into(),
-                opt_ms(r.opened_at),
-                opt_ms(r.finished_at),
-                opt_text(r.conversation_id),
-                opt_text(r.result),
-            ],
-        ))
-    }
-
-    fn breakout(&self, id: &str) -> Result<Option<BreakoutRecord>, StoreError> {
-        let conn = self.reader.lock().map_err(|_| StoreError::Closed)?;
-        Ok(conn
-            .query_row(
-                &format!("SELECT {BREAKOUT_COLUMNS} FROM breakouts WHERE id = ?1"),
-                [id],
-                breakout_row,
-            )
-            .optional()?)
-    }
-
-    fn breakouts(
-        &self,
-        call_id: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<BreakoutRecord>, StoreError> {
-        match call_id {
-            Some(c) => self.query(
-                &format!(
-                    "SELECT {BREAKOUT_COLUMNS} FROM breakouts WHERE call_id = ?1
-                     ORDER BY created_at_ms DESC LIMIT ?2"
-                ),
-                (c, limit as i64),
-                breakout_row,
-            ),
-            None => self.query(
-                &format!(
-                    "SELECT {BREAKOUT_COLUMNS} FROM breakouts ORDER BY created_at_ms DESC LIMIT ?1"
-                ),
-                [limit as i64],
-                breakout_row,
-            ),
-        }
-    }
-
-    fn upsert_lead(&self, r: LeadRecord) -> Result<(), StoreError> {
-        self.send(Job::Exec(
-            "INSERT OR REPLACE INTO leads (id, name, email, phone, conversation_id,
-                created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            vec![
-                r.id.into(),
-                opt_text(r.name),
-                opt_text(r.email),
-                opt_text(r.phone),
-                opt_text(r.conversation_id),
-                ms(r.created_at).into(),
-                ms(r.updated_at).into(),
-            ],
-        ))
-    }
-
-    fn leads(&self, limit: usize) -> Result<Vec<LeadRecord>, StoreError> {
-        self.query(
-            &format!("SELECT {LEAD_COLUMNS} FROM leads ORDER BY updated_at_ms DESC LIMIT ?1"),
-            [limit as i64],
-            lead_row,
-        )
-    }
-
-    fn lead(&self, id: &str) -> Result<Option<LeadRecord>, StoreError> {
-        Ok(self
-            .query(
-                &format!("SELECT {LEAD_COLUMNS} FROM leads WHERE id = ?1"),
-                [id],
-                lead_row,
-            )?
-            .pop())
-    }
-
-    fn lead_for_conversation(
-        &self,
-        conversation_id: &str,
-    ) -> Result<Option<LeadRecord>, StoreError> {
-        Ok(self
-            .query(
-                &format!(
-                    "SELECT {LEAD_COLUMNS} FROM leads WHERE conversation_id = ?1
-                     ORDER BY updated_at_ms DESC LIMIT 1"
-                ),
-                [conversation_id],
-                lead_row,
-            )?
-            .pop())
-    }
-
-    fn record_consent(&self, r: ConsentRecord) -> Result<(), StoreError> {
-        self.send(Job::Exec(
-            "INSERT OR REPLACE INTO consents (id, subject, purpose, text, given,
-                conversation_id, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            vec![
-                r.id.into(),
-                r.subject.into(),
-                r.purpose.into(),
-                r.text.into(),
-                i64::from(r.given).into(),
-                opt_text(r.conversation_id),
-                ms(r.created_at).into(),
-            ],
-        ))
-    }
-
-    fn consents(
-        &self,
-        subject: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ConsentRecord>, StoreError> {
-        let row = |r: &Row<'_>| {
-            Ok(ConsentRecord {
-                id: r.get(0)?,
-                subject: r.get(1)?,
-                purpose: r.get(2)?,
-                text: r.get(3)?,
-                given: r.get::<_, i64>(4)? != 0,
-                conversation_id: r.get(5)?,
-                created_at: from_ms(r.get(6)?),
-            })
-        };
-        match subject {
-            Some(s) => self.query(
-                &format!(
-                    "SELECT {CONSENT_COLUMNS} FROM consents WHERE subject = ?1
-                     ORDER BY created_at_ms DESC LIMIT ?2"
-                ),
-                (s, limit as i64),
-                row,
-            ),
-            None => self.query(
-                &format!(
-                    "SELECT {CONSENT_COLUMNS} FROM consents ORDER BY created_at_ms DESC LIMIT ?1"
-                ),
-                [limit as i64],
-                row,
-            ),
-        }
-    }
-
-    fn record_send(&self, record: SendRecord) -> Result<(), StoreError> {
-        self.send(Job::Send(record))
-    }
-
-    fn sends_for_call(&self, call_id: &str) -> Result<Vec<SendRecord>, StoreError> {
-        let conn = self.reader.lock().map_err(|_| StoreError::Closed)?;
-        let mut stmt = conn.prepare(
-            "SELECT idempotency_key, channel, provider, recipient, call_id, flow, node, status,
-                    provider_id, error_kind, error_code, attempts, created_at_ms
-             FROM provider_sends WHERE call_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([call_id], |r| {
-            let channel: String = r.get(1)?;
-            let status: String = r.get(7)?;
-            Ok(SendRecord {
-                idempotency_key: r.get(0)?,
-                channel: SendChannel::parse(&channel).ok_or_else(|| unknown(1, &channel))?,
-                provider: r.get(2)?,
-                recipient: r.get(3)?,
-                call_id: r.get(4)?,
-                flow: r.get(5)?,
-                node: r.get(6)?,
-                status: SendStatus::parse(&status).ok_or_else(|| unknown(7, &status))?,
-                provider_id: r.get(8)?,
-                error_kind: r.get(9)?,
-                error_code: r.get(10)?,
-                attempts: r.get(11)?,
-                created_at: from_ms(r.get(12)?),
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    }
-
-    fn upsert_bindings(&self, records: Vec<BindingRecord>) -> Result<(), StoreError> {
-        let statements = records
-            .into_iter()
-            .map(|r| {
-                (
-                    "INSERT OR REPLACE INTO conversation_bindings (conversation_id, seq, channel,
-                        address, started_at_ms, ended_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    vec![
-                        r.conversation_id.into(),
-                        i64::from(r.seq).into(),
-                        r.channel.into(),
-                        opt_text(r.address),
-                        ms(r.started_at).into(),
-                        opt_ms(r.ended_at),
-                    ],
-                )
-            })
-            .collect();
-        self.send(Job::Many(statements))
-    }
-
-    fn bindings(&self, conversation_id: &str) -> Result<Vec<BindingRecord>, StoreError> {
-        self.query(
-            "SELECT conversation_id, seq, channel, address, started_at_ms, ended_at_ms
-             FROM conversation_bindings WHERE conversation_id = ?1 ORDER BY seq",
-            [conversation_id],
-            |r| {
-                Ok(BindingRecord {
-                    conversation_id: r.get(0)?,
-                    seq: r.get::<_, i64>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
-                    channel: r.get(2)?,
-                    address: r.get(3)?,
-                    started_at: from_ms(r.get(4)?),
-                    ended_at: r.get::<_, Option<i64>>(5)?.map(from_ms),
-                })
-            },
-        )
-    }
-
-    fn open_conversation_for(
-        &self,
-        channel: &str,
-        address: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .query(
-                "SELECT b.conversation_id FROM conversation_bindings b
-                 JOIN conversations c ON c.id = b.conversation_id
-                 WHERE b.address = ?1 AND b.channel = ?2 AND b.ended_at_ms IS NULL
-                   AND c.closed_at_ms IS NULL
-                 ORDER BY b.started_at_ms DESC LIMIT 1",
-                [address, channel],
-                |r| r.get::<_, String>(0),
-            )?
-            .pop())
-    }
-
-    fn mark_inbound(
-        &self,
-        provider_id: &str,
-        channel: &str,
-        address: &str,
-    ) -> Result<(), StoreError> {
-        self.send(Job::Exec(
-            "INSERT OR IGNORE INTO inbound_messages (provider_id, channel, address, received_at_ms)
-             VALUES (?1, ?2, ?3, ?4)",
-            vec![
-                provider_id.to_string().into(),
-                channel.to_string().into(),
-                address.to_string().into(),
-                ms(SystemTime::now()).into(),
-            ],
-        ))
-    }
-
-    fn last_inbound(&self, channel: &str, address: &str) -> Result<Option<SystemTime>, StoreError> {
-        let at = self.query(
-            "SELECT MAX(received_at_ms) FROM inbound_messages WHERE channel = ?1 AND address = ?2",
-            [channel, address],
-            |r| r.get::<_, Option<i64>>(0),
-        )?;
-        Ok(at
-            .into_iter()
-            .flatten()
-            .next()
-            .map(|ms| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)))
-    }
-
-    fn inbound_known(&self, provider_id: &str) -> Result<bool, StoreError> {
-        let n = self.query(
-            "SELECT 1 FROM inbound_messages WHERE provider_id = ?1",
-            [provider_id],
-            |r| r.get::<_, i64>(0),
-        )?;
-        Ok(!n.is_empty())
-    }
-
-    fn set_opt_out(&self, channel: &str, address: &str, opted_out: bool) -> Result<(), StoreError> {
-        let values = vec![channel.to_string().into(), address.to_string().into()];
-        if opted_out {
-            let mut v = values;
-            v.push(ms(SystemTime::now()).into());
-            self.send(Job::Exec(
-                "INSERT OR REPLACE INTO opt_outs (channel, address, changed_at_ms)
-                 VALUES (?1, ?2, ?3)",
-                v,
-            ))
-        } else {
-            self.send(Job::Exec(
-                "DELETE FROM opt_outs WHERE channel = ?1 AND address = ?2",
-                values,
-            ))
-        }
-    }
-
-    fn opted_out(&self, channel: &str) -> Result<Vec<String>, StoreError> {
-        self.query(
-            "SELECT address FROM opt_outs WHERE channel = ?1 ORDER BY address",
-            [channel],
-            |r| r.get(0),
-        )
-    }
-
-    fn upsert_callback(&self, r: CallbackRecord) -> Result<(), StoreError> {
-        self.send(Job::Exec(
-            "INSERT OR REPLACE INTO callbacks (id, phone, phone_raw, flow, target, context,
-                requested_by, conversation_id, bot, state, sip_status, reason, consent_id,
-                created_at_ms, ringing_at_ms, answered_at_ms, ended_at_ms, node)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18)",
-            vec![
-                r.id.into(),
-                r.phone.into(),
-                r.phone_raw.into(),
-                opt_text(r.flow),
-                opt_text(r.target),
-                r.context.into(),
-                r.requested_by.into(),
-                opt_text(r.conversation_id),
-                opt_text(r.bot),
-                r.state.into(),
-                r.sip_status
-                    .map_or(Value::Null, |s| Value::Integer(i64::from(s))),
-                opt_text(r.reason),
-                opt_text(r.consent_id),
-                ms(r.created_at).into(),
-                opt_ms(r.ringing_at),
-                opt_ms(r.answered_at),
-                opt_ms(r.ended_at),
-                opt_text(r.node),
-            ],
-        ))
-    }
-
-    fn callback(&self, id: &str) -> Result<Option<CallbackRecord>, StoreError> {
-        Ok(self
-            .query(
-                &format!("SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE id = ?1"),
-                [id],
-                callback_row,
-            )?
-            .pop())
-    }
-
-    fn callbacks(&self, f: &CallbackFilter) -> Result<Vec<CallbackRecord>, StoreError> {
-        let from = f.from.map_or(i64::MIN, ms);
-        let to = f.to.map_or(i64::MAX, ms);
-        self.query(
-            &format!(
-                "SELECT {CALLBACK_COLUMNS} FROM callbacks
-                 WHERE (?1 IS NULL OR bot = ?1) AND (?2 IS NULL OR flow = ?2 OR target = ?2)
-                   AND created_at_ms >= ?3 AND created_at_ms < ?4
-                 ORDER BY created_at_ms DESC LIMIT ?5"
-            ),
-            rusqlite::params![f.bot, f.flow, from, to, f.limit as i64],
-            callback_row,
-        )
-    }
-
-    fn unfinished_callbacks(&self) -> Result<Vec<CallbackRecord>, StoreError> {
-        self.query(
-            &format!(
-                "SELECT {CALLBACK_COLUMNS} FROM callbacks
-                 WHERE state IN ('queued', 'ringing', 'answered') ORDER BY created_at_ms"
-            ),
-            [],
-            callback_row,
-        )
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Job::Flush(tx))?;
-        rx.recv_timeout(Duration::from_secs(10))
-            .map_err(|_| StoreError::Closed)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     fn lead(id: &str) -> LeadRecord {
         LeadRecord {
@@ -974,25 +355,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_failing_write_does_not_take_its_batch_with_it() {
+    #[tokio::test]
+    async fn a_failing_write_does_not_take_its_batch_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("b.db")).unwrap();
         // Queued back to back, so the writer likely takes them as one batch.
         store.upsert_lead(lead("before")).unwrap();
         store
-            .send(Job::Exec(
-                "INSERT INTO no_such_table (x) VALUES (?1)",
-                vec![1.into()],
-            ))
+            .push(vec![Stmt {
+                sql: "INSERT INTO no_such_table (x) VALUES ($1)",
+                params: vec![Value::Int(1)],
+            }])
             .unwrap();
         store.upsert_lead(lead("after")).unwrap();
-        store.flush().unwrap();
-        assert!(store.lead("before").unwrap().is_some());
-        assert!(store.lead("after").unwrap().is_some());
+        store.flush().await.unwrap();
+        assert!(store.lead("before").await.unwrap().is_some());
+        assert!(store.lead("after").await.unwrap().is_some());
         assert_eq!(
             store
                 .lead_for_conversation("conv-after")
+                .await
                 .unwrap()
                 .unwrap()
                 .id,
@@ -1000,8 +382,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn records_survive_reopen_and_migrations_are_idempotent() {
+    #[tokio::test]
+    async fn records_survive_reopen_and_migrations_are_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let now = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
@@ -1022,14 +404,14 @@ mod tests {
         {
             let store = SqliteStore::open(&path).unwrap();
             store.record_call(record.clone()).unwrap();
-            store.flush().unwrap();
+            store.flush().await.unwrap();
             assert_eq!(
-                store.call_records("abc@host").unwrap(),
+                store.call_records("abc@host").await.unwrap(),
                 vec![record.clone()]
             );
         }
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.call_records("abc@host").unwrap(), vec![record]);
+        assert_eq!(store.call_records("abc@host").await.unwrap(), vec![record]);
         let conn = Connection::open(&path).unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -1051,8 +433,8 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn a_v1_database_migrates_and_keeps_its_calls() {
+    #[tokio::test]
+    async fn a_v1_database_migrates_and_keeps_its_calls() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.db");
         {
@@ -1100,7 +482,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexed, 1);
-        assert_eq!(store.call_records("old@host").unwrap().len(), 1);
+        assert_eq!(store.call_records("old@host").await.unwrap().len(), 1);
 
         let sent = SendRecord {
             idempotency_key: "old@host:sms".into(),
@@ -1131,16 +513,16 @@ mod tests {
         };
         store.record_send(sent.clone()).unwrap();
         store.record_send(failed.clone()).unwrap();
-        store.flush().unwrap();
+        store.flush().await.unwrap();
         assert_eq!(
-            store.sends_for_call("old@host").unwrap(),
+            store.sends_for_call("old@host").await.unwrap(),
             vec![sent, failed]
         );
-        assert!(store.sends_for_call("other@host").unwrap().is_empty());
+        assert!(store.sends_for_call("other@host").await.unwrap().is_empty());
         drop(store);
         // Reopening at the latest version changes nothing.
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.sends_for_call("old@host").unwrap().len(), 2);
+        assert_eq!(store.sends_for_call("old@host").await.unwrap().len(), 2);
     }
 
     #[test]
@@ -1164,8 +546,8 @@ mod tests {
         assert!(!s.contains("5551234567"), "{s}");
     }
 
-    #[test]
-    fn chat_breakout_lead_and_consent_round_trip() {
+    #[tokio::test]
+    async fn chat_breakout_lead_and_consent_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
@@ -1235,35 +617,42 @@ mod tests {
             created_at: at,
         };
         store.record_consent(consent.clone()).unwrap();
-        store.flush().unwrap();
+        store.flush().await.unwrap();
 
-        assert_eq!(store.conversation("c1").unwrap(), Some(closed.clone()));
-        assert_eq!(store.conversation("nope").unwrap(), None);
-        assert_eq!(store.conversations(10).unwrap(), vec![closed]);
-        let after1 = store.messages("c1", 1).unwrap();
+        assert_eq!(
+            store.conversation("c1").await.unwrap(),
+            Some(closed.clone())
+        );
+        assert_eq!(store.conversation("nope").await.unwrap(), None);
+        assert_eq!(store.conversations(10).await.unwrap(), vec![closed]);
+        let after1 = store.messages("c1", 1).await.unwrap();
         assert_eq!(
             after1.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
             ["m2", "m3"]
         );
         assert_eq!(after1[0].role, "visitor");
         assert_eq!(after1[1].detail.as_deref(), Some("{\"input\":\"email\"}"));
-        assert_eq!(store.breakout("b1").unwrap(), Some(breakout.clone()));
+        assert_eq!(store.breakout("b1").await.unwrap(), Some(breakout.clone()));
         assert_eq!(
-            store.breakouts(Some("call@host"), 5).unwrap(),
+            store.breakouts(Some("call@host"), 5).await.unwrap(),
             vec![breakout.clone()]
         );
-        assert!(store.breakouts(Some("other"), 5).unwrap().is_empty());
-        assert_eq!(store.leads(5).unwrap(), vec![lead]);
+        assert!(store.breakouts(Some("other"), 5).await.unwrap().is_empty());
+        assert_eq!(store.leads(5).await.unwrap(), vec![lead]);
         assert_eq!(
-            store.consents(Some("+15551234567"), 5).unwrap(),
+            store.consents(Some("+15551234567"), 5).await.unwrap(),
             vec![consent]
         );
-        assert!(store.consents(Some("+34600000000"), 5).unwrap().is_empty());
+        assert!(store
+            .consents(Some("+34600000000"), 5)
+            .await
+            .unwrap()
+            .is_empty());
         assert!(!format!("{breakout:?}").contains("5551234567"));
     }
 
-    #[test]
-    fn open_conversation_by_address_and_unfinished_callbacks() {
+    #[tokio::test]
+    async fn open_conversation_by_address_and_unfinished_callbacks() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
@@ -1332,19 +721,24 @@ mod tests {
         ] {
             store.upsert_callback(callback(id, state, secs)).unwrap();
         }
-        store.flush().unwrap();
+        store.flush().await.unwrap();
         assert_eq!(
-            store.open_conversation_for("sms", "+34600111222").unwrap(),
+            store
+                .open_conversation_for("sms", "+34600111222")
+                .await
+                .unwrap(),
             Some("live".to_string())
         );
         assert_eq!(
             store
                 .open_conversation_for("whatsapp", "+34600111222")
+                .await
                 .unwrap(),
             None
         );
         let unfinished: Vec<String> = store
             .unfinished_callbacks()
+            .await
             .unwrap()
             .into_iter()
             .map(|c| c.id)

@@ -31,7 +31,7 @@ async fn ask(cx: &mut FlowCx, text: &str, choices: Vec<Choice>) -> Result<Option
 async fn follow(cx: &mut FlowCx, id: &str) -> Result<CallbackRecord, Ended> {
     let callbacks = cx.services.callbacks.clone();
     let Some(mut rx) = callbacks.watch(id) else {
-        return callbacks.get(id).ok_or(Ended);
+        return callbacks.get(id).await.ok_or(Ended);
     };
     let mut closed = cx.chat_side()?.conversation.closed_watch();
     loop {
@@ -41,13 +41,12 @@ async fn follow(cx: &mut FlowCx, id: &str) -> Result<CallbackRecord, Ended> {
                 return Ok(now.clone());
             }
         }
-        tokio::select! {
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    return callbacks.get(id).ok_or(Ended);
-                }
-            }
+        let gone = tokio::select! {
+            changed = rx.changed() => changed.is_err(),
             _ = closed.wait_for(|c| *c) => return Err(Ended),
+        };
+        if gone {
+            return callbacks.get(id).await.ok_or(Ended);
         }
     }
 }

@@ -56,22 +56,18 @@ pub async fn run(node: &SaveLead, cx: &mut FlowCx) -> Result<Next, Ended> {
     };
     if let Some(store) = cx.services.store.clone() {
         // Written through before the console is told, so it reads it back.
-        let stored = tokio::task::spawn_blocking(move || {
-            store.upsert_lead(record)?;
-            store.flush()
-        })
-        .await;
+        let stored = match store.upsert_lead(record) {
+            Ok(()) => store.flush().await,
+            Err(e) => Err(e),
+        };
         match stored {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 if let Some(id) = &conversation_id {
                     cx.services.chat.announce(id);
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(on = %cx.label, node = %node.id, %e, "save_lead: not stored")
-            }
-            Err(_) => {
-                tracing::warn!(on = %cx.label, node = %node.id, "save_lead: store task failed")
             }
         }
     }
