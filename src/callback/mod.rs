@@ -119,6 +119,9 @@ pub struct Callbacks {
     per_key: Mutex<RateWindow>,
     webhook: Option<(String, String)>,
     http: reqwest::Client,
+    /// Webhook posts, delivered one after another so a receiver sees a
+    /// callback's states in the order they happened.
+    deliveries: std::sync::OnceLock<mpsc::UnboundedSender<WebhookPost>>,
     /// False when no trunk can carry the calls.
     enabled: bool,
     /// This gateway (`[store] node_id`); with a shared store, a restart
@@ -159,6 +162,7 @@ impl Callbacks {
             )),
             webhook,
             http,
+            deliveries: std::sync::OnceLock::new(),
             enabled: outbound_trunk(config).is_some(),
             node: config.store.node_id(config.http.listen),
         }
@@ -425,24 +429,55 @@ impl Callbacks {
         let now = crate::messaging::crypto::unix_now();
         let signature =
             crate::messaging::crypto::timed_signature(secret.as_bytes(), now, body.as_bytes());
-        let http = self.http.clone();
-        let id = record.id.clone();
-        rt.spawn(async move {
-            let sent = http
-                .post(&url)
-                .header("content-type", "application/json")
-                .header(crate::messaging::crypto::SIGNATURE_HEADER, signature)
-                .header(crate::messaging::crypto::TIMESTAMP_HEADER, now.to_string())
-                .timeout(Duration::from_secs(10))
-                .body(body)
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => tracing::warn!(callback = %id, status = r.status().as_u16(), "callback webhook refused"),
-                Err(e) => tracing::warn!(callback = %id, error = %e.without_url(), "callback webhook failed"),
-            }
+        let queue = self.deliveries.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            rt.spawn(deliver_webhooks(self.http.clone(), rx));
+            tx
         });
+        let _ = queue.send(WebhookPost {
+            url,
+            id: record.id.clone(),
+            body,
+            signature,
+            timestamp: now,
+        });
+    }
+}
+
+/// One signed webhook post.
+struct WebhookPost {
+    url: String,
+    id: String,
+    body: String,
+    signature: String,
+    timestamp: u64,
+}
+
+/// Post webhooks in order; each waits at most 10 s, so a slow receiver
+/// delays the ones behind it by that much at most.
+async fn deliver_webhooks(http: reqwest::Client, mut queue: mpsc::UnboundedReceiver<WebhookPost>) {
+    while let Some(p) = queue.recv().await {
+        let sent = http
+            .post(&p.url)
+            .header("content-type", "application/json")
+            .header(crate::messaging::crypto::SIGNATURE_HEADER, p.signature)
+            .header(
+                crate::messaging::crypto::TIMESTAMP_HEADER,
+                p.timestamp.to_string(),
+            )
+            .timeout(Duration::from_secs(10))
+            .body(p.body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                tracing::warn!(callback = %p.id, status = r.status().as_u16(), "callback webhook refused")
+            }
+            Err(e) => {
+                tracing::warn!(callback = %p.id, error = %e.without_url(), "callback webhook failed")
+            }
+        }
     }
 }
 
