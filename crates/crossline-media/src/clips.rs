@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::audio_file::{load_wav, AudioFileError};
+use crate::audio_file::{load_wav, AudioFileError};
 
 #[derive(Default)]
 pub struct ClipCache {

@@ -36,7 +36,7 @@
 //! * **Resync**: eight rejected (late or overflowing) packets in a row mean the
 //!   sender jumped its sequence numbers; the buffer restarts from the new one.
 
-pub use super::FRAME_SAMPLES;
+pub use crate::FRAME_SAMPLES;
 const FRAME_MS: u64 = 20;
 /// Consecutive concealed frames until the output reaches silence.
 const CONCEAL_FRAMES: u32 = 4;

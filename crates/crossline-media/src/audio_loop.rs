@@ -4,21 +4,21 @@
 //! Inside a tick there are no locks and no allocation: control arrives
 //! through a wait-free SPSC ring ([`rtrb`]), each stream owns its socket,
 //! and packets are built in a stack buffer. Events going out (timeouts, a
-//! clip ending) are rare and use an unbounded channel.
+//! clip ending) are rare and go to an [`EventSink`].
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dtmf::{DtmfReceiver, DtmfSender};
-use super::g711;
-use super::jitter::{JitterBuffer, JitterConfig};
-use super::player::{crossfade, FrameNote, Player};
-use super::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender};
-use super::rtp_packet::{parse_rtp, write_rtp};
+use crate::dtmf::{DtmfReceiver, DtmfSender};
+use crate::g711;
+use crate::jitter::{JitterBuffer, JitterConfig};
+use crate::player::{crossfade, FrameNote, Player};
+use crate::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender};
+use crate::rtp_packet::{parse_rtp, write_rtp};
 
-pub use super::FRAME_SAMPLES;
+pub use crate::FRAME_SAMPLES;
 pub const FRAME: Duration = Duration::from_millis(20);
 /// Wake-ups per frame; each serves one group of streams.
 const SUBTICKS: usize = 4;
@@ -32,7 +32,7 @@ pub enum Encoding {
     Pcma,
 }
 
-pub use super::player::{HoldProgram, Source};
+pub use crate::player::{HoldProgram, Source};
 
 /// Everything the loop needs to run one stream.
 #[derive(Debug)]
@@ -124,6 +124,22 @@ pub enum MediaEvent {
     SourceFinished(StreamId, u32),
     /// An RFC 4733 digit arrived (reported once per key press).
     Dtmf(StreamId, char),
+}
+
+/// Where an audio loop reports [`MediaEvent`]s. The loop calls it from its
+/// real-time thread, rarely (a digit, a timeout, a clip's end), so `send`
+/// must not block; the application forwards into its own channel, which
+/// keeps this crate free of any async runtime.
+pub trait EventSink: Send + 'static {
+    /// Hand over one event; if nobody listens any more, drop it.
+    fn send(&self, event: MediaEvent);
+}
+
+impl EventSink for std::sync::mpsc::Sender<MediaEvent> {
+    fn send(&self, event: MediaEvent) {
+        // The receiver is gone only when the control side shut down.
+        let _ = std::sync::mpsc::Sender::send(self, event);
+    }
 }
 
 /// Counters shared with the control side (relaxed atomics: statistics).
@@ -280,11 +296,11 @@ impl Default for LoopOptions {
     }
 }
 
-pub fn spawn(
+pub fn spawn<S: EventSink>(
     index: usize,
     capacity: usize,
     options: LoopOptions,
-    events: tokio::sync::mpsc::UnboundedSender<MediaEvent>,
+    events: S,
 ) -> std::io::Result<AudioLoopHandle> {
     let (producer, consumer) = rtrb::RingBuffer::new(capacity);
     let stats = Arc::new(LoopStats::default());
@@ -333,9 +349,9 @@ fn apply_options(index: usize, options: &LoopOptions) {
     }
 }
 
-fn run(
+fn run<S: EventSink>(
     mut commands: rtrb::Consumer<Command>,
-    events: tokio::sync::mpsc::UnboundedSender<MediaEvent>,
+    events: S,
     stats: Arc<LoopStats>,
     stop: Arc<AtomicBool>,
     rx_poll_ticks: u32,
@@ -401,7 +417,7 @@ fn run(
                                 s.dtmf_rx
                                     .on_packet(view.timestamp, view.marker, view.payload)
                             {
-                                let _ = events.send(MediaEvent::Dtmf(s.spec.id, d.digit));
+                                events.send(MediaEvent::Dtmf(s.spec.id, d.digit));
                                 let peer = bridges.get(&s.spec.id).map(|b| b.peer);
                                 if let Some(end) = peer.and_then(|p| bridges.get_mut(&p)) {
                                     end.pending_dtmf = Some(d.digit);
@@ -454,7 +470,7 @@ fn run(
             }
             if s.timeout_ticks > 0 && s.ticks_since_rx >= s.timeout_ticks && !s.timed_out {
                 s.timed_out = true;
-                let _ = events.send(MediaEvent::RtpTimeout(s.spec.id));
+                events.send(MediaEvent::RtpTimeout(s.spec.id));
             }
 
             if !s.sending {
@@ -482,7 +498,7 @@ fn run(
             } else {
                 match s.player.fill(&mut pcm) {
                     FrameNote::Finished => {
-                        let _ = events.send(MediaEvent::SourceFinished(s.spec.id, s.generation));
+                        events.send(MediaEvent::SourceFinished(s.spec.id, s.generation));
                     }
                     FrameNote::TalkStart => s.marker_next = true,
                     FrameNote::None => {}
@@ -746,7 +762,7 @@ mod tests {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
         // 10 frames of a ramp, not looped.
         let samples: Arc<[i16]> = (0..1600).map(|i| (i * 10) as i16).collect();
@@ -810,7 +826,7 @@ mod tests {
         }
         let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
         let ours_addr = ours.local_addr().unwrap();
-        let (ev_tx, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
         let spec = StreamSpec {
             id: 11,
@@ -863,7 +879,7 @@ mod tests {
         rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx_addr = tx.local_addr().unwrap();
-        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
         let spec = StreamSpec {
             id: 9,
@@ -886,7 +902,7 @@ mod tests {
             let (n, _) = rx.recv_from(&mut buf).unwrap();
             let v = parse_rtp(&buf[..n]).unwrap();
             if v.payload_type == 101 {
-                let e = crate::media::dtmf::parse_event(v.payload).unwrap();
+                let e = crate::dtmf::parse_event(v.payload).unwrap();
                 events.push((v.marker, v.timestamp, e.end, e.digit()));
             } else if !events.is_empty() {
                 audio_after = Some(v.marker);
@@ -903,7 +919,7 @@ mod tests {
         assert_eq!(audio_after, Some(true), "audio resumes with a marker");
 
         // Incoming: the SIPp-style digit sent back to the stream's socket.
-        let mut sender = crate::media::dtmf::DtmfSender::new('#', 60, 10).unwrap();
+        let mut sender = crate::dtmf::DtmfSender::new('#', 60, 10).unwrap();
         let mut payload = [0u8; 4];
         let mut seq = 1000u16;
         let mut packet = [0u8; 64];
@@ -938,7 +954,7 @@ mod tests {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (ev_tx, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
         let loud: Arc<[i16]> = vec![8000i16; 1600].into();
         let spec = StreamSpec {
@@ -975,7 +991,7 @@ mod tests {
             let (n, _) = rx.recv_from(&mut buf).unwrap();
             let v = parse_rtp(&buf[..n]).unwrap();
             let mut pcm = [0i16; 160];
-            crate::media::g711::decode_ulaw(v.payload, &mut pcm);
+            crate::g711::decode_ulaw(v.payload, &mut pcm);
             pkts.push((v.ssrc, v.sequence, v.timestamp, v.marker, pcm));
         }
         handle.shutdown();
@@ -1014,7 +1030,7 @@ mod tests {
         let caller_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let agent_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let nowhere = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (ev_tx, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
         let music: Arc<[i16]> = vec![12_000i16; 1600].into();
         let spec = |id, socket, remote, source| StreamSpec {
@@ -1085,7 +1101,7 @@ mod tests {
         let agent_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let agent_addr = agent_sock.local_addr().unwrap();
         let caller_addr = caller_sock.local_addr().unwrap();
-        let (ev_tx, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
         let spec = |id, socket, remote, encoding, pt| StreamSpec {
             id,
@@ -1117,7 +1133,7 @@ mod tests {
         assert!(handle.send(Command::Bridge(1, 2)).is_ok());
         // The agent talks in 30 ms A-law packets (a steady -8000 level).
         let mut a_law = [0u8; 240];
-        crate::media::g711::encode_alaw(&[-8000i16; 240], &mut a_law);
+        crate::g711::encode_alaw(&[-8000i16; 240], &mut a_law);
         let mut packet = [0u8; 300];
         let mut heard = 0;
         let mut buf = [0u8; 512];
@@ -1129,7 +1145,7 @@ mod tests {
                 let v = parse_rtp(&buf[..n]).unwrap();
                 if v.payload_type == 0 {
                     let mut pcm = [0i16; 160];
-                    crate::media::g711::decode_ulaw(v.payload, &mut pcm);
+                    crate::g711::decode_ulaw(v.payload, &mut pcm);
                     // A-law then µ-law quantisation: within a step or two.
                     if pcm.iter().all(|&x| (x + 8000).abs() < 600) {
                         heard += 1;
@@ -1148,7 +1164,7 @@ mod tests {
         }
         assert!(heard >= 20, "caller heard the agent in {heard} frames");
         // A digit from the caller reaches the agent as telephone-event.
-        let mut sender = crate::media::dtmf::DtmfSender::new('7', 60, 10).unwrap();
+        let mut sender = crate::dtmf::DtmfSender::new('7', 60, 10).unwrap();
         let mut ev = [0u8; 4];
         let mut seq = 500u16;
         while let Some((marker, _)) = sender.next_payload(&mut ev) {
@@ -1162,7 +1178,7 @@ mod tests {
             if let Ok((n, _)) = agent_far.recv_from(&mut buf) {
                 let v = parse_rtp(&buf[..n]).unwrap();
                 if v.payload_type == 101 {
-                    digits.push(crate::media::dtmf::parse_event(v.payload).unwrap().digit());
+                    digits.push(crate::dtmf::parse_event(v.payload).unwrap().digit());
                 }
             }
         }

@@ -10,9 +10,9 @@ use super::{
     CallId, EndCause, Endpoint, Event, IncomingCall, Peer, ServerEntry, ServerKey, ServerTx,
     ACCEPT, ALLOW,
 };
-use crate::sip::auth::Verdict;
-use crate::sip::message::{Method, Request, Response};
-use crate::sip::transaction::{ServerInvite, ServerNonInvite};
+use crate::auth::Verdict;
+use crate::message::{Method, Request, Response};
+use crate::transaction::{ServerInvite, ServerNonInvite};
 
 impl Endpoint {
     pub(super) fn handle_request(&mut self, now: Instant, peer: Peer, mut req: Request) {
@@ -47,7 +47,7 @@ impl Endpoint {
         if req.method == Method::Ack {
             if let Some(entry) = self.server_txs.get_mut(&key) {
                 if let ServerTx::Invite(tx) = &mut entry.tx {
-                    if tx.state() != crate::sip::transaction::ServerState::Completed {
+                    if tx.state() != crate::transaction::ServerState::Completed {
                         // An ACK for our 2xx that reused the INVITE's branch.
                         self.dialog_ack(now, &req);
                         return;
@@ -83,7 +83,7 @@ impl Endpoint {
                 req.headers.to().ok().is_some_and(|t| t.tag().is_some())
                     && self
                         .dialogs
-                        .contains_key(&crate::sip::dialog::DialogId::of_received(&req.headers))
+                        .contains_key(&crate::dialog::DialogId::of_received(&req.headers))
             }
         };
         if !known {
@@ -319,7 +319,7 @@ impl Endpoint {
             }
         }
         let local_tag = super::util::new_tag();
-        let dialog = match crate::sip::dialog::Dialog::new_uas(&req, &local_tag) {
+        let dialog = match crate::dialog::Dialog::new_uas(&req, &local_tag) {
             Ok(d) => d,
             Err(_) => {
                 self.reply(now, &key, &req, 400);
@@ -441,7 +441,7 @@ impl Endpoint {
             .or_else(|| req.headers.get("Authorization"));
         // The user named, for per-user failure counts (checked or not).
         let named = authorization
-            .and_then(|a| crate::sip::auth::DigestResponse::parse(a).ok())
+            .and_then(|a| crate::auth::DigestResponse::parse(a).ok())
             .map(|d| d.username)
             .unwrap_or_default();
         if authorization.is_some()
@@ -475,7 +475,7 @@ impl Endpoint {
         };
         let challenge = self
             .digest
-            .challenge(now, crate::sip::auth::Algorithm::Md5, stale);
+            .challenge(now, crate::auth::Algorithm::Md5, stale);
         let mut resp = self.make_response(req, 407, Some(&super::util::new_tag()));
         resp.headers
             .push("Proxy-Authenticate", challenge.to_header_value());
@@ -512,7 +512,7 @@ impl Endpoint {
     }
 
     fn in_dialog_request(&mut self, now: Instant, key: ServerKey, req: Request) {
-        let id = crate::sip::dialog::DialogId::of_received(&req.headers);
+        let id = crate::dialog::DialogId::of_received(&req.headers);
         let Some(call) = self.dialogs.get(&id).copied() else {
             self.reply(now, &key, &req, 481);
             return;

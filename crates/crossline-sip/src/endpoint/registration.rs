@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use super::util::{host_port, new_call_id, new_tag};
 use super::{Endpoint, EndpointError, Event, Peer, TimerTarget, Transport, TxOwner};
-use crate::sip::auth::{Challenge, DigestClient};
-use crate::sip::message::{Headers, Method, Request, Response, Uri};
+use crate::auth::{Challenge, DigestClient};
+use crate::message::{Headers, Method, Request, Response, Uri};
 
 #[derive(Debug, Clone)]
 pub struct RegistrationSpec {

@@ -753,7 +753,7 @@ impl DigestServer {
 /// host case-insensitive, the same port, the parameters that must match
 /// do, headers as written); anything else must be the same text.
 fn same_resource(digest_uri: &str, request_uri: &str) -> bool {
-    use crate::sip::message::Uri;
+    use crate::message::Uri;
     if digest_uri == request_uri {
         return true;
     }

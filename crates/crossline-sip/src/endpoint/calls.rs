@@ -10,10 +10,10 @@ use super::{
     CallId, ClientKey, EndCause, Endpoint, EndpointError, Event, Peer, ServerKey, TimerTarget,
     Transport, TxOwner, ACCEPT, ALLOW,
 };
+use crate::auth::{Challenge, DigestClient};
+use crate::dialog::{Dialog, DialogState};
+use crate::message::{Headers, Method, NameAddr, Request, Response, Uri, Via};
 use crate::sdp::{LocalMedia, Negotiated, SessionDescription};
-use crate::sip::auth::{Challenge, DigestClient};
-use crate::sip::dialog::{Dialog, DialogState};
-use crate::sip::message::{Headers, Method, NameAddr, Request, Response, Uri, Via};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallRole {
@@ -304,7 +304,7 @@ impl Endpoint {
 
     /// An ACK outside a server transaction: the ACK for our 2xx.
     pub(super) fn dialog_ack(&mut self, now: Instant, ack: &Request) {
-        let id = crate::sip::dialog::DialogId::of_received(&ack.headers);
+        let id = crate::dialog::DialogId::of_received(&ack.headers);
         let Some(call) = self.dialogs.get(&id).copied() else {
             return;
         };
@@ -525,7 +525,7 @@ impl Endpoint {
         self.next_call += 1;
         self.counters.calls_started += 1;
         let dialog = Dialog {
-            id: crate::sip::dialog::DialogId {
+            id: crate::dialog::DialogId {
                 call_id,
                 local_tag: from.tag().unwrap_or_default().to_string(),
                 remote_tag: String::new(),
@@ -737,7 +737,7 @@ impl Endpoint {
     /// ACK a retransmitted 2xx of a dialog we still hold (§13.2.2.4); a 2xx
     /// for a call already gone is counted as stray.
     pub(super) fn reack(&mut self, now: Instant, resp: &Response) {
-        let id = crate::sip::dialog::DialogId::of_response(&resp.headers);
+        let id = crate::dialog::DialogId::of_response(&resp.headers);
         if let Some(call) = self.dialogs.get(&id).copied() {
             self.send_ack(now, call);
         } else {

@@ -468,20 +468,14 @@ mod tests {
         assert!(rms < 1e-4, "aliased RMS {rms}");
     }
 
-    /// The repo's `audio/` dir, whether this file is compiled by the main
-    /// crate (relative `file!()`) or included by absolute path elsewhere.
+    /// The repo's `audio/` dir: the nearest one above this crate.
     fn repo_audio_dir() -> PathBuf {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let root = Path::new(file!())
+        manifest
             .ancestors()
-            .nth(3)
-            .unwrap_or(Path::new(""));
-        let beside_source = manifest.join(root).join("audio");
-        if beside_source.is_dir() {
-            beside_source
-        } else {
-            manifest.join("audio")
-        }
+            .map(|dir| dir.join("audio"))
+            .find(|dir| dir.is_dir())
+            .unwrap_or_else(|| manifest.join("audio"))
     }
 
     #[test]

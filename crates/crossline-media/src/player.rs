@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-pub use super::FRAME_SAMPLES;
+pub use crate::FRAME_SAMPLES;
 /// Samples over which ducking moves between full and ducked gain (10 ms).
 const DUCK_RAMP_SAMPLES: i32 = 80;
 const UNITY_Q15: i32 = 1 << 15;

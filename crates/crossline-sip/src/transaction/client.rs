@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{Armed, TimerConfig, TimerKind, TxOutput};
-use crate::sip::message::{Headers, Method, Request, Response};
+use crate::message::{Headers, Method, Request, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientState {

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::auth::DigestServer;
+use crate::message::{parse_message, Method, Response, SipMessage, StreamFramer};
 use crate::sdp::{Codec, Negotiated};
-use crate::sip::auth::DigestServer;
-use crate::sip::message::{parse_message, Method, Response, SipMessage, StreamFramer};
-use crate::sip::transaction::{
+use crate::transaction::{
     ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, TimerConfig, TimerKind, TxOutput,
 };
 
@@ -41,7 +41,7 @@ pub const SUPPORTED: &str = "";
 pub type ConnId = u64;
 
 /// The digit and duration (ms) in an INFO's application/dtmf-relay body, as
-/// an INFO in a call is read. Public for the fuzz targets (`crate::fuzzing`).
+/// an INFO in a call is read. Public for the gateway's fuzz targets.
 #[doc(hidden)]
 pub fn parse_dtmf_relay(body: &[u8]) -> Option<(char, u32)> {
     util::parse_dtmf_relay(body)
@@ -78,7 +78,7 @@ impl Transport {
     }
 
     /// From a URI's scheme and `transport` parameter.
-    pub fn of_uri(uri: &crate::sip::message::Uri) -> Option<Transport> {
+    pub fn of_uri(uri: &crate::message::Uri) -> Option<Transport> {
         if uri.scheme.eq_ignore_ascii_case("sips") {
             return Some(Transport::Tls);
         }
@@ -360,7 +360,7 @@ pub struct Endpoint {
     server_txs: HashMap<ServerKey, ServerEntry>,
     client_txs: HashMap<ClientKey, ClientEntry>,
     calls: HashMap<CallId, calls::Call>,
-    dialogs: HashMap<crate::sip::dialog::DialogId, CallId>,
+    dialogs: HashMap<crate::dialog::DialogId, CallId>,
     /// §8.2.2.2 merged-request detection: (Call-ID, From tag, CSeq) → branch.
     pending_invites: HashMap<MergeKey, String>,
     registrations: Vec<registration::Registration>,
@@ -553,7 +553,7 @@ impl Endpoint {
             Err(err) => {
                 self.counters.parse_errors += 1;
                 tracing::debug!(%err, from = %peer.remote, "unparseable SIP message");
-                if let Some(resp) = crate::sip::message::bad_request_response(data, &err) {
+                if let Some(resp) = crate::message::bad_request_response(data, &err) {
                     // Straight back to the source, never to the Via of a
                     // message we could not parse: no reflection to third
                     // parties.
@@ -732,7 +732,7 @@ impl Endpoint {
     fn start_client(
         &mut self,
         now: Instant,
-        request: crate::sip::message::Request,
+        request: crate::message::Request,
         peer: Peer,
         owner: TxOwner,
     ) -> ClientKey {

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::sip::message::{Headers, Method, NameAddr, Request, Response, Uri, Via};
+use crate::message::{Headers, Method, NameAddr, Request, Response, Uri, Via};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DialogId {
@@ -243,7 +243,7 @@ impl Dialog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::message::{parse_message, SipMessage};
+    use crate::message::{parse_message, SipMessage};
 
     fn req(text: &str) -> Request {
         match parse_message(text.as_bytes()) {

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::Peer;
-use crate::sip::message::{Request, Response, Via};
+use crate::message::{Request, Response, Via};
 
 /// RFC 3261 magic cookie plus 96 random bits.
 pub(super) fn new_branch() -> String {

@@ -336,7 +336,7 @@ impl DtmfSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::rtp_packet::parse_rtp;
+    use crate::rtp_packet::parse_rtp;
 
     const SIPP_DIR: &str = "/usr/share/sip-tester";
 

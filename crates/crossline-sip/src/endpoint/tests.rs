@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::message::{parse_message, Request, Response, SipMessage};
 use crate::sdp::{Direction, LocalMedia};
-use crate::sip::message::{parse_message, Request, Response, SipMessage};
 
 const LOCAL: &str = "127.0.0.1:5060";
 const PEER: &str = "127.0.0.1:5061";
@@ -555,7 +555,7 @@ fn local_hangup_sends_bye_to_the_contact() {
 
 fn outgoing() -> OutgoingCall {
     OutgoingCall {
-        target: crate::sip::message::Uri::parse("sip:+15551234@127.0.0.1:5080").unwrap(),
+        target: crate::message::Uri::parse("sip:+15551234@127.0.0.1:5080").unwrap(),
         destination: "127.0.0.1:5080".parse().unwrap(),
         transport: Transport::Udp,
         from_user: "+15550100000".into(),
@@ -770,10 +770,10 @@ fn uac_timeout_is_408() {
 fn registration_answers_challenge_refreshes_and_unregisters() {
     let mut t = T::new();
     let spec = RegistrationSpec {
-        registrar: crate::sip::message::Uri::parse("sip:127.0.0.1:5070").unwrap(),
+        registrar: crate::message::Uri::parse("sip:127.0.0.1:5070").unwrap(),
         destination: "127.0.0.1:5070".parse().unwrap(),
         transport: Transport::Udp,
-        aor: crate::sip::message::Uri::parse("sip:crossline@example.com").unwrap(),
+        aor: crate::message::Uri::parse("sip:crossline@example.com").unwrap(),
         credentials: Some(("crossline".into(), "secret".into())),
         expires: 120,
     };
@@ -832,10 +832,10 @@ fn registration_answers_challenge_refreshes_and_unregisters() {
 fn registration_backs_off_on_failure() {
     let mut t = T::new();
     let spec = RegistrationSpec {
-        registrar: crate::sip::message::Uri::parse("sip:127.0.0.1:5070").unwrap(),
+        registrar: crate::message::Uri::parse("sip:127.0.0.1:5070").unwrap(),
         destination: "127.0.0.1:5070".parse().unwrap(),
         transport: Transport::Udp,
-        aor: crate::sip::message::Uri::parse("sip:crossline@example.com").unwrap(),
+        aor: crate::message::Uri::parse("sip:crossline@example.com").unwrap(),
         credentials: None,
         expires: 120,
     };
@@ -929,9 +929,9 @@ fn inbound_trunk_cidr_and_digest() {
     t.recv(0, &invite("z9hG4bKa1", "auth1", &sdp_offer("0", ""), ""));
     let rs = t.responses();
     assert_eq!(statuses(&rs), vec![407]);
-    let ch = crate::sip::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap())
-        .unwrap();
-    let mut client = crate::sip::auth::DigestClient::new("pbx", "pw");
+    let ch =
+        crate::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap()).unwrap();
+    let mut client = crate::auth::DigestClient::new("pbx", "pw");
     let auth = client.authorize(&ch, "INVITE", "sip:1000@127.0.0.1:5060");
     t.recv(
         10,
@@ -949,7 +949,7 @@ fn inbound_trunk_cidr_and_digest() {
         other => panic!("{other:?}"),
     }
     // Wrong password: challenged again, no call.
-    let mut bad = crate::sip::auth::DigestClient::new("pbx", "wrong");
+    let mut bad = crate::auth::DigestClient::new("pbx", "wrong");
     let auth = bad.authorize(&ch, "INVITE", "sip:1000@127.0.0.1:5060");
     t.recv(
         20,
@@ -965,9 +965,8 @@ fn inbound_trunk_cidr_and_digest() {
     assert!(t.events().is_empty());
     // The right password, hashed for another Request-URI: challenged again.
     let fresh =
-        crate::sip::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap())
-            .unwrap();
-    let mut elsewhere = crate::sip::auth::DigestClient::new("pbx", "pw");
+        crate::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap()).unwrap();
+    let mut elsewhere = crate::auth::DigestClient::new("pbx", "pw");
     let auth = elsewhere.authorize(&fresh, "INVITE", "sip:900@127.0.0.1:5060");
     t.recv(
         30,
@@ -1007,9 +1006,9 @@ fn credential_trunks_are_told_apart_by_user() {
     t.recv(0, &invite("z9hG4bKw1", "w1", &sdp_offer("0", ""), ""));
     let rs = t.responses();
     assert_eq!(statuses(&rs), vec![407]);
-    let ch = crate::sip::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap())
-        .unwrap();
-    let mut web = crate::sip::auth::DigestClient::new("web-1", "s3cret");
+    let ch =
+        crate::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap()).unwrap();
+    let mut web = crate::auth::DigestClient::new("web-1", "s3cret");
     let auth = web.authorize(&ch, "INVITE", "sip:1000@127.0.0.1:5060");
     t.recv(
         10,
@@ -1098,7 +1097,7 @@ fn an_unanswered_refer_fails_the_transfer_not_the_call() {
     let ok = t.responses().remove(0);
     t.recv(10, &ack_for(&ok, "ref1", ""));
     t.events();
-    let target = crate::sip::message::Uri::parse("sip:sales@127.0.0.1:5099").unwrap();
+    let target = crate::message::Uri::parse("sip:sales@127.0.0.1:5099").unwrap();
     t.ep.refer(t.at(20), call, &target).unwrap();
     t.run_timers_until(40_000);
     let events = t.events();
@@ -1221,7 +1220,7 @@ fn calls_over_the_caps_get_503_with_retry_after() {
 
 #[test]
 fn transports_from_uris() {
-    let t = |u: &str| Transport::of_uri(&crate::sip::message::Uri::parse(u).unwrap());
+    let t = |u: &str| Transport::of_uri(&crate::message::Uri::parse(u).unwrap());
     assert_eq!(t("sips:bob@127.0.0.1"), Some(Transport::Tls));
     assert_eq!(t("sip:bob@127.0.0.1;transport=TLS"), Some(Transport::Tls));
     assert_eq!(t("sip:bob@127.0.0.1;transport=tcp"), Some(Transport::Tcp));
@@ -1318,10 +1317,10 @@ fn digest_guessers_are_banned_and_the_user_is_not_checked_for_strangers() {
     };
     t.recv(0, &invite("z9hG4bKg0", "g0", &sdp_offer("0", ""), ""));
     let rs = t.responses();
-    let ch = crate::sip::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap())
-        .unwrap();
+    let ch =
+        crate::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap()).unwrap();
     for i in 1..=3u32 {
-        let mut bad = crate::sip::auth::DigestClient::new("pbx", &format!("guess{i}"));
+        let mut bad = crate::auth::DigestClient::new("pbx", &format!("guess{i}"));
         let auth = bad.authorize(&ch, "INVITE", "sip:1000@127.0.0.1:5060");
         t.recv(
             u64::from(i),
@@ -1338,7 +1337,7 @@ fn digest_guessers_are_banned_and_the_user_is_not_checked_for_strangers() {
     assert_eq!(t.ep.counters.bans_sources, 1);
     assert_eq!(t.ep.counters.bans_users, 1);
     // The source is banned: even the right password gets no answer now.
-    let mut good = crate::sip::auth::DigestClient::new("pbx", "pw");
+    let mut good = crate::auth::DigestClient::new("pbx", "pw");
     let auth = good.authorize(&ch, "INVITE", "sip:1000@127.0.0.1:5060");
     t.recv(
         10,
