@@ -6,6 +6,8 @@
 //! `crossline-media` ([`media::audio_loop`] and the codecs). They are
 //! re-exported at their old paths; [`runtime`] drives them with tokio.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod breakout;
 pub mod callback;
 pub mod chat;

@@ -4,6 +4,8 @@
 //! threads, and report to the application through an
 //! [`audio_loop::EventSink`].
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod audio_file;
 pub mod audio_loop;
 pub mod clips;

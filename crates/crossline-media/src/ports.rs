@@ -67,7 +67,11 @@ impl PortPool {
     }
 
     pub fn available(&self) -> usize {
-        self.free.lock().map(|f| f.len()).unwrap_or(0)
+        // Poisoned still counts: allocate and release go on using the list.
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     pub fn address(&self) -> IpAddr {

@@ -10,6 +10,8 @@
 //! - [`endpoint`]: all of the above behind one `handle_*`/`poll_*` surface,
 //!   with admission control and registration.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod auth;
 pub mod dialog;
 pub mod endpoint;
