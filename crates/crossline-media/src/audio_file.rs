@@ -33,6 +33,7 @@ const MAX_PREALLOC_FRAMES: usize = 1 << 22;
 /// An 8 kHz mono 16-bit clip, cheap to clone and share between calls.
 #[derive(Debug, Clone)]
 pub struct AudioClip {
+    /// The decoded audio, 8 kHz mono.
     pub samples: Arc<[i16]>,
     /// File path, or the label given to [`load_wav_bytes`].
     pub source: PathBuf,
@@ -48,22 +49,45 @@ impl AudioClip {
 /// Why an audio file could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum AudioFileError {
+    /// The file could not be opened or read.
     #[error("{file}: cannot read: {source}")]
     Io {
+        /// The path or label that failed.
         file: String,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
+    /// The bytes are not a RIFF/WAVE file hound can read.
     #[error("{file}: not a WAV file: {reason}")]
-    NotWav { file: String, reason: String },
+    NotWav {
+        /// The path or label that failed.
+        file: String,
+        /// hound's reason.
+        reason: String,
+    },
+    /// A WAV we don't decode (codec, bit depth, rate out of range).
     #[error("{file}: unsupported WAV format: {detail}")]
-    Unsupported { file: String, detail: String },
+    Unsupported {
+        /// The path or label that failed.
+        file: String,
+        /// Which property is unsupported.
+        detail: String,
+    },
+    /// A valid header with no samples after it.
     #[error("{file}: contains no audio samples")]
-    Empty { file: String },
+    Empty {
+        /// The path or label that failed.
+        file: String,
+    },
+    /// The resampler refused the input.
     #[error("{file}: cannot resample from {rate} Hz: {detail}")]
     Resample {
+        /// The path or label that failed.
         file: String,
+        /// The input's sample rate.
         rate: u32,
+        /// rubato's reason.
         detail: String,
     },
 }

@@ -19,16 +19,21 @@ use crate::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender}
 use crate::rtp_packet::{parse_rtp, write_rtp};
 
 pub use crate::FRAME_SAMPLES;
+/// One audio frame: the loop's period.
 pub const FRAME: Duration = Duration::from_millis(20);
 /// Wake-ups per frame; each serves one group of streams.
 const SUBTICKS: usize = 4;
 const SUBTICK: Duration = Duration::from_millis(5);
 
+/// Names a stream across commands and events; the caller picks it.
 pub type StreamId = u64;
 
+/// The G.711 law a stream sends and receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
+    /// μ-law (payload type 0).
     Pcmu,
+    /// A-law (payload type 8).
     Pcma,
 }
 
@@ -37,13 +42,19 @@ pub use crate::player::{HoldProgram, Source};
 /// Everything the loop needs to run one stream.
 #[derive(Debug)]
 pub struct StreamSpec {
+    /// The caller's id for this stream.
     pub id: StreamId,
+    /// The bound RTP socket; the loop owns it from now on.
     pub socket: UdpSocket,
     /// RTCP (RTP port + 1); reports go to the remote's RTP port + 1.
     pub rtcp_socket: Option<UdpSocket>,
+    /// Where to send RTP (the SDP's address, until symmetric RTP learns another).
     pub remote: SocketAddr,
+    /// The negotiated G.711 law.
     pub encoding: Encoding,
+    /// The negotiated payload type for audio.
     pub payload_type: u8,
+    /// What to play until told otherwise.
     pub source: Source,
     /// Hang up after this long without incoming RTP; zero disables.
     pub rtp_timeout: Duration,
@@ -51,11 +62,15 @@ pub struct StreamSpec {
     pub telephone_event_pt: Option<u8>,
 }
 
+/// Control messages into a loop, through its wait-free ring.
 pub enum Command {
+    /// Take over a stream and start sending.
     Start(Box<StreamSpec>),
+    /// Stop a stream and close its sockets.
     Stop(StreamId),
     /// Switch source; the number comes back with its `SourceFinished`.
     SetSource(StreamId, Source, u32),
+    /// Send to a new address (re-INVITE moved the media).
     SetRemote(StreamId, SocketAddr),
     /// Hold: stop sending (the peer went sendonly/inactive) or resume.
     SetSending(StreamId, bool),
@@ -115,6 +130,7 @@ impl BridgeEnd {
     }
 }
 
+/// What a loop reports back to the control side, through its [`EventSink`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
     /// No RTP arrived within the stream's timeout.
@@ -145,11 +161,18 @@ impl EventSink for std::sync::mpsc::Sender<MediaEvent> {
 /// Counters shared with the control side (relaxed atomics: statistics).
 #[derive(Debug, Default)]
 pub struct LoopStats {
+    /// 20 ms frames run.
     pub ticks: AtomicU64,
+    /// Wake-ups over five frames behind, where the loop skipped ahead
+    /// instead of bursting.
     pub late_ticks: AtomicU64,
+    /// RTP packets sent.
     pub packets_sent: AtomicU64,
+    /// RTP packets received.
     pub packets_received: AtomicU64,
+    /// RTP sends the socket refused.
     pub send_errors: AtomicU64,
+    /// Streams on this loop now.
     pub streams: AtomicU64,
     /// Time spent working (not sleeping), summed over ticks.
     pub busy_us: AtomicU64,
@@ -160,6 +183,7 @@ pub struct LoopStats {
     /// Interarrival jitter samples (one per stream per report), summed in
     /// microseconds: mean jitter = sum / samples.
     pub jitter_sum_us: AtomicU64,
+    /// How many jitter samples `jitter_sum_us` sums.
     pub jitter_samples: AtomicU64,
 }
 
@@ -245,6 +269,7 @@ impl Stream {
 /// The control side's handle on one audio loop thread.
 pub struct AudioLoopHandle {
     commands: rtrb::Producer<Command>,
+    /// This loop's counters.
     pub stats: Arc<LoopStats>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -258,6 +283,7 @@ impl AudioLoopHandle {
             .map_err(|rtrb::PushError::Full(c)| c)
     }
 
+    /// Stop the thread and wait for it.
     pub fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -272,7 +298,6 @@ impl Drop for AudioLoopHandle {
     }
 }
 
-/// Start one loop thread. `capacity` bounds the command ring.
 /// How a loop thread runs.
 #[derive(Debug, Clone, Copy)]
 pub struct LoopOptions {
@@ -296,6 +321,8 @@ impl Default for LoopOptions {
     }
 }
 
+/// Start one loop thread, named `audio-{index}`. `capacity` bounds the
+/// command ring; events go to `events`.
 pub fn spawn<S: EventSink>(
     index: usize,
     capacity: usize,
@@ -695,9 +722,9 @@ fn wall_ntp() -> u64 {
 mod clock {
     use std::time::Duration;
 
-    pub type Ts = libc::timespec;
+    pub(super) type Ts = libc::timespec;
 
-    pub fn now() -> Ts {
+    pub(super) fn now() -> Ts {
         let mut ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -709,7 +736,7 @@ mod clock {
         ts
     }
 
-    pub fn add(ts: Ts, d: Duration) -> Ts {
+    pub(super) fn add(ts: Ts, d: Duration) -> Ts {
         let mut sec = ts.tv_sec + d.as_secs() as libc::time_t;
         let mut nsec = ts.tv_nsec + d.subsec_nanos() as libc::c_long;
         if nsec >= 1_000_000_000 {
@@ -722,20 +749,20 @@ mod clock {
         }
     }
 
-    pub fn millis(t: Ts) -> u64 {
+    pub(super) fn millis(t: Ts) -> u64 {
         (t.tv_sec.max(0) as u64) * 1000 + (t.tv_nsec.max(0) as u64) / 1_000_000
     }
 
-    pub fn micros_between(a: Ts, b: Ts) -> u64 {
+    pub(super) fn micros_between(a: Ts, b: Ts) -> u64 {
         let ns = (b.tv_sec - a.tv_sec) * 1_000_000_000 + (b.tv_nsec - a.tv_nsec);
         (ns.max(0) / 1000) as u64
     }
 
-    pub fn after(a: Ts, b: Ts) -> bool {
+    pub(super) fn after(a: Ts, b: Ts) -> bool {
         (a.tv_sec, a.tv_nsec) > (b.tv_sec, b.tv_nsec)
     }
 
-    pub fn sleep_until(deadline: Ts) {
+    pub(super) fn sleep_until(deadline: Ts) {
         loop {
             // SAFETY: a valid timespec and a null remainder with TIMER_ABSTIME.
             let rc = unsafe {

@@ -8,12 +8,14 @@ use dashmap::DashMap;
 
 use crate::audio_file::{load_wav, AudioFileError};
 
+/// WAV files decoded once and shared by path; safe to use from any thread.
 #[derive(Default)]
 pub struct ClipCache {
     clips: DashMap<PathBuf, Arc<[i16]>>,
 }
 
 impl ClipCache {
+    /// An empty cache.
     pub fn new() -> ClipCache {
         ClipCache::default()
     }
@@ -28,10 +30,12 @@ impl ClipCache {
         Ok(clip.samples)
     }
 
+    /// How many clips are decoded.
     pub fn len(&self) -> usize {
         self.clips.len()
     }
 
+    /// True before the first clip is decoded.
     pub fn is_empty(&self) -> bool {
         self.clips.is_empty()
     }

@@ -24,14 +24,19 @@ const HISTORY: usize = 8;
 /// Why a telephone-event payload or send request was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DtmfError {
+    /// The payload is shorter than the 4-byte event header.
     #[error("telephone-event payload too short: {0} bytes, need 4")]
     TooShort(usize),
+    /// An event code other than a digit or flash.
     #[error("telephone-event code {0} is not a DTMF digit (0-15) or flash (16)")]
     UnsupportedEvent(u8),
+    /// The character has no DTMF event.
     #[error("{0:?} is not a DTMF digit")]
     InvalidDigit(char),
+    /// Outside the durations we send, 1..=8000 ms.
     #[error("DTMF duration {0} ms out of range 1..=8000")]
     InvalidDuration(u32),
+    /// Above the 6-bit volume field's maximum, 63.
     #[error("DTMF volume {0} out of range 0..=63")]
     InvalidVolume(u8),
 }
@@ -39,7 +44,9 @@ pub enum DtmfError {
 /// What a telephone-event denotes: a DTMF key or hook flash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
+    /// A key: `0`-`9`, `*`, `#` or `A`-`D`.
     Digit(char),
+    /// Hook flash (event 16).
     Flash,
 }
 
@@ -48,6 +55,7 @@ pub enum EventKind {
 pub struct TelephoneEvent {
     /// Raw event code, 0..=16.
     pub code: u8,
+    /// `code` decoded.
     pub kind: EventKind,
     /// E bit: this packet ends the event.
     pub end: bool,
@@ -128,6 +136,7 @@ pub fn parse_event(payload: &[u8]) -> Result<TelephoneEvent, DtmfError> {
 /// A key press, reported once at its first packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DtmfDigit {
+    /// The key pressed.
     pub digit: char,
     /// RTP timestamp of the event (its start).
     pub timestamp: u32,
@@ -136,6 +145,7 @@ pub struct DtmfDigit {
 /// End of a key press, reported once at its first E-bit packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DtmfEnd {
+    /// The key released.
     pub digit: char,
     /// Total duration in 8 kHz samples, including earlier segments of a
     /// long event (RFC 4733 §2.5.1.3).
@@ -146,7 +156,9 @@ pub struct DtmfEnd {
 /// seen of an event is already its end (earlier ones lost).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DtmfUpdate {
+    /// A new press started with this packet.
     pub started: Option<DtmfDigit>,
+    /// The press ended with this packet.
     pub ended: Option<DtmfEnd>,
 }
 
@@ -175,6 +187,7 @@ pub struct DtmfReceiver {
 }
 
 impl DtmfReceiver {
+    /// A receiver that has seen no events.
     pub fn new() -> Self {
         Self::default()
     }
@@ -283,6 +296,8 @@ pub struct DtmfSender {
 }
 
 impl DtmfSender {
+    /// A sender for `digit`, lasting `duration_ms` (rounded up to whole
+    /// 20 ms frames) at `volume` -dBm0.
     pub fn new(digit: char, duration_ms: u32, volume: u8) -> Result<Self, DtmfError> {
         let code = digit_to_event(digit).ok_or(DtmfError::InvalidDigit(digit))?;
         if duration_ms == 0 || duration_ms > MAX_DURATION_MS {
@@ -307,6 +322,7 @@ impl DtmfSender {
         self.frames + u32::from(END_COPIES) - 1
     }
 
+    /// True once the end packet and its retransmissions are all out.
     pub fn is_done(&self) -> bool {
         self.end_sent >= END_COPIES
     }

@@ -68,17 +68,32 @@ const RESYNC_AFTER_REJECTS: u32 = 8;
 /// Why a configuration was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JitterError {
+    /// The delay bounds are empty or start at zero.
     #[error("jitter buffer needs 1 <= min_delay_frames ({min}) <= max_delay_frames ({max})")]
-    BadDelayRange { min: u32, max: u32 },
+    BadDelayRange {
+        /// The configured `min_delay_frames`.
+        min: u32,
+        /// The configured `max_delay_frames`.
+        max: u32,
+    },
+    /// Storage can't hold the largest delay, or is unreasonably large.
     #[error(
         "jitter buffer capacity {capacity} must exceed max_delay_frames {max} and be at most 4096"
     )]
-    BadCapacity { capacity: usize, max: u32 },
+    BadCapacity {
+        /// The configured `capacity`.
+        capacity: usize,
+        /// The configured `max_delay_frames`.
+        max: u32,
+    },
 }
 
+/// Delay bounds and storage; the default suits bridged G.711 legs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JitterConfig {
+    /// Smallest playout delay, in 20 ms frames (at least 1).
     pub min_delay_frames: u32,
+    /// Largest playout delay; above it a frame is dropped at every pop.
     pub max_delay_frames: u32,
     /// Frames of storage, preallocated.
     pub capacity: usize,
@@ -94,8 +109,10 @@ impl Default for JitterConfig {
     }
 }
 
+/// What [`JitterBuffer::push`] did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushResult {
+    /// Stored for playout.
     Accepted,
     /// Already buffered or already played.
     Duplicate,
@@ -105,6 +122,7 @@ pub enum PushResult {
     Overflow,
 }
 
+/// What [`JitterBuffer::pop`] wrote into the output frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PopResult {
     /// A received frame.
@@ -115,14 +133,18 @@ pub enum PopResult {
     Silence,
 }
 
+/// Counters since creation (kept across [`JitterBuffer::reset`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct JitterStats {
     /// Every push.
     pub received: u64,
+    /// Pushes that came after their playout time.
     pub late: u64,
+    /// Pushes of a frame already buffered or played.
     pub duplicate: u64,
     /// Pops that output a concealment frame.
     pub concealed: u64,
+    /// Pushes too far ahead for the buffer.
     pub overflow: u64,
     /// Frames given up on (skipped by playout).
     pub lost: u64,
@@ -134,6 +156,7 @@ pub struct JitterStats {
     pub played: u64,
     /// Level at the last pop, in frames.
     pub current_delay_frames: u32,
+    /// Delay the buffer is steering toward, from the jitter estimate.
     pub target_delay_frames: u32,
     /// RFC 3550 interarrival jitter estimate.
     pub jitter_ms: f32,
@@ -168,6 +191,7 @@ struct Adjust {
     waited: u32,
 }
 
+/// One stream's jitter buffer; see the module docs for the playout rules.
 #[derive(Debug, Clone)]
 pub struct JitterBuffer {
     cfg: JitterConfig,
@@ -202,6 +226,7 @@ pub struct JitterBuffer {
 }
 
 impl JitterBuffer {
+    /// A buffer with storage for `config.capacity` frames, allocated here once.
     pub fn new(config: JitterConfig) -> Result<Self, JitterError> {
         let JitterConfig {
             min_delay_frames: min,
@@ -242,6 +267,7 @@ impl JitterBuffer {
         })
     }
 
+    /// A snapshot of the counters and the current delay.
     pub fn stats(&self) -> JitterStats {
         JitterStats {
             target_delay_frames: self.target,
@@ -275,6 +301,8 @@ impl JitterBuffer {
         self.slots.len() as i64
     }
 
+    /// Queue a received frame: its RTP sequence number and timestamp, and
+    /// when it arrived.
     pub fn push(
         &mut self,
         now_ms: u64,

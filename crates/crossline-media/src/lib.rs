@@ -4,6 +4,7 @@
 //! threads, and report to the application through an
 //! [`audio_loop::EventSink`].
 
+#![warn(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod audio_file;

@@ -24,6 +24,8 @@ pub struct HoldProgram {
 }
 
 impl HoldProgram {
+    /// A hold program: `music` looped, `message` every `repeat_interval`,
+    /// the music `duck_db` down (at most 0 dB) under it.
     pub fn new(
         music: Vec<Arc<[i16]>>,
         message: Option<Arc<[i16]>>,
@@ -40,30 +42,39 @@ impl HoldProgram {
     }
 }
 
+/// A gain in dB (clamped to at most 0) as a Q15 multiplier.
 pub fn db_to_q15(db: f32) -> i32 {
     let linear = 10f32.powf(db.min(0.0) / 20.0);
     (linear * UNITY_Q15 as f32).round() as i32
 }
 
+/// What a stream plays; cheap to clone (everything is an `Arc`).
 #[derive(Debug, Clone)]
 pub enum Source {
+    /// Silence; the stream still sends RTP.
     Silence,
     /// One clip, optionally looped.
     Clip {
+        /// The decoded clip.
         samples: Arc<[i16]>,
+        /// Start over at the end instead of finishing.
         looped: bool,
     },
     /// Clips in order, optionally looping the whole list.
     Playlist {
+        /// The decoded clips, in play order.
         clips: Arc<[Arc<[i16]>]>,
+        /// Start over after the last clip instead of finishing.
         looped: bool,
     },
+    /// Music with a message on repeat; never finishes.
     Hold(Arc<HoldProgram>),
 }
 
 /// Something worth telling the control side about, at most once per frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameNote {
+    /// Nothing to report.
     None,
     /// A non-looping source just ran out.
     Finished,
@@ -71,6 +82,7 @@ pub enum FrameNote {
     TalkStart,
 }
 
+/// Plays one [`Source`], frame by frame, remembering where it is.
 #[derive(Debug, Clone)]
 pub struct Player {
     source: Source,
@@ -91,6 +103,7 @@ struct PlayState {
 }
 
 impl Player {
+    /// A player at the start of `source`.
     pub fn new(source: Source) -> Player {
         Player {
             source,
@@ -105,6 +118,7 @@ impl Player {
         }
     }
 
+    /// What it is playing.
     pub fn source(&self) -> &Source {
         &self.source
     }

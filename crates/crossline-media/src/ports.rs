@@ -5,20 +5,31 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Mutex;
 
+/// Why no RTP port could be handed out.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
+    /// Every pair is in use, here or (failing to bind) by another process.
     #[error("no free RTP port in {min}..={max}")]
-    Exhausted { min: u16, max: u16 },
+    Exhausted {
+        /// Lowest port of the range.
+        min: u16,
+        /// Highest port of the range.
+        max: u16,
+    },
 }
 
 /// A bound RTP/RTCP socket pair.
 #[derive(Debug)]
 pub struct RtpPorts {
+    /// The RTP port (even); RTCP is on the next one.
     pub port: u16,
+    /// Bound to `port`.
     pub rtp: UdpSocket,
+    /// Bound to `port + 1`.
     pub rtcp: UdpSocket,
 }
 
+/// The configured RTP range's free even ports, shared by every call.
 pub struct PortPool {
     address: IpAddr,
     min: u16,
@@ -27,6 +38,8 @@ pub struct PortPool {
 }
 
 impl PortPool {
+    /// A pool of the even ports in `min..=max` whose RTCP port (+1) is in
+    /// the range too.
     pub fn new(address: IpAddr, min: u16, max: u16) -> PortPool {
         let start = min + (min % 2);
         // The RTCP port (port + 1) must be in range too.
@@ -61,11 +74,13 @@ impl PortPool {
         })
     }
 
+    /// Give a port back once its stream has stopped.
     pub fn release(&self, port: u16) {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         free.push_back(port);
     }
 
+    /// Ports free to allocate now.
     pub fn available(&self) -> usize {
         // Poisoned still counts: allocate and release go on using the list.
         self.free
@@ -74,6 +89,7 @@ impl PortPool {
             .len()
     }
 
+    /// The address every port is bound on.
     pub fn address(&self) -> IpAddr {
         self.address
     }

@@ -7,11 +7,15 @@
 //! seconds, far from the per-frame path). Every length in a received packet
 //! is checked before use.
 
-/// RTCP packet types (RFC 3550 §12.1).
+/// RTCP packet types (RFC 3550 §12.1): sender report.
 pub const PT_SR: u8 = 200;
+/// Receiver report.
 pub const PT_RR: u8 = 201;
+/// Source description.
 pub const PT_SDES: u8 = 202;
+/// Goodbye.
 pub const PT_BYE: u8 = 203;
+/// Application-defined (skipped when parsing).
 pub const PT_APP: u8 = 204;
 /// SDES item type of CNAME.
 const SDES_CNAME: u8 = 1;
@@ -33,28 +37,51 @@ const SR_FIXED_LEN: usize = 24;
 /// Why an RTCP packet could not be parsed or built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RtcpError {
+    /// No bytes at all.
     #[error("empty RTCP packet")]
     Empty,
+    /// Fewer than 4 bytes where a header should start.
     #[error("RTCP header truncated: {0} bytes left, need 4")]
     TruncatedHeader(usize),
+    /// The version field isn't 2.
     #[error("unsupported RTCP version {0}, expected 2")]
     BadVersion(u8),
+    /// The length field runs past the end of the datagram.
     #[error("RTCP length field says {declared} bytes but only {available} remain")]
-    LengthOverrun { declared: usize, available: usize },
+    LengthOverrun {
+        /// Bytes the length field claims.
+        declared: usize,
+        /// Bytes left in the datagram.
+        available: usize,
+    },
+    /// Padding on a packet that isn't last, or a bad padding count.
     #[error("invalid RTCP padding")]
     BadPadding,
+    /// More report blocks or sources than the packet's length holds.
     #[error("RTCP packet type {packet_type} with count {count} does not fit in {len} bytes")]
     CountOverrun {
+        /// The packet's type.
         packet_type: u8,
+        /// Its count field.
         count: u8,
+        /// Its length in bytes.
         len: usize,
     },
+    /// An SDES chunk runs past its packet.
     #[error("malformed SDES chunk")]
     BadSdes,
+    /// A BYE reason runs past its packet.
     #[error("malformed BYE reason")]
     BadBye,
+    /// The output buffer can't hold the packet.
     #[error("RTCP output buffer too small: need {needed} bytes, have {available}")]
-    BufferTooSmall { needed: usize, available: usize },
+    BufferTooSmall {
+        /// Bytes the packet takes.
+        needed: usize,
+        /// Bytes the buffer has.
+        available: usize,
+    },
+    /// A BYE reason longer than its one-byte length allows.
     #[error("BYE reason is {0} bytes, at most 255 allowed")]
     ReasonTooLong(usize),
 }
@@ -62,10 +89,13 @@ pub enum RtcpError {
 /// One reception report block (RFC 3550 §6.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReportBlock {
+    /// The source this block reports on.
     pub ssrc: u32,
+    /// Fraction of its packets lost since the last report, in 1/256.
     pub fraction_lost: u8,
     /// 24-bit signed on the wire (duplicates can make it negative).
     pub cumulative_lost: i32,
+    /// Highest sequence number received, with the wrap count in the top 16 bits.
     pub extended_highest_seq: u32,
     /// Interarrival jitter in RTP timestamp units.
     pub jitter: u32,
@@ -75,41 +105,60 @@ pub struct ReportBlock {
     pub delay_since_last_sr: u32,
 }
 
+/// SR: a sender's clocks and counts, with its reception reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderReport {
+    /// The sender.
     pub ssrc: u32,
+    /// Wall-clock time when the report was sent.
     pub ntp_timestamp: u64,
+    /// The same instant on the sender's RTP clock.
     pub rtp_timestamp: u32,
+    /// RTP packets sent so far.
     pub packet_count: u32,
+    /// Payload bytes sent so far.
     pub octet_count: u32,
+    /// Reports on the sources it receives.
     pub reports: Vec<ReportBlock>,
 }
 
+/// RR: reception reports from a source that isn't sending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiverReport {
+    /// The reporting source.
     pub ssrc: u32,
+    /// Reports on the sources it receives.
     pub reports: Vec<ReportBlock>,
 }
 
 /// One SDES chunk; only CNAME is kept, other items are skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SdesChunk {
+    /// The source described.
     pub ssrc: u32,
+    /// Its canonical name, if the chunk carries one.
     pub cname: Option<String>,
 }
 
+/// A source leaving the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bye {
+    /// The sources leaving.
     pub sources: Vec<u32>,
+    /// Why, if given.
     pub reason: Option<String>,
 }
 
 /// A parsed RTCP packet. Types not listed (APP, feedback, XR) are skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RtcpPacket {
+    /// SR.
     SenderReport(SenderReport),
+    /// RR.
     ReceiverReport(ReceiverReport),
+    /// SDES: one chunk per source.
     SourceDescription(Vec<SdesChunk>),
+    /// BYE.
     Bye(Bye),
 }
 
@@ -454,18 +503,22 @@ impl RtcpSender {
         }
     }
 
+    /// Our SSRC for this stream.
     pub fn ssrc(&self) -> u32 {
         self.ssrc
     }
 
+    /// RTP packets sent (wraps like the SR field).
     pub fn packets_sent(&self) -> u32 {
         self.packets_sent
     }
 
+    /// Payload octets sent (wraps like the SR field).
     pub fn octets_sent(&self) -> u32 {
         self.octets_sent
     }
 
+    /// The RTP timestamp of the last packet sent.
     pub fn last_sent_rtp_timestamp(&self) -> u32 {
         self.last_sent_rtp_timestamp
     }
@@ -487,6 +540,7 @@ impl RtcpSender {
         Some((i64::from(r.expected()) - i64::from(r.received), r.jitter))
     }
 
+    /// Account one RTP packet we sent, for the next SR.
     pub fn on_rtp_sent(&mut self, rtp_timestamp: u32, payload_len: usize) {
         self.packets_sent = self.packets_sent.wrapping_add(1);
         // The octet count wraps like the wire field (§6.4.1).

@@ -11,19 +11,32 @@ pub const RTP_HEADER_LEN: usize = 12;
 /// Why an RTP packet could not be written or parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RtpError {
+    /// The output buffer can't hold header and payload.
     #[error("RTP output buffer too small: need {needed} bytes, have {available}")]
-    BufferTooSmall { needed: usize, available: usize },
+    BufferTooSmall {
+        /// Bytes the packet takes.
+        needed: usize,
+        /// Bytes the buffer has.
+        available: usize,
+    },
+    /// Payload types are 7 bits.
     #[error("RTP payload type {0} out of range (0..=127)")]
     InvalidPayloadType(u8),
+    /// Shorter than the fixed 12-byte header.
     #[error("RTP packet too short: {0} bytes, header needs 12")]
     TooShort(usize),
+    /// The version field isn't 2.
     #[error("unsupported RTP version {0}, expected 2")]
     UnsupportedVersion(u8),
+    /// CSRCs or a header extension run past the end of the packet.
     #[error("RTP header truncated: header needs {header_len} bytes, packet has {packet_len}")]
     HeaderTruncated {
+        /// Bytes the header claims.
         header_len: usize,
+        /// Bytes received.
         packet_len: usize,
     },
+    /// The padding count is zero or longer than the packet body.
     #[error("invalid RTP padding length {0}")]
     InvalidPadding(u8),
     /// Only reachable if `rtp-rs` rejects something we do not set (extensions).
@@ -54,11 +67,17 @@ impl From<RtpReaderError> for RtpError {
 /// media bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RtpView<'a> {
+    /// 7-bit payload type.
     pub payload_type: u8,
+    /// Marker bit: first packet of a talk spurt or a DTMF event.
     pub marker: bool,
+    /// Sequence number, +1 per packet.
     pub sequence: u16,
+    /// Media clock (8 kHz for G.711 and telephone-event).
     pub timestamp: u32,
+    /// The sender's synchronisation source.
     pub ssrc: u32,
+    /// The media bytes, without padding.
     pub payload: &'a [u8],
 }
 

@@ -15,6 +15,7 @@ pub enum Ringback {
 }
 
 impl Ringback {
+    /// The region for a config name: `us`, `eu` or `uk`, any case.
     pub fn from_name(name: &str) -> Option<Ringback> {
         match name.to_ascii_lowercase().as_str() {
             "us" => Some(Ringback::Us),

@@ -32,44 +32,64 @@ const MAX_CLIENT_REALMS: usize = 64;
 /// Why a digest header or credential was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// Over the length we are willing to parse.
     #[error("header value too long")]
     TooLong,
+    /// The scheme isn't `Digest`.
     #[error("not a Digest credential/challenge")]
     NotDigest,
+    /// Broken auth-param syntax; says where.
     #[error("malformed header: {0}")]
     Malformed(&'static str),
+    /// More parameters than any real header has.
     #[error("too many parameters")]
     TooManyParameters,
+    /// A parameter appears twice.
     #[error("duplicate parameter {0:?}")]
     DuplicateParameter(String),
+    /// A required parameter is absent.
     #[error("missing parameter {0:?}")]
     MissingParameter(&'static str),
+    /// Not MD5 or SHA-256 (`-sess` variants included).
     #[error("unsupported algorithm {0:?}")]
     UnsupportedAlgorithm(String),
+    /// A qop other than `auth`.
     #[error("unsupported qop {0:?}")]
     UnsupportedQop(String),
+    /// The credential lacks qop=auth (and so nc and cnonce).
     #[error("qop=auth required")]
     QopRequired,
+    /// `nc` is not 8 hex digits, or is zero.
     #[error("invalid nonce count")]
     InvalidNonceCount,
+    /// `response` is not hex of the algorithm's length.
     #[error("invalid response digest")]
     InvalidResponse,
+    /// `userhash=true`: we look users up by plain name.
     #[error("userhash is not supported")]
     UserhashUnsupported,
+    /// The credential names another realm.
     #[error("realm mismatch")]
     RealmMismatch,
+    /// The nonce fails its MAC: we never issued it.
     #[error("nonce was not issued by this server")]
     InvalidNonce,
+    /// The credential's algorithm differs from the one in the nonce.
     #[error("algorithm does not match the one challenged")]
     AlgorithmMismatch,
+    /// `opaque` differs from the one we sent.
     #[error("opaque mismatch")]
     OpaqueMismatch,
+    /// No password for this user.
     #[error("unknown user")]
     UnknownUser,
+    /// The digest doesn't match: wrong password (or method/URI).
     #[error("wrong credentials")]
     ResponseMismatch,
+    /// An `nc` at or below one already accepted for this nonce.
     #[error("nonce count replayed")]
     Replay,
+    /// The `uri` parameter names another resource than the Request-URI.
     #[error("digest uri does not match the Request-URI")]
     UriMismatch,
 }
@@ -77,11 +97,14 @@ pub enum AuthError {
 /// Digest hash algorithm. The `-sess` variants are not supported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {
+    /// MD5 (RFC 2617), the default.
     Md5,
+    /// SHA-256 (RFC 7616, RFC 8760).
     Sha256,
 }
 
 impl Algorithm {
+    /// The `algorithm` token as sent.
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::Md5 => "MD5",
@@ -158,12 +181,17 @@ impl std::fmt::Display for Algorithm {
 /// A `WWW-Authenticate` / `Proxy-Authenticate` Digest challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Challenge {
+    /// Protection space; clients key credentials by it.
     pub realm: String,
+    /// Server nonce to hash into the response.
     pub nonce: String,
+    /// Echoed back unchanged by the client.
     pub opaque: Option<String>,
+    /// Hash to use.
     pub algorithm: Algorithm,
     /// Offered qop values, lowercased; empty when the challenge had none.
     pub qop: Vec<String>,
+    /// The previous nonce expired but the credentials were right: retry silently.
     pub stale: bool,
 }
 
@@ -213,6 +241,7 @@ impl Challenge {
         })
     }
 
+    /// The header value, `Digest ...`.
     pub fn to_header_value(&self) -> String {
         let mut out = String::from("Digest ");
         push_quoted(&mut out, "realm", &self.realm);
@@ -241,21 +270,30 @@ impl Challenge {
 /// An `Authorization` / `Proxy-Authorization` Digest credential.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DigestResponse {
+    /// User the credential is for.
     pub username: String,
+    /// Realm from the challenge.
     pub realm: String,
+    /// Nonce from the challenge.
     pub nonce: String,
+    /// The request URI as the client hashed it.
     pub uri: String,
     /// Lowercase hex.
     pub response: String,
+    /// Hash used.
     pub algorithm: Algorithm,
+    /// Client nonce (with qop).
     pub cnonce: Option<String>,
+    /// Nonce count (with qop).
     pub nc: Option<u32>,
     /// Lowercased.
     pub qop: Option<String>,
+    /// Echo of the challenge's opaque.
     pub opaque: Option<String>,
 }
 
 impl DigestResponse {
+    /// Parse a header value such as `Digest username="a", ...`.
     pub fn parse(header_value: &str) -> Result<Self, AuthError> {
         let params = parse_params(header_value)?;
         let mut username = None;
@@ -324,6 +362,7 @@ impl DigestResponse {
         })
     }
 
+    /// The header value, `Digest ...`.
     pub fn to_header_value(&self) -> String {
         let mut out = String::from("Digest ");
         push_quoted(&mut out, "username", &self.username);
@@ -429,6 +468,7 @@ impl std::fmt::Debug for DigestClient {
 }
 
 impl DigestClient {
+    /// A client answering challenges as `username` with `password`.
     pub fn new(username: &str, password: &str) -> Self {
         DigestClient {
             username: username.to_owned(),
@@ -437,6 +477,7 @@ impl DigestClient {
         }
     }
 
+    /// The user it signs in as.
     pub fn username(&self) -> &str {
         &self.username
     }
@@ -467,12 +508,15 @@ impl DigestClient {
 /// Result of checking an `Authorization` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// The digest matched.
     Authorized {
+        /// Who signed in.
         username: String,
     },
     /// Nonce expired (or aged out of the replay window) but the password was
     /// right: re-challenge with `stale=true` so the client retries silently.
     Stale,
+    /// Refused, and why.
     Rejected(AuthError),
 }
 
@@ -547,6 +591,7 @@ impl DigestServer {
         self.max_tracked = max.max(1);
     }
 
+    /// The realm it challenges with.
     pub fn realm(&self) -> &str {
         &self.realm
     }

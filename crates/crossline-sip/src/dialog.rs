@@ -4,10 +4,14 @@ use bytes::Bytes;
 
 use crate::message::{Headers, Method, NameAddr, Request, Response, Uri, Via};
 
+/// What identifies a dialog (RFC 3261 §12): Call-ID and both tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DialogId {
+    /// The Call-ID.
     pub call_id: String,
+    /// Our tag.
     pub local_tag: String,
+    /// The peer's tag.
     pub remote_tag: String,
 }
 
@@ -37,28 +41,40 @@ fn tag_of<E>(addr: Result<NameAddr, E>) -> String {
         .unwrap_or_default()
 }
 
+/// Whether the dialog has a final answer yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialogState {
+    /// Made by a provisional response with a To tag.
     Early,
+    /// Made by a 2xx.
     Confirmed,
 }
 
+/// One dialog's state: who, which CSeq numbers, where requests go.
 #[derive(Debug, Clone)]
 pub struct Dialog {
+    /// Its identity.
     pub id: DialogId,
+    /// Early or confirmed.
     pub state: DialogState,
     /// Our side's name-addr (From on requests we send).
     pub local: NameAddr,
+    /// The peer's name-addr (To on requests we send).
     pub remote: NameAddr,
+    /// Our CSeq space: the number last used (the next request adds one).
     pub local_seq: u32,
+    /// CSeq of the last request the peer sent, once one arrived.
     pub remote_seq: Option<u32>,
+    /// The peer's Contact: where in-dialog requests go.
     pub remote_target: Uri,
     /// Routes in the order our requests must carry them.
     pub route_set: Vec<NameAddr>,
 }
 
+/// Why a dialog could not be made from a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DialogError {
+    /// A header the dialog needs is missing or unparseable.
     #[error("missing or malformed {0}")]
     Header(&'static str),
 }

@@ -10,6 +10,7 @@
 //! - [`endpoint`]: all of the above behind one `handle_*`/`poll_*` surface,
 //!   with admission control and registration.
 
+#![warn(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;

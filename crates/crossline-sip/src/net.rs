@@ -10,6 +10,7 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// Parse `addr/prefix`, or a bare address as a host route.
     pub fn parse(s: &str) -> Result<Cidr, String> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
@@ -32,6 +33,7 @@ impl Cidr {
         Ok(Cidr { network, prefix })
     }
 
+    /// Whether `ip` is inside (IPv4-mapped IPv6 counts as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),

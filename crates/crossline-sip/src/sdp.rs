@@ -16,27 +16,43 @@ const DEFAULT_PTIME_MS: u32 = 20;
 /// G.711 clock rate (RFC 3551).
 const G711_CLOCK: u32 = 8000;
 
+/// Why an SDP body was refused or offer/answer failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
+    /// Over 64 KiB.
     #[error("SDP too large")]
     TooLarge,
+    /// Doesn't start with `v=0`.
     #[error("SDP must start with v=0")]
     MissingVersion,
+    /// A line is malformed, repeated or out of place.
     #[error("SDP line {line}: {reason}")]
-    Malformed { line: usize, reason: &'static str },
+    Malformed {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No `o=` line.
     #[error("SDP has no o= line")]
     MissingOrigin,
+    /// More than 64 `m=` lines.
     #[error("SDP has too many m= lines")]
     TooManyMedia,
+    /// The chosen audio stream has no `c=` address, at media or session level.
     #[error("no connection address for the audio stream")]
     MissingConnection,
+    /// No usable audio stream with a G.711 codec we accept (answer with 488).
     #[error("no common audio codec")]
     NoCommonCodec,
 }
 
+/// The codecs we carry: G.711 only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {
+    /// G.711 μ-law.
     Pcmu,
+    /// G.711 A-law.
     Pcma,
 }
 
@@ -49,6 +65,7 @@ impl Codec {
         }
     }
 
+    /// The rtpmap encoding name.
     pub fn name(self) -> &'static str {
         match self {
             Codec::Pcmu => "PCMU",
@@ -56,6 +73,7 @@ impl Codec {
         }
     }
 
+    /// RTP clock rate, Hz.
     pub fn clock_rate(self) -> u32 {
         G711_CLOCK
     }
@@ -80,11 +98,17 @@ impl Codec {
     }
 }
 
+/// Media direction attribute (RFC 3264 §5.1), from the point of view of
+/// the side whose SDP carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
+    /// Both ways: normal media.
     SendRecv,
+    /// It only sends: it is holding the other side.
     SendOnly,
+    /// It only receives.
     RecvOnly,
+    /// Neither way (hold without music).
     Inactive,
 }
 
@@ -98,6 +122,7 @@ impl Direction {
         }
     }
 
+    /// The attribute name, e.g. `sendonly`.
     pub fn as_attr(self) -> &'static str {
         match self {
             Direction::SendRecv => "sendrecv",
@@ -119,10 +144,12 @@ impl Direction {
         .find(|d| d.as_attr().eq_ignore_ascii_case(attr))
     }
 
+    /// Whether the side with this direction sends media.
     pub fn sends(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::SendOnly)
     }
 
+    /// Whether the side with this direction receives media.
     pub fn receives(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::RecvOnly)
     }
@@ -136,24 +163,39 @@ impl Direction {
     }
 }
 
+/// An `a=rtpmap` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RtpMap {
+    /// Payload type it maps.
     pub payload_type: u8,
+    /// Encoding name, as written.
     pub encoding: String,
+    /// Clock rate, Hz.
     pub clock_rate: u32,
+    /// Channel count, when given.
     pub channels: Option<u8>,
 }
 
+/// One `m=` section, with the attributes we use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MediaDescription {
+    /// Media type: `audio`, `video`...
     pub media: String,
+    /// Port; 0 means the stream is refused.
     pub port: u16,
+    /// Transport protocol, e.g. `RTP/AVP`.
     pub proto: String,
+    /// Formats (payload types for RTP) in preference order.
     pub formats: Vec<String>,
+    /// Its rtpmaps.
     pub rtpmaps: Vec<RtpMap>,
+    /// Its fmtp parameters by payload type, verbatim.
     pub fmtps: Vec<(u8, String)>,
+    /// `a=ptime` in ms, if it parses.
     pub ptime: Option<u32>,
+    /// Media-level direction, if any.
     pub direction: Option<Direction>,
+    /// Media-level `c=` address, if any.
     pub connection: Option<IpAddr>,
 }
 
@@ -216,14 +258,22 @@ impl MediaDescription {
     }
 }
 
+/// A parsed SDP body: the origin, session-level defaults and the m= sections.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionDescription {
+    /// `o=` username.
     pub origin_username: String,
+    /// `o=` session id, verbatim.
     pub session_id: String,
+    /// `o=` version, verbatim (it goes up when the session changes).
     pub session_version: String,
+    /// `o=` address, verbatim.
     pub origin_address: String,
+    /// Session-level `c=` address, if any.
     pub connection: Option<IpAddr>,
+    /// Session-level direction, if any.
     pub direction: Option<Direction>,
+    /// Media sections in order.
     pub media: Vec<MediaDescription>,
 }
 
@@ -347,9 +397,11 @@ impl SessionDescription {
 /// Outcome of offer/answer for the audio stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Negotiated {
+    /// The codec we both send and receive.
     pub codec: Codec,
     /// PT to put on the RTP we send.
     pub payload_type: u8,
+    /// Payload type for RFC 4733 DTMF, when both sides have it.
     pub telephone_event_pt: Option<u8>,
     /// Media c= overrides session c=; 0.0.0.0 is kept as-is.
     pub remote_rtp: SocketAddr,
@@ -364,14 +416,19 @@ pub struct Negotiated {
 /// Our side of the media session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalMedia {
+    /// Our RTP address for `c=` and `o=`.
     pub address: IpAddr,
+    /// Our RTP port (RTCP on the next one).
     pub rtp_port: u16,
+    /// `o=` session id.
     pub session_id: u64,
+    /// `o=` version; bump it whenever our SDP changes.
     pub session_version: u64,
     /// Our preference, for offers; also the set we accept in answers.
     pub codecs: Vec<Codec>,
     /// Dynamic PT (96..=127) for telephone-event in our offers; usually 101.
     pub telephone_event_pt: u8,
+    /// Preferred packetisation, ms.
     pub ptime_ms: u32,
 }
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub struct Secret(String);
 
 impl Secret {
+    /// The credential itself; call only where it is used.
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::net::{source_key, Cidr};
 
+/// Admission limits; the default limits nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdmissionConfig {
     /// Out-of-dialog requests per second per source address; 0: no limit.
@@ -35,10 +36,12 @@ pub struct AdmissionConfig {
     /// Failed digest answers from one source (or for one user) within
     /// `auth_failure_window` before a ban; 0: never ban.
     pub auth_failures_before_ban: u32,
+    /// How far back failures count toward a ban.
     pub auth_failure_window: Duration,
     /// The first ban's length; each further ban of the same source or
     /// user doubles it, up to `auth_ban_max`.
     pub auth_ban: Duration,
+    /// The longest a ban grows to.
     pub auth_ban_max: Duration,
 }
 
@@ -117,6 +120,7 @@ impl Strikes {
 /// What to do with a new request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// Go on with it.
     Admit,
     /// A scanner's User-Agent: drop, don't answer.
     Scanner,
@@ -136,6 +140,7 @@ pub enum UserGate {
     Refuse,
 }
 
+/// The admission state: buckets, strike counts, bans.
 pub struct Admission {
     config: AdmissionConfig,
     /// Lower-cased blocklist.
@@ -151,9 +156,12 @@ pub struct Admission {
     pub bans_started: BanCounts,
 }
 
+/// Bans started, by what was banned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BanCounts {
+    /// Source addresses (IPv6 by /64).
     pub sources: u64,
+    /// User names.
     pub users: u64,
 }
 
@@ -164,6 +172,7 @@ const MAX_TRACKED: usize = 100_000;
 const PROVEN_FOR: Duration = Duration::from_secs(24 * 3600);
 
 impl Admission {
+    /// Admission with no traffic seen yet.
     pub fn new(config: AdmissionConfig) -> Admission {
         let blocked = config
             .blocked_user_agents
@@ -183,6 +192,7 @@ impl Admission {
         }
     }
 
+    /// The configured cap on calls at once (0: none).
     pub fn max_calls(&self) -> usize {
         self.config.max_calls
     }

@@ -15,12 +15,16 @@ use crate::dialog::{Dialog, DialogState};
 use crate::message::{Headers, Method, NameAddr, Request, Response, Uri, Via};
 use crate::sdp::{LocalMedia, Negotiated, SessionDescription};
 
+/// Which side of the call we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallRole {
+    /// We answered an INVITE.
     Uas,
+    /// We sent the INVITE.
     Uac,
 }
 
+/// Where a call's INVITE dialog is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallState {
     /// UAS: INVITE received, no final response yet.
@@ -29,6 +33,7 @@ pub enum CallState {
     Outgoing,
     /// UAS: 2xx sent, waiting for the ACK.
     Answered,
+    /// ACKed (UAS) or answered (UAC): media flows.
     Confirmed,
 }
 
@@ -118,10 +123,13 @@ pub struct OutgoingCall {
     pub target: Uri,
     /// Where to send it (the resolved outbound proxy or target host).
     pub destination: SocketAddr,
+    /// Transport to reach `destination` with.
     pub transport: Transport,
     /// From: caller ID user part and optional display name.
     pub from_user: String,
+    /// From display name.
     pub from_display: Option<String>,
+    /// Our media for the SDP offer.
     pub local_media: LocalMedia,
     /// Digest credentials for 401/407 challenges.
     pub credentials: Option<(String, crate::secret::Secret)>,

@@ -38,6 +38,7 @@ pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, message/sipfr
 /// Extensions we support; sent in Supported.
 pub const SUPPORTED: &str = "";
 
+/// Names a stream connection (TCP or TLS); the driver picks the numbers.
 pub type ConnId = u64;
 
 /// The digit and duration (ms) in an INFO's application/dtmf-relay body, as
@@ -47,19 +48,24 @@ pub fn parse_dtmf_relay(body: &[u8]) -> Option<(char, u32)> {
     util::parse_dtmf_relay(body)
 }
 
+/// How a message travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// Datagrams; we retransmit.
     Udp,
+    /// A TCP stream.
     Tcp,
     /// TLS over TCP (RFC 3261 §26.2; `sips:` URIs).
     Tls,
 }
 
 impl Transport {
+    /// Whether the transport delivers for us (no retransmission timers).
     pub fn reliable(self) -> bool {
         matches!(self, Transport::Tcp | Transport::Tls)
     }
 
+    /// The name in a Via's sent-protocol.
     pub fn via_name(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
@@ -95,18 +101,26 @@ impl Transport {
 /// connection; `None` asks the driver to open one to `remote`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Peer {
+    /// How it travels.
     pub transport: Transport,
+    /// Our address: the listener it came in on, or to send from.
     pub local: SocketAddr,
+    /// The other side's address.
     pub remote: SocketAddr,
+    /// The connection, for streams; `None` for UDP or a new connection.
     pub conn: Option<ConnId>,
 }
 
+/// A message for the driver to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// Where to.
     pub peer: Peer,
+    /// The bytes, whole.
     pub payload: Bytes,
 }
 
+/// Our handle on a call, unique in this endpoint; not the SIP Call-ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(pub u64);
 
@@ -119,29 +133,42 @@ impl std::fmt::Display for CallId {
 /// A trunk that may send us calls.
 #[derive(Debug, Clone)]
 pub struct InboundTrunk {
+    /// Name for logs, metrics and routing.
     pub name: String,
+    /// Source addresses it calls from; any of them admits a call.
     pub cidrs: Vec<crate::net::Cidr>,
+    /// Username and password it must answer a digest challenge with, if any.
     pub credentials: Option<(String, crate::secret::Secret)>,
     /// Most calls at once from this trunk; 0: no limit (503 over it).
     pub max_calls: usize,
 }
 
+/// Everything the endpoint needs to know up front.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
+    /// RFC 3261 timer values.
     pub timers: TimerConfig,
+    /// Sent in User-Agent.
     pub user_agent: String,
     /// Listeners; the first of each transport is used for requests we start.
     pub udp_listeners: Vec<SocketAddr>,
+    /// TCP listeners.
     pub tcp_listeners: Vec<SocketAddr>,
+    /// TLS listeners.
     pub tls_listeners: Vec<SocketAddr>,
     /// Written into Via/Contact/SDP when a listener is a wildcard address.
     pub advertised_address: Option<IpAddr>,
+    /// Bigger messages are dropped (UDP) or end the connection (streams).
     pub max_message_size: usize,
+    /// Retry-After on the 503s sent while draining.
     pub drain_retry_after_secs: u32,
+    /// The codecs we offer and accept, in preference order.
     pub codecs: Vec<Codec>,
+    /// Payload type for telephone-event in our offers.
     pub telephone_event_pt: u8,
     /// Empty means: take calls from anyone.
     pub inbound_trunks: Vec<InboundTrunk>,
+    /// How long a digest nonce we issue stays fresh.
     pub nonce_ttl: Duration,
     /// Rate limits, scanner blocklist, call caps.
     pub admission: admission::AdmissionConfig,
@@ -171,13 +198,17 @@ impl Default for EndpointConfig {
 /// Why a call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndCause {
+    /// The other side sent BYE.
     RemoteBye,
+    /// We hung up (BYE or CANCEL from us).
     LocalHangup,
     /// The caller sent CANCEL before we answered.
     Cancelled,
     /// Our outgoing call got a final non-2xx, or we rejected an incoming one.
     Rejected {
+        /// The final status.
         status: u16,
+        /// Its reason phrase.
         reason: String,
     },
     /// No response to our request (Timer B/F).
@@ -191,61 +222,89 @@ pub enum EndCause {
 /// What the endpoint tells the application.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// A new INVITE was admitted; answer, reject or ring it.
     IncomingCall(IncomingCall),
     /// The call is up: ACK received (UAS) or 2xx received (UAC). Carries
     /// the negotiated media when the offer/answer completed here.
     CallEstablished {
+        /// Which call.
         call: CallId,
+        /// The media, if the offer and answer are both in.
         media: Option<Negotiated>,
     },
     /// A re-INVITE changed the media (hold, unhold, new address).
     MediaChanged {
+        /// Which call.
         call: CallId,
+        /// The media now.
         media: Negotiated,
     },
     /// An outgoing call got a provisional response.
     Progress {
+        /// Which call.
         call: CallId,
+        /// The provisional status, e.g. 180 or 183.
         status: u16,
     },
+    /// The call is over; forget it.
     CallEnded {
+        /// Which call.
         call: CallId,
+        /// Why.
         cause: EndCause,
     },
     /// A DTMF digit from SIP INFO (application/dtmf-relay).
     Dtmf {
+        /// Which call.
         call: CallId,
+        /// The digit.
         digit: char,
+        /// How long it was held, as the INFO said.
         duration_ms: u32,
     },
+    /// A registration changed state.
     Registration {
+        /// Its index, in the order they were added.
         index: usize,
+        /// Its new state.
         state: RegistrationState,
     },
     /// Our REFER (blind transfer) got a final answer: 2xx accepted, else
     /// refused with this status.
     ReferAnswered {
+        /// Which call.
         call: CallId,
+        /// The final status.
         status: u16,
     },
     /// A NOTIFY for our REFER: the status line of the new call's progress
     /// (RFC 3515 message/sipfrag).
     ReferProgress {
+        /// Which call.
         call: CallId,
+        /// The sipfrag's status.
         status: u16,
     },
 }
 
+/// What the application needs to decide about a new call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncomingCall {
+    /// Our handle on it.
     pub call: CallId,
+    /// The SIP Call-ID, for logs.
     pub call_id: String,
     /// Request-URI user: the DID.
     pub did: String,
+    /// From user: the caller's number.
     pub caller: String,
+    /// From display name.
     pub caller_display: Option<String>,
+    /// The address the INVITE came from.
     pub source: SocketAddr,
+    /// The trunk it matched, if trunks are configured.
     pub trunk: Option<String>,
+    /// Whether the INVITE carried an SDP offer (if not, our answer offers).
     pub has_offer: bool,
     /// `X-Crossline-Web-Call`: our own WebRTC leg calling in, by its id.
     pub web_call: Option<String>,
@@ -254,13 +313,21 @@ pub struct IncomingCall {
 /// Counters for everything the endpoint drops or answers on its own.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
+    /// Messages received (datagrams and stream frames).
     pub messages_in: u64,
+    /// Messages that did not parse, and streams whose framing broke.
     pub parse_errors: u64,
+    /// Datagrams over `max_message_size`.
     pub oversize: u64,
+    /// Responses matching no transaction.
     pub stray_responses: u64,
+    /// Request retransmissions answered from a transaction.
     pub retransmissions_absorbed: u64,
+    /// Responses sent, by status.
     pub responses_sent: HashMap<u16, u64>,
+    /// Responses received, by status.
     pub responses_received: HashMap<u16, u64>,
+    /// Calls created, both ways.
     pub calls_started: u64,
     /// Requests dropped: over their source's rate.
     pub rate_limited: u64,
@@ -274,24 +341,33 @@ pub struct Counters {
     pub banned_dropped: u64,
     /// Wrong digest answers, and those refused unchecked (user banned).
     pub auth_failures: u64,
+    /// Digest attempts refused unchecked because the user is banned.
     pub auth_refused_banned_user: u64,
     /// Bans started for failed sign-ins, of sources and of users.
     pub bans_sources: u64,
+    /// User bans started.
     pub bans_users: u64,
 }
 
+/// Why a command to the endpoint failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
+    /// The call is gone or never existed.
     #[error("no such call")]
     NoSuchCall,
+    /// The call can't do that now (e.g. answer after answering).
     #[error("the call is not in a state for that")]
     BadState,
+    /// No listener of this transport to send from.
     #[error("no listener for transport {0:?}")]
     NoListener(Transport),
+    /// The peer's offer has no codec we support.
     #[error("the offer has no codec we support")]
     NoCommonCodec,
+    /// An SDP body was unusable.
     #[error("bad SDP: {0}")]
     Sdp(String),
+    /// A URI (e.g. a transfer target) didn't parse.
     #[error("bad URI: {0}")]
     Uri(String),
 }
@@ -355,6 +431,7 @@ enum TimerTarget {
     Registration(usize),
 }
 
+/// The sans-IO SIP endpoint; see the module docs for how to drive it.
 pub struct Endpoint {
     config: EndpointConfig,
     server_txs: HashMap<ServerKey, ServerEntry>,
@@ -376,10 +453,12 @@ pub struct Endpoint {
     admission: admission::Admission,
     /// Inbound calls per source address: the per-source call cap.
     calls_by_source: HashMap<IpAddr, usize>,
+    /// What it dropped or answered by itself.
     pub counters: Counters,
 }
 
 impl Endpoint {
+    /// An endpoint with no calls yet; `now` anchors its digest nonces.
     pub fn new(config: EndpointConfig, now: Instant) -> Endpoint {
         let digest = DigestServer::new("crossline", config.nonce_ttl, now);
         Endpoint {
@@ -405,6 +484,7 @@ impl Endpoint {
         }
     }
 
+    /// The configuration it runs with.
     pub fn config(&self) -> &EndpointConfig {
         &self.config
     }
@@ -414,30 +494,37 @@ impl Endpoint {
         self.draining = draining;
     }
 
+    /// Calls it holds now.
     pub fn active_calls(&self) -> usize {
         self.calls.len()
     }
 
+    /// Where a call stands; `None` once it has ended.
     pub fn call_state(&self, call: CallId) -> Option<CallState> {
         self.calls.get(&call).map(|c| c.state)
     }
 
+    /// Every call it holds.
     pub fn call_ids(&self) -> Vec<CallId> {
         self.calls.keys().copied().collect()
     }
 
+    /// Client and server transactions open now.
     pub fn transaction_count(&self) -> usize {
         self.server_txs.len() + self.client_txs.len()
     }
 
+    /// The next message to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.outbox.pop_front()
     }
 
+    /// The next event for the application, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
+    /// When to call `handle_timeout` next, if anything is pending.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         // Stale entries are skipped lazily, so peek past cancelled ones.
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {

@@ -12,29 +12,41 @@ use super::{Endpoint, EndpointError, Event, Peer, TimerTarget, Transport, TxOwne
 use crate::auth::{Challenge, DigestClient};
 use crate::message::{Headers, Method, Request, Response, Uri};
 
+/// One registration to keep up with a registrar (a PBX or carrier).
 #[derive(Debug, Clone)]
 pub struct RegistrationSpec {
+    /// The Request-URI of our REGISTERs.
     pub registrar: Uri,
     /// Where the registrar is (resolved by the driver).
     pub destination: SocketAddr,
+    /// How to reach it.
     pub transport: Transport,
+    /// The address of record we register (To and From).
     pub aor: Uri,
+    /// Username and password for its digest challenges, if any.
     pub credentials: Option<(String, crate::secret::Secret)>,
+    /// Seconds asked for; it re-registers before they run out.
     pub expires: u32,
 }
 
+/// Where a registration stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistrationState {
+    /// A REGISTER is out, with no final answer yet.
     Registering,
     /// Registered; the registrar granted this many seconds.
     Registered {
+        /// Seconds granted.
         expires: u32,
     },
     /// Failed with a status (408 for no answer); retrying after `retry_in`.
     Failed {
+        /// The status that failed it.
         status: u16,
+        /// How long until the next try.
         retry_in: Duration,
     },
+    /// Taken down with `Expires: 0` (at shutdown); not retried.
     Unregistered,
 }
 
@@ -83,6 +95,7 @@ impl Endpoint {
         Ok(index)
     }
 
+    /// A registration's state, by the index `add_registration` returned.
     pub fn registration_state(&self, index: usize) -> Option<&RegistrationState> {
         self.registrations.get(index).map(|r| &r.state)
     }

@@ -23,6 +23,7 @@ pub struct StreamFramer {
 }
 
 impl StreamFramer {
+    /// A framer that fails on any message over `max_message` bytes.
     pub fn new(max_message: usize) -> Self {
         StreamFramer {
             buf: BytesMut::new(),
@@ -35,6 +36,7 @@ impl StreamFramer {
         }
     }
 
+    /// Append bytes read from the stream (ignored once the framer has failed).
     pub fn push(&mut self, data: &[u8]) {
         if self.failed.is_none() {
             self.buf.extend_from_slice(data);
@@ -52,6 +54,8 @@ impl StreamFramer {
         std::mem::take(&mut self.pings)
     }
 
+    /// The next whole message, `None` until one is complete. An error is
+    /// final: close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, ParseError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());

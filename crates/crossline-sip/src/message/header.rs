@@ -152,7 +152,9 @@ fn bad_header(name: &str, detail: &str, value: &str) -> ParseError {
 /// unfolded and trimmed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The header's name.
     pub name: String,
+    /// Its value.
     pub value: String,
 }
 
@@ -161,6 +163,7 @@ pub struct Header {
 pub struct Headers(Vec<Header>);
 
 impl Headers {
+    /// No headers.
     pub fn new() -> Self {
         Headers(Vec::new())
     }
@@ -170,6 +173,7 @@ impl Headers {
         self.0.push(Header { name, value });
     }
 
+    /// The first value of `name` (any case, compact form accepted).
     pub fn get(&self, name: &str) -> Option<&str> {
         let name = canonical(name);
         self.0
@@ -178,6 +182,7 @@ impl Headers {
             .map(|h| h.value.as_str())
     }
 
+    /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         let name = canonical(name);
         self.0
@@ -186,6 +191,7 @@ impl Headers {
             .map(|h| h.value.as_str())
     }
 
+    /// Append a header; known names (compact ones too) are stored canonically.
     pub fn push(&mut self, name: &str, value: impl Into<String>) {
         let name = canonical(name).into_owned();
         self.0.push(Header {
@@ -235,23 +241,28 @@ impl Headers {
         }
     }
 
+    /// Remove every header of this name.
     pub fn remove(&mut self, name: &str) {
         let name = canonical(name);
         self.0.retain(|h| !h.name.eq_ignore_ascii_case(&name));
     }
 
+    /// Whether any header of this name is present.
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
 
+    /// Every header, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Header> {
         self.0.iter()
     }
 
+    /// How many header lines there are.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// True if there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -264,24 +275,29 @@ impl Headers {
             .collect()
     }
 
+    /// The topmost Via (the first entry of the first Via header).
     pub fn top_via(&self) -> Result<Via, ParseError> {
         let first = self.get("Via").ok_or_else(|| missing("Via"))?;
         let top = split_commas(first).next().unwrap_or(first);
         Via::parse(top)
     }
 
+    /// The Call-ID value.
     pub fn call_id(&self) -> Option<&str> {
         self.get("Call-ID")
     }
 
+    /// The parsed CSeq.
     pub fn cseq(&self) -> Result<CSeq, ParseError> {
         CSeq::parse(self.get("CSeq").ok_or_else(|| missing("CSeq"))?)
     }
 
+    /// The parsed From.
     pub fn from(&self) -> Result<NameAddr, ParseError> {
         NameAddr::parse(self.get("From").ok_or_else(|| missing("From"))?)
     }
 
+    /// The parsed To.
     pub fn to(&self) -> Result<NameAddr, ParseError> {
         NameAddr::parse(self.get("To").ok_or_else(|| missing("To"))?)
     }
@@ -295,6 +311,7 @@ impl Headers {
             .collect()
     }
 
+    /// Whether the Contact is `*` (REGISTER's remove-all).
     pub fn is_star_contact(&self) -> bool {
         self.get_all("Contact").any(|v| trim_ws(v) == "*")
     }
@@ -320,6 +337,7 @@ impl Headers {
         }
     }
 
+    /// The Content-Type value, unparsed.
     pub fn content_type(&self) -> Option<&str> {
         self.get("Content-Type")
     }
@@ -354,13 +372,18 @@ impl<'a> IntoIterator for &'a Headers {
 /// One Via entry: `SIP/2.0/<transport> host[:port] *(;param)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Via {
+    /// Transport token, upper-cased (UDP, TCP, TLS, WS...).
     pub transport: String,
+    /// sent-by host.
     pub host: String,
+    /// sent-by port, if given.
     pub port: Option<u16>,
+    /// Parameters (branch, received, rport...) in order.
     pub params: Params,
 }
 
 impl Via {
+    /// Parse one Via entry (not a comma-joined list).
     pub fn parse(s: &str) -> Result<Via, ParseError> {
         let bad = |d: &str| bad_header("Via", d, s);
         // sent-protocol: name SLASH version SLASH transport, SLASH = SWS "/" SWS.
@@ -418,10 +441,12 @@ impl Via {
         })
     }
 
+    /// The transaction branch.
     pub fn branch(&self) -> Option<&str> {
         find_param(&self.params, "branch").flatten()
     }
 
+    /// The `received` address a server stamped on it.
     pub fn received(&self) -> Option<&str> {
         find_param(&self.params, "received").flatten()
     }
@@ -431,6 +456,7 @@ impl Via {
         find_param(&self.params, "rport").map(|v| v.and_then(parse_u16))
     }
 
+    /// A parameter: `None` if absent, `Some(None)` if present without a value.
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
         find_param(&self.params, name)
     }
@@ -440,6 +466,7 @@ impl Via {
         set_param(&mut self.params, name, value)
     }
 
+    /// Remove a parameter, any case.
     pub fn remove_param(&mut self, name: &str) {
         self.params.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
@@ -468,7 +495,9 @@ impl fmt::Display for Via {
 /// `CSeq: <seq> <method>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CSeq {
+    /// The sequence number.
     pub seq: u32,
+    /// The method the sequence number counts.
     pub method: Method,
 }
 

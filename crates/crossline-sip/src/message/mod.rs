@@ -33,14 +33,23 @@ use std::fmt;
 /// What part of a message was wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseErrorKind {
+    /// The request or status line.
     StartLine,
+    /// Not SIP/2.0.
     Version,
+    /// A header's syntax or value.
     Header,
+    /// A URI (Request-URI or in a header).
     Uri,
+    /// A header the message must carry is absent.
     MissingHeader,
+    /// Content-Length is malformed or disagrees with the bytes.
     ContentLength,
+    /// The body.
     Body,
+    /// Over the size limit.
     TooLarge,
+    /// Not UTF-8 where text is required.
     Encoding,
 }
 
@@ -60,14 +69,18 @@ impl fmt::Display for ParseErrorKind {
     }
 }
 
+/// Why bytes are not an acceptable SIP message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {detail}")]
 pub struct ParseError {
+    /// What part was wrong.
     pub kind: ParseErrorKind,
+    /// Specifics for logs, often with a snippet of the input.
     pub detail: String,
 }
 
 impl ParseError {
+    /// An error of `kind`.
     pub fn new(kind: ParseErrorKind, detail: impl Into<String>) -> Self {
         ParseError {
             kind,
@@ -79,24 +92,40 @@ impl ParseError {
 /// SIP request method. Matching is case-sensitive (RFC 3261 §7.1).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Method {
+    /// INVITE: start or change a session.
     Invite,
+    /// ACK: confirm a final response to an INVITE.
     Ack,
+    /// BYE: end a session.
     Bye,
+    /// CANCEL: stop a pending request.
     Cancel,
+    /// OPTIONS: ask for capabilities; also a liveness probe.
     Options,
+    /// REGISTER: bind an address of record to a contact.
     Register,
+    /// INFO: mid-session information such as DTMF (RFC 6086).
     Info,
+    /// REFER: ask the peer to call elsewhere, a transfer (RFC 3515).
     Refer,
+    /// NOTIFY: an event report, e.g. a transfer's progress (RFC 6665).
     Notify,
+    /// SUBSCRIBE: ask for event reports (RFC 6665).
     Subscribe,
+    /// UPDATE: change a session before it is answered (RFC 3311).
     Update,
+    /// PRACK: acknowledge a reliable provisional response (RFC 3262).
     Prack,
+    /// MESSAGE: an instant message (RFC 3428).
     Message,
+    /// PUBLISH: publish event state (RFC 3903).
     Publish,
+    /// Any other token, kept as received.
     Extension(String),
 }
 
 impl Method {
+    /// The method's token as sent on the wire.
     pub fn as_str(&self) -> &str {
         match self {
             Method::Invite => "INVITE",

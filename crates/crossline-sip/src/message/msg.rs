@@ -8,25 +8,38 @@ use super::header::Headers;
 use super::uri::Uri;
 use super::{Method, ParseError, ParseErrorKind};
 
+/// A SIP request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// The method from the request line.
     pub method: Method,
+    /// The Request-URI.
     pub uri: Uri,
+    /// Headers in order.
     pub headers: Headers,
+    /// The body; Content-Length is written from it.
     pub body: Bytes,
 }
 
+/// A SIP response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
+    /// Status code, 100..=699.
     pub status: u16,
+    /// Reason phrase (CR/LF flattened when written).
     pub reason: String,
+    /// Headers in order.
     pub headers: Headers,
+    /// The body; Content-Length is written from it.
     pub body: Bytes,
 }
 
+/// Either kind of message, as parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SipMessage {
+    /// A request.
     Request(Request),
+    /// A response.
     Response(Response),
 }
 
@@ -69,6 +82,7 @@ fn head_capacity(headers: &Headers, body: &Bytes) -> usize {
 }
 
 impl Request {
+    /// A request with no headers and no body.
     pub fn new(method: Method, uri: Uri) -> Request {
         Request {
             method,
@@ -78,6 +92,7 @@ impl Request {
         }
     }
 
+    /// The wire form; Content-Length is computed, any given one is dropped.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = String::with_capacity(head_capacity(&self.headers, &self.body));
         let _ = write!(out, "{} {} SIP/2.0\r\n", self.method, self.uri);
@@ -101,6 +116,7 @@ impl Request {
 }
 
 impl Response {
+    /// A response with the standard reason phrase, no headers and no body.
     pub fn new(status: u16) -> Response {
         Response {
             status,
@@ -110,6 +126,7 @@ impl Response {
         }
     }
 
+    /// The wire form; Content-Length is computed, any given one is dropped.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = String::with_capacity(head_capacity(&self.headers, &self.body));
         let _ = write!(out, "SIP/2.0 {} ", self.status);
@@ -137,6 +154,7 @@ impl Response {
 }
 
 impl SipMessage {
+    /// The wire form.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
             SipMessage::Request(r) => r.to_bytes(),
@@ -144,6 +162,7 @@ impl SipMessage {
         }
     }
 
+    /// The message's headers.
     pub fn headers(&self) -> &Headers {
         match self {
             SipMessage::Request(r) => &r.headers,
@@ -151,6 +170,7 @@ impl SipMessage {
         }
     }
 
+    /// The message's headers, to change.
     pub fn headers_mut(&mut self) -> &mut Headers {
         match self {
             SipMessage::Request(r) => &mut r.headers,
@@ -158,6 +178,7 @@ impl SipMessage {
         }
     }
 
+    /// The message's body.
     pub fn body(&self) -> &Bytes {
         match self {
             SipMessage::Request(r) => &r.body,

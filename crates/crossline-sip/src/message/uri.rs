@@ -16,12 +16,19 @@ pub type Params = Vec<(String, Option<String>)>;
 /// text after the colon, verbatim, in `host` (user/port/params/headers empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Uri {
+    /// Lower-cased scheme: `sip`, `sips`, `tel`...
     pub scheme: String,
+    /// The user part, still %-escaped.
     pub user: Option<String>,
+    /// The password after the user, if any (deprecated, but parsed).
     pub password: Option<String>,
+    /// Host name or address (IPv6 in brackets); the whole rest for other schemes.
     pub host: String,
+    /// Port, if given.
     pub port: Option<u16>,
+    /// `;` parameters in order.
     pub params: Params,
+    /// The `?` header part, verbatim.
     pub headers: Option<String>,
 }
 
@@ -113,6 +120,7 @@ pub(super) fn split_host(s: &str) -> (&str, &str) {
 }
 
 impl Uri {
+    /// Parse a URI as it appears in a request line or between `<>`.
     pub fn parse(s: &str) -> Result<Uri, ParseError> {
         let colon = s.find(':').ok_or_else(|| uri_err("missing scheme", s))?;
         let (scheme, rest) = match (s.get(..colon), s.get(colon + 1..)) {
@@ -160,6 +168,7 @@ impl Uri {
         }
     }
 
+    /// True for `sip:` and `sips:`.
     pub fn is_sip(&self) -> bool {
         self.scheme == "sip" || self.scheme == "sips"
     }
@@ -174,6 +183,7 @@ impl Uri {
         set_param(&mut self.params, name, value)
     }
 
+    /// `host[:port]`.
     pub fn host_port(&self) -> String {
         match self.port {
             Some(p) => format!("{}:{}", self.host, p),
@@ -295,12 +305,16 @@ impl fmt::Display for Uri {
 /// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameAddr {
+    /// The display name, unquoted.
     pub display: Option<String>,
+    /// The address.
     pub uri: Uri,
+    /// Header parameters after the address (tag, expires...).
     pub params: Params,
 }
 
 impl NameAddr {
+    /// A bare address with no display name or parameters.
     pub fn new(uri: Uri) -> NameAddr {
         NameAddr {
             display: None,
@@ -309,6 +323,7 @@ impl NameAddr {
         }
     }
 
+    /// Parse a From/To/Contact/Route style value.
     pub fn parse(s: &str) -> Result<NameAddr, ParseError> {
         let bad = |d: &str| ParseError::new(ParseErrorKind::Header, format!("{d}: {}", snippet(s)));
         let s = trim_ws(s);
@@ -356,18 +371,22 @@ impl NameAddr {
         })
     }
 
+    /// The dialog tag parameter.
     pub fn tag(&self) -> Option<&str> {
         find_param(&self.params, "tag").flatten()
     }
 
+    /// Set (or replace) the tag.
     pub fn set_tag(&mut self, tag: &str) {
         set_param(&mut self.params, "tag", Some(tag))
     }
 
+    /// A header parameter: `None` if absent, `Some(None)` if present without a value.
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
         find_param(&self.params, name)
     }
 
+    /// Replace the parameter's value, or append it.
     pub fn set_param(&mut self, name: &str, value: Option<&str>) {
         set_param(&mut self.params, name, value)
     }

@@ -7,13 +7,20 @@ use bytes::Bytes;
 use super::{Armed, TimerConfig, TimerKind, TxOutput};
 use crate::message::{Headers, Method, Request, Response};
 
+/// Client transaction states (RFC 3261 figures 5 and 6, RFC 6026 figure 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientState {
+    /// INVITE sent, no response yet.
     Calling,
+    /// Non-INVITE sent, no response yet.
     Trying,
+    /// A provisional response arrived.
     Proceeding,
+    /// Final response in; absorbing retransmissions (Timer D or K).
     Completed,
+    /// INVITE got a 2xx; later 2xx copies go up for a new ACK (Timer M).
     Accepted,
+    /// Done: drop it.
     Terminated,
 }
 
@@ -57,10 +64,12 @@ impl ClientInvite {
         (tx, out)
     }
 
+    /// Where the transaction is.
     pub fn state(&self) -> ClientState {
         self.state
     }
 
+    /// The INVITE it sends.
     pub fn request(&self) -> &Request {
         &self.request
     }
@@ -116,6 +125,8 @@ impl ClientInvite {
         (out, deliver)
     }
 
+    /// A timer fired: `kind` armed for `at`. Timers it no longer holds
+    /// (cleared or re-armed) do nothing.
     pub fn on_timer(&mut self, now: Instant, kind: TimerKind, at: Instant) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if !self.armed.take(kind, at) {
@@ -148,7 +159,7 @@ impl ClientInvite {
 }
 
 /// RFC 3261 §17.1.1.3: the ACK for a non-2xx final response.
-pub fn ack_for_non_2xx(invite: &Request, response: &Response) -> Request {
+fn ack_for_non_2xx(invite: &Request, response: &Response) -> Request {
     let mut headers = Headers::new();
     if let Some(via) = invite.headers.get("Via") {
         headers.push("Via", via);
@@ -189,6 +200,7 @@ pub struct ClientNonInvite {
 }
 
 impl ClientNonInvite {
+    /// Starts the transaction: the first output sends the request.
     pub fn start(
         now: Instant,
         request: Request,
@@ -213,14 +225,17 @@ impl ClientNonInvite {
         (tx, out)
     }
 
+    /// Where the transaction is.
     pub fn state(&self) -> ClientState {
         self.state
     }
 
+    /// The request it sends.
     pub fn request(&self) -> &Request {
         &self.request
     }
 
+    /// Feed a response. Returns the outputs and whether the TU should see it.
     pub fn on_response(&mut self, now: Instant, response: &Response) -> (Vec<TxOutput>, bool) {
         let mut out = Vec::new();
         if !matches!(self.state, ClientState::Trying | ClientState::Proceeding) {
@@ -241,6 +256,8 @@ impl ClientNonInvite {
         (out, true)
     }
 
+    /// A timer fired: `kind` armed for `at`. Timers it no longer holds
+    /// (cleared or re-armed) do nothing.
     pub fn on_timer(&mut self, now: Instant, kind: TimerKind, at: Instant) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if !self.armed.take(kind, at) {

@@ -15,8 +15,11 @@ pub use server::{ServerInvite, ServerNonInvite, ServerState};
 /// The RFC 3261 base timers. Defaults are the RFC's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerConfig {
+    /// RTT estimate: the first retransmit interval; 64*T1 is the timeout.
     pub t1: Duration,
+    /// Cap on retransmit intervals (Timers E and G).
     pub t2: Duration,
+    /// How long the network may hold a message: Timers I and K.
     pub t4: Duration,
 }
 

@@ -6,13 +6,20 @@ use bytes::Bytes;
 
 use super::{Armed, TimerConfig, TimerKind, TxOutput};
 
+/// Server transaction states (RFC 3261 figures 7 and 8, RFC 6026 figure 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerState {
+    /// Non-INVITE received, nothing sent yet.
     Trying,
+    /// A provisional response went out (an INVITE starts here).
     Proceeding,
+    /// Final response sent; resent for retransmitted requests (and Timer G).
     Completed,
+    /// INVITE only: the ACK for a non-2xx arrived (Timer I).
     Confirmed,
+    /// INVITE only: 2xx sent; its retransmission is the TU's (Timer L).
     Accepted,
+    /// Done: drop it.
     Terminated,
 }
 
@@ -45,6 +52,7 @@ impl ServerInvite {
         }
     }
 
+    /// Where the transaction is.
     pub fn state(&self) -> ServerState {
         self.state
     }
@@ -115,6 +123,8 @@ impl ServerInvite {
         out
     }
 
+    /// A timer fired: `kind` armed for `at`. Timers it no longer holds
+    /// (cleared or re-armed) do nothing.
     pub fn on_timer(&mut self, now: Instant, kind: TimerKind, at: Instant) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if !self.armed.take(kind, at) {
@@ -159,6 +169,7 @@ pub struct ServerNonInvite {
 }
 
 impl ServerNonInvite {
+    /// Created on a new request, in Trying.
     pub fn new(reliable: bool, timers: TimerConfig) -> Self {
         ServerNonInvite {
             state: ServerState::Trying,
@@ -169,10 +180,12 @@ impl ServerNonInvite {
         }
     }
 
+    /// Where the transaction is.
     pub fn state(&self) -> ServerState {
         self.state
     }
 
+    /// The TU sends a response with status `status`; a final one completes it.
     pub fn respond(&mut self, now: Instant, status: u16, bytes: Bytes) -> Vec<TxOutput> {
         let mut out = Vec::new();
         if !matches!(self.state, ServerState::Trying | ServerState::Proceeding) {
@@ -193,6 +206,7 @@ impl ServerNonInvite {
         out
     }
 
+    /// A retransmission of the request arrived: resend the last response.
     pub fn on_retransmission(&mut self) -> Vec<TxOutput> {
         match (self.state, &self.last_response) {
             (ServerState::Proceeding | ServerState::Completed, Some(r)) => {
@@ -202,6 +216,8 @@ impl ServerNonInvite {
         }
     }
 
+    /// A timer fired: `kind` armed for `at`. Timers it no longer holds
+    /// (cleared or re-armed) do nothing.
     pub fn on_timer(&mut self, _now: Instant, kind: TimerKind, at: Instant) -> Vec<TxOutput> {
         if !self.armed.take(kind, at) || kind != TimerKind::J {
             return Vec::new();
