@@ -15,7 +15,7 @@
 # git): its seeds from fuzz/seeds/<target>/, its past crashes from
 # fuzz/regressions/<target>/ and, for the SIP targets, every message in
 # sip-fixtures/. A crash leaves its input in fuzz/artifacts/<target>/; copy it
-# to fuzz/regressions/<target>/ and tests/fuzz_regressions.rs replays it
+# to fuzz/regressions/<target>/ and the replay tests in src/fuzzing.rs replay it
 # from then on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -151,7 +151,7 @@ if [ ${#crashes[@]} -gt 0 ]; then
     echo "  $f"
     echo "    reproduce:  cargo +nightly fuzz run $san$t $f"
     echo "    minimise:   cargo +nightly fuzz tmin $san$t $f"
-    echo "    regression: cp $f fuzz/regressions/$t/   (then fix; cargo test --test fuzz_regressions)"
+    echo "    regression: cp $f fuzz/regressions/$t/   (then fix; cargo test --lib fuzzing::replay)"
   done
 fi
 

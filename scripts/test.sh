@@ -48,4 +48,21 @@ export CROSSLINE_SIPP_PCAP_DIR=/usr/share/sip-tester
 # the environment, not `--test-threads`, because the criterion bench
 # harnesses (run once each in test mode) reject libtest's flags.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
-cargo test --all-targets --locked "$@"
+
+# The protocol cores are sans-IO: neither may pull in tokio, even through
+# another dependency. Checked before the lints and tests.
+for core in crossline-sip crossline-media; do
+  tree=$(cargo tree -p "$core" -e normal --locked)
+  tokio_lines=$(grep -c tokio <<<"$tree" || true)
+  if [ "$tokio_lines" != 0 ]; then
+    echo "test.sh: FAIL: $core depends on tokio; the cores must build without it:" >&2
+    grep tokio <<<"$tree" >&2
+    exit 1
+  fi
+done
+
+# Lints: any clippy warning fails the run, in every crate and target.
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Every crate of the workspace: the cores' unit tests too.
+cargo test --workspace --all-targets --locked "$@"

@@ -1,10 +1,14 @@
 //! crossline: a SIP/RTP media gateway with call and chat flows built in.
 //!
 //! The library does the work; `main.rs` only parses the command line.
-//! Protocol cores ([`sip::endpoint`], [`sip::transaction`]) are sans-IO
-//! state machines, and so is call control ([`call`]); [`runtime`] drives
-//! them with tokio and the audio loops.
+//! Protocol cores are their own crates and build without tokio:
+//! `crossline-sip` ([`sip::endpoint`], [`sip::transaction`], [`sdp`]) and
+//! `crossline-media` ([`media::audio_loop`] and the codecs). They are
+//! re-exported at their old paths. Call control ([`call`]) is sans-IO too;
+//! [`runtime`] drives it with tokio and the audio loops.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+// The OpenAPI document is one large `json!`.
 #![recursion_limit = "256"]
 
 pub mod breakout;
@@ -13,6 +17,7 @@ pub mod callback;
 pub mod chat;
 pub mod config;
 pub mod flow;
+#[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
@@ -21,8 +26,7 @@ pub mod media;
 pub mod messaging;
 pub mod net;
 pub mod runtime;
-pub mod sdp;
-pub mod secret;
+pub use crossline_sip::{sdp, secret};
 pub mod sip;
 pub mod store;
 pub mod telemetry;

@@ -1,5 +1,7 @@
 //! The `crossline` command: parse arguments, then hand over to the library.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -4,7 +4,7 @@
 Run from anywhere: python3 fuzz/seeds/generate.py. The outputs are committed;
 rerun only to change them. Binary packets are built here byte by byte, SIP
 and SDP with exact CRLFs and Content-Lengths. The SIP targets also get every
-message in sip-fixtures/ at run time (scripts/fuzz.sh, tests/fuzz_regressions.rs).
+message in sip-fixtures/ at run time (scripts/fuzz.sh, src/fuzzing.rs's replay tests).
 """
 
 import shutil

@@ -1,5 +1,8 @@
 //! The control side of media: audio loop threads, the RTP port pool and the
 //! shared decoded clips. Called from the call-control task only.
+//!
+//! It stays in the application, not in `crossline-media`, because it speaks
+//! the SIP core's negotiated SDP and the control task's tokio channel.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -10,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::audio_loop::{
-    self, AudioLoopHandle, Command, Encoding, LoopOptions, MediaEvent, Source, StreamId, StreamSpec,
+    self, AudioLoopHandle, Command, Encoding, EventSink, LoopOptions, MediaEvent, Source, StreamId,
+    StreamSpec,
 };
 use super::clips::ClipCache;
 use super::ports::{PortError, PortPool};
@@ -26,6 +30,17 @@ pub enum MediaError {
     Audio { path: PathBuf, message: String },
     #[error("cannot start audio thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// Audio loop events into the control task's channel. Unbounded: events
+/// are rare, and the real-time thread must never wait on the control side.
+struct ToControl(mpsc::UnboundedSender<MediaEvent>);
+
+impl EventSink for ToControl {
+    fn send(&self, event: MediaEvent) {
+        // Closed only when the control task has gone (shutdown).
+        let _ = self.0.send(event);
+    }
 }
 
 pub struct MediaSettings {
@@ -115,8 +130,10 @@ impl MediaEngine {
                 cpu: settings.pin_threads.then_some(i % cpus),
                 rx_poll_ticks: settings.rx_poll_ticks,
             };
-            loops
-                .push(audio_loop::spawn(i, 8192, options, tx.clone()).map_err(MediaError::Thread)?);
+            loops.push(
+                audio_loop::spawn(i, 8192, options, ToControl(tx.clone()))
+                    .map_err(MediaError::Thread)?,
+            );
         }
         let ports = std::sync::Arc::new(PortPool::new(
             settings.rtp_address,

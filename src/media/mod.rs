@@ -1,18 +1,11 @@
-//! Media: G.711, RTP packets, WAV sources, the RTP port pool and the
-//! real-time audio loop.
+//! Media: the real-time core lives in the `crossline-media` crate
+//! (re-exported here, so `crate::media::audio_loop` and friends keep their
+//! paths); the engine that ties it to SDP and to the control task's tokio
+//! channel is the application's.
 
-pub mod audio_file;
-pub mod audio_loop;
-pub mod clips;
-pub mod dtmf;
+pub use crossline_media::{
+    audio_file, audio_loop, clips, dtmf, g711, jitter, player, ports, rtcp, rtp_packet, tones,
+    FRAME_SAMPLES,
+};
+
 pub mod engine;
-pub mod g711;
-pub mod jitter;
-pub mod player;
-pub mod ports;
-pub mod rtcp;
-pub mod rtp_packet;
-pub mod tones;
-
-/// Samples in one 20 ms frame at 8 kHz: the unit every audio path works in.
-pub const FRAME_SAMPLES: usize = 160;

@@ -1,9 +1,7 @@
-//! SIP: messages, transactions, dialogs, digest auth, the sans-IO endpoint
-//! and the tokio transport drivers.
+//! SIP: the sans-IO core lives in the `crossline-sip` crate (re-exported
+//! here, so `crate::sip::endpoint` and friends keep their paths); the tokio
+//! transport drivers that feed it are the application's.
 
-pub mod auth;
-pub mod dialog;
-pub mod endpoint;
-pub mod message;
-pub mod transaction;
+pub use crossline_sip::{auth, dialog, endpoint, message, transaction};
+
 pub mod transport;

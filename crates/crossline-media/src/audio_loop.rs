@@ -1,0 +1,1218 @@
+//! The real-time audio loop: one thread serves every stream assigned to it,
+//! waking at absolute 20 ms deadlines (clock_nanosleep on CLOCK_MONOTONIC).
+//!
+//! Inside a tick there are no locks and no allocation: control arrives
+//! through a wait-free SPSC ring ([`rtrb`]), each stream owns its socket,
+//! and packets are built in a stack buffer. Events going out (timeouts, a
+//! clip ending) are rare and go to an [`EventSink`].
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dtmf::{DtmfReceiver, DtmfSender};
+use crate::g711;
+use crate::jitter::{JitterBuffer, JitterConfig};
+use crate::player::{crossfade, FrameNote, Player};
+use crate::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender};
+use crate::rtp_packet::{parse_rtp, write_rtp};
+
+pub use crate::FRAME_SAMPLES;
+/// One audio frame: the loop's period.
+pub const FRAME: Duration = Duration::from_millis(20);
+/// Wake-ups per frame; each serves one group of streams.
+const SUBTICKS: usize = 4;
+const SUBTICK: Duration = Duration::from_millis(5);
+
+/// Names a stream across commands and events; the caller picks it.
+pub type StreamId = u64;
+
+/// The G.711 law a stream sends and receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// μ-law (payload type 0).
+    Pcmu,
+    /// A-law (payload type 8).
+    Pcma,
+}
+
+pub use crate::player::{HoldProgram, Source};
+
+/// Everything the loop needs to run one stream.
+#[derive(Debug)]
+pub struct StreamSpec {
+    /// The caller's id for this stream.
+    pub id: StreamId,
+    /// The bound RTP socket; the loop owns it from now on.
+    pub socket: UdpSocket,
+    /// RTCP (RTP port + 1); reports go to the remote's RTP port + 1.
+    pub rtcp_socket: Option<UdpSocket>,
+    /// Where to send RTP (the SDP's address, until symmetric RTP learns another).
+    pub remote: SocketAddr,
+    /// The negotiated G.711 law.
+    pub encoding: Encoding,
+    /// The negotiated payload type for audio.
+    pub payload_type: u8,
+    /// What to play until told otherwise.
+    pub source: Source,
+    /// Hang up after this long without incoming RTP; zero disables.
+    pub rtp_timeout: Duration,
+    /// RFC 4733 telephone-event payload type, when negotiated.
+    pub telephone_event_pt: Option<u8>,
+}
+
+/// Control messages into a loop, through its wait-free ring.
+pub enum Command {
+    /// Take over a stream and start sending.
+    Start(Box<StreamSpec>),
+    /// Stop a stream and close its sockets.
+    Stop(StreamId),
+    /// Switch source; the number comes back with its `SourceFinished`.
+    SetSource(StreamId, Source, u32),
+    /// Send to a new address (re-INVITE moved the media).
+    SetRemote(StreamId, SocketAddr),
+    /// Hold: stop sending (the peer went sendonly/inactive) or resume.
+    SetSending(StreamId, bool),
+    /// Send an RFC 4733 digit (replaces audio for its duration).
+    SendDtmf(StreamId, char, u32),
+    /// Relay audio both ways between two streams on this loop, through a
+    /// jitter buffer per direction; DTMF is passed through as RFC 4733.
+    Bridge(StreamId, StreamId),
+    /// Stop relaying; both streams go back to their players.
+    Unbridge(StreamId),
+}
+
+/// One direction of a bridge: audio received on a stream, waiting to be
+/// played to its peer.
+struct BridgeEnd {
+    peer: StreamId,
+    jitter: JitterBuffer,
+    /// A digit received from the peer, to send on this stream.
+    pending_dtmf: Option<char>,
+    /// Packets that aren't 20 ms (e.g. 30 ms ptime) are cut into 20 ms
+    /// frames here, numbered in arrival order.
+    partial: [i16; FRAME_SAMPLES],
+    partial_len: usize,
+    next_seq: u16,
+    next_ts: u32,
+}
+
+impl BridgeEnd {
+    fn new(peer: StreamId) -> Option<BridgeEnd> {
+        Some(BridgeEnd {
+            peer,
+            jitter: JitterBuffer::new(JitterConfig::default()).ok()?,
+            pending_dtmf: None,
+            partial: [0; FRAME_SAMPLES],
+            partial_len: 0,
+            next_seq: 0,
+            next_ts: 0,
+        })
+    }
+
+    /// Queue decoded audio of any length as 20 ms frames.
+    fn push_samples(&mut self, now_ms: u64, samples: &[i16]) {
+        for &x in samples {
+            if let Some(slot) = self.partial.get_mut(self.partial_len) {
+                *slot = x;
+                self.partial_len += 1;
+            }
+            if self.partial_len == FRAME_SAMPLES {
+                let frame = self.partial;
+                self.jitter
+                    .push(now_ms, self.next_seq, self.next_ts, &frame);
+                self.next_seq = self.next_seq.wrapping_add(1);
+                self.next_ts = self.next_ts.wrapping_add(FRAME_SAMPLES as u32);
+                self.partial_len = 0;
+            }
+        }
+    }
+}
+
+/// What a loop reports back to the control side, through its [`EventSink`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// No RTP arrived within the stream's timeout.
+    RtpTimeout(StreamId),
+    /// A non-looping clip played to its end: the stream and the number its
+    /// `SetSource` carried (0 for the initial source).
+    SourceFinished(StreamId, u32),
+    /// An RFC 4733 digit arrived (reported once per key press).
+    Dtmf(StreamId, char),
+}
+
+/// Where an audio loop reports [`MediaEvent`]s. The loop calls it from its
+/// real-time thread, rarely (a digit, a timeout, a clip's end), so `send`
+/// must not block; the application forwards into its own channel, which
+/// keeps this crate free of any async runtime.
+pub trait EventSink: Send + 'static {
+    /// Hand over one event; if nobody listens any more, drop it.
+    fn send(&self, event: MediaEvent);
+}
+
+impl EventSink for std::sync::mpsc::Sender<MediaEvent> {
+    fn send(&self, event: MediaEvent) {
+        // The receiver is gone only when the control side shut down.
+        let _ = std::sync::mpsc::Sender::send(self, event);
+    }
+}
+
+/// Counters shared with the control side (relaxed atomics: statistics).
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    /// 20 ms frames run.
+    pub ticks: AtomicU64,
+    /// Wake-ups over five frames behind, where the loop skipped ahead
+    /// instead of bursting.
+    pub late_ticks: AtomicU64,
+    /// RTP packets sent.
+    pub packets_sent: AtomicU64,
+    /// RTP packets received.
+    pub packets_received: AtomicU64,
+    /// RTP sends the socket refused.
+    pub send_errors: AtomicU64,
+    /// Streams on this loop now.
+    pub streams: AtomicU64,
+    /// Time spent working (not sleeping), summed over ticks.
+    pub busy_us: AtomicU64,
+    /// Longest single tick of work.
+    pub max_tick_us: AtomicU64,
+    /// Received RTP packets lost (sampled at each RTCP report and at the end).
+    pub packets_lost: AtomicU64,
+    /// Interarrival jitter samples (one per stream per report), summed in
+    /// microseconds: mean jitter = sum / samples.
+    pub jitter_sum_us: AtomicU64,
+    /// How many jitter samples `jitter_sum_us` sums.
+    pub jitter_samples: AtomicU64,
+}
+
+struct Stream {
+    spec: StreamSpec,
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    player: Player,
+    /// The previous source, faded out over the next frame.
+    fading_from: Option<Player>,
+    /// Just bridged: fade the player's sound out into the peer's.
+    fade_into_bridge: bool,
+    marker_next: bool,
+    /// Tags `SourceFinished` so a late one for an old source is ignored.
+    generation: u32,
+    latched: bool,
+    ticks_since_rx: u32,
+    timeout_ticks: u32,
+    timed_out: bool,
+    sending: bool,
+    dtmf_rx: DtmfReceiver,
+    /// A digit being sent: its sender and the event's RTP timestamp.
+    dtmf_tx: Option<(DtmfSender, u32)>,
+    rtcp: RtcpSender,
+    /// Loss already added to the loop's counter.
+    lost_counted: i64,
+    /// Where RTCP goes: the remote RTP port + 1, or where its RTCP comes from.
+    rtcp_remote: SocketAddr,
+    ticks_to_rtcp: u32,
+}
+
+impl Stream {
+    /// Add the loss since the last count, and one jitter sample, to the
+    /// loop's counters (8 kHz: one RTP unit is 125 µs).
+    fn count_reception(&mut self, stats: &LoopStats) {
+        if let Some((lost, jitter)) = self.rtcp.reception() {
+            let delta = lost - self.lost_counted;
+            if delta > 0 {
+                stats
+                    .packets_lost
+                    .fetch_add(delta as u64, Ordering::Relaxed);
+                self.lost_counted = lost;
+            }
+            stats
+                .jitter_sum_us
+                .fetch_add((jitter * 125.0) as u64, Ordering::Relaxed);
+            stats.jitter_samples.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn new(spec: StreamSpec) -> Stream {
+        let player = Player::new(spec.source.clone());
+        let timeout_ticks = (spec.rtp_timeout.as_millis() / FRAME.as_millis()) as u32;
+        let ssrc = rand::random();
+        let rtcp_remote = SocketAddr::new(spec.remote.ip(), spec.remote.port().wrapping_add(1));
+        Stream {
+            rtcp: RtcpSender::new(ssrc, "crossline"),
+            lost_counted: 0,
+            rtcp_remote,
+            ticks_to_rtcp: rtcp_interval_ticks(),
+            dtmf_rx: DtmfReceiver::new(),
+            dtmf_tx: None,
+            spec,
+            // RFC 3550: random SSRC and initial sequence/timestamp.
+            ssrc,
+            seq: rand::random(),
+            timestamp: rand::random(),
+            player,
+            fading_from: None,
+            fade_into_bridge: false,
+            marker_next: true,
+            generation: 0,
+            latched: false,
+            ticks_since_rx: 0,
+            timeout_ticks,
+            timed_out: false,
+            sending: true,
+        }
+    }
+}
+
+/// The control side's handle on one audio loop thread.
+pub struct AudioLoopHandle {
+    commands: rtrb::Producer<Command>,
+    /// This loop's counters.
+    pub stats: Arc<LoopStats>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AudioLoopHandle {
+    /// Queue a command; gives it back when the ring is full.
+    pub fn send(&mut self, cmd: Command) -> Result<(), Command> {
+        self.commands
+            .push(cmd)
+            .map_err(|rtrb::PushError::Full(c)| c)
+    }
+
+    /// Stop the thread and wait for it.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AudioLoopHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// How a loop thread runs.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopOptions {
+    /// SCHED_FIFO priority (1..=99); 0 keeps the normal scheduler. Needs
+    /// root or CAP_SYS_NICE; without it the loop logs once and goes on.
+    pub realtime_priority: i32,
+    /// Pin the thread to this CPU.
+    pub cpu: Option<usize>,
+    /// Poll each stream's socket every this many ticks (1 = every 20 ms).
+    /// Streams are staggered so each tick polls an equal share.
+    pub rx_poll_ticks: u32,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        LoopOptions {
+            realtime_priority: 0,
+            cpu: None,
+            rx_poll_ticks: 1,
+        }
+    }
+}
+
+/// Start one loop thread, named `audio-{index}`. `capacity` bounds the
+/// command ring; events go to `events`.
+pub fn spawn<S: EventSink>(
+    index: usize,
+    capacity: usize,
+    options: LoopOptions,
+    events: S,
+) -> std::io::Result<AudioLoopHandle> {
+    let (producer, consumer) = rtrb::RingBuffer::new(capacity);
+    let stats = Arc::new(LoopStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stats = stats.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("audio-{index}"))
+            .spawn(move || {
+                apply_options(index, &options);
+                run(consumer, events, stats, stop, options.rx_poll_ticks.max(1))
+            })?
+    };
+    Ok(AudioLoopHandle {
+        commands: producer,
+        stats,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn apply_options(index: usize, options: &LoopOptions) {
+    if let Some(cpu) = options.cpu {
+        // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                tracing::warn!(index, cpu, "audio loop: cannot pin to CPU");
+            }
+        }
+    }
+    if options.realtime_priority > 0 {
+        let param = libc::sched_param {
+            sched_priority: options.realtime_priority.min(99),
+        };
+        // SAFETY: setting this thread's own scheduling policy.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        if rc != 0 {
+            tracing::warn!(
+                index,
+                "audio loop: SCHED_FIFO refused (needs root or CAP_SYS_NICE); running with normal priority"
+            );
+        }
+    }
+}
+
+fn run<S: EventSink>(
+    mut commands: rtrb::Consumer<Command>,
+    events: S,
+    stats: Arc<LoopStats>,
+    stop: Arc<AtomicBool>,
+    rx_poll_ticks: u32,
+) {
+    let mut tick: u64 = 0;
+    let mut subtick: u64 = 0;
+    let mut groups = Groups::default();
+    let mut bridges: std::collections::HashMap<StreamId, BridgeEnd> =
+        std::collections::HashMap::with_capacity(256);
+    let mut deadline = clock::now();
+    let mut pcm = [0i16; FRAME_SAMPLES];
+    let mut fade_buf = [0i16; FRAME_SAMPLES];
+    let mut payload = [0u8; FRAME_SAMPLES];
+    let mut packet = [0u8; 12 + FRAME_SAMPLES + 64];
+    let mut rx = [0u8; 2048];
+    let mut rtcp_buf = [0u8; 512];
+    let mut rx_pcm = [0i16; 480];
+    while !stop.load(Ordering::Relaxed) {
+        deadline = clock::add(deadline, SUBTICK);
+        let now = clock::now();
+        if clock::after(now, clock::add(deadline, FRAME * 5)) {
+            // Far behind (suspended, overloaded): skip ahead rather than burst.
+            stats.late_ticks.fetch_add(1, Ordering::Relaxed);
+            deadline = now;
+        } else {
+            clock::sleep_until(deadline);
+        }
+        subtick = subtick.wrapping_add(1);
+        let group = (subtick % SUBTICKS as u64) as usize;
+        if group == 0 {
+            stats.ticks.fetch_add(1, Ordering::Relaxed);
+            tick = tick.wrapping_add(1);
+        }
+        let tick_start = clock::now();
+        let poll_slot = (tick % u64::from(rx_poll_ticks)) as u32;
+        let (mut sent, mut send_errors) = (0u64, 0u64);
+        let now_ms = clock::millis(tick_start);
+
+        while let Ok(cmd) = commands.pop() {
+            groups.apply(cmd, &mut bridges, &stats);
+        }
+        stats.streams.store(groups.len() as u64, Ordering::Relaxed);
+
+        let Some(streams) = groups.0.get_mut(group) else {
+            continue;
+        };
+        for s in streams.iter_mut() {
+            s.ticks_since_rx = s.ticks_since_rx.saturating_add(1);
+            // Each stream's socket is polled on its own slot of the cycle;
+            // bridged streams every tick, since their audio is relayed.
+            let bridged = bridges.contains_key(&s.spec.id);
+            if bridged || (s.spec.id % u64::from(rx_poll_ticks)) as u32 == poll_slot {
+                // Drain incoming RTP: latch to its source (symmetric RTP).
+                let mut got = 0u64;
+                while let Ok((n, from)) = s.spec.socket.recv_from(&mut rx) {
+                    let Some(data) = rx.get(..n) else { break };
+                    if let Ok(view) = parse_rtp(data) {
+                        got += 1;
+                        s.rtcp
+                            .on_rtp_received(now_ms, view.ssrc, view.sequence, view.timestamp);
+                        if Some(view.payload_type) == s.spec.telephone_event_pt {
+                            if let Some(d) =
+                                s.dtmf_rx
+                                    .on_packet(view.timestamp, view.marker, view.payload)
+                            {
+                                events.send(MediaEvent::Dtmf(s.spec.id, d.digit));
+                                let peer = bridges.get(&s.spec.id).map(|b| b.peer);
+                                if let Some(end) = peer.and_then(|p| bridges.get_mut(&p)) {
+                                    end.pending_dtmf = Some(d.digit);
+                                }
+                            }
+                        } else if view.payload_type == s.spec.payload_type {
+                            if let Some(end) = bridges.get_mut(&s.spec.id) {
+                                // G.711: one byte per sample, any packet size.
+                                for chunk in view.payload.chunks(rx_pcm.len()) {
+                                    let n = match s.spec.encoding {
+                                        Encoding::Pcmu => g711::decode_ulaw(chunk, &mut rx_pcm),
+                                        Encoding::Pcma => g711::decode_alaw(chunk, &mut rx_pcm),
+                                    };
+                                    end.push_samples(now_ms, rx_pcm.get(..n).unwrap_or_default());
+                                }
+                            }
+                        }
+                        // Latch once: later sources can't hijack the stream.
+                        if !s.latched {
+                            s.spec.remote = from;
+                            s.latched = true;
+                        }
+                    }
+                }
+                if got > 0 {
+                    stats.packets_received.fetch_add(got, Ordering::Relaxed);
+                    s.ticks_since_rx = 0;
+                }
+                if let Some(sock) = &s.spec.rtcp_socket {
+                    while let Ok((n, from)) = sock.recv_from(&mut rx) {
+                        let Some(data) = rx.get(..n) else { break };
+                        if let Ok(packets) = parse_compound(data) {
+                            s.rtcp.on_rtcp_received(now_ms, &packets);
+                            s.rtcp_remote = from;
+                        }
+                    }
+                }
+            }
+            // RTCP reports about every 5 s (randomised, RFC 3550 §6.3).
+            if group_tick_due(&mut s.ticks_to_rtcp) {
+                s.count_reception(&stats);
+                if let Some(sock) = &s.spec.rtcp_socket {
+                    let ntp = wall_ntp();
+                    if let Ok(len) = s.rtcp.build_report(ntp, now_ms, s.timestamp, &mut rtcp_buf) {
+                        if let Some(bytes) = rtcp_buf.get(..len) {
+                            let _ = sock.send_to(bytes, s.rtcp_remote);
+                        }
+                    }
+                }
+            }
+            if s.timeout_ticks > 0 && s.ticks_since_rx >= s.timeout_ticks && !s.timed_out {
+                s.timed_out = true;
+                events.send(MediaEvent::RtpTimeout(s.spec.id));
+            }
+
+            if !s.sending {
+                // Keep the clock running so timestamps stay continuous.
+                s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+                continue;
+            }
+            // Bridged: play what the peer's jitter buffer holds, not the player.
+            let peer = bridges.get(&s.spec.id).map(|b| b.peer);
+            if let Some(from_peer) = peer.and_then(|p| bridges.get_mut(&p)) {
+                from_peer.jitter.pop(now_ms, &mut pcm);
+                // No click where the hold music gives way to the agent.
+                if std::mem::take(&mut s.fade_into_bridge) {
+                    let _ = s.player.fill(&mut fade_buf);
+                    crossfade(&fade_buf, &mut pcm);
+                }
+                if let Some(d) = bridges
+                    .get_mut(&s.spec.id)
+                    .and_then(|b| b.pending_dtmf.take())
+                {
+                    if let Ok(sender) = DtmfSender::new(d, 100, 10) {
+                        s.dtmf_tx = Some((sender, s.timestamp));
+                    }
+                }
+            } else {
+                match s.player.fill(&mut pcm) {
+                    FrameNote::Finished => {
+                        events.send(MediaEvent::SourceFinished(s.spec.id, s.generation));
+                    }
+                    FrameNote::TalkStart => s.marker_next = true,
+                    FrameNote::None => {}
+                }
+            }
+            if let Some(mut old) = s.fading_from.take() {
+                old.fill(&mut fade_buf);
+                crossfade(&fade_buf, &mut pcm);
+            }
+            match s.spec.encoding {
+                Encoding::Pcmu => g711::encode_ulaw(&pcm, &mut payload),
+                Encoding::Pcma => g711::encode_alaw(&pcm, &mut payload),
+            };
+            let mut marker = std::mem::take(&mut s.marker_next);
+            let mut event = [0u8; 4];
+            let mut body: &[u8] = &payload;
+            let mut pt = s.spec.payload_type;
+            let mut ts = s.timestamp;
+            if let (Some((sender, start_ts)), Some(te_pt)) =
+                (s.dtmf_tx.as_mut(), s.spec.telephone_event_pt)
+            {
+                match sender.next_payload(&mut event) {
+                    Some((event_marker, _)) => {
+                        marker = event_marker;
+                        body = &event;
+                        pt = te_pt;
+                        ts = *start_ts;
+                    }
+                    None => {
+                        // The digit is over: audio resumes in this frame.
+                        s.dtmf_tx = None;
+                        marker = true;
+                    }
+                }
+            }
+            s.rtcp.on_rtp_sent(s.timestamp, body.len());
+            if let Ok(len) = write_rtp(&mut packet, pt, marker, s.seq, ts, s.ssrc, body) {
+                if let Some(bytes) = packet.get(..len) {
+                    match s.spec.socket.send_to(bytes, s.spec.remote) {
+                        Ok(_) => sent += 1,
+                        Err(_) => send_errors += 1,
+                    }
+                }
+            }
+            s.seq = s.seq.wrapping_add(1);
+            s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+        }
+        // Counters once per tick, not per packet.
+        stats.packets_sent.fetch_add(sent, Ordering::Relaxed);
+        stats.send_errors.fetch_add(send_errors, Ordering::Relaxed);
+        let busy = clock::micros_between(tick_start, clock::now());
+        stats.busy_us.fetch_add(busy, Ordering::Relaxed);
+        stats.max_tick_us.fetch_max(busy, Ordering::Relaxed);
+    }
+}
+
+/// Streams split into sub-tick groups: group g is served at g × 5 ms into
+/// each 20 ms frame, so one wake-up does a quarter of the work and a
+/// stream's send time within its frame varies four times less.
+#[derive(Default)]
+struct Groups([Vec<Stream>; SUBTICKS]);
+
+impl Groups {
+    fn len(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
+
+    fn find_mut(&mut self, id: StreamId) -> Option<&mut Stream> {
+        self.0
+            .iter_mut()
+            .flat_map(|g| g.iter_mut())
+            .find(|s| s.spec.id == id)
+    }
+
+    fn apply(
+        &mut self,
+        cmd: Command,
+        bridges: &mut std::collections::HashMap<StreamId, BridgeEnd>,
+        stats: &LoopStats,
+    ) {
+        match cmd {
+            Command::Start(spec) => {
+                // A blocking socket would stall every stream on this loop.
+                let rtcp_ok = spec
+                    .rtcp_socket
+                    .as_ref()
+                    .is_none_or(|s| s.set_nonblocking(true).is_ok());
+                if spec.socket.set_nonblocking(true).is_err() || !rtcp_ok {
+                    return;
+                }
+                // The emptiest group keeps the sub-ticks balanced.
+                if let Some(g) = self.0.iter_mut().min_by_key(|g| g.len()) {
+                    g.push(Stream::new(*spec));
+                }
+            }
+            Command::Stop(id) => {
+                unbridge(bridges, id);
+                for g in self.0.iter_mut() {
+                    if let Some(i) = g.iter().position(|s| s.spec.id == id) {
+                        let mut s = g.swap_remove(i);
+                        s.count_reception(stats);
+                        // RTCP BYE: the peer learns the stream is gone.
+                        let mut buf = [0u8; 128];
+                        if let (Some(sock), Ok(len)) =
+                            (&s.spec.rtcp_socket, s.rtcp.build_bye(None, &mut buf))
+                        {
+                            if let Some(bytes) = buf.get(..len) {
+                                let _ = sock.send_to(bytes, s.rtcp_remote);
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+            Command::Bridge(a, b) => {
+                unbridge(bridges, a);
+                unbridge(bridges, b);
+                if let (Some(ea), Some(eb)) = (BridgeEnd::new(b), BridgeEnd::new(a)) {
+                    bridges.insert(a, ea);
+                    bridges.insert(b, eb);
+                }
+                for id in [a, b] {
+                    if let Some(s) = self.find_mut(id) {
+                        s.marker_next = true;
+                        s.fade_into_bridge = true;
+                    }
+                }
+            }
+            Command::Unbridge(id) => unbridge(bridges, id),
+            Command::SendDtmf(id, digit, duration_ms) => {
+                if let Some(s) = self.find_mut(id) {
+                    if let Ok(sender) = DtmfSender::new(digit, duration_ms, 10) {
+                        s.dtmf_tx = Some((sender, s.timestamp));
+                    }
+                }
+            }
+            Command::SetSource(id, source, generation) => {
+                if let Some(s) = self.find_mut(id) {
+                    s.generation = generation;
+                    let old = std::mem::replace(&mut s.player, Player::new(source));
+                    s.fading_from = Some(old);
+                    s.marker_next = true;
+                }
+            }
+            Command::SetSending(id, sending) => {
+                if let Some(s) = self.find_mut(id) {
+                    s.sending = sending;
+                    s.marker_next |= sending;
+                }
+            }
+            Command::SetRemote(id, remote) => {
+                if let Some(s) = self.find_mut(id) {
+                    s.spec.remote = remote;
+                    s.rtcp_remote = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
+                    s.latched = false;
+                }
+            }
+        }
+    }
+}
+
+/// Remove both directions of the bridge `id` is in.
+fn unbridge(bridges: &mut std::collections::HashMap<StreamId, BridgeEnd>, id: StreamId) {
+    if let Some(end) = bridges.remove(&id) {
+        bridges.remove(&end.peer);
+    }
+}
+
+/// Frames until the next RTCP report: 5 s ± 50 % (RFC 3550 §6.3.1).
+fn rtcp_interval_ticks() -> u32 {
+    (report_interval_ms(5_000, rand::random::<f64>()) / FRAME.as_millis() as u64) as u32
+}
+
+/// Count a frame down; true (and re-armed) when it reaches zero.
+fn group_tick_due(ticks: &mut u32) -> bool {
+    *ticks = ticks.saturating_sub(1);
+    if *ticks == 0 {
+        *ticks = rtcp_interval_ticks();
+        true
+    } else {
+        false
+    }
+}
+
+/// Wall clock as a 64-bit NTP timestamp, for sender reports.
+fn wall_ntp() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ntp_from_unix(now.as_secs(), now.subsec_nanos())
+}
+
+/// Absolute-deadline sleeping on CLOCK_MONOTONIC.
+mod clock {
+    use std::time::Duration;
+
+    pub(super) type Ts = libc::timespec;
+
+    pub(super) fn now() -> Ts {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        unsafe {
+            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        }
+        ts
+    }
+
+    pub(super) fn add(ts: Ts, d: Duration) -> Ts {
+        let mut sec = ts.tv_sec + d.as_secs() as libc::time_t;
+        let mut nsec = ts.tv_nsec + d.subsec_nanos() as libc::c_long;
+        if nsec >= 1_000_000_000 {
+            sec += 1;
+            nsec -= 1_000_000_000;
+        }
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        }
+    }
+
+    pub(super) fn millis(t: Ts) -> u64 {
+        (t.tv_sec.max(0) as u64) * 1000 + (t.tv_nsec.max(0) as u64) / 1_000_000
+    }
+
+    pub(super) fn micros_between(a: Ts, b: Ts) -> u64 {
+        let ns = (b.tv_sec - a.tv_sec) * 1_000_000_000 + (b.tv_nsec - a.tv_nsec);
+        (ns.max(0) / 1000) as u64
+    }
+
+    pub(super) fn after(a: Ts, b: Ts) -> bool {
+        (a.tv_sec, a.tv_nsec) > (b.tv_sec, b.tv_nsec)
+    }
+
+    pub(super) fn sleep_until(deadline: Ts) {
+        loop {
+            // SAFETY: a valid timespec and a null remainder with TIMER_ABSTIME.
+            let rc = unsafe {
+                libc::clock_nanosleep(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TIMER_ABSTIME,
+                    &deadline,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc != libc::EINTR {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_sends_paced_continuous_rtp_and_reports_the_clip_end() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ev_tx, ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        // 10 frames of a ramp, not looped.
+        let samples: Arc<[i16]> = (0..1600).map(|i| (i * 10) as i16).collect();
+        let spec = StreamSpec {
+            id: 7,
+            socket: tx,
+            rtcp_socket: None,
+            telephone_event_pt: None,
+            remote: rx.local_addr().unwrap(),
+            encoding: Encoding::Pcma,
+            payload_type: 8,
+            source: Source::Clip {
+                samples,
+                looped: false,
+            },
+            rtp_timeout: Duration::ZERO,
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        let mut buf = [0u8; 512];
+        let mut seen = Vec::new();
+        for _ in 0..15 {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            let v = parse_rtp(&buf[..n]).unwrap();
+            seen.push((
+                v.sequence,
+                v.timestamp,
+                v.marker,
+                v.payload_type,
+                v.payload.len(),
+                std::time::Instant::now(),
+            ));
+        }
+        handle.shutdown();
+        assert!(seen[0].2, "marker on the first packet");
+        assert!(seen[1..].iter().all(|p| !p.2));
+        for w in seen.windows(2) {
+            assert_eq!(w[1].0, w[0].0.wrapping_add(1));
+            assert_eq!(w[1].1, w[0].1.wrapping_add(160));
+            assert_eq!(w[1].3, 8);
+            assert_eq!(w[1].4, 160);
+        }
+        let span = seen[14].5 - seen[0].5;
+        assert!(
+            span >= Duration::from_millis(250) && span <= Duration::from_millis(400),
+            "{span:?}"
+        );
+        assert_eq!(ev_rx.try_recv(), Ok(MediaEvent::SourceFinished(7, 0)));
+    }
+
+    /// Symmetric RTP (NAT): media goes to where the caller's RTP comes
+    /// from, not where its SDP said; the first source wins, so a later
+    /// stranger can't take the stream over.
+    #[test]
+    fn rtp_latches_to_the_first_source_and_keeps_it() {
+        let sdp_said = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let behind_nat = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&sdp_said, &behind_nat, &stranger] {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+        }
+        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ours_addr = ours.local_addr().unwrap();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let spec = StreamSpec {
+            id: 11,
+            socket: ours,
+            rtcp_socket: None,
+            telephone_event_pt: None,
+            remote: sdp_said.local_addr().unwrap(),
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            source: Source::Silence,
+            rtp_timeout: Duration::ZERO,
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        let mut buf = [0u8; 512];
+        assert!(
+            sdp_said.recv_from(&mut buf).is_ok(),
+            "first to the SDP address"
+        );
+        let mut packet = [0u8; 172];
+        let send_from = |sock: &UdpSocket, seq: u16, packet: &mut [u8; 172]| {
+            let n = write_rtp(
+                packet,
+                0,
+                false,
+                seq,
+                u32::from(seq) * 160,
+                0x5eed,
+                &[0xff; 160],
+            )
+            .unwrap();
+            sock.send_to(&packet[..n], ours_addr).unwrap();
+        };
+        send_from(&behind_nat, 1, &mut packet);
+        let latched = (0..20).any(|_| behind_nat.recv_from(&mut buf).is_ok());
+        assert!(latched, "media follows the caller's real source");
+        send_from(&stranger, 2, &mut packet);
+        std::thread::sleep(Duration::from_millis(100));
+        // Still to the first source, never to the stranger.
+        assert!(
+            stranger.recv_from(&mut buf).is_err(),
+            "a later source took the stream over"
+        );
+        assert!(behind_nat.recv_from(&mut buf).is_ok());
+        handle.shutdown();
+    }
+
+    #[test]
+    fn sends_rfc4733_digits_in_the_same_stream_and_detects_incoming_ones() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx_addr = tx.local_addr().unwrap();
+        let (ev_tx, ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let spec = StreamSpec {
+            id: 9,
+            socket: tx,
+            rtcp_socket: None,
+            remote: rx.local_addr().unwrap(),
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            source: Source::Silence,
+            rtp_timeout: Duration::ZERO,
+            telephone_event_pt: Some(101),
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        let mut buf = [0u8; 512];
+        let _ = rx.recv_from(&mut buf).unwrap();
+        assert!(handle.send(Command::SendDtmf(9, '5', 100)).is_ok());
+        let mut events = Vec::new();
+        let mut audio_after = None;
+        for _ in 0..40 {
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            let v = parse_rtp(&buf[..n]).unwrap();
+            if v.payload_type == 101 {
+                let e = crate::dtmf::parse_event(v.payload).unwrap();
+                events.push((v.marker, v.timestamp, e.end, e.digit()));
+            } else if !events.is_empty() {
+                audio_after = Some(v.marker);
+                break;
+            }
+        }
+        // 100 ms: 5 packets, the last one sent three times with E set.
+        assert_eq!(events.len(), 7, "{events:?}");
+        assert!(events[0].0, "marker on the first event packet");
+        assert!(events
+            .iter()
+            .all(|e| e.1 == events[0].1 && e.3 == Some('5')));
+        assert_eq!(events.iter().filter(|e| e.2).count(), 3);
+        assert_eq!(audio_after, Some(true), "audio resumes with a marker");
+
+        // Incoming: the SIPp-style digit sent back to the stream's socket.
+        let mut sender = crate::dtmf::DtmfSender::new('#', 60, 10).unwrap();
+        let mut payload = [0u8; 4];
+        let mut seq = 1000u16;
+        let mut packet = [0u8; 64];
+        while let Some((marker, _)) = sender.next_payload(&mut payload) {
+            let len = write_rtp(&mut packet, 101, marker, seq, 4242, 77, &payload).unwrap();
+            rx.send_to(&packet[..len], tx_addr).unwrap();
+            seq += 1;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut got = Vec::new();
+        while std::time::Instant::now() < deadline {
+            while let Ok(ev) = ev_rx.try_recv() {
+                got.push(ev);
+            }
+            if !got.is_empty() {
+                std::thread::sleep(Duration::from_millis(100));
+                while let Ok(ev) = ev_rx.try_recv() {
+                    got.push(ev);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        handle.shutdown();
+        assert_eq!(got, vec![MediaEvent::Dtmf(9, '#')], "exactly one digit");
+    }
+
+    /// Switching source mid-stream keeps SSRC, sequence and timestamps
+    /// continuous, marks the new talk start, and crossfades (no step).
+    #[test]
+    fn source_switch_keeps_the_stream_continuous() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let loud: Arc<[i16]> = vec![8000i16; 1600].into();
+        let spec = StreamSpec {
+            id: 3,
+            socket: tx,
+            rtcp_socket: None,
+            remote: rx.local_addr().unwrap(),
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            source: Source::Clip {
+                samples: loud,
+                looped: true,
+            },
+            rtp_timeout: Duration::ZERO,
+            telephone_event_pt: None,
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        let mut buf = [0u8; 512];
+        let mut pkts = Vec::new();
+        for i in 0..20 {
+            if i == 8 {
+                let quiet: Arc<[i16]> = vec![-8000i16; 1600].into();
+                assert!(handle
+                    .send(Command::SetSource(
+                        3,
+                        Source::Clip {
+                            samples: quiet,
+                            looped: true
+                        },
+                        1
+                    ))
+                    .is_ok());
+            }
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            let v = parse_rtp(&buf[..n]).unwrap();
+            let mut pcm = [0i16; 160];
+            crate::g711::decode_ulaw(v.payload, &mut pcm);
+            pkts.push((v.ssrc, v.sequence, v.timestamp, v.marker, pcm));
+        }
+        handle.shutdown();
+        for w in pkts.windows(2) {
+            assert_eq!(w[1].0, w[0].0);
+            assert_eq!(w[1].1, w[0].1.wrapping_add(1));
+            assert_eq!(w[1].2, w[0].2.wrapping_add(160));
+        }
+        let switch = pkts
+            .iter()
+            .position(|p| p.4[159] < 0)
+            .expect("new source heard");
+        assert!(pkts[switch].3, "marker where the new source starts");
+        assert_eq!(
+            pkts.iter().filter(|p| p.3).count(),
+            2,
+            "first packet and the switch"
+        );
+        let fade = &pkts[switch].4;
+        let step = fade
+            .windows(2)
+            .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+            .max()
+            .unwrap();
+        assert!(step < 1000, "crossfaded, largest step {step}");
+    }
+
+    /// Hold music giving way to a bridge fades out over one frame rather
+    /// than stopping dead (a click).
+    #[test]
+    fn a_bridge_fades_the_hold_music_out() {
+        let caller_far = UdpSocket::bind("127.0.0.1:0").unwrap();
+        caller_far
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let caller_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let agent_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let nowhere = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let music: Arc<[i16]> = vec![12_000i16; 1600].into();
+        let spec = |id, socket, remote, source| StreamSpec {
+            id,
+            socket,
+            rtcp_socket: None,
+            remote,
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            source,
+            rtp_timeout: Duration::ZERO,
+            telephone_event_pt: None,
+        };
+        let caller = spec(
+            1,
+            caller_sock,
+            caller_far.local_addr().unwrap(),
+            Source::Clip {
+                samples: music,
+                looped: true,
+            },
+        );
+        let agent = spec(
+            2,
+            agent_sock,
+            nowhere.local_addr().unwrap(),
+            Source::Silence,
+        );
+        assert!(handle.send(Command::Start(Box::new(caller))).is_ok());
+        assert!(handle.send(Command::Start(Box::new(agent))).is_ok());
+        let mut buf = [0u8; 512];
+        let frame = |buf: &mut [u8; 512]| {
+            let (n, _) = caller_far.recv_from(buf).unwrap();
+            let v = parse_rtp(&buf[..n]).unwrap();
+            let mut pcm = [0i16; FRAME_SAMPLES];
+            g711::decode_ulaw(v.payload, &mut pcm);
+            pcm
+        };
+        for _ in 0..5 {
+            frame(&mut buf);
+        }
+        assert!(handle.send(Command::Bridge(1, 2)).is_ok());
+        // The agent is silent: the first frame that isn't music is the fade.
+        let fade = (0..20)
+            .map(|_| frame(&mut buf))
+            .find(|f| f.iter().any(|x| *x < 11_000))
+            .expect("the bridge took over");
+        handle.shutdown();
+        assert!(fade[0] > 11_000, "starts at the music's level: {}", fade[0]);
+        let step = fade
+            .windows(2)
+            .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+            .max()
+            .unwrap();
+        assert!(step < 1000, "faded, largest step {step}");
+    }
+
+    /// Two bridged streams relay audio both ways (any packet size) and pass
+    /// DTMF through as RFC 4733.
+    #[test]
+    fn bridge_relays_audio_and_dtmf_between_streams() {
+        let caller_far = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let agent_far = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&caller_far, &agent_far] {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        }
+        let caller_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let agent_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let agent_addr = agent_sock.local_addr().unwrap();
+        let caller_addr = caller_sock.local_addr().unwrap();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let spec = |id, socket, remote, encoding, pt| StreamSpec {
+            id,
+            socket,
+            rtcp_socket: None,
+            remote,
+            encoding,
+            payload_type: pt,
+            source: Source::Silence,
+            rtp_timeout: Duration::ZERO,
+            telephone_event_pt: Some(101),
+        };
+        let s1 = spec(
+            1,
+            caller_sock,
+            caller_far.local_addr().unwrap(),
+            Encoding::Pcmu,
+            0,
+        );
+        let s2 = spec(
+            2,
+            agent_sock,
+            agent_far.local_addr().unwrap(),
+            Encoding::Pcma,
+            8,
+        );
+        assert!(handle.send(Command::Start(Box::new(s1))).is_ok());
+        assert!(handle.send(Command::Start(Box::new(s2))).is_ok());
+        assert!(handle.send(Command::Bridge(1, 2)).is_ok());
+        // The agent talks in 30 ms A-law packets (a steady -8000 level).
+        let mut a_law = [0u8; 240];
+        crate::g711::encode_alaw(&[-8000i16; 240], &mut a_law);
+        let mut packet = [0u8; 300];
+        let mut heard = 0;
+        let mut buf = [0u8; 512];
+        for i in 0..40u16 {
+            let n = write_rtp(&mut packet, 8, false, i, u32::from(i) * 240, 99, &a_law).unwrap();
+            agent_far.send_to(&packet[..n], agent_addr).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            while let Ok((n, _)) = caller_far.recv_from(&mut buf) {
+                let v = parse_rtp(&buf[..n]).unwrap();
+                if v.payload_type == 0 {
+                    let mut pcm = [0i16; 160];
+                    crate::g711::decode_ulaw(v.payload, &mut pcm);
+                    // A-law then µ-law quantisation: within a step or two.
+                    if pcm.iter().all(|&x| (x + 8000).abs() < 600) {
+                        heard += 1;
+                    }
+                }
+                if caller_far
+                    .set_read_timeout(Some(Duration::from_millis(1)))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            caller_far
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+        }
+        assert!(heard >= 20, "caller heard the agent in {heard} frames");
+        // A digit from the caller reaches the agent as telephone-event.
+        let mut sender = crate::dtmf::DtmfSender::new('7', 60, 10).unwrap();
+        let mut ev = [0u8; 4];
+        let mut seq = 500u16;
+        while let Some((marker, _)) = sender.next_payload(&mut ev) {
+            let n = write_rtp(&mut packet, 101, marker, seq, 8000, 5, &ev).unwrap();
+            caller_far.send_to(&packet[..n], caller_addr).unwrap();
+            seq += 1;
+        }
+        let mut digits = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline && digits.len() < 3 {
+            if let Ok((n, _)) = agent_far.recv_from(&mut buf) {
+                let v = parse_rtp(&buf[..n]).unwrap();
+                if v.payload_type == 101 {
+                    digits.push(crate::dtmf::parse_event(v.payload).unwrap().digit());
+                }
+            }
+        }
+        assert!(
+            !digits.is_empty() && digits.iter().all(|d| *d == Some('7')),
+            "{digits:?}"
+        );
+        handle.shutdown();
+    }
+}

@@ -1,0 +1,810 @@
+//! Calls: the UAS and UAC cores on top of transactions and dialogs.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::util::{host_port, new_branch, new_call_id, new_tag, response_destination};
+use super::{
+    CallId, ClientKey, EndCause, Endpoint, EndpointError, Event, Peer, ServerKey, TimerTarget,
+    Transport, TxOwner, ACCEPT, ALLOW,
+};
+use crate::auth::{Challenge, DigestClient};
+use crate::dialog::{Dialog, DialogState};
+use crate::message::{Headers, Method, NameAddr, Request, Response, Uri, Via};
+use crate::sdp::{LocalMedia, Negotiated, SessionDescription};
+
+/// Which side of the call we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallRole {
+    /// We answered an INVITE.
+    Uas,
+    /// We sent the INVITE.
+    Uac,
+}
+
+/// Where a call's INVITE dialog is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// UAS: INVITE received, no final response yet.
+    Incoming,
+    /// UAC: INVITE sent, no final response yet.
+    Outgoing,
+    /// UAS: 2xx sent, waiting for the ACK.
+    Answered,
+    /// ACKed (UAS) or answered (UAC): media flows.
+    Confirmed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallTimer {
+    /// Retransmit our 2xx until the ACK (§13.3.1.4).
+    Retransmit2xx,
+}
+
+/// A 2xx we keep sending until its ACK comes.
+pub(super) struct Pending2xx {
+    bytes: Bytes,
+    peer: Peer,
+    interval: Duration,
+    give_up: Instant,
+    /// Late offer: the ACK carries the answer.
+    answer_in_ack: bool,
+}
+
+pub(super) struct Call {
+    pub(super) role: CallRole,
+    pub(super) state: CallState,
+    pub(super) dialog: Dialog,
+    /// The INVITE: theirs for a UAS, ours for a UAC.
+    pub(super) invite: Request,
+    invite_key: Option<ServerKey>,
+    client_key: Option<ClientKey>,
+    pub(super) peer: Peer,
+    offer: Option<SessionDescription>,
+    pub(super) local_media: Option<LocalMedia>,
+    pending_2xx: Option<Pending2xx>,
+    /// Hang up as soon as the ACK arrives (§15: no BYE before it).
+    bye_after_ack: bool,
+    /// UAC: CANCEL once a provisional arrives (§9.1).
+    cancel_pending: bool,
+    /// We sent CANCEL: a 2xx that crosses it is ACKed and BYEd (§9.1).
+    cancelled: bool,
+    got_provisional: bool,
+    credentials: Option<(String, crate::secret::Secret)>,
+    /// The inbound trunk it came in on (for per-trunk caps).
+    pub(super) trunk: Option<String>,
+    auth_tried: bool,
+    /// Where an inbound call came from (per-source call cap).
+    pub(super) source: Option<std::net::IpAddr>,
+}
+
+impl Call {
+    pub(super) fn invite_key(&self) -> Option<&ServerKey> {
+        self.invite_key.as_ref()
+    }
+
+    pub(super) fn new_uas(
+        _id: CallId,
+        dialog: Dialog,
+        invite: Request,
+        key: ServerKey,
+        peer: Peer,
+        offer: Option<SessionDescription>,
+    ) -> Call {
+        Call {
+            role: CallRole::Uas,
+            state: CallState::Incoming,
+            dialog,
+            invite,
+            invite_key: Some(key),
+            client_key: None,
+            peer,
+            offer,
+            local_media: None,
+            pending_2xx: None,
+            bye_after_ack: false,
+            cancel_pending: false,
+            cancelled: false,
+            trunk: None,
+            got_provisional: false,
+            credentials: None,
+            auth_tried: false,
+            source: None,
+        }
+    }
+}
+
+/// Everything needed to place a call.
+#[derive(Debug, Clone)]
+pub struct OutgoingCall {
+    /// Request-URI, e.g. `sip:+15551234@carrier.example.com`.
+    pub target: Uri,
+    /// Where to send it (the resolved outbound proxy or target host).
+    pub destination: SocketAddr,
+    /// Transport to reach `destination` with.
+    pub transport: Transport,
+    /// From: caller ID user part and optional display name.
+    pub from_user: String,
+    /// From display name.
+    pub from_display: Option<String>,
+    /// Our media for the SDP offer.
+    pub local_media: LocalMedia,
+    /// Digest credentials for 401/407 challenges.
+    pub credentials: Option<(String, crate::secret::Secret)>,
+    /// Extra headers, e.g. X-Crossline-Callback.
+    pub extra_headers: Vec<(String, String)>,
+}
+
+impl Endpoint {
+    fn contact_uri(&self, peer: &Peer) -> Uri {
+        let addr = self.advertised(peer.local);
+        // Over TLS: a sips: Contact (RFC 3261 §8.1.1.8), reached by TLS.
+        let uri = match peer.transport {
+            Transport::Tls => format!("sips:crossline@{}", host_port(addr)),
+            t => format!("sip:crossline@{}{}", host_port(addr), t.uri_param()),
+        };
+        Uri::parse(&uri).unwrap_or_else(|_| self.fallback_uri())
+    }
+
+    fn fallback_uri(&self) -> Uri {
+        Uri {
+            scheme: "sip".into(),
+            user: None,
+            password: None,
+            host: "127.0.0.1".into(),
+            port: None,
+            params: Vec::new(),
+            headers: None,
+        }
+    }
+
+    pub(super) fn via_for(&self, peer: &Peer) -> Via {
+        let addr = self.advertised(peer.local);
+        let mut via = Via {
+            transport: peer.transport.via_name().into(),
+            host: match addr {
+                SocketAddr::V4(a) => a.ip().to_string(),
+                SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            },
+            port: Some(addr.port()),
+            params: Vec::new(),
+        };
+        via.set_param("branch", Some(&new_branch()));
+        via.set_param("rport", None);
+        via
+    }
+
+    /// Contact, Allow, Accept and an SDP body on a 2xx to INVITE.
+    pub(super) fn decorate_2xx(&self, resp: &mut Response, sdp: String, peer: &Peer) {
+        let contact = self.contact_uri(peer);
+        resp.headers.push("Contact", format!("<{contact}>"));
+        resp.headers.push("Allow", ALLOW);
+        resp.headers.push("Accept", ACCEPT);
+        resp.headers.push("Content-Type", "application/sdp");
+        resp.body = Bytes::from(sdp);
+    }
+
+    /// Send 180 Ringing on an incoming call.
+    pub fn ring(&mut self, now: Instant, call: CallId) -> Result<(), EndpointError> {
+        let c = self.calls.get(&call).ok_or(EndpointError::NoSuchCall)?;
+        if c.state != CallState::Incoming {
+            return Err(EndpointError::BadState);
+        }
+        let key = c.invite_key.clone().ok_or(EndpointError::BadState)?;
+        let mut resp = self.make_response(&c.invite, 180, Some(&c.dialog.id.local_tag));
+        let contact = self.contact_uri(&c.peer);
+        resp.headers.push("Contact", format!("<{contact}>"));
+        self.respond(now, &key, resp);
+        Ok(())
+    }
+
+    /// Answer an incoming call with our media. Returns the negotiated media
+    /// when the INVITE carried an offer; for a late offer it arrives with
+    /// [`Event::CallEstablished`]. No common codec: we send 488 and the call
+    /// ends.
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        local: LocalMedia,
+    ) -> Result<Option<Negotiated>, EndpointError> {
+        let c = self.calls.get_mut(&call).ok_or(EndpointError::NoSuchCall)?;
+        if c.state != CallState::Incoming {
+            return Err(EndpointError::BadState);
+        }
+        let key = c.invite_key.clone().ok_or(EndpointError::BadState)?;
+        let (negotiated, body) = match &c.offer {
+            Some(offer) => match crate::sdp::answer(offer, &local) {
+                Ok((n, body)) => (Some(n), body),
+                Err(_) => {
+                    let invite = c.invite.clone();
+                    let tag = c.dialog.id.local_tag.clone();
+                    let resp = self.make_response(&invite, 488, Some(&tag));
+                    self.respond(now, &key, resp);
+                    self.end_call(
+                        call,
+                        EndCause::Rejected {
+                            status: 488,
+                            reason: "Not Acceptable Here".into(),
+                        },
+                    );
+                    return Err(EndpointError::NoCommonCodec);
+                }
+            },
+            None => (
+                None,
+                crate::sdp::offer(&local, crate::sdp::Direction::SendRecv),
+            ),
+        };
+        c.local_media = Some(local);
+        c.state = CallState::Answered;
+        c.dialog.state = DialogState::Confirmed;
+        let invite = c.invite.clone();
+        let tag = c.dialog.id.local_tag.clone();
+        let peer = c.peer;
+        let mut resp = self.make_response(&invite, 200, Some(&tag));
+        self.decorate_2xx(&mut resp, body, &peer);
+        self.respond(now, &key, resp.clone());
+        self.start_2xx_retransmit(now, call, resp, negotiated.is_none());
+        Ok(negotiated)
+    }
+
+    pub(super) fn start_2xx_retransmit(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        resp: Response,
+        answer_in_ack: bool,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.peer.transport.reliable() {
+            // Reliable transports don't retransmit, but the ACK still may
+            // never come: keep the give-up timer.
+        }
+        let peer = response_destination(c.peer, &resp);
+        let interval = self.config.timers.t1;
+        c.pending_2xx = Some(Pending2xx {
+            bytes: Bytes::from(resp.to_bytes()),
+            peer,
+            interval,
+            give_up: now + self.config.timers.timeout(),
+            answer_in_ack,
+        });
+        self.schedule(
+            now + interval,
+            TimerTarget::Call(call, CallTimer::Retransmit2xx),
+        );
+    }
+
+    pub(super) fn call_timer(&mut self, now: Instant, call: CallId, timer: CallTimer) {
+        match timer {
+            CallTimer::Retransmit2xx => {
+                let t2 = self.config.timers.t2;
+                let Some(c) = self.calls.get_mut(&call) else {
+                    return;
+                };
+                let Some(p) = c.pending_2xx.as_mut() else {
+                    return;
+                };
+                if now >= p.give_up {
+                    // §13.3.1.4: no ACK; end the dialog with a BYE.
+                    c.pending_2xx = None;
+                    c.state = CallState::Confirmed;
+                    self.send_bye(now, call);
+                    self.end_call(call, EndCause::AckTimeout);
+                    return;
+                }
+                let reliable = p.peer.transport.reliable();
+                let (bytes, peer) = (p.bytes.clone(), p.peer);
+                p.interval = (p.interval * 2).min(t2);
+                let next = (now + p.interval).min(p.give_up);
+                if !reliable {
+                    self.transmit(peer, bytes);
+                }
+                self.schedule(next, TimerTarget::Call(call, CallTimer::Retransmit2xx));
+            }
+        }
+    }
+
+    /// An ACK outside a server transaction: the ACK for our 2xx.
+    pub(super) fn dialog_ack(&mut self, now: Instant, ack: &Request) {
+        let id = crate::dialog::DialogId::of_received(&ack.headers);
+        let Some(call) = self.dialogs.get(&id).copied() else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(pending) = c.pending_2xx.take() else {
+            return; // a retransmitted ACK
+        };
+        let media = if pending.answer_in_ack {
+            let answer = std::str::from_utf8(&ack.body)
+                .ok()
+                .and_then(|t| SessionDescription::parse(t).ok());
+            match (answer, &c.local_media) {
+                (Some(a), Some(local)) => crate::sdp::accept_answer(&a, local).ok(),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let first = c.state == CallState::Answered;
+        c.state = CallState::Confirmed;
+        let bye = c.bye_after_ack;
+        if bye {
+            self.send_bye(now, call);
+            self.end_call(call, EndCause::LocalHangup);
+            return;
+        }
+        if first {
+            if pending.answer_in_ack && media.is_none() {
+                // A late offer whose ACK has no usable answer: give up.
+                self.send_bye(now, call);
+                self.end_call(
+                    call,
+                    EndCause::Rejected {
+                        status: 488,
+                        reason: "no usable SDP answer in ACK".into(),
+                    },
+                );
+                return;
+            }
+            self.events
+                .push_back(Event::CallEstablished { call, media });
+        } else if let Some(media) = media {
+            self.events.push_back(Event::MediaChanged { call, media });
+        }
+    }
+
+    /// Reject an incoming call that is not answered yet.
+    pub fn reject(&mut self, now: Instant, call: CallId, status: u16) -> Result<(), EndpointError> {
+        let c = self.calls.get(&call).ok_or(EndpointError::NoSuchCall)?;
+        if c.state != CallState::Incoming || !(300..700).contains(&status) {
+            return Err(EndpointError::BadState);
+        }
+        let key = c.invite_key.clone().ok_or(EndpointError::BadState)?;
+        let resp = self.make_response(&c.invite, status, Some(&c.dialog.id.local_tag));
+        let reason = resp.reason.clone();
+        self.respond(now, &key, resp);
+        self.end_call(call, EndCause::Rejected { status, reason });
+        Ok(())
+    }
+
+    /// End a call in whatever state it is: BYE, CANCEL or a final response.
+    pub fn hangup(&mut self, now: Instant, call: CallId) -> Result<(), EndpointError> {
+        let c = self.calls.get_mut(&call).ok_or(EndpointError::NoSuchCall)?;
+        match (c.role, c.state) {
+            (_, CallState::Confirmed) => {
+                self.send_bye(now, call);
+                self.end_call(call, EndCause::LocalHangup);
+            }
+            (CallRole::Uas, CallState::Answered) => {
+                // §15: wait for the ACK (or its timeout) before BYE.
+                c.bye_after_ack = true;
+            }
+            (CallRole::Uas, _) => {
+                return self.reject(now, call, 480);
+            }
+            (CallRole::Uac, _) => {
+                if c.got_provisional {
+                    self.send_cancel(now, call);
+                } else {
+                    c.cancel_pending = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Blind transfer (RFC 3515): ask the far end to call `target`. The
+    /// answer comes as [`Event::ReferAnswered`], progress as
+    /// [`Event::ReferProgress`].
+    pub fn refer(&mut self, now: Instant, call: CallId, target: &Uri) -> Result<(), EndpointError> {
+        let c = self.calls.get(&call).ok_or(EndpointError::NoSuchCall)?;
+        if c.state != CallState::Confirmed {
+            return Err(EndpointError::BadState);
+        }
+        let peer = self.peer_for_dialog(c);
+        let via = self.via_for(&peer);
+        let contact = self.contact_uri(&peer);
+        let ua = self.config.user_agent.clone();
+        let c = self.calls.get_mut(&call).ok_or(EndpointError::NoSuchCall)?;
+        let mut refer = c
+            .dialog
+            .make_request(Method::Refer, &via, &contact, &ua, None);
+        refer.headers.push("Refer-To", format!("<{target}>"));
+        refer
+            .headers
+            .push("Referred-By", format!("<{}>", c.dialog.local.uri));
+        self.start_client(now, refer, peer, TxOwner::Call(call));
+        Ok(())
+    }
+
+    pub(super) fn send_bye(&mut self, now: Instant, call: CallId) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let peer = self.peer_for_dialog(c);
+        let via = self.via_for(&peer);
+        let contact = self.contact_uri(&peer);
+        let ua = self.config.user_agent.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let bye = c
+            .dialog
+            .make_request(Method::Bye, &via, &contact, &ua, None);
+        self.start_client(now, bye, peer, TxOwner::Detached);
+    }
+
+    /// In-dialog requests go to the next hop if it is a literal address,
+    /// else back where the dialog's messages came from.
+    fn peer_for_dialog(&self, c: &Call) -> Peer {
+        let hop = c.dialog.next_hop();
+        let transport = Transport::of_uri(hop).unwrap_or(c.peer.transport);
+        let host = hop.host.trim_matches(|ch| ch == '[' || ch == ']');
+        let remote = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, hop.port.unwrap_or(5060)),
+            Err(_) => c.peer.remote,
+        };
+        let conn = if transport == c.peer.transport && remote == c.peer.remote {
+            c.peer.conn
+        } else {
+            None
+        };
+        let local = if transport == c.peer.transport {
+            c.peer.local
+        } else {
+            self.local_for(transport).unwrap_or(c.peer.local)
+        };
+        Peer {
+            transport,
+            local,
+            remote,
+            conn,
+        }
+    }
+
+    pub(super) fn end_call(&mut self, call: CallId, cause: EndCause) {
+        if let Some(c) = self.calls.remove(&call) {
+            self.dialogs.remove(&c.dialog.id);
+            if let Some(source) = c.source {
+                if let Some(n) = self.calls_by_source.get_mut(&source) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.calls_by_source.remove(&source);
+                    }
+                }
+            }
+            self.events.push_back(Event::CallEnded { call, cause });
+        }
+    }
+
+    /// Place a call. Progress arrives as events.
+    pub fn invite(&mut self, now: Instant, spec: OutgoingCall) -> Result<CallId, EndpointError> {
+        let local = self.local_for(spec.transport)?;
+        let peer = Peer {
+            transport: spec.transport,
+            local,
+            remote: spec.destination,
+            conn: None,
+        };
+        let advertised = self.advertised(local);
+        let from_uri = Uri::parse(&format!("sip:{}@{}", spec.from_user, host_port(advertised)))
+            .map_err(|e| EndpointError::Uri(e.to_string()))?;
+        let from = NameAddr {
+            display: spec.from_display.clone(),
+            uri: from_uri,
+            params: vec![("tag".into(), Some(new_tag()))],
+        };
+        let to = NameAddr {
+            display: None,
+            uri: spec.target.clone(),
+            params: Vec::new(),
+        };
+        let call_id = new_call_id(&advertised.ip().to_string());
+        let mut headers = Headers::new();
+        headers.push("Via", self.via_for(&peer).to_string());
+        headers.push("Max-Forwards", "70");
+        headers.push("From", from.to_string());
+        headers.push("To", to.to_string());
+        headers.push("Call-ID", call_id.clone());
+        headers.push("CSeq", "1 INVITE");
+        headers.push("Contact", format!("<{}>", self.contact_uri(&peer)));
+        headers.push("Allow", ALLOW);
+        headers.push("User-Agent", self.config.user_agent.clone());
+        for (k, v) in &spec.extra_headers {
+            headers.push(k, v.clone());
+        }
+        headers.push("Content-Type", "application/sdp");
+        let body = crate::sdp::offer(&spec.local_media, crate::sdp::Direction::SendRecv);
+        let request = Request {
+            method: Method::Invite,
+            uri: spec.target.clone(),
+            headers,
+            body: Bytes::from(body),
+        };
+        let call = CallId(self.next_call);
+        self.next_call += 1;
+        self.counters.calls_started += 1;
+        let dialog = Dialog {
+            id: crate::dialog::DialogId {
+                call_id,
+                local_tag: from.tag().unwrap_or_default().to_string(),
+                remote_tag: String::new(),
+            },
+            state: DialogState::Early,
+            local: from,
+            remote: to,
+            local_seq: 1,
+            remote_seq: None,
+            remote_target: spec.target.clone(),
+            route_set: Vec::new(),
+        };
+        let key = self.start_client(now, request.clone(), peer, TxOwner::Call(call));
+        self.calls.insert(
+            call,
+            Call {
+                role: CallRole::Uac,
+                state: CallState::Outgoing,
+                dialog,
+                invite: request,
+                invite_key: None,
+                client_key: Some(key),
+                peer,
+                offer: None,
+                local_media: Some(spec.local_media),
+                pending_2xx: None,
+                bye_after_ack: false,
+                cancel_pending: false,
+                cancelled: false,
+                trunk: None,
+                got_provisional: false,
+                credentials: spec.credentials,
+                auth_tried: false,
+                source: None,
+            },
+        );
+        Ok(call)
+    }
+
+    fn send_cancel(&mut self, now: Instant, call: CallId) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        // §9.1: same Request-URI, Call-ID, From, To, CSeq number and top Via.
+        let inv = &c.invite;
+        let mut headers = Headers::new();
+        if let Some(v) = inv.headers.get("Via") {
+            headers.push("Via", v);
+        }
+        for r in inv.headers.get_all("Route") {
+            headers.push("Route", r);
+        }
+        headers.push("Max-Forwards", "70");
+        for name in ["From", "To", "Call-ID"] {
+            if let Some(v) = inv.headers.get(name) {
+                headers.push(name, v);
+            }
+        }
+        let seq = inv.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        headers.push("CSeq", format!("{seq} CANCEL"));
+        let cancel = Request {
+            method: Method::Cancel,
+            uri: inv.uri.clone(),
+            headers,
+            body: Bytes::new(),
+        };
+        let peer = c.peer;
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.cancelled = true;
+        }
+        self.start_client(now, cancel, peer, TxOwner::Detached);
+    }
+
+    /// A response for one of a call's client transactions.
+    pub(super) fn call_response(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        request: &Request,
+        resp: &Response,
+    ) {
+        if request.method == Method::Refer {
+            if resp.status >= 200 {
+                self.events.push_back(Event::ReferAnswered {
+                    call,
+                    status: resp.status,
+                });
+            }
+            return;
+        }
+        if request.method != Method::Invite {
+            return;
+        }
+        let Some(c) = self.calls.get_mut(&call) else {
+            // Answered after we gave up: ACK and BYE so the far end hangs up.
+            if (200..300).contains(&resp.status) {
+                self.reack(now, resp);
+            }
+            return;
+        };
+        match resp.status {
+            100 => {
+                // §9.1: any provisional, 100 included, allows CANCEL.
+                c.got_provisional = true;
+                if c.cancel_pending {
+                    c.cancel_pending = false;
+                    self.send_cancel(now, call);
+                }
+            }
+            101..=199 => {
+                c.got_provisional = true;
+                if let Ok(to) = resp.headers.to() {
+                    if let Some(tag) = to.tag() {
+                        c.dialog.id.remote_tag = tag.to_string();
+                    }
+                }
+                if c.cancel_pending {
+                    c.cancel_pending = false;
+                    self.send_cancel(now, call);
+                } else {
+                    self.events.push_back(Event::Progress {
+                        call,
+                        status: resp.status,
+                    });
+                }
+            }
+            200..=299 => self.uac_answered(now, call, request, resp),
+            401 | 407 if !c.auth_tried && c.credentials.is_some() => {
+                c.auth_tried = true;
+                self.retry_with_auth(now, call, request, resp);
+            }
+            _ => {
+                let reason = resp.reason.clone();
+                self.end_call(
+                    call,
+                    EndCause::Rejected {
+                        status: resp.status,
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+
+    fn uac_answered(&mut self, now: Instant, call: CallId, request: &Request, resp: &Response) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.state == CallState::Confirmed {
+            // A retransmitted 2xx: the ACK got lost.
+            self.reack(now, resp);
+            return;
+        }
+        let Ok(dialog) = Dialog::new_uac(request, resp) else {
+            return;
+        };
+        let media = std::str::from_utf8(&resp.body)
+            .ok()
+            .and_then(|t| SessionDescription::parse(t).ok())
+            .and_then(|sdp| {
+                c.local_media
+                    .as_ref()
+                    .and_then(|l| crate::sdp::accept_answer(&sdp, l).ok())
+            });
+        c.dialog = dialog;
+        c.state = CallState::Confirmed;
+        let cancelled = c.cancel_pending || c.cancelled;
+        let id = c.dialog.id.clone();
+        self.dialogs.insert(id, call);
+        self.send_ack(now, call);
+        if cancelled || media.is_none() {
+            // Answered after we cancelled, or an answer we can't use.
+            self.send_bye(now, call);
+            self.end_call(
+                call,
+                if cancelled {
+                    EndCause::LocalHangup
+                } else {
+                    EndCause::Rejected {
+                        status: 488,
+                        reason: "no usable SDP answer".into(),
+                    }
+                },
+            );
+            return;
+        }
+        self.events
+            .push_back(Event::CallEstablished { call, media });
+    }
+
+    fn send_ack(&mut self, _now: Instant, call: CallId) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let peer = self.peer_for_dialog(c);
+        let via = self.via_for(&peer);
+        let contact = self.contact_uri(&peer);
+        let ua = self.config.user_agent.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let seq = c.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        let ack = c
+            .dialog
+            .make_request(Method::Ack, &via, &contact, &ua, Some(seq));
+        self.transmit(peer, Bytes::from(ack.to_bytes()));
+    }
+
+    /// ACK a retransmitted 2xx of a dialog we still hold (§13.2.2.4); a 2xx
+    /// for a call already gone is counted as stray.
+    pub(super) fn reack(&mut self, now: Instant, resp: &Response) {
+        let id = crate::dialog::DialogId::of_response(&resp.headers);
+        if let Some(call) = self.dialogs.get(&id).copied() {
+            self.send_ack(now, call);
+        } else {
+            self.counters.stray_responses += 1;
+        }
+    }
+
+    fn retry_with_auth(&mut self, now: Instant, call: CallId, request: &Request, resp: &Response) {
+        let Some(peer) = self.calls.get(&call).map(|c| c.peer) else {
+            return;
+        };
+        let via = self.via_for(&peer);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let header = if resp.status == 407 {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        let Some(challenge) = resp
+            .headers
+            .get(header)
+            .and_then(|h| Challenge::parse(h).ok())
+        else {
+            let reason = resp.reason.clone();
+            self.end_call(
+                call,
+                EndCause::Rejected {
+                    status: resp.status,
+                    reason,
+                },
+            );
+            return;
+        };
+        let Some((user, pass)) = c.credentials.clone() else {
+            return;
+        };
+        let mut client = DigestClient::new(&user, pass.expose());
+        let value = client.authorize(&challenge, "INVITE", &request.uri.to_string());
+        let mut retry = request.clone();
+        let seq = request.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
+        retry.headers.set("CSeq", format!("{seq} INVITE"));
+        let auth_header = if resp.status == 407 {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        };
+        retry.headers.set(auth_header, value);
+        retry.headers.set("Via", via.to_string());
+        c.invite = retry.clone();
+        c.dialog.local_seq = seq;
+        let key = self.start_client(now, retry, peer, TxOwner::Call(call));
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.client_key = Some(key);
+        }
+    }
+
+    pub(super) fn call_failed(&mut self, _now: Instant, call: CallId, cause: EndCause) {
+        self.end_call(call, cause);
+    }
+}
