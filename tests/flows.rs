@@ -644,6 +644,83 @@ breakout_flow = "returns"
     );
 }
 
+/// `send_digits` reaches the caller's side: RFC 4733 events when the
+/// caller offered telephone-event (decoded from the capture, in order, with
+/// the `,` pause between `#` and `2`), SIP INFO `application/dtmf-relay`
+/// when it didn't (the SIPp scenario checks each digit).
+#[test]
+fn send_digits_reach_the_caller_by_rfc4733_or_info() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("dial.toml"),
+        r#"name = "dial"
+
+[[nodes]]
+id = "ext"
+type = "send_digits"
+digits = "1#,2"
+next = "bye"
+
+[[nodes]]
+id = "bye"
+type = "hangup"
+"#,
+    )
+    .unwrap();
+    let gw = Gateway::start(&format!(
+        "[flows]\ndir = \"{}\"\n\n[[routes]]\nflow = \"dial\"\n",
+        dir.path().display()
+    ));
+    let capture = capture_call(
+        &gw,
+        &[
+            "-sf",
+            &scenario("uac_wait_bye.xml"),
+            &gw.sip_addr(),
+            "-m",
+            "1",
+        ],
+        &[
+            "frame.time_epoch",
+            "rtp.p_type",
+            "rtpevent.event_id",
+            "rtpevent.end_of_event",
+        ],
+    );
+    assert!(capture.run.ok(), "{}", capture.run.describe());
+    // (event, first packet time, last packet time), in order.
+    let mut events: Vec<(String, f64, f64)> = Vec::new();
+    for r in capture.rows.iter().filter(|r| r[1] == "101") {
+        let t: f64 = r[0].parse().unwrap();
+        match events.last_mut() {
+            Some(e) if e.0 == r[2] => e.2 = t,
+            _ => events.push((r[2].clone(), t, t)),
+        }
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(ids, ["1", "11", "2"], "1, # (11), 2 as RFC 4733 events");
+    let pause = events[2].1 - events[1].2;
+    assert!(
+        (0.35..1.5).contains(&pause),
+        "the comma pauses about half a second: {pause:.3} s"
+    );
+    assert!(
+        capture.rows.iter().any(|r| r[1] == "101" && r[3] == "1"),
+        "events carry their end bit"
+    );
+    let run = sipp(
+        &[
+            "-sf",
+            &scenario("uac_info_digits.xml"),
+            &gw.sip_addr(),
+            "-m",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(run.ok(), "INFO digits: {}", run.describe());
+}
+
 /// Every control node on one real call: `set`, `http` (custom header, JSON
 /// body template, response fields mapped), `branch`, an `http` failure
 /// retried then taken to `on_error`, a `gather` that hears nothing, asks

@@ -63,6 +63,12 @@ pub enum MediaCommand<R> {
     },
     Bridge(CallId, CallId),
     Unbridge(CallId),
+    /// Send one RFC 4733 DTMF event.
+    SendDtmf {
+        call: CallId,
+        digit: char,
+        duration_ms: u32,
+    },
     /// Send or stop sending (hold); `remote`: where RTP goes now.
     Sending {
         call: CallId,
@@ -246,6 +252,11 @@ impl<P: PortSource, F> CallControl<P, F> {
             CallRequest::Hangup => {
                 let _ = self.endpoint.hangup(now, id);
             }
+            CallRequest::SendDigits {
+                digits,
+                duration_ms,
+                to_agent,
+            } => self.start_digits(now, id, &digits, duration_ms, to_agent),
         }
         self.process_events(now);
     }
@@ -532,6 +543,12 @@ impl<P: PortSource, F> CallControl<P, F> {
             self.answer(now, id);
             return;
         }
+        if call.digits.as_ref().is_some_and(|d| d.next_at <= now) {
+            self.next_digit(now, id);
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         if call.give_up.is_some_and(|at| at <= now) {
             call.give_up = None;
             call.timed_out = true;
@@ -630,6 +647,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             });
         }
         call.media = Media::Streaming;
+        call.rfc4733 = media.telephone_event_pt.is_some();
         let flow = match &call.program {
             Some(Program::File(f)) => Some(f.clone()),
             _ => None,
@@ -656,9 +674,10 @@ impl<P: PortSource, F> CallControl<P, F> {
     }
 
     fn media_changed(&mut self, id: CallId, media: &Negotiated) {
-        if !self.calls.get(&id).is_some_and(Call::streaming) {
+        let Some(call) = self.calls.get_mut(&id).filter(|c| c.streaming()) else {
             return;
-        }
+        };
+        call.rfc4733 = media.telephone_event_pt.is_some();
         let sending = matches!(
             media.local_direction,
             Direction::SendRecv | Direction::SendOnly
@@ -703,6 +722,82 @@ impl<P: PortSource, F> CallControl<P, F> {
     pub(crate) fn signal(&mut self, id: CallId, signal: CallSignal) {
         if self.calls.get(&id).is_some_and(|c| c.has_flow) {
             self.signals.push_back((id, signal));
+        }
+    }
+
+    /// A flow asks for DTMF: to its caller, or to the agent bridged to it.
+    fn start_digits(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        digits: &str,
+        duration_ms: u32,
+        to_agent: bool,
+    ) {
+        let target = match to_agent {
+            false => Some(id),
+            true => self
+                .calls
+                .get(&id)
+                .and_then(|c| c.transfer.as_ref())
+                .and_then(|t| t.bridged),
+        };
+        let Some((target, call)) = target.zip(self.calls.get_mut(&id)) else {
+            return self.signal(id, CallSignal::DigitsSent);
+        };
+        call.digits = Some(model::Digits {
+            left: digits.chars().collect(),
+            duration_ms,
+            target,
+            next_at: now,
+        });
+        self.next_digit(now, id);
+    }
+
+    /// Send the next digit (or pause); once all are out and the last one
+    /// has sounded, tell the flow.
+    fn next_digit(&mut self, now: Instant, id: CallId) {
+        const PAUSE: Duration = Duration::from_millis(500);
+        const GAP: Duration = Duration::from_millis(80);
+        let Some(d) = self.calls.get_mut(&id).and_then(|c| c.digits.as_mut()) else {
+            return;
+        };
+        let (target, duration_ms) = (d.target, d.duration_ms);
+        let Some(c) = d.left.pop_front() else {
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.digits = None;
+            }
+            return self.signal(id, CallSignal::DigitsSent);
+        };
+        let wait = if c == ',' {
+            PAUSE
+        } else {
+            Duration::from_millis(u64::from(duration_ms)) + GAP
+        };
+        let at = now.checked_add(wait).unwrap_or(now);
+        d.next_at = at;
+        self.timers.insert((at, id));
+        if c == ',' {
+            return;
+        }
+        match self.calls.get(&target).map(|t| t.rfc4733) {
+            Some(true) => self.media_out.push_back(MediaCommand::SendDtmf {
+                call: target,
+                digit: c,
+                duration_ms,
+            }),
+            Some(false) => {
+                if let Err(e) = self.endpoint.send_info_dtmf(now, target, c, duration_ms) {
+                    tracing::warn!(call = %target, %e, "cannot send DTMF by INFO");
+                }
+            }
+            // The other side is gone: nothing left to send to.
+            None => {
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.digits = None;
+                }
+                self.signal(id, CallSignal::DigitsSent);
+            }
         }
     }
 

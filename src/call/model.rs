@@ -108,6 +108,21 @@ pub(crate) struct Call<R, F> {
     pub(crate) refer: Refer,
     /// Our own WebRTC leg calling in, by its web call id.
     pub(crate) web_call: Option<String>,
+    /// The peer offered RFC 4733 telephone-event: DTMF goes in RTP, else
+    /// as SIP INFO.
+    pub(crate) rfc4733: bool,
+    /// Digits this call's flow is sending, paced by call control.
+    pub(crate) digits: Option<Digits>,
+}
+
+/// DTMF being sent for a flow, one digit per step.
+#[derive(Debug)]
+pub(crate) struct Digits {
+    pub(crate) left: VecDeque<char>,
+    pub(crate) duration_ms: u32,
+    /// The caller itself, or its bridged agent.
+    pub(crate) target: CallId,
+    pub(crate) next_at: Instant,
 }
 
 impl<R, F> Call<R, F> {
@@ -125,6 +140,8 @@ impl<R, F> Call<R, F> {
             transfer: None,
             refer: Refer::None,
             web_call: None,
+            rfc4733: false,
+            digits: None,
         }
     }
 

@@ -156,6 +156,7 @@ struct Seen {
     flows: HashMap<CallId, Rc<Cell<bool>>>,
     signals: Vec<(CallId, CallSignal)>,
     shared_hold: Vec<(String, bool)>,
+    dtmf: Vec<(CallId, char)>,
 }
 
 struct Pair {
@@ -327,6 +328,7 @@ impl Pair {
                     self.seen.plays.push((call, what));
                 }
                 MediaCommand::Sending { .. } => {}
+                MediaCommand::SendDtmf { call, digit, .. } => self.seen.dtmf.push((call, digit)),
             }
         }
         while let Some(start) = self.cc.poll_flow_start() {
@@ -955,4 +957,66 @@ impl Pair {
         }
         self.drive();
     }
+}
+
+#[test]
+fn send_digits_are_paced_with_pauses_then_reported() {
+    let mut p = Pair::new();
+    let leg = p.dial("200");
+    let call = p.inbound();
+    p.cc.handle_flow_request(
+        p.now,
+        call,
+        CallRequest::SendDigits {
+            digits: "1,2".into(),
+            duration_ms: 160,
+            to_agent: false,
+        },
+    );
+    p.drive();
+    // The caller offered telephone-event: RFC 4733, first digit at once.
+    assert_eq!(p.seen.dtmf, vec![(call, '1')]);
+    p.advance(600);
+    assert_eq!(p.seen.dtmf, vec![(call, '1')], "the pause holds the 2 back");
+    assert!(!p.signals(call).contains(&CallSignal::DigitsSent));
+    p.advance(200);
+    assert_eq!(p.seen.dtmf, vec![(call, '1'), (call, '2')]);
+    assert!(
+        !p.signals(call).contains(&CallSignal::DigitsSent),
+        "the 2 still sounds"
+    );
+    p.advance(300);
+    assert_eq!(p.signals(call), vec![CallSignal::DigitsSent]);
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+}
+
+#[test]
+fn send_digits_on_answer_go_to_the_bridged_agent() {
+    let mut p = Pair::new();
+    let leg = p.dial("200");
+    let call = p.inbound();
+    p.transfer(call, &[AGENT], false);
+    let agent =
+        p.cc.calls
+            .iter()
+            .find(|(_, c)| matches!(c.role, Role::Agent { .. }))
+            .map(|(id, _)| *id)
+            .expect("an agent leg");
+    p.cc.handle_flow_request(
+        p.now,
+        call,
+        CallRequest::SendDigits {
+            digits: "42".into(),
+            duration_ms: 100,
+            to_agent: true,
+        },
+    );
+    p.drive();
+    p.advance(1_000);
+    assert_eq!(p.seen.dtmf, vec![(agent, '4'), (agent, '2')]);
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(2);
 }

@@ -199,6 +199,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         };
         if let Some(leg) = self.calls.get_mut(&agent) {
             leg.media = Media::Streaming;
+            leg.rfc4733 = media.telephone_event_pt.is_some();
         }
         self.media_out.push_back(MediaCommand::Start {
             call: agent,

@@ -50,6 +50,13 @@ pub enum CallRequest {
     Keep { name: String, value: String },
     /// End the call with BYE.
     Hangup,
+    /// Send DTMF (`,` pauses) to the caller, or to the bridged agent;
+    /// `DigitsSent` follows.
+    SendDigits {
+        digits: String,
+        duration_ms: u32,
+        to_agent: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -82,6 +89,8 @@ pub enum CallSignal {
     Dtmf(char),
     PlayFinished(u32),
     Transfer(TransferEvent),
+    /// The digits of a `SendDigits` are all out.
+    DigitsSent,
 }
 
 /// Services every flow shares.
@@ -266,7 +275,7 @@ impl FlowCx {
         }
     }
 
-    fn request(&mut self, r: CallRequest) -> Result<(), Ended> {
+    pub(crate) fn request(&mut self, r: CallRequest) -> Result<(), Ended> {
         let v = self.voice()?;
         v.requests.send((v.call, r)).map_err(|_| Ended)
     }
@@ -291,7 +300,7 @@ impl FlowCx {
             let v = self.voice()?;
             match v.signals.recv().await.ok_or(Ended)? {
                 CallSignal::PlayFinished(g) if g == generation => return Ok(PlayEnd::Finished),
-                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
+                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
                 CallSignal::Dtmf(d) => {
                     v.digits.push_back(d);
                     if barge_in {
@@ -334,7 +343,25 @@ impl FlowCx {
             match v.signals.recv().await.ok_or(Ended)? {
                 CallSignal::Transfer(e) => return Ok(e),
                 CallSignal::Dtmf(d) => v.digits.push_back(d),
-                CallSignal::PlayFinished(_) => {}
+                CallSignal::PlayFinished(_) | CallSignal::DigitsSent => {}
+            }
+        }
+    }
+
+    /// Send `digits` to the caller and wait until they are all out;
+    /// DTMF heard meanwhile is kept for the next gather.
+    pub async fn send_digits(&mut self, digits: String, duration_ms: u32) -> Result<(), Ended> {
+        self.request(CallRequest::SendDigits {
+            digits,
+            duration_ms,
+            to_agent: false,
+        })?;
+        let v = self.voice()?;
+        loop {
+            match v.signals.recv().await.ok_or(Ended)? {
+                CallSignal::DigitsSent => return Ok(()),
+                CallSignal::Dtmf(d) => v.digits.push_back(d),
+                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
             }
         }
     }
@@ -393,7 +420,7 @@ impl FlowCx {
                 out = &mut fut => return Ok(out),
                 s = v.signals.recv() => match s.ok_or(Ended)? {
                     CallSignal::Dtmf(d) => v.digits.push_back(d),
-                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
+                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
                 },
             }
         }
@@ -422,7 +449,7 @@ impl FlowCx {
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
                 s = v.signals.recv() => match s.ok_or(Ended)? {
                     CallSignal::Dtmf(d) => return Ok(Some(d)),
-                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
+                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
                 },
             }
         }
@@ -610,6 +637,7 @@ pub async fn run_from(mut cx: FlowCx, start: String) {
             NodeKind::Say(n) => nodes::say::run(n, &mut cx).await,
             NodeKind::Play(n) => nodes::play::run(n, &mut cx).await,
             NodeKind::Pause(n) => nodes::pause::run(n, &mut cx).await,
+            NodeKind::SendDigits(n) => nodes::send_digits::run(n, &mut cx).await,
             NodeKind::Gather(n) => nodes::gather::run(n, &mut cx).await,
             NodeKind::Branch(n) => nodes::branch::run(n, &mut cx).await,
             NodeKind::Set(n) => nodes::set::run(n, &mut cx).await,

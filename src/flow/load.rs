@@ -170,6 +170,28 @@ fn check_references(set: &FlowSet, errors: &mut Vec<ConfigError>) {
     }
 }
 
+/// DTMF to send: what RFC 4733 can carry, `,` for pauses, and template
+/// placeholders (checked again, as sent, at run time).
+fn check_digits(digits: &str) -> Result<(), String> {
+    if digits.trim().is_empty() || digits.len() > 64 {
+        return Err("1 to 64 characters".into());
+    }
+    let without_templates = digits
+        .split("{{")
+        .map(|part| part.split_once("}}").map_or(part, |(_, rest)| rest));
+    for part in without_templates {
+        if let Some(bad) = part
+            .chars()
+            .find(|c| !crate::flow::nodes::send_digits::is_digit(*c) && *c != ',')
+        {
+            return Err(format!(
+                "{bad:?} is not a DTMF digit (0-9, *, #, A-D) or a pause (,)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn node_key(id: &str) -> String {
     format!("node {id:?}")
 }
@@ -327,6 +349,7 @@ fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) ->
         "say" => NodeKind::Say(de(d, &key, item)?),
         "play" => NodeKind::Play(de(d, &key, item)?),
         "pause" => NodeKind::Pause(de(d, &key, item)?),
+        "send_digits" => NodeKind::SendDigits(de(d, &key, item)?),
         "gather" => NodeKind::Gather(de(d, &key, item)?),
         "branch" => NodeKind::Branch(de(d, &key, item)?),
         "set" => NodeKind::Set(de(d, &key, item)?),
@@ -487,7 +510,18 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                     }
                 }
             }
+            NodeKind::SendDigits(n) => {
+                if let Err(e) = check_digits(&n.digits) {
+                    err(node, "digits", e);
+                }
+                if !(40..=2000).contains(&n.duration_ms) {
+                    err(node, "duration_ms", "must be 40..=2000".into());
+                }
+            }
             NodeKind::Transfer(t) => {
+                if let Some(Err(e)) = t.send_digits_on_answer.as_deref().map(check_digits) {
+                    err(node, "send_digits_on_answer", e);
+                }
                 if t.targets.is_empty() {
                     err(node, "targets", "list at least one SIP URI".into());
                 }

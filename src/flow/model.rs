@@ -73,6 +73,7 @@ pub enum NodeKind {
     Handoff(Handoff),
     SaveLead(SaveLead),
     EscalateToCall(EscalateToCall),
+    SendDigits(SendDigits),
 }
 
 /// The node types, as written in `type = "..."`.
@@ -96,6 +97,7 @@ pub const NODE_TYPES: &[&str] = &[
     "handoff",
     "save_lead",
     "escalate_to_call",
+    "send_digits",
 ];
 
 impl NodeKind {
@@ -120,6 +122,7 @@ impl NodeKind {
             NodeKind::Handoff(_) => "handoff",
             NodeKind::SaveLead(_) => "save_lead",
             NodeKind::EscalateToCall(_) => "escalate_to_call",
+            NodeKind::SendDigits(_) => "send_digits",
         }
     }
 
@@ -131,6 +134,7 @@ impl NodeKind {
             | NodeKind::Gather(_)
             | NodeKind::Transfer(_)
             | NodeKind::Hangup(_)
+            | NodeKind::SendDigits(_)
             | NodeKind::Breakout(_) => &[Channel::Voice],
             NodeKind::Message(_)
             | NodeKind::Ask(_)
@@ -171,6 +175,7 @@ impl NodeKind {
             NodeKind::Handoff(_) => [("next", &None), ("next", &None)],
             NodeKind::SaveLead(n) => [("next", &n.next), ("next", &None)],
             NodeKind::EscalateToCall(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
+            NodeKind::SendDigits(n) => [("next", &n.next), ("next", &None)],
         };
         for (key, v) in optional {
             if let Some(v) = v {
@@ -249,6 +254,28 @@ pub struct Play {
     pub duration_secs: Option<f64>,
     #[serde(default)]
     pub next: Option<String>,
+}
+
+/// Send DTMF to the caller's side: to reach an extension or an IVR behind
+/// a PBX. RFC 4733 events when the peer offered telephone-event, else SIP
+/// INFO (`application/dtmf-relay`). `,` pauses half a second.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SendDigits {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `0-9`, `*`, `#`, `A-D` and `,` (templated).
+    pub digits: String,
+    /// How long each digit sounds.
+    #[serde(default = "digit_ms")]
+    pub duration_ms: u32,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+pub fn digit_ms() -> u32 {
+    160
 }
 
 /// Silence for a while.
@@ -486,6 +513,10 @@ pub struct Transfer {
     pub language: String,
     #[serde(default)]
     pub repeat_interval_secs: Option<u64>,
+    /// Digits to send the agent's side once it answers (a PBX extension,
+    /// an IVR choice), as in `send_digits`.
+    #[serde(default)]
+    pub send_digits_on_answer: Option<String>,
     /// Blind transfer by REFER (RFC 3515) to the first target: the caller's
     /// side places the new call and crossline leaves once it's answered.
     #[serde(default)]

@@ -62,6 +62,7 @@ fn can_end(kind: &NodeKind) -> bool {
         NodeKind::Gather(n) => n.next.is_none() || n.on_failure.is_none(),
         NodeKind::Transfer(n) => n.next.is_none() || n.on_failure.is_none(),
         NodeKind::Breakout(n) => n.next.is_none(),
+        NodeKind::SendDigits(n) => n.next.is_none(),
     }
 }
 

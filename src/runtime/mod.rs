@@ -590,6 +590,11 @@ impl Gateway {
             } => self.media.set_source_tagged(call.0, source, generation),
             MediaCommand::Bridge(a, b) => self.media.bridge(a.0, b.0),
             MediaCommand::Unbridge(a) => self.media.unbridge(a.0),
+            MediaCommand::SendDtmf {
+                call,
+                digit,
+                duration_ms,
+            } => self.media.send_dtmf(call.0, digit, duration_ms),
             MediaCommand::Sending {
                 call,
                 sending,

@@ -15,6 +15,7 @@ pub mod pause;
 pub mod play;
 pub mod save_lead;
 pub mod say;
+pub mod send_digits;
 pub mod send_sms;
 pub mod send_whatsapp;
 pub mod set;

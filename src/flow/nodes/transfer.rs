@@ -54,6 +54,17 @@ pub async fn run(node: &Transfer, cx: &mut FlowCx) -> Result<Next, Ended> {
     match cx.transfer(req).await? {
         TransferEvent::Bridged { target } => {
             cx.vars.insert(format!("{}.agent", node.id), target);
+            if let Some(digits) = &node.send_digits_on_answer {
+                let digits = super::send_digits::sendable(&render(digits, &cx.vars));
+                if !digits.is_empty() {
+                    // Not waited for: the agent hanging up must still end it.
+                    cx.request(crate::flow::interp::CallRequest::SendDigits {
+                        digits,
+                        duration_ms: crate::flow::model::digit_ms(),
+                        to_agent: true,
+                    })?;
+                }
+            }
             // Connected: wait until the agent hangs up (the caller hanging
             // up ends the flow on its own).
             while cx.next_transfer_event().await? != TransferEvent::AgentHungUp {}

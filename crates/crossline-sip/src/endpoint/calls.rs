@@ -425,6 +425,34 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Send one DTMF digit as SIP INFO (`application/dtmf-relay`), for
+    /// peers that didn't offer RFC 4733 telephone-event.
+    pub fn send_info_dtmf(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        digit: char,
+        duration_ms: u32,
+    ) -> Result<(), EndpointError> {
+        let c = self.calls.get(&call).ok_or(EndpointError::NoSuchCall)?;
+        if c.state != CallState::Confirmed {
+            return Err(EndpointError::BadState);
+        }
+        let peer = self.peer_for_dialog(c);
+        let via = self.via_for(&peer);
+        let contact = self.contact_uri(&peer);
+        let ua = self.config.user_agent.clone();
+        let c = self.calls.get_mut(&call).ok_or(EndpointError::NoSuchCall)?;
+        let mut info = c
+            .dialog
+            .make_request(Method::Info, &via, &contact, &ua, None);
+        info.headers
+            .push("Content-Type", "application/dtmf-relay".to_string());
+        info.body = bytes::Bytes::from(format!("Signal={digit}\r\nDuration={duration_ms}\r\n"));
+        self.start_client(now, info, peer, TxOwner::Detached);
+        Ok(())
+    }
+
     pub(super) fn send_bye(&mut self, now: Instant, call: CallId) {
         let Some(c) = self.calls.get(&call) else {
             return;
