@@ -120,42 +120,62 @@ impl HoldBroadcast {
         let (packets, _) = tokio::sync::broadcast::channel(8);
         let tx = packets.clone();
         let playing = program.clone();
-        tokio::spawn(async move {
-            let Ok(mut encoder) = Downlink::new(complexity) else {
-                return;
-            };
-            let mut player =
-                crate::media::player::Player::new(crate::media::player::Source::Hold(playing));
-            let mut pcm = [0i16; crate::media::player::FRAME_SAMPLES];
-            let mut ulaw = [0u8; crate::media::player::FRAME_SAMPLES];
-            let mut opus = [0u8; 1500];
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut idle = 0u32;
-            loop {
-                tick.tick().await;
-                // Nobody listening for 10 s: stop; the next listener restarts it.
-                if tx.receiver_count() == 0 {
-                    idle += 1;
-                    if idle > 500 {
-                        return;
-                    }
-                    continue;
-                }
-                idle = 0;
-                player.fill(&mut pcm);
-                crate::media::g711::encode_ulaw(&pcm, &mut ulaw);
-                match encoder.push(&ulaw, &mut opus) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        metrics::counter!("crossline_webrtc_shared_hold_frames_total").increment(1);
-                        let _ = tx.send(Arc::from(opus.get(..n).unwrap_or_default()));
-                    }
-                    Err(e) => tracing::debug!(error = %e, "shared hold: encode failed"),
-                }
-            }
-        });
+        // Encoding is CPU work: a thread of its own, not a tokio task.
+        let spawned = std::thread::Builder::new()
+            .name("webrtc-hold".into())
+            .spawn(move || play_hold(playing, complexity, tx));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "shared hold: cannot start its encoder thread");
+        }
         HoldBroadcast { program, packets }
+    }
+}
+
+/// The shared hold encoder: one Opus packet per 20 ms (absolute
+/// deadlines) while anyone listens; after 10 s with nobody, it ends and
+/// the next listener starts another.
+fn play_hold(
+    program: Arc<crate::media::player::HoldProgram>,
+    complexity: u8,
+    tx: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+) {
+    let Ok(mut encoder) = Downlink::new(complexity) else {
+        return;
+    };
+    let mut player = crate::media::player::Player::new(crate::media::player::Source::Hold(program));
+    let mut pcm = [0i16; crate::media::player::FRAME_SAMPLES];
+    let mut ulaw = [0u8; crate::media::player::FRAME_SAMPLES];
+    let mut opus = [0u8; 1500];
+    let frame = Duration::from_millis(20);
+    let mut next = Instant::now();
+    let mut idle = 0u32;
+    loop {
+        next += frame;
+        let now = Instant::now();
+        match next.checked_duration_since(now) {
+            Some(wait) => std::thread::sleep(wait),
+            // Late by more than a few frames (a stall): skip, don't burst.
+            None if now - next > frame * 5 => next = now,
+            None => {}
+        }
+        if tx.receiver_count() == 0 {
+            idle += 1;
+            if idle > 500 {
+                return;
+            }
+            continue;
+        }
+        idle = 0;
+        player.fill(&mut pcm);
+        crate::media::g711::encode_ulaw(&pcm, &mut ulaw);
+        match encoder.push(&ulaw, &mut opus) {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("crossline_webrtc_shared_hold_frames_total").increment(1);
+                let _ = tx.send(Arc::from(opus.get(..n).unwrap_or_default()));
+            }
+            Err(e) => tracing::debug!(error = %e, "shared hold: encode failed"),
+        }
     }
 }
 
