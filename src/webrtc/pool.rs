@@ -11,9 +11,10 @@
 //! gateway), results out, each a record of kind, length and bytes. A frame
 //! allocates nothing and takes no lock: the leg wakes its worker with
 //! `Thread::unpark` (a futex word), the worker wakes the leg's task
-//! through an [`AtomicWaker`]. A full ring (about 40 frames, 400 ms of
-//! both directions, behind) drops that frame, since late audio is lost
-//! audio, and counts it in `crossline_webrtc_transcode_dropped_total`.
+//! through an [`AtomicWaker`]. A full ring (about half a second of both
+//! directions behind, with typical Opus packets) drops that frame, since
+//! late audio is lost audio, and counts it in
+//! `crossline_webrtc_transcode_dropped_total`.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
