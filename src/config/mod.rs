@@ -601,6 +601,12 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "must be between 0 and 10".into(),
         );
     }
+    if w.transcode_threads > 64 {
+        err(
+            &["webrtc", "transcode_threads"],
+            "must be between 0 (automatic) and 64".into(),
+        );
+    }
     if w.did.is_empty()
         || !w
             .did
@@ -870,6 +876,14 @@ mod tests {
             "{}",
             errs[0]
         );
+    }
+
+    #[test]
+    fn transcode_threads_are_bounded() {
+        assert!(errors("[webrtc]\ntranscode_threads = 2\n").is_empty());
+        let e = errors("[webrtc]\ntranscode_threads = 65\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("webrtc.transcode_threads"), "{e:?}");
     }
 
     #[test]

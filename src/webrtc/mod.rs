@@ -8,7 +8,11 @@
 //! RTP with the gateway's audio loop. Both protocol cores are sans-IO; the
 //! task only moves bytes and time between them. Signalling is WHIP-style:
 //! the browser POSTs its SDP offer and gets the answer.
+//!
+//! The task does no audio work itself: Opus and resampling run on the
+//! transcoding threads ([`pool`]), so tokio's workers stay free for SIP.
 
+pub mod pool;
 pub mod transcode;
 
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +32,7 @@ use crate::sip::endpoint::{
     CallId, Endpoint, EndpointConfig, Event as SipEvent, OutgoingCall, Transport,
 };
 use crate::sip::message::Uri;
+use pool::{Done, TranscodePool, Transcoder};
 use transcode::{Downlink, Uplink, FRAME_8K};
 
 /// The loopback address web legs send SIP from: the internal trunk is
@@ -47,6 +52,9 @@ pub struct WebRtcConfig {
     pub opus_complexity: u8,
     /// Web calls at once; more get 503.
     pub max_calls: usize,
+    /// Threads that transcode web calls' audio (Opus, resampling), off
+    /// the async threads that carry SIP. 0: min(2, cores).
+    pub transcode_threads: usize,
 }
 
 impl Default for WebRtcConfig {
@@ -56,6 +64,7 @@ impl Default for WebRtcConfig {
             did: "webrtc".into(),
             opus_complexity: 1,
             max_calls: 200,
+            transcode_threads: 0,
         }
     }
 }
@@ -86,6 +95,8 @@ pub struct WebCalls {
     hold: std::sync::Mutex<Option<HoldBroadcast>>,
     /// Digest credentials web legs answer our own trunk policy with.
     credentials: (String, crate::secret::Secret),
+    /// The transcoding threads, started with the first web call.
+    pool: std::sync::OnceLock<TranscodePool>,
 }
 
 /// What the rest of the process can do to a running leg.
@@ -109,42 +120,62 @@ impl HoldBroadcast {
         let (packets, _) = tokio::sync::broadcast::channel(8);
         let tx = packets.clone();
         let playing = program.clone();
-        tokio::spawn(async move {
-            let Ok(mut encoder) = Downlink::new(complexity) else {
-                return;
-            };
-            let mut player =
-                crate::media::player::Player::new(crate::media::player::Source::Hold(playing));
-            let mut pcm = [0i16; crate::media::player::FRAME_SAMPLES];
-            let mut ulaw = [0u8; crate::media::player::FRAME_SAMPLES];
-            let mut opus = [0u8; 1500];
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut idle = 0u32;
-            loop {
-                tick.tick().await;
-                // Nobody listening for 10 s: stop; the next listener restarts it.
-                if tx.receiver_count() == 0 {
-                    idle += 1;
-                    if idle > 500 {
-                        return;
-                    }
-                    continue;
-                }
-                idle = 0;
-                player.fill(&mut pcm);
-                crate::media::g711::encode_ulaw(&pcm, &mut ulaw);
-                match encoder.push(&ulaw, &mut opus) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        metrics::counter!("crossline_webrtc_shared_hold_frames_total").increment(1);
-                        let _ = tx.send(Arc::from(opus.get(..n).unwrap_or_default()));
-                    }
-                    Err(e) => tracing::debug!(error = %e, "shared hold: encode failed"),
-                }
-            }
-        });
+        // Encoding is CPU work: a thread of its own, not a tokio task.
+        let spawned = std::thread::Builder::new()
+            .name("webrtc-hold".into())
+            .spawn(move || play_hold(playing, complexity, tx));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "shared hold: cannot start its encoder thread");
+        }
         HoldBroadcast { program, packets }
+    }
+}
+
+/// The shared hold encoder: one Opus packet per 20 ms (absolute
+/// deadlines) while anyone listens; after 10 s with nobody, it ends and
+/// the next listener starts another.
+fn play_hold(
+    program: Arc<crate::media::player::HoldProgram>,
+    complexity: u8,
+    tx: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+) {
+    let Ok(mut encoder) = Downlink::new(complexity) else {
+        return;
+    };
+    let mut player = crate::media::player::Player::new(crate::media::player::Source::Hold(program));
+    let mut pcm = [0i16; crate::media::player::FRAME_SAMPLES];
+    let mut ulaw = [0u8; crate::media::player::FRAME_SAMPLES];
+    let mut opus = [0u8; 1500];
+    let frame = Duration::from_millis(20);
+    let mut next = Instant::now();
+    let mut idle = 0u32;
+    loop {
+        next += frame;
+        let now = Instant::now();
+        match next.checked_duration_since(now) {
+            Some(wait) => std::thread::sleep(wait),
+            // Late by more than a few frames (a stall): skip, don't burst.
+            None if now - next > frame * 5 => next = now,
+            None => {}
+        }
+        if tx.receiver_count() == 0 {
+            idle += 1;
+            if idle > 500 {
+                return;
+            }
+            continue;
+        }
+        idle = 0;
+        player.fill(&mut pcm);
+        crate::media::g711::encode_ulaw(&pcm, &mut ulaw);
+        match encoder.push(&ulaw, &mut opus) {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("crossline_webrtc_shared_hold_frames_total").increment(1);
+                let _ = tx.send(Arc::from(opus.get(..n).unwrap_or_default()));
+            }
+            Err(e) => tracing::debug!(error = %e, "shared hold: encode failed"),
+        }
     }
 }
 
@@ -171,6 +202,7 @@ impl WebCalls {
                 format!("webrtc-{}", crate::chat::random_token(6)),
                 crate::chat::random_token(24).into(),
             ),
+            pool: std::sync::OnceLock::new(),
         }))
     }
 
@@ -219,6 +251,26 @@ impl WebCalls {
 
     pub fn active(&self) -> usize {
         self.live.len()
+    }
+
+    /// A leg's place on a transcoding thread (the threads start with the
+    /// first web call).
+    fn transcoder(&self, uplink: Uplink, downlink: Downlink) -> Result<Transcoder, WebRtcError> {
+        let pool = match self.pool.get() {
+            Some(p) => p,
+            None => {
+                let started =
+                    TranscodePool::start(pool::thread_count(self.config.transcode_threads))?;
+                // Two first calls at once: one pool wins, the other's
+                // threads end at once (they have no legs).
+                let _ = self.pool.set(started);
+                self.pool
+                    .get()
+                    .ok_or_else(|| WebRtcError::Rtc("no transcoding threads".into()))?
+            }
+        };
+        pool.attach(uplink, downlink)
+            .ok_or_else(|| WebRtcError::Rtc("transcoding threads are gone".into()))
     }
 
     /// Answer a browser's offer; the call runs in its own task. Returns the
@@ -299,8 +351,8 @@ struct Leg {
     /// Where the gateway wants our RTP, once the call is up.
     remote_rtp: Option<SocketAddr>,
     mid: Option<Mid>,
-    uplink: Uplink,
-    downlink: Downlink,
+    /// Opus ↔ µ-law, on a transcoding thread.
+    transcoder: Transcoder,
     /// RTP towards the gateway.
     seq: u16,
     timestamp: u32,
@@ -343,6 +395,11 @@ impl Leg {
             extra_headers.push(("X-Crossline-Conversation".to_string(), c));
         }
         let rtp_port = rtp.local_addr()?.port();
+        let transcoder = calls.transcoder(
+            Uplink::new().map_err(|e| WebRtcError::Rtc(e.to_string()))?,
+            Downlink::new(calls.config.opus_complexity)
+                .map_err(|e| WebRtcError::Rtc(e.to_string()))?,
+        )?;
         let target = OutgoingCall {
             target,
             destination: calls.gateway_sip,
@@ -371,9 +428,7 @@ impl Leg {
             target,
             remote_rtp: None,
             mid: None,
-            uplink: Uplink::new().map_err(|e| WebRtcError::Rtc(e.to_string()))?,
-            downlink: Downlink::new(calls.config.opus_complexity)
-                .map_err(|e| WebRtcError::Rtc(e.to_string()))?,
+            transcoder,
             seq: rand::random(),
             timestamp: rand::random(),
             ssrc: rand::random(),
@@ -427,7 +482,9 @@ impl Leg {
             };
             let stop = self.control.stop.clone();
             let changed = self.control.changed.clone();
+            let transcoded = self.transcoder.ready();
             tokio::select! {
+                _ = transcoded => self.take_transcoded().await,
                 packet = hold_packet => {
                     if let Some(p) = packet {
                         self.write_opus(&p);
@@ -508,7 +565,7 @@ impl Leg {
                         }
                     }
                 }
-                Output::Event(Event::MediaData(d)) => self.forward_to_gateway(&d.data).await,
+                Output::Event(Event::MediaData(d)) => self.forward_to_gateway(&d.data),
                 Output::Event(Event::IceConnectionStateChange(
                     IceConnectionState::Disconnected,
                 )) => self.end("ICE disconnected"),
@@ -542,59 +599,64 @@ impl Leg {
         Ok(())
     }
 
-    /// Browser audio (Opus) → µ-law RTP to the gateway.
-    async fn forward_to_gateway(&mut self, opus: &[u8]) {
-        let Some(dest) = self.remote_rtp else {
-            return;
-        };
-        let mut frames: Vec<[u8; FRAME_8K]> = Vec::new();
-        if let Err(e) = self.uplink.push(Some(opus), |f| frames.push(*f)) {
-            tracing::debug!(error = %e, "webrtc: undecodable Opus");
+    /// Browser audio (Opus) → the transcoder, for the gateway.
+    fn forward_to_gateway(&mut self, opus: &[u8]) {
+        if self.remote_rtp.is_none() {
             return;
         }
-        let mut packet = [0u8; crate::media::rtp_packet::RTP_HEADER_LEN + FRAME_8K];
-        for frame in frames {
-            self.seq = self.seq.wrapping_add(1);
-            self.timestamp = self.timestamp.wrapping_add(FRAME_8K as u32);
-            if let Ok(n) = crate::media::rtp_packet::write_rtp(
-                &mut packet,
-                0,
-                false,
-                self.seq,
-                self.timestamp,
-                self.ssrc,
-                &frame,
-            ) {
-                let _ = self
-                    .rtp
-                    .send_to(packet.get(..n).unwrap_or_default(), dest)
-                    .await;
-            }
-        }
+        self.transcoder.uplink(opus);
     }
 
-    /// Gateway audio (µ-law RTP) → Opus to the browser.
+    /// Gateway audio (µ-law RTP) → the transcoder, for the browser.
     fn forward_to_browser(&mut self, data: &[u8]) {
         let Ok(rtp) = crate::media::rtp_packet::parse_rtp(data) else {
             return;
         };
-        if rtp.payload_type != 0 || rtp.payload.len() != FRAME_8K {
+        let Ok(frame) = <&[u8; FRAME_8K]>::try_from(rtp.payload) else {
             return; // only 20 ms PCMU: what we offered
+        };
+        if rtp.payload_type != 0 {
+            return;
         }
         // The shared wait music is on: that encode is already done.
         if self.hold.is_some() {
             return;
         }
-        let mut opus = [0u8; 1500];
-        let n = match self.downlink.push(rtp.payload, &mut opus) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(error = %e, "webrtc: Opus encode failed");
-                return;
+        self.transcoder.downlink(frame);
+    }
+
+    /// What the transcoder finished: µ-law RTP to the gateway, Opus to
+    /// the browser (str0m sends it on the next drive).
+    async fn take_transcoded(&mut self) {
+        let mut buf = [0u8; pool::MAX_PACKET];
+        let mut packet = [0u8; crate::media::rtp_packet::RTP_HEADER_LEN + FRAME_8K];
+        while let Some(done) = self.transcoder.next(&mut buf) {
+            match done {
+                Done::ToGateway(frame) => {
+                    let Some(dest) = self.remote_rtp else {
+                        continue;
+                    };
+                    self.seq = self.seq.wrapping_add(1);
+                    self.timestamp = self.timestamp.wrapping_add(FRAME_8K as u32);
+                    if let Ok(n) = crate::media::rtp_packet::write_rtp(
+                        &mut packet,
+                        0,
+                        false,
+                        self.seq,
+                        self.timestamp,
+                        self.ssrc,
+                        frame,
+                    ) {
+                        let _ = self
+                            .rtp
+                            .send_to(packet.get(..n).unwrap_or_default(), dest)
+                            .await;
+                    }
+                }
+                // Encoded before the shared music started: that plays now.
+                Done::ToBrowser(_) if self.hold.is_some() => {}
+                Done::ToBrowser(opus) => self.write_opus(opus),
             }
-        };
-        if n > 0 {
-            self.write_opus(opus.get(..n).unwrap_or_default());
         }
     }
 
