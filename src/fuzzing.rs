@@ -258,7 +258,7 @@ fn inspect(msg: &SipMessage) {
         SipMessage::Request(req) => {
             let _ = req.check_mandatory();
             let _ = DialogId::of_received(&req.headers);
-            if let Ok(mut dialog) = Dialog::new_uas(req, "fuzztag") {
+            if let Ok(mut dialog) = Dialog::new_uas(req, "fuzztag", 1) {
                 dialog.refresh_target(req);
                 let _ = dialog.next_hop();
                 // The BYE we would send in this dialog (route set, targets).

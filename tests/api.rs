@@ -270,3 +270,53 @@ fn api_answers_are_not_cached_and_bodies_are_limited_per_route() {
     );
     assert_eq!(ok.status, 204, "{}", ok.body);
 }
+
+/// Every series on /metrics carries the `# HELP` text from the one names
+/// table (src/telemetry/names.rs), so nothing is emitted undescribed.
+#[test]
+fn metrics_are_described_from_the_names_table() {
+    use crossline::telemetry::names;
+    let gw = gateway();
+    // One counter from an HTTP handler, beside the ones exported each tick.
+    assert_eq!(gw.http_get("/v1/calls").0, 401);
+    std::thread::sleep(std::time::Duration::from_millis(1500)); // one export tick
+    let (status, metrics) = gw.http_get("/metrics");
+    assert_eq!(status, 200);
+    let help = |name: &str| {
+        let prefix = format!("# HELP {name} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(str::to_owned)
+    };
+    for always in [
+        names::SIP_PARSE_ERRORS,
+        names::CALLS_ACTIVE,
+        names::RTP_JITTER_MICROSECONDS_SUM,
+        names::DRAINING,
+        names::HTTP_AUTH_FAILURES,
+    ] {
+        assert_eq!(
+            help(always.name).as_deref(),
+            Some(always.help),
+            "{}: {metrics}",
+            always.name
+        );
+    }
+    let samples = metrics
+        .lines()
+        .filter(|l| l.starts_with("crossline_"))
+        .map(|l| l.split(['{', ' ']).next().unwrap_or(l));
+    for sample in samples {
+        // A histogram renders as a summary: its `_sum` and `_count` series
+        // share the base name's HELP line.
+        let base = ["_sum", "_count"]
+            .iter()
+            .find_map(|s| sample.strip_suffix(s))
+            .filter(|b| names::ALL.iter().any(|m| m.name == *b))
+            .unwrap_or(sample);
+        let metric = names::ALL.iter().find(|m| m.name == base);
+        assert!(metric.is_some(), "{sample} is not in the names table");
+        assert_eq!(help(base).as_deref(), metric.map(|m| m.help), "{base}");
+    }
+}

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::chat::{ChatHub, Conversation, NewConversation, Role};
 use crate::store::{BreakoutRecord, Store};
+use crate::telemetry::names;
 
 /// What Breakout: Return hands back: variable → value.
 pub type Returned = BTreeMap<String, String>;
@@ -167,7 +168,7 @@ impl Breakouts {
         });
         session.persist(&session.lock());
         self.sessions.insert(token_hash, session.clone());
-        metrics::counter!("crossline_breakouts_total", "event" => "started").increment(1);
+        metrics::counter!(names::BREAKOUTS, "event" => "started").increment(1);
         Started {
             session,
             token,
@@ -207,7 +208,7 @@ impl Breakouts {
                 st.record.opened_at = Some(SystemTime::now());
                 st.record.conversation_id = Some(new.conversation.id.clone());
                 session.persist(&st);
-                metrics::counter!("crossline_breakouts_total", "event" => "opened").increment(1);
+                metrics::counter!(names::BREAKOUTS, "event" => "opened").increment(1);
                 let flow = st.record.flow.clone();
                 drop(st);
                 Some(Opened::New {
@@ -354,7 +355,7 @@ impl Session {
         match outcome {
             ReturnOutcome::Delivered => {
                 self.finish(&mut st, Phase::Returned);
-                metrics::counter!("crossline_breakouts_total", "event" => "returned").increment(1);
+                metrics::counter!(names::BREAKOUTS, "event" => "returned").increment(1);
             }
             ReturnOutcome::CallerLeft => {
                 st.record.state = "returned_after_caller_left".into();
@@ -376,7 +377,7 @@ impl Session {
         st.waiting_call = None;
         self.finish(&mut st, Phase::TimedOut);
         self.persist(&st);
-        metrics::counter!("crossline_breakouts_total", "event" => "timed_out").increment(1);
+        metrics::counter!(names::BREAKOUTS, "event" => "timed_out").increment(1);
         if let Some(c) = &st.conversation {
             c.close(&self.notices.timed_out);
         }
@@ -393,7 +394,7 @@ impl Session {
         st.phase = Phase::CallerLeft;
         st.record.state = Phase::CallerLeft.as_str().into();
         self.persist(&st);
-        metrics::counter!("crossline_breakouts_total", "event" => "caller_left").increment(1);
+        metrics::counter!(names::BREAKOUTS, "event" => "caller_left").increment(1);
         if let Some(c) = &st.conversation {
             c.say(Role::System, &self.notices.caller_left);
         }
@@ -409,7 +410,7 @@ impl Session {
         st.waiting_call = None;
         self.finish(&mut st, Phase::Closed);
         self.persist(&st);
-        metrics::counter!("crossline_breakouts_total", "event" => "closed").increment(1);
+        metrics::counter!(names::BREAKOUTS, "event" => "closed").increment(1);
     }
 
     /// The SMS with the link never went out.
@@ -418,7 +419,7 @@ impl Session {
         st.waiting_call = None;
         self.finish(&mut st, Phase::SendFailed);
         self.persist(&st);
-        metrics::counter!("crossline_breakouts_total", "event" => "send_failed").increment(1);
+        metrics::counter!(names::BREAKOUTS, "event" => "send_failed").increment(1);
     }
 }
 

@@ -18,6 +18,7 @@ use dashmap::DashMap;
 use tokio::sync::{mpsc, watch};
 
 use crate::store::{CallbackRecord, ConsentRecord, Store};
+use crate::telemetry::names;
 use limits::RateWindow;
 
 /// What asking for a callback takes.
@@ -208,13 +209,11 @@ impl Callbacks {
             let mut per_key = self.per_key.lock().unwrap_or_else(|p| p.into_inner());
             let mut per_phone = self.per_phone.lock().unwrap_or_else(|p| p.into_inner());
             if !per_key.allows(requested_by, now) {
-                metrics::counter!("crossline_callbacks_refused_total", "reason" => "key_rate")
-                    .increment(1);
+                metrics::counter!(names::CALLBACKS_REFUSED, "reason" => "key_rate").increment(1);
                 return Err(CallbackError::TooManyForKey);
             }
             if !per_phone.allows(&phone, now) {
-                metrics::counter!("crossline_callbacks_refused_total", "reason" => "phone_rate")
-                    .increment(1);
+                metrics::counter!(names::CALLBACKS_REFUSED, "reason" => "phone_rate").increment(1);
                 return Err(CallbackError::TooManyForPhone);
             }
             self.policy
@@ -266,7 +265,7 @@ impl Callbacks {
             ended_at: None,
             node: Some(self.node.clone()),
         };
-        metrics::counter!("crossline_callbacks_total").increment(1);
+        metrics::counter!(names::CALLBACKS).increment(1);
         self.dial(record.clone());
         Ok(record)
     }
@@ -351,7 +350,7 @@ impl Callbacks {
                 continue;
             }
             tracing::info!(callback = %record.id, "callback: dialling again after a restart");
-            metrics::counter!("crossline_callbacks_redialled_total").increment(1);
+            metrics::counter!(names::CALLBACKS_REDIALLED).increment(1);
             record.state = "queued".into();
             record.ringing_at = None;
             self.dial(record);
@@ -408,8 +407,7 @@ impl Callbacks {
             }
         }
         tracing::info!(callback = %id, state = %record.state, sip_status = ?record.sip_status, "callback");
-        metrics::counter!("crossline_callback_states_total", "state" => record.state.clone())
-            .increment(1);
+        metrics::counter!(names::CALLBACK_STATES, "state" => record.state.clone()).increment(1);
         self.changed(&record);
         tx.send_replace(record);
     }

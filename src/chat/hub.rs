@@ -13,6 +13,7 @@ use super::event::{
     Accepted, Binding, ChannelKind, Choice, Event, InputKind, Live, Role, VisitorInput,
 };
 use crate::store::{BindingRecord, ConversationRecord, MessageRecord, Store};
+use crate::telemetry::names;
 
 /// Longest visitor message kept; the rest is cut.
 pub const MAX_VISITOR_TEXT: usize = 2000;
@@ -266,7 +267,7 @@ impl ChatHub {
                 c.close("This chat was closed to make room. Reload the page to start again.");
             }
             self.conversations.remove(&old);
-            metrics::counter!("crossline_chat_anonymous_evicted_total").increment(1);
+            metrics::counter!(names::CHAT_ANONYMOUS_EVICTED).increment(1);
         }
         if self.conversations.contains_key(id) {
             return Err(NoRoom);
@@ -348,7 +349,7 @@ impl ChatHub {
         for (id, text) in inputs {
             match self.get_or_restore(&id).await {
                 Some(c) => {
-                    metrics::counter!("crossline_chat_inputs_handed_over_total").increment(1);
+                    metrics::counter!(names::CHAT_INPUTS_HANDED_OVER).increment(1);
                     c.visitor_input(VisitorInput::Text(text));
                 }
                 None => {
@@ -679,7 +680,7 @@ impl ChatHub {
             }
         }
         if closed.is_none() {
-            metrics::gauge!("crossline_chat_sessions_active").increment(1.0);
+            metrics::gauge!(names::CHAT_SESSIONS_ACTIVE).increment(1.0);
             for b in bindings.iter().filter(|b| b.ended_at.is_none()) {
                 if let Some(a) = &b.address {
                     self.by_address
@@ -695,7 +696,7 @@ impl ChatHub {
         };
         let how = if resumed { "resumed" } else { "restored" };
         tracing::info!(conversation = %id, how, "chat restored from the store");
-        metrics::counter!("crossline_chat_restored_total", "how" => how).increment(1);
+        metrics::counter!(names::CHAT_RESTORED, "how" => how).increment(1);
         Some(conversation)
     }
 
@@ -784,8 +785,8 @@ impl Conversation {
             });
         }
         let _ = self.feed.send(Feed::Conversation(self.id.clone()));
-        metrics::counter!("crossline_chat_sessions_total", "origin" => record.origin).increment(1);
-        metrics::gauge!("crossline_chat_sessions_active").increment(1.0);
+        metrics::counter!(names::CHAT_SESSIONS, "origin" => record.origin).increment(1);
+        metrics::gauge!(names::CHAT_SESSIONS_ACTIVE).increment(1.0);
     }
 
     /// The visitor wrote: an anonymous chat becomes a real one, stored
@@ -919,7 +920,7 @@ impl Conversation {
                 if let Err(e) = store.upsert_conversation(inner.record.clone()) {
                     tracing::error!(%e, "store: cannot queue the conversation");
                 }
-                metrics::gauge!("crossline_chat_sessions_active").decrement(1.0);
+                metrics::gauge!(names::CHAT_SESSIONS_ACTIVE).decrement(1.0);
                 let _ = self.feed.send(Feed::Conversation(self.id.clone()));
             }
         }
@@ -1035,7 +1036,7 @@ impl Conversation {
         let revert_until = revert_window.map(|w| at + w.as_millis() as u64);
         let masked = address.as_deref().map(crate::mask::phone);
         drop(inner);
-        metrics::counter!("crossline_chat_switches_total", "to" => channel.as_str()).increment(1);
+        metrics::counter!(names::CHAT_SWITCHES, "to" => channel.as_str()).increment(1);
         let id = self.append(|id| Event::Channel {
             id,
             channel: channel.as_str().into(),
@@ -1071,7 +1072,7 @@ impl Conversation {
             if let Some(store) = self.store() {
                 let _ = store.upsert_conversation(inner.record.clone());
             }
-            metrics::gauge!("crossline_chat_sessions_active").increment(1.0);
+            metrics::gauge!(names::CHAT_SESSIONS_ACTIVE).increment(1.0);
             self.closed_tx.send_replace(false);
         }
     }

@@ -17,6 +17,7 @@ use super::hub::{ChannelSender, ChatHub, Conversation};
 use crate::messaging::inbound::{opt_keyword, InboundChannel, InboundMessage, OptChange};
 use crate::messaging::{MessageKind, MessagingProvider, OutboundMessage, SendError};
 use crate::store::{SendChannel, Store};
+use crate::telemetry::names;
 
 /// WhatsApp's customer-service window: free text only this long after the
 /// person last wrote to us.
@@ -471,8 +472,7 @@ impl Switchboard {
             }
             if !super::same_hash(&super::secret_hash(code.trim()), &p.code_hash) {
                 p.tries += 1;
-                metrics::counter!("crossline_chat_switch_codes_total", "result" => "wrong")
-                    .increment(1);
+                metrics::counter!(names::CHAT_SWITCH_CODES, "result" => "wrong").increment(1);
                 if p.tries >= CODE_TRIES {
                     drop(p);
                     self.pending.remove(&conv.id);
@@ -483,8 +483,7 @@ impl Switchboard {
             p.phone.clone()
         };
         self.pending.remove(&conv.id);
-        metrics::counter!("crossline_chat_switch_codes_total", "result" => "confirmed")
-            .increment(1);
+        metrics::counter!(names::CHAT_SWITCH_CODES, "result" => "confirmed").increment(1);
         let text = format!(
             "Number confirmed: {}. The conversation continues on {}.",
             crate::mask::phone(&phone),
@@ -632,7 +631,7 @@ impl Switchboard {
                 .await
                 .unwrap_or(false)
         {
-            metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "duplicate").increment(1);
+            metrics::counter!(names::INBOUND_MESSAGES, "channel" => msg.channel.as_str(), "result" => "duplicate").increment(1);
             return InboundOutcome::Duplicate;
         }
         let _ = self
@@ -676,7 +675,7 @@ impl Switchboard {
                 c.note(Role::System, &note);
             }
             let result = if stop { "stop" } else { "start" };
-            metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => result).increment(1);
+            metrics::counter!(names::INBOUND_MESSAGES, "channel" => msg.channel.as_str(), "result" => result).increment(1);
             return if stop {
                 InboundOutcome::OptedOut
             } else {
@@ -688,7 +687,7 @@ impl Switchboard {
         if let Some((id, node)) = elsewhere {
             return match self.store.post_input(&id, &node, &msg.text).await {
                 Ok(()) => {
-                    metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "handed_over").increment(1);
+                    metrics::counter!(names::INBOUND_MESSAGES, "channel" => msg.channel.as_str(), "result" => "handed_over").increment(1);
                     InboundOutcome::Delivered(id)
                 }
                 Err(e) => {
@@ -727,14 +726,14 @@ impl Switchboard {
                     vars.insert("phone".to_string(), msg.from.clone());
                     vars.insert("conversation_id".to_string(), conv.id.clone());
                     if self.hub.start_flow(new, &flow, vars) {
-                        metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "started_flow").increment(1);
+                        metrics::counter!(names::INBOUND_MESSAGES, "channel" => msg.channel.as_str(), "result" => "started_flow").increment(1);
                         return InboundOutcome::Delivered(conv.id.clone());
                     }
                 }
                 conv
             }
         };
-        metrics::counter!("crossline_inbound_messages_total", "channel" => msg.channel.as_str(), "result" => "delivered").increment(1);
+        metrics::counter!(names::INBOUND_MESSAGES, "channel" => msg.channel.as_str(), "result" => "delivered").increment(1);
         match conv.visitor_input(VisitorInput::Text(msg.text)) {
             Accepted::Flow | Accepted::Refused | Accepted::Switch { .. } => {}
         }

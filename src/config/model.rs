@@ -100,6 +100,11 @@ pub struct SipConfig {
     /// A banned address gets no answers; a banned user gets 403 unchecked
     /// except from addresses it signed in from before.
     pub auth_ban_secs: u64,
+    /// A test and replay aid, never for production: seeds SIP tags,
+    /// branches, Call-IDs, CSeq starts, RTP SSRC/sequence/timestamp starts
+    /// and SDP session ids, so a run replays exactly. Unset: OS entropy.
+    /// Digest nonces and chat tokens always use OS entropy.
+    pub random_seed: Option<u64>,
 }
 
 impl Default for SipConfig {
@@ -145,6 +150,7 @@ impl Default for SipConfig {
             exempt_sources: vec!["127.0.0.0/8".into(), "::1/128".into()],
             auth_failures_before_ban: 10,
             auth_ban_secs: 60,
+            random_seed: None,
         }
     }
 }

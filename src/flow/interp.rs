@@ -17,6 +17,7 @@ use super::nodes;
 use super::template::Vars;
 use crate::media::clips::ClipCache;
 use crate::sip::endpoint::CallId;
+use crate::telemetry::names;
 use crate::tts::{TtsCache, TtsProvider, TtsRequest};
 
 /// What a flow asks of its call.
@@ -631,7 +632,7 @@ pub async fn run_from(mut cx: FlowCx, start: String) {
             c.conversation.checkpoint(&flow.name, &id, &cx.vars);
         }
         *cx.visits.entry(id.clone()).or_default() += 1;
-        metrics::counter!("crossline_flow_nodes_total", "flow" => flow.name.clone(), "type" => node.kind.type_name())
+        metrics::counter!(names::FLOW_NODES, "flow" => flow.name.clone(), "type" => node.kind.type_name())
             .increment(1);
         let result = match &node.kind {
             NodeKind::Say(n) => nodes::say::run(n, &mut cx).await,

@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
+use crate::telemetry::names;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -49,8 +50,7 @@ pub fn check(state: &HttpState, headers: &HeaderMap, role: Role) -> Result<(), R
         Role::Operator => state.admin_token.is_some() || state.operator_token.is_some(),
     };
     if !configured {
-        metrics::counter!("crossline_http_auth_failures_total", "reason" => "disabled")
-            .increment(1);
+        metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "disabled").increment(1);
         return Err(super::api::error(
             StatusCode::FORBIDDEN,
             match role {
@@ -64,7 +64,7 @@ pub fn check(state: &HttpState, headers: &HeaderMap, role: Role) -> Result<(), R
         return Ok(());
     }
     let Some(given) = bearer(headers) else {
-        metrics::counter!("crossline_http_auth_failures_total", "reason" => "missing").increment(1);
+        metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "missing").increment(1);
         return Err(unauthorized());
     };
     let ok = matches(given, &state.admin_token)
@@ -72,7 +72,7 @@ pub fn check(state: &HttpState, headers: &HeaderMap, role: Role) -> Result<(), R
     if ok {
         Ok(())
     } else {
-        metrics::counter!("crossline_http_auth_failures_total", "reason" => "wrong").increment(1);
+        metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "wrong").increment(1);
         Err(unauthorized())
     }
 }

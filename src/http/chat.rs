@@ -19,6 +19,7 @@ use serde::Deserialize;
 use super::HttpState;
 use crate::breakout::Opened;
 use crate::chat::{Accepted, ChannelKind, Conversation, Event, Live, VisitorInput};
+use crate::telemetry::names;
 
 const CHAT_HTML: &str = include_str!("../../web/chat/chat.html");
 const NOT_FOUND_HTML: &str = include_str!("../../web/chat/notfound.html");
@@ -235,7 +236,7 @@ async fn breakout_page(
     match state.services.breakouts.resume(&token, &key_for) {
         Some(conv) => chat_page(&state, &conv.id, &[]),
         None => {
-            metrics::counter!("crossline_breakout_links_refused_total").increment(1);
+            metrics::counter!(names::BREAKOUT_LINKS_REFUSED).increment(1);
             not_found()
         }
     }
@@ -280,7 +281,7 @@ async fn claim_breakout(
         }
         Some(Opened::Resume(_)) => back(),
         None => {
-            metrics::counter!("crossline_breakout_links_refused_total").increment(1);
+            metrics::counter!(names::BREAKOUT_LINKS_REFUSED).increment(1);
             not_found()
         }
     }
@@ -381,7 +382,7 @@ async fn socket(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     if !super::same_origin(&headers, &state.services.public_base_url) {
-        metrics::counter!("crossline_http_auth_failures_total", "reason" => "origin").increment(1);
+        metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "origin").increment(1);
         return (StatusCode::FORBIDDEN, "cross-site WebSocket refused").into_response();
     }
     // Whose conversation first, the same answer for unknown and not yours.
@@ -405,8 +406,7 @@ async fn socket(
         None => None,
     };
     let Some(conv) = conv else {
-        metrics::counter!("crossline_http_auth_failures_total", "reason" => "chat_key")
-            .increment(1);
+        metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "chat_key").increment(1);
         return (StatusCode::FORBIDDEN, "not your conversation").into_response();
     };
     match ws {
@@ -446,8 +446,7 @@ async fn start_call(
         None => false,
     };
     if !owned {
-        metrics::counter!("crossline_http_auth_failures_total", "reason" => "chat_key")
-            .increment(1);
+        metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "chat_key").increment(1);
         return (StatusCode::FORBIDDEN, "not your conversation").into_response();
     }
     let Ok(offer) = std::str::from_utf8(&body) else {
@@ -546,9 +545,9 @@ async fn serve_socket(
     board: std::sync::Arc<crate::chat::Switchboard>,
     source: Option<std::net::IpAddr>,
 ) {
-    metrics::gauge!("crossline_chat_sockets").increment(1.0);
+    metrics::gauge!(names::CHAT_SOCKETS).increment(1.0);
     serve_socket_inner(&mut socket, &conv, &board, source).await;
-    metrics::gauge!("crossline_chat_sockets").decrement(1.0);
+    metrics::gauge!(names::CHAT_SOCKETS).decrement(1.0);
 }
 
 fn switch_failed(text: &str) -> Message {
@@ -645,7 +644,7 @@ async fn serve_socket_inner(
                 };
                 // Counted per conversation, so reconnecting doesn't reset it.
                 if !conv.allow_frame(INPUT_BURST, Duration::from_secs(10)) {
-                    metrics::counter!("crossline_chat_frames_refused_total", "reason" => "rate").increment(1);
+                    metrics::counter!(names::CHAT_FRAMES_REFUSED, "reason" => "rate").increment(1);
                     let _ = socket.send(error_frame("Too many messages; please wait a moment.")).await;
                     continue;
                 }
@@ -677,7 +676,7 @@ async fn serve_socket_inner(
                         continue;
                     }
                     Err(_) => {
-                        metrics::counter!("crossline_chat_frames_refused_total", "reason" => "malformed").increment(1);
+                        metrics::counter!(names::CHAT_FRAMES_REFUSED, "reason" => "malformed").increment(1);
                         let _ = socket.send(error_frame("Sorry, that message could not be read.")).await;
                         continue;
                     }

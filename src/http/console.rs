@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::HttpState;
 use crate::chat::Feed;
+use crate::telemetry::names;
 
 pub const SESSION_COOKIE: &str = "crossline_console";
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -159,7 +160,7 @@ async fn feed(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     if !super::same_origin(&headers, &s.services.public_base_url) {
-        metrics::counter!("crossline_http_auth_failures_total", "reason" => "origin").increment(1);
+        metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "origin").increment(1);
         return (StatusCode::FORBIDDEN, "cross-site WebSocket refused").into_response();
     }
     if let Err(r) = super::auth::check(&s, &headers, super::auth::Role::Operator) {

@@ -15,6 +15,7 @@ use axum::response::Response;
 use axum::Extension;
 
 use crate::net::Cidr;
+use crate::telemetry::names;
 
 /// The address a request is from, as far as we can trust it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,8 +191,7 @@ pub async fn sign_in_layer(
         .map(|mut t| t.check(Instant::now(), client))
         .unwrap_or(Ok(()));
     if let Err(wait) = blocked {
-        metrics::counter!("crossline_http_auth_failures_total", "reason" => "throttled")
-            .increment(1);
+        metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "throttled").increment(1);
         let mut r = super::api::error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many failed sign-ins; try again later",
@@ -207,7 +207,7 @@ pub async fn sign_in_layer(
         match response.status() {
             StatusCode::UNAUTHORIZED => {
                 t.failed(Instant::now(), client);
-                metrics::counter!("crossline_http_sign_in_failures_total").increment(1);
+                metrics::counter!(names::HTTP_SIGN_IN_FAILURES).increment(1);
             }
             s if s.is_success() => t.succeeded(client),
             _ => {}

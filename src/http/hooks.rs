@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::HttpState;
 use crate::messaging::inbound;
+use crate::telemetry::names;
 
 pub const TWILIO_SMS_PATH: &str = "/hooks/twilio/sms";
 pub const WHATSAPP_PATH: &str = "/hooks/whatsapp";
@@ -29,7 +30,7 @@ pub fn router() -> Router<HttpState> {
 }
 
 fn refuse(channel: &'static str, reason: &'static str) -> Response {
-    metrics::counter!("crossline_webhooks_refused_total", "channel" => channel, "reason" => reason)
+    metrics::counter!(names::WEBHOOKS_REFUSED, "channel" => channel, "reason" => reason)
         .increment(1);
     tracing::warn!(channel, reason, "inbound webhook refused");
     let status = match reason {

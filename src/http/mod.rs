@@ -42,6 +42,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::flow::interp::Services;
+use crate::telemetry::names;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -175,7 +176,7 @@ pub async fn serve(
         let slot = match crate::net::SlotCaps::take(&caps, remote.ip()) {
             Ok(slot) => slot,
             Err(which) => {
-                metrics::counter!("crossline_http_connections_refused_total", "cap" => which.as_str())
+                metrics::counter!(names::HTTP_CONNECTIONS_REFUSED, "cap" => which.as_str())
                     .increment(1);
                 drop(tcp);
                 continue;
@@ -205,8 +206,7 @@ pub async fn serve(
                 Some(acceptor) => {
                     let shake = tokio::time::timeout(header_timeout, acceptor.accept(tcp));
                     let Ok(Ok(stream)) = shake.await else {
-                        metrics::counter!("crossline_http_tls_handshake_failures_total")
-                            .increment(1);
+                        metrics::counter!(names::HTTP_TLS_HANDSHAKE_FAILURES).increment(1);
                         return;
                     };
                     let _ = builder

@@ -53,6 +53,9 @@ pub struct MediaSettings {
     pub realtime_priority: i32,
     pub pin_threads: bool,
     pub rx_poll_ticks: u32,
+    /// Seeds the audio loops' stream starts (loop i: seed + i); `None`:
+    /// OS entropy. See `[sip] random_seed`.
+    pub random_seed: Option<u64>,
 }
 
 struct StreamSlot {
@@ -129,6 +132,7 @@ impl MediaEngine {
                 realtime_priority: settings.realtime_priority,
                 cpu: settings.pin_threads.then_some(i % cpus),
                 rx_poll_ticks: settings.rx_poll_ticks,
+                random_seed: settings.random_seed,
             };
             loops.push(
                 audio_loop::spawn(i, 8192, options, ToControl(tx.clone()))

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::callback::limits::RateWindow;
+use crate::telemetry::names;
 
 /// From `[messaging]` (see `MessagingConfig::outbound_policy`).
 #[derive(Debug, Clone, PartialEq)]
@@ -225,12 +226,11 @@ impl OutboundPolicy {
         });
         match &result {
             Ok(()) => {
-                metrics::counter!("crossline_outbound_admitted_total", "channel" => channel)
-                    .increment(1);
+                metrics::counter!(names::OUTBOUND_ADMITTED, "channel" => channel).increment(1);
             }
             Err(refusal) => {
                 metrics::counter!(
-                    "crossline_outbound_refused_total",
+                    names::OUTBOUND_REFUSED,
                     "channel" => channel,
                     "reason" => refusal.as_str()
                 )

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use super::{OutboundMessage, SendError, SendReceipt};
 use crate::store::{SendChannel, SendRecord, SendStatus, Store};
+use crate::telemetry::names;
 
 /// Who asked for a send, for its stored record.
 pub struct SendOrigin {
@@ -30,7 +31,7 @@ pub fn record(
         Err(_) => SendStatus::Failed,
     };
     metrics::counter!(
-        "crossline_provider_sends_total",
+        names::PROVIDER_SENDS,
         "channel" => channel.as_str(),
         "provider" => provider,
         "status" => status.as_str()

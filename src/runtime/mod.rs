@@ -189,6 +189,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         realtime_priority: config.media.realtime_priority,
         pin_threads: config.media.pin_audio_threads,
         rx_poll_ticks: config.media.rtp_poll_ticks,
+        random_seed: config.sip.random_seed,
     })?;
     let demo_clip = media
         .clip(&PathBuf::from(DEMO_CLIP))
@@ -256,7 +257,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let settings = Settings {
         demo_clip,
         hold,
-        seed: u64::from(rand::random::<u32>()),
+        seed: config
+            .sip
+            .random_seed
+            .unwrap_or_else(|| u64::from(rand::random::<u32>())),
     };
     let cc = CallControl::new(config, endpoint, media.reserver(), settings);
     let mut gw = Gateway {
@@ -394,6 +398,7 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
         inbound_trunks,
         nonce_ttl: Duration::from_secs(config.sip.nonce_ttl_secs),
         admission: admission_config(config),
+        random_seed: config.sip.random_seed,
     }
 }
 

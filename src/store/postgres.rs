@@ -17,6 +17,7 @@ use tokio_postgres::NoTls;
 
 use super::sql::{self, Backend, Job, Row, SqlStore, Stmt, Value, WriteRx};
 use super::{StoreError, StoreFuture};
+use crate::telemetry::names;
 
 /// Never edit a shipped entry; add one.
 const MIGRATIONS: &[&str] = &[
@@ -227,7 +228,7 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    metrics::counter!("crossline_store_connect_errors_total").increment(1);
+    metrics::counter!(names::STORE_CONNECT_ERRORS).increment(1);
     StoreError::Unavailable(e.to_string())
 }
 
@@ -346,8 +347,7 @@ async fn write_loop(pool: Pool, mut writes: WriteRx) {
             Ok(c) => c,
             Err(e) => {
                 // Nothing to write with: these writes are lost, and said so.
-                metrics::counter!("crossline_store_write_errors_total")
-                    .increment(batch.len() as u64);
+                metrics::counter!(names::STORE_WRITE_ERRORS).increment(batch.len() as u64);
                 tracing::error!(error = %pool_error(e), jobs = batch.len(), "store: cannot reach PostgreSQL; writes dropped");
                 writes.applied(&batch, true);
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -360,7 +360,7 @@ async fn write_loop(pool: Pool, mut writes: WriteRx) {
             tracing::warn!(error = %e, jobs = batch.len(), "store: batch failed; writing one by one");
             for job in &batch {
                 if let Err(e) = write_all(&mut client, std::slice::from_ref(job)).await {
-                    metrics::counter!("crossline_store_write_errors_total").increment(1);
+                    metrics::counter!(names::STORE_WRITE_ERRORS).increment(1);
                     tracing::error!(error = %e, "store: write failed");
                 }
             }

@@ -21,6 +21,7 @@ use super::{
     ConversationRecord, LeadRecord, MessageRecord, SendChannel, SendRecord, SendStatus, Store,
     StoreError, StoreFuture,
 };
+use crate::telemetry::names;
 
 /// How long a read may take, waiting for the writer included.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -257,9 +258,9 @@ impl WriteRx {
             self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
         }
         self.done.send_replace(last.seq);
-        metrics::histogram!("crossline_store_write_seconds")
+        metrics::histogram!(names::STORE_WRITE_SECONDS)
             .record(batch[0].queued_at.elapsed().as_secs_f64());
-        metrics::gauge!("crossline_store_write_queue").set(self.rx.len() as f64);
+        metrics::gauge!(names::STORE_WRITE_QUEUE).set(self.rx.len() as f64);
     }
 }
 

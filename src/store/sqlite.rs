@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use super::sql::{self, Backend, Job, Row, SqlStore, Stmt, Value, WriteRx};
 use super::{StoreError, StoreFuture};
+use crate::telemetry::names;
 
 /// Each entry moves the schema one version forward; never edit a shipped one.
 const MIGRATIONS: &[&str] = &[
@@ -317,7 +318,7 @@ fn write_loop(mut conn: Connection, mut writes: WriteRx) {
             tracing::warn!(%e, jobs = batch.len(), "store: batch failed; writing one by one");
             for job in &batch {
                 if let Err(e) = write_all(&mut conn, std::slice::from_ref(job)) {
-                    metrics::counter!("crossline_store_write_errors_total").increment(1);
+                    metrics::counter!(names::STORE_WRITE_ERRORS).increment(1);
                     tracing::error!(%e, "store: write failed");
                 }
             }

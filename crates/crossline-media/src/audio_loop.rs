@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng as _};
+
 use crate::dtmf::{DtmfReceiver, DtmfSender};
 use crate::g711;
 use crate::jitter::{JitterBuffer, JitterConfig};
@@ -235,10 +238,11 @@ impl Stream {
         }
     }
 
-    fn new(spec: StreamSpec) -> Stream {
+    /// `starts` draws the SSRC and first sequence number and timestamp.
+    fn new(spec: StreamSpec, starts: &mut StdRng) -> Stream {
         let player = Player::new(spec.source.clone());
         let timeout_ticks = (spec.rtp_timeout.as_millis() / FRAME.as_millis()) as u32;
-        let ssrc = rand::random();
+        let ssrc = starts.random();
         let rtcp_remote = SocketAddr::new(spec.remote.ip(), spec.remote.port().wrapping_add(1));
         Stream {
             rtcp: RtcpSender::new(ssrc, "crossline"),
@@ -250,8 +254,8 @@ impl Stream {
             spec,
             // RFC 3550: random SSRC and initial sequence/timestamp.
             ssrc,
-            seq: rand::random(),
-            timestamp: rand::random(),
+            seq: starts.random(),
+            timestamp: starts.random(),
             player,
             fading_from: None,
             fade_into_bridge: false,
@@ -309,6 +313,10 @@ pub struct LoopOptions {
     /// Poll each stream's socket every this many ticks (1 = every 20 ms).
     /// Streams are staggered so each tick polls an equal share.
     pub rx_poll_ticks: u32,
+    /// Seeds the streams' SSRC and first sequence number and timestamp
+    /// (loop `index` uses `seed + index`), so a test run replays exactly.
+    /// `None` (production): OS entropy.
+    pub random_seed: Option<u64>,
 }
 
 impl Default for LoopOptions {
@@ -317,6 +325,7 @@ impl Default for LoopOptions {
             realtime_priority: 0,
             cpu: None,
             rx_poll_ticks: 1,
+            random_seed: None,
         }
     }
 }
@@ -332,6 +341,10 @@ pub fn spawn<S: EventSink>(
     let (producer, consumer) = rtrb::RingBuffer::new(capacity);
     let stats = Arc::new(LoopStats::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let stream_starts = match options.random_seed {
+        Some(seed) => StdRng::seed_from_u64(seed.wrapping_add(index as u64)),
+        None => rand::make_rng(),
+    };
     let thread = {
         let stats = stats.clone();
         let stop = stop.clone();
@@ -339,7 +352,8 @@ pub fn spawn<S: EventSink>(
             .name(format!("audio-{index}"))
             .spawn(move || {
                 apply_options(index, &options);
-                run(consumer, events, stats, stop, options.rx_poll_ticks.max(1))
+                let rx_poll_ticks = options.rx_poll_ticks.max(1);
+                run(consumer, events, stats, stop, rx_poll_ticks, stream_starts)
             })?
     };
     Ok(AudioLoopHandle {
@@ -382,6 +396,7 @@ fn run<S: EventSink>(
     stats: Arc<LoopStats>,
     stop: Arc<AtomicBool>,
     rx_poll_ticks: u32,
+    mut stream_starts: StdRng,
 ) {
     let mut tick: u64 = 0;
     let mut subtick: u64 = 0;
@@ -418,7 +433,7 @@ fn run<S: EventSink>(
         let now_ms = clock::millis(tick_start);
 
         while let Ok(cmd) = commands.pop() {
-            groups.apply(cmd, &mut bridges, &stats);
+            groups.apply(cmd, &mut bridges, &stats, &mut stream_starts);
         }
         stats.streams.store(groups.len() as u64, Ordering::Relaxed);
 
@@ -605,6 +620,7 @@ impl Groups {
         cmd: Command,
         bridges: &mut std::collections::HashMap<StreamId, BridgeEnd>,
         stats: &LoopStats,
+        stream_starts: &mut StdRng,
     ) {
         match cmd {
             Command::Start(spec) => {
@@ -618,7 +634,7 @@ impl Groups {
                 }
                 // The emptiest group keeps the sub-ticks balanced.
                 if let Some(g) = self.0.iter_mut().min_by_key(|g| g.len()) {
-                    g.push(Stream::new(*spec));
+                    g.push(Stream::new(*spec, stream_starts));
                 }
             }
             Command::Stop(id) => {
@@ -783,6 +799,50 @@ mod clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SSRC, sequence and timestamp of the first packet of the first stream
+    /// started on loop `index` seeded with `seed`.
+    fn first_stream_start(index: usize, seed: Option<u64>) -> (u32, u16, u32) {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let options = LoopOptions {
+            random_seed: seed,
+            ..LoopOptions::default()
+        };
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let mut handle = spawn(index, 16, options, ev_tx).unwrap();
+        let spec = StreamSpec {
+            id: 1,
+            socket: UdpSocket::bind("127.0.0.1:0").unwrap(),
+            rtcp_socket: None,
+            telephone_event_pt: None,
+            remote: rx.local_addr().unwrap(),
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            source: Source::Silence,
+            rtp_timeout: Duration::ZERO,
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        let mut buf = [0u8; 512];
+        let (n, _) = rx.recv_from(&mut buf).unwrap();
+        handle.shutdown();
+        let v = parse_rtp(&buf[..n]).unwrap();
+        (v.ssrc, v.sequence, v.timestamp)
+    }
+
+    #[test]
+    fn a_seed_replays_each_loops_stream_starts() {
+        let first = first_stream_start(0, Some(7));
+        assert_eq!(first, first_stream_start(0, Some(7)));
+        assert_ne!(first, first_stream_start(0, Some(8)));
+        // Loop 1 draws from seed + 1: its own values, not loop 0's.
+        assert_ne!(first, first_stream_start(1, Some(7)));
+        assert_eq!(
+            first_stream_start(1, Some(7)),
+            first_stream_start(0, Some(8))
+        );
+        assert_ne!(first_stream_start(0, None), first_stream_start(0, None));
+    }
 
     #[test]
     fn a_stream_sends_paced_continuous_rtp_and_reports_the_clip_end() {

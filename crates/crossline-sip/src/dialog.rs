@@ -80,8 +80,13 @@ pub enum DialogError {
 }
 
 impl Dialog {
-    /// UAS side: from the INVITE we received and the tag we chose.
-    pub fn new_uas(invite: &Request, local_tag: &str) -> Result<Dialog, DialogError> {
+    /// UAS side: from the INVITE we received, the tag we chose and the CSeq
+    /// our first request in the dialog will carry.
+    pub fn new_uas(
+        invite: &Request,
+        local_tag: &str,
+        first_local_seq: u32,
+    ) -> Result<Dialog, DialogError> {
         let h = &invite.headers;
         let call_id = h.call_id().ok_or(DialogError::Header("Call-ID"))?;
         let remote = h.from().map_err(|_| DialogError::Header("From"))?;
@@ -107,7 +112,7 @@ impl Dialog {
             state: DialogState::Early,
             local,
             remote,
-            local_seq: rand::random::<u16>() as u32 + 1,
+            local_seq: first_local_seq,
             remote_seq: Some(remote_seq),
             remote_target,
             route_set,
@@ -273,7 +278,7 @@ mod tests {
     #[test]
     fn uas_dialog_takes_route_set_and_target() {
         let inv = req(INVITE);
-        let mut d = Dialog::new_uas(&inv, "mytag").unwrap();
+        let mut d = Dialog::new_uas(&inv, "mytag", 1).unwrap();
         assert_eq!(d.id.remote_tag, "abc");
         assert_eq!(d.remote_target.to_string(), "sip:a@10.0.0.2:5062");
         assert_eq!(d.route_set.len(), 2);
@@ -299,7 +304,7 @@ mod tests {
             "<sip:p1.example.com;lr>, <sip:p2.example.com;lr>",
             "<sip:p1.example.com>",
         ));
-        let mut d = Dialog::new_uas(&inv, "t").unwrap();
+        let mut d = Dialog::new_uas(&inv, "t", 1).unwrap();
         let via = Via::parse("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx").unwrap();
         let contact = Uri::parse("sip:c@10.0.0.1").unwrap();
         let bye = d.make_request(Method::Bye, &via, &contact, "ua", None);

@@ -160,7 +160,7 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn via_for(&self, peer: &Peer) -> Via {
+    pub(super) fn via_for(&mut self, peer: &Peer) -> Via {
         let addr = self.advertised(peer.local);
         let mut via = Via {
             transport: peer.transport.via_name().into(),
@@ -171,7 +171,7 @@ impl Endpoint {
             port: Some(addr.port()),
             params: Vec::new(),
         };
-        via.set_param("branch", Some(&new_branch()));
+        via.set_param("branch", Some(&new_branch(&mut self.id_rng)));
         via.set_param("rport", None);
         via
     }
@@ -528,14 +528,14 @@ impl Endpoint {
         let from = NameAddr {
             display: spec.from_display.clone(),
             uri: from_uri,
-            params: vec![("tag".into(), Some(new_tag()))],
+            params: vec![("tag".into(), Some(new_tag(&mut self.id_rng)))],
         };
         let to = NameAddr {
             display: None,
             uri: spec.target.clone(),
             params: Vec::new(),
         };
-        let call_id = new_call_id(&advertised.ip().to_string());
+        let call_id = new_call_id(&mut self.id_rng, &advertised.ip().to_string());
         let mut headers = Headers::new();
         headers.push("Via", self.via_for(&peer).to_string());
         headers.push("Max-Forwards", "70");

@@ -172,7 +172,7 @@ impl Endpoint {
     }
 
     fn reply(&mut self, now: Instant, key: &ServerKey, req: &Request, status: u16) {
-        let tag = super::util::new_tag();
+        let tag = super::util::new_tag(&mut self.id_rng);
         let mut resp = self.make_response(req, status, Some(&tag));
         match status {
             405 => resp.headers.push("Allow", ALLOW),
@@ -201,7 +201,8 @@ impl Endpoint {
             })
             .collect();
         if !unsupported.is_empty() && req.method != Method::Cancel {
-            let mut resp = self.make_response(&req, 420, Some(&super::util::new_tag()));
+            let tag = super::util::new_tag(&mut self.id_rng);
+            let mut resp = self.make_response(&req, 420, Some(&tag));
             resp.headers.push("Unsupported", unsupported.join(", "));
             self.respond(now, &key, resp);
             return;
@@ -227,7 +228,8 @@ impl Endpoint {
             // this node out of their rotation before calls bounce off it.
             Method::Options if self.draining => self.reply(now, &key, &req, 503),
             Method::Options => {
-                let mut resp = self.make_response(&req, 200, Some(&super::util::new_tag()));
+                let tag = super::util::new_tag(&mut self.id_rng);
+                let mut resp = self.make_response(&req, 200, Some(&tag));
                 resp.headers.push("Allow", ALLOW);
                 resp.headers.push("Accept", ACCEPT);
                 // Present even when empty: it says no extension is needed
@@ -318,8 +320,9 @@ impl Endpoint {
                 return;
             }
         }
-        let local_tag = super::util::new_tag();
-        let dialog = match crate::dialog::Dialog::new_uas(&req, &local_tag) {
+        let local_tag = super::util::new_tag(&mut self.id_rng);
+        let first_seq = super::util::first_local_seq(&mut self.id_rng);
+        let dialog = match crate::dialog::Dialog::new_uas(&req, &local_tag, first_seq) {
             Ok(d) => d,
             Err(_) => {
                 self.reply(now, &key, &req, 400);
@@ -476,7 +479,8 @@ impl Endpoint {
         let challenge = self
             .digest
             .challenge(now, crate::auth::Algorithm::Md5, stale);
-        let mut resp = self.make_response(req, 407, Some(&super::util::new_tag()));
+        let tag = super::util::new_tag(&mut self.id_rng);
+        let mut resp = self.make_response(req, 407, Some(&tag));
         resp.headers
             .push("Proxy-Authenticate", challenge.to_header_value());
         self.respond(now, key, resp);

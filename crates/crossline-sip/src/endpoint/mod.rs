@@ -172,6 +172,10 @@ pub struct EndpointConfig {
     pub nonce_ttl: Duration,
     /// Rate limits, scanner blocklist, call caps.
     pub admission: admission::AdmissionConfig,
+    /// Seeds the tags, branches, Call-IDs and dialog CSeq starts, so a test
+    /// run replays exactly. `None` (production): OS entropy. Digest nonces
+    /// always come from the OS, seed or not.
+    pub random_seed: Option<u64>,
 }
 
 impl Default for EndpointConfig {
@@ -191,6 +195,7 @@ impl Default for EndpointConfig {
             inbound_trunks: Vec::new(),
             nonce_ttl: Duration::from_secs(300),
             admission: admission::AdmissionConfig::default(),
+            random_seed: None,
         }
     }
 }
@@ -455,12 +460,15 @@ pub struct Endpoint {
     calls_by_source: HashMap<IpAddr, usize>,
     /// What it dropped or answered by itself.
     pub counters: Counters,
+    /// Tags, branches, Call-IDs, CSeq starts; see [`util::id_rng`].
+    id_rng: rand::rngs::StdRng,
 }
 
 impl Endpoint {
     /// An endpoint with no calls yet; `now` anchors its digest nonces.
     pub fn new(config: EndpointConfig, now: Instant) -> Endpoint {
         let digest = DigestServer::new("crossline", config.nonce_ttl, now);
+        let config_seed = config.random_seed;
         Endpoint {
             admission: admission::Admission::new(config.admission.clone()),
             calls_by_source: HashMap::new(),
@@ -481,6 +489,7 @@ impl Endpoint {
             digest,
             draining: false,
             counters: Counters::default(),
+            id_rng: util::id_rng(config_seed),
         }
     }
 

@@ -81,8 +81,8 @@ impl Endpoint {
             .map(|(u, p)| DigestClient::new(u, p.expose()));
         self.registrations.push(Registration {
             spec,
-            call_id: new_call_id(&host),
-            from_tag: new_tag(),
+            call_id: new_call_id(&mut self.id_rng, &host),
+            from_tag: new_tag(&mut self.id_rng),
             cseq: 0,
             digest,
             auth_attempts: 0,
@@ -141,7 +141,6 @@ impl Endpoint {
             remote: reg.spec.destination,
             conn: None,
         };
-        let via = self.via_for(&peer);
         let contact_addr = self.advertised(local);
         let user = reg
             .spec
@@ -152,6 +151,7 @@ impl Endpoint {
         let transport_param = reg.spec.transport.uri_param();
         let contact = format!("<sip:{user}@{}{transport_param}>", host_port(contact_addr));
         let ua = self.config.user_agent.clone();
+        let via = self.via_for(&peer);
         let Some(reg) = self.registrations.get_mut(index) else {
             return;
         };

@@ -2,20 +2,40 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng as _};
+
 use super::Peer;
 use crate::message::{Request, Response, Via};
 
+/// The endpoint's source of tags, branches, Call-IDs and CSeq starts:
+/// seeded from `EndpointConfig::random_seed` so a test run replays
+/// exactly, else from OS entropy. Never for secrets (digest nonces draw
+/// from the OS themselves).
+pub(super) fn id_rng(seed: Option<u64>) -> StdRng {
+    match seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => rand::make_rng(),
+    }
+}
+
 /// RFC 3261 magic cookie plus 96 random bits.
-pub(super) fn new_branch() -> String {
-    format!("z9hG4bK{:024x}", rand::random::<u128>() >> 32)
+pub(super) fn new_branch(rng: &mut StdRng) -> String {
+    format!("z9hG4bK{:024x}", rng.random::<u128>() >> 32)
 }
 
-pub(super) fn new_tag() -> String {
-    format!("{:016x}", rand::random::<u64>())
+pub(super) fn new_tag(rng: &mut StdRng) -> String {
+    format!("{:016x}", rng.random::<u64>())
 }
 
-pub(super) fn new_call_id(host: &str) -> String {
-    format!("{:032x}@{host}", rand::random::<u128>())
+pub(super) fn new_call_id(rng: &mut StdRng, host: &str) -> String {
+    format!("{:032x}@{host}", rng.random::<u128>())
+}
+
+/// A dialog's first local CSeq: random and small enough that it never
+/// wraps (§8.1.1.5 asks for less than 2**31).
+pub(super) fn first_local_seq(rng: &mut StdRng) -> u32 {
+    rng.random::<u16>() as u32 + 1
 }
 
 /// RFC 3261 §18.2.1 and RFC 3581: note where the request really came from
@@ -156,8 +176,9 @@ mod tests {
 
     #[test]
     fn branches_carry_the_cookie_and_differ() {
-        let a = new_branch();
+        let mut rng = id_rng(None);
+        let a = new_branch(&mut rng);
         assert!(a.starts_with("z9hG4bK"));
-        assert_ne!(a, new_branch());
+        assert_ne!(a, new_branch(&mut rng));
     }
 }

@@ -1,0 +1,458 @@
+//! Every metric crossline exports, defined once with its help text.
+//! Emit sites name the constant (`counter!(names::BREAKOUTS, ...)`) and
+//! `telemetry::install()` describes every entry of [`ALL`], so `/metrics`
+//! carries a `# HELP` line for each. Names and labels are what dashboards
+//! query: rename one only with a release note.
+
+/// What the Prometheus exporter renders a metric as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric: its exported name, its kind and its `# HELP` text.
+#[derive(Clone, Copy, Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+// Lets the `metrics` macros take a `Metric` where they take a name.
+impl From<Metric> for metrics::KeyName {
+    fn from(metric: Metric) -> Self {
+        metrics::KeyName::from_const_str(metric.name)
+    }
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Counter,
+        help,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Gauge,
+        help,
+    }
+}
+
+const fn histogram(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Histogram,
+        help,
+    }
+}
+
+// SIP endpoint and transport (copied from their counters once a second).
+
+pub const SIP_MESSAGES_RECEIVED: Metric = counter(
+    "crossline_sip_messages_received_total",
+    "SIP messages received.",
+);
+pub const SIP_PARSE_ERRORS: Metric = counter(
+    "crossline_sip_parse_errors_total",
+    "SIP datagrams or stream messages that did not parse.",
+);
+pub const SIP_OVERSIZE: Metric = counter(
+    "crossline_sip_oversize_total",
+    "SIP messages dropped for exceeding the size limit.",
+);
+pub const SIP_DROPPED: Metric = counter(
+    "crossline_sip_dropped_total",
+    "SIP requests dropped unanswered, by reason (rate_limited, scanner, banned).",
+);
+pub const SIP_AUTH_FAILURES: Metric = counter(
+    "crossline_sip_auth_failures_total",
+    "SIP digest authentications refused, by reason (wrong, user_banned).",
+);
+pub const SIP_BANS: Metric = counter(
+    "crossline_sip_bans_total",
+    "Temporary SIP bans imposed, by kind (source, user).",
+);
+pub const SIP_STRAY_RESPONSES: Metric = counter(
+    "crossline_sip_stray_responses_total",
+    "SIP responses that matched no client transaction.",
+);
+pub const SIP_RETRANSMISSIONS_ABSORBED: Metric = counter(
+    "crossline_sip_retransmissions_absorbed_total",
+    "Retransmitted SIP requests absorbed by an existing transaction.",
+);
+pub const SIP_RESPONSES_SENT: Metric = counter(
+    "crossline_sip_responses_sent_total",
+    "SIP responses sent, by status code.",
+);
+pub const SIP_RESPONSES_RECEIVED: Metric = counter(
+    "crossline_sip_responses_received_total",
+    "SIP responses received, by status code.",
+);
+pub const SIP_INBOUND_DROPPED: Metric = counter(
+    "crossline_sip_inbound_dropped_total",
+    "Inbound SIP messages dropped because the endpoint queue was full.",
+);
+pub const SIP_SEND_ERRORS: Metric = counter(
+    "crossline_sip_send_errors_total",
+    "SIP messages the transport failed to send.",
+);
+pub const TCP_CONNECTIONS: Metric = gauge(
+    "crossline_tcp_connections",
+    "SIP TCP and TLS connections open.",
+);
+pub const TCP_REJECTED: Metric = counter(
+    "crossline_tcp_rejected_total",
+    "SIP TCP connections refused at the global connection cap.",
+);
+pub const TCP_REJECTED_PER_SOURCE: Metric = counter(
+    "crossline_tcp_rejected_per_source_total",
+    "SIP TCP connections refused at the per-source connection cap.",
+);
+pub const TCP_IDLE_CLOSED: Metric = counter(
+    "crossline_tcp_idle_closed_total",
+    "SIP TCP connections closed for being idle.",
+);
+pub const TLS_HANDSHAKE_FAILURES: Metric = counter(
+    "crossline_tls_handshake_failures_total",
+    "SIP TLS handshakes that failed or timed out.",
+);
+
+// Calls.
+
+pub const CALLS_STARTED: Metric = counter(
+    "crossline_calls_started_total",
+    "Calls started (inbound and outbound).",
+);
+pub const CALLS_ACTIVE: Metric = gauge("crossline_calls_active", "Calls in progress.");
+pub const CALLS: Metric = counter("crossline_calls_total", "Calls ended, by outcome.");
+pub const CALLS_PER_SECOND: Metric = gauge(
+    "crossline_calls_per_second",
+    "Calls started per second over the last export interval.",
+);
+pub const CALLS_REFUSED: Metric = counter(
+    "crossline_calls_refused_total",
+    "Calls refused, by reason (capacity, source_share).",
+);
+
+// RTP and the audio loops.
+
+pub const RTP_PACKETS_SENT: Metric =
+    counter("crossline_rtp_packets_sent_total", "RTP packets sent.");
+pub const RTP_PACKETS_RECEIVED: Metric = counter(
+    "crossline_rtp_packets_received_total",
+    "RTP packets received.",
+);
+pub const RTP_PACKETS_LOST: Metric = counter(
+    "crossline_rtp_packets_lost_total",
+    "RTP packets lost, from sequence gaps.",
+);
+pub const RTP_JITTER_MICROSECONDS_SUM: Metric = counter(
+    "crossline_rtp_jitter_microseconds_sum",
+    "Sum of interarrival jitter samples in microseconds; divide by crossline_rtp_jitter_samples_total for the mean.",
+);
+pub const RTP_JITTER_SAMPLES: Metric = counter(
+    "crossline_rtp_jitter_samples_total",
+    "Interarrival jitter samples taken.",
+);
+pub const RTP_SEND_ERRORS: Metric = counter(
+    "crossline_rtp_send_errors_total",
+    "RTP packets the audio loops failed to send.",
+);
+pub const RTP_STREAMS: Metric = gauge("crossline_rtp_streams", "RTP streams open.");
+pub const RTP_PORTS_FREE: Metric = gauge(
+    "crossline_rtp_ports_free",
+    "RTP port pairs free to allocate.",
+);
+pub const AUDIO_LATE_TICKS: Metric = counter(
+    "crossline_audio_late_ticks_total",
+    "Audio loop ticks that started after their deadline.",
+);
+pub const AUDIO_BUSY_MICROSECONDS: Metric = counter(
+    "crossline_audio_busy_microseconds_total",
+    "Time the audio loops spent working, in microseconds.",
+);
+pub const AUDIO_MAX_TICK_MICROSECONDS: Metric = gauge(
+    "crossline_audio_max_tick_microseconds",
+    "Longest audio loop tick seen, in microseconds.",
+);
+
+// Runtime state.
+
+pub const FLOWS_ACTIVE: Metric = gauge("crossline_flows_active", "Flow instances running.");
+pub const DRAINING: Metric = gauge(
+    "crossline_draining",
+    "1 while the gateway drains (refusing new calls), else 0.",
+);
+pub const REGISTRATION_UP: Metric = gauge(
+    "crossline_registration_up",
+    "1 while registered to the registrar, else 0, by registrar.",
+);
+
+// Flows and breakouts.
+
+pub const FLOW_NODES: Metric = counter(
+    "crossline_flow_nodes_total",
+    "Flow nodes run, by flow and node type.",
+);
+pub const BREAKOUTS: Metric = counter(
+    "crossline_breakouts_total",
+    "Breakout events (started, opened, returned, timed_out, caller_left, closed, send_failed).",
+);
+pub const BREAKOUT_LINKS_REFUSED: Metric = counter(
+    "crossline_breakout_links_refused_total",
+    "Breakout links refused as unknown or expired.",
+);
+
+// HTTP sidecar.
+
+pub const HTTP_AUTH_FAILURES: Metric = counter(
+    "crossline_http_auth_failures_total",
+    "HTTP requests refused authentication, by reason.",
+);
+pub const HTTP_SIGN_IN_FAILURES: Metric = counter(
+    "crossline_http_sign_in_failures_total",
+    "Failed operator console sign-ins.",
+);
+pub const HTTP_CONNECTIONS_REFUSED: Metric = counter(
+    "crossline_http_connections_refused_total",
+    "HTTP connections refused, by connection cap.",
+);
+pub const HTTP_TLS_HANDSHAKE_FAILURES: Metric = counter(
+    "crossline_http_tls_handshake_failures_total",
+    "HTTPS handshakes that failed or timed out.",
+);
+pub const WEBHOOKS_REFUSED: Metric = counter(
+    "crossline_webhooks_refused_total",
+    "Inbound provider webhooks refused, by channel and reason.",
+);
+
+// Chat.
+
+pub const CHAT_SOCKETS: Metric = gauge("crossline_chat_sockets", "Web chat WebSockets open.");
+pub const CHAT_FRAMES_REFUSED: Metric = counter(
+    "crossline_chat_frames_refused_total",
+    "Web chat frames refused, by reason (rate, malformed).",
+);
+pub const CHAT_SESSIONS: Metric = counter(
+    "crossline_chat_sessions_total",
+    "Chat conversations started, by origin.",
+);
+pub const CHAT_SESSIONS_ACTIVE: Metric = gauge(
+    "crossline_chat_sessions_active",
+    "Chat conversations in memory.",
+);
+pub const CHAT_RESTORED: Metric = counter(
+    "crossline_chat_restored_total",
+    "Chat conversations rebuilt from the store, by how (resumed, restored).",
+);
+pub const CHAT_ANONYMOUS_EVICTED: Metric = counter(
+    "crossline_chat_anonymous_evicted_total",
+    "Anonymous web chats closed to make room for new ones.",
+);
+pub const CHAT_INPUTS_HANDED_OVER: Metric = counter(
+    "crossline_chat_inputs_handed_over_total",
+    "Chat inputs handed over from another cluster node.",
+);
+pub const CHAT_SWITCHES: Metric = counter(
+    "crossline_chat_switches_total",
+    "Chat channel switches, by target channel.",
+);
+pub const CHAT_SWITCH_CODES: Metric = counter(
+    "crossline_chat_switch_codes_total",
+    "Chat switch confirmation codes entered, by result (wrong, confirmed).",
+);
+pub const INBOUND_MESSAGES: Metric = counter(
+    "crossline_inbound_messages_total",
+    "Inbound SMS and WhatsApp messages, by channel and result.",
+);
+
+// Outbound messaging.
+
+pub const PROVIDER_SENDS: Metric = counter(
+    "crossline_provider_sends_total",
+    "Messages sent through providers, by channel, provider and status.",
+);
+pub const OUTBOUND_ADMITTED: Metric = counter(
+    "crossline_outbound_admitted_total",
+    "Outbound messages admitted by the sending policy, by channel.",
+);
+pub const OUTBOUND_REFUSED: Metric = counter(
+    "crossline_outbound_refused_total",
+    "Outbound messages refused by the sending policy, by channel and reason.",
+);
+
+// Callbacks.
+
+pub const CALLBACKS: Metric = counter("crossline_callbacks_total", "Callbacks requested.");
+pub const CALLBACKS_REFUSED: Metric = counter(
+    "crossline_callbacks_refused_total",
+    "Callback requests refused, by reason (key_rate, phone_rate).",
+);
+pub const CALLBACKS_REDIALLED: Metric = counter(
+    "crossline_callbacks_redialled_total",
+    "Callbacks dialled again after a restart.",
+);
+pub const CALLBACK_STATES: Metric = counter(
+    "crossline_callback_states_total",
+    "Callback state changes, by state.",
+);
+
+// Store.
+
+pub const STORE_WRITE_SECONDS: Metric = histogram(
+    "crossline_store_write_seconds",
+    "Time from queueing a store write to its batch being committed, in seconds.",
+);
+pub const STORE_WRITE_QUEUE: Metric = gauge(
+    "crossline_store_write_queue",
+    "Store writes waiting in the queue.",
+);
+pub const STORE_WRITE_ERRORS: Metric = counter(
+    "crossline_store_write_errors_total",
+    "Store writes that failed.",
+);
+pub const STORE_CONNECT_ERRORS: Metric = counter(
+    "crossline_store_connect_errors_total",
+    "Failed attempts to connect to the Postgres store.",
+);
+
+// WebRTC.
+
+pub const WEBRTC_CALLS: Metric = counter(
+    "crossline_webrtc_calls_total",
+    "WebRTC calls started from a browser.",
+);
+pub const WEBRTC_CALLS_ACTIVE: Metric =
+    gauge("crossline_webrtc_calls_active", "WebRTC calls in progress.");
+pub const WEBRTC_SHARED_HOLD_FRAMES: Metric = counter(
+    "crossline_webrtc_shared_hold_frames_total",
+    "Opus frames encoded by the shared hold-music encoder.",
+);
+
+/// Every metric above; `telemetry::install()` describes each.
+pub const ALL: &[Metric] = &[
+    SIP_MESSAGES_RECEIVED,
+    SIP_PARSE_ERRORS,
+    SIP_OVERSIZE,
+    SIP_DROPPED,
+    SIP_AUTH_FAILURES,
+    SIP_BANS,
+    SIP_STRAY_RESPONSES,
+    SIP_RETRANSMISSIONS_ABSORBED,
+    SIP_RESPONSES_SENT,
+    SIP_RESPONSES_RECEIVED,
+    SIP_INBOUND_DROPPED,
+    SIP_SEND_ERRORS,
+    TCP_CONNECTIONS,
+    TCP_REJECTED,
+    TCP_REJECTED_PER_SOURCE,
+    TCP_IDLE_CLOSED,
+    TLS_HANDSHAKE_FAILURES,
+    CALLS_STARTED,
+    CALLS_ACTIVE,
+    CALLS,
+    CALLS_PER_SECOND,
+    CALLS_REFUSED,
+    RTP_PACKETS_SENT,
+    RTP_PACKETS_RECEIVED,
+    RTP_PACKETS_LOST,
+    RTP_JITTER_MICROSECONDS_SUM,
+    RTP_JITTER_SAMPLES,
+    RTP_SEND_ERRORS,
+    RTP_STREAMS,
+    RTP_PORTS_FREE,
+    AUDIO_LATE_TICKS,
+    AUDIO_BUSY_MICROSECONDS,
+    AUDIO_MAX_TICK_MICROSECONDS,
+    FLOWS_ACTIVE,
+    DRAINING,
+    REGISTRATION_UP,
+    FLOW_NODES,
+    BREAKOUTS,
+    BREAKOUT_LINKS_REFUSED,
+    HTTP_AUTH_FAILURES,
+    HTTP_SIGN_IN_FAILURES,
+    HTTP_CONNECTIONS_REFUSED,
+    HTTP_TLS_HANDSHAKE_FAILURES,
+    WEBHOOKS_REFUSED,
+    CHAT_SOCKETS,
+    CHAT_FRAMES_REFUSED,
+    CHAT_SESSIONS,
+    CHAT_SESSIONS_ACTIVE,
+    CHAT_RESTORED,
+    CHAT_ANONYMOUS_EVICTED,
+    CHAT_INPUTS_HANDED_OVER,
+    CHAT_SWITCHES,
+    CHAT_SWITCH_CODES,
+    INBOUND_MESSAGES,
+    PROVIDER_SENDS,
+    OUTBOUND_ADMITTED,
+    OUTBOUND_REFUSED,
+    CALLBACKS,
+    CALLBACKS_REFUSED,
+    CALLBACKS_REDIALLED,
+    CALLBACK_STATES,
+    STORE_WRITE_SECONDS,
+    STORE_WRITE_QUEUE,
+    STORE_WRITE_ERRORS,
+    STORE_CONNECT_ERRORS,
+    WEBRTC_CALLS,
+    WEBRTC_CALLS_ACTIVE,
+    WEBRTC_SHARED_HOLD_FRAMES,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The one counter that keeps Prometheus' `_sum` suffix: it pairs with
+    // crossline_rtp_jitter_samples_total to give the mean, and dashboards
+    // already query it by this name.
+    const COUNTERS_NOT_ENDING_IN_TOTAL: &[&str] = &["crossline_rtp_jitter_microseconds_sum"];
+
+    #[test]
+    fn names_are_unique_well_formed_and_documented() {
+        let mut seen = std::collections::HashSet::new();
+        for m in ALL {
+            assert!(seen.insert(m.name), "{} is listed twice", m.name);
+            let rest = m.name.strip_prefix("crossline_");
+            assert!(
+                rest.is_some_and(|r| !r.is_empty()
+                    && r.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')),
+                "{} is not crossline_[a-z0-9_]+",
+                m.name
+            );
+            match m.kind {
+                Kind::Counter => assert!(
+                    m.name.ends_with("_total") || COUNTERS_NOT_ENDING_IN_TOTAL.contains(&m.name),
+                    "counter {} should end in _total",
+                    m.name
+                ),
+                Kind::Gauge | Kind::Histogram => assert!(
+                    !m.name.ends_with("_total"),
+                    "{} is not a counter but ends in _total",
+                    m.name
+                ),
+            }
+            assert!(!m.help.trim().is_empty(), "{} has no help text", m.name);
+        }
+    }
+
+    /// A metric defined above but left out of `ALL` would go undescribed.
+    #[test]
+    fn every_defined_metric_is_in_the_table() {
+        let source = include_str!("names.rs");
+        let defined = source.matches(concat!(": Metric ", "=")).count();
+        assert_eq!(
+            defined,
+            ALL.len(),
+            "a `pub const ...: Metric` is missing from ALL"
+        );
+    }
+}
