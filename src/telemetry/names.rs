@@ -333,6 +333,22 @@ pub const WEBRTC_SHARED_HOLD_FRAMES: Metric = counter(
     "crossline_webrtc_shared_hold_frames_total",
     "Opus frames encoded by the shared hold-music encoder.",
 );
+pub const WEBRTC_TRANSCODE_DROPPED: Metric = counter(
+    "crossline_webrtc_transcode_dropped_total",
+    "Web-call frames dropped because a transcoding thread's ring was full, by direction.",
+);
+pub const WEBRTC_TRANSCODE_CPU: Metric = counter(
+    "crossline_webrtc_transcode_cpu_microseconds_total",
+    "CPU time spent by each web-call transcoding thread, in microseconds.",
+);
+pub const WEBRTC_TRANSCODE_JOBS: Metric = counter(
+    "crossline_webrtc_transcode_jobs_total",
+    "Frames transcoded by each web-call transcoding thread.",
+);
+pub const WEBRTC_TRANSCODE_LEGS: Metric = gauge(
+    "crossline_webrtc_transcode_legs",
+    "Web calls each transcoding thread holds.",
+);
 
 /// Every metric above; `telemetry::install()` describes each.
 pub const ALL: &[Metric] = &[
@@ -404,6 +420,10 @@ pub const ALL: &[Metric] = &[
     WEBRTC_CALLS,
     WEBRTC_CALLS_ACTIVE,
     WEBRTC_SHARED_HOLD_FRAMES,
+    WEBRTC_TRANSCODE_DROPPED,
+    WEBRTC_TRANSCODE_CPU,
+    WEBRTC_TRANSCODE_JOBS,
+    WEBRTC_TRANSCODE_LEGS,
 ];
 
 #[cfg(test)]

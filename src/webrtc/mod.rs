@@ -171,7 +171,7 @@ fn play_hold(
         match encoder.push(&ulaw, &mut opus) {
             Ok(0) => {}
             Ok(n) => {
-                metrics::counter!("crossline_webrtc_shared_hold_frames_total").increment(1);
+                metrics::counter!(crate::telemetry::names::WEBRTC_SHARED_HOLD_FRAMES).increment(1);
                 let _ = tx.send(Arc::from(opus.get(..n).unwrap_or_default()));
             }
             Err(e) => tracing::debug!(error = %e, "shared hold: encode failed"),
@@ -308,7 +308,7 @@ impl WebCalls {
         let me = self.clone();
         let leg_id = id.clone();
         tokio::spawn(async move {
-            metrics::gauge!("crossline_webrtc_calls_active").increment(1.0);
+            metrics::gauge!(crate::telemetry::names::WEBRTC_CALLS_ACTIVE).increment(1.0);
             let leg = Leg::new(&me, &leg_id, rtc, ice, conversation, control).await;
             match leg {
                 Ok(leg) => {
@@ -321,9 +321,9 @@ impl WebCalls {
                 }
             }
             me.live.remove(&leg_id);
-            metrics::gauge!("crossline_webrtc_calls_active").decrement(1.0);
+            metrics::gauge!(crate::telemetry::names::WEBRTC_CALLS_ACTIVE).decrement(1.0);
         });
-        metrics::counter!("crossline_webrtc_calls_total").increment(1);
+        metrics::counter!(crate::telemetry::names::WEBRTC_CALLS).increment(1);
         Ok((id, answer.to_sdp_string()))
     }
 

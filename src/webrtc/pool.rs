@@ -206,7 +206,7 @@ impl Transcoder {
             self.worker.unpark();
             return true;
         }
-        metrics::counter!("crossline_webrtc_transcode_dropped_total", "direction" => direction)
+        metrics::counter!(crate::telemetry::names::WEBRTC_TRANSCODE_DROPPED, "direction" => direction)
             .increment(1);
         false
     }
@@ -336,12 +336,11 @@ fn thread_cpu() -> Duration {
 
 fn run(index: usize, new_legs: mpsc::Receiver<WorkerLeg>) {
     let worker = index.to_string();
-    let cpu = metrics::counter!("crossline_webrtc_transcode_cpu_microseconds_total", "worker" => worker.clone());
-    let jobs_done =
-        metrics::counter!("crossline_webrtc_transcode_jobs_total", "worker" => worker.clone());
-    let dropped_out =
-        metrics::counter!("crossline_webrtc_transcode_dropped_total", "direction" => "result");
-    let legs_gauge = metrics::gauge!("crossline_webrtc_transcode_legs", "worker" => worker);
+    let cpu = metrics::counter!(crate::telemetry::names::WEBRTC_TRANSCODE_CPU, "worker" => worker.clone());
+    let jobs_done = metrics::counter!(crate::telemetry::names::WEBRTC_TRANSCODE_JOBS, "worker" => worker.clone());
+    let dropped_out = metrics::counter!(crate::telemetry::names::WEBRTC_TRANSCODE_DROPPED, "direction" => "result");
+    let legs_gauge =
+        metrics::gauge!(crate::telemetry::names::WEBRTC_TRANSCODE_LEGS, "worker" => worker);
     let mut legs: Vec<WorkerLeg> = Vec::new();
     let mut scratch = Box::new(Scratch {
         job: [0; MAX_PACKET],
