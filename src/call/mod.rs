@@ -759,10 +759,25 @@ impl<P: PortSource, F> CallControl<P, F> {
     fn next_digit(&mut self, now: Instant, id: CallId) {
         const PAUSE: Duration = Duration::from_millis(500);
         const GAP: Duration = Duration::from_millis(80);
-        let Some(d) = self.calls.get_mut(&id).and_then(|c| c.digits.as_mut()) else {
+        let Some(d) = self.calls.get(&id).and_then(|c| c.digits.as_ref()) else {
             return;
         };
         let (target, duration_ms) = (d.target, d.duration_ms);
+        // INFO is an in-dialog request: none before the ACK (a flow starts
+        // at the answer). Look again shortly; the call's end stops this.
+        let by_info = self.calls.get(&target).is_some_and(|t| !t.rfc4733);
+        let unconfirmed =
+            self.endpoint.call_state(target) != Some(crate::sip::endpoint::CallState::Confirmed);
+        let wait_for_ack = by_info && unconfirmed && d.left.front().is_some_and(|c| *c != ',');
+        let Some(d) = self.calls.get_mut(&id).and_then(|c| c.digits.as_mut()) else {
+            return;
+        };
+        if wait_for_ack {
+            let at = now.checked_add(Duration::from_millis(20)).unwrap_or(now);
+            d.next_at = at;
+            self.timers.insert((at, id));
+            return;
+        }
         let Some(c) = d.left.pop_front() else {
             if let Some(call) = self.calls.get_mut(&id) {
                 call.digits = None;
