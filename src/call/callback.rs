@@ -72,9 +72,9 @@ impl<P: PortSource, F> CallControl<P, F> {
                     vars: req.vars,
                     answered: false,
                 };
-                let mut c = Call::new(Role::Callback(leg), record);
+                let mut c = Call::new(Role::Callback(Box::new(leg)), record);
                 c.media = Media::Reserved(reservation);
-                self.calls.insert(call, c);
+                self.calls.insert(call, Box::new(c));
                 let ring = Duration::from_secs(self.config.callbacks.ring_timeout_secs);
                 self.set_give_up(call, now.checked_add(ring).unwrap_or(now));
             }

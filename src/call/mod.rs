@@ -126,7 +126,7 @@ pub struct CallControl<P: PortSource, F> {
     hold: Arc<HoldProgram>,
     session_ids: u64,
     /// The one map of calls.
-    calls: HashMap<CallId, Call<P::Reservation, F>>,
+    calls: HashMap<CallId, Box<Call<P::Reservation, F>>>,
     /// Call deadlines (answer, give up), checked against the call when due.
     timers: BTreeSet<(Instant, CallId)>,
     media_out: VecDeque<MediaCommand<P::Reservation>>,
@@ -503,7 +503,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         let ring_ms = route.map_or(0, |r| r.1);
         call.program = program;
         let routed = call.program.is_some();
-        self.calls.insert(inc.call, call);
+        self.calls.insert(inc.call, Box::new(call));
         if !routed {
             let _ = self.endpoint.reject(now, inc.call, 404);
             return;
@@ -611,7 +611,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 if let Refer::Waiting(target) = std::mem::take(&mut call.refer) {
                     self.start_refer(now, id, target);
                 }
-                let late_offer = self.calls.get_mut(&id).and_then(Call::take_reservation);
+                let late_offer = self.calls.get_mut(&id).and_then(|c| c.take_reservation());
                 if let (Some(r), Some(m)) = (late_offer, media) {
                     self.start_media(now, id, r, &m);
                 }
@@ -745,12 +745,12 @@ impl<P: PortSource, F> CallControl<P, F> {
         let Some((target, call)) = target.zip(self.calls.get_mut(&id)) else {
             return self.signal(id, CallSignal::DigitsSent);
         };
-        call.digits = Some(model::Digits {
+        call.digits = Some(Box::new(model::Digits {
             left: digits.chars().collect(),
             duration_ms,
             target,
             next_at: now,
-        });
+        }));
         self.next_digit(now, id);
     }
 

@@ -39,7 +39,7 @@ pub(crate) enum Role {
     /// We rang an agent for `caller`'s transfer.
     Agent { caller: CallId, target: String },
     /// We rang a visitor back.
-    Callback(CallbackLeg),
+    Callback(Box<CallbackLeg>),
 }
 
 /// A callback's own state.
@@ -104,7 +104,7 @@ pub(crate) struct Call<R, F> {
     pub(crate) give_up: Option<Instant>,
     /// We cancelled it for ringing too long: a no-answer, not a cancel.
     pub(crate) timed_out: bool,
-    pub(crate) transfer: Option<Transfer>,
+    pub(crate) transfer: Option<Box<Transfer>>,
     pub(crate) refer: Refer,
     /// Our own WebRTC leg calling in, by its web call id.
     pub(crate) web_call: Option<String>,
@@ -112,7 +112,7 @@ pub(crate) struct Call<R, F> {
     /// as SIP INFO.
     pub(crate) rfc4733: bool,
     /// Digits this call's flow is sending, paced by call control.
-    pub(crate) digits: Option<Digits>,
+    pub(crate) digits: Option<Box<Digits>>,
 }
 
 /// DTMF being sent for a flow, one digit per step.

@@ -1020,3 +1020,12 @@ fn send_digits_on_answer_go_to_the_bridged_agent() {
     p.drive();
     p.assert_all_released(2);
 }
+
+/// Memory per call: the map holds boxed calls, and a call's rare parts
+/// (a transfer, digits being sent) are boxed, so thousands of plain calls
+/// stay small.
+#[test]
+fn a_call_stays_small() {
+    let size = std::mem::size_of::<model::Call<Port, Flow>>();
+    assert!(size <= 480, "a Call is {size} bytes");
+}

@@ -73,7 +73,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         };
         self.play(caller, Source::Hold(hold), 0);
         if let Some(call) = self.calls.get_mut(&caller) {
-            call.transfer = Some(Transfer {
+            call.transfer = Some(Box::new(Transfer {
                 pending: req.targets.into(),
                 parallel: req.parallel,
                 ring_timeout: req.ring_timeout,
@@ -81,7 +81,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 ringing: Vec::new(),
                 bridged: None,
                 last_status: 480,
-            });
+            }));
         }
         self.dial_next(now, caller);
     }
@@ -106,7 +106,7 @@ impl<P: PortSource, F> CallControl<P, F> {
     }
 
     fn transfer_mut(&mut self, caller: CallId) -> Option<&mut Transfer> {
-        self.calls.get_mut(&caller)?.transfer.as_mut()
+        self.calls.get_mut(&caller)?.transfer.as_deref_mut()
     }
 
     /// Place one agent leg; false when it couldn't even start.
@@ -145,7 +145,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 let mut leg = Call::new(Role::Agent { caller, target }, record);
                 leg.media = Media::Reserved(reservation);
                 leg.program = Some(Program::Leg);
-                self.calls.insert(agent, leg);
+                self.calls.insert(agent, Box::new(leg));
                 self.set_give_up(agent, now.checked_add(ring_timeout).unwrap_or(now));
                 if let Some(t) = self.transfer_mut(caller) {
                     t.ringing.push(agent);
@@ -282,7 +282,7 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     /// The caller is gone: hang up every agent leg of theirs, and stop the
     /// bridged one's stream now rather than when its BYE is answered.
-    pub(crate) fn caller_left(&mut self, now: Instant, t: Transfer) {
+    pub(crate) fn caller_left(&mut self, now: Instant, t: Box<Transfer>) {
         for agent in t.ringing.iter().copied().chain(t.bridged) {
             let _ = self.endpoint.hangup(now, agent);
         }
