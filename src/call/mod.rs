@@ -321,10 +321,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         self.hold = hold;
         self.config.routes = config.routes.clone();
         self.config.flow_set = config.flow_set.clone();
-        self.config.prompts = config.prompts.clone();
-        self.config.tts = config.tts.clone();
-        self.config.media.hold_music = config.media.hold_music.clone();
-        self.config.media.hold_message = config.media.hold_message.clone();
+        // The rest of [media] hold is already in `hold`.
         self.config.media.hold_repeat_secs = config.media.hold_repeat_secs;
         self.config.media.hold_duck_db = config.media.hold_duck_db;
     }
@@ -877,20 +874,11 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// written, the calls tied to it are told, its stream is stopped, and
     /// dropping it frees its port and stops its flow.
     fn end(&mut self, now: Instant, id: CallId, cause: &EndCause) {
-        let Some(mut call) = self.calls.remove(&id) else {
+        let Some(call) = self.calls.remove(&id) else {
             return;
         };
+        let mut call = *call;
         tracing::info!(call = %id, ?cause, "call ended");
-        let (outcome, status) = outcome(cause);
-        self.tally.ended(outcome);
-        let mut record = std::mem::replace(
-            &mut call.record,
-            CallRecord::starting(String::new(), "", String::new(), String::new(), None, None),
-        );
-        record.ended_at = SystemTime::now();
-        record.outcome = outcome.to_string();
-        record.sip_status = status;
-        self.effects.push_back(Effect::Record(record));
         if let Some(transfer) = call.transfer.take() {
             self.caller_left(now, transfer);
         }
@@ -905,6 +893,13 @@ impl<P: PortSource, F> CallControl<P, F> {
         if call.streaming() {
             self.media_out.push_back(MediaCommand::Stop(id));
         }
+        let (outcome, status) = outcome(cause);
+        self.tally.ended(outcome);
+        let mut record = call.record;
+        record.ended_at = SystemTime::now();
+        record.outcome = outcome.to_string();
+        record.sip_status = status;
+        self.effects.push_back(Effect::Record(record));
     }
 }
 

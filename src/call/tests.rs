@@ -143,6 +143,20 @@ fn local_media(port: u16) -> LocalMedia {
     }
 }
 
+/// An INVITE from `from` to `did` at crossline, offering RTP on `port`.
+fn invite(did: &str, from: &str, port: u16) -> OutgoingCall {
+    OutgoingCall {
+        target: crate::sip::message::Uri::parse(&format!("sip:{did}@{CROSSLINE}")).unwrap(),
+        destination: addr(CROSSLINE),
+        transport: Transport::Udp,
+        from_user: from.into(),
+        from_display: None,
+        local_media: local_media(port),
+        credentials: None,
+        extra_headers: Vec::new(),
+    }
+}
+
 /// What the driver saw of call control's output.
 #[derive(Default)]
 struct Seen {
@@ -391,16 +405,7 @@ impl Pair {
 
     /// The caller dials `did` at crossline.
     fn dial(&mut self, did: &str) -> CallId {
-        let spec = OutgoingCall {
-            target: crate::sip::message::Uri::parse(&format!("sip:{did}@{CROSSLINE}")).unwrap(),
-            destination: addr(CROSSLINE),
-            transport: Transport::Udp,
-            from_user: "alice".into(),
-            from_display: None,
-            local_media: local_media(30_000),
-            credentials: None,
-            extra_headers: Vec::new(),
-        };
+        let spec = invite(did, "alice", 30_000);
         let call = self.caller.ep.invite(self.now, spec).unwrap();
         self.drive();
         call
@@ -865,16 +870,7 @@ fn reload_mid_call_changes_new_calls_only() {
     assert!(matches!(p.cc.calls[&call].program, Some(Program::File(_))));
     // A new call to the same number (from the second agent's phone) gets
     // the new route: hold, no flow.
-    let spec = OutgoingCall {
-        target: crate::sip::message::Uri::parse(&format!("sip:200@{CROSSLINE}")).unwrap(),
-        destination: addr(CROSSLINE),
-        transport: Transport::Udp,
-        from_user: "bob".into(),
-        from_display: None,
-        local_media: local_media(30_002),
-        credentials: None,
-        extra_headers: Vec::new(),
-    };
+    let spec = invite("200", "bob", 30_002);
     let leg2 = p.agents[1].ep.invite(p.now, spec).unwrap();
     p.drive();
     assert_eq!(p.agents[1].established(), 1);
@@ -917,16 +913,7 @@ fn the_demo_plays_its_welcome_then_the_hold_program() {
 impl Pair {
     /// Dial, but drop the caller's ACK so crossline stays in Answered.
     fn dial_without_ack(&mut self, did: &str) -> CallId {
-        let spec = OutgoingCall {
-            target: crate::sip::message::Uri::parse(&format!("sip:{did}@{CROSSLINE}")).unwrap(),
-            destination: addr(CROSSLINE),
-            transport: Transport::Udp,
-            from_user: "alice".into(),
-            from_display: None,
-            local_media: local_media(30_000),
-            credentials: None,
-            extra_headers: Vec::new(),
-        };
+        let spec = invite(did, "alice", 30_000);
         let call = self.caller.ep.invite(self.now, spec).unwrap();
         // INVITE → crossline.
         while let Some(t) = self.caller.ep.poll_transmit() {
