@@ -24,6 +24,8 @@ done
 # PostgreSQL (tests/cluster.rs, tests/store_backends.rs start their own
 # throwaway server): its programs live off PATH, under /usr/lib/postgresql.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=("postgresql"); fi
+# Python with venv + pip, for the PyPI peers (pjsua2) below.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=("python3" "python3-venv"); fi
 # libopus-dev: audiopus (WebRTC legs) links the system libopus.
 if ! pkg-config --exists opus 2>/dev/null; then missing+=("libopus-dev" "pkg-config"); fi
 
@@ -38,6 +40,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+# Python peers (pjsua2, ...) in a virtualenv of their own, from PyPI.
+venv=target/peers-venv
+if ! cmp -s tests/peers/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+  echo "test.sh: installing the Python peers into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/peers/requirements.txt
+  cp tests/peers/requirements.txt "$venv/requirements.txt"
 fi
 
 # SIPp's uac_pcap scenario reads pcap/g711a.pcap relative to its cwd; the

@@ -721,6 +721,61 @@ type = "hangup"
     assert!(run.ok(), "INFO digits: {}", run.describe());
 }
 
+/// The same digits heard by PJSIP (pjsua2), the SIP stack inside many
+/// softphones and PBXs: once as RFC 4733 events, and once, with
+/// telephone-event stripped from its offer, as SIP INFO.
+#[test]
+fn send_digits_reach_pjsua2_by_rfc4733_or_info() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("dial.toml"),
+        "name = \"dial\"\n\n[[nodes]]\nid = \"ext\"\ntype = \"send_digits\"\ndigits = \"1#,2\"\nnext = \"bye\"\n\n[[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&format!(
+        "[flows]\ndir = \"{}\"\n\n[[routes]]\nflow = \"dial\"\n",
+        dir.path().display()
+    ));
+    let target = format!("sip:1000@{}", gw.sip_addr());
+    for method in ["rfc4733", "info"] {
+        let out = peers::run_script(
+            "pjsua2",
+            "pjsua_digits.py",
+            &[&target, method, "20"],
+            Duration::from_secs(40),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // `digit <d> <method> <seconds>`, in arrival order.
+        let digits: Vec<(String, String, f64)> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("digit "))
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f[0].to_string(), f[1].to_string(), f[2].parse().unwrap())
+            })
+            .collect();
+        let heard: Vec<&str> = digits.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(
+            heard,
+            ["1", "#", "2"],
+            "{method}: pjsua2 printed:\n{stdout}"
+        );
+        assert!(
+            digits.iter().all(|d| d.1 == method),
+            "every digit came by {method}: {digits:?}"
+        );
+        let pause = digits[2].2 - digits[1].2;
+        assert!(
+            (0.5..1.6).contains(&pause),
+            "{method}: the comma adds about half a second: {pause:.3} s"
+        );
+        assert!(
+            stdout.contains("state DISCONNECTED 200"),
+            "{method}: the flow hangs up after the digits:\n{stdout}"
+        );
+    }
+}
+
 /// Every control node on one real call: `set`, `http` (custom header, JSON
 /// body template, response fields mapped), `branch`, an `http` failure
 /// retried then taken to `on_error`, a `gather` that hears nothing, asks

@@ -6,6 +6,7 @@ pub mod audio;
 pub mod browser;
 pub mod chat;
 pub mod lossy;
+pub mod peers;
 pub mod postgres;
 pub mod standin;
 
