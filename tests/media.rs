@@ -101,6 +101,122 @@ fn hold_music_with_message_on_repeat_heard_by_the_caller() {
     );
 }
 
+/// "Load the hold music" on the built-in hold: a route with its own music
+/// (600 Hz) and message (1 kHz, every 2 s) plays them instead of
+/// `[media]`'s (400 Hz, 1.4 kHz every 3 s), which another route keeps.
+#[test]
+fn a_route_plays_its_own_hold_music_and_message() {
+    let audio = tempfile::tempdir().unwrap();
+    let file = |name: &str| audio.path().join(name).display().to_string();
+    write_tone(&audio.path().join("music.wav"), 400.0, 5.0, 8000.0, 8000);
+    write_tone(&audio.path().join("own.wav"), 600.0, 5.0, 8000.0, 8000);
+    write_tone(&audio.path().join("msg.wav"), 1400.0, 0.6, 8000.0, 8000);
+    write_tone(&audio.path().join("own-msg.wav"), 1000.0, 0.6, 8000.0, 8000);
+    let gw = Gateway::start(&format!(
+        "[media]\nhold_music = [\"{}\"]\nhold_message = \"{}\"\nhold_repeat_secs = 3\n\n\
+         [[routes]]\ndid = \"1000\"\nflow = \"hold\"\nhold_music = [\"{}\"]\nhold_message = \"{}\"\nhold_repeat_secs = 2\n\n\
+         [[routes]]\nflow = \"hold\"\n",
+        file("music.wav"),
+        file("msg.wav"),
+        file("own.wav"),
+        file("own-msg.wav"),
+    ));
+    // (own music, default music, own message, default message) per frame.
+    let heard = |did: &str| -> Vec<[f64; 4]> {
+        let (rows, run) = call_rtp_to_caller(
+            &gw,
+            &[
+                "-sn",
+                "uac",
+                "-s",
+                did,
+                &gw.sip_addr(),
+                "-m",
+                "1",
+                "-d",
+                "5000",
+            ],
+            &["rtp.payload"],
+        );
+        assert!(run.ok(), "{}", run.describe());
+        rows.iter()
+            .map(|r| {
+                let s = pcmu_hex_to_linear(&r[0]);
+                [600.0, 400.0, 1000.0, 1400.0].map(|f| tone_level(&s, f))
+            })
+            .collect()
+    };
+    let starts = |frames: &[[f64; 4]], tone: usize| -> Vec<usize> {
+        let on: Vec<bool> = frames.iter().map(|f| f[tone] > 2000.0).collect();
+        (0..on.len())
+            .filter(|&i| on[i] && (i == 0 || !on[i - 1]))
+            .collect()
+    };
+    let own = heard("1000");
+    assert!(own.len() > 200, "only {} packets", own.len());
+    let full =
+        |frames: &[[f64; 4]], tone: usize| frames.iter().filter(|f| f[tone] > 5000.0).count();
+    assert!(
+        full(&own, 0) * 2 > own.len(),
+        "the route's 600 Hz music plays"
+    );
+    assert_eq!(full(&own, 1), 0, "[media]'s music does not");
+    assert!(starts(&own, 3).is_empty(), "nor [media]'s message");
+    let msgs = starts(&own, 2);
+    assert!(msgs.len() >= 2, "the route's message repeats: {msgs:?}");
+    assert!(msgs[0] <= 2, "from the start of hold: {msgs:?}");
+    let gap = msgs[1] - msgs[0];
+    assert!((99..=101).contains(&gap), "every 2 s: {gap} frames");
+
+    let default = heard("2000");
+    assert!(
+        full(&default, 1) * 2 > default.len(),
+        "[media]'s music on the other route"
+    );
+    assert_eq!(full(&default, 0), 0);
+    let msgs = starts(&default, 3);
+    assert!(
+        msgs.len() >= 2 && (149..=151).contains(&(msgs[1] - msgs[0])),
+        "{msgs:?}"
+    );
+    assert!(starts(&default, 2).is_empty());
+}
+
+/// A route's hold keys only fit the built-in hold and demo flows.
+#[test]
+fn check_refuses_a_route_hold_on_a_flow_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("f.toml"),
+        "name = \"f\"\n\n[[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
+    )
+    .unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[flows]\ndir = \"{}\"\n\n[[routes]]\nflow = \"f\"\nhold_music = [\"x.wav\"]\n\n[[routes]]\nflow = \"hold\"\nhold_repeat_secs = 0\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossline"))
+        .args(["check", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("routes[0].hold_music: only the built-in"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[1].hold_repeat_secs: must be 1..=86400"),
+        "{text}"
+    );
+}
+
 /// The hold message rendered by espeak-ng from a `[[prompts]]` entry, in
 /// Spanish: speech energy at the start and again after the repeat interval,
 /// silence in between (the music is a silent file here).

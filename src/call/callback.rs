@@ -118,8 +118,10 @@ impl<P: PortSource, F> CallControl<P, F> {
         let callback = leg.id.clone();
         let target = leg.target.clone();
         let program = match (&leg.flow, &leg.target) {
-            (Some(name), _) => Program::from_name(name, &self.config.flow_set),
-            (None, Some(_)) => Some(Program::Hold),
+            (Some(name), _) => {
+                Program::from_name(name, &self.config.flow_set, self.router.default_hold())
+            }
+            (None, Some(_)) => Some(Program::Hold(self.router.default_hold().clone())),
             (None, None) => None,
         };
         call.program = program.clone();

@@ -33,7 +33,7 @@ use crate::sip::endpoint::{
 use crate::store::CallRecord;
 
 use model::{Call, Media, Program, Refer, Role};
-pub use routing::Router;
+pub use routing::{HoldPrograms, Router};
 
 /// Hands out RTP ports. The reservation keeps the port until it is dropped
 /// or handed to a stream with [`MediaCommand::Start`].
@@ -106,8 +106,8 @@ pub struct FlowStart {
 pub struct Settings {
     /// What the demo flow plays before the hold program.
     pub demo_clip: Arc<[i16]>,
-    /// The default hold program (music and message from `[media]`).
-    pub hold: Arc<HoldProgram>,
+    /// The hold programs: `[media]`'s and each route's own.
+    pub holds: HoldPrograms,
     /// Seeds what call control numbers itself (SDP session ids).
     pub seed: u64,
 }
@@ -123,7 +123,6 @@ pub struct CallControl<P: PortSource, F> {
     ports: P,
     router: Router,
     demo_clip: Arc<[i16]>,
-    hold: Arc<HoldProgram>,
     session_ids: u64,
     /// The one map of calls.
     calls: HashMap<CallId, Box<Call<P::Reservation, F>>>,
@@ -150,12 +149,11 @@ const HARD_STOP: Duration = Duration::from_secs(2);
 impl<P: PortSource, F> CallControl<P, F> {
     pub fn new(config: Config, endpoint: Endpoint, ports: P, settings: Settings) -> Self {
         CallControl {
-            router: Router::new(config.routes.clone()),
+            router: Router::new(config.routes.clone(), settings.holds),
             config,
             endpoint,
             ports,
             demo_clip: settings.demo_clip,
-            hold: settings.hold,
             session_ids: settings.seed & u64::from(u32::MAX),
             calls: HashMap::new(),
             timers: BTreeSet::new(),
@@ -277,8 +275,11 @@ impl<P: PortSource, F> CallControl<P, F> {
                 let id = CallId(id);
                 self.signal(id, CallSignal::PlayFinished(generation));
                 // The demo's welcome is done: on to the hold program.
-                if let Some(Program::Demo) = self.calls.get(&id).and_then(|c| c.program.as_ref()) {
-                    self.play(id, Source::Hold(self.hold.clone()), 0);
+                if let Some(Program::Demo(hold)) =
+                    self.calls.get(&id).and_then(|c| c.program.as_ref())
+                {
+                    let hold = hold.clone();
+                    self.play(id, Source::Hold(hold), 0);
                 }
             }
         }
@@ -316,9 +317,8 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     /// SIGHUP: new routes, flows and hold program for calls from now on;
     /// calls in progress keep what they started with.
-    pub fn reload(&mut self, config: &Config, hold: Arc<HoldProgram>) {
-        self.router = Router::new(config.routes.clone());
-        self.hold = hold;
+    pub fn reload(&mut self, config: &Config, holds: HoldPrograms) {
+        self.router = Router::new(config.routes.clone(), holds);
         self.config.routes = config.routes.clone();
         self.config.flow_set = config.flow_set.clone();
         // The rest of [media] hold is already in `hold`.
@@ -423,7 +423,7 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     /// The default hold program now in force.
     pub fn hold(&self) -> &Arc<HoldProgram> {
-        &self.hold
+        self.router.default_hold()
     }
 
     pub fn config(&self) -> &Config {
@@ -482,8 +482,8 @@ impl<P: PortSource, F> CallControl<P, F> {
         let route = self
             .router
             .route(&inc.did, &inc.caller, inc.trunk.as_deref())
-            .map(|r| (r.flow.clone(), r.ring_ms));
-        tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), route = ?route, "incoming call");
+            .map(|r| (r.config.flow.clone(), r.config.ring_ms, r.hold.clone()));
+        tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), flow = ?route.as_ref().map(|r| &r.0), "incoming call");
         let record = CallRecord::starting(
             inc.call_id.clone(),
             "inbound",
@@ -496,7 +496,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         call.web_call = inc.web_call.clone();
         let program = route
             .as_ref()
-            .and_then(|(flow, _)| Program::from_name(flow, &self.config.flow_set));
+            .and_then(|(flow, _, hold)| Program::from_name(flow, &self.config.flow_set, hold));
         let ring_ms = route.map_or(0, |r| r.1);
         call.program = program;
         let routed = call.program.is_some();
@@ -630,18 +630,21 @@ impl<P: PortSource, F> CallControl<P, F> {
             return;
         };
         let source = match &call.program {
-            Some(Program::Demo) => Source::Clip {
+            Some(Program::Demo(_)) => Source::Clip {
                 samples: self.demo_clip.clone(),
                 looped: false,
             },
-            Some(Program::Hold) => Source::Hold(self.hold.clone()),
+            Some(Program::Hold(h)) => Source::Hold(h.clone()),
             _ => Source::Silence,
         };
         if let (Source::Hold(h), Some(web)) = (&source, &call.web_call) {
-            self.effects.push_back(Effect::SharedHold {
-                web_call: web.clone(),
-                hold: Some(h.clone()),
-            });
+            // Only `[media]`'s program has one Opus encode for every web call.
+            if Arc::ptr_eq(h, self.router.default_hold()) {
+                self.effects.push_back(Effect::SharedHold {
+                    web_call: web.clone(),
+                    hold: Some(h.clone()),
+                });
+            }
         }
         call.media = Media::Streaming;
         call.rfc4733 = media.telephone_event_pt.is_some();
@@ -691,7 +694,7 @@ impl<P: PortSource, F> CallControl<P, F> {
     pub(crate) fn play(&mut self, id: CallId, source: Source, generation: u32) {
         if let Some(web) = self.calls.get(&id).and_then(|c| c.web_call.clone()) {
             let shared = match &source {
-                Source::Hold(h) if Arc::ptr_eq(h, &self.hold) => Some(h.clone()),
+                Source::Hold(h) if Arc::ptr_eq(h, self.router.default_hold()) => Some(h.clone()),
                 _ => None,
             };
             self.effects.push_back(Effect::SharedHold {
@@ -822,7 +825,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         music: Vec<Arc<[i16]>>,
     ) -> Arc<HoldProgram> {
         let music = if music.is_empty() {
-            self.hold.music.to_vec()
+            self.router.default_hold().music.to_vec()
         } else {
             music
         };

@@ -5,16 +5,17 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::media::player::HoldProgram;
 use crate::sip::endpoint::CallId;
 use crate::store::CallRecord;
 
 /// What runs on an answered call.
 #[derive(Debug, Clone)]
 pub(crate) enum Program {
-    /// Welcome message, then the hold program.
-    Demo,
-    /// Straight into the hold program.
-    Hold,
+    /// Welcome message, then this hold program.
+    Demo(Arc<HoldProgram>),
+    /// Straight into this hold program.
+    Hold(Arc<HoldProgram>),
     /// A flow file, pinned for the whole call (reloads don't change it).
     File(Arc<crate::flow::Flow>),
     /// Nothing of its own: an agent leg, bridged to its caller.
@@ -22,10 +23,15 @@ pub(crate) enum Program {
 }
 
 impl Program {
-    pub(crate) fn from_name(name: &str, flows: &crate::flow::FlowSet) -> Option<Program> {
+    /// The built-in flows play `hold`.
+    pub(crate) fn from_name(
+        name: &str,
+        flows: &crate::flow::FlowSet,
+        hold: &Arc<HoldProgram>,
+    ) -> Option<Program> {
         match name {
-            "demo" => Some(Program::Demo),
-            "hold" => Some(Program::Hold),
+            "demo" => Some(Program::Demo(hold.clone())),
+            "hold" => Some(Program::Hold(hold.clone())),
             other => flows.get(other).map(Program::File),
         }
     }

@@ -1,24 +1,62 @@
 //! Inbound routing: DID / caller / trunk patterns to a flow name.
 
+use std::sync::Arc;
+
 use crate::config::{glob_match, RouteConfig};
+use crate::media::player::HoldProgram;
+
+/// The hold programs call control plays: `[media]`'s, and each route's
+/// own (index by route; `None` where a route has none).
+#[derive(Debug, Clone)]
+pub struct HoldPrograms {
+    pub default: Arc<HoldProgram>,
+    pub routes: Vec<Option<Arc<HoldProgram>>>,
+}
+
+impl HoldPrograms {
+    /// `[media]`'s program for every route.
+    pub fn only(default: Arc<HoldProgram>) -> HoldPrograms {
+        HoldPrograms {
+            default,
+            routes: Vec::new(),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Router {
     routes: Vec<RouteConfig>,
+    holds: HoldPrograms,
+}
+
+/// A matched route and the hold program its built-in flows play.
+pub struct Routed<'a> {
+    pub config: &'a RouteConfig,
+    pub hold: &'a Arc<HoldProgram>,
 }
 
 impl Router {
-    pub fn new(routes: Vec<RouteConfig>) -> Router {
-        Router { routes }
+    pub fn new(routes: Vec<RouteConfig>, holds: HoldPrograms) -> Router {
+        Router { routes, holds }
     }
 
     /// The first route that matches, in config order.
-    pub fn route(&self, did: &str, caller: &str, trunk: Option<&str>) -> Option<&RouteConfig> {
-        self.routes.iter().find(|r| {
+    pub fn route(&self, did: &str, caller: &str, trunk: Option<&str>) -> Option<Routed<'_>> {
+        let (i, config) = self.routes.iter().enumerate().find(|(_, r)| {
             glob_match(&r.did, did)
                 && glob_match(&r.caller, caller)
                 && r.trunk.as_deref().is_none_or(|t| Some(t) == trunk)
-        })
+        })?;
+        let hold = match self.holds.routes.get(i) {
+            Some(Some(own)) => own,
+            _ => &self.holds.default,
+        };
+        Some(Routed { config, hold })
+    }
+
+    /// `[media]`'s hold program.
+    pub fn default_hold(&self) -> &Arc<HoldProgram> {
+        &self.holds.default
     }
 }
 
@@ -31,19 +69,26 @@ mod tests {
             did: did.into(),
             caller: caller.into(),
             trunk: trunk.map(str::to_string),
-            flow: flow.into(),
-            ring_ms: 0,
+            ..RouteConfig::to_flow(flow)
         }
     }
 
     #[test]
     fn first_match_wins() {
-        let r = Router::new(vec![
-            route("1000", "*", None, "a"),
-            route("+1555*", "*", Some("carrier"), "b"),
-            route("*", "+44*", None, "c"),
-        ]);
-        let flow = |did, caller, trunk| r.route(did, caller, trunk).map(|r| r.flow.as_str());
+        let r = Router::new(
+            vec![
+                route("1000", "*", None, "a"),
+                route("+1555*", "*", Some("carrier"), "b"),
+                route("*", "+44*", None, "c"),
+            ],
+            HoldPrograms::only(Arc::new(HoldProgram::new(
+                Vec::new(),
+                None,
+                std::time::Duration::from_secs(15),
+                0.0,
+            ))),
+        );
+        let flow = |did, caller, trunk| r.route(did, caller, trunk).map(|r| r.config.flow.as_str());
         assert_eq!(flow("1000", "x", None), Some("a"));
         assert_eq!(flow("+15551", "x", Some("carrier")), Some("b"));
         assert_eq!(flow("+15551", "x", Some("other")), None);

@@ -165,6 +165,8 @@ struct Seen {
     bridges: Vec<(CallId, CallId)>,
     unbridges: Vec<CallId>,
     plays: Vec<(CallId, &'static str)>,
+    /// Every hold program a call was given, at its start or later.
+    holds: Vec<(CallId, Arc<HoldProgram>)>,
     records: Vec<CallRecord>,
     callbacks: Vec<(String, Progress)>,
     flows: HashMap<CallId, Rc<Cell<bool>>>,
@@ -204,10 +206,8 @@ fn config() -> Config {
 fn route(did: &str, flow: &str, ring_ms: u64) -> RouteConfig {
     RouteConfig {
         did: did.into(),
-        caller: "*".into(),
-        trunk: None,
-        flow: flow.into(),
         ring_ms,
+        ..RouteConfig::to_flow(flow)
     }
 }
 
@@ -240,7 +240,7 @@ impl Pair {
             },
             Settings {
                 demo_clip: Arc::from(vec![0i16; 160]),
-                hold,
+                holds: HoldPrograms::only(hold),
                 seed: 1,
             },
         );
@@ -318,8 +318,14 @@ impl Pair {
             moved = true;
             match cmd {
                 MediaCommand::Start {
-                    call, reservation, ..
+                    call,
+                    reservation,
+                    source,
+                    ..
                 } => {
+                    if let Source::Hold(h) = source {
+                        self.seen.holds.push((call, h));
+                    }
                     assert!(
                         self.seen.streams.insert(call, reservation).is_none(),
                         "{call} started twice"
@@ -335,7 +341,10 @@ impl Pair {
                 MediaCommand::Unbridge(a) => self.seen.unbridges.push(a),
                 MediaCommand::Play { call, source, .. } => {
                     let what = match source {
-                        Source::Hold(_) => "hold",
+                        Source::Hold(h) => {
+                            self.seen.holds.push((call, h));
+                            "hold"
+                        }
                         Source::Silence => "silence",
                         _ => "clip",
                     };
@@ -863,7 +872,7 @@ fn reload_mid_call_changes_new_calls_only() {
         Duration::from_secs(30),
         -12.0,
     ));
-    p.cc.reload(&new_config, hold.clone());
+    p.cc.reload(&new_config, HoldPrograms::only(hold.clone()));
     assert!(Arc::ptr_eq(p.cc.hold(), &hold));
     // The call in progress keeps its flow.
     assert!(p.seen.flows[&call].get());
@@ -908,6 +917,61 @@ fn the_demo_plays_its_welcome_then_the_hold_program() {
     p.caller.ep.hangup(p.now, leg).unwrap();
     p.drive();
     p.assert_all_released(1);
+}
+
+/// A route's own hold program plays on its built-in `hold` and after
+/// `demo`'s welcome; other routes keep `[media]`'s.
+#[test]
+fn a_route_plays_its_own_hold_program() {
+    let mut p = Pair::new();
+    let mut config = config();
+    config.routes = vec![
+        route("1", "hold", 0),
+        route("2", "demo", 0),
+        route("*", "hold", 0),
+    ];
+    let program = |sample: i16| {
+        Arc::new(HoldProgram::new(
+            vec![Arc::from(vec![sample; 160])],
+            None,
+            Duration::from_secs(10),
+            -12.0,
+        ))
+    };
+    let (default, own_1, own_2) = (program(0), program(1), program(2));
+    p.cc.reload(
+        &config,
+        HoldPrograms {
+            default: default.clone(),
+            routes: vec![Some(own_1.clone()), Some(own_2.clone()), None],
+        },
+    );
+    let mut legs = Vec::new();
+    for did in ["1", "2", "3"] {
+        legs.push(p.dial(did));
+    }
+    let calls: Vec<CallId> = p.seen.streams.keys().copied().collect();
+    assert_eq!(calls.len(), 3);
+    for call in &calls {
+        p.cc.handle_media_event(p.now, MediaEvent::SourceFinished(call.0, 0));
+    }
+    p.drive();
+    let heard = |want: &Arc<HoldProgram>| {
+        p.seen
+            .holds
+            .iter()
+            .filter(|(_, h)| Arc::ptr_eq(h, want))
+            .count()
+    };
+    assert_eq!(heard(&own_1), 1, "route 1's hold starts with the call");
+    assert_eq!(heard(&own_2), 1, "route 2's hold follows demo's welcome");
+    assert_eq!(heard(&default), 1, "route 3 plays [media]'s");
+    assert_eq!(p.seen.holds.len(), 3);
+    for leg in legs {
+        p.caller.ep.hangup(p.now, leg).unwrap();
+    }
+    p.drive();
+    p.assert_all_released(3);
 }
 
 impl Pair {

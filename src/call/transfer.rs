@@ -68,7 +68,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         // Hold audio while the agents ring: the shared default (one encode
         // for every web call on it) unless the transfer has its own.
         let hold = match (req.hold_message, req.hold_music.is_empty()) {
-            (None, true) => self.hold.clone(),
+            (None, true) => self.router.default_hold().clone(),
             (message, _) => self.hold_with(message, req.repeat_interval, req.hold_music),
         };
         self.play(caller, Source::Hold(hold), 0);

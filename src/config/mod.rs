@@ -71,13 +71,7 @@ impl Config {
     /// directory and every call routed to the demo flow.
     pub fn embedded() -> Config {
         Config {
-            routes: vec![RouteConfig {
-                did: "*".into(),
-                caller: "*".into(),
-                trunk: None,
-                flow: "demo".into(),
-                ring_ms: 0,
-            }],
+            routes: vec![RouteConfig::to_flow("demo")],
             ..Config::default()
         }
     }
@@ -711,6 +705,34 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
                     route.flow,
                     known.join(", ")
                 ),
+            );
+        }
+        if route.has_own_hold() && !["hold", "demo"].contains(&route.flow.as_str()) {
+            let key = if route.hold_music.is_empty() {
+                if route.hold_message.is_some() {
+                    "hold_message"
+                } else {
+                    "hold_repeat_secs"
+                }
+            } else {
+                "hold_music"
+            };
+            err(
+                &["routes", &idx, key],
+                format!(
+                    "only the built-in \"hold\" and \"demo\" flows play a route's hold program; \
+                     flow {:?} sets hold_music/hold_message on its transfer and breakout nodes",
+                    route.flow
+                ),
+            );
+        }
+        if route
+            .hold_repeat_secs
+            .is_some_and(|s| !(1..=86_400).contains(&s))
+        {
+            err(
+                &["routes", &idx, "hold_repeat_secs"],
+                "must be 1..=86400".into(),
             );
         }
         if let Some(trunk) = &route.trunk {

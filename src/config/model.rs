@@ -632,6 +632,40 @@ pub struct RouteConfig {
     /// Send 180 Ringing and wait this long before the flow answers.
     #[serde(default)]
     pub ring_ms: u64,
+    /// The built-in `hold`/`demo` program's own wait music (a playlist);
+    /// empty: `[media] hold_music`.
+    #[serde(default)]
+    pub hold_music: Vec<PathBuf>,
+    /// Its own hold message (a WAV file or a prompt name); unset:
+    /// `[media] hold_message`, and "" for music only.
+    #[serde(default)]
+    pub hold_message: Option<String>,
+    /// Its own seconds between hold messages; unset: `[media]`.
+    #[serde(default)]
+    pub hold_repeat_secs: Option<u64>,
+}
+
+impl RouteConfig {
+    /// Every call to `flow`, with no options.
+    pub fn to_flow(flow: &str) -> RouteConfig {
+        RouteConfig {
+            did: match_all(),
+            caller: match_all(),
+            trunk: None,
+            flow: flow.into(),
+            ring_ms: 0,
+            hold_music: Vec::new(),
+            hold_message: None,
+            hold_repeat_secs: None,
+        }
+    }
+
+    /// Whether the route sets a hold program of its own.
+    pub fn has_own_hold(&self) -> bool {
+        !self.hold_music.is_empty()
+            || self.hold_message.is_some()
+            || self.hold_repeat_secs.is_some()
+    }
 }
 
 fn match_all() -> String {

@@ -19,7 +19,7 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::call::{CallControl, Effect, MediaCommand, PortSource, Settings};
+use crate::call::{CallControl, Effect, HoldPrograms, MediaCommand, PortSource, Settings};
 use crate::config::{CodecName, Config};
 use crate::media::audio_loop::HoldProgram;
 use crate::media::engine::{MediaEngine, MediaSettings, PortReserver, Reservation};
@@ -48,7 +48,7 @@ type Control = CallControl<PortReserver, flows::FlowTask>;
 /// What a reload made, ready to swap in.
 struct Reloaded {
     config: Config,
-    hold: Arc<HoldProgram>,
+    holds: HoldPrograms,
 }
 
 struct Gateway {
@@ -194,9 +194,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let demo_clip = media
         .clip(&PathBuf::from(DEMO_CLIP))
         .context("loading the demo flow's audio")?;
-    let hold = Arc::new(load_hold_program(&config, &prompts, |name| {
+    let holds = load_hold_programs(&config, &prompts, |name| {
         media.clip(name).map_err(anyhow::Error::from)
-    })?);
+    })?;
     let (originate_tx, mut originate_rx) = mpsc::unbounded_channel();
     let services = std::sync::Arc::new(flows::services(
         &config,
@@ -256,7 +256,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let endpoint = crate::sip::endpoint::Endpoint::new(endpoint_cfg, now);
     let settings = Settings {
         demo_clip,
-        hold,
+        holds,
         seed: config
             .sip
             .random_seed
@@ -441,29 +441,59 @@ fn admission_config(config: &Config) -> crate::sip::endpoint::admission::Admissi
     }
 }
 
-/// The default hold program from `[media]`: music playlist plus message.
+/// The hold programs: `[media]`'s (music playlist plus message), and one
+/// for each route that sets its own parts (the rest from `[media]`).
 /// `clip` decodes a file (relative names in the audio directory).
-fn load_hold_program(
+fn load_hold_programs(
     config: &Config,
     prompts: &Prompts,
     mut clip: impl FnMut(&Path) -> anyhow::Result<Arc<[i16]>>,
-) -> anyhow::Result<HoldProgram> {
+) -> anyhow::Result<HoldPrograms> {
     let m = &config.media;
-    let mut music = Vec::new();
-    for file in &m.hold_music {
-        music.push(clip(file).context("loading [media] hold_music")?);
-    }
-    let message = match m.hold_message.trim() {
-        "" => None,
-        name if prompts.contains_key(name) => prompts.get(name).cloned(),
-        file => Some(clip(Path::new(file)).context("loading [media] hold_message")?),
+    let mut load = |music: &[PathBuf], message: &str, repeat_secs: u64, key: &str| {
+        let mut clips = Vec::new();
+        for file in music {
+            clips.push(clip(file).with_context(|| format!("loading {key} hold_music"))?);
+        }
+        let message = match message.trim() {
+            "" => None,
+            name if prompts.contains_key(name) => prompts.get(name).cloned(),
+            file => {
+                Some(clip(Path::new(file)).with_context(|| format!("loading {key} hold_message"))?)
+            }
+        };
+        anyhow::Ok(Arc::new(HoldProgram::new(
+            clips,
+            message,
+            Duration::from_secs(repeat_secs),
+            m.hold_duck_db,
+        )))
     };
-    Ok(HoldProgram::new(
-        music,
-        message,
-        Duration::from_secs(m.hold_repeat_secs),
-        m.hold_duck_db,
-    ))
+    let default = load(
+        &m.hold_music,
+        &m.hold_message,
+        m.hold_repeat_secs,
+        "[media]",
+    )?;
+    let mut routes = Vec::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        routes.push(if r.has_own_hold() {
+            let music = if r.hold_music.is_empty() {
+                &m.hold_music
+            } else {
+                &r.hold_music
+            };
+            Some(load(
+                music,
+                r.hold_message.as_deref().unwrap_or(&m.hold_message),
+                r.hold_repeat_secs.unwrap_or(m.hold_repeat_secs),
+                &format!("routes[{i}]"),
+            )?)
+        } else {
+            None
+        });
+    }
+    Ok(HoldPrograms { default, routes })
 }
 
 /// Resolve a SIP URI's host to an address (A/AAAA only; no NAPTR/SRV yet).
@@ -677,7 +707,7 @@ impl Gateway {
             .flow_set
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(r.config.flow_set.clone());
-        self.cc.reload(&r.config, r.hold);
+        self.cc.reload(&r.config, r.holds);
     }
 
     fn export_metrics(&mut self, now: Instant) {
@@ -727,8 +757,8 @@ async fn reload(
         .context("reading the config")?
         .map_err(|errors| anyhow::anyhow!("config has errors:\n{errors}"))?;
     let prompts = render_prompts(&config).await?;
-    let (config, hold) = tokio::task::spawn_blocking(move || {
-        let hold = load_hold_program(&config, &prompts, |name| {
+    let (config, holds) = tokio::task::spawn_blocking(move || {
+        let holds = load_hold_programs(&config, &prompts, |name| {
             let path = if name.is_absolute() {
                 name.to_path_buf()
             } else {
@@ -738,12 +768,12 @@ async fn reload(
                 .get(&path)
                 .map_err(|e| anyhow::anyhow!("cannot load audio {}: {e}", path.display()))
         });
-        (config, hold)
+        (config, holds)
     })
     .await
-    .context("loading the hold program")?;
+    .context("loading the hold programs")?;
     Ok(Reloaded {
-        hold: Arc::new(hold?),
+        holds: holds?,
         config,
     })
 }
