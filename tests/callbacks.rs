@@ -547,18 +547,29 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
 }
 
 /// A callback with a SIP target instead of a flow: once the visitor
-/// answers, the agent rings (the visitor hears hold music), then the two
-/// are bridged; the agent hanging up ends the call, and the callback
-/// completes.
+/// answers, the agent rings (the visitor hears the hold music, a 400 Hz
+/// tone here), then the two are bridged (the visitor hears the agent's
+/// audio, not the music); the agent hanging up ends the call, and the
+/// callback completes.
 #[test]
 fn a_callback_to_a_target_bridges_an_agent() {
     let trunk_port = free_port();
     let agent_port = free_port();
     let visitor_media = free_port();
+    let cap = start_capture(&format!("udp dst port {visitor_media}"));
     let visitor = answer_once("uas_answer.xml", trunk_port, visitor_media);
     let agent = answer_once("uas_agent.xml", agent_port, free_port());
     std::thread::sleep(Duration::from_millis(400));
-    let s = setup(trunk_port, "");
+    let music = tempfile::tempdir().unwrap();
+    let music_file = music.path().join("music.wav");
+    write_tone(&music_file, 400.0, 4.0, 8000.0, 8000);
+    let s = setup(
+        trunk_port,
+        &format!(
+            "\n[media]\nhold_music = [\"{}\"]\nhold_message = \"\"\n",
+            music_file.display()
+        ),
+    );
     let r = post(
         &s.gw,
         OPERATOR_TOKEN,
@@ -578,5 +589,50 @@ fn a_callback_to_a_target_bridges_an_agent() {
     let visitor = visitor.join().unwrap();
     assert!(visitor.ok(), "visitor: {}", visitor.describe());
     let log = s.gw.log();
-    assert!(log.contains("transfer: bridged"), "{log}");
+    let bridged = seconds_of_day(
+        log.lines()
+            .find(|l| l.contains("transfer: bridged"))
+            .unwrap_or_else(|| panic!("never bridged:\n{log}")),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (file, _keep) = cap.stop();
+    let rtp = vec![format!("udp.port=={visitor_media},rtp")];
+    // (second of the day, 400 Hz level, RMS) per frame the visitor heard.
+    let frames: Vec<(f64, f64, f64)> =
+        tshark_fields(&file, &rtp, "rtp", &["frame.time_epoch", "rtp.payload"])
+            .iter()
+            .map(|r| {
+                let s = pcmu_hex_to_linear(&r[1]);
+                let rms = (s.iter().map(|x| x * x).sum::<f64>() / s.len().max(1) as f64).sqrt();
+                (
+                    r[0].parse::<f64>().unwrap() % 86_400.0,
+                    tone_level(&s, 400.0),
+                    rms,
+                )
+            })
+            .collect();
+    let before: Vec<_> = frames.iter().filter(|f| f.0 < bridged - 0.2).collect();
+    let after: Vec<_> = frames
+        .iter()
+        .filter(|f| f.0 > bridged + 0.4 && f.0 < bridged + 2.4)
+        .collect();
+    // The agent rings for 2 s after the visitor answers.
+    assert!(
+        before.len() > 60,
+        "{} frames before the bridge",
+        before.len()
+    );
+    let music = before.iter().filter(|f| f.1 > 5000.0).count();
+    assert!(
+        music * 10 >= before.len() * 9,
+        "hold music while the agent rings: {music}/{}",
+        before.len()
+    );
+    assert!(after.len() > 50, "{} frames after the bridge", after.len());
+    let agent_audio = after.iter().filter(|f| f.1 < 1000.0 && f.2 > 100.0).count();
+    assert!(
+        agent_audio * 2 >= after.len(),
+        "the agent's audio, not the music, after the bridge: {agent_audio}/{}",
+        after.len()
+    );
 }

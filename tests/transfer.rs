@@ -95,16 +95,6 @@ fn press_one(gw: &Gateway) -> String {
     path_str(&file)
 }
 
-fn seconds_of_day(line: &str) -> f64 {
-    let t = line
-        .split('T')
-        .nth(1)
-        .and_then(|r| r.split('Z').next())
-        .unwrap();
-    let mut p = t.split(':').map(|x| x.parse::<f64>().unwrap());
-    p.next().unwrap() * 3600.0 + p.next().unwrap() * 60.0 + p.next().unwrap()
-}
-
 /// Key 1 → the agent rings (caller hears the hold music) → answers → the
 /// agent's audio reaches the caller over the same RTP stream → the agent
 /// hangs up → the flow's next node says goodbye and hangs up.

@@ -664,3 +664,14 @@ pub fn assert_no_pii(log: &str, values: &[&str]) {
         }
     }
 }
+
+/// The seconds of the day (UTC) a gateway log line was written at.
+pub fn seconds_of_day(line: &str) -> f64 {
+    let t = line
+        .split('T')
+        .nth(1)
+        .and_then(|r| r.split('Z').next())
+        .unwrap();
+    let mut p = t.split(':').map(|x| x.parse::<f64>().unwrap());
+    p.next().unwrap() * 3600.0 + p.next().unwrap() * 60.0 + p.next().unwrap()
+}
