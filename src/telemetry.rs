@@ -62,6 +62,7 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
     counter!(names::SIP_DROPPED, "reason" => "rate_limited").absolute(s.sip.rate_limited);
     counter!(names::SIP_DROPPED, "reason" => "scanner").absolute(s.sip.scanners_dropped);
     counter!(names::CALLS_REFUSED, "reason" => "capacity").absolute(s.sip.over_capacity);
+    counter!(names::CALLS_REFUSED, "reason" => "media").absolute(s.sip.media_refused);
     counter!(names::CALLS_REFUSED, "reason" => "source_share").absolute(s.sip.over_source_share);
     counter!(names::SIP_DROPPED, "reason" => "banned").absolute(s.sip.banned_dropped);
     counter!(names::SIP_AUTH_FAILURES, "reason" => "wrong").absolute(s.sip.auth_failures);

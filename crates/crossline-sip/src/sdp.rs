@@ -1,8 +1,10 @@
 //! SDP (RFC 4566) parsing and RFC 3264 offer/answer for G.711 audio.
 //!
 //! Only the subset a G.711 gateway needs is modelled. Parsing is strict about
-//! the lines we act on (v, o, c, m, rtpmap, direction) and skips everything
-//! else, so extensions from real-world UAs don't break calls.
+//! the structure (v, o, m) and liberal about the rest: an attribute or `c=`
+//! line that doesn't parse is skipped, and a format whose `rtpmap` doesn't
+//! parse is never chosen, so one odd line from a real-world UA (RFC 4475's
+//! `a=rtpmap:31 LPC` on a video line) doesn't refuse the whole offer.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -13,6 +15,11 @@ const MAX_SDP_LEN: usize = 64 * 1024;
 const MAX_MEDIA: usize = 64;
 /// Used when neither side gives a usable a=ptime.
 const DEFAULT_PTIME_MS: u32 = 20;
+/// The audio loop's frame: what we send is a whole number of these.
+const TICK_MS: u32 = 20;
+/// The longest packet we send (RFC 3551 §4.5: 10..=60 ms is what G.711
+/// peers must take).
+const MAX_SEND_PTIME_MS: u32 = 60;
 /// G.711 clock rate (RFC 3551).
 const G711_CLOCK: u32 = 8000;
 
@@ -193,6 +200,10 @@ pub struct MediaDescription {
     pub fmtps: Vec<(u8, String)>,
     /// `a=ptime` in ms, if it parses.
     pub ptime: Option<u32>,
+    /// `a=maxptime` in ms, if it parses.
+    pub maxptime: Option<u32>,
+    /// Payload types whose `a=rtpmap` didn't parse: never chosen.
+    pub unparsed: Vec<u8>,
     /// Media-level direction, if any.
     pub direction: Option<Direction>,
     /// Media-level `c=` address, if any.
@@ -209,6 +220,8 @@ impl MediaDescription {
             rtpmaps: Vec::new(),
             fmtps: Vec::new(),
             ptime: None,
+            maxptime: None,
+            unparsed: Vec::new(),
             direction: None,
             connection: None,
         }
@@ -230,6 +243,9 @@ impl MediaDescription {
     /// G.711 codec behind one format, by rtpmap or else static PT.
     fn codec_for(&self, fmt: &str) -> Option<(Codec, u8)> {
         let pt = parse_pt(fmt)?;
+        if self.unparsed.contains(&pt) {
+            return None;
+        }
         match self.rtpmap(pt) {
             Some(r) => {
                 let codec = Codec::from_name(&r.encoding)?;
@@ -278,8 +294,10 @@ pub struct SessionDescription {
 }
 
 impl SessionDescription {
-    /// Parse SDP text (CRLF or LF line ends). Requires `v=0` first and an
-    /// `o=` line; unknown lines and attributes are skipped.
+    /// Parse SDP text (CRLF or LF line ends). Requires `v=0` first, one
+    /// `o=` line before the media, and well-formed `m=` lines; unknown
+    /// lines, and attributes or `c=` lines that don't parse, are skipped
+    /// (a repeated `c=` or direction keeps the first).
     pub fn parse(text: &str) -> Result<Self, SdpError> {
         if text.len() > MAX_SDP_LEN {
             return Err(SdpError::TooLarge);
@@ -315,13 +333,19 @@ impl SessionDescription {
                     origin = Some(parse_origin(value).ok_or(bad("invalid o= line"))?);
                 }
                 b'c' => {
-                    let addr = parse_connection(value).ok_or(bad("invalid c= line"))?;
+                    // A host name or an unknown address type: not an
+                    // address we can send to, but no reason to refuse the
+                    // session (the stream using it will be).
+                    let Some(addr) = parse_connection(value) else {
+                        continue;
+                    };
                     let slot = match media.last_mut() {
                         Some(m) => &mut m.connection,
                         None => &mut connection,
                     };
-                    if slot.replace(addr).is_some() {
-                        return Err(bad("repeated c= line"));
+                    // Layered multicast repeats c=; the first is the base.
+                    if slot.is_none() {
+                        *slot = Some(addr);
                     }
                 }
                 b'm' => {
@@ -340,9 +364,9 @@ impl SessionDescription {
                             Some(m) => &mut m.direction,
                             None => &mut direction,
                         };
-                        // Conflicting directions would make the hold state ambiguous.
-                        if slot.replace(d).is_some() {
-                            return Err(bad("repeated direction attribute"));
+                        // The first one counts; a second is a UA's mistake.
+                        if slot.is_none() {
+                            *slot = Some(d);
                         }
                         continue;
                     }
@@ -351,9 +375,15 @@ impl SessionDescription {
                         continue;
                     };
                     match name.to_ascii_lowercase().as_str() {
-                        "rtpmap" => m
-                            .rtpmaps
-                            .push(parse_rtpmap(val).ok_or(bad("invalid a=rtpmap"))?),
+                        "rtpmap" => match parse_rtpmap(val) {
+                            Some(map) => m.rtpmaps.push(map),
+                            // Known PT, odd mapping: that format is unusable.
+                            None => {
+                                if let Some(pt) = val.split_whitespace().next().and_then(parse_pt) {
+                                    m.unparsed.push(pt);
+                                }
+                            }
+                        },
                         "fmtp" => {
                             // Non-RTP formats may be non-numeric; skip those.
                             let (fmt, params) = val.split_once(' ').unwrap_or((val, ""));
@@ -362,6 +392,7 @@ impl SessionDescription {
                             }
                         }
                         "ptime" => m.ptime = parse_ptime(val),
+                        "maxptime" => m.maxptime = parse_ptime(val),
                         _ => {}
                     }
                 }
@@ -405,7 +436,8 @@ pub struct Negotiated {
     pub telephone_event_pt: Option<u8>,
     /// Media c= overrides session c=; 0.0.0.0 is kept as-is.
     pub remote_rtp: SocketAddr,
-    /// Packetisation we should send with (peer's a=ptime, else ours, else 20).
+    /// Packetisation we send with, ms: the peer's `a=ptime` (10..=60) in
+    /// whole 20 ms frames, at most its `a=maxptime`; else ours.
     pub ptime_ms: u32,
     /// What WE do.
     pub local_direction: Direction,
@@ -463,10 +495,25 @@ fn negotiate(
         payload_type,
         telephone_event_pt: m.telephone_event_pt(),
         remote_rtp: SocketAddr::new(ip, m.port),
-        ptime_ms: m.ptime.filter(|&p| sane_ptime(p)).unwrap_or(local.ptime()),
+        ptime_ms: send_ptime(m, local.ptime()),
         local_direction,
         remote_on_hold: null_addr || matches!(peer_dir, Direction::SendOnly | Direction::Inactive),
     })
+}
+
+/// The packet length we send for the peer's `a=ptime`/`a=maxptime`: whole
+/// audio-loop frames (20, 40 or 60 ms), never over its maxptime unless that
+/// is under one frame; `ours` when it asks for nothing we can do.
+fn send_ptime(m: &MediaDescription, ours: u32) -> u32 {
+    let whole = |ms: u32| (ms / TICK_MS * TICK_MS).clamp(TICK_MS, MAX_SEND_PTIME_MS);
+    let wanted = m
+        .ptime
+        .filter(|p| (10..=MAX_SEND_PTIME_MS).contains(p))
+        .map_or(whole(ours), whole);
+    match m.maxptime.filter(|&p| p >= 10) {
+        Some(max) => wanted.min(whole(max)),
+        None => wanted,
+    }
 }
 
 /// RFC 3264 answer to `offer`.
@@ -478,16 +525,7 @@ pub fn answer(
     offer: &SessionDescription,
     local: &LocalMedia,
 ) -> Result<(Negotiated, String), SdpError> {
-    let (index, m, codec, pt) = offer
-        .media
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.is_usable_audio())
-        .find_map(|(i, m)| {
-            let (codec, pt) = m.first_common_codec(&local.codecs)?;
-            Some((i, m, codec, pt))
-        })
-        .ok_or(SdpError::NoCommonCodec)?;
+    let (index, m, codec, pt) = pick_audio(offer, &local.codecs)?;
     let negotiated = negotiate(offer, m, codec, pt, local)?;
 
     let mut sdp = session_header(local);
@@ -499,7 +537,7 @@ pub fn answer(
                 &om.proto,
                 &[(codec, pt)],
                 negotiated.telephone_event_pt,
-                local.ptime(),
+                negotiated.ptime_ms,
                 negotiated.local_direction,
             );
         } else {
@@ -513,6 +551,33 @@ pub fn answer(
         }
     }
     Ok((negotiated, sdp))
+}
+
+/// Whether [`answer`] would accept `offer` with these codecs: checked when
+/// an INVITE arrives, so a call we can't carry gets its 488 at once.
+pub fn answerable(offer: &SessionDescription, codecs: &[Codec]) -> Result<(), SdpError> {
+    let (_, m, _, _) = pick_audio(offer, codecs)?;
+    offer
+        .connection_of(m)
+        .map(|_| ())
+        .ok_or(SdpError::MissingConnection)
+}
+
+/// The audio m-line we answer (its index), and its codec and PT.
+fn pick_audio<'a>(
+    offer: &'a SessionDescription,
+    codecs: &[Codec],
+) -> Result<(usize, &'a MediaDescription, Codec, u8), SdpError> {
+    offer
+        .media
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.is_usable_audio())
+        .find_map(|(i, m)| {
+            let (codec, pt) = m.first_common_codec(codecs)?;
+            Some((i, m, codec, pt))
+        })
+        .ok_or(SdpError::NoCommonCodec)
 }
 
 /// Our offer: all codecs in preference order, telephone-event, a=ptime and
@@ -784,7 +849,8 @@ mod tests {
         assert_eq!(neg.codec, Codec::Pcma);
         assert_eq!(neg.payload_type, 8);
         assert_eq!(neg.telephone_event_pt, Some(101));
-        assert_eq!(neg.ptime_ms, 30);
+        // 30 ms isn't a whole number of our 20 ms frames: we send 20.
+        assert_eq!(neg.ptime_ms, 20);
         assert_eq!(neg.remote_rtp, "198.51.100.7:5004".parse().unwrap());
         assert!(text.contains("m=audio 40000 RTP/AVP 8 101\r\n"), "{text}");
         assert!(text.contains("a=rtpmap:8 PCMA/8000\r\n"));
@@ -956,9 +1022,63 @@ mod tests {
         assert!(text.contains("c=IN IP6 2001:db8::2\r\n"));
         let back = SessionDescription::parse(&text).unwrap();
         assert_eq!(back.connection, Some(l.address));
-        // Wrong address family for the type is an error.
+        // Wrong address family for the type: no address for the stream.
         let bad = offer.replace("c=IN IP6", "c=IN IP4");
-        assert!(SessionDescription::parse(&bad).is_err());
+        let sd = SessionDescription::parse(&bad).unwrap();
+        assert_eq!(answer(&sd, &l), Err(SdpError::MissingConnection));
+    }
+
+    /// What we send for an offer's ptime/maxptime: whole 20 ms frames up
+    /// to 60 ms, never over maxptime; and the answer says so.
+    #[test]
+    fn ptime_and_maxptime_in_whole_frames() {
+        let cases = [
+            ("", 20),
+            ("a=ptime:10\r\n", 20),
+            ("a=ptime:20\r\n", 20),
+            ("a=ptime:30\r\n", 20),
+            ("a=ptime:40\r\n", 40),
+            ("a=ptime:50\r\n", 40),
+            ("a=ptime:60\r\n", 60),
+            ("a=ptime:90\r\n", 20),
+            ("a=ptime:60\r\na=maxptime:40\r\n", 40),
+            ("a=ptime:60\r\na=maxptime:10\r\n", 20),
+            ("a=maxptime:60\r\n", 20),
+            ("a=ptime:abc\r\na=maxptime:\r\n", 20),
+        ];
+        for (attrs, want) in cases {
+            let offer = format!(
+                "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                 m=audio 4000 RTP/AVP 0\r\n{attrs}"
+            );
+            let sd = SessionDescription::parse(&offer).unwrap();
+            let (n, text) = answer(&sd, &local_v4()).unwrap();
+            assert_eq!(n.ptime_ms, want, "{attrs:?}");
+            assert!(
+                text.contains(&format!("a=ptime:{want}\r\n")),
+                "{attrs:?}: {text}"
+            );
+        }
+    }
+
+    /// RFC 4475 esc01/longreq: `a=rtpmap:31 LPC` (no clock rate) on a video
+    /// line. The audio is answered, the video refused with port 0.
+    #[test]
+    fn an_odd_rtpmap_on_a_format_we_would_not_use_is_ignored() {
+        let offer = "v=0\r\no=mhandley 29739 7272939 IN IP4 192.0.2.3\r\ns=-\r\n\
+            c=IN IP4 192.0.2.4\r\nt=0 0\r\nm=audio 49217 RTP/AVP 0 12\r\n\
+            m=video 3227 RTP/AVP 31\r\na=rtpmap:31 LPC\r\n";
+        let sd = SessionDescription::parse(offer).unwrap();
+        assert_eq!(sd.media[1].unparsed, vec![31]);
+        let (n, text) = answer(&sd, &local_v4()).unwrap();
+        assert_eq!(n.codec, Codec::Pcmu);
+        assert!(text.contains("m=audio 40000 RTP/AVP 0\r\n"), "{text}");
+        assert!(text.ends_with("m=video 0 RTP/AVP 31\r\n"), "{text}");
+        // The same oddity on the audio format we'd use: the next one serves.
+        let odd = "v=0\r\no=- 1 1 IN IP4 192.0.2.3\r\ns=-\r\nc=IN IP4 192.0.2.4\r\nt=0 0\r\n\
+            m=audio 49217 RTP/AVP 0 8\r\na=rtpmap:0 PCMU\r\n";
+        let sd = SessionDescription::parse(odd).unwrap();
+        assert_eq!(answer(&sd, &local_v4()).unwrap().0.codec, Codec::Pcma);
     }
 
     #[test]
@@ -988,21 +1108,11 @@ mod tests {
             "v=0\r\n",
             "v=0\r\nv=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n",
             "v=0\r\no=user1 53655765\r\n",
-            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP4\r\n",
-            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP4 example.com\r\n",
-            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP4 1.2.3.4\r\nc=IN IP4 1.2.3.4\r\n",
-            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP5 1.2.3.4\r\n",
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio\r\n",
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP\r\n",
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 70000 RTP/AVP 0\r\n",
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio -1 RTP/AVP 0\r\n",
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 6000/0 RTP/AVP 0\r\n",
-            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0\r\n",
-            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n",
-            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:300 PCMU/8000\r\n",
-            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000/1/2\r\n",
-            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 /8000\r\n",
-            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\na=sendonly\r\na=recvonly\r\n",
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\no=- 1 1 IN IP4 1.2.3.4\r\n",
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nthis is not sdp\r\n",
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n=\r\n",
@@ -1011,6 +1121,31 @@ mod tests {
         for c in cases {
             assert!(SessionDescription::parse(c).is_err(), "{c:?}");
         }
+        // Odd lines in a well-formed session: it parses (no 400), and the
+        // stream they spoil can't be answered (488), whichever it is.
+        let spoilt = [
+            "c=IN IP4\r\nm=audio 6000 RTP/AVP 0\r\n",
+            "c=IN IP4 example.com\r\nm=audio 6000 RTP/AVP 0\r\n",
+            "c=IN IP5 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\n",
+            "c=IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0\r\n",
+            "c=IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n",
+            "c=IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000/1/2\r\n",
+            "c=IN IP4 1.2.3.4\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 /8000\r\n",
+        ];
+        for c in spoilt {
+            let text = format!("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n{c}");
+            let sd = SessionDescription::parse(&text).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            assert!(answer(&sd, &local_v4()).is_err(), "{c:?}");
+        }
+        // Repeats keep the first; a PT out of range is no mapping at all.
+        let sd = SessionDescription::parse(
+            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP4 1.2.3.4\r\nc=IN IP4 5.6.7.8\r\n\
+             m=audio 6000 RTP/AVP 0\r\na=rtpmap:300 PCMU/8000\r\na=sendonly\r\na=recvonly\r\n",
+        )
+        .unwrap();
+        assert_eq!(sd.connection, Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(sd.media[0].direction, Some(Direction::SendOnly));
+        assert_eq!(answer(&sd, &local_v4()).unwrap().0.codec, Codec::Pcmu);
         assert_eq!(
             SessionDescription::parse(&"a".repeat(MAX_SDP_LEN + 1)),
             Err(SdpError::TooLarge)

@@ -168,7 +168,29 @@ impl Endpoint {
             }
         }
         resp.headers.push("Server", self.config.user_agent.clone());
+        if status == 488 {
+            // RFC 3261 §20.43: say why, so the far end can log it.
+            resp.headers.push(
+                "Warning",
+                format!(
+                    "305 {} \"Incompatible media format\"",
+                    warn_agent(&self.config.user_agent)
+                ),
+            );
+        }
         resp
+    }
+
+    /// §21.4.7: the answer would carry SDP, but the request's Accept (when
+    /// present) rules it out (RFC 4475 sdp01).
+    fn refuses_sdp(req: &Request) -> bool {
+        req.headers.get("Accept").is_some()
+            && !req.headers.tokens("Accept").iter().any(|t| {
+                let media = t.split(';').next().unwrap_or("").trim();
+                ["application/sdp", "application/*", "*/*"]
+                    .iter()
+                    .any(|ok| media.eq_ignore_ascii_case(ok))
+            })
     }
 
     fn reply(&mut self, now: Instant, key: &ServerKey, req: &Request, status: u16) {
@@ -176,7 +198,7 @@ impl Endpoint {
         let mut resp = self.make_response(req, status, Some(&tag));
         match status {
             405 => resp.headers.push("Allow", ALLOW),
-            415 => {
+            406 | 415 => {
                 resp.headers.push("Accept", ACCEPT);
             }
             503 => resp.headers.push(
@@ -189,6 +211,21 @@ impl Endpoint {
     }
 
     fn uas_core(&mut self, now: Instant, key: ServerKey, peer: Peer, req: Request) {
+        // RFC 4475 multi01, mcl01: a header that takes one value given
+        // several; which one the sender meant is anyone's guess.
+        if SINGLE_VALUED
+            .iter()
+            .any(|h| req.headers.get_all(h).nth(1).is_some())
+        {
+            self.counters.parse_errors += 1;
+            self.reply(now, &key, &req, 400);
+            return;
+        }
+        // §8.2.2.1: a Request-URI scheme we don't serve (RFC 4475 unkscm).
+        if !["sip", "sips", "tel"].contains(&req.uri.scheme.as_str()) {
+            self.reply(now, &key, &req, 416);
+            return;
+        }
         // §8.2.2.3: options we don't support.
         let unsupported: Vec<String> = req
             .headers
@@ -253,6 +290,10 @@ impl Endpoint {
             self.reply(now, &key, &req, 503);
             return;
         }
+        if Self::refuses_sdp(&req) {
+            self.reply(now, &key, &req, 406);
+            return;
+        }
         // §8.2.2.2: the same request via another path is a loop/merge.
         let from_tag = req
             .headers
@@ -304,6 +345,15 @@ impl Endpoint {
         let Some(trunk) = self.authorize_inbound(now, &key, peer, &req) else {
             return;
         };
+        if let Some(Err(why)) = offer
+            .as_ref()
+            .map(|o| crate::sdp::answerable(o, &self.config.codecs))
+        {
+            tracing::info!(%why, "INVITE refused: no audio stream we can carry");
+            self.counters.media_refused += 1;
+            self.reply(now, &key, &req, 488);
+            return;
+        }
         if self.over_capacity(trunk.as_deref()) {
             self.counters.over_capacity += 1;
             self.reply(now, &key, &req, 503);
@@ -675,3 +725,28 @@ impl Endpoint {
         }
     }
 }
+
+/// A Warning's agent: the first word of our User-Agent if it is a token
+/// (RFC 3261 pseudonym), else "crossline".
+fn warn_agent(user_agent: &str) -> &str {
+    user_agent
+        .split(['/', ' '])
+        .next()
+        .filter(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        })
+        .unwrap_or("crossline")
+}
+
+/// Headers that carry one value (RFC 3261 §20); more than one is a 400.
+const SINGLE_VALUED: [&str; 7] = [
+    "Call-ID",
+    "CSeq",
+    "From",
+    "To",
+    "Max-Forwards",
+    "Content-Length",
+    "Content-Type",
+];

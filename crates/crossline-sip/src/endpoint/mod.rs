@@ -342,6 +342,8 @@ pub struct Counters {
     pub over_capacity: u64,
     /// INVITEs refused with 503: their source holds its share of calls.
     pub over_source_share: u64,
+    /// INVITEs refused with 488: no audio stream we can carry.
+    pub media_refused: u64,
     /// Requests dropped: their source is banned for failed sign-ins.
     pub banned_dropped: u64,
     /// Wrong digest answers, and those refused unchecked (user banned).

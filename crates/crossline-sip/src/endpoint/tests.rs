@@ -377,8 +377,25 @@ fn uas_error_answers() {
     t.responses();
     t.recv(0, &invite("z9hG4bK9", "c8", &sdp_offer("0", ""), ""));
     assert_eq!(statuses(&t.responses()), vec![482]);
-    // No common codec: answer() sends 488 and the call ends.
+    // No audio we can carry: 488 with a Warning at once, and no call.
+    let calls_before = t.ep.counters.calls_started;
+    t.events();
     t.recv(0, &invite("z9hG4bK10", "c10", "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n", ""));
+    let r = t.responses();
+    assert_eq!(statuses(&r), vec![488]);
+    assert_eq!(
+        r[0].headers.get("Warning"),
+        Some("305 crossline \"Incompatible media format\"")
+    );
+    assert_eq!(t.ep.counters.calls_started, calls_before);
+    assert_eq!(t.ep.counters.media_refused, 1);
+    assert!(!t
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::IncomingCall(_))));
+    // An offer the endpoint takes, answered with media that can't carry
+    // it: answer() sends the 488 and the call ends.
+    t.recv(0, &invite("z9hG4bK11", "c11", &sdp_offer("8", ""), ""));
     t.responses();
     let call = t
         .events()
@@ -389,11 +406,15 @@ fn uas_error_answers() {
             _ => None,
         })
         .unwrap();
+    let mut ulaw_only = media(20010);
+    ulaw_only.codecs = vec![crate::sdp::Codec::Pcmu];
     assert_eq!(
-        t.ep.answer(t.at(1), call, media(20010)),
+        t.ep.answer(t.at(1), call, ulaw_only),
         Err(EndpointError::NoCommonCodec)
     );
-    assert_eq!(statuses(&t.responses()), vec![488]);
+    let r = t.responses();
+    assert_eq!(statuses(&r), vec![488]);
+    assert!(r[0].headers.get("Warning").is_some());
 }
 
 #[test]
@@ -1394,4 +1415,59 @@ fn a_seed_replays_tags_branches_call_ids_and_cseq_starts() {
     assert_ne!(seeded, identifiers_with_seed(Some(8)));
     // Unseeded, as in production: OS entropy, never the same twice.
     assert_ne!(identifiers_with_seed(None), identifiers_with_seed(None));
+}
+
+/// Every RFC 4475 torture message that parses as a request gets the answer
+/// `sip-fixtures/rfc4475/ANSWERS.tsv` gives it ("call" = taken as a call:
+/// 100 Trying and an incoming call; "-" = no answer at all).
+#[test]
+fn rfc4475_requests_get_the_right_answer() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sip-fixtures/rfc4475");
+    let answers = std::fs::read_to_string(dir.join("ANSWERS.tsv")).unwrap_or_default();
+    let mut table = Vec::new();
+    let mut wrong = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "dat") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let data = std::fs::read(&path).unwrap();
+        let mut t = T::new();
+        t.ep.handle_datagram(t.at(0), local(), peer(), &data);
+        // Status codes from the status lines: a 400 may echo a header that
+        // doesn't parse (that is why it is a 400).
+        let mut statuses = Vec::new();
+        while let Some(out) = t.ep.poll_transmit() {
+            let text = String::from_utf8_lossy(&out.payload).into_owned();
+            if let Some(code) = text.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)) {
+                statuses.push(code.to_string());
+            }
+        }
+        let call = t
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::IncomingCall(_)));
+        let got = match (call, statuses.as_slice()) {
+            (true, [s]) if s == "100" => "call".to_string(),
+            (_, []) => "-".to_string(),
+            _ => statuses.join(","),
+        };
+        let want = answers
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.split_once('\t').filter(|(f, _)| *f == name))
+            .map(|(_, w)| w.split('\t').next().unwrap_or("").to_string());
+        if want.as_deref() != Some(got.as_str()) {
+            wrong.push(format!("{name}: got {got}, want {want:?}"));
+        }
+        table.push(format!("{name}\t{got}"));
+    }
+    table.sort();
+    assert!(
+        wrong.is_empty(),
+        "{}\n\nall:\n{}",
+        wrong.join("\n"),
+        table.join("\n")
+    );
 }
