@@ -651,14 +651,14 @@ impl Switchboard {
         }
         metrics::counter!(names::CHAT_WEB_LINKS, "event" => "sent").increment(1);
         // The token stays out of the transcript: the link is a key.
-        let who = match by {
-            SwitchBy::Operator => "An operator sent",
-            SwitchBy::Keyword => "The visitor asked for; we sent",
+        let how = match by {
+            SwitchBy::Operator => "An operator sent a link to the web chat",
+            SwitchBy::Keyword => "The visitor asked for a link to the web chat, sent",
         };
         conv.note(
             Role::System,
             &format!(
-                "{who} a link to the web chat by {} ({}). The conversation moves there when it is opened.",
+                "{how} by {} ({}). The conversation moves there when it is opened.",
                 channel.label(),
                 crate::mask::phone(to)
             ),
