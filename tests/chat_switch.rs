@@ -265,6 +265,25 @@ fn visitor_chats(b: &Browser, gw: &Gateway, choice: &str) -> String {
     id.as_str().unwrap().to_string()
 }
 
+/// A visitor in a phone's browser who asked for an agent, and their
+/// conversation's id.
+fn visitor_waits_for_agent(gw: &Gateway) -> (Browser, String) {
+    let visitor = Browser::phone();
+    let id = visitor_chats(&visitor, gw, "agent");
+    visitor.wait_js(&page_has("an agent will be with you"), WAIT, "the handoff");
+    (visitor, id)
+}
+
+/// The visitor clicks "Switch to SMS/WhatsApp" and sends a number.
+fn visitor_switches(visitor: &Browser, channel: &str, phone: &str) {
+    let button = format!("#switch-{channel}");
+    visitor.wait_js(&visible(&button), WAIT, "the switch button");
+    visitor.click(&button);
+    visitor.wait_js(&visible("#switch-panel"), WAIT, "the phone panel");
+    visitor.type_into("#switch-phone", phone);
+    visitor.click("#switch-go");
+}
+
 fn operator_logs_in(b: &Browser, gw: &Gateway) {
     b.goto(&format!("http://127.0.0.1:{}/console/", gw.http_port));
     b.wait_js(
@@ -312,12 +331,9 @@ fn operator_replies(b: &Browser, text: &str) {
 #[test]
 fn web_to_sms_reply_in_console_and_back_to_web() {
     let s = setup();
-    let visitor = Browser::phone();
+    let (visitor, id) = visitor_waits_for_agent(&s.gw);
     let operator = Browser::desktop();
     let shots = artifacts_dir("chat_switch");
-
-    let id = visitor_chats(&visitor, &s.gw, "agent");
-    visitor.wait_js(&page_has("an agent will be with you"), WAIT, "the handoff");
     operator_logs_in(&operator, &s.gw);
     operator.wait_js(&badge_is(&id, "web"), WAIT, "a web badge");
     operator_opens(&operator, &id);
@@ -507,9 +523,7 @@ fn web_to_sms_reply_in_console_and_back_to_web() {
 #[test]
 fn failed_switch_then_revert_within_the_window() {
     let s = setup();
-    let visitor = Browser::phone();
-    let id = visitor_chats(&visitor, &s.gw, "agent");
-    visitor.wait_js(&page_has("an agent will be with you"), WAIT, "the handoff");
+    let (visitor, id) = visitor_waits_for_agent(&s.gw);
 
     // Not a number anywhere: the server's numbering plan check says so.
     visitor.click("#switch-sms");
@@ -581,11 +595,9 @@ fn failed_switch_then_revert_within_the_window() {
 #[test]
 fn visitor_action_command_moves_the_chat_to_whatsapp() {
     let s = setup();
-    let visitor = Browser::phone();
+    let (visitor, id) = visitor_waits_for_agent(&s.gw);
     let operator = Browser::desktop();
     let shots = artifacts_dir("chat_switch");
-    let id = visitor_chats(&visitor, &s.gw, "agent");
-    visitor.wait_js(&page_has("an agent will be with you"), WAIT, "the handoff");
     operator_logs_in(&operator, &s.gw);
     operator_opens(&operator, &id);
 
@@ -922,11 +934,9 @@ fn stop_and_start_from_a_phone() {
 #[test]
 fn web_to_sms_to_whatsapp_and_back_to_web_in_one_transcript() {
     let s = setup();
-    let visitor = Browser::phone();
+    let (visitor, id) = visitor_waits_for_agent(&s.gw);
     let operator = Browser::desktop();
     let shots = artifacts_dir("chat_switch");
-    let id = visitor_chats(&visitor, &s.gw, "agent");
-    visitor.wait_js(&page_has("an agent will be with you"), WAIT, "the handoff");
     visitor.type_into("#composer-input", "Escribo desde la web");
     visitor.click("#composer-send");
     operator_logs_in(&operator, &s.gw);
@@ -938,11 +948,7 @@ fn web_to_sms_to_whatsapp_and_back_to_web_in_one_transcript() {
     );
 
     // Web → SMS: the visitor's button, and the code typed back.
-    visitor.wait_js(&visible("#switch-sms"), WAIT, "the SMS button");
-    visitor.click("#switch-sms");
-    visitor.wait_js(&visible("#switch-panel"), WAIT, "the phone panel");
-    visitor.type_into("#switch-phone", "612 345 678");
-    visitor.click("#switch-go");
+    visitor_switches(&visitor, "sms", "612 345 678");
     let code = wait_sms(&s.log, VISITOR, "your code is");
     visitor_types_code(&visitor, &code_in(&code["Body"]));
     operator.wait_js(&badge_is(&id, "sms"), WAIT, "the SMS badge");
@@ -1225,14 +1231,8 @@ fn keywords_and_the_operator_move_a_phone_chat_between_sms_and_whatsapp() {
 #[test]
 fn the_visitors_whatsapp_button_moves_the_chat_to_whatsapp() {
     let s = setup();
-    let visitor = Browser::phone();
-    let id = visitor_chats(&visitor, &s.gw, "agent");
-    visitor.wait_js(&page_has("an agent will be with you"), WAIT, "the handoff");
-    visitor.wait_js(&visible("#switch-whatsapp"), WAIT, "the WhatsApp button");
-    visitor.click("#switch-whatsapp");
-    visitor.wait_js(&visible("#switch-panel"), WAIT, "the phone panel");
-    visitor.type_into("#switch-phone", "612 345 678");
-    visitor.click("#switch-go");
+    let (visitor, id) = visitor_waits_for_agent(&s.gw);
+    visitor_switches(&visitor, "whatsapp", "612 345 678");
     let code = wait_whatsapp(&s.log, "the code template", |m| {
         m["type"] == "template" && m["template"]["name"] == "switch_code"
     });

@@ -540,6 +540,19 @@ impl Switchboard {
         Ok(id)
     }
 
+    /// What a keyword makes us send is budgeted per number, like any
+    /// other text a stranger can cause.
+    fn admit_keyword(&self, channel: ChannelKind, to: &str) -> Result<(), SwitchError> {
+        self.policy
+            .admit(
+                Instant::now(),
+                channel.as_str(),
+                to,
+                crate::messaging::policy::Requester::default(),
+            )
+            .map_err(SwitchError::Refused)
+    }
+
     /// The welcome on the channel a conversation moved to.
     fn moved_welcome(&self, from: ChannelKind) -> String {
         let from = match from {
@@ -570,14 +583,7 @@ impl Switchboard {
         }
         let (from_channel, from_address) = conv.active();
         if by == SwitchBy::Keyword {
-            self.policy
-                .admit(
-                    Instant::now(),
-                    target.as_str(),
-                    to,
-                    crate::messaging::policy::Requester::default(),
-                )
-                .map_err(SwitchError::Refused)?;
+            self.admit_keyword(target, to)?;
         }
         let welcome = self.moved_welcome(from_channel);
         self.send_welcome(target, to, &welcome, &conv.id)
@@ -627,14 +633,7 @@ impl Switchboard {
             return Err(SwitchError::Closed);
         }
         if by == SwitchBy::Keyword {
-            self.policy
-                .admit(
-                    Instant::now(),
-                    channel.as_str(),
-                    to,
-                    crate::messaging::policy::Requester::default(),
-                )
-                .map_err(SwitchError::Refused)?;
+            self.admit_keyword(channel, to)?;
         }
         let now = Instant::now();
         let token = self.links.issue(&conv.id, now);
@@ -1462,14 +1461,20 @@ mod tests {
         }
     }
 
+    /// A conversation opened by a text from `from`.
+    async fn phone_chat(r: &Rig, from: &str) -> Arc<Conversation> {
+        match r.board.inbound(sms("SM1", from, "hola")).await {
+            InboundOutcome::Delivered(id) => r.hub.get(&id).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn keywords_move_a_phone_conversation_between_sms_and_whatsapp() {
         let r = rig();
         let from = "+34612345678";
-        let InboundOutcome::Delivered(id) = r.board.inbound(sms("SM1", from, "hola")).await else {
-            panic!("not delivered")
-        };
-        let c = r.hub.get(&id).unwrap();
+        let c = phone_chat(&r, from).await;
+        let id = c.id.clone();
         // A keyword inside a sentence is just text.
         r.board
             .inbound(sms("SM2", from, "can we use WhatsApp instead?"))
@@ -1538,10 +1543,8 @@ mod tests {
     async fn a_web_link_moves_the_conversation_only_when_opened_and_only_once() {
         let r = rig();
         let from = "+34612345678";
-        let InboundOutcome::Delivered(id) = r.board.inbound(sms("SM1", from, "hola")).await else {
-            panic!("not delivered")
-        };
-        let c = r.hub.get(&id).unwrap();
+        let c = phone_chat(&r, from).await;
+        let id = c.id.clone();
         r.board.inbound(sms("SM2", from, "Web")).await;
         let link = r.sms.texts().pop().unwrap();
         let token = link

@@ -920,6 +920,28 @@ mod tests {
     }
 
     #[test]
+    fn switch_keywords_and_web_links_are_checked() {
+        assert!(errors("[chat]\nswitch_keywords = { WA = \"whatsapp\" }\n").is_empty());
+        assert!(errors("[chat]\nswitch_keywords = {}\n").is_empty());
+        for (bad, says) in [
+            ("{ FAX = \"fax\" }", "not a channel"),
+            ("{ STOP = \"sms\" }", "opt-out"),
+            ("{ Web = \"web\", WEB = \"sms\" }", "twice"),
+            ("{ \" \" = \"web\" }", "1 to 32 bytes"),
+        ] {
+            let e = errors(&format!("[chat]\nswitch_keywords = {bad}\n"));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert!(e[0].contains("chat.switch_keywords"), "{e:?}");
+            assert!(e[0].contains(says), "{bad}: {e:?}");
+        }
+        let e = errors("[chat]\nweb_link_ttl_secs = 30\n");
+        assert!(
+            e.len() == 1 && e[0].contains("chat.web_link_ttl_secs"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crossline.example.toml");
         if let Err(e) = Config::load(&path) {

@@ -574,6 +574,19 @@ fn phone_channel(c: &str) -> Result<crate::chat::ChannelKind, Response> {
     }
 }
 
+/// An open conversation, or 404.
+// A refusal is a whole Response; it is the cold path.
+#[allow(clippy::result_large_err)]
+async fn live_conversation(
+    s: &HttpState,
+    id: &str,
+) -> Result<std::sync::Arc<crate::chat::Conversation>, Response> {
+    super::conversation(s, id, None)
+        .await
+        .filter(|c| !c.is_closed())
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no live conversation with that id"))
+}
+
 /// The visitor action command: ask the web visitor for a phone number,
 /// then switch to `channel` when they answer.
 async fn visitor_action(
@@ -591,12 +604,7 @@ async fn visitor_action(
     if !s.services.switchboard.channels().contains(&channel) {
         return error(StatusCode::CONFLICT, "that channel is not configured");
     }
-    let Some(conv) = super::conversation(&s, &id, None)
-        .await
-        .filter(|c| !c.is_closed())
-    else {
-        return error(StatusCode::NOT_FOUND, "no live conversation with that id");
-    };
+    let conv = tri!(live_conversation(&s, &id).await);
     if conv.active().0 != crate::chat::ChannelKind::Web {
         return error(StatusCode::CONFLICT, "the visitor is not in the web chat");
     }
@@ -633,12 +641,7 @@ async fn switch_conversation(
             "channel must be web, sms or whatsapp (and no action)",
         );
     };
-    let Some(conv) = super::conversation(&s, &id, None)
-        .await
-        .filter(|c| !c.is_closed())
-    else {
-        return error(StatusCode::NOT_FOUND, "no live conversation with that id");
-    };
+    let conv = tri!(live_conversation(&s, &id).await);
     let board = &s.services.switchboard;
     let (on, to) = match conv.active() {
         (on @ (ChannelKind::Sms | ChannelKind::WhatsApp), Some(to)) => (on, to),
