@@ -126,6 +126,36 @@ fn whatsapp_sent(log: &Log) -> Vec<Value> {
         .collect()
 }
 
+/// The first WhatsApp message sent that `wanted` accepts, waiting for it.
+fn wait_whatsapp(log: &Log, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(m) = whatsapp_sent(log).into_iter().find(|m| wanted(m)) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "no WhatsApp message: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A WhatsApp free-text message with exactly this body.
+fn whatsapp_text(body: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |m| m["type"] == "text" && m["text"]["body"] == body
+}
+
+/// The path of the web chat link in a text: `/w/<token>`.
+fn link_path(text: &str) -> String {
+    let token: String = text
+        .split("/w/")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no link in {text:?}"))
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    assert_eq!(token.len(), 22, "{text}");
+    format!("/w/{token}")
+}
+
 // ---- the API -------------------------------------------------------------
 
 fn api(gw: &Gateway, method: &str, path: &str, body: Option<&Value>) -> HttpReply {
@@ -156,6 +186,27 @@ fn count_text(gw: &Gateway, id: &str, text: &str) -> usize {
         .iter()
         .filter(|m| m["text"] == text)
         .count()
+}
+
+/// Every transcript entry's text, in order.
+fn transcript_texts(gw: &Gateway, id: &str) -> Vec<String> {
+    conversation(gw, id)["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Each of `wanted` is in some entry of `entries`, one after another.
+fn assert_in_order(entries: &[String], wanted: &[&str]) {
+    let mut rest = entries.iter();
+    for w in wanted {
+        assert!(
+            rest.any(|e| e.contains(w)),
+            "{w:?} missing or out of order in {entries:#?}"
+        );
+    }
 }
 
 fn channels_of(gw: &Gateway, id: &str) -> Vec<String> {
@@ -214,6 +265,25 @@ fn visitor_chats(b: &Browser, gw: &Gateway, choice: &str) -> String {
     id.as_str().unwrap().to_string()
 }
 
+/// A visitor in a phone's browser who asked for an agent, and their
+/// conversation's id.
+fn visitor_waits_for_agent(gw: &Gateway) -> (Browser, String) {
+    let visitor = Browser::phone();
+    let id = visitor_chats(&visitor, gw, "agent");
+    visitor.wait_js(&page_has("an agent will be with you"), WAIT, "the handoff");
+    (visitor, id)
+}
+
+/// The visitor clicks "Switch to SMS/WhatsApp" and sends a number.
+fn visitor_switches(visitor: &Browser, channel: &str, phone: &str) {
+    let button = format!("#switch-{channel}");
+    visitor.wait_js(&visible(&button), WAIT, "the switch button");
+    visitor.click(&button);
+    visitor.wait_js(&visible("#switch-panel"), WAIT, "the phone panel");
+    visitor.type_into("#switch-phone", phone);
+    visitor.click("#switch-go");
+}
+
 fn operator_logs_in(b: &Browser, gw: &Gateway) {
     b.goto(&format!("http://127.0.0.1:{}/console/", gw.http_port));
     b.wait_js(
@@ -261,12 +331,9 @@ fn operator_replies(b: &Browser, text: &str) {
 #[test]
 fn web_to_sms_reply_in_console_and_back_to_web() {
     let s = setup();
-    let visitor = Browser::phone();
+    let (visitor, id) = visitor_waits_for_agent(&s.gw);
     let operator = Browser::desktop();
     let shots = artifacts_dir("chat_switch");
-
-    let id = visitor_chats(&visitor, &s.gw, "agent");
-    visitor.wait_js(&page_has("an agent will be with you"), WAIT, "the handoff");
     operator_logs_in(&operator, &s.gw);
     operator.wait_js(&badge_is(&id, "web"), WAIT, "a web badge");
     operator_opens(&operator, &id);
@@ -456,9 +523,7 @@ fn web_to_sms_reply_in_console_and_back_to_web() {
 #[test]
 fn failed_switch_then_revert_within_the_window() {
     let s = setup();
-    let visitor = Browser::phone();
-    let id = visitor_chats(&visitor, &s.gw, "agent");
-    visitor.wait_js(&page_has("an agent will be with you"), WAIT, "the handoff");
+    let (visitor, id) = visitor_waits_for_agent(&s.gw);
 
     // Not a number anywhere: the server's numbering plan check says so.
     visitor.click("#switch-sms");
@@ -530,11 +595,9 @@ fn failed_switch_then_revert_within_the_window() {
 #[test]
 fn visitor_action_command_moves_the_chat_to_whatsapp() {
     let s = setup();
-    let visitor = Browser::phone();
+    let (visitor, id) = visitor_waits_for_agent(&s.gw);
     let operator = Browser::desktop();
     let shots = artifacts_dir("chat_switch");
-    let id = visitor_chats(&visitor, &s.gw, "agent");
-    visitor.wait_js(&page_has("an agent will be with you"), WAIT, "the handoff");
     operator_logs_in(&operator, &s.gw);
     operator_opens(&operator, &id);
 
@@ -554,17 +617,7 @@ fn visitor_action_command_moves_the_chat_to_whatsapp() {
 
     // The first WhatsApp message is the approved authentication template
     // carrying the code, which the visitor types back.
-    let deadline = Instant::now() + WAIT;
-    let template = loop {
-        if let Some(m) = whatsapp_sent(&s.log)
-            .into_iter()
-            .find(|m| m["type"] == "template")
-        {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "no WhatsApp template sent");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let template = wait_whatsapp(&s.log, "the code template", |m| m["type"] == "template");
     assert_eq!(template["to"], "34612345678");
     assert_eq!(template["template"]["name"], "switch_code");
     assert_eq!(template["template"]["language"]["code"], "es");
@@ -618,17 +671,11 @@ fn visitor_action_command_moves_the_chat_to_whatsapp() {
         "the WhatsApp message",
     );
     operator_replies(&operator, "Perfecto, seguimos por WhatsApp");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if whatsapp_sent(&s.log)
-            .iter()
-            .any(|m| m["type"] == "text" && m["text"]["body"] == "Perfecto, seguimos por WhatsApp")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no WhatsApp text sent");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_whatsapp(
+        &s.log,
+        "the operator's text",
+        whatsapp_text("Perfecto, seguimos por WhatsApp"),
+    );
     operator.screenshot(&shots, "console-whatsapp");
 
     // Meta's subscription handshake.
@@ -877,4 +924,333 @@ fn stop_and_start_from_a_phone() {
         texts.iter().any(|t| t.contains("opted back in")),
         "{texts:?}"
     );
+}
+
+/// Any to any in one conversation: web → SMS (the visitor's button and
+/// code), SMS → WhatsApp (the operator's console), WhatsApp → web (the
+/// visitor texts WEB and opens the link in a browser that never had the
+/// chat). Every message of every leg is in one transcript, in order, in
+/// the API and in the browser that carries on.
+#[test]
+fn web_to_sms_to_whatsapp_and_back_to_web_in_one_transcript() {
+    let s = setup();
+    let (visitor, id) = visitor_waits_for_agent(&s.gw);
+    let operator = Browser::desktop();
+    let shots = artifacts_dir("chat_switch");
+    visitor.type_into("#composer-input", "Escribo desde la web");
+    visitor.click("#composer-send");
+    operator_logs_in(&operator, &s.gw);
+    operator_opens(&operator, &id);
+    operator.wait_js(
+        &transcript_has("Escribo desde la web"),
+        WAIT,
+        "the web message",
+    );
+
+    // Web → SMS: the visitor's button, and the code typed back.
+    visitor_switches(&visitor, "sms", "612 345 678");
+    let code = wait_sms(&s.log, VISITOR, "your code is");
+    visitor_types_code(&visitor, &code_in(&code["Body"]));
+    operator.wait_js(&badge_is(&id, "sms"), WAIT, "the SMS badge");
+
+    // On SMS. A keyword inside a sentence is a message, not a command.
+    let sms = |sid: &str, text: &str| {
+        let r = post_sms(&s.gw, TWILIO_AUTH, sid, VISITOR, text);
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    sms("SM00000000000000000000000000000101", "Hola desde el SMS");
+    sms(
+        "SM00000000000000000000000000000102",
+        "Can we use WhatsApp instead?",
+    );
+    operator.wait_js(
+        &transcript_has("Can we use WhatsApp instead?"),
+        WAIT,
+        "the SMS with the keyword in it",
+    );
+    assert_eq!(channels_of(&s.gw, &id), ["web", "sms"]);
+    operator_replies(&operator, "Claro, te paso a WhatsApp");
+    wait_sms(&s.log, VISITOR, "te paso a WhatsApp");
+
+    // SMS → WhatsApp from the console. Outside the 24-hour window the
+    // welcome is the approved template; the SMS side is told.
+    operator.wait_js(
+        "!document.querySelector('#move-whatsapp').disabled",
+        WAIT,
+        "the move button",
+    );
+    assert_eq!(
+        operator.js("return document.querySelector('#move-sms').disabled"),
+        true,
+        "already on SMS"
+    );
+    operator.click("#move-whatsapp");
+    let welcome = wait_whatsapp(&s.log, "the welcome template", |m| {
+        m["type"] == "template" && m["template"]["name"] == "conversation_moved"
+    });
+    assert_eq!(welcome["to"], "34612345678");
+    wait_sms(&s.log, VISITOR, "This conversation continues on WhatsApp.");
+    operator.wait_js(&badge_is(&id, "whatsapp"), WAIT, "the WhatsApp badge");
+
+    // The visitor writes on WhatsApp (the window opens); so does the operator.
+    let wa = |wamid: &str, text: &str| {
+        let r = post_whatsapp(&s.gw, APP_SECRET, wamid, VISITOR, text);
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    wa("wamid.LEG3000000000000000001", "Hola desde WhatsApp");
+    operator.wait_js(
+        &transcript_has("Hola desde WhatsApp"),
+        WAIT,
+        "the WhatsApp message",
+    );
+    operator_replies(&operator, "Te leo por WhatsApp");
+    wait_whatsapp(
+        &s.log,
+        "the operator's text",
+        whatsapp_text("Te leo por WhatsApp"),
+    );
+
+    // WhatsApp → web: the visitor texts the keyword (any case, spaces
+    // round it) and gets a link. The chat stays on WhatsApp until the link
+    // is opened, and a preview's GET uses nothing.
+    wa("wamid.LEG3000000000000000002", " web ");
+    let sent = wait_whatsapp(&s.log, "the link", |m| {
+        m["type"] == "text" && m["text"]["body"].as_str().unwrap_or("").contains("/w/")
+    });
+    let path = link_path(sent["text"]["body"].as_str().unwrap());
+    assert_eq!(channels_of(&s.gw, &id), ["web", "sms", "whatsapp"]);
+    for _ in 0..2 {
+        let preview = s.gw.http("GET", &path, &[], None);
+        assert_eq!(preview.status, 200, "{}", preview.body);
+        assert!(preview.body.contains("Opening your chat"));
+    }
+    assert_eq!(channels_of(&s.gw, &id), ["web", "sms", "whatsapp"]);
+
+    // Opened on the phone's browser: the whole transcript, on the web.
+    let phone = Browser::phone();
+    phone.goto(&format!("http://127.0.0.1:{}{path}", s.gw.http_port));
+    phone.wait_js(
+        "document.body.dataset.channel === 'web' && !!document.querySelector('.msg')",
+        WAIT,
+        "the web chat",
+    );
+    assert_eq!(
+        phone.js("return document.querySelector('meta[name=crossline-conversation]').content"),
+        id.as_str()
+    );
+    operator.wait_js(&badge_is(&id, "web"), WAIT, "the web badge again");
+    phone.wait_js(&page_has("Te leo por WhatsApp"), WAIT, "the transcript");
+    phone.type_into("#composer-input", "De vuelta en la web");
+    phone.click("#composer-send");
+    operator.wait_js(
+        &transcript_has("De vuelta en la web"),
+        WAIT,
+        "the visitor back on the web",
+    );
+    let whatsapp_before = whatsapp_sent(&s.log).len();
+    let sms_before = sms_to(&s.log, VISITOR).len();
+    operator_replies(&operator, "Perfecto, seguimos aquí");
+    phone.wait_js(
+        &page_has("Perfecto, seguimos aquí"),
+        WAIT,
+        "the operator's answer on the web",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(whatsapp_sent(&s.log).len(), whatsapp_before, "web only");
+    assert_eq!(sms_to(&s.log, VISITOR).len(), sms_before, "web only");
+    phone.screenshot(&shots, "visitor-back-from-whatsapp");
+
+    // One transcript, in order, in the API and in the browser.
+    let legs = [
+        "Escribo desde la web",
+        "Hola desde el SMS",
+        "Can we use WhatsApp instead?",
+        "Claro, te paso a WhatsApp",
+        "Hola desde WhatsApp",
+        "Te leo por WhatsApp",
+        "De vuelta en la web",
+        "Perfecto, seguimos aquí",
+    ];
+    assert_in_order(&transcript_texts(&s.gw, &id), &legs);
+    let shown: Vec<String> = phone
+        .js("return [...document.querySelectorAll('.msg')].map(m => m.innerText)")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap_or("").to_string())
+        .collect();
+    assert_in_order(&shown, &legs);
+    assert_eq!(channels_of(&s.gw, &id), ["web", "sms", "whatsapp", "web"]);
+    assert_eq!(
+        count_text(&s.gw, &id, " web "),
+        0,
+        "a command, not a message"
+    );
+    assert_eq!(count_text(&s.gw, &id, "web"), 0, "a command, not a message");
+
+    // The link is used up.
+    assert_eq!(s.gw.http("POST", &path, &[], None).status, 404);
+    assert_eq!(s.gw.http("GET", &path, &[], None).status, 404);
+    assert_no_pii(&s.gw.log(), &[VISITOR]);
+}
+
+/// A conversation that began as a text, moved between SMS and WhatsApp by
+/// keyword and by the operator's API: the WhatsApp welcome is the template
+/// outside the 24-hour window and free text inside it; a number that sent
+/// STOP on WhatsApp isn't moved there and is told why not on SMS; the
+/// operator's web link is single-use and opens the same conversation.
+#[test]
+fn keywords_and_the_operator_move_a_phone_chat_between_sms_and_whatsapp() {
+    let s = setup();
+    let from = "+34633000222";
+    let sms = |sid: &str, text: &str| {
+        let r = post_sms(&s.gw, TWILIO_AUTH, sid, from, text);
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    let wa = |wamid: &str, text: &str| {
+        let r = post_whatsapp(&s.gw, APP_SECRET, wamid, from, text);
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    sms("SM00000000000000000000000000000201", "Hola");
+    let list = api(&s.gw, "GET", "/v1/conversations", None).json();
+    let id = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["origin"] == "sms")
+        .and_then(|c| c["id"].as_str())
+        .unwrap_or_else(|| panic!("no conversation for the SMS: {list}"))
+        .to_string();
+    let switch = |channel: &str| {
+        api(
+            &s.gw,
+            "POST",
+            &format!("/v1/conversations/{id}/switch"),
+            Some(&json!({ "channel": channel })),
+        )
+    };
+
+    // A keyword in a sentence is text; alone, in any case, a command.
+    sms(
+        "SM00000000000000000000000000000202",
+        "Can we move to WHATSAPP?",
+    );
+    assert_eq!(count_text(&s.gw, &id, "Can we move to WHATSAPP?"), 1);
+    assert_eq!(channels_of(&s.gw, &id), ["sms"]);
+    sms("SM00000000000000000000000000000203", "  WhatsApp ");
+    let welcome = wait_whatsapp(&s.log, "the welcome template", |m| {
+        m["type"] == "template" && m["to"] == "34633000222"
+    });
+    assert_eq!(welcome["template"]["name"], "conversation_moved");
+    assert_eq!(welcome["template"]["language"]["code"], "es");
+    assert_eq!(channels_of(&s.gw, &id), ["sms", "whatsapp"]);
+    wa("wamid.KW00000000000000000001", "Hola por WhatsApp");
+    assert_eq!(count_text(&s.gw, &id, "Hola por WhatsApp"), 1);
+
+    // The operator moves it back to SMS; WhatsApp is told (inside the window).
+    let r = switch("sms");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["conversation"]["channel"], "sms");
+    wait_sms(&s.log, from, "moved from WhatsApp");
+    wait_whatsapp(
+        &s.log,
+        "the note on WhatsApp",
+        whatsapp_text("This conversation continues on SMS."),
+    );
+    assert_eq!(switch("sms").status, 409, "already on SMS");
+    assert_eq!(switch("fax").status, 422);
+    // And to WhatsApp again: the window is open, so the welcome is text.
+    let templates = whatsapp_sent(&s.log)
+        .iter()
+        .filter(|m| m["type"] == "template")
+        .count();
+    assert_eq!(switch("whatsapp").status, 200);
+    wait_whatsapp(&s.log, "the free-text welcome", |m| {
+        m["type"] == "text"
+            && m["text"]["body"]
+                .as_str()
+                .unwrap_or("")
+                .contains("moved from SMS")
+    });
+    assert_eq!(
+        whatsapp_sent(&s.log)
+            .iter()
+            .filter(|m| m["type"] == "template")
+            .count(),
+        templates,
+        "no template inside the window"
+    );
+
+    // STOP on WhatsApp: the keyword can't move the chat there, and the
+    // visitor is told on SMS; the operator gets the reason.
+    wa("wamid.KW00000000000000000002", "STOP");
+    assert_eq!(switch("sms").status, 200);
+    sms("SM00000000000000000000000000000204", "whatsapp");
+    wait_sms(
+        &s.log,
+        from,
+        "Sorry, we could not move this conversation to WhatsApp.",
+    );
+    assert_eq!(channels_of(&s.gw, &id).last().unwrap(), "sms");
+    let refused = switch("whatsapp");
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert!(refused.body.contains("STOP"), "{}", refused.body);
+    assert!(transcript_texts(&s.gw, &id)
+        .iter()
+        .any(|t| t.contains("that failed")));
+
+    // The operator's web link: GETs only look; the POST claims it once
+    // and hands this browser the conversation, which moves to the web.
+    let r = switch("web");
+    assert_eq!(r.status, 202, "{}", r.body);
+    let sent = wait_sms(&s.log, from, "/w/");
+    let path = link_path(&sent["Body"]);
+    assert_eq!(channels_of(&s.gw, &id).last().unwrap(), "sms");
+    assert_eq!(s.gw.http("GET", &path, &[], None).status, 200);
+    let claimed = s.gw.http("POST", &path, &[], None);
+    assert_eq!(claimed.status, 303, "{}", claimed.raw_headers);
+    assert!(claimed.headers.contains("location: /chat/"));
+    assert_eq!(channels_of(&s.gw, &id).last().unwrap(), "web");
+    let cookies = claimed.cookie_header();
+    let page = s.gw.http("GET", "/chat/", &[("Cookie", &cookies)], None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.conversation_id(), id);
+    assert_eq!(
+        s.gw.http("POST", &path, &[], None).status,
+        404,
+        "single use"
+    );
+    assert_eq!(s.gw.http("GET", &path, &[], None).status, 404);
+    assert_eq!(switch("sms").status, 409, "in the web chat now");
+    assert_no_pii(&s.gw.log(), &[from]);
+}
+
+/// The visitor's own "Switch to WhatsApp" button, clicked in Chromium:
+/// the code comes in the authentication template, and once it is typed
+/// back the chat is on WhatsApp and the welcome template follows.
+#[test]
+fn the_visitors_whatsapp_button_moves_the_chat_to_whatsapp() {
+    let s = setup();
+    let (visitor, id) = visitor_waits_for_agent(&s.gw);
+    visitor_switches(&visitor, "whatsapp", "612 345 678");
+    let code = wait_whatsapp(&s.log, "the code template", |m| {
+        m["type"] == "template" && m["template"]["name"] == "switch_code"
+    });
+    assert_eq!(code["to"], "34612345678");
+    assert_eq!(visitor.js("return document.body.dataset.channel"), "web");
+    let digits = code["template"]["components"][0]["parameters"][0]["text"]
+        .as_str()
+        .expect("the code parameter")
+        .to_string();
+    visitor_types_code(&visitor, &code_in(&digits));
+    visitor.wait_js(
+        "document.body.dataset.channel === 'whatsapp'",
+        WAIT,
+        "WhatsApp mode",
+    );
+    let welcome = wait_whatsapp(&s.log, "the welcome template", |m| {
+        m["type"] == "template" && m["template"]["name"] == "conversation_moved"
+    });
+    assert_eq!(welcome["to"], "34612345678");
+    assert_eq!(channels_of(&s.gw, &id), ["web", "whatsapp"]);
 }

@@ -232,7 +232,7 @@ pub struct Binding {
 /// What became of a visitor's input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
-    /// Echoed and handed to the flow.
+    /// Echoed and handed to the flow (free text: echoed, flow or not).
     Flow,
     /// The answer to a visitor action command: switch to `channel` at
     /// `phone` (as typed).

@@ -137,7 +137,6 @@ pub struct NewConversation {
 
 pub struct Conversation {
     pub id: String,
-    key_hash: [u8; 32],
     inner: Mutex<Inner>,
     live: broadcast::Sender<Live>,
     inputs: mpsc::UnboundedSender<VisitorInput>,
@@ -159,6 +158,9 @@ pub struct Conversation {
 }
 
 struct Inner {
+    /// Hash of the key a visitor's browser opens the chat with; a web
+    /// link claimed from the phone replaces it (`rekey`).
+    key_hash: [u8; 32],
     events: Vec<Arc<Event>>,
     /// The prompt waiting for an answer, and its choices.
     open_prompt: Option<(u64, Vec<Choice>)>,
@@ -522,8 +524,8 @@ impl ChatHub {
         }
         let conversation = Arc::new_cyclic(|me| Conversation {
             id: id.clone(),
-            key_hash: super::secret_hash(&access_key),
             inner: Mutex::new(Inner {
+                key_hash: super::secret_hash(&access_key),
                 events: Vec::new(),
                 open_prompt: None,
                 switch_prompt: None,
@@ -647,8 +649,8 @@ impl ChatHub {
             .unwrap_or_default();
         let conversation = Arc::new_cyclic(|me| Conversation {
             id: id.to_string(),
-            key_hash,
             inner: Mutex::new(Inner {
+                key_hash,
                 events,
                 open_prompt: None,
                 switch_prompt: None,
@@ -856,7 +858,23 @@ impl Conversation {
 
     /// Does this browser's key open this conversation?
     pub fn key_matches(&self, key: &str) -> bool {
-        super::same_hash(&self.key_hash, &super::secret_hash(key))
+        super::same_hash(&self.lock().key_hash, &super::secret_hash(key))
+    }
+
+    /// A new access key for the browser that claimed a web link: it opens
+    /// the chat from now on, and the old key no longer does.
+    pub fn rekey(&self) -> String {
+        let key = super::random_token(32);
+        let hash = super::secret_hash(&key);
+        let mut inner = self.lock();
+        inner.key_hash = hash;
+        inner.record.key_hash = Some(super::hash_hex(&hash));
+        if let Some(store) = self.store() {
+            if let Err(e) = store.upsert_conversation(inner.record.clone()) {
+                tracing::error!(%e, "store: cannot queue the conversation");
+            }
+        }
+        key
     }
 
     pub fn record(&self) -> ConversationRecord {
@@ -1223,7 +1241,10 @@ impl Conversation {
             };
         }
         self.note(Role::Visitor, &shown);
-        if self.inputs.send(input).is_ok() {
+        // Free text stands in the transcript for the operators even when
+        // no flow runs (a chat that began as a text with no flow).
+        let text = matches!(input, VisitorInput::Text(_));
+        if self.inputs.send(input).is_ok() || text {
             Accepted::Flow
         } else {
             Accepted::Refused

@@ -5,7 +5,9 @@
 mod event;
 mod hub;
 pub mod input;
+mod keyword;
 pub mod switch;
+mod weblink;
 
 pub use event::{
     Accepted, Binding, ChannelKind, Choice, Event, InputKind, Live, Role, VisitorInput,
@@ -14,7 +16,9 @@ pub use hub::{
     AnonymousCaps, ChannelSender, ChatHub, Conversation, Feed, FlowResumer, Found, NewConversation,
     NoRoom,
 };
-pub use switch::{InboundOutcome, SwitchError, SwitchTexts, Switchboard};
+pub use keyword::{SwitchKeywords, MAX_KEYWORD_LEN};
+pub use switch::{InboundOutcome, SwitchBy, SwitchError, SwitchTexts, Switchboard};
+pub use weblink::WebLinks;
 
 /// `n` random decimal digits (codes people type), from the CSPRNG; a
 /// byte over 249 is drawn again so every digit is equally likely.

@@ -69,6 +69,21 @@ pub struct SwitchTexts {
     /// (template, language) of the WhatsApp authentication template that
     /// carries a switch's code; unset: visitors can't switch to WhatsApp.
     pub whatsapp_code_template: Option<(String, String)>,
+    /// What a visitor on a phone texts to move (`[chat] switch_keywords`).
+    pub keywords: super::SwitchKeywords,
+    /// How long a link back to the web chat can be opened.
+    pub web_link_ttl: Duration,
+    /// Where links point (`[http] public_base_url`), without a trailing `/`.
+    pub link_base: String,
+}
+
+/// Who moved a conversation from a phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchBy {
+    /// An operator, from the console or the API.
+    Operator,
+    /// The visitor, texting a channel keyword.
+    Keyword,
 }
 
 /// A visitor's switch waiting for the code sent to the phone.
@@ -119,6 +134,8 @@ pub struct Switchboard {
     last_whatsapp_inbound: DashMap<String, Instant>,
     /// Visitors' switches waiting for their codes, by conversation.
     pending: DashMap<String, PendingSwitch>,
+    /// Links back to the web chat not yet opened.
+    links: super::WebLinks,
     policy: Arc<crate::messaging::policy::OutboundPolicy>,
     me: Weak<Switchboard>,
 }
@@ -151,6 +168,7 @@ impl Switchboard {
             sms,
             whatsapp,
             whatsapp_template,
+            links: super::WebLinks::new(texts.web_link_ttl),
             texts,
             opted_out: DashMap::new(),
             opt_outs_loaded,
@@ -318,8 +336,8 @@ impl Switchboard {
         self.send(channel, to, kind, conversation).await
     }
 
-    /// The first message on a phone channel: SMS text, or the approved
-    /// WhatsApp template (no window is open yet).
+    /// The first message on a phone channel: SMS text; on WhatsApp, free
+    /// text inside the 24-hour window, else the approved template.
     async fn send_welcome(
         &self,
         channel: ChannelKind,
@@ -328,6 +346,12 @@ impl Switchboard {
         conversation: &str,
     ) -> Result<(), SendError> {
         match channel {
+            ChannelKind::WhatsApp if self.whatsapp_window_open(to).await => {
+                let kind = MessageKind::WhatsAppText {
+                    body: text.to_string(),
+                };
+                self.send(channel, to, kind, conversation).await
+            }
             ChannelKind::WhatsApp => {
                 let (name, language) = self
                     .whatsapp_template
@@ -489,8 +513,251 @@ impl Switchboard {
             crate::mask::phone(&phone),
             channel.label()
         );
-        conv.rebind(channel, Some(phone), &text, Some(self.texts.revert_window))
-            .ok_or(SwitchError::Closed)
+        let id = conv
+            .rebind(
+                channel,
+                Some(phone.clone()),
+                &text,
+                Some(self.texts.revert_window),
+            )
+            .ok_or(SwitchError::Closed)?;
+        // WhatsApp's code template is Meta's fixed wording: the welcome
+        // follows, so the person sees who the conversation is with.
+        if channel == ChannelKind::WhatsApp {
+            if let (Some(me), Some(conv)) = (self.me.upgrade(), self.hub.get(&conv.id)) {
+                tokio::spawn(async move {
+                    let welcome = me.moved_welcome(ChannelKind::Web);
+                    if let Err(e) = me.send_welcome(channel, &phone, &welcome, &conv.id).await {
+                        tracing::warn!(conversation = %conv.id, error = %e, "WhatsApp welcome not sent");
+                        conv.note(
+                            Role::System,
+                            &format!("Not delivered by WhatsApp: {}", e.kind().replace('_', " ")),
+                        );
+                    }
+                });
+            }
+        }
+        Ok(id)
+    }
+
+    /// What a keyword makes us send is budgeted per number, like any
+    /// other text a stranger can cause.
+    fn admit_keyword(&self, channel: ChannelKind, to: &str) -> Result<(), SwitchError> {
+        self.policy
+            .admit(
+                Instant::now(),
+                channel.as_str(),
+                to,
+                crate::messaging::policy::Requester::default(),
+            )
+            .map_err(SwitchError::Refused)
+    }
+
+    /// The welcome on the channel a conversation moved to.
+    fn moved_welcome(&self, from: ChannelKind) -> String {
+        let from = match from {
+            ChannelKind::Web => "the web chat",
+            other => other.label(),
+        };
+        format!(
+            "{}: this is your conversation with us, moved from {from}. Reply here to carry on.",
+            self.texts.title
+        )
+    }
+
+    /// Move a conversation to a phone channel at `to`, the number it is
+    /// on or the one that texted the keyword: SMS to WhatsApp and back,
+    /// or from the web chat after a link. The welcome goes out first; if
+    /// it doesn't, nothing changes. A keyword's welcome is budgeted per
+    /// number by the outbound policy; an operator's tells the old channel.
+    pub async fn switch_phone(
+        &self,
+        conv: &Conversation,
+        target: ChannelKind,
+        to: &str,
+        by: SwitchBy,
+    ) -> Result<u64, SwitchError> {
+        self.provider(target)?;
+        if conv.is_closed() {
+            return Err(SwitchError::Closed);
+        }
+        let (from_channel, from_address) = conv.active();
+        if by == SwitchBy::Keyword {
+            self.admit_keyword(target, to)?;
+        }
+        let welcome = self.moved_welcome(from_channel);
+        self.send_welcome(target, to, &welcome, &conv.id)
+            .await
+            .map_err(|e| SwitchError::Send(e.to_string()))?;
+        let masked = crate::mask::phone(to);
+        let text = match by {
+            SwitchBy::Operator => format!(
+                "An operator moved the conversation to {} ({masked}).",
+                target.label()
+            ),
+            SwitchBy::Keyword => format!(
+                "The visitor asked to continue on {}: the conversation continues there ({masked}).",
+                target.label()
+            ),
+        };
+        let id = conv
+            .rebind(target, Some(to.to_string()), &text, None)
+            .ok_or(SwitchError::Closed)?;
+        // The person didn't ask: tell the phone channel they were on.
+        if let (SwitchBy::Operator, Some(old), Some(me)) = (by, from_address, self.me.upgrade()) {
+            if from_channel != ChannelKind::Web {
+                let conv_id = conv.id.clone();
+                let note = format!("This conversation continues on {}.", target.label());
+                tokio::spawn(async move {
+                    if let Err(e) = me.send_text(from_channel, &old, &note, &conv_id).await {
+                        tracing::warn!(conversation = %conv_id, error = %e, "could not tell the old channel about the switch");
+                    }
+                });
+            }
+        }
+        Ok(id)
+    }
+
+    /// Text `to` on `channel` a link that opens this conversation in the
+    /// web chat. Nothing moves until a browser opens it
+    /// (`claim_web_link`): till then the conversation stays on the phone.
+    pub async fn send_web_link(
+        &self,
+        conv: &Conversation,
+        channel: ChannelKind,
+        to: &str,
+        by: SwitchBy,
+    ) -> Result<(), SwitchError> {
+        self.provider(channel)?;
+        if conv.is_closed() {
+            return Err(SwitchError::Closed);
+        }
+        if by == SwitchBy::Keyword {
+            self.admit_keyword(channel, to)?;
+        }
+        let now = Instant::now();
+        let token = self.links.issue(&conv.id, now);
+        let minutes = self.links.ttl().as_secs().div_ceil(60);
+        let text = format!(
+            "{}: open {}/w/{token} to continue this conversation in the web chat. The link works once, for {minutes} minutes.",
+            self.texts.title, self.texts.link_base
+        );
+        if let Err(e) = self.send_text(channel, to, &text, &conv.id).await {
+            // Never sent: nobody can have it, so it goes at once.
+            self.links.claim(&token, now);
+            metrics::counter!(names::CHAT_WEB_LINKS, "event" => "not_sent").increment(1);
+            return Err(SwitchError::Send(e.to_string()));
+        }
+        metrics::counter!(names::CHAT_WEB_LINKS, "event" => "sent").increment(1);
+        // The token stays out of the transcript: the link is a key.
+        let how = match by {
+            SwitchBy::Operator => "An operator sent a link to the web chat",
+            SwitchBy::Keyword => "The visitor asked for a link to the web chat, sent",
+        };
+        conv.note(
+            Role::System,
+            &format!(
+                "{how} by {} ({}). The conversation moves there when it is opened.",
+                channel.label(),
+                crate::mask::phone(to)
+            ),
+        );
+        Ok(())
+    }
+
+    /// Would this web link open a conversation? (A preview's GET: uses
+    /// nothing.)
+    pub fn web_link_claimable(&self, token: &str) -> bool {
+        self.links.claimable(token, Instant::now())
+    }
+
+    /// A browser opened a web link: the conversation moves to the web chat
+    /// (if it was on a phone) and that browser gets a new key to it.
+    /// `None`: unknown, used or expired, or the conversation is over.
+    pub async fn claim_web_link(&self, token: &str) -> Option<(Arc<Conversation>, String)> {
+        let Some(id) = self.links.claim(token, Instant::now()) else {
+            metrics::counter!(names::CHAT_WEB_LINKS, "event" => "refused").increment(1);
+            return None;
+        };
+        let Some(conv) = self
+            .hub
+            .get_or_restore(&id)
+            .await
+            .filter(|c| !c.is_closed())
+        else {
+            metrics::counter!(names::CHAT_WEB_LINKS, "event" => "refused").increment(1);
+            return None;
+        };
+        let key = conv.rekey();
+        if conv.active().0 != ChannelKind::Web {
+            conv.rebind(
+                ChannelKind::Web,
+                None,
+                "The visitor opened the web chat link: the conversation continues in the web chat.",
+                None,
+            )?;
+        }
+        metrics::counter!(names::CHAT_WEB_LINKS, "event" => "claimed").increment(1);
+        Some((conv, key))
+    }
+
+    /// A phone-side visitor texted a channel keyword. `false`: not a
+    /// command here (already on that channel at that number, or the
+    /// channel isn't configured), so the text is an ordinary message.
+    async fn keyword_command(
+        &self,
+        conv: &Conversation,
+        channel: ChannelKind,
+        from: &str,
+        target: ChannelKind,
+    ) -> bool {
+        let result = match target {
+            ChannelKind::Web => self
+                .send_web_link(conv, channel, from, SwitchBy::Keyword)
+                .await
+                .map(|_| ()),
+            _ if self.provider(target).is_err()
+                || conv.active() == (target, Some(from.to_string())) =>
+            {
+                return false
+            }
+            _ => self
+                .switch_phone(conv, target, from, SwitchBy::Keyword)
+                .await
+                .map(|_| ()),
+        };
+        let outcome = if result.is_ok() { "switched" } else { "failed" };
+        metrics::counter!(names::CHAT_SWITCH_KEYWORDS, "to" => target.as_str(), "result" => outcome)
+            .increment(1);
+        if let Err(e) = result {
+            tracing::warn!(conversation = %conv.id, error = %e, to = target.as_str(), "keyword switch failed");
+            let reason = match &e {
+                SwitchError::Send(detail) => detail.clone(),
+                other => other.to_string(),
+            };
+            conv.note(
+                Role::System,
+                &format!(
+                    "The visitor asked by {} to move to {}; that failed: {reason}",
+                    channel.label(),
+                    target.label()
+                ),
+            );
+            // Answer where they wrote, so they are not left waiting.
+            let sorry = match target {
+                ChannelKind::Web => {
+                    "Sorry, we could not send you a link to the web chat.".to_string()
+                }
+                _ => format!(
+                    "Sorry, we could not move this conversation to {}.",
+                    target.label()
+                ),
+            };
+            if let Err(e) = self.send_text(channel, from, &sorry, &conv.id).await {
+                tracing::warn!(conversation = %conv.id, error = %e, "could not answer a failed keyword");
+            }
+        }
+        true
     }
 
     /// Back to the web chat. `undo`: only within the revert window.
@@ -696,6 +963,13 @@ impl Switchboard {
                 }
             };
         }
+        // A channel keyword, as the whole text, moves an open conversation.
+        if let (Some(c), Some(target)) = (&conv, self.texts.keywords.command(&msg.text)) {
+            if self.keyword_command(c, channel, &msg.from, target).await {
+                metrics::counter!(names::INBOUND_MESSAGES, "channel" => msg.channel.as_str(), "result" => "switch_command").increment(1);
+                return InboundOutcome::Delivered(c.id.clone());
+            }
+        }
         let conv = match conv {
             Some(c) => c,
             None => {
@@ -847,6 +1121,13 @@ mod tests {
                 sms_flow: None,
                 whatsapp_flow: None,
                 whatsapp_code_template: Some(("code".into(), "es".into())),
+                keywords: super::super::SwitchKeywords::new([
+                    ("WHATSAPP".to_string(), ChannelKind::WhatsApp),
+                    ("SMS".to_string(), ChannelKind::Sms),
+                    ("WEB".to_string(), ChannelKind::Web),
+                ]),
+                web_link_ttl: Duration::from_secs(1800),
+                link_base: "https://chat.example.com".into(),
             },
             Arc::new(crate::messaging::policy::OutboundPolicy::new(
                 crate::messaging::policy::OutboundPolicyConfig::default(),
@@ -1169,6 +1450,144 @@ mod tests {
         let fresh = board(&r.hub, &r.store, &r.sms, &r.whatsapp);
         assert!(fresh.whatsapp_window_open("+34612345678").await);
         assert!(!fresh.whatsapp_window_open("+34699999999").await);
+    }
+
+    fn whatsapp(id: &str, from: &str, text: &str) -> InboundMessage {
+        InboundMessage {
+            channel: InboundChannel::WhatsApp,
+            provider_id: id.into(),
+            from: from.into(),
+            text: text.into(),
+        }
+    }
+
+    /// A conversation opened by a text from `from`.
+    async fn phone_chat(r: &Rig, from: &str) -> Arc<Conversation> {
+        match r.board.inbound(sms("SM1", from, "hola")).await {
+            InboundOutcome::Delivered(id) => r.hub.get(&id).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn keywords_move_a_phone_conversation_between_sms_and_whatsapp() {
+        let r = rig();
+        let from = "+34612345678";
+        let c = phone_chat(&r, from).await;
+        let id = c.id.clone();
+        // A keyword inside a sentence is just text.
+        r.board
+            .inbound(sms("SM2", from, "can we use WhatsApp instead?"))
+            .await;
+        assert_eq!(c.active(), (ChannelKind::Sms, Some(from.into())));
+        assert!(texts_of(&c).contains(&"can we use WhatsApp instead?".to_string()));
+        // The whole message, any case: outside the 24 h window, the template.
+        assert_eq!(
+            r.board.inbound(sms("SM3", from, "  whatsapp \n")).await,
+            InboundOutcome::Delivered(id.clone())
+        );
+        assert_eq!(c.active(), (ChannelKind::WhatsApp, Some(from.into())));
+        assert_eq!(r.whatsapp.texts(), ["template:moved"]);
+        assert!(!texts_of(&c).iter().any(|t| t.trim() == "whatsapp"));
+        // The visitor writes on WhatsApp (the window opens) and asks for SMS.
+        r.board.inbound(whatsapp("wamid.1", from, "hi")).await;
+        r.board.inbound(whatsapp("wamid.2", from, "SMS")).await;
+        assert_eq!(c.active(), (ChannelKind::Sms, Some(from.into())));
+        assert!(r
+            .sms
+            .texts()
+            .iter()
+            .any(|t| t.contains("moved from WhatsApp")));
+        // "SMS" on SMS is not a command: it is said in the conversation.
+        r.board.inbound(sms("SM4", from, "sms")).await;
+        assert_eq!(texts_of(&c).iter().filter(|t| *t == "sms").count(), 1);
+        // The operator moves it back: inside the window, free text, and
+        // the old channel is told.
+        r.board
+            .switch_phone(&c, ChannelKind::WhatsApp, from, SwitchBy::Operator)
+            .await
+            .unwrap();
+        assert_eq!(r.whatsapp.sent.lock().unwrap().len(), 2);
+        assert!(matches!(
+            &r.whatsapp.sent.lock().unwrap()[1].kind,
+            MessageKind::WhatsAppText { body } if body.contains("moved from SMS")
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(r
+            .sms
+            .texts()
+            .iter()
+            .any(|t| t == "This conversation continues on WhatsApp."));
+        let kinds: Vec<ChannelKind> = c.bindings().iter().map(|b| b.channel).collect();
+        use ChannelKind::{Sms, WhatsApp};
+        assert_eq!(kinds, [Sms, WhatsApp, Sms, WhatsApp]);
+        // STOP on WhatsApp: a keyword can't move it there again; the
+        // visitor is told on SMS, the operators in the transcript.
+        r.board.inbound(whatsapp("wamid.3", from, "STOP")).await;
+        r.board
+            .switch_phone(&c, ChannelKind::Sms, from, SwitchBy::Operator)
+            .await
+            .unwrap();
+        let sent_before = r.whatsapp.sent.lock().unwrap().len();
+        r.board.inbound(sms("SM5", from, "WhatsApp")).await;
+        assert_eq!(c.active().0, ChannelKind::Sms);
+        assert_eq!(r.whatsapp.sent.lock().unwrap().len(), sent_before);
+        assert!(r
+            .sms
+            .texts()
+            .contains(&"Sorry, we could not move this conversation to WhatsApp.".to_string()));
+        assert!(texts_of(&c).iter().any(|t| t.contains("that failed")));
+    }
+
+    #[tokio::test]
+    async fn a_web_link_moves_the_conversation_only_when_opened_and_only_once() {
+        let r = rig();
+        let from = "+34612345678";
+        let c = phone_chat(&r, from).await;
+        let id = c.id.clone();
+        r.board.inbound(sms("SM2", from, "Web")).await;
+        let link = r.sms.texts().pop().unwrap();
+        let token = link
+            .split("https://chat.example.com/w/")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap()
+            .to_string();
+        assert_eq!(token.len(), 22, "{link}");
+        assert!(link.contains("30 minutes"), "{link}");
+        // Until it is opened the conversation stays on the phone.
+        assert_eq!(c.active().0, ChannelKind::Sms);
+        assert!(r.board.web_link_claimable(&token));
+        assert!(r.board.web_link_claimable(&token), "peeking uses nothing");
+        assert!(!texts_of(&c).iter().any(|t| t.contains(&token)));
+        let (opened, key) = r.board.claim_web_link(&token).await.unwrap();
+        assert_eq!(opened.id, id);
+        assert!(c.key_matches(&key));
+        assert_eq!(c.active(), (ChannelKind::Web, None));
+        assert!(r.board.claim_web_link(&token).await.is_none(), "single use");
+        assert!(!r.board.web_link_claimable(&token));
+        // A text the phone still sends lands in the same conversation.
+        assert_eq!(
+            r.board.inbound(sms("SM3", from, "still me")).await,
+            InboundOutcome::Delivered(id.clone())
+        );
+        // The new key is what a restart reads back.
+        r.store.flush().await.unwrap();
+        let stored = r.store.conversation(&id).await.unwrap().unwrap();
+        assert_eq!(
+            stored
+                .key_hash
+                .as_deref()
+                .and_then(crate::chat::hash_from_hex),
+            Some(crate::chat::secret_hash(&key))
+        );
+        // An operator's link, refused by the provider, is never usable.
+        *r.sms.refuse.lock().unwrap() = Some("down".into());
+        let e = r
+            .board
+            .send_web_link(&c, ChannelKind::Sms, from, SwitchBy::Operator)
+            .await;
+        assert!(matches!(e, Err(SwitchError::Send(_))), "{e:?}");
     }
 
     #[tokio::test]

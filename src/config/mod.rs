@@ -672,6 +672,39 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "must be between 1 and 600".into(),
         );
     }
+    if !(60..=86_400).contains(&config.chat.web_link_ttl_secs) {
+        err(
+            &["chat", "web_link_ttl_secs"],
+            "must be between 60 and 86400".into(),
+        );
+    }
+    let mut keywords_seen = std::collections::HashSet::new();
+    for (word, channel) in &config.chat.switch_keywords {
+        let key = ["chat", "switch_keywords", word.as_str()];
+        let trimmed = word.trim();
+        if trimmed.is_empty() || trimmed.len() > crate::chat::MAX_KEYWORD_LEN {
+            err(
+                &key,
+                format!("a keyword is 1 to {} bytes", crate::chat::MAX_KEYWORD_LEN),
+            );
+        } else if crate::messaging::inbound::opt_keyword(trimmed).is_some() {
+            err(
+                &key,
+                format!("{trimmed:?} is an opt-out/opt-in keyword (STOP, START...)"),
+            );
+        } else if !keywords_seen.insert(trimmed.to_lowercase()) {
+            err(
+                &key,
+                format!("{trimmed:?} is listed twice (keywords ignore case)"),
+            );
+        }
+        if crate::chat::ChannelKind::parse(channel).is_none() {
+            err(
+                &key,
+                format!("{channel:?} is not a channel: use \"web\", \"sms\" or \"whatsapp\""),
+            );
+        }
+    }
     if !(60..=604_800).contains(&config.chat.idle_timeout_secs) {
         err(
             &["chat", "idle_timeout_secs"],
@@ -906,6 +939,28 @@ mod tests {
         let e = errors("[webrtc]\ntranscode_threads = 65\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("webrtc.transcode_threads"), "{e:?}");
+    }
+
+    #[test]
+    fn switch_keywords_and_web_links_are_checked() {
+        assert!(errors("[chat]\nswitch_keywords = { WA = \"whatsapp\" }\n").is_empty());
+        assert!(errors("[chat]\nswitch_keywords = {}\n").is_empty());
+        for (bad, says) in [
+            ("{ FAX = \"fax\" }", "not a channel"),
+            ("{ STOP = \"sms\" }", "opt-out"),
+            ("{ Web = \"web\", WEB = \"sms\" }", "twice"),
+            ("{ \" \" = \"web\" }", "1 to 32 bytes"),
+        ] {
+            let e = errors(&format!("[chat]\nswitch_keywords = {bad}\n"));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert!(e[0].contains("chat.switch_keywords"), "{e:?}");
+            assert!(e[0].contains(says), "{bad}: {e:?}");
+        }
+        let e = errors("[chat]\nweb_link_ttl_secs = 30\n");
+        assert!(
+            e.len() == 1 && e[0].contains("chat.web_link_ttl_secs"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -328,6 +328,12 @@ pub struct ChatConfig {
     pub idle_message: String,
     /// Seconds the visitor has to undo a move to SMS or WhatsApp.
     pub switch_revert_secs: u64,
+    /// What a visitor on a phone texts, as the whole message (any case),
+    /// to move the conversation: keyword → "web", "sms" or "whatsapp".
+    pub switch_keywords: std::collections::BTreeMap<String, String>,
+    /// Seconds a link back to the web chat (the "web" keyword, or the
+    /// operator's) can be opened.
+    pub web_link_ttl_secs: u64,
     /// ISO 3166 country code ("ES") for phone numbers typed without `+`;
     /// unset: visitors must give the country code.
     pub default_country: Option<String>,
@@ -349,6 +355,11 @@ impl Default for ChatConfig {
             idle_timeout_secs: 1800,
             idle_message: "This conversation was closed after a long pause.".into(),
             switch_revert_secs: 10,
+            switch_keywords: [("WHATSAPP", "whatsapp"), ("SMS", "sms"), ("WEB", "web")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            web_link_ttl_secs: 1800,
             default_country: None,
             max_anonymous_chats: 1000,
             max_anonymous_chats_per_source: 5,

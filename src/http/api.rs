@@ -56,6 +56,11 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
         Some(Role::Operator),
     ),
     ("post", "/v1/leads/{id}/reconnect", Some(Role::Operator)),
+    (
+        "post",
+        "/v1/conversations/{id}/switch",
+        Some(Role::Operator),
+    ),
     ("post", "/v1/conversations/{id}/close", Some(Role::Operator)),
     ("post", "/v1/console/session", None),
     ("delete", "/v1/console/session", None),
@@ -83,6 +88,7 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
             post(reconnect_conversation),
         )
         .route("/v1/leads/{id}/reconnect", post(reconnect_lead))
+        .route("/v1/conversations/{id}/switch", post(switch_conversation))
         .route("/v1/conversations/{id}/close", post(close_conversation))
         .route("/v1/breakouts", get(breakouts))
         .route("/v1/breakouts/{id}", get(breakout))
@@ -568,6 +574,19 @@ fn phone_channel(c: &str) -> Result<crate::chat::ChannelKind, Response> {
     }
 }
 
+/// An open conversation, or 404.
+// A refusal is a whole Response; it is the cold path.
+#[allow(clippy::result_large_err)]
+async fn live_conversation(
+    s: &HttpState,
+    id: &str,
+) -> Result<std::sync::Arc<crate::chat::Conversation>, Response> {
+    super::conversation(s, id, None)
+        .await
+        .filter(|c| !c.is_closed())
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no live conversation with that id"))
+}
+
 /// The visitor action command: ask the web visitor for a phone number,
 /// then switch to `channel` when they answer.
 async fn visitor_action(
@@ -585,12 +604,7 @@ async fn visitor_action(
     if !s.services.switchboard.channels().contains(&channel) {
         return error(StatusCode::CONFLICT, "that channel is not configured");
     }
-    let Some(conv) = super::conversation(&s, &id, None)
-        .await
-        .filter(|c| !c.is_closed())
-    else {
-        return error(StatusCode::NOT_FOUND, "no live conversation with that id");
-    };
+    let conv = tri!(live_conversation(&s, &id).await);
     if conv.active().0 != crate::chat::ChannelKind::Web {
         return error(StatusCode::CONFLICT, "the visitor is not in the web chat");
     }
@@ -601,6 +615,66 @@ async fn visitor_action(
     match conv.ask_phone(channel, &text) {
         Some(_) => (StatusCode::ACCEPTED, Json(json!({ "asked": true }))).into_response(),
         None => error(StatusCode::CONFLICT, "the conversation is closed"),
+    }
+}
+
+/// An operator moves a conversation that is on a phone to the other phone
+/// channel for the same number, or ("web") texts the visitor a link that
+/// brings it back to the web chat when opened.
+async fn switch_conversation(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Json<ChannelRequest>, JsonRejection>,
+) -> Response {
+    use crate::chat::{ChannelKind, SwitchBy};
+    guard!(s, h, Role::Operator);
+    let req = tri!(body(b));
+    let Some(target) = req
+        .action
+        .is_none()
+        .then(|| ChannelKind::parse(&req.channel))
+        .flatten()
+    else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channel must be web, sms or whatsapp (and no action)",
+        );
+    };
+    let conv = tri!(live_conversation(&s, &id).await);
+    let board = &s.services.switchboard;
+    let (on, to) = match conv.active() {
+        (on @ (ChannelKind::Sms | ChannelKind::WhatsApp), Some(to)) => (on, to),
+        _ => {
+            return error(
+                StatusCode::CONFLICT,
+                "the visitor is in the web chat: ask for a phone number (visitor-action)",
+            )
+        }
+    };
+    let result = match target {
+        ChannelKind::Web => board
+            .send_web_link(&conv, on, &to, SwitchBy::Operator)
+            .await
+            .map(|()| StatusCode::ACCEPTED),
+        t if t == on => {
+            return error(
+                StatusCode::CONFLICT,
+                &format!("the conversation is already on {}", on.label()),
+            )
+        }
+        t => board
+            .switch_phone(&conv, t, &to, SwitchBy::Operator)
+            .await
+            .map(|_| StatusCode::OK),
+    };
+    match result {
+        Ok(status) => (
+            status,
+            Json(json!({ "conversation": live_conversation_json(&s, &conv).await })),
+        )
+            .into_response(),
+        Err(e) => switch_error(e),
     }
 }
 

@@ -1,6 +1,7 @@
-//! The web chat (PWA): the page for breakout links (`/b/<token>`) and the
-//! standalone chat (`/chat/`), its assets (built into the binary), and the
-//! WebSocket that carries a conversation (`/chat/ws?c=<id>`).
+//! The web chat (PWA): the page for breakout links (`/b/<token>`), links
+//! back to the web chat from a phone (`/w/<token>`), the standalone chat
+//! (`/chat/`), its assets (built into the binary), and the WebSocket that
+//! carries a conversation (`/chat/ws?c=<id>`).
 //!
 //! A browser proves it owns a conversation with an HttpOnly cookie set
 //! when the page was first served; the key is never in a URL.
@@ -89,6 +90,7 @@ const INPUT_BURST: u32 = 20;
 pub fn router() -> Router<HttpState> {
     let mut r = Router::new()
         .route("/b/{token}", get(breakout_page).post(claim_breakout))
+        .route("/w/{token}", get(web_link_page).post(claim_web_link))
         .route("/chat/", get(web_chat_page))
         .route(
             "/chat",
@@ -210,6 +212,54 @@ fn set_cookie(state: &HttpState, name: &str, value: &str) -> String {
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=86400{secure}")
 }
 
+/// The page a link shows before it is claimed: a form the page's script
+/// posts at once (previews fetch links but run no scripts).
+fn landing_page() -> Response {
+    let mut r = OPEN_HTML.into_response();
+    page_headers(&mut r);
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    r
+}
+
+/// A link back to the web chat, texted to a visitor on a phone. A GET
+/// (a preview, or the browser's first visit) only shows the landing page.
+async fn web_link_page(State(state): State<HttpState>, Path(token): Path<String>) -> Response {
+    if state.services.switchboard.web_link_claimable(&token) {
+        return landing_page();
+    }
+    metrics::counter!(names::CHAT_WEB_LINKS, "event" => "refused").increment(1);
+    not_found()
+}
+
+/// The claim: the first browser to post gets the conversation (a new
+/// key, as cookies; it moves to the web chat) and is sent to `/chat/`,
+/// which opens it with the whole transcript. The link is then used up.
+async fn claim_web_link(State(state): State<HttpState>, Path(token): Path<String>) -> Response {
+    let Some((conv, key)) = state.services.switchboard.claim_web_link(&token).await else {
+        return not_found();
+    };
+    tracing::info!(conversation = %conv.id, "web chat link opened");
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, HeaderValue::from_static("/chat/"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for cookie in [
+        set_cookie(&state, &key_cookie(&conv.id), &key),
+        set_cookie(&state, WEB_COOKIE, &conv.id),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
 /// A breakout link. Its first visit only shows a page that claims the
 /// chat by POST (a script does it at once): SMS and chat apps fetch links
 /// to draw previews, and a GET must not use the link up. The browser that
@@ -220,16 +270,7 @@ async fn breakout_page(
     headers: HeaderMap,
 ) -> Response {
     if state.services.breakouts.claimable(&token) {
-        let mut r = OPEN_HTML.into_response();
-        page_headers(&mut r);
-        r.headers_mut().insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; script-src 'self'; style-src 'self'; form-action 'self'; \
-                 frame-ancestors 'none'; base-uri 'none'",
-            ),
-        );
-        return r;
+        return landing_page();
     }
     let jar = cookies(&headers);
     let key_for = |conv: &str| jar.get(&key_cookie(conv)).cloned();

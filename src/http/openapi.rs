@@ -150,6 +150,22 @@ pub fn document() -> Value {
                                  "properties": { "conversation": schema("Conversation") } } } } },
                     "409": { "$ref": "#/components/responses/BadRequest" },
                     "502": { "$ref": "#/components/responses/BadRequest" } } } },
+            "/v1/conversations/{id}/switch": { "post": {
+                "summary": "Move a conversation that is on a phone: to the other phone channel for the same number (`sms`, `whatsapp`; the welcome goes out first, WhatsApp's as the approved template outside the 24-hour window, and the old channel is told), or `web`: text the visitor a single-use link that brings the conversation back to the web chat when opened. 409 for a conversation in the web chat (use visitor-action) or already on that channel.",
+                "parameters": path_param("id"),
+                "requestBody": body("ChannelAction"),
+                "responses": {
+                    "200": { "description": "Moved; the conversation is live on the channel.",
+                             "content": { "application/json": { "schema": { "type": "object",
+                                 "properties": { "conversation": schema("Conversation") } } } } },
+                    "202": { "description": "The link was sent; the conversation moves when it is opened.",
+                             "content": { "application/json": { "schema": { "type": "object",
+                                 "properties": { "conversation": schema("Conversation") } } } } },
+                    "404": { "$ref": "#/components/responses/BadRequest" },
+                    "409": { "$ref": "#/components/responses/BadRequest" },
+                    "422": { "$ref": "#/components/responses/BadRequest" },
+                    "429": { "$ref": "#/components/responses/BadRequest" },
+                    "502": { "$ref": "#/components/responses/BadRequest" } } } },
             "/v1/leads/{id}/reconnect": { "post": {
                 "summary": "Reconnect with an offline lead by SMS or WhatsApp (PH-2B): a new conversation. 409 (with `conversation_id`) when the lead is already in a live conversation on that channel.",
                 "parameters": path_param("id"),
@@ -250,7 +266,7 @@ pub fn document() -> Value {
                     "answered_at": { "type": ["integer", "null"] }, "ended_at": { "type": ["integer", "null"] },
                     "wait_secs": { "type": ["number", "null"] }, "talk_secs": { "type": ["number", "null"] } } },
                 "ChannelAction": { "type": "object", "required": ["channel"], "additionalProperties": false,
-                    "properties": { "channel": { "enum": ["sms", "whatsapp"] },
+                    "properties": { "channel": { "enum": ["web", "sms", "whatsapp"], "description": "web: the switch route only." },
                                     "action": { "enum": ["ask_phone"], "description": "visitor-action only." } } },
                 "Call": { "type": "object", "properties": {
                     "call_id": { "type": "string" }, "direction": { "enum": ["inbound", "outbound"] },

@@ -82,6 +82,17 @@ pub(super) fn services(
             sms_flow: config.chat.sms_flow.clone(),
             whatsapp_flow: config.chat.whatsapp_flow.clone(),
             whatsapp_code_template: providers.inbound.whatsapp_code_template.clone(),
+            keywords: crate::chat::SwitchKeywords::new(
+                config.chat.switch_keywords.iter().filter_map(|(word, to)| {
+                    Some((word.clone(), crate::chat::ChannelKind::parse(to)?))
+                }),
+            ),
+            web_link_ttl: std::time::Duration::from_secs(config.chat.web_link_ttl_secs),
+            link_base: config
+                .http
+                .public_base_url()
+                .trim_end_matches('/')
+                .to_string(),
         },
         policy.clone(),
     );

@@ -262,6 +262,14 @@ pub const CHAT_SWITCHES: Metric = counter(
     "crossline_chat_switches_total",
     "Chat channel switches, by target channel.",
 );
+pub const CHAT_SWITCH_KEYWORDS: Metric = counter(
+    "crossline_chat_switch_keywords_total",
+    "Channel keywords texted by visitors on a phone, by target channel and result (switched, failed).",
+);
+pub const CHAT_WEB_LINKS: Metric = counter(
+    "crossline_chat_web_links_total",
+    "Links back to the web chat, by event (sent, not_sent, claimed, refused).",
+);
 pub const CHAT_SWITCH_CODES: Metric = counter(
     "crossline_chat_switch_codes_total",
     "Chat switch confirmation codes entered, by result (wrong, confirmed).",
@@ -405,6 +413,8 @@ pub const ALL: &[Metric] = &[
     CHAT_INPUTS_HANDED_OVER,
     CHAT_SWITCHES,
     CHAT_SWITCH_CODES,
+    CHAT_SWITCH_KEYWORDS,
+    CHAT_WEB_LINKS,
     INBOUND_MESSAGES,
     PROVIDER_SENDS,
     OUTBOUND_ADMITTED,

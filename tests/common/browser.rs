@@ -155,6 +155,18 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// A Chrome DevTools Protocol command on the current page, through
+    /// chromedriver's `goog/cdp/execute`: Chromium's own answer.
+    pub fn cdp(&self, cmd: &str, params: serde_json::Value) -> serde_json::Value {
+        let command = Cdp {
+            cmd: cmd.to_string(),
+            params,
+        };
+        self.rt
+            .block_on(self.c().issue_cmd(command))
+            .unwrap_or_else(|e| panic!("CDP {cmd}: {e}"))
+    }
+
     pub fn source(&self) -> String {
         self.rt.block_on(self.c().source()).unwrap()
     }
@@ -176,6 +188,30 @@ impl Drop for Browser {
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Cdp {
+    cmd: String,
+    params: serde_json::Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &reqwest::Url,
+        session_id: Option<&str>,
+    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (axum::http::Method, Option<String>) {
+        let body = serde_json::json!({ "cmd": self.cmd, "params": self.params });
+        (axum::http::Method::POST, Some(body.to_string()))
     }
 }
 

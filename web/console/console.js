@@ -654,6 +654,17 @@
     $('ask-phone-reason').textContent = ask;
     $('ask-phone-reason').hidden = !ask;
 
+    // A chat on a phone moves to the other phone channel, or gets a web link.
+    let move = '';
+    if (!c.live) move = 'The conversation is closed';
+    else if (c.channel === 'web' || !c.channel) move = 'Only for chats on a phone: this one is in the web chat';
+    const here = 'Already on ' + (CHANNELS[c.channel] || { long: c.channel }).long;
+    setAction($('move-sms'), null, move || (c.channel === 'sms' ? here : ''));
+    setAction($('move-whatsapp'), null, move || (c.channel === 'whatsapp' ? here : ''));
+    setAction($('move-web'), null, move);
+    $('move-reason').textContent = move;
+    $('move-reason').hidden = !move;
+
     // PH-2A: a finished web chat whose lead left a phone number.
     let rec = '';
     if (c.live) rec = 'The conversation is still live';
@@ -1063,6 +1074,25 @@
   }
   $('ask-phone-sms').addEventListener('click', () => askPhone('sms'));
   $('ask-phone-whatsapp').addEventListener('click', () => askPhone('whatsapp'));
+
+  function moveTo(channel) {
+    const id = state.selected;
+    if (!id) return;
+    const web = channel === 'web';
+    runAction(web ? 'Sending a link to the web chat' : 'Moving to ' + CHANNELS[channel].label, async () => {
+      const res = await api('POST', '/v1/conversations/' + encodeURIComponent(id) + '/switch', { channel });
+      if (res && res.conversation) upsertConversation(res.conversation);
+      setActionStatus(
+        web
+          ? 'Link sent: the conversation moves to the web chat when the visitor opens it.'
+          : 'Moved: the conversation continues on ' + CHANNELS[channel].label + '.'
+      );
+      if (id === state.selected) loadDetail(id, { keep: true });
+    });
+  }
+  $('move-sms').addEventListener('click', () => moveTo('sms'));
+  $('move-whatsapp').addEventListener('click', () => moveTo('whatsapp'));
+  $('move-web').addEventListener('click', () => moveTo('web'));
 
   $('reconnect-sms').addEventListener('click', () => {
     const id = state.selected;
