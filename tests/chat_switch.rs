@@ -54,44 +54,6 @@ fn post_sms(gw: &Gateway, key: &str, sid: &str, from: &str, text: &str) -> HttpR
     post_twilio_sms(gw, TWILIO_WEBHOOK_URL, key, sid, from, OUR_NUMBER, text)
 }
 
-/// The WhatsApp Cloud API's message notification, signed as Meta signs it:
-/// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, body)>`.
-fn post_whatsapp(gw: &Gateway, key: &str, wamid: &str, from: &str, text: &str) -> HttpReply {
-    let wa_id = from.trim_start_matches('+');
-    let body = json!({
-        "object": "whatsapp_business_account",
-        "entry": [{
-            "id": "102290129340398",
-            "changes": [{
-                "field": "messages",
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": { "display_phone_number": "15550100000", "phone_number_id": "106540352242922" },
-                    "contacts": [{ "profile": { "name": "Ana" }, "wa_id": wa_id }],
-                    "messages": [{
-                        "from": wa_id, "id": wamid, "timestamp": "1764300000",
-                        "type": "text", "text": { "body": text }
-                    }]
-                }
-            }]
-        }]
-    })
-    .to_string();
-    let signature = format!(
-        "sha256={}",
-        hmac_sha256_hex(key.as_bytes(), body.as_bytes())
-    );
-    gw.http(
-        "POST",
-        "/hooks/whatsapp",
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Hub-Signature-256", &signature),
-        ],
-        Some(&body),
-    )
-}
-
 fn wait_sms(log: &Log, to: &str, containing: &str) -> HashMap<String, String> {
     wait_sms_to(log, to, containing, WAIT)
 }

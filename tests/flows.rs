@@ -30,13 +30,7 @@ struct SendRow {
 /// Stop the gateway (its store flushes on the way out), then read what it
 /// stored: the send log, and the Call-IDs of its call records.
 fn stop_and_read_sends(gw: &mut Gateway) -> (Vec<SendRow>, Vec<String>) {
-    gw.signal(libc::SIGTERM);
-    let status = gw.wait_exit(Duration::from_secs(10));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "exit {status:?}:\n{}",
-        gw.log()
-    );
+    gw.stop();
     let db = rusqlite::Connection::open(gw.db_path()).unwrap();
     let mut stmt = db
         .prepare(
@@ -267,7 +261,9 @@ fn callbot_records_a_refused_sms_and_takes_on_error() {
     assert_eq!(row.provider_id, None);
 }
 
-/// Menu option 3: a WhatsApp template through the Cloud API stand-in.
+/// Menu option 3: a WhatsApp template through the Cloud API stand-in, its
+/// header, named body parameters and buttons filled from the call's
+/// variables, exactly as the Cloud API documents the request.
 #[test]
 fn callbot_sends_whatsapp_template_to_the_caller() {
     require("espeak-ng", "espeak-ng");
@@ -283,20 +279,56 @@ fn callbot_sends_whatsapp_template_to_the_caller() {
         wa.headers.get("authorization").map(String::as_str),
         Some("Bearer wa-token")
     );
-    let body: serde_json::Value = serde_json::from_str(&wa.body).unwrap();
-    assert_eq!(body["messaging_product"], "whatsapp");
-    assert_eq!(body["to"], "15551234567");
-    assert_eq!(body["type"], "template");
-    assert_eq!(body["template"]["name"], "seguimiento_llamada");
-    assert_eq!(body["template"]["language"]["code"], "es");
-    assert_eq!(
-        body["template"]["components"][0]["parameters"][0]["text"],
-        "+15551234567"
-    );
     assert!(gw.log().contains("node=whatsapp_ok"));
 
     let (rows, calls) = stop_and_read_sends(&mut gw);
     assert_eq!(only_send(&rows, &calls), "whatsapp");
+    let call_id = &calls[0];
+    let body: serde_json::Value = serde_json::from_str(&wa.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "15551234567",
+            "type": "template",
+            "template": {
+                "name": "seguimiento_llamada",
+                "language": { "code": "es" },
+                "components": [
+                    {
+                        "type": "header",
+                        "parameters": [{
+                            "type": "document",
+                            "document": {
+                                "link": "https://example.com/guias/atencion.pdf",
+                                "filename": "guia.pdf"
+                            }
+                        }]
+                    },
+                    {
+                        "type": "body",
+                        "parameters": [
+                            { "type": "text", "parameter_name": "numero", "text": "+15551234567" },
+                            { "type": "text", "parameter_name": "referencia", "text": call_id }
+                        ]
+                    },
+                    {
+                        "type": "button",
+                        "sub_type": "quick_reply",
+                        "index": "0",
+                        "parameters": [{ "type": "payload", "payload": format!("llamar-{call_id}") }]
+                    },
+                    {
+                        "type": "button",
+                        "sub_type": "url",
+                        "index": "1",
+                        "parameters": [{ "type": "text", "text": call_id }]
+                    }
+                ]
+            }
+        })
+    );
     let row = &rows[0];
     assert_eq!(row.status, "sent");
     assert_eq!(
@@ -305,6 +337,165 @@ fn callbot_sends_whatsapp_template_to_the_caller() {
     );
     assert_eq!(row.provider_id.as_deref(), Some(WAMID));
     assert_eq!(row.attempts, Some(1));
+}
+
+const APP_SECRET: &str = "meta-app-secret-for-flow-tests";
+const WRITER: &str = "+34612345678";
+const STRANGER: &str = "+34600000002";
+
+/// WhatsApp requests the stand-in saw for `to` (E.164), as JSON.
+fn whatsapp_to(log: &Log, to: &str) -> Vec<serde_json::Value> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.starts_with("whatsapp/"))
+        .map(|s| serde_json::from_str::<serde_json::Value>(&s.body).unwrap())
+        .filter(|b| b["to"] == to.trim_start_matches('+'))
+        .collect()
+}
+
+fn wait_whatsapp_to(log: &Log, to: &str, count: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let sent = whatsapp_to(log, to);
+        if sent.len() >= count {
+            return sent;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} WhatsApp message(s) to {to} expected; sent: {sent:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the bot of a new web chat says, read over its WebSocket.
+fn web_chat_says(gw: &Gateway) -> String {
+    let (id, cookies) = common::chat::open_chat(gw);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut ws = common::chat::connect(gw, &id, &cookies).await;
+        common::chat::send(&mut ws, serde_json::json!({"type": "resume", "after": 0})).await;
+        let said = common::chat::next(&mut ws).await;
+        said["text"].as_str().unwrap_or_default().to_string()
+    })
+}
+
+/// Free-form WhatsApp text goes out only inside the 24 h window: a web
+/// chat's follow-up is held back (on_error, `outside_window`, no request)
+/// until the number writes to us through the signed webhook; the reply to
+/// that message goes out, a text to a number that never wrote falls back
+/// to a template; and the window is still open after a restart.
+#[test]
+fn whatsapp_text_only_inside_the_24_hour_window() {
+    let (port, log, _) = stand_in();
+    let mut gw = Gateway::start(&format!(
+        "[flows]\ndir = \"{flows}\"\n\n\
+         [chat]\nweb_flow = \"wa-web\"\nwhatsapp_flow = \"wa-reply\"\n\n\
+         [messaging.whatsapp]\nbase_url = \"http://127.0.0.1:{port}\"\napi_version = \"v21.0\"\nphone_number_id = \"106540352242922\"\naccess_token = \"wa-token\"\napp_secret = \"{APP_SECRET}\"\n",
+        flows = repo().join("tests/flows/whatsapp").display(),
+    ));
+    let text_to = |to: &str, body: &str| {
+        serde_json::json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to.trim_start_matches('+'),
+            "type": "text",
+            "text": { "body": body }
+        })
+    };
+
+    // Nobody wrote yet: held back, and the provider never asked.
+    assert_eq!(web_chat_says(&gw), "not sent: outside_window");
+    assert_eq!(whatsapp_to(&log, WRITER), Vec::<serde_json::Value>::new());
+
+    // The number writes; the flow it starts replies with free text.
+    let hello = post_whatsapp(
+        &gw,
+        APP_SECRET,
+        "wamid.HBgLMzQ2MTIzNDU2NzgVAgASGBQ",
+        WRITER,
+        "hola",
+    );
+    assert_eq!(hello.status, 200, "{}", hello.body);
+    assert_eq!(
+        wait_whatsapp_to(&log, WRITER, 1),
+        [text_to(WRITER, "Gracias por escribir: hola")]
+    );
+    // The stranger gets the fallback template, never the text.
+    let fallback = wait_whatsapp_to(&log, STRANGER, 1);
+    assert_eq!(
+        fallback,
+        [serde_json::json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "34600000002",
+            "type": "template",
+            "template": {
+                "name": "retomar_conversacion",
+                "language": { "code": "es" },
+                "components": [{
+                    "type": "body",
+                    "parameters": [{ "type": "text", "text": "outside_window" }]
+                }]
+            }
+        })]
+    );
+
+    // Now the web chat's follow-up goes out.
+    assert_eq!(web_chat_says(&gw), "sent");
+    let follow_up = text_to(WRITER, "Seguimos por WhatsApp.");
+    assert_eq!(wait_whatsapp_to(&log, WRITER, 2)[1], follow_up);
+    let (_, metrics) = gw.http_get("/metrics");
+    assert_eq!(
+        metric(&metrics, "crossline_whatsapp_outside_window_total", &[]),
+        Some(2.0),
+        "{metrics}"
+    );
+
+    // After a restart the window is read back from the store.
+    gw.stop_and_restart();
+    assert_eq!(web_chat_says(&gw), "sent");
+    assert_eq!(wait_whatsapp_to(&log, WRITER, 3)[2], follow_up);
+    assert_eq!(whatsapp_to(&log, STRANGER).len(), 1);
+
+    // Every send is on record, the held-back ones with their reason.
+    let (rows, _) = stop_and_read_sends(&mut gw);
+    let summary: Vec<(String, String, String, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.node.clone().unwrap_or_default(),
+                r.recipient.clone(),
+                r.status.clone(),
+                r.error_kind.clone(),
+            )
+        })
+        .collect();
+    let row = |node: &str, to: &str, status: &str, kind: Option<&str>| {
+        (
+            node.to_string(),
+            to.to_string(),
+            status.to_string(),
+            kind.map(str::to_string),
+        )
+    };
+    assert_eq!(
+        summary,
+        [
+            row("follow_up", WRITER, "failed", Some("outside_window")),
+            row("reply", WRITER, "sent", None),
+            row("stranger", STRANGER, "failed", Some("outside_window")),
+            row("fallback", STRANGER, "sent", None),
+            row("follow_up", WRITER, "sent", None),
+            row("follow_up", WRITER, "sent", None),
+        ]
+    );
+    assert!(rows
+        .iter()
+        .filter(|r| r.status == "failed")
+        .all(|r| r.provider_id.is_none() && r.error_code.is_none()));
+    assert_no_pii(&gw.log(), &[WRITER, STRANGER]);
 }
 
 /// Seconds since midnight of the first log line containing `needle`.
@@ -326,16 +517,59 @@ fn line_time(log: &str, needle: &str) -> f64 {
     h * 3600.0 + m * 60.0 + s
 }
 
+/// What `crossline check` said about some flow files.
+struct Checked {
+    _dir: tempfile::TempDir,
+    flows: std::path::PathBuf,
+    config: std::path::PathBuf,
+    code: Option<i32>,
+    stderr: String,
+}
+
+impl Checked {
+    /// A flow file's path as `check` names it.
+    fn file(&self, name: &str) -> String {
+        self.flows.join(name).display().to_string()
+    }
+}
+
+/// `crossline check` on a config whose `[flows] dir` holds `files`;
+/// `extra` follows that line in the config.
+fn check_flows(files: &[(&str, &str)], extra: &str) -> Checked {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    for (name, text) in files {
+        std::fs::write(flows.join(name), text).unwrap();
+    }
+    let config = dir.path().join("crossline.toml");
+    std::fs::write(
+        &config,
+        format!("[flows]\ndir = \"{}\"\n{extra}", flows.display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossline"))
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    Checked {
+        _dir: dir,
+        flows,
+        config,
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// `crossline check` rejects broken flows with exact messages: file, line,
 /// node id and what is wrong.
 #[test]
 fn check_rejects_broken_flows_with_exact_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let flows = dir.path().join("flows");
-    std::fs::create_dir(&flows).unwrap();
-    std::fs::write(
-        flows.join("bad.toml"),
-        r#"name = "bad"
+    let checked = check_flows(
+        &[(
+            "bad.toml",
+            r#"name = "bad"
 
 [[nodes]]
 id = "start"
@@ -367,25 +601,14 @@ id = "nap"
 type = "pause"
 secs = true
 "#,
-    )
-    .unwrap();
-    let config = dir.path().join("crossline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[media]\naudio_dir = \"{}\"\n\n[flows]\ndir = \"{}\"\n",
-            repo().join("audio").display(),
-            flows.display()
+        )],
+        &format!(
+            "\n[media]\naudio_dir = \"{}\"\n",
+            repo().join("audio").display()
         ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossline"))
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let f = flows.join("bad.toml").display().to_string();
+    );
+    assert_eq!(checked.code, Some(1));
+    let f = checked.file("bad.toml");
     let audio = repo().join("audio").display().to_string();
     let expected = format!(
         "{f}:3:1: node \"start\".next: no node \"nowhere\" in this flow\n\
@@ -396,9 +619,167 @@ secs = true
          {f}:26:1: node \"typo\".txet: unknown field `txet`, expected one of `id`, `type`, `text`, `language`, `voice`, `rate_wpm`, `next`\n\
          {f}:31:8: node \"nap\".secs: invalid type: boolean `true`, expected f64\n\
          {config}: 7 error(s)\n",
-        config = config.display()
+        config = checked.config.display()
     );
-    assert_eq!(String::from_utf8_lossy(&out.stderr), expected);
+    assert_eq!(checked.stderr, expected);
+}
+
+/// `crossline check` refuses WhatsApp messages the Cloud API would refuse,
+/// at their file and line: template and text together or neither, a bad
+/// template name, no language, mixed named and positional parameters,
+/// unknown component and parameter types, media without a link, currency
+/// without a code, a button without its index or with the other sub_type's
+/// parameter, more than 10 buttons.
+#[test]
+fn check_rejects_whatsapp_messages_the_cloud_api_would_refuse() {
+    let checked = check_flows(
+        &[(
+            "bad.toml",
+            r#"name = "bad-whatsapp"
+
+[[nodes]]
+id = "both"
+type = "send_whatsapp"
+template = "pedido"
+language = "es"
+text = "hola"
+next = "neither"
+
+[[nodes]]
+id = "neither"
+type = "send_whatsapp"
+next = "name"
+
+[[nodes]]
+id = "name"
+type = "send_whatsapp"
+template = "Pedido-Listo"
+next = "text_extras"
+
+[[nodes]]
+id = "text_extras"
+type = "send_whatsapp"
+text = "hola"
+language = "es"
+next = "mixed"
+
+[[nodes]]
+id = "mixed"
+type = "send_whatsapp"
+template = "pedido"
+language = "es_es"
+parameters = ["{{caller}}"]
+next = "eleven"
+
+[[nodes.components]]
+type = "body"
+parameters = [{ type = "text", parameter_name = "nombre", text = "Ana" }]
+
+[[nodes.components]]
+type = "header"
+parameters = [{ type = "text", text = "Pedido" }]
+
+[[nodes]]
+id = "eleven"
+type = "send_whatsapp"
+template = "pedido"
+language = "es"
+components = [
+  { type = "button", sub_type = "quick_reply", index = 0, parameters = [{ type = "payload", payload = "a" }] },
+  { type = "button", sub_type = "quick_reply", index = 1, parameters = [{ type = "payload", payload = "b" }] },
+  { type = "button", sub_type = "quick_reply", index = 2, parameters = [{ type = "payload", payload = "c" }] },
+  { type = "button", sub_type = "quick_reply", index = 3, parameters = [{ type = "payload", payload = "d" }] },
+  { type = "button", sub_type = "quick_reply", index = 4, parameters = [{ type = "payload", payload = "e" }] },
+  { type = "button", sub_type = "quick_reply", index = 5, parameters = [{ type = "payload", payload = "f" }] },
+  { type = "button", sub_type = "url", index = 6, parameters = [{ type = "text", text = "g" }] },
+  { type = "button", sub_type = "url", index = 7, parameters = [{ type = "text", text = "h" }] },
+  { type = "button", sub_type = "url", index = 8, parameters = [{ type = "text", text = "i" }] },
+  { type = "button", sub_type = "url", index = 9, parameters = [{ type = "text", text = "j" }] },
+  { type = "button", sub_type = "url", index = "9", parameters = [{ type = "text", text = "k" }] },
+]
+
+[[nodes]]
+id = "footer"
+type = "send_whatsapp"
+template = "pedido"
+language = "es"
+
+[[nodes.components]]
+type = "footer"
+
+[[nodes]]
+id = "no_link"
+type = "send_whatsapp"
+template = "pedido"
+language = "es"
+components = [
+  { type = "header", parameters = [{ type = "document", document = { filename = "f.pdf" } }] },
+]
+
+[[nodes]]
+id = "no_code"
+type = "send_whatsapp"
+template = "pedido"
+language = "es"
+components = [
+  { type = "body", parameters = [
+      { type = "currency", currency = { fallback_value = "12,50 €", amount_1000 = 12500 } },
+  ] },
+]
+
+[[nodes]]
+id = "location"
+type = "send_whatsapp"
+template = "pedido"
+language = "es"
+components = [
+  { type = "header", parameters = [{ type = "location" }] },
+]
+
+[[nodes]]
+id = "no_index"
+type = "send_whatsapp"
+template = "pedido"
+language = "es"
+components = [
+  { type = "button", sub_type = "quick_reply", parameters = [{ type = "payload", payload = "si" }] },
+]
+
+[[nodes]]
+id = "wrong_fields"
+type = "send_whatsapp"
+template = "pedido"
+language = "es"
+components = [
+  { type = "button", sub_type = "url", index = 0, parameters = [{ type = "payload", payload = "si" }] },
+]
+"#,
+        )],
+        "",
+    );
+    assert_eq!(checked.code, Some(1));
+    let f = checked.file("bad.toml");
+    let expected = format!(
+        "{f}:3:1: node \"both\".template: give exactly one of template (any time) and text (inside the 24 h window)\n\
+         {f}:11:1: node \"neither\".template: give exactly one of template (any time) and text (inside the 24 h window)\n\
+         {f}:16:1: node \"name\".template: \"Pedido-Listo\" is not a template name: lowercase letters, digits and _ only (at most 512)\n\
+         {f}:16:1: node \"name\".language: a template needs its language code, e.g. \"es\" or \"en_US\"\n\
+         {f}:22:1: node \"text_extras\".text: a text message takes no language, parameters or components\n\
+         {f}:29:1: node \"mixed\".parameters: body parameters go either in `parameters` or in a body component, not both\n\
+         {f}:29:1: node \"mixed\".language: \"es_es\" is not a template language code like \"es\" or \"en_US\"\n\
+         {f}:29:1: node \"mixed\".components: header and body parameters must be all named (parameter_name) or all positional\n\
+         {f}:45:1: node \"eleven\".components: 11 buttons; a template has at most 10\n\
+         {f}:45:1: node \"eleven\".components: two buttons with index 9\n\
+         {f}:70:1: node \"footer\": unknown component type \"footer\"; header, body or button\n\
+         {f}:78:14: node \"no_link\".components: parameters[0]: document header without a link\n\
+         {f}:87:14: node \"no_code\".components: parameters[0]: currency needs a code (ISO 4217, e.g. \"EUR\")\n\
+         {f}:98:14: node \"location\".components: parameters[0]: unknown parameter type \"location\"; one of text, currency, date_time, image, video, document or payload\n\
+         {f}:107:14: node \"no_index\".components: a button needs its index (0 to 9)\n\
+         {f}:116:14: node \"wrong_fields\".components: parameters[0]: a url button takes a text parameter (the URL's suffix), not payload\n\
+         {config}: 16 error(s)\n",
+        config = checked.config.display()
+    );
+    assert_eq!(checked.stderr, expected);
 }
 
 /// Voice and chat don't mix: a chat node in a voice flow, a breakout whose
@@ -406,9 +787,6 @@ secs = true
 /// `[chat] web_flow` naming a voice flow are all refused by `check`.
 #[test]
 fn check_rejects_voice_and_chat_mixups() {
-    let dir = tempfile::tempdir().unwrap();
-    let flows = dir.path().join("flows");
-    std::fs::create_dir(&flows).unwrap();
     let files = [
         (
             "voice.toml",
@@ -461,27 +839,14 @@ text = "Email?"
 "#,
         ),
     ];
-    for (name, text) in files {
-        std::fs::write(flows.join(name), text).unwrap();
-    }
-    let config = dir.path().join("crossline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[flows]\ndir = \"{}\"\n\n[chat]\nweb_flow = \"voice\"\n\n[[routes]]\nflow = \"chatty\"\n",
-            flows.display()
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossline"))
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let f = |name: &str| flows.join(name).display().to_string();
-    let c = config.display().to_string();
+    let checked = check_flows(
+        &files,
+        "\n[chat]\nweb_flow = \"voice\"\n\n[[routes]]\nflow = \"chatty\"\n",
+    );
+    assert_eq!(checked.code, Some(1));
+    let stderr = &checked.stderr;
+    let f = |name: &str| checked.file(name);
+    let c = checked.config.display().to_string();
     for want in [
         format!("{}:4:1: node \"hi\".type: say nodes can't run in a chat flow (set channel = \"voice\" at the top?)", f("mixed.toml")),
         format!("{}:3:1: node \"ask\".type: ask nodes can't run in a voice flow (set channel = \"chat\" at the top?)", f("mixed-voice.toml")),
@@ -505,9 +870,6 @@ text = "Email?"
 /// breakout node inside a chat flow.
 #[test]
 fn check_requires_breakout_flows_to_return() {
-    let dir = tempfile::tempdir().unwrap();
-    let flows = dir.path().join("flows");
-    std::fs::create_dir(&flows).unwrap();
     let files = [
         (
             "voice.toml",
@@ -614,19 +976,10 @@ breakout_flow = "returns"
 "#,
         ),
     ];
-    for (name, text) in files {
-        std::fs::write(flows.join(name), text).unwrap();
-    }
-    let config = dir.path().join("crossline.toml");
-    std::fs::write(&config, format!("[flows]\ndir = \"{}\"\n", flows.display())).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossline"))
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let f = |name: &str| flows.join(name).display().to_string();
+    let checked = check_flows(&files, "");
+    assert_eq!(checked.code, Some(1));
+    let stderr = &checked.stderr;
+    let f = |name: &str| checked.file(name);
     for want in [
         format!("{}:3:1: node \"out\".breakout_flow: chat flow \"gives-up\" can end at node \"sorry\" without reaching breakout_return", f("voice.toml")),
         format!("{}:3:1: node \"again\".breakout_flow: chat flow \"hands-off\" can end at node \"human\" without reaching breakout_return", f("later.toml")),

@@ -15,13 +15,11 @@ use dashmap::DashMap;
 use super::event::{Accepted, ChannelKind, Role, VisitorInput};
 use super::hub::{ChannelSender, ChatHub, Conversation};
 use crate::messaging::inbound::{opt_keyword, InboundChannel, InboundMessage, OptChange};
+use crate::messaging::whatsapp_template::Component;
+use crate::messaging::window::WhatsAppWindow;
 use crate::messaging::{MessageKind, MessagingProvider, OutboundMessage, SendError};
 use crate::store::{SendChannel, Store};
 use crate::telemetry::names;
-
-/// WhatsApp's customer-service window: free text only this long after the
-/// person last wrote to us.
-const WHATSAPP_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a handled provider id stays in memory; the store answers after.
 const SEEN_IN_MEMORY: Duration = Duration::from_secs(600);
@@ -75,6 +73,9 @@ pub struct SwitchTexts {
     pub web_link_ttl: Duration,
     /// Where links point (`[http] public_base_url`), without a trailing `/`.
     pub link_base: String,
+    /// (template, language) for the first WhatsApp message of a switch or
+    /// reconnect; unset: operators can't move chats to WhatsApp.
+    pub whatsapp_welcome_template: Option<(String, String)>,
 }
 
 /// Who moved a conversation from a phone.
@@ -117,9 +118,9 @@ pub struct Switchboard {
     hub: Arc<ChatHub>,
     store: Arc<dyn Store>,
     sms: Option<Arc<dyn MessagingProvider>>,
+    /// Gated by `window`: free text only inside the 24 h window.
     whatsapp: Option<Arc<dyn MessagingProvider>>,
-    /// (template, language) for the first WhatsApp message of a switch.
-    whatsapp_template: Option<(String, String)>,
+    window: Arc<WhatsAppWindow>,
     texts: SwitchTexts,
     /// "sms:+34…" of everyone who sent STOP.
     opted_out: DashMap<String, ()>,
@@ -130,8 +131,6 @@ pub struct Switchboard {
     /// provider's retry racing the first delivery. Older ids are answered
     /// by the store; this map is pruned so it stays small.
     seen: DashMap<String, Instant>,
-    /// When each WhatsApp number last wrote to us.
-    last_whatsapp_inbound: DashMap<String, Instant>,
     /// Visitors' switches waiting for their codes, by conversation.
     pending: DashMap<String, PendingSwitch>,
     /// Links back to the web chat not yet opened.
@@ -157,7 +156,7 @@ impl Switchboard {
         store: Arc<dyn Store>,
         sms: Option<Arc<dyn MessagingProvider>>,
         whatsapp: Option<Arc<dyn MessagingProvider>>,
-        whatsapp_template: Option<(String, String)>,
+        window: Arc<WhatsAppWindow>,
         texts: SwitchTexts,
         policy: Arc<crate::messaging::policy::OutboundPolicy>,
     ) -> Arc<Switchboard> {
@@ -167,13 +166,12 @@ impl Switchboard {
             store,
             sms,
             whatsapp,
-            whatsapp_template,
+            window,
             links: super::WebLinks::new(texts.web_link_ttl),
             texts,
             opted_out: DashMap::new(),
             opt_outs_loaded,
             seen: DashMap::new(),
-            last_whatsapp_inbound: DashMap::new(),
             pending: DashMap::new(),
             policy,
             me: me.clone(),
@@ -221,7 +219,7 @@ impl Switchboard {
         // Visitors prove they hold the phone with a code, which on
         // WhatsApp needs an authentication template.
         if self.whatsapp.is_some()
-            && self.whatsapp_template.is_some()
+            && self.texts.whatsapp_welcome_template.is_some()
             && self.texts.whatsapp_code_template.is_some()
         {
             v.push(ChannelKind::WhatsApp);
@@ -286,28 +284,6 @@ impl Switchboard {
         result.map(|_| ())
     }
 
-    /// Whether `to` wrote to us on WhatsApp in the last 24 hours: memory
-    /// first, then the store (the window outlives a restart).
-    async fn whatsapp_window_open(&self, to: &str) -> bool {
-        if let Some(elapsed) = self.last_whatsapp_inbound.get(to).map(|t| t.elapsed()) {
-            return elapsed < WHATSAPP_WINDOW;
-        }
-        match self
-            .store
-            .last_inbound(ChannelKind::WhatsApp.as_str(), to)
-            .await
-        {
-            Ok(Some(at)) => SystemTime::now()
-                .duration_since(at)
-                .is_ok_and(|age| age < WHATSAPP_WINDOW),
-            Ok(None) => false,
-            Err(e) => {
-                tracing::warn!(%e, "store: cannot read the WhatsApp window");
-                false
-            }
-        }
-    }
-
     /// Free text to a phone: plain SMS, or WhatsApp text inside the window.
     async fn send_text(
         &self,
@@ -316,19 +292,11 @@ impl Switchboard {
         text: &str,
         conversation: &str,
     ) -> Result<(), SendError> {
+        // The WhatsApp provider refuses it outside the window.
         let kind = match channel {
-            ChannelKind::WhatsApp => {
-                let open = self.whatsapp_window_open(to).await;
-                if !open {
-                    return Err(SendError::OutsideWindow {
-                        code: None,
-                        message: "the person has not written in the last 24 hours; only templates may be sent".into(),
-                    });
-                }
-                MessageKind::WhatsAppText {
-                    body: text.to_string(),
-                }
-            }
+            ChannelKind::WhatsApp => MessageKind::WhatsAppText {
+                body: text.to_string(),
+            },
             _ => MessageKind::Text {
                 body: text.to_string(),
             },
@@ -346,7 +314,7 @@ impl Switchboard {
         conversation: &str,
     ) -> Result<(), SendError> {
         match channel {
-            ChannelKind::WhatsApp if self.whatsapp_window_open(to).await => {
+            ChannelKind::WhatsApp if self.window.is_open(to, SystemTime::now()).await => {
                 let kind = MessageKind::WhatsAppText {
                     body: text.to_string(),
                 };
@@ -354,13 +322,14 @@ impl Switchboard {
             }
             ChannelKind::WhatsApp => {
                 let (name, language) = self
-                    .whatsapp_template
+                    .texts
+                    .whatsapp_welcome_template
                     .clone()
                     .ok_or_else(|| SendError::Config("no WhatsApp welcome template".into()))?;
                 let kind = MessageKind::WhatsAppTemplate {
                     name,
                     language,
-                    parameters: vec![self.texts.title.clone()],
+                    components: vec![Component::body_texts([self.texts.title.clone()])],
                 };
                 self.send(channel, to, kind, conversation).await
             }
@@ -451,7 +420,7 @@ impl Switchboard {
             (ChannelKind::WhatsApp, Some((name, language))) => MessageKind::WhatsAppTemplate {
                 name: name.clone(),
                 language: language.clone(),
-                parameters: vec![code.clone()],
+                components: vec![Component::body_texts([code.clone()])],
             },
             _ => MessageKind::Text {
                 body: format!(
@@ -906,8 +875,7 @@ impl Switchboard {
             .mark_inbound(&msg.provider_id, msg.channel.as_str(), &msg.from);
         let channel = from_inbound(msg.channel);
         if channel == ChannelKind::WhatsApp {
-            self.last_whatsapp_inbound
-                .insert(msg.from.clone(), Instant::now());
+            self.window.wrote(&msg.from, SystemTime::now());
         }
         let (conv, elsewhere) = match self.hub.find_by_address(channel, &msg.from).await {
             super::Found::Here(c) => (Some(c).filter(|c| !c.is_closed()), None),
@@ -1109,12 +1077,14 @@ mod tests {
         sms: &Arc<FakeProvider>,
         whatsapp: &Arc<FakeProvider>,
     ) -> Arc<Switchboard> {
+        // As the runtime wires it: the window gates the WhatsApp provider.
+        let window = WhatsAppWindow::new(store.clone());
         Switchboard::new(
             hub.clone(),
             store.clone(),
             Some(sms.clone()),
-            Some(whatsapp.clone()),
-            Some(("moved".into(), "es".into())),
+            Some(window.gate(whatsapp.clone())),
+            window,
             SwitchTexts {
                 title: "Example".into(),
                 revert_window: Duration::from_secs(10),
@@ -1128,6 +1098,7 @@ mod tests {
                 ]),
                 web_link_ttl: Duration::from_secs(1800),
                 link_base: "https://chat.example.com".into(),
+                whatsapp_welcome_template: Some(("moved".into(), "es".into())),
             },
             Arc::new(crate::messaging::policy::OutboundPolicy::new(
                 crate::messaging::policy::OutboundPolicyConfig::default(),
@@ -1176,7 +1147,13 @@ mod tests {
                 .find(|w| w.len() == 6)
                 .expect("six digits")
                 .to_string(),
-            MessageKind::WhatsAppTemplate { parameters, .. } => parameters[0].clone(),
+            MessageKind::WhatsAppTemplate { components, .. } => match components.as_slice() {
+                [Component::Body(params)] => match &params[0].value {
+                    crate::messaging::whatsapp_template::BodyValue::Text(code) => code.clone(),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            },
             other => panic!("{other:?}"),
         }
     }
@@ -1448,8 +1425,8 @@ mod tests {
         // The window survives a restart: it is read back from the store.
         r.store.flush().await.unwrap();
         let fresh = board(&r.hub, &r.store, &r.sms, &r.whatsapp);
-        assert!(fresh.whatsapp_window_open("+34612345678").await);
-        assert!(!fresh.whatsapp_window_open("+34699999999").await);
+        fresh.agent_message(&c, "again").await.unwrap();
+        assert_eq!(r.whatsapp.texts(), ["template:moved", "hello", "again"]);
     }
 
     fn whatsapp(id: &str, from: &str, text: &str) -> InboundMessage {

@@ -603,6 +603,11 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                     err(node, "retries", "at most 20".into());
                 }
             }
+            NodeKind::SendWhatsApp(w) => {
+                for (prop, message) in crate::flow::nodes::send_whatsapp::problems(w) {
+                    err(node, prop, message);
+                }
+            }
             NodeKind::BreakoutReturn(r) if r.vars.is_empty() => {
                 err(
                     node,

@@ -451,7 +451,8 @@ pub struct SendSms {
     pub on_error: Option<String>,
 }
 
-/// A WhatsApp template message to the caller (or `to`).
+/// A WhatsApp message to the caller (or `to`): an approved template, or
+/// free-form `text` inside the 24 h customer-service window.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SendWhatsApp {
@@ -460,11 +461,21 @@ pub struct SendWhatsApp {
     pub kind: String,
     #[serde(default)]
     pub to: String,
-    pub template: String,
-    #[serde(default = "default_language")]
-    pub language: String,
+    /// The approved template's name; or else `text`.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// The template's language code, e.g. "es" or "en_US".
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Shorthand for a body of positional text parameters.
     #[serde(default)]
     pub parameters: Vec<String>,
+    /// Header, body and button parameters, as the Cloud API writes them.
+    #[serde(default)]
+    pub components: Vec<crate::messaging::whatsapp_template::Component>,
+    /// Free-form text (templated); only inside the 24 h window.
+    #[serde(default)]
+    pub text: Option<String>,
     #[serde(default)]
     pub next: Option<String>,
     #[serde(default)]

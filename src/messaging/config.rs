@@ -910,7 +910,7 @@ mod tests {
             kind: MessageKind::WhatsAppTemplate {
                 name: "hello_world".into(),
                 language: "en_US".into(),
-                parameters: Vec::new(),
+                components: Vec::new(),
             },
             idempotency_key: "dedupe-key".into(),
         };

@@ -187,13 +187,14 @@ fn fingerprint(msg: &OutboundMessage) -> [u8; 32] {
         MessageKind::WhatsAppTemplate {
             name,
             language,
-            parameters,
+            components,
         } => {
             field("whatsapp_template");
             field(name);
             field(language);
-            for p in parameters {
-                field(p);
+            // The JSON as sent: every value, quoted and delimited.
+            for c in components {
+                field(&c.to_json().to_string());
             }
         }
     }
@@ -375,7 +376,9 @@ mod tests {
             kind: MessageKind::WhatsAppTemplate {
                 name: "n".into(),
                 language: "en".into(),
-                parameters: params.iter().map(|s| s.to_string()).collect(),
+                components: vec![crate::messaging::whatsapp_template::Component::body_texts(
+                    params.iter().map(|s| s.to_string()),
+                )],
             },
             ..text_message(TO, "", "k")
         };

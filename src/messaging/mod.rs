@@ -23,6 +23,8 @@ pub mod send_log;
 pub mod twilio;
 pub mod webhook;
 pub mod whatsapp;
+pub mod whatsapp_template;
+pub mod window;
 
 #[cfg(test)]
 mod test_util;
@@ -78,8 +80,8 @@ pub enum MessageKind {
         name: String,
         /// Template language code, e.g. `en_US`.
         language: String,
-        /// Body parameters `{{1}}`, `{{2}}`, … in order.
-        parameters: Vec<String>,
+        /// Header, body and button parameters, filled in.
+        components: Vec<whatsapp_template::Component>,
     },
     /// Free-form WhatsApp text: only inside the 24 h window.
     WhatsAppText { body: String },
@@ -100,12 +102,12 @@ impl fmt::Debug for MessageKind {
             MessageKind::WhatsAppTemplate {
                 name,
                 language,
-                parameters,
+                components,
             } => f
                 .debug_struct("WhatsAppTemplate")
                 .field("name", name)
                 .field("language", language)
-                .field("parameters", &format!("<{}>", parameters.len()))
+                .field("components", &format!("<{}>", components.len()))
                 .finish(),
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! Contract: `POST <url>` with JSON
 //! `{"to", "from"?, "channel": "sms"|"whatsapp", "type": "text"|"template",
-//! "body"? , "template"?: {"name", "language", "parameters"}, "idempotency_key"}`,
+//! "body"? , "template"?: {"name", "language", "components"}, "idempotency_key"}`
+//! (`components` as the WhatsApp Cloud API writes them, `[]` for none),
 //! header `Idempotency-Key` (same on every retry: the receiver should
 //! deduplicate on it), and with a secret `X-Crossline-Signature:
 //! sha256=<hex HMAC-SHA256 of the exact body>`. Any 2xx is success; the
@@ -116,13 +117,15 @@ impl WebhookProvider {
             MessageKind::WhatsAppTemplate {
                 name,
                 language,
-                parameters,
+                components,
             } => {
                 p.insert("channel".into(), json!("whatsapp"));
                 p.insert("type".into(), json!("template"));
+                let components =
+                    super::whatsapp_template::components_json(components).unwrap_or(json!([]));
                 p.insert(
                     "template".into(),
-                    json!({ "name": name, "language": language, "parameters": parameters }),
+                    json!({ "name": name, "language": language, "components": components }),
                 );
             }
         }
@@ -350,7 +353,9 @@ mod tests {
             kind: MessageKind::WhatsAppTemplate {
                 name: "otp".into(),
                 language: "es".into(),
-                parameters: vec!["1234".into()],
+                components: vec![crate::messaging::whatsapp_template::Component::body_texts(
+                    ["1234".to_string()],
+                )],
             },
             idempotency_key: "tmpl-key".into(),
         };
@@ -366,7 +371,14 @@ mod tests {
                 "from": "+15550109999",
                 "channel": "whatsapp",
                 "type": "template",
-                "template": { "name": "otp", "language": "es", "parameters": ["1234"] },
+                "template": {
+                    "name": "otp",
+                    "language": "es",
+                    "components": [{
+                        "type": "body",
+                        "parameters": [{ "type": "text", "text": "1234" }]
+                    }]
+                },
                 "idempotency_key": "tmpl-key"
             })
         );

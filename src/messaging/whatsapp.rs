@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::config::Secret;
 use super::http::{self, Reply};
 use super::retry::{self, Outcome, RetryPolicy};
+use super::whatsapp_template;
 use super::{
     check_message, scrub, BoxFuture, MessageKind, MessagingProvider, OutboundMessage, SendError,
     SendReceipt,
@@ -213,6 +214,7 @@ fn payload(msg: &OutboundMessage) -> Value {
     match &msg.kind {
         MessageKind::Text { body } | MessageKind::WhatsAppText { body } => json!({
             "messaging_product": "whatsapp",
+            "recipient_type": "individual",
             "to": to,
             "type": "text",
             "text": { "body": body }
@@ -220,22 +222,15 @@ fn payload(msg: &OutboundMessage) -> Value {
         MessageKind::WhatsAppTemplate {
             name,
             language,
-            parameters,
+            components,
         } => {
-            // A template without placeholders takes no components at all.
-            let template = if parameters.is_empty() {
-                json!({ "name": name, "language": { "code": language } })
-            } else {
-                let params: Vec<Value> = parameters
-                    .iter()
-                    .map(|p| json!({ "type": "text", "text": p }))
-                    .collect();
-                json!({
-                    "name": name,
-                    "language": { "code": language },
-                    "components": [{ "type": "body", "parameters": params }]
-                })
-            };
+            let mut template = json!({ "name": name, "language": { "code": language } });
+            if let (Some(c), Some(t)) = (
+                whatsapp_template::components_json(components),
+                template.as_object_mut(),
+            ) {
+                t.insert("components".into(), c);
+            }
             json!({
                 "messaging_product": "whatsapp",
                 "recipient_type": "individual",
@@ -414,7 +409,13 @@ mod tests {
             kind: MessageKind::WhatsAppTemplate {
                 name: "appointment_reminder".into(),
                 language: "en_US".into(),
-                parameters: parameters.iter().map(|s| s.to_string()).collect(),
+                components: if parameters.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![whatsapp_template::Component::body_texts(
+                        parameters.iter().map(|s| s.to_string()),
+                    )]
+                },
             },
             idempotency_key: "wa-key-1".into(),
         }
@@ -487,6 +488,7 @@ mod tests {
             seen[1].json(),
             json!({
                 "messaging_product": "whatsapp",
+                "recipient_type": "individual",
                 "to": "15551234567",
                 "type": "text",
                 "text": { "body": "See you soon" }

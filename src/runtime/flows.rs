@@ -70,12 +70,15 @@ pub(super) fn services(
         let hub = chat.clone();
         policy.on_refusal(Box::new(move |text| hub.alert(text)));
     }
+    // Flows and the switchboard share one window and one gated provider.
+    let window = crate::messaging::window::WhatsAppWindow::new(store.clone());
+    let whatsapp = providers.whatsapp.map(|p| window.gate(p));
     let switchboard = crate::chat::Switchboard::new(
         chat.clone(),
         store.clone(),
         providers.sms.clone(),
-        providers.whatsapp.clone(),
-        providers.inbound.whatsapp_welcome_template.clone(),
+        whatsapp.clone(),
+        window,
         crate::chat::SwitchTexts {
             title: config.chat.title.clone(),
             revert_window: std::time::Duration::from_secs(config.chat.switch_revert_secs),
@@ -93,6 +96,7 @@ pub(super) fn services(
                 .public_base_url()
                 .trim_end_matches('/')
                 .to_string(),
+            whatsapp_welcome_template: providers.inbound.whatsapp_welcome_template.clone(),
         },
         policy.clone(),
     );
@@ -108,7 +112,7 @@ pub(super) fn services(
         clips,
         tts,
         sms: providers.sms,
-        whatsapp: providers.whatsapp,
+        whatsapp,
         http,
         audio_dir: config.media.audio_dir.clone(),
         store: Some(store),

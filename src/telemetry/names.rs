@@ -293,6 +293,10 @@ pub const OUTBOUND_REFUSED: Metric = counter(
     "crossline_outbound_refused_total",
     "Outbound messages refused by the sending policy, by channel and reason.",
 );
+pub const WHATSAPP_OUTSIDE_WINDOW: Metric = counter(
+    "crossline_whatsapp_outside_window_total",
+    "Free-form WhatsApp messages held back: the person had not written in the last 24 hours.",
+);
 
 // Callbacks.
 
@@ -419,6 +423,7 @@ pub const ALL: &[Metric] = &[
     PROVIDER_SENDS,
     OUTBOUND_ADMITTED,
     OUTBOUND_REFUSED,
+    WHATSAPP_OUTSIDE_WINDOW,
     CALLBACKS,
     CALLBACKS_REFUSED,
     CALLBACKS_REDIALLED,

@@ -182,9 +182,33 @@ impl Gateway {
     pub fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.relaunch("killed");
+    }
+
+    /// Stop the process as an operator does (SIGTERM: calls drain, the
+    /// store flushes) and start it again on the same config, ports and
+    /// database.
+    pub fn stop_and_restart(&mut self) {
+        self.stop();
+        self.relaunch("stopped");
+    }
+
+    /// SIGTERM, and a clean exit within 10 s (the store flushed).
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exit {status:?}:\n{}",
+            self.log()
+        );
+    }
+
+    /// Start again after the process ended; waits for "crossline ready".
+    fn relaunch(&mut self, how: &str) {
         let mark = {
             let mut l = self.log.lock().unwrap();
-            l.push_str("=== killed; starting again ===\n");
+            l.push_str(&format!("=== {how}; starting again ===\n"));
             l.len()
         };
         self.child = launch(&self.dir.path().join("crossline.toml"), self.log.clone());
