@@ -101,6 +101,57 @@ fn hold_music_with_message_on_repeat_heard_by_the_caller() {
     );
 }
 
+/// A caller asking for 40 ms packets gets them: the answer says
+/// a=ptime:40 (SIPp checks), and each RTP packet carries 320 samples,
+/// timestamps 320 apart, one every 40 ms.
+#[test]
+fn the_callers_ptime_sets_our_packet_size() {
+    let gw = Gateway::start("[[routes]]\nflow = \"hold\"\n");
+    let (rows, run) = call_rtp_to_caller(
+        &gw,
+        &[
+            "-sf",
+            &scenario("uac_ptime40.xml"),
+            &gw.sip_addr(),
+            "-m",
+            "1",
+            "-d",
+            "3000",
+        ],
+        &[
+            "frame.time_epoch",
+            "rtp.timestamp",
+            "rtp.seq",
+            "rtp.payload",
+        ],
+    );
+    assert!(run.ok(), "{}", run.describe());
+    assert!(rows.len() > 50, "only {} packets", rows.len());
+    for w in rows.windows(2) {
+        let ts = |r: &[String]| r[1].parse::<u32>().unwrap();
+        let seq = |r: &[String]| r[2].parse::<u16>().unwrap();
+        assert_eq!(
+            ts(&w[1]),
+            ts(&w[0]).wrapping_add(320),
+            "40 ms of timestamps a packet"
+        );
+        assert_eq!(seq(&w[1]), seq(&w[0]).wrapping_add(1));
+        assert_eq!(
+            pcmu_hex_to_linear(&w[1][3]).len(),
+            320,
+            "320 samples a packet"
+        );
+    }
+    let t = |r: &[String]| r[0].parse::<f64>().unwrap();
+    let mut gaps: Vec<f64> = rows.windows(2).map(|w| t(&w[1]) - t(&w[0])).collect();
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        (0.035..0.045).contains(&median),
+        "a packet every {median:.4} s"
+    );
+}
+
 /// "Load the hold music" on the built-in hold: a route with its own music
 /// (600 Hz) and message (1 kHz, every 2 s) plays them instead of
 /// `[media]`'s (400 Hz, 1.4 kHz every 3 s), which another route keeps.

@@ -262,6 +262,8 @@ impl MediaEngine {
                 Codec::Pcma => Encoding::Pcma,
             },
             payload_type: media.payload_type,
+            // The SDP answer says 20, 40 or 60 ms; 0 or junk means 20.
+            frames_per_packet: (media.ptime_ms / 20).clamp(1, 3) as u8,
             source,
             rtp_timeout: self.settings.rtp_timeout,
             telephone_event_pt: media.telephone_event_pt,

@@ -57,6 +57,8 @@ pub struct StreamSpec {
     pub encoding: Encoding,
     /// The negotiated payload type for audio.
     pub payload_type: u8,
+    /// 20 ms frames per RTP packet we send (the peer's ptime: 1 to 3).
+    pub frames_per_packet: u8,
     /// What to play until told otherwise.
     pub source: Source,
     /// Hang up after this long without incoming RTP; zero disables.
@@ -190,8 +192,18 @@ pub struct LoopStats {
     pub jitter_samples: AtomicU64,
 }
 
+/// A packet of several 20 ms frames being filled (the peer's ptime is 40
+/// or 60 ms): boxed, so 20 ms streams pay one pointer.
+struct Packing {
+    payload: [u8; FRAME_SAMPLES * 3],
+    frames: usize,
+    timestamp: u32,
+    marker: bool,
+}
+
 struct Stream {
     spec: StreamSpec,
+    packing: Option<Box<Packing>>,
     ssrc: u32,
     seq: u16,
     timestamp: u32,
@@ -244,7 +256,16 @@ impl Stream {
         let timeout_ticks = (spec.rtp_timeout.as_millis() / FRAME.as_millis()) as u32;
         let ssrc = starts.random();
         let rtcp_remote = SocketAddr::new(spec.remote.ip(), spec.remote.port().wrapping_add(1));
+        let packing = (spec.frames_per_packet > 1).then(|| {
+            Box::new(Packing {
+                payload: [0; FRAME_SAMPLES * 3],
+                frames: 0,
+                timestamp: 0,
+                marker: false,
+            })
+        });
         Stream {
+            packing,
             rtcp: RtcpSender::new(ssrc, "crossline"),
             lost_counted: 0,
             rtcp_remote,
@@ -407,7 +428,8 @@ fn run<S: EventSink>(
     let mut pcm = [0i16; FRAME_SAMPLES];
     let mut fade_buf = [0i16; FRAME_SAMPLES];
     let mut payload = [0u8; FRAME_SAMPLES];
-    let mut packet = [0u8; 12 + FRAME_SAMPLES + 64];
+    // Up to three frames a packet (ptime 60).
+    let mut packet = [0u8; 12 + FRAME_SAMPLES * 3 + 64];
     let mut rx = [0u8; 2048];
     let mut rtcp_buf = [0u8; 512];
     let mut rx_pcm = [0i16; 480];
@@ -518,6 +540,9 @@ fn run<S: EventSink>(
             if !s.sending {
                 // Keep the clock running so timestamps stay continuous.
                 s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+                if let Some(p) = s.packing.as_deref_mut() {
+                    p.frames = 0;
+                }
                 continue;
             }
             // Bridged: play what the peer's jitter buffer holds, not the player.
@@ -559,6 +584,7 @@ fn run<S: EventSink>(
             let mut body: &[u8] = &payload;
             let mut pt = s.spec.payload_type;
             let mut ts = s.timestamp;
+            let mut digit = false;
             if let (Some((sender, start_ts)), Some(te_pt)) =
                 (s.dtmf_tx.as_mut(), s.spec.telephone_event_pt)
             {
@@ -568,6 +594,7 @@ fn run<S: EventSink>(
                         body = &event;
                         pt = te_pt;
                         ts = *start_ts;
+                        digit = true;
                     }
                     None => {
                         // The digit is over: audio resumes in this frame.
@@ -576,7 +603,37 @@ fn run<S: EventSink>(
                     }
                 }
             }
-            s.rtcp.on_rtp_sent(s.timestamp, body.len());
+            // The clock moves one frame whatever goes out this tick.
+            let frame_ts = s.timestamp;
+            s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+            if let Some(p) = s.packing.as_deref_mut() {
+                if digit {
+                    // Event packets replace the audio: start afresh after.
+                    p.frames = 0;
+                } else {
+                    if p.frames == 0 {
+                        p.timestamp = ts;
+                        p.marker = false;
+                    }
+                    p.marker |= marker;
+                    let at = p.frames * FRAME_SAMPLES;
+                    if let Some(slot) = p.payload.get_mut(at..at + FRAME_SAMPLES) {
+                        slot.copy_from_slice(&payload);
+                    }
+                    p.frames += 1;
+                    if p.frames < usize::from(s.spec.frames_per_packet) {
+                        continue;
+                    }
+                    body = p
+                        .payload
+                        .get(..p.frames * FRAME_SAMPLES)
+                        .unwrap_or(&payload);
+                    ts = p.timestamp;
+                    marker = p.marker;
+                    p.frames = 0;
+                }
+            }
+            s.rtcp.on_rtp_sent(frame_ts, body.len());
             if let Ok(len) = write_rtp(&mut packet, pt, marker, s.seq, ts, s.ssrc, body) {
                 if let Some(bytes) = packet.get(..len) {
                     match s.spec.socket.send_to(bytes, s.spec.remote) {
@@ -586,7 +643,6 @@ fn run<S: EventSink>(
                 }
             }
             s.seq = s.seq.wrapping_add(1);
-            s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
         }
         // Counters once per tick, not per packet.
         stats.packets_sent.fetch_add(sent, Ordering::Relaxed);
@@ -819,6 +875,7 @@ mod tests {
             remote: rx.local_addr().unwrap(),
             encoding: Encoding::Pcmu,
             payload_type: 0,
+            frames_per_packet: 1,
             source: Source::Silence,
             rtp_timeout: Duration::ZERO,
         };
@@ -861,6 +918,7 @@ mod tests {
             remote: rx.local_addr().unwrap(),
             encoding: Encoding::Pcma,
             payload_type: 8,
+            frames_per_packet: 1,
             source: Source::Clip {
                 samples,
                 looped: false,
@@ -899,6 +957,85 @@ mod tests {
         assert_eq!(ev_rx.try_recv(), Ok(MediaEvent::SourceFinished(7, 0)));
     }
 
+    /// ptime 40 and 60: one packet per two or three frames, each carrying
+    /// them all, timestamps 320/480 apart, sequence numbers 1 apart, paced.
+    #[test]
+    fn longer_ptime_packs_whole_frames_into_each_packet() {
+        for frames in [2u8, 3] {
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+            let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+            let samples: Arc<[i16]> = (0..8000).map(|i| ((i % 80) * 100) as i16).collect();
+            let spec = StreamSpec {
+                id: 9,
+                socket: tx,
+                rtcp_socket: None,
+                telephone_event_pt: None,
+                remote: rx.local_addr().unwrap(),
+                encoding: Encoding::Pcmu,
+                payload_type: 0,
+                frames_per_packet: frames,
+                source: Source::Clip {
+                    samples: samples.clone(),
+                    looped: true,
+                },
+                rtp_timeout: Duration::ZERO,
+            };
+            assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+            let mut buf = [0u8; 1024];
+            let mut seen = Vec::new();
+            for _ in 0..8 {
+                let (n, _) = rx.recv_from(&mut buf).unwrap();
+                let v = parse_rtp(&buf[..n]).unwrap();
+                let mut pcm = vec![0i16; v.payload.len()];
+                crate::g711::decode_ulaw(v.payload, &mut pcm);
+                seen.push((
+                    v.sequence,
+                    v.timestamp,
+                    v.marker,
+                    pcm,
+                    std::time::Instant::now(),
+                ));
+            }
+            handle.shutdown();
+            let size = FRAME_SAMPLES * usize::from(frames);
+            assert!(seen[0].2, "marker on the first packet");
+            for w in seen.windows(2) {
+                assert_eq!(
+                    w[1].0,
+                    w[0].0.wrapping_add(1),
+                    "one sequence number a packet"
+                );
+                assert_eq!(
+                    w[1].1,
+                    w[0].1.wrapping_add(size as u32),
+                    "timestamps a packet apart"
+                );
+                assert_eq!(w[1].3.len(), size);
+                assert!(!w[1].2);
+            }
+            // Packets carry the clip in order: the ramp continues across them.
+            let all: Vec<i16> = seen.iter().flat_map(|p| p.3.iter().copied()).collect();
+            let start = samples.iter().position(|&x| x == all[0]).unwrap();
+            for (i, got) in all.iter().enumerate() {
+                let want = samples[(start + i) % samples.len()];
+                assert!(
+                    (i32::from(*got) - i32::from(want)).abs() <= i32::from(want).abs() / 16 + 8,
+                    "sample {i}"
+                );
+            }
+            let span = seen[7].4 - seen[0].4;
+            let want = Duration::from_millis(20 * u64::from(frames) * 7);
+            assert!(
+                span >= want - Duration::from_millis(30)
+                    && span <= want + Duration::from_millis(60),
+                "{frames} frames a packet: 8 packets over {span:?}"
+            );
+        }
+    }
+
     /// Symmetric RTP (NAT): media goes to where the caller's RTP comes
     /// from, not where its SDP said; the first source wins, so a later
     /// stranger can't take the stream over.
@@ -923,6 +1060,7 @@ mod tests {
             remote: sdp_said.local_addr().unwrap(),
             encoding: Encoding::Pcmu,
             payload_type: 0,
+            frames_per_packet: 1,
             source: Source::Silence,
             rtp_timeout: Duration::ZERO,
         };
@@ -975,6 +1113,7 @@ mod tests {
             remote: rx.local_addr().unwrap(),
             encoding: Encoding::Pcmu,
             payload_type: 0,
+            frames_per_packet: 1,
             source: Source::Silence,
             rtp_timeout: Duration::ZERO,
             telephone_event_pt: Some(101),
@@ -1051,6 +1190,7 @@ mod tests {
             remote: rx.local_addr().unwrap(),
             encoding: Encoding::Pcmu,
             payload_type: 0,
+            frames_per_packet: 1,
             source: Source::Clip {
                 samples: loud,
                 looped: true,
@@ -1127,6 +1267,7 @@ mod tests {
             remote,
             encoding: Encoding::Pcmu,
             payload_type: 0,
+            frames_per_packet: 1,
             source,
             rtp_timeout: Duration::ZERO,
             telephone_event_pt: None,
@@ -1197,6 +1338,7 @@ mod tests {
             remote,
             encoding,
             payload_type: pt,
+            frames_per_packet: 1,
             source: Source::Silence,
             rtp_timeout: Duration::ZERO,
             telephone_event_pt: Some(101),
