@@ -398,6 +398,7 @@ impl Endpoint {
                 .and_then(|f| f.uri.user.clone())
                 .unwrap_or_default(),
             caller_display: from.and_then(|f| f.display),
+            identity: super::identity::CallerIdentity::of(&req),
             source: peer.remote,
             trunk,
             has_offer: offer.is_some(),

@@ -10,6 +10,7 @@
 
 pub mod admission;
 mod calls;
+mod identity;
 mod inbound;
 mod registration;
 mod util;
@@ -29,6 +30,7 @@ use crate::transaction::{
 };
 
 pub use calls::{CallRole, CallState, OutgoingCall};
+pub use identity::CallerIdentity;
 pub use registration::{RegistrationSpec, RegistrationState};
 
 /// Methods we answer; sent in Allow.
@@ -305,6 +307,9 @@ pub struct IncomingCall {
     pub caller: String,
     /// From display name.
     pub caller_display: Option<String>,
+    /// What the identity headers say (asserted identity, privacy,
+    /// diversion); whether to believe them is the application's call.
+    pub identity: CallerIdentity,
     /// The address the INVITE came from.
     pub source: SocketAddr,
     /// The trunk it matched, if trunks are configured.
