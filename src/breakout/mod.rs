@@ -151,6 +151,9 @@ impl Breakouts {
             finished_at: None,
             conversation_id: None,
             result: None,
+            node: None,
+            chat_node: None,
+            notices: None,
         };
         let (tx, rx) = oneshot::channel();
         let session = Arc::new(Session {
