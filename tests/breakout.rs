@@ -19,17 +19,7 @@ const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123";
 
 /// The test flows with the stand-in's URL filled in, in a fresh folder.
 fn flows_dir(hook: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(repo().join("tests/flows/breakout")).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(
-            dir.path().join(path.file_name().unwrap()),
-            text.replace("HOOK", hook),
-        )
-        .unwrap();
-    }
-    dir
+    flows_with_hook("tests/flows/breakout", hook)
 }
 
 struct Setup {
@@ -80,27 +70,6 @@ fn call_args(gw: &Gateway, did: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-/// The link in the SMS the stand-in got, and the SMS's form fields.
-fn sms_link(gw: &Gateway, log: &Log) -> (String, std::collections::HashMap<String, String>) {
-    let sms = wait_seen(log, Duration::from_secs(20), |s| {
-        s.path.starts_with("twilio/")
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no SMS reached the Twilio stand-in; gateway log:\n{}",
-            gw.log()
-        )
-    });
-    let fields = form(&sms.body);
-    let body = fields.get("Body").cloned().unwrap_or_default();
-    let link = body
-        .split_whitespace()
-        .find(|w| w.contains("/b/"))
-        .unwrap_or_else(|| panic!("no link in the SMS: {body:?}"))
-        .to_string();
-    (link, fields)
 }
 
 /// Per 20 ms frame: (music level at 400 Hz, RMS of everything else).
@@ -304,10 +273,7 @@ fn breakout_to_chat_in_a_real_browser_returns_the_email_to_the_call() {
     );
 
     // The link is used up: a second visit, or a guess, reveals nothing.
-    let path = link
-        .split_once("/b/")
-        .map(|(_, t)| format!("/b/{t}"))
-        .unwrap();
+    let path = link_path(&link);
     let reused = gw.http_get(&path);
     let guessed = gw.http_get("/b/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     assert_eq!(reused.0, 404);
@@ -351,17 +317,10 @@ fn breakout_timeout_continues_in_the_timeout_flow_and_expires_the_link() {
     let posted: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
     assert_eq!(posted["status"], "timeout");
     assert!(
-        !s.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|x| x.path == "hook/returned"),
+        !seen(&s.log, "hook/returned"),
         "the next node must not run after a timeout"
     );
-    let path = link
-        .split_once("/b/")
-        .map(|(_, t)| format!("/b/{t}"))
-        .unwrap();
+    let path = link_path(&link);
     let (status, body) = gw.http_get(&path);
     assert_eq!(status, 404, "an expired link");
     assert!(body.contains("no longer available"));
@@ -446,17 +405,10 @@ fn caller_hangs_up_first_the_chat_says_so_and_the_answer_is_kept() {
     assert_eq!(b["state"], "returned_after_caller_left", "{list}");
     assert_eq!(b["result"]["email"], "late@example.com");
     assert!(
-        !s.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|x| x.path == "hook/returned"),
+        !seen(&s.log, "hook/returned"),
         "the call is gone: its next node must not run"
     );
-    let path = link
-        .split_once("/b/")
-        .map(|(_, t)| format!("/b/{t}"))
-        .unwrap();
+    let path = link_path(&link);
     assert_eq!(gw.http_get(&path).0, 404, "another browser can't reopen it");
 }
 
@@ -475,10 +427,7 @@ fn breakout_chat_closed_without_return_lets_the_call_go_on_at_once() {
             sipp(&args, Duration::from_secs(60))
         });
         let (link, sms) = sms_link(gw, &s.log);
-        let path = link
-            .split_once("/b/")
-            .map(|(_, t)| format!("/b/{t}"))
-            .unwrap();
+        let path = link_path(&link);
         // Short links: 22 base62 characters, so message and link share one
         // GSM-7 segment (160 characters).
         let token = &path[3..];
@@ -523,20 +472,23 @@ fn breakout_chat_closed_without_return_lets_the_call_go_on_at_once() {
         closed_at < Duration::from_secs(20),
         "the call ended {closed_at:?} after the close, not at once"
     );
-    let hook = wait_seen(&s.log, Duration::from_secs(5), |x| {
-        x.path == "hook/returned"
-    })
-    .expect("the call never went on at next");
+    went_on_closed(&s, Duration::from_secs(5));
+}
+
+/// The call went on at `next` (within `wait`) with status "closed", not to
+/// the timeout flow, and the breakout is stored and counted as closed.
+/// What the next node posted.
+fn went_on_closed(s: &Setup, wait: Duration) -> serde_json::Value {
+    let gw = &s.gw;
+    let hook = wait_seen(&s.log, wait, |x| x.path == "hook/returned")
+        .unwrap_or_else(|| panic!("the call never went on at next:\n{}", gw.log()));
     let posted: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
     assert_eq!(posted["status"], "closed");
     assert!(
-        !s.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|x| x.path == "hook/timed-out"),
+        !seen(&s.log, "hook/timed-out"),
         "a closed chat is not a timeout"
     );
+    let auth = format!("Bearer {OPERATOR_TOKEN}");
     let list = gw
         .http("GET", "/v1/breakouts", &[("Authorization", &auth)], None)
         .json();
@@ -546,6 +498,7 @@ fn breakout_chat_closed_without_return_lets_the_call_go_on_at_once() {
         metrics.contains("crossline_breakouts_total{event=\"closed\"} 1"),
         "{metrics}"
     );
+    posted
 }
 
 /// `/chat/` starts a conversation with `[chat] web_flow` and sets the

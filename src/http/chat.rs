@@ -219,7 +219,7 @@ async fn breakout_page(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if state.services.breakouts.claimable(&token) {
+    if state.services.breakouts.claimable(&token).await {
         let mut r = OPEN_HTML.into_response();
         page_headers(&mut r);
         r.headers_mut().insert(
@@ -233,7 +233,7 @@ async fn breakout_page(
     }
     let jar = cookies(&headers);
     let key_for = |conv: &str| jar.get(&key_cookie(conv)).cloned();
-    match state.services.breakouts.resume(&token, &key_for) {
+    match state.services.breakouts.resume(&token, &key_for).await {
         Some(conv) => chat_page(&state, &conv.id, &[]),
         None => {
             metrics::counter!(names::BREAKOUT_LINKS_REFUSED).increment(1);
@@ -260,7 +260,7 @@ async fn claim_breakout(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     };
-    match state.services.breakouts.open(&token, &key_for) {
+    match state.services.breakouts.open(&token, &key_for).await {
         Some(Opened::New { session, flow, new }) => {
             let Some(flow) = state.services.flow(&flow) else {
                 tracing::error!(%flow, "breakout flow is gone (reload?)");
