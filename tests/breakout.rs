@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::audio::*;
 use common::browser::{artifacts_dir, png_size, Browser};
+use common::chat::{claim_breakout, connect, next_prompt, send};
 use common::standin::*;
 use common::*;
+use serde_json::json;
 
 const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123";
 
@@ -31,6 +33,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// `setup` with more config (whole sections).
+fn setup_with(extra: &str) -> Setup {
     require("espeak-ng", "espeak-ng");
     let (port, log, twilio) = stand_in();
     let flows = flows_dir(&format!("http://127.0.0.1:{port}/hook"));
@@ -44,7 +51,7 @@ fn setup() -> Setup {
          [media]\nhold_music = [\"{music}\"]\nhold_duck_db = -12.0\n\n\
          [messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{port}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token = \"secret-token\"\nfrom = \"+15550100000\"\n\n\
          [[routes]]\ndid = \"3000\"\nflow = \"breakout-test\"\n\n\
-         [[routes]]\ndid = \"3001\"\nflow = \"breakout-short\"\n",
+         [[routes]]\ndid = \"3001\"\nflow = \"breakout-short\"\n\n{extra}",
         flows = flows.path().display(),
         music = music.display(),
     ));
@@ -499,6 +506,81 @@ fn went_on_closed(s: &Setup, wait: Duration) -> serde_json::Value {
         "{metrics}"
     );
     posted
+}
+
+/// The visitor walks away: the page's WebSocket goes and none comes back.
+/// Once `[chat] breakout_left_secs` has passed, the chat closes and the
+/// call goes on at once with status "closed", instead of holding the
+/// caller for its 90 s timeout. A socket back within the grace (a reload)
+/// keeps the chat.
+#[test]
+fn a_visitor_who_leaves_the_chat_lets_the_call_go_on() {
+    let s = setup_with("[chat]\nbreakout_left_secs = 2\n");
+    let gw = &s.gw;
+    let args = call_args(gw, "3000");
+    let call = std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sipp(&args, Duration::from_secs(60))
+    });
+    let (link, _) = sms_link(gw, &s.log);
+    let path = link_path(&link);
+    let (conversation, cookies) = claim_breakout(gw, &path);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let left = rt.block_on(async {
+        let mut ws = connect(gw, &conversation, &cookies).await;
+        send(&mut ws, json!({"type": "resume", "after": 0})).await;
+        assert_eq!(next_prompt(&mut ws).await["input"], "email");
+        // A reload: the socket drops, the page is back half a second later
+        // and stays past the grace counted from the drop.
+        drop(ws);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut ws = connect(gw, &conversation, &cookies).await;
+        send(&mut ws, json!({"type": "resume", "after": 0})).await;
+        assert_eq!(next_prompt(&mut ws).await["input"], "email");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !seen(&s.log, "hook/returned"),
+            "a visitor who came back has not left"
+        );
+        // The tab is closed.
+        drop(ws);
+        Instant::now()
+    });
+    let posted = went_on_closed(&s, Duration::from_secs(15));
+    let waited = left.elapsed();
+    assert_eq!(posted["email"], "");
+    assert!(
+        (Duration::from_secs(2)..Duration::from_secs(8)).contains(&waited),
+        "the call went on {waited:?} after the visitor left (grace 2 s)"
+    );
+    let run = call.join().unwrap();
+    assert!(run.ok(), "{}", run.describe());
+
+    let auth = format!("Bearer {OPERATOR_TOKEN}");
+    let transcript = gw
+        .http(
+            "GET",
+            &format!("/v1/conversations/{conversation}"),
+            &[("Authorization", &auth)],
+            None,
+        )
+        .json();
+    let last = transcript["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["kind"], "closed", "{transcript}");
+    assert_eq!(
+        last["text"], "You left the chat, so your call has carried on without it.",
+        "{transcript}"
+    );
+    let metrics = gw.http_get("/metrics").1;
+    assert!(
+        metrics.contains("crossline_breakouts_total{event=\"visitor_left\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// `/chat/` starts a conversation with `[chat] web_flow` and sets the

@@ -13,6 +13,7 @@
 //! ever held by the recipient's phone: the map and the store key it by its
 //! SHA-256.
 
+mod presence;
 mod shared;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,8 @@ use tokio::sync::oneshot;
 use crate::chat::{ChatHub, Conversation, NewConversation, Role};
 use crate::store::{BreakoutRecord, Store};
 use crate::telemetry::names;
+
+pub use presence::{LeftRule, VisitorSocket};
 
 /// What Breakout: Return hands back: variable → value.
 pub type Returned = BTreeMap<String, String>;
@@ -43,7 +46,8 @@ pub enum Phase {
     TimedOut,
     CallerLeft,
     SendFailed,
-    /// The chat closed (operator, idle timeout) before it returned.
+    /// The chat closed (operator, idle timeout, visitor gone) before it
+    /// returned.
     Closed,
 }
 
@@ -110,6 +114,7 @@ struct State {
     waiting_call: Option<oneshot::Sender<Returned>>,
     finished: Option<Instant>,
     record: BreakoutRecord,
+    presence: presence::Presence,
 }
 
 /// What a session's start gives the call: the link token to send and the
@@ -162,6 +167,7 @@ pub struct Breakouts {
     /// This gateway (`[store] node_id`).
     node: String,
     shared: bool,
+    left: LeftRule,
 }
 
 impl Breakouts {
@@ -173,7 +179,14 @@ impl Breakouts {
             node: hub.node().to_string(),
             store,
             hub,
+            left: LeftRule::NEVER,
         }
+    }
+
+    /// When a visitor who walked away counts as gone.
+    pub fn with_left_rule(mut self, left: LeftRule) -> Breakouts {
+        self.left = left;
+        self
     }
 
     /// A new session for `call_id`, open for `timeout`. On a shared store
@@ -251,6 +264,7 @@ impl Breakouts {
                 waiting_call,
                 finished: None,
                 record,
+                presence: Default::default(),
             }),
         })
     }
@@ -268,11 +282,17 @@ impl Breakouts {
             return None;
         }
         self.sweep();
-        if self.shared {
+        let opened = if self.shared {
             self.open_shared(token, browser_key).await
         } else {
             self.open_here(token, browser_key)
+        };
+        if let Some(Opened::New { session, .. }) = &opened {
+            // The browser that claimed it has `grace` to connect.
+            session.lock().presence.claimed(Instant::now());
+            session.watch_presence(&self.left);
         }
+        opened
     }
 
     fn open_here(&self, token: &str, browser_key: BrowserKey<'_>) -> Option<Opened> {
@@ -387,6 +407,18 @@ impl Breakouts {
         session.persist(&session.lock());
         self.insert(token_hash, session.clone());
         Some(session)
+    }
+
+    /// A browser's socket on a breakout chat run here: while any is open
+    /// the visitor is there (see [`LeftRule`]). `None` for other chats.
+    pub fn visitor_socket(&self, conversation: &Conversation) -> Option<VisitorSocket> {
+        if self.left.grace.is_zero() {
+            return None;
+        }
+        let id = conversation.record().breakout_id?;
+        let session = self.by_id.get(&id)?.clone();
+        session.lock().presence.connected();
+        Some(VisitorSocket::new(session, self.left.clone()))
     }
 
     /// Forget sessions finished (or expired) long enough ago.
@@ -587,6 +619,7 @@ impl Drop for WaitGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::ChannelKind;
 
     fn setup() -> (tempfile::TempDir, Arc<dyn Store>, Breakouts) {
         let dir = tempfile::tempdir().unwrap();
@@ -721,6 +754,47 @@ mod tests {
         );
         let vals: Returned = [("email".to_string(), "x@y.example".to_string())].into();
         assert_eq!(session.complete(vals).await, ReturnOutcome::CallerLeft);
+    }
+
+    #[tokio::test]
+    async fn a_visitor_gone_past_the_grace_closes_the_chat_and_wakes_the_call() {
+        let (_d, _s, b) = setup();
+        let rule = LeftRule {
+            grace: Duration::from_secs(30),
+            message: "Gone.".into(),
+        };
+        let b = b.with_left_rule(rule.clone());
+        let mut s = b
+            .start("c@h", "f", "+1555", Duration::from_secs(60), notices())
+            .await;
+        let Some(Opened::New { session, new, .. }) = b.open(&s.token, &|_| None).await else {
+            panic!()
+        };
+        let claimed = Instant::now();
+        let socket = b
+            .visitor_socket(&new.conversation)
+            .expect("a breakout chat");
+        assert!(!session.close_if_left(&rule, claimed + Duration::from_secs(60)));
+        drop(socket);
+        let gone = Instant::now();
+        assert!(!session.close_if_left(&rule, gone + Duration::from_secs(29)));
+        // Moved to SMS, it has no socket and is not left.
+        new.conversation
+            .rebind(ChannelKind::Sms, Some("+1555".into()), "On SMS now.", None);
+        assert!(!session.close_if_left(&rule, gone + Duration::from_secs(31)));
+        new.conversation
+            .rebind(ChannelKind::Web, None, "Back.", None);
+        assert!(session.close_if_left(&rule, gone + Duration::from_secs(31)));
+        assert!(new.conversation.is_closed());
+        assert_eq!(
+            session.wait(&mut s.returned, Duration::from_secs(5)).await,
+            Outcome::Closed
+        );
+        // Nobody waits any more: nothing to close.
+        assert!(!session.close_if_left(&rule, gone + Duration::from_secs(99)));
+        let (events, _) = new.conversation.subscribe(0);
+        assert!(matches!(events.last().unwrap().as_ref(),
+            crate::chat::Event::Closed { text, .. } if text == "Gone."));
     }
 
     #[tokio::test]

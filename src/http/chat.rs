@@ -414,9 +414,12 @@ async fn socket(
             if let Some(ip) = source {
                 conv.note_source(ip);
             }
-            ws.max_message_size(16 * 1024).on_upgrade(move |socket| {
-                serve_socket(socket, conv, state.services.switchboard.clone(), source)
-            })
+            ws.max_message_size(16 * 1024)
+                .on_upgrade(move |socket| async move {
+                    // A breakout's visitor is there while a socket is open.
+                    let _present = state.services.breakouts.visitor_socket(&conv);
+                    serve_socket(socket, conv, state.services.switchboard.clone(), source).await
+                })
         }
         Err(rejection) => rejection.into_response(),
     }

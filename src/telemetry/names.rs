@@ -201,7 +201,7 @@ pub const FLOW_NODES: Metric = counter(
 );
 pub const BREAKOUTS: Metric = counter(
     "crossline_breakouts_total",
-    "Breakout events (started, opened, returned, timed_out, caller_left, closed, send_failed).",
+    "Breakout events (started, opened, returned, timed_out, caller_left, closed, visitor_left, send_failed).",
 );
 pub const BREAKOUT_LINKS_REFUSED: Metric = counter(
     "crossline_breakout_links_refused_total",
