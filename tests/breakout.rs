@@ -12,24 +12,16 @@ use std::time::{Duration, Instant};
 
 use common::audio::*;
 use common::browser::{artifacts_dir, png_size, Browser};
+use common::chat::{claim_breakout, connect, next_prompt, send};
 use common::standin::*;
 use common::*;
+use serde_json::json;
 
 const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123";
 
 /// The test flows with the stand-in's URL filled in, in a fresh folder.
 fn flows_dir(hook: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(repo().join("tests/flows/breakout")).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(
-            dir.path().join(path.file_name().unwrap()),
-            text.replace("HOOK", hook),
-        )
-        .unwrap();
-    }
-    dir
+    flows_with_hook("tests/flows/breakout", hook)
 }
 
 struct Setup {
@@ -41,6 +33,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// `setup` with more config (whole sections).
+fn setup_with(extra: &str) -> Setup {
     require("espeak-ng", "espeak-ng");
     let (port, log, twilio) = stand_in();
     let flows = flows_dir(&format!("http://127.0.0.1:{port}/hook"));
@@ -54,7 +51,7 @@ fn setup() -> Setup {
          [media]\nhold_music = [\"{music}\"]\nhold_duck_db = -12.0\n\n\
          [messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{port}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token = \"secret-token\"\nfrom = \"+15550100000\"\n\n\
          [[routes]]\ndid = \"3000\"\nflow = \"breakout-test\"\n\n\
-         [[routes]]\ndid = \"3001\"\nflow = \"breakout-short\"\n",
+         [[routes]]\ndid = \"3001\"\nflow = \"breakout-short\"\n\n{extra}",
         flows = flows.path().display(),
         music = music.display(),
     ));
@@ -80,27 +77,6 @@ fn call_args(gw: &Gateway, did: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-/// The link in the SMS the stand-in got, and the SMS's form fields.
-fn sms_link(gw: &Gateway, log: &Log) -> (String, std::collections::HashMap<String, String>) {
-    let sms = wait_seen(log, Duration::from_secs(20), |s| {
-        s.path.starts_with("twilio/")
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no SMS reached the Twilio stand-in; gateway log:\n{}",
-            gw.log()
-        )
-    });
-    let fields = form(&sms.body);
-    let body = fields.get("Body").cloned().unwrap_or_default();
-    let link = body
-        .split_whitespace()
-        .find(|w| w.contains("/b/"))
-        .unwrap_or_else(|| panic!("no link in the SMS: {body:?}"))
-        .to_string();
-    (link, fields)
 }
 
 /// Per 20 ms frame: (music level at 400 Hz, RMS of everything else).
@@ -304,10 +280,7 @@ fn breakout_to_chat_in_a_real_browser_returns_the_email_to_the_call() {
     );
 
     // The link is used up: a second visit, or a guess, reveals nothing.
-    let path = link
-        .split_once("/b/")
-        .map(|(_, t)| format!("/b/{t}"))
-        .unwrap();
+    let path = link_path(&link);
     let reused = gw.http_get(&path);
     let guessed = gw.http_get("/b/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     assert_eq!(reused.0, 404);
@@ -355,17 +328,10 @@ fn breakout_timeout_continues_in_the_timeout_flow_and_expires_the_link() {
     let posted: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
     assert_eq!(posted["status"], "timeout");
     assert!(
-        !s.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|x| x.path == "hook/returned"),
+        !seen(&s.log, "hook/returned"),
         "the next node must not run after a timeout"
     );
-    let path = link
-        .split_once("/b/")
-        .map(|(_, t)| format!("/b/{t}"))
-        .unwrap();
+    let path = link_path(&link);
     let (status, body) = gw.http_get(&path);
     assert_eq!(status, 404, "an expired link");
     assert!(body.contains("no longer available"));
@@ -450,17 +416,10 @@ fn caller_hangs_up_first_the_chat_says_so_and_the_answer_is_kept() {
     assert_eq!(b["state"], "returned_after_caller_left", "{list}");
     assert_eq!(b["result"]["email"], "late@example.com");
     assert!(
-        !s.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|x| x.path == "hook/returned"),
+        !seen(&s.log, "hook/returned"),
         "the call is gone: its next node must not run"
     );
-    let path = link
-        .split_once("/b/")
-        .map(|(_, t)| format!("/b/{t}"))
-        .unwrap();
+    let path = link_path(&link);
     assert_eq!(gw.http_get(&path).0, 404, "another browser can't reopen it");
 }
 
@@ -479,10 +438,7 @@ fn breakout_chat_closed_without_return_lets_the_call_go_on_at_once() {
             sipp(&args, Duration::from_secs(60))
         });
         let (link, sms) = sms_link(gw, &s.log);
-        let path = link
-            .split_once("/b/")
-            .map(|(_, t)| format!("/b/{t}"))
-            .unwrap();
+        let path = link_path(&link);
         // Short links: 22 base62 characters, so message and link share one
         // GSM-7 segment (160 characters).
         let token = &path[3..];
@@ -527,20 +483,23 @@ fn breakout_chat_closed_without_return_lets_the_call_go_on_at_once() {
         closed_at < Duration::from_secs(20),
         "the call ended {closed_at:?} after the close, not at once"
     );
-    let hook = wait_seen(&s.log, Duration::from_secs(5), |x| {
-        x.path == "hook/returned"
-    })
-    .expect("the call never went on at next");
+    went_on_closed(&s, Duration::from_secs(5));
+}
+
+/// The call went on at `next` (within `wait`) with status "closed", not to
+/// the timeout flow, and the breakout is stored and counted as closed.
+/// What the next node posted.
+fn went_on_closed(s: &Setup, wait: Duration) -> serde_json::Value {
+    let gw = &s.gw;
+    let hook = wait_seen(&s.log, wait, |x| x.path == "hook/returned")
+        .unwrap_or_else(|| panic!("the call never went on at next:\n{}", gw.log()));
     let posted: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
     assert_eq!(posted["status"], "closed");
     assert!(
-        !s.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|x| x.path == "hook/timed-out"),
+        !seen(&s.log, "hook/timed-out"),
         "a closed chat is not a timeout"
     );
+    let auth = format!("Bearer {OPERATOR_TOKEN}");
     let list = gw
         .http("GET", "/v1/breakouts", &[("Authorization", &auth)], None)
         .json();
@@ -548,6 +507,82 @@ fn breakout_chat_closed_without_return_lets_the_call_go_on_at_once() {
     let metrics = gw.http_get("/metrics").1;
     assert!(
         metrics.contains("crossline_breakouts_total{event=\"closed\"} 1"),
+        "{metrics}"
+    );
+    posted
+}
+
+/// The visitor walks away: the page's WebSocket goes and none comes back.
+/// Once `[chat] breakout_left_secs` has passed, the chat closes and the
+/// call goes on at once with status "closed", instead of holding the
+/// caller for its 90 s timeout. A socket back within the grace (a reload)
+/// keeps the chat.
+#[test]
+fn a_visitor_who_leaves_the_chat_lets_the_call_go_on() {
+    let s = setup_with("[chat]\nbreakout_left_secs = 2\n");
+    let gw = &s.gw;
+    let args = call_args(gw, "3000");
+    let call = std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sipp(&args, Duration::from_secs(60))
+    });
+    let (link, _) = sms_link(gw, &s.log);
+    let path = link_path(&link);
+    let (conversation, cookies) = claim_breakout(gw, &path);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let left = rt.block_on(async {
+        let mut ws = connect(gw, &conversation, &cookies).await;
+        send(&mut ws, json!({"type": "resume", "after": 0})).await;
+        assert_eq!(next_prompt(&mut ws).await["input"], "email");
+        // A reload: the socket drops, the page is back half a second later
+        // and stays past the grace counted from the drop.
+        drop(ws);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut ws = connect(gw, &conversation, &cookies).await;
+        send(&mut ws, json!({"type": "resume", "after": 0})).await;
+        assert_eq!(next_prompt(&mut ws).await["input"], "email");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !seen(&s.log, "hook/returned"),
+            "a visitor who came back has not left"
+        );
+        // The tab is closed.
+        drop(ws);
+        Instant::now()
+    });
+    let posted = went_on_closed(&s, Duration::from_secs(15));
+    let waited = left.elapsed();
+    assert_eq!(posted["email"], "");
+    assert!(
+        (Duration::from_secs(2)..Duration::from_secs(8)).contains(&waited),
+        "the call went on {waited:?} after the visitor left (grace 2 s)"
+    );
+    let run = call.join().unwrap();
+    assert!(run.ok(), "{}", run.describe());
+
+    let auth = format!("Bearer {OPERATOR_TOKEN}");
+    let transcript = gw
+        .http(
+            "GET",
+            &format!("/v1/conversations/{conversation}"),
+            &[("Authorization", &auth)],
+            None,
+        )
+        .json();
+    let last = transcript["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["kind"], "closed", "{transcript}");
+    assert_eq!(
+        last["text"], "You left the chat, so your call has carried on without it.",
+        "{transcript}"
+    );
+    let metrics = gw.http_get("/metrics").1;
+    assert!(
+        metrics.contains("crossline_breakouts_total{event=\"visitor_left\"} 1"),
         "{metrics}"
     );
 }

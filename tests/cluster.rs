@@ -9,15 +9,21 @@
 //!   calls fail over to B.
 //! - Once A's lease on the chat runs out, B takes the chat over and its
 //!   flow carries on from where A left it, with its variables.
+//! - Breakout links across nodes: a call waits on A, the phone's browser
+//!   lands on B; B's chat hands the answer back to A's call (the store
+//!   decides, NOTIFY wakes A), and a chat closed on B lets A's call go on,
+//!   also after the listening connections were cut.
 
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::chat::{claim_breakout, connect, next, next_prompt, send};
 use common::postgres::Postgres;
 use common::standin::*;
 use common::*;
+use serde_json::json;
 
 const TWILIO_AUTH: &str = "twilio-auth-token-for-cluster";
 const WEBHOOK_URL: &str = "https://chat.example.com/hooks/twilio/sms";
@@ -26,12 +32,27 @@ const VISITOR: &str = "+34600111222";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn node(name: &str, url: &str, twilio_port: u16) -> Gateway {
+    node_with(
+        name,
+        url,
+        twilio_port,
+        &repo().join("tests/flows/cluster"),
+        "\n[chat]\nsms_flow = \"sms-intake\"\n",
+    )
+}
+
+fn node_with(
+    name: &str,
+    url: &str,
+    twilio_port: u16,
+    flows: &std::path::Path,
+    extra: &str,
+) -> Gateway {
     Gateway::start(&format!(
         "[flows]\ndir = \"{flows}\"\n\n\
          [store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\nnode_id = \"{name}\"\nlease_secs = 3\n\n\
-         [chat]\nsms_flow = \"sms-intake\"\n\n\
-         [messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{twilio_port}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token = \"{TWILIO_AUTH}\"\nfrom = \"{OUR_NUMBER}\"\nwebhook_url = \"{WEBHOOK_URL}\"\n",
-        flows = repo().join("tests/flows/cluster").display(),
+         [messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{twilio_port}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token = \"{TWILIO_AUTH}\"\nfrom = \"{OUR_NUMBER}\"\nwebhook_url = \"{WEBHOOK_URL}\"\n{extra}",
+        flows = flows.display(),
     ))
 }
 
@@ -126,4 +147,228 @@ fn two_nodes_share_chats_and_calls_fail_over() {
     assert_eq!(asked("What's your name?"), 1);
     assert_eq!(asked("Which city"), 1);
     assert_eq!(asked("How many people"), 1);
+}
+
+const OPERATOR_TOKEN: &str = "operator-token-for-the-cluster-0123";
+/// The call's node must go on within this of the Return on the other node.
+const RESUME_BOUND: Duration = Duration::from_millis(200);
+
+fn breakout_node(name: &str, url: &str, twilio_port: u16, flows: &std::path::Path) -> Gateway {
+    node_with(
+        name,
+        url,
+        twilio_port,
+        flows,
+        &format!(
+            "\n[http]\noperator_token = \"{OPERATOR_TOKEN}\"\n\n\
+             [[routes]]\ndid = \"3000\"\nflow = \"cluster-breakout\"\n"
+        ),
+    )
+}
+
+/// A call to A's breakout flow, on its own thread; the link's path
+/// (`/b/<token>`) from the SMS it sends.
+fn call_and_get_link(a: &Gateway, log: &Log) -> (std::thread::JoinHandle<Sipp>, String) {
+    log.lock().unwrap().clear();
+    let args: Vec<String> = [
+        "-sf",
+        &scenario("uac_wait_bye.xml"),
+        &a.sip_addr(),
+        "-s",
+        "3000",
+        "-m",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let call = std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sipp(&args, Duration::from_secs(60))
+    });
+    let (link, _) = sms_link(a, log);
+    assert!(
+        link.contains(&format!(":{}/b/", a.http_port)),
+        "the link names the call's node: {link}"
+    );
+    let path = link_path(&link);
+    (call, path)
+}
+
+fn ms_since_epoch(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// How a breakout that ended on B reaches A's call.
+struct Ended<'a> {
+    pg: &'a Postgres,
+    db: &'a str,
+    log: &'a Log,
+    nodes: [&'a Gateway; 2],
+}
+
+impl Ended<'_> {
+    /// A's call went on at its next node with status `state` within
+    /// [`RESUME_BOUND`] of the breakout ending on B (both as the store and
+    /// the stand-in saw them, on the same clock): what that node posted,
+    /// and when (ms since the epoch).
+    fn call_went_on(&self, path: &str, state: &str) -> (serde_json::Value, i64) {
+        let hook = wait_seen(self.log, Duration::from_secs(10), |s| {
+            s.path == "hook/after-breakout"
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "A's call never went on:\nA:\n{}\nB:\n{}",
+                self.nodes[0].log(),
+                self.nodes[1].log()
+            )
+        });
+        let posted: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
+        assert_eq!(posted["status"], state);
+        let (stored, ended_at, nodes) = stored_breakout(self.pg, self.db, path);
+        assert_eq!(stored, state);
+        assert_eq!(nodes, "node-a>node-b", "the call on A, the chat on B");
+        let at = ms_since_epoch(hook.at);
+        let resumed = at - ended_at;
+        println!("breakout {state} on B → A's next node in {resumed} ms");
+        assert!(
+            (0..RESUME_BOUND.as_millis() as i64).contains(&resumed),
+            "A's call went on {resumed} ms after the breakout was {state} on B"
+        );
+        (posted, at)
+    }
+}
+
+/// The stored breakout of a link (`/b/<token>`): its state, when it ended
+/// (ms since the epoch; 0 if it hasn't) and "<call's node>><chat's node>".
+fn stored_breakout(pg: &Postgres, db: &str, token_path: &str) -> (String, i64, String) {
+    let hash = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(&token_path.as_bytes()[3..]);
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let row = pg.psql(
+        db,
+        &format!(
+            "SELECT state, finished_at_ms, node || '>' || chat_node FROM breakouts
+             WHERE token_hash = '{hash}'"
+        ),
+    );
+    let mut cols = row.split('|');
+    let state = cols.next().unwrap_or_default().to_string();
+    let at = cols.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    (state, at, cols.next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn a_breakout_link_opened_on_another_node_returns_to_the_call() {
+    require("sipp", "sip-tester");
+    let pg = Postgres::start();
+    let db = "crossline_breakout";
+    let url = pg.database(db);
+    let (port, log, _) = stand_in();
+    let flows = flows_with_hook(
+        "tests/flows/cluster-breakout",
+        &format!("http://127.0.0.1:{port}/hook"),
+    );
+    let a = breakout_node("node-a", &url, port, flows.path());
+    let b = breakout_node("node-b", &url, port, flows.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // The call rings on A; the SMS carries A's link, the phone opens it
+    // on B (behind one load balancer, any node may get it).
+    let (call, path) = call_and_get_link(&a, &log);
+    for gw in [&b, &a, &b] {
+        let preview = gw.http("GET", &path, &[], None);
+        assert_eq!(preview.status, 200, "{}", preview.body);
+        assert!(preview.body.contains("Open the chat"), "{}", preview.body);
+        assert!(!preview.headers.contains("set-cookie"));
+    }
+    let (state, _, _) = stored_breakout(&pg, db, &path);
+    assert_eq!(state, "pending", "previews on either node use nothing up");
+    let (conversation, cookies) = claim_breakout(&b, &path);
+    // Claimed: another browser gets nothing, on either node.
+    assert_eq!(a.http("POST", &path, &[], None).status, 404);
+    assert_eq!(b.http_get(&path).0, 404);
+
+    let answered = rt.block_on(async {
+        let mut ws = connect(&b, &conversation, &cookies).await;
+        send(&mut ws, json!({"type": "resume", "after": 0})).await;
+        let prompt = next_prompt(&mut ws).await;
+        assert_eq!(prompt["text"], "Which licence plate is it?");
+        let answered = SystemTime::now();
+        send(
+            &mut ws,
+            json!({"type": "answer", "prompt": prompt["id"], "value": "1234 BCD"}),
+        )
+        .await;
+        assert_eq!(next(&mut ws).await["text"], "1234 BCD");
+        assert_eq!(next(&mut ws).await["text"], "Thanks! Back to your call.");
+        answered
+    });
+
+    // A's call went on with B's answer.
+    let ended = Ended {
+        pg: &pg,
+        db,
+        log: &log,
+        nodes: [&a, &b],
+    };
+    let (posted, at) = ended.call_went_on(&path, "returned");
+    assert_eq!(posted["plate"], "1234 BCD");
+    println!(
+        "  (answer sent on B → A's next node: {} ms)",
+        at - ms_since_epoch(answered)
+    );
+    let run = call.join().unwrap();
+    assert!(run.ok(), "{}", run.describe());
+    assert!(metric(&a, "crossline_store_notifications_total{kind=\"breakout\"}") >= 1.0);
+    assert_eq!(
+        pg.psql(
+            db,
+            "SELECT owner FROM conversations WHERE origin = 'breakout'"
+        ),
+        "node-b",
+        "B runs the chat"
+    );
+
+    // The listening connections are cut: each node is back within its
+    // backoff and catches up.
+    let cut = pg.psql(
+        db,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = '{}'",
+            crossline::store::LISTENER_APPLICATION_NAME
+        ),
+    );
+    assert_eq!(cut, "2", "one listener per node");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&a, "crossline_store_listener_drops_total") < 1.0
+        || metric(&a, "crossline_store_listener_up") < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A's listener never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The chat on B closes without a Return (an operator closes it): A's
+    // call goes on at once with status "closed", not at its 60 s timeout.
+    let (call, path) = call_and_get_link(&a, &log);
+    let (conversation, _) = claim_breakout(&b, &path);
+    let close = b.http(
+        "POST",
+        &format!("/v1/conversations/{conversation}/close"),
+        &[("Authorization", &format!("Bearer {OPERATOR_TOKEN}"))],
+        Some(r#"{"text": "An agent closed this chat."}"#),
+    );
+    assert_eq!(close.status, 200, "{}", close.body);
+    let (posted, _) = ended.call_went_on(&path, "closed");
+    assert_eq!(posted["plate"], "");
+    let run = call.join().unwrap();
+    assert!(run.ok(), "{}", run.describe());
+    assert_no_pii(&a.log(), &["+15551234567", "1234 BCD", &path[3..]]);
+    assert_no_pii(&b.log(), &["+15551234567", "1234 BCD", &path[3..]]);
 }

@@ -133,6 +133,9 @@ async fn conformance(store: &dyn Store) {
         finished_at: Some(at(5)),
         conversation_id: Some("c2".into()),
         result: Some(r#"{"email":"a@b.example"}"#.into()),
+        node: Some("node-a".into()),
+        chat_node: Some("node-b".into()),
+        notices: Some(r#"{"caller_left":"Bye","timed_out":"Late"}"#.into()),
     };
     store.upsert_breakout(breakout.clone()).unwrap();
     let lead = LeadRecord {
@@ -297,6 +300,214 @@ async fn sqlite_meets_the_store_contract() {
     );
     assert!(store.post_input("c2", "node-b", "hi").await.is_err());
     assert!(store.take_inputs("node-a").await.unwrap().is_empty());
+    // Nobody to hear from; breakouts are decided in memory, not here.
+    assert!(!store.listen("node-a").is_listening());
+    assert_eq!(
+        store
+            .breakout_by_token(&"cd".repeat(32))
+            .await
+            .unwrap()
+            .map(|b| b.id),
+        Some("b1".to_string())
+    );
+    assert!(store
+        .claim_breakout(&"cd".repeat(32), "node-a", SystemTime::now())
+        .await
+        .is_err());
+}
+
+/// A session waiting on node A, as the breakout node writes it.
+fn pending_breakout(id: &str) -> BreakoutRecord {
+    let now = SystemTime::now();
+    BreakoutRecord {
+        id: id.into(),
+        token_hash: format!("{id:0>64}"),
+        call_id: format!("{id}@h"),
+        flow: "collect".into(),
+        recipient: "+15551234567".into(),
+        state: "pending".into(),
+        created_at: now,
+        expires_at: now + Duration::from_secs(60),
+        opened_at: None,
+        finished_at: None,
+        conversation_id: None,
+        result: None,
+        node: Some("node-a".into()),
+        chat_node: None,
+        notices: None,
+    }
+}
+
+/// Wait (up to 5 s) until a node hears `want`; news of other breakouts,
+/// from earlier steps, may come first.
+async fn hears(news: &mut News, want: StoreEvent) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = tokio::time::timeout_at(deadline, news.next())
+            .await
+            .unwrap_or_else(|_| panic!("never heard {want:?}"));
+        if got == want {
+            return;
+        }
+        assert!(
+            matches!(got, StoreEvent::Breakout(_)),
+            "{got:?} before {want:?}"
+        );
+    }
+}
+
+/// Breakouts across two nodes: one winner for every race, decided in the
+/// database, and the node each change is for hears of it (NOTIFY), also
+/// after its listening connection was cut.
+async fn shared_breakouts(pg: &Postgres, a: &PostgresStore, b: &PostgresStore) {
+    let mut on_a = a.listen("node-a");
+    let mut on_b = b.listen("node-b");
+    assert!(on_a.is_listening() && on_b.is_listening());
+    hears(&mut on_a, StoreEvent::Resync).await;
+    hears(&mut on_b, StoreEvent::Resync).await;
+
+    // The link lands on both nodes at once: one browser gets the chat.
+    a.upsert_breakout(pending_breakout("r1")).unwrap();
+    a.flush().await.unwrap();
+    let hash = format!("{:0>64}", "r1");
+    let now = SystemTime::now();
+    let (x, y) = tokio::join!(
+        a.claim_breakout(&hash, "node-a", now),
+        b.claim_breakout(&hash, "node-b", now)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert!(x.is_some() != y.is_some(), "one claim wins: {x:?} {y:?}");
+    let won = x.or(y).unwrap();
+    assert_eq!(won.state, "opened");
+    assert!(b
+        .claim_breakout(&hash, "node-b", now)
+        .await
+        .unwrap()
+        .is_none());
+    // An expired or unknown link can't be claimed.
+    let mut old = pending_breakout("r0");
+    old.expires_at = now - Duration::from_secs(1);
+    a.upsert_breakout(old).unwrap();
+    a.flush().await.unwrap();
+    assert!(b
+        .claim_breakout(&format!("{:0>64}", "r0"), "node-b", now)
+        .await
+        .unwrap()
+        .is_none());
+
+    // B runs the chat; its Return wakes A, which reads it back.
+    b.set_breakout_chat("r1", "conv-r1", "node-b").unwrap();
+    let back = b
+        .return_breakout("r1", r#"{"plate":"1234 ABC"}"#)
+        .await
+        .unwrap()
+        .expect("the return wins");
+    assert_eq!(back.state, "returned");
+    assert_eq!(back.chat_node.as_deref(), Some("node-b"));
+    assert_eq!(back.conversation_id.as_deref(), Some("conv-r1"));
+    hears(&mut on_a, StoreEvent::Breakout("r1".into())).await;
+    let read = a.breakouts_by_id(vec!["r1".into()]).await.unwrap();
+    assert_eq!(read[0].result.as_deref(), Some(r#"{"plate":"1234 ABC"}"#));
+    // Too late now: A's timeout loses.
+    let late = a
+        .move_breakout(
+            "r1",
+            &["pending", "opened"],
+            "timed_out",
+            Some(now),
+            BreakoutSide::Chat,
+        )
+        .await
+        .unwrap();
+    assert!(late.is_none());
+
+    // Return racing the timeout, many times over: exactly one wins each.
+    for i in 0..20 {
+        let id = format!("race{i}");
+        a.upsert_breakout(pending_breakout(&id)).unwrap();
+    }
+    a.flush().await.unwrap();
+    for i in 0..20 {
+        let id = format!("race{i}");
+        let (ret, out) = tokio::join!(
+            b.return_breakout(&id, "{}"),
+            a.move_breakout(
+                &id,
+                &["pending", "opened"],
+                "timed_out",
+                Some(now),
+                BreakoutSide::Chat
+            )
+        );
+        let (ret, out) = (ret.unwrap(), out.unwrap());
+        let returned = ret.as_ref().is_some_and(|r| r.state == "returned");
+        assert!(returned != out.is_some(), "{id}: {ret:?} {out:?}");
+    }
+
+    // The chat closes without a Return: the call's node hears it; after a
+    // hang-up, the chat's node does.
+    for id in ["c-close", "c-left"] {
+        a.upsert_breakout(pending_breakout(id)).unwrap();
+        a.flush().await.unwrap();
+        b.claim_breakout(&format!("{id:0>64}"), "node-b", now)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let closed = b
+        .move_breakout(
+            "c-close",
+            &["opened"],
+            "closed",
+            Some(now),
+            BreakoutSide::Call,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.state, "closed");
+    hears(&mut on_a, StoreEvent::Breakout("c-close".into())).await;
+    let left = a
+        .move_breakout(
+            "c-left",
+            &["pending", "opened"],
+            "caller_left",
+            None,
+            BreakoutSide::Chat,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (left.state.as_str(), left.finished_at),
+        ("caller_left", None)
+    );
+    hears(&mut on_b, StoreEvent::Breakout("c-left".into())).await;
+    // The answer after the hang-up is kept, and wakes nobody.
+    let kept = b.return_breakout("c-left", "{}").await.unwrap().unwrap();
+    assert_eq!(kept.state, "returned_after_caller_left");
+
+    // A handed-over text wakes its owner at once.
+    b.post_input("c2", "node-a", "are you there?")
+        .await
+        .unwrap();
+    hears(&mut on_a, StoreEvent::Inbox).await;
+    a.take_inputs("node-a").await.unwrap();
+
+    // The listening connection is cut: A is back within its backoff, says
+    // so (to re-read), and hears news again.
+    let cut = pg.psql(
+        "crossline_contract",
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = '{LISTENER_APPLICATION_NAME}'"
+        ),
+    );
+    assert_eq!(cut, "2", "one listener per node");
+    hears(&mut on_a, StoreEvent::Resync).await;
+    hears(&mut on_b, StoreEvent::Resync).await;
+    b.post_input("c2", "node-a", "still there?").await.unwrap();
+    hears(&mut on_a, StoreEvent::Inbox).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,6 +571,7 @@ async fn postgres_meets_the_store_contract_and_is_shared() {
         ]
     );
     assert!(a.take_inputs("node-a").await.unwrap().is_empty());
+    shared_breakouts(&pg, &a, &b).await;
     // The connection string with a wrong database fails cleanly.
     let err = PostgresStore::open(&pg.url("no_such_db"))
         .await

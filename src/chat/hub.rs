@@ -311,17 +311,30 @@ impl ChatHub {
     }
 
     /// With a shared store: keep the leases of the chats this node runs,
-    /// and take the texts other nodes hand over for them.
+    /// and take the texts other nodes hand over for them as soon as the
+    /// store says so (`LISTEN/NOTIFY`), with a slow poll as a safety net.
     pub fn start_cluster_tasks(self: &Arc<Self>) {
         if !self.store.shared() {
             return;
         }
         let hub = self.clone();
+        let mut news = self.store.listen(&self.node);
+        let poll = if news.is_listening() {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(250)
+        };
         tokio::spawn(async move {
             let mut renew = tokio::time::interval(hub.lease / 3);
-            let mut inbox = tokio::time::interval(Duration::from_millis(250));
+            let mut inbox = tokio::time::interval(poll);
             loop {
                 tokio::select! {
+                    heard = news.next() => match heard {
+                        crate::store::StoreEvent::Inbox | crate::store::StoreEvent::Resync => {
+                            hub.take_handed_over().await
+                        }
+                        crate::store::StoreEvent::Breakout(_) => {}
+                    },
                     _ = renew.tick() => {
                         let ids: Vec<String> = hub
                             .conversations

@@ -705,6 +705,12 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             );
         }
     }
+    if config.chat.breakout_left_secs > 3600 {
+        err(
+            &["chat", "breakout_left_secs"],
+            "must be between 0 (never) and 3600".into(),
+        );
+    }
     if !(60..=604_800).contains(&config.chat.idle_timeout_secs) {
         err(
             &["chat", "idle_timeout_secs"],

@@ -342,6 +342,12 @@ pub struct ChatConfig {
     /// chat is closed. A page load makes none: its socket does.
     pub max_anonymous_chats: usize,
     pub max_anonymous_chats_per_source: usize,
+    /// A breakout chat whose visitor has held no WebSocket this long (from
+    /// the claim, or the last socket closing) is closed, and the waiting
+    /// call goes on with status "closed"; 0: never.
+    pub breakout_left_secs: u64,
+    /// Shown as that chat closes.
+    pub breakout_left_message: String,
 }
 
 impl Default for ChatConfig {
@@ -363,6 +369,9 @@ impl Default for ChatConfig {
             default_country: None,
             max_anonymous_chats: 1000,
             max_anonymous_chats_per_source: 5,
+            breakout_left_secs: 30,
+            breakout_left_message: "You left the chat, so your call has carried on without it."
+                .into(),
         }
     }
 }

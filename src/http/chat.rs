@@ -269,12 +269,12 @@ async fn breakout_page(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if state.services.breakouts.claimable(&token) {
+    if state.services.breakouts.claimable(&token).await {
         return landing_page();
     }
     let jar = cookies(&headers);
     let key_for = |conv: &str| jar.get(&key_cookie(conv)).cloned();
-    match state.services.breakouts.resume(&token, &key_for) {
+    match state.services.breakouts.resume(&token, &key_for).await {
         Some(conv) => chat_page(&state, &conv.id, &[]),
         None => {
             metrics::counter!(names::BREAKOUT_LINKS_REFUSED).increment(1);
@@ -301,7 +301,7 @@ async fn claim_breakout(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     };
-    match state.services.breakouts.open(&token, &key_for) {
+    match state.services.breakouts.open(&token, &key_for).await {
         Some(Opened::New { session, flow, new }) => {
             let Some(flow) = state.services.flow(&flow) else {
                 tracing::error!(%flow, "breakout flow is gone (reload?)");
@@ -455,9 +455,12 @@ async fn socket(
             if let Some(ip) = source {
                 conv.note_source(ip);
             }
-            ws.max_message_size(16 * 1024).on_upgrade(move |socket| {
-                serve_socket(socket, conv, state.services.switchboard.clone(), source)
-            })
+            ws.max_message_size(16 * 1024)
+                .on_upgrade(move |socket| async move {
+                    // A breakout's visitor is there while a socket is open.
+                    let _present = state.services.breakouts.visitor_socket(&conv);
+                    serve_socket(socket, conv, state.services.switchboard.clone(), source).await
+                })
         }
         Err(rejection) => rejection.into_response(),
     }

@@ -100,7 +100,14 @@ pub(super) fn services(
         },
         policy.clone(),
     );
-    let breakouts = Arc::new(crate::breakout::Breakouts::new(store.clone(), chat.clone()));
+    let breakouts = Arc::new(
+        crate::breakout::Breakouts::new(store.clone(), chat.clone()).with_left_rule(
+            crate::breakout::LeftRule {
+                grace: std::time::Duration::from_secs(config.chat.breakout_left_secs),
+                message: config.chat.breakout_left_message.clone(),
+            },
+        ),
+    );
     let callbacks = Arc::new(crate::callback::Callbacks::new(
         config,
         store.clone(),

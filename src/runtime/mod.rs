@@ -206,6 +206,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     )?);
     crate::flow::interp::install_resumer(&services);
     services.chat.start_cluster_tasks();
+    services.breakouts.start_cluster_tasks();
     let http_state = crate::http::HttpState {
         metrics,
         ready: ready.clone(),

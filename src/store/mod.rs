@@ -10,13 +10,19 @@
 //! - reads are `async`, and see every write queued before them;
 //! - SQLite runs its statements on threads of its own, PostgreSQL on a
 //!   `tokio-postgres` connection pool.
+//!
+//! A shared store also carries news between nodes: a statement that
+//! changes what another node waits on notifies it in the same transaction
+//! (PostgreSQL `NOTIFY`), and [`Store::listen`] hears it (`listen.rs`).
 
+mod listen;
 mod postgres;
 mod sql;
 mod sqlite;
 
 use std::time::SystemTime;
 
+pub use listen::APPLICATION_NAME as LISTENER_APPLICATION_NAME;
 pub use sql::{SqlStore, WriteStats};
 
 /// The SQLite store: `SqliteStore::open(path)`.
@@ -136,7 +142,7 @@ pub struct BreakoutRecord {
     /// Where the SMS went (E.164); personal data, masked in `Debug`.
     pub recipient: String,
     /// "pending", "opened", "returned", "timed_out", "caller_left",
-    /// "send_failed".
+    /// "returned_after_caller_left", "closed", "send_failed".
     pub state: String,
     pub created_at: SystemTime,
     pub expires_at: SystemTime,
@@ -145,6 +151,13 @@ pub struct BreakoutRecord {
     pub conversation_id: Option<String>,
     /// What Breakout: Return handed back, as a JSON object.
     pub result: Option<String>,
+    /// The gateway holding the waiting call (`[store] node_id`).
+    pub node: Option<String>,
+    /// The gateway running the chat, once a browser claimed the link.
+    pub chat_node: Option<String>,
+    /// What the chat tells the visitor when the call moves on (JSON), for
+    /// whichever gateway runs it.
+    pub notices: Option<String>,
 }
 
 impl std::fmt::Debug for BreakoutRecord {
@@ -156,8 +169,82 @@ impl std::fmt::Debug for BreakoutRecord {
             .field("recipient", &crate::mask::phone(&self.recipient))
             .field("state", &self.state)
             .field("conversation_id", &self.conversation_id)
+            .field("node", &self.node)
+            .field("chat_node", &self.chat_node)
             .finish_non_exhaustive()
     }
+}
+
+/// Which gateway a breakout's change is news for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakoutSide {
+    /// The one holding the waiting call (a Return, the chat closed).
+    Call,
+    /// The one running the chat (a timeout, the caller hung up).
+    Chat,
+}
+
+/// What other gateways sharing the store tell this one (PostgreSQL
+/// `LISTEN/NOTIFY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// The listener (re)connected: news may have been missed, re-read.
+    Resync,
+    /// Texts were handed to this node (`take_inputs`).
+    Inbox,
+    /// Breakout `id` changed state.
+    Breakout(String),
+}
+
+impl StoreEvent {
+    /// A notification's payload; `None` for one this build doesn't know.
+    pub fn parse(payload: &str) -> Option<StoreEvent> {
+        match payload.split_once(' ') {
+            None if payload == "inbox" => Some(StoreEvent::Inbox),
+            Some(("breakout", id)) if !id.is_empty() => Some(StoreEvent::Breakout(id.into())),
+            _ => None,
+        }
+    }
+}
+
+/// What a node hears from [`Store::listen`], as its loops want it: events
+/// it fell behind on (and dropped) come back as one `Resync`, and without
+/// a listener nothing ever comes.
+pub struct News(Option<tokio::sync::broadcast::Receiver<StoreEvent>>);
+
+impl News {
+    /// Nothing to hear (an unshared store).
+    pub fn none() -> News {
+        News(None)
+    }
+
+    pub fn is_listening(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The next event; never returns without a listener.
+    pub async fn next(&mut self) -> StoreEvent {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let Some(rx) = &mut self.0 else {
+                return std::future::pending().await;
+            };
+            match rx.recv().await {
+                Ok(event) => return event,
+                Err(RecvError::Lagged(_)) => return StoreEvent::Resync,
+                Err(RecvError::Closed) => self.0 = None,
+            }
+        }
+    }
+}
+
+/// The notification channel of gateway `node`: a fixed-size name (node
+/// ids are free text), the same as the database's `crossline_notify`.
+pub fn node_channel(node: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(node.as_bytes());
+    let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("crossline_{hex}")
 }
 
 /// A person we may contact again, with what we know of them.
@@ -523,11 +610,81 @@ pub trait Store: Send + Sync {
     /// Texts other nodes handed to `node`: (conversation id, text), oldest
     /// first; each is returned once.
     fn take_inputs<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<(String, String)>>;
+    /// Shared stores: what other nodes tell `node`, from this process's one
+    /// listener (started by the first call; it reconnects by itself and
+    /// sends [`StoreEvent::Resync`] each time it is back). Unshared: none.
+    fn listen(&self, node: &str) -> News;
+
+    /// The breakout whose link token has this SHA-256 (hex).
+    fn breakout_by_token<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<BreakoutRecord>>;
+    /// Breakouts by id (shared stores).
+    fn breakouts_by_id(&self, ids: Vec<String>) -> StoreFuture<'_, Vec<BreakoutRecord>>;
+    /// Queue: the chat of breakout `id` is `conversation_id`, run by
+    /// `chat_node`.
+    fn set_breakout_chat(
+        &self,
+        id: &str,
+        conversation_id: &str,
+        chat_node: &str,
+    ) -> Result<(), StoreError>;
+
+    // Breakout changes on a shared store. Each is one conditional UPDATE,
+    // so of nodes racing for a session exactly one wins: it gets the row
+    // as it is now, the others `None`. Unshared stores: an error.
+
+    /// A browser opens the link (pending or caller_left, unclaimed and
+    /// unexpired at `now`): `chat_node` will run its chat.
+    fn claim_breakout<'a>(
+        &'a self,
+        token_hash: &'a str,
+        chat_node: &'a str,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Option<BreakoutRecord>>;
+    /// Breakout: Return with `result` (JSON): "returned" from pending or
+    /// opened (the call's node is told), "returned_after_caller_left", or
+    /// kept with a timed-out session.
+    fn return_breakout<'a>(
+        &'a self,
+        id: &'a str,
+        result: &'a str,
+    ) -> StoreFuture<'a, Option<BreakoutRecord>>;
+    /// Move breakout `id` from one of `from` to `to` (finished at
+    /// `finished`, if it ends), and tell the node on `side`.
+    fn move_breakout<'a>(
+        &'a self,
+        id: &'a str,
+        from: &'a [&'a str],
+        to: &'a str,
+        finished: Option<SystemTime>,
+        side: BreakoutSide,
+    ) -> StoreFuture<'a, Option<BreakoutRecord>>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notifications_read_back_and_channels_fit_postgres_names() {
+        assert_eq!(StoreEvent::parse("inbox"), Some(StoreEvent::Inbox));
+        assert_eq!(
+            StoreEvent::parse("breakout Ab12"),
+            Some(StoreEvent::Breakout("Ab12".into()))
+        );
+        for unknown in ["", "breakout", "breakout ", "inbox now", "resync"] {
+            assert_eq!(StoreEvent::parse(unknown), None, "{unknown:?}");
+        }
+        // Any node id makes a plain identifier under PostgreSQL's 63 bytes,
+        // the same for the same id.
+        let long = node_channel(&"gw \"1\"; DROP".repeat(20));
+        assert!(long.len() < 64 && long.starts_with("crossline_"), "{long}");
+        assert!(long[10..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(node_channel("node-a"), node_channel("node-a"));
+        assert_ne!(node_channel("node-a"), node_channel("node-b"));
+    }
 
     #[test]
     fn sip_text_drops_controls_and_caps_length() {

@@ -172,6 +172,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX chat_inbox_owner ON chat_inbox(owner, id);",
     // 3: which gateway placed a callback.
     "ALTER TABLE callbacks ADD COLUMN node TEXT;",
+    // 4: breakouts across nodes: the gateway holding the call, the one
+    // running the chat, what the chat says when the call moves on; and how
+    // a statement tells a node (its channel: `store::node_channel`).
+    "ALTER TABLE breakouts ADD COLUMN node TEXT;
+    ALTER TABLE breakouts ADD COLUMN chat_node TEXT;
+    ALTER TABLE breakouts ADD COLUMN notices TEXT;
+    CREATE FUNCTION crossline_notify(node TEXT, payload TEXT) RETURNS VOID
+        LANGUAGE SQL VOLATILE AS $$
+        SELECT pg_notify('crossline_' || left(encode(sha256(convert_to(node, 'UTF8')), 'hex'), 32),
+            payload)
+        WHERE node IS NOT NULL
+    $$;",
 ];
 
 impl SqlStore<Postgres> {
@@ -187,7 +199,7 @@ impl SqlStore<Postgres> {
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -207,7 +219,14 @@ impl SqlStore<Postgres> {
         }
         let (queue, writes) = sql::write_queue();
         tokio::spawn(write_loop(pool.clone(), writes));
-        Ok(SqlStore::new(Postgres { pool }, queue))
+        Ok(SqlStore::new(
+            Postgres {
+                pool,
+                config,
+                events: std::sync::OnceLock::new(),
+            },
+            queue,
+        ))
     }
 }
 
@@ -218,9 +237,12 @@ const POOL_SIZE: usize = 8;
 /// Any number the nodes of one deployment agree on.
 const MIGRATION_LOCK: i64 = 0x6372_6f73_736c_696e;
 
-/// The PostgreSQL side of a [`SqlStore`]: its connection pool.
+/// The PostgreSQL side of a [`SqlStore`]: its connection pool, and the
+/// node's listener once one is asked for.
 pub struct Postgres {
     pool: Pool,
+    config: tokio_postgres::Config,
+    events: std::sync::OnceLock<tokio::sync::broadcast::Sender<super::StoreEvent>>,
 }
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
@@ -338,6 +360,19 @@ impl Backend for Postgres {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    /// One listener per store (so per node): later calls share it,
+    /// whatever channel they name.
+    fn listen(
+        &self,
+        channel: String,
+    ) -> Option<tokio::sync::broadcast::Receiver<super::StoreEvent>> {
+        tokio::runtime::Handle::try_current().ok()?;
+        let events = self
+            .events
+            .get_or_init(|| super::listen::start(self.config.clone(), channel));
+        Some(events.subscribe())
     }
 }
 

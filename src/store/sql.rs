@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    BindingRecord, BreakoutRecord, CallRecord, CallbackFilter, CallbackRecord, ConsentRecord,
-    ConversationRecord, LeadRecord, MessageRecord, SendChannel, SendRecord, SendStatus, Store,
-    StoreError, StoreFuture,
+    BindingRecord, BreakoutRecord, BreakoutSide, CallRecord, CallbackFilter, CallbackRecord,
+    ConsentRecord, ConversationRecord, LeadRecord, MessageRecord, SendChannel, SendRecord,
+    SendStatus, Store, StoreError, StoreEvent, StoreFuture,
 };
 use crate::telemetry::names;
 
@@ -114,6 +114,8 @@ pub trait Backend: Send + Sync + 'static {
     fn query(&self, stmt: Stmt) -> StoreFuture<'_, Vec<Row>>;
     /// Whether other gateways share this database.
     fn shared(&self) -> bool;
+    /// What other gateways notify on `channel` (shared databases).
+    fn listen(&self, channel: String) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>>;
 }
 
 /// One queued write: statements that stand or fall together.
@@ -534,7 +536,8 @@ fn message_row(mut r: Cols) -> Result<MessageRecord, StoreError> {
 }
 
 const BREAKOUT_COLUMNS: &str = "id, token_hash, call_id, flow, recipient, state, created_at_ms,
-        expires_at_ms, opened_at_ms, finished_at_ms, conversation_id, result";
+        expires_at_ms, opened_at_ms, finished_at_ms, conversation_id, result, node, chat_node,
+        notices";
 
 fn breakout_row(mut r: Cols) -> Result<BreakoutRecord, StoreError> {
     Ok(BreakoutRecord {
@@ -550,6 +553,9 @@ fn breakout_row(mut r: Cols) -> Result<BreakoutRecord, StoreError> {
         finished_at: r.opt_time(9)?,
         conversation_id: r.opt_text(10)?,
         result: r.opt_text(11)?,
+        node: r.opt_text(12)?,
+        chat_node: r.opt_text(13)?,
+        notices: r.opt_text(14)?,
     })
 }
 
@@ -665,6 +671,11 @@ fn nothing(_: Cols) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What a shared-store-only statement answers on a store of one node's own.
+fn not_shared<'a, T: Send + 'a>() -> StoreFuture<'a, T> {
+    Box::pin(async { Err(StoreError::Unavailable("this store is not shared".into())) })
+}
+
 /// `format!` for statement text: the column lists are spliced in once,
 /// at first use, and the text lives as long as the process.
 macro_rules! sql {
@@ -702,13 +713,18 @@ const UPSERT_MESSAGE: &str = "INSERT INTO messages (conversation_id, seq, role, 
 
 const UPSERT_BREAKOUT: &str = "INSERT INTO breakouts (id, token_hash, call_id, flow, recipient,
         state, created_at_ms, expires_at_ms, opened_at_ms, finished_at_ms, conversation_id,
-        result) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        result, node, chat_node, notices)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
      ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash,
         call_id = excluded.call_id, flow = excluded.flow, recipient = excluded.recipient,
         state = excluded.state, created_at_ms = excluded.created_at_ms,
         expires_at_ms = excluded.expires_at_ms, opened_at_ms = excluded.opened_at_ms,
         finished_at_ms = excluded.finished_at_ms, conversation_id = excluded.conversation_id,
-        result = excluded.result";
+        result = excluded.result, node = excluded.node, chat_node = excluded.chat_node,
+        notices = excluded.notices";
+
+const SET_BREAKOUT_CHAT: &str =
+    "UPDATE breakouts SET conversation_id = $2, chat_node = $3 WHERE id = $1";
 
 const UPSERT_LEAD: &str = "INSERT INTO leads (id, name, email, phone, conversation_id,
         created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -758,10 +774,58 @@ const CLAIM: &str = "UPDATE conversations SET owner = $2, lease_until_ms = $3
 const OWNER: &str = "SELECT owner FROM conversations WHERE id = $1";
 const RENEW: &str = "UPDATE conversations SET lease_until_ms = $2
      WHERE owner = $1 AND id = ANY($3) AND closed_at_ms IS NULL";
-const POST_INPUT: &str = "INSERT INTO chat_inbox (conversation_id, owner, text, created_at_ms)
-     VALUES ($1, $2, $3, $4) RETURNING id";
+/// The insert and the owner's notification commit together.
+const POST_INPUT: &str = "WITH posted AS (
+        INSERT INTO chat_inbox (conversation_id, owner, text, created_at_ms)
+        VALUES ($1, $2, $3, $4) RETURNING id, owner)
+     SELECT id FROM posted, LATERAL (SELECT crossline_notify(posted.owner, 'inbox')) AS told";
 const TAKE_INPUTS: &str =
     "DELETE FROM chat_inbox WHERE owner = $1 RETURNING id, conversation_id, text";
+
+// Breakouts on a shared store: each change is one conditional UPDATE (the
+// single winner of a race), and the node it is news for is notified in the
+// same statement, so the notification goes out exactly when it commits.
+
+/// The first browser to post opens the link; `chat_node` marks it taken.
+fn claim_breakout_sql() -> &'static str {
+    sql!(
+        "UPDATE breakouts SET chat_node = $2, opened_at_ms = $3,
+            state = CASE WHEN state = 'pending' THEN 'opened' ELSE state END
+         WHERE token_hash = $1 AND chat_node IS NULL AND state IN ('pending', 'caller_left')
+           AND expires_at_ms > $3
+         RETURNING {BREAKOUT_COLUMNS}"
+    )
+}
+
+/// A Return from pending/opened wins and wakes the call's node; after a
+/// hang-up or a timeout the answers are only kept.
+fn return_breakout_sql() -> &'static str {
+    sql!(
+        "WITH moved AS (
+            UPDATE breakouts SET result = $2,
+                state = CASE state WHEN 'caller_left' THEN 'returned_after_caller_left'
+                    WHEN 'timed_out' THEN 'timed_out' ELSE 'returned' END,
+                finished_at_ms = CASE WHEN state = 'timed_out' THEN finished_at_ms ELSE $3 END
+            WHERE id = $1 AND state IN ('pending', 'opened', 'caller_left', 'timed_out')
+            RETURNING {BREAKOUT_COLUMNS})
+         SELECT {BREAKOUT_COLUMNS} FROM moved LEFT JOIN LATERAL (
+            SELECT crossline_notify(moved.node, 'breakout ' || moved.id)
+            WHERE moved.state = 'returned') AS told ON true"
+    )
+}
+
+fn move_breakout_sql() -> &'static str {
+    sql!(
+        "WITH moved AS (
+            UPDATE breakouts SET state = $2,
+                finished_at_ms = COALESCE(CAST($3 AS BIGINT), finished_at_ms)
+            WHERE id = $1 AND state = ANY($4)
+            RETURNING {BREAKOUT_COLUMNS})
+         SELECT {BREAKOUT_COLUMNS} FROM moved, LATERAL (
+            SELECT crossline_notify(CASE WHEN $5 THEN moved.node ELSE moved.chat_node END,
+                'breakout ' || moved.id)) AS told"
+    )
+}
 
 fn lease_until(lease: Duration) -> i64 {
     ms(SystemTime::now()).saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
@@ -897,6 +961,9 @@ impl<B: Backend> Store for SqlStore<B> {
                 opt_time(r.finished_at),
                 r.conversation_id.into(),
                 r.result.into(),
+                r.node.into(),
+                r.chat_node.into(),
+                r.notices.into(),
             ],
         )
     }
@@ -935,6 +1002,105 @@ impl<B: Backend> Store for SqlStore<B> {
             ),
         };
         self.all(s, breakout_row)
+    }
+
+    fn breakout_by_token<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<BreakoutRecord>> {
+        self.first(
+            stmt(
+                sql!("SELECT {BREAKOUT_COLUMNS} FROM breakouts WHERE token_hash = $1"),
+                vec![token_hash.into()],
+            ),
+            breakout_row,
+        )
+    }
+
+    fn breakouts_by_id(&self, ids: Vec<String>) -> StoreFuture<'_, Vec<BreakoutRecord>> {
+        if !self.backend.shared() {
+            return not_shared();
+        }
+        self.all(
+            stmt(
+                sql!("SELECT {BREAKOUT_COLUMNS} FROM breakouts WHERE id = ANY($1)"),
+                vec![Value::TextList(ids)],
+            ),
+            breakout_row,
+        )
+    }
+
+    fn set_breakout_chat(
+        &self,
+        id: &str,
+        conversation_id: &str,
+        chat_node: &str,
+    ) -> Result<(), StoreError> {
+        self.write(
+            SET_BREAKOUT_CHAT,
+            vec![id.into(), conversation_id.into(), chat_node.into()],
+        )
+    }
+
+    fn claim_breakout<'a>(
+        &'a self,
+        token_hash: &'a str,
+        chat_node: &'a str,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Option<BreakoutRecord>> {
+        if !self.backend.shared() {
+            return not_shared();
+        }
+        self.first(
+            stmt(
+                claim_breakout_sql(),
+                vec![token_hash.into(), chat_node.into(), time(now)],
+            ),
+            breakout_row,
+        )
+    }
+
+    fn return_breakout<'a>(
+        &'a self,
+        id: &'a str,
+        result: &'a str,
+    ) -> StoreFuture<'a, Option<BreakoutRecord>> {
+        if !self.backend.shared() {
+            return not_shared();
+        }
+        self.first(
+            stmt(
+                return_breakout_sql(),
+                vec![id.into(), result.into(), time(SystemTime::now())],
+            ),
+            breakout_row,
+        )
+    }
+
+    fn move_breakout<'a>(
+        &'a self,
+        id: &'a str,
+        from: &'a [&'a str],
+        to: &'a str,
+        finished: Option<SystemTime>,
+        side: BreakoutSide,
+    ) -> StoreFuture<'a, Option<BreakoutRecord>> {
+        if !self.backend.shared() {
+            return not_shared();
+        }
+        self.first(
+            stmt(
+                move_breakout_sql(),
+                vec![
+                    id.into(),
+                    to.into(),
+                    opt_time(finished),
+                    Value::TextList(from.iter().map(|s| s.to_string()).collect()),
+                    (side == BreakoutSide::Call).into(),
+                ],
+            ),
+            breakout_row,
+        )
     }
 
     fn upsert_lead(&self, r: LeadRecord) -> Result<(), StoreError> {
@@ -1252,9 +1418,7 @@ impl<B: Backend> Store for SqlStore<B> {
         text: &'a str,
     ) -> StoreFuture<'a, ()> {
         if !self.backend.shared() {
-            return Box::pin(async {
-                Err(StoreError::Unavailable("this store is not shared".into()))
-            });
+            return not_shared();
         }
         // Waits for the insert: the webhook is only acknowledged once the
         // text is safely handed over.
@@ -1271,6 +1435,13 @@ impl<B: Backend> Store for SqlStore<B> {
             nothing,
         );
         Box::pin(async move { inserted.await.map(|_| ()) })
+    }
+
+    fn listen(&self, node: &str) -> super::News {
+        if !self.backend.shared() {
+            return super::News::none();
+        }
+        super::News(self.backend.listen(super::node_channel(node)))
     }
 
     fn take_inputs<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<(String, String)>> {

@@ -165,6 +165,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX callbacks_state ON callbacks(state);",
     // 7: which gateway placed a callback.
     "ALTER TABLE callbacks ADD COLUMN node TEXT;",
+    // 8: a breakout's call and chat gateways, and its notices for the chat
+    // (the same columns as PostgreSQL's, where they cross nodes).
+    "ALTER TABLE breakouts ADD COLUMN node TEXT;
+    ALTER TABLE breakouts ADD COLUMN chat_node TEXT;
+    ALTER TABLE breakouts ADD COLUMN notices TEXT;",
 ];
 
 /// Reader threads (each with its own connection; WAL lets them read while
@@ -237,6 +242,13 @@ impl Backend for Sqlite {
 
     fn shared(&self) -> bool {
         false
+    }
+
+    fn listen(
+        &self,
+        _channel: String,
+    ) -> Option<tokio::sync::broadcast::Receiver<super::StoreEvent>> {
+        None
     }
 }
 
@@ -596,6 +608,9 @@ mod tests {
             finished_at: Some(at),
             conversation_id: Some("c1".into()),
             result: Some("{\"email\":\"a@b.example\"}".into()),
+            node: Some("gw1".into()),
+            chat_node: Some("gw1".into()),
+            notices: Some("{\"caller_left\":\"\",\"timed_out\":\"\"}".into()),
         };
         store.upsert_breakout(breakout.clone()).unwrap();
         let lead = LeadRecord {

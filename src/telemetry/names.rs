@@ -201,7 +201,7 @@ pub const FLOW_NODES: Metric = counter(
 );
 pub const BREAKOUTS: Metric = counter(
     "crossline_breakouts_total",
-    "Breakout events (started, opened, returned, timed_out, caller_left, closed, send_failed).",
+    "Breakout events (started, opened, returned, timed_out, caller_left, closed, visitor_left, send_failed).",
 );
 pub const BREAKOUT_LINKS_REFUSED: Metric = counter(
     "crossline_breakout_links_refused_total",
@@ -332,6 +332,18 @@ pub const STORE_CONNECT_ERRORS: Metric = counter(
     "crossline_store_connect_errors_total",
     "Failed attempts to connect to the Postgres store.",
 );
+pub const STORE_LISTENER_UP: Metric = gauge(
+    "crossline_store_listener_up",
+    "1 while this node's PostgreSQL LISTEN connection is up, else 0 (shared stores).",
+);
+pub const STORE_LISTENER_DROPS: Metric = counter(
+    "crossline_store_listener_drops_total",
+    "PostgreSQL LISTEN connections lost or refused; each is retried with backoff.",
+);
+pub const STORE_NOTIFICATIONS: Metric = counter(
+    "crossline_store_notifications_total",
+    "Notifications from other nodes received, by kind (inbox, breakout, unknown).",
+);
 
 // WebRTC.
 
@@ -432,6 +444,9 @@ pub const ALL: &[Metric] = &[
     STORE_WRITE_QUEUE,
     STORE_WRITE_ERRORS,
     STORE_CONNECT_ERRORS,
+    STORE_LISTENER_UP,
+    STORE_LISTENER_DROPS,
+    STORE_NOTIFICATIONS,
     WEBRTC_CALLS,
     WEBRTC_CALLS_ACTIVE,
     WEBRTC_SHARED_HOLD_FRAMES,

@@ -62,3 +62,26 @@ pub fn open_chat(gw: &Gateway) -> (String, String) {
 pub async fn connect(gw: &Gateway, id: &str, cookies: &str) -> Socket {
     try_connect(gw, id, cookies).await.unwrap()
 }
+
+/// Claim a breakout link (`/b/<token>`) as a phone's landing page does
+/// (its script POSTs), then load the chat with the cookie it set: the
+/// conversation id and the browser's cookies.
+pub fn claim_breakout(gw: &Gateway, path: &str) -> (String, String) {
+    let claim = gw.http("POST", path, &[], None);
+    assert_eq!(claim.status, 303, "{}", claim.body);
+    let cookies = claim.cookie_header();
+    assert!(!cookies.is_empty(), "the claim sets the chat's key");
+    let page = gw.http("GET", path, &[("Cookie", &cookies)], None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    (page.conversation_id(), cookies)
+}
+
+/// Frames up to the next prompt; the prompt.
+pub async fn next_prompt(ws: &mut Socket) -> Value {
+    loop {
+        let frame = next(ws).await;
+        if frame["type"] == "prompt" {
+            return frame;
+        }
+    }
+}

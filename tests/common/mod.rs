@@ -35,6 +35,22 @@ pub fn require(binary: &str, package: &str) {
     );
 }
 
+/// The flows in `folder` (under the repo) with every `HOOK` replaced by
+/// `hook` (a stand-in's URL), in a fresh folder.
+pub fn flows_with_hook(folder: &str, hook: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join(folder)).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            dir.path().join(path.file_name().unwrap()),
+            text.replace("HOOK", hook),
+        )
+        .unwrap();
+    }
+    dir
+}
+
 /// A port free for both UDP and TCP right now.
 ///
 /// Chosen below the kernel's ephemeral range (32768+), so an outgoing

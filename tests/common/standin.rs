@@ -15,6 +15,8 @@ pub struct Seen {
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: String,
+    /// When it arrived (wall clock, to compare with the store's times).
+    pub at: std::time::SystemTime,
 }
 
 pub type Log = Arc<Mutex<Vec<Seen>>>;
@@ -52,6 +54,7 @@ async fn record(log: &Log, path: String, headers: &HeaderMap, body: &Bytes) {
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
         body: String::from_utf8_lossy(body).to_string(),
+        at: std::time::SystemTime::now(),
     });
 }
 
@@ -150,6 +153,11 @@ pub fn stand_in() -> (u16, Log, TwilioAnswer) {
     (port, log, twilio_answer)
 }
 
+/// Whether the stand-in saw a request for `path` (e.g. "hook/returned").
+pub fn seen(log: &Log, path: &str) -> bool {
+    log.lock().unwrap().iter().any(|s| s.path == path)
+}
+
 /// Wait until `pred` matches something the stand-in saw.
 pub fn wait_seen(
     log: &Log,
@@ -166,6 +174,36 @@ pub fn wait_seen(
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// The breakout link in the first SMS the Twilio stand-in got, and the
+/// SMS's form fields.
+pub fn sms_link(gw: &super::Gateway, log: &Log) -> (String, HashMap<String, String>) {
+    let sms = wait_seen(log, std::time::Duration::from_secs(20), |s| {
+        s.path.starts_with("twilio/")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no SMS reached the Twilio stand-in; gateway log:\n{}",
+            gw.log()
+        )
+    });
+    let fields = form(&sms.body);
+    let body = fields.get("Body").cloned().unwrap_or_default();
+    let link = body
+        .split_whitespace()
+        .find(|w| w.contains("/b/"))
+        .unwrap_or_else(|| panic!("no link in the SMS: {body:?}"))
+        .to_string();
+    (link, fields)
+}
+
+/// A link's path on the gateway: `/b/<token>`.
+pub fn link_path(link: &str) -> String {
+    let (_, token) = link
+        .split_once("/b/")
+        .unwrap_or_else(|| panic!("not a breakout link: {link}"));
+    format!("/b/{token}")
 }
 
 /// HMAC-SHA1, as Twilio signs its webhooks; computed here, apart from the

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{deliver, Delivery};
-use crate::breakout::{Notices, WaitGuard};
+use crate::breakout::{Notices, Outcome, WaitGuard};
 use crate::flow::interp::{Ended, FlowCx, Next};
 use crate::flow::model::Breakout;
 use crate::flow::template::render;
@@ -18,16 +18,20 @@ pub async fn run(node: &Breakout, cx: &mut FlowCx) -> Result<Next, Ended> {
     let to = super::recipient(&node.phone_number, cx);
     let call_id = cx.vars.get("call_id").cloned().unwrap_or_default();
     let timeout = Duration::from_secs(node.timeout_secs);
-    let started = cx.services.breakouts.start(
-        &call_id,
-        &node.breakout_flow,
-        &to,
-        timeout,
-        Notices {
-            caller_left: render(&node.caller_left_message, &cx.vars),
-            timed_out: render(&node.timeout_message, &cx.vars),
-        },
-    );
+    let started = cx
+        .services
+        .breakouts
+        .start(
+            &call_id,
+            &node.breakout_flow,
+            &to,
+            timeout,
+            Notices {
+                caller_left: render(&node.caller_left_message, &cx.vars),
+                timed_out: render(&node.timeout_message, &cx.vars),
+            },
+        )
+        .await;
     let session = started.session.clone();
     cx.vars
         .insert(format!("{}.id", node.id), session.id.clone());
@@ -68,7 +72,7 @@ pub async fn run(node: &Breakout, cx: &mut FlowCx) -> Result<Next, Ended> {
             })
             .is_err();
     if refused || !deliver(delivery, provider, to, from, MessageKind::Text { body }, cx).await {
-        session.send_failed();
+        session.send_failed().await;
         cx.vars
             .insert(format!("{}.status", node.id), "send_failed".into());
         return Ok(node.on_error.clone().or_else(|| node.next.clone()));
@@ -103,24 +107,16 @@ pub async fn run(node: &Breakout, cx: &mut FlowCx) -> Result<Next, Ended> {
     // the chat.
     let _guard = WaitGuard(session.clone());
     let mut returned = started.returned;
-    let waited = cx
-        .call_wait(tokio::time::timeout(timeout, &mut returned))
-        .await?;
-    let values = match waited {
-        Ok(Ok(values)) => Some(values),
+    let outcome = cx.call_wait(session.wait(&mut returned, timeout)).await?;
+    match outcome {
         // The chat closed without a Return: no point holding the caller.
-        _ if session.phase() == crate::breakout::Phase::Closed => {
+        Outcome::Closed => {
             tracing::info!(on = %cx.label, node = %node.id, "breakout chat closed without a return: going on");
             cx.vars
                 .insert(format!("{}.status", node.id), "closed".into());
-            return Ok(node.on_closed.clone().or_else(|| node.next.clone()));
+            Ok(node.on_closed.clone().or_else(|| node.next.clone()))
         }
-        // Timed out, unless the chat returned in the same instant.
-        _ if session.time_out() => None,
-        _ => returned.try_recv().ok(),
-    };
-    match values {
-        Some(values) => {
+        Outcome::Returned(values) => {
             for (name, value) in values {
                 cx.keep(&name, &value)?;
                 cx.vars.insert(name, value);
@@ -129,7 +125,7 @@ pub async fn run(node: &Breakout, cx: &mut FlowCx) -> Result<Next, Ended> {
                 .insert(format!("{}.status", node.id), "returned".into());
             Ok(node.next.clone())
         }
-        None => {
+        Outcome::TimedOut => {
             cx.vars
                 .insert(format!("{}.status", node.id), "timeout".into());
             let Some(name) = &node.timeout_flow else {

@@ -16,7 +16,7 @@ pub async fn run(node: &BreakoutReturn, cx: &mut FlowCx) -> Result<Next, Ended> 
         tracing::warn!(on = %cx.label, node = %node.id, "breakout_return outside a breakout chat");
         return Ok(node.next.clone());
     };
-    let outcome = session.complete(values);
+    let outcome = session.complete(values).await;
     tracing::info!(on = %cx.label, breakout = %session.id, ?outcome, "breakout returned");
     let text = match outcome {
         ReturnOutcome::Delivered => node
