@@ -54,42 +54,9 @@ fn post_sms(gw: &Gateway, key: &str, sid: &str, from: &str, text: &str) -> HttpR
     post_twilio_sms(gw, TWILIO_WEBHOOK_URL, key, sid, from, OUR_NUMBER, text)
 }
 
-/// The WhatsApp Cloud API's message notification, signed as Meta signs it:
-/// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, body)>`.
+/// The WhatsApp Cloud API's message notification, signed with `key`.
 fn post_whatsapp(gw: &Gateway, key: &str, wamid: &str, from: &str, text: &str) -> HttpReply {
-    let wa_id = from.trim_start_matches('+');
-    let body = json!({
-        "object": "whatsapp_business_account",
-        "entry": [{
-            "id": "102290129340398",
-            "changes": [{
-                "field": "messages",
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": { "display_phone_number": "15550100000", "phone_number_id": "106540352242922" },
-                    "contacts": [{ "profile": { "name": "Ana" }, "wa_id": wa_id }],
-                    "messages": [{
-                        "from": wa_id, "id": wamid, "timestamp": "1764300000",
-                        "type": "text", "text": { "body": text }
-                    }]
-                }
-            }]
-        }]
-    })
-    .to_string();
-    let signature = format!(
-        "sha256={}",
-        hmac_sha256_hex(key.as_bytes(), body.as_bytes())
-    );
-    gw.http(
-        "POST",
-        "/hooks/whatsapp",
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Hub-Signature-256", &signature),
-        ],
-        Some(&body),
-    )
+    post_whatsapp_text(gw, key, wamid, from, text)
 }
 
 fn wait_sms(log: &Log, to: &str, containing: &str) -> HashMap<String, String> {
@@ -129,17 +96,7 @@ fn whatsapp_sent(log: &Log) -> Vec<Value> {
 // ---- the API -------------------------------------------------------------
 
 fn api(gw: &Gateway, method: &str, path: &str, body: Option<&Value>) -> HttpReply {
-    let auth = format!("Bearer {OPERATOR_TOKEN}");
-    let text = body.map(Value::to_string);
-    gw.http(
-        method,
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        text.as_deref(),
-    )
+    gw.api(OPERATOR_TOKEN, method, path, body)
 }
 
 fn conversation(gw: &Gateway, id: &str) -> Value {
@@ -845,8 +802,9 @@ fn stop_and_start_from_a_phone() {
     );
     assert_eq!(stop.status, 200);
     let refused = say("Are you there?");
-    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert_eq!(refused.status, 409, "{}", refused.body);
     assert!(refused.body.contains("STOP"), "{}", refused.body);
+    assert_eq!(refused.json()["error_kind"], "opted_out");
     assert!(sms_to(&s.log, from)
         .iter()
         .all(|f| f["Body"] != "Are you there?"));

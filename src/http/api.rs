@@ -246,8 +246,20 @@ fn bindings_json(b: &[crate::chat::Binding]) -> Value {
 
 fn switch_error(e: crate::chat::SwitchError) -> Response {
     use crate::chat::SwitchError as E;
+    if e == E::OptedOut {
+        // Operators may know why; the visitor-facing text stays vague.
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": "not sent: the recipient opted out (texted STOP on this channel); nothing was delivered",
+                "error_kind": "opted_out",
+            })),
+        )
+            .into_response();
+    }
     let status = match e {
         E::Send(_) => StatusCode::BAD_GATEWAY,
+        E::OptedOut => StatusCode::CONFLICT,
         E::NoPhone | E::Closed | E::TooLate | E::StillOpen => StatusCode::CONFLICT,
         E::BadPhone => StatusCode::UNPROCESSABLE_ENTITY,
         E::Unavailable(_) => StatusCode::CONFLICT,

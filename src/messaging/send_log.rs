@@ -28,6 +28,7 @@ pub fn record(
 ) {
     let status = match result {
         Ok(_) => SendStatus::Sent,
+        Err(e) if e.never_sent() => SendStatus::Blocked,
         Err(_) => SendStatus::Failed,
     };
     metrics::counter!(

@@ -261,6 +261,8 @@ impl SendChannel {
 pub enum SendStatus {
     Sent,
     Failed,
+    /// Stopped before the provider (the recipient opted out).
+    Blocked,
 }
 
 impl SendStatus {
@@ -268,6 +270,7 @@ impl SendStatus {
         match self {
             SendStatus::Sent => "sent",
             SendStatus::Failed => "failed",
+            SendStatus::Blocked => "blocked",
         }
     }
 
@@ -275,6 +278,7 @@ impl SendStatus {
         match s {
             "sent" => Some(SendStatus::Sent),
             "failed" => Some(SendStatus::Failed),
+            "blocked" => Some(SendStatus::Blocked),
             _ => None,
         }
     }
@@ -483,6 +487,8 @@ pub trait Store: Send + Sync {
     fn set_opt_out(&self, channel: &str, address: &str, opted_out: bool) -> Result<(), StoreError>;
     /// Every address opted out on `channel`.
     fn opted_out<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Vec<String>>;
+    /// Whether `address` is opted out on `channel` right now.
+    fn is_opted_out<'a>(&'a self, channel: &'a str, address: &'a str) -> StoreFuture<'a, bool>;
     /// Insert or update a callback (each status change rewrites it).
     fn upsert_callback(&self, record: CallbackRecord) -> Result<(), StoreError>;
     fn callback<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<CallbackRecord>>;

@@ -1130,6 +1130,17 @@ impl<B: Backend> Store for SqlStore<B> {
         )
     }
 
+    fn is_opted_out<'a>(&'a self, channel: &'a str, address: &'a str) -> StoreFuture<'a, bool> {
+        let found = self.first(
+            stmt(
+                "SELECT 1 FROM opt_outs WHERE channel = $1 AND address = $2",
+                vec![channel.into(), address.into()],
+            ),
+            nothing,
+        );
+        Box::pin(async move { Ok(found.await?.is_some()) })
+    }
+
     fn upsert_callback(&self, r: CallbackRecord) -> Result<(), StoreError> {
         self.write(UPSERT_CALLBACK, callback_params(r))
     }

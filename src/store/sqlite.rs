@@ -512,18 +512,27 @@ mod tests {
             attempts: None,
             ..sent.clone()
         };
+        let blocked = SendRecord {
+            idempotency_key: "old@host:sms2".into(),
+            status: SendStatus::Blocked,
+            provider_id: None,
+            error_kind: Some("opted_out".into()),
+            attempts: None,
+            ..sent.clone()
+        };
         store.record_send(sent.clone()).unwrap();
         store.record_send(failed.clone()).unwrap();
+        store.record_send(blocked.clone()).unwrap();
         store.flush().await.unwrap();
         assert_eq!(
             store.sends_for_call("old@host").await.unwrap(),
-            vec![sent, failed]
+            vec![sent, failed, blocked]
         );
         assert!(store.sends_for_call("other@host").await.unwrap().is_empty());
         drop(store);
         // Reopening at the latest version changes nothing.
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.sends_for_call("old@host").await.unwrap().len(), 2);
+        assert_eq!(store.sends_for_call("old@host").await.unwrap().len(), 3);
     }
 
     #[test]

@@ -258,6 +258,52 @@ pub fn post_twilio_sms(
     )
 }
 
+/// The WhatsApp Cloud API's notification of a text message from `from`
+/// (E.164), as Meta sends it, signed as Meta signs it:
+/// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, body)>`.
+/// `key`: what to sign with (the wrong one forges).
+pub fn post_whatsapp_text(
+    gw: &super::Gateway,
+    key: &str,
+    wamid: &str,
+    from: &str,
+    text: &str,
+) -> super::HttpReply {
+    let wa_id = from.trim_start_matches('+');
+    let body = serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": { "display_phone_number": "15550100000", "phone_number_id": "106540352242922" },
+                    "contacts": [{ "profile": { "name": "Ana" }, "wa_id": wa_id }],
+                    "messages": [{
+                        "from": wa_id, "id": wamid, "timestamp": "1764300000",
+                        "type": "text", "text": { "body": text }
+                    }]
+                }
+            }]
+        }]
+    })
+    .to_string();
+    let signature = format!(
+        "sha256={}",
+        hmac_sha256_hex(key.as_bytes(), body.as_bytes())
+    );
+    gw.http(
+        "POST",
+        "/hooks/whatsapp",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Hub-Signature-256", &signature),
+        ],
+        Some(&body),
+    )
+}
+
 /// SMS the gateway asked Twilio to send to `to`, in order.
 pub fn sms_to(log: &Log, to: &str) -> Vec<HashMap<String, String>> {
     log.lock()
