@@ -5,7 +5,8 @@
 //! written three ways), a chat welcome (an operator reconnecting with a
 //! lead) and an operator's reply to the phone-side conversation. None may
 //! reach the provider stand-ins; each is on record as blocked/opted_out
-//! and takes its error path. START lets them all through again.
+//! and takes its error path. START lets them all through again, and the
+//! breakout SMS is recorded as one GSM-7 segment.
 
 mod common;
 
@@ -211,6 +212,7 @@ struct SendRow {
     node: Option<String>,
     status: String,
     error_kind: Option<String>,
+    segments: Option<i64>,
 }
 
 fn stop_and_read_sends(gw: &mut Gateway) -> Vec<SendRow> {
@@ -220,7 +222,7 @@ fn stop_and_read_sends(gw: &mut Gateway) -> Vec<SendRow> {
     let db = rusqlite::Connection::open(gw.db_path()).unwrap();
     let mut stmt = db
         .prepare(
-            "SELECT channel, recipient, call_id, node, status, error_kind
+            "SELECT channel, recipient, call_id, node, status, error_kind, segments
              FROM provider_sends ORDER BY id",
         )
         .unwrap();
@@ -232,6 +234,7 @@ fn stop_and_read_sends(gw: &mut Gateway) -> Vec<SendRow> {
             node: r.get(3)?,
             status: r.get(4)?,
             error_kind: r.get(5)?,
+            segments: r.get(6)?,
         })
     })
     .unwrap()
@@ -371,7 +374,7 @@ fn stop_blocks_every_send_path_until_start() {
         assert_eq!(r.status, 201, "{channel}: {}", r.body);
     }
     wait_sms_to(&s.log, VISITOR, "You left us your number", WAIT);
-    let (_, hooks) = call(&s, 2);
+    let (sent_call, hooks) = call(&s, 2);
     // The spellings without + pass the opt-out check now, and the
     // providers' own E.164 check stops them before any request.
     assert_eq!(
@@ -403,6 +406,16 @@ fn stop_blocks_every_send_path_until_start() {
         .count();
     assert_eq!(whatsapp_out, 2, "the welcome template and send_whatsapp");
 
+    // The link's SMS fits one GSM-7 segment: the API says so.
+    let sends = sends_of_call(gw, &sent_call);
+    let link = sends.iter().find(|s| s["node"] == "link").unwrap();
+    assert_eq!(
+        (&link["status"], &link["segments"]),
+        (&json!("sent"), &json!(1))
+    );
+    let wa = sends.iter().find(|s| s["node"] == "wa").unwrap();
+    assert_eq!(wa["segments"], Value::Null, "WhatsApp has no segments");
+
     // The SQLite file holds every attempt: the blocked ones first.
     let rows = stop_and_read_sends(&mut s.gw);
     let blocked: Vec<&SendRow> = rows.iter().filter(|r| r.status == "blocked").collect();
@@ -430,5 +443,15 @@ fn stop_blocks_every_send_path_until_start() {
             .filter(|r| r.call_id.as_deref() == Some(blocked_call.as_str()))
             .count(),
         5
+    );
+    let link_sent = rows
+        .iter()
+        .find(|r| {
+            r.call_id.as_deref() == Some(sent_call.as_str()) && r.node.as_deref() == Some("link")
+        })
+        .unwrap();
+    assert_eq!(
+        (link_sent.status.as_str(), link_sent.segments),
+        ("sent", Some(1))
     );
 }

@@ -85,6 +85,7 @@ async fn conformance(store: &dyn Store) {
         error_kind: None,
         error_code: Some(21211),
         attempts: Some(2),
+        segments: Some(2),
         created_at: at(2),
     };
     store.record_send(send.clone()).unwrap();
@@ -95,6 +96,7 @@ async fn conformance(store: &dyn Store) {
         error_kind: Some("opted_out".into()),
         error_code: None,
         attempts: None,
+        segments: None,
         created_at: at(3),
         ..send.clone()
     };

@@ -179,7 +179,8 @@ fn send_json(r: &SendRecord) -> Value {
     json!({
         "channel": r.channel.as_str(), "provider": r.provider, "recipient": r.recipient,
         "node": r.node, "status": r.status.as_str(), "provider_id": r.provider_id,
-        "error_kind": r.error_kind, "error_code": r.error_code, "created_at": ms(r.created_at),
+        "error_kind": r.error_kind, "error_code": r.error_code, "segments": r.segments,
+        "created_at": ms(r.created_at),
     })
 }
 

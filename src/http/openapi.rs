@@ -268,6 +268,7 @@ pub fn document() -> Value {
                                 "description": "blocked: stopped before the provider (error_kind opted_out: the recipient texted STOP)." },
                     "provider_id": text_or_null,
                     "error_kind": text_or_null, "error_code": { "type": ["integer", "null"] },
+                    "segments": { "type": ["integer", "null"], "description": "SMS segments the text takes (GSM-7: 160, or 153 per part; UCS-2: 70, or 67); null for WhatsApp." },
                     "created_at": ms } },
                 "Conversation": { "type": "object", "properties": {
                     "id": { "type": "string" }, "channel": { "enum": ["web", "sms", "whatsapp"] },

@@ -20,6 +20,7 @@ pub mod inbound;
 pub mod opt_out;
 pub mod policy;
 pub mod retry;
+pub mod segments;
 pub mod send_log;
 pub mod twilio;
 pub mod webhook;

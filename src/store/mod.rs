@@ -306,6 +306,9 @@ pub struct SendRecord {
     pub error_code: Option<i64>,
     /// HTTP attempts; known only for successful sends.
     pub attempts: Option<u32>,
+    /// SMS segments the text takes (what carriers bill); `None` for
+    /// WhatsApp and for rows written before it was kept.
+    pub segments: Option<u32>,
     pub created_at: SystemTime,
 }
 
@@ -325,6 +328,7 @@ impl std::fmt::Debug for SendRecord {
             .field("error_kind", &self.error_kind)
             .field("error_code", &self.error_code)
             .field("attempts", &self.attempts)
+            .field("segments", &self.segments)
             .field("created_at", &self.created_at)
             .finish()
     }

@@ -172,6 +172,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX chat_inbox_owner ON chat_inbox(owner, id);",
     // 3: which gateway placed a callback.
     "ALTER TABLE callbacks ADD COLUMN node TEXT;",
+    // 4: SMS segments a send took.
+    "ALTER TABLE provider_sends ADD COLUMN segments BIGINT;",
 ];
 
 impl SqlStore<Postgres> {

@@ -457,7 +457,7 @@ fn call_row(mut r: Cols) -> Result<CallRecord, StoreError> {
 }
 
 const SEND_COLUMNS: &str = "idempotency_key, channel, provider, recipient, call_id, flow, node,
-        status, provider_id, error_kind, error_code, attempts, created_at_ms";
+        status, provider_id, error_kind, error_code, attempts, created_at_ms, segments";
 
 fn send_params(r: SendRecord) -> Vec<Value> {
     vec![
@@ -474,6 +474,7 @@ fn send_params(r: SendRecord) -> Vec<Value> {
         r.error_code.into(),
         r.attempts.map(i64::from).into(),
         time(r.created_at),
+        r.segments.map(i64::from).into(),
     ]
 }
 
@@ -500,6 +501,7 @@ fn send_row(mut r: Cols) -> Result<Option<SendRecord>, StoreError> {
         error_code: r.opt_int(10)?,
         attempts: r.opt_int(11)?.and_then(|a| u32::try_from(a).ok()),
         created_at: r.time(12)?,
+        segments: r.opt_int(13)?.and_then(|n| u32::try_from(n).ok()),
     }))
 }
 
@@ -682,8 +684,8 @@ const INSERT_CALL: &str = "INSERT INTO calls (call_id, direction, did, caller, t
 
 const INSERT_SEND: &str = "INSERT INTO provider_sends (idempotency_key, channel, provider,
         recipient, call_id, flow, node, status, provider_id, error_kind, error_code, attempts,
-        created_at_ms)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+        created_at_ms, segments)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 const UPSERT_CONVERSATION: &str = "INSERT INTO conversations (id, channel, origin, flow,
         breakout_id, created_at_ms, closed_at_ms, key_hash, resume_node, resume_vars)

@@ -165,6 +165,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX callbacks_state ON callbacks(state);",
     // 7: which gateway placed a callback.
     "ALTER TABLE callbacks ADD COLUMN node TEXT;",
+    // 8: SMS segments a send took.
+    "ALTER TABLE provider_sends ADD COLUMN segments INTEGER;",
 ];
 
 /// Reader threads (each with its own connection; WAL lets them read while
@@ -498,6 +500,7 @@ mod tests {
             error_kind: None,
             error_code: None,
             attempts: Some(2),
+            segments: Some(1),
             created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
         };
         let failed = SendRecord {
@@ -510,6 +513,7 @@ mod tests {
             error_kind: Some("invalid_recipient".into()),
             error_code: Some(131026),
             attempts: None,
+            segments: None,
             ..sent.clone()
         };
         let blocked = SendRecord {
@@ -518,6 +522,7 @@ mod tests {
             provider_id: None,
             error_kind: Some("opted_out".into()),
             attempts: None,
+            segments: Some(3),
             ..sent.clone()
         };
         store.record_send(sent.clone()).unwrap();
@@ -550,6 +555,7 @@ mod tests {
             error_kind: None,
             error_code: None,
             attempts: None,
+            segments: None,
             created_at: UNIX_EPOCH,
         };
         let s = format!("{r:?}");
