@@ -121,17 +121,7 @@ fn link_path(text: &str) -> String {
 // ---- the API -------------------------------------------------------------
 
 fn api(gw: &Gateway, method: &str, path: &str, body: Option<&Value>) -> HttpReply {
-    let auth = format!("Bearer {OPERATOR_TOKEN}");
-    let text = body.map(Value::to_string);
-    gw.http(
-        method,
-        path,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        text.as_deref(),
-    )
+    gw.api(OPERATOR_TOKEN, method, path, body)
 }
 
 fn conversation(gw: &Gateway, id: &str) -> Value {
@@ -854,8 +844,9 @@ fn stop_and_start_from_a_phone() {
     );
     assert_eq!(stop.status, 200);
     let refused = say("Are you there?");
-    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert_eq!(refused.status, 409, "{}", refused.body);
     assert!(refused.body.contains("STOP"), "{}", refused.body);
+    assert_eq!(refused.json()["error_kind"], "opted_out");
     assert!(sms_to(&s.log, from)
         .iter()
         .all(|f| f["Body"] != "Are you there?"));

@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::postgres::Postgres;
+use crossline::messaging::opt_out::OptOuts;
 use crossline::store::*;
 
 fn at(secs: u64) -> SystemTime {
@@ -83,9 +85,22 @@ async fn conformance(store: &dyn Store) {
         error_kind: None,
         error_code: Some(21211),
         attempts: Some(2),
+        segments: Some(2),
         created_at: at(2),
     };
     store.record_send(send.clone()).unwrap();
+    let blocked = SendRecord {
+        idempotency_key: "k2".into(),
+        status: SendStatus::Blocked,
+        provider_id: None,
+        error_kind: Some("opted_out".into()),
+        error_code: None,
+        attempts: None,
+        segments: None,
+        created_at: at(3),
+        ..send.clone()
+    };
+    store.record_send(blocked.clone()).unwrap();
 
     // Upserts: the second write of an id replaces the first.
     store.upsert_conversation(conversation("c1", None)).unwrap();
@@ -181,7 +196,10 @@ async fn conformance(store: &dyn Store) {
         vec![call.clone()]
     );
     assert_eq!(store.recent_calls(5).await.unwrap(), vec![call]);
-    assert_eq!(store.sends_for_call("call-1@h").await.unwrap(), vec![send]);
+    assert_eq!(
+        store.sends_for_call("call-1@h").await.unwrap(),
+        vec![send, blocked]
+    );
     assert_eq!(store.conversation("c1").await.unwrap(), Some(closed));
     assert_eq!(store.conversation("nope").await.unwrap(), None);
     assert_eq!(store.conversations(10).await.unwrap().len(), 2);
@@ -231,6 +249,12 @@ async fn conformance(store: &dyn Store) {
         None
     );
     assert_eq!(store.opted_out("sms").await.unwrap(), ["+34600999888"]);
+    assert!(store.is_opted_out("sms", "+34600999888").await.unwrap());
+    assert!(!store.is_opted_out("sms", "+34600777666").await.unwrap());
+    assert!(!store
+        .is_opted_out("whatsapp", "+34600999888")
+        .await
+        .unwrap());
     assert_eq!(
         store.callback("q").await.unwrap(),
         Some(callback("q", "queued", 1))
@@ -517,14 +541,33 @@ async fn postgres_meets_the_store_contract_and_is_shared() {
     // Two nodes opening the same database at once: one migrates, the
     // other waits on the lock and finds the schema done.
     let (a, b) = tokio::join!(PostgresStore::open(&url), PostgresStore::open(&url));
-    let (a, b) = (a.unwrap(), b.unwrap());
+    let (a, b) = (Arc::new(a.unwrap()), Arc::new(b.unwrap()));
     // One row, at this build's version: migrated once, not twice.
     assert_eq!(
         pg.psql("crossline_contract", "SELECT version FROM crossline_schema"),
         PostgresStore::SCHEMA_VERSION.to_string()
     );
-    conformance(&a).await;
+    conformance(a.as_ref()).await;
     assert!(a.shared());
+    // A STOP that reached node A blocks node B's sends at once, however
+    // the number is written, and so does the START after it.
+    let (list_a, list_b) = (OptOuts::new(a.clone()), OptOuts::new(b.clone()));
+    assert!(!list_b.is_opted_out(SendChannel::Sms, "+34611222333").await);
+    list_a.set(SendChannel::Sms, "+34611222333", true);
+    a.flush().await.unwrap();
+    assert!(
+        list_b
+            .is_opted_out(SendChannel::Sms, "34 611 222 333")
+            .await
+    );
+    assert!(
+        !list_b
+            .is_opted_out(SendChannel::WhatsApp, "+34611222333")
+            .await
+    );
+    list_a.set(SendChannel::Sms, "+34611222333", false);
+    a.flush().await.unwrap();
+    assert!(!list_b.is_opted_out(SendChannel::Sms, "+34611222333").await);
     // What node A wrote, node B reads.
     let on_b = b
         .conversation("c2")

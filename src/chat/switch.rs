@@ -15,6 +15,7 @@ use dashmap::DashMap;
 use super::event::{Accepted, ChannelKind, Role, VisitorInput};
 use super::hub::{ChannelSender, ChatHub, Conversation};
 use crate::messaging::inbound::{opt_keyword, InboundChannel, InboundMessage, OptChange};
+use crate::messaging::opt_out::OptOuts;
 use crate::messaging::whatsapp_template::Component;
 use crate::messaging::window::WhatsAppWindow;
 use crate::messaging::{MessageKind, MessagingProvider, OutboundMessage, SendError};
@@ -38,6 +39,10 @@ pub enum SwitchError {
     /// tell a stranger that the number's owner sent STOP.
     #[error("We could not send a message to that number.")]
     Send(String),
+    /// The number texted STOP on that channel (here or at the provider).
+    /// Shown like `Send`: only operators are told why.
+    #[error("We could not send a message to that number.")]
+    OptedOut,
     #[error("Sorry, {0}.")]
     Refused(crate::messaging::policy::Refusal),
     #[error("That code is not right. Please check the message we sent and try again.")]
@@ -122,11 +127,9 @@ pub struct Switchboard {
     whatsapp: Option<Arc<dyn MessagingProvider>>,
     window: Arc<WhatsAppWindow>,
     texts: SwitchTexts,
-    /// "sms:+34…" of everyone who sent STOP.
-    opted_out: DashMap<String, ()>,
-    /// Turns true once the stored opt-outs are loaded (in the background,
-    /// at start): sends and inbound texts wait for it.
-    opt_outs_loaded: tokio::sync::watch::Receiver<bool>,
+    /// Who sent STOP: inbound STOP/START change it; the providers this
+    /// board sends through are gated by it.
+    opt_outs: Arc<OptOuts>,
     /// Provider message ids handled recently: the atomic guard against a
     /// provider's retry racing the first delivery. Older ids are answered
     /// by the store; this map is pruned so it stays small.
@@ -139,8 +142,30 @@ pub struct Switchboard {
     me: Weak<Switchboard>,
 }
 
-fn key(channel: ChannelKind, address: &str) -> String {
-    format!("{}:{address}", channel.as_str())
+/// The send log's and opt-out list's name for a phone channel.
+fn send_channel(c: ChannelKind) -> SendChannel {
+    match c {
+        ChannelKind::WhatsApp => SendChannel::WhatsApp,
+        _ => SendChannel::Sms,
+    }
+}
+
+impl SwitchError {
+    fn from_send(e: SendError) -> SwitchError {
+        match e {
+            SendError::OptOutBlocked | SendError::OptedOut { .. } => SwitchError::OptedOut,
+            other => SwitchError::Send(other.to_string()),
+        }
+    }
+}
+
+/// The transcript's note for a message that didn't reach the phone.
+fn not_delivered(channel: ChannelKind, e: &SendError) -> String {
+    format!(
+        "Not delivered by {}: {}",
+        channel.label(),
+        e.kind().replace('_', " ")
+    )
 }
 
 fn from_inbound(c: InboundChannel) -> ChannelKind {
@@ -151,6 +176,8 @@ fn from_inbound(c: InboundChannel) -> ChannelKind {
 }
 
 impl Switchboard {
+    // The parts it is built from, each passed once at start.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         hub: Arc<ChatHub>,
         store: Arc<dyn Store>,
@@ -159,8 +186,8 @@ impl Switchboard {
         window: Arc<WhatsAppWindow>,
         texts: SwitchTexts,
         policy: Arc<crate::messaging::policy::OutboundPolicy>,
+        opt_outs: Arc<OptOuts>,
     ) -> Arc<Switchboard> {
-        let (loaded_tx, opt_outs_loaded) = tokio::sync::watch::channel(false);
         let board = Arc::new_cyclic(|me| Switchboard {
             hub: hub.clone(),
             store,
@@ -169,45 +196,14 @@ impl Switchboard {
             window,
             links: super::WebLinks::new(texts.web_link_ttl),
             texts,
-            opted_out: DashMap::new(),
-            opt_outs_loaded,
+            opt_outs,
             seen: DashMap::new(),
             pending: DashMap::new(),
             policy,
             me: me.clone(),
         });
         hub.set_sender(board.clone());
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let loading = board.clone();
-                runtime.spawn(async move {
-                    loading.load_opt_outs().await;
-                    loaded_tx.send_replace(true);
-                });
-            }
-            // No runtime, so nothing can be sent or received either.
-            Err(_) => tracing::warn!("switchboard built outside a runtime: opt-outs not loaded"),
-        }
         board
-    }
-
-    async fn load_opt_outs(&self) {
-        for channel in [ChannelKind::Sms, ChannelKind::WhatsApp] {
-            match self.store.opted_out(channel.as_str()).await {
-                Ok(list) => {
-                    for a in list {
-                        self.opted_out.insert(key(channel, &a), ());
-                    }
-                }
-                Err(e) => tracing::error!(%e, "store: cannot read opt-outs"),
-            }
-        }
-    }
-
-    /// Wait until the stored opt-outs are known (at once, after start).
-    async fn opt_outs_known(&self) {
-        let mut loaded = self.opt_outs_loaded.clone();
-        let _ = loaded.wait_for(|l| *l).await;
     }
 
     /// The channels a web chat can move to.
@@ -238,7 +234,8 @@ impl Switchboard {
         }
     }
 
-    /// Send `kind` to `to` on `channel`, honouring opt-outs, and log it.
+    /// Send `kind` to `to` on `channel` and log it (the provider is gated
+    /// by the opt-out list).
     async fn send(
         &self,
         channel: ChannelKind,
@@ -250,13 +247,6 @@ impl Switchboard {
             .provider(channel)
             .map_err(|e| SendError::Config(e.to_string()))?
             .clone();
-        self.opt_outs_known().await;
-        if self.opted_out.contains_key(&key(channel, to)) {
-            return Err(SendError::OptedOut {
-                code: None,
-                message: "the recipient sent STOP".into(),
-            });
-        }
         let msg = OutboundMessage {
             to: to.to_string(),
             from: None,
@@ -264,14 +254,9 @@ impl Switchboard {
             idempotency_key: format!("chat:{conversation}:{}", super::random_token(9)),
         };
         let result = provider.send(&msg).await;
-        let send_channel = if channel == ChannelKind::WhatsApp {
-            SendChannel::WhatsApp
-        } else {
-            SendChannel::Sms
-        };
         crate::messaging::send_log::record(
             Some(self.store.as_ref()),
-            send_channel,
+            send_channel(channel),
             provider.name(),
             crate::messaging::send_log::SendOrigin {
                 call_id: None,
@@ -369,7 +354,7 @@ impl Switchboard {
         );
         self.send_welcome(channel, &phone, &welcome, &conv.id)
             .await
-            .map_err(|e| SwitchError::Send(e.to_string()))?;
+            .map_err(SwitchError::from_send)?;
         let text = format!(
             "We sent a message to {}. The conversation continues on {}.",
             crate::mask::phone(&phone),
@@ -431,7 +416,7 @@ impl Switchboard {
         };
         if let Err(e) = self.send(channel, &phone, kind, &conv.id).await {
             tracing::warn!(conversation = %conv.id, error = %e, "switch code not sent");
-            return Err(SwitchError::Send(e.to_string()));
+            return Err(SwitchError::from_send(e));
         }
         self.pending.insert(
             conv.id.clone(),
@@ -780,9 +765,16 @@ impl Switchboard {
         }
         let (channel, address) = conv.active();
         if let (ChannelKind::Sms | ChannelKind::WhatsApp, Some(to)) = (channel, &address) {
-            self.send_text(channel, to, text, &conv.id)
-                .await
-                .map_err(|e| SwitchError::Send(e.to_string()))?;
+            if let Err(e) = self.send_text(channel, to, text, &conv.id).await {
+                let note = not_delivered(channel, &e);
+                let e = SwitchError::from_send(e);
+                // The operator is told why; the transcript keeps that
+                // nothing went to a phone whose owner said STOP.
+                if e == SwitchError::OptedOut {
+                    conv.note(Role::System, &note);
+                }
+                return Err(e);
+            }
         }
         let id = conv.note(Role::Agent, text).ok_or(SwitchError::Closed)?;
         Ok((id, channel))
@@ -808,7 +800,7 @@ impl Switchboard {
         );
         self.send_welcome(channel, &phone, &welcome, &conv.id)
             .await
-            .map_err(|e| SwitchError::Send(e.to_string()))?;
+            .map_err(SwitchError::from_send)?;
         conv.reopen();
         let text = format!(
             "Reconnected by {} with {}.",
@@ -837,7 +829,7 @@ impl Switchboard {
         );
         if let Err(e) = self.send_welcome(channel, &phone, &welcome, &conv.id).await {
             conv.close("Reconnect failed.");
-            return Err(SwitchError::Send(e.to_string()));
+            return Err(SwitchError::from_send(e));
         }
         let text = format!(
             "Reconnected by {} with {}.",
@@ -852,7 +844,6 @@ impl Switchboard {
     /// honoured, then added to the conversation bound to that number (a
     /// new one if none is open).
     pub async fn inbound(&self, msg: InboundMessage) -> InboundOutcome {
-        self.opt_outs_known().await;
         if self.seen.len() >= 10_000 && self.seen.len() % 1_000 == 0 {
             self.seen.retain(|_, at| at.elapsed() < SEEN_IN_MEMORY);
         }
@@ -884,17 +875,20 @@ impl Switchboard {
         };
         // START/YES only means something to someone who sent STOP; from
         // anyone else it is an answer in the conversation.
-        let keyword = opt_keyword(&msg.text).filter(|k| {
-            *k == OptChange::Stop || self.opted_out.contains_key(&key(channel, &msg.from))
-        });
+        let keyword = match opt_keyword(&msg.text) {
+            Some(OptChange::Start)
+                if !self
+                    .opt_outs
+                    .is_opted_out(send_channel(channel), &msg.from)
+                    .await =>
+            {
+                None
+            }
+            other => other,
+        };
         if let Some(keyword) = keyword {
             let stop = keyword == OptChange::Stop;
-            if stop {
-                self.opted_out.insert(key(channel, &msg.from), ());
-            } else {
-                self.opted_out.remove(&key(channel, &msg.from));
-            }
-            let _ = self.store.set_opt_out(channel.as_str(), &msg.from, stop);
+            self.opt_outs.set(send_channel(channel), &msg.from, stop);
             if let Some(c) = &conv {
                 let note = if stop {
                     format!(
@@ -1000,10 +994,7 @@ impl ChannelSender for Switchboard {
         rt.spawn(async move {
             if let Err(e) = me.send_text(channel, &to, &text, &conversation.id).await {
                 tracing::warn!(conversation = %conversation.id, error = %e, "message to the phone not delivered");
-                conversation.note(
-                    Role::System,
-                    &format!("Not delivered by {}: {}", channel.label(), e.kind().replace('_', " ")),
-                );
+                conversation.note(Role::System, &not_delivered(channel, &e));
             }
         });
     }
@@ -1011,55 +1002,9 @@ impl ChannelSender for Switchboard {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
     use crate::chat::Event;
-    use crate::messaging::{BoxFuture, SendReceipt};
-
-    /// Records what it is asked to send; fails while `refuse` is set.
-    #[derive(Default)]
-    struct FakeProvider {
-        sent: Mutex<Vec<OutboundMessage>>,
-        /// While set, every send fails as unavailable with this text.
-        refuse: Mutex<Option<String>>,
-    }
-
-    impl MessagingProvider for FakeProvider {
-        fn name(&self) -> &'static str {
-            "fake"
-        }
-        fn send<'a>(
-            &'a self,
-            msg: &'a OutboundMessage,
-        ) -> BoxFuture<'a, Result<SendReceipt, SendError>> {
-            Box::pin(async move {
-                if let Some(message) = self.refuse.lock().unwrap().clone() {
-                    return Err(SendError::Unavailable { message });
-                }
-                self.sent.lock().unwrap().push(msg.clone());
-                Ok(SendReceipt {
-                    provider_id: "SM1".into(),
-                    status: "queued".into(),
-                    attempts: 1,
-                })
-            })
-        }
-    }
-
-    impl FakeProvider {
-        fn texts(&self) -> Vec<String> {
-            self.sent
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|m| match &m.kind {
-                    MessageKind::Text { body } | MessageKind::WhatsAppText { body } => body.clone(),
-                    MessageKind::WhatsAppTemplate { name, .. } => format!("template:{name}"),
-                })
-                .collect()
-        }
-    }
+    use crate::messaging::test_util::FakeProvider;
 
     struct Rig {
         _dir: tempfile::TempDir,
@@ -1077,13 +1022,21 @@ mod tests {
         sms: &Arc<FakeProvider>,
         whatsapp: &Arc<FakeProvider>,
     ) -> Arc<Switchboard> {
-        // As the runtime wires it: the window gates the WhatsApp provider.
+        // As the runtime wires it: opt-outs gate both providers, and the
+        // window gates WhatsApp free text.
+        let opt_outs = OptOuts::new(store.clone());
+        let providers = crate::messaging::Providers {
+            sms: Some(sms.clone()),
+            whatsapp: Some(whatsapp.clone()),
+            ..Default::default()
+        }
+        .gated(&opt_outs);
         let window = WhatsAppWindow::new(store.clone());
         Switchboard::new(
             hub.clone(),
             store.clone(),
-            Some(sms.clone()),
-            Some(window.gate(whatsapp.clone())),
+            providers.sms,
+            providers.whatsapp.map(|w| window.gate(w)),
             window,
             SwitchTexts {
                 title: "Example".into(),
@@ -1103,6 +1056,7 @@ mod tests {
             Arc::new(crate::messaging::policy::OutboundPolicy::new(
                 crate::messaging::policy::OutboundPolicyConfig::default(),
             )),
+            opt_outs,
         )
     }
 
@@ -1380,10 +1334,22 @@ mod tests {
             r.board.inbound(sms("SM3", from, "STOP")).await,
             InboundOutcome::OptedOut
         );
+        // Written another way, the number is still the one that said STOP.
+        assert_eq!(
+            r.board
+                .send_text(ChannelKind::Sms, "34 633 000 111", "hi", &c.id)
+                .await
+                .map_err(|e| e.kind()),
+            Err("opted_out")
+        );
         let refused = r.board.agent_message(&c, "are you there?").await;
-        assert!(matches!(refused, Err(SwitchError::Send(_))), "{refused:?}");
+        assert_eq!(refused, Err(SwitchError::OptedOut));
         assert!(r.sms.texts().is_empty());
         assert!(!texts_of(&c).contains(&"are you there?".to_string()));
+        assert_eq!(
+            texts_of(&c).last().map(String::as_str),
+            Some("Not delivered by SMS: opted out")
+        );
         assert_eq!(
             r.board.inbound(sms("SM4", from, "Yes")).await,
             InboundOutcome::OptedIn

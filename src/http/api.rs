@@ -185,7 +185,8 @@ fn send_json(r: &SendRecord) -> Value {
     json!({
         "channel": r.channel.as_str(), "provider": r.provider, "recipient": r.recipient,
         "node": r.node, "status": r.status.as_str(), "provider_id": r.provider_id,
-        "error_kind": r.error_kind, "error_code": r.error_code, "created_at": ms(r.created_at),
+        "error_kind": r.error_kind, "error_code": r.error_code, "segments": r.segments,
+        "created_at": ms(r.created_at),
     })
 }
 
@@ -252,8 +253,20 @@ fn bindings_json(b: &[crate::chat::Binding]) -> Value {
 
 fn switch_error(e: crate::chat::SwitchError) -> Response {
     use crate::chat::SwitchError as E;
+    if e == E::OptedOut {
+        // Operators may know why; the visitor-facing text stays vague.
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": "not sent: the recipient opted out (texted STOP on this channel); nothing was delivered",
+                "error_kind": "opted_out",
+            })),
+        )
+            .into_response();
+    }
     let status = match e {
         E::Send(_) => StatusCode::BAD_GATEWAY,
+        E::OptedOut => StatusCode::CONFLICT,
         E::NoPhone | E::Closed | E::TooLate | E::StillOpen => StatusCode::CONFLICT,
         E::BadPhone => StatusCode::UNPROCESSABLE_ENTITY,
         E::Unavailable(_) => StatusCode::CONFLICT,

@@ -112,7 +112,7 @@ pub fn document() -> Value {
                         "address": { "type": ["string", "null"] },
                         "started_at": ms, "ended_at": ms_or_null } } } } })) } },
             "/v1/conversations/{id}/messages": { "post": {
-                "summary": "Write into a live chat (shown as the bot's side).",
+                "summary": "Write into a live chat (shown as the bot's side); on a phone channel it is sent there first. 409 with `error_kind` opted_out when that number texted STOP: nothing is sent or added.",
                 "parameters": path_param("id"),
                 "requestBody": { "required": true, "content": { "application/json": { "schema": {
                     "type": "object", "required": ["text"], "additionalProperties": false,
@@ -141,7 +141,7 @@ pub fn document() -> Value {
                     "404": { "$ref": "#/components/responses/BadRequest" },
                     "409": { "$ref": "#/components/responses/BadRequest" } } } },
             "/v1/conversations/{id}/reconnect": { "post": {
-                "summary": "Reconnect a finished conversation by SMS or WhatsApp, to its lead's phone number (PH-2A). Nothing changes if the message can't be sent; 409 while the conversation is still open or has no phone.",
+                "summary": "Reconnect a finished conversation by SMS or WhatsApp, to its lead's phone number (PH-2A). Nothing changes if the message can't be sent; 409 while the conversation is still open or has no phone, or (`error_kind` opted_out) when the number texted STOP on that channel.",
                 "parameters": path_param("id"),
                 "requestBody": body("ChannelAction"),
                 "responses": {
@@ -167,7 +167,7 @@ pub fn document() -> Value {
                     "429": { "$ref": "#/components/responses/BadRequest" },
                     "502": { "$ref": "#/components/responses/BadRequest" } } } },
             "/v1/leads/{id}/reconnect": { "post": {
-                "summary": "Reconnect with an offline lead by SMS or WhatsApp (PH-2B): a new conversation. 409 (with `conversation_id`) when the lead is already in a live conversation on that channel.",
+                "summary": "Reconnect with an offline lead by SMS or WhatsApp (PH-2B): a new conversation. 409 (with `conversation_id`) when the lead is already in a live conversation on that channel; 409 with `error_kind` opted_out when the number texted STOP on it.",
                 "parameters": path_param("id"),
                 "requestBody": body("ChannelAction"),
                 "responses": {
@@ -247,7 +247,8 @@ pub fn document() -> Value {
                     "content": { "application/json": { "schema": schema("Error") } } }
             },
             "schemas": {
-                "Error": { "type": "object", "properties": { "error": { "type": "string" } } },
+                "Error": { "type": "object", "properties": { "error": { "type": "string" },
+                    "error_kind": { "type": "string", "description": "Set when a machine may act on it: opted_out (409) when the recipient texted STOP; nothing was sent." } } },
                 "NewCallback": { "type": "object", "required": ["phone", "consent"], "additionalProperties": false,
                     "properties": {
                         "phone": { "type": "string", "description": "As the visitor typed it." },
@@ -279,8 +280,11 @@ pub fn document() -> Value {
                 "Send": { "type": "object", "properties": {
                     "channel": { "enum": ["sms", "whatsapp"] }, "provider": { "type": "string" },
                     "recipient": { "type": "string" }, "node": text_or_null,
-                    "status": { "enum": ["sent", "failed"] }, "provider_id": text_or_null,
+                    "status": { "enum": ["sent", "failed", "blocked"],
+                                "description": "blocked: stopped before the provider (error_kind opted_out: the recipient texted STOP)." },
+                    "provider_id": text_or_null,
                     "error_kind": text_or_null, "error_code": { "type": ["integer", "null"] },
+                    "segments": { "type": ["integer", "null"], "description": "SMS segments the text takes (GSM-7: 160, or 153 per part; UCS-2: 70, or 67); null for WhatsApp." },
                     "created_at": ms } },
                 "Conversation": { "type": "object", "properties": {
                     "id": { "type": "string" }, "channel": { "enum": ["web", "sms", "whatsapp"] },

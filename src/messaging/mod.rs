@@ -17,8 +17,10 @@ pub mod dedupe;
 pub mod form;
 mod http;
 pub mod inbound;
+pub mod opt_out;
 pub mod policy;
 pub mod retry;
+pub mod segments;
 pub mod send_log;
 pub mod twilio;
 pub mod webhook;
@@ -27,7 +29,7 @@ pub mod whatsapp_template;
 pub mod window;
 
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 use std::fmt;
 use std::future::Future;
@@ -146,6 +148,10 @@ pub enum SendError {
         retry_after: Option<Duration>,
         message: String,
     },
+    /// Not sent: the recipient texted us STOP on this channel (and not
+    /// START since). No request was made ([`opt_out::OptOutGate`]).
+    #[error("not sent: the recipient opted out (STOP)")]
+    OptOutBlocked,
     /// Any other refusal; not worth retrying unchanged.
     #[error("rejected (HTTP {status}{}): {message}", code_suffix(.code))]
     Rejected {
@@ -177,7 +183,7 @@ impl SendError {
     pub fn kind(&self) -> &'static str {
         match self {
             SendError::InvalidRecipient { .. } => "invalid_recipient",
-            SendError::OptedOut { .. } => "opted_out",
+            SendError::OptedOut { .. } | SendError::OptOutBlocked => "opted_out",
             SendError::OutsideWindow { .. } => "outside_window",
             SendError::Auth { .. } => "auth",
             SendError::RateLimited { .. } => "rate_limited",
@@ -193,6 +199,11 @@ impl SendError {
             self,
             SendError::RateLimited { .. } | SendError::Unavailable { .. }
         )
+    }
+
+    /// Stopped here, before any request: the provider never saw it.
+    pub fn never_sent(&self) -> bool {
+        matches!(self, SendError::OptOutBlocked)
     }
 
     /// The provider's numeric error code, when it gave one.

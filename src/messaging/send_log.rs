@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::{OutboundMessage, SendError, SendReceipt};
+use super::{MessageKind, OutboundMessage, SendError, SendReceipt};
 use crate::store::{SendChannel, SendRecord, SendStatus, Store};
 use crate::telemetry::names;
 
@@ -28,6 +28,7 @@ pub fn record(
 ) {
     let status = match result {
         Ok(_) => SendStatus::Sent,
+        Err(e) if e.never_sent() => SendStatus::Blocked,
         Err(_) => SendStatus::Failed,
     };
     metrics::counter!(
@@ -60,9 +61,18 @@ pub fn record(
         error_kind,
         error_code,
         attempts,
+        segments: sms_segments(channel, &msg.kind),
         created_at: SystemTime::now(),
     };
     if let Err(e) = store.record_send(record) {
         tracing::warn!(%node, %e, "store: cannot queue send record");
+    }
+}
+
+/// What an SMS text bills as; WhatsApp messages have no segments.
+fn sms_segments(channel: SendChannel, kind: &MessageKind) -> Option<u32> {
+    match (channel, kind) {
+        (SendChannel::Sms, MessageKind::Text { body }) => Some(super::segments::count(body)),
+        _ => None,
     }
 }

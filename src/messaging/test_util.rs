@@ -1,5 +1,6 @@
 //! Stand-in provider servers for the adapter tests: record every request,
-//! answer with whatever the test's responder decides.
+//! answer with whatever the test's responder decides. And an in-memory
+//! provider for what sits above the adapters.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use super::{MessageKind, OutboundMessage};
+use super::{BoxFuture, MessageKind, MessagingProvider, OutboundMessage, SendError, SendReceipt};
 
 /// One request as the stand-in saw it.
 #[derive(Debug, Clone)]
@@ -173,5 +174,49 @@ pub fn text_message(to: &str, body: &str, key: &str) -> OutboundMessage {
         from: None,
         kind: MessageKind::Text { body: body.into() },
         idempotency_key: key.into(),
+    }
+}
+
+/// Records what it is asked to send; fails while `refuse` is set.
+#[derive(Default)]
+pub struct FakeProvider {
+    pub sent: Mutex<Vec<OutboundMessage>>,
+    /// While set, every send fails as unavailable with this text.
+    pub refuse: Mutex<Option<String>>,
+}
+
+impl MessagingProvider for FakeProvider {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn send<'a>(
+        &'a self,
+        msg: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<SendReceipt, SendError>> {
+        Box::pin(async move {
+            if let Some(message) = self.refuse.lock().unwrap().clone() {
+                return Err(SendError::Unavailable { message });
+            }
+            self.sent.lock().unwrap().push(msg.clone());
+            Ok(SendReceipt {
+                provider_id: "SM1".into(),
+                status: "queued".into(),
+                attempts: 1,
+            })
+        })
+    }
+}
+
+impl FakeProvider {
+    pub fn texts(&self) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| match &m.kind {
+                MessageKind::Text { body } | MessageKind::WhatsAppText { body } => body.clone(),
+                MessageKind::WhatsAppTemplate { name, .. } => format!("template:{name}"),
+            })
+            .collect()
     }
 }

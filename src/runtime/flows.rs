@@ -40,8 +40,11 @@ pub(super) fn services(
             None
         }
     };
+    // Every send goes through the opt-out list: STOP blocks them all.
+    let opt_outs = crate::messaging::opt_out::OptOuts::new(store.clone());
     let providers = crate::messaging::build(&config.messaging)
-        .map_err(|e| anyhow::anyhow!("[messaging]: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("[messaging]: {e}"))?
+        .gated(&opt_outs);
     let http = reqwest::Client::builder()
         .build()
         .map_err(|e| anyhow::anyhow!("HTTP client: {e}"))?;
@@ -99,6 +102,7 @@ pub(super) fn services(
             whatsapp_welcome_template: providers.inbound.whatsapp_welcome_template.clone(),
         },
         policy.clone(),
+        opt_outs,
     );
     let breakouts = Arc::new(
         crate::breakout::Breakouts::new(store.clone(), chat.clone()).with_left_rule(

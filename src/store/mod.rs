@@ -348,6 +348,8 @@ impl SendChannel {
 pub enum SendStatus {
     Sent,
     Failed,
+    /// Stopped before the provider (the recipient opted out).
+    Blocked,
 }
 
 impl SendStatus {
@@ -355,6 +357,7 @@ impl SendStatus {
         match self {
             SendStatus::Sent => "sent",
             SendStatus::Failed => "failed",
+            SendStatus::Blocked => "blocked",
         }
     }
 
@@ -362,6 +365,7 @@ impl SendStatus {
         match s {
             "sent" => Some(SendStatus::Sent),
             "failed" => Some(SendStatus::Failed),
+            "blocked" => Some(SendStatus::Blocked),
             _ => None,
         }
     }
@@ -389,6 +393,9 @@ pub struct SendRecord {
     pub error_code: Option<i64>,
     /// HTTP attempts; known only for successful sends.
     pub attempts: Option<u32>,
+    /// SMS segments the text takes (what carriers bill); `None` for
+    /// WhatsApp and for rows written before it was kept.
+    pub segments: Option<u32>,
     pub created_at: SystemTime,
 }
 
@@ -408,6 +415,7 @@ impl std::fmt::Debug for SendRecord {
             .field("error_kind", &self.error_kind)
             .field("error_code", &self.error_code)
             .field("attempts", &self.attempts)
+            .field("segments", &self.segments)
             .field("created_at", &self.created_at)
             .finish()
     }
@@ -570,6 +578,8 @@ pub trait Store: Send + Sync {
     fn set_opt_out(&self, channel: &str, address: &str, opted_out: bool) -> Result<(), StoreError>;
     /// Every address opted out on `channel`.
     fn opted_out<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Vec<String>>;
+    /// Whether `address` is opted out on `channel` right now.
+    fn is_opted_out<'a>(&'a self, channel: &'a str, address: &'a str) -> StoreFuture<'a, bool>;
     /// Insert or update a callback (each status change rewrites it).
     fn upsert_callback(&self, record: CallbackRecord) -> Result<(), StoreError>;
     fn callback<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<CallbackRecord>>;

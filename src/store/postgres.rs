@@ -184,6 +184,8 @@ const MIGRATIONS: &[&str] = &[
             payload)
         WHERE node IS NOT NULL
     $$;",
+    // 5: SMS segments a send took.
+    "ALTER TABLE provider_sends ADD COLUMN segments BIGINT;",
 ];
 
 impl SqlStore<Postgres> {

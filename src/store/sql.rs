@@ -459,7 +459,7 @@ fn call_row(mut r: Cols) -> Result<CallRecord, StoreError> {
 }
 
 const SEND_COLUMNS: &str = "idempotency_key, channel, provider, recipient, call_id, flow, node,
-        status, provider_id, error_kind, error_code, attempts, created_at_ms";
+        status, provider_id, error_kind, error_code, attempts, created_at_ms, segments";
 
 fn send_params(r: SendRecord) -> Vec<Value> {
     vec![
@@ -476,6 +476,7 @@ fn send_params(r: SendRecord) -> Vec<Value> {
         r.error_code.into(),
         r.attempts.map(i64::from).into(),
         time(r.created_at),
+        r.segments.map(i64::from).into(),
     ]
 }
 
@@ -502,6 +503,7 @@ fn send_row(mut r: Cols) -> Result<Option<SendRecord>, StoreError> {
         error_code: r.opt_int(10)?,
         attempts: r.opt_int(11)?.and_then(|a| u32::try_from(a).ok()),
         created_at: r.time(12)?,
+        segments: r.opt_int(13)?.and_then(|n| u32::try_from(n).ok()),
     }))
 }
 
@@ -693,8 +695,8 @@ const INSERT_CALL: &str = "INSERT INTO calls (call_id, direction, did, caller, t
 
 const INSERT_SEND: &str = "INSERT INTO provider_sends (idempotency_key, channel, provider,
         recipient, call_id, flow, node, status, provider_id, error_kind, error_code, attempts,
-        created_at_ms)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+        created_at_ms, segments)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 const UPSERT_CONVERSATION: &str = "INSERT INTO conversations (id, channel, origin, flow,
         breakout_id, created_at_ms, closed_at_ms, key_hash, resume_node, resume_vars)
@@ -1294,6 +1296,17 @@ impl<B: Backend> Store for SqlStore<B> {
             ),
             one_text,
         )
+    }
+
+    fn is_opted_out<'a>(&'a self, channel: &'a str, address: &'a str) -> StoreFuture<'a, bool> {
+        let found = self.first(
+            stmt(
+                "SELECT 1 FROM opt_outs WHERE channel = $1 AND address = $2",
+                vec![channel.into(), address.into()],
+            ),
+            nothing,
+        );
+        Box::pin(async move { Ok(found.await?.is_some()) })
     }
 
     fn upsert_callback(&self, r: CallbackRecord) -> Result<(), StoreError> {

@@ -170,6 +170,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE breakouts ADD COLUMN node TEXT;
     ALTER TABLE breakouts ADD COLUMN chat_node TEXT;
     ALTER TABLE breakouts ADD COLUMN notices TEXT;",
+    // 9: SMS segments a send took.
+    "ALTER TABLE provider_sends ADD COLUMN segments INTEGER;",
 ];
 
 /// Reader threads (each with its own connection; WAL lets them read while
@@ -510,6 +512,7 @@ mod tests {
             error_kind: None,
             error_code: None,
             attempts: Some(2),
+            segments: Some(1),
             created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
         };
         let failed = SendRecord {
@@ -522,20 +525,31 @@ mod tests {
             error_kind: Some("invalid_recipient".into()),
             error_code: Some(131026),
             attempts: None,
+            segments: None,
+            ..sent.clone()
+        };
+        let blocked = SendRecord {
+            idempotency_key: "old@host:sms2".into(),
+            status: SendStatus::Blocked,
+            provider_id: None,
+            error_kind: Some("opted_out".into()),
+            attempts: None,
+            segments: Some(3),
             ..sent.clone()
         };
         store.record_send(sent.clone()).unwrap();
         store.record_send(failed.clone()).unwrap();
+        store.record_send(blocked.clone()).unwrap();
         store.flush().await.unwrap();
         assert_eq!(
             store.sends_for_call("old@host").await.unwrap(),
-            vec![sent, failed]
+            vec![sent, failed, blocked]
         );
         assert!(store.sends_for_call("other@host").await.unwrap().is_empty());
         drop(store);
         // Reopening at the latest version changes nothing.
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.sends_for_call("old@host").await.unwrap().len(), 2);
+        assert_eq!(store.sends_for_call("old@host").await.unwrap().len(), 3);
     }
 
     #[test]
@@ -553,6 +567,7 @@ mod tests {
             error_kind: None,
             error_code: None,
             attempts: None,
+            segments: None,
             created_at: UNIX_EPOCH,
         };
         let s = format!("{r:?}");

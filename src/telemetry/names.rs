@@ -285,6 +285,10 @@ pub const PROVIDER_SENDS: Metric = counter(
     "crossline_provider_sends_total",
     "Messages sent through providers, by channel, provider and status.",
 );
+pub const SENDS_BLOCKED: Metric = counter(
+    "crossline_sends_blocked_total",
+    "Messages stopped before reaching a provider, by channel and reason (opted_out: the recipient texted STOP).",
+);
 pub const OUTBOUND_ADMITTED: Metric = counter(
     "crossline_outbound_admitted_total",
     "Outbound messages admitted by the sending policy, by channel.",
@@ -433,6 +437,7 @@ pub const ALL: &[Metric] = &[
     CHAT_WEB_LINKS,
     INBOUND_MESSAGES,
     PROVIDER_SENDS,
+    SENDS_BLOCKED,
     OUTBOUND_ADMITTED,
     OUTBOUND_REFUSED,
     WHATSAPP_OUTSIDE_WINDOW,

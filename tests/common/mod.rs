@@ -297,6 +297,28 @@ impl Gateway {
         }
     }
 
+    /// A `/v1` call as an operator or admin holding `token`, with an
+    /// optional JSON body.
+    pub fn api(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> HttpReply {
+        let auth = format!("Bearer {token}");
+        let text = body.map(serde_json::Value::to_string);
+        self.http(
+            method,
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            text.as_deref(),
+        )
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
