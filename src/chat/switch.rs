@@ -755,7 +755,7 @@ impl ChannelSender for Switchboard {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        rt.spawn(async move {
+        rt.spawn(tracing::Instrument::in_current_span(async move {
             if let Err(e) = me.send_text(channel, &to, &text, &conversation.id).await {
                 tracing::warn!(conversation = %conversation.id, error = %e, "message to the phone not delivered");
                 conversation.note(
@@ -763,7 +763,7 @@ impl ChannelSender for Switchboard {
                     &format!("Not delivered by {}: {}", channel.label(), e.kind().replace('_', " ")),
                 );
             }
-        });
+        }));
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::{deliver, Delivery};
 use crate::breakout::{Notices, WaitGuard};
 use crate::flow::interp::{Ended, FlowCx, Next};
@@ -103,8 +105,10 @@ pub async fn run(node: &Breakout, cx: &mut FlowCx) -> Result<Next, Ended> {
     // the chat.
     let _guard = WaitGuard(session.clone());
     let mut returned = started.returned;
+    let wait = tracing::info_span!("breakout_wait", timeout_secs = node.timeout_secs as i64);
     let waited = cx
         .call_wait(tokio::time::timeout(timeout, &mut returned))
+        .instrument(wait)
         .await?;
     let values = match waited {
         Ok(Ok(values)) => Some(values),
