@@ -277,6 +277,14 @@ pub const PROVIDER_SENDS: Metric = counter(
     "crossline_provider_sends_total",
     "Messages sent through providers, by channel, provider and status.",
 );
+pub const OTLP_EXPORTS: Metric = counter(
+    "crossline_otlp_exports_total",
+    "OTLP trace export requests, by outcome (ok, failed).",
+);
+pub const OTLP_SPANS: Metric = counter(
+    "crossline_otlp_spans_total",
+    "Spans handed to the OTLP collector, by outcome (exported, failed).",
+);
 pub const OUTBOUND_ADMITTED: Metric = counter(
     "crossline_outbound_admitted_total",
     "Outbound messages admitted by the sending policy, by channel.",
@@ -407,6 +415,8 @@ pub const ALL: &[Metric] = &[
     CHAT_SWITCH_CODES,
     INBOUND_MESSAGES,
     PROVIDER_SENDS,
+    OTLP_EXPORTS,
+    OTLP_SPANS,
     OUTBOUND_ADMITTED,
     OUTBOUND_REFUSED,
     CALLBACKS,
