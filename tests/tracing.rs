@@ -5,7 +5,7 @@
 //! variables pointing at a collector. With `otlp_endpoint`, a collector
 //! stand-in receives the call as one trace: the `call` span at its root,
 //! one `node` span per node in order, and the http request and the SMS
-//! send under their nodes.
+//! send under their nodes; a web chat is a trace of its own under `chat`.
 
 mod common;
 
@@ -55,6 +55,22 @@ id = "bye"
 type = "hangup"
 "#;
 
+/// The web chat's flow: two bot messages, then its end closes the chat.
+const CHAT_FLOW: &str = r#"name = "traced-chat"
+channel = "chat"
+
+[[nodes]]
+id = "hello"
+type = "message"
+text = "Hello"
+next = "bye"
+
+[[nodes]]
+id = "bye"
+type = "message"
+text = "Bye"
+"#;
+
 /// What the collector stand-in was sent, decoded, in order.
 type Exports = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
 
@@ -95,7 +111,8 @@ fn collector() -> (u16, Exports, Arc<Mutex<u32>>) {
     (serve(app), exports, requests)
 }
 
-/// The gateway with the traced flow on every call; `extra` is appended.
+/// The gateway with the traced flow on every call and the traced chat
+/// flow on the web chat; `extra` is appended.
 fn gateway(stand_in_port: u16, extra: &str, env: &[(&str, &str)]) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -103,10 +120,12 @@ fn gateway(stand_in_port: u16, extra: &str, env: &[(&str, &str)]) -> Gateway {
         FLOW.replace("HOOK", &format!("http://127.0.0.1:{stand_in_port}")),
     )
     .unwrap();
+    std::fs::write(dir.path().join("traced-chat.toml"), CHAT_FLOW).unwrap();
     let gw = Gateway::start_with_env(
         &format!(
             "[flows]\ndir = \"{flows}\"\n\n\
              [messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{stand_in_port}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token = \"secret-token\"\nfrom = \"+15550100000\"\n\n\
+             [chat]\nweb_flow = \"traced-chat\"\n\n\
              {extra}\n\
              [[routes]]\nflow = \"traced\"\n",
             flows = dir.path().display(),
@@ -302,7 +321,7 @@ fn assert_under(child: &Span, parent: &Span) {
 }
 
 #[test]
-fn a_call_is_exported_as_one_trace_of_its_nodes() {
+fn a_call_and_a_chat_are_exported_as_one_trace_each() {
     require("espeak-ng", "espeak-ng");
     let (port, sent, _) = stand_in();
     let (collector_port, exports, _) = collector();
@@ -315,20 +334,31 @@ fn a_call_is_exported_as_one_trace_of_its_nodes() {
         &[],
     );
     call(&gw, &sent);
-    // The batch goes out on its own within seconds, counted.
+    // A web chat: its flow starts when the page's socket connects.
+    let (conversation, cookies) = common::chat::open_chat(&gw);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use common::chat::*;
+        let mut ws = connect(&gw, &conversation, &cookies).await;
+        send(&mut ws, serde_json::json!({"type": "resume", "after": 0})).await;
+        assert_eq!(next(&mut ws).await["text"], "Hello");
+        assert_eq!(next(&mut ws).await["text"], "Bye");
+    });
+    // The batches go out on their own within seconds, counted.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !exports
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .any(|s| s.name == "call")
-    {
+    while ["call", "chat"].iter().any(|name| {
+        !exports
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .any(|s| s.name == *name)
+    }) {
         assert!(
             std::time::Instant::now() < deadline,
-            "no call span exported:\n{}",
+            "no call or chat span exported:\n{}",
             gw.log()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -357,6 +387,33 @@ fn a_call_is_exported_as_one_trace_of_its_nodes() {
             }
         }
     }
+    // The chat is a trace of its own, its flow's nodes under its root.
+    let chat_trace = spans
+        .iter()
+        .find(|s| s.name == "chat")
+        .map(|s| s.trace_id.clone())
+        .unwrap_or_else(|| panic!("no chat span: {spans:#?}"));
+    let (chat_spans, spans): (Vec<Span>, Vec<Span>) =
+        spans.into_iter().partition(|s| s.trace_id == chat_trace);
+    let chat = &chat_spans[chat_spans
+        .iter()
+        .position(|s| s.name == "chat")
+        .unwrap_or(0)];
+    assert!(chat.parent_span_id.is_empty(), "the chat span is a root");
+    assert_eq!(text(&chat.attributes, "conversation"), conversation);
+    assert_eq!(text(&chat.attributes, "channel"), "web");
+    let mut chat_nodes: Vec<&Span> = chat_spans.iter().filter(|s| s.name == "node").collect();
+    assert_eq!(chat_spans.len(), 1 + chat_nodes.len(), "{chat_spans:#?}");
+    chat_nodes.sort_by_key(|s| s.start_time_unix_nano);
+    let said: Vec<&str> = chat_nodes
+        .iter()
+        .map(|s| text(&s.attributes, "id"))
+        .collect();
+    assert_eq!(said, ["hello", "bye"]);
+    for n in &chat_nodes {
+        assert_under(n, chat);
+    }
+
     let named = |name: &str| -> Vec<&Span> { spans.iter().filter(|s| s.name == name).collect() };
     let calls = named("call");
     assert_eq!(calls.len(), 1, "one call span: {spans:#?}");
@@ -367,7 +424,7 @@ fn a_call_is_exported_as_one_trace_of_its_nodes() {
     assert_eq!(text(&root.attributes, "direction"), "inbound");
     assert_eq!(text(&root.attributes, "caller"), "+155******67");
     assert_eq!(text(&root.attributes, "did"), "****");
-    // One trace: everything exported belongs to the call.
+    // Everything else is the call's one trace.
     for s in &spans {
         assert_eq!(s.trace_id, root.trace_id, "{} in another trace", s.name);
     }
@@ -421,7 +478,7 @@ fn a_call_is_exported_as_one_trace_of_its_nodes() {
     let events: Vec<&str> = root.events.iter().map(|e| e.name.as_str()).collect();
     assert!(events.contains(&"incoming call"), "{events:?}");
     assert!(events.contains(&"call ended"), "{events:?}");
-    let everything = format!("{spans:?}");
+    let everything = format!("{spans:?}{chat_spans:?}");
     assert!(
         !everything.contains("15551234567"),
         "unmasked number exported"
