@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use crossline::config::{Config, LogFormat};
+use crossline::telemetry::otlp::Exporter;
 
 #[derive(Parser)]
 #[command(
@@ -72,7 +73,6 @@ fn main() -> ExitCode {
                 },
                 None => Config::embedded(),
             };
-            init_logging(&config);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -84,30 +84,70 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(crossline::runtime::run(config, config_path)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("crossline: {e:#}");
-                    ExitCode::from(1)
+            let otlp = match config.telemetry.otlp_traces_url() {
+                Some(url) => {
+                    let node = config.store.node_id(config.http.listen);
+                    match Exporter::start(&url, &node, runtime.handle().clone()) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            eprintln!("[telemetry] otlp_endpoint: {e}");
+                            return ExitCode::from(1);
+                        }
+                    }
                 }
+                None => None,
+            };
+            init_logging(&config, otlp.as_ref());
+            if otlp.is_some() {
+                tracing::info!("exporting call and chat traces over OTLP/HTTP");
+            }
+            let result = runtime.block_on(crossline::runtime::run(config, config_path));
+            if let Err(e) = &result {
+                tracing::error!("{e:#}");
+                eprintln!("crossline: {e:#}");
+            }
+            // Calls are drained: their spans are closed, send them out.
+            if let Some(otlp) = otlp {
+                otlp.shutdown();
+            }
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
             }
         }
     }
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(config: &Config, otlp: Option<&Exporter>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.logging.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     // Colours only for a terminal: log files and journald get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+    let ansi = std::io::stderr().is_terminal();
+    let Some(otlp) = otlp else {
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr);
+        match config.logging.format {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => builder.init(),
+        }
+        return;
+    };
+    // Each layer filters for itself: `[logging] level` decides what is
+    // logged, not what is exported.
+    use tracing_subscriber::prelude::*;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match config.logging.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let fmt = match config.logging.format {
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otlp.layer())
+        .init();
 }

@@ -1,6 +1,7 @@
-//! Prometheus metrics. The sans-IO endpoint and the audio loops keep plain
-//! counters; the runtime copies them into the `metrics` recorder once a
-//! second, so the hot paths never touch a shared registry.
+//! Prometheus metrics, and optional trace export ([`otlp`]). The sans-IO
+//! endpoint and the audio loops keep plain counters; the runtime copies
+//! them into the `metrics` recorder once a second, so the hot paths never
+//! touch a shared registry.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -14,6 +15,7 @@ use crate::sip::endpoint::Counters;
 use crate::sip::transport::TransportStats;
 
 pub mod names;
+pub mod otlp;
 
 /// Install the global recorder and describe every metric in
 /// [`names::ALL`], so `/metrics` carries a `# HELP` line for each.

@@ -56,7 +56,6 @@ impl<P: PortSource, F> CallControl<P, F> {
         };
         match self.endpoint.invite(now, spec) {
             Ok(call) => {
-                tracing::info!(%call, callback = %req.id, "callback: dialling");
                 let record = CallRecord::starting(
                     String::new(),
                     "outbound",
@@ -65,6 +64,8 @@ impl<P: PortSource, F> CallControl<P, F> {
                     Some(trunk.name.clone()),
                     req.flow.clone(),
                 );
+                let span = super::call_span(call, &record);
+                span.in_scope(|| tracing::info!(%call, callback = %req.id, "callback: dialling"));
                 let leg = CallbackLeg {
                     id: req.id,
                     flow: req.flow,
@@ -73,6 +74,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                     answered: false,
                 };
                 let mut c = Call::new(Role::Callback(Box::new(leg)), record);
+                c.span = span;
                 c.media = Media::Reserved(reservation);
                 self.calls.insert(call, Box::new(c));
                 let ring = Duration::from_secs(self.config.callbacks.ring_timeout_secs);

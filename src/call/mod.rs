@@ -8,6 +8,13 @@
 //! signals for running flows and [`Effect`]s for the rest of the process
 //! (call records, callback progress). `poll_timeout` says when to call
 //! `handle_timeout` next. [`crate::runtime`] drives it with tokio.
+//!
+//! Tracing: each call gets one `call` span when it starts (an agent leg a
+//! `leg` span under its caller's), kept with the [`Call`](model::Call).
+//! Call control enters it while it handles that call's event, request or
+//! timer, and the flow task runs inside it, so every log line about a call
+//! names it. That is one span per call and one enter per signalling event,
+//! never per packet: the audio loops know nothing of spans.
 
 mod callback;
 mod model;
@@ -100,6 +107,8 @@ pub struct FlowStart {
     pub call: CallId,
     pub flow: Arc<crate::flow::Flow>,
     pub vars: HashMap<String, String>,
+    /// The call's span, for the flow task to run in.
+    pub span: tracing::Span,
 }
 
 /// Start-up values that aren't in the config.
@@ -207,6 +216,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         if !self.calls.get(&id).is_some_and(|c| c.has_flow) {
             return;
         }
+        let in_call = self.enter(id);
         match req {
             CallRequest::Play {
                 samples,
@@ -256,20 +266,27 @@ impl<P: PortSource, F> CallControl<P, F> {
                 to_agent,
             } => self.start_digits(now, id, &digits, duration_ms, to_agent),
         }
+        drop(in_call);
         self.process_events(now);
     }
 
     pub fn handle_media_event(&mut self, now: Instant, ev: MediaEvent) {
+        let id = match ev {
+            MediaEvent::RtpTimeout(id)
+            | MediaEvent::Dtmf(id, _)
+            | MediaEvent::SourceFinished(id, _) => CallId(id),
+        };
+        let in_call = self.enter(id);
         match ev {
             MediaEvent::RtpTimeout(id) => {
-                tracing::info!(call = id, "RTP timeout: hanging up");
+                tracing::info!("RTP timeout: hanging up");
                 let _ = self.endpoint.hangup(now, CallId(id));
             }
             MediaEvent::Dtmf(id, digit) => {
                 self.signal(CallId(id), CallSignal::Dtmf(digit));
                 // Digits can be PINs: only debug logs carry them.
-                tracing::info!(call = id, "DTMF received (RFC 4733)");
-                tracing::debug!(call = id, "DTMF digit");
+                tracing::info!("DTMF received (RFC 4733)");
+                tracing::debug!("DTMF digit");
             }
             MediaEvent::SourceFinished(id, generation) => {
                 let id = CallId(id);
@@ -283,15 +300,18 @@ impl<P: PortSource, F> CallControl<P, F> {
                 }
             }
         }
+        drop(in_call);
         self.process_events(now);
     }
 
     /// The driver couldn't start a stream it was told to: hang up.
     pub fn media_failed(&mut self, now: Instant, id: CallId) {
+        let in_call = self.enter(id);
         if let Some(call) = self.calls.get_mut(&id) {
             call.media = Media::None;
         }
         let _ = self.endpoint.hangup(now, id);
+        drop(in_call);
         self.process_events(now);
     }
 
@@ -432,6 +452,14 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     // ---- internals ---------------------------------------------------
 
+    /// `id`'s span, entered until the guard drops (a gone call: none).
+    fn enter(&self, id: CallId) -> tracing::span::EnteredSpan {
+        self.calls
+            .get(&id)
+            .map_or_else(tracing::Span::none, |c| c.span.clone())
+            .entered()
+    }
+
     fn drain_step(&mut self, now: Instant) {
         if self.drain.deadline.is_some_and(|d| now >= d) {
             self.drain.deadline = None;
@@ -453,6 +481,18 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     fn process_events(&mut self, now: Instant) {
         while let Some(ev) = self.endpoint.poll_event() {
+            let _in_call = match &ev {
+                Event::CallEstablished { call, .. }
+                | Event::MediaChanged { call, .. }
+                | Event::CallEnded { call, .. }
+                | Event::Dtmf { call, .. }
+                | Event::Progress { call, .. }
+                | Event::ReferAnswered { call, .. }
+                | Event::ReferProgress { call, .. } => self.enter(*call),
+                Event::IncomingCall(_) | Event::Registration { .. } => {
+                    tracing::Span::none().entered()
+                }
+            };
             match ev {
                 Event::IncomingCall(inc) => self.incoming(now, inc),
                 Event::CallEstablished { call, media } => self.established(now, call, media),
@@ -461,7 +501,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 Event::Dtmf { call, digit, .. } => {
                     self.signal(call, CallSignal::Dtmf(digit));
                     // Digits may be a PIN or a card number: never logged.
-                    tracing::debug!(%call, "DTMF (INFO)");
+                    tracing::debug!("DTMF (INFO)");
                 }
                 Event::Progress { call, status } => self.callback_progress(call, status),
                 Event::ReferAnswered { call, status } => {
@@ -483,7 +523,6 @@ impl<P: PortSource, F> CallControl<P, F> {
             .router
             .route(&inc.did, &inc.caller, inc.trunk.as_deref())
             .map(|r| (r.config.flow.clone(), r.config.ring_ms, r.hold.clone()));
-        tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), flow = ?route.as_ref().map(|r| &r.0), "incoming call");
         let record = CallRecord::starting(
             inc.call_id.clone(),
             "inbound",
@@ -493,6 +532,9 @@ impl<P: PortSource, F> CallControl<P, F> {
             route.as_ref().map(|r| r.0.clone()),
         );
         let mut call = Call::new(Role::Inbound, record);
+        call.span = call_span(inc.call, &call.record);
+        let _in_call = call.span.clone().entered();
+        tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), flow = ?route.as_ref().map(|r| &r.0), "incoming call");
         call.web_call = inc.web_call.clone();
         let program = route
             .as_ref()
@@ -532,6 +574,7 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     /// A deadline of `id`'s came due (it may be stale: the call checks).
     fn call_timer(&mut self, now: Instant, id: CallId) {
+        let _in_call = self.enter(id);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -661,13 +704,16 @@ impl<P: PortSource, F> CallControl<P, F> {
         });
         if let Some(flow) = flow {
             let vars = self.flow_vars(id, &flow);
+            let mut span = tracing::Span::none();
             if let Some(call) = self.calls.get_mut(&id) {
                 call.has_flow = true;
+                span = call.span.clone();
             }
             self.flow_starts.push_back(FlowStart {
                 call: id,
                 flow,
                 vars,
+                span,
             });
         }
         self.media_changed(id, media);
@@ -904,6 +950,20 @@ impl<P: PortSource, F> CallControl<P, F> {
         record.sip_status = status;
         self.effects.push_back(Effect::Record(record));
     }
+}
+
+/// A call's own span: the root of its trace, named by our id and its
+/// Call-ID (numbers masked).
+pub(crate) fn call_span(id: CallId, record: &CallRecord) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "call",
+        id = %id,
+        call_id = %record.call_id,
+        direction = %record.direction,
+        caller = %crate::mask::phone(&record.caller),
+        did = %crate::mask::phone(&record.did),
+    )
 }
 
 /// How a call ended, in the record's words, and the SIP status if any.

@@ -119,6 +119,10 @@ pub(crate) struct Call<R, F> {
     pub(crate) rfc4733: bool,
     /// Digits this call's flow is sending, paced by call control.
     pub(crate) digits: Option<Box<Digits>>,
+    /// The call's `call` span (an agent leg's is a `leg` under its
+    /// caller's): its flow runs in it, and call control enters it while
+    /// handling the call, so every log line about the call names it.
+    pub(crate) span: tracing::Span,
 }
 
 /// DTMF being sent for a flow, one digit per step.
@@ -148,6 +152,7 @@ impl<R, F> Call<R, F> {
             web_call: None,
             rfc4733: false,
             digits: None,
+            span: tracing::Span::none(),
         }
     }
 

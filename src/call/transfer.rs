@@ -143,6 +143,8 @@ impl<P: PortSource, F> CallControl<P, F> {
                     None,
                 );
                 let mut leg = Call::new(Role::Agent { caller, target }, record);
+                let caller_span = self.calls.get(&caller).map(|c| c.span.clone());
+                leg.span = tracing::info_span!(parent: caller_span.and_then(|s| s.id()), "leg", id = %agent);
                 leg.media = Media::Reserved(reservation);
                 leg.program = Some(Program::Leg);
                 self.calls.insert(agent, Box::new(leg));

@@ -991,12 +991,12 @@ impl ChannelSender for Switchboard {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        rt.spawn(async move {
+        rt.spawn(tracing::Instrument::in_current_span(async move {
             if let Err(e) = me.send_text(channel, &to, &text, &conversation.id).await {
                 tracing::warn!(conversation = %conversation.id, error = %e, "message to the phone not delivered");
                 conversation.note(Role::System, &not_delivered(channel, &e));
             }
-        });
+        }));
     }
 }
 

@@ -112,6 +112,7 @@ impl Config {
                 "store" => sink.section(name, value, &mut config.store),
                 "media" => sink.section(name, value, &mut config.media),
                 "logging" => sink.section(name, value, &mut config.logging),
+                "telemetry" => sink.section(name, value, &mut config.telemetry),
                 "trunks" => config.trunks = sink.array(name, value),
                 "registrations" => config.registrations = sink.array(name, value),
                 "routes" => config.routes = sink.array(name, value),
@@ -125,7 +126,7 @@ impl Config {
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc".into(),
                 ),
             }
         }
@@ -415,6 +416,15 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             &["logging", "level"],
             format!("not a valid log filter: {:?}", config.logging.level),
         );
+    }
+    if let Some(url) = config.telemetry.otlp_traces_url() {
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok || reqwest::Url::parse(&url).is_err() {
+            err(
+                &["telemetry", "otlp_endpoint"],
+                "must be an http:// or https:// URL, e.g. \"http://otel-collector:4318\"".into(),
+            );
+        }
     }
 
     // TTS, prompts and messaging report dotted keys like "prompts[2].name".
@@ -967,6 +977,26 @@ mod tests {
             e.len() == 1 && e[0].contains("chat.web_link_ttl_secs"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn otlp_endpoint_is_a_url_and_gets_the_traces_path() {
+        let config = Config::parse(
+            "[telemetry]\notlp_endpoint = \"http://otel:4318/\"\n",
+            Path::new("t.toml"),
+        )
+        .map_err(|e| e.to_string())
+        .unwrap();
+        assert_eq!(
+            config.telemetry.otlp_traces_url().as_deref(),
+            Some("http://otel:4318/v1/traces")
+        );
+        assert_eq!(Config::default().telemetry.otlp_traces_url(), None);
+        for bad in ["otel:4318", "grpc://otel:4317", "http://"] {
+            let e = errors(&format!("[telemetry]\notlp_endpoint = \"{bad}\"\n"));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert!(e[0].contains("telemetry.otlp_endpoint"), "{e:?}");
+        }
     }
 
     #[test]

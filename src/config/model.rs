@@ -14,6 +14,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub media: MediaConfig,
     pub logging: LoggingConfig,
+    pub telemetry: TelemetryConfig,
     pub trunks: Vec<TrunkConfig>,
     pub registrations: Vec<RegistrationConfig>,
     pub routes: Vec<RouteConfig>,
@@ -493,6 +494,27 @@ impl Default for MediaConfig {
             hold_repeat_secs: 15,
             hold_duck_db: -12.0,
         }
+    }
+}
+
+/// Trace export. Unset: no exporter is built at all.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP collector base URL, e.g. "http://otel:4318"; spans are
+    /// POSTed to `<it>/v1/traces` as protobuf.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// Where spans go: the endpoint with the traces path added.
+    pub fn otlp_traces_url(&self) -> Option<String> {
+        let base = self.otlp_endpoint.as_deref()?.trim().trim_end_matches('/');
+        Some(if base.ends_with("/v1/traces") {
+            base.to_string()
+        } else {
+            format!("{base}/v1/traces")
+        })
     }
 }
 

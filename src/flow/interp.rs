@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::model::{Flow, NodeKind};
 use super::nodes;
@@ -536,8 +537,19 @@ pub fn spawn_chat(
 ) {
     let mut vars = vars;
     vars.insert("conversation_id".into(), new.conversation.id.clone());
+    let span = chat_span(&new.conversation);
     let cx = FlowCx::chat(new.conversation, new.inputs, breakout, flow, vars, services);
-    tokio::spawn(run(cx));
+    tokio::spawn(run(cx).instrument(span));
+}
+
+/// A chat flow's own span: the root of its trace, like a call's `call`.
+fn chat_span(conversation: &crate::chat::Conversation) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "chat",
+        conversation = %conversation.id,
+        channel = %conversation.active().0.as_str(),
+    )
 }
 
 /// Carries chat flows on after a restart: what `ChatHub` calls when it
@@ -565,15 +577,19 @@ impl crate::chat::FlowResumer for Resumer {
             return false;
         };
         let node = node.to_string();
-        runtime.spawn(async move {
-            // Its breakout (if any) comes back from the store first.
-            let breakout = match conversation.record().breakout_id {
-                Some(id) => services.breakouts.revive(&id, &conversation).await,
-                None => None,
-            };
-            let cx = FlowCx::chat(conversation, inputs, breakout, flow, vars, services);
-            run_from(cx, node).await
-        });
+        let span = chat_span(&conversation);
+        runtime.spawn(
+            async move {
+                // Its breakout (if any) comes back from the store first.
+                let breakout = match conversation.record().breakout_id {
+                    Some(id) => services.breakouts.revive(&id, &conversation).await,
+                    None => None,
+                };
+                let cx = FlowCx::chat(conversation, inputs, breakout, flow, vars, services);
+                run_from(cx, node).await
+            }
+            .instrument(span),
+        );
         true
     }
 
@@ -627,35 +643,41 @@ pub async fn run_from(mut cx: FlowCx, start: String) {
             tracing::error!(flow = %flow.name, node = %id, "no such node");
             break;
         };
-        tracing::info!(on = %cx.label, flow = %flow.name, node = %id, kind = node.kind.type_name(), "flow node");
+        // One child span per node run, under the call's or chat's.
+        let span = tracing::info_span!("node", id = %id, "type" = %node.kind.type_name());
+        span.in_scope(|| tracing::info!(on = %cx.label, flow = %flow.name, node = %id, kind = node.kind.type_name(), "flow node"));
         if let Io::Chat(c) = &cx.io {
             c.conversation.checkpoint(&flow.name, &id, &cx.vars);
         }
         *cx.visits.entry(id.clone()).or_default() += 1;
         metrics::counter!(names::FLOW_NODES, "flow" => flow.name.clone(), "type" => node.kind.type_name())
             .increment(1);
-        let result = match &node.kind {
-            NodeKind::Say(n) => nodes::say::run(n, &mut cx).await,
-            NodeKind::Play(n) => nodes::play::run(n, &mut cx).await,
-            NodeKind::Pause(n) => nodes::pause::run(n, &mut cx).await,
-            NodeKind::SendDigits(n) => nodes::send_digits::run(n, &mut cx).await,
-            NodeKind::Gather(n) => nodes::gather::run(n, &mut cx).await,
-            NodeKind::Branch(n) => nodes::branch::run(n, &mut cx).await,
-            NodeKind::Set(n) => nodes::set::run(n, &mut cx).await,
-            NodeKind::Http(n) => nodes::http::run(n, &mut cx).await,
-            NodeKind::SendSms(n) => nodes::send_sms::run(n, &mut cx).await,
-            NodeKind::SendWhatsApp(n) => nodes::send_whatsapp::run(n, &mut cx).await,
-            NodeKind::Transfer(n) => nodes::transfer::run(n, &mut cx).await,
-            NodeKind::Hangup(n) => nodes::hangup::run(n, &mut cx).await,
-            NodeKind::Breakout(n) => nodes::breakout::run(n, &mut cx).await,
-            NodeKind::Message(n) => nodes::message::run(n, &mut cx).await,
-            NodeKind::Handoff(n) => nodes::handoff::run(n, &mut cx).await,
-            NodeKind::SaveLead(n) => nodes::save_lead::run(n, &mut cx).await,
-            NodeKind::EscalateToCall(n) => nodes::escalate::run(n, &mut cx).await,
-            NodeKind::Ask(n) => nodes::ask::run(n, &mut cx).await,
-            NodeKind::Choice(n) => nodes::choice::run(n, &mut cx).await,
-            NodeKind::BreakoutReturn(n) => nodes::breakout_return::run(n, &mut cx).await,
-        };
+        let result = async {
+            match &node.kind {
+                NodeKind::Say(n) => nodes::say::run(n, &mut cx).await,
+                NodeKind::Play(n) => nodes::play::run(n, &mut cx).await,
+                NodeKind::Pause(n) => nodes::pause::run(n, &mut cx).await,
+                NodeKind::SendDigits(n) => nodes::send_digits::run(n, &mut cx).await,
+                NodeKind::Gather(n) => nodes::gather::run(n, &mut cx).await,
+                NodeKind::Branch(n) => nodes::branch::run(n, &mut cx).await,
+                NodeKind::Set(n) => nodes::set::run(n, &mut cx).await,
+                NodeKind::Http(n) => nodes::http::run(n, &mut cx).await,
+                NodeKind::SendSms(n) => nodes::send_sms::run(n, &mut cx).await,
+                NodeKind::SendWhatsApp(n) => nodes::send_whatsapp::run(n, &mut cx).await,
+                NodeKind::Transfer(n) => nodes::transfer::run(n, &mut cx).await,
+                NodeKind::Hangup(n) => nodes::hangup::run(n, &mut cx).await,
+                NodeKind::Breakout(n) => nodes::breakout::run(n, &mut cx).await,
+                NodeKind::Message(n) => nodes::message::run(n, &mut cx).await,
+                NodeKind::Handoff(n) => nodes::handoff::run(n, &mut cx).await,
+                NodeKind::SaveLead(n) => nodes::save_lead::run(n, &mut cx).await,
+                NodeKind::EscalateToCall(n) => nodes::escalate::run(n, &mut cx).await,
+                NodeKind::Ask(n) => nodes::ask::run(n, &mut cx).await,
+                NodeKind::Choice(n) => nodes::choice::run(n, &mut cx).await,
+                NodeKind::BreakoutReturn(n) => nodes::breakout_return::run(n, &mut cx).await,
+            }
+        }
+        .instrument(span)
+        .await;
         match result {
             Ok(next) => current = next,
             Err(Ended) => return,

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::{BoxFuture, MessageKind, MessagingProvider, OutboundMessage, SendError, SendReceipt};
 
@@ -239,7 +240,32 @@ impl<P: MessagingProvider> MessagingProvider for Deduped<P> {
         &'a self,
         msg: &'a OutboundMessage,
     ) -> BoxFuture<'a, Result<SendReceipt, SendError>> {
-        Box::pin(self.guard.send(&self.inner, msg))
+        // Every configured provider is wrapped here: one span per send,
+        // under whatever node, chat or call asked for it.
+        let provider = self.inner.name();
+        let channel = if provider == "whatsapp" {
+            "whatsapp"
+        } else {
+            "sms"
+        };
+        let span = tracing::info_span!(
+            "provider_send",
+            channel = %channel,
+            provider = %provider,
+            outcome = tracing::field::Empty
+        );
+        Box::pin(async move {
+            let result = self
+                .guard
+                .send(&self.inner, msg)
+                .instrument(span.clone())
+                .await;
+            span.record(
+                "outcome",
+                result.as_ref().map_or_else(|e| e.kind(), |_| "sent"),
+            );
+            result
+        })
     }
 }
 

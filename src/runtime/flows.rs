@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::flow::interp::{self, CallRequest, CallSignal, FlowCx, Services};
 use crate::sip::endpoint::CallId;
@@ -148,7 +149,8 @@ pub(super) fn start(
 ) -> FlowTask {
     let (tx, rx) = mpsc::unbounded_channel();
     let cx = FlowCx::new(start.call, start.flow, start.vars, services, requests, rx);
-    let task = tokio::spawn(interp::run(cx));
+    // In the call's span: every line the flow logs names its call.
+    let task = tokio::spawn(interp::run(cx).instrument(start.span));
     FlowTask {
         call: start.call,
         signals: tx,

@@ -289,6 +289,14 @@ pub const SENDS_BLOCKED: Metric = counter(
     "crossline_sends_blocked_total",
     "Messages stopped before reaching a provider, by channel and reason (opted_out: the recipient texted STOP).",
 );
+pub const OTLP_EXPORTS: Metric = counter(
+    "crossline_otlp_exports_total",
+    "OTLP trace export requests, by outcome (ok, failed).",
+);
+pub const OTLP_SPANS: Metric = counter(
+    "crossline_otlp_spans_total",
+    "Spans handed to the OTLP collector, by outcome (exported, failed).",
+);
 pub const OUTBOUND_ADMITTED: Metric = counter(
     "crossline_outbound_admitted_total",
     "Outbound messages admitted by the sending policy, by channel.",
@@ -438,6 +446,8 @@ pub const ALL: &[Metric] = &[
     INBOUND_MESSAGES,
     PROVIDER_SENDS,
     SENDS_BLOCKED,
+    OTLP_EXPORTS,
+    OTLP_SPANS,
     OUTBOUND_ADMITTED,
     OUTBOUND_REFUSED,
     WHATSAPP_OUTSIDE_WINDOW,

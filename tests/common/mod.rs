@@ -131,16 +131,23 @@ pub struct Gateway {
     pub rtp_range: (u16, u16),
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
+    /// Extra environment for the process (kept for restarts).
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
     /// Start with the given config body; `{sip}` and `{rtp_min}`/`{rtp_max}`
     /// placeholders are filled in with free ports.
     pub fn start(extra: &str) -> Gateway {
+        Gateway::start_with_env(extra, &[])
+    }
+
+    /// As [`Gateway::start`], with these environment variables set too.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Gateway {
         // Another process can still grab a port between the check and the
         // bind; start again on fresh ports rather than fail the test.
         for _ in 0..3 {
-            let gw = Gateway::spawn(extra);
+            let gw = Gateway::spawn(extra, env);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline && !gw.log().contains("crossline ready") {
                 if gw.log().contains("Address already in use") {
@@ -158,7 +165,7 @@ impl Gateway {
         panic!("gateway could not bind free ports three times");
     }
 
-    fn spawn(extra: &str) -> Gateway {
+    fn spawn(extra: &str, env: &[(&str, &str)]) -> Gateway {
         let sip_port = free_port();
         let http_port = free_port();
         let (rtp_min, rtp_max) = rtp_range(300);
@@ -181,7 +188,11 @@ impl Gateway {
         let config = dir.path().join("crossline.toml");
         std::fs::write(&config, format!("{}{}", merge_sections(&base, &body), "")).unwrap();
         let log = Arc::new(Mutex::new(String::new()));
-        let child = launch(&config, log.clone());
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = launch(&config, log.clone(), &env);
         Gateway {
             child,
             sip_port,
@@ -189,6 +200,7 @@ impl Gateway {
             rtp_range: (rtp_min, rtp_max),
             dir,
             log,
+            env,
         }
     }
 
@@ -227,7 +239,11 @@ impl Gateway {
             l.push_str(&format!("=== {how}; starting again ===\n"));
             l.len()
         };
-        self.child = launch(&self.dir.path().join("crossline.toml"), self.log.clone());
+        self.child = launch(
+            &self.dir.path().join("crossline.toml"),
+            self.log.clone(),
+            &self.env,
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.log()[mark..].contains("crossline ready") {
@@ -354,12 +370,13 @@ impl Gateway {
 }
 
 /// Run the binary on `config`, its stderr appended to `log` line by line.
-fn launch(config: &Path, log: Arc<Mutex<String>>) -> Child {
+fn launch(config: &Path, log: Arc<Mutex<String>>, env: &[(String, String)]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crossline"))
         .arg("run")
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "info,crossline=debug")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -137,6 +137,11 @@ pub fn stand_in() -> (u16, Log, TwilioAnswer) {
             log: log.clone(),
             twilio_answer: twilio_answer.clone(),
         });
+    (serve(app), log, twilio_answer)
+}
+
+/// Serve `app` on a free loopback port, on a thread of its own; the port.
+pub fn serve(app: Router) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
@@ -150,7 +155,7 @@ pub fn stand_in() -> (u16, Log, TwilioAnswer) {
             let _ = axum::serve(l, app).await;
         });
     });
-    (port, log, twilio_answer)
+    port
 }
 
 /// Whether the stand-in saw a request for `path` (e.g. "hook/returned").

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::{deliver, Delivery};
 use crate::breakout::{Notices, Outcome, WaitGuard};
 use crate::flow::interp::{Ended, FlowCx, Next};
@@ -107,7 +109,11 @@ pub async fn run(node: &Breakout, cx: &mut FlowCx) -> Result<Next, Ended> {
     // the chat.
     let _guard = WaitGuard(session.clone());
     let mut returned = started.returned;
-    let outcome = cx.call_wait(session.wait(&mut returned, timeout)).await?;
+    let wait = tracing::info_span!("breakout_wait", timeout_secs = node.timeout_secs as i64);
+    let outcome = cx
+        .call_wait(session.wait(&mut returned, timeout))
+        .instrument(wait)
+        .await?;
     match outcome {
         // The chat closed without a Return: no point holding the caller.
         Outcome::Closed => {

@@ -4,12 +4,20 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::flow::interp::{Ended, FlowCx, Next};
 use crate::flow::model::Http;
 use crate::flow::template::{render, render_json};
 
 pub async fn run(node: &Http, cx: &mut FlowCx) -> Result<Next, Ended> {
-    match call(node, cx).await {
+    // The URL is templated from the call's variables: not a span field.
+    let span = tracing::info_span!("http", method = %node.method, status = tracing::field::Empty);
+    let result = call(node, cx).instrument(span.clone()).await;
+    if let Ok(status) = &result {
+        span.record("status", i64::from(*status));
+    }
+    match result {
         Ok(status) => {
             cx.vars
                 .insert(format!("{}.status", node.id), status.to_string());

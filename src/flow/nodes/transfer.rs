@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::flow::interp::{Ended, FlowCx, Next, TransferEvent, TransferRequest};
 use crate::flow::model::{Ring, Transfer};
 use crate::flow::template::render;
@@ -15,7 +17,10 @@ pub async fn run(node: &Transfer, cx: &mut FlowCx) -> Result<Next, Ended> {
             .first()
             .map(|t| render(t, &cx.vars))
             .unwrap_or_default();
-        return match cx.refer(target).await? {
+        let span = transfer_span(1, "refer");
+        let event = cx.refer(target).instrument(span.clone()).await?;
+        record_outcome(&span, &event);
+        return match event {
             // The caller's side took over; crossline has hung up.
             TransferEvent::Bridged { target } => {
                 cx.vars.insert(format!("{}.agent", node.id), target);
@@ -51,7 +56,10 @@ pub async fn run(node: &Transfer, cx: &mut FlowCx) -> Result<Next, Ended> {
         hold_music,
         repeat_interval: node.repeat_interval_secs.map(Duration::from_secs),
     };
-    match cx.transfer(req).await? {
+    let span = transfer_span(req.targets.len(), "bridge");
+    let event = cx.transfer(req).instrument(span.clone()).await?;
+    record_outcome(&span, &event);
+    match event {
         TransferEvent::Bridged { target } => {
             cx.vars.insert(format!("{}.agent", node.id), target);
             if let Some(digits) = &node.send_digits_on_answer {
@@ -77,4 +85,25 @@ pub async fn run(node: &Transfer, cx: &mut FlowCx) -> Result<Next, Ended> {
         }
         TransferEvent::AgentHungUp => Ok(node.next.clone()),
     }
+}
+
+/// From the request to the answer or the failure (not the bridged talk).
+fn transfer_span(targets: usize, mode: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "transfer",
+        targets = targets as i64,
+        %mode,
+        outcome = tracing::field::Empty,
+        status = tracing::field::Empty,
+    )
+}
+
+fn record_outcome(span: &tracing::Span, event: &TransferEvent) {
+    match event {
+        TransferEvent::Bridged { .. } => span.record("outcome", "bridged"),
+        TransferEvent::Failed { status } => span
+            .record("outcome", "failed")
+            .record("status", i64::from(*status)),
+        TransferEvent::AgentHungUp => span.record("outcome", "agent_hung_up"),
+    };
 }
