@@ -17,6 +17,7 @@
 //! never per packet: the audio loops know nothing of spans.
 
 mod callback;
+mod identity;
 mod model;
 mod routing;
 mod transfer;
@@ -519,22 +520,28 @@ impl<P: PortSource, F> CallControl<P, F> {
     }
 
     fn incoming(&mut self, now: Instant, inc: IncomingCall) {
+        let trunk = inc
+            .trunk
+            .as_deref()
+            .and_then(|name| self.config.trunks.iter().find(|t| t.name == name));
+        let caller = identity::Caller::of(&inc, trunk);
         let route = self
             .router
-            .route(&inc.did, &inc.caller, inc.trunk.as_deref())
+            .route(&inc.did, &caller.number, inc.trunk.as_deref())
             .map(|r| (r.config.flow.clone(), r.config.ring_ms, r.hold.clone()));
         let record = CallRecord::starting(
             inc.call_id.clone(),
             "inbound",
             inc.did.clone(),
-            inc.caller.clone(),
+            caller.shown().to_string(),
             inc.trunk.clone(),
             route.as_ref().map(|r| r.0.clone()),
         );
         let mut call = Call::new(Role::Inbound, record);
         call.span = call_span(inc.call, &call.record);
         let _in_call = call.span.clone().entered();
-        tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(&inc.caller), flow = ?route.as_ref().map(|r| &r.0), "incoming call");
+        tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(caller.shown()), flow = ?route.as_ref().map(|r| &r.0), "incoming call");
+        call.caller = Some(Box::new(caller));
         call.web_call = inc.web_call.clone();
         let program = route
             .as_ref()
@@ -906,7 +913,16 @@ impl<P: PortSource, F> CallControl<P, F> {
         let mut vars = HashMap::new();
         if let Some(call) = self.calls.get(&id) {
             let r = &call.record;
-            vars.insert("caller".into(), r.caller.clone());
+            match &call.caller {
+                Some(c) => {
+                    vars.insert("caller".into(), c.number.clone());
+                    vars.insert("caller_raw".into(), c.raw.clone());
+                    vars.insert("diversion".into(), c.diversion.clone().unwrap_or_default());
+                }
+                None => {
+                    vars.insert("caller".into(), r.caller.clone());
+                }
+            }
             vars.insert("did".into(), r.did.clone());
             vars.insert("callee".into(), r.did.clone());
             vars.insert("call_id".into(), r.call_id.clone());

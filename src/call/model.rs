@@ -119,6 +119,9 @@ pub(crate) struct Call<R, F> {
     pub(crate) rfc4733: bool,
     /// Digits this call's flow is sending, paced by call control.
     pub(crate) digits: Option<Box<Digits>>,
+    /// Who called (inbound calls): the number flows see, as received,
+    /// diversion and privacy.
+    pub(crate) caller: Option<Box<super::identity::Caller>>,
     /// The call's `call` span (an agent leg's is a `leg` under its
     /// caller's): its flow runs in it, and call control enters it while
     /// handling the call, so every log line about the call names it.
@@ -152,6 +155,7 @@ impl<R, F> Call<R, F> {
             web_call: None,
             rfc4733: false,
             digits: None,
+            caller: None,
             span: tracing::Span::none(),
         }
     }

@@ -461,6 +461,23 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
                 "names must be unique and non-empty".into(),
             );
         }
+        if let Some(country) = &trunk.default_country {
+            if country.parse::<crate::chat::input::Region>().is_err() {
+                err(
+                    &["trunks", &idx, "default_country"],
+                    format!("{country:?} is not an ISO 3166 country code (e.g. \"ES\", \"US\")"),
+                );
+            }
+        }
+        if trunk.trust_identity
+            && trunk.inbound_cidrs.is_empty()
+            && trunk.inbound_username.is_none()
+        {
+            err(
+                &["trunks", &idx, "trust_identity"],
+                "only a trunk whose calls are told apart (inbound_cidrs or inbound_username) can be trusted about identity".into(),
+            );
+        }
         for (j, cidr) in trunk.inbound_cidrs.iter().enumerate() {
             if let Err(e) = crate::net::Cidr::parse(cidr) {
                 let j = j.to_string();
@@ -955,6 +972,22 @@ mod tests {
         let e = errors("[webrtc]\ntranscode_threads = 65\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("webrtc.transcode_threads"), "{e:?}");
+    }
+
+    #[test]
+    fn trunk_identity_settings_are_checked() {
+        let ok = "[[trunks]]\nname = \"c\"\ninbound_cidrs = [\"192.0.2.0/24\"]\ntrust_identity = true\ndefault_country = \"ES\"\n";
+        assert!(errors(ok).is_empty(), "{:?}", errors(ok));
+        let e = errors("[[trunks]]\nname = \"c\"\ndefault_country = \"Spain\"\n");
+        assert!(
+            e.len() == 1 && e[0].contains("trunks[0].default_country"),
+            "{e:?}"
+        );
+        let e = errors("[[trunks]]\nname = \"c\"\ntrust_identity = true\n");
+        assert!(
+            e.len() == 1 && e[0].contains("trunks[0].trust_identity"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -594,6 +594,14 @@ pub struct TrunkConfig {
     /// Most inbound calls at once on this trunk; 0: no limit (503 over it).
     #[serde(default)]
     pub max_calls: usize,
+    /// Believe this trunk's `P-Asserted-Identity` about who is calling
+    /// (RFC 3325: only for a carrier inside our trust domain).
+    #[serde(default)]
+    pub trust_identity: bool,
+    /// ISO 3166 country national-format callers are read in, e.g. "ES":
+    /// `{{caller}}` is then E.164.
+    #[serde(default)]
+    pub default_country: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
