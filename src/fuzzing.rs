@@ -291,6 +291,7 @@ fn digest_config() -> EndpointConfig {
             cidrs: Vec::new(),
             credentials: Some(("alice".into(), "secret".into())),
             max_calls: 1,
+            digest_algorithms: Vec::new(),
         }],
         ..EndpointConfig::default()
     }

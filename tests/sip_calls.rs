@@ -553,8 +553,9 @@ fn metrics_health_and_call_records() {
 /// without credentials it gets nowhere; sources outside every trunk get 403.
 #[test]
 fn inbound_trunk_digest_challenge_with_sipp() {
+    // SIPp reads only the first challenge and only knows MD5.
     let gw = Gateway::start(
-        "[[trunks]]\nname = \"pbx\"\ninbound_username = \"trunkuser\"\ninbound_password = \"trunkpass\"\n",
+        "[[trunks]]\nname = \"pbx\"\ninbound_username = \"trunkuser\"\ninbound_password = \"trunkpass\"\ninbound_digest_algorithms = [\"MD5\"]\n",
     );
     let run = sipp(
         &[
@@ -811,4 +812,54 @@ fn transport_limits_refuse_and_count_without_harming_others() {
         assert!(std::time::Instant::now() < deadline, "not counted:\n{m}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// RFC 8760 §2.4: an inbound trunk's 407 carries a SHA-256 challenge and
+/// then an MD5 one. PJSIP (pjsua2) answers the one it supports (MD5 in this
+/// build), its call goes through, and the capture shows both challenges.
+#[test]
+fn inbound_trunks_are_challenged_with_sha256_and_md5() {
+    let gw = Gateway::start(
+        "[[trunks]]\nname = \"pbx\"\ninbound_username = \"pbxuser\"\ninbound_password = \"pbxpass\"\n\n[[routes]]\nflow = \"hold\"\n",
+    );
+    let cap = start_capture(&format!("udp port {}", gw.sip_port));
+    let out = peers::run_script(
+        "pjsua2",
+        "pjsua_call.py",
+        &[
+            &format!("sip:1000@{}", gw.sip_addr()),
+            "pbxuser",
+            "pbxpass",
+            "1",
+        ],
+        Duration::from_secs(40),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("state CONFIRMED"), "pjsua2:\n{stdout}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (file, _dir) = cap.stop();
+    let sip = vec![format!("udp.port=={},sip", gw.sip_port)];
+    let challenge = tshark_fields(
+        &file,
+        &sip,
+        "sip.Status-Code == 407",
+        &["sip.Proxy-Authenticate"],
+    );
+    // tshark_fields splits values at commas: join them back.
+    let text = challenge.first().map(|r| r.join(",")).unwrap_or_default();
+    let sha = text.find("algorithm=SHA-256");
+    let md5 = text.find("algorithm=MD5");
+    assert!(
+        matches!((sha, md5), (Some(s), Some(m)) if s < m),
+        "SHA-256 then MD5: {text}"
+    );
+    let answer = tshark_fields(
+        &file,
+        &sip,
+        "sip.Proxy-Authorization",
+        &["sip.Proxy-Authorization"],
+    );
+    let answer = answer.first().map(|r| r.join(",")).unwrap_or_default();
+    assert!(answer.contains("username=\"pbxuser\""), "{answer}");
+    assert!(gw.log().contains("incoming call"), "{}", gw.log());
 }

@@ -98,9 +98,20 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 fn tls_gateway(cert: &Path, key: &Path, ca: &Path, extra: &str) -> (Gateway, u16) {
+    tls_gateway_with(cert, key, ca, "", extra)
+}
+
+/// `sip_extra` goes into `[sip]`.
+fn tls_gateway_with(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    sip_extra: &str,
+    extra: &str,
+) -> (Gateway, u16) {
     let tls_port = free_port();
     let gw = Gateway::start(&format!(
-        "[sip]\ntls = [\"127.0.0.1:{tls_port}\"]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\ntls_ca = \"{ca}\"\n\n\
+        "[sip]\ntls = [\"127.0.0.1:{tls_port}\"]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\ntls_ca = \"{ca}\"\n{sip_extra}\n\
          [http]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\noperator_token = \"{OPERATOR_TOKEN}\"\n\n{extra}",
         cert = cert.display(),
         key = key.display(),
@@ -311,25 +322,7 @@ fn sip_over_tls_and_https_with_openssl_and_curl() {
         "the server closes it"
     );
     assert!(!String::from_utf8_lossy(&answer).contains("SIP/2.0"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let failures = loop {
-        let out = Command::new("curl")
-            .args(["-sS", "--cacert"])
-            .arg(&ca)
-            .arg(format!("https://127.0.0.1:{}/metrics", gw.http_port))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let n = text
-            .lines()
-            .find(|l| l.starts_with("crossline_tls_handshake_failures_total"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if n >= 1.0 || Instant::now() > deadline {
-            break n;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let failures = wait_metric_over_https(&gw, &ca, "crossline_tls_handshake_failures_total", 1.0);
     assert_eq!(failures, 1.0, "the failed handshake is counted");
     assert_eq!(gw.http_get_tls_status(&ca), 200, "still serving");
 }
@@ -427,5 +420,60 @@ impl Https for Gateway {
         );
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+/// A TLS connection that goes quiet after its handshake is closed after
+/// `tcp_idle_secs`, as a TCP one is, and counted.
+#[test]
+fn a_silent_tls_connection_is_closed_after_the_idle_timeout() {
+    require("openssl", "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = certificate(dir.path());
+    let (gw, tls_port) = tls_gateway_with(&cert, &key, &ca, "tcp_idle_secs = 2\n", "");
+    let started = std::time::Instant::now();
+    let mut peer = OpensslPeer::connect(tls_port, &ca);
+    // Nothing is sent; s_client exits when the gateway closes the socket.
+    let deadline = started + Duration::from_secs(10);
+    let closed = loop {
+        if let Some(status) = peer.child.try_wait().unwrap() {
+            break Some((status, started.elapsed()));
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = peer.child.kill();
+    let (_, after) = closed.expect("the silent TLS connection was never closed");
+    assert!(
+        after >= Duration::from_millis(1_900) && after <= Duration::from_secs(6),
+        "closed after {after:?}; tcp_idle_secs is 2"
+    );
+    let closed = wait_metric_over_https(&gw, &ca, "crossline_tcp_idle_closed_total", 1.0);
+    assert_eq!(closed, 1.0, "the idle close is counted");
+}
+
+/// A metric read over HTTPS (metrics are exported every second): once it
+/// reaches `at_least`, or its value after 5 s.
+fn wait_metric_over_https(gw: &Gateway, ca: &Path, name: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(ca)
+            .arg(format!("https://127.0.0.1:{}/metrics", gw.http_port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let n = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if n >= at_least || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -461,6 +461,15 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
                 "names must be unique and non-empty".into(),
             );
         }
+        for (j, algorithm) in trunk.inbound_digest_algorithms.iter().enumerate() {
+            if crate::sip::auth::Algorithm::parse(algorithm).is_err() {
+                let j = j.to_string();
+                err(
+                    &["trunks", &idx, "inbound_digest_algorithms", &j],
+                    format!("{algorithm:?}: use \"SHA-256\" or \"MD5\""),
+                );
+            }
+        }
         if let Some(country) = &trunk.default_country {
             if country.parse::<crate::chat::input::Region>().is_err() {
                 err(

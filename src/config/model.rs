@@ -594,6 +594,10 @@ pub struct TrunkConfig {
     /// Most inbound calls at once on this trunk; 0: no limit (503 over it).
     #[serde(default)]
     pub max_calls: usize,
+    /// Digest algorithms inbound calls are challenged with, preferred
+    /// first ("SHA-256", "MD5"); empty: both, SHA-256 first (RFC 8760).
+    #[serde(default)]
+    pub inbound_digest_algorithms: Vec<String>,
     /// Believe this trunk's `P-Asserted-Identity` about who is calling
     /// (RFC 3325: only for a carrier inside our trust domain).
     #[serde(default)]
@@ -653,6 +657,14 @@ impl TrunkConfig {
     /// The password we answer the carrier's challenges with.
     pub fn password(&self) -> Result<Option<Secret>, String> {
         password("password", &self.password, &self.password_env)
+    }
+
+    /// `inbound_digest_algorithms`, the ones we know (check refuses others).
+    pub fn digest_algorithms(&self) -> Vec<crate::sip::auth::Algorithm> {
+        self.inbound_digest_algorithms
+            .iter()
+            .filter_map(|a| crate::sip::auth::Algorithm::parse(a).ok())
+            .collect()
     }
 }
 

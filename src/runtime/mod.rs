@@ -371,6 +371,7 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
                 .clone()
                 .zip(t.inbound_password().ok().flatten()),
             max_calls: t.max_calls,
+            digest_algorithms: t.digest_algorithms(),
         })
         .collect();
     EndpointConfig {

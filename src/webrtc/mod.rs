@@ -218,6 +218,7 @@ impl WebCalls {
                 .collect(),
             credentials: Some(self.credentials.clone()),
             max_calls: self.config.max_calls,
+            digest_algorithms: Vec::new(),
         }
     }
 

@@ -527,13 +527,19 @@ impl Endpoint {
             }
             None => false,
         };
-        let challenge = self
-            .digest
-            .challenge(now, crate::auth::Algorithm::Md5, stale);
         let tag = super::util::new_tag(&mut self.id_rng);
         let mut resp = self.make_response(req, 407, Some(&tag));
-        resp.headers
-            .push("Proxy-Authenticate", challenge.to_header_value());
+        // RFC 8760 §2.4: one challenge per algorithm, the preferred first;
+        // a UA answers the first it supports (older ones only know MD5).
+        let algorithms = match trunk.digest_algorithms.as_slice() {
+            [] => &[crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5][..],
+            chosen => chosen,
+        };
+        for &algorithm in algorithms {
+            let challenge = self.digest.challenge(now, algorithm, stale);
+            resp.headers
+                .push("Proxy-Authenticate", challenge.to_header_value());
+        }
         self.respond(now, key, resp);
         None
     }

@@ -143,6 +143,9 @@ pub struct InboundTrunk {
     pub credentials: Option<(String, crate::secret::Secret)>,
     /// Most calls at once from this trunk; 0: no limit (503 over it).
     pub max_calls: usize,
+    /// Digest algorithms we challenge with, preferred first; empty:
+    /// SHA-256 then MD5 (RFC 8760 §2.4).
+    pub digest_algorithms: Vec<crate::auth::Algorithm>,
 }
 
 /// Everything the endpoint needs to know up front.

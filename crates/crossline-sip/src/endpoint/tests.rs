@@ -932,12 +932,14 @@ fn inbound_trunk_cidr_and_digest() {
                 cidrs: vec![crate::net::Cidr::parse("10.0.0.0/8").unwrap()],
                 credentials: None,
                 max_calls: 0,
+                digest_algorithms: Vec::new(),
             },
             InboundTrunk {
                 name: "pbx".into(),
                 cidrs: vec![],
                 credentials: Some(("pbx".into(), "pw".into())),
                 max_calls: 0,
+                digest_algorithms: Vec::new(),
             },
         ],
         ..EndpointConfig::default()
@@ -946,12 +948,38 @@ fn inbound_trunk_cidr_and_digest() {
         ep: Endpoint::new(cfg, t0),
         t0,
     };
-    // From 127.0.0.1: not in the carrier's CIDR, so the pbx trunk challenges.
+    // From 127.0.0.1: not in the carrier's CIDR, so the pbx trunk challenges,
+    // with SHA-256 then MD5 (RFC 8760 §2.4).
     t.recv(0, &invite("z9hG4bKa1", "auth1", &sdp_offer("0", ""), ""));
     let rs = t.responses();
     assert_eq!(statuses(&rs), vec![407]);
-    let ch =
-        crate::auth::Challenge::parse(rs[0].headers.get("Proxy-Authenticate").unwrap()).unwrap();
+    let challenges: Vec<crate::auth::Challenge> = rs[0]
+        .headers
+        .get_all("Proxy-Authenticate")
+        .map(|h| crate::auth::Challenge::parse(h).unwrap())
+        .collect();
+    let algorithms: Vec<_> = challenges.iter().map(|c| c.algorithm).collect();
+    assert_eq!(
+        algorithms,
+        [crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5]
+    );
+    // A SHA-256 answer to the first is taken.
+    let mut sha = crate::auth::DigestClient::new("pbx", "pw");
+    let auth = sha.authorize(&challenges[0], "INVITE", "sip:1000@127.0.0.1:5060");
+    assert!(auth.contains("algorithm=SHA-256"), "{auth}");
+    t.recv(
+        5,
+        &invite(
+            "z9hG4bKs2",
+            "auth0",
+            &sdp_offer("0", ""),
+            &format!("Proxy-Authorization: {auth}\r\n"),
+        ),
+    );
+    assert_eq!(statuses(&t.responses()), vec![100]);
+    assert!(matches!(t.events().as_slice(), [Event::IncomingCall(_)]));
+    // And an MD5 answer to the second.
+    let ch = challenges[1].clone();
     let mut client = crate::auth::DigestClient::new("pbx", "pw");
     let auth = client.authorize(&ch, "INVITE", "sip:1000@127.0.0.1:5060");
     t.recv(
@@ -1012,6 +1040,7 @@ fn credential_trunks_are_told_apart_by_user() {
         cidrs: vec![],
         credentials: Some((user.into(), pass.into())),
         max_calls: 0,
+        digest_algorithms: Vec::new(),
     };
     let cfg = EndpointConfig {
         inbound_trunks: vec![
@@ -1198,6 +1227,7 @@ fn calls_over_the_caps_get_503_with_retry_after() {
         cidrs: vec![crate::net::Cidr::parse("127.0.0.0/8").unwrap()],
         credentials: None,
         max_calls: 1,
+        digest_algorithms: Vec::new(),
     };
     let mut t = endpoint_with(
         admission::AdmissionConfig {
@@ -1325,6 +1355,7 @@ fn digest_guessers_are_banned_and_the_user_is_not_checked_for_strangers() {
             cidrs: vec![],
             credentials: Some(("pbx".into(), "pw".into())),
             max_calls: 0,
+            digest_algorithms: Vec::new(),
         }],
         admission: admission::AdmissionConfig {
             auth_failures_before_ban: 3,
