@@ -111,6 +111,37 @@ fn logged_at(gw: &Gateway, needle: &str) -> f64 {
     )
 }
 
+/// A SIPp agent playing `agent_scenario` on a free port, a gateway made
+/// for that port by `make`, and a SIPp caller pressing 1, captured; both
+/// SIPp runs must pass.
+fn caller_to_agent(
+    agent_scenario: &str,
+    make: impl FnOnce(u16) -> (Gateway, tempfile::TempDir),
+) -> (Gateway, tempfile::TempDir, CallCapture) {
+    let agent_port = free_port();
+    let agent_scenario = scenario(agent_scenario);
+    let agent = std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &agent_scenario, "-m", "1"],
+            Duration::from_secs(60),
+            agent_port,
+            free_port(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let (gw, dir) = make(agent_port);
+    let caller = press_one(&gw);
+    let capture = capture_call(
+        &gw,
+        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
+        &["frame.time_epoch", "rtp.seq", "rtp.ssrc", "rtp.payload"],
+    );
+    assert!(capture.run.ok(), "caller: {}", capture.run.describe());
+    let agent = agent.join().unwrap();
+    assert!(agent.ok(), "agent: {}", agent.describe());
+    (gw, dir, capture)
+}
+
 fn press_one(gw: &Gateway) -> String {
     let text = std::fs::read_to_string(scenario("uac_dtmf.xml")).unwrap();
     let file = gw.dir.path().join("press1.xml");
@@ -123,26 +154,7 @@ fn press_one(gw: &Gateway) -> String {
 /// hangs up → the flow's next node says goodbye and hangs up.
 #[test]
 fn transfer_rings_with_hold_music_then_bridges_the_agent() {
-    let agent_port = free_port();
-    let agent = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_agent.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            agent_port,
-            free_port(),
-        )
-    });
-    std::thread::sleep(Duration::from_millis(400));
-    let (gw, _dir) = gateway(agent_port, 10.0);
-    let caller = press_one(&gw);
-    let capture = capture_call(
-        &gw,
-        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
-        &["frame.time_epoch", "rtp.seq", "rtp.ssrc", "rtp.payload"],
-    );
-    assert!(capture.run.ok(), "caller: {}", capture.run.describe());
-    let agent = agent.join().unwrap();
-    assert!(agent.ok(), "agent: {}", agent.describe());
+    let (gw, _dir, capture) = caller_to_agent("uas_agent.xml", |port| gateway(port, 10.0));
     let log = gw.log();
     for n in [
         "node=menu",
@@ -201,26 +213,7 @@ fn transfer_rings_with_hold_music_then_bridges_the_agent() {
 /// the bridge, and after its 200 OK still the agent.
 #[test]
 fn transfer_relays_the_agents_early_media_and_pracks_it() {
-    let agent_port = free_port();
-    let agent = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_agent_early.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            agent_port,
-            free_port(),
-        )
-    });
-    std::thread::sleep(Duration::from_millis(400));
-    let (gw, _dir) = gateway(agent_port, 15.0);
-    let caller = press_one(&gw);
-    let capture = capture_call(
-        &gw,
-        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
-        &["frame.time_epoch", "rtp.seq", "rtp.ssrc", "rtp.payload"],
-    );
-    assert!(capture.run.ok(), "caller: {}", capture.run.describe());
-    let agent = agent.join().unwrap();
-    assert!(agent.ok(), "agent: {}", agent.describe());
+    let (gw, _dir, capture) = caller_to_agent("uas_agent_early.xml", |port| gateway(port, 15.0));
     let ringing = logged_at(&gw, "transfer: ringing agent");
     let early = logged_at(&gw, "transfer: early media from the agent");
     let bridged = logged_at(&gw, "transfer: bridged");
@@ -271,31 +264,14 @@ fn transfer_relays_the_agents_early_media_and_pracks_it() {
 #[test]
 fn transfer_plays_its_own_music_with_its_own_message_on_repeat() {
     require("espeak-ng", "espeak-ng");
-    let agent_port = free_port();
-    let agent = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_ring_cancel.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            agent_port,
-            free_port(),
+    let (gw, _dir, capture) = caller_to_agent("uas_ring_cancel.xml", |port| {
+        gateway_with(
+            &[port],
+            "sequential",
+            8.0,
+            "hold_music = [\"MUSIC\"]\nhold_message = \"Please hold.\"\nrepeat_interval_secs = 3",
         )
     });
-    std::thread::sleep(Duration::from_millis(400));
-    let (gw, _dir) = gateway_with(
-        &[agent_port],
-        "sequential",
-        8.0,
-        "hold_music = [\"MUSIC\"]\nhold_message = \"Please hold.\"\nrepeat_interval_secs = 3",
-    );
-    let caller = press_one(&gw);
-    let capture = capture_call(
-        &gw,
-        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
-        &["frame.time_epoch", "rtp.seq", "rtp.ssrc", "rtp.payload"],
-    );
-    assert!(capture.run.ok(), "caller: {}", capture.run.describe());
-    let agent = agent.join().unwrap();
-    assert!(agent.ok(), "agent: {}", agent.describe());
     let ringing = logged_at(&gw, "transfer: ringing agent");
     let given_up = logged_at(&gw, "transfer: no answer in time");
     // (time, own music level, default music level) per 20 ms frame.

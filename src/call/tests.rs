@@ -1095,6 +1095,23 @@ fn a_call_stays_small() {
 }
 
 impl Pair {
+    /// A caller on the "200" flow transfers to `targets`; the first agent
+    /// rings and plays early media. The caller's leg, crossline's call and
+    /// the first agent's call.
+    fn early_media_from_first_agent(&mut self, targets: &[&str]) -> (CallId, CallId, CallId) {
+        self.agents[0].answers = false;
+        let leg = self.dial("200");
+        let call = self.inbound();
+        self.transfer(call, targets, false);
+        let agent_call = self.agents[0].incoming()[0];
+        self.agents[0]
+            .ep
+            .early_media(self.now, agent_call, local_media(40_000))
+            .unwrap();
+        self.drive();
+        (leg, call, agent_call)
+    }
+
     /// The agent leg crossline placed.
     fn agent_leg(&self) -> CallId {
         self.cc
@@ -1167,16 +1184,7 @@ fn early_media_plays_while_ringing_then_the_program_takes_over() {
 #[test]
 fn an_agents_early_media_reaches_the_caller_before_it_answers() {
     let mut p = Pair::new();
-    p.agents[0].answers = false;
-    let leg = p.dial("200");
-    let call = p.inbound();
-    p.transfer(call, &[AGENT], false);
-    let agent_call = p.agents[0].incoming()[0];
-    p.agents[0]
-        .ep
-        .early_media(p.now, agent_call, local_media(40_000))
-        .unwrap();
-    p.drive();
+    let (leg, call, agent_call) = p.early_media_from_first_agent(&[AGENT]);
     let agent = p.agent_leg();
     assert_eq!(p.seen.bridges, vec![(call, agent)], "bridged early");
     assert!(
@@ -1203,16 +1211,7 @@ fn an_agents_early_media_reaches_the_caller_before_it_answers() {
 #[test]
 fn early_media_ends_with_its_agent_and_the_hold_music_comes_back() {
     let mut p = Pair::new();
-    p.agents[0].answers = false;
-    let leg = p.dial("200");
-    let call = p.inbound();
-    p.transfer(call, &[AGENT, AGENT2], false);
-    let agent_call = p.agents[0].incoming()[0];
-    p.agents[0]
-        .ep
-        .early_media(p.now, agent_call, local_media(40_000))
-        .unwrap();
-    p.drive();
+    let (leg, call, agent_call) = p.early_media_from_first_agent(&[AGENT, AGENT2]);
     assert_eq!(p.seen.bridges.len(), 1);
     p.advance(500);
     p.agents[0].ep.reject(p.now, agent_call, 486).unwrap();

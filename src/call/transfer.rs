@@ -194,25 +194,12 @@ impl<P: PortSource, F> CallControl<P, F> {
         else {
             return;
         };
-        if let Some(leg) = self.calls.get_mut(&agent) {
-            leg.media = Media::Streaming;
-            leg.rfc4733 = media.telephone_event_pt.is_some();
-        }
-        self.media_out.push_back(MediaCommand::Start {
-            call: agent,
-            reservation,
-            media,
-            source: Source::Silence,
-            near: Some(caller),
-        });
+        self.bridge_agent(caller, agent, reservation, media);
         self.media_out.push_back(MediaCommand::Sending {
             call: agent,
             sending: false,
             remote: None,
         });
-        self.media_out
-            .push_back(MediaCommand::Bridge(caller, agent));
-        self.leave_shared_hold(caller);
         tracing::info!(%caller, %agent, "transfer: early media from the agent");
     }
 
@@ -255,21 +242,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             // Bridged since its early media: now the agent hears the caller.
             (true, _, Some(media)) => self.media_changed(agent, &media),
             (false, Some(reservation), Some(media)) => {
-                if let Some(leg) = self.calls.get_mut(&agent) {
-                    leg.media = Media::Streaming;
-                    leg.rfc4733 = media.telephone_event_pt.is_some();
-                }
-                self.media_out.push_back(MediaCommand::Start {
-                    call: agent,
-                    reservation,
-                    media,
-                    source: Source::Silence,
-                    near: Some(caller),
-                });
-                self.media_out
-                    .push_back(MediaCommand::Bridge(caller, agent));
-                // The caller hears the agent now, not the shared music.
-                self.leave_shared_hold(caller);
+                self.bridge_agent(caller, agent, reservation, media)
             }
             _ => {
                 let _ = self.endpoint.hangup(now, agent);
@@ -281,6 +254,31 @@ impl<P: PortSource, F> CallControl<P, F> {
             caller,
             CallSignal::Transfer(TransferEvent::Bridged { target }),
         );
+    }
+
+    /// Start the agent's stream beside the caller's and bridge the two:
+    /// the caller hears the agent now, not the shared music.
+    fn bridge_agent(
+        &mut self,
+        caller: CallId,
+        agent: CallId,
+        reservation: P::Reservation,
+        media: Negotiated,
+    ) {
+        if let Some(leg) = self.calls.get_mut(&agent) {
+            leg.media = Media::Streaming;
+            leg.rfc4733 = media.telephone_event_pt.is_some();
+        }
+        self.media_out.push_back(MediaCommand::Start {
+            call: agent,
+            reservation,
+            media,
+            source: Source::Silence,
+            near: Some(caller),
+        });
+        self.media_out
+            .push_back(MediaCommand::Bridge(caller, agent));
+        self.leave_shared_hold(caller);
     }
 
     /// An agent leg ended: try the next target, report failure, or (when

@@ -17,6 +17,8 @@ import time
 
 import pjsua2 as pj
 
+import pjsua_peer
+
 args = sys.argv[1:]
 target, limit = args[0], float(args[1])
 timer = int(args[args.index("--timer") + 1]) if "--timer" in args else None
@@ -66,28 +68,12 @@ class Caller(pj.Call):
                 say(f"tsx {tsx.method} {tsx.statusCode} {role}")
 
 
-ep = pj.Endpoint()
-ep.libCreate()
-cfg = pj.EpConfig()
-cfg.uaConfig.threadCnt = 0
-cfg.uaConfig.mainThreadOnly = True
-cfg.logConfig.level = 1
-cfg.logConfig.consoleLevel = 1
-ep.libInit(cfg)
-tcfg = pj.TransportConfig()
-tcfg.port = 0
-tcfg.boundAddress = "127.0.0.1"
-ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-ep.libStart()
-ep.audDevManager().setNullDev()
-acc_cfg = pj.AccountConfig()
-acc_cfg.idUri = "sip:pjsua@127.0.0.1"
+ep = pjsua_peer.start_endpoint()
+acc_cfg = pjsua_peer.account_config()
 if timer:
     acc_cfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_REQUIRED
     acc_cfg.callConfig.timerSessExpiresSec = timer
     acc_cfg.callConfig.timerMinSESec = timer
-else:
-    acc_cfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_INACTIVE
 if rel100:
     acc_cfg.callConfig.prackUse = pj.PJSUA_100REL_MANDATORY
 acc = pj.Account()

@@ -127,6 +127,13 @@ impl Call {
         self.invite_key.as_ref()
     }
 
+    /// The media an SDP answer in `body` sets up against our offer; `None`
+    /// for no body, one that doesn't parse, or no usable codec.
+    pub(super) fn media_from_answer(&self, body: &[u8]) -> Option<Negotiated> {
+        let sdp = SessionDescription::parse(std::str::from_utf8(body).ok()?).ok()?;
+        crate::sdp::accept_answer(&sdp, self.local_media.as_ref()?).ok()
+    }
+
     /// Our 2xx offered SDP whose answer the ACK brings, and it hasn't yet.
     pub(super) fn awaiting_answer_in_ack(&self) -> bool {
         self.pending_2xx.as_ref().is_some_and(|p| p.answer_in_ack)
@@ -464,16 +471,9 @@ impl Endpoint {
         let Some(pending) = c.pending_2xx.take() else {
             return; // a retransmitted ACK
         };
-        let media = if pending.answer_in_ack {
-            let answer = std::str::from_utf8(&ack.body)
-                .ok()
-                .and_then(|t| SessionDescription::parse(t).ok());
-            match (answer, &c.local_media) {
-                (Some(a), Some(local)) => crate::sdp::accept_answer(&a, local).ok(),
-                _ => None,
-            }
-        } else {
-            None
+        let media = match pending.answer_in_ack {
+            true => c.media_from_answer(&ack.body),
+            false => None,
         };
         let first = c.state == CallState::Answered;
         c.state = CallState::Confirmed;
@@ -889,14 +889,7 @@ impl Endpoint {
         // No SDP in the 2xx: the answer came in a provisional (RFC 3262).
         let media = match resp.body.is_empty() {
             true => c.early_media.take().map(|m| *m),
-            false => std::str::from_utf8(&resp.body)
-                .ok()
-                .and_then(|t| SessionDescription::parse(t).ok())
-                .and_then(|sdp| {
-                    c.local_media
-                        .as_ref()
-                        .and_then(|l| crate::sdp::accept_answer(&sdp, l).ok())
-                }),
+            false => c.media_from_answer(&resp.body),
         };
         c.dialog = dialog;
         c.state = CallState::Confirmed;

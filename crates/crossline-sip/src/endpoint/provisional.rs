@@ -17,7 +17,6 @@ use super::util::response_destination;
 use super::{CallId, Endpoint, EndpointError, Event, Peer, ServerKey, TimerTarget, TxOwner};
 use crate::dialog::Dialog;
 use crate::message::{Method, Request, Response};
-use crate::sdp::SessionDescription;
 
 /// One call's reliable provisionals.
 #[derive(Default)]
@@ -31,6 +30,9 @@ pub(super) struct Reliable {
     /// UAS: the 2xx held back until an 18x with SDP is PRACKed, and
     /// whether its ACK carries the answer.
     held_2xx: Option<(Response, bool)>,
+    /// UAS: the RSeq of an 18x the 2xx overtook: a PRACK for it that was
+    /// already on its way is still answered 200, not 481.
+    overtaken: Option<u32>,
     /// UAC: the RSeq we PRACKed last.
     last_acked: Option<u32>,
 }
@@ -172,7 +174,7 @@ impl Endpoint {
             rel.held_2xx = Some((resp.clone(), answer_in_ack));
             return true;
         }
-        rel.unacked = None;
+        rel.overtaken = rel.unacked.take().map(|u| u.rseq);
         false
     }
 
@@ -192,18 +194,23 @@ impl Endpoint {
         };
         let invite_seq = c.invite.headers.cseq().map(|s| s.seq).ok();
         let invite_key = c.invite_key().cloned();
-        let rack = req.headers.get("RAck").and_then(parse_rack);
-        let matched = c.role == CallRole::Uas
-            && c.reliable
-                .as_ref()
-                .and_then(|r| r.unacked.as_ref())
-                .zip(rack)
-                .is_some_and(|(u, (rseq, cseq, method))| {
-                    u.rseq == rseq
-                        && Some(cseq) == invite_seq
-                        && method.eq_ignore_ascii_case("INVITE")
-                });
-        if !matched {
+        let rack = req
+            .headers
+            .get("RAck")
+            .and_then(parse_rack)
+            .filter(|(_, cseq, method)| {
+                Some(*cseq) == invite_seq && method.eq_ignore_ascii_case("INVITE")
+            })
+            .map(|(rseq, _, _)| rseq);
+        let rel = c.reliable.as_ref().filter(|_| c.role == CallRole::Uas);
+        let pending = rel.and_then(|r| r.unacked.as_ref()).map(|u| u.rseq);
+        let overtaken = rel.and_then(|r| r.overtaken);
+        if rack.is_some() && rack == overtaken {
+            self.counters.pracks_received += 1;
+            let ok = self.make_response(req, 200, None);
+            return self.respond(now, &key, ok);
+        }
+        if rack.is_none() || rack != pending {
             self.counters.pracks_unmatched += 1;
             let resp = self.make_response(req, 481, None);
             return self.respond(now, &key, resp);
@@ -284,12 +291,7 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let media = std::str::from_utf8(&resp.body)
-            .ok()
-            .and_then(|t| SessionDescription::parse(t).ok())
-            .zip(c.local_media.as_ref())
-            .and_then(|(sdp, local)| crate::sdp::accept_answer(&sdp, local).ok());
-        let Some(media) = media else {
+        let Some(media) = c.media_from_answer(&resp.body) else {
             return;
         };
         if c.early_media.as_deref() == Some(&media) {

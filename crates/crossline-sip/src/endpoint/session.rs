@@ -288,12 +288,7 @@ impl Endpoint {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
-        let media = std::str::from_utf8(&resp.body)
-            .ok()
-            .and_then(|t| SessionDescription::parse(t).ok())
-            .zip(c.local_media.as_ref())
-            .and_then(|(sdp, local)| crate::sdp::accept_answer(&sdp, local).ok());
-        if let Some(media) = media {
+        if let Some(media) = c.media_from_answer(&resp.body) {
             self.events.push_back(Event::MediaChanged { call, media });
         }
     }

@@ -39,19 +39,18 @@ impl T {
             .handle_datagram(now, local(), AGENT.parse().unwrap(), text.as_bytes());
     }
 
-    /// INVITE with `extra` headers, answered at 0 and ACKed at 10: the 200.
-    fn established(&mut self, call_id: &str, extra: &str) -> (CallId, Response) {
-        self.recv(
-            0,
-            &invite(
-                &format!("z9hG4bK{call_id}"),
-                call_id,
-                &sdp_offer("0", ""),
-                extra,
-            ),
-        );
+    /// An INVITE with an offer and `extra` headers at 0: the call.
+    fn offered(&mut self, call_id: &str, extra: &str) -> CallId {
+        let branch = format!("z9hG4bK{call_id}");
+        self.recv(0, &invite(&branch, call_id, &sdp_offer("0", ""), extra));
         let call = self.incoming_call();
         self.responses();
+        call
+    }
+
+    /// The same, answered at 0 and ACKed at 10: the 200.
+    fn established(&mut self, call_id: &str, extra: &str) -> (CallId, Response) {
+        let call = self.offered(call_id, extra);
         self.ep.answer(self.at(0), call, media(20100)).unwrap();
         let ok = self.responses().remove(0);
         assert_eq!(ok.status, 200);
@@ -368,17 +367,7 @@ fn update_with_and_without_sdp() {
 #[test]
 fn reliable_ringing_is_retransmitted_until_a_matching_prack() {
     let mut t = T::new();
-    t.recv(
-        0,
-        &invite(
-            "z9hG4bKrel1",
-            "rel1",
-            &sdp_offer("0", ""),
-            "Supported: 100rel\r\n",
-        ),
-    );
-    let call = t.incoming_call();
-    t.responses();
+    let call = t.offered("rel1", "Supported: 100rel\r\n");
     t.ep.ring(t.at(0), call).unwrap();
     let r = t.responses();
     assert_eq!(statuses(&r), vec![180]);
@@ -465,22 +454,16 @@ fn reliable_ringing_is_retransmitted_until_a_matching_prack() {
         t.responses().iter().all(|r| r.status == 200),
         "the 180 stopped"
     );
+    // Its PRACK, already on the way, is still welcome.
+    let rack = format!("RAck: {} 1 INVITE\r\n", rseq + 1);
+    t.recv(41_000, &in_dialog("PRACK", &ringing, "rel1", 7, &rack, ""));
+    assert_eq!(statuses(&t.responses()), vec![200]);
 }
 
 #[test]
 fn early_media_goes_reliably_and_the_200_waits_for_its_prack() {
     let mut t = T::new();
-    t.recv(
-        0,
-        &invite(
-            "z9hG4bKem1",
-            "em1",
-            &sdp_offer("0 8", "a=rtpmap:8 PCMA/8000\r\n"),
-            "Require: 100rel\r\n",
-        ),
-    );
-    let call = t.incoming_call();
-    t.responses();
+    let call = t.offered("em1", "Require: 100rel\r\n");
     let early = t.ep.early_media(t.at(0), call, media(20104)).unwrap();
     assert_eq!(early.remote_rtp.port(), 6000);
     let r = t.responses();
@@ -524,17 +507,7 @@ fn early_media_goes_reliably_and_the_200_waits_for_its_prack() {
 #[test]
 fn a_reliable_provisional_never_pracked_fails_the_call_with_500() {
     let mut t = T::new();
-    t.recv(
-        0,
-        &invite(
-            "z9hG4bKnp1",
-            "np1",
-            &sdp_offer("0", ""),
-            "Require: 100rel\r\n",
-        ),
-    );
-    let call = t.incoming_call();
-    t.responses();
+    let call = t.offered("np1", "Require: 100rel\r\n");
     t.ep.ring(t.at(0), call).unwrap();
     t.run_timers_until(31_999);
     let sent = statuses(&t.responses());
