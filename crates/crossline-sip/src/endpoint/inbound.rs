@@ -700,14 +700,13 @@ impl Endpoint {
                 .ok()
                 .and_then(|t| crate::sdp::SessionDescription::parse(t).ok())
         };
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        if (!req.body.is_empty() && offer.is_none()) || c.local_media.is_none() {
+        if !req.body.is_empty() && offer.is_none() {
             self.reply(now, &key, &req, 488);
             return;
         }
-        c.dialog.refresh_target(&req);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.dialog.refresh_target(&req);
+        }
         let (negotiated, body) = match offer {
             Some(offer) => match self.answer_in_dialog(call, &offer) {
                 Some((n, body)) => (Some(n), body),
@@ -716,15 +715,13 @@ impl Endpoint {
                     return;
                 }
             },
-            // No offer: we offer our last SDP again; the ACK answers.
-            None => match c.local_sdp.clone() {
+            // No offer: we offer; the ACK answers.
+            None => match self.offer_in_dialog(call) {
                 Some(sdp) => (None, sdp),
-                None => (
-                    None,
-                    bytes::Bytes::from(c.local_media.as_ref().map_or_else(String::new, |local| {
-                        crate::sdp::offer(local, crate::sdp::Direction::SendRecv)
-                    })),
-                ),
+                None => {
+                    self.reply(now, &key, &req, 488);
+                    return;
+                }
             },
         };
         let Some(c) = self.calls.get(&call) else {

@@ -302,24 +302,45 @@ impl Endpoint {
     }
 
     /// Answer an offer inside the dialog (re-INVITE, UPDATE) with the
-    /// call's media. The SDP version moves only when the SDP does, so a
-    /// refresh that changes nothing gets the same answer.
+    /// call's media; a refresh that changes nothing gets the same answer.
     pub(super) fn answer_in_dialog(
         &mut self,
         call: CallId,
         offer: &SessionDescription,
     ) -> Option<(Negotiated, Bytes)> {
+        self.next_local_sdp(call, |local| crate::sdp::answer(offer, local).ok())
+    }
+
+    /// Our offer in the 2xx to an offerless re-INVITE: the call's media,
+    /// sending and receiving (a PBX retrieving a held call asks this way).
+    pub(super) fn offer_in_dialog(&mut self, call: CallId) -> Option<Bytes> {
+        self.next_local_sdp(call, |local| {
+            Some((
+                (),
+                crate::sdp::offer(local, crate::sdp::Direction::SendRecv),
+            ))
+        })
+        .map(|(_, body)| body)
+    }
+
+    /// Our next SDP in the dialog, rendered by `render` from the call's
+    /// media: its version moves only when the SDP does (RFC 3264 §8).
+    fn next_local_sdp<T>(
+        &mut self,
+        call: CallId,
+        render: impl Fn(&crate::sdp::LocalMedia) -> Option<(T, String)>,
+    ) -> Option<(T, Bytes)> {
         let c = self.calls.get_mut(&call)?;
         let mut local = c.local_media.clone()?;
-        let (mut negotiated, mut body) = crate::sdp::answer(offer, &local).ok()?;
+        let (mut out, mut body) = render(&local)?;
         if c.local_sdp.as_deref() != Some(body.as_bytes()) {
             local.session_version += 1;
-            (negotiated, body) = crate::sdp::answer(offer, &local).ok()?;
+            (out, body) = render(&local)?;
         }
         let body = Bytes::from(body);
         c.local_media = Some(local);
         c.local_sdp = Some(body.clone());
-        Some((negotiated, body))
+        Some((out, body))
     }
 
     /// UPDATE (RFC 3311) in an early or confirmed dialog: with an offer,

@@ -661,3 +661,39 @@ fn a_422_to_our_invite_asks_again_and_the_answer_sets_the_refresher() {
         }
     }));
 }
+
+#[test]
+fn an_offerless_reinvite_gets_a_sendrecv_offer_whose_version_moves_only_on_change() {
+    let mut t = T::new();
+    let (_call, ok) = t.established("ol1", "");
+    let ct = "Content-Type: application/sdp\r\n";
+    // Held by the peer: our answer says recvonly (version 2).
+    t.recv(
+        100,
+        &in_dialog(
+            "INVITE",
+            &ok,
+            "ol1",
+            2,
+            ct,
+            &sdp_offer("0", "a=sendonly\r\n"),
+        ),
+    );
+    let held = t.responses().remove(0);
+    t.recv(110, &ack_for(&held, "ol1", ""));
+    // A PBX retrieving the call asks without an offer: we offer sendrecv,
+    // a change, so version 3.
+    t.recv(200, &in_dialog("INVITE", &ok, "ol1", 3, "", ""));
+    let r = t.responses().remove(0);
+    let offer = std::str::from_utf8(&r.body).unwrap().to_string();
+    assert!(
+        offer.contains("a=sendrecv") && offer.contains("o=crossline 42 3 "),
+        "{offer}"
+    );
+    t.recv(210, &ack_for(&r, "ol1", &sdp_offer("0", "")));
+    t.events();
+    // Asked again: the same offer, the same version.
+    t.recv(300, &in_dialog("INVITE", &ok, "ol1", 4, "", ""));
+    let again = t.responses().remove(0);
+    assert_eq!(std::str::from_utf8(&again.body).unwrap(), offer);
+}
