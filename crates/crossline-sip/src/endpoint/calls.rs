@@ -107,6 +107,7 @@ pub(super) struct Call {
     auth_tried: bool,
     /// Where an inbound call came from (per-source call cap).
     pub(super) source: Option<std::net::IpAddr>,
+    /// What the peer can do: from its INVITE, or its 2xx to ours.
     pub(super) caps: PeerCaps,
     /// UAS: the session timer our 2xx to the INVITE grants.
     pub(super) agreed_timer: Option<Session>,
@@ -811,7 +812,7 @@ impl Endpoint {
             .calls
             .get(&call)
             .and_then(|c| c.refresh.as_ref())
-            .is_some_and(|r| r.answers(request));
+            .is_some_and(|r| r.is(request));
         if refresh {
             return self.refresh_response(now, call, request, resp);
         }

@@ -45,7 +45,7 @@ pub(super) struct InFlight {
 
 impl InFlight {
     /// Whether `request` is this refresh.
-    pub(super) fn answers(&self, request: &Request) -> bool {
+    pub(super) fn is(&self, request: &Request) -> bool {
         let method = if self.update {
             Method::Update
         } else {
