@@ -231,6 +231,9 @@ fn inspect(msg: &SipMessage) {
     let _ = (h.contacts(), h.is_star_contact());
     let _ = (h.routes("Route"), h.routes("Record-Route"));
     let _ = (h.tokens("Require"), h.tokens("Supported"));
+    // Session timers, as the UAS and the UAC read them.
+    let _ = crate::sip::session_timer::negotiate_as_uas(h, &Default::default(), None);
+    let _ = crate::sip::session_timer::from_response(h);
     for name in ["Authorization", "Proxy-Authorization"] {
         for value in h.get_all(name) {
             let _ = DigestResponse::parse(value);

@@ -57,6 +57,50 @@ pub struct Snapshot<'a> {
     pub registrations: &'a [(String, bool)],
 }
 
+/// Session timers, UPDATE, PRACK and early media.
+fn export_dialog_extensions(sip: &Counters) {
+    let by = |metric, label: &'static str, pairs: [(&'static str, u64); 2]| {
+        for (value, n) in pairs {
+            counter!(metric, label => value).absolute(n);
+        }
+    };
+    by(
+        names::SIP_SESSION_REFRESHES,
+        "direction",
+        [
+            ("sent", sip.session_refreshes_sent),
+            ("received", sip.session_refreshes_received),
+        ],
+    );
+    by(
+        names::SIP_SESSION_TIMER_REFUSED,
+        "reason",
+        [
+            ("too_small", sip.session_interval_too_small),
+            ("malformed", sip.session_timer_malformed),
+        ],
+    );
+    by(
+        names::SIP_PRACKS,
+        "direction",
+        [("sent", sip.pracks_sent), ("received", sip.pracks_received)],
+    );
+    by(
+        names::SIP_EARLY_MEDIA,
+        "direction",
+        [
+            ("sent", sip.early_media_sent),
+            ("received", sip.early_media_received),
+        ],
+    );
+    counter!(names::SIP_SESSIONS_EXPIRED).absolute(sip.sessions_expired);
+    counter!(names::SIP_UPDATES_RECEIVED).absolute(sip.updates_received);
+    counter!(names::SIP_GLARE).absolute(sip.glare_refused);
+    counter!(names::SIP_RELIABLE_PROVISIONALS).absolute(sip.reliable_provisionals_sent);
+    counter!(names::SIP_PRACKS_REFUSED).absolute(sip.pracks_unmatched);
+    counter!(names::SIP_PRACK_TIMEOUTS).absolute(sip.prack_timeouts);
+}
+
 pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) {
     counter!(names::SIP_MESSAGES_RECEIVED).absolute(s.sip.messages_in);
     counter!(names::SIP_PARSE_ERRORS).absolute(s.sip.parse_errors);
@@ -76,6 +120,7 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
     counter!(names::TCP_REJECTED_PER_SOURCE)
         .absolute(s.transport.tcp_rejected_per_source.load(Ordering::Relaxed));
     counter!(names::SIP_STRAY_RESPONSES).absolute(s.sip.stray_responses);
+    export_dialog_extensions(s.sip);
     counter!(names::SIP_RETRANSMISSIONS_ABSORBED).absolute(s.sip.retransmissions_absorbed);
     for (code, n) in &s.sip.responses_sent {
         counter!(names::SIP_RESPONSES_SENT, "code" => code.to_string()).absolute(*n);

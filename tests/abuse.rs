@@ -14,43 +14,6 @@ use common::*;
 
 // ---- helpers ----
 
-/// The value of one metric series (`name` or `name{labels}`), 0 if absent.
-fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
-/// Wait until `series` on the gateway's /metrics reaches `min` (metrics are
-/// exported periodically); its last value either way.
-fn wait_metric(gw: &Gateway, series: &str, min: f64, timeout: Duration) -> f64 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let v = metric_value(&gw.http_get("/metrics").1, series);
-        if v >= min || Instant::now() > deadline {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn assert_metric_at_least(gw: &Gateway, series: &str, min: f64) -> f64 {
-    let v = wait_metric(gw, series, min, Duration::from_secs(4));
-    assert!(
-        v >= min,
-        "{series} = {v}, expected at least {min}\n{}",
-        gw.http_get("/metrics").1
-    );
-    v
-}
-
 /// A TCP connection to `dest` from the local address `from` (any
 /// 127.0.0.x), as a blocking std stream.
 fn tcp_from(from: &str, dest: SocketAddr) -> std::io::Result<TcpStream> {

@@ -825,7 +825,7 @@ fn inbound_trunks_are_challenged_with_sha256_and_md5() {
     let cap = start_capture(&format!("udp port {}", gw.sip_port));
     let out = peers::run_script(
         "pjsua2",
-        "pjsua_call.py",
+        "pjsua_auth_call.py",
         &[
             &format!("sip:1000@{}", gw.sip_addr()),
             "pbxuser",

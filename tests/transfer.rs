@@ -88,6 +88,60 @@ type = "hangup"
     (gw, dir)
 }
 
+/// Per RTP packet to the caller (rows of time, seq, ssrc, payload): the
+/// seconds of the day, the level of the 400 Hz hold music and the RMS.
+fn music_and_level(rows: &[Vec<String>]) -> Vec<(f64, f64, f64)> {
+    rows.iter()
+        .map(|r| {
+            let t = r[0].parse::<f64>().unwrap() % 86_400.0;
+            let s = pcmu_hex_to_linear(&r[3]);
+            let rms = (s.iter().map(|x| x * x).sum::<f64>() / s.len().max(1) as f64).sqrt();
+            (t, tone_level(&s, 400.0), rms)
+        })
+        .collect()
+}
+
+/// Seconds of the day of the first log line holding `needle`.
+fn logged_at(gw: &Gateway, needle: &str) -> f64 {
+    let log = gw.log();
+    seconds_of_day(
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{log}")),
+    )
+}
+
+/// A SIPp agent playing `agent_scenario` on a free port, a gateway made
+/// for that port by `make`, and a SIPp caller pressing 1, captured; both
+/// SIPp runs must pass.
+fn caller_to_agent(
+    agent_scenario: &str,
+    make: impl FnOnce(u16) -> (Gateway, tempfile::TempDir),
+) -> (Gateway, tempfile::TempDir, CallCapture) {
+    let agent_port = free_port();
+    let agent_scenario = scenario(agent_scenario);
+    let agent = std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &agent_scenario, "-m", "1"],
+            Duration::from_secs(60),
+            agent_port,
+            free_port(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let (gw, dir) = make(agent_port);
+    let caller = press_one(&gw);
+    let capture = capture_call(
+        &gw,
+        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
+        &["frame.time_epoch", "rtp.seq", "rtp.ssrc", "rtp.payload"],
+    );
+    assert!(capture.run.ok(), "caller: {}", capture.run.describe());
+    let agent = agent.join().unwrap();
+    assert!(agent.ok(), "agent: {}", agent.describe());
+    (gw, dir, capture)
+}
+
 fn press_one(gw: &Gateway) -> String {
     let text = std::fs::read_to_string(scenario("uac_dtmf.xml")).unwrap();
     let file = gw.dir.path().join("press1.xml");
@@ -100,26 +154,7 @@ fn press_one(gw: &Gateway) -> String {
 /// hangs up → the flow's next node says goodbye and hangs up.
 #[test]
 fn transfer_rings_with_hold_music_then_bridges_the_agent() {
-    let agent_port = free_port();
-    let agent = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_agent.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            agent_port,
-            free_port(),
-        )
-    });
-    std::thread::sleep(Duration::from_millis(400));
-    let (gw, _dir) = gateway(agent_port, 10.0);
-    let caller = press_one(&gw);
-    let capture = capture_call(
-        &gw,
-        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
-        &["frame.time_epoch", "rtp.seq", "rtp.ssrc", "rtp.payload"],
-    );
-    assert!(capture.run.ok(), "caller: {}", capture.run.describe());
-    let agent = agent.join().unwrap();
-    assert!(agent.ok(), "agent: {}", agent.describe());
+    let (gw, _dir, capture) = caller_to_agent("uas_agent.xml", |port| gateway(port, 10.0));
     let log = gw.log();
     for n in [
         "node=menu",
@@ -131,29 +166,11 @@ fn transfer_rings_with_hold_music_then_bridges_the_agent() {
         assert!(log.contains(n), "{n} missing:\n{log}");
     }
     // Wall-clock seconds of the bridge, to split the caller's audio.
-    let bridged_line = log
-        .lines()
-        .find(|l| l.contains("transfer: bridged"))
-        .unwrap();
-    let ringing_line = log
-        .lines()
-        .find(|l| l.contains("transfer: ringing agent"))
-        .unwrap();
-    let (t_ring, t_bridge) = (seconds_of_day(ringing_line), seconds_of_day(bridged_line));
-    let day = |epoch: f64| epoch % 86_400.0;
-    let frames: Vec<(f64, f64, f64)> = capture
-        .rows
-        .iter()
-        .map(|r| {
-            let t = day(r[0].parse::<f64>().unwrap());
-            let hex: String = r[3].chars().filter(|c| c.is_ascii_hexdigit()).collect();
-            let s: Vec<f64> = (0..hex.len() / 2)
-                .map(|i| ulaw_to_linear(u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()))
-                .collect();
-            let rms = (s.iter().map(|x| x * x).sum::<f64>() / s.len().max(1) as f64).sqrt();
-            (t, tone_level(&s, 400.0), rms)
-        })
-        .collect();
+    let (t_ring, t_bridge) = (
+        logged_at(&gw, "transfer: ringing agent"),
+        logged_at(&gw, "transfer: bridged"),
+    );
+    let frames = music_and_level(&capture.rows);
     assert!(
         capture.rows.iter().all(|r| r[2] == capture.rows[0][2]),
         "one SSRC to the caller throughout"
@@ -189,58 +206,81 @@ fn transfer_rings_with_hold_music_then_bridges_the_agent() {
     );
 }
 
+/// Early media from a carrier during a transfer: the agent's reliable 180
+/// and 183 are PRACKed (SIPp checks each RAck, and that our INVITE offers
+/// 100rel and a session timer); while it rings the caller hears the hold
+/// music, from its 183 the agent's own audio (its announcement) through
+/// the bridge, and after its 200 OK still the agent.
+#[test]
+fn transfer_relays_the_agents_early_media_and_pracks_it() {
+    let (gw, _dir, capture) = caller_to_agent("uas_agent_early.xml", |port| gateway(port, 15.0));
+    let ringing = logged_at(&gw, "transfer: ringing agent");
+    let early = logged_at(&gw, "transfer: early media from the agent");
+    let bridged = logged_at(&gw, "transfer: bridged");
+    assert!(ringing < early && early < bridged);
+    let frames = music_and_level(&capture.rows);
+    let between = |from: f64, to: f64| -> Vec<&(f64, f64, f64)> {
+        frames.iter().filter(|f| f.0 > from && f.0 < to).collect()
+    };
+    let music = |fs: &[&(f64, f64, f64)]| fs.iter().filter(|f| f.1 > 5000.0).count();
+    let agent_audio =
+        |fs: &[&(f64, f64, f64)]| fs.iter().filter(|f| f.1 < 1000.0 && f.2 > 100.0).count();
+    let ring = between(ringing + 0.3, early - 0.2);
+    assert!(ring.len() > 40, "{} frames while ringing", ring.len());
+    assert!(
+        music(&ring) * 10 >= ring.len() * 9,
+        "hold music before the 183: {}/{}",
+        music(&ring),
+        ring.len()
+    );
+    let announcement = between(early + 0.4, bridged - 0.2);
+    assert!(
+        announcement.len() > 50,
+        "{} early frames",
+        announcement.len()
+    );
+    assert!(
+        agent_audio(&announcement) * 2 >= announcement.len(),
+        "the agent's early media, not music, before its answer: {}/{}",
+        agent_audio(&announcement),
+        announcement.len()
+    );
+    assert_eq!(music(&announcement), 0, "no hold music under early media");
+    assert!(
+        capture.rows.iter().all(|r| r[2] == capture.rows[0][2]),
+        "one SSRC to the caller throughout"
+    );
+    assert_metric_at_least(&gw, "crossline_sip_pracks_total{direction=\"sent\"}", 2.0);
+    assert_metric_at_least(
+        &gw,
+        "crossline_sip_early_media_total{direction=\"received\"}",
+        1.0,
+    );
+}
+
 /// "Load the hold music": a transfer plays its own music (600 Hz, not the
 /// configured 400 Hz) while the agent rings, with its own message spoken
 /// over it on repeat (the music ducks under each one).
 #[test]
 fn transfer_plays_its_own_music_with_its_own_message_on_repeat() {
     require("espeak-ng", "espeak-ng");
-    let agent_port = free_port();
-    let agent = std::thread::spawn(move || {
-        sipp_on(
-            &["-sf", &scenario("uas_ring_cancel.xml"), "-m", "1"],
-            Duration::from_secs(60),
-            agent_port,
-            free_port(),
+    let (gw, _dir, capture) = caller_to_agent("uas_ring_cancel.xml", |port| {
+        gateway_with(
+            &[port],
+            "sequential",
+            8.0,
+            "hold_music = [\"MUSIC\"]\nhold_message = \"Please hold.\"\nrepeat_interval_secs = 3",
         )
     });
-    std::thread::sleep(Duration::from_millis(400));
-    let (gw, _dir) = gateway_with(
-        &[agent_port],
-        "sequential",
-        8.0,
-        "hold_music = [\"MUSIC\"]\nhold_message = \"Please hold.\"\nrepeat_interval_secs = 3",
-    );
-    let caller = press_one(&gw);
-    let capture = capture_call(
-        &gw,
-        &["-sf", &caller, &gw.sip_addr(), "-m", "1", "-d", "2500"],
-        &["frame.time_epoch", "rtp.seq", "rtp.ssrc", "rtp.payload"],
-    );
-    assert!(capture.run.ok(), "caller: {}", capture.run.describe());
-    let agent = agent.join().unwrap();
-    assert!(agent.ok(), "agent: {}", agent.describe());
-    let log = gw.log();
-    let ringing = seconds_of_day(
-        log.lines()
-            .find(|l| l.contains("transfer: ringing agent"))
-            .unwrap_or_else(|| panic!("no transfer:\n{log}")),
-    );
-    let given_up = seconds_of_day(
-        log.lines()
-            .find(|l| l.contains("transfer: no answer in time"))
-            .unwrap_or_else(|| panic!("no ring timeout:\n{log}")),
-    );
+    let ringing = logged_at(&gw, "transfer: ringing agent");
+    let given_up = logged_at(&gw, "transfer: no answer in time");
     // (time, own music level, default music level) per 20 ms frame.
     let frames: Vec<(f64, f64, f64)> = capture
         .rows
         .iter()
         .map(|r| {
             let t = r[0].parse::<f64>().unwrap() % 86_400.0;
-            let hex: String = r[3].chars().filter(|c| c.is_ascii_hexdigit()).collect();
-            let s: Vec<f64> = (0..hex.len() / 2)
-                .map(|i| ulaw_to_linear(u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()))
-                .collect();
+            let s = pcmu_hex_to_linear(&r[3]);
             (t, tone_level(&s, 600.0), tone_level(&s, 400.0))
         })
         .filter(|f| f.0 > ringing + 0.2 && f.0 < given_up - 0.2)

@@ -91,6 +91,23 @@ Content-Type: application/sdp
 """, OFFER)
 write("sip_message", "invite-auth.sip", INVITE_AUTH)
 
+# Session timers (compact Session-Expires) and reliable provisionals: the
+# drive answers with a reliable 180 and a 200 granting the timer.
+write("sip_message", "invite-timer-100rel.sip", sip("""INVITE sip:1000@127.0.0.1:5060 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-seed-6;rport
+Max-Forwards: 70
+From: <sip:alice@127.0.0.1:5070>;tag=a6
+To: <sip:1000@127.0.0.1:5060>
+Call-ID: seed-timer@127.0.0.1
+CSeq: 1 INVITE
+Contact: <sip:alice@127.0.0.1:5070>
+Require: 100rel, timer
+x: 90;refresher=uas
+Min-SE: 90
+Allow: INVITE, ACK, BYE, CANCEL, UPDATE, PRACK
+Content-Type: application/sdp
+""", OFFER))
+
 write("sip_message", "407.sip", sip("""SIP/2.0 407 Proxy Authentication Required
 Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-seed-2;received=192.0.2.1;rport=5060
 From: <sip:crossline@127.0.0.1>;tag=c1

@@ -41,7 +41,7 @@ use crate::sip::endpoint::{
 use crate::store::CallRecord;
 
 use model::{Call, Media, Program, Refer, Role};
-pub use routing::{HoldPrograms, Router};
+pub use routing::{EarlyAudio, HoldPrograms, Router};
 
 /// Hands out RTP ports. The reservation keeps the port until it is dropped
 /// or handed to a stream with [`MediaCommand::Start`].
@@ -489,7 +489,8 @@ impl<P: PortSource, F> CallControl<P, F> {
                 | Event::Dtmf { call, .. }
                 | Event::Progress { call, .. }
                 | Event::ReferAnswered { call, .. }
-                | Event::ReferProgress { call, .. } => self.enter(*call),
+                | Event::ReferProgress { call, .. }
+                | Event::EarlyMedia { call, .. } => self.enter(*call),
                 Event::IncomingCall(_) | Event::Registration { .. } => {
                     tracing::Span::none().entered()
                 }
@@ -505,6 +506,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                     tracing::debug!("DTMF (INFO)");
                 }
                 Event::Progress { call, status } => self.callback_progress(call, status),
+                Event::EarlyMedia { call, media } => self.early_media_from(call, media),
                 Event::ReferAnswered { call, status } => {
                     self.refer_status(now, call, status, false)
                 }
@@ -528,7 +530,14 @@ impl<P: PortSource, F> CallControl<P, F> {
         let route = self
             .router
             .route(&inc.did, &caller.number, inc.trunk.as_deref())
-            .map(|r| (r.config.flow.clone(), r.config.ring_ms, r.hold.clone()));
+            .map(|r| {
+                (
+                    r.config.flow.clone(),
+                    r.config.ring_ms,
+                    r.hold.clone(),
+                    r.early_media.cloned(),
+                )
+            });
         let record = CallRecord::starting(
             inc.call_id.clone(),
             "inbound",
@@ -545,8 +554,8 @@ impl<P: PortSource, F> CallControl<P, F> {
         call.web_call = inc.web_call.clone();
         let program = route
             .as_ref()
-            .and_then(|(flow, _, hold)| Program::from_name(flow, &self.config.flow_set, hold));
-        let ring_ms = route.map_or(0, |r| r.1);
+            .and_then(|(flow, _, hold, _)| Program::from_name(flow, &self.config.flow_set, hold));
+        let (ring_ms, early_media) = route.map_or((0, None), |r| (r.1, r.3));
         call.program = program;
         let routed = call.program.is_some();
         self.calls.insert(inc.call, Box::new(call));
@@ -555,7 +564,12 @@ impl<P: PortSource, F> CallControl<P, F> {
             return;
         }
         if ring_ms > 0 {
-            let _ = self.endpoint.ring(now, inc.call);
+            match early_media.filter(|_| inc.has_offer) {
+                Some(audio) => self.play_early_media(now, inc.call, audio),
+                None => {
+                    let _ = self.endpoint.ring(now, inc.call);
+                }
+            }
             let at = now
                 .checked_add(Duration::from_millis(ring_ms))
                 .unwrap_or(now);
@@ -620,9 +634,62 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
     }
 
+    /// Early media while the call rings: a 183 answers the caller's offer
+    /// and the stream plays `audio` until the answer. Ringing (180) when
+    /// that can't be done.
+    fn play_early_media(&mut self, now: Instant, id: CallId, audio: EarlyAudio) {
+        let (port, reservation) = match self.ports.reserve() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%e, "no RTP port for early media: ringing instead");
+                let _ = self.endpoint.ring(now, id);
+                return;
+            }
+        };
+        let local = self.local_media(port);
+        let media = match self.endpoint.early_media(now, id, local) {
+            Ok(media) => media,
+            Err(e) => {
+                tracing::info!(call = %id, %e, "no early media: ringing instead");
+                let _ = self.endpoint.ring(now, id);
+                return;
+            }
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.media = Media::Streaming;
+        call.rfc4733 = media.telephone_event_pt.is_some();
+        tracing::info!(call = %id, "early media: 183 Session Progress");
+        self.media_out.push_back(MediaCommand::Start {
+            call: id,
+            reservation,
+            media,
+            source: Source::Clip {
+                samples: audio.samples,
+                looped: audio.looped,
+            },
+            near: None,
+        });
+    }
+
     /// Answer with our SDP; the stream starts now (offer in the INVITE) or
-    /// at the ACK (late offer).
+    /// at the ACK (late offer). After early media, the stream runs
+    /// already: the 200 repeats the 183's SDP and the program takes over.
     fn answer(&mut self, now: Instant, id: CallId) {
+        if self.calls.get(&id).is_some_and(|c| c.streaming()) {
+            if let Err(e) = self.endpoint.answer_early(now, id) {
+                tracing::info!(call = %id, %e, "not answered");
+                return;
+            }
+            let source = self.program_source(id);
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.record.answered_at = Some(SystemTime::now());
+            }
+            self.play(id, source, 0);
+            self.start_flow(id);
+            return;
+        }
         let (port, reservation) = match self.ports.reserve() {
             Ok(r) => r,
             Err(e) => {
@@ -676,16 +743,9 @@ impl<P: PortSource, F> CallControl<P, F> {
         media: &Negotiated,
     ) {
         let _ = now;
+        let source = self.program_source(id);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
-        };
-        let source = match &call.program {
-            Some(Program::Demo(_)) => Source::Clip {
-                samples: self.demo_clip.clone(),
-                looped: false,
-            },
-            Some(Program::Hold(h)) => Source::Hold(h.clone()),
-            _ => Source::Silence,
         };
         if let (Source::Hold(h), Some(web)) = (&source, &call.web_call) {
             // Only `[media]`'s program has one Opus encode for every web call.
@@ -698,10 +758,6 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
         call.media = Media::Streaming;
         call.rfc4733 = media.telephone_event_pt.is_some();
-        let flow = match &call.program {
-            Some(Program::File(f)) => Some(f.clone()),
-            _ => None,
-        };
         self.media_out.push_back(MediaCommand::Start {
             call: id,
             reservation,
@@ -709,21 +765,40 @@ impl<P: PortSource, F> CallControl<P, F> {
             source,
             near: None,
         });
-        if let Some(flow) = flow {
-            let vars = self.flow_vars(id, &flow);
-            let mut span = tracing::Span::none();
-            if let Some(call) = self.calls.get_mut(&id) {
-                call.has_flow = true;
-                span = call.span.clone();
-            }
-            self.flow_starts.push_back(FlowStart {
-                call: id,
-                flow,
-                vars,
-                span,
-            });
-        }
+        self.start_flow(id);
         self.media_changed(id, media);
+    }
+
+    /// What the call's program plays first.
+    fn program_source(&self, id: CallId) -> Source {
+        match self.calls.get(&id).and_then(|c| c.program.as_ref()) {
+            Some(Program::Demo(_)) => Source::Clip {
+                samples: self.demo_clip.clone(),
+                looped: false,
+            },
+            Some(Program::Hold(h)) => Source::Hold(h.clone()),
+            _ => Source::Silence,
+        }
+    }
+
+    /// Start the call's flow, if its program is one.
+    fn start_flow(&mut self, id: CallId) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(Program::File(flow)) = &call.program else {
+            return;
+        };
+        let flow = flow.clone();
+        call.has_flow = true;
+        let span = call.span.clone();
+        let vars = self.flow_vars(id, &flow);
+        self.flow_starts.push_back(FlowStart {
+            call: id,
+            flow,
+            vars,
+            span,
+        });
     }
 
     fn media_changed(&mut self, id: CallId, media: &Negotiated) {
@@ -992,5 +1067,6 @@ fn outcome(cause: &EndCause) -> (&'static str, Option<u16>) {
         EndCause::Timeout => ("timeout", Some(408)),
         EndCause::AckTimeout => ("ack_timeout", None),
         EndCause::Shutdown => ("shutdown", None),
+        EndCause::SessionExpired => ("session_expired", None),
     }
 }

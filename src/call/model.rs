@@ -79,6 +79,10 @@ pub(crate) struct Transfer {
     pub(crate) trunk: Option<crate::config::TrunkConfig>,
     pub(crate) ringing: Vec<CallId>,
     pub(crate) bridged: Option<CallId>,
+    /// A ringing agent whose early media (183) the caller hears.
+    pub(crate) early: Option<CallId>,
+    /// What the caller hears while agents ring without early media.
+    pub(crate) hold: Arc<HoldProgram>,
     pub(crate) last_status: u16,
 }
 

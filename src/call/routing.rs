@@ -6,19 +6,30 @@ use crate::config::{glob_match, RouteConfig};
 use crate::media::player::HoldProgram;
 
 /// The hold programs call control plays: `[media]`'s, and each route's
-/// own (index by route; `None` where a route has none).
+/// own (index by route; `None` where a route has none); and each route's
+/// early media, the same way.
 #[derive(Debug, Clone)]
 pub struct HoldPrograms {
     pub default: Arc<HoldProgram>,
     pub routes: Vec<Option<Arc<HoldProgram>>>,
+    pub early_media: Vec<Option<EarlyAudio>>,
+}
+
+/// What a route plays as early media while the call rings.
+#[derive(Debug, Clone)]
+pub struct EarlyAudio {
+    pub samples: Arc<[i16]>,
+    /// Ringback loops; an announcement plays once.
+    pub looped: bool,
 }
 
 impl HoldPrograms {
-    /// `[media]`'s program for every route.
+    /// `[media]`'s program for every route; no early media.
     pub fn only(default: Arc<HoldProgram>) -> HoldPrograms {
         HoldPrograms {
             default,
             routes: Vec::new(),
+            early_media: Vec::new(),
         }
     }
 }
@@ -29,10 +40,12 @@ pub struct Router {
     holds: HoldPrograms,
 }
 
-/// A matched route and the hold program its built-in flows play.
+/// A matched route, the hold program its built-in flows play and its
+/// early media.
 pub struct Routed<'a> {
     pub config: &'a RouteConfig,
     pub hold: &'a Arc<HoldProgram>,
+    pub early_media: Option<&'a EarlyAudio>,
 }
 
 impl Router {
@@ -51,7 +64,12 @@ impl Router {
             Some(Some(own)) => own,
             _ => &self.holds.default,
         };
-        Some(Routed { config, hold })
+        let early_media = self.holds.early_media.get(i).and_then(Option::as_ref);
+        Some(Routed {
+            config,
+            hold,
+            early_media,
+        })
     }
 
     /// `[media]`'s hold program.

@@ -173,6 +173,19 @@ struct Seen {
     signals: Vec<(CallId, CallSignal)>,
     shared_hold: Vec<(String, bool)>,
     dtmf: Vec<(CallId, char)>,
+    /// Each stream's first source, as it started.
+    started: Vec<(CallId, &'static str)>,
+    /// Sending switched on or off, per call.
+    sending: Vec<(CallId, bool)>,
+}
+
+fn source_name(source: &Source) -> &'static str {
+    match source {
+        Source::Hold(_) => "hold",
+        Source::Silence => "silence",
+        Source::Clip { looped: true, .. } => "looped clip",
+        _ => "clip",
+    }
 }
 
 struct Pair {
@@ -323,6 +336,7 @@ impl Pair {
                     source,
                     ..
                 } => {
+                    self.seen.started.push((call, source_name(&source)));
                     if let Source::Hold(h) = source {
                         self.seen.holds.push((call, h));
                     }
@@ -340,17 +354,15 @@ impl Pair {
                 MediaCommand::Bridge(a, b) => self.seen.bridges.push((a, b)),
                 MediaCommand::Unbridge(a) => self.seen.unbridges.push(a),
                 MediaCommand::Play { call, source, .. } => {
-                    let what = match source {
-                        Source::Hold(h) => {
-                            self.seen.holds.push((call, h));
-                            "hold"
-                        }
-                        Source::Silence => "silence",
-                        _ => "clip",
-                    };
+                    let what = source_name(&source);
+                    if let Source::Hold(h) = source {
+                        self.seen.holds.push((call, h));
+                    }
                     self.seen.plays.push((call, what));
                 }
-                MediaCommand::Sending { .. } => {}
+                MediaCommand::Sending { call, sending, .. } => {
+                    self.seen.sending.push((call, sending))
+                }
                 MediaCommand::SendDtmf { call, digit, .. } => self.seen.dtmf.push((call, digit)),
             }
         }
@@ -944,6 +956,7 @@ fn a_route_plays_its_own_hold_program() {
         HoldPrograms {
             default: default.clone(),
             routes: vec![Some(own_1.clone()), Some(own_2.clone()), None],
+            early_media: Vec::new(),
         },
     );
     let mut legs = Vec::new();
@@ -1079,4 +1092,142 @@ fn send_digits_on_answer_go_to_the_bridged_agent() {
 fn a_call_stays_small() {
     let size = std::mem::size_of::<model::Call<Port, Flow>>();
     assert!(size <= 480, "a Call is {size} bytes");
+}
+
+impl Pair {
+    /// A caller on the "200" flow transfers to `targets`; the first agent
+    /// rings and plays early media. The caller's leg, crossline's call and
+    /// the first agent's call.
+    fn early_media_from_first_agent(&mut self, targets: &[&str]) -> (CallId, CallId, CallId) {
+        self.agents[0].answers = false;
+        let leg = self.dial("200");
+        let call = self.inbound();
+        self.transfer(call, targets, false);
+        let agent_call = self.agents[0].incoming()[0];
+        self.agents[0]
+            .ep
+            .early_media(self.now, agent_call, local_media(40_000))
+            .unwrap();
+        self.drive();
+        (leg, call, agent_call)
+    }
+
+    /// The agent leg crossline placed.
+    fn agent_leg(&self) -> CallId {
+        self.cc
+            .calls
+            .iter()
+            .find(|(_, c)| matches!(c.role, Role::Agent { .. }))
+            .map(|(id, _)| *id)
+            .expect("an agent leg")
+    }
+}
+
+/// A route's early media: a 183 with SDP (reliable: the caller supports
+/// 100rel and PRACKs it) starts the stream on the looped ringback while the
+/// call rings; at `ring_ms` the 200 answers and the program takes over the
+/// same stream.
+#[test]
+fn early_media_plays_while_ringing_then_the_program_takes_over() {
+    let mut config = config();
+    config.routes = vec![RouteConfig {
+        early_media: Some("ringback".into()),
+        ..route("400", "hold", 2_000)
+    }];
+    let mut p = Pair::with(config.clone(), 10);
+    let hold = p.cc.hold().clone();
+    let ringback = EarlyAudio {
+        samples: Arc::from(vec![1i16; 160]),
+        looped: true,
+    };
+    p.cc.reload(
+        &config,
+        HoldPrograms {
+            early_media: vec![Some(ringback)],
+            ..HoldPrograms::only(hold)
+        },
+    );
+    let leg = p.dial("400");
+    let call = p.inbound();
+    assert_eq!(
+        p.seen.started,
+        vec![(call, "looped clip")],
+        "RTP before the answer"
+    );
+    assert!(p
+        .caller
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::EarlyMedia { .. })));
+    assert_eq!(p.caller.established(), 0);
+    assert_eq!(
+        p.cc.endpoint().counters.pracks_received,
+        1,
+        "the 183 was PRACKed"
+    );
+    p.advance(2_000);
+    assert_eq!(p.caller.established(), 1, "answered at ring_ms");
+    assert_eq!(
+        p.seen.plays,
+        vec![(call, "hold")],
+        "the program on the same stream"
+    );
+    assert_eq!(p.seen.started.len(), 1, "no second stream");
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+    assert!(p.seen.records[0].answered_at.is_some());
+}
+
+/// An agent's early media reaches the caller through the bridge while it
+/// rings (the agent hears nothing yet); its answer opens the other way.
+#[test]
+fn an_agents_early_media_reaches_the_caller_before_it_answers() {
+    let mut p = Pair::new();
+    let (leg, call, agent_call) = p.early_media_from_first_agent(&[AGENT]);
+    let agent = p.agent_leg();
+    assert_eq!(p.seen.bridges, vec![(call, agent)], "bridged early");
+    assert!(
+        p.seen.sending.contains(&(agent, false)),
+        "the agent hears nothing yet"
+    );
+    assert!(p.signals(call).is_empty(), "not answered yet");
+    p.advance(1_000);
+    p.agents[0].ep.answer_early(p.now, agent_call).unwrap();
+    p.drive();
+    assert_eq!(p.seen.bridges.len(), 1, "the same bridge");
+    assert_eq!(p.seen.sending.last(), Some(&(agent, true)));
+    assert!(matches!(
+        p.signals(call)[..],
+        [CallSignal::Transfer(TransferEvent::Bridged { .. })]
+    ));
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(2);
+}
+
+/// An agent that plays early media, then declines: the caller is back on
+/// hold music and the next agent rings.
+#[test]
+fn early_media_ends_with_its_agent_and_the_hold_music_comes_back() {
+    let mut p = Pair::new();
+    let (leg, call, agent_call) = p.early_media_from_first_agent(&[AGENT, AGENT2]);
+    assert_eq!(p.seen.bridges.len(), 1);
+    p.advance(500);
+    p.agents[0].ep.reject(p.now, agent_call, 486).unwrap();
+    p.drive();
+    assert_eq!(p.seen.unbridges, vec![call]);
+    assert_eq!(
+        p.seen
+            .plays
+            .iter()
+            .filter(|x| **x == (call, "hold"))
+            .count(),
+        2
+    );
+    // The second agent answers at once: bridged.
+    assert_eq!(p.seen.bridges.len(), 2);
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(3);
 }

@@ -71,7 +71,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             (None, true) => self.router.default_hold().clone(),
             (message, _) => self.hold_with(message, req.repeat_interval, req.hold_music),
         };
-        self.play(caller, Source::Hold(hold), 0);
+        self.play(caller, Source::Hold(hold.clone()), 0);
         if let Some(call) = self.calls.get_mut(&caller) {
             call.transfer = Some(Box::new(Transfer {
                 pending: req.targets.into(),
@@ -80,6 +80,8 @@ impl<P: PortSource, F> CallControl<P, F> {
                 trunk,
                 ringing: Vec::new(),
                 bridged: None,
+                early: None,
+                hold,
                 last_status: 480,
             }));
         }
@@ -161,6 +163,48 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
     }
 
+    /// An agent's early media (a 183 with SDP): the caller hears it
+    /// through the bridge instead of the hold music, until the agent
+    /// answers or gives up. The agent hears nothing before it answers.
+    /// One agent's at a time; other outbound calls ignore it.
+    pub(crate) fn early_media_from(&mut self, agent: CallId, media: Negotiated) {
+        let Some(leg) = self.calls.get(&agent) else {
+            return;
+        };
+        let Role::Agent { caller, .. } = leg.role else {
+            return;
+        };
+        if leg.streaming() {
+            // A new early answer from the same agent: follow it.
+            return self.media_out.push_back(MediaCommand::Sending {
+                call: agent,
+                sending: false,
+                remote: Some(media.remote_rtp),
+            });
+        }
+        let Some(t) = self.transfer_mut(caller) else {
+            return;
+        };
+        if t.bridged.is_some() || t.early.is_some() {
+            return;
+        }
+        t.early = Some(agent);
+        let Some(reservation) = self
+            .calls
+            .get_mut(&agent)
+            .and_then(|l| l.take_reservation())
+        else {
+            return;
+        };
+        self.bridge_agent(caller, agent, reservation, media);
+        self.media_out.push_back(MediaCommand::Sending {
+            call: agent,
+            sending: false,
+            remote: None,
+        });
+        tracing::info!(%caller, %agent, "transfer: early media from the agent");
+    }
+
     /// An agent answered: bridge the first, hang up the rest.
     pub(crate) fn agent_answered(
         &mut self,
@@ -190,15 +234,39 @@ impl<P: PortSource, F> CallControl<P, F> {
             return;
         }
         t.bridged = Some(agent);
+        let early = t.early.take() == Some(agent);
         let others: Vec<CallId> = t.ringing.drain(..).filter(|c| *c != agent).collect();
         t.pending.clear();
         for other in others {
             let _ = self.endpoint.hangup(now, other);
         }
-        let (Some(reservation), Some(media)) = (reservation, media) else {
-            let _ = self.endpoint.hangup(now, agent);
-            return;
-        };
+        match (early, reservation, media) {
+            // Bridged since its early media: now the agent hears the caller.
+            (true, _, Some(media)) => self.media_changed(agent, &media),
+            (false, Some(reservation), Some(media)) => {
+                self.bridge_agent(caller, agent, reservation, media)
+            }
+            _ => {
+                let _ = self.endpoint.hangup(now, agent);
+                return;
+            }
+        }
+        tracing::info!(%caller, %agent, "transfer: bridged");
+        self.signal(
+            caller,
+            CallSignal::Transfer(TransferEvent::Bridged { target }),
+        );
+    }
+
+    /// Start the agent's stream beside the caller's and bridge the two:
+    /// the caller hears the agent now, not the shared music.
+    fn bridge_agent(
+        &mut self,
+        caller: CallId,
+        agent: CallId,
+        reservation: P::Reservation,
+        media: Negotiated,
+    ) {
         if let Some(leg) = self.calls.get_mut(&agent) {
             leg.media = Media::Streaming;
             leg.rfc4733 = media.telephone_event_pt.is_some();
@@ -212,13 +280,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         });
         self.media_out
             .push_back(MediaCommand::Bridge(caller, agent));
-        // The caller hears the agent now, not the shared music.
         self.leave_shared_hold(caller);
-        tracing::info!(%caller, %agent, "transfer: bridged");
-        self.signal(
-            caller,
-            CallSignal::Transfer(TransferEvent::Bridged { target }),
-        );
     }
 
     /// An agent leg ended: try the next target, report failure, or (when
@@ -245,6 +307,16 @@ impl<P: PortSource, F> CallControl<P, F> {
             return;
         }
         t.ringing.retain(|c| *c != agent);
+        if t.early == Some(agent) {
+            // Its early media stops: back to the hold music.
+            t.early = None;
+            let hold = t.hold.clone();
+            self.media_out.push_back(MediaCommand::Unbridge(caller));
+            self.play(caller, Source::Hold(hold), 0);
+        }
+        let Some(t) = self.transfer_mut(caller) else {
+            return;
+        };
         t.last_status = match cause {
             _ if leg.timed_out => 408,
             EndCause::Rejected { status, .. } => *status,

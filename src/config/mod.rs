@@ -325,6 +325,17 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "max_tcp_connections and max_tcp_connections_per_source must be at least 1".into(),
         );
     }
+    if !(1..=86_400).contains(&sip.min_se_secs) {
+        err(&["sip", "min_se_secs"], "must be 1..=86400".into());
+    }
+    if sip.session_expires_secs != 0
+        && !(sip.min_se_secs..=86_400).contains(&sip.session_expires_secs)
+    {
+        err(
+            &["sip", "session_expires_secs"],
+            "must be 0 (ask for no timer) or between min_se_secs and 86400".into(),
+        );
+    }
     if sip.tcp_idle_secs > 86_400 || sip.auth_ban_secs > 86_400 {
         err(
             &["sip", "tcp_idle_secs"],
@@ -396,6 +407,15 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
         if v > 86_400 {
             err(&["sip", key], "must be at most 86400".into());
         }
+    }
+    if crate::media::tones::Ringback::from_name(&media.ringback_tone).is_none() {
+        err(
+            &["media", "ringback_tone"],
+            format!(
+                "unknown ringback {:?}: use \"us\", \"eu\" or \"uk\"",
+                media.ringback_tone
+            ),
+        );
     }
     if media.codecs.is_empty() {
         err(&["media", "codecs"], "list at least one codec".into());
@@ -810,6 +830,19 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
                 "must be 1..=86400".into(),
             );
         }
+        if let Some(early) = &route.early_media {
+            if route.ring_ms == 0 {
+                err(
+                    &["routes", &idx, "early_media"],
+                    "plays while the call rings: set ring_ms too".into(),
+                );
+            } else if early != "ringback" && !config.prompts.iter().any(|p| &p.name == early) {
+                err(
+                    &["routes", &idx, "early_media"],
+                    format!("{early:?} is neither \"ringback\" nor a [[prompts]] name"),
+                );
+            }
+        }
         if let Some(trunk) = &route.trunk {
             if !config.trunks.iter().any(|t| &t.name == trunk) {
                 err(
@@ -899,6 +932,57 @@ mod tests {
             errs[1]
         );
         assert!(errs[2].starts_with("t.toml:4:9: sip.t2_ms:"), "{}", errs[2]);
+    }
+
+    #[test]
+    fn session_timers_ringback_and_early_media_are_checked() {
+        let c = Config::parse("", Path::new("t.toml")).unwrap();
+        assert_eq!((c.sip.session_expires_secs, c.sip.min_se_secs), (1800, 90));
+        assert_eq!(c.media.ringback_tone, "us");
+        // The test override: a short Min-SE is allowed (with a warning at start).
+        assert!(errors("[sip]\nmin_se_secs = 10\nsession_expires_secs = 10\n").is_empty());
+        assert!(errors("[sip]\nsession_expires_secs = 0\n").is_empty());
+        let errs = errors(
+            "[sip]\nmin_se_secs = 100000\nsession_expires_secs = 30\n\n[media]\nringback_tone = \"mars\"\n",
+        );
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs[0].contains("sip.min_se_secs: must be 1..=86400"),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[1].contains("sip.session_expires_secs"), "{}", errs[1]);
+        assert!(
+            errs[2].contains("media.ringback_tone: unknown ringback \"mars\""),
+            "{}",
+            errs[2]
+        );
+        let route = |ring_ms: u64, early: &str| {
+            format!(
+                "[[routes]]\nflow = \"hold\"\nring_ms = {ring_ms}\nearly_media = \"{early}\"\n\n"
+            )
+        };
+        let text = format!(
+            "[[prompts]]\nname = \"welcome\"\ntext = \"Hello\"\n\n{}{}{}{}",
+            route(2000, "ringback"),
+            route(2000, "welcome"),
+            route(2000, "goodbye"),
+            route(0, "ringback")
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(
+            errs[0].contains(
+                "routes[2].early_media: \"goodbye\" is neither \"ringback\" nor a [[prompts]] name"
+            ),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].contains("routes[3].early_media: plays while the call rings: set ring_ms too"),
+            "{}",
+            errs[1]
+        );
     }
 
     #[test]

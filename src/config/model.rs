@@ -73,6 +73,14 @@ pub struct SipConfig {
     pub shutdown_grace_secs: u64,
     /// Retry-After sent with 503 while draining.
     pub drain_retry_after_secs: u32,
+    /// Session timers (RFC 4028): the interval we ask for on calls we
+    /// place and the most we grant; 0: we ask for none, but still honour
+    /// a peer that does.
+    pub session_expires_secs: u32,
+    /// The shortest session interval we accept; a shorter request gets
+    /// 422 with this as Min-SE. RFC 4028 says at least 90; tests set less
+    /// to see refreshes in seconds.
+    pub min_se_secs: u32,
     /// Lifetime of server digest nonces.
     pub nonce_ttl_secs: u64,
     /// Requests per second from one source address that match no dialog
@@ -130,6 +138,8 @@ impl Default for SipConfig {
             t4_ms: 5_000,
             shutdown_grace_secs: 30,
             drain_retry_after_secs: 60,
+            session_expires_secs: 1800,
+            min_se_secs: 90,
             nonce_ttl_secs: 300,
             rate_limit_per_source: 20.0,
             rate_limit_burst: 50.0,
@@ -473,6 +483,10 @@ pub struct MediaConfig {
     pub hold_repeat_secs: u64,
     /// Music gain under the hold message, in dB (0 or negative).
     pub hold_duck_db: f32,
+    /// The ringback a route's `early_media = "ringback"` plays: "us"
+    /// (440+480 Hz, 2 s on, 4 s off), "eu" (425 Hz, 1 s on, 4 s off) or
+    /// "uk" (400+450 Hz, double ring).
+    pub ringback_tone: String,
 }
 
 impl Default for MediaConfig {
@@ -493,6 +507,7 @@ impl Default for MediaConfig {
             hold_message: "hold-en.wav".into(),
             hold_repeat_secs: 15,
             hold_duck_db: -12.0,
+            ringback_tone: "us".into(),
         }
     }
 }
@@ -694,6 +709,12 @@ pub struct RouteConfig {
     /// Send 180 Ringing and wait this long before the flow answers.
     #[serde(default)]
     pub ring_ms: u64,
+    /// During `ring_ms`, play early media instead of 180 Ringing: a 183
+    /// Session Progress answers the caller's offer and RTP flows before
+    /// the answer. "ringback" (the `[media] ringback_tone`, looped) or the
+    /// name of a `[[prompts]]` entry (played once). Unset: 180 Ringing.
+    #[serde(default)]
+    pub early_media: Option<String>,
     /// The built-in `hold`/`demo` program's own wait music (a playlist);
     /// empty: `[media] hold_music`.
     #[serde(default)]
@@ -716,6 +737,7 @@ impl RouteConfig {
             trunk: None,
             flow: flow.into(),
             ring_ms: 0,
+            early_media: None,
             hold_music: Vec::new(),
             hold_message: None,
             hold_repeat_secs: None,

@@ -19,7 +19,9 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::call::{CallControl, Effect, HoldPrograms, MediaCommand, PortSource, Settings};
+use crate::call::{
+    CallControl, EarlyAudio, Effect, HoldPrograms, MediaCommand, PortSource, Settings,
+};
 use crate::config::{CodecName, Config};
 use crate::media::audio_loop::HoldProgram;
 use crate::media::engine::{MediaEngine, MediaSettings, PortReserver, Reservation};
@@ -247,6 +249,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     }
     let (flow_requests, mut flow_rx) = mpsc::unbounded_channel();
 
+    if config.sip.min_se_secs < 90 {
+        tracing::warn!(
+            min_se_secs = config.sip.min_se_secs,
+            "[sip] min_se_secs is below RFC 4028's floor of 90 s: for tests only"
+        );
+    }
     let now = Instant::now();
     let mut endpoint_cfg = endpoint_config(&config, &transports);
     // Web calls come in over loopback SIP: where trunks restrict who may
@@ -400,6 +408,10 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
         inbound_trunks,
         nonce_ttl: Duration::from_secs(config.sip.nonce_ttl_secs),
         admission: admission_config(config),
+        session_timer: crate::sip::session_timer::SessionTimerConfig {
+            session_expires: config.sip.session_expires_secs,
+            min_se: config.sip.min_se_secs,
+        },
         random_seed: config.sip.random_seed,
     }
 }
@@ -495,7 +507,28 @@ fn load_hold_programs(
             None
         });
     }
-    Ok(HoldPrograms { default, routes })
+    let ringback = crate::media::tones::Ringback::from_name(&m.ringback_tone)
+        .map(crate::media::tones::ringback);
+    let early_media = config
+        .routes
+        .iter()
+        .map(|r| match r.early_media.as_deref() {
+            None => None,
+            Some("ringback") => ringback.clone().map(|samples| EarlyAudio {
+                samples,
+                looped: true,
+            }),
+            Some(prompt) => prompts.get(prompt).map(|samples| EarlyAudio {
+                samples: samples.clone(),
+                looped: false,
+            }),
+        })
+        .collect();
+    Ok(HoldPrograms {
+        default,
+        routes,
+        early_media,
+    })
 }
 
 /// Resolve a SIP URI's host to an address (A/AAAA only; no NAPTR/SRV yet).

@@ -101,6 +101,46 @@ pub const SIP_SEND_ERRORS: Metric = counter(
     "crossline_sip_send_errors_total",
     "SIP messages the transport failed to send.",
 );
+pub const SIP_SESSION_REFRESHES: Metric = counter(
+    "crossline_sip_session_refreshes_total",
+    "Session refreshes (RFC 4028 re-INVITE or UPDATE), by direction (sent, received).",
+);
+pub const SIP_SESSIONS_EXPIRED: Metric = counter(
+    "crossline_sip_sessions_expired_total",
+    "Calls hung up because their session timer ran out unrefreshed or a refresh failed.",
+);
+pub const SIP_SESSION_TIMER_REFUSED: Metric = counter(
+    "crossline_sip_session_timer_refused_total",
+    "Requests refused for their session timer, by reason (too_small: 422, malformed: 400).",
+);
+pub const SIP_UPDATES_RECEIVED: Metric = counter(
+    "crossline_sip_updates_received_total",
+    "UPDATE requests (RFC 3311) received in dialogs.",
+);
+pub const SIP_GLARE: Metric = counter(
+    "crossline_sip_glare_total",
+    "Offers refused with 491 Request Pending because one of ours was pending.",
+);
+pub const SIP_RELIABLE_PROVISIONALS: Metric = counter(
+    "crossline_sip_reliable_provisionals_sent_total",
+    "Reliable provisional responses (RFC 3262 100rel) sent, retransmissions not counted.",
+);
+pub const SIP_PRACKS: Metric = counter(
+    "crossline_sip_pracks_total",
+    "PRACKs, by direction (sent for reliable provisionals we got, received for ours).",
+);
+pub const SIP_PRACKS_REFUSED: Metric = counter(
+    "crossline_sip_pracks_refused_total",
+    "PRACKs answered 481: their RAck matched no reliable provisional of ours.",
+);
+pub const SIP_PRACK_TIMEOUTS: Metric = counter(
+    "crossline_sip_prack_timeouts_total",
+    "Calls refused with 500 because a reliable provisional was never PRACKed.",
+);
+pub const SIP_EARLY_MEDIA: Metric = counter(
+    "crossline_sip_early_media_total",
+    "Early media (an SDP answer in a 183 before the call is answered), by direction (sent, received).",
+);
 pub const TCP_CONNECTIONS: Metric = gauge(
     "crossline_tcp_connections",
     "SIP TCP and TLS connections open.",
@@ -400,6 +440,16 @@ pub const ALL: &[Metric] = &[
     SIP_RESPONSES_RECEIVED,
     SIP_INBOUND_DROPPED,
     SIP_SEND_ERRORS,
+    SIP_SESSION_REFRESHES,
+    SIP_SESSIONS_EXPIRED,
+    SIP_SESSION_TIMER_REFUSED,
+    SIP_UPDATES_RECEIVED,
+    SIP_GLARE,
+    SIP_RELIABLE_PROVISIONALS,
+    SIP_PRACKS,
+    SIP_PRACKS_REFUSED,
+    SIP_PRACK_TIMEOUTS,
+    SIP_EARLY_MEDIA,
     TCP_CONNECTIONS,
     TCP_REJECTED,
     TCP_REJECTED_PER_SOURCE,

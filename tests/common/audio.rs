@@ -23,7 +23,12 @@ pub fn write_tone(path: &Path, freq: f64, secs: f64, amp: f64, rate: u32) {
 
 /// Amplitude of one frequency in an 8 kHz frame (Goertzel).
 pub fn tone_level(samples: &[f64], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * PI * freq / 8000.0).cos();
+    tone_level_at(samples, freq, 8000.0)
+}
+
+/// Amplitude of one frequency in samples at `rate` Hz (Goertzel).
+pub fn tone_level_at(samples: &[f64], freq: f64, rate: f64) -> f64 {
+    let k = 2.0 * (2.0 * PI * freq / rate).cos();
     let (mut s1, mut s2) = (0.0, 0.0);
     for &x in samples {
         let s0 = x + k * s1 - s2;

@@ -716,6 +716,53 @@ pub fn capture_call(gw: &Gateway, sipp_args: &[&str], fields: &[&str]) -> CallCa
     }
 }
 
+/// Fail unless `secs` (a measured delay) lies in `range`.
+pub fn within(what: &str, secs: f64, range: std::ops::Range<f64>) {
+    assert!(
+        range.contains(&secs),
+        "{what}: {secs:.2} s, expected {range:?}"
+    );
+}
+
+// ---- metrics ----
+
+/// The value of one metric series (`name` or `name{labels}`), 0 if absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Wait until `series` on the gateway's /metrics reaches `min` (metrics are
+/// exported periodically); its last value either way.
+pub fn wait_metric(gw: &Gateway, series: &str, min: f64, timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = metric_value(&gw.http_get("/metrics").1, series);
+        if v >= min || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn assert_metric_at_least(gw: &Gateway, series: &str, min: f64) -> f64 {
+    let v = wait_metric(gw, series, min, Duration::from_secs(4));
+    assert!(
+        v >= min,
+        "{series} = {v}, expected at least {min}\n{}",
+        gw.http_get("/metrics").1
+    );
+    v
+}
+
 /// PII masking: a whole run's log (debug level included) must not hold
 /// any of `values` (phone numbers, emails, link tokens) in any usual
 /// spelling: as given, digits only, without the country code (the last

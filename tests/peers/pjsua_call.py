@@ -1,67 +1,96 @@
-"""A PJSIP (pjsua2) caller with digest credentials.
+"""A PJSIP (pjsua2) caller that reports what happens to its call.
 
-Usage: pjsua_call.py <sip-uri> <user> <password> <talk-seconds>
+Usage: pjsua_call.py <sip-uri> <seconds> [--timer SECS] [--100rel] [--record WAV]
 
-Calls <sip-uri> from a null sound device, answering 401/407 challenges as
-PJSIP does (it picks the first challenge whose algorithm it supports),
-hangs up after <talk-seconds> once answered and prints `state <NAME> <code>`
-lines as the call moves.
+Calls <sip-uri> from a null sound device and hangs up after <seconds>.
+--timer requires session timers (RFC 4028) with SECS as Session-Expires and
+Min-SE; --100rel requires reliable provisional responses (RFC 3262);
+--record writes what the far end sends (early media included) to WAV.
+Prints one line per event, each with monotonic seconds at the end:
+  state <EARLY|CONFIRMED|DISCONNECTED> <last status> <t>
+  media <t>                      (audio became active)
+  tsx <method> <status> <uac|uas> <t>   (a transaction of the call ended)
+  hangup <t>                     (we hung up at <seconds>)
 """
 import sys
 import time
 
 import pjsua2 as pj
 
-target, user, password, talk = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+import pjsua_peer
+
+args = sys.argv[1:]
+target, limit = args[0], float(args[1])
+timer = int(args[args.index("--timer") + 1]) if "--timer" in args else None
+rel100 = "--100rel" in args
+record = args[args.index("--record") + 1] if "--record" in args else None
 done = []
-answered = []
+seen_tsx = set()
+recorder = None
+STATES = {
+    pj.PJSIP_INV_STATE_EARLY: "EARLY",
+    pj.PJSIP_INV_STATE_CONFIRMED: "CONFIRMED",
+    pj.PJSIP_INV_STATE_DISCONNECTED: "DISCONNECTED",
+}
 
 
 def say(line):
-    print(line, flush=True)
+    print(f"{line} {time.monotonic():.3f}", flush=True)
 
 
 class Caller(pj.Call):
     def onCallState(self, prm):
         info = self.getInfo()
-        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
-            say("state CONFIRMED")
-            answered.append(time.monotonic())
-        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            say(f"state DISCONNECTED {info.lastStatusCode}")
+        name = STATES.get(info.state)
+        if name:
+            say(f"state {name} {info.lastStatusCode}")
+        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             done.append(True)
 
+    def onCallMediaState(self, prm):
+        global recorder
+        info = self.getInfo()
+        for i, m in enumerate(info.media):
+            if m.type == pj.PJMEDIA_TYPE_AUDIO and m.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                say("media")
+                if record and recorder is None:
+                    recorder = pj.AudioMediaRecorder()
+                    recorder.createRecorder(record)
+                    self.getAudioMedia(i).startTransmit(recorder)
 
-ep = pj.Endpoint()
-ep.libCreate()
-cfg = pj.EpConfig()
-cfg.uaConfig.threadCnt = 0
-cfg.uaConfig.mainThreadOnly = True
-cfg.logConfig.level = 1
-cfg.logConfig.consoleLevel = 1
-ep.libInit(cfg)
-tcfg = pj.TransportConfig()
-tcfg.port = 0
-tcfg.boundAddress = "127.0.0.1"
-ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-ep.libStart()
-ep.audDevManager().setNullDev()
-acc_cfg = pj.AccountConfig()
-acc_cfg.idUri = f"sip:{user}@127.0.0.1"
-acc_cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
+    def onCallTsxState(self, prm):
+        tsx = prm.e.body.tsxState.tsx
+        if tsx.statusCode >= 200 and tsx.state >= pj.PJSIP_TSX_STATE_COMPLETED:
+            role = "uac" if tsx.role == pj.PJSIP_ROLE_UAC else "uas"
+            key = (tsx.method, role, str(tsx.pjTransaction), tsx.statusCode)
+            if key not in seen_tsx:
+                seen_tsx.add(key)
+                say(f"tsx {tsx.method} {tsx.statusCode} {role}")
+
+
+ep = pjsua_peer.start_endpoint()
+acc_cfg = pjsua_peer.account_config()
+if timer:
+    acc_cfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_REQUIRED
+    acc_cfg.callConfig.timerSessExpiresSec = timer
+    acc_cfg.callConfig.timerMinSESec = timer
+if rel100:
+    acc_cfg.callConfig.prackUse = pj.PJSUA_100REL_MANDATORY
 acc = pj.Account()
 acc.create(acc_cfg, True)
 call = Caller(acc)
 call.makeCall(target, pj.CallOpParam(True))
-deadline = time.monotonic() + 30
-hung_up = False
+deadline = time.monotonic() + limit
 while not done and time.monotonic() < deadline:
     ep.libHandleEvents(20)
-    if answered and not hung_up and time.monotonic() - answered[0] > talk:
-        hung_up = True
-        call.hangup(pj.CallOpParam(True))
 if not done:
-    say("state TIMEOUT")
+    say("hangup")
+    call.hangup(pj.CallOpParam(True))
+    for _ in range(50):
+        ep.libHandleEvents(20)
+        if done:
+            break
+recorder = None
 del call
 acc.shutdown()
 ep.libDestroy()

@@ -12,6 +12,8 @@ import time
 
 import pjsua2 as pj
 
+import pjsua_peer
+
 target, mode, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
 METHODS = {
     pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733",
@@ -51,22 +53,8 @@ class Caller(pj.Call):
             say("state CONFIRMED")
 
 
-ep = pj.Endpoint()
-ep.libCreate()
-cfg = pj.EpConfig()
-cfg.uaConfig.threadCnt = 0
-cfg.uaConfig.mainThreadOnly = True
-cfg.logConfig.level = 1
-cfg.logConfig.consoleLevel = 1
-ep.libInit(cfg)
-tcfg = pj.TransportConfig()
-tcfg.port = 0
-tcfg.boundAddress = "127.0.0.1"
-ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-ep.libStart()
-ep.audDevManager().setNullDev()
-acc_cfg = pj.AccountConfig()
-acc_cfg.idUri = "sip:pjsua@127.0.0.1"
+ep = pjsua_peer.start_endpoint()
+acc_cfg = pjsua_peer.account_config()
 acc = pj.Account()
 acc.create(acc_cfg, True)
 call = Caller(acc)

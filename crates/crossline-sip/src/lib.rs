@@ -7,6 +7,7 @@
 //! - [`dialog`]: dialog state, route sets and in-dialog requests.
 //! - [`auth`]: digest (MD5, SHA-256) for both the client and the server.
 //! - [`sdp`]: offer/answer, codec choice, hold.
+//! - [`session_timer`]: RFC 4028 session timer negotiation.
 //! - [`endpoint`]: all of the above behind one `handle_*`/`poll_*` surface,
 //!   with admission control and registration.
 
@@ -20,4 +21,5 @@ pub mod message;
 pub mod net;
 pub mod sdp;
 pub mod secret;
+pub mod session_timer;
 pub mod transaction;

@@ -8,12 +8,13 @@ use bytes::Bytes;
 use super::util::{host_port, new_branch, new_call_id, new_tag, response_destination};
 use super::{
     CallId, ClientKey, EndCause, Endpoint, EndpointError, Event, Peer, ServerKey, TimerTarget,
-    Transport, TxOwner, ACCEPT, ALLOW,
+    Transport, TxOwner, ACCEPT, ALLOW, SUPPORTED,
 };
 use crate::auth::{Challenge, DigestClient};
 use crate::dialog::{Dialog, DialogState};
 use crate::message::{Headers, Method, NameAddr, Request, Response, Uri, Via};
 use crate::sdp::{LocalMedia, Negotiated, SessionDescription};
+use crate::session_timer::Session;
 
 /// Which side of the call we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,34 @@ pub enum CallState {
 pub(super) enum CallTimer {
     /// Retransmit our 2xx until the ACK (§13.3.1.4).
     Retransmit2xx,
+    /// Refresh the session, or give it up (RFC 4028).
+    Session,
+    /// Retransmit our reliable provisional until its PRACK (RFC 3262).
+    Reliable,
+}
+
+/// What the peer's INVITE (or its answer to ours) says it can do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct PeerCaps {
+    /// Session timers (`timer` in Supported or Require).
+    pub(super) timer: bool,
+    /// Reliable provisionals (`100rel` in Supported or Require).
+    pub(super) rel100: bool,
+    /// UPDATE in Allow: refreshes go by UPDATE, not re-INVITE.
+    pub(super) update: bool,
+}
+
+impl PeerCaps {
+    pub(super) fn of(headers: &crate::message::Headers) -> PeerCaps {
+        PeerCaps {
+            timer: crate::session_timer::lists_option(headers, "timer"),
+            rel100: crate::session_timer::lists_option(headers, "100rel"),
+            update: headers
+                .tokens("Allow")
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case("UPDATE")),
+        }
+    }
 }
 
 /// A 2xx we keep sending until its ACK comes.
@@ -78,11 +107,37 @@ pub(super) struct Call {
     auth_tried: bool,
     /// Where an inbound call came from (per-source call cap).
     pub(super) source: Option<std::net::IpAddr>,
+    /// What the peer can do: from its INVITE, or its 2xx to ours.
+    pub(super) caps: PeerCaps,
+    /// UAS: the session timer our 2xx to the INVITE grants.
+    pub(super) agreed_timer: Option<Session>,
+    /// The session timer in force (RFC 4028).
+    pub(super) session: Option<super::session::SessionState>,
+    /// The last SDP we sent: a refresh re-INVITE offers it again unchanged.
+    pub(super) local_sdp: Option<Bytes>,
+    /// Our re-INVITE or UPDATE in flight.
+    pub(super) refresh: Option<super::session::InFlight>,
+    /// Reliable provisionals (RFC 3262), either side.
+    pub(super) reliable: Option<Box<super::provisional::Reliable>>,
+    /// UAC: media a provisional's SDP answer set up (early media).
+    pub(super) early_media: Option<Box<Negotiated>>,
 }
 
 impl Call {
     pub(super) fn invite_key(&self) -> Option<&ServerKey> {
         self.invite_key.as_ref()
+    }
+
+    /// The media an SDP answer in `body` sets up against our offer; `None`
+    /// for no body, one that doesn't parse, or no usable codec.
+    pub(super) fn media_from_answer(&self, body: &[u8]) -> Option<Negotiated> {
+        let sdp = SessionDescription::parse(std::str::from_utf8(body).ok()?).ok()?;
+        crate::sdp::accept_answer(&sdp, self.local_media.as_ref()?).ok()
+    }
+
+    /// Our 2xx offered SDP whose answer the ACK brings, and it hasn't yet.
+    pub(super) fn awaiting_answer_in_ack(&self) -> bool {
+        self.pending_2xx.as_ref().is_some_and(|p| p.answer_in_ack)
     }
 
     pub(super) fn new_uas(
@@ -112,6 +167,13 @@ impl Call {
             credentials: None,
             auth_tried: false,
             source: None,
+            caps: PeerCaps::default(),
+            agreed_timer: None,
+            session: None,
+            local_sdp: None,
+            refresh: None,
+            reliable: None,
+            early_media: None,
         }
     }
 }
@@ -138,7 +200,7 @@ pub struct OutgoingCall {
 }
 
 impl Endpoint {
-    fn contact_uri(&self, peer: &Peer) -> Uri {
+    pub(super) fn contact_uri(&self, peer: &Peer) -> Uri {
         let addr = self.advertised(peer.local);
         // Over TLS: a sips: Contact (RFC 3261 §8.1.1.8), reached by TLS.
         let uri = match peer.transport {
@@ -176,27 +238,73 @@ impl Endpoint {
         via
     }
 
-    /// Contact, Allow, Accept and an SDP body on a 2xx to INVITE.
-    pub(super) fn decorate_2xx(&self, resp: &mut Response, sdp: String, peer: &Peer) {
+    /// Contact, Allow, Accept, Supported and an SDP body on a 2xx or 183
+    /// to INVITE, or a 2xx to UPDATE.
+    pub(super) fn decorate_with_sdp(
+        &self,
+        resp: &mut Response,
+        sdp: impl Into<Bytes>,
+        peer: &Peer,
+    ) {
         let contact = self.contact_uri(peer);
         resp.headers.push("Contact", format!("<{contact}>"));
         resp.headers.push("Allow", ALLOW);
         resp.headers.push("Accept", ACCEPT);
+        resp.headers.push("Supported", SUPPORTED);
         resp.headers.push("Content-Type", "application/sdp");
-        resp.body = Bytes::from(sdp);
+        resp.body = sdp.into();
     }
 
-    /// Send 180 Ringing on an incoming call.
+    /// Send 180 Ringing on an incoming call (reliably when the caller
+    /// supports 100rel).
     pub fn ring(&mut self, now: Instant, call: CallId) -> Result<(), EndpointError> {
         let c = self.calls.get(&call).ok_or(EndpointError::NoSuchCall)?;
         if c.state != CallState::Incoming {
             return Err(EndpointError::BadState);
         }
-        let key = c.invite_key.clone().ok_or(EndpointError::BadState)?;
         let mut resp = self.make_response(&c.invite, 180, Some(&c.dialog.id.local_tag));
         let contact = self.contact_uri(&c.peer);
         resp.headers.push("Contact", format!("<{contact}>"));
-        self.respond(now, &key, resp);
+        self.send_provisional(now, call, resp)
+    }
+
+    /// Early media (the RFC 3960 gateway model): answer the INVITE's offer
+    /// in a 183 Session Progress, reliably when the caller supports 100rel,
+    /// so RTP flows before the call is answered. [`Endpoint::answer_early`]
+    /// answers later with the same SDP. A late-offer INVITE has nothing to
+    /// answer yet: `BadState`.
+    pub fn early_media(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        local: LocalMedia,
+    ) -> Result<Negotiated, EndpointError> {
+        let c = self.calls.get_mut(&call).ok_or(EndpointError::NoSuchCall)?;
+        if c.state != CallState::Incoming || c.local_sdp.is_some() {
+            return Err(EndpointError::BadState);
+        }
+        let offer = c.offer.as_ref().ok_or(EndpointError::BadState)?;
+        let (negotiated, body) =
+            crate::sdp::answer(offer, &local).map_err(|_| EndpointError::NoCommonCodec)?;
+        let body = Bytes::from(body);
+        c.local_media = Some(local);
+        c.local_sdp = Some(body.clone());
+        let (invite, tag, peer) = (c.invite.clone(), c.dialog.id.local_tag.clone(), c.peer);
+        let mut resp = self.make_response(&invite, 183, Some(&tag));
+        self.decorate_with_sdp(&mut resp, body, &peer);
+        self.counters.early_media_sent += 1;
+        self.send_provisional(now, call, resp)?;
+        Ok(negotiated)
+    }
+
+    /// Answer a call whose early media is playing: the 200 carries the
+    /// 183's SDP unchanged, version and all.
+    pub fn answer_early(&mut self, now: Instant, call: CallId) -> Result<(), EndpointError> {
+        let c = self.calls.get(&call).ok_or(EndpointError::NoSuchCall)?;
+        if c.state != CallState::Incoming || c.local_sdp.is_none() || self.answer_held(call) {
+            return Err(EndpointError::BadState);
+        }
+        self.send_answer(now, call, false);
         Ok(())
     }
 
@@ -210,6 +318,9 @@ impl Endpoint {
         call: CallId,
         local: LocalMedia,
     ) -> Result<Option<Negotiated>, EndpointError> {
+        if self.answer_held(call) {
+            return Err(EndpointError::BadState);
+        }
         let c = self.calls.get_mut(&call).ok_or(EndpointError::NoSuchCall)?;
         if c.state != CallState::Incoming {
             return Err(EndpointError::BadState);
@@ -239,16 +350,53 @@ impl Endpoint {
             ),
         };
         c.local_media = Some(local);
+        c.local_sdp = Some(Bytes::from(body));
+        self.send_answer(now, call, negotiated.is_none());
+        Ok(negotiated)
+    }
+
+    /// The 2xx to the INVITE, carrying `local_sdp` and the session timer;
+    /// held back while a reliable provisional with SDP awaits its PRACK
+    /// (RFC 3262 §3).
+    fn send_answer(&mut self, now: Instant, call: CallId, answer_in_ack: bool) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let (invite, tag, peer) = (c.invite.clone(), c.dialog.id.local_tag.clone(), c.peer);
+        let (body, timer, caps) = (
+            c.local_sdp.clone().unwrap_or_default(),
+            c.agreed_timer,
+            c.caps,
+        );
+        let mut resp = self.make_response(&invite, 200, Some(&tag));
+        self.decorate_with_sdp(&mut resp, body, &peer);
+        super::session::add_timer_headers(&mut resp, timer.as_ref(), caps);
+        if !self.hold_2xx_for_prack(call, &resp, answer_in_ack) {
+            self.send_2xx_now(now, call, resp, answer_in_ack);
+        }
+    }
+
+    /// Send the INVITE's 2xx, retransmit it until the ACK and start the
+    /// session timer it grants.
+    pub(super) fn send_2xx_now(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        resp: Response,
+        answer_in_ack: bool,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(key) = c.invite_key.clone() else {
+            return;
+        };
         c.state = CallState::Answered;
         c.dialog.state = DialogState::Confirmed;
-        let invite = c.invite.clone();
-        let tag = c.dialog.id.local_tag.clone();
-        let peer = c.peer;
-        let mut resp = self.make_response(&invite, 200, Some(&tag));
-        self.decorate_2xx(&mut resp, body, &peer);
+        let timer = c.agreed_timer;
         self.respond(now, &key, resp.clone());
-        self.start_2xx_retransmit(now, call, resp, negotiated.is_none());
-        Ok(negotiated)
+        self.start_2xx_retransmit(now, call, resp, answer_in_ack);
+        self.session_refreshed(now, call, timer);
     }
 
     pub(super) fn start_2xx_retransmit(
@@ -282,6 +430,8 @@ impl Endpoint {
 
     pub(super) fn call_timer(&mut self, now: Instant, call: CallId, timer: CallTimer) {
         match timer {
+            CallTimer::Session => self.session_timer(now, call),
+            CallTimer::Reliable => self.reliable_timer(now, call),
             CallTimer::Retransmit2xx => {
                 let t2 = self.config.timers.t2;
                 let Some(c) = self.calls.get_mut(&call) else {
@@ -322,16 +472,9 @@ impl Endpoint {
         let Some(pending) = c.pending_2xx.take() else {
             return; // a retransmitted ACK
         };
-        let media = if pending.answer_in_ack {
-            let answer = std::str::from_utf8(&ack.body)
-                .ok()
-                .and_then(|t| SessionDescription::parse(t).ok());
-            match (answer, &c.local_media) {
-                (Some(a), Some(local)) => crate::sdp::accept_answer(&a, local).ok(),
-                _ => None,
-            }
-        } else {
-            None
+        let media = match pending.answer_in_ack {
+            true => c.media_from_answer(&ack.body),
+            false => None,
         };
         let first = c.state == CallState::Answered;
         c.state = CallState::Confirmed;
@@ -409,18 +552,12 @@ impl Endpoint {
         if c.state != CallState::Confirmed {
             return Err(EndpointError::BadState);
         }
-        let peer = self.peer_for_dialog(c);
-        let via = self.via_for(&peer);
-        let contact = self.contact_uri(&peer);
-        let ua = self.config.user_agent.clone();
-        let c = self.calls.get_mut(&call).ok_or(EndpointError::NoSuchCall)?;
-        let mut refer = c
-            .dialog
-            .make_request(Method::Refer, &via, &contact, &ua, None);
+        let referred_by = format!("<{}>", c.dialog.local.uri);
+        let (mut refer, peer) = self
+            .dialog_request(call, Method::Refer, None)
+            .ok_or(EndpointError::NoSuchCall)?;
         refer.headers.push("Refer-To", format!("<{target}>"));
-        refer
-            .headers
-            .push("Referred-By", format!("<{}>", c.dialog.local.uri));
+        refer.headers.push("Referred-By", referred_by);
         self.start_client(now, refer, peer, TxOwner::Call(call));
         Ok(())
     }
@@ -438,14 +575,9 @@ impl Endpoint {
         if c.state != CallState::Confirmed {
             return Err(EndpointError::BadState);
         }
-        let peer = self.peer_for_dialog(c);
-        let via = self.via_for(&peer);
-        let contact = self.contact_uri(&peer);
-        let ua = self.config.user_agent.clone();
-        let c = self.calls.get_mut(&call).ok_or(EndpointError::NoSuchCall)?;
-        let mut info = c
-            .dialog
-            .make_request(Method::Info, &via, &contact, &ua, None);
+        let (mut info, peer) = self
+            .dialog_request(call, Method::Info, None)
+            .ok_or(EndpointError::NoSuchCall)?;
         info.headers
             .push("Content-Type", "application/dtmf-relay".to_string());
         info.body = bytes::Bytes::from(format!("Signal={digit}\r\nDuration={duration_ms}\r\n"));
@@ -454,20 +586,27 @@ impl Endpoint {
     }
 
     pub(super) fn send_bye(&mut self, now: Instant, call: CallId) {
-        let Some(c) = self.calls.get(&call) else {
-            return;
-        };
+        if let Some((bye, peer)) = self.dialog_request(call, Method::Bye, None) {
+            self.start_client(now, bye, peer, TxOwner::Detached);
+        }
+    }
+
+    /// A request in the call's dialog (§12.2.1.1) and where it goes; ACK
+    /// passes its INVITE's CSeq number as `cseq`.
+    pub(super) fn dialog_request(
+        &mut self,
+        call: CallId,
+        method: Method,
+        cseq: Option<u32>,
+    ) -> Option<(Request, Peer)> {
+        let c = self.calls.get(&call)?;
         let peer = self.peer_for_dialog(c);
         let via = self.via_for(&peer);
         let contact = self.contact_uri(&peer);
-        let ua = self.config.user_agent.clone();
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        let bye = c
-            .dialog
-            .make_request(Method::Bye, &via, &contact, &ua, None);
-        self.start_client(now, bye, peer, TxOwner::Detached);
+        let c = self.calls.get_mut(&call)?;
+        let ua = &self.config.user_agent;
+        let request = c.dialog.make_request(method, &via, &contact, ua, cseq);
+        Some((request, peer))
     }
 
     /// In-dialog requests go to the next hop if it is a literal address,
@@ -545,17 +684,27 @@ impl Endpoint {
         headers.push("CSeq", "1 INVITE");
         headers.push("Contact", format!("<{}>", self.contact_uri(&peer)));
         headers.push("Allow", ALLOW);
+        headers.push("Supported", SUPPORTED);
+        let timers = self.config.session_timer;
+        if timers.session_expires > 0 {
+            // RFC 4028 §7.1: no refresher named; the UAS picks.
+            headers.push("Session-Expires", timers.session_expires.to_string());
+            headers.push("Min-SE", timers.min_se.to_string());
+        }
         headers.push("User-Agent", self.config.user_agent.clone());
         for (k, v) in &spec.extra_headers {
             headers.push(k, v.clone());
         }
         headers.push("Content-Type", "application/sdp");
-        let body = crate::sdp::offer(&spec.local_media, crate::sdp::Direction::SendRecv);
+        let body = Bytes::from(crate::sdp::offer(
+            &spec.local_media,
+            crate::sdp::Direction::SendRecv,
+        ));
         let request = Request {
             method: Method::Invite,
             uri: spec.target.clone(),
             headers,
-            body: Bytes::from(body),
+            body: body.clone(),
         };
         let call = CallId(self.next_call);
         self.next_call += 1;
@@ -596,6 +745,13 @@ impl Endpoint {
                 credentials: spec.credentials,
                 auth_tried: false,
                 source: None,
+                caps: PeerCaps::default(),
+                agreed_timer: None,
+                session: None,
+                local_sdp: Some(body),
+                refresh: None,
+                reliable: None,
+                early_media: None,
             },
         );
         Ok(call)
@@ -652,6 +808,14 @@ impl Endpoint {
             }
             return;
         }
+        let refresh = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.refresh.as_ref())
+            .is_some_and(|r| r.is(request));
+        if refresh {
+            return self.refresh_response(now, call, request, resp);
+        }
         if request.method != Method::Invite {
             return;
         }
@@ -682,6 +846,8 @@ impl Endpoint {
                     c.cancel_pending = false;
                     self.send_cancel(now, call);
                 } else {
+                    self.prack_if_reliable(now, call, request, resp);
+                    self.early_answer(call, resp);
                     self.events.push_back(Event::Progress {
                         call,
                         status: resp.status,
@@ -693,6 +859,7 @@ impl Endpoint {
                 c.auth_tried = true;
                 self.retry_with_auth(now, call, request, resp);
             }
+            422 if self.retry_with_longer_timer(now, call, request, resp) => {}
             _ => {
                 let reason = resp.reason.clone();
                 self.end_call(
@@ -715,23 +882,25 @@ impl Endpoint {
             self.reack(now, resp);
             return;
         }
-        let Ok(dialog) = Dialog::new_uac(request, resp) else {
+        let Ok(mut dialog) = Dialog::new_uac(request, resp) else {
             return;
         };
-        let media = std::str::from_utf8(&resp.body)
-            .ok()
-            .and_then(|t| SessionDescription::parse(t).ok())
-            .and_then(|sdp| {
-                c.local_media
-                    .as_ref()
-                    .and_then(|l| crate::sdp::accept_answer(&sdp, l).ok())
-            });
+        // PRACKs in the early dialog already used CSeq numbers.
+        dialog.local_seq = dialog.local_seq.max(c.dialog.local_seq);
+        // No SDP in the 2xx: the answer came in a provisional (RFC 3262).
+        let media = match resp.body.is_empty() {
+            true => c.early_media.take().map(|m| *m),
+            false => c.media_from_answer(&resp.body),
+        };
         c.dialog = dialog;
         c.state = CallState::Confirmed;
+        c.caps = PeerCaps::of(&resp.headers);
+        c.reliable = None;
         let cancelled = c.cancel_pending || c.cancelled;
         let id = c.dialog.id.clone();
         self.dialogs.insert(id, call);
-        self.send_ack(now, call);
+        let seq = request.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        self.send_ack(now, call, seq);
         if cancelled || media.is_none() {
             // Answered after we cancelled, or an answer we can't use.
             self.send_bye(now, call);
@@ -748,26 +917,20 @@ impl Endpoint {
             );
             return;
         }
+        self.session_refreshed(
+            now,
+            call,
+            crate::session_timer::from_response(&resp.headers),
+        );
         self.events
             .push_back(Event::CallEstablished { call, media });
     }
 
-    fn send_ack(&mut self, _now: Instant, call: CallId) {
-        let Some(c) = self.calls.get(&call) else {
-            return;
-        };
-        let peer = self.peer_for_dialog(c);
-        let via = self.via_for(&peer);
-        let contact = self.contact_uri(&peer);
-        let ua = self.config.user_agent.clone();
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        let seq = c.invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
-        let ack = c
-            .dialog
-            .make_request(Method::Ack, &via, &contact, &ua, Some(seq));
-        self.transmit(peer, Bytes::from(ack.to_bytes()));
+    /// ACK a 2xx to our INVITE or re-INVITE numbered `seq`.
+    pub(super) fn send_ack(&mut self, _now: Instant, call: CallId, seq: u32) {
+        if let Some((ack, peer)) = self.dialog_request(call, Method::Ack, Some(seq)) {
+            self.transmit(peer, Bytes::from(ack.to_bytes()));
+        }
     }
 
     /// ACK a retransmitted 2xx of a dialog we still hold (§13.2.2.4); a 2xx
@@ -775,17 +938,14 @@ impl Endpoint {
     pub(super) fn reack(&mut self, now: Instant, resp: &Response) {
         let id = crate::dialog::DialogId::of_response(&resp.headers);
         if let Some(call) = self.dialogs.get(&id).copied() {
-            self.send_ack(now, call);
+            let seq = resp.headers.cseq().map(|c| c.seq).unwrap_or(1);
+            self.send_ack(now, call, seq);
         } else {
             self.counters.stray_responses += 1;
         }
     }
 
     fn retry_with_auth(&mut self, now: Instant, call: CallId, request: &Request, resp: &Response) {
-        let Some(peer) = self.calls.get(&call).map(|c| c.peer) else {
-            return;
-        };
-        let via = self.via_for(&peer);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -814,16 +974,37 @@ impl Endpoint {
         };
         let mut client = DigestClient::new(&user, pass.expose());
         let value = client.authorize(&challenge, "INVITE", &request.uri.to_string());
-        let mut retry = request.clone();
-        let seq = request.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
-        retry.headers.set("CSeq", format!("{seq} INVITE"));
         let auth_header = if resp.status == 407 {
             "Proxy-Authorization"
         } else {
             "Authorization"
         };
-        retry.headers.set(auth_header, value);
+        self.reissue_invite(now, call, request, &[(auth_header, value)]);
+    }
+
+    /// Send our INVITE again with the next CSeq, a new branch and `set`
+    /// headers replaced: after a digest challenge, or a 422.
+    pub(super) fn reissue_invite(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        request: &Request,
+        set: &[(&str, String)],
+    ) {
+        let Some(peer) = self.calls.get(&call).map(|c| c.peer) else {
+            return;
+        };
+        let via = self.via_for(&peer);
+        let mut retry = request.clone();
+        let seq = request.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
+        retry.headers.set("CSeq", format!("{seq} INVITE"));
+        for (name, value) in set {
+            retry.headers.set(name, value.clone());
+        }
         retry.headers.set("Via", via.to_string());
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         c.invite = retry.clone();
         c.dialog.local_seq = seq;
         let key = self.start_client(now, retry, peer, TxOwner::Call(call));

@@ -354,6 +354,10 @@ impl Endpoint {
             self.reply(now, &key, &req, 488);
             return;
         }
+        // RFC 4028: a Session-Expires below our Min-SE gets 422 now.
+        let Some(timer) = self.timer_for_request(now, &key, &req, None) else {
+            return;
+        };
         if self.over_capacity(trunk.as_deref()) {
             self.counters.over_capacity += 1;
             self.reply(now, &key, &req, 503);
@@ -408,7 +412,10 @@ impl Endpoint {
                 .map(|v| v.trim().chars().take(64).collect()),
         };
         self.dialogs.insert(dialog.id.clone(), call);
+        let caps = super::calls::PeerCaps::of(&req.headers);
         let mut new_call = Call::new_uas(call, dialog, req, key, peer, offer);
+        new_call.caps = caps;
+        new_call.agreed_timer = timer;
         new_call.trunk = event.trunk.clone();
         new_call.source = Some(source);
         *self.calls_by_source.entry(source).or_default() += 1;
@@ -646,6 +653,8 @@ impl Endpoint {
             }
             Method::Cancel => self.cancel(now, key, &req),
             Method::Notify => self.refer_notify(now, key, call, &req),
+            Method::Update => self.update(now, key, call, req),
+            Method::Prack => self.prack(now, key, call, &req),
             _ => self.reply(now, &key, &req, 405),
         }
     }
@@ -679,16 +688,18 @@ impl Endpoint {
     }
 
     fn reinvite(&mut self, now: Instant, key: ServerKey, call: CallId, req: Request) {
-        let Some(c) = self.calls.get_mut(&call) else {
+        let Some(c) = self.calls.get(&call) else {
             return;
         };
-        if c.role == CallRole::Uas && c.state != CallState::Confirmed {
-            // §14.2: a re-INVITE while ours is pending.
-            let mut resp = self.make_response(&req, 491, None);
-            resp.reason = "Request Pending".into();
-            self.respond(now, &key, resp);
-            return;
+        if (c.role == CallRole::Uas && c.state != CallState::Confirmed) || self.offer_pending(call)
+        {
+            // §14.2: a re-INVITE while an offer of ours is pending.
+            return self.refuse_glare(now, &key, &req);
         }
+        let current = c.session.as_ref().map(|s| s.timer);
+        let Some(timer) = self.timer_for_request(now, &key, &req, current) else {
+            return;
+        };
         let offer = if req.body.is_empty() {
             None
         } else {
@@ -700,33 +711,36 @@ impl Endpoint {
             self.reply(now, &key, &req, 488);
             return;
         }
-        c.dialog.refresh_target(&req);
-        let Some(mut local) = c.local_media.clone() else {
-            self.reply(now, &key, &req, 488);
-            return;
-        };
-        local.session_version += 1;
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.dialog.refresh_target(&req);
+        }
         let (negotiated, body) = match offer {
-            Some(offer) => match crate::sdp::answer(&offer, &local) {
-                Ok((n, body)) => (Some(n), body),
-                Err(_) => {
+            Some(offer) => match self.answer_in_dialog(call, &offer) {
+                Some((n, body)) => (Some(n), body),
+                None => {
                     self.reply(now, &key, &req, 488);
                     return;
                 }
             },
-            // No offer: we offer again; the answer comes in the ACK.
-            None => (
-                None,
-                crate::sdp::offer(&local, crate::sdp::Direction::SendRecv),
-            ),
+            // No offer: we offer; the ACK answers.
+            None => match self.offer_in_dialog(call) {
+                Some(sdp) => (None, sdp),
+                None => {
+                    self.reply(now, &key, &req, 488);
+                    return;
+                }
+            },
         };
-        c.local_media = Some(local);
-        let tag = c.dialog.id.local_tag.clone();
-        let peer = c.peer;
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let (tag, peer, caps) = (c.dialog.id.local_tag.clone(), c.peer, c.caps);
         let mut resp = self.make_response(&req, 200, Some(&tag));
-        self.decorate_2xx(&mut resp, body, &peer);
+        self.decorate_with_sdp(&mut resp, body, &peer);
+        super::session::add_timer_headers(&mut resp, timer.as_ref(), caps);
         self.respond(now, &key, resp.clone());
         self.start_2xx_retransmit(now, call, resp, negotiated.is_none());
+        self.refreshed_by_peer(now, call, timer);
         if let Some(media) = negotiated {
             self.events.push_back(Event::MediaChanged { call, media });
         }

@@ -12,7 +12,9 @@ pub mod admission;
 mod calls;
 mod identity;
 mod inbound;
+mod provisional;
 mod registration;
+mod session;
 mod util;
 
 use std::cmp::Reverse;
@@ -34,11 +36,12 @@ pub use identity::CallerIdentity;
 pub use registration::{RegistrationSpec, RegistrationState};
 
 /// Methods we answer; sent in Allow.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, UPDATE, PRACK";
 /// Bodies we accept; sent in Accept.
 pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, message/sipfrag";
-/// Extensions we support; sent in Supported.
-pub const SUPPORTED: &str = "";
+/// Extensions we support; sent in Supported: reliable provisional
+/// responses (RFC 3262) and session timers (RFC 4028).
+pub const SUPPORTED: &str = "100rel, timer";
 
 /// Names a stream connection (TCP or TLS); the driver picks the numbers.
 pub type ConnId = u64;
@@ -177,6 +180,8 @@ pub struct EndpointConfig {
     pub nonce_ttl: Duration,
     /// Rate limits, scanner blocklist, call caps.
     pub admission: admission::AdmissionConfig,
+    /// Session timers (RFC 4028): what we ask for and the least we accept.
+    pub session_timer: crate::session_timer::SessionTimerConfig,
     /// Seeds the tags, branches, Call-IDs and dialog CSeq starts, so a test
     /// run replays exactly. `None` (production): OS entropy. Digest nonces
     /// always come from the OS, seed or not.
@@ -200,6 +205,7 @@ impl Default for EndpointConfig {
             inbound_trunks: Vec::new(),
             nonce_ttl: Duration::from_secs(300),
             admission: admission::AdmissionConfig::default(),
+            session_timer: crate::session_timer::SessionTimerConfig::default(),
             random_seed: None,
         }
     }
@@ -227,6 +233,9 @@ pub enum EndCause {
     AckTimeout,
     /// Shutting down.
     Shutdown,
+    /// The session timer ran out unrefreshed, or a refresh failed for
+    /// good (RFC 4028 §10): we sent BYE.
+    SessionExpired,
 }
 
 /// What the endpoint tells the application.
@@ -247,6 +256,14 @@ pub enum Event {
         /// Which call.
         call: CallId,
         /// The media now.
+        media: Negotiated,
+    },
+    /// An outgoing call got an SDP answer in a provisional response (a
+    /// 183 with early media): RTP may flow before the answer.
+    EarlyMedia {
+        /// Which call.
+        call: CallId,
+        /// The media the provisional answer set up.
         media: Negotiated,
     },
     /// An outgoing call got a provisional response.
@@ -362,6 +379,34 @@ pub struct Counters {
     pub bans_sources: u64,
     /// User bans started.
     pub bans_users: u64,
+    /// Session refreshes (RFC 4028) we sent.
+    pub session_refreshes_sent: u64,
+    /// Session refreshes we answered.
+    pub session_refreshes_received: u64,
+    /// Calls we hung up because their session timer ran out unrefreshed.
+    pub sessions_expired: u64,
+    /// Requests refused with 422: a Session-Expires below our Min-SE.
+    pub session_interval_too_small: u64,
+    /// Requests refused with 400: a Session-Expires or Min-SE that doesn't parse.
+    pub session_timer_malformed: u64,
+    /// UPDATEs (RFC 3311) received in dialogs.
+    pub updates_received: u64,
+    /// Offers refused with 491 because one of ours was pending (glare).
+    pub glare_refused: u64,
+    /// Reliable provisional responses (RFC 3262) sent, retransmissions not counted.
+    pub reliable_provisionals_sent: u64,
+    /// PRACKs we sent for reliable provisional responses.
+    pub pracks_sent: u64,
+    /// PRACKs that acknowledged a reliable provisional response of ours.
+    pub pracks_received: u64,
+    /// PRACKs refused with 481: their RAck matched nothing of ours.
+    pub pracks_unmatched: u64,
+    /// Calls refused with 500 because a reliable provisional was never PRACKed.
+    pub prack_timeouts: u64,
+    /// 183s with SDP (early media) we sent.
+    pub early_media_sent: u64,
+    /// Provisional responses with an SDP answer on calls we placed.
+    pub early_media_received: u64,
 }
 
 /// Why a command to the endpoint failed.
@@ -828,6 +873,14 @@ impl Endpoint {
             TxOwner::Call(call) if *method == Method::Refer => self
                 .events
                 .push_back(Event::ReferAnswered { call, status: 408 }),
+            // A refresh that times out ends the session (RFC 4028 §10):
+            // any UPDATE, or an INVITE in a confirmed dialog.
+            TxOwner::Call(call)
+                if *method == Method::Update
+                    || self.call_state(call) == Some(CallState::Confirmed) =>
+            {
+                self.session_lost(now, call)
+            }
             TxOwner::Call(call) => self.call_failed(now, call, EndCause::Timeout),
             TxOwner::Registration(i) => self.registration_timeout(now, i),
             TxOwner::Detached => {}
