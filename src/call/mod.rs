@@ -11,6 +11,7 @@
 
 mod callback;
 mod model;
+mod outbound;
 mod routing;
 mod transfer;
 
@@ -33,6 +34,7 @@ use crate::sip::endpoint::{
 use crate::store::CallRecord;
 
 use model::{Call, Media, Program, Refer, Role};
+pub use outbound::{ResolveId, ResolveRequest};
 pub use routing::{HoldPrograms, Router};
 
 /// Hands out RTP ports. The reservation keeps the port until it is dropped
@@ -134,6 +136,8 @@ pub struct CallControl<P: PortSource, F> {
     effects: VecDeque<Effect>,
     tally: Tally,
     drain: Drain,
+    /// Where outbound calls and registrations go: DNS, failover.
+    outbound: outbound::Outbound,
 }
 
 /// Shutting down: new calls get 503 during the grace period, then every
@@ -148,7 +152,9 @@ const HARD_STOP: Duration = Duration::from_secs(2);
 
 impl<P: PortSource, F> CallControl<P, F> {
     pub fn new(config: Config, endpoint: Endpoint, ports: P, settings: Settings) -> Self {
+        let outbound = outbound::Outbound::new(&config, &endpoint, settings.seed);
         CallControl {
+            outbound,
             router: Router::new(config.routes.clone(), settings.holds),
             config,
             endpoint,
@@ -311,6 +317,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             self.timers.pop_first();
             self.call_timer(now, id);
         }
+        self.registrar_timers(now);
         self.drain_step(now);
         self.process_events(now);
     }
@@ -376,6 +383,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         [
             self.endpoint.poll_timeout(),
             self.timers.first().map(|(at, _)| *at),
+            self.outbound.next_wake(),
             self.drain.deadline,
             self.drain.hard_stop,
         ]
@@ -388,11 +396,6 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
-    }
-
-    /// For registrations, which the driver resolves before adding.
-    pub fn endpoint_mut(&mut self) -> &mut Endpoint {
-        &mut self.endpoint
     }
 
     pub fn draining(&self) -> bool {
@@ -442,6 +445,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             for call in self.endpoint.call_ids() {
                 let _ = self.endpoint.hangup(now, call);
             }
+            self.end_unplaced();
             self.drain.hard_stop = Some(now + HARD_STOP);
         }
         if self.drain.deadline.is_some() && self.endpoint.active_calls() == 0 {
@@ -452,6 +456,20 @@ impl<P: PortSource, F> CallControl<P, F> {
     }
 
     fn process_events(&mut self, now: Instant) {
+        loop {
+            self.endpoint_events(now);
+            // Legs that ended here (DNS failed, hung up while resolving).
+            let Some((id, cause)) = self.next_local_end() else {
+                break;
+            };
+            self.finish(now, id, &cause);
+        }
+        if self.drain.deadline.is_some() {
+            self.drain_step(now);
+        }
+    }
+
+    fn endpoint_events(&mut self, now: Instant) {
         while let Some(ev) = self.endpoint.poll_event() {
             match ev {
                 Event::IncomingCall(inc) => self.incoming(now, inc),
@@ -470,11 +488,15 @@ impl<P: PortSource, F> CallControl<P, F> {
                 Event::ReferProgress { call, status } => self.refer_status(now, call, status, true),
                 Event::Registration { index, state } => {
                     tracing::info!(index, ?state, "registration state");
+                    self.registration_event(now, index, &state);
                 }
+                Event::Refused {
+                    call,
+                    retry_after,
+                    contacts,
+                    ..
+                } => self.refused(call, retry_after, contacts),
             }
-        }
-        if self.drain.deadline.is_some() {
-            self.drain_step(now);
         }
     }
 
@@ -566,7 +588,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 }
                 Role::Inbound => {}
             }
-            let _ = self.endpoint.hangup(now, id);
+            self.hang_up(now, id);
         }
     }
 
@@ -873,10 +895,19 @@ impl<P: PortSource, F> CallControl<P, F> {
         vars
     }
 
+    /// An endpoint call ended: a leg we placed may go on to its next
+    /// target; otherwise the call is over.
+    fn end(&mut self, now: Instant, id: CallId, cause: &EndCause) {
+        if self.try_next_target(now, id, cause) {
+            return;
+        }
+        self.finish(now, id, cause);
+    }
+
     /// The call is over: the one place that lets go of it. Its record is
     /// written, the calls tied to it are told, its stream is stopped, and
     /// dropping it frees its port and stops its flow.
-    fn end(&mut self, now: Instant, id: CallId, cause: &EndCause) {
+    fn finish(&mut self, now: Instant, id: CallId, cause: &EndCause) {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };

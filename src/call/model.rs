@@ -119,6 +119,8 @@ pub(crate) struct Call<R, F> {
     pub(crate) rfc4733: bool,
     /// Digits this call's flow is sending, paced by call control.
     pub(crate) digits: Option<Box<Digits>>,
+    /// A call we place: where it goes and where next.
+    pub(crate) dialling: Option<Box<super::outbound::Dialling>>,
 }
 
 /// DTMF being sent for a flow, one digit per step.
@@ -148,6 +150,7 @@ impl<R, F> Call<R, F> {
             web_call: None,
             rfc4733: false,
             digits: None,
+            dialling: None,
         }
     }
 

@@ -19,6 +19,9 @@ use crate::flow::interp::{TransferEvent, TransferRequest};
 use crate::sdp::Codec;
 use crate::sip::endpoint::{CallState, EndpointConfig, OutgoingCall};
 
+#[path = "tests_outbound.rs"]
+mod outbound;
+
 const CROSSLINE: &str = "127.0.0.1:5060";
 const CALLER: &str = "127.0.0.1:5070";
 const AGENT: &str = "127.0.0.1:5080";
@@ -185,6 +188,8 @@ struct Pair {
     seen: Seen,
     /// Datagrams held back from crossline.
     held: Vec<bytes::Bytes>,
+    /// DNS, and addresses that are no peer (scripted or silent).
+    outside: outbound::Outside,
 }
 
 const FLOW: &str = "name = \"pbx\"\n[[nodes]]\nid = \"start\"\ntype = \"hangup\"\n";
@@ -253,6 +258,7 @@ impl Pair {
             agents: vec![Peer::new(AGENT, t0), Peer::new(AGENT2, t0)],
             seen: Seen::default(),
             held: Vec::new(),
+            outside: outbound::Outside::default(),
         }
     }
 
@@ -275,8 +281,11 @@ impl Pair {
                 if let Some(peer) = self.peer(t.peer.remote) {
                     let at = peer.at;
                     peer.ep.handle_datagram(now, at, from, &t.payload);
+                } else {
+                    self.outside.receive(&t);
                 }
             }
+            moved |= self.outside_replies();
             let mut inbound = Vec::new();
             for peer in std::iter::once(&mut self.caller).chain(self.agents.iter_mut()) {
                 while let Some(t) = peer.ep.poll_transmit() {

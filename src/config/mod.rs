@@ -388,9 +388,42 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "timers: t1_ms <= 60000, t2_ms and t4_ms <= 600000".into(),
         );
     }
+    for (i, server) in sip.dns_servers.iter().enumerate() {
+        if crate::config::model::parse_dns_server(server).is_none() {
+            let i = i.to_string();
+            err(
+                &["sip", "dns_servers", &i],
+                format!("not an IP address or IP:port: {server:?}"),
+            );
+        }
+    }
+    if !(50..=30_000).contains(&sip.dns_timeout_ms) {
+        err(
+            &["sip", "dns_timeout_ms"],
+            "must be between 50 and 30000".into(),
+        );
+    }
+    if !(1..=1_000_000).contains(&sip.dns_cache_size) {
+        err(
+            &["sip", "dns_cache_size"],
+            "must be between 1 and 1000000".into(),
+        );
+    }
+    if sip.dns_cache_min_ttl_secs > sip.dns_cache_max_ttl_secs {
+        err(
+            &["sip", "dns_cache_min_ttl_secs"],
+            "must not be more than dns_cache_max_ttl_secs".into(),
+        );
+    }
+    if sip.max_redirects > 20 {
+        err(&["sip", "max_redirects"], "must be at most 20".into());
+    }
     for (key, v) in [
         ("shutdown_grace_secs", sip.shutdown_grace_secs),
         ("nonce_ttl_secs", sip.nonce_ttl_secs),
+        ("dns_cache_max_ttl_secs", sip.dns_cache_max_ttl_secs),
+        ("dns_negative_ttl_secs", sip.dns_negative_ttl_secs),
+        ("failover_backoff_secs", sip.failover_backoff_secs),
     ] {
         if v > 86_400 {
             err(&["sip", key], "must be at most 86400".into());
@@ -469,23 +502,27 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             err(&["trunks", &idx, "password"], e);
         }
         if let Some(uri) = &trunk.outbound_proxy {
-            if crate::sip::message::Uri::parse(uri).is_err() {
+            if let Err(e) = crate::dns::check_destination(uri) {
                 err(
                     &["trunks", &idx, "outbound_proxy"],
-                    format!("not a SIP URI: {:?}", crate::mask::uri_secret(uri)),
+                    format!("{e}: {:?}", crate::mask::uri_secret(uri)),
                 );
             }
         }
     }
     for (i, reg) in config.registrations.iter().enumerate() {
         let idx = i.to_string();
-        for (key, uri) in [("registrar", &reg.registrar), ("aor", &reg.aor)] {
-            if crate::sip::message::Uri::parse(uri).is_err() {
-                err(
-                    &["registrations", &idx, key],
-                    format!("not a SIP URI: {:?}", crate::mask::uri_secret(uri)),
-                );
-            }
+        if let Err(e) = crate::dns::check_destination(&reg.registrar) {
+            err(
+                &["registrations", &idx, "registrar"],
+                format!("{e}: {:?}", crate::mask::uri_secret(&reg.registrar)),
+            );
+        }
+        if crate::sip::message::Uri::parse(&reg.aor).is_err() {
+            err(
+                &["registrations", &idx, "aor"],
+                format!("not a SIP URI: {:?}", crate::mask::uri_secret(&reg.aor)),
+            );
         }
         if let Err(e) = reg.password() {
             err(&["registrations", &idx, "password"], e);

@@ -694,6 +694,7 @@ impl Endpoint {
                 self.retry_with_auth(now, call, request, resp);
             }
             _ => {
+                self.refused(call, resp);
                 let reason = resp.reason.clone();
                 self.end_call(
                     call,
@@ -703,6 +704,27 @@ impl Endpoint {
                     },
                 );
             }
+        }
+    }
+
+    /// Tell the application where or when a refusal says to try next.
+    fn refused(&mut self, call: CallId, resp: &Response) {
+        let retry_after = resp.headers.get("Retry-After").and_then(|v| {
+            let digits: String = v.trim().chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        });
+        let contacts = if (300..400).contains(&resp.status) {
+            resp.headers.contacts().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if retry_after.is_some() || !contacts.is_empty() {
+            self.events.push_back(Event::Refused {
+                call,
+                status: resp.status,
+                retry_after,
+                contacts,
+            });
         }
     }
 
