@@ -7,9 +7,10 @@
 //!   answer in [`CallControl::handle_resolved`]; a numeric host needs none.
 //!   The targets are tried in RFC 2782 order ([`dns::select`]).
 //! - A 503, no answer (Timer B) or a transport error moves the INVITE to
-//!   the next target, as a new transaction, and keeps the failed target
-//!   out of new calls for `[sip] failover_backoff_secs` or the 503's
-//!   Retry-After ([`dns::backoff`]).
+//!   the next target, as a new transaction. New calls pass the failed
+//!   target over for `[sip] failover_backoff_secs` while another is up
+//!   (with none up it is still tried, last); a 503's Retry-After keeps it
+//!   out until then, whatever else there is ([`dns::backoff`]).
 //! - A 3xx is followed to its Contacts, best q first, at most
 //!   `[sip] max_redirects` times, never to a URI already tried.
 //! - A 6xx is final for the whole fork (`transfer.rs` stops the others).
@@ -29,7 +30,7 @@ use rand::SeedableRng as _;
 
 use super::model::{Call, Role};
 use super::{CallControl, PortSource};
-use crate::dns::backoff::Backoff;
+use crate::dns::backoff::{Backoff, Standing};
 use crate::dns::{self, Query, Resolution, ResolveError, Supported, Target};
 use crate::sip::endpoint::{
     CallId, EndCause, Endpoint, OutgoingCall, RegistrationSpec, RegistrationState, Transport,
@@ -81,6 +82,10 @@ pub(crate) struct Dialling {
     /// Targets left for `uri`, once `resolved`.
     targets: VecDeque<Target>,
     resolved: bool,
+    /// Targets of `uri` passed over because they failed lately: tried
+    /// last, when nothing else is left (never those that asked us to wait).
+    resting: VecDeque<Target>,
+    last_resort: bool,
     /// The target of the INVITE in flight.
     current: Option<Target>,
     from_user: String,
@@ -114,6 +119,8 @@ impl Dialling {
             transport: trunk.and_then(|t| t.outbound_transport.map(|n| n.transport())),
             targets: VecDeque::new(),
             resolved: false,
+            resting: VecDeque::new(),
+            last_resort: false,
             current: None,
             from_user,
             credentials: trunk.and_then(|t| t.username.clone().zip(t.password().ok().flatten())),
@@ -168,6 +175,7 @@ impl Dialling {
             self.next_uris.push_front(uri);
         }
         self.targets.clear();
+        self.resting.clear();
         self.resolved = true;
         Ok(n)
     }
@@ -354,6 +362,8 @@ impl<P: PortSource, F> CallControl<P, F> {
                 if let Some(t) = dns::literal(&query) {
                     d.targets = VecDeque::from([t]);
                     d.resolved = true;
+                    d.resting.clear();
+                    d.last_resort = false;
                     continue;
                 }
                 tracing::debug!(call = %id, host = %query.host, "resolving the destination");
@@ -361,9 +371,19 @@ impl<P: PortSource, F> CallControl<P, F> {
                 return Attempt::Resolving;
             }
             if let Some(t) = d.targets.pop_front() {
-                if self.outbound.backoff.is_down(now, &t) {
+                let standing = self.outbound.backoff.standing(now, &t);
+                let skip = match standing {
+                    Standing::Up => false,
+                    Standing::Resting if d.last_resort => false,
+                    Standing::Resting => {
+                        d.resting.push_back(t);
+                        true
+                    }
+                    Standing::AskedToWait => true,
+                };
+                if skip {
                     counter!(names::SIP_FAILOVERS, "reason" => "backed_off").increment(1);
-                    tracing::debug!(call = %id, target = %t.addr, "skipping a target that failed lately");
+                    tracing::debug!(call = %id, target = %t.addr, ?standing, "skipping a target that failed lately");
                     continue;
                 }
                 d.current = Some(t);
@@ -395,9 +415,18 @@ impl<P: PortSource, F> CallControl<P, F> {
                     }
                 }
             }
+            if !d.resting.is_empty() {
+                // Every target that is up failed or there was none: the
+                // resting ones beat failing the call.
+                tracing::info!(call = %id, targets = d.resting.len(), "every target failed lately: trying them anyway");
+                d.targets = std::mem::take(&mut d.resting);
+                d.last_resort = true;
+                continue;
+            }
             if let Some(next) = d.next_uris.pop_front() {
                 d.uri = next;
                 d.resolved = false;
+                d.last_resort = false;
                 continue;
             }
             return Attempt::Exhausted;
@@ -429,6 +458,8 @@ impl<P: PortSource, F> CallControl<P, F> {
             return;
         }
         d.resolved = true;
+        d.resting.clear();
+        d.last_resort = false;
         let failure = match result {
             Ok(res) => {
                 d.targets = dns::select::order(&res, &mut self.outbound.rng).into();
@@ -508,7 +539,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 if let Some(t) = current {
                     self.outbound.backoff.mark_down(now, t, wait);
                 }
-                if d.targets.is_empty() && d.next_uris.is_empty() {
+                if d.targets.is_empty() && d.resting.is_empty() && d.next_uris.is_empty() {
                     return false;
                 }
                 counter!(names::SIP_FAILOVERS, "reason" => reason).increment(1);
@@ -525,6 +556,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 status: 400..=599, ..
             } if !d.next_uris.is_empty() => {
                 d.targets.clear();
+                d.resting.clear();
             }
             _ => return false,
         }

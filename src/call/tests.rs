@@ -443,10 +443,17 @@ impl Pair {
     }
 
     fn transfer(&mut self, call: CallId, targets: &[&str], parallel: bool) {
+        let uris: Vec<String> = targets.iter().map(|t| format!("sip:agent@{t}")).collect();
+        let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+        self.transfer_to(call, &uris, parallel, 10);
+    }
+
+    /// Transfer `call` to whole URIs, ringing up to `ring_secs`.
+    fn transfer_to(&mut self, call: CallId, targets: &[&str], parallel: bool, ring_secs: u64) {
         let req = TransferRequest {
-            targets: targets.iter().map(|t| format!("sip:agent@{t}")).collect(),
+            targets: targets.iter().map(|t| t.to_string()).collect(),
             parallel,
-            ring_timeout: Duration::from_secs(10),
+            ring_timeout: Duration::from_secs(ring_secs),
             trunk: None,
             hold_message: None,
             hold_music: Vec::new(),

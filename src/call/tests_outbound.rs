@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use super::*;
 use crate::dns::{Candidate, Resolution, ResolveError};
@@ -136,22 +135,6 @@ impl Pair {
             let answer = self.outside.answer(&req.query.host);
             self.cc.handle_resolved(self.now, req.id, answer);
         }
-        self.drive();
-    }
-
-    /// Transfer the inbound call to whole URIs, ringing up to `ring_secs`.
-    fn transfer_to(&mut self, call: CallId, targets: &[&str], parallel: bool, ring_secs: u64) {
-        let req = TransferRequest {
-            targets: targets.iter().map(|t| t.to_string()).collect(),
-            parallel,
-            ring_timeout: Duration::from_secs(ring_secs),
-            trunk: None,
-            hold_message: None,
-            hold_music: Vec::new(),
-            repeat_interval: None,
-        };
-        self.cc
-            .handle_flow_request(self.now, call, CallRequest::Transfer(req));
         self.drive();
     }
 
@@ -429,4 +412,38 @@ fn a_registrar_by_name_registers_at_its_first_target_and_moves_on_when_it_is_sil
         p.cc.registration_state(0),
         Some(&RegistrationState::Registered { expires: 300 })
     );
+}
+
+#[test]
+fn a_lone_target_that_failed_is_still_tried_but_one_that_asked_to_wait_is_not() {
+    let mut p = Pair::new();
+    let agent = format!("sip:agent@{AGENT}");
+    p.agents[0].refuses = Some(503);
+    let (leg, call) = p.call_and_transfer(&agent);
+    assert_eq!(p.failed(call), Some(503));
+    p.hang_up_caller(leg);
+    // It rests, but with nothing else to try it is tried again at once.
+    p.agents[0].refuses = None;
+    let (leg, call) = p.call_and_transfer(&agent);
+    assert!(p.bridged(call));
+    p.hang_up_caller(leg);
+    // A Retry-After is honoured: the next call fails without an INVITE.
+    p.outside.script(BUSY, 503, &[("Retry-After", "30")]);
+    let busy = format!("sip:agent@{BUSY}");
+    for _ in 0..2 {
+        let (leg, call) = p.call_and_transfer(&busy);
+        assert_eq!(p.failed(call), Some(503));
+        p.hang_up_caller(leg);
+    }
+    assert_eq!(
+        p.outside.sent(BUSY, Method::Invite),
+        1,
+        "asked to wait 30 s"
+    );
+    p.advance(31_000);
+    let (leg, _) = p.call_and_transfer(&busy);
+    p.hang_up_caller(leg);
+    assert_eq!(p.outside.sent(BUSY, Method::Invite), 2, "then tried again");
+    // Four legs placed (the one refused at once never was), five callers.
+    p.assert_all_released(9);
 }

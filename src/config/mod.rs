@@ -1001,6 +1001,34 @@ mod tests {
     }
 
     #[test]
+    fn destinations_may_be_dns_names_and_the_dns_keys_are_checked() {
+        let ok = "[sip]\ndns_servers = [\"127.0.0.1:5353\", \"::1\"]\n\n\
+                  [[trunks]]\nname = \"t\"\noutbound_proxy = \"sip:pstn.example.com\"\n\n\
+                  [[registrations]]\nregistrar = \"sips:pbx.example.com\"\naor = \"sip:me@pbx.example.com\"\n";
+        assert_eq!(errors(ok), Vec::<String>::new());
+        let e = errors(&format!(
+            "[sip]\ndns_servers = [\"dns.example.com\"]\ndns_timeout_ms = 10\n\
+             dns_cache_min_ttl_secs = 60\ndns_cache_max_ttl_secs = 30\nmax_redirects = 50\n\n\
+             [[trunks]]\nname = \"t\"\noutbound_proxy = \"sip:{}.example.com\"\n",
+            "x".repeat(64)
+        ));
+        for key in [
+            "sip.dns_servers[0]",
+            "sip.dns_timeout_ms",
+            "sip.dns_cache_min_ttl_secs",
+            "sip.max_redirects",
+            "trunks[0].outbound_proxy",
+        ] {
+            assert!(e.iter().any(|m| m.contains(key)), "{key}: {e:?}");
+        }
+        assert!(
+            e.iter()
+                .any(|m| m.contains("neither an IP address nor a DNS name")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crossline.example.toml");
         if let Err(e) = Config::load(&path) {

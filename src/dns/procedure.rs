@@ -323,18 +323,10 @@ mod tests {
             }
             map.get(name).cloned().ok_or(LookupError::Empty)
         }
-        fn naptr(
-            mut self,
-            name: &str,
-            order: u16,
-            pref: u16,
-            flags: &str,
-            service: &str,
-            repl: &str,
-        ) -> Zone {
+        fn naptr(mut self, name: &str, order: u16, flags: &str, service: &str, repl: &str) -> Zone {
             self.naptr.entry(name.into()).or_default().push(Naptr {
                 order,
-                preference: pref,
+                preference: 10,
                 flags: flags.into(),
                 service: service.into(),
                 replacement: repl.into(),
@@ -395,22 +387,8 @@ mod tests {
     #[test]
     fn naptr_picks_the_transport_and_srv_the_hosts() {
         let zone = Zone::default()
-            .naptr(
-                "example.com",
-                20,
-                10,
-                "s",
-                "SIP+D2U",
-                "_sip._udp.example.com",
-            )
-            .naptr(
-                "example.com",
-                10,
-                10,
-                "S",
-                "SIP+D2T",
-                "_sip._tcp.example.com.",
-            )
+            .naptr("example.com", 20, "s", "SIP+D2U", "_sip._udp.example.com")
+            .naptr("example.com", 10, "S", "SIP+D2T", "_sip._tcp.example.com.")
             .srv("_sip._tcp.example.com", 10, 60, 5070, "a.example.com")
             .srv("_sip._tcp.example.com", 20, 0, 5071, "b.example.com")
             .srv("_sip._udp.example.com", 10, 0, 5072, "a.example.com")
@@ -437,22 +415,8 @@ mod tests {
     #[test]
     fn sips_uses_only_sips_services() {
         let zone = Zone::default()
-            .naptr(
-                "example.com",
-                10,
-                10,
-                "s",
-                "SIP+D2U",
-                "_sip._udp.example.com",
-            )
-            .naptr(
-                "example.com",
-                20,
-                10,
-                "s",
-                "SIPS+D2T",
-                "_sips._tcp.example.com",
-            )
+            .naptr("example.com", 10, "s", "SIP+D2U", "_sip._udp.example.com")
+            .naptr("example.com", 20, "s", "SIPS+D2T", "_sips._tcp.example.com")
             .srv("_sip._udp.example.com", 10, 0, 5060, "a.example.com")
             .srv("_sips._tcp.example.com", 10, 0, 5061, "a.example.com")
             .a("a.example.com", 1);
@@ -476,14 +440,7 @@ mod tests {
     #[test]
     fn an_explicit_port_or_transport_skips_naptr() {
         let zone = Zone::default()
-            .naptr(
-                "example.com",
-                10,
-                10,
-                "s",
-                "SIP+D2T",
-                "_sip._tcp.example.com",
-            )
+            .naptr("example.com", 10, "s", "SIP+D2T", "_sip._tcp.example.com")
             .srv("_sip._tcp.example.com", 0, 0, 5080, "a.example.com")
             .a("a.example.com", 1)
             .a("example.com", 2);
@@ -499,8 +456,8 @@ mod tests {
     #[test]
     fn loops_empty_answers_and_timeouts_fail_clearly() {
         let zone = Zone::default()
-            .naptr("loop.example.com", 10, 10, "", "", "hop.example.com")
-            .naptr("hop.example.com", 10, 10, "", "", "loop.example.com")
+            .naptr("loop.example.com", 10, "", "", "hop.example.com")
+            .naptr("hop.example.com", 10, "", "", "loop.example.com")
             .a("loop.example.com", 1);
         assert_eq!(
             run(&zone, "sip:loop.example.com", ALL),
@@ -519,7 +476,6 @@ mod tests {
         let zone = Zone::default()
             .naptr(
                 "tcp.example.com",
-                10,
                 10,
                 "s",
                 "SIP+D2T",
@@ -543,7 +499,6 @@ mod tests {
         for i in 0..10 {
             zone = zone.naptr(
                 &format!("n{i}.example.com"),
-                10,
                 10,
                 "",
                 "",
