@@ -174,7 +174,7 @@ fn srv_priority_and_weight_share_the_calls() {
 
 /// The first target answers 503 with Retry-After: the call goes to the
 /// next, and for Retry-After the 503'd target is skipped. A target that
-/// never answers is left at Timer B (64 × T1 = 6.4 s here).
+/// sends nothing at all is left after `failover_timeout_ms` (1.5 s here).
 #[test]
 fn a_503_or_a_silent_target_fails_over_and_is_backed_off() {
     let busy = Uas::start("uas_503.xml", free_port(), &["-key", "retry_after", "120"]);
@@ -205,7 +205,7 @@ fn a_503_or_a_silent_target_fails_over_and_is_backed_off() {
             ("busy", &["sip:agent@busy.test"], false),
             ("silent", &["sip:agent@silent.test"], false),
         ],
-        "",
+        "failover_timeout_ms = 1500",
         "",
     );
     for _ in 0..3 {
@@ -222,8 +222,8 @@ fn a_503_or_a_silent_target_fails_over_and_is_backed_off() {
     assert!(gw.log().contains("failing over to the next target"));
     assert!(gw.log().contains("retry_after_secs=120"), "{}", gw.log());
 
-    // The caller stays on long enough for Timer B, the ring and a talk.
-    let run = callers(&gw, "silent", 1, 1, 9_500);
+    // The caller stays on long enough for the wait, the ring and a talk.
+    let run = callers(&gw, "silent", 1, 1, 4_500);
     assert!(run.ok(), "{}", run.describe());
     settle();
     assert_eq!(next.completed(), Some(4));
@@ -236,8 +236,8 @@ fn a_503_or_a_silent_target_fails_over_and_is_backed_off() {
     };
     let waited = at("reason=\"timeout\"") - at(&format!("target=127.0.0.1:{silent_port}"));
     assert!(
-        (6.0..8.0).contains(&waited),
-        "failed over after {waited} s, at Timer B"
+        (1.4..2.5).contains(&waited),
+        "failed over after {waited} s, at failover_timeout_ms"
     );
     assert!(metric(&gw, "crossline_sip_failovers_total", &[("reason", "503")]) >= 1);
     assert!(

@@ -565,6 +565,9 @@ impl<P: PortSource, F> CallControl<P, F> {
         if call.digits.as_ref().is_some_and(|d| d.next_at <= now) {
             self.next_digit(now, id);
         }
+        if self.calls.get(&id).is_some_and(|c| c.dialling.is_some()) {
+            self.unanswered_timer(now, id);
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };

@@ -98,6 +98,9 @@ pub(crate) struct Dialling {
     refusal: Option<Refusal>,
     /// We hung it up: no further attempts.
     abandoned: bool,
+    /// Give up on the INVITE in flight if nothing came back by then (and
+    /// another target waits).
+    unanswered_by: Option<Instant>,
 }
 
 impl Dialling {
@@ -128,7 +131,13 @@ impl Dialling {
             redirects: 0,
             refusal: None,
             abandoned: false,
+            unanswered_by: None,
         }
+    }
+
+    /// Somewhere left to go after the target in flight.
+    fn has_alternatives(&self) -> bool {
+        !(self.targets.is_empty() && self.resting.is_empty() && self.next_uris.is_empty())
     }
 
     /// What gets resolved: the proxy, else the Request-URI.
@@ -407,6 +416,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                     Ok(placed) => {
                         tracing::debug!(leg = %placed, target = %t.addr, transport = ?t.transport, "INVITE sent");
                         self.rekey(id, placed);
+                        self.watch_unanswered(now, placed);
                         return Attempt::Sent(placed);
                     }
                     Err(e) => {
@@ -539,7 +549,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 if let Some(t) = current {
                     self.outbound.backoff.mark_down(now, t, wait);
                 }
-                if d.targets.is_empty() && d.resting.is_empty() && d.next_uris.is_empty() {
+                if !d.has_alternatives() {
                     return false;
                 }
                 counter!(names::SIP_FAILOVERS, "reason" => reason).increment(1);
@@ -561,6 +571,45 @@ impl<P: PortSource, F> CallControl<P, F> {
             _ => return false,
         }
         !matches!(self.attempt(now, id), Attempt::Exhausted)
+    }
+
+    /// With another target waiting, don't wait for Timer B on a target
+    /// that says nothing at all: look again after `failover_timeout_ms`.
+    fn watch_unanswered(&mut self, now: Instant, id: CallId) {
+        let wait = Duration::from_millis(self.config.sip.failover_timeout_ms);
+        let Some(d) = self
+            .calls
+            .get_mut(&id)
+            .and_then(|c| c.dialling.as_deref_mut())
+        else {
+            return;
+        };
+        if wait.is_zero() || !d.has_alternatives() {
+            d.unanswered_by = None;
+            return;
+        }
+        let at = now.checked_add(wait).unwrap_or(now);
+        d.unanswered_by = Some(at);
+        self.timers.insert((at, id));
+    }
+
+    /// The leg's INVITE is due an answer: none at all means the target is
+    /// dead, and the leg moves on (as at Timer B).
+    pub(crate) fn unanswered_timer(&mut self, now: Instant, id: CallId) {
+        let Some(d) = self
+            .calls
+            .get_mut(&id)
+            .and_then(|c| c.dialling.as_deref_mut())
+        else {
+            return;
+        };
+        if d.unanswered_by.is_none_or(|at| at > now) {
+            return;
+        }
+        d.unanswered_by = None;
+        if self.endpoint.give_up_unanswered(id) {
+            tracing::info!(call = %id, "no response at all from the target: trying the next");
+        }
     }
 
     /// What a refusal of one of our INVITEs said, kept for its end.

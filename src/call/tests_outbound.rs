@@ -198,7 +198,7 @@ fn a_name_resolves_and_a_503_fails_over_then_keeps_its_retry_after() {
 }
 
 #[test]
-fn a_target_that_never_answers_fails_over_at_timer_b() {
+fn a_target_that_never_answers_fails_over_after_failover_timeout_ms() {
     let mut p = Pair::new();
     p.outside.zone.insert(
         "pbx.example".into(),
@@ -206,14 +206,49 @@ fn a_target_that_never_answers_fails_over_at_timer_b() {
     );
     let (leg, call) = p.call_and_transfer("sip:agent@pbx.example");
     assert!(p.outside.sent(SILENT, Method::Invite) >= 1);
+    // Not even 100 Trying within [sip] failover_timeout_ms (4 s): next.
+    p.advance(3_900);
     assert_eq!(p.agents[0].incoming().len(), 0);
+    p.advance(200);
+    assert!(p.bridged(call));
+    assert_eq!(p.cc.calls(), 2, "one leg, moved to its new attempt");
+    p.hang_up_caller(leg);
+    p.assert_all_released(2);
+}
+
+#[test]
+fn without_failover_timeout_ms_a_silent_target_waits_for_timer_b() {
+    let mut config = config();
+    config.sip.failover_timeout_ms = 0;
+    let mut p = Pair::with(config, 10);
+    p.outside.zone.insert(
+        "pbx.example".into(),
+        srv(&[(10, 0, SILENT), (20, 0, AGENT)]),
+    );
+    let (leg, call) = p.call_and_transfer("sip:agent@pbx.example");
     // Timer B: 64 × T1 = 32 s of retransmissions, then the next target.
     p.advance(31_000);
     assert_eq!(p.agents[0].incoming().len(), 0);
     p.advance(2_000);
     assert!(p.bridged(call));
-    assert_eq!(p.cc.calls(), 2, "one leg, moved to its new attempt");
     p.hang_up_caller(leg);
+    p.assert_all_released(2);
+}
+
+#[test]
+fn a_target_that_rings_is_not_given_up_on() {
+    let mut p = Pair::new();
+    p.agents[1].answers = false;
+    p.outside.zone.insert(
+        "pbx.example".into(),
+        srv(&[(10, 0, AGENT2), (20, 0, AGENT)]),
+    );
+    let (leg, _call) = p.call_and_transfer("sip:agent@pbx.example");
+    p.advance(10_000);
+    assert_eq!(p.agents[1].incoming().len(), 1, "ringing");
+    assert_eq!(p.agents[0].incoming().len(), 0, "never moved on");
+    p.hang_up_caller(leg);
+    p.advance(1_000);
     p.assert_all_released(2);
 }
 

@@ -415,6 +415,12 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "must not be more than dns_cache_max_ttl_secs".into(),
         );
     }
+    if sip.failover_timeout_ms > 600_000 {
+        err(
+            &["sip", "failover_timeout_ms"],
+            "must be at most 600000".into(),
+        );
+    }
     if sip.max_redirects > 20 {
         err(&["sip", "max_redirects"], "must be at most 20".into());
     }

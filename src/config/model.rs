@@ -124,6 +124,10 @@ pub struct SipConfig {
     pub failover_backoff_secs: u64,
     /// 3xx redirects followed per call we place; 0: a 3xx is a failure.
     pub max_redirects: u32,
+    /// An INVITE of ours with no response at all (not even 100 Trying)
+    /// after this long moves to the next target, when there is one; 0:
+    /// only at Timer B.
+    pub failover_timeout_ms: u64,
 }
 
 impl SipConfig {
@@ -199,6 +203,7 @@ impl Default for SipConfig {
             dns_negative_ttl_secs: 30,
             failover_backoff_secs: 30,
             max_redirects: 5,
+            failover_timeout_ms: 4_000,
         }
     }
 }

@@ -854,6 +854,24 @@ impl Endpoint {
         }
     }
 
+    /// Give up on our INVITE if nothing at all (not even 100 Trying) came
+    /// back for it: its transaction is dropped and the call ends as a
+    /// timeout, so the application can try another target sooner than
+    /// Timer B. False (and nothing done) once any response came.
+    pub fn give_up_unanswered(&mut self, call: CallId) -> bool {
+        let Some(c) = self.calls.get(&call) else {
+            return false;
+        };
+        if c.role != CallRole::Uac || c.state != CallState::Outgoing || c.got_provisional {
+            return false;
+        }
+        if let Some(key) = c.client_key.clone() {
+            self.client_txs.remove(&key);
+        }
+        self.end_call(call, EndCause::Timeout);
+        true
+    }
+
     pub(super) fn call_failed(&mut self, _now: Instant, call: CallId, cause: EndCause) {
         self.end_call(call, cause);
     }

@@ -877,6 +877,35 @@ fn a_transport_failure_fails_the_invite_at_once() {
     assert!(t.events().is_empty());
 }
 
+/// An INVITE nobody has answered at all can be given up at once (to try
+/// another target before Timer B); one that drew even a 100 cannot.
+#[test]
+fn an_unanswered_invite_can_be_given_up() {
+    let mut t = T::new();
+    let call = t.ep.invite(t.at(0), outgoing()).unwrap();
+    t.requests();
+    assert!(t.ep.give_up_unanswered(call));
+    assert_eq!(
+        t.events(),
+        vec![Event::CallEnded {
+            call,
+            cause: EndCause::Timeout
+        }]
+    );
+    t.run_timers_until(40_000);
+    assert!(t.requests().is_empty(), "no more retransmissions");
+    let call = t.ep.invite(t.at(40_000), outgoing()).unwrap();
+    let inv = t.requests().remove(0).1;
+    t.ep.handle_datagram(
+        t.at(40_010),
+        local(),
+        "127.0.0.1:5080".parse().unwrap(),
+        reply_to(&inv, 100, "x", "").as_bytes(),
+    );
+    assert!(!t.ep.give_up_unanswered(call), "it is alive");
+    assert_eq!(t.ep.call_state(call), Some(CallState::Outgoing));
+}
+
 /// A registration can be pointed at another target; its retry goes there.
 #[test]
 fn a_registration_moves_to_another_destination() {
