@@ -207,6 +207,15 @@ fn q_value(contact: &NameAddr) -> f32 {
         .unwrap_or(1.0)
 }
 
+/// A leg's plan, borrowing only the map (so the rest of call control
+/// stays usable beside it).
+fn dialling_of<R, F>(
+    calls: &mut HashMap<CallId, Box<Call<R, F>>>,
+    id: CallId,
+) -> Option<&mut Dialling> {
+    calls.get_mut(&id)?.dialling.as_deref_mut()
+}
+
 /// Who waits for a resolution.
 #[derive(Debug, Clone, Copy)]
 enum Waiter {
@@ -356,11 +365,7 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// the next Request-URI.
     fn attempt(&mut self, now: Instant, id: CallId) -> Attempt {
         loop {
-            let Some(d) = self
-                .calls
-                .get_mut(&id)
-                .and_then(|c| c.dialling.as_deref_mut())
-            else {
+            let Some(d) = dialling_of(&mut self.calls, id) else {
                 return Attempt::Exhausted;
             };
             if d.abandoned {
@@ -451,11 +456,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         result: Result<Resolution, ResolveError>,
     ) {
         let draining = self.draining();
-        let Some(d) = self
-            .calls
-            .get_mut(&leg)
-            .and_then(|c| c.dialling.as_deref_mut())
-        else {
+        let Some(d) = dialling_of(&mut self.calls, leg) else {
             return;
         };
         if d.abandoned {
@@ -577,11 +578,7 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// that says nothing at all: look again after `failover_timeout_ms`.
     fn watch_unanswered(&mut self, now: Instant, id: CallId) {
         let wait = Duration::from_millis(self.config.sip.failover_timeout_ms);
-        let Some(d) = self
-            .calls
-            .get_mut(&id)
-            .and_then(|c| c.dialling.as_deref_mut())
-        else {
+        let Some(d) = dialling_of(&mut self.calls, id) else {
             return;
         };
         if wait.is_zero() || !d.has_alternatives() {
@@ -596,11 +593,7 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// The leg's INVITE is due an answer: none at all means the target is
     /// dead, and the leg moves on (as at Timer B).
     pub(crate) fn unanswered_timer(&mut self, now: Instant, id: CallId) {
-        let Some(d) = self
-            .calls
-            .get_mut(&id)
-            .and_then(|c| c.dialling.as_deref_mut())
-        else {
+        let Some(d) = dialling_of(&mut self.calls, id) else {
             return;
         };
         if d.unanswered_by.is_none_or(|at| at > now) {
@@ -619,11 +612,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         retry_after: Option<u32>,
         contacts: Vec<NameAddr>,
     ) {
-        if let Some(d) = self
-            .calls
-            .get_mut(&call)
-            .and_then(|c| c.dialling.as_deref_mut())
-        {
+        if let Some(d) = dialling_of(&mut self.calls, call) {
             d.refusal = Some(Refusal {
                 retry_after,
                 contacts,
@@ -660,11 +649,7 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// Hang up a call we hold, wherever it is: in the endpoint, or only
     /// here (a leg waiting on DNS). A leg hung up is never retried.
     pub(crate) fn hang_up(&mut self, now: Instant, id: CallId) {
-        if let Some(d) = self
-            .calls
-            .get_mut(&id)
-            .and_then(|c| c.dialling.as_deref_mut())
-        {
+        if let Some(d) = dialling_of(&mut self.calls, id) {
             d.abandoned = true;
         }
         if self.endpoint.call_state(id).is_some() {
