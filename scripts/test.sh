@@ -15,6 +15,7 @@ needs=(
   "kamailio kamailio"
   "openssl openssl"
   "curl curl"
+  "dnsmasq dnsmasq-base"
 )
 missing=()
 for pair in "${needs[@]}"; do

@@ -16,6 +16,7 @@ pub mod call;
 pub mod callback;
 pub mod chat;
 pub mod config;
+pub mod dns;
 pub mod flow;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]

@@ -17,7 +17,8 @@ use serde_json::json;
 
 const OPERATOR_TOKEN: &str = "operator-token-for-tls-tests";
 
-/// A test CA and a server certificate it signed for 127.0.0.1 (P-256),
+/// A test CA and a server certificate it signed for 127.0.0.1, localhost
+/// and carrier.test (P-256),
 /// made by openssl: (server cert, server key, CA cert).
 fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     require("openssl", "openssl");
@@ -70,7 +71,7 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     .concat());
     std::fs::write(
         dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:carrier.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
     )
     .unwrap();
     run(&[
@@ -369,6 +370,71 @@ fn a_callback_goes_out_over_tls_to_a_gateway_that_verifies_it() {
     };
     assert_eq!(done["state"], "completed", "{done}");
     assert!(done["answered_at"].is_number(), "{done}");
+}
+
+/// A trunk by DNS name over TLS (RFC 5922): the carrier's certificate
+/// must name the domain of the proxy URI. `sips:carrier.test` resolves
+/// (SRV `_sips._tcp`) to the second gateway, whose certificate carries
+/// that name: the callback completes. `sips:other.test` resolves to the
+/// same gateway, but its certificate doesn't carry that name: the
+/// handshake fails, which fails the call at once with 503.
+#[test]
+fn a_trunk_by_name_over_tls_checks_the_certificate_for_that_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = certificate(dir.path());
+    let (_b, b_tls) = tls_gateway(&cert, &key, &ca, "");
+    let dns = common::dns::Dnsmasq::start(
+        &[
+            format!("--srv-host=_sips._tcp.carrier.test,sbc.carrier.test,{b_tls},0,0"),
+            format!("--srv-host=_sips._tcp.other.test,sbc.carrier.test,{b_tls},0,0"),
+            "--host-record=sbc.carrier.test,127.0.0.1".into(),
+        ],
+        300,
+    );
+    let flows = repo().join("tests/flows/restart");
+    for (proxy, state, status) in [
+        ("sips:carrier.test", "completed", None),
+        ("sips:other.test", "failed", Some(503)),
+    ] {
+        let (a, _) = tls_gateway(
+            &cert,
+            &key,
+            &ca,
+            &format!(
+                "[sip]\ndns_servers = [\"{}\"]\n\n[flows]\ndir = \"{}\"\n\n\
+                 [[trunks]]\nname = \"carrier\"\noutbound_proxy = \"{proxy}\"\ncaller_id = \"+15550100000\"\n",
+                dns.server(),
+                flows.display()
+            ),
+        );
+        let auth = format!("Bearer {OPERATOR_TOKEN}");
+        let created = a.https_json(
+            &ca,
+            "POST",
+            "/v1/callbacks",
+            &auth,
+            Some(json!({
+                "phone": "+34612345678",
+                "flow": "restart-callback",
+                "consent": { "given": true, "text": "We may call you back." },
+            })),
+        );
+        let id = created["id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let done = loop {
+            let v = a.https_json(&ca, "GET", &format!("/v1/callbacks/{id}"), &auth, None);
+            if v["state"] == "completed" || v["state"] == "failed" {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "{proxy}: callback stuck: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(done["state"], state, "{proxy}: {done}");
+        if let Some(status) = status {
+            assert_eq!(done["sip_status"], status, "{proxy}: {done}");
+            assert!(a.log().contains("TLS connection failed"), "{}", a.log());
+        }
+    }
 }
 
 trait Https {

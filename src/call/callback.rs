@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::model::{Call, CallbackLeg, Media, Program, Role};
+use super::model::{Call, CallbackLeg, Program, Role};
 use super::{CallControl, Effect, PortSource};
 use crate::callback::{Originate, Progress};
 use crate::flow::interp::TransferRequest;
@@ -50,39 +50,36 @@ impl<P: PortSource, F> CallControl<P, F> {
             .caller_id
             .clone()
             .unwrap_or_else(|| "crossline".into());
-        let Some((spec, reservation)) = self.outgoing_call(target, Some(&trunk), caller_id.clone())
-        else {
-            return self.callback_failed(&req.id, 503, "cannot place the call");
+        let record = CallRecord::starting(
+            String::new(),
+            "outbound",
+            req.phone.clone(),
+            caller_id.clone(),
+            Some(trunk.name.clone()),
+            req.flow.clone(),
+        );
+        let id = req.id.clone();
+        let leg = CallbackLeg {
+            id: req.id,
+            flow: req.flow,
+            target: req.target,
+            vars: req.vars,
+            answered: false,
         };
-        match self.endpoint.invite(now, spec) {
+        let c = Call::new(Role::Callback(Box::new(leg)), record);
+        match self.place_call(now, target, Some(&trunk), caller_id, c) {
             Ok(call) => {
-                let record = CallRecord::starting(
-                    String::new(),
-                    "outbound",
-                    req.phone.clone(),
-                    caller_id,
-                    Some(trunk.name.clone()),
-                    req.flow.clone(),
-                );
-                let span = super::call_span(call, &record);
-                span.in_scope(|| tracing::info!(%call, callback = %req.id, "callback: dialling"));
-                let leg = CallbackLeg {
-                    id: req.id,
-                    flow: req.flow,
-                    target: req.target,
-                    vars: req.vars,
-                    answered: false,
-                };
-                let mut c = Call::new(Role::Callback(Box::new(leg)), record);
-                c.span = span;
-                c.media = Media::Reserved(reservation);
-                self.calls.insert(call, Box::new(c));
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.span = super::call_span(call, &c.record);
+                    c.span
+                        .in_scope(|| tracing::info!(%call, callback = %id, "callback: dialling"));
+                }
                 let ring = Duration::from_secs(self.config.callbacks.ring_timeout_secs);
                 self.set_give_up(call, now.checked_add(ring).unwrap_or(now));
             }
-            Err(e) => {
-                tracing::warn!(callback = %req.id, %e, "callback: cannot place the call");
-                self.callback_failed(&req.id, 503, "cannot place the call");
+            Err(why) => {
+                tracing::warn!(callback = %id, why, "callback: cannot place the call");
+                self.callback_failed(&id, 503, "cannot place the call");
             }
         }
         self.process_events(now);
@@ -133,7 +130,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         });
         let (Some(r), Some(media), Some(_)) = (reservation, media, program) else {
             tracing::warn!(call = %id, %callback, "callback: no media or no flow; hanging up");
-            let _ = self.endpoint.hangup(now, id);
+            self.hang_up(now, id);
             return;
         };
         self.start_media(now, id, r, &media);

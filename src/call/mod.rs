@@ -19,6 +19,7 @@
 mod callback;
 mod identity;
 mod model;
+mod outbound;
 mod routing;
 mod transfer;
 
@@ -41,6 +42,7 @@ use crate::sip::endpoint::{
 use crate::store::CallRecord;
 
 use model::{Call, Media, Program, Refer, Role};
+pub use outbound::{ResolveId, ResolveRequest};
 pub use routing::{EarlyAudio, HoldPrograms, Router};
 
 /// Hands out RTP ports. The reservation keeps the port until it is dropped
@@ -144,6 +146,8 @@ pub struct CallControl<P: PortSource, F> {
     effects: VecDeque<Effect>,
     tally: Tally,
     drain: Drain,
+    /// Where outbound calls and registrations go: DNS, failover.
+    outbound: outbound::Outbound,
 }
 
 /// Shutting down: new calls get 503 during the grace period, then every
@@ -158,7 +162,9 @@ const HARD_STOP: Duration = Duration::from_secs(2);
 
 impl<P: PortSource, F> CallControl<P, F> {
     pub fn new(config: Config, endpoint: Endpoint, ports: P, settings: Settings) -> Self {
+        let outbound = outbound::Outbound::new(&config, &endpoint, settings.seed);
         CallControl {
+            outbound,
             router: Router::new(config.routes.clone(), settings.holds),
             config,
             endpoint,
@@ -332,6 +338,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             self.timers.pop_first();
             self.call_timer(now, id);
         }
+        self.registrar_timers(now);
         self.drain_step(now);
         self.process_events(now);
     }
@@ -397,6 +404,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         [
             self.endpoint.poll_timeout(),
             self.timers.first().map(|(at, _)| *at),
+            self.outbound.next_wake(),
             self.drain.deadline,
             self.drain.hard_stop,
         ]
@@ -409,11 +417,6 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
-    }
-
-    /// For registrations, which the driver resolves before adding.
-    pub fn endpoint_mut(&mut self) -> &mut Endpoint {
-        &mut self.endpoint
     }
 
     pub fn draining(&self) -> bool {
@@ -471,6 +474,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             for call in self.endpoint.call_ids() {
                 let _ = self.endpoint.hangup(now, call);
             }
+            self.end_unplaced();
             self.drain.hard_stop = Some(now + HARD_STOP);
         }
         if self.drain.deadline.is_some() && self.endpoint.active_calls() == 0 {
@@ -481,6 +485,20 @@ impl<P: PortSource, F> CallControl<P, F> {
     }
 
     fn process_events(&mut self, now: Instant) {
+        loop {
+            self.endpoint_events(now);
+            // Legs that ended here (DNS failed, hung up while resolving).
+            let Some((id, cause)) = self.next_local_end() else {
+                break;
+            };
+            self.finish(now, id, &cause);
+        }
+        if self.drain.deadline.is_some() {
+            self.drain_step(now);
+        }
+    }
+
+    fn endpoint_events(&mut self, now: Instant) {
         while let Some(ev) = self.endpoint.poll_event() {
             let _in_call = match &ev {
                 Event::CallEstablished { call, .. }
@@ -513,11 +531,15 @@ impl<P: PortSource, F> CallControl<P, F> {
                 Event::ReferProgress { call, status } => self.refer_status(now, call, status, true),
                 Event::Registration { index, state } => {
                     tracing::info!(index, ?state, "registration state");
+                    self.registration_event(now, index, &state);
                 }
+                Event::Refused {
+                    call,
+                    retry_after,
+                    contacts,
+                    ..
+                } => self.refused(call, retry_after, contacts),
             }
-        }
-        if self.drain.deadline.is_some() {
-            self.drain_step(now);
         }
     }
 
@@ -607,6 +629,9 @@ impl<P: PortSource, F> CallControl<P, F> {
         if call.digits.as_ref().is_some_and(|d| d.next_at <= now) {
             self.next_digit(now, id);
         }
+        if self.calls.get(&id).is_some_and(|c| c.dialling.is_some()) {
+            self.unanswered_timer(now, id);
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -630,7 +655,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 }
                 Role::Inbound => {}
             }
-            let _ = self.endpoint.hangup(now, id);
+            self.hang_up(now, id);
         }
     }
 
@@ -1010,10 +1035,19 @@ impl<P: PortSource, F> CallControl<P, F> {
         vars
     }
 
+    /// An endpoint call ended: a leg we placed may go on to its next
+    /// target; otherwise the call is over.
+    fn end(&mut self, now: Instant, id: CallId, cause: &EndCause) {
+        if self.try_next_target(now, id, cause) {
+            return;
+        }
+        self.finish(now, id, cause);
+    }
+
     /// The call is over: the one place that lets go of it. Its record is
     /// written, the calls tied to it are told, its stream is stopped, and
     /// dropping it frees its port and stops its flow.
-    fn end(&mut self, now: Instant, id: CallId, cause: &EndCause) {
+    fn finish(&mut self, now: Instant, id: CallId, cause: &EndCause) {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };

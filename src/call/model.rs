@@ -130,6 +130,8 @@ pub(crate) struct Call<R, F> {
     /// caller's): its flow runs in it, and call control enters it while
     /// handling the call, so every log line about the call names it.
     pub(crate) span: tracing::Span,
+    /// A call we place: where it goes and where next.
+    pub(crate) dialling: Option<Box<super::outbound::Dialling>>,
 }
 
 /// DTMF being sent for a flow, one digit per step.
@@ -161,6 +163,7 @@ impl<R, F> Call<R, F> {
             digits: None,
             caller: None,
             span: tracing::Span::none(),
+            dialling: None,
         }
     }
 

@@ -19,6 +19,9 @@ use crate::flow::interp::{TransferEvent, TransferRequest};
 use crate::sdp::Codec;
 use crate::sip::endpoint::{CallState, EndpointConfig, OutgoingCall};
 
+#[path = "tests_outbound.rs"]
+mod outbound;
+
 const CROSSLINE: &str = "127.0.0.1:5060";
 const CALLER: &str = "127.0.0.1:5070";
 const AGENT: &str = "127.0.0.1:5080";
@@ -198,6 +201,8 @@ struct Pair {
     seen: Seen,
     /// Datagrams held back from crossline.
     held: Vec<bytes::Bytes>,
+    /// DNS, and addresses that are no peer (scripted or silent).
+    outside: outbound::Outside,
 }
 
 const FLOW: &str = "name = \"pbx\"\n[[nodes]]\nid = \"start\"\ntype = \"hangup\"\n";
@@ -266,6 +271,7 @@ impl Pair {
             agents: vec![Peer::new(AGENT, t0), Peer::new(AGENT2, t0)],
             seen: Seen::default(),
             held: Vec::new(),
+            outside: outbound::Outside::default(),
         }
     }
 
@@ -288,8 +294,11 @@ impl Pair {
                 if let Some(peer) = self.peer(t.peer.remote) {
                     let at = peer.at;
                     peer.ep.handle_datagram(now, at, from, &t.payload);
+                } else {
+                    self.outside.receive(&t);
                 }
             }
+            moved |= self.outside_replies();
             let mut inbound = Vec::new();
             for peer in std::iter::once(&mut self.caller).chain(self.agents.iter_mut()) {
                 while let Some(t) = peer.ep.poll_transmit() {
@@ -446,10 +455,17 @@ impl Pair {
     }
 
     fn transfer(&mut self, call: CallId, targets: &[&str], parallel: bool) {
+        let uris: Vec<String> = targets.iter().map(|t| format!("sip:agent@{t}")).collect();
+        let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+        self.transfer_to(call, &uris, parallel, 10);
+    }
+
+    /// Transfer `call` to whole URIs, ringing up to `ring_secs`.
+    fn transfer_to(&mut self, call: CallId, targets: &[&str], parallel: bool, ring_secs: u64) {
         let req = TransferRequest {
-            targets: targets.iter().map(|t| format!("sip:agent@{t}")).collect(),
+            targets: targets.iter().map(|t| t.to_string()).collect(),
             parallel,
-            ring_timeout: Duration::from_secs(10),
+            ring_timeout: Duration::from_secs(ring_secs),
             trunk: None,
             hold_message: None,
             hold_music: Vec::new(),

@@ -2,59 +2,44 @@
 //! caller hears hold audio, then bridge the first answer; or REFER the
 //! caller elsewhere and step out.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use metrics::counter;
+
 use super::model::{Call, Media, Program, Refer, Role, Transfer};
+use super::outbound::Dialling;
 use super::{CallControl, MediaCommand, PortSource};
 use crate::flow::interp::{CallSignal, TransferEvent, TransferRequest};
 use crate::media::audio_loop::Source;
 use crate::sdp::Negotiated;
-use crate::sip::endpoint::{CallId, EndCause, OutgoingCall, Transport};
+use crate::sip::endpoint::{CallId, EndCause};
 use crate::sip::message::Uri;
 use crate::store::CallRecord;
-
-/// A literal address for a SIP URI (trunk proxies and agents are
-/// configured by address; DNS resolution happens at start for registrars).
-fn literal_destination(uri: &Uri) -> Option<SocketAddr> {
-    let host = uri.host.trim_matches(|c| c == '[' || c == ']');
-    host.parse::<IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, uri.port.unwrap_or(5060)))
-}
+use crate::telemetry::names;
 
 impl<P: PortSource, F> CallControl<P, F> {
-    /// An INVITE to `target`, through `trunk`'s proxy and credentials when
-    /// given, with an RTP port reserved for it. None: no literal address to
-    /// send to, or no free port.
-    pub(crate) fn outgoing_call(
+    /// Place a call to `target` (through `trunk`'s proxy and with its
+    /// credentials when given) as `leg`, with an RTP port reserved for it.
+    /// Err: no free port, or nowhere to send it.
+    pub(crate) fn place_call(
         &mut self,
+        now: Instant,
         target: Uri,
         trunk: Option<&crate::config::TrunkConfig>,
         from_user: String,
-    ) -> Option<(OutgoingCall, P::Reservation)> {
-        let proxy = trunk
-            .and_then(|tr| tr.outbound_proxy.as_deref())
-            .and_then(|p| Uri::parse(p).ok());
-        let destination = literal_destination(proxy.as_ref().unwrap_or(&target))?;
+        mut leg: Call<P::Reservation, F>,
+    ) -> Result<CallId, &'static str> {
         let (port, reservation) = match self.ports.reserve() {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%e, "outbound call: no RTP port");
-                return None;
+                return Err("no free RTP port");
             }
         };
-        let spec = OutgoingCall {
-            target,
-            destination,
-            transport: trunk.map_or(Transport::Udp, |tr| tr.outbound_transport.transport()),
-            from_user,
-            from_display: None,
-            local_media: self.local_media(port),
-            credentials: trunk.and_then(|tr| tr.username.clone().zip(tr.password().ok().flatten())),
-            extra_headers: Vec::new(),
-        };
-        Some((spec, reservation))
+        leg.media = Media::Reserved(reservation);
+        let dialling = Dialling::new(target, trunk, from_user, port);
+        self.place(now, leg, dialling)
+            .map_err(|()| "no target to send it to (every one failed lately)")
     }
 
     pub(crate) fn start_transfer(&mut self, now: Instant, caller: CallId, req: TransferRequest) {
@@ -127,37 +112,34 @@ impl<P: PortSource, F> CallControl<P, F> {
             .and_then(|tr| tr.caller_id.clone())
             .or_else(|| self.calls.get(&caller).map(|c| c.record.caller.clone()))
             .unwrap_or_else(|| "crossline".into());
-        let Some((spec, reservation)) =
-            self.outgoing_call(uri.clone(), trunk.as_ref(), caller_id.clone())
-        else {
-            tracing::warn!(%caller, "transfer: cannot place the call (target host must be an IP address; RTP ports)");
-            return false;
-        };
-        match self.endpoint.invite(now, spec) {
+        let record = CallRecord::starting(
+            String::new(),
+            "outbound",
+            uri.user.clone().unwrap_or_default(),
+            caller_id.clone(),
+            trunk.as_ref().map(|tr| tr.name.clone()),
+            None,
+        );
+        let mut leg = Call::new(Role::Agent { caller, target }, record);
+        leg.program = Some(Program::Leg);
+        match self.place_call(now, uri, trunk.as_ref(), caller_id, leg) {
             Ok(agent) => {
                 tracing::info!(%caller, %agent, "transfer: ringing agent");
-                let record = CallRecord::starting(
-                    String::new(),
-                    "outbound",
-                    uri.user.clone().unwrap_or_default(),
-                    caller_id,
-                    trunk.map(|tr| tr.name),
-                    None,
-                );
-                let mut leg = Call::new(Role::Agent { caller, target }, record);
-                let caller_span = self.calls.get(&caller).map(|c| c.span.clone());
-                leg.span = tracing::info_span!(parent: caller_span.and_then(|s| s.id()), "leg", id = %agent);
-                leg.media = Media::Reserved(reservation);
-                leg.program = Some(Program::Leg);
-                self.calls.insert(agent, Box::new(leg));
+                let caller_span = self.calls.get(&caller).and_then(|c| c.span.id());
+                if let Some(leg) = self.calls.get_mut(&agent) {
+                    leg.span = tracing::info_span!(parent: caller_span, "leg", id = %agent);
+                }
                 self.set_give_up(agent, now.checked_add(ring_timeout).unwrap_or(now));
                 if let Some(t) = self.transfer_mut(caller) {
                     t.ringing.push(agent);
                 }
                 true
             }
-            Err(e) => {
-                tracing::warn!(%caller, %e, "transfer: cannot place the call");
+            Err(why) => {
+                tracing::warn!(%caller, why, "transfer: cannot place the call");
+                if let Some(t) = self.transfer_mut(caller) {
+                    t.last_status = 503;
+                }
                 false
             }
         }
@@ -225,12 +207,12 @@ impl<P: PortSource, F> CallControl<P, F> {
         let Some(t) = self.transfer_mut(caller) else {
             // The caller left while this leg rang: don't leave the agent
             // on a call with nobody (its port goes with its reservation).
-            let _ = self.endpoint.hangup(now, agent);
+            self.hang_up(now, agent);
             return;
         };
         if t.bridged.is_some() {
             // A second answer in a parallel ring: too late.
-            let _ = self.endpoint.hangup(now, agent);
+            self.hang_up(now, agent);
             return;
         }
         t.bridged = Some(agent);
@@ -238,7 +220,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         let others: Vec<CallId> = t.ringing.drain(..).filter(|c| *c != agent).collect();
         t.pending.clear();
         for other in others {
-            let _ = self.endpoint.hangup(now, other);
+            self.hang_up(now, other);
         }
         match (early, reservation, media) {
             // Bridged since its early media: now the agent hears the caller.
@@ -247,7 +229,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 self.bridge_agent(caller, agent, reservation, media)
             }
             _ => {
-                let _ = self.endpoint.hangup(now, agent);
+                self.hang_up(now, agent);
                 return;
             }
         }
@@ -306,6 +288,10 @@ impl<P: PortSource, F> CallControl<P, F> {
             self.hang_up_without_flow(now, caller);
             return;
         }
+        if !t.ringing.contains(&agent) {
+            // A leg of a transfer already over (a 6xx ended it).
+            return;
+        }
         t.ringing.retain(|c| *c != agent);
         if t.early == Some(agent) {
             // Its early media stops: back to the hold music.
@@ -323,6 +309,17 @@ impl<P: PortSource, F> CallControl<P, F> {
             EndCause::Timeout => 408,
             _ => t.last_status,
         };
+        if (600..700).contains(&t.last_status) {
+            // RFC 3261 §16.7: a 6xx is final for every branch. The flow
+            // hears it now; the others are cancelled on their own time.
+            t.pending.clear();
+            let others = std::mem::take(&mut t.ringing);
+            counter!(names::SIP_GLOBAL_FAILURES).increment(1);
+            tracing::info!(%caller, %agent, status = t.last_status, "transfer: a 6xx ends the whole transfer");
+            for other in others {
+                self.hang_up(now, other);
+            }
+        }
         self.dial_next(now, caller);
     }
 
@@ -358,7 +355,7 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// bridged one's stream now rather than when its BYE is answered.
     pub(crate) fn caller_left(&mut self, now: Instant, t: Box<Transfer>) {
         for agent in t.ringing.iter().copied().chain(t.bridged) {
-            let _ = self.endpoint.hangup(now, agent);
+            self.hang_up(now, agent);
         }
         if let Some(agent) = t.bridged {
             if let Some(leg) = self.calls.get_mut(&agent) {

@@ -400,9 +400,48 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "timers: t1_ms <= 60000, t2_ms and t4_ms <= 600000".into(),
         );
     }
+    for (i, server) in sip.dns_servers.iter().enumerate() {
+        if crate::config::model::parse_dns_server(server).is_none() {
+            let i = i.to_string();
+            err(
+                &["sip", "dns_servers", &i],
+                format!("not an IP address or IP:port: {server:?}"),
+            );
+        }
+    }
+    if !(50..=30_000).contains(&sip.dns_timeout_ms) {
+        err(
+            &["sip", "dns_timeout_ms"],
+            "must be between 50 and 30000".into(),
+        );
+    }
+    if !(1..=1_000_000).contains(&sip.dns_cache_size) {
+        err(
+            &["sip", "dns_cache_size"],
+            "must be between 1 and 1000000".into(),
+        );
+    }
+    if sip.dns_cache_min_ttl_secs > sip.dns_cache_max_ttl_secs {
+        err(
+            &["sip", "dns_cache_min_ttl_secs"],
+            "must not be more than dns_cache_max_ttl_secs".into(),
+        );
+    }
+    if sip.failover_timeout_ms > 600_000 {
+        err(
+            &["sip", "failover_timeout_ms"],
+            "must be at most 600000".into(),
+        );
+    }
+    if sip.max_redirects > 20 {
+        err(&["sip", "max_redirects"], "must be at most 20".into());
+    }
     for (key, v) in [
         ("shutdown_grace_secs", sip.shutdown_grace_secs),
         ("nonce_ttl_secs", sip.nonce_ttl_secs),
+        ("dns_cache_max_ttl_secs", sip.dns_cache_max_ttl_secs),
+        ("dns_negative_ttl_secs", sip.dns_negative_ttl_secs),
+        ("failover_backoff_secs", sip.failover_backoff_secs),
     ] {
         if v > 86_400 {
             err(&["sip", key], "must be at most 86400".into());
@@ -525,23 +564,27 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             err(&["trunks", &idx, "password"], e);
         }
         if let Some(uri) = &trunk.outbound_proxy {
-            if crate::sip::message::Uri::parse(uri).is_err() {
+            if let Err(e) = crate::dns::check_destination(uri) {
                 err(
                     &["trunks", &idx, "outbound_proxy"],
-                    format!("not a SIP URI: {:?}", crate::mask::uri_secret(uri)),
+                    format!("{e}: {:?}", crate::mask::uri_secret(uri)),
                 );
             }
         }
     }
     for (i, reg) in config.registrations.iter().enumerate() {
         let idx = i.to_string();
-        for (key, uri) in [("registrar", &reg.registrar), ("aor", &reg.aor)] {
-            if crate::sip::message::Uri::parse(uri).is_err() {
-                err(
-                    &["registrations", &idx, key],
-                    format!("not a SIP URI: {:?}", crate::mask::uri_secret(uri)),
-                );
-            }
+        if let Err(e) = crate::dns::check_destination(&reg.registrar) {
+            err(
+                &["registrations", &idx, "registrar"],
+                format!("{e}: {:?}", crate::mask::uri_secret(&reg.registrar)),
+            );
+        }
+        if crate::sip::message::Uri::parse(&reg.aor).is_err() {
+            err(
+                &["registrations", &idx, "aor"],
+                format!("not a SIP URI: {:?}", crate::mask::uri_secret(&reg.aor)),
+            );
         }
         if let Err(e) = reg.password() {
             err(&["registrations", &idx, "password"], e);
@@ -1123,6 +1166,34 @@ mod tests {
             assert_eq!(e.len(), 1, "{bad}: {e:?}");
             assert!(e[0].contains("telemetry.otlp_endpoint"), "{e:?}");
         }
+    }
+
+    #[test]
+        fn destinations_may_be_dns_names_and_the_dns_keys_are_checked() {
+        let ok = "[sip]\ndns_servers = [\"127.0.0.1:5353\", \"::1\"]\n\n\
+                  [[trunks]]\nname = \"t\"\noutbound_proxy = \"sip:pstn.example.com\"\n\n\
+                  [[registrations]]\nregistrar = \"sips:pbx.example.com\"\naor = \"sip:me@pbx.example.com\"\n";
+        assert_eq!(errors(ok), Vec::<String>::new());
+        let e = errors(&format!(
+            "[sip]\ndns_servers = [\"dns.example.com\"]\ndns_timeout_ms = 10\n\
+             dns_cache_min_ttl_secs = 60\ndns_cache_max_ttl_secs = 30\nmax_redirects = 50\n\n\
+             [[trunks]]\nname = \"t\"\noutbound_proxy = \"sip:{}.example.com\"\n",
+            "x".repeat(64)
+        ));
+        for key in [
+            "sip.dns_servers[0]",
+            "sip.dns_timeout_ms",
+            "sip.dns_cache_min_ttl_secs",
+            "sip.max_redirects",
+            "trunks[0].outbound_proxy",
+        ] {
+            assert!(e.iter().any(|m| m.contains(key)), "{key}: {e:?}");
+        }
+        assert!(
+            e.iter()
+                .any(|m| m.contains("neither an IP address nor a DNS name")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -114,6 +114,50 @@ pub struct SipConfig {
     /// and SDP session ids, so a run replays exactly. Unset: OS entropy.
     /// Digest nonces and chat tokens always use OS entropy.
     pub random_seed: Option<u64>,
+    /// DNS servers for SIP destinations ("ip" or "ip:port"); empty: the
+    /// system's, from /etc/resolv.conf.
+    pub dns_servers: Vec<String>,
+    /// How long one DNS query waits for its answer; a whole resolution
+    /// gives up after four times this.
+    pub dns_timeout_ms: u64,
+    /// DNS answers kept in the cache.
+    pub dns_cache_size: usize,
+    /// Bounds on how long an answer is cached, whatever its TTL says.
+    pub dns_cache_min_ttl_secs: u64,
+    pub dns_cache_max_ttl_secs: u64,
+    /// Longest a negative answer (no such name, no records) is cached.
+    pub dns_negative_ttl_secs: u64,
+    /// A target that failed (503, no answer, transport error) is skipped
+    /// this long by new requests; 0: never skipped. A 503's Retry-After
+    /// sets its own time.
+    pub failover_backoff_secs: u64,
+    /// 3xx redirects followed per call we place; 0: a 3xx is a failure.
+    pub max_redirects: u32,
+    /// An INVITE of ours with no response at all (not even 100 Trying)
+    /// after this long moves to the next target, when there is one; 0:
+    /// only at Timer B.
+    pub failover_timeout_ms: u64,
+}
+
+impl SipConfig {
+    /// `dns_servers` as addresses (port 53 when none is given); entries
+    /// that don't parse are left out (`crossline check` reports them).
+    pub fn dns_server_addrs(&self) -> Vec<SocketAddr> {
+        self.dns_servers
+            .iter()
+            .filter_map(|s| parse_dns_server(s))
+            .collect()
+    }
+}
+
+/// "ip", "ip:port" or "[v6]:port".
+pub fn parse_dns_server(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    s.parse::<SocketAddr>().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
 }
 
 impl Default for SipConfig {
@@ -162,6 +206,15 @@ impl Default for SipConfig {
             auth_failures_before_ban: 10,
             auth_ban_secs: 60,
             random_seed: None,
+            dns_servers: Vec::new(),
+            dns_timeout_ms: 2_000,
+            dns_cache_size: 1_024,
+            dns_cache_min_ttl_secs: 0,
+            dns_cache_max_ttl_secs: 3_600,
+            dns_negative_ttl_secs: 30,
+            failover_backoff_secs: 30,
+            max_redirects: 5,
+            failover_timeout_ms: 4_000,
         }
     }
 }
@@ -595,8 +648,10 @@ pub struct TrunkConfig {
     /// Where outbound calls go: a SIP URI of the carrier or proxy.
     #[serde(default)]
     pub outbound_proxy: Option<String>,
+    /// Unset: the URI's `transport` parameter, else NAPTR/SRV (RFC 3263),
+    /// else UDP.
     #[serde(default)]
-    pub outbound_transport: TransportName,
+    pub outbound_transport: Option<TransportName>,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -638,8 +693,9 @@ pub struct RegistrationConfig {
     pub password_env: Option<String>,
     #[serde(default = "default_expires")]
     pub expires: u32,
+    /// Unset: the URI's `transport` parameter, else NAPTR/SRV, else UDP.
     #[serde(default)]
-    pub transport: TransportName,
+    pub transport: Option<TransportName>,
 }
 
 /// A password from the file or from the environment variable named by

@@ -526,8 +526,8 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                     err(node, "targets", "list at least one SIP URI".into());
                 }
                 for target in &t.targets {
-                    if crate::sip::message::Uri::parse(target).is_err() {
-                        err(node, "targets", format!("not a SIP URI: {target:?}"));
+                    if let Err(e) = crate::dns::check_destination(target) {
+                        err(node, "targets", format!("{e}: {target:?}"));
                     }
                 }
                 if !(t.ring_timeout_secs > 0.0 && t.ring_timeout_secs <= 3600.0) {
@@ -572,8 +572,8 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                     err(node, "flow", "give exactly one of flow and target".into());
                 }
                 if let Some(t) = &e.target {
-                    if crate::sip::message::Uri::parse(t).is_err() {
-                        err(node, "target", format!("not a SIP URI: {t:?}"));
+                    if let Err(e) = crate::dns::check_destination(t) {
+                        err(node, "target", format!("{e}: {t:?}"));
                     }
                 }
                 if e.legal_notice.trim().is_empty() {

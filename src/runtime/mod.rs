@@ -10,7 +10,6 @@
 mod flows;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +25,7 @@ use crate::config::{CodecName, Config};
 use crate::media::audio_loop::HoldProgram;
 use crate::media::engine::{MediaEngine, MediaSettings, PortReserver, Reservation};
 use crate::sdp::Codec;
-use crate::sip::endpoint::{EndpointConfig, InboundTrunk, RegistrationSpec, RegistrationState};
-use crate::sip::message::Uri;
+use crate::sip::endpoint::{EndpointConfig, InboundTrunk, RegistrationState};
 use crate::sip::transaction::TimerConfig;
 use crate::sip::transport::{Inbound, TcpListenerConfig, Transports};
 use crate::store::{SqliteStore, Store};
@@ -66,7 +64,18 @@ struct Gateway {
     )>,
     /// A reload in progress (one at a time).
     reloading: bool,
+    /// RFC 3263 lookups for call control, each on a task of its own; the
+    /// answers come back on `resolved`.
+    resolver: crate::dns::Resolver,
+    resolved: mpsc::UnboundedSender<Resolved>,
 }
+
+/// A destination call control asked for, resolved (or not).
+type Resolved = (
+    crate::call::ResolveId,
+    crate::dns::Query,
+    Result<crate::dns::Resolution, crate::dns::ResolveError>,
+);
 
 /// Named prompts rendered by TTS at start and on reload.
 type Prompts = HashMap<String, std::sync::Arc<[i16]>>;
@@ -271,8 +280,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             .random_seed
             .unwrap_or_else(|| u64::from(rand::random::<u32>())),
     };
+    let resolver =
+        crate::dns::Resolver::new(&crate::dns::ResolverSettings::from_config(&config.sip));
+    let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel::<Resolved>();
     let cc = CallControl::new(config, endpoint, media.reserver(), settings);
     let mut gw = Gateway {
+        resolver,
+        resolved: resolved_tx,
         cc,
         transports,
         media,
@@ -282,7 +296,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         flow_requests,
         reloading: false,
     };
-    gw.start_registrations(now).await;
+    gw.cc.start_registrations(now);
     gw.flush(Instant::now());
 
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -329,6 +343,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             req = originate_rx.recv() => {
                 if let Some(req) = req {
                     gw.cc.originate(Instant::now(), req);
+                }
+            }
+            done = resolved_rx.recv() => {
+                if let Some(done) = done {
+                    gw.resolved(Instant::now(), done);
                 }
             }
             _ = sleep => {}
@@ -531,39 +550,37 @@ fn load_hold_programs(
     })
 }
 
-/// Resolve a SIP URI's host to an address (A/AAAA only; no NAPTR/SRV yet).
-async fn resolve(uri: &Uri) -> Option<SocketAddr> {
-    let host = uri.host.trim_matches(|c| c == '[' || c == ']');
-    let port = uri.port.unwrap_or(5060);
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    tokio::net::lookup_host((host, port)).await.ok()?.next()
-}
-
 impl Gateway {
-    async fn start_registrations(&mut self, now: Instant) {
-        for (i, reg) in self.cc.config().registrations.clone().iter().enumerate() {
-            let (Ok(registrar), Ok(aor)) = (Uri::parse(&reg.registrar), Uri::parse(&reg.aor))
-            else {
-                continue;
-            };
-            let Some(destination) = resolve(&registrar).await else {
-                tracing::error!(index = i, registrar = %reg.registrar, "cannot resolve registrar");
-                continue;
-            };
-            let spec = RegistrationSpec {
-                registrar,
-                destination,
-                transport: reg.transport.transport(),
-                aor,
-                credentials: reg.username.clone().zip(reg.password().ok().flatten()),
-                expires: reg.expires,
-            };
-            if let Err(e) = self.cc.endpoint_mut().add_registration(now, spec) {
-                tracing::error!(index = i, %e, "cannot register");
+    /// Look up a destination for call control, off this task.
+    fn resolve(&self, req: crate::call::ResolveRequest) {
+        let resolver = self.resolver.clone();
+        let done = self.resolved.clone();
+        tokio::spawn(async move {
+            let result = resolver.resolve(&req.query).await;
+            let _ = done.send((req.id, req.query, result));
+        });
+    }
+
+    /// A lookup finished: TLS targets learn the name their certificate
+    /// must carry (the URI's domain), then call control goes on.
+    fn resolved(&mut self, now: Instant, (id, query, result): Resolved) {
+        match &result {
+            Ok(res) => {
+                tracing::debug!(host = %query.host, candidates = ?res.candidates, "resolved");
+                for c in &res.candidates {
+                    if c.transport == crate::sip::endpoint::Transport::Tls {
+                        for ip in &c.addrs {
+                            self.transports.set_server_name(
+                                std::net::SocketAddr::new(*ip, c.port),
+                                &query.host,
+                            );
+                        }
+                    }
+                }
             }
+            Err(e) => tracing::debug!(host = %query.host, %e, "not resolved"),
         }
+        self.cc.handle_resolved(now, id, result);
     }
 
     fn inbound(&mut self, now: Instant, msg: Inbound) {
@@ -589,6 +606,9 @@ impl Gateway {
                 }
             }
             Inbound::Closed { conn } => self.cc.connection_closed(now, conn),
+            Inbound::Unreachable { transport, remote } => {
+                self.cc.transport_failed(now, transport, remote)
+            }
         }
     }
 
@@ -621,6 +641,10 @@ impl Gateway {
             while let Some(effect) = self.cc.poll_effect() {
                 idle = false;
                 self.effect(effect);
+            }
+            while let Some(req) = self.cc.poll_resolve() {
+                idle = false;
+                self.resolve(req);
             }
             if idle {
                 break;
@@ -754,7 +778,7 @@ impl Gateway {
             .enumerate()
             .map(|(i, r)| {
                 let up = matches!(
-                    self.cc.endpoint().registration_state(i),
+                    self.cc.registration_state(i),
                     Some(RegistrationState::Registered { .. })
                 );
                 (r.registrar.clone(), up)

@@ -179,6 +179,29 @@ pub const CALLS_REFUSED: Metric = counter(
     "Calls refused, by reason (capacity, source_share).",
 );
 
+// Where our calls go: DNS (RFC 3263) and outbound failover.
+
+pub const DNS_LOOKUPS: Metric = counter(
+    "crossline_dns_lookups_total",
+    "DNS lookups for SIP destinations (cache hits included), by type (naptr, srv, address) and result (ok, empty, timeout, error).",
+);
+pub const DNS_FAILURES: Metric = counter(
+    "crossline_dns_failures_total",
+    "SIP destinations that could not be resolved, by reason (not_found, loop, timeout, no_transport, error).",
+);
+pub const SIP_FAILOVERS: Metric = counter(
+    "crossline_sip_failovers_total",
+    "Outbound requests moved to the next target, by reason (503, timeout, transport, backed_off).",
+);
+pub const SIP_REDIRECTS: Metric = counter(
+    "crossline_sip_redirects_total",
+    "3xx answers to our INVITEs, by result (followed, loop, too_many, no_contact).",
+);
+pub const SIP_GLOBAL_FAILURES: Metric = counter(
+    "crossline_sip_global_failures_total",
+    "6xx answers that ended a whole fork (every other target of the transfer or callback stopped).",
+);
+
 // RTP and the audio loops.
 
 pub const RTP_PACKETS_SENT: Metric =
@@ -460,6 +483,11 @@ pub const ALL: &[Metric] = &[
     CALLS,
     CALLS_PER_SECOND,
     CALLS_REFUSED,
+    DNS_LOOKUPS,
+    DNS_FAILURES,
+    SIP_FAILOVERS,
+    SIP_REDIRECTS,
+    SIP_GLOBAL_FAILURES,
     RTP_PACKETS_SENT,
     RTP_PACKETS_RECEIVED,
     RTP_PACKETS_LOST,

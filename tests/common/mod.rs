@@ -5,6 +5,7 @@
 pub mod audio;
 pub mod browser;
 pub mod chat;
+pub mod dns;
 pub mod lossy;
 pub mod peers;
 pub mod postgres;
@@ -500,20 +501,26 @@ impl Sipp {
 
     /// The last value of a column in the `-trace_stat` CSV.
     pub fn stat(&self, column: &str) -> Option<u64> {
-        let rd = std::fs::read_dir(self.dir.path()).ok()?;
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.ends_with("_.csv") {
-                let text = std::fs::read_to_string(e.path()).ok()?;
-                let mut lines = text.lines();
-                let header: Vec<&str> = lines.next()?.split(';').collect();
-                let idx = header.iter().position(|h| *h == column)?;
-                let last = text.lines().last()?;
-                return last.split(';').nth(idx)?.trim().parse().ok();
-            }
-        }
-        None
+        sipp_stat(self.dir.path(), column)
     }
+}
+
+/// The last value of a column in the `-trace_stat` CSV SIPp writes in
+/// `dir` (once a second with `-fd 1`, so a running SIPp can be read).
+pub fn sipp_stat(dir: &Path, column: &str) -> Option<u64> {
+    let rd = std::fs::read_dir(dir).ok()?;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with("_.csv") {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let mut lines = text.lines();
+            let header: Vec<&str> = lines.next()?.split(';').collect();
+            let idx = header.iter().position(|h| *h == column)?;
+            let last = text.lines().last()?;
+            return last.split(';').nth(idx)?.trim().parse().ok();
+        }
+    }
+    None
 }
 
 /// Run SIPp to completion in its own temp dir, with a hard timeout.

@@ -37,6 +37,12 @@ pub enum Inbound {
     Closed {
         conn: ConnId,
     },
+    /// A connection to `remote` could not be opened (refused, timed out,
+    /// TLS handshake failed): what was sent there is lost.
+    Unreachable {
+        transport: Transport,
+        remote: SocketAddr,
+    },
 }
 
 /// Drops counted by the drivers.
@@ -99,6 +105,12 @@ impl Transports {
 
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
         self.tls.local_addrs()
+    }
+
+    /// TLS connections to `remote` check its certificate for `name` (the
+    /// DNS name it was resolved from).
+    pub fn set_server_name(&self, remote: SocketAddr, name: &str) {
+        self.tls.set_server_name(remote, name);
     }
 
     /// Close a stream whose bytes the endpoint found broken.

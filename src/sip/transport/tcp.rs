@@ -62,7 +62,15 @@ struct Shared {
     /// source; a `Slot` gives its place back when dropped.
     caps: Arc<crate::net::SlotCaps>,
     read_chunk: usize,
+    /// The DNS name a TLS peer's certificate must carry, by address (the
+    /// domain of the URI it was resolved from, RFC 5922 §4); others must
+    /// carry their address.
+    server_names: Mutex<HashMap<SocketAddr, String>>,
 }
+
+/// Server names remembered; past it the map starts over (names are set
+/// again with every resolution).
+const MAX_SERVER_NAMES: usize = 4096;
 
 pub(super) struct TcpSide {
     shared: Arc<Shared>,
@@ -93,6 +101,7 @@ impl TcpSide {
                 Arc::new(Vec::new()),
             ),
             read_chunk: cfg.max_message_size.clamp(4096, 65_536),
+            server_names: Mutex::new(HashMap::new()),
         });
         let mut addrs = Vec::new();
         for addr in cfg.addrs {
@@ -147,6 +156,19 @@ impl TcpSide {
         self.addrs.clone()
     }
 
+    /// Connections we open to `remote` check its certificate for `name`.
+    pub(super) fn set_server_name(&self, remote: SocketAddr, name: &str) {
+        let mut names = self
+            .shared
+            .server_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if names.len() >= MAX_SERVER_NAMES && !names.contains_key(&remote) {
+            names.clear();
+        }
+        names.insert(remote, name.to_string());
+    }
+
     pub(super) fn send(&self, conn: Option<ConnId>, remote: SocketAddr, payload: Bytes) {
         let writer = {
             let conns = self.shared.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -166,8 +188,11 @@ impl TcpSide {
             None => {
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
-                    let Ok(stream) = TcpStream::connect(remote).await else {
+                    let connect =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(remote));
+                    let Ok(Ok(stream)) = connect.await else {
                         shared.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                        Shared::unreachable(&shared, remote).await;
                         return;
                     };
                     let _ = stream.set_nodelay(true);
@@ -175,9 +200,7 @@ impl TcpSide {
                     let writer = match &shared.tls {
                         None => Shared::start(&shared, stream, local, remote, None),
                         Some(tls) => {
-                            // Trunks and targets are IP literals: the
-                            // certificate must name that address.
-                            let name = rustls::pki_types::ServerName::IpAddress(remote.ip().into());
+                            let name = shared.server_name(remote);
                             let shake = tokio::time::timeout(
                                 HANDSHAKE_TIMEOUT,
                                 tls.connector.connect(name, stream),
@@ -195,6 +218,7 @@ impl TcpSide {
                                         .tls_handshake_failures
                                         .fetch_add(1, Ordering::Relaxed);
                                     shared.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                                    Shared::unreachable(&shared, remote).await;
                                     return;
                                 }
                             }
@@ -208,6 +232,29 @@ impl TcpSide {
 }
 
 impl Shared {
+    /// The name `remote`'s certificate must carry: the DNS name it was
+    /// resolved from, else its address.
+    fn server_name(&self, remote: SocketAddr) -> rustls::pki_types::ServerName<'static> {
+        let named = self
+            .server_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&remote)
+            .and_then(|n| rustls::pki_types::ServerName::try_from(n.clone()).ok());
+        named.unwrap_or(rustls::pki_types::ServerName::IpAddress(remote.ip().into()))
+    }
+
+    /// Tell the endpoint that what it sent to `remote` went nowhere.
+    async fn unreachable(shared: &Arc<Shared>, remote: SocketAddr) {
+        let _ = shared
+            .inbound
+            .send(Inbound::Unreachable {
+                transport: shared.transport,
+                remote,
+            })
+            .await;
+    }
+
     /// A place for a connection accepted from `ip`, if the caps allow.
     fn take_slot(shared: &Arc<Shared>, ip: IpAddr) -> Option<crate::net::Slot> {
         match crate::net::SlotCaps::take(&shared.caps, ip) {

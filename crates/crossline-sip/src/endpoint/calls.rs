@@ -861,6 +861,7 @@ impl Endpoint {
             }
             422 if self.retry_with_longer_timer(now, call, request, resp) => {}
             _ => {
+                self.refused(call, resp);
                 let reason = resp.reason.clone();
                 self.end_call(
                     call,
@@ -870,6 +871,27 @@ impl Endpoint {
                     },
                 );
             }
+        }
+    }
+
+    /// Tell the application where or when a refusal says to try next.
+    fn refused(&mut self, call: CallId, resp: &Response) {
+        let retry_after = resp.headers.get("Retry-After").and_then(|v| {
+            let digits: String = v.trim().chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        });
+        let contacts = if (300..400).contains(&resp.status) {
+            resp.headers.contacts().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if retry_after.is_some() || !contacts.is_empty() {
+            self.events.push_back(Event::Refused {
+                call,
+                status: resp.status,
+                retry_after,
+                contacts,
+            });
         }
     }
 
@@ -1011,6 +1033,24 @@ impl Endpoint {
         if let Some(c) = self.calls.get_mut(&call) {
             c.client_key = Some(key);
         }
+    }
+
+    /// Give up on our INVITE if nothing at all (not even 100 Trying) came
+    /// back for it: its transaction is dropped and the call ends as a
+    /// timeout, so the application can try another target sooner than
+    /// Timer B. False (and nothing done) once any response came.
+    pub fn give_up_unanswered(&mut self, call: CallId) -> bool {
+        let Some(c) = self.calls.get(&call) else {
+            return false;
+        };
+        if c.role != CallRole::Uac || c.state != CallState::Outgoing || c.got_provisional {
+            return false;
+        }
+        if let Some(key) = c.client_key.clone() {
+            self.client_txs.remove(&key);
+        }
+        self.end_call(call, EndCause::Timeout);
+        true
     }
 
     pub(super) fn call_failed(&mut self, _now: Instant, call: CallId, cause: EndCause) {

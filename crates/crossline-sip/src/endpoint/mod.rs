@@ -43,6 +43,9 @@ pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, message/sipfr
 /// responses (RFC 3262) and session timers (RFC 4028).
 pub const SUPPORTED: &str = "100rel, timer";
 
+/// The reason phrase of the 503 a transport failure counts as.
+pub const TRANSPORT_ERROR: &str = "Transport Error";
+
 /// Names a stream connection (TCP or TLS); the driver picks the numbers.
 pub type ConnId = u64;
 
@@ -272,6 +275,19 @@ pub enum Event {
         call: CallId,
         /// The provisional status, e.g. 180 or 183.
         status: u16,
+    },
+    /// Our INVITE got a final failure that says where or when to try
+    /// next: a 3xx's Contacts, a Retry-After. Comes just before the
+    /// call's [`Event::CallEnded`].
+    Refused {
+        /// Which call.
+        call: CallId,
+        /// The final status.
+        status: u16,
+        /// Retry-After, in seconds.
+        retry_after: Option<u32>,
+        /// The Contacts of a 3xx, as sent (q-values in their params).
+        contacts: Vec<crate::message::NameAddr>,
     },
     /// The call is over; forget it.
     CallEnded {
@@ -682,6 +698,44 @@ impl Endpoint {
     /// The driver closed a TCP connection.
     pub fn connection_closed(&mut self, conn: ConnId) {
         self.framers.remove(&conn);
+    }
+
+    /// The driver could not reach `remote` over `transport` (a TCP connect
+    /// or TLS handshake failed). Requests waiting on it fail now, as a 503
+    /// would fail them (RFC 3261 §8.1.3.1), rather than at Timer B/F.
+    pub fn transport_failed(&mut self, now: Instant, transport: Transport, remote: SocketAddr) {
+        let failed: Vec<(ClientKey, TxOwner)> = self
+            .client_txs
+            .iter()
+            .filter(|(_, e)| e.peer.transport == transport && e.peer.remote == remote)
+            .map(|(k, e)| (k.clone(), e.owner))
+            .collect();
+        for (key, owner) in failed {
+            self.client_txs.remove(&key);
+            match owner {
+                TxOwner::Call(call) if key.method == Method::Refer => self
+                    .events
+                    .push_back(Event::ReferAnswered { call, status: 503 }),
+                TxOwner::Call(call) if key.method == Method::Invite => {
+                    let outgoing = self
+                        .calls
+                        .get(&call)
+                        .is_some_and(|c| c.state == CallState::Outgoing);
+                    if outgoing {
+                        self.call_failed(
+                            now,
+                            call,
+                            EndCause::Rejected {
+                                status: 503,
+                                reason: TRANSPORT_ERROR.into(),
+                            },
+                        );
+                    }
+                }
+                TxOwner::Registration(i) => self.registration_unreachable(now, i),
+                TxOwner::Call(_) | TxOwner::Detached => {}
+            }
+        }
     }
 
     fn handle_message(&mut self, now: Instant, peer: Peer, data: &[u8]) {

@@ -95,6 +95,32 @@ impl Endpoint {
         Ok(index)
     }
 
+    /// Send a registration's next REGISTERs to another address (the next
+    /// target of its registrar, after a failure); the retry already
+    /// scheduled goes there.
+    pub fn set_registration_destination(
+        &mut self,
+        index: usize,
+        destination: SocketAddr,
+        transport: Transport,
+    ) -> Result<(), EndpointError> {
+        self.local_for(transport)?;
+        let reg = self
+            .registrations
+            .get_mut(index)
+            .ok_or(EndpointError::NoSuchCall)?;
+        reg.spec.destination = destination;
+        reg.spec.transport = transport;
+        Ok(())
+    }
+
+    /// Where a registration sends its REGISTERs now.
+    pub fn registration_destination(&self, index: usize) -> Option<(SocketAddr, Transport)> {
+        self.registrations
+            .get(index)
+            .map(|r| (r.spec.destination, r.spec.transport))
+    }
+
     /// A registration's state, by the index `add_registration` returned.
     pub fn registration_state(&self, index: usize) -> Option<&RegistrationState> {
         self.registrations.get(index).map(|r| &r.state)
@@ -246,6 +272,11 @@ impl Endpoint {
 
     pub(super) fn registration_timeout(&mut self, now: Instant, index: usize) {
         self.registration_failed(now, index, 408);
+    }
+
+    /// The registrar could not be reached (transport error): a 503.
+    pub(super) fn registration_unreachable(&mut self, now: Instant, index: usize) {
+        self.registration_failed(now, index, 503);
     }
 
     fn registration_failed(&mut self, now: Instant, index: usize, status: u16) {

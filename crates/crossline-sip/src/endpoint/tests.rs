@@ -784,6 +784,166 @@ fn uac_timeout_is_408() {
     );
 }
 
+/// A 503's Retry-After and a 3xx's Contacts reach the application, just
+/// before the call ends, so it can pick the next target.
+#[test]
+fn uac_refusals_say_when_and_where_to_try_next() {
+    let mut t = T::new();
+    let from: SocketAddr = "127.0.0.1:5080".parse().unwrap();
+    let call = t.ep.invite(t.at(0), outgoing()).unwrap();
+    let inv = t.requests().remove(0).1;
+    let busy = reply_to(&inv, 503, "x", "").replace(
+        "Content-Length: 0",
+        "Retry-After: 120 (maintenance)\r\nContent-Length: 0",
+    );
+    t.ep.handle_datagram(t.at(10), local(), from, busy.as_bytes());
+    let events = t.events();
+    assert_eq!(
+        events[0],
+        Event::Refused {
+            call,
+            status: 503,
+            retry_after: Some(120),
+            contacts: Vec::new()
+        }
+    );
+    assert!(matches!(
+        events[1],
+        Event::CallEnded {
+            cause: EndCause::Rejected { status: 503, .. },
+            ..
+        }
+    ));
+    t.requests(); // the ACK
+    let call = t.ep.invite(t.at(100), outgoing()).unwrap();
+    let inv = t.requests().remove(0).1;
+    let moved = reply_to(&inv, 302, "x", "").replace(
+        "Content-Length: 0",
+        "Contact: <sip:a@192.0.2.1>;q=0.5, <sip:b@192.0.2.2>\r\nContent-Length: 0",
+    );
+    t.ep.handle_datagram(t.at(110), local(), from, moved.as_bytes());
+    match &t.events()[..] {
+        [Event::Refused {
+            call: c,
+            status: 302,
+            retry_after: None,
+            contacts,
+        }, Event::CallEnded { .. }] => {
+            assert_eq!(*c, call);
+            let uris: Vec<String> = contacts.iter().map(|c| c.uri.to_string()).collect();
+            assert_eq!(uris, ["sip:a@192.0.2.1", "sip:b@192.0.2.2"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A plain refusal says nothing more.
+    t.requests();
+    t.ep.invite(t.at(200), outgoing()).unwrap();
+    let inv = t.requests().remove(0).1;
+    t.ep.handle_datagram(
+        t.at(210),
+        local(),
+        from,
+        reply_to(&inv, 486, "x", "").as_bytes(),
+    );
+    assert!(matches!(t.events()[..], [Event::CallEnded { .. }]));
+}
+
+/// A connection that can't be opened fails the INVITE as a 503 at once
+/// (RFC 3261 §8.1.3.1), not at Timer B, and nothing is retransmitted.
+#[test]
+fn a_transport_failure_fails_the_invite_at_once() {
+    let mut t = T::new();
+    let call = t.ep.invite(t.at(0), outgoing()).unwrap();
+    t.requests();
+    // Another address failing changes nothing.
+    t.ep.transport_failed(t.at(5), Transport::Udp, "127.0.0.1:5999".parse().unwrap());
+    assert!(t.events().is_empty());
+    t.ep.transport_failed(t.at(10), Transport::Udp, "127.0.0.1:5080".parse().unwrap());
+    assert_eq!(
+        t.events(),
+        vec![Event::CallEnded {
+            call,
+            cause: EndCause::Rejected {
+                status: 503,
+                reason: TRANSPORT_ERROR.into()
+            }
+        }]
+    );
+    t.run_timers_until(40_000);
+    assert!(t.requests().is_empty(), "the transaction is gone");
+    assert!(t.events().is_empty());
+}
+
+/// An INVITE nobody has answered at all can be given up at once (to try
+/// another target before Timer B); one that drew even a 100 cannot.
+#[test]
+fn an_unanswered_invite_can_be_given_up() {
+    let mut t = T::new();
+    let call = t.ep.invite(t.at(0), outgoing()).unwrap();
+    t.requests();
+    assert!(t.ep.give_up_unanswered(call));
+    assert_eq!(
+        t.events(),
+        vec![Event::CallEnded {
+            call,
+            cause: EndCause::Timeout
+        }]
+    );
+    t.run_timers_until(40_000);
+    assert!(t.requests().is_empty(), "no more retransmissions");
+    let call = t.ep.invite(t.at(40_000), outgoing()).unwrap();
+    let inv = t.requests().remove(0).1;
+    t.ep.handle_datagram(
+        t.at(40_010),
+        local(),
+        "127.0.0.1:5080".parse().unwrap(),
+        reply_to(&inv, 100, "x", "").as_bytes(),
+    );
+    assert!(!t.ep.give_up_unanswered(call), "it is alive");
+    assert_eq!(t.ep.call_state(call), Some(CallState::Outgoing));
+}
+
+/// A registration can be pointed at another target; its retry goes there.
+#[test]
+fn a_registration_moves_to_another_destination() {
+    let mut t = T::new();
+    let spec = RegistrationSpec {
+        registrar: crate::message::Uri::parse("sip:registrar.example").unwrap(),
+        destination: "127.0.0.1:5070".parse().unwrap(),
+        transport: Transport::Udp,
+        aor: crate::message::Uri::parse("sip:crossline@registrar.example").unwrap(),
+        credentials: None,
+        expires: 120,
+    };
+    let index = t.ep.add_registration(t.at(0), spec).unwrap();
+    assert_eq!(t.requests()[0].0.remote, "127.0.0.1:5070".parse().unwrap());
+    t.ep.transport_failed(t.at(10), Transport::Udp, "127.0.0.1:5070".parse().unwrap());
+    assert!(matches!(
+        t.events()[..],
+        [Event::Registration {
+            state: RegistrationState::Failed { status: 503, .. },
+            ..
+        }]
+    ));
+    let next: SocketAddr = "127.0.0.1:5071".parse().unwrap();
+    t.ep.set_registration_destination(index, next, Transport::Udp)
+        .unwrap();
+    assert_eq!(
+        t.ep.registration_destination(index),
+        Some((next, Transport::Udp))
+    );
+    assert!(
+        t.ep.set_registration_destination(index, next, Transport::Tls)
+            .is_err(),
+        "no TLS listener"
+    );
+    t.run_timers_until(5_200);
+    let reqs = t.requests();
+    assert_eq!(reqs.len(), 1, "the retry after 5 s");
+    assert_eq!(reqs[0].0.remote, next);
+    assert_eq!(reqs[0].1.method, Method::Register);
+}
+
 #[test]
 fn registration_answers_challenge_refreshes_and_unregisters() {
     let mut t = T::new();
