@@ -508,7 +508,8 @@ impl<P: PortSource, F> CallControl<P, F> {
                 | Event::Progress { call, .. }
                 | Event::ReferAnswered { call, .. }
                 | Event::ReferProgress { call, .. }
-                | Event::EarlyMedia { call, .. } => self.enter(*call),
+                | Event::EarlyMedia { call, .. }
+                | Event::Refused { call, .. } => self.enter(*call),
                 Event::IncomingCall(_) | Event::Registration { .. } => {
                     tracing::Span::none().entered()
                 }

@@ -64,6 +64,12 @@ fn email(s: &str) -> Result<String, &'static str> {
     }
 }
 
+/// Load libphonenumber's metadata, which the first parse would otherwise
+/// do (and take its time over).
+pub fn load_numbering_plans() {
+    let _ = phone("+12125550100", None);
+}
+
 /// A number valid in its country's numbering plan (libphonenumber's
 /// metadata), as E.164. `+` or `00` starts an international number;
 /// anything else is read in `region`'s national format.

@@ -1169,7 +1169,7 @@ mod tests {
     }
 
     #[test]
-        fn destinations_may_be_dns_names_and_the_dns_keys_are_checked() {
+    fn destinations_may_be_dns_names_and_the_dns_keys_are_checked() {
         let ok = "[sip]\ndns_servers = [\"127.0.0.1:5353\", \"::1\"]\n\n\
                   [[trunks]]\nname = \"t\"\noutbound_proxy = \"sip:pstn.example.com\"\n\n\
                   [[registrations]]\nregistrar = \"sips:pbx.example.com\"\naor = \"sip:me@pbx.example.com\"\n";

@@ -296,7 +296,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         flow_requests,
         reloading: false,
     };
-    gw.cc.start_registrations(now);
+    // The numbering-plan metadata loads on first use (hundreds of ms in a
+    // debug build): load it now, not on the signalling path of the first
+    // call.
+    tokio::task::spawn_blocking(crate::chat::input::load_numbering_plans)
+        .await
+        .context("loading the numbering plans")?;
+    gw.cc.start_registrations(Instant::now());
     gw.flush(Instant::now());
 
     let mut sigterm = signal(SignalKind::terminate())?;
