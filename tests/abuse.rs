@@ -524,7 +524,7 @@ fn digest_guessing_bans_the_source_but_not_the_carrier() {
     require("sipp", "sip-tester");
     let gw = Gateway::start(&format!(
         "[sip]\nauth_failures_before_ban = 5\nauth_ban_secs = 30\n\n\
-         [[trunks]]\nname = \"pbx\"\ninbound_username = \"{TRUNK_USER}\"\ninbound_password = \"{TRUNK_PASS}\"\n"
+         [[trunks]]\nname = \"pbx\"\ninbound_username = \"{TRUNK_USER}\"\ninbound_password = \"{TRUNK_PASS}\"\ninbound_digest_algorithms = [\"MD5\"]\n"
     ));
     // uac_auth.xml answers the challenge as trunkuser/trunkpass.
     let pbx_calls = |n: &str| {
@@ -1721,7 +1721,8 @@ fn in_dialog(peer: &Peer, invite: &str, answer: &str, method: &str, branch: &str
 #[test]
 fn a_digest_for_another_uri_does_not_authorize_the_request() {
     let gw = Gateway::start(&format!(
-        "[[trunks]]\nname = \"pbx\"\ninbound_username = \"{TRUNK_USER}\"\ninbound_password = \"{TRUNK_PASS}\"\n"
+        // The hand-made digest answers below are MD5.
+        "[[trunks]]\nname = \"pbx\"\ninbound_username = \"{TRUNK_USER}\"\ninbound_password = \"{TRUNK_PASS}\"\ninbound_digest_algorithms = [\"MD5\"]\n"
     ));
     let attacker = Peer::new("127.0.0.2", &gw);
     let call_id = "other-uri@abuse";
