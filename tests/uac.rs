@@ -212,7 +212,9 @@ async fn uac_cancel_while_ringing() {
             e,
             Event::Progress { status: 180, .. }
         ))
-        .await
+        .await,
+        "{:?}",
+        d.events
     );
     d.ep.hangup(Instant::now(), call).unwrap();
     assert!(
