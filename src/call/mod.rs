@@ -573,7 +573,10 @@ impl<P: PortSource, F> CallControl<P, F> {
         call.span = call_span(inc.call, &call.record);
         let _in_call = call.span.clone().entered();
         tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(caller.shown()), flow = ?route.as_ref().map(|r| &r.0), "incoming call");
-        call.caller = Some(Box::new(caller));
+        // Most callers are just their number: nothing more to keep per call.
+        if caller.raw != caller.number || caller.diversion.is_some() || caller.private {
+            call.caller = Some(Box::new(caller));
+        }
         call.web_call = inc.web_call.clone();
         let program = route
             .as_ref()
@@ -1022,6 +1025,8 @@ impl<P: PortSource, F> CallControl<P, F> {
                 }
                 None => {
                     vars.insert("caller".into(), r.caller.clone());
+                    vars.insert("caller_raw".into(), r.caller.clone());
+                    vars.insert("diversion".into(), String::new());
                 }
             }
             vars.insert("did".into(), r.did.clone());
