@@ -346,28 +346,7 @@ fn a_callback_goes_out_over_tls_to_a_gateway_that_verifies_it() {
             flows.display()
         ),
     );
-    let auth = format!("Bearer {OPERATOR_TOKEN}");
-    let created = a.https_json(
-        &ca,
-        "POST",
-        "/v1/callbacks",
-        &auth,
-        Some(json!({
-            "phone": "+34612345678",
-            "flow": "restart-callback",
-            "consent": { "given": true, "text": "We may call you back." },
-        })),
-    );
-    let id = created["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let done = loop {
-        let v = a.https_json(&ca, "GET", &format!("/v1/callbacks/{id}"), &auth, None);
-        if v["state"] == "completed" || v["state"] == "failed" {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "callback stuck: {v}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let done = callback_over_https(&a, &ca);
     assert_eq!(done["state"], "completed", "{done}");
     assert!(done["answered_at"].is_number(), "{done}");
 }
@@ -407,28 +386,7 @@ fn a_trunk_by_name_over_tls_checks_the_certificate_for_that_name() {
                 flows.display()
             ),
         );
-        let auth = format!("Bearer {OPERATOR_TOKEN}");
-        let created = a.https_json(
-            &ca,
-            "POST",
-            "/v1/callbacks",
-            &auth,
-            Some(json!({
-                "phone": "+34612345678",
-                "flow": "restart-callback",
-                "consent": { "given": true, "text": "We may call you back." },
-            })),
-        );
-        let id = created["id"].as_str().unwrap().to_string();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let done = loop {
-            let v = a.https_json(&ca, "GET", &format!("/v1/callbacks/{id}"), &auth, None);
-            if v["state"] == "completed" || v["state"] == "failed" {
-                break v;
-            }
-            assert!(Instant::now() < deadline, "{proxy}: callback stuck: {v}");
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let done = callback_over_https(&a, &ca);
         assert_eq!(done["state"], state, "{proxy}: {done}");
         if let Some(status) = status {
             assert_eq!(done["sip_status"], status, "{proxy}: {done}");
@@ -540,6 +498,33 @@ fn wait_metric_over_https(gw: &Gateway, ca: &Path, name: &str, at_least: f64) ->
         if n >= at_least || Instant::now() > deadline {
             return n;
         }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A callback placed through the API over HTTPS, until it completes or
+/// fails (20 s at most): its final state.
+fn callback_over_https(gw: &Gateway, ca: &Path) -> serde_json::Value {
+    let auth = format!("Bearer {OPERATOR_TOKEN}");
+    let created = gw.https_json(
+        ca,
+        "POST",
+        "/v1/callbacks",
+        &auth,
+        Some(json!({
+            "phone": "+34612345678",
+            "flow": "restart-callback",
+            "consent": { "given": true, "text": "We may call you back." },
+        })),
+    );
+    let id = created["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = gw.https_json(ca, "GET", &format!("/v1/callbacks/{id}"), &auth, None);
+        if v["state"] == "completed" || v["state"] == "failed" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "callback stuck: {v}");
         std::thread::sleep(Duration::from_millis(200));
     }
 }

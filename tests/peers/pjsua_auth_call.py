@@ -12,6 +12,8 @@ import time
 
 import pjsua2 as pj
 
+import pjsua_peer
+
 target, user, password, talk = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 done = []
 answered = []
@@ -32,20 +34,7 @@ class Caller(pj.Call):
             done.append(True)
 
 
-ep = pj.Endpoint()
-ep.libCreate()
-cfg = pj.EpConfig()
-cfg.uaConfig.threadCnt = 0
-cfg.uaConfig.mainThreadOnly = True
-cfg.logConfig.level = 1
-cfg.logConfig.consoleLevel = 1
-ep.libInit(cfg)
-tcfg = pj.TransportConfig()
-tcfg.port = 0
-tcfg.boundAddress = "127.0.0.1"
-ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-ep.libStart()
-ep.audDevManager().setNullDev()
+ep = pjsua_peer.start_endpoint()
 acc_cfg = pj.AccountConfig()
 acc_cfg.idUri = f"sip:{user}@127.0.0.1"
 acc_cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
