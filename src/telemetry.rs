@@ -96,6 +96,7 @@ fn export_dialog_extensions(sip: &Counters) {
     counter!(names::SIP_SESSIONS_EXPIRED).absolute(sip.sessions_expired);
     counter!(names::SIP_UPDATES_RECEIVED).absolute(sip.updates_received);
     counter!(names::SIP_GLARE).absolute(sip.glare_refused);
+    counter!(names::REFERS_RECEIVED, "outcome" => "malformed").absolute(sip.refers_malformed);
     counter!(names::SIP_RELIABLE_PROVISIONALS).absolute(sip.reliable_provisionals_sent);
     counter!(names::SIP_PRACKS_REFUSED).absolute(sip.pracks_unmatched);
     counter!(names::SIP_PRACK_TIMEOUTS).absolute(sip.prack_timeouts);

@@ -487,3 +487,87 @@ fn parallel_ringing_passes_a_busy_agent_and_busy_alone_falls_back() {
         "busy must not wait out the 30 s ring timeout"
     );
 }
+
+/// A carrier REFERs its caller to a target (RFC 3515): crossline answers
+/// 202, places the call, reports 100, 180 and 200 in sipfrag NOTIFYs, and
+/// the target takes the old leg's place: the carrier hangs its leg up and
+/// the target hears the hold music (a 600 Hz tone) the caller was hearing,
+/// until it hangs up itself.
+#[test]
+fn an_incoming_refer_moves_the_call_to_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let music = dir.path().join("music.wav");
+    write_tone(&music, 600.0, 6.0, 8000.0, 8000);
+    let gw = Gateway::start(&format!(
+        "[media]\nhold_music = [\"{}\"]\nhold_message = \"\"\n\n\
+         [[trunks]]\nname = \"carrier\"\ninbound_cidrs = [\"127.0.0.1/32\"]\naccept_refer = true\n\n\
+         [[routes]]\nflow = \"hold\"\n",
+        music.display()
+    ));
+    let target_port = free_port();
+    let target = common::dns::Uas::start("uas_referred.xml", target_port, &[]);
+    let text = std::fs::read_to_string(scenario("uac_refers_us.xml")).unwrap();
+    let sc = dir.path().join("refers_us.xml");
+    std::fs::write(&sc, text.replace("TARGET_PORT", &target_port.to_string())).unwrap();
+    let cap = start_capture(&format!(
+        "udp port {target_port} or udp src portrange {}-{}",
+        gw.rtp_range.0, gw.rtp_range.1
+    ));
+    let run = sipp(
+        &["-sf", &path_str(&sc), &gw.sip_addr(), "-m", "1"],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok(), "{}\n{}", run.describe(), gw.log());
+    let carrier_gone = std::time::Instant::now();
+    let deadline = carrier_gone + Duration::from_secs(15);
+    while target.completed() != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target never finished: {}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (file, _cap_dir) = cap.stop();
+    // The target's RTP port, from its 200 OK; what we sent there.
+    let sip = vec![format!("udp.port=={target_port},sip")];
+    let media_port: u16 = tshark_fields(
+        &file,
+        &sip,
+        &format!("sip.Status-Code == 200 && sdp && udp.srcport == {target_port}"),
+        &["sdp.media.port"],
+    )
+    .first()
+    .and_then(|r| r.first())
+    .and_then(|p| p.parse().ok())
+    .expect("the target's 200 OK with SDP");
+    let rows = tshark_fields(
+        &file,
+        &[format!("udp.port=={media_port},rtp")],
+        &format!("udp.dstport == {media_port} && rtp"),
+        &["rtp.payload"],
+    );
+    let frames: Vec<Vec<f64>> = rows.iter().map(|r| pcmu_hex_to_linear(&r[0])).collect();
+    assert!(frames.len() > 100, "{} packets to the target", frames.len());
+    let music = frames
+        .iter()
+        .filter(|f| tone_level(f, 600.0) > 4000.0)
+        .count();
+    assert!(
+        music * 10 >= frames.len() * 9,
+        "the hold music goes on for the target: {music}/{}",
+        frames.len()
+    );
+    let log = gw.log();
+    assert!(
+        log.contains("REFER: the new call answered and takes over"),
+        "{log}"
+    );
+    assert_metric_at_least(&gw, "crossline_refer_calls_total{result=\"answered\"}", 1.0);
+    assert_metric_at_least(
+        &gw,
+        "crossline_sip_refers_received_total{outcome=\"accepted\"}",
+        1.0,
+    );
+}

@@ -20,6 +20,7 @@ mod callback;
 mod identity;
 mod model;
 mod outbound;
+mod referred;
 mod routing;
 mod transfer;
 
@@ -148,6 +149,9 @@ pub struct CallControl<P: PortSource, F> {
     drain: Drain,
     /// Where outbound calls and registrations go: DNS, failover.
     outbound: outbound::Outbound,
+    /// Flows whose call a REFER replaced: the leg they name → the call
+    /// they run on now.
+    moved_flows: HashMap<CallId, CallId>,
 }
 
 /// Shutting down: new calls get 503 during the grace period, then every
@@ -179,6 +183,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             effects: VecDeque::new(),
             tally: Tally::default(),
             drain: Drain::default(),
+            moved_flows: HashMap::new(),
         }
     }
 
@@ -219,6 +224,7 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     /// A running flow asks something of its call.
     pub fn handle_flow_request(&mut self, now: Instant, id: CallId, req: CallRequest) {
+        let id = self.flow_call(id);
         // A request queued just before the call ended is void.
         if !self.calls.get(&id).is_some_and(|c| c.has_flow) {
             return;
@@ -508,6 +514,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 | Event::Progress { call, .. }
                 | Event::ReferAnswered { call, .. }
                 | Event::ReferProgress { call, .. }
+                | Event::ReferRequested { call, .. }
                 | Event::EarlyMedia { call, .. }
                 | Event::Refused { call, .. } => self.enter(*call),
                 Event::IncomingCall(_) | Event::Registration { .. } => {
@@ -524,7 +531,11 @@ impl<P: PortSource, F> CallControl<P, F> {
                     // Digits may be a PIN or a card number: never logged.
                     tracing::debug!("DTMF (INFO)");
                 }
-                Event::Progress { call, status } => self.callback_progress(call, status),
+                Event::Progress { call, status } => {
+                    self.referred_progress(now, call, status);
+                    self.callback_progress(call, status);
+                }
+                Event::ReferRequested { call, target, .. } => self.referred(now, call, target),
                 Event::EarlyMedia { call, media } => self.early_media_from(call, media),
                 Event::ReferAnswered { call, status } => {
                     self.refer_status(now, call, status, false)
@@ -577,7 +588,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         if caller.raw != caller.number || caller.diversion.is_some() || caller.private {
             call.caller = Some(Box::new(caller));
         }
-        call.web_call = inc.web_call.clone();
+        call.web_call = inc.web_call.as_deref().map(Box::from);
         let program = route
             .as_ref()
             .and_then(|(flow, _, hold, _)| Program::from_name(flow, &self.config.flow_set, hold));
@@ -657,7 +668,10 @@ impl<P: PortSource, F> CallControl<P, F> {
                 Role::Callback(leg) => {
                     tracing::info!(call = %id, callback = %leg.id, "callback: no answer in time");
                 }
-                Role::Inbound => {}
+                Role::Referred { .. } => {
+                    tracing::info!(leg = %id, "REFER: the target didn't answer in time");
+                }
+                Role::Inbound | Role::Replaced => {}
             }
             self.hang_up(now, id);
         }
@@ -750,6 +764,8 @@ impl<P: PortSource, F> CallControl<P, F> {
         match call.role {
             Role::Agent { .. } => self.agent_answered(now, id, media),
             Role::Callback(_) => self.callback_answered(now, id, media),
+            Role::Referred { .. } => self.referred_answered(now, id, media),
+            Role::Replaced => {}
             Role::Inbound => {
                 if let Refer::Waiting(target) = std::mem::take(&mut call.refer) {
                     self.start_refer(now, id, target);
@@ -780,7 +796,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             // Only `[media]`'s program has one Opus encode for every web call.
             if Arc::ptr_eq(h, self.router.default_hold()) {
                 self.effects.push_back(Effect::SharedHold {
-                    web_call: web.clone(),
+                    web_call: web.to_string(),
                     hold: Some(h.clone()),
                 });
             }
@@ -849,7 +865,18 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// Switch a call's audio, telling a web call whether it now hears the
     /// shared wait music.
     pub(crate) fn play(&mut self, id: CallId, source: Source, generation: u32) {
-        if let Some(web) = self.calls.get(&id).and_then(|c| c.web_call.clone()) {
+        if let Some(call) = self.calls.get_mut(&id) {
+            // One box per call, reused by every later play.
+            match &mut call.playing {
+                Some(playing) => **playing = (source.clone(), generation),
+                None => call.playing = Some(Box::new((source.clone(), generation))),
+            }
+        }
+        if let Some(web) = self
+            .calls
+            .get(&id)
+            .and_then(|c| c.web_call.as_deref().map(String::from))
+        {
             let shared = match &source {
                 Source::Hold(h) if Arc::ptr_eq(h, self.router.default_hold()) => Some(h.clone()),
                 _ => None,
@@ -868,7 +895,11 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     /// A web call stops hearing the shared wait music (bridged, say).
     pub(crate) fn leave_shared_hold(&mut self, id: CallId) {
-        if let Some(web) = self.calls.get(&id).and_then(|c| c.web_call.clone()) {
+        if let Some(web) = self
+            .calls
+            .get(&id)
+            .and_then(|c| c.web_call.as_deref().map(String::from))
+        {
             self.effects.push_back(Effect::SharedHold {
                 web_call: web,
                 hold: None,
@@ -1054,11 +1085,19 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// written, the calls tied to it are told, its stream is stopped, and
     /// dropping it frees its port and stops its flow.
     fn finish(&mut self, now: Instant, id: CallId, cause: &EndCause) {
+        if *cause == EndCause::RemoteBye && self.park_referrer(id, cause) {
+            return;
+        }
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
         let mut call = *call;
         tracing::info!(call = %id, ?cause, "call ended");
+        self.forget_moved_flows(id);
+        if let Refer::Calling(leg) | Refer::Parked { leg, .. } = call.refer {
+            // It ended for good: the REFER's call has nothing to take over.
+            self.hang_up(now, leg);
+        }
         if let Some(transfer) = call.transfer.take() {
             self.caller_left(now, transfer);
         }
@@ -1068,12 +1107,16 @@ impl<P: PortSource, F> CallControl<P, F> {
                 self.agent_ended(now, id, &call, caller, cause);
             }
             Role::Callback(leg) => self.callback_ended(leg, call.timed_out, cause),
-            Role::Inbound => {}
+            Role::Referred { referrer } => self.referred_failed(now, *referrer, cause),
+            Role::Inbound | Role::Replaced => {}
         }
         if call.streaming() {
             self.media_out.push_back(MediaCommand::Stop(id));
         }
-        let (outcome, status) = outcome(cause);
+        let (mut outcome, status) = outcome(cause);
+        if matches!(call.role, Role::Replaced) {
+            outcome = "transferred";
+        }
         self.tally.ended(outcome);
         let mut record = call.record;
         record.ended_at = SystemTime::now();

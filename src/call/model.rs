@@ -5,8 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::media::player::HoldProgram;
-use crate::sip::endpoint::CallId;
+use crate::media::player::{HoldProgram, Source};
+use crate::sip::endpoint::{CallId, EndCause};
 use crate::store::CallRecord;
 
 /// What runs on an answered call.
@@ -46,6 +46,11 @@ pub(crate) enum Role {
     Agent { caller: CallId, target: String },
     /// We rang a visitor back.
     Callback(Box<CallbackLeg>),
+    /// We are calling for `referrer`'s REFER: on answer this call takes
+    /// its place.
+    Referred { referrer: CallId },
+    /// A REFER's call took its place: nothing runs on it any more.
+    Replaced,
 }
 
 /// A callback's own state.
@@ -95,6 +100,11 @@ pub(crate) enum Refer {
     Waiting(String),
     /// Sent; NOTIFYs report the new call's progress.
     Sent(String),
+    /// The peer referred this call: we are calling this leg for it.
+    Calling(CallId),
+    /// The peer hung up (`cause`) while `leg` rang for its REFER: the
+    /// call's program waits here for that leg's answer.
+    Parked { leg: CallId, cause: Box<EndCause> },
 }
 
 /// One call. `R` is the driver's port reservation and `F` its handle on
@@ -117,7 +127,7 @@ pub(crate) struct Call<R, F> {
     pub(crate) transfer: Option<Box<Transfer>>,
     pub(crate) refer: Refer,
     /// Our own WebRTC leg calling in, by its web call id.
-    pub(crate) web_call: Option<String>,
+    pub(crate) web_call: Option<Box<str>>,
     /// The peer offered RFC 4733 telephone-event: DTMF goes in RTP, else
     /// as SIP INFO.
     pub(crate) rfc4733: bool,
@@ -132,6 +142,9 @@ pub(crate) struct Call<R, F> {
     pub(crate) span: tracing::Span,
     /// A call we place: where it goes and where next.
     pub(crate) dialling: Option<Box<super::outbound::Dialling>>,
+    /// What it plays now and the generation the flow gave it: a REFER's
+    /// new call picks it up where this one leaves it.
+    pub(crate) playing: Option<Box<(Source, u32)>>,
 }
 
 /// DTMF being sent for a flow, one digit per step.
@@ -164,6 +177,7 @@ impl<R, F> Call<R, F> {
             caller: None,
             span: tracing::Span::none(),
             dialling: None,
+            playing: None,
         }
     }
 

@@ -28,7 +28,7 @@ use metrics::counter;
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 
-use super::model::{Call, Role};
+use super::model::{Call, Refer, Role};
 use super::{CallControl, PortSource};
 use crate::dns::backoff::{Backoff, Standing};
 use crate::dns::{self, Query, Resolution, ResolveError, Supported, Target};
@@ -631,6 +631,14 @@ impl<P: PortSource, F> CallControl<P, F> {
         };
         if let Some(at) = call.give_up {
             self.timers.insert((at, new));
+        }
+        if let Role::Referred { referrer } = &call.role {
+            if let Some(r) = self.calls.get_mut(referrer) {
+                match &mut r.refer {
+                    Refer::Calling(leg) | Refer::Parked { leg, .. } if *leg == old => *leg = new,
+                    _ => {}
+                }
+            }
         }
         if let Role::Agent { caller, .. } = &call.role {
             if let Some(t) = self

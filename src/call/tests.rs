@@ -237,9 +237,27 @@ impl Pair {
     fn with(config: Config, ports: usize) -> Pair {
         let t0 = Instant::now();
         let live = Rc::new(Cell::new(0));
+        // Trunks with source ranges admit calls as themselves.
+        let inbound_trunks = config
+            .trunks
+            .iter()
+            .filter(|t| !t.inbound_cidrs.is_empty())
+            .map(|t| crate::sip::endpoint::InboundTrunk {
+                name: t.name.clone(),
+                cidrs: t
+                    .inbound_cidrs
+                    .iter()
+                    .map(|c| crate::net::Cidr::parse(c).unwrap())
+                    .collect(),
+                credentials: None,
+                max_calls: 0,
+                digest_algorithms: Vec::new(),
+            })
+            .collect();
         let endpoint_config = EndpointConfig {
             udp_listeners: vec![addr(CROSSLINE)],
             tcp_listeners: Vec::new(),
+            inbound_trunks,
             ..EndpointConfig::default()
         };
         let hold = Arc::new(HoldProgram::new(
@@ -307,6 +325,12 @@ impl Pair {
                 }
                 while let Some(ev) = peer.ep.poll_event() {
                     moved = true;
+                    if let Event::ReferRequested { call, .. } = &ev {
+                        // Peers here don't take transfers.
+                        peer.ep
+                            .refuse_refer(self.now, *call, 603, "Declined")
+                            .unwrap();
+                    }
                     if let Event::IncomingCall(inc) = &ev {
                         let call = inc.call;
                         if let Some(status) = peer.refuses {
@@ -1244,6 +1268,239 @@ fn early_media_ends_with_its_agent_and_the_hold_music_comes_back() {
     // The second agent answers at once: bridged.
     assert_eq!(p.seen.bridges.len(), 2);
     p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(3);
+}
+
+/// A config whose caller comes in on trunk "carrier" (which may REFER
+/// when `accept_refer`) and whose calls go out through AGENT.
+fn referring_trunk(accept_refer: bool) -> Config {
+    let mut config = config();
+    config.trunks.push(crate::config::TrunkConfig {
+        name: "carrier".into(),
+        inbound_cidrs: vec!["127.0.0.1/32".into()],
+        outbound_proxy: Some(format!("sip:{AGENT}")),
+        accept_refer,
+        ..Default::default()
+    });
+    config
+}
+
+impl Pair {
+    /// The caller's leg REFERs crossline to `target`; the REFER's final
+    /// answer as the caller saw it.
+    fn caller_refers(&mut self, leg: CallId, target: &str) -> Option<u16> {
+        let target = crate::sip::message::Uri::parse(target).unwrap();
+        self.caller.ep.refer(self.now, leg, &target).unwrap();
+        self.drive();
+        self.caller.events.iter().rev().find_map(|e| match e {
+            Event::ReferAnswered { status, .. } => Some(*status),
+            _ => None,
+        })
+    }
+
+    fn refer_progress(&self) -> Vec<u16> {
+        self.caller
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ReferProgress { status, .. } => Some(*status),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_referred_call_takes_over_the_flow_and_the_old_leg_is_let_go() {
+    let mut p = Pair::with(referring_trunk(true), 10);
+    p.agents[0].answers = false;
+    let leg = p.dial("200");
+    let call = p.inbound();
+    assert_eq!(p.seen.flows.len(), 1);
+    // The flow is mid-prompt when the REFER comes.
+    p.cc.handle_flow_request(
+        p.now,
+        call,
+        CallRequest::Play {
+            samples: Arc::from(vec![0i16; 800]),
+            generation: 7,
+        },
+    );
+    assert_eq!(
+        p.caller_refers(leg, "sip:+34911234567@pstn.example.com"),
+        Some(202)
+    );
+    // Through the trunk's proxy, to the Refer-To URI.
+    let rung = p.agents[0].incoming();
+    assert_eq!(rung.len(), 1, "the target rings through the trunk");
+    assert_eq!(p.refer_progress(), vec![100, 180]);
+    let target = rung[0];
+    p.agents[0]
+        .ep
+        .answer(p.now, target, local_media(40_000))
+        .unwrap();
+    p.drive();
+    assert_eq!(p.refer_progress(), vec![100, 180, 200]);
+    let new_leg = *p
+        .cc
+        .calls
+        .keys()
+        .find(|id| **id != call)
+        .expect("the referred call");
+    // It hears the prompt the flow played, under the flow's generation.
+    assert!(
+        p.seen.plays.contains(&(new_leg, "clip")),
+        "{:?}",
+        p.seen.plays
+    );
+    assert!(
+        !p.seen.streams.contains_key(&call),
+        "the old leg's stream stops"
+    );
+    // The flow is the same task, now on the new call: its requests and
+    // the new call's digits go between them.
+    assert!(p.seen.flows[&call].get(), "the flow keeps running");
+    p.cc.handle_flow_request(p.now, call, CallRequest::Silence { generation: 8 });
+    p.drive();
+    assert_eq!(p.seen.plays.last(), Some(&(new_leg, "silence")));
+    // The referrer doesn't hang up: we do, after a grace period.
+    p.advance(3_000);
+    assert_eq!(p.caller.ended(), vec![&EndCause::RemoteBye]);
+    assert!(p.seen.flows[&call].get(), "the flow outlives the old leg");
+    p.agents[0].ep.hangup(p.now, target).unwrap();
+    p.drive();
+    p.assert_all_released(2);
+    assert_eq!(
+        p.outcomes(),
+        counts(&[("inbound transferred", 1), ("outbound remote_bye", 1)])
+    );
+}
+
+#[test]
+fn a_referrer_that_hangs_up_at_once_leaves_the_program_waiting_for_the_new_call() {
+    let mut p = Pair::with(referring_trunk(true), 10);
+    p.agents[0].answers = false;
+    let leg = p.dial("100");
+    let call = p.inbound();
+    assert_eq!(p.caller_refers(leg, "sip:200@pstn.example.com"), Some(202));
+    // Basic transfer (RFC 5589 §6.1): BYE right after the 202.
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    assert_eq!(p.cc.calls(), 2, "the old call is parked, not ended");
+    assert_eq!(p.seen.records.len(), 0);
+    let target = p.agents[0].incoming()[0];
+    p.agents[0]
+        .ep
+        .answer(p.now, target, local_media(40_000))
+        .unwrap();
+    p.drive();
+    let new_leg = *p.cc.calls.keys().next().unwrap();
+    assert_ne!(new_leg, call);
+    // The hold program runs on the new call.
+    assert!(
+        p.seen
+            .plays
+            .iter()
+            .any(|(c, what)| *c == new_leg && *what == "hold"),
+        "{:?}",
+        p.seen.plays
+    );
+    assert_eq!(p.outcomes(), counts(&[("inbound transferred", 1)]));
+    p.agents[0].ep.hangup(p.now, target).unwrap();
+    p.drive();
+    p.assert_all_released(2);
+}
+
+#[test]
+fn a_failed_referred_call_is_reported_and_the_call_goes_on() {
+    let mut p = Pair::with(referring_trunk(true), 10);
+    p.agents[0].refuses = Some(486);
+    let leg = p.dial("200");
+    let call = p.inbound();
+    assert_eq!(p.caller_refers(leg, "sip:busy@pstn.example.com"), Some(202));
+    assert_eq!(p.refer_progress(), vec![100, 486]);
+    assert!(p.seen.flows[&call].get(), "the flow goes on");
+    assert!(p.seen.streams.contains_key(&call));
+    // And a parked call whose new leg fails ends with its own cause.
+    p.agents[0].refuses = None;
+    p.agents[0].answers = false;
+    assert_eq!(p.caller_refers(leg, "sip:late@pstn.example.com"), Some(202));
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.advance(61_000);
+    p.assert_all_released(3);
+    assert_eq!(
+        p.outcomes(),
+        // The unanswered one was cancelled at the ring timeout.
+        counts(&[("inbound remote_bye", 1), ("outbound rejected", 2)])
+    );
+}
+
+#[test]
+fn a_trunk_without_accept_refer_gets_403_and_no_call_is_placed() {
+    let mut p = Pair::with(referring_trunk(false), 10);
+    let leg = p.dial("100");
+    assert_eq!(p.caller_refers(leg, "sip:200@pstn.example.com"), Some(403));
+    assert!(p.agents[0].incoming().is_empty());
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+}
+
+#[test]
+fn a_bridged_agent_referred_elsewhere_is_replaced_in_the_bridge() {
+    let mut config = referring_trunk(true);
+    // The agent's side is the trunk here: its REFER is believed.
+    config.trunks[0].inbound_cidrs.clear();
+    config.trunks[0].outbound_proxy = Some(format!("sip:{AGENT2}"));
+    let mut p = Pair::with(config, 10);
+    let _leg = p.dial("200");
+    let call = p.inbound();
+    let req = TransferRequest {
+        targets: vec![format!("sip:agent@{AGENT2}")],
+        parallel: false,
+        ring_timeout: Duration::from_secs(10),
+        trunk: Some("carrier".into()),
+        hold_message: None,
+        hold_music: Vec::new(),
+        repeat_interval: None,
+    };
+    p.cc.handle_flow_request(p.now, call, CallRequest::Transfer(req));
+    p.drive();
+    let agent_in = p.agents[1].incoming()[0];
+    let agent =
+        p.cc.calls
+            .get(&call)
+            .unwrap()
+            .transfer
+            .as_ref()
+            .unwrap()
+            .bridged
+            .unwrap();
+    // The agent's PBX moves the caller on to a colleague (also via AGENT2).
+    let target = crate::sip::message::Uri::parse("sip:colleague@pstn.example.com").unwrap();
+    p.agents[1].ep.refer(p.now, agent_in, &target).unwrap();
+    p.drive();
+    let colleague = *p.agents[1].incoming().last().unwrap();
+    assert_ne!(colleague, agent_in);
+    let bridged =
+        p.cc.calls
+            .get(&call)
+            .unwrap()
+            .transfer
+            .as_ref()
+            .unwrap()
+            .bridged
+            .unwrap();
+    assert_ne!(
+        bridged, agent,
+        "the colleague's leg is in the agent's place"
+    );
+    assert_eq!(p.seen.bridges.last(), Some(&(call, bridged)));
+    p.advance(3_000);
+    // The caller hangs up: the colleague's leg goes with it.
+    p.caller.ep.hangup(p.now, _leg).unwrap();
     p.drive();
     p.assert_all_released(3);
 }

@@ -672,6 +672,10 @@ pub struct TrunkConfig {
     /// (RFC 3325: only for a carrier inside our trust domain).
     #[serde(default)]
     pub trust_identity: bool,
+    /// Take REFERs (RFC 3515) on this trunk's calls: place the call they
+    /// ask for, through this trunk, in the old leg's place. Off: 403.
+    #[serde(default)]
+    pub accept_refer: bool,
     /// ISO 3166 country national-format callers are read in, e.g. "ES":
     /// `{{caller}}` is then E.164.
     #[serde(default)]

@@ -121,6 +121,14 @@ pub const SIP_GLARE: Metric = counter(
     "crossline_sip_glare_total",
     "Offers refused with 491 Request Pending because one of ours was pending.",
 );
+pub const REFERS_RECEIVED: Metric = counter(
+    "crossline_sip_refers_received_total",
+    "REFERs received in calls, by outcome: accepted, forbidden (trunk without accept_refer), busy, unplaceable, malformed.",
+);
+pub const REFER_CALLS: Metric = counter(
+    "crossline_refer_calls_total",
+    "Calls placed for a REFER we accepted, by result: answered (took the old leg's place) or failed.",
+);
 pub const SIP_RELIABLE_PROVISIONALS: Metric = counter(
     "crossline_sip_reliable_provisionals_sent_total",
     "Reliable provisional responses (RFC 3262 100rel) sent, retransmissions not counted.",
@@ -468,6 +476,8 @@ pub const ALL: &[Metric] = &[
     SIP_SESSION_TIMER_REFUSED,
     SIP_UPDATES_RECEIVED,
     SIP_GLARE,
+    REFERS_RECEIVED,
+    REFER_CALLS,
     SIP_RELIABLE_PROVISIONALS,
     SIP_PRACKS,
     SIP_PRACKS_REFUSED,

@@ -121,6 +121,8 @@ pub(super) struct Call {
     pub(super) reliable: Option<Box<super::provisional::Reliable>>,
     /// UAC: media a provisional's SDP answer set up (early media).
     pub(super) early_media: Option<Box<Negotiated>>,
+    /// A REFER the peer sent us, while it is decided and carried out.
+    pub(super) refer_in: Option<Box<super::refer_in::ReferIn>>,
 }
 
 impl Call {
@@ -174,6 +176,7 @@ impl Call {
             refresh: None,
             reliable: None,
             early_media: None,
+            refer_in: None,
         }
     }
 }
@@ -752,6 +755,7 @@ impl Endpoint {
                 refresh: None,
                 reliable: None,
                 early_media: None,
+                refer_in: None,
             },
         );
         Ok(call)

@@ -655,6 +655,7 @@ impl Endpoint {
             Method::Notify => self.refer_notify(now, key, call, &req),
             Method::Update => self.update(now, key, call, req),
             Method::Prack => self.prack(now, key, call, &req),
+            Method::Refer => self.incoming_refer(now, key, call, req),
             _ => self.reply(now, &key, &req, 405),
         }
     }

@@ -13,6 +13,7 @@ mod calls;
 mod identity;
 mod inbound;
 mod provisional;
+mod refer_in;
 mod registration;
 mod session;
 mod util;
@@ -320,6 +321,16 @@ pub enum Event {
         /// The final status.
         status: u16,
     },
+    /// The peer asks us to call `target` (RFC 3515). Answer with
+    /// [`Endpoint::accept_refer`] or [`Endpoint::refuse_refer`].
+    ReferRequested {
+        /// The call the REFER came on.
+        call: CallId,
+        /// Where to call (embedded headers removed).
+        target: crate::message::Uri,
+        /// The Referred-By header, as sent.
+        referred_by: Option<String>,
+    },
     /// A NOTIFY for our REFER: the status line of the new call's progress
     /// (RFC 3515 message/sipfrag).
     ReferProgress {
@@ -423,6 +434,12 @@ pub struct Counters {
     pub early_media_sent: u64,
     /// Provisional responses with an SDP answer on calls we placed.
     pub early_media_received: u64,
+    /// REFERs we took on (202).
+    pub refers_accepted: u64,
+    /// REFERs the application turned down.
+    pub refers_refused: u64,
+    /// REFERs refused for a missing, repeated or unusable Refer-To.
+    pub refers_malformed: u64,
 }
 
 /// Why a command to the endpoint failed.

@@ -1661,3 +1661,155 @@ fn rfc4475_requests_get_the_right_answer() {
 }
 
 mod extensions;
+
+/// An answered call the peer will REFER: the 200 we sent, for its To tag.
+fn confirmed_call(t: &mut T, call_id: &str) -> (CallId, Response) {
+    t.recv(
+        0,
+        &invite(
+            &format!("z9hG4bK{call_id}"),
+            call_id,
+            &sdp_offer("0", ""),
+            "",
+        ),
+    );
+    let call = t.incoming_call();
+    t.responses();
+    t.ep.answer(t.at(0), call, media(20040)).unwrap();
+    let ok = t.responses().remove(0);
+    t.recv(10, &ack_for(&ok, call_id, ""));
+    t.events();
+    (call, ok)
+}
+
+#[test]
+fn an_incoming_refer_is_accepted_and_reported_by_notify() {
+    let mut t = T::new();
+    let (call, ok) = confirmed_call(&mut t, "rin1");
+    t.recv(
+        20,
+        &in_dialog(
+            "REFER",
+            &ok,
+            "rin1",
+            2,
+            "Refer-To: <sip:200@127.0.0.1:5080>\r\nReferred-By: <sip:alice@127.0.0.1>\r\n",
+            "",
+        ),
+    );
+    // Nothing is answered until the application decides.
+    assert!(t.responses().is_empty());
+    let events = t.events();
+    let target = crate::message::Uri::parse("sip:200@127.0.0.1:5080").unwrap();
+    assert_eq!(
+        events,
+        vec![Event::ReferRequested {
+            call,
+            target,
+            referred_by: Some("<sip:alice@127.0.0.1>".into())
+        }]
+    );
+    t.ep.accept_refer(t.at(21), call).unwrap();
+    let sent = t.sent();
+    let (status, notify) = match sent.as_slice() {
+        [(_, SipMessage::Response(r)), (_, SipMessage::Request(n))] => (r.status, n.clone()),
+        other => panic!("202 then NOTIFY expected: {other:?}"),
+    };
+    assert_eq!(status, 202);
+    assert_eq!(notify.method, Method::Notify);
+    assert_eq!(notify.headers.get("Event"), Some("refer;id=2"));
+    assert!(notify
+        .headers
+        .get("Subscription-State")
+        .unwrap()
+        .starts_with("active"));
+    assert_eq!(&notify.body[..], b"SIP/2.0 100 Trying\r\n");
+    // A second REFER while this one runs waits its turn.
+    t.recv(
+        30,
+        &in_dialog(
+            "REFER",
+            &ok,
+            "rin1",
+            3,
+            "Refer-To: <sip:300@127.0.0.1>\r\n",
+            "",
+        ),
+    );
+    assert_eq!(statuses(&t.responses()), vec![491]);
+    t.ep.notify_refer(t.at(40), call, 200, "OK").unwrap();
+    let last = t.requests().pop().unwrap().1;
+    assert_eq!(
+        last.headers.get("Subscription-State"),
+        Some("terminated;reason=noresource")
+    );
+    assert_eq!(&last.body[..], b"SIP/2.0 200 OK\r\n");
+    // The subscription is over: nothing more to report.
+    assert_eq!(
+        t.ep.notify_refer(t.at(50), call, 200, "OK"),
+        Err(EndpointError::BadState)
+    );
+    assert_eq!(t.ep.counters.refers_accepted, 1);
+}
+
+#[test]
+fn refused_and_malformed_refers_get_their_answers() {
+    let mut t = T::new();
+    let (call, ok) = confirmed_call(&mut t, "rin2");
+    t.recv(20, &in_dialog("REFER", &ok, "rin2", 2, "", ""));
+    assert_eq!(statuses(&t.responses()), vec![400]);
+    t.recv(
+        21,
+        &in_dialog(
+            "REFER",
+            &ok,
+            "rin2",
+            3,
+            "Refer-To: <sip:a@h?Replaces=abc>\r\n",
+            "",
+        ),
+    );
+    assert_eq!(statuses(&t.responses()), vec![501]);
+    t.recv(
+        22,
+        &in_dialog(
+            "REFER",
+            &ok,
+            "rin2",
+            4,
+            "r: <sip:200@127.0.0.1>\r\nRefer-Sub: false\r\n",
+            "",
+        ),
+    );
+    assert!(matches!(
+        t.events().as_slice(),
+        [Event::ReferRequested { .. }]
+    ));
+    t.ep.refuse_refer(t.at(23), call, 403, "Forbidden").unwrap();
+    assert_eq!(statuses(&t.responses()), vec![403]);
+    assert_eq!(t.ep.counters.refers_malformed, 2);
+    assert_eq!(t.ep.counters.refers_refused, 1);
+    // Refer-Sub: false (RFC 4488): 202 says so, and no NOTIFY follows.
+    t.recv(
+        24,
+        &in_dialog(
+            "REFER",
+            &ok,
+            "rin2",
+            5,
+            "Refer-To: <sip:200@127.0.0.1>\r\nRefer-Sub: false\r\n",
+            "",
+        ),
+    );
+    t.events();
+    t.ep.accept_refer(t.at(25), call).unwrap();
+    let sent = t.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let SipMessage::Response(r) = &sent[0].1 else {
+        panic!("a response")
+    };
+    assert_eq!((r.status, r.headers.get("Refer-Sub")), (202, Some("false")));
+    t.ep.notify_refer(t.at(30), call, 200, "OK").unwrap();
+    assert!(t.sent().is_empty());
+    assert_eq!(t.ep.active_calls(), 1);
+}
