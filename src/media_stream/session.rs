@@ -155,6 +155,26 @@ where
 /// or is dropped (`Stopped`: we send `stop` and close). DTMF heard on the
 /// call comes in on `digits` (bidirectional streams only, as Twilio).
 pub async fn run(
+    ws: Box<dyn WsStream>,
+    req: &StreamRequest,
+    pipes: &Plumbing,
+    digits: mpsc::UnboundedReceiver<char>,
+    stop: oneshot::Receiver<()>,
+) -> Result<Ended, String> {
+    let out = carry(ws, req, pipes, digits, stop).await;
+    let dropped = |direction: &'static str, n: u64| {
+        if n > 0 {
+            counter!(names::MEDIA_STREAM_FRAMES_DROPPED, "direction" => direction).increment(n);
+        }
+    };
+    dropped("to_agent", pipes.tap.dropped());
+    if let Some(live) = &pipes.live {
+        dropped("from_agent", live.dropped_frames());
+    }
+    out
+}
+
+async fn carry(
     mut ws: Box<dyn WsStream>,
     req: &StreamRequest,
     pipes: &Plumbing,
