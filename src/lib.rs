@@ -24,6 +24,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod mask;
 pub mod media;
+pub mod media_stream;
 pub mod messaging;
 pub mod net;
 pub mod runtime;

@@ -87,6 +87,11 @@ pub enum MediaCommand<R> {
         remote: Option<SocketAddr>,
     },
     Stop(CallId),
+    /// Copy the call's audio to a media stream's tap, or stop (`None`).
+    Tap {
+        call: CallId,
+        tap: Option<Arc<crate::media::live::StreamTap>>,
+    },
 }
 
 /// What the rest of the process must hear of.
@@ -255,6 +260,12 @@ impl<P: PortSource, F> CallControl<P, F> {
             ),
             CallRequest::Silence { generation } => self.play(id, Source::Silence, generation),
             CallRequest::Transfer(req) => self.start_transfer(now, id, req),
+            CallRequest::Tap(tap) => self
+                .media_out
+                .push_back(MediaCommand::Tap { call: id, tap }),
+            CallRequest::Live { audio, generation } => {
+                self.play(id, Source::Live(audio), generation)
+            }
             CallRequest::Refer { target } => self.start_refer(now, id, target),
             CallRequest::Hold {
                 message,

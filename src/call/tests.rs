@@ -397,6 +397,7 @@ impl Pair {
                     self.seen.sending.push((call, sending))
                 }
                 MediaCommand::SendDtmf { call, digit, .. } => self.seen.dtmf.push((call, digit)),
+                MediaCommand::Tap { .. } => {}
             }
         }
         while let Some(start) = self.cc.poll_flow_start() {

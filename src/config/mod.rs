@@ -122,11 +122,12 @@ impl Config {
                 "messaging" => sink.section(name, value, &mut config.messaging),
                 "chat" => sink.section(name, value, &mut config.chat),
                 "callbacks" => sink.section(name, value, &mut config.callbacks),
+                "media_streams" => sink.section(name, value, &mut config.media_streams),
                 "webrtc" => sink.section(name, value, &mut config.webrtc),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, media_streams".into(),
                 ),
             }
         }
@@ -716,6 +717,9 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             &["webrtc", "enabled"],
             "web calls reach the gateway over SIP/UDP: add a [sip] udp listener".into(),
         );
+    }
+    for (key, problem) in config.media_streams.problems() {
+        err(&["media_streams", key], problem);
     }
     let cb = &config.callbacks;
     if let Some(name) = &cb.trunk {

@@ -27,6 +27,7 @@ pub struct Config {
     pub chat: ChatConfig,
     pub callbacks: CallbacksConfig,
     pub webrtc: crate::webrtc::WebRtcConfig,
+    pub media_streams: crate::media_stream::MediaStreamsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

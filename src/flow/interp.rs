@@ -52,6 +52,13 @@ pub enum CallRequest {
     Keep { name: String, value: String },
     /// End the call with BYE.
     Hangup,
+    /// Copy the call's audio to a media stream's tap (`None`: stop).
+    Tap(Option<Arc<crate::media::live::StreamTap>>),
+    /// Play audio fed from outside as it comes (a media stream's agent).
+    Live {
+        audio: Arc<crate::media::live::LiveAudio>,
+        generation: u32,
+    },
     /// Send DTMF (`,` pauses) to the caller, or to the bridged agent;
     /// `DigitsSent` follows.
     SendDigits {
@@ -119,6 +126,8 @@ pub struct Services {
     pub chat_texts: crate::config::ChatConfig,
     /// What public paths may send to phones (texts and calls).
     pub policy: Arc<crate::messaging::policy::OutboundPolicy>,
+    /// How media streams connect (`[media_streams]`).
+    pub media_streams: crate::media_stream::session::StreamSettings,
 }
 
 impl Services {
@@ -206,6 +215,9 @@ pub struct FlowCx {
     pub io: Io,
     /// How often each node has been entered in this run.
     pub visits: std::collections::HashMap<String, u32>,
+    /// One-way media streams running beside the flow: dropping these
+    /// (the flow ends with its call) stops them.
+    forks: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl FlowCx {
@@ -223,6 +235,7 @@ impl FlowCx {
             vars,
             services,
             visits: Default::default(),
+            forks: Vec::new(),
             io: Io::Voice(Voice {
                 call,
                 requests,
@@ -247,6 +260,7 @@ impl FlowCx {
             vars,
             services,
             visits: Default::default(),
+            forks: Vec::new(),
             io: Io::Chat(Chat {
                 conversation,
                 inputs,
@@ -366,6 +380,58 @@ impl FlowCx {
                 CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
             }
         }
+    }
+
+    /// Run a media stream. Bidirectional: until the agent closes it (or
+    /// it fails), forwarding the caller's digits. One-way: started, and
+    /// left running until the call ends. `Ok(Err(why))`: it failed.
+    pub async fn media_stream(
+        &mut self,
+        req: crate::media_stream::session::StreamRequest,
+    ) -> Result<Result<crate::media_stream::session::Ended, String>, Ended> {
+        use crate::media_stream::session;
+        let settings = self.services.media_streams.clone();
+        let pipes = session::Plumbing::new(&req, &settings);
+        let ws = match self.call_wait(session::connect(&req, &settings)).await? {
+            Ok(ws) => ws,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.request(CallRequest::Tap(Some(pipes.tap.clone())))?;
+        let (digit_tx, digit_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let live = pipes.live.clone();
+        let task = tokio::spawn(
+            async move { session::run(ws, &req, &pipes, digit_rx, stop_rx).await }
+                .in_current_span(),
+        );
+        let Some(live) = live else {
+            self.forks.push(stop_tx);
+            return Ok(Ok(session::Ended::Stopped));
+        };
+        let generation = self.next_generation()?;
+        self.request(CallRequest::Live {
+            audio: live,
+            generation,
+        })?;
+        // The stop sender lives here: if the call ends, the flow is
+        // dropped with it and the session says `stop` to the agent.
+        let _stop = stop_tx;
+        tokio::pin!(task);
+        let v = self.voice()?;
+        let out = loop {
+            tokio::select! {
+                out = &mut task => break out.unwrap_or_else(|e| Err(format!("stream task: {e}"))),
+                s = v.signals.recv() => match s.ok_or(Ended)? {
+                    CallSignal::Dtmf(d) => {
+                        let _ = digit_tx.send(d);
+                    }
+                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+                },
+            }
+        };
+        self.request(CallRequest::Tap(None))?;
+        self.silence()?;
+        Ok(out)
     }
 
     pub fn hangup(&mut self) -> Result<(), Ended> {
@@ -658,6 +724,7 @@ pub async fn run_from(mut cx: FlowCx, start: String) {
                 NodeKind::Play(n) => nodes::play::run(n, &mut cx).await,
                 NodeKind::Pause(n) => nodes::pause::run(n, &mut cx).await,
                 NodeKind::SendDigits(n) => nodes::send_digits::run(n, &mut cx).await,
+                NodeKind::Stream(n) => nodes::stream::run(n, &mut cx).await,
                 NodeKind::Gather(n) => nodes::gather::run(n, &mut cx).await,
                 NodeKind::Branch(n) => nodes::branch::run(n, &mut cx).await,
                 NodeKind::Set(n) => nodes::set::run(n, &mut cx).await,

@@ -350,6 +350,7 @@ fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) ->
         "play" => NodeKind::Play(de(d, &key, item)?),
         "pause" => NodeKind::Pause(de(d, &key, item)?),
         "send_digits" => NodeKind::SendDigits(de(d, &key, item)?),
+        "stream" => NodeKind::Stream(de(d, &key, item)?),
         "gather" => NodeKind::Gather(de(d, &key, item)?),
         "branch" => NodeKind::Branch(de(d, &key, item)?),
         "set" => NodeKind::Set(de(d, &key, item)?),
@@ -508,6 +509,24 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                             format!("{var}: JSON pointer must start with '/': {pointer:?}"),
                         );
                     }
+                }
+            }
+            NodeKind::Stream(n) => {
+                if !["connect", "start"].contains(&n.mode.as_str()) {
+                    err(node, "mode", format!("{:?}: one of connect, start", n.mode));
+                }
+                if n.mode == "connect" && n.track.is_some() {
+                    err(
+                        node,
+                        "track",
+                        "a connect stream carries the caller's audio only; track is for start"
+                            .into(),
+                    );
+                }
+                // A templated URL is checked when it is rendered.
+                let scheme_ok = n.url.starts_with("ws://") || n.url.starts_with("wss://");
+                if !n.url.starts_with("{{") && !scheme_ok {
+                    err(node, "url", format!("must be ws:// or wss://: {:?}", n.url));
                 }
             }
             NodeKind::SendDigits(n) => {

@@ -74,6 +74,7 @@ pub enum NodeKind {
     SaveLead(SaveLead),
     EscalateToCall(EscalateToCall),
     SendDigits(SendDigits),
+    Stream(StreamNode),
 }
 
 /// The node types, as written in `type = "..."`.
@@ -98,6 +99,7 @@ pub const NODE_TYPES: &[&str] = &[
     "save_lead",
     "escalate_to_call",
     "send_digits",
+    "stream",
 ];
 
 impl NodeKind {
@@ -123,6 +125,7 @@ impl NodeKind {
             NodeKind::SaveLead(_) => "save_lead",
             NodeKind::EscalateToCall(_) => "escalate_to_call",
             NodeKind::SendDigits(_) => "send_digits",
+            NodeKind::Stream(_) => "stream",
         }
     }
 
@@ -135,6 +138,7 @@ impl NodeKind {
             | NodeKind::Transfer(_)
             | NodeKind::Hangup(_)
             | NodeKind::SendDigits(_)
+            | NodeKind::Stream(_)
             | NodeKind::Breakout(_) => &[Channel::Voice],
             NodeKind::Message(_)
             | NodeKind::Ask(_)
@@ -176,6 +180,7 @@ impl NodeKind {
             NodeKind::SaveLead(n) => [("next", &n.next), ("next", &None)],
             NodeKind::EscalateToCall(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
             NodeKind::SendDigits(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::Stream(n) => [("next", &n.next), ("on_error", &n.on_error)],
         };
         for (key, v) in optional {
             if let Some(v) = v {
@@ -272,6 +277,39 @@ pub struct SendDigits {
     pub duration_ms: u32,
     #[serde(default)]
     pub next: Option<String>,
+}
+
+/// Stream the call's audio to a voice agent over WebSocket, in the
+/// Twilio Media Streams format.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamNode {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `ws://` or `wss://` (templated).
+    pub url: String,
+    /// `connect`: the agent hears the caller and talks back, and the flow
+    /// waits until it closes the socket (`<Connect><Stream>`). `start`: a
+    /// one-way copy while the flow goes on, until the call ends
+    /// (`<Start><Stream>`).
+    #[serde(default = "stream_connect")]
+    pub mode: String,
+    /// `start` only: which audio (`connect` streams carry the caller's).
+    #[serde(default)]
+    pub track: Option<crate::media_stream::protocol::Tracks>,
+    /// Sent in `start` as `customParameters` (values templated).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub next: Option<String>,
+    /// The agent couldn't be reached or broke the protocol.
+    #[serde(default)]
+    pub on_error: Option<String>,
+}
+
+fn stream_connect() -> String {
+    "connect".into()
 }
 
 pub fn digit_ms() -> u32 {

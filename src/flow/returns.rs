@@ -63,6 +63,7 @@ fn can_end(kind: &NodeKind) -> bool {
         NodeKind::Transfer(n) => n.next.is_none() || n.on_failure.is_none(),
         NodeKind::Breakout(n) => n.next.is_none(),
         NodeKind::SendDigits(n) => n.next.is_none(),
+        NodeKind::Stream(n) => n.next.is_none() || n.on_error.is_none(),
     }
 }
 

@@ -297,6 +297,11 @@ impl MediaEngine {
         self.command(id, Command::SetSource(id, source, generation));
     }
 
+    /// Copy the stream's audio to `tap` (a media stream's fork), or stop.
+    pub fn set_tap(&mut self, id: StreamId, tap: Option<Arc<crate::media::live::StreamTap>>) {
+        self.command(id, Command::Tap(id, tap));
+    }
+
     pub fn set_remote(&mut self, id: StreamId, remote: SocketAddr) {
         self.command(id, Command::SetRemote(id, remote));
     }

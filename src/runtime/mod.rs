@@ -706,6 +706,7 @@ impl Gateway {
                 }
             }
             MediaCommand::Stop(call) => self.media.stop_stream(call.0),
+            MediaCommand::Tap { call, tap } => self.media.set_tap(call.0, tap),
         }
         None
     }

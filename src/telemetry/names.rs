@@ -129,6 +129,18 @@ pub const REFER_CALLS: Metric = counter(
     "crossline_refer_calls_total",
     "Calls placed for a REFER we accepted, by result: answered (took the old leg's place) or failed.",
 );
+pub const MEDIA_STREAMS: Metric = counter(
+    "crossline_media_streams_total",
+    "Media streams to voice agents, by how they ended: closed (by the agent), stopped (by us), failed (connect or protocol error).",
+);
+pub const MEDIA_STREAM_MESSAGES_REFUSED: Metric = counter(
+    "crossline_media_stream_messages_refused_total",
+    "Messages from voice agents that were not taken, by reason: invalid_json, unknown, bad_payload, too_long, binary, one_way.",
+);
+pub const MEDIA_STREAM_FRAMES_DROPPED: Metric = counter(
+    "crossline_media_stream_frames_dropped_total",
+    "20 ms frames dropped by media streams, by direction: to_agent (the agent read too slowly) or from_agent (it sent more than the playout buffer holds).",
+);
 pub const SIP_RELIABLE_PROVISIONALS: Metric = counter(
     "crossline_sip_reliable_provisionals_sent_total",
     "Reliable provisional responses (RFC 3262 100rel) sent, retransmissions not counted.",
@@ -478,6 +490,9 @@ pub const ALL: &[Metric] = &[
     SIP_GLARE,
     REFERS_RECEIVED,
     REFER_CALLS,
+    MEDIA_STREAMS,
+    MEDIA_STREAM_MESSAGES_REFUSED,
+    MEDIA_STREAM_FRAMES_DROPPED,
     SIP_RELIABLE_PROVISIONALS,
     SIP_PRACKS,
     SIP_PRACKS_REFUSED,

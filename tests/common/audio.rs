@@ -61,3 +61,30 @@ pub fn pcmu_hex_to_linear(hex: &str) -> Vec<f64> {
         .map(ulaw_to_linear)
         .collect()
 }
+
+/// G.711 A-law to linear (ITU-T G.711, independent of the code under test).
+pub fn alaw_to_linear(a: u8) -> f64 {
+    let a = a ^ 0x55;
+    let exponent = (a >> 4) & 0x07;
+    let mantissa = i32::from(a & 0x0F);
+    let magnitude = match exponent {
+        0 => (mantissa << 4) + 8,
+        e => ((mantissa << 4) + 0x108) << (e - 1),
+    };
+    f64::from(if a & 0x80 != 0 { magnitude } else { -magnitude })
+}
+
+/// A G.711 payload (PCMU for payload type 0, else PCMA) as tshark prints
+/// it, decoded.
+pub fn g711_hex_to_linear(hex: &str, payload_type: &str) -> Vec<f64> {
+    let hex: String = hex.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    let decode = if payload_type.trim() == "0" {
+        ulaw_to_linear
+    } else {
+        alaw_to_linear
+    };
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .map(decode)
+        .collect()
+}

@@ -1,11 +1,14 @@
 """A PJSIP (pjsua2) caller that reports what happens to its call.
 
 Usage: pjsua_call.py <sip-uri> <seconds> [--timer SECS] [--100rel] [--record WAV]
+                     [--play WAV] [--dtmf-at SECS DIGITS]
 
 Calls <sip-uri> from a null sound device and hangs up after <seconds>.
 --timer requires session timers (RFC 4028) with SECS as Session-Expires and
 Min-SE; --100rel requires reliable provisional responses (RFC 3262);
---record writes what the far end sends (early media included) to WAV.
+--record writes what the far end sends (early media included) to WAV;
+--play sends WAV (looped) once media is up; --dtmf-at sends DIGITS
+(RFC 4733) SECS after the call is answered.
 Prints one line per event, each with monotonic seconds at the end:
   state <EARLY|CONFIRMED|DISCONNECTED> <last status> <t>
   media <t>                      (audio became active)
@@ -24,6 +27,13 @@ target, limit = args[0], float(args[1])
 timer = int(args[args.index("--timer") + 1]) if "--timer" in args else None
 rel100 = "--100rel" in args
 record = args[args.index("--record") + 1] if "--record" in args else None
+play = args[args.index("--play") + 1] if "--play" in args else None
+dtmf_at = None
+if "--dtmf-at" in args:
+    i = args.index("--dtmf-at")
+    dtmf_at = (float(args[i + 1]), args[i + 2])
+answered_at = []
+player = None
 done = []
 seen_tsx = set()
 recorder = None
@@ -44,11 +54,13 @@ class Caller(pj.Call):
         name = STATES.get(info.state)
         if name:
             say(f"state {name} {info.lastStatusCode}")
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            answered_at.append(time.monotonic())
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             done.append(True)
 
     def onCallMediaState(self, prm):
-        global recorder
+        global recorder, player
         info = self.getInfo()
         for i, m in enumerate(info.media):
             if m.type == pj.PJMEDIA_TYPE_AUDIO and m.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
@@ -57,6 +69,10 @@ class Caller(pj.Call):
                     recorder = pj.AudioMediaRecorder()
                     recorder.createRecorder(record)
                     self.getAudioMedia(i).startTransmit(recorder)
+                if play and player is None:
+                    player = pj.AudioMediaPlayer()
+                    player.createPlayer(play)
+                    player.startTransmit(self.getAudioMedia(i))
 
     def onCallTsxState(self, prm):
         tsx = prm.e.body.tsxState.tsx
@@ -83,6 +99,10 @@ call.makeCall(target, pj.CallOpParam(True))
 deadline = time.monotonic() + limit
 while not done and time.monotonic() < deadline:
     ep.libHandleEvents(20)
+    if dtmf_at and answered_at and time.monotonic() >= answered_at[0] + dtmf_at[0]:
+        say(f"dtmf {dtmf_at[1]}")
+        call.dialDtmf(dtmf_at[1])
+        dtmf_at = None
 if not done:
     say("hangup")
     call.hangup(pj.CallOpParam(True))
@@ -91,6 +111,7 @@ if not done:
         if done:
             break
 recorder = None
+player = None
 del call
 acc.shutdown()
 ep.libDestroy()

@@ -17,6 +17,7 @@ use rand::{RngExt as _, SeedableRng as _};
 use crate::dtmf::{DtmfReceiver, DtmfSender};
 use crate::g711;
 use crate::jitter::{JitterBuffer, JitterConfig};
+use crate::live::{StreamTap, Track};
 use crate::player::{crossfade, FrameNote, Player};
 use crate::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender};
 use crate::rtp_packet::{parse_rtp, write_rtp};
@@ -86,6 +87,9 @@ pub enum Command {
     Bridge(StreamId, StreamId),
     /// Stop relaying; both streams go back to their players.
     Unbridge(StreamId),
+    /// Copy the stream's audio to this tap (a media stream's fork), or
+    /// stop copying.
+    Tap(StreamId, Option<Arc<StreamTap>>),
 }
 
 /// One direction of a bridge: audio received on a stream, waiting to be
@@ -229,6 +233,8 @@ struct Stream {
     /// Where RTCP goes: the remote RTP port + 1, or where its RTCP comes from.
     rtcp_remote: SocketAddr,
     ticks_to_rtcp: u32,
+    /// Where a copy of its audio goes (a media stream's fork).
+    tap: Option<Arc<StreamTap>>,
 }
 
 impl Stream {
@@ -287,6 +293,7 @@ impl Stream {
             timeout_ticks,
             timed_out: false,
             sending: true,
+            tap: None,
         }
     }
 }
@@ -466,7 +473,8 @@ fn run<S: EventSink>(
             s.ticks_since_rx = s.ticks_since_rx.saturating_add(1);
             // Each stream's socket is polled on its own slot of the cycle;
             // bridged streams every tick, since their audio is relayed.
-            let bridged = bridges.contains_key(&s.spec.id);
+            // Tapped ones too: a fork's listener hears the caller at once.
+            let bridged = bridges.contains_key(&s.spec.id) || s.tap.is_some();
             if bridged || (s.spec.id % u64::from(rx_poll_ticks)) as u32 == poll_slot {
                 // Drain incoming RTP: latch to its source (symmetric RTP).
                 let mut got = 0u64;
@@ -488,6 +496,10 @@ fn run<S: EventSink>(
                                 }
                             }
                         } else if view.payload_type == s.spec.payload_type {
+                            if let Some(tap) = &s.tap {
+                                let alaw = s.spec.encoding == Encoding::Pcma;
+                                tap.push(Track::Inbound, view.payload, alaw);
+                            }
                             if let Some(end) = bridges.get_mut(&s.spec.id) {
                                 // G.711: one byte per sample, any packet size.
                                 for chunk in view.payload.chunks(rx_pcm.len()) {
@@ -579,6 +591,9 @@ fn run<S: EventSink>(
                 Encoding::Pcmu => g711::encode_ulaw(&pcm, &mut payload),
                 Encoding::Pcma => g711::encode_alaw(&pcm, &mut payload),
             };
+            if let Some(tap) = &s.tap {
+                tap.push(Track::Outbound, &payload, s.spec.encoding == Encoding::Pcma);
+            }
             let mut marker = std::mem::take(&mut s.marker_next);
             let mut event = [0u8; 4];
             let mut body: &[u8] = &payload;
@@ -755,6 +770,11 @@ impl Groups {
                     s.latched = false;
                 }
             }
+            Command::Tap(id, tap) => {
+                if let Some(s) = self.find_mut(id) {
+                    s.tap = tap;
+                }
+            }
         }
     }
 }
@@ -885,6 +905,81 @@ mod tests {
         handle.shutdown();
         let v = parse_rtp(&buf[..n]).unwrap();
         (v.ssrc, v.sequence, v.timestamp)
+    }
+
+    /// A tapped stream copies what it hears and what it sends, as μ-law;
+    /// a live source plays the frames fed to it, then silence.
+    #[test]
+    fn a_tap_copies_both_ways_and_a_live_source_plays_what_is_fed() {
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ours_addr = ours.local_addr().unwrap();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let live = Arc::new(crate::live::LiveAudio::new(50));
+        for _ in 0..5 {
+            live.push_frame([g711::linear_to_ulaw(4000); FRAME_SAMPLES]);
+        }
+        live.push_mark(9);
+        let spec = StreamSpec {
+            id: 3,
+            socket: ours,
+            rtcp_socket: None,
+            telephone_event_pt: None,
+            remote: peer.local_addr().unwrap(),
+            encoding: Encoding::Pcma,
+            payload_type: 8,
+            frames_per_packet: 1,
+            source: Source::Live(live.clone()),
+            rtp_timeout: Duration::ZERO,
+        };
+        let tap = Arc::new(StreamTap::new(true, true, 100));
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        assert!(handle.send(Command::Tap(3, Some(tap.clone()))).is_ok());
+        let mut buf = [0u8; 512];
+        let mut levels = Vec::new();
+        for i in 0..10u16 {
+            let (n, _) = peer.recv_from(&mut buf).unwrap();
+            let v = parse_rtp(&buf[..n]).unwrap();
+            levels.push(g711::alaw_to_linear(v.payload[0]));
+            // The caller talks back: A-law, which the tap re-codes.
+            let mut pkt = [0u8; 12 + FRAME_SAMPLES];
+            let len = write_rtp(
+                &mut pkt,
+                8,
+                false,
+                i,
+                u32::from(i) * 160,
+                42,
+                &[g711::linear_to_alaw(-2000); FRAME_SAMPLES],
+            )
+            .unwrap();
+            peer.send_to(&pkt[..len], ours_addr).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        handle.shutdown();
+        // Tap is set a tick after the start at the latest: most of the
+        // fed frames went out, then silence.
+        assert!(
+            levels.iter().filter(|l| (**l - 4000).abs() < 300).count() >= 4,
+            "{levels:?}"
+        );
+        assert_eq!(levels[9], g711::alaw_to_linear(g711::linear_to_alaw(0)));
+        assert_eq!(live.next_played_mark(), Some(9));
+        let (mut inbound, mut outbound) = (0, 0);
+        while let Some(f) = tap.pop() {
+            match f.track {
+                Track::Inbound => {
+                    inbound += 1;
+                    let s = g711::ulaw_to_linear(f.payload()[0]);
+                    assert!((s + 2000).abs() < 100, "{s}");
+                }
+                Track::Outbound => outbound += 1,
+            }
+        }
+        assert!(inbound >= 8, "{inbound} inbound frames");
+        assert!(outbound >= 8, "{outbound} outbound frames");
     }
 
     #[test]

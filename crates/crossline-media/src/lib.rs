@@ -13,6 +13,7 @@ pub mod clips;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod live;
 pub mod player;
 pub mod ports;
 pub mod rtcp;

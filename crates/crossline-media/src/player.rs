@@ -69,6 +69,9 @@ pub enum Source {
     },
     /// Music with a message on repeat; never finishes.
     Hold(Arc<HoldProgram>),
+    /// Audio fed from outside as it comes (a media stream's agent);
+    /// silence while none is queued. Never finishes.
+    Live(Arc<crate::live::LiveAudio>),
 }
 
 /// Something worth telling the control side about, at most once per frame.
@@ -136,6 +139,10 @@ impl Player {
             }
             Source::Playlist { clips, looped } => fill_list(st, clips, *looped, out),
             Source::Hold(program) => fill_hold(st, program, out),
+            Source::Live(live) => {
+                live.fill(out);
+                FrameNote::None
+            }
         }
     }
 }

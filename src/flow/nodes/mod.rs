@@ -19,6 +19,7 @@ pub mod send_digits;
 pub mod send_sms;
 pub mod send_whatsapp;
 pub mod set;
+pub mod stream;
 pub mod transfer;
 
 use super::interp::{FlowCx, Next};

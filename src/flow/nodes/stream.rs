@@ -1,0 +1,60 @@
+//! `stream`: the call's audio to a voice agent over WebSocket (Twilio
+//! Media Streams). `connect` waits for the agent to close the socket;
+//! `start` leaves a one-way copy running and goes on at once.
+
+use metrics::counter;
+
+use crate::flow::interp::{Ended, FlowCx, Next};
+use crate::flow::model::StreamNode;
+use crate::flow::template::render;
+use crate::media_stream::protocol::{Identity, Tracks};
+use crate::media_stream::session::{self, StreamRequest};
+use crate::telemetry::names;
+
+pub async fn run(node: &StreamNode, cx: &mut FlowCx) -> Result<Next, Ended> {
+    let bidirectional = node.mode == "connect";
+    let url = render(&node.url, &cx.vars);
+    let call_id = cx.vars.get("call_id").cloned().unwrap_or_default();
+    let req = StreamRequest {
+        url,
+        tracks: match bidirectional {
+            true => Tracks::InboundTrack,
+            false => node.track.unwrap_or(Tracks::InboundTrack),
+        },
+        bidirectional,
+        parameters: node
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), render(v, &cx.vars)))
+            .collect(),
+        identity: Identity {
+            account_sid: cx.services.media_streams.account_sid.clone(),
+            call_sid: crate::media_stream::call_sid(&call_id),
+            stream_sid: crate::media_stream::new_stream_sid(),
+        },
+    };
+    cx.vars.insert(
+        format!("{}.stream_sid", node.id),
+        req.identity.stream_sid.clone(),
+    );
+    tracing::info!(node = %node.id, bidirectional, "media stream: connecting");
+    match cx.media_stream(req).await? {
+        Ok(ended) => {
+            let outcome = match ended {
+                session::Ended::Closed => "closed",
+                session::Ended::Stopped => "stopped",
+            };
+            if bidirectional {
+                counter!(names::MEDIA_STREAMS, "outcome" => outcome).increment(1);
+                tracing::info!(node = %node.id, outcome, "media stream ended");
+            }
+            Ok(node.next.clone())
+        }
+        Err(e) => {
+            counter!(names::MEDIA_STREAMS, "outcome" => "failed").increment(1);
+            tracing::warn!(node = %node.id, error = %e, "media stream failed");
+            cx.vars.insert(format!("{}.error", node.id), e);
+            Ok(node.on_error.clone().or_else(|| node.next.clone()))
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Media streams against the real binary: a pjsua2 caller talks to a
+//! voice agent (tests/peers/stream_agent.py, Python `websockets`) through
+//! crossline in the Twilio Media Streams format. The agent checks the
+//! signature and every message, hears the caller's tone, talks back, and
+//! its mark, clear and close are checked on the RTP the caller gets
+//! (tshark). A one-way fork carries both tracks while the flow goes on,
+//! and an agent that misbehaves in every way costs only its own stream.
+
+mod common;
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::audio::*;
+use common::*;
+
+const TOKEN: &str = "stream-token-0123456789";
+
+/// The agent, listening on its own port in `mode`; its summary lands in
+/// `dir`.
+struct Agent {
+    child: Child,
+    port: u16,
+    summary: PathBuf,
+}
+
+impl Agent {
+    fn start(mode: &str, dir: &Path) -> Agent {
+        let port = free_port();
+        let summary = dir.join(format!("agent-{mode}.json"));
+        let mut child = Command::new(common::peers::python("websockets"))
+            .arg(repo().join("tests/peers/stream_agent.py"))
+            .args([&port.to_string(), TOKEN, mode])
+            .arg(&summary)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the stream agent");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("agent stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("agent output");
+        assert_eq!(line.trim(), "listening", "the agent didn't start");
+        Agent {
+            child,
+            port,
+            summary,
+        }
+    }
+
+    /// What it saw, once it has finished (at most `limit` from now).
+    fn summary(mut self, limit: Duration) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + limit;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent never finished"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let text = std::fs::read_to_string(&self.summary).expect("the agent's summary");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gateway whose every call runs `nodes` (a flow starting at "start").
+fn gateway(dir: &Path, nodes: &str) -> Gateway {
+    let flows = dir.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        flows.join("agent.toml"),
+        format!("name = \"agent\"\n\n{nodes}"),
+    )
+    .unwrap();
+    Gateway::start(&format!(
+        "[media_streams]\nauth_token = \"{TOKEN}\"\n\n[flows]\ndir = \"{}\"\n\n[[routes]]\nflow = \"agent\"\n",
+        flows.display()
+    ))
+}
+
+/// Frames crossline sent to the caller: (epoch seconds, samples).
+fn frames_to_caller(file: &Path, sip_port: u16) -> Vec<(f64, Vec<f64>)> {
+    let sip = vec![format!("udp.port=={sip_port},sip")];
+    let caller_port: u16 = tshark_fields(
+        file,
+        &sip,
+        &format!("sip.Method == \"INVITE\" && sdp && udp.dstport == {sip_port}"),
+        &["sdp.media.port"],
+    )
+    .first()
+    .and_then(|r| r.first())
+    .and_then(|p| p.parse().ok())
+    .expect("the caller's INVITE with SDP");
+    tshark_fields(
+        file,
+        &[format!("udp.port=={caller_port},rtp")],
+        &format!("udp.dstport == {caller_port} && rtp"),
+        &["frame.time_epoch", "rtp.p_type", "rtp.payload"],
+    )
+    .iter()
+    .filter(|r| r.len() >= 3)
+    .map(|r| (r[0].parse().unwrap(), g711_hex_to_linear(&r[2], &r[1])))
+    .collect()
+}
+
+/// A pjsua2 caller playing `wav` at the gateway for up to `secs`; its
+/// event lines.
+fn pjsua_call(gw: &Gateway, secs: u32, extra: &[&str]) -> String {
+    let target = format!("sip:agent@{}", gw.sip_addr());
+    let mut args = vec![target.as_str(), ""];
+    let secs = secs.to_string();
+    args[1] = &secs;
+    args.extend_from_slice(extra);
+    let out = common::peers::run_script("pjsua2", "pjsua_call.py", &args, Duration::from_secs(60));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn errors(summary: &serde_json::Value) -> Vec<String> {
+    summary["errors"]
+        .as_array()
+        .map(|a| a.iter().map(|e| e.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Bidirectional (`connect`): the agent hears the caller's 1 kHz tone in
+/// signed, well-formed messages, talks back 400 Hz that the caller gets,
+/// its mark returns once that audio has played, the caller's digit
+/// reaches it, its clear silences 600 Hz within 100 ms, and its close
+/// sends the flow on to `next`.
+#[test]
+fn a_connected_agent_hears_the_caller_and_talks_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start("talk", dir.path());
+    let gw = gateway(
+        dir.path(),
+        &format!(
+            "[[nodes]]\nid = \"start\"\ntype = \"stream\"\nurl = \"ws://127.0.0.1:{}/media\"\nparameters = {{ caller = \"{{{{caller}}}}\", lang = \"es\" }}\nnext = \"after\"\non_error = \"failed\"\n\n\
+             [[nodes]]\nid = \"after\"\ntype = \"pause\"\nsecs = 0.5\nnext = \"bye\"\n\n\
+             [[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n\n\
+             [[nodes]]\nid = \"failed\"\ntype = \"hangup\"\n",
+            agent.port
+        ),
+    );
+    let tone = dir.path().join("caller-1k.wav");
+    write_tone(&tone, 1000.0, 30.0, 8000.0, 8000);
+    let cap = start_capture(&format!(
+        "udp port {} or udp src portrange {}-{}",
+        gw.sip_port, gw.rtp_range.0, gw.rtp_range.1
+    ));
+    let lines = pjsua_call(
+        &gw,
+        25,
+        &["--play", &path_str(&tone), "--dtmf-at", "1.5", "5"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (file, _cap_dir) = cap.stop();
+    let summary = agent.summary(Duration::from_secs(10));
+    let log = gw.log();
+    assert!(errors(&summary).is_empty(), "{summary}");
+    assert_eq!(summary["signature_ok"], true, "{summary}");
+    assert_eq!(summary["path"], "/media");
+    let events: Vec<&str> = summary["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert_eq!(&events[..3], ["connected", "start", "media"], "{events:?}");
+    let start = &summary["start"];
+    assert_eq!(start["accountSid"], "AC00000000000000000000000000000000");
+    assert!(start["callSid"].as_str().unwrap().starts_with("CA"));
+    assert_eq!(start["callSid"].as_str().unwrap().len(), 34);
+    assert!(start["streamSid"].as_str().unwrap().starts_with("MZ"));
+    assert_eq!(start["tracks"], serde_json::json!(["inbound"]));
+    assert_eq!(start["customParameters"]["lang"], "es");
+    assert_eq!(start["customParameters"]["caller"], "pjsua");
+    // The caller's tone arrived as μ-law the agent could decode.
+    assert!(summary["tone_heard_at"].is_f64(), "{summary}");
+    // The mark came back once the 3 s of 400 Hz had played.
+    let mark_after = summary["mark"]["after"].as_f64().unwrap();
+    assert!(
+        (2.5..4.5).contains(&mark_after),
+        "mark after {mark_after:.2} s"
+    );
+    assert_eq!(
+        summary["dtmf"],
+        serde_json::json!([{"track": "inbound_track", "digit": "5"}])
+    );
+    let frames = frames_to_caller(&file, gw.sip_port);
+    let with = |freq: f64| -> Vec<f64> {
+        frames
+            .iter()
+            .filter(|(_, s)| tone_level(s, freq) > 2000.0)
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    let talk = with(400.0);
+    assert!(
+        talk.len() >= 140,
+        "the agent's 3 s of 400 Hz reached the caller: {} frames",
+        talk.len()
+    );
+    let clear_at = summary["clear_at"].as_f64().unwrap();
+    let long = with(600.0);
+    assert!(
+        long.iter().filter(|t| **t < clear_at).count() >= 40,
+        "600 Hz before the clear"
+    );
+    let last = long.last().copied().unwrap_or(0.0);
+    assert!(
+        last < clear_at + 0.1,
+        "600 Hz went on {:.0} ms after the clear",
+        (last - clear_at) * 1000.0
+    );
+    // The agent closed: the flow went on at next and hung up.
+    assert!(
+        log.contains("outcome=\"closed\"") || log.contains("outcome=closed"),
+        "{log}"
+    );
+    assert!(lines.contains("state DISCONNECTED"), "{lines}");
+    assert!(
+        !lines.contains("hangup"),
+        "crossline hung up, not the caller: {lines}"
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_media_streams_total{outcome=\"closed\"}",
+        1.0,
+    );
+}
+
+/// One-way (`start`, both tracks): the flow goes on at once (a looped
+/// 400 Hz prompt) while the agent gets the caller's 1 kHz as the inbound
+/// track and the prompt as the outbound one, until the call ends and
+/// crossline sends `stop`.
+#[test]
+fn a_forked_stream_carries_both_tracks_while_the_flow_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start("fork", dir.path());
+    let prompt = dir.path().join("prompt-400.wav");
+    write_tone(&prompt, 400.0, 2.0, 8000.0, 8000);
+    let gw = gateway(
+        dir.path(),
+        &format!(
+            "[[nodes]]\nid = \"start\"\ntype = \"stream\"\nmode = \"start\"\ntrack = \"both_tracks\"\nurl = \"ws://127.0.0.1:{}/media\"\nnext = \"music\"\n\n\
+             [[nodes]]\nid = \"music\"\ntype = \"play\"\nfile = \"{}\"\nloop = true\nduration_secs = 4.0\nnext = \"bye\"\n\n\
+             [[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
+            agent.port,
+            prompt.display()
+        ),
+    );
+    let tone = dir.path().join("caller-1k.wav");
+    write_tone(&tone, 1000.0, 30.0, 8000.0, 8000);
+    let lines = pjsua_call(&gw, 20, &["--play", &path_str(&tone)]);
+    assert!(lines.contains("state DISCONNECTED"), "{lines}");
+    let summary = agent.summary(Duration::from_secs(10));
+    assert!(errors(&summary).is_empty(), "{summary}");
+    assert_eq!(
+        summary["start"]["tracks"],
+        serde_json::json!(["inbound", "outbound"])
+    );
+    for track in ["inbound", "outbound"] {
+        let chunks = summary["tracks"][track]["chunks"].as_u64().unwrap_or(0);
+        assert!(chunks >= 150, "{track}: {chunks} chunks in ~4 s");
+    }
+    let levels = &summary["levels"];
+    assert!(
+        levels["inbound"]["1000"].as_f64().unwrap() > 2000.0,
+        "{levels}"
+    );
+    assert!(
+        levels["outbound"]["400"].as_f64().unwrap() > 2000.0,
+        "{levels}"
+    );
+    assert!(
+        levels["outbound"]["1000"].as_f64().unwrap() < 500.0,
+        "{levels}"
+    );
+    let call_sid = summary["start"]["callSid"].clone();
+    assert_eq!(
+        summary["stop"]["callSid"], call_sid,
+        "stop when the call ended"
+    );
+}
+
+/// An agent that sends a binary frame, invalid JSON, an unknown event,
+/// base64 garbage and 60 s of audio at once: each is refused and
+/// counted, the flood is cut to the playout buffer (oldest dropped,
+/// counted) and the call goes on; a message over `max_message_kb` ends
+/// the stream and the flow takes `on_error`, the call still up.
+#[test]
+fn a_misbehaving_agent_costs_only_its_own_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start("abuse", dir.path());
+    let gw = gateway(
+        dir.path(),
+        &format!(
+            "[[nodes]]\nid = \"start\"\ntype = \"stream\"\nurl = \"ws://127.0.0.1:{}/media\"\nnext = \"bye\"\non_error = \"failed\"\n\n\
+             [[nodes]]\nid = \"failed\"\ntype = \"pause\"\nsecs = 1.5\nnext = \"bye\"\n\n\
+             [[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
+            agent.port
+        ),
+    );
+    let lines = pjsua_call(&gw, 20, &[]);
+    let summary = agent.summary(Duration::from_secs(10));
+    let log = gw.log();
+    assert!(lines.contains("state CONFIRMED"), "{lines}");
+    assert!(lines.contains("state DISCONNECTED"), "{lines}");
+    assert!(
+        !lines.contains("hangup"),
+        "the flow ended the call, not a crash: {lines}"
+    );
+    assert!(log.contains("media stream failed"), "{log}");
+    assert!(log.contains("node=failed"), "the flow took on_error: {log}");
+    for reason in ["binary", "invalid_json", "unknown", "bad_payload"] {
+        assert_metric_at_least(
+            &gw,
+            &format!("crossline_media_stream_messages_refused_total{{reason=\"{reason}\"}}"),
+            1.0,
+        );
+    }
+    // 60 s sent into a 10 s buffer played at 50 frames a second.
+    assert_metric_at_least(
+        &gw,
+        "crossline_media_stream_frames_dropped_total{direction=\"from_agent\"}",
+        1500.0,
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_media_streams_total{outcome=\"failed\"}",
+        1.0,
+    );
+    assert!(summary["oversize_at"].is_f64(), "{summary}");
+    let (status, _) = gw.http_get("/healthz");
+    assert_eq!(status, 200);
+}
