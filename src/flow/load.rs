@@ -483,7 +483,7 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                         let is_digit = value
                             .chars()
                             .all(|c| c.is_ascii_digit() || c == '*' || c == '#');
-                        if !g.grammar.contains_key(value) && !(is_digit && g.wants_dtmf()) {
+                        if !(g.grammar.contains_key(value) || is_digit && g.wants_dtmf()) {
                             err(node, "branches", format!("{value:?} is no grammar value"));
                         }
                     }

@@ -118,29 +118,38 @@ async fn run(
         tokio::select! {
             _ = tick.tick() => {
                 let now = tokio::time::Instant::now();
+                let mut frames = 0u32;
+                let mut speech_ended = false;
                 while let Some(frame) = tap.pop() {
+                    frames += 1;
                     let bytes = frame.payload();
                     if !recognizer_done {
                         send(&mut ws, Message::binary(bytes.to_vec())).await?;
                     }
                     for chunk in bytes.chunks_exact(crate::media::FRAME_SAMPLES) {
                         crate::media::g711::decode_ulaw(chunk, &mut pcm);
-                        match endpointer.frame(&pcm) {
+                        let event = endpointer.frame(&pcm);
+                        match event {
                             Some(VadEvent::SpeechStarted) => {
                                 let _ = out.send(Heard::Started);
                                 result_by = None;
                                 ended_at = None;
                             }
-                            Some(VadEvent::SpeechEnded) => {
-                                ended_at = Some(now);
-                                result_by = Some(now + listen.result_timeout);
-                                // Ask for what is left; the answer ends it.
-                                let _ = send(&mut ws, Message::text(provider.closing())).await;
-                                recognizer_done = true;
-                            }
+                            Some(VadEvent::SpeechEnded) => speech_ended = true,
                             None => {}
                         }
                     }
+                }
+                // A caller that stops sending RTP in silence (DTX) is silent.
+                if frames == 0 && endpointer.no_audio() == Some(VadEvent::SpeechEnded) {
+                    speech_ended = true;
+                }
+                if speech_ended && !recognizer_done {
+                    ended_at = Some(now);
+                    result_by = Some(now + listen.result_timeout);
+                    // Ask for what is left; the answer ends it.
+                    let _ = send(&mut ws, Message::text(provider.closing())).await;
+                    recognizer_done = true;
                 }
                 if !endpointer.heard_speech() && now >= no_input_by {
                     let _ = send(&mut ws, Message::text(provider.closing())).await;

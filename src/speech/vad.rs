@@ -50,6 +50,12 @@ impl Endpointer {
         self.step(voiced)
     }
 
+    /// 20 ms with no audio at all: the peer stopped sending (silence
+    /// suppression), which is silence.
+    pub fn no_audio(&mut self) -> Option<VadEvent> {
+        self.step(false)
+    }
+
     fn step(&mut self, voiced: bool) -> Option<VadEvent> {
         if voiced {
             self.voiced_run += 1;
