@@ -30,6 +30,7 @@ pub mod net;
 pub mod runtime;
 pub use crossline_sip::{sdp, secret};
 pub mod sip;
+pub mod speech;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

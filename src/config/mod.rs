@@ -123,11 +123,12 @@ impl Config {
                 "chat" => sink.section(name, value, &mut config.chat),
                 "callbacks" => sink.section(name, value, &mut config.callbacks),
                 "media_streams" => sink.section(name, value, &mut config.media_streams),
+                "asr" => sink.section(name, value, &mut config.asr),
                 "webrtc" => sink.section(name, value, &mut config.webrtc),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, media_streams".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, media_streams, asr".into(),
                 ),
             }
         }
@@ -720,6 +721,28 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     }
     for (key, problem) in config.media_streams.problems() {
         err(&["media_streams", key], problem);
+    }
+    match config.asr.provider() {
+        Err(e) => err(&["asr", "provider"], e),
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            // Speech asked for with nowhere to send it would fail silently.
+            for (name, flow) in &config.flow_set.flows {
+                for node in flow.nodes.values() {
+                    if let crate::flow::model::NodeKind::Gather(g) = &node.kind {
+                        if g.wants_speech() {
+                            err(
+                                &["asr", "provider"],
+                                format!(
+                                    "flow {name:?} node {:?} gathers speech: set [asr] provider",
+                                    g.id
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
     let cb = &config.callbacks;
     if let Some(name) = &cb.trunk {

@@ -28,6 +28,7 @@ pub struct Config {
     pub callbacks: CallbacksConfig,
     pub webrtc: crate::webrtc::WebRtcConfig,
     pub media_streams: crate::media_stream::MediaStreamsConfig,
+    pub asr: crate::speech::AsrConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

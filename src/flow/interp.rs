@@ -128,6 +128,8 @@ pub struct Services {
     pub policy: Arc<crate::messaging::policy::OutboundPolicy>,
     /// How media streams connect (`[media_streams]`).
     pub media_streams: crate::media_stream::session::StreamSettings,
+    /// The speech recognizer (`[asr]`), if any.
+    pub asr: Option<crate::speech::Recognizer>,
 }
 
 impl Services {
@@ -154,6 +156,27 @@ impl Services {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
     }
+}
+
+/// A recognition running for a `gather`; dropping it stops it.
+pub struct Listening {
+    pub heard: mpsc::UnboundedReceiver<crate::speech::recognize::Heard>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What [`FlowCx::heed`] saw first.
+#[derive(Debug)]
+pub enum Heeded {
+    Finished,
+    Digit,
+    Heard(crate::speech::recognize::Heard),
+    Timeout,
 }
 
 /// The call ended (or the call side went away): stop the flow.
@@ -432,6 +455,87 @@ impl FlowCx {
         self.request(CallRequest::Tap(None))?;
         self.silence()?;
         Ok(out)
+    }
+
+    /// Start playing `samples` without waiting; its generation, for
+    /// [`FlowCx::heed`].
+    pub fn play_start(&mut self, samples: Arc<[i16]>) -> Result<u32, Ended> {
+        let generation = self.next_generation()?;
+        self.request(CallRequest::Play {
+            samples,
+            generation,
+        })?;
+        Ok(generation)
+    }
+
+    /// Start recognizing the caller's speech: the call's tap feeds a
+    /// recognition on its own task, whose events come on the returned
+    /// receiver. `None`: no recognizer is configured. Dropping the
+    /// [`Listening`] stops it.
+    pub fn listen(
+        &mut self,
+        listen: crate::speech::recognize::Listen,
+    ) -> Result<Option<Listening>, Ended> {
+        let Some(asr) = self.services.asr.clone() else {
+            return Ok(None);
+        };
+        let provider = asr.provider;
+        let tap = Arc::new(crate::media::live::StreamTap::new(true, false, 100));
+        self.request(CallRequest::Tap(Some(tap.clone())))?;
+        let (tx, heard) = mpsc::unbounded_channel();
+        let task = tokio::spawn(
+            crate::speech::recognize::recognize(provider, listen, tap, tx).in_current_span(),
+        );
+        Ok(Some(Listening { heard, task }))
+    }
+
+    /// Stop listening: the tap goes off.
+    pub fn stop_listening(&mut self, listening: Listening) -> Result<(), Ended> {
+        drop(listening);
+        self.request(CallRequest::Tap(None))
+    }
+
+    /// Wait for the first of: the play of `playing` finishing, a digit
+    /// (when `digits`; it stays queued), something `heard`, `deadline`.
+    pub async fn heed(
+        &mut self,
+        playing: Option<u32>,
+        digits: bool,
+        heard: &mut mpsc::UnboundedReceiver<crate::speech::recognize::Heard>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Heeded, Ended> {
+        let v = self.voice()?;
+        if digits && !v.digits.is_empty() {
+            return Ok(Heeded::Digit);
+        }
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return Ok(Heeded::Timeout),
+                h = heard.recv() => return Ok(match h {
+                    Some(h) => Heeded::Heard(h),
+                    None => Heeded::Heard(crate::speech::recognize::Heard::Done(Err(
+                        crate::speech::recognize::Failure::Recognizer("recognition ended".into()),
+                    ))),
+                }),
+                s = v.signals.recv() => match s.ok_or(Ended)? {
+                    CallSignal::Dtmf(d) => {
+                        v.digits.push_back(d);
+                        if digits {
+                            return Ok(Heeded::Digit);
+                        }
+                    }
+                    CallSignal::PlayFinished(g) if Some(g) == playing => return Ok(Heeded::Finished),
+                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+                },
+            }
+        }
     }
 
     pub fn hangup(&mut self) -> Result<(), Ended> {

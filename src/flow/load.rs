@@ -464,6 +464,30 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                 err(node, "secs", "must be between 0 and 3600".into());
             }
             NodeKind::Gather(g) => {
+                let words: Vec<&str> = g.input.split_whitespace().collect();
+                if words.is_empty() || words.iter().any(|w| !["dtmf", "speech"].contains(w)) {
+                    err(
+                        node,
+                        "input",
+                        format!("{:?}: \"dtmf\", \"speech\" or \"dtmf speech\"", g.input),
+                    );
+                }
+                if !g.grammar.is_empty() && !g.wants_speech() {
+                    err(node, "grammar", "a grammar needs input with speech".into());
+                }
+                if !(0.2..=10.0).contains(&g.speech_timeout_secs) {
+                    err(node, "speech_timeout_secs", "must be 0.2..=10".into());
+                }
+                if g.wants_speech() {
+                    for value in g.branches.keys() {
+                        let is_digit = value
+                            .chars()
+                            .all(|c| c.is_ascii_digit() || c == '*' || c == '#');
+                        if !(g.grammar.contains_key(value) || is_digit && g.wants_dtmf()) {
+                            err(node, "branches", format!("{value:?} is no grammar value"));
+                        }
+                    }
+                }
                 if let Some(f) = &g.prompt_file {
                     if !audio(f).is_file() {
                         err(

@@ -385,6 +385,45 @@ pub struct Gather {
     /// After the last retry; default: hang up.
     #[serde(default)]
     pub on_failure: Option<String>,
+    /// "dtmf" (default), "speech" or "dtmf speech" (`[asr]` recognizes
+    /// speech).
+    #[serde(default = "dtmf_input")]
+    pub input: String,
+    /// Words the recognizer should expect.
+    #[serde(default)]
+    pub hints: Vec<String>,
+    /// Value → phrases: speech containing a phrase picks its value, which
+    /// `branches` and `var` then use like digits.
+    #[serde(default)]
+    pub grammar: BTreeMap<String, Vec<String>>,
+    /// Silence that ends the caller's speech.
+    #[serde(default = "speech_timeout")]
+    pub speech_timeout_secs: f64,
+    /// Speech or a key stops the prompt.
+    #[serde(default = "yes")]
+    pub barge_in: bool,
+}
+
+impl Gather {
+    pub fn wants_speech(&self) -> bool {
+        self.input.split_whitespace().any(|w| w == "speech")
+    }
+
+    pub fn wants_dtmf(&self) -> bool {
+        self.input.split_whitespace().any(|w| w == "dtmf")
+    }
+}
+
+fn dtmf_input() -> String {
+    "dtmf".into()
+}
+
+fn speech_timeout() -> f64 {
+    1.0
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

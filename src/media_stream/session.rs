@@ -72,40 +72,66 @@ impl Plumbing {
     }
 }
 
-/// Open the socket: TCP (and TLS for `wss:`), then the upgrade, signed.
+/// Open the stream's socket, its upgrade signed (`X-Twilio-Signature`)
+/// when there is a token.
 pub async fn connect(
     req: &StreamRequest,
     settings: &StreamSettings,
 ) -> Result<Box<dyn WsStream>, String> {
+    let signature = settings
+        .auth_token
+        .as_ref()
+        .map(|token| crate::messaging::inbound::twilio_signature(token, &req.url, &[]));
+    let headers: Vec<(&str, String)> = signature
+        .into_iter()
+        .map(|s| ("X-Twilio-Signature", s))
+        .collect();
+    open(
+        &req.url,
+        &headers,
+        settings.connect_timeout,
+        settings.max_message_bytes,
+    )
+    .await
+}
+
+/// Open a WebSocket client: TCP (and TLS for `wss:`, checked against the
+/// Mozilla roots), then the upgrade with `headers`, all within `timeout`.
+pub async fn open(
+    url: &str,
+    headers: &[(&str, String)],
+    timeout: Duration,
+    max_message_bytes: usize,
+) -> Result<Box<dyn WsStream>, String> {
     let attempt = async {
-        let mut request = req
-            .url
-            .as_str()
+        let mut request = url
             .into_client_request()
-            .map_err(|e| format!("bad stream URL: {e}"))?;
-        if let Some(token) = &settings.auth_token {
-            let signature = crate::messaging::inbound::twilio_signature(token, &req.url, &[]);
-            let value = signature
+            .map_err(|e| format!("bad WebSocket URL: {e}"))?;
+        for (name, value) in headers {
+            let value = value
                 .parse()
-                .map_err(|_| "signature is not a header value".to_string())?;
-            request.headers_mut().insert("X-Twilio-Signature", value);
+                .map_err(|_| format!("{name} is not a header value"))?;
+            let name =
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("{name} is not a header name"))?;
+            request.headers_mut().insert(name, value);
         }
         let uri = request.uri().clone();
-        let host = uri.host().ok_or("stream URL has no host")?.to_string();
+        let host = uri.host().ok_or("the URL has no host")?.to_string();
         let tls = uri.scheme_str() == Some("wss");
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        let bare = host.trim_matches(['[', ']']).to_string();
+        let tcp = tokio::net::TcpStream::connect((bare.as_str(), port))
             .await
             .map_err(|e| format!("connect {host}:{port}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let config = WebSocketConfig::default()
-            .max_message_size(Some(settings.max_message_bytes))
-            .max_frame_size(Some(settings.max_message_bytes));
+            .max_message_size(Some(max_message_bytes))
+            .max_frame_size(Some(max_message_bytes));
         if tls {
             let client = crate::tls::client_config(None)?;
-            let name =
-                rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
-                    .map_err(|e| format!("bad TLS name {host}: {e}"))?;
+            let name = rustls::pki_types::ServerName::try_from(bare)
+                .map_err(|e| format!("bad TLS name {host}: {e}"))?;
             let stream = tokio_rustls::TlsConnector::from(client)
                 .connect(name, tcp)
                 .await
@@ -115,9 +141,9 @@ pub async fn connect(
             upgrade(request, tcp, config).await
         }
     };
-    tokio::time::timeout(settings.connect_timeout, attempt)
+    tokio::time::timeout(timeout, attempt)
         .await
-        .map_err(|_| format!("no answer in {:?}", settings.connect_timeout))?
+        .map_err(|_| format!("no answer in {timeout:?}"))?
 }
 
 /// A WebSocket over any transport, boxed so TCP and TLS look the same.

@@ -138,6 +138,10 @@ pub(super) fn services(
         public_base_url: config.http.public_base_url(),
         chat_texts: config.chat.clone(),
         policy,
+        asr: config
+            .asr
+            .recognizer()
+            .map_err(|e| anyhow::anyhow!("[asr]: {e}"))?,
         media_streams: config
             .media_streams
             .settings()

@@ -411,6 +411,26 @@ pub const CALLBACK_STATES: Metric = counter(
 
 // Store.
 
+pub const ASR_RECOGNITIONS: Metric = counter(
+    "crossline_asr_recognitions_total",
+    "Speech recognitions for gather, by provider and result: recognized, no_input, recognizer (failed, dropped or too slow).",
+);
+pub const ASR_PROVIDER_ERRORS: Metric = counter(
+    "crossline_asr_provider_errors_total",
+    "Recognitions the speech recognizer failed: unreachable, dropped socket, or no final transcript in time.",
+);
+pub const ASR_NO_MATCH: Metric = counter(
+    "crossline_asr_no_match_total",
+    "Recognized speech that matched none of a gather's grammar values.",
+);
+pub const ASR_LATENCY_SECONDS: Metric = histogram(
+    "crossline_asr_latency_seconds",
+    "From the end of the caller's speech (the VAD) to the final transcript.",
+);
+pub const ASR_SESSION_SECONDS: Metric = histogram(
+    "crossline_asr_session_seconds",
+    "How long each recognition ran, connect to result.",
+);
 pub const STORE_WRITE_SECONDS: Metric = histogram(
     "crossline_store_write_seconds",
     "Time from queueing a store write to its batch being committed, in seconds.",
@@ -490,6 +510,11 @@ pub const ALL: &[Metric] = &[
     SIP_GLARE,
     REFERS_RECEIVED,
     REFER_CALLS,
+    ASR_RECOGNITIONS,
+    ASR_PROVIDER_ERRORS,
+    ASR_NO_MATCH,
+    ASR_LATENCY_SECONDS,
+    ASR_SESSION_SECONDS,
     MEDIA_STREAMS,
     MEDIA_STREAM_MESSAGES_REFUSED,
     MEDIA_STREAM_FRAMES_DROPPED,

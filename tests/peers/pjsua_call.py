@@ -1,13 +1,14 @@
 """A PJSIP (pjsua2) caller that reports what happens to its call.
 
 Usage: pjsua_call.py <sip-uri> <seconds> [--timer SECS] [--100rel] [--record WAV]
-                     [--play WAV] [--dtmf-at SECS DIGITS]
+                     [--play WAV] [--play-once] [--play-at SECS] [--dtmf-at SECS DIGITS]
 
 Calls <sip-uri> from a null sound device and hangs up after <seconds>.
 --timer requires session timers (RFC 4028) with SECS as Session-Expires and
 Min-SE; --100rel requires reliable provisional responses (RFC 3262);
 --record writes what the far end sends (early media included) to WAV;
---play sends WAV (looped) once media is up; --dtmf-at sends DIGITS
+--play sends WAV (looped; once with --play-once) once media is up, or
+--play-at SECS after the answer; --dtmf-at sends DIGITS
 (RFC 4733) SECS after the call is answered.
 Prints one line per event, each with monotonic seconds at the end:
   state <EARLY|CONFIRMED|DISCONNECTED> <last status> <t>
@@ -28,6 +29,9 @@ timer = int(args[args.index("--timer") + 1]) if "--timer" in args else None
 rel100 = "--100rel" in args
 record = args[args.index("--record") + 1] if "--record" in args else None
 play = args[args.index("--play") + 1] if "--play" in args else None
+play_once = "--play-once" in args
+play_at = float(args[args.index("--play-at") + 1]) if "--play-at" in args else None
+audio_media = []
 dtmf_at = None
 if "--dtmf-at" in args:
     i = args.index("--dtmf-at")
@@ -46,6 +50,14 @@ STATES = {
 
 def say(line):
     print(f"{line} {time.monotonic():.3f}", flush=True)
+
+
+def start_player(media):
+    global player
+    player = pj.AudioMediaPlayer()
+    player.createPlayer(play, pj.PJMEDIA_FILE_NO_LOOP if play_once else 0)
+    player.startTransmit(media)
+    say("playing")
 
 
 class Caller(pj.Call):
@@ -69,10 +81,9 @@ class Caller(pj.Call):
                     recorder = pj.AudioMediaRecorder()
                     recorder.createRecorder(record)
                     self.getAudioMedia(i).startTransmit(recorder)
-                if play and player is None:
-                    player = pj.AudioMediaPlayer()
-                    player.createPlayer(play)
-                    player.startTransmit(self.getAudioMedia(i))
+                audio_media.append(self.getAudioMedia(i))
+                if play and player is None and play_at is None:
+                    start_player(audio_media[0])
 
     def onCallTsxState(self, prm):
         tsx = prm.e.body.tsxState.tsx
@@ -99,6 +110,9 @@ call.makeCall(target, pj.CallOpParam(True))
 deadline = time.monotonic() + limit
 while not done and time.monotonic() < deadline:
     ep.libHandleEvents(20)
+    if play and play_at is not None and player is None and audio_media and answered_at:
+        if time.monotonic() >= answered_at[0] + play_at:
+            start_player(audio_media[0])
     if dtmf_at and answered_at and time.monotonic() >= answered_at[0] + dtmf_at[0]:
         say(f"dtmf {dtmf_at[1]}")
         call.dialDtmf(dtmf_at[1])
