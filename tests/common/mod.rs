@@ -101,7 +101,10 @@ impl PortLeases {
         let dir = std::env::temp_dir().join("crossline-test-ports");
         std::fs::create_dir_all(&dir).unwrap();
         let lock = std::fs::File::create(dir.join(".lock")).unwrap();
-        lock.lock().unwrap();
+        // Released when the file closes (File::lock needs Rust 1.89).
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
         PortLeases { dir, _lock: lock }
     }
 
