@@ -6,9 +6,17 @@
 #   benches/rtp-load.sh [CALLS] [HOLD_SECS]        default 4000 60
 #
 # Env: RATE (call setup rate, default 200), AUDIO_THREADS (default 0 = one per
-# core). Reports: crossline CPU per core, RSS per call, |Δ−20 ms| p50/p99/
-# p99.9/max at the receiver, loss and timestamp drift, measured over the
-# plateau when every call is up.
+# core), OVERLOAD_THRESHOLD ([media] overload_threshold_percent; default 0 =
+# off, so capacity runs admit every call). Reports: crossline CPU per core,
+# RSS per call, |Δ−20 ms| p50/p99/p99.9/max at the receiver, loss and
+# timestamp drift, measured over the plateau when every call is up.
+#
+# Overload mode: offer more than the box carries with overload control on,
+#   OVERLOAD_THRESHOLD=80 benches/rtp-load.sh 6000 40
+# and the report adds the calls admitted and refused (503) and the loops'
+# load. Every run also times 50 OPTIONS during the plateau (503 while
+# overloaded): the signalling task must answer at once whatever the audio
+# loops carry. The jitter and loss figures cover the admitted calls only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v sipp >/dev/null || { echo "install SIPp: apt-get install -y sip-tester" >&2; exit 1; }
@@ -18,6 +26,7 @@ measure=$(( hold - ramp - 5 ))
 [ "$measure" -ge 10 ] || { echo "HOLD_SECS too short for the ramp ($ramp s)" >&2; exit 1; }
 
 cargo build --release --quiet --bin crossline --example rtp_probe
+bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 trap 'kill $gw $probe 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(( 41000 + RANDOM % 5000 )); probe_port=$(( port + 500 )); http_port=$(( port + 700 ))
@@ -30,6 +39,7 @@ rtp_port_min = 10000
 rtp_port_max = 39999
 rtp_timeout_secs = 0
 audio_threads = ${AUDIO_THREADS:-0}
+overload_threshold_percent = ${OVERLOAD_THRESHOLD:-0}
 audio_dir = "$PWD/audio"
 [http]
 listen = "127.0.0.1:$http_port"
@@ -41,13 +51,13 @@ level = "warn"
 flow = "hold"
 TOML
 ulimit -n 65536 2>/dev/null || true
-target/release/crossline run --config "$work/crossline.toml" 2>"$work/gw.log" &
+"$bin/crossline" run --config "$work/crossline.toml" 2>"$work/gw.log" &
 gw=$!
 sleep 1
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$gw/status"; }
 idle_rss=$(rss_kb)
 
-target/release/examples/rtp_probe "$probe_port" "$ramp" "$measure" >"$work/probe.txt" &
+"$bin/examples/rtp_probe" "$probe_port" "$ramp" "$measure" >"$work/probe.txt" &
 probe=$!
 (cd "$work" && timeout $(( hold + ramp + 60 )) sipp -sf "$OLDPWD/benches/uac_hold.xml" "127.0.0.1:$port" \
    -key probe_port "$probe_port" -r "$rate" -m "$calls" -l "$calls" -d $(( hold * 1000 )) \
@@ -59,18 +69,44 @@ sleep "$ramp"
 cpu_snap() { awk '/^cpu[0-9]/{print $1, $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
 gw_ticks() { awk '{print $14+$15}' "/proc/$gw/stat"; }
 a=$(cpu_snap); g0=$(gw_ticks); t0=$(date +%s.%N)
+# Signalling under load: 50 OPTIONS, 100 ms apart, timed at the sender.
+python3 - "$port" >"$work/options.txt" <<'PY' &
+import socket, sys, time
+port = int(sys.argv[1]); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0)); s.settimeout(2.0); me = s.getsockname()[1]
+rtts, codes = [], {}
+for i in range(50):
+    msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKbench{i}\r\n"
+           f"Max-Forwards: 70\r\nFrom: <sip:bench@127.0.0.1>;tag=b{i}\r\nTo: <sip:127.0.0.1:{port}>\r\n"
+           f"Call-ID: bench-options-{i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+    t = time.monotonic(); s.sendto(msg, ("127.0.0.1", port))
+    try:
+        code = s.recv(65535)[8:11].decode(); rtts.append((time.monotonic() - t) * 1000)
+    except socket.timeout:
+        code = "timeout"
+    codes[code] = codes.get(code, 0) + 1
+    time.sleep(0.1)
+rtts.sort()
+pick = lambda q: rtts[min(len(rtts) - 1, int(q * len(rtts)))] if rtts else float("nan")
+print(f"options answers={codes} rtt_ms p50={pick(0.5):.2f} p99={pick(0.99):.2f} max={pick(1.0):.2f}")
+PY
 sleep "$measure"
 b=$(cpu_snap); g1=$(gw_ticks); t1=$(date +%s.%N)
 plateau_rss=$(rss_kb)
-curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null | grep -E "^crossline_audio|^crossline_rtp_send_errors" || true
-active=$(grep -c . /dev/null || true)
+metrics=$(curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null || true)
+echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused" || true
+active=$(echo "$metrics" | awk '/^crossline_calls_active /{print $2}')
+active=${active:-$calls}
+[ "${active%.*}" -gt 0 ] 2>/dev/null || active=$calls
 wait "$probe" || true
 hz=$(getconf CLK_TCK)
 echo "calls=$calls rate=$rate hold=${hold}s plateau=${measure}s"
 paste <(echo "$a") <(echo "$b") | awk '{busy=$5-$2; idle=$6-$3; printf "cpu %s busy=%.1f%%\n", $1, 100*busy/(busy+idle)}'
 echo "crossline_cpu_pct_of_one_core=$(echo "($g1-$g0)/$hz/($t1-$t0)*100" | bc -l | xargs printf '%.1f')"
-echo "rss_idle_kb=$idle_rss rss_plateau_kb=$plateau_rss rss_per_call_kb=$(( (plateau_rss - idle_rss) / calls ))"
+echo "calls_active_at_plateau=${active%.*}"
+echo "rss_idle_kb=$idle_rss rss_plateau_kb=$plateau_rss rss_per_call_kb=$(( (plateau_rss - idle_rss) / ${active%.*} ))"
 cat "$work/probe.txt"
+[ -s "$work/options.txt" ] && cat "$work/options.txt"
 wait "$sipp_pid" || true
-ok=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++) if($i=="SuccessfulCall(C)") c=i} END{print $c}' "$work"/*_.csv 2>/dev/null || echo "?")
-echo "sipp_successful_calls=$ok"
+stat() { awk -F';' -v col="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==col) c=i} END{print $c}' "$work"/*_.csv 2>/dev/null || echo "?"; }
+echo "sipp_successful_calls=$(stat 'SuccessfulCall(C)') sipp_failed_calls=$(stat 'FailedCall(C)')"

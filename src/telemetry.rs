@@ -54,6 +54,7 @@ pub struct Snapshot<'a> {
     pub free_rtp_ports: usize,
     pub active_flows: usize,
     pub draining: bool,
+    pub overloaded: bool,
     pub registrations: &'a [(String, bool)],
 }
 
@@ -111,6 +112,9 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
     counter!(names::CALLS_REFUSED, "reason" => "capacity").absolute(s.sip.over_capacity);
     counter!(names::CALLS_REFUSED, "reason" => "media").absolute(s.sip.media_refused);
     counter!(names::CALLS_REFUSED, "reason" => "source_share").absolute(s.sip.over_source_share);
+    counter!(names::CALLS_REFUSED, "reason" => "overload").absolute(s.sip.overload_refused);
+    counter!(names::OVERLOAD_OPTIONS_REFUSED).absolute(s.sip.overload_options);
+    gauge!(names::OVERLOADED).set(if s.overloaded { 1.0 } else { 0.0 });
     counter!(names::SIP_DROPPED, "reason" => "banned").absolute(s.sip.banned_dropped);
     counter!(names::SIP_AUTH_FAILURES, "reason" => "wrong").absolute(s.sip.auth_failures);
     counter!(names::SIP_AUTH_FAILURES, "reason" => "user_banned")
@@ -172,6 +176,10 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
             .unwrap_or(0) as f64,
     );
 
+    for (i, l) in s.audio.iter().enumerate() {
+        let load = f64::from(l.load.load(Ordering::Relaxed)) / 100.0;
+        gauge!(names::AUDIO_LOAD_PERCENT, "loop" => i.to_string()).set(load);
+    }
     gauge!(names::RTP_PORTS_FREE).set(s.free_rtp_ports as f64);
     gauge!(names::FLOWS_ACTIVE).set(s.active_flows as f64);
     gauge!(names::DRAINING).set(if s.draining { 1.0 } else { 0.0 });

@@ -436,6 +436,12 @@ impl<P: PortSource, F> CallControl<P, F> {
         &self.endpoint
     }
 
+    /// The audio loops have no headroom: new calls get 503 (see
+    /// `media::overload`).
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.endpoint.set_overloaded(overloaded);
+    }
+
     pub fn draining(&self) -> bool {
         self.drain.deadline.is_some() || self.drain.hard_stop.is_some()
     }

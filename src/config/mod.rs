@@ -377,6 +377,18 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     if !(0..=99).contains(&media.realtime_priority) {
         err(&["media", "realtime_priority"], "must be 0..=99".into());
     }
+    if !(0.0..=100.0).contains(&media.overload_threshold_percent) {
+        err(
+            &["media", "overload_threshold_percent"],
+            "must be 0..=100 (0: off)".into(),
+        );
+    }
+    if !(1..=3600).contains(&media.overload_retry_after_secs) {
+        err(
+            &["media", "overload_retry_after_secs"],
+            "must be 1..=3600".into(),
+        );
+    }
     if !(1..=50).contains(&media.rtp_poll_ticks) {
         err(&["media", "rtp_poll_ticks"], "must be 1..=50".into());
     }

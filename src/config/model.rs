@@ -529,6 +529,12 @@ pub struct MediaConfig {
     pub rtp_poll_ticks: u32,
     /// Hang up a call when no RTP has arrived for this long; 0 disables.
     pub rtp_timeout_secs: u64,
+    /// Refuse new calls (503) once an audio loop is busier than this share
+    /// of each tick (smoothed), or the loops together leave less than one
+    /// core to everything else; 0 disables.
+    pub overload_threshold_percent: f64,
+    /// Retry-After on the 503s sent while overloaded.
+    pub overload_retry_after_secs: u32,
     /// Default wait music: WAV files played in order, looping.
     pub hold_music: Vec<PathBuf>,
     /// Default hold message: a WAV file, or the name of a `[[prompts]]` entry.
@@ -548,7 +554,7 @@ impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
             rtp_address: std::net::IpAddr::from([127, 0, 0, 1]),
-            rtp_port_min: 20_000,
+            rtp_port_min: 10_000,
             rtp_port_max: 29_999,
             codecs: vec![CodecName::Pcmu, CodecName::Pcma],
             telephone_event_payload_type: 101,
@@ -558,6 +564,8 @@ impl Default for MediaConfig {
             pin_audio_threads: true,
             rtp_poll_ticks: 5,
             rtp_timeout_secs: 60,
+            overload_threshold_percent: 80.0,
+            overload_retry_after_secs: 10,
             hold_music: vec![PathBuf::from("wait-music.wav")],
             hold_message: "hold-en.wav".into(),
             hold_repeat_secs: 15,

@@ -335,6 +335,14 @@ impl MediaEngine {
         self.streams.len()
     }
 
+    /// Each loop's smoothed load, in basis points (see `LoopStats::load`).
+    pub fn loads(&self) -> Vec<u32> {
+        self.loops
+            .iter()
+            .map(|l| l.stats.load.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+
     pub fn stats(&self) -> Vec<Arc<audio_loop::LoopStats>> {
         self.loops.iter().map(|l| l.stats.clone()).collect()
     }

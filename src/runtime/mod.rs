@@ -64,6 +64,8 @@ struct Gateway {
     )>,
     /// A reload in progress (one at a time).
     reloading: bool,
+    /// Refuses new calls while the audio loops lack headroom.
+    overload: crate::media::overload::Overload,
     /// RFC 3263 lookups for call control, each on a task of its own; the
     /// answers come back on `resolved`.
     resolver: crate::dns::Resolver,
@@ -283,6 +285,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let resolver =
         crate::dns::Resolver::new(&crate::dns::ResolverSettings::from_config(&config.sip));
     let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel::<Resolved>();
+    let overload = crate::media::overload::Overload::new(config.media.overload_threshold_percent);
     let cc = CallControl::new(config, endpoint, media.reserver(), settings);
     let mut gw = Gateway {
         resolver,
@@ -295,6 +298,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         services,
         flow_requests,
         reloading: false,
+        overload,
     };
     // The numbering-plan metadata loads on first use (hundreds of ms in a
     // debug build): load it now, not on the signalling path of the first
@@ -310,6 +314,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let mut sighup = signal(SignalKind::hangup())?;
     let (reloaded_tx, mut reloaded_rx) = mpsc::channel::<Option<Reloaded>>(1);
     let mut telemetry_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut headroom_tick = tokio::time::interval(crate::media::overload::SAMPLE_EVERY);
+    headroom_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     gw.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let redial = Duration::from_secs(gw.cc.config().callbacks.redial_after_restart_secs);
     let redialled = gw.services.callbacks.resume_unfinished(redial).await;
@@ -358,6 +364,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             }
             _ = sleep => {}
             _ = telemetry_tick.tick() => gw.export_metrics(Instant::now()),
+            _ = headroom_tick.tick() => {
+                let overloaded = gw.overload.observe(Instant::now(), &gw.media.loads());
+                gw.cc.set_overloaded(overloaded);
+            }
             _ = sigterm.recv() => {
                 if gw.begin_drain() { break; }
             }
@@ -420,6 +430,7 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
         advertised_address: config.sip.advertised_address,
         max_message_size: config.sip.max_message_size,
         drain_retry_after_secs: config.sip.drain_retry_after_secs,
+        overload_retry_after_secs: config.media.overload_retry_after_secs,
         codecs: config
             .media
             .codecs
@@ -804,6 +815,7 @@ impl Gateway {
             free_rtp_ports,
             active_flows,
             draining,
+            overloaded: endpoint.overloaded(),
             registrations: &registrations,
         };
         crate::telemetry::export(now, &snapshot, tally);

@@ -196,7 +196,7 @@ pub const CALLS_PER_SECOND: Metric = gauge(
 );
 pub const CALLS_REFUSED: Metric = counter(
     "crossline_calls_refused_total",
-    "Calls refused, by reason (capacity, source_share).",
+    "Calls refused, by reason (capacity, source_share, media, overload).",
 );
 
 // Where our calls go: DNS (RFC 3263) and outbound failover.
@@ -262,6 +262,18 @@ pub const AUDIO_BUSY_MICROSECONDS: Metric = counter(
 pub const AUDIO_MAX_TICK_MICROSECONDS: Metric = gauge(
     "crossline_audio_max_tick_microseconds",
     "Longest audio loop tick seen, in microseconds.",
+);
+pub const AUDIO_LOAD_PERCENT: Metric = gauge(
+    "crossline_audio_load_percent",
+    "Share of each 20 ms frame the audio loop spends working, smoothed over about a second, by loop; its headroom is the rest.",
+);
+pub const OVERLOADED: Metric = gauge(
+    "crossline_overloaded",
+    "1 while the audio loops lack headroom and new calls get 503, else 0.",
+);
+pub const OVERLOAD_OPTIONS_REFUSED: Metric = counter(
+    "crossline_overload_options_refused_total",
+    "OPTIONS answered 503 because the audio loops lacked headroom.",
 );
 
 // Runtime state.
@@ -549,6 +561,9 @@ pub const ALL: &[Metric] = &[
     AUDIO_LATE_TICKS,
     AUDIO_BUSY_MICROSECONDS,
     AUDIO_MAX_TICK_MICROSECONDS,
+    AUDIO_LOAD_PERCENT,
+    OVERLOADED,
+    OVERLOAD_OPTIONS_REFUSED,
     FLOWS_ACTIVE,
     DRAINING,
     REGISTRATION_UP,

@@ -52,29 +52,72 @@ pub fn flows_with_hook(folder: &str, hook: &str) -> tempfile::TempDir {
     dir
 }
 
-/// A port free for both UDP and TCP right now.
+/// A port free for both UDP and TCP right now, and handed to no other test
+/// process on this machine in the last [`PORT_LEASE`].
 ///
 /// Chosen below the kernel's ephemeral range (32768+), so an outgoing
-/// connection elsewhere cannot take it between this check and the gateway's
-/// bind; each test process walks its own stretch of 15000..30000.
+/// connection elsewhere cannot take it between this check and the bind.
+/// The lease matters because a free port is not a quiet one: a peer of the
+/// test that had it before (a gateway retransmitting a BYE, an OPTIONS
+/// ping, a SIPp left to its timeout) may still send to it, and one stray
+/// request ends a `sipp -m 1` scenario before its call comes.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     const LOW: u16 = 15_000;
     const SPAN: u16 = 15_000;
-    let base = (std::process::id() % 30) as u16 * 500;
-    for _ in 0..2_000 {
-        let step = NEXT.fetch_add(4, Ordering::Relaxed);
-        let port = LOW + (base + step) % SPAN;
-        let port = port & !1; // even: SIPp uses media_port+2 too
+    let leases = PortLeases::open();
+    // Each process starts somewhere else; ports are multiples of 4, so a
+    // port's +2 (SIPp's second media port) is never handed out itself.
+    let start = (std::process::id().wrapping_mul(2_654_435_761) % u32::from(SPAN)) & !3;
+    for _ in 0..SPAN / 4 {
+        let step = u32::from(NEXT.fetch_add(4, Ordering::Relaxed));
+        let port = LOW + ((start + step) % u32::from(SPAN)) as u16;
         if UdpSocket::bind(("127.0.0.1", port)).is_ok()
             && TcpListener::bind(("127.0.0.1", port)).is_ok()
             && UdpSocket::bind(("127.0.0.1", port + 2)).is_ok()
+            && leases.take(port)
         {
             return port;
         }
     }
     panic!("no free port");
+}
+
+/// How long a port handed out stays out of other test processes' reach:
+/// longer than SIP's 32 s transaction timeout and SIPp's usual time limit.
+const PORT_LEASE: Duration = Duration::from_secs(90);
+
+/// Machine-wide leases of test ports: a file per port under the temp dir,
+/// written under a lock, so concurrent test processes (this suite's other
+/// binaries, other checkouts) never share a port or reuse one too soon.
+struct PortLeases {
+    dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl PortLeases {
+    fn open() -> PortLeases {
+        let dir = std::env::temp_dir().join("crossline-test-ports");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+        // Released when the file closes (File::lock needs Rust 1.89).
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        PortLeases { dir, _lock: lock }
+    }
+
+    /// Lease `port` unless another lease on it is still running.
+    fn take(&self, port: u16) -> bool {
+        let path = self.dir.join(port.to_string());
+        let held = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age < PORT_LEASE);
+        !held && std::fs::write(&path, std::process::id().to_string()).is_ok()
+    }
 }
 
 /// A block of `n` RTP ports nobody else in this test run uses.

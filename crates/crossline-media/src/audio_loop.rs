@@ -7,7 +7,7 @@
 //! clip ending) are rare and go to an [`EventSink`].
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use rand::{RngExt as _, SeedableRng as _};
 
 use crate::dtmf::{DtmfReceiver, DtmfSender};
 use crate::g711;
+use crate::headroom::LoadMeter;
 use crate::jitter::{JitterBuffer, JitterConfig};
 use crate::live::{StreamTap, Track};
 use crate::player::{crossfade, FrameNote, Player};
@@ -187,6 +188,10 @@ pub struct LoopStats {
     pub busy_us: AtomicU64,
     /// Longest single tick of work.
     pub max_tick_us: AtomicU64,
+    /// The smoothed share of each frame spent working, in basis points
+    /// (10,000 = 100 %): the loop's headroom is what is left. Written once
+    /// a frame; admission reads it (see [`crate::headroom`]).
+    pub load: AtomicU32,
     /// Received RTP packets lost (sampled at each RTCP report and at the end).
     pub packets_lost: AtomicU64,
     /// Interarrival jitter samples (one per stream per report), summed in
@@ -440,6 +445,8 @@ fn run<S: EventSink>(
     let mut rx = [0u8; 2048];
     let mut rtcp_buf = [0u8; 512];
     let mut rx_pcm = [0i16; 480];
+    let mut load = LoadMeter::default();
+    let mut frame_busy_us = 0u64;
     while !stop.load(Ordering::Relaxed) {
         deadline = clock::add(deadline, SUBTICK);
         let now = clock::now();
@@ -665,6 +672,12 @@ fn run<S: EventSink>(
         let busy = clock::micros_between(tick_start, clock::now());
         stats.busy_us.fetch_add(busy, Ordering::Relaxed);
         stats.max_tick_us.fetch_max(busy, Ordering::Relaxed);
+        frame_busy_us += busy;
+        if group == SUBTICKS - 1 {
+            let share = load.record(Duration::from_micros(frame_busy_us), FRAME);
+            stats.load.store(share, Ordering::Relaxed);
+            frame_busy_us = 0;
+        }
     }
 }
 

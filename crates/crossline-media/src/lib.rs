@@ -12,6 +12,7 @@ pub mod audio_loop;
 pub mod clips;
 pub mod dtmf;
 pub mod g711;
+pub mod headroom;
 pub mod jitter;
 pub mod live;
 pub mod player;

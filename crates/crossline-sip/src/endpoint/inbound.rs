@@ -201,10 +201,14 @@ impl Endpoint {
             406 | 415 => {
                 resp.headers.push("Accept", ACCEPT);
             }
-            503 => resp.headers.push(
-                "Retry-After",
-                self.config.drain_retry_after_secs.to_string(),
-            ),
+            503 => {
+                let wait = if self.overloaded && !self.draining {
+                    self.config.overload_retry_after_secs
+                } else {
+                    self.config.drain_retry_after_secs
+                };
+                resp.headers.push("Retry-After", wait.to_string());
+            }
             _ => {}
         }
         self.respond(now, key, resp);
@@ -264,6 +268,10 @@ impl Endpoint {
             // Load balancers ping with OPTIONS: while draining, 503 takes
             // this node out of their rotation before calls bounce off it.
             Method::Options if self.draining => self.reply(now, &key, &req, 503),
+            Method::Options if self.overloaded => {
+                self.counters.overload_options += 1;
+                self.reply(now, &key, &req, 503);
+            }
             Method::Options => {
                 let tag = super::util::new_tag(&mut self.id_rng);
                 let mut resp = self.make_response(&req, 200, Some(&tag));
@@ -287,6 +295,11 @@ impl Endpoint {
 
     fn new_invite(&mut self, now: Instant, key: ServerKey, peer: Peer, req: Request) {
         if self.draining {
+            self.reply(now, &key, &req, 503);
+            return;
+        }
+        if self.overloaded {
+            self.counters.overload_refused += 1;
             self.reply(now, &key, &req, 503);
             return;
         }

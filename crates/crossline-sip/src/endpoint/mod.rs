@@ -174,6 +174,8 @@ pub struct EndpointConfig {
     pub max_message_size: usize,
     /// Retry-After on the 503s sent while draining.
     pub drain_retry_after_secs: u32,
+    /// Retry-After on the 503s sent while the media side is overloaded.
+    pub overload_retry_after_secs: u32,
     /// The codecs we offer and accept, in preference order.
     pub codecs: Vec<Codec>,
     /// Payload type for telephone-event in our offers.
@@ -204,6 +206,7 @@ impl Default for EndpointConfig {
             advertised_address: None,
             max_message_size: 65_535,
             drain_retry_after_secs: 60,
+            overload_retry_after_secs: 10,
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event_pt: 101,
             inbound_trunks: Vec::new(),
@@ -394,6 +397,10 @@ pub struct Counters {
     pub over_capacity: u64,
     /// INVITEs refused with 503: their source holds its share of calls.
     pub over_source_share: u64,
+    /// INVITEs refused with 503: the audio loops have no headroom left.
+    pub overload_refused: u64,
+    /// OPTIONS answered 503 because of overload.
+    pub overload_options: u64,
     /// INVITEs refused with 488: no audio stream we can carry.
     pub media_refused: u64,
     /// Requests dropped: their source is banned for failed sign-ins.
@@ -543,6 +550,8 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     digest: DigestServer,
     draining: bool,
+    /// The media side has no headroom left: new INVITEs and OPTIONS get 503.
+    overloaded: bool,
     admission: admission::Admission,
     /// Inbound calls per source address: the per-source call cap.
     calls_by_source: HashMap<IpAddr, usize>,
@@ -576,6 +585,7 @@ impl Endpoint {
             events: VecDeque::new(),
             digest,
             draining: false,
+            overloaded: false,
             counters: Counters::default(),
             id_rng: util::id_rng(config_seed),
         }
@@ -589,6 +599,18 @@ impl Endpoint {
     /// New INVITEs get 503 with Retry-After from now on.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+    }
+
+    /// While set, new INVITEs get 503 with Retry-After and out-of-dialog
+    /// OPTIONS get 503, so a dispatcher steers calls elsewhere; calls in
+    /// progress (and their re-INVITEs) are untouched.
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.overloaded = overloaded;
+    }
+
+    /// Whether new calls are refused for overload now.
+    pub fn overloaded(&self) -> bool {
+        self.overloaded
     }
 
     /// Calls it holds now.

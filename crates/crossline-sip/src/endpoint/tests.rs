@@ -448,6 +448,46 @@ fn draining_answers_503_with_retry_after() {
 }
 
 #[test]
+fn overload_refuses_new_calls_and_pings_but_not_calls_in_progress() {
+    let mut t = T::new();
+    t.recv(0, &invite("z9hG4bK21", "c21", &sdp_offer("0", ""), ""));
+    let call = t.incoming_call();
+    t.responses();
+    t.ep.answer(t.at(0), call, media(20021)).unwrap();
+    let ok = t.responses().remove(0);
+    t.recv(10, &ack_for(&ok, "c21", ""));
+    t.events();
+
+    t.ep.set_overloaded(true);
+    t.recv(20, &invite("z9hG4bK22", "c22", &sdp_offer("0", ""), ""));
+    let rs = t.responses();
+    assert_eq!(statuses(&rs), vec![503]);
+    assert_eq!(rs[0].headers.get("Retry-After"), Some("10"));
+    assert_eq!(t.ep.counters.overload_refused, 1);
+    t.recv(30, "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKo2\r\nFrom: <sip:lb@127.0.0.1>;tag=l\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: ping2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(statuses(&t.responses()), vec![503]);
+    assert_eq!(t.ep.counters.overload_options, 1);
+    // The call in progress still takes a re-INVITE (hold).
+    t.recv(
+        40,
+        &in_dialog(
+            "INVITE",
+            &ok,
+            "c21",
+            2,
+            "Content-Type: application/sdp\r\nContact: <sip:alice@127.0.0.1:5061>\r\n",
+            &sdp_offer("0", "a=sendonly\r\n"),
+        ),
+    );
+    assert_eq!(statuses(&t.responses()), vec![200]);
+
+    // Back to normal: calls are taken again.
+    t.ep.set_overloaded(false);
+    t.recv(50, &invite("z9hG4bK23", "c23", &sdp_offer("0", ""), ""));
+    assert_eq!(statuses(&t.responses()), vec![100]);
+}
+
+#[test]
 fn info_dtmf_and_reinvite_hold() {
     let mut t = T::new();
     t.recv(0, &invite("z9hG4bK12", "c12", &sdp_offer("0", ""), ""));
