@@ -522,6 +522,15 @@ fn callback(p: &mut Pair, id: &str) {
     p.drive();
 }
 
+/// The one callback so far reached the first agent, and it answered.
+fn assert_answered_by_the_agent(p: &Pair, how: &str) {
+    assert_eq!(p.agents[0].incoming().len(), 1, "{how}");
+    assert_eq!(
+        p.seen.callbacks.last().map(|(_, s)| s.clone()),
+        Some(Progress::Answered)
+    );
+}
+
 fn trunk_states(p: &Pair) -> Vec<&'static str> {
     p.cc.trunk_health()
         .snapshot(p.now, std::time::SystemTime::now())
@@ -552,15 +561,7 @@ fn a_silent_trunk_goes_down_and_calls_through_its_group_skip_it_until_it_answers
 
     callback(&mut p, "cb-skip");
     assert_eq!(p.outside.sent(SILENT, Method::Invite), 0, "passed over");
-    assert_eq!(
-        p.agents[0].incoming().len(),
-        1,
-        "straight to the next trunk"
-    );
-    assert_eq!(
-        p.seen.callbacks.last().map(|(_, s)| s.clone()),
-        Some(Progress::Answered)
-    );
+    assert_answered_by_the_agent(&p, "straight to the next trunk");
     let visitor = p.agents[0].incoming()[0];
     p.agents[0].ep.hangup(p.now, visitor).unwrap();
     p.drive();
@@ -597,15 +598,7 @@ fn a_503_from_a_groups_first_trunk_moves_the_call_to_the_next() {
     assert_eq!(p.outside.sent(BUSY, Method::Options), 0, "no keep-alive");
     callback(&mut p, "cb-failover");
     assert_eq!(p.outside.sent(BUSY, Method::Invite), 1);
-    assert_eq!(
-        p.agents[0].incoming().len(),
-        1,
-        "then the group's next trunk"
-    );
-    assert_eq!(
-        p.seen.callbacks.last().map(|(_, s)| s.clone()),
-        Some(Progress::Answered)
-    );
+    assert_answered_by_the_agent(&p, "then the group's next trunk");
 }
 
 #[test]
