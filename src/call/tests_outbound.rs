@@ -622,3 +622,53 @@ fn a_call_through_a_trunk_that_is_down_fails_at_once_with_503() {
         })
     );
 }
+
+#[test]
+fn transfers_through_a_round_robin_group_take_turns_and_fail_over() {
+    let mut p = grouped(vec![trunk("busy", BUSY, 0), trunk("good", AGENT, 0)]);
+    p.outside.script(BUSY, 503, &[]);
+    let transfer = |p: &mut Pair| {
+        let leg = p.dial("200");
+        let call = p.inbound();
+        let req = TransferRequest {
+            targets: vec!["sip:agent@pbx.example".into()],
+            parallel: false,
+            ring_timeout: Duration::from_secs(60),
+            trunk: Some("pstn".into()),
+            hold_message: None,
+            hold_music: Vec::new(),
+            repeat_interval: None,
+        };
+        p.cc.handle_flow_request(p.now, call, CallRequest::Transfer(req));
+        p.drive();
+        assert!(p.bridged(call), "the agent behind a trunk of the group");
+        p.hang_up_caller(leg);
+    };
+    let strategy = crate::config::GroupStrategy::RoundRobin;
+    p.cc.config.trunk_groups[0].strategy = strategy;
+    // First turn: "busy" first; its 503 moves the leg to "good".
+    transfer(&mut p);
+    assert_eq!(p.outside.sent(BUSY, Method::Invite), 1);
+    assert!(p.outside.asked.is_empty(), "numeric proxies: no DNS");
+    // Second turn: "good" first.
+    transfer(&mut p);
+    assert_eq!(p.outside.sent(BUSY, Method::Invite), 1);
+    // Third: "busy" first again, but its target rests after the 503 and
+    // another trunk is left: that one is taken.
+    transfer(&mut p);
+    assert_eq!(p.outside.sent(BUSY, Method::Invite), 1);
+    assert_eq!(p.agents[0].incoming().len(), 3);
+    let trunks: Vec<Option<&str>> = p
+        .seen
+        .records
+        .iter()
+        .filter(|r| r.direction == "outbound")
+        .map(|r| r.trunk.as_deref())
+        .collect();
+    assert_eq!(
+        trunks,
+        [Some("good"); 3],
+        "records name the trunk that carried it"
+    );
+    p.assert_all_released(6);
+}
