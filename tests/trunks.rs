@@ -222,3 +222,38 @@ fn trunks_go_down_when_they_stop_answering_options_and_calls_skip_them() {
     stop.store(true, Ordering::Relaxed);
     garbage_thread.join().unwrap();
 }
+
+/// `crossline check` names the file, line and key of each bad group.
+#[test]
+fn check_refuses_groups_of_unknown_or_inbound_trunks_and_name_clashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("groups.toml");
+    std::fs::write(
+        &bad,
+        "[[trunks]]\nname = \"a\"\noutbound_proxy = \"sip:192.0.2.1\"\n\n\
+         [[trunks]]\nname = \"in\"\ninbound_cidrs = [\"192.0.2.0/24\"]\n\n\
+         [[trunk_groups]]\nname = \"a\"\ntrunks = [\"nowhere\", \"in\"]\n\n\
+         [[trunk_groups]]\nname = \"empty\"\ntrunks = []\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crossline"))
+        .arg("check")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    for expected in [
+        "trunk_groups[0].name: \"a\" is already a trunk's name",
+        "trunk_groups[0].trunks[0]: no trunk named \"nowhere\"",
+        "trunk_groups[0].trunks[1]: trunk \"in\" has no outbound_proxy",
+        "trunk_groups[1].trunks: list at least one [[trunks]] name",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("{file}:")) && l.contains(expected)),
+            "{expected}: {err}"
+        );
+    }
+}
