@@ -29,7 +29,17 @@ impl<P: PortSource, F> CallControl<P, F> {
         if self.draining() {
             return self.callback_failed(&req.id, 503, "draining");
         }
-        let Some(trunk) = crate::callback::outbound_trunk(&self.config).cloned() else {
+        let Some(route) = crate::callback::outbound_trunk(&self.config).map(str::to_string) else {
+            return self.callback_failed(&req.id, 503, "no outbound trunk");
+        };
+        let trunks = match self.trunk_route(&route) {
+            Ok(trunks) => trunks,
+            Err(why) => {
+                tracing::warn!(callback = %req.id, trunk = %route, why, "callback: cannot place the call");
+                return self.callback_failed(&req.id, 503, why);
+            }
+        };
+        let Some((trunk, _)) = trunks.split_first() else {
             return self.callback_failed(&req.id, 503, "no outbound trunk");
         };
         let Some(proxy) = trunk
@@ -67,7 +77,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             answered: false,
         };
         let c = Call::new(Role::Callback(Box::new(leg)), record);
-        match self.place_call(now, target, Some(&trunk), caller_id, c) {
+        match self.place_call_through(now, target, &trunks, true, caller_id, c) {
             Ok(call) => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.span = super::call_span(call, &c.record);

@@ -23,6 +23,8 @@ mod outbound;
 mod referred;
 mod routing;
 mod transfer;
+pub mod trunk_health;
+mod trunks;
 
 #[cfg(test)]
 mod tests;
@@ -45,6 +47,7 @@ use crate::store::CallRecord;
 use model::{Call, Media, Program, Refer, Role};
 pub use outbound::{ResolveId, ResolveRequest};
 pub use routing::{EarlyAudio, HoldPrograms, Router};
+pub use trunk_health::{TrunkBoard, TrunkStatus};
 
 /// Hands out RTP ports. The reservation keeps the port until it is dropped
 /// or handed to a stream with [`MediaCommand::Start`].
@@ -358,6 +361,8 @@ impl<P: PortSource, F> CallControl<P, F> {
         self.registrar_timers(now);
         self.drain_step(now);
         self.process_events(now);
+        // After the events: a probe that just ended may be due again.
+        self.probe_trunks(now);
     }
 
     /// SIGHUP: new routes, flows and hold program for calls from now on;
@@ -534,9 +539,9 @@ impl<P: PortSource, F> CallControl<P, F> {
                 | Event::ReferRequested { call, .. }
                 | Event::EarlyMedia { call, .. }
                 | Event::Refused { call, .. } => self.enter(*call),
-                Event::IncomingCall(_) | Event::Registration { .. } => {
-                    tracing::Span::none().entered()
-                }
+                Event::IncomingCall(_)
+                | Event::Registration { .. }
+                | Event::PingAnswered { .. } => tracing::Span::none().entered(),
             };
             match ev {
                 Event::IncomingCall(inc) => self.incoming(now, inc),
@@ -568,6 +573,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                     contacts,
                     ..
                 } => self.refused(call, retry_after, contacts),
+                Event::PingAnswered { ping, outcome } => self.ping_answered(now, ping, outcome),
             }
         }
     }
@@ -1116,7 +1122,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             self.hang_up(now, leg);
         }
         if let Some(transfer) = call.transfer.take() {
-            self.caller_left(now, transfer);
+            self.caller_left(now, &transfer);
         }
         match &call.role {
             Role::Agent { caller, .. } => {

@@ -81,7 +81,8 @@ pub(crate) struct Transfer {
     pub(crate) pending: VecDeque<String>,
     pub(crate) parallel: bool,
     pub(crate) ring_timeout: Duration,
-    pub(crate) trunk: Option<crate::config::TrunkConfig>,
+    /// The trunk or trunk group agent legs go out through, by name.
+    pub(crate) trunk: Option<String>,
     pub(crate) ringing: Vec<CallId>,
     pub(crate) bridged: Option<CallId>,
     /// A ringing agent whose early media (183) the caller hears.

@@ -14,6 +14,9 @@
 //! - A 3xx is followed to its Contacts, best q first, at most
 //!   `[sip] max_redirects` times, never to a URI already tried.
 //! - A 6xx is final for the whole fork (`transfer.rs` stops the others).
+//! - Through a trunk group, a leg whose trunk has no target left moves to
+//!   the group's next trunk that is not down ([`super::trunks`]), on the
+//!   same failures.
 //!
 //! A new attempt is a new endpoint call: the leg moves to the new id
 //! ([`CallControl::rekey`]) and stays one `Call` with one record. A leg
@@ -29,12 +32,13 @@ use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 
 use super::model::{Call, Refer, Role};
+use super::trunk_health::TrunkHealth;
 use super::{CallControl, PortSource};
 use crate::dns::backoff::{Backoff, Standing};
 use crate::dns::{self, Query, Resolution, ResolveError, Supported, Target};
 use crate::sip::endpoint::{
-    CallId, EndCause, Endpoint, OutgoingCall, RegistrationSpec, RegistrationState, Transport,
-    TRANSPORT_ERROR,
+    CallId, EndCause, Endpoint, OutgoingCall, PingId, RegistrationSpec, RegistrationState,
+    Transport, TRANSPORT_ERROR,
 };
 use crate::sip::message::{NameAddr, Uri};
 use crate::telemetry::names;
@@ -88,6 +92,14 @@ pub(crate) struct Dialling {
     last_resort: bool,
     /// The target of the INVITE in flight.
     current: Option<Target>,
+    /// The trunk it goes through now, and the group's trunks after it.
+    trunk: Option<String>,
+    next_trunks: VecDeque<TrunkHop>,
+    /// The Request-URI's host is the trunk's proxy (a callback's number
+    /// at the trunk): it changes with the trunk.
+    retarget: bool,
+    /// The Request-URI the leg started with, for the next trunk.
+    first_uri: Uri,
     from_user: String,
     credentials: Option<(String, crate::secret::Secret)>,
     /// Our RTP port, reserved by the leg, offered in every attempt.
@@ -112,21 +124,28 @@ impl Dialling {
         from_user: String,
         port: u16,
     ) -> Dialling {
+        let hop = trunk.map(TrunkHop::of);
+        let (proxy, transport, credentials) = match hop {
+            Some(h) => (h.proxy, h.transport, h.credentials),
+            None => (None, None, None),
+        };
         Dialling {
             tried: vec![uri_key(&target)],
+            first_uri: target.clone(),
+            trunk: trunk.map(|t| t.name.clone()),
+            next_trunks: VecDeque::new(),
+            retarget: false,
             uri: target,
             next_uris: VecDeque::new(),
-            proxy: trunk
-                .and_then(|t| t.outbound_proxy.as_deref())
-                .and_then(|p| Uri::parse(p).ok()),
-            transport: trunk.and_then(|t| t.outbound_transport.map(|n| n.transport())),
+            proxy,
+            transport,
             targets: VecDeque::new(),
             resolved: false,
             resting: VecDeque::new(),
             last_resort: false,
             current: None,
             from_user,
-            credentials: trunk.and_then(|t| t.username.clone().zip(t.password().ok().flatten())),
+            credentials,
             port,
             redirects: 0,
             refusal: None,
@@ -135,9 +154,47 @@ impl Dialling {
         }
     }
 
+    /// The group's trunks to go on to, in order, after the first; with
+    /// `retarget` the Request-URI's host follows the trunk's proxy.
+    pub(crate) fn then_through(
+        mut self,
+        trunks: &[crate::config::TrunkConfig],
+        retarget: bool,
+    ) -> Dialling {
+        self.next_trunks = trunks.iter().map(TrunkHop::of).collect();
+        self.retarget = retarget;
+        self
+    }
+
     /// Somewhere left to go after the target in flight.
     fn has_alternatives(&self) -> bool {
-        !(self.targets.is_empty() && self.resting.is_empty() && self.next_uris.is_empty())
+        !(self.targets.is_empty()
+            && self.resting.is_empty()
+            && self.next_uris.is_empty()
+            && self.next_trunks.is_empty())
+    }
+
+    /// Go out through `hop` from now on: its proxy, credentials and
+    /// caller ID, the first Request-URI again.
+    fn switch_trunk(&mut self, hop: TrunkHop) {
+        let mut uri = self.first_uri.clone();
+        if let (true, Some(proxy)) = (self.retarget, &hop.proxy) {
+            uri.host = proxy.host.clone();
+            uri.port = proxy.port;
+        }
+        self.uri = uri;
+        self.proxy = hop.proxy;
+        self.transport = hop.transport;
+        self.credentials = hop.credentials;
+        if let Some(caller_id) = hop.caller_id {
+            self.from_user = caller_id;
+        }
+        self.trunk = Some(hop.name);
+        self.next_uris.clear();
+        self.targets.clear();
+        self.resting.clear();
+        self.resolved = false;
+        self.last_resort = false;
     }
 
     /// What gets resolved: the proxy, else the Request-URI.
@@ -190,6 +247,28 @@ impl Dialling {
     }
 }
 
+/// A trunk of a group, as a leg goes out through it.
+#[derive(Debug)]
+struct TrunkHop {
+    name: String,
+    proxy: Option<Uri>,
+    transport: Option<Transport>,
+    credentials: Option<(String, crate::secret::Secret)>,
+    caller_id: Option<String>,
+}
+
+impl TrunkHop {
+    fn of(t: &crate::config::TrunkConfig) -> TrunkHop {
+        TrunkHop {
+            name: t.name.clone(),
+            proxy: t.outbound_proxy.as_deref().and_then(|p| Uri::parse(p).ok()),
+            transport: t.outbound_transport.map(|n| n.transport()),
+            credentials: t.username.clone().zip(t.password().ok().flatten()),
+            caller_id: t.caller_id.clone(),
+        }
+    }
+}
+
 /// A URI as compared for loops.
 fn uri_key(uri: &Uri) -> String {
     uri.to_string().to_ascii_lowercase()
@@ -218,9 +297,11 @@ fn dialling_of<R, F>(
 
 /// Who waits for a resolution.
 #[derive(Debug, Clone, Copy)]
-enum Waiter {
+pub(super) enum Waiter {
     Leg(CallId),
     Registrar(usize),
+    /// The OPTIONS probe of this trunk (its index in `[[trunks]]`).
+    Probe(usize),
 }
 
 /// One `[[registrations]]` entry: where its registrar is, and which of
@@ -254,6 +335,12 @@ pub(crate) struct Outbound {
     /// attempts): ended with `process_events`.
     local_ends: VecDeque<(CallId, EndCause)>,
     registrars: Vec<Registrar>,
+    /// Trunk keep-alives and what they found.
+    pub(super) health: TrunkHealth,
+    /// Probes in flight: the trunk and the target each went to.
+    pub(super) probes: HashMap<PingId, (usize, Target)>,
+    /// Where each round-robin group starts its next call.
+    pub(super) round_robin: HashMap<String, usize>,
 }
 
 impl Outbound {
@@ -273,10 +360,13 @@ impl Outbound {
             rng: StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x5352_5633),
             local_ends: VecDeque::new(),
             registrars: Vec::new(),
+            health: TrunkHealth::default(),
+            probes: HashMap::new(),
+            round_robin: HashMap::new(),
         }
     }
 
-    fn request(&mut self, query: Query, waiter: Waiter) {
+    pub(super) fn request(&mut self, query: Query, waiter: Waiter) {
         let id = ResolveId(self.next_resolve);
         self.next_resolve += 1;
         self.waiting.insert(id, waiter);
@@ -284,7 +374,22 @@ impl Outbound {
     }
 
     pub(crate) fn next_wake(&self) -> Option<Instant> {
-        self.registrars.iter().filter_map(|r| r.retry_at).min()
+        let registrars = self.registrars.iter().filter_map(|r| r.retry_at).min();
+        registrars.into_iter().chain(self.health.next_wake()).min()
+    }
+
+    /// Which targets are resting after a failure.
+    pub(super) fn backoff(&mut self) -> &mut Backoff {
+        &mut self.backoff
+    }
+
+    /// RFC 2782 order for a resolution's targets.
+    pub(super) fn order(&mut self, res: &Resolution) -> Vec<Target> {
+        dns::select::order(res, &mut self.rng)
+    }
+
+    pub(super) fn supported(&self) -> Supported {
+        self.supported
     }
 }
 
@@ -317,6 +422,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         match self.outbound.waiting.remove(&id) {
             Some(Waiter::Leg(leg)) => self.leg_resolved(now, leg, result),
             Some(Waiter::Registrar(i)) => self.registrar_resolved(now, i, result),
+            Some(Waiter::Probe(i)) => self.probe_resolved(now, i, result),
             None => {}
         }
         self.process_events(now);
@@ -430,9 +536,10 @@ impl<P: PortSource, F> CallControl<P, F> {
                     }
                 }
             }
-            if !d.resting.is_empty() {
+            if !d.resting.is_empty() && d.next_trunks.is_empty() {
                 // Every target that is up failed or there was none: the
-                // resting ones beat failing the call.
+                // resting ones beat failing the call (but not another
+                // trunk of its group).
                 tracing::info!(call = %id, targets = d.resting.len(), "every target failed lately: trying them anyway");
                 d.targets = std::mem::take(&mut d.resting);
                 d.last_resort = true;
@@ -442,6 +549,22 @@ impl<P: PortSource, F> CallControl<P, F> {
                 d.uri = next;
                 d.resolved = false;
                 d.last_resort = false;
+                continue;
+            }
+            if let Some(hop) = d.next_trunks.pop_front() {
+                let from = d.trunk.clone().unwrap_or_default();
+                if !self.outbound.health.usable(&hop.name) {
+                    counter!(names::TRUNK_SKIPPED, "trunk" => hop.name.clone()).increment(1);
+                    tracing::info!(call = %id, trunk = %hop.name, "the group's next trunk is down: passing it over");
+                    continue;
+                }
+                counter!(names::SIP_FAILOVERS, "reason" => "next_trunk").increment(1);
+                tracing::info!(call = %id, from = %from, to = %hop.name, "no target left on the trunk: on to the group's next");
+                let name = hop.name.clone();
+                d.switch_trunk(hop);
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.record.trunk = Some(name);
+                }
                 continue;
             }
             return Attempt::Exhausted;

@@ -69,9 +69,16 @@ impl<P: PortSource, F> CallControl<P, F> {
         );
         let parent = call.span.id();
         let leg = Call::new(Role::Referred { referrer: from }, record);
-        // Through the trunk's proxy when it has one, else to the target.
-        let via = trunk.outbound_proxy.is_some().then_some(&trunk);
-        match self.place_call(now, target, via, from_user, leg) {
+        // Through the trunk's proxy when it has one (passed over while it
+        // is down), else to the target itself.
+        let through = match trunk.outbound_proxy.is_some() {
+            true => self.trunk_route(&trunk.name),
+            false => Ok(Vec::new()),
+        };
+        let placed = through.and_then(|trunks| {
+            self.place_call_through(now, target, &trunks, false, from_user, leg)
+        });
+        match placed {
             Ok(leg) => {
                 tracing::info!(call = %from, %leg, "REFER accepted: calling the target");
                 counter!(names::REFERS_RECEIVED, "outcome" => "accepted").increment(1);

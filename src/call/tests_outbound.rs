@@ -482,3 +482,193 @@ fn a_lone_target_that_failed_is_still_tried_but_one_that_asked_to_wait_is_not() 
     // Four legs placed (the one refused at once never was), five callers.
     p.assert_all_released(9);
 }
+
+fn trunk(name: &str, at: &str, interval_secs: u64) -> crate::config::TrunkConfig {
+    crate::config::TrunkConfig {
+        name: name.into(),
+        outbound_proxy: Some(format!("sip:{at}")),
+        caller_id: Some(format!("+1555{name}")),
+        options_interval_secs: interval_secs,
+        options_failures_down: 2,
+        options_successes_up: 2,
+        ..Default::default()
+    }
+}
+
+/// Callbacks through the group "pstn" of `trunks`.
+fn grouped(trunks: Vec<crate::config::TrunkConfig>) -> Pair {
+    let mut config = config();
+    config.trunk_groups.push(crate::config::TrunkGroupConfig {
+        name: "pstn".into(),
+        trunks: trunks.iter().map(|t| t.name.clone()).collect(),
+        strategy: crate::config::GroupStrategy::Failover,
+    });
+    config.trunks = trunks;
+    config.callbacks.trunk = Some("pstn".into());
+    Pair::with(config, 10)
+}
+
+fn callback(p: &mut Pair, id: &str) {
+    p.cc.originate(
+        p.now,
+        Originate {
+            id: id.into(),
+            phone: "+15551234567".into(),
+            flow: Some("pbx".into()),
+            target: None,
+            vars: HashMap::new(),
+        },
+    );
+    p.drive();
+}
+
+/// The one callback so far reached the first agent, and it answered.
+fn assert_answered_by_the_agent(p: &Pair, how: &str) {
+    assert_eq!(p.agents[0].incoming().len(), 1, "{how}");
+    assert_eq!(
+        p.seen.callbacks.last().map(|(_, s)| s.clone()),
+        Some(Progress::Answered)
+    );
+}
+
+fn trunk_states(p: &Pair) -> Vec<&'static str> {
+    p.cc.trunk_health()
+        .snapshot(p.now, std::time::SystemTime::now())
+        .iter()
+        .map(|t| t.state.as_str())
+        .collect()
+}
+
+#[test]
+fn a_silent_trunk_goes_down_and_calls_through_its_group_skip_it_until_it_answers_again() {
+    let mut p = grouped(vec![trunk("dead", SILENT, 1), trunk("good", AGENT, 1)]);
+    p.cc.start_trunk_probes(p.now);
+    p.drive();
+    assert_eq!(
+        p.outside.sent(SILENT, Method::Options),
+        1,
+        "probed at start"
+    );
+    assert_eq!(
+        trunk_states(&p),
+        ["unknown", "up"],
+        "the agent answered 200"
+    );
+    // Each probe may wait an interval; the second unanswered one downs it.
+    p.advance(2_100);
+    assert_eq!(trunk_states(&p), ["down", "up"]);
+    assert!(p.outside.sent(SILENT, Method::Options) >= 2);
+
+    callback(&mut p, "cb-skip");
+    assert_eq!(p.outside.sent(SILENT, Method::Invite), 0, "passed over");
+    assert_answered_by_the_agent(&p, "straight to the next trunk");
+    let visitor = p.agents[0].incoming()[0];
+    p.agents[0].ep.hangup(p.now, visitor).unwrap();
+    p.drive();
+    let record = p.seen.records.last().unwrap();
+    assert_eq!(record.trunk.as_deref(), Some("good"));
+    assert_eq!(record.caller, "+1555good", "the trunk's caller ID");
+
+    // It answers again (any final answer counts): up after two in a row.
+    p.outside.script(SILENT, 404, &[]);
+    // Every OPTIONS from now on is answered at once.
+    let before = p.outside.sent(SILENT, Method::Options);
+    let answered = |p: &Pair| p.outside.sent(SILENT, Method::Options) - before;
+    while answered(&p) < 1 {
+        p.advance(100);
+    }
+    assert_eq!(trunk_states(&p), ["down", "up"], "one answer of two");
+    while answered(&p) < 2 {
+        p.advance(100);
+    }
+    assert_eq!(trunk_states(&p), ["up", "up"]);
+    // A 503 is an overloaded peer: a failure.
+    p.outside.script(SILENT, 503, &[]);
+    p.advance(2_000);
+    assert_eq!(trunk_states(&p), ["down", "up"]);
+}
+
+#[test]
+fn a_503_from_a_groups_first_trunk_moves_the_call_to_the_next() {
+    let mut p = grouped(vec![trunk("busy", BUSY, 0), trunk("good", AGENT, 0)]);
+    p.outside.script(BUSY, 503, &[]);
+    p.cc.start_trunk_probes(p.now);
+    p.drive();
+    assert_eq!(trunk_states(&p), ["unmonitored", "unmonitored"]);
+    assert_eq!(p.outside.sent(BUSY, Method::Options), 0, "no keep-alive");
+    callback(&mut p, "cb-failover");
+    assert_eq!(p.outside.sent(BUSY, Method::Invite), 1);
+    assert_answered_by_the_agent(&p, "then the group's next trunk");
+}
+
+#[test]
+fn a_call_through_a_trunk_that_is_down_fails_at_once_with_503() {
+    let mut config = config();
+    config.trunks.push(trunk("dead", SILENT, 1));
+    config.callbacks.trunk = Some("dead".into());
+    let mut p = Pair::with(config, 10);
+    p.cc.start_trunk_probes(p.now);
+    p.advance(2_100);
+    assert_eq!(trunk_states(&p), ["down"]);
+    let options = p.outside.sent(SILENT, Method::Options);
+    callback(&mut p, "cb-down");
+    assert_eq!(p.outside.sent(SILENT, Method::Invite), 0);
+    assert_eq!(p.outside.sent(SILENT, Method::Options), options);
+    assert_eq!(
+        p.seen.callbacks.last().map(|(_, s)| s.clone()),
+        Some(Progress::Ended {
+            sip_status: Some(503),
+            reason: "trunk down".into()
+        })
+    );
+}
+
+#[test]
+fn transfers_through_a_round_robin_group_take_turns_and_fail_over() {
+    let mut p = grouped(vec![trunk("busy", BUSY, 0), trunk("good", AGENT, 0)]);
+    p.outside.script(BUSY, 503, &[]);
+    let transfer = |p: &mut Pair| {
+        let leg = p.dial("200");
+        let call = p.inbound();
+        let req = TransferRequest {
+            targets: vec!["sip:agent@pbx.example".into()],
+            parallel: false,
+            ring_timeout: Duration::from_secs(60),
+            trunk: Some("pstn".into()),
+            hold_message: None,
+            hold_music: Vec::new(),
+            repeat_interval: None,
+        };
+        p.cc.handle_flow_request(p.now, call, CallRequest::Transfer(req));
+        p.drive();
+        assert!(p.bridged(call), "the agent behind a trunk of the group");
+        p.hang_up_caller(leg);
+    };
+    let strategy = crate::config::GroupStrategy::RoundRobin;
+    p.cc.config.trunk_groups[0].strategy = strategy;
+    // First turn: "busy" first; its 503 moves the leg to "good".
+    transfer(&mut p);
+    assert_eq!(p.outside.sent(BUSY, Method::Invite), 1);
+    assert!(p.outside.asked.is_empty(), "numeric proxies: no DNS");
+    // Second turn: "good" first.
+    transfer(&mut p);
+    assert_eq!(p.outside.sent(BUSY, Method::Invite), 1);
+    // Third: "busy" first again, but its target rests after the 503 and
+    // another trunk is left: that one is taken.
+    transfer(&mut p);
+    assert_eq!(p.outside.sent(BUSY, Method::Invite), 1);
+    assert_eq!(p.agents[0].incoming().len(), 3);
+    let trunks: Vec<Option<&str>> = p
+        .seen
+        .records
+        .iter()
+        .filter(|r| r.direction == "outbound")
+        .map(|r| r.trunk.as_deref())
+        .collect();
+    assert_eq!(
+        trunks,
+        [Some("good"); 3],
+        "records name the trunk that carried it"
+    );
+    p.assert_all_released(6);
+}

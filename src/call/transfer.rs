@@ -18,14 +18,17 @@ use crate::store::CallRecord;
 use crate::telemetry::names;
 
 impl<P: PortSource, F> CallControl<P, F> {
-    /// Place a call to `target` (through `trunk`'s proxy and with its
-    /// credentials when given) as `leg`, with an RTP port reserved for it.
-    /// Err: no free port, or nowhere to send it.
-    pub(crate) fn place_call(
+    /// Place a call to `target` as `leg`, with an RTP port reserved for
+    /// it, through the first of `trunks` (its proxy, credentials and caller
+    /// ID), going on to the next when one has no target left; with
+    /// `retarget` the Request-URI's host is each trunk's proxy. No trunks:
+    /// straight to the target. Err: no free port, or nowhere to send it.
+    pub(crate) fn place_call_through(
         &mut self,
         now: Instant,
         target: Uri,
-        trunk: Option<&crate::config::TrunkConfig>,
+        trunks: &[crate::config::TrunkConfig],
+        retarget: bool,
         from_user: String,
         mut leg: Call<P::Reservation, F>,
     ) -> Result<CallId, &'static str> {
@@ -37,19 +40,38 @@ impl<P: PortSource, F> CallControl<P, F> {
             }
         };
         leg.media = Media::Reserved(reservation);
-        let dialling = Dialling::new(target, trunk, from_user, port);
+        let rest = trunks.get(1..).unwrap_or_default();
+        let dialling =
+            Dialling::new(target, trunks.first(), from_user, port).then_through(rest, retarget);
         self.place(now, leg, dialling)
             .map_err(|()| "no target to send it to (every one failed lately)")
+    }
+
+    /// The trunks a transfer through `name` goes out by: a trunk or a
+    /// group, those down left out (Err: all of them down). A trunk
+    /// without an outbound proxy lends only its credentials and caller ID.
+    fn transfer_trunks(
+        &mut self,
+        name: &str,
+    ) -> Result<Vec<crate::config::TrunkConfig>, &'static str> {
+        if self.config.outbound_trunks(name).is_some() {
+            return self.trunk_route(name);
+        }
+        Ok(self
+            .config
+            .trunks
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+            .into_iter()
+            .collect())
     }
 
     pub(crate) fn start_transfer(&mut self, now: Instant, caller: CallId, req: TransferRequest) {
         if !self.calls.contains_key(&caller) {
             return;
         }
-        let trunk = req
-            .trunk
-            .as_ref()
-            .and_then(|name| self.config.trunks.iter().find(|t| &t.name == name).cloned());
+        let trunk = req.trunk;
         // Hold audio while the agents ring: the shared default (one encode
         // for every web call on it) unless the transfer has its own.
         let hold = match (req.hold_message, req.hold_music.is_empty()) {
@@ -101,14 +123,25 @@ impl<P: PortSource, F> CallControl<P, F> {
         let Some(t) = self.transfer_mut(caller) else {
             return false;
         };
-        let trunk = t.trunk.clone();
+        let route = t.trunk.clone();
         let ring_timeout = t.ring_timeout;
         let Ok(uri) = Uri::parse(&target) else {
             tracing::warn!(%caller, "transfer: bad target URI");
             return false;
         };
+        let trunks = match route.as_deref().map(|name| self.transfer_trunks(name)) {
+            None => Vec::new(),
+            Some(Ok(trunks)) => trunks,
+            Some(Err(why)) => {
+                tracing::warn!(%caller, why, "transfer: cannot place the call");
+                if let Some(t) = self.transfer_mut(caller) {
+                    t.last_status = 503;
+                }
+                return false;
+            }
+        };
+        let trunk = trunks.first();
         let caller_id = trunk
-            .as_ref()
             .and_then(|tr| tr.caller_id.clone())
             .or_else(|| self.calls.get(&caller).map(|c| c.record.caller.clone()))
             .unwrap_or_else(|| "crossline".into());
@@ -117,12 +150,12 @@ impl<P: PortSource, F> CallControl<P, F> {
             "outbound",
             uri.user.clone().unwrap_or_default(),
             caller_id.clone(),
-            trunk.as_ref().map(|tr| tr.name.clone()),
+            trunk.map(|tr| tr.name.clone()),
             None,
         );
         let mut leg = Call::new(Role::Agent { caller, target }, record);
         leg.program = Some(Program::Leg);
-        match self.place_call(now, uri, trunk.as_ref(), caller_id, leg) {
+        match self.place_call_through(now, uri, &trunks, false, caller_id, leg) {
             Ok(agent) => {
                 tracing::info!(%caller, %agent, "transfer: ringing agent");
                 let caller_span = self.calls.get(&caller).and_then(|c| c.span.id());
@@ -353,7 +386,7 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     /// The caller is gone: hang up every agent leg of theirs, and stop the
     /// bridged one's stream now rather than when its BYE is answered.
-    pub(crate) fn caller_left(&mut self, now: Instant, t: Box<Transfer>) {
+    pub(crate) fn caller_left(&mut self, now: Instant, t: &Transfer) {
         for agent in t.ringing.iter().copied().chain(t.bridged) {
             self.hang_up(now, agent);
         }

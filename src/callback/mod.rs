@@ -518,13 +518,17 @@ pub fn json(r: &CallbackRecord) -> serde_json::Value {
     })
 }
 
-/// The trunk callbacks go out through.
-pub fn outbound_trunk(config: &crate::config::Config) -> Option<&crate::config::TrunkConfig> {
+/// The trunk or trunk group callbacks go out through, by name.
+pub fn outbound_trunk(config: &crate::config::Config) -> Option<&str> {
     match &config.callbacks.trunk {
-        Some(name) => config.trunks.iter().find(|t| &t.name == name),
-        None => config.trunks.iter().find(|t| t.outbound_proxy.is_some()),
+        Some(name) => Some(name.as_str()),
+        None => config
+            .trunks
+            .iter()
+            .find(|t| t.outbound_proxy.is_some())
+            .map(|t| t.name.as_str()),
     }
-    .filter(|t| t.outbound_proxy.is_some())
+    .filter(|name| config.outbound_trunks(name).is_some())
 }
 
 #[cfg(test)]

@@ -114,6 +114,7 @@ impl Config {
                 "logging" => sink.section(name, value, &mut config.logging),
                 "telemetry" => sink.section(name, value, &mut config.telemetry),
                 "trunks" => config.trunks = sink.array(name, value),
+                "trunk_groups" => config.trunk_groups = sink.array(name, value),
                 "registrations" => config.registrations = sink.array(name, value),
                 "routes" => config.routes = sink.array(name, value),
                 "tts" => sink.section(name, value, &mut config.tts),
@@ -128,7 +129,7 @@ impl Config {
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, media_streams, asr".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, trunk_groups, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, media_streams, asr".into(),
                 ),
             }
         }
@@ -525,6 +526,7 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
         );
     }
 
+    validate_trunk_groups(config, &mut err);
     let mut names = std::collections::HashSet::new();
     for (i, trunk) in config.trunks.iter().enumerate() {
         let idx = i.to_string();
@@ -549,6 +551,27 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
                     &["trunks", &idx, "default_country"],
                     format!("{country:?} is not an ISO 3166 country code (e.g. \"ES\", \"US\")"),
                 );
+            }
+        }
+        if trunk.options_interval_secs > 0 {
+            if trunk.outbound_proxy.is_none() {
+                err(
+                    &["trunks", &idx, "options_interval_secs"],
+                    "only a trunk with an outbound_proxy is probed with OPTIONS".into(),
+                );
+            } else if trunk.options_interval_secs > 3_600 {
+                err(
+                    &["trunks", &idx, "options_interval_secs"],
+                    "must be 0 (off) or 1..=3600".into(),
+                );
+            }
+        }
+        for (key, n) in [
+            ("options_failures_down", trunk.options_failures_down),
+            ("options_successes_up", trunk.options_successes_up),
+        ] {
+            if !(1..=100).contains(&n) {
+                err(&["trunks", &idx, key], "must be 1..=100".into());
             }
         }
         if trunk.trust_identity
@@ -758,8 +781,13 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     }
     let cb = &config.callbacks;
     if let Some(name) = &cb.trunk {
+        let is_group = config.trunk_groups.iter().any(|g| &g.name == name);
         match config.trunks.iter().find(|t| &t.name == name) {
-            None => err(&["callbacks", "trunk"], format!("no trunk named {name:?}")),
+            None if is_group => {}
+            None => err(
+                &["callbacks", "trunk"],
+                format!("no trunk or trunk group named {name:?}"),
+            ),
             Some(t) if t.outbound_proxy.is_none() => err(
                 &["callbacks", "trunk"],
                 format!("trunk {name:?} has no outbound_proxy to send calls to"),
@@ -936,6 +964,46 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     }
 }
 
+/// Each group names trunks that exist and can take calls, at least one,
+/// and a name no trunk or other group has.
+fn validate_trunk_groups(config: &Config, err: &mut impl FnMut(&[&str], String)) {
+    let mut names = std::collections::HashSet::new();
+    for (i, group) in config.trunk_groups.iter().enumerate() {
+        let idx = i.to_string();
+        if group.name.is_empty() || !names.insert(group.name.as_str()) {
+            err(
+                &["trunk_groups", &idx, "name"],
+                "names must be unique and non-empty".into(),
+            );
+        } else if config.trunks.iter().any(|t| t.name == group.name) {
+            err(
+                &["trunk_groups", &idx, "name"],
+                format!("{:?} is already a trunk's name", group.name),
+            );
+        }
+        if group.trunks.is_empty() {
+            err(
+                &["trunk_groups", &idx, "trunks"],
+                "list at least one [[trunks]] name".into(),
+            );
+        }
+        for (j, name) in group.trunks.iter().enumerate() {
+            let listed_before = group.trunks.iter().take(j).any(|n| n == name);
+            let j = j.to_string();
+            let key = ["trunk_groups", &idx, "trunks", &j];
+            match config.trunks.iter().find(|t| &t.name == name) {
+                None => err(&key, format!("no trunk named {name:?}")),
+                Some(t) if t.outbound_proxy.is_none() => err(
+                    &key,
+                    format!("trunk {name:?} has no outbound_proxy to send calls to"),
+                ),
+                Some(_) if listed_before => err(&key, format!("{name:?} is listed twice")),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
 fn path_to_key(path: &[&str]) -> String {
     let mut key = String::new();
     for seg in path {
@@ -985,6 +1053,71 @@ mod tests {
         let errs = errors("[[trunks]]\nname = \"t\"\noutbound_proxy = \"sip:u:leaked-pw@[bad\"\n");
         assert!(errs.iter().any(|e| e.contains("not a SIP URI")), "{errs:?}");
         assert!(errs.iter().all(|e| !e.contains("leaked-pw")), "{errs:?}");
+    }
+
+    #[test]
+    fn trunk_groups_name_outbound_trunks_and_clash_with_nothing() {
+        let trunks = "[[trunks]]\nname = \"a\"\noutbound_proxy = \"sip:192.0.2.1\"\noptions_interval_secs = 5\n\n\
+            [[trunks]]\nname = \"b\"\noutbound_proxy = \"sip:pstn.example.com\"\n\n\
+            [[trunks]]\nname = \"in\"\ninbound_cidrs = [\"192.0.2.0/24\"]\n";
+        let ok = format!(
+            "{trunks}\n[callbacks]\ntrunk = \"pstn\"\n\n\
+             [[trunk_groups]]\nname = \"pstn\"\ntrunks = [\"b\", \"a\"]\nstrategy = \"round_robin\"\n"
+        );
+        let config = Config::parse(&ok, Path::new("t.toml")).unwrap();
+        let (group, strategy) = config.outbound_trunks("pstn").unwrap();
+        let names: Vec<&str> = group.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!(strategy, GroupStrategy::RoundRobin);
+        assert_eq!(config.outbound_trunks("a").unwrap().0[0].name, "a");
+        assert!(config.outbound_trunks("in").is_none(), "no outbound proxy");
+        assert_eq!(config.trunks[0].options_failures_down, 3);
+        assert_eq!(config.trunks[0].options_successes_up, 2);
+        assert_eq!(config.trunks[1].options_interval_secs, 0, "off unless set");
+
+        let errs = errors(&format!(
+            "{trunks}\n[callbacks]\ntrunk = \"nowhere\"\n\n\
+             [[trunk_groups]]\nname = \"a\"\ntrunks = [\"b\"]\n\n\
+             [[trunk_groups]]\nname = \"empty\"\ntrunks = []\n\n\
+             [[trunk_groups]]\nname = \"bad\"\ntrunks = [\"zzz\", \"in\", \"b\", \"b\"]\n\n\
+             [[trunk_groups]]\nname = \"odd\"\ntrunks = [\"b\"]\nstrategy = \"random\"\n"
+        ));
+        let expect = [
+            "trunk_groups[0].name",
+            "already a trunk's name",
+            "trunk_groups[1].trunks",
+            "at least one",
+            "trunk_groups[2].trunks[0]",
+            "no trunk named \"zzz\"",
+            "trunk_groups[2].trunks[1]",
+            "no outbound_proxy",
+            "trunk_groups[2].trunks[3]",
+            "listed twice",
+            "trunk_groups[3].strategy",
+            "unknown variant `random`",
+            "callbacks.trunk",
+            "no trunk or trunk group named \"nowhere\"",
+        ];
+        for e in expect {
+            assert!(errs.iter().any(|x| x.contains(e)), "{e}: {errs:?}");
+        }
+        assert!(errs.iter().all(|e| e.starts_with("t.toml:")), "{errs:?}");
+
+        let errs = errors(
+            "[[trunks]]\nname = \"in\"\ninbound_cidrs = [\"192.0.2.0/24\"]\noptions_interval_secs = 5\n\n\
+             [[trunks]]\nname = \"out\"\noutbound_proxy = \"sip:192.0.2.1\"\noptions_failures_down = 0\n",
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("trunks[0].options_interval_secs")
+                    && e.contains("outbound_proxy")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("trunks[1].options_failures_down")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub telemetry: TelemetryConfig,
     pub trunks: Vec<TrunkConfig>,
+    pub trunk_groups: Vec<TrunkGroupConfig>,
     pub registrations: Vec<RegistrationConfig>,
     pub routes: Vec<RouteConfig>,
     pub tts: crate::tts::TtsConfig,
@@ -690,6 +691,66 @@ pub struct TrunkConfig {
     /// `{{caller}}` is then E.164.
     #[serde(default)]
     pub default_country: Option<String>,
+    /// Send an OPTIONS to `outbound_proxy` this often, in seconds, and
+    /// skip the trunk while it is down; 0 (the default): no keep-alive.
+    #[serde(default)]
+    pub options_interval_secs: u64,
+    /// Failed OPTIONS in a row (no answer, transport error, 503) that
+    /// mark the trunk down.
+    #[serde(default = "default_options_failures_down")]
+    pub options_failures_down: u32,
+    /// Answered OPTIONS in a row that bring a down trunk up again.
+    #[serde(default = "default_options_successes_up")]
+    pub options_successes_up: u32,
+}
+
+fn default_options_failures_down() -> u32 {
+    3
+}
+fn default_options_successes_up() -> u32 {
+    2
+}
+
+/// Outbound trunks tried in turn: wherever a trunk is named for calls we
+/// place, a group's name works too.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkGroupConfig {
+    pub name: String,
+    /// `[[trunks]]` names, in the order they are tried.
+    pub trunks: Vec<String>,
+    #[serde(default)]
+    pub strategy: GroupStrategy,
+}
+
+impl Config {
+    /// The outbound trunks `name` stands for, in the order to try them:
+    /// the trunk of that name, or a `[[trunk_groups]]` entry's trunks
+    /// (those with an outbound proxy).
+    pub fn outbound_trunks(&self, name: &str) -> Option<(Vec<&TrunkConfig>, GroupStrategy)> {
+        let by_name = |n: &str| {
+            self.trunks
+                .iter()
+                .find(|t| t.name == n && t.outbound_proxy.is_some())
+        };
+        if let Some(t) = by_name(name) {
+            return Some((vec![t], GroupStrategy::Failover));
+        }
+        let group = self.trunk_groups.iter().find(|g| g.name == name)?;
+        let trunks: Vec<&TrunkConfig> = group.trunks.iter().filter_map(|n| by_name(n)).collect();
+        (!trunks.is_empty()).then_some((trunks, group.strategy))
+    }
+}
+
+/// The order a group's trunks are tried in.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupStrategy {
+    /// Always in the listed order.
+    #[default]
+    Failover,
+    /// Each call starts at the next trunk of the list, then goes round.
+    RoundRobin,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -587,7 +587,8 @@ pub struct Transfer {
     pub ring: Ring,
     #[serde(default = "twenty_secs")]
     pub ring_timeout_secs: f64,
-    /// Send through this trunk (its proxy, credentials and caller ID).
+    /// Send through this trunk (its proxy, credentials and caller ID), or
+    /// through a `[[trunk_groups]]` entry's trunks in turn.
     #[serde(default)]
     pub trunk: Option<String>,
     /// Spoken over the hold music while ringing; unset: the default hold.

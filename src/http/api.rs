@@ -67,6 +67,7 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/callbacks", Some(Role::Operator)),
     ("get", "/v1/callbacks/{id}", Some(Role::Operator)),
     ("get", "/v1/reports/escalations", Some(Role::Operator)),
+    ("get", "/v1/trunks", Some(Role::Operator)),
 ];
 
 pub fn router(state: &HttpState) -> Router<HttpState> {
@@ -95,6 +96,7 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .route("/v1/leads", get(leads).post(post_lead))
         .route("/v1/consents", get(consents).post(post_consent))
         .route("/v1/admin/reload", post(reload))
+        .route("/v1/trunks", get(trunks))
         .merge(super::callbacks::routes())
         // JSON bodies here are small (a message, a lead, a callback).
         .layer(axum::extract::DefaultBodyLimit::max(API_BODY))
@@ -351,6 +353,13 @@ async fn status(State(s): State<HttpState>, h: HeaderMap) -> Response {
         "channels": s.services.switchboard.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
     }))
     .into_response()
+}
+
+/// Every `[[trunks]]` entry and its keep-alive state.
+async fn trunks(State(s): State<HttpState>, h: HeaderMap) -> Response {
+    guard!(s, h, Role::Operator);
+    let trunks = s.trunks.read().unwrap_or_else(|p| p.into_inner()).clone();
+    Json(json!({ "trunks": trunks })).into_response()
 }
 
 async fn flows(State(s): State<HttpState>, h: HeaderMap) -> Response {

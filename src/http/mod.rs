@@ -60,6 +60,8 @@ pub struct HttpState {
     pub console_sessions: Arc<dashmap::DashMap<[u8; 32], std::time::Instant>>,
     /// Client addresses and sign-in back-off.
     pub guard: guard::Guard,
+    /// Outbound trunk health, as the gateway task last published it.
+    pub trunks: crate::call::TrunkBoard,
 }
 
 /// Largest request body any route takes (JSON, forms, SDP offers).

@@ -230,6 +230,10 @@ pub fn document() -> Value {
                 ],
                 "responses": ok("Escalations.", json!({ "type": "object", "properties": {
                     "escalations": { "type": "array", "items": schema("Callback") } } })) } },
+            "/v1/trunks": { "get": {
+                "summary": "Every [[trunks]] entry and its OPTIONS keep-alive state: up, down, unknown (monitored, no answer yet) or unmonitored (no options_interval_secs). Calls pass over a trunk that is down.",
+                "responses": ok("Trunks, in config order.", json!({ "type": "object", "properties": {
+                    "trunks": { "type": "array", "items": schema("Trunk") } } })) } },
             "/v1/admin/reload": { "post": {
                 "summary": "Re-read the config file (as SIGHUP does). Admin token only.",
                 "responses": { "202": { "description": "Reload requested." },
@@ -257,6 +261,13 @@ pub fn document() -> Value {
                             "given": { "type": "boolean" }, "text": { "type": "string" } } },
                         "context": { "type": "object", "description": "Given to the flow as context.<key> variables." },
                         "conversation_id": { "type": "string" }, "bot": { "type": "string" } } },
+                "Trunk": { "type": "object", "properties": {
+                    "name": { "type": "string" },
+                    "state": { "enum": ["up", "down", "unknown", "unmonitored"] },
+                    "last_probe_at": { "type": ["integer", "null"], "description": "When the last OPTIONS ended, unix ms." },
+                    "last_status": { "type": ["integer", "null"], "description": "Its final status; null after a timeout or transport error." },
+                    "consecutive_failures": { "type": "integer" },
+                    "groups": { "type": "array", "items": { "type": "string" }, "description": "The [[trunk_groups]] it is in." } } },
                 "Callback": { "type": "object", "properties": {
                     "id": { "type": "string" }, "phone": { "type": "string" },
                     "flow": text_or_null, "target": text_or_null,

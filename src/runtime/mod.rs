@@ -66,6 +66,10 @@ struct Gateway {
     reloading: bool,
     /// Refuses new calls while the audio loops lack headroom.
     overload: crate::media::overload::Overload,
+    /// Trunk health as `GET /v1/trunks` shows it, and the version of
+    /// call control's that it shows.
+    trunks: crate::call::TrunkBoard,
+    trunks_shown: Option<u64>,
     /// RFC 3263 lookups for call control, each on a task of its own; the
     /// answers come back on `resolved`.
     resolver: crate::dns::Resolver,
@@ -220,7 +224,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     crate::flow::interp::install_resumer(&services);
     services.chat.start_cluster_tasks();
     services.breakouts.start_cluster_tasks();
+    let trunks = crate::call::TrunkBoard::default();
     let http_state = crate::http::HttpState {
+        trunks: trunks.clone(),
         metrics,
         ready: ready.clone(),
         services: services.clone(),
@@ -288,6 +294,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let overload = crate::media::overload::Overload::new(config.media.overload_threshold_percent);
     let cc = CallControl::new(config, endpoint, media.reserver(), settings);
     let mut gw = Gateway {
+        trunks,
+        trunks_shown: None,
         resolver,
         resolved: resolved_tx,
         cc,
@@ -307,6 +315,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         .await
         .context("loading the numbering plans")?;
     gw.cc.start_registrations(Instant::now());
+    gw.cc.start_trunk_probes(Instant::now());
     gw.flush(Instant::now());
 
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -632,6 +641,7 @@ impl Gateway {
     /// Carry out everything call control asked for, until it asks nothing
     /// more (starting a stream can fail, which hangs up: more output).
     fn flush(&mut self, now: Instant) {
+        self.show_trunks(now);
         loop {
             let mut idle = true;
             while let Some(t) = self.cc.poll_transmit() {
@@ -785,6 +795,17 @@ impl Gateway {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(r.config.flow_set.clone());
         self.cc.reload(&r.config, r.holds);
+    }
+
+    /// Republish trunk health for the API when a probe result changed it.
+    fn show_trunks(&mut self, now: Instant) {
+        let health = self.cc.trunk_health();
+        if self.trunks_shown == Some(health.version()) {
+            return;
+        }
+        self.trunks_shown = Some(health.version());
+        let snapshot = health.snapshot(now, std::time::SystemTime::now());
+        *self.trunks.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
     }
 
     fn export_metrics(&mut self, now: Instant) {

@@ -287,6 +287,26 @@ pub const REGISTRATION_UP: Metric = gauge(
     "crossline_registration_up",
     "1 while registered to the registrar, else 0, by registrar.",
 );
+pub const TRUNK_UP: Metric = gauge(
+    "crossline_trunk_up",
+    "1 while an outbound trunk answers its OPTIONS keep-alive, 0 while down or not yet answered, by trunk (monitored trunks only).",
+);
+pub const TRUNK_OPTIONS_SENT: Metric = counter(
+    "crossline_trunk_options_sent_total",
+    "OPTIONS keep-alives sent to outbound trunks, by trunk.",
+);
+pub const TRUNK_OPTIONS_FAILED: Metric = counter(
+    "crossline_trunk_options_failed_total",
+    "OPTIONS keep-alives that failed, by trunk and reason (timeout, transport, 503, dns).",
+);
+pub const TRUNK_TRANSITIONS: Metric = counter(
+    "crossline_trunk_transitions_total",
+    "Outbound trunks changing state, by trunk and the state entered (up, down).",
+);
+pub const TRUNK_SKIPPED: Metric = counter(
+    "crossline_trunk_skipped_total",
+    "Calls that passed over a trunk because it was down, by trunk.",
+);
 
 // Flows and breakouts.
 
@@ -567,6 +587,11 @@ pub const ALL: &[Metric] = &[
     FLOWS_ACTIVE,
     DRAINING,
     REGISTRATION_UP,
+    TRUNK_UP,
+    TRUNK_OPTIONS_SENT,
+    TRUNK_OPTIONS_FAILED,
+    TRUNK_TRANSITIONS,
+    TRUNK_SKIPPED,
     FLOW_NODES,
     BREAKOUTS,
     BREAKOUT_LINKS_REFUSED,

@@ -12,6 +12,7 @@ pub mod admission;
 mod calls;
 mod identity;
 mod inbound;
+mod ping;
 mod provisional;
 mod refer_in;
 mod registration;
@@ -34,6 +35,7 @@ use crate::transaction::{
 
 pub use calls::{CallRole, CallState, OutgoingCall};
 pub use identity::CallerIdentity;
+pub use ping::{OptionsPing, PingId, PingOutcome};
 pub use registration::{RegistrationSpec, RegistrationState};
 
 /// Methods we answer; sent in Allow.
@@ -334,6 +336,13 @@ pub enum Event {
         /// The Referred-By header, as sent.
         referred_by: Option<String>,
     },
+    /// An OPTIONS ping ([`Endpoint::ping`]) ended.
+    PingAnswered {
+        /// Which ping.
+        ping: PingId,
+        /// How it ended.
+        outcome: PingOutcome,
+    },
     /// A NOTIFY for our REFER: the status line of the new call's progress
     /// (RFC 3515 message/sipfrag).
     ReferProgress {
@@ -513,6 +522,7 @@ enum ClientTx {
 enum TxOwner {
     Call(CallId),
     Registration(usize),
+    Ping(PingId),
     /// BYE, CANCEL and the like: nobody waits.
     Detached,
 }
@@ -529,6 +539,8 @@ enum TimerTarget {
     Client(ClientKey, TimerKind),
     Call(CallId, calls::CallTimer),
     Registration(usize),
+    /// A ping's own deadline.
+    Ping(PingId),
 }
 
 /// The sans-IO SIP endpoint; see the module docs for how to drive it.
@@ -541,6 +553,9 @@ pub struct Endpoint {
     /// §8.2.2.2 merged-request detection: (Call-ID, From tag, CSeq) → branch.
     pending_invites: HashMap<MergeKey, String>,
     registrations: Vec<registration::Registration>,
+    /// OPTIONS pings waiting for their answer, by their transaction.
+    pings: HashMap<PingId, ClientKey>,
+    next_ping: u64,
     framers: HashMap<ConnId, StreamFramer>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_targets: HashMap<u64, TimerTarget>,
@@ -576,6 +591,8 @@ impl Endpoint {
             dialogs: HashMap::new(),
             pending_invites: HashMap::new(),
             registrations: Vec::new(),
+            pings: HashMap::new(),
+            next_ping: 1,
             framers: HashMap::new(),
             timers: BinaryHeap::new(),
             timer_targets: HashMap::new(),
@@ -772,6 +789,7 @@ impl Endpoint {
                     }
                 }
                 TxOwner::Registration(i) => self.registration_unreachable(now, i),
+                TxOwner::Ping(id) => self.ping_ended(id, PingOutcome::Unreachable),
                 TxOwner::Call(_) | TxOwner::Detached => {}
             }
         }
@@ -849,6 +867,7 @@ impl Endpoint {
             match owner {
                 TxOwner::Call(call) => self.call_response(now, call, &request, &resp),
                 TxOwner::Registration(i) => self.registration_response(now, i, &request, &resp),
+                TxOwner::Ping(id) => self.ping_response(id, resp.status),
                 TxOwner::Detached => {}
             }
         }
@@ -884,6 +903,7 @@ impl Endpoint {
                 }
                 TimerTarget::Call(call, timer) => self.call_timer(now, call, timer),
                 TimerTarget::Registration(i) => self.registration_timer(now, i),
+                TimerTarget::Ping(id) => self.ping_ended(id, PingOutcome::Timeout),
             }
         }
     }
@@ -976,6 +996,7 @@ impl Endpoint {
             }
             TxOwner::Call(call) => self.call_failed(now, call, EndCause::Timeout),
             TxOwner::Registration(i) => self.registration_timeout(now, i),
+            TxOwner::Ping(id) => self.ping_ended(id, PingOutcome::Timeout),
             TxOwner::Detached => {}
         }
     }
