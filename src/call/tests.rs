@@ -157,6 +157,7 @@ fn invite(did: &str, from: &str, port: u16) -> OutgoingCall {
         local_media: local_media(port),
         credentials: None,
         extra_headers: Vec::new(),
+        flow: None,
     }
 }
 

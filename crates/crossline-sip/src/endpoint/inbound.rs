@@ -193,7 +193,7 @@ impl Endpoint {
             })
     }
 
-    fn reply(&mut self, now: Instant, key: &ServerKey, req: &Request, status: u16) {
+    pub(super) fn reply(&mut self, now: Instant, key: &ServerKey, req: &Request, status: u16) {
         let tag = super::util::new_tag(&mut self.id_rng);
         let mut resp = self.make_response(req, status, Some(&tag));
         match status {
@@ -275,6 +275,7 @@ impl Endpoint {
                 self.respond(now, &key, resp);
             }
             Method::Cancel => self.cancel(now, key, &req),
+            Method::Register => self.register(now, key, peer, req),
             Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => {
                 self.reply(now, &key, &req, 481)
             }

@@ -14,6 +14,7 @@ mod identity;
 mod inbound;
 mod provisional;
 mod refer_in;
+mod register;
 mod registration;
 mod session;
 mod util;
@@ -34,6 +35,7 @@ use crate::transaction::{
 
 pub use calls::{CallRole, CallState, OutgoingCall};
 pub use identity::CallerIdentity;
+pub use register::{LocalUser, RegisterOutcome, RegistrarConfig};
 pub use registration::{RegistrationSpec, RegistrationState};
 
 /// Methods we answer; sent in Allow.
@@ -190,6 +192,8 @@ pub struct EndpointConfig {
     /// run replays exactly. `None` (production): OS entropy. Digest nonces
     /// always come from the OS, seed or not.
     pub random_seed: Option<u64>,
+    /// Our registrar, when users may register; `None`: REGISTER gets 405.
+    pub registrar: Option<RegistrarConfig>,
 }
 
 impl Default for EndpointConfig {
@@ -211,6 +215,7 @@ impl Default for EndpointConfig {
             admission: admission::AdmissionConfig::default(),
             session_timer: crate::session_timer::SessionTimerConfig::default(),
             random_seed: None,
+            registrar: None,
         }
     }
 }
@@ -320,6 +325,12 @@ pub enum Event {
         call: CallId,
         /// The final status.
         status: u16,
+    },
+    /// A user's registrations changed (a REGISTER, or one lapsed): read
+    /// them with [`Endpoint::bindings_of`].
+    BindingsChanged {
+        /// Whose.
+        user: String,
     },
     /// The peer asks us to call `target` (RFC 3515). Answer with
     /// [`Endpoint::accept_refer`] or [`Endpoint::refuse_refer`].
@@ -440,6 +451,10 @@ pub struct Counters {
     pub refers_refused: u64,
     /// REFERs refused for a missing, repeated or unusable Refer-To.
     pub refers_malformed: u64,
+    /// REGISTERs by how they went.
+    pub registers: HashMap<RegisterOutcome, u64>,
+    /// Registrations (bindings) held now.
+    pub bindings: u64,
 }
 
 /// Why a command to the endpoint failed.
@@ -542,6 +557,10 @@ pub struct Endpoint {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     digest: DigestServer,
+    /// Challenges our registrar's users, in the registrar's domain.
+    user_digest: DigestServer,
+    /// The location service: users' registered devices.
+    bindings: crate::registrar::Bindings,
     draining: bool,
     admission: admission::Admission,
     /// Inbound calls per source address: the per-source call cap.
@@ -556,6 +575,19 @@ impl Endpoint {
     /// An endpoint with no calls yet; `now` anchors its digest nonces.
     pub fn new(config: EndpointConfig, now: Instant) -> Endpoint {
         let digest = DigestServer::new("crossline", config.nonce_ttl, now);
+        let user_digest = DigestServer::new(
+            config
+                .registrar
+                .as_ref()
+                .map_or("crossline", |r| r.domain.as_str()),
+            config.nonce_ttl,
+            now,
+        );
+        let limits = config
+            .registrar
+            .as_ref()
+            .map(|r| r.limits)
+            .unwrap_or_default();
         let config_seed = config.random_seed;
         Endpoint {
             admission: admission::Admission::new(config.admission.clone()),
@@ -575,6 +607,8 @@ impl Endpoint {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             digest,
+            user_digest,
+            bindings: crate::registrar::Bindings::new(limits),
             draining: false,
             counters: Counters::default(),
             id_rng: util::id_rng(config_seed),
@@ -623,14 +657,15 @@ impl Endpoint {
 
     /// When to call `handle_timeout` next, if anything is pending.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let lapse = self.bindings.next_expiry();
         // Stale entries are skipped lazily, so peek past cancelled ones.
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if self.timer_targets.contains_key(&id) {
-                return Some(at);
+                return Some(lapse.map_or(at, |l| l.min(at)));
             }
             self.timers.pop();
         }
-        None
+        lapse
     }
 
     /// A UDP datagram arrived on `local` from `remote`.
@@ -837,6 +872,7 @@ impl Endpoint {
 
     /// Run timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_bindings(now);
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if at > now {
                 break;
