@@ -422,6 +422,7 @@ impl Pair {
                 Effect::SharedHold { web_call, hold } => {
                     self.seen.shared_hold.push((web_call, hold.is_some()))
                 }
+                Effect::Bindings { .. } => {}
             }
         }
         moved

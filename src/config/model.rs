@@ -27,6 +27,10 @@ pub struct Config {
     pub chat: ChatConfig,
     pub callbacks: CallbacksConfig,
     pub webrtc: crate::webrtc::WebRtcConfig,
+    /// `[registrar]`: agent phones register here.
+    pub registrar: crate::registrar::RegistrarSettings,
+    /// `[[users]]`: who may register.
+    pub users: Vec<crate::registrar::UserConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
