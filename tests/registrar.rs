@@ -348,3 +348,42 @@ fn a_register_flood_is_rate_limited() {
     let phone = pjsua_agent(&gw, "bob", "bob-pw-2", &[]);
     phone.wait_for("reg 200", Duration::from_secs(15));
 }
+
+/// An agent's phone calls in (a queue login code, say): its INVITE is
+/// challenged with 407 for the user's digest and then reaches the route
+/// for the number it dialled; a wrong password gets 403.
+#[test]
+fn a_registered_user_calls_in_with_its_digest() {
+    let gw = registrar_gateway("", "[[routes]]\ndid = \"*77\"\nflow = \"hold\"\n");
+    let call = peers::run_script(
+        "pjsua2",
+        "pjsua_auth_call.py",
+        &[
+            &format!("sip:*77@{}", gw.sip_addr()),
+            "alice",
+            "alice-pw-1",
+            "1",
+        ],
+        Duration::from_secs(40),
+    );
+    let out = String::from_utf8_lossy(&call.stdout);
+    assert!(
+        out.contains("state CONFIRMED"),
+        "pjsua2:\n{out}\n{}",
+        gw.log()
+    );
+    gw.wait_for_log("flow=Some(\"hold\")", Duration::from_secs(2));
+    let wrong = peers::run_script(
+        "pjsua2",
+        "pjsua_auth_call.py",
+        &[&format!("sip:*77@{}", gw.sip_addr()), "alice", "guess", "1"],
+        Duration::from_secs(40),
+    );
+    let out = String::from_utf8_lossy(&wrong.stdout);
+    assert!(out.contains("state DISCONNECTED 403"), "pjsua2:\n{out}");
+    assert_metric_at_least(
+        &gw,
+        "crossline_sip_auth_failures_total{reason=\"wrong\"}",
+        1.0,
+    );
+}

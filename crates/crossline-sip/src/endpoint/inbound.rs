@@ -343,8 +343,20 @@ impl Endpoint {
                 }
             }
         };
-        let Some(trunk) = self.authorize_inbound(now, &key, peer, &req) else {
-            return;
+        // A From naming one of our users must prove it, from anywhere;
+        // other calls go by the trunk policy.
+        let user = self.calling_user(&req);
+        let trunk = match &user {
+            Some(user) => {
+                if !self.authorize_user_call(now, &key, peer, &req, user) {
+                    return;
+                }
+                None
+            }
+            None => match self.authorize_inbound(now, &key, peer, &req) {
+                Some(trunk) => trunk,
+                None => return,
+            },
         };
         if let Some(Err(why)) = offer
             .as_ref()
@@ -406,6 +418,7 @@ impl Endpoint {
             identity: super::identity::CallerIdentity::of(&req),
             source: peer.remote,
             trunk,
+            user,
             has_offer: offer.is_some(),
             web_call: req
                 .headers

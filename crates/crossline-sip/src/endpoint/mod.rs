@@ -372,6 +372,9 @@ pub struct IncomingCall {
     pub source: SocketAddr,
     /// The trunk it matched, if trunks are configured.
     pub trunk: Option<String>,
+    /// The registrar's user who placed it, digest-authenticated (its From
+    /// named one of our users).
+    pub user: Option<String>,
     /// Whether the INVITE carried an SDP offer (if not, our answer offers).
     pub has_offer: bool,
     /// `X-Crossline-Web-Call`: our own WebRTC leg calling in, by its id.

@@ -82,7 +82,121 @@ impl RegisterOutcome {
     }
 }
 
+/// What a user's digest answer came to.
+enum UserAuth {
+    /// Right, and for the user the request is about.
+    Signed,
+    /// None yet, or a stale nonce: challenge (again).
+    Challenge { stale: bool },
+    /// Wrong (counted toward bans), banned, or someone else's.
+    Forbidden,
+}
+
 impl Endpoint {
+    /// Check `req`'s digest answer in `header` for our user `user`; wrong
+    /// answers count toward the per-source and per-user bans, as trunk
+    /// digest failures do.
+    fn check_user_digest(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        req: &Request,
+        header: &str,
+        user: &str,
+    ) -> UserAuth {
+        let Some(authorization) = req.headers.get(header) else {
+            return UserAuth::Challenge { stale: false };
+        };
+        let ip = peer.remote.ip();
+        let named = crate::auth::DigestResponse::parse(authorization)
+            .map(|d| d.username)
+            .unwrap_or_default();
+        if self.admission.user_gate(now, ip, &named) == super::admission::UserGate::Refuse {
+            self.counters.auth_refused_banned_user += 1;
+            return UserAuth::Forbidden;
+        }
+        let request_uri = req.uri.to_string();
+        let verdict = {
+            let registrar = self.config.registrar.as_ref();
+            self.user_digest
+                .verify(now, authorization, req.method.as_str(), &request_uri, |u| {
+                    registrar.and_then(|r| r.password_of(u))
+                })
+        };
+        match verdict {
+            Verdict::Authorized { username } if username == user => {
+                self.admission.auth_ok(now, ip, &named);
+                UserAuth::Signed
+            }
+            Verdict::Authorized { .. } => {
+                // Right password, someone else's address.
+                tracing::info!(user = %named, method = req.method.as_str(), "a user's request for another user refused");
+                UserAuth::Forbidden
+            }
+            Verdict::Stale => UserAuth::Challenge { stale: true },
+            Verdict::Rejected(why) => {
+                tracing::info!(%why, from = %peer.remote, method = req.method.as_str(), "user digest refused");
+                self.counters.auth_failures += 1;
+                self.admission.auth_failed(now, ip, &named);
+                self.counters.bans_sources = self.admission.bans_started.sources;
+                self.counters.bans_users = self.admission.bans_started.users;
+                UserAuth::Forbidden
+            }
+        }
+    }
+
+    /// The digest algorithms users are challenged with, preferred first.
+    fn user_algorithms(&self) -> Vec<Algorithm> {
+        match self
+            .config
+            .registrar
+            .as_ref()
+            .map(|r| r.digest_algorithms.as_slice())
+        {
+            Some([]) | None => vec![Algorithm::Sha256, Algorithm::Md5],
+            Some(chosen) => chosen.to_vec(),
+        }
+    }
+
+    /// The user an INVITE claims to come from: its From names one of our
+    /// users at a host we serve.
+    pub(super) fn calling_user(&self, req: &Request) -> Option<String> {
+        let registrar = self.config.registrar.as_ref()?;
+        let from = req.headers.from().ok()?;
+        let user = from.uri.user?;
+        (registrar.serves_host(&from.uri.host) && registrar.users.iter().any(|u| u.name == user))
+            .then_some(user)
+    }
+
+    /// A call from our user `user`: 407 until its digest answer is right
+    /// (403 when wrong). True: go on with the call.
+    pub(super) fn authorize_user_call(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        peer: Peer,
+        req: &Request,
+        user: &str,
+    ) -> bool {
+        let stale = match self.check_user_digest(now, peer, req, "Proxy-Authorization", user) {
+            UserAuth::Signed => return true,
+            UserAuth::Challenge { stale } => stale,
+            UserAuth::Forbidden => {
+                self.reply(now, key, req, 403);
+                return false;
+            }
+        };
+        let tag = super::util::new_tag(&mut self.id_rng);
+        let mut resp = self.make_response(req, 407, Some(&tag));
+        for algorithm in self.user_algorithms() {
+            let challenge = self.user_digest.challenge(now, algorithm, stale);
+            resp.headers
+                .push("Proxy-Authenticate", challenge.to_header_value());
+        }
+        self.respond(now, key, resp);
+        false
+    }
+
     /// The user's live bindings, best q first.
     pub fn bindings_of(&self, user: &str, now: Instant) -> Vec<Binding> {
         self.bindings.of(user, now)
@@ -131,10 +245,6 @@ impl Endpoint {
             self.reply(now, &key, &req, 405);
             return;
         };
-        let algorithms = match registrar.digest_algorithms.as_slice() {
-            [] => vec![Algorithm::Sha256, Algorithm::Md5],
-            chosen => chosen.to_vec(),
-        };
         let to = req.headers.to().ok();
         let served = to
             .as_ref()
@@ -152,45 +262,12 @@ impl Endpoint {
                 return;
             }
         };
-        let Some(authorization) = req.headers.get("Authorization") else {
-            return self.challenge_register(now, &key, &req, &algorithms, false);
-        };
-        let ip = peer.remote.ip();
-        let named = crate::auth::DigestResponse::parse(authorization)
-            .map(|d| d.username)
-            .unwrap_or_default();
-        if self.admission.user_gate(now, ip, &named) == super::admission::UserGate::Refuse {
-            self.counters.auth_refused_banned_user += 1;
-            self.register_outcome(RegisterOutcome::Forbidden);
-            self.reply(now, &key, &req, 403);
-            return;
-        }
-        let request_uri = req.uri.to_string();
-        let verdict = {
-            let registrar = self.config.registrar.as_ref();
-            self.user_digest
-                .verify(now, authorization, "REGISTER", &request_uri, |u| {
-                    registrar.and_then(|r| r.password_of(u))
-                })
-        };
-        match verdict {
-            Verdict::Authorized { username } if username == aor => {
-                self.admission.auth_ok(now, ip, &named);
+        match self.check_user_digest(now, peer, &req, "Authorization", &aor) {
+            UserAuth::Signed => {}
+            UserAuth::Challenge { stale } => {
+                return self.challenge_register(now, &key, &req, stale)
             }
-            Verdict::Authorized { .. } => {
-                // Right password, someone else's address.
-                tracing::info!(user = %named, "REGISTER for another user's address refused");
-                self.register_outcome(RegisterOutcome::Forbidden);
-                self.reply(now, &key, &req, 403);
-                return;
-            }
-            Verdict::Stale => return self.challenge_register(now, &key, &req, &algorithms, true),
-            Verdict::Rejected(why) => {
-                tracing::info!(%why, from = %peer.remote, "REGISTER digest refused");
-                self.counters.auth_failures += 1;
-                self.admission.auth_failed(now, ip, &named);
-                self.counters.bans_sources = self.admission.bans_started.sources;
-                self.counters.bans_users = self.admission.bans_started.users;
+            UserAuth::Forbidden => {
                 self.register_outcome(RegisterOutcome::Forbidden);
                 self.reply(now, &key, &req, 403);
                 return;
@@ -268,17 +345,10 @@ impl Endpoint {
         }
     }
 
-    fn challenge_register(
-        &mut self,
-        now: Instant,
-        key: &ServerKey,
-        req: &Request,
-        algorithms: &[Algorithm],
-        stale: bool,
-    ) {
+    fn challenge_register(&mut self, now: Instant, key: &ServerKey, req: &Request, stale: bool) {
         let tag = super::util::new_tag(&mut self.id_rng);
         let mut resp = self.make_response(req, 401, Some(&tag));
-        for &algorithm in algorithms {
+        for algorithm in self.user_algorithms() {
             let challenge = self.user_digest.challenge(now, algorithm, stale);
             resp.headers
                 .push("WWW-Authenticate", challenge.to_header_value());

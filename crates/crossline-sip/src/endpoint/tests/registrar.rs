@@ -224,3 +224,63 @@ fn a_call_to_a_registered_device_goes_over_its_flow() {
     let bye = sent.iter().find(|(_, r)| r.method == Method::Bye).unwrap();
     assert_eq!(bye.0.remote, peer());
 }
+
+#[test]
+fn a_call_from_a_user_must_answer_its_digest() {
+    let mut t = registrar_endpoint(0);
+    let from_alice = |branch: &str, call_id: &str, extra: &str| {
+        invite(branch, call_id, &sdp_offer("0", ""), extra).replace(
+            "From: \"Alice\" <sip:alice@127.0.0.1:5061>",
+            "From: \"Alice\" <sip:alice@pbx.example>",
+        )
+    };
+    t.recv(0, &from_alice("z9hG4bKu1", "u1", ""));
+    let rs = t.responses();
+    assert_eq!(statuses(&rs), vec![407]);
+    let challenges: Vec<_> = rs[0].headers.get_all("Proxy-Authenticate").collect();
+    let ch = crate::auth::Challenge::parse(challenges[0]).unwrap();
+    assert_eq!(ch.realm, "pbx.example");
+    assert!(t.events().is_empty());
+    // A wrong password: 403, counted.
+    let wrong = crate::auth::DigestClient::new("alice", "nope").authorize(
+        &ch,
+        "INVITE",
+        "sip:1000@127.0.0.1:5060",
+    );
+    t.recv(
+        10,
+        &from_alice(
+            "z9hG4bKu2",
+            "u2",
+            &format!("Proxy-Authorization: {wrong}\r\n"),
+        ),
+    );
+    assert_eq!(statuses(&t.responses()), vec![403]);
+    assert_eq!(t.ep.counters.auth_failures, 1);
+    // The right one: the call comes in as alice's, on no trunk.
+    let right = crate::auth::DigestClient::new("alice", "s3cret").authorize(
+        &ch,
+        "INVITE",
+        "sip:1000@127.0.0.1:5060",
+    );
+    t.recv(
+        20,
+        &from_alice(
+            "z9hG4bKu3",
+            "u3",
+            &format!("Proxy-Authorization: {right}\r\n"),
+        ),
+    );
+    assert_eq!(statuses(&t.responses()), vec![100]);
+    let inc = t
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::IncomingCall(i) => Some(i),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(inc.user.as_deref(), Some("alice"));
+    assert_eq!(inc.trunk, None);
+    assert_eq!(inc.did, "1000");
+}
