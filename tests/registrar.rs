@@ -139,6 +139,16 @@ fn call_user(gw: &Gateway, did: &str) -> Sipp {
     )
 }
 
+/// A call to `user` gets 480 Temporarily Unavailable: no device.
+fn assert_unavailable(gw: &Gateway, user: &str) {
+    let call = sipp(
+        &["-sn", "uac", "-s", user, &gw.sip_addr(), "-m", "1"],
+        Duration::from_secs(20),
+    );
+    assert!(!call.ok(), "{}", call.describe());
+    assert!(call.error_log().contains("480"), "{}", call.describe());
+}
+
 fn registrations(gw: &Gateway) -> Vec<serde_json::Value> {
     let r = gw.api(OPERATOR, "GET", "/v1/registrations", None);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -154,12 +164,7 @@ fn registrations(gw: &Gateway) -> Vec<serde_json::Value> {
 fn pjsua2_registers_with_digest_and_takes_a_call() {
     let gw = registrar_gateway("", "");
     // No device yet: Temporarily Unavailable.
-    let early = sipp(
-        &["-sn", "uac", "-s", "alice", &gw.sip_addr(), "-m", "1"],
-        Duration::from_secs(20),
-    );
-    assert!(!early.ok(), "{}", early.describe());
-    assert!(early.error_log().contains("480"), "{}", early.describe());
+    assert_unavailable(&gw, "alice");
 
     let phone = pjsua_agent(&gw, "alice", "alice-pw-1", &[]);
     phone.wait_for("reg 200", Duration::from_secs(15));
@@ -226,16 +231,35 @@ fn an_expired_registration_is_dropped() {
     assert_eq!(registrations(&gw).len(), 1);
     gw.wait_for_log("a registration lapsed", Duration::from_secs(6));
     assert!(registrations(&gw).is_empty());
-    let call = sipp(
-        &["-sn", "uac", "-s", "alice", &gw.sip_addr(), "-m", "1"],
-        Duration::from_secs(20),
-    );
-    assert!(call.error_log().contains("480"), "{}", call.describe());
+    assert_unavailable(&gw, "alice");
     assert_metric_at_least(
         &gw,
         "crossline_user_calls_total{outcome=\"unavailable\"}",
         1.0,
     );
+}
+
+/// SIPp registering alice `times` times with `password` (MD5), each
+/// expecting 401 then 403 (`register_guess.xml`).
+fn register_with(gw: &Gateway, password: &str, times: u32) -> Sipp {
+    sipp(
+        &[
+            "-sf",
+            &scenario("register_guess.xml"),
+            "-s",
+            "alice",
+            "-au",
+            "alice",
+            "-ap",
+            password,
+            &gw.sip_addr(),
+            "-m",
+            &times.to_string(),
+            "-recv_timeout",
+            "3000",
+        ],
+        Duration::from_secs(30),
+    )
 }
 
 /// Wrong passwords: each gets the 401 challenge, then 403; the third
@@ -246,46 +270,14 @@ fn password_guesses_get_403_then_a_ban() {
         "digest_algorithms = [\"MD5\"]\n",
         "[sip]\nauth_failures_before_ban = 3\nauth_ban_secs = 60\n",
     );
-    let guesses = sipp(
-        &[
-            "-sf",
-            &scenario("register_guess.xml"),
-            "-s",
-            "alice",
-            "-au",
-            "alice",
-            "-ap",
-            "wrong-guess",
-            &gw.sip_addr(),
-            "-m",
-            "3",
-        ],
-        Duration::from_secs(30),
-    );
+    let guesses = register_with(&gw, "wrong-guess", 3);
     assert!(guesses.ok(), "{}", guesses.describe());
     assert_eq!(guesses.stat("SuccessfulCall(C)"), Some(3));
     assert_metric_at_least(&gw, "crossline_registers_total{outcome=\"forbidden\"}", 3.0);
     assert_metric_at_least(&gw, "crossline_sip_bans_total{kind=\"source\"}", 1.0);
     assert_metric_at_least(&gw, "crossline_sip_bans_total{kind=\"user\"}", 1.0);
     // Banned: even the right password goes unanswered now.
-    let banned = sipp(
-        &[
-            "-sf",
-            &scenario("register_guess.xml"),
-            "-s",
-            "alice",
-            "-au",
-            "alice",
-            "-ap",
-            "alice-pw-1",
-            &gw.sip_addr(),
-            "-m",
-            "1",
-            "-recv_timeout",
-            "3000",
-        ],
-        Duration::from_secs(20),
-    );
+    let banned = register_with(&gw, "alice-pw-1", 1);
     assert!(!banned.ok(), "{}", banned.describe());
     assert_metric_at_least(&gw, "crossline_sip_dropped_total{reason=\"banned\"}", 1.0);
     assert!(registrations(&gw).is_empty());
