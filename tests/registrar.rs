@@ -379,3 +379,25 @@ fn a_registered_user_calls_in_with_its_digest() {
         1.0,
     );
 }
+
+/// Registrations are kept in the store: after a restart the gateway still
+/// rings the phone, which has not registered again since.
+#[test]
+fn registrations_survive_a_restart() {
+    let mut gw = registrar_gateway("", "");
+    let phone = pjsua_agent(&gw, "alice", "alice-pw-1", &[]);
+    phone.wait_for("reg 200", Duration::from_secs(15));
+    gw.stop_and_restart();
+    assert!(
+        gw.log()
+            .contains("registrations read back from the store restored=1"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(registrations(&gw).len(), 1);
+    let call = call_user(&gw, "alice");
+    assert!(call.ok(), "{}\n{}", call.describe(), gw.log());
+    phone.wait_for("state CONFIRMED 200", Duration::from_secs(5));
+    // One REGISTER (and its challenge) in all: the restored binding rang.
+    assert_eq!(phone.output().matches("reg 200").count(), 1);
+}
