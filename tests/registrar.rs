@@ -401,3 +401,33 @@ fn registrations_survive_a_restart() {
     // One REGISTER (and its challenge) in all: the restored binding rang.
     assert_eq!(phone.output().matches("reg 200").count(), 1);
 }
+
+/// A flow's `transfer` to `user:alice` rings alice's registered phone,
+/// with the caller on hold music meanwhile, and bridges it.
+#[test]
+fn a_transfer_to_a_user_rings_its_phone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("to-alice.toml"),
+        "name = \"to-alice\"\n\n[[nodes]]\nid = \"agent\"\ntype = \"transfer\"\n\
+         targets = [\"user:alice\"]\nring_timeout_secs = 10\non_failure = \"sorry\"\n\n\
+         [[nodes]]\nid = \"sorry\"\ntype = \"hangup\"\n",
+    )
+    .unwrap();
+    let gw = registrar_gateway(
+        "",
+        &format!(
+            "[flows]\ndir = \"{}\"\n\n[[routes]]\ndid = \"500\"\nflow = \"to-alice\"\n",
+            dir.path().display()
+        ),
+    );
+    let phone = pjsua_agent(&gw, "alice", "alice-pw-1", &[]);
+    phone.wait_for("reg 200", Duration::from_secs(15));
+    let call = call_user(&gw, "500");
+    assert!(call.ok(), "{}\n{}", call.describe(), gw.log());
+    phone.wait_for("state CONFIRMED 200", Duration::from_secs(5));
+    gw.wait_for_log("transfer: bridged", Duration::from_secs(2));
+    assert!(gw
+        .log()
+        .contains("ringing a registered user user=alice devices=1"));
+}
