@@ -146,6 +146,9 @@ const MAX_CONTACTS_PER_REQUEST: usize = 16;
 pub struct Bindings {
     users: HashMap<String, Vec<Binding>>,
     limits: BindingLimits,
+    /// The earliest expiry, kept up to date on every change: the endpoint
+    /// asks for it on each `poll_timeout`.
+    next: Option<Instant>,
 }
 
 impl Bindings {
@@ -154,6 +157,7 @@ impl Bindings {
         Bindings {
             users: HashMap::new(),
             limits,
+            next: None,
         }
     }
 
@@ -206,6 +210,7 @@ impl Bindings {
                 return Err(RegisterError::OutOfOrder);
             }
             self.users.remove(user);
+            self.recompute_next();
             return Ok(Vec::new());
         }
         if req.contacts.len() > MAX_CONTACTS_PER_REQUEST {
@@ -290,6 +295,7 @@ impl Bindings {
         } else {
             self.users.insert(user.to_string(), list);
         }
+        self.recompute_next();
         Ok(self.of(user, now))
     }
 
@@ -299,14 +305,20 @@ impl Bindings {
         let key = binding.key();
         list.retain(|b| b.key() != key);
         list.push(binding);
+        self.recompute_next();
     }
 
     /// When the next binding lapses.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.users
+        self.next
+    }
+
+    fn recompute_next(&mut self) {
+        self.next = self
+            .users
             .values()
             .flat_map(|l| l.iter().map(|b| b.expires_at))
-            .min()
+            .min();
     }
 
     /// Drop what lapsed by `now`; returns the users whose bindings changed.
@@ -320,6 +332,7 @@ impl Bindings {
             }
             !list.is_empty()
         });
+        self.recompute_next();
         changed.sort();
         changed
     }
