@@ -16,6 +16,7 @@ needs=(
   "openssl openssl"
   "curl curl"
   "dnsmasq dnsmasq-base"
+  "baresip baresip-core"
 )
 missing=()
 for pair in "${needs[@]}"; do

@@ -121,6 +121,10 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
         .absolute(s.sip.auth_refused_banned_user);
     counter!(names::SIP_BANS, "kind" => "source").absolute(s.sip.bans_sources);
     counter!(names::SIP_BANS, "kind" => "user").absolute(s.sip.bans_users);
+    for (outcome, n) in &s.sip.registers {
+        counter!(names::REGISTERS, "outcome" => outcome.label()).absolute(*n);
+    }
+    gauge!(names::REGISTRATIONS_ACTIVE).set(s.sip.bindings as f64);
     counter!(names::TCP_IDLE_CLOSED).absolute(s.transport.tcp_idle_closed.load(Ordering::Relaxed));
     counter!(names::TCP_REJECTED_PER_SOURCE)
         .absolute(s.transport.tcp_rejected_per_source.load(Ordering::Relaxed));

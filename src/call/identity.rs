@@ -73,6 +73,7 @@ mod tests {
             identity,
             source: "192.0.2.1:5060".parse().unwrap(),
             trunk: Some("carrier".into()),
+            user: None,
             has_offer: true,
             web_call: None,
         }

@@ -34,6 +34,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use metrics::counter;
+
 use crate::callback::Progress;
 use crate::config::Config;
 use crate::flow::interp::{CallRequest, CallSignal};
@@ -43,6 +45,7 @@ use crate::sip::endpoint::{
     CallId, ConnId, EndCause, Endpoint, Event, IncomingCall, Transmit, Transport,
 };
 use crate::store::CallRecord;
+use crate::telemetry::names;
 
 use model::{Call, Media, Program, Refer, Role};
 pub use outbound::{ResolveId, ResolveRequest};
@@ -104,6 +107,13 @@ pub enum Effect {
     Record(CallRecord),
     /// A callback's call moved on.
     Callback { id: String, progress: Progress },
+    /// A user's registered devices changed: the list now, as of `at`, to
+    /// keep in the store.
+    Bindings {
+        user: String,
+        bindings: Vec<crate::sip::registrar::Binding>,
+        at: Instant,
+    },
     /// A web call hears the shared wait music (`Some`) or stops (`None`):
     /// its browser then gets the one Opus encode all such calls share.
     SharedHold {
@@ -541,7 +551,8 @@ impl<P: PortSource, F> CallControl<P, F> {
                 | Event::Refused { call, .. } => self.enter(*call),
                 Event::IncomingCall(_)
                 | Event::Registration { .. }
-                | Event::PingAnswered { .. } => tracing::Span::none().entered(),
+                | Event::PingAnswered { .. }
+                | Event::BindingsChanged { .. } => tracing::Span::none().entered(),
             };
             match ev {
                 Event::IncomingCall(inc) => self.incoming(now, inc),
@@ -574,11 +585,22 @@ impl<P: PortSource, F> CallControl<P, F> {
                     ..
                 } => self.refused(call, retry_after, contacts),
                 Event::PingAnswered { ping, outcome } => self.ping_answered(now, ping, outcome),
+                Event::BindingsChanged { user } => {
+                    let bindings = self.endpoint.bindings_of(&user, now);
+                    self.effects.push_back(Effect::Bindings {
+                        user,
+                        bindings,
+                        at: now,
+                    });
+                }
             }
         }
     }
 
     fn incoming(&mut self, now: Instant, inc: IncomingCall) {
+        if self.config.registrar.enabled && self.endpoint.is_local_user(&inc.did) {
+            return self.call_user(now, inc);
+        }
         let trunk = inc
             .trunk
             .as_deref()
@@ -637,6 +659,52 @@ impl<P: PortSource, F> CallControl<P, F> {
             return;
         }
         self.answer(now, inc.call);
+    }
+
+    /// A call to one of our users (the DID names it): every device it has
+    /// registered rings at once, and the caller is answered when one
+    /// answers; none registered: 480 Temporarily Unavailable.
+    fn call_user(&mut self, now: Instant, inc: IncomingCall) {
+        let user = inc.did.clone();
+        let record = CallRecord::starting(
+            inc.call_id.clone(),
+            "inbound",
+            inc.did.clone(),
+            inc.caller.clone(),
+            inc.trunk.clone(),
+            Some(format!("user:{user}")),
+        );
+        let mut call = Call::new(Role::Inbound, record);
+        call.span = call_span(inc.call, &call.record);
+        let _in_call = call.span.clone().entered();
+        call.program = Some(Program::Leg);
+        self.calls.insert(inc.call, Box::new(call));
+        let devices = self.endpoint.bindings_of(&user, now).len();
+        tracing::info!(call = %inc.call, %user, devices, "incoming call to a registered user");
+        if devices == 0 {
+            counter!(names::USER_CALLS, "outcome" => "unavailable").increment(1);
+            let _ = self.endpoint.reject(now, inc.call, 480);
+            return;
+        }
+        counter!(names::USER_CALLS, "outcome" => "rung").increment(1);
+        let request = crate::flow::interp::TransferRequest {
+            targets: vec![format!("user:{user}")],
+            parallel: true,
+            ring_timeout: Duration::from_secs(self.config.registrar.ring_timeout_secs),
+            trunk: None,
+            hold_message: None,
+            hold_music: Vec::new(),
+            repeat_interval: None,
+        };
+        // Without an offer to answer, the caller is answered first and
+        // hears the hold music while the devices ring.
+        if inc.has_offer {
+            let _ = self.endpoint.ring(now, inc.call);
+            self.start_ringing(now, inc.call, request, true);
+        } else {
+            self.answer(now, inc.call);
+            self.start_ringing(now, inc.call, request, false);
+        }
     }
 
     fn set_answer_at(&mut self, id: CallId, at: Instant) {

@@ -74,11 +74,24 @@ pub(crate) enum Media<R> {
     Streaming,
 }
 
+/// Whom a transfer rings.
+#[derive(Debug)]
+pub(crate) enum Dest {
+    /// A SIP URI, through the transfer's trunk if it has one.
+    Uri(String),
+    /// One registered device of a user, over the flow it registered from.
+    Device {
+        user: String,
+        binding: Box<crate::sip::registrar::Binding>,
+    },
+}
+
 /// A caller's transfer in progress: agents ringing one after the other or
 /// all at once, each an agent `Call` of its own.
 #[derive(Debug)]
 pub(crate) struct Transfer {
-    pub(crate) pending: VecDeque<String>,
+    /// A user's devices are consecutive here and ring together.
+    pub(crate) pending: VecDeque<Dest>,
     pub(crate) parallel: bool,
     pub(crate) ring_timeout: Duration,
     /// The trunk or trunk group agent legs go out through, by name.
@@ -90,6 +103,9 @@ pub(crate) struct Transfer {
     /// What the caller hears while agents ring without early media.
     pub(crate) hold: Arc<HoldProgram>,
     pub(crate) last_status: u16,
+    /// A call straight to a user: the caller rings until a device answers,
+    /// and is answered then (no hold music, no early media).
+    pub(crate) answer_on_bridge: bool,
 }
 
 /// A blind transfer (REFER) of this call.

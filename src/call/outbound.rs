@@ -113,6 +113,17 @@ pub(crate) struct Dialling {
     /// Give up on the INVITE in flight if nothing came back by then (and
     /// another target waits).
     unanswered_by: Option<Instant>,
+    /// A registered device: its flow is the only target, its Path the
+    /// Route set, and its redirects are not followed (its Contact or a
+    /// 3xx must not make us call some other host).
+    device: Option<Box<DeviceFlow>>,
+}
+
+/// Where a registered device is reached.
+#[derive(Debug)]
+struct DeviceFlow {
+    flow: crate::sip::endpoint::Peer,
+    path: Vec<String>,
 }
 
 impl Dialling {
@@ -151,6 +162,7 @@ impl Dialling {
             refusal: None,
             abandoned: false,
             unanswered_by: None,
+            device: None,
         }
     }
 
@@ -164,6 +176,26 @@ impl Dialling {
         self.next_trunks = trunks.iter().map(TrunkHop::of).collect();
         self.retarget = retarget;
         self
+    }
+
+    /// A plan to call a registered device from `from_user`: its Contact
+    /// is the Request-URI, its registered flow the one destination.
+    pub(crate) fn to_device(
+        binding: &crate::sip::registrar::Binding,
+        from_user: String,
+        port: u16,
+    ) -> Dialling {
+        let mut d = Dialling::new(binding.contact.clone(), None, from_user, port);
+        d.targets = VecDeque::from([Target {
+            addr: binding.flow.remote,
+            transport: binding.flow.transport,
+        }]);
+        d.resolved = true;
+        d.device = Some(Box::new(DeviceFlow {
+            flow: binding.flow,
+            path: binding.path.clone(),
+        }));
+        d
     }
 
     /// Somewhere left to go after the target in flight.
@@ -210,6 +242,9 @@ impl Dialling {
         contacts: Vec<NameAddr>,
         max: u32,
     ) -> Result<usize, &'static str> {
+        if self.device.is_some() {
+            return Err("registered_device");
+        }
         if self.redirects >= max {
             return Err("too_many");
         }
@@ -513,6 +548,19 @@ impl<P: PortSource, F> CallControl<P, F> {
                     d.credentials.clone(),
                     d.port,
                 );
+                // RFC 3327: a device registered through a proxy is reached
+                // through it, its Path the Route set.
+                let (flow, extra_headers) = match &d.device {
+                    Some(device) => (
+                        Some(device.flow),
+                        device
+                            .path
+                            .iter()
+                            .map(|p| ("Route".to_string(), p.clone()))
+                            .collect(),
+                    ),
+                    None => (None, Vec::new()),
+                };
                 let spec = OutgoingCall {
                     target: uri,
                     destination: t.addr,
@@ -521,7 +569,8 @@ impl<P: PortSource, F> CallControl<P, F> {
                     from_display: None,
                     local_media: self.local_media(port),
                     credentials,
-                    extra_headers: Vec::new(),
+                    extra_headers,
+                    flow,
                 };
                 match self.endpoint.invite(now, spec) {
                     Ok(placed) => {

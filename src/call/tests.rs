@@ -157,6 +157,7 @@ fn invite(did: &str, from: &str, port: u16) -> OutgoingCall {
         local_media: local_media(port),
         credentials: None,
         extra_headers: Vec::new(),
+        flow: None,
     }
 }
 
@@ -422,6 +423,7 @@ impl Pair {
                 Effect::SharedHold { web_call, hold } => {
                     self.seen.shared_hold.push((web_call, hold.is_some()))
                 }
+                Effect::Bindings { .. } => {}
             }
         }
         moved

@@ -2,11 +2,12 @@
 //! caller hears hold audio, then bridge the first answer; or REFER the
 //! caller elsewhere and step out.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use metrics::counter;
 
-use super::model::{Call, Media, Program, Refer, Role, Transfer};
+use super::model::{Call, Dest, Media, Program, Refer, Role, Transfer};
 use super::outbound::Dialling;
 use super::{CallControl, MediaCommand, PortSource};
 use crate::flow::interp::{CallSignal, TransferEvent, TransferRequest};
@@ -67,7 +68,38 @@ impl<P: PortSource, F> CallControl<P, F> {
             .collect())
     }
 
+    /// Place a call to a registered device as `leg`: over the flow its
+    /// REGISTER came on, whatever host its Contact names.
+    fn place_device_call(
+        &mut self,
+        now: Instant,
+        binding: &crate::sip::registrar::Binding,
+        from_user: String,
+        mut leg: Call<P::Reservation, F>,
+    ) -> Result<CallId, &'static str> {
+        let (port, reservation) = self.ports.reserve().map_err(|e| {
+            tracing::warn!(%e, "call to a device: no RTP port");
+            "no free RTP port"
+        })?;
+        leg.media = Media::Reserved(reservation);
+        let dialling = Dialling::to_device(binding, from_user, port);
+        self.place(now, leg, dialling)
+            .map_err(|()| "the device's flow is backed off")
+    }
+
     pub(crate) fn start_transfer(&mut self, now: Instant, caller: CallId, req: TransferRequest) {
+        self.start_ringing(now, caller, req, false);
+    }
+
+    /// Ring `req`'s targets for `caller`; `answer_on_bridge`: the caller is
+    /// still ringing and is answered when a target answers.
+    pub(crate) fn start_ringing(
+        &mut self,
+        now: Instant,
+        caller: CallId,
+        req: TransferRequest,
+        answer_on_bridge: bool,
+    ) {
         if !self.calls.contains_key(&caller) {
             return;
         }
@@ -78,10 +110,13 @@ impl<P: PortSource, F> CallControl<P, F> {
             (None, true) => self.router.default_hold().clone(),
             (message, _) => self.hold_with(message, req.repeat_interval, req.hold_music),
         };
-        self.play(caller, Source::Hold(hold.clone()), 0);
+        if !answer_on_bridge {
+            self.play(caller, Source::Hold(hold.clone()), 0);
+        }
+        let pending = self.expand_targets(now, req.targets);
         if let Some(call) = self.calls.get_mut(&caller) {
             call.transfer = Some(Box::new(Transfer {
-                pending: req.targets.into(),
+                pending,
                 parallel: req.parallel,
                 ring_timeout: req.ring_timeout,
                 trunk,
@@ -89,10 +124,38 @@ impl<P: PortSource, F> CallControl<P, F> {
                 bridged: None,
                 early: None,
                 hold,
+                // A user with no device registered: Temporarily Unavailable.
                 last_status: 480,
+                answer_on_bridge,
             }));
         }
         self.dial_next(now, caller);
+    }
+
+    /// A target that names one of our registered users (`user:alice`,
+    /// `sip:alice@<our domain>`) becomes each of its live devices.
+    fn expand_targets(&self, now: Instant, targets: Vec<String>) -> VecDeque<Dest> {
+        let registrar = &self.config.registrar;
+        let mut pending = VecDeque::with_capacity(targets.len());
+        for target in targets {
+            let user = registrar
+                .enabled
+                .then(|| crate::registrar::user_of_target(&target, &registrar.domain))
+                .flatten()
+                .filter(|u| self.endpoint.is_local_user(u));
+            match user {
+                Some(user) => {
+                    let devices = self.endpoint.bindings_of(user, now);
+                    tracing::info!(%user, devices = devices.len(), "ringing a registered user");
+                    pending.extend(devices.into_iter().map(|b| Dest::Device {
+                        user: user.to_string(),
+                        binding: Box::new(b),
+                    }));
+                }
+                None => pending.push_back(Dest::Uri(target)),
+            }
+        }
+        pending
     }
 
     /// Dial targets until one call is placed (sequential) or all are
@@ -106,7 +169,12 @@ impl<P: PortSource, F> CallControl<P, F> {
             let Some(target) = t.pending.pop_front() else {
                 break;
             };
-            let parallel = t.parallel;
+            // A user's devices ring together, even in a sequential transfer.
+            let same_user_next = match (&target, t.pending.front()) {
+                (Dest::Device { user, .. }, Some(Dest::Device { user: next, .. })) => user == next,
+                _ => false,
+            };
+            let parallel = t.parallel || same_user_next;
             if self.dial(now, caller, target) && !parallel {
                 break;
             }
@@ -119,15 +187,26 @@ impl<P: PortSource, F> CallControl<P, F> {
     }
 
     /// Place one agent leg; false when it couldn't even start.
-    fn dial(&mut self, now: Instant, caller: CallId, target: String) -> bool {
+    fn dial(&mut self, now: Instant, caller: CallId, dest: Dest) -> bool {
         let Some(t) = self.transfer_mut(caller) else {
             return false;
         };
-        let route = t.trunk.clone();
         let ring_timeout = t.ring_timeout;
-        let Ok(uri) = Uri::parse(&target) else {
-            tracing::warn!(%caller, "transfer: bad target URI");
-            return false;
+        // A registered device is reached directly, never through a trunk.
+        let (target, uri, route, device) = match dest {
+            Dest::Uri(target) => {
+                let Ok(uri) = Uri::parse(&target) else {
+                    tracing::warn!(%caller, "transfer: bad target URI");
+                    return false;
+                };
+                (target, uri, t.trunk.clone(), None)
+            }
+            Dest::Device { user, binding } => (
+                format!("user:{user}"),
+                binding.contact.clone(),
+                None,
+                Some(binding),
+            ),
         };
         let trunks = match route.as_deref().map(|name| self.transfer_trunks(name)) {
             None => Vec::new(),
@@ -155,7 +234,11 @@ impl<P: PortSource, F> CallControl<P, F> {
         );
         let mut leg = Call::new(Role::Agent { caller, target }, record);
         leg.program = Some(Program::Leg);
-        match self.place_call_through(now, uri, &trunks, false, caller_id, leg) {
+        let placed = match device {
+            Some(binding) => self.place_device_call(now, &binding, caller_id, leg),
+            None => self.place_call_through(now, uri, &trunks, false, caller_id, leg),
+        };
+        match placed {
             Ok(agent) => {
                 tracing::info!(%caller, %agent, "transfer: ringing agent");
                 let caller_span = self.calls.get(&caller).and_then(|c| c.span.id());
@@ -200,7 +283,8 @@ impl<P: PortSource, F> CallControl<P, F> {
         let Some(t) = self.transfer_mut(caller) else {
             return;
         };
-        if t.bridged.is_some() || t.early.is_some() {
+        // A caller still ringing has no stream to hear it on.
+        if t.bridged.is_some() || t.early.is_some() || t.answer_on_bridge {
             return;
         }
         t.early = Some(agent);
@@ -250,10 +334,20 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
         t.bridged = Some(agent);
         let early = t.early.take() == Some(agent);
+        let answer_caller = std::mem::take(&mut t.answer_on_bridge);
         let others: Vec<CallId> = t.ringing.drain(..).filter(|c| *c != agent).collect();
         t.pending.clear();
         for other in others {
             self.hang_up(now, other);
+        }
+        if answer_caller {
+            // A call straight to a user: answered now that a device is.
+            self.answer(now, caller);
+            if !self.calls.get(&caller).is_some_and(|c| c.streaming()) {
+                tracing::info!(%caller, "the caller could not be answered: dropping the device");
+                self.hang_up(now, agent);
+                return;
+            }
         }
         match (early, reservation, media) {
             // Bridged since its early media: now the agent hears the caller.
@@ -363,6 +457,13 @@ impl<P: PortSource, F> CallControl<P, F> {
         };
         if t.bridged.is_none() && t.ringing.is_empty() && t.pending.is_empty() {
             let status = t.last_status;
+            if t.answer_on_bridge {
+                if let Some(call) = self.calls.get_mut(&caller) {
+                    call.transfer = None;
+                }
+                tracing::info!(%caller, status, "no device of the user answered");
+                return self.refuse_unanswered(now, caller, status);
+            }
             if let Some(call) = self.calls.get_mut(&caller) {
                 call.transfer = None;
             }
@@ -382,6 +483,16 @@ impl<P: PortSource, F> CallControl<P, F> {
         if !self.calls.get(&caller).is_some_and(|c| c.has_flow) {
             let _ = self.endpoint.hangup(now, caller);
         }
+    }
+
+    /// A call straight to a user that no device answered: the caller
+    /// hears why (busy, declined, else 480 Temporarily Unavailable).
+    fn refuse_unanswered(&mut self, now: Instant, caller: CallId, status: u16) {
+        let status = match status {
+            486 | 600 | 603 => status,
+            _ => 480,
+        };
+        let _ = self.endpoint.reject(now, caller, status);
     }
 
     /// The caller is gone: hang up every agent leg of theirs, and stop the

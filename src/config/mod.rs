@@ -126,10 +126,12 @@ impl Config {
                 "media_streams" => sink.section(name, value, &mut config.media_streams),
                 "asr" => sink.section(name, value, &mut config.asr),
                 "webrtc" => sink.section(name, value, &mut config.webrtc),
+                "registrar" => sink.section(name, value, &mut config.registrar),
+                "users" => config.users = sink.array(name, value),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, trunk_groups, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, media_streams, asr".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, trunk_groups, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, registrar, users, media_streams, asr".into(),
                 ),
             }
         }
@@ -293,6 +295,59 @@ fn locate(doc: &Spanned<DeTable<'_>>, path: &[&str]) -> Range<usize> {
         array = value.get_ref().as_array();
     }
     span
+}
+
+/// `[registrar]` and `[[users]]`: limits in order, a domain when enabled,
+/// every user named once with a password.
+fn validate_registrar(config: &Config, err: &mut impl FnMut(&[&str], String)) {
+    let r = &config.registrar;
+    if r.enabled && r.domain.trim().is_empty() {
+        err(
+            &["registrar", "domain"],
+            "the registrar needs a domain".into(),
+        );
+    }
+    if r.min_expires_secs == 0
+        || r.min_expires_secs > r.default_expires_secs
+        || r.default_expires_secs > r.max_expires_secs
+    {
+        err(
+            &["registrar", "default_expires_secs"],
+            "need 0 < min_expires_secs <= default_expires_secs <= max_expires_secs".into(),
+        );
+    }
+    if r.max_contacts_per_user == 0 {
+        err(
+            &["registrar", "max_contacts_per_user"],
+            "must be at least 1".into(),
+        );
+    }
+    for (j, algorithm) in r.digest_algorithms.iter().enumerate() {
+        if crate::sip::auth::Algorithm::parse(algorithm).is_err() {
+            err(
+                &["registrar", "digest_algorithms", &j.to_string()],
+                format!("unknown algorithm {algorithm:?}; expected \"SHA-256\" or \"MD5\""),
+            );
+        }
+    }
+    for (i, user) in config.users.iter().enumerate() {
+        let idx = i.to_string();
+        if !crate::registrar::valid_user_name(&user.name) {
+            err(
+                &["users", &idx, "name"],
+                "letters, digits and - _ . + only (1 to 64)".into(),
+            );
+        }
+        if config.users[..i].iter().any(|u| u.name == user.name) {
+            err(
+                &["users", &idx, "name"],
+                "another user has this name".into(),
+            );
+        }
+        if let Err(e) = user.password() {
+            err(&["users", &idx, "password"], e);
+        }
+    }
 }
 
 fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<'_>) {
@@ -609,6 +664,7 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             }
         }
     }
+    validate_registrar(config, &mut err);
     for (i, reg) in config.registrations.iter().enumerate() {
         let idx = i.to_string();
         if let Err(e) = crate::dns::check_destination(&reg.registrar) {

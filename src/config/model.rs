@@ -30,6 +30,10 @@ pub struct Config {
     pub webrtc: crate::webrtc::WebRtcConfig,
     pub media_streams: crate::media_stream::MediaStreamsConfig,
     pub asr: crate::speech::AsrConfig,
+    /// `[registrar]`: agent phones register here.
+    pub registrar: crate::registrar::RegistrarSettings,
+    /// `[[users]]`: who may register.
+    pub users: Vec<crate::registrar::UserConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

@@ -569,6 +569,17 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                     err(node, "targets", "list at least one SIP URI".into());
                 }
                 for target in &t.targets {
+                    // `user:<name>`: a registered user's devices (see the registrar).
+                    if let Some(user) = target.strip_prefix("user:") {
+                        if t.refer || !crate::registrar::valid_user_name(user.trim()) {
+                            err(
+                                node,
+                                "targets",
+                                format!("a user target names a [[users]] name and can't be referred to: {target:?}"),
+                            );
+                        }
+                        continue;
+                    }
                     if let Err(e) = crate::dns::check_destination(target) {
                         err(node, "targets", format!("{e}: {target:?}"));
                     }

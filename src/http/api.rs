@@ -31,6 +31,7 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/flows", Some(Role::Operator)),
     ("get", "/v1/calls", Some(Role::Operator)),
     ("get", "/v1/calls/{call_id}", Some(Role::Operator)),
+    ("get", "/v1/registrations", Some(Role::Operator)),
     ("get", "/v1/conversations", Some(Role::Operator)),
     ("get", "/v1/conversations/{id}", Some(Role::Operator)),
     (
@@ -77,6 +78,7 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .route("/v1/flows", get(flows))
         .route("/v1/calls", get(calls))
         .route("/v1/calls/{call_id}", get(call))
+        .route("/v1/registrations", get(registrations))
         .route("/v1/conversations", get(conversations))
         .route("/v1/conversations/{id}", get(conversation))
         .route("/v1/conversations/{id}/messages", post(post_message))
@@ -384,6 +386,31 @@ async fn calls(State(s): State<HttpState>, h: HeaderMap, Query(q): Query<ListQue
     let limit = q.limit();
     let rows = tri!(store_call(s.store.recent_calls(limit)).await);
     Json(json!({ "calls": rows.iter().map(call_json).collect::<Vec<_>>() })).into_response()
+}
+
+/// Devices registered to our registrar (every node's, with a shared store).
+async fn registrations(State(s): State<HttpState>, h: HeaderMap) -> Response {
+    guard!(s, h, Role::Operator);
+    let rows = tri!(store_call(s.store.registrations()).await);
+    let now = SystemTime::now();
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "user": r.user,
+                "contact": r.contact,
+                "source": r.source,
+                "transport": r.transport,
+                "expires_in": r.expires_at.duration_since(now).map(|d| d.as_secs()).unwrap_or(0),
+                "expires_at": ms(r.expires_at),
+                "user_agent": r.user_agent,
+                "instance": r.instance,
+                "path": r.path,
+                "node": r.node,
+            })
+        })
+        .collect();
+    Json(json!({ "registrations": list })).into_response()
 }
 
 async fn call(State(s): State<HttpState>, h: HeaderMap, Path(call_id): Path<String>) -> Response {

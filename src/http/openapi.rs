@@ -97,6 +97,20 @@ pub fn document() -> Value {
                     "records": { "type": "array", "items": schema("Call") },
                     "sends": { "type": "array", "items": schema("Send") },
                     "breakouts": { "type": "array", "items": schema("Breakout") } } })) } },
+            "/v1/registrations": { "get": {
+                "summary": "Devices registered to the registrar (every node's with PostgreSQL), lapsed ones left out.",
+                "responses": ok("Registrations.", json!({ "type": "object", "properties": {
+                    "registrations": { "type": "array", "items": { "type": "object", "properties": {
+                        "user": { "type": "string" },
+                        "contact": { "type": "string", "description": "The Contact as the device sent it; calls go to `source`, not to its host." },
+                        "source": { "type": "string", "description": "Address:port the REGISTER came from." },
+                        "transport": { "enum": ["udp", "tcp", "tls"] },
+                        "expires_in": { "type": "integer", "description": "Seconds left." },
+                        "expires_at": ms,
+                        "user_agent": { "type": ["string", "null"] },
+                        "instance": { "type": ["string", "null"], "description": "RFC 5626 +sip.instance." },
+                        "path": { "type": ["string", "null"], "description": "RFC 3327 Path, top first." },
+                        "node": { "type": "string", "description": "The gateway that took the REGISTER." } } } } } })) } },
             "/v1/conversations": { "get": {
                 "summary": "Recent conversations.",
                 "parameters": list_params(&[]),

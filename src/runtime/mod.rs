@@ -279,7 +279,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     if let (false, Some(calls)) = (endpoint_cfg.inbound_trunks.is_empty(), &services.webcalls) {
         endpoint_cfg.inbound_trunks.push(calls.trunk());
     }
-    let endpoint = crate::sip::endpoint::Endpoint::new(endpoint_cfg, now);
+    let mut endpoint = crate::sip::endpoint::Endpoint::new(endpoint_cfg, now);
+    if config.registrar.enabled {
+        restore_registrations(&mut endpoint, store.as_ref(), &config, &transports).await;
+    }
     let settings = Settings {
         demo_clip,
         holds,
@@ -406,6 +409,39 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     Ok(())
 }
 
+/// This node's registrations from before a restart, back in the location
+/// service (lapsed ones are not). Over TCP the phone reconnects: until it
+/// does, a call opens a connection to where it registered from.
+async fn restore_registrations(
+    endpoint: &mut crate::sip::endpoint::Endpoint,
+    store: &dyn Store,
+    config: &Config,
+    transports: &Transports,
+) {
+    let node = config.store.node_id(config.http.listen);
+    let records = match store.registrations().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(%e, "store: cannot read registrations back");
+            return;
+        }
+    };
+    let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+    let fallback = transports
+        .udp_addrs()
+        .first()
+        .copied()
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 5060)));
+    let mut restored = 0;
+    for r in records.iter().filter(|r| r.node == node) {
+        if let Some(b) = crate::registrar::binding_of(r, now, wall, fallback) {
+            endpoint.restore_binding(&r.user, b);
+            restored += 1;
+        }
+    }
+    tracing::info!(restored, "registrations read back from the store");
+}
+
 fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
     let inbound_trunks = config
         .trunks
@@ -458,6 +494,7 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
             min_se: config.sip.min_se_secs,
         },
         random_seed: config.sip.random_seed,
+        registrar: crate::registrar::endpoint_registrar(config),
     }
 }
 
@@ -740,6 +777,18 @@ impl Gateway {
                 }
             }
             Effect::Callback { id, progress } => self.services.callbacks.progress(&id, progress),
+            Effect::Bindings { user, bindings, at } => {
+                let config = self.cc.config();
+                let node = config.store.node_id(config.http.listen);
+                let wall = std::time::SystemTime::now();
+                let records = bindings
+                    .iter()
+                    .map(|b| crate::registrar::record_of(&user, b, at, wall, &node))
+                    .collect();
+                if let Err(e) = self.store.replace_registrations(&node, &user, records) {
+                    tracing::warn!(%e, "store: cannot queue registrations");
+                }
+            }
             Effect::SharedHold { web_call, hold } => {
                 if let Some(calls) = &self.services.webcalls {
                     calls.shared_hold(&web_call, hold);

@@ -2,6 +2,6 @@
 //! here, so `crate::sip::endpoint` and friends keep their paths); the tokio
 //! transport drivers that feed it are the application's.
 
-pub use crossline_sip::{auth, dialog, endpoint, message, session_timer, transaction};
+pub use crossline_sip::{auth, dialog, endpoint, message, registrar, session_timer, transaction};
 
 pub mod transport;

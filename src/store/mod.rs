@@ -587,6 +587,16 @@ pub trait Store: Send + Sync {
     fn callbacks<'a>(&'a self, filter: &'a CallbackFilter) -> StoreFuture<'a, Vec<CallbackRecord>>;
     /// Callbacks not yet ended (queued, ringing or answered), oldest first.
     fn unfinished_callbacks(&self) -> StoreFuture<'_, Vec<CallbackRecord>>;
+    /// `user`'s registered devices as `node` took them: they replace what
+    /// `node` kept for `user` (lapsed rows of every node are swept too).
+    fn replace_registrations(
+        &self,
+        node: &str,
+        user: &str,
+        records: Vec<crate::registrar::RegistrationRecord>,
+    ) -> Result<(), StoreError>;
+    /// Every registration not lapsed, by user.
+    fn registrations(&self) -> StoreFuture<'_, Vec<crate::registrar::RegistrationRecord>>;
     /// Wait until every write queued so far is in the database.
     fn flush(&self) -> StoreFuture<'_, ()>;
 

@@ -186,6 +186,26 @@ const MIGRATIONS: &[&str] = &[
     $$;",
     // 5: SMS segments a send took.
     "ALTER TABLE provider_sends ADD COLUMN segments BIGINT;",
+    // 6: devices registered to our registrar, by the node that took the
+    // REGISTER: every node reads them (a user registered elsewhere).
+    "CREATE TABLE registrations (
+        user_name TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        q_milli BIGINT NOT NULL,
+        instance TEXT,
+        reg_id BIGINT,
+        call_id TEXT NOT NULL,
+        cseq BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        transport TEXT NOT NULL,
+        local_addr TEXT NOT NULL,
+        source TEXT NOT NULL,
+        path TEXT,
+        user_agent TEXT,
+        node TEXT NOT NULL,
+        PRIMARY KEY (user_name, contact, node)
+    );
+    CREATE INDEX registrations_expiry ON registrations(expires_at_ms);",
 ];
 
 impl SqlStore<Postgres> {

@@ -611,6 +611,51 @@ fn binding_row(mut r: Cols) -> Result<BindingRecord, StoreError> {
     })
 }
 
+const REGISTRATION_COLUMNS: &str = "user_name, contact, q_milli, instance, reg_id, call_id, cseq,
+        expires_at_ms, transport, local_addr, source, path, user_agent, node";
+
+const INSERT_REGISTRATION: &str = "INSERT INTO registrations (user_name, contact, q_milli,
+        instance, reg_id, call_id, cseq, expires_at_ms, transport, local_addr, source, path,
+        user_agent, node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+fn registration_params(r: crate::registrar::RegistrationRecord) -> Vec<Value> {
+    vec![
+        r.user.into(),
+        r.contact.into(),
+        ((r.q * 1000.0).round() as i64).into(),
+        r.instance.into(),
+        r.reg_id.into(),
+        r.call_id.into(),
+        r.cseq.into(),
+        time(r.expires_at),
+        r.transport.into(),
+        r.local.into(),
+        r.source.into(),
+        r.path.into(),
+        r.user_agent.into(),
+        r.node.into(),
+    ]
+}
+
+fn registration_row(mut r: Cols) -> Result<crate::registrar::RegistrationRecord, StoreError> {
+    Ok(crate::registrar::RegistrationRecord {
+        user: r.text(0)?,
+        contact: r.text(1)?,
+        q: r.int(2)?.clamp(0, 1000) as f64 / 1000.0,
+        instance: r.opt_text(3)?,
+        reg_id: r.opt_int(4)?,
+        call_id: r.text(5)?,
+        cseq: r.int(6)?,
+        expires_at: r.time(7)?,
+        transport: r.text(8)?,
+        local: r.text(9)?,
+        source: r.text(10)?,
+        path: r.opt_text(11)?,
+        user_agent: r.opt_text(12)?,
+        node: r.text(13)?,
+    })
+}
+
 const CALLBACK_COLUMNS: &str = "id, phone, phone_raw, flow, target, context, requested_by,
         conversation_id, bot, state, sip_status, reason, consent_id, created_at_ms, ringing_at_ms,
         answered_at_ms, ended_at_ms, node";
@@ -1307,6 +1352,43 @@ impl<B: Backend> Store for SqlStore<B> {
             nothing,
         );
         Box::pin(async move { Ok(found.await?.is_some()) })
+    }
+
+    fn replace_registrations(
+        &self,
+        node: &str,
+        user: &str,
+        records: Vec<crate::registrar::RegistrationRecord>,
+    ) -> Result<(), StoreError> {
+        let mut statements = vec![
+            stmt(
+                "DELETE FROM registrations WHERE user_name = $1 AND node = $2",
+                vec![user.into(), node.into()],
+            ),
+            stmt(
+                "DELETE FROM registrations WHERE expires_at_ms <= $1",
+                vec![time(SystemTime::now())],
+            ),
+        ];
+        statements.extend(
+            records
+                .into_iter()
+                .map(|r| stmt(INSERT_REGISTRATION, registration_params(r))),
+        );
+        self.push(statements)
+    }
+
+    fn registrations(&self) -> StoreFuture<'_, Vec<crate::registrar::RegistrationRecord>> {
+        self.all(
+            stmt(
+                sql!(
+                    "SELECT {REGISTRATION_COLUMNS} FROM registrations
+                 WHERE expires_at_ms > $1 ORDER BY user_name, node, contact"
+                ),
+                vec![time(SystemTime::now())],
+            ),
+            registration_row,
+        )
     }
 
     fn upsert_callback(&self, r: CallbackRecord) -> Result<(), StoreError> {

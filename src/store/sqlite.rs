@@ -172,6 +172,26 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE breakouts ADD COLUMN notices TEXT;",
     // 9: SMS segments a send took.
     "ALTER TABLE provider_sends ADD COLUMN segments INTEGER;",
+    // 10: devices registered to our registrar, by the node that took the
+    // REGISTER (a restart or another node reads them back).
+    "CREATE TABLE registrations (
+        user_name TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        q_milli INTEGER NOT NULL,
+        instance TEXT,
+        reg_id INTEGER,
+        call_id TEXT NOT NULL,
+        cseq INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        transport TEXT NOT NULL,
+        local_addr TEXT NOT NULL,
+        source TEXT NOT NULL,
+        path TEXT,
+        user_agent TEXT,
+        node TEXT NOT NULL,
+        PRIMARY KEY (user_name, contact, node)
+    );
+    CREATE INDEX registrations_expiry ON registrations(expires_at_ms);",
 ];
 
 /// Reader threads (each with its own connection; WAL lets them read while
@@ -398,6 +418,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn registrations_are_replaced_per_user_and_node_and_lapse() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        let reg = |contact: &str, node: &str, secs: i64| crate::registrar::RegistrationRecord {
+            user: "alice".into(),
+            contact: contact.into(),
+            q: 0.5,
+            instance: None,
+            reg_id: None,
+            call_id: "c".into(),
+            cseq: 2,
+            expires_at: if secs >= 0 {
+                SystemTime::now() + Duration::from_secs(secs as u64)
+            } else {
+                SystemTime::now() - Duration::from_secs(secs.unsigned_abs())
+            },
+            transport: "udp".into(),
+            local: "127.0.0.1:5060".into(),
+            source: "127.0.0.1:40000".into(),
+            path: None,
+            user_agent: Some("phone".into()),
+            node: node.into(),
+        };
+        store
+            .replace_registrations("a", "alice", vec![reg("sip:alice@h1", "a", 60)])
+            .unwrap();
+        store
+            .replace_registrations("b", "alice", vec![reg("sip:alice@h2", "b", 60)])
+            .unwrap();
+        // Node a's new list replaces its old one, not node b's.
+        store
+            .replace_registrations(
+                "a",
+                "alice",
+                vec![reg("sip:alice@h3", "a", 60), reg("sip:alice@old", "a", -5)],
+            )
+            .unwrap();
+        store.flush().await.unwrap();
+        let rows = store.registrations().await.unwrap();
+        let contacts: Vec<&str> = rows.iter().map(|r| r.contact.as_str()).collect();
+        assert_eq!(contacts, vec!["sip:alice@h3", "sip:alice@h2"]);
+        assert_eq!(rows[0].q, 0.5);
+        assert_eq!(rows[0].user_agent.as_deref(), Some("phone"));
+    }
+
+    #[tokio::test]
     async fn records_survive_reopen_and_migrations_are_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
@@ -481,7 +547,8 @@ mod tests {
                 "leads",
                 "messages",
                 "opt_outs",
-                "provider_sends"
+                "provider_sends",
+                "registrations"
             ]
         );
         let v: i64 = conn

@@ -520,6 +520,18 @@ pub const WEBRTC_TRANSCODE_LEGS: Metric = gauge(
     "crossline_webrtc_transcode_legs",
     "Web calls each transcoding thread holds.",
 );
+pub const REGISTERS: Metric = counter(
+    "crossline_registers_total",
+    "REGISTER requests to our registrar, by outcome (ok, challenged, forbidden, not_found, refused).",
+);
+pub const REGISTRATIONS_ACTIVE: Metric = gauge(
+    "crossline_registrations_active",
+    "Devices registered to our registrar now (bindings, every user).",
+);
+pub const USER_CALLS: Metric = counter(
+    "crossline_user_calls_total",
+    "Calls to a registered user, by outcome (rung: its devices rang; unavailable: none registered, 480).",
+);
 
 /// Every metric above; `telemetry::install()` describes each.
 pub const ALL: &[Metric] = &[
@@ -637,6 +649,9 @@ pub const ALL: &[Metric] = &[
     WEBRTC_TRANSCODE_CPU,
     WEBRTC_TRANSCODE_JOBS,
     WEBRTC_TRANSCODE_LEGS,
+    REGISTERS,
+    REGISTRATIONS_ACTIVE,
+    USER_CALLS,
 ];
 
 #[cfg(test)]

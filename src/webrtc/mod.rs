@@ -418,6 +418,7 @@ impl Leg {
             },
             credentials: Some(calls.credentials.clone()),
             extra_headers,
+            flow: None,
         };
         Ok(Leg {
             rtc,

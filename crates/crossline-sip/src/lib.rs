@@ -8,6 +8,7 @@
 //! - [`auth`]: digest (MD5, SHA-256) for both the client and the server.
 //! - [`sdp`]: offer/answer, codec choice, hold.
 //! - [`session_timer`]: RFC 4028 session timer negotiation.
+//! - [`registrar`]: the location service behind our registrar.
 //! - [`endpoint`]: all of the above behind one `handle_*`/`poll_*` surface,
 //!   with admission control and registration.
 
@@ -19,6 +20,7 @@ pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod net;
+pub mod registrar;
 pub mod sdp;
 pub mod secret;
 pub mod session_timer;

@@ -123,6 +123,8 @@ pub(super) struct Call {
     pub(super) early_media: Option<Box<Negotiated>>,
     /// A REFER the peer sent us, while it is decided and carried out.
     pub(super) refer_in: Option<Box<super::refer_in::ReferIn>>,
+    /// A call to a registered device: the dialog stays on its flow.
+    pinned: bool,
 }
 
 impl Call {
@@ -177,6 +179,7 @@ impl Call {
             reliable: None,
             early_media: None,
             refer_in: None,
+            pinned: false,
         }
     }
 }
@@ -200,6 +203,10 @@ pub struct OutgoingCall {
     pub credentials: Option<(String, crate::secret::Secret)>,
     /// Extra headers, e.g. X-Crossline-Callback.
     pub extra_headers: Vec<(String, String)>,
+    /// A registered device's flow (RFC 5626): the INVITE and every request
+    /// of its dialog go over it (its connection, from its listener), not
+    /// to `destination` or wherever the device's Contact points.
+    pub flow: Option<Peer>,
 }
 
 impl Endpoint {
@@ -615,6 +622,9 @@ impl Endpoint {
     /// In-dialog requests go to the next hop if it is a literal address,
     /// else back where the dialog's messages came from.
     fn peer_for_dialog(&self, c: &Call) -> Peer {
+        if c.pinned {
+            return c.peer;
+        }
         let hop = c.dialog.next_hop();
         let transport = Transport::of_uri(hop).unwrap_or(c.peer.transport);
         let host = hop.host.trim_matches(|ch| ch == '[' || ch == ']');
@@ -657,14 +667,16 @@ impl Endpoint {
 
     /// Place a call. Progress arrives as events.
     pub fn invite(&mut self, now: Instant, spec: OutgoingCall) -> Result<CallId, EndpointError> {
-        let local = self.local_for(spec.transport)?;
-        let peer = Peer {
-            transport: spec.transport,
-            local,
-            remote: spec.destination,
-            conn: None,
+        let peer = match spec.flow {
+            Some(flow) => flow,
+            None => Peer {
+                transport: spec.transport,
+                local: self.local_for(spec.transport)?,
+                remote: spec.destination,
+                conn: None,
+            },
         };
-        let advertised = self.advertised(local);
+        let advertised = self.advertised(peer.local);
         let from_uri = Uri::parse(&format!("sip:{}@{}", spec.from_user, host_port(advertised)))
             .map_err(|e| EndpointError::Uri(e.to_string()))?;
         let from = NameAddr {
@@ -756,6 +768,7 @@ impl Endpoint {
                 reliable: None,
                 early_media: None,
                 refer_in: None,
+                pinned: spec.flow.is_some(),
             },
         );
         Ok(call)

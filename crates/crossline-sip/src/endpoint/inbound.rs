@@ -193,7 +193,7 @@ impl Endpoint {
             })
     }
 
-    fn reply(&mut self, now: Instant, key: &ServerKey, req: &Request, status: u16) {
+    pub(super) fn reply(&mut self, now: Instant, key: &ServerKey, req: &Request, status: u16) {
         let tag = super::util::new_tag(&mut self.id_rng);
         let mut resp = self.make_response(req, status, Some(&tag));
         match status {
@@ -283,6 +283,7 @@ impl Endpoint {
                 self.respond(now, &key, resp);
             }
             Method::Cancel => self.cancel(now, key, &req),
+            Method::Register => self.register(now, key, peer, req),
             Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => {
                 self.reply(now, &key, &req, 481)
             }
@@ -355,8 +356,20 @@ impl Endpoint {
                 }
             }
         };
-        let Some(trunk) = self.authorize_inbound(now, &key, peer, &req) else {
-            return;
+        // A From naming one of our users must prove it, from anywhere;
+        // other calls go by the trunk policy.
+        let user = self.calling_user(&req);
+        let trunk = match &user {
+            Some(user) => {
+                if !self.authorize_user_call(now, &key, peer, &req, user) {
+                    return;
+                }
+                None
+            }
+            None => match self.authorize_inbound(now, &key, peer, &req) {
+                Some(trunk) => trunk,
+                None => return,
+            },
         };
         if let Some(Err(why)) = offer
             .as_ref()
@@ -418,6 +431,7 @@ impl Endpoint {
             identity: super::identity::CallerIdentity::of(&req),
             source: peer.remote,
             trunk,
+            user,
             has_offer: offer.is_some(),
             web_call: req
                 .headers

@@ -15,6 +15,7 @@ mod inbound;
 mod ping;
 mod provisional;
 mod refer_in;
+mod register;
 mod registration;
 mod session;
 mod util;
@@ -36,6 +37,7 @@ use crate::transaction::{
 pub use calls::{CallRole, CallState, OutgoingCall};
 pub use identity::CallerIdentity;
 pub use ping::{OptionsPing, PingId, PingOutcome};
+pub use register::{LocalUser, RegisterOutcome, RegistrarConfig};
 pub use registration::{RegistrationSpec, RegistrationState};
 
 /// Methods we answer; sent in Allow.
@@ -194,6 +196,8 @@ pub struct EndpointConfig {
     /// run replays exactly. `None` (production): OS entropy. Digest nonces
     /// always come from the OS, seed or not.
     pub random_seed: Option<u64>,
+    /// Our registrar, when users may register; `None`: REGISTER gets 405.
+    pub registrar: Option<RegistrarConfig>,
 }
 
 impl Default for EndpointConfig {
@@ -216,6 +220,7 @@ impl Default for EndpointConfig {
             admission: admission::AdmissionConfig::default(),
             session_timer: crate::session_timer::SessionTimerConfig::default(),
             random_seed: None,
+            registrar: None,
         }
     }
 }
@@ -326,6 +331,12 @@ pub enum Event {
         /// The final status.
         status: u16,
     },
+    /// A user's registrations changed (a REGISTER, or one lapsed): read
+    /// them with [`Endpoint::bindings_of`].
+    BindingsChanged {
+        /// Whose.
+        user: String,
+    },
     /// The peer asks us to call `target` (RFC 3515). Answer with
     /// [`Endpoint::accept_refer`] or [`Endpoint::refuse_refer`].
     ReferRequested {
@@ -373,6 +384,9 @@ pub struct IncomingCall {
     pub source: SocketAddr,
     /// The trunk it matched, if trunks are configured.
     pub trunk: Option<String>,
+    /// The registrar's user who placed it, digest-authenticated (its From
+    /// named one of our users).
+    pub user: Option<String>,
     /// Whether the INVITE carried an SDP offer (if not, our answer offers).
     pub has_offer: bool,
     /// `X-Crossline-Web-Call`: our own WebRTC leg calling in, by its id.
@@ -456,6 +470,10 @@ pub struct Counters {
     pub refers_refused: u64,
     /// REFERs refused for a missing, repeated or unusable Refer-To.
     pub refers_malformed: u64,
+    /// REGISTERs by how they went.
+    pub registers: HashMap<RegisterOutcome, u64>,
+    /// Registrations (bindings) held now.
+    pub bindings: u64,
 }
 
 /// Why a command to the endpoint failed.
@@ -564,6 +582,10 @@ pub struct Endpoint {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     digest: DigestServer,
+    /// Challenges our registrar's users, in the registrar's domain.
+    user_digest: DigestServer,
+    /// The location service: users' registered devices.
+    bindings: crate::registrar::Bindings,
     draining: bool,
     /// The media side has no headroom left: new INVITEs and OPTIONS get 503.
     overloaded: bool,
@@ -580,6 +602,19 @@ impl Endpoint {
     /// An endpoint with no calls yet; `now` anchors its digest nonces.
     pub fn new(config: EndpointConfig, now: Instant) -> Endpoint {
         let digest = DigestServer::new("crossline", config.nonce_ttl, now);
+        let user_digest = DigestServer::new(
+            config
+                .registrar
+                .as_ref()
+                .map_or("crossline", |r| r.domain.as_str()),
+            config.nonce_ttl,
+            now,
+        );
+        let limits = config
+            .registrar
+            .as_ref()
+            .map(|r| r.limits)
+            .unwrap_or_default();
         let config_seed = config.random_seed;
         Endpoint {
             admission: admission::Admission::new(config.admission.clone()),
@@ -601,6 +636,8 @@ impl Endpoint {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             digest,
+            user_digest,
+            bindings: crate::registrar::Bindings::new(limits),
             draining: false,
             overloaded: false,
             counters: Counters::default(),
@@ -662,14 +699,15 @@ impl Endpoint {
 
     /// When to call `handle_timeout` next, if anything is pending.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let lapse = self.bindings.next_expiry();
         // Stale entries are skipped lazily, so peek past cancelled ones.
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if self.timer_targets.contains_key(&id) {
-                return Some(at);
+                return Some(lapse.map_or(at, |l| l.min(at)));
             }
             self.timers.pop();
         }
-        None
+        lapse
     }
 
     /// A UDP datagram arrived on `local` from `remote`.
@@ -878,6 +916,7 @@ impl Endpoint {
 
     /// Run timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_bindings(now);
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if at > now {
                 break;

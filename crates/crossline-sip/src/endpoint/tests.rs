@@ -621,6 +621,7 @@ fn outgoing() -> OutgoingCall {
         local_media: media(20020),
         credentials: Some(("user".into(), "pass".into())),
         extra_headers: vec![],
+        flow: None,
     }
 }
 
@@ -1853,3 +1854,5 @@ fn refused_and_malformed_refers_get_their_answers() {
     assert!(t.sent().is_empty());
     assert_eq!(t.ep.active_calls(), 1);
 }
+#[path = "tests/registrar.rs"]
+mod registrar_tests;

@@ -1,0 +1,433 @@
+//! The registrar against real phones: pjsua2 and baresip register with
+//! digest and take a call a SIPp caller makes to their user; a phone that
+//! vanishes is dropped when its registration lapses; password guesses get
+//! 403 and a ban; a REGISTER flood is cut by the per-source rate.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const OPERATOR: &str = "operator-secret-0123456";
+
+/// A gateway whose registrar serves alice and bob at crossline.test.
+/// `extra` goes in the config too (other sections, registrar keys).
+fn registrar_gateway(registrar: &str, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        "[http]\noperator_token = \"{OPERATOR}\"\n\n\
+         [registrar]\nenabled = true\ndomain = \"crossline.test\"\nmin_expires_secs = 2\n{registrar}\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw-1\"\n\n\
+         [[users]]\nname = \"bob\"\npassword = \"bob-pw-2\"\ntags = [\"sales\"]\n\n{extra}"
+    ))
+}
+
+/// A peer process whose output goes to a file, killed (by its PID) when
+/// dropped.
+struct Peer {
+    child: Child,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Peer {
+    fn output(&self) -> String {
+        // baresip redraws its status line with \r: keep lines readable.
+        std::fs::read(&self.out)
+            .map(|b| String::from_utf8_lossy(&b).replace('\r', "\n"))
+            .unwrap_or_default()
+    }
+
+    fn wait_for(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the peer never printed {needle:?}:\n{}", self.output());
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_peer(mut cmd: Command) -> Peer {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("peer.out");
+    let file = std::fs::File::create(&out).unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("start the peer");
+    Peer {
+        child,
+        out,
+        _dir: dir,
+    }
+}
+
+/// pjsua2 registering `user` with `password`, answering every call.
+fn pjsua_agent(gw: &Gateway, user: &str, password: &str, extra: &[&str]) -> Peer {
+    let mut cmd = Command::new(peers::python("pjsua2"));
+    cmd.arg(repo().join("tests/peers/pjsua_register.py"))
+        .arg(format!("sip:{}", gw.sip_addr()))
+        .arg(format!("sip:{user}@crossline.test"))
+        .args([user, password, "40"])
+        .args(extra)
+        .env("PYTHONUNBUFFERED", "1");
+    spawn_peer(cmd)
+}
+
+/// baresip 1.x, headless: a config dir with one account that registers
+/// through the gateway (`outbound`) and answers calls by itself, sending
+/// a WAV file as its microphone.
+fn baresip_agent(gw: &Gateway, user: &str, password: &str) -> (Peer, tempfile::TempDir) {
+    require("baresip", "baresip-core");
+    let conf = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        conf.path().join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{port}\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
+             module_app account.so\nmodule_app menu.so\n\
+             audio_source aufile,{}\n",
+            repo().join("audio/welcome-en.wav").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.path().join("accounts"),
+        format!(
+            "<sip:{user}@crossline.test>;auth_pass={password};outbound=\"sip:{}\";regint=300;answermode=auto\n",
+            gw.sip_addr()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "60", "baresip", "-f"])
+        .arg(conf.path())
+        .args(["-t", "50"]);
+    (spawn_peer(cmd), conf)
+}
+
+/// A SIPp caller dialling `did` at the gateway, talking for 2 s.
+fn call_user(gw: &Gateway, did: &str) -> Sipp {
+    sipp(
+        &[
+            "-sn",
+            "uac",
+            "-s",
+            did,
+            &gw.sip_addr(),
+            "-m",
+            "1",
+            "-d",
+            "2000",
+        ],
+        Duration::from_secs(30),
+    )
+}
+
+/// A call to `user` gets 480 Temporarily Unavailable: no device.
+fn assert_unavailable(gw: &Gateway, user: &str) {
+    let call = sipp(
+        &["-sn", "uac", "-s", user, &gw.sip_addr(), "-m", "1"],
+        Duration::from_secs(20),
+    );
+    assert!(!call.ok(), "{}", call.describe());
+    assert!(call.error_log().contains("480"), "{}", call.describe());
+}
+
+fn registrations(gw: &Gateway) -> Vec<serde_json::Value> {
+    let r = gw.api(OPERATOR, "GET", "/v1/registrations", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["registrations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// pjsua2 registers (its digest answers our SHA-256 + MD5 challenge) and
+/// takes a call to its user: ringing, answer, audio, BYE.
+#[test]
+fn pjsua2_registers_with_digest_and_takes_a_call() {
+    let gw = registrar_gateway("", "");
+    // No device yet: Temporarily Unavailable.
+    assert_unavailable(&gw, "alice");
+
+    let phone = pjsua_agent(&gw, "alice", "alice-pw-1", &[]);
+    phone.wait_for("reg 200", Duration::from_secs(15));
+    let regs = registrations(&gw);
+    assert_eq!(regs.len(), 1, "{regs:?}");
+    assert_eq!(regs[0]["user"], "alice");
+    assert_eq!(regs[0]["transport"], "udp");
+    assert!(
+        regs[0]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")),
+        "{regs:?}"
+    );
+    let left = regs[0]["expires_in"].as_u64().unwrap_or(0);
+    assert!((200..=300).contains(&left), "{regs:?}");
+    assert_eq!(
+        wait_metric(
+            &gw,
+            "crossline_registrations_active",
+            1.0,
+            Duration::from_secs(3)
+        ),
+        1.0
+    );
+
+    let call = call_user(&gw, "alice");
+    assert!(call.ok(), "{}\n{}", call.describe(), gw.log());
+    phone.wait_for("state DISCONNECTED", Duration::from_secs(5));
+    let out = phone.output();
+    assert!(out.contains("incoming"), "{out}");
+    assert!(out.contains("media"), "{out}");
+    assert!(out.contains("state CONFIRMED 200"), "{out}");
+    assert_metric_at_least(&gw, "crossline_user_calls_total{outcome=\"rung\"}", 1.0);
+    assert_metric_at_least(&gw, "crossline_registers_total{outcome=\"ok\"}", 1.0);
+}
+
+/// baresip (Debian's 1.0) registers and auto-answers a call to its user.
+/// It fails on a SHA-256 challenge that comes first, so its registrar
+/// challenges with MD5 only, as an operator with such phones would.
+#[test]
+fn baresip_registers_with_digest_and_takes_a_call() {
+    let gw = registrar_gateway("digest_algorithms = [\"MD5\"]\n", "");
+    let (phone, _conf) = baresip_agent(&gw, "bob", "bob-pw-2");
+    phone.wait_for("200 OK", Duration::from_secs(15));
+    gw.wait_for_log("registered user=bob", Duration::from_secs(5));
+    let call = call_user(&gw, "bob");
+    assert!(call.ok(), "{}\n{}", call.describe(), phone.output());
+    phone.wait_for("terminated", Duration::from_secs(5));
+    let out = phone.output();
+    assert!(out.contains("Call established"), "{out}");
+    assert!(
+        out.contains("incoming rtp for 'audio' established"),
+        "{out}"
+    );
+}
+
+/// A phone that vanishes (no unregister) is dropped when its short
+/// registration lapses; calls to its user then get 480.
+#[test]
+fn an_expired_registration_is_dropped() {
+    let gw = registrar_gateway("", "");
+    let phone = pjsua_agent(&gw, "alice", "alice-pw-1", &["--expires", "3", "--vanish"]);
+    phone.wait_for("reg 200 3", Duration::from_secs(15));
+    assert_eq!(registrations(&gw).len(), 1);
+    gw.wait_for_log("a registration lapsed", Duration::from_secs(6));
+    assert!(registrations(&gw).is_empty());
+    assert_unavailable(&gw, "alice");
+    assert_metric_at_least(
+        &gw,
+        "crossline_user_calls_total{outcome=\"unavailable\"}",
+        1.0,
+    );
+}
+
+/// SIPp registering alice `times` times with `password` (MD5), each
+/// expecting 401 then 403 (`register_guess.xml`).
+fn register_with(gw: &Gateway, password: &str, times: u32) -> Sipp {
+    sipp(
+        &[
+            "-sf",
+            &scenario("register_guess.xml"),
+            "-s",
+            "alice",
+            "-au",
+            "alice",
+            "-ap",
+            password,
+            &gw.sip_addr(),
+            "-m",
+            &times.to_string(),
+            "-recv_timeout",
+            "3000",
+        ],
+        Duration::from_secs(30),
+    )
+}
+
+/// Wrong passwords: each gets the 401 challenge, then 403; the third
+/// bans the source, whose REGISTERs are then dropped unanswered.
+#[test]
+fn password_guesses_get_403_then_a_ban() {
+    let gw = registrar_gateway(
+        "digest_algorithms = [\"MD5\"]\n",
+        "[sip]\nauth_failures_before_ban = 3\nauth_ban_secs = 60\n",
+    );
+    let guesses = register_with(&gw, "wrong-guess", 3);
+    assert!(guesses.ok(), "{}", guesses.describe());
+    assert_eq!(guesses.stat("SuccessfulCall(C)"), Some(3));
+    assert_metric_at_least(&gw, "crossline_registers_total{outcome=\"forbidden\"}", 3.0);
+    assert_metric_at_least(&gw, "crossline_sip_bans_total{kind=\"source\"}", 1.0);
+    assert_metric_at_least(&gw, "crossline_sip_bans_total{kind=\"user\"}", 1.0);
+    // Banned: even the right password goes unanswered now.
+    let banned = register_with(&gw, "alice-pw-1", 1);
+    assert!(!banned.ok(), "{}", banned.describe());
+    assert_metric_at_least(&gw, "crossline_sip_dropped_total{reason=\"banned\"}", 1.0);
+    assert!(registrations(&gw).is_empty());
+}
+
+/// A REGISTER flood from one source is cut by its request rate; the
+/// REGISTERs that got through were challenged, none bound anything.
+#[test]
+fn a_register_flood_is_rate_limited() {
+    require("sipp", "sip-tester");
+    let gw = registrar_gateway(
+        "",
+        "[sip]\nrate_limit_per_source = 10.0\nrate_limit_burst = 10.0\nexempt_sources = [\"127.0.0.1/32\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            "30",
+            "sipp",
+            "-sf",
+            &scenario("register_flood.xml"),
+        ])
+        .args(["-s", "alice", &gw.sip_addr(), "-i", "127.0.0.2"])
+        .args([
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_port().to_string(),
+        ])
+        .args(["-r", "200", "-m", "400", "-nostdin"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run the flood");
+    // 0 or 1 (some REGISTERs went unanswered, as they should), not killed.
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dropped = wait_metric(
+        &gw,
+        "crossline_sip_dropped_total{reason=\"rate_limited\"}",
+        300.0,
+        Duration::from_secs(3),
+    );
+    assert!(dropped >= 300.0, "dropped {dropped}");
+    let challenged = metric_value(
+        &gw.http_get("/metrics").1,
+        "crossline_registers_total{outcome=\"challenged\"}",
+    );
+    assert!(
+        (10.0..100.0).contains(&challenged),
+        "challenged {challenged}"
+    );
+    assert!(registrations(&gw).is_empty());
+    // A phone elsewhere (127.0.0.1) still registers meanwhile.
+    let phone = pjsua_agent(&gw, "bob", "bob-pw-2", &[]);
+    phone.wait_for("reg 200", Duration::from_secs(15));
+}
+
+/// An agent's phone calls in (a queue login code, say): its INVITE is
+/// challenged with 407 for the user's digest and then reaches the route
+/// for the number it dialled; a wrong password gets 403.
+#[test]
+fn a_registered_user_calls_in_with_its_digest() {
+    let gw = registrar_gateway("", "[[routes]]\ndid = \"*77\"\nflow = \"hold\"\n");
+    let call = peers::run_script(
+        "pjsua2",
+        "pjsua_auth_call.py",
+        &[
+            &format!("sip:*77@{}", gw.sip_addr()),
+            "alice",
+            "alice-pw-1",
+            "1",
+        ],
+        Duration::from_secs(40),
+    );
+    let out = String::from_utf8_lossy(&call.stdout);
+    assert!(
+        out.contains("state CONFIRMED"),
+        "pjsua2:\n{out}\n{}",
+        gw.log()
+    );
+    gw.wait_for_log("flow=Some(\"hold\")", Duration::from_secs(2));
+    let wrong = peers::run_script(
+        "pjsua2",
+        "pjsua_auth_call.py",
+        &[&format!("sip:*77@{}", gw.sip_addr()), "alice", "guess", "1"],
+        Duration::from_secs(40),
+    );
+    let out = String::from_utf8_lossy(&wrong.stdout);
+    assert!(out.contains("state DISCONNECTED 403"), "pjsua2:\n{out}");
+    assert_metric_at_least(
+        &gw,
+        "crossline_sip_auth_failures_total{reason=\"wrong\"}",
+        1.0,
+    );
+}
+
+/// Registrations are kept in the store: after a restart the gateway still
+/// rings the phone, which has not registered again since.
+#[test]
+fn registrations_survive_a_restart() {
+    let mut gw = registrar_gateway("", "");
+    let phone = pjsua_agent(&gw, "alice", "alice-pw-1", &[]);
+    phone.wait_for("reg 200", Duration::from_secs(15));
+    gw.stop_and_restart();
+    assert!(
+        gw.log()
+            .contains("registrations read back from the store restored=1"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(registrations(&gw).len(), 1);
+    let call = call_user(&gw, "alice");
+    assert!(call.ok(), "{}\n{}", call.describe(), gw.log());
+    phone.wait_for("state CONFIRMED 200", Duration::from_secs(5));
+    // One REGISTER (and its challenge) in all: the restored binding rang.
+    assert_eq!(phone.output().matches("reg 200").count(), 1);
+}
+
+/// A flow's `transfer` to `user:alice` rings alice's registered phone,
+/// with the caller on hold music meanwhile, and bridges it.
+#[test]
+fn a_transfer_to_a_user_rings_its_phone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("to-alice.toml"),
+        "name = \"to-alice\"\n\n[[nodes]]\nid = \"agent\"\ntype = \"transfer\"\n\
+         targets = [\"user:alice\"]\nring_timeout_secs = 10\non_failure = \"sorry\"\n\n\
+         [[nodes]]\nid = \"sorry\"\ntype = \"hangup\"\n",
+    )
+    .unwrap();
+    let gw = registrar_gateway(
+        "",
+        &format!(
+            "[flows]\ndir = \"{}\"\n\n[[routes]]\ndid = \"500\"\nflow = \"to-alice\"\n",
+            dir.path().display()
+        ),
+    );
+    let phone = pjsua_agent(&gw, "alice", "alice-pw-1", &[]);
+    phone.wait_for("reg 200", Duration::from_secs(15));
+    let call = call_user(&gw, "500");
+    assert!(call.ok(), "{}\n{}", call.describe(), gw.log());
+    phone.wait_for("state CONFIRMED 200", Duration::from_secs(5));
+    gw.wait_for_log("transfer: bridged", Duration::from_secs(2));
+    assert!(gw
+        .log()
+        .contains("ringing a registered user user=alice devices=1"));
+}
