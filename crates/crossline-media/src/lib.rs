@@ -15,6 +15,7 @@ pub mod g711;
 pub mod jitter;
 pub mod player;
 pub mod ports;
+pub mod record_tap;
 pub mod rtcp;
 pub mod rtp_packet;
 pub mod tones;
