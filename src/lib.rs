@@ -26,6 +26,7 @@ pub mod mask;
 pub mod media;
 pub mod messaging;
 pub mod net;
+pub mod recording;
 pub mod runtime;
 pub use crossline_sip::{sdp, secret};
 pub mod sip;

@@ -132,6 +132,9 @@ pub(crate) struct Call<R, F> {
     pub(crate) span: tracing::Span,
     /// A call we place: where it goes and where next.
     pub(crate) dialling: Option<Box<super::outbound::Dialling>>,
+    /// Its route records it from the answer.
+    pub(crate) route_records: bool,
+    pub(crate) recording: crate::recording::RecordingState,
 }
 
 /// DTMF being sent for a flow, one digit per step.
@@ -164,6 +167,8 @@ impl<R, F> Call<R, F> {
             caller: None,
             span: tracing::Span::none(),
             dialling: None,
+            route_records: false,
+            recording: crate::recording::RecordingState::Off,
         }
     }
 

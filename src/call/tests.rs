@@ -180,6 +180,8 @@ struct Seen {
     started: Vec<(CallId, &'static str)>,
     /// Sending switched on or off, per call.
     sending: Vec<(CallId, bool)>,
+    /// Recording actions, per call.
+    recordings: Vec<(CallId, RecordAction)>,
 }
 
 fn source_name(source: &Source) -> &'static str {
@@ -258,6 +260,7 @@ impl Pair {
             },
             Settings {
                 demo_clip: Arc::from(vec![0i16; 160]),
+                record_announcement: None,
                 holds: HoldPrograms::only(hold),
                 seed: 1,
             },
@@ -373,6 +376,9 @@ impl Pair {
                     self.seen.sending.push((call, sending))
                 }
                 MediaCommand::SendDtmf { call, digit, .. } => self.seen.dtmf.push((call, digit)),
+                MediaCommand::Record { call, action, .. } => {
+                    self.seen.recordings.push((call, action))
+                }
             }
         }
         while let Some(start) = self.cc.poll_flow_start() {
@@ -1246,4 +1252,76 @@ fn early_media_ends_with_its_agent_and_the_hold_music_comes_back() {
     p.caller.ep.hangup(p.now, leg).unwrap();
     p.drive();
     p.assert_all_released(3);
+}
+
+/// A route with `record = true` plays `[recording] announcement` first;
+/// the recording and the program start when it has played. Then pause,
+/// resume and stop, each refused when it makes no sense, by call id too;
+/// the call's end lets go of everything.
+#[test]
+fn a_recorded_route_announces_then_records_then_plays_its_program() {
+    let mut config = config();
+    config.routes = vec![RouteConfig {
+        record: true,
+        ..route("500", "hold", 0)
+    }];
+    let mut p = Pair::with(config, 10);
+    p.cc.record_announcement = Some(Arc::from(vec![1i16; 160]));
+    let leg = p.dial("500");
+    let id = p.inbound();
+    assert_eq!(p.seen.started, vec![(id, "clip")], "the announcement first");
+    assert!(p.seen.recordings.is_empty(), "not recording during it");
+    p.cc.handle_media_event(p.now, MediaEvent::SourceFinished(id.0, ANNOUNCEMENT));
+    p.drive();
+    let start = RecordAction::Start(Default::default());
+    assert_eq!(p.seen.recordings, vec![(id, start)]);
+    assert_eq!(p.seen.plays.last(), Some(&(id, "hold")));
+    assert_eq!(p.cc.record(id, start), Err(RecordError::AlreadyRecording));
+    assert_eq!(
+        p.cc.record(id, RecordAction::Pause),
+        Ok(RecordingState::On { paused: true })
+    );
+    assert_eq!(
+        p.cc.record(id, RecordAction::Resume),
+        Ok(RecordingState::On { paused: false })
+    );
+    let call_id = p.cc.calls[&id].record.call_id.clone();
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    p.cc.handle_command(
+        p.now,
+        CallCommand::Record {
+            call_id,
+            action: RecordAction::Stop,
+            reply,
+        },
+    );
+    assert_eq!(answer.try_recv(), Ok(Ok(RecordingState::Off)));
+    assert_eq!(
+        p.cc.record(id, RecordAction::Pause),
+        Err(RecordError::NotRecording)
+    );
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    p.cc.handle_command(
+        p.now,
+        CallCommand::Record {
+            call_id: "no-such-call".into(),
+            action: RecordAction::Stop,
+            reply,
+        },
+    );
+    assert_eq!(answer.try_recv(), Ok(Err(RecordError::NoCall)));
+    p.drive();
+    let actions: Vec<RecordAction> = p.seen.recordings.iter().map(|(_, a)| *a).collect();
+    assert_eq!(
+        actions,
+        vec![
+            start,
+            RecordAction::Pause,
+            RecordAction::Resume,
+            RecordAction::Stop
+        ]
+    );
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
 }

@@ -123,10 +123,11 @@ impl Config {
                 "chat" => sink.section(name, value, &mut config.chat),
                 "callbacks" => sink.section(name, value, &mut config.callbacks),
                 "webrtc" => sink.section(name, value, &mut config.webrtc),
+                "recording" => sink.section(name, value, &mut config.recording),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, recording".into(),
                 ),
             }
         }
@@ -756,6 +757,49 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     }
     if let Err(e) = cb.webhook_secret() {
         err(&["callbacks", "webhook_secret"], e);
+    }
+    let rec = &config.recording;
+    if rec.recordings_dir.as_os_str().is_empty() {
+        err(&["recording", "recordings_dir"], "must not be empty".into());
+    }
+    if !(1..=86_400).contains(&rec.sweep_interval_secs) {
+        err(
+            &["recording", "sweep_interval_secs"],
+            "must be between 1 and 86400".into(),
+        );
+    }
+    if !(100..=60_000).contains(&rec.buffer_ms) {
+        err(
+            &["recording", "buffer_ms"],
+            "must be between 100 and 60000".into(),
+        );
+    }
+    if let Some(u) = &rec.webhook_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            err(
+                &["recording", "webhook_url"],
+                "must start with http:// or https://".into(),
+            );
+        }
+        if matches!(rec.webhook_secret(), Ok(None)) {
+            err(
+                &["recording", "webhook_url"],
+                "a webhook needs webhook_secret or webhook_secret_env (its requests are signed)"
+                    .into(),
+            );
+        }
+    }
+    if let Err(e) = rec.webhook_secret() {
+        err(&["recording", "webhook_secret"], e);
+    }
+    if let Some(name) = rec.announcement.as_deref() {
+        let is_prompt = config.prompts.iter().any(|p| p.name == name);
+        if !is_prompt && !name.to_ascii_lowercase().ends_with(".wav") {
+            err(
+                &["recording", "announcement"],
+                format!("{name:?} is neither a [[prompts]] name nor a .wav file"),
+            );
+        }
     }
     if let Some(country) = &config.chat.default_country {
         if country.parse::<crate::chat::input::Region>().is_err() {

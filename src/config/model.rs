@@ -27,6 +27,7 @@ pub struct Config {
     pub chat: ChatConfig,
     pub callbacks: CallbacksConfig,
     pub webrtc: crate::webrtc::WebRtcConfig,
+    pub recording: RecordingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -358,6 +359,83 @@ impl Default for CallbacksConfig {
 }
 
 impl CallbacksConfig {
+    pub fn webhook_secret(&self) -> Result<Option<String>, String> {
+        secret(
+            "webhook_secret",
+            &self.webhook_secret,
+            &self.webhook_secret_env,
+        )
+    }
+}
+
+/// How many channels a recording has.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordChannels {
+    /// Both directions mixed into one channel.
+    Mono,
+    /// The caller left, the other party (or our prompts) right.
+    #[default]
+    Dual,
+}
+
+/// A recording's file format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    /// PCM 16-bit, 8 kHz.
+    #[default]
+    Wav,
+    /// Opus in Ogg (RFC 7845).
+    Ogg,
+}
+
+/// Call recording.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Where recordings are written (created if missing).
+    pub recordings_dir: PathBuf,
+    /// Channels and format when a route, node or API call doesn't say.
+    pub channels: RecordChannels,
+    pub format: RecordFormat,
+    /// Played before a recording starts (a `[[prompts]]` name or a WAV);
+    /// unset: none.
+    pub announcement: Option<String>,
+    /// Delete recordings older than this; 0 keeps them.
+    pub retention_days: u64,
+    /// Delete the oldest recordings while all of them take more; 0: no cap.
+    pub max_total_mb: u64,
+    /// How often retention is swept.
+    pub sweep_interval_secs: u64,
+    /// Audio each recording may have waiting for the disk; past it, frames
+    /// are dropped and the recording is marked incomplete.
+    pub buffer_ms: u64,
+    /// Where a finished recording is POSTed (signed), if anywhere.
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<Secret>,
+    pub webhook_secret_env: Option<String>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            recordings_dir: PathBuf::from("recordings"),
+            channels: RecordChannels::Dual,
+            format: RecordFormat::Wav,
+            announcement: None,
+            retention_days: 0,
+            max_total_mb: 0,
+            sweep_interval_secs: 3600,
+            buffer_ms: 2000,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_secret_env: None,
+        }
+    }
+}
+
+impl RecordingConfig {
     pub fn webhook_secret(&self) -> Result<Option<String>, String> {
         secret(
             "webhook_secret",
@@ -782,6 +860,10 @@ pub struct RouteConfig {
     /// Its own seconds between hold messages; unset: `[media]`.
     #[serde(default)]
     pub hold_repeat_secs: Option<u64>,
+    /// Record the whole call from the answer (`[recording]`'s channels
+    /// and format, after its announcement).
+    #[serde(default)]
+    pub record: bool,
 }
 
 impl RouteConfig {
@@ -797,6 +879,7 @@ impl RouteConfig {
             hold_music: Vec::new(),
             hold_message: None,
             hold_repeat_secs: None,
+            record: false,
         }
     }
 

@@ -59,6 +59,8 @@ pub enum CallRequest {
         duration_ms: u32,
         to_agent: bool,
     },
+    /// Start, stop, pause or resume recording the call.
+    Record(crate::recording::RecordAction),
 }
 
 #[derive(Debug)]
@@ -119,6 +121,8 @@ pub struct Services {
     pub chat_texts: crate::config::ChatConfig,
     /// What public paths may send to phones (texts and calls).
     pub policy: Arc<crate::messaging::policy::OutboundPolicy>,
+    /// Call recording: the writer, the files, commands to live calls.
+    pub recordings: Arc<crate::recording::Recordings>,
 }
 
 impl Services {
@@ -658,6 +662,7 @@ pub async fn run_from(mut cx: FlowCx, start: String) {
                 NodeKind::Play(n) => nodes::play::run(n, &mut cx).await,
                 NodeKind::Pause(n) => nodes::pause::run(n, &mut cx).await,
                 NodeKind::SendDigits(n) => nodes::send_digits::run(n, &mut cx).await,
+                NodeKind::Record(n) => nodes::record::run(n, &mut cx).await,
                 NodeKind::Gather(n) => nodes::gather::run(n, &mut cx).await,
                 NodeKind::Branch(n) => nodes::branch::run(n, &mut cx).await,
                 NodeKind::Set(n) => nodes::set::run(n, &mut cx).await,

@@ -74,6 +74,7 @@ pub enum NodeKind {
     SaveLead(SaveLead),
     EscalateToCall(EscalateToCall),
     SendDigits(SendDigits),
+    Record(Record),
 }
 
 /// The node types, as written in `type = "..."`.
@@ -98,6 +99,7 @@ pub const NODE_TYPES: &[&str] = &[
     "save_lead",
     "escalate_to_call",
     "send_digits",
+    "record",
 ];
 
 impl NodeKind {
@@ -123,6 +125,7 @@ impl NodeKind {
             NodeKind::SaveLead(_) => "save_lead",
             NodeKind::EscalateToCall(_) => "escalate_to_call",
             NodeKind::SendDigits(_) => "send_digits",
+            NodeKind::Record(_) => "record",
         }
     }
 
@@ -135,6 +138,7 @@ impl NodeKind {
             | NodeKind::Transfer(_)
             | NodeKind::Hangup(_)
             | NodeKind::SendDigits(_)
+            | NodeKind::Record(_)
             | NodeKind::Breakout(_) => &[Channel::Voice],
             NodeKind::Message(_)
             | NodeKind::Ask(_)
@@ -176,6 +180,7 @@ impl NodeKind {
             NodeKind::SaveLead(n) => [("next", &n.next), ("next", &None)],
             NodeKind::EscalateToCall(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
             NodeKind::SendDigits(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::Record(n) => [("next", &n.next), ("next", &None)],
         };
         for (key, v) in optional {
             if let Some(v) = v {
@@ -270,6 +275,36 @@ pub struct SendDigits {
     /// How long each digit sounds.
     #[serde(default = "digit_ms")]
     pub duration_ms: u32,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// What a `record` node does to the call's recording.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordNodeAction {
+    /// Play `[recording] announcement`, then record.
+    Start,
+    Stop,
+    /// PCI (a card number): silence, and no DTMF, until resumed.
+    Pause,
+    Resume,
+}
+
+/// Record the call (caller left, the other side right, or mixed).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub action: RecordNodeAction,
+    /// "mono" or "dual"; unset: `[recording] channels`.
+    #[serde(default)]
+    pub channels: Option<crate::config::RecordChannels>,
+    /// "wav" or "ogg"; unset: `[recording] format`.
+    #[serde(default)]
+    pub format: Option<crate::config::RecordFormat>,
     #[serde(default)]
     pub next: Option<String>,
 }

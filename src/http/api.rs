@@ -67,6 +67,14 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/callbacks", Some(Role::Operator)),
     ("get", "/v1/callbacks/{id}", Some(Role::Operator)),
     ("get", "/v1/reports/escalations", Some(Role::Operator)),
+    (
+        "post",
+        "/v1/calls/{call_id}/recording",
+        Some(Role::Operator),
+    ),
+    ("get", "/v1/recordings", Some(Role::Operator)),
+    ("get", "/v1/recordings/{id}", Some(Role::Operator)),
+    ("delete", "/v1/recordings/{id}", Some(Role::Admin)),
 ];
 
 pub fn router(state: &HttpState) -> Router<HttpState> {
@@ -96,6 +104,7 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .route("/v1/consents", get(consents).post(post_consent))
         .route("/v1/admin/reload", post(reload))
         .merge(super::callbacks::routes())
+        .merge(super::recordings::routes())
         // JSON bodies here are small (a message, a lead, a callback).
         .layer(axum::extract::DefaultBodyLimit::max(API_BODY))
         .layer(axum::middleware::map_response(no_store));

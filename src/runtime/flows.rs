@@ -30,6 +30,7 @@ pub(super) fn services(
     clips: Arc<crate::media::clips::ClipCache>,
     store: Arc<dyn crate::store::Store>,
     originate: tokio::sync::mpsc::UnboundedSender<crate::callback::Originate>,
+    recordings: Arc<crate::recording::Recordings>,
 ) -> anyhow::Result<Services> {
     let tts = match (
         crate::tts::build_provider(&config.tts),
@@ -138,6 +139,7 @@ pub(super) fn services(
         public_base_url: config.http.public_base_url(),
         chat_texts: config.chat.clone(),
         policy,
+        recordings,
     })
 }
 

@@ -186,6 +186,21 @@ const MIGRATIONS: &[&str] = &[
     $$;",
     // 5: SMS segments a send took.
     "ALTER TABLE provider_sends ADD COLUMN segments BIGINT;",
+    // 6: call recordings (the file is `path` under [recording] recordings_dir).
+    "CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        call_id TEXT NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        sha256 TEXT NOT NULL,
+        channels TEXT NOT NULL,
+        format TEXT NOT NULL,
+        complete BOOLEAN NOT NULL,
+        path TEXT NOT NULL
+    );
+    CREATE INDEX recordings_call_id ON recordings(call_id);
+    CREATE INDEX recordings_started ON recordings(started_at_ms);",
 ];
 
 impl SqlStore<Postgres> {

@@ -172,6 +172,21 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE breakouts ADD COLUMN notices TEXT;",
     // 9: SMS segments a send took.
     "ALTER TABLE provider_sends ADD COLUMN segments INTEGER;",
+    // 10: call recordings (the file is `path` under [recording] recordings_dir).
+    "CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        call_id TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        channels TEXT NOT NULL,
+        format TEXT NOT NULL,
+        complete INTEGER NOT NULL,
+        path TEXT NOT NULL
+    );
+    CREATE INDEX recordings_call_id ON recordings(call_id);
+    CREATE INDEX recordings_started ON recordings(started_at_ms);",
 ];
 
 /// Reader threads (each with its own connection; WAL lets them read while
@@ -481,7 +496,8 @@ mod tests {
                 "leads",
                 "messages",
                 "opt_outs",
-                "provider_sends"
+                "provider_sends",
+                "recordings"
             ]
         );
         let v: i64 = conn
@@ -572,6 +588,56 @@ mod tests {
         };
         let s = format!("{r:?}");
         assert!(!s.contains("5551234567"), "{s}");
+    }
+
+    #[tokio::test]
+    async fn recordings_round_trip_page_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        let at = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        for (i, call) in ["a", "b", "a"].iter().enumerate() {
+            store
+                .record_recording(crate::store::RecordingRecord {
+                    id: format!("r{i}"),
+                    call_id: call.to_string(),
+                    started_at: at(1_000 * (i as u64 + 1)),
+                    duration_ms: 500,
+                    size_bytes: 100 + i as u64,
+                    sha256: "ab".into(),
+                    channels: "dual".into(),
+                    format: "wav".into(),
+                    complete: i != 1,
+                    path: format!("r{i}.wav"),
+                })
+                .unwrap();
+        }
+        let page =
+            |call_id: Option<&str>, before: Option<u64>, limit| crate::store::RecordingFilter {
+                call_id: call_id.map(str::to_string),
+                before: before.map(at),
+                limit,
+            };
+        let ids = |rows: Vec<crate::store::RecordingRecord>| {
+            rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(store.recordings(&page(None, None, 2)).await.unwrap()),
+            ["r2", "r1"]
+        );
+        assert_eq!(
+            ids(store.recordings(&page(None, Some(2_000), 2)).await.unwrap()),
+            ["r0"]
+        );
+        assert_eq!(
+            ids(store.recordings(&page(Some("a"), None, 9)).await.unwrap()),
+            ["r2", "r0"]
+        );
+        let one = store.recording("r1").await.unwrap().unwrap();
+        assert!(!one.complete);
+        assert_eq!(one.size_bytes, 101);
+        assert_eq!(ids(store.oldest_recordings(2).await.unwrap()), ["r0", "r1"]);
+        store.delete_recording("r1").unwrap();
+        assert_eq!(store.recording("r1").await.unwrap(), None);
     }
 
     #[tokio::test]

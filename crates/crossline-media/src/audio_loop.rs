@@ -1105,8 +1105,16 @@ mod tests {
         crate::g711::encode_ulaw(&[-2000; FRAME_SAMPLES], &mut payload);
         let mut packet = [0u8; 12 + FRAME_SAMPLES];
         for seq in 0..15u16 {
-            let len = write_rtp(&mut packet, 0, false, seq, u32::from(seq) * 160, 9, &payload)
-                .unwrap();
+            let len = write_rtp(
+                &mut packet,
+                0,
+                false,
+                seq,
+                u32::from(seq) * 160,
+                9,
+                &payload,
+            )
+            .unwrap();
             peer.send_to(&packet[..len], ours_addr).unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -1,0 +1,249 @@
+//! Recordings over the API: start, stop, pause or resume a live call's
+//! recording (`POST /v1/calls/{call_id}/recording`), list them, download
+//! one (with `Range`), delete one. Recordings are addressed by id only: the
+//! file is found through its row, and never outside the recordings
+//! directory.
+
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::{body, error, store_call};
+use super::auth::Role;
+use super::HttpState;
+use crate::recording::{RecordAction, RecordError, RecordOptions};
+use crate::store::RecordingFilter;
+
+pub fn routes() -> Router<HttpState> {
+    Router::new()
+        .route("/v1/calls/{call_id}/recording", post(control))
+        .route("/v1/recordings", get(list))
+        .route("/v1/recordings/{id}", get(download).delete(remove))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlBody {
+    action: String,
+    #[serde(default)]
+    channels: Option<crate::config::RecordChannels>,
+    #[serde(default)]
+    format: Option<crate::config::RecordFormat>,
+}
+
+async fn control(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    Path(call_id): Path<String>,
+    b: Result<Json<ControlBody>, JsonRejection>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let b = tri!(body(b));
+    let options = RecordOptions {
+        channels: b.channels,
+        format: b.format,
+    };
+    let Some(action) = RecordAction::parse(&b.action, options) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "action must be start, stop, pause or resume",
+        );
+    };
+    match s.services.recordings.command(call_id, action).await {
+        Ok(state) => Json(json!({ "recording": state.name() })).into_response(),
+        Err(e @ RecordError::NoCall) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    call_id: Option<String>,
+    /// Unix ms: only recordings started before (the next page).
+    #[serde(default)]
+    before: Option<u64>,
+}
+
+async fn list(State(s): State<HttpState>, h: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    guard!(s, h, Role::Operator);
+    let filter = RecordingFilter {
+        call_id: q.call_id,
+        before: q.before.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+        limit: q.limit.unwrap_or(50).clamp(1, 500),
+    };
+    let rows = tri!(store_call(s.store.recordings(&filter)).await);
+    let next_before = (rows.len() == filter.limit)
+        .then(|| rows.last())
+        .flatten()
+        .map(|r| crate::recording::json(r)["started_at"].clone());
+    Json(json!({
+        "recordings": rows.iter().map(crate::recording::json).collect::<Vec<_>>(),
+        "next_before": next_before,
+    }))
+    .into_response()
+}
+
+/// What a `Range` header asks of a file of `len` bytes (RFC 9110 §14):
+/// one range, inclusive; `Err` when it can't be satisfied (416).
+fn byte_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        // Another unit: ignore the header, send it all.
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        // Several ranges: we send the whole file instead (allowed).
+        return Ok(None);
+    }
+    let (first, last) = spec.split_once('-').ok_or(())?;
+    let (first, last) = (first.trim(), last.trim());
+    let range = if first.is_empty() {
+        // The last N bytes.
+        let n: u64 = last.parse().map_err(|_| ())?;
+        if n == 0 || len == 0 {
+            return Err(());
+        }
+        (len.saturating_sub(n), len - 1)
+    } else {
+        let start: u64 = first.parse().map_err(|_| ())?;
+        let end = match last {
+            "" => len.saturating_sub(1),
+            l => l.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1)),
+        };
+        if start >= len || end < start {
+            return Err(());
+        }
+        (start, end)
+    };
+    Ok(Some(range))
+}
+
+/// Largest range served in one response (the rest: ask again).
+const MAX_BODY: u64 = 64 * 1024 * 1024;
+
+async fn download(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    guard!(s, h, Role::Operator);
+    let row = tri!(store_call(s.store.recording(&id)).await);
+    let Some(row) = row else {
+        return error(StatusCode::NOT_FOUND, "no such recording");
+    };
+    let Some(path) = s.services.recordings.file_of(&row) else {
+        return error(StatusCode::NOT_FOUND, "the recording's file is gone");
+    };
+    let range = h
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let read = tokio::task::spawn_blocking(move || read_file(&path, range.as_deref())).await;
+    let (status, bytes, content_range) = match read {
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(len))) => {
+            let mut r = error(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(recording = %row.id, %e, "recording: cannot read the file");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the recording",
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the recording",
+            )
+        }
+    };
+    let content_type = match row.format.as_str() {
+        "ogg" => "audio/ogg",
+        _ => "audio/wav",
+    };
+    let mut r = (status, Body::from(bytes)).into_response();
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(header::CONTENT_RANGE, cr);
+    }
+    if let Ok(v) = HeaderValue::from_str(&row.sha256) {
+        headers.insert("x-crossline-sha256", v);
+    }
+    r
+}
+
+/// The file, or the range asked for: status, bytes, Content-Range;
+/// `Err(len)` for a range it can't satisfy.
+type FileRead = Result<(StatusCode, Vec<u8>, Option<String>), u64>;
+
+fn read_file(path: &std::path::Path, range: Option<&str>) -> std::io::Result<FileRead> {
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let wanted = match range.map(|r| byte_range(r, len)) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(r))) => Some(r),
+        Some(Err(())) => return Ok(Err(len)),
+    };
+    let (start, end) = wanted.unwrap_or((0, len.saturating_sub(1)));
+    let end = end.min(start.saturating_add(MAX_BODY - 1));
+    let count = if len == 0 { 0 } else { end - start + 1 };
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity(count as usize);
+    file.take(count).read_to_end(&mut bytes)?;
+    Ok(Ok(match wanted {
+        Some(_) => (
+            StatusCode::PARTIAL_CONTENT,
+            bytes,
+            Some(format!("bytes {start}-{end}/{len}")),
+        ),
+        None => (StatusCode::OK, bytes, None),
+    }))
+}
+
+async fn remove(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    guard!(s, h, Role::Admin);
+    match s.services.recordings.delete(&id, "api").await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such recording"),
+        Err(e) => {
+            tracing::warn!(recording = %id, %e, "recording: cannot delete");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot delete the recording",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn ranges_as_rfc_9110_reads_them() {
+        assert_eq!(byte_range("bytes=0-99", 1000), Ok(Some((0, 99))));
+        assert_eq!(byte_range("bytes=900-", 1000), Ok(Some((900, 999))));
+        assert_eq!(byte_range("bytes=-100", 1000), Ok(Some((900, 999))));
+        assert_eq!(byte_range("bytes=990-5000", 1000), Ok(Some((990, 999))));
+        assert_eq!(byte_range("bytes=1000-", 1000), Err(()));
+        assert_eq!(byte_range("bytes=5-2", 1000), Err(()));
+        assert_eq!(byte_range("bytes=-0", 1000), Err(()));
+        assert_eq!(byte_range("bytes=a-b", 1000), Err(()));
+        assert_eq!(byte_range("bytes=0-1,5-6", 1000), Ok(None));
+        assert_eq!(byte_range("pages=1-2", 1000), Ok(None));
+    }
+}
