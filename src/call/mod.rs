@@ -312,7 +312,9 @@ impl<P: PortSource, F> CallControl<P, F> {
                 tracing::info!("DTMF received (RFC 4733)");
                 tracing::debug!("DTMF digit");
             }
-            MediaEvent::SourceFinished(id, ANNOUNCEMENT) if self.announcing(CallId(id)) => {
+            // Nothing else plays while announcing: the stream's first
+            // source (generation 0) or a later play (ANNOUNCEMENT).
+            MediaEvent::SourceFinished(id, _) if self.announcing(CallId(id)) => {
                 self.announcement_over(CallId(id));
             }
             MediaEvent::SourceFinished(id, generation) => {

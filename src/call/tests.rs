@@ -1271,7 +1271,8 @@ fn a_recorded_route_announces_then_records_then_plays_its_program() {
     let id = p.inbound();
     assert_eq!(p.seen.started, vec![(id, "clip")], "the announcement first");
     assert!(p.seen.recordings.is_empty(), "not recording during it");
-    p.cc.handle_media_event(p.now, MediaEvent::SourceFinished(id.0, ANNOUNCEMENT));
+    // The stream started with it: its end comes as generation 0.
+    p.cc.handle_media_event(p.now, MediaEvent::SourceFinished(id.0, 0));
     p.drive();
     let start = RecordAction::Start(Default::default());
     assert_eq!(p.seen.recordings, vec![(id, start)]);
