@@ -501,3 +501,207 @@ fn a_full_disk_leaves_the_call_intact_and_the_recording_incomplete() {
         0.9..1.5,
     );
 }
+
+const HOOK_SECRET: &str = "recording-webhook-secret";
+
+/// Opus packets of an Ogg file decoded at 8 kHz: (channels, samples).
+fn decode_ogg(bytes: &[u8]) -> (u8, Vec<f64>) {
+    let mut reader = ogg::reading::PacketReader::new(std::io::Cursor::new(bytes));
+    let head = reader.read_packet().unwrap().expect("OpusHead");
+    assert_eq!(&head.data[..8], b"OpusHead");
+    let channels = head.data[9];
+    let tags = reader.read_packet().unwrap().expect("OpusTags");
+    assert_eq!(&tags.data[..8], b"OpusTags");
+    let mut decoder = audiopus::coder::Decoder::new(
+        audiopus::SampleRate::Hz8000,
+        if channels == 1 {
+            audiopus::Channels::Mono
+        } else {
+            audiopus::Channels::Stereo
+        },
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut pcm = [0i16; 960 * 2];
+    let mut last_granule = 0;
+    while let Some(p) = reader.read_packet().unwrap() {
+        let data: &[u8] = &p.data;
+        let n = decoder.decode(Some(data), &mut pcm[..], false).unwrap();
+        out.extend(
+            pcm[..n * usize::from(channels)]
+                .iter()
+                .map(|x| f64::from(*x)),
+        );
+        last_granule = p.absgp_page();
+        if p.last_in_stream() {
+            break;
+        }
+    }
+    // 48 kHz granules: six to each 8 kHz sample.
+    assert_eq!(
+        last_granule,
+        out.len() as u64 * 6,
+        "the final granule position"
+    );
+    (channels, out)
+}
+
+/// The API drives a call's recording by SIP Call-ID: start a mono Ogg/Opus
+/// recording, pause and resume it, stop it, start a WAV one that runs to
+/// the call's end; refusals say why (404, 409, 422). Each finished
+/// recording is POSTed, signed, to the webhook.
+#[test]
+fn the_api_records_a_live_call_and_the_webhook_hears_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let tone400 = dir.path().join("tone400.wav");
+    write_tone(&tone400, 400.0, 4.0, 8000.0, 8000);
+    std::fs::write(
+        flows.join("talk.toml"),
+        format!(
+            "name = \"talk\"\n\n[[nodes]]\nid = \"talk\"\ntype = \"play\"\nfile = \"{}\"\nloop = true\nduration_secs = 8.0\nnext = \"bye\"\n\n[[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
+            tone400.display()
+        ),
+    )
+    .unwrap();
+    let (hook_port, hooks, _) = standin::stand_in();
+    let recs = dir.path().join("recs");
+    let gw = Gateway::start(&format!(
+        "{}\n[[routes]]\ndid = \"api\"\nflow = \"talk\"\n",
+        config(
+            &flows,
+            &recs,
+            &format!(
+                "webhook_url = \"http://127.0.0.1:{hook_port}/hook/recordings\"\nwebhook_secret = \"{HOOK_SECRET}\"\n"
+            )
+        )
+    ));
+    let tone = ulaw_tone(dir.path(), 1000, 20);
+    let sc = caller_scenario(dir.path(), &tone, 100);
+    let addr = gw.sip_addr();
+    let caller = {
+        let (sc, addr) = (sc.clone(), addr.clone());
+        std::thread::spawn(move || {
+            let mut args = caller_args(&addr, &sc, "api");
+            args.extend(["-cid_str", "rec-api-%u@crossline.test"]);
+            sipp(&args, Duration::from_secs(40))
+        })
+    };
+    let call = "/v1/calls/rec-api-1@crossline.test/recording";
+    let act = |body: Value| gw.api(OPERATOR, "POST", call, Some(&body));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let started = loop {
+        let r = act(serde_json::json!({ "action": "start", "channels": "mono", "format": "ogg" }));
+        if r.status != 404 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(started.status, 200, "{}", started.body);
+    assert_eq!(started.json()["recording"], "recording");
+    let again = act(serde_json::json!({ "action": "start" }));
+    assert_eq!(again.status, 409, "{}", again.body);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        act(serde_json::json!({ "action": "pause" })).json()["recording"],
+        "paused"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        act(serde_json::json!({ "action": "resume" })).json()["recording"],
+        "recording"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        act(serde_json::json!({ "action": "stop" })).json()["recording"],
+        "stopped"
+    );
+    assert_eq!(act(serde_json::json!({ "action": "stop" })).status, 409);
+    assert_eq!(act(serde_json::json!({ "action": "rewind" })).status, 422);
+    let nobody = gw.api(
+        OPERATOR,
+        "POST",
+        "/v1/calls/nobody@crossline.test/recording",
+        Some(&serde_json::json!({ "action": "start" })),
+    );
+    assert_eq!(nobody.status, 404);
+    assert_eq!(act(serde_json::json!({ "action": "start" })).status, 200);
+    let run = caller.join().unwrap();
+    assert!(run.ok(), "{}", run.describe());
+
+    let list = recordings(&gw, 2);
+    // Newest first: the WAV, then the Ogg.
+    let (wav, ogg) = (&list[0], &list[1]);
+    assert_eq!(
+        (wav["format"].as_str(), wav["channels"].as_str()),
+        (Some("wav"), Some("dual"))
+    );
+    assert_eq!(
+        (ogg["format"].as_str(), ogg["channels"].as_str()),
+        (Some("ogg"), Some("mono"))
+    );
+    assert_eq!(ogg["complete"], true);
+    assert_eq!(wav["call_id"], "rec-api-1@crossline.test");
+    let auth = format!("Bearer {OPERATOR}");
+    let (status, head, bytes) = http_bytes(
+        &gw,
+        "GET",
+        &format!("/v1/recordings/{}", ogg["id"].as_str().unwrap()),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: audio/ogg"), "{head}");
+    let (channels, mono) = decode_ogg(&bytes);
+    assert_eq!(channels, 1);
+    let secs = mono.len() as f64 / 8000.0;
+    within("Ogg recording length", secs, 3.7..4.4);
+    // Mixed: the caller's 1 kHz and our 400 Hz, except in the pause.
+    let quiet: Vec<bool> = mono
+        .chunks(160)
+        .map(|f| (f.iter().map(|x| x * x).sum::<f64>() / 160.0).sqrt() < 30.0)
+        .collect();
+    let paused = quiet.iter().filter(|q| **q).count() as f64 * 0.02;
+    within("paused (quiet) time", paused, 0.8..1.3);
+    let part = &mono[2_000..10_000];
+    assert!(tone_level(part, 1000.0) > 2000.0 && tone_level(part, 400.0) > 1000.0);
+
+    // The webhook: one signed POST per recording.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let posts = loop {
+        let posts: Vec<standin::Seen> = hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|x| x.path == "hook/recordings")
+            .cloned()
+            .collect();
+        if posts.len() >= 2 || Instant::now() > deadline {
+            break posts;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(posts.len(), 2);
+    let mut ids = Vec::new();
+    for p in &posts {
+        let ts = p.headers.get("x-crossline-timestamp").expect("a timestamp");
+        let want = format!(
+            "sha256={}",
+            standin::hmac_sha256_hex(
+                HOOK_SECRET.as_bytes(),
+                format!("{ts}.{}", p.body).as_bytes()
+            )
+        );
+        assert_eq!(p.headers.get("x-crossline-signature"), Some(&want));
+        let body: Value = serde_json::from_str(&p.body).unwrap();
+        assert_eq!(body["event"], "recording.completed");
+        ids.push(body["recording"]["id"].as_str().unwrap().to_string());
+    }
+    ids.sort();
+    let mut listed: Vec<String> = list
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(ids, listed);
+}
