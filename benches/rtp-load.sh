@@ -6,7 +6,9 @@
 #   benches/rtp-load.sh [CALLS] [HOLD_SECS]        default 4000 60
 #
 # Env: RATE (call setup rate, default 200), AUDIO_THREADS (default 0 = one per
-# core). Reports: crossline CPU per core, RSS per call, |Δ−20 ms| p50/p99/
+# core), RECORD=1 to record every call (route record = true; RECORD_FORMAT wav
+# or ogg, RECORD_CHANNELS dual or mono), which adds the disk written per
+# second and the recording counters to the report. Reports: crossline CPU per core, RSS per call, |Δ−20 ms| p50/p99/
 # p99.9/max at the receiver, loss and timestamp drift, measured over the
 # plateau when every call is up.
 set -euo pipefail
@@ -37,8 +39,13 @@ listen = "127.0.0.1:$http_port"
 sqlite_path = "$work/crossline.db"
 [logging]
 level = "warn"
+[recording]
+recordings_dir = "$work/recs"
+format = "${RECORD_FORMAT:-wav}"
+channels = "${RECORD_CHANNELS:-dual}"
 [[routes]]
 flow = "hold"
+record = $( [ "${RECORD:-0}" = 1 ] && echo true || echo false )
 TOML
 ulimit -n 65536 2>/dev/null || true
 target/release/crossline run --config "$work/crossline.toml" 2>"$work/gw.log" &
@@ -58,17 +65,19 @@ sipp_pid=$!
 sleep "$ramp"
 cpu_snap() { awk '/^cpu[0-9]/{print $1, $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
 gw_ticks() { awk '{print $14+$15}' "/proc/$gw/stat"; }
-a=$(cpu_snap); g0=$(gw_ticks); t0=$(date +%s.%N)
+io_written() { awk '/^write_bytes/{print $2}' "/proc/$gw/io"; }
+a=$(cpu_snap); g0=$(gw_ticks); w0=$(io_written); t0=$(date +%s.%N)
 sleep "$measure"
-b=$(cpu_snap); g1=$(gw_ticks); t1=$(date +%s.%N)
+b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N)
 plateau_rss=$(rss_kb)
-curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null | grep -E "^crossline_audio|^crossline_rtp_send_errors" || true
+curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_recording" || true
 active=$(grep -c . /dev/null || true)
 wait "$probe" || true
 hz=$(getconf CLK_TCK)
 echo "calls=$calls rate=$rate hold=${hold}s plateau=${measure}s"
 paste <(echo "$a") <(echo "$b") | awk '{busy=$5-$2; idle=$6-$3; printf "cpu %s busy=%.1f%%\n", $1, 100*busy/(busy+idle)}'
 echo "crossline_cpu_pct_of_one_core=$(echo "($g1-$g0)/$hz/($t1-$t0)*100" | bc -l | xargs printf '%.1f')"
+echo "disk_written_mb_per_s=$(echo "($w1-$w0)/1048576/($t1-$t0)" | bc -l | xargs printf '%.2f')"
 echo "rss_idle_kb=$idle_rss rss_plateau_kb=$plateau_rss rss_per_call_kb=$(( (plateau_rss - idle_rss) / calls ))"
 cat "$work/probe.txt"
 wait "$sipp_pid" || true

@@ -705,3 +705,159 @@ fn the_api_records_a_live_call_and_the_webhook_hears_of_it() {
     listed.sort();
     assert_eq!(ids, listed);
 }
+
+/// moto's S3 server on a loopback port, stopped with the test.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        let python = peers::python("moto");
+        let port = free_port();
+        let child = Command::new(python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let server = S3Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server never listened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// An S3 call through boto3 (moto's own dependency), a client of its
+    /// own: `get` writes the object to stdout, `head` exits 0 if it exists.
+    fn boto(&self, op: &str, bucket: &str, key: &str) -> std::process::Output {
+        let script = format!(
+            "import sys, boto3\n\
+             s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{}', region_name='us-east-1',\n\
+                 aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+             op, bucket, key = sys.argv[1:4]\n\
+             if op == 'create': s3.create_bucket(Bucket=bucket)\n\
+             elif op == 'get': sys.stdout.buffer.write(s3.get_object(Bucket=bucket, Key=key)['Body'].read())\n\
+             elif op == 'head': s3.head_object(Bucket=bucket, Key=key)\n",
+            self.port
+        );
+        Command::new(peers::python("boto3"))
+            .args(["-c", &script, op, bucket, key])
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `storage = "s3"`: the finished recording goes to the bucket (moto's S3
+/// server) under the prefix and leaves recordings_dir; the row says where,
+/// the object's SHA-256 is the row's, the API serves ranges from the
+/// bucket, and deleting removes the object.
+#[test]
+fn recordings_go_to_an_s3_bucket() {
+    let s3 = S3Server::start();
+    let made = s3.boto("create", "call-recordings", "");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let tone400 = dir.path().join("tone400.wav");
+    write_tone(&tone400, 400.0, 4.0, 8000.0, 8000);
+    std::fs::write(
+        flows.join("talk.toml"),
+        format!(
+            "name = \"talk\"\n\n[[nodes]]\nid = \"talk\"\ntype = \"play\"\nfile = \"{}\"\nloop = true\nduration_secs = 3.0\nnext = \"bye\"\n\n[[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
+            tone400.display()
+        ),
+    )
+    .unwrap();
+    let recs = dir.path().join("spool");
+    let gw = Gateway::start_with_env(
+        &format!(
+            "{}\n[[routes]]\ndid = \"s3\"\nflow = \"talk\"\nrecord = true\n",
+            config(
+                &flows,
+                &recs,
+                &format!(
+                    "storage = \"s3\"\ns3_bucket = \"call-recordings\"\ns3_endpoint = \"http://127.0.0.1:{}\"\ns3_prefix = \"calls/\"\n",
+                    s3.port
+                )
+            )
+        ),
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    );
+    let tone = ulaw_tone(dir.path(), 1000, 20);
+    let sc = caller_scenario(dir.path(), &tone, 500);
+    let addr = gw.sip_addr();
+    let run = sipp(&caller_args(&addr, &sc, "s3"), Duration::from_secs(30));
+    assert!(run.ok(), "{}", run.describe());
+
+    let rec = recordings(&gw, 1).remove(0);
+    assert_eq!(rec["storage"], "s3", "{rec}\n{}", gw.log());
+    let id = rec["id"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_dir(&recs).unwrap().count(),
+        0,
+        "the local copy is gone once uploaded"
+    );
+    let got = s3.boto("get", "call-recordings", &format!("calls/{id}.wav"));
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let object = got.stdout;
+    assert_eq!(object.len() as u64, rec["size_bytes"].as_u64().unwrap());
+    assert_eq!(
+        rec["sha256"].as_str().unwrap(),
+        sha2::Sha256::digest(&object)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let (left, right) = channels(&object);
+    let (l1k, _) = levels(&left, 0.5, 2.5);
+    let (_, r400) = levels(&right, 0.5, 2.5);
+    assert!(
+        l1k > 4000.0 && r400 > 2000.0,
+        "left 1 kHz {l1k:.0}, right 400 Hz {r400:.0}"
+    );
+
+    let auth = format!("Bearer {OPERATOR}");
+    let (status, head, bytes) = http_bytes(
+        &gw,
+        "GET",
+        &format!("/v1/recordings/{id}"),
+        &[("Authorization", &auth), ("Range", "bytes=100-199")],
+    );
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(bytes, object[100..200]);
+    let r = gw.api(ADMIN, "DELETE", &format!("/v1/recordings/{id}"), None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let head = s3.boto("head", "call-recordings", &format!("calls/{id}.wav"));
+    assert!(!head.status.success(), "the object is gone");
+    assert!(String::from_utf8_lossy(&head.stderr).contains("404"));
+}

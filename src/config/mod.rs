@@ -792,6 +792,22 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     if let Err(e) = rec.webhook_secret() {
         err(&["recording", "webhook_secret"], e);
     }
+    if rec.storage == crate::config::RecordStorage::S3
+        && rec.s3_bucket.as_deref().is_none_or(str::is_empty)
+    {
+        err(
+            &["recording", "s3_bucket"],
+            "storage = \"s3\" needs a bucket".into(),
+        );
+    }
+    if let Some(u) = &rec.s3_endpoint {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            err(
+                &["recording", "s3_endpoint"],
+                "must start with http:// or https://".into(),
+            );
+        }
+    }
     if let Some(name) = rec.announcement.as_deref() {
         let is_prompt = config.prompts.iter().any(|p| p.name == name);
         if !is_prompt && !name.to_ascii_lowercase().ends_with(".wav") {

@@ -390,6 +390,17 @@ pub enum RecordFormat {
     Ogg,
 }
 
+/// Where finished recordings are kept.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordStorage {
+    /// `recordings_dir`.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (written in `recordings_dir` first).
+    S3,
+}
+
 /// Call recording.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -415,6 +426,16 @@ pub struct RecordingConfig {
     pub webhook_url: Option<String>,
     pub webhook_secret: Option<Secret>,
     pub webhook_secret_env: Option<String>,
+    /// "local", or "s3": each finished file is uploaded, then removed from
+    /// `recordings_dir`. Credentials come from the usual AWS environment
+    /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or the instance's role).
+    pub storage: RecordStorage,
+    pub s3_bucket: Option<String>,
+    /// An S3-compatible endpoint (MinIO, Ceph, moto); unset: AWS's.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    /// Prepended to each object's name ("recordings/").
+    pub s3_prefix: String,
 }
 
 impl Default for RecordingConfig {
@@ -431,6 +452,11 @@ impl Default for RecordingConfig {
             webhook_url: None,
             webhook_secret: None,
             webhook_secret_env: None,
+            storage: RecordStorage::Local,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_prefix: String::new(),
         }
     }
 }

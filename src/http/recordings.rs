@@ -4,7 +4,6 @@
 //! file is found through its row, and never outside the recordings
 //! directory.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -138,80 +137,62 @@ async fn download(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<Strin
     let Some(row) = row else {
         return error(StatusCode::NOT_FOUND, "no such recording");
     };
-    let Some(path) = s.services.recordings.file_of(&row) else {
-        return error(StatusCode::NOT_FOUND, "the recording's file is gone");
+    let recordings = &s.services.recordings;
+    let failed = |e: String| {
+        tracing::warn!(recording = %row.id, %e, "recording: cannot read it");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot read the recording",
+        )
     };
-    let range = h
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let read = tokio::task::spawn_blocking(move || read_file(&path, range.as_deref())).await;
-    let (status, bytes, content_range) = match read {
-        Ok(Ok(Ok(r))) => r,
-        Ok(Ok(Err(len))) => {
+    let len = match recordings.size(&row).await {
+        Ok(Some(len)) => len,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "the recording's file is gone"),
+        Err(e) => return failed(e),
+    };
+    let range = h.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let wanted = match range.map(|r| byte_range(r, len)) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(r))) => Some(r),
+        Some(Err(())) => {
             let mut r = error(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
             return r;
         }
-        Ok(Err(e)) => {
-            tracing::warn!(recording = %row.id, %e, "recording: cannot read the file");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot read the recording",
-            );
-        }
-        Err(_) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot read the recording",
-            )
+    };
+    let (start, end) = wanted.unwrap_or((0, len.saturating_sub(1)));
+    let end = end.min(start.saturating_add(MAX_BODY - 1));
+    let bytes = if len == 0 {
+        Vec::new()
+    } else {
+        match recordings.read(&row, start, end).await {
+            Ok(b) => b,
+            Err(e) => return failed(e),
         }
     };
     let content_type = match row.format.as_str() {
         "ogg" => "audio/ogg",
         _ => "audio/wav",
     };
+    let status = match wanted {
+        Some(_) => StatusCode::PARTIAL_CONTENT,
+        None => StatusCode::OK,
+    };
     let mut r = (status, Body::from(bytes)).into_response();
     let headers = r.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        headers.insert(header::CONTENT_RANGE, cr);
+    if wanted.is_some() {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+            headers.insert(header::CONTENT_RANGE, v);
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&row.sha256) {
         headers.insert("x-crossline-sha256", v);
     }
     r
-}
-
-/// The file, or the range asked for: status, bytes, Content-Range;
-/// `Err(len)` for a range it can't satisfy.
-type FileRead = Result<(StatusCode, Vec<u8>, Option<String>), u64>;
-
-fn read_file(path: &std::path::Path, range: Option<&str>) -> std::io::Result<FileRead> {
-    let mut file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let wanted = match range.map(|r| byte_range(r, len)) {
-        None | Some(Ok(None)) => None,
-        Some(Ok(Some(r))) => Some(r),
-        Some(Err(())) => return Ok(Err(len)),
-    };
-    let (start, end) = wanted.unwrap_or((0, len.saturating_sub(1)));
-    let end = end.min(start.saturating_add(MAX_BODY - 1));
-    let count = if len == 0 { 0 } else { end - start + 1 };
-    file.seek(SeekFrom::Start(start))?;
-    let mut bytes = Vec::with_capacity(count as usize);
-    file.take(count).read_to_end(&mut bytes)?;
-    Ok(Ok(match wanted {
-        Some(_) => (
-            StatusCode::PARTIAL_CONTENT,
-            bytes,
-            Some(format!("bytes {start}-{end}/{len}")),
-        ),
-        None => (StatusCode::OK, bytes, None),
-    }))
 }
 
 async fn remove(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<String>) -> Response {

@@ -5,12 +5,14 @@
 //! thread (`writer.rs`) drains every ring, encodes (WAV here, Opus in Ogg
 //! in `ogg.rs`) and writes under `[recording] recordings_dir`. When the
 //! loop lets go of a ring (stopped, or the call ended) the writer finishes
-//! the file and its row goes to the store and the signed webhook. A
+//! the file, uploads it when the storage is an S3-compatible bucket
+//! (`bucket.rs`), and its row goes to the store and the signed webhook. A
 //! background sweep applies the retention policy (`retention.rs`).
 //!
 //! Outside call control, a live call is addressed by its SIP Call-ID
 //! through a [`CallCommand`] (the API today, TwiML `<Record>` later).
 
+mod bucket;
 mod ogg;
 mod retention;
 pub(crate) mod writer;
@@ -121,6 +123,8 @@ pub struct Recordings {
     writer: writer::Writer,
     commands: mpsc::UnboundedSender<CallCommand>,
     store: Arc<dyn Store>,
+    /// `[recording] storage = "s3"`: where finished files go.
+    bucket: Option<Arc<bucket::Bucket>>,
 }
 
 impl Recordings {
@@ -148,14 +152,25 @@ impl Recordings {
             (Some(url), Ok(Some(secret))) => Some((url.clone(), secret)),
             _ => None,
         };
+        let bucket = match config.storage {
+            crate::config::RecordStorage::Local => None,
+            crate::config::RecordStorage::S3 => {
+                Some(Arc::new(bucket::Bucket::from_config(config)?))
+            }
+        };
         tokio::spawn(store_finished(
             finished,
-            stored,
-            store.clone(),
-            http,
-            webhook,
+            Finished {
+                stored,
+                store: store.clone(),
+                http,
+                webhook,
+                dir: dir.clone(),
+                bucket: bucket.clone(),
+            },
         ));
         let recordings = Arc::new(Recordings {
+            bucket,
             dir,
             channels: config.channels,
             format: config.format,
@@ -240,18 +255,67 @@ impl Recordings {
         path.starts_with(&dir).then_some(path)
     }
 
+    /// The bucket a row's object is in (None: the row's file is local).
+    fn bucket_of(&self, row: &RecordingRecord) -> Result<Option<&bucket::Bucket>, String> {
+        match (row.storage.as_str(), &self.bucket) {
+            ("s3", Some(b)) => Ok(Some(b)),
+            ("s3", None) => {
+                Err("the recording is in a bucket; [recording] storage is not s3".into())
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The recording's size; None when its file is gone.
+    pub async fn size(&self, row: &RecordingRecord) -> Result<Option<u64>, String> {
+        if let Some(b) = self.bucket_of(row)? {
+            return b.size(&row.path).await.map(Some);
+        }
+        let Some(path) = self.file_of(row) else {
+            return Ok(None);
+        };
+        Ok(std::fs::metadata(path).ok().map(|m| m.len()))
+    }
+
+    /// Bytes `start..=end` of the recording.
+    pub async fn read(
+        &self,
+        row: &RecordingRecord,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<u8>, String> {
+        if let Some(b) = self.bucket_of(row)? {
+            return b.range(&row.path, start, end).await;
+        }
+        let path = self.file_of(row).ok_or("the recording's file is gone")?;
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read as _, Seek as _};
+            let mut file = std::fs::File::open(path)?;
+            file.seek(std::io::SeekFrom::Start(start))?;
+            let mut bytes = Vec::new();
+            file.take(end.saturating_sub(start) + 1)
+                .read_to_end(&mut bytes)?;
+            Ok::<_, std::io::Error>(bytes)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+
     /// Delete a recording: its file, then its row. False when unknown.
     pub async fn delete(&self, id: &str, reason: &'static str) -> Result<bool, String> {
         let row = self.store.recording(id).await.map_err(|e| e.to_string())?;
         let Some(row) = row else {
             return Ok(false);
         };
-        self.remove(&row, reason)?;
+        self.remove(&row, reason).await?;
         Ok(true)
     }
 
-    fn remove(&self, row: &RecordingRecord, reason: &'static str) -> Result<(), String> {
-        if let Some(path) = self.file_of(row) {
+    async fn remove(&self, row: &RecordingRecord, reason: &'static str) -> Result<(), String> {
+        if let Some(b) = self.bucket_of(row)? {
+            b.delete(&row.path).await?;
+        } else if let Some(path) = self.file_of(row) {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -303,24 +367,57 @@ pub fn json(r: &RecordingRecord) -> serde_json::Value {
         "channels": r.channels,
         "format": r.format,
         "complete": r.complete,
+        "storage": r.storage,
         "url": format!("/v1/recordings/{}", r.id),
     })
 }
 
-/// Finished recordings: row to the store, then the webhook.
-async fn store_finished(
-    mut finished: mpsc::UnboundedReceiver<RecordingRecord>,
+/// What becomes of finished recordings.
+struct Finished {
+    /// Counted off once each row is queued (`Recordings::wait_idle`).
     stored: Arc<std::sync::atomic::AtomicUsize>,
     store: Arc<dyn Store>,
     http: reqwest::Client,
     webhook: Option<(String, String)>,
-) {
+    dir: PathBuf,
+    bucket: Option<Arc<bucket::Bucket>>,
+}
+
+/// Finished recordings: to the bucket (if any), the row to the store,
+/// then the webhook.
+async fn store_finished(mut finished: mpsc::UnboundedReceiver<RecordingRecord>, to: Finished) {
+    let Finished {
+        stored,
+        store,
+        http,
+        webhook,
+        dir,
+        bucket,
+    } = to;
     let hooks = webhook.as_ref().map(|_| {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(crate::callback::deliver_webhooks(http, rx));
         tx
     });
-    while let Some(row) = finished.recv().await {
+    while let Some(mut row) = finished.recv().await {
+        if let Some(b) = &bucket {
+            let file = dir.join(&row.path);
+            let key = b.key(&row.path);
+            match b.upload(&file, &key).await {
+                Ok(()) => {
+                    if let Err(e) = std::fs::remove_file(&file) {
+                        tracing::warn!(recording = %row.id, %e, "recording: uploaded, but the local copy stays");
+                    }
+                    row.storage = "s3".into();
+                    row.path = key;
+                }
+                Err(e) => {
+                    // Kept on disk, and listed as local: nothing is lost.
+                    tracing::warn!(recording = %row.id, %e, "recording: upload failed; kept in recordings_dir");
+                    metrics::counter!(names::RECORDING_UPLOAD_ERRORS).increment(1);
+                }
+            }
+        }
         tracing::info!(recording = %row.id, duration_ms = row.duration_ms, size = row.size_bytes, complete = row.complete, "recording finished");
         let body = serde_json::json!({ "event": "recording.completed", "recording": json(&row) });
         if let Err(e) = store.record_recording(row.clone()) {
@@ -336,5 +433,88 @@ async fn store_finished(
                 secret,
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn row(id: &str, age: Duration, path: &str) -> RecordingRecord {
+        RecordingRecord {
+            id: id.into(),
+            call_id: "c@h".into(),
+            started_at: SystemTime::now() - age,
+            duration_ms: 1000,
+            size_bytes: 10,
+            sha256: String::new(),
+            channels: "dual".into(),
+            format: "wav".into(),
+            complete: true,
+            storage: "local".into(),
+            path: path.into(),
+        }
+    }
+
+    /// The sweep deletes what is past `retention_days`, file and row, and
+    /// keeps the rest; files are only ever found inside the directory.
+    #[tokio::test]
+    async fn retention_sweeps_old_recordings_and_paths_stay_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs = dir.path().join("recs");
+        std::fs::create_dir(&recs).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let day = Duration::from_secs(86_400);
+        for (id, age) in [("old", 3 * day), ("new", Duration::ZERO)] {
+            std::fs::write(recs.join(format!("{id}.wav")), b"RIFF").unwrap();
+            store
+                .record_recording(row(id, age, &format!("{id}.wav")))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("secret.txt"), b"outside").unwrap();
+        let config = RecordingConfig {
+            recordings_dir: recs.clone(),
+            retention_days: 2,
+            sweep_interval_secs: 1,
+            ..RecordingConfig::default()
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (recordings, _commands) =
+            Recordings::start(&config, None, store.clone(), reqwest::Client::new()).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.recording("old").await.unwrap().is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "never swept");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!recs.join("old.wav").exists());
+        assert!(recs.join("new.wav").exists());
+        assert!(store.recording("new").await.unwrap().is_some());
+
+        for outside in [
+            "../secret.txt",
+            "/etc/passwd",
+            "sub/../../secret.txt",
+            ".",
+            "",
+        ] {
+            assert_eq!(
+                recordings.file_of(&row("x", Duration::ZERO, outside)),
+                None,
+                "{outside}"
+            );
+        }
+        // A link inside pointing out is no way out either.
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), recs.join("link.wav")).unwrap();
+        assert_eq!(
+            recordings.file_of(&row("x", Duration::ZERO, "link.wav")),
+            None
+        );
+        assert!(recordings
+            .file_of(&row("new", Duration::ZERO, "new.wav"))
+            .is_some());
+        assert!(recordings.delete("new", "api").await.unwrap());
+        assert!(!recs.join("new.wav").exists());
+        assert!(!recordings.delete("new", "api").await.unwrap());
     }
 }

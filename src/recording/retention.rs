@@ -75,7 +75,7 @@ pub(super) fn spawn(recordings: Arc<Recordings>, policy: Policy) {
                 }
             };
             for (row, reason) in policy.expired(&rows, SystemTime::now()) {
-                if let Err(e) = recordings.remove(row, reason) {
+                if let Err(e) = recordings.remove(row, reason).await {
                     tracing::warn!(recording = %row.id, %e, "recording retention: cannot delete");
                 }
             }
@@ -98,6 +98,7 @@ mod tests {
             channels: "dual".into(),
             format: "wav".into(),
             complete: true,
+            storage: "local".into(),
             path: format!("{id}.wav"),
         }
     }

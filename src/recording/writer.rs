@@ -209,6 +209,7 @@ impl Active {
             channels: channels_name(self.channels).into(),
             format: format_name(self.format).into(),
             complete,
+            storage: "local".into(),
             path: self.file_name,
         }
     }

@@ -113,7 +113,9 @@ pub struct RecordingRecord {
     pub format: String,
     /// False when frames were dropped or the file could not be written.
     pub complete: bool,
-    /// The file's name under `[recording] recordings_dir`.
+    /// Where it is: "local" (`path` is the file's name under `[recording]
+    /// recordings_dir`) or "s3" (`path` is the object's name in the bucket).
+    pub storage: String,
     pub path: String,
 }
 

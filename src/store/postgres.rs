@@ -197,6 +197,7 @@ const MIGRATIONS: &[&str] = &[
         channels TEXT NOT NULL,
         format TEXT NOT NULL,
         complete BOOLEAN NOT NULL,
+        storage TEXT NOT NULL,
         path TEXT NOT NULL
     );
     CREATE INDEX recordings_call_id ON recordings(call_id);

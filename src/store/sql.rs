@@ -590,7 +590,7 @@ fn consent_row(mut r: Cols) -> Result<ConsentRecord, StoreError> {
 }
 
 const RECORDING_COLUMNS: &str = "id, call_id, started_at_ms, duration_ms, size_bytes, sha256,
-        channels, format, complete, path";
+        channels, format, complete, storage, path";
 
 fn recording_params(r: RecordingRecord) -> Vec<Value> {
     let int = |v: u64| Value::Int(i64::try_from(v).unwrap_or(i64::MAX));
@@ -604,6 +604,7 @@ fn recording_params(r: RecordingRecord) -> Vec<Value> {
         r.channels.into(),
         r.format.into(),
         r.complete.into(),
+        r.storage.into(),
         r.path.into(),
     ]
 }
@@ -619,7 +620,8 @@ fn recording_row(mut r: Cols) -> Result<RecordingRecord, StoreError> {
         channels: r.text(6)?,
         format: r.text(7)?,
         complete: r.flag(8)?,
-        path: r.text(9)?,
+        storage: r.text(9)?,
+        path: r.text(10)?,
     })
 }
 
@@ -1395,11 +1397,12 @@ impl<B: Backend> Store for SqlStore<B> {
     fn record_recording(&self, r: RecordingRecord) -> Result<(), StoreError> {
         self.write(
             "INSERT INTO recordings (id, call_id, started_at_ms, duration_ms, size_bytes, sha256,
-                channels, format, complete, path)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                channels, format, complete, storage, path)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (id) DO UPDATE SET duration_ms = excluded.duration_ms,
                 size_bytes = excluded.size_bytes, sha256 = excluded.sha256,
-                complete = excluded.complete",
+                complete = excluded.complete, storage = excluded.storage,
+                path = excluded.path",
             recording_params(r),
         )
     }

@@ -183,6 +183,7 @@ const MIGRATIONS: &[&str] = &[
         channels TEXT NOT NULL,
         format TEXT NOT NULL,
         complete INTEGER NOT NULL,
+        storage TEXT NOT NULL,
         path TEXT NOT NULL
     );
     CREATE INDEX recordings_call_id ON recordings(call_id);
@@ -607,6 +608,7 @@ mod tests {
                     channels: "dual".into(),
                     format: "wav".into(),
                     complete: i != 1,
+                    storage: "local".into(),
                     path: format!("r{i}.wav"),
                 })
                 .unwrap();

@@ -413,6 +413,10 @@ pub const RECORDING_BYTES: Metric = counter(
     "crossline_recording_bytes_total",
     "Bytes of finished recordings written.",
 );
+pub const RECORDING_UPLOAD_ERRORS: Metric = counter(
+    "crossline_recording_upload_errors_total",
+    "Finished recordings that could not be uploaded to the bucket (kept in recordings_dir).",
+);
 pub const RECORDINGS_DELETED: Metric = counter(
     "crossline_recordings_deleted_total",
     "Recordings deleted, by reason (api, retention_days, max_total_mb).",
@@ -568,6 +572,7 @@ pub const ALL: &[Metric] = &[
     RECORDING_FRAMES_DROPPED,
     RECORDING_WRITE_ERRORS,
     RECORDING_BYTES,
+    RECORDING_UPLOAD_ERRORS,
     RECORDINGS_DELETED,
     STORE_WRITE_SECONDS,
     STORE_WRITE_QUEUE,
