@@ -592,57 +592,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn recordings_round_trip_page_and_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
-        let at = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-        for (i, call) in ["a", "b", "a"].iter().enumerate() {
-            store
-                .record_recording(crate::store::RecordingRecord {
-                    id: format!("r{i}"),
-                    call_id: call.to_string(),
-                    started_at: at(1_000 * (i as u64 + 1)),
-                    duration_ms: 500,
-                    size_bytes: 100 + i as u64,
-                    sha256: "ab".into(),
-                    channels: "dual".into(),
-                    format: "wav".into(),
-                    complete: i != 1,
-                    storage: "local".into(),
-                    path: format!("r{i}.wav"),
-                })
-                .unwrap();
-        }
-        let page =
-            |call_id: Option<&str>, before: Option<u64>, limit| crate::store::RecordingFilter {
-                call_id: call_id.map(str::to_string),
-                before: before.map(at),
-                limit,
-            };
-        let ids = |rows: Vec<crate::store::RecordingRecord>| {
-            rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
-        };
-        assert_eq!(
-            ids(store.recordings(&page(None, None, 2)).await.unwrap()),
-            ["r2", "r1"]
-        );
-        assert_eq!(
-            ids(store.recordings(&page(None, Some(2_000), 2)).await.unwrap()),
-            ["r0"]
-        );
-        assert_eq!(
-            ids(store.recordings(&page(Some("a"), None, 9)).await.unwrap()),
-            ["r2", "r0"]
-        );
-        let one = store.recording("r1").await.unwrap().unwrap();
-        assert!(!one.complete);
-        assert_eq!(one.size_bytes, 101);
-        assert_eq!(ids(store.oldest_recordings(2).await.unwrap()), ["r0", "r1"]);
-        store.delete_recording("r1").unwrap();
-        assert_eq!(store.recording("r1").await.unwrap(), None);
-    }
-
-    #[tokio::test]
     async fn chat_breakout_lead_and_consent_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
