@@ -147,6 +147,26 @@ fn longest_silence(left: &[f64], right: &[f64]) -> (usize, usize) {
     best
 }
 
+/// A flows folder in `dir` and a 400 Hz WAV for them: with `talk_secs`,
+/// a `talk` flow playing it that long, then hanging up.
+fn flows_with_tone(dir: &Path, talk_secs: Option<f64>) -> (PathBuf, PathBuf) {
+    let flows = dir.join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let tone400 = dir.join("tone400.wav");
+    write_tone(&tone400, 400.0, 4.0, 8000.0, 8000);
+    if let Some(secs) = talk_secs {
+        std::fs::write(
+            flows.join("talk.toml"),
+            format!(
+                "name = \"talk\"\n\n[[nodes]]\nid = \"talk\"\ntype = \"play\"\nfile = \"{}\"\nloop = true\nduration_secs = {secs:.1}\nnext = \"bye\"\n\n[[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
+                tone400.display()
+            ),
+        )
+        .unwrap();
+    }
+    (flows, tone400)
+}
+
 /// Tone levels over `[from, to)` seconds of one channel.
 fn levels(ch: &[f64], from: f64, to: f64) -> (f64, f64) {
     let part = &ch[(from * 8000.0) as usize..(to * 8000.0) as usize];
@@ -211,10 +231,7 @@ type = "hangup"
 #[test]
 fn dual_channel_recording_with_a_pci_pause() {
     let dir = tempfile::tempdir().unwrap();
-    let flows = dir.path().join("flows");
-    std::fs::create_dir(&flows).unwrap();
-    let tone400 = dir.path().join("tone400.wav");
-    write_tone(&tone400, 400.0, 4.0, 8000.0, 8000);
+    let (flows, tone400) = flows_with_tone(dir.path(), None);
     std::fs::write(
         flows.join("rec.toml"),
         FLOW.replace("TONE400", &path_str(&tone400)),
@@ -407,20 +424,9 @@ impl Drop for TinyDisk {
 #[test]
 fn a_full_disk_leaves_the_call_intact_and_the_recording_incomplete() {
     let dir = tempfile::tempdir().unwrap();
-    let flows = dir.path().join("flows");
-    std::fs::create_dir(&flows).unwrap();
-    let tone400 = dir.path().join("tone400.wav");
-    write_tone(&tone400, 400.0, 4.0, 8000.0, 8000);
+    let (flows, _) = flows_with_tone(dir.path(), Some(6.0));
     let beep = dir.path().join("announce.wav");
     write_tone(&beep, 600.0, 1.0, 8000.0, 8000);
-    std::fs::write(
-        flows.join("talk.toml"),
-        format!(
-            "name = \"talk\"\n\n[[nodes]]\nid = \"talk\"\ntype = \"play\"\nfile = \"{}\"\nloop = true\nduration_secs = 6.0\nnext = \"bye\"\n\n[[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
-            tone400.display()
-        ),
-    )
-    .unwrap();
     // 64 KB: two seconds of dual-channel WAV.
     let recs = dir.path().join("full");
     let _disk = TinyDisk::mount(&recs, "64k");
@@ -553,18 +559,7 @@ fn decode_ogg(bytes: &[u8]) -> (u8, Vec<f64>) {
 #[test]
 fn the_api_records_a_live_call_and_the_webhook_hears_of_it() {
     let dir = tempfile::tempdir().unwrap();
-    let flows = dir.path().join("flows");
-    std::fs::create_dir(&flows).unwrap();
-    let tone400 = dir.path().join("tone400.wav");
-    write_tone(&tone400, 400.0, 4.0, 8000.0, 8000);
-    std::fs::write(
-        flows.join("talk.toml"),
-        format!(
-            "name = \"talk\"\n\n[[nodes]]\nid = \"talk\"\ntype = \"play\"\nfile = \"{}\"\nloop = true\nduration_secs = 8.0\nnext = \"bye\"\n\n[[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
-            tone400.display()
-        ),
-    )
-    .unwrap();
+    let (flows, _) = flows_with_tone(dir.path(), Some(8.0));
     let (hook_port, hooks, _) = standin::stand_in();
     let recs = dir.path().join("recs");
     let gw = Gateway::start(&format!(
@@ -779,18 +774,7 @@ fn recordings_go_to_an_s3_bucket() {
         String::from_utf8_lossy(&made.stderr)
     );
     let dir = tempfile::tempdir().unwrap();
-    let flows = dir.path().join("flows");
-    std::fs::create_dir(&flows).unwrap();
-    let tone400 = dir.path().join("tone400.wav");
-    write_tone(&tone400, 400.0, 4.0, 8000.0, 8000);
-    std::fs::write(
-        flows.join("talk.toml"),
-        format!(
-            "name = \"talk\"\n\n[[nodes]]\nid = \"talk\"\ntype = \"play\"\nfile = \"{}\"\nloop = true\nduration_secs = 3.0\nnext = \"bye\"\n\n[[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
-            tone400.display()
-        ),
-    )
-    .unwrap();
+    let (flows, _) = flows_with_tone(dir.path(), Some(3.0));
     let recs = dir.path().join("spool");
     let gw = Gateway::start_with_env(
         &format!(

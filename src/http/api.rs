@@ -166,17 +166,20 @@ pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Response> 
 }
 
 #[derive(Deserialize)]
-struct ListQuery {
+pub(super) struct ListQuery {
     #[serde(default)]
     limit: Option<usize>,
     #[serde(default)]
-    call_id: Option<String>,
+    pub(super) call_id: Option<String>,
     #[serde(default)]
     subject: Option<String>,
+    /// Unix ms: the next page, before the last one's time (recordings).
+    #[serde(default)]
+    pub(super) before: Option<u64>,
 }
 
 impl ListQuery {
-    fn limit(&self) -> usize {
+    pub(super) fn limit(&self) -> usize {
         self.limit.unwrap_or(50).clamp(1, 500)
     }
 }

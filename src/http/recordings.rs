@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::{body, error, store_call};
+use super::api::{body, error, store_call, ListQuery};
 use super::auth::Role;
 use super::HttpState;
 use crate::recording::{RecordAction, RecordError, RecordOptions};
@@ -64,23 +64,12 @@ async fn control(
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    call_id: Option<String>,
-    /// Unix ms: only recordings started before (the next page).
-    #[serde(default)]
-    before: Option<u64>,
-}
-
 async fn list(State(s): State<HttpState>, h: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     guard!(s, h, Role::Operator);
     let filter = RecordingFilter {
+        limit: q.limit(),
         call_id: q.call_id,
         before: q.before.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-        limit: q.limit.unwrap_or(50).clamp(1, 500),
     };
     let rows = tri!(store_call(s.store.recordings(&filter)).await);
     let next_before = (rows.len() == filter.limit)

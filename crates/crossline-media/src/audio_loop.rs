@@ -474,13 +474,11 @@ fn run<S: EventSink>(
         for s in streams.iter_mut() {
             s.ticks_since_rx = s.ticks_since_rx.saturating_add(1);
             // Each stream's socket is polled on its own slot of the cycle;
-            // bridged and recorded streams every tick, since their audio
-            // is relayed or written.
+            // bridged streams every tick, since their audio is relayed. A
+            // recorded one's tap holds what a poll brings until its ticks
+            // come.
             let bridged = bridges.contains_key(&s.spec.id);
-            if bridged
-                || s.tap.is_some()
-                || (s.spec.id % u64::from(rx_poll_ticks)) as u32 == poll_slot
-            {
+            if bridged || (s.spec.id % u64::from(rx_poll_ticks)) as u32 == poll_slot {
                 // Drain incoming RTP: latch to its source (symmetric RTP).
                 let mut got = 0u64;
                 while let Ok((n, from)) = s.spec.socket.recv_from(&mut rx) {

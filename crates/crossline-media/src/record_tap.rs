@@ -40,9 +40,10 @@ pub struct TapCounters {
     pub paused: AtomicBool,
 }
 
-/// Received audio waiting to be framed: up to this many samples (60 ms)
-/// ride out jitter; beyond it the oldest go.
-const RX_HOLD: usize = FRAME_SAMPLES * 6;
+/// Received audio waiting to be framed: up to this many samples (200 ms:
+/// what a socket read every `rtp_poll_ticks` brings, plus jitter); beyond
+/// it the oldest go.
+const RX_HOLD: usize = FRAME_SAMPLES * 10;
 
 /// The loop's end of one recording.
 pub struct Tap {
@@ -158,7 +159,7 @@ mod tests {
         assert_eq!(a.caller[159], 159);
         assert_eq!(b.caller[0], 160);
         assert_eq!(b.caller[159], 319);
-        // A flood keeps the newest 60 ms.
+        // A flood keeps the newest 200 ms.
         tap.received(&vec![5; RX_HOLD * 2]);
         assert_eq!(tap.rx_len, RX_HOLD);
     }
