@@ -74,7 +74,7 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ),
     ("get", "/v1/recordings", Some(Role::Operator)),
     ("get", "/v1/recordings/{id}", Some(Role::Operator)),
-    ("delete", "/v1/recordings/{id}", Some(Role::Admin)),
+    ("delete", "/v1/recordings/{id}", Some(Role::Operator)),
 ];
 
 pub fn router(state: &HttpState) -> Router<HttpState> {

@@ -264,7 +264,7 @@ pub fn document() -> Value {
                         "404": { "$ref": "#/components/responses/BadRequest" },
                         "416": { "$ref": "#/components/responses/BadRequest" } } },
                 "delete": {
-                    "summary": "Delete a recording: its file and its row. Admin token only.",
+                    "summary": "Delete a recording: its file (or object) and its row.",
                     "parameters": path_param("id"),
                     "responses": {
                         "204": { "description": "Deleted." },

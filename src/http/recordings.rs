@@ -185,7 +185,7 @@ async fn download(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<Strin
 }
 
 async fn remove(State(s): State<HttpState>, h: HeaderMap, Path(id): Path<String>) -> Response {
-    guard!(s, h, Role::Admin);
+    guard!(s, h, Role::Operator);
     match s.services.recordings.delete(&id, "api").await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, "no such recording"),
