@@ -9,8 +9,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use crossline::media::audio_file::resample_to_8k;
 use crossline::media::dtmf::{DtmfReceiver, DtmfSender};
-use crossline::media::g711::encode_ulaw;
+use crossline::media::g711::{decode_ulaw, encode_ulaw};
 use crossline::media::player::{HoldProgram, Player, Source, FRAME_SAMPLES};
+use crossline::media::record_tap::Tap;
 use crossline::media::rtp_packet::write_rtp;
 
 fn hold_player() -> Player {
@@ -88,6 +89,31 @@ fn bench(c: &mut Criterion) {
                 encode_ulaw(&frame, &mut out);
                 if let Ok(n) = write_rtp(&mut packet, 0, false, i as u16, 0, i as u32, &out) {
                     bytes += n;
+                }
+            }
+            black_box(bytes)
+        })
+    });
+    // The same with every stream recorded: its received packet (here, the
+    // last one sent) decoded into the tap, and one frame of both directions
+    // pushed into the writer's ring. The rings are emptied without copying
+    // (the writer thread's work, not the loop's).
+    let mut taps: Vec<_> = (0..1000).map(|_| Tap::new(100)).collect();
+    let mut received = [0i16; FRAME_SAMPLES];
+    g.bench_function("compute_1000_streams_recorded", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            for (i, (p, (tap, ring, _))) in players.iter_mut().zip(taps.iter_mut()).enumerate() {
+                p.fill(&mut frame);
+                decode_ulaw(&out, &mut received);
+                tap.received(&received);
+                tap.frame(&frame);
+                encode_ulaw(&frame, &mut out);
+                if let Ok(n) = write_rtp(&mut packet, 0, false, i as u16, 0, i as u32, &out) {
+                    bytes += n;
+                }
+                if let Ok(read) = ring.read_chunk(ring.slots()) {
+                    read.commit_all();
                 }
             }
             black_box(bytes)

@@ -7,9 +7,12 @@
 #
 # Env: RATE (call setup rate, default 200), AUDIO_THREADS (default 0 = one per
 # core), OVERLOAD_THRESHOLD ([media] overload_threshold_percent; default 0 =
-# off, so capacity runs admit every call). Reports: crossline CPU per core,
-# RSS per call, |Δ−20 ms| p50/p99/p99.9/max at the receiver, loss and
-# timestamp drift, measured over the plateau when every call is up.
+# off, so capacity runs admit every call), RECORD=1 to record every call
+# (route record = true; RECORD_FORMAT wav or ogg, RECORD_CHANNELS dual or
+# mono), which adds the disk written per second and the recording counters
+# to the report. Reports: crossline CPU per core, RSS per call, |Δ−20 ms|
+# p50/p99/p99.9/max at the receiver, loss and timestamp drift, measured over
+# the plateau when every call is up.
 #
 # Overload mode: offer more than the box carries with overload control on,
 #   OVERLOAD_THRESHOLD=80 benches/rtp-load.sh 6000 40
@@ -47,8 +50,13 @@ listen = "127.0.0.1:$http_port"
 sqlite_path = "$work/crossline.db"
 [logging]
 level = "warn"
+[recording]
+recordings_dir = "$work/recs"
+format = "${RECORD_FORMAT:-wav}"
+channels = "${RECORD_CHANNELS:-dual}"
 [[routes]]
 flow = "hold"
+record = $( [ "${RECORD:-0}" = 1 ] && echo true || echo false )
 TOML
 ulimit -n 65536 2>/dev/null || true
 "$bin/crossline" run --config "$work/crossline.toml" 2>"$work/gw.log" &
@@ -68,7 +76,8 @@ sipp_pid=$!
 sleep "$ramp"
 cpu_snap() { awk '/^cpu[0-9]/{print $1, $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
 gw_ticks() { awk '{print $14+$15}' "/proc/$gw/stat"; }
-a=$(cpu_snap); g0=$(gw_ticks); t0=$(date +%s.%N)
+io_written() { awk '/^write_bytes/{print $2}' "/proc/$gw/io"; }
+a=$(cpu_snap); g0=$(gw_ticks); w0=$(io_written); t0=$(date +%s.%N)
 # Signalling under load: 50 OPTIONS, 100 ms apart, timed at the sender.
 python3 - "$port" >"$work/options.txt" <<'PY' &
 import socket, sys, time
@@ -91,10 +100,10 @@ pick = lambda q: rtts[min(len(rtts) - 1, int(q * len(rtts)))] if rtts else float
 print(f"options answers={codes} rtt_ms p50={pick(0.5):.2f} p99={pick(0.99):.2f} max={pick(1.0):.2f}")
 PY
 sleep "$measure"
-b=$(cpu_snap); g1=$(gw_ticks); t1=$(date +%s.%N)
+b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N)
 plateau_rss=$(rss_kb)
 metrics=$(curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null || true)
-echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused" || true
+echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording" || true
 active=$(echo "$metrics" | awk '/^crossline_calls_active /{print $2}')
 active=${active:-$calls}
 [ "${active%.*}" -gt 0 ] 2>/dev/null || active=$calls
@@ -105,6 +114,7 @@ paste <(echo "$a") <(echo "$b") | awk '{busy=$5-$2; idle=$6-$3; printf "cpu %s b
 echo "crossline_cpu_pct_of_one_core=$(echo "($g1-$g0)/$hz/($t1-$t0)*100" | bc -l | xargs printf '%.1f')"
 echo "calls_active_at_plateau=${active%.*}"
 echo "rss_idle_kb=$idle_rss rss_plateau_kb=$plateau_rss rss_per_call_kb=$(( (plateau_rss - idle_rss) / ${active%.*} ))"
+echo "disk_written_mb_per_s=$(echo "($w1-$w0)/1048576/($t1-$t0)" | bc -l | xargs printf '%.2f')"
 cat "$work/probe.txt"
 [ -s "$work/options.txt" ] && cat "$work/options.txt"
 wait "$sipp_pid" || true

@@ -306,6 +306,52 @@ async fn conformance(store: &dyn Store) {
     let newest = store.recent_calls(1).await.unwrap();
     assert_eq!(newest[0].call_id, "call-2@h");
     assert_eq!(newest[0].direction, "outbound");
+    recordings(store).await;
+}
+
+/// Recording rows: stored, paged newest first (by call, before a time),
+/// oldest first for retention, updated on upsert, deleted.
+async fn recordings(store: &dyn Store) {
+    let row = |i: u64, call: &str| RecordingRecord {
+        id: format!("r{i}"),
+        call_id: call.into(),
+        started_at: at(i + 1),
+        duration_ms: 500,
+        size_bytes: 100 + i,
+        sha256: "ab".repeat(32),
+        channels: "dual".into(),
+        format: "wav".into(),
+        complete: i != 1,
+        storage: "local".into(),
+        path: format!("r{i}.wav"),
+    };
+    for (i, call) in ["a", "b", "a"].iter().enumerate() {
+        store.record_recording(row(i as u64, call)).unwrap();
+    }
+    let page = |call_id: Option<&str>, before: Option<SystemTime>, limit| RecordingFilter {
+        call_id: call_id.map(str::to_string),
+        before,
+        limit,
+    };
+    let ids = |rows: Vec<RecordingRecord>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let newest = store.recordings(&page(None, None, 2)).await.unwrap();
+    assert_eq!(ids(newest), ["r2", "r1"]);
+    let next = store.recordings(&page(None, Some(at(2)), 2)).await.unwrap();
+    assert_eq!(ids(next), ["r0"]);
+    let of_a = store.recordings(&page(Some("a"), None, 9)).await.unwrap();
+    assert_eq!(ids(of_a), ["r2", "r0"]);
+    assert_eq!(store.recording("r1").await.unwrap(), Some(row(1, "b")));
+    assert_eq!(ids(store.oldest_recordings(2).await.unwrap()), ["r0", "r1"]);
+    // Uploaded: the same row now says where the object is.
+    let uploaded = RecordingRecord {
+        storage: "s3".into(),
+        path: "calls/r1.wav".into(),
+        ..row(1, "b")
+    };
+    store.record_recording(uploaded.clone()).unwrap();
+    assert_eq!(store.recording("r1").await.unwrap(), Some(uploaded));
+    store.delete_recording("r1").unwrap();
+    assert_eq!(store.recording("r1").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

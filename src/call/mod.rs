@@ -40,6 +40,7 @@ use crate::callback::Progress;
 use crate::config::Config;
 use crate::flow::interp::{CallRequest, CallSignal};
 use crate::media::audio_loop::{HoldProgram, MediaEvent, Source};
+use crate::recording::{CallCommand, RecordAction, RecordError, RecordingState};
 use crate::sdp::{Direction, LocalMedia, Negotiated};
 use crate::sip::endpoint::{
     CallId, ConnId, EndCause, Endpoint, Event, IncomingCall, Transmit, Transport,
@@ -98,6 +99,13 @@ pub enum MediaCommand<R> {
         call: CallId,
         tap: Option<Arc<crate::media::live::StreamTap>>,
     },
+    /// Start, stop, pause or resume the stream's recording; `call_id` (the
+    /// SIP Call-ID) is what its row is filed under.
+    Record {
+        call: CallId,
+        call_id: String,
+        action: RecordAction,
+    },
 }
 
 /// What the rest of the process must hear of.
@@ -141,6 +149,8 @@ pub struct Settings {
     pub holds: HoldPrograms,
     /// Seeds what call control numbers itself (SDP session ids).
     pub seed: u64,
+    /// Played before a route's recording starts (`[recording] announcement`).
+    pub record_announcement: Option<Arc<[i16]>>,
 }
 
 /// How many calls ended, by outcome, for metrics.
@@ -154,6 +164,7 @@ pub struct CallControl<P: PortSource, F> {
     ports: P,
     router: Router,
     demo_clip: Arc<[i16]>,
+    record_announcement: Option<Arc<[i16]>>,
     session_ids: u64,
     /// The one map of calls.
     calls: HashMap<CallId, Box<Call<P::Reservation, F>>>,
@@ -192,6 +203,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             endpoint,
             ports,
             demo_clip: settings.demo_clip,
+            record_announcement: settings.record_announcement,
             session_ids: settings.seed & u64::from(u32::MAX),
             calls: HashMap::new(),
             timers: BTreeSet::new(),
@@ -302,6 +314,11 @@ impl<P: PortSource, F> CallControl<P, F> {
                 duration_ms,
                 to_agent,
             } => self.start_digits(now, id, &digits, duration_ms, to_agent),
+            CallRequest::Record(action) => {
+                if let Err(e) = self.record(id, action) {
+                    tracing::info!(%e, ?action, "flow: recording action refused");
+                }
+            }
         }
         drop(in_call);
         self.process_events(now);
@@ -324,6 +341,11 @@ impl<P: PortSource, F> CallControl<P, F> {
                 // Digits can be PINs: only debug logs carry them.
                 tracing::info!("DTMF received (RFC 4733)");
                 tracing::debug!("DTMF digit");
+            }
+            // Nothing else plays while announcing: the stream's first
+            // source (generation 0) or a later play (ANNOUNCEMENT).
+            MediaEvent::SourceFinished(id, _) if self.announcing(CallId(id)) => {
+                self.announcement_over(CallId(id));
             }
             MediaEvent::SourceFinished(id, generation) => {
                 let id = CallId(id);
@@ -615,6 +637,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                     r.config.ring_ms,
                     r.hold.clone(),
                     r.early_media.cloned(),
+                    r.config.record,
                 )
             });
         let record = CallRecord::starting(
@@ -634,10 +657,11 @@ impl<P: PortSource, F> CallControl<P, F> {
             call.caller = Some(Box::new(caller));
         }
         call.web_call = inc.web_call.as_deref().map(Box::from);
-        let program = route
-            .as_ref()
-            .and_then(|(flow, _, hold, _)| Program::from_name(flow, &self.config.flow_set, hold));
-        let (ring_ms, early_media) = route.map_or((0, None), |r| (r.1, r.3));
+        let program = route.as_ref().and_then(|(flow, _, hold, _, _)| {
+            Program::from_name(flow, &self.config.flow_set, hold)
+        });
+        let (ring_ms, early_media) = route.as_ref().map_or((0, None), |r| (r.1, r.3.clone()));
+        call.route_records = route.is_some_and(|r| r.4);
         call.program = program;
         let routed = call.program.is_some();
         self.calls.insert(inc.call, Box::new(call));
@@ -816,12 +840,18 @@ impl<P: PortSource, F> CallControl<P, F> {
                 tracing::info!(call = %id, %e, "not answered");
                 return;
             }
-            let source = self.program_source(id);
             if let Some(call) = self.calls.get_mut(&id) {
                 call.record.answered_at = Some(SystemTime::now());
             }
-            self.play(id, source, 0);
-            self.start_flow(id);
+            match self.route_announcement(id) {
+                Some(announcement) => self.play(id, announcement, ANNOUNCEMENT),
+                None => {
+                    self.start_route_recording(id);
+                    let source = self.program_source(id);
+                    self.play(id, source, 0);
+                    self.start_flow(id);
+                }
+            }
             return;
         }
         let (port, reservation) = match self.ports.reserve() {
@@ -879,7 +909,9 @@ impl<P: PortSource, F> CallControl<P, F> {
         media: &Negotiated,
     ) {
         let _ = now;
-        let source = self.program_source(id);
+        let announcement = self.route_announcement(id);
+        let announcing = announcement.is_some();
+        let source = announcement.unwrap_or_else(|| self.program_source(id));
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -901,8 +933,112 @@ impl<P: PortSource, F> CallControl<P, F> {
             source,
             near: None,
         });
+        if announcing {
+            // The program and its flow start when the announcement ends.
+            self.media_changed(id, media);
+            return;
+        }
+        self.start_route_recording(id);
         self.start_flow(id);
         self.media_changed(id, media);
+    }
+
+    /// A route that records plays `[recording] announcement` first: its
+    /// source, with the call marked announcing (None: no announcement).
+    fn route_announcement(&mut self, id: CallId) -> Option<Source> {
+        let samples = self.record_announcement.clone()?;
+        let call = self.calls.get_mut(&id).filter(|c| c.route_records)?;
+        call.recording = RecordingState::Announcing;
+        Some(Source::Clip {
+            samples,
+            looped: false,
+        })
+    }
+
+    fn announcing(&self, id: CallId) -> bool {
+        self.calls
+            .get(&id)
+            .is_some_and(|c| c.recording == RecordingState::Announcing)
+    }
+
+    /// The route's announcement has played: record, then the program.
+    fn announcement_over(&mut self, id: CallId) {
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.recording = RecordingState::Off;
+        }
+        self.start_route_recording(id);
+        let source = self.program_source(id);
+        self.play(id, source, 0);
+        self.start_flow(id);
+    }
+
+    fn start_route_recording(&mut self, id: CallId) {
+        if self.calls.get(&id).is_some_and(|c| c.route_records) {
+            let start = RecordAction::Start(Default::default());
+            if let Err(e) = self.record(id, start) {
+                tracing::info!(%e, "route recording not started");
+            }
+        }
+    }
+
+    /// Start, stop, pause or resume a call's recording; its state after.
+    pub fn record(
+        &mut self,
+        id: CallId,
+        action: RecordAction,
+    ) -> Result<RecordingState, RecordError> {
+        let call = self.calls.get_mut(&id).ok_or(RecordError::NoCall)?;
+        let next = match (call.recording, action) {
+            (_, RecordAction::Start(_)) if !call.streaming() => return Err(RecordError::NoMedia),
+            (RecordingState::On { .. }, RecordAction::Start(_)) => {
+                return Err(RecordError::AlreadyRecording)
+            }
+            (_, RecordAction::Start(_)) => RecordingState::On { paused: false },
+            (RecordingState::On { .. }, RecordAction::Stop) => RecordingState::Off,
+            (RecordingState::On { .. }, RecordAction::Pause) => RecordingState::On { paused: true },
+            (RecordingState::On { .. }, RecordAction::Resume) => {
+                RecordingState::On { paused: false }
+            }
+            (_, RecordAction::Stop | RecordAction::Pause | RecordAction::Resume) => {
+                return Err(RecordError::NotRecording)
+            }
+        };
+        call.recording = next;
+        tracing::info!(state = next.name(), "recording");
+        self.media_out.push_back(MediaCommand::Record {
+            call: id,
+            call_id: call.record.call_id.clone(),
+            action,
+        });
+        Ok(next)
+    }
+
+    /// A command from outside call control (the API), by SIP Call-ID.
+    pub fn handle_command(&mut self, now: Instant, command: CallCommand) {
+        match command {
+            CallCommand::Record {
+                call_id,
+                action,
+                reply,
+            } => {
+                // The caller's leg: the one the call was answered on.
+                let id = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.record.call_id == call_id)
+                    .min_by_key(|(_, c)| !matches!(c.role, Role::Inbound | Role::Callback(_)))
+                    .map(|(id, _)| *id);
+                let result = match id {
+                    Some(id) => {
+                        let _in_call = self.enter(id);
+                        self.record(id, action)
+                    }
+                    None => Err(RecordError::NoCall),
+                };
+                let _ = reply.send(result);
+            }
+        }
+        self.process_events(now);
     }
 
     /// What the call's program plays first.
@@ -1216,6 +1352,9 @@ impl<P: PortSource, F> CallControl<P, F> {
         self.effects.push_back(Effect::Record(record));
     }
 }
+
+/// The generation a route's recording announcement plays under.
+const ANNOUNCEMENT: u32 = u32::MAX;
 
 /// A call's own span: the root of its trace, named by our id and its
 /// Call-ID (numbers masked).

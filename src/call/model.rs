@@ -162,6 +162,9 @@ pub(crate) struct Call<R, F> {
     /// What it plays now and the generation the flow gave it: a REFER's
     /// new call picks it up where this one leaves it.
     pub(crate) playing: Option<Box<(Source, u32)>>,
+    /// Its route records it from the answer.
+    pub(crate) route_records: bool,
+    pub(crate) recording: crate::recording::RecordingState,
 }
 
 /// DTMF being sent for a flow, one digit per step.
@@ -195,6 +198,8 @@ impl<R, F> Call<R, F> {
             span: tracing::Span::none(),
             dialling: None,
             playing: None,
+            route_records: false,
+            recording: crate::recording::RecordingState::Off,
         }
     }
 

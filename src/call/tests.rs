@@ -181,6 +181,8 @@ struct Seen {
     started: Vec<(CallId, &'static str)>,
     /// Sending switched on or off, per call.
     sending: Vec<(CallId, bool)>,
+    /// Recording actions, per call.
+    recordings: Vec<(CallId, RecordAction)>,
 }
 
 fn source_name(source: &Source) -> &'static str {
@@ -277,6 +279,7 @@ impl Pair {
             },
             Settings {
                 demo_clip: Arc::from(vec![0i16; 160]),
+                record_announcement: None,
                 holds: HoldPrograms::only(hold),
                 seed: 1,
             },
@@ -399,6 +402,9 @@ impl Pair {
                 }
                 MediaCommand::SendDtmf { call, digit, .. } => self.seen.dtmf.push((call, digit)),
                 MediaCommand::Tap { .. } => {}
+                MediaCommand::Record { call, action, .. } => {
+                    self.seen.recordings.push((call, action))
+                }
             }
         }
         while let Some(start) = self.cc.poll_flow_start() {
@@ -1446,6 +1452,79 @@ fn a_trunk_without_accept_refer_gets_403_and_no_call_is_placed() {
     let leg = p.dial("100");
     assert_eq!(p.caller_refers(leg, "sip:200@pstn.example.com"), Some(403));
     assert!(p.agents[0].incoming().is_empty());
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+}
+
+/// A route with `record = true` plays `[recording] announcement` first;
+/// the recording and the program start when it has played. Then pause,
+/// resume and stop, each refused when it makes no sense, by call id too;
+/// the call's end lets go of everything.
+#[test]
+fn a_recorded_route_announces_then_records_then_plays_its_program() {
+    let mut config = config();
+    config.routes = vec![RouteConfig {
+        record: true,
+        ..route("500", "hold", 0)
+    }];
+    let mut p = Pair::with(config, 10);
+    p.cc.record_announcement = Some(Arc::from(vec![1i16; 160]));
+    let leg = p.dial("500");
+    let id = p.inbound();
+    assert_eq!(p.seen.started, vec![(id, "clip")], "the announcement first");
+    assert!(p.seen.recordings.is_empty(), "not recording during it");
+    // The stream started with it: its end comes as generation 0.
+    p.cc.handle_media_event(p.now, MediaEvent::SourceFinished(id.0, 0));
+    p.drive();
+    let start = RecordAction::Start(Default::default());
+    assert_eq!(p.seen.recordings, vec![(id, start)]);
+    assert_eq!(p.seen.plays.last(), Some(&(id, "hold")));
+    assert_eq!(p.cc.record(id, start), Err(RecordError::AlreadyRecording));
+    assert_eq!(
+        p.cc.record(id, RecordAction::Pause),
+        Ok(RecordingState::On { paused: true })
+    );
+    assert_eq!(
+        p.cc.record(id, RecordAction::Resume),
+        Ok(RecordingState::On { paused: false })
+    );
+    let call_id = p.cc.calls[&id].record.call_id.clone();
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    p.cc.handle_command(
+        p.now,
+        CallCommand::Record {
+            call_id,
+            action: RecordAction::Stop,
+            reply,
+        },
+    );
+    assert_eq!(answer.try_recv(), Ok(Ok(RecordingState::Off)));
+    assert_eq!(
+        p.cc.record(id, RecordAction::Pause),
+        Err(RecordError::NotRecording)
+    );
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    p.cc.handle_command(
+        p.now,
+        CallCommand::Record {
+            call_id: "no-such-call".into(),
+            action: RecordAction::Stop,
+            reply,
+        },
+    );
+    assert_eq!(answer.try_recv(), Ok(Err(RecordError::NoCall)));
+    p.drive();
+    let actions: Vec<RecordAction> = p.seen.recordings.iter().map(|(_, a)| *a).collect();
+    assert_eq!(
+        actions,
+        vec![
+            start,
+            RecordAction::Pause,
+            RecordAction::Resume,
+            RecordAction::Stop
+        ]
+    );
     p.caller.ep.hangup(p.now, leg).unwrap();
     p.drive();
     p.assert_all_released(1);

@@ -424,36 +424,64 @@ impl Callbacks {
             return;
         };
         let body = json(record).to_string();
-        let now = crate::messaging::crypto::unix_now();
-        let signature =
-            crate::messaging::crypto::timed_signature(secret.as_bytes(), now, body.as_bytes());
         let queue = self.deliveries.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             rt.spawn(deliver_webhooks(self.http.clone(), rx));
             tx
         });
-        let _ = queue.send(WebhookPost {
+        let _ = queue.send(WebhookPost::signed(
+            "callback",
             url,
-            id: record.id.clone(),
+            record.id.clone(),
             body,
-            signature,
-            timestamp: now,
-        });
+            &secret,
+        ));
     }
 }
 
-/// One signed webhook post.
-struct WebhookPost {
-    url: String,
-    id: String,
-    body: String,
-    signature: String,
-    timestamp: u64,
+/// One signed webhook post (a callback's, a recording's).
+pub(crate) struct WebhookPost {
+    /// What it is about, for the logs: "callback", "recording".
+    pub(crate) what: &'static str,
+    pub(crate) url: String,
+    pub(crate) id: String,
+    pub(crate) body: String,
+    pub(crate) signature: String,
+    pub(crate) timestamp: u64,
+}
+
+impl WebhookPost {
+    /// `body` signed with `secret` now.
+    pub(crate) fn signed(
+        what: &'static str,
+        url: String,
+        id: String,
+        body: String,
+        secret: &str,
+    ) -> WebhookPost {
+        let timestamp = crate::messaging::crypto::unix_now();
+        let signature = crate::messaging::crypto::timed_signature(
+            secret.as_bytes(),
+            timestamp,
+            body.as_bytes(),
+        );
+        WebhookPost {
+            what,
+            url,
+            id,
+            body,
+            signature,
+            timestamp,
+        }
+    }
 }
 
 /// Post webhooks in order; each waits at most 10 s, so a slow receiver
 /// delays the ones behind it by that much at most.
-async fn deliver_webhooks(http: reqwest::Client, mut queue: mpsc::UnboundedReceiver<WebhookPost>) {
+pub(crate) async fn deliver_webhooks(
+    http: reqwest::Client,
+    mut queue: mpsc::UnboundedReceiver<WebhookPost>,
+) {
     while let Some(p) = queue.recv().await {
         let sent = http
             .post(&p.url)
@@ -470,10 +498,10 @@ async fn deliver_webhooks(http: reqwest::Client, mut queue: mpsc::UnboundedRecei
         match sent {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => {
-                tracing::warn!(callback = %p.id, status = r.status().as_u16(), "callback webhook refused")
+                tracing::warn!(what = p.what, id = %p.id, status = r.status().as_u16(), "webhook refused")
             }
             Err(e) => {
-                tracing::warn!(callback = %p.id, error = %e.without_url(), "callback webhook failed")
+                tracing::warn!(what = p.what, id = %p.id, error = %e.without_url(), "webhook failed")
             }
         }
     }

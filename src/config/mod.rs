@@ -126,12 +126,13 @@ impl Config {
                 "media_streams" => sink.section(name, value, &mut config.media_streams),
                 "asr" => sink.section(name, value, &mut config.asr),
                 "webrtc" => sink.section(name, value, &mut config.webrtc),
+                "recording" => sink.section(name, value, &mut config.recording),
                 "registrar" => sink.section(name, value, &mut config.registrar),
                 "users" => config.users = sink.array(name, value),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, trunk_groups, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, registrar, users, media_streams, asr".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, trunk_groups, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, registrar, users, recording, media_streams, asr".into(),
                 ),
             }
         }
@@ -879,6 +880,65 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     }
     if let Err(e) = cb.webhook_secret() {
         err(&["callbacks", "webhook_secret"], e);
+    }
+    let rec = &config.recording;
+    if rec.recordings_dir.as_os_str().is_empty() {
+        err(&["recording", "recordings_dir"], "must not be empty".into());
+    }
+    if !(1..=86_400).contains(&rec.sweep_interval_secs) {
+        err(
+            &["recording", "sweep_interval_secs"],
+            "must be between 1 and 86400".into(),
+        );
+    }
+    if !(100..=60_000).contains(&rec.buffer_ms) {
+        err(
+            &["recording", "buffer_ms"],
+            "must be between 100 and 60000".into(),
+        );
+    }
+    if let Some(u) = &rec.webhook_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            err(
+                &["recording", "webhook_url"],
+                "must start with http:// or https://".into(),
+            );
+        }
+        if matches!(rec.webhook_secret(), Ok(None)) {
+            err(
+                &["recording", "webhook_url"],
+                "a webhook needs webhook_secret or webhook_secret_env (its requests are signed)"
+                    .into(),
+            );
+        }
+    }
+    if let Err(e) = rec.webhook_secret() {
+        err(&["recording", "webhook_secret"], e);
+    }
+    if rec.storage == crate::config::RecordStorage::S3
+        && rec.s3_bucket.as_deref().is_none_or(str::is_empty)
+    {
+        err(
+            &["recording", "s3_bucket"],
+            "storage = \"s3\" needs a bucket".into(),
+        );
+    }
+    if let Some(u) = &rec.s3_endpoint {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            err(
+                &["recording", "s3_endpoint"],
+                "must start with http:// or https://".into(),
+            );
+        }
+    }
+    if let Some(name) = rec.announcement.as_deref() {
+        let is_prompt = config.prompts.iter().any(|p| p.name == name);
+        if !is_prompt && !name.to_ascii_lowercase().ends_with(".wav") {
+            err(
+                &["recording", "announcement"],
+                format!("{name:?} is neither a [[prompts]] name nor a .wav file"),
+            );
+        }
     }
     if let Some(country) = &config.chat.default_country {
         if country.parse::<crate::chat::input::Region>().is_err() {

@@ -34,6 +34,7 @@ pub struct Config {
     pub registrar: crate::registrar::RegistrarSettings,
     /// `[[users]]`: who may register.
     pub users: Vec<crate::registrar::UserConfig>,
+    pub recording: RecordingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -365,6 +366,109 @@ impl Default for CallbacksConfig {
 }
 
 impl CallbacksConfig {
+    pub fn webhook_secret(&self) -> Result<Option<String>, String> {
+        secret(
+            "webhook_secret",
+            &self.webhook_secret,
+            &self.webhook_secret_env,
+        )
+    }
+}
+
+/// How many channels a recording has.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordChannels {
+    /// Both directions mixed into one channel.
+    Mono,
+    /// The caller left, the other party (or our prompts) right.
+    #[default]
+    Dual,
+}
+
+/// A recording's file format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    /// PCM 16-bit, 8 kHz.
+    #[default]
+    Wav,
+    /// Opus in Ogg (RFC 7845).
+    Ogg,
+}
+
+/// Where finished recordings are kept.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordStorage {
+    /// `recordings_dir`.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (written in `recordings_dir` first).
+    S3,
+}
+
+/// Call recording.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Where recordings are written (created if missing).
+    pub recordings_dir: PathBuf,
+    /// Channels and format when a route, node or API call doesn't say.
+    pub channels: RecordChannels,
+    pub format: RecordFormat,
+    /// Played before a recording starts (a `[[prompts]]` name or a WAV);
+    /// unset: none.
+    pub announcement: Option<String>,
+    /// Delete recordings older than this; 0 keeps them.
+    pub retention_days: u64,
+    /// Delete the oldest recordings while all of them take more; 0: no cap.
+    pub max_total_mb: u64,
+    /// How often retention is swept.
+    pub sweep_interval_secs: u64,
+    /// Audio each recording may have waiting for the disk; past it, frames
+    /// are dropped and the recording is marked incomplete.
+    pub buffer_ms: u64,
+    /// Where a finished recording is POSTed (signed), if anywhere.
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<Secret>,
+    pub webhook_secret_env: Option<String>,
+    /// "local", or "s3": each finished file is uploaded, then removed from
+    /// `recordings_dir`. Credentials come from the usual AWS environment
+    /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or the instance's role).
+    pub storage: RecordStorage,
+    pub s3_bucket: Option<String>,
+    /// An S3-compatible endpoint (MinIO, Ceph, moto); unset: AWS's.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    /// Prepended to each object's name ("recordings/").
+    pub s3_prefix: String,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            recordings_dir: PathBuf::from("recordings"),
+            channels: RecordChannels::Dual,
+            format: RecordFormat::Wav,
+            announcement: None,
+            retention_days: 0,
+            max_total_mb: 0,
+            sweep_interval_secs: 3600,
+            buffer_ms: 2000,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_secret_env: None,
+            storage: RecordStorage::Local,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_prefix: String::new(),
+        }
+    }
+}
+
+impl RecordingConfig {
     pub fn webhook_secret(&self) -> Result<Option<String>, String> {
         secret(
             "webhook_secret",
@@ -861,6 +965,10 @@ pub struct RouteConfig {
     /// Its own seconds between hold messages; unset: `[media]`.
     #[serde(default)]
     pub hold_repeat_secs: Option<u64>,
+    /// Record the whole call from the answer (`[recording]`'s channels
+    /// and format, after its announcement).
+    #[serde(default)]
+    pub record: bool,
 }
 
 impl RouteConfig {
@@ -876,6 +984,7 @@ impl RouteConfig {
             hold_music: Vec::new(),
             hold_message: None,
             hold_repeat_secs: None,
+            record: false,
         }
     }
 

@@ -66,6 +66,8 @@ pub enum CallRequest {
         duration_ms: u32,
         to_agent: bool,
     },
+    /// Start, stop, pause or resume recording the call.
+    Record(crate::recording::RecordAction),
 }
 
 #[derive(Debug)]
@@ -130,6 +132,8 @@ pub struct Services {
     pub media_streams: crate::media_stream::session::StreamSettings,
     /// The speech recognizer (`[asr]`), if any.
     pub asr: Option<crate::speech::Recognizer>,
+    /// Call recording: the writer, the files, commands to live calls.
+    pub recordings: Arc<crate::recording::Recordings>,
 }
 
 impl Services {
@@ -829,6 +833,7 @@ pub async fn run_from(mut cx: FlowCx, start: String) {
                 NodeKind::Pause(n) => nodes::pause::run(n, &mut cx).await,
                 NodeKind::SendDigits(n) => nodes::send_digits::run(n, &mut cx).await,
                 NodeKind::Stream(n) => nodes::stream::run(n, &mut cx).await,
+                NodeKind::Record(n) => nodes::record::run(n, &mut cx).await,
                 NodeKind::Gather(n) => nodes::gather::run(n, &mut cx).await,
                 NodeKind::Branch(n) => nodes::branch::run(n, &mut cx).await,
                 NodeKind::Set(n) => nodes::set::run(n, &mut cx).await,

@@ -351,6 +351,7 @@ fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) ->
         "pause" => NodeKind::Pause(de(d, &key, item)?),
         "send_digits" => NodeKind::SendDigits(de(d, &key, item)?),
         "stream" => NodeKind::Stream(de(d, &key, item)?),
+        "record" => NodeKind::Record(de(d, &key, item)?),
         "gather" => NodeKind::Gather(de(d, &key, item)?),
         "branch" => NodeKind::Branch(de(d, &key, item)?),
         "set" => NodeKind::Set(de(d, &key, item)?),

@@ -75,6 +75,7 @@ pub enum NodeKind {
     EscalateToCall(EscalateToCall),
     SendDigits(SendDigits),
     Stream(StreamNode),
+    Record(Record),
 }
 
 /// The node types, as written in `type = "..."`.
@@ -100,6 +101,7 @@ pub const NODE_TYPES: &[&str] = &[
     "escalate_to_call",
     "send_digits",
     "stream",
+    "record",
 ];
 
 impl NodeKind {
@@ -126,6 +128,7 @@ impl NodeKind {
             NodeKind::EscalateToCall(_) => "escalate_to_call",
             NodeKind::SendDigits(_) => "send_digits",
             NodeKind::Stream(_) => "stream",
+            NodeKind::Record(_) => "record",
         }
     }
 
@@ -139,6 +142,7 @@ impl NodeKind {
             | NodeKind::Hangup(_)
             | NodeKind::SendDigits(_)
             | NodeKind::Stream(_)
+            | NodeKind::Record(_)
             | NodeKind::Breakout(_) => &[Channel::Voice],
             NodeKind::Message(_)
             | NodeKind::Ask(_)
@@ -181,6 +185,7 @@ impl NodeKind {
             NodeKind::EscalateToCall(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
             NodeKind::SendDigits(n) => [("next", &n.next), ("next", &None)],
             NodeKind::Stream(n) => [("next", &n.next), ("on_error", &n.on_error)],
+            NodeKind::Record(n) => [("next", &n.next), ("next", &None)],
         };
         for (key, v) in optional {
             if let Some(v) = v {
@@ -310,6 +315,36 @@ pub struct StreamNode {
 
 fn stream_connect() -> String {
     "connect".into()
+}
+
+/// What a `record` node does to the call's recording.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordNodeAction {
+    /// Play `[recording] announcement`, then record.
+    Start,
+    Stop,
+    /// PCI (a card number): silence, and no DTMF, until resumed.
+    Pause,
+    Resume,
+}
+
+/// Record the call (caller left, the other side right, or mixed).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub action: RecordNodeAction,
+    /// "mono" or "dual"; unset: `[recording] channels`.
+    #[serde(default)]
+    pub channels: Option<crate::config::RecordChannels>,
+    /// "wav" or "ogg"; unset: `[recording] format`.
+    #[serde(default)]
+    pub format: Option<crate::config::RecordFormat>,
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 pub fn digit_ms() -> u32 {

@@ -58,6 +58,7 @@ fn can_end(kind: &NodeKind) -> bool {
         }
         // Voice nodes are refused in chat flows; walk past them.
         NodeKind::Say(n) => n.next.is_none(),
+        NodeKind::Record(n) => n.next.is_none(),
         NodeKind::Play(n) => n.next.is_none(),
         NodeKind::Gather(n) => n.next.is_none() || n.on_failure.is_none(),
         NodeKind::Transfer(n) => n.next.is_none() || n.on_failure.is_none(),

@@ -69,6 +69,14 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/callbacks/{id}", Some(Role::Operator)),
     ("get", "/v1/reports/escalations", Some(Role::Operator)),
     ("get", "/v1/trunks", Some(Role::Operator)),
+    (
+        "post",
+        "/v1/calls/{call_id}/recording",
+        Some(Role::Operator),
+    ),
+    ("get", "/v1/recordings", Some(Role::Operator)),
+    ("get", "/v1/recordings/{id}", Some(Role::Operator)),
+    ("delete", "/v1/recordings/{id}", Some(Role::Operator)),
 ];
 
 pub fn router(state: &HttpState) -> Router<HttpState> {
@@ -100,6 +108,7 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .route("/v1/admin/reload", post(reload))
         .route("/v1/trunks", get(trunks))
         .merge(super::callbacks::routes())
+        .merge(super::recordings::routes())
         // JSON bodies here are small (a message, a lead, a callback).
         .layer(axum::extract::DefaultBodyLimit::max(API_BODY))
         .layer(axum::middleware::map_response(no_store));
@@ -161,17 +170,20 @@ pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Response> 
 }
 
 #[derive(Deserialize)]
-struct ListQuery {
+pub(super) struct ListQuery {
     #[serde(default)]
     limit: Option<usize>,
     #[serde(default)]
-    call_id: Option<String>,
+    pub(super) call_id: Option<String>,
     #[serde(default)]
     subject: Option<String>,
+    /// Unix ms: the next page, before the last one's time (recordings).
+    #[serde(default)]
+    pub(super) before: Option<u64>,
 }
 
 impl ListQuery {
-    fn limit(&self) -> usize {
+    pub(super) fn limit(&self) -> usize {
         self.limit.unwrap_or(50).clamp(1, 500)
     }
 }

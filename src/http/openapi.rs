@@ -248,6 +248,47 @@ pub fn document() -> Value {
                 "summary": "Every [[trunks]] entry and its OPTIONS keep-alive state: up, down, unknown (monitored, no answer yet) or unmonitored (no options_interval_secs). Calls pass over a trunk that is down.",
                 "responses": ok("Trunks, in config order.", json!({ "type": "object", "properties": {
                     "trunks": { "type": "array", "items": schema("Trunk") } } })) } },
+            "/v1/calls/{call_id}/recording": { "post": {
+                "summary": "Start, stop, pause (PCI: silence, no DTMF, until resumed) or resume recording a live call, by SIP Call-ID. Starts at once (no announcement). 404: no such call in progress; 409: not possible now (already recording, nothing to stop, no audio yet).",
+                "parameters": path_param("call_id"),
+                "requestBody": body("RecordingAction"),
+                "responses": {
+                    "200": { "description": "The recording's state now.", "content": { "application/json": { "schema": {
+                        "type": "object", "properties": { "recording": { "enum": ["recording", "paused", "stopped"] } } } } } },
+                    "401": { "$ref": "#/components/responses/Unauthorized" },
+                    "403": { "$ref": "#/components/responses/Disabled" },
+                    "404": { "$ref": "#/components/responses/BadRequest" },
+                    "409": { "$ref": "#/components/responses/BadRequest" },
+                    "422": { "$ref": "#/components/responses/BadRequest" } } } },
+            "/v1/recordings": { "get": {
+                "summary": "Finished recordings, newest first. Page with `before` = the last one's `started_at` (returned as `next_before` when there may be more).",
+                "parameters": [
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 500 } },
+                    { "name": "call_id", "in": "query", "schema": { "type": "string" } },
+                    { "name": "before", "in": "query", "schema": { "type": "integer" }, "description": "Unix ms." }
+                ],
+                "responses": ok("Recordings.", json!({ "type": "object", "properties": {
+                    "recordings": { "type": "array", "items": schema("Recording") },
+                    "next_before": ms_or_null.clone() } })) } },
+            "/v1/recordings/{id}": {
+                "get": {
+                    "summary": "Download a recording (audio/wav or audio/ogg). One `Range: bytes=` range gives 206 with Content-Range; an unsatisfiable one 416. `x-crossline-sha256` carries the file's SHA-256.",
+                    "parameters": path_param("id"),
+                    "responses": {
+                        "200": { "description": "The whole file." },
+                        "206": { "description": "The range asked for." },
+                        "401": { "$ref": "#/components/responses/Unauthorized" },
+                        "403": { "$ref": "#/components/responses/Disabled" },
+                        "404": { "$ref": "#/components/responses/BadRequest" },
+                        "416": { "$ref": "#/components/responses/BadRequest" } } },
+                "delete": {
+                    "summary": "Delete a recording: its file (or object) and its row.",
+                    "parameters": path_param("id"),
+                    "responses": {
+                        "204": { "description": "Deleted." },
+                        "401": { "$ref": "#/components/responses/Unauthorized" },
+                        "403": { "$ref": "#/components/responses/Disabled" },
+                        "404": { "$ref": "#/components/responses/BadRequest" } } } },
             "/v1/admin/reload": { "post": {
                 "summary": "Re-read the config file (as SIGHUP does). Admin token only.",
                 "responses": { "202": { "description": "Reload requested." },
@@ -265,6 +306,18 @@ pub fn document() -> Value {
                     "content": { "application/json": { "schema": schema("Error") } } }
             },
             "schemas": {
+                "RecordingAction": { "type": "object", "required": ["action"], "additionalProperties": false,
+                    "properties": {
+                        "action": { "enum": ["start", "stop", "pause", "resume"] },
+                        "channels": { "enum": ["mono", "dual"], "description": "start: mixed, or the caller left and the other side right; default [recording] channels." },
+                        "format": { "enum": ["wav", "ogg"], "description": "start: PCM 8 kHz WAV or Opus in Ogg; default [recording] format." } } },
+                "Recording": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "call_id": { "type": "string" },
+                    "started_at": ms.clone(), "duration_ms": { "type": "integer" },
+                    "size_bytes": { "type": "integer" }, "sha256": { "type": "string" },
+                    "channels": { "enum": ["mono", "dual"] }, "format": { "enum": ["wav", "ogg"] },
+                    "complete": { "type": "boolean", "description": "False when audio was dropped (the disk fell behind) or the file could not be written." },
+                    "url": { "type": "string" } } },
                 "Error": { "type": "object", "properties": { "error": { "type": "string" },
                     "error_kind": { "type": "string", "description": "Set when a machine may act on it: opted_out (409) when the recipient texted STOP; nothing was sent." } } },
                 "NewCallback": { "type": "object", "required": ["phone", "consent"], "additionalProperties": false,

@@ -111,6 +111,9 @@ pub struct MediaEngine {
     streams: HashMap<StreamId, StreamSlot>,
     next_loop: usize,
     settings: MediaSettings,
+    /// Recorded streams' counters: pausing a recording flips a flag the
+    /// loop reads, with no command through the ring.
+    recordings: HashMap<StreamId, Arc<crate::media::record_tap::TapCounters>>,
 }
 
 impl MediaEngine {
@@ -152,6 +155,7 @@ impl MediaEngine {
                 streams: HashMap::new(),
                 next_loop: 0,
                 settings,
+                recordings: HashMap::new(),
             },
             rx,
         ))
@@ -315,7 +319,28 @@ impl MediaEngine {
         self.command(id, Command::SetSending(id, sending));
     }
 
+    /// Record the stream from the next tick on.
+    pub fn record(&mut self, id: StreamId, started: crate::recording::Started) {
+        self.recordings.insert(id, started.counters);
+        self.command(id, Command::Record(id, started.tap));
+    }
+
+    /// Pause (silence) or resume the stream's recording.
+    pub fn pause_recording(&mut self, id: StreamId, paused: bool) {
+        if let Some(c) = self.recordings.get(&id) {
+            c.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The loop lets go of the tap; the writer finishes the file.
+    pub fn stop_recording(&mut self, id: StreamId) {
+        if self.recordings.remove(&id).is_some() {
+            self.command(id, Command::StopRecording(id));
+        }
+    }
+
     pub fn stop_stream(&mut self, id: StreamId) {
+        self.recordings.remove(&id);
         if let Some(slot) = self.streams.remove(&id) {
             if let Some(l) = self.loops.get_mut(slot.loop_index) {
                 let _ = l.send(Command::Stop(id));

@@ -30,6 +30,7 @@ pub(super) fn services(
     clips: Arc<crate::media::clips::ClipCache>,
     store: Arc<dyn crate::store::Store>,
     originate: tokio::sync::mpsc::UnboundedSender<crate::callback::Originate>,
+    recordings: Arc<crate::recording::Recordings>,
 ) -> anyhow::Result<Services> {
     let tts = match (
         crate::tts::build_provider(&config.tts),
@@ -146,6 +147,7 @@ pub(super) fn services(
             .media_streams
             .settings()
             .map_err(|e| anyhow::anyhow!("[media_streams]: {e}"))?,
+        recordings,
     })
 }
 

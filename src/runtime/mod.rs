@@ -214,12 +214,32 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let holds = load_hold_programs(&config, &prompts, |name| {
         media.clip(name).map_err(anyhow::Error::from)
     })?;
+    let record_announcement = match config.recording.announcement.as_deref() {
+        None => None,
+        Some(name) => match prompts.get(name) {
+            Some(p) => Some(p.clone()),
+            None => Some(
+                media
+                    .clip(Path::new(name))
+                    .context("loading [recording] announcement")?,
+            ),
+        },
+    };
+    let (recordings, mut call_commands) = crate::recording::Recordings::start(
+        &config.recording,
+        record_announcement.clone(),
+        store.clone(),
+        reqwest::Client::builder()
+            .build()
+            .context("HTTP client for the recording webhook")?,
+    )?;
     let (originate_tx, mut originate_rx) = mpsc::unbounded_channel();
     let services = std::sync::Arc::new(flows::services(
         &config,
         media.clip_cache(),
         store.clone(),
         originate_tx,
+        recordings,
     )?);
     crate::flow::interp::install_resumer(&services);
     services.chat.start_cluster_tasks();
@@ -290,6 +310,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
             .sip
             .random_seed
             .unwrap_or_else(|| u64::from(rand::random::<u32>())),
+        record_announcement,
     };
     let resolver =
         crate::dns::Resolver::new(&crate::dns::ResolverSettings::from_config(&config.sip));
@@ -369,6 +390,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                     gw.cc.originate(Instant::now(), req);
                 }
             }
+            cmd = call_commands.recv() => {
+                if let Some(cmd) = cmd {
+                    gw.cc.handle_command(Instant::now(), cmd);
+                }
+            }
             done = resolved_rx.recv() => {
                 if let Some(done) = done {
                     gw.resolved(Instant::now(), done);
@@ -402,6 +428,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         }
     }
     gw.media.shutdown();
+    // The loops have let go of every recording: let the writer finish them.
+    gw.services
+        .recordings
+        .wait_idle(Duration::from_secs(5))
+        .await;
     if let Err(e) = gw.store.flush().await {
         tracing::warn!(%e, "store: final flush failed");
     }
@@ -765,8 +796,33 @@ impl Gateway {
             }
             MediaCommand::Stop(call) => self.media.stop_stream(call.0),
             MediaCommand::Tap { call, tap } => self.media.set_tap(call.0, tap),
+            MediaCommand::Record {
+                call,
+                call_id,
+                action,
+            } => self.record(call, &call_id, action),
         }
         None
+    }
+
+    fn record(
+        &mut self,
+        call: crate::sip::endpoint::CallId,
+        call_id: &str,
+        action: crate::recording::RecordAction,
+    ) {
+        use crate::recording::RecordAction;
+        match action {
+            RecordAction::Start(options) => {
+                match self.services.recordings.begin(call_id, options) {
+                    Ok(started) => self.media.record(call.0, started),
+                    Err(e) => tracing::warn!(%call, %e, "recording not started"),
+                }
+            }
+            RecordAction::Stop => self.media.stop_recording(call.0),
+            RecordAction::Pause => self.media.pause_recording(call.0, true),
+            RecordAction::Resume => self.media.pause_recording(call.0, false),
+        }
     }
 
     fn effect(&mut self, effect: Effect) {

@@ -95,6 +95,39 @@ impl CallRecord {
     }
 }
 
+/// One finished call recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingRecord {
+    /// Random; names the file too. The API addresses recordings by it.
+    pub id: String,
+    /// The recorded call's SIP Call-ID.
+    pub call_id: String,
+    pub started_at: SystemTime,
+    pub duration_ms: u64,
+    pub size_bytes: u64,
+    /// SHA-256 of the file, lowercase hex.
+    pub sha256: String,
+    /// "mono" or "dual".
+    pub channels: String,
+    /// "wav" or "ogg".
+    pub format: String,
+    /// False when frames were dropped or the file could not be written.
+    pub complete: bool,
+    /// Where it is: "local" (`path` is the file's name under `[recording]
+    /// recordings_dir`) or "s3" (`path` is the object's name in the bucket).
+    pub storage: String,
+    pub path: String,
+}
+
+/// Which recordings a list returns: newest first, at most `limit`,
+/// started before `before` when set (the next page: the last one's start).
+#[derive(Debug, Clone, Default)]
+pub struct RecordingFilter {
+    pub call_id: Option<String>,
+    pub before: Option<SystemTime>,
+    pub limit: usize,
+}
+
 /// A chat conversation (web today; SMS and WhatsApp bind to it later).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationRecord {
@@ -597,6 +630,18 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Every registration not lapsed, by user.
     fn registrations(&self) -> StoreFuture<'_, Vec<crate::registrar::RegistrationRecord>>;
+    /// Queue a finished recording's row.
+    fn record_recording(&self, record: RecordingRecord) -> Result<(), StoreError>;
+    fn recording<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<RecordingRecord>>;
+    /// Newest first.
+    fn recordings<'a>(
+        &'a self,
+        filter: &'a RecordingFilter,
+    ) -> StoreFuture<'a, Vec<RecordingRecord>>;
+    /// Oldest first, at most `limit` (the retention sweep).
+    fn oldest_recordings(&self, limit: usize) -> StoreFuture<'_, Vec<RecordingRecord>>;
+    /// Queue a recording's row for deletion.
+    fn delete_recording(&self, id: &str) -> Result<(), StoreError>;
     /// Wait until every write queued so far is in the database.
     fn flush(&self) -> StoreFuture<'_, ()>;
 

@@ -206,6 +206,22 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_name, contact, node)
     );
     CREATE INDEX registrations_expiry ON registrations(expires_at_ms);",
+    // 7: call recordings (the file is `path` under [recording] recordings_dir).
+    "CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        call_id TEXT NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        sha256 TEXT NOT NULL,
+        channels TEXT NOT NULL,
+        format TEXT NOT NULL,
+        complete BOOLEAN NOT NULL,
+        storage TEXT NOT NULL,
+        path TEXT NOT NULL
+    );
+    CREATE INDEX recordings_call_id ON recordings(call_id);
+    CREATE INDEX recordings_started ON recordings(started_at_ms);",
 ];
 
 impl SqlStore<Postgres> {

@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     BindingRecord, BreakoutRecord, BreakoutSide, CallRecord, CallbackFilter, CallbackRecord,
-    ConsentRecord, ConversationRecord, LeadRecord, MessageRecord, SendChannel, SendRecord,
-    SendStatus, Store, StoreError, StoreEvent, StoreFuture,
+    ConsentRecord, ConversationRecord, LeadRecord, MessageRecord, RecordingFilter, RecordingRecord,
+    SendChannel, SendRecord, SendStatus, Store, StoreError, StoreEvent, StoreFuture,
 };
 use crate::telemetry::names;
 
@@ -586,6 +586,42 @@ fn consent_row(mut r: Cols) -> Result<ConsentRecord, StoreError> {
         given: r.flag(4)?,
         conversation_id: r.opt_text(5)?,
         created_at: r.time(6)?,
+    })
+}
+
+const RECORDING_COLUMNS: &str = "id, call_id, started_at_ms, duration_ms, size_bytes, sha256,
+        channels, format, complete, storage, path";
+
+fn recording_params(r: RecordingRecord) -> Vec<Value> {
+    let int = |v: u64| Value::Int(i64::try_from(v).unwrap_or(i64::MAX));
+    vec![
+        r.id.into(),
+        r.call_id.into(),
+        time(r.started_at),
+        int(r.duration_ms),
+        int(r.size_bytes),
+        r.sha256.into(),
+        r.channels.into(),
+        r.format.into(),
+        r.complete.into(),
+        r.storage.into(),
+        r.path.into(),
+    ]
+}
+
+fn recording_row(mut r: Cols) -> Result<RecordingRecord, StoreError> {
+    Ok(RecordingRecord {
+        id: r.text(0)?,
+        call_id: r.text(1)?,
+        started_at: r.time(2)?,
+        duration_ms: r.int(3)?.max(0) as u64,
+        size_bytes: r.int(4)?.max(0) as u64,
+        sha256: r.text(5)?,
+        channels: r.text(6)?,
+        format: r.text(7)?,
+        complete: r.flag(8)?,
+        storage: r.text(9)?,
+        path: r.text(10)?,
     })
 }
 
@@ -1438,6 +1474,61 @@ impl<B: Backend> Store for SqlStore<B> {
             ),
             callback_row,
         )
+    }
+
+    fn record_recording(&self, r: RecordingRecord) -> Result<(), StoreError> {
+        self.write(
+            "INSERT INTO recordings (id, call_id, started_at_ms, duration_ms, size_bytes, sha256,
+                channels, format, complete, storage, path)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (id) DO UPDATE SET duration_ms = excluded.duration_ms,
+                size_bytes = excluded.size_bytes, sha256 = excluded.sha256,
+                complete = excluded.complete, storage = excluded.storage,
+                path = excluded.path",
+            recording_params(r),
+        )
+    }
+
+    fn recording<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<RecordingRecord>> {
+        self.first(
+            stmt(
+                sql!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = $1"),
+                vec![id.into()],
+            ),
+            recording_row,
+        )
+    }
+
+    fn recordings<'a>(&'a self, f: &'a RecordingFilter) -> StoreFuture<'a, Vec<RecordingRecord>> {
+        self.all(
+            stmt(
+                sql!(
+                    "SELECT {RECORDING_COLUMNS} FROM recordings
+                     WHERE (CAST($1 AS TEXT) IS NULL OR call_id = $1) AND started_at_ms < $2
+                     ORDER BY started_at_ms DESC, id DESC LIMIT $3"
+                ),
+                vec![
+                    f.call_id.clone().into(),
+                    Value::Int(f.before.map_or(i64::MAX, ms)),
+                    count(f.limit),
+                ],
+            ),
+            recording_row,
+        )
+    }
+
+    fn oldest_recordings(&self, limit: usize) -> StoreFuture<'_, Vec<RecordingRecord>> {
+        self.all(
+            stmt(
+                sql!("SELECT {RECORDING_COLUMNS} FROM recordings ORDER BY started_at_ms, id LIMIT $1"),
+                vec![count(limit)],
+            ),
+            recording_row,
+        )
+    }
+
+    fn delete_recording(&self, id: &str) -> Result<(), StoreError> {
+        self.write("DELETE FROM recordings WHERE id = $1", vec![id.into()])
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {

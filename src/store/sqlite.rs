@@ -192,6 +192,22 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_name, contact, node)
     );
     CREATE INDEX registrations_expiry ON registrations(expires_at_ms);",
+    // 11: call recordings (the file is `path` under [recording] recordings_dir).
+    "CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        call_id TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        channels TEXT NOT NULL,
+        format TEXT NOT NULL,
+        complete INTEGER NOT NULL,
+        storage TEXT NOT NULL,
+        path TEXT NOT NULL
+    );
+    CREATE INDEX recordings_call_id ON recordings(call_id);
+    CREATE INDEX recordings_started ON recordings(started_at_ms);",
 ];
 
 /// Reader threads (each with its own connection; WAL lets them read while
@@ -548,6 +564,7 @@ mod tests {
                 "messages",
                 "opt_outs",
                 "provider_sends",
+                "recordings",
                 "registrations"
             ]
         );

@@ -441,6 +441,39 @@ pub const CALLBACK_STATES: Metric = counter(
     "Callback state changes, by state.",
 );
 
+// Recording.
+
+pub const RECORDINGS_STARTED: Metric =
+    counter("crossline_recordings_started_total", "Recordings started.");
+pub const RECORDINGS_FINISHED: Metric = counter(
+    "crossline_recordings_finished_total",
+    "Recordings finished, by complete (true, false).",
+);
+pub const RECORDINGS_ACTIVE: Metric = gauge(
+    "crossline_recordings_active",
+    "Recordings the writer is writing now.",
+);
+pub const RECORDING_FRAMES_DROPPED: Metric = counter(
+    "crossline_recording_frames_dropped_total",
+    "20 ms recording frames dropped because the writer fell behind (ring full).",
+);
+pub const RECORDING_WRITE_ERRORS: Metric = counter(
+    "crossline_recording_write_errors_total",
+    "Recordings whose file could not be written (disk full, I/O error).",
+);
+pub const RECORDING_BYTES: Metric = counter(
+    "crossline_recording_bytes_total",
+    "Bytes of finished recordings written.",
+);
+pub const RECORDING_UPLOAD_ERRORS: Metric = counter(
+    "crossline_recording_upload_errors_total",
+    "Finished recordings that could not be uploaded to the bucket (kept in recordings_dir).",
+);
+pub const RECORDINGS_DELETED: Metric = counter(
+    "crossline_recordings_deleted_total",
+    "Recordings deleted, by reason (api, retention_days, max_total_mb).",
+);
+
 // Store.
 
 pub const ASR_RECOGNITIONS: Metric = counter(
@@ -635,6 +668,14 @@ pub const ALL: &[Metric] = &[
     CALLBACKS_REFUSED,
     CALLBACKS_REDIALLED,
     CALLBACK_STATES,
+    RECORDINGS_STARTED,
+    RECORDINGS_FINISHED,
+    RECORDINGS_ACTIVE,
+    RECORDING_FRAMES_DROPPED,
+    RECORDING_WRITE_ERRORS,
+    RECORDING_BYTES,
+    RECORDING_UPLOAD_ERRORS,
+    RECORDINGS_DELETED,
     STORE_WRITE_SECONDS,
     STORE_WRITE_QUEUE,
     STORE_WRITE_ERRORS,

@@ -20,6 +20,7 @@ use crate::headroom::LoadMeter;
 use crate::jitter::{JitterBuffer, JitterConfig};
 use crate::live::{StreamTap, Track};
 use crate::player::{crossfade, FrameNote, Player};
+use crate::record_tap::Tap;
 use crate::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender};
 use crate::rtp_packet::{parse_rtp, write_rtp};
 
@@ -88,9 +89,14 @@ pub enum Command {
     Bridge(StreamId, StreamId),
     /// Stop relaying; both streams go back to their players.
     Unbridge(StreamId),
-    /// Copy the stream's audio to this tap (a media stream's fork), or
-    /// stop copying.
+    /// Copy the stream's audio to this tap (a media stream's fork, or a
+    /// recognizer), or stop copying.
     Tap(StreamId, Option<Arc<StreamTap>>),
+    /// Record the stream: one frame of both directions a tick into the
+    /// tap's ring (pause and resume go through the tap's counters).
+    Record(StreamId, Box<Tap>),
+    /// Stop recording; the writer sees its ring abandoned and finishes.
+    StopRecording(StreamId),
 }
 
 /// One direction of a bridge: audio received on a stream, waiting to be
@@ -238,8 +244,11 @@ struct Stream {
     /// Where RTCP goes: the remote RTP port + 1, or where its RTCP comes from.
     rtcp_remote: SocketAddr,
     ticks_to_rtcp: u32,
-    /// Where a copy of its audio goes (a media stream's fork).
-    tap: Option<Arc<StreamTap>>,
+    /// Where a copy of its audio goes (a media stream's fork, or a
+    /// recognizer): μ-law as it passes.
+    fork: Option<Arc<StreamTap>>,
+    /// Recording: both directions go to a writer, a frame a tick.
+    tap: Option<Box<Tap>>,
 }
 
 impl Stream {
@@ -281,6 +290,7 @@ impl Stream {
             lost_counted: 0,
             rtcp_remote,
             ticks_to_rtcp: rtcp_interval_ticks(),
+            tap: None,
             dtmf_rx: DtmfReceiver::new(),
             dtmf_tx: None,
             spec,
@@ -298,7 +308,7 @@ impl Stream {
             timeout_ticks,
             timed_out: false,
             sending: true,
-            tap: None,
+            fork: None,
         }
     }
 }
@@ -479,9 +489,11 @@ fn run<S: EventSink>(
         for s in streams.iter_mut() {
             s.ticks_since_rx = s.ticks_since_rx.saturating_add(1);
             // Each stream's socket is polled on its own slot of the cycle;
-            // bridged streams every tick, since their audio is relayed.
-            // Tapped ones too: a fork's listener hears the caller at once.
-            let bridged = bridges.contains_key(&s.spec.id) || s.tap.is_some();
+            // bridged streams every tick, since their audio is relayed, and
+            // forked ones, whose listener hears the caller at once. A
+            // recorded one's tap holds what a poll brings until its ticks
+            // come.
+            let bridged = bridges.contains_key(&s.spec.id) || s.fork.is_some();
             if bridged || (s.spec.id % u64::from(rx_poll_ticks)) as u32 == poll_slot {
                 // Drain incoming RTP: latch to its source (symmetric RTP).
                 let mut got = 0u64;
@@ -503,18 +515,25 @@ fn run<S: EventSink>(
                                 }
                             }
                         } else if view.payload_type == s.spec.payload_type {
-                            if let Some(tap) = &s.tap {
+                            if let Some(fork) = &s.fork {
                                 let alaw = s.spec.encoding == Encoding::Pcma;
-                                tap.push(Track::Inbound, view.payload, alaw);
+                                fork.push(Track::Inbound, view.payload, alaw);
                             }
-                            if let Some(end) = bridges.get_mut(&s.spec.id) {
+                            let mut end = bridges.get_mut(&s.spec.id);
+                            if end.is_some() || s.tap.is_some() {
                                 // G.711: one byte per sample, any packet size.
                                 for chunk in view.payload.chunks(rx_pcm.len()) {
                                     let n = match s.spec.encoding {
                                         Encoding::Pcmu => g711::decode_ulaw(chunk, &mut rx_pcm),
                                         Encoding::Pcma => g711::decode_alaw(chunk, &mut rx_pcm),
                                     };
-                                    end.push_samples(now_ms, rx_pcm.get(..n).unwrap_or_default());
+                                    let samples = rx_pcm.get(..n).unwrap_or_default();
+                                    if let Some(end) = end.as_deref_mut() {
+                                        end.push_samples(now_ms, samples);
+                                    }
+                                    if let Some(tap) = s.tap.as_deref_mut() {
+                                        tap.received(samples);
+                                    }
                                 }
                             }
                         }
@@ -559,6 +578,9 @@ fn run<S: EventSink>(
             if !s.sending {
                 // Keep the clock running so timestamps stay continuous.
                 s.timestamp = s.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+                if let Some(tap) = s.tap.as_deref_mut() {
+                    tap.frame(&[0; FRAME_SAMPLES]);
+                }
                 if let Some(p) = s.packing.as_deref_mut() {
                     p.frames = 0;
                 }
@@ -594,12 +616,15 @@ fn run<S: EventSink>(
                 old.fill(&mut fade_buf);
                 crossfade(&fade_buf, &mut pcm);
             }
+            if let Some(tap) = s.tap.as_deref_mut() {
+                tap.frame(&pcm);
+            }
             match s.spec.encoding {
                 Encoding::Pcmu => g711::encode_ulaw(&pcm, &mut payload),
                 Encoding::Pcma => g711::encode_alaw(&pcm, &mut payload),
             };
-            if let Some(tap) = &s.tap {
-                tap.push(Track::Outbound, &payload, s.spec.encoding == Encoding::Pcma);
+            if let Some(fork) = &s.fork {
+                fork.push(Track::Outbound, &payload, s.spec.encoding == Encoding::Pcma);
             }
             let mut marker = std::mem::take(&mut s.marker_next);
             let mut event = [0u8; 4];
@@ -755,6 +780,16 @@ impl Groups {
                 }
             }
             Command::Unbridge(id) => unbridge(bridges, id),
+            Command::Record(id, tap) => {
+                if let Some(s) = self.find_mut(id) {
+                    s.tap = Some(tap);
+                }
+            }
+            Command::StopRecording(id) => {
+                if let Some(s) = self.find_mut(id) {
+                    s.tap = None;
+                }
+            }
             Command::SendDtmf(id, digit, duration_ms) => {
                 if let Some(s) = self.find_mut(id) {
                     if let Ok(sender) = DtmfSender::new(digit, duration_ms, 10) {
@@ -783,9 +818,9 @@ impl Groups {
                     s.latched = false;
                 }
             }
-            Command::Tap(id, tap) => {
+            Command::Tap(id, fork) => {
                 if let Some(s) = self.find_mut(id) {
-                    s.tap = tap;
+                    s.fork = fork;
                 }
             }
         }
@@ -888,6 +923,7 @@ mod clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record_tap::RecordFrame;
 
     /// SSRC, sequence and timestamp of the first packet of the first stream
     /// started on loop `index` seeded with `seed`.
@@ -1142,6 +1178,70 @@ mod tests {
                 "{frames} frames a packet: 8 packets over {span:?}"
             );
         }
+    }
+
+    /// A recorded stream hands its writer one frame a tick: what it
+    /// received (left) and what it sent (right); stopping abandons the ring.
+    #[test]
+    fn a_recorded_stream_taps_both_directions_each_tick() {
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ours_addr = ours.local_addr().unwrap();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let sent: Arc<[i16]> = vec![4000i16; 1600].into();
+        let spec = StreamSpec {
+            id: 21,
+            socket: ours,
+            rtcp_socket: None,
+            telephone_event_pt: None,
+            remote: peer.local_addr().unwrap(),
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            frames_per_packet: 1,
+            source: Source::Clip {
+                samples: sent,
+                looped: true,
+            },
+            rtp_timeout: Duration::ZERO,
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        let (tap, mut frames, counters) = Tap::new(64);
+        assert!(handle.send(Command::Record(21, Box::new(tap))).is_ok());
+        let mut payload = [0u8; FRAME_SAMPLES];
+        crate::g711::encode_ulaw(&[-2000; FRAME_SAMPLES], &mut payload);
+        let mut packet = [0u8; 12 + FRAME_SAMPLES];
+        for seq in 0..15u16 {
+            let len = write_rtp(
+                &mut packet,
+                0,
+                false,
+                seq,
+                u32::from(seq) * 160,
+                9,
+                &payload,
+            )
+            .unwrap();
+            peer.send_to(&packet[..len], ours_addr).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(handle.send(Command::StopRecording(21)).is_ok());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(frames.is_abandoned(), "the loop let go of the tap");
+        let got: Vec<RecordFrame> = std::iter::from_fn(|| frames.pop().ok()).collect();
+        assert!(got.len() >= 12, "about one frame a tick: {}", got.len());
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
+        let heard = got
+            .iter()
+            .filter(|f| f.caller.iter().all(|&x| (x + 2000).abs() < 100))
+            .count();
+        assert!(heard >= 10, "the caller's audio on the left: {heard}");
+        let played = got
+            .iter()
+            .filter(|f| f.other.iter().all(|&x| (x - 4000).abs() < 200))
+            .count();
+        assert!(played >= 10, "what we sent on the right: {played}");
+        handle.shutdown();
     }
 
     /// Symmetric RTP (NAT): media goes to where the caller's RTP comes

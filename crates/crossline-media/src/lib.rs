@@ -17,6 +17,7 @@ pub mod jitter;
 pub mod live;
 pub mod player;
 pub mod ports;
+pub mod record_tap;
 pub mod rtcp;
 pub mod rtp_packet;
 pub mod tones;
