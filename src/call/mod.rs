@@ -112,6 +112,8 @@ pub struct FlowStart {
     pub vars: HashMap<String, String>,
     /// The call's span, for the flow task to run in.
     pub span: tracing::Span,
+    /// False for a webhook app, started before the answer.
+    pub answered: bool,
 }
 
 /// Start-up values that aren't in the config.
@@ -266,6 +268,25 @@ impl<P: PortSource, F> CallControl<P, F> {
             }
             CallRequest::Hangup => {
                 let _ = self.endpoint.hangup(now, id);
+            }
+            CallRequest::Answer => {
+                if self
+                    .calls
+                    .get(&id)
+                    .is_some_and(|c| c.record.answered_at.is_none())
+                {
+                    self.answer(now, id);
+                }
+            }
+            CallRequest::Reject { status } => {
+                let answered = self
+                    .calls
+                    .get(&id)
+                    .is_some_and(|c| c.record.answered_at.is_some());
+                let _ = match answered {
+                    false => self.endpoint.reject(now, id, status),
+                    true => self.endpoint.hangup(now, id),
+                };
             }
             CallRequest::SendDigits {
                 digits,
@@ -555,10 +576,14 @@ impl<P: PortSource, F> CallControl<P, F> {
             .route(&inc.did, &caller.number, inc.trunk.as_deref())
             .map(|r| {
                 (
-                    r.config.flow.clone(),
+                    match r.app {
+                        Some(app) => app.name.clone(),
+                        None => r.config.flow.clone(),
+                    },
                     r.config.ring_ms,
                     r.hold.clone(),
                     r.early_media.cloned(),
+                    r.app.cloned(),
                 )
             });
         let record = CallRecord::starting(
@@ -580,13 +605,23 @@ impl<P: PortSource, F> CallControl<P, F> {
         call.web_call = inc.web_call.clone();
         let program = route
             .as_ref()
-            .and_then(|(flow, _, hold, _)| Program::from_name(flow, &self.config.flow_set, hold));
+            .and_then(|(flow, _, hold, _, app)| match app {
+                Some(app) => Some(Program::App(app.clone())),
+                None => Program::from_name(flow, &self.config.flow_set, hold),
+            });
         let (ring_ms, early_media) = route.map_or((0, None), |r| (r.1, r.3));
+        let app = matches!(program, Some(Program::App(_)));
         call.program = program;
         let routed = call.program.is_some();
         self.calls.insert(inc.call, Box::new(call));
         if !routed {
             let _ = self.endpoint.reject(now, inc.call, 404);
+            return;
+        }
+        if app {
+            // The app's TwiML answers (or rejects) it; it rings meanwhile.
+            let _ = self.endpoint.ring(now, inc.call);
+            self.start_flow(inc.call);
             return;
         }
         if ring_ms > 0 {
@@ -810,14 +845,19 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
     }
 
-    /// Start the call's flow, if its program is one.
+    /// Start the call's flow, if its program is one; a webhook app's runs
+    /// already (from the call's arrival) and hears that it is answered.
     fn start_flow(&mut self, id: CallId) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(Program::File(flow)) = &call.program else {
+        if call.has_flow {
+            return self.signal(id, CallSignal::Answered);
+        }
+        let (Some(Program::File(flow)) | Some(Program::App(flow))) = &call.program else {
             return;
         };
+        let answered = call.record.answered_at.is_some();
         let flow = flow.clone();
         call.has_flow = true;
         let span = call.span.clone();
@@ -827,6 +867,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             flow,
             vars,
             span,
+            answered,
         });
     }
 

@@ -18,6 +18,9 @@ pub(crate) enum Program {
     Hold(Arc<HoldProgram>),
     /// A flow file, pinned for the whole call (reloads don't change it).
     File(Arc<crate::flow::Flow>),
+    /// A webhook app (a one-node flow): it runs from the call's arrival,
+    /// and its TwiML decides whether and when to answer.
+    App(Arc<crate::flow::Flow>),
     /// Nothing of its own: an agent leg, bridged to its caller.
     Leg,
 }
@@ -84,6 +87,8 @@ pub(crate) struct Transfer {
     /// What the caller hears while agents ring without early media.
     pub(crate) hold: Arc<HoldProgram>,
     pub(crate) last_status: u16,
+    /// What the legs show as the caller; unset: the trunk's, else the caller's.
+    pub(crate) caller_id: Option<String>,
 }
 
 /// A blind transfer (REFER) of this call.

@@ -38,6 +38,8 @@ impl HoldPrograms {
 pub struct Router {
     routes: Vec<RouteConfig>,
     holds: HoldPrograms,
+    /// Each route's webhook app as a one-node flow (index by route).
+    apps: Vec<Option<Arc<crate::flow::Flow>>>,
 }
 
 /// A matched route, the hold program its built-in flows play and its
@@ -46,11 +48,21 @@ pub struct Routed<'a> {
     pub config: &'a RouteConfig,
     pub hold: &'a Arc<HoldProgram>,
     pub early_media: Option<&'a EarlyAudio>,
+    /// The route's webhook app, as a flow that runs before the answer.
+    pub app: Option<&'a Arc<crate::flow::Flow>>,
 }
 
 impl Router {
     pub fn new(routes: Vec<RouteConfig>, holds: HoldPrograms) -> Router {
-        Router { routes, holds }
+        let apps = routes
+            .iter()
+            .map(|r| r.app.as_ref().map(|a| Arc::new(crate::twiml::app_flow(a))))
+            .collect();
+        Router {
+            routes,
+            holds,
+            apps,
+        }
     }
 
     /// The first route that matches, in config order.
@@ -65,10 +77,12 @@ impl Router {
             _ => &self.holds.default,
         };
         let early_media = self.holds.early_media.get(i).and_then(Option::as_ref);
+        let app = self.apps.get(i).and_then(Option::as_ref);
         Some(Routed {
             config,
             hold,
             early_media,
+            app,
         })
     }
 

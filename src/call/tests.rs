@@ -470,6 +470,7 @@ impl Pair {
             hold_message: None,
             hold_music: Vec::new(),
             repeat_interval: None,
+            caller_id: None,
         };
         self.cc
             .handle_flow_request(self.now, call, CallRequest::Transfer(req));
@@ -608,6 +609,62 @@ fn a_flow_starts_on_answer_and_stops_with_the_call() {
     p.cc.handle_flow_request(p.now, call, CallRequest::Hangup);
     p.drive();
     assert_eq!(p.cc.calls(), 0);
+}
+
+/// A webhook app's call: its flow starts while the call rings, and its
+/// TwiML answers it (then the stream starts and the flow hears it) or
+/// rejects it unanswered (no stream, no port).
+#[test]
+fn an_app_runs_before_the_answer_and_answers_or_rejects() {
+    let mut config = config();
+    config.routes.push(RouteConfig {
+        did: "700".into(),
+        app: Some(crate::twiml::AppConfig {
+            url: "http://app.example/voice".into(),
+            method: "POST".into(),
+            fallback_url: None,
+            fallback_method: "POST".into(),
+        }),
+        ..RouteConfig::to_flow("")
+    });
+    let mut p = Pair::with(config, 10);
+    let leg = p.dial("700");
+    let call = p.inbound();
+    assert!(
+        p.seen.flows.get(&call).is_some_and(|f| f.get()),
+        "started while ringing"
+    );
+    assert_eq!(p.caller.established(), 0);
+    assert!(p.seen.streams.is_empty() && p.live_ports.get() == 0);
+    p.cc.handle_flow_request(p.now, call, CallRequest::Answer);
+    p.drive();
+    assert_eq!(p.caller.established(), 1);
+    assert!(p.seen.streams.contains_key(&call));
+    assert_eq!(p.seen.signals, vec![(call, CallSignal::Answered)]);
+    assert_eq!(p.seen.flows.len(), 1, "the same flow, not a second one");
+    // Answering twice does nothing more.
+    p.cc.handle_flow_request(p.now, call, CallRequest::Answer);
+    p.drive();
+    assert_eq!(p.seen.signals.len(), 1);
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+
+    p.dial("700");
+    let call = p.inbound();
+    p.cc.handle_flow_request(p.now, call, CallRequest::Reject { status: 486 });
+    p.drive();
+    assert!(matches!(
+        p.caller.ended()[..],
+        [_, EndCause::Rejected { status: 486, .. }]
+    ));
+    p.assert_all_released(2);
+    let rejected = &p.seen.records[1];
+    assert_eq!(
+        (rejected.sip_status, rejected.answered_at),
+        (Some(486), None)
+    );
+    assert_eq!(rejected.flow.as_deref(), Some(crate::twiml::APP_FLOW));
 }
 
 #[test]

@@ -68,6 +68,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 early: None,
                 hold,
                 last_status: 480,
+                caller_id: req.caller_id,
             }));
         }
         self.dial_next(now, caller);
@@ -103,13 +104,13 @@ impl<P: PortSource, F> CallControl<P, F> {
         };
         let trunk = t.trunk.clone();
         let ring_timeout = t.ring_timeout;
+        let chosen_caller_id = t.caller_id.clone();
         let Ok(uri) = Uri::parse(&target) else {
             tracing::warn!(%caller, "transfer: bad target URI");
             return false;
         };
-        let caller_id = trunk
-            .as_ref()
-            .and_then(|tr| tr.caller_id.clone())
+        let caller_id = chosen_caller_id
+            .or_else(|| trunk.as_ref().and_then(|tr| tr.caller_id.clone()))
             .or_else(|| self.calls.get(&caller).map(|c| c.record.caller.clone()))
             .unwrap_or_else(|| "crossline".into());
         let record = CallRecord::starting(

@@ -27,6 +27,7 @@ pub struct Config {
     pub chat: ChatConfig,
     pub callbacks: CallbacksConfig,
     pub webrtc: crate::webrtc::WebRtcConfig,
+    pub twiml: crate::twiml::TwimlConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -299,7 +300,7 @@ impl HttpConfig {
     }
 }
 
-fn secret(
+pub(crate) fn secret(
     key: &str,
     value: &Option<Secret>,
     env: &Option<String>,
@@ -761,7 +762,12 @@ pub struct RouteConfig {
     /// Only calls arriving on this trunk.
     #[serde(default)]
     pub trunk: Option<String>,
+    /// The flow that runs the call; "" when `app` does.
+    #[serde(default)]
     pub flow: String,
+    /// A TwiML webhook app that runs the call instead of a flow.
+    #[serde(default)]
+    pub app: Option<crate::twiml::AppConfig>,
     /// Send 180 Ringing and wait this long before the flow answers.
     #[serde(default)]
     pub ring_ms: u64,
@@ -792,6 +798,7 @@ impl RouteConfig {
             caller: match_all(),
             trunk: None,
             flow: flow.into(),
+            app: None,
             ring_ms: 0,
             early_media: None,
             hold_music: Vec::new(),

@@ -50,8 +50,13 @@ pub enum CallRequest {
     },
     /// Keep `name = value` with the call's record (CDR).
     Keep { name: String, value: String },
-    /// End the call with BYE.
+    /// End the call with BYE (before the answer: refuse it with 480).
     Hangup,
+    /// Answer a call whose app started before the answer;
+    /// `CallSignal::Answered` follows once its stream runs.
+    Answer,
+    /// Refuse a call not yet answered with this final status.
+    Reject { status: u16 },
     /// Send DTMF (`,` pauses) to the caller, or to the bridged agent;
     /// `DigitsSent` follows.
     SendDigits {
@@ -72,6 +77,8 @@ pub struct TransferRequest {
     /// The transfer's own wait music; empty: the configured music.
     pub hold_music: Vec<Arc<[i16]>>,
     pub repeat_interval: Option<Duration>,
+    /// The caller ID the legs show; unset: the trunk's, else the caller's.
+    pub caller_id: Option<String>,
 }
 
 /// How a transfer went.
@@ -93,6 +100,8 @@ pub enum CallSignal {
     Transfer(TransferEvent),
     /// The digits of a `SendDigits` are all out.
     DigitsSent,
+    /// The call's stream runs: it was answered (after `Answer`).
+    Answered,
 }
 
 /// Services every flow shares.
@@ -119,6 +128,8 @@ pub struct Services {
     pub chat_texts: crate::config::ChatConfig,
     /// What public paths may send to phones (texts and calls).
     pub policy: Arc<crate::messaging::policy::OutboundPolicy>,
+    /// What webhook apps share: the signed HTTP client, limits, audio.
+    pub twiml: Arc<crate::twiml::Apps>,
 }
 
 impl Services {
@@ -182,6 +193,8 @@ pub struct Voice {
     signals: mpsc::UnboundedReceiver<CallSignal>,
     digits: VecDeque<char>,
     generation: u32,
+    /// False while a webhook app decides whether to answer.
+    answered: bool,
 }
 
 /// A chat's side of a flow.
@@ -216,6 +229,7 @@ impl FlowCx {
         services: Arc<Services>,
         requests: mpsc::UnboundedSender<(CallId, CallRequest)>,
         signals: mpsc::UnboundedReceiver<CallSignal>,
+        answered: bool,
     ) -> FlowCx {
         FlowCx {
             label: Label::Call(call),
@@ -229,6 +243,7 @@ impl FlowCx {
                 signals,
                 digits: VecDeque::new(),
                 generation: 0,
+                answered,
             }),
         }
     }
@@ -302,7 +317,10 @@ impl FlowCx {
             let v = self.voice()?;
             match v.signals.recv().await.ok_or(Ended)? {
                 CallSignal::PlayFinished(g) if g == generation => return Ok(PlayEnd::Finished),
-                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+                CallSignal::PlayFinished(_)
+                | CallSignal::Transfer(_)
+                | CallSignal::DigitsSent
+                | CallSignal::Answered => {}
                 CallSignal::Dtmf(d) => {
                     v.digits.push_back(d);
                     if barge_in {
@@ -345,7 +363,7 @@ impl FlowCx {
             match v.signals.recv().await.ok_or(Ended)? {
                 CallSignal::Transfer(e) => return Ok(e),
                 CallSignal::Dtmf(d) => v.digits.push_back(d),
-                CallSignal::PlayFinished(_) | CallSignal::DigitsSent => {}
+                CallSignal::PlayFinished(_) | CallSignal::DigitsSent | CallSignal::Answered => {}
             }
         }
     }
@@ -363,13 +381,43 @@ impl FlowCx {
             match v.signals.recv().await.ok_or(Ended)? {
                 CallSignal::DigitsSent => return Ok(()),
                 CallSignal::Dtmf(d) => v.digits.push_back(d),
-                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
+                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::Answered => {}
             }
         }
     }
 
     pub fn hangup(&mut self) -> Result<(), Ended> {
         self.request(CallRequest::Hangup)
+    }
+
+    /// Whether the call is answered (a webhook app's may not be yet).
+    pub fn answered(&mut self) -> Result<bool, Ended> {
+        Ok(self.voice()?.answered)
+    }
+
+    /// Answer the call if it isn't yet, and wait until its stream runs
+    /// (digits meanwhile are queued).
+    pub async fn answer(&mut self) -> Result<(), Ended> {
+        if self.voice()?.answered {
+            return Ok(());
+        }
+        self.request(CallRequest::Answer)?;
+        let v = self.voice()?;
+        loop {
+            match v.signals.recv().await.ok_or(Ended)? {
+                CallSignal::Answered => {
+                    v.answered = true;
+                    return Ok(());
+                }
+                CallSignal::Dtmf(d) => v.digits.push_back(d),
+                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+            }
+        }
+    }
+
+    /// Refuse the call (not yet answered) with `status`.
+    pub fn reject(&mut self, status: u16) -> Result<(), Ended> {
+        self.request(CallRequest::Reject { status })
     }
 
     /// Wait music with an optional message on repeat.
@@ -422,7 +470,10 @@ impl FlowCx {
                 out = &mut fut => return Ok(out),
                 s = v.signals.recv() => match s.ok_or(Ended)? {
                     CallSignal::Dtmf(d) => v.digits.push_back(d),
-                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+                    CallSignal::PlayFinished(_)
+                | CallSignal::Transfer(_)
+                | CallSignal::DigitsSent
+                | CallSignal::Answered => {}
                 },
             }
         }
@@ -451,7 +502,10 @@ impl FlowCx {
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
                 s = v.signals.recv() => match s.ok_or(Ended)? {
                     CallSignal::Dtmf(d) => return Ok(Some(d)),
-                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+                    CallSignal::PlayFinished(_)
+                | CallSignal::Transfer(_)
+                | CallSignal::DigitsSent
+                | CallSignal::Answered => {}
                 },
             }
         }
@@ -674,6 +728,7 @@ pub async fn run_from(mut cx: FlowCx, start: String) {
                 NodeKind::Ask(n) => nodes::ask::run(n, &mut cx).await,
                 NodeKind::Choice(n) => nodes::choice::run(n, &mut cx).await,
                 NodeKind::BreakoutReturn(n) => nodes::breakout_return::run(n, &mut cx).await,
+                NodeKind::WebhookApp(n) => nodes::webhook_app::run(n, &mut cx).await,
             }
         }
         .instrument(span)

@@ -366,6 +366,7 @@ fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) ->
         "handoff" => NodeKind::Handoff(de(d, &key, item)?),
         "save_lead" => NodeKind::SaveLead(de(d, &key, item)?),
         "escalate_to_call" => NodeKind::EscalateToCall(de(d, &key, item)?),
+        "webhook_app" => NodeKind::WebhookApp(de(d, &key, item)?),
         other => {
             d.push_span(
                 &format!("{key}.type"),
@@ -508,6 +509,11 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                             format!("{var}: JSON pointer must start with '/': {pointer:?}"),
                         );
                     }
+                }
+            }
+            NodeKind::WebhookApp(w) => {
+                for (key, message) in w.app.problems() {
+                    err(node, key, message);
                 }
             }
             NodeKind::SendDigits(n) => {

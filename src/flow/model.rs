@@ -74,6 +74,7 @@ pub enum NodeKind {
     SaveLead(SaveLead),
     EscalateToCall(EscalateToCall),
     SendDigits(SendDigits),
+    WebhookApp(WebhookApp),
 }
 
 /// The node types, as written in `type = "..."`.
@@ -98,6 +99,7 @@ pub const NODE_TYPES: &[&str] = &[
     "save_lead",
     "escalate_to_call",
     "send_digits",
+    "webhook_app",
 ];
 
 impl NodeKind {
@@ -123,6 +125,7 @@ impl NodeKind {
             NodeKind::SaveLead(_) => "save_lead",
             NodeKind::EscalateToCall(_) => "escalate_to_call",
             NodeKind::SendDigits(_) => "send_digits",
+            NodeKind::WebhookApp(_) => "webhook_app",
         }
     }
 
@@ -135,6 +138,7 @@ impl NodeKind {
             | NodeKind::Transfer(_)
             | NodeKind::Hangup(_)
             | NodeKind::SendDigits(_)
+            | NodeKind::WebhookApp(_)
             | NodeKind::Breakout(_) => &[Channel::Voice],
             NodeKind::Message(_)
             | NodeKind::Ask(_)
@@ -176,6 +180,7 @@ impl NodeKind {
             NodeKind::SaveLead(n) => [("next", &n.next), ("next", &None)],
             NodeKind::EscalateToCall(n) => [("next", &n.next), ("on_failure", &n.on_failure)],
             NodeKind::SendDigits(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::WebhookApp(_) => [("next", &None), ("next", &None)],
         };
         for (key, v) in optional {
             if let Some(v) = v {
@@ -538,6 +543,17 @@ pub struct Transfer {
     /// No answer, busy or failure.
     #[serde(default)]
     pub on_failure: Option<String>,
+}
+
+/// Hand the call to a TwiML webhook app (`app = { url = "…" }`, as on a
+/// route): its TwiML runs the call from here to its end.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookApp {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub app: crate::twiml::AppConfig,
 }
 
 /// End the call, after an optional goodbye played in full.

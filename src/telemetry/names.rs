@@ -262,6 +262,14 @@ pub const FLOW_NODES: Metric = counter(
     "crossline_flow_nodes_total",
     "Flow nodes run, by flow and node type.",
 );
+pub const TWIML_DOCUMENTS: Metric = counter(
+    "crossline_twiml_documents_total",
+    "TwiML documents asked of webhook apps, by outcome (fetched, failed).",
+);
+pub const TWIML_APP_ERRORS: Metric = counter(
+    "crossline_twiml_app_errors_total",
+    "Webhook app errors (unreachable, timeout, http_status, too_large, bad_twiml, play_not_audio...), by kind.",
+);
 pub const BREAKOUTS: Metric = counter(
     "crossline_breakouts_total",
     "Breakout events (started, opened, returned, timed_out, caller_left, closed, visitor_left, send_failed).",
@@ -503,6 +511,8 @@ pub const ALL: &[Metric] = &[
     DRAINING,
     REGISTRATION_UP,
     FLOW_NODES,
+    TWIML_DOCUMENTS,
+    TWIML_APP_ERRORS,
     BREAKOUTS,
     BREAKOUT_LINKS_REFUSED,
     HTTP_AUTH_FAILURES,

@@ -20,6 +20,7 @@ pub mod send_sms;
 pub mod send_whatsapp;
 pub mod set;
 pub mod transfer;
+pub mod webhook_app;
 
 use super::interp::{FlowCx, Next};
 
