@@ -585,3 +585,114 @@ fn a_flow_hands_the_call_to_an_app() {
     assert!(gw.log().contains("node=app"));
     app.assert_all_signed();
 }
+
+/// Status callbacks: each call's initiated, ringing, answered and
+/// completed arrive in order, signed (RequestValidator), with Twilio's
+/// parameters and the call's CallSid; the answered event, refused once
+/// with 500, is retried, and nothing is sent twice; a call the app rejects
+/// ends busy with its SIP status.
+#[test]
+fn status_callbacks_arrive_in_order_signed_and_once() {
+    let app = App::start();
+    let status = format!(", status_callback = \"{}\"", app.url("/status"));
+    let gw = gateway(&format!(
+        "{}{}",
+        app_route("answered", &app.url("/say-play"), &status),
+        app_route("busy", &app.url("/reject?reason=busy"), &status),
+    ));
+    let run = caller_waiting(&gw, "answered");
+    assert!(run.ok(), "{}", run.describe());
+    let text = std::fs::read_to_string(scenario("uac_rejected.xml")).unwrap();
+    let file = gw.dir.path().join("busy.xml");
+    std::fs::write(&file, text.replace("STATUS", "486")).unwrap();
+    let run = sipp(
+        &[
+            "-sf",
+            &path_str(&file),
+            &gw.sip_addr(),
+            "-s",
+            "busy",
+            "-m",
+            "1",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok(), "{}", run.describe());
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let finals = |all: &[Value]| {
+        all.iter()
+            .filter(|r| {
+                ["completed", "busy"].contains(&r["params"]["CallStatus"].as_str().unwrap_or(""))
+            })
+            .count()
+    };
+    let mut events = app.requests_to("/status");
+    while finals(&events) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        events = app.requests_to("/status");
+    }
+    let answered_sid = app.requests_to("/say-play")[0]["params"]["CallSid"].clone();
+    let busy_sid = app.requests_to("/reject")[0]["params"]["CallSid"].clone();
+    let of = |sid: &Value| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter(|e| e["params"]["CallSid"] == *sid)
+            .map(|e| {
+                let p = &e["params"];
+                (
+                    p["CallStatus"].as_str().unwrap().to_string(),
+                    p["SequenceNumber"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        of(&answered_sid),
+        pairs(&[
+            ("initiated", "0"),
+            ("ringing", "1"),
+            ("in-progress", "2"),
+            ("in-progress", "2"),
+            ("completed", "3"),
+        ]),
+        "the answered event once more after its 500, nothing else twice"
+    );
+    assert_eq!(
+        of(&busy_sid),
+        pairs(&[("initiated", "0"), ("ringing", "1"), ("busy", "2")])
+    );
+    let last = |sid: &Value| {
+        events
+            .iter()
+            .rfind(|e| e["params"]["CallSid"] == *sid)
+            .unwrap()["params"]
+            .clone()
+    };
+    let done = last(&answered_sid);
+    assert_eq!(done["SipResponseCode"], "200");
+    assert_eq!(done["AccountSid"], ACCOUNT_SID);
+    assert_eq!(done["From"], "+15551234567");
+    assert_eq!(done["To"], "answered");
+    assert_eq!(done["Direction"], "inbound");
+    assert_eq!(done["CallbackSource"], "call-progress-events");
+    let secs: u64 = done["CallDuration"].as_str().unwrap().parse().unwrap();
+    assert!((1..=6).contains(&secs), "the call lasted {secs} s");
+    let busy = last(&busy_sid);
+    assert_eq!(busy["SipResponseCode"], "486");
+    assert_eq!(busy["CallDuration"], "0");
+    app.assert_all_signed();
+    assert!(
+        wait_metric(
+            &gw,
+            "crossline_twiml_status_callbacks_total{outcome=\"retried\"}",
+            1.0,
+            Duration::from_secs(5)
+        ) >= 1.0
+    );
+}

@@ -21,6 +21,7 @@ mod identity;
 mod model;
 mod outbound;
 mod routing;
+mod status;
 mod transfer;
 
 #[cfg(test)]
@@ -43,7 +44,7 @@ use crate::store::CallRecord;
 
 use model::{Call, Media, Program, Refer, Role};
 pub use outbound::{ResolveId, ResolveRequest};
-pub use routing::{EarlyAudio, HoldPrograms, Router};
+pub use routing::{EarlyAudio, HoldPrograms, RouteApp, Router};
 
 /// Hands out RTP ports. The reservation keeps the port until it is dropped
 /// or handed to a stream with [`MediaCommand::Start`].
@@ -101,6 +102,8 @@ pub enum Effect {
         web_call: String,
         hold: Option<Arc<HoldProgram>>,
     },
+    /// A webhook app's call moved on: its status callback, to send.
+    CallStatus(Box<crate::twiml::StatusEvent>),
 }
 
 /// A flow to start on an answered call; the driver runs it and attaches
@@ -577,7 +580,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             .map(|r| {
                 (
                     match r.app {
-                        Some(app) => app.name.clone(),
+                        Some(app) => app.flow.name.clone(),
                         None => r.config.flow.clone(),
                     },
                     r.config.ring_ms,
@@ -606,7 +609,21 @@ impl<P: PortSource, F> CallControl<P, F> {
         let program = route
             .as_ref()
             .and_then(|(flow, _, hold, _, app)| match app {
-                Some(app) => Some(Program::App(app.clone())),
+                Some(app) => {
+                    // One CallSid for the app's requests, its status events
+                    // and the record.
+                    let sid = crate::twiml::new_sid("CA");
+                    call.record
+                        .vars
+                        .insert(crate::twiml::CALL_SID_VAR.into(), sid.clone());
+                    Some(Program::App(Box::new(model::AppRun {
+                        flow: app.flow.clone(),
+                        status: app
+                            .status
+                            .clone()
+                            .map(|target| status::StatusHook::new(target, sid)),
+                    })))
+                }
                 None => Program::from_name(flow, &self.config.flow_set, hold),
             });
         let (ring_ms, early_media) = route.map_or((0, None), |r| (r.1, r.3));
@@ -620,7 +637,10 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
         if app {
             // The app's TwiML answers (or rejects) it; it rings meanwhile.
-            let _ = self.endpoint.ring(now, inc.call);
+            self.call_status(inc.call, status::INITIATED);
+            if self.endpoint.ring(now, inc.call).is_ok() {
+                self.call_status(inc.call, status::RINGING);
+            }
             self.start_flow(inc.call);
             return;
         }
@@ -750,6 +770,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             if let Some(call) = self.calls.get_mut(&id) {
                 call.record.answered_at = Some(SystemTime::now());
             }
+            self.call_status(id, status::ANSWERED);
             self.play(id, source, 0);
             self.start_flow(id);
             return;
@@ -770,8 +791,14 @@ impl<P: PortSource, F> CallControl<P, F> {
                 };
                 call.record.answered_at = Some(SystemTime::now());
                 match media {
-                    Some(media) => self.start_media(now, id, reservation, &media),
-                    None => call.media = Media::Reserved(reservation),
+                    Some(media) => {
+                        self.call_status(id, status::ANSWERED);
+                        self.start_media(now, id, reservation, &media)
+                    }
+                    None => {
+                        call.media = Media::Reserved(reservation);
+                        self.call_status(id, status::ANSWERED);
+                    }
                 }
             }
             Err(e) => tracing::info!(call = %id, %e, "not answered"),
@@ -854,8 +881,10 @@ impl<P: PortSource, F> CallControl<P, F> {
         if call.has_flow {
             return self.signal(id, CallSignal::Answered);
         }
-        let (Some(Program::File(flow)) | Some(Program::App(flow))) = &call.program else {
-            return;
+        let flow = match &call.program {
+            Some(Program::File(flow)) => flow,
+            Some(Program::App(app)) => &app.flow,
+            _ => return,
         };
         let answered = call.record.answered_at.is_some();
         let flow = flow.clone();
@@ -1074,6 +1103,9 @@ impl<P: PortSource, F> CallControl<P, F> {
             vars.insert("callee".into(), r.did.clone());
             vars.insert("call_id".into(), r.call_id.clone());
             vars.insert("trunk".into(), r.trunk.clone().unwrap_or_default());
+            if let Some(sid) = r.vars.get(crate::twiml::CALL_SID_VAR) {
+                vars.insert(crate::twiml::CALL_SID_VAR.into(), sid.clone());
+            }
             if let Role::Callback(leg) = &call.role {
                 vars.extend(leg.vars.clone());
             }
@@ -1114,6 +1146,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         if call.streaming() {
             self.media_out.push_back(MediaCommand::Stop(id));
         }
+        self.final_status(&mut call, cause);
         let (outcome, status) = outcome(cause);
         self.tally.ended(outcome);
         let mut record = call.record;

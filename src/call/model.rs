@@ -18,9 +18,9 @@ pub(crate) enum Program {
     Hold(Arc<HoldProgram>),
     /// A flow file, pinned for the whole call (reloads don't change it).
     File(Arc<crate::flow::Flow>),
-    /// A webhook app (a one-node flow): it runs from the call's arrival,
-    /// and its TwiML decides whether and when to answer.
-    App(Arc<crate::flow::Flow>),
+    /// A webhook app: it runs from the call's arrival, and its TwiML
+    /// decides whether and when to answer.
+    App(Box<AppRun>),
     /// Nothing of its own: an agent leg, bridged to its caller.
     Leg,
 }
@@ -38,6 +38,13 @@ impl Program {
             other => flows.get(other).map(Program::File),
         }
     }
+}
+
+/// A webhook app's call: its one-node flow and its status callback.
+#[derive(Debug, Clone)]
+pub(crate) struct AppRun {
+    pub(crate) flow: Arc<crate::flow::Flow>,
+    pub(crate) status: Option<super::status::StatusHook>,
 }
 
 /// Why the call exists.

@@ -175,6 +175,7 @@ struct Seen {
     flows: HashMap<CallId, Rc<Cell<bool>>>,
     signals: Vec<(CallId, CallSignal)>,
     shared_hold: Vec<(String, bool)>,
+    statuses: Vec<crate::twiml::StatusEvent>,
     dtmf: Vec<(CallId, char)>,
     /// Each stream's first source, as it started.
     started: Vec<(CallId, &'static str)>,
@@ -397,6 +398,7 @@ impl Pair {
                 Effect::SharedHold { web_call, hold } => {
                     self.seen.shared_hold.push((web_call, hold.is_some()))
                 }
+                Effect::CallStatus(event) => self.seen.statuses.push(*event),
             }
         }
         moved
@@ -624,6 +626,9 @@ fn an_app_runs_before_the_answer_and_answers_or_rejects() {
             method: "POST".into(),
             fallback_url: None,
             fallback_method: "POST".into(),
+            status_callback: Some("http://app.example/status".into()),
+            status_callback_method: "POST".into(),
+            status_callback_event: crate::twiml::status::EVENTS.map(String::from).to_vec(),
         }),
         ..RouteConfig::to_flow("")
     });
@@ -665,6 +670,47 @@ fn an_app_runs_before_the_answer_and_answers_or_rejects() {
         (Some(486), None)
     );
     assert_eq!(rejected.flow.as_deref(), Some(crate::twiml::APP_FLOW));
+
+    // Each call's status events, once each and in order, with its CallSid.
+    let param = |e: &crate::twiml::StatusEvent, name: &str| {
+        e.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let seen: Vec<(String, String, String, String)> = p
+        .seen
+        .statuses
+        .iter()
+        .map(|e| {
+            (
+                param(e, "CallStatus"),
+                param(e, "SequenceNumber"),
+                param(e, "SipResponseCode"),
+                e.call_sid.clone(),
+            )
+        })
+        .collect();
+    let of = |i: usize| p.seen.records[i].vars[crate::twiml::CALL_SID_VAR].clone();
+    let (a, b) = (of(0), of(1));
+    let want = |s: &str, n: &str, code: &str, sid: &String| {
+        (s.to_string(), n.to_string(), code.to_string(), sid.clone())
+    };
+    assert_eq!(
+        seen,
+        vec![
+            want("initiated", "0", "", &a),
+            want("ringing", "1", "", &a),
+            want("in-progress", "2", "", &a),
+            want("completed", "3", "200", &a),
+            want("initiated", "0", "", &b),
+            want("ringing", "1", "", &b),
+            want("busy", "2", "486", &b),
+        ]
+    );
+    assert_ne!(a, b);
+    assert!(p.seen.statuses[3].last && !p.seen.statuses[2].last);
 }
 
 #[test]

@@ -515,6 +515,14 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                 for (key, message) in w.app.problems() {
                     err(node, key, message);
                 }
+                if w.app.status_callback.is_some() {
+                    err(
+                        node,
+                        "status_callback",
+                        "status callbacks come with a route's app: this call began before the node"
+                            .into(),
+                    );
+                }
             }
             NodeKind::SendDigits(n) => {
                 if let Err(e) = check_digits(&n.digits) {

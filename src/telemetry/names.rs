@@ -270,6 +270,10 @@ pub const TWIML_APP_ERRORS: Metric = counter(
     "crossline_twiml_app_errors_total",
     "Webhook app errors (unreachable, timeout, http_status, too_large, bad_twiml, play_not_audio...), by kind.",
 );
+pub const TWIML_STATUS_CALLBACKS: Metric = counter(
+    "crossline_twiml_status_callbacks_total",
+    "Status callback deliveries, by outcome (sent, refused, retried, failed).",
+);
 pub const BREAKOUTS: Metric = counter(
     "crossline_breakouts_total",
     "Breakout events (started, opened, returned, timed_out, caller_left, closed, visitor_left, send_failed).",
@@ -513,6 +517,7 @@ pub const ALL: &[Metric] = &[
     FLOW_NODES,
     TWIML_DOCUMENTS,
     TWIML_APP_ERRORS,
+    TWIML_STATUS_CALLBACKS,
     BREAKOUTS,
     BREAKOUT_LINKS_REFUSED,
     HTTP_AUTH_FAILURES,

@@ -109,6 +109,21 @@ pub struct AppConfig {
     pub fallback_url: Option<String>,
     #[serde(default = "post")]
     pub fallback_method: String,
+    /// Where the call's status events are sent (a route's app only).
+    #[serde(default)]
+    pub status_callback: Option<String>,
+    #[serde(default = "post")]
+    pub status_callback_method: String,
+    /// Which events: initiated, ringing, answered, completed.
+    #[serde(default = "every_event")]
+    pub status_callback_event: Vec<String>,
+}
+
+fn every_event() -> Vec<String> {
+    super::status::EVENTS
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
 }
 
 impl AppConfig {
@@ -121,9 +136,21 @@ impl AppConfig {
         if let Some(Err(e)) = self.fallback_url.as_deref().map(check_url) {
             out.push(("fallback_url", e));
         }
+        if let Some(Err(e)) = self.status_callback.as_deref().map(check_url) {
+            out.push(("status_callback", e));
+        }
+        for event in &self.status_callback_event {
+            if !super::status::EVENTS.contains(&event.as_str()) {
+                out.push((
+                    "status_callback_event",
+                    format!("{event:?}: use {}", super::status::EVENTS.join(", ")),
+                ));
+            }
+        }
         for (key, method) in [
             ("method", &self.method),
             ("fallback_method", &self.fallback_method),
+            ("status_callback_method", &self.status_callback_method),
         ] {
             if super::Method::parse(method).is_none() {
                 out.push((key, format!("{method:?}: use \"GET\" or \"POST\"")));

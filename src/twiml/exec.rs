@@ -52,8 +52,16 @@ enum Step {
 /// Run `app` on the call until its TwiML ends it.
 pub async fn run(app: &AppConfig, cx: &mut FlowCx) -> Result<(), Ended> {
     let apps = cx.services.twiml.clone();
-    let call_sid = super::new_sid("CA");
-    cx.keep("twilio_call_sid", &call_sid)?;
+    // A route's app got its CallSid with the call; a flow's node makes one.
+    let call_sid = match cx.vars.get(super::CALL_SID_VAR) {
+        Some(sid) => sid.clone(),
+        None => {
+            let sid = super::new_sid("CA");
+            cx.keep(super::CALL_SID_VAR, &sid)?;
+            cx.vars.insert(super::CALL_SID_VAR.into(), sid.clone());
+            sid
+        }
+    };
     let mut session = Session {
         apps,
         call_sid,

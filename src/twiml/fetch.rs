@@ -47,7 +47,7 @@ pub struct Apps {
     client: reqwest::Client,
     pub account_sid: String,
     auth_token: String,
-    timeout: Duration,
+    pub(super) timeout: Duration,
     max_document_bytes: usize,
     max_play_bytes: usize,
     pub error_message: String,
@@ -55,6 +55,7 @@ pub struct Apps {
     plays: Mutex<HashMap<String, CachedAudio>>,
     /// `<Dial><Number>` goes out through this trunk (by name).
     pub outbound_trunk: Option<crate::config::TrunkConfig>,
+    pub(super) statuses: super::status::StatusQueues,
 }
 
 impl Apps {
@@ -78,6 +79,7 @@ impl Apps {
             error_language: t.error_language.clone(),
             plays: Mutex::new(HashMap::new()),
             outbound_trunk: crate::callback::outbound_trunk(config).cloned(),
+            statuses: Default::default(),
         })
     }
 
@@ -89,7 +91,21 @@ impl Apps {
         method: Method,
         params: &[(String, String)],
     ) -> Result<String, AppError> {
-        let req = match method {
+        let req = self.signed(url, method, params);
+        let resp = send(req.timeout(self.timeout)).await?;
+        let body = read_capped(resp, self.max_document_bytes).await?;
+        String::from_utf8(body).map_err(|_| AppError::new("bad_twiml", "the document is not UTF-8"))
+    }
+
+    /// A request to an app: `params` as a form (POST) or in the query
+    /// (GET), with `X-Twilio-Signature` over what Twilio signs.
+    pub(super) fn signed(
+        &self,
+        url: &reqwest::Url,
+        method: Method,
+        params: &[(String, String)],
+    ) -> reqwest::RequestBuilder {
+        match method {
             Method::Post => {
                 let signature = twilio_signature(&self.auth_token, url.as_str(), params);
                 self.client
@@ -105,10 +121,7 @@ impl Apps {
                 let signature = twilio_signature(&self.auth_token, url.as_str(), &[]);
                 self.client.get(url).header("X-Twilio-Signature", signature)
             }
-        };
-        let resp = send(req.timeout(self.timeout)).await?;
-        let body = read_capped(resp, self.max_document_bytes).await?;
-        String::from_utf8(body).map_err(|_| AppError::new("bad_twiml", "the document is not UTF-8"))
+        }
     }
 
     /// `<Play>` audio as 8 kHz samples: fetched once and kept, asked again

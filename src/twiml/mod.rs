@@ -9,17 +9,20 @@
 //! - [`fetch`]: the signed, bounded HTTP requests and the `<Play>` cache.
 //! - [`exec`]: verbs to call requests, app errors to the fallback or the
 //!   spoken error.
+//! - [`status`]: status callbacks, in order and once per event.
 
 mod config;
 mod exec;
 pub mod fetch;
 pub mod parse;
+pub mod status;
 
 use std::collections::BTreeMap;
 
 pub use config::{is_account_sid, AppConfig, TwimlConfig};
 pub use exec::run;
 pub use fetch::Apps;
+pub use status::{StatusEvent, StatusTarget};
 
 /// How an app is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +64,9 @@ pub fn app_flow(app: &AppConfig) -> crate::flow::Flow {
         nodes: BTreeMap::from([("app".into(), node)]),
     }
 }
+
+/// The variable (and call record field) holding a call's CallSid.
+pub const CALL_SID_VAR: &str = "twilio_call_sid";
 
 /// A Twilio-style SID: `prefix` and 32 random hex digits.
 pub fn new_sid(prefix: &str) -> String {

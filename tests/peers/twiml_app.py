@@ -29,6 +29,7 @@ with open(sys.argv[4], "rb") as f:
     TONE = f.read()
 TONE_ETAG = '"tone-v1"'
 LOCK = threading.Lock()
+FAILED_ONCE = set()
 
 XML_BOMB = """<?xml version="1.0"?>
 <!DOCTYPE lolz [
@@ -226,6 +227,17 @@ class App(BaseHTTPRequestHandler):
 
     def app_bad_500(self, query, form):
         self.send(500, "text/plain", b"oops")
+
+    def app_status(self, query, form):
+        # The first delivery of each call's answered event fails with 500:
+        # crossline must retry it, and send nothing else twice.
+        key = (form.get("CallSid"), form.get("CallStatus"))
+        with LOCK:
+            first = form.get("CallStatus") == "in-progress" and key not in FAILED_ONCE
+            FAILED_ONCE.add(key)
+        if first:
+            return self.send(500, "text/plain", b"try again")
+        self.send(204, "text/plain", b"")
 
     def app_slow(self, query, form):
         time.sleep(float(query.get("secs", "8")))
