@@ -21,7 +21,7 @@ const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123";
 
 /// The Python app, on its own port, logging each request it gets.
 struct App {
-    child: Child,
+    _child: Stopped,
     port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -54,7 +54,7 @@ impl App {
             .unwrap();
         assert_eq!(line.trim(), "ready", "the app did not start");
         App {
-            child,
+            _child: Stopped(child),
             port,
             log,
             _dir: dir,
@@ -87,14 +87,6 @@ impl App {
         for r in requests.iter().filter(|r| r.get("valid").is_some()) {
             assert_eq!(r["valid"], true, "RequestValidator refused {r}");
         }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        // Our own child, by its handle (its PID).
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -695,4 +687,83 @@ fn status_callbacks_arrive_in_order_signed_and_once() {
             Duration::from_secs(5)
         ) >= 1.0
     );
+}
+
+/// The example app (examples/twiml-app/app.py, standard library only) runs
+/// against crossline as documented: its own signature check accepts our
+/// requests, key 3 takes the caller to its goodbye and our BYE, and its
+/// status callback hears the call complete.
+#[test]
+fn the_example_app_runs_a_call() {
+    require("espeak-ng", "espeak-ng");
+    require("python3", "python3");
+    let port = free_port();
+    let mut child = Command::new("python3")
+        .arg(repo().join("examples/twiml-app/app.py"))
+        .arg(port.to_string())
+        .env("AUTH_TOKEN", AUTH_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the example app");
+    let out = child.stdout.take().unwrap();
+    // Stopped (by its handle) however the test ends.
+    let _app = Stopped(child);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            seen.lock().unwrap().push(line);
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !lines.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "the example app never printed {needle:?}: {:?}",
+                lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("listening");
+    let base = format!("http://127.0.0.1:{port}");
+    let gw = gateway(&app_route(
+        "4000",
+        &format!("{base}/voice"),
+        &format!(", status_callback = \"{base}/status\""),
+    ));
+    let caller = pressing(&gw, "3");
+    let run = sipp(
+        &[
+            "-sf",
+            &caller,
+            &gw.sip_addr(),
+            "-s",
+            "4000",
+            "-m",
+            "1",
+            "-d",
+            "5000",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(run.ok(), "{}", run.describe());
+    wait_for("completed");
+    assert!(
+        !gw.log().contains("webhook app error"),
+        "the example app refused a request:\n{}",
+        gw.log()
+    );
+}
+
+/// A child process killed when dropped.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
