@@ -74,7 +74,13 @@ fn status_event<R, F>(
     }
     hook.done |= 1 << event;
     if !hook.target.wants(event) {
-        return None;
+        // The call's queue still closes after its last event.
+        return (event == COMPLETED && hook.sequence > 0).then(|| StatusEvent {
+            target: hook.target.clone(),
+            call_sid: hook.call_sid.clone(),
+            params: Vec::new(),
+            last: true,
+        });
     }
     let r = &call.record;
     let status = match (event, ended) {
@@ -129,5 +135,60 @@ fn final_status(answered: bool, cause: &EndCause) -> &'static str {
         EndCause::Timeout => "no-answer",
         EndCause::Cancelled => "canceled",
         _ => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::model::{AppRun, Role};
+    use crate::store::CallRecord;
+
+    fn app_call(events: &[&str]) -> Call<(), ()> {
+        let app = crate::twiml::AppConfig {
+            url: "http://app.example/voice".into(),
+            method: "POST".into(),
+            fallback_url: None,
+            fallback_method: "POST".into(),
+            status_callback: Some("http://app.example/status".into()),
+            status_callback_method: "POST".into(),
+            status_callback_event: events.iter().map(|e| e.to_string()).collect(),
+        };
+        let record = CallRecord::starting(
+            "c".into(),
+            "inbound",
+            "100".into(),
+            "+15551234567".into(),
+            None,
+            None,
+        );
+        let mut call = Call::new(Role::Inbound, record);
+        call.program = Some(Program::App(Box::new(AppRun {
+            flow: Arc::new(crate::twiml::app_flow(&app)),
+            status: StatusTarget::of(&app).map(|t| StatusHook::new(Arc::new(t), "CA1".into())),
+        })));
+        call
+    }
+
+    /// Only the events asked for go out, each once; when the final one
+    /// isn't wanted, an empty last event still closes the call's queue.
+    #[test]
+    fn unwanted_events_are_skipped_and_the_queue_still_closes() {
+        let mut call = app_call(&["ringing"]);
+        let ended = EndCause::RemoteBye;
+        assert!(status_event(&mut call, "AC", INITIATED, None).is_none());
+        let ringing = status_event(&mut call, "AC", RINGING, None);
+        assert!(ringing.is_some_and(|e| !e.params.is_empty() && !e.last));
+        assert!(
+            status_event(&mut call, "AC", RINGING, None).is_none(),
+            "once"
+        );
+        let close = status_event(&mut call, "AC", COMPLETED, Some(&ended));
+        assert!(close.is_some_and(|e| e.params.is_empty() && e.last));
+        assert!(status_event(&mut call, "AC", COMPLETED, Some(&ended)).is_none());
+
+        // Nothing sent, nothing queued: nothing to close.
+        let mut call = app_call(&["answered"]);
+        assert!(status_event(&mut call, "AC", COMPLETED, Some(&ended)).is_none());
     }
 }

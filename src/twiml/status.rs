@@ -55,7 +55,8 @@ impl StatusTarget {
 pub struct StatusEvent {
     pub target: Arc<StatusTarget>,
     pub call_sid: String,
-    /// The call's own parameters and the event's (CallStatus, SequenceNumber…).
+    /// The call's own parameters and the event's (CallStatus, SequenceNumber…);
+    /// empty: nothing to send, only the end of the call's events.
     pub params: Vec<(String, String)>,
     /// The call's last event: its queue closes after it.
     pub last: bool,
@@ -89,6 +90,10 @@ impl super::Apps {
     }
 
     async fn deliver(&self, event: &StatusEvent) {
+        // Only closes the call's queue (its last event wasn't asked for).
+        if event.params.is_empty() {
+            return;
+        }
         for attempt in 1..=ATTEMPTS {
             let req = self.signed(&event.target.url, event.target.method, &event.params);
             let retry = match req.timeout(self.timeout).send().await {
