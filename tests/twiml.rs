@@ -359,8 +359,13 @@ fn dial_bridges_and_reports_completed_busy_and_no_answer() {
         std::fs::read_to_string(scenario("uas_ring_cancel.xml")).unwrap(),
         dir.path(),
     );
+    // Answers and stays until our BYE: `timeLimit` must send it.
+    let (limited_port, limited) = uas(
+        std::fs::read_to_string(scenario("uas_answer.xml")).unwrap(),
+        dir.path(),
+    );
     let gw = gateway(&format!(
-        "[[trunks]]\nname = \"carrier\"\noutbound_proxy = \"sip:127.0.0.1:{busy_port}\"\n\n{}{}{}",
+        "[[trunks]]\nname = \"carrier\"\noutbound_proxy = \"sip:127.0.0.1:{busy_port}\"\n\n{}{}{}{}",
         app_route(
             "agent",
             &app.url(&format!("/dial?uri=sip:agent@127.0.0.1:{agent_port}")),
@@ -374,17 +379,29 @@ fn dial_bridges_and_reports_completed_busy_and_no_answer() {
             )),
             ""
         ),
+        app_route(
+            "limited",
+            &app.url(&format!(
+                "/dial?uri=sip:agent@127.0.0.1:{limited_port}&limit=2"
+            )),
+            ""
+        ),
     ));
-    for did in ["agent", "number", "nobody"] {
+    for did in ["agent", "number", "nobody", "limited"] {
         let run = caller_waiting(&gw, did);
         assert!(run.ok(), "{did}: {}", run.describe());
     }
-    for (name, h) in [("agent", agent), ("busy", busy), ("ringing", ring)] {
+    for (name, h) in [
+        ("agent", agent),
+        ("busy", busy),
+        ("ringing", ring),
+        ("limited", limited),
+    ] {
         let run = h.join().unwrap();
         assert!(run.ok(), "{name} UAS: {}", run.describe());
     }
     let dialed = app.requests_to("/dialed");
-    assert_eq!(dialed.len(), 3, "{dialed:?}");
+    assert_eq!(dialed.len(), 4, "{dialed:?}");
     let p = &dialed[0]["params"];
     assert_eq!(p["DialCallStatus"], "completed");
     assert!(is_sid(&p["DialCallSid"]));
@@ -394,6 +411,10 @@ fn dial_bridges_and_reports_completed_busy_and_no_answer() {
     assert_eq!(dialed[1]["params"]["DialCallStatus"], "busy");
     assert_eq!(dialed[2]["params"]["DialCallStatus"], "no-answer");
     assert!(dialed[2]["params"].get("DialCallDuration").is_none());
+    // timeLimit="2": we hung the agent up after two seconds of talk.
+    let limited = &dialed[3]["params"];
+    assert_eq!(limited["DialCallStatus"], "completed");
+    assert_eq!(limited["DialCallDuration"], "2");
     app.assert_all_signed();
 }
 

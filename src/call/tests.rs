@@ -783,6 +783,29 @@ fn caller_hangs_up_while_bridged_and_the_agent_gets_a_bye() {
     p.assert_all_released(2);
 }
 
+/// A flow (a Dial's timeLimit or hangupOnStar) hangs up the bridged
+/// agent: the agent gets BYE, the flow hears it, the caller stays.
+#[test]
+fn the_flow_hangs_up_the_bridged_agent_and_the_caller_stays() {
+    let mut p = Pair::new();
+    let leg = p.dial("200");
+    let call = p.inbound();
+    p.transfer(call, &[AGENT], false);
+    assert_eq!(p.seen.bridges.len(), 1);
+    p.cc.handle_flow_request(p.now, call, CallRequest::HangUpAgent);
+    p.drive();
+    assert!(matches!(p.agents[0].ended()[..], [EndCause::RemoteBye]));
+    assert!(p
+        .seen
+        .signals
+        .contains(&(call, CallSignal::Transfer(TransferEvent::AgentHungUp))));
+    assert!(p.caller.ended().is_empty(), "the caller is still on");
+    assert!(p.seen.streams.contains_key(&call));
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(2);
+}
+
 #[test]
 fn agent_answering_after_the_caller_left_is_hung_up() {
     let mut p = Pair::new();

@@ -57,6 +57,9 @@ pub enum CallRequest {
     Answer,
     /// Refuse a call not yet answered with this final status.
     Reject { status: u16 },
+    /// Hang up the agent bridged to the call (the caller stays);
+    /// `TransferEvent::AgentHungUp` follows.
+    HangUpAgent,
     /// Send DTMF (`,` pauses) to the caller, or to the bridged agent;
     /// `DigitsSent` follows.
     SendDigits {
@@ -156,6 +159,16 @@ impl Services {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
     }
+}
+
+/// What happens next on a bridged call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bridged {
+    Transfer(TransferEvent),
+    /// The caller pressed a key.
+    Digit(char),
+    /// The deadline given passed.
+    TimeUp,
 }
 
 /// The call ended (or the call side went away): stop the flow.
@@ -364,6 +377,32 @@ impl FlowCx {
                 CallSignal::Transfer(e) => return Ok(e),
                 CallSignal::Dtmf(d) => v.digits.push_back(d),
                 CallSignal::PlayFinished(_) | CallSignal::DigitsSent | CallSignal::Answered => {}
+            }
+        }
+    }
+
+    /// While bridged: the next transfer event, a key the caller pressed,
+    /// or `until` passing.
+    pub async fn while_bridged(
+        &mut self,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<Bridged, Ended> {
+        let v = self.voice()?;
+        let deadline = async {
+            match until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return Ok(Bridged::TimeUp),
+                s = v.signals.recv() => match s.ok_or(Ended)? {
+                    CallSignal::Transfer(e) => return Ok(Bridged::Transfer(e)),
+                    CallSignal::Dtmf(d) => return Ok(Bridged::Digit(d)),
+                    CallSignal::PlayFinished(_) | CallSignal::DigitsSent | CallSignal::Answered => {}
+                },
             }
         }
     }

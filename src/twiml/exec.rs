@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use super::fetch::{AppError, Apps};
 use super::parse::{self, Dial, DialTarget, Gather, Play, Say, Verb, VerbKind, ENDLESS_LOOPS};
 use super::{AppConfig, Method};
-use crate::flow::interp::{Ended, FlowCx, PlayEnd, TransferEvent, TransferRequest};
+use crate::flow::interp::{
+    Bridged, CallRequest, Ended, FlowCx, PlayEnd, TransferEvent, TransferRequest,
+};
 use crate::telemetry::names;
 use crate::tts::TtsRequest;
 
@@ -460,13 +462,28 @@ impl Session {
                     .find(|(uri, _)| *uri == target)
                     .and_then(|(_, digits)| digits.clone());
                 if let Some(digits) = digits {
-                    cx.request(crate::flow::interp::CallRequest::SendDigits {
+                    cx.request(CallRequest::SendDigits {
                         digits: digits.replace(['w', 'W'], ","),
                         duration_ms: crate::flow::model::digit_ms(),
                         to_agent: true,
                     })?;
                 }
-                while cx.next_transfer_event().await? != TransferEvent::AgentHungUp {}
+                let mut until = d
+                    .time_limit_secs
+                    .map(|s| tokio::time::Instant::now() + Duration::from_secs(u64::from(s)));
+                loop {
+                    match cx.while_bridged(until).await? {
+                        Bridged::Transfer(TransferEvent::AgentHungUp) => break,
+                        Bridged::Digit('*') if d.hangup_on_star => {
+                            cx.request(CallRequest::HangUpAgent)?
+                        }
+                        Bridged::TimeUp => {
+                            until = None;
+                            cx.request(CallRequest::HangUpAgent)?;
+                        }
+                        Bridged::Transfer(_) | Bridged::Digit(_) => {}
+                    }
+                }
                 ("completed", since.elapsed().as_secs())
             }
             TransferEvent::AgentHungUp => ("completed", 0),

@@ -179,6 +179,8 @@ class App(BaseHTTPRequestHandler):
     def app_dial(self, query, form):
         r = VoiceResponse()
         d = Dial(action="/dialed", timeout=int(query.get("timeout", "30")), caller_id="+15550001111")
+        if "limit" in query:
+            d = Dial(action="/dialed", time_limit=int(query["limit"]), hangup_on_star=True)
         if "number" in query:
             d.number(query["number"])
         else:
