@@ -3,7 +3,7 @@
 # which ones crashed and where their inputs are.
 #
 # Usage: scripts/fuzz.sh [seconds-per-target, default 60] [target...]
-#   Targets (default: all): sip_message sip_stream sdp rtp dtmf webhook flow_config
+#   Targets (default: all): sip_message sip_stream sdp rtp dtmf webhook twiml flow_config
 #
 # Needs the nightly toolchain (cargo-fuzz's sanitizers are nightly-only):
 #   FUZZ_INSTALL_NIGHTLY=1  install it with rustup if it is missing
@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-all_targets=(sip_message sip_stream sdp rtp dtmf webhook flow_config)
+all_targets=(sip_message sip_stream sdp rtp dtmf webhook twiml flow_config)
 
 secs=60
 if [ $# -gt 0 ]; then

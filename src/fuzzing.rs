@@ -197,6 +197,24 @@ pub fn webhook(data: &[u8]) {
     }
 }
 
+/// A TwiML document as an app answers it: parsed and, when it parses,
+/// every verb's errors and fields read.
+pub fn twiml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match crate::twiml::parse::parse(text) {
+        Ok(verbs) => {
+            for v in &verbs {
+                let _ = (v.kind.needs_media(), format!("{v:?}"));
+            }
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+}
+
 /// TOML as operators write it: a flow file, and a main config as `crossline
 /// check` reads it, errors rendered as it prints them. A config naming a
 /// `[flows] dir` makes the loader read that directory, as it would for real.
@@ -588,6 +606,11 @@ mod replay {
     #[test]
     fn sdp() {
         replay("sdp", super::sdp, false);
+    }
+
+    #[test]
+    fn twiml() {
+        replay("twiml", super::twiml, false);
     }
 
     #[test]

@@ -37,4 +37,5 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod tts;
+pub mod twiml;
 pub mod webrtc;

@@ -79,22 +79,6 @@ fn callers(gw: &Gateway, did: &str, n: u32, rate: u32, hold_ms: u32) -> Sipp {
     )
 }
 
-/// One caller for `did` who waits for our BYE (a transfer that fails).
-fn caller_waiting(gw: &Gateway, did: &str) -> Sipp {
-    sipp(
-        &[
-            "-sf",
-            &scenario("uac_wait_bye.xml"),
-            &gw.sip_addr(),
-            "-s",
-            did,
-            "-m",
-            "1",
-        ],
-        Duration::from_secs(60),
-    )
-}
-
 /// A SIPp agent that answers every call (rings 1 s) until dropped.
 fn agent() -> Uas {
     Uas::start("uas_answer.xml", free_port(), &[])

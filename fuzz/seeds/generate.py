@@ -326,6 +326,31 @@ did = "*"
 flow = "demo"
 """)
 
+# ---- TwiML documents (webhook apps) ----
+
+write("twiml", "every-verb.xml", """<?xml version="1.0" encoding="UTF-8"?>
+<Response>
+  <Say voice="alice" language="en-US" loop="2">Hello &amp; welcome &#233;</Say>
+  <Play loop="0" digits="ww12#">https://example.com/a.wav</Play>
+  <Pause length="2"/>
+  <Gather numDigits="3" action="/menu" method="GET" finishOnKey="*" timeout="7" input="dtmf speech" hints="a,b">
+    <Say>Press keys</Say><Play>/beep.wav</Play><Pause/>
+  </Gather>
+  <Dial callerId="+15550100" timeout="10" action="/dialed" hangupOnStar="true" timeLimit="60">
+    <Number sendDigits="w1">+1 (555) 123-4567</Number>
+  </Dial>
+  <Dial><Sip>sip:agent@example.com;transport=tcp</Sip></Dial>
+  <Refer action="/refer"><Sip>sip:elsewhere@example.com</Sip></Refer>
+  <Redirect method="GET">next?x=1&amp;y=2</Redirect>
+  <Reject reason="busy"/>
+  <Hangup/>
+</Response>""")
+write("twiml", "bomb.xml", """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>
+<Response><Say>&lol2;</Say></Response>""")
+write("twiml", "malformed.xml", "<Response>\n<Say>hi</Sey>\n<![CDATA[x]]></Response>trailing")
+write("twiml", "unknown.xml", "<Response><Shout a='1'>hi</Shout><Say colour=\"red\">x</Say></Response>")
+
 if __name__ == "__main__":
     for d in sorted(p for p in SEEDS.iterdir() if p.is_dir()):
         print(f"{d.name}: {len(list(d.iterdir()))} seeds")

@@ -42,18 +42,15 @@ impl<P: PortSource, F> CallControl<P, F> {
         let Some((trunk, _)) = trunks.split_first() else {
             return self.callback_failed(&req.id, 503, "no outbound trunk");
         };
-        let Some(proxy) = trunk
+        if trunk
             .outbound_proxy
             .as_deref()
             .and_then(|p| Uri::parse(p).ok())
-        else {
+            .is_none()
+        {
             return self.callback_failed(&req.id, 503, "no outbound trunk");
-        };
-        let host = match proxy.port {
-            Some(port) => format!("{}:{port}", proxy.host),
-            None => proxy.host.clone(),
-        };
-        let Ok(target) = Uri::parse(&format!("sip:{}@{host}", req.phone)) else {
+        }
+        let Some(target) = crate::callback::number_uri(trunk, &req.phone) else {
             return self.callback_failed(&req.id, 400, "invalid_number");
         };
         let caller_id = trunk
@@ -157,6 +154,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                     hold_message: None,
                     hold_music: Vec::new(),
                     repeat_interval: None,
+                    caller_id: None,
                 },
             );
         }

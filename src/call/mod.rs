@@ -22,6 +22,7 @@ mod model;
 mod outbound;
 mod referred;
 mod routing;
+mod status;
 mod transfer;
 pub mod trunk_health;
 mod trunks;
@@ -50,7 +51,7 @@ use crate::telemetry::names;
 
 use model::{Call, Media, Program, Refer, Role};
 pub use outbound::{ResolveId, ResolveRequest};
-pub use routing::{EarlyAudio, HoldPrograms, Router};
+pub use routing::{EarlyAudio, HoldPrograms, RouteApp, Router};
 pub use trunk_health::{TrunkBoard, TrunkStatus};
 
 /// Hands out RTP ports. The reservation keeps the port until it is dropped
@@ -128,6 +129,8 @@ pub enum Effect {
         web_call: String,
         hold: Option<Arc<HoldProgram>>,
     },
+    /// A webhook app's call moved on: its status callback, to send.
+    CallStatus(Box<crate::twiml::StatusEvent>),
 }
 
 /// A flow to start on an answered call; the driver runs it and attaches
@@ -139,6 +142,8 @@ pub struct FlowStart {
     pub vars: HashMap<String, String>,
     /// The call's span, for the flow task to run in.
     pub span: tracing::Span,
+    /// False for a webhook app, started before the answer.
+    pub answered: bool,
 }
 
 /// Start-up values that aren't in the config.
@@ -308,6 +313,35 @@ impl<P: PortSource, F> CallControl<P, F> {
             }
             CallRequest::Hangup => {
                 let _ = self.endpoint.hangup(now, id);
+            }
+            CallRequest::Answer => {
+                if self
+                    .calls
+                    .get(&id)
+                    .is_some_and(|c| c.record.answered_at.is_none())
+                {
+                    self.answer(now, id);
+                }
+            }
+            CallRequest::HangUpAgent => {
+                let agent = self
+                    .calls
+                    .get(&id)
+                    .and_then(|c| c.transfer.as_ref())
+                    .and_then(|t| t.bridged);
+                if let Some(agent) = agent {
+                    self.hang_up(now, agent);
+                }
+            }
+            CallRequest::Reject { status } => {
+                let answered = self
+                    .calls
+                    .get(&id)
+                    .is_some_and(|c| c.record.answered_at.is_some());
+                let _ = match answered {
+                    false => self.endpoint.reject(now, id, status),
+                    true => self.endpoint.hangup(now, id),
+                };
             }
             CallRequest::SendDigits {
                 digits,
@@ -633,11 +667,15 @@ impl<P: PortSource, F> CallControl<P, F> {
             .route(&inc.did, &caller.number, inc.trunk.as_deref())
             .map(|r| {
                 (
-                    r.config.flow.clone(),
+                    match r.app {
+                        Some(app) => app.flow.name.clone(),
+                        None => r.config.flow.clone(),
+                    },
                     r.config.ring_ms,
                     r.hold.clone(),
                     r.early_media.cloned(),
                     r.config.record,
+                    r.app.cloned(),
                 )
             });
         let record = CallRecord::starting(
@@ -657,16 +695,43 @@ impl<P: PortSource, F> CallControl<P, F> {
             call.caller = Some(Box::new(caller));
         }
         call.web_call = inc.web_call.as_deref().map(Box::from);
-        let program = route.as_ref().and_then(|(flow, _, hold, _, _)| {
-            Program::from_name(flow, &self.config.flow_set, hold)
-        });
+        let program = route
+            .as_ref()
+            .and_then(|(flow, _, hold, _, _, app)| match app {
+                Some(app) => {
+                    // One CallSid for the app's requests, its status events
+                    // and the record.
+                    let sid = crate::twiml::new_sid("CA");
+                    call.record
+                        .vars
+                        .insert(crate::twiml::CALL_SID_VAR.into(), sid.clone());
+                    Some(Program::App(Box::new(model::AppRun {
+                        flow: app.flow.clone(),
+                        status: app
+                            .status
+                            .clone()
+                            .map(|target| status::StatusHook::new(target, sid)),
+                    })))
+                }
+                None => Program::from_name(flow, &self.config.flow_set, hold),
+            });
         let (ring_ms, early_media) = route.as_ref().map_or((0, None), |r| (r.1, r.3.clone()));
-        call.route_records = route.is_some_and(|r| r.4);
+        call.route_records = route.as_ref().is_some_and(|r| r.4);
+        let app = matches!(program, Some(Program::App(_)));
         call.program = program;
         let routed = call.program.is_some();
         self.calls.insert(inc.call, Box::new(call));
         if !routed {
             let _ = self.endpoint.reject(now, inc.call, 404);
+            return;
+        }
+        if app {
+            // The app's TwiML answers (or rejects) it; it rings meanwhile.
+            self.call_status(inc.call, status::INITIATED);
+            if self.endpoint.ring(now, inc.call).is_ok() {
+                self.call_status(inc.call, status::RINGING);
+            }
+            self.start_flow(inc.call);
             return;
         }
         if ring_ms > 0 {
@@ -719,6 +784,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             hold_message: None,
             hold_music: Vec::new(),
             repeat_interval: None,
+            caller_id: None,
         };
         // Without an offer to answer, the caller is answered first and
         // hears the hold music while the devices ring.
@@ -843,6 +909,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             if let Some(call) = self.calls.get_mut(&id) {
                 call.record.answered_at = Some(SystemTime::now());
             }
+            self.call_status(id, status::ANSWERED);
             match self.route_announcement(id) {
                 Some(announcement) => self.play(id, announcement, ANNOUNCEMENT),
                 None => {
@@ -870,8 +937,14 @@ impl<P: PortSource, F> CallControl<P, F> {
                 };
                 call.record.answered_at = Some(SystemTime::now());
                 match media {
-                    Some(media) => self.start_media(now, id, reservation, &media),
-                    None => call.media = Media::Reserved(reservation),
+                    Some(media) => {
+                        self.call_status(id, status::ANSWERED);
+                        self.start_media(now, id, reservation, &media)
+                    }
+                    None => {
+                        call.media = Media::Reserved(reservation);
+                        self.call_status(id, status::ANSWERED);
+                    }
                 }
             }
             Err(e) => tracing::info!(call = %id, %e, "not answered"),
@@ -1053,14 +1126,21 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
     }
 
-    /// Start the call's flow, if its program is one.
+    /// Start the call's flow, if its program is one; a webhook app's runs
+    /// already (from the call's arrival) and hears that it is answered.
     fn start_flow(&mut self, id: CallId) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(Program::File(flow)) = &call.program else {
-            return;
+        if call.has_flow {
+            return self.signal(id, CallSignal::Answered);
+        }
+        let flow = match &call.program {
+            Some(Program::File(flow)) => flow,
+            Some(Program::App(app)) => &app.flow,
+            _ => return,
         };
+        let answered = call.record.answered_at.is_some();
         let flow = flow.clone();
         call.has_flow = true;
         let span = call.span.clone();
@@ -1070,6 +1150,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             flow,
             vars,
             span,
+            answered,
         });
     }
 
@@ -1291,6 +1372,9 @@ impl<P: PortSource, F> CallControl<P, F> {
             vars.insert("callee".into(), r.did.clone());
             vars.insert("call_id".into(), r.call_id.clone());
             vars.insert("trunk".into(), r.trunk.clone().unwrap_or_default());
+            if let Some(sid) = r.vars.get(crate::twiml::CALL_SID_VAR) {
+                vars.insert(crate::twiml::CALL_SID_VAR.into(), sid.clone());
+            }
             if let Role::Callback(leg) = &call.role {
                 vars.extend(leg.vars.clone());
             }
@@ -1340,6 +1424,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         if call.streaming() {
             self.media_out.push_back(MediaCommand::Stop(id));
         }
+        self.final_status(&mut call, cause);
         let (mut outcome, status) = outcome(cause);
         if matches!(call.role, Role::Replaced) {
             outcome = "transferred";

@@ -18,6 +18,9 @@ pub(crate) enum Program {
     Hold(Arc<HoldProgram>),
     /// A flow file, pinned for the whole call (reloads don't change it).
     File(Arc<crate::flow::Flow>),
+    /// A webhook app: it runs from the call's arrival, and its TwiML
+    /// decides whether and when to answer.
+    App(Box<AppRun>),
     /// Nothing of its own: an agent leg, bridged to its caller.
     Leg,
 }
@@ -35,6 +38,13 @@ impl Program {
             other => flows.get(other).map(Program::File),
         }
     }
+}
+
+/// A webhook app's call: its one-node flow and its status callback.
+#[derive(Debug, Clone)]
+pub(crate) struct AppRun {
+    pub(crate) flow: Arc<crate::flow::Flow>,
+    pub(crate) status: Option<super::status::StatusHook>,
 }
 
 /// Why the call exists.
@@ -106,6 +116,8 @@ pub(crate) struct Transfer {
     /// A call straight to a user: the caller rings until a device answers,
     /// and is answered then (no hold music, no early media).
     pub(crate) answer_on_bridge: bool,
+    /// What the legs show as the caller; unset: the trunk's, else the caller's.
+    pub(crate) caller_id: Option<String>,
 }
 
 /// A blind transfer (REFER) of this call.

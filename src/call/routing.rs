@@ -38,6 +38,16 @@ impl HoldPrograms {
 pub struct Router {
     routes: Vec<RouteConfig>,
     holds: HoldPrograms,
+    /// Each route's webhook app (index by route).
+    apps: Vec<Option<RouteApp>>,
+}
+
+/// A route's webhook app: a one-node flow that runs before the answer,
+/// and where its status events go.
+#[derive(Debug, Clone)]
+pub struct RouteApp {
+    pub flow: Arc<crate::flow::Flow>,
+    pub status: Option<Arc<crate::twiml::StatusTarget>>,
 }
 
 /// A matched route, the hold program its built-in flows play and its
@@ -46,11 +56,26 @@ pub struct Routed<'a> {
     pub config: &'a RouteConfig,
     pub hold: &'a Arc<HoldProgram>,
     pub early_media: Option<&'a EarlyAudio>,
+    /// The route's webhook app.
+    pub app: Option<&'a RouteApp>,
 }
 
 impl Router {
     pub fn new(routes: Vec<RouteConfig>, holds: HoldPrograms) -> Router {
-        Router { routes, holds }
+        let apps = routes
+            .iter()
+            .map(|r| {
+                r.app.as_ref().map(|a| RouteApp {
+                    flow: Arc::new(crate::twiml::app_flow(a)),
+                    status: crate::twiml::StatusTarget::of(a).map(Arc::new),
+                })
+            })
+            .collect();
+        Router {
+            routes,
+            holds,
+            apps,
+        }
     }
 
     /// The first route that matches, in config order.
@@ -65,10 +90,12 @@ impl Router {
             _ => &self.holds.default,
         };
         let early_media = self.holds.early_media.get(i).and_then(Option::as_ref);
+        let app = self.apps.get(i).and_then(Option::as_ref);
         Some(Routed {
             config,
             hold,
             early_media,
+            app,
         })
     }
 

@@ -176,6 +176,7 @@ struct Seen {
     flows: HashMap<CallId, Rc<Cell<bool>>>,
     signals: Vec<(CallId, CallSignal)>,
     shared_hold: Vec<(String, bool)>,
+    statuses: Vec<crate::twiml::StatusEvent>,
     dtmf: Vec<(CallId, char)>,
     /// Each stream's first source, as it started.
     started: Vec<(CallId, &'static str)>,
@@ -430,6 +431,7 @@ impl Pair {
                     self.seen.shared_hold.push((web_call, hold.is_some()))
                 }
                 Effect::Bindings { .. } => {}
+                Effect::CallStatus(event) => self.seen.statuses.push(*event),
             }
         }
         moved
@@ -503,6 +505,7 @@ impl Pair {
             hold_message: None,
             hold_music: Vec::new(),
             repeat_interval: None,
+            caller_id: None,
         };
         self.cc
             .handle_flow_request(self.now, call, CallRequest::Transfer(req));
@@ -643,6 +646,106 @@ fn a_flow_starts_on_answer_and_stops_with_the_call() {
     assert_eq!(p.cc.calls(), 0);
 }
 
+/// A webhook app's call: its flow starts while the call rings, and its
+/// TwiML answers it (then the stream starts and the flow hears it) or
+/// rejects it unanswered (no stream, no port).
+#[test]
+fn an_app_runs_before_the_answer_and_answers_or_rejects() {
+    let mut config = config();
+    config.routes.push(RouteConfig {
+        did: "700".into(),
+        app: Some(crate::twiml::AppConfig {
+            url: "http://app.example/voice".into(),
+            method: "POST".into(),
+            fallback_url: None,
+            fallback_method: "POST".into(),
+            status_callback: Some("http://app.example/status".into()),
+            status_callback_method: "POST".into(),
+            status_callback_event: crate::twiml::status::EVENTS.map(String::from).to_vec(),
+        }),
+        ..RouteConfig::to_flow("")
+    });
+    let mut p = Pair::with(config, 10);
+    let leg = p.dial("700");
+    let call = p.inbound();
+    assert!(
+        p.seen.flows.get(&call).is_some_and(|f| f.get()),
+        "started while ringing"
+    );
+    assert_eq!(p.caller.established(), 0);
+    assert!(p.seen.streams.is_empty() && p.live_ports.get() == 0);
+    p.cc.handle_flow_request(p.now, call, CallRequest::Answer);
+    p.drive();
+    assert_eq!(p.caller.established(), 1);
+    assert!(p.seen.streams.contains_key(&call));
+    assert_eq!(p.seen.signals, vec![(call, CallSignal::Answered)]);
+    assert_eq!(p.seen.flows.len(), 1, "the same flow, not a second one");
+    // Answering twice does nothing more.
+    p.cc.handle_flow_request(p.now, call, CallRequest::Answer);
+    p.drive();
+    assert_eq!(p.seen.signals.len(), 1);
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
+    p.assert_all_released(1);
+
+    p.dial("700");
+    let call = p.inbound();
+    p.cc.handle_flow_request(p.now, call, CallRequest::Reject { status: 486 });
+    p.drive();
+    assert!(matches!(
+        p.caller.ended()[..],
+        [_, EndCause::Rejected { status: 486, .. }]
+    ));
+    p.assert_all_released(2);
+    let rejected = &p.seen.records[1];
+    assert_eq!(
+        (rejected.sip_status, rejected.answered_at),
+        (Some(486), None)
+    );
+    assert_eq!(rejected.flow.as_deref(), Some(crate::twiml::APP_FLOW));
+
+    // Each call's status events, once each and in order, with its CallSid.
+    let param = |e: &crate::twiml::StatusEvent, name: &str| {
+        e.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let seen: Vec<(String, String, String, String)> = p
+        .seen
+        .statuses
+        .iter()
+        .map(|e| {
+            (
+                param(e, "CallStatus"),
+                param(e, "SequenceNumber"),
+                param(e, "SipResponseCode"),
+                e.call_sid.clone(),
+            )
+        })
+        .collect();
+    let of = |i: usize| p.seen.records[i].vars[crate::twiml::CALL_SID_VAR].clone();
+    let (a, b) = (of(0), of(1));
+    let want = |s: &str, n: &str, code: &str, sid: &String| {
+        (s.to_string(), n.to_string(), code.to_string(), sid.clone())
+    };
+    assert_eq!(
+        seen,
+        vec![
+            want("initiated", "0", "", &a),
+            want("ringing", "1", "", &a),
+            want("in-progress", "2", "", &a),
+            want("completed", "3", "200", &a),
+            want("initiated", "0", "", &b),
+            want("ringing", "1", "", &b),
+            want("busy", "2", "486", &b),
+        ]
+    );
+    assert_ne!(a, b);
+    assert!(p.seen.statuses[3].last && !p.seen.statuses[2].last);
+}
+
 #[test]
 fn transfer_rings_with_hold_then_bridges_and_the_agent_hangs_up() {
     let mut p = Pair::new();
@@ -710,6 +813,29 @@ fn caller_hangs_up_while_bridged_and_the_agent_gets_a_bye() {
     p.caller.ep.hangup(p.now, leg).unwrap();
     p.drive();
     assert!(matches!(p.agents[0].ended()[..], [EndCause::RemoteBye]));
+    p.assert_all_released(2);
+}
+
+/// A flow (a Dial's timeLimit or hangupOnStar) hangs up the bridged
+/// agent: the agent gets BYE, the flow hears it, the caller stays.
+#[test]
+fn the_flow_hangs_up_the_bridged_agent_and_the_caller_stays() {
+    let mut p = Pair::new();
+    let leg = p.dial("200");
+    let call = p.inbound();
+    p.transfer(call, &[AGENT], false);
+    assert_eq!(p.seen.bridges.len(), 1);
+    p.cc.handle_flow_request(p.now, call, CallRequest::HangUpAgent);
+    p.drive();
+    assert!(matches!(p.agents[0].ended()[..], [EndCause::RemoteBye]));
+    assert!(p
+        .seen
+        .signals
+        .contains(&(call, CallSignal::Transfer(TransferEvent::AgentHungUp))));
+    assert!(p.caller.ended().is_empty(), "the caller is still on");
+    assert!(p.seen.streams.contains_key(&call));
+    p.caller.ep.hangup(p.now, leg).unwrap();
+    p.drive();
     p.assert_all_released(2);
 }
 
@@ -1547,6 +1673,7 @@ fn a_bridged_agent_referred_elsewhere_is_replaced_in_the_bridge() {
         hold_message: None,
         hold_music: Vec::new(),
         repeat_interval: None,
+        caller_id: None,
     };
     p.cc.handle_flow_request(p.now, call, CallRequest::Transfer(req));
     p.drive();

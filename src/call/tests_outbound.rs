@@ -638,6 +638,7 @@ fn transfers_through_a_round_robin_group_take_turns_and_fail_over() {
             hold_message: None,
             hold_music: Vec::new(),
             repeat_interval: None,
+            caller_id: None,
         };
         p.cc.handle_flow_request(p.now, call, CallRequest::Transfer(req));
         p.drive();

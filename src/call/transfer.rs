@@ -127,6 +127,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 // A user with no device registered: Temporarily Unavailable.
                 last_status: 480,
                 answer_on_bridge,
+                caller_id: req.caller_id,
             }));
         }
         self.dial_next(now, caller);
@@ -192,6 +193,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             return false;
         };
         let ring_timeout = t.ring_timeout;
+        let chosen_caller_id = t.caller_id.clone();
         // A registered device is reached directly, never through a trunk.
         let (target, uri, route, device) = match dest {
             Dest::Uri(target) => {
@@ -220,8 +222,8 @@ impl<P: PortSource, F> CallControl<P, F> {
             }
         };
         let trunk = trunks.first();
-        let caller_id = trunk
-            .and_then(|tr| tr.caller_id.clone())
+        let caller_id = chosen_caller_id
+            .or_else(|| trunk.and_then(|tr| tr.caller_id.clone()))
             .or_else(|| self.calls.get(&caller).map(|c| c.record.caller.clone()))
             .unwrap_or_else(|| "crossline".into());
         let record = CallRecord::starting(

@@ -559,6 +559,20 @@ pub fn outbound_trunk(config: &crate::config::Config) -> Option<&str> {
     .filter(|name| config.outbound_trunks(name).is_some())
 }
 
+/// `phone` at `trunk`'s outbound proxy host: the Request-URI of a call
+/// to a number through it. None when the trunk has no usable proxy.
+pub fn number_uri(
+    trunk: &crate::config::TrunkConfig,
+    phone: &str,
+) -> Option<crate::sip::message::Uri> {
+    let proxy = crate::sip::message::Uri::parse(trunk.outbound_proxy.as_deref()?).ok()?;
+    let host = match proxy.port {
+        Some(port) => format!("{}:{port}", proxy.host),
+        None => proxy.host.clone(),
+    };
+    crate::sip::message::Uri::parse(&format!("sip:{phone}@{host}")).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,13 +126,14 @@ impl Config {
                 "media_streams" => sink.section(name, value, &mut config.media_streams),
                 "asr" => sink.section(name, value, &mut config.asr),
                 "webrtc" => sink.section(name, value, &mut config.webrtc),
+                "twiml" => sink.section(name, value, &mut config.twiml),
                 "recording" => sink.section(name, value, &mut config.recording),
                 "registrar" => sink.section(name, value, &mut config.registrar),
                 "users" => config.users = sink.array(name, value),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, trunk_groups, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, registrar, users, recording, media_streams, asr".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, trunk_groups, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, registrar, users, recording, twiml, media_streams, asr".into(),
                 ),
             }
         }
@@ -999,8 +1000,48 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "must be between 60 and 604800".into(),
         );
     }
+    let flows_use_apps = config.flow_set.names().iter().any(|name| {
+        config.flow_set.get(name).is_some_and(|f| {
+            f.nodes
+                .values()
+                .any(|n| matches!(n.kind, crate::flow::NodeKind::WebhookApp(_)))
+        })
+    });
+    if flows_use_apps || config.routes.iter().any(|r| r.app.is_some()) {
+        for (key, message) in config.twiml.problems() {
+            err(&["twiml", key], message);
+        }
+    }
     for (i, route) in config.routes.iter().enumerate() {
         let idx = i.to_string();
+        if let Some(app) = &route.app {
+            if !route.flow.is_empty() {
+                err(&["routes", &idx, "app"], "set flow or app, not both".into());
+            }
+            for (key, message) in app.problems() {
+                err(&["routes", &idx, "app", key], message);
+            }
+            for (key, set) in [
+                ("ring_ms", route.ring_ms > 0),
+                ("early_media", route.early_media.is_some()),
+                ("hold_music", route.has_own_hold()),
+            ] {
+                if set {
+                    err(
+                        &["routes", &idx, key],
+                        "an app route rings until its TwiML answers; this key is for flows".into(),
+                    );
+                }
+            }
+            continue;
+        }
+        if route.flow.is_empty() {
+            err(
+                &["routes", &idx, "flow"],
+                "set flow (a flow's name) or app (a webhook app)".into(),
+            );
+            continue;
+        }
         if config
             .flow_set
             .get(&route.flow)
@@ -1144,6 +1185,35 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn app_routes_need_an_account_and_a_valid_app() {
+        let errs = errors(
+            "[[routes]]\ndid = \"1\"\napp = { url = \"ftp://x/y\", method = \"PUT\" }\n\n\
+             [[routes]]\ndid = \"2\"\nflow = \"demo\"\napp = { url = \"http://x/y\" }\nring_ms = 100\n\n\
+             [[routes]]\ndid = \"3\"\n",
+        );
+        let keys: Vec<&str> = errs
+            .iter()
+            .map(|e| e.split(": ").nth(1).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "twiml.account_sid",
+                "twiml.auth_token",
+                "routes[0].app.url",
+                "routes[0].app.method",
+                "routes[1].app",
+                "routes[1].ring_ms",
+                "routes[2].flow",
+            ],
+            "{errs:#?}"
+        );
+        let ok = "[twiml]\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\nauth_token = \"0123456789abcdef\"\n\n\
+                  [[routes]]\napp = { url = \"https://app.example.com/voice\", fallback_url = \"https://backup.example.com/voice\", method = \"GET\" }\n";
+        assert_eq!(errors(ok), Vec::<String>::new());
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub struct Config {
     /// `[[users]]`: who may register.
     pub users: Vec<crate::registrar::UserConfig>,
     pub recording: RecordingConfig,
+    pub twiml: crate::twiml::TwimlConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -307,7 +308,7 @@ impl HttpConfig {
     }
 }
 
-fn secret(
+pub(crate) fn secret(
     key: &str,
     value: &Option<Secret>,
     env: &Option<String>,
@@ -944,7 +945,12 @@ pub struct RouteConfig {
     /// Only calls arriving on this trunk.
     #[serde(default)]
     pub trunk: Option<String>,
+    /// The flow that runs the call; "" when `app` does.
+    #[serde(default)]
     pub flow: String,
+    /// A TwiML webhook app that runs the call instead of a flow.
+    #[serde(default)]
+    pub app: Option<crate::twiml::AppConfig>,
     /// Send 180 Ringing and wait this long before the flow answers.
     #[serde(default)]
     pub ring_ms: u64,
@@ -979,6 +985,7 @@ impl RouteConfig {
             caller: match_all(),
             trunk: None,
             flow: flow.into(),
+            app: None,
             ring_ms: 0,
             early_media: None,
             hold_music: Vec::new(),

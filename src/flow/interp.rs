@@ -50,7 +50,7 @@ pub enum CallRequest {
     },
     /// Keep `name = value` with the call's record (CDR).
     Keep { name: String, value: String },
-    /// End the call with BYE.
+    /// End the call with BYE (before the answer: refuse it with 480).
     Hangup,
     /// Copy the call's audio to a media stream's tap (`None`: stop).
     Tap(Option<Arc<crate::media::live::StreamTap>>),
@@ -59,6 +59,14 @@ pub enum CallRequest {
         audio: Arc<crate::media::live::LiveAudio>,
         generation: u32,
     },
+    /// Answer a call whose app started before the answer;
+    /// `CallSignal::Answered` follows once its stream runs.
+    Answer,
+    /// Refuse a call not yet answered with this final status.
+    Reject { status: u16 },
+    /// Hang up the agent bridged to the call (the caller stays);
+    /// `TransferEvent::AgentHungUp` follows.
+    HangUpAgent,
     /// Send DTMF (`,` pauses) to the caller, or to the bridged agent;
     /// `DigitsSent` follows.
     SendDigits {
@@ -81,6 +89,8 @@ pub struct TransferRequest {
     /// The transfer's own wait music; empty: the configured music.
     pub hold_music: Vec<Arc<[i16]>>,
     pub repeat_interval: Option<Duration>,
+    /// The caller ID the legs show; unset: the trunk's, else the caller's.
+    pub caller_id: Option<String>,
 }
 
 /// How a transfer went.
@@ -102,6 +112,8 @@ pub enum CallSignal {
     Transfer(TransferEvent),
     /// The digits of a `SendDigits` are all out.
     DigitsSent,
+    /// The call's stream runs: it was answered (after `Answer`).
+    Answered,
 }
 
 /// Services every flow shares.
@@ -134,6 +146,8 @@ pub struct Services {
     pub asr: Option<crate::speech::Recognizer>,
     /// Call recording: the writer, the files, commands to live calls.
     pub recordings: Arc<crate::recording::Recordings>,
+    /// What webhook apps share: the signed HTTP client, limits, audio.
+    pub twiml: Arc<crate::twiml::Apps>,
 }
 
 impl Services {
@@ -183,6 +197,16 @@ pub enum Heeded {
     Timeout,
 }
 
+/// What happens next on a bridged call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bridged {
+    Transfer(TransferEvent),
+    /// The caller pressed a key.
+    Digit(char),
+    /// The deadline given passed.
+    TimeUp,
+}
+
 /// The call ended (or the call side went away): stop the flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended;
@@ -218,6 +242,8 @@ pub struct Voice {
     signals: mpsc::UnboundedReceiver<CallSignal>,
     digits: VecDeque<char>,
     generation: u32,
+    /// False while a webhook app decides whether to answer.
+    answered: bool,
 }
 
 /// A chat's side of a flow.
@@ -255,6 +281,7 @@ impl FlowCx {
         services: Arc<Services>,
         requests: mpsc::UnboundedSender<(CallId, CallRequest)>,
         signals: mpsc::UnboundedReceiver<CallSignal>,
+        answered: bool,
     ) -> FlowCx {
         FlowCx {
             label: Label::Call(call),
@@ -269,6 +296,7 @@ impl FlowCx {
                 signals,
                 digits: VecDeque::new(),
                 generation: 0,
+                answered,
             }),
         }
     }
@@ -343,7 +371,10 @@ impl FlowCx {
             let v = self.voice()?;
             match v.signals.recv().await.ok_or(Ended)? {
                 CallSignal::PlayFinished(g) if g == generation => return Ok(PlayEnd::Finished),
-                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+                CallSignal::PlayFinished(_)
+                | CallSignal::Transfer(_)
+                | CallSignal::DigitsSent
+                | CallSignal::Answered => {}
                 CallSignal::Dtmf(d) => {
                     v.digits.push_back(d);
                     if barge_in {
@@ -386,7 +417,33 @@ impl FlowCx {
             match v.signals.recv().await.ok_or(Ended)? {
                 CallSignal::Transfer(e) => return Ok(e),
                 CallSignal::Dtmf(d) => v.digits.push_back(d),
-                CallSignal::PlayFinished(_) | CallSignal::DigitsSent => {}
+                CallSignal::PlayFinished(_) | CallSignal::DigitsSent | CallSignal::Answered => {}
+            }
+        }
+    }
+
+    /// While bridged: the next transfer event, a key the caller pressed,
+    /// or `until` passing.
+    pub async fn while_bridged(
+        &mut self,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<Bridged, Ended> {
+        let v = self.voice()?;
+        let deadline = async {
+            match until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return Ok(Bridged::TimeUp),
+                s = v.signals.recv() => match s.ok_or(Ended)? {
+                    CallSignal::Transfer(e) => return Ok(Bridged::Transfer(e)),
+                    CallSignal::Dtmf(d) => return Ok(Bridged::Digit(d)),
+                    CallSignal::PlayFinished(_) | CallSignal::DigitsSent | CallSignal::Answered => {}
+                },
             }
         }
     }
@@ -404,7 +461,7 @@ impl FlowCx {
             match v.signals.recv().await.ok_or(Ended)? {
                 CallSignal::DigitsSent => return Ok(()),
                 CallSignal::Dtmf(d) => v.digits.push_back(d),
-                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) => {}
+                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::Answered => {}
             }
         }
     }
@@ -452,7 +509,10 @@ impl FlowCx {
                     CallSignal::Dtmf(d) => {
                         let _ = digit_tx.send(d);
                     }
-                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+                    CallSignal::PlayFinished(_)
+                    | CallSignal::Transfer(_)
+                    | CallSignal::DigitsSent
+                    | CallSignal::Answered => {}
                 },
             }
         };
@@ -536,7 +596,10 @@ impl FlowCx {
                         }
                     }
                     CallSignal::PlayFinished(g) if Some(g) == playing => return Ok(Heeded::Finished),
-                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+                    CallSignal::PlayFinished(_)
+                    | CallSignal::Transfer(_)
+                    | CallSignal::DigitsSent
+                    | CallSignal::Answered => {}
                 },
             }
         }
@@ -544,6 +607,36 @@ impl FlowCx {
 
     pub fn hangup(&mut self) -> Result<(), Ended> {
         self.request(CallRequest::Hangup)
+    }
+
+    /// Whether the call is answered (a webhook app's may not be yet).
+    pub fn answered(&mut self) -> Result<bool, Ended> {
+        Ok(self.voice()?.answered)
+    }
+
+    /// Answer the call if it isn't yet, and wait until its stream runs
+    /// (digits meanwhile are queued).
+    pub async fn answer(&mut self) -> Result<(), Ended> {
+        if self.voice()?.answered {
+            return Ok(());
+        }
+        self.request(CallRequest::Answer)?;
+        let v = self.voice()?;
+        loop {
+            match v.signals.recv().await.ok_or(Ended)? {
+                CallSignal::Answered => {
+                    v.answered = true;
+                    return Ok(());
+                }
+                CallSignal::Dtmf(d) => v.digits.push_back(d),
+                CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+            }
+        }
+    }
+
+    /// Refuse the call (not yet answered) with `status`.
+    pub fn reject(&mut self, status: u16) -> Result<(), Ended> {
+        self.request(CallRequest::Reject { status })
     }
 
     /// Wait music with an optional message on repeat.
@@ -596,7 +689,10 @@ impl FlowCx {
                 out = &mut fut => return Ok(out),
                 s = v.signals.recv() => match s.ok_or(Ended)? {
                     CallSignal::Dtmf(d) => v.digits.push_back(d),
-                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+                    CallSignal::PlayFinished(_)
+                | CallSignal::Transfer(_)
+                | CallSignal::DigitsSent
+                | CallSignal::Answered => {}
                 },
             }
         }
@@ -625,7 +721,10 @@ impl FlowCx {
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
                 s = v.signals.recv() => match s.ok_or(Ended)? {
                     CallSignal::Dtmf(d) => return Ok(Some(d)),
-                    CallSignal::PlayFinished(_) | CallSignal::Transfer(_) | CallSignal::DigitsSent => {}
+                    CallSignal::PlayFinished(_)
+                | CallSignal::Transfer(_)
+                | CallSignal::DigitsSent
+                | CallSignal::Answered => {}
                 },
             }
         }
@@ -850,6 +949,7 @@ pub async fn run_from(mut cx: FlowCx, start: String) {
                 NodeKind::Ask(n) => nodes::ask::run(n, &mut cx).await,
                 NodeKind::Choice(n) => nodes::choice::run(n, &mut cx).await,
                 NodeKind::BreakoutReturn(n) => nodes::breakout_return::run(n, &mut cx).await,
+                NodeKind::WebhookApp(n) => nodes::webhook_app::run(n, &mut cx).await,
             }
         }
         .instrument(span)

@@ -368,6 +368,7 @@ fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) ->
         "handoff" => NodeKind::Handoff(de(d, &key, item)?),
         "save_lead" => NodeKind::SaveLead(de(d, &key, item)?),
         "escalate_to_call" => NodeKind::EscalateToCall(de(d, &key, item)?),
+        "webhook_app" => NodeKind::WebhookApp(de(d, &key, item)?),
         other => {
             d.push_span(
                 &format!("{key}.type"),
@@ -552,6 +553,19 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                 let scheme_ok = n.url.starts_with("ws://") || n.url.starts_with("wss://");
                 if !n.url.starts_with("{{") && !scheme_ok {
                     err(node, "url", format!("must be ws:// or wss://: {:?}", n.url));
+                }
+            }
+            NodeKind::WebhookApp(w) => {
+                for (key, message) in w.app.problems() {
+                    err(node, key, message);
+                }
+                if w.app.status_callback.is_some() {
+                    err(
+                        node,
+                        "status_callback",
+                        "status callbacks come with a route's app: this call began before the node"
+                            .into(),
+                    );
                 }
             }
             NodeKind::SendDigits(n) => {

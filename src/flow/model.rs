@@ -76,6 +76,7 @@ pub enum NodeKind {
     SendDigits(SendDigits),
     Stream(StreamNode),
     Record(Record),
+    WebhookApp(WebhookApp),
 }
 
 /// The node types, as written in `type = "..."`.
@@ -102,6 +103,7 @@ pub const NODE_TYPES: &[&str] = &[
     "send_digits",
     "stream",
     "record",
+    "webhook_app",
 ];
 
 impl NodeKind {
@@ -129,6 +131,7 @@ impl NodeKind {
             NodeKind::SendDigits(_) => "send_digits",
             NodeKind::Stream(_) => "stream",
             NodeKind::Record(_) => "record",
+            NodeKind::WebhookApp(_) => "webhook_app",
         }
     }
 
@@ -143,6 +146,7 @@ impl NodeKind {
             | NodeKind::SendDigits(_)
             | NodeKind::Stream(_)
             | NodeKind::Record(_)
+            | NodeKind::WebhookApp(_)
             | NodeKind::Breakout(_) => &[Channel::Voice],
             NodeKind::Message(_)
             | NodeKind::Ask(_)
@@ -186,6 +190,7 @@ impl NodeKind {
             NodeKind::SendDigits(n) => [("next", &n.next), ("next", &None)],
             NodeKind::Stream(n) => [("next", &n.next), ("on_error", &n.on_error)],
             NodeKind::Record(n) => [("next", &n.next), ("next", &None)],
+            NodeKind::WebhookApp(_) => [("next", &None), ("next", &None)],
         };
         for (key, v) in optional {
             if let Some(v) = v {
@@ -651,6 +656,17 @@ pub struct Transfer {
     /// No answer, busy or failure.
     #[serde(default)]
     pub on_failure: Option<String>,
+}
+
+/// Hand the call to a TwiML webhook app (`app = { url = "…" }`, as on a
+/// route): its TwiML runs the call from here to its end.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookApp {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub app: crate::twiml::AppConfig,
 }
 
 /// End the call, after an optional goodbye played in full.

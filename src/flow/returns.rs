@@ -38,7 +38,7 @@ pub fn unreturned_end(flow: &Flow) -> Option<&str> {
 /// ends the flow).
 fn can_end(kind: &NodeKind) -> bool {
     match kind {
-        NodeKind::Handoff(_) | NodeKind::Hangup(_) => true,
+        NodeKind::Handoff(_) | NodeKind::Hangup(_) | NodeKind::WebhookApp(_) => true,
         NodeKind::BreakoutReturn(_) => false,
         NodeKind::Message(n) => n.next.is_none(),
         NodeKind::Set(n) => n.next.is_none(),

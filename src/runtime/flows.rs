@@ -148,6 +148,9 @@ pub(super) fn services(
             .settings()
             .map_err(|e| anyhow::anyhow!("[media_streams]: {e}"))?,
         recordings,
+        twiml: Arc::new(
+            crate::twiml::Apps::new(config).map_err(|e| anyhow::anyhow!("[twiml]: {e}"))?,
+        ),
     })
 }
 
@@ -158,7 +161,15 @@ pub(super) fn start(
     requests: mpsc::UnboundedSender<(CallId, CallRequest)>,
 ) -> FlowTask {
     let (tx, rx) = mpsc::unbounded_channel();
-    let cx = FlowCx::new(start.call, start.flow, start.vars, services, requests, rx);
+    let cx = FlowCx::new(
+        start.call,
+        start.flow,
+        start.vars,
+        services,
+        requests,
+        rx,
+        start.answered,
+    );
     // In the call's span: every line the flow logs names its call.
     let task = tokio::spawn(interp::run(cx).instrument(start.span));
     FlowTask {

@@ -850,6 +850,7 @@ impl Gateway {
                     calls.shared_hold(&web_call, hold);
                 }
             }
+            Effect::CallStatus(event) => self.services.twiml.send_status(*event),
         }
     }
 

@@ -314,6 +314,18 @@ pub const FLOW_NODES: Metric = counter(
     "crossline_flow_nodes_total",
     "Flow nodes run, by flow and node type.",
 );
+pub const TWIML_DOCUMENTS: Metric = counter(
+    "crossline_twiml_documents_total",
+    "TwiML documents asked of webhook apps, by outcome (fetched, failed).",
+);
+pub const TWIML_APP_ERRORS: Metric = counter(
+    "crossline_twiml_app_errors_total",
+    "Webhook app errors (unreachable, timeout, http_status, too_large, bad_twiml, play_not_audio...), by kind.",
+);
+pub const TWIML_STATUS_CALLBACKS: Metric = counter(
+    "crossline_twiml_status_callbacks_total",
+    "Status callback deliveries, by outcome (sent, refused, retried, failed).",
+);
 pub const BREAKOUTS: Metric = counter(
     "crossline_breakouts_total",
     "Breakout events (started, opened, returned, timed_out, caller_left, closed, visitor_left, send_failed).",
@@ -638,6 +650,9 @@ pub const ALL: &[Metric] = &[
     TRUNK_TRANSITIONS,
     TRUNK_SKIPPED,
     FLOW_NODES,
+    TWIML_DOCUMENTS,
+    TWIML_APP_ERRORS,
+    TWIML_STATUS_CALLBACKS,
     BREAKOUTS,
     BREAKOUT_LINKS_REFUSED,
     HTTP_AUTH_FAILURES,

@@ -612,6 +612,22 @@ pub fn sipp_on(args: &[&str], timeout: Duration, port: u16, media_port: u16) -> 
     }
 }
 
+/// One SIPp caller for `did` who stays until our BYE (uac_wait_bye.xml).
+pub fn caller_waiting(gw: &Gateway, did: &str) -> Sipp {
+    sipp(
+        &[
+            "-sf",
+            &scenario("uac_wait_bye.xml"),
+            &gw.sip_addr(),
+            "-s",
+            did,
+            "-m",
+            "1",
+        ],
+        Duration::from_secs(60),
+    )
+}
+
 pub fn scenario(name: &str) -> String {
     repo()
         .join("tests/sipp")

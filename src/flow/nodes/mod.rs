@@ -22,6 +22,7 @@ pub mod send_whatsapp;
 pub mod set;
 pub mod stream;
 pub mod transfer;
+pub mod webhook_app;
 
 use super::interp::{FlowCx, Next};
 

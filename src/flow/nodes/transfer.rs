@@ -55,6 +55,7 @@ pub async fn run(node: &Transfer, cx: &mut FlowCx) -> Result<Next, Ended> {
         hold_message,
         hold_music,
         repeat_interval: node.repeat_interval_secs.map(Duration::from_secs),
+        caller_id: None,
     };
     let span = transfer_span(req.targets.len(), "bridge");
     let event = cx.transfer(req).instrument(span.clone()).await?;
