@@ -183,9 +183,11 @@ fn load(gw: &Gateway) -> f64 {
 fn overload_refuses_new_calls_and_pings_while_calls_in_progress_keep_their_rtp() {
     require("sipp", "sip-tester");
     // One audio loop; a threshold low enough for a debug build's few
-    // dozen calls to pass it, far above an idle loop's load.
+    // dozen calls to pass it, far above an idle loop's load (which reads
+    // about 1 % when the box is busy with other tests: the release point,
+    // 90 % of the threshold, must stay above that).
     let gw = Gateway::start(
-        "[media]\naudio_threads = 1\noverload_threshold_percent = 1.0\noverload_retry_after_secs = 7\n",
+        "[media]\naudio_threads = 1\noverload_threshold_percent = 2.0\noverload_retry_after_secs = 7\n",
     );
     let caller = Caller::new(&gw);
     assert_eq!(status(&caller.options("idle-ping")), 200);
@@ -196,12 +198,12 @@ fn overload_refuses_new_calls_and_pings_while_calls_in_progress_keep_their_rtp()
     caller.ack("kept-call", &ok);
     let idle_load = load(&gw);
 
-    // Load: 60 calls held for 12 s.
+    // Load: 120 calls held for 12 s.
     let addr = gw.sip_addr();
     let load_calls = std::thread::spawn(move || {
         sipp(
             &[
-                "-sn", "uac", &addr, "-m", "60", "-l", "60", "-r", "30", "-d", "12000",
+                "-sn", "uac", &addr, "-m", "120", "-l", "120", "-r", "60", "-d", "12000",
             ],
             Duration::from_secs(60),
         )
@@ -214,7 +216,7 @@ fn overload_refuses_new_calls_and_pings_while_calls_in_progress_keep_their_rtp()
         "never overloaded: load {loaded} % (idle {idle_load} %)\n{}",
         gw.http_get("/metrics").1
     );
-    assert!(idle_load < 0.5, "idle loop already at {idle_load} %");
+    assert!(idle_load < 1.0, "idle loop already at {idle_load} %");
 
     // New calls: 503 with our Retry-After; pings: 503.
     let refused = caller.invite("refused-call");
@@ -256,7 +258,7 @@ fn overload_refuses_new_calls_and_pings_while_calls_in_progress_keep_their_rtp()
     // the calm period, calls are taken again.
     let run = load_calls.join().unwrap();
     let admitted = run.stat("SuccessfulCall(C)").unwrap_or(0);
-    eprintln!("load {loaded} % with {admitted} of 60 calls admitted (idle {idle_load} %)");
+    eprintln!("load {loaded} % with {admitted} of 120 calls admitted (idle {idle_load} %)");
     assert!(admitted >= 1, "{}", run.describe());
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut answer = 0;
