@@ -812,7 +812,7 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "web calls reach the gateway over SIP/UDP: add a [sip] udp listener".into(),
         );
     }
-    for (key, problem) in config.media_streams.problems() {
+    for (key, problem) in config.media_streams.problems(&config.twiml) {
         err(&["media_streams", key], problem);
     }
     match config.asr.provider() {

@@ -22,10 +22,11 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaStreamsConfig {
-    /// Sent in `start` as `accountSid`.
-    pub account_sid: String,
+    /// Sent in `start` as `accountSid`; unset: `[twiml]`'s, else zeros.
+    pub account_sid: Option<String>,
     /// Signs each connection (`X-Twilio-Signature`, HMAC-SHA1 of the URL),
-    /// so an agent's existing Twilio validator accepts it.
+    /// so an agent's existing Twilio validator accepts it; unset:
+    /// `[twiml]`'s token, else unsigned.
     pub auth_token: Option<Secret>,
     pub auth_token_env: Option<String>,
     /// Give up on an agent that doesn't complete the upgrade in this long.
@@ -40,7 +41,7 @@ pub struct MediaStreamsConfig {
 impl Default for MediaStreamsConfig {
     fn default() -> Self {
         MediaStreamsConfig {
-            account_sid: "AC00000000000000000000000000000000".into(),
+            account_sid: None,
             auth_token: None,
             auth_token_env: None,
             connect_timeout_ms: 5_000,
@@ -51,19 +52,26 @@ impl Default for MediaStreamsConfig {
 }
 
 impl MediaStreamsConfig {
-    /// What sessions need, with the token read (from the environment too).
-    pub fn settings(&self) -> Result<session::StreamSettings, String> {
-        let auth_token = match (&self.auth_token, &self.auth_token_env) {
-            (Some(_), Some(_)) => return Err("set auth_token or auth_token_env, not both".into()),
-            (Some(t), None) => Some(t.expose().to_string()),
-            (None, Some(name)) => Some(
-                std::env::var(name)
-                    .map_err(|_| format!("environment variable {name:?} is not set"))?,
-            ),
-            (None, None) => None,
+    /// What sessions need, with the token read (from the environment
+    /// too). The account and token default to `[twiml]`'s: one Twilio
+    /// account signs apps and streams alike.
+    pub fn settings(
+        &self,
+        twiml: &crate::twiml::TwimlConfig,
+    ) -> Result<session::StreamSettings, String> {
+        let own = crate::config::secret("auth_token", &self.auth_token, &self.auth_token_env)?;
+        let auth_token = match own {
+            Some(token) => Some(token),
+            // `[twiml]` reports its own token's problems, where apps use it.
+            None => twiml.auth_token().ok().flatten(),
         };
+        let account_sid = self
+            .account_sid
+            .clone()
+            .or_else(|| (!twiml.account_sid.is_empty()).then(|| twiml.account_sid.clone()))
+            .unwrap_or_else(|| format!("AC{}", "0".repeat(32)));
         Ok(session::StreamSettings {
-            account_sid: self.account_sid.clone(),
+            account_sid,
             auth_token,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             playout_frames: (self.playout_buffer_secs as usize).saturating_mul(50),
@@ -72,9 +80,9 @@ impl MediaStreamsConfig {
     }
 
     /// `check`'s complaints, as (key, message).
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
+    pub fn problems(&self, twiml: &crate::twiml::TwimlConfig) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        if let Err(e) = self.settings() {
+        if let Err(e) = self.settings(twiml) {
             out.push(("auth_token", e));
         }
         if !(1..=60).contains(&self.playout_buffer_secs) {
@@ -86,7 +94,8 @@ impl MediaStreamsConfig {
         if !(16..=16_384).contains(&self.max_message_kb) {
             out.push(("max_message_kb", "must be 16..=16384".into()));
         }
-        if !self.account_sid.starts_with("AC") || self.account_sid.len() != 34 {
+        let bad_sid = |sid: &String| !sid.starts_with("AC") || sid.len() != 34;
+        if self.account_sid.as_ref().is_some_and(bad_sid) {
             out.push(("account_sid", "must be AC followed by 32 characters".into()));
         }
         out
@@ -125,6 +134,20 @@ mod tests {
         assert!(ca.starts_with("CA"));
         assert_eq!(ca, call_sid("abc@127.0.0.1"));
         assert_ne!(new_stream_sid(), new_stream_sid());
-        assert!(MediaStreamsConfig::default().problems().is_empty());
+        let twiml = crate::twiml::TwimlConfig::default();
+        assert!(MediaStreamsConfig::default().problems(&twiml).is_empty());
+        assert_eq!(
+            MediaStreamsConfig::default()
+                .settings(&twiml)
+                .unwrap()
+                .account_sid,
+            format!("AC{}", "0".repeat(32))
+        );
+        let shared = crate::twiml::TwimlConfig {
+            account_sid: format!("AC{}", "1".repeat(32)),
+            ..Default::default()
+        };
+        let streams = MediaStreamsConfig::default().settings(&shared).unwrap();
+        assert_eq!(streams.account_sid, shared.account_sid, "[twiml]'s account");
     }
 }

@@ -145,7 +145,7 @@ pub(super) fn services(
             .map_err(|e| anyhow::anyhow!("[asr]: {e}"))?,
         media_streams: config
             .media_streams
-            .settings()
+            .settings(&config.twiml)
             .map_err(|e| anyhow::anyhow!("[media_streams]: {e}"))?,
         recordings,
         twiml: Arc::new(
