@@ -17,6 +17,9 @@ use crate::media::live::StreamTap;
 use crate::media_stream::session::WsStream;
 use crate::telemetry::names;
 
+/// Longest utterance listened to.
+const MAX_SPEECH: Duration = Duration::from_secs(30);
+
 /// What one `gather` listens for.
 #[derive(Debug, Clone)]
 pub struct Listen {
@@ -111,6 +114,7 @@ async fn run(
     let mut ended_at: Option<tokio::time::Instant> = None;
     let mut finals: Vec<(String, f64)> = Vec::new();
     let mut recognizer_done = false;
+    let mut speaking_since: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pcm = [0i16; crate::media::FRAME_SAMPLES];
@@ -134,6 +138,7 @@ async fn run(
                                 let _ = out.send(Heard::Started);
                                 result_by = None;
                                 ended_at = None;
+                                speaking_since.get_or_insert(now);
                             }
                             Some(VadEvent::SpeechEnded) => speech_ended = true,
                             None => {}
@@ -142,6 +147,11 @@ async fn run(
                 }
                 // A caller that stops sending RTP in silence (DTX) is silent.
                 if frames == 0 && endpointer.no_audio() == Some(VadEvent::SpeechEnded) {
+                    speech_ended = true;
+                }
+                // A caller who never stops (noise, a TV) can't hold the
+                // recognizer: the utterance ends at MAX_SPEECH.
+                if speaking_since.is_some_and(|at| now.duration_since(at) >= MAX_SPEECH) {
                     speech_ended = true;
                 }
                 if speech_ended && !recognizer_done {
