@@ -5,7 +5,8 @@
 #   benches/sipp-load.sh [RATE ...]        default rates: 200 500 1000
 #
 # Env: CALLS_PER_STEP (default 20 x rate, i.e. 20 s per step), HOLD_MS (how
-# long each call stays up, default 1000), SIPP_TIMEOUT.
+# long each call stays up, default 1000), SIPP_TIMEOUT, RTT_DIR (a directory
+# to keep each step's INVITE-to-200 samples in, SIPp's _rtt.csv).
 # For each rate it prints: offered CPS, achieved CPS, calls ok/failed,
 # SIPp retransmissions, setup time p50/p99 (INVITE to 200, from SIPp's RTD
 # histogram), crossline CPU (% of one core) and peak RSS.
@@ -58,6 +59,8 @@ for rate in "${rates[@]}"; do
   ok=$(col 'SuccessfulCall(C)'); failed=$(col 'FailedCall(C)'); retrans=$(col 'Retransmissions(C)')
   elapsed=$(col 'ElapsedTime(C)')
   rtt=$(ls "$work"/*_rtt.csv | head -1)
+  # scripts/bench-report.sh keeps each step's samples for its histograms.
+  [ -n "${RTT_DIR:-}" ] && cp "$rtt" "$RTT_DIR/"
   # rtt.csv: Date_ms;response_time_ms;rtd_no
   read -r p50 p99 < <(awk -F';' 'NR>1{print $2}' "$rtt" | sort -n | awk '{a[NR]=$1} END{if(NR==0){print "- -"} else {print a[int(NR*0.5)+ (NR*0.5==int(NR*0.5)?0:1)], a[int(NR*0.99)+(NR*0.99==int(NR*0.99)?0:1)]}}')
   secs=$(echo "$t1 - $t0" | bc -l)

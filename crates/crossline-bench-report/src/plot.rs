@@ -1,0 +1,344 @@
+//! The report's plots: line charts rendered to SVG strings with plotters.
+
+use plotters::prelude::*;
+
+use crate::results::{Results, SETUP_BUCKETS_MS};
+
+/// One named line.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    fn new(name: &str, points: Vec<(f64, f64)>) -> Series {
+        Series {
+            name: name.into(),
+            points: points
+                .into_iter()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect(),
+        }
+    }
+}
+
+/// A chart's text: its title and its axes' descriptions with units.
+pub struct Labels<'a> {
+    pub title: &'a str,
+    pub x: &'a str,
+    pub y: &'a str,
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+];
+
+/// Render `series` as a line chart; `x_names` labels integer x positions
+/// (categories) instead of numbers.
+pub fn line_chart(
+    labels: &Labels,
+    series: &[Series],
+    x_names: Option<&[String]>,
+) -> Result<String, String> {
+    let points = series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0.0f64);
+    for &(x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return Err(format!("{}: no data", labels.title));
+    }
+    if (x1 - x0).abs() < f64::EPSILON {
+        (x0, x1) = (x0 - 1.0, x1 + 1.0);
+    }
+    let y1 = if y1 > 0.0 { y1 * 1.1 } else { 1.0 };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(labels.title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, 0.0..y1)
+            .map_err(|e| e.to_string())?;
+        let name_of = |x: &f64| {
+            let i = x.round();
+            match x_names {
+                Some(names) if (x - i).abs() < 1e-6 && i >= 0.0 => {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                }
+                Some(_) => String::new(),
+                None => short_number(*x),
+            }
+        };
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(labels.x)
+            .y_desc(labels.y)
+            .x_label_formatter(&name_of)
+            .y_label_formatter(&|y| short_number(*y));
+        if let Some(names) = x_names {
+            mesh.x_labels(names.len());
+        }
+        mesh.draw().map_err(|e| e.to_string())?;
+        for (i, s) in series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    s.points.iter().copied(),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| e.to_string())?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+fn short_number(v: f64) -> String {
+    let abs = v.abs();
+    if abs >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if abs >= 100.0 || v.fract().abs() < 1e-9 {
+        format!("{v:.0}")
+    } else if abs >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        // Small figures (loss in percent) keep three significant digits.
+        let places = (2.0 - abs.log10().floor()).clamp(0.0, 8.0) as usize;
+        format!("{v:.places$}")
+    }
+}
+
+/// Every plot the results allow, titled, in report order.
+pub fn all(results: &Results) -> Vec<(String, Result<String, String>)> {
+    let mut plots = Vec::new();
+    let calls = &results.calls;
+    if !calls.is_empty() {
+        let by_calls = |f: fn(&crate::results::CallsStep) -> f64| {
+            calls
+                .iter()
+                .map(|s| (s.active as f64, f(s)))
+                .collect::<Vec<_>>()
+        };
+        let title = "RTP send jitter against concurrent calls";
+        plots.push((
+            title.to_string(),
+            line_chart(
+                &Labels {
+                    title,
+                    x: "concurrent hold calls",
+                    y: "|Δ − 20 ms| (ms)",
+                },
+                &[
+                    Series::new("p50", by_calls(|s| s.jitter_p50_ms)),
+                    Series::new("p99", by_calls(|s| s.jitter_p99_ms)),
+                    Series::new("p99.9", by_calls(|s| s.jitter_p999_ms)),
+                ],
+                None,
+            ),
+        ));
+        let title = "Worst packet gap against concurrent calls";
+        plots.push((
+            title.to_string(),
+            line_chart(
+                &Labels {
+                    title,
+                    x: "concurrent hold calls",
+                    y: "max |Δ − 20 ms| (ms)",
+                },
+                &[Series::new("max", by_calls(|s| s.jitter_max_ms))],
+                None,
+            ),
+        ));
+        let title = "CPU against concurrent calls";
+        plots.push((
+            title.to_string(),
+            line_chart(
+                &Labels {
+                    title,
+                    x: "concurrent hold calls",
+                    y: "crossline CPU (% of one core)",
+                },
+                &[Series::new("CPU", by_calls(|s| s.cpu_pct_of_one_core))],
+                None,
+            ),
+        ));
+        let title = "Memory against concurrent calls";
+        plots.push((
+            title.to_string(),
+            line_chart(
+                &Labels {
+                    title,
+                    x: "concurrent hold calls",
+                    y: "RSS at plateau (MB)",
+                },
+                &[Series::new("RSS", by_calls(|s| s.rss_plateau_mb))],
+                None,
+            ),
+        ));
+        let title = "Packet loss against concurrent calls";
+        plots.push((
+            title.to_string(),
+            line_chart(
+                &Labels {
+                    title,
+                    x: "concurrent hold calls",
+                    y: "loss at the receiver (%)",
+                },
+                &[Series::new("loss", by_calls(|s| s.loss_pct))],
+                None,
+            ),
+        ));
+    }
+    if !results.cps.is_empty() {
+        let names: Vec<String> = SETUP_BUCKETS_MS
+            .iter()
+            .map(|b| format!("≤{b}"))
+            .chain([format!(">{}", SETUP_BUCKETS_MS[SETUP_BUCKETS_MS.len() - 1])])
+            .collect();
+        let series: Vec<Series> = results
+            .cps
+            .iter()
+            .filter(|s| !s.setup_histogram_pct.is_empty())
+            .map(|s| {
+                let points = s
+                    .setup_histogram_pct
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &p)| (i as f64, p));
+                Series::new(&format!("{:.0} CPS", s.offered), points.collect())
+            })
+            .collect();
+        if !series.is_empty() {
+            let title = "Setup latency (INVITE → 200) per CPS step";
+            plots.push((
+                title.to_string(),
+                line_chart(
+                    &Labels {
+                        title,
+                        x: "INVITE → 200 OK (ms, bucket upper bound)",
+                        y: "calls (%)",
+                    },
+                    &series,
+                    Some(&names),
+                ),
+            ));
+        }
+        let title = "Setup latency percentiles against offered rate";
+        let by_rate = |f: fn(&crate::results::CpsStep) -> f64| {
+            results
+                .cps
+                .iter()
+                .map(|s| (s.offered, f(s)))
+                .collect::<Vec<_>>()
+        };
+        plots.push((
+            title.to_string(),
+            line_chart(
+                &Labels {
+                    title,
+                    x: "offered call setups per second",
+                    y: "INVITE → 200 OK (ms)",
+                },
+                &[
+                    Series::new("p50", by_rate(|s| s.setup_p50_ms)),
+                    Series::new("p99", by_rate(|s| s.setup_p99_ms)),
+                ],
+                None,
+            ),
+        ));
+    }
+    if !results.soak.is_empty() {
+        let title = "Soak: memory as calls complete";
+        let points = results
+            .soak
+            .iter()
+            .map(|s| (s.calls_completed as f64, s.rss_mb))
+            .collect();
+        plots.push((
+            title.to_string(),
+            line_chart(
+                &Labels {
+                    title,
+                    x: "calls completed",
+                    y: "RSS (MB)",
+                },
+                &[Series::new("RSS", points)],
+                None,
+            ),
+        ));
+    }
+    plots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_has_its_axes_units_and_lines() {
+        let svg = line_chart(
+            &Labels {
+                title: "Jitter",
+                x: "concurrent hold calls",
+                y: "|Δ − 20 ms| (ms)",
+            },
+            &[Series::new("p99", vec![(1000.0, 0.5), (4000.0, 1.2)])],
+            None,
+        )
+        .unwrap();
+        assert!(svg.starts_with("<svg"), "{svg:.80}");
+        assert!(svg.contains("concurrent hold calls"));
+        assert!(svg.contains("(ms)"));
+        assert!(svg.contains("p99"));
+        assert!(svg.contains("<polyline"), "no line drawn");
+        assert!(svg.contains(">4000<") || svg.contains(">4k<") || svg.contains("4000"));
+    }
+
+    #[test]
+    fn small_figures_keep_their_digits() {
+        assert_eq!(short_number(0.0), "0");
+        assert_eq!(short_number(0.0125), "0.0125");
+        assert_eq!(short_number(0.5), "0.500");
+        assert_eq!(short_number(2.5), "2.50");
+        assert_eq!(short_number(4000.0), "4000");
+        assert_eq!(short_number(50000.0), "50k");
+    }
+
+    #[test]
+    fn a_chart_without_data_is_an_error_not_an_empty_picture() {
+        let err = line_chart(
+            &Labels {
+                title: "T",
+                x: "x",
+                y: "y",
+            },
+            &[Series::new("a", vec![])],
+            None,
+        );
+        assert!(err.is_err());
+    }
+}
