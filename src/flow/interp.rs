@@ -270,7 +270,15 @@ pub struct FlowCx {
     pub visits: std::collections::HashMap<String, u32>,
     /// One-way media streams running beside the flow: dropping these
     /// (the flow ends with its call) stops them.
-    forks: Vec<tokio::sync::oneshot::Sender<()>>,
+    forks: Vec<Fork>,
+}
+
+/// A one-way media stream left running beside the flow.
+struct Fork {
+    name: Option<String>,
+    tap: Arc<crate::media::live::StreamTap>,
+    /// Dropped: the session says `stop` to the agent and closes.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl FlowCx {
@@ -481,6 +489,7 @@ impl FlowCx {
             Err(e) => return Ok(Err(e)),
         };
         self.request(CallRequest::Tap(Some(pipes.tap.clone())))?;
+        let (req_name, fork_tap) = (req.name.clone(), pipes.tap.clone());
         let (digit_tx, digit_rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let live = pipes.live.clone();
@@ -489,7 +498,11 @@ impl FlowCx {
                 .in_current_span(),
         );
         let Some(live) = live else {
-            self.forks.push(stop_tx);
+            self.forks.push(Fork {
+                name: req_name,
+                tap: fork_tap,
+                _stop: stop_tx,
+            });
             return Ok(Ok(session::Ended::Stopped));
         };
         let generation = self.next_generation()?;
@@ -516,9 +529,27 @@ impl FlowCx {
                 },
             }
         };
-        self.request(CallRequest::Tap(None))?;
+        self.request(CallRequest::Tap(self.fork_tap()))?;
         self.silence()?;
         Ok(out)
+    }
+
+    /// The tap of the newest fork still kept, which the call's one tap
+    /// slot goes back to when a recognition or a connected stream is done.
+    fn fork_tap(&self) -> Option<Arc<crate::media::live::StreamTap>> {
+        self.forks.last().map(|f| f.tap.clone())
+    }
+
+    /// Stop the forks named `name` (`None`: every fork); how many.
+    pub fn stop_forks(&mut self, name: Option<&str>) -> Result<usize, Ended> {
+        let before = self.forks.len();
+        self.forks
+            .retain(|f| name.is_some_and(|n| f.name.as_deref() != Some(n)));
+        let stopped = before - self.forks.len();
+        if stopped > 0 {
+            self.request(CallRequest::Tap(self.fork_tap()))?;
+        }
+        Ok(stopped)
     }
 
     /// Start playing `samples` without waiting; its generation, for
@@ -553,10 +584,10 @@ impl FlowCx {
         Ok(Some(Listening { heard, task }))
     }
 
-    /// Stop listening: the tap goes off.
+    /// Stop listening: the tap goes back to a running fork, else off.
     pub fn stop_listening(&mut self, listening: Listening) -> Result<(), Ended> {
         drop(listening);
-        self.request(CallRequest::Tap(None))
+        self.request(CallRequest::Tap(self.fork_tap()))
     }
 
     /// Wait for the first of: the play of `playing` finishing, a digit
