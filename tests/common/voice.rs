@@ -192,27 +192,27 @@ pub fn wav_samples(wav: &Path) -> Vec<f64> {
         .collect()
 }
 
-/// Best normalised cross-correlation of `b` against `a` over lags.
+/// Best normalised cross-correlation of `b` against `a` over every lag
+/// (a coarse grid misses the peak: speech decorrelates within a few
+/// samples once resampled by the caller).
 pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
-    let energy = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let (ea, eb) = (energy(a), energy(b));
-    if ea == 0.0 || eb == 0.0 || b.len() > a.len() {
+    let eb = b.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if eb == 0.0 || b.is_empty() || b.len() > a.len() {
         return 0.0;
     }
-    let at = |lag: usize| {
-        let window = &a[lag..lag + b.len()];
-        let dot: f64 = window.iter().zip(b).map(|(x, y)| x * y).sum();
-        dot / (energy(window).max(1e-9) * eb)
-    };
-    // Coarse (every 8th lag, on the envelope of the match), then exact
-    // around the best.
-    let last = a.len() - b.len();
-    let coarse = (0..=last)
-        .step_by(8)
-        .max_by(|x, y| at(*x).abs().total_cmp(&at(*y).abs()))
-        .unwrap_or(0);
-    (coarse.saturating_sub(8)..=(coarse + 8).min(last))
-        .map(at)
+    // Running window energy: prefix sums of a².
+    let mut prefix = Vec::with_capacity(a.len() + 1);
+    prefix.push(0.0);
+    for v in a {
+        prefix.push(prefix[prefix.len() - 1] + v * v);
+    }
+    (0..=a.len() - b.len())
+        .map(|lag| {
+            let window = &a[lag..lag + b.len()];
+            let dot: f64 = window.iter().zip(b).map(|(x, y)| x * y).sum();
+            let ea = (prefix[lag + b.len()] - prefix[lag]).max(0.0).sqrt();
+            dot / (ea.max(1e-9) * eb)
+        })
         .fold(0.0, f64::max)
 }
 
