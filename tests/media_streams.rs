@@ -5,6 +5,8 @@
 //! its mark, clear and close are checked on the RTP the caller gets
 //! (tshark). A one-way fork carries both tracks while the flow goes on,
 //! and an agent that misbehaves in every way costs only its own stream.
+//! A real agent framework, pipecat with its Twilio serializer, echoes the
+//! caller's tone back (tests/peers/pipecat_echo.py).
 
 mod common;
 
@@ -12,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::audio::*;
-use common::voice::{errors, frames_to_caller, Agent};
+use common::voice::{errors, frames_to_caller, start_peer, Agent, Reaped};
 use common::*;
 
 const TOKEN: &str = "stream-token-0123456789";
@@ -255,4 +257,63 @@ fn a_misbehaving_agent_costs_only_its_own_stream() {
     assert!(summary["oversize_at"].is_f64(), "{summary}");
     let (status, _) = gw.http_get("/healthz");
     assert_eq!(status, 200);
+}
+
+/// A real agent framework: pipecat (PyPI `pipecat-ai`, its Twilio
+/// serializer and FastAPI WebSocket transport) in an echo pipeline. It
+/// recognises the connection as Twilio's (`parse_telephony_websocket`),
+/// reads the stream and call ids and the custom parameters, and the
+/// caller's 1 kHz tone comes back to the caller through it.
+/// Installing `pipecat-ai[websocket]` and uvicorn into a fresh venv took
+/// 48 s here (527 MB, onnxruntime and numba included); it starts in ~4 s.
+#[test]
+fn pipecat_echoes_the_callers_tone_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let summary_file = dir.path().join("pipecat.json");
+    let agent = Reaped(start_peer(
+        "pipecat",
+        "pipecat_echo.py",
+        &[&port.to_string(), &path_str(&summary_file)],
+        "listening",
+    ));
+    let gw = gateway(
+        dir.path(),
+        &format!(
+            "[[nodes]]\nid = \"start\"\ntype = \"stream\"\nurl = \"ws://127.0.0.1:{port}/media\"\nparameters = {{ lang = \"en\" }}\nnext = \"bye\"\non_error = \"bye\"\n\n\
+             [[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n"
+        ),
+    );
+    let tone = dir.path().join("caller-1k.wav");
+    write_tone(&tone, 1000.0, 30.0, 8000.0, 8000);
+    let cap = start_capture(&format!(
+        "udp port {} or udp src portrange {}-{}",
+        gw.sip_port, gw.rtp_range.0, gw.rtp_range.1
+    ));
+    let lines = pjsua_call(&gw, 8, &["--play", &path_str(&tone)]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (file, _cap_dir) = cap.stop();
+    assert!(lines.contains("state CONFIRMED"), "{lines}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !summary_file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(agent);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_file).expect("pipecat's summary"))
+            .unwrap();
+    assert!(errors(&summary).is_empty(), "{summary}");
+    assert_eq!(summary["transport_type"], "twilio", "{summary}");
+    assert!(summary["stream_id"].as_str().unwrap().starts_with("MZ"));
+    assert!(summary["call_id"].as_str().unwrap().starts_with("CA"));
+    assert_eq!(summary["body"]["lang"], "en");
+    let echoed = frames_to_caller(&file, gw.sip_port)
+        .iter()
+        .filter(|(_, s)| tone_level(s, 1000.0) > 2000.0)
+        .count();
+    // About 7 s of the call's 8 carry the echo.
+    assert!(
+        echoed >= 200,
+        "the caller heard its tone back in {echoed} frames"
+    );
 }
