@@ -250,3 +250,66 @@ fn speech_gather_posts_the_transcript_to_its_action() {
     assert!(lines.contains("state DISCONNECTED"), "{lines}");
     assert!(!lines.contains("hangup"), "the app hung up: {lines}");
 }
+
+/// A speech `<Gather>` that can't listen: without `[asr]` it is an app
+/// error (counted, the spoken error, our hang-up); with a recognizer that
+/// can't be reached it hears nothing, so the next verb runs, as on
+/// Twilio. With `input="dtmf speech"` a key wins: the action gets
+/// `Digits` and no `SpeechResult`.
+#[test]
+fn speech_gather_without_a_recognizer_a_broken_one_and_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(dir.path());
+    let ended_by_us = |lines: &str| {
+        assert!(lines.contains("state DISCONNECTED"), "{lines}");
+        assert!(!lines.contains("hangup"), "the caller hung up: {lines}");
+    };
+
+    let gw = gateway(&app, "speech", "/speech", "");
+    ended_by_us(&call(&gw, "speech", 20, &[]));
+    assert_metric_at_least(
+        &gw,
+        "crossline_twiml_app_errors_total{kind=\"no_asr\"}",
+        1.0,
+    );
+    assert!(gw.log().contains("needs a recognizer"), "{}", gw.log());
+    drop(gw);
+
+    let dead = free_port();
+    let gw = gateway(
+        &app,
+        "speech",
+        "/speech",
+        &format!("[asr]\nprovider = \"websocket\"\nurl = \"ws://127.0.0.1:{dead}/asr\"\nconnect_timeout_ms = 500"),
+    );
+    ended_by_us(&call(&gw, "speech", 20, &[]));
+    let log = gw.log();
+    assert!(log.contains("<Gather>: recognizer failed"), "{log}");
+    assert!(!log.contains("webhook app error"), "{log}");
+    assert_metric_at_least(
+        &gw,
+        "crossline_asr_provider_errors_total{provider=\"websocket\"}",
+        1.0,
+    );
+    drop(gw);
+    assert!(app.requests_to("/heard").is_empty(), "nothing was heard");
+
+    let stt = Standin::start("generic", "normal", "agent", dir.path());
+    let gw = gateway(
+        &app,
+        "speech",
+        "/speech?keys=1",
+        &format!(
+            "[asr]\nprovider = \"websocket\"\nurl = \"ws://127.0.0.1:{}/asr\"\napi_key = \"test-key\"",
+            stt.port
+        ),
+    );
+    ended_by_us(&call(&gw, "speech", 20, &["--dtmf-at", "1.5", "5"]));
+    let heard = app.requests_to("/heard");
+    assert_eq!(heard.len(), 1, "{}", gw.log());
+    assert_eq!(heard[0]["params"]["Digits"], "5");
+    assert!(
+        heard[0]["params"].get("SpeechResult").is_none(),
+        "{heard:?}"
+    );
+}

@@ -99,15 +99,18 @@ class App(BaseHTTPRequestHandler):
         return r
 
     def app_speech(self, query, form):
-        """A speech menu: the prompt plays until the caller speaks."""
+        """A speech menu (keys too with ?keys=1): the prompt plays until the
+        caller speaks."""
         r = VoiceResponse()
+        keys = {"num_digits": 1} if query.get("keys") else {}
         g = Gather(
-            input="speech",
+            input="dtmf speech" if keys else "speech",
             action="/heard",
             speech_timeout="auto",
             hints="agent, text me",
             language="en-US",
             timeout=6,
+            **keys,
         )
         g.play("/audio/tone.wav", loop=3)
         r.append(g)
