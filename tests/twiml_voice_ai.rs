@@ -313,3 +313,60 @@ fn speech_gather_without_a_recognizer_a_broken_one_and_a_key() {
         "{heard:?}"
     );
 }
+
+/// A fork hears on while a speech `<Gather>` listens: the call's one tap
+/// is relayed to the fork and the recognizer, so the fork's inbound
+/// chunks run without a gap from `<Start>` to `<Stop>`, and the
+/// recognizer still gets the caller's phrase.
+#[test]
+fn a_fork_hears_on_while_a_speech_gather_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(dir.path());
+    let agent = Agent::start("fork", AUTH_TOKEN, dir.path());
+    let stt = Standin::start("generic", "normal", "I want an agent", dir.path());
+    let asr = format!(
+        "[asr]\nprovider = \"websocket\"\nurl = \"ws://127.0.0.1:{}/asr\"\napi_key = \"test-key\"\nresult_timeout_ms = 2000",
+        stt.port
+    );
+    let gw = gateway(
+        &app,
+        "fork",
+        &format!("/fork-gather?agent={}", agent.port),
+        &asr,
+    );
+    let said = spoken(dir.path(), "en", "I want an agent");
+    let lines = call(
+        &gw,
+        "fork",
+        20,
+        &[
+            "--no-vad",
+            "--play",
+            &path_str(&said),
+            "--play-once",
+            "--play-at",
+            "1.0",
+        ],
+    );
+    assert!(lines.contains("state DISCONNECTED"), "{lines}");
+    let summary = agent.summary(Duration::from_secs(10));
+    assert!(errors(&summary).is_empty(), "{summary}");
+    assert!(summary["stop"].is_object(), "stopped by <Stop>: {summary}");
+    let heard = app.requests_to("/fork-heard");
+    assert_eq!(heard.len(), 1, "{}", gw.log());
+    assert_eq!(heard[0]["params"]["SpeechResult"], "I want an agent");
+    let secs = summary["closed_at"].as_f64().unwrap() - summary["started_at"].as_f64().unwrap();
+    let chunks = summary["tracks"]["inbound"]["chunks"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(secs > 3.0, "the fork ran {secs:.1} s");
+    assert!(
+        chunks >= (secs - 0.5) * 50.0 * 0.9,
+        "{chunks} inbound chunks in {secs:.1} s: the fork went deaf while the gather listened"
+    );
+    let r = phrase_match(&stt.heard(), &said);
+    assert!(
+        r > 0.6,
+        "the recognizer's audio matches the phrase: r = {r:.2}"
+    );
+}

@@ -180,11 +180,40 @@ impl Services {
 pub struct Listening {
     pub heard: mpsc::UnboundedReceiver<crate::speech::recognize::Heard>,
     task: tokio::task::JoinHandle<()>,
+    _relay: Option<Relay>,
 }
 
 impl Drop for Listening {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Copies the call's one tap to a fork and to whatever else listens
+/// meanwhile (a recognition, a connected stream); dropping it stops it.
+struct Relay(tokio::task::JoinHandle<()>);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every 20 ms, what `from` copied goes to each of `to` (each takes the
+/// tracks it wants); already μ-law, so nothing is re-coded.
+async fn relay(
+    from: Arc<crate::media::live::StreamTap>,
+    to: Vec<Arc<crate::media::live::StreamTap>>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        while let Some(frame) = from.pop() {
+            for tap in &to {
+                tap.push(frame.track, frame.payload(), false);
+            }
+        }
     }
 }
 
@@ -488,7 +517,15 @@ impl FlowCx {
             Ok(ws) => ws,
             Err(e) => return Ok(Err(e)),
         };
-        self.request(CallRequest::Tap(Some(pipes.tap.clone())))?;
+        // A connected stream shares the tap with a running fork; a new
+        // fork takes it over.
+        let relay = match req.bidirectional {
+            true => self.tap_beside_fork(pipes.tap.clone())?,
+            false => {
+                self.request(CallRequest::Tap(Some(pipes.tap.clone())))?;
+                None
+            }
+        };
         let (req_name, fork_tap) = (req.name.clone(), pipes.tap.clone());
         let (digit_tx, digit_rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -529,9 +566,27 @@ impl FlowCx {
                 },
             }
         };
+        drop(relay);
         self.request(CallRequest::Tap(self.fork_tap()))?;
         self.silence()?;
         Ok(out)
+    }
+
+    /// Point the call's one tap at `tap`. With a fork running, the tap
+    /// copies both tracks and a relay feeds the fork and `tap` from it, so
+    /// the fork hears on.
+    fn tap_beside_fork(
+        &mut self,
+        tap: Arc<crate::media::live::StreamTap>,
+    ) -> Result<Option<Relay>, Ended> {
+        let Some(fork) = self.fork_tap() else {
+            self.request(CallRequest::Tap(Some(tap)))?;
+            return Ok(None);
+        };
+        let both = Arc::new(crate::media::live::StreamTap::new(true, true, 100));
+        self.request(CallRequest::Tap(Some(both.clone())))?;
+        let task = tokio::spawn(relay(both, vec![fork, tap]).in_current_span());
+        Ok(Some(Relay(task)))
     }
 
     /// The tap of the newest fork still kept, which the call's one tap
@@ -576,12 +631,16 @@ impl FlowCx {
         };
         let provider = asr.provider;
         let tap = Arc::new(crate::media::live::StreamTap::new(true, false, 100));
-        self.request(CallRequest::Tap(Some(tap.clone())))?;
+        let relay = self.tap_beside_fork(tap.clone())?;
         let (tx, heard) = mpsc::unbounded_channel();
         let task = tokio::spawn(
             crate::speech::recognize::recognize(provider, listen, tap, tx).in_current_span(),
         );
-        Ok(Some(Listening { heard, task }))
+        Ok(Some(Listening {
+            heard,
+            task,
+            _relay: relay,
+        }))
     }
 
     /// Stop listening: the tap goes back to a running fork, else off.

@@ -98,6 +98,27 @@ class App(BaseHTTPRequestHandler):
         r.hangup()
         return r
 
+    def app_fork_gather(self, query, form):
+        """A fork of the caller while a speech <Gather> listens."""
+        r = VoiceResponse()
+        start = Start()
+        start.stream(name="fork", url=f"ws://127.0.0.1:{query['agent']}/media")
+        r.append(start)
+        g = Gather(input="speech", action="/fork-heard", speech_timeout="auto", timeout=6)
+        g.play("/audio/tone.wav", loop=3)
+        r.append(g)
+        return r
+
+    def app_fork_heard(self, query, form):
+        r = VoiceResponse()
+        r.pause(length=1)
+        stop = Stop()
+        stop.stream(name="fork")
+        r.append(stop)
+        r.pause(length=1)
+        r.hangup()
+        return r
+
     def app_speech(self, query, form):
         """A speech menu (keys too with ?keys=1): the prompt plays until the
         caller speaks."""
