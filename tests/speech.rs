@@ -8,87 +8,12 @@
 
 mod common;
 
-use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use common::audio::*;
+use common::voice::{phrase_match, spoken, Standin};
 use common::*;
-
-struct Standin {
-    child: Child,
-    port: u16,
-    summary: PathBuf,
-    audio: PathBuf,
-}
-
-impl Standin {
-    fn start(proto: &str, mode: &str, transcript: &str, dir: &Path) -> Standin {
-        let port = free_port();
-        let summary = dir.join(format!("stt-{proto}-{mode}.json"));
-        let audio = dir.join(format!("stt-{proto}-{mode}.ulaw"));
-        let mut child = Command::new(common::peers::python("websockets"))
-            .arg(repo().join("tests/peers/stt_standin.py"))
-            .args([&port.to_string(), proto, mode, transcript])
-            .arg(&summary)
-            .arg(&audio)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the STT stand-in");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "listening");
-        Standin {
-            child,
-            port,
-            summary,
-            audio,
-        }
-    }
-
-    fn summary(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(&self.summary).expect("the stand-in saw a connection");
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-impl Drop for Standin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `text` spoken by espeak-ng as an 8 kHz mono WAV, with 0.3 s of
-/// silence after it.
-fn spoken(dir: &Path, text: &str) -> PathBuf {
-    require("espeak-ng", "espeak-ng");
-    require("sox", "sox");
-    let raw = dir.join("raw.wav");
-    let out = dir.join("said.wav");
-    let ok = Command::new("espeak-ng")
-        .args(["-v", "en", "-s", "150", "-w"])
-        .arg(&raw)
-        .arg(text)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "espeak-ng");
-    let ok = Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-b", "16"])
-        .arg(&out)
-        .args(["pad", "0", "0.3"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "sox");
-    out
-}
 
 /// A gateway whose calls run a speech gather: prompt a 3 s 400 Hz tone,
 /// grammar agent/sms, on_failure "failed".
@@ -139,30 +64,6 @@ fn say_into_call(gw: &Gateway, wav: &Path, at: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Best normalised cross-correlation of `b` against `a` over lags.
-fn correlation(a: &[f64], b: &[f64]) -> f64 {
-    let energy = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let (ea, eb) = (energy(a), energy(b));
-    if ea == 0.0 || eb == 0.0 || b.len() > a.len() {
-        return 0.0;
-    }
-    let at = |lag: usize| {
-        let window = &a[lag..lag + b.len()];
-        let dot: f64 = window.iter().zip(b).map(|(x, y)| x * y).sum();
-        dot / (energy(window).max(1e-9) * eb)
-    };
-    // Coarse (every 8th lag, on the envelope of the match), then exact
-    // around the best.
-    let last = a.len() - b.len();
-    let coarse = (0..=last)
-        .step_by(8)
-        .max_by(|x, y| at(*x).abs().total_cmp(&at(*y).abs()))
-        .unwrap_or(0);
-    (coarse.saturating_sub(8)..=(coarse + 8).min(last))
-        .map(at)
-        .fold(0.0, f64::max)
-}
-
 /// The generic protocol: the caller says "I want an agent" over the
 /// prompt; the prompt stops within 300 ms of the speech (barge-in), the
 /// recognizer gets the caller's audio (it matches the phrase), and its
@@ -178,7 +79,7 @@ fn speech_barges_in_reaches_the_recognizer_and_picks_the_branch() {
             stt.port
         ),
     );
-    let said = spoken(dir.path(), "I want an agent");
+    let said = spoken(dir.path(), "en", "I want an agent");
     let cap = start_capture(&format!(
         "udp port {} or udp portrange {}-{}",
         gw.sip_port, gw.rtp_range.0, gw.rtp_range.1
@@ -195,22 +96,7 @@ fn speech_barges_in_reaches_the_recognizer_and_picks_the_branch() {
     assert_eq!(conn["errors"], serde_json::json!([]), "{summary}");
     assert_eq!(conn["start"]["language"], "en");
     // What reached the recognizer is the caller's phrase.
-    let heard: Vec<f64> = std::fs::read(&stt.audio)
-        .unwrap()
-        .into_iter()
-        .map(ulaw_to_linear)
-        .collect();
-    let phrase: Vec<f64> = hound::WavReader::open(&said)
-        .unwrap()
-        .into_samples::<i16>()
-        .map(|s| f64::from(s.unwrap()))
-        .collect();
-    let spoken_part: Vec<f64> = phrase
-        .iter()
-        .copied()
-        .take(phrase.len().min(8000))
-        .collect();
-    let r = correlation(&heard, &spoken_part);
+    let r = phrase_match(&stt.heard(), &said);
     assert!(
         r > 0.6,
         "the recognizer's audio matches the phrase: r = {r:.2}"
@@ -281,7 +167,7 @@ fn deepgrams_protocol_picks_the_branch() {
             stt.port
         ),
     );
-    let said = spoken(dir.path(), "text me please");
+    let said = spoken(dir.path(), "en", "text me please");
     let lines = say_into_call(&gw, &said, "0.5");
     let log = gw.log();
     assert!(
@@ -305,7 +191,7 @@ fn deepgrams_protocol_picks_the_branch() {
 #[test]
 fn a_slow_or_dropped_recognizer_and_a_no_match_take_on_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let said = spoken(dir.path(), "I want an agent");
+    let said = spoken(dir.path(), "en", "I want an agent");
     for (mode, transcript, result) in [
         ("slow", "I want an agent", "recognizer"),
         ("drop", "I want an agent", "recognizer"),

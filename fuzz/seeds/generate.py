@@ -345,6 +345,12 @@ write("twiml", "every-verb.xml", """<?xml version="1.0" encoding="UTF-8"?>
   <Reject reason="busy"/>
   <Hangup/>
 </Response>""")
+write("twiml", "voice-ai.xml", """<Response>
+  <Start><Stream name="fork" url="wss://agent.example.com/fork" track="both_tracks"><Parameter name="a" value="1"/></Stream></Start>
+  <Gather input="speech" language="es-ES" hints="agente, SMS" speechTimeout="auto" bargeIn="false" action="/heard"><Say>Diga</Say></Gather>
+  <Stop><Stream name="fork"/></Stop>
+  <Connect action="/after"><Stream url="ws://127.0.0.1:9/media"><Parameter name="lang" value="es"/></Stream></Connect>
+</Response>""")
 write("twiml", "bomb.xml", """<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>
 <Response><Say>&lol2;</Say></Response>""")

@@ -180,11 +180,40 @@ impl Services {
 pub struct Listening {
     pub heard: mpsc::UnboundedReceiver<crate::speech::recognize::Heard>,
     task: tokio::task::JoinHandle<()>,
+    _relay: Option<Relay>,
 }
 
 impl Drop for Listening {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Copies the call's one tap to a fork and to whatever else listens
+/// meanwhile (a recognition, a connected stream); dropping it stops it.
+struct Relay(tokio::task::JoinHandle<()>);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every 20 ms, what `from` copied goes to each of `to` (each takes the
+/// tracks it wants); already μ-law, so nothing is re-coded.
+async fn relay(
+    from: Arc<crate::media::live::StreamTap>,
+    to: Vec<Arc<crate::media::live::StreamTap>>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        while let Some(frame) = from.pop() {
+            for tap in &to {
+                tap.push(frame.track, frame.payload(), false);
+            }
+        }
     }
 }
 
@@ -270,7 +299,15 @@ pub struct FlowCx {
     pub visits: std::collections::HashMap<String, u32>,
     /// One-way media streams running beside the flow: dropping these
     /// (the flow ends with its call) stops them.
-    forks: Vec<tokio::sync::oneshot::Sender<()>>,
+    forks: Vec<Fork>,
+}
+
+/// A one-way media stream left running beside the flow.
+struct Fork {
+    name: Option<String>,
+    tap: Arc<crate::media::live::StreamTap>,
+    /// Dropped: the session says `stop` to the agent and closes.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl FlowCx {
@@ -480,7 +517,16 @@ impl FlowCx {
             Ok(ws) => ws,
             Err(e) => return Ok(Err(e)),
         };
-        self.request(CallRequest::Tap(Some(pipes.tap.clone())))?;
+        // A connected stream shares the tap with a running fork; a new
+        // fork takes it over.
+        let relay = match req.bidirectional {
+            true => self.tap_beside_fork(pipes.tap.clone())?,
+            false => {
+                self.request(CallRequest::Tap(Some(pipes.tap.clone())))?;
+                None
+            }
+        };
+        let (req_name, fork_tap) = (req.name.clone(), pipes.tap.clone());
         let (digit_tx, digit_rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let live = pipes.live.clone();
@@ -489,7 +535,11 @@ impl FlowCx {
                 .in_current_span(),
         );
         let Some(live) = live else {
-            self.forks.push(stop_tx);
+            self.forks.push(Fork {
+                name: req_name,
+                tap: fork_tap,
+                _stop: stop_tx,
+            });
             return Ok(Ok(session::Ended::Stopped));
         };
         let generation = self.next_generation()?;
@@ -516,9 +566,45 @@ impl FlowCx {
                 },
             }
         };
-        self.request(CallRequest::Tap(None))?;
+        drop(relay);
+        self.request(CallRequest::Tap(self.fork_tap()))?;
         self.silence()?;
         Ok(out)
+    }
+
+    /// Point the call's one tap at `tap`. With a fork running, the tap
+    /// copies both tracks and a relay feeds the fork and `tap` from it, so
+    /// the fork hears on.
+    fn tap_beside_fork(
+        &mut self,
+        tap: Arc<crate::media::live::StreamTap>,
+    ) -> Result<Option<Relay>, Ended> {
+        let Some(fork) = self.fork_tap() else {
+            self.request(CallRequest::Tap(Some(tap)))?;
+            return Ok(None);
+        };
+        let both = Arc::new(crate::media::live::StreamTap::new(true, true, 100));
+        self.request(CallRequest::Tap(Some(both.clone())))?;
+        let task = tokio::spawn(relay(both, vec![fork, tap]).in_current_span());
+        Ok(Some(Relay(task)))
+    }
+
+    /// The tap of the newest fork still kept, which the call's one tap
+    /// slot goes back to when a recognition or a connected stream is done.
+    fn fork_tap(&self) -> Option<Arc<crate::media::live::StreamTap>> {
+        self.forks.last().map(|f| f.tap.clone())
+    }
+
+    /// Stop the forks named `name` (`None`: every fork); how many.
+    pub fn stop_forks(&mut self, name: Option<&str>) -> Result<usize, Ended> {
+        let before = self.forks.len();
+        self.forks
+            .retain(|f| name.is_some_and(|n| f.name.as_deref() != Some(n)));
+        let stopped = before - self.forks.len();
+        if stopped > 0 {
+            self.request(CallRequest::Tap(self.fork_tap()))?;
+        }
+        Ok(stopped)
     }
 
     /// Start playing `samples` without waiting; its generation, for
@@ -545,18 +631,22 @@ impl FlowCx {
         };
         let provider = asr.provider;
         let tap = Arc::new(crate::media::live::StreamTap::new(true, false, 100));
-        self.request(CallRequest::Tap(Some(tap.clone())))?;
+        let relay = self.tap_beside_fork(tap.clone())?;
         let (tx, heard) = mpsc::unbounded_channel();
         let task = tokio::spawn(
             crate::speech::recognize::recognize(provider, listen, tap, tx).in_current_span(),
         );
-        Ok(Some(Listening { heard, task }))
+        Ok(Some(Listening {
+            heard,
+            task,
+            _relay: relay,
+        }))
     }
 
-    /// Stop listening: the tap goes off.
+    /// Stop listening: the tap goes back to a running fork, else off.
     pub fn stop_listening(&mut self, listening: Listening) -> Result<(), Ended> {
         drop(listening);
-        self.request(CallRequest::Tap(None))
+        self.request(CallRequest::Tap(self.fork_tap()))
     }
 
     /// Wait for the first of: the play of `playing` finishing, a digit

@@ -28,6 +28,8 @@ pub struct StreamRequest {
     pub bidirectional: bool,
     pub parameters: std::collections::BTreeMap<String, String>,
     pub identity: Identity,
+    /// A one-way stream's name, to stop it by (`<Stop><Stream name>`).
+    pub name: Option<String>,
 }
 
 /// How streams connect, from `[media_streams]`.

@@ -36,15 +36,15 @@ fn error_code(kind: &str) -> &'static str {
 }
 
 /// A request to make of the app.
-struct Request {
-    url: reqwest::Url,
-    method: Method,
+pub(super) struct Request {
+    pub(super) url: reqwest::Url,
+    pub(super) method: Method,
     /// Parameters beyond the call's own (Digits, DialCallStatus…).
-    extra: Vec<(String, String)>,
+    pub(super) extra: Vec<(String, String)>,
 }
 
 /// What a verb leads to.
-enum Step {
+pub(super) enum Step {
     Next,
     Fetch(Request),
     /// The call is over (hung up, rejected, referred away).
@@ -247,7 +247,13 @@ impl Session {
                 cx.sleep(Duration::from_secs_f64(*secs)).await?;
                 Ok(Step::Next)
             }
+            VerbKind::Gather(g) if g.speech => {
+                super::voice_ai::gather_speech(cx, &self.apps, g, base).await?
+            }
             VerbKind::Gather(g) => self.gather(cx, g, base).await?,
+            VerbKind::Connect(c) => super::voice_ai::connect(cx, &self.call_sid, c, base).await?,
+            VerbKind::Start(s) => Ok(super::voice_ai::start(cx, &self.call_sid, s).await?),
+            VerbKind::Stop { name } => Ok(super::voice_ai::stop(cx, name.as_deref())?),
             VerbKind::Dial(d) => self.dial(cx, d, base).await?,
             VerbKind::Hangup => {
                 cx.hangup()?;
@@ -295,16 +301,7 @@ impl Session {
 
     /// Say `loops` times; with `barge_in`, a key stops it (true).
     async fn say(&self, cx: &mut FlowCx, say: &Say, barge_in: bool) -> Result<bool, Ended> {
-        // Our voices are chosen by language; Twilio's voice names
-        // (alice, Polly.*) have no equivalent, so the primary subtag picks.
-        let language = say
-            .language
-            .split('-')
-            .next()
-            .unwrap_or("en")
-            .to_ascii_lowercase();
-        let req = TtsRequest::new(say.text.clone(), language);
-        let samples = match cx.speech(&req).await {
+        let samples = match cx.speech(&super::voice_ai::tts_request(say)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(%e, "<Say>: TTS failed");
@@ -603,7 +600,7 @@ fn sip_target(s: &str) -> Result<String, AppError> {
 }
 
 /// `url` relative to the document it came in; http(s) only.
-fn resolve(base: &reqwest::Url, url: &str) -> Result<reqwest::Url, AppError> {
+pub(super) fn resolve(base: &reqwest::Url, url: &str) -> Result<reqwest::Url, AppError> {
     match base.join(url.trim()) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(u),
         _ => Err(AppError::new(

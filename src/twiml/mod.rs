@@ -16,6 +16,7 @@ mod exec;
 pub mod fetch;
 pub mod parse;
 pub mod status;
+mod voice_ai;
 
 use std::collections::BTreeMap;
 

@@ -67,6 +67,15 @@ pub enum VerbKind {
         action: Option<String>,
         method: Method,
     },
+    /// `<Connect><Stream>`: the call talks with a voice agent until it
+    /// closes the socket.
+    Connect(Connect),
+    /// `<Start><Stream>`: a one-way copy while the document goes on.
+    Start(Stream),
+    /// `<Stop><Stream name>`: end the named fork (unnamed: every fork).
+    Stop {
+        name: Option<String>,
+    },
 }
 
 impl VerbKind {
@@ -78,6 +87,7 @@ impl VerbKind {
                 | VerbKind::Reject(_)
                 | VerbKind::Redirect { .. }
                 | VerbKind::Refer { .. }
+                | VerbKind::Stop { .. }
         )
     }
 }
@@ -111,6 +121,41 @@ pub struct Gather {
     pub action_on_empty_result: bool,
     /// Nested `<Say>`, `<Play>` and `<Pause>`, played until a key.
     pub prompts: Vec<Verb>,
+    /// `input` has `dtmf` / `speech`.
+    pub dtmf: bool,
+    pub speech: bool,
+    /// The recognizer's language (`en-US`).
+    pub language: String,
+    /// `hints`: phrases the recognizer should expect.
+    pub hints: Vec<String>,
+    /// Silence that ends speech; `auto` is [`AUTO_SPEECH_TIMEOUT_SECS`].
+    pub speech_timeout_secs: f64,
+    /// Speech or a key stops the prompts.
+    pub barge_in: bool,
+}
+
+/// `speechTimeout="auto"`: the end-of-speech silence the endpointer
+/// waits for.
+pub const AUTO_SPEECH_TIMEOUT_SECS: f64 = 1.0;
+
+/// `<Connect>` and the `<Stream>` it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connect {
+    pub stream: Stream,
+    /// Asked when the stream ends; unset: the next verb runs.
+    pub action: Option<String>,
+    pub method: Method,
+}
+
+/// A `<Stream>` noun.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    /// `ws://` or `wss://`.
+    pub url: String,
+    pub name: Option<String>,
+    pub track: crate::media_stream::protocol::Tracks,
+    /// `<Parameter name value>`: the start message's `customParameters`.
+    pub parameters: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -301,8 +346,45 @@ fn verb(e: &Element) -> Result<Verb, TwimlError> {
                 method: a.method()?,
             }
         }
-        "Enqueue" | "Leave" | "Record" | "Connect" | "Start" | "Stop" | "Sms" | "Message"
-        | "Pay" | "Prompt" => {
+        "Connect" => {
+            let a = e.attrs(&["action", "method"])?;
+            let stream = match e.children.as_slice() {
+                [s] if s.name == "Stream" => stream(s, true)?,
+                [other] => {
+                    return Err(at(
+                        other.line,
+                        format!("<Connect><{}> is not supported yet", other.name),
+                    ))
+                }
+                _ => return Err(at(e.line, "<Connect> holds exactly one <Stream>")),
+            };
+            VerbKind::Connect(Connect {
+                stream,
+                action: a.url("action"),
+                method: a.method()?,
+            })
+        }
+        "Start" => {
+            e.attrs(&["action", "method"])?;
+            match e.children.as_slice() {
+                [s] if s.name == "Stream" => VerbKind::Start(stream(s, false)?),
+                _ => return Err(at(e.line, "<Start> holds exactly one <Stream>")),
+            }
+        }
+        "Stop" => {
+            e.attrs(&[])?;
+            match e.children.as_slice() {
+                [s] if s.name == "Stream" => {
+                    let a = s.attrs(&["name"])?;
+                    s.no_children()?;
+                    VerbKind::Stop {
+                        name: a.get("name").map(|n| n.trim().to_string()),
+                    }
+                }
+                _ => return Err(at(e.line, "<Stop> holds exactly one <Stream>")),
+            }
+        }
+        "Enqueue" | "Leave" | "Record" | "Sms" | "Message" | "Pay" | "Prompt" => {
             return Err(at(e.line, format!("<{}> is not supported yet", e.name)));
         }
         other => return Err(at(e.line, format!("unknown verb <{other}>"))),
@@ -357,8 +439,6 @@ fn pause(e: &Element) -> Result<f64, TwimlError> {
 }
 
 fn gather(e: &Element) -> Result<Gather, TwimlError> {
-    // input/hints/language/speechTimeout are for speech, which comes later;
-    // they are accepted so that existing apps run (DTMF only).
     let a = e.attrs(&[
         "action",
         "method",
@@ -372,6 +452,8 @@ fn gather(e: &Element) -> Result<Gather, TwimlError> {
         "actionOnEmptyResult",
         "bargeIn",
         "profanityFilter",
+        "speechModel",
+        "enhanced",
     ])?;
     let num_digits = match a.get("numDigits") {
         None => None,
@@ -395,11 +477,39 @@ fn gather(e: &Element) -> Result<Gather, TwimlError> {
             }
         }
     };
-    if let Some(input) = a.get("input") {
-        if !input.split_whitespace().any(|i| i == "dtmf") {
-            return Err(a.error("input", "speech input is not supported yet: include dtmf"));
-        }
+    let input: Vec<&str> = a
+        .get("input")
+        .unwrap_or("dtmf")
+        .split_whitespace()
+        .collect();
+    let (dtmf, speech) = (input.contains(&"dtmf"), input.contains(&"speech"));
+    if input.is_empty() || input.iter().any(|i| *i != "dtmf" && *i != "speech") {
+        return Err(a.error("input", "use dtmf, speech or \"dtmf speech\""));
     }
+    let speech_timeout_secs = match a.get("speechTimeout").map(str::trim) {
+        None => timeout_secs,
+        Some("auto") => AUTO_SPEECH_TIMEOUT_SECS,
+        Some(_) => {
+            let secs: f64 = a.number("speechTimeout", 1.0)?;
+            if !(0.3..=60.0).contains(&secs) {
+                return Err(a.error("speechTimeout", "auto, or 0.3..=60 seconds"));
+            }
+            secs
+        }
+    };
+    let barge_in = match a.get("bargeIn") {
+        None => true,
+        Some(_) => a.flag("bargeIn")?,
+    };
+    let hints = a
+        .get("hints")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .take(500)
+        .map(str::to_string)
+        .collect();
     let mut prompts = Vec::new();
     for c in &e.children {
         match c.name.as_str() {
@@ -415,6 +525,68 @@ fn gather(e: &Element) -> Result<Gather, TwimlError> {
         method: a.method()?,
         action_on_empty_result: a.flag("actionOnEmptyResult")?,
         prompts,
+        dtmf,
+        speech,
+        language: a.get("language").unwrap_or("en-US").trim().to_string(),
+        hints,
+        speech_timeout_secs,
+        barge_in,
+    })
+}
+
+/// A `<Stream>` noun; `connect`: bidirectional, so the caller's track only.
+fn stream(e: &Element, connect: bool) -> Result<Stream, TwimlError> {
+    use crate::media_stream::protocol::Tracks;
+    let a = e.attrs(&[
+        "url",
+        "name",
+        "track",
+        "statusCallback",
+        "statusCallbackMethod",
+    ])?;
+    if a.get("statusCallback").is_some() {
+        return Err(a.error(
+            "statusCallback",
+            "stream status callbacks are not supported yet",
+        ));
+    }
+    let url = a
+        .url("url")
+        .ok_or_else(|| at(e.line, "<Stream> needs a url"))?;
+    if !(url.starts_with("wss://") || url.starts_with("ws://")) {
+        return Err(a.error("url", "a stream's url is ws:// or wss://"));
+    }
+    let track = match a.get("track").map(str::trim) {
+        None | Some("inbound_track") => Tracks::InboundTrack,
+        Some("outbound_track") if !connect => Tracks::OutboundTrack,
+        Some("both_tracks") if !connect => Tracks::BothTracks,
+        Some(_) if connect => {
+            return Err(a.error("track", "<Connect><Stream> carries inbound_track only"))
+        }
+        Some(_) => return Err(a.error("track", "inbound_track, outbound_track or both_tracks")),
+    };
+    let mut parameters = std::collections::BTreeMap::new();
+    for p in &e.children {
+        if p.name != "Parameter" {
+            return Err(at(p.line, format!("<Stream> can't hold <{}>", p.name)));
+        }
+        let pa = p.attrs(&["name", "value"])?;
+        p.no_children()?;
+        let name = pa
+            .get("name")
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| at(p.line, "<Parameter> needs a name"))?;
+        parameters.insert(
+            name.to_string(),
+            pa.get("value").unwrap_or_default().to_string(),
+        );
+    }
+    Ok(Stream {
+        url,
+        name: a.get("name").map(|n| n.trim().to_string()),
+        track,
+        parameters,
     })
 }
 
@@ -762,6 +934,88 @@ mod tests {
         assert_eq!(
             error("<Say>hi</Say>"),
             "line 1: the root element is <Say>, not <Response>"
+        );
+    }
+
+    #[test]
+    fn streams_and_speech_gathers_read_as_twilio_writes_them() {
+        use crate::media_stream::protocol::Tracks;
+        let doc = r#"<Response>
+  <Start><Stream name="fork" url="wss://a.example/fork" track="both_tracks"/></Start>
+  <Gather input="dtmf speech" language="es-ES" hints="agente, SMS" speechTimeout="auto" bargeIn="false" action="/heard">
+    <Say>Diga algo</Say>
+  </Gather>
+  <Gather input="speech" timeout="3"/>
+  <Stop><Stream name="fork"/></Stop>
+  <Connect action="/after"><Stream url="ws://127.0.0.1:9/media"><Parameter name="lang" value="es"/><Parameter name="who" value="bot"/></Stream></Connect>
+</Response>"#;
+        let verbs = kinds(doc);
+        let VerbKind::Start(fork) = &verbs[0] else {
+            panic!("{:?}", verbs[0]);
+        };
+        assert_eq!(fork.name.as_deref(), Some("fork"));
+        assert_eq!(fork.track, Tracks::BothTracks);
+        let VerbKind::Gather(g) = &verbs[1] else {
+            panic!("{:?}", verbs[1]);
+        };
+        assert!(g.dtmf && g.speech && !g.barge_in);
+        assert_eq!(g.language, "es-ES");
+        assert_eq!(g.hints, vec!["agente".to_string(), "SMS".into()]);
+        assert_eq!(g.speech_timeout_secs, AUTO_SPEECH_TIMEOUT_SECS);
+        let VerbKind::Gather(g) = &verbs[2] else {
+            panic!("{:?}", verbs[2]);
+        };
+        assert!(!g.dtmf && g.speech && g.barge_in);
+        assert_eq!(g.speech_timeout_secs, 3.0, "unset: the timeout, as Twilio");
+        assert_eq!(
+            verbs[3],
+            VerbKind::Stop {
+                name: Some("fork".into())
+            }
+        );
+        let VerbKind::Connect(c) = &verbs[4] else {
+            panic!("{:?}", verbs[4]);
+        };
+        assert_eq!(c.action.as_deref(), Some("/after"));
+        assert_eq!(c.stream.track, Tracks::InboundTrack);
+        assert_eq!(
+            c.stream.parameters.get("lang").map(String::as_str),
+            Some("es")
+        );
+        assert_eq!(c.stream.parameters.len(), 2);
+        assert!(VerbKind::Connect(c.clone()).needs_media());
+        assert!(!verbs[3].needs_media());
+    }
+
+    #[test]
+    fn bad_streams_and_inputs_name_their_line() {
+        assert_eq!(
+            error("<Response><Connect><Stream url=\"http://x/\"/></Connect></Response>"),
+            "line 1: <Stream> url=\"http://x/\": a stream's url is ws:// or wss://"
+        );
+        assert_eq!(
+            error("<Response><Connect><Stream url=\"wss://x/\" track=\"both_tracks\"/></Connect></Response>"),
+            "line 1: <Stream> track=\"both_tracks\": <Connect><Stream> carries inbound_track only"
+        );
+        assert_eq!(
+            error("<Response><Connect><Room>r</Room></Connect></Response>"),
+            "line 1: <Connect><Room> is not supported yet"
+        );
+        assert_eq!(
+            error("<Response><Start/></Response>"),
+            "line 1: <Start> holds exactly one <Stream>"
+        );
+        assert_eq!(
+            error("<Response><Gather input=\"voice\"/></Response>"),
+            "line 1: <Gather> input=\"voice\": use dtmf, speech or \"dtmf speech\""
+        );
+        assert_eq!(
+            error("<Response><Gather input=\"speech\" speechTimeout=\"soon\"/></Response>"),
+            "line 1: <Gather> speechTimeout=\"soon\": not a number"
+        );
+        assert_eq!(
+            error("<Response><Connect><Stream url=\"wss://x/\"><Parameter value=\"v\"/></Stream></Connect></Response>"),
+            "line 1: <Parameter> needs a name"
         );
     }
 

@@ -2,6 +2,7 @@
 
 Usage: pjsua_call.py <sip-uri> <seconds> [--timer SECS] [--100rel] [--record WAV]
                      [--play WAV] [--play-once] [--play-at SECS] [--dtmf-at SECS DIGITS]
+                     [--from USER] [--no-vad]
 
 Calls <sip-uri> from a null sound device and hangs up after <seconds>.
 --timer requires session timers (RFC 4028) with SECS as Session-Expires and
@@ -9,7 +10,9 @@ Min-SE; --100rel requires reliable provisional responses (RFC 3262);
 --record writes what the far end sends (early media included) to WAV;
 --play sends WAV (looped; once with --play-once) once media is up, or
 --play-at SECS after the answer; --dtmf-at sends DIGITS
-(RFC 4733) SECS after the call is answered.
+(RFC 4733) SECS after the call is answered; --from calls as
+sip:USER@127.0.0.1 (default pjsua); --no-vad sends RTP through silence
+(pjsua's silence detector otherwise sends none in pauses).
 Prints one line per event, each with monotonic seconds at the end:
   state <EARLY|CONFIRMED|DISCONNECTED> <last status> <t>
   media <t>                      (audio became active)
@@ -30,6 +33,7 @@ rel100 = "--100rel" in args
 record = args[args.index("--record") + 1] if "--record" in args else None
 play = args[args.index("--play") + 1] if "--play" in args else None
 play_once = "--play-once" in args
+from_user = args[args.index("--from") + 1] if "--from" in args else None
 play_at = float(args[args.index("--play-at") + 1]) if "--play-at" in args else None
 audio_media = []
 dtmf_at = None
@@ -95,8 +99,10 @@ class Caller(pj.Call):
                 say(f"tsx {tsx.method} {tsx.statusCode} {role}")
 
 
-ep = pjsua_peer.start_endpoint()
+ep = pjsua_peer.start_endpoint(no_vad="--no-vad" in args)
 acc_cfg = pjsua_peer.account_config()
+if from_user:
+    acc_cfg.idUri = f"sip:{from_user}@127.0.0.1"
 if timer:
     acc_cfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_REQUIRED
     acc_cfg.callConfig.timerSessExpiresSec = timer

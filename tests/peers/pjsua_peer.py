@@ -3,10 +3,13 @@ one UDP transport on 127.0.0.1, events polled from the main thread."""
 import pjsua2 as pj
 
 
-def start_endpoint():
+def start_endpoint(no_vad=False):
+    """no_vad: send RTP through silence too (pjsua's silence detector
+    otherwise sends none in pauses and clips the start of words)."""
     ep = pj.Endpoint()
     ep.libCreate()
     cfg = pj.EpConfig()
+    cfg.medConfig.noVad = no_vad
     cfg.uaConfig.threadCnt = 0
     cfg.uaConfig.mainThreadOnly = True
     cfg.logConfig.level = 1

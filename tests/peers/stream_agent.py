@@ -105,6 +105,7 @@ async def handler(ws):
                     fail(f"sequenceNumber {n} after {seq}")
                 seq = n
             if ev == "start":
+                summary["started_at"] = time.time()
                 st = msg["start"]
                 sid = msg["streamSid"]
                 summary["start"] = st

@@ -13,6 +13,8 @@ message (Deepgram CloseStream, generic stop) by mode:
   normal   the final <transcript>, then close
   slow     the final only after 10 s
   drop     nothing: the socket is closed at the first audio frame
+<transcript> may be @FILE: the transcript is read from FILE when it is
+sent, so a test can change it between calls.
 It writes what it saw to <summary.json> after each connection.
 """
 import asyncio
@@ -25,6 +27,13 @@ from websockets.asyncio.server import serve
 
 port, proto, mode, transcript, out, audio_path = sys.argv[1:7]
 summary = {"connections": []}
+
+
+def said():
+    if transcript.startswith("@"):
+        with open(transcript[1:]) as f:
+            return f.read().strip()
+    return transcript
 
 
 def results(text, final):
@@ -72,7 +81,7 @@ async def handler(ws):
                     break
                 if conn["frames"] == 25 and not interim_sent:
                     interim_sent = True
-                    await ws.send(results(transcript.split()[0], False))
+                    await ws.send(results((said().split() or [""])[0], False))
                 continue
             m = json.loads(msg)
             if proto == "generic" and first:
@@ -85,7 +94,7 @@ async def handler(ws):
                 conn["closing_at"] = time.time()
                 if mode == "slow":
                     await asyncio.sleep(10)
-                await ws.send(results(transcript, True))
+                await ws.send(results(said(), True))
                 await ws.close()
                 break
     except Exception as e:  # a closed socket mid-send is the client's right

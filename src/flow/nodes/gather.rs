@@ -11,7 +11,7 @@ use crate::tts::TtsRequest;
 use metrics::counter;
 
 /// What a speech gather got.
-enum Got {
+pub(crate) enum Got {
     Digits(String),
     Speech(Result<Recognition, Failure>),
 }
@@ -26,10 +26,19 @@ fn meaning(node: &Gather, transcript: &str) -> Option<String> {
     crate::speech::grammar::pick(&node.grammar, transcript).map(str::to_string)
 }
 
-/// Listen while the prompt plays (speech or a key stops it when
-/// `barge_in`), then for `timeout_secs` more; speech once started runs to
-/// its end.
 async fn collect_speech(node: &Gather, cx: &mut FlowCx) -> Result<Got, Ended> {
+    let samples = prompt(node, cx).await;
+    hear(node, samples, cx).await
+}
+
+/// Listen while `prompt` plays (speech or a key stops it when
+/// `barge_in`), then for `timeout_secs` more; speech once started runs to
+/// its end. A TwiML `<Gather input="speech">` listens through here too.
+pub(crate) async fn hear(
+    node: &Gather,
+    prompt: Option<std::sync::Arc<[i16]>>,
+    cx: &mut FlowCx,
+) -> Result<Got, Ended> {
     let Some(asr) = cx.services.asr.clone() else {
         return Ok(Got::Speech(Err(Failure::Recognizer(
             "no [asr] provider".into(),
@@ -49,7 +58,7 @@ async fn collect_speech(node: &Gather, cx: &mut FlowCx) -> Result<Got, Ended> {
             "no [asr] provider".into(),
         ))));
     };
-    let mut playing = match prompt(node, cx).await {
+    let mut playing = match prompt {
         Some(samples) => Some(cx.play_start(samples)?),
         None => None,
     };

@@ -27,17 +27,40 @@ pub async fn run(node: &StreamNode, cx: &mut FlowCx) -> Result<Next, Ended> {
             .iter()
             .map(|(k, v)| (k.clone(), render(v, &cx.vars)))
             .collect(),
-        identity: Identity {
-            account_sid: cx.services.media_streams.account_sid.clone(),
-            call_sid: crate::media_stream::call_sid(&call_id),
-            stream_sid: crate::media_stream::new_stream_sid(),
-        },
+        identity: identity(cx, crate::media_stream::call_sid(&call_id)),
+        name: None,
     };
     cx.vars.insert(
         format!("{}.stream_sid", node.id),
         req.identity.stream_sid.clone(),
     );
-    tracing::info!(node = %node.id, bidirectional, "media stream: connecting");
+    match carry(cx, req, &node.id).await? {
+        Ok(()) => Ok(node.next.clone()),
+        Err(e) => {
+            cx.vars.insert(format!("{}.error", node.id), e);
+            Ok(node.on_error.clone().or_else(|| node.next.clone()))
+        }
+    }
+}
+
+/// Who a new stream of the call belongs to.
+pub(crate) fn identity(cx: &FlowCx, call_sid: String) -> Identity {
+    Identity {
+        account_sid: cx.services.media_streams.account_sid.clone(),
+        call_sid,
+        stream_sid: crate::media_stream::new_stream_sid(),
+    }
+}
+
+/// Run the stream (a fork: start it), logged and counted as `what`
+/// (the node, or the TwiML verb); Ok(Err(why)) when it failed.
+pub(crate) async fn carry(
+    cx: &mut FlowCx,
+    req: StreamRequest,
+    what: &str,
+) -> Result<Result<(), String>, Ended> {
+    let bidirectional = req.bidirectional;
+    tracing::info!(node = %what, bidirectional, "media stream: connecting");
     match cx.media_stream(req).await? {
         Ok(ended) => {
             let outcome = match ended {
@@ -46,15 +69,14 @@ pub async fn run(node: &StreamNode, cx: &mut FlowCx) -> Result<Next, Ended> {
             };
             if bidirectional {
                 counter!(names::MEDIA_STREAMS, "outcome" => outcome).increment(1);
-                tracing::info!(node = %node.id, outcome, "media stream ended");
+                tracing::info!(node = %what, outcome, "media stream ended");
             }
-            Ok(node.next.clone())
+            Ok(Ok(()))
         }
         Err(e) => {
             counter!(names::MEDIA_STREAMS, "outcome" => "failed").increment(1);
-            tracing::warn!(node = %node.id, error = %e, "media stream failed");
-            cx.vars.insert(format!("{}.error", node.id), e);
-            Ok(node.on_error.clone().or_else(|| node.next.clone()))
+            tracing::warn!(node = %what, error = %e, "media stream failed");
+            Ok(Err(e))
         }
     }
 }
