@@ -80,7 +80,7 @@ fn reads(c: &mut Criterion) {
                 }
                 black_box(n)
             },
-            BatchSize::SmallInput,
+            BatchSize::PerIteration,
         )
     });
     let mut batch = RecvBatch::new();
@@ -88,7 +88,7 @@ fn reads(c: &mut Criterion) {
         b.iter_batched(
             queue_five,
             |()| black_box(batch.recv(&ours).unwrap_or(0)),
-            BatchSize::SmallInput,
+            BatchSize::PerIteration,
         )
     });
     // Most polls of a stream on hold find nothing.

@@ -3,8 +3,7 @@
 //!
 //! Inside a tick there are no locks and no allocation: control arrives
 //! through a wait-free SPSC ring ([`rtrb`]), each stream owns its socket,
-//! packets are built in a stack buffer, and a socket's queue is drained
-//! with one `recvmmsg` ([`crate::batch_io`]). Events going out (timeouts, a
+//! and packets are built in a stack buffer. Events going out (timeouts, a
 //! clip ending) are rare and go to an [`EventSink`].
 
 use std::net::{SocketAddr, UdpSocket};
@@ -15,7 +14,6 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
-use crate::batch_io::{RecvBatch, RECV_BATCH};
 use crate::dtmf::{DtmfReceiver, DtmfSender};
 use crate::g711;
 use crate::headroom::LoadMeter;
@@ -454,7 +452,7 @@ fn run<S: EventSink>(
     let mut payload = [0u8; FRAME_SAMPLES];
     // Up to three frames a packet (ptime 60).
     let mut packet = [0u8; 12 + FRAME_SAMPLES * 3 + 64];
-    let mut rx = RecvBatch::new();
+    let mut rx = [0u8; 2048];
     let mut rtcp_buf = [0u8; 512];
     let mut rx_pcm = [0i16; 480];
     let mut load = LoadMeter::default();
@@ -497,18 +495,53 @@ fn run<S: EventSink>(
             // come.
             let bridged = bridges.contains_key(&s.spec.id) || s.fork.is_some();
             if bridged || (s.spec.id % u64::from(rx_poll_ticks)) as u32 == poll_slot {
-                // Drain incoming RTP, a batch per system call: latch to its
-                // source (symmetric RTP).
+                // Drain incoming RTP: latch to its source (symmetric RTP).
                 let mut got = 0u64;
-                loop {
-                    let queued = rx.recv(&s.spec.socket).unwrap_or(0);
-                    for (data, from) in rx.packets() {
-                        if on_rtp(s, data, from, now_ms, &mut bridges, &events, &mut rx_pcm) {
-                            got += 1;
+                while let Ok((n, from)) = s.spec.socket.recv_from(&mut rx) {
+                    let Some(data) = rx.get(..n) else { break };
+                    if let Ok(view) = parse_rtp(data) {
+                        got += 1;
+                        s.rtcp
+                            .on_rtp_received(now_ms, view.ssrc, view.sequence, view.timestamp);
+                        if Some(view.payload_type) == s.spec.telephone_event_pt {
+                            if let Some(d) =
+                                s.dtmf_rx
+                                    .on_packet(view.timestamp, view.marker, view.payload)
+                            {
+                                events.send(MediaEvent::Dtmf(s.spec.id, d.digit));
+                                let peer = bridges.get(&s.spec.id).map(|b| b.peer);
+                                if let Some(end) = peer.and_then(|p| bridges.get_mut(&p)) {
+                                    end.pending_dtmf = Some(d.digit);
+                                }
+                            }
+                        } else if view.payload_type == s.spec.payload_type {
+                            if let Some(fork) = &s.fork {
+                                let alaw = s.spec.encoding == Encoding::Pcma;
+                                fork.push(Track::Inbound, view.payload, alaw);
+                            }
+                            let mut end = bridges.get_mut(&s.spec.id);
+                            if end.is_some() || s.tap.is_some() {
+                                // G.711: one byte per sample, any packet size.
+                                for chunk in view.payload.chunks(rx_pcm.len()) {
+                                    let n = match s.spec.encoding {
+                                        Encoding::Pcmu => g711::decode_ulaw(chunk, &mut rx_pcm),
+                                        Encoding::Pcma => g711::decode_alaw(chunk, &mut rx_pcm),
+                                    };
+                                    let samples = rx_pcm.get(..n).unwrap_or_default();
+                                    if let Some(end) = end.as_deref_mut() {
+                                        end.push_samples(now_ms, samples);
+                                    }
+                                    if let Some(tap) = s.tap.as_deref_mut() {
+                                        tap.received(samples);
+                                    }
+                                }
+                            }
                         }
-                    }
-                    if queued < RECV_BATCH {
-                        break;
+                        // Latch once: later sources can't hijack the stream.
+                        if !s.latched {
+                            s.spec.remote = from;
+                            s.latched = true;
+                        }
                     }
                 }
                 if got > 0 {
@@ -516,16 +549,11 @@ fn run<S: EventSink>(
                     s.ticks_since_rx = 0;
                 }
                 if let Some(sock) = &s.spec.rtcp_socket {
-                    loop {
-                        let queued = rx.recv(sock).unwrap_or(0);
-                        for (data, from) in rx.packets() {
-                            if let Ok(packets) = parse_compound(data) {
-                                s.rtcp.on_rtcp_received(now_ms, &packets);
-                                s.rtcp_remote = from;
-                            }
-                        }
-                        if queued < RECV_BATCH {
-                            break;
+                    while let Ok((n, from)) = sock.recv_from(&mut rx) {
+                        let Some(data) = rx.get(..n) else { break };
+                        if let Ok(packets) = parse_compound(data) {
+                            s.rtcp.on_rtcp_received(now_ms, &packets);
+                            s.rtcp_remote = from;
                         }
                     }
                 }
@@ -676,64 +704,6 @@ fn run<S: EventSink>(
             frame_busy_us = 0;
         }
     }
-}
-
-/// One datagram from `s`'s RTP socket: DTMF, audio for a bridge, a fork or
-/// a recording, and latching to its source. False when it isn't RTP.
-fn on_rtp<S: EventSink>(
-    s: &mut Stream,
-    data: &[u8],
-    from: SocketAddr,
-    now_ms: u64,
-    bridges: &mut std::collections::HashMap<StreamId, BridgeEnd>,
-    events: &S,
-    rx_pcm: &mut [i16; 480],
-) -> bool {
-    let Ok(view) = parse_rtp(data) else {
-        return false;
-    };
-    s.rtcp
-        .on_rtp_received(now_ms, view.ssrc, view.sequence, view.timestamp);
-    if Some(view.payload_type) == s.spec.telephone_event_pt {
-        if let Some(d) = s
-            .dtmf_rx
-            .on_packet(view.timestamp, view.marker, view.payload)
-        {
-            events.send(MediaEvent::Dtmf(s.spec.id, d.digit));
-            let peer = bridges.get(&s.spec.id).map(|b| b.peer);
-            if let Some(end) = peer.and_then(|p| bridges.get_mut(&p)) {
-                end.pending_dtmf = Some(d.digit);
-            }
-        }
-    } else if view.payload_type == s.spec.payload_type {
-        if let Some(fork) = &s.fork {
-            let alaw = s.spec.encoding == Encoding::Pcma;
-            fork.push(Track::Inbound, view.payload, alaw);
-        }
-        let mut end = bridges.get_mut(&s.spec.id);
-        if end.is_some() || s.tap.is_some() {
-            // G.711: one byte per sample, any packet size.
-            for chunk in view.payload.chunks(rx_pcm.len()) {
-                let n = match s.spec.encoding {
-                    Encoding::Pcmu => g711::decode_ulaw(chunk, rx_pcm),
-                    Encoding::Pcma => g711::decode_alaw(chunk, rx_pcm),
-                };
-                let samples = rx_pcm.get(..n).unwrap_or_default();
-                if let Some(end) = end.as_deref_mut() {
-                    end.push_samples(now_ms, samples);
-                }
-                if let Some(tap) = s.tap.as_deref_mut() {
-                    tap.received(samples);
-                }
-            }
-        }
-    }
-    // Latch once: later sources can't hijack the stream.
-    if !s.latched {
-        s.spec.remote = from;
-        s.latched = true;
-    }
-    true
 }
 
 /// Streams split into sub-tick groups: group g is served at g × 5 ms into

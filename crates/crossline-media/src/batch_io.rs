@@ -3,8 +3,14 @@
 //! destination) through one socket in one call. A safe API over the two
 //! calls; the unsafe parts are here and nowhere else.
 //!
-//! Both are non-blocking (`MSG_DONTWAIT`) whatever the socket's mode: the
-//! audio loop must never wait on a socket.
+//! Both are non-blocking (`MSG_DONTWAIT`) whatever the socket's mode.
+//!
+//! The audio loop doesn't use them, by measurement (benches/README.md,
+//! section 10): each stream owns its port, so a tick has one datagram per
+//! socket to send and `sendmmsg` has nothing to batch; and on the kernels
+//! measured, `recvmmsg` costs more than `recv_from` for an empty queue
+//! (the common poll) and no less for a few queued packets. The floor
+//! benchmark (`benches/udp_batch.rs`) sends through [`send_batch`].
 
 use std::io;
 use std::mem::{size_of, zeroed};
