@@ -10,9 +10,12 @@
 # off, so capacity runs admit every call), RECORD=1 to record every call
 # (route record = true; RECORD_FORMAT wav or ogg, RECORD_CHANNELS dual or
 # mono), which adds the disk written per second and the recording counters
-# to the report. Reports: crossline CPU per core, RSS per call, |Δ−20 ms|
-# p50/p99/p99.9/max at the receiver, loss and timestamp drift, measured over
-# the plateau when every call is up.
+# to the report. RTP_PROBE_ECHO=1 has the probe send every packet back to
+# its stream, so the gateway also reads 50 packets a second per call (a
+# caller who talks). CROSSLINE_BIN runs another build (SKIP_BUILD=1 skips
+# cargo). Reports: crossline CPU per core and per RTP packet sent, RSS per
+# call, |Δ−20 ms| p50/p99/p99.9/max at the receiver, loss and timestamp
+# drift, measured over the plateau when every call is up.
 #
 # Overload mode: offer more than the box carries with overload control on,
 #   OVERLOAD_THRESHOLD=80 benches/rtp-load.sh 6000 40
@@ -28,8 +31,11 @@ ramp=$(( calls / rate + 2 ))
 measure=$(( hold - ramp - 5 ))
 [ "$measure" -ge 10 ] || { echo "HOLD_SECS too short for the ramp ($ramp s)" >&2; exit 1; }
 
-cargo build --release --quiet --bin crossline --example rtp_probe
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release --quiet --bin crossline --example rtp_probe
+fi
 bin=${CARGO_TARGET_DIR:-target}/release
+gateway=${CROSSLINE_BIN:-$bin/crossline}
 work=$(mktemp -d)
 trap 'kill $gw $probe 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(( 41000 + RANDOM % 5000 )); probe_port=$(( port + 500 )); http_port=$(( port + 700 ))
@@ -59,7 +65,7 @@ flow = "hold"
 record = $( [ "${RECORD:-0}" = 1 ] && echo true || echo false )
 TOML
 ulimit -n 65536 2>/dev/null || true
-"$bin/crossline" run --config "$work/crossline.toml" 2>"$work/gw.log" &
+"$gateway" run --config "$work/crossline.toml" 2>"$work/gw.log" &
 gw=$!
 sleep 1
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$gw/status"; }
@@ -77,6 +83,11 @@ sleep "$ramp"
 cpu_snap() { awk '/^cpu[0-9]/{print $1, $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
 gw_ticks() { awk '{print $14+$15}' "/proc/$gw/stat"; }
 io_written() { awk '/^write_bytes/{print $2}' "/proc/$gw/io"; }
+rtp_counts() {  # packets sent and received so far
+  curl -s "http://127.0.0.1:$http_port/metrics" |
+    awk '$1=="crossline_rtp_packets_sent_total"{s=$2} $1=="crossline_rtp_packets_received_total"{r=$2} END{print s+0, r+0}'
+}
+read -r sent0 recv0 < <(rtp_counts)
 a=$(cpu_snap); g0=$(gw_ticks); w0=$(io_written); t0=$(date +%s.%N)
 # Signalling under load: 50 OPTIONS, 100 ms apart, timed at the sender.
 python3 - "$port" >"$work/options.txt" <<'PY' &
@@ -101,6 +112,7 @@ print(f"options answers={codes} rtt_ms p50={pick(0.5):.2f} p99={pick(0.99):.2f} 
 PY
 sleep "$measure"
 b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N)
+read -r sent1 recv1 < <(rtp_counts)
 plateau_rss=$(rss_kb)
 metrics=$(curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null || true)
 echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording" || true
@@ -113,6 +125,8 @@ echo "calls=$calls rate=$rate hold=${hold}s plateau=${measure}s"
 paste <(echo "$a") <(echo "$b") | awk '{busy=$5-$2; idle=$6-$3; printf "cpu %s busy=%.1f%%\n", $1, 100*busy/(busy+idle)}'
 echo "crossline_cpu_pct_of_one_core=$(echo "($g1-$g0)/$hz/($t1-$t0)*100" | bc -l | xargs printf '%.1f')"
 echo "calls_active_at_plateau=${active%.*}"
+echo "rtp_sent_per_s=$(echo "($sent1-$sent0)/($t1-$t0)" | bc -l | xargs printf '%.0f') rtp_received_per_s=$(echo "($recv1-$recv0)/($t1-$t0)" | bc -l | xargs printf '%.0f')"
+[ "$sent1" != "$sent0" ] && echo "crossline_cpu_us_per_rtp_packet_sent=$(echo "($g1-$g0)/$hz*1000000/($sent1-$sent0)" | bc -l | xargs printf '%.2f')"
 echo "rss_idle_kb=$idle_rss rss_plateau_kb=$plateau_rss rss_per_call_kb=$(( (plateau_rss - idle_rss) / ${active%.*} ))"
 echo "disk_written_mb_per_s=$(echo "($w1-$w0)/1048576/($t1-$t0)" | bc -l | xargs printf '%.2f')"
 cat "$work/probe.txt"

@@ -9,6 +9,11 @@
 //! the next MEASURE_SECS. Arrival times are the kernel's receive timestamps
 //! (SO_TIMESTAMPNS), so the probe's own scheduling delays don't count as
 //! jitter; recvmmsg keeps the probe cheap.
+//!
+//! With `RTP_PROBE_ECHO=1` every packet goes back to where it came from
+//! (one `sendmmsg` a batch), so each stream also receives 50 packets a
+//! second, as in a call where the caller talks: the gateway's RTP reads
+//! are loaded too.
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
@@ -75,19 +80,31 @@ fn main() {
     let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
     let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
     let mut controls = vec![[0u64; 8]; BATCH];
+    let echo = std::env::var("RTP_PROBE_ECHO").is_ok_and(|v| v == "1");
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut sources: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    // SAFETY: all-zero is a valid mmsghdr; each is filled before use.
+    let mut replies: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
     for b in bufs.iter_mut() {
         iovecs.push(libc::iovec {
             iov_base: b.as_mut_ptr().cast(),
             iov_len: b.len(),
         });
     }
-    for (iov, ctl) in iovecs.iter_mut().zip(controls.iter_mut()) {
+    for ((iov, ctl), src) in iovecs
+        .iter_mut()
+        .zip(controls.iter_mut())
+        .zip(sources.iter_mut())
+    {
         // SAFETY: zeroed msghdr is valid; we point it at our iovec.
         let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
         hdr.msg_hdr.msg_iov = iov;
         hdr.msg_hdr.msg_iovlen = 1;
         hdr.msg_hdr.msg_control = ctl.as_mut_ptr().cast();
         hdr.msg_hdr.msg_controllen = std::mem::size_of_val(ctl);
+        if echo {
+            hdr.msg_hdr.msg_name = (src as *mut libc::sockaddr_storage).cast();
+        }
         msgs.push(hdr);
     }
     let mut timeout = libc::timespec {
@@ -98,6 +115,10 @@ fn main() {
     while Instant::now() < end {
         for (m, ctl) in msgs.iter_mut().zip(controls.iter()) {
             m.msg_hdr.msg_controllen = std::mem::size_of_val(ctl);
+            if echo {
+                m.msg_hdr.msg_namelen =
+                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            }
         }
         // SAFETY: msgs/iovecs/bufs outlive the call; BATCH entries.
         let n = unsafe {
@@ -111,6 +132,29 @@ fn main() {
         };
         if n <= 0 {
             continue;
+        }
+        if echo {
+            // Each packet back to its source: the same buffer, the
+            // received length.
+            let mut sent_iovecs: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
+                iov_base: iovecs[i].iov_base,
+                iov_len: msgs[i].msg_len as usize,
+            });
+            for ((reply, m), iov) in replies
+                .iter_mut()
+                .zip(msgs.iter())
+                .zip(sent_iovecs.iter_mut())
+            {
+                reply.msg_hdr.msg_name = m.msg_hdr.msg_name;
+                reply.msg_hdr.msg_namelen = m.msg_hdr.msg_namelen;
+                reply.msg_hdr.msg_iov = iov;
+                reply.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: every reply points at a live buffer of its length and
+            // at the source address recvmmsg wrote; n entries.
+            unsafe {
+                libc::sendmmsg(sock.as_raw_fd(), replies.as_mut_ptr(), n as libc::c_uint, 0);
+            }
         }
         let now = Instant::now();
         if now < measure_from {

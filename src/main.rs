@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use crossline::config::{Config, LogFormat};
 use crossline::telemetry::otlp::Exporter;
 
+/// jemalloc with background purging gives memory back after a burst of
+/// calls; glibc's malloc keeps most of it (benches/README.md, section 11).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "crossline",

@@ -185,6 +185,9 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
         gauge!(names::AUDIO_LOAD_PERCENT, "loop" => i.to_string()).set(load);
     }
     gauge!(names::RTP_PORTS_FREE).set(s.free_rtp_ports as f64);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        gauge!(names::RUNTIME_TASKS_ALIVE).set(runtime.metrics().num_alive_tasks() as f64);
+    }
     gauge!(names::FLOWS_ACTIVE).set(s.active_flows as f64);
     gauge!(names::DRAINING).set(if s.draining { 1.0 } else { 0.0 });
     for (registrar, up) in s.registrations {

@@ -4,8 +4,8 @@
 //! channel is the application's.
 
 pub use crossline_media::{
-    audio_file, audio_loop, clips, dtmf, g711, headroom, jitter, live, player, ports, record_tap,
-    rtcp, rtp_packet, tones, FRAME_SAMPLES,
+    audio_file, audio_loop, batch_io, clips, dtmf, g711, headroom, jitter, live, player, ports,
+    record_tap, rtcp, rtp_packet, tones, FRAME_SAMPLES,
 };
 
 pub mod engine;

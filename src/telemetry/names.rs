@@ -267,6 +267,10 @@ pub const AUDIO_LOAD_PERCENT: Metric = gauge(
     "crossline_audio_load_percent",
     "Share of each 20 ms frame the audio loop spends working, smoothed over about a second, by loop; its headroom is the rest.",
 );
+pub const RUNTIME_TASKS_ALIVE: Metric = gauge(
+    "crossline_runtime_tasks_alive",
+    "Tasks alive on the tokio runtime: flat between load waves, or something leaks a task per call.",
+);
 pub const OVERLOADED: Metric = gauge(
     "crossline_overloaded",
     "1 while the audio loops lack headroom and new calls get 503, else 0.",
@@ -639,6 +643,7 @@ pub const ALL: &[Metric] = &[
     AUDIO_BUSY_MICROSECONDS,
     AUDIO_MAX_TICK_MICROSECONDS,
     AUDIO_LOAD_PERCENT,
+    RUNTIME_TASKS_ALIVE,
     OVERLOADED,
     OVERLOAD_OPTIONS_REFUSED,
     FLOWS_ACTIVE,

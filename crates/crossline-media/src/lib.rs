@@ -9,6 +9,7 @@
 
 pub mod audio_file;
 pub mod audio_loop;
+pub mod batch_io;
 pub mod clips;
 pub mod dtmf;
 pub mod g711;

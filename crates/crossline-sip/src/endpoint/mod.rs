@@ -10,6 +10,7 @@
 
 pub mod admission;
 mod calls;
+mod compact;
 mod identity;
 mod inbound;
 mod ping;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use self::compact::Compact as _;
 use crate::auth::DigestServer;
 use crate::message::{parse_message, Method, Response, SipMessage, StreamFramer};
 use crate::sdp::{Codec, Negotiated};
@@ -945,6 +947,22 @@ impl Endpoint {
                 TimerTarget::Ping(id) => self.ping_ended(id, PingOutcome::Timeout),
             }
         }
+        self.compact_tables();
+    }
+
+    /// Give back what a past burst of calls grew the tables to (a few
+    /// comparisons when there is nothing to give back).
+    fn compact_tables(&mut self) {
+        self.server_txs.compact();
+        self.client_txs.compact();
+        self.calls.compact();
+        self.dialogs.compact();
+        self.pending_invites.compact();
+        self.timers.compact();
+        self.timer_targets.compact();
+        self.outbox.compact();
+        self.events.compact();
+        self.calls_by_source.compact();
     }
 
     fn schedule(&mut self, at: Instant, target: TimerTarget) {

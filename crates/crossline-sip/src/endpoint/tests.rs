@@ -214,6 +214,47 @@ fn uas_basic_call_flow() {
     assert_eq!(t.ep.transaction_count(), 0);
 }
 
+/// A burst of calls grows the transaction, timer and call tables; once the
+/// calls are over and their transactions expired, the tables give the
+/// memory back instead of keeping the burst's size for good.
+#[test]
+fn the_tables_shrink_once_a_burst_of_calls_is_over() {
+    let mut t = T::new();
+    for i in 0..3_000u32 {
+        let call_id = format!("burst{i}");
+        t.recv(
+            0,
+            &invite(&format!("z9hG4bKb{i}"), &call_id, &sdp_offer("0", ""), ""),
+        );
+        let call = t.incoming_call();
+        t.ep.answer(t.at(1), call, media(20000)).unwrap();
+        let ok = t.responses().into_iter().find(|r| r.status == 200).unwrap();
+        t.recv(2, &ack_for(&ok, &call_id, ""));
+        let bye = in_dialog("BYE", &ok, &call_id, 2, "", "")
+            .replace("branch=z9hG4bKBYE2", &format!("branch=z9hG4bKbye{i}"));
+        t.recv(3, &bye);
+        assert_eq!(statuses(&t.responses()), vec![200]);
+        t.events();
+    }
+    // Each call's INVITE and BYE transactions are kept for their timers.
+    assert_eq!(t.ep.transaction_count(), 6_000);
+    let grown = t.ep.server_txs.capacity() + t.ep.timer_targets.capacity();
+    assert!(grown >= 6_000 + 6_000, "{grown}");
+    t.run_timers_until(200_000);
+    assert_eq!(t.ep.transaction_count(), 0);
+    assert_eq!(t.ep.active_calls(), 0);
+    for (table, capacity) in [
+        ("server transactions", t.ep.server_txs.capacity()),
+        ("timer targets", t.ep.timer_targets.capacity()),
+        ("timers", t.ep.timers.capacity()),
+        ("calls", t.ep.calls.capacity()),
+        ("dialogs", t.ep.dialogs.capacity()),
+        ("pending INVITEs", t.ep.pending_invites.capacity()),
+    ] {
+        assert!(capacity <= 1_024, "{table}: {capacity} slots kept");
+    }
+}
+
 #[test]
 fn uas_retransmits_2xx_until_ack_then_gives_up_with_bye() {
     let mut t = T::new();
