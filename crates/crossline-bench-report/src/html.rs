@@ -164,16 +164,37 @@ pub fn page(
         out.push_str("<h2>Soak</h2>");
         table(
             &mut out,
-            &["elapsed s", "calls completed", "RSS MB", "threads", "fds"],
-            results.soak.iter().map(|s| {
-                vec![
-                    num(s.elapsed_s, 0),
-                    s.calls_completed.to_string(),
-                    num(s.rss_mb, 1),
-                    s.threads.to_string(),
-                    s.fds.to_string(),
-                ]
-            }),
+            &[
+                "s",
+                "phase",
+                "calls up",
+                "RSS MB",
+                "threads",
+                "fds",
+                "tokio tasks",
+            ],
+            // One row per phase: its last sample.
+            results
+                .soak
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| {
+                    results
+                        .soak
+                        .get(i + 1)
+                        .is_none_or(|next| next.phase != s.phase)
+                })
+                .map(|(_, s)| {
+                    vec![
+                        num(s.elapsed_s, 0),
+                        s.phase.clone(),
+                        s.calls_active.to_string(),
+                        num(s.rss_mb, 1),
+                        s.threads.to_string(),
+                        s.fds.to_string(),
+                        s.tasks.to_string(),
+                    ]
+                }),
         );
     }
     if !results.criterion.is_empty() {

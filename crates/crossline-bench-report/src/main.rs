@@ -46,7 +46,7 @@ struct Args {
     /// Setup rate while the concurrency sweep ramps up.
     #[arg(long, default_value_t = 250)]
     ramp_rate: u32,
-    /// Run benches/soak.sh too (long: 100,000 calls).
+    /// Run benches/soak.sh too (long: 100,000 calls in waves, ~5 minutes).
     #[arg(long)]
     soak: bool,
     /// Plot a soak CSV from an earlier benches/soak.sh run.
@@ -226,7 +226,7 @@ fn measure(args: &Args) -> Result<Results, String> {
         results.soak = parse::soak_csv(&text);
         if results.soak.is_empty() {
             return Err(format!(
-                "{}: no soak samples (header needs elapsed_s,calls_completed,rss_kb)",
+                "{}: no soak samples (benches/soak.sh's header: t_s,phase,rss_kb,...)",
                 csv.display()
             ));
         }

@@ -71,8 +71,8 @@ pub fn calls_run(output: &str, offered: u64) -> Option<CallsStep> {
     })
 }
 
-/// A soak CSV with a header naming at least `elapsed_s`, `calls_completed`
-/// and `rss_kb` (`threads` and `fds` when present).
+/// benches/soak.sh's CSV: `t_s,phase,rss_kb,rss_anon_kb,threads,fds,tasks,calls_active`
+/// (columns found by name; `t_s`, `rss_kb` required).
 pub fn soak_csv(csv: &str) -> Vec<SoakSample> {
     let mut lines = csv.lines();
     let Some(header) = lines.next() else {
@@ -80,12 +80,16 @@ pub fn soak_csv(csv: &str) -> Vec<SoakSample> {
     };
     let names: Vec<&str> = header.split(',').map(str::trim).collect();
     let col = |name: &str| names.iter().position(|n| *n == name);
-    let (Some(elapsed), Some(calls), Some(rss)) =
-        (col("elapsed_s"), col("calls_completed"), col("rss_kb"))
-    else {
+    let (Some(elapsed), Some(rss)) = (col("t_s"), col("rss_kb")) else {
         return Vec::new();
     };
-    let (threads, fds) = (col("threads"), col("fds"));
+    let (phase, threads, fds, tasks, calls) = (
+        col("phase"),
+        col("threads"),
+        col("fds"),
+        col("tasks"),
+        col("calls_active"),
+    );
     lines
         .filter_map(|line| {
             let cells: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -93,10 +97,15 @@ pub fn soak_csv(csv: &str) -> Vec<SoakSample> {
             let opt = |i: Option<usize>| i.and_then(num).unwrap_or(0.0) as u64;
             Some(SoakSample {
                 elapsed_s: num(elapsed)?,
-                calls_completed: num(calls)? as u64,
+                phase: phase
+                    .and_then(|i| cells.get(i))
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
                 rss_mb: num(rss)? / 1024.0,
                 threads: opt(threads),
                 fds: opt(fds),
+                tasks: opt(tasks),
+                calls_active: opt(calls),
             })
         })
         .collect()
@@ -187,11 +196,13 @@ mod tests {
             vec![2.5, 4.0]
         );
         let soak = soak_csv(
-            "elapsed_s,calls_completed,rss_kb,threads,fds\n0,0,16384,9,20\n60,50000,115712,9,21\n",
+            "t_s,phase,rss_kb,rss_anon_kb,threads,fds,tasks,calls_active\n\
+             0.0,idle,16384,9000,9,20,12,0\n61.5,wave1,115712,90000,9,2021,1012,1000\n",
         );
         assert_eq!(soak.len(), 2);
-        assert_eq!(soak[1].calls_completed, 50000);
+        assert_eq!(soak[1].phase, "wave1");
         assert_eq!(soak[1].rss_mb, 113.0);
-        assert_eq!(soak[1].fds, 21);
+        assert_eq!(soak[1].fds, 2021);
+        assert_eq!(soak[1].calls_active, 1000);
     }
 }

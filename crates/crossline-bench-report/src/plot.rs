@@ -272,21 +272,29 @@ pub fn all(results: &Results) -> Vec<(String, Result<String, String>)> {
         ));
     }
     if !results.soak.is_empty() {
-        let title = "Soak: memory as calls complete";
-        let points = results
+        let title = "Soak: memory through the waves of calls and after";
+        let rss = results
             .soak
             .iter()
-            .map(|s| (s.calls_completed as f64, s.rss_mb))
+            .map(|s| (s.elapsed_s, s.rss_mb))
+            .collect();
+        let calls = results
+            .soak
+            .iter()
+            .map(|s| (s.elapsed_s, s.calls_active as f64 / 100.0))
             .collect();
         plots.push((
             title.to_string(),
             line_chart(
                 &Labels {
                     title,
-                    x: "calls completed",
-                    y: "RSS (MB)",
+                    x: "time (s)",
+                    y: "RSS (MB); calls up (hundreds)",
                 },
-                &[Series::new("RSS", points)],
+                &[
+                    Series::new("RSS (MB)", rss),
+                    Series::new("calls up / 100", calls),
+                ],
                 None,
             ),
         ));

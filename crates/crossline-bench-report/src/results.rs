@@ -77,10 +77,13 @@ pub struct CallsStep {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SoakSample {
     pub elapsed_s: f64,
-    pub calls_completed: u64,
+    /// `idle`, `waveN`, `pauseN` or `after` (benches/soak.sh's phases).
+    pub phase: String,
     pub rss_mb: f64,
     pub threads: u64,
     pub fds: u64,
+    pub tasks: u64,
+    pub calls_active: u64,
 }
 
 /// Which way a figure should move.
@@ -156,7 +159,7 @@ impl Results {
         }
         if let (Some(first), Some(last)) = (self.soak.first(), self.soak.last()) {
             out.push((
-                "soak: RSS growth (MB)".into(),
+                "soak: RSS at the end above idle (MB)".into(),
                 last.rss_mb - first.rss_mb,
                 Better::Lower,
             ));

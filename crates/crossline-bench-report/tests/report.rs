@@ -26,8 +26,9 @@ fn results(p99_ms: f64, loss_pct: f64) -> serde_json::Value {
                  "setup_p50_ms": 1.0, "setup_p99_ms": 4.0, "cpu_pct_of_one_core": 30.0, "peak_rss_mb": 40.0,
                  "setup_histogram_pct": [50.0, 30.0, 15.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}],
         "calls": calls,
-        "soak": [{"elapsed_s": 0.0, "calls_completed": 0, "rss_mb": 16.0, "threads": 9, "fds": 20},
-                 {"elapsed_s": 100.0, "calls_completed": 50000, "rss_mb": 60.0, "threads": 9, "fds": 20}]
+        "soak": [{"elapsed_s": 0.0, "phase": "idle", "rss_mb": 16.0, "threads": 9, "fds": 20, "tasks": 12, "calls_active": 0},
+                 {"elapsed_s": 100.0, "phase": "wave1", "rss_mb": 60.0, "threads": 9, "fds": 2020, "tasks": 2012, "calls_active": 2000},
+                 {"elapsed_s": 200.0, "phase": "after", "rss_mb": 24.0, "threads": 9, "fds": 20, "tasks": 12, "calls_active": 0}]
     })
 }
 
