@@ -662,6 +662,7 @@ fn an_app_runs_before_the_answer_and_answers_or_rejects() {
             status_callback: Some("http://app.example/status".into()),
             status_callback_method: "POST".into(),
             status_callback_event: crate::twiml::status::EVENTS.map(String::from).to_vec(),
+            twiml: None,
         }),
         ..RouteConfig::to_flow("")
     });

@@ -117,6 +117,9 @@ pub struct AppConfig {
     /// Which events: initiated, ringing, answered, completed.
     #[serde(default = "every_event")]
     pub status_callback_event: Vec<String>,
+    /// The first document itself (a Calls API `Twiml`), not in config.
+    #[serde(skip)]
+    pub twiml: Option<String>,
 }
 
 fn every_event() -> Vec<String> {

@@ -56,6 +56,8 @@ pub struct Apps {
     /// `<Dial><Number>` goes out through this trunk (by name).
     pub outbound_trunk: Option<crate::config::TrunkConfig>,
     pub(super) statuses: super::status::StatusQueues,
+    /// Running app calls, by CallSid (the Calls API redirects them).
+    pub live: super::live::LiveApps,
 }
 
 impl Apps {
@@ -83,6 +85,7 @@ impl Apps {
                 .and_then(|name| config.outbound_trunks(name))
                 .and_then(|(trunks, _)| trunks.first().map(|t| (*t).clone())),
             statuses: Default::default(),
+            live: Default::default(),
         })
     }
 
