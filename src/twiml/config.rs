@@ -25,6 +25,9 @@ pub struct TwimlConfig {
     /// Said (then the call hangs up) when an app fails with no fallback.
     pub error_message: String,
     pub error_language: String,
+    /// Hosts a Calls API `To` may name as `sip:user@host` (`host` any
+    /// port, `host:port` that one); numbers go out through the trunk.
+    pub api_sip_hosts: Vec<String>,
 }
 
 impl Default for TwimlConfig {
@@ -39,6 +42,7 @@ impl Default for TwimlConfig {
             max_redirects: 10,
             error_message: "We are sorry, an application error has occurred. Goodbye.".into(),
             error_language: "en".into(),
+            api_sip_hosts: Vec::new(),
         }
     }
 }
