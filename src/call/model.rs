@@ -194,9 +194,10 @@ impl<R, F> Call<R, F> {
     /// brings one (a call placed through the Calls API).
     pub(crate) fn new(role: Role, mut record: CallRecord) -> Call<R, F> {
         if !record.vars.contains_key(crate::twiml::CALL_SID_VAR) {
-            record
-                .vars
-                .insert(crate::twiml::CALL_SID_VAR.into(), crate::twiml::new_sid("CA"));
+            record.vars.insert(
+                crate::twiml::CALL_SID_VAR.into(),
+                crate::twiml::new_sid("CA"),
+            );
         }
         Call {
             role,

@@ -86,7 +86,9 @@ fn status_event<R, F>(
         (INITIATED, _) => "initiated",
         (RINGING, _) => "ringing",
         (ANSWERED, _) => "in-progress",
-        (_, Some(cause)) => final_status_of(call.record.answered_at.is_some(), call.timed_out, cause),
+        (_, Some(cause)) => {
+            final_status_of(call.record.answered_at.is_some(), call.timed_out, cause)
+        }
         _ => "completed",
     };
     let r = &call.record;
@@ -140,7 +142,8 @@ fn final_status_of(answered: bool, timed_out: bool, cause: &EndCause) -> &'stati
             ..
         } => "busy",
         EndCause::Timeout => "no-answer",
-        EndCause::Cancelled => "canceled",
+        // Theirs cancelled, or ours (487 to our CANCEL).
+        EndCause::Cancelled | EndCause::Rejected { status: 487, .. } => "canceled",
         _ => "failed",
     }
 }

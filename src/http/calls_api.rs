@@ -59,11 +59,7 @@ fn twilio_error(e: &ApiError) -> Response {
 
 fn v1_error(e: &ApiError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    (
-        status,
-        Json(json!({ "error": e.message, "code": e.code })),
-    )
-        .into_response()
+    (status, Json(json!({ "error": e.message, "code": e.code }))).into_response()
 }
 
 /// The account's credentials in HTTP Basic, compared in constant time
@@ -136,7 +132,8 @@ fn base_path(account: &str) -> String {
 
 /// The sid in `/Calls/{sid}` (`CA….json`).
 fn sid_of(path: &str) -> Option<&str> {
-    path.strip_suffix(".json").filter(|s| crate::twiml::is_call_sid(s))
+    path.strip_suffix(".json")
+        .filter(|s| crate::twiml::is_call_sid(s))
 }
 
 // ---- the operations, shared by both APIs ----------------------------
@@ -181,7 +178,11 @@ async fn create(
         .unwrap_or_else(|| Err("the gateway is stopping".into()));
     match placed {
         Ok(()) => Ok(view),
-        Err(why) => Err(ApiError::new(503, 20503, format!("the call cannot be placed: {why}"))),
+        Err(why) => Err(ApiError::new(
+            503,
+            20503,
+            format!("the call cannot be placed: {why}"),
+        )),
     }
 }
 
@@ -200,7 +201,9 @@ fn limit_error(e: CallbackError) -> ApiError {
         CallbackError::Refused(Refusal::NotAPhoneNumber) => {
             ApiError::bad(21211, "Invalid 'To' Phone Number")
         }
-        CallbackError::Refused(r) => ApiError::bad(21215, format!("not permitted to call: {}", r.as_str())),
+        CallbackError::Refused(r) => {
+            ApiError::bad(21215, format!("not permitted to call: {}", r.as_str()))
+        }
         CallbackError::Unavailable(_) => ApiError::new(503, 20503, e.to_string()),
         other => ApiError::bad(21211, other.to_string()),
     }
@@ -231,7 +234,13 @@ async fn find(s: &HttpState, sid: &str) -> Result<Option<CallView>, Response> {
 
 /// Redirect or end the call; the call as it is now.
 async fn modify(s: &HttpState, sid: &str, form: &[(String, String)]) -> Result<CallView, ApiError> {
-    let not_found = || ApiError::new(404, 20404, format!("The requested resource /Calls/{sid}.json was not found"));
+    let not_found = || {
+        ApiError::new(
+            404,
+            20404,
+            format!("The requested resource /Calls/{sid}.json was not found"),
+        )
+    };
     match calls::change(form)? {
         Change::Redirect(target) => {
             if s.services.twiml.live.redirect(sid, target) {
@@ -244,7 +253,10 @@ async fn modify(s: &HttpState, sid: &str, form: &[(String, String)]) -> Result<C
                     21220,
                     "Call is not in-progress. Cannot redirect.",
                 )),
-                Some(_) => Err(ApiError::bad(21220, "Call is not in-progress. Cannot redirect.")),
+                Some(_) => Err(ApiError::bad(
+                    21220,
+                    "Call is not in-progress. Cannot redirect.",
+                )),
                 None => Err(not_found()),
             }
         }
@@ -307,7 +319,11 @@ async fn twilio_modify(
     }
     let Some(sid) = sid_of(&path) else {
         count("modify", "not_found");
-        return twilio_error(&ApiError::new(404, 20404, "The requested resource was not found"));
+        return twilio_error(&ApiError::new(
+            404,
+            20404,
+            "The requested resource was not found",
+        ));
     };
     match modify(&s, sid, &form_of(&b)).await {
         Ok(view) => {
@@ -315,7 +331,14 @@ async fn twilio_modify(
             Json(view.json(&account)).into_response()
         }
         Err(e) => {
-            count("modify", if e.status == 404 { "not_found" } else { "refused" });
+            count(
+                "modify",
+                if e.status == 404 {
+                    "not_found"
+                } else {
+                    "refused"
+                },
+            );
             twilio_error(&e)
         }
     }
@@ -341,7 +364,11 @@ async fn twilio_fetch(
         }
         None => {
             count("fetch", "not_found");
-            twilio_error(&ApiError::new(404, 20404, "The requested resource was not found"))
+            twilio_error(&ApiError::new(
+                404,
+                20404,
+                "The requested resource was not found",
+            ))
         }
     }
 }
@@ -473,7 +500,14 @@ pub(super) async fn v1_modify(
             Json(v1_json(&view, &account)).into_response()
         }
         Err(e) => {
-            count("modify", if e.status == 404 { "not_found" } else { "refused" });
+            count(
+                "modify",
+                if e.status == 404 {
+                    "not_found"
+                } else {
+                    "refused"
+                },
+            );
             v1_error(&e)
         }
     }
@@ -481,5 +515,8 @@ pub(super) async fn v1_modify(
 
 /// The SIP Call-ID of the call with this CallSid (live or recorded).
 pub async fn call_id_of(s: &HttpState, sid: &str) -> Result<Option<String>, Response> {
-    Ok(find(s, sid).await?.map(|v| v.call_id).filter(|c| !c.is_empty()))
+    Ok(find(s, sid)
+        .await?
+        .map(|v| v.call_id)
+        .filter(|c| !c.is_empty()))
 }

@@ -62,16 +62,14 @@ impl DialTo {
 /// Characters that could end a URI's user or host part and start
 /// parameters, headers or another header line.
 fn smuggles(s: &str) -> bool {
-    s.chars().any(|c| {
-        c.is_whitespace() || c.is_control() || ";?<>\"',&\\%[]{}|^`".contains(c)
-    })
+    s.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || ";?<>\"',&\\%[]{}|^`".contains(c))
 }
 
 /// `+` and 2 to 15 digits.
 pub fn is_e164(s: &str) -> bool {
-    s.strip_prefix('+').is_some_and(|d| {
-        (2..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
-    })
+    s.strip_prefix('+')
+        .is_some_and(|d| (2..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `To`: E.164 (spaces, dashes, dots and brackets dropped) or a
@@ -156,9 +154,8 @@ fn check_url(name: &str, raw: &str) -> Result<reqwest::Url, ApiError> {
 fn method_of(name: &str, raw: Option<&str>) -> Result<Method, ApiError> {
     match raw {
         None | Some("") => Ok(Method::Post),
-        Some(m) => {
-            Method::parse(m).ok_or_else(|| ApiError::bad(21208, format!("{name} must be GET or POST")))
-        }
+        Some(m) => Method::parse(m)
+            .ok_or_else(|| ApiError::bad(21208, format!("{name} must be GET or POST"))),
     }
 }
 
@@ -217,7 +214,10 @@ pub fn new_call(form: &[(String, String)], allowed_hosts: &[String]) -> Result<N
         .filter(|(k, _)| k == "StatusCallbackEvent")
         .flat_map(|(_, v)| v.split_whitespace().map(str::to_ascii_lowercase))
         .collect();
-    if let Some(bad) = events.iter().find(|e| !super::status::EVENTS.contains(&e.as_str())) {
+    if let Some(bad) = events
+        .iter()
+        .find(|e| !super::status::EVENTS.contains(&e.as_str()))
+    {
         return Err(ApiError::bad(
             21626,
             format!(
@@ -358,10 +358,12 @@ impl CallView {
 
     /// Twilio's call resource.
     pub fn json(&self, account_sid: &str) -> Value {
-        let duration = self
-            .answered
-            .zip(self.ended)
-            .map(|(a, e)| e.duration_since(a).unwrap_or_default().as_secs().to_string());
+        let duration = self.answered.zip(self.ended).map(|(a, e)| {
+            e.duration_since(a)
+                .unwrap_or_default()
+                .as_secs()
+                .to_string()
+        });
         let uri = format!("/2010-04-01/Accounts/{account_sid}/Calls/{}.json", self.sid);
         json!({
             "sid": self.sid,
@@ -500,7 +502,11 @@ impl ListQuery {
     /// The query string of page `page` (starting at `offset`).
     fn uri(&self, base: &str, page: usize, offset: Option<usize>) -> String {
         let mut pairs = vec![("PageSize".to_string(), self.page_size.to_string())];
-        for (k, v) in [("To", &self.to), ("From", &self.from), ("Status", &self.status)] {
+        for (k, v) in [
+            ("To", &self.to),
+            ("From", &self.from),
+            ("Status", &self.status),
+        ] {
             if let Some(v) = v {
                 pairs.push((k.into(), v.clone()));
             }
@@ -599,7 +605,10 @@ mod tests {
     }
 
     fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -618,10 +627,17 @@ mod tests {
         )
         .unwrap();
         assert!(super::super::is_call_sid(&c.sid));
-        assert_eq!(c.app.status_callback_event, ["initiated", "ringing", "answered"]);
+        assert_eq!(
+            c.app.status_callback_event,
+            ["initiated", "ringing", "answered"]
+        );
         assert_eq!(c.timeout, Duration::from_secs(5), "at least 5 s");
         let inline = new_call(
-            &form(&[("To", "+12015550123"), ("From", "x"), ("Twiml", "<Response><Say>Hi</Say></Response>")]),
+            &form(&[
+                ("To", "+12015550123"),
+                ("From", "x"),
+                ("Twiml", "<Response><Say>Hi</Say></Response>"),
+            ]),
             &hosts(),
         )
         .unwrap();
@@ -629,19 +645,52 @@ mod tests {
         assert_eq!(inline.app.status_callback_event, ["completed"]);
         for (bad, code) in [
             (vec![("To", "+12015550123"), ("From", "x")], 21205),
-            (vec![("To", "+12015550123"), ("From", "x"), ("Url", "file:///etc/passwd")], 21205),
-            (vec![("To", "+12015550123"), ("From", "x"), ("Twiml", "<Response><Shout/></Response>")], 12100),
-            (vec![("To", "+12015550123"), ("From", "x"), ("Url", "http://a/"), ("StatusCallbackEvent", "all")], 21626),
+            (
+                vec![
+                    ("To", "+12015550123"),
+                    ("From", "x"),
+                    ("Url", "file:///etc/passwd"),
+                ],
+                21205,
+            ),
+            (
+                vec![
+                    ("To", "+12015550123"),
+                    ("From", "x"),
+                    ("Twiml", "<Response><Shout/></Response>"),
+                ],
+                12100,
+            ),
+            (
+                vec![
+                    ("To", "+12015550123"),
+                    ("From", "x"),
+                    ("Url", "http://a/"),
+                    ("StatusCallbackEvent", "all"),
+                ],
+                21626,
+            ),
         ] {
-            assert_eq!(new_call(&form(&bad), &hosts()).map(|_| ()).map_err(|e| e.code), Err(code));
+            assert_eq!(
+                new_call(&form(&bad), &hosts())
+                    .map(|_| ())
+                    .map_err(|e| e.code),
+                Err(code)
+            );
         }
     }
 
     #[test]
     fn changes_are_a_redirect_or_an_end() {
         assert!(matches!(
-            change(&form(&[("Url", "http://app.example/next"), ("Method", "GET")])),
-            Ok(Change::Redirect(AppTarget { method: Method::Get, .. }))
+            change(&form(&[
+                ("Url", "http://app.example/next"),
+                ("Method", "GET")
+            ])),
+            Ok(Change::Redirect(AppTarget {
+                method: Method::Get,
+                ..
+            }))
         ));
         assert!(matches!(
             change(&form(&[("Status", "canceled")])),
@@ -649,7 +698,9 @@ mod tests {
         ));
         assert!(matches!(
             change(&form(&[("Status", "completed")])),
-            Ok(Change::End { ringing_only: false })
+            Ok(Change::End {
+                ringing_only: false
+            })
         ));
         assert!(change(&form(&[("Status", "paused")])).is_err());
         assert!(change(&form(&[])).is_err());
@@ -659,7 +710,11 @@ mod tests {
         CallView {
             sid: format!("CA{n:032x}"),
             from: "+15550001111".into(),
-            to: if n % 2 == 0 { "+12015550123".into() } else { "+12015550199".into() },
+            to: if n % 2 == 0 {
+                "+12015550123".into()
+            } else {
+                "+12015550199".into()
+            },
             direction: "outbound-api",
             status: "completed",
             created: UNIX_EPOCH + Duration::from_secs(1_000 + n),
@@ -682,7 +737,14 @@ mod tests {
         assert_eq!(q2.offset, 2);
         let second = page(calls.clone(), &q2, base, "AC1");
         assert_eq!(second["calls"][0]["sid"], view(2).sid);
-        let q3 = ListQuery::parse(second["next_page_uri"].as_str().unwrap().split_once('?').unwrap().1);
+        let q3 = ListQuery::parse(
+            second["next_page_uri"]
+                .as_str()
+                .unwrap()
+                .split_once('?')
+                .unwrap()
+                .1,
+        );
         let third = page(calls.clone(), &q3, base, "AC1");
         assert_eq!(third["calls"].as_array().map(Vec::len), Some(1));
         assert!(third["next_page_uri"].is_null());

@@ -134,7 +134,11 @@ pub async fn run(app: &AppConfig, cx: &mut FlowCx) -> Result<(), Ended> {
         call_sid,
         fallback: None,
     };
-    let first = match (&app.twiml, reqwest::Url::parse(&app.url), Method::parse(&app.method)) {
+    let first = match (
+        &app.twiml,
+        reqwest::Url::parse(&app.url),
+        Method::parse(&app.method),
+    ) {
         (Some(twiml), _, Some(method)) => Request::of(super::live::AppTarget {
             document: super::live::Document::Inline(twiml.as_str().into()),
             method,
@@ -367,9 +371,9 @@ impl Session {
                 cx.reject(*status)?;
                 Ok(Step::End)
             }
-            VerbKind::Redirect { url, method } => resolve(base, url).map(|url| {
-                Step::Fetch(Request::to(url, *method, Vec::new()))
-            }),
+            VerbKind::Redirect { url, method } => {
+                resolve(base, url).map(|url| Step::Fetch(Request::to(url, *method, Vec::new())))
+            }
             VerbKind::Refer {
                 target,
                 action,
@@ -529,9 +533,7 @@ impl Session {
         if let Some(k) = finished_on {
             extra.push(("FinishedOnKey".into(), k.to_string()));
         }
-        Ok(url.map(|url| {
-            Step::Fetch(Request::to(url, g.method, extra))
-        }))
+        Ok(url.map(|url| Step::Fetch(Request::to(url, g.method, extra))))
     }
 
     async fn dial(
@@ -602,9 +604,7 @@ impl Session {
         if status == "completed" {
             extra.push(("DialCallDuration".into(), duration.to_string()));
         }
-        Ok(resolve(base, action).map(|url| {
-            Step::Fetch(Request::to(url, d.method, extra))
-        }))
+        Ok(resolve(base, action).map(|url| Step::Fetch(Request::to(url, d.method, extra))))
     }
 
     /// Each target as a SIP URI (with digits to send on answer), and the
