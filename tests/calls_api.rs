@@ -185,17 +185,23 @@ fn calls_placed_through_the_api_reach_the_uas_and_run_the_app() {
     assert_eq!(done["Direction"], "outbound-api");
     assert_eq!(done["SipResponseCode"], "200");
 
-    // A SIP URI on an allowed host, with its first document inline.
+    // A SIP URI on an allowed host, with its first document inline,
+    // placed by the example script (standard library only).
     let (bob_port, bob) = uas(answering("bob", "crossline-bot"), dir.path());
-    let second = api(
-        &gw,
-        "create",
-        json!({
-            "to": format!("sip:bob@127.0.0.1:{bob_port}"), "from_": "crossline-bot",
-            "twiml": "<Response><Say>Hello from the Calls API.</Say><Hangup/></Response>",
-        }),
-    );
+    let out = Command::new("python3")
+        .arg(repo().join("examples/twiml-app/call.py"))
+        .arg(format!("http://127.0.0.1:{}", gw.http_port))
+        .arg(format!("sip:bob@127.0.0.1:{bob_port}"))
+        .arg("crossline-bot")
+        .arg("<Response><Say>Hello from the Calls API.</Say><Hangup/></Response>")
+        .env("ACCOUNT_SID", ACCOUNT_SID)
+        .env("AUTH_TOKEN", AUTH_TOKEN)
+        .output()
+        .expect("run examples/twiml-app/call.py");
+    assert!(out.status.success(), "{out:?}");
+    let second: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(is_sid(&second["sid"]), "{second}");
+    assert_eq!(second["status"], "queued");
     let run = bob.join().unwrap();
     assert!(run.ok(), "bob's UAS: {}", run.describe());
 
