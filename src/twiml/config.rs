@@ -212,8 +212,10 @@ mod tests {
 
     #[test]
     fn api_sip_hosts_are_plain_hosts() {
-        let mut t = TwimlConfig::default();
-        t.api_sip_hosts = vec!["pbx.example.com".into(), "10.0.0.5:5070".into()];
+        let mut t = TwimlConfig {
+            api_sip_hosts: vec!["pbx.example.com".into(), "10.0.0.5:5070".into()],
+            ..Default::default()
+        };
         assert!(t.api_problems().is_empty());
         for bad in [
             "",
