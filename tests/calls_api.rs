@@ -324,6 +324,10 @@ fn live_calls_are_redirected_mid_play_hung_up_and_cancelled() {
         cut < 0.2,
         "the tone went on {cut:.3} s after the redirect was sent"
     );
+    assert!(
+        cut > -0.1,
+        "the tone had stopped {cut:.3} s before the redirect"
+    );
     let after = app.requests_to("/after-redirect");
     assert_eq!(after.len(), 1, "{:?}", app.requests());
     assert_eq!(after[0]["params"]["CallSid"], sid);
