@@ -7,88 +7,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::audio::*;
+use common::twiml_app::{App, Stopped, ACCOUNT_SID, AUTH_TOKEN};
 use common::*;
 use serde_json::Value;
 
-const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
-const AUTH_TOKEN: &str = "twiml-test-auth-token-0123456789";
 const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123";
-
-/// The Python app, on its own port, logging each request it gets.
-struct App {
-    _child: Stopped,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl App {
-    fn start() -> App {
-        require("espeak-ng", "espeak-ng");
-        let python = peers::python("twilio");
-        let dir = tempfile::tempdir().unwrap();
-        // 1 kHz for 1 s: what <Play> plays.
-        let tone = dir.path().join("tone.wav");
-        write_tone(&tone, 1000.0, 1.0, 8000.0, 8000);
-        let log = dir.path().join("requests.jsonl");
-        std::fs::write(&log, "").unwrap();
-        let port = free_port();
-        let mut child = Command::new(python)
-            .arg(repo().join("tests/peers/twiml_app.py"))
-            .arg(port.to_string())
-            .arg(&log)
-            .arg(AUTH_TOKEN)
-            .arg(&tone)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tests/peers/twiml_app.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "the app did not start");
-        App {
-            _child: Stopped(child),
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn requests_to(&self, path: &str) -> Vec<Value> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r["path"] == path)
-            .collect()
-    }
-
-    /// Every request crossline made passed the twilio library's validator.
-    fn assert_all_signed(&self) {
-        let requests = self.requests();
-        assert!(!requests.is_empty());
-        for r in requests.iter().filter(|r| r.get("valid").is_some()) {
-            assert_eq!(r["valid"], true, "RequestValidator refused {r}");
-        }
-    }
-}
 
 /// A gateway with the test account and `routes`.
 fn gateway(routes: &str) -> Gateway {
@@ -435,6 +362,12 @@ fn bad_apps_get_the_spoken_error_and_a_hang_up() {
         ),
         ("huge", "/bad/huge", "too_large", "over 1000000 bytes"),
         ("loop", "/bad/loop", "too_many_redirects", ""),
+        (
+            "twimlloop",
+            "/bad/twiml-loop",
+            "redirect_loop",
+            "10 documents in a row played nothing",
+        ),
         ("notaudio", "/bad/notaudio", "play_not_audio", "not audio"),
         (
             "endless",
@@ -497,6 +430,8 @@ fn bad_apps_get_the_spoken_error_and_a_hang_up() {
         );
     }
     assert!(gw.log().contains("webhook app error"));
+    // The <Redirect> loop: bounded at 10 documents, then the error prompt.
+    assert_eq!(app.requests_to("/bad/twiml-loop").len(), 10);
     app.assert_all_signed();
 }
 
@@ -777,14 +712,4 @@ fn the_example_app_runs_a_call() {
         "the example app refused a request:\n{}",
         gw.log()
     );
-}
-
-/// A child process killed when dropped.
-struct Stopped(Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

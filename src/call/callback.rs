@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::model::{Call, CallbackLeg, Program, Role};
+use super::model::{AppRun, Call, CallbackLeg, Program, Role};
+use super::status::StatusHook;
 use super::{CallControl, Effect, PortSource};
 use crate::callback::{Originate, Progress};
 use crate::flow::interp::TransferRequest;
@@ -12,6 +13,7 @@ use crate::sdp::Negotiated;
 use crate::sip::endpoint::{CallId, EndCause};
 use crate::sip::message::Uri;
 use crate::store::CallRecord;
+use crate::twiml::calls::{CallView, DialTo, NewCall};
 
 impl<P: PortSource, F> CallControl<P, F> {
     fn callback_failed(&mut self, id: &str, status: u16, reason: &str) {
@@ -92,10 +94,116 @@ impl<P: PortSource, F> CallControl<P, F> {
         self.process_events(now);
     }
 
+    /// Dial a Calls API call: a number through the outbound trunk, a SIP
+    /// URI (on an allowed host, checked by the API) straight; its app runs
+    /// once it is answered. Err: why it can't go out.
+    pub fn originate_app(&mut self, now: Instant, new: NewCall) -> Result<(), String> {
+        if self.draining() {
+            return Err("draining".into());
+        }
+        let (target, trunks) = match &new.to {
+            DialTo::Number(number) => {
+                let route = crate::callback::outbound_trunk(&self.config)
+                    .ok_or("no outbound trunk")?
+                    .to_string();
+                let trunks = self.trunk_route(&route)?;
+                let target = trunks
+                    .first()
+                    .and_then(|t| crate::callback::number_uri(t, number))
+                    .ok_or("the outbound trunk has no usable proxy")?;
+                (target, trunks)
+            }
+            DialTo::Sip(uri) => (Uri::parse(uri).map_err(|_| "not a SIP URI")?, Vec::new()),
+        };
+        let mut record = CallRecord::starting(
+            String::new(),
+            "outbound",
+            new.to.as_str().to_string(),
+            new.from.clone(),
+            trunks.first().map(|t| t.name.clone()),
+            Some(crate::twiml::APP_FLOW.into()),
+        );
+        record
+            .vars
+            .insert(crate::twiml::CALL_SID_VAR.into(), new.sid.clone());
+        record
+            .vars
+            .insert(crate::twiml::calls::API_VAR.into(), "1".into());
+        // A callback leg without a callback: its news goes nowhere.
+        let leg = CallbackLeg {
+            id: new.sid.clone(),
+            flow: None,
+            target: None,
+            vars: Default::default(),
+            answered: false,
+        };
+        let mut c = Call::new(Role::Callback(Box::new(leg)), record);
+        c.program = Some(Program::App(Box::new(AppRun {
+            flow: std::sync::Arc::new(crate::twiml::app_flow(&new.app)),
+            status: crate::twiml::StatusTarget::of(&new.app)
+                .map(|t| StatusHook::new(std::sync::Arc::new(t), new.sid.clone())),
+        })));
+        let retarget = !trunks.is_empty();
+        let call = self.place_call_through(now, target, &trunks, retarget, new.from, c)?;
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.span = super::call_span(call, &c.record);
+            c.span
+                .in_scope(|| tracing::info!(%call, sid = %new.sid, "Calls API: dialling"));
+        }
+        self.call_status(call, super::status::INITIATED);
+        self.set_give_up(call, now.checked_add(new.timeout).unwrap_or(now));
+        self.process_events(now);
+        Ok(())
+    }
+
+    /// Status=completed (any call) or canceled (`ringing_only`) from the
+    /// Calls API: the call as it is now; None when no call has that sid.
+    pub(crate) fn end_by_sid(
+        &mut self,
+        now: Instant,
+        sid: &str,
+        ringing_only: bool,
+    ) -> Option<CallView> {
+        let (id, call) = self.calls.iter().find(|(_, c)| c.sid() == sid)?;
+        let id = *id;
+        let mut view = view_of(call);
+        let answered = call.record.answered_at.is_some();
+        let theirs = matches!(call.role, Role::Inbound);
+        if ringing_only && answered {
+            // Twilio: canceling a call in progress does nothing.
+            return Some(view);
+        }
+        let _in_call = self.enter(id);
+        tracing::info!(ringing_only, "Calls API: ending the call");
+        match (answered, theirs) {
+            // Ours ringing: CANCEL. Theirs ringing: refuse it.
+            (false, true) => {
+                let _ = self.endpoint.reject(now, id, 487);
+            }
+            _ => self.hang_up(now, id),
+        }
+        view.status = if answered { "completed" } else { "canceled" };
+        view.ended = Some(std::time::SystemTime::now());
+        Some(view)
+    }
+
+    /// Every live call, as the Calls API shows it.
+    pub(crate) fn call_views(&self) -> Vec<CallView> {
+        self.calls.values().map(|c| view_of(c)).collect()
+    }
+
     pub(crate) fn callback_progress(&mut self, call: CallId, status: u16) {
         if let (Some(Role::Callback(leg)), 180 | 183) =
             (self.calls.get(&call).map(|c| &c.role), status)
         {
+            let api = self
+                .calls
+                .get(&call)
+                .is_some_and(|c| c.record.vars.contains_key(crate::twiml::calls::API_VAR));
+            if api {
+                self.call_status(call, super::status::RINGING);
+                return;
+            }
             self.effects.push_back(Effect::Callback {
                 id: leg.id.clone(),
                 progress: Progress::Ringing,
@@ -128,13 +236,15 @@ impl<P: PortSource, F> CallControl<P, F> {
                 Program::from_name(name, &self.config.flow_set, self.router.default_hold())
             }
             (None, Some(_)) => Some(Program::Hold(self.router.default_hold().clone())),
-            (None, None) => None,
+            // A Calls API call: its app.
+            (None, None) => call.program.take(),
         };
         call.program = program.clone();
         self.effects.push_back(Effect::Callback {
             id: callback.clone(),
             progress: Progress::Answered,
         });
+        self.call_status(id, super::status::ANSWERED);
         let (Some(r), Some(media), Some(_)) = (reservation, media, program) else {
             tracing::warn!(call = %id, %callback, "callback: no media or no flow; hanging up");
             self.hang_up(now, id);
@@ -182,4 +292,25 @@ impl<P: PortSource, F> CallControl<P, F> {
 
 fn end_reason(cause: &EndCause) -> String {
     super::outcome(cause).0.to_string()
+}
+
+/// A live call as the Calls API shows it.
+fn view_of<R, F>(c: &Call<R, F>) -> CallView {
+    let r = &c.record;
+    let api = r.vars.contains_key(crate::twiml::calls::API_VAR);
+    CallView {
+        sid: c.sid().to_string(),
+        from: r.caller.clone(),
+        to: r.did.clone(),
+        direction: crate::twiml::calls::direction(r.direction, api),
+        status: if r.answered_at.is_some() {
+            "in-progress"
+        } else {
+            "ringing"
+        },
+        created: r.started_at,
+        answered: r.answered_at,
+        ended: None,
+        call_id: r.call_id.clone(),
+    }
 }

@@ -698,21 +698,13 @@ impl<P: PortSource, F> CallControl<P, F> {
         let program = route
             .as_ref()
             .and_then(|(flow, _, hold, _, _, app)| match app {
-                Some(app) => {
-                    // One CallSid for the app's requests, its status events
-                    // and the record.
-                    let sid = crate::twiml::new_sid("CA");
-                    call.record
-                        .vars
-                        .insert(crate::twiml::CALL_SID_VAR.into(), sid.clone());
-                    Some(Program::App(Box::new(model::AppRun {
-                        flow: app.flow.clone(),
-                        status: app
-                            .status
-                            .clone()
-                            .map(|target| status::StatusHook::new(target, sid)),
-                    })))
-                }
+                Some(app) => Some(Program::App(Box::new(model::AppRun {
+                    flow: app.flow.clone(),
+                    status: app
+                        .status
+                        .clone()
+                        .map(|target| status::StatusHook::new(target, call.sid().to_string())),
+                }))),
                 None => Program::from_name(flow, &self.config.flow_set, hold),
             });
         let (ring_ms, early_media) = route.as_ref().map_or((0, None), |r| (r.1, r.3.clone()));
@@ -1110,6 +1102,19 @@ impl<P: PortSource, F> CallControl<P, F> {
                 };
                 let _ = reply.send(result);
             }
+            CallCommand::Dial { call, reply } => {
+                let _ = reply.send(self.originate_app(now, *call));
+            }
+            CallCommand::End {
+                sid,
+                ringing_only,
+                reply,
+            } => {
+                let _ = reply.send(self.end_by_sid(now, &sid, ringing_only));
+            }
+            CallCommand::List { reply } => {
+                let _ = reply.send(self.call_views());
+            }
         }
         self.process_events(now);
     }
@@ -1372,9 +1377,8 @@ impl<P: PortSource, F> CallControl<P, F> {
             vars.insert("callee".into(), r.did.clone());
             vars.insert("call_id".into(), r.call_id.clone());
             vars.insert("trunk".into(), r.trunk.clone().unwrap_or_default());
-            if let Some(sid) = r.vars.get(crate::twiml::CALL_SID_VAR) {
-                vars.insert(crate::twiml::CALL_SID_VAR.into(), sid.clone());
-            }
+            vars.insert("direction".into(), r.direction.to_string());
+            vars.insert(crate::twiml::CALL_SID_VAR.into(), call.sid().to_string());
             if let Role::Callback(leg) = &call.role {
                 vars.extend(leg.vars.clone());
             }
@@ -1425,6 +1429,12 @@ impl<P: PortSource, F> CallControl<P, F> {
             self.media_out.push_back(MediaCommand::Stop(id));
         }
         self.final_status(&mut call, cause);
+        if matches!(call.program, Some(Program::App(_))) {
+            let status = status::final_status(&call, cause);
+            call.record
+                .vars
+                .insert(crate::twiml::calls::STATUS_VAR.into(), status.into());
+        }
         let (mut outcome, status) = outcome(cause);
         if matches!(call.role, Role::Replaced) {
             outcome = "transferred";

@@ -190,7 +190,15 @@ pub(crate) struct Digits {
 }
 
 impl<R, F> Call<R, F> {
-    pub(crate) fn new(role: Role, record: CallRecord) -> Call<R, F> {
+    /// A call and its CallSid (kept with its record), unless the record
+    /// brings one (a call placed through the Calls API).
+    pub(crate) fn new(role: Role, mut record: CallRecord) -> Call<R, F> {
+        if !record.vars.contains_key(crate::twiml::CALL_SID_VAR) {
+            record.vars.insert(
+                crate::twiml::CALL_SID_VAR.into(),
+                crate::twiml::new_sid("CA"),
+            );
+        }
         Call {
             role,
             record,
@@ -213,6 +221,15 @@ impl<R, F> Call<R, F> {
             route_records: false,
             recording: crate::recording::RecordingState::Off,
         }
+    }
+
+    /// The call's one CallSid: its app's requests, status callbacks,
+    /// media streams, the Calls API and its record all name it by this.
+    pub(crate) fn sid(&self) -> &str {
+        self.record
+            .vars
+            .get(crate::twiml::CALL_SID_VAR)
+            .map_or("", String::as_str)
     }
 
     pub(crate) fn streaming(&self) -> bool {

@@ -576,6 +576,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                     Ok(placed) => {
                         tracing::debug!(leg = %placed, target = %t.addr, transport = ?t.transport, "INVITE sent");
                         self.rekey(id, placed);
+                        self.keep_call_id(placed);
                         self.watch_unanswered(now, placed);
                         return Attempt::Sent(placed);
                     }
@@ -794,6 +795,15 @@ impl<P: PortSource, F> CallControl<P, F> {
 
     /// The leg `old` is now the endpoint's call `new`: move it, its
     /// deadline and its place in the caller's transfer.
+    /// The record of a call we placed takes the Call-ID its INVITE
+    /// carries (the latest, after a failover), so it can be looked up by it.
+    fn keep_call_id(&mut self, id: CallId) {
+        let sent = self.endpoint.sip_call_id(id).map(crate::store::sip_text);
+        if let (Some(call), Some(call_id)) = (self.calls.get_mut(&id), sent) {
+            call.record.call_id = call_id;
+        }
+    }
+
     fn rekey(&mut self, old: CallId, new: CallId) {
         if old == new {
             return;

@@ -82,20 +82,23 @@ fn status_event<R, F>(
             last: true,
         });
     }
-    let r = &call.record;
     let status = match (event, ended) {
         (INITIATED, _) => "initiated",
         (RINGING, _) => "ringing",
         (ANSWERED, _) => "in-progress",
-        (_, Some(cause)) => final_status(r.answered_at.is_some(), cause),
+        (_, Some(cause)) => {
+            final_status_of(call.record.answered_at.is_some(), call.timed_out, cause)
+        }
         _ => "completed",
     };
+    let r = &call.record;
+    let direction = crate::twiml::calls::direction(r.direction, true);
     let mut params = vec![
         ("CallSid".to_string(), hook.call_sid.clone()),
         ("AccountSid".into(), account_sid.to_string()),
         ("From".into(), r.caller.clone()),
         ("To".into(), r.did.clone()),
-        ("Direction".into(), "inbound".into()),
+        ("Direction".into(), direction.into()),
         ("ApiVersion".into(), "2010-04-01".into()),
         ("CallStatus".into(), status.into()),
         ("CallbackSource".into(), "call-progress-events".into()),
@@ -124,16 +127,23 @@ fn status_event<R, F>(
     })
 }
 
-/// Twilio's final CallStatus for how the call ended.
-fn final_status(answered: bool, cause: &EndCause) -> &'static str {
+/// Twilio's final CallStatus for how `call` ended.
+pub(crate) fn final_status<R, F>(call: &Call<R, F>, cause: &EndCause) -> &'static str {
+    final_status_of(call.record.answered_at.is_some(), call.timed_out, cause)
+}
+
+/// `timed_out`: we gave up ringing it (an API call's `Timeout`).
+fn final_status_of(answered: bool, timed_out: bool, cause: &EndCause) -> &'static str {
     match cause {
         _ if answered => "completed",
+        _ if timed_out => "no-answer",
         EndCause::Rejected {
             status: 486 | 600 | 603,
             ..
         } => "busy",
         EndCause::Timeout => "no-answer",
-        EndCause::Cancelled => "canceled",
+        // Theirs cancelled, or ours (487 to our CANCEL).
+        EndCause::Cancelled | EndCause::Rejected { status: 487, .. } => "canceled",
         _ => "failed",
     }
 }
@@ -153,6 +163,7 @@ mod tests {
             status_callback: Some("http://app.example/status".into()),
             status_callback_method: "POST".into(),
             status_callback_event: events.iter().map(|e| e.to_string()).collect(),
+            twiml: None,
         };
         let record = CallRecord::starting(
             "c".into(),

@@ -662,6 +662,7 @@ fn an_app_runs_before_the_answer_and_answers_or_rejects() {
             status_callback: Some("http://app.example/status".into()),
             status_callback_method: "POST".into(),
             status_callback_event: crate::twiml::status::EVENTS.map(String::from).to_vec(),
+            twiml: None,
         }),
         ..RouteConfig::to_flow("")
     });
@@ -705,13 +706,7 @@ fn an_app_runs_before_the_answer_and_answers_or_rejects() {
     assert_eq!(rejected.flow.as_deref(), Some(crate::twiml::APP_FLOW));
 
     // Each call's status events, once each and in order, with its CallSid.
-    let param = |e: &crate::twiml::StatusEvent, name: &str| {
-        e.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let param = status_param;
     let seen: Vec<(String, String, String, String)> = p
         .seen
         .statuses
@@ -980,6 +975,152 @@ fn callback_rings_then_runs_its_flow_and_reports_each_step() {
     ));
     p.assert_all_released(1);
     assert_eq!(p.outcomes(), counts(&[("outbound remote_bye", 1)]));
+}
+
+/// A Calls API call: the number through the trunk with the API's From;
+/// its status events say outbound-api, in order; its app runs once
+/// answered; canceled leaves it in progress, completed hangs it up; the
+/// record keeps the CallSid, the INVITE's Call-ID and the final status.
+#[test]
+fn an_api_call_runs_its_app_once_answered_and_ends_on_request() {
+    let mut p = Pair::with(trunk_config(), 10);
+    p.agents[0].answers = false;
+    let call = api_call(&[("Url", "http://app.example/voice")]);
+    let sid = call.sid.clone();
+    assert_eq!(p.cc.originate_app(p.now, call), Ok(()));
+    p.drive();
+    let invited: Vec<(String, String)> = p.agents[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::IncomingCall(inc) => Some((inc.did.clone(), inc.caller.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(invited, [("+12015550123".into(), "+15550001111".into())]);
+    assert_eq!(p.cc.call_views()[0].status, "ringing");
+    assert!(p.seen.flows.is_empty(), "no app before the answer");
+    let phone = p.agents[0].incoming()[0];
+    p.agents[0]
+        .ep
+        .answer(p.now, phone, local_media(40_000))
+        .unwrap();
+    p.drive();
+    assert_eq!(p.seen.flows.len(), 1, "the app runs once answered");
+    let kept = p.cc.end_by_sid(p.now, &sid, true);
+    assert_eq!(
+        kept.map(|v| v.status),
+        Some("in-progress"),
+        "canceled: no effect"
+    );
+    p.drive();
+    assert!(p.agents[0].ended().is_empty());
+    let ended = p.cc.end_by_sid(p.now, &sid, false);
+    assert_eq!(ended.map(|v| v.status), Some("completed"));
+    p.drive();
+    assert!(matches!(p.agents[0].ended()[..], [EndCause::RemoteBye]));
+    p.assert_all_released(1);
+    assert_eq!(p.cc.end_by_sid(p.now, &sid, false), None, "gone");
+    let record = &p.seen.records[0];
+    assert_eq!(record.vars[crate::twiml::CALL_SID_VAR], sid);
+    assert_eq!(record.vars[crate::twiml::calls::STATUS_VAR], "completed");
+    assert!(!record.call_id.is_empty(), "the INVITE's Call-ID");
+    let statuses: Vec<(String, String)> = p
+        .seen
+        .statuses
+        .iter()
+        .map(|e| (status_param(e, "CallStatus"), status_param(e, "Direction")))
+        .collect();
+    let out = |s: &str| (s.to_string(), "outbound-api".to_string());
+    assert_eq!(
+        statuses,
+        [
+            out("initiated"),
+            out("ringing"),
+            out("in-progress"),
+            out("completed")
+        ]
+    );
+}
+
+/// Canceled while ringing: CANCEL, and the call ends canceled; an API
+/// call nobody answers within its Timeout ends no-answer.
+#[test]
+fn an_api_call_is_cancelled_while_ringing_or_times_out() {
+    let mut p = Pair::with(trunk_config(), 10);
+    p.agents[0].answers = false;
+    let call = api_call(&[("Url", "http://app.example/voice"), ("Timeout", "5")]);
+    let sid = call.sid.clone();
+    p.cc.originate_app(p.now, call).unwrap();
+    p.drive();
+    p.advance(1_000);
+    let cancelled = p.cc.end_by_sid(p.now, &sid, true);
+    assert_eq!(cancelled.map(|v| v.status), Some("canceled"));
+    p.drive();
+    assert!(matches!(p.agents[0].ended()[..], [EndCause::Cancelled]));
+    p.assert_all_released(1);
+    assert_eq!(
+        p.seen.records[0].vars[crate::twiml::calls::STATUS_VAR],
+        "canceled"
+    );
+
+    let call = api_call(&[
+        ("Twiml", "<Response><Hangup/></Response>"),
+        ("Timeout", "5"),
+    ]);
+    p.cc.originate_app(p.now, call).unwrap();
+    p.drive();
+    p.advance(5_000);
+    p.advance(1_000);
+    p.assert_all_released(2);
+    assert_eq!(
+        p.seen.records[1].vars[crate::twiml::calls::STATUS_VAR],
+        "no-answer"
+    );
+    let last = p
+        .seen
+        .statuses
+        .last()
+        .map(|e| status_param(e, "CallStatus"));
+    assert_eq!(last.as_deref(), Some("no-answer"));
+    assert!(p.seen.flows.is_empty(), "never answered: no app");
+}
+
+fn trunk_config() -> Config {
+    let mut config = config();
+    config.trunks.push(crate::config::TrunkConfig {
+        name: "pstn".into(),
+        outbound_proxy: Some(format!("sip:{AGENT}")),
+        ..Default::default()
+    });
+    config
+}
+
+/// A checked Calls API call to +12015550123 from +15550001111 that wants
+/// every status event, with `extra` parameters.
+fn api_call(extra: &[(&str, &str)]) -> crate::twiml::calls::NewCall {
+    let form: Vec<(String, String)> = [
+        ("To", "+12015550123"),
+        ("From", "+15550001111"),
+        ("StatusCallback", "http://app.example/status"),
+        (
+            "StatusCallbackEvent",
+            "initiated ringing answered completed",
+        ),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    crate::twiml::calls::new_call(&form, &[]).unwrap()
+}
+
+fn status_param(e: &crate::twiml::StatusEvent, name: &str) -> String {
+    e.params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }
 
 #[test]

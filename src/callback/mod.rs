@@ -200,51 +200,14 @@ impl Callbacks {
         }
         let phone = crate::chat::input::phone(req.phone.trim(), self.region)
             .map_err(CallbackError::InvalidNumber)?;
-        let now = Instant::now();
-        // Country and premium-rate refusals first, before any budget is used.
-        self.policy
-            .number_allowed(&phone)
-            .map_err(CallbackError::Refused)?;
-        {
-            let mut per_key = self.per_key.lock().unwrap_or_else(|p| p.into_inner());
-            let mut per_phone = self.per_phone.lock().unwrap_or_else(|p| p.into_inner());
-            if !per_key.allows(requested_by, now) {
-                metrics::counter!(names::CALLBACKS_REFUSED, "reason" => "key_rate").increment(1);
-                return Err(CallbackError::TooManyForKey);
-            }
-            if !per_phone.allows(&phone, now) {
-                metrics::counter!(names::CALLBACKS_REFUSED, "reason" => "phone_rate").increment(1);
-                return Err(CallbackError::TooManyForPhone);
-            }
-            self.policy
-                .admit(
-                    now,
-                    "call",
-                    &phone,
-                    crate::messaging::policy::Requester {
-                        source: req.source,
-                        conversation: None,
-                    },
-                )
-                .map_err(CallbackError::Refused)?;
-            per_key.record(requested_by, now);
-            per_phone.record(&phone, now);
-        }
+        self.within_limits(Some(&phone), requested_by, req.source)?;
         let created_at = SystemTime::now();
-        let consent = ConsentRecord {
-            id: crate::chat::random_token(12),
-            subject: phone.clone(),
-            purpose: "callback".into(),
-            text: consent_text,
-            given: true,
-            conversation_id: req.conversation_id.clone(),
-            created_at,
-        };
-        let consent_id = consent.id.clone();
-        if let Err(e) = self.store.record_consent(consent) {
-            tracing::error!(%e, "store: cannot queue the consent; callback refused");
-            return Err(CallbackError::Unavailable("the store"));
-        }
+        let consent_id = self.keep_consent(
+            &phone,
+            "callback",
+            consent_text,
+            req.conversation_id.clone(),
+        )?;
         let record = CallbackRecord {
             id: crate::chat::random_token(12),
             phone: phone.clone(),
@@ -268,6 +231,100 @@ impl Callbacks {
         metrics::counter!(names::CALLBACKS).increment(1);
         self.dial(record.clone());
         Ok(record)
+    }
+
+    /// Country and premium-rate refusals first, before any budget is used
+    /// (`phone`: E.164; None for a SIP URI: the per-key budget only); then
+    /// the per-key, per-number and outbound policy budgets, counted.
+    fn within_limits(
+        &self,
+        phone: Option<&str>,
+        requested_by: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<(), CallbackError> {
+        let now = Instant::now();
+        if let Some(phone) = phone {
+            self.policy
+                .number_allowed(phone)
+                .map_err(CallbackError::Refused)?;
+        }
+        let mut per_key = self.per_key.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_phone = self.per_phone.lock().unwrap_or_else(|p| p.into_inner());
+        if !per_key.allows(requested_by, now) {
+            metrics::counter!(names::CALLBACKS_REFUSED, "reason" => "key_rate").increment(1);
+            return Err(CallbackError::TooManyForKey);
+        }
+        if let Some(phone) = phone {
+            if !per_phone.allows(phone, now) {
+                metrics::counter!(names::CALLBACKS_REFUSED, "reason" => "phone_rate").increment(1);
+                return Err(CallbackError::TooManyForPhone);
+            }
+            self.policy
+                .admit(
+                    now,
+                    "call",
+                    phone,
+                    crate::messaging::policy::Requester {
+                        source,
+                        conversation: None,
+                    },
+                )
+                .map_err(CallbackError::Refused)?;
+            per_phone.record(phone, now);
+        }
+        per_key.record(requested_by, now);
+        Ok(())
+    }
+
+    /// Keep who agreed to be called, and to what; its id.
+    fn keep_consent(
+        &self,
+        subject: &str,
+        purpose: &str,
+        text: String,
+        conversation_id: Option<String>,
+    ) -> Result<String, CallbackError> {
+        let consent = ConsentRecord {
+            id: crate::chat::random_token(12),
+            subject: subject.to_string(),
+            purpose: purpose.into(),
+            text,
+            given: true,
+            conversation_id,
+            created_at: SystemTime::now(),
+        };
+        let id = consent.id.clone();
+        if let Err(e) = self.store.record_consent(consent) {
+            tracing::error!(%e, "store: cannot queue the consent; call refused");
+            return Err(CallbackError::Unavailable("the store"));
+        }
+        Ok(id)
+    }
+
+    /// A Calls API call may go out: the same limits as a callback (keyed
+    /// by the account), and its consent kept as the account's word, since
+    /// Twilio's API takes none. `phone`: E.164, None for a SIP URI.
+    pub fn admit_api_call(
+        &self,
+        phone: Option<&str>,
+        account_sid: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<(), CallbackError> {
+        if phone.is_some() && !self.enabled {
+            return Err(CallbackError::Unavailable(
+                "no trunk with an outbound_proxy",
+            ));
+        }
+        self.within_limits(phone, &format!("calls-api:{account_sid}"), source)?;
+        if let Some(phone) = phone {
+            self.keep_consent(
+                phone,
+                "calls_api",
+                format!("Placed through the Calls API by account {account_sid}, which vouches for the callee's consent."),
+                None,
+            )?;
+        }
+        Ok(())
     }
 
     /// Track `record` as live and ask the gateway to dial it.

@@ -1012,6 +1012,9 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             err(&["twiml", key], message);
         }
     }
+    for (key, message) in config.twiml.api_problems() {
+        err(&["twiml", key], message);
+    }
     for (i, route) in config.routes.iter().enumerate() {
         let idx = i.to_string();
         if let Some(app) = &route.app {

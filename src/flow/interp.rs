@@ -264,6 +264,18 @@ impl std::fmt::Display for Label {
     }
 }
 
+/// Asks of a call apart from its [`FlowCx`] (see [`FlowCx::requester`]).
+pub struct Requester {
+    call: CallId,
+    requests: mpsc::UnboundedSender<(CallId, CallRequest)>,
+}
+
+impl Requester {
+    pub fn send(&self, r: CallRequest) -> Result<(), Ended> {
+        self.requests.send((self.call, r)).map_err(|_| Ended)
+    }
+}
+
 /// A call's side of a flow.
 pub struct Voice {
     pub call: CallId,
@@ -381,6 +393,15 @@ impl FlowCx {
                 Err(Ended)
             }
         }
+    }
+
+    /// A handle that asks of the call while something else holds `self`.
+    pub(crate) fn requester(&mut self) -> Result<Requester, Ended> {
+        let v = self.voice()?;
+        Ok(Requester {
+            call: v.call,
+            requests: v.requests.clone(),
+        })
     }
 
     pub(crate) fn request(&mut self, r: CallRequest) -> Result<(), Ended> {

@@ -31,6 +31,8 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/flows", Some(Role::Operator)),
     ("get", "/v1/calls", Some(Role::Operator)),
     ("get", "/v1/calls/{call_id}", Some(Role::Operator)),
+    ("post", "/v1/calls", Some(Role::Operator)),
+    ("post", "/v1/calls/{call_id}", Some(Role::Operator)),
     ("get", "/v1/registrations", Some(Role::Operator)),
     ("get", "/v1/conversations", Some(Role::Operator)),
     ("get", "/v1/conversations/{id}", Some(Role::Operator)),
@@ -84,8 +86,11 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/status", get(status))
         .route("/v1/flows", get(flows))
-        .route("/v1/calls", get(calls))
-        .route("/v1/calls/{call_id}", get(call))
+        .route("/v1/calls", get(calls).post(super::calls_api::v1_create))
+        .route(
+            "/v1/calls/{call_id}",
+            get(call).post(super::calls_api::v1_modify),
+        )
         .route("/v1/registrations", get(registrations))
         .route("/v1/conversations", get(conversations))
         .route("/v1/conversations/{id}", get(conversation))
@@ -109,6 +114,7 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .route("/v1/trunks", get(trunks))
         .merge(super::callbacks::routes())
         .merge(super::recordings::routes())
+        .merge(super::calls_api::routes())
         // JSON bodies here are small (a message, a lead, a callback).
         .layer(axum::extract::DefaultBodyLimit::max(API_BODY))
         .layer(axum::middleware::map_response(no_store));
@@ -427,6 +433,14 @@ async fn registrations(State(s): State<HttpState>, h: HeaderMap) -> Response {
 
 async fn call(State(s): State<HttpState>, h: HeaderMap, Path(call_id): Path<String>) -> Response {
     guard!(s, h, Role::Operator);
+    // A CallSid names the call as well as its SIP Call-ID.
+    let call_id = match crate::twiml::is_call_sid(&call_id) {
+        true => match tri!(super::calls_api::call_id_of(&s, &call_id).await) {
+            Some(id) => id,
+            None => return error(StatusCode::NOT_FOUND, "no such call"),
+        },
+        false => call_id,
+    };
     let (records, sends, breakouts) = tri!(
         store_call(async {
             Ok((

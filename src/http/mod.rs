@@ -24,6 +24,7 @@ macro_rules! tri {
 mod api;
 mod auth;
 mod callbacks;
+mod calls_api;
 mod chat;
 pub mod console;
 pub mod guard;

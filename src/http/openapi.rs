@@ -89,14 +89,32 @@ pub fn document() -> Value {
             "/v1/calls": { "get": {
                 "summary": "Recent call detail records.",
                 "parameters": list_params(&[]),
-                "responses": ok("Call records.", list_of("calls", "Call")) } },
+                "responses": ok("Call records.", list_of("calls", "Call")) },
+              "post": {
+                "summary": "Place a call that runs a webhook app once answered, as the Twilio Calls API's POST Calls.json does: `to` is E.164 (out through the outbound trunk) or sip:user@host with the host in `[twiml] api_sip_hosts`; anything else is 400 and never dialled. Callbacks' limits apply (429).",
+                "requestBody": body("NewApiCall"),
+                "responses": {
+                    "201": { "description": "Dialling.", "content": { "application/json": { "schema": schema("ApiCall") } } },
+                    "400": { "$ref": "#/components/responses/BadRequest" },
+                    "401": { "$ref": "#/components/responses/Unauthorized" },
+                    "429": { "$ref": "#/components/responses/BadRequest" },
+                    "503": { "$ref": "#/components/responses/BadRequest" } } } },
             "/v1/calls/{call_id}": { "get": {
-                "summary": "One call by SIP Call-ID: its records, provider sends and breakouts.",
+                "summary": "One call by SIP Call-ID or CallSid: its records, provider sends and breakouts.",
                 "parameters": path_param("call_id"),
                 "responses": ok("The call.", json!({ "type": "object", "properties": {
                     "records": { "type": "array", "items": schema("Call") },
                     "sends": { "type": "array", "items": schema("Send") },
-                    "breakouts": { "type": "array", "items": schema("Breakout") } } })) } },
+                    "breakouts": { "type": "array", "items": schema("Breakout") } } })) },
+              "post": {
+                "summary": "Change a live call by CallSid: `url` or `twiml` redirects its app now (the verb playing stops), `status` completed hangs it up, canceled cancels it while it rings.",
+                "parameters": path_param("call_id"),
+                "requestBody": body("ApiCallChange"),
+                "responses": {
+                    "200": { "description": "The call now.", "content": { "application/json": { "schema": schema("ApiCall") } } },
+                    "400": { "$ref": "#/components/responses/BadRequest" },
+                    "401": { "$ref": "#/components/responses/Unauthorized" },
+                    "404": { "$ref": "#/components/responses/BadRequest" } } } },
             "/v1/registrations": { "get": {
                 "summary": "Devices registered to the registrar (every node's with PostgreSQL), lapsed ones left out.",
                 "responses": ok("Registrations.", json!({ "type": "object", "properties": {
@@ -335,6 +353,25 @@ pub fn document() -> Value {
                     "last_status": { "type": ["integer", "null"], "description": "Its final status; null after a timeout or transport error." },
                     "consecutive_failures": { "type": "integer" },
                     "groups": { "type": "array", "items": { "type": "string" }, "description": "The [[trunk_groups]] it is in." } } },
+                "NewApiCall": { "type": "object", "additionalProperties": false,
+                    "required": ["to", "from"], "properties": {
+                    "to": { "type": "string" }, "from": { "type": "string", "description": "E.164 or a SIP user name." },
+                    "url": { "type": "string" }, "twiml": { "type": "string", "description": "Instead of url: the first document (4000 characters at most)." },
+                    "method": { "enum": ["GET", "POST"] }, "fallback_url": { "type": "string" },
+                    "status_callback": { "type": "string" }, "status_callback_method": { "enum": ["GET", "POST"] },
+                    "status_callback_event": { "type": "array", "items": { "enum": ["initiated", "ringing", "answered", "completed"] } },
+                    "timeout": { "type": "integer", "description": "Seconds to ring (5-600, default 60)." } } },
+                "ApiCallChange": { "type": "object", "additionalProperties": false, "properties": {
+                    "url": { "type": "string" }, "twiml": { "type": "string" },
+                    "method": { "enum": ["GET", "POST"] }, "status": { "enum": ["completed", "canceled"] } } },
+                "ApiCall": { "type": "object", "description": "Twilio's call resource, and the SIP Call-ID.", "properties": {
+                    "sid": { "type": "string" }, "call_id": { "type": "string" },
+                    "account_sid": { "type": "string" }, "to": { "type": "string" }, "from": { "type": "string" },
+                    "status": { "enum": ["queued", "ringing", "in-progress", "completed", "busy", "failed", "no-answer", "canceled"] },
+                    "direction": { "enum": ["inbound", "outbound-api", "outbound-dial"] },
+                    "date_created": { "type": "string", "description": "RFC 2822." },
+                    "start_time": text_or_null, "end_time": text_or_null, "duration": text_or_null,
+                    "uri": { "type": "string" } } },
                 "Callback": { "type": "object", "properties": {
                     "id": { "type": "string" }, "phone": { "type": "string" },
                     "flow": text_or_null, "target": text_or_null,

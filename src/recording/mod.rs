@@ -95,13 +95,30 @@ pub enum RecordError {
     NotRecording,
 }
 
-/// A command to a live call from outside call control, by SIP Call-ID.
+/// A command to call control from outside it (the API).
 #[derive(Debug)]
 pub enum CallCommand {
+    /// Record a live call, by SIP Call-ID.
     Record {
         call_id: String,
         action: RecordAction,
         reply: oneshot::Sender<Result<RecordingState, RecordError>>,
+    },
+    /// Place a call for the Calls API; Err says why it can't go out.
+    Dial {
+        call: Box<crate::twiml::calls::NewCall>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// End the live call with this CallSid (`ringing_only`: unless it is
+    /// answered already); the call as it is now, None if none is live.
+    End {
+        sid: String,
+        ringing_only: bool,
+        reply: oneshot::Sender<Option<crate::twiml::calls::CallView>>,
+    },
+    /// The live calls, as the Calls API shows them.
+    List {
+        reply: oneshot::Sender<Vec<crate::twiml::calls::CallView>>,
     },
 }
 
@@ -236,6 +253,16 @@ impl Recordings {
             })
             .map_err(|_| RecordError::NoCall)?;
         answer.await.unwrap_or(Err(RecordError::NoCall))
+    }
+
+    /// Send any other command to call control (None: it is gone).
+    pub async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> CallCommand,
+    ) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).ok()?;
+        answer.await.ok()
     }
 
     /// A recording's file, only ever inside the recordings directory: the

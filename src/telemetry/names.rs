@@ -330,6 +330,14 @@ pub const TWIML_STATUS_CALLBACKS: Metric = counter(
     "crossline_twiml_status_callbacks_total",
     "Status callback deliveries, by outcome (sent, refused, retried, failed).",
 );
+pub const TWIML_API_REDIRECTS: Metric = counter(
+    "crossline_twiml_api_redirects_total",
+    "Running app calls redirected through the Calls API (Url or Twiml).",
+);
+pub const CALLS_API_REQUESTS: Metric = counter(
+    "crossline_calls_api_requests_total",
+    "Calls API requests, by operation (create, modify, list, fetch) and outcome (ok, refused, not_found, unauthorized).",
+);
 pub const BREAKOUTS: Metric = counter(
     "crossline_breakouts_total",
     "Breakout events (started, opened, returned, timed_out, caller_left, closed, visitor_left, send_failed).",
@@ -658,6 +666,8 @@ pub const ALL: &[Metric] = &[
     TWIML_DOCUMENTS,
     TWIML_APP_ERRORS,
     TWIML_STATUS_CALLBACKS,
+    TWIML_API_REDIRECTS,
+    CALLS_API_REQUESTS,
     BREAKOUTS,
     BREAKOUT_LINKS_REFUSED,
     HTTP_AUTH_FAILURES,

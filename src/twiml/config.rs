@@ -25,6 +25,9 @@ pub struct TwimlConfig {
     /// Said (then the call hangs up) when an app fails with no fallback.
     pub error_message: String,
     pub error_language: String,
+    /// Hosts a Calls API `To` may name as `sip:user@host` (`host` any
+    /// port, `host:port` that one); numbers go out through the trunk.
+    pub api_sip_hosts: Vec<String>,
 }
 
 impl Default for TwimlConfig {
@@ -39,6 +42,7 @@ impl Default for TwimlConfig {
             max_redirects: 10,
             error_message: "We are sorry, an application error has occurred. Goodbye.".into(),
             error_language: "en".into(),
+            api_sip_hosts: Vec::new(),
         }
     }
 }
@@ -88,6 +92,33 @@ impl TwimlConfig {
     }
 }
 
+impl TwimlConfig {
+    /// `api_sip_hosts` entries that aren't a plain host or host:port.
+    pub fn api_problems(&self) -> Vec<(&'static str, String)> {
+        self.api_sip_hosts
+            .iter()
+            .filter(|h| {
+                let host = h.rsplit_once(':').map_or(h.as_str(), |(host, port)| {
+                    match port.parse::<u16>() {
+                        Ok(_) => host,
+                        Err(_) => "",
+                    }
+                });
+                host.is_empty()
+                    || !host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+            })
+            .map(|h| {
+                (
+                    "api_sip_hosts",
+                    format!("{h:?}: a host name or address, optionally :port"),
+                )
+            })
+            .collect()
+    }
+}
+
 /// "AC" followed by 32 hex digits.
 pub fn is_account_sid(s: &str) -> bool {
     s.len() == 34 && s.starts_with("AC") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
@@ -117,6 +148,9 @@ pub struct AppConfig {
     /// Which events: initiated, ringing, answered, completed.
     #[serde(default = "every_event")]
     pub status_callback_event: Vec<String>,
+    /// The first document itself (a Calls API `Twiml`), not in config.
+    #[serde(skip)]
+    pub twiml: Option<String>,
 }
 
 fn every_event() -> Vec<String> {
@@ -169,5 +203,30 @@ pub fn check_url(url: &str) -> Result<(), String> {
             u.scheme()
         )),
         Err(e) => Err(format!("{url:?} is not a URL: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_sip_hosts_are_plain_hosts() {
+        let mut t = TwimlConfig {
+            api_sip_hosts: vec!["pbx.example.com".into(), "10.0.0.5:5070".into()],
+            ..Default::default()
+        };
+        assert!(t.api_problems().is_empty());
+        for bad in [
+            "",
+            "pbx.example.com;transport=tcp",
+            "a b",
+            "x@pbx",
+            "pbx:99999",
+            "sip:pbx",
+        ] {
+            t.api_sip_hosts = vec![bad.into()];
+            assert_eq!(t.api_problems().len(), 1, "{bad}");
+        }
     }
 }

@@ -41,6 +41,69 @@ pub(super) struct Request {
     pub(super) method: Method,
     /// Parameters beyond the call's own (Digits, DialCallStatus…).
     pub(super) extra: Vec<(String, String)>,
+    /// The document itself (the Calls API's `Twiml`): nothing to fetch.
+    inline: Option<Arc<str>>,
+}
+
+impl Request {
+    pub(super) fn to(url: reqwest::Url, method: Method, extra: Vec<(String, String)>) -> Request {
+        Request {
+            url,
+            method,
+            extra,
+            inline: None,
+        }
+    }
+
+    /// Where the Calls API sends the call (a URL, or TwiML given inline).
+    fn of(target: super::live::AppTarget) -> Request {
+        match target.document {
+            super::live::Document::Url(url) => Request::to(url, target.method, Vec::new()),
+            super::live::Document::Inline(twiml) => Request {
+                url: super::live::inline_base(),
+                method: target.method,
+                extra: Vec::new(),
+                inline: Some(twiml),
+            },
+        }
+    }
+}
+
+/// What a verb (or a document request) came to, or the Calls API
+/// redirecting the call while it ran.
+enum Raced<T> {
+    Done(T),
+    Redirected(Request),
+}
+
+/// Run `work` until it ends or the Calls API redirects the call. A
+/// redirect drops `work` (a `<Play>` or `<Say>` stops where it is), except
+/// while bridged by `<Dial>`: then `agent` hangs the agent up and the
+/// redirect waits for the `<Dial>` to end.
+async fn race<T>(
+    work: impl std::future::Future<Output = Result<T, Ended>>,
+    interrupts: &mut tokio::sync::mpsc::UnboundedReceiver<super::live::AppTarget>,
+    agent: Option<crate::flow::interp::Requester>,
+) -> Result<Raced<T>, Ended> {
+    tokio::pin!(work);
+    let mut queued = None;
+    loop {
+        tokio::select! {
+            out = &mut work => {
+                return Ok(match queued {
+                    Some(target) => Raced::Redirected(Request::of(target)),
+                    None => Raced::Done(out?),
+                });
+            }
+            Some(target) = interrupts.recv() => match &agent {
+                Some(agent) => {
+                    agent.send(CallRequest::HangUpAgent)?;
+                    queued = Some(target);
+                }
+                None => return Ok(Raced::Redirected(Request::of(target))),
+            },
+        }
+    }
 }
 
 /// What a verb leads to.
@@ -64,28 +127,34 @@ pub async fn run(app: &AppConfig, cx: &mut FlowCx) -> Result<(), Ended> {
             sid
         }
     };
+    // The Calls API reaches the running call through this.
+    let (_live, mut interrupts) = apps.live.register(&call_sid);
     let mut session = Session {
         apps,
         call_sid,
         fallback: None,
     };
-    let first = match (reqwest::Url::parse(&app.url), Method::parse(&app.method)) {
-        (Ok(url), Some(method)) => Request {
-            url,
+    let first = match (
+        &app.twiml,
+        reqwest::Url::parse(&app.url),
+        Method::parse(&app.method),
+    ) {
+        (Some(twiml), _, Some(method)) => Request::of(super::live::AppTarget {
+            document: super::live::Document::Inline(twiml.as_str().into()),
             method,
-            extra: Vec::new(),
-        },
+        }),
+        (None, Ok(url), Some(method)) => Request::to(url, method, Vec::new()),
         // Validation refuses both at start-up.
         _ => return session.give_up(cx).await,
     };
     session.fallback = app.fallback_url.as_deref().and_then(|u| {
-        Some(Request {
-            url: reqwest::Url::parse(u).ok()?,
-            method: Method::parse(&app.fallback_method)?,
-            extra: Vec::new(),
-        })
+        Some(Request::to(
+            reqwest::Url::parse(u).ok()?,
+            Method::parse(&app.fallback_method)?,
+            Vec::new(),
+        ))
     });
-    session.run(cx, first).await
+    session.run(cx, first, &mut interrupts).await
 }
 
 struct Session {
@@ -96,7 +165,12 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, cx: &mut FlowCx, first: Request) -> Result<(), Ended> {
+    async fn run(
+        &mut self,
+        cx: &mut FlowCx,
+        first: Request,
+        interrupts: &mut tokio::sync::mpsc::UnboundedReceiver<super::live::AppTarget>,
+    ) -> Result<(), Ended> {
         let mut pending = Some(first);
         let mut idle = 0u32;
         while let Some(req) = pending.take() {
@@ -110,10 +184,15 @@ impl Session {
                 idle = 0;
                 continue;
             }
-            let verbs = match self.document(cx, &req).await? {
-                Ok(verbs) => verbs,
-                Err(e) => {
+            let verbs = match race(self.document(cx, &req), interrupts, None).await? {
+                Raced::Done(Ok(verbs)) => verbs,
+                Raced::Done(Err(e)) => {
                     pending = self.failed(cx, e, &req.url).await?;
+                    continue;
+                }
+                Raced::Redirected(next) => {
+                    pending = Some(self.redirected(cx, next)?);
+                    idle = 0;
                     continue;
                 }
             };
@@ -121,7 +200,19 @@ impl Session {
                 if verb.kind.needs_media() {
                     cx.answer().await?;
                 }
-                match self.verb(cx, verb, &req.url).await? {
+                let agent = match verb.kind {
+                    VerbKind::Dial(_) => Some(cx.requester()?),
+                    _ => None,
+                };
+                let done = match race(self.verb(cx, verb, &req.url), interrupts, agent).await? {
+                    Raced::Done(done) => done,
+                    Raced::Redirected(next) => {
+                        pending = Some(self.redirected(cx, next)?);
+                        idle = 0;
+                        break;
+                    }
+                };
+                match done {
                     Ok(Step::Next) => {}
                     Ok(Step::Fetch(next)) => {
                         pending = Some(next);
@@ -143,12 +234,31 @@ impl Session {
         cx.hangup()
     }
 
-    /// Ask for a document and parse it.
+    /// The Calls API moved the call on: whatever played stops now.
+    fn redirected(&self, cx: &mut FlowCx, next: Request) -> Result<Request, Ended> {
+        tracing::info!("webhook app: redirected through the Calls API");
+        metrics::counter!(names::TWIML_API_REDIRECTS).increment(1);
+        if cx.answered()? {
+            cx.silence()?;
+        }
+        Ok(next)
+    }
+
+    /// Ask for a document (or take the inline one) and parse it.
     async fn document(
         &self,
         cx: &mut FlowCx,
         req: &Request,
     ) -> Result<Result<Vec<Verb>, AppError>, Ended> {
+        if let Some(twiml) = &req.inline {
+            return Ok(parse::parse(twiml).map_err(|e| AppError::new("bad_twiml", e.to_string())));
+        }
+        if req.url == super::live::inline_base() {
+            return Ok(Err(AppError::new(
+                "bad_url",
+                "inline TwiML has no URL to come back to: give an absolute action",
+            )));
+        }
         let mut params = self.params(cx)?;
         params.extend(req.extra.iter().cloned());
         let text = cx
@@ -169,6 +279,10 @@ impl Session {
         };
         let var = |name: &str| cx.vars.get(name).cloned().unwrap_or_default();
         let (from, to, diversion) = (var("caller"), var("did"), var("diversion"));
+        let direction = match var("direction").as_str() {
+            "outbound" => "outbound-api",
+            _ => "inbound",
+        };
         let mut params = vec![
             ("CallSid".to_string(), self.call_sid.clone()),
             ("AccountSid".into(), self.apps.account_sid.clone()),
@@ -177,7 +291,7 @@ impl Session {
             ("Caller".into(), from),
             ("Called".into(), to),
             ("CallStatus".into(), status.into()),
-            ("Direction".into(), "inbound".into()),
+            ("Direction".into(), direction.into()),
             ("ApiVersion".into(), "2010-04-01".into()),
         ];
         if !diversion.is_empty() {
@@ -263,13 +377,9 @@ impl Session {
                 cx.reject(*status)?;
                 Ok(Step::End)
             }
-            VerbKind::Redirect { url, method } => resolve(base, url).map(|url| {
-                Step::Fetch(Request {
-                    url,
-                    method: *method,
-                    extra: Vec::new(),
-                })
-            }),
+            VerbKind::Redirect { url, method } => {
+                resolve(base, url).map(|url| Step::Fetch(Request::to(url, *method, Vec::new())))
+            }
             VerbKind::Refer {
                 target,
                 action,
@@ -283,14 +393,14 @@ impl Session {
                     TransferEvent::Bridged { .. } | TransferEvent::AgentHungUp => Ok(Step::End),
                     TransferEvent::Failed { status } => match action {
                         Some(action) => resolve(base, action).map(|url| {
-                            Step::Fetch(Request {
+                            Step::Fetch(Request::to(
                                 url,
-                                method: *method,
-                                extra: vec![
+                                *method,
+                                vec![
                                     ("ReferCallStatus".into(), "failed".into()),
                                     ("ReferSipResponseCode".into(), status.to_string()),
                                 ],
-                            })
+                            ))
                         }),
                         None => Ok(Step::Next),
                     },
@@ -420,13 +530,7 @@ impl Session {
         if let Some(k) = finished_on {
             extra.push(("FinishedOnKey".into(), k.to_string()));
         }
-        Ok(url.map(|url| {
-            Step::Fetch(Request {
-                url,
-                method: g.method,
-                extra,
-            })
-        }))
+        Ok(url.map(|url| Step::Fetch(Request::to(url, g.method, extra))))
     }
 
     async fn dial(
@@ -497,13 +601,7 @@ impl Session {
         if status == "completed" {
             extra.push(("DialCallDuration".into(), duration.to_string()));
         }
-        Ok(resolve(base, action).map(|url| {
-            Step::Fetch(Request {
-                url,
-                method: d.method,
-                extra,
-            })
-        }))
+        Ok(resolve(base, action).map(|url| Step::Fetch(Request::to(url, d.method, extra))))
     }
 
     /// Each target as a SIP URI (with digits to send on answer), and the

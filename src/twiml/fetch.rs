@@ -56,6 +56,10 @@ pub struct Apps {
     /// `<Dial><Number>` goes out through this trunk (by name).
     pub outbound_trunk: Option<crate::config::TrunkConfig>,
     pub(super) statuses: super::status::StatusQueues,
+    /// Running app calls, by CallSid (the Calls API redirects them).
+    pub live: super::live::LiveApps,
+    /// `[twiml] api_sip_hosts`.
+    pub api_sip_hosts: Vec<String>,
 }
 
 impl Apps {
@@ -83,7 +87,14 @@ impl Apps {
                 .and_then(|name| config.outbound_trunks(name))
                 .and_then(|(trunks, _)| trunks.first().map(|t| (*t).clone())),
             statuses: Default::default(),
+            live: Default::default(),
+            api_sip_hosts: t.api_sip_hosts.clone(),
         })
+    }
+
+    /// The account's auth token (the Calls API's password), if set.
+    pub fn auth_token(&self) -> Option<&str> {
+        Some(self.auth_token.as_str()).filter(|t| !t.is_empty())
     }
 
     /// Ask an app for its next document: `params` as a form (POST) or in

@@ -10,10 +10,13 @@
 //! - [`exec`]: verbs to call requests, app errors to the fallback or the
 //!   spoken error.
 //! - [`status`]: status callbacks, in order and once per event.
+//! - [`live`]: running app calls, for the Calls API to redirect.
 
+pub mod calls;
 mod config;
 mod exec;
 pub mod fetch;
+pub mod live;
 pub mod parse;
 pub mod status;
 mod voice_ai;
@@ -68,6 +71,11 @@ pub fn app_flow(app: &AppConfig) -> crate::flow::Flow {
 
 /// The variable (and call record field) holding a call's CallSid.
 pub const CALL_SID_VAR: &str = "twilio_call_sid";
+
+/// "CA" and 32 hex digits.
+pub fn is_call_sid(s: &str) -> bool {
+    s.len() == 34 && s.starts_with("CA") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
 
 /// A Twilio-style SID: `prefix` and 32 random hex digits.
 pub fn new_sid(prefix: &str) -> String {

@@ -72,13 +72,9 @@ pub(super) async fn connect(
     stream(cx, call_sid, &c.stream, true).await?;
     Ok(match &c.action {
         None => Ok(Step::Next),
-        Some(action) => resolve(base, action).map(|url| {
-            Step::Fetch(Request {
-                url,
-                method: c.method,
-                extra: Vec::new(),
-            })
-        }),
+        Some(action) => {
+            resolve(base, action).map(|url| Step::Fetch(Request::to(url, c.method, Vec::new())))
+        }
     })
 }
 
@@ -144,13 +140,7 @@ pub(super) async fn gather_speech(
         Some(a) => resolve(base, a),
         None => Ok(base.clone()),
     };
-    Ok(url.map(|url| {
-        Step::Fetch(Request {
-            url,
-            method: g.method,
-            extra,
-        })
-    }))
+    Ok(url.map(|url| Step::Fetch(Request::to(url, g.method, extra))))
 }
 
 /// The `gather` node a TwiML speech gather listens as.

@@ -10,6 +10,7 @@ pub mod lossy;
 pub mod peers;
 pub mod postgres;
 pub mod standin;
+pub mod twiml_app;
 pub mod voice;
 
 use std::io::{BufRead, BufReader, Read};

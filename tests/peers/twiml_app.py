@@ -241,6 +241,24 @@ class App(BaseHTTPRequestHandler):
             return self.send(500, "text/plain", b"try again")
         self.send(204, "text/plain", b"")
 
+    def app_bad_twiml_loop(self, query, form):
+        # A <Redirect> to itself: crossline gives up after 10 documents.
+        r = VoiceResponse()
+        r.redirect("/bad/twiml-loop")
+        return r
+
+    def app_long_play(self, query, form):
+        # The tone for ever: until the Calls API moves the call on.
+        r = VoiceResponse()
+        r.play(f"{self.base()}/audio/tone.wav", loop=0)
+        return r
+
+    def app_after_redirect(self, query, form):
+        r = VoiceResponse()
+        r.pause(length=1)
+        r.hangup()
+        return r
+
     def app_slow(self, query, form):
         time.sleep(float(query.get("secs", "8")))
         r = VoiceResponse()

@@ -14,7 +14,11 @@ use crate::telemetry::names;
 pub async fn run(node: &StreamNode, cx: &mut FlowCx) -> Result<Next, Ended> {
     let bidirectional = node.mode == "connect";
     let url = render(&node.url, &cx.vars);
-    let call_id = cx.vars.get("call_id").cloned().unwrap_or_default();
+    // The call's own CallSid (a flow started elsewhere: one from its Call-ID).
+    let call_sid = match cx.vars.get(crate::twiml::CALL_SID_VAR) {
+        Some(sid) => sid.clone(),
+        None => crate::media_stream::call_sid(&cx.vars.get("call_id").cloned().unwrap_or_default()),
+    };
     let req = StreamRequest {
         url,
         tracks: match bidirectional {
@@ -27,7 +31,7 @@ pub async fn run(node: &StreamNode, cx: &mut FlowCx) -> Result<Next, Ended> {
             .iter()
             .map(|(k, v)| (k.clone(), render(v, &cx.vars)))
             .collect(),
-        identity: identity(cx, crate::media_stream::call_sid(&call_id)),
+        identity: identity(cx, call_sid),
         name: None,
     };
     cx.vars.insert(

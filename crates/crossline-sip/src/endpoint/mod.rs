@@ -679,6 +679,11 @@ impl Endpoint {
         self.calls.get(&call).map(|c| c.state)
     }
 
+    /// A call's SIP Call-ID (ours, for a call we placed).
+    pub fn sip_call_id(&self, call: CallId) -> Option<&str> {
+        self.calls.get(&call).map(|c| c.dialog.id.call_id.as_str())
+    }
+
     /// Every call it holds.
     pub fn call_ids(&self) -> Vec<CallId> {
         self.calls.keys().copied().collect()

@@ -1,0 +1,74 @@
+"""Drives crossline's Calls API with the official `twilio` library's REST
+client, pointed at crossline by the library's own API domain setting
+(`client.api.base_url`), as an app moving off Twilio would.
+
+    calls_api_client.py BASE_URL ACCOUNT_SID AUTH_TOKEN COMMAND JSON_ARGS
+
+COMMAND is create, update, fetch, list or pages (page by page through
+next_page_uri). Prints one JSON line: the result, or
+{"error": {"status", "code", "message"}} for a TwilioRestException.
+"""
+
+import json
+import sys
+import time
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.rest import Client
+
+BASE, ACCOUNT, TOKEN, COMMAND = sys.argv[1:5]
+ARGS = json.loads(sys.argv[5])
+
+client = Client(ACCOUNT, TOKEN)
+client.api.base_url = BASE
+
+
+def call_json(c):
+    return {
+        "sid": c.sid,
+        "account_sid": c.account_sid,
+        "status": c.status,
+        "direction": c.direction,
+        "from": c._from,
+        "to": c.to,
+        "duration": c.duration,
+        "date_created": c.date_created.isoformat() if c.date_created else None,
+        "start_time": c.start_time.isoformat() if c.start_time else None,
+        "end_time": c.end_time.isoformat() if c.end_time else None,
+        "uri": c.uri,
+    }
+
+
+def run():
+    if COMMAND == "create":
+        return call_json(client.calls.create(**ARGS))
+    if COMMAND == "update":
+        sid = ARGS.pop("sid")
+        sent_at = time.time()
+        out = call_json(client.calls(sid).update(**ARGS))
+        out["sent_at"] = sent_at
+        return out
+    if COMMAND == "fetch":
+        return call_json(client.calls(ARGS["sid"]).fetch())
+    if COMMAND == "list":
+        return [call_json(c) for c in client.calls.list(**ARGS)]
+    if COMMAND == "pages":
+        pages = []
+        page = client.calls.page(**ARGS)
+        while page is not None:
+            pages.append([c.sid for c in page])
+            page = page.next_page()
+        return pages
+    raise SystemExit(f"unknown command {COMMAND}")
+
+
+try:
+    result = run()
+except TwilioRestException as e:
+    result = {"error": {"status": e.status, "code": e.code, "message": e.msg}}
+except TwilioException as e:
+    # A page the library could not fetch carries the response itself.
+    response = e.args[1]
+    body = json.loads(response.text)
+    result = {"error": {"status": response.status_code, "code": body.get("code"), "message": body.get("message")}}
+print(json.dumps(result), flush=True)
