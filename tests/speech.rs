@@ -66,12 +66,17 @@ impl Drop for Standin {
 /// `text` spoken by espeak-ng as an 8 kHz mono WAV, with 0.3 s of
 /// silence after it.
 fn spoken(dir: &Path, text: &str) -> PathBuf {
+    spoken_as(dir, text, "en", 150)
+}
+
+/// `text` in espeak-ng's `voice` at `wpm` words per minute.
+fn spoken_as(dir: &Path, text: &str, voice: &str, wpm: u32) -> PathBuf {
     require("espeak-ng", "espeak-ng");
     require("sox", "sox");
     let raw = dir.join("raw.wav");
     let out = dir.join("said.wav");
     let ok = Command::new("espeak-ng")
-        .args(["-v", "en", "-s", "150", "-w"])
+        .args(["-v", voice, "-s", &wpm.to_string(), "-w"])
         .arg(&raw)
         .arg(text)
         .status()
@@ -91,7 +96,7 @@ fn spoken(dir: &Path, text: &str) -> PathBuf {
 }
 
 /// A gateway whose calls run a speech gather: prompt a 3 s 400 Hz tone,
-/// grammar agent/sms, on_failure "failed".
+/// grammar agent/sms/whatsapp, on_failure "failed".
 fn gateway(dir: &Path, asr: &str) -> Gateway {
     let flows = dir.join("flows");
     std::fs::create_dir_all(&flows).unwrap();
@@ -102,9 +107,10 @@ fn gateway(dir: &Path, asr: &str) -> Gateway {
         format!(
             "name = \"menu\"\n\n\
              [[nodes]]\nid = \"menu\"\ntype = \"gather\"\ninput = \"speech\"\nprompt_file = \"{}\"\ntimeout_secs = 6\nspeech_timeout_secs = 0.8\nretries = 0\n\
-             grammar = {{ agent = [\"agent\", \"operator\"], sms = [\"text me\"] }}\n\
-             branches = {{ agent = \"to_agent\", sms = \"to_sms\" }}\non_failure = \"failed\"\n\n\
+             grammar = {{ agent = [\"agent\", \"operator\"], sms = [\"text me\"], whatsapp = [\"whatsapp\"] }}\n\
+             branches = {{ agent = \"to_agent\", sms = \"to_sms\", whatsapp = \"to_whatsapp\" }}\non_failure = \"failed\"\n\n\
              [[nodes]]\nid = \"to_agent\"\ntype = \"pause\"\nsecs = 0.3\nnext = \"bye\"\n\n\
+             [[nodes]]\nid = \"to_whatsapp\"\ntype = \"pause\"\nsecs = 0.3\nnext = \"bye\"\n\n\
              [[nodes]]\nid = \"to_sms\"\ntype = \"pause\"\nsecs = 0.3\nnext = \"bye\"\n\n\
              [[nodes]]\nid = \"failed\"\ntype = \"pause\"\nsecs = 0.3\nnext = \"bye\"\n\n\
              [[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n",
@@ -347,4 +353,39 @@ fn a_slow_or_dropped_recognizer_and_a_no_match_take_on_failure() {
             );
         }
     }
+}
+
+/// The embedded recognizer (cargo feature `pocketsphinx`) on what
+/// benches/README.md measures it to recognize every time in this grammar:
+/// "agent" and "whatsapp", said by espeak-ng's en-us voice at 130 wpm
+/// into a real call, each take their branch.
+#[cfg(feature = "pocketsphinx")]
+#[test]
+fn pocketsphinx_recognizes_menu_words_in_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        Path::new("/usr/share/pocketsphinx/model/en-us/en-us/mdef").is_file(),
+        "the model is missing: apt-get install -y libpocketsphinx-dev pocketsphinx-en-us"
+    );
+    let gw = gateway(dir.path(), "provider = \"pocketsphinx\"\nworkers = 1");
+    for (word, node) in [("agent", "to_agent"), ("whatsapp", "to_whatsapp")] {
+        let said = spoken_as(dir.path(), word, "en-us", 130);
+        let lines = say_into_call(&gw, &said, "0.5");
+        let log = gw.log();
+        let branch = log
+            .lines()
+            .rfind(|l| l.contains("node=to_") || l.contains("node=failed"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            branch.contains(&format!("node={node}")),
+            "{word}: {branch}\n{log}\n{lines}"
+        );
+        assert!(lines.contains("state DISCONNECTED"), "{word}: {lines}");
+    }
+    assert_metric_at_least(
+        &gw,
+        "crossline_asr_recognitions_total{provider=\"pocketsphinx\",result=\"recognized\"}",
+        2.0,
+    );
 }
