@@ -31,7 +31,7 @@ const MAX_UTTERANCE_BYTES: usize = 8000 * 31;
 pub struct Settings {
     pub model_dir: PathBuf,
     pub dictionary: PathBuf,
-    /// Decoder threads (each holds its own model, about 20 MB).
+    /// Decoder threads (each loads its own model and dictionary: under 30 MB).
     pub workers: usize,
     /// Utterances waiting for a worker beyond which a recognition fails.
     pub queue: usize,
