@@ -10,7 +10,11 @@
 # off, so capacity runs admit every call), RECORD=1 to record every call
 # (route record = true; RECORD_FORMAT wav or ogg, RECORD_CHANNELS dual or
 # mono), which adds the disk written per second and the recording counters
-# to the report. Reports: crossline CPU per core, RSS per call, |Δ−20 ms|
+# to the report. STREAM=1 connects every call to a voice agent instead
+# (a `stream` node, mode connect, to examples/stream_echo_agent.rs, which
+# sends each media payload back) and the probe echoes the call's RTP back,
+# so every call carries audio both ways: caller → crossline → agent →
+# crossline → caller. Reports: crossline CPU per core, RSS per call, |Δ−20 ms|
 # p50/p99/p99.9/max at the receiver, loss and timestamp drift, measured over
 # the plateau when every call is up.
 #
@@ -28,11 +32,29 @@ ramp=$(( calls / rate + 2 ))
 measure=$(( hold - ramp - 5 ))
 [ "$measure" -ge 10 ] || { echo "HOLD_SECS too short for the ramp ($ramp s)" >&2; exit 1; }
 
-cargo build --release --quiet --bin crossline --example rtp_probe
+stream=${STREAM:-0}
+cargo build --release --quiet --bin crossline --example rtp_probe --example stream_echo_agent
 bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
-trap 'kill $gw $probe 2>/dev/null || true; rm -rf "$work"' EXIT
+agent=""
+trap 'kill $gw $probe $agent 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(( 41000 + RANDOM % 5000 )); probe_port=$(( port + 500 )); http_port=$(( port + 700 ))
+agent_port=$(( port + 900 ))
+flow=hold
+mkdir -p "$work/flows"
+if [ "$stream" = 1 ]; then
+  flow=agent
+  cat >"$work/flows/agent.toml" <<FLOW
+name = "agent"
+[[nodes]]
+id = "agent"
+type = "stream"
+url = "ws://127.0.0.1:$agent_port/media"
+FLOW
+  ulimit -n 65536 2>/dev/null || true
+  "$bin/examples/stream_echo_agent" "$agent_port" >"$work/agent.txt" &
+  agent=$!
+fi
 cat >"$work/crossline.toml" <<TOML
 [sip]
 udp = ["127.0.0.1:$port"]
@@ -50,12 +72,14 @@ listen = "127.0.0.1:$http_port"
 sqlite_path = "$work/crossline.db"
 [logging]
 level = "warn"
+[flows]
+dir = "$work/flows"
 [recording]
 recordings_dir = "$work/recs"
 format = "${RECORD_FORMAT:-wav}"
 channels = "${RECORD_CHANNELS:-dual}"
 [[routes]]
-flow = "hold"
+flow = "$flow"
 record = $( [ "${RECORD:-0}" = 1 ] && echo true || echo false )
 TOML
 ulimit -n 65536 2>/dev/null || true
@@ -65,7 +89,7 @@ sleep 1
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$gw/status"; }
 idle_rss=$(rss_kb)
 
-"$bin/examples/rtp_probe" "$probe_port" "$ramp" "$measure" >"$work/probe.txt" &
+"$bin/examples/rtp_probe" "$probe_port" "$ramp" "$measure" $( [ "$stream" = 1 ] && echo echo ) >"$work/probe.txt" &
 probe=$!
 (cd "$work" && timeout $(( hold + ramp + 60 )) sipp -sf "$OLDPWD/benches/uac_hold.xml" "127.0.0.1:$port" \
    -key probe_port "$probe_port" -r "$rate" -m "$calls" -l "$calls" -d $(( hold * 1000 )) \
@@ -77,7 +101,8 @@ sleep "$ramp"
 cpu_snap() { awk '/^cpu[0-9]/{print $1, $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
 gw_ticks() { awk '{print $14+$15}' "/proc/$gw/stat"; }
 io_written() { awk '/^write_bytes/{print $2}' "/proc/$gw/io"; }
-a=$(cpu_snap); g0=$(gw_ticks); w0=$(io_written); t0=$(date +%s.%N)
+agent_ticks() { [ -n "$agent" ] && awk '{print $14+$15}' "/proc/$agent/stat" || echo 0; }
+a=$(cpu_snap); g0=$(gw_ticks); w0=$(io_written); t0=$(date +%s.%N); ag0=$(agent_ticks)
 # Signalling under load: 50 OPTIONS, 100 ms apart, timed at the sender.
 python3 - "$port" >"$work/options.txt" <<'PY' &
 import socket, sys, time
@@ -100,10 +125,10 @@ pick = lambda q: rtts[min(len(rtts) - 1, int(q * len(rtts)))] if rtts else float
 print(f"options answers={codes} rtt_ms p50={pick(0.5):.2f} p99={pick(0.99):.2f} max={pick(1.0):.2f}")
 PY
 sleep "$measure"
-b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N)
+b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N); ag1=$(agent_ticks)
 plateau_rss=$(rss_kb)
 metrics=$(curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null || true)
-echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording" || true
+echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording|^crossline_media_stream" || true
 active=$(echo "$metrics" | awk '/^crossline_calls_active /{print $2}')
 active=${active:-$calls}
 [ "${active%.*}" -gt 0 ] 2>/dev/null || active=$calls
@@ -116,6 +141,10 @@ echo "calls_active_at_plateau=${active%.*}"
 echo "rss_idle_kb=$idle_rss rss_plateau_kb=$plateau_rss rss_per_call_kb=$(( (plateau_rss - idle_rss) / ${active%.*} ))"
 echo "disk_written_mb_per_s=$(echo "($w1-$w0)/1048576/($t1-$t0)" | bc -l | xargs printf '%.2f')"
 cat "$work/probe.txt"
+if [ -n "$agent" ]; then
+  echo "agent: $(tail -n 1 "$work/agent.txt")"
+  echo "agent_cpu_pct_of_one_core=$(echo "($ag1-$ag0)/$hz/($t1-$t0)*100" | bc -l | xargs printf '%.1f')"
+fi
 [ -s "$work/options.txt" ] && cat "$work/options.txt"
 wait "$sipp_pid" || true
 stat() { awk -F';' -v col="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==col) c=i} END{print $c}' "$work"/*_.csv 2>/dev/null || echo "?"; }

@@ -3,7 +3,11 @@
 //! receiver: |Δarrival − 20 ms| percentiles, loss from sequence gaps, and
 //! timestamp drift against the wall clock.
 //!
-//!     rtp_probe PORT WARMUP_SECS MEASURE_SECS
+//!     rtp_probe PORT WARMUP_SECS MEASURE_SECS [echo]
+//!
+//! With `echo` every packet also goes straight back to where it came from,
+//! so each call has audio both ways (benches/streams-load.sh: the caller's
+//! side of a media stream).
 //!
 //! Packets before WARMUP_SECS are ignored (call ramp-up); the report covers
 //! the next MEASURE_SECS. Arrival times are the kernel's receive timestamps
@@ -37,9 +41,10 @@ fn main() {
         args.get(2).and_then(|a| a.parse::<f64>().ok()),
         args.get(3).and_then(|a| a.parse::<f64>().ok()),
     ) else {
-        eprintln!("usage: rtp_probe PORT WARMUP_SECS MEASURE_SECS");
+        eprintln!("usage: rtp_probe PORT WARMUP_SECS MEASURE_SECS [echo]");
         std::process::exit(2);
     };
+    let echo = args.get(4).is_some_and(|a| a == "echo");
     let sock = UdpSocket::bind(("127.0.0.1", port)).expect("bind probe port");
     let big: libc::c_int = 64 << 20;
     // SAFETY: setsockopt on our socket with a c_int.
@@ -75,15 +80,22 @@ fn main() {
     let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
     let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(BATCH);
     let mut controls = vec![[0u64; 8]; BATCH];
+    // SAFETY: an all-zero sockaddr_in is valid.
+    let mut sources: Vec<libc::sockaddr_in> = vec![unsafe { std::mem::zeroed() }; BATCH];
     for b in bufs.iter_mut() {
         iovecs.push(libc::iovec {
             iov_base: b.as_mut_ptr().cast(),
             iov_len: b.len(),
         });
     }
-    for (iov, ctl) in iovecs.iter_mut().zip(controls.iter_mut()) {
+    for ((iov, ctl), src) in iovecs
+        .iter_mut()
+        .zip(controls.iter_mut())
+        .zip(sources.iter_mut())
+    {
         // SAFETY: zeroed msghdr is valid; we point it at our iovec.
         let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_hdr.msg_name = (src as *mut libc::sockaddr_in).cast();
         hdr.msg_hdr.msg_iov = iov;
         hdr.msg_hdr.msg_iovlen = 1;
         hdr.msg_hdr.msg_control = ctl.as_mut_ptr().cast();
@@ -98,6 +110,7 @@ fn main() {
     while Instant::now() < end {
         for (m, ctl) in msgs.iter_mut().zip(controls.iter()) {
             m.msg_hdr.msg_controllen = std::mem::size_of_val(ctl);
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         }
         // SAFETY: msgs/iovecs/bufs outlive the call; BATCH entries.
         let n = unsafe {
@@ -111,6 +124,17 @@ fn main() {
         };
         if n <= 0 {
             continue;
+        }
+        if echo {
+            for i in 0..n as usize {
+                let len = (msgs[i].msg_len as usize).min(256);
+                let src = &sources[i];
+                let to = std::net::SocketAddrV4::new(
+                    u32::from_be(src.sin_addr.s_addr).into(),
+                    u16::from_be(src.sin_port),
+                );
+                let _ = sock.send_to(&bufs[i][..len], to);
+            }
         }
         let now = Instant::now();
         if now < measure_from {
