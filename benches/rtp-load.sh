@@ -42,7 +42,32 @@ port=$(( 41000 + RANDOM % 5000 )); probe_port=$(( port + 500 )); http_port=$(( p
 agent_port=$(( port + 900 ))
 flow=hold
 mkdir -p "$work/flows"
-if [ "$stream" = 1 ]; then
+if [ "${SPEECH:-0}" = 1 ]; then
+  # Every call sits in a speech gather whose prompt is speech; the probe
+  # echoes it back, so the caller "speaks" over it (barge-in), then the
+  # silence ends the utterance, the stand-in answers "agent" and the gather
+  # starts again: recognitions back to back on every call.
+  stream=1
+  flow=menu
+  espeak-ng -v en-us -s 150 -w "$work/said.wav" "I would like to talk to an agent please"
+  cat >"$work/flows/menu.toml" <<FLOW
+name = "menu"
+[[nodes]]
+id = "menu"
+type = "gather"
+input = "speech"
+prompt_file = "$work/said.wav"
+timeout_secs = 5
+speech_timeout_secs = 0.5
+retries = 0
+grammar = { agent = ["agent"] }
+branches = { agent = "menu" }
+on_failure = "menu"
+FLOW
+  asr_section="[asr]
+provider = \"websocket\"
+url = \"ws://127.0.0.1:$agent_port/asr\""
+elif [ "$stream" = 1 ]; then
   flow=agent
   cat >"$work/flows/agent.toml" <<FLOW
 name = "agent"
@@ -51,6 +76,8 @@ id = "agent"
 type = "stream"
 url = "ws://127.0.0.1:$agent_port/media"
 FLOW
+fi
+if [ "$stream" = 1 ]; then
   ulimit -n 65536 2>/dev/null || true
   "$bin/examples/stream_echo_agent" "$agent_port" >"$work/agent.txt" &
   agent=$!
@@ -70,6 +97,7 @@ audio_dir = "$PWD/audio"
 listen = "127.0.0.1:$http_port"
 [store]
 sqlite_path = "$work/crossline.db"
+${asr_section:-}
 [logging]
 level = "warn"
 [flows]
@@ -128,7 +156,7 @@ sleep "$measure"
 b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N); ag1=$(agent_ticks)
 plateau_rss=$(rss_kb)
 metrics=$(curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null || true)
-echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording|^crossline_media_stream" || true
+echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording|^crossline_media_stream|^crossline_asr" || true
 active=$(echo "$metrics" | awk '/^crossline_calls_active /{print $2}')
 active=${active:-$calls}
 [ "${active%.*}" -gt 0 ] 2>/dev/null || active=$calls

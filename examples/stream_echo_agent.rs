@@ -1,8 +1,11 @@
 //! A load agent for media streams (benches/streams-load.sh): a WebSocket
 //! server in the Twilio Media Streams format that sends every `media`
 //! payload it receives straight back to the call, so audio flows both
-//! ways on every stream. Prints its counts every 5 s and on Ctrl-C / TERM:
-//! connections open and total, media messages in and out, bad messages.
+//! ways on every stream. A connection to `/asr` is instead a recognizer
+//! stand-in in the generic speech protocol (README, "Speech input"): it
+//! takes the audio and answers `{"type":"stop"}` with a final transcript,
+//! "agent". Prints its counts every 5 s and on Ctrl-C: connections open and
+//! total, media messages (or audio frames) in and out, bad messages.
 //!
 //!     stream_echo_agent PORT
 
@@ -72,10 +75,18 @@ fn print_counts(c: &Counts) {
 }
 
 async fn serve(tcp: tokio::net::TcpStream, counts: Arc<Counts>) {
-    let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+    let mut path = String::new();
+    let see_path = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+        path = req.uri().path().to_string();
+        Ok(resp)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, see_path).await else {
         counts.bad.fetch_add(1, Relaxed);
         return;
     };
+    if path == "/asr" {
+        return recognize(ws, counts).await;
+    }
     counts.open.fetch_add(1, Relaxed);
     counts.total.fetch_add(1, Relaxed);
     let (mut tx, mut rx) = ws.split();
@@ -111,6 +122,32 @@ async fn serve(tcp: tokio::net::TcpStream, counts: Arc<Counts>) {
                 counts.media_out.fetch_add(1, Relaxed);
             }
             Some("stop") => break,
+            _ => {}
+        }
+    }
+    counts.open.fetch_sub(1, Relaxed);
+}
+
+/// The recognizer stand-in: audio in, one final transcript at `stop`.
+async fn recognize(
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    counts: Arc<Counts>,
+) {
+    counts.open.fetch_add(1, Relaxed);
+    counts.total.fetch_add(1, Relaxed);
+    let (mut tx, mut rx) = ws.split();
+    while let Some(Ok(msg)) = rx.next().await {
+        match msg {
+            Message::Binary(_) => {
+                counts.media_in.fetch_add(1, Relaxed);
+            }
+            Message::Text(text) if text.as_str().contains("\"stop\"") => {
+                let last = json!({"transcript": "agent", "is_final": true, "confidence": 0.9});
+                if tx.send(Message::text(last.to_string())).await.is_ok() {
+                    counts.media_out.fetch_add(1, Relaxed);
+                }
+                // The gateway closes once it has the transcript.
+            }
             _ => {}
         }
     }
