@@ -76,6 +76,8 @@ fn print_counts(c: &Counts) {
 
 async fn serve(tcp: tokio::net::TcpStream, counts: Arc<Counts>) {
     let mut path = String::new();
+    // tungstenite's handshake callback fixes the (large) error type.
+    #[allow(clippy::result_large_err)]
     let see_path = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
         path = req.uri().path().to_string();
         Ok(resp)
