@@ -14,7 +14,10 @@
 # (a `stream` node, mode connect, to examples/stream_echo_agent.rs, which
 # sends each media payload back) and the probe echoes the call's RTP back,
 # so every call carries audio both ways: caller → crossline → agent →
-# crossline → caller. Reports: crossline CPU per core, RSS per call, |Δ−20 ms|
+# crossline → caller. SPEECH=1 puts every call in a speech gather instead,
+# recognized back to back through the generic WebSocket protocol by the
+# same program's /asr stand-in (benches/README.md section 12). Reports:
+# crossline CPU per core, RSS per call, |Δ−20 ms|
 # p50/p99/p99.9/max at the receiver, loss and timestamp drift, measured over
 # the plateau when every call is up.
 #
