@@ -12,10 +12,17 @@
 # mono), which adds the disk written per second and the recording counters
 # to the report. RTP_PROBE_ECHO=1 has the probe send every packet back to
 # its stream, so the gateway also reads 50 packets a second per call (a
-# caller who talks). CROSSLINE_BIN runs another build (SKIP_BUILD=1 skips
-# cargo). Reports: crossline CPU per core and per RTP packet sent, RSS per
-# call, |Δ−20 ms| p50/p99/p99.9/max at the receiver, loss and timestamp
-# drift, measured over the plateau when every call is up.
+# caller who talks). STREAM=1 connects every call to a voice agent instead
+# (a `stream` node, mode connect, to examples/stream_echo_agent.rs, which
+# sends each media payload back) and the probe echoes the call's RTP back,
+# so every call carries audio both ways: caller → crossline → agent →
+# crossline → caller. SPEECH=1 puts every call in a speech gather instead,
+# recognized back to back through the generic WebSocket protocol by the
+# same program's /asr stand-in (benches/README.md section 14).
+# CROSSLINE_BIN runs another build (SKIP_BUILD=1 skips cargo). Reports:
+# crossline CPU per core and per RTP packet sent, RSS per call, |Δ−20 ms|
+# p50/p99/p99.9/max at the receiver, loss and timestamp drift, measured
+# over the plateau when every call is up.
 #
 # Overload mode: offer more than the box carries with overload control on,
 #   OVERLOAD_THRESHOLD=80 benches/rtp-load.sh 6000 40
@@ -31,14 +38,59 @@ ramp=$(( calls / rate + 2 ))
 measure=$(( hold - ramp - 5 ))
 [ "$measure" -ge 10 ] || { echo "HOLD_SECS too short for the ramp ($ramp s)" >&2; exit 1; }
 
+stream=${STREAM:-0}
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release --quiet --bin crossline --example rtp_probe
+  cargo build --release --quiet --bin crossline --example rtp_probe --example stream_echo_agent
 fi
 bin=${CARGO_TARGET_DIR:-target}/release
 gateway=${CROSSLINE_BIN:-$bin/crossline}
 work=$(mktemp -d)
-trap 'kill $gw $probe 2>/dev/null || true; rm -rf "$work"' EXIT
+agent=""
+trap 'kill $gw $probe $agent 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(( 41000 + RANDOM % 5000 )); probe_port=$(( port + 500 )); http_port=$(( port + 700 ))
+agent_port=$(( port + 900 ))
+flow=hold
+mkdir -p "$work/flows"
+if [ "${SPEECH:-0}" = 1 ]; then
+  # Every call sits in a speech gather whose prompt is speech; the probe
+  # echoes it back, so the caller "speaks" over it (barge-in), then the
+  # silence ends the utterance, the stand-in answers "agent" and the gather
+  # starts again: recognitions back to back on every call.
+  stream=1
+  flow=menu
+  espeak-ng -v en-us -s 150 -w "$work/said.wav" "I would like to talk to an agent please"
+  cat >"$work/flows/menu.toml" <<FLOW
+name = "menu"
+[[nodes]]
+id = "menu"
+type = "gather"
+input = "speech"
+prompt_file = "$work/said.wav"
+timeout_secs = 5
+speech_timeout_secs = 0.5
+retries = 0
+grammar = { agent = ["agent"] }
+branches = { agent = "menu" }
+on_failure = "menu"
+FLOW
+  asr_section="[asr]
+provider = \"websocket\"
+url = \"ws://127.0.0.1:$agent_port/asr\""
+elif [ "$stream" = 1 ]; then
+  flow=agent
+  cat >"$work/flows/agent.toml" <<FLOW
+name = "agent"
+[[nodes]]
+id = "agent"
+type = "stream"
+url = "ws://127.0.0.1:$agent_port/media"
+FLOW
+fi
+if [ "$stream" = 1 ]; then
+  ulimit -n 65536 2>/dev/null || true
+  "$bin/examples/stream_echo_agent" "$agent_port" >"$work/agent.txt" &
+  agent=$!
+fi
 cat >"$work/crossline.toml" <<TOML
 [sip]
 udp = ["127.0.0.1:$port"]
@@ -54,14 +106,17 @@ audio_dir = "$PWD/audio"
 listen = "127.0.0.1:$http_port"
 [store]
 sqlite_path = "$work/crossline.db"
+${asr_section:-}
 [logging]
 level = "warn"
+[flows]
+dir = "$work/flows"
 [recording]
 recordings_dir = "$work/recs"
 format = "${RECORD_FORMAT:-wav}"
 channels = "${RECORD_CHANNELS:-dual}"
 [[routes]]
-flow = "hold"
+flow = "$flow"
 record = $( [ "${RECORD:-0}" = 1 ] && echo true || echo false )
 TOML
 ulimit -n 65536 2>/dev/null || true
@@ -71,6 +126,7 @@ sleep 1
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$gw/status"; }
 idle_rss=$(rss_kb)
 
+[ "$stream" = 1 ] && export RTP_PROBE_ECHO=1
 "$bin/examples/rtp_probe" "$probe_port" "$ramp" "$measure" >"$work/probe.txt" &
 probe=$!
 (cd "$work" && timeout $(( hold + ramp + 60 )) sipp -sf "$OLDPWD/benches/uac_hold.xml" "127.0.0.1:$port" \
@@ -88,7 +144,8 @@ rtp_counts() {  # packets sent and received so far
     awk '$1=="crossline_rtp_packets_sent_total"{s=$2} $1=="crossline_rtp_packets_received_total"{r=$2} END{print s+0, r+0}'
 }
 read -r sent0 recv0 < <(rtp_counts)
-a=$(cpu_snap); g0=$(gw_ticks); w0=$(io_written); t0=$(date +%s.%N)
+agent_ticks() { [ -n "$agent" ] && awk '{print $14+$15}' "/proc/$agent/stat" || echo 0; }
+a=$(cpu_snap); g0=$(gw_ticks); w0=$(io_written); t0=$(date +%s.%N); ag0=$(agent_ticks)
 # Signalling under load: 50 OPTIONS, 100 ms apart, timed at the sender.
 python3 - "$port" >"$work/options.txt" <<'PY' &
 import socket, sys, time
@@ -111,11 +168,11 @@ pick = lambda q: rtts[min(len(rtts) - 1, int(q * len(rtts)))] if rtts else float
 print(f"options answers={codes} rtt_ms p50={pick(0.5):.2f} p99={pick(0.99):.2f} max={pick(1.0):.2f}")
 PY
 sleep "$measure"
-b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N)
+b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N); ag1=$(agent_ticks)
 read -r sent1 recv1 < <(rtp_counts)
 plateau_rss=$(rss_kb)
 metrics=$(curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null || true)
-echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording" || true
+echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording|^crossline_media_stream|^crossline_asr" || true
 active=$(echo "$metrics" | awk '/^crossline_calls_active /{print $2}')
 active=${active:-$calls}
 [ "${active%.*}" -gt 0 ] 2>/dev/null || active=$calls
@@ -130,6 +187,10 @@ echo "rtp_sent_per_s=$(echo "($sent1-$sent0)/($t1-$t0)" | bc -l | xargs printf '
 echo "rss_idle_kb=$idle_rss rss_plateau_kb=$plateau_rss rss_per_call_kb=$(( (plateau_rss - idle_rss) / ${active%.*} ))"
 echo "disk_written_mb_per_s=$(echo "($w1-$w0)/1048576/($t1-$t0)" | bc -l | xargs printf '%.2f')"
 cat "$work/probe.txt"
+if [ -n "$agent" ]; then
+  echo "agent: $(tail -n 1 "$work/agent.txt")"
+  echo "agent_cpu_pct_of_one_core=$(echo "($ag1-$ag0)/$hz/($t1-$t0)*100" | bc -l | xargs printf '%.1f')"
+fi
 [ -s "$work/options.txt" ] && cat "$work/options.txt"
 wait "$sipp_pid" || true
 stat() { awk -F';' -v col="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==col) c=i} END{print $c}' "$work"/*_.csv 2>/dev/null || echo "?"; }

@@ -817,6 +817,24 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     }
     match config.asr.provider() {
         Err(e) => err(&["asr", "provider"], e),
+        Ok(Some(crate::speech::provider::Provider::PocketSphinx(_))) => {
+            // A grammar decoder with nothing to listen for hears nothing.
+            for (name, flow) in &config.flow_set.flows {
+                for node in flow.nodes.values() {
+                    if let crate::flow::model::NodeKind::Gather(g) = &node.kind {
+                        if g.wants_speech() && g.grammar.is_empty() && g.hints.is_empty() {
+                            err(
+                                &["asr", "provider"],
+                                format!(
+                                    "flow {name:?} node {:?} gathers speech with pocketsphinx, which needs a grammar or hints",
+                                    g.id
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
         Ok(Some(_)) => {}
         Ok(None) => {
             // Speech asked for with nowhere to send it would fail silently.

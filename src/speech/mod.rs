@@ -7,10 +7,15 @@
 //!   transcription and a generic WebSocket protocol anyone can serve.
 //! - [`recognize`]: one recognition on tokio, fed by the call's tap.
 //! - [`grammar`]: what a transcript means for a menu.
+//! - [`embedded`]: PocketSphinx on a worker pool (cargo feature
+//!   `pocketsphinx`), its FFI in [`sphinx`].
 
+pub mod embedded;
 pub mod grammar;
 pub mod provider;
 pub mod recognize;
+#[cfg(feature = "pocketsphinx")]
+pub mod sphinx;
 pub mod vad;
 
 use serde::Deserialize;
@@ -21,7 +26,7 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AsrConfig {
-    /// "deepgram" or "websocket"; unset: no speech input (a flow asking
+    /// "deepgram", "websocket" or "pocketsphinx"; unset: no speech input (a flow asking
     /// for it fails `check`).
     pub provider: Option<String>,
     /// The recognizer's WebSocket URL. Deepgram: its live endpoint unless
@@ -38,6 +43,14 @@ pub struct AsrConfig {
     /// After the caller stops speaking, how long to wait for the final
     /// transcript before `gather` fails over to `on_failure`.
     pub result_timeout_ms: u64,
+    /// pocketsphinx: the acoustic model directory (16 kHz).
+    pub model_dir: String,
+    /// pocketsphinx: the pronouncing dictionary.
+    pub dictionary: String,
+    /// pocketsphinx: decoder threads.
+    pub workers: usize,
+    /// pocketsphinx: utterances that may wait for a worker.
+    pub queue_len: usize,
 }
 
 impl Default for AsrConfig {
@@ -50,6 +63,10 @@ impl Default for AsrConfig {
             model: None,
             connect_timeout_ms: 3_000,
             result_timeout_ms: 3_000,
+            model_dir: embedded::DEBIAN_MODEL_DIR.into(),
+            dictionary: embedded::DEBIAN_DICTIONARY.into(),
+            workers: 2,
+            queue_len: 64,
         }
     }
 }
@@ -64,8 +81,15 @@ pub struct Recognizer {
 
 impl AsrConfig {
     /// What flows use, if a provider is configured.
+    /// The embedded engine's model is loaded here.
     pub fn recognizer(&self) -> Result<Option<Recognizer>, String> {
-        Ok(self.provider()?.map(|provider| Recognizer {
+        let provider = match self.provider()? {
+            Some(provider::Provider::PocketSphinx(engine)) => {
+                Some(provider::Provider::PocketSphinx(engine.start()?))
+            }
+            other => other,
+        };
+        Ok(provider.map(|provider| Recognizer {
             provider,
             connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
             result_timeout: std::time::Duration::from_millis(self.result_timeout_ms),
@@ -108,9 +132,50 @@ impl AsrConfig {
                 }
                 Ok(Some(provider::Provider::WebSocket { url, token: key }))
             }
+            Some("pocketsphinx") => {
+                let settings = embedded::Settings {
+                    model_dir: self.model_dir.clone().into(),
+                    dictionary: self.dictionary.clone().into(),
+                    workers: self.workers,
+                    queue: self.queue_len,
+                };
+                settings.problems()?;
+                Ok(Some(provider::Provider::PocketSphinx(
+                    embedded::Engine::new(settings),
+                )))
+            }
             Some(other) => Err(format!(
-                "unknown provider {other:?}; one of deepgram, websocket"
+                "unknown provider {other:?}; one of deepgram, websocket, pocketsphinx"
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pocketsphinx_needs_the_feature_and_its_model() {
+        let asr = AsrConfig {
+            provider: Some("pocketsphinx".into()),
+            ..AsrConfig::default()
+        };
+        let provider = asr.provider();
+        if cfg!(feature = "pocketsphinx") {
+            assert!(
+                matches!(provider, Ok(Some(provider::Provider::PocketSphinx(_)))),
+                "Debian's model is the default: {provider:?}"
+            );
+            let missing = AsrConfig {
+                model_dir: "/nonexistent".into(),
+                ..asr
+            };
+            let e = missing.provider().unwrap_err();
+            assert!(e.contains("/nonexistent holds no acoustic model"), "{e}");
+        } else {
+            let e = provider.unwrap_err();
+            assert!(e.contains("`pocketsphinx` cargo feature"), "{e}");
         }
     }
 }

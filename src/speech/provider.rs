@@ -29,6 +29,8 @@ pub enum Provider {
         url: String,
         token: Option<String>,
     },
+    /// PocketSphinx in this process: no WebSocket (see [`super::embedded`]).
+    PocketSphinx(super::embedded::Engine),
 }
 
 /// One transcript from the recognizer.
@@ -47,6 +49,7 @@ impl Provider {
         match self {
             Provider::Deepgram { .. } => "deepgram",
             Provider::WebSocket { .. } => "websocket",
+            Provider::PocketSphinx(_) => "pocketsphinx",
         }
     }
 
@@ -80,13 +83,14 @@ impl Provider {
             Provider::WebSocket { url, token } => {
                 Ok((url.clone(), token.as_ref().map(|t| format!("Bearer {t}"))))
             }
+            Provider::PocketSphinx(_) => Err("pocketsphinx is not a WebSocket recognizer".into()),
         }
     }
 
     /// A text message to send before any audio.
     pub fn opening(&self, language: &str, hints: &[String]) -> Option<String> {
         match self {
-            Provider::Deepgram { .. } => None,
+            Provider::Deepgram { .. } | Provider::PocketSphinx(_) => None,
             Provider::WebSocket { .. } => Some(
                 json!({
                     "type": "start",
@@ -104,7 +108,9 @@ impl Provider {
     pub fn closing(&self) -> String {
         match self {
             Provider::Deepgram { .. } => json!({"type": "CloseStream"}).to_string(),
-            Provider::WebSocket { .. } => json!({"type": "stop"}).to_string(),
+            Provider::WebSocket { .. } | Provider::PocketSphinx(_) => {
+                json!({"type": "stop"}).to_string()
+            }
         }
     }
 
@@ -134,6 +140,7 @@ impl Provider {
                 is_final: v.get("is_final").and_then(Value::as_bool).unwrap_or(false),
                 end_of_speech: false,
             }),
+            Provider::PocketSphinx(_) => None,
         }
     }
 }

@@ -25,6 +25,9 @@ const MAX_SPEECH: Duration = Duration::from_secs(30);
 pub struct Listen {
     pub language: String,
     pub hints: Vec<String>,
+    /// The grammar's phrases: what an embedded recognizer listens for
+    /// (else the hints).
+    pub phrases: Vec<String>,
     /// Silence that ends speech.
     pub speech_timeout: Duration,
     /// No speech at all by then: no input.
@@ -96,17 +99,7 @@ async fn run(
     tap: &StreamTap,
     out: &mpsc::UnboundedSender<Heard>,
 ) -> Result<Recognition, Failure> {
-    let (url, auth) = provider
-        .connect_to(&listen.language, &listen.hints)
-        .map_err(Failure::Recognizer)?;
-    let headers: Vec<(&str, String)> = auth.into_iter().map(|a| ("Authorization", a)).collect();
-    let mut ws =
-        crate::media_stream::session::open(&url, &headers, listen.connect_timeout, 1 << 20)
-            .await
-            .map_err(Failure::Recognizer)?;
-    if let Some(text) = provider.opening(&listen.language, &listen.hints) {
-        send(&mut ws, Message::text(text)).await?;
-    }
+    let mut link = Link::open(provider, listen).await?;
     let mut endpointer = Endpointer::new(listen.speech_timeout);
     let no_input_by = tokio::time::Instant::now() + listen.no_input_timeout;
     // Set once speech ends: the final transcript is due by then.
@@ -128,7 +121,7 @@ async fn run(
                     frames += 1;
                     let bytes = frame.payload();
                     if !recognizer_done {
-                        send(&mut ws, Message::binary(bytes.to_vec())).await?;
+                        link.audio(bytes).await?;
                     }
                     for chunk in bytes.chunks_exact(crate::media::FRAME_SAMPLES) {
                         crate::media::g711::decode_ulaw(chunk, &mut pcm);
@@ -136,6 +129,7 @@ async fn run(
                         match event {
                             Some(VadEvent::SpeechStarted) => {
                                 let _ = out.send(Heard::Started);
+                                link.speech_started();
                                 result_by = None;
                                 ended_at = None;
                                 speaking_since.get_or_insert(now);
@@ -158,11 +152,11 @@ async fn run(
                     ended_at = Some(now);
                     result_by = Some(now + listen.result_timeout);
                     // Ask for what is left; the answer ends it.
-                    let _ = send(&mut ws, Message::text(provider.closing())).await;
+                    link.finish().await?;
                     recognizer_done = true;
                 }
                 if !endpointer.heard_speech() && now >= no_input_by {
-                    let _ = send(&mut ws, Message::text(provider.closing())).await;
+                    link.abandon().await;
                     return Err(Failure::NoInput);
                 }
                 if let Some(by) = result_by {
@@ -177,9 +171,8 @@ async fn run(
                     }
                 }
             }
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    let Some(t) = provider.transcript(text.as_str()) else { continue };
+            said = link.next() => match said {
+                Some(Ok(Said::Transcript(t))) => {
                     if t.is_final && !t.text.trim().is_empty() {
                         finals.push((t.text, t.confidence));
                     }
@@ -188,16 +181,142 @@ async fn run(
                         return Ok(joined(&finals, ended_at.or(Some(now)), now));
                     }
                 }
-                Some(Ok(Message::Close(_))) | None => {
+                Some(Ok(Said::Whole(answer))) => {
+                    let now = tokio::time::Instant::now();
+                    record_latency(ended_at, now);
+                    return Ok(answer);
+                }
+                None => {
                     if !finals.is_empty() && result_by.is_some() {
                         let now = tokio::time::Instant::now();
                         return Ok(joined(&finals, ended_at, now));
                     }
                     return Err(Failure::Recognizer("the recognizer closed the socket".into()));
                 }
-                Some(Err(e)) => return Err(Failure::Recognizer(format!("WebSocket: {e}"))),
-                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
             },
+        }
+    }
+}
+
+/// What came back from the recognizer.
+enum Said {
+    /// A streaming recognizer's (interim or final) transcript.
+    Transcript(super::provider::Transcript),
+    /// A whole-utterance recognizer's answer: the end (empty: nothing the
+    /// grammar knows, a no-match).
+    Whole(Recognition),
+}
+
+/// Where a recognition's audio goes and its transcripts come from.
+enum Link<'a> {
+    /// A streaming recognizer over a WebSocket.
+    Stream {
+        ws: Box<dyn WsStream>,
+        provider: &'a Provider,
+    },
+    /// The embedded engine: the utterance is decoded once it has ended.
+    Embedded {
+        utterance: super::embedded::Utterance,
+        answer: Option<tokio::sync::oneshot::Receiver<Result<super::embedded::Decoded, String>>>,
+    },
+}
+
+impl<'a> Link<'a> {
+    async fn open(provider: &'a Provider, listen: &Listen) -> Result<Link<'a>, Failure> {
+        if let Provider::PocketSphinx(engine) = provider {
+            let phrases = match listen.phrases.is_empty() {
+                true => &listen.hints,
+                false => &listen.phrases,
+            };
+            return Ok(Link::Embedded {
+                utterance: engine.link(phrases).map_err(Failure::Recognizer)?,
+                answer: None,
+            });
+        }
+        let (url, auth) = provider
+            .connect_to(&listen.language, &listen.hints)
+            .map_err(Failure::Recognizer)?;
+        let headers: Vec<(&str, String)> = auth.into_iter().map(|a| ("Authorization", a)).collect();
+        let mut ws =
+            crate::media_stream::session::open(&url, &headers, listen.connect_timeout, 1 << 20)
+                .await
+                .map_err(Failure::Recognizer)?;
+        if let Some(text) = provider.opening(&listen.language, &listen.hints) {
+            send(&mut ws, Message::text(text)).await?;
+        }
+        Ok(Link::Stream { ws, provider })
+    }
+
+    async fn audio(&mut self, ulaw: &[u8]) -> Result<(), Failure> {
+        match self {
+            Link::Stream { ws, .. } => send(ws, Message::binary(ulaw.to_vec())).await,
+            Link::Embedded { utterance, .. } => {
+                utterance.audio(ulaw);
+                Ok(())
+            }
+        }
+    }
+
+    fn speech_started(&mut self) {
+        if let Link::Embedded { utterance, .. } = self {
+            utterance.speech_started();
+        }
+    }
+
+    /// Speech ended: ask for the result.
+    async fn finish(&mut self) -> Result<(), Failure> {
+        match self {
+            Link::Stream { ws, provider } => {
+                let _ = send(ws, Message::text(provider.closing())).await;
+                Ok(())
+            }
+            Link::Embedded { utterance, answer } => {
+                *answer = Some(utterance.finish().map_err(Failure::Recognizer)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Nobody spoke: let the recognizer go.
+    async fn abandon(&mut self) {
+        if let Link::Stream { ws, provider } = self {
+            let _ = send(ws, Message::text(provider.closing())).await;
+        }
+    }
+
+    /// The next transcript; None: the recognizer went away. Cancel-safe.
+    async fn next(&mut self) -> Option<Result<Said, Failure>> {
+        match self {
+            Link::Stream { ws, provider } => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(t) = provider.transcript(text.as_str()) {
+                            return Some(Ok(Said::Transcript(t)));
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => return None,
+                    Some(Err(e)) => {
+                        return Some(Err(Failure::Recognizer(format!("WebSocket: {e}"))))
+                    }
+                    Some(Ok(_)) => {}
+                }
+            },
+            Link::Embedded { answer, .. } => {
+                let Some(rx) = answer.as_mut() else {
+                    return std::future::pending().await;
+                };
+                let result = rx.await;
+                *answer = None;
+                Some(match result {
+                    Ok(Ok(decoded)) => Ok(Said::Whole(Recognition {
+                        transcript: decoded.text,
+                        confidence: decoded.confidence,
+                    })),
+                    Ok(Err(e)) => Err(Failure::Recognizer(format!("pocketsphinx: {e}"))),
+                    Err(_) => Err(Failure::Recognizer("pocketsphinx: the worker died".into())),
+                })
+            }
         }
     }
 }
@@ -209,10 +328,7 @@ fn joined(
     ended_at: Option<tokio::time::Instant>,
     now: tokio::time::Instant,
 ) -> Recognition {
-    if let Some(at) = ended_at {
-        histogram!(names::ASR_LATENCY_SECONDS)
-            .record(now.saturating_duration_since(at).as_secs_f64());
-    }
+    record_latency(ended_at, now);
     Recognition {
         transcript: finals
             .iter()
@@ -224,6 +340,13 @@ fn joined(
             .map(|(_, c)| *c)
             .fold(f64::INFINITY, f64::min)
             .min(1.0),
+    }
+}
+
+fn record_latency(ended_at: Option<tokio::time::Instant>, now: tokio::time::Instant) {
+    if let Some(at) = ended_at {
+        histogram!(names::ASR_LATENCY_SECONDS)
+            .record(now.saturating_duration_since(at).as_secs_f64());
     }
 }
 

@@ -155,16 +155,21 @@ impl Drop for Standin {
 /// `text` spoken by espeak-ng in `voice` (en, es…) as an 8 kHz mono WAV,
 /// with 0.3 s of silence after it.
 pub fn spoken(dir: &Path, voice: &str, text: &str) -> PathBuf {
+    spoken_at(dir, voice, text, 150)
+}
+
+/// [`spoken`] at `wpm` words per minute.
+pub fn spoken_at(dir: &Path, voice: &str, text: &str, wpm: u32) -> PathBuf {
     require("espeak-ng", "espeak-ng");
     require("sox", "sox");
     let name: String = text
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    let raw = dir.join(format!("raw-{voice}-{name}.wav"));
-    let out = dir.join(format!("said-{voice}-{name}.wav"));
+    let raw = dir.join(format!("raw-{voice}-{wpm}-{name}.wav"));
+    let out = dir.join(format!("said-{voice}-{wpm}-{name}.wav"));
     let ok = Command::new("espeak-ng")
-        .args(["-v", voice, "-s", "150", "-w"])
+        .args(["-v", voice, "-s", &wpm.to_string(), "-w"])
         .arg(&raw)
         .arg(text)
         .status()

@@ -47,6 +47,7 @@ pub(crate) async fn hear(
     let listen = Listen {
         language: node.language.clone(),
         hints: node.hints.clone(),
+        phrases: node.grammar.values().flatten().cloned().collect(),
         speech_timeout: Duration::from_secs_f64(node.speech_timeout_secs),
         // The flow keeps the no-input clock: it starts when the prompt ends.
         no_input_timeout: Duration::from_secs(600),
