@@ -1,0 +1,231 @@
+//! Queues (ACD), end to end: SIPp callers wait in a `[[queues]]` queue
+//! with music and spoken position announcements (espeak-ng), SIPp agents
+//! are rung in longest-idle order and respected in wrap-up, and a caller
+//! leaves for the fallback flow on pressing 0 or after max_wait_secs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// A gateway whose calls all go to the `queue` node of queue "support",
+/// with `queue_extra` lines in the queue, and a fallback flow that says
+/// "fallback reached" and hangs up.
+fn gateway(agents: &[String], queue_extra: &str) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(
+        flows.join("support.toml"),
+        r#"name = "support"
+
+[[nodes]]
+id = "wait"
+type = "queue"
+queue = "support"
+next = "bye"
+
+[[nodes]]
+id = "bye"
+type = "hangup"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        flows.join("voicemail.toml"),
+        r#"name = "voicemail"
+
+[[nodes]]
+id = "fallback-reached"
+type = "hangup"
+message = "Please call again later."
+"#,
+    )
+    .unwrap();
+    let agents = agents
+        .iter()
+        .map(|a| format!("{{ target = \"{a}\" }}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let gw = Gateway::start(&format!(
+        "[flows]\ndir = \"{}\"\n\n[[queues]]\nname = \"support\"\nagents = [{agents}]\nfallback_flow = \"voicemail\"\n{queue_extra}\n\n[[routes]]\nflow = \"support\"\n",
+        flows.display()
+    ));
+    (gw, dir)
+}
+
+/// A SIPp agent on its own port answering `calls` calls (each rings 2 s,
+/// then talks `talk_ms`, then the agent hangs up); its target URI.
+fn agent(calls: u32, talk_ms: u32) -> (String, std::thread::JoinHandle<Sipp>) {
+    let port = free_port();
+    let text = std::fs::read_to_string(scenario("uas_agent.xml"))
+        .unwrap()
+        .replace(
+            "<pause milliseconds=\"3000\"/>",
+            &format!("<pause milliseconds=\"{talk_ms}\"/>"),
+        );
+    let file = std::env::temp_dir().join(format!("queue-agent-{port}.xml"));
+    std::fs::write(&file, text).unwrap();
+    let handle = std::thread::spawn(move || {
+        let sipp = sipp_on(
+            &["-sf", &path_str(&file), "-m", &calls.to_string()],
+            Duration::from_secs(60),
+            port,
+            free_port(),
+        );
+        let _ = std::fs::remove_file(&file);
+        sipp
+    });
+    (format!("sip:agent@127.0.0.1:{port}"), handle)
+}
+
+/// Log lines holding `needle`, in order.
+fn lines_with(gw: &Gateway, needle: &str) -> Vec<String> {
+    gw.log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Three callers, two agents: the first two are bridged at once (to
+/// different agents, in listed order when both idled alike), the third
+/// hears "you are number 1" and gets the agent that became free first, only
+/// after its wrap-up.
+#[test]
+fn three_callers_two_agents_the_third_hears_its_place_and_waits_for_wrap_up() {
+    require("espeak-ng", "espeak-ng");
+    let (a, agent_a) = agent(2, 3000);
+    let (b, agent_b) = agent(1, 8000);
+    std::thread::sleep(Duration::from_millis(400));
+    let (gw, _dir) = gateway(
+        &[a.clone(), b.clone()],
+        "announce_interval_secs = 2\nwrap_up_secs = 2\nring_timeout_secs = 10\n",
+    );
+    let callers: Vec<_> = (0..3)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 300 }));
+            let addr = gw.sip_addr();
+            std::thread::spawn(move || {
+                sipp(
+                    &[
+                        "-sf",
+                        &scenario("uac_wait_bye.xml"),
+                        &addr,
+                        "-s",
+                        "support",
+                        "-m",
+                        "1",
+                    ],
+                    Duration::from_secs(60),
+                )
+            })
+        })
+        .collect();
+    for (i, c) in callers.into_iter().enumerate() {
+        let c = c.join().unwrap();
+        assert!(c.ok(), "caller {i}: {}", c.describe());
+    }
+    for (name, a) in [("a", agent_a), ("b", agent_b)] {
+        let a = a.join().unwrap();
+        assert!(a.ok(), "agent {name}: {}", a.describe());
+    }
+    let log = gw.log();
+    assert!(
+        log.contains("You are number 1 in the queue."),
+        "the third caller hears its place:\n{log}"
+    );
+    let bridged = lines_with(&gw, "queue: bridged");
+    assert_eq!(bridged.len(), 3, "{log}");
+    let to = |line: &str, agent: &str| line.contains(&format!("agent={agent}"));
+    assert!(to(&bridged[0], &a) && to(&bridged[1], &b), "{bridged:#?}");
+    // a hung up first: it had been idle longest when its wrap-up ended.
+    assert!(to(&bridged[2], &a), "{bridged:#?}");
+    let first_hangup = seconds_of_day(&lines_with(&gw, "queue: agent hung up")[0]);
+    let third_ring = seconds_of_day(&lines_with(&gw, "transfer: ringing agent")[2]);
+    assert!(
+        third_ring - first_hangup >= 1.9,
+        "wrap-up of 2 s respected: rang again {:.2} s after the hang-up",
+        third_ring - first_hangup
+    );
+    let metrics = gw.http_get("/metrics").1;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "crossline_queue_answered_total{queue=\"support\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "crossline_queue_answered_within_sla_total{queue=\"support\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric_value(&metrics, "crossline_queue_waiting{queue=\"support\"}"),
+        0.0
+    );
+}
+
+/// Nobody answers (the agent's port is closed): after max_wait_secs the
+/// caller leaves for the fallback flow, and is counted abandoned.
+#[test]
+fn max_wait_sends_the_caller_to_the_fallback_flow() {
+    let closed = format!("sip:agent@127.0.0.1:{}", free_port());
+    let (gw, _dir) = gateway(&[closed], "max_wait_secs = 3\nannounce_interval_secs = 0\n");
+    let caller = caller_waiting(&gw, "support");
+    assert!(caller.ok(), "{}", caller.describe());
+    let log = gw.log();
+    assert!(
+        log.contains("queue: caller left for the fallback") && log.contains("why=max_wait"),
+        "{log}"
+    );
+    assert!(log.contains("node=fallback-reached"), "{log}");
+    let left = seconds_of_day(&lines_with(&gw, "queue: caller left")[0]);
+    let joined = seconds_of_day(&lines_with(&gw, "queue: caller waiting")[0]);
+    assert!(
+        (2.9..5.0).contains(&(left - joined)),
+        "left after {:.2} s",
+        left - joined
+    );
+    wait_metric(
+        &gw,
+        "crossline_queue_abandoned_total{queue=\"support\"}",
+        1.0,
+        Duration::from_secs(3),
+    );
+}
+
+/// Pressing 0 leaves for the fallback at once.
+#[test]
+fn pressing_zero_leaves_for_the_fallback() {
+    let closed = format!("sip:agent@127.0.0.1:{}", free_port());
+    let (gw, _dir) = gateway(
+        &[closed],
+        "max_wait_secs = 60\nannounce_interval_secs = 0\n",
+    );
+    let text = std::fs::read_to_string(scenario("uac_dtmf.xml")).unwrap();
+    let press = gw.dir.path().join("press0.xml");
+    std::fs::write(&press, text.replace("DIGIT", "0")).unwrap();
+    let caller = sipp(
+        &[
+            "-sf",
+            &path_str(&press),
+            &gw.sip_addr(),
+            "-s",
+            "support",
+            "-m",
+            "1",
+            "-d",
+            "1000",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(caller.ok(), "{}", caller.describe());
+    let log = gw.log();
+    assert!(log.contains("why=pressed_0"), "{log}");
+    assert!(log.contains("node=fallback-reached"), "{log}");
+}
