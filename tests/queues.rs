@@ -7,12 +7,18 @@ mod common;
 
 use std::time::Duration;
 
+use common::phones::*;
 use common::*;
 
 /// A gateway whose calls all go to the `queue` node of queue "support",
 /// with `queue_extra` lines in the queue, and a fallback flow that says
 /// "fallback reached" and hangs up.
 fn gateway(agents: &[String], queue_extra: &str) -> (Gateway, tempfile::TempDir) {
+    gateway_with(agents, queue_extra, "")
+}
+
+/// [`gateway`], with `extra` sections in the config.
+fn gateway_with(agents: &[String], queue_extra: &str, extra: &str) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let flows = dir.path().join("flows");
     std::fs::create_dir(&flows).unwrap();
@@ -49,7 +55,7 @@ message = "Please call again later."
         .collect::<Vec<_>>()
         .join(", ");
     let gw = Gateway::start(&format!(
-        "[flows]\ndir = \"{}\"\n\n[[queues]]\nname = \"support\"\nagents = [{agents}]\nfallback_flow = \"voicemail\"\n{queue_extra}\n\n[[routes]]\nflow = \"support\"\n",
+        "{extra}\n[flows]\ndir = \"{}\"\n\n[[queues]]\nname = \"support\"\nagents = [{agents}]\nfallback_flow = \"voicemail\"\n{queue_extra}\n\n[[routes]]\nflow = \"support\"\n",
         flows.display()
     ));
     (gw, dir)
@@ -228,4 +234,69 @@ fn pressing_zero_leaves_for_the_fallback() {
     let log = gw.log();
     assert!(log.contains("why=pressed_0"), "{log}");
     assert!(log.contains("node=fallback-reached"), "{log}");
+}
+
+/// A SIPp caller to the queue who hangs up `talk_ms` after the gateway
+/// answers (it answers at once, into the queue).
+fn caller(gw: &Gateway, talk_ms: u32) -> std::thread::JoinHandle<Sipp> {
+    let addr = gw.sip_addr();
+    std::thread::spawn(move || {
+        sipp(
+            &[
+                "-sn",
+                "uac",
+                "-s",
+                "support",
+                &addr,
+                "-m",
+                "1",
+                "-d",
+                &talk_ms.to_string(),
+            ],
+            Duration::from_secs(40),
+        )
+    })
+}
+
+/// Agents on real phones: alice on pjsua2 and bob on baresip register as
+/// `[[users]]` and are the queue's `user:` agents. Two callers go to alice
+/// then bob (equally idle: in listed order); the third hears it is number
+/// 1, and gets alice, free the longest once both are wrapped up.
+#[test]
+fn registered_agents_on_pjsua2_and_baresip_answer_in_longest_idle_order() {
+    require("espeak-ng", "espeak-ng");
+    let (gw, _dir) = gateway_with(
+        &["user:alice".into(), "user:bob".into()],
+        "announce_interval_secs = 2\nwrap_up_secs = 1\nring_timeout_secs = 10\n",
+        "[registrar]\nenabled = true\ndomain = \"crossline.test\"\ndigest_algorithms = [\"MD5\"]\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw-1\"\n\n\
+         [[users]]\nname = \"bob\"\npassword = \"bob-pw-2\"\n",
+    );
+    let alice = pjsua_agent(&gw, "alice", "alice-pw-1", &[]);
+    let (bob, _conf) = baresip_agent(&gw, "bob", "bob-pw-2");
+    alice.wait_for("reg 200", Duration::from_secs(15));
+    gw.wait_for_log("registered user=bob", Duration::from_secs(15));
+    let first = caller(&gw, 3000);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = caller(&gw, 3000);
+    std::thread::sleep(Duration::from_millis(300));
+    let third = caller(&gw, 10000);
+    for (name, c) in [("first", first), ("second", second), ("third", third)] {
+        let c = c.join().unwrap();
+        assert!(c.ok(), "{name} caller: {}\n{}", c.describe(), gw.log());
+    }
+    let bridged = lines_with(&gw, "queue: bridged");
+    assert_eq!(bridged.len(), 3, "{bridged:#?}\n{}", bob.output());
+    let to = |i: usize, agent: &str| bridged[i].contains(&format!("agent=user:{agent}"));
+    assert!(
+        to(0, "alice") && to(1, "bob") && to(2, "alice"),
+        "{bridged:#?}"
+    );
+    assert!(gw.log().contains("You are number 1 in the queue."));
+    assert!(
+        bob.output().contains("Call established"),
+        "{}",
+        bob.output()
+    );
+    alice.wait_for("state CONFIRMED 200", Duration::from_secs(1));
 }
