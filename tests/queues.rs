@@ -300,3 +300,65 @@ fn registered_agents_on_pjsua2_and_baresip_answer_in_longest_idle_order() {
     );
     alice.wait_for("state CONFIRMED 200", Duration::from_secs(1));
 }
+
+const OPERATOR: &str = "operator-secret-0123456";
+
+/// An operator pauses the only agent over the API: a caller waits (the
+/// queue shows them and the agent paused, nobody rings); made available
+/// again, the agent is rung and bridged at once.
+#[test]
+fn a_paused_agent_takes_no_calls_until_made_available() {
+    let (a, agent_a) = agent(1, 1000);
+    let (gw, _dir) = gateway_with(
+        std::slice::from_ref(&a),
+        "announce_interval_secs = 0\n",
+        &format!("[http]\noperator_token = \"{OPERATOR}\"\n"),
+    );
+    let set = |state: &str, target: &str| {
+        gw.api(
+            OPERATOR,
+            "POST",
+            "/v1/agents/state",
+            Some(&serde_json::json!({ "target": target, "state": state })),
+        )
+    };
+    let r = set("paused", &a);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["agent"]["state"], "paused");
+    assert_eq!(set("paused", "sip:nobody@127.0.0.1").status, 404);
+    assert_eq!(set("asleep", &a).status, 422);
+    let waiting = {
+        let addr = gw.sip_addr();
+        std::thread::spawn(move || {
+            sipp(
+                &[
+                    "-sf",
+                    &scenario("uac_wait_bye.xml"),
+                    &addr,
+                    "-s",
+                    "support",
+                    "-m",
+                    "1",
+                ],
+                Duration::from_secs(40),
+            )
+        })
+    };
+    gw.wait_for_log("queue: caller waiting", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    let queues = gw.api(OPERATOR, "GET", "/v1/queues", None).json();
+    let support = &queues["queues"][0];
+    assert_eq!(support["name"], "support");
+    assert_eq!(support["waiting"], 1, "{queues}");
+    assert!(support["longest_wait_secs"].as_u64() >= Some(1), "{queues}");
+    assert_eq!(support["agents"][0]["state"], "paused", "{queues}");
+    assert!(!gw.log().contains("transfer: ringing agent"));
+    assert_eq!(set("available", &a).status, 200);
+    let caller = waiting.join().unwrap();
+    assert!(caller.ok(), "{}", caller.describe());
+    let agent = agent_a.join().unwrap();
+    assert!(agent.ok(), "{}", agent.describe());
+    assert_eq!(lines_with(&gw, "queue: bridged").len(), 1);
+    let agents = gw.api(OPERATOR, "GET", "/v1/agents", None).json();
+    assert_eq!(agents["agents"][0]["answered"], 1, "{agents}");
+}
