@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::phones::*;
+use common::standin::*;
 use common::*;
 
 /// A gateway whose calls all go to the `queue` node of queue "support",
@@ -49,13 +50,44 @@ message = "Please call again later."
 "#,
     )
     .unwrap();
+    // A breakout to chat, for queues whose fallback_flow is "to-chat".
+    std::fs::write(
+        flows.join("to-chat.toml"),
+        r#"name = "to-chat"
+
+[[nodes]]
+id = "to-chat"
+type = "breakout"
+sms_message = "Sorry for the wait. Leave us your email here:"
+breakout_flow = "collect-email"
+hold_message = ""
+timeout_secs = 3
+timeout_flow = "voicemail"
+next = "thanks"
+
+[[nodes]]
+id = "thanks"
+type = "hangup"
+"#,
+    )
+    .unwrap();
+    std::fs::copy(
+        repo().join("tests/flows/breakout/chat.toml"),
+        flows.join("collect-email.toml"),
+    )
+    .unwrap();
+    let fallback = if queue_extra.contains("fallback_flow") {
+        ""
+    } else {
+        "fallback_flow = \"voicemail\"\n"
+    };
     let agents = agents
         .iter()
         .map(|a| format!("{{ target = \"{a}\" }}"))
         .collect::<Vec<_>>()
         .join(", ");
     let gw = Gateway::start(&format!(
-        "{extra}\n[flows]\ndir = \"{}\"\n\n[[queues]]\nname = \"support\"\nagents = [{agents}]\nfallback_flow = \"voicemail\"\n{queue_extra}\n\n[[routes]]\nflow = \"support\"\n",
+        "{extra}\n[flows]\ndir = \"{}\"\n\n[[queues]]\nname = \"support\"\nagents = [{agents}]\n{fallback}{queue_extra}\n\n[[routes]]\nflow = \"support\"\n",
         flows.display()
     ));
     (gw, dir)
@@ -361,4 +393,49 @@ fn a_paused_agent_takes_no_calls_until_made_available() {
     assert_eq!(lines_with(&gw, "queue: bridged").len(), 1);
     let agents = gw.api(OPERATOR, "GET", "/v1/agents", None).json();
     assert_eq!(agents["agents"][0]["answered"], 1, "{agents}");
+}
+
+/// The seeds combined: after max_wait_secs the queue's fallback is a
+/// breakout to chat, which texts the caller a link (the Twilio stand-in
+/// checks the request) while the call holds.
+#[test]
+fn max_wait_falls_back_to_a_breakout_to_chat() {
+    require("espeak-ng", "espeak-ng");
+    let (port, log, _twilio) = stand_in();
+    let closed = format!("sip:agent@127.0.0.1:{}", free_port());
+    let (gw, _dir) = gateway_with(
+        &[closed],
+        "max_wait_secs = 2\nannounce_interval_secs = 0\nfallback_flow = \"to-chat\"\n",
+        &format!(
+            "[messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{port}\"\n\
+             account_sid = \"AC0123456789abcdef\"\nauth_token = \"secret-token\"\nfrom = \"+15550100000\"\n"
+        ),
+    );
+    let caller = {
+        let addr = gw.sip_addr();
+        std::thread::spawn(move || {
+            sipp(
+                &[
+                    "-sf",
+                    &scenario("uac_wait_bye.xml"),
+                    &addr,
+                    "-s",
+                    "support",
+                    "-m",
+                    "1",
+                ],
+                Duration::from_secs(40),
+            )
+        })
+    };
+    let (link, sms) = sms_link(&gw, &log);
+    assert_eq!(sms.get("To").map(String::as_str), Some("+15551234567"));
+    assert!(link.contains("/b/"), "{link}");
+    let caller = caller.join().unwrap();
+    assert!(caller.ok(), "{}", caller.describe());
+    let log = gw.log();
+    assert!(log.contains("why=max_wait"), "{log}");
+    assert!(log.contains("node=to-chat"), "{log}");
+    // Nobody opened the link: the breakout timed out to the voicemail flow.
+    assert!(log.contains("node=fallback-reached"), "{log}");
 }
