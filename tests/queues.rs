@@ -144,21 +144,7 @@ fn three_callers_two_agents_the_third_hears_its_place_and_waits_for_wrap_up() {
     let callers: Vec<_> = (0..3)
         .map(|i| {
             std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 300 }));
-            let addr = gw.sip_addr();
-            std::thread::spawn(move || {
-                sipp(
-                    &[
-                        "-sf",
-                        &scenario("uac_wait_bye.xml"),
-                        &addr,
-                        "-s",
-                        "support",
-                        "-m",
-                        "1",
-                    ],
-                    Duration::from_secs(60),
-                )
-            })
+            waiting_caller(&gw)
         })
         .collect();
     for (i, c) in callers.into_iter().enumerate() {
@@ -268,6 +254,25 @@ fn pressing_zero_leaves_for_the_fallback() {
     assert!(log.contains("node=fallback-reached"), "{log}");
 }
 
+/// A SIPp caller to the queue who stays until our BYE.
+fn waiting_caller(gw: &Gateway) -> std::thread::JoinHandle<Sipp> {
+    let addr = gw.sip_addr();
+    std::thread::spawn(move || {
+        sipp(
+            &[
+                "-sf",
+                &scenario("uac_wait_bye.xml"),
+                &addr,
+                "-s",
+                "support",
+                "-m",
+                "1",
+            ],
+            Duration::from_secs(60),
+        )
+    })
+}
+
 /// A SIPp caller to the queue who hangs up `talk_ms` after the gateway
 /// answers (it answers at once, into the queue).
 fn caller(gw: &Gateway, talk_ms: u32) -> std::thread::JoinHandle<Sipp> {
@@ -359,23 +364,7 @@ fn a_paused_agent_takes_no_calls_until_made_available() {
     assert_eq!(r.json()["agent"]["state"], "paused");
     assert_eq!(set("paused", "sip:nobody@127.0.0.1").status, 404);
     assert_eq!(set("asleep", &a).status, 422);
-    let waiting = {
-        let addr = gw.sip_addr();
-        std::thread::spawn(move || {
-            sipp(
-                &[
-                    "-sf",
-                    &scenario("uac_wait_bye.xml"),
-                    &addr,
-                    "-s",
-                    "support",
-                    "-m",
-                    "1",
-                ],
-                Duration::from_secs(40),
-            )
-        })
-    };
+    let waiting = waiting_caller(&gw);
     gw.wait_for_log("queue: caller waiting", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(1500));
     let queues = gw.api(OPERATOR, "GET", "/v1/queues", None).json();
@@ -411,23 +400,7 @@ fn max_wait_falls_back_to_a_breakout_to_chat() {
              account_sid = \"AC0123456789abcdef\"\nauth_token = \"secret-token\"\nfrom = \"+15550100000\"\n"
         ),
     );
-    let caller = {
-        let addr = gw.sip_addr();
-        std::thread::spawn(move || {
-            sipp(
-                &[
-                    "-sf",
-                    &scenario("uac_wait_bye.xml"),
-                    &addr,
-                    "-s",
-                    "support",
-                    "-m",
-                    "1",
-                ],
-                Duration::from_secs(40),
-            )
-        })
-    };
+    let caller = waiting_caller(&gw);
     let (link, sms) = sms_link(&gw, &log);
     assert_eq!(sms.get("To").map(String::as_str), Some("+15551234567"));
     assert!(link.contains("/b/"), "{link}");

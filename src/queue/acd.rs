@@ -666,6 +666,11 @@ mod tests {
         }
     }
 
+    fn acd_with(rules: QueueRules) -> (Instant, Acd) {
+        let t0 = Instant::now();
+        (t0, Acd::new(t0, vec![rules]))
+    }
+
     fn offers(acd: &mut Acd) -> Vec<(EntryId, Vec<String>)> {
         std::iter::from_fn(|| acd.poll_offer())
             .map(|o| (o.entry, o.agents))
@@ -679,11 +684,7 @@ mod tests {
 
     #[test]
     fn callers_wait_in_order_and_the_third_hears_its_place() {
-        let t0 = Instant::now();
-        let mut acd = Acd::new(
-            t0,
-            vec![rules(Strategy::LongestIdle, &[("a", &[]), ("b", &[])])],
-        );
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[]), ("b", &[])]));
         let c1 = join(&mut acd, t0, 1);
         let c2 = join(&mut acd, t0, 2);
         let c3 = join(&mut acd, t0, 3);
@@ -704,8 +705,7 @@ mod tests {
 
     #[test]
     fn wrap_up_is_respected_and_sets_the_average() {
-        let t0 = Instant::now();
-        let mut acd = Acd::new(t0, vec![rules(Strategy::LongestIdle, &[("a", &[])])]);
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
         let c1 = join(&mut acd, t0, 1);
         let c2 = join(&mut acd, t0, 2);
         offers(&mut acd);
@@ -725,11 +725,7 @@ mod tests {
 
     #[test]
     fn longest_idle_picks_the_agent_free_the_longest() {
-        let t0 = Instant::now();
-        let mut acd = Acd::new(
-            t0,
-            vec![rules(Strategy::LongestIdle, &[("a", &[]), ("b", &[])])],
-        );
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[]), ("b", &[])]));
         let c1 = join(&mut acd, t0, 1);
         assert_eq!(offers(&mut acd), vec![(c1, vec!["a".to_string()])]);
         acd.ring_result(t0, c1, Some("a"));
@@ -742,11 +738,7 @@ mod tests {
 
     #[test]
     fn no_answer_rings_the_next_agent_then_rests() {
-        let t0 = Instant::now();
-        let mut acd = Acd::new(
-            t0,
-            vec![rules(Strategy::LongestIdle, &[("a", &[]), ("b", &[])])],
-        );
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[]), ("b", &[])]));
         let c1 = join(&mut acd, t0, 1);
         assert_eq!(offers(&mut acd), vec![(c1, vec!["a".to_string()])]);
         acd.ring_result(t0 + 20 * S, c1, None);
@@ -760,11 +752,7 @@ mod tests {
 
     #[test]
     fn ring_all_rings_every_free_agent_and_frees_the_others() {
-        let t0 = Instant::now();
-        let mut acd = Acd::new(
-            t0,
-            vec![rules(Strategy::RingAll, &[("a", &[]), ("b", &[])])],
-        );
+        let (t0, mut acd) = acd_with(rules(Strategy::RingAll, &[("a", &[]), ("b", &[])]));
         let c1 = join(&mut acd, t0, 1);
         assert_eq!(
             offers(&mut acd),
@@ -777,14 +765,10 @@ mod tests {
 
     #[test]
     fn round_robin_takes_agents_in_turn() {
-        let t0 = Instant::now();
-        let mut acd = Acd::new(
-            t0,
-            vec![rules(
-                Strategy::RoundRobin,
-                &[("a", &[]), ("b", &[]), ("c", &[])],
-            )],
-        );
+        let (t0, mut acd) = acd_with(rules(
+            Strategy::RoundRobin,
+            &[("a", &[]), ("b", &[]), ("c", &[])],
+        ));
         let mut got = Vec::new();
         for order in 1..=4 {
             let c = join(&mut acd, t0, order);
@@ -799,14 +783,10 @@ mod tests {
 
     #[test]
     fn skills_offer_only_matching_agents() {
-        let t0 = Instant::now();
-        let mut acd = Acd::new(
-            t0,
-            vec![rules(
-                Strategy::Skills,
-                &[("a", &["en"]), ("b", &["es", "en"])],
-            )],
-        );
+        let (t0, mut acd) = acd_with(rules(
+            Strategy::Skills,
+            &[("a", &["en"]), ("b", &["es", "en"])],
+        ));
         let c1 = acd
             .join(t0, "support", 1, Duration::ZERO, vec!["es".into()])
             .unwrap();
@@ -815,8 +795,7 @@ mod tests {
 
     #[test]
     fn a_restored_caller_keeps_their_place_and_abandons_are_counted() {
-        let t0 = Instant::now();
-        let mut acd = Acd::new(t0, vec![rules(Strategy::LongestIdle, &[("a", &[])])]);
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
         acd.set_paused(t0, "a", true);
         let late = join(&mut acd, t0, 200);
         let early = acd.join(t0, "support", 100, 30 * S, Vec::new()).unwrap();
@@ -833,8 +812,7 @@ mod tests {
 
     #[test]
     fn a_caller_leaving_while_an_agent_rings_frees_the_agent() {
-        let t0 = Instant::now();
-        let mut acd = Acd::new(t0, vec![rules(Strategy::LongestIdle, &[("a", &[])])]);
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
         let c1 = join(&mut acd, t0, 1);
         let c2 = join(&mut acd, t0, 2);
         assert_eq!(offers(&mut acd), vec![(c1, vec!["a".to_string()])]);
