@@ -1262,6 +1262,24 @@ mod tests {
     }
 
     #[test]
+    fn queues_are_checked_with_their_file_line_and_key() {
+        let errs = errors(
+            "[[queues]]\nname = \"support\"\nagents = [{ target = \"user:alice\" }]\nfallback_flow = \"nope\"\n\n\
+             [[queues]]\nname = \"support\"\nagents = [{ target = \"sip:a@127.0.0.1\" }]\nlanguage = \"fr\"\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "t.toml:3:1: queues[0].agents: \"user:alice\" is a registered user: enable [registrar]",
+                "t.toml:4:1: queues[0].fallback_flow: no flow named \"nope\"",
+                "t.toml:9:1: queues[1].language: \"fr\": \"en\" or \"es\"",
+                "t.toml:7:1: queues[1].name: another queue has this name",
+            ],
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
     fn secrets_never_show_in_debug_output_or_errors() {
         let text = "[http]\nadmin_token = \"admin-secret-0123456789\"\noperator_token = \"operator-secret-0123456\"\n\n            [callbacks]\nwebhook_secret = \"hook-secret-0123456789\"\n\n            [[trunks]]\nname = \"carrier\"\ninbound_username = \"pbx\"\ninbound_password = \"inbound-secret-x\"\n            outbound_proxy = \"sip:127.0.0.1:5080\"\nusername = \"me\"\npassword = \"outbound-secret-y\"\n\n            [[registrations]]\nregistrar = \"sip:127.0.0.1:5090\"\naor = \"sip:me@127.0.0.1\"\nusername = \"me\"\npassword = \"register-secret-z\"\n";
         let config = Config::parse(text, Path::new("t.toml")).unwrap();
