@@ -27,6 +27,7 @@ pub mod media;
 pub mod media_stream;
 pub mod messaging;
 pub mod net;
+pub mod queue;
 pub mod recording;
 pub mod registrar;
 pub mod runtime;

@@ -615,7 +615,7 @@ secs = true
          {f}:12:14: node \"menu\".max_digits: invalid type: string \"two\", expected u32\n\
          {f}:14:1: node \"lost\".file: audio file not found: {audio}/missing.wav\n\
          {f}:14:1: node \"lost\": unreachable from the start node \"start\"\n\
-         {f}:21:8: node \"x\".type: unknown node type \"teleport\"; one of say, play, pause, gather, branch, set, http, send_sms, send_whatsapp, transfer, hangup, breakout, message, ask, choice, breakout_return, handoff, save_lead, escalate_to_call, send_digits, stream, record, webhook_app\n\
+         {f}:21:8: node \"x\".type: unknown node type \"teleport\"; one of say, play, pause, gather, branch, set, http, send_sms, send_whatsapp, transfer, hangup, breakout, message, ask, choice, breakout_return, handoff, save_lead, escalate_to_call, send_digits, stream, record, webhook_app, queue\n\
          {f}:26:1: node \"typo\".txet: unknown field `txet`, expected one of `id`, `type`, `text`, `language`, `voice`, `rate_wpm`, `next`\n\
          {f}:31:8: node \"nap\".secs: invalid type: boolean `true`, expected f64\n\
          {config}: 7 error(s)\n",

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::phones::*;
 use common::*;
 
 const OPERATOR: &str = "operator-secret-0123456";
@@ -22,103 +22,6 @@ fn registrar_gateway(registrar: &str, extra: &str) -> Gateway {
          [[users]]\nname = \"alice\"\npassword = \"alice-pw-1\"\n\n\
          [[users]]\nname = \"bob\"\npassword = \"bob-pw-2\"\ntags = [\"sales\"]\n\n{extra}"
     ))
-}
-
-/// A peer process whose output goes to a file, killed (by its PID) when
-/// dropped.
-struct Peer {
-    child: Child,
-    out: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Peer {
-    fn output(&self) -> String {
-        // baresip redraws its status line with \r: keep lines readable.
-        std::fs::read(&self.out)
-            .map(|b| String::from_utf8_lossy(&b).replace('\r', "\n"))
-            .unwrap_or_default()
-    }
-
-    fn wait_for(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.output().contains(needle) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the peer never printed {needle:?}:\n{}", self.output());
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_peer(mut cmd: Command) -> Peer {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("peer.out");
-    let file = std::fs::File::create(&out).unwrap();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .expect("start the peer");
-    Peer {
-        child,
-        out,
-        _dir: dir,
-    }
-}
-
-/// pjsua2 registering `user` with `password`, answering every call.
-fn pjsua_agent(gw: &Gateway, user: &str, password: &str, extra: &[&str]) -> Peer {
-    let mut cmd = Command::new(peers::python("pjsua2"));
-    cmd.arg(repo().join("tests/peers/pjsua_register.py"))
-        .arg(format!("sip:{}", gw.sip_addr()))
-        .arg(format!("sip:{user}@crossline.test"))
-        .args([user, password, "40"])
-        .args(extra)
-        .env("PYTHONUNBUFFERED", "1");
-    spawn_peer(cmd)
-}
-
-/// baresip 1.x, headless: a config dir with one account that registers
-/// through the gateway (`outbound`) and answers calls by itself, sending
-/// a WAV file as its microphone.
-fn baresip_agent(gw: &Gateway, user: &str, password: &str) -> (Peer, tempfile::TempDir) {
-    require("baresip", "baresip-core");
-    let conf = tempfile::tempdir().unwrap();
-    let port = free_port();
-    std::fs::write(
-        conf.path().join("config"),
-        format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{port}\n\
-             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
-             module_app account.so\nmodule_app menu.so\n\
-             audio_source aufile,{}\n",
-            repo().join("audio/welcome-en.wav").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        conf.path().join("accounts"),
-        format!(
-            "<sip:{user}@crossline.test>;auth_pass={password};outbound=\"sip:{}\";regint=300;answermode=auto\n",
-            gw.sip_addr()
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-s", "KILL", "60", "baresip", "-f"])
-        .arg(conf.path())
-        .args(["-t", "50"]);
-    (spawn_peer(cmd), conf)
 }
 
 /// A SIPp caller dialling `did` at the gateway, talking for 2 s.

@@ -323,16 +323,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                     self.answer(now, id);
                 }
             }
-            CallRequest::HangUpAgent => {
-                let agent = self
-                    .calls
-                    .get(&id)
-                    .and_then(|c| c.transfer.as_ref())
-                    .and_then(|t| t.bridged);
-                if let Some(agent) = agent {
-                    self.hang_up(now, agent);
-                }
-            }
+            CallRequest::HangUpAgent => self.stop_transfer(now, id),
             CallRequest::Reject { status } => {
                 let answered = self
                     .calls

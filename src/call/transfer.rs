@@ -329,8 +329,9 @@ impl<P: PortSource, F> CallControl<P, F> {
             self.hang_up(now, agent);
             return;
         };
-        if t.bridged.is_some() {
-            // A second answer in a parallel ring: too late.
+        if t.bridged.is_some() || !t.ringing.contains(&agent) {
+            // A second answer in a parallel ring, or a leg of a transfer
+            // stopped since: too late.
             self.hang_up(now, agent);
             return;
         }
@@ -511,6 +512,33 @@ impl<P: PortSource, F> CallControl<P, F> {
                 }
             }
         }
+    }
+
+    /// The flow is done with its transfer: hang up the bridged agent (the
+    /// caller stays; `AgentHungUp` follows), or, while the agents still
+    /// ring, end the transfer now with 487 and cancel their legs on their
+    /// own time (a leg that never answered can't be cancelled before Timer
+    /// B).
+    pub(crate) fn stop_transfer(&mut self, now: Instant, caller: CallId) {
+        let Some(call) = self.calls.get_mut(&caller) else {
+            return;
+        };
+        if let Some(agent) = call.transfer.as_ref().and_then(|t| t.bridged) {
+            return self.hang_up(now, agent);
+        }
+        let Some(t) = call.transfer.take() else {
+            return;
+        };
+        if t.early.is_some() {
+            self.media_out.push_back(MediaCommand::Unbridge(caller));
+        }
+        self.caller_left(now, &t);
+        self.play(caller, Source::Silence, 0);
+        tracing::info!(%caller, "transfer: stopped while ringing");
+        self.signal(
+            caller,
+            CallSignal::Transfer(TransferEvent::Failed { status: 487 }),
+        );
     }
 
     /// Blind transfer: REFER the caller's side to `target`.

@@ -130,10 +130,11 @@ impl Config {
                 "recording" => sink.section(name, value, &mut config.recording),
                 "registrar" => sink.section(name, value, &mut config.registrar),
                 "users" => config.users = sink.array(name, value),
+                "queues" => config.queues = sink.array(name, value),
                 other => sink.push_span(
                     other,
                     key.span(),
-                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, trunk_groups, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, registrar, users, recording, twiml, media_streams, asr".into(),
+                    "unknown section; expected one of sip, http, store, media, logging, telemetry, trunks, trunk_groups, registrations, routes, tts, prompts, flows, messaging, chat, callbacks, webrtc, registrar, users, queues, recording, twiml, media_streams, asr".into(),
                 ),
             }
         }
@@ -348,6 +349,49 @@ fn validate_registrar(config: &Config, err: &mut impl FnMut(&[&str], String)) {
         }
         if let Err(e) = user.password() {
             err(&["users", &idx, "password"], e);
+        }
+    }
+}
+
+/// `[[queues]]`: each queue sound and named once; every queue a flow
+/// names (`queue` nodes, `transfer` to `queue:<name>`) exists.
+fn validate_queues(config: &Config, err: &mut impl FnMut(&[&str], String)) {
+    let voice_flow = |name: &str| match config.flow_set.get(name) {
+        Some(f) if f.channel == crate::flow::Channel::Voice => Ok(()),
+        Some(_) => Err(format!(
+            "flow {name:?} is a chat flow; a queue needs a voice flow"
+        )),
+        None => Err(format!("no flow named {name:?}")),
+    };
+    for (i, queue) in config.queues.iter().enumerate() {
+        let idx = i.to_string();
+        for (key, message) in queue.problems(
+            &config.media.audio_dir,
+            config.registrar.enabled,
+            voice_flow,
+        ) {
+            err(&["queues", &idx, key], message);
+        }
+        if config.queues[..i].iter().any(|q| q.name == queue.name) {
+            err(
+                &["queues", &idx, "name"],
+                "another queue has this name".into(),
+            );
+        }
+    }
+    for (name, flow) in &config.flow_set.flows {
+        for node in flow.nodes.values() {
+            for queue in crate::flow::nodes::queue::queues_named(&node.kind) {
+                if !config.queues.iter().any(|q| q.name == queue) {
+                    err(
+                        &["flows", "dir"],
+                        format!(
+                            "flow {name:?} node {:?}: no [[queues]] named {queue:?}",
+                            node.id
+                        ),
+                    );
+                }
+            }
         }
     }
 }
@@ -667,6 +711,7 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
         }
     }
     validate_registrar(config, &mut err);
+    validate_queues(config, &mut err);
     for (i, reg) in config.registrations.iter().enumerate() {
         let idx = i.to_string();
         if let Err(e) = crate::dns::check_destination(&reg.registrar) {
@@ -1235,6 +1280,24 @@ mod tests {
         let ok = "[twiml]\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\nauth_token = \"0123456789abcdef\"\n\n\
                   [[routes]]\napp = { url = \"https://app.example.com/voice\", fallback_url = \"https://backup.example.com/voice\", method = \"GET\" }\n";
         assert_eq!(errors(ok), Vec::<String>::new());
+    }
+
+    #[test]
+    fn queues_are_checked_with_their_file_line_and_key() {
+        let errs = errors(
+            "[[queues]]\nname = \"support\"\nagents = [{ target = \"user:alice\" }]\nfallback_flow = \"nope\"\n\n\
+             [[queues]]\nname = \"support\"\nagents = [{ target = \"sip:a@127.0.0.1\" }]\nlanguage = \"fr\"\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "t.toml:3:1: queues[0].agents: \"user:alice\" is a registered user: enable [registrar]",
+                "t.toml:4:1: queues[0].fallback_flow: no flow named \"nope\"",
+                "t.toml:9:1: queues[1].language: \"fr\": \"en\" or \"es\"",
+                "t.toml:7:1: queues[1].name: another queue has this name",
+            ],
+            "{errs:#?}"
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Config {
     pub registrar: crate::registrar::RegistrarSettings,
     /// `[[users]]`: who may register.
     pub users: Vec<crate::registrar::UserConfig>,
+    /// `[[queues]]`: callers wait here for agents.
+    pub queues: Vec<crate::queue::QueueConfig>,
     pub recording: RecordingConfig,
     pub twiml: crate::twiml::TwimlConfig,
 }

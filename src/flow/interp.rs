@@ -64,8 +64,9 @@ pub enum CallRequest {
     Answer,
     /// Refuse a call not yet answered with this final status.
     Reject { status: u16 },
-    /// Hang up the agent bridged to the call (the caller stays);
-    /// `TransferEvent::AgentHungUp` follows.
+    /// Hang up the agent bridged to the call (the caller stays):
+    /// `TransferEvent::AgentHungUp` follows; or stop ringing the agents of
+    /// a transfer not yet answered: `TransferEvent::Failed` (487) follows.
     HangUpAgent,
     /// Send DTMF (`,` pauses) to the caller, or to the bridged agent;
     /// `DigitsSent` follows.
@@ -148,6 +149,8 @@ pub struct Services {
     pub recordings: Arc<crate::recording::Recordings>,
     /// What webhook apps share: the signed HTTP client, limits, audio.
     pub twiml: Arc<crate::twiml::Apps>,
+    /// `[[queues]]`: callers waiting for agents.
+    pub queues: Arc<crate::queue::Queues>,
 }
 
 impl Services {
@@ -233,6 +236,15 @@ pub enum Bridged {
     /// The caller pressed a key.
     Digit(char),
     /// The deadline given passed.
+    TimeUp,
+}
+
+/// What [`FlowCx::wait_for`] saw first.
+#[derive(Debug)]
+pub enum Waited<T> {
+    Done(T),
+    /// The caller pressed a key.
+    Digit(char),
     TimeUp,
 }
 
@@ -809,6 +821,33 @@ impl FlowCx {
         }
     }
 
+    /// Wait for `fut`, a key press (one queued before counts) or `until`,
+    /// whichever comes first.
+    pub async fn wait_for<T>(
+        &mut self,
+        fut: impl std::future::Future<Output = T>,
+        until: tokio::time::Instant,
+    ) -> Result<Waited<T>, Ended> {
+        let v = self.voice()?;
+        if let Some(d) = v.digits.pop_front() {
+            return Ok(Waited::Digit(d));
+        }
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Ok(Waited::Done(out)),
+                _ = tokio::time::sleep_until(until) => return Ok(Waited::TimeUp),
+                s = v.signals.recv() => match s.ok_or(Ended)? {
+                    CallSignal::Dtmf(d) => return Ok(Waited::Digit(d)),
+                    CallSignal::PlayFinished(_)
+                    | CallSignal::Transfer(_)
+                    | CallSignal::DigitsSent
+                    | CallSignal::Answered => {}
+                },
+            }
+        }
+    }
+
     /// Wait: on a call, queueing any digits that arrive.
     pub async fn sleep(&mut self, d: Duration) -> Result<(), Ended> {
         match self.io {
@@ -1061,6 +1100,7 @@ pub async fn run_from(mut cx: FlowCx, start: String) {
                 NodeKind::Choice(n) => nodes::choice::run(n, &mut cx).await,
                 NodeKind::BreakoutReturn(n) => nodes::breakout_return::run(n, &mut cx).await,
                 NodeKind::WebhookApp(n) => nodes::webhook_app::run(n, &mut cx).await,
+                NodeKind::Queue(n) => nodes::queue::run(n, &mut cx).await,
             }
         }
         .instrument(span)

@@ -369,6 +369,7 @@ fn parse_node(d: &mut Diagnostics<'_>, i: usize, item: &Spanned<DeValue<'_>>) ->
         "save_lead" => NodeKind::SaveLead(de(d, &key, item)?),
         "escalate_to_call" => NodeKind::EscalateToCall(de(d, &key, item)?),
         "webhook_app" => NodeKind::WebhookApp(de(d, &key, item)?),
+        "queue" => NodeKind::Queue(de(d, &key, item)?),
         other => {
             d.push_span(
                 &format!("{key}.type"),
@@ -584,6 +585,17 @@ fn validate(flow: &Flow, d: &mut Diagnostics<'_>, audio_dir: &Path) {
                     err(node, "targets", "list at least one SIP URI".into());
                 }
                 for target in &t.targets {
+                    // `queue:<name>`: wait in that queue (the only target).
+                    if target.starts_with("queue:") {
+                        if t.refer || t.targets.len() > 1 {
+                            err(
+                                node,
+                                "targets",
+                                format!("a queue target is the only target and can't be referred to: {target:?}"),
+                            );
+                        }
+                        continue;
+                    }
                     // `user:<name>`: a registered user's devices (see the registrar).
                     if let Some(user) = target.strip_prefix("user:") {
                         if t.refer || !crate::registrar::valid_user_name(user.trim()) {

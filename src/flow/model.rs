@@ -77,6 +77,7 @@ pub enum NodeKind {
     Stream(StreamNode),
     Record(Record),
     WebhookApp(WebhookApp),
+    Queue(QueueNode),
 }
 
 /// The node types, as written in `type = "..."`.
@@ -104,6 +105,7 @@ pub const NODE_TYPES: &[&str] = &[
     "stream",
     "record",
     "webhook_app",
+    "queue",
 ];
 
 impl NodeKind {
@@ -132,6 +134,7 @@ impl NodeKind {
             NodeKind::Stream(_) => "stream",
             NodeKind::Record(_) => "record",
             NodeKind::WebhookApp(_) => "webhook_app",
+            NodeKind::Queue(_) => "queue",
         }
     }
 
@@ -147,6 +150,7 @@ impl NodeKind {
             | NodeKind::Stream(_)
             | NodeKind::Record(_)
             | NodeKind::WebhookApp(_)
+            | NodeKind::Queue(_)
             | NodeKind::Breakout(_) => &[Channel::Voice],
             NodeKind::Message(_)
             | NodeKind::Ask(_)
@@ -191,6 +195,7 @@ impl NodeKind {
             NodeKind::Stream(n) => [("next", &n.next), ("on_error", &n.on_error)],
             NodeKind::Record(n) => [("next", &n.next), ("next", &None)],
             NodeKind::WebhookApp(_) => [("next", &None), ("next", &None)],
+            NodeKind::Queue(n) => [("next", &n.next), ("next", &None)],
         };
         for (key, v) in optional {
             if let Some(v) = v {
@@ -656,6 +661,25 @@ pub struct Transfer {
     /// No answer, busy or failure.
     #[serde(default)]
     pub on_failure: Option<String>,
+}
+
+/// Wait in a `[[queues]]` queue for an agent (music, position
+/// announcements, the callback offer), then bridge. Leaving (max wait,
+/// pressing 0) goes to the queue's `fallback_flow`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueNode {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A `[[queues]]` name.
+    pub queue: String,
+    /// What the caller needs (the `skills` strategy matches agents' tags).
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// After the agent hangs up; unset: the call ends.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 /// Hand the call to a TwiML webhook app (`app = { url = "…" }`, as on a

@@ -65,6 +65,7 @@ fn can_end(kind: &NodeKind) -> bool {
         NodeKind::Breakout(n) => n.next.is_none(),
         NodeKind::SendDigits(n) => n.next.is_none(),
         NodeKind::Stream(n) => n.next.is_none() || n.on_error.is_none(),
+        NodeKind::Queue(_) => true,
     }
 }
 

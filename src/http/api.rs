@@ -79,6 +79,9 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/recordings", Some(Role::Operator)),
     ("get", "/v1/recordings/{id}", Some(Role::Operator)),
     ("delete", "/v1/recordings/{id}", Some(Role::Operator)),
+    ("get", "/v1/queues", Some(Role::Operator)),
+    ("get", "/v1/agents", Some(Role::Operator)),
+    ("post", "/v1/agents/state", Some(Role::Operator)),
 ];
 
 pub fn router(state: &HttpState) -> Router<HttpState> {
@@ -115,6 +118,7 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .merge(super::callbacks::routes())
         .merge(super::recordings::routes())
         .merge(super::calls_api::routes())
+        .merge(super::queues::routes())
         // JSON bodies here are small (a message, a lead, a callback).
         .layer(axum::extract::DefaultBodyLimit::max(API_BODY))
         .layer(axum::middleware::map_response(no_store));

@@ -31,6 +31,7 @@ pub mod guard;
 mod headers;
 mod hooks;
 mod openapi;
+mod queues;
 mod recordings;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -266,6 +266,24 @@ pub fn document() -> Value {
                 "summary": "Every [[trunks]] entry and its OPTIONS keep-alive state: up, down, unknown (monitored, no answer yet) or unmonitored (no options_interval_secs). Calls pass over a trunk that is down.",
                 "responses": ok("Trunks, in config order.", json!({ "type": "object", "properties": {
                     "trunks": { "type": "array", "items": schema("Trunk") } } })) } },
+            "/v1/queues": { "get": {
+                "summary": "Every [[queues]] entry: callers waiting, the longest wait, the recent average handle time, answered (and within sla_secs) and abandoned since start, and its agents.",
+                "responses": ok("Queues, in config order.", json!({ "type": "object", "properties": {
+                    "queues": { "type": "array", "items": schema("Queue") } } })) } },
+            "/v1/agents": { "get": {
+                "summary": "Every queue agent once (an agent in two queues is one agent) and its state.",
+                "responses": ok("Agents.", json!({ "type": "object", "properties": {
+                    "agents": { "type": "array", "items": schema("Agent") } } })) } },
+            "/v1/agents/state": { "post": {
+                "summary": "Pause an agent (no new calls; a call in progress goes on) or make it available again. 404: no agent with that target.",
+                "requestBody": body("AgentState"),
+                "responses": {
+                    "200": { "description": "The agent now.", "content": { "application/json": { "schema": {
+                        "type": "object", "properties": { "agent": schema("Agent") } } } } },
+                    "401": { "$ref": "#/components/responses/Unauthorized" },
+                    "403": { "$ref": "#/components/responses/Disabled" },
+                    "404": { "$ref": "#/components/responses/BadRequest" },
+                    "422": { "$ref": "#/components/responses/BadRequest" } } } },
             "/v1/calls/{call_id}/recording": { "post": {
                 "summary": "Start, stop, pause (PCI: silence, no DTMF, until resumed) or resume recording a live call, by SIP Call-ID. Starts at once (no announcement). 404: no such call in progress; 409: not possible now (already recording, nothing to stop, no audio yet).",
                 "parameters": path_param("call_id"),
@@ -346,6 +364,25 @@ pub fn document() -> Value {
                             "given": { "type": "boolean" }, "text": { "type": "string" } } },
                         "context": { "type": "object", "description": "Given to the flow as context.<key> variables." },
                         "conversation_id": { "type": "string" }, "bot": { "type": "string" } } },
+                "Queue": { "type": "object", "properties": {
+                    "name": { "type": "string" },
+                    "strategy": { "enum": ["ring_all", "longest_idle", "round_robin", "skills"] },
+                    "waiting": { "type": "integer" },
+                    "longest_wait_secs": { "type": "integer" },
+                    "average_handle_secs": { "type": "integer", "description": "Of the last 20 calls; assumed_handle_secs before any." },
+                    "answered": { "type": "integer" },
+                    "answered_within_sla": { "type": "integer" },
+                    "abandoned": { "type": "integer" },
+                    "agents": { "type": "array", "items": schema("Agent") } } },
+                "Agent": { "type": "object", "properties": {
+                    "target": { "type": "string", "description": "A SIP URI or user:<name>." },
+                    "state": { "enum": ["available", "ringing", "busy", "wrap_up", "paused"] },
+                    "idle_secs": { "type": ["integer", "null"], "description": "How long available; null otherwise." },
+                    "answered": { "type": "integer" },
+                    "skills": { "type": "array", "items": { "type": "string" } } } },
+                "AgentState": { "type": "object", "required": ["target", "state"], "properties": {
+                    "target": { "type": "string" },
+                    "state": { "enum": ["available", "paused"] } } },
                 "Trunk": { "type": "object", "properties": {
                     "name": { "type": "string" },
                     "state": { "enum": ["up", "down", "unknown", "unmonitored"] },

@@ -242,6 +242,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         recordings,
     )?);
     crate::flow::interp::install_resumer(&services);
+    services.queues.spawn_timer();
     services.chat.start_cluster_tasks();
     services.breakouts.start_cluster_tasks();
     let trunks = crate::call::TrunkBoard::default();

@@ -498,6 +498,29 @@ pub const RECORDINGS_DELETED: Metric = counter(
     "Recordings deleted, by reason (api, retention_days, max_total_mb).",
 );
 
+// Queues (ACD).
+
+pub const QUEUE_WAITING: Metric = gauge(
+    "crossline_queue_waiting",
+    "Callers waiting in a queue for an agent, by queue.",
+);
+pub const QUEUE_LONGEST_WAIT: Metric = gauge(
+    "crossline_queue_longest_wait_seconds",
+    "How long the longest-waiting caller of a queue has waited, by queue.",
+);
+pub const QUEUE_ANSWERED: Metric = counter(
+    "crossline_queue_answered_total",
+    "Queued callers an agent answered, by queue.",
+);
+pub const QUEUE_ANSWERED_WITHIN_SLA: Metric = counter(
+    "crossline_queue_answered_within_sla_total",
+    "Queued callers an agent answered within the queue's sla_secs, by queue.",
+);
+pub const QUEUE_ABANDONED: Metric = counter(
+    "crossline_queue_abandoned_total",
+    "Queued callers who left before an agent answered (hung up, pressed 0, max_wait_secs), by queue.",
+);
+
 // Store.
 
 pub const ASR_RECOGNITIONS: Metric = counter(
@@ -706,6 +729,11 @@ pub const ALL: &[Metric] = &[
     RECORDING_BYTES,
     RECORDING_UPLOAD_ERRORS,
     RECORDINGS_DELETED,
+    QUEUE_WAITING,
+    QUEUE_LONGEST_WAIT,
+    QUEUE_ANSWERED,
+    QUEUE_ANSWERED_WITHIN_SLA,
+    QUEUE_ABANDONED,
     STORE_WRITE_SECONDS,
     STORE_WRITE_QUEUE,
     STORE_WRITE_ERRORS,

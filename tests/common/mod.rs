@@ -8,6 +8,7 @@ pub mod chat;
 pub mod dns;
 pub mod lossy;
 pub mod peers;
+pub mod phones;
 pub mod postgres;
 pub mod standin;
 pub mod twiml_app;

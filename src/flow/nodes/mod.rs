@@ -13,6 +13,7 @@ pub mod http;
 pub mod message;
 pub mod pause;
 pub mod play;
+pub mod queue;
 pub mod record;
 pub mod save_lead;
 pub mod say;

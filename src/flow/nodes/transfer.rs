@@ -11,6 +11,9 @@ use crate::flow::template::render;
 use crate::tts::TtsRequest;
 
 pub async fn run(node: &Transfer, cx: &mut FlowCx) -> Result<Next, Ended> {
+    if let Some(queue) = node.targets.first().and_then(|t| t.strip_prefix("queue:")) {
+        return super::queue::wait(&node.id, queue, Vec::new(), &node.next, cx).await;
+    }
     if node.refer {
         let target = node
             .targets

@@ -1,0 +1,103 @@
+//! Queues and agents over the API: `GET /v1/queues` (who waits, the
+//! longest wait, the service level, each agent's state), `GET /v1/agents`,
+//! and `POST /v1/agents/state` to pause an agent or make them available.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api::{body, error};
+use super::auth::Role;
+use super::HttpState;
+use crate::queue::acd::{AgentSnapshot, QueueSnapshot};
+
+pub fn routes() -> Router<HttpState> {
+    Router::new()
+        .route("/v1/queues", get(queues))
+        .route("/v1/agents", get(agents))
+        .route("/v1/agents/state", post(set_state))
+}
+
+fn agent_json(a: &AgentSnapshot) -> Value {
+    json!({
+        "target": a.target,
+        "state": a.status.as_str(),
+        "idle_secs": a.idle.map(|d| d.as_secs()),
+        "answered": a.answered,
+        "skills": a.skills,
+    })
+}
+
+fn queue_json(q: &QueueSnapshot) -> Value {
+    json!({
+        "name": q.name,
+        "strategy": q.strategy.as_str(),
+        "waiting": q.waiting,
+        "longest_wait_secs": q.longest_wait.as_secs(),
+        "average_handle_secs": q.average_handle.as_secs(),
+        "answered": q.stats.answered,
+        "answered_within_sla": q.stats.answered_within_sla,
+        "abandoned": q.stats.abandoned,
+        "agents": q.agents.iter().map(agent_json).collect::<Vec<_>>(),
+    })
+}
+
+async fn queues(State(s): State<HttpState>, h: HeaderMap) -> Response {
+    guard!(s, h, Role::Operator);
+    let list: Vec<Value> = s
+        .services
+        .queues
+        .snapshot()
+        .iter()
+        .map(queue_json)
+        .collect();
+    Json(json!({ "queues": list })).into_response()
+}
+
+async fn agents(State(s): State<HttpState>, h: HeaderMap) -> Response {
+    guard!(s, h, Role::Operator);
+    let list: Vec<Value> = s.services.queues.agents().iter().map(agent_json).collect();
+    Json(json!({ "agents": list })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateBody {
+    target: String,
+    state: String,
+}
+
+async fn set_state(
+    State(s): State<HttpState>,
+    h: HeaderMap,
+    b: Result<Json<StateBody>, JsonRejection>,
+) -> Response {
+    guard!(s, h, Role::Operator);
+    let b = tri!(body(b));
+    let paused = match b.state.as_str() {
+        "paused" => true,
+        "available" => false,
+        _ => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "state must be available or paused",
+            )
+        }
+    };
+    if !s.services.queues.set_paused(&b.target, paused) {
+        return error(StatusCode::NOT_FOUND, "no agent with that target");
+    }
+    tracing::info!(agent = %b.target, state = %b.state, "queue: agent state set");
+    let agent = s
+        .services
+        .queues
+        .agents()
+        .into_iter()
+        .find(|a| a.target == b.target);
+    Json(json!({ "agent": agent.as_ref().map(agent_json) })).into_response()
+}

@@ -1,0 +1,822 @@
+//! The queue/ACD state machine, sans-IO: callers wait in order, agents are
+//! available, ringing, busy, in wrap-up or paused, and each free agent is
+//! offered to the first caller it may take, chosen by the queue's
+//! strategy. Time comes in as `now`; nothing here sleeps or touches a
+//! socket. The driver (`queue::Queues`) rings what [`Acd::poll_offer`]
+//! hands out and reports back with [`Acd::ring_result`] and
+//! [`Acd::hung_up`].
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// How a queue picks the agent for its next caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Every free agent rings at once; the first to answer takes it.
+    RingAll,
+    /// The agent free the longest.
+    #[default]
+    LongestIdle,
+    /// Agents in turn, in the order listed.
+    RoundRobin,
+    /// Only agents with every skill the caller needs; among them, the one
+    /// free the longest.
+    Skills,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RingAll => "ring_all",
+            Strategy::LongestIdle => "longest_idle",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::Skills => "skills",
+        }
+    }
+}
+
+/// After every agent failed to answer a caller, the caller rests this long
+/// before they are rung again (an unregistered phone fails at once).
+pub const RETRY_PAUSE: Duration = Duration::from_secs(3);
+
+/// Handle times kept for the average.
+const HANDLE_TIMES_KEPT: usize = 20;
+
+/// One queue's rules.
+#[derive(Debug, Clone)]
+pub struct QueueRules {
+    pub name: String,
+    pub strategy: Strategy,
+    /// Agent targets (`sip:` URIs or `user:<name>`), with their skills.
+    pub agents: Vec<(String, Vec<String>)>,
+    /// Answered within this long counts toward the service level.
+    pub sla: Duration,
+    pub wrap_up: Duration,
+    /// The handle time assumed before any call was handled.
+    pub assumed_handle: Duration,
+}
+
+/// What an agent is doing, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+    Available,
+    Ringing,
+    Busy,
+    WrapUp,
+    Paused,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Available => "available",
+            AgentStatus::Ringing => "ringing",
+            AgentStatus::Busy => "busy",
+            AgentStatus::WrapUp => "wrap_up",
+            AgentStatus::Paused => "paused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentState {
+    Available,
+    Ringing(EntryId),
+    Busy(EntryId),
+    WrapUp { until: Instant },
+    Paused,
+}
+
+#[derive(Debug)]
+struct Agent {
+    state: AgentState,
+    /// Free since (for longest-idle): start, end of wrap-up, a missed ring.
+    idle_since: Instant,
+    answered: u64,
+}
+
+/// A caller's place, as handed out by [`Acd::join`].
+pub type EntryId = u64;
+
+#[derive(Debug)]
+struct Entry {
+    id: EntryId,
+    /// Orders the queue (milliseconds since the epoch at joining), so a
+    /// virtual-hold caller restored after a restart keeps their place.
+    order: u64,
+    joined: Instant,
+    skills: Vec<String>,
+    /// Agents ringing for this caller now.
+    ringing: Vec<usize>,
+    /// Agents that didn't answer this caller since the last retry pause.
+    tried: Vec<usize>,
+    rest_until: Option<Instant>,
+    /// Bridged to this agent: no longer waiting.
+    answered_by: Option<usize>,
+    answered_at: Option<Instant>,
+}
+
+impl Entry {
+    fn waiting(&self) -> bool {
+        self.answered_by.is_none()
+    }
+}
+
+#[derive(Debug)]
+struct Queue {
+    rules: QueueRules,
+    /// Indices into `Acd::agents`, in the order listed.
+    agents: Vec<usize>,
+    entries: Vec<Entry>,
+    round_robin_next: usize,
+    handle_times: VecDeque<Duration>,
+    stats: QueueStats,
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub answered: u64,
+    pub answered_within_sla: u64,
+    /// Hung up (or left for the fallback) before an agent answered.
+    pub abandoned: u64,
+}
+
+/// Agents to ring for a caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub queue: String,
+    pub entry: EntryId,
+    /// Agent targets, rung at once (more than one only for ring_all).
+    pub agents: Vec<String>,
+}
+
+/// Why a caller left without an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    /// Hung up, gave up (press 0, max wait) or failed: counted abandoned.
+    Abandoned,
+    /// Moved elsewhere on purpose without waiting (not counted).
+    Withdrawn,
+}
+
+/// A queue as the API and metrics see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSnapshot {
+    pub name: String,
+    pub strategy: Strategy,
+    pub waiting: usize,
+    pub longest_wait: Duration,
+    pub average_handle: Duration,
+    pub stats: QueueStats,
+    pub agents: Vec<AgentSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSnapshot {
+    pub target: String,
+    pub status: AgentStatus,
+    /// How long in this state's idleness (available only).
+    pub idle: Option<Duration>,
+    pub answered: u64,
+    pub skills: Vec<String>,
+}
+
+/// Every queue, and the agents they share (an agent busy in one queue is
+/// busy in all).
+#[derive(Debug)]
+pub struct Acd {
+    queues: Vec<Queue>,
+    agents: Vec<Agent>,
+    agent_ids: HashMap<String, usize>,
+    agent_targets: Vec<String>,
+    next_entry: EntryId,
+    /// Which queue each live entry is in.
+    entry_queue: HashMap<EntryId, usize>,
+    offers: VecDeque<Offer>,
+}
+
+impl Acd {
+    pub fn new(now: Instant, rules: Vec<QueueRules>) -> Acd {
+        let mut acd = Acd {
+            queues: Vec::with_capacity(rules.len()),
+            agents: Vec::new(),
+            agent_ids: HashMap::new(),
+            agent_targets: Vec::new(),
+            next_entry: 1,
+            entry_queue: HashMap::new(),
+            offers: VecDeque::new(),
+        };
+        for rules in rules {
+            let mut agents = Vec::with_capacity(rules.agents.len());
+            for (target, _) in &rules.agents {
+                let index = match acd.agent_ids.get(target) {
+                    Some(i) => *i,
+                    None => {
+                        let i = acd.agents.len();
+                        acd.agents.push(Agent {
+                            state: AgentState::Available,
+                            idle_since: now,
+                            answered: 0,
+                        });
+                        acd.agent_ids.insert(target.clone(), i);
+                        acd.agent_targets.push(target.clone());
+                        i
+                    }
+                };
+                agents.push(index);
+            }
+            acd.queues.push(Queue {
+                rules,
+                agents,
+                entries: Vec::new(),
+                round_robin_next: 0,
+                handle_times: VecDeque::with_capacity(HANDLE_TIMES_KEPT),
+                stats: QueueStats::default(),
+            });
+        }
+        acd
+    }
+
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.queue_index(name).is_some()
+    }
+
+    fn queue_index(&self, name: &str) -> Option<usize> {
+        self.queues.iter().position(|q| q.rules.name == name)
+    }
+
+    /// Put a caller in `queue`, behind everyone with a smaller `order`
+    /// (milliseconds since the epoch when they first joined). `None`: no
+    /// such queue.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        queue: &str,
+        order: u64,
+        waited: Duration,
+        skills: Vec<String>,
+    ) -> Option<EntryId> {
+        let q = self.queue_index(queue)?;
+        let id = self.next_entry;
+        self.next_entry += 1;
+        let entries = &mut self.queues[q].entries;
+        let at = entries.partition_point(|e| e.order <= order);
+        entries.insert(
+            at,
+            Entry {
+                id,
+                order,
+                joined: now.checked_sub(waited).unwrap_or(now),
+                skills,
+                ringing: Vec::new(),
+                tried: Vec::new(),
+                rest_until: None,
+                answered_by: None,
+                answered_at: None,
+            },
+        );
+        self.entry_queue.insert(id, q);
+        self.dispatch(now);
+        Some(id)
+    }
+
+    fn find(&self, entry: EntryId) -> Option<(usize, usize)> {
+        let q = *self.entry_queue.get(&entry)?;
+        let i = self
+            .queues
+            .get(q)?
+            .entries
+            .iter()
+            .position(|e| e.id == entry)?;
+        Some((q, i))
+    }
+
+    /// The caller is gone before an agent answered (or after: then it is
+    /// [`Acd::hung_up`]'s job, which this calls).
+    pub fn leave(&mut self, now: Instant, entry: EntryId, why: Left) {
+        let Some((q, i)) = self.find(entry) else {
+            return;
+        };
+        if !self.queues[q].entries[i].waiting() {
+            return self.hung_up(now, entry);
+        }
+        let e = self.queues[q].entries.remove(i);
+        self.entry_queue.remove(&entry);
+        for a in e.ringing {
+            self.free(a, now);
+        }
+        if why == Left::Abandoned {
+            self.queues[q].stats.abandoned += 1;
+        }
+        self.dispatch(now);
+    }
+
+    fn free(&mut self, agent: usize, now: Instant) {
+        if let Some(a) = self.agents.get_mut(agent) {
+            if matches!(a.state, AgentState::Ringing(_)) {
+                a.state = AgentState::Available;
+                // Rung and not answered: to the back of the idle line.
+                a.idle_since = now;
+            }
+        }
+    }
+
+    /// How ringing `agent` for `entry` went. Answered: the agent is busy
+    /// and the rest of a ring_all go back; not: the next agent is offered.
+    pub fn ring_result(&mut self, now: Instant, entry: EntryId, agent: Option<&str>) {
+        let Some((q, i)) = self.find(entry) else {
+            return;
+        };
+        let answered = agent.and_then(|t| self.agent_ids.get(t).copied());
+        let e = &mut self.queues[q].entries[i];
+        let ringing = std::mem::take(&mut e.ringing);
+        match answered {
+            Some(a) if ringing.contains(&a) => {
+                e.answered_by = Some(a);
+                e.answered_at = Some(now);
+                let waited = now.saturating_duration_since(e.joined);
+                let queue = &mut self.queues[q];
+                queue.stats.answered += 1;
+                if waited <= queue.rules.sla {
+                    queue.stats.answered_within_sla += 1;
+                }
+                self.agents[a].state = AgentState::Busy(entry);
+                self.agents[a].answered += 1;
+                for other in ringing.into_iter().filter(|o| *o != a) {
+                    self.free(other, now);
+                }
+            }
+            _ => {
+                e.tried.extend(ringing.iter().copied());
+                for a in ringing {
+                    self.free(a, now);
+                }
+            }
+        }
+        self.dispatch(now);
+    }
+
+    /// The bridged call of `entry` ended: its agent wraps up, and the
+    /// handle time goes into the average.
+    pub fn hung_up(&mut self, now: Instant, entry: EntryId) {
+        let Some((q, i)) = self.find(entry) else {
+            return;
+        };
+        let queue = &mut self.queues[q];
+        let e = queue.entries.remove(i);
+        self.entry_queue.remove(&entry);
+        if let (Some(a), Some(at)) = (e.answered_by, e.answered_at) {
+            if queue.handle_times.len() == HANDLE_TIMES_KEPT {
+                queue.handle_times.pop_front();
+            }
+            queue
+                .handle_times
+                .push_back(now.saturating_duration_since(at));
+            let until = now + queue.rules.wrap_up;
+            if let Some(agent) = self.agents.get_mut(a) {
+                if agent.state == AgentState::Busy(entry) {
+                    agent.state = AgentState::WrapUp { until };
+                }
+            }
+        }
+        self.handle_timeout(now);
+    }
+
+    /// Pause or resume an agent (everywhere). False: no such agent. A
+    /// paused agent keeps a call it is on; it takes no new one.
+    pub fn set_paused(&mut self, now: Instant, target: &str, paused: bool) -> bool {
+        let Some(&a) = self.agent_ids.get(target) else {
+            return false;
+        };
+        let agent = &mut self.agents[a];
+        match (paused, agent.state) {
+            (true, AgentState::Available | AgentState::WrapUp { .. }) => {
+                agent.state = AgentState::Paused
+            }
+            (false, AgentState::Paused) => {
+                agent.state = AgentState::Available;
+                agent.idle_since = now;
+            }
+            _ => {}
+        }
+        self.dispatch(now);
+        true
+    }
+
+    /// Wrap-ups and retry pauses that are over.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for agent in &mut self.agents {
+            if let AgentState::WrapUp { until } = agent.state {
+                if until <= now {
+                    agent.state = AgentState::Available;
+                    agent.idle_since = until;
+                }
+            }
+        }
+        for queue in &mut self.queues {
+            for e in &mut queue.entries {
+                if e.rest_until.is_some_and(|t| t <= now) {
+                    e.rest_until = None;
+                    e.tried.clear();
+                }
+            }
+        }
+        self.dispatch(now);
+    }
+
+    /// When [`Acd::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let wrap_ups = self.agents.iter().filter_map(|a| match a.state {
+            AgentState::WrapUp { until } => Some(until),
+            _ => None,
+        });
+        let rests = self
+            .queues
+            .iter()
+            .flat_map(|q| q.entries.iter().filter_map(|e| e.rest_until));
+        wrap_ups.chain(rests).min()
+    }
+
+    /// The next agents to ring.
+    pub fn poll_offer(&mut self) -> Option<Offer> {
+        self.offers.pop_front()
+    }
+
+    /// Match free agents to waiting callers, first come first served.
+    fn dispatch(&mut self, now: Instant) {
+        for q in 0..self.queues.len() {
+            for i in 0..self.queues[q].entries.len() {
+                let (id, busy) = {
+                    let e = &self.queues[q].entries[i];
+                    (
+                        e.id,
+                        !e.waiting() || !e.ringing.is_empty() || e.rest_until.is_some(),
+                    )
+                };
+                if busy {
+                    continue;
+                }
+                let chosen = self.choose(q, i);
+                if chosen.is_empty() {
+                    // Free agents, all tried already: rest, then start over.
+                    let all_tried = !self.queues[q].entries[i].tried.is_empty()
+                        && !self.eligible(q, i, false).is_empty();
+                    if all_tried {
+                        self.queues[q].entries[i].rest_until = Some(now + RETRY_PAUSE);
+                    }
+                    continue;
+                }
+                for a in &chosen {
+                    self.agents[*a].state = AgentState::Ringing(id);
+                }
+                let agents = chosen
+                    .iter()
+                    .map(|a| self.agent_targets[*a].clone())
+                    .collect();
+                self.queues[q].entries[i].ringing = chosen;
+                self.offers.push_back(Offer {
+                    queue: self.queues[q].rules.name.clone(),
+                    entry: id,
+                    agents,
+                });
+            }
+        }
+    }
+
+    /// Free agents of queue `q` that may take entry `i`: skills match, and
+    /// (with `untried`) not yet tried for it.
+    fn eligible(&self, q: usize, i: usize, untried: bool) -> Vec<usize> {
+        let queue = &self.queues[q];
+        let e = &queue.entries[i];
+        queue
+            .agents
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| self.agents[**a].state == AgentState::Available)
+            .filter(|(_, a)| !untried || !e.tried.contains(a))
+            .filter(|(k, _)| {
+                queue.rules.strategy != Strategy::Skills
+                    || queue
+                        .rules
+                        .agents
+                        .get(*k)
+                        .is_some_and(|(_, skills)| e.skills.iter().all(|s| skills.contains(s)))
+            })
+            .map(|(_, a)| *a)
+            .collect()
+    }
+
+    fn choose(&mut self, q: usize, i: usize) -> Vec<usize> {
+        let free = self.eligible(q, i, true);
+        if free.is_empty() {
+            return free;
+        }
+        let queue = &mut self.queues[q];
+        match queue.rules.strategy {
+            Strategy::RingAll => free,
+            Strategy::LongestIdle | Strategy::Skills => free
+                .iter()
+                .copied()
+                .min_by_key(|a| self.agents[*a].idle_since)
+                .into_iter()
+                .collect(),
+            Strategy::RoundRobin => {
+                let n = queue.agents.len();
+                let start = queue.round_robin_next;
+                let pick = (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|k| queue.agents.get(*k).is_some_and(|a| free.contains(a)));
+                match pick {
+                    Some(k) => {
+                        queue.round_robin_next = (k + 1) % n;
+                        queue.agents.get(k).copied().into_iter().collect()
+                    }
+                    None => Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// The caller's place (1: next) and the wait to expect: the recent
+    /// average handle time for each round of agents ahead of them.
+    pub fn position(&self, entry: EntryId) -> Option<(usize, Duration)> {
+        let (q, i) = self.find(entry)?;
+        let queue = &self.queues[q];
+        let position = queue.entries[..i].iter().filter(|e| e.waiting()).count() + 1;
+        let staffed = queue
+            .agents
+            .iter()
+            .filter(|a| self.agents[**a].state != AgentState::Paused)
+            .count()
+            .max(1);
+        let rounds = position.div_ceil(staffed) as u32;
+        Some((position, average_handle(queue) * rounds))
+    }
+
+    /// Every queue, for the API, the console and the metrics.
+    pub fn snapshot(&self, now: Instant) -> Vec<QueueSnapshot> {
+        self.queues
+            .iter()
+            .map(|queue| {
+                let waiting: Vec<&Entry> = queue.entries.iter().filter(|e| e.waiting()).collect();
+                QueueSnapshot {
+                    name: queue.rules.name.clone(),
+                    strategy: queue.rules.strategy,
+                    waiting: waiting.len(),
+                    longest_wait: waiting
+                        .iter()
+                        .map(|e| now.saturating_duration_since(e.joined))
+                        .max()
+                        .unwrap_or_default(),
+                    average_handle: average_handle(queue),
+                    stats: queue.stats,
+                    agents: queue
+                        .agents
+                        .iter()
+                        .zip(&queue.rules.agents)
+                        .map(|(a, (target, skills))| self.agent_snapshot(now, *a, target, skills))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn agent_snapshot(
+        &self,
+        now: Instant,
+        a: usize,
+        target: &str,
+        skills: &[String],
+    ) -> AgentSnapshot {
+        let agent = &self.agents[a];
+        let status = agent_status(agent.state);
+        AgentSnapshot {
+            target: target.to_string(),
+            status,
+            idle: (status == AgentStatus::Available)
+                .then(|| now.saturating_duration_since(agent.idle_since)),
+            answered: agent.answered,
+            skills: skills.to_vec(),
+        }
+    }
+
+    /// Every agent once (an agent in two queues is one agent).
+    pub fn agents(&self, now: Instant) -> Vec<AgentSnapshot> {
+        self.agent_targets
+            .iter()
+            .enumerate()
+            .map(|(a, target)| {
+                let skills = self
+                    .queues
+                    .iter()
+                    .flat_map(|q| q.rules.agents.iter())
+                    .filter(|(t, _)| t == target)
+                    .flat_map(|(_, s)| s.iter().cloned())
+                    .fold(Vec::new(), |mut all, s| {
+                        if !all.contains(&s) {
+                            all.push(s);
+                        }
+                        all
+                    });
+                self.agent_snapshot(now, a, target, &skills)
+            })
+            .collect()
+    }
+}
+
+fn agent_status(state: AgentState) -> AgentStatus {
+    match state {
+        AgentState::Available => AgentStatus::Available,
+        AgentState::Ringing(_) => AgentStatus::Ringing,
+        AgentState::Busy(_) => AgentStatus::Busy,
+        AgentState::WrapUp { .. } => AgentStatus::WrapUp,
+        AgentState::Paused => AgentStatus::Paused,
+    }
+}
+
+fn average_handle(queue: &Queue) -> Duration {
+    let n = queue.handle_times.len() as u32;
+    if n == 0 {
+        return queue.rules.assumed_handle;
+    }
+    queue.handle_times.iter().sum::<Duration>() / n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn rules(strategy: Strategy, agents: &[(&str, &[&str])]) -> QueueRules {
+        QueueRules {
+            name: "support".into(),
+            strategy,
+            agents: agents
+                .iter()
+                .map(|(t, s)| (t.to_string(), s.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            sla: 20 * S,
+            wrap_up: 10 * S,
+            assumed_handle: 120 * S,
+        }
+    }
+
+    fn acd_with(rules: QueueRules) -> (Instant, Acd) {
+        let t0 = Instant::now();
+        (t0, Acd::new(t0, vec![rules]))
+    }
+
+    fn offers(acd: &mut Acd) -> Vec<(EntryId, Vec<String>)> {
+        std::iter::from_fn(|| acd.poll_offer())
+            .map(|o| (o.entry, o.agents))
+            .collect()
+    }
+
+    fn join(acd: &mut Acd, now: Instant, order: u64) -> EntryId {
+        acd.join(now, "support", order, Duration::ZERO, Vec::new())
+            .unwrap()
+    }
+
+    #[test]
+    fn callers_wait_in_order_and_the_third_hears_its_place() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[]), ("b", &[])]));
+        let c1 = join(&mut acd, t0, 1);
+        let c2 = join(&mut acd, t0, 2);
+        let c3 = join(&mut acd, t0, 3);
+        assert_eq!(
+            offers(&mut acd),
+            vec![(c1, vec!["a".to_string()]), (c2, vec!["b".to_string()])]
+        );
+        acd.ring_result(t0 + S, c1, Some("a"));
+        acd.ring_result(t0 + S, c2, Some("b"));
+        // Two agents, one caller waiting: number 1, one handle time away.
+        assert_eq!(acd.position(c3), Some((1, 120 * S)));
+        assert!(offers(&mut acd).is_empty());
+        let snap = &acd.snapshot(t0 + 5 * S)[0];
+        assert_eq!(snap.waiting, 1);
+        assert_eq!(snap.longest_wait, 5 * S);
+        assert_eq!(snap.stats.answered_within_sla, 2);
+    }
+
+    #[test]
+    fn wrap_up_is_respected_and_sets_the_average() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
+        let c1 = join(&mut acd, t0, 1);
+        let c2 = join(&mut acd, t0, 2);
+        offers(&mut acd);
+        acd.ring_result(t0, c1, Some("a"));
+        acd.hung_up(t0 + 60 * S, c1);
+        // In wrap-up for 10 s: nobody is offered.
+        assert!(offers(&mut acd).is_empty());
+        assert_eq!(acd.poll_timeout(), Some(t0 + 70 * S));
+        assert_eq!(acd.agents(t0 + 65 * S)[0].status, AgentStatus::WrapUp);
+        acd.handle_timeout(t0 + 69 * S);
+        assert!(offers(&mut acd).is_empty());
+        acd.handle_timeout(t0 + 70 * S);
+        assert_eq!(offers(&mut acd), vec![(c2, vec!["a".to_string()])]);
+        // The average handle time is now the one call's minute.
+        assert_eq!(acd.position(c2), Some((1, 60 * S)));
+    }
+
+    #[test]
+    fn longest_idle_picks_the_agent_free_the_longest() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[]), ("b", &[])]));
+        let c1 = join(&mut acd, t0, 1);
+        assert_eq!(offers(&mut acd), vec![(c1, vec!["a".to_string()])]);
+        acd.ring_result(t0, c1, Some("a"));
+        acd.hung_up(t0 + 5 * S, c1);
+        acd.handle_timeout(t0 + 15 * S);
+        // a has been free since 15 s, b since 0: b goes first.
+        let c2 = join(&mut acd, t0 + 20 * S, 2);
+        assert_eq!(offers(&mut acd), vec![(c2, vec!["b".to_string()])]);
+    }
+
+    #[test]
+    fn no_answer_rings_the_next_agent_then_rests() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[]), ("b", &[])]));
+        let c1 = join(&mut acd, t0, 1);
+        assert_eq!(offers(&mut acd), vec![(c1, vec!["a".to_string()])]);
+        acd.ring_result(t0 + 20 * S, c1, None);
+        assert_eq!(offers(&mut acd), vec![(c1, vec!["b".to_string()])]);
+        acd.ring_result(t0 + 40 * S, c1, None);
+        assert!(offers(&mut acd).is_empty());
+        assert_eq!(acd.poll_timeout(), Some(t0 + 40 * S + RETRY_PAUSE));
+        acd.handle_timeout(t0 + 40 * S + RETRY_PAUSE);
+        assert_eq!(offers(&mut acd), vec![(c1, vec!["a".to_string()])]);
+    }
+
+    #[test]
+    fn ring_all_rings_every_free_agent_and_frees_the_others() {
+        let (t0, mut acd) = acd_with(rules(Strategy::RingAll, &[("a", &[]), ("b", &[])]));
+        let c1 = join(&mut acd, t0, 1);
+        assert_eq!(
+            offers(&mut acd),
+            vec![(c1, vec!["a".to_string(), "b".to_string()])]
+        );
+        acd.ring_result(t0, c1, Some("b"));
+        let c2 = join(&mut acd, t0, 2);
+        assert_eq!(offers(&mut acd), vec![(c2, vec!["a".to_string()])]);
+    }
+
+    #[test]
+    fn round_robin_takes_agents_in_turn() {
+        let (t0, mut acd) = acd_with(rules(
+            Strategy::RoundRobin,
+            &[("a", &[]), ("b", &[]), ("c", &[])],
+        ));
+        let mut got = Vec::new();
+        for order in 1..=4 {
+            let c = join(&mut acd, t0, order);
+            let (_, agents) = offers(&mut acd).remove(0);
+            acd.ring_result(t0, c, agents.first().map(String::as_str));
+            acd.hung_up(t0, c);
+            acd.handle_timeout(t0 + 10 * S);
+            got.extend(agents);
+        }
+        assert_eq!(got, ["a", "b", "c", "a"]);
+    }
+
+    #[test]
+    fn skills_offer_only_matching_agents() {
+        let (t0, mut acd) = acd_with(rules(
+            Strategy::Skills,
+            &[("a", &["en"]), ("b", &["es", "en"])],
+        ));
+        let c1 = acd
+            .join(t0, "support", 1, Duration::ZERO, vec!["es".into()])
+            .unwrap();
+        assert_eq!(offers(&mut acd), vec![(c1, vec!["b".to_string()])]);
+    }
+
+    #[test]
+    fn a_restored_caller_keeps_their_place_and_abandons_are_counted() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
+        acd.set_paused(t0, "a", true);
+        let late = join(&mut acd, t0, 200);
+        let early = acd.join(t0, "support", 100, 30 * S, Vec::new()).unwrap();
+        assert_eq!(acd.position(early).map(|p| p.0), Some(1));
+        assert_eq!(acd.position(late).map(|p| p.0), Some(2));
+        assert_eq!(acd.snapshot(t0)[0].longest_wait, 30 * S);
+        acd.leave(t0, late, Left::Abandoned);
+        acd.leave(t0, early, Left::Withdrawn);
+        assert_eq!(acd.snapshot(t0)[0].stats.abandoned, 1);
+        assert!(acd.set_paused(t0, "a", false));
+        assert!(!acd.set_paused(t0, "nobody", false));
+        assert_eq!(acd.agents(t0)[0].status, AgentStatus::Available);
+    }
+
+    #[test]
+    fn a_caller_leaving_while_an_agent_rings_frees_the_agent() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
+        let c1 = join(&mut acd, t0, 1);
+        let c2 = join(&mut acd, t0, 2);
+        assert_eq!(offers(&mut acd), vec![(c1, vec!["a".to_string()])]);
+        acd.leave(t0 + S, c1, Left::Abandoned);
+        assert_eq!(offers(&mut acd), vec![(c2, vec!["a".to_string()])]);
+    }
+}

@@ -1,0 +1,414 @@
+//! Queues (ACD), end to end: SIPp callers wait in a `[[queues]]` queue
+//! with music and spoken position announcements (espeak-ng), SIPp agents
+//! are rung in longest-idle order and respected in wrap-up, and a caller
+//! leaves for the fallback flow on pressing 0 or after max_wait_secs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::phones::*;
+use common::standin::*;
+use common::*;
+
+/// A gateway whose calls all go to the `queue` node of queue "support",
+/// with `queue_extra` lines in the queue, and a fallback flow that says
+/// "fallback reached" and hangs up.
+fn gateway(agents: &[String], queue_extra: &str) -> (Gateway, tempfile::TempDir) {
+    gateway_with(agents, queue_extra, "")
+}
+
+/// [`gateway`], with `extra` sections in the config.
+fn gateway_with(agents: &[String], queue_extra: &str, extra: &str) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(
+        flows.join("support.toml"),
+        r#"name = "support"
+
+[[nodes]]
+id = "wait"
+type = "queue"
+queue = "support"
+next = "bye"
+
+[[nodes]]
+id = "bye"
+type = "hangup"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        flows.join("voicemail.toml"),
+        r#"name = "voicemail"
+
+[[nodes]]
+id = "fallback-reached"
+type = "hangup"
+message = "Please call again later."
+"#,
+    )
+    .unwrap();
+    // A breakout to chat, for queues whose fallback_flow is "to-chat".
+    std::fs::write(
+        flows.join("to-chat.toml"),
+        r#"name = "to-chat"
+
+[[nodes]]
+id = "to-chat"
+type = "breakout"
+sms_message = "Sorry for the wait. Leave us your email here:"
+breakout_flow = "collect-email"
+hold_message = ""
+timeout_secs = 3
+timeout_flow = "voicemail"
+next = "thanks"
+
+[[nodes]]
+id = "thanks"
+type = "hangup"
+"#,
+    )
+    .unwrap();
+    std::fs::copy(
+        repo().join("tests/flows/breakout/chat.toml"),
+        flows.join("collect-email.toml"),
+    )
+    .unwrap();
+    let fallback = if queue_extra.contains("fallback_flow") {
+        ""
+    } else {
+        "fallback_flow = \"voicemail\"\n"
+    };
+    let agents = agents
+        .iter()
+        .map(|a| format!("{{ target = \"{a}\" }}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let gw = Gateway::start(&format!(
+        "{extra}\n[flows]\ndir = \"{}\"\n\n[[queues]]\nname = \"support\"\nagents = [{agents}]\n{fallback}{queue_extra}\n\n[[routes]]\nflow = \"support\"\n",
+        flows.display()
+    ));
+    (gw, dir)
+}
+
+/// A SIPp agent on its own port answering `calls` calls (each rings 2 s,
+/// then talks `talk_ms`, then the agent hangs up); its target URI.
+fn agent(calls: u32, talk_ms: u32) -> (String, std::thread::JoinHandle<Sipp>) {
+    let port = free_port();
+    let text = std::fs::read_to_string(scenario("uas_agent.xml"))
+        .unwrap()
+        .replace(
+            "<pause milliseconds=\"3000\"/>",
+            &format!("<pause milliseconds=\"{talk_ms}\"/>"),
+        );
+    let file = std::env::temp_dir().join(format!("queue-agent-{port}.xml"));
+    std::fs::write(&file, text).unwrap();
+    let handle = std::thread::spawn(move || {
+        let sipp = sipp_on(
+            &["-sf", &path_str(&file), "-m", &calls.to_string()],
+            Duration::from_secs(60),
+            port,
+            free_port(),
+        );
+        let _ = std::fs::remove_file(&file);
+        sipp
+    });
+    (format!("sip:agent@127.0.0.1:{port}"), handle)
+}
+
+/// Log lines holding `needle`, in order.
+fn lines_with(gw: &Gateway, needle: &str) -> Vec<String> {
+    gw.log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Three callers, two agents: the first two are bridged at once (to
+/// different agents, in listed order when both idled alike), the third
+/// hears "you are number 1" and gets the agent that became free first, only
+/// after its wrap-up.
+#[test]
+fn three_callers_two_agents_the_third_hears_its_place_and_waits_for_wrap_up() {
+    require("espeak-ng", "espeak-ng");
+    let (a, agent_a) = agent(2, 3000);
+    let (b, agent_b) = agent(1, 8000);
+    std::thread::sleep(Duration::from_millis(400));
+    let (gw, _dir) = gateway(
+        &[a.clone(), b.clone()],
+        "announce_interval_secs = 2\nwrap_up_secs = 2\nring_timeout_secs = 10\n",
+    );
+    let callers: Vec<_> = (0..3)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 300 }));
+            waiting_caller(&gw)
+        })
+        .collect();
+    for (i, c) in callers.into_iter().enumerate() {
+        let c = c.join().unwrap();
+        assert!(c.ok(), "caller {i}: {}", c.describe());
+    }
+    for (name, a) in [("a", agent_a), ("b", agent_b)] {
+        let a = a.join().unwrap();
+        assert!(a.ok(), "agent {name}: {}", a.describe());
+    }
+    let log = gw.log();
+    assert!(
+        log.contains("You are number 1 in the queue."),
+        "the third caller hears its place:\n{log}"
+    );
+    let bridged = lines_with(&gw, "queue: bridged");
+    assert_eq!(bridged.len(), 3, "{log}");
+    let to = |line: &str, agent: &str| line.contains(&format!("agent={agent}"));
+    assert!(to(&bridged[0], &a) && to(&bridged[1], &b), "{bridged:#?}");
+    // a hung up first: it had been idle longest when its wrap-up ended.
+    assert!(to(&bridged[2], &a), "{bridged:#?}");
+    let first_hangup = seconds_of_day(&lines_with(&gw, "queue: agent hung up")[0]);
+    let third_ring = seconds_of_day(&lines_with(&gw, "transfer: ringing agent")[2]);
+    assert!(
+        third_ring - first_hangup >= 1.9,
+        "wrap-up of 2 s respected: rang again {:.2} s after the hang-up",
+        third_ring - first_hangup
+    );
+    let metrics = gw.http_get("/metrics").1;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "crossline_queue_answered_total{queue=\"support\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "crossline_queue_answered_within_sla_total{queue=\"support\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric_value(&metrics, "crossline_queue_waiting{queue=\"support\"}"),
+        0.0
+    );
+}
+
+/// Nobody answers (the agent's port is closed): after max_wait_secs the
+/// caller leaves for the fallback flow, and is counted abandoned.
+#[test]
+fn max_wait_sends_the_caller_to_the_fallback_flow() {
+    let closed = format!("sip:agent@127.0.0.1:{}", free_port());
+    let (gw, _dir) = gateway(&[closed], "max_wait_secs = 3\nannounce_interval_secs = 0\n");
+    let caller = caller_waiting(&gw, "support");
+    assert!(caller.ok(), "{}", caller.describe());
+    let log = gw.log();
+    assert!(
+        log.contains("queue: caller left for the fallback") && log.contains("why=max_wait"),
+        "{log}"
+    );
+    assert!(log.contains("node=fallback-reached"), "{log}");
+    let left = seconds_of_day(&lines_with(&gw, "queue: caller left")[0]);
+    let joined = seconds_of_day(&lines_with(&gw, "queue: caller waiting")[0]);
+    assert!(
+        (2.9..5.0).contains(&(left - joined)),
+        "left after {:.2} s",
+        left - joined
+    );
+    wait_metric(
+        &gw,
+        "crossline_queue_abandoned_total{queue=\"support\"}",
+        1.0,
+        Duration::from_secs(3),
+    );
+}
+
+/// Pressing 0 leaves for the fallback at once.
+#[test]
+fn pressing_zero_leaves_for_the_fallback() {
+    let closed = format!("sip:agent@127.0.0.1:{}", free_port());
+    let (gw, _dir) = gateway(
+        &[closed],
+        "max_wait_secs = 60\nannounce_interval_secs = 0\n",
+    );
+    let text = std::fs::read_to_string(scenario("uac_dtmf.xml")).unwrap();
+    let press = gw.dir.path().join("press0.xml");
+    std::fs::write(&press, text.replace("DIGIT", "0")).unwrap();
+    let caller = sipp(
+        &[
+            "-sf",
+            &path_str(&press),
+            &gw.sip_addr(),
+            "-s",
+            "support",
+            "-m",
+            "1",
+            "-d",
+            "1000",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(caller.ok(), "{}", caller.describe());
+    let log = gw.log();
+    assert!(log.contains("why=pressed_0"), "{log}");
+    assert!(log.contains("node=fallback-reached"), "{log}");
+}
+
+/// A SIPp caller to the queue who stays until our BYE.
+fn waiting_caller(gw: &Gateway) -> std::thread::JoinHandle<Sipp> {
+    let addr = gw.sip_addr();
+    std::thread::spawn(move || {
+        sipp(
+            &[
+                "-sf",
+                &scenario("uac_wait_bye.xml"),
+                &addr,
+                "-s",
+                "support",
+                "-m",
+                "1",
+            ],
+            Duration::from_secs(60),
+        )
+    })
+}
+
+/// A SIPp caller to the queue who hangs up `talk_ms` after the gateway
+/// answers (it answers at once, into the queue).
+fn caller(gw: &Gateway, talk_ms: u32) -> std::thread::JoinHandle<Sipp> {
+    let addr = gw.sip_addr();
+    std::thread::spawn(move || {
+        sipp(
+            &[
+                "-sn",
+                "uac",
+                "-s",
+                "support",
+                &addr,
+                "-m",
+                "1",
+                "-d",
+                &talk_ms.to_string(),
+            ],
+            Duration::from_secs(40),
+        )
+    })
+}
+
+/// Agents on real phones: alice on pjsua2 and bob on baresip register as
+/// `[[users]]` and are the queue's `user:` agents. Two callers go to alice
+/// then bob (equally idle: in listed order); the third hears it is number
+/// 1, and gets alice, free the longest once both are wrapped up.
+#[test]
+fn registered_agents_on_pjsua2_and_baresip_answer_in_longest_idle_order() {
+    require("espeak-ng", "espeak-ng");
+    let (gw, _dir) = gateway_with(
+        &["user:alice".into(), "user:bob".into()],
+        "announce_interval_secs = 2\nwrap_up_secs = 1\nring_timeout_secs = 10\n",
+        "[registrar]\nenabled = true\ndomain = \"crossline.test\"\ndigest_algorithms = [\"MD5\"]\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw-1\"\n\n\
+         [[users]]\nname = \"bob\"\npassword = \"bob-pw-2\"\n",
+    );
+    let alice = pjsua_agent(&gw, "alice", "alice-pw-1", &[]);
+    let (bob, _conf) = baresip_agent(&gw, "bob", "bob-pw-2");
+    alice.wait_for("reg 200", Duration::from_secs(15));
+    gw.wait_for_log("registered user=bob", Duration::from_secs(15));
+    let first = caller(&gw, 3000);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = caller(&gw, 3000);
+    std::thread::sleep(Duration::from_millis(300));
+    let third = caller(&gw, 10000);
+    for (name, c) in [("first", first), ("second", second), ("third", third)] {
+        let c = c.join().unwrap();
+        assert!(c.ok(), "{name} caller: {}\n{}", c.describe(), gw.log());
+    }
+    let bridged = lines_with(&gw, "queue: bridged");
+    assert_eq!(bridged.len(), 3, "{bridged:#?}\n{}", bob.output());
+    let to = |i: usize, agent: &str| bridged[i].contains(&format!("agent=user:{agent}"));
+    assert!(
+        to(0, "alice") && to(1, "bob") && to(2, "alice"),
+        "{bridged:#?}"
+    );
+    assert!(gw.log().contains("You are number 1 in the queue."));
+    assert!(
+        bob.output().contains("Call established"),
+        "{}",
+        bob.output()
+    );
+    alice.wait_for("state CONFIRMED 200", Duration::from_secs(1));
+}
+
+const OPERATOR: &str = "operator-secret-0123456";
+
+/// An operator pauses the only agent over the API: a caller waits (the
+/// queue shows them and the agent paused, nobody rings); made available
+/// again, the agent is rung and bridged at once.
+#[test]
+fn a_paused_agent_takes_no_calls_until_made_available() {
+    let (a, agent_a) = agent(1, 1000);
+    let (gw, _dir) = gateway_with(
+        std::slice::from_ref(&a),
+        "announce_interval_secs = 0\n",
+        &format!("[http]\noperator_token = \"{OPERATOR}\"\n"),
+    );
+    let set = |state: &str, target: &str| {
+        gw.api(
+            OPERATOR,
+            "POST",
+            "/v1/agents/state",
+            Some(&serde_json::json!({ "target": target, "state": state })),
+        )
+    };
+    let r = set("paused", &a);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["agent"]["state"], "paused");
+    assert_eq!(set("paused", "sip:nobody@127.0.0.1").status, 404);
+    assert_eq!(set("asleep", &a).status, 422);
+    let waiting = waiting_caller(&gw);
+    gw.wait_for_log("queue: caller waiting", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    let queues = gw.api(OPERATOR, "GET", "/v1/queues", None).json();
+    let support = &queues["queues"][0];
+    assert_eq!(support["name"], "support");
+    assert_eq!(support["waiting"], 1, "{queues}");
+    assert!(support["longest_wait_secs"].as_u64() >= Some(1), "{queues}");
+    assert_eq!(support["agents"][0]["state"], "paused", "{queues}");
+    assert!(!gw.log().contains("transfer: ringing agent"));
+    assert_eq!(set("available", &a).status, 200);
+    let caller = waiting.join().unwrap();
+    assert!(caller.ok(), "{}", caller.describe());
+    let agent = agent_a.join().unwrap();
+    assert!(agent.ok(), "{}", agent.describe());
+    assert_eq!(lines_with(&gw, "queue: bridged").len(), 1);
+    let agents = gw.api(OPERATOR, "GET", "/v1/agents", None).json();
+    assert_eq!(agents["agents"][0]["answered"], 1, "{agents}");
+}
+
+/// The seeds combined: after max_wait_secs the queue's fallback is a
+/// breakout to chat, which texts the caller a link (the Twilio stand-in
+/// checks the request) while the call holds.
+#[test]
+fn max_wait_falls_back_to_a_breakout_to_chat() {
+    require("espeak-ng", "espeak-ng");
+    let (port, log, _twilio) = stand_in();
+    let closed = format!("sip:agent@127.0.0.1:{}", free_port());
+    let (gw, _dir) = gateway_with(
+        &[closed],
+        "max_wait_secs = 2\nannounce_interval_secs = 0\nfallback_flow = \"to-chat\"\n",
+        &format!(
+            "[messaging.sms]\nprovider = \"twilio\"\nbase_url = \"http://127.0.0.1:{port}\"\n\
+             account_sid = \"AC0123456789abcdef\"\nauth_token = \"secret-token\"\nfrom = \"+15550100000\"\n"
+        ),
+    );
+    let caller = waiting_caller(&gw);
+    let (link, sms) = sms_link(&gw, &log);
+    assert_eq!(sms.get("To").map(String::as_str), Some("+15551234567"));
+    assert!(link.contains("/b/"), "{link}");
+    let caller = caller.join().unwrap();
+    assert!(caller.ok(), "{}", caller.describe());
+    let log = gw.log();
+    assert!(log.contains("why=max_wait"), "{log}");
+    assert!(log.contains("node=to-chat"), "{log}");
+    // Nobody opened the link: the breakout timed out to the voicemail flow.
+    assert!(log.contains("node=fallback-reached"), "{log}");
+}
