@@ -317,3 +317,56 @@ fn pipecat_echoes_the_callers_tone_back() {
         "the caller heard its tone back in {echoed} frames"
     );
 }
+
+/// An agent that takes the TCP connection and never answers the
+/// WebSocket upgrade: after `connect_timeout_ms` the stream fails, the
+/// flow takes `on_error`, and the call stays up until the flow ends it.
+#[test]
+fn an_agent_that_never_answers_times_out_to_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Hold every connection open, unanswered, for the test's life.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        flows.join("agent.toml"),
+        format!(
+            "name = \"agent\"\n\n[[nodes]]\nid = \"start\"\ntype = \"stream\"\nurl = \"ws://127.0.0.1:{port}/media\"\n\
+             next = \"bye\"\non_error = \"failed\"\n\n\
+             [[nodes]]\nid = \"failed\"\ntype = \"pause\"\nsecs = 1.5\nnext = \"bye\"\n\n\
+             [[nodes]]\nid = \"bye\"\ntype = \"hangup\"\n"
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(&format!(
+        "[media_streams]\nauth_token = \"{TOKEN}\"\nconnect_timeout_ms = 1000\n\n[flows]\ndir = \"{}\"\n\n[[routes]]\nflow = \"agent\"\n",
+        flows.display()
+    ));
+    let started = std::time::Instant::now();
+    let lines = pjsua_call(&gw, 20, &[]);
+    let took = started.elapsed();
+    let log = gw.log();
+    assert!(lines.contains("state CONFIRMED"), "{lines}");
+    assert!(lines.contains("state DISCONNECTED"), "{lines}");
+    assert!(log.contains("node=failed"), "the flow took on_error: {log}");
+    // 1 s of connect timeout and 1.5 s of pause before our hang-up; not
+    // the caller's 20 s.
+    assert!(
+        took >= Duration::from_millis(2_400) && took < Duration::from_secs(15),
+        "the call lasted {took:?}"
+    );
+    assert_metric_at_least(
+        &gw,
+        "crossline_media_streams_total{outcome=\"failed\"}",
+        1.0,
+    );
+    let (status, _) = gw.http_get("/healthz");
+    assert_eq!(status, 200);
+}
