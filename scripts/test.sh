@@ -30,6 +30,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=("postgr
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=("python3" "python3-venv"); fi
 # libopus-dev: audiopus (WebRTC legs) links the system libopus.
 if ! pkg-config --exists opus 2>/dev/null; then missing+=("libopus-dev" "pkg-config"); fi
+# make: jemalloc (the default allocator) is built from its C sources.
+command -v make >/dev/null 2>&1 || missing+=("make")
 # The embedded recognizer (cargo feature pocketsphinx, built below): the
 # library and Debian's US English model.
 if ! pkg-config --exists pocketsphinx 2>/dev/null; then missing+=("libpocketsphinx-dev"); fi
