@@ -132,86 +132,64 @@ fn short_number(v: f64) -> String {
     }
 }
 
+/// One titled plot for the report.
+fn titled(
+    title: &str,
+    x: &str,
+    y: &str,
+    series: &[Series],
+    x_names: Option<&[String]>,
+) -> (String, Result<String, String>) {
+    let chart = line_chart(&Labels { title, x, y }, series, x_names);
+    (title.to_string(), chart)
+}
+
 /// Every plot the results allow, titled, in report order.
 pub fn all(results: &Results) -> Vec<(String, Result<String, String>)> {
     let mut plots = Vec::new();
     let calls = &results.calls;
     if !calls.is_empty() {
-        let by_calls = |f: fn(&crate::results::CallsStep) -> f64| {
-            calls
-                .iter()
-                .map(|s| (s.active as f64, f(s)))
-                .collect::<Vec<_>>()
+        let by_calls = |name: &str, f: fn(&crate::results::CallsStep) -> f64| {
+            let points = calls.iter().map(|s| (s.active as f64, f(s))).collect();
+            Series::new(name, points)
         };
-        let title = "RTP send jitter against concurrent calls";
-        plots.push((
-            title.to_string(),
-            line_chart(
-                &Labels {
-                    title,
-                    x: "concurrent hold calls",
-                    y: "|Δ − 20 ms| (ms)",
-                },
-                &[
-                    Series::new("p50", by_calls(|s| s.jitter_p50_ms)),
-                    Series::new("p99", by_calls(|s| s.jitter_p99_ms)),
-                    Series::new("p99.9", by_calls(|s| s.jitter_p999_ms)),
-                ],
-                None,
-            ),
+        let x = "concurrent hold calls";
+        plots.push(titled(
+            "RTP send jitter against concurrent calls",
+            x,
+            "|Δ − 20 ms| (ms)",
+            &[
+                by_calls("p50", |s| s.jitter_p50_ms),
+                by_calls("p99", |s| s.jitter_p99_ms),
+                by_calls("p99.9", |s| s.jitter_p999_ms),
+            ],
+            None,
         ));
-        let title = "Worst packet gap against concurrent calls";
-        plots.push((
-            title.to_string(),
-            line_chart(
-                &Labels {
-                    title,
-                    x: "concurrent hold calls",
-                    y: "max |Δ − 20 ms| (ms)",
-                },
-                &[Series::new("max", by_calls(|s| s.jitter_max_ms))],
-                None,
+        let single = [
+            (
+                "Worst packet gap against concurrent calls",
+                "max |Δ − 20 ms| (ms)",
+                by_calls("max", |s| s.jitter_max_ms),
             ),
-        ));
-        let title = "CPU against concurrent calls";
-        plots.push((
-            title.to_string(),
-            line_chart(
-                &Labels {
-                    title,
-                    x: "concurrent hold calls",
-                    y: "crossline CPU (% of one core)",
-                },
-                &[Series::new("CPU", by_calls(|s| s.cpu_pct_of_one_core))],
-                None,
+            (
+                "CPU against concurrent calls",
+                "crossline CPU (% of one core)",
+                by_calls("CPU", |s| s.cpu_pct_of_one_core),
             ),
-        ));
-        let title = "Memory against concurrent calls";
-        plots.push((
-            title.to_string(),
-            line_chart(
-                &Labels {
-                    title,
-                    x: "concurrent hold calls",
-                    y: "RSS at plateau (MB)",
-                },
-                &[Series::new("RSS", by_calls(|s| s.rss_plateau_mb))],
-                None,
+            (
+                "Memory against concurrent calls",
+                "RSS at plateau (MB)",
+                by_calls("RSS", |s| s.rss_plateau_mb),
             ),
-        ));
-        let title = "Packet loss against concurrent calls";
-        plots.push((
-            title.to_string(),
-            line_chart(
-                &Labels {
-                    title,
-                    x: "concurrent hold calls",
-                    y: "loss at the receiver (%)",
-                },
-                &[Series::new("loss", by_calls(|s| s.loss_pct))],
-                None,
+            (
+                "Packet loss against concurrent calls",
+                "loss at the receiver (%)",
+                by_calls("loss", |s| s.loss_pct),
             ),
-        ));
+        ];
+        for (title, y, series) in single {
+            plots.push(titled(title, x, y, &[series], None));
+        }
     }
     if !results.cps.is_empty() {
         let names: Vec<String> = SETUP_BUCKETS_MS
@@ -219,7 +197,7 @@ pub fn all(results: &Results) -> Vec<(String, Result<String, String>)> {
             .map(|b| format!("≤{b}"))
             .chain([format!(">{}", SETUP_BUCKETS_MS[SETUP_BUCKETS_MS.len() - 1])])
             .collect();
-        let series: Vec<Series> = results
+        let histograms: Vec<Series> = results
             .cps
             .iter()
             .filter(|s| !s.setup_histogram_pct.is_empty())
@@ -232,71 +210,48 @@ pub fn all(results: &Results) -> Vec<(String, Result<String, String>)> {
                 Series::new(&format!("{:.0} CPS", s.offered), points.collect())
             })
             .collect();
-        if !series.is_empty() {
-            let title = "Setup latency (INVITE → 200) per CPS step";
-            plots.push((
-                title.to_string(),
-                line_chart(
-                    &Labels {
-                        title,
-                        x: "INVITE → 200 OK (ms, bucket upper bound)",
-                        y: "calls (%)",
-                    },
-                    &series,
-                    Some(&names),
-                ),
+        if !histograms.is_empty() {
+            plots.push(titled(
+                "Setup latency (INVITE → 200) per CPS step",
+                "INVITE → 200 OK (ms, bucket upper bound)",
+                "calls (%)",
+                &histograms,
+                Some(&names),
             ));
         }
-        let title = "Setup latency percentiles against offered rate";
-        let by_rate = |f: fn(&crate::results::CpsStep) -> f64| {
-            results
-                .cps
-                .iter()
-                .map(|s| (s.offered, f(s)))
-                .collect::<Vec<_>>()
+        let by_rate = |name: &str, f: fn(&crate::results::CpsStep) -> f64| {
+            Series::new(
+                name,
+                results.cps.iter().map(|s| (s.offered, f(s))).collect(),
+            )
         };
-        plots.push((
-            title.to_string(),
-            line_chart(
-                &Labels {
-                    title,
-                    x: "offered call setups per second",
-                    y: "INVITE → 200 OK (ms)",
-                },
-                &[
-                    Series::new("p50", by_rate(|s| s.setup_p50_ms)),
-                    Series::new("p99", by_rate(|s| s.setup_p99_ms)),
-                ],
-                None,
-            ),
+        plots.push(titled(
+            "Setup latency percentiles against offered rate",
+            "offered call setups per second",
+            "INVITE → 200 OK (ms)",
+            &[
+                by_rate("p50", |s| s.setup_p50_ms),
+                by_rate("p99", |s| s.setup_p99_ms),
+            ],
+            None,
         ));
     }
     if !results.soak.is_empty() {
-        let title = "Soak: memory through the waves of calls and after";
-        let rss = results
-            .soak
-            .iter()
-            .map(|s| (s.elapsed_s, s.rss_mb))
-            .collect();
-        let calls = results
-            .soak
-            .iter()
-            .map(|s| (s.elapsed_s, s.calls_active as f64 / 100.0))
-            .collect();
-        plots.push((
-            title.to_string(),
-            line_chart(
-                &Labels {
-                    title,
-                    x: "time (s)",
-                    y: "RSS (MB); calls up (hundreds)",
-                },
-                &[
-                    Series::new("RSS (MB)", rss),
-                    Series::new("calls up / 100", calls),
-                ],
-                None,
-            ),
+        let over_time = |name: &str, f: fn(&crate::results::SoakSample) -> f64| {
+            Series::new(
+                name,
+                results.soak.iter().map(|s| (s.elapsed_s, f(s))).collect(),
+            )
+        };
+        plots.push(titled(
+            "Soak: memory through the waves of calls and after",
+            "time (s)",
+            "RSS (MB); calls up (hundreds)",
+            &[
+                over_time("RSS (MB)", |s| s.rss_mb),
+                over_time("calls up / 100", |s| s.calls_active as f64 / 100.0),
+            ],
+            None,
         ));
     }
     plots
