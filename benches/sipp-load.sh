@@ -10,6 +10,8 @@
 # For each rate it prints: offered CPS, achieved CPS, calls ok/failed,
 # SIPp retransmissions, setup time p50/p99 (INVITE to 200, from SIPp's RTD
 # histogram), crossline CPU (% of one core) and peak RSS.
+# PERF_DATA=DIR records each step with `perf record` (DWARF call graphs) into
+# DIR/perf-<rate>.data; `perf report -i ... --no-children` shows the top.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v sipp >/dev/null || { echo "install SIPp: apt-get install -y sip-tester" >&2; exit 1; }
@@ -50,10 +52,16 @@ for rate in "${rates[@]}"; do
   calls=${CALLS_PER_STEP:-$(( rate * 20 ))}
   (cd "$work" && rm -f ./*_.csv ./*_rtt.csv)
   t0=$(date +%s.%N); c0=$(cpu_ticks)
+  if [ -n "${PERF_DATA:-}" ]; then
+    command -v perf >/dev/null || { echo "install perf: apt-get install -y linux-perf" >&2; exit 1; }
+    perf record -q -F 499 --call-graph dwarf,16384 -p "$gw" -o "$PERF_DATA/perf-$rate.data" 2>/dev/null &
+    perf_pid=$!
+  fi
   (cd "$work" && timeout "${SIPP_TIMEOUT:-300}" sipp -sn uac "127.0.0.1:$port" -r "$rate" -m "$calls" \
       -l $(( rate * (hold / 1000 + 3) )) -d "$hold" -p $(( port + 1 )) -mp $(( port + 10 )) -i 127.0.0.1 \
-      -nostdin -trace_stat -fd 1 -trace_rtt -rtt_freq 1 -max_socket 2048 >/dev/null 2>&1) || true
+      -nostdin -trace_stat -fd 1 -trace_rtt -rtt_freq 1 -max_socket 2048 -buff_size 4194304 >/dev/null 2>&1) || true
   t1=$(date +%s.%N); c1=$(cpu_ticks)
+  if [ -n "${PERF_DATA:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   stat=$(ls "$work"/*_.csv | head -1)
   col() { awk -F';' -v name="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==name) c=i} END{print $c}' "$stat"; }
   ok=$(col 'SuccessfulCall(C)'); failed=$(col 'FailedCall(C)'); retrans=$(col 'Retransmissions(C)')
