@@ -158,7 +158,10 @@ for run in $(seq 1 "$runs"); do
         dropped=$(curl -s "http://127.0.0.1:$http_port/metrics" \
           | awk -F'[{}"]' '/^crossline_webrtc_transcode_dropped_total/{s=s $3 ":" ($NF+0) " "} END{print (s=="" ? "0" : s)}')
         active=$(curl -s "http://127.0.0.1:$http_port/metrics" | awk '/^crossline_webrtc_calls_active /{print $2}')
-        extra="web: [$up] active=$active $back transcode_dropped=[${dropped% }]"
+        # Legs per core of crossline's CPU (the OPTIONS add ~1 %).
+        per_core=$(echo "$active $(( $(cpu_ticks) - c0 )) $hz $(date +%s.%N) $t0" \
+          | awk '{cpu=$2/$3/($4-$5); if (cpu>0) printf "%.0f", $1/cpu}')
+        extra="web: [$up] active=$active $back transcode_dropped=[${dropped% }] legs_per_core=$per_core"
         ;;
       reload)
         start_gateway "$(prompt_config)"

@@ -1,6 +1,7 @@
-//! A web call's transcoding per 20 ms frame, both ways: Opus 48 kHz from
-//! the browser to G.711 8 kHz for the gateway (decode, resample, µ-law),
-//! and back (µ-law, resample, Opus encode at the configured complexity).
+//! A web call's transcoding per 20 ms frame, both ways: the browser's
+//! fullband Opus to G.711 8 kHz for the gateway (decoded straight to 8 kHz,
+//! µ-law), and back (µ-law, Opus encode from 8 kHz at the configured
+//! complexity).
 //! Legs per core = 20 ms / (uplink + downlink).
 
 use std::hint::black_box;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use crossline::media::g711::{encode_ulaw, linear_to_ulaw};
 use crossline::media::player::{HoldProgram, Player, Source, FRAME_SAMPLES};
-use crossline::webrtc::transcode::{Downlink, Uplink, FRAME_8K};
+use crossline::webrtc::transcode::{browser_like_opus, Downlink, Uplink, FRAME_8K};
 
 /// Speech-like 8 kHz µ-law: two tones with a slow wobble, 1 s.
 fn ulaw_second() -> Vec<u8> {
@@ -41,16 +42,8 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    // Opus packets as the browser would send them.
-    let mut enc = Downlink::new(5).unwrap();
-    let mut packets: Vec<Vec<u8>> = Vec::new();
-    let mut buf = [0u8; 1500];
-    for frame in audio.chunks(FRAME_8K) {
-        let n = enc.push(frame, &mut buf).unwrap();
-        if n > 0 {
-            packets.push(buf[..n].to_vec());
-        }
-    }
+    // Opus packets as the browser would send them: fullband, 48 kHz.
+    let packets = browser_like_opus(50).unwrap();
     let mut up = Uplink::new().unwrap();
     let mut i = 0;
     g.bench_function("uplink_frame", |b| {

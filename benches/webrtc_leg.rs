@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use crossline::webrtc::transcode::{Downlink, Uplink, FRAME_8K};
+use crossline::webrtc::transcode::{browser_like_opus, Downlink, Uplink, FRAME_8K};
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -112,22 +112,8 @@ fn bench(c: &mut Criterion) {
     let (mut browser, mut server, mid, now) = connected_pair();
     let b_pt = opus_pt(&mut browser.rtc, mid);
     let s_pt = opus_pt(&mut server.rtc, mid);
-    // Browser audio: Opus frames of a speech-like signal.
-    let mut enc = Downlink::new(5).unwrap();
-    let mut frames: Vec<Vec<u8>> = Vec::new();
-    let mut buf = [0u8; 1500];
-    for i in 0..100u32 {
-        let ulaw: Vec<u8> = (0..FRAME_8K as u32)
-            .map(|n| {
-                let t = f64::from(i * FRAME_8K as u32 + n) / 8000.0;
-                crossline::media::g711::linear_to_ulaw(((t * 1900.0).sin() * 6000.0) as i16)
-            })
-            .collect();
-        let n = enc.push(&ulaw, &mut buf).unwrap();
-        if n > 0 {
-            frames.push(buf[..n].to_vec());
-        }
-    }
+    // Browser audio: fullband Opus frames of a voice-like signal.
+    let frames = browser_like_opus(100).unwrap();
     let mut rig = Rig {
         browser,
         server,
@@ -138,6 +124,14 @@ fn bench(c: &mut Criterion) {
         ts: 0,
         frames,
         next: 0,
+        gateway_audio: (0..8000)
+            .map(|i| {
+                let t = f64::from(i) / 8000.0;
+                let s = (t * 2.0 * std::f64::consts::PI * 310.0).sin() * 6000.0
+                    + (t * 2.0 * std::f64::consts::PI * 1270.0).sin() * 3000.0;
+                crossline::media::g711::linear_to_ulaw(s as i16)
+            })
+            .collect(),
         uplink: Uplink::new().unwrap(),
         downlink: Downlink::new(1).unwrap(),
     };
@@ -170,6 +164,8 @@ struct Rig {
     ts: u64,
     frames: Vec<Vec<u8>>,
     next: usize,
+    /// 1 s of the gateway's µ-law (two tones), for the downlink.
+    gateway_audio: Vec<u8>,
     uplink: Uplink,
     downlink: Downlink,
 }
@@ -208,7 +204,11 @@ impl Rig {
                 .unwrap();
         }
         let mut opus = [0u8; 1500];
-        let n = self.downlink.push(&[0x7fu8; FRAME_8K], &mut opus).unwrap();
+        let at = (self.next % 50) * FRAME_8K;
+        let n = self
+            .downlink
+            .push(&self.gateway_audio[at..at + FRAME_8K], &mut opus)
+            .unwrap();
         if n > 0 {
             if let Some(w) = self.server.rtc.writer(self.mid) {
                 let _ = w.write(self.s_pt, self.now, time, opus[..n].to_vec());

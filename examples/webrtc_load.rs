@@ -107,27 +107,7 @@ async fn main() {
 
 /// 50 Opus packets (1 s) of two tones, one wobbling, like the benches.
 fn speech_like_opus() -> Vec<Vec<u8>> {
-    use crossline::webrtc::transcode::{Downlink, FRAME_8K};
-    let mut enc = Downlink::new(5).expect("an Opus encoder");
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1500];
-    for i in 0..60u32 {
-        let ulaw: Vec<u8> = (0..FRAME_8K as u32)
-            .map(|n| {
-                let t = f64::from(i * FRAME_8K as u32 + n) / 8000.0;
-                let wobble = 300.0 + 80.0 * (t * 3.0).sin();
-                let s = (t * 2.0 * std::f64::consts::PI * wobble).sin() * 5000.0
-                    + (t * 2.0 * std::f64::consts::PI * 1100.0).sin() * 2000.0;
-                crossline::media::g711::linear_to_ulaw(s as i16)
-            })
-            .collect();
-        if let Ok(n) = enc.push(&ulaw, &mut buf) {
-            if n > 0 {
-                out.push(buf[..n].to_vec());
-            }
-        }
-    }
-    out
+    crossline::webrtc::transcode::browser_like_opus(60).unwrap_or_default()
 }
 
 async fn leg(

@@ -9,7 +9,7 @@
 //! task only moves bytes and time between them. Signalling is WHIP-style:
 //! the browser POSTs its SDP offer and gets the answer.
 //!
-//! The task does no audio work itself: Opus and resampling run on the
+//! The task does no audio work itself: Opus runs on the
 //! transcoding threads ([`pool`]), so tokio's workers stay free for SIP.
 
 pub mod pool;
@@ -52,7 +52,7 @@ pub struct WebRtcConfig {
     pub opus_complexity: u8,
     /// Web calls at once; more get 503.
     pub max_calls: usize,
-    /// Threads that transcode web calls' audio (Opus, resampling), off
+    /// Threads that transcode web calls' audio (Opus), off
     /// the async threads that carry SIP. 0: min(2, cores).
     pub transcode_threads: usize,
 }
