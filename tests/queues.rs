@@ -20,23 +20,37 @@ fn gateway(agents: &[String], queue_extra: &str) -> (Gateway, tempfile::TempDir)
 
 /// [`gateway`], with `extra` sections in the config.
 fn gateway_with(agents: &[String], queue_extra: &str, extra: &str) -> (Gateway, tempfile::TempDir) {
+    gateway_needing(agents, queue_extra, extra, &[])
+}
+
+/// [`gateway_with`], its callers needing `skills`. An agent written as an
+/// inline table (`{ target = ..., skills = [...] }`) goes in as it is.
+fn gateway_needing(
+    agents: &[String],
+    queue_extra: &str,
+    extra: &str,
+    skills: &[&str],
+) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let flows = dir.path().join("flows");
     std::fs::create_dir(&flows).unwrap();
     std::fs::write(
         flows.join("support.toml"),
-        r#"name = "support"
+        format!(
+            r#"name = "support"
 
 [[nodes]]
 id = "wait"
 type = "queue"
 queue = "support"
+skills = {skills:?}
 next = "bye"
 
 [[nodes]]
 id = "bye"
 type = "hangup"
-"#,
+"#
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -83,7 +97,10 @@ type = "hangup"
     };
     let agents = agents
         .iter()
-        .map(|a| format!("{{ target = \"{a}\" }}"))
+        .map(|a| match a.starts_with('{') {
+            true => a.clone(),
+            false => format!("{{ target = \"{a}\" }}"),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let gw = Gateway::start(&format!(
@@ -340,6 +357,16 @@ fn registered_agents_on_pjsua2_and_baresip_answer_in_longest_idle_order() {
 
 const OPERATOR: &str = "operator-secret-0123456";
 
+/// POST /v1/agents/state as the operator.
+fn set_agent(gw: &Gateway, state: &str, target: &str) -> HttpReply {
+    gw.api(
+        OPERATOR,
+        "POST",
+        "/v1/agents/state",
+        Some(&serde_json::json!({ "target": target, "state": state })),
+    )
+}
+
 /// An operator pauses the only agent over the API: a caller waits (the
 /// queue shows them and the agent paused, nobody rings); made available
 /// again, the agent is rung and bridged at once.
@@ -351,14 +378,7 @@ fn a_paused_agent_takes_no_calls_until_made_available() {
         "announce_interval_secs = 0\n",
         &format!("[http]\noperator_token = \"{OPERATOR}\"\n"),
     );
-    let set = |state: &str, target: &str| {
-        gw.api(
-            OPERATOR,
-            "POST",
-            "/v1/agents/state",
-            Some(&serde_json::json!({ "target": target, "state": state })),
-        )
-    };
+    let set = |state: &str, target: &str| set_agent(&gw, state, target);
     let r = set("paused", &a);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["agent"]["state"], "paused");
@@ -411,4 +431,111 @@ fn max_wait_falls_back_to_a_breakout_to_chat() {
     assert!(log.contains("node=to-chat"), "{log}");
     // Nobody opened the link: the breakout timed out to the voicemail flow.
     assert!(log.contains("node=fallback-reached"), "{log}");
+}
+
+/// A queue of one place whose agent never answers, with `queue_extra`, and
+/// a first caller waiting in it (until max_wait_secs).
+fn full_queue(queue_extra: &str) -> (Gateway, tempfile::TempDir, std::thread::JoinHandle<Sipp>) {
+    let closed = format!("sip:agent@127.0.0.1:{}", free_port());
+    let (gw, dir) = gateway(
+        &[closed],
+        &format!("max_callers = 1\nannounce_interval_secs = 0\n{queue_extra}"),
+    );
+    let first = waiting_caller(&gw);
+    gw.wait_for_log("queue: caller waiting", Duration::from_secs(5));
+    (gw, dir, first)
+}
+
+/// One caller was turned away, and it never waited.
+fn assert_turned_away_once(gw: &Gateway) {
+    assert!(gw.log().contains("queue: full, caller turned away"));
+    assert_eq!(lines_with(gw, "queue: caller waiting").len(), 1);
+    wait_metric(
+        gw,
+        "crossline_queue_full_total{queue=\"support\"}",
+        1.0,
+        Duration::from_secs(3),
+    );
+}
+
+/// max_callers = 1: while one caller waits (nobody answers), the next goes
+/// straight to the fallback flow, and is counted.
+#[test]
+fn a_full_queue_sends_the_next_caller_to_the_fallback() {
+    let (gw, _dir, first) = full_queue("max_wait_secs = 6\n");
+    let second = waiting_caller(&gw).join().unwrap();
+    assert!(second.ok(), "{}", second.describe());
+    let log = gw.log();
+    assert_turned_away_once(&gw);
+    let turned_away = seconds_of_day(&lines_with(&gw, "queue: full")[0]);
+    let joined = seconds_of_day(&lines_with(&gw, "queue: caller waiting")[0]);
+    // In the fallback long before the first caller's max_wait_secs.
+    assert!(turned_away - joined < 3.0, "{log}");
+    assert!(log.contains("node=fallback-reached"), "{log}");
+    let first = first.join().unwrap();
+    assert!(first.ok(), "{}", first.describe());
+    assert!(gw.log().contains("why=max_wait"));
+}
+
+/// A full queue with no fallback flow: the caller (answered, a TOML flow)
+/// hears the busy tone for 3 s, then the gateway hangs up.
+#[test]
+fn a_full_queue_without_a_fallback_is_busy() {
+    let (gw, _dir, first) = full_queue("max_wait_secs = 8\n# no fallback_flow: busy\n");
+    let started = std::time::Instant::now();
+    let second = waiting_caller(&gw).join().unwrap();
+    let took = started.elapsed();
+    assert!(second.ok(), "{}", second.describe());
+    assert!(
+        (Duration::from_millis(2900)..Duration::from_secs(8)).contains(&took),
+        "hung up after {took:?}"
+    );
+    assert_turned_away_once(&gw);
+    assert!(!gw.log().contains("node=fallback-reached"));
+    // The first leaves at max_wait_secs: no fallback, the call ends.
+    let first = first.join().unwrap();
+    assert!(first.ok(), "{}", first.describe());
+}
+
+/// Registered users' tags are skills: a caller needing "es" goes to bob
+/// (tagged "es", on baresip), not alice (listed first, untagged, pjsua2).
+#[test]
+fn a_user_tagged_with_the_skill_gets_the_call() {
+    let (gw, _dir) = gateway_needing(
+        &["user:alice".into(), "user:bob".into()],
+        "strategy = \"skills\"\nannounce_interval_secs = 0\nring_timeout_secs = 10\n",
+        &format!(
+            "[http]\noperator_token = \"{OPERATOR}\"\n\n\
+             [registrar]\nenabled = true\ndomain = \"crossline.test\"\ndigest_algorithms = [\"MD5\"]\n\n\
+             [[users]]\nname = \"alice\"\npassword = \"alice-pw-1\"\n\n\
+             [[users]]\nname = \"bob\"\npassword = \"bob-pw-2\"\ntags = [\"es\", \"billing\"]\n"
+        ),
+        &["es"],
+    );
+    let alice = pjsua_agent(&gw, "alice", "alice-pw-1", &[]);
+    let (bob, _conf) = baresip_agent(&gw, "bob", "bob-pw-2");
+    alice.wait_for("reg 200", Duration::from_secs(15));
+    gw.wait_for_log("registered user=bob", Duration::from_secs(15));
+    let agents = gw.api(OPERATOR, "GET", "/v1/agents", None).json();
+    assert_eq!(agents["agents"][1]["target"], "user:bob", "{agents}");
+    assert_eq!(
+        agents["agents"][1]["skills"],
+        serde_json::json!(["es", "billing"]),
+        "{agents}"
+    );
+    let c = caller(&gw, 3000).join().unwrap();
+    assert!(c.ok(), "{}\n{}", c.describe(), gw.log());
+    let bridged = lines_with(&gw, "queue: bridged");
+    assert_eq!(bridged.len(), 1, "{bridged:#?}");
+    assert!(bridged[0].contains("agent=user:bob"), "{bridged:#?}");
+    let rung = lines_with(&gw, "transfer: ringing agent");
+    assert!(
+        rung.iter().all(|l| !l.contains("alice")),
+        "alice has no \"es\": {rung:#?}"
+    );
+    assert!(
+        bob.output().contains("Call established"),
+        "{}",
+        bob.output()
+    );
 }

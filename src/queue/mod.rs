@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, Notify};
 
 use crate::telemetry::names;
-use acd::{Acd, EntryId, Left, Offer, QueueSnapshot};
+use acd::{Acd, EntryId, Left, Offer, QueueSnapshot, Refused};
 pub use config::{AgentConfig, QueueConfig};
 
 /// Every queue of the config, shared by the flows and the API.
@@ -51,8 +51,12 @@ impl Inner {
 }
 
 impl Queues {
-    pub fn new(configs: &[QueueConfig]) -> Arc<Queues> {
-        let acd = Acd::new(Instant::now(), configs.iter().map(|q| q.rules()).collect());
+    /// `users` lend their tags as skills to their `user:` agents.
+    pub fn new(configs: &[QueueConfig], users: &[crate::registrar::UserConfig]) -> Arc<Queues> {
+        let acd = Acd::new(
+            Instant::now(),
+            configs.iter().map(|q| q.rules(users)).collect(),
+        );
         Arc::new(Queues {
             configs: configs.to_vec(),
             inner: Mutex::new(Inner {
@@ -85,8 +89,8 @@ impl Queues {
         out
     }
 
-    /// Put a caller in `queue`. `None`: no such queue.
-    pub fn join(self: &Arc<Self>, queue: &str, skills: Vec<String>) -> Option<Ticket> {
+    /// Put a caller in `queue`, unless there is no such queue or it is full.
+    pub fn join(self: &Arc<Self>, queue: &str, skills: Vec<String>) -> Result<Ticket, Refused> {
         let (tx, offers) = mpsc::unbounded_channel();
         let order = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -99,7 +103,7 @@ impl Queues {
         inner.deliver(now);
         drop(inner);
         self.changed.notify_one();
-        Some(Ticket {
+        Ok(Ticket {
             queues: self.clone(),
             entry,
             offers,
@@ -159,7 +163,9 @@ impl Queues {
                 .absolute(q.stats.answered);
             metrics::counter!(names::QUEUE_ANSWERED_WITHIN_SLA, "queue" => name.clone())
                 .absolute(q.stats.answered_within_sla);
-            metrics::counter!(names::QUEUE_ABANDONED, "queue" => name).absolute(q.stats.abandoned);
+            metrics::counter!(names::QUEUE_ABANDONED, "queue" => name.clone())
+                .absolute(q.stats.abandoned);
+            metrics::counter!(names::QUEUE_FULL, "queue" => name).absolute(q.stats.full);
         }
     }
 }
