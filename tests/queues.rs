@@ -539,3 +539,140 @@ fn a_user_tagged_with_the_skill_gets_the_call() {
         bob.output()
     );
 }
+
+const VIEWER: &str = "viewer-secret-01234567";
+
+/// The console's Queues tab in a real Chromium: a SIPp caller waits (it
+/// needs "fr", which no agent has, so nobody rings), the tab shows it and
+/// the agents' states, and the operator's Pause and Resume buttons change
+/// an agent's state through the API. A viewer sees the same tab, and no
+/// button.
+#[test]
+fn console_queues_tab_shows_the_queue_and_pauses_agents() {
+    use common::browser::{artifacts_dir, Browser};
+    let en = format!("sip:en-agent@127.0.0.1:{}", free_port());
+    let es = format!("sip:es-agent@127.0.0.1:{}", free_port());
+    let (gw, _dir) = gateway_needing(
+        &[
+            format!("{{ target = \"{en}\", skills = [\"en\"] }}"),
+            format!("{{ target = \"{es}\", skills = [\"es\"] }}"),
+        ],
+        "strategy = \"skills\"\nannounce_interval_secs = 0\nsla_secs = 15\nmax_callers = 5\nmax_wait_secs = 30\n",
+        &format!("[http]\noperator_token = \"{OPERATOR}\"\nviewer_token = \"{VIEWER}\"\n"),
+        &["fr"],
+    );
+    let set = |state: &str, target: &str| set_agent(&gw, state, target);
+    assert_eq!(set("paused", &es).status, 200);
+    let waiting = waiting_caller(&gw);
+    gw.wait_for_log("queue: caller waiting", Duration::from_secs(5));
+    let shots = artifacts_dir("console_queues_tab");
+    let wait = Duration::from_secs(10);
+    let state_of = |target: &str| -> String {
+        let agents = gw.api(VIEWER, "GET", "/v1/agents", None).json();
+        agents["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["target"] == target)
+            .map(|a| a["state"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let row = |target: &str| {
+        format!("document.querySelector('#queues tr.agent[data-target=\"{target}\"]')")
+    };
+
+    // Click an agent's button, then wait until the tab shows the new state.
+    let click = |b: &Browser, target: &str, action: &str, state: &str| {
+        b.js(&format!(
+            "{}.querySelector('button[data-action=\"{action}\"]').click(); return true",
+            row(target)
+        ));
+        b.wait_js(
+            &format!("{}.dataset.state === '{state}'", row(target)),
+            wait,
+            &format!("{target} {state} in the tab"),
+        );
+    };
+
+    let op = Browser::desktop();
+    op.sign_in_to_console(gw.http_port, OPERATOR);
+    op.click("#tab-queues");
+    op.wait_js(
+        "(document.querySelector('#queues [data-queue=\"support\"] [data-stat=\"waiting\"] dd') || {}).textContent === '1 of 5'",
+        wait,
+        "one caller waiting",
+    );
+    let card = op.text("#queues");
+    assert!(card.contains("Answered within 15 s"), "{card}");
+    assert_eq!(
+        op.js(&format!("return {}.dataset.state", row(&en))),
+        "available"
+    );
+    assert_eq!(
+        op.js(&format!("return {}.dataset.state", row(&es))),
+        "paused"
+    );
+    assert_eq!(op.text("#waiting-count"), "1");
+    // Live: time in state moves on without a reload.
+    let secs = |target: &str| -> String {
+        op.js(&format!(
+            "return {}.querySelector('.agent-time').textContent",
+            row(target)
+        ))
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+    let before = secs(&en);
+    op.wait_js(
+        &format!(
+            "{}.querySelector('.agent-time').textContent !== '{before}'",
+            row(&en)
+        ),
+        wait,
+        "the time in state to move on",
+    );
+    op.screenshot(&shots, "operator");
+
+    click(&op, &en, "pause", "paused");
+    assert_eq!(state_of(&en), "paused");
+    click(&op, &es, "resume", "available");
+    assert_eq!(state_of(&es), "available");
+    drop(op);
+
+    // A viewer: the same numbers, no buttons, no other tabs, and the API
+    // refuses it a change.
+    let viewer = Browser::desktop();
+    viewer.sign_in_to_console(gw.http_port, VIEWER);
+    viewer.wait_js(
+        "document.body.dataset.role === 'viewer' && document.querySelectorAll('#queues tr.agent').length === 2",
+        wait,
+        "the viewer's queues tab",
+    );
+    assert_eq!(
+        viewer.js("return document.querySelectorAll('#queues button').length"),
+        0
+    );
+    assert_eq!(
+        viewer.js("return document.getElementById('tab-conversations').hidden"),
+        true
+    );
+    assert_eq!(
+        viewer
+            .js("return document.querySelector('#queues [data-stat=\"waiting\"] dd').textContent"),
+        "1 of 5"
+    );
+    viewer.screenshot(&shots, "viewer");
+    let refused = gw.api(
+        VIEWER,
+        "POST",
+        "/v1/agents/state",
+        Some(&serde_json::json!({ "target": en, "state": "available" })),
+    );
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert_eq!(state_of(&en), "paused");
+    drop(viewer);
+    // The caller leaves at max_wait_secs, for the fallback.
+    let caller = waiting.join().unwrap();
+    assert!(caller.ok(), "{}", caller.describe());
+}

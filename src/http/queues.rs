@@ -1,6 +1,7 @@
 //! Queues and agents over the API: `GET /v1/queues` (who waits, the
-//! longest wait, the service level, each agent's state), `GET /v1/agents`,
-//! and `POST /v1/agents/state` to pause an agent or make them available.
+//! longest wait, the service level, each agent's state), `GET /v1/agents`
+//! (viewers may read both), and `POST /v1/agents/state` (operators) to
+//! pause an agent or make them available.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -28,6 +29,7 @@ fn agent_json(a: &AgentSnapshot) -> Value {
         "target": a.target,
         "state": a.status.as_str(),
         "idle_secs": a.idle.map(|d| d.as_secs()),
+        "state_secs": a.in_state.as_secs(),
         "answered": a.answered,
         "skills": a.skills,
     })
@@ -43,24 +45,31 @@ fn queue_json(q: &QueueSnapshot) -> Value {
         "answered": q.stats.answered,
         "answered_within_sla": q.stats.answered_within_sla,
         "abandoned": q.stats.abandoned,
+        "full": q.stats.full,
         "agents": q.agents.iter().map(agent_json).collect::<Vec<_>>(),
     })
 }
 
 async fn queues(State(s): State<HttpState>, h: HeaderMap) -> Response {
-    guard!(s, h, Role::Operator);
-    let list: Vec<Value> = s
-        .services
-        .queues
+    guard!(s, h, Role::Viewer);
+    let queues = &s.services.queues;
+    let list: Vec<Value> = queues
         .snapshot()
         .iter()
-        .map(queue_json)
+        .map(|q| {
+            let mut v = queue_json(q);
+            if let Some(c) = queues.config(&q.name) {
+                v["sla_secs"] = c.sla_secs.into();
+                v["max_callers"] = c.max_callers.into();
+            }
+            v
+        })
         .collect();
     Json(json!({ "queues": list })).into_response()
 }
 
 async fn agents(State(s): State<HttpState>, h: HeaderMap) -> Response {
-    guard!(s, h, Role::Operator);
+    guard!(s, h, Role::Viewer);
     let list: Vec<Value> = s.services.queues.agents().iter().map(agent_json).collect();
     Json(json!({ "agents": list })).into_response()
 }
