@@ -478,17 +478,79 @@ fn a_full_queue_sends_the_next_caller_to_the_fallback() {
 }
 
 /// A full queue with no fallback flow: the caller (answered, a TOML flow)
-/// hears the busy tone for 3 s, then the gateway hangs up.
+/// hears the busy tone (480 + 620 Hz, half a second on, half off; read
+/// from the RTP it was sent) for 3 s, then the gateway hangs up.
 #[test]
 fn a_full_queue_without_a_fallback_is_busy() {
+    use common::audio::{pcmu_hex_to_linear, tone_level};
     let (gw, _dir, first) = full_queue("max_wait_secs = 8\n# no fallback_flow: busy\n");
+    let media = free_port();
+    // SIPp's [auto_media_port] is a little above -mp.
+    let cap = start_capture(&format!("udp dst portrange {media}-{}", media + 40));
     let started = std::time::Instant::now();
-    let second = waiting_caller(&gw).join().unwrap();
+    let second = sipp_with_media_port(
+        &[
+            "-sf",
+            &scenario("uac_wait_bye.xml"),
+            &gw.sip_addr(),
+            "-s",
+            "support",
+            "-m",
+            "1",
+        ],
+        Duration::from_secs(30),
+        media,
+    );
     let took = started.elapsed();
+    let (file, _keep) = cap.stop();
     assert!(second.ok(), "{}", second.describe());
     assert!(
         (Duration::from_millis(2900)..Duration::from_secs(8)).contains(&took),
         "hung up after {took:?}"
+    );
+    // Another test's RTP may fall in the range too: the caller's stream is
+    // the one with the most busy-tone frames.
+    let mut ports: Vec<String> = tshark_fields(&file, &[], "udp", &["udp.dstport"])
+        .into_iter()
+        .filter_map(|r| r.into_iter().next())
+        .collect();
+    ports.sort();
+    ports.dedup();
+    let decode: Vec<String> = ports.iter().map(|p| format!("udp.port=={p},rtp")).collect();
+    let rows = tshark_fields(&file, &decode, "rtp", &["udp.dstport", "rtp.payload"]);
+    // Both components strong, and nearly all the frame's power (music is
+    // not).
+    let is_tone = |f: &(f64, f64, f64)| {
+        f.0 > 1000.0 && f.1 > 1000.0 && (f.0 * f.0 + f.1 * f.1) / 2.0 > 0.8 * f.2 * f.2
+    };
+    // (480 Hz level, 620 Hz level, RMS) of each frame, of one port.
+    let frames_to = |port: &str| -> Vec<(f64, f64, f64)> {
+        rows.iter()
+            .filter(|r| r[0] == port)
+            .map(|r| {
+                let s = pcmu_hex_to_linear(&r[1]);
+                let rms = (s.iter().map(|x| x * x).sum::<f64>() / s.len().max(1) as f64).sqrt();
+                (tone_level(&s, 480.0), tone_level(&s, 620.0), rms)
+            })
+            .collect()
+    };
+    let frames = ports
+        .iter()
+        .map(|p| frames_to(p))
+        .max_by_key(|f| f.iter().filter(|f| is_tone(f)).count())
+        .expect("the caller was sent RTP");
+    let on = frames.iter().filter(|f| is_tone(f)).count();
+    let quiet = frames.iter().filter(|f| f.2 < 100.0).count();
+    // About 150 frames in 3 s, half of them tone, half silence.
+    assert!(frames.len() >= 120, "{} frames", frames.len());
+    assert!(
+        on >= frames.len() / 3 && quiet >= frames.len() / 3,
+        "{on} tone and {quiet} silent frames of {}: {:?}",
+        frames.len(),
+        frames
+            .iter()
+            .map(|f| (f.0 as i64, f.1 as i64, f.2 as i64))
+            .collect::<Vec<_>>()
     );
     assert_turned_away_once(&gw);
     assert!(!gw.log().contains("node=fallback-reached"));
