@@ -603,12 +603,14 @@ fn a_user_tagged_with_the_skill_gets_the_call() {
 }
 
 const VIEWER: &str = "viewer-secret-01234567";
+/// A display name that would be markup if the console used innerHTML.
+const ANA: &str = r#"<img src=x onerror="window.pwned=1"><b>Ana</b> & co"#;
 
 /// The console's Queues tab in a real Chromium: a SIPp caller waits (it
 /// needs "fr", which no agent has, so nobody rings), the tab shows it and
 /// the agents' states, and the operator's Pause and Resume buttons change
-/// an agent's state through the API. A viewer sees the same tab, and no
-/// button.
+/// an agent's state through the API. A user's display name with markup in
+/// it is shown as text. A viewer sees the same tab, and no button.
 #[test]
 fn console_queues_tab_shows_the_queue_and_pauses_agents() {
     use common::browser::{artifacts_dir, Browser};
@@ -618,9 +620,14 @@ fn console_queues_tab_shows_the_queue_and_pauses_agents() {
         &[
             format!("{{ target = \"{en}\", skills = [\"en\"] }}"),
             format!("{{ target = \"{es}\", skills = [\"es\"] }}"),
+            "{ target = \"user:ana\", skills = [\"de\"] }".into(),
         ],
         "strategy = \"skills\"\nannounce_interval_secs = 0\nsla_secs = 15\nmax_callers = 5\nmax_wait_secs = 30\n",
-        &format!("[http]\noperator_token = \"{OPERATOR}\"\nviewer_token = \"{VIEWER}\"\n"),
+        &format!(
+            "[http]\noperator_token = \"{OPERATOR}\"\nviewer_token = \"{VIEWER}\"\n\n\
+             [registrar]\nenabled = true\ndomain = \"crossline.test\"\n\n\
+             [[users]]\nname = \"ana\"\npassword = \"ana-pw-1\"\ndisplay_name = '{ANA}'\n"
+        ),
         &["fr"],
     );
     let set = |state: &str, target: &str| set_agent(&gw, state, target);
@@ -694,6 +701,19 @@ fn console_queues_tab_shows_the_queue_and_pauses_agents() {
         wait,
         "the time in state to move on",
     );
+    // Markup in a name is text: no element made of it, nothing run.
+    let ana = row("user:ana");
+    assert_eq!(
+        op.js(&format!(
+            "return {ana}.querySelector('.agent-display').textContent"
+        )),
+        ANA
+    );
+    assert_eq!(
+        op.js(&format!("return {ana}.querySelectorAll('img, b').length")),
+        0
+    );
+    assert_eq!(op.js("return window.pwned === undefined"), true);
     op.screenshot(&shots, "operator");
 
     click(&op, &en, "pause", "paused");
@@ -707,7 +727,7 @@ fn console_queues_tab_shows_the_queue_and_pauses_agents() {
     let viewer = Browser::desktop();
     viewer.sign_in_to_console(gw.http_port, VIEWER);
     viewer.wait_js(
-        "document.body.dataset.role === 'viewer' && document.querySelectorAll('#queues tr.agent').length === 2",
+        "document.body.dataset.role === 'viewer' && document.querySelectorAll('#queues tr.agent').length === 3",
         wait,
         "the viewer's queues tab",
     );

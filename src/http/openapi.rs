@@ -380,6 +380,7 @@ pub fn document() -> Value {
                     "agents": { "type": "array", "items": schema("Agent") } } },
                 "Agent": { "type": "object", "properties": {
                     "target": { "type": "string", "description": "A SIP URI or user:<name>." },
+                    "display_name": { "type": ["string", "null"], "description": "A user:<name> agent's [[users]] display_name." },
                     "state": { "enum": ["available", "ringing", "busy", "wrap_up", "paused"] },
                     "idle_secs": { "type": ["integer", "null"], "description": "How long available; null otherwise." },
                     "state_secs": { "type": "integer", "description": "How long in the current state." },

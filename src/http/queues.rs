@@ -16,6 +16,7 @@ use super::api::{body, error};
 use super::auth::Role;
 use super::HttpState;
 use crate::queue::acd::{AgentSnapshot, QueueSnapshot};
+use crate::queue::Queues;
 
 pub fn routes() -> Router<HttpState> {
     Router::new()
@@ -24,9 +25,10 @@ pub fn routes() -> Router<HttpState> {
         .route("/v1/agents/state", post(set_state))
 }
 
-fn agent_json(a: &AgentSnapshot) -> Value {
+fn agent_json(queues: &Queues, a: &AgentSnapshot) -> Value {
     json!({
         "target": a.target,
+        "display_name": queues.display_name(&a.target),
         "state": a.status.as_str(),
         "idle_secs": a.idle.map(|d| d.as_secs()),
         "state_secs": a.in_state.as_secs(),
@@ -35,7 +37,7 @@ fn agent_json(a: &AgentSnapshot) -> Value {
     })
 }
 
-fn queue_json(q: &QueueSnapshot) -> Value {
+fn queue_json(queues: &Queues, q: &QueueSnapshot) -> Value {
     json!({
         "name": q.name,
         "strategy": q.strategy.as_str(),
@@ -46,7 +48,7 @@ fn queue_json(q: &QueueSnapshot) -> Value {
         "answered_within_sla": q.stats.answered_within_sla,
         "abandoned": q.stats.abandoned,
         "full": q.stats.full,
-        "agents": q.agents.iter().map(agent_json).collect::<Vec<_>>(),
+        "agents": q.agents.iter().map(|a| agent_json(queues, a)).collect::<Vec<_>>(),
     })
 }
 
@@ -57,7 +59,7 @@ async fn queues(State(s): State<HttpState>, h: HeaderMap) -> Response {
         .snapshot()
         .iter()
         .map(|q| {
-            let mut v = queue_json(q);
+            let mut v = queue_json(queues, q);
             if let Some(c) = queues.config(&q.name) {
                 v["sla_secs"] = c.sla_secs.into();
                 v["max_callers"] = c.max_callers.into();
@@ -70,7 +72,12 @@ async fn queues(State(s): State<HttpState>, h: HeaderMap) -> Response {
 
 async fn agents(State(s): State<HttpState>, h: HeaderMap) -> Response {
     guard!(s, h, Role::Viewer);
-    let list: Vec<Value> = s.services.queues.agents().iter().map(agent_json).collect();
+    let queues = &s.services.queues;
+    let list: Vec<Value> = queues
+        .agents()
+        .iter()
+        .map(|a| agent_json(queues, a))
+        .collect();
     Json(json!({ "agents": list })).into_response()
 }
 
@@ -108,5 +115,6 @@ async fn set_state(
         .agents()
         .into_iter()
         .find(|a| a.target == b.target);
-    Json(json!({ "agent": agent.as_ref().map(agent_json) })).into_response()
+    Json(json!({ "agent": agent.as_ref().map(|a| agent_json(&s.services.queues, a)) }))
+        .into_response()
 }

@@ -22,6 +22,8 @@ pub use config::{AgentConfig, QueueConfig};
 /// Every queue of the config, shared by the flows and the API.
 pub struct Queues {
     configs: Vec<QueueConfig>,
+    /// `user:<name>` agents' `display_name`s, for operators.
+    display_names: HashMap<String, String>,
     inner: Mutex<Inner>,
     /// Wakes the timer task when the next deadline may have moved.
     changed: Notify,
@@ -57,8 +59,13 @@ impl Queues {
             Instant::now(),
             configs.iter().map(|q| q.rules(users)).collect(),
         );
+        let display_names = users
+            .iter()
+            .filter_map(|u| Some((format!("user:{}", u.name), u.display_name.clone()?)))
+            .collect();
         Arc::new(Queues {
             configs: configs.to_vec(),
+            display_names,
             inner: Mutex::new(Inner {
                 acd,
                 waiters: HashMap::new(),
@@ -69,6 +76,11 @@ impl Queues {
 
     pub fn config(&self, name: &str) -> Option<&QueueConfig> {
         self.configs.iter().find(|q| q.name == name)
+    }
+
+    /// What operators call an agent: its user's `display_name`, if any.
+    pub fn display_name(&self, target: &str) -> Option<&str> {
+        self.display_names.get(target).map(String::as_str)
     }
 
     /// Run `f` on the state machine, deliver what it offered, and have the

@@ -1554,8 +1554,14 @@
     const tr = el('tr', 'agent');
     tr.dataset.target = a.target;
     tr.dataset.state = String(a.state || '');
-    const name = el('th', 'agent-name', a.target);
+    const name = el('th', 'agent-name');
     name.scope = 'row';
+    if (typeof a.display_name === 'string' && a.display_name) {
+      name.appendChild(el('span', 'agent-display', a.display_name));
+      name.appendChild(el('span', 'agent-target', a.target));
+    } else {
+      name.textContent = a.target;
+    }
     tr.appendChild(name);
     const st = AGENT_STATES[a.state];
     const cell = el('td', 'agent-state');
@@ -1571,7 +1577,7 @@
       btn.dataset.action = paused ? 'resume' : 'pause';
       btn.dataset.queue = q.name;
       btn.dataset.target = a.target;
-      btn.setAttribute('aria-label', (paused ? 'Resume ' : 'Pause ') + a.target);
+      btn.setAttribute('aria-label', (paused ? 'Resume ' : 'Pause ') + (a.display_name || a.target));
       // A call in progress goes on; pausing waits until the agent is free.
       if (a.state === 'ringing' || a.state === 'busy') {
         btn.disabled = true;
