@@ -320,3 +320,60 @@ fn metrics_are_described_from_the_names_table() {
         assert_eq!(help(base).as_deref(), metric.map(|m| m.help), "{base}");
     }
 }
+
+/// The viewer token (and a console session signed in with it) reads
+/// status, queues and agents, and nothing else: operator routes and
+/// pausing an agent answer 401.
+#[test]
+fn a_viewer_reads_queues_and_agents_only() {
+    const VIEWER: &str = "viewer-token-0123456789abc";
+    let gw = Gateway::start(&format!(
+        "[http]\noperator_token = \"{OPERATOR}\"\nviewer_token = \"{VIEWER}\"\n\n\
+         [[queues]]\nname = \"support\"\nagents = [{{ target = \"sip:a@127.0.0.1:5999\" }}]\n"
+    ));
+    let sign_in = gw.http(
+        "POST",
+        "/v1/console/session",
+        &[],
+        Some(&format!("{{\"token\": \"{VIEWER}\"}}")),
+    );
+    assert_eq!(sign_in.status, 204, "{}", sign_in.body);
+    let cookie = sign_in
+        .raw_headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or(l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let bearer = format!("Bearer {VIEWER}");
+    for (name, header) in [
+        ("Authorization", bearer.as_str()),
+        ("Cookie", cookie.as_str()),
+    ] {
+        let get = |path: &str| gw.http("GET", path, &[(name, header)], None);
+        let status = get("/v1/status");
+        assert_eq!(status.status, 200, "{name}: {}", status.body);
+        assert_eq!(status.json()["role"], "viewer");
+        let queues = get("/v1/queues");
+        assert_eq!(queues.json()["queues"][0]["name"], "support", "{name}");
+        assert_eq!(queues.json()["queues"][0]["sla_secs"], 20, "{name}");
+        assert_eq!(get("/v1/agents").status, 200, "{name}");
+        for path in ["/v1/calls", "/v1/conversations", "/v1/flows"] {
+            assert_eq!(get(path).status, 401, "{name} {path}");
+        }
+        let pause = gw.http(
+            "POST",
+            "/v1/agents/state",
+            &[(name, header)],
+            Some(r#"{"target": "sip:a@127.0.0.1:5999", "state": "paused"}"#),
+        );
+        assert_eq!(pause.status, 401, "{name}: {}", pause.body);
+    }
+    let operator = gw.api(OPERATOR, "GET", "/v1/status", None);
+    assert_eq!(operator.json()["role"], "operator");
+    let agents = gw.api(OPERATOR, "GET", "/v1/agents", None).json();
+    assert_eq!(agents["agents"][0]["state"], "available", "{agents}");
+}

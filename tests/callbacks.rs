@@ -523,15 +523,7 @@ fn escalation_from_the_chat_corrects_a_refused_number() {
     // The operator console shows the same report.
     drop(b);
     let op = Browser::desktop();
-    op.goto(&format!("http://127.0.0.1:{}/console/", s.gw.http_port));
-    op.wait_js(
-        "document.body.dataset.auth === 'out'",
-        WAIT,
-        "the login form",
-    );
-    op.type_into("#login-token", OPERATOR_TOKEN);
-    op.click("#login-submit");
-    op.wait_js("document.body.dataset.auth === 'in'", WAIT, "signed in");
+    op.sign_in_to_console(s.gw.http_port, OPERATOR_TOKEN);
     op.click("#tab-escalations");
     op.wait_js(
         "document.querySelectorAll('#escalations tr.escalation').length === 3",

@@ -237,15 +237,7 @@ fn visitor_switches(visitor: &Browser, channel: &str, phone: &str) {
 }
 
 fn operator_logs_in(b: &Browser, gw: &Gateway) {
-    b.goto(&format!("http://127.0.0.1:{}/console/", gw.http_port));
-    b.wait_js(
-        "document.body.dataset.auth === 'out'",
-        WAIT,
-        "the login form",
-    );
-    b.type_into("#login-token", OPERATOR_TOKEN);
-    b.click("#login-submit");
-    b.wait_js("document.body.dataset.auth === 'in'", WAIT, "signed in");
+    b.sign_in_to_console(gw.http_port, OPERATOR_TOKEN);
 }
 
 fn badge_is(id: &str, channel: &str) -> String {

@@ -20,23 +20,37 @@ fn gateway(agents: &[String], queue_extra: &str) -> (Gateway, tempfile::TempDir)
 
 /// [`gateway`], with `extra` sections in the config.
 fn gateway_with(agents: &[String], queue_extra: &str, extra: &str) -> (Gateway, tempfile::TempDir) {
+    gateway_needing(agents, queue_extra, extra, &[])
+}
+
+/// [`gateway_with`], its callers needing `skills`. An agent written as an
+/// inline table (`{ target = ..., skills = [...] }`) goes in as it is.
+fn gateway_needing(
+    agents: &[String],
+    queue_extra: &str,
+    extra: &str,
+    skills: &[&str],
+) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let flows = dir.path().join("flows");
     std::fs::create_dir(&flows).unwrap();
     std::fs::write(
         flows.join("support.toml"),
-        r#"name = "support"
+        format!(
+            r#"name = "support"
 
 [[nodes]]
 id = "wait"
 type = "queue"
 queue = "support"
+skills = {skills:?}
 next = "bye"
 
 [[nodes]]
 id = "bye"
 type = "hangup"
-"#,
+"#
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -83,7 +97,10 @@ type = "hangup"
     };
     let agents = agents
         .iter()
-        .map(|a| format!("{{ target = \"{a}\" }}"))
+        .map(|a| match a.starts_with('{') {
+            true => a.clone(),
+            false => format!("{{ target = \"{a}\" }}"),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let gw = Gateway::start(&format!(
@@ -340,6 +357,16 @@ fn registered_agents_on_pjsua2_and_baresip_answer_in_longest_idle_order() {
 
 const OPERATOR: &str = "operator-secret-0123456";
 
+/// POST /v1/agents/state as the operator.
+fn set_agent(gw: &Gateway, state: &str, target: &str) -> HttpReply {
+    gw.api(
+        OPERATOR,
+        "POST",
+        "/v1/agents/state",
+        Some(&serde_json::json!({ "target": target, "state": state })),
+    )
+}
+
 /// An operator pauses the only agent over the API: a caller waits (the
 /// queue shows them and the agent paused, nobody rings); made available
 /// again, the agent is rung and bridged at once.
@@ -351,14 +378,7 @@ fn a_paused_agent_takes_no_calls_until_made_available() {
         "announce_interval_secs = 0\n",
         &format!("[http]\noperator_token = \"{OPERATOR}\"\n"),
     );
-    let set = |state: &str, target: &str| {
-        gw.api(
-            OPERATOR,
-            "POST",
-            "/v1/agents/state",
-            Some(&serde_json::json!({ "target": target, "state": state })),
-        )
-    };
+    let set = |state: &str, target: &str| set_agent(&gw, state, target);
     let r = set("paused", &a);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["agent"]["state"], "paused");
@@ -411,4 +431,330 @@ fn max_wait_falls_back_to_a_breakout_to_chat() {
     assert!(log.contains("node=to-chat"), "{log}");
     // Nobody opened the link: the breakout timed out to the voicemail flow.
     assert!(log.contains("node=fallback-reached"), "{log}");
+}
+
+/// A queue of one place whose agent never answers, with `queue_extra`, and
+/// a first caller waiting in it (until max_wait_secs).
+fn full_queue(queue_extra: &str) -> (Gateway, tempfile::TempDir, std::thread::JoinHandle<Sipp>) {
+    let closed = format!("sip:agent@127.0.0.1:{}", free_port());
+    let (gw, dir) = gateway(
+        &[closed],
+        &format!("max_callers = 1\nannounce_interval_secs = 0\n{queue_extra}"),
+    );
+    let first = waiting_caller(&gw);
+    gw.wait_for_log("queue: caller waiting", Duration::from_secs(5));
+    (gw, dir, first)
+}
+
+/// One caller was turned away, and it never waited.
+fn assert_turned_away_once(gw: &Gateway) {
+    assert!(gw.log().contains("queue: full, caller turned away"));
+    assert_eq!(lines_with(gw, "queue: caller waiting").len(), 1);
+    wait_metric(
+        gw,
+        "crossline_queue_full_total{queue=\"support\"}",
+        1.0,
+        Duration::from_secs(3),
+    );
+}
+
+/// max_callers = 1: while one caller waits (nobody answers), the next goes
+/// straight to the fallback flow, and is counted.
+#[test]
+fn a_full_queue_sends_the_next_caller_to_the_fallback() {
+    let (gw, _dir, first) = full_queue("max_wait_secs = 6\n");
+    let second = waiting_caller(&gw).join().unwrap();
+    assert!(second.ok(), "{}", second.describe());
+    let log = gw.log();
+    assert_turned_away_once(&gw);
+    let turned_away = seconds_of_day(&lines_with(&gw, "queue: full")[0]);
+    let joined = seconds_of_day(&lines_with(&gw, "queue: caller waiting")[0]);
+    // In the fallback long before the first caller's max_wait_secs.
+    assert!(turned_away - joined < 3.0, "{log}");
+    assert!(log.contains("node=fallback-reached"), "{log}");
+    let first = first.join().unwrap();
+    assert!(first.ok(), "{}", first.describe());
+    assert!(gw.log().contains("why=max_wait"));
+}
+
+/// A full queue with no fallback flow: the caller (answered, a TOML flow)
+/// hears the busy tone (480 + 620 Hz, half a second on, half off; read
+/// from the RTP it was sent) for 3 s, then the gateway hangs up.
+#[test]
+fn a_full_queue_without_a_fallback_is_busy() {
+    use common::audio::{pcmu_hex_to_linear, tone_level};
+    let (gw, _dir, first) = full_queue("max_wait_secs = 8\n# no fallback_flow: busy\n");
+    let media = free_port();
+    // SIPp's [auto_media_port] is a little above -mp.
+    let cap = start_capture(&format!("udp dst portrange {media}-{}", media + 40));
+    let started = std::time::Instant::now();
+    let second = sipp_with_media_port(
+        &[
+            "-sf",
+            &scenario("uac_wait_bye.xml"),
+            &gw.sip_addr(),
+            "-s",
+            "support",
+            "-m",
+            "1",
+        ],
+        Duration::from_secs(30),
+        media,
+    );
+    let took = started.elapsed();
+    let (file, _keep) = cap.stop();
+    assert!(second.ok(), "{}", second.describe());
+    assert!(
+        (Duration::from_millis(2900)..Duration::from_secs(8)).contains(&took),
+        "hung up after {took:?}"
+    );
+    // Another test's RTP may fall in the range too: the caller's stream is
+    // the one with the most busy-tone frames.
+    let mut ports: Vec<String> = tshark_fields(&file, &[], "udp", &["udp.dstport"])
+        .into_iter()
+        .filter_map(|r| r.into_iter().next())
+        .collect();
+    ports.sort();
+    ports.dedup();
+    let decode: Vec<String> = ports.iter().map(|p| format!("udp.port=={p},rtp")).collect();
+    let rows = tshark_fields(&file, &decode, "rtp", &["udp.dstport", "rtp.payload"]);
+    // Both components strong, and nearly all the frame's power (music is
+    // not).
+    let is_tone = |f: &(f64, f64, f64)| {
+        f.0 > 1000.0 && f.1 > 1000.0 && (f.0 * f.0 + f.1 * f.1) / 2.0 > 0.8 * f.2 * f.2
+    };
+    // (480 Hz level, 620 Hz level, RMS) of each frame, of one port.
+    let frames_to = |port: &str| -> Vec<(f64, f64, f64)> {
+        rows.iter()
+            .filter(|r| r[0] == port)
+            .map(|r| {
+                let s = pcmu_hex_to_linear(&r[1]);
+                let rms = (s.iter().map(|x| x * x).sum::<f64>() / s.len().max(1) as f64).sqrt();
+                (tone_level(&s, 480.0), tone_level(&s, 620.0), rms)
+            })
+            .collect()
+    };
+    let frames = ports
+        .iter()
+        .map(|p| frames_to(p))
+        .max_by_key(|f| f.iter().filter(|f| is_tone(f)).count())
+        .expect("the caller was sent RTP");
+    let on = frames.iter().filter(|f| is_tone(f)).count();
+    let quiet = frames.iter().filter(|f| f.2 < 100.0).count();
+    // About 150 frames in 3 s, half of them tone, half silence.
+    assert!(frames.len() >= 120, "{} frames", frames.len());
+    assert!(
+        on >= frames.len() / 3 && quiet >= frames.len() / 3,
+        "{on} tone and {quiet} silent frames of {}: {:?}",
+        frames.len(),
+        frames
+            .iter()
+            .map(|f| (f.0 as i64, f.1 as i64, f.2 as i64))
+            .collect::<Vec<_>>()
+    );
+    assert_turned_away_once(&gw);
+    assert!(!gw.log().contains("node=fallback-reached"));
+    // The first leaves at max_wait_secs: no fallback, the call ends.
+    let first = first.join().unwrap();
+    assert!(first.ok(), "{}", first.describe());
+}
+
+/// Registered users' tags are skills: a caller needing "es" goes to bob
+/// (tagged "es", on baresip), not alice (listed first, untagged, pjsua2).
+#[test]
+fn a_user_tagged_with_the_skill_gets_the_call() {
+    let (gw, _dir) = gateway_needing(
+        &["user:alice".into(), "user:bob".into()],
+        "strategy = \"skills\"\nannounce_interval_secs = 0\nring_timeout_secs = 10\n",
+        &format!(
+            "[http]\noperator_token = \"{OPERATOR}\"\n\n\
+             [registrar]\nenabled = true\ndomain = \"crossline.test\"\ndigest_algorithms = [\"MD5\"]\n\n\
+             [[users]]\nname = \"alice\"\npassword = \"alice-pw-1\"\n\n\
+             [[users]]\nname = \"bob\"\npassword = \"bob-pw-2\"\ntags = [\"es\", \"billing\"]\n"
+        ),
+        &["es"],
+    );
+    let alice = pjsua_agent(&gw, "alice", "alice-pw-1", &[]);
+    let (bob, _conf) = baresip_agent(&gw, "bob", "bob-pw-2");
+    alice.wait_for("reg 200", Duration::from_secs(15));
+    gw.wait_for_log("registered user=bob", Duration::from_secs(15));
+    let agents = gw.api(OPERATOR, "GET", "/v1/agents", None).json();
+    assert_eq!(agents["agents"][1]["target"], "user:bob", "{agents}");
+    assert_eq!(
+        agents["agents"][1]["skills"],
+        serde_json::json!(["es", "billing"]),
+        "{agents}"
+    );
+    let c = caller(&gw, 3000).join().unwrap();
+    assert!(c.ok(), "{}\n{}", c.describe(), gw.log());
+    let bridged = lines_with(&gw, "queue: bridged");
+    assert_eq!(bridged.len(), 1, "{bridged:#?}");
+    assert!(bridged[0].contains("agent=user:bob"), "{bridged:#?}");
+    let rung = lines_with(&gw, "transfer: ringing agent");
+    assert!(
+        rung.iter().all(|l| !l.contains("alice")),
+        "alice has no \"es\": {rung:#?}"
+    );
+    assert!(
+        bob.output().contains("Call established"),
+        "{}",
+        bob.output()
+    );
+}
+
+const VIEWER: &str = "viewer-secret-01234567";
+/// A display name that would be markup if the console used innerHTML.
+const ANA: &str = r#"<img src=x onerror="window.pwned=1"><b>Ana</b> & co"#;
+
+/// The console's Queues tab in a real Chromium: a SIPp caller waits (it
+/// needs "fr", which no agent has, so nobody rings), the tab shows it and
+/// the agents' states, and the operator's Pause and Resume buttons change
+/// an agent's state through the API. A user's display name with markup in
+/// it is shown as text. A viewer sees the same tab, and no button.
+#[test]
+fn console_queues_tab_shows_the_queue_and_pauses_agents() {
+    use common::browser::{artifacts_dir, Browser};
+    let en = format!("sip:en-agent@127.0.0.1:{}", free_port());
+    let es = format!("sip:es-agent@127.0.0.1:{}", free_port());
+    let (gw, _dir) = gateway_needing(
+        &[
+            format!("{{ target = \"{en}\", skills = [\"en\"] }}"),
+            format!("{{ target = \"{es}\", skills = [\"es\"] }}"),
+            "{ target = \"user:ana\", skills = [\"de\"] }".into(),
+        ],
+        "strategy = \"skills\"\nannounce_interval_secs = 0\nsla_secs = 15\nmax_callers = 5\nmax_wait_secs = 30\n",
+        &format!(
+            "[http]\noperator_token = \"{OPERATOR}\"\nviewer_token = \"{VIEWER}\"\n\n\
+             [registrar]\nenabled = true\ndomain = \"crossline.test\"\n\n\
+             [[users]]\nname = \"ana\"\npassword = \"ana-pw-1\"\ndisplay_name = '{ANA}'\n"
+        ),
+        &["fr"],
+    );
+    let set = |state: &str, target: &str| set_agent(&gw, state, target);
+    assert_eq!(set("paused", &es).status, 200);
+    let waiting = waiting_caller(&gw);
+    gw.wait_for_log("queue: caller waiting", Duration::from_secs(5));
+    let shots = artifacts_dir("console_queues_tab");
+    let wait = Duration::from_secs(10);
+    let state_of = |target: &str| -> String {
+        let agents = gw.api(VIEWER, "GET", "/v1/agents", None).json();
+        agents["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["target"] == target)
+            .map(|a| a["state"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let row = |target: &str| {
+        format!("document.querySelector('#queues tr.agent[data-target=\"{target}\"]')")
+    };
+
+    // Click an agent's button, then wait until the tab shows the new state.
+    let click = |b: &Browser, target: &str, action: &str, state: &str| {
+        b.js(&format!(
+            "{}.querySelector('button[data-action=\"{action}\"]').click(); return true",
+            row(target)
+        ));
+        b.wait_js(
+            &format!("{}.dataset.state === '{state}'", row(target)),
+            wait,
+            &format!("{target} {state} in the tab"),
+        );
+    };
+
+    let op = Browser::desktop();
+    op.sign_in_to_console(gw.http_port, OPERATOR);
+    op.click("#tab-queues");
+    op.wait_js(
+        "(document.querySelector('#queues [data-queue=\"support\"] [data-stat=\"waiting\"] dd') || {}).textContent === '1 of 5'",
+        wait,
+        "one caller waiting",
+    );
+    let card = op.text("#queues");
+    assert!(card.contains("Answered within 15 s"), "{card}");
+    assert_eq!(
+        op.js(&format!("return {}.dataset.state", row(&en))),
+        "available"
+    );
+    assert_eq!(
+        op.js(&format!("return {}.dataset.state", row(&es))),
+        "paused"
+    );
+    assert_eq!(op.text("#waiting-count"), "1");
+    // Live: time in state moves on without a reload.
+    let secs = |target: &str| -> String {
+        op.js(&format!(
+            "return {}.querySelector('.agent-time').textContent",
+            row(target)
+        ))
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+    let before = secs(&en);
+    op.wait_js(
+        &format!(
+            "{}.querySelector('.agent-time').textContent !== '{before}'",
+            row(&en)
+        ),
+        wait,
+        "the time in state to move on",
+    );
+    // Markup in a name is text: no element made of it, nothing run.
+    let ana = row("user:ana");
+    assert_eq!(
+        op.js(&format!(
+            "return {ana}.querySelector('.agent-display').textContent"
+        )),
+        ANA
+    );
+    assert_eq!(
+        op.js(&format!("return {ana}.querySelectorAll('img, b').length")),
+        0
+    );
+    assert_eq!(op.js("return window.pwned === undefined"), true);
+    op.screenshot(&shots, "operator");
+
+    click(&op, &en, "pause", "paused");
+    assert_eq!(state_of(&en), "paused");
+    click(&op, &es, "resume", "available");
+    assert_eq!(state_of(&es), "available");
+    drop(op);
+
+    // A viewer: the same numbers, no buttons, no other tabs, and the API
+    // refuses it a change.
+    let viewer = Browser::desktop();
+    viewer.sign_in_to_console(gw.http_port, VIEWER);
+    viewer.wait_js(
+        "document.body.dataset.role === 'viewer' && document.querySelectorAll('#queues tr.agent').length === 3",
+        wait,
+        "the viewer's queues tab",
+    );
+    assert_eq!(
+        viewer.js("return document.querySelectorAll('#queues button').length"),
+        0
+    );
+    assert_eq!(
+        viewer.js("return document.getElementById('tab-conversations').hidden"),
+        true
+    );
+    assert_eq!(
+        viewer
+            .js("return document.querySelector('#queues [data-stat=\"waiting\"] dd').textContent"),
+        "1 of 5"
+    );
+    viewer.screenshot(&shots, "viewer");
+    let refused = gw.api(
+        VIEWER,
+        "POST",
+        "/v1/agents/state",
+        Some(&serde_json::json!({ "target": en, "state": "available" })),
+    );
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert_eq!(state_of(&en), "paused");
+    drop(viewer);
+    // The caller leaves at max_wait_secs, for the fallback.
+    let caller = waiting.join().unwrap();
+    assert!(caller.ok(), "{}", caller.describe());
 }

@@ -368,6 +368,7 @@ fn validate_queues(config: &Config, err: &mut impl FnMut(&[&str], String)) {
         for (key, message) in queue.problems(
             &config.media.audio_dir,
             config.registrar.enabled,
+            &config.users,
             voice_flow,
         ) {
             err(&["queues", &idx, key], message);
@@ -789,6 +790,7 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     for (key, r) in [
         ("admin_token", config.http.admin_token()),
         ("operator_token", config.http.operator_token()),
+        ("viewer_token", config.http.viewer_token()),
     ] {
         if let Err(e) = r {
             err(&["http", key], e);

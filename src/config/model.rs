@@ -243,6 +243,10 @@ pub struct HttpConfig {
     /// Bearer token for /v1 operator endpoints; the admin token works too.
     pub operator_token: Option<Secret>,
     pub operator_token_env: Option<String>,
+    /// Bearer token for read-only views (queues and agents; the console's
+    /// Queues tab without its buttons); operator and admin tokens work too.
+    pub viewer_token: Option<Secret>,
+    pub viewer_token_env: Option<String>,
     /// Browser origins allowed to call /v1 (CORS). Empty: none.
     pub cors_origins: Vec<String>,
     /// PEM certificate chain and key: the listener speaks HTTPS.
@@ -274,6 +278,8 @@ impl Default for HttpConfig {
             admin_token_env: None,
             operator_token: None,
             operator_token_env: None,
+            viewer_token: None,
+            viewer_token_env: None,
             cors_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -307,6 +313,10 @@ impl HttpConfig {
             &self.operator_token,
             &self.operator_token_env,
         )
+    }
+
+    pub fn viewer_token(&self) -> Result<Option<String>, String> {
+        secret("viewer_token", &self.viewer_token, &self.viewer_token_env)
     }
 }
 

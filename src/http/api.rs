@@ -27,7 +27,7 @@ use crate::store::{
 #[cfg(test)]
 pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/openapi.json", None),
-    ("get", "/v1/status", Some(Role::Operator)),
+    ("get", "/v1/status", Some(Role::Viewer)),
     ("get", "/v1/flows", Some(Role::Operator)),
     ("get", "/v1/calls", Some(Role::Operator)),
     ("get", "/v1/calls/{call_id}", Some(Role::Operator)),
@@ -79,8 +79,8 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("get", "/v1/recordings", Some(Role::Operator)),
     ("get", "/v1/recordings/{id}", Some(Role::Operator)),
     ("delete", "/v1/recordings/{id}", Some(Role::Operator)),
-    ("get", "/v1/queues", Some(Role::Operator)),
-    ("get", "/v1/agents", Some(Role::Operator)),
+    ("get", "/v1/queues", Some(Role::Viewer)),
+    ("get", "/v1/agents", Some(Role::Viewer)),
     ("post", "/v1/agents/state", Some(Role::Operator)),
 ];
 
@@ -367,10 +367,12 @@ async fn openapi() -> Response {
 }
 
 async fn status(State(s): State<HttpState>, h: HeaderMap) -> Response {
-    guard!(s, h, Role::Operator);
+    guard!(s, h, Role::Viewer);
     let live = s.services.chat.list();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        // What the caller may do: the console shows a viewer no buttons.
+        "role": super::auth::role(&s, &h).map(Role::as_str),
         "ready": s.ready.load(std::sync::atomic::Ordering::Relaxed),
         "chats_open": live.iter().filter(|c| !c.is_closed()).count(),
         // Where a chat can move to (SMS, WhatsApp), as configured.

@@ -1,6 +1,7 @@
-//! Bearer tokens for the API: operators (read conversations, write into a
-//! chat) and admins (everything, reload). A role with no token configured
-//! is closed, never open.
+//! Bearer tokens for the API: viewers (read queues and agents), operators
+//! (read conversations, write into a chat, pause agents) and admins
+//! (everything, reload). Each role's token works for the roles below it. A
+//! role with no token configured is closed, never open.
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -8,10 +9,22 @@ use axum::response::{IntoResponse, Response};
 use super::HttpState;
 use crate::telemetry::names;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered: a role may do what the roles before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
+    Viewer,
     Operator,
     Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -31,6 +44,23 @@ fn matches(given: &str, want: &Option<String>) -> bool {
     })
 }
 
+/// The role a bearer token stands for, if any.
+pub fn role_of(state: &HttpState, token: &str) -> Option<Role> {
+    [
+        (Role::Admin, &state.admin_token),
+        (Role::Operator, &state.operator_token),
+        (Role::Viewer, &state.viewer_token),
+    ]
+    .into_iter()
+    .find(|(_, want)| matches(token, want))
+    .map(|(role, _)| role)
+}
+
+/// The role this request's console session or bearer token stands for.
+pub fn role(state: &HttpState, headers: &HeaderMap) -> Option<Role> {
+    super::console::session_role(state, headers).or_else(|| role_of(state, bearer(headers)?))
+}
+
 /// Which key an allowed request used, for per-key rate limits: "admin",
 /// "operator", or "console" (the console's session).
 pub fn key_name(state: &HttpState, headers: &HeaderMap) -> &'static str {
@@ -48,6 +78,11 @@ pub fn check(state: &HttpState, headers: &HeaderMap, role: Role) -> Result<(), R
     let configured = match role {
         Role::Admin => state.admin_token.is_some(),
         Role::Operator => state.admin_token.is_some() || state.operator_token.is_some(),
+        Role::Viewer => {
+            state.admin_token.is_some()
+                || state.operator_token.is_some()
+                || state.viewer_token.is_some()
+        }
     };
     if !configured {
         metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "disabled").increment(1);
@@ -56,20 +91,19 @@ pub fn check(state: &HttpState, headers: &HeaderMap, role: Role) -> Result<(), R
             match role {
                 Role::Admin => "admin API disabled: set [http] admin_token",
                 Role::Operator => "operator API disabled: set [http] operator_token",
+                Role::Viewer => "API disabled: set [http] viewer_token or operator_token",
             },
         ));
     }
-    // The console's session cookie stands for the operator token.
-    if role == Role::Operator && super::console::session_ok(state, headers) {
+    // The console's session cookie stands for the token signed in with.
+    if super::console::session_role(state, headers).is_some_and(|r| r >= role) {
         return Ok(());
     }
     let Some(given) = bearer(headers) else {
         metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "missing").increment(1);
         return Err(unauthorized());
     };
-    let ok = matches(given, &state.admin_token)
-        || (role == Role::Operator && matches(given, &state.operator_token));
-    if ok {
+    if role_of(state, given).is_some_and(|r| r >= role) {
         Ok(())
     } else {
         metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "wrong").increment(1);

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::auth::Role;
 use super::HttpState;
 use crate::chat::Feed;
 use crate::telemetry::names;
@@ -73,19 +74,17 @@ pub fn router() -> Router<HttpState> {
     r
 }
 
-/// Is this request carrying a live console session?
-pub fn session_ok(state: &HttpState, headers: &HeaderMap) -> bool {
-    let Some(value) = super::chat::cookies(headers).remove(SESSION_COOKIE) else {
-        return false;
-    };
+/// The role of the live console session this request carries, if any.
+pub fn session_role(state: &HttpState, headers: &HeaderMap) -> Option<Role> {
+    let value = super::chat::cookies(headers).remove(SESSION_COOKIE)?;
     let key = crate::chat::secret_hash(&value);
     match state.console_sessions.get(&key).map(|e| *e) {
-        Some(expires) if Instant::now() < expires => true,
+        Some((expires, role)) if Instant::now() < expires => Some(role),
         Some(_) => {
             state.console_sessions.remove(&key);
-            false
+            None
         }
-        None => false,
+        None => None,
     }
 }
 
@@ -94,8 +93,9 @@ struct Login {
     token: String,
 }
 
-/// Exchange the operator token for a session cookie. Wrong tokens are
-/// throttled per client by `guard::sign_in_layer` (this answers 401).
+/// Exchange the operator (or viewer) token for a session cookie. Wrong
+/// tokens are throttled per client by `guard::sign_in_layer` (this answers
+/// 401).
 async fn login(
     State(s): State<HttpState>,
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
@@ -115,15 +115,22 @@ async fn login(
     if let Ok(v) = HeaderValue::from_str(&bearer) {
         headers.insert(header::AUTHORIZATION, v);
     }
-    if let Err(refusal) = super::auth::check(&s, &headers, super::auth::Role::Operator) {
-        return refusal;
-    }
+    // A viewer signs in too, to a console without buttons.
+    let role = match super::auth::role_of(&s, &login.token) {
+        Some(Role::Viewer) => Role::Viewer,
+        _ => match super::auth::check(&s, &headers, Role::Operator) {
+            Ok(()) => Role::Operator,
+            Err(refusal) => return refusal,
+        },
+    };
     // Forget expired sessions while we're here.
     let now = Instant::now();
-    s.console_sessions.retain(|_, expires| *expires > now);
+    s.console_sessions.retain(|_, (expires, _)| *expires > now);
     let session = crate::chat::random_token(32);
-    s.console_sessions
-        .insert(crate::chat::secret_hash(&session), now + SESSION_TTL);
+    s.console_sessions.insert(
+        crate::chat::secret_hash(&session),
+        (now + SESSION_TTL, role),
+    );
     let secure = if s.services.public_base_url.starts_with("https://") {
         "; Secure"
     } else {

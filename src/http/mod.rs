@@ -56,11 +56,12 @@ pub struct HttpState {
     pub store: Arc<dyn crate::store::Store>,
     pub admin_token: Option<String>,
     pub operator_token: Option<String>,
+    pub viewer_token: Option<String>,
     /// Browser origins allowed to call /v1.
     pub cors_origins: Vec<String>,
     pub chat_title: String,
-    /// Operator console sessions (cookie → expiry).
-    pub console_sessions: Arc<dashmap::DashMap<[u8; 32], std::time::Instant>>,
+    /// Operator console sessions (cookie → expiry, and the role signed in).
+    pub console_sessions: Arc<dashmap::DashMap<[u8; 32], (std::time::Instant, auth::Role)>>,
     /// Client addresses and sign-in back-off.
     pub guard: guard::Guard,
     /// Outbound trunk health, as the gateway task last published it.

@@ -66,7 +66,7 @@ pub fn document() -> Value {
         "info": {
             "title": "crossline control API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Calls, chats, breakouts, leads and consents of one crossline gateway. Operator routes take the operator or the admin bearer token; admin routes only the admin token. A role with no token configured answers 403."
+            "description": "Calls, chats, breakouts, leads and consents of one crossline gateway. Viewer routes (status, queues, agents) take the viewer, operator or admin bearer token; operator routes the operator or the admin token; admin routes only the admin token. A role with no token configured answers 403."
         },
         "security": [{ "bearer": [] }],
         "paths": {
@@ -74,9 +74,10 @@ pub fn document() -> Value {
                 "summary": "This document.", "security": [],
                 "responses": { "200": { "description": "The OpenAPI document." } } } },
             "/v1/status": { "get": {
-                "summary": "Version, readiness, open chats, and the channels a chat can move to.",
+                "summary": "Version, readiness, open chats, the channels a chat can move to, and the caller's role.",
                 "responses": ok("Status.", json!({ "type": "object", "properties": {
                     "version": { "type": "string" }, "ready": { "type": "boolean" },
+                    "role": { "enum": ["viewer", "operator", "admin"] },
                     "chats_open": { "type": "integer" },
                     "channels": { "type": "array", "items": { "enum": ["sms", "whatsapp"] } } } })) } },
             "/v1/flows": { "get": {
@@ -373,11 +374,16 @@ pub fn document() -> Value {
                     "answered": { "type": "integer" },
                     "answered_within_sla": { "type": "integer" },
                     "abandoned": { "type": "integer" },
+                    "full": { "type": "integer", "description": "Callers turned away because max_callers were waiting." },
+                    "sla_secs": { "type": "integer", "description": "Answered within this long counts in answered_within_sla." },
+                    "max_callers": { "type": ["integer", "null"], "description": "Callers waiting at most; null: no limit." },
                     "agents": { "type": "array", "items": schema("Agent") } } },
                 "Agent": { "type": "object", "properties": {
                     "target": { "type": "string", "description": "A SIP URI or user:<name>." },
+                    "display_name": { "type": ["string", "null"], "description": "A user:<name> agent's [[users]] display_name." },
                     "state": { "enum": ["available", "ringing", "busy", "wrap_up", "paused"] },
                     "idle_secs": { "type": ["integer", "null"], "description": "How long available; null otherwise." },
+                    "state_secs": { "type": "integer", "description": "How long in the current state." },
                     "answered": { "type": "integer" },
                     "skills": { "type": "array", "items": { "type": "string" } } } },
                 "AgentState": { "type": "object", "required": ["target", "state"], "properties": {

@@ -1,6 +1,7 @@
 //! Queues and agents over the API: `GET /v1/queues` (who waits, the
-//! longest wait, the service level, each agent's state), `GET /v1/agents`,
-//! and `POST /v1/agents/state` to pause an agent or make them available.
+//! longest wait, the service level, each agent's state), `GET /v1/agents`
+//! (viewers may read both), and `POST /v1/agents/state` (operators) to
+//! pause an agent or make them available.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -15,6 +16,7 @@ use super::api::{body, error};
 use super::auth::Role;
 use super::HttpState;
 use crate::queue::acd::{AgentSnapshot, QueueSnapshot};
+use crate::queue::Queues;
 
 pub fn routes() -> Router<HttpState> {
     Router::new()
@@ -23,17 +25,19 @@ pub fn routes() -> Router<HttpState> {
         .route("/v1/agents/state", post(set_state))
 }
 
-fn agent_json(a: &AgentSnapshot) -> Value {
+fn agent_json(queues: &Queues, a: &AgentSnapshot) -> Value {
     json!({
         "target": a.target,
+        "display_name": queues.display_name(&a.target),
         "state": a.status.as_str(),
         "idle_secs": a.idle.map(|d| d.as_secs()),
+        "state_secs": a.in_state.as_secs(),
         "answered": a.answered,
         "skills": a.skills,
     })
 }
 
-fn queue_json(q: &QueueSnapshot) -> Value {
+fn queue_json(queues: &Queues, q: &QueueSnapshot) -> Value {
     json!({
         "name": q.name,
         "strategy": q.strategy.as_str(),
@@ -43,25 +47,37 @@ fn queue_json(q: &QueueSnapshot) -> Value {
         "answered": q.stats.answered,
         "answered_within_sla": q.stats.answered_within_sla,
         "abandoned": q.stats.abandoned,
-        "agents": q.agents.iter().map(agent_json).collect::<Vec<_>>(),
+        "full": q.stats.full,
+        "agents": q.agents.iter().map(|a| agent_json(queues, a)).collect::<Vec<_>>(),
     })
 }
 
 async fn queues(State(s): State<HttpState>, h: HeaderMap) -> Response {
-    guard!(s, h, Role::Operator);
-    let list: Vec<Value> = s
-        .services
-        .queues
+    guard!(s, h, Role::Viewer);
+    let queues = &s.services.queues;
+    let list: Vec<Value> = queues
         .snapshot()
         .iter()
-        .map(queue_json)
+        .map(|q| {
+            let mut v = queue_json(queues, q);
+            if let Some(c) = queues.config(&q.name) {
+                v["sla_secs"] = c.sla_secs.into();
+                v["max_callers"] = c.max_callers.into();
+            }
+            v
+        })
         .collect();
     Json(json!({ "queues": list })).into_response()
 }
 
 async fn agents(State(s): State<HttpState>, h: HeaderMap) -> Response {
-    guard!(s, h, Role::Operator);
-    let list: Vec<Value> = s.services.queues.agents().iter().map(agent_json).collect();
+    guard!(s, h, Role::Viewer);
+    let queues = &s.services.queues;
+    let list: Vec<Value> = queues
+        .agents()
+        .iter()
+        .map(|a| agent_json(queues, a))
+        .collect();
     Json(json!({ "agents": list })).into_response()
 }
 
@@ -99,5 +115,6 @@ async fn set_state(
         .agents()
         .into_iter()
         .find(|a| a.target == b.target);
-    Json(json!({ "agent": agent.as_ref().map(agent_json) })).into_response()
+    Json(json!({ "agent": agent.as_ref().map(|a| agent_json(&s.services.queues, a)) }))
+        .into_response()
 }

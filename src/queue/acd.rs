@@ -57,6 +57,8 @@ pub struct QueueRules {
     pub wrap_up: Duration,
     /// The handle time assumed before any call was handled.
     pub assumed_handle: Duration,
+    /// Callers waiting at most; one more is turned away. `None`: no limit.
+    pub max_callers: Option<usize>,
 }
 
 /// What an agent is doing, as the API shows it.
@@ -93,9 +95,20 @@ enum AgentState {
 #[derive(Debug)]
 struct Agent {
     state: AgentState,
+    /// When `state` began (for the console's time in state).
+    since: Instant,
     /// Free since (for longest-idle): start, end of wrap-up, a missed ring.
     idle_since: Instant,
     answered: u64,
+}
+
+impl Agent {
+    fn enter(&mut self, state: AgentState, now: Instant) {
+        if self.state != state {
+            self.state = state;
+            self.since = now;
+        }
+    }
 }
 
 /// A caller's place, as handed out by [`Acd::join`].
@@ -143,6 +156,16 @@ pub struct QueueStats {
     pub answered_within_sla: u64,
     /// Hung up (or left for the fallback) before an agent answered.
     pub abandoned: u64,
+    /// Turned away because `max_callers` were waiting.
+    pub full: u64,
+}
+
+/// Why [`Acd::join`] took nobody in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    NoSuchQueue,
+    /// `max_callers` are waiting already.
+    Full,
 }
 
 /// Agents to ring for a caller.
@@ -181,6 +204,8 @@ pub struct AgentSnapshot {
     pub status: AgentStatus,
     /// How long in this state's idleness (available only).
     pub idle: Option<Duration>,
+    /// How long in this state (ringing, busy... as `status` says).
+    pub in_state: Duration,
     pub answered: u64,
     pub skills: Vec<String>,
 }
@@ -219,6 +244,7 @@ impl Acd {
                         let i = acd.agents.len();
                         acd.agents.push(Agent {
                             state: AgentState::Available,
+                            since: now,
                             idle_since: now,
                             answered: 0,
                         });
@@ -250,8 +276,8 @@ impl Acd {
     }
 
     /// Put a caller in `queue`, behind everyone with a smaller `order`
-    /// (milliseconds since the epoch when they first joined). `None`: no
-    /// such queue.
+    /// (milliseconds since the epoch when they first joined). Refused when
+    /// there is no such queue or it is full (counted).
     pub fn join(
         &mut self,
         now: Instant,
@@ -259,8 +285,15 @@ impl Acd {
         order: u64,
         waited: Duration,
         skills: Vec<String>,
-    ) -> Option<EntryId> {
-        let q = self.queue_index(queue)?;
+    ) -> Result<EntryId, Refused> {
+        let q = self.queue_index(queue).ok_or(Refused::NoSuchQueue)?;
+        let queue = &mut self.queues[q];
+        if let Some(max) = queue.rules.max_callers {
+            if queue.entries.iter().filter(|e| e.waiting()).count() >= max {
+                queue.stats.full += 1;
+                return Err(Refused::Full);
+            }
+        }
         let id = self.next_entry;
         self.next_entry += 1;
         let entries = &mut self.queues[q].entries;
@@ -281,7 +314,7 @@ impl Acd {
         );
         self.entry_queue.insert(id, q);
         self.dispatch(now);
-        Some(id)
+        Ok(id)
     }
 
     fn find(&self, entry: EntryId) -> Option<(usize, usize)> {
@@ -318,7 +351,7 @@ impl Acd {
     fn free(&mut self, agent: usize, now: Instant) {
         if let Some(a) = self.agents.get_mut(agent) {
             if matches!(a.state, AgentState::Ringing(_)) {
-                a.state = AgentState::Available;
+                a.enter(AgentState::Available, now);
                 // Rung and not answered: to the back of the idle line.
                 a.idle_since = now;
             }
@@ -344,7 +377,7 @@ impl Acd {
                 if waited <= queue.rules.sla {
                     queue.stats.answered_within_sla += 1;
                 }
-                self.agents[a].state = AgentState::Busy(entry);
+                self.agents[a].enter(AgentState::Busy(entry), now);
                 self.agents[a].answered += 1;
                 for other in ringing.into_iter().filter(|o| *o != a) {
                     self.free(other, now);
@@ -379,7 +412,7 @@ impl Acd {
             let until = now + queue.rules.wrap_up;
             if let Some(agent) = self.agents.get_mut(a) {
                 if agent.state == AgentState::Busy(entry) {
-                    agent.state = AgentState::WrapUp { until };
+                    agent.enter(AgentState::WrapUp { until }, now);
                 }
             }
         }
@@ -395,10 +428,10 @@ impl Acd {
         let agent = &mut self.agents[a];
         match (paused, agent.state) {
             (true, AgentState::Available | AgentState::WrapUp { .. }) => {
-                agent.state = AgentState::Paused
+                agent.enter(AgentState::Paused, now)
             }
             (false, AgentState::Paused) => {
-                agent.state = AgentState::Available;
+                agent.enter(AgentState::Available, now);
                 agent.idle_since = now;
             }
             _ => {}
@@ -412,7 +445,7 @@ impl Acd {
         for agent in &mut self.agents {
             if let AgentState::WrapUp { until } = agent.state {
                 if until <= now {
-                    agent.state = AgentState::Available;
+                    agent.enter(AgentState::Available, until);
                     agent.idle_since = until;
                 }
             }
@@ -471,7 +504,7 @@ impl Acd {
                     continue;
                 }
                 for a in &chosen {
-                    self.agents[*a].state = AgentState::Ringing(id);
+                    self.agents[*a].enter(AgentState::Ringing(id), now);
                 }
                 let agents = chosen
                     .iter()
@@ -599,6 +632,7 @@ impl Acd {
             status,
             idle: (status == AgentStatus::Available)
                 .then(|| now.saturating_duration_since(agent.idle_since)),
+            in_state: now.saturating_duration_since(agent.since),
             answered: agent.answered,
             skills: skills.to_vec(),
         }
@@ -663,6 +697,7 @@ mod tests {
             sla: 20 * S,
             wrap_up: 10 * S,
             assumed_handle: 120 * S,
+            max_callers: None,
         }
     }
 
@@ -818,5 +853,52 @@ mod tests {
         assert_eq!(offers(&mut acd), vec![(c1, vec!["a".to_string()])]);
         acd.leave(t0 + S, c1, Left::Abandoned);
         assert_eq!(offers(&mut acd), vec![(c2, vec!["a".to_string()])]);
+    }
+
+    #[test]
+    fn a_full_queue_turns_the_next_caller_away_and_counts_it() {
+        let mut r = rules(Strategy::LongestIdle, &[("a", &[])]);
+        r.max_callers = Some(1);
+        let (t0, mut acd) = acd_with(r);
+        acd.set_paused(t0, "a", true);
+        let first = join(&mut acd, t0, 1);
+        assert_eq!(
+            acd.join(t0, "support", 2, Duration::ZERO, Vec::new()),
+            Err(Refused::Full)
+        );
+        assert_eq!(
+            acd.join(t0, "nope", 2, Duration::ZERO, Vec::new()),
+            Err(Refused::NoSuchQueue)
+        );
+        let snap = &acd.snapshot(t0)[0];
+        assert_eq!((snap.waiting, snap.stats.full), (1, 1));
+        // Bridged callers no longer wait: the place is free again.
+        acd.set_paused(t0, "a", false);
+        assert_eq!(offers(&mut acd), vec![(first, vec!["a".to_string()])]);
+        acd.ring_result(t0 + S, first, Some("a"));
+        assert!(acd
+            .join(t0 + S, "support", 3, Duration::ZERO, Vec::new())
+            .is_ok());
+    }
+
+    #[test]
+    fn agents_show_how_long_they_have_been_in_their_state() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
+        let c1 = join(&mut acd, t0 + 2 * S, 1);
+        let a = &acd.agents(t0 + 5 * S)[0];
+        assert_eq!((a.status, a.in_state), (AgentStatus::Ringing, 3 * S));
+        acd.ring_result(t0 + 6 * S, c1, Some("a"));
+        acd.hung_up(t0 + 16 * S, c1);
+        let a = &acd.agents(t0 + 20 * S)[0];
+        assert_eq!((a.status, a.in_state), (AgentStatus::WrapUp, 4 * S));
+        acd.handle_timeout(t0 + 30 * S);
+        // Available since the wrap-up ended (26 s), not since it was seen.
+        let a = &acd.agents(t0 + 30 * S)[0];
+        assert_eq!((a.status, a.in_state), (AgentStatus::Available, 4 * S));
+        acd.set_paused(t0 + 31 * S, "a", true);
+        // Pausing twice keeps the time.
+        acd.set_paused(t0 + 35 * S, "a", true);
+        let a = &acd.agents(t0 + 40 * S)[0];
+        assert_eq!((a.status, a.in_state), (AgentStatus::Paused, 9 * S));
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::acd::{QueueRules, Strategy};
+use crate::registrar::UserConfig;
 
 /// One `[[queues]]` entry.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -50,6 +51,10 @@ pub struct QueueConfig {
     /// `record` for voicemail, a `breakout` to chat). Unset: the call ends.
     #[serde(default)]
     pub fallback_flow: Option<String>,
+    /// Callers waiting at most; the next goes straight to the fallback (or
+    /// is turned away busy). Unset: no limit.
+    #[serde(default)]
+    pub max_callers: Option<usize>,
 }
 
 /// An agent of a queue.
@@ -58,7 +63,8 @@ pub struct QueueConfig {
 pub struct AgentConfig {
     /// A SIP URI, or `user:<name>` for a registered `[[users]]` entry.
     pub target: String,
-    /// Tags the `skills` strategy matches a caller's needs against.
+    /// Tags the `skills` strategy matches a caller's needs against; a
+    /// `user:` agent has its user's `tags` too.
     #[serde(default)]
     pub skills: Vec<String>,
 }
@@ -87,28 +93,51 @@ mod defaults {
     }
 }
 
+impl AgentConfig {
+    /// Its own skills, then (a `user:` agent) its user's tags not already
+    /// among them.
+    pub fn skills_with(&self, users: &[UserConfig]) -> Vec<String> {
+        let tags = self
+            .target
+            .strip_prefix("user:")
+            .and_then(|name| users.iter().find(|u| u.name == name))
+            .map_or(&[][..], |u| &u.tags[..]);
+        let mut skills = self.skills.clone();
+        for tag in tags {
+            if !skills.contains(tag) {
+                skills.push(tag.clone());
+            }
+        }
+        skills
+    }
+}
+
 impl QueueConfig {
-    pub fn rules(&self) -> QueueRules {
+    /// The state machine's rules; `users` lend their tags to `user:` agents.
+    pub fn rules(&self, users: &[UserConfig]) -> QueueRules {
         QueueRules {
             name: self.name.clone(),
             strategy: self.strategy,
             agents: self
                 .agents
                 .iter()
-                .map(|a| (a.target.clone(), a.skills.clone()))
+                .map(|a| (a.target.clone(), a.skills_with(users)))
                 .collect(),
             sla: Duration::from_secs(self.sla_secs),
             wrap_up: Duration::from_secs(self.wrap_up_secs),
             assumed_handle: Duration::from_secs(self.assumed_handle_secs),
+            max_callers: self.max_callers,
         }
     }
 
     /// What is wrong with this queue, as (key, message); `flow_ok` says
-    /// whether a name is a voice flow, `registrar` whether users register.
+    /// whether a name is a voice flow, `registrar` whether users register,
+    /// `users` who they are (their tags are skills).
     pub fn problems(
         &self,
         audio_dir: &Path,
         registrar: bool,
+        users: &[UserConfig],
         flow_ok: impl Fn(&str) -> Result<(), String>,
     ) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -150,8 +179,16 @@ impl QueueConfig {
                 out.push(("agents", format!("{:?} is listed twice", agent.target)));
             }
         }
-        if self.strategy == Strategy::Skills && self.agents.iter().all(|a| a.skills.is_empty()) {
-            out.push(("strategy", "skills needs agents with skills".into()));
+        if self.strategy == Strategy::Skills
+            && self.agents.iter().all(|a| a.skills_with(users).is_empty())
+        {
+            out.push((
+                "strategy",
+                "skills needs agents with skills (or users with tags)".into(),
+            ));
+        }
+        if self.max_callers == Some(0) {
+            out.push(("max_callers", "must be at least 1 (or unset)".into()));
         }
         for (key, secs, range) in [
             ("ring_timeout_secs", self.ring_timeout_secs, 1..=600),
@@ -221,9 +258,9 @@ agents = [{ target = "sip:a@127.0.0.1:5090" }, { target = "user:bob", skills = [
         );
         assert_eq!(q.strategy, Strategy::LongestIdle);
         assert_eq!((q.ring_timeout_secs, q.wrap_up_secs), (20, 10));
-        assert!(q.problems(Path::new("."), true, |_| Ok(())).is_empty());
+        assert!(q.problems(Path::new("."), true, &[], |_| Ok(())).is_empty());
         let keys: Vec<&str> = q
-            .problems(Path::new("."), false, |_| Ok(()))
+            .problems(Path::new("."), false, &[], |_| Ok(()))
             .into_iter()
             .map(|p| p.0)
             .collect();
@@ -233,11 +270,12 @@ agents = [{ target = "sip:a@127.0.0.1:5090" }, { target = "user:bob", skills = [
 agents = []
 language = "fr"
 max_wait_secs = 60
+max_callers = 0
 offer_callback_after_secs = 90
 fallback_flow = "nope""#,
         );
         let keys: Vec<&str> = bad
-            .problems(Path::new("."), true, |f| {
+            .problems(Path::new("."), true, &[], |f| {
                 Err(format!("no flow named {f:?}"))
             })
             .into_iter()
@@ -248,10 +286,62 @@ fallback_flow = "nope""#,
             [
                 "name",
                 "agents",
+                "max_callers",
                 "offer_callback_after_secs",
                 "language",
                 "fallback_flow"
             ]
+        );
+    }
+
+    fn user(name: &str, tags: &[&str]) -> UserConfig {
+        toml::from_str(&format!(
+            "name = {name:?}\npassword = \"pw-{name}\"\ntags = {tags:?}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn registered_users_lend_their_tags_as_skills() {
+        let q = queue(
+            r#"name = "support"
+strategy = "skills"
+agents = [{ target = "user:alice" }, { target = "user:bob", skills = ["vip"] }, { target = "sip:c@127.0.0.1" }]"#,
+        );
+        let users = [user("alice", &[]), user("bob", &["es", "vip"])];
+        let rules = q.rules(&users);
+        let skills: Vec<&[String]> = rules.agents.iter().map(|a| &a.1[..]).collect();
+        assert_eq!(
+            skills,
+            [&[][..], &["vip".to_string(), "es".to_string()][..], &[][..]]
+        );
+        assert!(q
+            .problems(Path::new("."), true, &users, |_| Ok(()))
+            .is_empty());
+        // Without bob's tags only his own skill is left; without any, the
+        // strategy has nothing to match.
+        let nobody = [user("alice", &[])];
+        let keys: Vec<&str> = queue(
+            r#"name = "support"
+strategy = "skills"
+agents = [{ target = "user:alice" }]"#,
+        )
+        .problems(Path::new("."), true, &nobody, |_| Ok(()))
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+        assert_eq!(keys, ["strategy"]);
+        // The state machine offers a Spanish caller to bob, though alice is
+        // listed first and idle as long.
+        let t0 = std::time::Instant::now();
+        let mut acd = super::super::acd::Acd::new(t0, vec![rules]);
+        let entry = acd
+            .join(t0, "support", 1, Duration::ZERO, vec!["es".into()])
+            .unwrap();
+        let offer = acd.poll_offer().unwrap();
+        assert_eq!(
+            (offer.entry, offer.agents),
+            (entry, vec!["user:bob".to_string()])
         );
     }
 }

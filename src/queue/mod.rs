@@ -16,12 +16,14 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, Notify};
 
 use crate::telemetry::names;
-use acd::{Acd, EntryId, Left, Offer, QueueSnapshot};
+use acd::{Acd, EntryId, Left, Offer, QueueSnapshot, Refused};
 pub use config::{AgentConfig, QueueConfig};
 
 /// Every queue of the config, shared by the flows and the API.
 pub struct Queues {
     configs: Vec<QueueConfig>,
+    /// `user:<name>` agents' `display_name`s, for operators.
+    display_names: HashMap<String, String>,
     inner: Mutex<Inner>,
     /// Wakes the timer task when the next deadline may have moved.
     changed: Notify,
@@ -51,10 +53,19 @@ impl Inner {
 }
 
 impl Queues {
-    pub fn new(configs: &[QueueConfig]) -> Arc<Queues> {
-        let acd = Acd::new(Instant::now(), configs.iter().map(|q| q.rules()).collect());
+    /// `users` lend their tags as skills to their `user:` agents.
+    pub fn new(configs: &[QueueConfig], users: &[crate::registrar::UserConfig]) -> Arc<Queues> {
+        let acd = Acd::new(
+            Instant::now(),
+            configs.iter().map(|q| q.rules(users)).collect(),
+        );
+        let display_names = users
+            .iter()
+            .filter_map(|u| Some((format!("user:{}", u.name), u.display_name.clone()?)))
+            .collect();
         Arc::new(Queues {
             configs: configs.to_vec(),
+            display_names,
             inner: Mutex::new(Inner {
                 acd,
                 waiters: HashMap::new(),
@@ -65,6 +76,11 @@ impl Queues {
 
     pub fn config(&self, name: &str) -> Option<&QueueConfig> {
         self.configs.iter().find(|q| q.name == name)
+    }
+
+    /// What operators call an agent: its user's `display_name`, if any.
+    pub fn display_name(&self, target: &str) -> Option<&str> {
+        self.display_names.get(target).map(String::as_str)
     }
 
     /// Run `f` on the state machine, deliver what it offered, and have the
@@ -85,8 +101,8 @@ impl Queues {
         out
     }
 
-    /// Put a caller in `queue`. `None`: no such queue.
-    pub fn join(self: &Arc<Self>, queue: &str, skills: Vec<String>) -> Option<Ticket> {
+    /// Put a caller in `queue`, unless there is no such queue or it is full.
+    pub fn join(self: &Arc<Self>, queue: &str, skills: Vec<String>) -> Result<Ticket, Refused> {
         let (tx, offers) = mpsc::unbounded_channel();
         let order = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -99,7 +115,7 @@ impl Queues {
         inner.deliver(now);
         drop(inner);
         self.changed.notify_one();
-        Some(Ticket {
+        Ok(Ticket {
             queues: self.clone(),
             entry,
             offers,
@@ -159,7 +175,9 @@ impl Queues {
                 .absolute(q.stats.answered);
             metrics::counter!(names::QUEUE_ANSWERED_WITHIN_SLA, "queue" => name.clone())
                 .absolute(q.stats.answered_within_sla);
-            metrics::counter!(names::QUEUE_ABANDONED, "queue" => name).absolute(q.stats.abandoned);
+            metrics::counter!(names::QUEUE_ABANDONED, "queue" => name.clone())
+                .absolute(q.stats.abandoned);
+            metrics::counter!(names::QUEUE_FULL, "queue" => name).absolute(q.stats.full);
         }
     }
 }

@@ -151,7 +151,7 @@ pub(super) fn services(
         twiml: Arc::new(
             crate::twiml::Apps::new(config).map_err(|e| anyhow::anyhow!("[twiml]: {e}"))?,
         ),
-        queues: crate::queue::Queues::new(&config.queues),
+        queues: crate::queue::Queues::new(&config.queues, &config.users),
     })
 }
 

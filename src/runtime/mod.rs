@@ -255,6 +255,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         // Validated by Config::parse; an env var unset since is an error.
         admin_token: config.http.admin_token().map_err(anyhow::Error::msg)?,
         operator_token: config.http.operator_token().map_err(anyhow::Error::msg)?,
+        viewer_token: config.http.viewer_token().map_err(anyhow::Error::msg)?,
         cors_origins: config.http.cors_origins.clone(),
         chat_title: config.chat.title.clone(),
         console_sessions: Default::default(),

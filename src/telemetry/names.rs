@@ -520,6 +520,10 @@ pub const QUEUE_ABANDONED: Metric = counter(
     "crossline_queue_abandoned_total",
     "Queued callers who left before an agent answered (hung up, pressed 0, max_wait_secs), by queue.",
 );
+pub const QUEUE_FULL: Metric = counter(
+    "crossline_queue_full_total",
+    "Callers turned away because max_callers were waiting (sent to the fallback, or busy), by queue.",
+);
 
 // Store.
 
@@ -734,6 +738,7 @@ pub const ALL: &[Metric] = &[
     QUEUE_ANSWERED,
     QUEUE_ANSWERED_WITHIN_SLA,
     QUEUE_ABANDONED,
+    QUEUE_FULL,
     STORE_WRITE_SECONDS,
     STORE_WRITE_QUEUE,
     STORE_WRITE_ERRORS,

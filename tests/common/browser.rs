@@ -167,6 +167,20 @@ impl Browser {
             .unwrap_or_else(|e| panic!("CDP {cmd}: {e}"))
     }
 
+    /// Open the operator console on `http_port` and sign in with `token`.
+    pub fn sign_in_to_console(&self, http_port: u16, token: &str) {
+        let wait = Duration::from_secs(20);
+        self.goto(&format!("http://127.0.0.1:{http_port}/console/"));
+        self.wait_js(
+            "document.body.dataset.auth === 'out'",
+            wait,
+            "the login form",
+        );
+        self.type_into("#login-token", token);
+        self.click("#login-submit");
+        self.wait_js("document.body.dataset.auth === 'in'", wait, "signed in");
+    }
+
     pub fn source(&self) -> String {
         self.rt.block_on(self.c().source()).unwrap()
     }

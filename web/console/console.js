@@ -42,7 +42,18 @@
   const ESCALATIONS_PATH = '/v1/reports/escalations';
   // The server's default page size: a full page means there may be more.
   const ESCALATIONS_LIMIT = 1000;
-  const TABS = ['conversations', 'leads', 'escalations'];
+  const TABS = ['conversations', 'leads', 'escalations', 'queues'];
+  // A viewer's token reads queues and agents only.
+  const VIEWER_TABS = ['queues'];
+  const QUEUES_REFRESH_MS = 2000;
+  // Agent states (src/queue/acd.rs `AgentStatus`) and the badge kind of each.
+  const AGENT_STATES = {
+    available: { label: 'Available', kind: 'success' },
+    ringing: { label: 'Ringing', kind: 'warning' },
+    busy: { label: 'Busy', kind: 'danger' },
+    wrap_up: { label: 'Wrap-up', kind: 'neutral' },
+    paused: { label: 'Paused', kind: 'neutral' },
+  };
 
   // ---- state ----
   const state = {
@@ -62,11 +73,15 @@
     escalations: [],
     escLoaded: false, // fetched at least once since sign-in
     escToken: 0, // guards against a slow report landing after a newer one
+    queues: [],
+    queuesToken: 0, // guards against a slow refresh landing after a newer one
+    role: '', // "viewer", "operator" or "admin", from GET /v1/status
   };
   const HEARD_PER_CONVERSATION = 400;
   const HEARD_CONVERSATIONS = 200;
   let leadsTimer = 0;
   let escTimer = 0;
+  let queuesTimer = 0;
 
   function remember(id, m) {
     let list = state.heard.get(id);
@@ -303,6 +318,7 @@
     stopSocket();
     clearTimeout(leadsTimer);
     clearTimeout(escTimer);
+    clearTimeout(queuesTimer);
     resetData();
     clearConsoleError();
     $('login-error').textContent =
@@ -325,6 +341,13 @@
     state.escalations = [];
     state.escLoaded = false;
     state.escToken++;
+    state.queues = [];
+    state.queuesToken++;
+    $('queues').textContent = '';
+    $('queues-summary').textContent = '';
+    $('queues-empty').hidden = true;
+    $('waiting-count').textContent = '';
+    setRole('');
     $('conversations').textContent = '';
     $('leads').textContent = '';
     escBody.textContent = '';
@@ -341,10 +364,34 @@
     body.dataset.view = 'list';
   }
 
-  async function signedIn() {
+  // What the signed-in token may do: a viewer gets the Queues tab only.
+  function setRole(role) {
+    state.role = role;
+    body.dataset.role = role;
+    const viewer = role === 'viewer';
+    for (const t of TABS) $('tab-' + t).hidden = viewer && !VIEWER_TABS.includes(t);
+  }
+
+  // `role` from GET /v1/status; asked for when not known yet.
+  async function signedIn(role) {
+    if (!role) {
+      try {
+        const status = await api('GET', '/v1/status');
+        role = status && typeof status.role === 'string' ? status.role : 'operator';
+      } catch (err) {
+        report('Could not read the status: ', err);
+        return;
+      }
+    }
+    setRole(role);
     setAuth('in');
     $('login-error').textContent = '';
     clearConsoleError();
+    if (role === 'viewer') {
+      showTab('queues');
+      return;
+    }
+    if (body.dataset.tab === 'queues') loadQueues();
     startSocket();
     const loads = [loadConversations(), loadLeads()];
     if (body.dataset.tab === 'escalations') loads.push(loadEscalations());
@@ -1390,10 +1437,180 @@
   $('esc-refresh').addEventListener('click', () => loadEscalations());
   updateCsvLink();
 
+  // ---- queues and agents ----
+
+  // 75 -> "1:15", 3725 -> "1:02:05".
+  function duration(secs) {
+    const s = Math.max(0, Math.floor(num(secs) || 0));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const two = (n) => String(n).padStart(2, '0');
+    return h ? h + ':' + two(m) + ':' + two(s % 60) : m + ':' + two(s % 60);
+  }
+
+  function queuesOpen() {
+    return body.dataset.auth === 'in' && body.dataset.tab === 'queues';
+  }
+
+  // Fetch and show; while the tab stays open, again every few seconds.
+  async function loadQueues() {
+    clearTimeout(queuesTimer);
+    const token = ++state.queuesToken;
+    try {
+      const data = await api('GET', '/v1/queues');
+      if (token !== state.queuesToken) return;
+      state.queues = data && Array.isArray(data.queues) ? data.queues : [];
+      renderQueues();
+    } catch (err) {
+      if (token !== state.queuesToken) return;
+      report('Could not load the queues: ', err);
+    }
+    if (token === state.queuesToken && queuesOpen()) queuesTimer = setTimeout(loadQueues, QUEUES_REFRESH_MS);
+  }
+
+  function renderQueues() {
+    // A refresh rebuilds the cards: keep keyboard focus on the same button.
+    const active = document.activeElement;
+    const wrap = $('queues');
+    const focused = active && wrap.contains(active) && active.dataset.action ? active : null;
+    const frag = document.createDocumentFragment();
+    let waiting = 0;
+    for (const q of state.queues) {
+      if (!q || typeof q.name !== 'string') continue;
+      waiting += num(q.waiting) || 0;
+      frag.appendChild(queueCard(q));
+    }
+    wrap.textContent = '';
+    wrap.appendChild(frag);
+    $('queues-empty').hidden = state.queues.length > 0;
+    $('queues-summary').textContent =
+      state.queues.length + (state.queues.length === 1 ? ' queue' : ' queues') + ' · ' + waiting + ' waiting';
+    $('waiting-count').textContent = waiting ? String(waiting) : '';
+    $('waiting-count').setAttribute('aria-label', waiting + ' waiting');
+    if (focused) {
+      const again = Array.from(wrap.querySelectorAll('button[data-action]')).find(
+        (b) => b.dataset.queue === focused.dataset.queue && b.dataset.target === focused.dataset.target,
+      );
+      if (again) again.focus({ preventScroll: true });
+    }
+  }
+
+  function stat(dl, key, label, value) {
+    const d = el('div', 'q-stat');
+    d.dataset.stat = key;
+    d.appendChild(el('dt', null, label));
+    d.appendChild(el('dd', null, value));
+    dl.appendChild(d);
+  }
+
+  function queueCard(q) {
+    const card = el('section', 'q-card');
+    card.dataset.queue = q.name;
+    const head = el('h3', 'q-name', q.name);
+    head.id = 'queue-' + q.name.replace(/[^A-Za-z0-9_-]/g, '_');
+    card.setAttribute('aria-labelledby', head.id);
+    card.appendChild(head);
+
+    const dl = el('dl', 'q-stats');
+    const answered = num(q.answered) || 0;
+    const within = num(q.answered_within_sla) || 0;
+    stat(dl, 'waiting', 'Waiting', String(num(q.waiting) || 0) + (num(q.max_callers) !== null ? ' of ' + q.max_callers : ''));
+    stat(dl, 'longest_wait', 'Longest wait', duration(q.longest_wait_secs));
+    stat(
+      dl,
+      'sla',
+      'Answered within ' + (num(q.sla_secs) !== null ? q.sla_secs + ' s' : 'SLA'),
+      within + ' of ' + answered + (answered ? ' (' + Math.round((100 * within) / answered) + ' %)' : ''),
+    );
+    stat(dl, 'abandoned', 'Abandoned', String(num(q.abandoned) || 0));
+    stat(dl, 'average_handle', 'Average handle time', duration(q.average_handle_secs));
+    card.appendChild(dl);
+
+    const table = el('table', 'esc-table q-agents');
+    table.appendChild(el('caption', null, 'Agents of ' + q.name));
+    const hr = el('tr');
+    for (const h of ['Agent', 'State', 'In state', 'Answered']) {
+      const th = el('th', h === 'In state' || h === 'Answered' ? 'num' : null, h);
+      th.scope = 'col';
+      hr.appendChild(th);
+    }
+    const operator = state.role === 'operator' || state.role === 'admin';
+    if (operator) {
+      const th = el('th', null);
+      th.scope = 'col';
+      th.appendChild(el('span', 'visually-hidden', 'Actions'));
+      hr.appendChild(th);
+    }
+    table.createTHead().appendChild(hr);
+    const tb = table.createTBody();
+    for (const a of Array.isArray(q.agents) ? q.agents : []) {
+      if (a && typeof a.target === 'string') tb.appendChild(agentRow(q, a, operator));
+    }
+    card.appendChild(table);
+    return card;
+  }
+
+  function agentRow(q, a, operator) {
+    const tr = el('tr', 'agent');
+    tr.dataset.target = a.target;
+    tr.dataset.state = String(a.state || '');
+    const name = el('th', 'agent-name');
+    name.scope = 'row';
+    if (typeof a.display_name === 'string' && a.display_name) {
+      name.appendChild(el('span', 'agent-display', a.display_name));
+      name.appendChild(el('span', 'agent-target', a.target));
+    } else {
+      name.textContent = a.target;
+    }
+    tr.appendChild(name);
+    const st = AGENT_STATES[a.state];
+    const cell = el('td', 'agent-state');
+    cell.appendChild(el('span', 'badge outcome outcome-' + (st ? st.kind : 'neutral'), st ? st.label : String(a.state || '?')));
+    tr.appendChild(cell);
+    tr.appendChild(el('td', 'num agent-time', duration(a.state_secs)));
+    tr.appendChild(el('td', 'num', String(num(a.answered) || 0)));
+    if (operator) {
+      const td = el('td', 'agent-actions');
+      const paused = a.state === 'paused';
+      const btn = el('button', 'btn btn-small' + (paused ? ' btn-primary' : ''), paused ? 'Resume' : 'Pause');
+      btn.type = 'button';
+      btn.dataset.action = paused ? 'resume' : 'pause';
+      btn.dataset.queue = q.name;
+      btn.dataset.target = a.target;
+      btn.setAttribute('aria-label', (paused ? 'Resume ' : 'Pause ') + (a.display_name || a.target));
+      // A call in progress goes on; pausing waits until the agent is free.
+      if (a.state === 'ringing' || a.state === 'busy') {
+        btn.disabled = true;
+        btn.title = 'On a call: pause when it ends';
+      }
+      btn.addEventListener('click', () => setAgentState(a.target, paused ? 'available' : 'paused', btn));
+      td.appendChild(btn);
+      tr.appendChild(td);
+    }
+    return tr;
+  }
+
+  async function setAgentState(target, wanted, btn) {
+    if (btn.disabled) return;
+    btn.disabled = true;
+    clearConsoleError();
+    try {
+      await api('POST', '/v1/agents/state', { target, state: wanted });
+    } catch (err) {
+      report((wanted === 'paused' ? 'Pause' : 'Resume') + ' failed: ', err);
+      btn.disabled = false;
+      return;
+    }
+    loadQueues();
+  }
+
+  $('queues-refresh').addEventListener('click', () => loadQueues());
+
   // ---- tabs ----
 
   function showTab(name) {
     if (!TABS.includes(name)) return;
+    if (state.role === 'viewer' && !VIEWER_TABS.includes(name)) return;
     body.dataset.tab = name;
     for (const t of TABS) {
       const on = t === name;
@@ -1403,6 +1620,8 @@
       $('panel-' + t).hidden = !on;
     }
     if (name !== 'conversations') body.dataset.view = 'list';
+    if (name === 'queues' && body.dataset.auth === 'in') loadQueues();
+    else clearTimeout(queuesTimer);
     // The report is fetched when first looked at, not at sign-in.
     if (name === 'escalations' && !state.escLoaded && body.dataset.auth === 'in') loadEscalations();
   }
@@ -1452,7 +1671,8 @@
       showConsoleError('The console is unavailable: ' + errorText(res, data, text));
       return;
     }
-    await signedIn();
+    const { data } = await readBody(res);
+    await signedIn(data && typeof data.role === 'string' ? data.role : '');
   }
 
   boot();

@@ -37,6 +37,17 @@ pub fn ringback(kind: Ringback) -> Arc<[i16]> {
             &[(true, 400), (false, 200), (true, 400), (false, 2000)],
         ),
     };
+    cadence(freqs, segments)
+}
+
+/// One cycle of busy tone (480 + 620 Hz, 0.5 s on, 0.5 s off); play it
+/// looped.
+pub fn busy() -> Arc<[i16]> {
+    cadence(&[480.0, 620.0], &[(true, 500), (false, 500)])
+}
+
+/// `freqs` summed during the on segments, silence in the off ones.
+fn cadence(freqs: &[f64], segments: &[(bool, u32)]) -> Arc<[i16]> {
     // -16 dBFS overall, split between the components.
     let amp = 32767.0 * 10f64.powf(-16.0 / 20.0) / freqs.len() as f64;
     let mut out = Vec::new();
@@ -83,6 +94,14 @@ mod tests {
         assert!(level(on, 440.0) > 2400.0 && level(on, 480.0) > 2400.0);
         assert!(level(on, 1000.0) < 100.0);
         assert!(r[17000..48000].iter().all(|&s| s == 0), "silent 4 s");
+    }
+
+    #[test]
+    fn busy_is_480_plus_620_half_on_half_off() {
+        let b = busy();
+        assert_eq!(b.len(), 8000);
+        assert!(level(&b[400..3600], 480.0) > 2400.0 && level(&b[400..3600], 620.0) > 2400.0);
+        assert!(b[4100..8000].iter().all(|&s| s == 0), "silent 0.5 s");
     }
 
     #[test]

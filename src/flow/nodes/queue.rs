@@ -12,8 +12,9 @@ use crate::flow::interp::{
     Bridged, CallRequest, Ended, FlowCx, Next, TransferEvent, TransferRequest, Waited,
 };
 use crate::flow::model::{NodeKind, QueueNode};
-use crate::queue::acd::Left;
+use crate::queue::acd::{Left, Refused};
 use crate::queue::announce::{self, Language};
+use crate::queue::QueueConfig;
 use crate::tts::TtsRequest;
 
 pub async fn run(node: &QueueNode, cx: &mut FlowCx) -> Result<Next, Ended> {
@@ -91,9 +92,21 @@ pub(crate) async fn wait(
     };
     let language = Language::parse(&config.language).unwrap_or(Language::En);
     let music = cx.hold_music(node_id, &config.hold_music).await;
-    let Some(mut ticket) = queues.join(queue, skills) else {
-        tracing::error!(on = %cx.label, %queue, "no such queue");
-        return Ok(None);
+    let mut ticket = match queues.join(queue, skills) {
+        Ok(ticket) => ticket,
+        Err(Refused::Full) => {
+            tracing::info!(on = %cx.label, %queue, "queue: full, caller turned away");
+            cx.vars
+                .insert(format!("{node_id}.left"), "full".to_string());
+            if config.fallback_flow.is_some() {
+                return to_fallback(&config, cx);
+            }
+            return busy(cx).await;
+        }
+        Err(Refused::NoSuchQueue) => {
+            tracing::error!(on = %cx.label, %queue, "no such queue");
+            return Ok(None);
+        }
     };
     tracing::info!(on = %cx.label, %queue, "queue: caller waiting");
     let joined = Instant::now();
@@ -174,6 +187,11 @@ pub(crate) async fn wait(
     cx.vars
         .insert(format!("{node_id}.left"), leaving.as_str().to_string());
     cx.silence()?;
+    to_fallback(&config, cx)
+}
+
+/// On to the queue's fallback flow; none: the call ends.
+fn to_fallback(config: &QueueConfig, cx: &mut FlowCx) -> Result<Next, Ended> {
     let Some(name) = &config.fallback_flow else {
         return Ok(None);
     };
@@ -188,4 +206,19 @@ pub(crate) async fn wait(
             Ok(None)
         }
     }
+}
+
+/// How long a caller turned away from a full queue hears the busy tone.
+const BUSY_TONE: Duration = Duration::from_secs(3);
+
+/// A full queue without a fallback: 486 Busy Here if the call isn't
+/// answered yet, else the busy tone for a moment; then the call ends.
+async fn busy(cx: &mut FlowCx) -> Result<Next, Ended> {
+    if !cx.answered()? {
+        cx.reject(486)?;
+        return Ok(None);
+    }
+    cx.play_loop(crate::media::tones::busy())?;
+    cx.sleep(BUSY_TONE).await?;
+    Ok(None)
 }
