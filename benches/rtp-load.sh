@@ -19,6 +19,10 @@
 # crossline → caller. SPEECH=1 puts every call in a speech gather instead,
 # recognized back to back through the generic WebSocket protocol by the
 # same program's /asr stand-in (benches/README.md section 14).
+# QUEUE=1 puts every caller in a `[[queues]]` queue whose only agent is
+# paused (every agent busy): wait music, and each caller's place and
+# estimated wait spoken by espeak-ng every QUEUE_ANNOUNCE_SECS (default
+# 10) and mixed into its audio (benches/README.md section 15).
 # CROSSLINE_BIN runs another build (SKIP_BUILD=1 skips cargo). Reports:
 # crossline CPU per core and per RTP packet sent, RSS per call, |Δ−20 ms|
 # p50/p99/p99.9/max at the receiver, loss and timestamp drift, measured
@@ -76,6 +80,21 @@ FLOW
   asr_section="[asr]
 provider = \"websocket\"
 url = \"ws://127.0.0.1:$agent_port/asr\""
+elif [ "${QUEUE:-0}" = 1 ]; then
+  command -v espeak-ng >/dev/null || { echo "install espeak-ng: apt-get install -y espeak-ng" >&2; exit 1; }
+  flow=waiting
+  cat >"$work/flows/waiting.toml" <<FLOW
+name = "waiting"
+[[nodes]]
+id = "wait"
+type = "queue"
+queue = "bench"
+FLOW
+  queue_section="[[queues]]
+name = \"bench\"
+agents = [{ target = \"sip:agent@127.0.0.1:9\" }]
+announce_interval_secs = ${QUEUE_ANNOUNCE_SECS:-10}
+max_wait_secs = 86400"
 elif [ "$stream" = 1 ]; then
   flow=agent
   cat >"$work/flows/agent.toml" <<FLOW
@@ -104,6 +123,9 @@ overload_threshold_percent = ${OVERLOAD_THRESHOLD:-0}
 audio_dir = "$PWD/audio"
 [http]
 listen = "127.0.0.1:$http_port"
+operator_token = "rtp-load-operator"
+[tts]
+cache_dir = ""
 [store]
 sqlite_path = "$work/crossline.db"
 ${asr_section:-}
@@ -118,12 +140,18 @@ channels = "${RECORD_CHANNELS:-dual}"
 [[routes]]
 flow = "$flow"
 record = $( [ "${RECORD:-0}" = 1 ] && echo true || echo false )
+${queue_section:-}
 TOML
 ulimit -n 65536 2>/dev/null || true
 "$gateway" run --config "$work/crossline.toml" 2>"$work/gw.log" &
 gw=$!
 sleep 1
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$gw/status"; }
+if [ "${QUEUE:-0}" = 1 ]; then  # every agent busy: callers wait
+  curl -sf -o /dev/null -H "Authorization: Bearer rtp-load-operator" -H "Content-Type: application/json" \
+    -d '{"target":"sip:agent@127.0.0.1:9","state":"paused"}' "http://127.0.0.1:$http_port/v1/agents/state" \
+    || { echo "could not pause the queue's agent" >&2; exit 1; }
+fi
 idle_rss=$(rss_kb)
 
 [ "$stream" = 1 ] && export RTP_PROBE_ECHO=1
@@ -172,7 +200,7 @@ b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N); ag1=$(agent_
 read -r sent1 recv1 < <(rtp_counts)
 plateau_rss=$(rss_kb)
 metrics=$(curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null || true)
-echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording|^crossline_media_stream|^crossline_asr" || true
+echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording|^crossline_media_stream|^crossline_asr|^crossline_queue|^crossline_tts" || true
 active=$(echo "$metrics" | awk '/^crossline_calls_active /{print $2}')
 active=${active:-$calls}
 [ "${active%.*}" -gt 0 ] 2>/dev/null || active=$calls

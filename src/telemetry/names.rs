@@ -524,6 +524,10 @@ pub const QUEUE_FULL: Metric = counter(
     "crossline_queue_full_total",
     "Callers turned away because max_callers were waiting (sent to the fallback, or busy), by queue.",
 );
+pub const QUEUE_ANNOUNCEMENTS: Metric = counter(
+    "crossline_queue_announcements_total",
+    "Place-and-wait announcements to waiting callers, by queue and result (said, not_rendered).",
+);
 
 // Store.
 
@@ -739,6 +743,7 @@ pub const ALL: &[Metric] = &[
     QUEUE_ANSWERED_WITHIN_SLA,
     QUEUE_ABANDONED,
     QUEUE_FULL,
+    QUEUE_ANNOUNCEMENTS,
     STORE_WRITE_SECONDS,
     STORE_WRITE_QUEUE,
     STORE_WRITE_ERRORS,

@@ -3,10 +3,12 @@
 //! The key hashes everything that changes the audio, so entries never go
 //! stale; changing a provider setting just makes new keys.
 
+use std::collections::VecDeque;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
@@ -23,7 +25,15 @@ type Slot = Arc<OnceCell<Arc<[i16]>>>;
 pub struct TtsCache {
     dir: Option<PathBuf>,
     slots: DashMap<String, Slot>,
+    /// Memory renders may hold, in bytes: texts that change per call (a
+    /// queue's "you are number 37") would otherwise pile up for ever.
+    budget: usize,
+    /// Renders in memory, oldest first, with their sizes, and the total.
+    held: Mutex<(VecDeque<(String, usize)>, usize)>,
 }
+
+/// The memory budget when none is set: `[tts] memory_cache_mb`'s default.
+const DEFAULT_BUDGET: usize = 64 * 1024 * 1024;
 
 /// Hex SHA-256 of the provider identity and every request field,
 /// NUL-separated so ("ab", "c") and ("a", "bc") differ.
@@ -59,7 +69,35 @@ impl TtsCache {
         Ok(TtsCache {
             dir,
             slots: DashMap::new(),
+            budget: DEFAULT_BUDGET,
+            held: Mutex::new((VecDeque::new(), 0)),
         })
+    }
+
+    /// Keep at most `bytes` of renders in memory; older ones are dropped
+    /// (a call playing one keeps its copy) and come back from disk or the
+    /// provider when asked for again.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.budget = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self
+    }
+
+    /// Account for a new render, and drop the oldest while over budget.
+    fn hold(&self, key: &str, samples: &[i16]) {
+        let Ok(mut held) = self.held.lock() else {
+            return;
+        };
+        let (order, total) = &mut *held;
+        let size = std::mem::size_of_val(samples);
+        order.push_back((key.to_owned(), size));
+        *total += size;
+        while *total > self.budget {
+            let Some((old, size)) = order.pop_front() else {
+                break;
+            };
+            *total -= size;
+            self.slots.remove(&old);
+        }
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -88,13 +126,21 @@ impl TtsCache {
             return Ok(samples);
         }
         let slot = Arc::clone(self.slots.entry(key.clone()).or_default().value());
+        let filled_here = AtomicBool::new(false);
         let result = slot
-            .get_or_try_init(|| self.load_or_render(&key, provider, req))
+            .get_or_try_init(|| {
+                filled_here.store(true, Ordering::Relaxed);
+                self.load_or_render(&key, provider, req)
+            })
             .await
             .cloned();
-        if result.is_err() {
+        match &result {
+            Ok(samples) if filled_here.load(Ordering::Relaxed) => self.hold(&key, samples),
+            Ok(_) => {}
             // Don't keep empty slots for failures; the next call retries.
-            self.slots.remove_if(&key, |_, s| !s.initialized());
+            Err(_) => {
+                self.slots.remove_if(&key, |_, s| !s.initialized());
+            }
         }
         result
     }
@@ -306,6 +352,40 @@ mod tests {
             t.await.expect("join").expect("render");
         }
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn memory_keeps_to_its_budget_oldest_out_first() {
+        // Each render is about 1.6 KB: a 4 KB budget holds two.
+        let cache = TtsCache::new(None)
+            .expect("cache")
+            .with_memory_budget(4 * 1024);
+        let fake = Fake::default();
+        let first = cache
+            .get_or_render(&fake, &req("you are number 1"))
+            .await
+            .expect("1");
+        for text in ["you are number 2", "you are number 3"] {
+            cache
+                .get_or_render(&fake, &req(text))
+                .await
+                .expect("render");
+        }
+        assert_eq!(cache.memory_entries(), 2);
+        // The newest is still a memory hit; the oldest was dropped, and a
+        // caller still playing it keeps its copy.
+        cache
+            .get_or_render(&fake, &req("you are number 3"))
+            .await
+            .expect("hit");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+        let again = cache
+            .get_or_render(&fake, &req("you are number 1"))
+            .await
+            .expect("again");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 4);
+        assert_eq!(&first[..], &again[..]);
+        assert_eq!(cache.memory_entries(), 2);
     }
 
     #[tokio::test]

@@ -34,6 +34,8 @@ pub struct TtsConfig {
     pub provider: ProviderKind,
     /// Content-addressed WAV cache; empty disables the disk cache.
     pub cache_dir: PathBuf,
+    /// Renders kept in memory, at most this many MB (oldest out first).
+    pub memory_cache_mb: u64,
     pub espeak: EspeakConfig,
     pub http: HttpTtsConfig,
 }
@@ -43,6 +45,7 @@ impl Default for TtsConfig {
         TtsConfig {
             provider: ProviderKind::Espeak,
             cache_dir: PathBuf::from("./tts-cache"),
+            memory_cache_mb: 64,
             espeak: EspeakConfig::default(),
             http: HttpTtsConfig::default(),
         }
@@ -159,6 +162,9 @@ pub fn validate(cfg: &TtsConfig) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     let mut err = |key: &str, msg: String| errors.push((key.to_owned(), msg));
 
+    if cfg.memory_cache_mb > 65_536 {
+        err("tts.memory_cache_mb", "must be 0..=65536".into());
+    }
     let espeak = &cfg.espeak;
     if espeak.binary.as_os_str().is_empty() {
         err("tts.espeak.binary", "must not be empty".into());
@@ -225,7 +231,7 @@ pub fn build_provider(cfg: &TtsConfig) -> Result<Box<dyn TtsProvider>, TtsError>
 
 /// The cache for `cfg`, memory-only when `cache_dir` is empty.
 pub fn build_cache(cfg: &TtsConfig) -> Result<TtsCache, TtsError> {
-    TtsCache::new(cfg.cache_dir())
+    TtsCache::new(cfg.cache_dir()).map(|c| c.with_memory_budget(cfg.memory_cache_mb * 1024 * 1024))
 }
 
 fn default_language() -> String {

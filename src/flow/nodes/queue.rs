@@ -15,6 +15,7 @@ use crate::flow::model::{NodeKind, QueueNode};
 use crate::queue::acd::{Left, Refused};
 use crate::queue::announce::{self, Language};
 use crate::queue::QueueConfig;
+use crate::telemetry::names;
 use crate::tts::TtsRequest;
 
 pub async fn run(node: &QueueNode, cx: &mut FlowCx) -> Result<Next, Ended> {
@@ -125,10 +126,12 @@ pub(crate) async fn wait(
                 match cx.speech(&TtsRequest::new(text, language.code())).await {
                     // Said now; the next one replaces it before it repeats.
                     Ok(said) => {
+                        metrics::counter!(names::QUEUE_ANNOUNCEMENTS, "queue" => queue.to_string(), "result" => "said").increment(1);
                         cx.hold(Some(said), Some(interval * 2), music.clone())?;
                         held = true;
                     }
                     Err(e) => {
+                        metrics::counter!(names::QUEUE_ANNOUNCEMENTS, "queue" => queue.to_string(), "result" => "not_rendered").increment(1);
                         tracing::warn!(on = %cx.label, %queue, %e, "queue: announcement not rendered")
                     }
                 }
