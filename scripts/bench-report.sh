@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One-command benchmark report: the criterion suites, a CPS sweep
 # (benches/sipp-load.sh), a concurrency sweep with the RTP receiver
-# (benches/rtp-load.sh) and, with --soak, the soak (benches/soak.sh).
+# (benches/rtp-load.sh), web calls under real load (str0m peers,
+# benches/signalling-latency.sh web) and, with --soak, the soak
+# (benches/soak.sh); the page opens with issue 19's targets, each judged
+# from the steps that measure it.
 # Writes target/bench-report/index.html (tables and SVG plots, one
 # self-contained page), results.json and each step's log.
 #
@@ -20,6 +23,7 @@ missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v bc >/dev/null 2>&1 || missing+=(bc)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

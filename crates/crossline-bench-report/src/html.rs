@@ -85,6 +85,19 @@ pub fn page(
         }
         out.push_str("</table>");
     }
+    out.push_str("<h2>Targets</h2>");
+    table(
+        &mut out,
+        &["figure", "target", "measured", "met"],
+        results.targets().into_iter().map(|t| {
+            let met = match t.met {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "–",
+            };
+            vec![t.figure, t.target, t.measured, met.into()]
+        }),
+    );
     out.push_str("<h2>Plots</h2>");
     for (title, svg) in plots {
         match svg {
@@ -112,6 +125,7 @@ pub fn page(
                 "CPU % of a core",
                 "RSS MB",
                 "KB per call",
+                "µs CPU per packet",
             ],
             results.calls.iter().map(|s| {
                 vec![
@@ -126,6 +140,7 @@ pub fn page(
                     num(s.cpu_pct_of_one_core, 1),
                     num(s.rss_plateau_mb, 1),
                     num(s.rss_per_call_kb, 1),
+                    num(s.cpu_us_per_packet, 2),
                 ]
             }),
         );
@@ -156,6 +171,30 @@ pub fn page(
                     num(s.setup_p99_ms, 1),
                     num(s.cpu_pct_of_one_core, 0),
                     num(s.peak_rss_mb, 1),
+                ]
+            }),
+        );
+    }
+    if !results.web.is_empty() {
+        out.push_str("<h2>Web calls under real load</h2>");
+        table(
+            &mut out,
+            &[
+                "legs",
+                "up",
+                "CPU % of a core",
+                "Opus packets/s back",
+                "legs per core",
+                "OPTIONS p99 ms",
+            ],
+            results.web.iter().map(|s| {
+                vec![
+                    s.legs.to_string(),
+                    s.active.to_string(),
+                    num(s.cpu_pct_of_one_core, 0),
+                    num(s.opus_back_per_s, 0),
+                    num(s.legs_per_core, 0),
+                    num(s.options_p99_ms, 1),
                 ]
             }),
         );

@@ -46,13 +46,17 @@ struct Args {
     /// Setup rate while the concurrency sweep ramps up.
     #[arg(long, default_value_t = 250)]
     ramp_rate: u32,
+    /// Web calls under real load (str0m peers through the web-call path)
+    /// for the WebRTC step: legs per run.
+    #[arg(long, value_delimiter = ',', default_value = "100,200")]
+    web_legs: Vec<u32>,
     /// Run benches/soak.sh too (long: 100,000 calls in waves, ~5 minutes).
     #[arg(long)]
     soak: bool,
     /// Plot a soak CSV from an earlier benches/soak.sh run.
     #[arg(long, value_name = "CSV")]
     soak_csv: Option<PathBuf>,
-    /// Steps to leave out: criterion, cps, calls.
+    /// Steps to leave out: criterion, cps, calls, web.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Criterion in quick mode (fewer samples; for a first look).
@@ -139,6 +143,9 @@ fn measure(args: &Args) -> Result<Results, String> {
     if !skipped(args, "calls") {
         steps += args.calls.len();
     }
+    if !skipped(args, "web") {
+        steps += args.web_legs.len();
+    }
     if args.soak {
         steps += 1;
     }
@@ -206,6 +213,27 @@ fn measure(args: &Args) -> Result<Results, String> {
                 format!("{calls} calls: incomplete figures (see {})", log.display())
             })?;
             results.calls.push(row);
+            bar.inc(1);
+        }
+    }
+    if !skipped(args, "web") {
+        for &legs in &args.web_legs {
+            bar.set_message(format!("web calls: {legs} str0m legs"));
+            let log = logs.join(format!("web-{legs}.log"));
+            let output = step(
+                Command::new("benches/signalling-latency.sh")
+                    .arg("web")
+                    .env("LEGS", legs.to_string())
+                    .env("COUNT", "1000"),
+                &log,
+            )?;
+            let row = parse::web_run(&output, u64::from(legs)).ok_or_else(|| {
+                format!(
+                    "{legs} web legs: incomplete figures (see {})",
+                    log.display()
+                )
+            })?;
+            results.web.push(row);
             bar.inc(1);
         }
     }

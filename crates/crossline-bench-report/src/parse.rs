@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::results::{CallsStep, CpsStep, CriterionResult, SoakSample};
+use crate::results::{CallsStep, CpsStep, CriterionResult, SoakSample, WebStep};
 
 /// The data row of `sipp-load.sh` for one rate: `offered achieved ok
 /// failed retrans p50_ms p99_ms cpu_% rss_MB`.
@@ -68,6 +68,24 @@ pub fn calls_run(output: &str, offered: u64) -> Option<CallsStep> {
         cpu_pct_of_one_core: value(output, "crossline_cpu_pct_of_one_core")?,
         rss_plateau_mb: value(output, "rss_plateau_kb")? / 1024.0,
         rss_per_call_kb: value(output, "rss_per_call_kb")?,
+        cpu_us_per_packet: value(output, "crossline_cpu_us_per_rtp_packet_sent").unwrap_or(0.0),
+    })
+}
+
+/// The `web` line of `signalling-latency.sh`: `... p99_ms=7.0 ... cpu=70%
+/// web: [all 100 legs up] active=100 opus_back/s=5002 ... legs_per_core=142`.
+pub fn web_run(output: &str, legs: u64) -> Option<WebStep> {
+    let line = output.lines().rev().find(|l| l.starts_with("web "))?;
+    let cpu = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("cpu=")?.trim_end_matches('%').parse().ok())?;
+    Some(WebStep {
+        legs,
+        active: value(line, "active")? as u64,
+        cpu_pct_of_one_core: cpu,
+        opus_back_per_s: value(line, "opus_back/s")?,
+        legs_per_core: value(line, "legs_per_core")?,
+        options_p99_ms: value(line, "p99_ms").unwrap_or(f64::NAN),
     })
 }
 
@@ -182,6 +200,21 @@ mod tests {
         assert_eq!(step.loss_pct, 0.0003);
         assert_eq!(step.cpu_pct_of_one_core, 120.5);
         assert_eq!(step.rss_per_call_kb, 10.0);
+    }
+
+    #[test]
+    fn reads_a_web_run() {
+        let out = "condition result\n\
+            web     sent=1000 answered=1000 lost=0 non200=0 p50_ms=0.215 p90_ms=1.180 p99_ms=7.039 \
+            max_ms=13.152 cpu=70% web: [all 100 legs up] active=100 opus_back/s=5002 \
+            transcode_dropped=[result:0] legs_per_core=142\n";
+        let step = web_run(out, 100).unwrap();
+        assert_eq!(step.active, 100);
+        assert_eq!(step.cpu_pct_of_one_core, 70.0);
+        assert_eq!(step.opus_back_per_s, 5002.0);
+        assert_eq!(step.legs_per_core, 142.0);
+        assert_eq!(step.options_p99_ms, 7.039);
+        assert!(web_run("web     sent=0 cpu=0% web: [legs up: 0 of 100]\n", 100).is_none());
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct Results {
     /// Soak samples, in order.
     #[serde(default)]
     pub soak: Vec<SoakSample>,
+    /// Web calls under real load, one step per number of legs.
+    #[serde(default)]
+    pub web: Vec<WebStep>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -72,6 +75,35 @@ pub struct CallsStep {
     pub cpu_pct_of_one_core: f64,
     pub rss_plateau_mb: f64,
     pub rss_per_call_kb: f64,
+    /// crossline's CPU (user + system) per RTP packet it sent, µs.
+    #[serde(default)]
+    pub cpu_us_per_packet: f64,
+}
+
+/// One `benches/signalling-latency.sh web` run: str0m peers talking to
+/// crossline through its web-call path.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WebStep {
+    pub legs: u64,
+    /// Web calls up at crossline.
+    pub active: u64,
+    pub cpu_pct_of_one_core: f64,
+    /// Opus packets a second back to the peers (50 per leg when none is
+    /// lost).
+    pub opus_back_per_s: f64,
+    pub legs_per_core: f64,
+    /// OPTIONS round trip p99 meanwhile.
+    pub options_p99_ms: f64,
+}
+
+/// One row of the report's targets table (issue 19's targets).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub figure: String,
+    pub target: String,
+    pub measured: String,
+    /// `None` when this run didn't measure it.
+    pub met: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -157,6 +189,13 @@ impl Results {
                 Better::Lower,
             ));
         }
+        for s in &self.web {
+            out.push((
+                format!("{} web legs: legs per core", s.legs),
+                s.legs_per_core,
+                Better::Higher,
+            ));
+        }
         if let (Some(first), Some(last)) = (self.soak.first(), self.soak.last()) {
             out.push((
                 "soak: RSS at the end above idle (MB)".into(),
@@ -164,6 +203,121 @@ impl Results {
                 Better::Lower,
             ));
         }
+        out
+    }
+
+    /// The `sendmmsg` loopback floor per datagram, ns (criterion's
+    /// `udp_send/sendmmsg_one_socket_1000`, 1,000 datagrams an iteration).
+    pub fn sendmmsg_floor_ns(&self) -> Option<f64> {
+        self.criterion
+            .iter()
+            .find(|c| c.id == "udp_send/sendmmsg_one_socket_1000")
+            .map(|c| c.mean_ns / 1000.0)
+    }
+
+    /// The performance targets, each against what this run measured.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut out = Vec::new();
+        let row = |figure: &str, target: &str, measured: Option<(String, bool)>| Target {
+            figure: figure.into(),
+            target: target.into(),
+            met: measured.as_ref().map(|(_, ok)| *ok),
+            measured: measured.map_or_else(|| "not measured in this run".into(), |(m, _)| m),
+        };
+        let hold = self.calls.iter().find(|s| s.offered == 6000);
+        out.push(row(
+            "6,000 concurrent G.711 hold calls",
+            "all up, 0 loss, p99 |Δ − 20 ms| ≤ 1 ms, p99.9 ≤ 2 ms",
+            hold.map(|s| {
+                (
+                    format!(
+                        "{} up, loss {:.4} %, p99 {:.2} ms, p99.9 {:.2} ms",
+                        s.active, s.loss_pct, s.jitter_p99_ms, s.jitter_p999_ms
+                    ),
+                    s.active >= 6000
+                        && s.loss_pct == 0.0
+                        && s.jitter_p99_ms <= 1.0
+                        && s.jitter_p999_ms <= 2.0,
+                )
+            }),
+        ));
+        let busiest = self
+            .calls
+            .iter()
+            .filter(|s| s.cpu_us_per_packet > 0.0)
+            .max_by_key(|s| s.offered);
+        out.push(row(
+            "CPU per RTP packet sent",
+            "≤ 1.3 × the sendmmsg loopback floor",
+            busiest.zip(self.sendmmsg_floor_ns()).map(|(s, floor)| {
+                let ratio = s.cpu_us_per_packet * 1000.0 / floor;
+                (
+                    format!(
+                        "{:.2} µs at {} calls, floor {:.2} µs: {ratio:.2} ×",
+                        s.cpu_us_per_packet,
+                        s.offered,
+                        floor / 1000.0
+                    ),
+                    ratio <= 1.3,
+                )
+            }),
+        ));
+        let cps = self.cps.iter().find(|s| s.offered >= 2000.0);
+        out.push(row(
+            "call setups per second",
+            "2,000 CPS: 0 failed, 0 retransmissions, p99 INVITE→200 ≤ 20 ms",
+            cps.map(|s| {
+                (
+                    format!(
+                        "{:.0} achieved, {} failed, {} retransmissions, p99 {:.0} ms",
+                        s.achieved, s.failed, s.retransmissions, s.setup_p99_ms
+                    ),
+                    s.achieved >= 0.98 * s.offered
+                        && s.failed == 0
+                        && s.retransmissions == 0
+                        && s.setup_p99_ms <= 20.0,
+                )
+            }),
+        ));
+        let plateau = self.calls.iter().max_by_key(|s| s.offered);
+        out.push(row(
+            "memory per call",
+            "≤ 8 KB RSS per call at plateau",
+            plateau.map(|s| {
+                (
+                    format!("{:.1} KB at {} calls", s.rss_per_call_kb, s.offered),
+                    s.rss_per_call_kb <= 8.0,
+                )
+            }),
+        ));
+        let soak = self.soak.first().zip(self.soak.last());
+        out.push(row(
+            "memory after a soak",
+            "RSS within 10 MB of idle 60 s after 100,000 calls",
+            soak.map(|(first, last)| {
+                let above = last.rss_mb - first.rss_mb;
+                (format!("{above:+.1} MB over idle"), above <= 10.0)
+            }),
+        ));
+        // Only steps where the peers got (nearly) all their audio count.
+        let web = self
+            .web
+            .iter()
+            .filter(|s| s.opus_back_per_s >= 0.95 * 50.0 * s.legs as f64 && s.active == s.legs)
+            .max_by(|a, b| a.legs_per_core.total_cmp(&b.legs_per_core));
+        out.push(row(
+            "WebRTC legs",
+            "≥ 100 per core under real load",
+            web.map(|s| {
+                (
+                    format!(
+                        "{:.0} per core ({} legs, {:.0} % of a core, {:.0} Opus packets/s back)",
+                        s.legs_per_core, s.legs, s.cpu_pct_of_one_core, s.opus_back_per_s
+                    ),
+                    s.legs_per_core >= 100.0,
+                )
+            }),
+        ));
         out
     }
 
@@ -271,6 +425,50 @@ mod tests {
         assert!(changes
             .iter()
             .any(|c| c.figure.contains("loss") && c.regression));
+    }
+
+    #[test]
+    fn targets_are_judged_from_the_steps_that_measure_them() {
+        let mut r = Results {
+            calls: vec![CallsStep {
+                offered: 6000,
+                active: 6000,
+                jitter_p99_ms: 0.8,
+                jitter_p999_ms: 2.5,
+                rss_per_call_kb: 7.0,
+                cpu_us_per_packet: 2.0,
+                ..CallsStep::default()
+            }],
+            criterion: vec![CriterionResult {
+                id: "udp_send/sendmmsg_one_socket_1000".into(),
+                mean_ns: 1_600_000.0,
+            }],
+            web: vec![WebStep {
+                legs: 100,
+                active: 100,
+                opus_back_per_s: 4990.0,
+                legs_per_core: 140.0,
+                ..WebStep::default()
+            }],
+            ..Results::default()
+        };
+        let met = |r: &Results, figure: &str| {
+            r.targets()
+                .into_iter()
+                .find(|t| t.figure.starts_with(figure))
+                .unwrap()
+                .met
+        };
+        // p99.9 over 2 ms fails the hold target; 2.0 / 1.6 µs = 1.25 ×.
+        assert_eq!(met(&r, "6,000"), Some(false));
+        assert_eq!(met(&r, "CPU per RTP"), Some(true));
+        assert_eq!(met(&r, "memory per call"), Some(true));
+        assert_eq!(met(&r, "WebRTC"), Some(true));
+        assert_eq!(met(&r, "call setups"), None);
+        assert_eq!(met(&r, "memory after"), None);
+        // Legs whose audio didn't come back don't count.
+        r.web[0].opus_back_per_s = 3000.0;
+        assert_eq!(met(&r, "WebRTC"), None);
     }
 
     #[test]

@@ -26,6 +26,8 @@ fn results(p99_ms: f64, loss_pct: f64) -> serde_json::Value {
                  "setup_p50_ms": 1.0, "setup_p99_ms": 4.0, "cpu_pct_of_one_core": 30.0, "peak_rss_mb": 40.0,
                  "setup_histogram_pct": [50.0, 30.0, 15.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}],
         "calls": calls,
+        "web": [{"legs": 100, "active": 100, "cpu_pct_of_one_core": 70.0, "opus_back_per_s": 5002.0,
+                 "legs_per_core": 142.0, "options_p99_ms": 7.0}],
         "soak": [{"elapsed_s": 0.0, "phase": "idle", "rss_mb": 16.0, "threads": 9, "fds": 20, "tasks": 12, "calls_active": 0},
                  {"elapsed_s": 100.0, "phase": "wave1", "rss_mb": 60.0, "threads": 9, "fds": 2020, "tasks": 2012, "calls_active": 2000},
                  {"elapsed_s": 200.0, "phase": "after", "rss_mb": 24.0, "threads": 9, "fds": 20, "tasks": 12, "calls_active": 0}]
@@ -73,6 +75,20 @@ fn renders_plots_and_marks_a_regression() {
         page.contains("test CPU") && page.contains("abc1234"),
         "machine and revision shown"
     );
+    // The targets, judged from the steps: the soak ended 8 MB over idle
+    // (met), 10.2 KB per call (not met), no 6,000-call step (not measured).
+    assert!(page.contains("<h2>Targets</h2>"));
+    assert!(
+        page.contains("<td>+8.0 MB over idle</td><td>yes</td>"),
+        "soak target row"
+    );
+    assert!(
+        page.contains("<td>10.2 KB at 4000 calls</td><td>NO</td>"),
+        "memory target row"
+    );
+    assert!(page.contains("<td>not measured in this run</td><td>–</td>"));
+    assert!(page.contains("142 per core (100 legs"), "web target row");
+    assert!(page.contains("<h2>Web calls under real load</h2>"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
             .unwrap();
