@@ -354,9 +354,12 @@ impl<P: PortSource, F> CallControl<P, F> {
             MediaEvent::RtpTimeout(id)
             | MediaEvent::Dtmf(id, _)
             | MediaEvent::SourceFinished(id, _) => CallId(id),
+            // The media engine's own (a stream changing loops).
+            MediaEvent::Detached(_) => return,
         };
         let in_call = self.enter(id);
         match ev {
+            MediaEvent::Detached(_) => {}
             MediaEvent::RtpTimeout(id) => {
                 tracing::info!("RTP timeout: hanging up");
                 let _ = self.endpoint.hangup(now, CallId(id));
