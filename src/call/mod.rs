@@ -18,6 +18,7 @@
 
 mod callback;
 mod identity;
+mod joined;
 mod model;
 mod outbound;
 mod referred;
@@ -339,6 +340,10 @@ impl<P: PortSource, F> CallControl<P, F> {
                 duration_ms,
                 to_agent,
             } => self.start_digits(now, id, &digits, duration_ms, to_agent),
+            CallRequest::Join { with } => {
+                let with = self.flow_call(with);
+                self.join_calls(id, with)
+            }
             CallRequest::Record(action) => {
                 if let Err(e) = self.record(id, action) {
                     tracing::info!(%e, ?action, "flow: recording action refused");
@@ -1409,6 +1414,9 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
         if let Some(transfer) = call.transfer.take() {
             self.caller_left(now, &transfer);
+        }
+        if let Some(other) = call.joined {
+            self.unjoin(other);
         }
         match &call.role {
             Role::Agent { caller, .. } => {
