@@ -713,3 +713,134 @@ fn the_example_app_runs_a_call() {
         gw.log()
     );
 }
+
+/// The app's requests to `path`, once there are `n` (waiting up to 20 s).
+fn wait_for_requests(app: &App, path: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = app.requests_to(path);
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `<Enqueue>` into a queue no config names (made on the fly): the wait
+/// document is asked with QueuePosition=1; a second call's
+/// `<Dial><Queue>` plays the `url` document to the waiting caller, then
+/// bridges the two (the caller hears the agent's 1 kHz tone), until the
+/// Dial's timeLimit. Then the Enqueue action gets QueueResult=bridged and
+/// the Dial action DialCallStatus=completed with the caller's CallSid.
+/// Another caller's wait document says `<Leave/>`: QueueResult=leave. A
+/// `<Dial><Queue>` on the empty queue ends no-answer after its timeout, and
+/// on a queue that never existed, failed.
+#[test]
+fn enqueue_and_dial_queue_bridge_two_calls() {
+    let app = App::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tone = ulaw_tone(dir.path(), 1000, 10);
+    let agent_scenario = dir.path().join("agent.xml");
+    let text = std::fs::read_to_string(scenario("uac_record.xml"))
+        .unwrap()
+        .replace("TONE_FILE", &path_str(&tone))
+        .replace("DTMF_AFTER_MS", "500");
+    std::fs::write(&agent_scenario, text).unwrap();
+    let gw = gateway(&format!(
+        "{}{}{}{}{}",
+        app_route("enq", &app.url("/enqueue"), ""),
+        app_route("agent", &app.url("/dequeue?limit=3"), ""),
+        app_route("leave", &app.url("/enqueue?leave=1"), ""),
+        app_route("empty", &app.url("/dequeue?timeout=5"), ""),
+        app_route("nowhere", &app.url("/dequeue?q=nowhere"), ""),
+    ));
+    let caller = {
+        let args: Vec<String> = ["-sf", &scenario("uac_wait_bye.xml"), &gw.sip_addr()]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-s", "enq", "-m", "1"].map(String::from))
+            .collect();
+        let gw_ref = &gw;
+        std::thread::scope(|s| {
+            let caller = s.spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                capture_call(gw_ref, &args, FIELDS)
+            });
+            let waits = wait_for_requests(&app, "/wait", 1);
+            assert!(!waits.is_empty(), "the wait document was never asked");
+            let run = sipp(
+                &[
+                    "-sf",
+                    &path_str(&agent_scenario),
+                    &gw.sip_addr(),
+                    "-s",
+                    "agent",
+                    "-m",
+                    "1",
+                ],
+                Duration::from_secs(60),
+            );
+            assert!(run.ok(), "agent: {}", run.describe());
+            caller.join().unwrap()
+        })
+    };
+    assert!(caller.run.ok(), "caller: {}", caller.run.describe());
+
+    let wait = &app.requests_to("/wait")[0]["params"];
+    assert_eq!(wait["QueuePosition"], "1", "{wait}");
+    assert_eq!(wait["CurrentQueueSize"], "1");
+    let queue_sid = wait["QueueSid"].as_str().unwrap().to_string();
+    assert!(
+        queue_sid.starts_with("QU") && queue_sid.len() == 34,
+        "{queue_sid}"
+    );
+    assert!(wait["QueueTime"].is_string() && wait["AvgQueueTime"].is_string());
+    let caller_sid = wait["CallSid"].clone();
+    assert!(is_sid(&caller_sid));
+    let agent_sid = app.requests_to("/dequeue")[0]["params"]["CallSid"].clone();
+
+    let about = &app.requests_to("/about-to-connect")[0]["params"];
+    assert_eq!(about["CallSid"], caller_sid, "played on the caller's side");
+    assert_eq!(about["DequeingCallSid"], agent_sid);
+    assert_eq!(about["QueueSid"], queue_sid.as_str());
+
+    let left = &app.requests_to("/enqueue-left")[0]["params"];
+    assert_eq!(left["QueueResult"], "bridged", "{left}");
+    assert_eq!(left["QueueSid"], queue_sid.as_str());
+    assert_eq!(left["CallSid"], caller_sid);
+    let dequeued = &app.requests_to("/dequeued")[0]["params"];
+    assert_eq!(dequeued["DialCallStatus"], "completed", "{dequeued}");
+    assert_eq!(dequeued["DialCallSid"], caller_sid);
+    assert_eq!(dequeued["DialCallDuration"], "3", "timeLimit=3");
+    // Through the bridge the caller heard the agent's tone, about 3 s of
+    // it (nothing else it heard was 1 kHz).
+    let tone_frames = frames(&caller.rows).iter().filter(|f| f.1 > 4000.0).count();
+    assert!(
+        (100..=200).contains(&tone_frames),
+        "the agent's tone through the bridge: {tone_frames} frames"
+    );
+
+    // <Leave/> in the wait document: out of the queue, to the action.
+    let run = caller_waiting(&gw, "leave");
+    assert!(run.ok(), "leave: {}", run.describe());
+    let left = wait_for_requests(&app, "/enqueue-left", 2);
+    assert_eq!(left[1]["params"]["QueueResult"], "leave", "{left:?}");
+
+    // Nobody waits now: no-answer after the Dial's timeout; a queue that
+    // was never made: failed, at once.
+    let started = Instant::now();
+    let run = caller_waiting(&gw, "empty");
+    assert!(run.ok(), "empty: {}", run.describe());
+    within(
+        "an empty queue's Dial",
+        started.elapsed().as_secs_f64(),
+        4.5..9.0,
+    );
+    let run = caller_waiting(&gw, "nowhere");
+    assert!(run.ok(), "nowhere: {}", run.describe());
+    let dequeued = wait_for_requests(&app, "/dequeued", 3);
+    assert_eq!(dequeued[1]["params"]["DialCallStatus"], "no-answer");
+    assert_eq!(dequeued[2]["params"]["DialCallStatus"], "failed");
+    assert!(dequeued[2]["params"].get("DialCallSid").is_none());
+    app.assert_all_signed();
+}

@@ -9,6 +9,8 @@
 //! without one, the caller hears the configured error prompt and the call
 //! hangs up. Never silence.
 
+pub(super) mod queue;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -368,7 +370,17 @@ impl Session {
             VerbKind::Connect(c) => super::voice_ai::connect(cx, &self.call_sid, c, base).await?,
             VerbKind::Start(s) => Ok(super::voice_ai::start(cx, &self.call_sid, s).await?),
             VerbKind::Stop { name } => Ok(super::voice_ai::stop(cx, name.as_deref())?),
-            VerbKind::Dial(d) => self.dial(cx, d, base).await?,
+            VerbKind::Dial(d) => match d.targets.as_slice() {
+                [DialTarget::Queue { name, url, method }] => {
+                    self.dial_queue(cx, d, (name, url.as_deref(), *method), base)
+                        .await?
+                }
+                _ => self.dial(cx, d, base).await?,
+            },
+            // Boxed: its wait documents run verbs again.
+            VerbKind::Enqueue(q) => Box::pin(self.enqueue(cx, q, base)).await?,
+            // Outside a waitUrl document there is no queue to leave.
+            VerbKind::Leave => Ok(Step::Next),
             VerbKind::Hangup => {
                 cx.hangup()?;
                 Ok(Step::End)
@@ -655,6 +667,10 @@ impl Session {
                     targets.push((uri.to_string(), send_digits.clone()));
                 }
                 DialTarget::Sip(uri) => targets.push((sip_target(uri)?, None)),
+                // The parser keeps a <Queue> alone in its <Dial>.
+                DialTarget::Queue { .. } => {
+                    return Err(AppError::new("bad_dial", "<Queue> with other nouns"))
+                }
             }
         }
         Ok(DialPlan { targets, trunk })
