@@ -732,7 +732,8 @@ fn wait_for_requests(app: &App, path: &str, n: usize) -> Vec<Value> {
 /// bridges the two (the caller hears the agent's 1 kHz tone), until the
 /// Dial's timeLimit. Then the Enqueue action gets QueueResult=bridged and
 /// the Dial action DialCallStatus=completed with the caller's CallSid.
-/// Another caller's wait document says `<Leave/>`: QueueResult=leave. A
+/// Another caller's wait document says `<Leave/>`: QueueResult=leave; one
+/// who hangs up while waiting: QueueResult=hangup. A
 /// `<Dial><Queue>` on the empty queue ends no-answer after its timeout, and
 /// on a queue that never existed, failed.
 #[test]
@@ -825,6 +826,29 @@ fn enqueue_and_dial_queue_bridge_two_calls() {
     assert!(run.ok(), "leave: {}", run.describe());
     let left = wait_for_requests(&app, "/enqueue-left", 2);
     assert_eq!(left[1]["params"]["QueueResult"], "leave", "{left:?}");
+
+    // A caller hanging up while waiting: the action still hears it.
+    let run = sipp(
+        &[
+            "-sf",
+            &scenario("uac_hang_up.xml"),
+            &gw.sip_addr(),
+            "-s",
+            "enq",
+            "-m",
+            "1",
+            "-d",
+            "3000",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok(), "hang-up: {}", run.describe());
+    let left = wait_for_requests(&app, "/enqueue-left", 3);
+    let p = &left[2]["params"];
+    assert_eq!(p["QueueResult"], "hangup", "{p}");
+    assert_eq!(p["CallStatus"], "completed");
+    let waited: u64 = p["QueueTime"].as_str().unwrap().parse().unwrap();
+    assert!((2..=4).contains(&waited), "waited {waited} s");
 
     // Nobody waits now: no-answer after the Dial's timeout; a queue that
     // was never made: failed, at once.

@@ -11,6 +11,7 @@
 
 pub(super) mod queue;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,7 @@ async fn race<T>(
     work: impl std::future::Future<Output = Result<T, Ended>>,
     interrupts: &mut tokio::sync::mpsc::UnboundedReceiver<super::live::AppTarget>,
     agent: Option<crate::flow::interp::Requester>,
+    redirecting: &AtomicBool,
 ) -> Result<Raced<T>, Ended> {
     tokio::pin!(work);
     let mut queued = None;
@@ -102,7 +104,11 @@ async fn race<T>(
                     agent.send(CallRequest::HangUpAgent)?;
                     queued = Some(target);
                 }
-                None => return Ok(Raced::Redirected(Request::of(target))),
+                None => {
+                    // Whatever `work` leaves behind as it drops may ask.
+                    redirecting.store(true, Ordering::Relaxed);
+                    return Ok(Raced::Redirected(Request::of(target)));
+                }
             },
         }
     }
@@ -135,6 +141,7 @@ pub async fn run(app: &AppConfig, cx: &mut FlowCx) -> Result<(), Ended> {
         apps,
         call_sid,
         fallback: None,
+        redirecting: AtomicBool::new(false),
     };
     let first = match (
         &app.twiml,
@@ -164,6 +171,9 @@ struct Session {
     call_sid: String,
     /// Taken when used: the fallback is asked once per call.
     fallback: Option<Request>,
+    /// The Calls API is moving the call on (a verb dropped for it is not
+    /// a hang-up).
+    redirecting: AtomicBool,
 }
 
 impl Session {
@@ -186,18 +196,19 @@ impl Session {
                 idle = 0;
                 continue;
             }
-            let verbs = match race(self.document(cx, &req), interrupts, None).await? {
-                Raced::Done(Ok(verbs)) => verbs,
-                Raced::Done(Err(e)) => {
-                    pending = self.failed(cx, e, &req.url).await?;
-                    continue;
-                }
-                Raced::Redirected(next) => {
-                    pending = Some(self.redirected(cx, next)?);
-                    idle = 0;
-                    continue;
-                }
-            };
+            let verbs =
+                match race(self.document(cx, &req), interrupts, None, &self.redirecting).await? {
+                    Raced::Done(Ok(verbs)) => verbs,
+                    Raced::Done(Err(e)) => {
+                        pending = self.failed(cx, e, &req.url).await?;
+                        continue;
+                    }
+                    Raced::Redirected(next) => {
+                        pending = Some(self.redirected(cx, next)?);
+                        idle = 0;
+                        continue;
+                    }
+                };
             for verb in &verbs {
                 if verb.kind.needs_media() {
                     cx.answer().await?;
@@ -206,7 +217,14 @@ impl Session {
                     VerbKind::Dial(_) => Some(cx.requester()?),
                     _ => None,
                 };
-                let done = match race(self.verb(cx, verb, &req.url), interrupts, agent).await? {
+                let done = match race(
+                    self.verb(cx, verb, &req.url),
+                    interrupts,
+                    agent,
+                    &self.redirecting,
+                )
+                .await?
+                {
                     Raced::Done(done) => done,
                     Raced::Redirected(next) => {
                         pending = Some(self.redirected(cx, next)?);
@@ -238,6 +256,7 @@ impl Session {
 
     /// The Calls API moved the call on: whatever played stops now.
     fn redirected(&self, cx: &mut FlowCx, next: Request) -> Result<Request, Ended> {
+        self.redirecting.store(false, Ordering::Relaxed);
         tracing::info!("webhook app: redirected through the Calls API");
         metrics::counter!(names::TWIML_API_REDIRECTS).increment(1);
         if cx.answered()? {

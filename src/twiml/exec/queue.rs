@@ -53,6 +53,55 @@ impl Drop for Listed<'_> {
     }
 }
 
+/// Armed while the caller waits: if the wait is dropped there (the call
+/// ended, or the Calls API redirected it), the action still hears why
+/// (`QueueResult` hangup or redirected; bridged once bridged), as on
+/// Twilio, from a task of its own. Its answer is not run.
+struct HangupAction<'a> {
+    apps: std::sync::Arc<crate::twiml::Apps>,
+    request: Option<Request>,
+    joined: Instant,
+    redirecting: &'a std::sync::atomic::AtomicBool,
+}
+
+impl HangupAction<'_> {
+    /// Bridged: the call ending now is the end of a bridged call.
+    fn bridged(&mut self) {
+        for (name, value) in self.request.iter_mut().flat_map(|r| r.extra.iter_mut()) {
+            if name == "QueueResult" {
+                *value = QueueResult::Bridged.as_str().into();
+            }
+        }
+    }
+}
+
+impl Drop for HangupAction<'_> {
+    fn drop(&mut self) {
+        let (Some(mut req), Ok(rt)) = (self.request.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let redirected = self.redirecting.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, value) in &mut req.extra {
+            match name.as_str() {
+                "CallStatus" if !redirected => *value = "completed".into(),
+                "QueueResult" if redirected => {
+                    *value = match value.as_str() {
+                        "bridged" => "redirected-from-bridged".into(),
+                        _ => "redirected".into(),
+                    }
+                }
+                "QueueTime" => *value = self.joined.elapsed().as_secs().to_string(),
+                _ => {}
+            }
+        }
+        let apps = self.apps.clone();
+        rt.spawn(async move {
+            let _ = apps.document(&req.url, req.method, &req.extra).await;
+        });
+    }
+}
+
 /// What a dequeued caller hears from the call that took it.
 struct Pulled {
     by_sid: String,
@@ -76,6 +125,7 @@ pub(super) fn queue_sid(name: &str) -> String {
 enum QueueResult {
     Bridged,
     Leave,
+    Hangup,
     Error,
 }
 
@@ -84,6 +134,7 @@ impl QueueResult {
         match self {
             QueueResult::Bridged => "bridged",
             QueueResult::Leave => "leave",
+            QueueResult::Hangup => "hangup",
             QueueResult::Error => "error",
         }
     }
@@ -126,6 +177,20 @@ impl Session {
         let (pull_tx, mut pulled) = oneshot::channel();
         self.apps.dequeueable.lock().insert(entry, pull_tx);
         let _listed = Listed(&self.apps.dequeueable, entry);
+        let mut hangup = HangupAction {
+            apps: self.apps.clone(),
+            request: match self.left_queue(q, base, QueueResult::Hangup, &queue_sid, joined) {
+                Ok(Step::Fetch(mut req)) => {
+                    let mut params = self.params(cx)?;
+                    params.append(&mut req.extra);
+                    req.extra = params;
+                    Some(req)
+                }
+                _ => None,
+            },
+            joined,
+            redirecting: &self.redirecting,
+        };
         tracing::info!(queue = %q.name, "<Enqueue>: caller waiting");
         let result = loop {
             let event = {
@@ -139,6 +204,7 @@ impl Session {
             match event {
                 Event::Wait(Waiting::Leave) => break QueueResult::Leave,
                 Event::Wait(Waiting::Hangup) => {
+                    hangup.request = None;
                     ticket.finish(Left::Abandoned);
                     cx.hangup()?;
                     return Ok(Ok(Step::End));
@@ -150,7 +216,7 @@ impl Session {
                 }
                 Event::Offer(Some(offer)) => {
                     if self
-                        .ring_agents(cx, &q.name, offer.agents, &mut ticket)
+                        .ring_agents(cx, &q.name, offer.agents, &mut ticket, &mut hangup)
                         .await?
                     {
                         break QueueResult::Bridged;
@@ -158,10 +224,12 @@ impl Session {
                 }
                 Event::Offer(None) | Event::Pulled(None) => break QueueResult::Error,
                 Event::Pulled(Some(pull)) => {
+                    hangup.bridged();
                     break self.dequeued(cx, pull, &queue_sid).await?;
                 }
             }
         };
+        hangup.request = None;
         ticket.finish(match result {
             QueueResult::Bridged => Left::Withdrawn,
             _ => Left::Abandoned,
@@ -311,6 +379,7 @@ impl Session {
         queue: &str,
         agents: Vec<String>,
         ticket: &mut crate::queue::Ticket,
+        hangup: &mut HangupAction<'_>,
     ) -> Result<bool, Ended> {
         let ring_timeout = cx
             .services
@@ -330,6 +399,7 @@ impl Session {
         match cx.transfer(req).await? {
             TransferEvent::Bridged { target } => {
                 ticket.ring_result(Some(&target));
+                hangup.bridged();
                 tracing::info!(%queue, agent = %target, "<Enqueue>: an agent answered");
                 while cx.next_transfer_event().await? != TransferEvent::AgentHungUp {}
                 Ok(true)
