@@ -985,6 +985,22 @@ mod tests {
     use super::*;
     use crate::record_tap::RecordFrame;
 
+    /// A PCMU stream playing silence to `remote`, from a fresh socket.
+    fn silent_pcmu(id: StreamId, remote: SocketAddr) -> StreamSpec {
+        StreamSpec {
+            id,
+            socket: UdpSocket::bind("127.0.0.1:0").unwrap(),
+            rtcp_socket: None,
+            telephone_event_pt: None,
+            remote,
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            frames_per_packet: 1,
+            source: Source::Silence,
+            rtp_timeout: Duration::ZERO,
+        }
+    }
+
     /// SSRC, sequence and timestamp of the first packet of the first stream
     /// started on loop `index` seeded with `seed`.
     fn first_stream_start(index: usize, seed: Option<u64>) -> (u32, u16, u32) {
@@ -996,18 +1012,7 @@ mod tests {
         };
         let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let mut handle = spawn(index, 16, options, ev_tx).unwrap();
-        let spec = StreamSpec {
-            id: 1,
-            socket: UdpSocket::bind("127.0.0.1:0").unwrap(),
-            rtcp_socket: None,
-            telephone_event_pt: None,
-            remote: rx.local_addr().unwrap(),
-            encoding: Encoding::Pcmu,
-            payload_type: 0,
-            frames_per_packet: 1,
-            source: Source::Silence,
-            rtp_timeout: Duration::ZERO,
-        };
+        let spec = silent_pcmu(1, rx.local_addr().unwrap());
         assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
         let mut buf = [0u8; 512];
         let (n, _) = rx.recv_from(&mut buf).unwrap();
@@ -1025,18 +1030,7 @@ mod tests {
         let (ev_tx, ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let mut from = spawn(0, 16, LoopOptions::default(), ev_tx.clone()).unwrap();
         let mut to = spawn(1, 16, LoopOptions::default(), ev_tx).unwrap();
-        let spec = StreamSpec {
-            id: 7,
-            socket: UdpSocket::bind("127.0.0.1:0").unwrap(),
-            rtcp_socket: None,
-            telephone_event_pt: None,
-            remote: peer.local_addr().unwrap(),
-            encoding: Encoding::Pcmu,
-            payload_type: 0,
-            frames_per_packet: 1,
-            source: Source::Silence,
-            rtp_timeout: Duration::ZERO,
-        };
+        let spec = silent_pcmu(7, peer.local_addr().unwrap());
         assert!(from.send(Command::Start(Box::new(spec))).is_ok());
         let mut buf = [0u8; 512];
         let (n, sender) = peer.recv_from(&mut buf).unwrap();
