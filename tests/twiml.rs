@@ -247,12 +247,21 @@ fn reject_refuses_the_call_unanswered() {
 
 /// A SIPp UAS running `scenario_text` on a free port, in the background.
 fn uas(scenario_text: String, dir: &std::path::Path) -> (u16, std::thread::JoinHandle<Sipp>) {
+    uas_calls(scenario_text, dir, 1)
+}
+
+/// [`uas`] for `calls` calls.
+fn uas_calls(
+    scenario_text: String,
+    dir: &std::path::Path,
+    calls: u32,
+) -> (u16, std::thread::JoinHandle<Sipp>) {
     let port = free_port();
     let file = dir.join(format!("uas{port}.xml"));
     std::fs::write(&file, scenario_text).unwrap();
     let handle = std::thread::spawn(move || {
         sipp_on(
-            &["-sf", &path_str(&file), "-m", "1"],
+            &["-sf", &path_str(&file), "-m", &calls.to_string()],
             Duration::from_secs(60),
             port,
             free_port(),
@@ -866,5 +875,65 @@ fn enqueue_and_dial_queue_bridge_two_calls() {
     assert_eq!(dequeued[1]["params"]["DialCallStatus"], "no-answer");
     assert_eq!(dequeued[2]["params"]["DialCallStatus"], "failed");
     assert!(dequeued[2]["params"].get("DialCallSid").is_none());
+    app.assert_all_signed();
+}
+
+/// `<Enqueue>` without a waitUrl into a configured queue: its SIPp agent
+/// rings for the callers in turn; the second hears its place announced
+/// while the first talks, and both actions get QueueResult=bridged.
+#[test]
+fn enqueue_into_a_configured_queue_rings_its_agents() {
+    let app = App::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Answers two calls (rings 2 s, talks 3 s, hangs up).
+    let (agent_port, agent) = uas_calls(
+        std::fs::read_to_string(scenario("uas_agent.xml")).unwrap(),
+        dir.path(),
+        2,
+    );
+    let sipp_agent = agent_port.to_string();
+    let gw = gateway(&format!(
+        "[[queues]]\nname = \"sales\"\nagents = [{{ target = \"sip:agent@127.0.0.1:{agent_port}\" }}]\n\
+         announce_interval_secs = 2\nwrap_up_secs = 1\n\n{}",
+        app_route("sales", &app.url("/enqueue?q=sales&nowait=1"), ""),
+    ));
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let gw_addr = gw.sip_addr();
+            let caller = std::thread::spawn(move || {
+                sipp(
+                    &[
+                        "-sf",
+                        &scenario("uac_wait_bye.xml"),
+                        &gw_addr,
+                        "-s",
+                        "sales",
+                        "-m",
+                        "1",
+                    ],
+                    Duration::from_secs(60),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            caller
+        })
+        .collect();
+    for (i, c) in callers.into_iter().enumerate() {
+        let run = c.join().unwrap();
+        assert!(run.ok(), "caller {i}: {}", run.describe());
+    }
+    let run = agent.join().unwrap();
+    assert!(run.ok(), "agent {sipp_agent}: {}", run.describe());
+    let log = gw.log();
+    assert!(
+        log.contains("<Enqueue>: announcing the place")
+            && log.contains("You are number 1 in the queue."),
+        "the second caller hears its place:\n{log}"
+    );
+    let left = wait_for_requests(&app, "/enqueue-left", 2);
+    for l in &left {
+        assert_eq!(l["params"]["QueueResult"], "bridged", "{l}");
+    }
+    assert_eq!(app.requests_to("/wait").len(), 0, "no waitUrl");
     app.assert_all_signed();
 }

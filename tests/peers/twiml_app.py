@@ -270,6 +270,9 @@ class App(BaseHTTPRequestHandler):
     def app_enqueue(self, query, form):
         r = VoiceResponse()
         wait = "/wait?leave=1" if query.get("leave") else "/wait"
+        if query.get("nowait"):
+            # The queue's own music and announcements.
+            wait = None
         r.enqueue(query.get("q", "support"), action="/enqueue-left", wait_url=wait)
         return r
 

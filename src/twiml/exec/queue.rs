@@ -362,6 +362,7 @@ impl Session {
         loop {
             if let Some((place, wait)) = queues.position(entry) {
                 let text = announce::position(language, place, wait);
+                tracing::info!(%queue, %text, "<Enqueue>: announcing the place");
                 match cx.speech(&TtsRequest::new(text, language.code())).await {
                     Ok(said) => cx.hold(Some(said), Some(interval * 2), music.clone())?,
                     Err(e) => tracing::warn!(%queue, %e, "<Enqueue>: announcement not rendered"),
