@@ -742,7 +742,8 @@ fn wait_for_requests(app: &App, path: &str, n: usize) -> Vec<Value> {
 /// Dial's timeLimit. Then the Enqueue action gets QueueResult=bridged and
 /// the Dial action DialCallStatus=completed with the caller's CallSid.
 /// Another caller's wait document says `<Leave/>`: QueueResult=leave; one
-/// who hangs up while waiting: QueueResult=hangup. A
+/// who hangs up while waiting: QueueResult=hangup; a wait document with
+/// a verb it may not hold: QueueResult=error. A
 /// `<Dial><Queue>` on the empty queue ends no-answer after its timeout, and
 /// on a queue that never existed, failed.
 #[test]
@@ -757,12 +758,13 @@ fn enqueue_and_dial_queue_bridge_two_calls() {
         .replace("DTMF_AFTER_MS", "500");
     std::fs::write(&agent_scenario, text).unwrap();
     let gw = gateway(&format!(
-        "{}{}{}{}{}",
+        "{}{}{}{}{}{}",
         app_route("enq", &app.url("/enqueue"), ""),
         app_route("agent", &app.url("/dequeue?limit=3"), ""),
         app_route("leave", &app.url("/enqueue?leave=1"), ""),
         app_route("empty", &app.url("/dequeue?timeout=5"), ""),
         app_route("nowhere", &app.url("/dequeue?q=nowhere"), ""),
+        app_route("badwait", &app.url("/enqueue?bad=1"), ""),
     ));
     let caller = {
         let args: Vec<String> = ["-sf", &scenario("uac_wait_bye.xml"), &gw.sip_addr()]
@@ -858,6 +860,12 @@ fn enqueue_and_dial_queue_bridge_two_calls() {
     assert_eq!(p["CallStatus"], "completed");
     let waited: u64 = p["QueueTime"].as_str().unwrap().parse().unwrap();
     assert!((2..=4).contains(&waited), "waited {waited} s");
+
+    // A wait document holding a <Dial>: an app error, QueueResult=error.
+    let run = caller_waiting(&gw, "badwait");
+    assert!(run.ok(), "bad wait document: {}", run.describe());
+    let left = wait_for_requests(&app, "/enqueue-left", 4);
+    assert_eq!(left[3]["params"]["QueueResult"], "error", "{left:?}");
 
     // Nobody waits now: no-answer after the Dial's timeout; a queue that
     // was never made: failed, at once.

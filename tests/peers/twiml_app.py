@@ -270,6 +270,8 @@ class App(BaseHTTPRequestHandler):
     def app_enqueue(self, query, form):
         r = VoiceResponse()
         wait = "/wait?leave=1" if query.get("leave") else "/wait"
+        if query.get("bad"):
+            wait = "/wait?bad=1"
         if query.get("nowait"):
             # The queue's own music and announcements.
             wait = None
@@ -281,6 +283,10 @@ class App(BaseHTTPRequestHandler):
         if query.get("leave"):
             r.say("The line is closed.")
             r.leave()
+        elif query.get("bad"):
+            # No <Dial> in a wait document.
+            r.say("Hold on.")
+            r.dial("+15550001111")
         else:
             r.say("Please hold.")
             r.pause(length=2)

@@ -147,6 +147,16 @@ enum Waiting {
     Failed(AppError),
 }
 
+/// How a waitUrl or `<Queue url>` document ended.
+enum Ran {
+    Out,
+    /// `<Redirect>`: the caller asks it with its own parameters.
+    Redirect(reqwest::Url, Method),
+    Leave,
+    Hangup,
+    Failed(AppError),
+}
+
 /// What ended the wait first.
 enum Event {
     Wait(Waiting),
@@ -299,43 +309,61 @@ impl Session {
         let mut req = Request::to(wait_url.clone(), q.wait_method, params());
         loop {
             let started = Instant::now();
-            let verbs = match self.document(cx, &req).await? {
-                Ok(v) => v,
-                Err(e) => return Ok(Waiting::Failed(e)),
+            let next = match self.run_restricted(cx, &req, true).await? {
+                Ran::Out => None,
+                Ran::Redirect(url, method) => Some(Request::to(url, method, params())),
+                Ran::Leave => return Ok(Waiting::Leave),
+                Ran::Hangup => return Ok(Waiting::Hangup),
+                Ran::Failed(e) => return Ok(Waiting::Failed(e)),
             };
-            let mut next = None;
-            for verb in &verbs {
-                match &verb.kind {
-                    VerbKind::Say(_) | VerbKind::Play(_) | VerbKind::Pause(_) => {
-                        if let Err(e) = self.verb(cx, verb, &req.url).await? {
-                            return Ok(Waiting::Failed(e));
-                        }
-                    }
-                    VerbKind::Redirect { url, method } => {
-                        match resolve(&req.url, url) {
-                            Ok(url) => next = Some(Request::to(url, *method, params())),
-                            Err(e) => return Ok(Waiting::Failed(e)),
-                        }
-                        break;
-                    }
-                    VerbKind::Leave => return Ok(Waiting::Leave),
-                    VerbKind::Hangup => return Ok(Waiting::Hangup),
-                    _ => {
-                        return Ok(Waiting::Failed(AppError::new(
-                            "bad_twiml",
-                            format!(
-                                "line {}: a waitUrl document holds Play, Say, Pause, Redirect, Leave and Hangup only",
-                                verb.line
-                            ),
-                        )))
-                    }
-                }
-            }
             // Ran out (or redirected): asked again, never in a tight loop.
             cx.sleep(WAIT_DOCUMENT_PACE.saturating_sub(started.elapsed()))
                 .await?;
             req = next.unwrap_or_else(|| Request::to(wait_url.clone(), q.wait_method, params()));
         }
+    }
+
+    /// Run one document of the kinds that may hold only `<Play>`, `<Say>`,
+    /// `<Pause>` and `<Redirect>` (a `<Queue url>`'s), and in a waitUrl's
+    /// (`in_queue`) `<Leave>` and `<Hangup>` too.
+    async fn run_restricted(
+        &self,
+        cx: &mut FlowCx,
+        req: &Request,
+        in_queue: bool,
+    ) -> Result<Ran, Ended> {
+        let verbs = match self.document(cx, req).await? {
+            Ok(v) => v,
+            Err(e) => return Ok(Ran::Failed(e)),
+        };
+        for verb in &verbs {
+            match &verb.kind {
+                VerbKind::Say(_) | VerbKind::Play(_) | VerbKind::Pause(_) => {
+                    if let Err(e) = self.verb(cx, verb, &req.url).await? {
+                        return Ok(Ran::Failed(e));
+                    }
+                }
+                VerbKind::Redirect { url, method } => {
+                    return Ok(match resolve(&req.url, url) {
+                        Ok(url) => Ran::Redirect(url, *method),
+                        Err(e) => Ran::Failed(e),
+                    })
+                }
+                VerbKind::Leave if in_queue => return Ok(Ran::Leave),
+                VerbKind::Hangup if in_queue => return Ok(Ran::Hangup),
+                _ => {
+                    let allowed = match in_queue {
+                        true => "a waitUrl document holds Play, Say, Pause, Redirect, Leave and Hangup only",
+                        false => "a <Queue url> document holds Play, Say, Pause and Redirect only",
+                    };
+                    return Ok(Ran::Failed(AppError::new(
+                        "bad_twiml",
+                        format!("line {}: {allowed}", verb.line),
+                    )));
+                }
+            }
+        }
+        Ok(Ran::Out)
     }
 
     /// No waitUrl: the queue's own hold music, and its position
@@ -462,39 +490,10 @@ impl Session {
         mut req: Request,
     ) -> Result<Result<(), AppError>, Ended> {
         for _ in 0..super::MAX_IDLE_DOCUMENTS {
-            let verbs = match self.document(cx, &req).await? {
-                Ok(v) => v,
-                Err(e) => return Ok(Err(e)),
-            };
-            let mut next = None;
-            for verb in &verbs {
-                match &verb.kind {
-                    VerbKind::Say(_) | VerbKind::Play(_) | VerbKind::Pause(_) => {
-                        if let Err(e) = self.verb(cx, verb, &req.url).await? {
-                            return Ok(Err(e));
-                        }
-                    }
-                    VerbKind::Redirect { url, method } => {
-                        match resolve(&req.url, url) {
-                            Ok(url) => next = Some(Request::to(url, *method, req.extra.clone())),
-                            Err(e) => return Ok(Err(e)),
-                        }
-                        break;
-                    }
-                    _ => {
-                        return Ok(Err(AppError::new(
-                            "bad_twiml",
-                            format!(
-                                "line {}: a <Queue url> document holds Play, Say, Pause and Redirect only",
-                                verb.line
-                            ),
-                        )))
-                    }
-                }
-            }
-            match next {
-                Some(n) => req = n,
-                None => return Ok(Ok(())),
+            match self.run_restricted(cx, &req, false).await? {
+                Ran::Redirect(url, method) => req = Request::to(url, method, req.extra.clone()),
+                Ran::Failed(e) => return Ok(Err(e)),
+                Ran::Out | Ran::Leave | Ran::Hangup => return Ok(Ok(())),
             }
         }
         Ok(Err(AppError::new(
