@@ -883,6 +883,13 @@ fn enqueue_and_dial_queue_bridge_two_calls() {
     assert_eq!(dequeued[1]["params"]["DialCallStatus"], "no-answer");
     assert_eq!(dequeued[2]["params"]["DialCallStatus"], "failed");
     assert!(dequeued[2]["params"].get("DialCallSid").is_none());
+    // The made queue is in the metrics: one answered, three abandoned
+    // (leave, hang-up, bad wait document), nobody waiting.
+    let metrics = gw.http_get("/metrics").1;
+    let series = |name: &str| metric_value(&metrics, &format!("{name}{{queue=\"support\"}}"));
+    assert_eq!(series("crossline_queue_answered_total"), 1.0, "{metrics}");
+    assert_eq!(series("crossline_queue_abandoned_total"), 3.0);
+    assert_eq!(series("crossline_queue_waiting"), 0.0);
     app.assert_all_signed();
 }
 

@@ -357,8 +357,11 @@ impl MediaEngine {
     }
 
     fn command(&mut self, id: StreamId, cmd: Command) {
-        if let Some(m) = self.moving.get_mut(&id) {
-            return m.held.push(cmd);
+        // Almost always empty: skip the lookup then.
+        if !self.moving.is_empty() {
+            if let Some(m) = self.moving.get_mut(&id) {
+                return m.held.push(cmd);
+            }
         }
         if let Some(slot) = self.streams.get(&id) {
             if let Some(l) = self.loops.get_mut(slot.loop_index) {

@@ -123,20 +123,28 @@ impl Queues {
     /// Make `queue` if it isn't there: agent-less, served only by pulls
     /// (what Twilio does for an `<Enqueue>` name it doesn't know). False:
     /// [`MAX_MADE_QUEUES`] are made already.
-    pub fn ensure(&self, queue: &str) -> bool {
-        let made = self.configs.len();
-        self.quietly(|acd, _| {
-            acd.has_queue(queue)
-                || (acd.queue_count() < made + MAX_MADE_QUEUES
-                    && acd.add_queue(QueueRules {
-                        name: queue.to_string(),
-                        strategy: acd::Strategy::LongestIdle,
-                        agents: Vec::new(),
-                        sla: Duration::from_secs(20),
-                        wrap_up: Duration::ZERO,
-                        assumed_handle: Duration::from_secs(180),
-                    }))
-        })
+    pub fn ensure(self: &Arc<Self>, queue: &str) -> bool {
+        let configured = self.configs.len();
+        let (exists, first) = self.quietly(|acd, _| {
+            if acd.has_queue(queue) {
+                return (true, false);
+            }
+            let made = acd.queue_count() < configured + MAX_MADE_QUEUES
+                && acd.add_queue(QueueRules {
+                    name: queue.to_string(),
+                    strategy: acd::Strategy::LongestIdle,
+                    agents: Vec::new(),
+                    sla: Duration::from_secs(20),
+                    wrap_up: Duration::ZERO,
+                    assumed_handle: Duration::from_secs(180),
+                });
+            (made, made && acd.queue_count() == 1)
+        });
+        if first {
+            // No queue was configured, so no timer runs: metrics need one.
+            self.start_timer();
+        }
+        exists
     }
 
     /// Take the first waiting caller of `queue` that `may_take` accepts
@@ -179,11 +187,15 @@ impl Queues {
     }
 
     /// Ends wrap-ups on time and keeps the queue metrics current (every
-    /// second). Runs until the process ends.
+    /// second), from the start when queues are configured, else from the
+    /// first one made. Runs until the process ends.
     pub fn spawn_timer(self: &Arc<Self>) {
-        if self.configs.is_empty() {
-            return;
+        if !self.configs.is_empty() {
+            self.start_timer();
         }
+    }
+
+    fn start_timer(self: &Arc<Self>) {
         let queues = self.clone();
         tokio::spawn(async move {
             let mut metrics_at = tokio::time::Instant::now();
