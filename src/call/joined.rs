@@ -13,12 +13,10 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// transfer, not joined already), else `id` hears `Failed` (480).
     pub(crate) fn join_calls(&mut self, id: CallId, other: CallId) {
         let free = |c: CallId| {
-            self.calls.get(&c).is_some_and(|call| {
-                call.streaming()
-                    && call.has_flow
-                    && call.transfer.is_none()
-                    && call.joined.is_none()
-            })
+            !self.joins.contains_key(&c)
+                && self.calls.get(&c).is_some_and(|call| {
+                    call.streaming() && call.has_flow && call.transfer.is_none()
+                })
         };
         if id == other || !free(id) || !free(other) {
             tracing::info!(%id, %other, "join: the other call is gone or busy");
@@ -27,16 +25,13 @@ impl<P: PortSource, F> CallControl<P, F> {
                 CallSignal::Transfer(TransferEvent::Failed { status: 480 }),
             );
         }
-        let mut sids = Vec::with_capacity(2);
-        for (this, that) in [(id, other), (other, id)] {
-            if let Some(call) = self.calls.get_mut(&this) {
-                call.joined = Some(that);
-                sids.push(call.sid().to_string());
-            }
-        }
+        self.joins.insert(id, other);
+        self.joins.insert(other, id);
+        let sid = |c: CallId| self.calls.get(&c).map(|call| call.sid().to_string());
+        let (sid_id, sid_other) = (sid(id), sid(other));
         // The other's stream comes to this one's audio loop if need be.
         self.media_out.push_back(MediaCommand::Bridge(id, other));
-        for (this, target) in [(id, sids.pop()), (other, sids.pop())] {
+        for (this, target) in [(id, sid_other), (other, sid_id)] {
             self.leave_shared_hold(this);
             let target = target.unwrap_or_default();
             self.signal(
@@ -50,10 +45,10 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// End `id`'s join: both sides (those still here) are unbridged, hear
     /// silence and `AgentHungUp`.
     pub(crate) fn unjoin(&mut self, id: CallId) {
-        let other = self.calls.get_mut(&id).and_then(|c| c.joined.take());
+        let other = self.joins.remove(&id);
         for this in std::iter::once(id).chain(other) {
-            if let Some(call) = self.calls.get_mut(&this) {
-                call.joined = None;
+            self.joins.remove(&this);
+            if self.calls.contains_key(&this) {
                 self.media_out.push_back(MediaCommand::Unbridge(this));
                 self.play(this, Source::Silence, 0);
                 self.signal(this, CallSignal::Transfer(TransferEvent::AgentHungUp));

@@ -187,6 +187,9 @@ pub struct CallControl<P: PortSource, F> {
     /// Flows whose call a REFER replaced: the leg they name → the call
     /// they run on now.
     moved_flows: HashMap<CallId, CallId>,
+    /// Calls of ours bridged to each other (a queue's caller and the call
+    /// that took it out), both ways. Rare, so kept here, not in each Call.
+    joins: HashMap<CallId, CallId>,
 }
 
 /// Shutting down: new calls get 503 during the grace period, then every
@@ -220,6 +223,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             tally: Tally::default(),
             drain: Drain::default(),
             moved_flows: HashMap::new(),
+            joins: HashMap::new(),
         }
     }
 
@@ -1415,7 +1419,7 @@ impl<P: PortSource, F> CallControl<P, F> {
         if let Some(transfer) = call.transfer.take() {
             self.caller_left(now, &transfer);
         }
-        if let Some(other) = call.joined {
+        if let Some(other) = self.joins.remove(&id) {
             self.unjoin(other);
         }
         match &call.role {

@@ -177,9 +177,6 @@ pub(crate) struct Call<R, F> {
     /// Its route records it from the answer.
     pub(crate) route_records: bool,
     pub(crate) recording: crate::recording::RecordingState,
-    /// Another call of ours bridged to this one (a queue's caller and the
-    /// call that took it out with `<Dial><Queue>`).
-    pub(crate) joined: Option<CallId>,
 }
 
 /// DTMF being sent for a flow, one digit per step.
@@ -223,7 +220,6 @@ impl<R, F> Call<R, F> {
             playing: None,
             route_records: false,
             recording: crate::recording::RecordingState::Off,
-            joined: None,
         }
     }
 
