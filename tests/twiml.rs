@@ -757,8 +757,10 @@ fn enqueue_and_dial_queue_bridge_two_calls() {
         .replace("TONE_FILE", &path_str(&tone))
         .replace("DTMF_AFTER_MS", "500");
     std::fs::write(&agent_scenario, text).unwrap();
+    // Two audio loops: the caller's stream and the agent's start on
+    // different ones, so the bridge must move one.
     let gw = gateway(&format!(
-        "{}{}{}{}{}{}",
+        "[media]\naudio_threads = 2\n\n{}{}{}{}{}{}",
         app_route("enq", &app.url("/enqueue"), ""),
         app_route("agent", &app.url("/dequeue?limit=3"), ""),
         app_route("leave", &app.url("/enqueue?leave=1"), ""),
@@ -797,6 +799,10 @@ fn enqueue_and_dial_queue_bridge_two_calls() {
         })
     };
     assert!(caller.run.ok(), "caller: {}", caller.run.describe());
+    assert!(
+        gw.log().contains("the stream moves to its partner's loop"),
+        "the two calls started on different audio loops"
+    );
 
     let wait = &app.requests_to("/wait")[0]["params"];
     assert_eq!(wait["QueuePosition"], "1", "{wait}");
