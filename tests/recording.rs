@@ -17,27 +17,6 @@ use sha2::Digest as _;
 const OPERATOR: &str = "operator-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789abcdef";
 
-/// A tone as raw µ-law at 8 kHz, what SIPp's `rtp_stream` plays (sox).
-fn ulaw_tone(dir: &Path, freq: u32, secs: u32) -> PathBuf {
-    require("sox", "sox");
-    let file = dir.join(format!("tone{freq}.ulaw"));
-    let status = Command::new("sox")
-        .args(["-n", "-r", "8000", "-c", "1", "-e", "u-law", "-t", "raw"])
-        .arg(&file)
-        .args([
-            "synth",
-            &secs.to_string(),
-            "sine",
-            &freq.to_string(),
-            "vol",
-            "0.5",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "sox failed");
-    file
-}
-
 /// The caller's scenario, streaming `tone` and pressing 1 after `dtmf_ms`.
 fn caller_scenario(dir: &Path, tone: &Path, dtmf_ms: u64) -> String {
     let text = std::fs::read_to_string(scenario("uac_record.xml"))

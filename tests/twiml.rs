@@ -247,12 +247,21 @@ fn reject_refuses_the_call_unanswered() {
 
 /// A SIPp UAS running `scenario_text` on a free port, in the background.
 fn uas(scenario_text: String, dir: &std::path::Path) -> (u16, std::thread::JoinHandle<Sipp>) {
+    uas_calls(scenario_text, dir, 1)
+}
+
+/// [`uas`] for `calls` calls.
+fn uas_calls(
+    scenario_text: String,
+    dir: &std::path::Path,
+    calls: u32,
+) -> (u16, std::thread::JoinHandle<Sipp>) {
     let port = free_port();
     let file = dir.join(format!("uas{port}.xml"));
     std::fs::write(&file, scenario_text).unwrap();
     let handle = std::thread::spawn(move || {
         sipp_on(
-            &["-sf", &path_str(&file), "-m", "1"],
+            &["-sf", &path_str(&file), "-m", &calls.to_string()],
             Duration::from_secs(60),
             port,
             free_port(),
@@ -712,4 +721,240 @@ fn the_example_app_runs_a_call() {
         "the example app refused a request:\n{}",
         gw.log()
     );
+}
+
+/// The app's requests to `path`, once there are `n` (waiting up to 20 s).
+fn wait_for_requests(app: &App, path: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = app.requests_to(path);
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `<Enqueue>` into a queue no config names (made on the fly): the wait
+/// document is asked with QueuePosition=1; a second call's
+/// `<Dial><Queue>` plays the `url` document to the waiting caller, then
+/// bridges the two (the caller hears the agent's 1 kHz tone), until the
+/// Dial's timeLimit. Then the Enqueue action gets QueueResult=bridged and
+/// the Dial action DialCallStatus=completed with the caller's CallSid.
+/// Another caller's wait document says `<Leave/>`: QueueResult=leave; one
+/// who hangs up while waiting: QueueResult=hangup; a wait document with
+/// a verb it may not hold: QueueResult=error. A
+/// `<Dial><Queue>` on the empty queue ends no-answer after its timeout, and
+/// on a queue that never existed, failed.
+#[test]
+fn enqueue_and_dial_queue_bridge_two_calls() {
+    let app = App::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tone = ulaw_tone(dir.path(), 1000, 10);
+    let agent_scenario = dir.path().join("agent.xml");
+    let text = std::fs::read_to_string(scenario("uac_record.xml"))
+        .unwrap()
+        .replace("TONE_FILE", &path_str(&tone))
+        .replace("DTMF_AFTER_MS", "500");
+    std::fs::write(&agent_scenario, text).unwrap();
+    // Two audio loops: the caller's stream and the agent's start on
+    // different ones, so the bridge must move one.
+    let gw = gateway(&format!(
+        "[media]\naudio_threads = 2\n\n{}{}{}{}{}{}",
+        app_route("enq", &app.url("/enqueue"), ""),
+        app_route("agent", &app.url("/dequeue?limit=3"), ""),
+        app_route("leave", &app.url("/enqueue?leave=1"), ""),
+        app_route("empty", &app.url("/dequeue?timeout=5"), ""),
+        app_route("nowhere", &app.url("/dequeue?q=nowhere"), ""),
+        app_route("badwait", &app.url("/enqueue?bad=1"), ""),
+    ));
+    let caller = {
+        let args: Vec<String> = ["-sf", &scenario("uac_wait_bye.xml"), &gw.sip_addr()]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-s", "enq", "-m", "1"].map(String::from))
+            .collect();
+        let gw_ref = &gw;
+        std::thread::scope(|s| {
+            let caller = s.spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                capture_call(gw_ref, &args, FIELDS)
+            });
+            let waits = wait_for_requests(&app, "/wait", 1);
+            assert!(!waits.is_empty(), "the wait document was never asked");
+            let run = sipp(
+                &[
+                    "-sf",
+                    &path_str(&agent_scenario),
+                    &gw.sip_addr(),
+                    "-s",
+                    "agent",
+                    "-m",
+                    "1",
+                ],
+                Duration::from_secs(60),
+            );
+            assert!(run.ok(), "agent: {}", run.describe());
+            caller.join().unwrap()
+        })
+    };
+    assert!(caller.run.ok(), "caller: {}", caller.run.describe());
+    assert!(
+        gw.log().contains("the stream moves to its partner's loop"),
+        "the two calls started on different audio loops"
+    );
+
+    let wait = &app.requests_to("/wait")[0]["params"];
+    assert_eq!(wait["QueuePosition"], "1", "{wait}");
+    assert_eq!(wait["CurrentQueueSize"], "1");
+    let queue_sid = wait["QueueSid"].as_str().unwrap().to_string();
+    assert!(
+        queue_sid.starts_with("QU") && queue_sid.len() == 34,
+        "{queue_sid}"
+    );
+    assert!(wait["QueueTime"].is_string() && wait["AvgQueueTime"].is_string());
+    let caller_sid = wait["CallSid"].clone();
+    assert!(is_sid(&caller_sid));
+    let agent_sid = app.requests_to("/dequeue")[0]["params"]["CallSid"].clone();
+
+    let about = &app.requests_to("/about-to-connect")[0]["params"];
+    assert_eq!(about["CallSid"], caller_sid, "played on the caller's side");
+    assert_eq!(about["DequeingCallSid"], agent_sid);
+    assert_eq!(about["QueueSid"], queue_sid.as_str());
+
+    let left = &app.requests_to("/enqueue-left")[0]["params"];
+    assert_eq!(left["QueueResult"], "bridged", "{left}");
+    assert_eq!(left["QueueSid"], queue_sid.as_str());
+    assert_eq!(left["CallSid"], caller_sid);
+    let dequeued = &app.requests_to("/dequeued")[0]["params"];
+    assert_eq!(dequeued["DialCallStatus"], "completed", "{dequeued}");
+    assert_eq!(dequeued["DialCallSid"], caller_sid);
+    assert_eq!(dequeued["DialCallDuration"], "3", "timeLimit=3");
+    // Through the bridge the caller heard the agent's tone, about 3 s of
+    // it (nothing else it heard was 1 kHz).
+    let tone_frames = frames(&caller.rows).iter().filter(|f| f.1 > 4000.0).count();
+    assert!(
+        (100..=200).contains(&tone_frames),
+        "the agent's tone through the bridge: {tone_frames} frames"
+    );
+
+    // <Leave/> in the wait document: out of the queue, to the action.
+    let run = caller_waiting(&gw, "leave");
+    assert!(run.ok(), "leave: {}", run.describe());
+    let left = wait_for_requests(&app, "/enqueue-left", 2);
+    assert_eq!(left[1]["params"]["QueueResult"], "leave", "{left:?}");
+
+    // A caller hanging up while waiting: the action still hears it.
+    let run = sipp(
+        &[
+            "-sf",
+            &scenario("uac_hang_up.xml"),
+            &gw.sip_addr(),
+            "-s",
+            "enq",
+            "-m",
+            "1",
+            "-d",
+            "3000",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(run.ok(), "hang-up: {}", run.describe());
+    let left = wait_for_requests(&app, "/enqueue-left", 3);
+    let p = &left[2]["params"];
+    assert_eq!(p["QueueResult"], "hangup", "{p}");
+    assert_eq!(p["CallStatus"], "completed");
+    let waited: u64 = p["QueueTime"].as_str().unwrap().parse().unwrap();
+    assert!((2..=4).contains(&waited), "waited {waited} s");
+
+    // A wait document holding a <Dial>: an app error, QueueResult=error.
+    let run = caller_waiting(&gw, "badwait");
+    assert!(run.ok(), "bad wait document: {}", run.describe());
+    let left = wait_for_requests(&app, "/enqueue-left", 4);
+    assert_eq!(left[3]["params"]["QueueResult"], "error", "{left:?}");
+
+    // Nobody waits now: no-answer after the Dial's timeout; a queue that
+    // was never made: failed, at once.
+    let started = Instant::now();
+    let run = caller_waiting(&gw, "empty");
+    assert!(run.ok(), "empty: {}", run.describe());
+    within(
+        "an empty queue's Dial",
+        started.elapsed().as_secs_f64(),
+        4.5..9.0,
+    );
+    let run = caller_waiting(&gw, "nowhere");
+    assert!(run.ok(), "nowhere: {}", run.describe());
+    let dequeued = wait_for_requests(&app, "/dequeued", 3);
+    assert_eq!(dequeued[1]["params"]["DialCallStatus"], "no-answer");
+    assert_eq!(dequeued[2]["params"]["DialCallStatus"], "failed");
+    assert!(dequeued[2]["params"].get("DialCallSid").is_none());
+    // The made queue is in the metrics: one answered, three abandoned
+    // (leave, hang-up, bad wait document), nobody waiting.
+    let metrics = gw.http_get("/metrics").1;
+    let series = |name: &str| metric_value(&metrics, &format!("{name}{{queue=\"support\"}}"));
+    assert_eq!(series("crossline_queue_answered_total"), 1.0, "{metrics}");
+    assert_eq!(series("crossline_queue_abandoned_total"), 3.0);
+    assert_eq!(series("crossline_queue_waiting"), 0.0);
+    app.assert_all_signed();
+}
+
+/// `<Enqueue>` without a waitUrl into a configured queue: its SIPp agent
+/// rings for the callers in turn; the second hears its place announced
+/// while the first talks, and both actions get QueueResult=bridged.
+#[test]
+fn enqueue_into_a_configured_queue_rings_its_agents() {
+    let app = App::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Answers two calls (rings 2 s, talks 3 s, hangs up).
+    let (agent_port, agent) = uas_calls(
+        std::fs::read_to_string(scenario("uas_agent.xml")).unwrap(),
+        dir.path(),
+        2,
+    );
+    let sipp_agent = agent_port.to_string();
+    let gw = gateway(&format!(
+        "[[queues]]\nname = \"sales\"\nagents = [{{ target = \"sip:agent@127.0.0.1:{agent_port}\" }}]\n\
+         announce_interval_secs = 2\nwrap_up_secs = 1\n\n{}",
+        app_route("sales", &app.url("/enqueue?q=sales&nowait=1"), ""),
+    ));
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let gw_addr = gw.sip_addr();
+            let caller = std::thread::spawn(move || {
+                sipp(
+                    &[
+                        "-sf",
+                        &scenario("uac_wait_bye.xml"),
+                        &gw_addr,
+                        "-s",
+                        "sales",
+                        "-m",
+                        "1",
+                    ],
+                    Duration::from_secs(60),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            caller
+        })
+        .collect();
+    for (i, c) in callers.into_iter().enumerate() {
+        let run = c.join().unwrap();
+        assert!(run.ok(), "caller {i}: {}", run.describe());
+    }
+    let run = agent.join().unwrap();
+    assert!(run.ok(), "agent {sipp_agent}: {}", run.describe());
+    let log = gw.log();
+    assert!(
+        log.contains("<Enqueue>: announcing the place")
+            && log.contains("You are number 1 in the queue."),
+        "the second caller hears its place:\n{log}"
+    );
+    let left = wait_for_requests(&app, "/enqueue-left", 2);
+    for l in &left {
+        assert_eq!(l["params"]["QueueResult"], "bridged", "{l}");
+    }
+    assert_eq!(app.requests_to("/wait").len(), 0, "no waitUrl");
+    app.assert_all_signed();
 }

@@ -18,6 +18,7 @@
 
 mod callback;
 mod identity;
+mod joined;
 mod model;
 mod outbound;
 mod referred;
@@ -186,6 +187,9 @@ pub struct CallControl<P: PortSource, F> {
     /// Flows whose call a REFER replaced: the leg they name → the call
     /// they run on now.
     moved_flows: HashMap<CallId, CallId>,
+    /// Calls of ours bridged to each other (a queue's caller and the call
+    /// that took it out), both ways. Rare, so kept here, not in each Call.
+    joins: HashMap<CallId, CallId>,
 }
 
 /// Shutting down: new calls get 503 during the grace period, then every
@@ -219,6 +223,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             tally: Tally::default(),
             drain: Drain::default(),
             moved_flows: HashMap::new(),
+            joins: HashMap::new(),
         }
     }
 
@@ -339,6 +344,10 @@ impl<P: PortSource, F> CallControl<P, F> {
                 duration_ms,
                 to_agent,
             } => self.start_digits(now, id, &digits, duration_ms, to_agent),
+            CallRequest::Join { with } => {
+                let with = self.flow_call(with);
+                self.join_calls(id, with)
+            }
             CallRequest::Record(action) => {
                 if let Err(e) = self.record(id, action) {
                     tracing::info!(%e, ?action, "flow: recording action refused");
@@ -354,9 +363,12 @@ impl<P: PortSource, F> CallControl<P, F> {
             MediaEvent::RtpTimeout(id)
             | MediaEvent::Dtmf(id, _)
             | MediaEvent::SourceFinished(id, _) => CallId(id),
+            // The media engine's own (a stream changing loops).
+            MediaEvent::Detached(_) => return,
         };
         let in_call = self.enter(id);
         match ev {
+            MediaEvent::Detached(_) => {}
             MediaEvent::RtpTimeout(id) => {
                 tracing::info!("RTP timeout: hanging up");
                 let _ = self.endpoint.hangup(now, CallId(id));
@@ -1406,6 +1418,9 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
         if let Some(transfer) = call.transfer.take() {
             self.caller_left(now, &transfer);
+        }
+        if let Some(other) = self.joins.remove(&id) {
+            self.unjoin(other);
         }
         match &call.role {
             Role::Agent { caller, .. } => {

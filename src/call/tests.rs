@@ -1854,3 +1854,67 @@ fn a_bridged_agent_referred_elsewhere_is_replaced_in_the_bridge() {
     p.drive();
     p.assert_all_released(3);
 }
+
+/// Two calls of ours joined (a `<Dial><Queue>`): both flows hear Bridged
+/// naming the other's CallSid and the streams are bridged; a joined call
+/// can't be joined again (480 to the asker); HangUpAgent from either ends
+/// the join for both and both stay on; joined again, one hanging up
+/// leaves the other on the line, told.
+#[test]
+fn two_calls_join_and_either_ends_it_for_both() {
+    let mut p = Pair::new();
+    let mut legs = Vec::new();
+    let mut calls: Vec<CallId> = Vec::new();
+    for _ in 0..3 {
+        legs.push(p.dial("200"));
+        let new =
+            p.cc.calls
+                .keys()
+                .copied()
+                .find(|c| !calls.contains(c))
+                .unwrap();
+        calls.push(new);
+    }
+    let (a, b, c) = (calls[0], calls[1], calls[2]);
+    let sid = |p: &Pair, call: CallId| p.cc.calls[&call].sid().to_string();
+    let (sid_a, sid_b) = (sid(&p, a), sid(&p, b));
+    let bridged = |target: &str| {
+        CallSignal::Transfer(TransferEvent::Bridged {
+            target: target.into(),
+        })
+    };
+    let hung_up = CallSignal::Transfer(TransferEvent::AgentHungUp);
+    p.cc.handle_flow_request(p.now, a, CallRequest::Join { with: b });
+    p.drive();
+    assert_eq!(p.seen.bridges, vec![(a, b)]);
+    assert!(p.signals(a).contains(&bridged(&sid_b)));
+    assert!(p.signals(b).contains(&bridged(&sid_a)));
+
+    p.cc.handle_flow_request(p.now, c, CallRequest::Join { with: a });
+    p.drive();
+    assert_eq!(
+        p.signals(c),
+        vec![CallSignal::Transfer(TransferEvent::Failed { status: 480 })]
+    );
+    assert_eq!(p.seen.bridges.len(), 1);
+
+    p.cc.handle_flow_request(p.now, b, CallRequest::HangUpAgent);
+    p.drive();
+    assert!(p.seen.unbridges.contains(&a) && p.seen.unbridges.contains(&b));
+    assert!(p.signals(a).contains(&hung_up) && p.signals(b).contains(&hung_up));
+    assert!(p.caller.ended().is_empty(), "both are still on");
+
+    p.cc.handle_flow_request(p.now, b, CallRequest::Join { with: a });
+    p.drive();
+    assert_eq!(p.seen.bridges, vec![(a, b), (b, a)]);
+    p.caller.ep.hangup(p.now, legs[0]).unwrap();
+    p.drive();
+    let told = p.signals(b).iter().filter(|s| **s == hung_up).count();
+    assert_eq!(told, 2, "b heard its partner leave");
+    assert!(p.cc.calls.contains_key(&b), "b is still on");
+    for leg in &legs[1..] {
+        p.caller.ep.hangup(p.now, *leg).unwrap();
+    }
+    p.drive();
+    p.assert_all_released(3);
+}

@@ -523,6 +523,9 @@ impl<P: PortSource, F> CallControl<P, F> {
         let Some(call) = self.calls.get_mut(&caller) else {
             return;
         };
+        if self.joins.contains_key(&caller) {
+            return self.unjoin(caller);
+        }
         if let Some(agent) = call.transfer.as_ref().and_then(|t| t.bridged) {
             return self.hang_up(now, agent);
         }

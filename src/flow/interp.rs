@@ -77,6 +77,11 @@ pub enum CallRequest {
     },
     /// Start, stop, pause or resume recording the call.
     Record(crate::recording::RecordAction),
+    /// Bridge the call with another answered call of ours: both flows
+    /// hear `Transfer(Bridged)` (its target the other's CallSid), then
+    /// `AgentHungUp` when either leaves or asks `HangUpAgent`; or this
+    /// one hears `Failed` (480) when the other can't be joined.
+    Join { with: CallId },
 }
 
 #[derive(Debug)]

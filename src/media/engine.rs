@@ -63,6 +63,14 @@ struct StreamSlot {
     port: u16,
 }
 
+/// A stream on its way to its partner's loop, to be bridged there (two
+/// calls that started apart, joined later).
+struct Moving {
+    partner: StreamId,
+    /// Commands for it meanwhile, sent once it arrives.
+    held: Vec<Command>,
+}
+
 /// A port reserved for a call before the stream starts (SDP needs it).
 /// Dropping it gives the port back, so no path can leak one.
 pub struct Reservation {
@@ -114,6 +122,7 @@ pub struct MediaEngine {
     /// Recorded streams' counters: pausing a recording flips a flag the
     /// loop reads, with no command through the ring.
     recordings: HashMap<StreamId, Arc<crate::media::record_tap::TapCounters>>,
+    moving: HashMap<StreamId, Moving>,
 }
 
 impl MediaEngine {
@@ -156,6 +165,7 @@ impl MediaEngine {
                 next_loop: 0,
                 settings,
                 recordings: HashMap::new(),
+                moving: HashMap::new(),
             },
             rx,
         ))
@@ -234,10 +244,72 @@ impl MediaEngine {
         self.start_on(loop_index, id, reservation, media, source)
     }
 
-    /// Relay audio (and DTMF) between two streams started with
-    /// [`MediaEngine::start_stream_near`].
+    /// Relay audio (and DTMF) between two streams. Started with
+    /// [`MediaEngine::start_stream_near`] they share a loop; otherwise `b`
+    /// first moves to `a`'s loop (detached there, [`MediaEngine::adopt`]ed
+    /// here) and the bridge follows.
     pub fn bridge(&mut self, a: StreamId, b: StreamId) {
-        self.command(a, Command::Bridge(a, b));
+        let (Some(to), Some(from)) = (self.loop_of(a), self.loop_of(b)) else {
+            return;
+        };
+        if let Some(m) = self.moving.get_mut(&b) {
+            m.partner = a;
+            return;
+        }
+        if to == from {
+            return self.command(a, Command::Bridge(a, b));
+        }
+        let detach = Command::Detach(b, audio_loop::MovingStream::boxed());
+        if self
+            .loops
+            .get_mut(from)
+            .map(|l| l.send(detach))
+            .is_none_or(|r| r.is_err())
+        {
+            tracing::warn!(stream = b, "audio loop busy: the streams stay unbridged");
+            return;
+        }
+        tracing::debug!(
+            stream = b,
+            from,
+            to,
+            "bridge: the stream moves to its partner's loop"
+        );
+        if let Some(slot) = self.streams.get_mut(&b) {
+            slot.loop_index = to;
+        }
+        self.moving.insert(
+            b,
+            Moving {
+                partner: a,
+                held: Vec::new(),
+            },
+        );
+    }
+
+    fn loop_of(&self, id: StreamId) -> Option<usize> {
+        self.streams.get(&id).map(|s| s.loop_index)
+    }
+
+    /// A stream detached for a bridge arrives: on to its new loop, with
+    /// what was held for it, then the bridge. `Some`: it could not be
+    /// taken over (its call must end); a stream stopped meanwhile is
+    /// dropped here, which closes its sockets.
+    pub fn adopt(&mut self, moving: Box<audio_loop::MovingStream>) -> Option<StreamId> {
+        let id = moving.id()?;
+        let m = self.moving.remove(&id)?;
+        let l = self
+            .streams
+            .get(&id)
+            .and_then(|slot| self.loops.get_mut(slot.loop_index))?;
+        if l.send(Command::Adopt(moving)).is_err() {
+            return Some(id);
+        }
+        for cmd in m.held {
+            let _ = l.send(cmd);
+        }
+        let _ = l.send(Command::Bridge(m.partner, id));
+        None
     }
 
     pub fn unbridge(&mut self, a: StreamId) {
@@ -285,6 +357,12 @@ impl MediaEngine {
     }
 
     fn command(&mut self, id: StreamId, cmd: Command) {
+        // Almost always empty: skip the lookup then.
+        if !self.moving.is_empty() {
+            if let Some(m) = self.moving.get_mut(&id) {
+                return m.held.push(cmd);
+            }
+        }
         if let Some(slot) = self.streams.get(&id) {
             if let Some(l) = self.loops.get_mut(slot.loop_index) {
                 let _ = l.send(cmd);
@@ -341,6 +419,8 @@ impl MediaEngine {
 
     pub fn stop_stream(&mut self, id: StreamId) {
         self.recordings.remove(&id);
+        // Still moving: dropped when it arrives.
+        self.moving.remove(&id);
         if let Some(slot) = self.streams.remove(&id) {
             if let Some(l) = self.loops.get_mut(slot.loop_index) {
                 let _ = l.send(Command::Stop(id));

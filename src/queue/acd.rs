@@ -133,8 +133,9 @@ struct Entry {
 }
 
 impl Entry {
+    /// Neither an agent answered nor a call outside the queue took it.
     fn waiting(&self) -> bool {
-        self.answered_by.is_none()
+        self.answered_at.is_none()
     }
 }
 
@@ -184,6 +185,15 @@ pub enum Left {
     Abandoned,
     /// Moved elsewhere on purpose without waiting (not counted).
     Withdrawn,
+}
+
+/// Where a caller stands in its queue ([`Acd::standing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub position: usize,
+    pub size: usize,
+    pub waited: Duration,
+    pub average_wait: Duration,
 }
 
 /// A queue as the API and metrics see it.
@@ -269,6 +279,76 @@ impl Acd {
 
     pub fn has_queue(&self, name: &str) -> bool {
         self.queue_index(name).is_some()
+    }
+
+    /// Add a queue made at run time (a TwiML app's `<Enqueue>` naming one
+    /// that isn't configured); false if the name is taken. Its agents are
+    /// ignored: such a queue is served by [`Acd::pull`] only.
+    pub fn add_queue(&mut self, rules: QueueRules) -> bool {
+        if self.has_queue(&rules.name) {
+            return false;
+        }
+        self.queues.push(Queue {
+            rules: QueueRules {
+                agents: Vec::new(),
+                ..rules
+            },
+            agents: Vec::new(),
+            entries: Vec::new(),
+            round_robin_next: 0,
+            handle_times: VecDeque::with_capacity(HANDLE_TIMES_KEPT),
+            stats: QueueStats::default(),
+        });
+        true
+    }
+
+    /// A call from outside the queue takes its first waiting caller that
+    /// no agent is ringing for and `may_take` accepts (`<Dial><Queue>`):
+    /// the caller counts as answered now, and the entry is over with
+    /// [`Acd::hung_up`]. The caller and how long they waited; `None`: no
+    /// such caller (or queue).
+    pub fn pull(
+        &mut self,
+        now: Instant,
+        queue: &str,
+        may_take: impl Fn(EntryId) -> bool,
+    ) -> Option<(EntryId, Duration)> {
+        let q = self.queue_index(queue)?;
+        let queue = &mut self.queues[q];
+        let e = queue
+            .entries
+            .iter_mut()
+            .find(|e| e.waiting() && e.ringing.is_empty() && may_take(e.id))?;
+        e.answered_at = Some(now);
+        let waited = now.saturating_duration_since(e.joined);
+        queue.stats.answered += 1;
+        if waited <= queue.rules.sla {
+            queue.stats.answered_within_sla += 1;
+        }
+        Some((e.id, waited))
+    }
+
+    /// Where a caller stands: place (1: next), callers waiting, how long
+    /// this one waited, and the average wait of those waiting.
+    pub fn standing(&self, now: Instant, entry: EntryId) -> Option<Standing> {
+        let (q, i) = self.find(entry)?;
+        let entries = &self.queues[q].entries;
+        let waits: Vec<Duration> = entries
+            .iter()
+            .filter(|e| e.waiting())
+            .map(|e| now.saturating_duration_since(e.joined))
+            .collect();
+        let n = u32::try_from(waits.len()).unwrap_or(u32::MAX).max(1);
+        Some(Standing {
+            position: entries[..i].iter().filter(|e| e.waiting()).count() + 1,
+            size: waits.len(),
+            waited: now.saturating_duration_since(entries[i].joined),
+            average_wait: waits.iter().sum::<Duration>() / n,
+        })
+    }
+
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
     }
 
     fn queue_index(&self, name: &str) -> Option<usize> {
@@ -402,13 +482,15 @@ impl Acd {
         let queue = &mut self.queues[q];
         let e = queue.entries.remove(i);
         self.entry_queue.remove(&entry);
-        if let (Some(a), Some(at)) = (e.answered_by, e.answered_at) {
+        if let Some(at) = e.answered_at {
             if queue.handle_times.len() == HANDLE_TIMES_KEPT {
                 queue.handle_times.pop_front();
             }
             queue
                 .handle_times
                 .push_back(now.saturating_duration_since(at));
+        }
+        if let Some(a) = e.answered_by {
             let until = now + queue.rules.wrap_up;
             if let Some(agent) = self.agents.get_mut(a) {
                 if agent.state == AgentState::Busy(entry) {
@@ -843,6 +925,59 @@ mod tests {
         assert!(acd.set_paused(t0, "a", false));
         assert!(!acd.set_paused(t0, "nobody", false));
         assert_eq!(acd.agents(t0)[0].status, AgentStatus::Available);
+    }
+
+    #[test]
+    fn a_pull_takes_the_first_caller_no_agent_rings_for() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
+        let c1 = join(&mut acd, t0, 1);
+        let c2 = join(&mut acd, t0, 2);
+        let c3 = join(&mut acd, t0 + S, 3);
+        assert_eq!(offers(&mut acd), vec![(c1, vec!["a".to_string()])]);
+        // c1 rings agent a; c2 may not be taken: c3 is pulled.
+        assert_eq!(
+            acd.pull(t0 + 30 * S, "support", |e| e != c2),
+            Some((c3, 29 * S))
+        );
+        assert_eq!(acd.position(c2).map(|p| p.0), Some(2));
+        let snap = &acd.snapshot(t0 + 30 * S)[0];
+        assert_eq!((snap.waiting, snap.stats.answered), (2, 1));
+        assert_eq!(snap.stats.answered_within_sla, 0, "29 s is past the SLA");
+        // The pulled call ends: its handle time counts, no agent wraps up.
+        acd.hung_up(t0 + 90 * S, c3);
+        assert_eq!(acd.snapshot(t0 + 90 * S)[0].average_handle, 60 * S);
+        assert_eq!(acd.agents(t0 + 90 * S)[0].status, AgentStatus::Ringing);
+        assert_eq!(acd.pull(t0, "nowhere", |_| true), None);
+        acd.leave(t0, c1, Left::Abandoned);
+        assert_eq!(offers(&mut acd), vec![(c2, vec!["a".to_string()])]);
+        acd.leave(t0, c2, Left::Abandoned);
+        assert_eq!(acd.pull(t0, "support", |_| true), None, "empty");
+    }
+
+    #[test]
+    fn a_queue_added_at_run_time_is_served_by_pulls_only() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
+        let mut made = rules(Strategy::LongestIdle, &[("b", &[])]);
+        made.name = "made".into();
+        assert!(acd.add_queue(made.clone()));
+        assert!(!acd.add_queue(made));
+        let c1 = acd.join(t0, "made", 1, Duration::ZERO, Vec::new()).unwrap();
+        let c2 = acd
+            .join(t0 + 4 * S, "made", 2, Duration::ZERO, Vec::new())
+            .unwrap();
+        assert_eq!(offers(&mut acd), vec![], "no agents");
+        assert_eq!(
+            acd.standing(t0 + 10 * S, c2),
+            Some(Standing {
+                position: 2,
+                size: 2,
+                waited: 6 * S,
+                average_wait: 8 * S,
+            })
+        );
+        assert_eq!(acd.pull(t0 + 10 * S, "made", |_| true), Some((c1, 10 * S)));
+        assert_eq!(acd.standing(t0 + 10 * S, c2).map(|s| s.position), Some(1));
+        assert!(acd.snapshot(t0)[1].agents.is_empty());
     }
 
     #[test]

@@ -16,8 +16,12 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, Notify};
 
 use crate::telemetry::names;
-use acd::{Acd, EntryId, Left, Offer, QueueSnapshot, Refused};
+use acd::{Acd, EntryId, Left, Offer, QueueRules, QueueSnapshot, Refused, Standing};
 pub use config::{AgentConfig, QueueConfig};
+
+/// Queues a TwiML `<Enqueue>` may make at run time, beyond the configured
+/// ones: a misbehaving app can't grow the ACD without bound.
+pub const MAX_MADE_QUEUES: usize = 1_000;
 
 /// Every queue of the config, shared by the flows and the API.
 pub struct Queues {
@@ -27,6 +31,8 @@ pub struct Queues {
     inner: Mutex<Inner>,
     /// Wakes the timer task when the next deadline may have moved.
     changed: Notify,
+    /// Wakes whoever waits for a caller to pull ([`Queues::joined`]).
+    joined: Notify,
 }
 
 struct Inner {
@@ -71,6 +77,7 @@ impl Queues {
                 waiters: HashMap::new(),
             }),
             changed: Notify::new(),
+            joined: Notify::new(),
         })
     }
 
@@ -115,12 +122,72 @@ impl Queues {
         inner.deliver(now);
         drop(inner);
         self.changed.notify_one();
+        self.joined.notify_waiters();
         Ok(Ticket {
             queues: self.clone(),
             entry,
             offers,
             done: false,
         })
+    }
+
+    /// Whether `queue` exists (configured, or made by [`Queues::ensure`]).
+    pub fn exists(&self, queue: &str) -> bool {
+        self.quietly(|acd, _| acd.has_queue(queue))
+    }
+
+    /// Make `queue` if it isn't there: agent-less, served only by pulls
+    /// (what Twilio does for an `<Enqueue>` name it doesn't know). False:
+    /// [`MAX_MADE_QUEUES`] are made already.
+    pub fn ensure(self: &Arc<Self>, queue: &str) -> bool {
+        let configured = self.configs.len();
+        let (exists, first) = self.quietly(|acd, _| {
+            if acd.has_queue(queue) {
+                return (true, false);
+            }
+            let made = acd.queue_count() < configured + MAX_MADE_QUEUES
+                && acd.add_queue(QueueRules {
+                    name: queue.to_string(),
+                    strategy: acd::Strategy::LongestIdle,
+                    agents: Vec::new(),
+                    sla: Duration::from_secs(20),
+                    wrap_up: Duration::ZERO,
+                    assumed_handle: Duration::from_secs(180),
+                    max_callers: None,
+                });
+            (made, made && acd.queue_count() == 1)
+        });
+        if first {
+            // No queue was configured, so no timer runs: metrics need one.
+            self.start_timer();
+        }
+        exists
+    }
+
+    /// Take the first waiting caller of `queue` that `may_take` accepts
+    /// and no agent rings for (see [`Acd::pull`]): its entry and wait.
+    pub fn pull(
+        &self,
+        queue: &str,
+        may_take: impl Fn(EntryId) -> bool,
+    ) -> Option<(EntryId, Duration)> {
+        self.with(|acd, now| acd.pull(now, queue, may_take))
+    }
+
+    /// Where `entry` stands: place, queue size, its wait, the average.
+    pub fn standing(&self, entry: EntryId) -> Option<Standing> {
+        self.quietly(|acd, now| acd.standing(now, entry))
+    }
+
+    /// `entry`'s place (1: next) and estimated wait.
+    pub fn position(&self, entry: EntryId) -> Option<(usize, Duration)> {
+        self.quietly(|acd, _| acd.position(entry))
+    }
+
+    /// Resolves when a caller next joins any queue; made before looking
+    /// (and `enable`d), it misses none that join meanwhile.
+    pub fn joined(&self) -> tokio::sync::futures::Notified<'_> {
+        self.joined.notified()
     }
 
     pub fn snapshot(&self) -> Vec<QueueSnapshot> {
@@ -137,11 +204,15 @@ impl Queues {
     }
 
     /// Ends wrap-ups on time and keeps the queue metrics current (every
-    /// second). Runs until the process ends.
+    /// second), from the start when queues are configured, else from the
+    /// first one made. Runs until the process ends.
     pub fn spawn_timer(self: &Arc<Self>) {
-        if self.configs.is_empty() {
-            return;
+        if !self.configs.is_empty() {
+            self.start_timer();
         }
+    }
+
+    fn start_timer(self: &Arc<Self>) {
         let queues = self.clone();
         tokio::spawn(async move {
             let mut metrics_at = tokio::time::Instant::now();
@@ -196,6 +267,10 @@ impl Ticket {
     /// The next agents to ring for this caller.
     pub async fn next_offer(&mut self) -> Option<Offer> {
         self.offers.recv().await
+    }
+
+    pub fn entry(&self) -> EntryId {
+        self.entry
     }
 
     /// Place (1: next) and estimated wait.

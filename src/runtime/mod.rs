@@ -22,7 +22,7 @@ use crate::call::{
     CallControl, EarlyAudio, Effect, HoldPrograms, MediaCommand, PortSource, Settings,
 };
 use crate::config::{CodecName, Config};
-use crate::media::audio_loop::HoldProgram;
+use crate::media::audio_loop::{HoldProgram, MediaEvent};
 use crate::media::engine::{MediaEngine, MediaSettings, PortReserver, Reservation};
 use crate::sdp::Codec;
 use crate::sip::endpoint::{EndpointConfig, InboundTrunk, RegistrationState};
@@ -377,11 +377,16 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                     }
                 }
             }
-            ev = media_events.recv() => {
-                if let Some(ev) = ev {
-                    gw.cc.handle_media_event(Instant::now(), ev);
+            ev = media_events.recv() => match ev {
+                // A stream moving to its bridge partner's loop: media's own.
+                Some(MediaEvent::Detached(moving)) => {
+                    if let Some(lost) = gw.media.adopt(moving) {
+                        gw.cc.media_failed(Instant::now(), crate::sip::endpoint::CallId(lost));
+                    }
                 }
-            }
+                Some(ev) => gw.cc.handle_media_event(Instant::now(), ev),
+                None => {}
+            },
             req = flow_rx.recv() => {
                 if let Some((call, r)) = req {
                     gw.cc.handle_flow_request(Instant::now(), call, r);

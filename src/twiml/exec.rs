@@ -9,6 +9,9 @@
 //! without one, the caller hears the configured error prompt and the call
 //! hangs up. Never silence.
 
+pub(super) mod queue;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,6 +87,7 @@ async fn race<T>(
     work: impl std::future::Future<Output = Result<T, Ended>>,
     interrupts: &mut tokio::sync::mpsc::UnboundedReceiver<super::live::AppTarget>,
     agent: Option<crate::flow::interp::Requester>,
+    redirecting: &AtomicBool,
 ) -> Result<Raced<T>, Ended> {
     tokio::pin!(work);
     let mut queued = None;
@@ -100,7 +104,11 @@ async fn race<T>(
                     agent.send(CallRequest::HangUpAgent)?;
                     queued = Some(target);
                 }
-                None => return Ok(Raced::Redirected(Request::of(target))),
+                None => {
+                    // Whatever `work` leaves behind as it drops may ask.
+                    redirecting.store(true, Ordering::Relaxed);
+                    return Ok(Raced::Redirected(Request::of(target)));
+                }
             },
         }
     }
@@ -133,6 +141,7 @@ pub async fn run(app: &AppConfig, cx: &mut FlowCx) -> Result<(), Ended> {
         apps,
         call_sid,
         fallback: None,
+        redirecting: AtomicBool::new(false),
     };
     let first = match (
         &app.twiml,
@@ -162,6 +171,9 @@ struct Session {
     call_sid: String,
     /// Taken when used: the fallback is asked once per call.
     fallback: Option<Request>,
+    /// The Calls API is moving the call on (a verb dropped for it is not
+    /// a hang-up).
+    redirecting: AtomicBool,
 }
 
 impl Session {
@@ -184,18 +196,19 @@ impl Session {
                 idle = 0;
                 continue;
             }
-            let verbs = match race(self.document(cx, &req), interrupts, None).await? {
-                Raced::Done(Ok(verbs)) => verbs,
-                Raced::Done(Err(e)) => {
-                    pending = self.failed(cx, e, &req.url).await?;
-                    continue;
-                }
-                Raced::Redirected(next) => {
-                    pending = Some(self.redirected(cx, next)?);
-                    idle = 0;
-                    continue;
-                }
-            };
+            let verbs =
+                match race(self.document(cx, &req), interrupts, None, &self.redirecting).await? {
+                    Raced::Done(Ok(verbs)) => verbs,
+                    Raced::Done(Err(e)) => {
+                        pending = self.failed(cx, e, &req.url).await?;
+                        continue;
+                    }
+                    Raced::Redirected(next) => {
+                        pending = Some(self.redirected(cx, next)?);
+                        idle = 0;
+                        continue;
+                    }
+                };
             for verb in &verbs {
                 if verb.kind.needs_media() {
                     cx.answer().await?;
@@ -204,7 +217,14 @@ impl Session {
                     VerbKind::Dial(_) => Some(cx.requester()?),
                     _ => None,
                 };
-                let done = match race(self.verb(cx, verb, &req.url), interrupts, agent).await? {
+                let done = match race(
+                    self.verb(cx, verb, &req.url),
+                    interrupts,
+                    agent,
+                    &self.redirecting,
+                )
+                .await?
+                {
                     Raced::Done(done) => done,
                     Raced::Redirected(next) => {
                         pending = Some(self.redirected(cx, next)?);
@@ -236,6 +256,7 @@ impl Session {
 
     /// The Calls API moved the call on: whatever played stops now.
     fn redirected(&self, cx: &mut FlowCx, next: Request) -> Result<Request, Ended> {
+        self.redirecting.store(false, Ordering::Relaxed);
         tracing::info!("webhook app: redirected through the Calls API");
         metrics::counter!(names::TWIML_API_REDIRECTS).increment(1);
         if cx.answered()? {
@@ -368,7 +389,17 @@ impl Session {
             VerbKind::Connect(c) => super::voice_ai::connect(cx, &self.call_sid, c, base).await?,
             VerbKind::Start(s) => Ok(super::voice_ai::start(cx, &self.call_sid, s).await?),
             VerbKind::Stop { name } => Ok(super::voice_ai::stop(cx, name.as_deref())?),
-            VerbKind::Dial(d) => self.dial(cx, d, base).await?,
+            VerbKind::Dial(d) => match d.targets.as_slice() {
+                [DialTarget::Queue { name, url, method }] => {
+                    self.dial_queue(cx, d, (name, url.as_deref(), *method), base)
+                        .await?
+                }
+                _ => self.dial(cx, d, base).await?,
+            },
+            // Boxed: its wait documents run verbs again.
+            VerbKind::Enqueue(q) => Box::pin(self.enqueue(cx, q, base)).await?,
+            // Outside a waitUrl document there is no queue to leave.
+            VerbKind::Leave => Ok(Step::Next),
             VerbKind::Hangup => {
                 cx.hangup()?;
                 Ok(Step::End)
@@ -655,6 +686,10 @@ impl Session {
                     targets.push((uri.to_string(), send_digits.clone()));
                 }
                 DialTarget::Sip(uri) => targets.push((sip_target(uri)?, None)),
+                // The parser keeps a <Queue> alone in its <Dial>.
+                DialTarget::Queue { .. } => {
+                    return Err(AppError::new("bad_dial", "<Queue> with other nouns"))
+                }
             }
         }
         Ok(DialPlan { targets, trunk })

@@ -60,6 +60,8 @@ pub struct Apps {
     pub live: super::live::LiveApps,
     /// `[twiml] api_sip_hosts`.
     pub api_sip_hosts: Vec<String>,
+    /// App callers in queues, for `<Dial><Queue>` to take.
+    pub(super) dequeueable: super::exec::queue::Dequeueable,
 }
 
 impl Apps {
@@ -89,6 +91,7 @@ impl Apps {
             statuses: Default::default(),
             live: Default::default(),
             api_sip_hosts: t.api_sip_hosts.clone(),
+            dequeueable: Default::default(),
         })
     }
 

@@ -76,6 +76,10 @@ pub enum VerbKind {
     Stop {
         name: Option<String>,
     },
+    /// Wait in a queue until another call dequeues the caller.
+    Enqueue(Enqueue),
+    /// In a waitUrl document: out of the queue, on after `<Enqueue>`.
+    Leave,
 }
 
 impl VerbKind {
@@ -88,8 +92,21 @@ impl VerbKind {
                 | VerbKind::Redirect { .. }
                 | VerbKind::Refer { .. }
                 | VerbKind::Stop { .. }
+                | VerbKind::Leave
         )
     }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enqueue {
+    /// The queue (a `[[queues]]` name, or made on first use).
+    pub name: String,
+    pub action: Option<String>,
+    pub method: Method,
+    /// Run (and asked again) while the caller waits; unset: the queue's
+    /// own music and announcements.
+    pub wait_url: Option<String>,
+    pub wait_method: Method,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +195,13 @@ pub enum DialTarget {
     },
     /// A SIP URI.
     Sip(String),
+    /// The caller at the head of a queue; `url` runs on that caller's
+    /// side before the two are bridged.
+    Queue {
+        name: String,
+        url: Option<String>,
+        method: Method,
+    },
 }
 
 /// A parsed XML element: the generic tree the verbs are read from.
@@ -384,12 +408,60 @@ fn verb(e: &Element) -> Result<Verb, TwimlError> {
                 _ => return Err(at(e.line, "<Stop> holds exactly one <Stream>")),
             }
         }
-        "Enqueue" | "Leave" | "Record" | "Sms" | "Message" | "Pay" | "Prompt" => {
+        "Enqueue" => VerbKind::Enqueue(enqueue(e)?),
+        "Leave" => {
+            e.attrs(&[])?;
+            e.no_children()?;
+            VerbKind::Leave
+        }
+        "Record" | "Sms" | "Message" | "Pay" | "Prompt" => {
             return Err(at(e.line, format!("<{}> is not supported yet", e.name)));
         }
         other => return Err(at(e.line, format!("unknown verb <{other}>"))),
     };
     Ok(Verb { line: e.line, kind })
+}
+
+fn enqueue(e: &Element) -> Result<Enqueue, TwimlError> {
+    let a = e.attrs(&[
+        "action",
+        "method",
+        "waitUrl",
+        "waitUrlMethod",
+        "workflowSid",
+    ])?;
+    if a.get("workflowSid").is_some() {
+        return Err(a.error("workflowSid", "TaskRouter is not supported"));
+    }
+    if let Some(c) = e.children.first() {
+        return Err(at(
+            c.line,
+            format!("<Enqueue><{}> is not supported", c.name),
+        ));
+    }
+    let wait_method = match a.get("waitUrlMethod") {
+        None => Method::Post,
+        Some(m) => Method::parse(m).ok_or_else(|| a.error("waitUrlMethod", "use GET or POST"))?,
+    };
+    Ok(Enqueue {
+        name: queue_name(e)?,
+        action: a.url("action"),
+        method: a.method()?,
+        wait_url: a.url("waitUrl"),
+        wait_method,
+    })
+}
+
+/// A queue's name: 1 to 64 characters, none of them control characters.
+fn queue_name(e: &Element) -> Result<String, TwimlError> {
+    let name = e.text.trim();
+    if !(1..=64).contains(&name.chars().count()) || name.chars().any(char::is_control) {
+        return Err(at(
+            e.line,
+            format!("<{}> needs a queue name of 1 to 64 characters", e.name),
+        ));
+    }
+    Ok(name.to_string())
 }
 
 fn say(e: &Element) -> Result<Say, TwimlError> {
@@ -624,7 +696,19 @@ fn dial(e: &Element) -> Result<Dial, TwimlError> {
                 c.no_children()?;
                 targets.push(DialTarget::Sip(c.text.trim().to_string()));
             }
-            "Client" | "Conference" | "Queue" | "Sim" | "Application" | "WhatsApp" => {
+            "Queue" => {
+                let qa = c.attrs(&["url", "method", "reservationSid", "postWorkActivitySid"])?;
+                c.no_children()?;
+                if qa.get("reservationSid").is_some() || qa.get("postWorkActivitySid").is_some() {
+                    return Err(at(c.line, "<Queue>: TaskRouter is not supported"));
+                }
+                targets.push(DialTarget::Queue {
+                    name: queue_name(c)?,
+                    url: qa.url("url"),
+                    method: qa.method()?,
+                });
+            }
+            "Client" | "Conference" | "Sim" | "Application" | "WhatsApp" => {
                 return Err(at(
                     c.line,
                     format!("<Dial><{}> is not supported yet", c.name),
@@ -635,6 +719,13 @@ fn dial(e: &Element) -> Result<Dial, TwimlError> {
     }
     if targets.is_empty() {
         return Err(at(e.line, "<Dial> has nothing to dial"));
+    }
+    let queues = targets
+        .iter()
+        .filter(|t| matches!(t, DialTarget::Queue { .. }))
+        .count();
+    if queues > 0 && targets.len() > 1 {
+        return Err(at(e.line, "<Dial> with a <Queue> dials nothing else"));
     }
     let timeout_secs: u32 = a.number("timeout", 30)?;
     if !(5..=600).contains(&timeout_secs) {
@@ -1016,6 +1107,64 @@ mod tests {
         assert_eq!(
             error("<Response><Connect><Stream url=\"wss://x/\"><Parameter value=\"v\"/></Stream></Connect></Response>"),
             "line 1: <Parameter> needs a name"
+        );
+    }
+
+    #[test]
+    fn queues_read_as_twilio_writes_them() {
+        let doc = r#"<Response>
+  <Enqueue action="/left" method="GET" waitUrl="/wait" waitUrlMethod="GET">support</Enqueue>
+  <Enqueue>made on the fly</Enqueue>
+  <Leave/>
+  <Dial action="/after" timeout="10"><Queue url="/about-to-connect">support</Queue></Dial>
+</Response>"#;
+        let verbs = kinds(doc);
+        assert_eq!(
+            verbs[0],
+            VerbKind::Enqueue(Enqueue {
+                name: "support".into(),
+                action: Some("/left".into()),
+                method: Method::Get,
+                wait_url: Some("/wait".into()),
+                wait_method: Method::Get,
+            })
+        );
+        let VerbKind::Enqueue(made) = &verbs[1] else {
+            panic!("{:?}", verbs[1]);
+        };
+        assert_eq!(
+            (made.wait_url.as_deref(), made.method),
+            (None, Method::Post)
+        );
+        assert_eq!(verbs[2], VerbKind::Leave);
+        assert!(!verbs[2].needs_media() && verbs[0].needs_media());
+        let VerbKind::Dial(d) = &verbs[3] else {
+            panic!("{:?}", verbs[3]);
+        };
+        assert_eq!(
+            d.targets,
+            vec![DialTarget::Queue {
+                name: "support".into(),
+                url: Some("/about-to-connect".into()),
+                method: Method::Post,
+            }]
+        );
+        assert_eq!(
+            error("<Response><Enqueue>  </Enqueue></Response>"),
+            "line 1: <Enqueue> needs a queue name of 1 to 64 characters"
+        );
+        assert!(error(&format!(
+            "<Response><Enqueue>{}</Enqueue></Response>",
+            "q".repeat(65)
+        ))
+        .contains("1 to 64"));
+        assert_eq!(
+            error("<Response><Enqueue workflowSid=\"WW1\">q</Enqueue></Response>"),
+            "line 1: <Enqueue> workflowSid=\"WW1\": TaskRouter is not supported"
+        );
+        assert_eq!(
+            error("<Response><Dial><Queue>q</Queue><Sip>sip:a@example.com</Sip></Dial></Response>"),
+            "line 1: <Dial> with a <Queue> dials nothing else"
         );
     }
 

@@ -2,7 +2,7 @@
 //! the G.711 RTP a caller received.
 
 use std::f64::consts::PI;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A sine tone as a 16-bit mono WAV at `rate`.
 pub fn write_tone(path: &Path, freq: f64, secs: f64, amp: f64, rate: u32) {
@@ -87,4 +87,25 @@ pub fn g711_hex_to_linear(hex: &str, payload_type: &str) -> Vec<f64> {
         .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
         .map(decode)
         .collect()
+}
+
+/// A tone as raw µ-law at 8 kHz, what SIPp's `rtp_stream` plays (sox).
+pub fn ulaw_tone(dir: &Path, freq: u32, secs: u32) -> PathBuf {
+    super::require("sox", "sox");
+    let file = dir.join(format!("tone{freq}.ulaw"));
+    let status = std::process::Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-e", "u-law", "-t", "raw"])
+        .arg(&file)
+        .args([
+            "synth",
+            &secs.to_string(),
+            "sine",
+            &freq.to_string(),
+            "vol",
+            "0.5",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "sox failed");
+    file
 }

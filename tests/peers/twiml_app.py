@@ -265,6 +265,57 @@ class App(BaseHTTPRequestHandler):
         r.hangup()
         return r
 
+    # ---- queues: <Enqueue>, its wait document, <Dial><Queue> ----
+
+    def app_enqueue(self, query, form):
+        r = VoiceResponse()
+        wait = "/wait?leave=1" if query.get("leave") else "/wait"
+        if query.get("bad"):
+            wait = "/wait?bad=1"
+        if query.get("nowait"):
+            # The queue's own music and announcements.
+            wait = None
+        r.enqueue(query.get("q", "support"), action="/enqueue-left", wait_url=wait)
+        return r
+
+    def app_wait(self, query, form):
+        r = VoiceResponse()
+        if query.get("leave"):
+            r.say("The line is closed.")
+            r.leave()
+        elif query.get("bad"):
+            # No <Dial> in a wait document.
+            r.say("Hold on.")
+            r.dial("+15550001111")
+        else:
+            r.say("Please hold.")
+            r.pause(length=2)
+        return r
+
+    def app_enqueue_left(self, query, form):
+        r = VoiceResponse()
+        r.hangup()
+        return r
+
+    def app_dequeue(self, query, form):
+        r = VoiceResponse()
+        d = Dial(action="/dequeued", timeout=int(query.get("timeout", "30")))
+        if "limit" in query:
+            d = Dial(action="/dequeued", time_limit=int(query["limit"]))
+        d.queue(query.get("q", "support"), url="/about-to-connect")
+        r.append(d)
+        return r
+
+    def app_about_to_connect(self, query, form):
+        r = VoiceResponse()
+        r.say("You are being connected.")
+        return r
+
+    def app_dequeued(self, query, form):
+        r = VoiceResponse()
+        r.hangup()
+        return r
+
 
 server = ThreadingHTTPServer(("127.0.0.1", PORT), App)
 print("ready", flush=True)

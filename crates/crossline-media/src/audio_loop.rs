@@ -97,7 +97,46 @@ pub enum Command {
     Record(StreamId, Box<Tap>),
     /// Stop recording; the writer sees its ring abandoned and finishes.
     StopRecording(StreamId),
+    /// Hand the stream over to another loop: it leaves this one (its
+    /// bridge too) and comes back in the box as [`MediaEvent::Detached`],
+    /// for the control side to [`Command::Adopt`] elsewhere. The box is
+    /// allocated by the control side, so the loop allocates nothing.
+    Detach(StreamId, Box<MovingStream>),
+    /// Take over a stream another loop detached, as it was.
+    Adopt(Box<MovingStream>),
 }
+
+/// A stream between two loops (see [`Command::Detach`]); dropped, it
+/// closes its sockets.
+#[derive(Default)]
+pub struct MovingStream(Option<Stream>);
+
+impl MovingStream {
+    /// An empty box for [`Command::Detach`] to fill.
+    pub fn boxed() -> Box<MovingStream> {
+        Box::default()
+    }
+
+    /// The stream it carries, if the loop found it.
+    pub fn id(&self) -> Option<StreamId> {
+        self.0.as_ref().map(|s| s.spec.id)
+    }
+}
+
+impl std::fmt::Debug for MovingStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MovingStream({:?})", self.id())
+    }
+}
+
+/// Two boxes are the same move when they carry the same stream.
+impl PartialEq for MovingStream {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for MovingStream {}
 
 /// One direction of a bridge: audio received on a stream, waiting to be
 /// played to its peer.
@@ -147,7 +186,7 @@ impl BridgeEnd {
 }
 
 /// What a loop reports back to the control side, through its [`EventSink`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum MediaEvent {
     /// No RTP arrived within the stream's timeout.
     RtpTimeout(StreamId),
@@ -156,6 +195,9 @@ pub enum MediaEvent {
     SourceFinished(StreamId, u32),
     /// An RFC 4733 digit arrived (reported once per key press).
     Dtmf(StreamId, char),
+    /// A [`Command::Detach`]ed stream, out of its loop (empty when the
+    /// loop had no such stream).
+    Detached(Box<MovingStream>),
 }
 
 /// Where an audio loop reports [`MediaEvent`]s. The loop calls it from its
@@ -479,7 +521,7 @@ fn run<S: EventSink>(
         let now_ms = clock::millis(tick_start);
 
         while let Ok(cmd) = commands.pop() {
-            groups.apply(cmd, &mut bridges, &stats, &mut stream_starts);
+            groups.apply(cmd, &mut bridges, &stats, &mut stream_starts, &events);
         }
         stats.streams.store(groups.len() as u64, Ordering::Relaxed);
 
@@ -730,6 +772,7 @@ impl Groups {
         bridges: &mut std::collections::HashMap<StreamId, BridgeEnd>,
         stats: &LoopStats,
         stream_starts: &mut StdRng,
+        events: &impl EventSink,
     ) {
         match cmd {
             Command::Start(spec) => {
@@ -780,6 +823,23 @@ impl Groups {
                 }
             }
             Command::Unbridge(id) => unbridge(bridges, id),
+            Command::Detach(id, mut moving) => {
+                unbridge(bridges, id);
+                for g in self.0.iter_mut() {
+                    if let Some(i) = g.iter().position(|s| s.spec.id == id) {
+                        moving.0 = Some(g.swap_remove(i));
+                        break;
+                    }
+                }
+                events.send(MediaEvent::Detached(moving));
+            }
+            Command::Adopt(mut moving) => {
+                if let (Some(stream), Some(g)) =
+                    (moving.0.take(), self.0.iter_mut().min_by_key(|g| g.len()))
+                {
+                    g.push(stream);
+                }
+            }
             Command::Record(id, tap) => {
                 if let Some(s) = self.find_mut(id) {
                     s.tap = Some(tap);
@@ -925,6 +985,22 @@ mod tests {
     use super::*;
     use crate::record_tap::RecordFrame;
 
+    /// A PCMU stream playing silence to `remote`, from a fresh socket.
+    fn silent_pcmu(id: StreamId, remote: SocketAddr) -> StreamSpec {
+        StreamSpec {
+            id,
+            socket: UdpSocket::bind("127.0.0.1:0").unwrap(),
+            rtcp_socket: None,
+            telephone_event_pt: None,
+            remote,
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            frames_per_packet: 1,
+            source: Source::Silence,
+            rtp_timeout: Duration::ZERO,
+        }
+    }
+
     /// SSRC, sequence and timestamp of the first packet of the first stream
     /// started on loop `index` seeded with `seed`.
     fn first_stream_start(index: usize, seed: Option<u64>) -> (u32, u16, u32) {
@@ -936,24 +1012,63 @@ mod tests {
         };
         let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let mut handle = spawn(index, 16, options, ev_tx).unwrap();
-        let spec = StreamSpec {
-            id: 1,
-            socket: UdpSocket::bind("127.0.0.1:0").unwrap(),
-            rtcp_socket: None,
-            telephone_event_pt: None,
-            remote: rx.local_addr().unwrap(),
-            encoding: Encoding::Pcmu,
-            payload_type: 0,
-            frames_per_packet: 1,
-            source: Source::Silence,
-            rtp_timeout: Duration::ZERO,
-        };
+        let spec = silent_pcmu(1, rx.local_addr().unwrap());
         assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
         let mut buf = [0u8; 512];
         let (n, _) = rx.recv_from(&mut buf).unwrap();
         handle.shutdown();
         let v = parse_rtp(&buf[..n]).unwrap();
         (v.ssrc, v.sequence, v.timestamp)
+    }
+
+    /// A stream detached from one loop and adopted by another keeps its
+    /// socket, SSRC and sequence: the peer sees one unbroken stream.
+    #[test]
+    fn a_stream_moves_between_loops_unbroken() {
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (ev_tx, ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let mut from = spawn(0, 16, LoopOptions::default(), ev_tx.clone()).unwrap();
+        let mut to = spawn(1, 16, LoopOptions::default(), ev_tx).unwrap();
+        let spec = silent_pcmu(7, peer.local_addr().unwrap());
+        assert!(from.send(Command::Start(Box::new(spec))).is_ok());
+        let mut buf = [0u8; 512];
+        let (n, sender) = peer.recv_from(&mut buf).unwrap();
+        let first = parse_rtp(&buf[..n]).unwrap();
+        let (ssrc, first_seq) = (first.ssrc, first.sequence);
+        assert!(from.send(Command::Detach(7, MovingStream::boxed())).is_ok());
+        let moving = match ev_rx.recv_timeout(Duration::from_secs(2)).unwrap() {
+            MediaEvent::Detached(m) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(moving.id(), Some(7));
+        assert!(to.send(Command::Adopt(moving)).is_ok());
+        // Drain what the first loop sent, then the adopted stream goes on.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut last = None;
+        for _ in 0..10 {
+            let (n, from_addr) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(from_addr, sender, "the same socket");
+            let v = parse_rtp(&buf[..n]).unwrap();
+            assert_eq!(v.ssrc, ssrc);
+            if let Some(prev) = last {
+                assert_eq!(v.sequence, u16::wrapping_add(prev, 1), "no gap, no reset");
+            }
+            last = Some(v.sequence);
+        }
+        assert!(last.is_some_and(|l: u16| l.wrapping_sub(first_seq) >= 10));
+        assert_eq!(from.stats.streams.load(Ordering::Relaxed), 0);
+        assert_eq!(to.stats.streams.load(Ordering::Relaxed), 1);
+        // Detaching a stream the loop doesn't have hands back an empty box.
+        assert!(from
+            .send(Command::Detach(99, MovingStream::boxed()))
+            .is_ok());
+        match ev_rx.recv_timeout(Duration::from_secs(2)).unwrap() {
+            MediaEvent::Detached(m) => assert_eq!(m.id(), None),
+            other => panic!("{other:?}"),
+        }
+        from.shutdown();
+        to.shutdown();
     }
 
     /// A tapped stream copies what it hears and what it sends, as μ-law;
