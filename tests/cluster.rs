@@ -372,3 +372,145 @@ fn a_breakout_link_opened_on_another_node_returns_to_the_call() {
     assert_no_pii(&a.log(), &["+15551234567", "1234 BCD", &path[3..]]);
     assert_no_pii(&b.log(), &["+15551234567", "1234 BCD", &path[3..]]);
 }
+
+const ADMIN: &str = "admin-secret-0123456789";
+const OPERATOR: &str = "operator-secret-0123456";
+
+/// A node of a registrar cluster: users at crossline.test, calls for a
+/// user registered on the other node handed there (both on loopback).
+fn registrar_node(name: &str, url: &str) -> Gateway {
+    Gateway::start(&format!(
+        "[http]\nadmin_token = \"{ADMIN}\"\noperator_token = \"{OPERATOR}\"\n\n\
+         [store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\nnode_id = \"{name}\"\n\n\
+         [sip]\nauth_failures_before_ban = 20\n\n\
+         [registrar]\nenabled = true\ndomain = \"crossline.test\"\ncluster_nodes = [\"127.0.0.1/32\"]\n"
+    ))
+}
+
+/// A SIPp caller dialling `user` at `gw`, talking for 2 s.
+fn call_user_at(gw: &Gateway, user: &str) -> Sipp {
+    sipp(
+        &[
+            "-sn",
+            "uac",
+            "-s",
+            user,
+            &gw.sip_addr(),
+            "-m",
+            "1",
+            "-d",
+            "2000",
+        ],
+        Duration::from_secs(30),
+    )
+}
+
+/// Two nodes sharing PostgreSQL: a user made over node B's API registers
+/// its phone (pjsua2) on node A; a call for it arriving on B is handed to
+/// A (the node holding the phone's flow), which rings the phone: answered,
+/// bridged end to end. A row naming a node outside `cluster_nodes` is
+/// never called (counted), and a user deleted on A is gone on B.
+#[test]
+fn a_call_on_one_node_reaches_a_phone_registered_on_the_other() {
+    require("sipp", "sip-tester");
+    let pg = Postgres::start();
+    let url = pg.database("crossline_registrar");
+    let a = registrar_node("node-a", &url);
+    let b = registrar_node("node-b", &url);
+
+    let made = b.api(
+        ADMIN,
+        "POST",
+        "/v1/users",
+        Some(&json!({ "name": "carol", "password": "carol-cluster-pw" })),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    // A hears of the user from the store and takes its REGISTER.
+    a.wait_for_log("a user from the store changed user=carol", WAIT);
+    let phone = common::phones::pjsua_agent(&a, "carol", "carol-cluster-pw", &[]);
+    phone.wait_for("reg 200", WAIT);
+    let node_addr = pg.psql(
+        "crossline_registrar",
+        "SELECT node || ' ' || node_addr FROM registrations WHERE user_name = 'carol'",
+    );
+    assert_eq!(node_addr, format!("node-a {}", a.sip_addr()));
+    // B reads the registration when A's NOTIFY comes (a few ms).
+    std::thread::sleep(Duration::from_millis(500));
+
+    let call = call_user_at(&b, "carol");
+    assert!(
+        call.ok(),
+        "{}\nB:\n{}\nA:\n{}",
+        call.describe(),
+        b.log(),
+        a.log()
+    );
+    phone.wait_for("state CONFIRMED 200", Duration::from_secs(5));
+    phone.wait_for("media", Duration::from_secs(5));
+    assert_eq!(
+        metric(&b, "crossline_user_handoffs_total{outcome=\"handed\""),
+        1.0
+    );
+    assert!(b
+        .log()
+        .contains("a call for a user handed to the node holding its registration"));
+    assert!(
+        a.log().contains("handed_by=Some(\"node-b\")"),
+        "A rang its own devices for B's call:\n{}",
+        a.log()
+    );
+    assert!(a.log().contains("transfer: bridged"), "{}", a.log());
+
+    // A row that names an address outside the cluster (a tampered store,
+    // a stale node) is never called: the call fails, the refusal counted.
+    let made = b.api(
+        ADMIN,
+        "POST",
+        "/v1/users",
+        Some(&json!({ "name": "mallory", "password": "mallory-cluster-pw" })),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let far = SystemTime::now() + Duration::from_secs(600);
+    pg.psql(
+        "crossline_registrar",
+        &format!(
+            "INSERT INTO registrations (user_name, contact, q_milli, call_id, cseq, expires_at_ms,
+             transport, local_addr, source, node, node_addr) VALUES ('mallory',
+             'sip:mallory@192.0.2.9', 1000, 'x', 1, {}, 'udp', '192.0.2.9:5060',
+             '192.0.2.9:5060', 'node-x', '192.0.2.9:5060');
+             SELECT pg_notify('crossline_cluster', 'registrations mallory');",
+            ms_since_epoch(far)
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = call_user_at(&b, "mallory");
+    assert!(!refused.ok(), "{}", refused.describe());
+    assert!(
+        refused.error_log().contains("480"),
+        "{}",
+        refused.describe()
+    );
+    assert_eq!(
+        metric(
+            &b,
+            "crossline_user_handoffs_total{outcome=\"refused\",reason=\"not_cluster_node\"}"
+        ),
+        1.0
+    );
+
+    // Deleted on A: gone from the store, and B no longer knows the user
+    // (the DID is then an ordinary one: no route, 404).
+    let gone = a.api(ADMIN, "DELETE", "/v1/users/carol", None);
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    b.wait_for_log(
+        "a user from the store changed user=carol present=false",
+        WAIT,
+    );
+    assert_eq!(
+        pg.psql(
+            "crossline_registrar",
+            "SELECT count(*) FROM registrations WHERE user_name = 'carol'"
+        ),
+        "0"
+    );
+}

@@ -314,8 +314,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             Via::Node(addr) => {
                 let placed = self.place_node_call(now, &uri, addr, caller_id, leg);
                 if placed.is_ok() {
-                    counter!(names::USER_HANDOFFS, "outcome" => "handed", "reason" => "")
-                        .increment(1);
+                    counter!(names::USER_HANDOFFS, "outcome" => "handed").increment(1);
                     tracing::info!(%caller, node = %addr, "a call for a user handed to the node holding its registration");
                 }
                 placed
