@@ -250,12 +250,13 @@ impl Endpoint {
             }
             None => {
                 self.stored_users.remove(name);
-                if !self
+                let in_config = self
                     .config
                     .registrar
                     .as_ref()
-                    .is_some_and(|r| r.config_user(name).is_some())
-                {
+                    .and_then(|r| r.config_user(name))
+                    .is_some();
+                if !in_config {
                     self.drop_bindings(name);
                 }
             }
