@@ -387,24 +387,6 @@ fn registrar_node(name: &str, url: &str) -> Gateway {
     ))
 }
 
-/// A SIPp caller dialling `user` at `gw`, talking for 2 s.
-fn call_user_at(gw: &Gateway, user: &str) -> Sipp {
-    sipp(
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            user,
-            &gw.sip_addr(),
-            "-m",
-            "1",
-            "-d",
-            "2000",
-        ],
-        Duration::from_secs(30),
-    )
-}
-
 /// Two nodes sharing PostgreSQL: a user made over node B's API registers
 /// its phone (pjsua2) on node A; a call for it arriving on B is handed to
 /// A (the node holding the phone's flow), which rings the phone: answered,
@@ -437,7 +419,7 @@ fn a_call_on_one_node_reaches_a_phone_registered_on_the_other() {
     // B reads the registration when A's NOTIFY comes (a few ms).
     std::thread::sleep(Duration::from_millis(500));
 
-    let call = call_user_at(&b, "carol");
+    let call = common::phones::call_user(&b, "carol");
     assert!(
         call.ok(),
         "{}\nB:\n{}\nA:\n{}",
@@ -483,7 +465,7 @@ fn a_call_on_one_node_reaches_a_phone_registered_on_the_other() {
         ),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let refused = call_user_at(&b, "mallory");
+    let refused = common::phones::call_user(&b, "mallory");
     assert!(!refused.ok(), "{}", refused.describe());
     assert!(
         refused.error_log().contains("480"),

@@ -27,24 +27,6 @@ fn registrar_gateway(registrar: &str, extra: &str) -> Gateway {
     ))
 }
 
-/// A SIPp caller dialling `did` at the gateway, talking for 2 s.
-fn call_user(gw: &Gateway, did: &str) -> Sipp {
-    sipp(
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            did,
-            &gw.sip_addr(),
-            "-m",
-            "1",
-            "-d",
-            "2000",
-        ],
-        Duration::from_secs(30),
-    )
-}
-
 /// A call to `user` gets 480 Temporarily Unavailable: no device.
 fn assert_unavailable(gw: &Gateway, user: &str) {
     let call = sipp(

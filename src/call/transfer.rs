@@ -82,43 +82,22 @@ impl<P: PortSource, F> CallControl<P, F> {
             .collect())
     }
 
-    /// Place a call to a registered device as `leg`: over the flow its
-    /// REGISTER came on, whatever host its Contact names.
-    fn place_device_call(
+    /// Place an agent leg straight to a user's device or to the node
+    /// holding it (never through a trunk), with an RTP port reserved for
+    /// it: `plan` makes the dialling plan from the port.
+    fn place_direct(
         &mut self,
         now: Instant,
-        binding: &crate::sip::registrar::Binding,
-        from_user: String,
         mut leg: Call<P::Reservation, F>,
+        plan: impl FnOnce(u16) -> Dialling,
     ) -> Result<CallId, &'static str> {
         let (port, reservation) = self.ports.reserve().map_err(|e| {
-            tracing::warn!(%e, "call to a device: no RTP port");
+            tracing::warn!(%e, "call to a user: no RTP port");
             "no free RTP port"
         })?;
         leg.media = Media::Reserved(reservation);
-        let dialling = Dialling::to_device(binding, from_user, port);
-        self.place(now, leg, dialling)
-            .map_err(|()| "the device's flow is backed off")
-    }
-
-    /// Hand a call for `user` to the node at `node` (one of
-    /// `[registrar] cluster_nodes`), which rings its own devices of it.
-    fn place_node_call(
-        &mut self,
-        now: Instant,
-        user: &Uri,
-        node: std::net::SocketAddr,
-        from_user: String,
-        mut leg: Call<P::Reservation, F>,
-    ) -> Result<CallId, &'static str> {
-        let (port, reservation) = self.ports.reserve().map_err(|e| {
-            tracing::warn!(%e, "call handed to another node: no RTP port");
-            "no free RTP port"
-        })?;
-        leg.media = Media::Reserved(reservation);
-        let dialling = Dialling::to_node(user.clone(), node, from_user, port, self.node_id());
-        self.place(now, leg, dialling)
-            .map_err(|()| "the node is backed off")
+        self.place(now, leg, plan(port))
+            .map_err(|()| "its flow is backed off")
     }
 
     pub(crate) fn start_transfer(&mut self, now: Instant, caller: CallId, req: TransferRequest) {
@@ -310,9 +289,18 @@ impl<P: PortSource, F> CallControl<P, F> {
         let mut leg = Call::new(Role::Agent { caller, target }, record);
         leg.program = Some(Program::Leg);
         let placed = match via {
-            Via::Device(binding) => self.place_device_call(now, &binding, caller_id, leg),
+            // Over the flow its REGISTER came on, whatever host its
+            // Contact names.
+            Via::Device(binding) => self.place_direct(now, leg, |port| {
+                Dialling::to_device(&binding, caller_id, port)
+            }),
+            // To a node in `[registrar] cluster_nodes`: it rings its own
+            // devices of the user.
             Via::Node(addr) => {
-                let placed = self.place_node_call(now, &uri, addr, caller_id, leg);
+                let us = self.node_id();
+                let placed = self.place_direct(now, leg, |port| {
+                    Dialling::to_node(uri, addr, caller_id, port, us)
+                });
                 if placed.is_ok() {
                     counter!(names::USER_HANDOFFS, "outcome" => "handed").increment(1);
                     tracing::info!(%caller, node = %addr, "a call for a user handed to the node holding its registration");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, peers, repo, require, Gateway};
+use super::{free_port, peers, repo, require, sipp, Gateway, Sipp};
 
 /// A peer process whose output goes to a file, killed (by its PID) when
 /// dropped.
@@ -102,4 +102,23 @@ pub fn baresip_agent(gw: &Gateway, user: &str, password: &str) -> (Peer, tempfil
         .arg(conf.path())
         .args(["-t", "50"]);
     (spawn_peer(cmd), conf)
+}
+
+/// A SIPp caller dialling `did` (a user, say) at the gateway, talking for
+/// 2 s.
+pub fn call_user(gw: &Gateway, did: &str) -> Sipp {
+    sipp(
+        &[
+            "-sn",
+            "uac",
+            "-s",
+            did,
+            &gw.sip_addr(),
+            "-m",
+            "1",
+            "-d",
+            "2000",
+        ],
+        Duration::from_secs(30),
+    )
 }
