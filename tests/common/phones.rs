@@ -61,9 +61,15 @@ pub fn spawn_peer(mut cmd: Command) -> Peer {
 
 /// pjsua2 registering `user` with `password`, answering every call.
 pub fn pjsua_agent(gw: &Gateway, user: &str, password: &str, extra: &[&str]) -> Peer {
+    pjsua_agent_via(&gw.sip_addr(), user, password, extra)
+}
+
+/// pjsua2 registering `user` at `registrar` ("ip:port": the gateway, or a
+/// proxy in front of it), answering every call.
+pub fn pjsua_agent_via(registrar: &str, user: &str, password: &str, extra: &[&str]) -> Peer {
     let mut cmd = Command::new(peers::python("pjsua2"));
     cmd.arg(repo().join("tests/peers/pjsua_register.py"))
-        .arg(format!("sip:{}", gw.sip_addr()))
+        .arg(format!("sip:{registrar}"))
         .arg(format!("sip:{user}@crossline.test"))
         .args([user, password, "40"])
         .args(extra)
