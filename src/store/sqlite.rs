@@ -631,7 +631,8 @@ mod tests {
                 "opt_outs",
                 "provider_sends",
                 "recordings",
-                "registrations"
+                "registrations",
+                "sip_users"
             ]
         );
         let v: i64 = conn
