@@ -29,7 +29,8 @@ fn every_documented_route_is_served_and_guarded() {
     for (path, item) in paths {
         let concrete = path
             .replace("{call_id}", "no-such-call")
-            .replace("{id}", "no-such-id");
+            .replace("{id}", "no-such-id")
+            .replace("{name}", "no-such-user");
         for (method, op) in item.as_object().unwrap() {
             let m = method.to_ascii_uppercase();
             let body = (m == "POST").then_some("{}");
@@ -51,7 +52,7 @@ fn every_documented_route_is_served_and_guarded() {
             assert!(anonymous.headers.contains("www-authenticate: bearer"));
             let wrong = gw.http(&m, &concrete, &[("Authorization", "Bearer nope")], body);
             assert_eq!(wrong.status, 401, "{m} {path} with a wrong token");
-            let admin_only = path.starts_with("/v1/admin/");
+            let admin_only = path.starts_with("/v1/admin/") || path.starts_with("/v1/users");
             let as_operator = gw.http(&m, &concrete, &[("Authorization", &operator)], body);
             if admin_only {
                 assert_eq!(as_operator.status, 401, "{m} {path} is admin-only");

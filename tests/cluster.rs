@@ -372,3 +372,257 @@ fn a_breakout_link_opened_on_another_node_returns_to_the_call() {
     assert_no_pii(&a.log(), &["+15551234567", "1234 BCD", &path[3..]]);
     assert_no_pii(&b.log(), &["+15551234567", "1234 BCD", &path[3..]]);
 }
+
+const ADMIN: &str = "admin-secret-0123456789";
+const OPERATOR: &str = "operator-secret-0123456";
+
+/// A node of a registrar cluster: users at crossline.test, calls for a
+/// user registered on the other node handed there (both on loopback).
+fn registrar_node(name: &str, url: &str) -> Gateway {
+    Gateway::start(&format!(
+        "[http]\nadmin_token = \"{ADMIN}\"\noperator_token = \"{OPERATOR}\"\n\n\
+         [store]\nbackend = \"postgres\"\npostgres_url = \"{url}\"\nnode_id = \"{name}\"\n\n\
+         [sip]\nauth_failures_before_ban = 20\n\n\
+         [registrar]\nenabled = true\ndomain = \"crossline.test\"\ncluster_nodes = [\"127.0.0.1/32\"]\n"
+    ))
+}
+
+/// Two nodes sharing PostgreSQL: a user made over node B's API registers
+/// its phone (pjsua2) on node A; a call for it arriving on B is handed to
+/// A (the node holding the phone's flow), which rings the phone: answered,
+/// bridged end to end. A row naming a node outside `cluster_nodes` is
+/// never called (counted), and a user deleted on A is gone on B.
+#[test]
+fn a_call_on_one_node_reaches_a_phone_registered_on_the_other() {
+    require("sipp", "sip-tester");
+    let pg = Postgres::start();
+    let url = pg.database("crossline_registrar");
+    let a = registrar_node("node-a", &url);
+    let b = registrar_node("node-b", &url);
+
+    let made = b.api(
+        ADMIN,
+        "POST",
+        "/v1/users",
+        Some(&json!({ "name": "carol", "password": "carol-cluster-pw" })),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    // A hears of the user from the store and takes its REGISTER.
+    a.wait_for_log("a user from the store changed user=carol", WAIT);
+    let phone = common::phones::pjsua_agent(&a, "carol", "carol-cluster-pw", &[]);
+    phone.wait_for("reg 200", WAIT);
+    let node_addr = pg.psql(
+        "crossline_registrar",
+        "SELECT node || ' ' || node_addr FROM registrations WHERE user_name = 'carol'",
+    );
+    assert_eq!(node_addr, format!("node-a {}", a.sip_addr()));
+    // B reads the registration when A's NOTIFY comes (a few ms).
+    std::thread::sleep(Duration::from_millis(500));
+
+    let call = common::phones::call_user(&b, "carol");
+    assert!(
+        call.ok(),
+        "{}\nB:\n{}\nA:\n{}",
+        call.describe(),
+        b.log(),
+        a.log()
+    );
+    phone.wait_for("state CONFIRMED 200", Duration::from_secs(5));
+    phone.wait_for("media", Duration::from_secs(5));
+    assert_eq!(
+        metric(&b, "crossline_user_handoffs_total{outcome=\"handed\""),
+        1.0
+    );
+    assert!(b
+        .log()
+        .contains("a call for a user handed to the node holding its registration"));
+    assert!(
+        a.log().contains("handed_by=Some(\"node-b\")"),
+        "A rang its own devices for B's call:\n{}",
+        a.log()
+    );
+    assert!(a.log().contains("transfer: bridged"), "{}", a.log());
+
+    // A row that names an address outside the cluster (a tampered store,
+    // a stale node) is never called: the call fails, the refusal counted.
+    let made = b.api(
+        ADMIN,
+        "POST",
+        "/v1/users",
+        Some(&json!({ "name": "mallory", "password": "mallory-cluster-pw" })),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let far = SystemTime::now() + Duration::from_secs(600);
+    pg.psql(
+        "crossline_registrar",
+        &format!(
+            "INSERT INTO registrations (user_name, contact, q_milli, call_id, cseq, expires_at_ms,
+             transport, local_addr, source, node, node_addr) VALUES ('mallory',
+             'sip:mallory@192.0.2.9', 1000, 'x', 1, {}, 'udp', '192.0.2.9:5060',
+             '192.0.2.9:5060', 'node-x', '192.0.2.9:5060');
+             SELECT pg_notify('crossline_cluster', 'registrations mallory');",
+            ms_since_epoch(far)
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = common::phones::call_user(&b, "mallory");
+    assert!(!refused.ok(), "{}", refused.describe());
+    assert!(
+        refused.error_log().contains("480"),
+        "{}",
+        refused.describe()
+    );
+    assert_eq!(
+        metric(
+            &b,
+            "crossline_user_handoffs_total{outcome=\"refused\",reason=\"not_cluster_node\"}"
+        ),
+        1.0
+    );
+
+    // Deleted on A: gone from the store, and B no longer knows the user
+    // (the DID is then an ordinary one: no route, 404).
+    let gone = a.api(ADMIN, "DELETE", "/v1/users/carol", None);
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    b.wait_for_log(
+        "a user from the store changed user=carol present=false",
+        WAIT,
+    );
+    assert_eq!(
+        pg.psql(
+            "crossline_registrar",
+            "SELECT count(*) FROM registrations WHERE user_name = 'carol'"
+        ),
+        "0"
+    );
+}
+
+/// Kamailio (deploy/kamailio/kamailio.cfg) on a free loopback port in
+/// front of `nodes`, stopped (by its PID) when dropped.
+fn kamailio_before(nodes: &[&Gateway]) -> (common::phones::Peer, u16, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let list: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("1 sip:{} 0 0 duid=node-{i}\n", n.sip_addr()))
+        .collect();
+    std::fs::write(dir.path().join("dispatcher.list"), list).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new("kamailio");
+    cmd.arg("-f")
+        .arg(repo().join("deploy/kamailio/kamailio.cfg"))
+        .arg("-Y")
+        .arg(dir.path())
+        .arg("-w")
+        .arg(dir.path())
+        .args(["-m", "64", "-M", "8", "-DD", "-E"])
+        .args(["-A", "LISTEN_IP=127.0.0.1", "-A"])
+        .arg(format!("LISTEN_PORT={port}"))
+        .arg("-A")
+        .arg(format!(
+            "DS_LIST=\"{}\"",
+            dir.path().join("dispatcher.list").display()
+        ))
+        .arg("-A")
+        .arg(format!(
+            "CTL_SOCK=\"unixs:{}\"",
+            dir.path().join("ctl").display()
+        ))
+        .args(["-A", "DS_PING_INTERVAL=1"]);
+    let kamailio = common::phones::spawn_peer(cmd);
+    // Up once it answers OPTIONS with 200 (a node is active behind it).
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let me = socket.local_addr().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut buf = [0u8; 2048];
+    for n in 0.. {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kamailio never answered OPTIONS:\n{}",
+            kamailio.output()
+        );
+        let options = format!(
+            "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKup{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p{n}\r\nTo: <sip:127.0.0.1:{port}>\r\n\
+             Call-ID: kamailio-up-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        let _ = socket.send_to(options.as_bytes(), ("127.0.0.1", port));
+        if let Ok(len) = socket.recv(&mut buf) {
+            if buf[..len].starts_with(b"SIP/2.0 200") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (kamailio, port, dir)
+}
+
+/// The Path recipe of deploy/README.md with a real Kamailio: a pjsua2
+/// phone registers through Kamailio, which adds its Path (with the phone's
+/// address) and hands the REGISTER to the node its user hashes to; a call
+/// for the user on the other node is handed to that node, which calls the
+/// phone through Kamailio by the Path (Route), and Kamailio delivers it to
+/// the phone's own address. Answered and bridged.
+#[test]
+fn a_phone_registered_through_kamailio_is_reached_by_its_path() {
+    require("kamailio", "kamailio");
+    require("sipp", "sip-tester");
+    let pg = Postgres::start();
+    let url = pg.database("crossline_path");
+    let a = registrar_node("node-a", &url);
+    let b = registrar_node("node-b", &url);
+    let made = a.api(
+        ADMIN,
+        "POST",
+        "/v1/users",
+        Some(&json!({ "name": "dora", "password": "dora-path-pw-1" })),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    b.wait_for_log("a user from the store changed user=dora", WAIT);
+    let (kamailio, port, _dir) = kamailio_before(&[&a, &b]);
+
+    let phone = common::phones::pjsua_agent_via(
+        &format!("127.0.0.1:{port}"),
+        "dora",
+        "dora-path-pw-1",
+        &[],
+    );
+    phone.wait_for("reg 200", WAIT);
+    let row = pg.psql(
+        "crossline_path",
+        "SELECT node || ' ' || source || ' ' || path FROM registrations WHERE user_name = 'dora'",
+    );
+    let mut parts = row.splitn(3, ' ');
+    let (node, source, path) = (
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().unwrap_or_default().to_string(),
+    );
+    // The REGISTER came from Kamailio, with Kamailio's Path naming the
+    // phone's address.
+    assert_eq!(source, format!("127.0.0.1:{port}"), "{row}");
+    assert!(
+        path.contains(&format!("127.0.0.1:{port}")) && path.contains("received="),
+        "{row}"
+    );
+    let other = if node == "node-a" { &b } else { &a };
+    std::thread::sleep(Duration::from_millis(500));
+
+    let call = common::phones::call_user(other, "dora");
+    assert!(
+        call.ok(),
+        "{}\nother:\n{}\nkamailio:\n{}",
+        call.describe(),
+        other.log(),
+        kamailio.output()
+    );
+    phone.wait_for("state CONFIRMED 200", Duration::from_secs(5));
+    phone.wait_for("media", Duration::from_secs(5));
+    assert_eq!(
+        metric(other, "crossline_user_handoffs_total{outcome=\"handed\""),
+        1.0
+    );
+}

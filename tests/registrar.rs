@@ -8,38 +8,23 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::json;
+
 use common::phones::*;
 use common::*;
 
 const OPERATOR: &str = "operator-secret-0123456";
+const ADMIN: &str = "admin-secret-0123456789";
 
 /// A gateway whose registrar serves alice and bob at crossline.test.
 /// `extra` goes in the config too (other sections, registrar keys).
 fn registrar_gateway(registrar: &str, extra: &str) -> Gateway {
     Gateway::start(&format!(
-        "[http]\noperator_token = \"{OPERATOR}\"\n\n\
+        "[http]\noperator_token = \"{OPERATOR}\"\nadmin_token = \"{ADMIN}\"\n\n\
          [registrar]\nenabled = true\ndomain = \"crossline.test\"\nmin_expires_secs = 2\n{registrar}\n\
          [[users]]\nname = \"alice\"\npassword = \"alice-pw-1\"\n\n\
          [[users]]\nname = \"bob\"\npassword = \"bob-pw-2\"\ntags = [\"sales\"]\n\n{extra}"
     ))
-}
-
-/// A SIPp caller dialling `did` at the gateway, talking for 2 s.
-fn call_user(gw: &Gateway, did: &str) -> Sipp {
-    sipp(
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            did,
-            &gw.sip_addr(),
-            "-m",
-            "1",
-            "-d",
-            "2000",
-        ],
-        Duration::from_secs(30),
-    )
 }
 
 /// A call to `user` gets 480 Temporarily Unavailable: no device.
@@ -333,4 +318,106 @@ fn a_transfer_to_a_user_rings_its_phone() {
     assert!(gw
         .log()
         .contains("ringing a registered user user=alice devices=1"));
+}
+
+fn users_api(gw: &Gateway, method: &str, path: &str, body: Option<serde_json::Value>) -> HttpReply {
+    gw.api(ADMIN, method, path, body.as_ref())
+}
+
+/// pjsua2 registering `user` with `password` until its first final
+/// answer: that status.
+fn register_once(gw: &Gateway, user: &str, password: &str) -> String {
+    let phone = pjsua_agent(gw, user, password, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Some(line) = phone.output().lines().find(|l| l.starts_with("reg ")) {
+            return line.split(' ').nth(1).unwrap_or_default().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("pjsua2 never got an answer:\n{}", phone.output());
+}
+
+/// A user made over `/v1/users` registers (pjsua2, digest) and takes a
+/// call; after a password change the old password gets 403 after the
+/// challenge and the new one registers; deleted, its registration is gone
+/// and its REGISTERs get 403. Only HA1s are stored, and a config user's
+/// name can't be taken over.
+#[test]
+fn a_user_made_over_the_api_registers_changes_password_and_is_deleted() {
+    let gw = registrar_gateway("", "[sip]\nauth_failures_before_ban = 20\n");
+    // Operators can't manage users; admins can.
+    let r = gw.api(OPERATOR, "GET", "/v1/users", None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = users_api(
+        &gw,
+        "POST",
+        "/v1/users",
+        Some(json!({ "name": "carol", "password": "carol-first-pw", "tags": ["es"] })),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["source"], "store");
+    let r = users_api(
+        &gw,
+        "POST",
+        "/v1/users",
+        Some(json!({ "name": "alice", "password": "not-alices-pw" })),
+    );
+    assert_eq!(r.status, 409, "a [[users]] name wins: {}", r.body);
+    let r = users_api(
+        &gw,
+        "POST",
+        "/v1/users",
+        Some(json!({ "name": "dave", "password": "short" })),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    let list = users_api(&gw, "GET", "/v1/users", None).json();
+    let names: Vec<(&str, &str)> = list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["name"].as_str().unwrap(), u["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("alice", "config"), ("bob", "config"), ("carol", "store")]
+    );
+    // The store has the digest HA1s, not the password.
+    let mut db = std::fs::read(gw.db_path()).unwrap_or_default();
+    db.extend(std::fs::read(gw.db_path().with_extension("db-wal")).unwrap_or_default());
+    let db = String::from_utf8_lossy(&db);
+    assert!(db.contains("carol"), "the user is in the file");
+    assert!(!db.contains("carol-first-pw"));
+
+    let phone = pjsua_agent(&gw, "carol", "carol-first-pw", &[]);
+    phone.wait_for("reg 200", Duration::from_secs(15));
+    let call = call_user(&gw, "carol");
+    assert!(call.ok(), "{}\n{}", call.describe(), gw.log());
+    phone.wait_for("state CONFIRMED 200", Duration::from_secs(5));
+    drop(phone);
+
+    let r = users_api(
+        &gw,
+        "PATCH",
+        "/v1/users/carol",
+        Some(json!({ "password": "carol-second-pw" })),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["tags"], json!(["es"]));
+    assert_eq!(register_once(&gw, "carol", "carol-first-pw"), "403");
+    assert_eq!(register_once(&gw, "carol", "carol-second-pw"), "200");
+    assert!(registrations(&gw).iter().any(|r| r["user"] == "carol"));
+
+    let r = users_api(&gw, "DELETE", "/v1/users/carol", None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(
+        !registrations(&gw).iter().any(|r| r["user"] == "carol"),
+        "its bindings went with it"
+    );
+    assert_eq!(register_once(&gw, "carol", "carol-second-pw"), "403");
+    assert_eq!(users_api(&gw, "GET", "/v1/users/carol", None).status, 404);
+    assert_eq!(
+        users_api(&gw, "DELETE", "/v1/users/alice", None).status,
+        409
+    );
 }

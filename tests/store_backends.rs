@@ -426,6 +426,30 @@ async fn hears(news: &mut News, want: StoreEvent) {
     }
 }
 
+/// Registrar users across two nodes: what A writes B reads, and B hears
+/// of each change on the cluster channel; deleting one takes every node's
+/// registrations of it.
+async fn shared_users(a: &PostgresStore, b: &PostgresStore) {
+    use crossline::registrar::users::UserRecord;
+    let mut on_b = b.listen("node-b");
+    let user = UserRecord::new("carol", "pbx.example", "carol-pw-123", at(1));
+    a.put_sip_user(user.clone()).unwrap();
+    a.flush().await.unwrap();
+    hears(&mut on_b, StoreEvent::User("carol".into())).await;
+    let read = b
+        .sip_user("carol")
+        .await
+        .unwrap()
+        .expect("B reads A's user");
+    assert_eq!(read.ha1_sha256, user.ha1_sha256);
+    assert_eq!(read.ha1_md5, user.ha1_md5);
+    assert!(read.enabled);
+    a.delete_sip_user("carol").unwrap();
+    a.flush().await.unwrap();
+    hears(&mut on_b, StoreEvent::User("carol".into())).await;
+    assert!(b.sip_user("carol").await.unwrap().is_none());
+}
+
 /// Breakouts across two nodes: one winner for every race, decided in the
 /// database, and the node each change is for hears of it (NOTIFY), also
 /// after its listening connection was cut.
@@ -661,6 +685,7 @@ async fn postgres_meets_the_store_contract_and_is_shared() {
     );
     assert!(a.take_inputs("node-a").await.unwrap().is_empty());
     shared_breakouts(&pg, &a, &b).await;
+    shared_users(&a, &b).await;
     // The connection string with a wrong database fails cleanly.
     let err = PostgresStore::open(&pg.url("no_such_db"))
         .await

@@ -181,7 +181,7 @@ impl Breakouts {
                     event = events.next() => match event {
                         StoreEvent::Breakout(id) => me.refresh(vec![id]).await,
                         StoreEvent::Resync => me.refresh(me.waited_on()).await,
-                        StoreEvent::Inbox => {}
+                        StoreEvent::Inbox | StoreEvent::User(_) | StoreEvent::Registrations(_) => {}
                     },
                     _ = poll.tick() => {
                         me.sweep();

@@ -76,6 +76,7 @@ mod tests {
             user: None,
             has_offer: true,
             web_call: None,
+            forwarded_by: None,
         }
     }
 

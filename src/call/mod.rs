@@ -36,7 +36,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use metrics::counter;
+use metrics::{counter, gauge};
 
 use crate::callback::Progress;
 use crate::config::Config;
@@ -190,6 +190,9 @@ pub struct CallControl<P: PortSource, F> {
     /// Calls of ours bridged to each other (a queue's caller and the call
     /// that took it out), both ways. Rare, so kept here, not in each Call.
     joins: HashMap<CallId, CallId>,
+    /// Registrations other nodes sharing the store hold: calls for those
+    /// users are handed there.
+    remote_bindings: crate::registrar::cluster::RemoteBindings,
 }
 
 /// Shutting down: new calls get 503 during the grace period, then every
@@ -205,7 +208,17 @@ const HARD_STOP: Duration = Duration::from_secs(2);
 impl<P: PortSource, F> CallControl<P, F> {
     pub fn new(config: Config, endpoint: Endpoint, ports: P, settings: Settings) -> Self {
         let outbound = outbound::Outbound::new(&config, &endpoint, settings.seed);
+        let remote_bindings = crate::registrar::cluster::RemoteBindings::new(
+            config.store.node_id(config.http.listen),
+            config
+                .registrar
+                .cluster_nodes
+                .iter()
+                .filter_map(|c| crate::net::Cidr::parse(c).ok())
+                .collect(),
+        );
         CallControl {
+            remote_bindings,
             outbound,
             router: Router::new(config.routes.clone(), settings.holds),
             config,
@@ -656,6 +669,37 @@ impl<P: PortSource, F> CallControl<P, F> {
         }
     }
 
+    /// This node's id among those sharing the store.
+    pub(crate) fn node_id(&self) -> String {
+        self.remote_bindings.node().to_string()
+    }
+
+    /// What the store says of users and other nodes' registrations
+    /// (`wall` is the wall clock at `now`).
+    pub fn registrar_news(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        news: crate::registrar::cluster::RegistrarNews,
+    ) {
+        use crate::registrar::cluster::RegistrarNews;
+        match news {
+            RegistrarNews::User { name, user } => {
+                tracing::info!(user = %name, present = user.is_some(), "registrar: a user from the store changed");
+                self.endpoint.set_stored_user(&name, user);
+            }
+            RegistrarNews::AllUsers(users) => self.endpoint.set_stored_users(users),
+            RegistrarNews::Registrations { user, records } => {
+                self.remote_bindings.replace_user(&user, records, now, wall)
+            }
+            RegistrarNews::AllRegistrations(records) => {
+                self.remote_bindings.replace_all(records, now, wall)
+            }
+        }
+        gauge!(names::STORED_USERS).set(self.endpoint.stored_user_count() as f64);
+        self.process_events(now);
+    }
+
     fn incoming(&mut self, now: Instant, inc: IncomingCall) {
         if self.config.registrar.enabled && self.endpoint.is_local_user(&inc.did) {
             return self.call_user(now, inc);
@@ -746,10 +790,13 @@ impl<P: PortSource, F> CallControl<P, F> {
     }
 
     /// A call to one of our users (the DID names it): every device it has
-    /// registered rings at once, and the caller is answered when one
-    /// answers; none registered: 480 Temporarily Unavailable.
+    /// registered rings at once (those registered on other nodes through
+    /// their node), and the caller is answered when one answers; none
+    /// registered: 480 Temporarily Unavailable. A call another node
+    /// handed here rings this node's devices only.
     fn call_user(&mut self, now: Instant, inc: IncomingCall) {
         let user = inc.did.clone();
+        let handed_over = inc.forwarded_by.is_some();
         let record = CallRecord::starting(
             inc.call_id.clone(),
             "inbound",
@@ -764,15 +811,25 @@ impl<P: PortSource, F> CallControl<P, F> {
         call.program = Some(Program::Leg);
         self.calls.insert(inc.call, Box::new(call));
         let devices = self.endpoint.bindings_of(&user, now).len();
-        tracing::info!(call = %inc.call, %user, devices, "incoming call to a registered user");
-        if devices == 0 {
+        let nodes = if handed_over {
+            0
+        } else {
+            self.remote_bindings.nodes_for(&user, now).len()
+        };
+        tracing::info!(call = %inc.call, %user, devices, nodes, handed_by = ?inc.forwarded_by, "incoming call to a registered user");
+        if devices + nodes == 0 {
             counter!(names::USER_CALLS, "outcome" => "unavailable").increment(1);
             let _ = self.endpoint.reject(now, inc.call, 480);
             return;
         }
         counter!(names::USER_CALLS, "outcome" => "rung").increment(1);
+        let target = if handed_over {
+            format!("{}{user}", transfer::HANDED_OVER_USER)
+        } else {
+            format!("user:{user}")
+        };
         let request = crate::flow::interp::TransferRequest {
-            targets: vec![format!("user:{user}")],
+            targets: vec![target],
             parallel: true,
             ring_timeout: Duration::from_secs(self.config.registrar.ring_timeout_secs),
             trunk: None,

@@ -2,6 +2,7 @@
 //! ending it is dropping it.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,9 @@ pub(crate) enum Dest {
         user: String,
         binding: Box<crate::sip::registrar::Binding>,
     },
+    /// Another node holding a registration of the user: it is handed the
+    /// call and rings its own devices.
+    Node { user: String, addr: SocketAddr },
 }
 
 /// A caller's transfer in progress: agents ringing one after the other or

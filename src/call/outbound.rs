@@ -25,6 +25,7 @@
 //! move to its next target when one fails.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use metrics::counter;
@@ -119,11 +120,13 @@ pub(crate) struct Dialling {
     device: Option<Box<DeviceFlow>>,
 }
 
-/// Where a registered device is reached.
+/// Where a registered device is reached: over its flow (none: the node
+/// holding it, at the one target), with these headers (its Path as the
+/// Route set; the handing node's id).
 #[derive(Debug)]
 struct DeviceFlow {
-    flow: crate::sip::endpoint::Peer,
-    path: Vec<String>,
+    flow: Option<crate::sip::endpoint::Peer>,
+    headers: Vec<(String, String)>,
 }
 
 impl Dialling {
@@ -192,8 +195,35 @@ impl Dialling {
         }]);
         d.resolved = true;
         d.device = Some(Box::new(DeviceFlow {
-            flow: binding.flow,
-            path: binding.path.clone(),
+            flow: Some(binding.flow),
+            headers: binding
+                .path
+                .iter()
+                .map(|p| ("Route".to_string(), p.clone()))
+                .collect(),
+        }));
+        d
+    }
+
+    /// A plan to hand a call for `user` (its address at our domain) to
+    /// the node at `node` over UDP, saying it comes from node `us`: that
+    /// node rings its own devices of the user.
+    pub(crate) fn to_node(
+        user: Uri,
+        node: SocketAddr,
+        from_user: String,
+        port: u16,
+        us: String,
+    ) -> Dialling {
+        let mut d = Dialling::new(user, None, from_user, port);
+        d.targets = VecDeque::from([Target {
+            addr: node,
+            transport: Transport::Udp,
+        }]);
+        d.resolved = true;
+        d.device = Some(Box::new(DeviceFlow {
+            flow: None,
+            headers: vec![(crate::sip::endpoint::FORWARDED_BY.to_string(), us)],
         }));
         d
     }
@@ -551,14 +581,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                 // RFC 3327: a device registered through a proxy is reached
                 // through it, its Path the Route set.
                 let (flow, extra_headers) = match &d.device {
-                    Some(device) => (
-                        Some(device.flow),
-                        device
-                            .path
-                            .iter()
-                            .map(|p| ("Route".to_string(), p.clone()))
-                            .collect(),
-                    ),
+                    Some(device) => (device.flow, device.headers.clone()),
                     None => (None, Vec::new()),
                 };
                 let spec = OutgoingCall {

@@ -259,6 +259,7 @@ impl Pair {
             })
             .collect();
         let endpoint_config = EndpointConfig {
+            registrar: crate::registrar::endpoint_registrar(&config),
             udp_listeners: vec![addr(CROSSLINE)],
             tcp_listeners: Vec::new(),
             inbound_trunks,
@@ -1917,4 +1918,110 @@ fn two_calls_join_and_either_ends_it_for_both() {
     }
     p.drive();
     p.assert_all_released(3);
+}
+
+/// A node whose registrar serves carol, in a cluster of 127.0.0.0/8.
+fn cluster_config() -> Config {
+    let mut config = config();
+    config.registrar.enabled = true;
+    config.registrar.domain = "pbx.example".into();
+    config.registrar.cluster_nodes = vec!["127.0.0.0/8".into()];
+    config.store.node_id = Some("node-a".into());
+    config.users = vec![crate::registrar::UserConfig {
+        name: "carol".into(),
+        password: Some("carol-pw".into()),
+        password_env: None,
+        display_name: None,
+        tags: Vec::new(),
+    }];
+    config
+}
+
+/// `user`'s registration as node `node` (at `node_addr`) stored it.
+fn stored_binding(user: &str, node: &str, node_addr: &str) -> crate::registrar::RegistrationRecord {
+    crate::registrar::RegistrationRecord {
+        user: user.into(),
+        contact: format!("sip:{user}@10.1.1.1:5062"),
+        q: 1.0,
+        instance: None,
+        reg_id: None,
+        call_id: "reg".into(),
+        cseq: 1,
+        expires_at: std::time::SystemTime::now() + Duration::from_secs(300),
+        transport: "udp".into(),
+        local: node_addr.into(),
+        source: "10.1.1.1:5062".into(),
+        path: None,
+        user_agent: None,
+        node: node.into(),
+        node_addr: Some(node_addr.into()),
+    }
+}
+
+/// Another node holds carol's phone: the call is handed to that node (its
+/// user at our domain, saying who handed it), never to a node outside
+/// `cluster_nodes` (counted, not called). A call another node handed here
+/// is never handed on: with no device here, 480.
+#[test]
+fn a_call_for_a_user_on_another_node_is_handed_only_within_the_cluster() {
+    const NODE_B: &str = "127.0.0.1:5130";
+    let mut p = Pair::with(cluster_config(), 100);
+    p.outside.scripted.insert(addr(NODE_B), (486, Vec::new()));
+    let news = crate::registrar::cluster::RegistrarNews::AllRegistrations(vec![
+        stored_binding("carol", "node-b", NODE_B),
+        stored_binding("carol", "node-x", "192.0.2.7:5060"),
+        // Its own rows are the endpoint's, not news.
+        stored_binding("carol", "node-a", CROSSLINE),
+    ]);
+    p.cc.registrar_news(p.now, std::time::SystemTime::now(), news);
+    p.dial("carol");
+    let to_b: Vec<&String> = p
+        .outside
+        .raw
+        .iter()
+        .filter(|(to, _)| *to == addr(NODE_B))
+        .map(|(_, text)| text)
+        .filter(|text| text.starts_with("INVITE "))
+        .collect();
+    assert_eq!(to_b.len(), 1, "{:?}", p.outside.requests);
+    assert!(
+        to_b[0].starts_with("INVITE sip:carol@pbx.example SIP/2.0"),
+        "{}",
+        to_b[0]
+    );
+    assert!(
+        to_b[0].contains("X-Crossline-Forwarded-By: node-a"),
+        "{}",
+        to_b[0]
+    );
+    assert!(
+        !p.outside
+            .requests
+            .iter()
+            .any(|(to, _)| to.ip() == "192.0.2.7".parse::<std::net::IpAddr>().unwrap()),
+        "never outside the cluster"
+    );
+    // B said busy: so does the caller.
+    assert!(matches!(
+        p.caller.ended()[..],
+        [EndCause::Rejected { status: 486, .. }]
+    ));
+
+    // Handed over to us: B's binding is not rung again.
+    let mut spec = invite("carol", "caller", 30_002);
+    spec.extra_headers
+        .push(("X-Crossline-Forwarded-By".into(), "node-b".into()));
+    p.caller.ep.invite(p.now, spec).unwrap();
+    p.drive();
+    let invites_to_b = p
+        .outside
+        .requests
+        .iter()
+        .filter(|(to, m)| *to == addr(NODE_B) && *m == crate::sip::message::Method::Invite)
+        .count();
+    assert_eq!(invites_to_b, 1, "not handed on");
+    assert!(matches!(
+        p.caller.ended()[..],
+        [_, EndCause::Rejected { status: 480, .. }]
+    ));
 }

@@ -31,9 +31,11 @@ pub(super) struct Outside {
     asked: Vec<String>,
     /// Addresses that answer every request (but ACK) with a status and
     /// extra headers.
-    scripted: HashMap<SocketAddr, (u16, Vec<(String, String)>)>,
+    pub(super) scripted: HashMap<SocketAddr, (u16, Vec<(String, String)>)>,
     /// Requests that reached an address that is no peer.
-    requests: Vec<(SocketAddr, Method)>,
+    pub(super) requests: Vec<(SocketAddr, Method)>,
+    /// The same requests as sent.
+    pub(super) raw: Vec<(SocketAddr, String)>,
     replies: Vec<(SocketAddr, Vec<u8>)>,
 }
 
@@ -43,6 +45,10 @@ impl Outside {
             return;
         };
         self.requests.push((t.peer.remote, req.method.clone()));
+        self.raw.push((
+            t.peer.remote,
+            String::from_utf8_lossy(&t.payload).into_owned(),
+        ));
         if req.method == Method::Ack {
             return;
         }

@@ -18,6 +18,20 @@ use crate::sip::message::Uri;
 use crate::store::CallRecord;
 use crate::telemetry::names;
 
+/// A transfer target a node handed over names its user so: ring this
+/// node's devices of the user only, never hand it on (no loops).
+pub(crate) const HANDED_OVER_USER: &str = "handed-over-user:";
+
+/// How an agent leg goes out.
+enum Via {
+    /// To a URI, through the transfer's trunks if any.
+    Trunks,
+    /// To a registered device, over its flow.
+    Device(Box<crate::sip::registrar::Binding>),
+    /// To the node that holds the user's registration.
+    Node(std::net::SocketAddr),
+}
+
 impl<P: PortSource, F> CallControl<P, F> {
     /// Place a call to `target` as `leg`, with an RTP port reserved for
     /// it, through the first of `trunks` (its proxy, credentials and caller
@@ -68,23 +82,22 @@ impl<P: PortSource, F> CallControl<P, F> {
             .collect())
     }
 
-    /// Place a call to a registered device as `leg`: over the flow its
-    /// REGISTER came on, whatever host its Contact names.
-    fn place_device_call(
+    /// Place an agent leg straight to a user's device or to the node
+    /// holding it (never through a trunk), with an RTP port reserved for
+    /// it: `plan` makes the dialling plan from the port.
+    fn place_direct(
         &mut self,
         now: Instant,
-        binding: &crate::sip::registrar::Binding,
-        from_user: String,
         mut leg: Call<P::Reservation, F>,
+        plan: impl FnOnce(u16) -> Dialling,
     ) -> Result<CallId, &'static str> {
         let (port, reservation) = self.ports.reserve().map_err(|e| {
-            tracing::warn!(%e, "call to a device: no RTP port");
+            tracing::warn!(%e, "call to a user: no RTP port");
             "no free RTP port"
         })?;
         leg.media = Media::Reserved(reservation);
-        let dialling = Dialling::to_device(binding, from_user, port);
-        self.place(now, leg, dialling)
-            .map_err(|()| "the device's flow is backed off")
+        self.place(now, leg, plan(port))
+            .map_err(|()| "its flow is backed off")
     }
 
     pub(crate) fn start_transfer(&mut self, now: Instant, caller: CallId, req: TransferRequest) {
@@ -139,10 +152,15 @@ impl<P: PortSource, F> CallControl<P, F> {
         let registrar = &self.config.registrar;
         let mut pending = VecDeque::with_capacity(targets.len());
         for target in targets {
-            let user = registrar
-                .enabled
-                .then(|| crate::registrar::user_of_target(&target, &registrar.domain))
-                .flatten()
+            let (user, handed_over) = match target.strip_prefix(HANDED_OVER_USER) {
+                Some(user) => (Some(user), true),
+                None => (
+                    crate::registrar::user_of_target(&target, &registrar.domain),
+                    false,
+                ),
+            };
+            let user = user
+                .filter(|_| registrar.enabled)
                 .filter(|u| self.endpoint.is_local_user(u));
             match user {
                 Some(user) => {
@@ -152,11 +170,34 @@ impl<P: PortSource, F> CallControl<P, F> {
                         user: user.to_string(),
                         binding: Box::new(b),
                     }));
+                    if !handed_over {
+                        pending.extend(self.other_nodes_of(user, now));
+                    }
                 }
                 None => pending.push_back(Dest::Uri(target)),
             }
         }
         pending
+    }
+
+    /// The other nodes holding registrations of `user` that may be handed
+    /// its calls; those that may not are counted and logged.
+    fn other_nodes_of(&self, user: &str, now: Instant) -> Vec<Dest> {
+        let mut out = Vec::new();
+        for (node, addr) in self.remote_bindings.nodes_for(user, now) {
+            match addr {
+                Ok(addr) => out.push(Dest::Node {
+                    user: user.to_string(),
+                    addr,
+                }),
+                Err(why) => {
+                    counter!(names::USER_HANDOFFS, "outcome" => "refused", "reason" => why.label())
+                        .increment(1);
+                    tracing::warn!(%user, %node, reason = why.label(), "not handing a call to a node outside [registrar] cluster_nodes");
+                }
+            }
+        }
+        out
     }
 
     /// Dial targets until one call is placed (sequential) or all are
@@ -172,7 +213,10 @@ impl<P: PortSource, F> CallControl<P, F> {
             };
             // A user's devices ring together, even in a sequential transfer.
             let same_user_next = match (&target, t.pending.front()) {
-                (Dest::Device { user, .. }, Some(Dest::Device { user: next, .. })) => user == next,
+                (
+                    Dest::Device { user, .. } | Dest::Node { user, .. },
+                    Some(Dest::Device { user: next, .. } | Dest::Node { user: next, .. }),
+                ) => user == next,
                 _ => false,
             };
             let parallel = t.parallel || same_user_next;
@@ -194,21 +238,29 @@ impl<P: PortSource, F> CallControl<P, F> {
         };
         let ring_timeout = t.ring_timeout;
         let chosen_caller_id = t.caller_id.clone();
-        // A registered device is reached directly, never through a trunk.
-        let (target, uri, route, device) = match dest {
+        // A registered device (or its node) is reached directly, never
+        // through a trunk.
+        let (target, uri, route, via) = match dest {
             Dest::Uri(target) => {
                 let Ok(uri) = Uri::parse(&target) else {
                     tracing::warn!(%caller, "transfer: bad target URI");
                     return false;
                 };
-                (target, uri, t.trunk.clone(), None)
+                (target, uri, t.trunk.clone(), Via::Trunks)
             }
             Dest::Device { user, binding } => (
                 format!("user:{user}"),
                 binding.contact.clone(),
                 None,
-                Some(binding),
+                Via::Device(binding),
             ),
+            Dest::Node { user, addr } => {
+                let Ok(uri) = Uri::parse(&format!("sip:{user}@{}", self.config.registrar.domain))
+                else {
+                    return false;
+                };
+                (format!("user:{user}"), uri, None, Via::Node(addr))
+            }
         };
         let trunks = match route.as_deref().map(|name| self.transfer_trunks(name)) {
             None => Vec::new(),
@@ -236,9 +288,26 @@ impl<P: PortSource, F> CallControl<P, F> {
         );
         let mut leg = Call::new(Role::Agent { caller, target }, record);
         leg.program = Some(Program::Leg);
-        let placed = match device {
-            Some(binding) => self.place_device_call(now, &binding, caller_id, leg),
-            None => self.place_call_through(now, uri, &trunks, false, caller_id, leg),
+        let placed = match via {
+            // Over the flow its REGISTER came on, whatever host its
+            // Contact names.
+            Via::Device(binding) => self.place_direct(now, leg, |port| {
+                Dialling::to_device(&binding, caller_id, port)
+            }),
+            // To a node in `[registrar] cluster_nodes`: it rings its own
+            // devices of the user.
+            Via::Node(addr) => {
+                let us = self.node_id();
+                let placed = self.place_direct(now, leg, |port| {
+                    Dialling::to_node(uri, addr, caller_id, port, us)
+                });
+                if placed.is_ok() {
+                    counter!(names::USER_HANDOFFS, "outcome" => "handed").increment(1);
+                    tracing::info!(%caller, node = %addr, "a call for a user handed to the node holding its registration");
+                }
+                placed
+            }
+            Via::Trunks => self.place_call_through(now, uri, &trunks, false, caller_id, leg),
         };
         match placed {
             Ok(agent) => {

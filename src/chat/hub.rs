@@ -333,7 +333,9 @@ impl ChatHub {
                         crate::store::StoreEvent::Inbox | crate::store::StoreEvent::Resync => {
                             hub.take_handed_over().await
                         }
-                        crate::store::StoreEvent::Breakout(_) => {}
+                        crate::store::StoreEvent::Breakout(_)
+                        | crate::store::StoreEvent::User(_)
+                        | crate::store::StoreEvent::Registrations(_) => {}
                     },
                     _ = renew.tick() => {
                         let ids: Vec<String> = hub

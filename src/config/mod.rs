@@ -333,6 +333,11 @@ fn validate_registrar(config: &Config, err: &mut impl FnMut(&[&str], String)) {
             );
         }
     }
+    for (j, cidr) in r.cluster_nodes.iter().enumerate() {
+        if let Err(e) = crate::net::Cidr::parse(cidr) {
+            err(&["registrar", "cluster_nodes", &j.to_string()], e);
+        }
+    }
     for (i, user) in config.users.iter().enumerate() {
         let idx = i.to_string();
         if !crate::registrar::valid_user_name(&user.name) {

@@ -34,6 +34,12 @@ pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
     ("post", "/v1/calls", Some(Role::Operator)),
     ("post", "/v1/calls/{call_id}", Some(Role::Operator)),
     ("get", "/v1/registrations", Some(Role::Operator)),
+    ("get", "/v1/users", Some(Role::Admin)),
+    ("post", "/v1/users", Some(Role::Admin)),
+    ("get", "/v1/users/{name}", Some(Role::Admin)),
+    ("put", "/v1/users/{name}", Some(Role::Admin)),
+    ("patch", "/v1/users/{name}", Some(Role::Admin)),
+    ("delete", "/v1/users/{name}", Some(Role::Admin)),
     ("get", "/v1/conversations", Some(Role::Operator)),
     ("get", "/v1/conversations/{id}", Some(Role::Operator)),
     (
@@ -119,6 +125,7 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .merge(super::recordings::routes())
         .merge(super::calls_api::routes())
         .merge(super::queues::routes())
+        .merge(super::users::routes())
         // JSON bodies here are small (a message, a lead, a callback).
         .layer(axum::extract::DefaultBodyLimit::max(API_BODY))
         .layer(axum::middleware::map_response(no_store));

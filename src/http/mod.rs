@@ -33,6 +33,7 @@ mod hooks;
 mod openapi;
 mod queues;
 mod recordings;
+mod users;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct HttpState {
     pub guard: guard::Guard,
     /// Outbound trunk health, as the gateway task last published it.
     pub trunks: crate::call::TrunkBoard,
+    /// The registrar's users (`/v1/users`).
+    pub users: Arc<crate::registrar::cluster::Directory>,
 }
 
 /// Largest request body any route takes (JSON, forms, SDP offers).

@@ -57,6 +57,93 @@ fn body(schema_name: &str) -> Value {
 }
 
 pub fn document() -> Value {
+    let mut doc = routes_document();
+    let (user_paths, user_schemas) = users();
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        paths.extend(user_paths);
+    }
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        schemas.extend(user_schemas);
+    }
+    doc
+}
+
+/// `/v1/users` (admins): its paths and schemas.
+fn users() -> (
+    serde_json::Map<String, Value>,
+    serde_json::Map<String, Value>,
+) {
+    let admin = "Admin token only. `[[users]]` entries of the config are listed (`source` config) but can't be changed here (409).";
+    let user = json!({ "200": { "description": "The user.",
+                                "content": { "application/json": { "schema": schema("SipUser") } } },
+                       "401": { "$ref": "#/components/responses/Unauthorized" },
+                       "403": { "$ref": "#/components/responses/Disabled" },
+                       "404": { "$ref": "#/components/responses/BadRequest" },
+                       "409": { "$ref": "#/components/responses/BadRequest" },
+                       "422": { "$ref": "#/components/responses/BadRequest" } });
+    let update = json!({
+        "summary": format!("Change a user: the fields given. A new password takes effect on the phone's next REGISTER; disabling drops its registrations on every node. {admin}"),
+        "parameters": path_param("name"),
+        "requestBody": body("SipUserChange"),
+        "responses": user });
+    let paths = json!({
+        "/v1/users": {
+            "get": {
+                "summary": format!("The registrar's users: the config's, then the store's. {admin}"),
+                "responses": ok("Users.", list_of("users", "SipUser")) },
+            "post": {
+                "summary": format!("Make a user that may register (digest MD5 and SHA-256). The store keeps HA1 = H(name:realm:password) per algorithm for the registrar's domain, never the password; nodes sharing the store know the user at once. 409: the registrar is off, or the name is taken. {admin}"),
+                "requestBody": body("NewSipUser"),
+                "responses": {
+                    "201": { "description": "Created.",
+                             "content": { "application/json": { "schema": schema("SipUser") } } },
+                    "400": { "$ref": "#/components/responses/BadRequest" },
+                    "401": { "$ref": "#/components/responses/Unauthorized" },
+                    "403": { "$ref": "#/components/responses/Disabled" },
+                    "409": { "$ref": "#/components/responses/BadRequest" },
+                    "422": { "$ref": "#/components/responses/BadRequest" } } } },
+        "/v1/users/{name}": {
+            "get": { "summary": format!("One user. {admin}"), "parameters": path_param("name"), "responses": user },
+            "put": update,
+            "patch": update,
+            "delete": {
+                "summary": format!("Delete a user and every node's registrations of it: its REGISTERs then fail. {admin}"),
+                "parameters": path_param("name"),
+                "responses": {
+                    "204": { "description": "Deleted." },
+                    "401": { "$ref": "#/components/responses/Unauthorized" },
+                    "403": { "$ref": "#/components/responses/Disabled" },
+                    "404": { "$ref": "#/components/responses/BadRequest" },
+                    "409": { "$ref": "#/components/responses/BadRequest" } } } }
+    });
+    let tags = json!({ "type": "array", "maxItems": 32,
+                       "items": { "type": "string", "minLength": 1, "maxLength": 64 },
+                       "description": "Free labels (skills for queues)." });
+    let password = json!({ "type": "string", "minLength": 8, "maxLength": 256, "writeOnly": true });
+    let schemas = json!({
+        "SipUser": { "type": "object", "properties": {
+            "name": { "type": "string" }, "display_name": { "type": ["string", "null"] },
+            "tags": tags, "enabled": { "type": "boolean" },
+            "source": { "enum": ["config", "store"] },
+            "created_at": { "type": "integer", "description": "Unix time in milliseconds (store users)." },
+            "updated_at": { "type": "integer", "description": "Unix time in milliseconds (store users)." } } },
+        "NewSipUser": { "type": "object", "additionalProperties": false, "required": ["name", "password"],
+            "properties": {
+                "name": { "type": "string", "pattern": "^[A-Za-z0-9._+-]{1,64}$" },
+                "password": password, "display_name": { "type": "string", "maxLength": 128 },
+                "tags": tags, "enabled": { "type": "boolean", "default": true } } },
+        "SipUserChange": { "type": "object", "additionalProperties": false, "properties": {
+            "password": password, "display_name": { "type": "string", "maxLength": 128 },
+            "tags": tags, "enabled": { "type": "boolean" } } }
+    });
+    let as_map = |v: Value| match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    (as_map(paths), as_map(schemas))
+}
+
+fn routes_document() -> Value {
     let ms = json!({ "type": "integer", "description": "Unix time in milliseconds." });
     let ms_or_null =
         json!({ "type": ["integer", "null"], "description": "Unix time in milliseconds." });

@@ -7,6 +7,9 @@
 //! `crossline_sip::endpoint` and `crossline_sip::registrar`; calls to a
 //! user are rung by the transfer machinery (`call::transfer`).
 
+pub mod cluster;
+pub mod users;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,6 +42,9 @@ pub struct RegistrarSettings {
     /// Digest algorithms REGISTERs and users' calls are challenged with,
     /// preferred first ("SHA-256", "MD5"); empty: both, SHA-256 first.
     pub digest_algorithms: Vec<String>,
+    /// Addresses (CIDRs) of the other nodes sharing the store: a call for
+    /// a user registered on one of them is handed to it. Empty: never.
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for RegistrarSettings {
@@ -53,6 +59,7 @@ impl Default for RegistrarSettings {
             max_contacts_per_user: limits.max_contacts,
             ring_timeout_secs: 30,
             digest_algorithms: Vec::new(),
+            cluster_nodes: Vec::new(),
         }
     }
 }
@@ -144,6 +151,14 @@ pub fn user_of_target<'a>(target: &'a str, domain: &str) -> Option<&'a str> {
     (!domain.is_empty() && host.eq_ignore_ascii_case(domain)).then_some(user)
 }
 
+/// This gateway among those sharing the store: its id, and the SIP
+/// address other nodes reach it on (none: it can't take handed calls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddress {
+    pub id: String,
+    pub sip: Option<SocketAddr>,
+}
+
 /// A binding as the store keeps it: wall-clock expiry, addresses as text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistrationRecord {
@@ -166,6 +181,9 @@ pub struct RegistrationRecord {
     pub user_agent: Option<String>,
     /// The gateway that took the REGISTER.
     pub node: String,
+    /// That gateway's SIP address ("ip:port", UDP): other nodes hand calls
+    /// for the user there.
+    pub node_addr: Option<String>,
 }
 
 /// A binding for the store; `now`/`wall` pin the clocks together.
@@ -174,7 +192,7 @@ pub fn record_of(
     b: &Binding,
     now: Instant,
     wall: SystemTime,
-    node: &str,
+    node: &NodeAddress,
 ) -> RegistrationRecord {
     RegistrationRecord {
         user: user.to_string(),
@@ -190,7 +208,8 @@ pub fn record_of(
         source: b.flow.remote.to_string(),
         path: (!b.path.is_empty()).then(|| b.path.join(", ")),
         user_agent: b.user_agent.clone(),
-        node: node.to_string(),
+        node: node.id.clone(),
+        node_addr: node.sip.map(|a| a.to_string()),
     }
 }
 
@@ -275,7 +294,12 @@ mod tests {
             path: vec!["<sip:edge;lr>".into()],
             user_agent: Some("phone".into()),
         };
-        let r = record_of("alice", &b, now, wall, "node-a");
+        let node = NodeAddress {
+            id: "node-a".into(),
+            sip: Some("127.0.0.1:5071".parse().unwrap()),
+        };
+        let r = record_of("alice", &b, now, wall, &node);
+        assert_eq!(r.node_addr.as_deref(), Some("127.0.0.1:5071"));
         let back = binding_of(&r, now, wall, "0.0.0.0:5060".parse().unwrap()).unwrap();
         assert_eq!(back.flow.conn, None);
         assert_eq!(back.flow.remote, flow.remote);

@@ -52,6 +52,8 @@ struct Reloaded {
 }
 
 struct Gateway {
+    /// This node among those sharing the store (kept with registrations).
+    node: crate::registrar::NodeAddress,
     cc: Control,
     transports: Transports,
     media: MediaEngine,
@@ -246,7 +248,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     services.chat.start_cluster_tasks();
     services.breakouts.start_cluster_tasks();
     let trunks = crate::call::TrunkBoard::default();
+    let (registrar_tx, mut registrar_rx) = mpsc::unbounded_channel();
+    let users = crate::registrar::cluster::Directory::new(&config, store.clone(), registrar_tx);
+    let node = this_node(&config, &transports);
     let http_state = crate::http::HttpState {
+        users: users.clone(),
         trunks: trunks.clone(),
         metrics,
         ready: ready.clone(),
@@ -320,6 +326,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     let overload = crate::media::overload::Overload::new(config.media.overload_threshold_percent);
     let cc = CallControl::new(config, endpoint, media.reserver(), settings);
     let mut gw = Gateway {
+        node,
         trunks,
         trunks_shown: None,
         resolver,
@@ -340,6 +347,16 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     tokio::task::spawn_blocking(crate::chat::input::load_numbering_plans)
         .await
         .context("loading the numbering plans")?;
+    if gw.cc.config().registrar.enabled {
+        // Users and other nodes' registrations in before the first
+        // REGISTER is read; then their news as it comes.
+        users.reload().await;
+        while let Ok(news) = registrar_rx.try_recv() {
+            gw.cc
+                .registrar_news(Instant::now(), std::time::SystemTime::now(), news);
+        }
+        users.spawn();
+    }
     gw.cc.start_registrations(Instant::now());
     gw.cc.start_trunk_probes(Instant::now());
     gw.flush(Instant::now());
@@ -402,6 +419,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                     gw.cc.handle_command(Instant::now(), cmd);
                 }
             }
+            news = registrar_rx.recv() => {
+                if let Some(news) = news {
+                    gw.cc.registrar_news(Instant::now(), std::time::SystemTime::now(), news);
+                }
+            }
             done = resolved_rx.recv() => {
                 if let Some(done) = done {
                     gw.resolved(Instant::now(), done);
@@ -445,6 +467,24 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     }
     tracing::info!("crossline stopped");
     Ok(())
+}
+
+/// This node's id, and the SIP address other nodes hand it calls on: its
+/// first UDP listener (a wildcard one as `[sip] advertised_address`).
+fn this_node(config: &Config, transports: &Transports) -> crate::registrar::NodeAddress {
+    let sip = transports.udp_addrs().first().and_then(|a| {
+        if !a.ip().is_unspecified() {
+            return Some(*a);
+        }
+        config
+            .sip
+            .advertised_address
+            .map(|ip| std::net::SocketAddr::new(ip, a.port()))
+    });
+    crate::registrar::NodeAddress {
+        id: config.store.node_id(config.http.listen),
+        sip,
+    }
 }
 
 /// This node's registrations from before a restart, back in the location
@@ -841,14 +881,15 @@ impl Gateway {
             }
             Effect::Callback { id, progress } => self.services.callbacks.progress(&id, progress),
             Effect::Bindings { user, bindings, at } => {
-                let config = self.cc.config();
-                let node = config.store.node_id(config.http.listen);
                 let wall = std::time::SystemTime::now();
                 let records = bindings
                     .iter()
-                    .map(|b| crate::registrar::record_of(&user, b, at, wall, &node))
+                    .map(|b| crate::registrar::record_of(&user, b, at, wall, &self.node))
                     .collect();
-                if let Err(e) = self.store.replace_registrations(&node, &user, records) {
+                if let Err(e) = self
+                    .store
+                    .replace_registrations(&self.node.id, &user, records)
+                {
                     tracing::warn!(%e, "store: cannot queue registrations");
                 }
             }

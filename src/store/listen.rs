@@ -97,8 +97,9 @@ async fn forward(
     notes: &mut mpsc::UnboundedReceiver<String>,
     retry: &mut Duration,
 ) -> String {
-    // The channel name is ours (`crossline_` and hex): nothing to quote.
-    if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")).await {
+    // The channel names are ours (`crossline_` and hex): nothing to quote.
+    let listen = format!("LISTEN {channel}; LISTEN {}", super::CLUSTER_CHANNEL);
+    if let Err(e) = client.batch_execute(&listen).await {
         return e.to_string();
     }
     *retry = FIRST_RETRY;
@@ -115,6 +116,8 @@ async fn forward(
                         let kind = match event {
                             StoreEvent::Inbox => "inbox",
                             StoreEvent::Breakout(_) => "breakout",
+                            StoreEvent::User(_) => "user",
+                            StoreEvent::Registrations(_) => "registrations",
                             StoreEvent::Resync => "resync",
                         };
                         metrics::counter!(names::STORE_NOTIFICATIONS, "kind" => kind).increment(1);

@@ -227,6 +227,10 @@ pub enum StoreEvent {
     Inbox,
     /// Breakout `id` changed state.
     Breakout(String),
+    /// Registrar user `name` was made, changed or deleted (every node).
+    User(String),
+    /// A node changed the registrations of user `name` (every node).
+    Registrations(String),
 }
 
 impl StoreEvent {
@@ -235,6 +239,10 @@ impl StoreEvent {
         match payload.split_once(' ') {
             None if payload == "inbox" => Some(StoreEvent::Inbox),
             Some(("breakout", id)) if !id.is_empty() => Some(StoreEvent::Breakout(id.into())),
+            Some(("user", name)) if !name.is_empty() => Some(StoreEvent::User(name.into())),
+            Some(("registrations", name)) if !name.is_empty() => {
+                Some(StoreEvent::Registrations(name.into()))
+            }
             _ => None,
         }
     }
@@ -270,6 +278,10 @@ impl News {
         }
     }
 }
+
+/// The channel every gateway listens on besides its own: news for all
+/// (registrar users and registrations).
+pub const CLUSTER_CHANNEL: &str = "crossline_cluster";
 
 /// The notification channel of gateway `node`: a fixed-size name (node
 /// ids are free text), the same as the database's `crossline_notify`.
@@ -630,6 +642,21 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Every registration not lapsed, by user.
     fn registrations(&self) -> StoreFuture<'_, Vec<crate::registrar::RegistrationRecord>>;
+    /// `user`'s registrations not lapsed, every node's.
+    fn registrations_of<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> StoreFuture<'a, Vec<crate::registrar::RegistrationRecord>>;
+    /// Registrar users made over the API, by name.
+    fn sip_users(&self) -> StoreFuture<'_, Vec<crate::registrar::users::UserRecord>>;
+    fn sip_user<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> StoreFuture<'a, Option<crate::registrar::users::UserRecord>>;
+    /// Queue: insert or replace a user (every node sharing the store hears).
+    fn put_sip_user(&self, user: crate::registrar::users::UserRecord) -> Result<(), StoreError>;
+    /// Queue: delete a user and every node's registrations of it.
+    fn delete_sip_user(&self, name: &str) -> Result<(), StoreError>;
     /// Queue a finished recording's row.
     fn record_recording(&self, record: RecordingRecord) -> Result<(), StoreError>;
     fn recording<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<RecordingRecord>>;

@@ -222,6 +222,21 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX recordings_call_id ON recordings(call_id);
     CREATE INDEX recordings_started ON recordings(started_at_ms);",
+    // 8: registrar users made over the API (digest HA1s, never the
+    // password), and the SIP address of the node holding each binding
+    // (another node hands calls for the user there).
+    "CREATE TABLE sip_users (
+        name TEXT PRIMARY KEY,
+        realm TEXT NOT NULL,
+        ha1_md5 TEXT NOT NULL,
+        ha1_sha256 TEXT NOT NULL,
+        display_name TEXT,
+        tags TEXT NOT NULL,
+        enabled BOOLEAN NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    ALTER TABLE registrations ADD COLUMN node_addr TEXT;",
 ];
 
 impl SqlStore<Postgres> {

@@ -287,6 +287,13 @@ impl<B: Backend> SqlStore<B> {
         self.writes.push(statements)
     }
 
+    /// The statement that tells every node `payload` (shared stores only).
+    fn notify_cluster(&self, payload: String) -> Option<Stmt> {
+        self.backend
+            .shared()
+            .then(|| stmt(NOTIFY_CLUSTER, vec![payload.into()]))
+    }
+
     fn write(&self, sql: &'static str, params: Vec<Value>) -> Result<(), StoreError> {
         self.writes.push(vec![stmt(sql, params)])
     }
@@ -648,11 +655,58 @@ fn binding_row(mut r: Cols) -> Result<BindingRecord, StoreError> {
 }
 
 const REGISTRATION_COLUMNS: &str = "user_name, contact, q_milli, instance, reg_id, call_id, cseq,
-        expires_at_ms, transport, local_addr, source, path, user_agent, node";
+        expires_at_ms, transport, local_addr, source, path, user_agent, node, node_addr";
 
 const INSERT_REGISTRATION: &str = "INSERT INTO registrations (user_name, contact, q_milli,
         instance, reg_id, call_id, cseq, expires_at_ms, transport, local_addr, source, path,
-        user_agent, node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+        user_agent, node, node_addr)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+/// News for every node sharing the store (PostgreSQL only), sent when the
+/// transaction it is queued in commits.
+const NOTIFY_CLUSTER: &str = "SELECT pg_notify('crossline_cluster', $1)";
+
+const SIP_USER_COLUMNS: &str =
+    "name, realm, ha1_md5, ha1_sha256, display_name, tags, enabled, created_at_ms, updated_at_ms";
+
+const UPSERT_SIP_USER: &str = "INSERT INTO sip_users (name, realm, ha1_md5, ha1_sha256,
+        display_name, tags, enabled, created_at_ms, updated_at_ms)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (name) DO UPDATE SET realm = excluded.realm, ha1_md5 = excluded.ha1_md5,
+        ha1_sha256 = excluded.ha1_sha256, display_name = excluded.display_name,
+        tags = excluded.tags, enabled = excluded.enabled, updated_at_ms = excluded.updated_at_ms";
+
+fn sip_user_params(u: crate::registrar::users::UserRecord) -> Vec<Value> {
+    vec![
+        u.name.into(),
+        u.realm.into(),
+        u.ha1_md5.into(),
+        u.ha1_sha256.into(),
+        u.display_name.into(),
+        serde_json::to_string(&u.tags)
+            .unwrap_or_else(|_| "[]".into())
+            .into(),
+        u.enabled.into(),
+        time(u.created_at),
+        time(u.updated_at),
+    ]
+}
+
+fn sip_user_row(mut r: Cols) -> Result<crate::registrar::users::UserRecord, StoreError> {
+    let tags = r.text(5)?;
+    Ok(crate::registrar::users::UserRecord {
+        name: r.text(0)?,
+        realm: r.text(1)?,
+        ha1_md5: r.text(2)?,
+        ha1_sha256: r.text(3)?,
+        display_name: r.opt_text(4)?,
+        tags: serde_json::from_str(&tags)
+            .map_err(|e| StoreError::Decode(format!("sip_users.tags: {e}")))?,
+        enabled: r.flag(6)?,
+        created_at: r.time(7)?,
+        updated_at: r.time(8)?,
+    })
+}
 
 fn registration_params(r: crate::registrar::RegistrationRecord) -> Vec<Value> {
     vec![
@@ -670,6 +724,7 @@ fn registration_params(r: crate::registrar::RegistrationRecord) -> Vec<Value> {
         r.path.into(),
         r.user_agent.into(),
         r.node.into(),
+        r.node_addr.into(),
     ]
 }
 
@@ -689,6 +744,7 @@ fn registration_row(mut r: Cols) -> Result<crate::registrar::RegistrationRecord,
         path: r.opt_text(11)?,
         user_agent: r.opt_text(12)?,
         node: r.text(13)?,
+        node_addr: r.opt_text(14)?,
     })
 }
 
@@ -1411,6 +1467,65 @@ impl<B: Backend> Store for SqlStore<B> {
                 .into_iter()
                 .map(|r| stmt(INSERT_REGISTRATION, registration_params(r))),
         );
+        statements.extend(self.notify_cluster(format!("registrations {user}")));
+        self.push(statements)
+    }
+
+    fn registrations_of<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> StoreFuture<'a, Vec<crate::registrar::RegistrationRecord>> {
+        self.all(
+            stmt(
+                sql!(
+                    "SELECT {REGISTRATION_COLUMNS} FROM registrations
+                 WHERE user_name = $1 AND expires_at_ms > $2 ORDER BY node, contact"
+                ),
+                vec![user.into(), time(SystemTime::now())],
+            ),
+            registration_row,
+        )
+    }
+
+    fn sip_users(&self) -> StoreFuture<'_, Vec<crate::registrar::users::UserRecord>> {
+        self.all(
+            stmt(
+                sql!("SELECT {SIP_USER_COLUMNS} FROM sip_users ORDER BY name"),
+                Vec::new(),
+            ),
+            sip_user_row,
+        )
+    }
+
+    fn sip_user<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> StoreFuture<'a, Option<crate::registrar::users::UserRecord>> {
+        self.first(
+            stmt(
+                sql!("SELECT {SIP_USER_COLUMNS} FROM sip_users WHERE name = $1"),
+                vec![name.into()],
+            ),
+            sip_user_row,
+        )
+    }
+
+    fn put_sip_user(&self, user: crate::registrar::users::UserRecord) -> Result<(), StoreError> {
+        let news = self.notify_cluster(format!("user {}", user.name));
+        let mut statements = vec![stmt(UPSERT_SIP_USER, sip_user_params(user))];
+        statements.extend(news);
+        self.push(statements)
+    }
+
+    fn delete_sip_user(&self, name: &str) -> Result<(), StoreError> {
+        let mut statements = vec![
+            stmt("DELETE FROM sip_users WHERE name = $1", vec![name.into()]),
+            stmt(
+                "DELETE FROM registrations WHERE user_name = $1",
+                vec![name.into()],
+            ),
+        ];
+        statements.extend(self.notify_cluster(format!("user {name}")));
         self.push(statements)
     }
 

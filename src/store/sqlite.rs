@@ -208,6 +208,21 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX recordings_call_id ON recordings(call_id);
     CREATE INDEX recordings_started ON recordings(started_at_ms);",
+    // 12: registrar users made over the API (digest HA1s, never the
+    // password), and the SIP address of the node holding each binding
+    // (another node hands calls for the user there).
+    "CREATE TABLE sip_users (
+        name TEXT PRIMARY KEY,
+        realm TEXT NOT NULL,
+        ha1_md5 TEXT NOT NULL,
+        ha1_sha256 TEXT NOT NULL,
+        display_name TEXT,
+        tags TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    ALTER TABLE registrations ADD COLUMN node_addr TEXT;",
 ];
 
 /// Reader threads (each with its own connection; WAL lets them read while
@@ -456,6 +471,7 @@ mod tests {
             path: None,
             user_agent: Some("phone".into()),
             node: node.into(),
+            node_addr: Some("127.0.0.1:5060".into()),
         };
         store
             .replace_registrations("a", "alice", vec![reg("sip:alice@h1", "a", 60)])
@@ -477,6 +493,56 @@ mod tests {
         assert_eq!(contacts, vec!["sip:alice@h3", "sip:alice@h2"]);
         assert_eq!(rows[0].q, 0.5);
         assert_eq!(rows[0].user_agent.as_deref(), Some("phone"));
+    }
+
+    #[tokio::test]
+    async fn sip_users_keep_ha1s_and_deleting_one_drops_its_registrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("u.db")).unwrap();
+        let mut alice = crate::registrar::users::UserRecord::new(
+            "alice",
+            "pbx.example",
+            "first-password",
+            SystemTime::now(),
+        );
+        alice.tags = vec!["sales".into(), "es".into()];
+        store.put_sip_user(alice.clone()).unwrap();
+        let reg = crate::registrar::RegistrationRecord {
+            user: "alice".into(),
+            contact: "sip:alice@h1".into(),
+            q: 1.0,
+            instance: None,
+            reg_id: None,
+            call_id: "c".into(),
+            cseq: 1,
+            expires_at: SystemTime::now() + Duration::from_secs(60),
+            transport: "udp".into(),
+            local: "127.0.0.1:5060".into(),
+            source: "127.0.0.1:40000".into(),
+            path: None,
+            user_agent: None,
+            node: "a".into(),
+            node_addr: Some("127.0.0.1:5060".into()),
+        };
+        store
+            .replace_registrations("a", "alice", vec![reg])
+            .unwrap();
+        let back = store.sip_user("alice").await.unwrap().unwrap();
+        assert_eq!(back.ha1_sha256, alice.ha1_sha256);
+        assert_eq!(back.tags, alice.tags);
+        assert!(back.enabled);
+        assert_eq!(store.registrations_of("alice").await.unwrap().len(), 1);
+        alice.set_password("pbx.example", "second-password");
+        alice.enabled = false;
+        store.put_sip_user(alice.clone()).unwrap();
+        let changed = store.sip_user("alice").await.unwrap().unwrap();
+        assert_eq!(changed.ha1_md5, alice.ha1_md5);
+        assert_ne!(changed.ha1_md5, back.ha1_md5);
+        assert!(!changed.enabled);
+        assert_eq!(store.sip_users().await.unwrap().len(), 1);
+        store.delete_sip_user("alice").unwrap();
+        assert!(store.sip_user("alice").await.unwrap().is_none());
+        assert!(store.registrations_of("alice").await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -565,7 +631,8 @@ mod tests {
                 "opt_outs",
                 "provider_sends",
                 "recordings",
-                "registrations"
+                "registrations",
+                "sip_users"
             ]
         );
         let v: i64 = conn

@@ -620,6 +620,14 @@ pub const USER_CALLS: Metric = counter(
     "crossline_user_calls_total",
     "Calls to a registered user, by outcome (rung: its devices rang; unavailable: none registered, 480).",
 );
+pub const USER_HANDOFFS: Metric = counter(
+    "crossline_user_handoffs_total",
+    "Calls for a user registered on another node, by outcome (handed: sent to that node; refused: its address is not in [registrar] cluster_nodes, or it has none) and reason.",
+);
+pub const STORED_USERS: Metric = gauge(
+    "crossline_registrar_stored_users",
+    "Registrar users from the store (/v1/users) this node knows, enabled ones.",
+);
 
 /// Every metric above; `telemetry::install()` describes each.
 pub const ALL: &[Metric] = &[
@@ -761,6 +769,8 @@ pub const ALL: &[Metric] = &[
     REGISTERS,
     REGISTRATIONS_ACTIVE,
     USER_CALLS,
+    USER_HANDOFFS,
+    STORED_USERS,
 ];
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, peers, repo, require, Gateway};
+use super::{free_port, peers, repo, require, sipp, Gateway, Sipp};
 
 /// A peer process whose output goes to a file, killed (by its PID) when
 /// dropped.
@@ -61,9 +61,15 @@ pub fn spawn_peer(mut cmd: Command) -> Peer {
 
 /// pjsua2 registering `user` with `password`, answering every call.
 pub fn pjsua_agent(gw: &Gateway, user: &str, password: &str, extra: &[&str]) -> Peer {
+    pjsua_agent_via(&gw.sip_addr(), user, password, extra)
+}
+
+/// pjsua2 registering `user` at `registrar` ("ip:port": the gateway, or a
+/// proxy in front of it), answering every call.
+pub fn pjsua_agent_via(registrar: &str, user: &str, password: &str, extra: &[&str]) -> Peer {
     let mut cmd = Command::new(peers::python("pjsua2"));
     cmd.arg(repo().join("tests/peers/pjsua_register.py"))
-        .arg(format!("sip:{}", gw.sip_addr()))
+        .arg(format!("sip:{registrar}"))
         .arg(format!("sip:{user}@crossline.test"))
         .args([user, password, "40"])
         .args(extra)
@@ -102,4 +108,23 @@ pub fn baresip_agent(gw: &Gateway, user: &str, password: &str) -> (Peer, tempfil
         .arg(conf.path())
         .args(["-t", "50"]);
     (spawn_peer(cmd), conf)
+}
+
+/// A SIPp caller dialling `did` (a user, say) at the gateway, talking for
+/// 2 s.
+pub fn call_user(gw: &Gateway, did: &str) -> Sipp {
+    sipp(
+        &[
+            "-sn",
+            "uac",
+            "-s",
+            did,
+            &gw.sip_addr(),
+            "-m",
+            "1",
+            "-d",
+            "2000",
+        ],
+        Duration::from_secs(30),
+    )
 }

@@ -149,6 +149,13 @@ impl Algorithm {
         }
     }
 
+    /// HA1 = H(username:realm:password), lowercase hex: what a server may
+    /// keep instead of the password (RFC 7616 §3.4.2), one per algorithm
+    /// and realm.
+    pub fn ha1(self, username: &str, realm: &str, password: &str) -> String {
+        self.hash_hex(&[username, realm, password])
+    }
+
     fn code(self) -> u8 {
         match self {
             Algorithm::Md5 => 1,
@@ -693,7 +700,23 @@ impl DigestServer {
         request_uri: &str,
         password_for: impl Fn(&str) -> Option<String>,
     ) -> Verdict {
-        match self.verify_inner(now, authorization, method, request_uri, password_for) {
+        let realm = self.realm.clone();
+        self.verify_ha1(now, authorization, method, request_uri, |user, alg| {
+            password_for(user).map(|password| alg.ha1(user, &realm, &password))
+        })
+    }
+
+    /// [`Self::verify`] for a server that keeps HA1s, not passwords:
+    /// `ha1_for(username, algorithm)` is H(username:realm:password).
+    pub fn verify_ha1(
+        &mut self,
+        now: Instant,
+        authorization: &str,
+        method: &str,
+        request_uri: &str,
+        ha1_for: impl Fn(&str, Algorithm) -> Option<String>,
+    ) -> Verdict {
+        match self.verify_inner(now, authorization, method, request_uri, ha1_for) {
             Ok(v) => v,
             Err(e) => Verdict::Rejected(e),
         }
@@ -705,7 +728,7 @@ impl DigestServer {
         authorization: &str,
         method: &str,
         request_uri: &str,
-        password_for: impl Fn(&str) -> Option<String>,
+        ha1_for: impl Fn(&str, Algorithm) -> Option<String>,
     ) -> Result<Verdict, AuthError> {
         let resp = DigestResponse::parse(authorization)?;
         if resp.realm != self.realm {
@@ -732,8 +755,7 @@ impl DigestServer {
         if resp.opaque.as_deref().is_some_and(|o| o != self.opaque) {
             return Err(AuthError::OpaqueMismatch);
         }
-        let password = password_for(&resp.username).ok_or(AuthError::UnknownUser)?;
-        let ha1 = alg.hash_hex(&[&resp.username, &self.realm, &password]);
+        let ha1 = ha1_for(&resp.username, alg).ok_or(AuthError::UnknownUser)?;
         let expected = request_digest(
             alg,
             &ha1,

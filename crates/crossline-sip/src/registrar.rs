@@ -308,6 +308,15 @@ impl Bindings {
         self.recompute_next();
     }
 
+    /// Drop every binding of `user`; whether it had any.
+    pub fn remove_user(&mut self, user: &str) -> bool {
+        let had = self.users.remove(user).is_some();
+        if had {
+            self.recompute_next();
+        }
+        had
+    }
+
     /// When the next binding lapses.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.next

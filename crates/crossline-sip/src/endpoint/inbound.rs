@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::calls::{Call, CallRole, CallState};
 use super::util::{parse_dtmf_relay, sent_by, stamp_received};
+use super::FORWARDED_BY;
 use super::{
     CallId, EndCause, Endpoint, Event, IncomingCall, Peer, ServerEntry, ServerKey, ServerTx,
     ACCEPT, ALLOW,
@@ -436,6 +437,10 @@ impl Endpoint {
             web_call: req
                 .headers
                 .get("X-Crossline-Web-Call")
+                .map(|v| v.trim().chars().take(64).collect()),
+            forwarded_by: req
+                .headers
+                .get(FORWARDED_BY)
                 .map(|v| v.trim().chars().take(64).collect()),
         };
         self.dialogs.insert(dialog.id.clone(), call);

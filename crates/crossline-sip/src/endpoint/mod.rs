@@ -39,7 +39,11 @@ use crate::transaction::{
 pub use calls::{CallRole, CallState, OutgoingCall};
 pub use identity::CallerIdentity;
 pub use ping::{OptionsPing, PingId, PingOutcome};
-pub use register::{LocalUser, RegisterOutcome, RegistrarConfig};
+pub use register::{LocalUser, RegisterOutcome, RegistrarConfig, StoredUser};
+
+/// The header a node puts on a call it hands to the node holding the
+/// user's registration: that node rings its own devices only (no loop).
+pub const FORWARDED_BY: &str = "X-Crossline-Forwarded-By";
 pub use registration::{RegistrationSpec, RegistrationState};
 
 /// Methods we answer; sent in Allow.
@@ -393,6 +397,9 @@ pub struct IncomingCall {
     pub has_offer: bool,
     /// `X-Crossline-Web-Call`: our own WebRTC leg calling in, by its id.
     pub web_call: Option<String>,
+    /// `X-Crossline-Forwarded-By`: another node of ours handed over a
+    /// call to a user registered here (ring only this node's devices).
+    pub forwarded_by: Option<String>,
 }
 
 /// Counters for everything the endpoint drops or answers on its own.
@@ -588,6 +595,8 @@ pub struct Endpoint {
     user_digest: DigestServer,
     /// The location service: users' registered devices.
     bindings: crate::registrar::Bindings,
+    /// The registrar's users kept in the store, by name.
+    stored_users: HashMap<String, register::StoredUser>,
     draining: bool,
     /// The media side has no headroom left: new INVITEs and OPTIONS get 503.
     overloaded: bool,
@@ -640,6 +649,7 @@ impl Endpoint {
             digest,
             user_digest,
             bindings: crate::registrar::Bindings::new(limits),
+            stored_users: HashMap::new(),
             draining: false,
             overloaded: false,
             counters: Counters::default(),

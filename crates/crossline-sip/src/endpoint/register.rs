@@ -20,6 +20,21 @@ pub struct LocalUser {
     pub password: Secret,
 }
 
+/// A user kept in the store: its digest HA1s (RFC 7616 §3.4.2) for the
+/// realm they were made in, never its password. A `[[users]]` entry of
+/// the same name wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    /// The user part of its address and its digest username.
+    pub name: String,
+    /// The realm the HA1s were computed for: our domain when they were.
+    pub realm: String,
+    /// MD5(name:realm:password), lowercase hex.
+    pub ha1_md5: Secret,
+    /// SHA-256(name:realm:password), lowercase hex.
+    pub ha1_sha256: Secret,
+}
+
 /// What our registrar serves.
 #[derive(Debug, Clone)]
 pub struct RegistrarConfig {
@@ -36,11 +51,8 @@ pub struct RegistrarConfig {
 }
 
 impl RegistrarConfig {
-    fn password_of(&self, user: &str) -> Option<String> {
-        self.users
-            .iter()
-            .find(|u| u.name == user)
-            .map(|u| u.password.expose().to_string())
+    fn config_user(&self, user: &str) -> Option<&LocalUser> {
+        self.users.iter().find(|u| u.name == user)
     }
 
     /// Whether `host` names us: the domain, or an IP literal (a phone
@@ -118,10 +130,15 @@ impl Endpoint {
         let request_uri = req.uri.to_string();
         let verdict = {
             let registrar = self.config.registrar.as_ref();
-            self.user_digest
-                .verify(now, authorization, req.method.as_str(), &request_uri, |u| {
-                    registrar.and_then(|r| r.password_of(u))
-                })
+            let stored = &self.stored_users;
+            let realm = self.user_digest.realm().to_string();
+            self.user_digest.verify_ha1(
+                now,
+                authorization,
+                req.method.as_str(),
+                &request_uri,
+                |u, alg| user_ha1(registrar, stored, &realm, u, alg),
+            )
         };
         match verdict {
             Verdict::Authorized { username } if username == user => {
@@ -164,8 +181,7 @@ impl Endpoint {
         let registrar = self.config.registrar.as_ref()?;
         let from = req.headers.from().ok()?;
         let user = from.uri.user?;
-        (registrar.serves_host(&from.uri.host) && registrar.users.iter().any(|u| u.name == user))
-            .then_some(user)
+        (registrar.serves_host(&from.uri.host) && self.is_local_user(&user)).then_some(user)
     }
 
     /// A call from our user `user`: 407 until its digest answer is right
@@ -216,12 +232,67 @@ impl Endpoint {
         self.counters.bindings = self.bindings.count() as u64;
     }
 
-    /// Whether `user` is one of ours.
+    /// Whether `user` is one of ours: in the config, or in the store.
     pub fn is_local_user(&self, user: &str) -> bool {
         self.config
             .registrar
             .as_ref()
-            .is_some_and(|r| r.users.iter().any(|u| u.name == user))
+            .is_some_and(|r| r.config_user(user).is_some() || self.stored_users.contains_key(user))
+    }
+
+    /// A user from the store added, changed (`Some`), or deleted or
+    /// disabled (`None`): those lose their bindings at once. A password
+    /// change is read on the user's next REGISTER.
+    pub fn set_stored_user(&mut self, name: &str, user: Option<StoredUser>) {
+        match user {
+            Some(user) => {
+                self.stored_users.insert(name.to_string(), user);
+            }
+            None => {
+                self.stored_users.remove(name);
+                let in_config = self
+                    .config
+                    .registrar
+                    .as_ref()
+                    .and_then(|r| r.config_user(name))
+                    .is_some();
+                if !in_config {
+                    self.drop_bindings(name);
+                }
+            }
+        }
+    }
+
+    /// Every user from the store at once (start, or after missed news):
+    /// those no longer there lose their bindings.
+    pub fn set_stored_users(&mut self, users: Vec<StoredUser>) {
+        let gone: Vec<String> = self
+            .stored_users
+            .keys()
+            .filter(|name| !users.iter().any(|u| &u.name == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.set_stored_user(&name, None);
+        }
+        for user in users {
+            self.stored_users.insert(user.name.clone(), user);
+        }
+    }
+
+    /// Users from the store it knows.
+    pub fn stored_user_count(&self) -> usize {
+        self.stored_users.len()
+    }
+
+    fn drop_bindings(&mut self, user: &str) {
+        if self.bindings.remove_user(user) {
+            tracing::info!(%user, "a user's registrations dropped: deleted or disabled");
+            self.counters.bindings = self.bindings.count() as u64;
+            self.events.push_back(Event::BindingsChanged {
+                user: user.to_string(),
+            });
+        }
     }
 
     /// Drop lapsed bindings; each user whose list changed is an event.
@@ -356,4 +427,27 @@ impl Endpoint {
         self.register_outcome(RegisterOutcome::Challenged);
         self.respond(now, key, resp);
     }
+}
+
+/// `user`'s HA1 for `alg` in `realm`: a `[[users]]` password first, else
+/// a stored user's (only for the realm its HA1s were made in).
+fn user_ha1(
+    registrar: Option<&RegistrarConfig>,
+    stored: &std::collections::HashMap<String, StoredUser>,
+    realm: &str,
+    user: &str,
+    alg: Algorithm,
+) -> Option<String> {
+    let registrar = registrar?;
+    if let Some(u) = registrar.config_user(user) {
+        return Some(alg.ha1(user, realm, u.password.expose()));
+    }
+    let u = stored.get(user).filter(|u| u.realm == realm)?;
+    Some(
+        match alg {
+            Algorithm::Md5 => u.ha1_md5.expose(),
+            Algorithm::Sha256 => u.ha1_sha256.expose(),
+        }
+        .to_string(),
+    )
 }

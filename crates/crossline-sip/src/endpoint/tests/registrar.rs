@@ -284,3 +284,79 @@ fn a_call_from_a_user_must_answer_its_digest() {
     assert_eq!(inc.trunk, None);
     assert_eq!(inc.did, "1000");
 }
+
+fn stored(name: &str, realm: &str, password: &str) -> StoredUser {
+    use crate::auth::Algorithm;
+    StoredUser {
+        name: name.into(),
+        realm: realm.into(),
+        ha1_md5: Algorithm::Md5.ha1(name, realm, password).into(),
+        ha1_sha256: Algorithm::Sha256.ha1(name, realm, password).into(),
+    }
+}
+
+/// A user from the store signs in with the HA1s kept for it; a new
+/// password counts from the next REGISTER; a config user of the same name
+/// wins; removing the user drops its bindings (an event for the store).
+#[test]
+fn a_stored_user_signs_in_by_its_ha1s_and_removal_drops_its_bindings() {
+    let mut t = registrar_endpoint(0);
+    assert!(!t.ep.is_local_user("carol"));
+    t.ep.set_stored_user("carol", Some(stored("carol", "pbx.example", "first")));
+    assert!(t.ep.is_local_user("carol"));
+    let ok = sign_in(
+        &mut t,
+        0,
+        1,
+        "carol",
+        "first",
+        "<sip:carol@10.0.0.5:5062>",
+        "",
+    );
+    assert_eq!(ok.status, 200);
+    t.events();
+    assert_eq!(t.ep.bindings_of("carol", t.at(2)).len(), 1);
+    // The password changed: the old one is refused after the challenge.
+    t.ep.set_stored_user("carol", Some(stored("carol", "pbx.example", "second")));
+    let old = sign_in(
+        &mut t,
+        10,
+        3,
+        "carol",
+        "first",
+        "<sip:carol@10.0.0.5:5062>",
+        "",
+    );
+    assert_eq!(old.status, 403);
+    let new = sign_in(
+        &mut t,
+        20,
+        5,
+        "carol",
+        "second",
+        "<sip:carol@10.0.0.5:5062>",
+        "",
+    );
+    assert_eq!(new.status, 200);
+    t.events();
+    // HA1s of another realm (the domain changed since) never match.
+    t.ep.set_stored_user("dave", Some(stored("dave", "old.example", "pw")));
+    let other_realm = sign_in(&mut t, 30, 1, "dave", "pw", "<sip:dave@10.0.0.6>", "");
+    assert_eq!(other_realm.status, 403);
+    // A config user's password wins over a stored one of the same name.
+    t.ep.set_stored_user("alice", Some(stored("alice", "pbx.example", "stored")));
+    let stored_pw = sign_in(&mut t, 40, 1, "alice", "stored", "<sip:alice@10.0.0.7>", "");
+    assert_eq!(stored_pw.status, 403);
+    // Deleted: its bindings go, and the store hears (BindingsChanged).
+    t.ep.set_stored_user("carol", None);
+    assert!(!t.ep.is_local_user("carol"));
+    assert!(t.ep.bindings_of("carol", t.at(50)).is_empty());
+    assert!(t
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::BindingsChanged { user } if user == "carol")));
+    // A full reload keeps only those still there.
+    t.ep.set_stored_users(vec![stored("erin", "pbx.example", "pw")]);
+    assert!(t.ep.is_local_user("erin") && !t.ep.is_local_user("dave"));
+    assert_eq!(t.ep.stored_user_count(), 1);
+}
