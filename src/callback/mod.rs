@@ -276,6 +276,19 @@ impl Callbacks {
         Ok(())
     }
 
+    /// Whether a callback to `phone` (E.164) would go out now: a trunk,
+    /// the outbound policy's country and premium-rate rules, and the
+    /// per-number budget (checked, not used).
+    pub fn would_allow(&self, phone: &str) -> bool {
+        self.enabled
+            && self.policy.number_allowed(phone).is_ok()
+            && self
+                .per_phone
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .allows(phone, Instant::now())
+    }
+
     /// Keep who agreed to be called, and to what; its id.
     fn keep_consent(
         &self,
@@ -389,6 +402,9 @@ impl Callbacks {
             let age = now.duration_since(record.created_at).unwrap_or_default();
             let ended = if record.answered_at.is_some() {
                 Some((None, "the call was cut by a gateway restart"))
+            } else if record.flow.as_deref() == Some(crate::queue::CALLBACK_FLOW) {
+                // Its queue restores the caller's place and calls again.
+                Some((Some(503), "the queue calls back again after a restart"))
             } else if age > redial_within || !self.enabled {
                 Some((Some(503), "not dialled again after a gateway restart"))
             } else {

@@ -368,6 +368,7 @@ fn validate_queues(config: &Config, err: &mut impl FnMut(&[&str], String)) {
         for (key, message) in queue.problems(
             &config.media.audio_dir,
             config.registrar.enabled,
+            crate::callback::outbound_trunk(config).is_some(),
             voice_flow,
         ) {
             err(&["queues", &idx, key], message);

@@ -222,6 +222,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX recordings_call_id ON recordings(call_id);
     CREATE INDEX recordings_started ON recordings(started_at_ms);",
+    // 8: virtual-hold callers, who keep their queue place across a restart.
+    "CREATE TABLE queue_callbacks (
+        id TEXT PRIMARY KEY,
+        queue TEXT NOT NULL,
+        phone TEXT NOT NULL,
+        skills TEXT NOT NULL,
+        order_ms BIGINT NOT NULL,
+        joined_at_ms BIGINT NOT NULL,
+        failures BIGINT NOT NULL,
+        node TEXT NOT NULL
+    );
+    CREATE INDEX queue_callbacks_node ON queue_callbacks(node, order_ms);",
 ];
 
 impl SqlStore<Postgres> {

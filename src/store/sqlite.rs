@@ -208,6 +208,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX recordings_call_id ON recordings(call_id);
     CREATE INDEX recordings_started ON recordings(started_at_ms);",
+    // 12: virtual-hold callers, who keep their queue place across a restart.
+    "CREATE TABLE queue_callbacks (
+        id TEXT PRIMARY KEY,
+        queue TEXT NOT NULL,
+        phone TEXT NOT NULL,
+        skills TEXT NOT NULL,
+        order_ms INTEGER NOT NULL,
+        joined_at_ms INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        node TEXT NOT NULL
+    );
+    CREATE INDEX queue_callbacks_node ON queue_callbacks(node, order_ms);",
 ];
 
 /// Reader threads (each with its own connection; WAL lets them read while
