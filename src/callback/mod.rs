@@ -799,6 +799,22 @@ mod tests {
     }
 
     #[test]
+    fn would_allow_checks_the_trunk_the_policy_and_the_number_budget() {
+        let r = rig(true);
+        let c = &r.callbacks;
+        assert!(c.would_allow("+34612345678"));
+        assert!(!c.would_allow("+15551234567"), "not a valid number");
+        assert!(
+            !rig(false).callbacks.would_allow("+34612345678"),
+            "no trunk"
+        );
+        c.create(ask("+34612345678"), "a", any_flow).unwrap();
+        assert!(c.would_allow("+34612345678"), "checking uses no budget");
+        c.create(ask("+34612345678"), "b", any_flow).unwrap();
+        assert!(!c.would_allow("+34612345678"), "two an hour, both used");
+    }
+
+    #[test]
     fn sip_causes_map_to_outcomes() {
         let mut r = rig(true)
             .callbacks

@@ -373,7 +373,13 @@ pub fn document() -> Value {
                     "answered": { "type": "integer" },
                     "answered_within_sla": { "type": "integer" },
                     "abandoned": { "type": "integer" },
-                    "agents": { "type": "array", "items": schema("Agent") } } },
+                    "agents": { "type": "array", "items": schema("Agent") },
+                    "callers": { "type": "array", "items": schema("QueueCaller"), "description": "Everyone waiting, in queue order." } } },
+                "QueueCaller": { "type": "object", "properties": {
+                    "entry": { "type": "integer" },
+                    "waited_secs": { "type": "integer" },
+                    "virtual": { "type": "boolean", "description": "Virtual hold: hung up keeping their place, to be called back." },
+                    "line": { "enum": ["on_line", "virtual", "calling_back", "callback_retry"] } } },
                 "Agent": { "type": "object", "properties": {
                     "target": { "type": "string", "description": "A SIP URI or user:<name>." },
                     "state": { "enum": ["available", "ringing", "busy", "wrap_up", "paused"] },

@@ -82,7 +82,9 @@ pub fn callback_confirmed(language: Language, phone: &str) -> String {
 /// Said when the called-back customer answers, before the agent rings.
 pub fn callback_connecting(language: Language) -> &'static str {
     match language {
-        Language::En => "Hello, this is the call back you asked for. Connecting you to an agent now.",
+        Language::En => {
+            "Hello, this is the call back you asked for. Connecting you to an agent now."
+        }
         Language::Es => "Hola, le devolvemos la llamada que pidió. Le pasamos con un agente ahora.",
     }
 }

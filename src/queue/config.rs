@@ -253,7 +253,9 @@ agents = [{ target = "sip:a@127.0.0.1:5090" }, { target = "user:bob", skills = [
         );
         assert_eq!(q.strategy, Strategy::LongestIdle);
         assert_eq!((q.ring_timeout_secs, q.wrap_up_secs), (20, 10));
-        assert!(q.problems(Path::new("."), true, true, |_| Ok(())).is_empty());
+        assert!(q
+            .problems(Path::new("."), true, true, |_| Ok(()))
+            .is_empty());
         let keys: Vec<&str> = q
             .problems(Path::new("."), false, true, |_| Ok(()))
             .into_iter()

@@ -658,8 +658,7 @@ pub trait Store: Send + Sync {
     /// The caller left the queue (called back, or dropped).
     fn delete_queue_callback(&self, id: &str) -> Result<(), StoreError>;
     /// `node`'s virtual-hold callers, in queue order.
-    fn queue_callbacks<'a>(&'a self, node: &'a str)
-        -> StoreFuture<'a, Vec<QueueCallbackRecord>>;
+    fn queue_callbacks<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<QueueCallbackRecord>>;
     /// `user`'s registered devices as `node` took them: they replace what
     /// `node` kept for `user` (lapsed rows of every node are swept too).
     fn replace_registrations(

@@ -104,7 +104,12 @@ pub(crate) async fn wait(
     // Virtual hold only for a caller we can dial back (E.164).
     let callback = config
         .offer_callback_after_secs
-        .zip(cx.vars.get("caller").filter(|c| c.starts_with('+')).cloned())
+        .zip(
+            cx.vars
+                .get("caller")
+                .filter(|c| c.starts_with('+'))
+                .cloned(),
+        )
         .map(|(after, phone)| CallbackOffer {
             from: Instant::now() + Duration::from_secs(after),
             phone,
@@ -127,7 +132,10 @@ async fn called_back(node_id: &str, cx: &mut FlowCx) -> Result<Next, Ended> {
     };
     let language = Language::parse(&config.language).unwrap_or(Language::En);
     let text = announce::callback_connecting(language);
-    match cx.speech(&TtsRequest::new(text.to_string(), language.code())).await {
+    match cx
+        .speech(&TtsRequest::new(text.to_string(), language.code()))
+        .await
+    {
         Ok(said) => {
             cx.play(said, false).await?;
         }
