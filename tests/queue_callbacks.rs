@@ -132,8 +132,8 @@ fn lines_with(log: &str, needle: &str) -> Vec<String> {
 fn field(line: &str, name: &str) -> String {
     let prefix = format!("{name}=");
     line.split_whitespace()
-        .filter_map(|w| w.strip_prefix(&prefix))
-        .last()
+        .rev()
+        .find_map(|w| w.strip_prefix(&prefix))
         .unwrap_or_default()
         .to_string()
 }
