@@ -576,6 +576,7 @@ mod tests {
                 "messages",
                 "opt_outs",
                 "provider_sends",
+                "queue_callbacks",
                 "recordings",
                 "registrations"
             ]
