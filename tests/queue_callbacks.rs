@@ -21,9 +21,9 @@ struct Setup {
 }
 
 /// A gateway whose calls wait in queue "support" (agent `agent`), with
-/// the callback offer after 1 s on a 2 s announcement timer, and a trunk
-/// to `trunk_port` for the callbacks.
-fn gateway(agent: &str, trunk_port: u16) -> Setup {
+/// the callback offer after 1 s on a 2 s announcement timer and
+/// `queue_extra` keys, and a trunk to `trunk_port` for the callbacks.
+fn gateway(agent: &str, trunk_port: u16, queue_extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let flows = dir.path().join("flows");
     std::fs::create_dir(&flows).unwrap();
@@ -38,7 +38,7 @@ fn gateway(agent: &str, trunk_port: u16) -> Setup {
          [callbacks]\nring_timeout_secs = 10\n\n\
          [[trunks]]\nname = \"carrier\"\noutbound_proxy = \"sip:127.0.0.1:{trunk_port}\"\ncaller_id = \"+15550100000\"\n\n\
          [[queues]]\nname = \"support\"\nagents = [{{ target = \"{agent}\" }}]\n\
-         offer_callback_after_secs = 1\nannounce_interval_secs = 2\nwrap_up_secs = 1\nring_timeout_secs = 10\n\n\
+         offer_callback_after_secs = 1\nannounce_interval_secs = 2\nwrap_up_secs = 1\nring_timeout_secs = 10\n{queue_extra}\n\
          [[routes]]\nflow = \"support\"\n",
         flows = flows.display(),
     ));
@@ -163,7 +163,7 @@ fn a_virtual_hold_caller_is_called_back_first_and_bridged_to_the_agent() {
     let (a, agent_a) = agent(2, 2000);
     let phone = customer(trunk_port);
     std::thread::sleep(Duration::from_millis(400));
-    let s = gateway(&a, trunk_port);
+    let s = gateway(&a, trunk_port, "");
     let gw = &s.gw;
     set_agent(gw, &a, "paused");
 
@@ -265,7 +265,7 @@ fn a_virtual_hold_place_survives_a_restart() {
     let (a, agent_a) = agent(1, 1000);
     let phone = customer(trunk_port);
     std::thread::sleep(Duration::from_millis(400));
-    let mut s = gateway(&a, trunk_port);
+    let mut s = gateway(&a, trunk_port, "");
     set_agent(&s.gw, &a, "paused");
     let first = caller_pressing_1(&s.gw).join().unwrap();
     assert!(first.ok(), "caller: {}", first.describe());
@@ -304,4 +304,79 @@ fn a_virtual_hold_place_survives_a_restart() {
     let log = s.gw.log();
     let last = &log[log.rfind("starting again").unwrap()..];
     assert!(last.contains("virtual_hold_restored=0"), "{last}");
+}
+
+/// The customer's phone is busy every time: the callback is tried again
+/// after callback_retry_secs, and after callback_attempts the caller is
+/// dropped, counted, and their row is gone.
+#[test]
+fn a_callback_that_is_never_answered_is_retried_then_dropped() {
+    require("espeak-ng", "espeak-ng");
+    let trunk_port = free_port();
+    // Nobody is rung: the only caller is virtual.
+    let agent = format!("sip:agent@127.0.0.1:{}", free_port());
+    let busy = std::thread::spawn(move || {
+        sipp_on(
+            &["-sf", &scenario("uas_busy.xml"), "-m", "2"],
+            Duration::from_secs(60),
+            trunk_port,
+            free_port(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let s = gateway(
+        &agent,
+        trunk_port,
+        "callback_attempts = 2\ncallback_retry_secs = 2\n",
+    );
+    let gw = &s.gw;
+    set_agent(gw, &agent, "paused");
+    let first = caller_pressing_1(gw).join().unwrap();
+    assert!(first.ok(), "caller: {}", first.describe());
+    set_agent(gw, &agent, "available");
+    let busy = busy.join().unwrap();
+    assert!(busy.ok(), "two INVITEs, both 486: {}", busy.describe());
+    gw.wait_for_log(
+        "queue: virtual-hold caller dropped",
+        Duration::from_secs(10),
+    );
+    let log = gw.log();
+    let placed: Vec<f64> = lines_with(&log, "queue: calling back a virtual-hold caller")
+        .iter()
+        .map(|l| seconds_of_day(l))
+        .collect();
+    assert_eq!(placed.len(), 2, "{log}");
+    assert!(
+        placed[1] - placed[0] >= 1.9,
+        "retried after callback_retry_secs: {:.2} s",
+        placed[1] - placed[0]
+    );
+    let metrics = gw.http_get("/metrics").1;
+    let failed = |dropped: &str| {
+        metric_value(
+            &metrics,
+            &format!(
+                "crossline_queue_callbacks_failed_total{{queue=\"support\",dropped=\"{dropped}\"}}"
+            ),
+        )
+    };
+    assert_eq!((failed("false"), failed("true")), (1.0, 1.0), "{metrics}");
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "crossline_queue_callbacks_placed_total{queue=\"support\"}"
+        ),
+        2.0
+    );
+    // Dropped callers count as abandoned (exported every second).
+    wait_metric(
+        gw,
+        "crossline_queue_abandoned_total{queue=\"support\"}",
+        1.0,
+        Duration::from_secs(3),
+    );
+    assert!(callers(gw).is_empty());
+    // Each try was a callback of its own, failed with the phone's 486.
+    let busy_ends = lines_with(&log, "state=failed sip_status=Some(486)");
+    assert_eq!(busy_ends.len(), 2, "{log}");
 }

@@ -325,7 +325,9 @@ async fn queue_callbacks(store: &dyn Store) {
     };
     store.upsert_queue_callback(row("late", 20, "a")).unwrap();
     store.upsert_queue_callback(row("early", 10, "a")).unwrap();
-    store.upsert_queue_callback(row("elsewhere", 5, "b")).unwrap();
+    store
+        .upsert_queue_callback(row("elsewhere", 5, "b"))
+        .unwrap();
     let failed = QueueCallbackRecord {
         failures: 2,
         ..row("late", 20, "a")
