@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::phones::{sipp_agent, waiting_caller};
 use common::*;
 
 const OPERATOR: &str = "operator-secret-for-vhold-01";
@@ -43,31 +44,6 @@ fn gateway(agent: &str, trunk_port: u16, queue_extra: &str) -> Setup {
         flows = flows.display(),
     ));
     Setup { gw, _dir: dir }
-}
-
-/// A SIPp agent on its own port answering `calls` calls (each rings 2 s,
-/// then plays audio for `talk_ms` and hangs up); its target URI.
-fn agent(calls: u32, talk_ms: u32) -> (String, std::thread::JoinHandle<Sipp>) {
-    let port = free_port();
-    let text = std::fs::read_to_string(scenario("uas_agent.xml"))
-        .unwrap()
-        .replace(
-            "<pause milliseconds=\"3000\"/>",
-            &format!("<pause milliseconds=\"{talk_ms}\"/>"),
-        );
-    let file = std::env::temp_dir().join(format!("vhold-agent-{port}.xml"));
-    std::fs::write(&file, text).unwrap();
-    let handle = std::thread::spawn(move || {
-        let sipp = sipp_on(
-            &["-sf", &path_str(&file), "-m", &calls.to_string()],
-            Duration::from_secs(90),
-            port,
-            free_port(),
-        );
-        let _ = std::fs::remove_file(&file);
-        sipp
-    });
-    (format!("sip:agent@127.0.0.1:{port}"), handle)
 }
 
 /// The customer's phone behind the trunk: one call, to [`CALLER`].
@@ -160,7 +136,7 @@ fn callers(gw: &Gateway) -> Vec<(String, u64)> {
 fn a_virtual_hold_caller_is_called_back_first_and_bridged_to_the_agent() {
     require("espeak-ng", "espeak-ng");
     let trunk_port = free_port();
-    let (a, agent_a) = agent(2, 2000);
+    let (a, agent_a) = sipp_agent(2, 2000);
     let phone = customer(trunk_port);
     std::thread::sleep(Duration::from_millis(400));
     let s = gateway(&a, trunk_port, "");
@@ -180,23 +156,7 @@ fn a_virtual_hold_caller_is_called_back_first_and_bridged_to_the_agent() {
     );
     assert_no_pii(&log, &[CALLER]);
 
-    let second = std::thread::spawn({
-        let addr = gw.sip_addr();
-        move || {
-            sipp(
-                &[
-                    "-sf",
-                    &scenario("uac_wait_bye.xml"),
-                    &addr,
-                    "-s",
-                    "support",
-                    "-m",
-                    "1",
-                ],
-                Duration::from_secs(60),
-            )
-        }
-    });
+    let second = waiting_caller(gw, "support");
     std::thread::sleep(Duration::from_millis(1500));
     let waiting = callers(gw);
     assert_eq!(waiting.len(), 2, "{waiting:?}");
@@ -262,7 +222,7 @@ fn a_virtual_hold_caller_is_called_back_first_and_bridged_to_the_agent() {
 fn a_virtual_hold_place_survives_a_restart() {
     require("espeak-ng", "espeak-ng");
     let trunk_port = free_port();
-    let (a, agent_a) = agent(1, 1000);
+    let (a, agent_a) = sipp_agent(1, 1000);
     let phone = customer(trunk_port);
     std::thread::sleep(Duration::from_millis(400));
     let mut s = gateway(&a, trunk_port, "");

@@ -267,7 +267,7 @@ pub fn document() -> Value {
                 "responses": ok("Trunks, in config order.", json!({ "type": "object", "properties": {
                     "trunks": { "type": "array", "items": schema("Trunk") } } })) } },
             "/v1/queues": { "get": {
-                "summary": "Every [[queues]] entry: callers waiting, the longest wait, the recent average handle time, answered (and within sla_secs) and abandoned since start, and its agents.",
+                "summary": "Every [[queues]] entry: callers waiting (in order, virtual-hold callers flagged), the longest wait, the recent average handle time, answered (and within sla_secs) and abandoned since start, and its agents.",
                 "responses": ok("Queues, in config order.", json!({ "type": "object", "properties": {
                     "queues": { "type": "array", "items": schema("Queue") } } })) } },
             "/v1/agents": { "get": {

@@ -1053,6 +1053,22 @@ mod tests {
         assert_eq!(offers(&mut acd), vec![(c2, vec!["a".to_string()])]);
     }
 
+    /// `agents` all paused; `first` joined and went virtual, `second`
+    /// waits on the line behind them.
+    fn virtual_then_on_line(
+        strategy: Strategy,
+        agents: &[(&str, &[&str])],
+    ) -> (Instant, Acd, EntryId, EntryId) {
+        let (t0, mut acd) = acd_with(rules(strategy, agents));
+        for (a, _) in agents {
+            acd.set_paused(t0, a, true);
+        }
+        let first = join(&mut acd, t0, 1);
+        assert!(acd.go_virtual(t0, first));
+        let second = join(&mut acd, t0, 2);
+        (t0, acd, first, second)
+    }
+
     fn callbacks(acd: &mut Acd) -> Vec<EntryId> {
         std::iter::from_fn(|| acd.poll_callback())
             .map(|c| c.entry)
@@ -1061,12 +1077,9 @@ mod tests {
 
     #[test]
     fn a_virtual_caller_keeps_their_place_and_is_called_back_before_the_next() {
-        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
-        acd.set_paused(t0, "a", true);
-        let first = join(&mut acd, t0, 1);
-        assert!(acd.go_virtual(t0 + 5 * S, first));
+        let (t0, mut acd, first, second) =
+            virtual_then_on_line(Strategy::LongestIdle, &[("a", &[])]);
         assert!(!acd.go_virtual(t0 + 5 * S, first), "once");
-        let second = join(&mut acd, t0 + 6 * S, 2);
         // The virtual caller still counts ahead of the one on the line.
         assert_eq!(acd.position(second).map(|p| p.0), Some(2));
         let snap = &acd.snapshot(t0 + 10 * S)[0];
@@ -1095,12 +1108,8 @@ mod tests {
 
     #[test]
     fn only_agents_beyond_the_claims_go_to_callers_behind() {
-        let (t0, mut acd) = acd_with(rules(Strategy::RingAll, &[("a", &[]), ("b", &[])]));
-        acd.set_paused(t0, "a", true);
-        acd.set_paused(t0, "b", true);
-        let first = join(&mut acd, t0, 1);
-        acd.go_virtual(t0, first);
-        let second = join(&mut acd, t0, 2);
+        let (t0, mut acd, first, second) =
+            virtual_then_on_line(Strategy::RingAll, &[("a", &[]), ("b", &[])]);
         acd.set_paused(t0 + S, "a", false);
         assert_eq!(callbacks(&mut acd), [first]);
         assert!(offers(&mut acd).is_empty());
@@ -1113,11 +1122,8 @@ mod tests {
 
     #[test]
     fn an_unanswered_callback_rests_then_is_tried_again_then_dropped() {
-        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
-        acd.set_paused(t0, "a", true);
-        let first = join(&mut acd, t0, 1);
-        acd.go_virtual(t0, first);
-        let second = join(&mut acd, t0, 2);
+        let (t0, mut acd, first, second) =
+            virtual_then_on_line(Strategy::LongestIdle, &[("a", &[])]);
         acd.set_paused(t0 + S, "a", false);
         assert_eq!(callbacks(&mut acd), [first]);
         // No answer: it rests a minute, and the caller behind gets the agent.
@@ -1169,11 +1175,8 @@ mod tests {
 
     #[test]
     fn a_virtual_caller_who_leaves_frees_the_claim() {
-        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
-        acd.set_paused(t0, "a", true);
-        let first = join(&mut acd, t0, 1);
-        acd.go_virtual(t0, first);
-        let second = join(&mut acd, t0, 2);
+        let (t0, mut acd, first, second) =
+            virtual_then_on_line(Strategy::LongestIdle, &[("a", &[])]);
         acd.set_paused(t0, "a", false);
         assert_eq!(callbacks(&mut acd), [first]);
         // The customer answered, then hung up before the agent was rung.

@@ -170,19 +170,30 @@ impl Queues {
             inner.waiters.insert(entry, tx);
             Some(entry)
         })?;
+        let place = Place {
+            queue: queue.to_string(),
+            skills,
+            order,
+            joined_at,
+        };
+        Some(self.ticket(entry, offers, Some(place)))
+    }
+
+    /// The ticket of a caller just put (back) on the line.
+    fn ticket(
+        self: &Arc<Self>,
+        entry: EntryId,
+        offers: mpsc::UnboundedReceiver<Offer>,
+        place: Option<Place>,
+    ) -> Ticket {
         self.changed.notify_one();
-        Some(Ticket {
+        Ticket {
             queues: self.clone(),
             entry,
             offers,
             done: false,
-            place: Some(Place {
-                queue: queue.to_string(),
-                skills,
-                order,
-                joined_at,
-            }),
-        })
+            place,
+        }
     }
 
     /// Whether a waiting caller at `phone` may be offered a callback: the
@@ -320,14 +331,7 @@ impl Queues {
                 None
             }
         })?;
-        self.changed.notify_one();
-        Some(Ticket {
-            queues: self.clone(),
-            entry,
-            offers,
-            done: false,
-            place: None,
-        })
+        Some(self.ticket(entry, offers, None))
     }
 
     /// After a start: the virtual-hold callers this gateway kept, back in
