@@ -114,7 +114,11 @@ pub(crate) async fn wait(
             from: Instant::now() + Duration::from_secs(after),
             phone,
         });
-    serve(node_id, &config, ticket, next, callback, cx).await
+    let waiting = Waiting {
+        callback,
+        greeted: false,
+    };
+    serve(node_id, &config, ticket, next, waiting, cx).await
 }
 
 /// The callback flow's node: the called-back customer answered. Tell them
@@ -146,7 +150,20 @@ async fn called_back(node_id: &str, cx: &mut FlowCx) -> Result<Next, Ended> {
         return Ok(None);
     };
     tracing::info!(on = %cx.label, queue = %config.name, callback = %id, "queue: called-back caller is on the line");
-    serve(node_id, &config, ticket, &None, None, cx).await
+    let greeted = Waiting {
+        callback: None,
+        greeted: true,
+    };
+    serve(node_id, &config, ticket, &None, greeted, cx).await
+}
+
+/// How a caller starts waiting.
+struct Waiting {
+    /// Virtual hold, when the caller may be offered it.
+    callback: Option<CallbackOffer>,
+    /// Just told what happens (a called-back caller): the first
+    /// announcement waits a full interval.
+    greeted: bool,
 }
 
 /// Virtual hold for one caller: offered from `from` on.
@@ -163,7 +180,7 @@ async fn serve(
     config: &crate::queue::QueueConfig,
     mut ticket: crate::queue::Ticket,
     next: &Next,
-    callback: Option<CallbackOffer>,
+    Waiting { callback, greeted }: Waiting,
     cx: &mut FlowCx,
 ) -> Result<Next, Ended> {
     let queue = config.name.as_str();
@@ -173,7 +190,8 @@ async fn serve(
     let joined = Instant::now();
     let max_wait_at = joined + Duration::from_secs(config.max_wait_secs);
     let interval = Duration::from_secs(config.announce_interval_secs);
-    let mut announce_at = (!interval.is_zero()).then_some(joined);
+    let first = if greeted { joined + interval } else { joined };
+    let mut announce_at = (!interval.is_zero()).then_some(first);
     // The offer is due (once) at `from`, then rides on each announcement.
     let mut offer_due = callback.as_ref().map(|c| c.from);
     let mut offered = false;
