@@ -241,11 +241,14 @@ impl Queues {
         tracing::info!(queue = %due.queue, callback = %record.id, phone = %crate::mask::phone(&row.phone),
             "queue: calling back a virtual-hold caller");
         self.locked(|inner, _| inner.calling.insert(record.id.clone(), due.entry));
-        match (hold.callbacks.watch(&record.id), self.me.upgrade()) {
-            (Some(states), Some(me)) => {
-                tokio::spawn(me.follow(record.id, states));
-            }
-            _ => self.callback_over(&record.id),
+        let Some(states) = hold.callbacks.watch(&record.id) else {
+            // Over already (the gateway is stopping).
+            return self.callback_over(&record.id);
+        };
+        // Without a runtime (shutting down) nobody follows it: the stored
+        // row calls them back after the restart.
+        if let (Some(me), Ok(rt)) = (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(me.follow(record.id, states));
         }
     }
 
@@ -280,8 +283,10 @@ impl Queues {
     /// or, out of attempts, drop the caller.
     fn callback_failed(&self, queue: &str, entry: EntryId) {
         let store = self.hold.as_ref().map(|h| h.store.clone());
-        let retry = self.with(|acd, now| acd.callback_failed(now, entry));
-        let dropped = retry == Some(CallbackRetry::Dropped);
+        let Some(retry) = self.with(|acd, now| acd.callback_failed(now, entry)) else {
+            return;
+        };
+        let dropped = retry == CallbackRetry::Dropped;
         metrics::counter!(names::QUEUE_CALLBACKS_FAILED, "queue" => queue.to_string(),
             "dropped" => if dropped { "true" } else { "false" })
         .increment(1);
