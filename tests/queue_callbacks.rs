@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::audio::*;
 use common::phones::{sipp_agent, waiting_caller};
 use common::*;
 
@@ -46,14 +47,15 @@ fn gateway(agent: &str, trunk_port: u16, queue_extra: &str) -> Setup {
     Setup { gw, _dir: dir }
 }
 
-/// The customer's phone behind the trunk: one call, to [`CALLER`].
-fn customer(trunk_port: u16) -> std::thread::JoinHandle<Sipp> {
+/// The customer's phone behind the trunk (audio on `media_port`): one
+/// call, to [`CALLER`].
+fn customer(trunk_port: u16, media_port: u16) -> std::thread::JoinHandle<Sipp> {
     std::thread::spawn(move || {
         sipp_on(
             &["-sf", &scenario("uas_callback_customer.xml"), "-m", "1"],
             Duration::from_secs(90),
             trunk_port,
-            free_port(),
+            media_port,
         )
     })
 }
@@ -131,15 +133,24 @@ fn callers(gw: &Gateway) -> Vec<(String, u64)> {
 }
 
 /// Press 1, hang up, keep the place: the callback comes before the caller
-/// who joined later is offered, and is bridged to the agent.
+/// who joined later is offered, and is bridged to the agent, whose audio
+/// (not the queue's 400 Hz music) reaches the customer's phone.
 #[test]
 fn a_virtual_hold_caller_is_called_back_first_and_bridged_to_the_agent() {
     require("espeak-ng", "espeak-ng");
     let trunk_port = free_port();
+    let media_port = free_port();
     let (a, agent_a) = sipp_agent(2, 2000);
-    let phone = customer(trunk_port);
+    let phone = customer(trunk_port, media_port);
     std::thread::sleep(Duration::from_millis(400));
-    let s = gateway(&a, trunk_port, "");
+    let music = tempfile::tempdir().unwrap();
+    let tone = music.path().join("music.wav");
+    write_tone(&tone, 400.0, 2.0, 8000.0, 8000);
+    let s = gateway(
+        &a,
+        trunk_port,
+        &format!("hold_music = [\"{}\"]\n", tone.display()),
+    );
     let gw = &s.gw;
     set_agent(gw, &a, "paused");
 
@@ -164,9 +175,11 @@ fn a_virtual_hold_caller_is_called_back_first_and_bridged_to_the_agent() {
     assert!(waiting[0].1 >= 5, "time waited kept: {waiting:?}");
     assert_eq!(waiting[1].0, "on_line");
 
+    let capture = start_capture(&format!("udp dst port {media_port}"));
     set_agent(gw, &a, "available");
     let phone = phone.join().unwrap();
     assert!(phone.ok(), "the customer's phone: {}", phone.describe());
+    let (file, _keep) = capture.stop();
     let second = second.join().unwrap();
     assert!(second.ok(), "second caller: {}", second.describe());
     let agent_a = agent_a.join().unwrap();
@@ -189,6 +202,49 @@ fn a_virtual_hold_caller_is_called_back_first_and_bridged_to_the_agent() {
     assert_eq!(bridged.len(), 2, "{log}");
     assert_eq!(field(&bridged[0], "on"), callback_call, "{log}");
     assert!(log.contains("queue: called-back caller reached an agent"));
+    // What the customer heard: the music while the agent rang, then the
+    // agent's audio through the bridge.
+    let ringing = lines_with(&log, "transfer: ringing agent");
+    let t_ring = seconds_of_day(&ringing[0]);
+    let t_bridge = seconds_of_day(&lines_with(&log, "transfer: bridged")[0]);
+    let frames: Vec<(f64, f64, f64)> = tshark_fields(
+        &file,
+        &[format!("udp.port=={media_port},rtp")],
+        &format!("udp.dstport == {media_port} && rtp"),
+        &["frame.time_epoch", "rtp.payload"],
+    )
+    .iter()
+    .map(|r| {
+        let t = r[0].parse::<f64>().unwrap() % 86_400.0;
+        let samples = pcmu_hex_to_linear(&r[1]);
+        let rms = (samples.iter().map(|x| x * x).sum::<f64>() / samples.len().max(1) as f64).sqrt();
+        (t, tone_level(&samples, 400.0), rms)
+    })
+    .collect();
+    let window = |from: f64, to: f64| -> Vec<(f64, f64, f64)> {
+        frames
+            .iter()
+            .copied()
+            .filter(|f| f.0 > from && f.0 < to)
+            .collect()
+    };
+    let while_ringing = window(t_ring + 0.3, t_bridge - 0.2);
+    let music_frames = while_ringing.iter().filter(|f| f.1 > 5000.0).count();
+    assert!(
+        while_ringing.len() > 50 && music_frames * 10 >= while_ringing.len() * 9,
+        "the queue's music while the agent rang: {music_frames}/{}",
+        while_ringing.len()
+    );
+    let bridged_audio = window(t_bridge + 0.4, t_bridge + 1.6);
+    let agent_frames = bridged_audio
+        .iter()
+        .filter(|f| f.1 < 1000.0 && f.2 > 100.0)
+        .count();
+    assert!(
+        bridged_audio.len() > 40 && agent_frames * 2 >= bridged_audio.len(),
+        "the agent's audio after the bridge: {agent_frames}/{}",
+        bridged_audio.len()
+    );
 
     let metrics = gw.http_get("/metrics").1;
     let q = "{queue=\"support\"}";
@@ -223,7 +279,7 @@ fn a_virtual_hold_place_survives_a_restart() {
     require("espeak-ng", "espeak-ng");
     let trunk_port = free_port();
     let (a, agent_a) = sipp_agent(1, 1000);
-    let phone = customer(trunk_port);
+    let phone = customer(trunk_port, free_port());
     std::thread::sleep(Duration::from_millis(400));
     let mut s = gateway(&a, trunk_port, "");
     set_agent(&s.gw, &a, "paused");
