@@ -110,31 +110,6 @@ type = "hangup"
     (gw, dir)
 }
 
-/// A SIPp agent on its own port answering `calls` calls (each rings 2 s,
-/// then talks `talk_ms`, then the agent hangs up); its target URI.
-fn agent(calls: u32, talk_ms: u32) -> (String, std::thread::JoinHandle<Sipp>) {
-    let port = free_port();
-    let text = std::fs::read_to_string(scenario("uas_agent.xml"))
-        .unwrap()
-        .replace(
-            "<pause milliseconds=\"3000\"/>",
-            &format!("<pause milliseconds=\"{talk_ms}\"/>"),
-        );
-    let file = std::env::temp_dir().join(format!("queue-agent-{port}.xml"));
-    std::fs::write(&file, text).unwrap();
-    let handle = std::thread::spawn(move || {
-        let sipp = sipp_on(
-            &["-sf", &path_str(&file), "-m", &calls.to_string()],
-            Duration::from_secs(60),
-            port,
-            free_port(),
-        );
-        let _ = std::fs::remove_file(&file);
-        sipp
-    });
-    (format!("sip:agent@127.0.0.1:{port}"), handle)
-}
-
 /// Log lines holding `needle`, in order.
 fn lines_with(gw: &Gateway, needle: &str) -> Vec<String> {
     gw.log()
@@ -151,8 +126,8 @@ fn lines_with(gw: &Gateway, needle: &str) -> Vec<String> {
 #[test]
 fn three_callers_two_agents_the_third_hears_its_place_and_waits_for_wrap_up() {
     require("espeak-ng", "espeak-ng");
-    let (a, agent_a) = agent(2, 3000);
-    let (b, agent_b) = agent(1, 8000);
+    let (a, agent_a) = sipp_agent(2, 3000);
+    let (b, agent_b) = sipp_agent(1, 8000);
     std::thread::sleep(Duration::from_millis(400));
     let (gw, _dir) = gateway(
         &[a.clone(), b.clone()],
@@ -161,7 +136,7 @@ fn three_callers_two_agents_the_third_hears_its_place_and_waits_for_wrap_up() {
     let callers: Vec<_> = (0..3)
         .map(|i| {
             std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 300 }));
-            waiting_caller(&gw)
+            waiting_caller(&gw, "support")
         })
         .collect();
     for (i, c) in callers.into_iter().enumerate() {
@@ -271,25 +246,6 @@ fn pressing_zero_leaves_for_the_fallback() {
     assert!(log.contains("node=fallback-reached"), "{log}");
 }
 
-/// A SIPp caller to the queue who stays until our BYE.
-fn waiting_caller(gw: &Gateway) -> std::thread::JoinHandle<Sipp> {
-    let addr = gw.sip_addr();
-    std::thread::spawn(move || {
-        sipp(
-            &[
-                "-sf",
-                &scenario("uac_wait_bye.xml"),
-                &addr,
-                "-s",
-                "support",
-                "-m",
-                "1",
-            ],
-            Duration::from_secs(60),
-        )
-    })
-}
-
 /// A SIPp caller to the queue who hangs up `talk_ms` after the gateway
 /// answers (it answers at once, into the queue).
 fn caller(gw: &Gateway, talk_ms: u32) -> std::thread::JoinHandle<Sipp> {
@@ -372,7 +328,7 @@ fn set_agent(gw: &Gateway, state: &str, target: &str) -> HttpReply {
 /// again, the agent is rung and bridged at once.
 #[test]
 fn a_paused_agent_takes_no_calls_until_made_available() {
-    let (a, agent_a) = agent(1, 1000);
+    let (a, agent_a) = sipp_agent(1, 1000);
     let (gw, _dir) = gateway_with(
         std::slice::from_ref(&a),
         "announce_interval_secs = 0\n",
@@ -384,7 +340,7 @@ fn a_paused_agent_takes_no_calls_until_made_available() {
     assert_eq!(r.json()["agent"]["state"], "paused");
     assert_eq!(set("paused", "sip:nobody@127.0.0.1").status, 404);
     assert_eq!(set("asleep", &a).status, 422);
-    let waiting = waiting_caller(&gw);
+    let waiting = waiting_caller(&gw, "support");
     gw.wait_for_log("queue: caller waiting", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(1500));
     let queues = gw.api(OPERATOR, "GET", "/v1/queues", None).json();
@@ -420,7 +376,7 @@ fn max_wait_falls_back_to_a_breakout_to_chat() {
              account_sid = \"AC0123456789abcdef\"\nauth_token = \"secret-token\"\nfrom = \"+15550100000\"\n"
         ),
     );
-    let caller = waiting_caller(&gw);
+    let caller = waiting_caller(&gw, "support");
     let (link, sms) = sms_link(&gw, &log);
     assert_eq!(sms.get("To").map(String::as_str), Some("+15551234567"));
     assert!(link.contains("/b/"), "{link}");
@@ -441,7 +397,7 @@ fn full_queue(queue_extra: &str) -> (Gateway, tempfile::TempDir, std::thread::Jo
         &[closed],
         &format!("max_callers = 1\nannounce_interval_secs = 0\n{queue_extra}"),
     );
-    let first = waiting_caller(&gw);
+    let first = waiting_caller(&gw, "support");
     gw.wait_for_log("queue: caller waiting", Duration::from_secs(5));
     (gw, dir, first)
 }
@@ -463,7 +419,7 @@ fn assert_turned_away_once(gw: &Gateway) {
 #[test]
 fn a_full_queue_sends_the_next_caller_to_the_fallback() {
     let (gw, _dir, first) = full_queue("max_wait_secs = 6\n");
-    let second = waiting_caller(&gw).join().unwrap();
+    let second = waiting_caller(&gw, "support").join().unwrap();
     assert!(second.ok(), "{}", second.describe());
     let log = gw.log();
     assert_turned_away_once(&gw);
@@ -632,7 +588,7 @@ fn console_queues_tab_shows_the_queue_and_pauses_agents() {
     );
     let set = |state: &str, target: &str| set_agent(&gw, state, target);
     assert_eq!(set("paused", &es).status, 200);
-    let waiting = waiting_caller(&gw);
+    let waiting = waiting_caller(&gw, "support");
     gw.wait_for_log("queue: caller waiting", Duration::from_secs(5));
     let shots = artifacts_dir("console_queues_tab");
     let wait = Duration::from_secs(10);

@@ -307,6 +307,44 @@ async fn conformance(store: &dyn Store) {
     assert_eq!(newest[0].call_id, "call-2@h");
     assert_eq!(newest[0].direction, "outbound");
     recordings(store).await;
+    queue_callbacks(store).await;
+}
+
+/// Virtual-hold rows: each node reads back its own, in queue order; a
+/// failed callback updates the row; a caller who left is deleted.
+async fn queue_callbacks(store: &dyn Store) {
+    let row = |id: &str, order_ms: u64, node: &str| QueueCallbackRecord {
+        id: id.into(),
+        queue: "support".into(),
+        phone: "+34612345678".into(),
+        skills: vec!["es".into()],
+        order_ms,
+        joined_at: at(order_ms),
+        failures: 0,
+        node: node.into(),
+    };
+    store.upsert_queue_callback(row("late", 20, "a")).unwrap();
+    store.upsert_queue_callback(row("early", 10, "a")).unwrap();
+    store
+        .upsert_queue_callback(row("elsewhere", 5, "b"))
+        .unwrap();
+    let failed = QueueCallbackRecord {
+        failures: 2,
+        ..row("late", 20, "a")
+    };
+    store.upsert_queue_callback(failed.clone()).unwrap();
+    let on_a = store.queue_callbacks("a").await.unwrap();
+    assert_eq!(on_a, [row("early", 10, "a"), failed]);
+    store.delete_queue_callback("early").unwrap();
+    let ids: Vec<String> = store
+        .queue_callbacks("a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["late"]);
+    assert_eq!(store.queue_callbacks("b").await.unwrap().len(), 1);
 }
 
 /// Recording rows: stored, paged newest first (by call, before a time),

@@ -36,6 +36,9 @@ impl Program {
         match name {
             "demo" => Some(Program::Demo(hold.clone())),
             "hold" => Some(Program::Hold(hold.clone())),
+            crate::queue::CALLBACK_FLOW => {
+                Some(Program::File(Arc::new(crate::queue::callback_flow())))
+            }
             other => flows.get(other).map(Program::File),
         }
     }

@@ -276,6 +276,19 @@ impl Callbacks {
         Ok(())
     }
 
+    /// Whether a callback to `phone` (E.164) would go out now: a trunk,
+    /// the outbound policy's country and premium-rate rules, and the
+    /// per-number budget (checked, not used).
+    pub fn would_allow(&self, phone: &str) -> bool {
+        self.enabled
+            && self.policy.number_allowed(phone).is_ok()
+            && self
+                .per_phone
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .allows(phone, Instant::now())
+    }
+
     /// Keep who agreed to be called, and to what; its id.
     fn keep_consent(
         &self,
@@ -389,6 +402,9 @@ impl Callbacks {
             let age = now.duration_since(record.created_at).unwrap_or_default();
             let ended = if record.answered_at.is_some() {
                 Some((None, "the call was cut by a gateway restart"))
+            } else if record.flow.as_deref() == Some(crate::queue::CALLBACK_FLOW) {
+                // Its queue restores the caller's place and calls again.
+                Some((Some(503), "the queue calls back again after a restart"))
             } else if age > redial_within || !self.enabled {
                 Some((Some(503), "not dialled again after a gateway restart"))
             } else {
@@ -635,7 +651,7 @@ mod tests {
     use super::*;
 
     struct Rig {
-        _dir: tempfile::TempDir,
+        _dir: Option<tempfile::TempDir>,
         store: std::sync::Arc<dyn Store>,
         callbacks: Callbacks,
         dialled: mpsc::UnboundedReceiver<Originate>,
@@ -645,6 +661,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: std::sync::Arc<dyn Store> =
             std::sync::Arc::new(crate::store::SqliteStore::open(&dir.path().join("c.db")).unwrap());
+        rig_with(Some(dir), store, with_trunk)
+    }
+
+    /// Another process on `store`: nothing live.
+    fn rig_on(store: std::sync::Arc<dyn Store>) -> Rig {
+        rig_with(None, store, true)
+    }
+
+    fn rig_with(
+        dir: Option<tempfile::TempDir>,
+        store: std::sync::Arc<dyn Store>,
+        with_trunk: bool,
+    ) -> Rig {
         let mut config = crate::config::Config::default();
         config.callbacks.max_per_phone_per_hour = 2;
         config.callbacks.max_per_key_per_minute = 3;
@@ -780,6 +809,56 @@ mod tests {
         let consents = r.store.consents(Some("+34612345678"), 10).await.unwrap();
         assert_eq!(consents[0].text, "We may call you.");
         assert_eq!(stored.consent_id.as_deref(), Some(consents[0].id.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_queue_callback_cut_by_a_restart_is_left_to_its_queue() {
+        let mut r = rig(true);
+        let mut req = ask("+34612345678");
+        req.flow = Some(crate::queue::CALLBACK_FLOW.into());
+        let queued = r.callbacks.create(req, "queue:support", any_flow).unwrap();
+        let plain = r
+            .callbacks
+            .create(ask("+34622000111"), "k", any_flow)
+            .unwrap();
+        r.store.flush().await.unwrap();
+        while r.dialled.try_recv().is_ok() {}
+        // A new process: nothing live, both rows still queued.
+        let again = rig_on(r.store.clone());
+        assert_eq!(
+            again
+                .callbacks
+                .resume_unfinished(Duration::from_secs(300))
+                .await,
+            1
+        );
+        r.store.flush().await.unwrap();
+        let left = again.callbacks.get(&queued.id).await.unwrap();
+        assert_eq!(left.state, "failed");
+        assert_eq!(
+            left.reason.as_deref(),
+            Some("the queue calls back again after a restart")
+        );
+        assert_eq!(
+            again.callbacks.get(&plain.id).await.unwrap().state,
+            "queued"
+        );
+    }
+
+    #[test]
+    fn would_allow_checks_the_trunk_the_policy_and_the_number_budget() {
+        let r = rig(true);
+        let c = &r.callbacks;
+        assert!(c.would_allow("+34612345678"));
+        assert!(!c.would_allow("+15551234567"), "not a valid number");
+        assert!(
+            !rig(false).callbacks.would_allow("+34612345678"),
+            "no trunk"
+        );
+        c.create(ask("+34612345678"), "a", any_flow).unwrap();
+        assert!(c.would_allow("+34612345678"), "checking uses no budget");
+        c.create(ask("+34612345678"), "b", any_flow).unwrap();
+        assert!(!c.would_allow("+34612345678"), "two an hour, both used");
     }
 
     #[test]

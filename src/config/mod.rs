@@ -374,9 +374,19 @@ fn validate_queues(config: &Config, err: &mut impl FnMut(&[&str], String)) {
             &config.media.audio_dir,
             config.registrar.enabled,
             &config.users,
+            crate::callback::outbound_trunk(config).is_some(),
             voice_flow,
         ) {
             err(&["queues", &idx, key], message);
+        }
+        let per_phone = config.callbacks.max_per_phone_per_hour;
+        if queue.offer_callback_after_secs.is_some() && queue.callback_attempts > per_phone {
+            err(
+                &["queues", &idx, "callback_attempts"],
+                format!(
+                    "more than [callbacks] max_per_phone_per_hour ({per_phone}) allows: the last tries would be refused"
+                ),
+            );
         }
         if config.queues[..i].iter().any(|q| q.name == queue.name) {
             err(
@@ -1304,6 +1314,26 @@ mod tests {
                 "t.toml:7:1: queues[1].name: another queue has this name",
             ],
             "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn virtual_hold_needs_a_callback_trunk_and_the_budget_for_its_tries() {
+        let queue = "[[queues]]\nname = \"support\"\nagents = [{ target = \"sip:a@127.0.0.1\" }]\noffer_callback_after_secs = 60\n";
+        let trunk = "[[trunks]]\nname = \"carrier\"\noutbound_proxy = \"sip:192.0.2.1\"\n";
+        let errs = errors(queue);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("queues[0].offer_callback_after_secs: callbacks need a trunk")),
+            "{errs:?}"
+        );
+        assert!(Config::parse(&format!("{queue}\n{trunk}"), Path::new("t.toml")).is_ok());
+        let errs = errors(&format!("{queue}callback_attempts = 4\n\n{trunk}"));
+        assert!(
+            errs.iter().any(|e| e.contains(
+                "queues[0].callback_attempts: more than [callbacks] max_per_phone_per_hour (3)"
+            )),
+            "{errs:?}"
         );
     }
 

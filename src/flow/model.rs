@@ -680,6 +680,11 @@ pub struct QueueNode {
     /// After the agent hangs up; unset: the call ends.
     #[serde(default)]
     pub next: Option<String>,
+    /// Set only on the built-in flow of a virtual-hold callback
+    /// (`queue::callback_flow`): take back the called-back caller's place
+    /// instead of joining.
+    #[serde(skip)]
+    pub resume_callback: bool,
 }
 
 /// Hand the call to a TwiML webhook app (`app = { url = "…" }`, as on a

@@ -355,7 +355,7 @@ fn routes_document() -> Value {
                 "responses": ok("Trunks, in config order.", json!({ "type": "object", "properties": {
                     "trunks": { "type": "array", "items": schema("Trunk") } } })) } },
             "/v1/queues": { "get": {
-                "summary": "Every [[queues]] entry: callers waiting, the longest wait, the recent average handle time, answered (and within sla_secs) and abandoned since start, and its agents.",
+                "summary": "Every [[queues]] entry: callers waiting (in order, virtual-hold callers flagged), the longest wait, the recent average handle time, answered (and within sla_secs) and abandoned since start, and its agents.",
                 "responses": ok("Queues, in config order.", json!({ "type": "object", "properties": {
                     "queues": { "type": "array", "items": schema("Queue") } } })) } },
             "/v1/agents": { "get": {
@@ -464,7 +464,13 @@ fn routes_document() -> Value {
                     "full": { "type": "integer", "description": "Callers turned away because max_callers were waiting." },
                     "sla_secs": { "type": "integer", "description": "Answered within this long counts in answered_within_sla." },
                     "max_callers": { "type": ["integer", "null"], "description": "Callers waiting at most; null: no limit." },
-                    "agents": { "type": "array", "items": schema("Agent") } } },
+                    "agents": { "type": "array", "items": schema("Agent") },
+                    "callers": { "type": "array", "items": schema("QueueCaller"), "description": "Everyone waiting, in queue order." } } },
+                "QueueCaller": { "type": "object", "properties": {
+                    "entry": { "type": "integer" },
+                    "waited_secs": { "type": "integer" },
+                    "virtual": { "type": "boolean", "description": "Virtual hold: hung up keeping their place, to be called back." },
+                    "line": { "enum": ["on_line", "virtual", "calling_back", "callback_retry"] } } },
                 "Agent": { "type": "object", "properties": {
                     "target": { "type": "string", "description": "A SIP URI or user:<name>." },
                     "display_name": { "type": ["string", "null"], "description": "A user:<name> agent's [[users]] display_name." },

@@ -1,7 +1,8 @@
-//! Queues and agents over the API: `GET /v1/queues` (who waits, the
-//! longest wait, the service level, each agent's state), `GET /v1/agents`
-//! (viewers may read both), and `POST /v1/agents/state` (operators) to
-//! pause an agent or make them available.
+//! Queues and agents over the API: `GET /v1/queues` (who waits, virtual
+//! hold callers flagged, the longest wait, the service level, each
+//! agent's state), `GET /v1/agents` (viewers may read both), and
+//! `POST /v1/agents/state` (operators) to pause an agent or make them
+//! available.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 use super::api::{body, error};
 use super::auth::Role;
 use super::HttpState;
-use crate::queue::acd::{AgentSnapshot, QueueSnapshot};
+use crate::queue::acd::{AgentSnapshot, CallerSnapshot, QueueSnapshot};
 use crate::queue::Queues;
 
 pub fn routes() -> Router<HttpState> {
@@ -49,6 +50,17 @@ fn queue_json(queues: &Queues, q: &QueueSnapshot) -> Value {
         "abandoned": q.stats.abandoned,
         "full": q.stats.full,
         "agents": q.agents.iter().map(|a| agent_json(queues, a)).collect::<Vec<_>>(),
+        "callers": q.callers.iter().map(caller_json).collect::<Vec<_>>(),
+    })
+}
+
+/// A waiting caller; `virtual`: hung up keeping their place (virtual hold).
+fn caller_json(c: &CallerSnapshot) -> Value {
+    json!({
+        "entry": c.entry,
+        "waited_secs": c.waited.as_secs(),
+        "virtual": c.line.is_virtual(),
+        "line": c.line.as_str(),
     })
 }
 

@@ -5,6 +5,15 @@
 //! socket. The driver (`queue::Queues`) rings what [`Acd::poll_offer`]
 //! hands out and reports back with [`Acd::ring_result`] and
 //! [`Acd::hung_up`].
+//!
+//! Virtual hold: a caller who asked to be called back keeps their entry
+//! with no line ([`Line::Virtual`]). When they are first in line and an
+//! agent is free, [`Acd::poll_callback`] says to call them back; the
+//! customer is dialled first and the agent only after they answer
+//! ([`Acd::callback_answered`]), as Asterisk and Genesys do, so no agent
+//! sits idle on a phone that rings out. Meanwhile the entry holds a claim
+//! on one free agent: callers behind it are offered only the agents left
+//! over, so the place is kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -59,6 +68,39 @@ pub struct QueueRules {
     pub assumed_handle: Duration,
     /// Callers waiting at most; one more is turned away. `None`: no limit.
     pub max_callers: Option<usize>,
+    /// Callbacks tried before a virtual-hold caller is dropped.
+    pub callback_attempts: u32,
+    /// How long a callback that wasn't answered rests before the next try.
+    pub callback_retry: Duration,
+}
+
+/// Whether a caller is on the line, or holds their place without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// On the line, hearing the queue's music.
+    Held,
+    /// Hung up to be called back; waits for an agent to be free.
+    Virtual,
+    /// Being called back: holds a claim on one free agent.
+    CallingBack,
+    /// The last callback wasn't answered: the next waits until then.
+    Resting { until: Instant },
+}
+
+impl Line {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Line::Held => "on_line",
+            Line::Virtual => "virtual",
+            Line::CallingBack => "calling_back",
+            Line::Resting { .. } => "callback_retry",
+        }
+    }
+
+    /// Without a line: a virtual-hold entry in any of its states.
+    pub fn is_virtual(self) -> bool {
+        self != Line::Held
+    }
 }
 
 /// What an agent is doing, as the API shows it.
@@ -122,6 +164,9 @@ struct Entry {
     order: u64,
     joined: Instant,
     skills: Vec<String>,
+    line: Line,
+    /// Callbacks that weren't answered.
+    callback_failures: u32,
     /// Agents ringing for this caller now.
     ringing: Vec<usize>,
     /// Agents that didn't answer this caller since the last retry pause.
@@ -169,6 +214,22 @@ pub enum Refused {
     Full,
 }
 
+/// A virtual-hold caller to call back now: first in line, an agent free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackDue {
+    pub queue: String,
+    pub entry: EntryId,
+}
+
+/// What became of a callback that wasn't answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackRetry {
+    /// Called again (when first in line, an agent free) from then on.
+    At(Instant),
+    /// Out of attempts: the entry is gone.
+    Dropped,
+}
+
 /// Agents to ring for a caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
@@ -206,6 +267,16 @@ pub struct QueueSnapshot {
     pub average_handle: Duration,
     pub stats: QueueStats,
     pub agents: Vec<AgentSnapshot>,
+    /// Everyone waiting, in order.
+    pub callers: Vec<CallerSnapshot>,
+}
+
+/// One waiting caller, as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerSnapshot {
+    pub entry: EntryId,
+    pub waited: Duration,
+    pub line: Line,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +303,7 @@ pub struct Acd {
     /// Which queue each live entry is in.
     entry_queue: HashMap<EntryId, usize>,
     offers: VecDeque<Offer>,
+    callbacks_due: VecDeque<CallbackDue>,
 }
 
 impl Acd {
@@ -244,6 +316,7 @@ impl Acd {
             next_entry: 1,
             entry_queue: HashMap::new(),
             offers: VecDeque::new(),
+            callbacks_due: VecDeque::new(),
         };
         for rules in rules {
             let mut agents = Vec::with_capacity(rules.agents.len());
@@ -367,13 +440,49 @@ impl Acd {
         skills: Vec<String>,
     ) -> Result<EntryId, Refused> {
         let q = self.queue_index(queue).ok_or(Refused::NoSuchQueue)?;
-        let queue = &mut self.queues[q];
-        if let Some(max) = queue.rules.max_callers {
-            if queue.entries.iter().filter(|e| e.waiting()).count() >= max {
-                queue.stats.full += 1;
+        let target = &mut self.queues[q];
+        if let Some(max) = target.rules.max_callers {
+            if target.entries.iter().filter(|e| e.waiting()).count() >= max {
+                target.stats.full += 1;
                 return Err(Refused::Full);
             }
         }
+        let id = self
+            .insert(now, queue, order, waited, skills)
+            .ok_or(Refused::NoSuchQueue)?;
+        self.dispatch(now);
+        Ok(id)
+    }
+
+    /// [`Acd::join`] for a virtual-hold caller restored after a restart,
+    /// with the callbacks of theirs that already failed.
+    pub fn join_virtual(
+        &mut self,
+        now: Instant,
+        queue: &str,
+        order: u64,
+        waited: Duration,
+        skills: Vec<String>,
+        callback_failures: u32,
+    ) -> Option<EntryId> {
+        let id = self.insert(now, queue, order, waited, skills)?;
+        if let Some(e) = self.entry_mut(id) {
+            e.line = Line::Virtual;
+            e.callback_failures = callback_failures;
+        }
+        self.dispatch(now);
+        Some(id)
+    }
+
+    fn insert(
+        &mut self,
+        now: Instant,
+        queue: &str,
+        order: u64,
+        waited: Duration,
+        skills: Vec<String>,
+    ) -> Option<EntryId> {
+        let q = self.queue_index(queue)?;
         let id = self.next_entry;
         self.next_entry += 1;
         let entries = &mut self.queues[q].entries;
@@ -385,6 +494,8 @@ impl Acd {
                 order,
                 joined: now.checked_sub(waited).unwrap_or(now),
                 skills,
+                line: Line::Held,
+                callback_failures: 0,
                 ringing: Vec::new(),
                 tried: Vec::new(),
                 rest_until: None,
@@ -393,8 +504,91 @@ impl Acd {
             },
         );
         self.entry_queue.insert(id, q);
+        Some(id)
+    }
+
+    fn entry_mut(&mut self, entry: EntryId) -> Option<&mut Entry> {
+        let (q, i) = self.find(entry)?;
+        self.queues.get_mut(q)?.entries.get_mut(i)
+    }
+
+    /// Where the caller of `entry` is: on the line or not; None once gone.
+    pub fn line(&self, entry: EntryId) -> Option<Line> {
+        let (q, i) = self.find(entry)?;
+        Some(self.queues[q].entries[i].line)
+    }
+
+    /// The caller took the callback offer and hangs up: their entry stays
+    /// where it is, without a line. False when they can't (not waiting on
+    /// the line).
+    pub fn go_virtual(&mut self, now: Instant, entry: EntryId) -> bool {
+        let Some(e) = self.entry_mut(entry) else {
+            return false;
+        };
+        if !e.waiting() || e.line != Line::Held {
+            return false;
+        }
+        e.line = Line::Virtual;
+        e.rest_until = None;
+        e.tried.clear();
+        let ringing = std::mem::take(&mut e.ringing);
+        for a in ringing {
+            self.free(a, now);
+        }
         self.dispatch(now);
-        Ok(id)
+        true
+    }
+
+    /// The next virtual-hold caller to call back.
+    pub fn poll_callback(&mut self) -> Option<CallbackDue> {
+        self.callbacks_due.pop_front()
+    }
+
+    /// The called-back customer answered: they are on the line, first in
+    /// line, and the claimed agent is rung for them.
+    pub fn callback_answered(&mut self, now: Instant, entry: EntryId) -> bool {
+        let Some(e) = self.entry_mut(entry) else {
+            return false;
+        };
+        if e.line != Line::CallingBack {
+            return false;
+        }
+        e.line = Line::Held;
+        self.dispatch(now);
+        true
+    }
+
+    /// The callback to `entry` wasn't answered (or couldn't be placed): it
+    /// rests and is tried again, or, out of attempts, the entry is
+    /// dropped and counted abandoned. None: no such callback.
+    pub fn callback_failed(&mut self, now: Instant, entry: EntryId) -> Option<CallbackRetry> {
+        let (q, i) = self.find(entry)?;
+        let queue = &mut self.queues[q];
+        let retry = queue.rules.callback_retry;
+        let attempts = queue.rules.callback_attempts;
+        let e = &mut queue.entries[i];
+        if e.line != Line::CallingBack {
+            return None;
+        }
+        e.callback_failures += 1;
+        let out = if e.callback_failures >= attempts {
+            queue.entries.remove(i);
+            queue.stats.abandoned += 1;
+            self.entry_queue.remove(&entry);
+            CallbackRetry::Dropped
+        } else {
+            let until = now + retry;
+            e.line = Line::Resting { until };
+            CallbackRetry::At(until)
+        };
+        self.dispatch(now);
+        Some(out)
+    }
+
+    /// Callbacks of `entry` that weren't answered so far.
+    pub fn callback_failures(&self, entry: EntryId) -> Option<u32> {
+        let (q, i) = self.find(entry)?;
+        Some(self.queues[q].entries[i].callback_failures)
     }
 
     fn find(&self, entry: EntryId) -> Option<(usize, usize)> {
@@ -538,6 +732,9 @@ impl Acd {
                     e.rest_until = None;
                     e.tried.clear();
                 }
+                if matches!(e.line, Line::Resting { until } if until <= now) {
+                    e.line = Line::Virtual;
+                }
             }
         }
         self.dispatch(now);
@@ -549,10 +746,12 @@ impl Acd {
             AgentState::WrapUp { until } => Some(until),
             _ => None,
         });
-        let rests = self
-            .queues
-            .iter()
-            .flat_map(|q| q.entries.iter().filter_map(|e| e.rest_until));
+        let rests = self.queues.iter().flat_map(|q| {
+            q.entries.iter().filter_map(|e| match e.line {
+                Line::Resting { until } => Some(until),
+                _ => e.rest_until,
+            })
+        });
         wrap_ups.chain(rests).min()
     }
 
@@ -561,24 +760,46 @@ impl Acd {
         self.offers.pop_front()
     }
 
-    /// Match free agents to waiting callers, first come first served.
+    /// Match free agents to waiting callers, first come first served. A
+    /// virtual-hold caller first in line for a free agent is called back,
+    /// and keeps a claim on one free agent while that rings: the callers
+    /// behind are offered only the agents beyond the claims.
     fn dispatch(&mut self, now: Instant) {
         for q in 0..self.queues.len() {
+            let mut claims = 0;
             for i in 0..self.queues[q].entries.len() {
-                let (id, busy) = {
-                    let e = &self.queues[q].entries[i];
-                    (
-                        e.id,
-                        !e.waiting() || !e.ringing.is_empty() || e.rest_until.is_some(),
-                    )
-                };
-                if busy {
+                let e = &self.queues[q].entries[i];
+                let (id, line) = (e.id, e.line);
+                if !e.waiting() {
                     continue;
                 }
-                let chosen = self.choose(q, i);
+                match line {
+                    Line::Held => {}
+                    Line::CallingBack => {
+                        claims += 1;
+                        continue;
+                    }
+                    Line::Resting { .. } => continue,
+                    Line::Virtual => {
+                        if self.eligible(q, i, false).len() > claims {
+                            claims += 1;
+                            self.queues[q].entries[i].line = Line::CallingBack;
+                            self.callbacks_due.push_back(CallbackDue {
+                                queue: self.queues[q].rules.name.clone(),
+                                entry: id,
+                            });
+                        }
+                        continue;
+                    }
+                }
+                if !e.ringing.is_empty() || e.rest_until.is_some() {
+                    continue;
+                }
+                let chosen = self.choose(q, i, claims);
                 if chosen.is_empty() {
                     // Free agents, all tried already: rest, then start over.
                     let all_tried = !self.queues[q].entries[i].tried.is_empty()
+                        && self.eligible(q, i, true).is_empty()
                         && !self.eligible(q, i, false).is_empty();
                     if all_tried {
                         self.queues[q].entries[i].rest_until = Some(now + RETRY_PAUSE);
@@ -625,14 +846,19 @@ impl Acd {
             .collect()
     }
 
-    fn choose(&mut self, q: usize, i: usize) -> Vec<usize> {
-        let free = self.eligible(q, i, true);
-        if free.is_empty() {
-            return free;
+    /// The agents to ring for entry `i`, leaving `claims` free agents to
+    /// the callbacks ahead of it.
+    fn choose(&mut self, q: usize, i: usize, claims: usize) -> Vec<usize> {
+        let mut free = self.eligible(q, i, true);
+        if free.len() <= claims {
+            return Vec::new();
         }
         let queue = &mut self.queues[q];
         match queue.rules.strategy {
-            Strategy::RingAll => free,
+            Strategy::RingAll => {
+                free.truncate(free.len() - claims);
+                free
+            }
             Strategy::LongestIdle | Strategy::Skills => free
                 .iter()
                 .copied()
@@ -694,6 +920,14 @@ impl Acd {
                         .iter()
                         .zip(&queue.rules.agents)
                         .map(|(a, (target, skills))| self.agent_snapshot(now, *a, target, skills))
+                        .collect(),
+                    callers: waiting
+                        .iter()
+                        .map(|e| CallerSnapshot {
+                            entry: e.id,
+                            waited: now.saturating_duration_since(e.joined),
+                            line: e.line,
+                        })
                         .collect(),
                 }
             })
@@ -780,6 +1014,8 @@ mod tests {
             wrap_up: 10 * S,
             assumed_handle: 120 * S,
             max_callers: None,
+            callback_attempts: 2,
+            callback_retry: 60 * S,
         }
     }
 
@@ -1035,5 +1271,139 @@ mod tests {
         acd.set_paused(t0 + 35 * S, "a", true);
         let a = &acd.agents(t0 + 40 * S)[0];
         assert_eq!((a.status, a.in_state), (AgentStatus::Paused, 9 * S));
+    }
+
+    /// `agents` all paused; `first` joined and went virtual, `second`
+    /// waits on the line behind them.
+    fn virtual_then_on_line(
+        strategy: Strategy,
+        agents: &[(&str, &[&str])],
+    ) -> (Instant, Acd, EntryId, EntryId) {
+        let (t0, mut acd) = acd_with(rules(strategy, agents));
+        for (a, _) in agents {
+            acd.set_paused(t0, a, true);
+        }
+        let first = join(&mut acd, t0, 1);
+        assert!(acd.go_virtual(t0, first));
+        let second = join(&mut acd, t0, 2);
+        (t0, acd, first, second)
+    }
+
+    fn callbacks(acd: &mut Acd) -> Vec<EntryId> {
+        std::iter::from_fn(|| acd.poll_callback())
+            .map(|c| c.entry)
+            .collect()
+    }
+
+    #[test]
+    fn a_virtual_caller_keeps_their_place_and_is_called_back_before_the_next() {
+        let (t0, mut acd, first, second) =
+            virtual_then_on_line(Strategy::LongestIdle, &[("a", &[])]);
+        assert!(!acd.go_virtual(t0 + 5 * S, first), "once");
+        // The virtual caller still counts ahead of the one on the line.
+        assert_eq!(acd.position(second).map(|p| p.0), Some(2));
+        let snap = &acd.snapshot(t0 + 10 * S)[0];
+        let lines: Vec<Line> = snap.callers.iter().map(|c| c.line).collect();
+        assert_eq!(lines, [Line::Virtual, Line::Held]);
+        assert_eq!(snap.callers[0].waited, 10 * S);
+        assert!(callbacks(&mut acd).is_empty(), "nobody free: nobody called");
+
+        // The agent is free: the virtual caller is called back, and the
+        // caller behind is not offered the agent meanwhile.
+        acd.set_paused(t0 + 20 * S, "a", false);
+        assert_eq!(callbacks(&mut acd), [first]);
+        assert!(offers(&mut acd).is_empty(), "the agent is claimed");
+        assert_eq!(acd.line(first), Some(Line::CallingBack));
+        acd.handle_timeout(t0 + 25 * S);
+        assert!(offers(&mut acd).is_empty() && callbacks(&mut acd).is_empty());
+
+        // Answered: the agent is rung for them, and bridged.
+        assert!(acd.callback_answered(t0 + 30 * S, first));
+        assert_eq!(offers(&mut acd), vec![(first, vec!["a".to_string()])]);
+        acd.ring_result(t0 + 32 * S, first, Some("a"));
+        acd.hung_up(t0 + 60 * S, first);
+        acd.handle_timeout(t0 + 70 * S);
+        assert_eq!(offers(&mut acd), vec![(second, vec!["a".to_string()])]);
+    }
+
+    #[test]
+    fn only_agents_beyond_the_claims_go_to_callers_behind() {
+        let (t0, mut acd, first, second) =
+            virtual_then_on_line(Strategy::RingAll, &[("a", &[]), ("b", &[])]);
+        acd.set_paused(t0 + S, "a", false);
+        assert_eq!(callbacks(&mut acd), [first]);
+        assert!(offers(&mut acd).is_empty());
+        // A second agent free: ring_all rings only the one not claimed.
+        acd.set_paused(t0 + 2 * S, "b", false);
+        let got = offers(&mut acd);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0, got[0].1.len()), (second, 1));
+    }
+
+    #[test]
+    fn an_unanswered_callback_rests_then_is_tried_again_then_dropped() {
+        let (t0, mut acd, first, second) =
+            virtual_then_on_line(Strategy::LongestIdle, &[("a", &[])]);
+        acd.set_paused(t0 + S, "a", false);
+        assert_eq!(callbacks(&mut acd), [first]);
+        // No answer: it rests a minute, and the caller behind gets the agent.
+        assert_eq!(
+            acd.callback_failed(t0 + 31 * S, first),
+            Some(CallbackRetry::At(t0 + 91 * S))
+        );
+        assert_eq!(acd.callback_failures(first), Some(1));
+        assert_eq!(acd.line(first).map(Line::as_str), Some("callback_retry"));
+        assert_eq!(offers(&mut acd), vec![(second, vec!["a".to_string()])]);
+        acd.ring_result(t0 + 33 * S, second, Some("a"));
+        acd.hung_up(t0 + 40 * S, second);
+        assert_eq!(acd.poll_timeout(), Some(t0 + 50 * S), "wrap-up first");
+        acd.handle_timeout(t0 + 50 * S);
+        assert!(callbacks(&mut acd).is_empty(), "still resting");
+        assert_eq!(acd.poll_timeout(), Some(t0 + 91 * S));
+        acd.handle_timeout(t0 + 91 * S);
+        assert_eq!(callbacks(&mut acd), [first]);
+        // The second attempt of two fails: the entry is dropped, abandoned.
+        assert_eq!(
+            acd.callback_failed(t0 + 120 * S, first),
+            Some(CallbackRetry::Dropped)
+        );
+        assert_eq!(acd.line(first), None);
+        assert_eq!(acd.snapshot(t0 + 120 * S)[0].stats.abandoned, 1);
+        assert_eq!(acd.callback_failed(t0 + 120 * S, first), None);
+    }
+
+    #[test]
+    fn a_restored_virtual_caller_keeps_order_time_waited_and_failures() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
+        acd.set_paused(t0, "a", true);
+        let on_line = join(&mut acd, t0, 200);
+        let restored = acd
+            .join_virtual(t0, "support", 100, 90 * S, Vec::new(), 1)
+            .unwrap();
+        assert_eq!(acd.position(restored).map(|p| p.0), Some(1));
+        assert_eq!(acd.position(on_line).map(|p| p.0), Some(2));
+        assert_eq!(acd.snapshot(t0)[0].longest_wait, 90 * S);
+        acd.set_paused(t0, "a", false);
+        assert_eq!(callbacks(&mut acd), [restored]);
+        // One failure before the restart, one now: out of two attempts.
+        assert_eq!(
+            acd.callback_failed(t0 + S, restored),
+            Some(CallbackRetry::Dropped)
+        );
+        assert_eq!(offers(&mut acd), vec![(on_line, vec!["a".to_string()])]);
+    }
+
+    #[test]
+    fn a_virtual_caller_who_leaves_frees_the_claim() {
+        let (t0, mut acd, first, second) =
+            virtual_then_on_line(Strategy::LongestIdle, &[("a", &[])]);
+        acd.set_paused(t0, "a", false);
+        assert_eq!(callbacks(&mut acd), [first]);
+        // The customer answered, then hung up before the agent was rung.
+        assert!(acd.callback_answered(t0 + S, first));
+        assert!(!acd.callback_answered(t0 + S, first), "once");
+        assert_eq!(offers(&mut acd), vec![(first, vec!["a".to_string()])]);
+        acd.leave(t0 + 2 * S, first, Left::Abandoned);
+        assert_eq!(offers(&mut acd), vec![(second, vec!["a".to_string()])]);
     }
 }

@@ -59,11 +59,33 @@ pub fn callback_offer(language: Language) -> &'static str {
     }
 }
 
-/// Said once the caller took the offer, before hanging up.
-pub fn callback_confirmed(language: Language) -> &'static str {
+/// Said once the caller took the offer, before hanging up: the number
+/// they will be called at, by its last four digits (the whole number is
+/// theirs, but the line may be overheard).
+pub fn callback_confirmed(language: Language, phone: &str) -> String {
+    let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
+    let tail: Vec<String> = digits[digits.len().saturating_sub(4)..]
+        .iter()
+        .map(char::to_string)
+        .collect();
+    let tail = tail.join(" ");
     match language {
-        Language::En => "Thank you. We will call you back when an agent is free. Goodbye.",
-        Language::Es => "Gracias. Le llamaremos cuando un agente esté libre. Adiós.",
+        Language::En => format!(
+            "Thank you. We will call you back at your number ending in {tail} when an agent is free, and you keep your place in the queue. Goodbye."
+        ),
+        Language::Es => format!(
+            "Gracias. Le llamaremos a su número terminado en {tail} cuando un agente esté libre, y conserva su lugar en la cola. Adiós."
+        ),
+    }
+}
+
+/// Said when the called-back customer answers, before the agent rings.
+pub fn callback_connecting(language: Language) -> &'static str {
+    match language {
+        Language::En => {
+            "Hello, this is the call back you asked for. Connecting you to an agent now."
+        }
+        Language::Es => "Hola, le devolvemos la llamada que pidió. Le pasamos con un agente ahora.",
     }
 }
 
@@ -91,5 +113,7 @@ mod tests {
             "Usted es el número 3 en la cola. Su espera es de alrededor de 1 minuto."
         );
         assert_eq!(Language::parse("fr"), None);
+        assert!(callback_confirmed(Language::En, "+15551234567").contains("ending in 4 5 6 7"));
+        assert!(callback_confirmed(Language::Es, "+34612345678").contains("terminado en 5 6 7 8"));
     }
 }

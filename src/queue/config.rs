@@ -30,10 +30,17 @@ pub struct QueueConfig {
     /// Position and estimated wait are said this often; 0: never.
     #[serde(default = "defaults::announce_interval")]
     pub announce_interval_secs: u64,
-    /// From this long on, callers are offered a callback (press 1); unset:
-    /// never.
+    /// Virtual hold: from this long on, each announcement offers a
+    /// callback (press 1) that keeps the caller's place; unset: never.
     #[serde(default)]
     pub offer_callback_after_secs: Option<u64>,
+    /// Callbacks tried (each `[callbacks] ring_timeout_secs` long) before a
+    /// virtual-hold caller is dropped.
+    #[serde(default = "defaults::callback_attempts")]
+    pub callback_attempts: u32,
+    /// After a callback that wasn't answered, the next try waits this long.
+    #[serde(default = "defaults::callback_retry")]
+    pub callback_retry_secs: u64,
     /// Wait music (WAV files, relative to the audio directory); empty:
     /// `[media] hold_music`.
     #[serde(default)]
@@ -91,6 +98,12 @@ mod defaults {
     pub fn assumed_handle() -> u64 {
         180
     }
+    pub fn callback_attempts() -> u32 {
+        3
+    }
+    pub fn callback_retry() -> u64 {
+        120
+    }
 }
 
 impl AgentConfig {
@@ -127,17 +140,21 @@ impl QueueConfig {
             wrap_up: Duration::from_secs(self.wrap_up_secs),
             assumed_handle: Duration::from_secs(self.assumed_handle_secs),
             max_callers: self.max_callers,
+            callback_attempts: self.callback_attempts,
+            callback_retry: Duration::from_secs(self.callback_retry_secs),
         }
     }
 
     /// What is wrong with this queue, as (key, message); `flow_ok` says
     /// whether a name is a voice flow, `registrar` whether users register,
     /// `users` who they are (their tags are skills).
+    /// `can_call_back` whether callbacks have a trunk.
     pub fn problems(
         &self,
         audio_dir: &Path,
         registrar: bool,
         users: &[UserConfig],
+        can_call_back: bool,
         flow_ok: impl Fn(&str) -> Result<(), String>,
     ) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -206,11 +223,26 @@ impl QueueConfig {
                 out.push((key, format!("must be {}..={}", range.start(), range.end())));
             }
         }
-        if self.offer_callback_after_secs.is_some() {
-            out.push((
-                "offer_callback_after_secs",
-                "virtual hold (callbacks) is not implemented yet: leave it unset".into(),
-            ));
+        if let Some(after) = self.offer_callback_after_secs {
+            if !(1..=86_400).contains(&after) {
+                out.push(("offer_callback_after_secs", "must be 1..=86400".into()));
+            } else if self.announce_interval_secs == 0 {
+                out.push((
+                    "offer_callback_after_secs",
+                    "the offer is said with the announcements: set announce_interval_secs".into(),
+                ));
+            } else if !can_call_back {
+                out.push((
+                    "offer_callback_after_secs",
+                    "callbacks need a trunk with an outbound_proxy ([callbacks] trunk)".into(),
+                ));
+            }
+        }
+        if !(1..=10).contains(&self.callback_attempts) {
+            out.push(("callback_attempts", "must be 1..=10".into()));
+        }
+        if !(1..=86_400).contains(&self.callback_retry_secs) {
+            out.push(("callback_retry_secs", "must be 1..=86400".into()));
         }
         if super::announce::Language::parse(&self.language).is_none() {
             out.push(("language", format!("{:?}: \"en\" or \"es\"", self.language)));
@@ -258,9 +290,11 @@ agents = [{ target = "sip:a@127.0.0.1:5090" }, { target = "user:bob", skills = [
         );
         assert_eq!(q.strategy, Strategy::LongestIdle);
         assert_eq!((q.ring_timeout_secs, q.wrap_up_secs), (20, 10));
-        assert!(q.problems(Path::new("."), true, &[], |_| Ok(())).is_empty());
+        assert!(q
+            .problems(Path::new("."), true, &[], true, |_| Ok(()))
+            .is_empty());
         let keys: Vec<&str> = q
-            .problems(Path::new("."), false, &[], |_| Ok(()))
+            .problems(Path::new("."), false, &[], true, |_| Ok(()))
             .into_iter()
             .map(|p| p.0)
             .collect();
@@ -272,10 +306,11 @@ language = "fr"
 max_wait_secs = 60
 max_callers = 0
 offer_callback_after_secs = 90
+callback_attempts = 0
 fallback_flow = "nope""#,
         );
         let keys: Vec<&str> = bad
-            .problems(Path::new("."), true, &[], |f| {
+            .problems(Path::new("."), true, &[], false, |f| {
                 Err(format!("no flow named {f:?}"))
             })
             .into_iter()
@@ -288,6 +323,7 @@ fallback_flow = "nope""#,
                 "agents",
                 "max_callers",
                 "offer_callback_after_secs",
+                "callback_attempts",
                 "language",
                 "fallback_flow"
             ]
@@ -316,7 +352,7 @@ agents = [{ target = "user:alice" }, { target = "user:bob", skills = ["vip"] }, 
             [&[][..], &["vip".to_string(), "es".to_string()][..], &[][..]]
         );
         assert!(q
-            .problems(Path::new("."), true, &users, |_| Ok(()))
+            .problems(Path::new("."), true, &users, true, |_| Ok(()))
             .is_empty());
         // Without bob's tags only his own skill is left; without any, the
         // strategy has nothing to match.
@@ -326,7 +362,7 @@ agents = [{ target = "user:alice" }, { target = "user:bob", skills = ["vip"] }, 
 strategy = "skills"
 agents = [{ target = "user:alice" }]"#,
         )
-        .problems(Path::new("."), true, &nobody, |_| Ok(()))
+        .problems(Path::new("."), true, &nobody, true, |_| Ok(()))
         .into_iter()
         .map(|p| p.0)
         .collect();

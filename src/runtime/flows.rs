@@ -121,6 +121,15 @@ pub(super) fn services(
         http.clone(),
         policy.clone(),
     ));
+    let queues = crate::queue::Queues::new(
+        &config.queues,
+        &config.users,
+        Some(crate::queue::VirtualHold {
+            callbacks: callbacks.clone(),
+            store: store.clone(),
+            node: config.store.node_id(config.http.listen),
+        }),
+    );
     Ok(Services {
         clips,
         tts,
@@ -151,7 +160,7 @@ pub(super) fn services(
         twiml: Arc::new(
             crate::twiml::Apps::new(config).map_err(|e| anyhow::anyhow!("[twiml]: {e}"))?,
         ),
-        queues: crate::queue::Queues::new(&config.queues, &config.users),
+        queues,
     })
 }
 

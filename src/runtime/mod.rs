@@ -371,7 +371,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
     gw.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let redial = Duration::from_secs(gw.cc.config().callbacks.redial_after_restart_secs);
     let redialled = gw.services.callbacks.resume_unfinished(redial).await;
-    tracing::info!(callbacks_redialled = redialled, "crossline ready");
+    let virtual_hold = gw.services.queues.restore().await;
+    tracing::info!(
+        callbacks_redialled = redialled,
+        virtual_hold_restored = virtual_hold,
+        "crossline ready"
+    );
 
     loop {
         let wake = gw.cc.poll_timeout();

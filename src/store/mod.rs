@@ -509,6 +509,39 @@ impl std::fmt::Debug for CallbackRecord {
     }
 }
 
+/// A virtual-hold caller: hung up keeping their place in a queue, to be
+/// called back. Written when they go virtual, deleted when they leave the
+/// queue; read back on start, in order, with the time already waited.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueueCallbackRecord {
+    pub id: String,
+    pub queue: String,
+    /// E.164: the number to call back. Never log it whole.
+    pub phone: String,
+    pub skills: Vec<String>,
+    /// The queue's order (milliseconds since the epoch at joining).
+    pub order_ms: u64,
+    /// When they joined the queue (on the line, before going virtual).
+    pub joined_at: SystemTime,
+    /// Callbacks that weren't answered so far.
+    pub failures: u32,
+    /// The gateway whose queue holds them (`[store] node_id`).
+    pub node: String,
+}
+
+impl std::fmt::Debug for QueueCallbackRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueCallbackRecord")
+            .field("id", &self.id)
+            .field("queue", &self.queue)
+            .field("phone", &crate::mask::phone(&self.phone))
+            .field("order_ms", &self.order_ms)
+            .field("failures", &self.failures)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Which callbacks a report wants.
 #[derive(Debug, Clone, Default)]
 pub struct CallbackFilter {
@@ -632,6 +665,12 @@ pub trait Store: Send + Sync {
     fn callbacks<'a>(&'a self, filter: &'a CallbackFilter) -> StoreFuture<'a, Vec<CallbackRecord>>;
     /// Callbacks not yet ended (queued, ringing or answered), oldest first.
     fn unfinished_callbacks(&self) -> StoreFuture<'_, Vec<CallbackRecord>>;
+    /// Insert or update a virtual-hold caller (by id).
+    fn upsert_queue_callback(&self, record: QueueCallbackRecord) -> Result<(), StoreError>;
+    /// The caller left the queue (called back, or dropped).
+    fn delete_queue_callback(&self, id: &str) -> Result<(), StoreError>;
+    /// `node`'s virtual-hold callers, in queue order.
+    fn queue_callbacks<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<QueueCallbackRecord>>;
     /// `user`'s registered devices as `node` took them: they replace what
     /// `node` kept for `user` (lapsed rows of every node are swept too).
     fn replace_registrations(

@@ -237,6 +237,18 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms BIGINT NOT NULL
     );
     ALTER TABLE registrations ADD COLUMN node_addr TEXT;",
+    // 9: virtual-hold callers, who keep their queue place across a restart.
+    "CREATE TABLE queue_callbacks (
+        id TEXT PRIMARY KEY,
+        queue TEXT NOT NULL,
+        phone TEXT NOT NULL,
+        skills TEXT NOT NULL,
+        order_ms BIGINT NOT NULL,
+        joined_at_ms BIGINT NOT NULL,
+        failures BIGINT NOT NULL,
+        node TEXT NOT NULL
+    );
+    CREATE INDEX queue_callbacks_node ON queue_callbacks(node, order_ms);",
 ];
 
 impl SqlStore<Postgres> {

@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     BindingRecord, BreakoutRecord, BreakoutSide, CallRecord, CallbackFilter, CallbackRecord,
-    ConsentRecord, ConversationRecord, LeadRecord, MessageRecord, RecordingFilter, RecordingRecord,
-    SendChannel, SendRecord, SendStatus, Store, StoreError, StoreEvent, StoreFuture,
+    ConsentRecord, ConversationRecord, LeadRecord, MessageRecord, QueueCallbackRecord,
+    RecordingFilter, RecordingRecord, SendChannel, SendRecord, SendStatus, Store, StoreError,
+    StoreEvent, StoreFuture,
 };
 use crate::telemetry::names;
 
@@ -795,6 +796,37 @@ fn callback_row(mut r: Cols) -> Result<CallbackRecord, StoreError> {
         answered_at: r.opt_time(15)?,
         ended_at: r.opt_time(16)?,
         node: r.opt_text(17)?,
+    })
+}
+
+const QUEUE_CALLBACK_COLUMNS: &str =
+    "id, queue, phone, skills, order_ms, joined_at_ms, failures, node";
+
+fn queue_callback_params(r: QueueCallbackRecord) -> Vec<Value> {
+    vec![
+        r.id.into(),
+        r.queue.into(),
+        r.phone.into(),
+        serde_json::Value::from(r.skills).to_string().into(),
+        Value::Int(i64::try_from(r.order_ms).unwrap_or(i64::MAX)),
+        time(r.joined_at),
+        i64::from(r.failures).into(),
+        r.node.into(),
+    ]
+}
+
+fn queue_callback_row(mut r: Cols) -> Result<QueueCallbackRecord, StoreError> {
+    let skills = r.text(3)?;
+    Ok(QueueCallbackRecord {
+        id: r.text(0)?,
+        queue: r.text(1)?,
+        phone: r.text(2)?,
+        skills: serde_json::from_str(&skills)
+            .map_err(|e| StoreError::Decode(format!("queue_callbacks.skills: {e}")))?,
+        order_ms: r.int(4)?.max(0) as u64,
+        joined_at: r.time(5)?,
+        failures: u32::try_from(r.int(6)?.max(0)).unwrap_or(u32::MAX),
+        node: r.text(7)?,
     })
 }
 
@@ -1575,6 +1607,33 @@ impl<B: Backend> Store for SqlStore<B> {
                 ],
             ),
             callback_row,
+        )
+    }
+
+    fn upsert_queue_callback(&self, r: QueueCallbackRecord) -> Result<(), StoreError> {
+        self.write(
+            "INSERT INTO queue_callbacks (id, queue, phone, skills, order_ms, joined_at_ms,
+                failures, node)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET failures = excluded.failures",
+            queue_callback_params(r),
+        )
+    }
+
+    fn delete_queue_callback(&self, id: &str) -> Result<(), StoreError> {
+        self.write("DELETE FROM queue_callbacks WHERE id = $1", vec![id.into()])
+    }
+
+    fn queue_callbacks<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<QueueCallbackRecord>> {
+        self.all(
+            stmt(
+                sql!(
+                    "SELECT {QUEUE_CALLBACK_COLUMNS} FROM queue_callbacks
+                     WHERE node = $1 ORDER BY order_ms, id"
+                ),
+                vec![node.into()],
+            ),
+            queue_callback_row,
         )
     }
 

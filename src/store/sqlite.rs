@@ -223,6 +223,18 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms INTEGER NOT NULL
     );
     ALTER TABLE registrations ADD COLUMN node_addr TEXT;",
+    // 13: virtual-hold callers, who keep their queue place across a restart.
+    "CREATE TABLE queue_callbacks (
+        id TEXT PRIMARY KEY,
+        queue TEXT NOT NULL,
+        phone TEXT NOT NULL,
+        skills TEXT NOT NULL,
+        order_ms INTEGER NOT NULL,
+        joined_at_ms INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        node TEXT NOT NULL
+    );
+    CREATE INDEX queue_callbacks_node ON queue_callbacks(node, order_ms);",
 ];
 
 /// Reader threads (each with its own connection; WAL lets them read while
@@ -630,6 +642,7 @@ mod tests {
                 "messages",
                 "opt_outs",
                 "provider_sends",
+                "queue_callbacks",
                 "recordings",
                 "registrations",
                 "sip_users"

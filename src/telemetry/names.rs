@@ -528,6 +528,26 @@ pub const QUEUE_ANNOUNCEMENTS: Metric = counter(
     "crossline_queue_announcements_total",
     "Place-and-wait announcements to waiting callers, by queue and result (said, not_rendered).",
 );
+pub const QUEUE_CALLBACKS_OFFERED: Metric = counter(
+    "crossline_queue_callbacks_offered_total",
+    "Virtual hold: callback offers said to waiting callers (press 1), by queue.",
+);
+pub const QUEUE_CALLBACKS_ACCEPTED: Metric = counter(
+    "crossline_queue_callbacks_accepted_total",
+    "Virtual hold: callers who pressed 1 and hung up keeping their place, by queue.",
+);
+pub const QUEUE_CALLBACKS_PLACED: Metric = counter(
+    "crossline_queue_callbacks_placed_total",
+    "Virtual hold: callbacks dialled when the caller's turn came, retries included, by queue.",
+);
+pub const QUEUE_CALLBACKS_CONNECTED: Metric = counter(
+    "crossline_queue_callbacks_connected_total",
+    "Virtual hold: called-back customers bridged to an agent, by queue.",
+);
+pub const QUEUE_CALLBACKS_FAILED: Metric = counter(
+    "crossline_queue_callbacks_failed_total",
+    "Virtual hold: callbacks that weren't answered or couldn't be placed, by queue and whether the caller was dropped (out of callback_attempts).",
+);
 
 // Store.
 
@@ -752,6 +772,11 @@ pub const ALL: &[Metric] = &[
     QUEUE_ABANDONED,
     QUEUE_FULL,
     QUEUE_ANNOUNCEMENTS,
+    QUEUE_CALLBACKS_OFFERED,
+    QUEUE_CALLBACKS_ACCEPTED,
+    QUEUE_CALLBACKS_PLACED,
+    QUEUE_CALLBACKS_CONNECTED,
+    QUEUE_CALLBACKS_FAILED,
     STORE_WRITE_SECONDS,
     STORE_WRITE_QUEUE,
     STORE_WRITE_ERRORS,

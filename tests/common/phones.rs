@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, peers, repo, require, sipp, Gateway, Sipp};
+use super::{free_port, path_str, peers, repo, require, scenario, sipp, sipp_on, Gateway, Sipp};
 
 /// A peer process whose output goes to a file, killed (by its PID) when
 /// dropped.
@@ -127,4 +127,50 @@ pub fn call_user(gw: &Gateway, did: &str) -> Sipp {
         ],
         Duration::from_secs(30),
     )
+}
+
+/// A SIPp agent on its own port answering `calls` calls (each rings 2 s,
+/// then plays audio for `talk_ms` and hangs up), in the background; its
+/// target URI.
+pub fn sipp_agent(calls: u32, talk_ms: u32) -> (String, std::thread::JoinHandle<Sipp>) {
+    let port = free_port();
+    let text = std::fs::read_to_string(scenario("uas_agent.xml"))
+        .unwrap()
+        .replace(
+            "<pause milliseconds=\"3000\"/>",
+            &format!("<pause milliseconds=\"{talk_ms}\"/>"),
+        );
+    let file = std::env::temp_dir().join(format!("queue-agent-{port}.xml"));
+    std::fs::write(&file, text).unwrap();
+    let handle = std::thread::spawn(move || {
+        let sipp = sipp_on(
+            &["-sf", &path_str(&file), "-m", &calls.to_string()],
+            Duration::from_secs(90),
+            port,
+            free_port(),
+        );
+        let _ = std::fs::remove_file(&file);
+        sipp
+    });
+    (format!("sip:agent@127.0.0.1:{port}"), handle)
+}
+
+/// A SIPp caller to `did` who stays until our BYE, in the background.
+pub fn waiting_caller(gw: &Gateway, did: &str) -> std::thread::JoinHandle<Sipp> {
+    let addr = gw.sip_addr();
+    let did = did.to_string();
+    std::thread::spawn(move || {
+        super::sipp(
+            &[
+                "-sf",
+                &scenario("uac_wait_bye.xml"),
+                &addr,
+                "-s",
+                &did,
+                "-m",
+                "1",
+            ],
+            Duration::from_secs(60),
+        )
+    })
 }
