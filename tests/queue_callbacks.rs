@@ -26,6 +26,22 @@ struct Setup {
 /// the callback offer after 1 s on a 2 s announcement timer and
 /// `queue_extra` keys, and a trunk to `trunk_port` for the callbacks.
 fn gateway(agent: &str, trunk_port: u16, queue_extra: &str) -> Setup {
+    gateway_with_trunk(
+        agent,
+        trunk_port,
+        queue_extra,
+        "inbound_cidrs = [\"127.0.0.0/8\"]\n",
+    )
+}
+
+/// [`gateway`] whose trunk takes inbound calls as `trunk_inbound` says
+/// (empty: no inbound calls come from it, so callers are strangers).
+fn gateway_with_trunk(
+    agent: &str,
+    trunk_port: u16,
+    queue_extra: &str,
+    trunk_inbound: &str,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let flows = dir.path().join("flows");
     std::fs::create_dir(&flows).unwrap();
@@ -38,7 +54,7 @@ fn gateway(agent: &str, trunk_port: u16, queue_extra: &str) -> Setup {
         "[flows]\ndir = \"{flows}\"\n\n\
          [http]\noperator_token = \"{OPERATOR}\"\n\n\
          [callbacks]\nring_timeout_secs = 10\n\n\
-         [[trunks]]\nname = \"carrier\"\noutbound_proxy = \"sip:127.0.0.1:{trunk_port}\"\ncaller_id = \"+15550100000\"\n\n\
+         [[trunks]]\nname = \"carrier\"\noutbound_proxy = \"sip:127.0.0.1:{trunk_port}\"\ncaller_id = \"+15550100000\"\n{trunk_inbound}\n\
          [[queues]]\nname = \"support\"\nagents = [{{ target = \"{agent}\" }}]\n\
          offer_callback_after_secs = 1\nannounce_interval_secs = 2\nwrap_up_secs = 1\nring_timeout_secs = 10\n{queue_extra}\n\
          [[routes]]\nflow = \"support\"\n",
@@ -395,4 +411,47 @@ fn a_callback_that_is_never_answered_is_retried_then_dropped() {
     // Each try was a callback of its own, failed with the phone's 486.
     let busy_ends = lines_with(&log, "state=failed sip_status=Some(486)");
     assert_eq!(busy_ends.len(), 2, "{log}");
+}
+
+/// A caller with a good number who didn't come in over a trunk (a From
+/// anyone on the internet could have written) waits past
+/// offer_callback_after_secs, hears their place, and is never offered a
+/// callback: crossline won't dial a number for a stranger.
+#[test]
+fn a_caller_not_from_a_trunk_is_never_offered_a_callback() {
+    require("espeak-ng", "espeak-ng");
+    let agent = "sip:agent@127.0.0.1:9";
+    let s = gateway_with_trunk(agent, free_port(), "", "");
+    let gw = &s.gw;
+    set_agent(gw, agent, "paused");
+    let text = std::fs::read_to_string(scenario("uac_wait_bye.xml"))
+        .unwrap()
+        .replace("+15551234567", CALLER);
+    let file = gw.dir.path().join("stranger.xml");
+    std::fs::write(&file, text).unwrap();
+    let addr = gw.sip_addr();
+    let caller = std::thread::spawn(move || {
+        sipp(
+            &["-sf", &path_str(&file), &addr, "-s", "support", "-m", "1"],
+            Duration::from_secs(40),
+        )
+    });
+    // Offers would start after 1 s and come with every announcement (2 s).
+    std::thread::sleep(Duration::from_secs(6));
+    let log = gw.log();
+    assert!(
+        lines_with(&log, "announcing the place").len() >= 2,
+        "the caller waited and heard their place:\n{log}"
+    );
+    assert!(!log.contains("To be called back"), "{log}");
+    let metrics = gw.http_get("/metrics").1;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "crossline_queue_callbacks_offered_total{queue=\"support\"}"
+        ),
+        0.0
+    );
+    drop(s);
+    let _ = caller.join();
 }

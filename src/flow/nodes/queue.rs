@@ -114,9 +114,13 @@ pub(crate) async fn wait(
         }
     };
     tracing::info!(on = %cx.label, %queue, "queue: caller waiting");
-    // Virtual hold only for a caller we can dial back (E.164).
+    // Virtual hold only for a caller we can dial back (E.164) who came in
+    // over a configured trunk: a From sent straight from the internet is
+    // whatever the sender wrote, and the callback would dial it for them.
+    let from_trunk = cx.vars.get("trunk").is_some_and(|t| !t.is_empty());
     let callback = config
         .offer_callback_after_secs
+        .filter(|_| from_trunk)
         .zip(
             cx.vars
                 .get("caller")
