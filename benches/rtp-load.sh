@@ -23,6 +23,11 @@
 # paused (every agent busy): wait music, and each caller's place and
 # estimated wait spoken by espeak-ng every QUEUE_ANNOUNCE_SECS (default
 # 10) and mixed into its audio (benches/README.md section 15).
+# RAW_SEND=false sends each call's RTP through its own socket ([media]
+# raw_send; default true, which needs root).
+# PERF_DATA=DIR records crossline over the plateau with `perf record -g`
+# into DIR/perf-<calls>.data (frame pointers: build with
+# RUSTFLAGS="-C force-frame-pointers=yes" for whole call chains).
 # CROSSLINE_BIN runs another build (SKIP_BUILD=1 skips cargo). Reports:
 # crossline CPU per core and per RTP packet sent, RSS per call, |Δ−20 ms|
 # p50/p99/p99.9/max at the receiver, loss and timestamp drift, measured
@@ -120,6 +125,7 @@ rtp_port_max = 39999
 rtp_timeout_secs = 0
 audio_threads = ${AUDIO_THREADS:-0}
 overload_threshold_percent = ${OVERLOAD_THRESHOLD:-0}
+raw_send = ${RAW_SEND:-true}
 audio_dir = "$PWD/audio"
 [http]
 listen = "127.0.0.1:$http_port"
@@ -174,6 +180,12 @@ rtp_counts() {  # packets sent and received so far
 read -r sent0 recv0 < <(rtp_counts)
 agent_ticks() { [ -n "$agent" ] && awk '{print $14+$15}' "/proc/$agent/stat" || echo 0; }
 a=$(cpu_snap); g0=$(gw_ticks); w0=$(io_written); t0=$(date +%s.%N); ag0=$(agent_ticks)
+if [ -n "${PERF_DATA:-}" ]; then  # profile crossline over the plateau
+  command -v perf >/dev/null || { echo "install perf: apt-get install -y linux-perf" >&2; exit 1; }
+  mkdir -p "$PERF_DATA"
+  perf record -q -F 499 -g -p "$gw" -o "$PERF_DATA/perf-$calls.data" 2>/dev/null &
+  perf_pid=$!
+fi
 # Signalling under load: 50 OPTIONS, 100 ms apart, timed at the sender.
 python3 - "$port" >"$work/options.txt" <<'PY' &
 import socket, sys, time
@@ -197,6 +209,7 @@ print(f"options answers={codes} rtt_ms p50={pick(0.5):.2f} p99={pick(0.99):.2f} 
 PY
 sleep "$measure"
 b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N); ag1=$(agent_ticks)
+if [ -n "${PERF_DATA:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 read -r sent1 recv1 < <(rtp_counts)
 plateau_rss=$(rss_kb)
 metrics=$(curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null || true)

@@ -5,10 +5,11 @@
 //! `recv_from` until it is empty against one `recvmmsg`.
 
 use std::hint::black_box;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use crossline::media::batch_io::{send_batch, RecvBatch};
+use crossline::media::raw_send::RawSender;
 
 /// Datagrams per iteration of the send benches: 1,000 streams' packets.
 const STREAMS: usize = 1000;
@@ -53,6 +54,34 @@ fn sends(c: &mut Criterion) {
     g.bench_function("sendmmsg_one_socket_1000", |b| {
         b.iter(|| black_box(send_batch(&one, &messages)))
     });
+    // The audio loop's way when it may open a raw socket: each stream's
+    // datagram from its own port, 64 to a sendmmsg through one raw socket.
+    match RawSender::open() {
+        Ok(mut raw) => {
+            let SocketAddr::V4(to) = sink else {
+                unreachable!("the sink is on 127.0.0.1")
+            };
+            let from: Vec<SocketAddrV4> = sockets
+                .iter()
+                .map(|s| match s.local_addr().unwrap() {
+                    SocketAddr::V4(a) => a,
+                    SocketAddr::V6(_) => unreachable!("bound on 127.0.0.1"),
+                })
+                .collect();
+            g.bench_function("raw_sendmmsg_per_stream_port_1000", |b| {
+                b.iter(|| {
+                    for f in &from {
+                        raw.push(*f, to, &PACKET);
+                    }
+                    raw.flush();
+                    black_box(raw.take_counts())
+                })
+            });
+        }
+        Err(e) => eprintln!(
+            "udp_send/raw_sendmmsg_per_stream_port_1000 not run: no raw socket ({e}); run as root"
+        ),
+    }
     g.finish();
 }
 

@@ -75,6 +75,10 @@ fn main() {
     let end = measure_from + Duration::from_secs_f64(measure);
     let mut hist = vec![0u64; BUCKETS + 1];
     let mut max_dev_us = 0u64;
+    // Deviations over 2 ms by the 100 ms window they arrived in: a tail
+    // spread thin is the sender's pacing; one packed into a few windows is
+    // a stall (a preempted or descheduled sender).
+    let mut late_windows: HashMap<u64, u64> = HashMap::new();
     let mut streams: HashMap<u32, StreamState> = HashMap::new();
     let mut bufs = vec![[0u8; 256]; BATCH];
     let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(BATCH);
@@ -190,6 +194,9 @@ fn main() {
                 let delta = (now.saturating_sub(last) / 1000) as i64;
                 let dev = (delta - 20_000).unsigned_abs();
                 max_dev_us = max_dev_us.max(dev);
+                if dev > 2_000 {
+                    *late_windows.entry(now / 100_000_000).or_default() += 1;
+                }
                 let b = ((dev / BUCKET_US) as usize).min(BUCKETS);
                 hist[b] += 1;
             }
@@ -247,6 +254,20 @@ fn main() {
         max_dev_us as f64 / 1000.0
     );
     println!("drift_ms max_abs={drift_max:.2}");
+    let late: u64 = late_windows.values().sum();
+    let mut worst: Vec<(u64, u64)> = late_windows.iter().map(|(w, n)| (*n, *w)).collect();
+    worst.sort_unstable_by(|a, b| b.cmp(a));
+    worst.truncate(8);
+    let first = worst.iter().map(|(_, w)| *w).min().unwrap_or(0);
+    let shown: Vec<String> = worst
+        .iter()
+        .map(|(n, w)| format!("{n}@+{:.1}s", (w - first) as f64 / 10.0))
+        .collect();
+    println!(
+        "over_2ms={late} windows_100ms={} worst_windows={}",
+        late_windows.len(),
+        shown.join(",")
+    );
 }
 
 /// The SO_TIMESTAMPNS control message, in nanoseconds since the epoch.

@@ -168,10 +168,20 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
     counter!(names::RTP_JITTER_MICROSECONDS_SUM)
         .absolute(sum(|l| l.jitter_sum_us.load(Ordering::Relaxed)));
     counter!(names::RTP_JITTER_SAMPLES).absolute(sum(|l| l.jitter_samples.load(Ordering::Relaxed)));
+    counter!(names::RTP_PACKETS_SENT_RAW)
+        .absolute(sum(|l| l.packets_sent_raw.load(Ordering::Relaxed)));
     counter!(names::RTP_SEND_ERRORS).absolute(sum(|l| l.send_errors.load(Ordering::Relaxed)));
     counter!(names::AUDIO_LATE_TICKS).absolute(sum(|l| l.late_ticks.load(Ordering::Relaxed)));
     gauge!(names::RTP_STREAMS).set(sum(|l| l.streams.load(Ordering::Relaxed)) as f64);
     counter!(names::AUDIO_BUSY_MICROSECONDS).absolute(sum(|l| l.busy_us.load(Ordering::Relaxed)));
+    counter!(names::AUDIO_LATE_WAKEUPS).absolute(sum(|l| l.late_wakeups.load(Ordering::Relaxed)));
+    gauge!(names::AUDIO_MAX_WAKE_LATE_MICROSECONDS).set(
+        s.audio
+            .iter()
+            .map(|l| l.max_wake_late_us.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0) as f64,
+    );
     gauge!(names::AUDIO_MAX_TICK_MICROSECONDS).set(
         s.audio
             .iter()

@@ -649,6 +649,9 @@ pub struct MediaConfig {
     pub pin_audio_threads: bool,
     /// Read each call's RTP socket every this many 20 ms ticks.
     pub rtp_poll_ticks: u32,
+    /// Send every call's IPv4 RTP through one raw socket per audio loop,
+    /// many datagrams a system call, when the process may (CAP_NET_RAW).
+    pub raw_send: bool,
     /// Hang up a call when no RTP has arrived for this long; 0 disables.
     pub rtp_timeout_secs: u64,
     /// Refuse new calls (503) once an audio loop is busier than this share
@@ -685,6 +688,7 @@ impl Default for MediaConfig {
             realtime_priority: 10,
             pin_audio_threads: true,
             rtp_poll_ticks: 5,
+            raw_send: true,
             rtp_timeout_secs: 60,
             overload_threshold_percent: 80.0,
             overload_retry_after_secs: 10,

@@ -53,6 +53,8 @@ pub struct MediaSettings {
     pub realtime_priority: i32,
     pub pin_threads: bool,
     pub rx_poll_ticks: u32,
+    /// Send IPv4 RTP through one raw socket per loop where permitted.
+    pub raw_send: bool,
     /// Seeds the audio loops' stream starts (loop i: seed + i); `None`:
     /// OS entropy. See `[sip] random_seed`.
     pub random_seed: Option<u64>,
@@ -144,6 +146,7 @@ impl MediaEngine {
                 realtime_priority: settings.realtime_priority,
                 cpu: settings.pin_threads.then_some(i % cpus),
                 rx_poll_ticks: settings.rx_poll_ticks,
+                raw_send: settings.raw_send,
                 random_seed: settings.random_seed,
             };
             loops.push(

@@ -5,7 +5,7 @@
 
 pub use crossline_media::{
     audio_file, audio_loop, batch_io, clips, dtmf, g711, headroom, jitter, live, player, ports,
-    record_tap, rtcp, rtp_packet, tones, FRAME_SAMPLES,
+    raw_send, record_tap, rtcp, rtp_packet, tones, FRAME_SAMPLES,
 };
 
 pub mod engine;

@@ -208,6 +208,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         realtime_priority: config.media.realtime_priority,
         pin_threads: config.media.pin_audio_threads,
         rx_poll_ticks: config.media.rtp_poll_ticks,
+        raw_send: config.media.raw_send,
         random_seed: config.sip.random_seed,
     })?;
     let demo_clip = media

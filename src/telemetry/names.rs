@@ -242,6 +242,10 @@ pub const RTP_JITTER_SAMPLES: Metric = counter(
     "crossline_rtp_jitter_samples_total",
     "Interarrival jitter samples taken.",
 );
+pub const RTP_PACKETS_SENT_RAW: Metric = counter(
+    "crossline_rtp_packets_sent_raw_total",
+    "Of the RTP packets sent, those batched through an audio loop's raw socket ([media] raw_send); the rest went through each call's own socket.",
+);
 pub const RTP_SEND_ERRORS: Metric = counter(
     "crossline_rtp_send_errors_total",
     "RTP packets the audio loops failed to send.",
@@ -262,6 +266,14 @@ pub const AUDIO_BUSY_MICROSECONDS: Metric = counter(
 pub const AUDIO_MAX_TICK_MICROSECONDS: Metric = gauge(
     "crossline_audio_max_tick_microseconds",
     "Longest audio loop tick seen, in microseconds.",
+);
+pub const AUDIO_LATE_WAKEUPS: Metric = counter(
+    "crossline_audio_late_wakeups_total",
+    "Audio loop wake-ups over 1 ms after their deadline: the system woke the loop late (a busy or virtualised CPU), so every stream of that sub-tick went out late.",
+);
+pub const AUDIO_MAX_WAKE_LATE_MICROSECONDS: Metric = gauge(
+    "crossline_audio_max_wake_late_microseconds",
+    "Latest audio loop wake-up after its deadline seen, in microseconds.",
 );
 pub const AUDIO_LOAD_PERCENT: Metric = gauge(
     "crossline_audio_load_percent",
@@ -703,12 +715,15 @@ pub const ALL: &[Metric] = &[
     RTP_PACKETS_LOST,
     RTP_JITTER_MICROSECONDS_SUM,
     RTP_JITTER_SAMPLES,
+    RTP_PACKETS_SENT_RAW,
     RTP_SEND_ERRORS,
     RTP_STREAMS,
     RTP_PORTS_FREE,
     AUDIO_LATE_TICKS,
     AUDIO_BUSY_MICROSECONDS,
     AUDIO_MAX_TICK_MICROSECONDS,
+    AUDIO_LATE_WAKEUPS,
+    AUDIO_MAX_WAKE_LATE_MICROSECONDS,
     AUDIO_LOAD_PERCENT,
     RUNTIME_TASKS_ALIVE,
     OVERLOADED,

@@ -6,7 +6,8 @@
 //! and packets are built in a stack buffer. Events going out (timeouts, a
 //! clip ending) are rare and go to an [`EventSink`].
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::headroom::LoadMeter;
 use crate::jitter::{JitterBuffer, JitterConfig};
 use crate::live::{StreamTap, Track};
 use crate::player::{crossfade, FrameNote, Player};
+use crate::raw_send::RawSender;
 use crate::record_tap::Tap;
 use crate::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender};
 use crate::rtp_packet::{parse_rtp, write_rtp};
@@ -226,6 +228,8 @@ pub struct LoopStats {
     pub late_ticks: AtomicU64,
     /// RTP packets sent.
     pub packets_sent: AtomicU64,
+    /// Of those, the ones sent through the loop's raw socket.
+    pub packets_sent_raw: AtomicU64,
     /// RTP packets received.
     pub packets_received: AtomicU64,
     /// RTP sends the socket refused.
@@ -236,6 +240,11 @@ pub struct LoopStats {
     pub busy_us: AtomicU64,
     /// Longest single tick of work.
     pub max_tick_us: AtomicU64,
+    /// Wake-ups that came over 1 ms after their deadline: the system woke
+    /// the loop late (a busy or virtualised CPU), before any of its work.
+    pub late_wakeups: AtomicU64,
+    /// The latest wake-up after its deadline seen, in microseconds.
+    pub max_wake_late_us: AtomicU64,
     /// The smoothed share of each frame spent working, in basis points
     /// (10,000 = 100 %): the loop's headroom is what is left. Written once
     /// a frame; admission reads it (see [`crate::headroom`]).
@@ -273,6 +282,9 @@ struct Stream {
     /// Tags `SourceFinished` so a late one for an old source is ignored.
     generation: u32,
     latched: bool,
+    /// Its socket's IPv4 address and port, when specific: the source the
+    /// loop's raw socket writes for it. `None`: it sends through its socket.
+    raw_source: Option<SocketAddrV4>,
     ticks_since_rx: u32,
     timeout_ticks: u32,
     timed_out: bool,
@@ -346,6 +358,7 @@ impl Stream {
             marker_next: true,
             generation: 0,
             latched: false,
+            raw_source: None,
             ticks_since_rx: 0,
             timeout_ticks,
             timed_out: false,
@@ -402,6 +415,10 @@ pub struct LoopOptions {
     /// (loop `index` uses `seed + index`), so a test run replays exactly.
     /// `None` (production): OS entropy.
     pub random_seed: Option<u64>,
+    /// Send IPv4 RTP through one raw socket for the whole loop
+    /// ([`crate::raw_send`]) if it can be opened; else, and when false,
+    /// through each stream's own socket.
+    pub raw_send: bool,
 }
 
 impl Default for LoopOptions {
@@ -411,6 +428,7 @@ impl Default for LoopOptions {
             cpu: None,
             rx_poll_ticks: 1,
             random_seed: None,
+            raw_send: false,
         }
     }
 }
@@ -438,7 +456,16 @@ pub fn spawn<S: EventSink>(
             .spawn(move || {
                 apply_options(index, &options);
                 let rx_poll_ticks = options.rx_poll_ticks.max(1);
-                run(consumer, events, stats, stop, rx_poll_ticks, stream_starts)
+                let raw = options.raw_send.then(|| open_raw_sender(index)).flatten();
+                run(
+                    consumer,
+                    events,
+                    stats,
+                    stop,
+                    rx_poll_ticks,
+                    stream_starts,
+                    raw,
+                )
             })?
     };
     Ok(AudioLoopHandle {
@@ -475,6 +502,57 @@ fn apply_options(index: usize, options: &LoopOptions) {
     }
 }
 
+/// The loop's raw socket, or `None` (logged) when it may not have one.
+fn open_raw_sender(index: usize) -> Option<RawSender> {
+    match RawSender::open() {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            tracing::warn!(
+                index,
+                error = %e,
+                "audio loop: no raw socket (needs root or CAP_NET_RAW); each call sends through its own socket"
+            );
+            None
+        }
+    }
+}
+
+/// Send with the IPv4 don't-fragment bit and no IP ID: without it the
+/// kernel draws every datagram's ID from a hashed table shared by all
+/// CPUs, about 4 % of the loop's time at 6,000 calls (benches/README.md
+/// section 10). RTP datagrams are far below any path MTU, so nothing is
+/// lost; `PROBE` ignores path-MTU news, so no send ever fails for it.
+fn without_ip_ids(socket: &UdpSocket) {
+    if !socket.local_addr().is_ok_and(|a| a.is_ipv4()) {
+        return;
+    }
+    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    // SAFETY: a plain int option on a socket we hold open.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A stream that has received nothing for this many ticks (1 s) is quiet:
+/// its caller sends nothing (on hold, or a one-way stream). Its RTP socket
+/// is then polled only every `QUIET_POLL_TICKS` (or `rx_poll_ticks`, if
+/// larger), so a silent stream costs a fifth of the empty reads; the first
+/// packet it gets puts it back on the normal rate. (An epoll set was tried
+/// instead and lost: a socket in one takes a wake-up call on every packet
+/// it sends; benches/README.md section 10.)
+const QUIET_AFTER_TICKS: u32 = 50;
+/// How often a quiet stream's RTP socket is read (500 ms).
+const QUIET_POLL_TICKS: u32 = 25;
+/// RTCP comes every few seconds and only feeds statistics: read it every
+/// second (staggered by stream), not on every RTP poll.
+const RTCP_POLL_TICKS: u64 = 50;
+
 fn run<S: EventSink>(
     mut commands: rtrb::Consumer<Command>,
     events: S,
@@ -482,6 +560,7 @@ fn run<S: EventSink>(
     stop: Arc<AtomicBool>,
     rx_poll_ticks: u32,
     mut stream_starts: StdRng,
+    mut raw: Option<RawSender>,
 ) {
     let mut tick: u64 = 0;
     let mut subtick: u64 = 0;
@@ -509,14 +588,22 @@ fn run<S: EventSink>(
         } else {
             clock::sleep_until(deadline);
         }
+        let woke = clock::now();
+        // Only a loop that went to sleep in time can be woken late.
+        if clock::after(deadline, now) {
+            let late_us = clock::micros_between(deadline, woke);
+            if late_us > 1_000 {
+                stats.late_wakeups.fetch_add(1, Ordering::Relaxed);
+            }
+            stats.max_wake_late_us.fetch_max(late_us, Ordering::Relaxed);
+        }
         subtick = subtick.wrapping_add(1);
         let group = (subtick % SUBTICKS as u64) as usize;
         if group == 0 {
             stats.ticks.fetch_add(1, Ordering::Relaxed);
             tick = tick.wrapping_add(1);
         }
-        let tick_start = clock::now();
-        let poll_slot = (tick % u64::from(rx_poll_ticks)) as u32;
+        let tick_start = woke;
         let (mut sent, mut send_errors) = (0u64, 0u64);
         let now_ms = clock::millis(tick_start);
 
@@ -536,7 +623,12 @@ fn run<S: EventSink>(
             // recorded one's tap holds what a poll brings until its ticks
             // come.
             let bridged = bridges.contains_key(&s.spec.id) || s.fork.is_some();
-            if bridged || (s.spec.id % u64::from(rx_poll_ticks)) as u32 == poll_slot {
+            let poll_every = if s.ticks_since_rx > QUIET_AFTER_TICKS {
+                u64::from(rx_poll_ticks.max(QUIET_POLL_TICKS))
+            } else {
+                u64::from(rx_poll_ticks)
+            };
+            if bridged || s.spec.id % poll_every == tick % poll_every {
                 // Drain incoming RTP: latch to its source (symmetric RTP).
                 let mut got = 0u64;
                 while let Ok((n, from)) = s.spec.socket.recv_from(&mut rx) {
@@ -590,6 +682,8 @@ fn run<S: EventSink>(
                     stats.packets_received.fetch_add(got, Ordering::Relaxed);
                     s.ticks_since_rx = 0;
                 }
+            }
+            if s.spec.id % RTCP_POLL_TICKS == tick % RTCP_POLL_TICKS {
                 if let Some(sock) = &s.spec.rtcp_socket {
                     while let Ok((n, from)) = sock.recv_from(&mut rx) {
                         let Some(data) = rx.get(..n) else { break };
@@ -725,13 +819,26 @@ fn run<S: EventSink>(
             s.rtcp.on_rtp_sent(frame_ts, body.len());
             if let Ok(len) = write_rtp(&mut packet, pt, marker, s.seq, ts, s.ssrc, body) {
                 if let Some(bytes) = packet.get(..len) {
-                    match s.spec.socket.send_to(bytes, s.spec.remote) {
-                        Ok(_) => sent += 1,
-                        Err(_) => send_errors += 1,
+                    let batched = match (raw.as_mut(), s.raw_source, s.spec.remote) {
+                        (Some(raw), Some(from), SocketAddr::V4(to)) => raw.push(from, to, bytes),
+                        _ => false,
+                    };
+                    if !batched {
+                        match s.spec.socket.send_to(bytes, s.spec.remote) {
+                            Ok(_) => sent += 1,
+                            Err(_) => send_errors += 1,
+                        }
                     }
                 }
             }
             s.seq = s.seq.wrapping_add(1);
+        }
+        if let Some(raw) = raw.as_mut() {
+            raw.flush();
+            let (ok, refused) = raw.take_counts();
+            sent += ok;
+            send_errors += refused;
+            stats.packets_sent_raw.fetch_add(ok, Ordering::Relaxed);
         }
         // Counters once per tick, not per packet.
         stats.packets_sent.fetch_add(sent, Ordering::Relaxed);
@@ -784,9 +891,19 @@ impl Groups {
                 if spec.socket.set_nonblocking(true).is_err() || !rtcp_ok {
                     return;
                 }
+                without_ip_ids(&spec.socket);
+                if let Some(rtcp) = &spec.rtcp_socket {
+                    without_ip_ids(rtcp);
+                }
+                let raw_source = match spec.socket.local_addr() {
+                    Ok(SocketAddr::V4(a)) if !a.ip().is_unspecified() => Some(a),
+                    _ => None,
+                };
                 // The emptiest group keeps the sub-ticks balanced.
                 if let Some(g) = self.0.iter_mut().min_by_key(|g| g.len()) {
-                    g.push(Stream::new(*spec, stream_starts));
+                    let mut stream = Stream::new(*spec, stream_starts);
+                    stream.raw_source = raw_source;
+                    g.push(stream);
                 }
             }
             Command::Stop(id) => {
@@ -1162,11 +1279,29 @@ mod tests {
 
     #[test]
     fn a_stream_sends_paced_continuous_rtp_and_reports_the_clip_end() {
+        sends_paced_continuous_rtp(false);
+    }
+
+    /// The same through the loop's raw socket: same packets, from the
+    /// stream's own port, all counted as sent through it. Needs CAP_NET_RAW
+    /// (the suite runs as root); without it the loop falls back to the
+    /// socket path and this test fails on that count.
+    #[test]
+    fn the_raw_socket_sends_the_same_stream_from_its_own_port() {
+        sends_paced_continuous_rtp(true);
+    }
+
+    fn sends_paced_continuous_rtp(raw_send: bool) {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx_addr = tx.local_addr().unwrap();
         let (ev_tx, ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
-        let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
+        let options = LoopOptions {
+            raw_send,
+            ..LoopOptions::default()
+        };
+        let mut handle = spawn(0, 16, options, ev_tx).unwrap();
         // 10 frames of a ramp, not looped.
         let samples: Arc<[i16]> = (0..1600).map(|i| (i * 10) as i16).collect();
         let spec = StreamSpec {
@@ -1188,7 +1323,8 @@ mod tests {
         let mut buf = [0u8; 512];
         let mut seen = Vec::new();
         for _ in 0..15 {
-            let (n, _) = rx.recv_from(&mut buf).unwrap();
+            let (n, from) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(from, tx_addr, "from the stream's own port");
             let v = parse_rtp(&buf[..n]).unwrap();
             seen.push((
                 v.sequence,
@@ -1199,7 +1335,17 @@ mod tests {
                 std::time::Instant::now(),
             ));
         }
+        let sent = handle.stats.packets_sent.load(Ordering::Relaxed);
+        let raw_sent = handle.stats.packets_sent_raw.load(Ordering::Relaxed);
+        let refused = handle.stats.send_errors.load(Ordering::Relaxed);
         handle.shutdown();
+        assert!(sent >= 15, "{sent} counted as sent");
+        assert_eq!(refused, 0);
+        if raw_send {
+            assert_eq!(raw_sent, sent, "every packet through the raw socket");
+        } else {
+            assert_eq!(raw_sent, 0);
+        }
         assert!(seen[0].2, "marker on the first packet");
         assert!(seen[1..].iter().all(|p| !p.2));
         for w in seen.windows(2) {
@@ -1418,6 +1564,57 @@ mod tests {
             "a later source took the stream over"
         );
         assert!(behind_nat.recv_from(&mut buf).is_ok());
+        handle.shutdown();
+    }
+
+    /// A stream quiet for over a second is read less often, yet still
+    /// latches on its caller's first packet well inside a second.
+    #[test]
+    fn a_quiet_stream_still_hears_its_caller_within_the_quiet_poll() {
+        let sdp_said = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+        caller
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ours_addr = ours.local_addr().unwrap();
+        let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
+        let options = LoopOptions {
+            rx_poll_ticks: 5,
+            ..LoopOptions::default()
+        };
+        let mut handle = spawn(0, 16, options, ev_tx).unwrap();
+        let spec = StreamSpec {
+            id: 12,
+            socket: ours,
+            rtcp_socket: None,
+            telephone_event_pt: None,
+            remote: sdp_said.local_addr().unwrap(),
+            encoding: Encoding::Pcmu,
+            payload_type: 0,
+            frames_per_packet: 1,
+            source: Source::Silence,
+            rtp_timeout: Duration::ZERO,
+        };
+        assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
+        // Quiet: 1.5 s with nothing from the caller.
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut packet = [0u8; 172];
+        let n = write_rtp(&mut packet, 0, false, 1, 160, 0x5eed, &[0xff; 160]).unwrap();
+        caller.send_to(&packet[..n], ours_addr).unwrap();
+        let sent = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        let mut latched_after = None;
+        while sent.elapsed() < Duration::from_secs(2) {
+            if caller.recv_from(&mut buf).is_ok() {
+                latched_after = Some(sent.elapsed());
+                break;
+            }
+        }
+        let after = latched_after.expect("the quiet stream never heard its caller");
+        // One quiet poll (500 ms) and a frame, with room for a busy box.
+        assert!(after < Duration::from_millis(800), "{after:?}");
+        assert!(handle.stats.packets_received.load(Ordering::Relaxed) >= 1);
         handle.shutdown();
     }
 

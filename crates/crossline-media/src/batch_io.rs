@@ -5,12 +5,13 @@
 //!
 //! Both are non-blocking (`MSG_DONTWAIT`) whatever the socket's mode.
 //!
-//! The audio loop doesn't use them, by measurement (benches/README.md,
-//! section 10): each stream owns its port, so a tick has one datagram per
-//! socket to send and `sendmmsg` has nothing to batch; and on the kernels
-//! measured, `recvmmsg` costs more than `recv_from` for an empty queue
-//! (the common poll) and no less for a few queued packets. The floor
-//! benchmark (`benches/udp_batch.rs`) sends through [`send_batch`].
+//! The audio loop reads with `recv_from`, by measurement (benches/README.md,
+//! section 10): on the kernels measured, `recvmmsg` costs more for an
+//! empty queue (the common poll) and no less for a few queued packets.
+//! Each stream owns its port, so its UDP socket has one datagram a tick
+//! to send; the loop batches sends across streams through one raw socket
+//! instead ([`crate::raw_send`], which sends through [`send_batch`]), and
+//! the floor benchmark (`benches/udp_batch.rs`) uses it too.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -123,7 +124,7 @@ impl RecvBatch {
 /// full send buffer, an unreachable destination) and are dropped, as a
 /// lost datagram would be. An error (the last refusal's) only when none
 /// went out.
-pub fn send_batch(socket: &UdpSocket, messages: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+pub fn send_batch(socket: &impl AsRawFd, messages: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
     let mut sent = 0;
     let mut refused = None;
     for chunk in messages.chunks(SEND_BATCH) {

@@ -18,6 +18,7 @@ pub mod jitter;
 pub mod live;
 pub mod player;
 pub mod ports;
+pub mod raw_send;
 pub mod record_tap;
 pub mod rtcp;
 pub mod rtp_packet;

@@ -154,9 +154,14 @@ fn fill_list(
     out: &mut [i16; FRAME_SAMPLES],
 ) -> FrameNote {
     let was_finished = st.finished;
-    for slot in out.iter_mut() {
-        *slot = next_sample(clips, looped, &mut st.clip, &mut st.pos, &mut st.finished);
-    }
+    read_list(
+        clips,
+        looped,
+        &mut st.clip,
+        &mut st.pos,
+        &mut st.finished,
+        out,
+    );
     if st.finished && !was_finished {
         FrameNote::Finished
     } else {
@@ -178,31 +183,43 @@ fn fill_hold(
         }
     }
     st.frames_to_next_msg = st.frames_to_next_msg.saturating_sub(1);
-    let step = (UNITY_Q15 - program.duck_gain_q15).max(1) / DUCK_RAMP_SAMPLES;
     let mut never_finished = false;
-    for slot in out.iter_mut() {
-        let music = i32::from(next_sample(
-            &program.music,
-            true,
-            &mut st.clip,
-            &mut st.pos,
-            &mut never_finished,
-        ));
-        let speech = match (&program.message, st.msg_pos) {
-            (Some(m), Some(p)) => match m.get(p) {
-                Some(s) => {
-                    st.msg_pos = Some(p + 1);
-                    Some(i32::from(*s))
-                }
-                None => {
-                    st.msg_pos = None;
-                    None
-                }
-            },
-            _ => None,
-        };
-        // Ramp the music gain toward its target a little every sample.
-        let target = if speech.is_some() {
+    read_list(
+        &program.music,
+        true,
+        &mut st.clip,
+        &mut st.pos,
+        &mut never_finished,
+        out,
+    );
+    // The message's samples in this frame; once it runs out, the music
+    // comes back up for the rest of the frame.
+    let speech: &[i16] = match (&program.message, st.msg_pos) {
+        (Some(m), Some(p)) => {
+            let rest = m.get(p..).unwrap_or_default();
+            let here = rest.get(..FRAME_SAMPLES).unwrap_or(rest);
+            st.msg_pos = (here.len() == FRAME_SAMPLES).then_some(p + FRAME_SAMPLES);
+            here
+        }
+        _ => &[],
+    };
+    // Most frames are music alone at full gain, or the whole frame under the
+    // message at the ducked gain: no ramp, and loops the compiler vectorizes.
+    if speech.is_empty() && st.music_gain == UNITY_Q15 {
+        return note;
+    }
+    if speech.len() == FRAME_SAMPLES && st.music_gain == program.duck_gain_q15 {
+        let gain = st.music_gain;
+        for (slot, s) in out.iter_mut().zip(speech) {
+            *slot = mix(i32::from(*slot), gain, *s);
+        }
+        return note;
+    }
+    // The gain moves toward its target a little every sample.
+    let step = (UNITY_Q15 - program.duck_gain_q15).max(1) / DUCK_RAMP_SAMPLES;
+    for (i, slot) in out.iter_mut().enumerate() {
+        let speaking = speech.get(i);
+        let target = if speaking.is_some() {
             program.duck_gain_q15
         } else {
             UNITY_Q15
@@ -212,48 +229,67 @@ fn fill_hold(
         } else if st.music_gain < target {
             st.music_gain = (st.music_gain + step).min(target);
         }
-        let mixed = ((music * st.music_gain) >> 15) + speech.unwrap_or(0);
-        *slot = mixed.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+        *slot = mix(
+            i32::from(*slot),
+            st.music_gain,
+            speaking.copied().unwrap_or(0),
+        );
     }
     note
 }
 
-/// The next sample of a list of clips; silence once a non-looping list ends.
-fn next_sample(
+/// Music at a Q15 gain plus speech, saturated to 16 bits.
+#[inline(always)]
+fn mix(music: i32, gain_q15: i32, speech: i16) -> i16 {
+    (((music * gain_q15) >> 15) + i32::from(speech)).clamp(i32::from(i16::MIN), i32::from(i16::MAX))
+        as i16
+}
+
+/// Copy the next `out.len()` samples of a list of clips into `out`, a run
+/// of each clip at a time; silence once a non-looping list ends.
+fn read_list(
     clips: &[Arc<[i16]>],
     looped: bool,
     clip: &mut usize,
     pos: &mut usize,
     finished: &mut bool,
-) -> i16 {
-    if *finished {
-        return 0;
-    }
-    // Skip empty clips (and wrap once); give up after a full pass without a
-    // sample, so a list of empty clips can't spin.
-    for _ in 0..(2 * clips.len() + 2) {
+    out: &mut [i16],
+) {
+    let mut filled = 0;
+    // Steps that found no sample (an empty clip, a wrap): a list of empty
+    // clips gives up after a full pass instead of spinning.
+    let mut idle_steps = 0;
+    while let Some(rest_out) = out.get_mut(filled..).filter(|r| !r.is_empty()) {
+        if *finished || idle_steps > 2 * clips.len() + 2 {
+            *finished = true;
+            rest_out.fill(0);
+            return;
+        }
         match clips.get(*clip) {
             Some(c) => {
-                if let Some(s) = c.get(*pos) {
-                    *pos += 1;
-                    return *s;
+                let run = c.get(*pos..).unwrap_or_default();
+                let n = run.len().min(rest_out.len());
+                if let (Some(to), Some(from)) = (rest_out.get_mut(..n), run.get(..n)) {
+                    to.copy_from_slice(from);
                 }
-                *clip += 1;
-                *pos = 0;
-            }
-            None => {
-                if looped && !clips.is_empty() {
-                    *clip = 0;
+                if n == 0 {
+                    *clip += 1;
                     *pos = 0;
+                    idle_steps += 1;
                 } else {
-                    *finished = true;
-                    return 0;
+                    *pos += n;
+                    filled += n;
+                    idle_steps = 0;
                 }
             }
+            None if looped && !clips.is_empty() => {
+                *clip = 0;
+                *pos = 0;
+                idle_steps += 1;
+            }
+            None => *finished = true,
         }
     }
-    *finished = true;
-    0
 }
 
 /// Mix `from` fading out with `to` fading in across one frame (linear).
@@ -383,6 +419,119 @@ mod tests {
             .max()
             .unwrap();
         assert!(max_step <= 20_000 / 160 + 1, "{max_step}");
+    }
+
+    /// The sample-at-a-time hold mix the run-copying `fill_hold` replaced:
+    /// the two must agree sample for sample.
+    fn reference_hold(
+        program: &HoldProgram,
+        clip: &mut usize,
+        pos: &mut usize,
+        msg_pos: &mut Option<usize>,
+        frames_to_next: &mut u32,
+        gain: &mut i32,
+    ) -> [i16; FRAME_SAMPLES] {
+        let mut out = [0i16; FRAME_SAMPLES];
+        if let Some(m) = &program.message {
+            if *frames_to_next == 0 && msg_pos.is_none() && !m.is_empty() {
+                *msg_pos = Some(0);
+                *frames_to_next = program.repeat_frames;
+            }
+        }
+        *frames_to_next = frames_to_next.saturating_sub(1);
+        let step = (UNITY_Q15 - program.duck_gain_q15).max(1) / DUCK_RAMP_SAMPLES;
+        for slot in out.iter_mut() {
+            let mut music = 0;
+            for _ in 0..(2 * program.music.len() + 2) {
+                match program.music.get(*clip) {
+                    Some(c) => match c.get(*pos) {
+                        Some(s) => {
+                            *pos += 1;
+                            music = i32::from(*s);
+                            break;
+                        }
+                        None => {
+                            *clip += 1;
+                            *pos = 0;
+                        }
+                    },
+                    None if !program.music.is_empty() => {
+                        *clip = 0;
+                        *pos = 0;
+                    }
+                    None => break,
+                }
+            }
+            let speech = match (&program.message, *msg_pos) {
+                (Some(m), Some(p)) => match m.get(p) {
+                    Some(s) => {
+                        *msg_pos = Some(p + 1);
+                        Some(i32::from(*s))
+                    }
+                    None => {
+                        *msg_pos = None;
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let target = if speech.is_some() {
+                program.duck_gain_q15
+            } else {
+                UNITY_Q15
+            };
+            if *gain > target {
+                *gain = (*gain - step).max(target);
+            } else if *gain < target {
+                *gain = (*gain + step).min(target);
+            }
+            let mixed = ((music * *gain) >> 15) + speech.unwrap_or(0);
+            *slot = mixed.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+        }
+        out
+    }
+
+    #[test]
+    fn hold_mix_matches_the_sample_at_a_time_reference() {
+        let ramp = |len: usize, k: i32| -> Arc<[i16]> {
+            (0..len)
+                .map(|i| ((i as i32 * k) % 60_000 - 30_000) as i16)
+                .collect()
+        };
+        // Clip and message lengths that end mid-frame and on frame edges,
+        // an empty clip in the list, and a message longer than the repeat.
+        for (music, message, repeat_ms) in [
+            (
+                vec![ramp(1000, 37), ramp(0, 1), ramp(333, 101)],
+                Some(ramp(3 * 160, 53)),
+                200,
+            ),
+            (vec![ramp(160, 7)], Some(ramp(1234, 91)), 100),
+            (vec![ramp(77, 3)], None, 1000),
+            (vec![], Some(ramp(500, 11)), 140),
+        ] {
+            let program = Arc::new(HoldProgram::new(
+                music,
+                message,
+                std::time::Duration::from_millis(repeat_ms),
+                -12.0,
+            ));
+            let mut player = Player::new(Source::Hold(program.clone()));
+            let (mut clip, mut pos, mut msg_pos, mut next, mut gain) = (0, 0, None, 0, UNITY_Q15);
+            let mut f = [0i16; FRAME_SAMPLES];
+            for frame in 0..400 {
+                player.fill(&mut f);
+                let want = reference_hold(
+                    &program,
+                    &mut clip,
+                    &mut pos,
+                    &mut msg_pos,
+                    &mut next,
+                    &mut gain,
+                );
+                assert_eq!(f, want, "frame {frame}");
+            }
+        }
     }
 
     #[test]
