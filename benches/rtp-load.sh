@@ -173,11 +173,12 @@ sleep "$ramp"
 cpu_snap() { awk '/^cpu[0-9]/{print $1, $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
 gw_ticks() { awk '{print $14+$15}' "/proc/$gw/stat"; }
 io_written() { awk '/^write_bytes/{print $2}' "/proc/$gw/io"; }
-rtp_counts() {  # packets sent and received so far
+rtp_counts() {  # packets sent and received, and late loop wake-ups, so far
   curl -s "http://127.0.0.1:$http_port/metrics" |
-    awk '$1=="crossline_rtp_packets_sent_total"{s=$2} $1=="crossline_rtp_packets_received_total"{r=$2} END{print s+0, r+0}'
+    awk '$1=="crossline_rtp_packets_sent_total"{s=$2} $1=="crossline_rtp_packets_received_total"{r=$2}
+         $1=="crossline_audio_late_wakeups_total"{w=$2} END{print s+0, r+0, w+0}'
 }
-read -r sent0 recv0 < <(rtp_counts)
+read -r sent0 recv0 wake0 < <(rtp_counts)
 agent_ticks() { [ -n "$agent" ] && awk '{print $14+$15}' "/proc/$agent/stat" || echo 0; }
 a=$(cpu_snap); g0=$(gw_ticks); w0=$(io_written); t0=$(date +%s.%N); ag0=$(agent_ticks)
 if [ -n "${PERF_DATA:-}" ]; then  # profile crossline over the plateau
@@ -210,7 +211,7 @@ PY
 sleep "$measure"
 b=$(cpu_snap); g1=$(gw_ticks); w1=$(io_written); t1=$(date +%s.%N); ag1=$(agent_ticks)
 if [ -n "${PERF_DATA:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
-read -r sent1 recv1 < <(rtp_counts)
+read -r sent1 recv1 wake1 < <(rtp_counts)
 plateau_rss=$(rss_kb)
 metrics=$(curl -s "http://127.0.0.1:$http_port/metrics" 2>/dev/null || true)
 echo "$metrics" | grep -E "^crossline_audio|^crossline_rtp_send_errors|^crossline_overload|^crossline_calls_refused|^crossline_recording|^crossline_media_stream|^crossline_asr|^crossline_queue|^crossline_tts" || true
@@ -225,6 +226,9 @@ echo "crossline_cpu_pct_of_one_core=$(echo "($g1-$g0)/$hz/($t1-$t0)*100" | bc -l
 echo "calls_active_at_plateau=${active%.*}"
 echo "rtp_sent_per_s=$(echo "($sent1-$sent0)/($t1-$t0)" | bc -l | xargs printf '%.0f') rtp_received_per_s=$(echo "($recv1-$recv0)/($t1-$t0)" | bc -l | xargs printf '%.0f')"
 [ "$sent1" != "$sent0" ] && echo "crossline_cpu_us_per_rtp_packet_sent=$(echo "($g1-$g0)/$hz*1000000/($sent1-$sent0)" | bc -l | xargs printf '%.2f')"
+# A loop woken over 1 ms late sends a whole sub-tick's streams late: the
+# system's scheduling (a VM's vCPU), not the loop's work.
+echo "late_wakeups_during_plateau=$(( ${wake1%.*} - ${wake0%.*} ))"
 echo "rss_idle_kb=$idle_rss rss_plateau_kb=$plateau_rss rss_per_call_kb=$(( (plateau_rss - idle_rss) / ${active%.*} ))"
 echo "disk_written_mb_per_s=$(echo "($w1-$w0)/1048576/($t1-$t0)" | bc -l | xargs printf '%.2f')"
 cat "$work/probe.txt"
