@@ -24,7 +24,7 @@
 # estimated wait spoken by espeak-ng every QUEUE_ANNOUNCE_SECS (default
 # 10) and mixed into its audio (benches/README.md section 15).
 # RAW_SEND=false sends each call's RTP through its own socket ([media]
-# raw_send; default true, which needs root).
+# raw_send; unset: the config default, true, which needs root).
 # PERF_DATA=DIR records crossline over the plateau with `perf record -g`
 # into DIR/perf-<calls>.data (frame pointers: build with
 # RUSTFLAGS="-C force-frame-pointers=yes" for whole call chains).
@@ -125,7 +125,7 @@ rtp_port_max = 39999
 rtp_timeout_secs = 0
 audio_threads = ${AUDIO_THREADS:-0}
 overload_threshold_percent = ${OVERLOAD_THRESHOLD:-0}
-raw_send = ${RAW_SEND:-true}
+${RAW_SEND:+raw_send = $RAW_SEND}
 audio_dir = "$PWD/audio"
 [http]
 listen = "127.0.0.1:$http_port"

@@ -17,7 +17,8 @@
 # Env: COUNT (OPTIONS per run, default 2000), RATE (per second, default 100),
 # LEGS (default 100), PROMPTS (default 50), RUNS (runs per condition,
 # default 1), CROSSLINE_BIN (the binary under test, default
-# target/release/crossline), SKIP_BUILD=1 (don't run cargo build).
+# target/release/crossline), SKIP_BUILD=1 (don't run cargo build),
+# RAW_SEND ([media] raw_send; unset: the config default).
 # Prints one line per run: condition, OPTIONS answered/lost, RTT p50/p90/
 # p99/max (ms), crossline's CPU over the run (% of one core), and what the
 # condition adds (web: legs up, Opus packets/s back from the gateway;
@@ -79,6 +80,7 @@ tcp = []
 rtp_port_min = 10000
 rtp_port_max = 39999
 rtp_timeout_secs = 0
+${RAW_SEND:+raw_send = $RAW_SEND}
 audio_dir = "$PWD/audio"
 [http]
 listen = "127.0.0.1:$http_port"

@@ -126,6 +126,7 @@ pub fn page(
                 "RSS MB",
                 "KB per call",
                 "µs CPU per packet",
+                "late loop wake-ups",
             ],
             results.calls.iter().map(|s| {
                 vec![
@@ -141,6 +142,7 @@ pub fn page(
                     num(s.rss_plateau_mb, 1),
                     num(s.rss_per_call_kb, 1),
                     num(s.cpu_us_per_packet, 2),
+                    s.late_wakeups.to_string(),
                 ]
             }),
         );

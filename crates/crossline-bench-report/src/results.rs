@@ -78,6 +78,11 @@ pub struct CallsStep {
     /// crossline's CPU (user + system) per RTP packet it sent, µs.
     #[serde(default)]
     pub cpu_us_per_packet: f64,
+    /// Audio loop wake-ups over 1 ms after their deadline during the
+    /// plateau: the system woke the loop late, and a whole sub-tick's
+    /// streams went out late (the jitter tail's usual cause on a VM).
+    #[serde(default)]
+    pub late_wakeups: u64,
 }
 
 /// One `benches/signalling-latency.sh web` run: str0m peers talking to
@@ -231,8 +236,8 @@ impl Results {
             hold.map(|s| {
                 (
                     format!(
-                        "{} up, loss {:.4} %, p99 {:.2} ms, p99.9 {:.2} ms",
-                        s.active, s.loss_pct, s.jitter_p99_ms, s.jitter_p999_ms
+                        "{} up, loss {:.4} %, p99 {:.2} ms, p99.9 {:.2} ms ({} late loop wake-ups)",
+                        s.active, s.loss_pct, s.jitter_p99_ms, s.jitter_p999_ms, s.late_wakeups
                     ),
                     s.active >= 6000
                         && s.loss_pct == 0.0
