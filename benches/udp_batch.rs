@@ -55,8 +55,9 @@ fn sends(c: &mut Criterion) {
         b.iter(|| black_box(send_batch(&one, &messages)))
     });
     // The audio loop's way when it may open a raw socket: each stream's
-    // datagram from its own port, 64 to a sendmmsg through one raw socket.
-    match RawSender::open() {
+    // datagram from its own port, 64 to a sendmmsg through one raw UDP
+    // socket (the kernel writes the IPv4 header).
+    match RawSender::open(std::net::Ipv4Addr::LOCALHOST) {
         Ok(mut raw) => {
             let SocketAddr::V4(to) = sink else {
                 unreachable!("the sink is on 127.0.0.1")

@@ -456,7 +456,11 @@ pub fn spawn<S: EventSink>(
             .spawn(move || {
                 apply_options(index, &options);
                 let rx_poll_ticks = options.rx_poll_ticks.max(1);
-                let raw = options.raw_send.then(|| open_raw_sender(index)).flatten();
+                let raw = if options.raw_send {
+                    RawPath::Unopened { loop_index: index }
+                } else {
+                    RawPath::Off
+                };
                 run(
                     consumer,
                     events,
@@ -502,17 +506,40 @@ fn apply_options(index: usize, options: &LoopOptions) {
     }
 }
 
-/// The loop's raw socket, or `None` (logged) when it may not have one.
-fn open_raw_sender(index: usize) -> Option<RawSender> {
-    match RawSender::open() {
-        Ok(raw) => Some(raw),
-        Err(e) => {
-            tracing::warn!(
-                index,
-                error = %e,
-                "audio loop: no raw socket (needs root or CAP_NET_RAW); each call sends through its own socket"
-            );
-            None
+/// The loop's raw socket for sends ([`crate::raw_send`]), opened for the
+/// source address of the first IPv4 stream that sends.
+enum RawPath {
+    /// `raw_send = false`: every stream sends through its own socket.
+    Off,
+    /// Not needed yet.
+    Unopened {
+        loop_index: usize,
+    },
+    Open(Box<RawSender>),
+    /// Refused (logged once): every stream sends through its own socket.
+    Unavailable,
+}
+
+impl RawPath {
+    /// Queue a datagram on the raw socket; false when the stream must
+    /// send it through its own socket instead.
+    fn push(&mut self, from: SocketAddrV4, to: SocketAddrV4, bytes: &[u8]) -> bool {
+        if let RawPath::Unopened { loop_index } = *self {
+            *self = match RawSender::open(*from.ip()) {
+                Ok(raw) => RawPath::Open(Box::new(raw)),
+                Err(e) => {
+                    tracing::warn!(
+                        index = loop_index,
+                        error = %e,
+                        "audio loop: no raw socket (needs root or CAP_NET_RAW); each call sends through its own socket"
+                    );
+                    RawPath::Unavailable
+                }
+            };
+        }
+        match self {
+            RawPath::Open(raw) => raw.push(from, to, bytes),
+            _ => false,
         }
     }
 }
@@ -560,7 +587,7 @@ fn run<S: EventSink>(
     stop: Arc<AtomicBool>,
     rx_poll_ticks: u32,
     mut stream_starts: StdRng,
-    mut raw: Option<RawSender>,
+    mut raw: RawPath,
 ) {
     let mut tick: u64 = 0;
     let mut subtick: u64 = 0;
@@ -819,8 +846,8 @@ fn run<S: EventSink>(
             s.rtcp.on_rtp_sent(frame_ts, body.len());
             if let Ok(len) = write_rtp(&mut packet, pt, marker, s.seq, ts, s.ssrc, body) {
                 if let Some(bytes) = packet.get(..len) {
-                    let batched = match (raw.as_mut(), s.raw_source, s.spec.remote) {
-                        (Some(raw), Some(from), SocketAddr::V4(to)) => raw.push(from, to, bytes),
+                    let batched = match (s.raw_source, s.spec.remote) {
+                        (Some(from), SocketAddr::V4(to)) => raw.push(from, to, bytes),
                         _ => false,
                     };
                     if !batched {
@@ -833,7 +860,7 @@ fn run<S: EventSink>(
             }
             s.seq = s.seq.wrapping_add(1);
         }
-        if let Some(raw) = raw.as_mut() {
+        if let RawPath::Open(raw) = &mut raw {
             raw.flush();
             let (ok, refused) = raw.take_counts();
             sent += ok;

@@ -5,30 +5,39 @@
 //! send, and the kernel's per-socket work (the socket's file, its state,
 //! its route), cold in the cache when thousands of sockets take turns,
 //! costs more than the send itself (benches/README.md section 10). A raw
-//! socket (`IPPROTO_RAW`: we write the IPv4 and UDP headers) may send a
-//! datagram from any port, so one socket, hot in the cache, sends every
-//! stream's packet, [`SEND_BATCH`] to a `sendmmsg` call. The far end sees
-//! the same datagram from the same address and port; each stream keeps its
-//! UDP socket, bound, for what comes in.
+//! UDP socket (`SOCK_RAW`, `IPPROTO_UDP`: the kernel writes the IPv4
+//! header, we write the UDP header) may send from any port, so one socket,
+//! hot in the cache, sends every stream's packet, [`SEND_BATCH`] to a
+//! `sendmmsg` call. The far end sees the same datagram from the same
+//! address and port; each stream keeps its UDP socket, bound, for what
+//! comes in.
+//!
+//! Two choices, each measured: the kernel writes the IPv4 header, because
+//! with `IP_HDRINCL` (`IPPROTO_RAW`) every datagram takes an uncached route
+//! of its own (about a third dearer a datagram); and the socket is
+//! connected to 255.255.255.255, a source no datagram ever has, because a
+//! raw UDP socket otherwise receives a copy of every UDP datagram for its
+//! address (an explicit destination on each send overrides the connection).
 //!
 //! Opening one needs CAP_NET_RAW (root, as the loops' SCHED_FIFO does);
 //! without it [`RawSender::open`] fails and the loop sends through each
-//! stream's own socket. IPv4 from a specific address only: an IPv6 stream,
-//! or one bound to 0.0.0.0 (whose source address the kernel would pick,
-//! and the UDP checksum covers), takes the socket path.
+//! stream's own socket. One source address per socket (the loop's first
+//! IPv4 stream's; every call shares `rtp_address`): an IPv6 stream, one
+//! bound to 0.0.0.0 (whose source address the kernel would pick, and the
+//! UDP checksum covers), or one on another address takes the socket path.
 
 use std::io;
+use std::mem::size_of;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::batch_io::{send_batch, SEND_BATCH};
 
-const IP_HEADER: usize = 20;
 const UDP_HEADER: usize = 8;
 const SLOT: usize = 1024;
 /// The largest payload [`RawSender::push`] takes: RTP with 60 ms of G.711
 /// and header extensions fits.
-pub const MAX_PAYLOAD: usize = SLOT - IP_HEADER - UDP_HEADER;
+pub const MAX_PAYLOAD: usize = SLOT - UDP_HEADER;
 /// Send buffer for the batches of a sub-tick in flight at once (a slow
 /// NIC's queue holds them until sent).
 const SEND_BUFFER_BYTES: libc::c_int = 8 << 20;
@@ -36,11 +45,11 @@ const SEND_BUFFER_BYTES: libc::c_int = 8 << 20;
 /// A raw socket and one batch of datagrams waiting for it.
 pub struct RawSender {
     socket: OwnedFd,
+    source: Ipv4Addr,
     slots: Box<[[u8; SLOT]; SEND_BATCH]>,
     lens: [usize; SEND_BATCH],
     destinations: [SocketAddr; SEND_BATCH],
     queued: usize,
-    ip_id: u16,
     sent: u64,
     refused: u64,
 }
@@ -54,14 +63,21 @@ impl std::fmt::Debug for RawSender {
 }
 
 impl RawSender {
-    /// Open the raw socket; fails without CAP_NET_RAW.
-    pub fn open() -> io::Result<RawSender> {
+    /// Open a raw socket sending from `source` (a local address); fails
+    /// without CAP_NET_RAW.
+    pub fn open(source: Ipv4Addr) -> io::Result<RawSender> {
+        if source.is_unspecified() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a raw sender needs a specific source address",
+            ));
+        }
         // SAFETY: socket() takes plain ints and returns a new fd or -1.
         let fd = unsafe {
             libc::socket(
                 libc::AF_INET,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::IPPROTO_RAW,
+                libc::IPPROTO_UDP,
             )
         };
         if fd < 0 {
@@ -70,27 +86,55 @@ impl RawSender {
         // SAFETY: `fd` was just created and nothing else owns it.
         let socket = unsafe { OwnedFd::from_raw_fd(fd) };
         // Past net.core.wmem_max where allowed (root), else up to it.
-        if set_int(&socket, libc::SO_SNDBUFFORCE, SEND_BUFFER_BYTES).is_err() {
-            let _ = set_int(&socket, libc::SO_SNDBUF, SEND_BUFFER_BYTES);
+        if set_int(
+            &socket,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            SEND_BUFFER_BYTES,
+        )
+        .is_err()
+        {
+            let _ = set_int(
+                &socket,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                SEND_BUFFER_BYTES,
+            );
         }
+        // Don't fragment, and no IP ID drawn from the kernel's shared table.
+        set_int(
+            &socket,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )?;
+        // Connecting to the limited broadcast address needs SO_BROADCAST.
+        set_int(&socket, libc::SOL_SOCKET, libc::SO_BROADCAST, 1)?;
+        connect_or_bind(&socket, source, false)?;
+        connect_or_bind(&socket, Ipv4Addr::BROADCAST, true)?;
         Ok(RawSender {
             socket,
+            source,
             slots: Box::new([[0; SLOT]; SEND_BATCH]),
             lens: [0; SEND_BATCH],
             destinations: [SocketAddr::from(([0, 0, 0, 0], 0)); SEND_BATCH],
             queued: 0,
-            ip_id: 0,
             sent: 0,
             refused: 0,
         })
     }
 
+    /// The address every datagram goes out from.
+    pub fn source(&self) -> Ipv4Addr {
+        self.source
+    }
+
     /// Queue one UDP datagram from `from` to `to`, sending the batch when
     /// it is full. False, with nothing queued, when `payload` is larger
-    /// than [`MAX_PAYLOAD`] or `from` has no specific address: send it
-    /// through the stream's socket instead.
+    /// than [`MAX_PAYLOAD`] or `from` is not on [`RawSender::source`]: send
+    /// it through the stream's socket instead.
     pub fn push(&mut self, from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> bool {
-        if payload.len() > MAX_PAYLOAD || from.ip().is_unspecified() {
+        if payload.len() > MAX_PAYLOAD || *from.ip() != self.source {
             return false;
         }
         if self.queued == SEND_BATCH {
@@ -103,10 +147,7 @@ impl RawSender {
         ) else {
             return false;
         };
-        // With the don't-fragment bit set the ID means nothing; a non-zero
-        // one keeps the kernel from drawing one from its shared table.
-        self.ip_id = self.ip_id.wrapping_add(1).max(1);
-        let Some(written) = write_datagram(slot, from, to, self.ip_id, payload) else {
+        let Some(written) = write_datagram(slot, from, to, payload) else {
             return false;
         };
         *len = written;
@@ -146,12 +187,44 @@ impl RawSender {
     }
 }
 
-fn set_int(socket: &OwnedFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+/// `bind` (or with `connect`, `connect`) the socket to `addr`, port 0.
+fn connect_or_bind(socket: &OwnedFd, addr: Ipv4Addr, connect: bool) -> io::Result<()> {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let ptr = (&sin as *const libc::sockaddr_in).cast::<libc::sockaddr>();
+    let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a sockaddr_in of its stated length, on a socket we hold open.
+    let rc = unsafe {
+        if connect {
+            libc::connect(socket.as_raw_fd(), ptr, len)
+        } else {
+            libc::bind(socket.as_raw_fd(), ptr, len)
+        }
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn set_int(
+    socket: &OwnedFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: a plain int option on a socket we hold open.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
+            level,
             option,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
@@ -164,40 +237,25 @@ fn set_int(socket: &OwnedFd, option: libc::c_int, value: libc::c_int) -> io::Res
     }
 }
 
-/// Write the IPv4 and UDP headers and `payload` into `slot`; the length
-/// written. The kernel fills in the IPv4 header checksum (and would the
-/// length); the UDP checksum is ours.
+/// Write the UDP header and `payload` into `slot`; the length written.
+/// The kernel writes the IPv4 header; the UDP checksum is ours.
 fn write_datagram(
     slot: &mut [u8],
     from: SocketAddrV4,
     to: SocketAddrV4,
-    ip_id: u16,
     payload: &[u8],
 ) -> Option<usize> {
-    let udp_len = UDP_HEADER + payload.len();
-    let total = IP_HEADER + udp_len;
-    let (headers, body) = slot.get_mut(..total)?.split_at_mut(IP_HEADER + UDP_HEADER);
+    let total = UDP_HEADER + payload.len();
+    let (header, body) = slot.get_mut(..total)?.split_at_mut(UDP_HEADER);
     body.copy_from_slice(payload);
-    let (src, dst) = (from.ip().octets(), to.ip().octets());
-    let [total_hi, total_lo] = u16::try_from(total).ok()?.to_be_bytes();
-    let [id_hi, id_lo] = ip_id.to_be_bytes();
     let [sport_hi, sport_lo] = from.port().to_be_bytes();
     let [dport_hi, dport_lo] = to.port().to_be_bytes();
-    let [len_hi, len_lo] = u16::try_from(udp_len).ok()?.to_be_bytes();
-    #[rustfmt::skip]
-    let header: [u8; IP_HEADER + UDP_HEADER] = [
-        0x45, 0, total_hi, total_lo,             // IPv4, 20-byte header, length
-        id_hi, id_lo, 0x40, 0,                   // ID, don't fragment
-        64, libc::IPPROTO_UDP as u8, 0, 0,       // TTL, UDP, checksum (the kernel's)
-        src[0], src[1], src[2], src[3],
-        dst[0], dst[1], dst[2], dst[3],
-        sport_hi, sport_lo, dport_hi, dport_lo,  // UDP ports
-        len_hi, len_lo, 0, 0,                    // length, checksum (below)
-    ];
-    headers.copy_from_slice(&header);
-    let checksum = udp_checksum(*from.ip(), *to.ip(), header.get(IP_HEADER..)?, payload);
-    headers
-        .get_mut(IP_HEADER + 6..IP_HEADER + 8)?
+    let [len_hi, len_lo] = u16::try_from(total).ok()?.to_be_bytes();
+    let fields = [sport_hi, sport_lo, dport_hi, dport_lo, len_hi, len_lo, 0, 0];
+    header.copy_from_slice(&fields);
+    let checksum = udp_checksum(*from.ip(), *to.ip(), &fields, payload);
+    header
+        .get_mut(6..8)?
         .copy_from_slice(&checksum.to_be_bytes());
     Some(total)
 }
@@ -268,7 +326,7 @@ mod tests {
     /// this path; the suite runs as root (scripts/test.sh).
     #[test]
     fn delivers_datagrams_from_the_streams_own_port() {
-        let mut raw = RawSender::open()
+        let mut raw = RawSender::open(Ipv4Addr::LOCALHOST)
             .expect("a raw socket needs CAP_NET_RAW: run the tests as root (scripts/test.sh does)");
         let stream = UdpSocket::bind("127.0.0.1:0").unwrap();
         let from = match stream.local_addr().unwrap() {
@@ -301,17 +359,31 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         assert_eq!(stream.recv_from(&mut buf).unwrap().0, 4);
-        // Too big, or no specific source address: the socket path's.
+        // ...and no copy of them reaches the raw socket (it is connected
+        // to a source nothing has), which would cost a clone a datagram.
+        let mut spare = [0u8; 64];
+        // SAFETY: a buffer of its stated length, on a socket we hold open.
+        let got = unsafe {
+            libc::recv(
+                raw.socket.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        assert_eq!(got, -1, "the raw socket received a copy");
+        // Too big, or from another address: the socket path's.
         assert!(!raw.push(from, to, &[0; MAX_PAYLOAD + 1]));
-        assert!(!raw.push(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9), to, b"x"));
+        assert!(!raw.push(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 9), to, b"x"));
+        assert!(RawSender::open(Ipv4Addr::UNSPECIFIED).is_err());
         raw.flush();
         assert_eq!(raw.take_counts(), (0, 0));
 
         // The receiving kernel does check the checksum: a wrong one is
         // dropped, so the deliveries above vouch for ours.
         let mut slot = [0u8; SLOT];
-        let n = write_datagram(&mut slot, from, to, 1, b"bad sum").unwrap();
-        slot[IP_HEADER + 6] ^= 0x5a;
+        let n = write_datagram(&mut slot, from, to, b"bad sum").unwrap();
+        slot[6] ^= 0x5a;
         send_batch(&raw.socket, &[(&slot[..n], SocketAddr::V4(to))]).unwrap();
         far.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
