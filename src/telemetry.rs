@@ -175,20 +175,11 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
     gauge!(names::RTP_STREAMS).set(sum(|l| l.streams.load(Ordering::Relaxed)) as f64);
     counter!(names::AUDIO_BUSY_MICROSECONDS).absolute(sum(|l| l.busy_us.load(Ordering::Relaxed)));
     counter!(names::AUDIO_LATE_WAKEUPS).absolute(sum(|l| l.late_wakeups.load(Ordering::Relaxed)));
-    gauge!(names::AUDIO_MAX_WAKE_LATE_MICROSECONDS).set(
-        s.audio
-            .iter()
-            .map(|l| l.max_wake_late_us.load(Ordering::Relaxed))
-            .max()
-            .unwrap_or(0) as f64,
-    );
-    gauge!(names::AUDIO_MAX_TICK_MICROSECONDS).set(
-        s.audio
-            .iter()
-            .map(|l| l.max_tick_us.load(Ordering::Relaxed))
-            .max()
-            .unwrap_or(0) as f64,
-    );
+    let max = |f: fn(&LoopStats) -> u64| s.audio.iter().map(|l| f(l)).max().unwrap_or(0);
+    gauge!(names::AUDIO_MAX_WAKE_LATE_MICROSECONDS)
+        .set(max(|l| l.max_wake_late_us.load(Ordering::Relaxed)) as f64);
+    gauge!(names::AUDIO_MAX_TICK_MICROSECONDS)
+        .set(max(|l| l.max_tick_us.load(Ordering::Relaxed)) as f64);
 
     for (i, l) in s.audio.iter().enumerate() {
         let load = f64::from(l.load.load(Ordering::Relaxed)) / 100.0;

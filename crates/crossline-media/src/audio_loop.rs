@@ -7,7 +7,6 @@
 //! clip ending) are rare and go to an [`EventSink`].
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use crate::headroom::LoadMeter;
 use crate::jitter::{JitterBuffer, JitterConfig};
 use crate::live::{StreamTap, Track};
 use crate::player::{crossfade, FrameNote, Player};
-use crate::raw_send::RawSender;
+use crate::raw_send::{set_socket_int, RawSender};
 use crate::record_tap::Tap;
 use crate::rtcp::{ntp_from_unix, parse_compound, report_interval_ms, RtcpSender};
 use crate::rtp_packet::{parse_rtp, write_rtp};
@@ -553,17 +552,13 @@ fn without_ip_ids(socket: &UdpSocket) {
     if !socket.local_addr().is_ok_and(|a| a.is_ipv4()) {
         return;
     }
-    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
-    // SAFETY: a plain int option on a socket we hold open.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // Best effort: without it the kernel only spends more per datagram.
+    let _ = set_socket_int(
+        socket,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    );
 }
 
 /// A stream that has received nothing for this many ticks (1 s) is quiet:
@@ -1544,22 +1539,10 @@ mod tests {
             s.set_read_timeout(Some(Duration::from_millis(300)))
                 .unwrap();
         }
-        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let ours_addr = ours.local_addr().unwrap();
+        let spec = silent_pcmu(11, sdp_said.local_addr().unwrap());
+        let ours_addr = spec.socket.local_addr().unwrap();
         let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let mut handle = spawn(0, 16, LoopOptions::default(), ev_tx).unwrap();
-        let spec = StreamSpec {
-            id: 11,
-            socket: ours,
-            rtcp_socket: None,
-            telephone_event_pt: None,
-            remote: sdp_said.local_addr().unwrap(),
-            encoding: Encoding::Pcmu,
-            payload_type: 0,
-            frames_per_packet: 1,
-            source: Source::Silence,
-            rtp_timeout: Duration::ZERO,
-        };
         assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
         let mut buf = [0u8; 512];
         assert!(
@@ -1603,26 +1586,14 @@ mod tests {
         caller
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
-        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let ours_addr = ours.local_addr().unwrap();
+        let spec = silent_pcmu(12, sdp_said.local_addr().unwrap());
+        let ours_addr = spec.socket.local_addr().unwrap();
         let (ev_tx, _ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let options = LoopOptions {
             rx_poll_ticks: 5,
             ..LoopOptions::default()
         };
         let mut handle = spawn(0, 16, options, ev_tx).unwrap();
-        let spec = StreamSpec {
-            id: 12,
-            socket: ours,
-            rtcp_socket: None,
-            telephone_event_pt: None,
-            remote: sdp_said.local_addr().unwrap(),
-            encoding: Encoding::Pcmu,
-            payload_type: 0,
-            frames_per_packet: 1,
-            source: Source::Silence,
-            rtp_timeout: Duration::ZERO,
-        };
         assert!(handle.send(Command::Start(Box::new(spec))).is_ok());
         // Quiet: 1.5 s with nothing from the caller.
         std::thread::sleep(Duration::from_millis(1500));

@@ -86,7 +86,7 @@ impl RawSender {
         // SAFETY: `fd` was just created and nothing else owns it.
         let socket = unsafe { OwnedFd::from_raw_fd(fd) };
         // Past net.core.wmem_max where allowed (root), else up to it.
-        if set_int(
+        if set_socket_int(
             &socket,
             libc::SOL_SOCKET,
             libc::SO_SNDBUFFORCE,
@@ -94,7 +94,7 @@ impl RawSender {
         )
         .is_err()
         {
-            let _ = set_int(
+            let _ = set_socket_int(
                 &socket,
                 libc::SOL_SOCKET,
                 libc::SO_SNDBUF,
@@ -102,16 +102,19 @@ impl RawSender {
             );
         }
         // Don't fragment, and no IP ID drawn from the kernel's shared table.
-        set_int(
+        set_socket_int(
             &socket,
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
             libc::IP_PMTUDISC_PROBE,
         )?;
-        // Connecting to the limited broadcast address needs SO_BROADCAST.
-        set_int(&socket, libc::SOL_SOCKET, libc::SO_BROADCAST, 1)?;
+        // Connecting to the limited broadcast address needs SO_BROADCAST,
+        // only for the connect: cleared again, a send to a broadcast address
+        // (an SDP can name one) is refused, as a call's own socket refuses it.
+        set_socket_int(&socket, libc::SOL_SOCKET, libc::SO_BROADCAST, 1)?;
         connect_or_bind(&socket, source, false)?;
         connect_or_bind(&socket, Ipv4Addr::BROADCAST, true)?;
+        set_socket_int(&socket, libc::SOL_SOCKET, libc::SO_BROADCAST, 0)?;
         Ok(RawSender {
             socket,
             source,
@@ -214,8 +217,9 @@ fn connect_or_bind(socket: &OwnedFd, addr: Ipv4Addr, connect: bool) -> io::Resul
     }
 }
 
-fn set_int(
-    socket: &OwnedFd,
+/// Set an integer socket option.
+pub(crate) fn set_socket_int(
+    socket: &impl AsRawFd,
     level: libc::c_int,
     option: libc::c_int,
     value: libc::c_int,
@@ -376,6 +380,11 @@ mod tests {
         assert!(!raw.push(from, to, &[0; MAX_PAYLOAD + 1]));
         assert!(!raw.push(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 9), to, b"x"));
         assert!(RawSender::open(Ipv4Addr::UNSPECIFIED).is_err());
+        // A broadcast destination is refused, as a UDP socket refuses it:
+        // an SDP naming one must not make the gateway flood a LAN.
+        assert!(raw.push(from, SocketAddrV4::new(Ipv4Addr::BROADCAST, 9), b"x"));
+        raw.flush();
+        assert_eq!(raw.take_counts(), (0, 1));
         raw.flush();
         assert_eq!(raw.take_counts(), (0, 0));
 
