@@ -25,6 +25,8 @@
 # 10) and mixed into its audio (benches/README.md section 15).
 # RAW_SEND=false sends each call's RTP through its own socket ([media]
 # raw_send; unset: the config default, true, which needs root).
+# MAX_SLEEP_US sets [media] loop_max_sleep_us (0: each loop sleeps to its
+# 5 ms deadline in one go; unset: the config default).
 # PERF_DATA=DIR records crossline over the plateau with `perf record -g`
 # into DIR/perf-<calls>.data (frame pointers: build with
 # RUSTFLAGS="-C force-frame-pointers=yes" for whole call chains).
@@ -126,6 +128,7 @@ rtp_timeout_secs = 0
 audio_threads = ${AUDIO_THREADS:-0}
 overload_threshold_percent = ${OVERLOAD_THRESHOLD:-0}
 ${RAW_SEND:+raw_send = $RAW_SEND}
+${MAX_SLEEP_US:+loop_max_sleep_us = $MAX_SLEEP_US}
 audio_dir = "$PWD/audio"
 [http]
 listen = "127.0.0.1:$http_port"
@@ -170,7 +173,9 @@ sipp_pid=$!
 
 # Plateau: all calls up. Sample CPU per core and crossline's CPU over it.
 sleep "$ramp"
-cpu_snap() { awk '/^cpu[0-9]/{print $1, $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
+# Per core: busy and idle ticks, and steal: time a VM's vCPU was ready
+# but its host ran something else (late wake-ups follow it).
+cpu_snap() { awk '/^cpu[0-9]/{print $1, $2+$3+$4+$6+$7+$8, $5, $9}' /proc/stat; }
 gw_ticks() { awk '{print $14+$15}' "/proc/$gw/stat"; }
 io_written() { awk '/^write_bytes/{print $2}' "/proc/$gw/io"; }
 rtp_counts() {  # packets sent and received, and late loop wake-ups, so far
@@ -221,7 +226,10 @@ active=${active:-$calls}
 wait "$probe" || true
 hz=$(getconf CLK_TCK)
 echo "calls=$calls rate=$rate hold=${hold}s plateau=${measure}s"
-paste <(echo "$a") <(echo "$b") | awk '{busy=$5-$2; idle=$6-$3; printf "cpu %s busy=%.1f%%\n", $1, 100*busy/(busy+idle)}'
+paste <(echo "$a") <(echo "$b") | awk '{busy=$6-$2; idle=$7-$3; steal=$8-$4; t=busy+idle+steal;
+  printf "cpu %s busy=%.1f%% steal=%.1f%%\n", $1, 100*busy/(busy+idle), 100*steal/t}'
+echo "cpu_steal_pct=$(paste <(echo "$a") <(echo "$b") |
+  awk '{s+=$8-$4; t+=($6-$2)+($7-$3)+($8-$4)} END{printf "%.1f", t ? 100*s/t : 0}')"
 echo "crossline_cpu_pct_of_one_core=$(echo "($g1-$g0)/$hz/($t1-$t0)*100" | bc -l | xargs printf '%.1f')"
 echo "calls_active_at_plateau=${active%.*}"
 echo "rtp_sent_per_s=$(echo "($sent1-$sent0)/($t1-$t0)" | bc -l | xargs printf '%.0f') rtp_received_per_s=$(echo "($recv1-$recv0)/($t1-$t0)" | bc -l | xargs printf '%.0f')"

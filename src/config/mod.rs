@@ -510,6 +510,12 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
     if !(1..=50).contains(&media.rtp_poll_ticks) {
         err(&["media", "rtp_poll_ticks"], "must be 1..=50".into());
     }
+    if media.loop_max_sleep_us != 0 && !(100..=5_000).contains(&media.loop_max_sleep_us) {
+        err(
+            &["media", "loop_max_sleep_us"],
+            "must be 0 (off) or 100..=5000".into(),
+        );
+    }
     if !(1..=86_400).contains(&media.hold_repeat_secs) {
         err(&["media", "hold_repeat_secs"], "must be 1..=86400".into());
     }
@@ -1570,6 +1576,12 @@ mod tests {
             3
         );
         assert_eq!(errors("[media]\nhold_message = \"nope\"\n").len(), 1);
+        let naps = errors("[media]\nloop_max_sleep_us = 50\n");
+        assert!(
+            naps.len() == 1 && naps[0].contains("media.loop_max_sleep_us"),
+            "{naps:?}"
+        );
+        assert!(errors("[media]\nloop_max_sleep_us = 500\n").is_empty());
         assert!(errors("[media]\nhold_message = \"greeting\"\n[[prompts]]\nname = \"greeting\"\ntext = \"Hi\"\n").is_empty());
         let e = errors("[[prompts]]\nname = \"\"\ntext = \"Hi\"\n");
         assert!(e[0].starts_with("t.toml:2:1: prompts[0].name:"), "{e:?}");

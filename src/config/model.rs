@@ -652,6 +652,9 @@ pub struct MediaConfig {
     /// Send every call's IPv4 RTP through one raw socket per audio loop,
     /// many datagrams a system call, when the process may (CAP_NET_RAW).
     pub raw_send: bool,
+    /// The longest an audio loop sleeps at once between sub-ticks, in
+    /// microseconds; 0 sleeps to each 5 ms deadline in one go.
+    pub loop_max_sleep_us: u32,
     /// Hang up a call when no RTP has arrived for this long; 0 disables.
     pub rtp_timeout_secs: u64,
     /// Refuse new calls (503) once an audio loop is busier than this share
@@ -689,6 +692,7 @@ impl Default for MediaConfig {
             pin_audio_threads: true,
             rtp_poll_ticks: 5,
             raw_send: true,
+            loop_max_sleep_us: 0,
             rtp_timeout_secs: 60,
             overload_threshold_percent: 80.0,
             overload_retry_after_secs: 10,

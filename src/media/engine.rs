@@ -55,6 +55,8 @@ pub struct MediaSettings {
     pub rx_poll_ticks: u32,
     /// Send IPv4 RTP through one raw socket per loop where permitted.
     pub raw_send: bool,
+    /// The longest an audio loop sleeps at once; `None`: to each deadline.
+    pub loop_max_sleep: Option<Duration>,
     /// Seeds the audio loops' stream starts (loop i: seed + i); `None`:
     /// OS entropy. See `[sip] random_seed`.
     pub random_seed: Option<u64>,
@@ -147,6 +149,7 @@ impl MediaEngine {
                 cpu: settings.pin_threads.then_some(i % cpus),
                 rx_poll_ticks: settings.rx_poll_ticks,
                 raw_send: settings.raw_send,
+                max_sleep: settings.loop_max_sleep,
                 random_seed: settings.random_seed,
             };
             loops.push(

@@ -209,6 +209,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         pin_threads: config.media.pin_audio_threads,
         rx_poll_ticks: config.media.rtp_poll_ticks,
         raw_send: config.media.raw_send,
+        loop_max_sleep: (config.media.loop_max_sleep_us > 0)
+            .then(|| Duration::from_micros(u64::from(config.media.loop_max_sleep_us))),
         random_seed: config.sip.random_seed,
     })?;
     let demo_clip = media

@@ -127,6 +127,7 @@ pub fn page(
                 "KB per call",
                 "µs CPU per packet",
                 "late loop wake-ups",
+                "vCPU steal %",
             ],
             results.calls.iter().map(|s| {
                 vec![
@@ -143,6 +144,7 @@ pub fn page(
                     num(s.rss_per_call_kb, 1),
                     num(s.cpu_us_per_packet, 2),
                     s.late_wakeups.to_string(),
+                    num(s.steal_pct, 1),
                 ]
             }),
         );

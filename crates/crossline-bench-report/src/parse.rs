@@ -70,6 +70,7 @@ pub fn calls_run(output: &str, offered: u64) -> Option<CallsStep> {
         rss_per_call_kb: value(output, "rss_per_call_kb")?,
         cpu_us_per_packet: value(output, "crossline_cpu_us_per_rtp_packet_sent").unwrap_or(0.0),
         late_wakeups: value(output, "late_wakeups_during_plateau").unwrap_or(0.0) as u64,
+        steal_pct: value(output, "cpu_steal_pct").unwrap_or(0.0),
     })
 }
 
@@ -193,9 +194,11 @@ mod tests {
             loss=12 loss_pct=0.0003\n\
             jitter_ms p50=0.120 p99=1.200 p99.9=2.500 max=9.000\n\
             drift_ms max_abs=0.40\n\
-            late_wakeups_during_plateau=7\n";
+            late_wakeups_during_plateau=7\n\
+            cpu_steal_pct=12.5\n";
         let step = calls_run(out, 4000).unwrap();
         assert_eq!(step.late_wakeups, 7);
+        assert_eq!(step.steal_pct, 12.5);
         assert_eq!(step.active, 4000);
         assert_eq!(step.jitter_p99_ms, 1.2);
         assert_eq!(step.jitter_p999_ms, 2.5);

@@ -83,6 +83,10 @@ pub struct CallsStep {
     /// streams went out late (the jitter tail's usual cause on a VM).
     #[serde(default)]
     pub late_wakeups: u64,
+    /// Share of the cores' time stolen by the hypervisor during the
+    /// plateau (`steal` in /proc/stat): a vCPU ready to run but not run.
+    #[serde(default)]
+    pub steal_pct: f64,
 }
 
 /// One `benches/signalling-latency.sh web` run: str0m peers talking to
@@ -236,8 +240,8 @@ impl Results {
             hold.map(|s| {
                 (
                     format!(
-                        "{} up, loss {:.4} %, p99 {:.2} ms, p99.9 {:.2} ms ({} late loop wake-ups)",
-                        s.active, s.loss_pct, s.jitter_p99_ms, s.jitter_p999_ms, s.late_wakeups
+                        "{} up, loss {:.4} %, p99 {:.2} ms, p99.9 {:.2} ms ({} late loop wake-ups, {:.1} % of the vCPUs' time stolen)",
+                        s.active, s.loss_pct, s.jitter_p99_ms, s.jitter_p999_ms, s.late_wakeups, s.steal_pct
                     ),
                     s.active >= 6000
                         && s.loss_pct == 0.0

@@ -244,6 +244,9 @@ pub struct LoopStats {
     pub late_wakeups: AtomicU64,
     /// The latest wake-up after its deadline seen, in microseconds.
     pub max_wake_late_us: AtomicU64,
+    /// Intermediate wake-ups taken while sleeping in slices
+    /// ([`LoopOptions::max_sleep`]).
+    pub naps: AtomicU64,
     /// The smoothed share of each frame spent working, in basis points
     /// (10,000 = 100 %): the loop's headroom is what is left. Written once
     /// a frame; admission reads it (see [`crate::headroom`]).
@@ -418,6 +421,12 @@ pub struct LoopOptions {
     /// ([`crate::raw_send`]) if it can be opened; else, and when false,
     /// through each stream's own socket.
     pub raw_send: bool,
+    /// The longest the loop sleeps in one go between its 5 ms sub-ticks;
+    /// `None` sleeps to the deadline at once. On a virtual machine a vCPU
+    /// with nothing to run halts, and the hypervisor may wake it
+    /// milliseconds late; waking in short slices keeps it from halting
+    /// long (benches/README.md section 10).
+    pub max_sleep: Option<Duration>,
 }
 
 impl Default for LoopOptions {
@@ -428,6 +437,7 @@ impl Default for LoopOptions {
             rx_poll_ticks: 1,
             random_seed: None,
             raw_send: false,
+            max_sleep: None,
         }
     }
 }
@@ -454,21 +464,16 @@ pub fn spawn<S: EventSink>(
             .name(format!("audio-{index}"))
             .spawn(move || {
                 apply_options(index, &options);
-                let rx_poll_ticks = options.rx_poll_ticks.max(1);
+                let cadence = Cadence {
+                    rx_poll_ticks: options.rx_poll_ticks.max(1),
+                    max_sleep: options.max_sleep,
+                };
                 let raw = if options.raw_send {
                     RawPath::Unopened { loop_index: index }
                 } else {
                     RawPath::Off
                 };
-                run(
-                    consumer,
-                    events,
-                    stats,
-                    stop,
-                    rx_poll_ticks,
-                    stream_starts,
-                    raw,
-                )
+                run(consumer, events, stats, stop, cadence, stream_starts, raw)
             })?
     };
     Ok(AudioLoopHandle {
@@ -575,12 +580,19 @@ const QUIET_POLL_TICKS: u32 = 25;
 /// second (staggered by stream), not on every RTP poll.
 const RTCP_POLL_TICKS: u64 = 50;
 
+/// How often the loop reads sockets, and how long it may sleep at once.
+#[derive(Clone, Copy)]
+struct Cadence {
+    rx_poll_ticks: u32,
+    max_sleep: Option<Duration>,
+}
+
 fn run<S: EventSink>(
     mut commands: rtrb::Consumer<Command>,
     events: S,
     stats: Arc<LoopStats>,
     stop: Arc<AtomicBool>,
-    rx_poll_ticks: u32,
+    cadence: Cadence,
     mut stream_starts: StdRng,
     mut raw: RawPath,
 ) {
@@ -600,6 +612,10 @@ fn run<S: EventSink>(
     let mut rx_pcm = [0i16; 480];
     let mut load = LoadMeter::default();
     let mut frame_busy_us = 0u64;
+    let Cadence {
+        rx_poll_ticks,
+        max_sleep,
+    } = cadence;
     while !stop.load(Ordering::Relaxed) {
         deadline = clock::add(deadline, SUBTICK);
         let now = clock::now();
@@ -608,7 +624,10 @@ fn run<S: EventSink>(
             stats.late_ticks.fetch_add(1, Ordering::Relaxed);
             deadline = now;
         } else {
-            clock::sleep_until(deadline);
+            let naps = clock::sleep_until(deadline, max_sleep);
+            if naps > 0 {
+                stats.naps.fetch_add(naps, Ordering::Relaxed);
+            }
         }
         let woke = clock::now();
         // Only a loop that went to sleep in time can be woken late.
@@ -1101,7 +1120,25 @@ mod clock {
         (a.tv_sec, a.tv_nsec) > (b.tv_sec, b.tv_nsec)
     }
 
-    pub(super) fn sleep_until(deadline: Ts) {
+    /// Sleep until `deadline`, in naps of at most `max_nap` if given;
+    /// returns how many naps came before the last one.
+    pub(super) fn sleep_until(deadline: Ts, max_nap: Option<Duration>) -> u64 {
+        let mut naps = 0;
+        if let Some(nap) = max_nap {
+            loop {
+                let next = add(now(), nap);
+                if !after(deadline, next) {
+                    break;
+                }
+                nap_until(next);
+                naps += 1;
+            }
+        }
+        nap_until(deadline);
+        naps
+    }
+
+    fn nap_until(deadline: Ts) {
         loop {
             // SAFETY: a valid timespec and a null remainder with TIMER_ABSTIME.
             let rc = unsafe {
@@ -1301,7 +1338,14 @@ mod tests {
 
     #[test]
     fn a_stream_sends_paced_continuous_rtp_and_reports_the_clip_end() {
-        sends_paced_continuous_rtp(false);
+        sends_paced_continuous_rtp(false, None);
+    }
+
+    /// Sleeping in 500 us naps (`loop_max_sleep_us = 500`) wakes the loop
+    /// about nine times a sub-tick, and the pacing is the same.
+    #[test]
+    fn sleeping_in_naps_keeps_the_same_pacing() {
+        sends_paced_continuous_rtp(false, Some(Duration::from_micros(500)));
     }
 
     /// The same through the loop's raw socket: same packets, from the
@@ -1310,10 +1354,10 @@ mod tests {
     /// socket path and this test fails on that count.
     #[test]
     fn the_raw_socket_sends_the_same_stream_from_its_own_port() {
-        sends_paced_continuous_rtp(true);
+        sends_paced_continuous_rtp(true, None);
     }
 
-    fn sends_paced_continuous_rtp(raw_send: bool) {
+    fn sends_paced_continuous_rtp(raw_send: bool, max_sleep: Option<Duration>) {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1321,6 +1365,7 @@ mod tests {
         let (ev_tx, ev_rx) = std::sync::mpsc::channel::<MediaEvent>();
         let options = LoopOptions {
             raw_send,
+            max_sleep,
             ..LoopOptions::default()
         };
         let mut handle = spawn(0, 16, options, ev_tx).unwrap();
@@ -1360,8 +1405,15 @@ mod tests {
         let sent = handle.stats.packets_sent.load(Ordering::Relaxed);
         let raw_sent = handle.stats.packets_sent_raw.load(Ordering::Relaxed);
         let refused = handle.stats.send_errors.load(Ordering::Relaxed);
+        let naps = handle.stats.naps.load(Ordering::Relaxed);
         handle.shutdown();
         assert!(sent >= 15, "{sent} counted as sent");
+        if max_sleep.is_some() {
+            // 15 frames, 4 sub-ticks each, up to 9 naps a sub-tick.
+            assert!(naps >= 200, "{naps} naps");
+        } else {
+            assert_eq!(naps, 0);
+        }
         assert_eq!(refused, 0);
         if raw_send {
             assert_eq!(raw_sent, sent, "every packet through the raw socket");
