@@ -571,3 +571,81 @@ fn an_incoming_refer_moves_the_call_to_its_target() {
         1.0,
     );
 }
+
+/// A transfer whose target is crossline itself: each time round the new
+/// leg carries one Max-Forwards less than the call it serves, so a caller
+/// who sends 5 makes exactly five calls here; the sixth INVITE, with none
+/// left, gets 483 Too Many Hops, and the chain unwinds back to the caller
+/// (before, every leg went out with 70 and the loop ran until a limit).
+#[test]
+fn a_transfer_back_to_ourselves_runs_out_of_hops() {
+    require("sipp", "sip-tester");
+    let sip_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(
+        flows.join("loop.toml"),
+        format!(
+            r#"name = "loop"
+
+[[nodes]]
+id = "agent"
+type = "transfer"
+targets = ["sip:loop@127.0.0.1:{sip_port}"]
+ring_timeout_secs = 10
+next = "after"
+on_failure = "after"
+
+[[nodes]]
+id = "after"
+type = "hangup"
+"#
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(&format!(
+        "[sip]\nudp = [\"127.0.0.1:{sip_port}\"]\ntcp = [\"127.0.0.1:{sip_port}\"]\n\n\
+         [flows]\ndir = \"{}\"\n\n[[routes]]\nflow = \"loop\"\n",
+        flows.display()
+    ));
+    let text = std::fs::read_to_string(scenario("uac_wait_bye.xml")).unwrap();
+    let five_hops = dir.path().join("five_hops.xml");
+    std::fs::write(
+        &five_hops,
+        text.replacen("Max-Forwards: 70", "Max-Forwards: 5", 1),
+    )
+    .unwrap();
+    let caller = sipp(
+        &[
+            "-sf",
+            &path_str(&five_hops),
+            // Our own port: the harness's `sip_addr` names the one replaced.
+            &format!("127.0.0.1:{sip_port}"),
+            "-s",
+            "loop",
+            "-m",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        caller.ok(),
+        "the caller is hung up on: {}",
+        caller.describe()
+    );
+    let log = gw.log();
+    let calls_in = log.matches("incoming call").count();
+    assert_eq!(calls_in, 5, "one call here per hop the caller gave:\n{log}");
+    // Every leg of the chain has ended.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut active = f64::NAN;
+    while std::time::Instant::now() < deadline {
+        active = metric_value(&gw.http_get("/metrics").1, "crossline_calls_active");
+        if active == 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(active, 0.0, "calls left up:\n{}", gw.log());
+}

@@ -94,6 +94,7 @@ fn call_to(port: u16, credentials: Option<(&str, &str)>) -> OutgoingCall {
         credentials: credentials.map(|(u, p)| (u.to_string(), p.into())),
         extra_headers: vec![("X-Test".into(), "uac".into())],
         flow: None,
+        max_forwards: crossline::sip::endpoint::MAX_FORWARDS,
     }
 }
 

@@ -77,6 +77,7 @@ mod tests {
             has_offer: true,
             web_call: None,
             forwarded_by: None,
+            max_forwards: 70,
         }
     }
 

@@ -734,6 +734,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             route.as_ref().map(|r| r.0.clone()),
         );
         let mut call = Call::new(Role::Inbound, record);
+        call.max_forwards = inc.max_forwards;
         call.span = call_span(inc.call, &call.record);
         let _in_call = call.span.clone().entered();
         tracing::info!(call = %inc.call, did = %crate::mask::phone(&inc.did), caller = %crate::mask::phone(caller.shown()), flow = ?route.as_ref().map(|r| &r.0), "incoming call");
@@ -806,6 +807,7 @@ impl<P: PortSource, F> CallControl<P, F> {
             Some(format!("user:{user}")),
         );
         let mut call = Call::new(Role::Inbound, record);
+        call.max_forwards = inc.max_forwards;
         call.span = call_span(inc.call, &call.record);
         let _in_call = call.span.clone().entered();
         call.program = Some(Program::Leg);

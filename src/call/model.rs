@@ -184,6 +184,9 @@ pub(crate) struct Call<R, F> {
     /// Its route records it from the answer.
     pub(crate) route_records: bool,
     pub(crate) recording: crate::recording::RecordingState,
+    /// Max-Forwards its INVITE carried (ours: 70): legs placed for it go
+    /// out with one less, so a call that comes back to us runs out.
+    pub(crate) max_forwards: u8,
 }
 
 /// DTMF being sent for a flow, one digit per step.
@@ -227,6 +230,7 @@ impl<R, F> Call<R, F> {
             playing: None,
             route_records: false,
             recording: crate::recording::RecordingState::Off,
+            max_forwards: crate::sip::endpoint::MAX_FORWARDS,
         }
     }
 

@@ -118,6 +118,8 @@ pub(crate) struct Dialling {
     /// Route set, and its redirects are not followed (its Contact or a
     /// 3xx must not make us call some other host).
     device: Option<Box<DeviceFlow>>,
+    /// Max-Forwards on its INVITEs.
+    max_forwards: u8,
 }
 
 /// Where a registered device is reached: over its flow (none: the node
@@ -166,6 +168,7 @@ impl Dialling {
             abandoned: false,
             unanswered_by: None,
             device: None,
+            max_forwards: crate::sip::endpoint::MAX_FORWARDS,
         }
     }
 
@@ -519,6 +522,20 @@ impl<P: PortSource, F> CallControl<P, F> {
     ) -> Result<CallId, ()> {
         let id = CallId(self.outbound.next_unplaced);
         self.outbound.next_unplaced += 1;
+        // A leg for another call is one hop on from it (RFC 3261 §16.6
+        // step 3, as a proxy would): a route that leads back here loses
+        // a hop each time round, and the INVITE that arrives with none
+        // left is refused (483) instead of looping for ever.
+        let parent = match &leg.role {
+            Role::Agent { caller, .. } => Some(*caller),
+            Role::Referred { referrer } => Some(*referrer),
+            _ => None,
+        };
+        if let Some(parent) = parent.and_then(|p| self.calls.get(&p)) {
+            leg.max_forwards = parent.max_forwards.saturating_sub(1);
+        }
+        let mut dialling = dialling;
+        dialling.max_forwards = leg.max_forwards;
         leg.dialling = Some(Box::new(dialling));
         self.calls.insert(id, Box::new(leg));
         match self.attempt(now, id) {
@@ -572,11 +589,12 @@ impl<P: PortSource, F> CallControl<P, F> {
                     continue;
                 }
                 d.current = Some(t);
-                let (uri, from_user, credentials, port) = (
+                let (uri, from_user, credentials, port, max_forwards) = (
                     d.uri.clone(),
                     d.from_user.clone(),
                     d.credentials.clone(),
                     d.port,
+                    d.max_forwards,
                 );
                 // RFC 3327: a device registered through a proxy is reached
                 // through it, its Path the Route set.
@@ -594,6 +612,7 @@ impl<P: PortSource, F> CallControl<P, F> {
                     credentials,
                     extra_headers,
                     flow,
+                    max_forwards,
                 };
                 match self.endpoint.invite(now, spec) {
                     Ok(placed) => {

@@ -158,6 +158,7 @@ fn invite(did: &str, from: &str, port: u16) -> OutgoingCall {
         credentials: None,
         extra_headers: Vec::new(),
         flow: None,
+        max_forwards: crate::sip::endpoint::MAX_FORWARDS,
     }
 }
 
@@ -778,6 +779,49 @@ fn transfer_rings_with_hold_then_bridges_and_the_agent_hangs_up() {
     assert_eq!(p.caller.ended().len(), 1);
     let _ = leg;
     p.assert_all_released(2);
+}
+
+/// An agent leg is one hop on from its caller: Max-Forwards one less
+/// than the caller's INVITE had, so a transfer routed back to us loses a
+/// hop each time round; the one that arrives with none left gets 483.
+#[test]
+fn an_agent_leg_carries_one_hop_less_than_its_caller() {
+    // The hops the agent's INVITE carried, and what the caller's flow
+    // heard of the transfer.
+    let hops_seen_by_agent = |caller_hops: u8| {
+        let mut p = Pair::new();
+        p.agents[0].answers = false;
+        let spec = OutgoingCall {
+            max_forwards: caller_hops,
+            ..invite("200", "alice", 30_000)
+        };
+        p.caller.ep.invite(p.now, spec).unwrap();
+        p.drive();
+        let call = p.inbound();
+        p.transfer(call, &[AGENT], false);
+        p.advance(100);
+        let hops: Vec<u8> = p.agents[0]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::IncomingCall(inc) => Some(inc.max_forwards),
+                _ => None,
+            })
+            .collect();
+        (hops, p.signals(call))
+    };
+    assert_eq!(hops_seen_by_agent(70), (vec![69], vec![]));
+    assert_eq!(hops_seen_by_agent(5), (vec![4], vec![]));
+    // One hop left: the agent leg goes out with none, and the agent (a
+    // crossline endpoint, as it would be were the route a loop back to
+    // us) refuses it: 483 Too Many Hops, which the flow hears.
+    assert_eq!(
+        hops_seen_by_agent(1),
+        (
+            vec![],
+            vec![CallSignal::Transfer(TransferEvent::Failed { status: 483 })]
+        )
+    );
 }
 
 #[test]

@@ -419,6 +419,7 @@ impl Leg {
             credentials: Some(calls.credentials.clone()),
             extra_headers,
             flow: None,
+            max_forwards: crate::sip::endpoint::MAX_FORWARDS,
         };
         Ok(Leg {
             rtc,

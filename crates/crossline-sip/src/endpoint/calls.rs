@@ -207,7 +207,14 @@ pub struct OutgoingCall {
     /// of its dialog go over it (its connection, from its listener), not
     /// to `destination` or wherever the device's Contact points.
     pub flow: Option<Peer>,
+    /// The INVITE's Max-Forwards: [`MAX_FORWARDS`] for a call of our own;
+    /// one less than the inbound call's for a leg placed on its behalf, so
+    /// a call routed back to us runs out of hops instead of looping.
+    pub max_forwards: u8,
 }
+
+/// Max-Forwards on requests we start (RFC 3261 §8.1.1.6).
+pub const MAX_FORWARDS: u8 = 70;
 
 impl Endpoint {
     pub(super) fn contact_uri(&self, peer: &Peer) -> Uri {
@@ -692,7 +699,7 @@ impl Endpoint {
         let call_id = new_call_id(&mut self.id_rng, &advertised.ip().to_string());
         let mut headers = Headers::new();
         headers.push("Via", self.via_for(&peer).to_string());
-        headers.push("Max-Forwards", "70");
+        headers.push("Max-Forwards", spec.max_forwards.to_string());
         headers.push("From", from.to_string());
         headers.push("To", to.to_string());
         headers.push("Call-ID", call_id.clone());

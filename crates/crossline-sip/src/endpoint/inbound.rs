@@ -442,6 +442,10 @@ impl Endpoint {
                 .headers
                 .get(FORWARDED_BY)
                 .map(|v| v.trim().chars().take(64).collect()),
+            max_forwards: match req.headers.max_forwards() {
+                Ok(Some(n)) => u8::try_from(n).unwrap_or(u8::MAX),
+                _ => super::calls::MAX_FORWARDS,
+            },
         };
         self.dialogs.insert(dialog.id.clone(), call);
         let caps = super::calls::PeerCaps::of(&req.headers);

@@ -36,7 +36,7 @@ use crate::transaction::{
     ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, TimerConfig, TimerKind, TxOutput,
 };
 
-pub use calls::{CallRole, CallState, OutgoingCall};
+pub use calls::{CallRole, CallState, OutgoingCall, MAX_FORWARDS};
 pub use identity::CallerIdentity;
 pub use ping::{OptionsPing, PingId, PingOutcome};
 pub use register::{LocalUser, RegisterOutcome, RegistrarConfig, StoredUser};
@@ -400,6 +400,9 @@ pub struct IncomingCall {
     /// `X-Crossline-Forwarded-By`: another node of ours handed over a
     /// call to a user registered here (ring only this node's devices).
     pub forwarded_by: Option<String>,
+    /// The INVITE's Max-Forwards (70 when it had none): a leg placed for
+    /// this call goes out with one less.
+    pub max_forwards: u8,
 }
 
 /// Counters for everything the endpoint drops or answers on its own.

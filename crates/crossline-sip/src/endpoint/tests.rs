@@ -663,6 +663,7 @@ fn outgoing() -> OutgoingCall {
         credentials: Some(("user".into(), "pass".into())),
         extra_headers: vec![],
         flow: None,
+        max_forwards: crate::endpoint::MAX_FORWARDS,
     }
 }
 
