@@ -626,3 +626,83 @@ fn a_phone_registered_through_kamailio_is_reached_by_its_path() {
         1.0
     );
 }
+
+/// SIPp registering alice through `proxy` from the loopback address
+/// `from`, `times` times with `password`, expecting 401 then `final_code`
+/// each time. True if every one went so.
+fn register_from(from: &str, proxy: u16, password: &str, times: u32, final_code: u16) -> bool {
+    require("sipp", "sip-tester");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(scenario("register_guess.xml")).unwrap();
+    let file = dir.path().join("register.xml");
+    // The Request-URI names the proxy, as a phone set up with it would.
+    let text = text
+        .replace(
+            "REGISTER sip:crossline.test SIP/2.0",
+            "REGISTER sip:[remote_ip]:[remote_port] SIP/2.0",
+        )
+        .replace(
+            "<recv response=\"403\"/>",
+            &format!("<recv response=\"{final_code}\"/>"),
+        );
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new("timeout")
+        .args(["-s", "KILL", "30", "sipp", "-sf"])
+        .arg(&file)
+        .args(["-s", "alice", "-au", "alice", "-ap", password])
+        .arg(format!("127.0.0.1:{proxy}"))
+        .args(["-m", &times.to_string(), "-recv_timeout", "3000"])
+        .args(["-i", from, "-p", &free_port().to_string()])
+        .args(["-nostdin", "-trace_err"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run sipp");
+    out.status.success()
+}
+
+/// Behind Kamailio every REGISTER comes from Kamailio's address. With it
+/// in `[sip] trusted_proxies`, the address Kamailio appends as
+/// X-Forwarded-For is the client: a scanner at 127.0.0.2 guessing alice's
+/// password is banned, and alice's phone at 127.0.0.3, through the same
+/// Kamailio, still registers.
+#[test]
+fn guesses_through_kamailio_ban_the_guesser_not_kamailio() {
+    require("kamailio", "kamailio");
+    let gw = Gateway::start(
+        "[sip]\nauth_failures_before_ban = 3\nauth_ban_secs = 60\n\
+         trusted_proxies = [\"127.0.0.1/32\"]\n\n\
+         [registrar]\nenabled = true\ndomain = \"crossline.test\"\n\
+         digest_algorithms = [\"MD5\"]\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw-1\"\n",
+    );
+    let (kamailio, port, _dir) = kamailio_before(&[&gw]);
+    // Alice's phone signs in through Kamailio.
+    assert!(
+        register_from("127.0.0.3", port, "alice-pw-1", 1, 200),
+        "alice's phone:\n{}\nkamailio:\n{}",
+        gw.log(),
+        kamailio.output()
+    );
+    // A scanner's three wrong answers: 403 each, then its ban.
+    assert!(
+        register_from("127.0.0.2", port, "wrong-guess", 3, 403),
+        "{}",
+        gw.log()
+    );
+    assert_metric_at_least(&gw, "crossline_sip_bans_total{kind=\"source\"}", 1.0);
+    let log = gw.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("SIP source banned") && l.contains("127.0.0.2")),
+        "the scanner's own address is banned:\n{log}"
+    );
+    // The scanner's next REGISTER goes unanswered...
+    assert!(!register_from("127.0.0.2", port, "alice-pw-1", 1, 200));
+    assert_metric_at_least(&gw, "crossline_sip_dropped_total{reason=\"banned\"}", 1.0);
+    // ...while alice's phone, through the same Kamailio, still registers.
+    assert!(
+        register_from("127.0.0.3", port, "alice-pw-1", 1, 200),
+        "alice's phone after the ban:\n{}",
+        gw.log()
+    );
+}

@@ -434,9 +434,14 @@ fn validate(config: &Config, doc: &Spanned<DeTable<'_>>, sink: &mut Diagnostics<
             "must be between 1500 and 1048576 bytes".into(),
         );
     }
-    for (j, cidr) in sip.exempt_sources.iter().enumerate() {
-        if let Err(e) = crate::net::Cidr::parse(cidr) {
-            err(&["sip", "exempt_sources", &j.to_string()], e);
+    for (key, list) in [
+        ("exempt_sources", &sip.exempt_sources),
+        ("trusted_proxies", &sip.trusted_proxies),
+    ] {
+        for (j, cidr) in list.iter().enumerate() {
+            if let Err(e) = crate::net::Cidr::parse(cidr) {
+                err(&["sip", key, &j.to_string()], e);
+            }
         }
     }
     if sip.max_tcp_connections == 0 || sip.max_tcp_connections_per_source == 0 {

@@ -112,6 +112,10 @@ pub struct SipConfig {
     /// (never from bans, connection caps, idle timeouts or the rule that
     /// an answer is never larger than a few requests).
     pub exempt_sources: Vec<String>,
+    /// CIDRs of proxies in front of us (Kamailio, an SBC) that append the
+    /// address each request came from as `X-Forwarded-For`: that address
+    /// pays the request rate and digest-failure bans, not the proxy.
+    pub trusted_proxies: Vec<String>,
     /// Wrong digest answers from one address, or for one user from
     /// addresses that never signed in as it, within a minute before a
     /// ban; 0: never ban.
@@ -214,6 +218,7 @@ impl Default for SipConfig {
             max_calls: 0,
             max_calls_per_source: 0,
             exempt_sources: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            trusted_proxies: Vec::new(),
             auth_failures_before_ban: 10,
             auth_ban_secs: 60,
             random_seed: None,

@@ -163,12 +163,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         }
         None => None,
     };
-    let trusted_proxies: Vec<crate::net::Cidr> = config
-        .http
-        .trusted_proxies
-        .iter()
-        .filter_map(|c| crate::net::Cidr::parse(c).ok())
-        .collect();
+    let trusted_proxies = cidrs(&config.http.trusted_proxies);
     let metrics = crate::telemetry::install();
 
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(16_384);
@@ -535,11 +530,7 @@ fn endpoint_config(config: &Config, transports: &Transports) -> EndpointConfig {
         .filter(|t| !t.inbound_cidrs.is_empty() || t.inbound_username.is_some())
         .map(|t| InboundTrunk {
             name: t.name.clone(),
-            cidrs: t
-                .inbound_cidrs
-                .iter()
-                .filter_map(|c| crate::net::Cidr::parse(c).ok())
-                .collect(),
+            cidrs: cidrs(&t.inbound_cidrs),
             credentials: t
                 .inbound_username
                 .clone()
@@ -611,16 +602,20 @@ fn admission_config(config: &Config) -> crate::sip::endpoint::admission::Admissi
         blocked_user_agents: sip.blocked_user_agents.clone(),
         max_calls,
         max_calls_per_source,
-        exempt: sip
-            .exempt_sources
-            .iter()
-            .filter_map(|c| crate::net::Cidr::parse(c).ok())
-            .collect(),
+        exempt: cidrs(&sip.exempt_sources),
+        trusted_proxies: cidrs(&sip.trusted_proxies),
         auth_failures_before_ban: sip.auth_failures_before_ban,
         auth_failure_window: Duration::from_secs(60),
         auth_ban: Duration::from_secs(sip.auth_ban_secs.max(1)),
         auth_ban_max: Duration::from_secs(3600),
     }
+}
+
+/// CIDRs the config check has already accepted.
+fn cidrs(list: &[String]) -> Vec<crate::net::Cidr> {
+    list.iter()
+        .filter_map(|c| crate::net::Cidr::parse(c).ok())
+        .collect()
 }
 
 /// The hold programs: `[media]`'s (music playlist plus message), and one

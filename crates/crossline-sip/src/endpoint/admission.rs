@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::message::Headers;
 use crate::net::{source_key, Cidr};
 
 /// Admission limits; the default limits nothing.
@@ -43,6 +44,11 @@ pub struct AdmissionConfig {
     pub auth_ban: Duration,
     /// The longest a ban grows to.
     pub auth_ban_max: Duration,
+    /// Proxies in front of us (Kamailio, an SBC) that append the address
+    /// they received each request from in `X-Forwarded-For`: that address,
+    /// not the proxy's, pays the request rate and the digest-failure
+    /// counts and bans, so one phone's guesses never ban the proxy.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for AdmissionConfig {
@@ -58,6 +64,7 @@ impl Default for AdmissionConfig {
             auth_failure_window: Duration::from_secs(60),
             auth_ban: Duration::from_secs(60),
             auth_ban_max: Duration::from_secs(3600),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -202,6 +209,28 @@ impl Admission {
     pub fn calls_cap_for(&self, source: IpAddr, trunk: bool) -> Option<usize> {
         let cap = self.config.max_calls_per_source;
         (cap > 0 && !trunk && !self.is_exempt(source)).then_some(cap)
+    }
+
+    /// Whom a request from `source` counts against: `source` itself, or,
+    /// for a trusted proxy, the address in the last `X-Forwarded-For` entry
+    /// (the one that proxy appended; earlier ones came with the request
+    /// and prove nothing). A proxy's request without one is its own.
+    pub fn client_of(&self, source: IpAddr, headers: &Headers) -> IpAddr {
+        if !self
+            .config
+            .trusted_proxies
+            .iter()
+            .any(|c| c.contains(source))
+        {
+            return source;
+        }
+        headers
+            .get_all("X-Forwarded-For")
+            .last()
+            .and_then(|v| v.rsplit(',').next())
+            .map(|a| a.trim().trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(source)
     }
 
     fn is_exempt(&self, source: IpAddr) -> bool {
@@ -389,6 +418,49 @@ mod tests {
             Verdict::Admit
         );
         assert_eq!(a.check(now, ip, None, false), Verdict::Admit);
+    }
+
+    /// Behind a trusted proxy the client is the address the proxy appended;
+    /// what a client wrote itself, or any header from elsewhere, is not
+    /// believed; and a phone's guesses ban the phone, not the proxy.
+    #[test]
+    fn a_trusted_proxys_client_pays_for_its_own_guesses() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let phone: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut a = Admission::new(AdmissionConfig {
+            auth_failures_before_ban: 2,
+            trusted_proxies: vec![Cidr::parse("10.0.0.0/24").unwrap()],
+            ..Default::default()
+        });
+        let headers = |xff: &[&str]| {
+            let mut h = Headers::new();
+            for v in xff {
+                h.push("X-Forwarded-For", v.to_string());
+            }
+            h
+        };
+        // The phone forged one entry; the proxy appended the truth.
+        let via_proxy = headers(&["203.0.113.9", "203.0.113.10, 192.0.2.7"]);
+        assert_eq!(a.client_of(proxy, &via_proxy), phone);
+        assert_eq!(
+            a.client_of(proxy, &headers(&["[2001:db8::7]"])),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
+        // No header, or garbage: the proxy's own request.
+        assert_eq!(a.client_of(proxy, &headers(&[])), proxy);
+        assert_eq!(a.client_of(proxy, &headers(&["nonsense"])), proxy);
+        // The header from anyone else is ignored.
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(a.client_of(stranger, &via_proxy), stranger);
+
+        let t0 = Instant::now();
+        let client = a.client_of(proxy, &via_proxy);
+        a.auth_failed(t0, client, "alice");
+        a.auth_failed(t0, client, "alice");
+        assert_eq!(a.check(t0, phone, None, true), Verdict::Banned);
+        assert_eq!(a.check(t0, proxy, None, true), Verdict::Admit);
+        let other_phone: IpAddr = "192.0.2.8".parse().unwrap();
+        assert_eq!(a.check(t0, other_phone, None, true), Verdict::Admit);
     }
 
     #[test]

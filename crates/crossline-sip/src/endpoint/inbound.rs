@@ -94,7 +94,8 @@ impl Endpoint {
                 .iter()
                 .any(|t| t.cidrs.iter().any(|c| c.contains(peer.remote.ip())));
             let ua = req.headers.get("User-Agent");
-            match self.admission.check(now, peer.remote.ip(), ua, trunk) {
+            let client = self.admission.client_of(peer.remote.ip(), &req.headers);
+            match self.admission.check(now, client, ua, trunk) {
                 super::admission::Verdict::Admit => {}
                 super::admission::Verdict::Scanner => {
                     self.counters.scanners_dropped += 1;
@@ -532,6 +533,8 @@ impl Endpoint {
         let Some((user, pass)) = trunk.credentials.clone() else {
             return Some(Some(trunk.name));
         };
+        // Failures count against the caller, behind a trusted proxy too.
+        let ip = self.admission.client_of(ip, &req.headers);
         let authorization = req
             .headers
             .get("Proxy-Authorization")

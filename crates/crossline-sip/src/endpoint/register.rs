@@ -119,7 +119,7 @@ impl Endpoint {
         let Some(authorization) = req.headers.get(header) else {
             return UserAuth::Challenge { stale: false };
         };
-        let ip = peer.remote.ip();
+        let ip = self.admission.client_of(peer.remote.ip(), &req.headers);
         let named = crate::auth::DigestResponse::parse(authorization)
             .map(|d| d.username)
             .unwrap_or_default();
