@@ -105,6 +105,27 @@ fn cors_only_for_configured_origins() {
         "{}",
         other.headers
     );
+    // A console may change and remove things too (users, recordings).
+    let delete = gw.http(
+        "OPTIONS",
+        "/v1/users/alice",
+        &[
+            ("Origin", "https://console.example.com"),
+            ("Access-Control-Request-Method", "DELETE"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+        None,
+    );
+    let allowed = delete
+        .headers
+        .lines()
+        .find(|l| l.starts_with("access-control-allow-methods:"))
+        .unwrap_or_default()
+        .to_string();
+    // (The harness gives headers lower-cased.)
+    for method in ["get", "post", "put", "patch", "delete"] {
+        assert!(allowed.contains(method), "{method}: {}", delete.headers);
+    }
 }
 
 #[test]

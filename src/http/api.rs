@@ -141,7 +141,15 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
     r.layer(
         tower_http::cors::CorsLayer::new()
             .allow_origin(origins)
-            .allow_methods([Method::GET, Method::POST])
+            // Every method a /v1 route answers: users are changed with
+            // PUT/PATCH and removed with DELETE, recordings deleted.
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
     )
 }
