@@ -10,6 +10,7 @@
 # For each rate it prints: offered CPS, achieved CPS, calls ok/failed,
 # SIPp retransmissions, setup time p50/p99 (INVITE to 200, from SIPp's RTD
 # histogram), crossline CPU (% of one core) and peak RSS.
+# CROSSLINE_BIN runs another build (SKIP_BUILD=1 skips cargo), for A/B runs.
 # PERF_DATA=DIR records each step with `perf record` (DWARF call graphs) into
 # DIR/perf-<rate>.data; `perf report -i ... --no-children` shows the top.
 set -euo pipefail
@@ -18,7 +19,8 @@ command -v sipp >/dev/null || { echo "install SIPp: apt-get install -y sip-teste
 rates=("$@"); [ ${#rates[@]} -gt 0 ] || rates=(200 500 1000)
 hold=${HOLD_MS:-1000}
 
-cargo build --release --quiet
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet
+gateway=${CROSSLINE_BIN:-target/release/crossline}
 work=$(mktemp -d)
 trap 'kill $gw 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(( 40000 + RANDOM % 10000 ))
@@ -40,7 +42,7 @@ level = "warn"
 [[routes]]
 flow = "demo"
 TOML
-target/release/crossline run --config "$work/crossline.toml" 2>"$work/gw.log" &
+"$gateway" run --config "$work/crossline.toml" 2>"$work/gw.log" &
 gw=$!
 sleep 1
 
