@@ -118,8 +118,6 @@ pub(crate) struct Dialling {
     /// Route set, and its redirects are not followed (its Contact or a
     /// 3xx must not make us call some other host).
     device: Option<Box<DeviceFlow>>,
-    /// Max-Forwards on its INVITEs.
-    max_forwards: u8,
 }
 
 /// Where a registered device is reached: over its flow (none: the node
@@ -168,7 +166,6 @@ impl Dialling {
             abandoned: false,
             unanswered_by: None,
             device: None,
-            max_forwards: crate::sip::endpoint::MAX_FORWARDS,
         }
     }
 
@@ -534,8 +531,6 @@ impl<P: PortSource, F> CallControl<P, F> {
         if let Some(parent) = parent.and_then(|p| self.calls.get(&p)) {
             leg.max_forwards = parent.max_forwards.saturating_sub(1);
         }
-        let mut dialling = dialling;
-        dialling.max_forwards = leg.max_forwards;
         leg.dialling = Some(Box::new(dialling));
         self.calls.insert(id, Box::new(leg));
         match self.attempt(now, id) {
@@ -552,6 +547,11 @@ impl<P: PortSource, F> CallControl<P, F> {
     /// the next of its Request-URI's targets, else (resolving first) of
     /// the next Request-URI.
     fn attempt(&mut self, now: Instant, id: CallId) -> Attempt {
+        // Every attempt carries the hops the leg was given when placed.
+        let max_forwards = self
+            .calls
+            .get(&id)
+            .map_or(crate::sip::endpoint::MAX_FORWARDS, |c| c.max_forwards);
         loop {
             let Some(d) = dialling_of(&mut self.calls, id) else {
                 return Attempt::Exhausted;
@@ -589,12 +589,11 @@ impl<P: PortSource, F> CallControl<P, F> {
                     continue;
                 }
                 d.current = Some(t);
-                let (uri, from_user, credentials, port, max_forwards) = (
+                let (uri, from_user, credentials, port) = (
                     d.uri.clone(),
                     d.from_user.clone(),
                     d.credentials.clone(),
                     d.port,
-                    d.max_forwards,
                 );
                 // RFC 3327: a device registered through a proxy is reached
                 // through it, its Path the Route set.
