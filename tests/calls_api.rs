@@ -514,3 +514,179 @@ fn base64_encode(s: &str) -> String {
     }
     out
 }
+
+/// The Queues API through the twilio library. A queue made by create
+/// (MaxSize 2) takes two app callers and turns the third away
+/// (QueueResult=queue-full); Members lists the two in their places with
+/// their CallSids; dequeuing Front (Url, POST) redirects the first: its
+/// Enqueue action hears QueueResult=redirected, the call runs the Url's
+/// document and ends; the second is dequeued by CallSid with GET. Then the
+/// empty queue's MaxSize changes, a rename and a duplicate are refused, it
+/// is deleted, and bad credentials get nothing.
+#[test]
+fn queues_and_members_are_driven_through_the_rest_api() {
+    let app = App::start();
+    let gw = gateway(
+        None,
+        &format!(
+            "[[routes]]\ndid = \"enq\"\napp = {{ url = \"{}\" }}\n",
+            app.url("/enqueue?q=sales")
+        ),
+    );
+    let made = api(
+        &gw,
+        "queue_create",
+        json!({ "friendly_name": "sales", "max_size": 2 }),
+    );
+    let queue = made["sid"].as_str().unwrap_or_default().to_string();
+    assert!(
+        queue.len() == 34 && queue.starts_with("QU"),
+        "the made queue: {made}"
+    );
+    assert_eq!(made["friendly_name"], "sales");
+    assert_eq!(made["max_size"], 2);
+    assert_eq!(made["current_size"], 0);
+    assert_eq!(made["account_sid"], ACCOUNT_SID);
+    let dup = api(&gw, "queue_create", json!({ "friendly_name": "sales" }));
+    assert_eq!(dup["error"]["status"], 409, "{dup}");
+    let too_big = api(
+        &gw,
+        "queue_create",
+        json!({ "friendly_name": "big", "max_size": 5001 }),
+    );
+    assert_eq!(too_big["error"]["code"], 20001, "{too_big}");
+
+    let wait_sids = || -> Vec<Value> {
+        let mut sids: Vec<Value> = Vec::new();
+        for r in app.requests_to("/wait") {
+            if !sids.contains(&r["params"]["CallSid"]) {
+                sids.push(r["params"]["CallSid"].clone());
+            }
+        }
+        sids
+    };
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| caller_waiting(&gw, "enq"));
+        wait_until("the first caller waiting", Duration::from_secs(15), || {
+            wait_sids().len() == 1
+        });
+        let second = scope.spawn(|| caller_waiting(&gw, "enq"));
+        wait_until("the second caller waiting", Duration::from_secs(15), || {
+            wait_sids().len() == 2
+        });
+        // The third finds the queue full: its action, then hung up.
+        let third = caller_waiting(&gw, "enq");
+        assert!(third.ok(), "third caller: {}", third.describe());
+        let left = app.requests_to("/enqueue-left");
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0]["params"]["QueueResult"], "queue-full");
+        let sids = wait_sids();
+        assert_eq!(sids.len(), 2, "the third never waited");
+
+        let fetched = api(&gw, "queue_fetch", json!({ "sid": queue }));
+        assert_eq!(fetched["current_size"], 2, "{fetched}");
+        let members = api(&gw, "members", json!({ "queue": queue }));
+        let listed: Vec<(Value, Value)> = members
+            .as_array()
+            .unwrap_or_else(|| panic!("members: {members}"))
+            .iter()
+            .map(|m| (m["call_sid"].clone(), m["position"].clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![(sids[0].clone(), json!(1)), (sids[1].clone(), json!(2))],
+            "{members}"
+        );
+        assert_eq!(members[0]["queue_sid"], queue.as_str());
+        assert!(members[0]["date_enqueued"].is_string(), "{members}");
+        let front = api(
+            &gw,
+            "member_fetch",
+            json!({ "queue": queue, "call_sid": "Front" }),
+        );
+        assert_eq!(front["call_sid"], sids[0], "{front}");
+        assert!(front["wait_time"].as_u64().is_some(), "{front}");
+
+        // Dequeue the front one: it runs /after-redirect (pause, hang up).
+        let out = api(
+            &gw,
+            "dequeue",
+            json!({ "queue": queue, "call_sid": "Front", "url": app.url("/after-redirect"), "method": "POST" }),
+        );
+        assert_eq!(out["call_sid"], sids[0], "{out}");
+        let first = first.join().unwrap();
+        assert!(first.ok(), "first caller: {}", first.describe());
+        let moved = app.requests_to("/after-redirect");
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(moved[0]["params"]["CallSid"], sids[0]);
+        assert_eq!(moved[0]["method"], "POST");
+        wait_until("the first's Enqueue action", Duration::from_secs(5), || {
+            app.requests_to("/enqueue-left").len() == 2
+        });
+        let left = &app.requests_to("/enqueue-left")[1]["params"];
+        assert_eq!(left["QueueResult"], "redirected", "{left}");
+        assert_eq!(left["CallSid"], sids[0]);
+
+        let members = api(&gw, "members", json!({ "queue": queue }));
+        assert_eq!(members.as_array().map(Vec::len), Some(1), "{members}");
+        assert_eq!(members[0]["call_sid"], sids[1]);
+        assert_eq!(members[0]["position"], 1, "moved up");
+
+        let out = api(
+            &gw,
+            "dequeue",
+            json!({ "queue": queue, "call_sid": sids[1], "url": app.url("/after-redirect"), "method": "GET" }),
+        );
+        assert_eq!(out["call_sid"], sids[1], "{out}");
+        let second = second.join().unwrap();
+        assert!(second.ok(), "second caller: {}", second.describe());
+        let moved = app.requests_to("/after-redirect");
+        assert_eq!(moved.len(), 2);
+        assert_eq!(moved[1]["method"], "GET");
+        assert_eq!(moved[1]["params"]["CallSid"], sids[1]);
+        // Not in the queue any more.
+        let again = api(
+            &gw,
+            "dequeue",
+            json!({ "queue": queue, "call_sid": sids[1], "url": app.url("/after-redirect") }),
+        );
+        assert_eq!(again["error"]["status"], 404, "{again}");
+    });
+
+    wait_until("an empty queue", Duration::from_secs(10), || {
+        api(&gw, "queue_fetch", json!({ "sid": queue }))["current_size"] == 0
+    });
+    let changed = api(&gw, "queue_update", json!({ "sid": queue, "max_size": 5 }));
+    assert_eq!(changed["max_size"], 5, "{changed}");
+    let renamed = api(
+        &gw,
+        "queue_update",
+        json!({ "sid": queue, "friendly_name": "other" }),
+    );
+    assert_eq!(renamed["error"]["status"], 400, "{renamed}");
+    let all = api(&gw, "queue_list", json!({}));
+    assert!(
+        all.as_array()
+            .is_some_and(|l| l.iter().any(|q| q["sid"] == queue.as_str())),
+        "{all}"
+    );
+    let unknown = api(
+        &gw,
+        "member_fetch",
+        json!({ "queue": queue, "call_sid": "Front" }),
+    );
+    assert_eq!(unknown["error"]["status"], 404, "nobody waits: {unknown}");
+    let wrong = api_as(&gw, "not-the-token", "queue_list", json!({}));
+    assert_eq!(wrong["error"]["status"], 401, "{wrong}");
+
+    let deleted = api(&gw, "queue_delete", json!({ "sid": queue }));
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    let gone = api(&gw, "queue_fetch", json!({ "sid": queue }));
+    assert_eq!(gone["error"]["status"], 404, "{gone}");
+    let metrics = gw.http_get("/metrics").1;
+    assert!(
+        metrics.contains(r#"crossline_calls_api_requests_total{op="dequeue",outcome="ok"} 2"#),
+        "{metrics}"
+    );
+    app.assert_all_signed();
+}

@@ -125,6 +125,7 @@ pub fn router(state: &HttpState) -> Router<HttpState> {
         .merge(super::recordings::routes())
         .merge(super::calls_api::routes())
         .merge(super::queues::routes())
+        .merge(super::queues_api::routes())
         .merge(super::users::routes())
         // JSON bodies here are small (a message, a lead, a callback).
         .layer(axum::extract::DefaultBodyLimit::max(API_BODY))

@@ -41,11 +41,20 @@ pub fn routes() -> Router<HttpState> {
         )
 }
 
-fn count(op: &'static str, outcome: &'static str) {
+pub(super) fn count(op: &'static str, outcome: &'static str) {
     metrics::counter!(names::CALLS_API_REQUESTS, "op" => op, "outcome" => outcome).increment(1);
 }
 
-fn twilio_error(e: &ApiError) -> Response {
+/// How a refused request is counted.
+pub(super) fn outcome(e: &ApiError) -> &'static str {
+    if e.status == 404 {
+        "not_found"
+    } else {
+        "refused"
+    }
+}
+
+pub(super) fn twilio_error(e: &ApiError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut r = (status, Json(e.json())).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -66,14 +75,14 @@ fn v1_error(e: &ApiError) -> Response {
 /// (hashes of both); the path must name the same account.
 // A refusal is a whole Response; it is the cold path.
 #[allow(clippy::result_large_err)]
-fn basic_auth(s: &HttpState, h: &HeaderMap, account: &str) -> Result<(), Response> {
+pub(super) fn basic_auth(s: &HttpState, h: &HeaderMap, account: &str) -> Result<(), Response> {
     let apps = &s.services.twiml;
     let Some(token) = apps.auth_token().filter(|_| !apps.account_sid.is_empty()) else {
         metrics::counter!(names::HTTP_AUTH_FAILURES, "reason" => "disabled").increment(1);
         return Err(twilio_error(&ApiError::new(
             403,
             20003,
-            "the Calls API is disabled: set [twiml] account_sid and auth_token",
+            "the REST API (Calls, Queues) is disabled: set [twiml] account_sid and auth_token",
         )));
     };
     let unauthorized = |reason: &'static str| {
@@ -118,7 +127,7 @@ fn basic(h: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-fn form_of(b: &Bytes) -> Vec<(String, String)> {
+pub(super) fn form_of(b: &Bytes) -> Vec<(String, String)> {
     crate::messaging::form::decode(&String::from_utf8_lossy(b))
 }
 
@@ -331,14 +340,7 @@ async fn twilio_modify(
             Json(view.json(&account)).into_response()
         }
         Err(e) => {
-            count(
-                "modify",
-                if e.status == 404 {
-                    "not_found"
-                } else {
-                    "refused"
-                },
-            );
+            count("modify", outcome(&e));
             twilio_error(&e)
         }
     }
@@ -500,14 +502,7 @@ pub(super) async fn v1_modify(
             Json(v1_json(&view, &account)).into_response()
         }
         Err(e) => {
-            count(
-                "modify",
-                if e.status == 404 {
-                    "not_found"
-                } else {
-                    "refused"
-                },
-            );
+            count("modify", outcome(&e));
             v1_error(&e)
         }
     }

@@ -32,6 +32,7 @@ mod headers;
 mod hooks;
 mod openapi;
 mod queues;
+mod queues_api;
 mod recordings;
 mod users;
 

@@ -47,6 +47,15 @@ pub fn decode(body: &str) -> Vec<(String, String)> {
 }
 
 /// The first value for `name`, if any.
+/// Owned pairs from borrowed ones (tests build forms with it).
+#[cfg(test)]
+pub fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 pub fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()

@@ -214,6 +214,16 @@ pub enum Refused {
     Full,
 }
 
+/// Why a queue was left as it was (removal, or a change of its rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unchanged {
+    NoSuchQueue,
+    /// Callers are in it (waiting, or bridged and not yet hung up).
+    Occupied,
+    /// Configured in the config file: it goes when the config drops it.
+    Configured,
+}
+
 /// A virtual-hold caller to call back now: first in line, an agent free.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackDue {
@@ -373,6 +383,39 @@ impl Acd {
             stats: QueueStats::default(),
         });
         true
+    }
+
+    /// A queue's caller limit (`Some(None)`: no limit); `None`: no such queue.
+    pub fn max_callers(&self, name: &str) -> Option<Option<usize>> {
+        let q = self.queue_index(name)?;
+        Some(self.queues[q].rules.max_callers)
+    }
+
+    /// Change a queue's caller limit; false: no such queue. Callers
+    /// already waiting keep their places, whatever the new limit.
+    pub fn set_max_callers(&mut self, name: &str, max: Option<usize>) -> bool {
+        let Some(q) = self.queue_index(name) else {
+            return false;
+        };
+        self.queues[q].rules.max_callers = max;
+        true
+    }
+
+    /// Remove a queue that holds nobody, waiting or bridged. The caller
+    /// decides which queues may go (the configured ones may not).
+    pub fn remove_queue(&mut self, name: &str) -> Result<(), Unchanged> {
+        let q = self.queue_index(name).ok_or(Unchanged::NoSuchQueue)?;
+        if !self.queues[q].entries.is_empty() {
+            return Err(Unchanged::Occupied);
+        }
+        self.queues.swap_remove(q);
+        // The queue that was last now sits at `q`: its entries follow it.
+        if let Some(moved) = self.queues.get(q) {
+            for e in &moved.entries {
+                self.entry_queue.insert(e.id, q);
+            }
+        }
+        Ok(())
     }
 
     /// A call from outside the queue takes its first waiting caller that
@@ -1214,6 +1257,41 @@ mod tests {
         assert_eq!(acd.pull(t0 + 10 * S, "made", |_| true), Some((c1, 10 * S)));
         assert_eq!(acd.standing(t0 + 10 * S, c2).map(|s| s.position), Some(1));
         assert!(acd.snapshot(t0)[1].agents.is_empty());
+    }
+
+    #[test]
+    fn a_made_queue_changes_its_limit_and_goes_only_when_empty() {
+        let (t0, mut acd) = acd_with(rules(Strategy::LongestIdle, &[("a", &[])]));
+        for name in ["one", "two"] {
+            let mut made = rules(Strategy::LongestIdle, &[]);
+            made.name = name.into();
+            assert!(acd.add_queue(made));
+        }
+        assert_eq!(acd.max_callers("one"), Some(None));
+        assert!(acd.set_max_callers("one", Some(1)));
+        assert_eq!(acd.max_callers("one"), Some(Some(1)));
+        assert!(!acd.set_max_callers("nowhere", Some(1)));
+        assert_eq!(acd.max_callers("nowhere"), None);
+        acd.join(t0, "one", 1, Duration::ZERO, Vec::new()).unwrap();
+        assert_eq!(
+            acd.join(t0, "one", 2, Duration::ZERO, Vec::new()),
+            Err(Refused::Full)
+        );
+        // "two" holds a caller and is last: removing "one" moves it.
+        let c = acd.join(t0, "two", 3, Duration::ZERO, Vec::new()).unwrap();
+        assert_eq!(acd.remove_queue("two"), Err(Unchanged::Occupied));
+        let first = acd.pull(t0, "one", |_| true).map(|(e, _)| e).unwrap();
+        assert_eq!(acd.remove_queue("one"), Err(Unchanged::Occupied), "bridged");
+        acd.hung_up(t0 + S, first);
+        assert_eq!(acd.remove_queue("one"), Ok(()));
+        assert_eq!(acd.remove_queue("one"), Err(Unchanged::NoSuchQueue));
+        assert!(!acd.has_queue("one"));
+        // The moved queue's caller is still found where it now is.
+        assert_eq!(acd.standing(t0, c).map(|s| s.position), Some(1));
+        assert_eq!(acd.pull(t0, "two", |_| true).map(|(e, _)| e), Some(c));
+        acd.hung_up(t0 + S, c);
+        assert_eq!(acd.remove_queue("two"), Ok(()));
+        assert_eq!(acd.queue_count(), 1);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::store::{CallbackRecord, QueueCallbackRecord, Store};
 use crate::telemetry::names;
 use acd::{
     Acd, CallbackDue, CallbackRetry, EntryId, Left, Line, Offer, QueueRules, QueueSnapshot,
-    Refused, Standing,
+    Refused, Standing, Unchanged,
 };
 use announce::Language;
 
@@ -75,6 +75,28 @@ pub use config::{AgentConfig, QueueConfig};
 /// ones: a misbehaving app can't grow the ACD without bound.
 pub const MAX_MADE_QUEUES: usize = 1_000;
 
+/// A made queue's caller limit unless the app sets one, and the largest
+/// it may set: Twilio's `MaxSize` default and maximum.
+pub const DEFAULT_MAX_SIZE: usize = 1_000;
+pub const LARGEST_MAX_SIZE: usize = 5_000;
+
+/// What [`Queues::make`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    Made,
+    /// A queue of that name is there already (configured or made).
+    Exists,
+    /// [`MAX_MADE_QUEUES`] are made already.
+    TooMany,
+}
+
+/// When a queue came to be and was last changed (wall clock, for the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDates {
+    pub created: SystemTime,
+    pub updated: SystemTime,
+}
+
 /// Every queue of the config, shared by the flows and the API.
 pub struct Queues {
     configs: Vec<QueueConfig>,
@@ -89,6 +111,9 @@ pub struct Queues {
     hold: Option<VirtualHold>,
     /// For the tasks that follow callbacks.
     me: Weak<Queues>,
+    /// Made queues' dates; configured ones date from `started`.
+    dates: Mutex<HashMap<String, QueueDates>>,
+    started: SystemTime,
 }
 
 struct Inner {
@@ -148,6 +173,8 @@ impl Queues {
             joined: Notify::new(),
             hold,
             me: me.clone(),
+            dates: Mutex::new(HashMap::new()),
+            started: SystemTime::now(),
         })
     }
 
@@ -435,34 +462,100 @@ impl Queues {
     }
 
     /// Make `queue` if it isn't there: agent-less, served only by pulls
-    /// (what Twilio does for an `<Enqueue>` name it doesn't know). False:
-    /// [`MAX_MADE_QUEUES`] are made already.
+    /// (what Twilio does for an `<Enqueue>` name it doesn't know), with
+    /// Twilio's default size. False: [`MAX_MADE_QUEUES`] are made already.
     pub fn ensure(self: &Arc<Self>, queue: &str) -> bool {
+        self.make(queue, DEFAULT_MAX_SIZE) != Made::TooMany
+    }
+
+    /// Make an agent-less queue holding at most `max_size` callers (the
+    /// Queues API's create).
+    pub fn make(self: &Arc<Self>, queue: &str, max_size: usize) -> Made {
         let configured = self.configs.len();
-        let (exists, first) = self.quietly(|acd, _| {
+        let (made, first) = self.quietly(|acd, _| {
             if acd.has_queue(queue) {
-                return (true, false);
+                return (Made::Exists, false);
             }
-            let made = acd.queue_count() < configured + MAX_MADE_QUEUES
-                && acd.add_queue(QueueRules {
-                    name: queue.to_string(),
-                    strategy: acd::Strategy::LongestIdle,
-                    agents: Vec::new(),
-                    sla: Duration::from_secs(20),
-                    wrap_up: Duration::ZERO,
-                    assumed_handle: Duration::from_secs(180),
-                    max_callers: None,
-                    // Made queues serve app callers only: no virtual hold.
-                    callback_attempts: 0,
-                    callback_retry: Duration::ZERO,
-                });
-            (made, made && acd.queue_count() == 1)
+            if acd.queue_count() >= configured + MAX_MADE_QUEUES {
+                return (Made::TooMany, false);
+            }
+            acd.add_queue(QueueRules {
+                name: queue.to_string(),
+                strategy: acd::Strategy::LongestIdle,
+                agents: Vec::new(),
+                sla: Duration::from_secs(20),
+                wrap_up: Duration::ZERO,
+                assumed_handle: Duration::from_secs(180),
+                max_callers: Some(max_size),
+                // Made queues serve app callers only: no virtual hold.
+                callback_attempts: 0,
+                callback_retry: Duration::ZERO,
+            });
+            (Made::Made, acd.queue_count() == 1)
         });
+        if made == Made::Made {
+            let now = SystemTime::now();
+            self.dates_locked().insert(
+                queue.to_string(),
+                QueueDates {
+                    created: now,
+                    updated: now,
+                },
+            );
+        }
         if first {
             // No queue was configured, so no timer runs: metrics need one.
             self.start_timer();
         }
-        exists
+        made
+    }
+
+    /// A queue's caller limit (`Some(None)`: none); `None`: no such queue.
+    pub fn max_size(&self, queue: &str) -> Option<Option<usize>> {
+        self.quietly(|acd, _| acd.max_callers(queue))
+    }
+
+    /// Change a made queue's caller limit (configured ones follow the
+    /// config file).
+    pub fn set_max_size(&self, queue: &str, max_size: usize) -> Result<(), Unchanged> {
+        if self.config(queue).is_some() {
+            return Err(Unchanged::Configured);
+        }
+        if !self.with(|acd, _| acd.set_max_callers(queue, Some(max_size))) {
+            return Err(Unchanged::NoSuchQueue);
+        }
+        if let Some(d) = self.dates_locked().get_mut(queue) {
+            d.updated = SystemTime::now();
+        }
+        Ok(())
+    }
+
+    /// Remove a made queue nobody is in.
+    pub fn remove(&self, queue: &str) -> Result<(), Unchanged> {
+        if self.config(queue).is_some() {
+            return Err(Unchanged::Configured);
+        }
+        self.with(|acd, _| acd.remove_queue(queue))?;
+        self.dates_locked().remove(queue);
+        // The series would otherwise keep its last values.
+        metrics::gauge!(names::QUEUE_WAITING, "queue" => queue.to_string()).set(0.0);
+        metrics::gauge!(names::QUEUE_LONGEST_WAIT, "queue" => queue.to_string()).set(0.0);
+        Ok(())
+    }
+
+    /// When `queue` was made and last changed (configured: at start).
+    pub fn dates(&self, queue: &str) -> QueueDates {
+        self.dates_locked()
+            .get(queue)
+            .copied()
+            .unwrap_or(QueueDates {
+                created: self.started,
+                updated: self.started,
+            })
+    }
+
+    fn dates_locked(&self) -> std::sync::MutexGuard<'_, HashMap<String, QueueDates>> {
+        self.dates.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Take the first waiting caller of `queue` that `may_take` accepts
@@ -672,4 +765,52 @@ impl Drop for Ticket {
 fn millis(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured() -> Vec<QueueConfig> {
+        vec![toml::from_str(
+            r#"name = "support"
+agents = [{ target = "sip:a@127.0.0.1:5090" }]"#,
+        )
+        .unwrap()]
+    }
+
+    #[tokio::test]
+    async fn made_queues_take_a_size_and_go_while_configured_ones_stay() {
+        let queues = Queues::new(&configured(), &[], None);
+        assert!(queues.ensure("app"), "made on first use");
+        assert_eq!(queues.max_size("app"), Some(Some(DEFAULT_MAX_SIZE)));
+        assert_eq!(queues.make("app", 5), Made::Exists);
+        assert_eq!(queues.make("support", 5), Made::Exists);
+        assert_eq!(queues.make("sales", 1), Made::Made);
+        let made = queues.dates("sales");
+        assert!(made.created >= queues.started);
+
+        let ticket = queues.join("sales", Vec::new()).ok().unwrap();
+        assert!(matches!(
+            queues.join("sales", Vec::new()),
+            Err(Refused::Full)
+        ));
+        assert_eq!(queues.remove("sales"), Err(Unchanged::Occupied));
+        ticket.finish(Left::Abandoned);
+        assert_eq!(queues.set_max_size("sales", 2), Ok(()));
+        assert_eq!(queues.max_size("sales"), Some(Some(2)));
+        assert!(queues.dates("sales").updated >= made.updated);
+        assert_eq!(queues.remove("sales"), Ok(()));
+        assert!(!queues.exists("sales"));
+        assert_eq!(queues.remove("sales"), Err(Unchanged::NoSuchQueue));
+
+        // The config file's queue is read here, never changed.
+        assert_eq!(
+            queues.set_max_size("support", 3),
+            Err(Unchanged::Configured)
+        );
+        assert_eq!(queues.remove("support"), Err(Unchanged::Configured));
+        assert_eq!(queues.max_size("support"), Some(None));
+        assert!(queues.exists("support"));
+    }
 }

@@ -348,7 +348,7 @@ pub const TWIML_API_REDIRECTS: Metric = counter(
 );
 pub const CALLS_API_REQUESTS: Metric = counter(
     "crossline_calls_api_requests_total",
-    "Calls API requests, by operation (create, modify, list, fetch) and outcome (ok, refused, not_found, unauthorized).",
+    "Twilio REST API requests (Calls and Queues), by operation (create, modify, list, fetch; queue_create, queue_update, queue_delete, queue_list, queue_fetch, member_list, member_fetch, dequeue) and outcome (ok, refused, not_found, unauthorized).",
 );
 pub const BREAKOUTS: Metric = counter(
     "crossline_breakouts_total",

@@ -301,6 +301,18 @@ pub fn change(form: &[(String, String)]) -> Result<Change, ApiError> {
     }
 }
 
+/// What `POST Queues/{Sid}/Members/{CallSid}.json` asks: the document
+/// the dequeued caller runs (`Url`, required; `Method`, POST unless GET).
+pub fn dequeue_target(form: &[(String, String)]) -> Result<AppTarget, ApiError> {
+    let get = |k: &str| crate::messaging::form::get(form, k).filter(|v| !v.is_empty());
+    let method = method_of("Method", get("Method"))?;
+    let url = get("Url").ok_or_else(|| ApiError::bad(21205, "Url is required"))?;
+    Ok(AppTarget {
+        document: Document::Url(check_url("Url", url)?),
+        method,
+    })
+}
+
 /// A call as the API shows it, live or from its record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallView {
@@ -520,19 +532,20 @@ impl ListQuery {
 }
 
 /// One page of `calls` (newest first after filtering), with Twilio's
-/// paging keys; `base` is the list's path, `key` its items' name.
+/// paging keys; `base` is the list's path.
 pub fn page(mut calls: Vec<CallView>, q: &ListQuery, base: &str, account_sid: &str) -> Value {
     calls.retain(|c| q.keeps(c));
     calls.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.sid.cmp(&a.sid)));
-    let start = q.offset.min(calls.len());
-    let end = start.saturating_add(q.page_size).min(calls.len());
-    let items: Vec<Value> = calls
-        .get(start..end)
-        .unwrap_or_default()
-        .iter()
-        .map(|c| c.json(account_sid))
-        .collect();
-    let next = (end < calls.len()).then(|| q.uri(base, q.page + 1, Some(end)));
+    let items = calls.iter().map(|c| c.json(account_sid)).collect();
+    page_of(items, "calls", q, base)
+}
+
+/// One page of `items` (in their order) under `key`, with Twilio's paging
+/// keys; `base` is the list's path.
+pub fn page_of(items: Vec<Value>, key: &str, q: &ListQuery, base: &str) -> Value {
+    let start = q.offset.min(items.len());
+    let end = start.saturating_add(q.page_size).min(items.len());
+    let next = (end < items.len()).then(|| q.uri(base, q.page + 1, Some(end)));
     let previous = (start > 0).then(|| {
         q.uri(
             base,
@@ -540,8 +553,9 @@ pub fn page(mut calls: Vec<CallView>, q: &ListQuery, base: &str, account_sid: &s
             Some(start.saturating_sub(q.page_size)),
         )
     });
+    let shown: Vec<Value> = items.get(start..end).unwrap_or_default().to_vec();
     json!({
-        "calls": items,
+        key: shown,
         "first_page_uri": q.uri(base, 0, None),
         "next_page_uri": next,
         "previous_page_uri": previous,
@@ -556,6 +570,7 @@ pub fn page(mut calls: Vec<CallView>, q: &ListQuery, base: &str, account_sid: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messaging::form::owned as form;
 
     fn hosts() -> Vec<String> {
         vec!["pbx.example.com".into(), "127.0.0.1:5070".into()]
@@ -602,13 +617,6 @@ mod tests {
         for bad in ["a@b", "x>;tag=1", "\"Eve\" <sip:x@y>", "a\r\nVia: x", ""] {
             assert!(check_from(bad).is_err(), "{bad}");
         }
-    }
-
-    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

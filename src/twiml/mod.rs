@@ -24,6 +24,7 @@ mod voice_ai;
 use std::collections::BTreeMap;
 
 pub use config::{is_account_sid, AppConfig, TwimlConfig};
+pub use exec::queue::{queue_sid, QueueMember};
 pub use exec::run;
 pub use fetch::Apps;
 pub use status::{StatusEvent, StatusTarget};

@@ -5,7 +5,9 @@ client, pointed at crossline by the library's own API domain setting
     calls_api_client.py BASE_URL ACCOUNT_SID AUTH_TOKEN COMMAND JSON_ARGS
 
 COMMAND is create, update, fetch, list or pages (page by page through
-next_page_uri). Prints one JSON line: the result, or
+next_page_uri) for calls; queue_create, queue_update, queue_fetch,
+queue_delete, queue_list, members, member_fetch and dequeue for queues and
+their members. Prints one JSON line: the result, or
 {"error": {"status", "code", "message"}} for a TwilioRestException.
 """
 
@@ -39,7 +41,57 @@ def call_json(c):
     }
 
 
+def queue_json(q):
+    return {
+        "sid": q.sid,
+        "account_sid": q.account_sid,
+        "friendly_name": q.friendly_name,
+        "current_size": q.current_size,
+        "max_size": q.max_size,
+        "average_wait_time": q.average_wait_time,
+        "date_created": q.date_created.isoformat() if q.date_created else None,
+        "date_updated": q.date_updated.isoformat() if q.date_updated else None,
+        "uri": q.uri,
+    }
+
+
+def member_json(m):
+    return {
+        "call_sid": m.call_sid,
+        "queue_sid": m.queue_sid,
+        "position": m.position,
+        "wait_time": m.wait_time,
+        "date_enqueued": m.date_enqueued.isoformat() if m.date_enqueued else None,
+        "uri": m.uri,
+    }
+
+
+def run_queue():
+    if COMMAND == "queue_create":
+        return queue_json(client.queues.create(**ARGS))
+    if COMMAND == "queue_update":
+        sid = ARGS.pop("sid")
+        return queue_json(client.queues(sid).update(**ARGS))
+    if COMMAND == "queue_fetch":
+        return queue_json(client.queues(ARGS["sid"]).fetch())
+    if COMMAND == "queue_delete":
+        return {"deleted": client.queues(ARGS["sid"]).delete()}
+    if COMMAND == "queue_list":
+        return [queue_json(q) for q in client.queues.list(**ARGS)]
+    queue = client.queues(ARGS.pop("queue"))
+    if COMMAND == "members":
+        return [member_json(m) for m in queue.members.list(**ARGS)]
+    if COMMAND == "member_fetch":
+        return member_json(queue.members(ARGS["call_sid"]).fetch())
+    if COMMAND == "dequeue":
+        which = ARGS.pop("call_sid")
+        return member_json(queue.members(which).update(**ARGS))
+    raise SystemExit(f"unknown command {COMMAND}")
+
+
 def run():
+    if COMMAND.startswith("queue") or COMMAND in ("members", "member_fetch", "dequeue"):
+        return run_queue()
     if COMMAND == "create":
         return call_json(client.calls.create(**ARGS))
     if COMMAND == "update":

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -24,6 +24,7 @@ use crate::sip::endpoint::CallId;
 use crate::telemetry::names;
 use crate::tts::TtsRequest;
 use crate::twiml::fetch::AppError;
+use crate::twiml::live::{AppTarget, LiveApps};
 use crate::twiml::parse::{Dial, Enqueue, VerbKind};
 use crate::twiml::Method;
 
@@ -33,14 +34,88 @@ const WAIT_DOCUMENT_PACE: Duration = Duration::from_secs(1);
 const JOIN_WAIT: Duration = Duration::from_secs(5);
 
 /// App callers waiting in a queue, by their entry: the way a dequeuing
-/// call reaches them. Only these can be dequeued (a TOML flow's caller
-/// waits for the queue's agents).
+/// call reaches them, and what the Queues API lists as a queue's members.
+/// Only these can be dequeued (a TOML flow's caller waits for the queue's
+/// agents).
 #[derive(Default)]
-pub(crate) struct Dequeueable(Mutex<HashMap<EntryId, oneshot::Sender<Pulled>>>);
+pub(crate) struct Dequeueable(Mutex<HashMap<EntryId, Member>>);
+
+/// One app caller in a queue.
+struct Member {
+    call_sid: String,
+    queue: String,
+    enqueued: SystemTime,
+    /// Where a `<Dial><Queue>` hands it a [`Pulled`].
+    pull: oneshot::Sender<Pulled>,
+    /// Redirected out by the Queues API: no `<Dial><Queue>` may take it.
+    dequeued: bool,
+}
+
+/// An app caller in a queue, as the Queues API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMember {
+    pub entry: EntryId,
+    pub call_sid: String,
+    pub enqueued: SystemTime,
+}
 
 impl Dequeueable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EntryId, oneshot::Sender<Pulled>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EntryId, Member>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A `<Dial><Queue>` may take this caller.
+    fn may_pull(&self, entry: EntryId) -> bool {
+        self.lock().get(&entry).is_some_and(|m| !m.dequeued)
+    }
+
+    /// Take the caller for a `<Dial><Queue>` (not one being dequeued).
+    fn take_for_pull(&self, entry: EntryId) -> Option<oneshot::Sender<Pulled>> {
+        let mut map = self.lock();
+        if map.get(&entry).is_none_or(|m| m.dequeued) {
+            return None;
+        }
+        map.remove(&entry).map(|m| m.pull)
+    }
+
+    /// The app callers waiting in `queue`, in no particular order.
+    fn members(&self, queue: &str) -> Vec<QueueMember> {
+        self.lock()
+            .iter()
+            .filter(|(_, m)| m.queue == queue && !m.dequeued)
+            .map(|(entry, m)| QueueMember {
+                entry: *entry,
+                call_sid: m.call_sid.clone(),
+                enqueued: m.enqueued,
+            })
+            .collect()
+    }
+
+    /// See [`Apps::dequeue`](crate::twiml::Apps::dequeue).
+    fn dequeue(&self, entry: EntryId, live: &LiveApps, target: AppTarget) -> bool {
+        let mut map = self.lock();
+        let Some(m) = map.get_mut(&entry).filter(|m| !m.dequeued) else {
+            return false;
+        };
+        // Marked first, under the lock: a `<Dial><Queue>` can't take it now.
+        m.dequeued = live.redirect(&m.call_sid, target);
+        m.dequeued
+    }
+}
+
+impl crate::twiml::Apps {
+    /// The app callers waiting in `queue` (the Queues API's members), in
+    /// no particular order: their places are the ACD's to tell.
+    pub fn queue_members(&self, queue: &str) -> Vec<QueueMember> {
+        self.dequeueable.members(queue)
+    }
+
+    /// Redirect a waiting app caller out of its queue to `target` (the
+    /// Queues API's dequeue): its `<Enqueue>` ends, its action hears
+    /// QueueResult=redirected, and the call runs the target document.
+    /// False: not waiting (any more).
+    pub fn dequeue(&self, entry: EntryId, target: AppTarget) -> bool {
+        self.dequeueable.dequeue(entry, &self.live, target)
     }
 }
 
@@ -113,7 +188,7 @@ struct Pulled {
 }
 
 /// "QU" and 32 hex digits, the same for a name every time.
-pub(super) fn queue_sid(name: &str) -> String {
+pub fn queue_sid(name: &str) -> String {
     use sha1::{Digest, Sha1};
     let digest = Sha1::digest(name.as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
@@ -194,7 +269,16 @@ impl Session {
         };
         let entry = ticket.entry();
         let (pull_tx, mut pulled) = oneshot::channel();
-        self.apps.dequeueable.lock().insert(entry, pull_tx);
+        self.apps.dequeueable.lock().insert(
+            entry,
+            Member {
+                call_sid: self.call_sid.clone(),
+                queue: q.name.clone(),
+                enqueued: SystemTime::now(),
+                pull: pull_tx,
+                dequeued: false,
+            },
+        );
         let _listed = Listed(&self.apps.dequeueable, entry);
         let mut hangup = HangupAction {
             apps: self.apps.clone(),
@@ -538,14 +622,14 @@ impl Session {
             tokio::pin!(joined);
             joined.as_mut().enable();
             let dequeueable = &self.apps.dequeueable;
-            let pulled = queues.pull(name, |e| dequeueable.lock().contains_key(&e));
+            let pulled = queues.pull(name, |e| dequeueable.may_pull(e));
             let Some((entry, waited)) = pulled else {
                 match cx.wait_for(joined, deadline).await? {
                     Waited::TimeUp => break,
                     Waited::Done(()) | Waited::Digit(_) => continue,
                 }
             };
-            let Some(caller) = dequeueable.lock().remove(&entry) else {
+            let Some(caller) = dequeueable.take_for_pull(entry) else {
                 continue;
             };
             let (ready, is_ready) = oneshot::channel();
