@@ -175,6 +175,7 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
     gauge!(names::RTP_STREAMS).set(sum(|l| l.streams.load(Ordering::Relaxed)) as f64);
     counter!(names::AUDIO_BUSY_MICROSECONDS).absolute(sum(|l| l.busy_us.load(Ordering::Relaxed)));
     counter!(names::AUDIO_LATE_WAKEUPS).absolute(sum(|l| l.late_wakeups.load(Ordering::Relaxed)));
+    counter!(names::AUDIO_NAPS).absolute(sum(|l| l.naps.load(Ordering::Relaxed)));
     let max = |f: fn(&LoopStats) -> u64| s.audio.iter().map(|l| f(l)).max().unwrap_or(0);
     gauge!(names::AUDIO_MAX_WAKE_LATE_MICROSECONDS)
         .set(max(|l| l.max_wake_late_us.load(Ordering::Relaxed)) as f64);

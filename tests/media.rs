@@ -103,10 +103,12 @@ fn hold_music_with_message_on_repeat_heard_by_the_caller() {
 
 /// A caller asking for 40 ms packets gets them: the answer says
 /// a=ptime:40 (SIPp checks), and each RTP packet carries 320 samples,
-/// timestamps 320 apart, one every 40 ms.
+/// timestamps 320 apart, one every 40 ms. The audio loops sleep in 500 us
+/// naps here (`loop_max_sleep_us`): the pacing holds, and
+/// crossline_audio_naps_total counts them.
 #[test]
 fn the_callers_ptime_sets_our_packet_size() {
-    let gw = Gateway::start("[[routes]]\nflow = \"hold\"\n");
+    let gw = Gateway::start("[media]\nloop_max_sleep_us = 500\n\n[[routes]]\nflow = \"hold\"\n");
     let (rows, run) = call_rtp_to_caller(
         &gw,
         &[
@@ -150,6 +152,16 @@ fn the_callers_ptime_sets_our_packet_size() {
         (0.035..0.045).contains(&median),
         "a packet every {median:.4} s"
     );
+    // Each 5 ms sleep is about ten naps: 3 s of them are thousands.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let naps = loop {
+        let naps = metric_value(&gw.http_get("/metrics").1, "crossline_audio_naps_total");
+        if naps > 1000.0 || std::time::Instant::now() > deadline {
+            break naps;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(naps > 1000.0, "naps counted: {naps}");
 }
 
 /// "Load the hold music" on the built-in hold: a route with its own music

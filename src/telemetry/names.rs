@@ -271,6 +271,10 @@ pub const AUDIO_LATE_WAKEUPS: Metric = counter(
     "crossline_audio_late_wakeups_total",
     "Audio loop wake-ups over 1 ms after their deadline: the system woke the loop late (a busy or virtualised CPU), so every stream of that sub-tick went out late.",
 );
+pub const AUDIO_NAPS: Metric = counter(
+    "crossline_audio_naps_total",
+    "Naps the audio loops woke from before their deadline ([media] loop_max_sleep_us): the price of keeping their vCPUs from halting long.",
+);
 pub const AUDIO_MAX_WAKE_LATE_MICROSECONDS: Metric = gauge(
     "crossline_audio_max_wake_late_microseconds",
     "Latest audio loop wake-up after its deadline seen, in microseconds.",
@@ -723,6 +727,7 @@ pub const ALL: &[Metric] = &[
     AUDIO_BUSY_MICROSECONDS,
     AUDIO_MAX_TICK_MICROSECONDS,
     AUDIO_LATE_WAKEUPS,
+    AUDIO_NAPS,
     AUDIO_MAX_WAKE_LATE_MICROSECONDS,
     AUDIO_LOAD_PERCENT,
     RUNTIME_TASKS_ALIVE,
