@@ -9,7 +9,11 @@
 # to keep each step's INVITE-to-200 samples in, SIPp's _rtt.csv).
 # For each rate it prints: offered CPS, achieved CPS, calls ok/failed,
 # SIPp retransmissions, setup time p50/p99 (INVITE to 200, from SIPp's RTD
-# histogram), crossline CPU (% of one core) and peak RSS.
+# histogram), crossline CPU (% of one core), peak RSS, and with WIRE_RTT=1
+# the setup time p50/p99 on the wire: dumpcap (Debian tshark) captures the
+# INVITEs and 200s on loopback and benches/wire_rtt.py times each call by
+# the kernel's timestamps. SIPp's figure holds SIPp's own queueing (and
+# comes in 4 ms steps on a busy box); the wire's is the gateway's alone.
 # CROSSLINE_BIN runs another build (SKIP_BUILD=1 skips cargo), for A/B runs.
 # PERF_DATA=DIR records each step with `perf record` (DWARF call graphs) into
 # DIR/perf-<rate>.data; `perf report -i ... --no-children` shows the top.
@@ -49,10 +53,21 @@ sleep 1
 cpu_ticks() { awk '{print $14+$15}' "/proc/$gw/stat"; }
 hz=$(getconf CLK_TCK)
 
-printf '%-8s %-9s %-9s %-7s %-8s %-9s %-9s %-9s %-8s\n' offered achieved ok failed retrans p50_ms p99_ms cpu_% rss_MB
+wire=${WIRE_RTT:-0}
+if [ "$wire" = 1 ] && ! command -v dumpcap >/dev/null; then
+  echo "WIRE_RTT=1 needs dumpcap: apt-get install -y tshark" >&2; exit 1
+fi
+printf '%-8s %-9s %-9s %-7s %-8s %-9s %-9s %-9s %-8s %-9s %-9s\n' offered achieved ok failed retrans p50_ms p99_ms cpu_% rss_MB wire_p50 wire_p99
 for rate in "${rates[@]}"; do
   calls=${CALLS_PER_STEP:-$(( rate * 20 ))}
   (cd "$work" && rm -f ./*_.csv ./*_rtt.csv)
+  if [ "$wire" = 1 ]; then
+    # Only INVITEs ("INVI") and 2xx ("SIP/" ... "2"), to and from the gateway.
+    dumpcap -q -i lo -P -f "udp port $port and (udp[8:4]=0x494e5649 or (udp[8:4]=0x5349502f and udp[16:1]=0x32))" \
+      -w "$work/sip-$rate.pcap" 2>"$work/dumpcap.log" &
+    dumpcap_pid=$!
+    sleep 1
+  fi
   t0=$(date +%s.%N); c0=$(cpu_ticks)
   if [ -n "${PERF_DATA:-}" ]; then
     command -v perf >/dev/null || { echo "install perf: apt-get install -y linux-perf" >&2; exit 1; }
@@ -64,6 +79,14 @@ for rate in "${rates[@]}"; do
       -nostdin -trace_stat -fd 1 -trace_rtt -rtt_freq 1 -max_socket 2048 -buff_size 4194304 >/dev/null 2>&1) || true
   t1=$(date +%s.%N); c1=$(cpu_ticks)
   if [ -n "${PERF_DATA:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+  wire_p50=-; wire_p99=-
+  if [ "$wire" = 1 ]; then
+    kill -INT "$dumpcap_pid"; wait "$dumpcap_pid" || true
+    wire_out=$(python3 benches/wire_rtt.py "$work/sip-$rate.pcap")
+    wire_p50=$(sed -n 's/.*wire_p50_ms=\([0-9.]*\).*/\1/p' <<<"$wire_out"); wire_p50=${wire_p50:--}
+    wire_p99=$(sed -n 's/.*wire_p99_ms=\([0-9.]*\).*/\1/p' <<<"$wire_out"); wire_p99=${wire_p99:--}
+    rm -f "$work/sip-$rate.pcap"
+  fi
   stat=$(ls "$work"/*_.csv | head -1)
   col() { awk -F';' -v name="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==name) c=i} END{print $c}' "$stat"; }
   ok=$(col 'SuccessfulCall(C)'); failed=$(col 'FailedCall(C)'); retrans=$(col 'Retransmissions(C)')
@@ -77,6 +100,6 @@ for rate in "${rates[@]}"; do
   achieved=$(echo "$ok / ($secs - $hold/1000)" | bc -l)
   cpu=$(echo "($c1 - $c0) / $hz / $secs * 100" | bc -l)
   rss=$(awk '/VmHWM/{print $2/1024}' "/proc/$gw/status")
-  printf '%-8s %-9.0f %-9s %-7s %-8s %-9s %-9s %-9.0f %-8.1f\n' "$rate" "$achieved" "$ok" "$failed" "$retrans" "$p50" "$p99" "$cpu" "$rss"
+  printf '%-8s %-9.0f %-9s %-7s %-8s %-9s %-9s %-9.0f %-8.1f %-9s %-9s\n' "$rate" "$achieved" "$ok" "$failed" "$retrans" "$p50" "$p99" "$cpu" "$rss" "$wire_p50" "$wire_p99"
   sleep 2
 done

@@ -24,6 +24,8 @@ command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v bc >/dev/null 2>&1 || missing+=(bc)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+# dumpcap times the CPS steps' setups on the wire (benches/sipp-load.sh).
+command -v dumpcap >/dev/null 2>&1 || missing+=(tshark)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

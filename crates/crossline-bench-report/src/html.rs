@@ -161,6 +161,8 @@ pub fn page(
                 "retransmissions",
                 "setup p50 ms",
                 "p99 ms",
+                "on the wire: p50 ms",
+                "p99 ms",
                 "CPU % of a core",
                 "peak RSS MB",
             ],
@@ -173,6 +175,8 @@ pub fn page(
                     s.retransmissions.to_string(),
                     num(s.setup_p50_ms, 1),
                     num(s.setup_p99_ms, 1),
+                    s.wire_p50_ms.map_or("-".into(), |v| num(v, 2)),
+                    s.wire_p99_ms.map_or("-".into(), |v| num(v, 2)),
                     num(s.cpu_pct_of_one_core, 0),
                     num(s.peak_rss_mb, 1),
                 ]

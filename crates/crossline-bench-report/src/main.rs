@@ -179,6 +179,7 @@ fn measure(args: &Args) -> Result<Results, String> {
             let output = step(
                 Command::new("benches/sipp-load.sh")
                     .arg(rate.to_string())
+                    .env("WIRE_RTT", "1")
                     .env("CALLS_PER_STEP", (rate * args.cps_secs).to_string())
                     .env("RTT_DIR", &rtt_dir),
                 &log,

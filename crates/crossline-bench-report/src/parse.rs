@@ -6,7 +6,8 @@ use std::path::Path;
 use crate::results::{CallsStep, CpsStep, CriterionResult, SoakSample, WebStep};
 
 /// The data row of `sipp-load.sh` for one rate: `offered achieved ok
-/// failed retrans p50_ms p99_ms cpu_% rss_MB`.
+/// failed retrans p50_ms p99_ms cpu_% rss_MB wire_p50 wire_p99` (the wire
+/// columns "-" without `WIRE_RTT=1`, and absent from older scripts).
 pub fn cps_row(output: &str) -> Option<CpsStep> {
     let row = output.lines().rev().find(|line| {
         let first = line.split_whitespace().next().unwrap_or("");
@@ -26,6 +27,8 @@ pub fn cps_row(output: &str) -> Option<CpsStep> {
         cpu_pct_of_one_core: num(7)?,
         peak_rss_mb: num(8)?,
         setup_histogram_pct: Vec::new(),
+        wire_p50_ms: num(9),
+        wire_p99_ms: num(10),
     })
 }
 
@@ -181,6 +184,18 @@ mod tests {
         assert_eq!(step.ok, 20000);
         assert_eq!(step.setup_p99_ms, 7.0);
         assert_eq!(step.peak_rss_mb, 39.5);
+        assert_eq!(step.wire_p99_ms, None, "an older script's row");
+
+        let wired =
+            "offered achieved ok failed retrans p50_ms p99_ms cpu_% rss_MB wire_p50 wire_p99\n\
+                     2000 1989 40000 0 0 0 20 64 180.0 1.33 14.09\n";
+        let step = cps_row(wired).unwrap();
+        assert_eq!(
+            (step.setup_p99_ms, step.wire_p50_ms, step.wire_p99_ms),
+            (20.0, Some(1.33), Some(14.09))
+        );
+        let unwired = "2000 1989 40000 0 0 0 20 64 180.0 - -\n";
+        assert_eq!(cps_row(unwired).unwrap().wire_p99_ms, None);
     }
 
     #[test]
