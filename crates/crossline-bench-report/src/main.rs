@@ -240,9 +240,10 @@ fn measure(args: &Args) -> Result<Results, String> {
     }
     let soak_csv = if args.soak {
         bar.set_message("soak (benches/soak.sh)");
+        // soak.sh writes soak.csv (and soak.svg) into $OUT.
         let csv = args.out.join("soak.csv");
         step(
-            Command::new("benches/soak.sh").env("SOAK_CSV", &csv),
+            Command::new("benches/soak.sh").env("OUT", &args.out),
             &logs.join("soak.log"),
         )?;
         bar.inc(1);
