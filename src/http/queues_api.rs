@@ -289,15 +289,10 @@ async fn list(
 ) -> Response {
     answer(&s, &h, &account, "queue_list", StatusCode::OK, || {
         let q = ListQuery::parse(query.as_deref().unwrap_or(""));
-        let items = s
-            .services
-            .queues
-            .snapshot()
-            .iter()
-            .map(|queue| queue_json(&s, &account, queue))
-            .collect();
+        let queues = s.services.queues.snapshot();
         let base = format!("/2010-04-01/Accounts/{account}/Queues.json");
-        Ok(calls::page_of(items, "queues", &q, &base))
+        let render = |queue: &QueueSnapshot| queue_json(&s, &account, queue);
+        Ok(calls::page_of(&queues, render, "queues", &q, &base))
     })
 }
 
@@ -370,12 +365,16 @@ async fn members(
     answer(&s, &h, &account, "member_list", StatusCode::OK, || {
         let q = find(&s, &sid)?;
         let list = ListQuery::parse(query.as_deref().unwrap_or(""));
-        let items = members_of(&s, &q.name)
-            .iter()
-            .map(|m| member_json(&account, &q.name, m))
-            .collect();
+        let members = members_of(&s, &q.name);
         let base = format!("{}/Members.json", queue_path(&account, &queue_sid(&q.name)));
-        Ok(calls::page_of(items, "queue_members", &list, &base))
+        let render = |m: &(QueueMember, usize, u64)| member_json(&account, &q.name, m);
+        Ok(calls::page_of(
+            &members,
+            render,
+            "queue_members",
+            &list,
+            &base,
+        ))
     })
 }
 

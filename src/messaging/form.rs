@@ -46,7 +46,6 @@ pub fn decode(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The first value for `name`, if any.
 /// Owned pairs from borrowed ones (tests build forms with it).
 #[cfg(test)]
 pub fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -56,6 +55,7 @@ pub fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The first value for `name`, if any.
 pub fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()

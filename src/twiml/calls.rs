@@ -536,13 +536,18 @@ impl ListQuery {
 pub fn page(mut calls: Vec<CallView>, q: &ListQuery, base: &str, account_sid: &str) -> Value {
     calls.retain(|c| q.keeps(c));
     calls.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.sid.cmp(&a.sid)));
-    let items = calls.iter().map(|c| c.json(account_sid)).collect();
-    page_of(items, "calls", q, base)
+    page_of(&calls, |c| c.json(account_sid), "calls", q, base)
 }
 
 /// One page of `items` (in their order) under `key`, with Twilio's paging
-/// keys; `base` is the list's path.
-pub fn page_of(items: Vec<Value>, key: &str, q: &ListQuery, base: &str) -> Value {
+/// keys; `base` is the list's path. Only the page's items are rendered.
+pub fn page_of<T>(
+    items: &[T],
+    render: impl Fn(&T) -> Value,
+    key: &str,
+    q: &ListQuery,
+    base: &str,
+) -> Value {
     let start = q.offset.min(items.len());
     let end = start.saturating_add(q.page_size).min(items.len());
     let next = (end < items.len()).then(|| q.uri(base, q.page + 1, Some(end)));
@@ -553,7 +558,12 @@ pub fn page_of(items: Vec<Value>, key: &str, q: &ListQuery, base: &str) -> Value
             Some(start.saturating_sub(q.page_size)),
         )
     });
-    let shown: Vec<Value> = items.get(start..end).unwrap_or_default().to_vec();
+    let shown: Vec<Value> = items
+        .get(start..end)
+        .unwrap_or_default()
+        .iter()
+        .map(render)
+        .collect();
     json!({
         key: shown,
         "first_page_uri": q.uri(base, 0, None),
