@@ -896,6 +896,16 @@ fn run<S: EventSink>(
     }
 }
 
+/// After a burst, give back a group's spare slots once it is at most a
+/// quarter full, keeping room for twice what is left, so steady churn
+/// never shrinks and regrows it. A few dozen slots are kept regardless.
+fn release_spare<T>(group: &mut Vec<T>) {
+    const KEEP: usize = 64;
+    if group.capacity() > KEEP && group.len() * 4 < group.capacity() {
+        group.shrink_to((group.len() * 2).max(KEEP));
+    }
+}
+
 /// Streams split into sub-tick groups: group g is served at g × 5 ms into
 /// each 20 ms frame, so one wake-up does a quarter of the work and a
 /// stream's send time within its frame varies four times less.
@@ -952,6 +962,7 @@ impl Groups {
                 for g in self.0.iter_mut() {
                     if let Some(i) = g.iter().position(|s| s.spec.id == id) {
                         let mut s = g.swap_remove(i);
+                        release_spare(g);
                         s.count_reception(stats);
                         // RTCP BYE: the peer learns the stream is gone.
                         let mut buf = [0u8; 128];
@@ -986,6 +997,7 @@ impl Groups {
                 for g in self.0.iter_mut() {
                     if let Some(i) = g.iter().position(|s| s.spec.id == id) {
                         moving.0 = Some(g.swap_remove(i));
+                        release_spare(g);
                         break;
                     }
                 }
@@ -1160,6 +1172,27 @@ mod clock {
 mod tests {
     use super::*;
     use crate::record_tap::RecordFrame;
+
+    #[test]
+    fn a_group_emptied_after_a_burst_gives_back_its_slots_and_a_busy_one_does_not() {
+        let mut group: Vec<u64> = (0..3_000).collect();
+        group.truncate(1_000); // a third full: kept
+        release_spare(&mut group);
+        assert!(group.capacity() >= 3_000);
+        group.truncate(500);
+        release_spare(&mut group);
+        assert!(
+            (1_000..2_000).contains(&group.capacity()),
+            "{}",
+            group.capacity()
+        );
+        group.clear();
+        release_spare(&mut group);
+        assert!(group.capacity() <= 64, "{}", group.capacity());
+        let mut small: Vec<u64> = Vec::with_capacity(60);
+        release_spare(&mut small);
+        assert_eq!(small.capacity(), 60);
+    }
 
     /// A PCMU stream playing silence to `remote`, from a fresh socket.
     fn silent_pcmu(id: StreamId, remote: SocketAddr) -> StreamSpec {
@@ -1402,11 +1435,13 @@ mod tests {
                 std::time::Instant::now(),
             ));
         }
+        // The loop counts a packet once its send returns, so the receiver
+        // can read the 15th first: stop the loop, then read the counters.
+        handle.shutdown();
         let sent = handle.stats.packets_sent.load(Ordering::Relaxed);
         let raw_sent = handle.stats.packets_sent_raw.load(Ordering::Relaxed);
         let refused = handle.stats.send_errors.load(Ordering::Relaxed);
         let naps = handle.stats.naps.load(Ordering::Relaxed);
-        handle.shutdown();
         assert!(sent >= 15, "{sent} counted as sent");
         if max_sleep.is_some() {
             // 15 frames, 4 sub-ticks each, up to 9 naps a sub-tick.

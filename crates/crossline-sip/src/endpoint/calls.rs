@@ -748,7 +748,7 @@ impl Endpoint {
         let key = self.start_client(now, request.clone(), peer, TxOwner::Call(call));
         self.calls.insert(
             call,
-            Call {
+            Box::new(Call {
                 role: CallRole::Uac,
                 state: CallState::Outgoing,
                 dialog,
@@ -776,7 +776,7 @@ impl Endpoint {
                 early_media: None,
                 refer_in: None,
                 pinned: spec.flow.is_some(),
-            },
+            }),
         );
         Ok(call)
     }

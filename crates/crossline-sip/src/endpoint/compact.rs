@@ -6,10 +6,13 @@
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::Hash;
+use std::mem::size_of;
 
-/// Tables up to this many slots are left alone: too small to matter, and
-/// steady light traffic mustn't make them shrink and grow again.
-const KEEP_SLOTS: usize = 1024;
+/// Tables whose slots take up to this many bytes are left alone: too small
+/// to matter, and steady light traffic mustn't make them shrink and grow
+/// again. Bytes, not slots: a call's slot is over 1.5 KB, so 1,024 of them
+/// kept 1.7 MB after every burst.
+const KEEP_BYTES: usize = 64 * 1024;
 
 /// Shrink to twice the entries once at most a quarter of the slots are
 /// used. After a shrink the table is half full, so it must lose half its
@@ -19,13 +22,13 @@ pub(super) trait Compact {
     fn compact(&mut self);
 }
 
-fn worth_shrinking(len: usize, capacity: usize) -> bool {
-    capacity > KEEP_SLOTS && len.saturating_mul(4) < capacity
+fn worth_shrinking(len: usize, capacity: usize, slot_bytes: usize) -> bool {
+    capacity.saturating_mul(slot_bytes) > KEEP_BYTES && len.saturating_mul(4) < capacity
 }
 
 impl<K: Eq + Hash, V> Compact for HashMap<K, V> {
     fn compact(&mut self) {
-        if worth_shrinking(self.len(), self.capacity()) {
+        if worth_shrinking(self.len(), self.capacity(), size_of::<(K, V)>()) {
             self.shrink_to(self.len() * 2);
         }
     }
@@ -33,7 +36,7 @@ impl<K: Eq + Hash, V> Compact for HashMap<K, V> {
 
 impl<T: Ord> Compact for BinaryHeap<T> {
     fn compact(&mut self) {
-        if worth_shrinking(self.len(), self.capacity()) {
+        if worth_shrinking(self.len(), self.capacity(), size_of::<T>()) {
             self.shrink_to(self.len() * 2);
         }
     }
@@ -41,7 +44,7 @@ impl<T: Ord> Compact for BinaryHeap<T> {
 
 impl<T> Compact for VecDeque<T> {
     fn compact(&mut self) {
-        if worth_shrinking(self.len(), self.capacity()) {
+        if worth_shrinking(self.len(), self.capacity(), size_of::<T>()) {
             self.shrink_to(self.len() * 2);
         }
     }
@@ -72,6 +75,11 @@ mod tests {
         small.clear();
         small.compact();
         assert_eq!(small.capacity(), cap);
+        // A table of few but wide slots is not small: emptied, it lets go.
+        let mut wide: HashMap<u32, [u8; 1700]> = (0..600).map(|i| (i, [0; 1700])).collect();
+        wide.clear();
+        wide.compact();
+        assert_eq!(wide.capacity(), 0);
 
         let mut heap: BinaryHeap<u64> = (0..10_000).collect();
         heap.retain(|x| *x < 100);

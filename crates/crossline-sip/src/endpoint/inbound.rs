@@ -456,7 +456,7 @@ impl Endpoint {
         new_call.trunk = event.trunk.clone();
         new_call.source = Some(source);
         *self.calls_by_source.entry(source).or_default() += 1;
-        self.calls.insert(call, new_call);
+        self.calls.insert(call, Box::new(new_call));
         self.events.push_back(Event::IncomingCall(event));
     }
 

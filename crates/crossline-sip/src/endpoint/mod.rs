@@ -578,7 +578,9 @@ pub struct Endpoint {
     config: EndpointConfig,
     server_txs: HashMap<ServerKey, ServerEntry>,
     client_txs: HashMap<ClientKey, ClientEntry>,
-    calls: HashMap<CallId, calls::Call>,
+    /// Boxed: a call is over 1.5 KB, and a table keeps up to twice its
+    /// calls' worth of empty slots.
+    calls: HashMap<CallId, Box<calls::Call>>,
     dialogs: HashMap<crate::dialog::DialogId, CallId>,
     /// §8.2.2.2 merged-request detection: (Call-ID, From tag, CSeq) → branch.
     pending_invites: HashMap<MergeKey, String>,
