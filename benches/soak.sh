@@ -10,10 +10,12 @@
 # HOLD_MS (default 1000), with PAUSE seconds (default 10) between waves and
 # AFTER seconds (default 60) of quiet at the end. Every second it samples
 # crossline's RSS (VmRSS, and RssAnon), threads, open fds, tokio tasks
-# alive (crossline_runtime_tasks_alive) and calls up
-# (crossline_calls_active), into $OUT/soak.csv, and draws $OUT/soak.svg.
+# alive (crossline_runtime_tasks_alive), calls up (crossline_calls_active)
+# and the allocator's live and resident bytes (crossline_allocator_*; 0
+# with the system malloc), into $OUT/soak.csv, and draws $OUT/soak.svg.
 #
-# Env: OUT (default target/soak), RATE, HOLD_MS, PAUSE, AFTER,
+# Env: OUT (default target/soak), RATE, HOLD_MS, PAUSE, AFTER, SETTLE (s
+# from start to the first idle sample, default 15),
 # CROSSLINE_BIN (a prebuilt binary; skips the build), and PRELOAD (a
 # malloc to LD_PRELOAD, e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2,
 # to compare allocators without a rebuild; MALLOC_CONF and friends pass
@@ -55,23 +57,27 @@ TOML
 ulimit -n 65536 2>/dev/null || true
 LD_PRELOAD=${PRELOAD:-} "$bin" run --config "$work/crossline.toml" 2>"$work/gw.log" &
 gw=$!
-sleep 3
+# Idle is sampled once start-up's freed memory has gone back (jemalloc
+# returns freed pages after 10 s): earlier samples read 2-3 MB high.
+sleep "${SETTLE:-15}"
 
-metric() {  # the first sample of a metric from /metrics, 0 if absent
-  curl -s "http://127.0.0.1:$http_port/metrics" | awk -v m="$1" '$1==m{print $2; f=1; exit} END{if(!f) print 0}'
+metric() {  # the first sample of metric $1 in /metrics text $2, 0 if absent
+  awk -v m="$1" '$1==m{printf "%.0f\n", $2; f=1; exit} END{if(!f) print 0}' <<<"$2"
 }
 phase=idle
 echo idle >"$work/phase"
 sample() {
   local t0; t0=$(date +%s.%N)
-  echo "t_s,phase,rss_kb,rss_anon_kb,threads,fds,tasks,calls_active" >"$out/soak.csv"
+  echo "t_s,phase,rss_kb,rss_anon_kb,threads,fds,tasks,calls_active,alloc_kb,alloc_resident_kb" >"$out/soak.csv"
   while kill -0 "$gw" 2>/dev/null; do
-    local st; st=$(cat "/proc/$gw/status")
-    printf '%.1f,%s,%s,%s,%s,%s,%s,%s\n' \
+    local st m; st=$(cat "/proc/$gw/status"); m=$(curl -s "http://127.0.0.1:$http_port/metrics")
+    printf '%.1f,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' \
       "$(echo "$(date +%s.%N) - $t0" | bc -l)" "$(cat "$work/phase")" \
       "$(awk '/^VmRSS/{print $2}' <<<"$st")" "$(awk '/^RssAnon/{print $2}' <<<"$st")" \
       "$(awk '/^Threads/{print $2}' <<<"$st")" "$(ls "/proc/$gw/fd" | wc -l)" \
-      "$(metric crossline_runtime_tasks_alive)" "$(metric crossline_calls_active)" >>"$out/soak.csv"
+      "$(metric crossline_runtime_tasks_alive "$m")" "$(metric crossline_calls_active "$m")" \
+      "$(( $(metric crossline_allocator_allocated_bytes "$m") / 1024 ))" \
+      "$(( $(metric crossline_allocator_resident_bytes "$m") / 1024 ))" >>"$out/soak.csv"
     sleep 1
   done
 }
@@ -108,14 +114,15 @@ idle=$(awk -F, '$2=="idle"{print $3}' "$csv" | median)
 plateau=$(awk -F, -v w="$last_wave" '$2==w && $8>0 {print $3}' "$csv" | median)
 awk -F, -v failed="$failed_total" -v calls="$calls" -v idle="$idle" -v plateau="$plateau" -v after="$after" '
   NR==1 {next}
-  $2=="idle" {it=$7; ith=$5; ifd=$6}
+  $2=="idle" {it=$7; ith=$5; ifd=$6; ial=$9; ires=$10}
   $2 ~ /^wave/ && $8>0 {if($3>peak) peak=$3; if($8>maxcalls) maxcalls=$8}
-  {last=$3; lt=$7; lth=$5; lfd=$6}
+  {last=$3; lt=$7; lth=$5; lfd=$6; lal=$9; lres=$10}
   END {
     printf "calls %d, failed %d\n", calls, failed
     printf "RSS idle %.1f MB, peak %.1f MB, last wave median %.1f MB, %d s after the last wave %.1f MB (%+.1f MB over idle)\n", idle/1024, peak/1024, plateau/1024, after, last/1024, (last-idle)/1024
     printf "RSS per call up at the peak: %.1f KB (%d calls up)\n", (peak-idle)/(maxcalls>0?maxcalls:1), maxcalls
     printf "threads %d -> %d, fds %d -> %d, tokio tasks %d -> %d\n", ith, lth, ifd, lfd, it, lt
+    if (ial > 0) printf "allocator: live %.1f -> %.1f MB, resident %.1f -> %.1f MB\n", ial/1024, lal/1024, ires/1024, lres/1024
   }' "$csv" | tee "$out/summary.txt"
 
 # The plot: RSS (MB) and calls up against time, one SVG, no dependencies.

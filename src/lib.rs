@@ -11,6 +11,7 @@
 // The OpenAPI document is one large `json!`.
 #![recursion_limit = "256"]
 
+pub mod allocator;
 pub mod breakout;
 pub mod call;
 pub mod callback;

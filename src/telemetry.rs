@@ -190,6 +190,10 @@ pub fn export(now: std::time::Instant, s: &Snapshot<'_>, tally: &mut CallTally) 
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         gauge!(names::RUNTIME_TASKS_ALIVE).set(runtime.metrics().num_alive_tasks() as f64);
     }
+    if let Some(usage) = crate::allocator::usage() {
+        gauge!(names::ALLOCATOR_ALLOCATED_BYTES).set(usage.allocated as f64);
+        gauge!(names::ALLOCATOR_RESIDENT_BYTES).set(usage.resident as f64);
+    }
     gauge!(names::FLOWS_ACTIVE).set(s.active_flows as f64);
     gauge!(names::DRAINING).set(if s.draining { 1.0 } else { 0.0 });
     for (registrar, up) in s.registrations {

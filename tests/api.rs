@@ -325,6 +325,16 @@ fn metrics_are_described_from_the_names_table() {
             always.name
         );
     }
+    // The release build's allocator (jemalloc) reports its own view.
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    let live = gauge(names::ALLOCATOR_ALLOCATED_BYTES.name).unwrap_or(0.0);
+    let resident = gauge(names::ALLOCATOR_RESIDENT_BYTES.name).unwrap_or(0.0);
+    assert!(live > 1_000_000.0, "{live} bytes live: {metrics}");
+    assert!(resident >= live, "{resident} resident, {live} live");
     let samples = metrics
         .lines()
         .filter(|l| l.starts_with("crossline_"))

@@ -287,6 +287,14 @@ pub const RUNTIME_TASKS_ALIVE: Metric = gauge(
     "crossline_runtime_tasks_alive",
     "Tasks alive on the tokio runtime: flat between load waves, or something leaks a task per call.",
 );
+pub const ALLOCATOR_ALLOCATED_BYTES: Metric = gauge(
+    "crossline_allocator_allocated_bytes",
+    "Bytes in live heap allocations (jemalloc's stats.allocated; absent when built with the system malloc).",
+);
+pub const ALLOCATOR_RESIDENT_BYTES: Metric = gauge(
+    "crossline_allocator_resident_bytes",
+    "Bytes of the allocator's pages in physical memory: live data, the gaps between it, caches, and freed pages not yet given back (jemalloc's stats.resident).",
+);
 pub const OVERLOADED: Metric = gauge(
     "crossline_overloaded",
     "1 while the audio loops lack headroom and new calls get 503, else 0.",
@@ -731,6 +739,8 @@ pub const ALL: &[Metric] = &[
     AUDIO_MAX_WAKE_LATE_MICROSECONDS,
     AUDIO_LOAD_PERCENT,
     RUNTIME_TASKS_ALIVE,
+    ALLOCATOR_ALLOCATED_BYTES,
+    ALLOCATOR_RESIDENT_BYTES,
     OVERLOADED,
     OVERLOAD_OPTIONS_REFUSED,
     FLOWS_ACTIVE,
