@@ -8,6 +8,7 @@
 //! their own and are swapped in when ready.
 
 mod flows;
+mod quiet;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,8 @@ struct Gateway {
     )>,
     /// A reload in progress (one at a time).
     reloading: bool,
+    /// When a burst of calls is over, so the store can give back its cache.
+    after_burst: quiet::AfterBurst,
     /// Refuses new calls while the audio loops lack headroom.
     overload: crate::media::overload::Overload,
     /// Trunk health as `GET /v1/trunks` shows it, and the version of
@@ -337,6 +340,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
         services,
         flow_requests,
         reloading: false,
+        after_burst: quiet::AfterBurst::default(),
         overload,
     };
     // The numbering-plan metadata loads on first use (hundreds of ms in a
@@ -433,7 +437,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result
                 }
             }
             _ = sleep => {}
-            _ = telemetry_tick.tick() => gw.export_metrics(Instant::now()),
+            _ = telemetry_tick.tick() => {
+                let now = Instant::now();
+                gw.export_metrics(now);
+                if gw.after_burst.over(now, gw.cc.endpoint().active_calls()) {
+                    gw.store.release_memory();
+                }
+            }
             _ = headroom_tick.tick() => {
                 let overloaded = gw.overload.observe(Instant::now(), &gw.media.loads());
                 gw.cc.set_overloaded(overloaded);

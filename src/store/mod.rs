@@ -710,6 +710,9 @@ pub trait Store: Send + Sync {
     fn delete_recording(&self, id: &str) -> Result<(), StoreError>;
     /// Wait until every write queued so far is in the database.
     fn flush(&self) -> StoreFuture<'_, ()>;
+    /// Queue: let go of the memory the store keeps for speed (SQLite's
+    /// page cache) once a burst is over. It refills as writes resume.
+    fn release_memory(&self) {}
 
     /// Whether other gateways share this store (and conversations need an
     /// owner). A file of one node's own is not shared.

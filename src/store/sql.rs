@@ -117,6 +117,11 @@ pub trait Backend: Send + Sync + 'static {
     fn shared(&self) -> bool;
     /// What other gateways notify on `channel` (shared databases).
     fn listen(&self, channel: String) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>>;
+    /// The statement that makes the writer's connection give back its
+    /// cache, if the backend has one ([`Store::release_memory`]).
+    fn release_memory_statement(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// One queued write: statements that stand or fall together.
@@ -1703,6 +1708,13 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn delete_recording(&self, id: &str) -> Result<(), StoreError> {
         self.write("DELETE FROM recordings WHERE id = $1", vec![id.into()])
+    }
+
+    fn release_memory(&self) {
+        if let Some(sql) = self.backend.release_memory_statement() {
+            // Best effort: a closed store has nothing to release.
+            let _ = self.push(vec![stmt(sql, Vec::new())]);
+        }
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {

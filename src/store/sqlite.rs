@@ -309,6 +309,10 @@ impl Backend for Sqlite {
         false
     }
 
+    fn release_memory_statement(&self) -> Option<&'static str> {
+        Some(SHRINK_MEMORY)
+    }
+
     fn listen(
         &self,
         _channel: String,
@@ -386,8 +390,17 @@ fn read_loop(conn: Connection, reads: Arc<Mutex<mpsc::Receiver<Read>>>) {
     }
 }
 
+/// Marks a job that asks the writer to free its connection's page cache
+/// (`Store::release_memory`). Not run in the batch's transaction, where
+/// the pages it should free are in use: the writer frees them after.
+const SHRINK_MEMORY: &str = "PRAGMA shrink_memory";
+
 fn write_loop(mut conn: Connection, mut writes: WriteRx) {
     while let Some(batch) = writes.blocking_next() {
+        let shrinks = batch
+            .iter()
+            .flat_map(|job| &job.statements)
+            .any(|s| s.sql == SHRINK_MEMORY);
         let whole = write_all(&mut conn, &batch);
         if let Err(e) = &whole {
             // One bad write must not take the others in its batch with it:
@@ -401,13 +414,32 @@ fn write_loop(mut conn: Connection, mut writes: WriteRx) {
             }
         }
         writes.applied(&batch, whole.is_err());
+        if shrinks {
+            drop(batch);
+            if let Err(e) = conn.release_memory() {
+                tracing::warn!(%e, "store: cannot release the page cache");
+            }
+            release_freed_memory();
+        }
     }
+}
+
+/// SQLite allocates with the C library's malloc, which keeps freed pages
+/// in its arenas: hand them back to the system, and this thread's
+/// allocator cache with them.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    crate::allocator::release_thread_cache();
 }
 
 fn write_all(conn: &mut Connection, jobs: &[Job]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     for job in jobs {
-        for stmt in &job.statements {
+        for stmt in job.statements.iter().filter(|s| s.sql != SHRINK_MEMORY) {
             tx.prepare_cached(&sqlite_text(stmt.sql))?
                 .execute(rusqlite::params_from_iter(stmt.params.iter()))?;
         }
@@ -458,6 +490,31 @@ mod tests {
                 .id,
             "after"
         );
+    }
+
+    /// A release of the page cache queued between writes runs after their
+    /// transaction, not in it: the writes beside it stand.
+    #[tokio::test]
+    async fn releasing_the_page_cache_between_writes_loses_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("m.db")).unwrap();
+        for i in 0..200 {
+            store.upsert_lead(lead(&format!("lead-{i}"))).unwrap();
+        }
+        store.release_memory();
+        store.upsert_lead(lead("after")).unwrap();
+        store.flush().await.unwrap();
+        let stats = store.write_stats();
+        assert_eq!(stats.applied, stats.queued);
+        assert_eq!(stats.queued, 202);
+        for id in ["lead-0", "lead-199", "after"] {
+            assert!(store.lead(id).await.unwrap().is_some(), "{id}");
+        }
+        // And the connection works on after giving its cache back.
+        store.release_memory();
+        store.upsert_lead(lead("later")).unwrap();
+        store.flush().await.unwrap();
+        assert!(store.lead("later").await.unwrap().is_some());
     }
 
     #[tokio::test]
