@@ -117,10 +117,10 @@ pub trait Backend: Send + Sync + 'static {
     fn shared(&self) -> bool;
     /// What other gateways notify on `channel` (shared databases).
     fn listen(&self, channel: String) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>>;
-    /// The statement that makes the writer's connection give back its
-    /// cache, if the backend has one ([`Store::release_memory`]).
-    fn release_memory_statement(&self) -> Option<&'static str> {
-        None
+    /// Whether the writer keeps memory it can give back after a burst
+    /// (SQLite's page cache; [`Store::release_memory`]).
+    fn caches_memory(&self) -> bool {
+        false
     }
 }
 
@@ -129,6 +129,9 @@ pub struct Job {
     pub seq: u64,
     pub statements: Vec<Stmt>,
     pub queued_at: Instant,
+    /// After this job, the writer gives back the memory it keeps for
+    /// speed ([`Store::release_memory`]).
+    pub release_memory: bool,
 }
 
 #[derive(Default)]
@@ -193,12 +196,23 @@ impl WriteQueue {
     /// Queue statements to run in one transaction, after every write
     /// queued before. Never waits.
     pub fn push(&self, statements: Vec<Stmt>) -> Result<(), StoreError> {
+        self.send(statements, false)
+    }
+
+    /// Queue a job with no statements that has the writer give back its
+    /// cached memory once the writes before it are done.
+    pub fn push_release_memory(&self) -> Result<(), StoreError> {
+        self.send(Vec::new(), true)
+    }
+
+    fn send(&self, statements: Vec<Stmt>, release_memory: bool) -> Result<(), StoreError> {
         let mut tx = self.tx.lock().map_err(|_| StoreError::Closed)?;
         let seq = tx.0 + 1;
         tx.1.send(Job {
             seq,
             statements,
             queued_at: Instant::now(),
+            release_memory,
         })
         .map_err(|_| StoreError::Closed)?;
         tx.0 = seq;
@@ -1711,9 +1725,9 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn release_memory(&self) {
-        if let Some(sql) = self.backend.release_memory_statement() {
+        if self.backend.caches_memory() {
             // Best effort: a closed store has nothing to release.
-            let _ = self.push(vec![stmt(sql, Vec::new())]);
+            let _ = self.writes.push_release_memory();
         }
     }
 

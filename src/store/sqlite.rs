@@ -309,8 +309,8 @@ impl Backend for Sqlite {
         false
     }
 
-    fn release_memory_statement(&self) -> Option<&'static str> {
-        Some(SHRINK_MEMORY)
+    fn caches_memory(&self) -> bool {
+        true
     }
 
     fn listen(
@@ -390,17 +390,9 @@ fn read_loop(conn: Connection, reads: Arc<Mutex<mpsc::Receiver<Read>>>) {
     }
 }
 
-/// Marks a job that asks the writer to free its connection's page cache
-/// (`Store::release_memory`). Not run in the batch's transaction, where
-/// the pages it should free are in use: the writer frees them after.
-const SHRINK_MEMORY: &str = "PRAGMA shrink_memory";
-
 fn write_loop(mut conn: Connection, mut writes: WriteRx) {
     while let Some(batch) = writes.blocking_next() {
-        let shrinks = batch
-            .iter()
-            .flat_map(|job| &job.statements)
-            .any(|s| s.sql == SHRINK_MEMORY);
+        let release = batch.iter().any(|job| job.release_memory);
         let whole = write_all(&mut conn, &batch);
         if let Err(e) = &whole {
             // One bad write must not take the others in its batch with it:
@@ -414,7 +406,9 @@ fn write_loop(mut conn: Connection, mut writes: WriteRx) {
             }
         }
         writes.applied(&batch, whole.is_err());
-        if shrinks {
+        // After the batch's transaction, where the pages are no longer in
+        // use (`Store::release_memory`).
+        if release {
             drop(batch);
             if let Err(e) = conn.release_memory() {
                 tracing::warn!(%e, "store: cannot release the page cache");
@@ -439,7 +433,7 @@ fn release_freed_memory() {
 fn write_all(conn: &mut Connection, jobs: &[Job]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     for job in jobs {
-        for stmt in job.statements.iter().filter(|s| s.sql != SHRINK_MEMORY) {
+        for stmt in &job.statements {
             tx.prepare_cached(&sqlite_text(stmt.sql))?
                 .execute(rusqlite::params_from_iter(stmt.params.iter()))?;
         }
